@@ -1,0 +1,54 @@
+/*
+ * ISO/IEC 7816-4 command and response APDUs, the only shape in which bytes cross between a
+ * host and a module (DESIGN.md §1). Commands are CLA INS P1 P2 [Lc data] [Le] in short or
+ * extended form; responses are data followed by the status word SW1 SW2. Allocation-free.
+ *
+ * Keyhole's instruction set (CLA 0x80) is listed here because both sides need it; what each
+ * instruction does is in docs/protocols/pairing.md.
+ */
+#ifndef KEYHOLE_APDU_H
+#define KEYHOLE_APDU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyhole/buf.h"
+#include "keyhole/err.h"
+
+#define KH_APDU_MAX_DATA 4096
+#define KH_APDU_MAX_CMD (4 + 3 + KH_APDU_MAX_DATA + 3)
+#define KH_APDU_MAX_RESP (KH_APDU_MAX_DATA + 2)
+
+#define KH_CLA 0x80
+
+enum kh_ins {
+	KH_INS_GET_INFO = 0x10,    /* public facts: role, UA, lifecycle, state counter */
+	KH_INS_ECHO = 0x20,        /* sealed channel only: returns its data (tests, benchmarks) */
+	KH_INS_PAIR_OPEN = 0x80,   /* seed 000 step 2/3: HPKE-sealed Ci || A */
+	KH_INS_GET_CERT = 0xCA,    /* P1 = 0 pairing certificate, 1 signing certificate */
+	KH_INS_SEALED = 0xC2,      /* seed 000 step 4: a command inside the paired channel */
+	KH_INS_PERSO_INIT = 0xE0,  /* personalisation: identity in, fresh public keys out */
+	KH_INS_PERSO_CERTS = 0xE2, /* personalisation: the authority's certificates in */
+	KH_INS_CARD_START = 0x60,  /* CAM: begin pairing with the card (answers with bytes to relay) */
+	KH_INS_CARD_RESP = 0x62,   /* CAM: here is the card's answer to what you asked me to relay */
+	KH_INS_CARD_SEND = 0x64,   /* CAM: seal this command for the card */
+};
+
+struct kh_apdu {
+	uint8_t cla, ins, p1, p2;
+	const uint8_t *data; /* points into the parsed buffer */
+	size_t lc;
+	size_t le;  /* 0 when absent; 256 / 65536 encode as 0 on the wire */
+	int has_le;
+};
+
+/* Parse a command APDU (cases 1, 2S, 3S, 4S, 2E, 3E, 4E). Any length inconsistency is KH_ERR_APDU_LEN. */
+KH_WARN_UNUSED kh_err kh_apdu_parse(const uint8_t *buf, size_t len, struct kh_apdu *a);
+/* Append a command APDU; short form when lc <= 255 and le <= 256, extended otherwise. le 0 = no Le. */
+kh_err kh_apdu_build(struct kh_wr *w, uint8_t cla, uint8_t ins, uint8_t p1, uint8_t p2,
+		     const uint8_t *data, size_t lc, size_t le);
+/* Split a response into data and status word (KH_ERR_APDU_LEN when shorter than 2 bytes). */
+KH_WARN_UNUSED kh_err kh_apdu_resp(const uint8_t *buf, size_t len, const uint8_t **data, size_t *dlen,
+				   uint16_t *sw);
+
+#endif

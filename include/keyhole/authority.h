@@ -1,0 +1,72 @@
+/*
+ * The operator authority (center zone): the Ed25519 root key and self-signed X.509 root, the
+ * management master key from which card keys are diversified (PROTOCOLS.md), and the issuing of
+ * module certificates. Lives in a directory:
+ *
+ *   root.key     Ed25519 private key, PKCS#8 PEM, mode 0600
+ *   root.crt     self-signed root certificate, PEM
+ *   master.key   32-byte management master key, hex, mode 0600
+ *   next-ua      next unique address to hand out (decimal), replaced atomically
+ *   issued/      every certificate issued, <role>-<UA>-<sign|pair>.crt, PEM
+ *
+ * Key files are written under umask 077 and refused (KH_ERR_KEYFILE_PERM) when group or others
+ * can read them.
+ */
+#ifndef KEYHOLE_AUTHORITY_H
+#define KEYHOLE_AUTHORITY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyhole/cert.h"
+#include "keyhole/err.h"
+
+struct kh_authority;
+
+/* Create a new authority in dir (created if missing; KH_ERR_EXISTS if it already holds one). */
+KH_WARN_UNUSED kh_err kh_authority_init(const char *dir, const char *operator_name);
+KH_WARN_UNUSED kh_err kh_authority_open(const char *dir, struct kh_authority **out);
+void kh_authority_free(struct kh_authority *a);
+
+/* The root's Ed25519 public key and DER certificate (owned by a; valid until _free). */
+void kh_authority_root_pk(const struct kh_authority *a, uint8_t pk[static 32]);
+void kh_authority_root_der(const struct kh_authority *a, const uint8_t **der, size_t *len);
+const char *kh_authority_name(const struct kh_authority *a);
+
+/* Take the next unique address; the counter is durable before it returns (never reused). */
+KH_WARN_UNUSED kh_err kh_authority_next_ua(struct kh_authority *a, uint32_t *ua);
+
+/*
+ * Issue a certificate for a module key: role and ua go into the subject; key is the type of pub.
+ * The DER goes to der (cap >= KH_CERT_MAX is enough) and a PEM copy to issued/.
+ * `use` is "sign" or "pair" and names the file.
+ */
+KH_WARN_UNUSED kh_err kh_authority_issue(struct kh_authority *a, enum kh_role role, uint32_t ua,
+					 enum kh_cert_key key, const uint8_t pub[static 32], const char *use,
+					 uint8_t *der, size_t cap, size_t *len);
+
+/* Kp and Ku of a card (PROTOCOLS.md): HKDF(master, "", label || UA, 32). */
+KH_WARN_UNUSED kh_err kh_authority_card_keys(const struct kh_authority *a, uint32_t ua,
+					     uint8_t kp[static 32], uint8_t ku[static 32]);
+
+/* What personalising one module produced: its identity and the two certificates issued for it. */
+struct kh_issued {
+	enum kh_role role;
+	uint32_t ua;
+	size_t sign_len, pair_len;
+	uint8_t sign_der[KH_CERT_MAX];
+	uint8_t pair_der[KH_CERT_MAX];
+};
+
+struct kh_transport;
+
+/*
+ * Personalise a blank module through a transport, in APDUs only: PERSO INIT with its role, UA
+ * (0: the next free one), the operator root key and its diversified keys; certify the two public
+ * keys it answers with (its private keys never leave it); PERSO CERTS. The module stores its
+ * sealed state itself. Errors: the module's refusal, or a key it answers with that is malformed.
+ */
+KH_WARN_UNUSED kh_err kh_authority_personalise(struct kh_authority *a, struct kh_transport *t, enum kh_role role,
+					       uint32_t ua, struct kh_issued *out);
+
+#endif

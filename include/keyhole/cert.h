@@ -1,0 +1,67 @@
+/*
+ * Operator certificates (DESIGN.md §1, PROTOCOLS.md "Identities"). The authority signs X.509 v3
+ * certificates with its Ed25519 root; each names a role and a unique address (UA) in its
+ * subject:  O=<operator>, OU=<role>, serialNumber=<UA as 8 hex digits>, CN=<role> <UA hex>.
+ * A module's pairing certificate carries its X25519 key, its signing certificate its Ed25519 key.
+ *
+ * kh_cert_check() is the one verifier every zone uses (a CAM checking a card, a decoder checking
+ * a CAM, a center checking a card): it lives in base so the module zone can call it.
+ */
+#ifndef KEYHOLE_CERT_H
+#define KEYHOLE_CERT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyhole/err.h"
+
+#define KH_CERT_MAX 1024 /* largest DER certificate a module stores or accepts */
+
+enum kh_role {
+	KH_ROLE_NONE = 0,
+	KH_ROLE_CARD = 1,
+	KH_ROLE_CAM = 2,
+	KH_ROLE_DECODER = 3,
+	KH_ROLE_DISTRIBUTOR = 4,
+	KH_ROLE_PROCESSOR = 5,
+	KH_ROLE_BUYER = 6,
+	KH_ROLE_KEYCARD = 7,
+};
+
+enum kh_cert_key {
+	KH_CERT_KEY_ANY = 0,
+	KH_CERT_KEY_ED25519 = 1,
+	KH_CERT_KEY_X25519 = 2,
+};
+
+/* "card", "cam", ...; NULL for an unknown role. */
+const char *kh_role_name(enum kh_role r);
+/* KH_ERR_INVAL for an unknown name. */
+KH_WARN_UNUSED kh_err kh_role_parse(const char *name, enum kh_role *r);
+
+struct kh_cert_info {
+	enum kh_role role;
+	uint32_t ua;
+	enum kh_cert_key key;
+	uint8_t pub[32];
+	uint64_t not_after; /* unix seconds */
+};
+
+/*
+ * Verify a DER certificate: it parses with no trailing bytes, is signed by the Ed25519 root key
+ * root_pk, is not a CA, names a known role and a UA, and carries an Ed25519 or X25519 key.
+ * want_role / want_key of NONE / ANY accept any. now (unix seconds) is checked against the
+ * validity period unless 0. Returns KH_ERR_CERT, KH_ERR_CERT_ROLE (role or key type differ),
+ * or KH_OK with *info filled.
+ */
+KH_WARN_UNUSED kh_err kh_cert_check(const uint8_t *der, size_t len, const uint8_t root_pk[static 32],
+				    enum kh_role want_role, enum kh_cert_key want_key, uint64_t now,
+				    struct kh_cert_info *info);
+
+/* Root certificate: parse a self-signed Ed25519 root and return its public key (KH_ERR_CERT otherwise). */
+KH_WARN_UNUSED kh_err kh_cert_root_pk(const uint8_t *der, size_t len, uint8_t root_pk[static 32]);
+
+/* PEM <-> DER for one CERTIFICATE block. */
+KH_WARN_UNUSED kh_err kh_cert_pem_to_der(const char *pem, size_t pemlen, uint8_t *der, size_t cap, size_t *len);
+
+#endif

@@ -1,0 +1,97 @@
+/*
+ * Keyhole error registry. Every fallible function returns a kh_err: 0 (KH_OK) on success, a
+ * negative code otherwise. One X-macro lists every code once with its one-line message, the
+ * HTTP status and JSON code a service answers with, and the ISO 7816-4 status word a module
+ * answers with; the enum, kh_strerror() and the mappings are generated from it, so a code can
+ * never exist in one table and not another. Messages never carry secrets or variable data.
+ */
+#ifndef KEYHOLE_ERR_H
+#define KEYHOLE_ERR_H
+
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define KH_WARN_UNUSED __attribute__((warn_unused_result))
+#else
+#define KH_WARN_UNUSED
+#endif
+
+typedef int kh_err;
+
+#define KH_OK 0
+
+/* XX(NAME, "message", http_status, "json_code", status_word) */
+#define KH_ERR_MAP(XX)                                                                           \
+	XX(NOMEM, "out of memory", 500, "nomem", 0x6F01)                                         \
+	XX(INVAL, "invalid argument", 400, "invalid_argument", 0x6F02)                           \
+	XX(USAGE, "usage error", 400, "usage", 0x6F03)                                           \
+	XX(IO, "input/output error", 500, "io", 0x6F04)                                          \
+	XX(NOTFOUND, "not found", 404, "not_found", 0x6A82)                                      \
+	XX(EXISTS, "already exists", 409, "exists", 0x6F05)                                      \
+	XX(KEYFILE_PERM, "key file is accessible by group or others", 500, "key_file_mode",      \
+	   0x6F06)                                                                               \
+	XX(TRUNCATED, "message truncated", 400, "truncated", 0x6F07)                             \
+	XX(TRAILING, "trailing bytes after message", 400, "trailing_bytes", 0x6F08)              \
+	XX(VERSION, "unsupported format version", 400, "version", 0x6F09)                        \
+	XX(FORMAT, "malformed message", 400, "malformed", 0x6A80)                                \
+	XX(TLV_TAG, "unknown TLV tag", 400, "tlv_tag", 0x6F0A)                                   \
+	XX(TOO_LARGE, "value too large", 413, "too_large", 0x6F0B)                               \
+	XX(BUF, "output buffer too small", 500, "buffer", 0x6F0C)                                \
+	XX(CRYPTO, "cryptographic library failure", 500, "crypto", 0x6F0D)                       \
+	XX(AUTH, "authentication tag mismatch", 403, "auth", 0x6982)                             \
+	XX(STATE_AUTH, "sealed module state failed authentication", 500, "state_auth", 0x6F0E)   \
+	XX(ROLLBACK, "sealed module state is older than one already seen", 409, "rollback",      \
+	   0x6F0F)                                                                               \
+	XX(STORE, "module state could not be stored", 500, "store", 0x6581)                     \
+	XX(APDU_CLA, "class not supported", 400, "apdu_class", 0x6E00)                           \
+	XX(APDU_INS, "instruction not supported", 400, "apdu_instruction", 0x6D00)              \
+	XX(APDU_P1P2, "incorrect parameters P1-P2", 400, "apdu_p1p2", 0x6A86)                    \
+	XX(APDU_LEN, "wrong APDU length", 400, "apdu_length", 0x6700)                            \
+	XX(NOT_PERSONALISED, "module is not personalised", 409, "not_personalised", 0x6985)      \
+	XX(PERSONALISED, "module is already personalised", 409, "already_personalised", 0x6986) \
+	XX(CERT, "certificate not issued by this operator or malformed", 403, "certificate",     \
+	   0x6F10)                                                                               \
+	XX(CERT_ROLE, "certificate is for a different role", 403, "certificate_role", 0x6F11)    \
+	XX(CERT_KEY, "certificate does not match the module key", 403, "certificate_key",        \
+	   0x6F12)                                                                               \
+	XX(NOT_PAIRED, "no paired channel", 409, "not_paired", 0x6F13)                           \
+	XX(PAIR_STATE, "pairing step out of order", 409, "pair_state", 0x6F14)                   \
+	XX(PAIR_OPEN, "pairing request could not be opened", 403, "pair_open", 0x6F15)           \
+	XX(PAIR_AUTH, "pairing answer did not prove the session key", 403, "pair_auth", 0x6F16)  \
+	XX(CHAN_AUTH, "sealed message failed authentication", 403, "channel_auth", 0x6988)       \
+	XX(CHAN_REPLAY, "sealed message replayed or out of order", 403, "channel_replay",        \
+	   0x6F17)                                                                               \
+	XX(CHAN_REKEY, "channel limit reached, pair again", 409, "channel_rekey", 0x6F18)        \
+	XX(PEER_ERROR, "peer module refused the command", 502, "peer_error", 0x6F19)            \
+	XX(TRANSPORT, "module transport failed", 502, "transport", 0x6F1A)                       \
+	XX(INTERNAL, "internal error", 500, "internal", 0x6F1B)
+
+enum kh__err_index {
+#define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,
+	KH_ERR_MAP(KH__XX_INDEX)
+#undef KH__XX_INDEX
+	KH__ERR_COUNT
+};
+
+enum kh_err_code {
+#define KH__XX_CODE(name, msg, http, json, sw) KH_ERR_##name = -(KH__ERRI_##name + 1),
+	KH_ERR_MAP(KH__XX_CODE)
+#undef KH__XX_CODE
+};
+
+/* One-line message for a code; "unknown error" for a value not in the map. Never NULL. */
+const char *kh_strerror(kh_err e);
+/* Symbolic name ("CHAN_AUTH"), JSON code ("channel_auth") and HTTP status of a code. */
+const char *kh_err_name(kh_err e);
+const char *kh_err_json(kh_err e);
+int kh_err_http(kh_err e);
+
+#define KH_SW_OK 0x9000u
+/* "Relay the response data to the peer module": a CAM asks its host to carry bytes to the card. */
+#define KH_SW_RELAY 0x9F00u
+/* Status word a module answers for a code (KH_OK gives 0x9000). */
+uint16_t kh_err_to_sw(kh_err e);
+/* Code for a status word: 0x9000 gives KH_OK, an unknown word KH_ERR_PEER_ERROR. */
+kh_err kh_err_from_sw(uint16_t sw);
+
+#endif

@@ -1,0 +1,41 @@
+/*
+ * Software module: runs a kh_module in this process as a stand-in for the hardware of a smart
+ * card or CAM. It plays the chip's role for the module: memory, the root key (from a key file,
+ * mode 0600, given at start), non-volatile storage for the sealed state (the card file, replaced
+ * atomically), and a monotonic counter (the counter file beside it, <card>.ctr) so that an older
+ * copy of the card file is refused. On real hardware the root key and the counter live in the
+ * chip; here they are files, and docs/internals/module.md says what that does and does not buy.
+ */
+#ifndef KEYHOLE_SOFTMODULE_H
+#define KEYHOLE_SOFTMODULE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyhole/err.h"
+
+struct kh_module;
+struct kh_softmod;
+
+/* Key file path for a card file: "x.card" -> "x.key", anything else -> "<path>.key" (malloc'd). */
+char *kh_softmod_key_path(const char *card_path);
+
+/*
+ * Open a card file with its root key file (key_path NULL: kh_softmod_key_path). The counter file
+ * <card>.ctr, when present, is the lowest state counter accepted. Errors: KH_ERR_NOTFOUND,
+ * KH_ERR_KEYFILE_PERM, KH_ERR_STATE_AUTH, KH_ERR_ROLLBACK, KH_ERR_FORMAT; no file is changed.
+ */
+KH_WARN_UNUSED kh_err kh_softmod_open(const char *card_path, const char *key_path, struct kh_softmod **out);
+/*
+ * A blank module with a fresh root key, held in memory until kh_softmod_save() writes the card
+ * file, the key file and the counter file (used by `keyhole card issue`).
+ */
+KH_WARN_UNUSED kh_err kh_softmod_new_blank(struct kh_softmod **out);
+/* Write a memory-held module to card_path (and its key file, 0600); refuses existing files. */
+KH_WARN_UNUSED kh_err kh_softmod_save(struct kh_softmod *s, const char *card_path, const char *key_path);
+struct kh_module *kh_softmod_module(struct kh_softmod *s);
+/* Fix the module's clock for tests (0: the system clock). */
+void kh_softmod_set_time(struct kh_softmod *s, uint64_t now);
+void kh_softmod_free(struct kh_softmod *s);
+
+#endif

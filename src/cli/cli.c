@@ -1,0 +1,106 @@
+/* Helpers shared by the subcommands (cli.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/cli.h"
+#include "keyhole/cert.h"
+#include "keyhole/file.h"
+#include "keyhole/softmodule.h"
+
+void kh_cli_list(FILE *f, const char *prog, const struct kh_cli_cmd *tab, size_t n)
+{
+	fprintf(f, "usage: keyhole %s%s<command> [options]\n\ncommands:\n", prog ? prog : "", prog ? " " : "");
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "  %-10s %s\n", tab[i].name, tab[i].help);
+	fprintf(f, "\nRun 'keyhole %s%s<command> --help' for a command's options.\n", prog ? prog : "",
+		prog ? " " : "");
+}
+
+int kh_cli_usage(const char *prog, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "keyhole%s%s: ", prog ? " " : "", prog ? prog : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (try 'keyhole%s%s --help')\n", prog ? " " : "", prog ? prog : "");
+	return KH_EXIT_USAGE;
+}
+
+int kh_cli_fail(const char *what, kh_err e)
+{
+	fprintf(stderr, "keyhole: %s: %s\n", what, kh_strerror(e));
+	return KH_EXIT_FAIL;
+}
+
+int kh_cli_wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return 0;
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+			return 1;
+	}
+	return 0;
+}
+
+int kh_cli_dispatch(const char *prog, const struct kh_cli_cmd *tab, size_t n, int argc, char **argv)
+{
+	if (argc < 2)
+		return kh_cli_usage(prog, "a command is required");
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+		if (argc > 2 && strcmp(argv[1], "help") == 0) {
+			for (size_t i = 0; i < n; i++)
+				if (strcmp(tab[i].name, argv[2]) == 0) {
+					char *h[] = {argv[2], (char *)"--help", NULL};
+					return tab[i].fn(2, h);
+				}
+			return kh_cli_usage(prog, "unknown command '%s'", argv[2]);
+		}
+		kh_cli_list(stdout, prog, tab, n);
+		return KH_EXIT_OK;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(tab[i].name, argv[1]) == 0)
+			return tab[i].fn(argc - 1, argv + 1);
+	return kh_cli_usage(prog, "unknown command '%s'", argv[1]);
+}
+
+kh_err kh_cli_open_module(const char *spec, const char *key, struct kh_softmod **sm, struct kh_transport *t)
+{
+	kh_err r;
+	*sm = NULL;
+	if (strncmp(spec, "unix:", 5) == 0)
+		return kh_transport_unix(t, spec + 5);
+	if ((r = kh_softmod_open(spec, key, sm)) != KH_OK)
+		return r;
+	kh_transport_inproc(t, kh_softmod_module(*sm));
+	return KH_OK;
+}
+
+kh_err kh_cli_root_pk(const char *path, uint8_t pk[static 32])
+{
+	struct stat st;
+	char *file = NULL;
+	uint8_t *pem = NULL, der[KH_CERT_MAX];
+	size_t pemlen = 0, derlen;
+	kh_err r;
+
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+		if (asprintf(&file, "%s/root.crt", path) < 0)
+			return KH_ERR_NOMEM;
+		path = file;
+	}
+	if ((r = kh_file_read(path, 64 * 1024, &pem, &pemlen)) != KH_OK)
+		goto out;
+	if ((r = kh_cert_pem_to_der((const char *)pem, pemlen, der, sizeof der, &derlen)) != KH_OK)
+		goto out;
+	r = kh_cert_root_pk(der, derlen, pk);
+out:
+	kh_file_free(pem, pemlen);
+	free(file);
+	return r;
+}

@@ -1,0 +1,48 @@
+/*
+ * Shared pieces of the `keyhole` command: the subcommand table type, the two ways a command
+ * ends badly (usage: exit 2; failure: exit 1, one line on stderr), and opening a module named on
+ * the command line (a card file run in-process, or unix:PATH for a module daemon).
+ */
+#ifndef KH_CLI_H
+#define KH_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "keyhole/err.h"
+#include "keyhole/transport.h"
+
+#define KH_EXIT_OK 0
+#define KH_EXIT_FAIL 1
+#define KH_EXIT_USAGE 2
+
+struct kh_cli_cmd {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *help; /* one line */
+};
+
+/* Run argv[1] from tab; prints the table for --help / -h / help; usage error for anything else. */
+int kh_cli_dispatch(const char *prog, const struct kh_cli_cmd *tab, size_t n, int argc, char **argv);
+void kh_cli_list(FILE *f, const char *prog, const struct kh_cli_cmd *tab, size_t n);
+/* "keyhole <prog>: <message>" plus "try 'keyhole <prog> --help'"; returns KH_EXIT_USAGE. */
+int kh_cli_usage(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "keyhole: <what>: <error message>"; returns KH_EXIT_FAIL. */
+int kh_cli_fail(const char *what, kh_err e);
+/* 1 when argv holds -h or --help (checked before anything else runs). */
+int kh_cli_wants_help(int argc, char **argv);
+
+struct kh_softmod;
+/* A module named by spec: "unix:PATH" connects to a daemon, anything else is a card file. */
+KH_WARN_UNUSED kh_err kh_cli_open_module(const char *spec, const char *key, struct kh_softmod **sm,
+					 struct kh_transport *t);
+/* The operator root public key from an authority directory or a root certificate file. */
+KH_WARN_UNUSED kh_err kh_cli_root_pk(const char *path, uint8_t pk[static 32]);
+
+int kh_cmd_authority(int argc, char **argv);
+int kh_cmd_card(int argc, char **argv);
+int kh_cmd_pair(int argc, char **argv);
+int kh_cmd_demo(int argc, char **argv);
+
+#endif

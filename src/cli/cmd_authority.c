@@ -1,0 +1,96 @@
+/*
+ * keyhole authority: create the operator authority (root key and certificate, management master
+ * key) and show what it holds. See keyhole-authority(1).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "keyhole/authority.h"
+#include "keyhole/crypto.h"
+
+static const char init_help[] =
+	"usage: keyhole authority init [--name NAME] DIR\n"
+	"\n"
+	"Create an operator authority in DIR: an Ed25519 root key and self-signed X.509 root\n"
+	"certificate, and the management master key from which card keys are diversified.\n"
+	"Key files are written mode 0600. DIR must not already hold an authority.\n"
+	"\n"
+	"  -n, --name NAME   operator name written into certificates (default \"Keyhole operator\")\n";
+
+static const char show_help[] =
+	"usage: keyhole authority show DIR\n"
+	"\n"
+	"Print the operator name, the root key fingerprint (SHA-256 of the public key) and the next\n"
+	"unique address. Refuses key files that group or others can read.\n";
+
+static int cmd_init(int argc, char **argv)
+{
+	static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
+	const char *name = "Keyhole operator";
+	kh_err r;
+	int c;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+n:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			name = optarg;
+			break;
+		case 'h':
+			fputs(init_help, stdout);
+			return KH_EXIT_OK;
+		default:
+			return kh_cli_usage("authority init", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (argc - optind != 1)
+		return kh_cli_usage("authority init", "exactly one directory is required");
+	if (!*name || strlen(name) > 64 || strpbrk(name, "/=,+\"\\<>;\n"))
+		return kh_cli_usage("authority init", "--name must be 1-64 characters without / = , + \" \\ < > ;");
+	if ((r = kh_authority_init(argv[optind], name)) != KH_OK)
+		return kh_cli_fail(argv[optind], r);
+	printf("authority created in %s (root certificate %s/root.crt)\n", argv[optind], argv[optind]);
+	return KH_EXIT_OK;
+}
+
+static int cmd_show(int argc, char **argv)
+{
+	struct kh_authority *a = NULL;
+	uint8_t pk[32], fp[32];
+	kh_err r;
+
+	if (kh_cli_wants_help(argc, argv)) {
+		fputs(show_help, stdout);
+		return KH_EXIT_OK;
+	}
+	if (argc != 2 || argv[1][0] == '-')
+		return kh_cli_usage("authority show", "exactly one directory is required");
+	if ((r = kh_authority_open(argv[1], &a)) != KH_OK)
+		return kh_cli_fail(argv[1], r);
+	kh_authority_root_pk(a, pk);
+	if ((r = kh_sha256(pk, sizeof pk, fp)) != KH_OK) {
+		kh_authority_free(a);
+		return kh_cli_fail("fingerprint", r);
+	}
+	printf("operator: %s\nroot key sha256: ", kh_authority_name(a));
+	for (size_t i = 0; i < sizeof fp; i++)
+		printf("%02x", fp[i]);
+	printf("\n");
+	kh_authority_free(a);
+	return KH_EXIT_OK;
+}
+
+static const struct kh_cli_cmd sub[] = {
+	{"init", cmd_init, "create a new operator authority in a directory"},
+	{"show", cmd_show, "show an authority's operator name and root key fingerprint"},
+};
+
+int kh_cmd_authority(int argc, char **argv)
+{
+	return kh_cli_dispatch("authority", sub, sizeof sub / sizeof sub[0], argc, argv);
+}

@@ -1,0 +1,232 @@
+/*
+ * keyhole card: personalise a security module (card or CAM) from the authority, inspect one,
+ * and serve one on a UNIX socket as a module daemon. See keyhole-card(1).
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "keyhole/authority.h"
+#include "keyhole/host.h"
+#include "keyhole/softmodule.h"
+
+static const char issue_help[] =
+	"usage: keyhole card issue --authority DIR --role card|cam --out FILE [--ua N] [--key KEYFILE]\n"
+	"\n"
+	"Personalise a new module: a blank software module generates its own signing (Ed25519) and\n"
+	"pairing (X25519) keys, the authority certifies them, and the module stores its state sealed\n"
+	"under a fresh root key. Writes FILE (sealed state), KEYFILE (root key, mode 0600; default FILE\n"
+	"with .card replaced by .key) and FILE.ctr (state counter); the certificates go to\n"
+	"DIR/issued/. Existing files are never overwritten.\n"
+	"\n"
+	"  -a, --authority DIR  the operator authority\n"
+	"  -r, --role ROLE      card or cam\n"
+	"  -o, --out FILE       card file to create (conventionally NAME.card)\n"
+	"  -u, --ua N           unique address to assign (default: the authority's next)\n"
+	"  -k, --key KEYFILE    where to write the root key\n";
+
+static const char info_help[] =
+	"usage: keyhole card info --card SPEC [--key KEYFILE]\n"
+	"\n"
+	"Ask a module for its public facts (role, unique address, lifecycle, state counter) with a\n"
+	"GET INFO command. SPEC is a card file, run in-process, or unix:PATH for a module daemon.\n";
+
+static const char serve_help[] =
+	"usage: keyhole card serve --socket PATH --card FILE [--key KEYFILE]\n"
+	"\n"
+	"Run the module in FILE as a daemon answering command APDUs on a UNIX socket (mode 0600),\n"
+	"framed as a 4-byte big-endian length and the APDU bytes. Every state change is sealed and\n"
+	"written to FILE before its answer is sent. Stops on SIGINT or SIGTERM.\n";
+
+static int parse_u32(const char *s, uint32_t *v)
+{
+	char *end;
+	unsigned long long x;
+	if (!s || !*s || *s == '-')
+		return -1;
+	x = strtoull(s, &end, 0);
+	if (*end || x == 0 || x > UINT32_MAX)
+		return -1;
+	*v = (uint32_t)x;
+	return 0;
+}
+
+static int cmd_issue(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"authority", required_argument, NULL, 'a'}, {"role", required_argument, NULL, 'r'},
+		{"out", required_argument, NULL, 'o'},       {"ua", required_argument, NULL, 'u'},
+		{"key", required_argument, NULL, 'k'},       {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	const char *dir = NULL, *out = NULL, *key = NULL, *role_s = NULL;
+	struct kh_authority *a = NULL;
+	struct kh_softmod *sm = NULL;
+	struct kh_transport t;
+	struct kh_issued *iss = NULL;
+	enum kh_role role;
+	uint32_t ua = 0;
+	int c, rc;
+	kh_err r;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+a:r:o:u:k:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'a': dir = optarg; break;
+		case 'r': role_s = optarg; break;
+		case 'o': out = optarg; break;
+		case 'k': key = optarg; break;
+		case 'u':
+			if (parse_u32(optarg, &ua) != 0)
+				return kh_cli_usage("card issue", "--ua takes a number from 1 to 4294967295");
+			break;
+		case 'h': fputs(issue_help, stdout); return KH_EXIT_OK;
+		default: return kh_cli_usage("card issue", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage("card issue", "unexpected argument '%s'", argv[optind]);
+	if (!dir || !out || !role_s)
+		return kh_cli_usage("card issue", "--authority, --role and --out are required");
+	if (kh_role_parse(role_s, &role) != KH_OK || (role != KH_ROLE_CARD && role != KH_ROLE_CAM))
+		return kh_cli_usage("card issue", "--role must be card or cam");
+
+	if ((r = kh_authority_open(dir, &a)) != KH_OK) {
+		rc = kh_cli_fail(dir, r);
+		goto out;
+	}
+	if (!(iss = calloc(1, sizeof *iss))) {
+		rc = kh_cli_fail("card issue", KH_ERR_NOMEM);
+		goto out;
+	}
+	if ((r = kh_softmod_new_blank(&sm)) != KH_OK) {
+		rc = kh_cli_fail("card issue", r);
+		goto out;
+	}
+	kh_transport_inproc(&t, kh_softmod_module(sm));
+	if ((r = kh_authority_personalise(a, &t, role, ua, iss)) != KH_OK) {
+		rc = kh_cli_fail("personalise", r);
+		goto out;
+	}
+	if ((r = kh_softmod_save(sm, out, key)) != KH_OK) {
+		rc = kh_cli_fail(out, r);
+		goto out;
+	}
+	printf("issued %s %08X: %s (certificates %s/issued/%s-%08X-{sign,pair}.crt)\n", kh_role_name(role),
+	       iss->ua, out, dir, kh_role_name(role), iss->ua);
+	rc = KH_EXIT_OK;
+out:
+	free(iss);
+	kh_softmod_free(sm);
+	kh_authority_free(a);
+	return rc;
+}
+
+static const char *lifecycle_name(uint8_t l)
+{
+	return l == 0 ? "blank" : l == 1 ? "keys generated" : l == 2 ? "personalised" : "unknown";
+}
+
+static int cmd_info(int argc, char **argv)
+{
+	static const struct option opts[] = {{"card", required_argument, NULL, 'c'},
+					     {"key", required_argument, NULL, 'k'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
+	const char *card = NULL, *key = NULL;
+	struct kh_softmod *sm = NULL;
+	struct kh_transport t = {0};
+	struct kh_module_info info;
+	int c;
+	kh_err r;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+c:k:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': card = optarg; break;
+		case 'k': key = optarg; break;
+		case 'h': fputs(info_help, stdout); return KH_EXIT_OK;
+		default: return kh_cli_usage("card info", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage("card info", "unexpected argument '%s'", argv[optind]);
+	if (!card)
+		return kh_cli_usage("card info", "--card is required");
+	if ((r = kh_cli_open_module(card, key, &sm, &t)) != KH_OK)
+		return kh_cli_fail(card, r);
+	r = kh_host_info(&t, &info);
+	kh_transport_close(&t);
+	kh_softmod_free(sm);
+	if (r != KH_OK)
+		return kh_cli_fail(card, r);
+	printf("role: %s\nunique address: %08X\nlifecycle: %s\nstate counter: %llu\n",
+	       kh_role_name((enum kh_role)info.role) ? kh_role_name((enum kh_role)info.role) : "none", info.ua,
+	       lifecycle_name(info.lifecycle), (unsigned long long)info.counter);
+	return KH_EXIT_OK;
+}
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+	static const struct option opts[] = {{"socket", required_argument, NULL, 's'},
+					     {"card", required_argument, NULL, 'c'},
+					     {"key", required_argument, NULL, 'k'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
+	const char *sock = NULL, *card = NULL, *key = NULL;
+	struct kh_softmod *sm = NULL;
+	struct sigaction sa;
+	int c;
+	kh_err r;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+s:c:k:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': sock = optarg; break;
+		case 'c': card = optarg; break;
+		case 'k': key = optarg; break;
+		case 'h': fputs(serve_help, stdout); return KH_EXIT_OK;
+		default: return kh_cli_usage("card serve", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage("card serve", "unexpected argument '%s'", argv[optind]);
+	if (!sock || !card)
+		return kh_cli_usage("card serve", "--socket and --card are required");
+	if ((r = kh_softmod_open(card, key, &sm)) != KH_OK)
+		return kh_cli_fail(card, r);
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	r = kh_serve_unix(sock, kh_softmod_module(sm), &stop);
+	kh_softmod_free(sm);
+	if (r != KH_OK)
+		return kh_cli_fail(sock, r);
+	return KH_EXIT_OK;
+}
+
+static const struct kh_cli_cmd sub[] = {
+	{"issue", cmd_issue, "personalise a new card or CAM from the authority"},
+	{"info", cmd_info, "show a module's role, unique address and lifecycle"},
+	{"serve", cmd_serve, "serve a module on a UNIX socket (module daemon)"},
+};
+
+int kh_cmd_card(int argc, char **argv)
+{
+	return kh_cli_dispatch("card", sub, sizeof sub / sizeof sub[0], argc, argv);
+}

@@ -1,0 +1,248 @@
+/*
+ * keyhole demo: seed 000 told as a story, one line per step, on the embedded defaults. It builds
+ * everything in a temporary directory: the operator authority, a CAM and two cards, and a second
+ * (foreign) operator with a card of its own; then it plays the decoder, relaying bytes between
+ * the CAM and whichever card is in the slot. Every module runs in-process through the same APDU
+ * bytes a reader would carry. See keyhole-demo(1).
+ */
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "keyhole/apdu.h"
+#include "keyhole/authority.h"
+#include "keyhole/crypto.h"
+#include "keyhole/host.h"
+#include "keyhole/softmodule.h"
+
+static const char demo_help[] =
+	"usage: keyhole demo [--keep DIR]\n"
+	"\n"
+	"Create an authority, a CAM and two cards in a temporary directory; pair the CAM with card 1\n"
+	"and exchange sealed commands; swap in card 2 without pairing and watch the CAM refuse it;\n"
+	"pair with card 2; show a replayed answer and a foreign operator's card refused.\n"
+	"\n"
+	"  -k, --keep DIR   work in DIR (created; must not exist) and keep it afterwards\n";
+
+static int step;
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+	printf("%2d. ", ++step);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+}
+
+/* A slot the decoder relays through: it can replay the last answer it saw, as an attacker would. */
+struct slot {
+	struct kh_transport *card;
+	int replay;
+	uint8_t last[KH_APDU_MAX_RESP];
+	size_t lastlen;
+};
+
+static kh_err slot_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap, size_t *rlen)
+{
+	struct slot *s = ctx;
+	kh_err r;
+	if (s->replay && s->lastlen && s->lastlen <= cap) {
+		memcpy(resp, s->last, s->lastlen);
+		*rlen = s->lastlen;
+		return KH_OK;
+	}
+	if ((r = kh_transport_xfer(s->card, cmd, len, resp, cap, rlen)) != KH_OK)
+		return r;
+	if (*rlen <= sizeof s->last) {
+		memcpy(s->last, resp, *rlen);
+		s->lastlen = *rlen;
+	}
+	return KH_OK;
+}
+
+static kh_err echo(struct kh_transport *cam, struct kh_transport *card)
+{
+	uint8_t inner[64], out[KH_APDU_MAX_RESP], msg[16];
+	struct kh_wr w;
+	size_t n;
+	kh_err r;
+
+	if ((r = kh_random(msg, sizeof msg)) != KH_OK)
+		return r;
+	kh_wr_init(&w, inner, sizeof inner);
+	if ((r = kh_apdu_build(&w, KH_CLA, KH_INS_ECHO, 0, 0, msg, sizeof msg, 0)) != KH_OK)
+		return r;
+	if ((r = kh_host_card_cmd(cam, card, inner, w.len, out, sizeof out, &n)) != KH_OK)
+		return r;
+	if (n != sizeof msg + 2 || !kh_ct_eq(out, msg, sizeof msg))
+		return KH_ERR_FORMAT;
+	return KH_OK;
+}
+
+static kh_err issue(const char *auth, const char *path, enum kh_role role, uint32_t *ua)
+{
+	struct kh_authority *a = NULL;
+	struct kh_softmod *sm = NULL;
+	struct kh_transport t;
+	struct kh_issued *iss = calloc(1, sizeof *iss);
+	kh_err r;
+
+	if (!iss)
+		return KH_ERR_NOMEM;
+	if ((r = kh_authority_open(auth, &a)) == KH_OK && (r = kh_softmod_new_blank(&sm)) == KH_OK) {
+		kh_transport_inproc(&t, kh_softmod_module(sm));
+		if ((r = kh_authority_personalise(a, &t, role, 0, iss)) == KH_OK &&
+		    (r = kh_softmod_save(sm, path, NULL)) == KH_OK)
+			*ua = iss->ua;
+	}
+	free(iss);
+	kh_softmod_free(sm);
+	kh_authority_free(a);
+	return r;
+}
+
+#define TRY(what, expr)                                                                                \
+	do {                                                                                           \
+		kh_err e_ = (expr);                                                                    \
+		if (e_ != KH_OK) {                                                                     \
+			kh_cli_fail(what, e_);                                                         \
+			goto out;                                                                      \
+		}                                                                                      \
+	} while (0)
+
+/* A step that must be refused: the story fails if it is accepted. */
+#define REFUSE(what, expr, err)                                                                        \
+	do {                                                                                           \
+		err = (expr);                                                                          \
+		if (err == KH_OK) {                                                                    \
+			fprintf(stderr, "keyhole: demo: %s was accepted\n", what);                     \
+			goto out;                                                                      \
+		}                                                                                      \
+	} while (0)
+
+int kh_cmd_demo(int argc, char **argv)
+{
+	static const struct option opts[] = {{"keep", required_argument, NULL, 'k'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
+	char tmpl[] = "/tmp/keyhole-demo-XXXXXX";
+	char path[6][4096];
+	const char *dir = NULL, *keep = NULL;
+	struct kh_softmod *cam_sm = NULL, *c1_sm = NULL, *c2_sm = NULL, *fx_sm = NULL;
+	struct kh_transport cam, c1, c2, fx, relay2;
+	struct kh_link *link = NULL;
+	struct slot slot2 = {0};
+	uint32_t ua_cam, ua1, ua2, ua_fx, paired;
+	uint8_t root_pk[32];
+	int c, rc = KH_EXIT_FAIL;
+	kh_err e;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+k:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k': keep = optarg; break;
+		case 'h': fputs(demo_help, stdout); return KH_EXIT_OK;
+		default: return kh_cli_usage("demo", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage("demo", "unexpected argument '%s'", argv[optind]);
+	if (keep) {
+		if (mkdir(keep, 0700) != 0)
+			return kh_cli_fail(keep, KH_ERR_EXISTS);
+		dir = keep;
+	} else if (!(dir = mkdtemp(tmpl))) {
+		return kh_cli_fail("temporary directory", KH_ERR_IO);
+	}
+	snprintf(path[0], sizeof path[0], "%s/authority", dir);
+	snprintf(path[1], sizeof path[1], "%s/foreign-authority", dir);
+	snprintf(path[2], sizeof path[2], "%s/cam.card", dir);
+	snprintf(path[3], sizeof path[3], "%s/card1.card", dir);
+	snprintf(path[4], sizeof path[4], "%s/card2.card", dir);
+	snprintf(path[5], sizeof path[5], "%s/foreign.card", dir);
+
+	printf("Keyhole demo: the paired CAM-card channel of seed 000, in %s\n", dir);
+	TRY("authority", kh_authority_init(path[0], "Keyhole demo operator"));
+	say("authority: operator root (Ed25519) and master key created in %s", path[0]);
+	TRY("issue CAM", issue(path[0], path[2], KH_ROLE_CAM, &ua_cam));
+	TRY("issue card 1", issue(path[0], path[3], KH_ROLE_CARD, &ua1));
+	TRY("issue card 2", issue(path[0], path[4], KH_ROLE_CARD, &ua2));
+	say("issued CAM %08X, card 1 %08X, card 2 %08X: keys made inside each module, certified by the root",
+	    ua_cam, ua1, ua2);
+	TRY("foreign authority", kh_authority_init(path[1], "Some other operator"));
+	TRY("issue foreign card", issue(path[1], path[5], KH_ROLE_CARD, &ua_fx));
+	say("a foreign operator issued its own card %08X", ua_fx);
+
+	TRY(path[2], kh_softmod_open(path[2], NULL, &cam_sm));
+	TRY(path[3], kh_softmod_open(path[3], NULL, &c1_sm));
+	TRY(path[4], kh_softmod_open(path[4], NULL, &c2_sm));
+	TRY(path[5], kh_softmod_open(path[5], NULL, &fx_sm));
+	kh_transport_inproc(&cam, kh_softmod_module(cam_sm));
+	kh_transport_inproc(&c1, kh_softmod_module(c1_sm));
+	kh_transport_inproc(&c2, kh_softmod_module(c2_sm));
+	kh_transport_inproc(&fx, kh_softmod_module(fx_sm));
+	slot2.card = &c2;
+	relay2.xfer = slot_xfer;
+	relay2.close = NULL;
+	relay2.ctx = &slot2;
+
+	TRY("root", kh_cli_root_pk(path[0], root_pk));
+	if (!(link = malloc(sizeof *link))) {
+		kh_cli_fail("demo", KH_ERR_NOMEM);
+		goto out;
+	}
+	kh_link_init(link, root_pk, KH_ROLE_CAM, (const uint8_t *)"decoder", 7);
+	TRY("decoder-CAM pairing", kh_host_link_pair(link, &cam, (uint64_t)time(NULL)));
+	say("decoder paired with CAM %08X: checked its certificate, sent Ci and A under HPKE, got A back",
+	    link->peer.ua);
+
+	TRY("CAM-card pairing", kh_host_pair_cam_card(&cam, &c1, &paired));
+	say("card 1 inserted: CAM paired with card %08X (the decoder only relayed sealed bytes)", paired);
+	for (int i = 0; i < 3; i++)
+		TRY("sealed command", echo(&cam, &c1));
+	say("3 sealed commands exchanged with card 1, each under a fresh counter");
+
+	REFUSE("card 2 without pairing", echo(&cam, &relay2), e);
+	say("card 2 swapped in without pairing: CAM refuses its answer (%s) and wipes the keys", kh_strerror(e));
+	REFUSE("a command after the swap", echo(&cam, &relay2), e);
+	say("next command: %s - no more control words until the CAM pairs again", kh_strerror(e));
+
+	TRY("CAM-card 2 pairing", kh_host_pair_cam_card(&cam, &relay2, &paired));
+	TRY("sealed command", echo(&cam, &relay2));
+	say("CAM paired with card %08X and exchanged a sealed command", paired);
+	slot2.replay = 1;
+	REFUSE("a replayed answer", echo(&cam, &relay2), e);
+	slot2.replay = 0;
+	say("a recorded answer of card 2 replayed by the host: refused (%s)", kh_strerror(e));
+
+	REFUSE("foreign card", kh_host_pair_cam_card(&cam, &fx, &paired), e);
+	say("the foreign operator's card: pairing refused (%s)", kh_strerror(e));
+	say("done: every answer the CAM accepted came from the card it had paired with");
+	rc = KH_EXIT_OK;
+out:
+	if (link) {
+		kh_link_wipe(link);
+		free(link);
+	}
+	kh_softmod_free(cam_sm);
+	kh_softmod_free(c1_sm);
+	kh_softmod_free(c2_sm);
+	kh_softmod_free(fx_sm);
+	if (!keep) {
+		char cmd[4200];
+		snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "keyhole: demo: could not remove %s\n", dir);
+	}
+	return rc;
+}

@@ -1,0 +1,24 @@
+/*
+ * The `keyhole` command: one binary, subcommands from a table (in the manner of wg(8)).
+ * Exit status: 0 success, 1 failure, 2 usage error.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const struct kh_cli_cmd commands[] = {
+	{"authority", kh_cmd_authority, "create and inspect the operator authority"},
+	{"card", kh_cmd_card, "issue, inspect and serve security modules (cards and CAMs)"},
+	{"pair", kh_cmd_pair, "pair a CAM with a card (seed 000) and exchange sealed commands"},
+	{"demo", kh_cmd_demo, "tell the pairing story end to end in a temporary directory"},
+};
+
+int main(int argc, char **argv)
+{
+	if (argc == 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)) {
+		printf("keyhole %s\n", KH_VERSION);
+		return KH_EXIT_OK;
+	}
+	return kh_cli_dispatch(NULL, commands, sizeof commands / sizeof commands[0], argc, argv);
+}

@@ -1,0 +1,245 @@
+/*
+ * Software module host (include/keyhole/softmodule.h): the chip around a kh_module — memory,
+ * root key, sealed-state storage and a monotonic counter — built from files.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keyhole/crypto.h"
+#include "keyhole/file.h"
+#include "keyhole/module.h"
+#include "keyhole/softmodule.h"
+
+struct kh_softmod {
+	void *mem;
+	struct kh_module *m;
+	char *card_path; /* NULL while held in memory */
+	char *ctr_path;
+	uint8_t root_key[KH_ROOT_KEY_LEN];
+	uint8_t blob[KH_MODULE_BLOB_MAX]; /* last stored blob (memory mode) */
+	size_t bloblen;
+	uint64_t fixed_now;
+};
+
+char *kh_softmod_key_path(const char *card)
+{
+	size_t n = strlen(card);
+	char *k = malloc(n + 5);
+	if (!k)
+		return NULL;
+	if (n > 5 && strcmp(card + n - 5, ".card") == 0) {
+		memcpy(k, card, n - 5);
+		strcpy(k + n - 5, ".key");
+	} else {
+		memcpy(k, card, n);
+		strcpy(k + n, ".key");
+	}
+	return k;
+}
+
+static uint64_t now_cb(void *ctx)
+{
+	struct kh_softmod *s = ctx;
+	return s->fixed_now ? s->fixed_now : (uint64_t)time(NULL);
+}
+
+static kh_err write_counter(const char *path, uint64_t c)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof buf, "%" PRIu64 "\n", c);
+	return kh_file_write_atomic(path, (const uint8_t *)buf, (size_t)n, 0600);
+}
+
+static kh_err store_cb(void *ctx, const uint8_t *blob, size_t len, uint64_t counter)
+{
+	struct kh_softmod *s = ctx;
+	kh_err r;
+
+	if (len > sizeof s->blob)
+		return KH_ERR_TOO_LARGE;
+	if (s->card_path) {
+		/* State first, then the counter: a crash in between leaves a newer state and an older
+		 * counter, which still loads; the reverse order could lock the card out. */
+		if ((r = kh_file_write_atomic(s->card_path, blob, len, 0600)) != KH_OK)
+			return r;
+		if ((r = write_counter(s->ctr_path, counter)) != KH_OK)
+			return r;
+	}
+	memcpy(s->blob, blob, len);
+	s->bloblen = len;
+	return KH_OK;
+}
+
+static kh_err alloc(struct kh_softmod **out)
+{
+	struct kh_softmod *s = calloc(1, sizeof *s);
+	if (!s)
+		return KH_ERR_NOMEM;
+	if (posix_memalign(&s->mem, 16, kh_module_size()) != 0) {
+		free(s);
+		return KH_ERR_NOMEM;
+	}
+	*out = s;
+	return KH_OK;
+}
+
+static kh_err start(struct kh_softmod *s)
+{
+	struct kh_module_env env = {.store = store_cb, .now = now_cb, .ctx = s};
+	return kh_module_init(s->mem, kh_module_size(), s->root_key, &env, &s->m);
+}
+
+static kh_err read_counter(const char *path, uint64_t *c)
+{
+	uint8_t *d = NULL;
+	size_t n;
+	char buf[32], *end;
+	kh_err r = kh_file_read(path, 31, &d, &n);
+
+	*c = 0;
+	if (r == KH_ERR_NOTFOUND)
+		return KH_OK;
+	if (r != KH_OK)
+		return r;
+	memcpy(buf, d, n);
+	buf[n] = 0;
+	kh_file_free(d, n);
+	errno = 0;
+	*c = strtoull(buf, &end, 10);
+	if (errno || end == buf || (*end && strcmp(end, "\n") != 0))
+		return KH_ERR_FORMAT;
+	return KH_OK;
+}
+
+kh_err kh_softmod_open(const char *card_path, const char *key_path, struct kh_softmod **out)
+{
+	struct kh_softmod *s = NULL;
+	uint8_t *key = NULL, *blob = NULL;
+	size_t keylen = 0, bloblen = 0;
+	char *kp = NULL;
+	uint64_t min;
+	kh_err r;
+
+	if (!key_path && !(key_path = kp = kh_softmod_key_path(card_path)))
+		return KH_ERR_NOMEM;
+	if ((r = alloc(&s)) != KH_OK)
+		goto out;
+	if (!(s->card_path = strdup(card_path)) ||
+	    asprintf(&s->ctr_path, "%s.ctr", card_path) < 0) {
+		s->ctr_path = NULL;
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = kh_keyfile_read(key_path, 256, &key, &keylen)) != KH_OK)
+		goto out;
+	if ((r = kh_hex_decode((const char *)key, keylen, s->root_key, sizeof s->root_key)) != KH_OK)
+		goto out;
+	if ((r = kh_file_read(card_path, KH_MODULE_BLOB_MAX, &blob, &bloblen)) != KH_OK)
+		goto out;
+	if ((r = read_counter(s->ctr_path, &min)) != KH_OK)
+		goto out;
+	if ((r = start(s)) != KH_OK)
+		goto out;
+	if ((r = kh_module_load(s->m, blob, bloblen, min)) != KH_OK)
+		goto out;
+	*out = s;
+	s = NULL;
+out:
+	kh_file_free(key, keylen);
+	kh_file_free(blob, bloblen);
+	free(kp);
+	kh_softmod_free(s);
+	return r;
+}
+
+kh_err kh_softmod_new_blank(struct kh_softmod **out)
+{
+	struct kh_softmod *s = NULL;
+	kh_err r;
+
+	if ((r = alloc(&s)) != KH_OK)
+		return r;
+	if ((r = kh_random(s->root_key, sizeof s->root_key)) != KH_OK || (r = start(s)) != KH_OK) {
+		kh_softmod_free(s);
+		return r;
+	}
+	*out = s;
+	return KH_OK;
+}
+
+kh_err kh_softmod_save(struct kh_softmod *s, const char *card_path, const char *key_path)
+{
+	char hex[2 * KH_ROOT_KEY_LEN + 2];
+	char *kp = NULL, *ctr = NULL;
+	struct stat st;
+	kh_err r;
+
+	if (!s->bloblen || s->card_path)
+		return KH_ERR_INVAL;
+	if (!key_path && !(key_path = kp = kh_softmod_key_path(card_path)))
+		return KH_ERR_NOMEM;
+	if (asprintf(&ctr, "%s.ctr", card_path) < 0) {
+		ctr = NULL;
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	if (stat(card_path, &st) == 0 || stat(key_path, &st) == 0) {
+		r = KH_ERR_EXISTS;
+		goto out;
+	}
+	kh_hex_encode(s->root_key, sizeof s->root_key, hex);
+	strcat(hex, "\n");
+	/* Key first: a card file without its key would be useless, a stray key file harmless. */
+	if ((r = kh_file_write_atomic(key_path, (const uint8_t *)hex, strlen(hex), 0600)) != KH_OK)
+		goto out;
+	if ((r = kh_file_write_atomic(card_path, s->blob, s->bloblen, 0600)) != KH_OK) {
+		unlink(key_path);
+		goto out;
+	}
+	if ((r = write_counter(ctr, kh_module_counter(s->m))) != KH_OK) {
+		unlink(card_path);
+		unlink(key_path);
+		goto out;
+	}
+	if (!(s->card_path = strdup(card_path))) {
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	s->ctr_path = ctr;
+	ctr = NULL;
+	r = KH_OK;
+out:
+	kh_wipe(hex, sizeof hex);
+	free(kp);
+	free(ctr);
+	return r;
+}
+
+struct kh_module *kh_softmod_module(struct kh_softmod *s)
+{
+	return s->m;
+}
+
+void kh_softmod_set_time(struct kh_softmod *s, uint64_t now)
+{
+	s->fixed_now = now;
+}
+
+void kh_softmod_free(struct kh_softmod *s)
+{
+	if (!s)
+		return;
+	if (s->m)
+		kh_module_wipe(s->m);
+	free(s->mem);
+	free(s->card_path);
+	free(s->ctr_path);
+	kh_wipe(s, sizeof *s);
+	free(s);
+}

@@ -1,0 +1,46 @@
+/*
+ * Responder side of seed 000 (the card toward its CAM, the CAM toward its decoder): answer
+ * PAIR OPEN with A under the new session key, then accept commands only inside the channel.
+ * A command that does not open — wrong key (another CAM, a swapped card), replayed or reordered
+ * counter, cut or altered bytes — is refused with its own status word and changes nothing.
+ */
+#include "keyhole/crypto.h"
+#include "module/module_int.h"
+
+kh_err kh__h_pair_open(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+{
+	if (a->p1 || a->p2)
+		return KH_ERR_APDU_P1P2;
+	if (m->p.lifecycle != KH_LC_PERSONALISED)
+		return KH_ERR_NOT_PERSONALISED;
+	return kh_pair_open_answer(m->p.pair_sk, a->data, a->lc, kh__module_now(m), &m->chan, resp);
+}
+
+kh_err kh__h_sealed(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+{
+	size_t inlen, rlen;
+	kh_err r;
+
+	if (a->p1 || a->p2)
+		return KH_ERR_APDU_P1P2;
+	if (m->p.lifecycle != KH_LC_PERSONALISED)
+		return KH_ERR_NOT_PERSONALISED;
+	if ((r = kh_chan_open_cmd(&m->chan, a->data, a->lc, m->inner, sizeof m->inner, &inlen)) != KH_OK)
+		return r;
+	/* The inner command runs as its own transaction; its status word travels sealed. */
+	m->depth = 1;
+	rlen = kh__module_exec(m, m->inner, inlen, m->inner_resp, sizeof m->inner_resp);
+	m->depth = 0;
+	r = kh_chan_seal_resp(&m->chan, m->inner_resp, rlen, resp);
+	kh_wipe(m->inner, inlen);
+	kh_wipe(m->inner_resp, rlen);
+	return r;
+}
+
+kh_err kh__h_echo(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+{
+	(void)m;
+	if (a->p1 || a->p2)
+		return KH_ERR_APDU_P1P2;
+	return kh_wr_bytes(resp, a->data, a->lc);
+}

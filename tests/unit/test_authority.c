@@ -1,0 +1,693 @@
+/*
+ * Tests of the operator authority (src/center/authority), the certificate check every zone
+ * uses (src/base/cert.c) and the file helpers they rest on (src/base/file.c). Certificates are
+ * also handed to the openssl command, so "checkable with openssl verify" (DESIGN.md §6) is
+ * tested against an implementation that is not ours.
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keyhole/authority.h"
+#include "keyhole/cert.h"
+#include "keyhole/crypto.h"
+#include "keyhole/file.h"
+#include "testutil.h"
+
+/* ---- helpers ---- */
+
+static char *path_in(const char *dir, const char *name)
+{
+	size_t n = strlen(dir) + strlen(name) + 2;
+	char *p = malloc(n);
+	assert_non_null(p);
+	snprintf(p, n, "%s/%s", dir, name);
+	return p;
+}
+
+static mode_t file_mode(const char *dir, const char *name)
+{
+	struct stat st;
+	char *p = path_in(dir, name);
+	assert_int_equal(stat(p, &st), 0);
+	free(p);
+	return st.st_mode & 07777;
+}
+
+static void chmod_in(const char *dir, const char *name, mode_t m)
+{
+	char *p = path_in(dir, name);
+	assert_int_equal(chmod(p, m), 0);
+	free(p);
+}
+
+static void put_text(const char *dir, const char *name, const char *text)
+{
+	char *p = path_in(dir, name);
+	assert_int_equal(kh_file_write_atomic(p, (const uint8_t *)text, strlen(text), 0644), KH_OK);
+	free(p);
+}
+
+/* Entries of a directory other than . and .. */
+static int count_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* Run a shell command, return its exit status (-1 when it did not exit normally). */
+static int run(const char *cmd)
+{
+	int st = system(cmd);
+	return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* First line a shell command prints (newline removed), into buf. */
+static void run_read(const char *cmd, char *buf, size_t cap)
+{
+	FILE *f = popen(cmd, "r");
+	assert_non_null(f);
+	buf[0] = '\0';
+	if (fgets(buf, (int)cap, f) == NULL)
+		buf[0] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	assert_int_equal(pclose(f), 0);
+}
+
+static int have_openssl(void)
+{
+	static int have = -1;
+	if (have < 0)
+		have = run("openssl version >/dev/null 2>&1") == 0;
+	return have;
+}
+
+/* A fresh authority in a new temporary directory (dir is the directory, to kh_test_rmdir). */
+static struct kh_authority *new_authority(const char *name, char **dir)
+{
+	struct kh_authority *a = NULL;
+	*dir = kh_test_tmpdir();
+	assert_non_null(*dir);
+	assert_int_equal(kh_authority_init(*dir, name), KH_OK);
+	assert_int_equal(kh_authority_open(*dir, &a), KH_OK);
+	return a;
+}
+
+/* A key pair of the given type; only the public half matters here. */
+static void new_pub(enum kh_cert_key key, uint8_t pub[32])
+{
+	uint8_t sk[32];
+	if (key == KH_CERT_KEY_ED25519)
+		assert_int_equal(kh_ed25519_keygen(sk, pub), KH_OK);
+	else
+		assert_int_equal(kh_x25519_keygen(sk, pub), KH_OK);
+	kh_wipe(sk, sizeof sk);
+}
+
+/* Issue a certificate for a new key and return its DER. */
+static size_t issue(struct kh_authority *a, enum kh_role role, uint32_t ua, enum kh_cert_key key,
+		    uint8_t pub[32], uint8_t der[KH_CERT_MAX])
+{
+	size_t len = 0;
+	new_pub(key, pub);
+	assert_int_equal(kh_authority_issue(a, role, ua, key, pub, key == KH_CERT_KEY_ED25519 ? "sign" : "pair",
+					    der, KH_CERT_MAX, &len),
+			 KH_OK);
+	assert_true(len > 0 && len <= KH_CERT_MAX);
+	return len;
+}
+
+/* ---- file.c ---- */
+
+static void test_file_atomic_replace(void **state)
+{
+	char *dir = kh_test_tmpdir(), *p;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	(void)state;
+
+	assert_non_null(dir);
+	p = path_in(dir, "f");
+	assert_int_equal(kh_file_write_atomic(p, (const uint8_t *)"first version", 13, 0600), KH_OK);
+	assert_int_equal(kh_file_write_atomic(p, (const uint8_t *)"two", 3, 0644), KH_OK);
+	assert_int_equal(kh_file_read(p, 100, &data, &len), KH_OK);
+	assert_int_equal(len, 3);
+	assert_memory_equal(data, "two", 3);
+	kh_file_free(data, len);
+	assert_int_equal(file_mode(dir, "f"), 0644);
+	assert_int_equal(count_entries(dir), 1); /* no temporary file left behind */
+
+	/* An empty file is a file. */
+	assert_int_equal(kh_file_write_atomic(p, NULL, 0, 0600), KH_OK);
+	assert_int_equal(kh_file_read(p, 100, &data, &len), KH_OK);
+	assert_int_equal(len, 0);
+	kh_file_free(data, len);
+
+	/* Limits and missing files. */
+	assert_int_equal(kh_file_write_atomic(p, (const uint8_t *)"0123456789", 10, 0600), KH_OK);
+	assert_int_equal(kh_file_read(p, 9, &data, &len), KH_ERR_TOO_LARGE);
+	assert_int_equal(kh_file_read(p, 10, &data, &len), KH_OK);
+	kh_file_free(data, len);
+	free(p);
+	p = path_in(dir, "missing");
+	assert_int_equal(kh_file_read(p, 10, &data, &len), KH_ERR_NOTFOUND);
+	free(p);
+	kh_file_free(NULL, 0);
+	kh_test_rmdir(dir);
+}
+
+static void test_file_atomic_failure(void **state)
+{
+	char *dir = kh_test_tmpdir(), *p, *sub;
+	(void)state;
+
+	assert_non_null(dir);
+	/* Into a directory that does not exist: fails, and creates nothing. */
+	p = path_in(dir, "nodir/f");
+	assert_int_not_equal(kh_file_write_atomic(p, (const uint8_t *)"x", 1, 0600), KH_OK);
+	free(p);
+	assert_int_equal(count_entries(dir), 0);
+
+	/* The rename fails (a non-empty directory is in the way): the temporary file goes away. */
+	sub = path_in(dir, "sub");
+	assert_int_equal(mkdir(sub, 0700), 0);
+	put_text(sub, "inside", "keep");
+	assert_int_not_equal(kh_file_write_atomic(sub, (const uint8_t *)"x", 1, 0600), KH_OK);
+	assert_int_equal(count_entries(dir), 1);
+	assert_int_equal(count_entries(sub), 1);
+	free(sub);
+	kh_test_rmdir(dir);
+}
+
+static void test_keyfile_perm(void **state)
+{
+	char *dir = kh_test_tmpdir(), *p;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	(void)state;
+
+	assert_non_null(dir);
+	p = path_in(dir, "k");
+	assert_int_equal(kh_file_write_atomic(p, (const uint8_t *)"secret", 6, 0600), KH_OK);
+	assert_int_equal(kh_keyfile_read(p, 100, &data, &len), KH_OK);
+	assert_int_equal(len, 6);
+	kh_file_free(data, len);
+	data = NULL;
+	assert_int_equal(chmod(p, 0640), 0);
+	assert_int_equal(kh_keyfile_read(p, 100, &data, &len), KH_ERR_KEYFILE_PERM);
+	assert_null(data);
+	assert_int_equal(chmod(p, 0604), 0);
+	assert_int_equal(kh_keyfile_read(p, 100, &data, &len), KH_ERR_KEYFILE_PERM);
+	assert_int_equal(chmod(p, 0400), 0);
+	assert_int_equal(kh_keyfile_read(p, 100, &data, &len), KH_OK);
+	kh_file_free(data, len);
+	free(p);
+	kh_test_rmdir(dir);
+}
+
+static void test_hex(void **state)
+{
+	static const uint8_t bytes[4] = {0x00, 0x9f, 0xa0, 0xff};
+	uint8_t out[4];
+	char hex[9];
+	(void)state;
+
+	kh_hex_encode(bytes, sizeof bytes, hex);
+	assert_string_equal(hex, "009fa0ff");
+	assert_int_equal(kh_hex_decode("009fa0ff", 8, out, 4), KH_OK);
+	assert_memory_equal(out, bytes, 4);
+	assert_int_equal(kh_hex_decode("009FA0FF\n", 9, out, 4), KH_OK);
+	assert_memory_equal(out, bytes, 4);
+
+	memset(out, 0x55, sizeof out);
+	assert_int_equal(kh_hex_decode("009fa0f", 7, out, 4), KH_ERR_FORMAT);
+	assert_int_equal(kh_hex_decode("009fa0ff0", 9, out, 4), KH_ERR_FORMAT);
+	assert_int_equal(kh_hex_decode("009fa0ff\n\n", 10, out, 4), KH_ERR_FORMAT);
+	assert_int_equal(kh_hex_decode("009fa0fg", 8, out, 4), KH_ERR_FORMAT);
+	assert_int_equal(kh_hex_decode("/09fa0ff", 8, out, 4), KH_ERR_FORMAT);
+	assert_int_equal(kh_hex_decode(":09fa0ff", 8, out, 4), KH_ERR_FORMAT);
+	assert_int_equal(kh_hex_decode("@09fa0ff", 8, out, 4), KH_ERR_FORMAT);
+	assert_int_equal(kh_hex_decode("009fa0f ", 8, out, 4), KH_ERR_FORMAT);
+	/* Nothing written on failure. */
+	for (size_t i = 0; i < sizeof out; i++)
+		assert_int_equal(out[i], 0x55);
+
+	/* Every byte value survives the round trip. */
+	for (unsigned v = 0; v < 256; v++) {
+		uint8_t b = (uint8_t)v, back;
+		char h[3];
+		kh_hex_encode(&b, 1, h);
+		assert_int_equal(kh_hex_decode(h, 2, &back, 1), KH_OK);
+		assert_int_equal(back, b);
+	}
+}
+
+/* ---- roles ---- */
+
+static void test_roles(void **state)
+{
+	enum kh_role r = KH_ROLE_NONE;
+	(void)state;
+
+	assert_string_equal(kh_role_name(KH_ROLE_CARD), "card");
+	assert_string_equal(kh_role_name(KH_ROLE_CAM), "cam");
+	assert_string_equal(kh_role_name(KH_ROLE_KEYCARD), "keycard");
+	assert_null(kh_role_name(KH_ROLE_NONE));
+	assert_null(kh_role_name((enum kh_role)99));
+	for (int i = KH_ROLE_CARD; i <= KH_ROLE_KEYCARD; i++) {
+		assert_int_equal(kh_role_parse(kh_role_name((enum kh_role)i), &r), KH_OK);
+		assert_int_equal(r, i);
+	}
+	assert_int_equal(kh_role_parse("Card", &r), KH_ERR_INVAL);
+	assert_int_equal(kh_role_parse("", &r), KH_ERR_INVAL);
+	assert_int_equal(kh_role_parse(NULL, &r), KH_ERR_INVAL);
+}
+
+/* ---- authority ---- */
+
+static void test_init_open(void **state)
+{
+	struct kh_authority *a = NULL;
+	char *dir = kh_test_tmpdir(), *sub;
+	const uint8_t *der;
+	size_t len;
+	uint8_t pk[32], pk2[32];
+	char cmd[512], line[256];
+	(void)state;
+
+	assert_non_null(dir);
+	/* init creates a missing directory. */
+	sub = path_in(dir, "auth");
+	assert_int_equal(kh_authority_init(sub, "Example TV"), KH_OK);
+	assert_int_equal(kh_authority_open(sub, &a), KH_OK);
+	assert_string_equal(kh_authority_name(a), "Example TV");
+	kh_authority_root_der(a, &der, &len);
+	assert_true(len > 0 && len <= KH_CERT_MAX);
+	kh_authority_root_pk(a, pk);
+	assert_int_equal(kh_cert_root_pk(der, len, pk2), KH_OK);
+	assert_memory_equal(pk, pk2, 32);
+	/* The root is a CA, never a module certificate. */
+	assert_int_equal(kh_cert_check(der, len, pk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, NULL), KH_ERR_CERT);
+
+	assert_int_equal(file_mode(sub, "root.key"), 0600);
+	assert_int_equal(file_mode(sub, "master.key"), 0600);
+	assert_int_equal(file_mode(sub, "root.crt"), 0644);
+	assert_int_equal(file_mode(sub, "next-ua") & 077, 044);
+	assert_int_equal(count_entries(sub), 5); /* root.key root.crt master.key next-ua issued */
+
+	/* A second init refuses, and changes nothing. */
+	assert_int_equal(kh_authority_init(sub, "Example TV"), KH_ERR_EXISTS);
+	assert_int_equal(kh_authority_init(sub, "Other"), KH_ERR_EXISTS);
+	kh_authority_free(a);
+	assert_int_equal(kh_authority_open(sub, &a), KH_OK);
+	kh_authority_root_pk(a, pk2);
+	assert_memory_equal(pk, pk2, 32);
+	kh_authority_free(a);
+	kh_authority_free(NULL);
+
+	if (have_openssl()) {
+		snprintf(cmd, sizeof cmd, "openssl x509 -noout -subject -nameopt sep_comma_plus_space,space_eq -in '%s/root.crt'", sub);
+		run_read(cmd, line, sizeof line);
+		assert_string_equal(line, "subject=O = Example TV, CN = Example TV root");
+		snprintf(cmd, sizeof cmd, "openssl verify -x509_strict -CAfile '%s/root.crt' '%s/root.crt' >/dev/null 2>&1", sub, sub);
+		assert_int_equal(run(cmd), 0);
+		/* The root key file is PKCS#8 and matches the certificate. */
+		snprintf(cmd, sizeof cmd, "head -1 '%s/root.key'", sub);
+		run_read(cmd, line, sizeof line);
+		assert_string_equal(line, "-----BEGIN PRIVATE KEY-----");
+	}
+
+	/* Names that cannot go into a certificate. */
+	assert_int_equal(kh_authority_init(dir, ""), KH_ERR_INVAL);
+	assert_int_equal(kh_authority_init(dir, "bad\nname"), KH_ERR_INVAL);
+	assert_int_equal(kh_authority_init(dir, "0123456789012345678901234567890123456789012345678901234567890"),
+			 KH_ERR_INVAL);
+	assert_int_equal(kh_authority_init(dir, NULL), KH_ERR_INVAL);
+	free(sub);
+	kh_test_rmdir(dir);
+}
+
+static void test_open_refuses(void **state)
+{
+	struct kh_authority *a = NULL, *b;
+	char *dir, *other = kh_test_tmpdir(), *p, *q;
+	(void)state;
+
+	a = new_authority("Op", &dir);
+	kh_authority_free(a);
+	a = NULL;
+
+	chmod_in(dir, "root.key", 0644);
+	assert_int_equal(kh_authority_open(dir, &a), KH_ERR_KEYFILE_PERM);
+	assert_null(a);
+	chmod_in(dir, "root.key", 0600);
+	chmod_in(dir, "master.key", 0640);
+	assert_int_equal(kh_authority_open(dir, &a), KH_ERR_KEYFILE_PERM);
+	chmod_in(dir, "master.key", 0600);
+	assert_int_equal(kh_authority_open(dir, &a), KH_OK);
+	kh_authority_free(a);
+
+	/* A broken counter or master key is found at open. */
+	put_text(dir, "next-ua", "seven\n");
+	assert_int_equal(kh_authority_open(dir, &a), KH_ERR_FORMAT);
+	put_text(dir, "next-ua", "0\n");
+	assert_int_equal(kh_authority_open(dir, &a), KH_ERR_FORMAT);
+	put_text(dir, "next-ua", "3\n");
+	p = path_in(dir, "master.key");
+	assert_int_equal(kh_file_write_atomic(p, (const uint8_t *)"abcd\n", 5, 0600), KH_OK);
+	assert_int_equal(kh_authority_open(dir, &a), KH_ERR_FORMAT);
+	free(p);
+
+	/* A root certificate that belongs to another key is refused. */
+	assert_non_null(other);
+	assert_int_equal(kh_authority_init(other, "Op"), KH_OK);
+	b = NULL;
+	p = path_in(other, "root.crt");
+	q = path_in(dir, "root.crt");
+	{
+		uint8_t *data = NULL;
+		size_t len = 0;
+		assert_int_equal(kh_file_read(p, 65536, &data, &len), KH_OK);
+		assert_int_equal(kh_file_write_atomic(q, data, len, 0644), KH_OK);
+		kh_file_free(data, len);
+	}
+	assert_int_equal(kh_authority_open(other, &b), KH_OK);
+	kh_authority_free(b);
+	/* master.key is still bad in dir; give it a good one so the root mismatch is what fails. */
+	{
+		char *m = path_in(dir, "master.key");
+		static const char hex[] = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n";
+		assert_int_equal(kh_file_write_atomic(m, (const uint8_t *)hex, sizeof hex - 1, 0600), KH_OK);
+		free(m);
+	}
+	assert_int_equal(kh_authority_open(dir, &a), KH_ERR_CERT);
+	free(p);
+	free(q);
+
+	/* Missing directory. */
+	p = path_in(dir, "nope");
+	assert_int_equal(kh_authority_open(p, &a), KH_ERR_NOTFOUND);
+	free(p);
+	kh_test_rmdir(dir);
+	kh_test_rmdir(other);
+}
+
+static void test_next_ua(void **state)
+{
+	struct kh_authority *a, *b;
+	char *dir;
+	uint32_t ua = 0;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	char *p;
+	(void)state;
+
+	a = new_authority("Op", &dir);
+	assert_int_equal(kh_authority_next_ua(a, &ua), KH_OK);
+	assert_int_equal(ua, 1);
+	assert_int_equal(kh_authority_next_ua(a, &ua), KH_OK);
+	assert_int_equal(ua, 2);
+	/* A second handle on the same directory continues the same count. */
+	assert_int_equal(kh_authority_open(dir, &b), KH_OK);
+	assert_int_equal(kh_authority_next_ua(b, &ua), KH_OK);
+	assert_int_equal(ua, 3);
+	kh_authority_free(b);
+	kh_authority_free(a);
+	assert_int_equal(kh_authority_open(dir, &a), KH_OK);
+	assert_int_equal(kh_authority_next_ua(a, &ua), KH_OK);
+	assert_int_equal(ua, 4);
+	p = path_in(dir, "next-ua");
+	assert_int_equal(kh_file_read(p, 64, &data, &len), KH_OK);
+	assert_int_equal(len, 2);
+	assert_memory_equal(data, "5\n", 2);
+	kh_file_free(data, len);
+	free(p);
+
+	/* The last UA is handed out once, then the counter is exhausted. */
+	put_text(dir, "next-ua", "4294967295\n");
+	assert_int_equal(kh_authority_next_ua(a, &ua), KH_OK);
+	assert_int_equal(ua, 0xFFFFFFFFu);
+	ua = 7;
+	assert_int_equal(kh_authority_next_ua(a, &ua), KH_ERR_TOO_LARGE);
+	assert_int_equal(ua, 7);
+	kh_authority_free(a);
+	kh_test_rmdir(dir);
+}
+
+/* Issue sign and pair certificates for card and cam, check them with openssl and with us. */
+static void test_issue_and_check(void **state)
+{
+	static const struct {
+		enum kh_role role;
+		enum kh_cert_key key;
+		const char *use;
+	} cases[] = {
+		{KH_ROLE_CARD, KH_CERT_KEY_ED25519, "sign"},
+		{KH_ROLE_CARD, KH_CERT_KEY_X25519, "pair"},
+		{KH_ROLE_CAM, KH_CERT_KEY_ED25519, "sign"},
+		{KH_ROLE_CAM, KH_CERT_KEY_X25519, "pair"},
+	};
+	struct kh_authority *a;
+	struct kh_cert_info info;
+	uint8_t der[KH_CERT_MAX], pub[32], rpk[32], pemder[KH_CERT_MAX];
+	char *dir, cmd[768], line[512], want[256], fname[128];
+	uint8_t *pem = NULL;
+	size_t len, pemlen = 0, n;
+	uint32_t ua = 0;
+	uint64_t now = (uint64_t)time(NULL);
+	(void)state;
+
+	a = new_authority("Example TV", &dir);
+	kh_authority_root_pk(a, rpk);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		const char *rname = kh_role_name(cases[i].role);
+		if (i % 2 == 0)
+			assert_int_equal(kh_authority_next_ua(a, &ua), KH_OK);
+		len = issue(a, cases[i].role, ua, cases[i].key, pub, der);
+
+		memset(&info, 0xAA, sizeof info);
+		assert_int_equal(kh_cert_check(der, len, rpk, cases[i].role, cases[i].key, now, &info), KH_OK);
+		assert_int_equal(info.role, cases[i].role);
+		assert_int_equal(info.ua, ua);
+		assert_int_equal(info.key, cases[i].key);
+		assert_memory_equal(info.pub, pub, 32);
+		assert_true(info.not_after > now + 19ull * 365 * 86400);
+		assert_true(info.not_after < now + 21ull * 365 * 86400);
+		assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, NULL), KH_OK);
+
+		/* The PEM copy in issued/ is the same certificate. */
+		snprintf(fname, sizeof fname, "issued/%s-%08X-%s.crt", rname, (unsigned)ua, cases[i].use);
+		{
+			char *p = path_in(dir, fname);
+			assert_int_equal(kh_file_read(p, 65536, &pem, &pemlen), KH_OK);
+			free(p);
+		}
+		assert_int_equal(kh_cert_pem_to_der((const char *)pem, pemlen, pemder, sizeof pemder, &n), KH_OK);
+		assert_int_equal(n, len);
+		assert_memory_equal(pemder, der, len);
+		assert_int_equal(kh_cert_pem_to_der((const char *)pem, pemlen, pemder, len - 1, &n), KH_ERR_BUF);
+		kh_file_free(pem, pemlen);
+		assert_int_equal(file_mode(dir, fname), 0644);
+
+		if (!have_openssl())
+			continue;
+		snprintf(cmd, sizeof cmd, "openssl verify -x509_strict -CAfile '%s/root.crt' '%s/%s' >/dev/null 2>&1", dir,
+			 dir, fname);
+		assert_int_equal(run(cmd), 0);
+		snprintf(cmd, sizeof cmd, "openssl x509 -noout -subject -nameopt sep_comma_plus_space,space_eq -in '%s/%s'",
+			 dir, fname);
+		run_read(cmd, line, sizeof line);
+		snprintf(want, sizeof want, "subject=O = Example TV, OU = %s, serialNumber = %08X, CN = %s %08X", rname,
+			 (unsigned)ua, rname, (unsigned)ua);
+		assert_string_equal(line, want);
+		/* The form the task names, whatever -nameopt the local openssl defaults to. */
+		snprintf(cmd, sizeof cmd, "openssl x509 -noout -subject -in '%s/%s'", dir, fname);
+		run_read(cmd, line, sizeof line);
+		snprintf(want, sizeof want, "OU = %s", rname);
+		assert_non_null(strstr(line, want));
+		snprintf(want, sizeof want, "%08X", (unsigned)ua);
+		assert_non_null(strstr(line, want));
+	}
+	/* A second certificate for the same UA and use is refused; so is a use that is not ours. */
+	new_pub(KH_CERT_KEY_ED25519, pub);
+	assert_int_equal(kh_authority_issue(a, KH_ROLE_CAM, ua, KH_CERT_KEY_ED25519, pub, "sign", der, sizeof der, &len),
+			 KH_ERR_EXISTS);
+	assert_int_equal(kh_authority_issue(a, KH_ROLE_CAM, ua + 1, KH_CERT_KEY_ED25519, pub, "../x", der, sizeof der, &len),
+			 KH_ERR_INVAL);
+	assert_int_equal(kh_authority_issue(a, KH_ROLE_CAM, ua + 1, KH_CERT_KEY_ED25519, pub, "pair", der, sizeof der, &len),
+			 KH_ERR_INVAL);
+	assert_int_equal(kh_authority_issue(a, KH_ROLE_NONE, ua + 1, KH_CERT_KEY_ED25519, pub, "sign", der, sizeof der, &len),
+			 KH_ERR_INVAL);
+	assert_int_equal(kh_authority_issue(a, KH_ROLE_CAM, ua + 1, KH_CERT_KEY_ED25519, pub, "sign", der, 100, &len),
+			 KH_ERR_BUF);
+	kh_authority_free(a);
+	kh_test_rmdir(dir);
+}
+
+static void test_check_refuses(void **state)
+{
+	struct kh_authority *a, *foreign;
+	struct kh_cert_info info;
+	uint8_t der[KH_CERT_MAX + 1], bad[KH_CERT_MAX + 1], fder[KH_CERT_MAX], pub[32], rpk[32], frpk[32];
+	const uint8_t *root;
+	size_t len, flen, rlen;
+	char *dir, *fdir;
+	uint64_t now = (uint64_t)time(NULL);
+	(void)state;
+
+	a = new_authority("Op", &dir);
+	foreign = new_authority("Op", &fdir); /* same name, different root */
+	kh_authority_root_pk(a, rpk);
+	kh_authority_root_pk(foreign, frpk);
+	len = issue(a, KH_ROLE_CARD, 1, KH_CERT_KEY_X25519, pub, der);
+	flen = issue(foreign, KH_ROLE_CARD, 1, KH_CERT_KEY_X25519, pub, fder);
+	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_CARD, KH_CERT_KEY_X25519, now, &info), KH_OK);
+
+	memset(&info, 0x5A, sizeof info);
+	/* Another operator's certificate. */
+	assert_int_equal(kh_cert_check(fder, flen, rpk, KH_ROLE_CARD, KH_CERT_KEY_X25519, now, &info), KH_ERR_CERT);
+	assert_int_equal(kh_cert_check(der, len, frpk, KH_ROLE_CARD, KH_CERT_KEY_X25519, now, &info), KH_ERR_CERT);
+	/* Right operator, wrong role or key type. */
+	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_CAM, KH_CERT_KEY_X25519, now, &info), KH_ERR_CERT_ROLE);
+	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_CARD, KH_CERT_KEY_ED25519, now, &info), KH_ERR_CERT_ROLE);
+	/* One flipped bit in the signature, or in the signed part. */
+	memcpy(bad, der, len);
+	bad[len - 1] ^= 0x01;
+	assert_int_equal(kh_cert_check(bad, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, &info), KH_ERR_CERT);
+	memcpy(bad, der, len);
+	bad[len / 2] ^= 0x01;
+	assert_int_equal(kh_cert_check(bad, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, &info), KH_ERR_CERT);
+	/* Truncated, and with a trailing byte. */
+	assert_int_equal(kh_cert_check(der, len - 1, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, &info), KH_ERR_CERT);
+	assert_int_equal(kh_cert_check(der, 10, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, &info), KH_ERR_CERT);
+	assert_int_equal(kh_cert_check(der, 0, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, &info), KH_ERR_CERT);
+	assert_int_equal(kh_cert_check(NULL, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, &info), KH_ERR_CERT);
+	memcpy(bad, der, len);
+	bad[len] = 0;
+	assert_int_equal(kh_cert_check(bad, len + 1, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, &info), KH_ERR_CERT);
+	/* The root itself: correctly signed by the root, but a CA. */
+	kh_authority_root_der(a, &root, &rlen);
+	assert_int_equal(kh_cert_check(root, rlen, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, &info), KH_ERR_CERT);
+	/* Outside the validity period. */
+	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, now + 25ull * 365 * 86400, &info),
+			 KH_ERR_CERT);
+	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 4102444800ull * 2, &info),
+			 KH_ERR_CERT);
+	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, now - 3600, &info), KH_ERR_CERT);
+	/* Nothing was written to info by any refusal. */
+	for (size_t i = 0; i < sizeof info; i++)
+		assert_int_equal(((const uint8_t *)&info)[i], 0x5A);
+
+	/* Exactly at the edges of the period. */
+	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, &info), KH_OK);
+	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, info.not_after, &info), KH_OK);
+	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, info.not_after + 1, &info),
+			 KH_ERR_CERT);
+
+	/* kh_cert_root_pk takes roots only. */
+	assert_int_equal(kh_cert_root_pk(der, len, pub), KH_ERR_CERT);
+	assert_int_equal(kh_cert_root_pk(root, rlen - 1, pub), KH_ERR_CERT);
+	memcpy(bad, root, rlen);
+	bad[rlen - 1] ^= 0x80;
+	assert_int_equal(kh_cert_root_pk(bad, rlen, pub), KH_ERR_CERT);
+	assert_int_equal(kh_cert_root_pk(root, rlen, pub), KH_OK);
+	assert_memory_equal(pub, rpk, 32);
+
+	/* PEM that holds no certificate. */
+	assert_int_equal(kh_cert_pem_to_der("hello", 5, bad, sizeof bad, &len), KH_ERR_CERT);
+
+	kh_authority_free(a);
+	kh_authority_free(foreign);
+	kh_test_rmdir(dir);
+	kh_test_rmdir(fdir);
+}
+
+static void test_card_keys(void **state)
+{
+	struct kh_authority *a, *b;
+	uint8_t kp1[32], ku1[32], kp2[32], ku2[32], kp3[32], ku3[32];
+	char *dir, *dir2, cmd[512], line[256], want[128];
+	uint8_t *m = NULL;
+	size_t mlen = 0;
+	(void)state;
+
+	a = new_authority("Op", &dir);
+	b = new_authority("Op", &dir2);
+	assert_int_equal(kh_authority_card_keys(a, 7, kp1, ku1), KH_OK);
+	assert_int_equal(kh_authority_card_keys(a, 7, kp2, ku2), KH_OK);
+	assert_memory_equal(kp1, kp2, 32);
+	assert_memory_equal(ku1, ku2, 32);
+	assert_memory_not_equal(kp1, ku1, 32);
+	assert_int_equal(kh_authority_card_keys(a, 8, kp2, ku2), KH_OK);
+	assert_memory_not_equal(kp1, kp2, 32);
+	assert_memory_not_equal(ku1, ku2, 32);
+	assert_int_equal(kh_authority_card_keys(b, 7, kp3, ku3), KH_OK);
+	assert_memory_not_equal(kp1, kp3, 32);
+	assert_memory_not_equal(ku1, ku3, 32);
+	/* Same master after reopening: same keys. */
+	kh_authority_free(a);
+	assert_int_equal(kh_authority_open(dir, &a), KH_OK);
+	assert_int_equal(kh_authority_card_keys(a, 7, kp2, ku2), KH_OK);
+	assert_memory_equal(kp1, kp2, 32);
+	assert_memory_equal(ku1, ku2, 32);
+
+	/* Known answer from an independent HKDF: openssl kdf, info = label || be32(UA = 7). */
+	if (have_openssl() && run("openssl kdf -help >/dev/null 2>&1") == 0) {
+		char *p = path_in(dir, "master.key");
+		char hex[65];
+		assert_int_equal(kh_file_read(p, 256, &m, &mlen), KH_OK);
+		free(p);
+		assert_true(mlen >= 64);
+		memcpy(hex, m, 64);
+		hex[64] = '\0';
+		kh_file_free(m, mlen);
+		snprintf(cmd, sizeof cmd,
+			 "openssl kdf -keylen 32 -kdfopt digest:SHA256 -kdfopt hexkey:%s "
+			 "-kdfopt 'info:keyhole card personal v1' -kdfopt hexinfo:00000007 HKDF 2>/dev/null",
+			 hex);
+		kh_wipe(hex, sizeof hex);
+		run_read(cmd, line, sizeof line);
+		/* openssl prints upper-case hex pairs separated by colons. */
+		for (int i = 0; i < 32; i++)
+			snprintf(want + 3 * i, sizeof want - 3 * (size_t)i, "%02X%s", kp1[i], i < 31 ? ":" : "");
+		if (strchr(line, ':') != NULL)
+			assert_string_equal(line, want);
+		kh_wipe(cmd, sizeof cmd);
+	}
+	kh_wipe(kp1, 32);
+	kh_wipe(ku1, 32);
+	kh_authority_free(a);
+	kh_authority_free(b);
+	kh_test_rmdir(dir);
+	kh_test_rmdir(dir2);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_file_atomic_replace),
+		cmocka_unit_test(test_file_atomic_failure),
+		cmocka_unit_test(test_keyfile_perm),
+		cmocka_unit_test(test_hex),
+		cmocka_unit_test(test_roles),
+		cmocka_unit_test(test_init_open),
+		cmocka_unit_test(test_open_refuses),
+		cmocka_unit_test(test_next_ua),
+		cmocka_unit_test(test_issue_and_check),
+		cmocka_unit_test(test_check_refuses),
+		cmocka_unit_test(test_card_keys),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
