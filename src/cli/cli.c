@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "keyhole/authority.h"
 #include "keyhole/cert.h"
 #include "keyhole/file.h"
 #include "keyhole/softmodule.h"
@@ -102,5 +103,32 @@ kh_err kh_cli_root_pk(const char *path, uint8_t pk[static 32])
 out:
 	kh_file_free(pem, pemlen);
 	free(file);
+	return r;
+}
+
+kh_err kh_cli_issue(const char *authdir, int role, uint32_t ua, const char *card_path, const char *key_path,
+		    uint32_t *issued_ua)
+{
+	struct kh_authority *a = NULL;
+	struct kh_softmod *sm = NULL;
+	struct kh_issued *iss = calloc(1, sizeof *iss);
+	struct kh_transport t;
+	kh_err r;
+
+	if (!iss)
+		return KH_ERR_NOMEM;
+	if ((r = kh_authority_open(authdir, &a)) != KH_OK || (r = kh_softmod_new_blank(&sm)) != KH_OK)
+		goto out;
+	kh_transport_inproc(&t, kh_softmod_module(sm));
+	if ((r = kh_authority_personalise(a, &t, (enum kh_role)role, ua, iss)) != KH_OK)
+		goto out;
+	/* The module exists only in memory until here: a failure above leaves no file behind. */
+	if ((r = kh_softmod_save(sm, card_path, key_path)) != KH_OK)
+		goto out;
+	*issued_ua = iss->ua;
+out:
+	free(iss);
+	kh_softmod_free(sm);
+	kh_authority_free(a);
 	return r;
 }

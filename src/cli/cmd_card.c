@@ -62,13 +62,9 @@ static int cmd_issue(int argc, char **argv)
 		{"key", required_argument, NULL, 'k'},       {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
 	const char *dir = NULL, *out = NULL, *key = NULL, *role_s = NULL;
-	struct kh_authority *a = NULL;
-	struct kh_softmod *sm = NULL;
-	struct kh_transport t;
-	struct kh_issued *iss = NULL;
 	enum kh_role role;
 	uint32_t ua = 0;
-	int c, rc;
+	int c;
 	kh_err r;
 
 	optind = 0;
@@ -94,35 +90,11 @@ static int cmd_issue(int argc, char **argv)
 	if (kh_role_parse(role_s, &role) != KH_OK || (role != KH_ROLE_CARD && role != KH_ROLE_CAM))
 		return kh_cli_usage("card issue", "--role must be card or cam");
 
-	if ((r = kh_authority_open(dir, &a)) != KH_OK) {
-		rc = kh_cli_fail(dir, r);
-		goto out;
-	}
-	if (!(iss = calloc(1, sizeof *iss))) {
-		rc = kh_cli_fail("card issue", KH_ERR_NOMEM);
-		goto out;
-	}
-	if ((r = kh_softmod_new_blank(&sm)) != KH_OK) {
-		rc = kh_cli_fail("card issue", r);
-		goto out;
-	}
-	kh_transport_inproc(&t, kh_softmod_module(sm));
-	if ((r = kh_authority_personalise(a, &t, role, ua, iss)) != KH_OK) {
-		rc = kh_cli_fail("personalise", r);
-		goto out;
-	}
-	if ((r = kh_softmod_save(sm, out, key)) != KH_OK) {
-		rc = kh_cli_fail(out, r);
-		goto out;
-	}
-	printf("issued %s %08X: %s (certificates %s/issued/%s-%08X-{sign,pair}.crt)\n", kh_role_name(role),
-	       iss->ua, out, dir, kh_role_name(role), iss->ua);
-	rc = KH_EXIT_OK;
-out:
-	free(iss);
-	kh_softmod_free(sm);
-	kh_authority_free(a);
-	return rc;
+	if ((r = kh_cli_issue(dir, role, ua, out, key, &ua)) != KH_OK)
+		return kh_cli_fail("card issue", r);
+	printf("issued %s %08X: %s (certificates %s/issued/%s-%08X-{sign,pair}.crt)\n", kh_role_name(role), ua,
+	       out, dir, kh_role_name(role), ua);
+	return KH_EXIT_OK;
 }
 
 static const char *lifecycle_name(uint8_t l)

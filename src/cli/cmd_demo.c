@@ -90,24 +90,7 @@ static kh_err echo(struct kh_transport *cam, struct kh_transport *card)
 
 static kh_err issue(const char *auth, const char *path, enum kh_role role, uint32_t *ua)
 {
-	struct kh_authority *a = NULL;
-	struct kh_softmod *sm = NULL;
-	struct kh_transport t;
-	struct kh_issued *iss = calloc(1, sizeof *iss);
-	kh_err r;
-
-	if (!iss)
-		return KH_ERR_NOMEM;
-	if ((r = kh_authority_open(auth, &a)) == KH_OK && (r = kh_softmod_new_blank(&sm)) == KH_OK) {
-		kh_transport_inproc(&t, kh_softmod_module(sm));
-		if ((r = kh_authority_personalise(a, &t, role, 0, iss)) == KH_OK &&
-		    (r = kh_softmod_save(sm, path, NULL)) == KH_OK)
-			*ua = iss->ua;
-	}
-	free(iss);
-	kh_softmod_free(sm);
-	kh_authority_free(a);
-	return r;
+	return kh_cli_issue(auth, role, 0, path, NULL, ua);
 }
 
 #define TRY(what, expr)                                                                                \
