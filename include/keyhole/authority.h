@@ -33,6 +33,8 @@ void kh_authority_root_pk(const struct kh_authority *a, uint8_t pk[static 32]);
 void kh_authority_root_der(const struct kh_authority *a, const uint8_t **der, size_t *len);
 const char *kh_authority_name(const struct kh_authority *a);
 
+/* KH_ERR_EXISTS when a certificate was issued for ua, whatever the role. */
+KH_WARN_UNUSED kh_err kh_authority_ua_free(const struct kh_authority *a, uint32_t ua);
 /* Take the next unique address; the counter is durable before it returns (never reused). */
 KH_WARN_UNUSED kh_err kh_authority_next_ua(struct kh_authority *a, uint32_t *ua);
 

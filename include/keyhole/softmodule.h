@@ -31,6 +31,11 @@ KH_WARN_UNUSED kh_err kh_softmod_open(const char *card_path, const char *key_pat
  * file, the key file and the counter file (used by `keyhole card issue`).
  */
 KH_WARN_UNUSED kh_err kh_softmod_new_blank(struct kh_softmod **out);
+/*
+ * KH_OK when a module could be saved at card_path: its directory exists and none of the card,
+ * key and counter files does (KH_ERR_EXISTS / KH_ERR_NOTFOUND otherwise).
+ */
+KH_WARN_UNUSED kh_err kh_softmod_check_free(const char *card_path, const char *key_path);
 /* Write a memory-held module to card_path (and its key file, 0600); refuses existing files. */
 KH_WARN_UNUSED kh_err kh_softmod_save(struct kh_softmod *s, const char *card_path, const char *key_path);
 struct kh_module *kh_softmod_module(struct kh_softmod *s);

@@ -107,7 +107,7 @@ out:
 }
 
 kh_err kh_cli_issue(const char *authdir, int role, uint32_t ua, const char *card_path, const char *key_path,
-		    uint32_t *issued_ua)
+		    uint32_t *issued_ua, const char **what)
 {
 	struct kh_authority *a = NULL;
 	struct kh_softmod *sm = NULL;
@@ -117,12 +117,21 @@ kh_err kh_cli_issue(const char *authdir, int role, uint32_t ua, const char *card
 
 	if (!iss)
 		return KH_ERR_NOMEM;
-	if ((r = kh_authority_open(authdir, &a)) != KH_OK || (r = kh_softmod_new_blank(&sm)) != KH_OK)
+	/* Refuse before the authority hands out a UA or writes a certificate. */
+	*what = card_path;
+	if ((r = kh_softmod_check_free(card_path, key_path)) != KH_OK)
+		goto out;
+	*what = authdir;
+	if ((r = kh_authority_open(authdir, &a)) != KH_OK)
+		goto out;
+	*what = "personalisation";
+	if ((r = kh_softmod_new_blank(&sm)) != KH_OK)
 		goto out;
 	kh_transport_inproc(&t, kh_softmod_module(sm));
 	if ((r = kh_authority_personalise(a, &t, (enum kh_role)role, ua, iss)) != KH_OK)
 		goto out;
 	/* The module exists only in memory until here: a failure above leaves no file behind. */
+	*what = card_path;
 	if ((r = kh_softmod_save(sm, card_path, key_path)) != KH_OK)
 		goto out;
 	*issued_ua = iss->ua;

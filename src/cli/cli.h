@@ -40,9 +40,10 @@ KH_WARN_UNUSED kh_err kh_cli_open_module(const char *spec, const char *key, stru
 /*
  * Personalise a new software module from the authority in authdir and write it to card_path
  * (key file key_path, NULL for the default). ua 0 takes the next address; *issued_ua says which.
+ * On error *what names what failed (the card path, the authority, "personalisation").
  */
 KH_WARN_UNUSED kh_err kh_cli_issue(const char *authdir, int role, uint32_t ua, const char *card_path,
-				   const char *key_path, uint32_t *issued_ua);
+				   const char *key_path, uint32_t *issued_ua, const char **what);
 /* The operator root public key from an authority directory or a root certificate file. */
 KH_WARN_UNUSED kh_err kh_cli_root_pk(const char *path, uint8_t pk[static 32]);
 

@@ -22,8 +22,8 @@ static const char init_help[] =
 static const char show_help[] =
 	"usage: keyhole authority show DIR\n"
 	"\n"
-	"Print the operator name, the root key fingerprint (SHA-256 of the public key) and the next\n"
-	"unique address. Refuses key files that group or others can read.\n";
+	"Print the operator name and the root key fingerprint (SHA-256 of the public key).\n"
+	"Refuses key files that group or others can read.\n";
 
 static int cmd_init(int argc, char **argv)
 {
@@ -68,7 +68,9 @@ static int cmd_show(int argc, char **argv)
 		fputs(show_help, stdout);
 		return KH_EXIT_OK;
 	}
-	if (argc != 2 || argv[1][0] == '-')
+	if (argc >= 2 && argv[1][0] == '-')
+		return kh_cli_usage("authority show", "unknown option '%s'", argv[1]);
+	if (argc != 2)
 		return kh_cli_usage("authority show", "exactly one directory is required");
 	if ((r = kh_authority_open(argv[1], &a)) != KH_OK)
 		return kh_cli_fail(argv[1], r);

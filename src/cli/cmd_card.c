@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "keyhole/authority.h"
@@ -45,9 +46,9 @@ static int parse_u32(const char *s, uint32_t *v)
 {
 	char *end;
 	unsigned long long x;
-	if (!s || !*s || *s == '-')
+	if (!s || *s < '0' || *s > '9')
 		return -1;
-	x = strtoull(s, &end, 0);
+	x = strtoull(s, &end, 10);
 	if (*end || x == 0 || x > UINT32_MAX)
 		return -1;
 	*v = (uint32_t)x;
@@ -61,7 +62,7 @@ static int cmd_issue(int argc, char **argv)
 		{"out", required_argument, NULL, 'o'},       {"ua", required_argument, NULL, 'u'},
 		{"key", required_argument, NULL, 'k'},       {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
-	const char *dir = NULL, *out = NULL, *key = NULL, *role_s = NULL;
+	const char *dir = NULL, *out = NULL, *key = NULL, *role_s = NULL, *what = NULL;
 	enum kh_role role;
 	uint32_t ua = 0;
 	int c;
@@ -90,8 +91,8 @@ static int cmd_issue(int argc, char **argv)
 	if (kh_role_parse(role_s, &role) != KH_OK || (role != KH_ROLE_CARD && role != KH_ROLE_CAM))
 		return kh_cli_usage("card issue", "--role must be card or cam");
 
-	if ((r = kh_cli_issue(dir, role, ua, out, key, &ua)) != KH_OK)
-		return kh_cli_fail("card issue", r);
+	if ((r = kh_cli_issue(dir, role, ua, out, key, &ua, &what)) != KH_OK)
+		return kh_cli_fail(what, r);
 	printf("issued %s %08X: %s (certificates %s/issued/%s-%08X-{sign,pair}.crt)\n", kh_role_name(role), ua,
 	       out, dir, kh_role_name(role), ua);
 	return KH_EXIT_OK;
@@ -129,8 +130,12 @@ static int cmd_info(int argc, char **argv)
 		return kh_cli_usage("card info", "unexpected argument '%s'", argv[optind]);
 	if (!card)
 		return kh_cli_usage("card info", "--card is required");
-	if ((r = kh_cli_open_module(card, key, &sm, &t)) != KH_OK)
+	if ((r = kh_cli_open_module(card, key, &sm, &t)) != KH_OK) {
+		struct stat st;
+		if (r == KH_ERR_NOTFOUND && key && stat(key, &st) != 0)
+			return kh_cli_fail(key, r);
 		return kh_cli_fail(card, r);
+	}
 	r = kh_host_info(&t, &info);
 	kh_transport_close(&t);
 	kh_softmod_free(sm);

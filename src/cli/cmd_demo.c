@@ -90,7 +90,8 @@ static kh_err echo(struct kh_transport *cam, struct kh_transport *card)
 
 static kh_err issue(const char *auth, const char *path, enum kh_role role, uint32_t *ua)
 {
-	return kh_cli_issue(auth, role, 0, path, NULL, ua);
+	const char *what;
+	return kh_cli_issue(auth, role, 0, path, NULL, ua, &what);
 }
 
 #define TRY(what, expr)                                                                                \

@@ -78,7 +78,7 @@ int kh_cmd_pair(int argc, char **argv)
 		case 'd': decoder = 1; break;
 		case 'n':
 			count = strtol(optarg, &end, 10);
-			if (*end || count < 0 || count > 1000000)
+			if (end == optarg || *end || count < 0 || count > 1000000)
 				return kh_cli_usage("pair", "--count takes a number from 0 to 1000000");
 			break;
 		case 'h': fputs(pair_help, stdout); return KH_EXIT_OK;

@@ -173,11 +173,42 @@ kh_err kh_softmod_new_blank(struct kh_softmod **out)
 	return KH_OK;
 }
 
+kh_err kh_softmod_check_free(const char *card_path, const char *key_path)
+{
+	char *kp = NULL, *ctr = NULL, *dir = NULL, *slash;
+	struct stat st;
+	kh_err r = KH_OK;
+
+	if (!key_path && !(key_path = kp = kh_softmod_key_path(card_path)))
+		return KH_ERR_NOMEM;
+	if (asprintf(&ctr, "%s.ctr", card_path) < 0) {
+		ctr = NULL;
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	if (stat(card_path, &st) == 0 || stat(key_path, &st) == 0 || stat(ctr, &st) == 0) {
+		r = KH_ERR_EXISTS;
+		goto out;
+	}
+	if ((slash = strrchr(card_path, '/')) && slash != card_path) {
+		if (!(dir = strndup(card_path, (size_t)(slash - card_path)))) {
+			r = KH_ERR_NOMEM;
+			goto out;
+		}
+		if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+			r = KH_ERR_NOTFOUND;
+	}
+out:
+	free(kp);
+	free(ctr);
+	free(dir);
+	return r;
+}
+
 kh_err kh_softmod_save(struct kh_softmod *s, const char *card_path, const char *key_path)
 {
 	char hex[2 * KH_ROOT_KEY_LEN + 2];
 	char *kp = NULL, *ctr = NULL;
-	struct stat st;
 	kh_err r;
 
 	if (!s->bloblen || s->card_path)
@@ -189,10 +220,8 @@ kh_err kh_softmod_save(struct kh_softmod *s, const char *card_path, const char *
 		r = KH_ERR_NOMEM;
 		goto out;
 	}
-	if (stat(card_path, &st) == 0 || stat(key_path, &st) == 0) {
-		r = KH_ERR_EXISTS;
+	if ((r = kh_softmod_check_free(card_path, key_path)) != KH_OK)
 		goto out;
-	}
 	kh_hex_encode(s->root_key, sizeof s->root_key, hex);
 	strcat(hex, "\n");
 	/* Key first: a card file without its key would be useless, a stray key file harmless. */

@@ -219,7 +219,7 @@ kh_err kh_serve_unix(const char *path, struct kh_module *m, volatile sig_atomic_
 			unlink(path);
 		}
 	}
-	old = umask(077);
+	old = umask(0177);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
 		umask(old);
 		close(fd);

@@ -493,6 +493,21 @@ const char *kh_authority_name(const struct kh_authority *a)
 	return a->name;
 }
 
+kh_err kh_authority_ua_free(const struct kh_authority *a, uint32_t ua)
+{
+	static const char *const uses[] = {"sign", "pair"};
+	char fname[64];
+	kh_err r;
+	for (int i = 1; kh_role_name((enum kh_role)i); i++)
+		for (size_t u = 0; u < 2; u++) {
+			snprintf(fname, sizeof fname, ISSUED "/%s-%08X-%s.crt", kh_role_name((enum kh_role)i),
+				 (unsigned)ua, uses[u]);
+			if ((r = absent(a->dir, fname)) != KH_OK)
+				return r;
+		}
+	return KH_OK;
+}
+
 kh_err kh_authority_next_ua(struct kh_authority *a, uint32_t *ua)
 {
 	char buf[24];

@@ -50,8 +50,17 @@ kh_err kh_authority_personalise(struct kh_authority *a, struct kh_transport *t, 
 	memset(out, 0, sizeof *out);
 	if (!kh_role_name(role))
 		return KH_ERR_INVAL;
-	if (!ua && (r = kh_authority_next_ua(a, &ua)) != KH_OK)
-		return r;
+	if (ua) {
+		if ((r = kh_authority_ua_free(a, ua)) != KH_OK)
+			return r;
+	} else {
+		do {
+			if ((r = kh_authority_next_ua(a, &ua)) != KH_OK)
+				return r;
+		} while ((r = kh_authority_ua_free(a, ua)) == KH_ERR_EXISTS);
+		if (r != KH_OK)
+			return r;
+	}
 	kh_authority_root_pk(a, root);
 	if ((r = kh_authority_card_keys(a, ua, kp, ku)) != KH_OK)
 		goto out;

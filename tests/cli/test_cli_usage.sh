@@ -1,0 +1,174 @@
+# The `keyhole` command line itself: --help at every level, and every kind of bad input that
+# needs no file to detect (unknown option or command, missing option, extra argument, bad value)
+# ends with exit status 2, nothing on stdout and exactly one line on stderr starting with
+# "keyhole". Nothing is created by a refused command.
+#
+# Run by CTest as `sh test_cli_usage.sh` with KEYHOLE and KH_SOURCE_DIR set.
+
+. "$KH_SOURCE_DIR/tests/cli/lib.sh"
+kh_init test_cli_usage
+
+cd "$KH_WORK" || kh_fail "cd $KH_WORK"
+# Names that must never come into being through a usage error.
+D=$KH_WORK/dir
+A=$KH_WORK/nowhere-authority
+C=$KH_WORK/nowhere.card
+S=$KH_WORK/nowhere.sock
+
+# --- --version ---------------------------------------------------------------------------------
+kh_expect_ok --version
+grep -Eq '^keyhole [0-9]' "$KH_OUT" || kh_fail "--version does not print 'keyhole <version>'"
+[ "$(wc -l <"$KH_OUT")" -eq 1 ] || kh_fail "--version prints more than one line"
+
+# --- --help at every level ---------------------------------------------------------------------
+for cmd in "" "authority" "authority init" "authority show" "card" "card issue" "card info" \
+	"card serve" "pair" "demo"; do
+	# shellcheck disable=SC2086 # word splitting of $cmd is the point
+	kh_expect_help $cmd --help
+	# shellcheck disable=SC2086
+	kh_expect_help $cmd -h
+done
+# The listing of a command group names each of its subcommands.
+kh_expect_help --help
+for sub in authority card pair demo; do
+	grep -Eq "^ +$sub " "$KH_OUT" || kh_fail "keyhole --help does not list '$sub'"
+done
+kh_expect_help authority --help
+for sub in init show; do
+	grep -Eq "^ +$sub " "$KH_OUT" || kh_fail "keyhole authority --help does not list '$sub'"
+done
+kh_expect_help card --help
+for sub in issue info serve; do
+	grep -Eq "^ +$sub " "$KH_OUT" || kh_fail "keyhole card --help does not list '$sub'"
+done
+# `help CMD` is the same as `CMD --help`.
+kh_expect_help help
+kh_expect_help help card
+kh_expect_help card help issue
+# Each subcommand's help names its options.
+kh_expect_help card issue --help
+for o in --authority --role --out --ua --key; do
+	grep -q -- "$o" "$KH_OUT" || kh_fail "card issue --help does not mention $o"
+done
+kh_expect_help pair --help
+for o in --root --cam --card --decoder --count; do
+	grep -q -- "$o" "$KH_OUT" || kh_fail "pair --help does not mention $o"
+done
+kh_expect_help card serve --help
+for o in --socket --card --key; do
+	grep -q -- "$o" "$KH_OUT" || kh_fail "card serve --help does not mention $o"
+done
+# --help wins over everything else on the line, and runs nothing.
+kh_expect_help card issue --authority "$A" --role card --out "$C" --help
+kh_expect_help authority init --name X --help "$D"
+
+# --- the top level and command groups ----------------------------------------------------------
+kh_expect_usage
+kh_expect_usage bogus
+kh_expect_usage --bogus
+kh_expect_usage help bogus
+kh_expect_usage --version extra
+kh_expect_usage authority
+kh_expect_usage authority bogus
+kh_expect_usage authority --bogus
+kh_expect_usage card
+kh_expect_usage card bogus
+kh_expect_usage card --bogus
+
+# --- authority init ----------------------------------------------------------------------------
+kh_expect_usage authority init
+kh_expect_usage authority init --bogus "$D"
+kh_expect_usage authority init "$D" extra
+kh_expect_usage authority init --name
+kh_expect_usage authority init --name "" "$D"
+kh_expect_usage authority init --name "a/b" "$D"
+kh_expect_usage authority init --name "a=b" "$D"
+kh_expect_usage authority init --name \
+	"0123456789012345678901234567890123456789012345678901234567890123456789" "$D"
+
+# --- authority show ----------------------------------------------------------------------------
+kh_expect_usage authority show
+kh_expect_usage authority show --bogus "$D"
+kh_expect_usage authority show "$D" extra
+
+# --- card issue --------------------------------------------------------------------------------
+kh_expect_usage card issue
+kh_expect_usage card issue --bogus
+kh_expect_usage card issue --authority "$A" --role card --out "$C" --bogus
+kh_expect_usage card issue --authority "$A" --role card --out "$C" extra
+kh_expect_usage card issue --role card --out "$C"
+kh_expect_usage card issue --authority "$A" --out "$C"
+kh_expect_usage card issue --authority "$A" --role card
+kh_expect_usage card issue --authority "$A" --role card --out
+for role in foo CAM Card "" root decoder "card "; do
+	kh_expect_usage card issue --authority "$A" --role "$role" --out "$C"
+done
+for ua in 0 -1 abc 4294967296 18446744073709551617 "" 1x " " 00; do
+	kh_expect_usage card issue --authority "$A" --role card --out "$C" --ua "$ua"
+done
+kh_expect_usage card issue --authority "$A" --role card --out "$C" --ua
+
+# --- card info ---------------------------------------------------------------------------------
+kh_expect_usage card info
+kh_expect_usage card info --bogus
+kh_expect_usage card info --card "$C" extra
+kh_expect_usage card info --card "$C" --bogus
+kh_expect_usage card info --card
+kh_expect_usage card info --key "$C"
+
+# --- card serve --------------------------------------------------------------------------------
+kh_expect_usage card serve
+kh_expect_usage card serve --bogus
+kh_expect_usage card serve --socket "$S"
+kh_expect_usage card serve --card "$C"
+kh_expect_usage card serve --socket "$S" --card "$C" extra
+kh_expect_usage card serve --socket "$S" --card "$C" --bogus
+kh_expect_usage card serve --socket "$S" --card
+
+# --- pair --------------------------------------------------------------------------------------
+kh_expect_usage pair
+kh_expect_usage pair --bogus
+kh_expect_usage pair --root "$A" --cam "$C"
+kh_expect_usage pair --root "$A" --card "$C"
+kh_expect_usage pair --cam "$C" --card "$C"
+kh_expect_usage pair --root "$A" --cam "$C" --card "$C" extra
+kh_expect_usage pair --root "$A" --cam "$C" --card "$C" --bogus
+kh_expect_usage pair --root "$A" --cam "$C" --card "$C" --count
+for n in -1 abc 1000001 "" 3x 99999999999999999999; do
+	kh_expect_usage pair --root "$A" --cam "$C" --card "$C" --count "$n"
+done
+
+# --- demo --------------------------------------------------------------------------------------
+kh_expect_usage demo extra
+kh_expect_usage demo --bogus
+kh_expect_usage demo --keep
+
+# --- manual pages: one per command, naming every option its --help names -----------------------
+MAN=$KH_SOURCE_DIR/docs/man
+for pair in "keyhole.1:" "keyhole-authority.1:authority init" "keyhole-authority.1:authority show" \
+	"keyhole-card.1:card issue" "keyhole-card.1:card info" "keyhole-card.1:card serve" \
+	"keyhole-pair.1:pair" "keyhole-demo.1:demo"; do
+	page=$MAN/${pair%%:*}
+	cmd=${pair#*:}
+	[ -s "$page" ] || kh_fail "missing manual page $page"
+	grep -q '^\.TH ' "$page" || kh_fail "$page has no .TH line"
+	grep -q '^\.SH EXIT STATUS' "$page" || kh_fail "$page has no EXIT STATUS section"
+	grep -q '^\.SH SEE ALSO' "$page" || kh_fail "$page has no SEE ALSO section"
+	# shellcheck disable=SC2086
+	kh_expect_help $cmd --help
+	for opt in $(grep -Eo -- '--[a-z][a-z-]*' "$KH_OUT" | sort -u); do
+		# In roff the dashes are written \-.
+		ropt=$(printf '%s' "$opt" | sed 's/-/\\\\-/g')
+		grep -q -- "$ropt" "$page" || kh_fail "$page does not document $opt of 'keyhole $cmd'"
+	done
+	if command -v groff >/dev/null 2>&1; then
+		warn=$(groff -man -Tutf8 -ww -z "$page" 2>&1)
+		[ -z "$warn" ] || kh_fail "groff warns about $page: $warn"
+	fi
+done
+
+# --- nothing was created by any of the above ---------------------------------------------------
+left=$(ls -A "$KH_WORK")
+[ -z "$left" ] || kh_fail "usage errors left files behind: $left"
+
+kh_note "ok"
