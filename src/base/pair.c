@@ -236,7 +236,7 @@ kh_err kh_chan_open_cmd(struct kh_chan *ch, const uint8_t *msg, size_t len, uint
 			size_t *bodylen)
 {
 	const uint8_t *ct;
-	size_t ctlen;
+	size_t ctlen, n;
 	uint32_t ctr;
 	kh_err r;
 
@@ -246,10 +246,14 @@ kh_err kh_chan_open_cmd(struct kh_chan *ch, const uint8_t *msg, size_t len, uint
 		return r;
 	if (ctr <= ch->accepted)
 		return KH_ERR_CHAN_REPLAY;
-	if (ctr > ch->max_msgs)
-		return KH_ERR_CHAN_REKEY;
-	if ((r = open_body(ch->k_recv, msg, ctr, ct, ctlen, body, cap, bodylen)) != KH_OK)
+	if ((r = open_body(ch->k_recv, msg, ctr, ct, ctlen, body, cap, &n)) != KH_OK)
 		return r;
+	/* Only an authentic counter can be over the limit: a forged one is CHAN_AUTH above. */
+	if (ctr > ch->max_msgs) {
+		kh_wipe(body, n);
+		return KH_ERR_CHAN_REKEY;
+	}
+	*bodylen = n;
 	ch->accepted = ctr;
 	return KH_OK;
 }
@@ -366,6 +370,11 @@ kh_err kh_link_send(struct kh_link *l, const uint8_t *inner, size_t len, uint64_
 {
 	if (l->state == KH_LINK_IDLE)
 		return KH_ERR_NOT_PAIRED;
+	if (l->state == KH_LINK_WANT_RESP) {
+		/* The answer to the last command never came: the module went away. End the channel. */
+		link_reset(l);
+		return KH_ERR_NOT_PAIRED;
+	}
 	if (l->state != KH_LINK_OPEN)
 		return KH_ERR_PAIR_STATE;
 	if (len > sizeof l->pending || len + KH_CHAN_OVERHEAD > KH_APDU_MAX_DATA)
