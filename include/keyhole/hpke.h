@@ -3,6 +3,11 @@
  * built on the crypto facade because OpenSSL 3.0 has no HPKE. AEADs: AES-128-GCM (the suite
  * PROTOCOLS.md uses), AES-256-GCM and ChaCha20-Poly1305 (so the RFC's A.1 and A.2 vectors both
  * run). Allocation-free; usable from the module zone.
+ *
+ * Limits: info, exporter context and ikm are at most KH_HPKE_INPUT_MAX bytes (KH_ERR_TOO_LARGE),
+ * ikm at least 32; a context refuses to seal or open once its sequence number would wrap
+ * (KH_ERR_CHAN_REKEY). Open returns KH_ERR_TRUNCATED below 16 bytes and KH_ERR_AUTH on a bad tag,
+ * with pt wiped. ct and pt may be the same buffer.
  */
 #ifndef KEYHOLE_HPKE_H
 #define KEYHOLE_HPKE_H
@@ -13,6 +18,7 @@
 #include "keyhole/crypto.h"
 
 #define KH_HPKE_ENC_LEN 32
+#define KH_HPKE_INPUT_MAX 256
 #define KH_HPKE_KEM_X25519 0x0020
 #define KH_HPKE_KDF_SHA256 0x0001
 

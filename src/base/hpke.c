@@ -12,7 +12,7 @@
 #include "keyhole/hpke.h"
 
 /* RFC 9180 §7.2.1 asks for at least 64 bytes of info and exporter context; we allow more. */
-#define HPKE_INPUT_MAX 256
+#define HPKE_INPUT_MAX KH_HPKE_INPUT_MAX
 #define HPKE_LABEL_MAX 16 /* longest label used below is "shared_secret" */
 #define HPKE_SUITE_MAX 10 /* "HPKE" || kem_id || kdf_id || aead_id */
 #define HPKE_VERSION "HPKE-v1"

@@ -382,6 +382,11 @@ kh_err kh_link_send(struct kh_link *l, const uint8_t *inner, size_t len, uint64_
 	if (kh_chan_needs_rekey(&l->ch, now)) {
 		/* Steps 2-4 again with the key already certified; the command waits for the new keys. */
 		kh_err r;
+		if (now && now > l->peer.not_after) {
+			/* The certificate checked at step 1 has expired since: start over from GET CERT. */
+			link_reset(l);
+			return KH_ERR_CERT;
+		}
 		kh_chan_wipe(&l->ch);
 		if ((r = make_open(l, out)) != KH_OK) {
 			link_reset(l);

@@ -1106,6 +1106,13 @@ static void test_rekey_age(void **state)
 	kh_softmod_set_time(w->cam.sm, t0 + 10 + KH_CHAN_MAX_AGE);
 	assert_int_equal(card_echo(&w->cam.t, &w->c2.t), KH_ERR_PAIR_OPEN); /* sealed to card 1's key */
 	assert_cam_unpaired(w);
+	/* a re-key after the card's certificate expired goes back to GET CERT and is refused there */
+	kh_softmod_set_time(w->cam.sm, t0);
+	pair_cam_card(w, &(struct mod){.t = tt, .ua = w->c1.ua});
+	kh_softmod_set_time(w->cam.sm, t0 + 21ull * 366 * 24 * 3600);
+	assert_int_equal(card_echo(&w->cam.t, &tt), KH_ERR_CERT);
+	assert_cam_unpaired(w);
+	assert_int_equal(kh_host_pair_cam_card(&w->cam.t, &tt, &(uint32_t){0}), KH_ERR_CERT);
 	kh_softmod_set_time(w->cam.sm, 0);
 
 	/* the decoder's link to the CAM: by age and by message count */
