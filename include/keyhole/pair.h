@@ -63,7 +63,7 @@ KH_WARN_UNUSED kh_err kh_pair_open_make(struct kh_pair_hs *hs, const uint8_t pkR
  */
 KH_WARN_UNUSED kh_err kh_pair_open_answer(const uint8_t skR[static 32], const uint8_t *msg, size_t len,
 					  uint64_t now, struct kh_chan *ch, struct kh_wr *out);
-/* Step 4 (I): check the answer in constant time and open *ch. The handshake secrets are wiped either way. */
+/* Step 4 (I): check the answer in constant time and open *ch (untouched on error). The handshake secrets are wiped either way. */
 KH_WARN_UNUSED kh_err kh_pair_finish(struct kh_pair_hs *hs, const uint8_t *ans, size_t len, uint64_t now,
 				     struct kh_chan *ch);
 

@@ -1,0 +1,775 @@
+/*
+ * Seed corpus generator for the libFuzzer harnesses (fuzz/README.md). Not built by CMake: run it
+ * by hand when a seed must change, from a normal build's static libraries:
+ *
+ *   cmake -S . -B /tmp/build-gen -DCMAKE_BUILD_TYPE=Debug
+ *   cmake --build /tmp/build-gen --target kh_center kh_host kh_module kh_base
+ *   gcc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Iinclude -Isrc fuzz/gen_corpus.c -o /tmp/gen_corpus \
+ *       /tmp/build-gen/libkh_center.a /tmp/build-gen/libkh_host.a /tmp/build-gen/libkh_module.a \
+ *       /tmp/build-gen/libkh_base.a -lcrypto
+ *   /tmp/gen_corpus fuzz/corpus
+ *
+ * It replays, with the deterministic random source and the constants of the harnesses, exactly
+ * what each harness sets up, then writes valid inputs and near-valid variants of them (files of
+ * the same name are overwritten; others, such as crash-* regressions, are left alone). Every
+ * step is checked as it goes: a module command that does not answer the status word expected,
+ * or a forged certificate that kh_cert_check does not judge as expected, stops the run.
+ *
+ * A fresh throwaway authority (random Ed25519 root, in a temporary directory removed at the end)
+ * signs the certificates, so every run prints a new root key: paste it into ROOT_PK of
+ * fuzz/fuzz_cert.c. The seeds of fuzz_apdu, fuzz_pair_open, fuzz_pair_answer and fuzz_sealed do
+ * not depend on it and come out identical each run. The shared constants come from fuzz_common.h.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "keyhole/apdu.h"
+#include "keyhole/authority.h"
+#include "keyhole/buf.h"
+#include "keyhole/cert.h"
+#include "keyhole/crypto.h"
+#include "keyhole/hpke.h"
+#include "keyhole/module.h"
+#include "keyhole/pair.h"
+
+#include "fuzz_common.h"
+
+/* ---- shared with the harnesses (keep equal) ---- */
+#define FZ_PAIR_NOW 1000u
+static const uint8_t fz_body1[] = {0x80, 0x10, 0x00, 0x00}; /* fuzz_sealed: the command sealed in setup */
+static const uint8_t fz_module_root[KH_ROOT_KEY_LEN] = {
+	0x6b, 0x68, 0x2d, 0x66, 0x75, 0x7a, 0x7a, 0x2d, 0x72, 0x6f, 0x6f, 0x74, 0x2d, 0x6b, 0x65, 0x79,
+	0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32, 0x10,
+};
+#define FZ_MODULE_NOW 1800000000u
+/* ---- end of shared constants ---- */
+
+static const char card_ikm[] = "keyhole fuzz card ikm v1, public test key"; /* the card the CAM seed pairs with */
+#define CAM_UA 0x00005678u
+#define CARD_UA 0x00001234u
+#define CARD2_UA 0x00004321u
+#define PEER_CARD_UA 0x00009abcu
+
+static const char *outdir;
+
+static void die(const char *what, kh_err r)
+{
+	fprintf(stderr, "gen_corpus: %s: %s (%d)\n", what, kh_strerror(r), r);
+	exit(1);
+}
+
+static void check(const char *what, kh_err r)
+{
+	if (r != KH_OK)
+		die(what, r);
+}
+
+static void put(const char *harness, const char *name, const uint8_t *p, size_t n)
+{
+	char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s/%s", outdir, harness);
+	if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+		perror(path);
+		exit(1);
+	}
+	snprintf(path, sizeof path, "%s/%s/%s", outdir, harness, name);
+	if ((f = fopen(path, "wb")) == NULL || (n && fwrite(p, 1, n, f) != n) || fclose(f) != 0) {
+		perror(path);
+		exit(1);
+	}
+}
+
+/* put() of a copy with one byte XORed (negative index: from the end). */
+static void put_flip(const char *harness, const char *name, const uint8_t *p, size_t n, long at, uint8_t x)
+{
+	uint8_t buf[16384];
+	size_t i = at < 0 ? n - (size_t)(-at) : (size_t)at;
+
+	if (n > sizeof buf || i >= n)
+		die("put_flip", KH_ERR_INVAL);
+	memcpy(buf, p, n);
+	buf[i] ^= x;
+	put(harness, name, buf, n);
+}
+
+/* put() of p followed by one extra byte. */
+static void put_plus(const char *harness, const char *name, const uint8_t *p, size_t n, uint8_t extra)
+{
+	uint8_t buf[16384];
+
+	if (n + 1 > sizeof buf)
+		die("put_plus", KH_ERR_INVAL);
+	memcpy(buf, p, n);
+	buf[n] = extra;
+	put(harness, name, buf, n + 1);
+}
+
+static uint8_t *slurp(const char *path, size_t *n)
+{
+	static uint8_t buf[8192];
+	FILE *f = fopen(path, "rb");
+
+	if (f == NULL) {
+		perror(path);
+		exit(1);
+	}
+	*n = fread(buf, 1, sizeof buf, f);
+	fclose(f);
+	return buf;
+}
+
+/* ---- randomness: the harness's stream and a separate one for what the harness never draws ---- */
+
+static struct kh_rng_det rng_fz, rng_gen;
+
+static void use_fz(void)
+{
+	kh_rng_set(kh_rng_det_fn, &rng_fz);
+}
+
+static void use_gen(void)
+{
+	kh_rng_set(kh_rng_det_fn, &rng_gen);
+}
+
+/* ---- fuzz_apdu ---- */
+
+static void gen_apdu(void)
+{
+	uint8_t buf[KH_APDU_MAX_CMD + 8], data[KH_APDU_MAX_DATA + 1];
+	struct kh_wr w;
+	size_t i;
+	static const struct {
+		const char *name;
+		size_t lc, le;
+	} cases[] = {
+		{"case1", 0, 0},       {"case2s", 0, 16},      {"case2s-256", 0, 256}, {"case3s", 5, 0},
+		{"case4s", 5, 256},    {"case2e", 0, 65536},   {"case3e", 300, 0},     {"case4e", 300, 1000},
+		{"case4e-le16", 260, 16},
+		/* The largest body accepted, and one byte more (also lifts libFuzzer's -max_len past 4096). */
+		{"case4e-max", KH_APDU_MAX_DATA, 65536}, {"case3e-too-large", KH_APDU_MAX_DATA + 1, 0},
+	};
+
+	for (i = 0; i < sizeof data; i++)
+		data[i] = (uint8_t)(i * 7 + 1);
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		kh_wr_init(&w, buf, sizeof buf);
+		check("apdu build", kh_apdu_build(&w, KH_CLA, KH_INS_ECHO, 0, 0, data, cases[i].lc, cases[i].le));
+		put("fuzz_apdu", cases[i].name, buf, w.len);
+	}
+	/* Near-valid: an Lc that disagrees with the body, short and extended, and a lone 00. */
+	{
+		static const uint8_t bad1[] = {0x80, 0x20, 0x00, 0x00, 0x04, 0x01, 0x02, 0x03};
+		static const uint8_t bad2[] = {0x80, 0x20, 0x00, 0x00, 0x00, 0x00, 0x02, 0x01};
+		static const uint8_t bad3[] = {0x80, 0x20, 0x00, 0x00, 0x00, 0x00};
+		static const uint8_t bad4[] = {0x80, 0x20, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02};
+		put("fuzz_apdu", "bad-short-lc", bad1, sizeof bad1);
+		put("fuzz_apdu", "bad-ext-lc", bad2, sizeof bad2);
+		put("fuzz_apdu", "bad-six", bad3, sizeof bad3);
+		put("fuzz_apdu", "bad-ext-lc0", bad4, sizeof bad4);
+	}
+}
+
+/* ---- fuzz_tlv ---- */
+
+static void gen_tlv(const uint8_t root_pk[static 32])
+{
+	uint8_t buf[512], k[32];
+	struct kh_wr w;
+
+	memset(k, 0xa5, sizeof k);
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put_u8(&w, 1, KH_ROLE_CARD);
+	kh_tlv_put_u32(&w, 2, CARD_UA);
+	kh_tlv_put(&w, 3, root_pk, 32);
+	kh_tlv_put(&w, 4, k, 32);
+	check("tlv", kh_tlv_put(&w, 5, k, 32));
+	put("fuzz_tlv", "perso-init", buf, w.len);
+	put("fuzz_tlv", "perso-init-cut", buf, w.len - 3);
+	put_plus("fuzz_tlv", "perso-init-trailing", buf, w.len, 0x07);
+
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put_u8(&w, 1, KH_ROLE_CAM);
+	kh_tlv_put_u32(&w, 2, CAM_UA);
+	kh_tlv_put_u8(&w, 3, 2);
+	kh_tlv_put_u64(&w, 4, 0x0102030405060708u);
+	kh_tlv_put(&w, 9, NULL, 0);
+	check("tlv", kh_tlv_put_u8(&w, 5, 3));
+	put("fuzz_tlv", "get-info", buf, w.len);
+	put_flip("fuzz_tlv", "get-info-biglen", buf, w.len, 2, 0x40);
+}
+
+/* ---- fuzz_pair_open ---- */
+
+static void gen_pair_open(void)
+{
+	uint8_t sk[32], pk[32], id[KH_PAIR_ID_MAX], buf[KH_PAIR_OPEN_MAX];
+	struct kh_pair_hs hs;
+	struct kh_wr w;
+
+	check("derive", kh_hpke_derive_keypair((const uint8_t *)fz_resp_ikm, sizeof fz_resp_ikm - 1, sk, pk));
+	memset(id, 'I', sizeof id);
+	use_gen();
+
+	kh_wr_init(&w, buf, sizeof buf);
+	check("open", kh_pair_open_make(&hs, pk, fz_pair_id, sizeof fz_pair_id, &w));
+	put("fuzz_pair_open", "open-id8", buf, w.len);
+	put_flip("fuzz_pair_open", "open-badtag", buf, w.len, -1, 0x01);
+	put_flip("fuzz_pair_open", "open-badenc", buf, w.len, 2 + sizeof fz_pair_id, 0x80);
+	put_flip("fuzz_pair_open", "open-badver", buf, w.len, 0, 0x03);
+	put_flip("fuzz_pair_open", "open-badidlen", buf, w.len, 1, 0x20);
+	put_plus("fuzz_pair_open", "open-trailing", buf, w.len, 0);
+	put("fuzz_pair_open", "open-cut", buf, w.len - 1);
+
+	kh_wr_init(&w, buf, sizeof buf);
+	check("open", kh_pair_open_make(&hs, pk, NULL, 0, &w));
+	put("fuzz_pair_open", "open-id0", buf, w.len);
+
+	kh_wr_init(&w, buf, sizeof buf);
+	check("open", kh_pair_open_make(&hs, pk, id, sizeof id, &w));
+	put("fuzz_pair_open", "open-id32", buf, w.len);
+	kh_wipe(sk, sizeof sk);
+}
+
+/* ---- fuzz_pair_answer and fuzz_sealed: the harnesses' common setup ---- */
+
+struct pair_setup {
+	uint8_t sk[32], pk[32];
+	struct kh_pair_hs hs;
+	uint8_t answer[KH_PAIR_ANSWER_LEN];
+	struct kh_chan r, i; /* responder and initiator, just opened */
+};
+
+static void pair_setup(struct pair_setup *s)
+{
+	uint8_t open[KH_PAIR_OPEN_MAX];
+	struct kh_wr w, wa;
+
+	kh_rng_det_init(&rng_fz, (const uint8_t *)fz_seed, sizeof fz_seed - 1);
+	use_fz();
+	memset(s, 0, sizeof *s);
+	check("derive", kh_hpke_derive_keypair((const uint8_t *)fz_resp_ikm, sizeof fz_resp_ikm - 1, s->sk, s->pk));
+	kh_wr_init(&w, open, sizeof open);
+	check("open make", kh_pair_open_make(&s->hs, s->pk, fz_pair_id, sizeof fz_pair_id, &w));
+	kh_wr_init(&wa, s->answer, sizeof s->answer);
+	check("open answer", kh_pair_open_answer(s->sk, open, w.len, FZ_PAIR_NOW, &s->r, &wa));
+	if (wa.len != KH_PAIR_ANSWER_LEN)
+		die("answer length", KH_ERR_INTERNAL);
+	{
+		struct kh_pair_hs hs = s->hs;
+		check("finish", kh_pair_finish(&hs, s->answer, sizeof s->answer, FZ_PAIR_NOW, &s->i));
+	}
+	use_gen();
+}
+
+static void gen_pair_answer(void)
+{
+	struct pair_setup s;
+
+	pair_setup(&s);
+	put("fuzz_pair_answer", "answer", s.answer, sizeof s.answer);
+	put_flip("fuzz_pair_answer", "answer-badtag", s.answer, sizeof s.answer, -1, 0x01);
+	put_flip("fuzz_pair_answer", "answer-badA", s.answer, sizeof s.answer, 1, 0x01);
+	put_flip("fuzz_pair_answer", "answer-badver", s.answer, sizeof s.answer, 0, 0x02);
+	put_plus("fuzz_pair_answer", "answer-trailing", s.answer, sizeof s.answer, 0);
+	put("fuzz_pair_answer", "answer-cut", s.answer, sizeof s.answer - 1);
+}
+
+static void gen_sealed(void)
+{
+	static const uint8_t body2[] = {0x80, 0x20, 0x00, 0x00, 0x05, 'h', 'e', 'l', 'l', 'o'};
+	static const uint8_t rbody[] = {0x01, 0x00, 0x01, 0x01, 0x90, 0x00};
+	uint8_t cmd1[64], cmd3[64], resp1[64], body[64];
+	struct pair_setup s;
+	struct kh_chan i, r;
+	struct kh_wr w;
+	size_t blen;
+
+	pair_setup(&s);
+	/* The harness's fixed state: the initiator has sealed fz_body1 (counter 1). */
+	kh_wr_init(&w, cmd1, sizeof cmd1);
+	check("seal cmd", kh_chan_seal_cmd(&s.i, fz_body1, sizeof fz_body1, &w));
+	put("fuzz_sealed", "cmd1", cmd1, w.len);
+	put_flip("fuzz_sealed", "cmd1-badtag", cmd1, w.len, -1, 0x01);
+	put_flip("fuzz_sealed", "cmd1-badctr", cmd1, w.len, 4, 0x02);
+	put_flip("fuzz_sealed", "cmd1-badver", cmd1, w.len, 0, 0x02);
+	put("fuzz_sealed", "cmd1-cut", cmd1, w.len - 1);
+
+	/* The answer to it. */
+	r = s.r;
+	check("open cmd", kh_chan_open_cmd(&r, cmd1, w.len, body, sizeof body, &blen));
+	kh_wr_init(&w, resp1, sizeof resp1);
+	check("seal resp", kh_chan_seal_resp(&r, rbody, sizeof rbody, &w));
+	put("fuzz_sealed", "resp1", resp1, w.len);
+	put_flip("fuzz_sealed", "resp1-badtag", resp1, w.len, -2, 0x10);
+
+	/* Counter 3 (a gap is allowed), longer body; and an empty body. */
+	i = s.i;
+	i.sent = 2;
+	kh_wr_init(&w, cmd3, sizeof cmd3);
+	check("seal cmd3", kh_chan_seal_cmd(&i, body2, sizeof body2, &w));
+	put("fuzz_sealed", "cmd3-echo", cmd3, w.len);
+	i = s.i;
+	kh_wr_init(&w, cmd3, sizeof cmd3);
+	check("seal empty", kh_chan_seal_cmd(&i, NULL, 0, &w));
+	put("fuzz_sealed", "cmd1-empty", cmd3, w.len);
+	kh_chan_wipe(&i);
+	kh_chan_wipe(&r);
+}
+
+/* ---- fuzz_module: APDU sequences as u16-length-prefixed chunks ---- */
+
+struct seq {
+	uint8_t b[16384];
+	size_t n;
+};
+
+static struct kh_module *mod;
+static _Alignas(16) uint8_t mod_mem[1 << 17];
+static uint8_t rsp[KH_APDU_MAX_RESP];
+static size_t rsp_len;
+
+static kh_err store_ok(void *ctx, const uint8_t *blob, size_t len, uint64_t counter)
+{
+	(void)ctx, (void)blob, (void)len, (void)counter;
+	return KH_OK;
+}
+
+static uint64_t fixed_now(void *ctx)
+{
+	(void)ctx;
+	return FZ_MODULE_NOW;
+}
+
+/* What the harness does before its first command. */
+static void mod_start(struct seq *s)
+{
+	static const struct kh_module_env env = {store_ok, fixed_now, NULL};
+
+	if (kh_module_size() > sizeof mod_mem)
+		die("module size", KH_ERR_BUF);
+	kh_rng_det_init(&rng_fz, (const uint8_t *)fz_seed, sizeof fz_seed - 1);
+	use_fz();
+	check("module init", kh_module_init(mod_mem, sizeof mod_mem, fz_module_root, &env, &mod));
+	s->n = 0;
+}
+
+/* Send one command (with the harness's stream), record it, expect a status word. */
+static void mod_cmd(struct seq *s, const uint8_t *cmd, size_t len, uint16_t want_sw)
+{
+	uint16_t sw;
+
+	if (s->n + 2 + len > sizeof s->b || len > 0xffff)
+		die("seq full", KH_ERR_BUF);
+	s->b[s->n] = (uint8_t)(len >> 8);
+	s->b[s->n + 1] = (uint8_t)len;
+	memcpy(s->b + s->n + 2, cmd, len);
+	s->n += 2 + len;
+	use_fz();
+	rsp_len = kh_module_process(mod, cmd, len, rsp, sizeof rsp);
+	use_gen();
+	if (rsp_len < 2)
+		die("module answer", KH_ERR_INTERNAL);
+	sw = (uint16_t)(rsp[rsp_len - 2] << 8 | rsp[rsp_len - 1]);
+	if (sw != want_sw) {
+		fprintf(stderr, "gen_corpus: command INS %02X answered %04X, wanted %04X\n", len > 1 ? cmd[1] : 0,
+			sw, want_sw);
+		exit(1);
+	}
+	rsp_len -= 2;
+}
+
+static void mod_apdu(struct seq *s, uint8_t ins, uint8_t p1, const uint8_t *data, size_t lc, size_t le,
+		     uint16_t want_sw)
+{
+	uint8_t cmd[KH_APDU_MAX_CMD];
+	struct kh_wr w;
+
+	kh_wr_init(&w, cmd, sizeof cmd);
+	check("build", kh_apdu_build(&w, KH_CLA, ins, p1, 0, data, lc, le));
+	mod_cmd(s, cmd, w.len, want_sw);
+}
+
+/* The 32-byte value of tag in a TLV list. */
+static void tlv_get32(const uint8_t *p, size_t n, uint8_t tag, uint8_t out[static 32])
+{
+	struct kh_rd rd;
+	struct kh_tlv t;
+
+	kh_rd_init(&rd, p, n);
+	while (kh_tlv_next(&rd, &t) == 1)
+		if (t.tag == tag && kh_tlv_fixed(&t, out, 32) == KH_OK)
+			return;
+	die("tlv_get32", KH_ERR_FORMAT);
+}
+
+/* PERSO INIT and PERSO CERTS, the certificates issued (with the generator's stream) in between. */
+static void mod_personalise(struct seq *s, struct kh_authority *a, enum kh_role role, uint32_t ua)
+{
+	uint8_t buf[KH_APDU_MAX_DATA], kp[32], ku[32], root[32], sign_pk[32], pair_pk[32];
+	uint8_t sign_der[KH_CERT_MAX], pair_der[KH_CERT_MAX];
+	size_t sign_len, pair_len;
+	struct kh_wr w;
+
+	kh_authority_root_pk(a, root);
+	check("card keys", kh_authority_card_keys(a, ua, kp, ku));
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put_u8(&w, 1, (uint8_t)role);
+	kh_tlv_put_u32(&w, 2, ua);
+	kh_tlv_put(&w, 3, root, 32);
+	kh_tlv_put(&w, 4, kp, 32);
+	check("perso tlv", kh_tlv_put(&w, 5, ku, 32));
+	mod_apdu(s, KH_INS_PERSO_INIT, 0, buf, w.len, 0, KH_SW_OK);
+	tlv_get32(rsp, rsp_len, 1, sign_pk);
+	tlv_get32(rsp, rsp_len, 2, pair_pk);
+	check("issue sign", kh_authority_issue(a, role, ua, KH_CERT_KEY_ED25519, sign_pk, "sign", sign_der,
+					       sizeof sign_der, &sign_len));
+	check("issue pair", kh_authority_issue(a, role, ua, KH_CERT_KEY_X25519, pair_pk, "pair", pair_der,
+					       sizeof pair_der, &pair_len));
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put(&w, 1, sign_der, sign_len);
+	check("certs tlv", kh_tlv_put(&w, 2, pair_der, pair_len));
+	mod_apdu(s, KH_INS_PERSO_CERTS, 0, buf, w.len, 0, KH_SW_OK);
+	kh_wipe(kp, sizeof kp);
+	kh_wipe(ku, sizeof ku);
+}
+
+/* As a decoder toward this module: GET CERT, PAIR OPEN, then sealed GET INFO and ECHO. */
+static void mod_pair_and_talk(struct seq *s, const uint8_t root[static 32], enum kh_role role)
+{
+	static const uint8_t get_info[] = {0x80, 0x10, 0x00, 0x00};
+	static const uint8_t echo[] = {0x80, 0x20, 0x00, 0x00, 0x05, 'h', 'e', 'l', 'l', 'o', 0x00};
+	uint8_t buf[KH_APDU_MAX_DATA], body[KH_APDU_MAX_RESP];
+	struct kh_cert_info ci;
+	struct kh_pair_hs hs;
+	struct kh_chan ch;
+	struct kh_wr w;
+	size_t blen;
+
+	mod_apdu(s, KH_INS_GET_CERT, 0, NULL, 0, 256, KH_SW_OK);
+	check("module cert", kh_cert_check(rsp, rsp_len, root, role, KH_CERT_KEY_X25519, FZ_MODULE_NOW, &ci));
+	kh_wr_init(&w, buf, sizeof buf);
+	check("open make", kh_pair_open_make(&hs, ci.pub, fz_pair_id, sizeof fz_pair_id, &w));
+	mod_apdu(s, KH_INS_PAIR_OPEN, 0, buf, w.len, 0, KH_SW_OK);
+	memset(&ch, 0, sizeof ch);
+	check("finish", kh_pair_finish(&hs, rsp, rsp_len, FZ_MODULE_NOW, &ch));
+
+	kh_wr_init(&w, buf, sizeof buf);
+	check("seal", kh_chan_seal_cmd(&ch, get_info, sizeof get_info, &w));
+	mod_apdu(s, KH_INS_SEALED, 0, buf, w.len, 0, KH_SW_OK);
+	check("open resp", kh_chan_open_resp(&ch, rsp, rsp_len, body, sizeof body, &blen));
+
+	kh_wr_init(&w, buf, sizeof buf);
+	check("seal", kh_chan_seal_cmd(&ch, echo, sizeof echo, &w));
+	mod_apdu(s, KH_INS_SEALED, 0, buf, w.len, 0, KH_SW_OK);
+	check("open resp", kh_chan_open_resp(&ch, rsp, rsp_len, body, sizeof body, &blen));
+	/* The same sealed command again: a replay, refused. */
+	mod_apdu(s, KH_INS_SEALED, 0, buf, w.len, 0, kh_err_to_sw(KH_ERR_CHAN_REPLAY));
+	kh_chan_wipe(&ch);
+}
+
+static void gen_module(struct kh_authority *a, const uint8_t root[static 32])
+{
+	static const uint8_t get_info[] = {0x80, 0x10, 0x00, 0x00};
+	static const uint8_t junk[][8] = {
+		{0x00, 0xa4, 0x04, 0x00, 0x00},             /* foreign class */
+		{0x80, 0x99, 0x00, 0x00, 0x00},             /* unknown instruction */
+		{0x80, 0x10, 0x00, 0x00, 0x02, 0x01, 0x02}, /* GET INFO with data */
+		{0x80, 0x20, 0x00, 0x00, 0x01, 0x01},       /* ECHO outside the channel */
+		{0x80, 0xc2, 0x00, 0x00, 0x01, 0x01},       /* SEALED before any pairing */
+	};
+	static const uint16_t junk_sw[] = {0x6E00, 0x6D00, 0x6A86, 0x6D00, 0x6985};
+	uint8_t card_sk[32], card_pk[32], der[KH_CERT_MAX], buf[KH_APDU_MAX_DATA], in[KH_APDU_MAX_DATA];
+	uint8_t dresp[KH_APDU_MAX_RESP];
+	struct kh_chan card_ch;
+	struct kh_apdu ap;
+	struct kh_wr w;
+	size_t derlen, n, blen;
+	struct seq s;
+	size_t i;
+
+	/* Blank module: public facts, then junk. */
+	mod_start(&s);
+	mod_cmd(&s, get_info, sizeof get_info, KH_SW_OK);
+	put("fuzz_module", "blank-get-info", s.b, s.n);
+	for (i = 0; i < sizeof junk / sizeof junk[0]; i++)
+		mod_cmd(&s, junk[i], junk[i][4] ? 5u + junk[i][4] : 5u, junk_sw[i]);
+	put("fuzz_module", "blank-junk", s.b, s.n);
+
+	/* A card: personalised, then paired with and spoken to through the channel. */
+	mod_start(&s);
+	mod_personalise(&s, a, KH_ROLE_CARD, CARD_UA);
+	mod_cmd(&s, get_info, sizeof get_info, KH_SW_OK);
+	mod_apdu(&s, KH_INS_PERSO_INIT, 0, NULL, 0, 0, kh_err_to_sw(KH_ERR_PERSONALISED));
+	mod_apdu(&s, KH_INS_GET_CERT, 1, NULL, 0, 0, KH_SW_OK);
+	mod_pair_and_talk(&s, root, KH_ROLE_CARD);
+	put("fuzz_module", "card-full", s.b, s.n);
+
+	/* A CAM: personalised; pairs with a card (relayed), seals for it; and answers a decoder. */
+	check("card key", kh_hpke_derive_keypair((const uint8_t *)card_ikm, sizeof card_ikm - 1, card_sk, card_pk));
+	check("card cert", kh_authority_issue(a, KH_ROLE_CARD, PEER_CARD_UA, KH_CERT_KEY_X25519, card_pk, "pair", der,
+					      sizeof der, &derlen));
+	mod_start(&s);
+	mod_personalise(&s, a, KH_ROLE_CAM, CAM_UA);
+	mod_apdu(&s, KH_INS_CARD_START, 0, NULL, 0, 0, KH_SW_RELAY);
+	/* The card's answer to GET CERT: its pairing certificate. */
+	memcpy(buf, der, derlen);
+	buf[derlen] = 0x90;
+	buf[derlen + 1] = 0x00;
+	mod_apdu(&s, KH_INS_CARD_RESP, 0, buf, derlen + 2, 0, KH_SW_RELAY);
+	/* PAIR OPEN for the card: answer it as the card would. */
+	check("relayed open", kh_apdu_parse(rsp, rsp_len, &ap));
+	memset(&card_ch, 0, sizeof card_ch);
+	kh_wr_init(&w, buf, sizeof buf);
+	check("card answer", kh_pair_open_answer(card_sk, ap.data, ap.lc, FZ_MODULE_NOW, &card_ch, &w));
+	kh_wr_u16(&w, 0x9000);
+	n = w.len;
+	mod_apdu(&s, KH_INS_CARD_RESP, 0, buf, n, 0, KH_SW_OK);
+	if (rsp_len != 4 || kh_get_be32(rsp) != PEER_CARD_UA)
+		die("paired card UA", KH_ERR_INTERNAL);
+	/* A command for the card, sealed by the CAM; the card's sealed answer back. */
+	mod_apdu(&s, KH_INS_CARD_SEND, 0, get_info, sizeof get_info, 0, KH_SW_RELAY);
+	check("relayed sealed", kh_apdu_parse(rsp, rsp_len, &ap));
+	check("card open", kh_chan_open_cmd(&card_ch, ap.data, ap.lc, in, sizeof in, &blen));
+	kh_wr_init(&w, dresp, sizeof dresp);
+	kh_tlv_put_u8(&w, 1, KH_ROLE_CARD);
+	kh_tlv_put_u32(&w, 2, PEER_CARD_UA);
+	check("card resp", kh_wr_u16(&w, 0x9000));
+	kh_wr_init(&w, buf, sizeof buf);
+	check("card seal", kh_chan_seal_resp(&card_ch, dresp, 11 + 2, &w));
+	kh_wr_u16(&w, 0x9000);
+	mod_apdu(&s, KH_INS_CARD_RESP, 0, buf, w.len, 0, KH_SW_OK);
+	if (rsp_len != 13 || memcmp(rsp, dresp, 13) != 0)
+		die("relayed reply", KH_ERR_INTERNAL);
+	mod_cmd(&s, get_info, sizeof get_info, KH_SW_OK);
+	put("fuzz_module", "cam-card", s.b, s.n);
+	/* The CAM toward its decoder, in the same session. */
+	mod_pair_and_talk(&s, root, KH_ROLE_CAM);
+	put("fuzz_module", "cam-card-decoder", s.b, s.n);
+
+	/* A second card, sent a PAIR OPEN that is not one (refused), then asked for its certificate. */
+	mod_start(&s);
+	mod_personalise(&s, a, KH_ROLE_CARD, CARD2_UA);
+	mod_apdu(&s, KH_INS_PAIR_OPEN, 0, fz_pair_id, sizeof fz_pair_id, 0, kh_err_to_sw(KH_ERR_VERSION));
+	mod_apdu(&s, KH_INS_GET_CERT, 0, NULL, 0, 256, KH_SW_OK);
+	put("fuzz_module", "card-bad-open", s.b, s.n);
+	kh_module_wipe(mod);
+	kh_wipe(card_sk, sizeof card_sk);
+	kh_chan_wipe(&card_ch);
+}
+
+/* ---- fuzz_cert ---- */
+
+/*
+ * A certificate signed by the authority's root that the authority itself would never issue:
+ * the near-valid seeds that let the fuzzer start past the signature check.
+ */
+struct forge {
+	long version;                   /* X509_VERSION_1 or _3 */
+	const char *ou, *ou2, *serial;  /* subject attributes (NULL: left out) */
+	int type;                       /* EVP_PKEY_ED25519 or EVP_PKEY_X25519 */
+	time_t not_before, not_after;   /* 0: now - 60 s / now + 10 years */
+	const char *bc, *ku, *extra;    /* extensions (NULL: left out); extra is "OID=value" */
+};
+
+static size_t forge(const char *dir, const struct forge *f, uint8_t *der, size_t cap)
+{
+	char path[600], oid[64];
+	unsigned char *p;
+	uint8_t pub[32];
+	size_t i;
+	X509V3_CTX ctx;
+	X509_NAME *nm;
+	X509 *x, *rx;
+	EVP_PKEY *rk, *pk;
+	BIO *bio;
+	int n;
+	time_t now = time(NULL);
+
+	snprintf(path, sizeof path, "%s/root.key", dir);
+	if ((bio = BIO_new_file(path, "r")) == NULL || (rk = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)) == NULL)
+		die("root key", KH_ERR_CRYPTO);
+	BIO_free(bio);
+	snprintf(path, sizeof path, "%s/root.crt", dir);
+	if ((bio = BIO_new_file(path, "r")) == NULL || (rx = PEM_read_bio_X509(bio, NULL, NULL, NULL)) == NULL)
+		die("root crt", KH_ERR_CRYPTO);
+	BIO_free(bio);
+	for (i = 0; i < sizeof pub; i++)
+		pub[i] = (uint8_t)(0x11 * (i + 1));
+	if ((pk = EVP_PKEY_new_raw_public_key(f->type, NULL, pub, 32)) == NULL || (x = X509_new()) == NULL ||
+	    (nm = X509_NAME_new()) == NULL)
+		die("forge alloc", KH_ERR_NOMEM);
+	X509_NAME_add_entry_by_NID(nm, NID_organizationName, MBSTRING_UTF8, (const unsigned char *)"Fuzz Operator", -1, -1, 0);
+	if (f->ou)
+		X509_NAME_add_entry_by_NID(nm, NID_organizationalUnitName, MBSTRING_UTF8, (const unsigned char *)f->ou, -1, -1, 0);
+	if (f->ou2)
+		X509_NAME_add_entry_by_NID(nm, NID_organizationalUnitName, MBSTRING_UTF8, (const unsigned char *)f->ou2, -1, -1, 0);
+	if (f->serial)
+		X509_NAME_add_entry_by_NID(nm, NID_serialNumber, MBSTRING_UTF8, (const unsigned char *)f->serial, -1, -1, 0);
+	X509_NAME_add_entry_by_NID(nm, NID_commonName, MBSTRING_UTF8, (const unsigned char *)"forged", -1, -1, 0);
+	if (X509_set_version(x, f->version) != 1 || X509_set_subject_name(x, nm) != 1 ||
+	    X509_set_issuer_name(x, X509_get_subject_name(rx)) != 1 || X509_set_pubkey(x, pk) != 1 ||
+	    ASN1_INTEGER_set(X509_get_serialNumber(x), 0x4242) != 1 ||
+	    ASN1_TIME_set(X509_getm_notBefore(x), f->not_before ? f->not_before : now - 60) == NULL ||
+	    ASN1_TIME_set(X509_getm_notAfter(x), f->not_after ? f->not_after : now + 3650L * 86400) == NULL)
+		die("forge fields", KH_ERR_CRYPTO);
+	X509V3_set_ctx(&ctx, rx, x, NULL, NULL, 0);
+	if (f->bc) {
+		X509_EXTENSION *e = X509V3_EXT_nconf_nid(NULL, &ctx, NID_basic_constraints, f->bc);
+		if (e == NULL || X509_add_ext(x, e, -1) != 1)
+			die("forge bc", KH_ERR_CRYPTO);
+		X509_EXTENSION_free(e);
+	}
+	if (f->ku) {
+		X509_EXTENSION *e = X509V3_EXT_nconf_nid(NULL, &ctx, NID_key_usage, f->ku);
+		if (e == NULL || X509_add_ext(x, e, -1) != 1)
+			die("forge ku", KH_ERR_CRYPTO);
+		X509_EXTENSION_free(e);
+	}
+	if (f->extra) {
+		const char *eq = strchr(f->extra, '=');
+		X509_EXTENSION *e;
+		snprintf(oid, sizeof oid, "%.*s", (int)(eq - f->extra), f->extra);
+		if ((e = X509V3_EXT_nconf(NULL, &ctx, oid, eq + 1)) == NULL || X509_add_ext(x, e, -1) != 1)
+			die("forge extra", KH_ERR_CRYPTO);
+		X509_EXTENSION_free(e);
+	}
+	if (X509_sign(x, rk, NULL) <= 0 || (n = i2d_X509(x, NULL)) <= 0 || (size_t)n > cap)
+		die("forge sign", KH_ERR_CRYPTO);
+	p = der;
+	i2d_X509(x, &p);
+	X509_NAME_free(nm);
+	X509_free(x);
+	X509_free(rx);
+	EVP_PKEY_free(pk);
+	EVP_PKEY_free(rk);
+	return (size_t)n;
+}
+
+static void gen_cert(struct kh_authority *a, const char *dir, const uint8_t root_pk[static 32])
+{
+	static const struct {
+		const char *name;
+		struct forge f;
+		int ok; /* what kh_cert_check(now = 0) must say */
+	} forged[] = {
+		{"forged-ca-with-role.der", {X509_VERSION_3, "card", NULL, "00000777", EVP_PKEY_X25519, 0, 0,
+					     "critical,CA:TRUE", "critical,keyAgreement,keyCertSign", NULL}, 0},
+		{"forged-ku-wrong.der", {X509_VERSION_3, "card", NULL, "00000777", EVP_PKEY_X25519, 0, 0,
+					 "critical,CA:FALSE", "critical,digitalSignature", NULL}, 0},
+		{"forged-critical-ext.der", {X509_VERSION_3, "cam", NULL, "00000777", EVP_PKEY_ED25519, 0, 0,
+					     "critical,CA:FALSE", NULL, "1.3.6.1.4.1.99999.1=critical,ASN1:UTF8String:x"}, 0},
+		{"forged-ua-7-digits.der", {X509_VERSION_3, "cam", NULL, "0000777", EVP_PKEY_ED25519, 0, 0, NULL, NULL,
+					    NULL}, 0},
+		{"forged-ua-not-hex.der", {X509_VERSION_3, "cam", NULL, "0000777G", EVP_PKEY_ED25519, 0, 0, NULL, NULL,
+					   NULL}, 0},
+		{"forged-role-unknown.der", {X509_VERSION_3, "toaster", NULL, "00000777", EVP_PKEY_ED25519, 0, 0, NULL,
+					     NULL, NULL}, 0},
+		{"forged-two-ou.der", {X509_VERSION_3, "card", "cam", "00000777", EVP_PKEY_ED25519, 0, 0, NULL, NULL,
+				       NULL}, 0},
+		{"forged-v1.der", {X509_VERSION_1, "card", NULL, "00000777", EVP_PKEY_ED25519, 0, 0, NULL, NULL, NULL}, 0},
+		{"forged-expired.der", {X509_VERSION_3, "processor", NULL, "0000abcd", EVP_PKEY_ED25519, 946684800,
+					978307200, "critical,CA:FALSE", "critical,digitalSignature", NULL}, 1},
+		{"forged-no-ku.der", {X509_VERSION_3, "buyer", NULL, "FFFFFFFF", EVP_PKEY_X25519, 0, 0, NULL, NULL,
+				      NULL}, 1},
+		{"forged-no-bc-unknown-ext.der", {X509_VERSION_3, "distributor", NULL, "00000001", EVP_PKEY_X25519, 0, 0,
+						  NULL, "keyAgreement", "1.3.6.1.4.1.99999.2=ASN1:NULL"}, 1},
+	};
+	uint8_t sk[32], pk[32], der[KH_CERT_MAX];
+	struct kh_cert_info info;
+	const uint8_t *root;
+	size_t rootlen, len, n;
+	char path[512];
+	uint8_t *pem;
+
+	kh_authority_root_der(a, &root, &rootlen);
+	put("fuzz_cert", "root.der", root, rootlen);
+	put_flip("fuzz_cert", "root-badsig.der", root, rootlen, -1, 0x01);
+	snprintf(path, sizeof path, "%s/root.crt", dir);
+	pem = slurp(path, &n);
+	put("fuzz_cert", "root.pem", pem, n);
+
+	for (n = 0; n < sizeof sk; n++)
+		sk[n] = (uint8_t)(0x40 + n);
+	check("ed pub", kh_ed25519_public(sk, pk));
+	check("issue", kh_authority_issue(a, KH_ROLE_DECODER, 0x00000042u, KH_CERT_KEY_ED25519, pk, "sign", der,
+					  sizeof der, &len));
+	put("fuzz_cert", "decoder-sign.der", der, len);
+	check("x pub", kh_x25519_public(sk, pk));
+	check("issue", kh_authority_issue(a, KH_ROLE_KEYCARD, 0xABCDEF01u, KH_CERT_KEY_X25519, pk, "pair", der,
+					  sizeof der, &len));
+	put("fuzz_cert", "keycard-pair.der", der, len);
+	put_flip("fuzz_cert", "keycard-pair-badsig.der", der, len, -1, 0x01);
+	put_flip("fuzz_cert", "keycard-pair-badsubj.der", der, len, (long)len / 2, 0x01);
+	put_plus("fuzz_cert", "keycard-pair-trailing.der", der, len, 0);
+	put("fuzz_cert", "keycard-pair-cut.der", der, len - 1);
+	snprintf(path, sizeof path, "%s/issued/keycard-ABCDEF01-pair.crt", dir);
+	pem = slurp(path, &n);
+	put("fuzz_cert", "keycard-pair.pem", pem, n);
+
+	for (n = 0; n < sizeof forged / sizeof forged[0]; n++) {
+		kh_err r;
+		len = forge(dir, &forged[n].f, der, sizeof der);
+		r = kh_cert_check(der, len, root_pk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, &info);
+		if ((r == KH_OK) != forged[n].ok) {
+			fprintf(stderr, "gen_corpus: %s: kh_cert_check says %d\n", forged[n].name, r);
+			exit(1);
+		}
+		put("fuzz_cert", forged[n].name, der, len);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	char tmpl[] = "/tmp/kh-gen-corpus-XXXXXX";
+	char dir[600], cmd[700];
+	struct kh_authority *a;
+	uint8_t root[32];
+	size_t i;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
+		return 2;
+	}
+	outdir = argv[1];
+	if (mkdtemp(tmpl) == NULL) {
+		perror("mkdtemp");
+		return 1;
+	}
+	snprintf(dir, sizeof dir, "%s/authority", tmpl);
+	check("authority init", kh_authority_init(dir, "Fuzz Operator"));
+	check("authority open", kh_authority_open(dir, &a));
+	kh_authority_root_pk(a, root);
+	kh_rng_det_init(&rng_gen, (const uint8_t *)"keyhole gen corpus", 18);
+	use_gen();
+
+	gen_apdu();
+	gen_tlv(root);
+	gen_pair_open();
+	gen_pair_answer();
+	gen_sealed();
+	gen_module(a, root);
+	gen_cert(a, dir, root);
+
+	printf("ROOT_PK for fuzz/fuzz_cert.c:\n");
+	for (i = 0; i < 32; i++)
+		printf("0x%02x,%s", root[i], i % 16 == 15 ? "\n" : " ");
+	kh_authority_free(a);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpl);
+	if (system(cmd) != 0)
+		fprintf(stderr, "gen_corpus: could not remove %s\n", tmpl);
+	return 0;
+}
