@@ -105,18 +105,24 @@ kh_err kh_host_pair_cam_card(struct kh_transport *cam, struct kh_transport *card
 	size_t n;
 	kh_err r;
 
-	if ((r = relay(cam, card, KH_INS_CARD_START, NULL, 0, out, sizeof out, &n)) != KH_OK)
+	if ((r = relay(cam, card, KH_INS_CARD_START, NULL, 0, out, sizeof out, &n)) != KH_OK) {
+		kh_log_info("pair.cam_card.refused", "error=%s", kh_err_name(r));
 		return r;
+	}
 	if (n != 4)
 		return KH_ERR_FORMAT;
 	*card_ua = kh_get_be32(out);
+	kh_log_info("pair.cam_card.open", "card_ua=%08X", *card_ua);
 	return KH_OK;
 }
 
 kh_err kh_host_card_cmd(struct kh_transport *cam, struct kh_transport *card, const uint8_t *inner, size_t len,
 			uint8_t *out, size_t cap, size_t *outlen)
 {
-	return relay(cam, card, KH_INS_CARD_SEND, inner, len, out, cap, outlen);
+	kh_err r = relay(cam, card, KH_INS_CARD_SEND, inner, len, out, cap, outlen);
+	if (r != KH_OK)
+		kh_log_info("chan.cam_card.refused", "error=%s", kh_err_name(r));
+	return r;
 }
 
 /* ---- the decoder paired with its CAM ---- */
@@ -164,7 +170,12 @@ kh_err kh_host_link_pair(struct kh_link *l, struct kh_transport *t, uint64_t now
 	kh_wr_init(&w, cmd, sizeof cmd);
 	if ((r = kh_link_start(l, &w)) != KH_OK)
 		return r;
-	return link_run(l, t, cmd, w.len, now, NULL, 0, &n);
+	if ((r = link_run(l, t, cmd, w.len, now, NULL, 0, &n)) != KH_OK) {
+		kh_log_info("pair.decoder_cam.refused", "error=%s", kh_err_name(r));
+		return r;
+	}
+	kh_log_info("pair.decoder_cam.open", "cam_ua=%08X", l->peer.ua);
+	return KH_OK;
 }
 
 kh_err kh_host_link_cmd(struct kh_link *l, struct kh_transport *t, const uint8_t *inner, size_t len, uint64_t now,
@@ -175,7 +186,7 @@ kh_err kh_host_link_cmd(struct kh_link *l, struct kh_transport *t, const uint8_t
 	kh_err r;
 
 	kh_wr_init(&w, cmd, sizeof cmd);
-	if ((r = kh_link_send(l, inner, len, now, &w)) != KH_OK)
-		return r;
-	return link_run(l, t, cmd, w.len, now, out, cap, outlen);
+	if ((r = kh_link_send(l, inner, len, now, &w)) != KH_OK || (r = link_run(l, t, cmd, w.len, now, out, cap, outlen)) != KH_OK)
+		kh_log_info("chan.decoder_cam.refused", "error=%s", kh_err_name(r));
+	return r;
 }
