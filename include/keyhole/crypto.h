@@ -90,6 +90,12 @@ KH_WARN_UNUSED kh_err kh_x25519_public(const uint8_t sk[static KH_X25519_LEN], u
 /* Shared secret; KH_ERR_CRYPTO for a low-order peer key (all-zero result). */
 KH_WARN_UNUSED kh_err kh_x25519(const uint8_t sk[static KH_X25519_LEN], const uint8_t peer[static KH_X25519_LEN],
 				uint8_t out[static KH_X25519_LEN]);
+/*
+ * The same when the caller already holds our public key pk (of sk): OpenSSL 3.0 otherwise
+ * recomputes it on import, which costs more than the derive itself. pk must match sk.
+ */
+KH_WARN_UNUSED kh_err kh_x25519_kp(const uint8_t sk[static KH_X25519_LEN], const uint8_t pk[static KH_X25519_LEN],
+				   const uint8_t peer[static KH_X25519_LEN], uint8_t out[static KH_X25519_LEN]);
 
 /* ---- Ed25519 ---- */
 KH_WARN_UNUSED kh_err kh_ed25519_keygen(uint8_t sk[static KH_ED25519_SK_LEN], uint8_t pk[static KH_ED25519_PK_LEN]);

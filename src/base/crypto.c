@@ -334,18 +334,17 @@ kh_err kh_x25519_public(const uint8_t sk[static KH_X25519_LEN], uint8_t pk[stati
 	return raw_public(EVP_PKEY_X25519, sk, pk);
 }
 
-kh_err kh_x25519(const uint8_t sk[static KH_X25519_LEN], const uint8_t peer[static KH_X25519_LEN],
-		 uint8_t out[static KH_X25519_LEN])
+/* Derive with an imported key pair k; refuses a low-order peer (all-zero result). */
+static kh_err derive_with(EVP_PKEY *k, const uint8_t peer[static KH_X25519_LEN], uint8_t out[static KH_X25519_LEN])
 {
 	static const uint8_t zero[32];
-	EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, sk, 32);
 	EVP_PKEY *p = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, peer, 32);
-	EVP_PKEY_CTX *c = k ? EVP_PKEY_CTX_new_from_pkey(NULL, k, NULL) : NULL;
+	EVP_PKEY_CTX *c = k && p ? EVP_PKEY_CTX_new_from_pkey(NULL, k, NULL) : NULL;
 	uint8_t s[32];
 	size_t len = sizeof s;
 	kh_err r = KH_ERR_CRYPTO;
 
-	if (!k || !p || !c)
+	if (!c)
 		goto out;
 	if (EVP_PKEY_derive_init(c) != 1 || EVP_PKEY_derive_set_peer(c, p) != 1 ||
 	    EVP_PKEY_derive(c, s, &len) != 1 || len != 32)
@@ -359,7 +358,33 @@ out:
 	kh_wipe(s, sizeof s);
 	EVP_PKEY_CTX_free(c);
 	EVP_PKEY_free(p);
+	return r;
+}
+
+kh_err kh_x25519(const uint8_t sk[static KH_X25519_LEN], const uint8_t peer[static KH_X25519_LEN],
+		 uint8_t out[static KH_X25519_LEN])
+{
+	EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, sk, 32);
+	kh_err r = derive_with(k, peer, out);
 	EVP_PKEY_free(k);
+	return r;
+}
+
+kh_err kh_x25519_kp(const uint8_t sk[static KH_X25519_LEN], const uint8_t pk[static KH_X25519_LEN],
+		    const uint8_t peer[static KH_X25519_LEN], uint8_t out[static KH_X25519_LEN])
+{
+	EVP_PKEY_CTX *fc = EVP_PKEY_CTX_new_from_name(NULL, "X25519", NULL);
+	EVP_PKEY *k = NULL;
+	OSSL_PARAM pp[3];
+	kh_err r = KH_ERR_CRYPTO;
+
+	pp[0] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PRIV_KEY, (void *)sk, 32);
+	pp[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)pk, 32);
+	pp[2] = OSSL_PARAM_construct_end();
+	if (fc && EVP_PKEY_fromdata_init(fc) == 1 && EVP_PKEY_fromdata(fc, &k, EVP_PKEY_KEYPAIR, pp) == 1)
+		r = derive_with(k, peer, out);
+	EVP_PKEY_free(k);
+	EVP_PKEY_CTX_free(fc);
 	return r;
 }
 

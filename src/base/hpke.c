@@ -213,7 +213,7 @@ kh_err kh_hpke_setup_s(struct kh_hpke_ctx *c, enum kh_aead_alg aead, const uint8
 		goto out;
 	if ((r = kh_x25519_public(ske, pke)) != KH_OK)
 		goto out;
-	if ((r = kh_x25519(ske, pkR, dh)) != KH_OK)
+	if ((r = kh_x25519_kp(ske, pke, pkR, dh)) != KH_OK)
 		goto out;
 	if ((r = extract_and_expand(dh, pke, pkR, ss)) != KH_OK)
 		goto out;
@@ -243,9 +243,9 @@ kh_err kh_hpke_setup_r(struct kh_hpke_ctx *c, enum kh_aead_alg aead,
 	if (infolen > HPKE_INPUT_MAX)
 		return KH_ERR_TOO_LARGE;
 	memset(&t, 0, sizeof t);
-	if ((r = kh_x25519(skR, enc, dh)) != KH_OK)
-		goto out;
 	if ((r = kh_x25519_public(skR, pkr)) != KH_OK)
+		goto out;
+	if ((r = kh_x25519_kp(skR, pkr, enc, dh)) != KH_OK)
 		goto out;
 	if ((r = extract_and_expand(dh, enc, pkr, ss)) != KH_OK)
 		goto out;

@@ -111,6 +111,13 @@ static void test_x25519_rfc7748(void **state)
 	memset(got, 0, sizeof got);
 	assert_int_equal(kh_x25519(bsk, apk, got), KH_OK);
 	assert_memory_equal(got, k, 32);
+	/* with our public key handed in: the same secret */
+	memset(got, 0, sizeof got);
+	assert_int_equal(kh_x25519_kp(ask, apk, bpk, got), KH_OK);
+	assert_memory_equal(got, k, 32);
+	memset(got, 0, sizeof got);
+	assert_int_equal(kh_x25519_kp(bsk, bpk, apk, got), KH_OK);
+	assert_memory_equal(got, k, 32);
 }
 
 static void test_x25519_low_order(void **state)
@@ -126,6 +133,12 @@ static void test_x25519_low_order(void **state)
 		assert_int_equal(out[i], 0x77); /* outputs only on success */
 	/* u = 1 is the other small-order point every X25519 peer must refuse. */
 	assert_int_equal(kh_x25519(sk, one, out), KH_ERR_CRYPTO);
+	{
+		uint8_t pk[32];
+		assert_int_equal(kh_x25519_public(sk, pk), KH_OK);
+		assert_int_equal(kh_x25519_kp(sk, pk, zero, out), KH_ERR_CRYPTO);
+		assert_int_equal(out[0], 0x77);
+	}
 }
 
 static void test_x25519_keygen(void **state)

@@ -1,0 +1,33 @@
+#!/bin/sh
+# Run the benchmarks of bench/ against a build directory and print what they print, after a
+# few lines about the machine (as '#' comments, so the output stays machine-readable).
+#   sh bench/run.sh BUILD_DIR [bench_pair options, e.g. -r 9 -t 0.5]
+# `make bench` runs `sh bench/run.sh build`. See docs/performance.md.
+set -eu
+
+if [ $# -lt 1 ]; then
+	echo "usage: sh bench/run.sh BUILD_DIR [bench_pair options]" >&2
+	exit 2
+fi
+build=$1
+shift
+bin=$build/bench_pair
+if [ ! -x "$bin" ]; then
+	echo "bench/run.sh: $bin not found or not executable; build it first:" >&2
+	echo "  cmake -S . -B $build -DCMAKE_BUILD_TYPE=RelWithDebInfo && cmake --build $build --target bench_pair" >&2
+	exit 1
+fi
+
+model=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
+echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "# machine: nproc=$(nproc 2>/dev/null || echo '?') cpu=\"${model:-unknown}\" kernel=$(uname -r)"
+echo "# openssl: $(openssl version 2>/dev/null || echo 'openssl command not found')"
+if [ -r /proc/loadavg ]; then
+	echo "# loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
+status=0
+"$bin" "$@" || status=$?
+if [ -r /proc/loadavg ]; then
+	echo "# loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
+exit $status
