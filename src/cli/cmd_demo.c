@@ -197,7 +197,8 @@ int kh_cmd_demo(int argc, char **argv)
 	say("3 sealed commands exchanged with card 1, each under a fresh counter");
 
 	REFUSE("card 2 without pairing", echo(&cam, &relay2), e);
-	say("card 2 swapped in without pairing: CAM refuses its answer (%s) and wipes the keys", kh_strerror(e));
+	say("card 2 swapped in without pairing: it cannot answer the sealed command (%s); the CAM wipes its keys",
+	    kh_strerror(e));
 	REFUSE("a command after the swap", echo(&cam, &relay2), e);
 	say("next command: %s - no more control words until the CAM pairs again", kh_strerror(e));
 
