@@ -747,7 +747,7 @@ static pid_t spawn_server(const char *card_path, const char *sock)
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != parent)
 		_exit(1);
-	if ((e = kh_softmod_open(card_path, NULL, &sm)) != KH_OK) {
+	if ((e = kh_softmod_open(card_path, NULL, &sm, NULL)) != KH_OK) {
 		fprintf(stderr, "bench_pair: daemon %s: %s\n", card_path, kh_strerror(e));
 		_exit(2);
 	}
@@ -873,8 +873,8 @@ static kh_err setup(void)
 		goto out;
 	if ((r = setup_primitives(iss)) != KH_OK)
 		goto out;
-	if ((r = kh_softmod_open(W.cam_path, NULL, &W.cam_sm)) != KH_OK ||
-	    (r = kh_softmod_open(W.card_path, NULL, &W.card_sm)) != KH_OK)
+	if ((r = kh_softmod_open(W.cam_path, NULL, &W.cam_sm, NULL)) != KH_OK ||
+	    (r = kh_softmod_open(W.card_path, NULL, &W.card_sm, NULL)) != KH_OK)
 		goto out;
 	kh_transport_inproc(&W.cam, kh_softmod_module(W.cam_sm));
 	kh_transport_inproc(&W.card, kh_softmod_module(W.card_sm));

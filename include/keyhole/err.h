@@ -43,6 +43,8 @@ typedef int kh_err;
 	XX(ROLLBACK, "sealed module state is older than one already seen", 409, "rollback",      \
 	   0x6F0F)                                                                               \
 	XX(STORE, "module state could not be stored", 500, "store", 0x6581)                     \
+	XX(COUNTER_MISSING, "module state counter file is missing", 500, "counter_missing",      \
+	   0x6F1C)                                                                               \
 	XX(APDU_CLA, "class not supported", 400, "apdu_class", 0x6E00)                           \
 	XX(APDU_INS, "instruction not supported", 400, "apdu_instruction", 0x6D00)              \
 	XX(APDU_P1P2, "incorrect parameters P1-P2", 400, "apdu_p1p2", 0x6A86)                    \

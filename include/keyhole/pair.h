@@ -6,9 +6,14 @@
  * decoder) run the very same code.
  *
  *   PAIR OPEN   u8 ver=1 | u8 idlen | id | enc(32) | HPKE.Seal(pkR, "keyhole pair v1", aad=id, Ci(32)|A(16))
- *   answer      u8 ver=1 | AEAD(k_ri, nonce 0, "pair-auth", A)
+ *   answer      u8 ver=1 | Nr(32) | AEAD(k_ri, nonce 0, "pair-auth", A)
  *   sealed      u8 ver=1 | u32 ctr | AEAD(k_dir, nonce = 0^8|ctr, aad = ver|ctr, body)
- *   keys        k_ir | k_ri = HKDF(ikm=Ci, salt=enc, "keyhole pair v1 keys", 64)
+ *   keys        k_ir | k_ri = HKDF(ikm=Ci, salt=enc|Nr, "keyhole pair v1 keys", 64)
+ *
+ * Nr is the responder's fresh random contribution, an addition to PROTOCOLS.md: without it the
+ * keys depend on the initiator's bytes alone, so a host replaying a recorded PAIR OPEN would make
+ * the responder reinstall an old channel with its counters at zero — old commands accepted again,
+ * and answers sealed twice under one nonce (docs/protocols/pairing.md).
  *
  * A command carries the initiator's next counter; the response to it carries the same counter
  * under the other key. A receiver refuses a counter not greater than the last it accepted.
@@ -28,11 +33,15 @@
 #define KH_PAIR_ID_MAX 32
 #define KH_PAIR_CI_LEN 32
 #define KH_PAIR_A_LEN 16
+#define KH_PAIR_NR_LEN 32
 #define KH_PAIR_OPEN_MAX (2 + KH_PAIR_ID_MAX + 32 + KH_PAIR_CI_LEN + KH_PAIR_A_LEN + 16)
-#define KH_PAIR_ANSWER_LEN (1 + KH_PAIR_A_LEN + 16)
+#define KH_PAIR_ANSWER_LEN (1 + KH_PAIR_NR_LEN + KH_PAIR_A_LEN + 16)
 #define KH_CHAN_OVERHEAD (1 + 4 + 16)
 #define KH_CHAN_MAX_MSGS (1u << 20) /* re-key after this many commands */
 #define KH_CHAN_MAX_AGE 3600u       /* ... or this many seconds */
+/* The responder refuses a channel older than KH_CHAN_MAX_AGE + this grace (its clock and the
+ * initiator's may differ; the initiator is the one that re-keys on time). */
+#define KH_CHAN_AGE_GRACE 600u
 
 /* One end of an open channel. Volatile: never persisted. */
 struct kh_chan {
@@ -58,8 +67,8 @@ struct kh_pair_hs {
 KH_WARN_UNUSED kh_err kh_pair_open_make(struct kh_pair_hs *hs, const uint8_t pkR[static 32],
 					const uint8_t *id, size_t idlen, struct kh_wr *out);
 /*
- * Step 3 (R): open PAIR OPEN with skR, append the answer to out and key *ch (replacing any
- * previous channel) — only when everything succeeded; on error *ch is untouched.
+ * Step 3 (R): open PAIR OPEN with skR, draw Nr, append the answer to out and key *ch (replacing
+ * any previous channel) — only when everything succeeded; on error *ch is untouched.
  */
 KH_WARN_UNUSED kh_err kh_pair_open_answer(const uint8_t skR[static 32], const uint8_t *msg, size_t len,
 					  uint64_t now, struct kh_chan *ch, struct kh_wr *out);

@@ -3,7 +3,8 @@
  * card or CAM. It plays the chip's role for the module: memory, the root key (from a key file,
  * mode 0600, given at start), non-volatile storage for the sealed state (the card file, replaced
  * atomically), and a monotonic counter (the counter file beside it, <card>.ctr) so that an older
- * copy of the card file is refused. On real hardware the root key and the counter live in the
+ * copy of the card file is refused. The root key is kept only as long as needed: an opened module
+ * has derived its state key from it, a new one until it is saved. On real hardware the root key and the counter live in the
  * chip; here they are files, and docs/internals/module.md says what that does and does not buy.
  */
 #ifndef KEYHOLE_SOFTMODULE_H
@@ -20,12 +21,22 @@ struct kh_softmod;
 /* Key file path for a card file: "x.card" -> "x.key", anything else -> "<path>.key" (malloc'd). */
 char *kh_softmod_key_path(const char *card_path);
 
+/* Which of a module's files an error is about. */
+enum kh_softmod_file {
+	KH_SOFTMOD_CARD = 0,
+	KH_SOFTMOD_KEY = 1,
+	KH_SOFTMOD_COUNTER = 2,
+};
+
 /*
  * Open a card file with its root key file (key_path NULL: kh_softmod_key_path). The counter file
- * <card>.ctr, when present, is the lowest state counter accepted. Errors: KH_ERR_NOTFOUND,
- * KH_ERR_KEYFILE_PERM, KH_ERR_STATE_AUTH, KH_ERR_ROLLBACK, KH_ERR_FORMAT; no file is changed.
+ * <card>.ctr is the lowest state counter accepted; it must exist (KH_ERR_COUNTER_MISSING), as
+ * without it an old copy of the card file could not be told from the current one. Errors:
+ * KH_ERR_NOTFOUND, KH_ERR_KEYFILE_PERM, KH_ERR_STATE_AUTH, KH_ERR_ROLLBACK, KH_ERR_FORMAT,
+ * KH_ERR_COUNTER_MISSING; *which (may be NULL) names the file. No file is changed.
  */
-KH_WARN_UNUSED kh_err kh_softmod_open(const char *card_path, const char *key_path, struct kh_softmod **out);
+KH_WARN_UNUSED kh_err kh_softmod_open(const char *card_path, const char *key_path, struct kh_softmod **out,
+				      enum kh_softmod_file *which);
 /*
  * A blank module with a fresh root key, held in memory until kh_softmod_save() writes the card
  * file, the key file and the counter file (used by `keyhole card issue`).

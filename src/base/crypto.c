@@ -275,13 +275,14 @@ kh_err kh_aead_open_alg(enum kh_aead_alg alg, const uint8_t *key, const uint8_t 
 	if (ptlen && EVP_DecryptUpdate(c, pt, &l, ct, (int)ptlen) != 1)
 		goto out;
 	if (EVP_DecryptFinal_ex(c, pt + ptlen, &l) != 1) {
-		/* The plaintext was never authentic: leave nothing of it behind. */
-		kh_wipe(pt, ptlen);
 		r = KH_ERR_AUTH;
 		goto out;
 	}
 	r = KH_OK;
 out:
+	/* On any failure the plaintext was never authentic: leave nothing of it behind. */
+	if (r != KH_OK)
+		kh_wipe(pt, ptlen);
 	EVP_CIPHER_CTX_reset(c);
 	return r;
 }

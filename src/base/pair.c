@@ -22,10 +22,18 @@ static void nonce_of(uint32_t ctr, uint8_t nonce[static KH_NONCE_LEN])
 	kh_put_be32(nonce + 8, ctr);
 }
 
-/* k_ir || k_ri = HKDF(ikm = Ci, salt = enc, "keyhole pair v1 keys", 64) */
-static kh_err derive(const uint8_t ci[static 32], const uint8_t enc[static 32], uint8_t k[static 64])
+/*
+ * k_ir || k_ri = HKDF(ikm = Ci, salt = enc || Nr, "keyhole pair v1 keys", 64). Nr, fresh from the
+ * responder, makes every channel new even when a host replays an old PAIR OPEN.
+ */
+static kh_err derive(const uint8_t ci[static 32], const uint8_t enc[static 32], const uint8_t nr[static 32],
+		     uint8_t k[static 64])
 {
-	return kh_hkdf(ci, KH_PAIR_CI_LEN, enc, 32, (const uint8_t *)label_keys, sizeof label_keys - 1, k, 64);
+	uint8_t salt[32 + KH_PAIR_NR_LEN];
+	memcpy(salt, enc, 32);
+	memcpy(salt + 32, nr, KH_PAIR_NR_LEN);
+	return kh_hkdf(ci, KH_PAIR_CI_LEN, salt, sizeof salt, (const uint8_t *)label_keys, sizeof label_keys - 1,
+		       k, 64);
 }
 
 kh_err kh_pair_open_make(struct kh_pair_hs *hs, const uint8_t pkR[static 32], const uint8_t *id,
@@ -67,6 +75,7 @@ kh_err kh_pair_open_answer(const uint8_t skR[static 32], const uint8_t *msg, siz
 	size_t ctlen;
 	uint8_t pt[KH_PAIR_CI_LEN + KH_PAIR_A_LEN];
 	uint8_t k[64];
+	uint8_t nr[KH_PAIR_NR_LEN];
 	uint8_t ans[KH_PAIR_A_LEN + KH_TAG_LEN];
 	uint8_t nonce[KH_NONCE_LEN];
 	kh_err r;
@@ -91,13 +100,14 @@ kh_err kh_pair_open_answer(const uint8_t skR[static 32], const uint8_t *msg, siz
 		r = KH_ERR_PAIR_OPEN;
 		goto out;
 	}
-	if ((r = derive(pt, enc, k)) != KH_OK)
+	if ((r = kh_random(nr, sizeof nr)) != KH_OK || (r = derive(pt, enc, nr, k)) != KH_OK)
 		goto out;
 	nonce_of(0, nonce);
 	if ((r = kh_aead_seal(k + 32, nonce, (const uint8_t *)aad_auth, sizeof aad_auth - 1,
 			      pt + KH_PAIR_CI_LEN, KH_PAIR_A_LEN, ans)) != KH_OK)
 		goto out;
 	kh_wr_u8(out, KH_PAIR_VERSION);
+	kh_wr_bytes(out, nr, sizeof nr);
 	if ((r = kh_wr_bytes(out, ans, sizeof ans)) != KH_OK)
 		goto out;
 	/* Only now, with the answer written, does the new channel replace the old one. */
@@ -135,10 +145,11 @@ kh_err kh_pair_finish(struct kh_pair_hs *hs, const uint8_t *ans, size_t len, uin
 		r = KH_ERR_VERSION;
 		goto out;
 	}
-	if ((r = derive(hs->ci, hs->enc, k)) != KH_OK)
+	/* ans = ver | Nr | AEAD(k_ri, 0, "pair-auth", A) */
+	if ((r = derive(hs->ci, hs->enc, ans + 1, k)) != KH_OK)
 		goto out;
 	nonce_of(0, nonce);
-	if (kh_aead_open(k + 32, nonce, (const uint8_t *)aad_auth, sizeof aad_auth - 1, ans + 1,
+	if (kh_aead_open(k + 32, nonce, (const uint8_t *)aad_auth, sizeof aad_auth - 1, ans + 1 + KH_PAIR_NR_LEN,
 			 KH_PAIR_A_LEN + KH_TAG_LEN, a) != KH_OK ||
 	    !kh_ct_eq(a, hs->a, KH_PAIR_A_LEN)) {
 		r = KH_ERR_PAIR_AUTH;

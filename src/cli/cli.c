@@ -70,14 +70,27 @@ int kh_cli_dispatch(const char *prog, const struct kh_cli_cmd *tab, size_t n, in
 	return kh_cli_usage(prog, "unknown command '%s'", argv[1]);
 }
 
-kh_err kh_cli_open_module(const char *spec, const char *key, struct kh_softmod **sm, struct kh_transport *t)
+kh_err kh_cli_open_module(const char *spec, const char *key, struct kh_softmod **sm, struct kh_transport *t,
+			  char *what, size_t whatlen)
 {
+	enum kh_softmod_file which = KH_SOFTMOD_CARD;
+	char *defkey = NULL;
 	kh_err r;
+
 	*sm = NULL;
+	snprintf(what, whatlen, "%s", spec);
 	if (strncmp(spec, "unix:", 5) == 0)
 		return kh_transport_unix(t, spec + 5);
-	if ((r = kh_softmod_open(spec, key, sm)) != KH_OK)
+	if ((r = kh_softmod_open(spec, key, sm, &which)) != KH_OK) {
+		if (which == KH_SOFTMOD_KEY) {
+			defkey = key ? NULL : kh_softmod_key_path(spec);
+			snprintf(what, whatlen, "%s", key ? key : defkey ? defkey : spec);
+		} else if (which == KH_SOFTMOD_COUNTER) {
+			snprintf(what, whatlen, "%s.ctr", spec);
+		}
+		free(defkey);
 		return r;
+	}
 	kh_transport_inproc(t, kh_softmod_module(*sm));
 	return KH_OK;
 }

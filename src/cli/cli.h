@@ -34,9 +34,12 @@ int kh_cli_fail(const char *what, kh_err e);
 int kh_cli_wants_help(int argc, char **argv);
 
 struct kh_softmod;
-/* A module named by spec: "unix:PATH" connects to a daemon, anything else is a card file. */
+/*
+ * A module named by spec: "unix:PATH" connects to a daemon, anything else is a card file. On
+ * error, what (whatlen bytes) receives the file or socket the error is about.
+ */
 KH_WARN_UNUSED kh_err kh_cli_open_module(const char *spec, const char *key, struct kh_softmod **sm,
-					 struct kh_transport *t);
+					 struct kh_transport *t, char *what, size_t whatlen);
 /*
  * Personalise a new software module from the authority in authdir and write it to card_path
  * (key file key_path, NULL for the default). ua 0 takes the next address; *issued_ua says which.

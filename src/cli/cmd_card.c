@@ -113,6 +113,7 @@ static int cmd_info(int argc, char **argv)
 	struct kh_softmod *sm = NULL;
 	struct kh_transport t = {0};
 	struct kh_module_info info;
+	char what[4200];
 	int c;
 	kh_err r;
 
@@ -130,12 +131,8 @@ static int cmd_info(int argc, char **argv)
 		return kh_cli_usage("card info", "unexpected argument '%s'", argv[optind]);
 	if (!card)
 		return kh_cli_usage("card info", "--card is required");
-	if ((r = kh_cli_open_module(card, key, &sm, &t)) != KH_OK) {
-		struct stat st;
-		if (r == KH_ERR_NOTFOUND && key && stat(key, &st) != 0)
-			return kh_cli_fail(key, r);
-		return kh_cli_fail(card, r);
-	}
+	if ((r = kh_cli_open_module(card, key, &sm, &t, what, sizeof what)) != KH_OK)
+		return kh_cli_fail(what, r);
 	r = kh_host_info(&t, &info);
 	kh_transport_close(&t);
 	kh_softmod_free(sm);
@@ -164,7 +161,9 @@ static int cmd_serve(int argc, char **argv)
 					     {NULL, 0, NULL, 0}};
 	const char *sock = NULL, *card = NULL, *key = NULL;
 	struct kh_softmod *sm = NULL;
+	struct kh_transport t = {0};
 	struct sigaction sa;
+	char what[4200];
 	int c;
 	kh_err r;
 
@@ -183,8 +182,12 @@ static int cmd_serve(int argc, char **argv)
 		return kh_cli_usage("card serve", "unexpected argument '%s'", argv[optind]);
 	if (!sock || !card)
 		return kh_cli_usage("card serve", "--socket and --card are required");
-	if ((r = kh_softmod_open(card, key, &sm)) != KH_OK)
-		return kh_cli_fail(card, r);
+	if ((r = kh_cli_open_module(card, key, &sm, &t, what, sizeof what)) != KH_OK)
+		return kh_cli_fail(what, r);
+	if (!sm) {
+		kh_transport_close(&t);
+		return kh_cli_usage("card serve", "--card takes a card file, not a socket");
+	}
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_signal;
 	sigaction(SIGINT, &sa, NULL);

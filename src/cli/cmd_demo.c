@@ -167,10 +167,10 @@ int kh_cmd_demo(int argc, char **argv)
 	TRY("issue foreign card", issue(path[1], path[5], KH_ROLE_CARD, &ua_fx));
 	say("a foreign operator issued its own card %08X", ua_fx);
 
-	TRY(path[2], kh_softmod_open(path[2], NULL, &cam_sm));
-	TRY(path[3], kh_softmod_open(path[3], NULL, &c1_sm));
-	TRY(path[4], kh_softmod_open(path[4], NULL, &c2_sm));
-	TRY(path[5], kh_softmod_open(path[5], NULL, &fx_sm));
+	TRY(path[2], kh_softmod_open(path[2], NULL, &cam_sm, NULL));
+	TRY(path[3], kh_softmod_open(path[3], NULL, &c1_sm, NULL));
+	TRY(path[4], kh_softmod_open(path[4], NULL, &c2_sm, NULL));
+	TRY(path[5], kh_softmod_open(path[5], NULL, &fx_sm, NULL));
 	kh_transport_inproc(&cam, kh_softmod_module(cam_sm));
 	kh_transport_inproc(&c1, kh_softmod_module(c1_sm));
 	kh_transport_inproc(&c2, kh_softmod_module(c2_sm));

@@ -65,6 +65,7 @@ int kh_cmd_pair(int argc, char **argv)
 	long count = 3;
 	int decoder = 0, c, rc = KH_EXIT_FAIL;
 	uint32_t card_ua;
+	char what[4200];
 	char *end;
 	kh_err r;
 
@@ -92,12 +93,9 @@ int kh_cmd_pair(int argc, char **argv)
 
 	if ((r = kh_cli_root_pk(root, root_pk)) != KH_OK)
 		return kh_cli_fail(root, r);
-	if ((r = kh_cli_open_module(cam_s, NULL, &cam_sm, &cam)) != KH_OK) {
-		kh_cli_fail(cam_s, r);
-		goto out;
-	}
-	if ((r = kh_cli_open_module(card_s, NULL, &card_sm, &card)) != KH_OK) {
-		kh_cli_fail(card_s, r);
+	if ((r = kh_cli_open_module(cam_s, NULL, &cam_sm, &cam, what, sizeof what)) != KH_OK ||
+	    (r = kh_cli_open_module(card_s, NULL, &card_sm, &card, what, sizeof what)) != KH_OK) {
+		kh_cli_fail(what, r);
 		goto out;
 	}
 	if (decoder) {

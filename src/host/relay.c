@@ -147,8 +147,10 @@ static kh_err link_run(struct kh_link *l, struct kh_transport *t, uint8_t *cmd, 
 			return KH_OK;
 		}
 		if (res == KH_LINK_REPLY) {
-			if (w.len > cap)
+			if (w.len > cap) {
+				kh_wipe(next, w.len);
 				return KH_ERR_BUF;
+			}
 			memcpy(out, next, w.len);
 			*outlen = w.len;
 			kh_wipe(next, w.len);

@@ -13,6 +13,7 @@
 
 #include "keyhole/crypto.h"
 #include "keyhole/file.h"
+#include "keyhole/log.h"
 #include "keyhole/module.h"
 #include "keyhole/softmodule.h"
 
@@ -68,8 +69,11 @@ static kh_err store_cb(void *ctx, const uint8_t *blob, size_t len, uint64_t coun
 		 * counter, which still loads; the reverse order could lock the card out. */
 		if ((r = kh_file_write_atomic(s->card_path, blob, len, 0600)) != KH_OK)
 			return r;
-		if ((r = write_counter(s->ctr_path, counter)) != KH_OK)
-			return r;
+		/* The state is in place; a counter that lags behind it still loads (see above), so a
+		 * failure here does not make the command fail. */
+		if (write_counter(s->ctr_path, counter) != KH_OK)
+			kh_log_warn("softmod.counter", "error=%s counter=%llu", kh_err_name(KH_ERR_IO),
+				    (unsigned long long)counter);
 	}
 	memcpy(s->blob, blob, len);
 	s->bloblen = len;
@@ -104,7 +108,7 @@ static kh_err read_counter(const char *path, uint64_t *c)
 
 	*c = 0;
 	if (r == KH_ERR_NOTFOUND)
-		return KH_OK;
+		return KH_ERR_COUNTER_MISSING;
 	if (r != KH_OK)
 		return r;
 	memcpy(buf, d, n);
@@ -117,8 +121,10 @@ static kh_err read_counter(const char *path, uint64_t *c)
 	return KH_OK;
 }
 
-kh_err kh_softmod_open(const char *card_path, const char *key_path, struct kh_softmod **out)
+kh_err kh_softmod_open(const char *card_path, const char *key_path, struct kh_softmod **out,
+		       enum kh_softmod_file *which)
 {
+	enum kh_softmod_file w = KH_SOFTMOD_CARD;
 	struct kh_softmod *s = NULL;
 	uint8_t *key = NULL, *blob = NULL;
 	size_t keylen = 0, bloblen = 0;
@@ -136,18 +142,27 @@ kh_err kh_softmod_open(const char *card_path, const char *key_path, struct kh_so
 		r = KH_ERR_NOMEM;
 		goto out;
 	}
+	w = KH_SOFTMOD_KEY;
 	if ((r = kh_keyfile_read(key_path, 256, &key, &keylen)) != KH_OK)
 		goto out;
 	if ((r = kh_hex_decode((const char *)key, keylen, s->root_key, sizeof s->root_key)) != KH_OK)
 		goto out;
+	w = KH_SOFTMOD_CARD;
 	if ((r = kh_file_read(card_path, KH_MODULE_BLOB_MAX, &blob, &bloblen)) != KH_OK)
 		goto out;
+	w = KH_SOFTMOD_COUNTER;
 	if ((r = read_counter(s->ctr_path, &min)) != KH_OK)
 		goto out;
+	w = KH_SOFTMOD_CARD;
 	if ((r = start(s)) != KH_OK)
 		goto out;
-	if ((r = kh_module_load(s->m, blob, bloblen, min)) != KH_OK)
+	/* The module holds its state key now; the root key has no further use here. */
+	kh_wipe(s->root_key, sizeof s->root_key);
+	if ((r = kh_module_load(s->m, blob, bloblen, min)) != KH_OK) {
+		if (r == KH_ERR_ROLLBACK)
+			w = KH_SOFTMOD_COUNTER;
 		goto out;
+	}
 	*out = s;
 	s = NULL;
 out:
@@ -155,6 +170,8 @@ out:
 	kh_file_free(blob, bloblen);
 	free(kp);
 	kh_softmod_free(s);
+	if (r != KH_OK && which)
+		*which = w;
 	return r;
 }
 
@@ -242,6 +259,7 @@ kh_err kh_softmod_save(struct kh_softmod *s, const char *card_path, const char *
 	}
 	s->ctr_path = ctr;
 	ctr = NULL;
+	kh_wipe(s->root_key, sizeof s->root_key);
 	r = KH_OK;
 out:
 	kh_wipe(hex, sizeof hex);

@@ -18,18 +18,36 @@ kh_err kh__h_pair_open(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 
 kh_err kh__h_sealed(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
-	size_t inlen, rlen;
+	size_t inlen, rlen, room;
+	uint32_t accepted;
+	uint64_t now;
 	kh_err r;
 
 	if (a->p1 || a->p2)
 		return KH_ERR_APDU_P1P2;
 	if (m->p.lifecycle != KH_LC_PERSONALISED)
 		return KH_ERR_NOT_PERSONALISED;
+	/* The initiator re-keys every hour; a channel kept well past that is refused here too. */
+	now = kh__module_now(m);
+	if (now && m->chan.open && now >= m->chan.opened_at + KH_CHAN_MAX_AGE + KH_CHAN_AGE_GRACE)
+		return KH_ERR_CHAN_REKEY;
+	accepted = m->chan.accepted;
 	if ((r = kh_chan_open_cmd(&m->chan, a->data, a->lc, m->inner, sizeof m->inner, &inlen)) != KH_OK)
 		return r;
+	/* The sealed answer must fit where it goes, or the command must not run at all: give the
+	 * counter back, as if it had never arrived. */
+	room = resp->cap - resp->len;
+	if (room < KH_CHAN_OVERHEAD + 2) {
+		m->chan.accepted = accepted;
+		kh_wipe(m->inner, inlen);
+		return KH_ERR_BUF;
+	}
+	room -= KH_CHAN_OVERHEAD;
+	if (room > sizeof m->inner_resp)
+		room = sizeof m->inner_resp;
 	/* The inner command runs as its own transaction; its status word travels sealed. */
 	m->depth = 1;
-	rlen = kh__module_exec(m, m->inner, inlen, m->inner_resp, sizeof m->inner_resp);
+	rlen = kh__module_exec(m, m->inner, inlen, m->inner_resp, room);
 	m->depth = 0;
 	r = kh_chan_seal_resp(&m->chan, m->inner_resp, rlen, resp);
 	kh_wipe(m->inner, inlen);

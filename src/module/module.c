@@ -192,11 +192,16 @@ static kh_err persist(struct kh_module *m)
 			      m->blob + HDR_LEN)) != KH_OK)
 		goto out;
 	blen = HDR_LEN + plen + KH_TAG_LEN;
+	/*
+	 * The counter is used up even when the store fails: the store may have failed after the new
+	 * blob reached the disk (a rename done, its directory fsync not), and the next store must
+	 * never write a different state under a counter that may already be there.
+	 */
+	m->counter = next;
 	if (m->env.store(m->env.ctx, m->blob, blen, next) != KH_OK) {
 		r = KH_ERR_STORE;
 		goto out;
 	}
-	m->counter = next;
 out:
 	kh_wipe(m->plain, sizeof m->plain);
 	return r;

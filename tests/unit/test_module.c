@@ -478,7 +478,7 @@ static void open_refused(const char *card, const char *key, kh_err want)
 	read_all(card, &b1, &n1);
 	if (kh_file_read(ctr, 64, &c1, &m1) != KH_OK)
 		c1 = NULL;
-	r = kh_softmod_open(card, key, &s);
+	r = kh_softmod_open(card, key, &s, NULL);
 	if (r != want)
 		fprintf(stderr, "softmod_open: got %s, want %s\n", kh_err_name(r), kh_err_name(want));
 	assert_int_equal(r, want);
@@ -532,7 +532,7 @@ static void test_state_files(void **state)
 	}
 
 	/* open works and is the card that was issued */
-	assert_int_equal(kh_softmod_open(card, NULL, &s), KH_OK);
+	assert_int_equal(kh_softmod_open(card, NULL, &s, NULL), KH_OK);
 	kh_transport_inproc(&t, kh_softmod_module(s));
 	{
 		struct kh_module_info i = info_of(&t);
@@ -598,7 +598,7 @@ static void test_state_files(void **state)
 	write_plain(key2, (const uint8_t *)"zz\n", 3, 0600);
 	open_refused(card, key2, KH_ERR_FORMAT);
 
-	/* the counter file: higher than the blob -> ROLLBACK; equal, lower or absent -> fine */
+	/* the counter file: higher than the blob -> ROLLBACK; equal or lower -> fine; absent -> refused */
 	write_plain(ctr, (const uint8_t *)"3\n", 2, 0600);
 	open_refused(card, NULL, KH_ERR_ROLLBACK);
 	write_plain(ctr, (const uint8_t *)"18446744073709551615\n", 21, 0600);
@@ -609,18 +609,22 @@ static void test_state_files(void **state)
 		const char *fine[] = {"2\n", "1\n", "0\n"};
 		for (size_t k = 0; k < 3; k++) {
 			write_plain(ctr, (const uint8_t *)fine[k], 2, 0600);
-			assert_int_equal(kh_softmod_open(card, NULL, &s), KH_OK);
+			assert_int_equal(kh_softmod_open(card, NULL, &s, NULL), KH_OK);
 			kh_softmod_free(s);
 			s = NULL;
 		}
 	}
+	/* no counter file: an old copy of the card could not be told from the current one */
 	assert_int_equal(unlink(ctr), 0);
-	assert_int_equal(kh_softmod_open(card, NULL, &s), KH_OK);
-	kh_softmod_free(s);
-	s = NULL;
+	{
+		enum kh_softmod_file which = KH_SOFTMOD_CARD;
+		assert_int_equal(kh_softmod_open(card, NULL, &s, &which), KH_ERR_COUNTER_MISSING);
+		assert_int_equal(which, KH_SOFTMOD_COUNTER);
+		assert_null(s);
+	}
 	/* missing card file */
 	assert_int_equal(unlink(card), 0);
-	assert_int_equal(kh_softmod_open(card, NULL, &s), KH_ERR_NOTFOUND);
+	assert_int_equal(kh_softmod_open(card, NULL, &s, NULL), KH_ERR_NOTFOUND);
 	assert_null(s);
 
 	kh_file_free(orig, n);
@@ -842,42 +846,44 @@ static void test_store_failure(void **state)
 	assert_int_equal(i.lifecycle, 0);
 	assert_int_equal(i.role, 0);
 	assert_int_equal(i.ua, 0);
-	assert_int_equal(i.counter, 0);
-	assert_int_equal(kh_module_counter(a.m), 0);
+	/* a failed store uses its counter up: it may have reached the disk all the same */
+	assert_int_equal(i.counter, 1);
+	assert_int_equal(kh_module_counter(a.m), 1);
 	assert_int_equal(kh_authority_personalise(w->auth, &a.t, KH_ROLE_CARD, 0, iss), KH_ERR_STORE);
 	assert_int_equal(info_of(&a.t).lifecycle, 0);
+	assert_int_equal(kh_module_counter(a.m), 2);
 
-	/* the store works again: personalisation goes through, counters start at 1 */
+	/* the store works again: personalisation goes through, counters after the ones used up */
 	cap->fail_from = 0;
 	assert_int_equal(kh_authority_personalise(w->auth, &a.t, KH_ROLE_CARD, 0, iss), KH_OK);
 	assert_int_equal(cap->n, 2);
-	assert_int_equal(cap->ctr[0], 1);
-	assert_int_equal(cap->ctr[1], 2);
+	assert_int_equal(cap->ctr[0], 3);
+	assert_int_equal(cap->ctr[1], 4);
 	assert_int_equal(info_of(&a.t).lifecycle, 2);
 	raw_free(&a);
 
-	/* only the second store (PERSO CERTS) fails: keyed, not in service, counter 1 */
+	/* only the second store (PERSO CERTS) fails: keyed, not in service, counter 2 used up */
 	memset(cap, 0, sizeof *cap);
 	raw_new(&a, root, cap);
 	cap->fail_only = 2;
 	assert_int_equal(kh_authority_personalise(w->auth, &a.t, KH_ROLE_CARD, 0, iss), KH_ERR_STORE);
 	i = info_of(&a.t);
 	assert_int_equal(i.lifecycle, 1);
-	assert_int_equal(i.counter, 1);
-	assert_int_equal(kh_module_counter(a.m), 1);
+	assert_int_equal(i.counter, 2);
+	assert_int_equal(kh_module_counter(a.m), 2);
 	assert_int_equal(cap->n, 1);
 	assert_int_equal(send_apdu(&a.t, KH_CLA, KH_INS_GET_CERT, 0, 0, NULL, 0, resp, sizeof resp, &dlen),
 			 kh_err_to_sw(KH_ERR_NOT_PERSONALISED));
 	memset(resp, 0, 16);
 	assert_int_equal(send_apdu(&a.t, KH_CLA, KH_INS_PAIR_OPEN, 0, 0, resp, 10, resp, sizeof resp, &dlen),
 			 kh_err_to_sw(KH_ERR_NOT_PERSONALISED));
-	/* the same certificates again, with the store back: in service, counter 2 */
+	/* the same certificates again, with the store back: in service, counter 3 */
 	assert_int_equal(perso_certs(&a.t, iss->sign_der, iss->sign_len, iss->pair_der, iss->pair_len), 0x9000);
 	i = info_of(&a.t);
 	assert_int_equal(i.lifecycle, 2);
-	assert_int_equal(i.counter, 2);
+	assert_int_equal(i.counter, 3);
 	assert_int_equal(cap->n, 2);
-	assert_int_equal(cap->ctr[1], 2);
+	assert_int_equal(cap->ctr[1], 3);
 	/* and the state stored last loads into a fresh module */
 	{
 		struct raw b;

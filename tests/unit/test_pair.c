@@ -270,7 +270,7 @@ static void test_pair_args(void **state)
 	assert_int_equal(kh_pair_open_make(&p.hs, p.pkR, id, KH_PAIR_ID_MAX, &w), KH_OK);
 	assert_int_equal(w.len, KH_PAIR_OPEN_MAX);
 	{
-		uint8_t ans[64];
+		uint8_t ans[KH_PAIR_ANSWER_LEN];
 		struct kh_wr wa;
 		kh_wr_init(&wa, ans, sizeof ans);
 		assert_int_equal(kh_pair_open_answer(p.skR, buf, w.len, T0, &p.cr, &wa), KH_OK);
@@ -281,7 +281,7 @@ static void test_pair_args(void **state)
 	assert_int_equal(kh_pair_open_make(&p.hs, p.pkR, NULL, 0, &w), KH_OK);
 	assert_int_equal(w.len, 2 + 32 + KH_PAIR_CI_LEN + KH_PAIR_A_LEN + KH_TAG_LEN);
 	{
-		uint8_t ans[64];
+		uint8_t ans[KH_PAIR_ANSWER_LEN];
 		struct kh_wr wa;
 		kh_wr_init(&wa, ans, sizeof ans);
 		assert_int_equal(kh_pair_open_answer(p.skR, buf, w.len, T0, &p.cr, &wa), KH_OK);
@@ -360,7 +360,7 @@ static void test_open_refused(void **state)
 
 	/* and the untouched message still opens */
 	{
-		uint8_t ans[64];
+		uint8_t ans[KH_PAIR_ANSWER_LEN];
 		struct kh_wr w;
 		kh_wr_init(&w, ans, sizeof ans);
 		assert_int_equal(kh_pair_open_answer(p->skR, m, n, T0 + 5, &p->cr, &w), KH_OK);
@@ -804,6 +804,50 @@ static void test_link_idle(void **state)
 	free(l);
 }
 
+/*
+ * A host records PAIR OPEN and the sealed commands that follow, then replays them. The responder
+ * draws a fresh Nr each time, so the replayed PAIR OPEN yields keys nobody else knows: the
+ * replayed commands fail to authenticate instead of being accepted again, and no answer is ever
+ * sealed twice under one key and nonce.
+ */
+static void test_open_replay(void **state)
+{
+	struct pairing *p = calloc(1, sizeof *p);
+	static const uint8_t body1[] = {0x80, 0x10, 0x00, 0x00};
+	uint8_t ans2[KH_PAIR_ANSWER_LEN], body[SEALED_MAX];
+	struct kh_chan genuine, before;
+	struct kh_wr w;
+	struct msg m1, r1;
+	size_t blen;
+
+	(void)state;
+	assert_non_null(p);
+	pair_up(p);
+	seal_cmd(&p->ci, body1, sizeof body1, &m1);
+	open_cmd_ok(&p->cr, &m1, body1, sizeof body1);
+	seal_resp(&p->cr, body1, sizeof body1, &r1);
+	genuine = p->cr;
+
+	/* the replayed PAIR OPEN opens (anyone may pair), but into a channel with new keys */
+	kh_wr_init(&w, ans2, sizeof ans2);
+	assert_int_equal(kh_pair_open_answer(p->skR, p->open, p->openlen, T0 + 1, &p->cr, &w), KH_OK);
+	assert_int_equal(w.len, KH_PAIR_ANSWER_LEN);
+	assert_memory_not_equal(ans2 + 1, p->ans + 1, KH_PAIR_NR_LEN);
+	assert_memory_not_equal(p->cr.k_recv, genuine.k_recv, 32);
+	assert_memory_not_equal(p->cr.k_send, genuine.k_send, 32);
+	assert_int_equal(p->cr.accepted, 0);
+
+	/* the recorded command: refused, and nothing moves */
+	before = p->cr;
+	assert_int_equal(kh_chan_open_cmd(&p->cr, m1.b, m1.n, body, sizeof body, &blen), KH_ERR_CHAN_AUTH);
+	assert_memory_equal(&p->cr, &before, sizeof before);
+
+	/* the old answer does not finish a new handshake either */
+	make_open(p);
+	assert_int_equal(kh_pair_finish(&p->hs, ans2, sizeof ans2, T0, &p->ci), KH_ERR_PAIR_AUTH);
+	free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -811,6 +855,7 @@ int main(void)
 		cmocka_unit_test(test_pair_args),
 		cmocka_unit_test(test_open_refused),
 		cmocka_unit_test(test_answer_refused),
+		cmocka_unit_test(test_open_replay),
 		cmocka_unit_test(test_cmd_refused),
 		cmocka_unit_test(test_cmd_counter_flip),
 		cmocka_unit_test(test_resp_refused),

@@ -440,6 +440,101 @@ static void test_rekey_age(void **state)
 
 /* ---- sealed state store: softmodule files ---- */
 
+/* Records what the decoder relays to the card: the last PAIR OPEN and the first sealed command. */
+struct rec {
+	struct kh_transport *card;
+	uint8_t open[KH_APDU_MAX_CMD], sealed[KH_APDU_MAX_CMD];
+	size_t openlen, sealedlen;
+};
+
+static kh_err rec_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap, size_t *rlen)
+{
+	struct rec *r = ctx;
+	if (len >= 2 && cmd[1] == KH_INS_PAIR_OPEN) {
+		memcpy(r->open, cmd, len);
+		r->openlen = len;
+	} else if (len >= 2 && cmd[1] == KH_INS_SEALED && !r->sealedlen) {
+		memcpy(r->sealed, cmd, len);
+		r->sealedlen = len;
+	}
+	return kh_transport_xfer(r->card, cmd, len, resp, cap, rlen);
+}
+
+/*
+ * The host replays a recorded PAIR OPEN to the card, then the recorded sealed command: the card
+ * pairs again (anyone may), but under keys from its own fresh Nr, so the old command is refused
+ * as not authentic and the card's stored state does not move.
+ */
+static void test_replayed_pairing(void **state)
+{
+	struct world *w = *state;
+	struct rec *r = calloc(1, sizeof *r);
+	struct kh_transport rt = {.xfer = rec_xfer};
+	uint8_t resp[KH_APDU_MAX_RESP];
+	uint64_t counter;
+
+	assert_non_null(r);
+	r->card = &w->c1.t;
+	rt.ctx = r;
+	pair_cam_card(w, &(struct mod){.t = rt, .ua = w->c1.ua});
+	assert_int_equal(card_echo(&w->cam.t, &rt), KH_OK);
+	assert_true(r->openlen > 0 && r->sealedlen > 0);
+	counter = info_of(&w->c1.t).counter;
+
+	assert_int_equal(xfer_raw(&w->c1.t, r->open, r->openlen, resp, sizeof resp, NULL), 0x9000);
+	assert_int_equal(xfer_raw(&w->c1.t, r->sealed, r->sealedlen, resp, sizeof resp, NULL),
+			 kh_err_to_sw(KH_ERR_CHAN_AUTH));
+	assert_int_equal(info_of(&w->c1.t).counter, counter);
+	free(r);
+}
+
+/*
+ * The card's own limits: a channel kept past the hour plus the grace is refused by the card even
+ * if the CAM's clock never asked for a re-key; and a sealed command whose answer would not fit the
+ * host's buffer is refused before it runs, without using up its counter.
+ */
+static void test_responder_limits(void **state)
+{
+	struct world *w = *state;
+	uint8_t msg[8] = {1, 2, 3, 4, 5, 6, 7, 8}, inner[64], relay[KH_APDU_MAX_RESP];
+	uint8_t small[KH_CHAN_OVERHEAD], resp[KH_APDU_MAX_RESP], out[KH_APDU_MAX_RESP];
+	uint64_t t0 = (uint64_t)time(NULL);
+	size_t ilen, rlen, dlen, n;
+	uint16_t sw;
+
+	/* the sealed command, as the CAM hands it to the host for the card */
+	pair_cam_card(w, &w->c1);
+	build_echo(msg, sizeof msg, inner, sizeof inner, &ilen);
+	assert_int_equal(kh_host_apdu(&w->cam.t, KH_INS_CARD_SEND, 0, inner, ilen, relay, sizeof relay, &dlen, &sw),
+			 KH_OK);
+	assert_int_equal(sw, KH_SW_RELAY);
+	/* no room for the answer: refused, the counter not taken */
+	assert_int_equal(kh_transport_xfer(&w->c1.t, relay, dlen, small, sizeof small, &rlen), KH_OK);
+	assert_int_equal(rlen, 2);
+	assert_int_equal(small[0] << 8 | small[1], kh_err_to_sw(KH_ERR_BUF));
+	/* the same bytes with room: accepted, and the CAM takes the answer */
+	assert_int_equal(kh_transport_xfer(&w->c1.t, relay, dlen, resp, sizeof resp, &rlen), KH_OK);
+	assert_int_equal(resp[rlen - 2] << 8 | resp[rlen - 1], 0x9000);
+	assert_int_equal(kh_host_apdu(&w->cam.t, KH_INS_CARD_RESP, 0, resp, rlen, out, sizeof out, &n, &sw), KH_OK);
+	assert_int_equal(n, sizeof msg + 2);
+	assert_memory_equal(out, msg, sizeof msg);
+
+	/* the card's clock runs past the hour and the grace; the CAM's does not */
+	kh_softmod_set_time(w->cam.sm, t0);
+	kh_softmod_set_time(w->c1.sm, t0);
+	pair_cam_card(w, &w->c1);
+	kh_softmod_set_time(w->c1.sm, t0 + KH_CHAN_MAX_AGE + KH_CHAN_AGE_GRACE - 1);
+	assert_int_equal(card_echo(&w->cam.t, &w->c1.t), KH_OK);
+	kh_softmod_set_time(w->c1.sm, t0 + KH_CHAN_MAX_AGE + KH_CHAN_AGE_GRACE);
+	assert_int_equal(card_echo(&w->cam.t, &w->c1.t), KH_ERR_CHAN_REKEY);
+	assert_cam_unpaired(w);
+	/* pairing again opens a channel timed from now */
+	pair_cam_card(w, &w->c1);
+	assert_int_equal(card_echo(&w->cam.t, &w->c1.t), KH_OK);
+	kh_softmod_set_time(w->cam.sm, 0);
+	kh_softmod_set_time(w->c1.sm, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -449,6 +544,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pair_refused, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_tamper, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_tamper_card_side, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_replayed_pairing, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_responder_limits, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_rekey_age, world_setup, world_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
