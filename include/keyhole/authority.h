@@ -23,7 +23,19 @@
 
 struct kh_authority;
 
-/* Create a new authority in dir (created if missing; KH_ERR_EXISTS if it already holds one). */
+/*
+ * Longest operator name, in bytes. The root certificate's CN is "<name> root" and X.520 allows
+ * at most 64 characters in a CN, so the name may take 64 - 5 of them.
+ */
+#define KH_AUTHORITY_NAME_MAX 59
+
+/*
+ * Create a new authority in dir (created if missing) for operator_name (1 to
+ * KH_AUTHORITY_NAME_MAX bytes, no control characters; KH_ERR_INVAL otherwise). KH_ERR_EXISTS
+ * if dir already holds root.key or master.key, or if another process creates the authority at
+ * the same time. Nothing is ever replaced, and on failure the files this call created are
+ * removed again, so a retry can succeed (files it did not create are left alone).
+ */
 KH_WARN_UNUSED kh_err kh_authority_init(const char *dir, const char *operator_name);
 KH_WARN_UNUSED kh_err kh_authority_open(const char *dir, struct kh_authority **out);
 void kh_authority_free(struct kh_authority *a);
@@ -41,7 +53,9 @@ KH_WARN_UNUSED kh_err kh_authority_next_ua(struct kh_authority *a, uint32_t *ua)
 /*
  * Issue a certificate for a module key: role and ua go into the subject; key is the type of pub.
  * The DER goes to der (cap >= KH_CERT_MAX is enough) and a PEM copy to issued/.
- * `use` is "sign" or "pair" and names the file.
+ * `use` is "sign" or "pair" and names the file. The file is created, never replaced: when one
+ * exists for that role, UA and use (also when another process issues it at the same time) the
+ * result is KH_ERR_EXISTS and the certificate already there stays as it is.
  */
 KH_WARN_UNUSED kh_err kh_authority_issue(struct kh_authority *a, enum kh_role role, uint32_t ua,
 					 enum kh_cert_key key, const uint8_t pub[static 32], const char *use,

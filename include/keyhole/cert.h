@@ -51,8 +51,9 @@ struct kh_cert_info {
  * Verify a DER certificate: it parses with no trailing bytes, is signed by the Ed25519 root key
  * root_pk, is not a CA, names a known role and a UA, and carries an Ed25519 or X25519 key.
  * want_role / want_key of NONE / ANY accept any. now (unix seconds) is checked against the
- * validity period unless 0. Returns KH_ERR_CERT, KH_ERR_CERT_ROLE (role or key type differ),
- * or KH_OK with *info filled.
+ * validity period unless 0. Returns KH_ERR_CERT (not from this root, or malformed),
+ * KH_ERR_CERT_EXPIRED (genuine but outside its validity period), KH_ERR_CERT_ROLE (role or key
+ * type differ), or KH_OK with *info filled (info may be NULL).
  */
 KH_WARN_UNUSED kh_err kh_cert_check(const uint8_t *der, size_t len, const uint8_t root_pk[static 32],
 				    enum kh_role want_role, enum kh_cert_key want_key, uint64_t now,

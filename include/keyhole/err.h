@@ -28,8 +28,9 @@ typedef int kh_err;
 	XX(IO, "input/output error", 500, "io", 0x6F04)                                          \
 	XX(NOTFOUND, "not found", 404, "not_found", 0x6A82)                                      \
 	XX(EXISTS, "already exists", 409, "exists", 0x6F05)                                      \
-	XX(KEYFILE_PERM, "key file is accessible by group or others", 500, "key_file_mode",      \
-	   0x6F06)                                                                               \
+	XX(KEYFILE_PERM, "key file is not private (group or others can access it, or another "   \
+			 "user owns it)",                                                        \
+	   500, "key_file_mode", 0x6F06)                                                         \
 	XX(TRUNCATED, "message truncated", 400, "truncated", 0x6F07)                             \
 	XX(TRAILING, "trailing bytes after message", 400, "trailing_bytes", 0x6F08)              \
 	XX(VERSION, "unsupported format version", 400, "version", 0x6F09)                        \
@@ -54,6 +55,8 @@ typedef int kh_err;
 	XX(CERT, "certificate not issued by this operator or malformed", 403, "certificate",     \
 	   0x6F10)                                                                               \
 	XX(CERT_ROLE, "certificate is for a different role", 403, "certificate_role", 0x6F11)    \
+	XX(CERT_EXPIRED, "certificate is not valid at this time", 403, "certificate_expired",    \
+	   0x6F1D)                                                                               \
 	XX(CERT_KEY, "certificate does not match the module key", 403, "certificate_key",        \
 	   0x6F12)                                                                               \
 	XX(NOT_PAIRED, "no paired channel", 409, "not_paired", 0x6F13)                           \

@@ -239,8 +239,10 @@ kh_err kh_cert_check(const uint8_t *der, size_t len, const uint8_t root_pk[stati
 	    na < 0 || nb > na)
 		goto out;
 	ci.not_after = (uint64_t)na;
-	if (now != 0 && ((nb > 0 && now < (uint64_t)nb) || now > (uint64_t)na))
+	if (now != 0 && ((nb > 0 && now < (uint64_t)nb) || now > (uint64_t)na)) {
+		r = KH_ERR_CERT_EXPIRED;
 		goto out;
+	}
 	if ((want_role != KH_ROLE_NONE && ci.role != want_role) ||
 	    (want_key != KH_CERT_KEY_ANY && ci.key != want_key)) {
 		r = KH_ERR_CERT_ROLE;

@@ -2,9 +2,10 @@
  * Whole-or-nothing files for the host and center zones (include/keyhole/file.h). A file is
  * replaced by writing a temporary file next to it, syncing it, renaming it over the old one and
  * syncing the directory, so a crash leaves either the old content or the new, never a mix.
- * Key files are read only when neither group nor others can access them (the rule OpenSSH
- * applies to private keys), and the hex helpers that encode keys run in time that depends only
- * on the length, never on the key.
+ * A file that must not exist yet is made the same way but linked, not renamed, to its name, so
+ * it never replaces anything. Key files are read only when they belong to the effective uid and
+ * neither group nor others can access them (the rules OpenSSH applies to private keys), and the
+ * hex helpers that encode keys run in time that depends only on the length, never on the key.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,7 +48,11 @@ static kh_err read_file(const char *path, size_t max, int private_only, uint8_t 
 		r = KH_ERR_IO;
 		goto out;
 	}
-	if (private_only && (st.st_mode & 077) != 0) {
+	/*
+	 * A key file must be ours and private: one owned by someone else could have been put there
+	 * (or be rewritten) by them, whatever its mode says (OpenSSH refuses such keys too).
+	 */
+	if (private_only && ((st.st_mode & 077) != 0 || st.st_uid != geteuid())) {
 		r = KH_ERR_KEYFILE_PERM;
 		goto out;
 	}
@@ -156,7 +161,12 @@ out:
 	return r;
 }
 
-kh_err kh_file_write_atomic(const char *path, const uint8_t *data, size_t len, mode_t mode)
+/*
+ * Write data to a new temporary file next to path (path.tmp.XXXXXX), with the given mode,
+ * synced and closed. On success *tmp_out names it (malloc'd) and the caller must rename, link
+ * or unlink it; on failure nothing is left behind and *tmp_out is not written.
+ */
+static kh_err write_temp(const char *path, const uint8_t *data, size_t len, mode_t mode, char **tmp_out)
 {
 	static const char suffix[] = ".tmp.XXXXXX";
 	char *tmp = NULL;
@@ -164,8 +174,6 @@ kh_err kh_file_write_atomic(const char *path, const uint8_t *data, size_t len, m
 	int fd = -1, made = 0;
 	kh_err r;
 
-	if (path == NULL || *path == '\0' || (data == NULL && len > 0) || (mode & ~07777) != 0)
-		return KH_ERR_INVAL;
 	plen = strlen(path);
 	if ((tmp = malloc(plen + sizeof suffix)) == NULL) {
 		r = KH_ERR_NOMEM;
@@ -196,20 +204,76 @@ kh_err kh_file_write_atomic(const char *path, const uint8_t *data, size_t len, m
 		goto out;
 	}
 	fd = -1;
-	if (rename(tmp, path) != 0) {
-		r = KH_ERR_IO;
-		goto out;
-	}
+	*tmp_out = tmp;
+	tmp = NULL;
 	made = 0;
-	/* The new content is in place; a failure here only means it may not survive a crash. */
-	if ((r = sync_parent(path)) != KH_OK)
-		goto out;
 	r = KH_OK;
 out:
 	if (fd >= 0)
 		close(fd);
 	if (made)
 		unlink(tmp);
+	free(tmp);
+	return r;
+}
+
+static int write_args_ok(const char *path, const uint8_t *data, size_t len, mode_t mode)
+{
+	return path != NULL && *path != '\0' && (data != NULL || len == 0) && (mode & ~(mode_t)07777) == 0;
+}
+
+kh_err kh_file_write_atomic(const char *path, const uint8_t *data, size_t len, mode_t mode)
+{
+	char *tmp = NULL;
+	kh_err r;
+
+	if (!write_args_ok(path, data, len, mode))
+		return KH_ERR_INVAL;
+	if ((r = write_temp(path, data, len, mode, &tmp)) != KH_OK)
+		return r;
+	if (rename(tmp, path) != 0) {
+		unlink(tmp);
+		r = KH_ERR_IO;
+		goto out;
+	}
+	/*
+	 * The new content is in place; a failure here only means it may not survive a crash. It is
+	 * still KH_ERR_IO (the write is not known to be durable), as file.h documents.
+	 */
+	r = sync_parent(path);
+out:
+	free(tmp);
+	return r;
+}
+
+kh_err kh_file_write_new(const char *path, const uint8_t *data, size_t len, mode_t mode)
+{
+	char *tmp = NULL;
+	int e;
+	kh_err r;
+
+	if (!write_args_ok(path, data, len, mode))
+		return KH_ERR_INVAL;
+	if ((r = write_temp(path, data, len, mode, &tmp)) != KH_OK)
+		return r;
+	/*
+	 * link(2), unlike rename(2), fails with EEXIST rather than replace what is at path (it does
+	 * not follow a symbolic link there either), and it is atomic: of two processes linking to
+	 * the same name, exactly one succeeds. The file is whole before it gets its name.
+	 */
+	if (link(tmp, path) != 0) {
+		e = errno;
+		unlink(tmp);
+		r = e == EEXIST ? KH_ERR_EXISTS : KH_ERR_IO;
+		goto out;
+	}
+	/* path now holds the content; the temporary name is only a second link to it. */
+	if (unlink(tmp) != 0) {
+		r = KH_ERR_IO;
+		goto out;
+	}
+	r = sync_parent(path);
+out:
 	free(tmp);
 	return r;
 }

@@ -396,7 +396,7 @@ kh_err kh_link_send(struct kh_link *l, const uint8_t *inner, size_t len, uint64_
 		if (now && now > l->peer.not_after) {
 			/* The certificate checked at step 1 has expired since: start over from GET CERT. */
 			link_reset(l);
-			return KH_ERR_CERT;
+			return KH_ERR_CERT_EXPIRED;
 		}
 		kh_chan_wipe(&l->ch);
 		if ((r = make_open(l, out)) != KH_OK) {

@@ -50,8 +50,10 @@ static int cmd_init(int argc, char **argv)
 	}
 	if (argc - optind != 1)
 		return kh_cli_usage("authority init", "exactly one directory is required");
-	if (!*name || strlen(name) > 64 || strpbrk(name, "/=,+\"\\<>;\n"))
-		return kh_cli_usage("authority init", "--name must be 1-64 characters without / = , + \" \\ < > ;");
+	/* The library's limit, checked here so a name too long is a usage error, not a failure. */
+	if (!*name || strlen(name) > KH_AUTHORITY_NAME_MAX || strpbrk(name, "/=,+\"\\<>;\n"))
+		return kh_cli_usage("authority init", "--name must be 1-%d characters without / = , + \" \\ < > ;",
+				    KH_AUTHORITY_NAME_MAX);
 	if ((r = kh_authority_init(argv[optind], name)) != KH_OK)
 		return kh_cli_fail(argv[optind], r);
 	printf("authority created in %s (root certificate %s/root.crt)\n", argv[optind], argv[optind]);

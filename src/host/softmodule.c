@@ -224,47 +224,60 @@ out:
 
 kh_err kh_softmod_save(struct kh_softmod *s, const char *card_path, const char *key_path)
 {
-	char hex[2 * KH_ROOT_KEY_LEN + 2];
-	char *kp = NULL, *ctr = NULL;
+	char hex[2 * KH_ROOT_KEY_LEN + 2], cbuf[32];
+	char *kp = NULL, *ctr = NULL, *cp = NULL;
+	int made_key = 0, made_card = 0, n;
 	kh_err r;
 
 	if (!s->bloblen || s->card_path)
 		return KH_ERR_INVAL;
 	if (!key_path && !(key_path = kp = kh_softmod_key_path(card_path)))
 		return KH_ERR_NOMEM;
-	if (asprintf(&ctr, "%s.ctr", card_path) < 0) {
+	if (!(cp = strdup(card_path)) || asprintf(&ctr, "%s.ctr", card_path) < 0) {
 		ctr = NULL;
 		r = KH_ERR_NOMEM;
 		goto out;
 	}
+	/* A clear refusal up front; the create-only writes below are what makes it hold. */
 	if ((r = kh_softmod_check_free(card_path, key_path)) != KH_OK)
 		goto out;
 	kh_hex_encode(s->root_key, sizeof s->root_key, hex);
 	strcat(hex, "\n");
-	/* Key first: a card file without its key would be useless, a stray key file harmless. */
-	if ((r = kh_file_write_atomic(key_path, (const uint8_t *)hex, strlen(hex), 0600)) != KH_OK)
+	/*
+	 * Key first: a card file without its key would be useless, a stray key file harmless. Each
+	 * file is created only if absent, so a concurrent issue to the same path cannot pair our key
+	 * with its card. KH_ERR_IO may come after the file was created: it is ours to remove.
+	 */
+	r = kh_file_write_new(key_path, (const uint8_t *)hex, strlen(hex), 0600);
+	made_key = r == KH_OK || r == KH_ERR_IO;
+	if (r != KH_OK)
 		goto out;
-	if ((r = kh_file_write_atomic(card_path, s->blob, s->bloblen, 0600)) != KH_OK) {
-		unlink(key_path);
+	r = kh_file_write_new(card_path, s->blob, s->bloblen, 0600);
+	made_card = r == KH_OK || r == KH_ERR_IO;
+	if (r != KH_OK)
+		goto out;
+	n = snprintf(cbuf, sizeof cbuf, "%" PRIu64 "\n", kh_module_counter(s->m));
+	if ((r = kh_file_write_new(ctr, (const uint8_t *)cbuf, (size_t)n, 0600)) != KH_OK) {
+		if (r == KH_ERR_IO)
+			unlink(ctr);
 		goto out;
 	}
-	if ((r = write_counter(ctr, kh_module_counter(s->m))) != KH_OK) {
-		unlink(card_path);
-		unlink(key_path);
-		goto out;
-	}
-	if (!(s->card_path = strdup(card_path))) {
-		r = KH_ERR_NOMEM;
-		goto out;
-	}
+	s->card_path = cp;
 	s->ctr_path = ctr;
-	ctr = NULL;
+	cp = ctr = NULL;
 	kh_wipe(s->root_key, sizeof s->root_key);
 	r = KH_OK;
 out:
+	if (r != KH_OK) {
+		if (made_card)
+			unlink(card_path);
+		if (made_key)
+			unlink(key_path);
+	}
 	kh_wipe(hex, sizeof hex);
 	free(kp);
 	free(ctr);
+	free(cp);
 	return r;
 }
 

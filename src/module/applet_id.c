@@ -17,8 +17,10 @@ enum { K_SIGN_PK = 1, K_PAIR_PK };
 
 kh_err kh__h_get_info(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
-	if (a->p1 || a->p2 || a->lc)
+	if (a->p1 || a->p2)
 		return KH_ERR_APDU_P1P2;
+	if (a->lc)
+		return KH_ERR_APDU_LEN;
 	kh_tlv_put_u8(resp, I_ROLE, m->p.role);
 	kh_tlv_put_u32(resp, I_UA, m->p.ua);
 	kh_tlv_put_u8(resp, I_LIFECYCLE, m->p.lifecycle);
@@ -33,8 +35,10 @@ kh_err kh__h_get_info(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 
 kh_err kh__h_get_cert(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
-	if (a->p2 || a->lc || a->p1 > 1)
+	if (a->p2 || a->p1 > 1)
 		return KH_ERR_APDU_P1P2;
+	if (a->lc)
+		return KH_ERR_APDU_LEN;
 	if (m->p.lifecycle != KH_LC_PERSONALISED)
 		return KH_ERR_NOT_PERSONALISED;
 	if (a->p1 == 0)

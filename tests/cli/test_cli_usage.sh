@@ -85,6 +85,9 @@ kh_expect_usage authority init --name "a/b" "$D"
 kh_expect_usage authority init --name "a=b" "$D"
 kh_expect_usage authority init --name \
 	"0123456789012345678901234567890123456789012345678901234567890123456789" "$D"
+# 60 characters: one over the limit the certificates allow ("<name> root" in a 64-character CN)
+kh_expect_usage authority init --name \
+	"012345678901234567890123456789012345678901234567890123456789" "$D"
 
 # --- authority show ----------------------------------------------------------------------------
 kh_expect_usage authority show

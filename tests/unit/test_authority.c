@@ -5,6 +5,7 @@
  * tested against an implementation that is not ours.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,45 @@ static int count_entries(const char *dir)
 			n++;
 	closedir(d);
 	return n;
+}
+
+/* Entries of a directory whose name holds ".tmp.": temporary files left behind. */
+static int count_tmp(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL)
+		if (strstr(e->d_name, ".tmp.") != NULL)
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* 1 when something (even a dangling symbolic link) is at dir/name. */
+static int exists_in(const char *dir, const char *name)
+{
+	struct stat st;
+	char *p = path_in(dir, name);
+	int r = lstat(p, &st) == 0;
+	assert_true(r || errno == ENOENT);
+	free(p);
+	return r;
+}
+
+/* Assert that dir/name holds exactly len bytes equal to want. */
+static void assert_content(const char *dir, const char *name, const void *want, size_t want_len)
+{
+	uint8_t *data = NULL;
+	size_t len = 0;
+	char *p = path_in(dir, name);
+	assert_int_equal(kh_file_read(p, 65536, &data, &len), KH_OK);
+	assert_int_equal(len, want_len);
+	if (want_len > 0)
+		assert_memory_equal(data, want, want_len);
+	kh_file_free(data, len);
+	free(p);
 }
 
 /* Run a shell command, return its exit status (-1 when it did not exit normally). */
@@ -217,6 +257,154 @@ static void test_keyfile_perm(void **state)
 	kh_test_rmdir(dir);
 }
 
+static void test_file_write_new(void **state)
+{
+	char *dir = kh_test_tmpdir(), *p, *q;
+	(void)state;
+
+	assert_non_null(dir);
+	p = path_in(dir, "f");
+	/* Created with the mode asked for (the umask does not apply) and the content given. */
+	assert_int_equal(kh_file_write_new(p, (const uint8_t *)"first", 5, 0640), KH_OK);
+	assert_int_equal(file_mode(dir, "f"), 0640);
+	assert_content(dir, "f", "first", 5);
+
+	/* Never replaced: the file stays byte for byte and keeps its mode. */
+	assert_int_equal(kh_file_write_new(p, (const uint8_t *)"second one", 10, 0600), KH_ERR_EXISTS);
+	assert_content(dir, "f", "first", 5);
+	assert_int_equal(file_mode(dir, "f"), 0640);
+	assert_int_equal(kh_file_write_new(p, NULL, 0, 0600), KH_ERR_EXISTS);
+	assert_content(dir, "f", "first", 5);
+	free(p);
+
+	/* Anything at the name counts: a directory, a symbolic link that points nowhere. */
+	p = path_in(dir, "d");
+	assert_int_equal(mkdir(p, 0700), 0);
+	assert_int_equal(kh_file_write_new(p, (const uint8_t *)"x", 1, 0600), KH_ERR_EXISTS);
+	assert_int_equal(count_entries(p), 0);
+	free(p);
+	p = path_in(dir, "link");
+	q = path_in(dir, "target");
+	assert_int_equal(symlink(q, p), 0);
+	assert_int_equal(kh_file_write_new(p, (const uint8_t *)"x", 1, 0600), KH_ERR_EXISTS);
+	assert_false(exists_in(dir, "target")); /* the link was not followed */
+	free(p);
+	free(q);
+
+	/* An empty file is a file. */
+	p = path_in(dir, "empty");
+	assert_int_equal(kh_file_write_new(p, NULL, 0, 0600), KH_OK);
+	assert_content(dir, "empty", "", 0);
+	free(p);
+
+	/* A missing directory: an I/O error, nothing created. */
+	p = path_in(dir, "nodir/f");
+	assert_int_equal(kh_file_write_new(p, (const uint8_t *)"x", 1, 0600), KH_ERR_IO);
+	free(p);
+	assert_false(exists_in(dir, "nodir"));
+
+	/* Bad arguments. */
+	p = path_in(dir, "g");
+	assert_int_equal(kh_file_write_new(NULL, (const uint8_t *)"x", 1, 0600), KH_ERR_INVAL);
+	assert_int_equal(kh_file_write_new("", (const uint8_t *)"x", 1, 0600), KH_ERR_INVAL);
+	assert_int_equal(kh_file_write_new(p, NULL, 1, 0600), KH_ERR_INVAL);
+	assert_int_equal(kh_file_write_new(p, (const uint8_t *)"x", 1, 010600), KH_ERR_INVAL);
+	assert_false(exists_in(dir, "g"));
+	free(p);
+
+	/* f, d, link, empty: and not one temporary file left behind by any of the calls. */
+	assert_int_equal(count_entries(dir), 4);
+	assert_int_equal(count_tmp(dir), 0);
+	kh_test_rmdir(dir);
+}
+
+/* Processes racing to create one file: exactly one succeeds, and its content is what is there. */
+static void test_file_write_new_race(void **state)
+{
+	enum { N = 8 };
+	char *dir = kh_test_tmpdir(), *p;
+	char content[N][16];
+	pid_t pid[N];
+	int ok = 0, exists = 0, winner = -1, st, i;
+	(void)state;
+
+	assert_non_null(dir);
+	p = path_in(dir, "f");
+	for (i = 0; i < N; i++)
+		snprintf(content[i], sizeof content[i], "writer %d", i);
+	for (i = 0; i < N; i++) {
+		pid[i] = fork();
+		assert_true(pid[i] >= 0);
+		if (pid[i] == 0) {
+			kh_err r = kh_file_write_new(p, (const uint8_t *)content[i], strlen(content[i]), 0644);
+			_exit(r == KH_OK ? 0 : r == KH_ERR_EXISTS ? 1 : 2);
+		}
+	}
+	for (i = 0; i < N; i++) {
+		assert_int_equal(waitpid(pid[i], &st, 0), pid[i]);
+		assert_true(WIFEXITED(st));
+		if (WEXITSTATUS(st) == 0) {
+			ok++;
+			winner = i;
+		} else if (WEXITSTATUS(st) == 1) {
+			exists++;
+		}
+	}
+	assert_int_equal(ok, 1);
+	assert_int_equal(exists, N - 1);
+	assert_content(dir, "f", content[winner], strlen(content[winner]));
+	assert_int_equal(count_entries(dir), 1);
+	free(p);
+	kh_test_rmdir(dir);
+}
+
+/* A key file owned by another uid is refused, whatever its mode (needs root to chown). */
+static void test_keyfile_owner(void **state)
+{
+	struct kh_authority *a = NULL;
+	char *dir, *p;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	(void)state;
+
+	if (geteuid() != 0) {
+		skip();
+		return;
+	}
+	a = new_authority("Op", &dir);
+	kh_authority_free(a);
+	a = NULL;
+	p = path_in(dir, "k");
+	assert_int_equal(kh_file_write_new(p, (const uint8_t *)"secret", 6, 0600), KH_OK);
+	assert_int_equal(chown(p, 65534, 65534), 0);
+	assert_int_equal(kh_keyfile_read(p, 100, &data, &len), KH_ERR_KEYFILE_PERM);
+	assert_null(data);
+	/* Only key files: anyone's file may be read as a plain file. */
+	assert_int_equal(kh_file_read(p, 100, &data, &len), KH_OK);
+	kh_file_free(data, len);
+	data = NULL;
+	assert_int_equal(chown(p, 0, 0), 0);
+	assert_int_equal(kh_keyfile_read(p, 100, &data, &len), KH_OK);
+	kh_file_free(data, len);
+	free(p);
+
+	/* The authority's own key files are key files. */
+	p = path_in(dir, "root.key");
+	assert_int_equal(chown(p, 65534, 65534), 0);
+	assert_int_equal(kh_authority_open(dir, &a), KH_ERR_KEYFILE_PERM);
+	assert_null(a);
+	assert_int_equal(chown(p, 0, 0), 0);
+	free(p);
+	p = path_in(dir, "master.key");
+	assert_int_equal(chown(p, 65534, 0), 0);
+	assert_int_equal(kh_authority_open(dir, &a), KH_ERR_KEYFILE_PERM);
+	assert_int_equal(chown(p, 0, 0), 0);
+	free(p);
+	assert_int_equal(kh_authority_open(dir, &a), KH_OK);
+	kh_authority_free(a);
+	kh_test_rmdir(dir);
+}
+
 static void test_hex(void **state)
 {
 	static const uint8_t bytes[4] = {0x00, 0x9f, 0xa0, 0xff};
@@ -336,6 +524,112 @@ static void test_init_open(void **state)
 			 KH_ERR_INVAL);
 	assert_int_equal(kh_authority_init(dir, NULL), KH_ERR_INVAL);
 	free(sub);
+	kh_test_rmdir(dir);
+}
+
+/* KH_AUTHORITY_NAME_MAX is the longest name that makes a root, and one more is refused. */
+static void test_name_limit(void **state)
+{
+	struct kh_authority *a = NULL;
+	char name[KH_AUTHORITY_NAME_MAX + 2];
+	char *dir = kh_test_tmpdir(), *sub;
+	(void)state;
+
+	assert_non_null(dir);
+	assert_int_equal(KH_AUTHORITY_NAME_MAX, 59);
+	memset(name, 'n', sizeof name - 1);
+	name[sizeof name - 1] = '\0';
+	sub = path_in(dir, "long");
+	assert_int_equal(strlen(name), KH_AUTHORITY_NAME_MAX + 1);
+	assert_int_equal(kh_authority_init(sub, name), KH_ERR_INVAL);
+	name[KH_AUTHORITY_NAME_MAX] = '\0';
+	assert_int_equal(kh_authority_init(sub, name), KH_OK);
+	assert_int_equal(kh_authority_open(sub, &a), KH_OK);
+	assert_string_equal(kh_authority_name(a), name);
+	kh_authority_free(a);
+	free(sub);
+	kh_test_rmdir(dir);
+}
+
+/*
+ * An init that fails midway (root.crt cannot be created: a directory is in its place) removes
+ * the files it made, so no half authority blocks a retry, and leaves alone what it did not make.
+ */
+static void test_init_undo(void **state)
+{
+	struct kh_authority *a = NULL;
+	char *dir = kh_test_tmpdir(), *crt, *issued;
+	(void)state;
+
+	assert_non_null(dir);
+	crt = path_in(dir, "root.crt");
+	assert_int_equal(mkdir(crt, 0700), 0);
+	assert_int_equal(kh_authority_init(dir, "Op"), KH_ERR_EXISTS);
+	assert_false(exists_in(dir, "root.key"));
+	assert_false(exists_in(dir, "master.key"));
+	assert_false(exists_in(dir, "next-ua"));
+	assert_false(exists_in(dir, "issued"));
+	assert_int_equal(count_entries(dir), 1); /* the obstacle only */
+	assert_int_equal(count_tmp(dir), 0);
+
+	/* What was there before the call stays as it was. */
+	issued = path_in(dir, "issued");
+	assert_int_equal(mkdir(issued, 0700), 0);
+	put_text(issued, "keep.crt", "kept");
+	put_text(dir, "next-ua", "7\n");
+	assert_int_equal(kh_authority_init(dir, "Op"), KH_ERR_EXISTS);
+	assert_false(exists_in(dir, "root.key"));
+	assert_false(exists_in(dir, "master.key"));
+	assert_content(issued, "keep.crt", "kept", 4);
+	assert_content(dir, "next-ua", "7\n", 2);
+	assert_int_equal(count_entries(dir), 3);
+	assert_int_equal(count_tmp(dir), 0);
+
+	/* The obstacle gone, a retry makes a whole authority. */
+	assert_int_equal(rmdir(crt), 0);
+	assert_int_equal(kh_authority_init(dir, "Op"), KH_OK);
+	assert_int_equal(kh_authority_open(dir, &a), KH_OK);
+	kh_authority_free(a);
+	assert_content(issued, "keep.crt", "kept", 4);
+	assert_int_equal(count_tmp(dir), 0);
+	/* And init still refuses an authority that is there. */
+	assert_int_equal(kh_authority_init(dir, "Op"), KH_ERR_EXISTS);
+	assert_int_equal(kh_authority_open(dir, &a), KH_OK);
+	kh_authority_free(a);
+	free(crt);
+	free(issued);
+	kh_test_rmdir(dir);
+}
+
+/* Processes racing to init one directory: exactly one succeeds, and the result opens. */
+static void test_init_race(void **state)
+{
+	enum { N = 4 };
+	struct kh_authority *a = NULL;
+	char *dir = kh_test_tmpdir();
+	pid_t pid[N];
+	int ok = 0, st, i;
+	(void)state;
+
+	assert_non_null(dir);
+	for (i = 0; i < N; i++) {
+		pid[i] = fork();
+		assert_true(pid[i] >= 0);
+		if (pid[i] == 0) {
+			kh_err r = kh_authority_init(dir, "Op");
+			_exit(r == KH_OK ? 0 : r == KH_ERR_EXISTS ? 1 : 2);
+		}
+	}
+	for (i = 0; i < N; i++) {
+		assert_int_equal(waitpid(pid[i], &st, 0), pid[i]);
+		assert_true(WIFEXITED(st));
+		assert_true(WEXITSTATUS(st) <= 1);
+		ok += WEXITSTATUS(st) == 0;
+	}
+	assert_int_equal(ok, 1);
+	assert_int_equal(kh_authority_open(dir, &a), KH_OK);
+	kh_authority_free(a);
+	assert_int_equal(count_entries(dir), 5);
 	kh_test_rmdir(dir);
 }
 
@@ -536,6 +830,96 @@ static void test_issue_and_check(void **state)
 	kh_test_rmdir(dir);
 }
 
+/* The certificate in dir/fname as DER, with what kh_cert_check says of it. */
+static size_t issued_der(const char *dir, const char *fname, uint8_t der[KH_CERT_MAX])
+{
+	uint8_t *pem = NULL;
+	size_t pemlen = 0, n = 0;
+	char *p = path_in(dir, fname);
+	assert_int_equal(kh_file_read(p, 65536, &pem, &pemlen), KH_OK);
+	assert_int_equal(kh_cert_pem_to_der((const char *)pem, pemlen, der, KH_CERT_MAX, &n), KH_OK);
+	kh_file_free(pem, pemlen);
+	free(p);
+	return n;
+}
+
+/* Issuing the same role, UA and use twice: the second is refused and the first file stays. */
+static void test_issue_twice(void **state)
+{
+	enum { N = 6 };
+	struct kh_authority *a;
+	uint8_t pub[32], pub2[32], der[KH_CERT_MAX], der2[KH_CERT_MAX], rpk[32];
+	uint8_t pubs[N][32];
+	uint8_t *before = NULL, *after = NULL;
+	size_t len, len2 = 0, blen = 0, alen = 0;
+	struct kh_cert_info info;
+	pid_t pid[N];
+	int ok = 0, winner = -1, st, i;
+	char *dir, *p;
+	(void)state;
+
+	a = new_authority("Op", &dir);
+	kh_authority_root_pk(a, rpk);
+	len = issue(a, KH_ROLE_CARD, 42, KH_CERT_KEY_ED25519, pub, der);
+	p = path_in(dir, "issued/card-0000002A-sign.crt");
+	assert_int_equal(kh_file_read(p, 65536, &before, &blen), KH_OK);
+
+	new_pub(KH_CERT_KEY_ED25519, pub2);
+	memset(der2, 0x55, sizeof der2);
+	assert_int_equal(kh_authority_issue(a, KH_ROLE_CARD, 42, KH_CERT_KEY_ED25519, pub2, "sign", der2, sizeof der2, &len2),
+			 KH_ERR_EXISTS);
+	assert_int_equal(len2, 0);
+	assert_int_equal(der2[0], 0x55); /* no certificate handed out */
+	assert_int_equal(kh_file_read(p, 65536, &after, &alen), KH_OK);
+	assert_int_equal(alen, blen);
+	assert_memory_equal(after, before, blen);
+	kh_file_free(after, alen);
+	kh_file_free(before, blen);
+	free(p);
+	/* Same UA, other use or other role: different files, both fine. */
+	(void)issue(a, KH_ROLE_CARD, 42, KH_CERT_KEY_X25519, pub2, der2);
+	(void)issue(a, KH_ROLE_CAM, 42, KH_CERT_KEY_ED25519, pub2, der2);
+	assert_int_equal(issued_der(dir, "issued/card-0000002A-sign.crt", der2), len);
+	assert_memory_equal(der2, der, len);
+	kh_authority_free(a);
+
+	/* Processes issuing for one UA and use at once, each with its own handle: one wins. */
+	for (i = 0; i < N; i++)
+		new_pub(KH_CERT_KEY_ED25519, pubs[i]);
+	for (i = 0; i < N; i++) {
+		pid[i] = fork();
+		assert_true(pid[i] >= 0);
+		if (pid[i] == 0) {
+			struct kh_authority *b = NULL;
+			uint8_t d[KH_CERT_MAX];
+			size_t dl = 0;
+			kh_err r = kh_authority_open(dir, &b);
+			if (r == KH_OK)
+				r = kh_authority_issue(b, KH_ROLE_CAM, 7, KH_CERT_KEY_ED25519, pubs[i], "sign", d, sizeof d, &dl);
+			kh_authority_free(b);
+			_exit(r == KH_OK ? 0 : r == KH_ERR_EXISTS ? 1 : 2);
+		}
+	}
+	for (i = 0; i < N; i++) {
+		assert_int_equal(waitpid(pid[i], &st, 0), pid[i]);
+		assert_true(WIFEXITED(st));
+		assert_true(WEXITSTATUS(st) <= 1);
+		if (WEXITSTATUS(st) == 0) {
+			ok++;
+			winner = i;
+		}
+	}
+	assert_int_equal(ok, 1);
+	/* The file holds the winner's certificate, not a later one. */
+	len = issued_der(dir, "issued/cam-00000007-sign.crt", der);
+	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_CAM, KH_CERT_KEY_ED25519, 0, &info), KH_OK);
+	assert_memory_equal(info.pub, pubs[winner], 32);
+	p = path_in(dir, "issued");
+	assert_int_equal(count_tmp(p), 0);
+	free(p);
+	kh_test_rmdir(dir);
+}
+
 static void test_check_refuses(void **state)
 {
 	struct kh_authority *a, *foreign;
@@ -582,10 +966,11 @@ static void test_check_refuses(void **state)
 	assert_int_equal(kh_cert_check(root, rlen, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, &info), KH_ERR_CERT);
 	/* Outside the validity period. */
 	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, now + 25ull * 365 * 86400, &info),
-			 KH_ERR_CERT);
+			 KH_ERR_CERT_EXPIRED);
 	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 4102444800ull * 2, &info),
-			 KH_ERR_CERT);
-	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, now - 3600, &info), KH_ERR_CERT);
+			 KH_ERR_CERT_EXPIRED);
+	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, now - 3600, &info),
+			 KH_ERR_CERT_EXPIRED);
 	/* Nothing was written to info by any refusal. */
 	for (size_t i = 0; i < sizeof info; i++)
 		assert_int_equal(((const uint8_t *)&info)[i], 0x5A);
@@ -594,7 +979,7 @@ static void test_check_refuses(void **state)
 	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, &info), KH_OK);
 	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, info.not_after, &info), KH_OK);
 	assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, info.not_after + 1, &info),
-			 KH_ERR_CERT);
+			 KH_ERR_CERT_EXPIRED);
 
 	/* kh_cert_root_pk takes roots only. */
 	assert_int_equal(kh_cert_root_pk(der, len, pub), KH_ERR_CERT);
@@ -680,12 +1065,19 @@ int main(void)
 		cmocka_unit_test(test_file_atomic_replace),
 		cmocka_unit_test(test_file_atomic_failure),
 		cmocka_unit_test(test_keyfile_perm),
+		cmocka_unit_test(test_file_write_new),
+		cmocka_unit_test(test_file_write_new_race),
+		cmocka_unit_test(test_keyfile_owner),
 		cmocka_unit_test(test_hex),
 		cmocka_unit_test(test_roles),
 		cmocka_unit_test(test_init_open),
+		cmocka_unit_test(test_name_limit),
+		cmocka_unit_test(test_init_undo),
+		cmocka_unit_test(test_init_race),
 		cmocka_unit_test(test_open_refuses),
 		cmocka_unit_test(test_next_ua),
 		cmocka_unit_test(test_issue_and_check),
+		cmocka_unit_test(test_issue_twice),
 		cmocka_unit_test(test_check_refuses),
 		cmocka_unit_test(test_card_keys),
 	};

@@ -414,9 +414,9 @@ static void test_rekey_age(void **state)
 	kh_softmod_set_time(w->cam.sm, t0);
 	pair_cam_card(w, &(struct mod){.t = tt, .ua = w->c1.ua});
 	kh_softmod_set_time(w->cam.sm, t0 + 21ull * 366 * 24 * 3600);
-	assert_int_equal(card_echo(&w->cam.t, &tt), KH_ERR_CERT);
+	assert_int_equal(card_echo(&w->cam.t, &tt), KH_ERR_CERT_EXPIRED);
 	assert_cam_unpaired(w);
-	assert_int_equal(kh_host_pair_cam_card(&w->cam.t, &tt, &(uint32_t){0}), KH_ERR_CERT);
+	assert_int_equal(kh_host_pair_cam_card(&w->cam.t, &tt, &(uint32_t){0}), KH_ERR_CERT_EXPIRED);
 	kh_softmod_set_time(w->cam.sm, 0);
 
 	/* the decoder's link to the CAM: by age and by message count */

@@ -6,7 +6,9 @@
  * Everything lives in one directory (layout in authority.h); secret files are written under
  * umask 077 and read only while group and others cannot access them. The UA counter is
  * replaced atomically under a lock on the directory before a UA is returned, so a UA is never
- * handed out twice, not even across a crash or by two processes at once.
+ * handed out twice, not even across a crash or by two processes at once. Keys and certificates
+ * are created, never replaced (kh_file_write_new): a second certificate for one UA and use, or
+ * a second authority in one directory, fails with KH_ERR_EXISTS, even when racing the first.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,7 +41,6 @@
 #define ISSUED "issued"
 
 #define MASTER_LEN 32
-#define NAME_MAX_LEN 59 /* X.520 allows 64 characters in a CN, which adds " root" */
 #define ROOT_DAYS 10957 /* 30 years */
 #define LEAF_DAYS 7305  /* 20 years */
 #define BACKDATE_SECS 60 /* tolerate clocks a little behind ours */
@@ -90,6 +91,7 @@ static kh_err absent(const char *dir, const char *name)
 	return r;
 }
 
+/* Replace dir/name (or create it): for the one file replaced by design, next-ua. */
 static kh_err write_in(const char *dir, const char *name, const void *data, size_t len, mode_t mode)
 {
 	char *p = join(dir, name);
@@ -98,6 +100,19 @@ static kh_err write_in(const char *dir, const char *name, const void *data, size
 	if (p == NULL)
 		return KH_ERR_NOMEM;
 	r = kh_file_write_atomic(p, data, len, mode);
+	free(p);
+	return r;
+}
+
+/* Create dir/name, KH_ERR_EXISTS if anything is there already: keys and certificates. */
+static kh_err create_in(const char *dir, const char *name, const void *data, size_t len, mode_t mode)
+{
+	char *p = join(dir, name);
+	kh_err r;
+
+	if (p == NULL)
+		return KH_ERR_NOMEM;
+	r = kh_file_write_new(p, data, len, mode);
 	free(p);
 	return r;
 }
@@ -115,15 +130,29 @@ static kh_err read_in(const char *dir, const char *name, int secret, size_t max,
 	return r;
 }
 
-/* Write what a memory BIO holds to dir/name. */
-static kh_err write_bio(const char *dir, const char *name, BIO *bio, mode_t mode)
+/* What a memory BIO holds. */
+static kh_err bio_data(BIO *bio, const char **data, size_t *len)
 {
 	char *p = NULL;
 	long n = BIO_get_mem_data(bio, &p);
 
 	if (n <= 0 || p == NULL)
 		return KH_ERR_CRYPTO;
-	return write_in(dir, name, p, (size_t)n, mode);
+	*data = p;
+	*len = (size_t)n;
+	return KH_OK;
+}
+
+/* Create dir/name with what a memory BIO holds (never replacing anything). */
+static kh_err create_bio(const char *dir, const char *name, BIO *bio, mode_t mode)
+{
+	const char *p;
+	size_t n;
+	kh_err r;
+
+	if ((r = bio_data(bio, &p, &n)) != KH_OK)
+		return r;
+	return create_in(dir, name, p, n, mode);
 }
 
 /* The next-ua file: decimal, 1 .. 2^32 (2^32 meaning every UA has been handed out). */
@@ -216,7 +245,7 @@ static int name_ok(const char *s)
 {
 	size_t i, n;
 
-	if (s == NULL || (n = strlen(s)) == 0 || n > NAME_MAX_LEN)
+	if (s == NULL || (n = strlen(s)) == 0 || n > KH_AUTHORITY_NAME_MAX)
 		return 0;
 	for (i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
@@ -229,7 +258,7 @@ static int name_ok(const char *s)
 /* Self-signed root certificate for key. */
 static kh_err make_root(EVP_PKEY *key, const char *operator_name, X509 **out)
 {
-	char cn[NAME_MAX_LEN + sizeof " root"];
+	char cn[KH_AUTHORITY_NAME_MAX + sizeof " root"];
 	X509V3_CTX ctx;
 	X509_NAME *nm = NULL;
 	X509 *x = NULL;
@@ -268,6 +297,48 @@ out:
 	return r;
 }
 
+/* The files kh_authority_init writes, in the order it writes them. */
+enum { INIT_MASTER, INIT_CRT, INIT_NEXT, INIT_KEY, INIT_FILES };
+static const char *const init_files[INIT_FILES] = {MASTER_KEY, ROOT_CRT, NEXT_UA, ROOT_KEY};
+
+/*
+ * Create init_files[i] for kh_authority_init and record in *made when this call created it,
+ * so a failure later on removes it again. That is sure on success and excluded on
+ * KH_ERR_EXISTS; after another error the file may still have got its name (kh_file_write_new
+ * fails with it in place when the directory fsync fails), so it counts as ours if nothing was
+ * there before. The directory lock keeps other inits from making it meanwhile.
+ */
+static kh_err init_create(const char *dir, int i, const void *data, size_t len, mode_t mode, unsigned *made)
+{
+	kh_err before = absent(dir, init_files[i]), r;
+
+	if (before == KH_ERR_EXISTS)
+		return KH_ERR_EXISTS;
+	r = create_in(dir, init_files[i], data, len, mode);
+	if (r == KH_OK || (r != KH_ERR_EXISTS && before == KH_OK))
+		*made |= 1u << i;
+	return r;
+}
+
+/* Undo a failed kh_authority_init: remove what it created, and nothing else. */
+static void init_undo(const char *dir, int dfd, unsigned made, const char *issued, int made_issued)
+{
+	char *p;
+	int i;
+
+	/* root.key first: without it the directory holds no authority, whatever else remains. */
+	for (i = INIT_FILES - 1; i >= 0; i--) {
+		if (!(made & (1u << i)) || (p = join(dir, init_files[i])) == NULL)
+			continue;
+		(void)unlink(p);
+		free(p);
+	}
+	if (made_issued && issued != NULL)
+		(void)rmdir(issued); /* only if still empty */
+	/* Best effort: make the removals durable, so a crash cannot bring a half authority back. */
+	(void)fsync(dfd);
+}
+
 kh_err kh_authority_init(const char *dir, const char *operator_name)
 {
 	uint8_t master[MASTER_LEN];
@@ -276,9 +347,13 @@ kh_err kh_authority_init(const char *dir, const char *operator_name)
 	EVP_PKEY *key = NULL;
 	X509 *crt = NULL;
 	BIO *kbio = NULL, *cbio = NULL;
+	const char *crt_pem = NULL, *key_pem = NULL;
+	size_t crt_len = 0, key_len = 0;
 	char *issued = NULL;
 	struct stat st;
 	mode_t old_mask;
+	unsigned made = 0;
+	int dfd = -1, made_issued = 0;
 	kh_err r;
 
 	if (dir == NULL || *dir == '\0' || !name_ok(operator_name))
@@ -287,6 +362,14 @@ kh_err kh_authority_init(const char *dir, const char *operator_name)
 	old_mask = umask(077);
 	ERR_set_mark();
 	if (mkdir(dir, 0700) != 0 && (errno != EEXIST || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
+		r = KH_ERR_IO;
+		goto out;
+	}
+	/*
+	 * The lock kh_authority_next_ua takes: two inits in one directory run one after the other,
+	 * so the second finds the first's root.key, and neither undoes the other's files.
+	 */
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || flock(dfd, LOCK_EX) != 0) {
 		r = KH_ERR_IO;
 		goto out;
 	}
@@ -320,18 +403,39 @@ kh_err kh_authority_init(const char *dir, const char *operator_name)
 		r = KH_ERR_NOMEM;
 		goto out;
 	}
-	if (mkdir(issued, 0700) != 0 && (errno != EEXIST || stat(issued, &st) != 0 || !S_ISDIR(st.st_mode))) {
+	if (mkdir(issued, 0700) == 0)
+		made_issued = 1;
+	else if (errno != EEXIST || stat(issued, &st) != 0 || !S_ISDIR(st.st_mode)) {
 		r = KH_ERR_IO;
 		goto out;
 	}
-	/* root.key last: its presence is what marks a finished authority. */
-	if ((r = write_in(dir, NEXT_UA, first_ua, sizeof first_ua - 1, 0644)) != KH_OK ||
-	    (r = write_bio(dir, ROOT_CRT, cbio, 0644)) != KH_OK ||
-	    (r = write_in(dir, MASTER_KEY, hex, 2 * MASTER_LEN + 1, 0600)) != KH_OK ||
-	    (r = write_bio(dir, ROOT_KEY, kbio, 0600)) != KH_OK)
+	/*
+	 * Keys and root certificate are created, never replaced. master.key first: even a writer
+	 * that ignores the lock cannot make this authority share it. root.key last: its presence
+	 * is what marks a finished authority.
+	 */
+	if ((r = bio_data(cbio, &crt_pem, &crt_len)) != KH_OK || (r = bio_data(kbio, &key_pem, &key_len)) != KH_OK)
+		goto out;
+	if ((r = init_create(dir, INIT_MASTER, hex, 2 * MASTER_LEN + 1, 0600, &made)) != KH_OK ||
+	    (r = init_create(dir, INIT_CRT, crt_pem, crt_len, 0644, &made)) != KH_OK)
+		goto out;
+	/*
+	 * next-ua alone may be left from an earlier attempt (or an older Keyhole): it is then reset
+	 * to 1 as it always was, and not removed on failure, since this call did not create it.
+	 */
+	r = init_create(dir, INIT_NEXT, first_ua, sizeof first_ua - 1, 0644, &made);
+	if (r == KH_ERR_EXISTS)
+		r = write_in(dir, NEXT_UA, first_ua, sizeof first_ua - 1, 0644);
+	if (r != KH_OK)
+		goto out;
+	if ((r = init_create(dir, INIT_KEY, key_pem, key_len, 0600, &made)) != KH_OK)
 		goto out;
 	r = KH_OK;
 out:
+	if (r != KH_OK && (made != 0 || made_issued))
+		init_undo(dir, dfd, made, issued, made_issued);
+	if (dfd >= 0)
+		close(dfd); /* releases the lock */
 	kh_wipe(master, sizeof master);
 	kh_wipe(hex, sizeof hex);
 	BIO_free(kbio); /* a memory BIO clears its buffer when freed */
@@ -651,7 +755,11 @@ kh_err kh_authority_issue(struct kh_authority *a, enum kh_role role, uint32_t ua
 		r = KH_ERR_CRYPTO;
 		goto out;
 	}
-	if ((r = write_bio(a->dir, fname, bio, 0644)) != KH_OK)
+	/*
+	 * Created, never replaced: of two processes issuing for the same UA and use at once, one
+	 * gets KH_ERR_EXISTS here even though both passed the check above.
+	 */
+	if ((r = create_bio(a->dir, fname, bio, 0644)) != KH_OK)
 		goto out;
 	memcpy(der, buf, (size_t)n);
 	*len = (size_t)n;
