@@ -3,10 +3,10 @@
  * by hand when a seed must change, from a normal build's static libraries:
  *
  *   cmake -S . -B /tmp/build-gen -DCMAKE_BUILD_TYPE=Debug
- *   cmake --build /tmp/build-gen --target kh_center kh_host kh_module kh_base
+ *   cmake --build /tmp/build-gen --target kh_center kh_host kh_module kh_sys kh_core
  *   gcc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Iinclude -Isrc fuzz/gen_corpus.c -o /tmp/gen_corpus \
  *       /tmp/build-gen/libkh_center.a /tmp/build-gen/libkh_host.a /tmp/build-gen/libkh_module.a \
- *       /tmp/build-gen/libkh_base.a -lcrypto
+ *       /tmp/build-gen/libkh_sys.a /tmp/build-gen/libkh_core.a -lcrypto
  *   /tmp/gen_corpus fuzz/corpus
  *
  * It replays, with the deterministic random source and the constants of the harnesses, exactly
