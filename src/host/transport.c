@@ -1,7 +1,10 @@
 /*
  * APDU transports (include/keyhole/transport.h): in-process and UNIX socket, with the socket
  * daemon that hosts a module. Both carry the identical APDU bytes; the socket adds only a
- * 4-byte length in front of each.
+ * 4-byte length in front of each. A socket stream that fails mid-frame is never used again: a
+ * leftover byte would pair an answer with the wrong command. The daemon bounds each frame in
+ * time and honours its stop flag inside a blocked read or write, so a stalled client can
+ * neither keep the one connection slot nor hold off SIGTERM.
  */
 #include <errno.h>
 #include <poll.h>
@@ -9,7 +12,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "keyhole/apdu.h"
@@ -52,61 +57,139 @@ void kh_transport_inproc(struct kh_transport *t, struct kh_module *m)
 
 /* ---- framing ---- */
 
-static kh_err write_all(int fd, const uint8_t *p, size_t n)
+/*
+ * One end of a framed stream. The daemon sets stop and a time limit per frame so that a stalled
+ * or trickling client, or a signal, cannot hold its only connection slot; the client sets
+ * neither and simply blocks, retrying EINTR.
+ */
+struct peer {
+	int fd;
+	volatile sig_atomic_t *stop; /* give up after EINTR once it is set; NULL: retry EINTR */
+	unsigned timeout_ms;         /* whole-frame limit, also SO_RCVTIMEO/SO_SNDTIMEO; 0: none */
+	uint64_t deadline;           /* CLOCK_MONOTONIC ms by which the current frame must be done */
+};
+
+/* How a frame transfer ended. Anything but IO_OK leaves the stream out of step: close it. */
+enum io { IO_OK, IO_EOF, IO_TIMEOUT, IO_STOP, IO_TOO_LARGE, IO_FAIL };
+
+static const char *io_name(enum io e)
 {
-	while (n) {
-		ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return KH_ERR_TRANSPORT;
-		p += k;
-		n -= (size_t)k;
+	switch (e) {
+	case IO_OK: return "ok";
+	case IO_EOF: return "eof";
+	case IO_TIMEOUT: return "timeout";
+	case IO_STOP: return "stop";
+	case IO_TOO_LARGE: return "too_large";
+	case IO_FAIL: break;
 	}
-	return KH_OK;
+	return "error";
 }
 
-static kh_err read_all(int fd, uint8_t *p, size_t n)
+static uint64_t now_ms(void)
 {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void frame_start(struct peer *s)
+{
+	if (s->timeout_ms)
+		s->deadline = now_ms() + s->timeout_ms;
+}
+
+/*
+ * Each blocking call is bounded by the socket timeouts; this bounds the frame, so that a peer
+ * sending one byte just inside each timeout is cut off too (after at most twice the limit).
+ */
+static int late(const struct peer *s)
+{
+	return s->timeout_ms && now_ms() >= s->deadline;
+}
+
+/* What a failed send/recv means; EINTR is IO_OK (retry) unless we were told to stop. */
+static enum io io_errno(const struct peer *s)
+{
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		return IO_TIMEOUT; /* SO_RCVTIMEO / SO_SNDTIMEO expired */
+	if (errno == ECONNRESET || errno == EPIPE)
+		return IO_EOF; /* the peer hung up (leaving bytes unread, or before our write) */
+	if (errno != EINTR)
+		return IO_FAIL;
+	if (s->stop && *s->stop)
+		return IO_STOP;
+	return IO_OK;
+}
+
+static enum io write_all(struct peer *s, const uint8_t *p, size_t n)
+{
+	enum io e;
 	while (n) {
-		ssize_t k = recv(fd, p, n, 0);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return KH_ERR_TRANSPORT;
-		p += k;
-		n -= (size_t)k;
+		ssize_t k = send(s->fd, p, n, MSG_NOSIGNAL);
+		if (k > 0) {
+			p += k;
+			n -= (size_t)k;
+		} else if (k == 0) {
+			return IO_FAIL;
+		} else if ((e = io_errno(s)) != IO_OK) {
+			return e;
+		}
+		if (n && late(s))
+			return IO_TIMEOUT;
 	}
-	return KH_OK;
+	return IO_OK;
+}
+
+static enum io read_all(struct peer *s, uint8_t *p, size_t n)
+{
+	enum io e;
+	while (n) {
+		ssize_t k = recv(s->fd, p, n, 0);
+		if (k > 0) {
+			p += k;
+			n -= (size_t)k;
+		} else if (k == 0) {
+			return IO_EOF;
+		} else if ((e = io_errno(s)) != IO_OK) {
+			return e;
+		}
+		if (n && late(s))
+			return IO_TIMEOUT;
+	}
+	return IO_OK;
 }
 
 /* Length and APDU in one send: two small writes cost the peer an extra wake-up. */
-static kh_err send_frame(int fd, const uint8_t *p, size_t n)
+static enum io send_frame(struct peer *s, const uint8_t *p, size_t n)
 {
 	uint8_t buf[4 + KH_APDU_MAX_CMD];
 	if (n > KH_APDU_MAX_CMD)
-		return KH_ERR_TOO_LARGE;
+		return IO_TOO_LARGE;
 	kh_put_be32(buf, (uint32_t)n);
 	memcpy(buf + 4, p, n);
-	return write_all(fd, buf, 4 + n);
+	frame_start(s);
+	return write_all(s, buf, 4 + n);
 }
 
-static kh_err recv_frame(int fd, uint8_t *p, size_t cap, size_t *n)
+/* A frame longer than cap is refused unread: the stream is then out of step. */
+static enum io recv_frame(struct peer *s, uint8_t *p, size_t cap, size_t *n)
 {
 	uint8_t hdr[4];
 	uint32_t len;
-	kh_err r;
-	if ((r = read_all(fd, hdr, 4)) != KH_OK)
-		return r;
+	enum io e;
+	frame_start(s);
+	if ((e = read_all(s, hdr, 4)) != IO_OK)
+		return e;
 	len = kh_get_be32(hdr);
 	if (len > cap)
-		return KH_ERR_TOO_LARGE;
-	if ((r = read_all(fd, p, len)) != KH_OK)
-		return r;
+		return IO_TOO_LARGE;
+	if ((e = read_all(s, p, len)) != IO_OK)
+		return e;
 	*n = len;
-	return KH_OK;
+	return IO_OK;
 }
 
+/* fd is -1 once the stream failed: every later transfer is refused (see unix_xfer). */
 struct unix_ctx {
 	int fd;
 };
@@ -114,21 +197,38 @@ struct unix_ctx {
 static kh_err unix_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap, size_t *rlen)
 {
 	struct unix_ctx *u = ctx;
-	kh_err r;
+	struct peer s = {.fd = u->fd};
+	size_t n = 0;
+	enum io e;
+
+	if (u->fd < 0)
+		return KH_ERR_TRANSPORT;
 	if (len > KH_APDU_MAX_CMD)
-		return KH_ERR_TOO_LARGE;
-	if ((r = send_frame(u->fd, cmd, len)) != KH_OK)
-		return r;
-	if ((r = recv_frame(u->fd, resp, cap, rlen)) != KH_OK)
-		return r == KH_ERR_TOO_LARGE ? KH_ERR_TRANSPORT : r;
-	return *rlen >= 2 ? KH_OK : KH_ERR_TRANSPORT;
+		return KH_ERR_TOO_LARGE; /* nothing sent: the stream is still in step */
+	if (cap > KH_APDU_MAX_RESP)
+		cap = KH_APDU_MAX_RESP;
+	if ((e = send_frame(&s, cmd, len)) == IO_OK && (e = recv_frame(&s, resp, cap, &n)) == IO_OK && n < 2)
+		e = IO_FAIL; /* no status word: not a module answering */
+	if (e != IO_OK) {
+		/*
+		 * A frame half sent, half read or left unread: whatever follows in the stream would
+		 * be taken for the answer to the next command. Drop the connection for good.
+		 */
+		kh_log_info("transport.close", "reason=%s", io_name(e));
+		close(u->fd);
+		u->fd = -1;
+		return KH_ERR_TRANSPORT;
+	}
+	*rlen = n;
+	return KH_OK;
 }
 
 static void unix_close(void *ctx)
 {
 	struct unix_ctx *u = ctx;
 	if (u) {
-		close(u->fd);
+		if (u->fd >= 0)
+			close(u->fd);
 		free(u);
 	}
 }
@@ -169,34 +269,60 @@ kh_err kh_transport_unix(struct kh_transport *t, const char *path)
 	return KH_OK;
 }
 
-/* Serve one client until it hangs up or we are told to stop. */
-static void serve_client(int fd, struct kh_module *m, volatile sig_atomic_t *stop)
+/* Bound every blocking recv/send on the connection; a client that stalls then loses it. */
+static int set_timeouts(int fd, unsigned ms)
+{
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0)
+		return -1;
+	return setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+/*
+ * Serve one client until it hangs up, breaks the framing, lets a frame time out, or we are
+ * told to stop. Between frames the client may stay idle as long as it likes (a host holds its
+ * card); once a frame has begun it must arrive within timeout_ms.
+ */
+static void serve_client(int fd, struct kh_module *m, volatile sig_atomic_t *stop, unsigned timeout_ms)
 {
 	uint8_t cmd[KH_APDU_MAX_CMD], resp[KH_APDU_MAX_RESP];
+	struct peer s = {.fd = fd, .stop = stop, .timeout_ms = timeout_ms};
 	size_t n, rn;
 	unsigned long count = 0;
+	enum io e = IO_OK;
 
-	while (!*stop) {
+	if (set_timeouts(fd, timeout_ms) != 0)
+		e = IO_FAIL;
+	while (e == IO_OK && !*stop) {
 		struct pollfd p = {.fd = fd, .events = POLLIN};
 		int k = poll(&p, 1, 200);
 		if (k < 0 && errno != EINTR)
-			break;
+			e = IO_FAIL;
 		if (k <= 0)
 			continue;
-		if (recv_frame(fd, cmd, sizeof cmd, &n) != KH_OK)
+		if ((e = recv_frame(&s, cmd, sizeof cmd, &n)) != IO_OK)
 			break;
 		rn = kh_module_process(m, cmd, n, resp, sizeof resp);
-		if (send_frame(fd, resp, rn) != KH_OK)
+		if ((e = send_frame(&s, resp, rn)) != IO_OK)
 			break;
 		count++;
 	}
-	kh_log_info("serve.disconnect", "apdus=%lu", count);
+	if (e == IO_TIMEOUT)
+		kh_log_info("serve.timeout", "timeout_ms=%u apdus=%lu", timeout_ms, count);
+	kh_log_info("serve.disconnect", "apdus=%lu reason=%s", count, e == IO_OK ? "stop" : io_name(e));
 }
 
 kh_err kh_serve_unix(const char *path, struct kh_module *m, volatile sig_atomic_t *stop)
 {
+	return kh_serve_unix_opts(path, m, stop, NULL);
+}
+
+kh_err kh_serve_unix_opts(const char *path, struct kh_module *m, volatile sig_atomic_t *stop,
+			  const struct kh_serve_opts *opts)
+{
 	struct sockaddr_un sa;
 	struct kh_transport probe;
+	unsigned timeout_ms = opts && opts->timeout_ms ? opts->timeout_ms : KH_SERVE_TIMEOUT_MS;
 	int fd = -1;
 	mode_t old;
 	kh_err r;
@@ -231,7 +357,7 @@ kh_err kh_serve_unix(const char *path, struct kh_module *m, volatile sig_atomic_
 		r = KH_ERR_IO;
 		goto out;
 	}
-	kh_log_info("serve.listen", "socket=%s", path);
+	kh_log_info("serve.listen", "socket=%s timeout_ms=%u", path, timeout_ms);
 	while (!*stop) {
 		struct pollfd p = {.fd = fd, .events = POLLIN};
 		int k = poll(&p, 1, 200);
@@ -245,7 +371,7 @@ kh_err kh_serve_unix(const char *path, struct kh_module *m, volatile sig_atomic_
 		if ((c = accept4(fd, NULL, NULL, SOCK_CLOEXEC)) < 0)
 			continue;
 		kh_log_info("serve.connect", "socket=%s", path);
-		serve_client(c, m, stop);
+		serve_client(c, m, stop, timeout_ms);
 		close(c);
 	}
 	r = KH_OK;
