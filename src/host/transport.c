@@ -368,8 +368,13 @@ kh_err kh_serve_unix_opts(const char *path, struct kh_module *m, volatile sig_at
 		}
 		if (k <= 0)
 			continue;
-		if ((c = accept4(fd, NULL, NULL, SOCK_CLOEXEC)) < 0)
+		if ((c = accept4(fd, NULL, NULL, SOCK_CLOEXEC)) < 0) {
+			/* Out of descriptors or memory: the listening socket stays readable, so wait a
+			 * little rather than spin on it. */
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				(void)poll(NULL, 0, 100);
 			continue;
+		}
 		kh_log_info("serve.connect", "socket=%s", path);
 		serve_client(c, m, stop, timeout_ms);
 		close(c);
