@@ -162,7 +162,7 @@ out:
 }
 
 /*
- * Write data to a new temporary file next to path (path.tmp.XXXXXX), with the given mode,
+ * Write data to a new temporary file next to path (path.tmp. and six random characters, from mkstemp), with the given mode,
  * synced and closed. On success *tmp_out names it (malloc'd) and the caller must rename, link
  * or unlink it; on failure nothing is left behind and *tmp_out is not written.
  */
