@@ -491,7 +491,7 @@ static void gen_module(struct kh_authority *a, const uint8_t root[static 32])
 		{0x80, 0x20, 0x00, 0x00, 0x01, 0x01},       /* ECHO outside the channel */
 		{0x80, 0xc2, 0x00, 0x00, 0x01, 0x01},       /* SEALED before any pairing */
 	};
-	static const uint16_t junk_sw[] = {0x6E00, 0x6D00, 0x6A86, 0x6D00, 0x6985};
+	static const uint16_t junk_sw[] = {0x6E00, 0x6D00, 0x6700, 0x6D00, 0x6985};
 	uint8_t card_sk[32], card_pk[32], der[KH_CERT_MAX], buf[KH_APDU_MAX_DATA], in[KH_APDU_MAX_DATA];
 	uint8_t dresp[KH_APDU_MAX_RESP];
 	struct kh_chan card_ch;
@@ -537,7 +537,15 @@ static void gen_module(struct kh_authority *a, const uint8_t root[static 32])
 	check("card answer", kh_pair_open_answer(card_sk, ap.data, ap.lc, FZ_MODULE_NOW, &card_ch, &w));
 	kh_wr_u16(&w, 0x9000);
 	n = w.len;
-	mod_apdu(&s, KH_INS_CARD_RESP, 0, buf, n, 0, KH_SW_OK);
+	mod_apdu(&s, KH_INS_CARD_RESP, 0, buf, n, 0, KH_SW_RELAY);
+	/* CAM AUTH, sealed: the card opens it and answers 9000 (the generator does not check the
+	 * CAM's signature; the module tests do). */
+	check("relayed cam auth", kh_apdu_parse(rsp, rsp_len, &ap));
+	check("card open auth", kh_chan_open_cmd(&card_ch, ap.data, ap.lc, in, sizeof in, &blen));
+	kh_wr_init(&w, buf, sizeof buf);
+	check("card seal auth", kh_chan_seal_resp(&card_ch, (const uint8_t[]){0x90, 0x00}, 2, &w));
+	kh_wr_u16(&w, 0x9000);
+	mod_apdu(&s, KH_INS_CARD_RESP, 0, buf, w.len, 0, KH_SW_OK);
 	if (rsp_len != 4 || kh_get_be32(rsp) != PEER_CARD_UA)
 		die("paired card UA", KH_ERR_INTERNAL);
 	/* A command for the card, sealed by the CAM; the card's sealed answer back. */

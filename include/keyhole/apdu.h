@@ -27,6 +27,7 @@ enum kh_ins {
 	KH_INS_PAIR_OPEN = 0x80,   /* seed 000 step 2/3: HPKE-sealed Ci || A */
 	KH_INS_GET_CERT = 0xCA,    /* P1 = 0 pairing certificate, 1 signing certificate */
 	KH_INS_SEALED = 0xC2,      /* seed 000 step 4: a command inside the paired channel */
+	KH_INS_CAM_AUTH = 0x84,    /* sealed only: the CAM proves its certified key on this channel */
 	KH_INS_PERSO_INIT = 0xE0,  /* personalisation: identity in, fresh public keys out */
 	KH_INS_PERSO_CERTS = 0xE2, /* personalisation: the authority's certificates in */
 	KH_INS_CARD_START = 0x60,  /* CAM: begin pairing with the card (answers with bytes to relay) */

@@ -63,6 +63,8 @@ typedef int kh_err;
 	XX(PAIR_STATE, "pairing step out of order", 409, "pair_state", 0x6F14)                   \
 	XX(PAIR_OPEN, "pairing request could not be opened", 403, "pair_open", 0x6F15)           \
 	XX(PAIR_AUTH, "pairing answer did not prove the session key", 403, "pair_auth", 0x6F16)  \
+	XX(CARD_CHANGED, "another card answered the re-key; pair again", 409, "card_changed",    \
+	   0x6F1E)                                                                               \
 	XX(CHAN_AUTH, "sealed message failed authentication", 403, "channel_auth", 0x6988)       \
 	XX(CHAN_REPLAY, "sealed message replayed or out of order", 403, "channel_replay",        \
 	   0x6F17)                                                                               \

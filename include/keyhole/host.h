@@ -20,6 +20,8 @@ struct kh_module_info {
 	uint64_t counter;
 	uint8_t link_state; /* CAM: state of its link to the card (enum kh_link_state) */
 	uint32_t peer_ua;   /* CAM: the card it is paired with, 0 if none */
+	uint8_t chan_open;     /* responder: a channel is open toward its initiator */
+	uint32_t chan_peer_ua; /* responder: the CAM that proved itself on that channel, 0 if none */
 };
 
 /*

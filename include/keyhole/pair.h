@@ -47,10 +47,17 @@
 struct kh_chan {
 	uint8_t k_send[32];
 	uint8_t k_recv[32];
+	/*
+	 * Channel binding, the same at both ends and unique to this channel:
+	 * HKDF(Ci, enc | Nr, "keyhole pair v1 binding", 32). An initiator that holds a certified key
+	 * signs it to prove who opened the channel (CAM AUTH); it is not secret.
+	 */
+	uint8_t binding[32];
 	uint32_t sent;     /* last counter sent (initiator: commands; responder: unused) */
 	uint32_t accepted; /* last counter accepted */
 	uint32_t max_msgs; /* KH_CHAN_MAX_MSGS unless a test lowers it */
 	uint64_t opened_at;
+	uint32_t peer_ua;  /* responder: the CAM that proved itself on this channel, 0 if none */
 	uint8_t open;
 	uint8_t initiator;
 };
@@ -135,6 +142,13 @@ KH_WARN_UNUSED kh_err kh_link_send(struct kh_link *l, const uint8_t *inner, size
 /* Feed the peer's response APDU; *res says what out now holds. */
 KH_WARN_UNUSED kh_err kh_link_step(struct kh_link *l, const uint8_t *resp, size_t len, uint64_t now,
 				   struct kh_wr *out, enum kh_link_result *res);
+/* Back to idle: channel keys, handshake and waiting command wiped; root, role and id kept. */
+void kh_link_reset(struct kh_link *l);
 void kh_link_wipe(struct kh_link *l);
+
+/* What a CAM signs to prove itself on a channel: this label, the channel binding, the card's UA. */
+#define KH_CAM_AUTH_LABEL "keyhole cam auth v1"
+#define KH_CAM_AUTH_MSG_LEN (sizeof KH_CAM_AUTH_LABEL - 1 + 32 + 4)
+void kh_cam_auth_msg(const uint8_t binding[static 32], uint32_t card_ua, uint8_t msg[static KH_CAM_AUTH_MSG_LEN]);
 
 #endif

@@ -14,6 +14,7 @@
 
 static const char info_pair[] = "keyhole pair v1";
 static const char label_keys[] = "keyhole pair v1 keys";
+static const char label_binding[] = "keyhole pair v1 binding";
 static const char aad_auth[] = "pair-auth";
 
 static void nonce_of(uint32_t ctr, uint8_t nonce[static KH_NONCE_LEN])
@@ -27,13 +28,17 @@ static void nonce_of(uint32_t ctr, uint8_t nonce[static KH_NONCE_LEN])
  * responder, makes every channel new even when a host replays an old PAIR OPEN.
  */
 static kh_err derive(const uint8_t ci[static 32], const uint8_t enc[static 32], const uint8_t nr[static 32],
-		     uint8_t k[static 64])
+		     uint8_t k[static 64], uint8_t binding[static 32])
 {
 	uint8_t salt[32 + KH_PAIR_NR_LEN];
+	kh_err r;
 	memcpy(salt, enc, 32);
 	memcpy(salt + 32, nr, KH_PAIR_NR_LEN);
-	return kh_hkdf(ci, KH_PAIR_CI_LEN, salt, sizeof salt, (const uint8_t *)label_keys, sizeof label_keys - 1,
-		       k, 64);
+	if ((r = kh_hkdf(ci, KH_PAIR_CI_LEN, salt, sizeof salt, (const uint8_t *)label_keys, sizeof label_keys - 1,
+			 k, 64)) != KH_OK)
+		return r;
+	return kh_hkdf(ci, KH_PAIR_CI_LEN, salt, sizeof salt, (const uint8_t *)label_binding,
+		       sizeof label_binding - 1, binding, 32);
 }
 
 kh_err kh_pair_open_make(struct kh_pair_hs *hs, const uint8_t pkR[static 32], const uint8_t *id,
@@ -74,7 +79,7 @@ kh_err kh_pair_open_answer(const uint8_t skR[static 32], const uint8_t *msg, siz
 	const uint8_t *id, *enc, *ct;
 	size_t ctlen;
 	uint8_t pt[KH_PAIR_CI_LEN + KH_PAIR_A_LEN];
-	uint8_t k[64];
+	uint8_t k[64], tb[32];
 	uint8_t nr[KH_PAIR_NR_LEN];
 	uint8_t ans[KH_PAIR_A_LEN + KH_TAG_LEN];
 	uint8_t nonce[KH_NONCE_LEN];
@@ -100,7 +105,7 @@ kh_err kh_pair_open_answer(const uint8_t skR[static 32], const uint8_t *msg, siz
 		r = KH_ERR_PAIR_OPEN;
 		goto out;
 	}
-	if ((r = kh_random(nr, sizeof nr)) != KH_OK || (r = derive(pt, enc, nr, k)) != KH_OK)
+	if ((r = kh_random(nr, sizeof nr)) != KH_OK || (r = derive(pt, enc, nr, k, tb)) != KH_OK)
 		goto out;
 	nonce_of(0, nonce);
 	if ((r = kh_aead_seal(k + 32, nonce, (const uint8_t *)aad_auth, sizeof aad_auth - 1,
@@ -114,6 +119,7 @@ kh_err kh_pair_open_answer(const uint8_t skR[static 32], const uint8_t *msg, siz
 	kh_chan_wipe(ch);
 	memcpy(ch->k_recv, k, 32);
 	memcpy(ch->k_send, k + 32, 32);
+	memcpy(ch->binding, tb, 32);
 	ch->max_msgs = KH_CHAN_MAX_MSGS;
 	ch->opened_at = now;
 	ch->initiator = 0;
@@ -126,7 +132,7 @@ out:
 
 kh_err kh_pair_finish(struct kh_pair_hs *hs, const uint8_t *ans, size_t len, uint64_t now, struct kh_chan *ch)
 {
-	uint8_t k[64];
+	uint8_t k[64], tb[32];
 	uint8_t a[KH_PAIR_A_LEN];
 	uint8_t nonce[KH_NONCE_LEN];
 	kh_err r;
@@ -146,7 +152,7 @@ kh_err kh_pair_finish(struct kh_pair_hs *hs, const uint8_t *ans, size_t len, uin
 		goto out;
 	}
 	/* ans = ver | Nr | AEAD(k_ri, 0, "pair-auth", A) */
-	if ((r = derive(hs->ci, hs->enc, ans + 1, k)) != KH_OK)
+	if ((r = derive(hs->ci, hs->enc, ans + 1, k, tb)) != KH_OK)
 		goto out;
 	nonce_of(0, nonce);
 	if (kh_aead_open(k + 32, nonce, (const uint8_t *)aad_auth, sizeof aad_auth - 1, ans + 1 + KH_PAIR_NR_LEN,
@@ -158,6 +164,7 @@ kh_err kh_pair_finish(struct kh_pair_hs *hs, const uint8_t *ans, size_t len, uin
 	kh_chan_wipe(ch);
 	memcpy(ch->k_send, k, 32);
 	memcpy(ch->k_recv, k + 32, 32);
+	memcpy(ch->binding, tb, 32);
 	ch->max_msgs = KH_CHAN_MAX_MSGS;
 	ch->opened_at = now;
 	ch->initiator = 1;
@@ -314,6 +321,14 @@ void kh_link_init(struct kh_link *l, const uint8_t root_pk[static 32], enum kh_r
 	l->idlen = (uint8_t)idlen;
 }
 
+void kh_cam_auth_msg(const uint8_t binding[static 32], uint32_t card_ua, uint8_t msg[static KH_CAM_AUTH_MSG_LEN])
+{
+	size_t n = sizeof KH_CAM_AUTH_LABEL - 1;
+	memcpy(msg, KH_CAM_AUTH_LABEL, n);
+	memcpy(msg + n, binding, 32);
+	kh_put_be32(msg + n + 32, card_ua);
+}
+
 static void link_reset(struct kh_link *l)
 {
 	kh_chan_wipe(&l->ch);
@@ -321,6 +336,11 @@ static void link_reset(struct kh_link *l)
 	kh_wipe(l->pending, l->pendlen);
 	l->pendlen = 0;
 	l->state = KH_LINK_IDLE;
+}
+
+void kh_link_reset(struct kh_link *l)
+{
+	link_reset(l);
 }
 
 void kh_link_wipe(struct kh_link *l)

@@ -126,6 +126,7 @@ int kh_cmd_demo(int argc, char **argv)
 	struct kh_link *link = NULL;
 	struct slot slot2 = {0};
 	uint32_t ua_cam, ua1, ua2, ua_fx, paired;
+	struct kh_module_info info;
 	uint8_t root_pk[32];
 	int c, rc = KH_EXIT_FAIL;
 	kh_err e;
@@ -191,7 +192,10 @@ int kh_cmd_demo(int argc, char **argv)
 	    link->peer.ua);
 
 	TRY("CAM-card pairing", kh_host_pair_cam_card(&cam, &c1, &paired));
-	say("card 1 inserted: CAM paired with card %08X (the decoder only relayed sealed bytes)", paired);
+	TRY("card 1 facts", kh_host_info(&c1, &info));
+	say("card 1 inserted: CAM paired with card %08X and proved itself to it as CAM %08X (the decoder "
+	    "only relayed sealed bytes)",
+	    paired, info.chan_peer_ua);
 	for (int i = 0; i < 3; i++)
 		TRY("sealed command", echo(&cam, &c1));
 	say("3 sealed commands exchanged with card 1, each under a fresh counter");

@@ -58,6 +58,8 @@ kh_err kh_host_info(struct kh_transport *t, struct kh_module_info *info)
 		case 4: r = kh_tlv_u64(&tv, &i.counter); break;
 		case 5: r = kh_tlv_u8(&tv, &i.link_state); break;
 		case 6: r = kh_tlv_u32(&tv, &i.peer_ua); break;
+		case 7: r = kh_tlv_u8(&tv, &i.chan_open); break;
+		case 8: r = kh_tlv_u32(&tv, &i.chan_peer_ua); break;
 		default: break;
 		}
 		if (r != KH_OK)

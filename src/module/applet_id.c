@@ -10,7 +10,7 @@
 #include "keyhole/crypto.h"
 #include "module/module_int.h"
 
-enum { I_ROLE = 1, I_UA, I_LIFECYCLE, I_COUNTER, I_LINK, I_PEER_UA };
+enum { I_ROLE = 1, I_UA, I_LIFECYCLE, I_COUNTER, I_LINK, I_PEER_UA, I_CHAN_OPEN, I_CHAN_PEER_UA };
 enum { P_ROLE = 1, P_UA, P_ROOT_PK, P_KP, P_KU };
 enum { C_SIGN_CERT = 1, C_PAIR_CERT };
 enum { K_SIGN_PK = 1, K_PAIR_PK };
@@ -30,6 +30,9 @@ kh_err kh__h_get_info(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 		if (m->link.state == KH_LINK_OPEN || m->link.state == KH_LINK_WANT_RESP)
 			kh_tlv_put_u32(resp, I_PEER_UA, m->link.peer.ua);
 	}
+	kh_tlv_put_u8(resp, I_CHAN_OPEN, m->chan.open);
+	if (m->chan.open && m->chan.peer_ua)
+		kh_tlv_put_u32(resp, I_CHAN_PEER_UA, m->chan.peer_ua);
 	return resp->err;
 }
 

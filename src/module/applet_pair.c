@@ -62,3 +62,44 @@ kh_err kh__h_echo(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *re
 		return KH_ERR_APDU_P1P2;
 	return kh_wr_bytes(resp, a->data, a->lc);
 }
+
+/*
+ * CAM AUTH, inside the channel: TLV {1: the CAM's signing certificate, 2: Ed25519 signature over
+ * "keyhole cam auth v1" | channel binding | our UA}. PAIR OPEN proves nothing about who sent it
+ * (anyone may encrypt to our key); this proves that a certified CAM holds this very channel. The
+ * result lives with the channel: a new PAIR OPEN starts unauthenticated again.
+ */
+kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+{
+	struct kh_rd rd;
+	struct kh_tlv t, cert = {0}, sig = {0};
+	struct kh_cert_info ci;
+	uint8_t msg[KH_CAM_AUTH_MSG_LEN];
+	int k;
+	kh_err r;
+
+	(void)resp;
+	if (a->p1 || a->p2)
+		return KH_ERR_APDU_P1P2;
+	kh_rd_init(&rd, a->data, a->lc);
+	while ((k = kh_tlv_next(&rd, &t)) == 1) {
+		if (t.tag == 1 && !cert.v)
+			cert = t;
+		else if (t.tag == 2 && !sig.v)
+			sig = t;
+		else
+			return t.tag == 1 || t.tag == 2 ? KH_ERR_FORMAT : KH_ERR_TLV_TAG;
+	}
+	if (k < 0)
+		return k;
+	if (!cert.v || !sig.v || sig.len != KH_ED25519_SIG_LEN)
+		return KH_ERR_FORMAT;
+	if ((r = kh_cert_check(cert.v, cert.len, m->p.root_pk, KH_ROLE_CAM, KH_CERT_KEY_ED25519, kh__module_now(m),
+			       &ci)) != KH_OK)
+		return r;
+	kh_cam_auth_msg(m->chan.binding, m->p.ua, msg);
+	if (kh_ed25519_verify(ci.pub, msg, sizeof msg, sig.v) != KH_OK)
+		return KH_ERR_AUTH;
+	m->chan.peer_ua = ci.ua;
+	return KH_OK;
+}

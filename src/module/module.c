@@ -29,6 +29,7 @@ static const struct {
 	{KH_INS_PAIR_OPEN, F_PLAIN, kh__h_pair_open},
 	{KH_INS_SEALED, F_PLAIN | F_NOTX, kh__h_sealed},
 	{KH_INS_ECHO, F_SEALED, kh__h_echo},
+	{KH_INS_CAM_AUTH, F_SEALED, kh__h_cam_auth},
 	{KH_INS_CARD_START, F_PLAIN | F_CAM, kh__h_card_start},
 	{KH_INS_CARD_RESP, F_PLAIN | F_CAM, kh__h_card_resp},
 	{KH_INS_CARD_SEND, F_PLAIN | F_CAM, kh__h_card_send},

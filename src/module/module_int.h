@@ -49,6 +49,10 @@ struct kh_module {
 
 	struct kh_chan chan;  /* responder side: toward the CAM (card) or the decoder (CAM) */
 	struct kh_link link;  /* CAM only: initiator side toward the card */
+	uint8_t cam_phase;    /* CAM only: enum in applet_cam.c */
+	uint32_t cam_rekey_ua; /* CAM only: during a re-key, the card it must be again */
+	uint16_t cam_pendlen; /* CAM only: a command waiting for a re-pairing to finish */
+	uint8_t cam_pending[KH_APDU_MAX_DATA];
 
 	uint8_t inner[KH_APDU_MAX_DATA];        /* opened inner command */
 	uint8_t inner_resp[KH_APDU_MAX_RESP];   /* its response before sealing */
@@ -66,6 +70,7 @@ kh_err kh__h_perso_certs(struct kh_module *m, const struct kh_apdu *a, struct kh
 kh_err kh__h_pair_open(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_sealed(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_echo(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_card_start(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_card_send(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);

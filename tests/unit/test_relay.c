@@ -315,7 +315,7 @@ static void test_tamper_card_side(void **state)
 	{
 		size_t hdr = 5; /* short APDU header: CLA INS P1 P2 Lc */
 		uint32_t ctr = kh_get_be32(cmd + hdr + 1);
-		assert_int_equal(ctr, 4 + 0u);
+		assert_int_equal(ctr, 1 + 4u); /* counter 1 was CAM AUTH */
 		kh_put_be32(cmd + hdr + 1, ctr + 1);
 		assert_int_equal(xfer_raw(&w->c1.t, cmd, n, resp, sizeof resp, &dlen), kh_err_to_sw(KH_ERR_CHAN_AUTH));
 		/* with a flipped ciphertext bit, a cut body, a wrong version, a bad Lc */
@@ -373,27 +373,29 @@ static void test_rekey_age(void **state)
 	pair_cam_card(w, &(struct mod){.t = tt, .ua = w->c1.ua});
 	assert_int_equal(tp->n_get_cert, 1);
 	assert_int_equal(tp->n_pair_open, 1);
+	assert_int_equal(tp->n_sealed, 1); /* CAM AUTH */
 	assert_int_equal(card_echo(&w->cam.t, &tt), KH_OK);
 
 	/* one second before the limit: the same keys */
 	kh_softmod_set_time(w->cam.sm, t0 + KH_CHAN_MAX_AGE - 1);
 	assert_int_equal(card_echo(&w->cam.t, &tt), KH_OK);
 	assert_int_equal(tp->n_pair_open, 1);
-	assert_int_equal(tp->n_sealed, 2);
+	assert_int_equal(tp->n_sealed, 3);
 
-	/* at the limit: PAIR OPEN, then the pending command, in one kh_host_card_cmd */
+	/* at the limit: GET CERT, PAIR OPEN, CAM AUTH, then the waiting command, in one kh_host_card_cmd */
 	kh_softmod_set_time(w->cam.sm, t0 + KH_CHAN_MAX_AGE);
 	assert_int_equal(card_echo(&w->cam.t, &tt), KH_OK);
-	assert_int_equal(tp->n_get_cert, 1); /* the certified key is reused */
+	assert_int_equal(tp->n_get_cert, 2); /* checked again: it may have expired */
 	assert_int_equal(tp->n_pair_open, 2);
-	assert_int_equal(tp->n_sealed, 3);
+	assert_int_equal(tp->n_sealed, 5);
 	assert_int_equal(info_of(&w->cam.t).peer_ua, w->c1.ua);
 	assert_int_equal(info_of(&w->cam.t).link_state, KH_LINK_OPEN);
-	/* new keys: the command sealed before the re-key is now a stranger to the card */
+	assert_int_equal(info_of(&w->c1.t).chan_peer_ua, w->cam.ua); /* proven on the new channel too */
+	/* new keys: a command sealed before the re-key is now a stranger to the card */
 	{
 		uint8_t resp[16];
 		size_t dlen;
-		assert_int_equal(xfer_raw(&w->c1.t, tp->cmd[1], tp->cmd_len[1], resp, sizeof resp, &dlen),
+		assert_int_equal(xfer_raw(&w->c1.t, tp->cmd[2], tp->cmd_len[2], resp, sizeof resp, &dlen),
 				 kh_err_to_sw(KH_ERR_CHAN_AUTH));
 	}
 	/* the new channel is timed from the re-key */
@@ -406,9 +408,9 @@ static void test_rekey_age(void **state)
 	assert_int_equal(tp->n_pair_open, 3);
 	assert_int_equal(card_echo(&w->cam.t, &tt), KH_OK);
 	assert_int_equal(tp->n_pair_open, 3);
-	/* a re-key that meets a swapped card fails and leaves the CAM unpaired */
+	/* a re-key that meets another (genuine) card fails and leaves the CAM unpaired */
 	kh_softmod_set_time(w->cam.sm, t0 + 10 + KH_CHAN_MAX_AGE);
-	assert_int_equal(card_echo(&w->cam.t, &w->c2.t), KH_ERR_PAIR_OPEN); /* sealed to card 1's key */
+	assert_int_equal(card_echo(&w->cam.t, &w->c2.t), KH_ERR_CARD_CHANGED);
 	assert_cam_unpaired(w);
 	/* a re-key after the card's certificate expired goes back to GET CERT and is refused there */
 	kh_softmod_set_time(w->cam.sm, t0);
@@ -535,6 +537,79 @@ static void test_responder_limits(void **state)
 	kh_softmod_set_time(w->c1.sm, 0);
 }
 
+/* Send CAM AUTH {cert, sig} inside the host's own channel l to the card; returns the inner SW. */
+static uint16_t host_cam_auth(struct kh_link *l, struct kh_transport *card, const uint8_t *cert, size_t certlen,
+			      const uint8_t sig[64])
+{
+	uint8_t body[KH_CERT_MAX + 80], inner[KH_CERT_MAX + 96], out[KH_APDU_MAX_RESP];
+	struct kh_wr b, w;
+	size_t n = 0;
+
+	kh_wr_init(&b, body, sizeof body);
+	kh_tlv_put(&b, 1, cert, certlen);
+	assert_int_equal(kh_tlv_put(&b, 2, sig, 64), KH_OK);
+	kh_wr_init(&w, inner, sizeof inner);
+	assert_int_equal(kh_apdu_build(&w, KH_CLA, KH_INS_CAM_AUTH, 0, 0, body, b.len, 0), KH_OK);
+	assert_int_equal(kh_host_link_cmd(l, card, inner, w.len, (uint64_t)time(NULL), out, sizeof out, &n), KH_OK);
+	assert_true(n >= 2);
+	return (uint16_t)(out[n - 2] << 8 | out[n - 1]);
+}
+
+/*
+ * Pairing proves the card to the CAM; CAM AUTH proves the CAM to the card. A host that pairs with
+ * the card itself gets a channel, but no certificate and signature it can produce makes the card
+ * record a CAM on it: not another role's certificate, not a foreign operator's, not a genuine CAM
+ * certificate without the CAM's key.
+ */
+static void test_cam_auth(void **state)
+{
+	struct world *w = *state;
+	struct kh_link *l = calloc(1, sizeof *l);
+	uint8_t cam_cert[KH_CERT_MAX], card_cert[KH_CERT_MAX], fx_cert[KH_CERT_MAX], sig[64];
+	size_t cam_len, card_len, fx_len;
+	struct kh_module_info i;
+	uint16_t sw;
+
+	assert_non_null(l);
+	/* the genuine CAM: the card knows who holds its channel */
+	pair_cam_card(w, &w->c1);
+	i = info_of(&w->c1.t);
+	assert_int_equal(i.chan_open, 1);
+	assert_int_equal(i.chan_peer_ua, w->cam.ua);
+
+	/* public certificates anyone can read */
+	assert_int_equal(send_apdu(&w->cam.t, KH_CLA, KH_INS_GET_CERT, 1, 0, NULL, 0, cam_cert, sizeof cam_cert, &cam_len),
+			 0x9000);
+	assert_int_equal(send_apdu(&w->c2.t, KH_CLA, KH_INS_GET_CERT, 1, 0, NULL, 0, card_cert, sizeof card_cert,
+				   &card_len),
+			 0x9000);
+	assert_int_equal(send_apdu(&w->fx.t, KH_CLA, KH_INS_GET_CERT, 1, 0, NULL, 0, fx_cert, sizeof fx_cert, &fx_len),
+			 0x9000);
+
+	/* a host pairs with the card directly: a channel, but nobody proven on it */
+	kh_link_init(l, w->root_pk, KH_ROLE_CARD, (const uint8_t *)"host", 4);
+	assert_int_equal(kh_host_link_pair(l, &w->c1.t, (uint64_t)time(NULL)), KH_OK);
+	i = info_of(&w->c1.t);
+	assert_int_equal(i.chan_open, 1);
+	assert_int_equal(i.chan_peer_ua, 0);
+
+	memset(sig, 0x5A, sizeof sig);
+	sw = host_cam_auth(l, &w->c1.t, cam_cert, cam_len, sig); /* the CAM's certificate, not its key */
+	assert_int_equal(sw, kh_err_to_sw(KH_ERR_AUTH));
+	sw = host_cam_auth(l, &w->c1.t, card_cert, card_len, sig); /* a card is not a CAM */
+	assert_int_equal(sw, kh_err_to_sw(KH_ERR_CERT_ROLE));
+	sw = host_cam_auth(l, &w->c1.t, fx_cert, fx_len, sig); /* another operator's */
+	assert_int_equal(sw, kh_err_to_sw(KH_ERR_CERT));
+	assert_int_equal(info_of(&w->c1.t).chan_peer_ua, 0);
+
+	/* and the CAM, pairing again, is proven again on its new channel */
+	pair_cam_card(w, &w->c1);
+	assert_int_equal(info_of(&w->c1.t).chan_peer_ua, w->cam.ua);
+	assert_int_equal(card_echo(&w->cam.t, &w->c1.t), KH_OK);
+	kh_link_wipe(l);
+	free(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -545,6 +620,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tamper, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_tamper_card_side, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_replayed_pairing, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_cam_auth, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_responder_limits, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_rekey_age, world_setup, world_teardown),
 	};
