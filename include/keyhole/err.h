@@ -36,6 +36,7 @@ typedef int kh_err;
 	XX(VERSION, "unsupported format version", 400, "version", 0x6F09)                        \
 	XX(FORMAT, "malformed message", 400, "malformed", 0x6A80)                                \
 	XX(TLV_TAG, "unknown TLV tag", 400, "tlv_tag", 0x6F0A)                                   \
+	XX(CRC, "section CRC-32 mismatch", 400, "crc", 0x6F1F)                                   \
 	XX(TOO_LARGE, "value too large", 413, "too_large", 0x6F0B)                               \
 	XX(BUF, "output buffer too small", 500, "buffer", 0x6F0C)                                \
 	XX(CRYPTO, "cryptographic library failure", 500, "crypto", 0x6F0D)                       \
