@@ -2,21 +2,13 @@
  * PSI sections (ISO/IEC 13818-1 §2.4.4): CRC-32/MPEG-2, the per-PID section assembler, the
  * section packetiser, PAT, PMT and CAT parse and build, and the descriptors conditional access
  * needs: CA_descriptor 0x09 (§2.6.16) and the DVB scrambling_descriptor 0x65 (EN 300 468
- * §6.2.32). Section header fields are read with biTStream's accessors (included here only, its
+ * §6.2.32). Section header fields are read with biTStream's accessors (through ts/bitstream.h, its
  * inline code under relaxed warnings); the CRC is our own, bit by bit, so that it does not share
  * a table with the library the tests compare it against.
  */
 #include <string.h>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#pragma GCC diagnostic ignored "-Wsign-conversion"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wunused-const-variable"
-#pragma GCC diagnostic ignored "-Wunused-variable"
-#include <bitstream/mpeg/psi/psi.h>
-#pragma GCC diagnostic pop
+#include "ts/bitstream.h"
 
 #include "keyhole/ts.h"
 

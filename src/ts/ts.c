@@ -7,13 +7,7 @@
  */
 #include <string.h>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#pragma GCC diagnostic ignored "-Wsign-conversion"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#include <bitstream/mpeg/ts.h>
-#pragma GCC diagnostic pop
+#include "ts/bitstream.h"
 
 #include "keyhole/ts.h"
 

@@ -12,15 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#pragma GCC diagnostic ignored "-Wsign-conversion"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wunused-const-variable"
-#pragma GCC diagnostic ignored "-Wunused-variable"
-#include <bitstream/mpeg/psi/psi.h>
-#pragma GCC diagnostic pop
+#include "ts/bitstream.h"
 
 #include "keyhole/buf.h"
 #include "keyhole/ts.h"
