@@ -41,6 +41,20 @@ static kh_err derive(const uint8_t ci[static 32], const uint8_t enc[static 32], 
 		       sizeof label_binding - 1, binding, 32);
 }
 
+/* Replace *ch by the channel keyed from k = k_ir || k_ri, seen from the initiator or responder. */
+static void chan_install(struct kh_chan *ch, const uint8_t k[static 64], const uint8_t binding[static 32],
+			 uint64_t now, int initiator)
+{
+	kh_chan_wipe(ch);
+	memcpy(ch->k_send, initiator ? k : k + 32, 32);
+	memcpy(ch->k_recv, initiator ? k + 32 : k, 32);
+	memcpy(ch->binding, binding, 32);
+	ch->max_msgs = KH_CHAN_MAX_MSGS;
+	ch->opened_at = now;
+	ch->initiator = (uint8_t)initiator;
+	ch->open = 1;
+}
+
 kh_err kh_pair_open_make(struct kh_pair_hs *hs, const uint8_t pkR[static 32], const uint8_t *id,
 			 size_t idlen, struct kh_wr *out)
 {
@@ -116,14 +130,7 @@ kh_err kh_pair_open_answer(const uint8_t skR[static 32], const uint8_t *msg, siz
 	if ((r = kh_wr_bytes(out, ans, sizeof ans)) != KH_OK)
 		goto out;
 	/* Only now, with the answer written, does the new channel replace the old one. */
-	kh_chan_wipe(ch);
-	memcpy(ch->k_recv, k, 32);
-	memcpy(ch->k_send, k + 32, 32);
-	memcpy(ch->binding, tb, 32);
-	ch->max_msgs = KH_CHAN_MAX_MSGS;
-	ch->opened_at = now;
-	ch->initiator = 0;
-	ch->open = 1;
+	chan_install(ch, k, tb, now, 0);
 out:
 	kh_wipe(pt, sizeof pt);
 	kh_wipe(k, sizeof k);
@@ -161,14 +168,7 @@ kh_err kh_pair_finish(struct kh_pair_hs *hs, const uint8_t *ans, size_t len, uin
 		r = KH_ERR_PAIR_AUTH;
 		goto out;
 	}
-	kh_chan_wipe(ch);
-	memcpy(ch->k_send, k, 32);
-	memcpy(ch->k_recv, k + 32, 32);
-	memcpy(ch->binding, tb, 32);
-	ch->max_msgs = KH_CHAN_MAX_MSGS;
-	ch->opened_at = now;
-	ch->initiator = 1;
-	ch->open = 1;
+	chan_install(ch, k, tb, now, 1);
 	r = KH_OK;
 out:
 	kh_wipe(k, sizeof k);
