@@ -6,9 +6,12 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "keyhole/apdu.h"
 #include "keyhole/authority.h"
 #include "keyhole/cert.h"
+#include "keyhole/crypto.h"
 #include "keyhole/file.h"
+#include "keyhole/host.h"
 #include "keyhole/softmodule.h"
 
 void kh_cli_list(FILE *f, const char *prog, const struct kh_cli_cmd *tab, size_t n)
@@ -153,4 +156,23 @@ out:
 	kh_softmod_free(sm);
 	kh_authority_free(a);
 	return r;
+}
+
+kh_err kh_cli_echo(struct kh_transport *cam, struct kh_transport *card)
+{
+	uint8_t inner[64], out[KH_APDU_MAX_RESP], msg[16];
+	struct kh_wr w;
+	size_t n;
+	kh_err r;
+
+	if ((r = kh_random(msg, sizeof msg)) != KH_OK)
+		return r;
+	kh_wr_init(&w, inner, sizeof inner);
+	if ((r = kh_apdu_build(&w, KH_CLA, KH_INS_ECHO, 0, 0, msg, sizeof msg, 0)) != KH_OK)
+		return r;
+	if ((r = kh_host_card_cmd(cam, card, inner, w.len, out, sizeof out, &n)) != KH_OK)
+		return r;
+	if (n != sizeof msg + 2 || !kh_ct_eq(out, msg, sizeof msg) || out[n - 2] != 0x90 || out[n - 1] != 0)
+		return KH_ERR_FORMAT;
+	return KH_OK;
 }

@@ -47,6 +47,11 @@ KH_WARN_UNUSED kh_err kh_cli_open_module(const char *spec, const char *key, stru
  */
 KH_WARN_UNUSED kh_err kh_cli_issue(const char *authdir, int role, uint32_t ua, const char *card_path,
 				   const char *key_path, uint32_t *issued_ua, const char **what);
+/*
+ * One sealed ECHO of 16 fresh random bytes to the card through the CAM's channel; KH_OK only when
+ * the card answered exactly those bytes and 9000 (KH_ERR_FORMAT otherwise).
+ */
+KH_WARN_UNUSED kh_err kh_cli_echo(struct kh_transport *cam, struct kh_transport *card);
 /* The operator root public key from an authority directory or a root certificate file. */
 KH_WARN_UNUSED kh_err kh_cli_root_pk(const char *path, uint8_t pk[static 32]);
 

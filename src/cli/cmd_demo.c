@@ -69,25 +69,6 @@ static kh_err slot_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp
 	return KH_OK;
 }
 
-static kh_err echo(struct kh_transport *cam, struct kh_transport *card)
-{
-	uint8_t inner[64], out[KH_APDU_MAX_RESP], msg[16];
-	struct kh_wr w;
-	size_t n;
-	kh_err r;
-
-	if ((r = kh_random(msg, sizeof msg)) != KH_OK)
-		return r;
-	kh_wr_init(&w, inner, sizeof inner);
-	if ((r = kh_apdu_build(&w, KH_CLA, KH_INS_ECHO, 0, 0, msg, sizeof msg, 0)) != KH_OK)
-		return r;
-	if ((r = kh_host_card_cmd(cam, card, inner, w.len, out, sizeof out, &n)) != KH_OK)
-		return r;
-	if (n != sizeof msg + 2 || !kh_ct_eq(out, msg, sizeof msg))
-		return KH_ERR_FORMAT;
-	return KH_OK;
-}
-
 static kh_err issue(const char *auth, const char *path, enum kh_role role, uint32_t *ua)
 {
 	const char *what;
@@ -197,20 +178,20 @@ int kh_cmd_demo(int argc, char **argv)
 	    "only relayed sealed bytes)",
 	    paired, info.chan_peer_ua);
 	for (int i = 0; i < 3; i++)
-		TRY("sealed command", echo(&cam, &c1));
+		TRY("sealed command", kh_cli_echo(&cam, &c1));
 	say("3 sealed commands exchanged with card 1, each under a fresh counter");
 
-	REFUSE("card 2 without pairing", echo(&cam, &relay2), e);
+	REFUSE("card 2 without pairing", kh_cli_echo(&cam, &relay2), e);
 	say("card 2 swapped in without pairing: it cannot answer the sealed command (%s); the CAM wipes its keys",
 	    kh_strerror(e));
-	REFUSE("a command after the swap", echo(&cam, &relay2), e);
+	REFUSE("a command after the swap", kh_cli_echo(&cam, &relay2), e);
 	say("next command: %s - no more control words until the CAM pairs again", kh_strerror(e));
 
 	TRY("CAM-card 2 pairing", kh_host_pair_cam_card(&cam, &relay2, &paired));
-	TRY("sealed command", echo(&cam, &relay2));
+	TRY("sealed command", kh_cli_echo(&cam, &relay2));
 	say("CAM paired with card %08X and exchanged a sealed command", paired);
 	slot2.replay = 1;
-	REFUSE("a replayed answer", echo(&cam, &relay2), e);
+	REFUSE("a replayed answer", kh_cli_echo(&cam, &relay2), e);
 	slot2.replay = 0;
 	say("a recorded answer of card 2 replayed by the host: refused (%s)", kh_strerror(e));
 

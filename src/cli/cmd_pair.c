@@ -32,20 +32,9 @@ static const char pair_help[] =
 
 static int echo_round(struct kh_transport *cam, struct kh_transport *card, int i)
 {
-	uint8_t inner[64], out[KH_APDU_MAX_RESP], msg[16];
-	struct kh_wr w;
-	size_t n;
-	kh_err r;
-
-	if ((r = kh_random(msg, sizeof msg)) != KH_OK)
-		return kh_cli_fail("random", r);
-	kh_wr_init(&w, inner, sizeof inner);
-	if ((r = kh_apdu_build(&w, KH_CLA, KH_INS_ECHO, 0, 0, msg, sizeof msg, 0)) != KH_OK)
-		return kh_cli_fail("echo", r);
-	if ((r = kh_host_card_cmd(cam, card, inner, w.len, out, sizeof out, &n)) != KH_OK)
+	kh_err r = kh_cli_echo(cam, card);
+	if (r != KH_OK)
 		return kh_cli_fail("sealed command", r);
-	if (n != sizeof msg + 2 || memcmp(out, msg, sizeof msg) != 0 || out[n - 2] != 0x90 || out[n - 1] != 0)
-		return kh_cli_fail("sealed command", KH_ERR_FORMAT);
 	printf("sealed command %d: card answered inside the channel\n", i);
 	return KH_EXIT_OK;
 }
