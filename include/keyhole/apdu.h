@@ -33,6 +33,10 @@ enum kh_ins {
 	KH_INS_CARD_START = 0x60,  /* CAM: begin pairing with the card (answers with bytes to relay) */
 	KH_INS_CARD_RESP = 0x62,   /* CAM: here is the card's answer to what you asked me to relay */
 	KH_INS_CARD_SEND = 0x64,   /* CAM: seal this command for the card */
+	KH_INS_ECM = 0x40,         /* card, sealed on a CAM-proven channel: ECM in, control words out */
+	KH_INS_PURCHASE = 0x42,    /* card, same: impulse purchase of the event an ECM names */
+	KH_INS_EMM = 0x44,         /* card: apply an EMM addressed to it */
+	KH_INS_CAS_STATUS = 0x46,  /* card: credit, rights, purchases, sequence numbers (public) */
 };
 
 struct kh_apdu {

@@ -72,7 +72,23 @@ typedef int kh_err;
 	XX(CHAN_REKEY, "channel limit reached, pair again", 409, "channel_rekey", 0x6F18)        \
 	XX(PEER_ERROR, "peer module refused the command", 502, "peer_error", 0x6F19)            \
 	XX(TRANSPORT, "module transport failed", 502, "transport", 0x6F1A)                       \
-	XX(INTERNAL, "internal error", 500, "internal", 0x6F1B)
+	XX(INTERNAL, "internal error", 500, "internal", 0x6F1B)                                 \
+	XX(NO_RIGHT, "no entitlement for this programme", 403, "no_right", 0x6F20)               \
+	XX(RIGHT_EXPIRED, "entitlement expired", 403, "right_expired", 0x6F21)                   \
+	XX(RIGHT_NOT_STARTED, "entitlement not yet valid", 403, "right_not_started", 0x6F22)     \
+	XX(NOT_PURCHASED, "pay-per-view event not purchased", 402, "not_purchased", 0x6F23)      \
+	XX(CREDIT_LOW, "credit too low for this event", 402, "credit_low", 0x6F24)               \
+	XX(NO_KEY, "no key for this message (service, group or broadcast key missing)", 403,     \
+	   "no_key", 0x6F25)                                                                     \
+	XX(EMM_REPLAY, "EMM sequence number not newer than the last accepted", 409,              \
+	   "emm_replay", 0x6F26)                                                                 \
+	XX(NOT_ADDRESSED, "message not addressed to this card", 400, "not_addressed", 0x6F27)    \
+	XX(CHAN_UNPROVEN, "channel holder has not proven itself a CAM", 403, "chan_unproven",    \
+	   0x6F28)                                                                               \
+	XX(CW_PLAIN, "control words travel only inside the decoder's sealed channel", 403,       \
+	   "cw_plain", 0x6F29)                                                                   \
+	XX(CARD_FULL, "card storage full", 507, "card_full", 0x6F2A)                             \
+	XX(RELOAD_USED, "credit reload already applied", 409, "reload_used", 0x6F2B)
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

@@ -47,4 +47,50 @@ KH_WARN_UNUSED kh_err kh_host_link_pair(struct kh_link *l, struct kh_transport *
 KH_WARN_UNUSED kh_err kh_host_link_cmd(struct kh_link *l, struct kh_transport *t, const uint8_t *inner, size_t len,
 				       uint64_t now, uint8_t *out, size_t cap, size_t *outlen);
 
+/*
+ * The decoder's conditional-access session (issue 3): the decoder pairs with its CAM (seed 000,
+ * decoder <-> CAM), has the CAM pair with the card through that channel, and from then on every
+ * command for the card goes decoder -> CAM sealed, CAM -> card sealed, and back the same way, so
+ * control words never cross the host in clear between modules: the CAM refuses to carry an ECM
+ * or a PURCHASE that did not come inside the decoder's channel (KH_ERR_CW_PLAIN). EMMs and CAS
+ * STATUS go to the card directly (EMMs authenticate themselves; the status is public).
+ */
+struct kh_cas_status;
+struct kh_cw_answer;
+struct kh_ppv_offer;
+
+struct kh_host_cas {
+	struct kh_link link; /* decoder -> CAM */
+	struct kh_transport *cam, *card;
+	uint32_t cam_ua, card_ua; /* 0 until connected */
+	int connected;
+};
+
+/* Set up (no I/O). id is the decoder's identity bound into its PAIR OPEN (up to 32 bytes). */
+void kh_host_cas_init(struct kh_host_cas *c, const uint8_t root_pk[static 32], struct kh_transport *cam,
+		      struct kh_transport *card, const uint8_t *id, size_t idlen);
+/*
+ * Pair decoder <-> CAM, then CAM <-> card through the sealed channel (the CAM proves itself to
+ * the card). On success c->card_ua names the card. Any failure leaves c disconnected.
+ */
+KH_WARN_UNUSED kh_err kh_host_cas_connect(struct kh_host_cas *c, uint64_t now);
+/*
+ * Pass one ECM section to the card. KH_OK: *cw holds the control words (wipe them after use).
+ * KH_ERR_NOT_PURCHASED / KH_ERR_CREDIT_LOW: *offer (may be NULL) says what the event costs and
+ * what credit the card holds. Other refusals as the card or the CAM gives them; a channel
+ * failure (KH_ERR_CHAN_AUTH: the card was swapped; transport errors) disconnects c, and the
+ * caller must stop descrambling and kh_host_cas_connect() again.
+ */
+KH_WARN_UNUSED kh_err kh_host_cas_ecm(struct kh_host_cas *c, const uint8_t *ecm, size_t n, uint64_t now,
+				      struct kh_cw_answer *cw, struct kh_ppv_offer *offer);
+/* Impulse purchase of the event the ECM names; *offer receives event, price and the credit left. */
+KH_WARN_UNUSED kh_err kh_host_cas_purchase(struct kh_host_cas *c, const uint8_t *ecm, size_t n, uint64_t now,
+					   struct kh_ppv_offer *offer);
+/* Give the card one EMM section (straight to the card). */
+KH_WARN_UNUSED kh_err kh_host_cas_emm(struct kh_host_cas *c, const uint8_t *emm, size_t n);
+/* The card's public CAS facts (straight to the card). */
+KH_WARN_UNUSED kh_err kh_host_cas_status(struct kh_host_cas *c, struct kh_cas_status *st);
+/* Forget the channel keys. */
+void kh_host_cas_wipe(struct kh_host_cas *c);
+
 #endif

@@ -1,0 +1,234 @@
+/*
+ * Pay-TV entitlement messages (PROTOCOLS.md "Pay-TV: ECM and EMM"; docs/protocols/cas.md): the
+ * ECM that carries a crypto period's control words under a service key, the EMM that carries
+ * rights, keys and credit to one card, a group or all cards, and the card's answers. Both sides
+ * use this codec: the headend and the EMM maker seal, the card opens (src/module/applet_cas.c),
+ * the decoder reads the clear headers to route and filter. Nothing here allocates or does I/O.
+ *
+ * Both messages are whole private sections (ISO/IEC 13818-1 short form: no CRC, the AEAD tag
+ * protects every byte):
+ *
+ *   section header  table_id | 0x70 | section_length (12 bits)          3 bytes
+ *   ECM body        u8 version=1 | u8 key_id | u32 key_version | u32 cp_number | nonce(12)
+ *                   | AES-256-GCM(service_key, nonce, aad = the 25 bytes before, TLV) | tag(16)
+ *   EMM body        u8 version=1 | u8 address type | u32 address | u32 seq | nonce(12)
+ *                   | AES-256-GCM(Kp / group key / broadcast key, nonce, aad = the 25 bytes
+ *                     before, TLV commands) | tag(16)
+ *
+ * ECM table_id is 0x80 or 0x81, toggled by the headend whenever the content changes (a new
+ * crypto period), so a decoder passes each ECM to the card once. EMM table_id is 0x82 (unique
+ * address: the card's UA), 0x83 (group: a group number), 0x84 (all: address 0) and must agree
+ * with the address type.
+ *
+ * Keys: Kp is the card's personal key (PROTOCOLS.md); the group and broadcast keys are
+ * diversified from the same master, HKDF(master, "", "keyhole emm group v1" | u32 group, 32) and
+ * HKDF(master, "", "keyhole emm all v1", 32), and reach a card in a unique EMM (SET GROUP,
+ * SET ALL KEY) — an addition to PROTOCOLS.md, which names group keys but not how they arrive.
+ */
+#ifndef KEYHOLE_CAS_H
+#define KEYHOLE_CAS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyhole/buf.h"
+#include "keyhole/err.h"
+
+#define KH_CAS_VERSION 1
+#define KH_CAS_KEY_LEN 32
+#define KH_CAS_CW_MAX 16
+#define KH_CAS_NONCE_LEN 12
+#define KH_CAS_TAG_LEN 16
+
+#define KH_ECM_TID_EVEN 0x80u
+#define KH_ECM_TID_ODD 0x81u
+#define KH_EMM_TID_UNIQUE 0x82u
+#define KH_EMM_TID_GROUP 0x83u
+#define KH_EMM_TID_ALL 0x84u
+
+/* Section header and body header together: what the AEAD authenticates as aad. */
+#define KH_ECM_HDR_LEN (3 + 1 + 1 + 4 + 4 + KH_CAS_NONCE_LEN)
+#define KH_EMM_HDR_LEN (3 + 1 + 1 + 4 + 4 + KH_CAS_NONCE_LEN)
+/* Largest whole sections accepted (both fit in one 4096-byte APDU with room to spare). */
+#define KH_ECM_MAX 256u
+#define KH_EMM_MAX 1024u
+#define KH_EMM_CMDS_MAX (KH_EMM_MAX - KH_EMM_HDR_LEN - KH_CAS_TAG_LEN)
+
+/* ---- ECM ---- */
+
+enum kh_ecm_access {
+	KH_ECM_PRODUCT = 1, /* a subscription product covers the programme */
+	KH_ECM_EVENT = 2,   /* a pay-per-view event, bought in the card at a price */
+};
+
+/* Tags of the ECM's encrypted TLV. Each appears once; PRODUCT and EVENT exclude each other. */
+enum {
+	KH_ECM_T_CW_EVEN = 1, /* 8 bytes (DVB-CSA2) or 16 (AES) */
+	KH_ECM_T_CW_ODD = 2,
+	KH_ECM_T_ALG = 3,     /* u8, enum kh_scr_alg */
+	KH_ECM_T_PRODUCT = 4, /* u32 product id */
+	KH_ECM_T_EVENT = 5,   /* u32 event id | u32 price */
+	KH_ECM_T_TIME = 6,    /* u64 broadcast time, Unix seconds */
+};
+
+/* The clear header, readable by anyone (the decoder uses it to route and deduplicate). */
+struct kh_ecm_hdr {
+	uint8_t table_id;
+	uint8_t key_id;
+	uint32_t key_version;
+	uint32_t cp; /* crypto period number */
+};
+
+/* Everything an ECM says once opened. */
+struct kh_ecm {
+	struct kh_ecm_hdr h;
+	uint8_t alg;    /* enum kh_scr_alg */
+	uint8_t cw_len; /* 8 or 16, both CWs the same length */
+	uint8_t cw_even[KH_CAS_CW_MAX];
+	uint8_t cw_odd[KH_CAS_CW_MAX];
+	uint8_t access; /* enum kh_ecm_access */
+	uint32_t product;
+	uint32_t event;
+	uint32_t price;
+	uint64_t time;
+};
+
+/*
+ * Seal an ECM under key (a random nonce is drawn). KH_ERR_INVAL for a table_id other than
+ * 0x80/0x81, a cw_len other than 8/16, an unknown access; KH_ERR_BUF when cap is short.
+ */
+KH_WARN_UNUSED kh_err kh_ecm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_ecm *e,
+				  uint8_t *out, size_t cap, size_t *len);
+/*
+ * Check a whole ECM section's framing and read its clear header: KH_ERR_TRUNCATED / TRAILING
+ * (section_length against n), KH_ERR_TOO_LARGE (above KH_ECM_MAX), KH_ERR_FORMAT (table_id,
+ * a body shorter than header and tag), KH_ERR_VERSION.
+ */
+KH_WARN_UNUSED kh_err kh_ecm_peek(const uint8_t *sec, size_t n, struct kh_ecm_hdr *h);
+/*
+ * Open an ECM with the service key its header names: the peek errors, KH_ERR_AUTH when the tag
+ * fails, then the TLV rules (KH_ERR_TLV_TAG unknown tag, KH_ERR_FORMAT duplicate or missing
+ * field, wrong length, both or neither access kind, CW length against alg). *e is written only
+ * on success; the plaintext is wiped on every path. The caller wipes e's CWs after use.
+ */
+KH_WARN_UNUSED kh_err kh_ecm_open(const uint8_t key[static KH_CAS_KEY_LEN], const uint8_t *sec, size_t n,
+				  struct kh_ecm *e);
+
+/* ---- EMM ---- */
+
+enum kh_emm_addr {
+	KH_EMM_UNIQUE = 0, /* address = the card's UA, key Kp */
+	KH_EMM_GROUP = 1,  /* address = group number, key the group key */
+	KH_EMM_ALL = 2,    /* address = 0, key the broadcast key */
+};
+
+struct kh_emm_hdr {
+	uint8_t table_id; /* follows from addr_type */
+	uint8_t addr_type;
+	uint32_t addr;
+	uint32_t seq; /* strictly increasing per card and address type */
+};
+
+/* EMM commands: a TLV list, applied all together or not at all. */
+enum kh_emm_cmd {
+	KH_EMM_SET_KEY = 1,     /* u8 key_id | u32 key_version | key(32): add a service key */
+	KH_EMM_ENTITLE = 2,     /* u32 product | u64 start | u64 end (Unix seconds, end excluded) */
+	KH_EMM_REVOKE = 3,      /* u32 product: remove every right to it */
+	KH_EMM_ADD_CREDIT = 4,  /* u32 amount | u32 reload_id: applied once, reload ids increase */
+	KH_EMM_AUTH_EXPORT = 5, /* u8 0|1: may the card export its usage data (seed 001) */
+	KH_EMM_REQ_EXPORT = 6,  /* empty: export now (seed 001) */
+	KH_EMM_SET_GROUP = 7,   /* u32 group | key(32): the card's group and its key */
+	KH_EMM_SET_ALL_KEY = 8, /* key(32): the broadcast key */
+};
+
+/*
+ * Seal an EMM. table_id is set from addr_type. KH_ERR_INVAL for an unknown address type, an
+ * address other than 0 for ALL, or an empty command list; KH_ERR_TOO_LARGE above
+ * KH_EMM_CMDS_MAX; KH_ERR_BUF when cap is short.
+ */
+KH_WARN_UNUSED kh_err kh_emm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_emm_hdr *h,
+				  const uint8_t *cmds, size_t len, uint8_t *out, size_t cap, size_t *outlen);
+/* Framing and clear header, as kh_ecm_peek; KH_ERR_FORMAT also when table_id and type disagree. */
+KH_WARN_UNUSED kh_err kh_emm_peek(const uint8_t *sec, size_t n, struct kh_emm_hdr *h);
+/* Open an EMM's command list into cmds (cap >= KH_EMM_CMDS_MAX is always enough). KH_ERR_AUTH
+ * when the tag fails; cmds is written only on success. Commands are checked by the card. */
+KH_WARN_UNUSED kh_err kh_emm_open(const uint8_t key[static KH_CAS_KEY_LEN], const uint8_t *sec, size_t n,
+				  uint8_t *cmds, size_t cap, size_t *cmdlen);
+
+/* Command builders (append one TLV to w; the writer's sticky error). */
+kh_err kh_emm_put_set_key(struct kh_wr *w, uint8_t key_id, uint32_t key_version,
+			  const uint8_t key[static KH_CAS_KEY_LEN]);
+kh_err kh_emm_put_entitle(struct kh_wr *w, uint32_t product, uint64_t start, uint64_t end);
+kh_err kh_emm_put_revoke(struct kh_wr *w, uint32_t product);
+kh_err kh_emm_put_add_credit(struct kh_wr *w, uint32_t amount, uint32_t reload_id);
+kh_err kh_emm_put_auth_export(struct kh_wr *w, int on);
+kh_err kh_emm_put_req_export(struct kh_wr *w);
+kh_err kh_emm_put_set_group(struct kh_wr *w, uint32_t group, const uint8_t key[static KH_CAS_KEY_LEN]);
+kh_err kh_emm_put_set_all_key(struct kh_wr *w, const uint8_t key[static KH_CAS_KEY_LEN]);
+
+/* ---- keys diversified from the management master (PROTOCOLS.md, and above) ---- */
+
+KH_WARN_UNUSED kh_err kh_cas_card_kp(const uint8_t master[static 32], uint32_t ua, uint8_t kp[static 32]);
+KH_WARN_UNUSED kh_err kh_cas_card_ku(const uint8_t master[static 32], uint32_t ua, uint8_t ku[static 32]);
+KH_WARN_UNUSED kh_err kh_cas_group_key(const uint8_t master[static 32], uint32_t group, uint8_t key[static 32]);
+KH_WARN_UNUSED kh_err kh_cas_all_key(const uint8_t master[static 32], uint8_t key[static 32]);
+
+/* ---- the card's answers (inside the sealed channel) ---- */
+
+/*
+ * ECM answer (SW 9000): TLV {1: u8 alg, 2: even CW, 3: odd CW, 4: u32 cp}. A refusal is a status
+ * word naming the reason (KH_ERR_NO_RIGHT, RIGHT_EXPIRED, RIGHT_NOT_STARTED, NOT_PURCHASED,
+ * CREDIT_LOW, NO_KEY, ...); for NOT_PURCHASED and CREDIT_LOW the answer also carries data, the
+ * pay-per-view offer TLV {1: u32 event, 2: u32 price, 3: u32 credit}, so the decoder can tell the
+ * viewer what the event costs. The same offer TLV answers a PURCHASE (SW 9000: bought, or bought
+ * before; the credit after it).
+ */
+enum { KH_CW_T_ALG = 1, KH_CW_T_EVEN = 2, KH_CW_T_ODD = 3, KH_CW_T_CP = 4 };
+enum { KH_OFFER_T_EVENT = 1, KH_OFFER_T_PRICE = 2, KH_OFFER_T_CREDIT = 3 };
+
+struct kh_cw_answer {
+	uint8_t alg;
+	uint8_t cw_len;
+	uint8_t even[KH_CAS_CW_MAX];
+	uint8_t odd[KH_CAS_CW_MAX];
+	uint32_t cp;
+};
+
+struct kh_ppv_offer {
+	uint32_t event;
+	uint32_t price;
+	uint32_t credit;
+};
+
+/* Parse the two answers (hosts skip unknown tags). KH_ERR_FORMAT when a field is missing. */
+KH_WARN_UNUSED kh_err kh_cw_answer_parse(const uint8_t *d, size_t n, struct kh_cw_answer *out);
+KH_WARN_UNUSED kh_err kh_ppv_offer_parse(const uint8_t *d, size_t n, struct kh_ppv_offer *out);
+
+/*
+ * CAS STATUS answer: TLV {1: u32 credit, 2: u32 group (when set), 3: u32 seq unique, 4: u32 seq
+ * group, 5: u32 seq all, 6: u8 export authorised, 7: u16 purchases logged, 8: u32 ECMs seen,
+ * 9: u32 CWs released, 10: u32 ECMs refused, 11: u32 EMMs applied, repeated 12: right
+ * (u32 product | u64 start | u64 end), repeated 13: service key id (u8 id | u32 version; never
+ * the key), repeated 14: purchase (u32 event | u32 price | u64 time), 15: u32 last reload id}.
+ */
+#define KH_CAS_STATUS_MAX_RIGHTS 32
+#define KH_CAS_STATUS_MAX_KEYS 8
+#define KH_CAS_STATUS_MAX_PURCHASES 64
+struct kh_cas_status {
+	uint32_t credit;
+	uint32_t group;
+	uint8_t has_group;
+	uint32_t seq[3];
+	uint8_t export_ok;
+	uint16_t npurchases;
+	uint32_t n_ecm, n_cw, n_refused, n_emm;
+	uint32_t last_reload;
+	size_t nrights;
+	struct { uint32_t product; uint64_t start, end; } rights[KH_CAS_STATUS_MAX_RIGHTS];
+	size_t nkeys;
+	struct { uint8_t id; uint32_t version; } keys[KH_CAS_STATUS_MAX_KEYS];
+	struct { uint32_t event, price; uint64_t time; } purchases[KH_CAS_STATUS_MAX_PURCHASES];
+};
+KH_WARN_UNUSED kh_err kh_cas_status_parse(const uint8_t *d, size_t n, struct kh_cas_status *out);
+
+#endif

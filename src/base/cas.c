@@ -1,0 +1,531 @@
+/*
+ * ECM and EMM codec (include/keyhole/cas.h, PROTOCOLS.md "Pay-TV: ECM and EMM"). Shared by the
+ * headend and EMM maker that seal, the card that opens, and the decoder that reads clear headers.
+ * Every length comes from the section itself and is checked against what was given before use;
+ * plaintext is wiped on every path.
+ */
+#include <string.h>
+
+#include "keyhole/cas.h"
+#include "keyhole/crypto.h"
+#include "keyhole/scramble.h"
+
+#define SEC_HDR 3
+#define BODY_HDR (KH_ECM_HDR_LEN - SEC_HDR) /* same for EMM */
+#define PLAIN_MAX (KH_EMM_MAX - KH_EMM_HDR_LEN - KH_CAS_TAG_LEN)
+
+static const char label_group[] = "keyhole emm group v1";
+static const char label_all[] = "keyhole emm all v1";
+static const char label_kp[] = "keyhole card personal v1";
+static const char label_ku[] = "keyhole card uplink v1";
+
+/* Control-word length of a scrambling algorithm (scramble.h's enum; kh_ts is not linked here). */
+static size_t cw_len_of(uint8_t alg)
+{
+	switch (alg) {
+	case KH_SCR_CSA2: return KH_SCR_CSA_CW_LEN;
+	case KH_SCR_CISSA:
+	case KH_SCR_IDSA: return KH_SCR_AES_KEY_LEN;
+	default: return 0;
+	}
+}
+
+/* ---- framing shared by both messages ---- */
+
+/* Section header for a body of n bytes: short form, private_indicator set, reserved bits set. */
+static void put_sec_hdr(uint8_t *p, uint8_t table_id, size_t body)
+{
+	p[0] = table_id;
+	p[1] = (uint8_t)(0x70 | ((body >> 8) & 0x0F));
+	p[2] = (uint8_t)body;
+}
+
+/*
+ * Framing of a whole section of at most max bytes: the declared length must be exactly what was
+ * given, the syntax indicator clear (no CRC: the tag covers everything), the body long enough for
+ * its header and tag, and a version we know.
+ */
+static kh_err check_frame(const uint8_t *sec, size_t n, size_t max)
+{
+	size_t declared;
+
+	if (!sec || n < SEC_HDR)
+		return KH_ERR_TRUNCATED;
+	declared = SEC_HDR + (((size_t)sec[1] & 0x0F) << 8 | sec[2]);
+	if (declared > max)
+		return KH_ERR_TOO_LARGE;
+	if (n < declared)
+		return KH_ERR_TRUNCATED;
+	if (n > declared)
+		return KH_ERR_TRAILING;
+	if (sec[1] & 0x80)
+		return KH_ERR_FORMAT;
+	if (n < KH_ECM_HDR_LEN + KH_CAS_TAG_LEN)
+		return KH_ERR_TRUNCATED;
+	if (sec[SEC_HDR] != KH_CAS_VERSION)
+		return KH_ERR_VERSION;
+	return KH_OK;
+}
+
+/* Seal pt after a 25-byte header already in out; the whole section is hdr | ct | tag. */
+static kh_err seal_body(const uint8_t key[static KH_CAS_KEY_LEN], uint8_t table_id, const uint8_t *pt,
+			size_t ptlen, size_t max, uint8_t *out, size_t cap, size_t *len)
+{
+	size_t total = KH_ECM_HDR_LEN + ptlen + KH_CAS_TAG_LEN;
+	kh_err r;
+
+	if (total > max)
+		return KH_ERR_TOO_LARGE;
+	if (total > cap)
+		return KH_ERR_BUF;
+	put_sec_hdr(out, table_id, total - SEC_HDR);
+	out[SEC_HDR] = KH_CAS_VERSION;
+	if ((r = kh_random(out + KH_ECM_HDR_LEN - KH_CAS_NONCE_LEN, KH_CAS_NONCE_LEN)) != KH_OK)
+		return r;
+	if ((r = kh_aead_seal(key, out + KH_ECM_HDR_LEN - KH_CAS_NONCE_LEN, out, KH_ECM_HDR_LEN, pt, ptlen,
+			      out + KH_ECM_HDR_LEN)) != KH_OK)
+		return r;
+	*len = total;
+	return KH_OK;
+}
+
+static kh_err open_body(const uint8_t key[static KH_CAS_KEY_LEN], const uint8_t *sec, size_t n, uint8_t *pt)
+{
+	return kh_aead_open(key, sec + KH_ECM_HDR_LEN - KH_CAS_NONCE_LEN, sec, KH_ECM_HDR_LEN, sec + KH_ECM_HDR_LEN,
+			    n - KH_ECM_HDR_LEN, pt) == KH_OK
+		       ? KH_OK
+		       : KH_ERR_AUTH;
+}
+
+/* ---- ECM ---- */
+
+kh_err kh_ecm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_ecm *e, uint8_t *out, size_t cap,
+		   size_t *len)
+{
+	uint8_t pt[KH_ECM_MAX];
+	uint8_t ev[8];
+	struct kh_wr w;
+	kh_err r;
+
+	if (!e || !out || !len)
+		return KH_ERR_INVAL;
+	if ((e->h.table_id != KH_ECM_TID_EVEN && e->h.table_id != KH_ECM_TID_ODD) ||
+	    (e->cw_len != 8 && e->cw_len != 16) || e->cw_len != cw_len_of(e->alg) ||
+	    (e->access != KH_ECM_PRODUCT && e->access != KH_ECM_EVENT))
+		return KH_ERR_INVAL;
+	kh_wr_init(&w, pt, sizeof pt);
+	kh_tlv_put(&w, KH_ECM_T_CW_EVEN, e->cw_even, e->cw_len);
+	kh_tlv_put(&w, KH_ECM_T_CW_ODD, e->cw_odd, e->cw_len);
+	kh_tlv_put_u8(&w, KH_ECM_T_ALG, e->alg);
+	if (e->access == KH_ECM_PRODUCT) {
+		kh_tlv_put_u32(&w, KH_ECM_T_PRODUCT, e->product);
+	} else {
+		kh_put_be32(ev, e->event);
+		kh_put_be32(ev + 4, e->price);
+		kh_tlv_put(&w, KH_ECM_T_EVENT, ev, sizeof ev);
+	}
+	kh_tlv_put_u64(&w, KH_ECM_T_TIME, e->time);
+	if ((r = w.err) != KH_OK)
+		goto out;
+	if (KH_ECM_HDR_LEN > cap) {
+		r = KH_ERR_BUF;
+		goto out;
+	}
+	out[SEC_HDR + 1] = e->h.key_id;
+	kh_put_be32(out + SEC_HDR + 2, e->h.key_version);
+	kh_put_be32(out + SEC_HDR + 6, e->h.cp);
+	r = seal_body(key, e->h.table_id, pt, w.len, KH_ECM_MAX, out, cap, len);
+out:
+	kh_wipe(pt, sizeof pt);
+	return r;
+}
+
+kh_err kh_ecm_peek(const uint8_t *sec, size_t n, struct kh_ecm_hdr *h)
+{
+	kh_err r;
+
+	if ((r = check_frame(sec, n, KH_ECM_MAX)) != KH_OK)
+		return r;
+	if (sec[0] != KH_ECM_TID_EVEN && sec[0] != KH_ECM_TID_ODD)
+		return KH_ERR_FORMAT;
+	h->table_id = sec[0];
+	h->key_id = sec[SEC_HDR + 1];
+	h->key_version = kh_get_be32(sec + SEC_HDR + 2);
+	h->cp = kh_get_be32(sec + SEC_HDR + 6);
+	return KH_OK;
+}
+
+static kh_err ecm_fields(const uint8_t *pt, size_t n, struct kh_ecm *e)
+{
+	struct kh_rd rd;
+	struct kh_tlv t;
+	unsigned seen = 0;
+	size_t even_len = 0, odd_len = 0;
+	int k;
+	kh_err r = KH_OK;
+
+	kh_rd_init(&rd, pt, n);
+	while (r == KH_OK && (k = kh_tlv_next(&rd, &t)) == 1) {
+		if (t.tag < KH_ECM_T_CW_EVEN || t.tag > KH_ECM_T_TIME)
+			return KH_ERR_TLV_TAG;
+		if (seen & (1u << t.tag))
+			return KH_ERR_FORMAT;
+		seen |= 1u << t.tag;
+		switch (t.tag) {
+		case KH_ECM_T_CW_EVEN:
+		case KH_ECM_T_CW_ODD:
+			if (t.len != 8 && t.len != 16)
+				return KH_ERR_FORMAT;
+			memcpy(t.tag == KH_ECM_T_CW_EVEN ? e->cw_even : e->cw_odd, t.v, t.len);
+			*(t.tag == KH_ECM_T_CW_EVEN ? &even_len : &odd_len) = t.len;
+			break;
+		case KH_ECM_T_ALG: r = kh_tlv_u8(&t, &e->alg); break;
+		case KH_ECM_T_PRODUCT:
+			e->access = KH_ECM_PRODUCT;
+			r = kh_tlv_u32(&t, &e->product);
+			break;
+		case KH_ECM_T_EVENT:
+			if (t.len != 8)
+				return KH_ERR_FORMAT;
+			e->access = KH_ECM_EVENT;
+			e->event = kh_get_be32(t.v);
+			e->price = kh_get_be32(t.v + 4);
+			break;
+		case KH_ECM_T_TIME: r = kh_tlv_u64(&t, &e->time); break;
+		}
+	}
+	if (r != KH_OK)
+		return r;
+	if (k < 0)
+		return k;
+	/* Everything present, one access kind, both CWs of the algorithm's length. */
+	if ((seen & 0x4E) != 0x4E || ((seen >> KH_ECM_T_PRODUCT) & 1) == ((seen >> KH_ECM_T_EVENT) & 1) ||
+	    even_len != odd_len || even_len != cw_len_of(e->alg))
+		return KH_ERR_FORMAT;
+	e->cw_len = (uint8_t)even_len;
+	return KH_OK;
+}
+
+kh_err kh_ecm_open(const uint8_t key[static KH_CAS_KEY_LEN], const uint8_t *sec, size_t n, struct kh_ecm *e)
+{
+	uint8_t pt[KH_ECM_MAX];
+	struct kh_ecm tmp;
+	kh_err r;
+
+	memset(&tmp, 0, sizeof tmp);
+	if ((r = kh_ecm_peek(sec, n, &tmp.h)) != KH_OK)
+		return r;
+	if ((r = open_body(key, sec, n, pt)) != KH_OK)
+		goto out;
+	if ((r = ecm_fields(pt, n - KH_ECM_HDR_LEN - KH_CAS_TAG_LEN, &tmp)) != KH_OK)
+		goto out;
+	*e = tmp;
+out:
+	kh_wipe(pt, sizeof pt);
+	kh_wipe(&tmp, sizeof tmp);
+	return r;
+}
+
+/* ---- EMM ---- */
+
+static const uint8_t emm_tid[3] = {KH_EMM_TID_UNIQUE, KH_EMM_TID_GROUP, KH_EMM_TID_ALL};
+
+kh_err kh_emm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_emm_hdr *h, const uint8_t *cmds,
+		   size_t len, uint8_t *out, size_t cap, size_t *outlen)
+{
+	if (!h || !out || !outlen || !cmds || len == 0 || h->addr_type > KH_EMM_ALL ||
+	    (h->addr_type == KH_EMM_ALL && h->addr != 0))
+		return KH_ERR_INVAL;
+	if (len > KH_EMM_CMDS_MAX)
+		return KH_ERR_TOO_LARGE;
+	if (KH_EMM_HDR_LEN > cap)
+		return KH_ERR_BUF;
+	out[SEC_HDR + 1] = h->addr_type;
+	kh_put_be32(out + SEC_HDR + 2, h->addr);
+	kh_put_be32(out + SEC_HDR + 6, h->seq);
+	return seal_body(key, emm_tid[h->addr_type], cmds, len, KH_EMM_MAX, out, cap, outlen);
+}
+
+kh_err kh_emm_peek(const uint8_t *sec, size_t n, struct kh_emm_hdr *h)
+{
+	kh_err r;
+	uint8_t type;
+
+	if ((r = check_frame(sec, n, KH_EMM_MAX)) != KH_OK)
+		return r;
+	type = sec[SEC_HDR + 1];
+	if (type > KH_EMM_ALL || sec[0] != emm_tid[type])
+		return KH_ERR_FORMAT;
+	h->table_id = sec[0];
+	h->addr_type = type;
+	h->addr = kh_get_be32(sec + SEC_HDR + 2);
+	h->seq = kh_get_be32(sec + SEC_HDR + 6);
+	if (type == KH_EMM_ALL && h->addr != 0)
+		return KH_ERR_FORMAT;
+	return KH_OK;
+}
+
+kh_err kh_emm_open(const uint8_t key[static KH_CAS_KEY_LEN], const uint8_t *sec, size_t n, uint8_t *cmds,
+		   size_t cap, size_t *cmdlen)
+{
+	uint8_t pt[PLAIN_MAX];
+	struct kh_emm_hdr h;
+	size_t len;
+	kh_err r;
+
+	if ((r = kh_emm_peek(sec, n, &h)) != KH_OK)
+		return r;
+	len = n - KH_EMM_HDR_LEN - KH_CAS_TAG_LEN;
+	if (len > cap)
+		return KH_ERR_BUF;
+	if ((r = open_body(key, sec, n, pt)) != KH_OK)
+		goto out;
+	memcpy(cmds, pt, len);
+	*cmdlen = len;
+out:
+	kh_wipe(pt, sizeof pt);
+	return r;
+}
+
+kh_err kh_emm_put_set_key(struct kh_wr *w, uint8_t key_id, uint32_t key_version,
+			  const uint8_t key[static KH_CAS_KEY_LEN])
+{
+	uint8_t v[1 + 4 + KH_CAS_KEY_LEN];
+	kh_err r;
+
+	v[0] = key_id;
+	kh_put_be32(v + 1, key_version);
+	memcpy(v + 5, key, KH_CAS_KEY_LEN);
+	r = kh_tlv_put(w, KH_EMM_SET_KEY, v, sizeof v);
+	kh_wipe(v, sizeof v);
+	return r;
+}
+
+kh_err kh_emm_put_entitle(struct kh_wr *w, uint32_t product, uint64_t start, uint64_t end)
+{
+	uint8_t v[20];
+
+	kh_put_be32(v, product);
+	kh_put_be64(v + 4, start);
+	kh_put_be64(v + 12, end);
+	return kh_tlv_put(w, KH_EMM_ENTITLE, v, sizeof v);
+}
+
+kh_err kh_emm_put_revoke(struct kh_wr *w, uint32_t product)
+{
+	return kh_tlv_put_u32(w, KH_EMM_REVOKE, product);
+}
+
+kh_err kh_emm_put_add_credit(struct kh_wr *w, uint32_t amount, uint32_t reload_id)
+{
+	uint8_t v[8];
+
+	kh_put_be32(v, amount);
+	kh_put_be32(v + 4, reload_id);
+	return kh_tlv_put(w, KH_EMM_ADD_CREDIT, v, sizeof v);
+}
+
+kh_err kh_emm_put_auth_export(struct kh_wr *w, int on)
+{
+	return kh_tlv_put_u8(w, KH_EMM_AUTH_EXPORT, on ? 1 : 0);
+}
+
+kh_err kh_emm_put_req_export(struct kh_wr *w)
+{
+	return kh_tlv_put(w, KH_EMM_REQ_EXPORT, NULL, 0);
+}
+
+kh_err kh_emm_put_set_group(struct kh_wr *w, uint32_t group, const uint8_t key[static KH_CAS_KEY_LEN])
+{
+	uint8_t v[4 + KH_CAS_KEY_LEN];
+	kh_err r;
+
+	kh_put_be32(v, group);
+	memcpy(v + 4, key, KH_CAS_KEY_LEN);
+	r = kh_tlv_put(w, KH_EMM_SET_GROUP, v, sizeof v);
+	kh_wipe(v, sizeof v);
+	return r;
+}
+
+kh_err kh_emm_put_set_all_key(struct kh_wr *w, const uint8_t key[static KH_CAS_KEY_LEN])
+{
+	return kh_tlv_put(w, KH_EMM_SET_ALL_KEY, key, KH_CAS_KEY_LEN);
+}
+
+/* ---- diversified keys ---- */
+
+static kh_err diversify(const uint8_t master[static 32], const char *label, size_t llen, const uint32_t *id,
+			uint8_t out[static 32])
+{
+	uint8_t info[64];
+
+	memcpy(info, label, llen);
+	if (id)
+		kh_put_be32(info + llen, *id);
+	return kh_hkdf(master, 32, NULL, 0, info, llen + (id ? 4 : 0), out, 32);
+}
+
+kh_err kh_cas_card_kp(const uint8_t master[static 32], uint32_t ua, uint8_t kp[static 32])
+{
+	return diversify(master, label_kp, sizeof label_kp - 1, &ua, kp);
+}
+
+kh_err kh_cas_card_ku(const uint8_t master[static 32], uint32_t ua, uint8_t ku[static 32])
+{
+	return diversify(master, label_ku, sizeof label_ku - 1, &ua, ku);
+}
+
+kh_err kh_cas_group_key(const uint8_t master[static 32], uint32_t group, uint8_t key[static 32])
+{
+	return diversify(master, label_group, sizeof label_group - 1, &group, key);
+}
+
+kh_err kh_cas_all_key(const uint8_t master[static 32], uint8_t key[static 32])
+{
+	return diversify(master, label_all, sizeof label_all - 1, NULL, key);
+}
+
+/* ---- the card's answers, read by hosts (unknown tags skipped) ---- */
+
+kh_err kh_cw_answer_parse(const uint8_t *d, size_t n, struct kh_cw_answer *out)
+{
+	struct kh_cw_answer a;
+	struct kh_rd rd;
+	struct kh_tlv t;
+	unsigned seen = 0;
+	size_t elen = 0, olen = 0;
+	int k;
+	kh_err r = KH_OK;
+
+	memset(&a, 0, sizeof a);
+	kh_rd_init(&rd, d, n);
+	while (r == KH_OK && (k = kh_tlv_next(&rd, &t)) == 1) {
+		if (t.tag >= KH_CW_T_ALG && t.tag <= KH_CW_T_CP)
+			seen |= 1u << t.tag;
+		switch (t.tag) {
+		case KH_CW_T_ALG: r = kh_tlv_u8(&t, &a.alg); break;
+		case KH_CW_T_EVEN:
+		case KH_CW_T_ODD:
+			if (t.len != 8 && t.len != 16) {
+				r = KH_ERR_FORMAT;
+				break;
+			}
+			memcpy(t.tag == KH_CW_T_EVEN ? a.even : a.odd, t.v, t.len);
+			*(t.tag == KH_CW_T_EVEN ? &elen : &olen) = t.len;
+			break;
+		case KH_CW_T_CP: r = kh_tlv_u32(&t, &a.cp); break;
+		default: break;
+		}
+	}
+	if (r == KH_OK && k < 0)
+		r = k;
+	if (r == KH_OK && (seen != 0x1E || elen != olen || elen != cw_len_of(a.alg)))
+		r = KH_ERR_FORMAT;
+	if (r == KH_OK) {
+		a.cw_len = (uint8_t)elen;
+		*out = a;
+	}
+	kh_wipe(&a, sizeof a);
+	return r;
+}
+
+kh_err kh_ppv_offer_parse(const uint8_t *d, size_t n, struct kh_ppv_offer *out)
+{
+	struct kh_ppv_offer o = {0};
+	struct kh_rd rd;
+	struct kh_tlv t;
+	unsigned seen = 0;
+	int k;
+	kh_err r = KH_OK;
+
+	kh_rd_init(&rd, d, n);
+	while (r == KH_OK && (k = kh_tlv_next(&rd, &t)) == 1) {
+		switch (t.tag) {
+		case KH_OFFER_T_EVENT: r = kh_tlv_u32(&t, &o.event); break;
+		case KH_OFFER_T_PRICE: r = kh_tlv_u32(&t, &o.price); break;
+		case KH_OFFER_T_CREDIT: r = kh_tlv_u32(&t, &o.credit); break;
+		default: continue;
+		}
+		seen |= 1u << t.tag;
+	}
+	if (r != KH_OK)
+		return r;
+	if (k < 0)
+		return k;
+	if (seen != 0x0E)
+		return KH_ERR_FORMAT;
+	*out = o;
+	return KH_OK;
+}
+
+kh_err kh_cas_status_parse(const uint8_t *d, size_t n, struct kh_cas_status *out)
+{
+	struct kh_cas_status s;
+	struct kh_rd rd;
+	struct kh_tlv t;
+	size_t npl = 0;
+	int k;
+	kh_err r = KH_OK;
+
+	memset(&s, 0, sizeof s);
+	kh_rd_init(&rd, d, n);
+	while (r == KH_OK && (k = kh_tlv_next(&rd, &t)) == 1) {
+		switch (t.tag) {
+		case 1: r = kh_tlv_u32(&t, &s.credit); break;
+		case 2:
+			s.has_group = 1;
+			r = kh_tlv_u32(&t, &s.group);
+			break;
+		case 3: case 4: case 5: r = kh_tlv_u32(&t, &s.seq[t.tag - 3]); break;
+		case 6: r = kh_tlv_u8(&t, &s.export_ok); break;
+		case 7:
+			if (t.len != 2) {
+				r = KH_ERR_FORMAT;
+				break;
+			}
+			s.npurchases = (uint16_t)(t.v[0] << 8 | t.v[1]);
+			break;
+		case 8: r = kh_tlv_u32(&t, &s.n_ecm); break;
+		case 9: r = kh_tlv_u32(&t, &s.n_cw); break;
+		case 10: r = kh_tlv_u32(&t, &s.n_refused); break;
+		case 11: r = kh_tlv_u32(&t, &s.n_emm); break;
+		case 12:
+			if (t.len != 20 || s.nrights == KH_CAS_STATUS_MAX_RIGHTS) {
+				r = KH_ERR_FORMAT;
+				break;
+			}
+			s.rights[s.nrights].product = kh_get_be32(t.v);
+			s.rights[s.nrights].start = kh_get_be64(t.v + 4);
+			s.rights[s.nrights].end = kh_get_be64(t.v + 12);
+			s.nrights++;
+			break;
+		case 13:
+			if (t.len != 5 || s.nkeys == KH_CAS_STATUS_MAX_KEYS) {
+				r = KH_ERR_FORMAT;
+				break;
+			}
+			s.keys[s.nkeys].id = t.v[0];
+			s.keys[s.nkeys].version = kh_get_be32(t.v + 1);
+			s.nkeys++;
+			break;
+		case 14:
+			if (t.len != 16 || npl == KH_CAS_STATUS_MAX_PURCHASES) {
+				r = KH_ERR_FORMAT;
+				break;
+			}
+			s.purchases[npl].event = kh_get_be32(t.v);
+			s.purchases[npl].price = kh_get_be32(t.v + 4);
+			s.purchases[npl].time = kh_get_be64(t.v + 8);
+			npl++;
+			break;
+		case 15: r = kh_tlv_u32(&t, &s.last_reload); break;
+		default: break;
+		}
+	}
+	if (r != KH_OK)
+		return r;
+	if (k < 0)
+		return k;
+	*out = s;
+	return KH_OK;
+}
