@@ -2,6 +2,8 @@
 # Run the benchmarks of bench/ against a build directory and print what they print, after a
 # few lines about the machine (as '#' comments, so the output stays machine-readable).
 #   sh bench/run.sh BUILD_DIR [bench_pair options, e.g. -r 9 -t 0.5]
+# bench_pair runs first, then bench_cas with the same options (it understands -r -n -p -b and
+# ignores -t: its rounds are counted in ECMs and EMMs).
 # `make bench` runs `sh bench/run.sh build`. See docs/performance.md.
 set -eu
 
@@ -27,6 +29,18 @@ if [ -r /proc/loadavg ]; then
 fi
 status=0
 "$bin" "$@" || status=$?
+
+# ECM to control word, and EMMs (docs/performance.md "ECM to control word").
+cas=$build/bench_cas
+if [ -x "$cas" ]; then
+	if [ -r /proc/loadavg ]; then
+		echo "# loadavg before bench_cas: $(cut -d' ' -f1-3 /proc/loadavg)"
+	fi
+	"$cas" "$@" || status=$?
+else
+	echo "bench/run.sh: $cas not found or not executable; build it with --target bench_cas" >&2
+	status=1
+fi
 if [ -r /proc/loadavg ]; then
 	echo "# loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
