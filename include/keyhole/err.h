@@ -87,8 +87,7 @@ typedef int kh_err;
 	   0x6F28)                                                                               \
 	XX(CW_PLAIN, "control words travel only inside the decoder's sealed channel", 403,       \
 	   "cw_plain", 0x6F29)                                                                   \
-	XX(CARD_FULL, "card storage full", 507, "card_full", 0x6F2A)                             \
-	XX(RELOAD_USED, "credit reload already applied", 409, "reload_used", 0x6F2B)
+	XX(CARD_FULL, "card storage full", 507, "card_full", 0x6F2A)
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

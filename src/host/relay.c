@@ -10,6 +10,7 @@
 #include "keyhole/crypto.h"
 #include "keyhole/host.h"
 #include "keyhole/log.h"
+#include "host/relay_int.h"
 
 /* Enough relay rounds for GET CERT, PAIR OPEN and one sealed command, with room to spare. */
 #define MAX_ROUNDS 8
@@ -71,6 +72,45 @@ kh_err kh_host_info(struct kh_transport *t, struct kh_module_info *info)
 	return KH_OK;
 }
 
+/* The CAM spoken to in plain APDUs. */
+static kh_err cam_plain(void *ctx, uint8_t ins, const uint8_t *data, size_t len, uint8_t *resp, size_t cap,
+			size_t *dlen, uint16_t *sw)
+{
+	return kh_host_apdu(ctx, ins, 0, data, len, resp, cap, dlen, sw);
+}
+
+kh_err kh__host_relay(kh__cam_call call, void *ctx, struct kh_transport *card, uint8_t ins, const uint8_t *data,
+		      size_t len, uint8_t *out, size_t cap, size_t *outlen)
+{
+	uint8_t camresp[KH_APDU_MAX_RESP], cardresp[KH_APDU_MAX_RESP];
+	size_t dlen, cardlen;
+	uint16_t sw;
+	kh_err r;
+
+	if ((r = call(ctx, ins, data, len, camresp, sizeof camresp, &dlen, &sw)) != KH_OK)
+		goto out;
+	for (int round = 0; sw == KH_SW_RELAY; round++) {
+		if (round == MAX_ROUNDS) {
+			r = KH_ERR_PAIR_STATE;
+			goto out;
+		}
+		if ((r = kh_transport_xfer(card, camresp, dlen, cardresp, sizeof cardresp, &cardlen)) != KH_OK)
+			goto out;
+		if ((r = call(ctx, KH_INS_CARD_RESP, cardresp, cardlen, camresp, sizeof camresp, &dlen, &sw)) != KH_OK)
+			goto out;
+	}
+	if (dlen > cap) {
+		r = KH_ERR_BUF;
+		goto out;
+	}
+	memcpy(out, camresp, dlen);
+	*outlen = dlen;
+out:
+	/* The CAM's last answer may be the card's inner answer: control words. */
+	kh_wipe(camresp, sizeof camresp);
+	return r;
+}
+
 /*
  * Carry bytes between CAM and card until the CAM stops asking (SW 9F00 means "take these bytes
  * to the card"). The CAM's last answer goes to out.
@@ -78,27 +118,7 @@ kh_err kh_host_info(struct kh_transport *t, struct kh_module_info *info)
 static kh_err relay(struct kh_transport *cam, struct kh_transport *card, uint8_t ins, const uint8_t *data,
 		    size_t len, uint8_t *out, size_t cap, size_t *outlen)
 {
-	uint8_t camresp[KH_APDU_MAX_RESP], cardresp[KH_APDU_MAX_RESP];
-	size_t dlen, cardlen;
-	uint16_t sw;
-	kh_err r;
-
-	if ((r = kh_host_apdu(cam, ins, 0, data, len, camresp, sizeof camresp, &dlen, &sw)) != KH_OK)
-		return r;
-	for (int round = 0; sw == KH_SW_RELAY; round++) {
-		if (round == MAX_ROUNDS)
-			return KH_ERR_PAIR_STATE;
-		if ((r = kh_transport_xfer(card, camresp, dlen, cardresp, sizeof cardresp, &cardlen)) != KH_OK)
-			return r;
-		if ((r = kh_host_apdu(cam, KH_INS_CARD_RESP, 0, cardresp, cardlen, camresp, sizeof camresp, &dlen,
-				      &sw)) != KH_OK)
-			return r;
-	}
-	if (dlen > cap)
-		return KH_ERR_BUF;
-	memcpy(out, camresp, dlen);
-	*outlen = dlen;
-	return KH_OK;
+	return kh__host_relay(cam_plain, cam, card, ins, data, len, out, cap, outlen);
 }
 
 kh_err kh_host_pair_cam_card(struct kh_transport *cam, struct kh_transport *card, uint32_t *card_ua)

@@ -37,6 +37,7 @@ static kh_err need_service(struct kh_module *m, const struct kh_apdu *a)
 
 static void drop(struct kh_module *m)
 {
+	m->cam_secret = 0;
 	kh_link_reset(&m->link);
 	kh_wipe(m->cam_pending, m->cam_pendlen);
 	m->cam_pendlen = 0;
@@ -138,6 +139,15 @@ kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 		return r;
 	case KH_LINK_REPLY:
 		if (m->cam_phase == CAM_BUSY) {
+			/* An answer to a command that came inside the decoder's channel (control words,
+			 * a purchase) goes back only inside it. */
+			if (m->cam_secret && !m->depth) {
+				kh_wipe(resp->p, resp->len);
+				resp->len = 0;
+				drop(m);
+				return KH_ERR_CW_PLAIN;
+			}
+			m->cam_secret = 0;
 			m->cam_phase = CAM_READY;
 			return KH_OK;
 		}
@@ -175,6 +185,10 @@ kh_err kh__h_card_send(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 		return KH_ERR_APDU_LEN;
 	if (a->lc > sizeof m->cam_pending)
 		return KH_ERR_TOO_LARGE;
+	/* Commands whose answers carry control words or spend credit travel only inside the
+	 * decoder's channel; a host asking for them in clear is refused. */
+	if (!m->depth && a->lc >= 2 && (a->data[1] == KH_INS_ECM || a->data[1] == KH_INS_PURCHASE))
+		return KH_ERR_CW_PLAIN;
 	if (m->cam_phase == CAM_BUSY) {
 		/* The answer to the last command never came: the card went away. */
 		drop(m);
@@ -184,6 +198,7 @@ kh_err kh__h_card_send(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 		return KH_ERR_NOT_PAIRED;
 	if (m->cam_phase != CAM_READY)
 		return KH_ERR_PAIR_STATE;
+	m->cam_secret = (uint8_t)(m->depth != 0);
 	if (kh_chan_needs_rekey(&m->link.ch, now)) {
 		/* Pair again from GET CERT (the certificate may have expired meanwhile), prove
 		 * ourselves on the new channel, then send the waiting command. */

@@ -30,9 +30,15 @@ static const struct {
 	{KH_INS_SEALED, F_PLAIN | F_NOTX, kh__h_sealed},
 	{KH_INS_ECHO, F_SEALED, kh__h_echo},
 	{KH_INS_CAM_AUTH, F_SEALED, kh__h_cam_auth},
-	{KH_INS_CARD_START, F_PLAIN | F_CAM, kh__h_card_start},
-	{KH_INS_CARD_RESP, F_PLAIN | F_CAM, kh__h_card_resp},
-	{KH_INS_CARD_SEND, F_PLAIN | F_CAM, kh__h_card_send},
+	/* The CAM's relay commands work inside the decoder's channel too: that is how control
+	 * words reach the decoder without crossing the host in clear. */
+	{KH_INS_CARD_START, F_PLAIN | F_SEALED | F_CAM, kh__h_card_start},
+	{KH_INS_CARD_RESP, F_PLAIN | F_SEALED | F_CAM, kh__h_card_resp},
+	{KH_INS_CARD_SEND, F_PLAIN | F_SEALED | F_CAM, kh__h_card_send},
+	{KH_INS_ECM, F_SEALED, kh__h_ecm},
+	{KH_INS_PURCHASE, F_SEALED, kh__h_purchase},
+	{KH_INS_EMM, F_PLAIN | F_SEALED, kh__h_emm},
+	{KH_INS_CAS_STATUS, F_PLAIN | F_SEALED, kh__h_cas_status},
 };
 
 static const char label_state[] = "keyhole module state v1";
@@ -97,7 +103,8 @@ uint64_t kh_module_counter(const struct kh_module *m)
 
 /* ---- sealed state ---- */
 
-static kh_err serialise(const struct kh_persist *p, uint8_t *buf, size_t cap, size_t *len)
+static kh_err serialise(const struct kh_persist *p, const struct kh_cas_usage *u, uint8_t *buf, size_t cap,
+			size_t *len)
 {
 	struct kh_wr w;
 	kh_wr_init(&w, buf, cap);
@@ -113,6 +120,7 @@ static kh_err serialise(const struct kh_persist *p, uint8_t *buf, size_t cap, si
 	kh_tlv_put(&w, T_KU, p->ku, 32);
 	kh_tlv_put(&w, T_SIGN_CERT, p->sign_cert, p->sign_cert_len);
 	kh_tlv_put(&w, T_PAIR_CERT, p->pair_cert, p->pair_cert_len);
+	kh__cas_serialise(&p->cas, u, &w);
 	*len = w.len;
 	return w.err;
 }
@@ -126,7 +134,7 @@ static kh_err cert_field(const struct kh_tlv *t, uint8_t *dst, uint16_t *len)
 	return KH_OK;
 }
 
-static kh_err deserialise(const uint8_t *buf, size_t len, struct kh_persist *p)
+static kh_err deserialise(const uint8_t *buf, size_t len, struct kh_persist *p, struct kh_cas_usage *u)
 {
 	struct kh_rd rd;
 	struct kh_tlv t;
@@ -134,6 +142,7 @@ static kh_err deserialise(const uint8_t *buf, size_t len, struct kh_persist *p)
 	kh_err r = KH_OK;
 
 	kh_wipe(p, sizeof *p);
+	memset(u, 0, sizeof *u);
 	kh_rd_init(&rd, buf, len);
 	while (r == KH_OK && (k = kh_tlv_next(&rd, &t)) == 1) {
 		switch (t.tag) {
@@ -149,7 +158,7 @@ static kh_err deserialise(const uint8_t *buf, size_t len, struct kh_persist *p)
 		case T_KU: r = kh_tlv_fixed(&t, p->ku, 32); break;
 		case T_SIGN_CERT: r = cert_field(&t, p->sign_cert, &p->sign_cert_len); break;
 		case T_PAIR_CERT: r = cert_field(&t, p->pair_cert, &p->pair_cert_len); break;
-		default: r = KH_ERR_TLV_TAG; break;
+		default: r = kh__cas_field(&t, &p->cas, u); break;
 		}
 	}
 	if (r == KH_OK && k < 0)
@@ -178,7 +187,7 @@ static kh_err persist(struct kh_module *m)
 	uint64_t next = m->counter + 1;
 	kh_err r;
 
-	if ((r = serialise(&m->p, m->plain, sizeof m->plain, &plen)) != KH_OK)
+	if ((r = serialise(&m->p, &m->usage, m->plain, sizeof m->plain, &plen)) != KH_OK)
 		goto out;
 	if (HDR_LEN + plen + KH_TAG_LEN > sizeof m->blob) {
 		r = KH_ERR_TOO_LARGE;
@@ -203,6 +212,7 @@ static kh_err persist(struct kh_module *m)
 		r = KH_ERR_STORE;
 		goto out;
 	}
+	m->usage.unsaved = 0;
 out:
 	kh_wipe(m->plain, sizeof m->plain);
 	return r;
@@ -210,6 +220,7 @@ out:
 
 kh_err kh_module_load(struct kh_module *m, const uint8_t *blob, size_t len, uint64_t min_counter)
 {
+	struct kh_cas_usage usage;
 	uint64_t counter;
 	size_t plen;
 	kh_err r;
@@ -230,9 +241,10 @@ kh_err kh_module_load(struct kh_module *m, const uint8_t *blob, size_t len, uint
 		r = KH_ERR_ROLLBACK;
 		goto out;
 	}
-	if ((r = deserialise(m->plain, plen, &m->saved)) != KH_OK)
+	if ((r = deserialise(m->plain, plen, &m->saved, &usage)) != KH_OK)
 		goto out;
 	m->p = m->saved;
+	m->usage = usage;
 	m->counter = counter;
 	kh_chan_wipe(&m->chan);
 	kh_link_wipe(&m->link);
@@ -244,11 +256,12 @@ out:
 
 /* ---- dispatch ---- */
 
-static size_t finish(struct kh_wr *w, uint8_t *resp, size_t cap, uint16_t sw)
+static size_t finish(struct kh_wr *w, uint8_t *resp, size_t cap, uint16_t sw, int keep)
 {
-	/* On error, or when the data does not fit, the answer is the status word alone. */
+	/* On error the answer is the status word alone, unless the handler made data to go with the
+	 * refusal (a pay-per-view offer); when the data does not fit, the status word alone too. */
 	size_t n = w->len;
-	if (sw != KH_SW_OK && sw != KH_SW_RELAY)
+	if (sw != KH_SW_OK && sw != KH_SW_RELAY && !keep)
 		n = 0;
 	if (n + 2 > cap) {
 		n = 0;
@@ -273,17 +286,18 @@ size_t kh__module_exec(struct kh_module *m, const uint8_t *cmd, size_t len, uint
 	kh_wr_init(&w, resp, cap >= 2 ? cap - 2 : 0);
 	m->relay = 0;
 	m->dirty = 0;
+	m->keep_data = 0;
 	if ((r = kh_apdu_parse(cmd, len, &a)) != KH_OK)
-		return finish(&w, resp, cap, kh_err_to_sw(r));
+		return finish(&w, resp, cap, kh_err_to_sw(r), 0);
 	if (a.cla != KH_CLA)
-		return finish(&w, resp, cap, kh_err_to_sw(KH_ERR_APDU_CLA));
+		return finish(&w, resp, cap, kh_err_to_sw(KH_ERR_APDU_CLA), 0);
 	for (i = 0; i < sizeof dispatch / sizeof dispatch[0]; i++)
 		if (dispatch[i].ins == a.ins)
 			break;
 	if (i == sizeof dispatch / sizeof dispatch[0] ||
 	    !(dispatch[i].flags & (m->depth ? F_SEALED : F_PLAIN)) ||
 	    ((dispatch[i].flags & F_CAM) && m->p.role != KH_ROLE_CAM))
-		return finish(&w, resp, cap, kh_err_to_sw(KH_ERR_APDU_INS));
+		return finish(&w, resp, cap, kh_err_to_sw(KH_ERR_APDU_INS), 0);
 
 	if (dispatch[i].flags & F_NOTX) {
 		r = dispatch[i].fn(m, &a, &w);
@@ -301,7 +315,8 @@ size_t kh__module_exec(struct kh_module *m, const uint8_t *cmd, size_t len, uint
 		kh_wipe(&m->saved, sizeof m->saved);
 		m->dirty = 0;
 	}
-	return finish(&w, resp, cap, r == KH_OK ? (m->relay ? KH_SW_RELAY : KH_SW_OK) : kh_err_to_sw(r));
+	return finish(&w, resp, cap, r == KH_OK ? (m->relay ? KH_SW_RELAY : KH_SW_OK) : kh_err_to_sw(r),
+		      m->keep_data && w.err == KH_OK);
 }
 
 size_t kh_module_process(struct kh_module *m, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap)

@@ -20,6 +20,51 @@ enum kh_lifecycle {
 	KH_LC_PERSONALISED = 2, /* in service */
 };
 
+/* Pay-TV state of a card (applet_cas.c). Fixed capacities: a module never allocates. */
+#define KH_CAS_KEYS 8       /* service keys (id, version): two versions per id for rotation */
+#define KH_CAS_RIGHTS 32    /* subscription rights, one per product */
+#define KH_CAS_EVENTS 64    /* pay-per-view events bought (what the ECM check consults) */
+#define KH_CAS_LOG 64       /* purchase log, kept for export (seed 001, issue 4) */
+
+struct kh_cas_skey {
+	uint8_t id;
+	uint32_t version;
+	uint8_t key[32];
+};
+struct kh_cas_right {
+	uint32_t product;
+	uint64_t start, end; /* [start, end), Unix seconds */
+};
+struct kh_cas_buy {
+	uint32_t event, price;
+	uint64_t time;
+};
+
+struct kh_cas_state {
+	uint32_t credit;
+	uint32_t last_reload;   /* highest reload id applied */
+	uint32_t seq[3];        /* last EMM seq accepted, by address type */
+	uint32_t group;
+	uint8_t has_group, has_all, export_ok, export_req;
+	uint8_t group_key[32], all_key[32];
+	uint8_t nkeys, nrights, nevents, nlog;
+	struct kh_cas_skey keys[KH_CAS_KEYS];
+	struct kh_cas_right rights[KH_CAS_RIGHTS];
+	uint32_t events[KH_CAS_EVENTS];
+	struct kh_cas_buy log[KH_CAS_LOG];
+};
+
+/*
+ * Usage counters (seed 001's statistics). Outside the command transaction on purpose: a refused
+ * ECM still counts. Sealed with the state whenever it is stored, and at least every
+ * KH_CAS_USAGE_FLUSH ECMs, so a power cut loses fewer than that many counts.
+ */
+#define KH_CAS_USAGE_FLUSH 16
+struct kh_cas_usage {
+	uint32_t n_ecm, n_cw, n_refused, n_emm;
+	uint32_t unsaved;
+};
+
 /* Everything that survives a power cycle: what the sealed blob holds. */
 struct kh_persist {
 	uint8_t lifecycle;
@@ -32,6 +77,7 @@ struct kh_persist {
 	uint16_t sign_cert_len, pair_cert_len;
 	uint8_t sign_cert[KH_CERT_MAX];
 	uint8_t pair_cert[KH_CERT_MAX];
+	struct kh_cas_state cas;
 };
 
 #define KH_MODULE_MAGIC 0x4B484D53u /* "KHMS" */
@@ -46,11 +92,14 @@ struct kh_module {
 	int dirty;               /* the command changed p: seal and store before answering */
 	int relay;               /* answer with KH_SW_RELAY instead of 9000 */
 	int depth;               /* 1 while processing a command from inside the channel */
+	int keep_data;           /* the refusal's answer carries data (a pay-per-view offer) */
+	struct kh_cas_usage usage;
 
 	struct kh_chan chan;  /* responder side: toward the CAM (card) or the decoder (CAM) */
 	struct kh_link link;  /* CAM only: initiator side toward the card */
 	uint8_t cam_phase;    /* CAM only: enum in applet_cam.c */
 	uint32_t cam_rekey_ua; /* CAM only: during a re-key, the card it must be again */
+	uint8_t cam_secret;   /* CAM only: the command in flight came inside the decoder's channel */
 	uint16_t cam_pendlen; /* CAM only: a command waiting for a re-pairing to finish */
 	uint8_t cam_pending[KH_APDU_MAX_DATA];
 
@@ -74,6 +123,16 @@ kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 kh_err kh__h_card_start(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_card_send(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+kh_err kh__h_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+kh_err kh__h_purchase(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+kh_err kh__h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+kh_err kh__h_cas_status(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+
+/* The CAS applet's part of the sealed state: TLV tags from KH_CAS_STATE_TAG0 up. */
+#define KH_CAS_STATE_TAG0 0x40
+kh_err kh__cas_serialise(const struct kh_cas_state *c, const struct kh_cas_usage *u, struct kh_wr *w);
+/* One TLV of it into c / u; KH_ERR_TLV_TAG for a tag that is not the applet's. */
+kh_err kh__cas_field(const struct kh_tlv *t, struct kh_cas_state *c, struct kh_cas_usage *u);
 
 /* Run one parsed command through the dispatch table (used again for commands inside the channel). */
 size_t kh__module_exec(struct kh_module *m, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap);

@@ -343,7 +343,7 @@ static void test_dispatch(void **state)
 	assert_int_equal(send_apdu(&w->c1.t, 0x00, KH_INS_GET_INFO, 0, 0, NULL, 0, resp, sizeof resp, &dlen), 0x6E00);
 	assert_int_equal(dlen, 0);
 	assert_int_equal(send_apdu(&w->c1.t, 0xFF, KH_INS_GET_INFO, 0, 0, NULL, 0, resp, sizeof resp, &dlen), 0x6E00);
-	assert_int_equal(send_apdu(&w->c1.t, KH_CLA, 0x44, 0, 0, NULL, 0, resp, sizeof resp, &dlen), 0x6D00);
+	assert_int_equal(send_apdu(&w->c1.t, KH_CLA, 0x4E, 0, 0, NULL, 0, resp, sizeof resp, &dlen), 0x6D00);
 	assert_int_equal(dlen, 0);
 	/* ECHO only inside the channel */
 	assert_int_equal(send_apdu(&w->c1.t, KH_CLA, KH_INS_ECHO, 0, 0, (const uint8_t *)"hi", 2, resp, sizeof resp,

@@ -1,0 +1,557 @@
+/*
+ * The card's conditional-access applet (PROTOCOLS.md "Pay-TV: ECM and EMM", seeds 000 and 001):
+ * service keys, subscription rights, pay-per-view credit, bought events and the purchase log.
+ *
+ *   ECM        sealed, and only on a channel a CAM has proven (CAM AUTH): open the ECM with the
+ *              service key it names and answer the control words only when a right covers its
+ *              access criteria at its broadcast time; otherwise a status word naming the reason
+ *              (with the pay-per-view offer as data when the event is simply not bought yet).
+ *   PURCHASE   sealed, same channel rule: impulse purchase of the event an authenticated ECM
+ *              names, at the ECM's price, debited once, never below zero, logged.
+ *   EMM        plain or sealed (an EMM authenticates itself): addressed to this card's UA, its
+ *              group or all, sequence strictly increasing per address type, commands applied
+ *              all together or not at all.
+ *   CAS STATUS public facts: credit, rights, key ids, purchases, counters. Never a key.
+ *
+ * Every change is made in m->p inside the command transaction of module.c, so a refused command
+ * changes nothing, and an accepted one is sealed and stored before its answer leaves.
+ */
+#include <string.h>
+
+#include "keyhole/cas.h"
+#include "keyhole/crypto.h"
+#include "module/module_int.h"
+
+/* ---- checks shared by the handlers ---- */
+
+static kh_err need_card(const struct kh_module *m, const struct kh_apdu *a)
+{
+	if (m->p.role != KH_ROLE_CARD)
+		return KH_ERR_APDU_INS;
+	if (a->p1 || a->p2)
+		return KH_ERR_APDU_P1P2;
+	if (m->p.lifecycle != KH_LC_PERSONALISED)
+		return KH_ERR_NOT_PERSONALISED;
+	return KH_OK;
+}
+
+/* Control words go only to a channel whose holder proved it is a certified CAM. */
+static kh_err need_cam_channel(const struct kh_module *m)
+{
+	return m->chan.open && m->chan.peer_ua ? KH_OK : KH_ERR_CHAN_UNPROVEN;
+}
+
+static const struct kh_cas_skey *find_key(const struct kh_cas_state *c, uint8_t id, uint32_t version)
+{
+	for (size_t i = 0; i < c->nkeys; i++)
+		if (c->keys[i].id == id && c->keys[i].version == version)
+			return &c->keys[i];
+	return NULL;
+}
+
+/* Open the ECM in a->data with the service key its clear header names. */
+static kh_err open_ecm(const struct kh_module *m, const struct kh_apdu *a, struct kh_ecm *e)
+{
+	const struct kh_cas_skey *k;
+	struct kh_ecm_hdr h;
+	kh_err r;
+
+	if ((r = kh_ecm_peek(a->data, a->lc, &h)) != KH_OK)
+		return r;
+	if (!(k = find_key(&m->p.cas, h.key_id, h.key_version)))
+		return KH_ERR_NO_KEY;
+	return kh_ecm_open(k->key, a->data, a->lc, e);
+}
+
+static int bought(const struct kh_cas_state *c, uint32_t event)
+{
+	for (size_t i = 0; i < c->nevents; i++)
+		if (c->events[i] == event)
+			return 1;
+	return 0;
+}
+
+static kh_err put_offer(struct kh_wr *w, uint32_t event, uint32_t price, uint32_t credit)
+{
+	kh_tlv_put_u32(w, KH_OFFER_T_EVENT, event);
+	kh_tlv_put_u32(w, KH_OFFER_T_PRICE, price);
+	return kh_tlv_put_u32(w, KH_OFFER_T_CREDIT, credit);
+}
+
+/* Does a subscription cover product at time t? The reason when it does not. */
+static kh_err product_right(const struct kh_cas_state *c, uint32_t product, uint64_t t)
+{
+	int expired = 0, future = 0;
+
+	for (size_t i = 0; i < c->nrights; i++) {
+		const struct kh_cas_right *rt = &c->rights[i];
+		if (rt->product != product)
+			continue;
+		if (t >= rt->start && t < rt->end)
+			return KH_OK;
+		if (t >= rt->end)
+			expired = 1;
+		else
+			future = 1;
+	}
+	return expired ? KH_ERR_RIGHT_EXPIRED : future ? KH_ERR_RIGHT_NOT_STARTED : KH_ERR_NO_RIGHT;
+}
+
+/* ---- ECM ---- */
+
+kh_err kh__h_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+{
+	const struct kh_cas_state *c = &m->p.cas;
+	struct kh_ecm e;
+	kh_err r;
+
+	if ((r = need_card(m, a)) != KH_OK || (r = need_cam_channel(m)) != KH_OK)
+		return r;
+	m->usage.n_ecm++;
+	if ((r = open_ecm(m, a, &e)) != KH_OK)
+		goto out;
+	if (e.access == KH_ECM_PRODUCT) {
+		r = product_right(c, e.product, e.time);
+	} else if (!bought(c, e.event)) {
+		/* Not bought: say what it costs, so the decoder can offer it. */
+		r = c->credit >= e.price ? KH_ERR_NOT_PURCHASED : KH_ERR_CREDIT_LOW;
+		if (put_offer(resp, e.event, e.price, c->credit) == KH_OK)
+			m->keep_data = 1;
+	}
+	if (r != KH_OK)
+		goto out;
+	kh_tlv_put_u8(resp, KH_CW_T_ALG, e.alg);
+	kh_tlv_put(resp, KH_CW_T_EVEN, e.cw_even, e.cw_len);
+	kh_tlv_put(resp, KH_CW_T_ODD, e.cw_odd, e.cw_len);
+	r = kh_tlv_put_u32(resp, KH_CW_T_CP, e.h.cp);
+	if (r == KH_OK) {
+		m->usage.n_cw++;
+		/* Usage counters ride along with the next store; force one now and then. */
+		if (++m->usage.unsaved >= KH_CAS_USAGE_FLUSH)
+			m->dirty = 1;
+	}
+out:
+	if (r != KH_OK)
+		m->usage.n_refused++;
+	kh_wipe(&e, sizeof e);
+	return r;
+}
+
+/* ---- PURCHASE ---- */
+
+kh_err kh__h_purchase(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+{
+	struct kh_cas_state *c = &m->p.cas;
+	struct kh_ecm e;
+	uint64_t now;
+	kh_err r;
+
+	if ((r = need_card(m, a)) != KH_OK || (r = need_cam_channel(m)) != KH_OK)
+		return r;
+	if ((r = open_ecm(m, a, &e)) != KH_OK)
+		goto out;
+	/* Event and price come from the authenticated ECM, never from the host. */
+	if (e.access != KH_ECM_EVENT) {
+		r = KH_ERR_FORMAT;
+		goto out;
+	}
+	if (bought(c, e.event)) {
+		/* Bought before: answered again, charged once. */
+		r = put_offer(resp, e.event, e.price, c->credit);
+		goto out;
+	}
+	if (c->credit < e.price) {
+		r = KH_ERR_CREDIT_LOW;
+		if (put_offer(resp, e.event, e.price, c->credit) == KH_OK)
+			m->keep_data = 1;
+		goto out;
+	}
+	if (c->nevents == KH_CAS_EVENTS || c->nlog == KH_CAS_LOG) {
+		r = KH_ERR_CARD_FULL;
+		goto out;
+	}
+	now = kh__module_now(m);
+	c->credit -= e.price;
+	c->events[c->nevents++] = e.event;
+	c->log[c->nlog].event = e.event;
+	c->log[c->nlog].price = e.price;
+	c->log[c->nlog].time = now ? now : e.time;
+	c->nlog++;
+	m->dirty = 1; /* stored before the answer: a purchase acknowledged is a purchase kept */
+	r = put_offer(resp, e.event, e.price, c->credit);
+out:
+	kh_wipe(&e, sizeof e);
+	return r;
+}
+
+/* ---- EMM ---- */
+
+static kh_err set_key(struct kh_cas_state *c, const struct kh_tlv *t)
+{
+	struct kh_cas_skey *slot = NULL;
+	uint8_t id;
+	uint32_t version;
+	size_t same = 0, oldest = 0;
+
+	if (t->len != 1 + 4 + 32)
+		return KH_ERR_FORMAT;
+	id = t->v[0];
+	version = kh_get_be32(t->v + 1);
+	for (size_t i = 0; i < c->nkeys; i++) {
+		if (c->keys[i].id != id)
+			continue;
+		if (c->keys[i].version == version) {
+			slot = &c->keys[i];
+			break;
+		}
+		if (same++ == 0 || c->keys[i].version < c->keys[oldest].version)
+			oldest = i;
+	}
+	/* Two versions per id make rotation gapless; a third replaces the oldest. */
+	if (!slot && same >= 2)
+		slot = &c->keys[oldest];
+	if (!slot) {
+		if (c->nkeys == KH_CAS_KEYS)
+			return KH_ERR_CARD_FULL;
+		slot = &c->keys[c->nkeys++];
+	}
+	slot->id = id;
+	slot->version = version;
+	memcpy(slot->key, t->v + 5, 32);
+	return KH_OK;
+}
+
+static kh_err entitle(struct kh_cas_state *c, const struct kh_tlv *t)
+{
+	struct kh_cas_right rt;
+	size_t i;
+
+	if (t->len != 20)
+		return KH_ERR_FORMAT;
+	rt.product = kh_get_be32(t->v);
+	rt.start = kh_get_be64(t->v + 4);
+	rt.end = kh_get_be64(t->v + 12);
+	if (rt.end <= rt.start)
+		return KH_ERR_FORMAT;
+	/* One right per product: a renewal replaces it. */
+	for (i = 0; i < c->nrights && c->rights[i].product != rt.product; i++)
+		;
+	if (i == c->nrights) {
+		if (c->nrights == KH_CAS_RIGHTS)
+			return KH_ERR_CARD_FULL;
+		c->nrights++;
+	}
+	c->rights[i] = rt;
+	return KH_OK;
+}
+
+static kh_err revoke(struct kh_cas_state *c, const struct kh_tlv *t)
+{
+	uint32_t product;
+	size_t i = 0;
+	kh_err r;
+
+	if ((r = kh_tlv_u32(t, &product)) != KH_OK)
+		return r;
+	while (i < c->nrights) {
+		if (c->rights[i].product == product)
+			c->rights[i] = c->rights[--c->nrights];
+		else
+			i++;
+	}
+	kh_wipe(&c->rights[c->nrights], sizeof c->rights[0] * (KH_CAS_RIGHTS - c->nrights));
+	return KH_OK;
+}
+
+static kh_err add_credit(struct kh_cas_state *c, const struct kh_tlv *t)
+{
+	uint32_t amount, reload;
+
+	if (t->len != 8)
+		return KH_ERR_FORMAT;
+	amount = kh_get_be32(t->v);
+	reload = kh_get_be32(t->v + 4);
+	/* Reload ids increase; one already applied (a retried EMM) is skipped, not applied twice. */
+	if (reload <= c->last_reload)
+		return KH_OK;
+	if (amount > UINT32_MAX - c->credit)
+		return KH_ERR_TOO_LARGE;
+	c->credit += amount;
+	c->last_reload = reload;
+	return KH_OK;
+}
+
+static kh_err apply(struct kh_cas_state *c, uint8_t type, const uint8_t *cmds, size_t n)
+{
+	struct kh_rd rd;
+	struct kh_tlv t;
+	uint8_t on;
+	int k;
+	kh_err r = KH_OK;
+
+	kh_rd_init(&rd, cmds, n);
+	while (r == KH_OK && (k = kh_tlv_next(&rd, &t)) == 1) {
+		switch (t.tag) {
+		case KH_EMM_SET_KEY: r = set_key(c, &t); break;
+		case KH_EMM_ENTITLE: r = entitle(c, &t); break;
+		case KH_EMM_REVOKE: r = revoke(c, &t); break;
+		case KH_EMM_ADD_CREDIT: r = add_credit(c, &t); break;
+		case KH_EMM_AUTH_EXPORT:
+			if ((r = kh_tlv_u8(&t, &on)) == KH_OK && on > 1)
+				r = KH_ERR_FORMAT;
+			if (r == KH_OK)
+				c->export_ok = on;
+			break;
+		case KH_EMM_REQ_EXPORT:
+			r = t.len ? KH_ERR_FORMAT : KH_OK;
+			c->export_req = 1;
+			break;
+		case KH_EMM_SET_GROUP:
+			/* Group and broadcast keys only ever come under the card's own key. */
+			if (type != KH_EMM_UNIQUE || t.len != 36) {
+				r = KH_ERR_FORMAT;
+				break;
+			}
+			c->group = kh_get_be32(t.v);
+			memcpy(c->group_key, t.v + 4, 32);
+			c->has_group = 1;
+			break;
+		case KH_EMM_SET_ALL_KEY:
+			if (type != KH_EMM_UNIQUE || t.len != 32) {
+				r = KH_ERR_FORMAT;
+				break;
+			}
+			memcpy(c->all_key, t.v, 32);
+			c->has_all = 1;
+			break;
+		default: r = KH_ERR_TLV_TAG; break;
+		}
+	}
+	if (r == KH_OK && k < 0)
+		r = k;
+	return r;
+}
+
+kh_err kh__h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+{
+	struct kh_cas_state *c = &m->p.cas;
+	uint8_t cmds[KH_EMM_CMDS_MAX];
+	struct kh_emm_hdr h;
+	const uint8_t *key;
+	size_t n = 0;
+	kh_err r;
+
+	(void)resp;
+	if ((r = need_card(m, a)) != KH_OK)
+		return r;
+	if ((r = kh_emm_peek(a->data, a->lc, &h)) != KH_OK)
+		return r;
+	switch (h.addr_type) {
+	case KH_EMM_UNIQUE:
+		if (h.addr != m->p.ua)
+			return KH_ERR_NOT_ADDRESSED;
+		key = m->p.kp;
+		break;
+	case KH_EMM_GROUP:
+		if (!c->has_group || h.addr != c->group)
+			return KH_ERR_NOT_ADDRESSED;
+		key = c->group_key;
+		break;
+	default:
+		if (!c->has_all)
+			return KH_ERR_NO_KEY;
+		key = c->all_key;
+		break;
+	}
+	if (h.seq <= c->seq[h.addr_type])
+		return KH_ERR_EMM_REPLAY;
+	if ((r = kh_emm_open(key, a->data, a->lc, cmds, sizeof cmds, &n)) != KH_OK)
+		goto out;
+	if ((r = apply(c, h.addr_type, cmds, n)) != KH_OK)
+		goto out;
+	c->seq[h.addr_type] = h.seq;
+	m->usage.n_emm++;
+	m->dirty = 1;
+out:
+	kh_wipe(cmds, n);
+	return r;
+}
+
+/* ---- CAS STATUS ---- */
+
+kh_err kh__h_cas_status(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+{
+	const struct kh_cas_state *c = &m->p.cas;
+	uint8_t v[20];
+	kh_err r;
+
+	if ((r = need_card(m, a)) != KH_OK)
+		return r;
+	if (a->lc)
+		return KH_ERR_APDU_LEN;
+	kh_tlv_put_u32(resp, 1, c->credit);
+	if (c->has_group)
+		kh_tlv_put_u32(resp, 2, c->group);
+	for (int i = 0; i < 3; i++)
+		kh_tlv_put_u32(resp, (uint8_t)(3 + i), c->seq[i]);
+	kh_tlv_put_u8(resp, 6, c->export_ok);
+	v[0] = 0;
+	v[1] = c->nlog;
+	kh_tlv_put(resp, 7, v, 2);
+	kh_tlv_put_u32(resp, 8, m->usage.n_ecm);
+	kh_tlv_put_u32(resp, 9, m->usage.n_cw);
+	kh_tlv_put_u32(resp, 10, m->usage.n_refused);
+	kh_tlv_put_u32(resp, 11, m->usage.n_emm);
+	for (size_t i = 0; i < c->nrights; i++) {
+		kh_put_be32(v, c->rights[i].product);
+		kh_put_be64(v + 4, c->rights[i].start);
+		kh_put_be64(v + 12, c->rights[i].end);
+		kh_tlv_put(resp, 12, v, 20);
+	}
+	for (size_t i = 0; i < c->nkeys; i++) {
+		v[0] = c->keys[i].id;
+		kh_put_be32(v + 1, c->keys[i].version);
+		kh_tlv_put(resp, 13, v, 5);
+	}
+	for (size_t i = 0; i < c->nlog; i++) {
+		kh_put_be32(v, c->log[i].event);
+		kh_put_be32(v + 4, c->log[i].price);
+		kh_put_be64(v + 8, c->log[i].time);
+		kh_tlv_put(resp, 14, v, 16);
+	}
+	return kh_tlv_put_u32(resp, 15, c->last_reload);
+}
+
+/* ---- sealed state ---- */
+
+enum {
+	S_CREDIT = KH_CAS_STATE_TAG0, /* u32 */
+	S_RELOAD,                     /* u32 */
+	S_SEQ,                        /* 3 x u32 */
+	S_GROUP,                      /* u32 group | key(32) */
+	S_ALL_KEY,                    /* key(32) */
+	S_FLAGS,                      /* u8 export_ok | u8 export_req */
+	S_KEY,                        /* repeated: u8 id | u32 version | key(32) */
+	S_RIGHT,                      /* repeated: u32 product | u64 start | u64 end */
+	S_EVENT,                      /* repeated: u32 event */
+	S_LOG,                        /* repeated: u32 event | u32 price | u64 time */
+	S_USAGE,                      /* 4 x u32 */
+};
+
+kh_err kh__cas_serialise(const struct kh_cas_state *c, const struct kh_cas_usage *u, struct kh_wr *w)
+{
+	uint8_t v[40];
+	size_t i;
+
+	kh_tlv_put_u32(w, S_CREDIT, c->credit);
+	kh_tlv_put_u32(w, S_RELOAD, c->last_reload);
+	for (i = 0; i < 3; i++)
+		kh_put_be32(v + 4 * i, c->seq[i]);
+	kh_tlv_put(w, S_SEQ, v, 12);
+	if (c->has_group) {
+		kh_put_be32(v, c->group);
+		memcpy(v + 4, c->group_key, 32);
+		kh_tlv_put(w, S_GROUP, v, 36);
+	}
+	if (c->has_all)
+		kh_tlv_put(w, S_ALL_KEY, c->all_key, 32);
+	v[0] = c->export_ok;
+	v[1] = c->export_req;
+	kh_tlv_put(w, S_FLAGS, v, 2);
+	for (i = 0; i < c->nkeys; i++) {
+		v[0] = c->keys[i].id;
+		kh_put_be32(v + 1, c->keys[i].version);
+		memcpy(v + 5, c->keys[i].key, 32);
+		kh_tlv_put(w, S_KEY, v, 37);
+	}
+	for (i = 0; i < c->nrights; i++) {
+		kh_put_be32(v, c->rights[i].product);
+		kh_put_be64(v + 4, c->rights[i].start);
+		kh_put_be64(v + 12, c->rights[i].end);
+		kh_tlv_put(w, S_RIGHT, v, 20);
+	}
+	for (i = 0; i < c->nevents; i++)
+		kh_tlv_put_u32(w, S_EVENT, c->events[i]);
+	for (i = 0; i < c->nlog; i++) {
+		kh_put_be32(v, c->log[i].event);
+		kh_put_be32(v + 4, c->log[i].price);
+		kh_put_be64(v + 8, c->log[i].time);
+		kh_tlv_put(w, S_LOG, v, 16);
+	}
+	kh_put_be32(v, u->n_ecm);
+	kh_put_be32(v + 4, u->n_cw);
+	kh_put_be32(v + 8, u->n_refused);
+	kh_put_be32(v + 12, u->n_emm);
+	kh_tlv_put(w, S_USAGE, v, 16);
+	kh_wipe(v, sizeof v);
+	return w->err;
+}
+
+kh_err kh__cas_field(const struct kh_tlv *t, struct kh_cas_state *c, struct kh_cas_usage *u)
+{
+	const uint8_t *v = t->v;
+
+	switch (t->tag) {
+	case S_CREDIT: return kh_tlv_u32(t, &c->credit);
+	case S_RELOAD: return kh_tlv_u32(t, &c->last_reload);
+	case S_SEQ:
+		if (t->len != 12)
+			return KH_ERR_FORMAT;
+		for (int i = 0; i < 3; i++)
+			c->seq[i] = kh_get_be32(v + 4 * i);
+		return KH_OK;
+	case S_GROUP:
+		if (t->len != 36)
+			return KH_ERR_FORMAT;
+		c->group = kh_get_be32(v);
+		memcpy(c->group_key, v + 4, 32);
+		c->has_group = 1;
+		return KH_OK;
+	case S_ALL_KEY:
+		c->has_all = 1;
+		return kh_tlv_fixed(t, c->all_key, 32);
+	case S_FLAGS:
+		if (t->len != 2 || v[0] > 1 || v[1] > 1)
+			return KH_ERR_FORMAT;
+		c->export_ok = v[0];
+		c->export_req = v[1];
+		return KH_OK;
+	case S_KEY:
+		if (t->len != 37 || c->nkeys == KH_CAS_KEYS)
+			return KH_ERR_FORMAT;
+		c->keys[c->nkeys].id = v[0];
+		c->keys[c->nkeys].version = kh_get_be32(v + 1);
+		memcpy(c->keys[c->nkeys].key, v + 5, 32);
+		c->nkeys++;
+		return KH_OK;
+	case S_RIGHT:
+		if (t->len != 20 || c->nrights == KH_CAS_RIGHTS)
+			return KH_ERR_FORMAT;
+		c->rights[c->nrights].product = kh_get_be32(v);
+		c->rights[c->nrights].start = kh_get_be64(v + 4);
+		c->rights[c->nrights].end = kh_get_be64(v + 12);
+		c->nrights++;
+		return KH_OK;
+	case S_EVENT:
+		if (c->nevents == KH_CAS_EVENTS)
+			return KH_ERR_FORMAT;
+		return kh_tlv_u32(t, &c->events[c->nevents++]);
+	case S_LOG:
+		if (t->len != 16 || c->nlog == KH_CAS_LOG)
+			return KH_ERR_FORMAT;
+		c->log[c->nlog].event = kh_get_be32(v);
+		c->log[c->nlog].price = kh_get_be32(v + 4);
+		c->log[c->nlog].time = kh_get_be64(v + 8);
+		c->nlog++;
+		return KH_OK;
+	case S_USAGE:
+		if (t->len != 16)
+			return KH_ERR_FORMAT;
+		u->n_ecm = kh_get_be32(v);
+		u->n_cw = kh_get_be32(v + 4);
+		u->n_refused = kh_get_be32(v + 8);
+		u->n_emm = kh_get_be32(v + 12);
+		return KH_OK;
+	default: return KH_ERR_TLV_TAG;
+	}
+}
