@@ -4,7 +4,7 @@
  * extended form; responses are data followed by the status word SW1 SW2. Allocation-free.
  *
  * Keyhole's instruction set (CLA 0x80) is listed here because both sides need it; what each
- * instruction does is in docs/protocols/pairing.md.
+ * instruction does is in docs/protocols/pairing.md and docs/protocols/cas.md.
  */
 #ifndef KEYHOLE_APDU_H
 #define KEYHOLE_APDU_H

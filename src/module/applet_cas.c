@@ -312,6 +312,10 @@ static kh_err apply(struct kh_cas_state *c, uint8_t type, const uint8_t *cmds, s
 				r = KH_ERR_FORMAT;
 				break;
 			}
+			/* A new group has its own sequence: start it afresh. The old group's EMMs no
+			 * longer open here, having been sealed under the old group's key. */
+			if (!c->has_group || c->group != kh_get_be32(t.v))
+				c->seq[KH_EMM_GROUP] = 0;
 			c->group = kh_get_be32(t.v);
 			memcpy(c->group_key, t.v + 4, 32);
 			c->has_group = 1;

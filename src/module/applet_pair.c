@@ -49,6 +49,9 @@ kh_err kh__h_sealed(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *
 	m->depth = 1;
 	rlen = kh__module_exec(m, m->inner, inlen, m->inner_resp, room);
 	m->depth = 0;
+	/* A relay request or a refusal's data belongs to the inner answer, sealed inside. */
+	m->relay = 0;
+	m->keep_data = 0;
 	r = kh_chan_seal_resp(&m->chan, m->inner_resp, rlen, resp);
 	kh_wipe(m->inner, inlen);
 	kh_wipe(m->inner_resp, rlen);

@@ -1,0 +1,428 @@
+/*
+ * The pay-TV path between decoder, CAM and card (issue 3): the ECM/EMM codec, the card's CAS
+ * applet, and the decoder's CAS session. Each refusal is checked for its own status word and for
+ * changing nothing (the card's public CAS status is compared before and after).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "keyhole/cas.h"
+#include "keyhole/crypto.h"
+#include "keyhole/host.h"
+#include "keyhole/scramble.h"
+#include "testutil.h"
+#include "world.h"
+
+#define PRODUCT 7
+#define EVENT 55
+
+struct cas_world {
+	struct world *w;
+	uint8_t skey[32];
+	uint64_t t0;
+	uint32_t seq;
+	struct kh_host_cas cas;
+};
+
+static int setup(void **state)
+{
+	struct cas_world *cw = calloc(1, sizeof *cw);
+	assert_non_null(cw);
+	assert_int_equal(world_setup((void **)&cw->w), 0);
+	assert_int_equal(kh_random(cw->skey, sizeof cw->skey), KH_OK);
+	cw->t0 = (uint64_t)time(NULL);
+	kh_host_cas_init(&cw->cas, cw->w->root_pk, &cw->w->cam.t, &cw->w->c1.t, (const uint8_t *)"decoder", 7);
+	*state = cw;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct cas_world *cw = *state;
+	kh_host_cas_wipe(&cw->cas);
+	world_teardown((void **)&cw->w);
+	free(cw);
+	return 0;
+}
+
+/* A unique EMM for ua with the commands in cmds, sealed under its Kp. */
+static size_t make_emm(struct cas_world *cw, uint32_t ua, uint32_t seq, const uint8_t *cmds, size_t n,
+		       uint8_t *out, size_t cap)
+{
+	uint8_t kp[32], ku[32];
+	struct kh_emm_hdr h = {0, KH_EMM_UNIQUE, ua, seq};
+	size_t len;
+
+	assert_int_equal(kh_authority_card_keys(cw->w->auth, ua, kp, ku), KH_OK);
+	assert_int_equal(kh_emm_seal(kp, &h, cmds, n, out, cap, &len), KH_OK);
+	return len;
+}
+
+/* Service key 1 v1, a right to PRODUCT for [t0 - 100, t0 + 100), 100 credits (reload 1). */
+static void provision(struct cas_world *cw, struct mod *card)
+{
+	uint8_t cmds[512], emm[KH_EMM_MAX];
+	struct kh_wr w;
+	size_t n;
+
+	kh_wr_init(&w, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_set_key(&w, 1, 1, cw->skey), KH_OK);
+	assert_int_equal(kh_emm_put_entitle(&w, PRODUCT, cw->t0 - 100, cw->t0 + 100), KH_OK);
+	assert_int_equal(kh_emm_put_add_credit(&w, 100, 1), KH_OK);
+	n = make_emm(cw, card->ua, ++cw->seq, cmds, w.len, emm, sizeof emm);
+	struct kh_host_cas direct = cw->cas;
+	direct.card = &card->t;
+	assert_int_equal(kh_host_cas_emm(&direct, emm, n), KH_OK);
+}
+
+static size_t make_ecm(struct cas_world *cw, uint8_t access, uint32_t what, uint32_t price, uint64_t t,
+		       uint32_t key_version, uint8_t *out, size_t cap)
+{
+	struct kh_ecm e;
+	size_t len;
+
+	memset(&e, 0, sizeof e);
+	e.h.table_id = KH_ECM_TID_EVEN;
+	e.h.key_id = 1;
+	e.h.key_version = key_version;
+	e.h.cp = 4;
+	e.alg = KH_SCR_CISSA;
+	e.cw_len = 16;
+	memset(e.cw_even, 0xE0, 16);
+	memset(e.cw_odd, 0x0D, 16);
+	e.access = access;
+	if (access == KH_ECM_PRODUCT)
+		e.product = what;
+	else {
+		e.event = what;
+		e.price = price;
+	}
+	e.time = t;
+	assert_int_equal(kh_ecm_seal(cw->skey, &e, out, cap, &len), KH_OK);
+	return len;
+}
+
+static struct kh_cas_status status_of(struct kh_transport *card)
+{
+	struct kh_host_cas c = {0};
+	struct kh_cas_status st;
+	c.card = card;
+	assert_int_equal(kh_host_cas_status(&c, &st), KH_OK);
+	return st;
+}
+
+/* ---- codec ---- */
+
+static void test_codec(void **state)
+{
+	struct cas_world *cw = *state;
+	uint8_t sec[KH_ECM_MAX], bad[KH_ECM_MAX];
+	struct kh_ecm e;
+	struct kh_ecm_hdr h;
+	size_t n = make_ecm(cw, KH_ECM_EVENT, EVENT, 30, cw->t0, 1, sec, sizeof sec);
+
+	assert_int_equal(kh_ecm_peek(sec, n, &h), KH_OK);
+	assert_int_equal(h.cp, 4);
+	assert_int_equal(kh_ecm_open(cw->skey, sec, n, &e), KH_OK);
+	assert_int_equal(e.event, EVENT);
+	assert_int_equal(e.price, 30);
+	assert_int_equal(e.time, cw->t0);
+	assert_int_equal(e.cw_even[0], 0xE0);
+	/* every framing fault has its own code */
+	assert_int_equal(kh_ecm_peek(sec, n - 1, &h), KH_ERR_TRUNCATED);
+	memcpy(bad, sec, n);
+	bad[n] = 0;
+	assert_int_equal(kh_ecm_peek(bad, n + 1, &h), KH_ERR_TRAILING);
+	memcpy(bad, sec, n);
+	bad[3] = 2;
+	assert_int_equal(kh_ecm_peek(bad, n, &h), KH_ERR_VERSION);
+	bad[3] = 1;
+	bad[0] = 0x82;
+	assert_int_equal(kh_ecm_peek(bad, n, &h), KH_ERR_FORMAT);
+	/* any bit of the header or the body: the tag fails */
+	for (size_t i = 4; i < n; i += 7) {
+		memcpy(bad, sec, n);
+		bad[i] ^= 0x01;
+		assert_int_equal(kh_ecm_open(cw->skey, bad, n, &e), KH_ERR_AUTH);
+	}
+	/* the toggled table_id is authenticated too */
+	memcpy(bad, sec, n);
+	bad[0] = KH_ECM_TID_ODD;
+	assert_int_equal(kh_ecm_open(cw->skey, bad, n, &e), KH_ERR_AUTH);
+}
+
+/* ---- EMMs ---- */
+
+static void test_emm_rules(void **state)
+{
+	struct cas_world *cw = *state;
+	struct world *w = cw->w;
+	uint8_t cmds[128], emm[KH_EMM_MAX], emm2[KH_EMM_MAX];
+	struct kh_cas_status before, after;
+	struct kh_wr wr;
+	size_t n, n2;
+
+	provision(cw, &w->c1);
+	before = status_of(&w->c1.t);
+	assert_int_equal(before.credit, 100);
+	assert_int_equal(before.nrights, 1);
+	assert_int_equal(before.rights[0].product, PRODUCT);
+	assert_int_equal(before.nkeys, 1);
+	assert_int_equal(before.seq[KH_EMM_UNIQUE], 1);
+
+	/* replayed: same seq */
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_add_credit(&wr, 50, 2), KH_OK);
+	n = make_emm(cw, w->c1.ua, 1, cmds, wr.len, emm, sizeof emm);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_EMM_REPLAY);
+	/* forged: a new seq but one flipped bit */
+	n = make_emm(cw, w->c1.ua, 2, cmds, wr.len, emm, sizeof emm);
+	memcpy(emm2, emm, n);
+	emm2[n - 20] ^= 0x80;
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm2, n), KH_ERR_AUTH);
+	/* another card's EMM */
+	n2 = make_emm(cw, w->c2.ua, 2, cmds, wr.len, emm2, sizeof emm2);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm2, n2), KH_ERR_NOT_ADDRESSED);
+	/* another operator's key for our UA */
+	{
+		uint8_t kp[32], ku[32];
+		struct kh_emm_hdr h = {0, KH_EMM_UNIQUE, w->c1.ua, 3};
+		assert_int_equal(kh_authority_card_keys(w->foreign, w->c1.ua, kp, ku), KH_OK);
+		assert_int_equal(kh_emm_seal(kp, &h, cmds, wr.len, emm2, sizeof emm2, &n2), KH_OK);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm2, n2), KH_ERR_AUTH);
+	}
+	/* a group EMM to a card in no group, a broadcast EMM to a card without the key */
+	{
+		uint8_t k[32] = {0};
+		struct kh_emm_hdr g = {0, KH_EMM_GROUP, 9, 1}, all = {0, KH_EMM_ALL, 0, 1};
+		assert_int_equal(kh_emm_seal(k, &g, cmds, wr.len, emm2, sizeof emm2, &n2), KH_OK);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm2, n2), KH_ERR_NOT_ADDRESSED);
+		assert_int_equal(kh_emm_seal(k, &all, cmds, wr.len, emm2, sizeof emm2, &n2), KH_OK);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm2, n2), KH_ERR_NO_KEY);
+	}
+	/* all-or-nothing: a valid credit followed by an unknown command applies nothing */
+	{
+		uint8_t bad[64];
+		struct kh_wr b;
+		kh_wr_init(&b, bad, sizeof bad);
+		assert_int_equal(kh_emm_put_add_credit(&b, 50, 2), KH_OK);
+		assert_int_equal(kh_tlv_put_u8(&b, 0x7E, 1), KH_OK);
+		n2 = make_emm(cw, w->c1.ua, 3, bad, b.len, emm2, sizeof emm2);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm2, n2), KH_ERR_TLV_TAG);
+	}
+	after = status_of(&w->c1.t);
+	assert_int_equal(after.credit, before.credit);
+	assert_int_equal(after.seq[KH_EMM_UNIQUE], before.seq[KH_EMM_UNIQUE]);
+	assert_int_equal(after.last_reload, before.last_reload);
+
+	/* the genuine one with seq 2 applies once; its reload id cannot be applied again */
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+	assert_int_equal(status_of(&w->c1.t).credit, 150);
+	n = make_emm(cw, w->c1.ua, 5, cmds, wr.len, emm, sizeof emm);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+	after = status_of(&w->c1.t);
+	assert_int_equal(after.credit, 150);
+	assert_int_equal(after.seq[KH_EMM_UNIQUE], 5);
+
+	/* group membership by unique EMM, then a group EMM */
+	{
+		uint8_t gk[32], gc[64], master_free[32];
+		struct kh_wr g;
+		struct kh_emm_hdr gh = {0, KH_EMM_GROUP, 9, 1};
+		assert_int_equal(kh_random(master_free, 32), KH_OK);
+		assert_int_equal(kh_cas_group_key(master_free, 9, gk), KH_OK);
+		kh_wr_init(&g, gc, sizeof gc);
+		assert_int_equal(kh_emm_put_set_group(&g, 9, gk), KH_OK);
+		n = make_emm(cw, w->c1.ua, 6, gc, g.len, emm, sizeof emm);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+		kh_wr_init(&g, gc, sizeof gc);
+		assert_int_equal(kh_emm_put_entitle(&g, 8, cw->t0, cw->t0 + 10), KH_OK);
+		assert_int_equal(kh_emm_seal(gk, &gh, gc, g.len, emm, sizeof emm, &n), KH_OK);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_EMM_REPLAY);
+		after = status_of(&w->c1.t);
+		assert_int_equal(after.nrights, 2);
+		assert_true(after.has_group);
+		assert_int_equal(after.group, 9);
+		/* a group key may only arrive under the card's own key */
+		kh_wr_init(&g, gc, sizeof gc);
+		assert_int_equal(kh_emm_put_set_group(&g, 10, gk), KH_OK);
+		gh.seq = 2;
+		assert_int_equal(kh_emm_seal(gk, &gh, gc, g.len, emm, sizeof emm, &n), KH_OK);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_FORMAT);
+	}
+}
+
+/* ---- ECMs through decoder -> CAM -> card ---- */
+
+static void test_ecm_rights(void **state)
+{
+	struct cas_world *cw = *state;
+	uint8_t ecm[KH_ECM_MAX];
+	struct kh_cw_answer a;
+	struct kh_ppv_offer o;
+	size_t n;
+
+	provision(cw, &cw->w->c1);
+	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_OK);
+	assert_int_equal(cw->cas.card_ua, cw->w->c1.ua);
+
+	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0, 1, ecm, sizeof ecm);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_OK);
+	assert_int_equal(a.alg, KH_SCR_CISSA);
+	assert_int_equal(a.cw_len, 16);
+	assert_int_equal(a.even[15], 0xE0);
+	assert_int_equal(a.odd[0], 0x0D);
+	assert_int_equal(a.cp, 4);
+
+	/* the right ends at t0 + 100: an ECM broadcast then gets nothing */
+	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0 + 100, 1, ecm, sizeof ecm);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_RIGHT_EXPIRED);
+	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0 - 101, 1, ecm, sizeof ecm);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_RIGHT_NOT_STARTED);
+	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT + 1, 0, cw->t0, 1, ecm, sizeof ecm);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_NO_RIGHT);
+	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0, 2, ecm, sizeof ecm);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_NO_KEY);
+	/* refusals leave the session up */
+	assert_true(cw->cas.connected);
+	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0, 1, ecm, sizeof ecm);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_OK);
+	struct kh_cas_status st = status_of(&cw->w->c1.t);
+	assert_int_equal(st.n_cw, 2);
+	assert_int_equal(st.n_refused, 4);
+}
+
+static void test_ppv(void **state)
+{
+	struct cas_world *cw = *state;
+	uint8_t ecm[KH_ECM_MAX], dear[KH_ECM_MAX], sub[KH_ECM_MAX];
+	struct kh_cw_answer a;
+	struct kh_ppv_offer o;
+	size_t n, nd, ns;
+
+	provision(cw, &cw->w->c1);
+	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_OK);
+	n = make_ecm(cw, KH_ECM_EVENT, EVENT, 30, cw->t0, 1, ecm, sizeof ecm);
+	memset(&o, 0, sizeof o);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_NOT_PURCHASED);
+	assert_int_equal(o.event, EVENT);
+	assert_int_equal(o.price, 30);
+	assert_int_equal(o.credit, 100);
+
+	/* bought once, charged once */
+	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, cw->t0, &o), KH_OK);
+	assert_int_equal(o.credit, 70);
+	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, cw->t0, &o), KH_OK);
+	assert_int_equal(o.credit, 70);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_OK);
+	struct kh_cas_status st = status_of(&cw->w->c1.t);
+	assert_int_equal(st.credit, 70);
+	assert_int_equal(st.npurchases, 1);
+	assert_int_equal(st.purchases[0].event, EVENT);
+	assert_int_equal(st.purchases[0].price, 30);
+
+	/* too dear: refused, credit untouched, the offer says why */
+	nd = make_ecm(cw, KH_ECM_EVENT, EVENT + 1, 71, cw->t0, 1, dear, sizeof dear);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, dear, nd, cw->t0, &a, &o), KH_ERR_CREDIT_LOW);
+	assert_int_equal(o.price, 71);
+	assert_int_equal(o.credit, 70);
+	assert_int_equal(kh_host_cas_purchase(&cw->cas, dear, nd, cw->t0, &o), KH_ERR_CREDIT_LOW);
+	assert_int_equal(status_of(&cw->w->c1.t).credit, 70);
+	assert_int_equal(status_of(&cw->w->c1.t).npurchases, 1);
+	/* a subscription ECM cannot be "bought" */
+	ns = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0, 1, sub, sizeof sub);
+	assert_int_equal(kh_host_cas_purchase(&cw->cas, sub, ns, cw->t0, &o), KH_ERR_FORMAT);
+	assert_int_equal(status_of(&cw->w->c1.t).credit, 70);
+}
+
+/* Control words never leave the card for a host, nor the CAM for a host in clear. */
+static void test_cw_paths(void **state)
+{
+	struct cas_world *cw = *state;
+	struct world *w = cw->w;
+	uint8_t ecm[KH_ECM_MAX], inner[KH_APDU_MAX_CMD], out[KH_APDU_MAX_RESP];
+	struct kh_wr wr;
+	size_t n, outlen;
+	struct kh_link *l = calloc(1, sizeof *l);
+	uint32_t ua;
+
+	assert_non_null(l);
+	provision(cw, &w->c1);
+	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0, 1, ecm, sizeof ecm);
+	kh_wr_init(&wr, inner, sizeof inner);
+	assert_int_equal(kh_apdu_build(&wr, KH_CLA, KH_INS_ECM, 0, 0, ecm, n, 0), KH_OK);
+
+	/* a plain ECM to the card: no channel at all */
+	assert_int_equal(send_apdu(&w->c1.t, KH_CLA, KH_INS_ECM, 0, 0, ecm, n, out, sizeof out, &outlen),
+			 kh_err_to_sw(KH_ERR_APDU_INS));
+	/* a host that pairs with the card itself: a channel, but no CAM proved itself on it */
+	kh_link_init(l, w->root_pk, KH_ROLE_CARD, (const uint8_t *)"host", 4);
+	assert_int_equal(kh_host_link_pair(l, &w->c1.t, cw->t0), KH_OK);
+	assert_int_equal(kh_host_link_cmd(l, &w->c1.t, inner, wr.len, cw->t0, out, sizeof out, &outlen), KH_OK);
+	assert_int_equal(outlen, 2);
+	assert_int_equal(out[0] << 8 | out[1], kh_err_to_sw(KH_ERR_CHAN_UNPROVEN));
+	/* the CAM paired in plain: it refuses to carry an ECM the decoder did not seal */
+	assert_int_equal(kh_host_pair_cam_card(&w->cam.t, &w->c1.t, &ua), KH_OK);
+	assert_int_equal(kh_host_card_cmd(&w->cam.t, &w->c1.t, inner, wr.len, out, sizeof out, &outlen),
+			 KH_ERR_CW_PLAIN);
+	kh_link_wipe(l);
+	free(l);
+}
+
+/* A card swapped mid-stream: the next ECM fails at the CAM and the session drops. */
+static void test_swap(void **state)
+{
+	struct cas_world *cw = *state;
+	uint8_t ecm[KH_ECM_MAX];
+	struct kh_cw_answer a;
+	struct kh_ppv_offer o;
+	size_t n;
+
+	provision(cw, &cw->w->c1);
+	provision(cw, &cw->w->c2);
+	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_OK);
+	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0, 1, ecm, sizeof ecm);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_OK);
+	/* a card with no channel: it refuses, the CAM passes the refusal on and wipes its keys */
+	cw->cas.card = &cw->w->c2.t;
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_NOT_PAIRED);
+	assert_false(cw->cas.connected);
+	/* a card with a channel of its own (another CAM's): its answer does not open at our CAM */
+	cw->cas.card = &cw->w->c1.t;
+	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_OK);
+	{
+		struct kh_link *l = calloc(1, sizeof *l);
+		assert_non_null(l);
+		kh_link_init(l, cw->w->root_pk, KH_ROLE_CARD, (const uint8_t *)"other", 5);
+		assert_int_equal(kh_host_link_pair(l, &cw->w->c2.t, cw->t0), KH_OK);
+		kh_link_wipe(l);
+		free(l);
+	}
+	cw->cas.card = &cw->w->c2.t;
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_CHAN_AUTH);
+	assert_false(cw->cas.connected);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_NOT_PAIRED);
+	/* pairing again with the new card works; it is a card in its own right */
+	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_OK);
+	assert_int_equal(cw->cas.card_ua, cw->w->c2.ua);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_OK);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_codec, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_emm_rules, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ecm_rights, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ppv, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cw_paths, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_swap, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
