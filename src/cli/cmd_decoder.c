@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -285,7 +286,10 @@ static int play(int argc, char **argv)
 			kh_cli_fail("decoder", KH_ERR_NOMEM);
 			goto out;
 		}
-		if ((fd = mkstemp(tmp)) < 0 || !(out = fdopen(fd, "wb"))) {
+		/* mkstemp makes the file 0600; the clear stream is no secret, so honour the umask. */
+		mode_t um = umask(0);
+		umask(um);
+		if ((fd = mkstemp(tmp)) < 0 || fchmod(fd, 0666 & ~um) != 0 || !(out = fdopen(fd, "wb"))) {
 			fprintf(stderr, "keyhole: %s: %s\n", o.out, strerror(errno));
 			if (fd >= 0) {
 				close(fd);
