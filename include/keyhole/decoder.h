@@ -1,0 +1,104 @@
+/*
+ * The decoder engine (issue 3; PROTOCOLS.md "Pay-TV: ECM and EMM"; docs/internals/decoder.md):
+ * takes a scrambled MPEG-TS, follows PAT -> PMT -> ECM PID and CAT -> EMM PID, hands ECMs and
+ * EMMs to the card through a kh_host_cas session (decoder -> CAM -> card, seed 000), sets the
+ * control words the card answers into a descrambler, and writes a clear TS of the chosen
+ * service: ECM and EMM packets and the CAT dropped, the PMT rewritten without CA_descriptors
+ * and scrambling_descriptors, every component packet descrambled with the keys valid at its
+ * position in the stream, or dropped when its parity has no key. A packet is never written
+ * still scrambled.
+ *
+ * The engine does no file or network I/O of its own: packets in (kh_decoder_feed), packets out
+ * through a callback, viewer messages through another; the card is reached only through the
+ * session the caller set up. Memory is fixed at kh_decoder_new (about 80 KB): section
+ * assemblers, one batch of KH_DECODER_BATCH packets, one PMT.
+ *
+ * Not thread-safe; one engine per stream.
+ */
+#ifndef KEYHOLE_DECODER_H
+#define KEYHOLE_DECODER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyhole/err.h"
+
+#define KH_DECODER_CA_SYSTEM_ID 0x4B48u /* "KH" */
+/* Packets descrambled together (kh_scr_descramble batches within a call). */
+#define KH_DECODER_BATCH 256
+
+/* kh_decoder_config.flags */
+/* On NOT_PURCHASED, buy the event the ECM names (once per event) and pass the ECM again. */
+#define KH_DECODER_F_BUY 0x1u
+/*
+ * Talk to no card: follow the tables and keep the service's latest ECM (kh_decoder_last_ecm)
+ * only; component packets are all dropped. Used to find the event to buy before playing.
+ */
+#define KH_DECODER_F_PASSIVE 0x2u
+
+struct kh_host_cas;
+struct kh_decoder;
+
+/* Current time, Unix seconds (the card checks rights and the channel against it). */
+typedef uint64_t (*kh_decoder_now_fn)(void *ctx);
+/*
+ * A message for the viewer (one line, no newline, valid during the call only). reason is the
+ * code behind it (KH_ERR_NO_RIGHT, KH_ERR_CHAN_AUTH, ...; KH_OK for good news such as
+ * "access granted" or a purchase made).
+ */
+typedef void (*kh_decoder_notify_fn)(void *ctx, kh_err reason, const char *msg);
+/* n whole clear packets (n * 188 bytes). A non-KH_OK return becomes the engine's sticky error. */
+typedef kh_err (*kh_decoder_out_fn)(void *ctx, const uint8_t *pkts, size_t n);
+
+struct kh_decoder_config {
+	struct kh_host_cas *cas;   /* initialised (kh_host_cas_init), connected or not; not owned */
+	uint16_t program;          /* program_number to play; 0 = the first one in the PAT */
+	uint16_t ca_system_id;     /* 0 = KH_DECODER_CA_SYSTEM_ID */
+	unsigned flags;            /* KH_DECODER_F_* */
+	kh_decoder_now_fn now;     /* required unless PASSIVE */
+	kh_decoder_notify_fn notify; /* NULL: messages are only logged */
+	kh_decoder_out_fn out;     /* NULL: output is discarded */
+	void *ctx;                 /* passed to the three callbacks */
+};
+
+struct kh_decoder_stats {
+	uint64_t pkts_in, pkts_out;
+	uint64_t descrambled;    /* scrambled component packets written clear */
+	uint64_t dropped_nokey;  /* scrambled component packets dropped: no key for their parity */
+	uint64_t dropped_ca;     /* ECM, EMM and CAT packets (by design), PMT packets (rewritten) */
+	uint64_t dropped_bad;    /* unparsable packets, TSC 01, scrambled packets of other PIDs */
+	uint32_t ecm_passed, ecm_answered, ecm_refused;
+	uint32_t emm_passed, emm_accepted;
+	uint32_t reconnects;     /* kh_host_cas_connect attempts after a channel failure */
+	uint32_t purchases;      /* automatic purchases made (KH_DECODER_F_BUY) */
+	uint16_t program, pmt_pid, ecm_pid, emm_pid; /* 0x1FFF-plus (0xFFFF) while unknown */
+};
+
+/*
+ * New engine for cfg (copied; cfg->cas must outlive the engine). *out on success.
+ * KH_ERR_INVAL: cas NULL, or now NULL without PASSIVE, or an unknown flag; KH_ERR_NOMEM.
+ */
+KH_WARN_UNUSED kh_err kh_decoder_new(const struct kh_decoder_config *cfg, struct kh_decoder **out);
+/* Wipe the keys and free. NULL does nothing. Does not flush: call kh_decoder_finish first. */
+void kh_decoder_free(struct kh_decoder *d);
+
+/*
+ * Feed n packets (n * 188 bytes; any n, 0 included). Packets are written (through cfg->out) in
+ * input order, possibly later: up to KH_DECODER_BATCH are held, and all are written before keys
+ * change and by kh_decoder_finish. Card refusals and channel failures are not errors (the
+ * viewer is notified, the stream goes on). Errors: the sticky error of a failed output
+ * callback, KH_ERR_NOMEM / KH_ERR_CRYPTO from the descrambler; after one, every call returns it.
+ */
+KH_WARN_UNUSED kh_err kh_decoder_feed(struct kh_decoder *d, const uint8_t *pkts, size_t n);
+/* Write out every packet held (end of stream). Same errors as kh_decoder_feed. */
+KH_WARN_UNUSED kh_err kh_decoder_finish(struct kh_decoder *d);
+
+void kh_decoder_get_stats(const struct kh_decoder *d, struct kh_decoder_stats *st);
+
+/*
+ * The latest ECM section seen for the service (whole section, at most 256 bytes): returns 1 and
+ * copies it to buf (*len bytes), 0 when none was seen yet or cap is short.
+ */
+int kh_decoder_last_ecm(const struct kh_decoder *d, uint8_t *buf, size_t cap, size_t *len);
+
+#endif

@@ -1,0 +1,545 @@
+/*
+ * keyhole decoder: the set-top box of issue 3 on the command line. `play` pairs decoder -> CAM
+ * -> card (seed 000), runs the decoder engine (include/keyhole/decoder.h) over a scrambled
+ * transport stream and writes the clear one; `buy` makes an impulse purchase of the pay-per-view
+ * event a stream's ECM names; `status` shows what a card holds. See keyhole-decoder(1).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "keyhole/cas.h"
+#include "keyhole/crypto.h"
+#include "keyhole/decoder.h"
+#include "keyhole/host.h"
+#include "keyhole/scramble.h"
+#include "keyhole/softmodule.h"
+#include "keyhole/ts.h"
+
+#define READ_PACKETS 512 /* packets read per fread */
+
+static const char play_help[] =
+	"usage: keyhole decoder play --root AUTHORITY --cam SPEC --card SPEC [--in FILE|-] [--out FILE|-]\n"
+	"                            [--service N] [--ca-system-id ID] [--buy] [-v]\n"
+	"\n"
+	"Pair the decoder with the CAM and the CAM with the card, then read a scrambled MPEG-TS,\n"
+	"pass its ECMs and EMMs to the card and write the service in clear: ECM, EMM and CAT\n"
+	"packets dropped, the PMT without CA and scrambling descriptors, packets the card gave no\n"
+	"key for dropped. Messages for the viewer go to stderr, one line each. The exit status is 0\n"
+	"when the stream ended, even if the card refused it (the viewer was told why).\n"
+	"\n"
+	"  -r, --root PATH          authority directory or root certificate\n"
+	"  -m, --cam SPEC           the CAM (card file, or unix:PATH for a module daemon)\n"
+	"  -c, --card SPEC          the smart card, in the same forms\n"
+	"  -i, --in FILE            scrambled TS to read (default -, standard input)\n"
+	"  -o, --out FILE           clear TS to write (default -, standard output); a file is\n"
+	"                           written under a temporary name and renamed when complete\n"
+	"  -s, --service N          program_number to play (default: the first in the PAT)\n"
+	"  -C, --ca-system-id ID    CA_system_id to follow (default 0x4B48)\n"
+	"  -b, --buy                buy a pay-per-view event the card has not bought, once\n"
+	"  -v, --verbose            print a summary on stderr at the end\n";
+
+static const char buy_help[] =
+	"usage: keyhole decoder buy --root AUTHORITY --cam SPEC --card SPEC --in FILE|- [--service N]\n"
+	"                           [--ca-system-id ID]\n"
+	"\n"
+	"Read the stream until the first ECM of the service and have the card buy the pay-per-view\n"
+	"event it names, at the price it names (the card reads both from the authenticated ECM).\n"
+	"Prints 'bought event E for P; credit now C' or 'event E already bought'.\n"
+	"\n"
+	"  -r, --root PATH          authority directory or root certificate\n"
+	"  -m, --cam SPEC           the CAM\n"
+	"  -c, --card SPEC          the smart card\n"
+	"  -i, --in FILE            scrambled TS to read (- for standard input)\n"
+	"  -s, --service N          program_number (default: the first in the PAT)\n"
+	"  -C, --ca-system-id ID    CA_system_id to follow (default 0x4B48)\n";
+
+static const char status_help[] =
+	"usage: keyhole decoder status --card SPEC\n"
+	"\n"
+	"Print the card's public conditional-access facts: credit, rights with their dates,\n"
+	"purchases, service key ids and versions (never the keys), EMM sequence counters.\n"
+	"\n"
+	"  -c, --card SPEC          the smart card (card file, or unix:PATH)\n";
+
+/* ---- shared ---- */
+
+struct opts {
+	const char *root, *cam, *card, *in, *out;
+	long service, casid;
+	int buy, verbose;
+};
+
+static int num(const char *cmd, const char *opt, const char *s, long max, long *v)
+{
+	char *end;
+	errno = 0;
+	*v = strtol(s, &end, 0);
+	if (errno || end == s || *end || *v < 0 || *v > max)
+		return kh_cli_usage(cmd, "%s takes a number from 0 to %ld", opt, max);
+	return KH_EXIT_OK;
+}
+
+/* Parse the options of play and buy; KH_EXIT_OK, KH_EXIT_USAGE, or -1 after printing help. */
+static int parse(const char *cmd, const char *help, int argc, char **argv, struct opts *o)
+{
+	static const struct option lo[] = {
+		{"root", required_argument, NULL, 'r'},  {"cam", required_argument, NULL, 'm'},
+		{"card", required_argument, NULL, 'c'},  {"in", required_argument, NULL, 'i'},
+		{"out", required_argument, NULL, 'o'},   {"service", required_argument, NULL, 's'},
+		{"ca-system-id", required_argument, NULL, 'C'}, {"buy", no_argument, NULL, 'b'},
+		{"verbose", no_argument, NULL, 'v'},    {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	int c, play = strcmp(cmd, "decoder play") == 0;
+
+	memset(o, 0, sizeof *o);
+	o->casid = KH_DECODER_CA_SYSTEM_ID;
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+r:m:c:i:o:s:C:bvh", lo, NULL)) != -1) {
+		switch (c) {
+		case 'r': o->root = optarg; break;
+		case 'm': o->cam = optarg; break;
+		case 'c': o->card = optarg; break;
+		case 'i': o->in = optarg; break;
+		case 'o':
+			if (!play)
+				return kh_cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+			o->out = optarg;
+			break;
+		case 's':
+			if (num(cmd, "--service", optarg, 0xFFFF, &o->service) != KH_EXIT_OK)
+				return KH_EXIT_USAGE;
+			break;
+		case 'C':
+			if (num(cmd, "--ca-system-id", optarg, 0xFFFF, &o->casid) != KH_EXIT_OK)
+				return KH_EXIT_USAGE;
+			if (o->casid == 0)
+				return kh_cli_usage(cmd, "--ca-system-id takes a number from 1 to 65535");
+			break;
+		case 'b':
+		case 'v':
+			if (!play)
+				return kh_cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+			*(c == 'b' ? &o->buy : &o->verbose) = 1;
+			break;
+		case 'h': fputs(help, stdout); return -1;
+		default: return kh_cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+	if (!o->root || !o->cam || !o->card)
+		return kh_cli_usage(cmd, "--root, --cam and --card are required");
+	if (!play && !o->in)
+		return kh_cli_usage(cmd, "--in is required");
+	return KH_EXIT_OK;
+}
+
+/* The two modules and the CAS session over them. */
+struct modules {
+	struct kh_softmod *cam_sm, *card_sm;
+	struct kh_transport cam, card;
+	struct kh_host_cas cas;
+};
+
+static int open_modules(const struct opts *o, struct modules *m)
+{
+	static const uint8_t id[] = "decoder";
+	uint8_t root_pk[32];
+	char what[4200];
+	kh_err r;
+
+	if ((r = kh_cli_root_pk(o->root, root_pk)) != KH_OK)
+		return kh_cli_fail(o->root, r);
+	if ((r = kh_cli_open_module(o->cam, NULL, &m->cam_sm, &m->cam, what, sizeof what)) != KH_OK ||
+	    (r = kh_cli_open_module(o->card, NULL, &m->card_sm, &m->card, what, sizeof what)) != KH_OK)
+		return kh_cli_fail(what, r);
+	kh_host_cas_init(&m->cas, root_pk, &m->cam, &m->card, id, sizeof id - 1);
+	return KH_EXIT_OK;
+}
+
+static void close_modules(struct modules *m)
+{
+	kh_host_cas_wipe(&m->cas);
+	kh_transport_close(&m->cam);
+	kh_transport_close(&m->card);
+	kh_softmod_free(m->cam_sm);
+	kh_softmod_free(m->card_sm);
+}
+
+static uint64_t now_unix(void *ctx)
+{
+	(void)ctx;
+	return (uint64_t)time(NULL);
+}
+
+static void notify_viewer(void *ctx, kh_err reason, const char *msg)
+{
+	(void)ctx;
+	(void)reason;
+	fprintf(stderr, "keyhole: %s\n", msg);
+}
+
+static kh_err write_out(void *ctx, const uint8_t *pkts, size_t n)
+{
+	return fwrite(pkts, KH_TS_PACKET_LEN, n, (FILE *)ctx) == n ? KH_OK : KH_ERR_IO;
+}
+
+/*
+ * Read whole packets from f into the engine until EOF (or, with stop_at_ecm, until the engine
+ * has seen an ECM of the service). *partial receives the bytes of a last, incomplete packet.
+ */
+static kh_err pump(FILE *f, struct kh_decoder *d, int stop_at_ecm, size_t *partial)
+{
+	static uint8_t buf[READ_PACKETS * KH_TS_PACKET_LEN];
+	uint8_t one[KH_ECM_MAX];
+	size_t have = 0, got, len;
+	kh_err r;
+
+	*partial = 0;
+	for (;;) {
+		got = fread(buf + have, 1, sizeof buf - have, f);
+		have += got;
+		if (got == 0) {
+			if (ferror(f))
+				return KH_ERR_IO;
+			*partial = have;
+			return KH_OK;
+		}
+		if ((r = kh_decoder_feed(d, buf, have / KH_TS_PACKET_LEN)) != KH_OK)
+			return r;
+		memmove(buf, buf + have - have % KH_TS_PACKET_LEN, have % KH_TS_PACKET_LEN);
+		have %= KH_TS_PACKET_LEN;
+		if (stop_at_ecm && kh_decoder_last_ecm(d, one, sizeof one, &len))
+			return KH_OK;
+	}
+}
+
+static FILE *open_in(const char *path)
+{
+	if (!path || strcmp(path, "-") == 0)
+		return stdin;
+	return fopen(path, "rb");
+}
+
+/* ---- play ---- */
+
+static void summary(const struct kh_decoder *d)
+{
+	struct kh_decoder_stats s;
+
+	kh_decoder_get_stats(d, &s);
+	fprintf(stderr,
+		"keyhole: program %u: %llu packets in, %llu out, %llu descrambled, %llu dropped without a key, "
+		"%llu CA/PSI packets dropped or rewritten, %llu damaged or foreign dropped\n",
+		s.program, (unsigned long long)s.pkts_in, (unsigned long long)s.pkts_out,
+		(unsigned long long)s.descrambled, (unsigned long long)s.dropped_nokey,
+		(unsigned long long)s.dropped_ca, (unsigned long long)s.dropped_bad);
+	fprintf(stderr,
+		"keyhole: ECMs passed %u, answered %u, refused %u; EMMs passed %u, accepted %u; reconnects %u; "
+		"purchases %u\n",
+		s.ecm_passed, s.ecm_answered, s.ecm_refused, s.emm_passed, s.emm_accepted, s.reconnects,
+		s.purchases);
+}
+
+static int play(int argc, char **argv)
+{
+	struct opts o;
+	struct modules *m = NULL;
+	struct kh_decoder *d = NULL;
+	struct kh_decoder_config cfg;
+	FILE *in = NULL, *out = NULL;
+	char *tmp = NULL;
+	size_t partial = 0;
+	int rc, fd;
+	kh_err r;
+
+	if ((rc = parse("decoder play", play_help, argc, argv, &o)) != KH_EXIT_OK)
+		return rc < 0 ? KH_EXIT_OK : rc;
+	rc = KH_EXIT_FAIL;
+	if (!(m = calloc(1, sizeof *m))) {
+		kh_cli_fail("decoder", KH_ERR_NOMEM);
+		goto out;
+	}
+	if (open_modules(&o, m) != KH_EXIT_OK)
+		goto out;
+	if (!(in = open_in(o.in))) {
+		fprintf(stderr, "keyhole: %s: %s\n", o.in, strerror(errno));
+		goto out;
+	}
+	if ((r = kh_host_cas_connect(&m->cas, now_unix(NULL))) != KH_OK) {
+		kh_cli_fail("pairing decoder, CAM and card", r);
+		goto out;
+	}
+	if (!o.out || strcmp(o.out, "-") == 0) {
+		out = stdout;
+	} else {
+		if (asprintf(&tmp, "%s.XXXXXX", o.out) < 0) {
+			tmp = NULL;
+			kh_cli_fail("decoder", KH_ERR_NOMEM);
+			goto out;
+		}
+		/* mkstemp makes the file 0600; the clear stream is no secret, so honour the umask. */
+		mode_t um = umask(0);
+		umask(um);
+		if ((fd = mkstemp(tmp)) < 0 || fchmod(fd, 0666 & ~um) != 0 || !(out = fdopen(fd, "wb"))) {
+			fprintf(stderr, "keyhole: %s: %s\n", o.out, strerror(errno));
+			if (fd >= 0) {
+				close(fd);
+				unlink(tmp);
+			}
+			free(tmp);
+			tmp = NULL;
+			goto out;
+		}
+	}
+	memset(&cfg, 0, sizeof cfg);
+	cfg.cas = &m->cas;
+	cfg.program = (uint16_t)o.service;
+	cfg.ca_system_id = (uint16_t)o.casid;
+	cfg.flags = o.buy ? KH_DECODER_F_BUY : 0;
+	cfg.now = now_unix;
+	cfg.notify = notify_viewer;
+	cfg.out = write_out;
+	cfg.ctx = out;
+	if ((r = kh_decoder_new(&cfg, &d)) != KH_OK) {
+		kh_cli_fail("decoder", r);
+		goto out;
+	}
+	if ((r = pump(in, d, 0, &partial)) != KH_OK || (r = kh_decoder_finish(d)) != KH_OK) {
+		kh_cli_fail(r == KH_ERR_IO ? (ferror(in) ? (o.in ? o.in : "standard input")
+						   : (o.out ? o.out : "standard output"))
+					   : "decoder",
+			    r);
+		goto out;
+	}
+	if (partial)
+		fprintf(stderr, "keyhole: the stream ended inside a packet; its last %zu bytes were dropped\n",
+			partial);
+	if (fflush(out) != 0 || ferror(out)) {
+		fprintf(stderr, "keyhole: %s: %s\n", o.out ? o.out : "standard output", strerror(errno));
+		goto out;
+	}
+	if (tmp) {
+		FILE *f = out;
+		out = NULL;
+		if (fsync(fileno(f)) != 0 || fclose(f) != 0 || rename(tmp, o.out) != 0) {
+			fprintf(stderr, "keyhole: %s: %s\n", o.out, strerror(errno));
+			goto out;
+		}
+		free(tmp);
+		tmp = NULL;
+	}
+	if (o.verbose)
+		summary(d);
+	rc = KH_EXIT_OK;
+out:
+	if (out && out != stdout)
+		fclose(out);
+	if (tmp) {
+		unlink(tmp);
+		free(tmp);
+	}
+	if (in && in != stdin)
+		fclose(in);
+	kh_decoder_free(d);
+	if (m) {
+		close_modules(m);
+		kh_wipe(m, sizeof *m);
+		free(m);
+	}
+	return rc;
+}
+
+/* ---- buy ---- */
+
+static int buy(int argc, char **argv)
+{
+	struct opts o;
+	struct modules *m = NULL;
+	struct kh_decoder *d = NULL;
+	struct kh_decoder_config cfg;
+	struct kh_cas_status *st = NULL;
+	struct kh_ppv_offer offer;
+	uint8_t ecm[KH_ECM_MAX];
+	size_t ecm_len = 0, partial;
+	FILE *in = NULL;
+	int rc, before = 0;
+	kh_err r;
+
+	if ((rc = parse("decoder buy", buy_help, argc, argv, &o)) != KH_EXIT_OK)
+		return rc < 0 ? KH_EXIT_OK : rc;
+	rc = KH_EXIT_FAIL;
+	if (!(m = calloc(1, sizeof *m)) || !(st = calloc(1, sizeof *st))) {
+		kh_cli_fail("decoder", KH_ERR_NOMEM);
+		goto out;
+	}
+	if (open_modules(&o, m) != KH_EXIT_OK)
+		goto out;
+	if (!(in = open_in(o.in))) {
+		fprintf(stderr, "keyhole: %s: %s\n", o.in, strerror(errno));
+		goto out;
+	}
+	memset(&cfg, 0, sizeof cfg);
+	cfg.cas = &m->cas;
+	cfg.program = (uint16_t)o.service;
+	cfg.ca_system_id = (uint16_t)o.casid;
+	cfg.flags = KH_DECODER_F_PASSIVE;
+	if ((r = kh_decoder_new(&cfg, &d)) != KH_OK) {
+		kh_cli_fail("decoder", r);
+		goto out;
+	}
+	if ((r = pump(in, d, 1, &partial)) != KH_OK) {
+		kh_cli_fail(o.in, r);
+		goto out;
+	}
+	if (!kh_decoder_last_ecm(d, ecm, sizeof ecm, &ecm_len)) {
+		fprintf(stderr, "keyhole: %s: no ECM for the service in the stream\n", o.in);
+		goto out;
+	}
+	if ((r = kh_host_cas_connect(&m->cas, now_unix(NULL))) != KH_OK) {
+		kh_cli_fail("pairing decoder, CAM and card", r);
+		goto out;
+	}
+	/* The card answers a repeated purchase as it answered the first: look before buying. */
+	if ((r = kh_host_cas_status(&m->cas, st)) != KH_OK) {
+		kh_cli_fail("card status", r);
+		goto out;
+	}
+	memset(&offer, 0, sizeof offer);
+	r = kh_host_cas_purchase(&m->cas, ecm, ecm_len, now_unix(NULL), &offer);
+	if (r == KH_ERR_CREDIT_LOW) {
+		fprintf(stderr, "keyhole: event %u costs %u but the card holds only %u credit\n", offer.event,
+			offer.price, offer.credit);
+		goto out;
+	}
+	if (r == KH_ERR_FORMAT && m->cas.connected) {
+		fprintf(stderr, "keyhole: the service's ECM names no pay-per-view event (a subscription channel)\n");
+		goto out;
+	}
+	if (r != KH_OK) {
+		kh_cli_fail("purchase", r);
+		goto out;
+	}
+	for (size_t i = 0; i < st->npurchases && i < KH_CAS_STATUS_MAX_PURCHASES; i++)
+		if (st->purchases[i].event == offer.event)
+			before = 1;
+	if (before || (st->credit == offer.credit && offer.price != 0))
+		printf("event %u already bought\n", offer.event);
+	else
+		printf("bought event %u for %u; credit now %u\n", offer.event, offer.price, offer.credit);
+	rc = KH_EXIT_OK;
+out:
+	if (in && in != stdin)
+		fclose(in);
+	kh_decoder_free(d);
+	free(st);
+	if (m) {
+		close_modules(m);
+		kh_wipe(m, sizeof *m);
+		free(m);
+	}
+	return rc;
+}
+
+/* ---- status ---- */
+
+static const char *date(uint64_t t, char *buf, size_t cap)
+{
+	struct tm tm;
+	time_t tt = (time_t)t;
+
+	if (t == 0 || !gmtime_r(&tt, &tm) || !strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(buf, cap, "%llu", (unsigned long long)t);
+	return buf;
+}
+
+static int status(int argc, char **argv)
+{
+	static const struct option lo[] = {{"card", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+					   {NULL, 0, NULL, 0}};
+	static const uint8_t zero[32];
+	const char *card_s = NULL;
+	struct kh_softmod *sm = NULL;
+	struct kh_transport card = {0};
+	struct kh_host_cas *cas = NULL;
+	struct kh_cas_status *st = NULL;
+	struct kh_module_info info;
+	char what[4200], a[32], b[32];
+	int c, rc = KH_EXIT_FAIL;
+	kh_err r;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+c:h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'c': card_s = optarg; break;
+		case 'h': fputs(status_help, stdout); return KH_EXIT_OK;
+		default: return kh_cli_usage("decoder status", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage("decoder status", "unexpected argument '%s'", argv[optind]);
+	if (!card_s)
+		return kh_cli_usage("decoder status", "--card is required");
+	if (!(cas = calloc(1, sizeof *cas)) || !(st = calloc(1, sizeof *st))) {
+		kh_cli_fail("decoder", KH_ERR_NOMEM);
+		goto out;
+	}
+	if ((r = kh_cli_open_module(card_s, NULL, &sm, &card, what, sizeof what)) != KH_OK) {
+		kh_cli_fail(what, r);
+		goto out;
+	}
+	/* Status goes straight to the card: no channel, so no trust anchor is needed. */
+	kh_host_cas_init(cas, zero, NULL, &card, NULL, 0);
+	if ((r = kh_host_info(&card, &info)) != KH_OK || (r = kh_host_cas_status(cas, st)) != KH_OK) {
+		kh_cli_fail(card_s, r);
+		goto out;
+	}
+	printf("card %08X\n", info.ua);
+	printf("credit %u\n", st->credit);
+	if (st->has_group)
+		printf("group %u\n", st->group);
+	else
+		printf("group none\n");
+	printf("emm seq unique %u group %u all %u\n", st->seq[KH_EMM_UNIQUE], st->seq[KH_EMM_GROUP],
+	       st->seq[KH_EMM_ALL]);
+	printf("last reload %u\n", st->last_reload);
+	printf("export %s\n", st->export_ok ? "authorised" : "not authorised");
+	for (size_t i = 0; i < st->nrights; i++)
+		printf("right product %u from %s until %s\n", st->rights[i].product,
+		       date(st->rights[i].start, a, sizeof a), date(st->rights[i].end, b, sizeof b));
+	for (size_t i = 0; i < st->nkeys; i++)
+		printf("key id %u version %u\n", st->keys[i].id, st->keys[i].version);
+	for (size_t i = 0; i < st->npurchases && i < KH_CAS_STATUS_MAX_PURCHASES; i++)
+		printf("purchase event %u price %u at %s\n", st->purchases[i].event, st->purchases[i].price,
+		       date(st->purchases[i].time, a, sizeof a));
+	printf("purchases %u\n", st->npurchases);
+	printf("ecms %u cws %u refused %u emms %u\n", st->n_ecm, st->n_cw, st->n_refused, st->n_emm);
+	rc = KH_EXIT_OK;
+out:
+	if (cas)
+		kh_host_cas_wipe(cas);
+	free(cas);
+	free(st);
+	kh_transport_close(&card);
+	kh_softmod_free(sm);
+	return rc;
+}
+
+int kh_cmd_decoder(int argc, char **argv)
+{
+	static const struct kh_cli_cmd tab[] = {
+		{"play", play, "descramble a transport stream with the card's control words"},
+		{"buy", buy, "buy the pay-per-view event a stream's ECM names"},
+		{"status", status, "show the card's credit, rights, purchases and keys"},
+	};
+	return kh_cli_dispatch("decoder", tab, sizeof tab / sizeof tab[0], argc, argv);
+}

@@ -1,0 +1,684 @@
+/*
+ * The decoder engine (include/keyhole/decoder.h; contracts in docs/internals/decoder.md): from a
+ * scrambled transport stream and a CAS session to a clear one. It implements the decoder side of
+ * PROTOCOLS.md "Pay-TV: ECM and EMM" and the stream conventions of issue 3: each new ECM (a
+ * (table_id, cp) not passed before) goes to the card, both parities' keys are set from its
+ * answer, which never disturbs the running crypto period since the running CW keeps its slot;
+ * EMMs addressed to this card and newer than what it accepted go to it once; a refusal clears
+ * both keys at once, so the picture stops at the ECM that was refused, and the viewer is told why.
+ *
+ * Ordering is the one invariant that matters: packets are held in one batch in input order, and
+ * the batch is descrambled and written BEFORE any key changes, so every packet meets the keys
+ * that were valid at its place in the stream. A scrambled packet enters the batch only when its
+ * parity has a key, and after descrambling any packet whose TSC is still set is dropped, so a
+ * scrambled packet is never written.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyhole/cas.h"
+#include "keyhole/crypto.h"
+#include "keyhole/decoder.h"
+#include "keyhole/host.h"
+#include "keyhole/log.h"
+#include "keyhole/scramble.h"
+#include "keyhole/ts.h"
+
+#define PID_NONE 0xFFFFu
+#define EMM_RING 8 /* EMM seqs remembered per address type, so a carousel is passed once */
+#define PKT KH_TS_PACKET_LEN
+
+struct kh_decoder {
+	struct kh_decoder_config cfg;
+	kh_err err; /* sticky */
+	struct kh_decoder_stats st;
+
+	/* what the tables said */
+	uint16_t program, pmt_pid, ecm_pid, emm_pid;
+	uint8_t comp[(KH_TS_PID_MAX + 1) / 8]; /* the service's component PIDs (and PCR PID) */
+	uint8_t pmt_cc;                       /* continuity counter of the rewritten PMT */
+
+	/* ECM path */
+	int have_last;  /* (last_tid, last_cp) was passed to the card */
+	uint8_t last_tid;
+	uint32_t last_cp;
+	int tried;      /* a reconnect was tried for (tried_tid, tried_cp) */
+	uint8_t tried_tid;
+	uint32_t tried_cp;
+	int have_bought; /* auto-purchase tried for this event */
+	uint32_t bought_event;
+	int have_notice; /* last refusal told to the viewer, to tell each change once */
+	kh_err notice;
+	uint32_t notice_event;
+	uint32_t card_ua; /* card of the last successful connect */
+	uint8_t ecm[KH_ECM_MAX];
+	size_t ecm_len;
+
+	/* EMM path */
+	int have_status;
+	struct kh_cas_status status;
+	uint32_t emm_seen[3][EMM_RING];
+	unsigned emm_n[3], emm_pos[3];
+
+	/* descrambler */
+	struct kh_scr *scr;
+	uint8_t alg;
+
+	/* the batch: packets to write, in input order */
+	size_t nbatch, nscr;
+	uint8_t batch[KH_DECODER_BATCH * PKT];
+
+	struct kh_ts_asm pat_asm, cat_asm, pmt_asm, ecm_asm, emm_asm;
+	uint8_t sec[KH_TS_PRIVATE_MAX];
+	struct kh_ts_pat pat;
+	struct kh_ts_pmt pmt, pmt_out;
+	uint8_t pmt_desc[KH_TS_PSI_MAX];
+	uint8_t pmt_sec[KH_TS_PSI_MAX];
+	uint8_t pmt_pkts[8 * PKT];
+};
+
+static uint64_t now_of(struct kh_decoder *d)
+{
+	return d->cfg.now ? d->cfg.now(d->cfg.ctx) : 0;
+}
+
+static void tell(struct kh_decoder *d, kh_err reason, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void tell(struct kh_decoder *d, kh_err reason, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	kh_log_info("decoder.notice", "reason=%s program=%u", reason ? kh_err_name(reason) : "OK", d->program);
+	if (d->cfg.notify)
+		d->cfg.notify(d->cfg.ctx, reason, msg);
+}
+
+/* ---- the batch ---- */
+
+static int is_comp(const struct kh_decoder *d, uint16_t pid)
+{
+	return (d->comp[pid >> 3] >> (pid & 7)) & 1;
+}
+
+static void set_comp(struct kh_decoder *d, uint16_t pid)
+{
+	d->comp[pid >> 3] = (uint8_t)(d->comp[pid >> 3] | (1u << (pid & 7)));
+}
+
+static kh_err flush(struct kh_decoder *d)
+{
+	size_t kept = 0, skipped = 0, n = d->nbatch;
+	kh_err r;
+
+	if (d->err)
+		return d->err;
+	if (n == 0)
+		return KH_OK;
+	if (d->nscr > 0) {
+		/* Only packets whose parity had a key entered the batch, and keys change only after
+		 * a flush, so INVAL here would be a bug: treat every failure as final. */
+		if (!d->scr) {
+			d->err = KH_ERR_INTERNAL;
+			return d->err;
+		}
+		if ((r = kh_scr_descramble(d->scr, d->batch, n, &skipped)) != KH_OK) {
+			d->err = r == KH_ERR_INVAL ? KH_ERR_INTERNAL : r;
+			return d->err;
+		}
+	}
+	/* Whatever still says scrambled (a packet the descrambler skipped) is not written. */
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *p = d->batch + i * PKT;
+		if ((p[3] >> 6) != KH_TS_SC_CLEAR) {
+			d->st.dropped_bad++;
+			continue;
+		}
+		if (kept != i)
+			memmove(d->batch + kept * PKT, p, PKT);
+		kept++;
+	}
+	d->st.descrambled += d->nscr - (n - kept < d->nscr ? n - kept : d->nscr);
+	d->nbatch = 0;
+	d->nscr = 0;
+	if (kept && d->cfg.out && (r = d->cfg.out(d->cfg.ctx, d->batch, kept)) != KH_OK) {
+		d->err = r;
+		return r;
+	}
+	d->st.pkts_out += kept;
+	return KH_OK;
+}
+
+static kh_err emit(struct kh_decoder *d, const uint8_t *p, int scrambled)
+{
+	memcpy(d->batch + d->nbatch * PKT, p, PKT);
+	d->nbatch++;
+	if (scrambled)
+		d->nscr++;
+	return d->nbatch == KH_DECODER_BATCH ? flush(d) : KH_OK;
+}
+
+/* ---- keys ---- */
+
+static int have_keys(const struct kh_decoder *d)
+{
+	return d->scr && (kh_scr_has_key(d->scr, KH_SCR_EVEN) || kh_scr_has_key(d->scr, KH_SCR_ODD));
+}
+
+static kh_err clear_keys(struct kh_decoder *d)
+{
+	kh_err r = flush(d);
+	if (d->scr) {
+		kh_scr_clear_key(d->scr, KH_SCR_EVEN);
+		kh_scr_clear_key(d->scr, KH_SCR_ODD);
+	}
+	return r;
+}
+
+/* KH_ERR_FORMAT when the card's answer does not fit a descrambler (the keys are then cleared). */
+static kh_err set_keys(struct kh_decoder *d, const struct kh_cw_answer *cw)
+{
+	kh_err r;
+
+	if ((r = flush(d)) != KH_OK)
+		return r;
+	if (!d->scr || d->alg != cw->alg) {
+		kh_scr_free(d->scr);
+		d->scr = NULL;
+		if (kh_scr_keylen((enum kh_scr_alg)cw->alg) == 0)
+			return KH_ERR_FORMAT;
+		if ((r = kh_scr_new((enum kh_scr_alg)cw->alg, 0, &d->scr)) != KH_OK) {
+			d->err = r;
+			return r;
+		}
+		d->alg = cw->alg;
+	}
+	if (kh_scr_set_key(d->scr, KH_SCR_EVEN, cw->even, cw->cw_len) != KH_OK ||
+	    kh_scr_set_key(d->scr, KH_SCR_ODD, cw->odd, cw->cw_len) != KH_OK) {
+		kh_scr_clear_key(d->scr, KH_SCR_EVEN);
+		kh_scr_clear_key(d->scr, KH_SCR_ODD);
+		return KH_ERR_FORMAT;
+	}
+	return KH_OK;
+}
+
+/* ---- ECMs ---- */
+
+/* Tell the viewer why there is no picture, once per change of reason (and of event). */
+static void refusal(struct kh_decoder *d, kh_err r, const struct kh_ppv_offer *o, int channel)
+{
+	uint32_t ev = o ? o->event : 0;
+
+	if (d->have_notice && d->notice == r && d->notice_event == ev)
+		return;
+	d->have_notice = 1;
+	d->notice = r;
+	d->notice_event = ev;
+	if (channel) {
+		tell(d, r, "lost the sealed channel to the card (%s): card removed or swapped? "
+			   "pairing again at the next ECM", kh_strerror(r));
+		return;
+	}
+	switch (r) {
+	case KH_ERR_NO_RIGHT: tell(d, r, "no subscription for this channel"); break;
+	case KH_ERR_RIGHT_EXPIRED: tell(d, r, "subscription expired"); break;
+	case KH_ERR_RIGHT_NOT_STARTED: tell(d, r, "subscription not yet valid"); break;
+	case KH_ERR_NOT_PURCHASED:
+		if (o)
+			tell(d, r, "pay-per-view event %u: price %u, credit %u \xe2\x80\x94 run 'keyhole decoder buy'",
+			     o->event, o->price, o->credit);
+		else
+			tell(d, r, "pay-per-view event not purchased \xe2\x80\x94 run 'keyhole decoder buy'");
+		break;
+	case KH_ERR_CREDIT_LOW:
+		if (o)
+			tell(d, r, "pay-per-view event %u costs %u but the card holds only %u credit", o->event,
+			     o->price, o->credit);
+		else
+			tell(d, r, "credit too low for this pay-per-view event");
+		break;
+	case KH_ERR_NO_KEY:
+		tell(d, r, "the card holds no key for this channel's ECMs (no subscription for this channel)");
+		break;
+	default: tell(d, r, "the card refused the ECM: %s", kh_strerror(r)); break;
+	}
+}
+
+static kh_err pass_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
+{
+	struct kh_cw_answer cw;
+	struct kh_ppv_offer offer, bought;
+	int have_offer = 0;
+	kh_err r, e;
+
+	d->st.ecm_passed++;
+	memset(&offer, 0, sizeof offer);
+	r = kh_host_cas_ecm(d->cfg.cas, sec, n, now_of(d), &cw, &offer);
+	if (r == KH_OK) {
+		d->st.ecm_answered++;
+		kh_log_debug("decoder.ecm", "cp=%u alg=%u", (unsigned)cw.cp, (unsigned)cw.alg);
+		e = set_keys(d, &cw);
+		kh_wipe(&cw, sizeof cw);
+		if (e != KH_OK) {
+			if (d->err)
+				return d->err;
+			d->st.ecm_refused++;
+			refusal(d, e, NULL, 0);
+			return clear_keys(d);
+		}
+		if (d->have_notice) {
+			d->have_notice = 0;
+			tell(d, KH_OK, "access granted: descrambling with %s", kh_scr_alg_name((enum kh_scr_alg)d->alg));
+		}
+		return KH_OK;
+	}
+	kh_wipe(&cw, sizeof cw);
+	d->st.ecm_refused++;
+	have_offer = r == KH_ERR_NOT_PURCHASED || r == KH_ERR_CREDIT_LOW;
+	kh_log_info("decoder.ecm_refused", "err=%s", kh_err_name(r));
+	if (r == KH_ERR_NOT_PURCHASED && (d->cfg.flags & KH_DECODER_F_BUY) &&
+	    !(d->have_bought && d->bought_event == offer.event)) {
+		/* Once per event: the card decides from the authenticated ECM, never from us. */
+		d->have_bought = 1;
+		d->bought_event = offer.event;
+		memset(&bought, 0, sizeof bought);
+		e = kh_host_cas_purchase(d->cfg.cas, sec, n, now_of(d), &bought);
+		if (e == KH_OK) {
+			d->st.purchases++;
+			tell(d, KH_OK, "bought pay-per-view event %u for %u; credit now %u", bought.event,
+			     bought.price, bought.credit);
+			return pass_ecm(d, sec, n);
+		}
+		kh_log_info("decoder.purchase_refused", "err=%s event=%u", kh_err_name(e), offer.event);
+		r = e;
+		if (r == KH_ERR_CREDIT_LOW && bought.event == 0)
+			bought = offer;
+		offer = bought;
+		have_offer = r == KH_ERR_NOT_PURCHASED || r == KH_ERR_CREDIT_LOW;
+	}
+	if ((e = clear_keys(d)) != KH_OK)
+		return e;
+	if (!d->cfg.cas->connected) {
+		/* The channel is gone: let this ECM's next repetition reconnect (once per ECM). */
+		d->have_last = 0;
+		refusal(d, r, NULL, 1);
+		return KH_OK;
+	}
+	refusal(d, r, have_offer ? &offer : NULL, 0);
+	return KH_OK;
+}
+
+static kh_err on_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
+{
+	struct kh_ecm_hdr h;
+	kh_err r;
+
+	if ((r = kh_ecm_peek(sec, n, &h)) != KH_OK) {
+		kh_log_debug("decoder.ecm_bad", "err=%s", kh_err_name(r));
+		return KH_OK;
+	}
+	memcpy(d->ecm, sec, n);
+	d->ecm_len = n;
+	if (d->cfg.flags & KH_DECODER_F_PASSIVE)
+		return KH_OK;
+	if (d->have_last && d->last_tid == h.table_id && d->last_cp == h.cp)
+		return KH_OK;
+	if (!d->cfg.cas->connected) {
+		if (d->tried && d->tried_tid == h.table_id && d->tried_cp == h.cp)
+			return KH_OK;
+		d->tried = 1;
+		d->tried_tid = h.table_id;
+		d->tried_cp = h.cp;
+		d->st.reconnects++;
+		if ((r = clear_keys(d)) != KH_OK)
+			return r;
+		if ((r = kh_host_cas_connect(d->cfg.cas, now_of(d))) != KH_OK) {
+			if (!d->have_notice || d->notice != r) {
+				d->have_notice = 1;
+				d->notice = r;
+				d->notice_event = 0;
+				tell(d, r, "cannot pair with the card (%s); trying again at the next ECM", kh_strerror(r));
+			}
+			return KH_OK;
+		}
+		if (d->cfg.cas->card_ua != d->card_ua) {
+			/* Another card: its rights, group and EMM counters are its own. */
+			d->have_status = 0;
+			memset(d->emm_n, 0, sizeof d->emm_n);
+			tell(d, KH_OK, "paired with card %08X", d->cfg.cas->card_ua);
+		} else {
+			tell(d, KH_OK, "paired with card %08X again", d->cfg.cas->card_ua);
+		}
+		d->card_ua = d->cfg.cas->card_ua;
+		d->have_notice = 0;
+	}
+	d->have_last = 1;
+	d->last_tid = h.table_id;
+	d->last_cp = h.cp;
+	return pass_ecm(d, sec, n);
+}
+
+/* ---- EMMs ---- */
+
+static int emm_seen(struct kh_decoder *d, unsigned type, uint32_t seq)
+{
+	for (unsigned i = 0; i < d->emm_n[type]; i++)
+		if (d->emm_seen[type][i] == seq)
+			return 1;
+	d->emm_seen[type][d->emm_pos[type]] = seq;
+	d->emm_pos[type] = (d->emm_pos[type] + 1) % EMM_RING;
+	if (d->emm_n[type] < EMM_RING)
+		d->emm_n[type]++;
+	return 0;
+}
+
+static kh_err on_emm(struct kh_decoder *d, const uint8_t *sec, size_t n)
+{
+	struct kh_emm_hdr h;
+	kh_err r;
+
+	if (d->cfg.flags & KH_DECODER_F_PASSIVE)
+		return KH_OK;
+	if ((r = kh_emm_peek(sec, n, &h)) != KH_OK || h.addr_type > KH_EMM_ALL) {
+		kh_log_debug("decoder.emm_bad", "err=%s", kh_err_name(r ? r : KH_ERR_FORMAT));
+		return KH_OK;
+	}
+	if (h.addr_type == KH_EMM_UNIQUE && (d->cfg.cas->card_ua == 0 || h.addr != d->cfg.cas->card_ua))
+		return KH_OK;
+	if (!d->have_status) {
+		if ((r = kh_host_cas_status(d->cfg.cas, &d->status)) != KH_OK) {
+			kh_log_info("decoder.status_failed", "err=%s", kh_err_name(r));
+			return KH_OK;
+		}
+		d->have_status = 1;
+	}
+	if (h.addr_type == KH_EMM_GROUP && (!d->status.has_group || h.addr != d->status.group))
+		return KH_OK;
+	if (h.seq <= d->status.seq[h.addr_type] || emm_seen(d, h.addr_type, h.seq))
+		return KH_OK;
+	d->st.emm_passed++;
+	if ((r = kh_host_cas_emm(d->cfg.cas, sec, n)) != KH_OK) {
+		kh_log_info("decoder.emm_refused", "type=%u addr=%08X seq=%u err=%s", h.addr_type, h.addr, h.seq,
+			    kh_err_name(r));
+		return KH_OK;
+	}
+	d->st.emm_accepted++;
+	kh_log_info("decoder.emm", "type=%u addr=%08X seq=%u", h.addr_type, h.addr, h.seq);
+	d->have_status = 0; /* its counters (and perhaps its group) moved */
+	if (!have_keys(d))
+		d->have_last = 0; /* rights may have arrived: show the card the current ECM again */
+	return KH_OK;
+}
+
+/* ---- tables ---- */
+
+typedef kh_err (*section_fn)(struct kh_decoder *d, const uint8_t *sec, size_t n);
+
+/* Push one packet into a, and hand each complete section to fn. */
+static kh_err sections(struct kh_decoder *d, struct kh_ts_asm *a, const uint8_t *p, section_fn fn)
+{
+	size_t len;
+	kh_err r;
+	int k;
+
+	if (kh_ts_asm_push(a, p, PKT) != KH_OK)
+		return KH_OK;
+	while ((k = kh_ts_asm_pop(a, d->sec, sizeof d->sec, &len)) != 0) {
+		if (k < 0) {
+			if (k == KH_ERR_BUF)
+				break;
+			continue;
+		}
+		if ((r = fn(d, d->sec, len)) != KH_OK)
+			return r;
+	}
+	return KH_OK;
+}
+
+static void set_pid(struct kh_ts_asm *a, uint16_t *cur, uint16_t pid, size_t max)
+{
+	if (*cur == pid)
+		return;
+	*cur = pid;
+	if (pid != PID_NONE && kh_ts_asm_init(a, pid, max) != KH_OK)
+		*cur = PID_NONE;
+}
+
+static kh_err on_pat(struct kh_decoder *d, const uint8_t *sec, size_t n)
+{
+	const struct kh_ts_pat_prog *pick = NULL;
+
+	if (kh_ts_pat_parse(sec, n, &d->pat) != KH_OK || !d->pat.current)
+		return KH_OK;
+	for (size_t i = 0; i < d->pat.n && !pick; i++)
+		if (d->pat.prog[i].program_number != 0 &&
+		    (d->cfg.program == 0 || d->pat.prog[i].program_number == d->cfg.program))
+			pick = &d->pat.prog[i];
+	if (!pick) {
+		kh_log_debug("decoder.no_program", "program=%u", d->cfg.program);
+		return KH_OK;
+	}
+	if (pick->program_number == d->program && pick->pid == d->pmt_pid)
+		return KH_OK;
+	if (pick->program_number != d->program && d->program != 0) {
+		kh_err r = clear_keys(d);
+		if (r != KH_OK)
+			return r;
+	}
+	kh_log_info("decoder.program", "program=%u pmt_pid=%u", pick->program_number, pick->pid);
+	d->program = pick->program_number;
+	set_pid(&d->pmt_asm, &d->pmt_pid, pick->pid, KH_TS_PSI_MAX);
+	memset(d->comp, 0, sizeof d->comp);
+	d->ecm_pid = PID_NONE;
+	d->have_last = 0;
+	return KH_OK;
+}
+
+static kh_err on_cat(struct kh_decoder *d, const uint8_t *sec, size_t n)
+{
+	struct kh_ts_cat cat;
+	struct kh_ts_ca_desc ca;
+
+	if (kh_ts_cat_parse(sec, n, &cat) != KH_OK || !cat.current)
+		return KH_OK;
+	if (kh_ts_ca_desc_find(cat.desc, cat.desc_len, d->cfg.ca_system_id, &ca) != KH_OK)
+		return KH_OK;
+	if (ca.ca_pid == KH_TS_PID_PAT || ca.ca_pid == KH_TS_PID_CAT || ca.ca_pid == KH_TS_PID_NULL)
+		return KH_OK;
+	if (ca.ca_pid != d->emm_pid) {
+		kh_log_info("decoder.emm_pid", "pid=%u", ca.ca_pid);
+		memset(d->emm_n, 0, sizeof d->emm_n);
+	}
+	set_pid(&d->emm_asm, &d->emm_pid, ca.ca_pid, KH_TS_PRIVATE_MAX);
+	return KH_OK;
+}
+
+/* Copy a descriptor loop without its CA and scrambling descriptors to out + *off. */
+static void strip(const uint8_t *loop, size_t len, uint8_t *out, size_t cap, size_t *off)
+{
+	struct kh_ts_desc_it it;
+	const uint8_t *body;
+	uint8_t tag, blen;
+
+	kh_ts_desc_it_init(&it, loop, len);
+	while (kh_ts_desc_next(&it, &tag, &body, &blen) == 1) {
+		if (tag == KH_TS_DESC_CA || tag == KH_TS_DESC_SCRAMBLING)
+			continue;
+		if (*off + 2u + blen > cap)
+			return;
+		out[*off] = tag;
+		out[*off + 1] = blen;
+		memcpy(out + *off + 2, body, blen);
+		*off += 2u + blen;
+	}
+}
+
+static kh_err on_pmt(struct kh_decoder *d, const uint8_t *sec, size_t n)
+{
+	struct kh_ts_pmt *in = &d->pmt, *o = &d->pmt_out;
+	struct kh_ts_ca_desc ca;
+	uint16_t ecm_pid = PID_NONE;
+	size_t off = 0, len, plen;
+	kh_err r;
+
+	if (kh_ts_pmt_parse(sec, n, in) != KH_OK || !in->current || in->program_number != d->program)
+		return KH_OK;
+	memset(d->comp, 0, sizeof d->comp);
+	for (size_t i = 0; i < in->n; i++)
+		set_comp(d, in->es[i].pid);
+	if (in->pcr_pid != KH_TS_PID_NULL)
+		set_comp(d, in->pcr_pid);
+	if (kh_ts_ca_desc_find(in->desc, in->desc_len, d->cfg.ca_system_id, &ca) == KH_OK &&
+	    ca.ca_pid != d->pmt_pid && ca.ca_pid > KH_TS_PID_CAT && ca.ca_pid != KH_TS_PID_NULL)
+		ecm_pid = ca.ca_pid;
+	if (ecm_pid != d->ecm_pid) {
+		kh_log_info("decoder.ecm_pid", "pid=%u", ecm_pid);
+		d->have_last = 0;
+	}
+	set_pid(&d->ecm_asm, &d->ecm_pid, ecm_pid, KH_TS_PRIVATE_MAX);
+
+	/* The clear PMT: same program, no CA or scrambling descriptors, next version. */
+	*o = *in;
+	o->version = (uint8_t)((in->version + 1) & 31);
+	o->desc = d->pmt_desc;
+	strip(in->desc, in->desc_len, d->pmt_desc, sizeof d->pmt_desc, &off);
+	o->desc_len = off;
+	for (size_t i = 0; i < in->n; i++) {
+		size_t start = off;
+		strip(in->es[i].desc, in->es[i].desc_len, d->pmt_desc, sizeof d->pmt_desc, &off);
+		o->es[i].desc = d->pmt_desc + start;
+		o->es[i].desc_len = off - start;
+	}
+	if (kh_ts_pmt_build(o, d->pmt_sec, sizeof d->pmt_sec, &len) != KH_OK ||
+	    kh_ts_packetise(d->pmt_pid, &d->pmt_cc, d->pmt_sec, len, d->pmt_pkts, sizeof d->pmt_pkts, &plen) != KH_OK)
+		return KH_OK; /* cannot happen: the clear PMT is never larger than the one parsed */
+	for (size_t i = 0; i < plen / PKT; i++)
+		if ((r = emit(d, d->pmt_pkts + i * PKT, 0)) != KH_OK)
+			return r;
+	return KH_OK;
+}
+
+/* ---- packets ---- */
+
+static kh_err one(struct kh_decoder *d, const uint8_t *p)
+{
+	struct kh_ts_pkt pk;
+	uint16_t pid;
+
+	d->st.pkts_in++;
+	if (kh_ts_parse(p, PKT, &pk) != KH_OK) {
+		d->st.dropped_bad++;
+		return KH_OK;
+	}
+	pid = pk.pid;
+	if (pid == KH_TS_PID_PAT) {
+		kh_err r = sections(d, &d->pat_asm, p, on_pat);
+		return r ? r : emit(d, p, 0);
+	}
+	if (pid == KH_TS_PID_CAT) {
+		d->st.dropped_ca++;
+		return sections(d, &d->cat_asm, p, on_cat);
+	}
+	if (pid == d->pmt_pid) {
+		d->st.dropped_ca++;
+		return sections(d, &d->pmt_asm, p, on_pmt);
+	}
+	if (pid == d->ecm_pid) {
+		d->st.dropped_ca++;
+		return sections(d, &d->ecm_asm, p, on_ecm);
+	}
+	if (pid == d->emm_pid) {
+		d->st.dropped_ca++;
+		return sections(d, &d->emm_asm, p, on_emm);
+	}
+	if (pk.scrambling == KH_TS_SC_CLEAR)
+		return emit(d, p, 0);
+	if (pk.scrambling == 1) {
+		d->st.dropped_bad++;
+		return KH_OK;
+	}
+	if (!is_comp(d, pid) || (d->cfg.flags & KH_DECODER_F_PASSIVE) || !d->scr ||
+	    !kh_scr_has_key(d->scr, pk.scrambling == KH_TS_SC_EVEN ? KH_SCR_EVEN : KH_SCR_ODD)) {
+		d->st.dropped_nokey++;
+		return KH_OK;
+	}
+	return emit(d, p, 1);
+}
+
+kh_err kh_decoder_feed(struct kh_decoder *d, const uint8_t *pkts, size_t n)
+{
+	kh_err r;
+
+	if (d->err)
+		return d->err;
+	if (n && !pkts)
+		return KH_ERR_INVAL;
+	for (size_t i = 0; i < n; i++)
+		if ((r = one(d, pkts + i * PKT)) != KH_OK) {
+			if (!d->err)
+				d->err = r;
+			return r;
+		}
+	return KH_OK;
+}
+
+kh_err kh_decoder_finish(struct kh_decoder *d)
+{
+	return flush(d);
+}
+
+kh_err kh_decoder_new(const struct kh_decoder_config *cfg, struct kh_decoder **out)
+{
+	struct kh_decoder *d;
+
+	if (!cfg || !out || !cfg->cas || (cfg->flags & ~(KH_DECODER_F_BUY | KH_DECODER_F_PASSIVE)) ||
+	    (!cfg->now && !(cfg->flags & KH_DECODER_F_PASSIVE)))
+		return KH_ERR_INVAL;
+	if (!(d = calloc(1, sizeof *d)))
+		return KH_ERR_NOMEM;
+	d->cfg = *cfg;
+	if (!d->cfg.ca_system_id)
+		d->cfg.ca_system_id = KH_DECODER_CA_SYSTEM_ID;
+	d->pmt_pid = d->ecm_pid = d->emm_pid = PID_NONE;
+	d->card_ua = cfg->cas->connected ? cfg->cas->card_ua : 0;
+	if (kh_ts_asm_init(&d->pat_asm, KH_TS_PID_PAT, KH_TS_PSI_MAX) != KH_OK ||
+	    kh_ts_asm_init(&d->cat_asm, KH_TS_PID_CAT, KH_TS_PSI_MAX) != KH_OK) {
+		free(d);
+		return KH_ERR_INTERNAL;
+	}
+	*out = d;
+	return KH_OK;
+}
+
+void kh_decoder_free(struct kh_decoder *d)
+{
+	if (!d)
+		return;
+	kh_scr_free(d->scr);
+	/* The batch holds clear content, the last ECM is public: only the keys are secret, and
+	 * kh_scr_free wiped them. Wipe the rest anyway, it is cheap next to a stream. */
+	kh_wipe(d, sizeof *d);
+	free(d);
+}
+
+void kh_decoder_get_stats(const struct kh_decoder *d, struct kh_decoder_stats *st)
+{
+	*st = d->st;
+	st->program = d->program;
+	st->pmt_pid = d->pmt_pid;
+	st->ecm_pid = d->ecm_pid;
+	st->emm_pid = d->emm_pid;
+}
+
+int kh_decoder_last_ecm(const struct kh_decoder *d, uint8_t *buf, size_t cap, size_t *len)
+{
+	if (d->ecm_len == 0 || cap < d->ecm_len)
+		return 0;
+	memcpy(buf, d->ecm, d->ecm_len);
+	*len = d->ecm_len;
+	return 1;
+}

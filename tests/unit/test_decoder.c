@@ -1,0 +1,659 @@
+/*
+ * The decoder engine (src/host/decoder.c) on synthetic transport streams built here as a headend
+ * would: PAT, CAT naming the EMM PID, PMT naming the ECM PID (and the scrambling mode for AES),
+ * EMMs sealed under the card's Kp (SET KEY, ENTITLE, ADD CREDIT), ECMs sealed under the service
+ * key with CW_k in the slot of parity k and CW_{k-1} in the other, sent ahead of their period
+ * (the lead) and repeated, and component packets scrambled per crypto period. Then through a
+ * real decoder -> CAM -> card session (tests/unit/world.c): the clear output must be the clear
+ * input, byte for byte, and must never hold a scrambled packet, whatever the card says.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "keyhole/authority.h"
+#include "keyhole/buf.h"
+#include "keyhole/cas.h"
+#include "keyhole/crypto.h"
+#include "keyhole/decoder.h"
+#include "keyhole/host.h"
+#include "keyhole/scramble.h"
+#include "keyhole/ts.h"
+#include "testutil.h"
+#include "world.h"
+
+#define PKT KH_TS_PACKET_LEN
+#define PROGRAM 1
+#define PMT_PID 0x100
+#define VID_PID 0x101
+#define AUD_PID 0x102
+#define ECM_PID 0x200
+#define EMM_PID 0x300
+#define OTHER_PID 0x400 /* a clear PID outside the service (e.g. teletext of another program) */
+#define CASID 0x4B48
+#define PERIODS 6
+#define PER_PERIOD 90
+#define PRODUCT 7
+#define EVENT 42
+#define PRICE 30
+
+/* ---- the headend side ---- */
+
+struct scenario {
+	enum kh_scr_alg alg;
+	uint8_t access;  /* KH_ECM_PRODUCT or KH_ECM_EVENT */
+	int set_key;     /* the card gets the service key */
+	int entitle;     /* ... and the right to PRODUCT */
+	uint32_t credit; /* ... and this credit (0: none) */
+	uint32_t ua;     /* the card the unique EMM is for */
+	uint32_t other_ua; /* a unique EMM for another card too (0: none) */
+};
+
+struct stream {
+	uint8_t *ts;
+	size_t n, cap; /* packets */
+	uint8_t *clear; /* the component packets in clear, in stream order */
+	size_t nclear, ccap;
+	size_t ecm_pos[PERIODS];   /* stream packet index where ECM k first appears */
+	size_t clear_at[PERIODS];  /* component packets before it */
+	uint8_t cc[KH_TS_PID_MAX + 1];
+	uint8_t ecm[PERIODS][KH_ECM_MAX];
+	size_t ecm_len[PERIODS];
+	uint8_t emm[2][KH_EMM_MAX];
+	size_t emm_len[2], nemm;
+};
+
+static uint8_t *slot(uint8_t **buf, size_t *n, size_t *cap)
+{
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 1024;
+		*buf = realloc(*buf, *cap * PKT);
+		assert_non_null(*buf);
+	}
+	return *buf + (*n)++ * PKT;
+}
+
+static void put_section(struct stream *s, uint16_t pid, const uint8_t *sec, size_t n)
+{
+	uint8_t pk[8 * PKT];
+	size_t len;
+	assert_int_equal(kh_ts_packetise(pid, &s->cc[pid], sec, n, pk, sizeof pk, &len), KH_OK);
+	for (size_t i = 0; i < len / PKT; i++)
+		memcpy(slot(&s->ts, &s->n, &s->cap), pk + i * PKT, PKT);
+}
+
+static void put_psi(struct stream *s, const struct scenario *sc)
+{
+	struct kh_ts_pat *pat = calloc(1, sizeof *pat);
+	struct kh_ts_pmt *pmt = calloc(1, sizeof *pmt);
+	struct kh_ts_cat cat;
+	uint8_t sec[KH_TS_PSI_MAX], pdesc[64], cdesc[16];
+	static const uint8_t lang[] = {0x0A, 4, 'e', 'n', 'g', 0}; /* ISO_639_language_descriptor */
+	struct kh_wr w;
+	size_t len;
+
+	assert_non_null(pat);
+	assert_non_null(pmt);
+	pat->tsid = 1;
+	pat->current = 1;
+	pat->n = 2;
+	pat->prog[0].program_number = 0; /* network PID */
+	pat->prog[0].pid = 0x10;
+	pat->prog[1].program_number = PROGRAM;
+	pat->prog[1].pid = PMT_PID;
+	assert_int_equal(kh_ts_pat_build(pat, sec, sizeof sec, &len), KH_OK);
+	put_section(s, KH_TS_PID_PAT, sec, len);
+
+	kh_wr_init(&w, cdesc, sizeof cdesc);
+	assert_int_equal(kh_ts_ca_desc_put(&w, CASID, EMM_PID, NULL, 0), KH_OK);
+	memset(&cat, 0, sizeof cat);
+	cat.current = 1;
+	cat.desc = cdesc;
+	cat.desc_len = w.len;
+	assert_int_equal(kh_ts_cat_build(&cat, sec, sizeof sec, &len), KH_OK);
+	put_section(s, KH_TS_PID_CAT, sec, len);
+
+	kh_wr_init(&w, pdesc, sizeof pdesc);
+	assert_int_equal(kh_ts_ca_desc_put(&w, CASID, ECM_PID, NULL, 0), KH_OK);
+	if (sc->alg != KH_SCR_CSA2)
+		assert_int_equal(kh_ts_scrambling_desc_put(&w, sc->alg == KH_SCR_CISSA ? KH_TS_SCRAMBLING_CISSA1
+											: KH_TS_SCRAMBLING_IDSA),
+				 KH_OK);
+	pmt->program_number = PROGRAM;
+	pmt->version = 3;
+	pmt->current = 1;
+	pmt->pcr_pid = VID_PID;
+	pmt->desc = pdesc;
+	pmt->desc_len = w.len;
+	pmt->n = 2;
+	pmt->es[0].stream_type = 0x1B;
+	pmt->es[0].pid = VID_PID;
+	pmt->es[1].stream_type = 0x0F;
+	pmt->es[1].pid = AUD_PID;
+	pmt->es[1].desc = lang;
+	pmt->es[1].desc_len = sizeof lang;
+	assert_int_equal(kh_ts_pmt_build(pmt, sec, sizeof sec, &len), KH_OK);
+	put_section(s, PMT_PID, sec, len);
+	free(pat);
+	free(pmt);
+}
+
+/* One component packet: varied shapes (adaptation fields, short payloads, unit starts). */
+static void put_comp(struct stream *s, struct kh_scr *scr, size_t i, enum kh_scr_parity parity)
+{
+	uint16_t pid = i % 3 == 2 ? AUD_PID : VID_PID;
+	uint8_t af[7] = {0x10, 1, 2, 3, 4, 5, 6}, payload[184], *p;
+	struct kh_ts_pkt h;
+	size_t af_len = i % 4 == 0 ? sizeof af : 0;
+	size_t pl = i % 7 == 3 ? 100 : i % 11 == 5 ? 5 : 184 - (af_len ? af_len + 1 : 0);
+
+	memset(&h, 0, sizeof h);
+	h.pid = pid;
+	h.pusi = i % 10 == 0;
+	h.cc = s->cc[pid]++ & 15;
+	s->cc[pid] &= 15;
+	assert_int_equal(kh_random(payload, sizeof payload), KH_OK);
+	p = slot(&s->ts, &s->n, &s->cap);
+	assert_int_equal(kh_ts_build(p, &h, af_len ? af : NULL, af_len, payload, pl), KH_OK);
+	memcpy(slot(&s->clear, &s->nclear, &s->ccap), p, PKT);
+	assert_int_equal(kh_scr_scramble(scr, p, 1, parity), KH_OK);
+}
+
+static void put_clear_other(struct stream *s)
+{
+	uint8_t payload[184];
+	struct kh_ts_pkt h;
+	memset(&h, 0, sizeof h);
+	memset(payload, 0x5A, sizeof payload);
+	h.pid = OTHER_PID;
+	h.cc = s->cc[OTHER_PID]++ & 15;
+	s->cc[OTHER_PID] &= 15;
+	assert_int_equal(kh_ts_build(slot(&s->ts, &s->n, &s->cap), &h, NULL, 0, payload, sizeof payload), KH_OK);
+}
+
+static void make_emm(struct world *w, const struct scenario *sc, uint32_t ua, const uint8_t sk[32], uint64_t t,
+		     uint8_t *out, size_t *len)
+{
+	uint8_t cmds[KH_EMM_CMDS_MAX], kp[32], ku[32];
+	struct kh_emm_hdr h = {0, KH_EMM_UNIQUE, ua, 1};
+	struct kh_wr wr;
+
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	if (sc->set_key)
+		assert_int_equal(kh_emm_put_set_key(&wr, 1, 1, sk), KH_OK);
+	if (sc->entitle)
+		assert_int_equal(kh_emm_put_entitle(&wr, PRODUCT, t - 3600, t + 86400), KH_OK);
+	if (sc->credit)
+		assert_int_equal(kh_emm_put_add_credit(&wr, sc->credit, 1), KH_OK);
+	assert_int_equal(kh_authority_card_keys(w->auth, ua, kp, ku), KH_OK);
+	assert_int_equal(kh_emm_seal(kp, &h, cmds, wr.len, out, KH_EMM_MAX, len), KH_OK);
+}
+
+static void put_emms(struct stream *s)
+{
+	for (size_t i = 0; i < s->nemm; i++)
+		put_section(s, EMM_PID, s->emm[i], s->emm_len[i]);
+}
+
+static void put_ecm(struct stream *s, int k)
+{
+	if (s->ecm_pos[k] == 0) {
+		s->ecm_pos[k] = s->n;
+		s->clear_at[k] = s->nclear;
+	}
+	put_section(s, ECM_PID, s->ecm[k], s->ecm_len[k]);
+}
+
+static struct stream *make_stream(struct world *w, const struct scenario *sc, uint64_t t)
+{
+	struct stream *s = calloc(1, sizeof *s);
+	uint8_t sk[32], cw[PERIODS + 1][16];
+	size_t cwlen = kh_scr_keylen(sc->alg);
+	struct kh_scr *scr = NULL;
+	struct kh_ecm e;
+
+	assert_non_null(s);
+	assert_int_equal(kh_random(sk, sizeof sk), KH_OK);
+	assert_int_equal(kh_random(&cw[0][0], sizeof cw), KH_OK);
+	assert_int_equal(kh_scr_new(sc->alg, 0, &scr), KH_OK);
+	for (int k = 0; k < PERIODS; k++) {
+		const uint8_t *prev = cw[k ? k - 1 : PERIODS];
+		memset(&e, 0, sizeof e);
+		e.h.table_id = (uint8_t)(KH_ECM_TID_EVEN | (k & 1));
+		e.h.key_id = 1;
+		e.h.key_version = 1;
+		e.h.cp = (uint32_t)k;
+		e.alg = (uint8_t)sc->alg;
+		e.cw_len = (uint8_t)cwlen;
+		memcpy(k & 1 ? e.cw_odd : e.cw_even, cw[k], cwlen);
+		memcpy(k & 1 ? e.cw_even : e.cw_odd, prev, cwlen);
+		e.access = sc->access;
+		e.product = PRODUCT;
+		e.event = EVENT;
+		e.price = PRICE;
+		e.time = t;
+		assert_int_equal(kh_ecm_seal(sk, &e, s->ecm[k], KH_ECM_MAX, &s->ecm_len[k]), KH_OK);
+	}
+	if (sc->other_ua)
+		make_emm(w, sc, sc->other_ua, sk, t, s->emm[s->nemm], &s->emm_len[s->nemm]), s->nemm++;
+	if (sc->set_key || sc->entitle || sc->credit)
+		make_emm(w, sc, sc->ua, sk, t, s->emm[s->nemm], &s->emm_len[s->nemm]), s->nemm++;
+
+	put_psi(s, sc);
+	put_emms(s);
+	put_ecm(s, 0);
+	for (int k = 0; k < PERIODS; k++) {
+		enum kh_scr_parity par = k & 1 ? KH_SCR_ODD : KH_SCR_EVEN;
+		assert_int_equal(kh_scr_set_key(scr, par, cw[k], cwlen), KH_OK);
+		for (size_t i = 0; i < PER_PERIOD; i++) {
+			if (i == PER_PERIOD / 2) { /* the carousel: tables, EMMs and the ECM again */
+				put_psi(s, sc);
+				put_emms(s);
+				put_ecm(s, k);
+				put_clear_other(s);
+			}
+			if (i == PER_PERIOD * 3 / 4 && k + 1 < PERIODS)
+				put_ecm(s, k + 1); /* the lead: ECM k+1 before period k ends */
+			put_comp(s, scr, (size_t)k * PER_PERIOD + i, par);
+		}
+	}
+	kh_scr_free(scr);
+	kh_wipe(cw, sizeof cw);
+	return s;
+}
+
+static void free_stream(struct stream *s)
+{
+	free(s->ts);
+	free(s->clear);
+	free(s);
+}
+
+/* ---- the decoder side ---- */
+
+#define MAX_NOTES 32
+struct sink {
+	uint8_t *out;
+	size_t n, cap;
+	int nnotes;
+	kh_err reason[MAX_NOTES];
+	char msg[MAX_NOTES][256];
+};
+
+static kh_err sink_out(void *ctx, const uint8_t *pkts, size_t n)
+{
+	struct sink *k = ctx;
+	for (size_t i = 0; i < n; i++)
+		memcpy(slot(&k->out, &k->n, &k->cap), pkts + i * PKT, PKT);
+	return KH_OK;
+}
+
+static void sink_notify(void *ctx, kh_err reason, const char *msg)
+{
+	struct sink *k = ctx;
+	assert_true(k->nnotes < MAX_NOTES);
+	k->reason[k->nnotes] = reason;
+	snprintf(k->msg[k->nnotes], sizeof k->msg[0], "%s", msg);
+	k->nnotes++;
+}
+
+static uint64_t clock_now(void *ctx)
+{
+	(void)ctx;
+	return (uint64_t)time(NULL);
+}
+
+static int notes_with(const struct sink *k, kh_err reason)
+{
+	int n = 0;
+	for (int i = 0; i < k->nnotes; i++)
+		n += k->reason[i] == reason;
+	return n;
+}
+
+static const char *note_of(const struct sink *k, kh_err reason)
+{
+	for (int i = 0; i < k->nnotes; i++)
+		if (k->reason[i] == reason)
+			return k->msg[i];
+	return "";
+}
+
+/*
+ * Run the decoder over s in uneven chunks; when swap_at is non-zero, the session's card becomes
+ * `swap` from that stream packet on (the card was pulled and another inserted).
+ */
+static void run(struct world *w, struct kh_host_cas *cas, const struct stream *s, unsigned flags,
+		size_t swap_at, struct kh_transport *swap, struct sink *k, struct kh_decoder_stats *st)
+{
+	struct kh_decoder_config cfg = {0};
+	struct kh_decoder *d = NULL;
+	size_t i = 0, chunk = 1;
+
+	(void)w;
+	cfg.cas = cas;
+	cfg.program = 0; /* the first program in the PAT */
+	cfg.flags = flags;
+	cfg.now = clock_now;
+	cfg.notify = sink_notify;
+	cfg.out = sink_out;
+	cfg.ctx = k;
+	assert_int_equal(kh_decoder_new(&cfg, &d), KH_OK);
+	while (i < s->n) {
+		size_t n = chunk;
+		if (n > s->n - i)
+			n = s->n - i;
+		if (swap_at && i < swap_at && i + n > swap_at)
+			n = swap_at - i;
+		if (swap_at && i == swap_at)
+			cas->card = swap;
+		assert_int_equal(kh_decoder_feed(d, s->ts + i * PKT, n), KH_OK);
+		i += n;
+		chunk = chunk * 7 % 400 + 1; /* 1, 8, 57, ...: chunks across batch boundaries */
+	}
+	assert_int_equal(kh_decoder_finish(d), KH_OK);
+	kh_decoder_get_stats(d, st);
+	kh_decoder_free(d);
+}
+
+static void connect_card(struct world *w, struct kh_host_cas *cas, struct mod *card)
+{
+	kh_host_cas_init(cas, w->root_pk, &w->cam.t, &card->t, (const uint8_t *)"decoder", 7);
+	assert_int_equal(kh_host_cas_connect(cas, (uint64_t)time(NULL)), KH_OK);
+	assert_int_equal(cas->card_ua, card->ua);
+}
+
+/*
+ * Whatever happened: every output packet parses and is clear; no ECM, EMM or CAT packet; the
+ * service's component packets are exactly the first `expect` clear ones, in order.
+ */
+static void check_output(const struct stream *s, const struct sink *k, size_t expect)
+{
+	size_t ncomp = 0;
+	struct kh_ts_pkt p;
+
+	for (size_t i = 0; i < k->n; i++) {
+		const uint8_t *pk = k->out + i * PKT;
+		assert_int_equal(kh_ts_parse(pk, PKT, &p), KH_OK);
+		assert_int_equal(p.scrambling, KH_TS_SC_CLEAR);
+		assert_int_not_equal(p.pid, ECM_PID);
+		assert_int_not_equal(p.pid, EMM_PID);
+		assert_int_not_equal(p.pid, KH_TS_PID_CAT);
+		if (p.pid == VID_PID || p.pid == AUD_PID) {
+			assert_true(ncomp < expect);
+			assert_memory_equal(pk, s->clear + ncomp * PKT, PKT);
+			ncomp++;
+		}
+	}
+	assert_int_equal(ncomp, expect);
+}
+
+/* The PMT that comes out: no CA or scrambling descriptor, other descriptors kept, version
+ * bumped, CRC right, continuity counters in sequence. */
+static void check_pmt(const struct sink *k)
+{
+	struct kh_ts_asm *a = calloc(1, sizeof *a);
+	struct kh_ts_pmt *pmt = calloc(1, sizeof *pmt);
+	uint8_t sec[KH_TS_PSI_MAX], tag, blen, mode;
+	const uint8_t *body;
+	struct kh_ts_desc_it it;
+	struct kh_ts_ca_desc ca;
+	int npmt = 0, last_cc = -1;
+	size_t len;
+
+	assert_non_null(a);
+	assert_non_null(pmt);
+	assert_int_equal(kh_ts_asm_init(a, PMT_PID, KH_TS_PSI_MAX), KH_OK);
+	for (size_t i = 0; i < k->n; i++) {
+		const uint8_t *pk = k->out + i * PKT;
+		struct kh_ts_pkt p;
+		assert_int_equal(kh_ts_parse(pk, PKT, &p), KH_OK);
+		if (p.pid != PMT_PID)
+			continue;
+		if (last_cc >= 0)
+			assert_int_equal(p.cc, (last_cc + 1) & 15);
+		last_cc = p.cc;
+		assert_int_equal(kh_ts_asm_push(a, pk, PKT), KH_OK);
+		while (kh_ts_asm_pop(a, sec, sizeof sec, &len) == 1) {
+			assert_int_equal(kh_ts_section_check(sec, len), KH_OK);
+			assert_int_equal(kh_ts_pmt_parse(sec, len, pmt), KH_OK);
+			assert_int_equal(pmt->program_number, PROGRAM);
+			assert_int_equal(pmt->version, 4);
+			assert_int_equal(kh_ts_ca_desc_find(pmt->desc, pmt->desc_len, CASID, &ca), KH_ERR_NOTFOUND);
+			assert_int_equal(kh_ts_scrambling_desc_find(pmt->desc, pmt->desc_len, &mode), KH_ERR_NOTFOUND);
+			assert_int_equal(pmt->n, 2);
+			assert_int_equal(pmt->es[1].pid, AUD_PID);
+			kh_ts_desc_it_init(&it, pmt->es[1].desc, pmt->es[1].desc_len);
+			assert_int_equal(kh_ts_desc_next(&it, &tag, &body, &blen), 1);
+			assert_int_equal(tag, 0x0A);
+			npmt++;
+		}
+	}
+	assert_int_equal(npmt, 1 + PERIODS); /* every PMT of the input, rewritten */
+	assert_int_equal(a->cc_errors, 0);
+	free(a);
+	free(pmt);
+}
+
+static void play_with_rights(struct world *w, enum kh_scr_alg alg)
+{
+	struct scenario sc = {alg, KH_ECM_PRODUCT, 1, 1, 0, w->c1.ua, w->c2.ua};
+	uint64_t t = (uint64_t)time(NULL);
+	struct stream *s = make_stream(w, &sc, t);
+	struct kh_host_cas cas;
+	struct sink k = {0};
+	struct kh_decoder_stats st;
+
+	connect_card(w, &cas, &w->c1);
+	run(w, &cas, s, 0, 0, NULL, &k, &st);
+	check_output(s, &k, s->nclear);
+	check_pmt(&k);
+	assert_int_equal(st.dropped_nokey, 0);
+	assert_int_equal(st.descrambled, s->nclear);
+	assert_int_equal(st.ecm_passed, PERIODS); /* each ECM once, repetitions skipped */
+	assert_int_equal(st.ecm_answered, PERIODS);
+	assert_int_equal(st.ecm_refused, 0);
+	/* the EMM for c1 passed once across the carousel; the one for c2 never */
+	assert_int_equal(st.emm_passed, 1);
+	assert_int_equal(st.emm_accepted, 1);
+	assert_int_equal(st.reconnects, 0);
+	assert_int_equal(st.ecm_pid, ECM_PID);
+	assert_int_equal(st.emm_pid, EMM_PID);
+	assert_int_equal(k.nnotes, 0);
+	/* the clear PID outside the service passes; every input packet is accounted for */
+	assert_int_equal(st.pkts_out, k.n);
+	assert_int_equal(st.pkts_in, s->n);
+	kh_host_cas_wipe(&cas);
+	free(k.out);
+	free_stream(s);
+}
+
+static void test_play_csa2(void **state) { play_with_rights(*state, KH_SCR_CSA2); }
+static void test_play_cissa(void **state) { play_with_rights(*state, KH_SCR_CISSA); }
+static void test_play_idsa(void **state) { play_with_rights(*state, KH_SCR_IDSA); }
+
+/* The card holds the service key but no right: nothing of the service comes out, and the viewer
+ * is told once. */
+static void test_no_right(void **state)
+{
+	struct world *w = *state;
+	struct scenario sc = {KH_SCR_CSA2, KH_ECM_PRODUCT, 1, 0, 0, w->c1.ua, 0};
+	struct stream *s = make_stream(w, &sc, (uint64_t)time(NULL));
+	struct kh_host_cas cas;
+	struct sink k = {0};
+	struct kh_decoder_stats st;
+
+	connect_card(w, &cas, &w->c1);
+	run(w, &cas, s, 0, 0, NULL, &k, &st);
+	check_output(s, &k, 0);
+	check_pmt(&k);
+	assert_int_equal(st.dropped_nokey, s->nclear);
+	assert_int_equal(st.ecm_answered, 0);
+	assert_int_equal(st.ecm_refused, st.ecm_passed);
+	assert_true(st.ecm_passed >= PERIODS);
+	assert_int_equal(k.nnotes, 1);
+	assert_int_equal(k.reason[0], KH_ERR_NO_RIGHT);
+	assert_string_equal(k.msg[0], "no subscription for this channel");
+	kh_host_cas_wipe(&cas);
+	free(k.out);
+	free_stream(s);
+}
+
+/*
+ * c1 is entitled; halfway through period 2 it is pulled and c2 (same operator, no right)
+ * answers in its place. The output keeps the packets up to the next ECM (their keys came from
+ * c1 before the swap) and stops exactly there; the viewer hears of the lost channel, then of
+ * c2's missing right.
+ */
+static void test_card_swap(void **state)
+{
+	struct world *w = *state;
+	struct scenario sc = {KH_SCR_CSA2, KH_ECM_PRODUCT, 1, 1, 0, w->c1.ua, 0};
+	struct stream *s = make_stream(w, &sc, (uint64_t)time(NULL));
+	struct kh_host_cas cas;
+	struct sink k = {0};
+	struct kh_decoder_stats st;
+	size_t swap_at = s->ecm_pos[2] + 10;
+
+	connect_card(w, &cas, &w->c1);
+	run(w, &cas, s, 0, swap_at, &w->c2.t, &k, &st);
+	/* ECM 3 is the first new one after the swap */
+	assert_true(s->ecm_pos[3] > swap_at);
+	check_output(s, &k, s->clear_at[3]);
+	assert_true(st.dropped_nokey > 0);
+	assert_int_equal(st.descrambled + st.dropped_nokey, s->nclear);
+	assert_true(st.reconnects >= 1);
+	assert_int_equal(cas.card_ua, w->c2.ua);
+	assert_true(k.nnotes >= 2);
+	/* the first word is about the channel, not about rights */
+	assert_true(k.reason[0] != KH_ERR_NO_RIGHT && k.reason[0] != KH_OK);
+	assert_non_null(strstr(k.msg[0], "swapped"));
+	/* then c2 paired, and it has no service key (its EMM is not in this stream) */
+	assert_true(notes_with(&k, KH_ERR_NO_KEY) == 1 || notes_with(&k, KH_ERR_NO_RIGHT) == 1);
+	assert_non_null(strstr(note_of(&k, KH_OK), "paired with card"));
+	kh_host_cas_wipe(&cas);
+	free(k.out);
+	free_stream(s);
+}
+
+/* Pay-per-view: without --buy the viewer is told the price; with it the event is bought once. */
+static void test_ppv(void **state)
+{
+	struct world *w = *state;
+	struct scenario sc = {KH_SCR_IDSA, KH_ECM_EVENT, 1, 0, 100, w->c1.ua, 0};
+	struct stream *s = make_stream(w, &sc, (uint64_t)time(NULL));
+	struct kh_host_cas cas;
+	struct sink k = {0}, k2 = {0};
+	struct kh_decoder_stats st;
+	struct kh_cas_status *cs = calloc(1, sizeof *cs);
+
+	assert_non_null(cs);
+	connect_card(w, &cas, &w->c1);
+	run(w, &cas, s, 0, 0, NULL, &k, &st);
+	check_output(s, &k, 0);
+	assert_int_equal(k.nnotes, 1);
+	assert_int_equal(k.reason[0], KH_ERR_NOT_PURCHASED);
+	assert_string_equal(k.msg[0], "pay-per-view event 42: price 30, credit 100 \xe2\x80\x94 run 'keyhole decoder buy'");
+
+	run(w, &cas, s, KH_DECODER_F_BUY, 0, NULL, &k2, &st);
+	check_output(s, &k2, s->nclear);
+	assert_int_equal(st.purchases, 1);
+	assert_int_equal(kh_host_cas_status(&cas, cs), KH_OK);
+	assert_int_equal(cs->credit, 70);
+	assert_int_equal(cs->npurchases, 1);
+	assert_int_equal(cs->purchases[0].event, EVENT);
+	assert_non_null(strstr(note_of(&k2, KH_OK), "bought pay-per-view event 42 for 30; credit now 70"));
+	kh_host_cas_wipe(&cas);
+	free(cs);
+	free(k.out);
+	free(k2.out);
+	free_stream(s);
+}
+
+static void test_ppv_credit_low(void **state)
+{
+	struct world *w = *state;
+	struct scenario sc = {KH_SCR_CSA2, KH_ECM_EVENT, 1, 0, 10, w->c1.ua, 0};
+	struct stream *s = make_stream(w, &sc, (uint64_t)time(NULL));
+	struct kh_host_cas cas;
+	struct sink k = {0};
+	struct kh_decoder_stats st;
+
+	connect_card(w, &cas, &w->c1);
+	run(w, &cas, s, KH_DECODER_F_BUY, 0, NULL, &k, &st);
+	check_output(s, &k, 0);
+	assert_int_equal(st.purchases, 0);
+	assert_int_equal(k.nnotes, 1);
+	assert_int_equal(k.reason[0], KH_ERR_CREDIT_LOW);
+	assert_string_equal(k.msg[0], "pay-per-view event 42 costs 30 but the card holds only 10 credit");
+	kh_host_cas_wipe(&cas);
+	free(k.out);
+	free_stream(s);
+}
+
+/* Passive: tables followed, the service's ECM kept, no card spoken to, nothing scrambled out. */
+static void test_passive(void **state)
+{
+	struct world *w = *state;
+	struct scenario sc = {KH_SCR_CISSA, KH_ECM_EVENT, 1, 0, 100, w->c1.ua, 0};
+	struct stream *s = make_stream(w, &sc, (uint64_t)time(NULL));
+	struct kh_decoder_config cfg = {0};
+	struct kh_decoder *d = NULL;
+	struct kh_host_cas cas;
+	struct sink k = {0};
+	uint8_t ecm[KH_ECM_MAX];
+	size_t len;
+
+	kh_host_cas_init(&cas, w->root_pk, &w->cam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
+	cfg.cas = &cas;
+	cfg.flags = KH_DECODER_F_PASSIVE;
+	cfg.out = sink_out;
+	cfg.ctx = &k;
+	assert_int_equal(kh_decoder_new(&cfg, &d), KH_OK);
+	assert_int_equal(kh_decoder_last_ecm(d, ecm, sizeof ecm, &len), 0);
+	assert_int_equal(kh_decoder_feed(d, s->ts, s->ecm_pos[0] + 1), KH_OK);
+	assert_int_equal(kh_decoder_last_ecm(d, ecm, sizeof ecm, &len), 1);
+	assert_int_equal(len, s->ecm_len[0]);
+	assert_memory_equal(ecm, s->ecm[0], len);
+	assert_int_equal(kh_decoder_feed(d, s->ts, s->n), KH_OK);
+	assert_int_equal(kh_decoder_finish(d), KH_OK);
+	check_output(s, &k, 0);
+	assert_false(cas.connected);
+	kh_decoder_free(d);
+	free(k.out);
+	free_stream(s);
+}
+
+static void test_args(void **state)
+{
+	struct kh_decoder_config cfg = {0};
+	struct kh_decoder *d = (struct kh_decoder *)state;
+	struct kh_host_cas cas;
+
+	(void)state;
+	assert_int_equal(kh_decoder_new(&cfg, &d), KH_ERR_INVAL);
+	cfg.cas = &cas;
+	assert_int_equal(kh_decoder_new(&cfg, &d), KH_ERR_INVAL); /* no clock */
+	cfg.now = clock_now;
+	cfg.flags = 0x80;
+	assert_int_equal(kh_decoder_new(&cfg, &d), KH_ERR_INVAL);
+	assert_ptr_equal(d, (struct kh_decoder *)state);
+	kh_decoder_free(NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_args),
+		cmocka_unit_test_setup_teardown(test_play_csa2, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_play_cissa, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_play_idsa, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_no_right, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_card_swap, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_ppv, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_ppv_credit_low, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_passive, world_setup, world_teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
