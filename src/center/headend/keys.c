@@ -439,7 +439,7 @@ kh_err kh_headend_keys_parse(const uint8_t *text, size_t len, struct kh_headend_
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		ln++;
 		for (const char *q = p; q < nl; q++)
-			if ((unsigned char)*q < 0x20 || (unsigned char)*q > 0x7E) {
+			if ((unsigned char)*q < 0x20 || (unsigned char)*q > 0x7E || (*q == ' ' && q + 1 == nl)) {
 				r = KH_ERR_FORMAT;
 				goto out;
 			}
