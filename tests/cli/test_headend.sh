@@ -73,6 +73,21 @@ kh_out_has '^seq all 1$'
 kh_out_has '^seq group 3 1$'
 kh_out_has '^seq card 0000000A 2$'
 cat card.emm card2.emm group.emm all.emm >emms
+# concurrent runs never issue one seq twice (the key file's flock)
+i=1
+pids=
+while [ $i -le 8 ]; do
+	"$KEYHOLE" headend emm --keys h.keys --card 0B --revoke $i --out par$i.emm >par$i.out 2>&1 &
+	pids="$pids $!"
+	i=$((i + 1))
+done
+for p in $pids; do
+	wait "$p" || kh_fail "a concurrent 'headend emm' failed: $(cat par*.out)"
+done
+seqs=$(sed -n 's/.*seq \([0-9]*\):.*/\1/p' par*.out | sort -n | tr '\n' ' ')
+[ "$seqs" = "1 2 3 4 5 6 7 8 " ] || kh_fail "concurrent EMMs got seqs '$seqs'"
+kh_expect_ok headend keys show --keys h.keys
+kh_out_has '^seq card 0000000B 8$'
 # rotation: two versions at most
 kh_expect_ok headend keys rotate --keys h.keys --id 1
 kh_expect_ok headend keys rotate --keys h.keys --id 1
