@@ -59,6 +59,7 @@ int kh_cmd_authority(int argc, char **argv);
 int kh_cmd_card(int argc, char **argv);
 int kh_cmd_pair(int argc, char **argv);
 int kh_cmd_demo(int argc, char **argv);
+int kh_cmd_headend(int argc, char **argv);
 int kh_cmd_decoder(int argc, char **argv);
 
 #endif

@@ -11,7 +11,8 @@ static const struct kh_cli_cmd commands[] = {
 	{"authority", kh_cmd_authority, "create and inspect the operator authority"},
 	{"card", kh_cmd_card, "issue, inspect and serve security modules (cards and CAMs)"},
 	{"pair", kh_cmd_pair, "pair a CAM with a card (seed 000) and exchange sealed commands"},
-	{"decoder", kh_cmd_decoder, "descramble a transport stream with a card (issue 3): play, buy, status"},
+	{"headend", kh_cmd_headend, "pay-TV headend: keys, EMMs, and scrambling a transport stream"},
+	{"decoder", kh_cmd_decoder, "watch a scrambled transport stream through a CAM and a card; buy; status"},
 	{"demo", kh_cmd_demo, "tell the pairing story end to end in a temporary directory"},
 };
 

@@ -1,0 +1,204 @@
+/*
+ * The pay-TV headend (center zone; issue 3, PROTOCOLS.md "Pay-TV: ECM and EMM"): the headend key
+ * file (the operator's management master, the service keys that seal ECMs, the EMM sequence
+ * counters), the making of EMMs for one card, a group or all cards, and the streaming scrambler
+ * that turns a clear MPEG-TS programme into a scrambled one with its ECMs, EMMs, a CA-signalling
+ * PMT and a CAT. docs/internals/headend.md describes the key file format and the ECM timing.
+ *
+ * The key file functions do file I/O (they are the headend's store); the scrambler engine does
+ * none: packets in, packets out through a sink callback, control words out through an optional
+ * callback (a test aid), with a sticky error.
+ */
+#ifndef KEYHOLE_HEADEND_H
+#define KEYHOLE_HEADEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyhole/buf.h"
+#include "keyhole/cas.h"
+#include "keyhole/err.h"
+#include "keyhole/scramble.h"
+
+/* ---------------------------------------------------------------------------------------- */
+/* Key file                                                                                  */
+
+#define KH_HEADEND_KEYFILE_MAX (16u * 1024 * 1024) /* largest key file read */
+#define KH_HEADEND_KEY_VERSIONS 2                  /* versions kept per service key id */
+#define KH_HEADEND_DEFAULT_CA_SYSTEM_ID 0x4B48u    /* "KH" */
+
+struct kh_headend_keys;
+
+/*
+ * New key set in memory: a copy of master, service key id 1 version 1 (32 random bytes), every
+ * EMM sequence counter at 0. KH_ERR_NOMEM, or kh_random's error.
+ */
+KH_WARN_UNUSED kh_err kh_headend_keys_create(const uint8_t master[static 32], struct kh_headend_keys **out);
+/*
+ * Parse a key file's text (docs/internals/headend.md). KH_ERR_FORMAT for a malformed or
+ * inconsistent line, KH_ERR_VERSION for an unknown header version; *line (may be NULL)
+ * receives the 1-based number of the offending line (0 when the fault is not one line's: a
+ * missing master or seq all). *out only on success.
+ */
+KH_WARN_UNUSED kh_err kh_headend_keys_parse(const uint8_t *text, size_t len, struct kh_headend_keys **out,
+					    size_t *line);
+/* kh_keyfile_read (private mode required: KH_ERR_KEYFILE_PERM) and kh_headend_keys_parse. */
+KH_WARN_UNUSED kh_err kh_headend_keys_load(const char *path, struct kh_headend_keys **out, size_t *line);
+/* The file's text in a new buffer; free it with kh_file_free (it holds keys). */
+KH_WARN_UNUSED kh_err kh_headend_keys_format(const struct kh_headend_keys *k, uint8_t **text, size_t *len);
+/* Write the key file: create-only (KH_ERR_EXISTS when path exists) or atomic replacement, 0600. */
+KH_WARN_UNUSED kh_err kh_headend_keys_save_new(const struct kh_headend_keys *k, const char *path);
+KH_WARN_UNUSED kh_err kh_headend_keys_save(const struct kh_headend_keys *k, const char *path);
+/* Wipe and free. NULL does nothing. */
+void kh_headend_keys_free(struct kh_headend_keys *k);
+
+/*
+ * Take an exclusive flock(2) on the key file at path, for a read-modify-write that no other
+ * headend process may interleave with. Because kh_headend_keys_save replaces the file (rename),
+ * the lock is retaken until it is held on the file that is at path. *fd receives the descriptor
+ * to give to kh_headend_keys_unlock. KH_ERR_NOTFOUND when path does not exist, KH_ERR_IO.
+ */
+KH_WARN_UNUSED kh_err kh_headend_keys_lock(const char *path, int *fd);
+void kh_headend_keys_unlock(int fd);
+
+void kh_headend_keys_master(const struct kh_headend_keys *k, uint8_t master[static 32]);
+/* Number of service keys held, and the i-th (ordered by id, then version); key may be NULL. */
+size_t kh_headend_keys_count(const struct kh_headend_keys *k);
+void kh_headend_keys_at(const struct kh_headend_keys *k, size_t i, uint8_t *id, uint32_t *version,
+			uint8_t key[KH_CAS_KEY_LEN]);
+/*
+ * Service key id at version (0: the highest held). *version_out (may be NULL) says which.
+ * KH_ERR_NOTFOUND when the key file has no such key.
+ */
+KH_WARN_UNUSED kh_err kh_headend_keys_get(const struct kh_headend_keys *k, uint8_t id, uint32_t version,
+					  uint8_t key[static KH_CAS_KEY_LEN], uint32_t *version_out);
+/*
+ * Add the next version of service key id (version 1 for an id not held yet), 32 fresh random
+ * bytes; keeps at most KH_HEADEND_KEY_VERSIONS versions of the id, dropping the oldest.
+ * KH_ERR_TOO_LARGE when the version counter would wrap.
+ */
+KH_WARN_UNUSED kh_err kh_headend_keys_rotate(struct kh_headend_keys *k, uint8_t id, uint32_t *new_version);
+
+/* The last EMM sequence number issued for an address (0 when none yet); for ALL, addr is 0. */
+uint32_t kh_headend_keys_seq(const struct kh_headend_keys *k, enum kh_emm_addr type, uint32_t addr);
+/* Increment it and return the new value (the seq to put in the next EMM). KH_ERR_TOO_LARGE at
+ * 2^32-1, KH_ERR_INVAL for a bad type, KH_ERR_NOMEM. */
+KH_WARN_UNUSED kh_err kh_headend_keys_next_seq(struct kh_headend_keys *k, enum kh_emm_addr type, uint32_t addr,
+					       uint32_t *seq);
+/* Counters held for groups and cards (ALL is always there and not counted), for listing. */
+size_t kh_headend_keys_seq_count(const struct kh_headend_keys *k);
+void kh_headend_keys_seq_at(const struct kh_headend_keys *k, size_t i, enum kh_emm_addr *type, uint32_t *addr,
+			    uint32_t *seq);
+
+/* ---------------------------------------------------------------------------------------- */
+/* EMMs                                                                                      */
+
+/* What one EMM should carry. cmds (may be NULL when cmds_len is 0) are ready-made commands
+ * (kh_emm_put_*: entitle, revoke, credit, export); the flags add commands from the key file. */
+struct kh_headend_emm_req {
+	enum kh_emm_addr type;
+	uint32_t addr;        /* UA, group number, or 0 for ALL */
+	const uint8_t *cmds;
+	size_t cmds_len;
+	int service_keys;     /* SET_KEY for every service key held */
+	int set_group;        /* SET_GROUP group and its key (UNIQUE only) */
+	uint32_t group;
+	int set_all_key;      /* SET_ALL_KEY (UNIQUE only) */
+};
+
+/*
+ * Make one EMM section into out (cap >= KH_EMM_MAX is enough): the commands, sealed under Kp(UA),
+ * the group key or the broadcast key diversified from k's master, with the address's next seq
+ * (incremented in k, in memory only: the caller saves k before sending the EMM). *seq (may be
+ * NULL) receives it. KH_ERR_INVAL: SET_GROUP/SET_ALL_KEY not for a card, no command at all, a
+ * bad type; KH_ERR_TOO_LARGE: the commands do not fit one EMM. k is unchanged on failure.
+ */
+KH_WARN_UNUSED kh_err kh_headend_emm_make(struct kh_headend_keys *k, const struct kh_headend_emm_req *req,
+					  uint8_t *out, size_t cap, size_t *len, uint32_t *seq);
+/*
+ * The durable form: lock the key file at path, load it, make the EMM, save the key file with the
+ * new seq (atomically), unlock. The EMM exists only once its seq is on disk, so no two runs ever
+ * issue one seq. *line as in kh_headend_keys_load.
+ */
+KH_WARN_UNUSED kh_err kh_headend_emm_issue(const char *path, const struct kh_headend_emm_req *req, uint8_t *out,
+					   size_t cap, size_t *len, uint32_t *seq, size_t *line);
+/*
+ * Walk a file of concatenated EMM sections: returns 1 with the next section at *sec (*n bytes,
+ * checked with kh_emm_peek), 0 at the clean end, or the error of a malformed section (with *off
+ * at its offset). off starts at 0.
+ */
+KH_WARN_UNUSED int kh_headend_emm_next(const uint8_t *file, size_t len, size_t *off, const uint8_t **sec,
+				       size_t *n);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Streaming scrambler                                                                       */
+
+#define KH_HEADEND_PERIOD_MIN 5  /* seconds */
+#define KH_HEADEND_PERIOD_MAX 30
+
+struct kh_headend_cfg {
+	enum kh_scr_alg alg;
+	int csa_reduce;            /* CSA2: reduce CWs to 48 bits (kh_scr_cw_reduce) */
+	uint8_t access;            /* KH_ECM_PRODUCT or KH_ECM_EVENT */
+	uint32_t product;
+	uint32_t event, price;
+	uint16_t program;          /* program_number; 0: the first non-zero one in the PAT */
+	uint8_t key_id;            /* service key sealing the ECMs */
+	uint32_t key_version;
+	uint8_t service_key[KH_CAS_KEY_LEN];
+	unsigned period_s;         /* crypto period, KH_HEADEND_PERIOD_MIN..MAX seconds */
+	unsigned lead_ms;          /* ECM k goes out this long before period k (below period) */
+	unsigned ecm_interval_ms;  /* ECM repetition, stream time (>= 10) */
+	unsigned emm_interval_ms;  /* EMM cycle, stream time (>= 10) */
+	uint16_t ecm_pid, emm_pid; /* 0x0010..0x1FFE, distinct */
+	uint16_t ca_system_id;
+	uint64_t time;             /* broadcast time of period 0, Unix seconds */
+	const uint8_t *emm;        /* concatenated EMM sections (copied), may be NULL */
+	size_t emm_len;
+};
+
+/* Where output packets go: n whole packets (n * 188 bytes). A non-KH_OK return stops the engine
+ * (it becomes its sticky error). */
+typedef kh_err (*kh_headend_sink)(void *ctx, const uint8_t *pkts, size_t n);
+/* The control word of crypto period cp, called once per period in period order before it is
+ * used (a test aid: `--cw-log`). cw is wiped after the call. */
+typedef void (*kh_headend_cw_fn)(void *ctx, uint32_t cp, const uint8_t *cw, size_t len);
+
+struct kh_headend;
+
+/*
+ * New engine. The config is checked (KH_ERR_INVAL for a value out of range), the EMM file too
+ * (its error, a malformed section); the service key is copied and cfg may be wiped after.
+ * KH_ERR_NOMEM, KH_ERR_CRYPTO.
+ */
+KH_WARN_UNUSED kh_err kh_headend_new(const struct kh_headend_cfg *cfg, kh_headend_sink sink, void *sink_ctx,
+				     struct kh_headend **out);
+/* Optional: the control-word callback (set before the first feed). */
+void kh_headend_set_cw_fn(struct kh_headend *h, kh_headend_cw_fn fn, void *ctx);
+/* Wipe (keys, CWs) and free. NULL does nothing. */
+void kh_headend_free(struct kh_headend *h);
+
+/*
+ * Feed n whole TS packets (n * 188 bytes). Output goes to the sink in chunks (a few hundred
+ * packets; fixed buffers, whatever the length of the stream). Errors are sticky:
+ * KH_ERR_FORMAT (not a TS packet, an already scrambled component packet, a malformed PAT/PMT),
+ * KH_ERR_NOTFOUND (the program is not in the PAT), KH_ERR_EXISTS (the ECM or EMM PID is used by
+ * the PAT or the PMT), the sink's or a crypto error. kh_headend_why says which in words.
+ */
+KH_WARN_UNUSED kh_err kh_headend_feed(struct kh_headend *h, const uint8_t *pkts, size_t n);
+/* End of input: flush what is buffered. KH_ERR_NOTFOUND when no PMT of the program was seen. */
+KH_WARN_UNUSED kh_err kh_headend_finish(struct kh_headend *h);
+/* A one-line description of the sticky error (no secret in it), or "" when there is none. */
+const char *kh_headend_why(const struct kh_headend *h);
+
+struct kh_headend_stats {
+	uint64_t in, out;       /* packets */
+	uint64_t scrambled;     /* component packets with a payload, scrambled */
+	uint64_t dropped;       /* input packets not passed on (before the PMT; on PIDs 1, ECM, EMM) */
+	uint64_t ecm, emm, psi; /* sections inserted */
+	uint32_t period;        /* crypto period of the last packet */
+	uint64_t stream_ms;     /* stream time since the first PCR */
+};
+void kh_headend_stats(const struct kh_headend *h, struct kh_headend_stats *st);
+
+#endif

@@ -1,0 +1,875 @@
+/*
+ * keyhole headend: the pay-TV headend's key file (management master, service keys, EMM
+ * sequence counters), EMMs for a card, a group or all cards, and the streaming scrambler that
+ * turns a clear transport stream into a scrambled one with its ECMs, EMMs, PMT and CAT. The
+ * engine is src/center/headend/ (keyhole/headend.h); this file is options, files and progress.
+ * See keyhole-headend(1).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "keyhole/crypto.h"
+#include "keyhole/file.h"
+#include "keyhole/headend.h"
+#include "keyhole/ts.h"
+
+static const char keys_init_help[] =
+	"usage: keyhole headend keys init --authority DIR --out FILE\n"
+	"\n"
+	"Create a headend key file (mode 0600; never replaces an existing file) holding the\n"
+	"operator's management master key (copied from DIR/master.key), service key 1 version 1\n"
+	"(random) and the EMM sequence counters, all at 0.\n"
+	"\n"
+	"  -a, --authority DIR  the operator authority\n"
+	"  -o, --out FILE       the key file to create\n";
+
+static const char keys_rotate_help[] =
+	"usage: keyhole headend keys rotate --keys FILE --id N\n"
+	"\n"
+	"Add the next version of service key N (a new random key; version 1 for a new id). At most\n"
+	"two versions of an id are kept: the oldest is dropped. Send the new key to the cards\n"
+	"(keyhole headend emm --service-keys) before scrambling with it (--key-version).\n"
+	"\n"
+	"  -k, --keys FILE  the headend key file\n"
+	"  -i, --id N       service key id, 0 to 255\n";
+
+static const char keys_show_help[] =
+	"usage: keyhole headend keys show --keys FILE\n"
+	"\n"
+	"Print the service key ids and versions and the EMM sequence counters; never a key.\n"
+	"\n"
+	"  -k, --keys FILE  the headend key file\n";
+
+static const char emm_help[] =
+	"usage: keyhole headend emm --keys FILE (--card UA | --group G | --all)\n"
+	"           [--entitle PRODUCT:START:END]... [--revoke PRODUCT]... [--credit AMOUNT:RELOADID]...\n"
+	"           [--service-keys] [--set-group G] [--set-all-key] [--auth-export 0|1]\n"
+	"           [--request-export] --out FILE\n"
+	"\n"
+	"Make one EMM section for one card (sealed under its personal key), one group or all cards,\n"
+	"with the next sequence number of that address; the key file is updated before the EMM is\n"
+	"written. EMM files can be concatenated (cat) into the file 'headend scramble --emm' plays.\n"
+	"\n"
+	"  -k, --keys FILE           the headend key file (locked while it is updated)\n"
+	"  -c, --card UA             a card's unique address, hexadecimal (as 'card info' shows it)\n"
+	"  -g, --group G             a group number\n"
+	"  -A, --all                 every card\n"
+	"      --entitle P:S:E       right to product P from S to E (Unix seconds, or now, now+N, now-N)\n"
+	"      --revoke P            remove every right to product P\n"
+	"      --credit AMOUNT:ID    add credit, once per reload id\n"
+	"      --service-keys        every service key of the key file\n"
+	"      --set-group G         put the card in group G, with its key (--card only)\n"
+	"      --set-all-key         give the card the broadcast key (--card only)\n"
+	"      --auth-export 0|1     forbid or allow the card to export its usage data\n"
+	"      --request-export      ask the card to export its usage data now\n"
+	"  -o, --out FILE            where to write the EMM section\n";
+
+static const char scramble_help[] =
+	"usage: keyhole headend scramble --keys FILE [--in FILE|-] [--out FILE|-] --alg csa2|cissa|idsa\n"
+	"           (--product P | --event E --price N) [--service PROGRAM] [--key-id N]\n"
+	"           [--key-version V] [--period SECONDS] [--lead MS] [--ecm-interval MS] [--emm FILE]\n"
+	"           [--emm-interval MS] [--ecm-pid PID] [--emm-pid PID] [--ca-system-id ID]\n"
+	"           [--time UNIX] [--csa-reduce] [--cw-log FILE]\n"
+	"\n"
+	"Scramble one programme of an MPEG transport stream: its components are scrambled with a\n"
+	"fresh control word per crypto period (on the stream's PCR time), ECMs go out on the ECM PID,\n"
+	"the EMMs of --emm are cycled on the EMM PID, the PMT gains a CA descriptor and a CAT is\n"
+	"inserted. Output to a file appears only when complete.\n"
+	"\n"
+	"  -k, --keys FILE         the headend key file\n"
+	"  -i, --in FILE           input transport stream (default -, standard input)\n"
+	"  -o, --out FILE          output transport stream (default -, standard output)\n"
+	"      --alg ALG           csa2, cissa or idsa\n"
+	"      --product P         subscription product the programme belongs to\n"
+	"      --event E           pay-per-view event ...\n"
+	"      --price N           ... and its price\n"
+	"      --service PROGRAM   program_number to scramble (default: the first in the PAT)\n"
+	"      --key-id N          service key sealing the ECMs (default 1)\n"
+	"      --key-version V     its version (default: the highest in the key file)\n"
+	"      --period SECONDS    crypto period, 5 to 30 (default 10)\n"
+	"      --lead MS           ECM of a period goes out this long before it (default 1000)\n"
+	"      --ecm-interval MS   ECM repetition (default 100)\n"
+	"      --emm FILE          EMMs to play out (concatenated 'headend emm' files)\n"
+	"      --emm-interval MS   one EMM every MS (default 100)\n"
+	"      --ecm-pid PID       default 0x0FF0\n"
+	"      --emm-pid PID       default 0x0FF1\n"
+	"      --ca-system-id ID   default 0x4B48\n"
+	"      --time UNIX         broadcast time of the first crypto period (default now)\n"
+	"      --csa-reduce        csa2: 48-bit control words (common practice)\n"
+	"      --cw-log FILE       TEST AID: write every control word to FILE, in clear\n";
+
+/* ---- small parsers ---- */
+
+/* Decimal, or hexadecimal with 0x; the whole string; at most max. */
+static int parse_num(const char *s, uint64_t max, uint64_t *v)
+{
+	char *end;
+	unsigned long long x;
+	int base = 10;
+	if (!s || !*s)
+		return -1;
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+	}
+	if (!((*s >= '0' && *s <= '9') || (base == 16 && ((*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F')))))
+		return -1;
+	errno = 0;
+	x = strtoull(s, &end, base);
+	if (*end || errno || x > max)
+		return -1;
+	*v = x;
+	return 0;
+}
+
+static int parse_u32(const char *s, uint32_t *v)
+{
+	uint64_t x;
+	if (parse_num(s, UINT32_MAX, &x) != 0)
+		return -1;
+	*v = (uint32_t)x;
+	return 0;
+}
+
+/* A UA: hexadecimal, with or without 0x (card info prints 8 hex digits). */
+static int parse_ua(const char *s, uint32_t *v)
+{
+	char buf[16];
+	if (!s || strlen(s) > 10)
+		return -1;
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
+		return parse_u32(s, v);
+	snprintf(buf, sizeof buf, "0x%s", s);
+	return parse_u32(buf, v);
+}
+
+/* Unix seconds, now, now+N, now-N. */
+static int parse_time(const char *s, uint64_t *v)
+{
+	uint64_t n = 0, now = (uint64_t)time(NULL);
+	if (strncmp(s, "now", 3) != 0)
+		return parse_num(s, UINT64_MAX / 2, v);
+	if (s[3] == 0) {
+		*v = now;
+		return 0;
+	}
+	if ((s[3] != '+' && s[3] != '-') || parse_num(s + 4, UINT32_MAX * 100ull, &n) != 0)
+		return -1;
+	if (s[3] == '-' && n > now)
+		return -1;
+	*v = s[3] == '+' ? now + n : now - n;
+	return 0;
+}
+
+/* Split "a:b[:c]" into exactly want fields. */
+static int split(const char *s, char *buf, size_t cap, char **f, int want)
+{
+	int n = 0;
+	char *p;
+	if (strlen(s) >= cap)
+		return -1;
+	strcpy(buf, s);
+	p = buf;
+	for (;;) {
+		if (n == want)
+			return -1;
+		f[n++] = p;
+		p = strchr(p, ':');
+		if (!p)
+			break;
+		*p++ = 0;
+	}
+	return n == want ? 0 : -1;
+}
+
+/* Report a key file error: "keyhole: FILE line N: message". */
+static int keys_fail(const char *path, size_t line, kh_err r)
+{
+	if (line) {
+		fprintf(stderr, "keyhole: %s line %zu: %s\n", path, line, kh_strerror(r));
+		return KH_EXIT_FAIL;
+	}
+	return kh_cli_fail(path, r);
+}
+
+/* ---- keys ---- */
+
+static int cmd_keys_init(int argc, char **argv)
+{
+	static const struct option opts[] = {{"authority", required_argument, NULL, 'a'},
+					     {"out", required_argument, NULL, 'o'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
+	const char *dir = NULL, *out = NULL;
+	struct kh_headend_keys *k = NULL;
+	uint8_t *data = NULL, master[32];
+	size_t len = 0;
+	char *mpath = NULL;
+	int c, rc;
+	kh_err r;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+a:o:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'a': dir = optarg; break;
+		case 'o': out = optarg; break;
+		case 'h': fputs(keys_init_help, stdout); return KH_EXIT_OK;
+		default: return kh_cli_usage("headend keys init", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage("headend keys init", "unexpected argument '%s'", argv[optind]);
+	if (!dir || !out)
+		return kh_cli_usage("headend keys init", "--authority and --out are required");
+	if (asprintf(&mpath, "%s/master.key", dir) < 0)
+		return kh_cli_fail(dir, KH_ERR_NOMEM);
+	if ((r = kh_keyfile_read(mpath, 4096, &data, &len)) != KH_OK ||
+	    (r = kh_hex_decode((const char *)data, len, master, sizeof master)) != KH_OK) {
+		rc = kh_cli_fail(mpath, r);
+		goto out;
+	}
+	if ((r = kh_headend_keys_create(master, &k)) != KH_OK) {
+		rc = kh_cli_fail("headend keys", r);
+		goto out;
+	}
+	if ((r = kh_headend_keys_save_new(k, out)) != KH_OK) {
+		rc = kh_cli_fail(out, r);
+		goto out;
+	}
+	printf("headend key file %s created (service key 1 version 1)\n", out);
+	rc = KH_EXIT_OK;
+out:
+	kh_wipe(master, sizeof master);
+	kh_file_free(data, len);
+	kh_headend_keys_free(k);
+	free(mpath);
+	return rc;
+}
+
+static int cmd_keys_rotate(int argc, char **argv)
+{
+	static const struct option opts[] = {{"keys", required_argument, NULL, 'k'},
+					     {"id", required_argument, NULL, 'i'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
+	const char *path = NULL;
+	struct kh_headend_keys *k = NULL;
+	uint64_t id = 256;
+	uint32_t v = 0;
+	size_t line = 0;
+	int c, fd = -1, rc;
+	kh_err r;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+k:i:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k': path = optarg; break;
+		case 'i':
+			if (parse_num(optarg, 255, &id) != 0)
+				return kh_cli_usage("headend keys rotate", "--id takes a number from 0 to 255");
+			break;
+		case 'h': fputs(keys_rotate_help, stdout); return KH_EXIT_OK;
+		default:
+			return kh_cli_usage("headend keys rotate", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage("headend keys rotate", "unexpected argument '%s'", argv[optind]);
+	if (!path || id > 255)
+		return kh_cli_usage("headend keys rotate", "--keys and --id are required");
+	if ((r = kh_headend_keys_lock(path, &fd)) != KH_OK)
+		return kh_cli_fail(path, r);
+	if ((r = kh_headend_keys_load(path, &k, &line)) != KH_OK) {
+		rc = keys_fail(path, line, r);
+		goto out;
+	}
+	if ((r = kh_headend_keys_rotate(k, (uint8_t)id, &v)) != KH_OK ||
+	    (r = kh_headend_keys_save(k, path)) != KH_OK) {
+		rc = kh_cli_fail(path, r);
+		goto out;
+	}
+	printf("service key %u version %lu added\n", (unsigned)id, (unsigned long)v);
+	rc = KH_EXIT_OK;
+out:
+	kh_headend_keys_unlock(fd);
+	kh_headend_keys_free(k);
+	return rc;
+}
+
+static int cmd_keys_show(int argc, char **argv)
+{
+	static const struct option opts[] = {{"keys", required_argument, NULL, 'k'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
+	const char *path = NULL;
+	struct kh_headend_keys *k = NULL;
+	size_t line = 0;
+	int c;
+	kh_err r;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+k:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k': path = optarg; break;
+		case 'h': fputs(keys_show_help, stdout); return KH_EXIT_OK;
+		default: return kh_cli_usage("headend keys show", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage("headend keys show", "unexpected argument '%s'", argv[optind]);
+	if (!path)
+		return kh_cli_usage("headend keys show", "--keys is required");
+	if ((r = kh_headend_keys_load(path, &k, &line)) != KH_OK)
+		return keys_fail(path, line, r);
+	for (size_t i = 0; i < kh_headend_keys_count(k); i++) {
+		uint8_t id;
+		uint32_t v;
+		kh_headend_keys_at(k, i, &id, &v, NULL);
+		printf("service key %u version %lu\n", id, (unsigned long)v);
+	}
+	printf("seq all %lu\n", (unsigned long)kh_headend_keys_seq(k, KH_EMM_ALL, 0));
+	for (size_t i = 0; i < kh_headend_keys_seq_count(k); i++) {
+		enum kh_emm_addr t;
+		uint32_t a, s;
+		kh_headend_keys_seq_at(k, i, &t, &a, &s);
+		if (t == KH_EMM_GROUP)
+			printf("seq group %lu %lu\n", (unsigned long)a, (unsigned long)s);
+		else
+			printf("seq card %08lX %lu\n", (unsigned long)a, (unsigned long)s);
+	}
+	kh_headend_keys_free(k);
+	return KH_EXIT_OK;
+}
+
+static const struct kh_cli_cmd keys_sub[] = {
+	{"init", cmd_keys_init, "create a headend key file from the authority's master key"},
+	{"rotate", cmd_keys_rotate, "add the next version of a service key"},
+	{"show", cmd_keys_show, "list service key versions and EMM counters (never a key)"},
+};
+
+static int cmd_keys(int argc, char **argv)
+{
+	return kh_cli_dispatch("headend keys", keys_sub, sizeof keys_sub / sizeof keys_sub[0], argc, argv);
+}
+
+/* ---- emm ---- */
+
+static int cmd_emm(int argc, char **argv)
+{
+	enum { O_ENTITLE = 256, O_REVOKE, O_CREDIT, O_SKEYS, O_SETGROUP, O_SETALL, O_AUTH, O_REQ };
+	static const struct option opts[] = {
+		{"keys", required_argument, NULL, 'k'},        {"card", required_argument, NULL, 'c'},
+		{"group", required_argument, NULL, 'g'},       {"all", no_argument, NULL, 'A'},
+		{"entitle", required_argument, NULL, O_ENTITLE}, {"revoke", required_argument, NULL, O_REVOKE},
+		{"credit", required_argument, NULL, O_CREDIT}, {"service-keys", no_argument, NULL, O_SKEYS},
+		{"set-group", required_argument, NULL, O_SETGROUP}, {"set-all-key", no_argument, NULL, O_SETALL},
+		{"auth-export", required_argument, NULL, O_AUTH}, {"request-export", no_argument, NULL, O_REQ},
+		{"out", required_argument, NULL, 'o'},         {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	static const char *const P = "headend emm";
+	const char *path = NULL, *out = NULL;
+	struct kh_headend_emm_req req = {0};
+	uint8_t cmds[KH_EMM_CMDS_MAX], sec[KH_EMM_MAX];
+	char buf[128], *f[3];
+	int naddr = 0, c;
+	uint32_t a32, b32, seq = 0;
+	uint64_t s64, e64;
+	size_t len = 0, line = 0;
+	struct kh_wr w;
+	kh_err r;
+
+	kh_wr_init(&w, cmds, sizeof cmds);
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+k:c:g:Ao:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k': path = optarg; break;
+		case 'o': out = optarg; break;
+		case 'c':
+			if (parse_ua(optarg, &req.addr) != 0)
+				return kh_cli_usage(P, "--card takes a unique address in hexadecimal");
+			req.type = KH_EMM_UNIQUE;
+			naddr++;
+			break;
+		case 'g':
+			if (parse_u32(optarg, &req.addr) != 0)
+				return kh_cli_usage(P, "--group takes a number");
+			req.type = KH_EMM_GROUP;
+			naddr++;
+			break;
+		case 'A':
+			req.type = KH_EMM_ALL;
+			req.addr = 0;
+			naddr++;
+			break;
+		case O_ENTITLE:
+			if (split(optarg, buf, sizeof buf, f, 3) != 0 || parse_u32(f[0], &a32) != 0 ||
+			    parse_time(f[1], &s64) != 0 || parse_time(f[2], &e64) != 0 || e64 <= s64)
+				return kh_cli_usage(P, "--entitle takes PRODUCT:START:END with START before END");
+			kh_emm_put_entitle(&w, a32, s64, e64);
+			break;
+		case O_REVOKE:
+			if (parse_u32(optarg, &a32) != 0)
+				return kh_cli_usage(P, "--revoke takes a product number");
+			kh_emm_put_revoke(&w, a32);
+			break;
+		case O_CREDIT:
+			if (split(optarg, buf, sizeof buf, f, 2) != 0 || parse_u32(f[0], &a32) != 0 ||
+			    parse_u32(f[1], &b32) != 0)
+				return kh_cli_usage(P, "--credit takes AMOUNT:RELOADID");
+			kh_emm_put_add_credit(&w, a32, b32);
+			break;
+		case O_SKEYS: req.service_keys = 1; break;
+		case O_SETGROUP:
+			if (parse_u32(optarg, &req.group) != 0)
+				return kh_cli_usage(P, "--set-group takes a group number");
+			req.set_group = 1;
+			break;
+		case O_SETALL: req.set_all_key = 1; break;
+		case O_AUTH:
+			if (strcmp(optarg, "0") != 0 && strcmp(optarg, "1") != 0)
+				return kh_cli_usage(P, "--auth-export takes 0 or 1");
+			kh_emm_put_auth_export(&w, optarg[0] == '1');
+			break;
+		case O_REQ: kh_emm_put_req_export(&w); break;
+		case 'h': fputs(emm_help, stdout); return KH_EXIT_OK;
+		default: return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage(P, "unexpected argument '%s'", argv[optind]);
+	if (!path || !out)
+		return kh_cli_usage(P, "--keys and --out are required");
+	if (naddr != 1)
+		return kh_cli_usage(P, "exactly one of --card, --group and --all is required");
+	if ((req.set_group || req.set_all_key) && req.type != KH_EMM_UNIQUE)
+		return kh_cli_usage(P, "--set-group and --set-all-key go to one card (--card)");
+	if (w.len == 0 && !req.service_keys && !req.set_group && !req.set_all_key)
+		return kh_cli_usage(P, "no command: give at least one of --entitle, --revoke, --credit, ...");
+	if (w.err != KH_OK) {
+		kh_wipe(cmds, sizeof cmds);
+		return kh_cli_fail("headend emm: commands", KH_ERR_TOO_LARGE);
+	}
+	req.cmds = cmds;
+	req.cmds_len = w.len;
+	r = kh_headend_emm_issue(path, &req, sec, sizeof sec, &len, &seq, &line);
+	kh_wipe(cmds, sizeof cmds);
+	if (r != KH_OK)
+		return r == KH_ERR_TOO_LARGE ? kh_cli_fail("headend emm: commands", r) : keys_fail(path, line, r);
+	if ((r = kh_file_write_atomic(out, sec, len, 0644)) != KH_OK)
+		return kh_cli_fail(out, r);
+	if (req.type == KH_EMM_UNIQUE)
+		printf("EMM for card %08lX, seq %lu: %s (%zu bytes)\n", (unsigned long)req.addr, (unsigned long)seq,
+		       out, len);
+	else if (req.type == KH_EMM_GROUP)
+		printf("EMM for group %lu, seq %lu: %s (%zu bytes)\n", (unsigned long)req.addr, (unsigned long)seq,
+		       out, len);
+	else
+		printf("EMM for all cards, seq %lu: %s (%zu bytes)\n", (unsigned long)seq, out, len);
+	return KH_EXIT_OK;
+}
+
+/* ---- scramble ---- */
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+struct sink {
+	int fd;
+};
+
+static kh_err write_all(void *ctx, const uint8_t *p, size_t n)
+{
+	struct sink *s = ctx;
+	size_t len = n * KH_TS_PACKET_LEN;
+	while (len) {
+		ssize_t w = write(s->fd, p, len);
+		if (w < 0) {
+			if (errno == EINTR && !interrupted)
+				continue;
+			return KH_ERR_IO;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	return KH_OK;
+}
+
+static void log_cw(void *ctx, uint32_t cp, const uint8_t *cw, size_t len)
+{
+	char hex[2 * KH_CAS_CW_MAX + 1];
+	(void)cp;
+	kh_hex_encode(cw, len, hex);
+	fprintf((FILE *)ctx, "%s\n", hex);
+	kh_wipe(hex, sizeof hex);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Streams the input through the engine. On error *what names the culprit. */
+static kh_err pump(struct kh_headend *h, int in, const char **what, const char *inname, const char *outname)
+{
+	enum { CHUNK = 256 * 188 };
+	static uint8_t buf[CHUNK];
+	size_t have = 0;
+	int tty = isatty(2), shown = 0;
+	double t0 = now_s(), last = t0;
+	uint64_t bytes = 0;
+	kh_err r;
+
+	for (;;) {
+		ssize_t n = read(in, buf + have, CHUNK - have);
+		if (interrupted) {
+			*what = "headend scramble";
+			r = KH_ERR_IO;
+			goto out;
+		}
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			*what = inname;
+			r = KH_ERR_IO;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		have += (size_t)n;
+		bytes += (uint64_t)n;
+		if (have >= 188) {
+			size_t np = have / 188;
+			if ((r = kh_headend_feed(h, buf, np)) != KH_OK) {
+				*what = r == KH_ERR_IO ? outname : inname;
+				goto out;
+			}
+			memmove(buf, buf + np * 188, have - np * 188);
+			have -= np * 188;
+		}
+		if (tty) {
+			double t = now_s();
+			if (t - last >= 0.5) {
+				struct kh_headend_stats st;
+				kh_headend_stats(h, &st);
+				fprintf(stderr, "\rkeyhole headend scramble: %llu packets, %.1f Mb/s, crypto period %lu ",
+					(unsigned long long)st.in, (double)bytes * 8 / 1e6 / (t - t0),
+					(unsigned long)st.period);
+				last = t;
+				shown = 1;
+			}
+		}
+	}
+	if (have) {
+		*what = inname;
+		r = KH_ERR_TRUNCATED; /* a last packet cut short */
+		goto out;
+	}
+	if ((r = kh_headend_finish(h)) != KH_OK)
+		*what = r == KH_ERR_IO ? outname : inname;
+out:
+	if (shown)
+		fputc('\n', stderr);
+	kh_wipe(buf, sizeof buf);
+	return r;
+}
+
+static int parse_ms(const char *s, unsigned lo, unsigned hi, unsigned *v)
+{
+	uint64_t x;
+	if (parse_num(s, hi, &x) != 0 || x < lo)
+		return -1;
+	*v = (unsigned)x;
+	return 0;
+}
+
+static int cmd_scramble(int argc, char **argv)
+{
+	enum {
+		O_ALG = 256, O_PRODUCT, O_EVENT, O_PRICE, O_SERVICE, O_KEYID, O_KEYVER, O_PERIOD, O_LEAD,
+		O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_CASYS, O_TIME, O_REDUCE, O_CWLOG
+	};
+	static const struct option opts[] = {
+		{"keys", required_argument, NULL, 'k'},         {"in", required_argument, NULL, 'i'},
+		{"out", required_argument, NULL, 'o'},          {"alg", required_argument, NULL, O_ALG},
+		{"product", required_argument, NULL, O_PRODUCT}, {"event", required_argument, NULL, O_EVENT},
+		{"price", required_argument, NULL, O_PRICE},    {"service", required_argument, NULL, O_SERVICE},
+		{"key-id", required_argument, NULL, O_KEYID},   {"key-version", required_argument, NULL, O_KEYVER},
+		{"period", required_argument, NULL, O_PERIOD},  {"lead", required_argument, NULL, O_LEAD},
+		{"ecm-interval", required_argument, NULL, O_ECMIV}, {"emm", required_argument, NULL, O_EMM},
+		{"emm-interval", required_argument, NULL, O_EMMIV}, {"ecm-pid", required_argument, NULL, O_ECMPID},
+		{"emm-pid", required_argument, NULL, O_EMMPID}, {"ca-system-id", required_argument, NULL, O_CASYS},
+		{"time", required_argument, NULL, O_TIME},      {"csa-reduce", no_argument, NULL, O_REDUCE},
+		{"cw-log", required_argument, NULL, O_CWLOG},   {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	static const char *const P = "headend scramble";
+	const char *keys = NULL, *inpath = "-", *outpath = "-", *emmpath = NULL, *cwlog = NULL, *what = NULL;
+	struct kh_headend_cfg cfg = {0};
+	struct kh_headend_keys *k = NULL;
+	struct kh_headend *h = NULL;
+	struct sink sk = {.fd = -1};
+	struct sigaction sa;
+	FILE *cwf = NULL;
+	uint8_t *emm = NULL;
+	size_t emm_len = 0, line = 0;
+	char *tmp = NULL;
+	int have_product = 0, have_event = 0, have_price = 0, in = -1, c, rc = KH_EXIT_FAIL;
+	uint64_t x;
+	kh_err r;
+
+	cfg.key_id = 1;
+	cfg.period_s = 10;
+	cfg.lead_ms = 1000;
+	cfg.ecm_interval_ms = 100;
+	cfg.emm_interval_ms = 100;
+	cfg.ecm_pid = 0x0FF0;
+	cfg.emm_pid = 0x0FF1;
+	cfg.ca_system_id = KH_HEADEND_DEFAULT_CA_SYSTEM_ID;
+	cfg.time = (uint64_t)time(NULL);
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+k:i:o:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k': keys = optarg; break;
+		case 'i': inpath = optarg; break;
+		case 'o': outpath = optarg; break;
+		case O_ALG:
+			if (strcmp(optarg, "csa2") == 0)
+				cfg.alg = KH_SCR_CSA2;
+			else if (strcmp(optarg, "cissa") == 0)
+				cfg.alg = KH_SCR_CISSA;
+			else if (strcmp(optarg, "idsa") == 0)
+				cfg.alg = KH_SCR_IDSA;
+			else
+				return kh_cli_usage(P, "--alg must be csa2, cissa or idsa");
+			break;
+		case O_PRODUCT:
+			if (parse_u32(optarg, &cfg.product) != 0)
+				return kh_cli_usage(P, "--product takes a number");
+			have_product = 1;
+			break;
+		case O_EVENT:
+			if (parse_u32(optarg, &cfg.event) != 0)
+				return kh_cli_usage(P, "--event takes a number");
+			have_event = 1;
+			break;
+		case O_PRICE:
+			if (parse_u32(optarg, &cfg.price) != 0)
+				return kh_cli_usage(P, "--price takes a number");
+			have_price = 1;
+			break;
+		case O_SERVICE:
+			if (parse_num(optarg, 0xFFFF, &x) != 0 || x == 0)
+				return kh_cli_usage(P, "--service takes a program number from 1 to 65535");
+			cfg.program = (uint16_t)x;
+			break;
+		case O_KEYID:
+			if (parse_num(optarg, 255, &x) != 0)
+				return kh_cli_usage(P, "--key-id takes a number from 0 to 255");
+			cfg.key_id = (uint8_t)x;
+			break;
+		case O_KEYVER:
+			if (parse_u32(optarg, &cfg.key_version) != 0 || cfg.key_version == 0)
+				return kh_cli_usage(P, "--key-version takes a number from 1");
+			break;
+		case O_PERIOD:
+			if (parse_ms(optarg, KH_HEADEND_PERIOD_MIN, KH_HEADEND_PERIOD_MAX, &cfg.period_s) != 0)
+				return kh_cli_usage(P, "--period takes 5 to 30 seconds");
+			break;
+		case O_LEAD:
+			if (parse_ms(optarg, 0, 29999, &cfg.lead_ms) != 0)
+				return kh_cli_usage(P, "--lead takes milliseconds, less than the period");
+			break;
+		case O_ECMIV:
+			if (parse_ms(optarg, 10, 60000, &cfg.ecm_interval_ms) != 0)
+				return kh_cli_usage(P, "--ecm-interval takes 10 to 60000 ms");
+			break;
+		case O_EMMIV:
+			if (parse_ms(optarg, 10, 60000, &cfg.emm_interval_ms) != 0)
+				return kh_cli_usage(P, "--emm-interval takes 10 to 60000 ms");
+			break;
+		case O_EMM: emmpath = optarg; break;
+		case O_ECMPID:
+		case O_EMMPID:
+			if (parse_num(optarg, 0x1FFE, &x) != 0 || x < 0x10)
+				return kh_cli_usage(P, "%s takes a PID from 0x0010 to 0x1FFE",
+						    c == O_ECMPID ? "--ecm-pid" : "--emm-pid");
+			*(c == O_ECMPID ? &cfg.ecm_pid : &cfg.emm_pid) = (uint16_t)x;
+			break;
+		case O_CASYS:
+			if (parse_num(optarg, 0xFFFF, &x) != 0)
+				return kh_cli_usage(P, "--ca-system-id takes a 16-bit number");
+			cfg.ca_system_id = (uint16_t)x;
+			break;
+		case O_TIME:
+			if (parse_time(optarg, &cfg.time) != 0)
+				return kh_cli_usage(P, "--time takes Unix seconds (or now, now+N, now-N)");
+			break;
+		case O_REDUCE: cfg.csa_reduce = 1; break;
+		case O_CWLOG: cwlog = optarg; break;
+		case 'h': fputs(scramble_help, stdout); return KH_EXIT_OK;
+		default: return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage(P, "unexpected argument '%s'", argv[optind]);
+	if (!keys || !cfg.alg)
+		return kh_cli_usage(P, "--keys and --alg are required");
+	if (have_product == (have_event || have_price) || have_event != have_price)
+		return kh_cli_usage(P, "give either --product or both --event and --price");
+	cfg.access = have_product ? KH_ECM_PRODUCT : KH_ECM_EVENT;
+	if (cfg.csa_reduce && cfg.alg != KH_SCR_CSA2)
+		return kh_cli_usage(P, "--csa-reduce is for --alg csa2 only");
+	if (cfg.lead_ms >= cfg.period_s * 1000u)
+		return kh_cli_usage(P, "--lead must be shorter than the period");
+	if (cfg.ecm_pid == cfg.emm_pid)
+		return kh_cli_usage(P, "--ecm-pid and --emm-pid must differ");
+
+	if ((r = kh_headend_keys_load(keys, &k, &line)) != KH_OK)
+		return keys_fail(keys, line, r);
+	r = kh_headend_keys_get(k, cfg.key_id, cfg.key_version, cfg.service_key, &cfg.key_version);
+	kh_headend_keys_free(k);
+	if (r != KH_OK) {
+		fprintf(stderr, "keyhole: %s: no service key %u%s\n", keys, cfg.key_id,
+			cfg.key_version ? " of that version" : "");
+		goto out;
+	}
+	if (emmpath) {
+		if ((r = kh_file_read(emmpath, 64u * 1024 * 1024, &emm, &emm_len)) != KH_OK) {
+			rc = kh_cli_fail(emmpath, r);
+			goto out;
+		}
+		cfg.emm = emm;
+		cfg.emm_len = emm_len;
+	}
+	r = kh_headend_new(&cfg, write_all, &sk, &h);
+	if (r != KH_OK) {
+		rc = kh_cli_fail(emmpath && r != KH_ERR_NOMEM && r != KH_ERR_CRYPTO ? emmpath : P, r);
+		goto out;
+	}
+	if (strcmp(inpath, "-") == 0) {
+		in = 0;
+	} else if ((in = open(inpath, O_RDONLY | O_CLOEXEC)) < 0) {
+		rc = kh_cli_fail(inpath, errno == ENOENT ? KH_ERR_NOTFOUND : KH_ERR_IO);
+		goto out;
+	}
+	if (cwlog) {
+		int fd = open(cwlog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0 || !(cwf = fdopen(fd, "w"))) {
+			if (fd >= 0)
+				close(fd);
+			rc = kh_cli_fail(cwlog, KH_ERR_IO);
+			goto out;
+		}
+		kh_headend_set_cw_fn(h, log_cw, cwf);
+	}
+	if (strcmp(outpath, "-") == 0) {
+		sk.fd = 1;
+	} else {
+		mode_t um = umask(0);
+		umask(um);
+		if (asprintf(&tmp, "%s.tmp.XXXXXX", outpath) < 0) {
+			tmp = NULL;
+			rc = kh_cli_fail(outpath, KH_ERR_NOMEM);
+			goto out;
+		}
+		if ((sk.fd = mkostemp(tmp, O_CLOEXEC)) < 0) {
+			free(tmp);
+			tmp = NULL;
+			rc = kh_cli_fail(outpath, KH_ERR_IO);
+			goto out;
+		}
+		if (fchmod(sk.fd, 0666 & ~um) != 0) {
+			rc = kh_cli_fail(outpath, KH_ERR_IO);
+			goto out;
+		}
+	}
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if ((r = pump(h, in, &what, inpath, outpath)) != KH_OK) {
+		const char *why = kh_headend_why(h);
+		if (strcmp(what, P) == 0)
+			fprintf(stderr, "keyhole: %s: interrupted\n", P);
+		else if (*why && r != KH_ERR_IO)
+			fprintf(stderr, "keyhole: %s: %s\n", strcmp(what, "-") == 0 ? "standard input" : what, why);
+		else
+			kh_cli_fail(strcmp(what, "-") == 0 ? "standard input/output" : what, r);
+		goto out;
+	}
+	if (cwf) {
+		int bad = fflush(cwf) != 0 || ferror(cwf);
+		bad |= fclose(cwf) != 0;
+		cwf = NULL;
+		if (bad) {
+			rc = kh_cli_fail(cwlog, KH_ERR_IO);
+			goto out;
+		}
+	}
+	if (tmp) {
+		if (fsync(sk.fd) != 0 || close(sk.fd) != 0) {
+			sk.fd = -1;
+			rc = kh_cli_fail(outpath, KH_ERR_IO);
+			goto out;
+		}
+		sk.fd = -1;
+		if (rename(tmp, outpath) != 0) {
+			rc = kh_cli_fail(outpath, KH_ERR_IO);
+			goto out;
+		}
+		free(tmp);
+		tmp = NULL;
+	}
+	rc = KH_EXIT_OK;
+out:
+	if (cwf) { /* a failed run leaves no control-word log either */
+		fclose(cwf);
+		unlink(cwlog);
+	}
+	if (tmp) { /* no half-written output */
+		if (sk.fd >= 0)
+			close(sk.fd);
+		unlink(tmp);
+		free(tmp);
+	}
+	if (in > 0)
+		close(in);
+	kh_headend_free(h);
+	kh_wipe(&cfg, sizeof cfg);
+	if (emm)
+		kh_file_free(emm, emm_len);
+	return rc;
+}
+
+static const struct kh_cli_cmd sub[] = {
+	{"keys", cmd_keys, "create, rotate and list the headend's keys"},
+	{"emm", cmd_emm, "make one EMM for a card, a group or all cards"},
+	{"scramble", cmd_scramble, "scramble a transport stream with ECMs, EMMs, PMT and CAT"},
+};
+
+int kh_cmd_headend(int argc, char **argv)
+{
+	return kh_cli_dispatch("headend", sub, sizeof sub / sizeof sub[0], argc, argv);
+}

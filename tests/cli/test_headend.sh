@@ -1,0 +1,183 @@
+# keyhole headend on a real clip made by ffmpeg: keys init/rotate/show, EMMs (and their seq
+# counters), then scramble with each algorithm and 5 s crypto periods. Checked: ffprobe still
+# sees the video and audio streams; a byte scan finds every packet of those PIDs that carries a
+# payload scrambled (TSC 10/11) and both parities used; ECMs and EMMs are on their PIDs; the
+# control-word log has one line per crypto period (12 s -> 3); usage errors exit 2; a missing or
+# malformed key file exits 1; a failed run leaves no output file. Skipped without ffmpeg.
+#
+# Run by CTest as `sh test_headend.sh` with KEYHOLE and KH_SOURCE_DIR set.
+
+. "$KH_SOURCE_DIR/tests/cli/lib.sh"
+kh_init test_headend
+
+if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
+	echo "test_headend: SKIP: ffmpeg/ffprobe not installed"
+	exit 0
+fi
+kh_need od awk
+cd "$KH_WORK" || kh_fail "cd $KH_WORK"
+
+ffmpeg -nostdin -v error -f lavfi -i testsrc=duration=12:size=320x240:rate=25 \
+	-f lavfi -i sine=frequency=440:duration=12 -c:v mpeg2video -c:a mp2 -f mpegts clip.ts ||
+	kh_fail "ffmpeg could not make the clip"
+
+# scan FILE PIDS...: prints "<component payload packets scrambled> <not scrambled> <even> <odd>
+# <packets on 0x0FF0> <packets on 0x0FF1> <packets on PID 1>"
+scan()
+{
+	f=$1
+	shift
+	od -An -tu1 -w188 -v "$f" | awk -v pids="$*" '
+		BEGIN { n = split(pids, a, " "); for (i = 1; i <= n; i++) comp[a[i]] = 1 }
+		{
+			pid = ($2 % 32) * 256 + $3; tsc = int($4 / 64); afc = int($4 / 16) % 4
+			pl = (afc == 1 || (afc == 3 && $5 < 183))
+			if ((pid in comp) && pl) { if (tsc >= 2) s++; else c++; if (tsc == 2) e++; if (tsc == 3) o++ }
+			if (pid == 4080) ecm++; if (pid == 4081) emm++; if (pid == 1) cat++
+		}
+		END { printf "%d %d %d %d %d %d %d\n", s, c, e, o, ecm, emm, cat }'
+}
+
+PIDS=
+# (ffprobe lists each stream twice, once under its program: keep distinct ids)
+for h in $(ffprobe -v error -show_entries stream=id -of csv=p=0 clip.ts | tr -d ',' | grep . | sort -u); do
+	PIDS="$PIDS $(printf '%d' "$h")"
+done
+[ -n "$PIDS" ] || kh_fail "ffprobe found no streams in the clip"
+
+# --- keys --------------------------------------------------------------------------------------
+kh_expect_ok authority init auth
+kh_expect_ok headend keys init --authority auth --out h.keys
+kh_expect_mode h.keys 600
+grep -q '^keyhole-headend-keys 1$' h.keys || kh_fail "key file has no version header"
+kh_expect_fail headend keys init --authority auth --out h.keys
+kh_err_has 'h.keys: already exists'
+kh_expect_ok headend keys show --keys h.keys
+kh_out_has '^service key 1 version 1$'
+kh_out_has '^seq all 0$'
+master=$(tr -d '\n' <auth/master.key)
+grep -q "$master" "$KH_OUT" && kh_fail "keys show printed the master key"
+key1=$(sed -n 's/^service 1 1 //p' h.keys)
+grep -q "$key1" "$KH_OUT" && kh_fail "keys show printed a service key"
+
+# --- EMMs --------------------------------------------------------------------------------------
+kh_expect_ok headend emm --keys h.keys --card 0000000A --entitle 7:now-60:now+86400 --service-keys \
+	--set-group 3 --set-all-key --auth-export 1 --out card.emm
+kh_out_has 'seq 1'
+kh_expect_ok headend emm --keys h.keys --card 0A --credit 500:1 --out card2.emm
+kh_out_has 'seq 2'
+kh_expect_ok headend emm --keys h.keys --group 3 --revoke 9 --out group.emm
+kh_expect_ok headend emm --keys h.keys --all --request-export --out all.emm
+kh_expect_ok headend keys show --keys h.keys
+kh_out_has '^seq all 1$'
+kh_out_has '^seq group 3 1$'
+kh_out_has '^seq card 0000000A 2$'
+cat card.emm card2.emm group.emm all.emm >emms
+# concurrent runs never issue one seq twice (the key file's flock)
+i=1
+pids=
+while [ $i -le 8 ]; do
+	"$KEYHOLE" headend emm --keys h.keys --card 0B --revoke $i --out par$i.emm >par$i.out 2>&1 &
+	pids="$pids $!"
+	i=$((i + 1))
+done
+for p in $pids; do
+	wait "$p" || kh_fail "a concurrent 'headend emm' failed: $(cat par*.out)"
+done
+seqs=$(sed -n 's/.*seq \([0-9]*\):.*/\1/p' par*.out | sort -n | tr '\n' ' ')
+[ "$seqs" = "1 2 3 4 5 6 7 8 " ] || kh_fail "concurrent EMMs got seqs '$seqs'"
+kh_expect_ok headend keys show --keys h.keys
+kh_out_has '^seq card 0000000B 8$'
+# rotation: two versions at most
+kh_expect_ok headend keys rotate --keys h.keys --id 1
+kh_expect_ok headend keys rotate --keys h.keys --id 1
+kh_expect_ok headend keys show --keys h.keys
+kh_out_has '^service key 1 version 2$'
+kh_out_has '^service key 1 version 3$'
+grep -q '^service key 1 version 1$' "$KH_OUT" && kh_fail "rotate kept a third version"
+kh_expect_mode h.keys 600
+kh_no_tmp_files "$KH_WORK"
+
+# --- scramble, each algorithm ------------------------------------------------------------------
+for alg in csa2 cissa idsa; do
+	kh_expect_ok headend scramble --keys h.keys --in clip.ts --out $alg.ts --alg $alg --product 7 \
+		--period 5 --cw-log $alg.cw --emm emms --time 1700000000
+	[ ! -s "$KH_ERR" ] || kh_fail "$alg: scramble printed on stderr (not a terminal)"
+	kh_expect_mode $alg.cw 600
+	n=$(wc -l <$alg.cw)
+	[ "$n" -eq 3 ] || kh_fail "$alg: cw-log has $n lines, expected 3 (12 s in 5 s periods)"
+	len=16
+	[ $alg = csa2 ] || len=32
+	grep -Evq "^[0-9a-f]{$len}\$" $alg.cw && kh_fail "$alg: cw-log line is not $len lowercase hex digits"
+	streams=$(ffprobe -v error -show_entries stream=codec_type -of csv=p=0 $alg.ts | tr -d ',' | grep . | sort -u | tr '\n' ' ')
+	[ "$streams" = "audio video " ] || kh_fail "$alg: ffprobe sees '$streams' in the output"
+	# shellcheck disable=SC2086
+	set -- $(scan $alg.ts $PIDS)
+	[ "$1" -gt 1000 ] || kh_fail "$alg: only $1 scrambled component packets"
+	[ "$2" -eq 0 ] || kh_fail "$alg: $2 component packets with a payload are in clear"
+	[ "$3" -gt 0 ] && [ "$4" -gt 0 ] || kh_fail "$alg: parities used: even $3, odd $4"
+	[ "$5" -gt 100 ] || kh_fail "$alg: $5 ECM packets"
+	[ "$6" -gt 100 ] || kh_fail "$alg: $6 EMM packets"
+	[ "$7" -gt 0 ] || kh_fail "$alg: no CAT"
+done
+# the same clip from standard input to standard output
+"$KEYHOLE" headend scramble --keys h.keys --alg csa2 --event 5 --price 100 --period 5 <clip.ts >pipe.ts 2>err ||
+	kh_fail "scramble from stdin to stdout failed: $(cat err)"
+# shellcheck disable=SC2086
+set -- $(scan pipe.ts $PIDS)
+[ "$2" -eq 0 ] && [ "$1" -gt 1000 ] || kh_fail "stdin/stdout: $1 scrambled, $2 clear"
+kh_no_tmp_files "$KH_WORK"
+
+# --- refusals ----------------------------------------------------------------------------------
+kh_expect_usage headend
+kh_expect_usage headend bogus
+kh_expect_usage headend keys
+kh_expect_usage headend keys init --out x.keys
+kh_expect_usage headend keys rotate --keys h.keys --id 256
+kh_expect_usage headend emm --keys h.keys --out x.emm --entitle 1:2:3
+kh_expect_usage headend emm --keys h.keys --card 0A --all --out x.emm --revoke 1
+kh_expect_usage headend emm --keys h.keys --group 3 --set-group 4 --out x.emm
+kh_expect_usage headend emm --keys h.keys --card 0A --out x.emm
+kh_expect_usage headend emm --keys h.keys --card 0A --entitle 1:20:10 --out x.emm
+kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --product 7
+kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg rot13 --product 7
+kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2
+kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 --period 4
+kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 --period 5 --lead 5000
+kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg cissa --product 7 --csa-reduce
+kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 --ecm-pid 0x100 --emm-pid 0x100
+kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 extra
+[ ! -e x.ts ] && [ ! -e x.emm ] && [ ! -e x.keys ] || kh_fail "a usage error created a file"
+for c in "headend" "headend keys" "headend keys init" "headend keys rotate" "headend keys show" \
+	"headend emm" "headend scramble"; do
+	# shellcheck disable=SC2086
+	kh_expect_help $c --help
+done
+
+# failures: exit 1, one line, no output file
+kh_expect_fail headend scramble --keys missing.keys --in clip.ts --out x.ts --alg csa2 --product 7
+kh_expect_fail headend emm --keys missing.keys --all --revoke 1 --out x.emm
+chmod 644 h.keys
+kh_expect_fail headend keys show --keys h.keys
+kh_err_has 'not private'
+chmod 600 h.keys
+cp h.keys bad.keys
+printf 'seq card zz 1\n' >>bad.keys
+kh_expect_fail headend keys show --keys bad.keys
+kh_err_has "bad.keys line $(wc -l <bad.keys): malformed"
+# the ECM PID collides with a component: refused, and nothing left behind
+kh_expect_fail headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 \
+	--ecm-pid "$(echo $PIDS | cut -d' ' -f1)" --cw-log x.cw
+kh_err_has '(ECM or EMM PID).*of the PMT'
+# not a transport stream
+head -c 1000 /dev/urandom >noise.ts
+kh_expect_fail headend scramble --keys h.keys --in noise.ts --out x.ts --alg csa2 --product 7
+# a malformed EMM file
+head -c 10 card.emm >bad.emm
+kh_expect_fail headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 --emm bad.emm
+kh_expect_fail headend scramble --keys h.keys --in missing.ts --out x.ts --alg csa2 --product 7
+# a key version that is not there
+kh_expect_fail headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 --key-version 1
+[ ! -e x.ts ] && [ ! -e x.cw ] && [ ! -e x.emm ] || kh_fail "a failed run left an output file"
+kh_no_tmp_files "$KH_WORK"
+kh_note "ok"

@@ -1,0 +1,708 @@
+/*
+ * The headend (keyhole/headend.h): the key file's round trip and refusals (mode, malformed
+ * lines named by number, unknown version), sequence counters that persist and never repeat,
+ * EMMs that a card opens under its Kp and that carry what was asked; then a synthetic programme
+ * (PAT, PMT, a video PID carrying the PCR every 10 ms, an audio PID) through the streaming
+ * scrambler for each algorithm, its output checked packet by packet: TSC parity per crypto
+ * period computed from the PCR (starting just before the 2^33 wrap), ECMs that open with the
+ * service key and carry the CWs that descramble the packets back to the input, ECM timing (lead,
+ * repetition), the PMT's CA and scrambling descriptors, the CAT, EMMs first, and continuity
+ * counters on every PID. PID collisions are refused.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "keyhole/buf.h"
+#include "keyhole/cas.h"
+#include "keyhole/crypto.h"
+#include "keyhole/file.h"
+#include "keyhole/headend.h"
+#include "keyhole/scramble.h"
+#include "keyhole/ts.h"
+#include "testutil.h"
+
+static const uint8_t master[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+				   17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+
+static char *path_in(const char *dir, const char *name)
+{
+	char *p;
+	assert_true(asprintf(&p, "%s/%s", dir, name) > 0);
+	return p;
+}
+
+static void write_text(const char *path, const char *text, mode_t mode)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	chmod(path, mode);
+}
+
+static void test_keys_roundtrip(void **state)
+{
+	struct kh_headend_keys *k, *k2;
+	uint8_t *t1, *t2, key[32], key2[32], m[32];
+	size_t n1, n2, line;
+	uint32_t v, seq;
+	char *dir = kh_test_tmpdir(), *p = path_in(dir, "h.keys");
+
+	(void)state;
+	assert_int_equal(kh_headend_keys_create(master, &k), KH_OK);
+	assert_int_equal(kh_headend_keys_count(k), 1);
+	assert_int_equal(kh_headend_keys_get(k, 1, 0, key, &v), KH_OK);
+	assert_int_equal(v, 1);
+	assert_int_equal(kh_headend_keys_seq(k, KH_EMM_ALL, 0), 0);
+	assert_int_equal(kh_headend_keys_seq(k, KH_EMM_UNIQUE, 0x10), 0);
+	/* rotation keeps two versions, the newest is the default */
+	assert_int_equal(kh_headend_keys_rotate(k, 1, &v), KH_OK);
+	assert_int_equal(v, 2);
+	assert_int_equal(kh_headend_keys_rotate(k, 1, &v), KH_OK);
+	assert_int_equal(v, 3);
+	assert_int_equal(kh_headend_keys_count(k), 2);
+	assert_int_equal(kh_headend_keys_get(k, 1, 1, key, NULL), KH_ERR_NOTFOUND);
+	assert_int_equal(kh_headend_keys_get(k, 1, 0, key, &v), KH_OK);
+	assert_int_equal(v, 3);
+	assert_int_equal(kh_headend_keys_rotate(k, 9, &v), KH_OK);
+	assert_int_equal(v, 1);
+	assert_int_equal(kh_headend_keys_next_seq(k, KH_EMM_UNIQUE, 0xABCDEF01, &seq), KH_OK);
+	assert_int_equal(seq, 1);
+	assert_int_equal(kh_headend_keys_next_seq(k, KH_EMM_GROUP, 7, &seq), KH_OK);
+	assert_int_equal(kh_headend_keys_next_seq(k, KH_EMM_GROUP, 7, &seq), KH_OK);
+	assert_int_equal(seq, 2);
+
+	/* text round trip, and the file */
+	assert_int_equal(kh_headend_keys_format(k, &t1, &n1), KH_OK);
+	assert_int_equal(kh_headend_keys_parse(t1, n1, &k2, &line), KH_OK);
+	assert_int_equal(kh_headend_keys_format(k2, &t2, &n2), KH_OK);
+	assert_int_equal(n1, n2);
+	assert_memory_equal(t1, t2, n1);
+	kh_headend_keys_master(k2, m);
+	assert_memory_equal(m, master, 32);
+	assert_int_equal(kh_headend_keys_get(k2, 1, 3, key2, NULL), KH_OK);
+	assert_int_equal(kh_headend_keys_get(k, 1, 3, key, NULL), KH_OK);
+	assert_memory_equal(key, key2, 32);
+	assert_int_equal(kh_headend_keys_seq(k2, KH_EMM_GROUP, 7), 2);
+	assert_int_equal(kh_headend_keys_seq(k2, KH_EMM_UNIQUE, 0xABCDEF01), 1);
+	kh_file_free(t2, n2);
+	kh_headend_keys_free(k2);
+
+	assert_int_equal(kh_headend_keys_save_new(k, p), KH_OK);
+	assert_int_equal(kh_headend_keys_save_new(k, p), KH_ERR_EXISTS);
+	assert_int_equal(kh_headend_keys_load(p, &k2, &line), KH_OK);
+	kh_headend_keys_free(k2);
+	chmod(p, 0644);
+	assert_int_equal(kh_headend_keys_load(p, &k2, &line), KH_ERR_KEYFILE_PERM);
+	chmod(p, 0600);
+	/* the text never names a key in what 'show' would list: the file does, and only once each */
+	assert_non_null(strstr((const char *)t1, "seq group 7 2\n"));
+	assert_non_null(strstr((const char *)t1, "seq card ABCDEF01 1\n"));
+	kh_file_free(t1, n1);
+	kh_headend_keys_free(k);
+	free(p);
+	kh_test_rmdir(dir);
+}
+
+static void test_keys_malformed(void **state)
+{
+	static const char good_head[] = "keyhole-headend-keys 1\n"
+					"master 0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20\n"
+					"service 1 1 0000000000000000000000000000000000000000000000000000000000000000\n";
+	static const struct {
+		const char *tail;
+		kh_err err;
+		size_t line;
+	} cases[] = {
+		{"seq all 0\n", KH_OK, 0},
+		{"seq all 0\n# comment\n\nseq card 0000000A 3\n", KH_OK, 0},
+		{"seq all x\n", KH_ERR_FORMAT, 4},
+		{"seq all 0\nseq all 1\n", KH_ERR_FORMAT, 5},
+		{"seq all 0\nseq card 0000000a 3\n", KH_ERR_FORMAT, 5}, /* upper-case hex only */
+		{"seq all 0\nseq card 0A 3\n", KH_ERR_FORMAT, 5},
+		{"seq all 0\nseq card 0000000A 3\nseq card 0000000A 4\n", KH_ERR_FORMAT, 6},
+		{"seq all 0\nseq group 1 99999999999\n", KH_ERR_FORMAT, 5},
+		{"seq all 0\nservice 1 2 00\n", KH_ERR_FORMAT, 5},
+		{"seq all 0\nservice 1 1 0000000000000000000000000000000000000000000000000000000000000000\n",
+		 KH_ERR_FORMAT, 5}, /* same id and version twice */
+		{"seq all 0\nservice 1 2 0000000000000000000000000000000000000000000000000000000000000000\n"
+		 "service 1 3 0000000000000000000000000000000000000000000000000000000000000000\n",
+		 KH_ERR_FORMAT, 6}, /* a third version */
+		{"seq all 0\nservice 256 1 0000000000000000000000000000000000000000000000000000000000000000\n",
+		 KH_ERR_FORMAT, 5},
+		{"seq all 0\nbogus\n", KH_ERR_FORMAT, 5},
+		{"seq all 0 \n", KH_ERR_FORMAT, 4},
+		{"seq all 0", KH_ERR_FORMAT, 4}, /* no final newline */
+		{"", KH_ERR_FORMAT, 0},          /* no seq all */
+	};
+	struct kh_headend_keys *k;
+	char buf[1024];
+	size_t line;
+	char *dir = kh_test_tmpdir(), *p = path_in(dir, "bad.keys");
+
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		snprintf(buf, sizeof buf, "%s%s", good_head, cases[i].tail);
+		write_text(p, buf, 0600);
+		line = 777;
+		k = NULL;
+		assert_int_equal(kh_headend_keys_load(p, &k, &line), cases[i].err);
+		if (cases[i].err != KH_OK) {
+			assert_null(k);
+			assert_int_equal(line, cases[i].line);
+		}
+		kh_headend_keys_free(k);
+	}
+	write_text(p, "keyhole-headend-keys 2\nmaster 00\n", 0600);
+	assert_int_equal(kh_headend_keys_load(p, &k, &line), KH_ERR_VERSION);
+	assert_int_equal(line, 1);
+	write_text(p, "something else\n", 0600);
+	assert_int_equal(kh_headend_keys_load(p, &k, &line), KH_ERR_FORMAT);
+	assert_int_equal(line, 1);
+	write_text(p, "keyhole-headend-keys 1\nmaster 0102\nseq all 0\n", 0600);
+	assert_int_equal(kh_headend_keys_load(p, &k, &line), KH_ERR_FORMAT);
+	assert_int_equal(line, 2);
+	free(p);
+	kh_test_rmdir(dir);
+}
+
+/* Walk an EMM's commands and count them by tag; the entitle one is checked field by field. */
+static void check_cmds(const uint8_t *cmds, size_t n, unsigned counts[16], uint32_t product)
+{
+	struct kh_rd r;
+	struct kh_tlv t;
+	int got;
+
+	kh_rd_init(&r, cmds, n);
+	while ((got = kh_tlv_next(&r, &t)) == 1) {
+		assert_true(t.tag < 16);
+		counts[t.tag]++;
+		if (t.tag == KH_EMM_ENTITLE) {
+			assert_int_equal(t.len, 20);
+			assert_int_equal((uint32_t)t.v[0] << 24 | (uint32_t)t.v[1] << 16 | t.v[2] << 8 | t.v[3], product);
+		}
+	}
+	assert_int_equal(got, 0);
+}
+
+static void test_emm(void **state)
+{
+	struct kh_headend_keys *k;
+	struct kh_headend_emm_req req = {0};
+	uint8_t cmds[256], sec[KH_EMM_MAX], out[KH_EMM_MAX], kp[32];
+	struct kh_emm_hdr h;
+	struct kh_wr w;
+	size_t len, n, line;
+	uint32_t seq;
+	unsigned counts[16] = {0};
+	char *dir = kh_test_tmpdir(), *p = path_in(dir, "h.keys");
+
+	(void)state;
+	assert_int_equal(kh_headend_keys_create(master, &k), KH_OK);
+	assert_int_equal(kh_headend_keys_save_new(k, p), KH_OK);
+	kh_headend_keys_free(k);
+
+	kh_wr_init(&w, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_entitle(&w, 42, 1000, 2000), KH_OK);
+	assert_int_equal(kh_emm_put_add_credit(&w, 500, 1), KH_OK);
+	req.type = KH_EMM_UNIQUE;
+	req.addr = 0x0000000A;
+	req.cmds = cmds;
+	req.cmds_len = w.len;
+	req.service_keys = 1;
+	req.set_group = 1;
+	req.group = 3;
+	req.set_all_key = 1;
+	assert_int_equal(kh_headend_emm_issue(p, &req, sec, sizeof sec, &len, &seq, &line), KH_OK);
+	assert_int_equal(seq, 1);
+	assert_int_equal(kh_emm_peek(sec, len, &h), KH_OK);
+	assert_int_equal(h.table_id, KH_EMM_TID_UNIQUE);
+	assert_int_equal(h.addr, 0x0A);
+	assert_int_equal(h.seq, 1);
+	assert_int_equal(kh_cas_card_kp(master, 0x0A, kp), KH_OK);
+	assert_int_equal(kh_emm_open(kp, sec, len, out, sizeof out, &n), KH_OK);
+	check_cmds(out, n, counts, 42);
+	assert_int_equal(counts[KH_EMM_ENTITLE], 1);
+	assert_int_equal(counts[KH_EMM_ADD_CREDIT], 1);
+	assert_int_equal(counts[KH_EMM_SET_KEY], 1);
+	assert_int_equal(counts[KH_EMM_SET_GROUP], 1);
+	assert_int_equal(counts[KH_EMM_SET_ALL_KEY], 1);
+	/* another card's key does not open it */
+	assert_int_equal(kh_cas_card_kp(master, 0x0B, kp), KH_OK);
+	assert_int_equal(kh_emm_open(kp, sec, len, out, sizeof out, &n), KH_ERR_AUTH);
+
+	/* the seq persists and increases per address */
+	assert_int_equal(kh_headend_emm_issue(p, &req, sec, sizeof sec, &len, &seq, &line), KH_OK);
+	assert_int_equal(seq, 2);
+	req.type = KH_EMM_GROUP;
+	req.addr = 3;
+	req.set_group = req.set_all_key = 0;
+	assert_int_equal(kh_headend_emm_issue(p, &req, sec, sizeof sec, &len, &seq, &line), KH_OK);
+	assert_int_equal(seq, 1);
+	assert_int_equal(kh_cas_group_key(master, 3, kp), KH_OK);
+	assert_int_equal(kh_emm_open(kp, sec, len, out, sizeof out, &n), KH_OK);
+	req.type = KH_EMM_ALL;
+	req.addr = 0;
+	assert_int_equal(kh_headend_emm_issue(p, &req, sec, sizeof sec, &len, &seq, &line), KH_OK);
+	assert_int_equal(kh_cas_all_key(master, kp), KH_OK);
+	assert_int_equal(kh_emm_open(kp, sec, len, out, sizeof out, &n), KH_OK);
+	/* SET_GROUP is for one card only; nothing issued then */
+	req.set_group = 1;
+	assert_int_equal(kh_headend_emm_issue(p, &req, sec, sizeof sec, &len, &seq, &line), KH_ERR_INVAL);
+	assert_int_equal(kh_headend_keys_load(p, &k, &line), KH_OK);
+	assert_int_equal(kh_headend_keys_seq(k, KH_EMM_UNIQUE, 0x0A), 2);
+	assert_int_equal(kh_headend_keys_seq(k, KH_EMM_GROUP, 3), 1);
+	assert_int_equal(kh_headend_keys_seq(k, KH_EMM_ALL, 0), 1);
+	kh_headend_keys_free(k);
+	/* a missing key file */
+	assert_int_equal(kh_headend_emm_issue("/nonexistent/h.keys", &req, sec, sizeof sec, &len, &seq, &line),
+			 KH_ERR_NOTFOUND);
+	free(p);
+	kh_test_rmdir(dir);
+}
+
+/* ---- the streaming scrambler on a synthetic programme ---- */
+
+#define PMT_PID 0x0100
+#define VID 0x0101 /* also the PCR PID */
+#define AUD 0x0102
+#define TICK_MS 10
+#define TICKS 1700 /* 17 s: crypto periods 0..3 with 5 s periods */
+#define PCR_MOD (((uint64_t)1 << 33) * 300)
+#define PCR0 (PCR_MOD - 27000000ull * 7) /* wraps 7 s in */
+#define PERIOD 5
+#define LEAD_MS 1000
+#define ECM_MS 100
+#define ECM_PID 0x0FF0
+#define EMM_PID 0x0FF1
+#define BTIME 1700000000ull
+
+struct outbuf {
+	uint8_t *p;
+	size_t n, cap; /* packets */
+};
+
+static kh_err sink(void *ctx, const uint8_t *pkts, size_t n)
+{
+	struct outbuf *o = ctx;
+	if (o->n + n > o->cap) {
+		o->cap = (o->n + n) * 2;
+		o->p = realloc(o->p, o->cap * KH_TS_PACKET_LEN);
+		assert_non_null(o->p);
+	}
+	memcpy(o->p + o->n * KH_TS_PACKET_LEN, pkts, n * KH_TS_PACKET_LEN);
+	o->n += n;
+	return KH_OK;
+}
+
+struct cwlog {
+	uint32_t n;
+	uint8_t cw[16][16];
+	size_t len;
+};
+
+static void on_cw(void *ctx, uint32_t cp, const uint8_t *cw, size_t len)
+{
+	struct cwlog *l = ctx;
+	assert_int_equal(cp, l->n);
+	assert_true(l->n < 16);
+	memcpy(l->cw[l->n++], cw, len);
+	l->len = len;
+}
+
+/* Input: PAT and PMT every 100 ms, per tick one video packet with PCR and one audio packet. */
+static uint8_t *make_input(size_t *npk)
+{
+	uint8_t *in = malloc((size_t)TICKS * 4 * KH_TS_PACKET_LEN), sec[1024], pk[8 * KH_TS_PACKET_LEN];
+	uint8_t cc_pat = 0, cc_pmt = 0, cc_v = 0, cc_a = 0, esd[] = {0x0A, 4, 'e', 'n', 'g', 0};
+	struct kh_ts_pat pat = {0};
+	struct kh_ts_pmt pmt = {0};
+	size_t n = 0, plen, slen;
+
+	assert_non_null(in);
+	pat.tsid = 1;
+	pat.current = 1;
+	pat.n = 1;
+	pat.prog[0].program_number = 1;
+	pat.prog[0].pid = PMT_PID;
+	pmt.program_number = 1;
+	pmt.version = 4;
+	pmt.current = 1;
+	pmt.pcr_pid = VID;
+	pmt.n = 2;
+	pmt.es[0].stream_type = 0x02;
+	pmt.es[0].pid = VID;
+	pmt.es[1].stream_type = 0x03;
+	pmt.es[1].pid = AUD;
+	pmt.es[1].desc = esd;
+	pmt.es[1].desc_len = sizeof esd;
+	for (unsigned t = 0; t < TICKS; t++) {
+		struct kh_ts_pkt h = {0};
+		uint8_t af[7], pl[184];
+		uint64_t pcr = (PCR0 + (uint64_t)t * TICK_MS * 27000) % PCR_MOD, base = pcr / 300, ext = pcr % 300;
+
+		if (t % 10 == 0) {
+			assert_int_equal(kh_ts_pat_build(&pat, sec, sizeof sec, &slen), KH_OK);
+			assert_int_equal(kh_ts_packetise(0, &cc_pat, sec, slen, pk, sizeof pk, &plen), KH_OK);
+			memcpy(in + n++ * KH_TS_PACKET_LEN, pk, plen);
+			assert_int_equal(kh_ts_pmt_build(&pmt, sec, sizeof sec, &slen), KH_OK);
+			assert_int_equal(kh_ts_packetise(PMT_PID, &cc_pmt, sec, slen, pk, sizeof pk, &plen), KH_OK);
+			memcpy(in + n++ * KH_TS_PACKET_LEN, pk, plen);
+		}
+		af[0] = 0x10;
+		af[1] = (uint8_t)(base >> 25);
+		af[2] = (uint8_t)(base >> 17);
+		af[3] = (uint8_t)(base >> 9);
+		af[4] = (uint8_t)(base >> 1);
+		af[5] = (uint8_t)((base & 1) << 7 | 0x7E | ext >> 8);
+		af[6] = (uint8_t)ext;
+		for (size_t i = 0; i < sizeof pl; i++)
+			pl[i] = (uint8_t)(t * 7 + i * 13);
+		h.pid = VID;
+		h.pusi = t % 5 == 0;
+		h.cc = cc_v++ & 15;
+		assert_int_equal(kh_ts_build(in + n++ * KH_TS_PACKET_LEN, &h, af, sizeof af, pl, 176), KH_OK);
+		h.pid = AUD;
+		h.pusi = 0;
+		h.cc = cc_a++ & 15;
+		/* every fourth audio packet carries a short payload (a residue below one block) */
+		assert_int_equal(kh_ts_build(in + n++ * KH_TS_PACKET_LEN, &h, NULL, 0, pl, t % 4 == 3 ? 11 : 184),
+				 KH_OK);
+	}
+	*npk = n;
+	return in;
+}
+
+static uint64_t pkt_pcr(const struct kh_ts_pkt *p)
+{
+	const uint8_t *a = p->af;
+	uint64_t base = (uint64_t)a[1] << 25 | (uint64_t)a[2] << 17 | (uint64_t)a[3] << 9 | (uint64_t)a[4] << 1 |
+			a[5] >> 7;
+	return base * 300 + (((uint64_t)a[5] & 1) << 8 | a[6]);
+}
+
+static void make_emms(uint8_t *file, size_t cap, size_t *len)
+{
+	struct kh_headend_keys *k;
+	struct kh_headend_emm_req req = {0};
+	size_t n = 0, l;
+
+	assert_int_equal(kh_headend_keys_create(master, &k), KH_OK);
+	req.service_keys = 1;
+	req.type = KH_EMM_UNIQUE;
+	for (uint32_t ua = 1; ua <= 3; ua++) {
+		req.addr = ua;
+		assert_int_equal(kh_headend_emm_make(k, &req, file + n, cap - n, &l, NULL), KH_OK);
+		n += l;
+	}
+	kh_headend_keys_free(k);
+	*len = n;
+}
+
+static void run_alg(enum kh_scr_alg alg)
+{
+	struct kh_headend_cfg cfg = {0};
+	struct kh_headend *h;
+	struct outbuf o = {0};
+	struct cwlog log = {0};
+	struct kh_ts_asm ecm_asm, emm_asm, pmt_asm, cat_asm;
+	struct kh_scr *d;
+	uint8_t *in, emmf[2048], sec[KH_TS_PRIVATE_MAX], skey[32];
+	size_t nin, emm_len, n, vi = 0, ai = 0, emms_seen = 0, ecm_first_pkt = (size_t)-1;
+	int cc[0x2000], got, first_scrambled = -1, have_pcr = 0, have_pmt = 0, have_cat = 0;
+	uint64_t prev_el = 0, el = 0, ecm_first_el[8] = {0}, last_ecm_el = 0;
+	uint32_t ecm_seen = 0, last_cp = 0, pending_cp = UINT32_MAX;
+	unsigned npending = 0, pending_reps[8] = {0};
+	uint64_t pend_prev = 0;
+
+	in = make_input(&nin);
+	make_emms(emmf, sizeof emmf, &emm_len);
+	for (size_t i = 0; i < sizeof skey; i++)
+		skey[i] = (uint8_t)(0xA0 + i);
+	cfg.alg = alg;
+	cfg.access = KH_ECM_PRODUCT;
+	cfg.product = 42;
+	cfg.key_id = 1;
+	cfg.key_version = 7;
+	memcpy(cfg.service_key, skey, 32);
+	cfg.period_s = PERIOD;
+	cfg.lead_ms = LEAD_MS;
+	cfg.ecm_interval_ms = ECM_MS;
+	cfg.emm_interval_ms = 100;
+	cfg.ecm_pid = ECM_PID;
+	cfg.emm_pid = EMM_PID;
+	cfg.ca_system_id = 0x4B48;
+	cfg.time = BTIME;
+	cfg.emm = emmf;
+	cfg.emm_len = emm_len;
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
+	kh_headend_set_cw_fn(h, on_cw, &log);
+	/* fed in uneven chunks */
+	for (size_t i = 0; i < nin;) {
+		size_t c = nin - i < 333 ? nin - i : 333;
+		assert_int_equal(kh_headend_feed(h, in + i * KH_TS_PACKET_LEN, c), KH_OK);
+		i += c;
+	}
+	assert_int_equal(kh_headend_finish(h), KH_OK);
+	kh_headend_free(h);
+	/* 17 s with 5 s periods and 1 s lead: ECMs 0..3 */
+	assert_int_equal(log.n, 4);
+	assert_int_equal(log.len, kh_scr_keylen(alg));
+
+	assert_int_equal(kh_scr_new(alg, 0, &d), KH_OK);
+	assert_int_equal(kh_ts_asm_init(&ecm_asm, ECM_PID, KH_TS_PRIVATE_MAX), KH_OK);
+	assert_int_equal(kh_ts_asm_init(&emm_asm, EMM_PID, KH_TS_PRIVATE_MAX), KH_OK);
+	assert_int_equal(kh_ts_asm_init(&pmt_asm, PMT_PID, KH_TS_PSI_MAX), KH_OK);
+	assert_int_equal(kh_ts_asm_init(&cat_asm, KH_TS_PID_CAT, KH_TS_PSI_MAX), KH_OK);
+	for (size_t i = 0; i < 0x2000; i++)
+		cc[i] = -1;
+
+	for (size_t i = 0; i < o.n; i++) {
+		uint8_t *pk = o.p + i * KH_TS_PACKET_LEN, copy[KH_TS_PACKET_LEN];
+		struct kh_ts_pkt p;
+		assert_int_equal(kh_ts_parse(pk, KH_TS_PACKET_LEN, &p), KH_OK);
+		/* continuity on every PID */
+		if (p.payload_len) {
+			if (cc[p.pid] >= 0)
+				assert_int_equal(p.cc, (cc[p.pid] + 1) & 15);
+			cc[p.pid] = p.cc;
+		}
+		if (p.pid == EMM_PID) {
+			struct kh_emm_hdr eh;
+			assert_int_equal(kh_ts_asm_push(&emm_asm, pk, KH_TS_PACKET_LEN), KH_OK);
+			while ((got = kh_ts_asm_pop(&emm_asm, sec, sizeof sec, &n)) == 1) {
+				assert_int_equal(kh_emm_peek(sec, n, &eh), KH_OK);
+				emms_seen++;
+			}
+			assert_int_equal(got, 0);
+			continue;
+		}
+		if (emms_seen < 3)
+			fail_msg("packet %zu (PID 0x%04X) before the three EMMs of the start", i, p.pid);
+		if (p.pid == ECM_PID) {
+			struct kh_ecm e;
+			struct kh_ecm_hdr eh;
+			assert_int_equal(kh_ts_asm_push(&ecm_asm, pk, KH_TS_PACKET_LEN), KH_OK);
+			while ((got = kh_ts_asm_pop(&ecm_asm, sec, sizeof sec, &n)) == 1) {
+				assert_int_equal(kh_ecm_peek(sec, n, &eh), KH_OK);
+				assert_int_equal(kh_ecm_open(skey, sec, n, &e), KH_OK);
+				assert_int_equal(e.h.key_id, 1);
+				assert_int_equal(e.h.key_version, 7);
+				assert_int_equal(e.h.table_id, e.h.cp & 1 ? KH_ECM_TID_ODD : KH_ECM_TID_EVEN);
+				assert_int_equal(e.alg, alg);
+				assert_int_equal(e.access, KH_ECM_PRODUCT);
+				assert_int_equal(e.product, 42);
+				assert_int_equal(e.time, BTIME + (uint64_t)e.h.cp * PERIOD);
+				assert_true(e.h.cp < log.n);
+				/* CW_k in the slot of its parity, CW_{k-1} in the other */
+				assert_memory_equal(e.h.cp & 1 ? e.cw_odd : e.cw_even, log.cw[e.h.cp], log.len);
+				if (e.h.cp > 0)
+					assert_memory_equal(e.h.cp & 1 ? e.cw_even : e.cw_odd, log.cw[e.h.cp - 1],
+							    log.len);
+				if (ecm_seen == 0 || e.h.cp != last_cp) {
+					/* a new ECM: the next one in order; its CW goes into the descrambler */
+					assert_int_equal(e.h.cp, ecm_seen == 0 ? 0 : last_cp + 1);
+					assert_int_equal(kh_scr_set_key(d, (enum kh_scr_parity)(e.h.cp & 1),
+									e.h.cp & 1 ? e.cw_odd : e.cw_even, e.cw_len),
+							 KH_OK);
+					if (e.h.cp == 0)
+						ecm_first_pkt = i;
+					pending_cp = e.h.cp; /* timing checked at the next PCR */
+					npending = 1;
+				} else {
+					pending_cp = e.h.cp;
+					npending = 2;
+				}
+				pend_prev = el;
+				ecm_seen++;
+				last_cp = e.h.cp;
+				kh_wipe(&e, sizeof e);
+			}
+			assert_int_equal(got, 0);
+			continue;
+		}
+		if (p.pid == PMT_PID) {
+			struct kh_ts_pmt m;
+			struct kh_ts_ca_desc ca;
+			uint8_t mode;
+			assert_int_equal(kh_ts_asm_push(&pmt_asm, pk, KH_TS_PACKET_LEN), KH_OK);
+			while ((got = kh_ts_asm_pop(&pmt_asm, sec, sizeof sec, &n)) == 1) {
+				assert_int_equal(kh_ts_pmt_parse(sec, n, &m), KH_OK);
+				assert_int_equal(m.version, 5);
+				assert_int_equal(m.n, 2);
+				assert_int_equal(m.es[1].desc_len, 6); /* ES descriptors kept */
+				assert_int_equal(kh_ts_ca_desc_find(m.desc, m.desc_len, 0x4B48, &ca), KH_OK);
+				assert_int_equal(ca.ca_pid, ECM_PID);
+				if (alg == KH_SCR_CSA2) {
+					assert_int_equal(kh_ts_scrambling_desc_find(m.desc, m.desc_len, &mode),
+							 KH_ERR_NOTFOUND);
+				} else {
+					assert_int_equal(kh_ts_scrambling_desc_find(m.desc, m.desc_len, &mode), KH_OK);
+					assert_int_equal(mode, alg == KH_SCR_CISSA ? KH_TS_SCRAMBLING_CISSA1
+										   : KH_TS_SCRAMBLING_IDSA);
+				}
+				if (!have_pmt)
+					assert_true(have_cat); /* the CAT goes out with the PMT */
+				have_pmt++;
+			}
+			continue;
+		}
+		if (p.pid == KH_TS_PID_CAT) {
+			struct kh_ts_cat c;
+			struct kh_ts_ca_desc ca;
+			assert_int_equal(kh_ts_asm_push(&cat_asm, pk, KH_TS_PACKET_LEN), KH_OK);
+			while ((got = kh_ts_asm_pop(&cat_asm, sec, sizeof sec, &n)) == 1) {
+				assert_int_equal(kh_ts_cat_parse(sec, n, &c), KH_OK);
+				assert_int_equal(kh_ts_ca_desc_find(c.desc, c.desc_len, 0x4B48, &ca), KH_OK);
+				assert_int_equal(ca.ca_pid, EMM_PID);
+				have_cat++;
+			}
+			continue;
+		}
+		if (p.pid == VID && p.af_len >= 7 && (p.af[0] & 0x10)) {
+			uint64_t pcr = pkt_pcr(&p);
+			prev_el = el;
+			el = (pcr + PCR_MOD - PCR0) % PCR_MOD;
+			have_pcr = 1;
+			if (npending) {
+				/* ECMs went out just before this PCR packet: lead and repetition */
+				if (npending == 1 && pending_cp > 0) {
+					uint64_t at = (uint64_t)pending_cp * PERIOD * 27000000 - LEAD_MS * 27000ull;
+					assert_true(el >= at);
+					assert_true(pend_prev < at);
+					ecm_first_el[pending_cp] = el;
+				} else if (npending == 2) {
+					assert_int_equal(el - last_ecm_el, ECM_MS * 27000ull);
+					pending_reps[pending_cp]++;
+				}
+				last_ecm_el = el;
+				npending = 0;
+			}
+		}
+		(void)prev_el;
+		if ((p.pid == VID || p.pid == AUD) && p.payload_len) {
+			unsigned k = (unsigned)(el / (PERIOD * 27000000ull));
+			const uint8_t *orig;
+			assert_true(have_pcr);
+			assert_true(ecm_first_pkt < i);
+			assert_int_equal(p.scrambling, 2 + (k & 1));
+			if (first_scrambled < 0)
+				first_scrambled = (int)i;
+			/* the n-th output packet of a component is the n-th input packet of it */
+			for (;;) {
+				struct kh_ts_pkt q;
+				size_t *idx = p.pid == VID ? &vi : &ai;
+				assert_true(*idx < nin);
+				orig = in + (*idx)++ * KH_TS_PACKET_LEN;
+				assert_int_equal(kh_ts_parse(orig, KH_TS_PACKET_LEN, &q), KH_OK);
+				if (q.pid == p.pid)
+					break;
+			}
+			memcpy(copy, pk, sizeof copy);
+			assert_int_equal(kh_scr_descramble(d, copy, 1, NULL), KH_OK);
+			assert_memory_equal(copy, orig, KH_TS_PACKET_LEN);
+		}
+	}
+	assert_true(have_pmt >= 10);
+	assert_true(have_cat >= 10);
+	assert_true(emms_seen > 3 + 100); /* the three at the start, then one every 100 ms */
+	assert_int_equal(last_cp, 3);
+	for (unsigned k = 1; k < 3; k++) {
+		assert_true(ecm_first_el[k] > 0);
+		/* repeated every 100 ms until the next ECM: a period's worth */
+		assert_in_range(pending_reps[k], PERIOD * 1000 / ECM_MS - 2, PERIOD * 1000 / ECM_MS);
+	}
+	assert_true(first_scrambled > 0);
+	kh_scr_free(d);
+	free(o.p);
+	free(in);
+}
+
+static void test_scramble_csa2(void **state)
+{
+	(void)state;
+	run_alg(KH_SCR_CSA2);
+}
+
+static void test_scramble_cissa(void **state)
+{
+	(void)state;
+	run_alg(KH_SCR_CISSA);
+}
+
+static void test_scramble_idsa(void **state)
+{
+	(void)state;
+	run_alg(KH_SCR_IDSA);
+}
+
+static void test_collision_and_config(void **state)
+{
+	struct kh_headend_cfg cfg = {0};
+	struct kh_headend *h;
+	struct outbuf o = {0};
+	uint8_t *in, bad[3] = {0x82, 0x70, 0x05};
+	size_t nin;
+
+	(void)state;
+	in = make_input(&nin);
+	cfg.alg = KH_SCR_CSA2;
+	cfg.access = KH_ECM_PRODUCT;
+	cfg.period_s = 10;
+	cfg.lead_ms = 1000;
+	cfg.ecm_interval_ms = 100;
+	cfg.emm_interval_ms = 100;
+	cfg.ecm_pid = AUD; /* a component */
+	cfg.emm_pid = EMM_PID;
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
+	assert_int_equal(kh_headend_feed(h, in, 50), KH_ERR_EXISTS);
+	assert_non_null(strstr(kh_headend_why(h), "0x0102"));
+	assert_int_equal(kh_headend_feed(h, in, 1), KH_ERR_EXISTS); /* sticky */
+	kh_headend_free(h);
+	cfg.ecm_pid = PMT_PID; /* in the PAT */
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
+	assert_int_equal(kh_headend_feed(h, in, 50), KH_ERR_EXISTS);
+	kh_headend_free(h);
+	/* the wrong program */
+	cfg.ecm_pid = ECM_PID;
+	cfg.program = 9;
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
+	assert_int_equal(kh_headend_feed(h, in, 50), KH_ERR_NOTFOUND);
+	kh_headend_free(h);
+	/* no PMT at all */
+	cfg.program = 0;
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
+	assert_int_equal(kh_headend_finish(h), KH_ERR_NOTFOUND);
+	kh_headend_free(h);
+	/* configuration refused */
+	cfg.lead_ms = 10000;
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_ERR_INVAL);
+	cfg.lead_ms = 1000;
+	cfg.period_s = 4;
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_ERR_INVAL);
+	cfg.period_s = 10;
+	cfg.emm_pid = ECM_PID;
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_ERR_INVAL);
+	cfg.emm_pid = EMM_PID;
+	cfg.emm = bad; /* an EMM file cut short */
+	cfg.emm_len = sizeof bad;
+	assert_int_not_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
+	free(o.p);
+	free(in);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_keys_roundtrip),
+		cmocka_unit_test(test_keys_malformed),
+		cmocka_unit_test(test_emm),
+		cmocka_unit_test(test_scramble_csa2),
+		cmocka_unit_test(test_scramble_cissa),
+		cmocka_unit_test(test_scramble_idsa),
+		cmocka_unit_test(test_collision_and_config),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
