@@ -324,7 +324,8 @@ static kh_err announce(struct kh_headend *h, uint32_t k)
 	return emit_ecm(h);
 }
 
-/* The very start of the output: every EMM once, then ECM 0, before any scrambled packet. */
+/* The start of the service, right after the first PMT: every EMM once, then ECM 0, before any
+ * scrambled packet. */
 static kh_err start(struct kh_headend *h)
 {
 	size_t off = 0, n;
@@ -480,7 +481,11 @@ static kh_err on_pmt(struct kh_headend *h, const uint8_t *sec, size_t n)
 	h->st.psi += 2;
 	if ((r = put_section(h, KH_TS_PID_CAT, &h->cc_cat, h->cat, h->cat_len)) != KH_OK)
 		return r;
-	return put_section(h, h->pmt_pid, &h->cc_pmt, h->pmt_out, h->pmt_len);
+	if ((r = put_section(h, h->pmt_pid, &h->cc_pmt, h->pmt_out, h->pmt_len)) != KH_OK)
+		return r;
+	/* The first PMT starts the service: a decoder now knows the EMM PID (from the CAT just sent)
+	 * and the ECM PID, so the EMMs and ECM 0 that follow reach it before any scrambled packet. */
+	return h->started ? KH_OK : start(h);
 }
 
 /* Feed one packet to an assembler and handle every section it completes. */
@@ -516,8 +521,6 @@ static kh_err one(struct kh_headend *h, const uint8_t *pkt)
 		return fail(h, KH_ERR_FORMAT, "packet %llu is not a TS packet (lost sync?)",
 			    (unsigned long long)h->st.in);
 	h->st.in++;
-	if (!h->started && (r = start(h)) != KH_OK)
-		return r;
 	if (p.pid == KH_TS_PID_PAT) {
 		if ((r = assemble(h, &h->pat_asm, pkt, on_pat)) != KH_OK)
 			return r;
