@@ -37,6 +37,7 @@ enum kh_ins {
 	KH_INS_PURCHASE = 0x42,    /* card, same: impulse purchase of the event an ECM names */
 	KH_INS_EMM = 0x44,         /* card: apply an EMM addressed to it */
 	KH_INS_CAS_STATUS = 0x46,  /* card: credit, rights, purchases, sequence numbers (public) */
+	KH_INS_CAS_FLUSH = 0x48,   /* card: store usage counters not yet stored (off the ECM path) */
 };
 
 struct kh_apdu {

@@ -90,6 +90,8 @@ KH_WARN_UNUSED kh_err kh_host_cas_purchase(struct kh_host_cas *c, const uint8_t 
 KH_WARN_UNUSED kh_err kh_host_cas_emm(struct kh_host_cas *c, const uint8_t *emm, size_t n);
 /* The card's public CAS facts (straight to the card). */
 KH_WARN_UNUSED kh_err kh_host_cas_status(struct kh_host_cas *c, struct kh_cas_status *st);
+/* Have the card store usage counters it holds only in memory (CAS FLUSH; a no-op when none). */
+KH_WARN_UNUSED kh_err kh_host_cas_flush(struct kh_host_cas *c);
 /* Forget the channel keys. */
 void kh_host_cas_wipe(struct kh_host_cas *c);
 

@@ -18,6 +18,7 @@
 #include "keyhole/crypto.h"
 #include "keyhole/decoder.h"
 #include "keyhole/host.h"
+#include "keyhole/log.h"
 #include "keyhole/scramble.h"
 #include "keyhole/softmodule.h"
 #include "keyhole/ts.h"
@@ -323,6 +324,9 @@ static int play(int argc, char **argv)
 	if (partial)
 		fprintf(stderr, "keyhole: the stream ended inside a packet; its last %zu bytes were dropped\n",
 			partial);
+	/* The stream is over: now the card may store its usage counters at leisure. */
+	if ((r = kh_host_cas_flush(&m->cas)) != KH_OK)
+		kh_log_info("cas.flush.refused", "error=%s", kh_err_name(r));
 	if (fflush(out) != 0 || ferror(out)) {
 		fprintf(stderr, "keyhole: %s: %s\n", o.out ? o.out : "standard output", strerror(errno));
 		goto out;

@@ -189,6 +189,15 @@ kh_err kh_host_cas_emm(struct kh_host_cas *c, const uint8_t *emm, size_t n)
 	return kh_host_apdu(c->card, KH_INS_EMM, 0, emm, n, resp, sizeof resp, &dlen, &sw);
 }
 
+kh_err kh_host_cas_flush(struct kh_host_cas *c)
+{
+	uint8_t resp[16];
+	size_t dlen;
+	uint16_t sw;
+
+	return kh_host_apdu(c->card, KH_INS_CAS_FLUSH, 0, NULL, 0, resp, sizeof resp, &dlen, &sw);
+}
+
 kh_err kh_host_cas_status(struct kh_host_cas *c, struct kh_cas_status *st)
 {
 	uint8_t resp[KH_APDU_MAX_RESP];

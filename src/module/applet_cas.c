@@ -131,8 +131,10 @@ kh_err kh__h_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *res
 			m->dirty = 1;
 	}
 out:
-	if (r != KH_OK)
+	if (r != KH_OK) {
 		m->usage.n_refused++;
+		m->usage.unsaved++;
+	}
 	kh_wipe(&e, sizeof e);
 	return r;
 }
@@ -424,6 +426,25 @@ kh_err kh__h_cas_status(struct kh_module *m, const struct kh_apdu *a, struct kh_
 		kh_tlv_put(resp, 14, v, 16);
 	}
 	return kh_tlv_put_u32(resp, 15, c->last_reload);
+}
+
+/*
+ * CAS FLUSH: store the usage counters if some are not stored yet. A host calls it when a store's
+ * cost does not matter (after an ECM's control words are in use, at the end of a stream), so the
+ * ECM path itself stores only every KH_CAS_USAGE_FLUSH CWs.
+ */
+kh_err kh__h_cas_flush(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+{
+	kh_err r;
+
+	(void)resp;
+	if ((r = need_card(m, a)) != KH_OK)
+		return r;
+	if (a->lc)
+		return KH_ERR_APDU_LEN;
+	if (m->usage.unsaved)
+		m->dirty = 1;
+	return KH_OK;
 }
 
 /* ---- sealed state ---- */

@@ -39,6 +39,7 @@ static const struct {
 	{KH_INS_PURCHASE, F_SEALED, kh__h_purchase},
 	{KH_INS_EMM, F_PLAIN | F_SEALED, kh__h_emm},
 	{KH_INS_CAS_STATUS, F_PLAIN | F_SEALED, kh__h_cas_status},
+	{KH_INS_CAS_FLUSH, F_PLAIN | F_SEALED, kh__h_cas_flush},
 };
 
 static const char label_state[] = "keyhole module state v1";

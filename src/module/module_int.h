@@ -129,6 +129,7 @@ kh_err kh__h_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *res
 kh_err kh__h_purchase(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_cas_status(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+kh_err kh__h_cas_flush(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 
 /* The CAS applet's part of the sealed state: TLV tags from KH_CAS_STATE_TAG0 up. */
 #define KH_CAS_STATE_TAG0 0x40

@@ -14,6 +14,7 @@
 #include "keyhole/cas.h"
 #include "keyhole/crypto.h"
 #include "keyhole/host.h"
+#include "keyhole/module.h"
 #include "keyhole/scramble.h"
 #include "testutil.h"
 #include "world.h"
@@ -296,6 +297,13 @@ static void test_ecm_rights(void **state)
 	struct kh_cas_status st = status_of(&cw->w->c1.t);
 	assert_int_equal(st.n_cw, 2);
 	assert_int_equal(st.n_refused, 4);
+	/* ECMs stored nothing; CAS FLUSH stores the counters once, then has nothing to do */
+	struct kh_module *cm = kh_softmod_module(cw->w->c1.sm);
+	uint64_t c0 = kh_module_counter(cm);
+	assert_int_equal(kh_host_cas_flush(&cw->cas), KH_OK);
+	assert_int_equal(kh_module_counter(cm), c0 + 1);
+	assert_int_equal(kh_host_cas_flush(&cw->cas), KH_OK);
+	assert_int_equal(kh_module_counter(cm), c0 + 1);
 }
 
 static void test_ppv(void **state)
