@@ -37,11 +37,13 @@
 #include "keyhole/apdu.h"
 #include "keyhole/authority.h"
 #include "keyhole/buf.h"
+#include "keyhole/cas.h"
 #include "keyhole/cert.h"
 #include "keyhole/crypto.h"
 #include "keyhole/hpke.h"
 #include "keyhole/module.h"
 #include "keyhole/pair.h"
+#include "keyhole/scramble.h"
 
 #include "fuzz_common.h"
 
@@ -740,6 +742,370 @@ static void gen_cert(struct kh_authority *a, const char *dir, const uint8_t root
 	}
 }
 
+
+/* ---- fuzz_ecm, fuzz_emm, fuzz_cas: pay-TV messages under the keys of fuzz_common.h ---- */
+
+/* A section sealed around any plaintext (the codec's sealers refuse what is not well formed). */
+static size_t seal_raw(const uint8_t key[static 32], uint8_t tid, uint8_t b1, uint32_t w1, uint32_t w2,
+		       const uint8_t *pt, size_t ptlen, uint8_t *out)
+{
+	size_t total = KH_ECM_HDR_LEN + ptlen + KH_CAS_TAG_LEN;
+
+	out[0] = tid;
+	out[1] = (uint8_t)(0x70 | ((total - 3) >> 8));
+	out[2] = (uint8_t)(total - 3);
+	out[3] = KH_CAS_VERSION;
+	out[4] = b1;
+	kh_put_be32(out + 5, w1);
+	kh_put_be32(out + 9, w2);
+	check("nonce", kh_random(out + 13, KH_CAS_NONCE_LEN));
+	check("seal raw", kh_aead_seal(key, out + 13, out, KH_ECM_HDR_LEN, pt, ptlen, out + KH_ECM_HDR_LEN));
+	return total;
+}
+
+/* An ECM's plaintext TLV, as kh_ecm_seal writes it (access 1: a = product; 2: a = event, b = price). */
+static size_t ecm_pt(uint8_t *buf, size_t cap, uint8_t alg, int access, uint32_t a, uint32_t b, uint64_t t)
+{
+	uint8_t cw[16], ev[8];
+	size_t cwlen = alg == KH_SCR_CSA2 ? 8 : 16, i;
+	struct kh_wr w;
+
+	for (i = 0; i < sizeof cw; i++)
+		cw[i] = (uint8_t)(0xc0 + i);
+	kh_wr_init(&w, buf, cap);
+	kh_tlv_put(&w, KH_ECM_T_CW_EVEN, cw, cwlen);
+	cw[0] ^= 0xff;
+	kh_tlv_put(&w, KH_ECM_T_CW_ODD, cw, cwlen);
+	kh_tlv_put_u8(&w, KH_ECM_T_ALG, alg);
+	if (access == KH_ECM_PRODUCT) {
+		kh_tlv_put_u32(&w, KH_ECM_T_PRODUCT, a);
+	} else {
+		kh_put_be32(ev, a);
+		kh_put_be32(ev + 4, b);
+		kh_tlv_put(&w, KH_ECM_T_EVENT, ev, sizeof ev);
+	}
+	check("ecm pt", kh_tlv_put_u64(&w, KH_ECM_T_TIME, t));
+	return w.len;
+}
+
+/* A whole ECM under the service key. */
+static size_t ecm_make(uint8_t *out, uint8_t tid, uint8_t key_id, uint32_t cp, uint8_t alg, int access, uint32_t a,
+		       uint32_t b)
+{
+	struct kh_ecm e;
+	size_t len, i;
+
+	memset(&e, 0, sizeof e);
+	e.h.table_id = tid;
+	e.h.key_id = key_id;
+	e.h.key_version = FZ_CAS_KEY_VERSION;
+	e.h.cp = cp;
+	e.alg = alg;
+	e.cw_len = alg == KH_SCR_CSA2 ? 8 : 16;
+	for (i = 0; i < e.cw_len; i++) {
+		e.cw_even[i] = (uint8_t)(0x10 + i);
+		e.cw_odd[i] = (uint8_t)(0x20 + i);
+	}
+	e.access = (uint8_t)access;
+	if (access == KH_ECM_PRODUCT) {
+		e.product = a;
+	} else {
+		e.event = a;
+		e.price = b;
+	}
+	e.time = FZ_CAS_NOW;
+	check("ecm seal", kh_ecm_seal(fz_cas_skey, &e, out, KH_ECM_MAX, &len));
+	return len;
+}
+
+static void gen_ecm(void)
+{
+	uint8_t ecm[KH_ECM_MAX], pt[KH_ECM_MAX], buf[512];
+	struct kh_wr w;
+	size_t n, p;
+
+	n = ecm_make(ecm, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, 1, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	put("fuzz_ecm", "product-csa2", ecm, n);
+	put_flip("fuzz_ecm", "product-csa2-badtag", ecm, n, -1, 0x01);
+	put_flip("fuzz_ecm", "product-csa2-badcp", ecm, n, 12, 0x01);
+	put_flip("fuzz_ecm", "product-csa2-badver", ecm, n, 3, 0x03);
+	put_flip("fuzz_ecm", "product-csa2-badtid", ecm, n, 0, 0x02);
+	put_flip("fuzz_ecm", "product-csa2-syntax", ecm, n, 1, 0x80);
+	put_flip("fuzz_ecm", "product-csa2-toolarge", ecm, n, 1, 0x0f);
+	put_plus("fuzz_ecm", "product-csa2-trailing", ecm, n, 0);
+	put("fuzz_ecm", "product-csa2-cut", ecm, n - 1);
+	n = ecm_make(ecm, KH_ECM_TID_ODD, FZ_CAS_KEY_ID, 2, KH_SCR_CISSA, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	put("fuzz_ecm", "product-aes", ecm, n);
+	n = ecm_make(ecm, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, 3, KH_SCR_CSA2, KH_ECM_EVENT, 7, 300);
+	put("fuzz_ecm", "event-csa2", ecm, n);
+	n = ecm_make(ecm, KH_ECM_TID_ODD, FZ_CAS_KEY_ID, 4, KH_SCR_IDSA, KH_ECM_EVENT, 8, 5000);
+	put("fuzz_ecm", "event-aes", ecm, n);
+
+	/* Authentic, but the TLV breaks a rule. */
+	p = ecm_pt(pt, sizeof pt, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0, FZ_CAS_NOW);
+	memcpy(pt + p, pt, 11); /* CW_EVEN twice */
+	n = seal_raw(fz_cas_skey, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 5, pt, p + 11, ecm);
+	put("fuzz_ecm", "tlv-duplicate", ecm, n);
+	n = seal_raw(fz_cas_skey, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 5, pt, p - 11, ecm);
+	put("fuzz_ecm", "tlv-no-time", ecm, n);
+	kh_wr_init(&w, pt + p, sizeof pt - p);
+	kh_tlv_put(&w, KH_ECM_T_EVENT, (const uint8_t *)"\0\0\0\7\0\0\1\0", 8);
+	n = seal_raw(fz_cas_skey, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 5, pt, p + w.len, ecm);
+	put("fuzz_ecm", "tlv-both-access", ecm, n);
+	kh_wr_init(&w, pt + p, sizeof pt - p);
+	kh_tlv_put_u8(&w, 9, 0);
+	n = seal_raw(fz_cas_skey, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 5, pt, p + w.len, ecm);
+	put("fuzz_ecm", "tlv-unknown-tag", ecm, n);
+	n = seal_raw(fz_cas_skey, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 5, pt, p - 2, ecm);
+	put("fuzz_ecm", "tlv-truncated", ecm, n);
+	p = ecm_pt(pt, sizeof pt, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0, FZ_CAS_NOW);
+	pt[25] = KH_SCR_CISSA; /* the ALG value: 16-byte CWs wanted, 8 given */
+	n = seal_raw(fz_cas_skey, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 5, pt, p, ecm);
+	put("fuzz_ecm", "tlv-cw-alg-mismatch", ecm, n);
+
+	/* The card's answers, as the host reads them. */
+	p = ecm_pt(pt, sizeof pt, KH_SCR_CSA2, KH_ECM_PRODUCT, 1, 0, 0);
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put_u8(&w, KH_CW_T_ALG, KH_SCR_CISSA);
+	kh_tlv_put(&w, KH_CW_T_EVEN, pt + 3, 8);
+	kh_tlv_put(&w, KH_CW_T_EVEN, pt + 3, 16);
+	kh_tlv_put(&w, KH_CW_T_ODD, pt + 3, 16);
+	check("cw answer", kh_tlv_put_u32(&w, KH_CW_T_CP, 42));
+	put("fuzz_ecm", "answer-cw", buf, w.len);
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put_u32(&w, KH_OFFER_T_EVENT, 7);
+	kh_tlv_put_u32(&w, KH_OFFER_T_PRICE, 300);
+	kh_tlv_put(&w, 9, NULL, 0);
+	check("offer", kh_tlv_put_u32(&w, KH_OFFER_T_CREDIT, 1000));
+	put("fuzz_ecm", "answer-offer", buf, w.len);
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put_u32(&w, 1, 700);
+	kh_tlv_put_u32(&w, 2, FZ_CAS_GROUP);
+	kh_tlv_put_u32(&w, 3, 5);
+	kh_tlv_put_u32(&w, 4, 0);
+	kh_tlv_put_u32(&w, 5, 0);
+	kh_tlv_put_u8(&w, 6, 1);
+	kh_tlv_put(&w, 7, (const uint8_t *)"\0\1", 2);
+	kh_tlv_put_u32(&w, 8, 3);
+	kh_tlv_put_u32(&w, 9, 2);
+	kh_tlv_put_u32(&w, 10, 1);
+	kh_tlv_put_u32(&w, 11, 4);
+	kh_tlv_put(&w, 12, (const uint8_t *)"\0\0\0\144\0\0\0\0\0\0\0\1\0\0\0\0\177\377\377\377", 20);
+	kh_tlv_put(&w, 13, (const uint8_t *)"\1\0\0\0\1", 5);
+	kh_tlv_put(&w, 14, (const uint8_t *)"\0\0\0\7\0\0\1\54\0\0\0\0\153\100\203\200", 16);
+	check("status", kh_tlv_put_u32(&w, 15, 2));
+	put("fuzz_ecm", "answer-status", buf, w.len);
+}
+
+static void gen_emm(void)
+{
+	static const uint8_t k2[32] = "gen corpus second key .........";
+	uint8_t cmds[512], sec[KH_EMM_MAX];
+	struct kh_emm_hdr hu = {0, KH_EMM_UNIQUE, FZ_CAS_UA, 2};
+	struct kh_emm_hdr hg = {0, KH_EMM_GROUP, FZ_CAS_GROUP, 2};
+	struct kh_emm_hdr ha = {0, KH_EMM_ALL, 0, 2};
+	struct kh_wr w;
+	size_t n;
+	int i;
+
+	for (i = KH_EMM_SET_KEY; i <= KH_EMM_SET_ALL_KEY; i++) {
+		static const char *names[] = {"", "set-key", "entitle", "revoke", "add-credit", "auth-export",
+					      "req-export", "set-group", "set-all-key"};
+		char name[32];
+		kh_wr_init(&w, cmds, sizeof cmds);
+		switch (i) {
+		case KH_EMM_SET_KEY: kh_emm_put_set_key(&w, 2, 7, k2); break;
+		case KH_EMM_ENTITLE: kh_emm_put_entitle(&w, 200, FZ_CAS_NOW - 10, FZ_CAS_NOW + 1000); break;
+		case KH_EMM_REVOKE: kh_emm_put_revoke(&w, FZ_CAS_PRODUCT); break;
+		case KH_EMM_ADD_CREDIT: kh_emm_put_add_credit(&w, 500, 2); break;
+		case KH_EMM_AUTH_EXPORT: kh_emm_put_auth_export(&w, 1); break;
+		case KH_EMM_REQ_EXPORT: kh_emm_put_req_export(&w); break;
+		case KH_EMM_SET_GROUP: kh_emm_put_set_group(&w, 0x78, k2); break;
+		default: kh_emm_put_set_all_key(&w, k2); break;
+		}
+		check("emm cmd", w.err);
+		check("emm seal", kh_emm_seal(fz_cas_kp, &hu, cmds, w.len, sec, sizeof sec, &n));
+		snprintf(name, sizeof name, "unique-%s", names[i]);
+		put("fuzz_emm", name, sec, n);
+	}
+	kh_wr_init(&w, cmds, sizeof cmds);
+	kh_emm_put_add_credit(&w, 100, 3);
+	check("group cmds", kh_emm_put_entitle(&w, 300, FZ_CAS_NOW, FZ_CAS_NOW + 86400));
+	check("group seal", kh_emm_seal(fz_cas_gkey, &hg, cmds, w.len, sec, sizeof sec, &n));
+	put("fuzz_emm", "group-credit-entitle", sec, n);
+	put_flip("fuzz_emm", "group-badtag", sec, n, -1, 0x01);
+	put_flip("fuzz_emm", "group-type-tid-mismatch", sec, n, 4, 0x01);
+	check("all seal", kh_emm_seal(fz_cas_akey, &ha, cmds, w.len, sec, sizeof sec, &n));
+	put("fuzz_emm", "all-credit-entitle", sec, n);
+	/* ALL must have address 0 (kh_emm_peek fills its header before refusing this one). */
+	put_flip("fuzz_emm", "all-addr-nonzero", sec, n, 8, 0x01);
+	put_flip("fuzz_emm", "all-badver", sec, n, 3, 0x02);
+	put_flip("fuzz_emm", "all-toolarge", sec, n, 1, 0x0f);
+	put_plus("fuzz_emm", "all-trailing", sec, n, 0);
+	put("fuzz_emm", "all-cut", sec, n - 1);
+	/* An empty command list: kh_emm_seal refuses it, but one sealed by hand opens. */
+	n = seal_raw(fz_cas_kp, KH_EMM_TID_UNIQUE, KH_EMM_UNIQUE, FZ_CAS_UA, 3, NULL, 0, sec);
+	put("fuzz_emm", "unique-empty", sec, n);
+	/* The largest EMM. */
+	memset(cmds, 0, sizeof cmds);
+	{
+		static uint8_t big[KH_EMM_CMDS_MAX];
+		memset(big, 0x11, sizeof big);
+		check("big seal", kh_emm_seal(fz_cas_kp, &hu, big, sizeof big, sec, sizeof sec, &n));
+		put("fuzz_emm", "unique-max", sec, n);
+	}
+}
+
+/* fuzz_cas inputs: chunks of u8 mode | u16 length | bytes. */
+static void chunk(struct seq *s, uint8_t mode, const uint8_t *p, size_t n)
+{
+	if (s->n + 3 + n > sizeof s->b || n > 0xffff)
+		die("cas seq full", KH_ERR_BUF);
+	s->b[s->n] = mode;
+	s->b[s->n + 1] = (uint8_t)(n >> 8);
+	s->b[s->n + 2] = (uint8_t)n;
+	memcpy(s->b + s->n + 3, p, n);
+	s->n += 3 + n;
+}
+
+/* One EMM command list as a chunk of the given mode. */
+enum { C_SET_KEY, C_ENTITLE, C_REVOKE, C_CREDIT, C_EXPORT, C_REQ, C_GROUP, C_ALL };
+static void cmd_chunk(struct seq *s, uint8_t mode, int c, uint32_t a, uint64_t b, uint64_t d)
+{
+	static const uint8_t k2[32] = "gen corpus second key .........";
+	uint8_t cmds[128];
+	struct kh_wr w;
+
+	kh_wr_init(&w, cmds, sizeof cmds);
+	switch (c) {
+	case C_SET_KEY: kh_emm_put_set_key(&w, (uint8_t)a, (uint32_t)b, k2); break;
+	case C_ENTITLE: kh_emm_put_entitle(&w, a, b, d); break;
+	case C_REVOKE: kh_emm_put_revoke(&w, a); break;
+	case C_CREDIT: kh_emm_put_add_credit(&w, a, (uint32_t)b); break;
+	case C_EXPORT: kh_emm_put_auth_export(&w, (int)a); break;
+	case C_REQ: kh_emm_put_req_export(&w); break;
+	case C_GROUP: kh_emm_put_set_group(&w, a, k2); break;
+	default: kh_emm_put_set_all_key(&w, k2); break;
+	}
+	check("cas cmd", w.err);
+	chunk(s, mode, cmds, w.len);
+}
+
+static void ecm_chunk(struct seq *s, uint8_t mode, uint8_t alg, int access, uint32_t a, uint32_t b)
+{
+	uint8_t buf[KH_ECM_MAX];
+	size_t n;
+
+	if ((mode & 7) >= 6) {
+		n = ecm_pt(buf, sizeof buf, alg, access, a, b, FZ_CAS_NOW);
+	} else {
+		n = ecm_make(buf, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, 9, alg, access, a, b);
+	}
+	chunk(s, mode, buf, n);
+}
+
+static void gen_cas(void)
+{
+	static const uint8_t junk[] = {0x80, 0x70, 0x05, 0x01, 0x02, 0x03, 0x04, 0x05};
+	uint8_t cmds[128], sec[KH_EMM_MAX];
+	struct kh_emm_hdr h;
+	struct kh_wr w;
+	struct seq s;
+	size_t n;
+	int i;
+
+	/* Every EMM command, unique; then group and all under the keys just set. */
+	s.n = 0;
+	cmd_chunk(&s, 1, C_SET_KEY, 2, 7, 0);
+	cmd_chunk(&s, 1, C_ENTITLE, 200, FZ_CAS_NOW - 10, FZ_CAS_NOW + 1000);
+	cmd_chunk(&s, 1, C_REVOKE, 200, 0, 0);
+	cmd_chunk(&s, 1, C_CREDIT, 500, 2, 0);
+	cmd_chunk(&s, 1, C_EXPORT, 1, 0, 0);
+	cmd_chunk(&s, 1, C_REQ, 0, 0, 0);
+	cmd_chunk(&s, 1, C_GROUP, 0x78, 0, 0);
+	cmd_chunk(&s, 1, C_ALL, 0, 0, 0);
+	cmd_chunk(&s, 2, C_CREDIT, 100, 3, 0);
+	cmd_chunk(&s, 3, C_ENTITLE, 300, FZ_CAS_NOW, FZ_CAS_NOW + 86400);
+	put("fuzz_cas", "emm-each-command", s.b, s.n);
+
+	/* Whole EMMs as the EMM maker sent them (seq 10), one replayed; then inside the channel. */
+	s.n = 0;
+	kh_wr_init(&w, cmds, sizeof cmds);
+	check("raw cmds", kh_emm_put_add_credit(&w, 50, 10));
+	h = (struct kh_emm_hdr){0, KH_EMM_UNIQUE, FZ_CAS_UA, 10};
+	check("raw seal", kh_emm_seal(fz_cas_kp, &h, cmds, w.len, sec, sizeof sec, &n));
+	chunk(&s, 0, sec, n);
+	chunk(&s, 0, sec, n);
+	h = (struct kh_emm_hdr){0, KH_EMM_GROUP, FZ_CAS_GROUP, 10};
+	check("raw seal", kh_emm_seal(fz_cas_gkey, &h, cmds, w.len, sec, sizeof sec, &n));
+	chunk(&s, 0x80, sec, n);
+	h = (struct kh_emm_hdr){0, KH_EMM_ALL, 0, 10};
+	check("raw seal", kh_emm_seal(fz_cas_akey, &h, cmds, w.len, sec, sizeof sec, &n));
+	chunk(&s, 0, sec, n);
+	h = (struct kh_emm_hdr){0, KH_EMM_UNIQUE, FZ_CAS_UA + 1, 11};
+	check("raw seal", kh_emm_seal(fz_cas_kp, &h, cmds, w.len, sec, sizeof sec, &n));
+	chunk(&s, 0, sec, n); /* not addressed to this card */
+	cmd_chunk(&s, 0x81, C_CREDIT, 7, 11, 0);
+	cmd_chunk(&s, 0x41, C_CREDIT, 7, 12, 0); /* reused seq: replay */
+	chunk(&s, 0, junk, sizeof junk);
+	put("fuzz_cas", "emm-raw-channel-replay", s.b, s.n);
+
+	/* Credit up to the top, then one more: refused (never wraps); bad command lists. */
+	s.n = 0;
+	cmd_chunk(&s, 1, C_CREDIT, UINT32_MAX - FZ_CAS_CREDIT, 5, 0);
+	cmd_chunk(&s, 1, C_CREDIT, 1, 6, 0);
+	cmd_chunk(&s, 1, C_CREDIT, 1, 5, 0); /* reload id already applied: skipped, accepted */
+	cmd_chunk(&s, 2, C_GROUP, 0x79, 0, 0); /* group key only under Kp */
+	chunk(&s, 1, (const uint8_t *)"\x09\x00\x00", 3);
+	chunk(&s, 1, (const uint8_t *)"\x06\x00\x01\x00", 4);
+	chunk(&s, 1, (const uint8_t *)"\x04\x00\x08\x00\x00", 5);
+	cmd_chunk(&s, 1, C_ENTITLE, 201, FZ_CAS_NOW, FZ_CAS_NOW);
+	put("fuzz_cas", "emm-credit-top-and-bad", s.b, s.n);
+
+	/* Subscriptions: covered, by plaintext too, not covered, expired, not started, no key. */
+	s.n = 0;
+	ecm_chunk(&s, 4, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	ecm_chunk(&s, 6, KH_SCR_CISSA, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	ecm_chunk(&s, 0x46, KH_SCR_IDSA, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	ecm_chunk(&s, 4, KH_SCR_CSA2, KH_ECM_PRODUCT, 999, 0);
+	cmd_chunk(&s, 1, C_ENTITLE, 301, FZ_CAS_NOW - 1000, FZ_CAS_NOW - 10);
+	cmd_chunk(&s, 1, C_ENTITLE, 302, FZ_CAS_NOW + 10, FZ_CAS_NOW + 1000);
+	ecm_chunk(&s, 6, KH_SCR_CSA2, KH_ECM_PRODUCT, 301, 0);
+	ecm_chunk(&s, 6, KH_SCR_CSA2, KH_ECM_PRODUCT, 302, 0);
+	cmd_chunk(&s, 1, C_REVOKE, FZ_CAS_PRODUCT, 0, 0);
+	ecm_chunk(&s, 4, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	n = ecm_make(sec, KH_ECM_TID_EVEN, 5, 1, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	chunk(&s, 4, sec, n); /* a key the card does not hold */
+	chunk(&s, 4, junk, sizeof junk);
+	put("fuzz_cas", "ecm-product", s.b, s.n);
+
+	/* Pay-per-view: offered, bought, watched, bought again (charged once). */
+	s.n = 0;
+	ecm_chunk(&s, 4, KH_SCR_CSA2, KH_ECM_EVENT, 7, 300);
+	ecm_chunk(&s, 5, KH_SCR_CSA2, KH_ECM_EVENT, 7, 300);
+	ecm_chunk(&s, 4, KH_SCR_CSA2, KH_ECM_EVENT, 7, 300);
+	ecm_chunk(&s, 5, KH_SCR_CSA2, KH_ECM_EVENT, 7, 300);
+	ecm_chunk(&s, 5, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	put("fuzz_cas", "ppv-buy", s.b, s.n);
+
+	/* Too dear; credit added; bought (plaintext ECMs); one the price of all the credit. */
+	s.n = 0;
+	ecm_chunk(&s, 6, KH_SCR_IDSA, KH_ECM_EVENT, 8, 5000);
+	ecm_chunk(&s, 7, KH_SCR_IDSA, KH_ECM_EVENT, 8, 5000);
+	cmd_chunk(&s, 1, C_CREDIT, 10000, 7, 0);
+	ecm_chunk(&s, 7, KH_SCR_IDSA, KH_ECM_EVENT, 8, 5000);
+	ecm_chunk(&s, 6, KH_SCR_IDSA, KH_ECM_EVENT, 8, 5000);
+	ecm_chunk(&s, 7, KH_SCR_CSA2, KH_ECM_EVENT, 9, 6000);
+	ecm_chunk(&s, 7, KH_SCR_CSA2, KH_ECM_EVENT, 10, 1);
+	put("fuzz_cas", "ppv-credit-low", s.b, s.n);
+
+	/* Enough control words to flush the usage counters to the store. */
+	s.n = 0;
+	for (i = 0; i < 17; i++)
+		ecm_chunk(&s, (uint8_t)(i & 1 ? 0x46 : 6), KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	put("fuzz_cas", "ecm-usage-flush", s.b, s.n);
+}
+
 int main(int argc, char **argv)
 {
 	char tmpl[] = "/tmp/kh-gen-corpus-XXXXXX";
@@ -771,6 +1137,11 @@ int main(int argc, char **argv)
 	gen_sealed();
 	gen_module(a, root);
 	gen_cert(a, dir, root);
+	/* Pay-TV seeds: their own stream, so they come out the same each run. */
+	kh_rng_det_init(&rng_gen, (const uint8_t *)"keyhole gen corpus cas", 22);
+	gen_ecm();
+	gen_emm();
+	gen_cas();
 
 	printf("ROOT_PK for fuzz/fuzz_cert.c:\n");
 	for (i = 0; i < 32; i++)

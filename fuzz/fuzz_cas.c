@@ -1,0 +1,655 @@
+/*
+ * libFuzzer harness: the card's CAS applet (src/module/applet_cas.c) driven through
+ * kh_module_process, from a card in service rather than a blank one, so that inputs reach the
+ * EMM command list, the rights check and impulse purchases.
+ *
+ * Setup, once (LLVMFuzzerInitialize): a module in static aligned memory with a constant root
+ * key, a fixed clock and a store that checks and counts its calls is personalised as card
+ * FZ_CAS_UA in APDUs (PERSO INIT with fz_cas_kp / fz_cas_ku, then PERSO CERTS with certificates
+ * this harness signs with a fixed test root, deterministic Ed25519); a unique EMM (seq 1)
+ * installs the service key, the group and broadcast keys, a right to FZ_CAS_PRODUCT and
+ * FZ_CAS_CREDIT of credit; then the harness pairs with the card as initiator (kh_link, seed 000)
+ * and proves a CAM on that channel (CAM AUTH with a CAM signing certificate from the same root,
+ * as applet_cam.c's prove() does). The module memory and the link are snapshotted, and restored
+ * before every input, with the deterministic random source reseeded.
+ *
+ * Input: chunks, each u8 mode | u16 big-endian length | bytes (a short last chunk is taken as
+ * is). mode & 7 says what the bytes are:
+ *   0  a whole EMM section, sent as EMM (INS 44)
+ *   1  a command TLV list, sealed by the harness as a unique EMM under Kp
+ *   2  the same as a group EMM under the group key the card holds
+ *   3  the same as an EMM to all under the broadcast key the card holds
+ *   4  a whole ECM section, sent as ECM (INS 40) inside the proven channel
+ *   5  a whole ECM section, sent as PURCHASE (INS 42) inside the proven channel
+ *   6  an ECM's TLV plaintext, sealed by the harness under the service key, sent as ECM
+ *   7  the same, sent as PURCHASE
+ * For 0-3, mode bit 7 sends the EMM inside the channel instead of in plain. For 1-3 the harness
+ * picks a fresh sequence number (one above the card's); mode bit 6 reuses the card's last one,
+ * which must be refused as a replay. For 6-7, mode bit 6 picks the odd table_id.
+ *
+ * A small model follows the card: credit, last reload id, EMM sequence numbers, group and its
+ * key, the broadcast key and the service key (id 1, version 1), updated from the commands of
+ * every EMM the card accepts (opened again with the model's key: an EMM the card accepts must
+ * open under it) and from PURCHASE answers. After every command CAS STATUS is read and compared.
+ *
+ * Invariants: every response is 2..cap bytes, and nothing is answered into a 1-byte buffer; a
+ * sealed command always comes back as a sealed answer the link opens; a refusal is the status
+ * word alone, except NOT_PURCHASED / CREDIT_LOW (6F23 / 6F24) with an offer TLV that parses and
+ * states the card's credit and a price above it exactly for CREDIT_LOW; a refused command
+ * stores nothing, leaves kh_module_counter unchanged and CAS STATUS identical but for the ECM
+ * usage counters; an accepted command stores at most once, with counter + 1; after an accepted
+ * EMM the sequence number of its address type has strictly increased to the EMM's, the EMM
+ * counter moved by one, and credit, reload id and group are the model's (credit never wraps: an
+ * ADD_CREDIT the model would have to wrap must not be accepted); an EMM the harness sealed with
+ * a fresh sequence number is refused only for its commands, never as unauthentic, replayed or
+ * not addressed, and one with a reused sequence number is refused as a replay; an accepted ECM
+ * answers control words that parse, for the ECM's crypto period; an accepted PURCHASE answers
+ * an offer whose credit is the card's, debited by the price exactly once.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "keyhole/apdu.h"
+#include "keyhole/cas.h"
+#include "keyhole/cert.h"
+#include "keyhole/crypto.h"
+#include "keyhole/module.h"
+#include "keyhole/pair.h"
+
+#include "fuzz_common.h"
+
+/* The module's root key (seals its state), the test authority's root and the CAM's signing key. */
+static const uint8_t fz_cas_module_root[KH_ROOT_KEY_LEN] = "keyhole fuzz cas module root v1";
+static const uint8_t fz_cas_root_sk[32] = "keyhole fuzz cas test root v1..";
+static const uint8_t fz_cas_cam_sk[32] = "keyhole fuzz cas cam sign v1...";
+#define CAM_UA 0x00005678u
+#define CERT_NOT_BEFORE (FZ_CAS_NOW - 86400u * 365)
+#define CERT_NOT_AFTER (FZ_CAS_NOW + 86400u * 365)
+
+#define MEM_SIZE (1u << 17)
+#define MAX_CMDS 32
+#define MAX_CHUNK 1100
+
+static struct kh_rng_det rng;
+static _Alignas(16) uint8_t mem[MEM_SIZE];
+static _Alignas(16) uint8_t snap[MEM_SIZE];
+static struct kh_module *m;
+static struct kh_link lk, lk0;
+static uint8_t resp[KH_APDU_MAX_RESP], inner_resp[KH_APDU_MAX_RESP];
+static uint8_t cmd[KH_APDU_MAX_CMD], sealed[KH_APDU_MAX_CMD], sec[KH_EMM_MAX];
+static int trace;
+
+/* What the store callback saw. */
+static struct {
+	uint64_t calls;
+	uint64_t expect; /* the counter the module holds: the next store must be expect + 1 */
+} st, st0;
+
+/* What the card must hold, as far as the harness can tell. */
+struct model {
+	uint32_t credit, last_reload, seq[3], group;
+	uint8_t gkey[32], akey[32], skey[32];
+};
+static struct model md, md0;
+
+static kh_err store(void *ctx, const uint8_t *blob, size_t len, uint64_t counter)
+{
+	uint64_t hdr = 0;
+
+	(void)ctx;
+	CHECK(counter == st.expect + 1);
+	CHECK(kh_module_blob_counter(blob, len, &hdr) == KH_OK && hdr == counter);
+	st.calls++;
+	st.expect = counter;
+	return KH_OK;
+}
+
+static uint64_t fixed_now(void *ctx)
+{
+	(void)ctx;
+	return FZ_CAS_NOW;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "fuzz_cas setup: %s\n", what);
+	__builtin_trap();
+}
+
+static uint16_t sw_of(const uint8_t *r, size_t n)
+{
+	return (uint16_t)(r[n - 2] << 8 | r[n - 1]);
+}
+
+/* ---- setup ---- */
+
+/* A leaf certificate as the authority issues it (cert.h), signed by the fixed test root. */
+static size_t issue(enum kh_role role, uint32_t ua, int type, const uint8_t pub[static 32], uint8_t *der,
+		    size_t cap)
+{
+	char serial[9], cn[32];
+	X509V3_CTX ctx;
+	X509_EXTENSION *e;
+	unsigned char *p;
+	EVP_PKEY *rk, *pk;
+	X509_NAME *nm, *iss;
+	X509 *x;
+	int n = 0;
+
+	snprintf(serial, sizeof serial, "%08X", (unsigned)ua);
+	snprintf(cn, sizeof cn, "%s %08X", kh_role_name(role), (unsigned)ua);
+	rk = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, fz_cas_root_sk, 32);
+	pk = EVP_PKEY_new_raw_public_key(type, NULL, pub, 32);
+	x = X509_new();
+	nm = X509_NAME_new();
+	iss = X509_NAME_new();
+	if (!rk || !pk || !x || !nm || !iss)
+		die("openssl alloc");
+	X509_NAME_add_entry_by_NID(iss, NID_organizationName, MBSTRING_UTF8, (const unsigned char *)"Fuzz Operator", -1, -1, 0);
+	X509_NAME_add_entry_by_NID(iss, NID_commonName, MBSTRING_UTF8, (const unsigned char *)"Fuzz Operator root", -1, -1, 0);
+	X509_NAME_add_entry_by_NID(nm, NID_organizationName, MBSTRING_UTF8, (const unsigned char *)"Fuzz Operator", -1, -1, 0);
+	X509_NAME_add_entry_by_NID(nm, NID_organizationalUnitName, MBSTRING_UTF8,
+				   (const unsigned char *)kh_role_name(role), -1, -1, 0);
+	X509_NAME_add_entry_by_NID(nm, NID_serialNumber, MBSTRING_UTF8, (const unsigned char *)serial, -1, -1, 0);
+	X509_NAME_add_entry_by_NID(nm, NID_commonName, MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
+	if (X509_set_version(x, X509_VERSION_3) != 1 || X509_set_subject_name(x, nm) != 1 ||
+	    X509_set_issuer_name(x, iss) != 1 || X509_set_pubkey(x, pk) != 1 ||
+	    ASN1_INTEGER_set(X509_get_serialNumber(x), (long)ua) != 1 ||
+	    ASN1_TIME_set(X509_getm_notBefore(x), CERT_NOT_BEFORE) == NULL ||
+	    ASN1_TIME_set(X509_getm_notAfter(x), CERT_NOT_AFTER) == NULL)
+		die("certificate fields");
+	X509V3_set_ctx(&ctx, NULL, x, NULL, NULL, 0);
+	if ((e = X509V3_EXT_nconf_nid(NULL, &ctx, NID_basic_constraints, "critical,CA:FALSE")) == NULL ||
+	    X509_add_ext(x, e, -1) != 1)
+		die("basicConstraints");
+	X509_EXTENSION_free(e);
+	if ((e = X509V3_EXT_nconf_nid(NULL, &ctx, NID_key_usage,
+				      type == EVP_PKEY_ED25519 ? "critical,digitalSignature" : "critical,keyAgreement")) ==
+		    NULL ||
+	    X509_add_ext(x, e, -1) != 1)
+		die("keyUsage");
+	X509_EXTENSION_free(e);
+	if (X509_sign(x, rk, NULL) <= 0 || (n = i2d_X509(x, NULL)) <= 0 || (size_t)n > cap)
+		die("certificate signature");
+	p = der;
+	i2d_X509(x, &p);
+	X509_NAME_free(nm);
+	X509_NAME_free(iss);
+	X509_free(x);
+	EVP_PKEY_free(pk);
+	EVP_PKEY_free(rk);
+	return (size_t)n;
+}
+
+/* One plain APDU in setup; its answer (data) in resp, the length of the data returned. */
+static size_t setup_apdu(uint8_t ins, const uint8_t *data, size_t lc, uint16_t want)
+{
+	struct kh_wr w;
+	size_t n;
+
+	kh_wr_init(&w, cmd, sizeof cmd);
+	if (kh_apdu_build(&w, KH_CLA, ins, 0, 0, data, lc, 0) != KH_OK)
+		die("apdu build");
+	n = kh_module_process(m, cmd, w.len, resp, sizeof resp);
+	if (n < 2 || sw_of(resp, n) != want) {
+		fprintf(stderr, "fuzz_cas setup: INS %02X answered %04X\n", ins, n >= 2 ? sw_of(resp, n) : 0);
+		__builtin_trap();
+	}
+	return n - 2;
+}
+
+static void tlv_get32(const uint8_t *p, size_t n, uint8_t tag, uint8_t out[static 32])
+{
+	struct kh_rd rd;
+	struct kh_tlv t;
+
+	kh_rd_init(&rd, p, n);
+	while (kh_tlv_next(&rd, &t) == 1)
+		if (t.tag == tag && kh_tlv_fixed(&t, out, 32) == KH_OK)
+			return;
+	die("PERSO INIT answer");
+}
+
+static void personalise(const uint8_t root_pk[static 32])
+{
+	static uint8_t buf[KH_APDU_MAX_DATA], sign_der[KH_CERT_MAX], pair_der[KH_CERT_MAX];
+	uint8_t sign_pk[32], pair_pk[32];
+	size_t n, sign_len, pair_len;
+	struct kh_wr w;
+
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put_u8(&w, 1, KH_ROLE_CARD);
+	kh_tlv_put_u32(&w, 2, FZ_CAS_UA);
+	kh_tlv_put(&w, 3, root_pk, 32);
+	kh_tlv_put(&w, 4, fz_cas_kp, 32);
+	if (kh_tlv_put(&w, 5, fz_cas_ku, 32) != KH_OK)
+		die("perso tlv");
+	n = setup_apdu(KH_INS_PERSO_INIT, buf, w.len, KH_SW_OK);
+	tlv_get32(resp, n, 1, sign_pk);
+	tlv_get32(resp, n, 2, pair_pk);
+	sign_len = issue(KH_ROLE_CARD, FZ_CAS_UA, EVP_PKEY_ED25519, sign_pk, sign_der, sizeof sign_der);
+	pair_len = issue(KH_ROLE_CARD, FZ_CAS_UA, EVP_PKEY_X25519, pair_pk, pair_der, sizeof pair_der);
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put(&w, 1, sign_der, sign_len);
+	if (kh_tlv_put(&w, 2, pair_der, pair_len) != KH_OK)
+		die("certs tlv");
+	setup_apdu(KH_INS_PERSO_CERTS, buf, w.len, KH_SW_OK);
+}
+
+/* The card's first EMM: keys, a right and credit. */
+static void provision(void)
+{
+	uint8_t cmds[512];
+	struct kh_emm_hdr h = {KH_EMM_TID_UNIQUE, KH_EMM_UNIQUE, FZ_CAS_UA, 1};
+	struct kh_wr w;
+	size_t n;
+
+	kh_wr_init(&w, cmds, sizeof cmds);
+	kh_emm_put_set_key(&w, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, fz_cas_skey);
+	kh_emm_put_set_group(&w, FZ_CAS_GROUP, fz_cas_gkey);
+	kh_emm_put_set_all_key(&w, fz_cas_akey);
+	kh_emm_put_entitle(&w, FZ_CAS_PRODUCT, FZ_CAS_NOW - 86400u * 30, FZ_CAS_NOW + 86400u * 30);
+	if (kh_emm_put_add_credit(&w, FZ_CAS_CREDIT, 1) != KH_OK)
+		die("provision tlv");
+	if (kh_emm_seal(fz_cas_kp, &h, cmds, w.len, sec, sizeof sec, &n) != KH_OK)
+		die("provision seal");
+	setup_apdu(KH_INS_EMM, sec, n, KH_SW_OK);
+	md.credit = FZ_CAS_CREDIT;
+	md.last_reload = 1;
+	md.seq[KH_EMM_UNIQUE] = 1;
+	md.group = FZ_CAS_GROUP;
+	memcpy(md.gkey, fz_cas_gkey, 32);
+	memcpy(md.akey, fz_cas_akey, 32);
+	memcpy(md.skey, fz_cas_skey, 32);
+}
+
+/* Pair as initiator, then prove a CAM on the channel, as applet_cam.c does. */
+static void pair_and_prove(const uint8_t root_pk[static 32])
+{
+	static uint8_t der[KH_CERT_MAX], body[KH_APDU_MAX_DATA];
+	static const uint8_t id[5] = {KH_ROLE_CAM, 0, 0, 0x56, 0x78};
+	uint8_t cam_pk[32], msg[KH_CAM_AUTH_MSG_LEN], sig[KH_ED25519_SIG_LEN];
+	enum kh_link_result res = KH_LINK_SEND;
+	struct kh_wr w, bw;
+	size_t n, derlen;
+
+	kh_link_init(&lk, root_pk, KH_ROLE_CARD, id, sizeof id);
+	kh_wr_init(&w, cmd, sizeof cmd);
+	if (kh_link_start(&lk, &w) != KH_OK)
+		die("link start");
+	while (res == KH_LINK_SEND) {
+		n = kh_module_process(m, cmd, w.len, resp, sizeof resp);
+		kh_wr_init(&w, cmd, sizeof cmd);
+		if (kh_link_step(&lk, resp, n, FZ_CAS_NOW, &w, &res) != KH_OK)
+			die("link step");
+	}
+	if (res != KH_LINK_PAIRED || lk.peer.ua != FZ_CAS_UA)
+		die("not paired");
+
+	if (kh_ed25519_public(fz_cas_cam_sk, cam_pk) != KH_OK)
+		die("cam key");
+	derlen = issue(KH_ROLE_CAM, CAM_UA, EVP_PKEY_ED25519, cam_pk, der, sizeof der);
+	kh_cam_auth_msg(lk.ch.binding, lk.peer.ua, msg);
+	if (kh_ed25519_sign(fz_cas_cam_sk, msg, sizeof msg, sig) != KH_OK)
+		die("cam sign");
+	kh_wr_init(&bw, body, sizeof body);
+	kh_tlv_put(&bw, 1, der, derlen);
+	if (kh_tlv_put(&bw, 2, sig, sizeof sig) != KH_OK)
+		die("cam auth tlv");
+	kh_wr_init(&w, cmd, sizeof cmd);
+	if (kh_apdu_build(&w, KH_CLA, KH_INS_CAM_AUTH, 0, 0, body, bw.len, 0) != KH_OK)
+		die("cam auth apdu");
+	n = w.len;
+	kh_wr_init(&w, sealed, sizeof sealed);
+	if (kh_link_send(&lk, cmd, n, FZ_CAS_NOW, &w) != KH_OK)
+		die("cam auth seal");
+	n = kh_module_process(m, sealed, w.len, resp, sizeof resp);
+	kh_wr_init(&w, inner_resp, sizeof inner_resp);
+	if (kh_link_step(&lk, resp, n, FZ_CAS_NOW, &w, &res) != KH_OK || res != KH_LINK_REPLY || w.len != 2 ||
+	    sw_of(inner_resp, 2) != KH_SW_OK)
+		die("CAM AUTH refused");
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	static const struct kh_module_env env = {store, fixed_now, NULL};
+	uint8_t root_pk[32];
+
+	(void)argc, (void)argv;
+	trace = getenv("FZ_CAS_TRACE") != NULL;
+	if (kh_module_size() > MEM_SIZE)
+		die("kh_module_size() > MEM_SIZE");
+	kh_rng_det_init(&rng, (const uint8_t *)fz_seed, sizeof fz_seed - 1);
+	kh_rng_set(kh_rng_det_fn, &rng);
+	if (kh_module_init(mem, sizeof mem, fz_cas_module_root, &env, &m) != KH_OK)
+		die("module init");
+	if (kh_ed25519_public(fz_cas_root_sk, root_pk) != KH_OK)
+		die("root key");
+	personalise(root_pk);
+	provision();
+	pair_and_prove(root_pk);
+	memcpy(snap, mem, kh_module_size());
+	lk0 = lk;
+	st0 = st;
+	md0 = md;
+	return 0;
+}
+
+/* ---- per input ---- */
+
+static struct kh_cas_status cur, next;
+
+/* CAS STATUS, plain, into s. */
+static void status(struct kh_cas_status *s)
+{
+	static const uint8_t get[] = {KH_CLA, KH_INS_CAS_STATUS, 0x00, 0x00};
+	uint64_t calls = st.calls, ctr = kh_module_counter(m);
+	size_t n;
+
+	n = kh_module_process(m, get, sizeof get, resp, sizeof resp);
+	CHECK(n >= 2 && n <= sizeof resp && sw_of(resp, n) == KH_SW_OK);
+	CHECK(kh_cas_status_parse(resp, n - 2, s) == KH_OK);
+	CHECK(st.calls == calls && kh_module_counter(m) == ctr);
+}
+
+/* The same status but for the ECM usage counters (which a refused ECM still moves). */
+static int same_but_ecm_counters(const struct kh_cas_status *a, const struct kh_cas_status *b)
+{
+	size_t i;
+
+	if (a->credit != b->credit || a->has_group != b->has_group || a->group != b->group ||
+	    memcmp(a->seq, b->seq, sizeof a->seq) != 0 || a->export_ok != b->export_ok ||
+	    a->npurchases != b->npurchases || a->n_cw != b->n_cw || a->n_emm != b->n_emm ||
+	    a->last_reload != b->last_reload || a->nrights != b->nrights || a->nkeys != b->nkeys)
+		return 0;
+	for (i = 0; i < a->nrights; i++)
+		if (a->rights[i].product != b->rights[i].product || a->rights[i].start != b->rights[i].start ||
+		    a->rights[i].end != b->rights[i].end)
+			return 0;
+	for (i = 0; i < a->nkeys; i++)
+		if (a->keys[i].id != b->keys[i].id || a->keys[i].version != b->keys[i].version)
+			return 0;
+	for (i = 0; i < a->npurchases && i < KH_CAS_STATUS_MAX_PURCHASES; i++)
+		if (a->purchases[i].event != b->purchases[i].event || a->purchases[i].price != b->purchases[i].price ||
+		    a->purchases[i].time != b->purchases[i].time)
+			return 0;
+	return 1;
+}
+
+/*
+ * Send one command APDU (plain, or sealed into the channel); check the response and put the
+ * inner answer's data in *data / *dlen. Returns its status word.
+ */
+static uint16_t send(uint8_t ins, const uint8_t *body, size_t lc, int in_channel, const uint8_t **data,
+		     size_t *dlen)
+{
+	enum kh_link_result res;
+	struct kh_wr w;
+	uint8_t *r = resp;
+	size_t n, len;
+
+	kh_wr_init(&w, cmd, sizeof cmd);
+	CHECK(kh_apdu_build(&w, KH_CLA, ins, 0, 0, body, lc, 0) == KH_OK);
+	len = w.len;
+	if (!in_channel) {
+		CHECK(kh_module_process(m, cmd, len, resp, 1) == 0);
+		n = kh_module_process(m, cmd, len, resp, sizeof resp);
+		CHECK(n >= 2 && n <= sizeof resp);
+	} else {
+		kh_wr_init(&w, sealed, sizeof sealed);
+		CHECK(kh_link_send(&lk, cmd, len, FZ_CAS_NOW, &w) == KH_OK);
+		n = kh_module_process(m, sealed, w.len, resp, sizeof resp);
+		CHECK(n >= 2 && n <= sizeof resp);
+		/* The answer to a sealed command is always a sealed answer, whatever the inner one. */
+		CHECK(sw_of(resp, n) == KH_SW_OK);
+		kh_wr_init(&w, inner_resp, sizeof inner_resp);
+		CHECK(kh_link_step(&lk, resp, n, FZ_CAS_NOW, &w, &res) == KH_OK && res == KH_LINK_REPLY);
+		n = w.len;
+		r = inner_resp;
+		CHECK(n >= 2 && n <= sizeof inner_resp);
+	}
+	*data = r;
+	*dlen = n - 2;
+	return sw_of(r, n);
+}
+
+/* Checks every answer obeys; the pay-per-view offer when there is one. */
+static void check_answer(uint16_t sw, const uint8_t *d, size_t dlen, int *has_offer, struct kh_ppv_offer *o)
+{
+	*has_offer = 0;
+	CHECK(sw != KH_SW_RELAY);
+	if (sw == KH_SW_OK || dlen == 0)
+		return;
+	/* Data with a refusal: only an offer, only for these two. */
+	CHECK(sw == kh_err_to_sw(KH_ERR_NOT_PURCHASED) || sw == kh_err_to_sw(KH_ERR_CREDIT_LOW));
+	CHECK(kh_ppv_offer_parse(d, dlen, o) == KH_OK);
+	*has_offer = 1;
+}
+
+/* The commands of an EMM the card accepted, applied to the model. */
+static void model_apply(const struct kh_emm_hdr *h, const uint8_t *cmds, size_t n)
+{
+	struct kh_rd rd;
+	struct kh_tlv t;
+
+	CHECK(h->seq > md.seq[h->addr_type]);
+	md.seq[h->addr_type] = h->seq;
+	kh_rd_init(&rd, cmds, n);
+	while (kh_tlv_next(&rd, &t) == 1) {
+		if (t.tag == KH_EMM_ADD_CREDIT) {
+			uint32_t amount, reload;
+			CHECK(t.len == 8);
+			amount = kh_get_be32(t.v);
+			reload = kh_get_be32(t.v + 4);
+			if (reload > md.last_reload) {
+				/* Credit never wraps. */
+				CHECK(amount <= UINT32_MAX - md.credit);
+				md.credit += amount;
+				md.last_reload = reload;
+			}
+		} else if (t.tag == KH_EMM_SET_GROUP) {
+			CHECK(t.len == 36 && h->addr_type == KH_EMM_UNIQUE);
+			md.group = kh_get_be32(t.v);
+			memcpy(md.gkey, t.v + 4, 32);
+		} else if (t.tag == KH_EMM_SET_ALL_KEY) {
+			CHECK(t.len == 32 && h->addr_type == KH_EMM_UNIQUE);
+			memcpy(md.akey, t.v, 32);
+		} else if (t.tag == KH_EMM_SET_KEY) {
+			CHECK(t.len == 37);
+			if (t.v[0] == FZ_CAS_KEY_ID && kh_get_be32(t.v + 1) == FZ_CAS_KEY_VERSION)
+				memcpy(md.skey, t.v + 5, 32);
+		}
+	}
+}
+
+static const uint8_t *key_of(uint8_t type)
+{
+	return type == KH_EMM_UNIQUE ? fz_cas_kp : type == KH_EMM_GROUP ? md.gkey : md.akey;
+}
+
+/* An EMM section (raw, or sealed by us: fresh >= 0 says with which kind of sequence number). */
+static void do_emm(const uint8_t *emm, size_t len, int in_channel, int fresh)
+{
+	static uint8_t cmds[KH_EMM_CMDS_MAX];
+	struct kh_ppv_offer o;
+	struct kh_emm_hdr h;
+	const uint8_t *d;
+	size_t dlen, clen;
+	uint64_t calls = st.calls, ctr = kh_module_counter(m);
+	uint16_t sw;
+	int offer;
+
+	sw = send(KH_INS_EMM, emm, len, in_channel, &d, &dlen);
+	check_answer(sw, d, dlen, &offer, &o);
+	CHECK(!offer);
+	status(&next);
+	if (trace)
+		fprintf(stderr, "  EMM%s %zu bytes -> %04X\n", in_channel ? " (sealed)" : "", len, sw);
+	if (sw != KH_SW_OK) {
+		CHECK(st.calls == calls && kh_module_counter(m) == ctr);
+		CHECK(same_but_ecm_counters(&cur, &next));
+		if (fresh == 1)
+			CHECK(sw != kh_err_to_sw(KH_ERR_AUTH) && sw != kh_err_to_sw(KH_ERR_EMM_REPLAY) &&
+			      sw != kh_err_to_sw(KH_ERR_NOT_ADDRESSED) && sw != kh_err_to_sw(KH_ERR_NO_KEY));
+		if (fresh == 0)
+			CHECK(sw == kh_err_to_sw(KH_ERR_EMM_REPLAY));
+		return;
+	}
+	CHECK(fresh != 0);
+	CHECK(dlen == 0);
+	/* Accepted: stored once, before the answer. */
+	CHECK(st.calls == calls + 1 && kh_module_counter(m) == ctr + 1);
+	CHECK(kh_emm_peek(emm, len, &h) == KH_OK);
+	CHECK(kh_emm_open(key_of(h.addr_type), emm, len, cmds, sizeof cmds, &clen) == KH_OK);
+	model_apply(&h, cmds, clen);
+	CHECK(next.seq[h.addr_type] == h.seq && next.seq[h.addr_type] > cur.seq[h.addr_type]);
+	for (int i = 0; i < 3; i++)
+		CHECK(next.seq[i] == md.seq[i]);
+	CHECK(next.n_emm == cur.n_emm + 1);
+	CHECK(next.credit == md.credit && next.last_reload == md.last_reload);
+	CHECK(next.has_group && next.group == md.group);
+	kh_wipe(cmds, clen);
+}
+
+/* An ECM section as ECM or PURCHASE inside the proven channel. */
+static void do_ecm(uint8_t ins, const uint8_t *ecm, size_t len)
+{
+	struct kh_ppv_offer o;
+	struct kh_cw_answer cw;
+	struct kh_ecm_hdr h;
+	const uint8_t *d;
+	size_t dlen;
+	uint64_t calls = st.calls, ctr = kh_module_counter(m);
+	uint16_t sw;
+	int offer;
+
+	sw = send(ins, ecm, len, 1, &d, &dlen);
+	check_answer(sw, d, dlen, &offer, &o);
+	if (offer || (ins == KH_INS_PURCHASE && sw == KH_SW_OK)) {
+		if (!offer)
+			CHECK(kh_ppv_offer_parse(d, dlen, &o) == KH_OK);
+		/* The offer states the card's credit (after the purchase, for one). */
+		CHECK(sw != kh_err_to_sw(KH_ERR_CREDIT_LOW) || o.price > o.credit);
+		CHECK(sw != kh_err_to_sw(KH_ERR_NOT_PURCHASED) || o.price <= o.credit);
+	}
+	status(&next);
+	if (trace)
+		fprintf(stderr, "  %s %zu bytes -> %04X%s\n", ins == KH_INS_ECM ? "ECM" : "PURCHASE", len, sw,
+			offer ? " (offer)" : "");
+	if (ins == KH_INS_ECM)
+		CHECK(next.n_ecm == cur.n_ecm + 1);
+	if (sw != KH_SW_OK) {
+		CHECK(st.calls == calls && kh_module_counter(m) == ctr);
+		CHECK(same_but_ecm_counters(&cur, &next));
+		if (ins == KH_INS_ECM)
+			CHECK(next.n_refused == cur.n_refused + 1);
+		if (offer)
+			CHECK(o.credit == next.credit);
+		return;
+	}
+	CHECK(kh_ecm_peek(ecm, len, &h) == KH_OK);
+	if (ins == KH_INS_ECM) {
+		/* Control words, for this crypto period; usage counters may be flushed to the store. */
+		CHECK(kh_cw_answer_parse(d, dlen, &cw) == KH_OK && cw.cp == h.cp);
+		CHECK(next.n_cw == cur.n_cw + 1 && next.n_refused == cur.n_refused);
+		CHECK(next.credit == cur.credit && next.npurchases == cur.npurchases);
+		CHECK(st.calls <= calls + 1 && kh_module_counter(m) == ctr + (st.calls - calls));
+		kh_wipe(&cw, sizeof cw);
+		return;
+	}
+	/* A purchase: debited once, never below zero; or bought before, nothing charged. */
+	CHECK(o.credit == next.credit);
+	if (next.npurchases == cur.npurchases + 1) {
+		CHECK(o.price <= cur.credit && next.credit == cur.credit - o.price);
+		CHECK(st.calls == calls + 1 && kh_module_counter(m) == ctr + 1);
+		CHECK(next.purchases[cur.npurchases].event == o.event && next.purchases[cur.npurchases].price == o.price);
+	} else {
+		CHECK(next.npurchases == cur.npurchases && next.credit == cur.credit);
+		CHECK(st.calls == calls && kh_module_counter(m) == ctr);
+	}
+	md.credit = next.credit;
+}
+
+/* Seal an ECM's TLV plaintext as the headend would, under the service key the card holds. */
+static size_t seal_ecm(const uint8_t *pt, size_t ptlen, uint8_t tid, uint32_t cp, uint8_t *out)
+{
+	size_t total = KH_ECM_HDR_LEN + ptlen + KH_CAS_TAG_LEN;
+
+	out[0] = tid;
+	out[1] = (uint8_t)(0x70 | ((total - 3) >> 8));
+	out[2] = (uint8_t)(total - 3);
+	out[3] = KH_CAS_VERSION;
+	out[4] = FZ_CAS_KEY_ID;
+	kh_put_be32(out + 5, FZ_CAS_KEY_VERSION);
+	kh_put_be32(out + 9, cp);
+	CHECK(kh_random(out + 13, KH_CAS_NONCE_LEN) == KH_OK);
+	CHECK(kh_aead_seal(md.skey, out + 13, out, KH_ECM_HDR_LEN, pt, ptlen, out + KH_ECM_HDR_LEN) == KH_OK);
+	return total;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	size_t off = 0, ncmds = 0, n;
+	uint32_t cp = 1;
+
+	if (size > 16 * MAX_CHUNK)
+		return 0;
+	memcpy(mem, snap, kh_module_size());
+	lk = lk0;
+	st = st0;
+	md = md0;
+	kh_rng_det_init(&rng, (const uint8_t *)fz_seed, sizeof fz_seed - 1);
+	status(&cur);
+	CHECK(cur.credit == md.credit);
+
+	while (size - off >= 3 && ncmds < MAX_CMDS) {
+		uint8_t mode = data[off];
+		size_t len = (size_t)(data[off + 1] << 8 | data[off + 2]);
+		const uint8_t *chunk = data + off + 3;
+		uint8_t type;
+
+		off += 3;
+		if (len > size - off)
+			len = size - off;
+		off += len;
+		ncmds++;
+		if (len > MAX_CHUNK)
+			len = MAX_CHUNK;
+		switch (mode & 7) {
+		case 0: do_emm(chunk, len, mode >> 7, -1); break;
+		case 1:
+		case 2:
+		case 3: {
+			struct kh_emm_hdr h;
+			int fresh = !(mode & 0x40);
+
+			type = (uint8_t)((mode & 7) - 1);
+			if (len == 0 || len > KH_EMM_CMDS_MAX || (fresh && md.seq[type] == UINT32_MAX))
+				continue;
+			h.table_id = 0;
+			h.addr_type = type;
+			h.addr = type == KH_EMM_UNIQUE ? FZ_CAS_UA : type == KH_EMM_GROUP ? md.group : 0;
+			h.seq = md.seq[type] + (fresh ? 1 : 0);
+			CHECK(kh_emm_seal(key_of(type), &h, chunk, len, sec, sizeof sec, &n) == KH_OK);
+			do_emm(sec, n, mode >> 7, fresh);
+			break;
+		}
+		case 4: do_ecm(KH_INS_ECM, chunk, len); break;
+		case 5: do_ecm(KH_INS_PURCHASE, chunk, len); break;
+		default:
+			if (len > KH_ECM_MAX - KH_ECM_HDR_LEN - KH_CAS_TAG_LEN)
+				continue;
+			n = seal_ecm(chunk, len, mode & 0x40 ? KH_ECM_TID_ODD : KH_ECM_TID_EVEN, cp++, sec);
+			do_ecm((mode & 7) == 6 ? KH_INS_ECM : KH_INS_PURCHASE, sec, n);
+			break;
+		}
+		CHECK(next.credit == md.credit);
+		cur = next;
+	}
+	return 0;
+}
