@@ -256,12 +256,13 @@ kh_err kh_emm_peek(const uint8_t *sec, size_t n, struct kh_emm_hdr *h)
 	type = sec[SEC_HDR + 1];
 	if (type > KH_EMM_ALL || sec[0] != emm_tid[type])
 		return KH_ERR_FORMAT;
+	if (type == KH_EMM_ALL && kh_get_be32(sec + SEC_HDR + 2) != 0)
+		return KH_ERR_FORMAT;
+	/* written only once every check has passed */
 	h->table_id = sec[0];
 	h->addr_type = type;
 	h->addr = kh_get_be32(sec + SEC_HDR + 2);
 	h->seq = kh_get_be32(sec + SEC_HDR + 6);
-	if (type == KH_EMM_ALL && h->addr != 0)
-		return KH_ERR_FORMAT;
 	return KH_OK;
 }
 
