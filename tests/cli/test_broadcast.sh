@@ -100,6 +100,22 @@ for alg in csa2 cissa idsa; do
 	kh_note "$alg: $1 packets scrambled, $(wc -l <clear.md5) frames bit-exact after descrambling"
 done
 
+# ---- service key rotation without a gap ----
+# version 2 is made and sent to the card while the channel still runs on version 1; then the
+# channel switches to version 2 with no EMM in the stream, and the card already holds it.
+kh_expect_ok headend keys rotate --keys headend.keys --id 1
+kh_expect_ok headend emm --keys headend.keys --card 00000065 --service-keys --out rot.emm
+kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-rot1.ts --alg cissa --product 7 \
+	--period 5 --time "$T" --key-version 1 --emm rot.emm
+kh_expect_ok decoder play --root auth --cam cam.card --card card101.card --in s-rot1.ts --out c-rot1.ts
+frames c-rot1.ts >c-rot1.md5
+cmp -s clear.md5 c-rot1.md5 || kh_fail "rotation: the stream under the old key did not play whole"
+kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-rot2.ts --alg cissa --product 7 \
+	--period 5 --time "$T"
+kh_expect_ok decoder play --root auth --cam cam.card --card card101.card --in s-rot2.ts --out c-rot2.ts
+frames c-rot2.ts >c-rot2.md5
+cmp -s clear.md5 c-rot2.md5 || kh_fail "rotation: the stream under the new key did not play whole"
+
 # ---- a subscription that ends mid-stream ----
 # periods start at T, T+5, T+10; the right ends at T+6: periods 0 and 1 play, period 2 does not.
 kh_expect_ok headend emm --keys headend.keys --card 00000066 --service-keys --entitle "7:$((T - 100)):$((T + 6))" \

@@ -180,4 +180,41 @@ kh_expect_fail headend scramble --keys h.keys --in missing.ts --out x.ts --alg c
 kh_expect_fail headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 --key-version 1
 [ ! -e x.ts ] && [ ! -e x.cw ] && [ ! -e x.emm ] || kh_fail "a failed run left an output file"
 kh_no_tmp_files "$KH_WORK"
+
+# Memory stays flat: eight times the stream, the same peak RSS (within 1 MB of noise).
+if [ -x /usr/bin/time ]; then
+	rss()
+	{
+		/usr/bin/time -f %M -o "$KH_META/rss" "$KEYHOLE" headend scramble --keys h.keys --alg cissa --product 7 \
+			--in - --out /dev/null <"$1" 2>>"$KH_META/rss.err" || kh_fail "scramble of $1 for the RSS check failed"
+		tail -n 1 "$KH_META/rss"
+	}
+	for i in 1 2 3 4 5 6 7 8; do cat clip.ts; done >long.ts
+	one=$(rss clip.ts)
+	eight=$(rss long.ts)
+	[ "$eight" -le $((one + 1024)) ] || kh_fail "peak RSS grew with the stream: $one KB for 1x, $eight KB for 8x"
+	kh_note "peak RSS $one KB for one clip, $eight KB for eight"
+	rm -f long.ts
+else
+	kh_note "no /usr/bin/time: RSS check skipped (scripts/install-deps installs it)"
+fi
+
+# Progress on a terminal, silence otherwise. The input arrives in two parts a second apart, so at
+# least one progress interval (0.5 s) passes while the headend is running.
+if command -v script >/dev/null 2>&1; then
+	half=$(($(wc -c <clip.ts) / 188 / 2 * 188))
+	head -c "$half" clip.ts >part1.ts
+	tail -c +"$((half + 1))" clip.ts >part2.ts
+	mkfifo "$KH_META/slow"
+	{ cat part1.ts; sleep 1; cat part2.ts; } >"$KH_META/slow" &
+	script -qec "\"$KEYHOLE\" headend scramble --keys h.keys --alg csa2 --product 7 --in $KH_META/slow --out tty.ts" \
+		/dev/null </dev/null >"$KH_META/tty.out" 2>&1 || kh_fail "scramble under a terminal failed"
+	wait
+	grep -q 'packets, .* Mb/s, crypto period' "$KH_META/tty.out" || kh_fail "no progress line on a terminal"
+	{ cat part1.ts; sleep 1; cat part2.ts; } |
+		"$KEYHOLE" headend scramble --keys h.keys --alg csa2 --product 7 --in - --out notty.ts 2>"$KH_META/notty.err" ||
+		kh_fail "scramble from a pipe failed"
+	[ ! -s "$KH_META/notty.err" ] || kh_fail "progress printed when stderr is not a terminal"
+	rm -f part1.ts part2.ts tty.ts notty.ts
+fi
 kh_note "ok"
