@@ -38,6 +38,8 @@ enum kh_ins {
 	KH_INS_EMM = 0x44,         /* card: apply an EMM addressed to it */
 	KH_INS_CAS_STATUS = 0x46,  /* card: credit, rights, purchases, sequence numbers (public) */
 	KH_INS_CAS_FLUSH = 0x48,   /* card: store usage counters not yet stored (off the ECM path) */
+	KH_INS_EXPORT = 0x50,      /* card: usage-data block (seed 001); P1 1 = for M1 (authorised only) */
+	KH_INS_HELLO = 0x52,       /* card: sign a center's upload-session nonce (seed 001) */
 };
 
 struct kh_apdu {

@@ -139,6 +139,7 @@ enum kh_emm_cmd {
 	KH_EMM_REQ_EXPORT = 6,  /* empty: export now (seed 001) */
 	KH_EMM_SET_GROUP = 7,   /* u32 group | key(32): the card's group and its key */
 	KH_EMM_SET_ALL_KEY = 8, /* key(32): the broadcast key */
+	KH_EMM_ACK_USAGE = 9,   /* u32 block_seq: the center holds the purchases of blocks up to it */
 };
 
 /*
@@ -165,6 +166,7 @@ kh_err kh_emm_put_auth_export(struct kh_wr *w, int on);
 kh_err kh_emm_put_req_export(struct kh_wr *w);
 kh_err kh_emm_put_set_group(struct kh_wr *w, uint32_t group, const uint8_t key[static KH_CAS_KEY_LEN]);
 kh_err kh_emm_put_set_all_key(struct kh_wr *w, const uint8_t key[static KH_CAS_KEY_LEN]);
+kh_err kh_emm_put_ack_usage(struct kh_wr *w, uint32_t block_seq);
 
 /* ---- keys diversified from the management master (PROTOCOLS.md, and above) ---- */
 

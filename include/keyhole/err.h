@@ -87,7 +87,9 @@ typedef int kh_err;
 	   0x6F28)                                                                               \
 	XX(CW_PLAIN, "control words travel only inside the decoder's sealed channel", 403,       \
 	   "cw_plain", 0x6F29)                                                                   \
-	XX(CARD_FULL, "card storage full", 507, "card_full", 0x6F2A)
+	XX(CARD_FULL, "card storage full", 507, "card_full", 0x6F2A)                             \
+	XX(EXPORT_DENIED, "usage data export to the decoder not authorised for this card", 403,  \
+	   "export_denied", 0x6F30)
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

@@ -353,6 +353,11 @@ kh_err kh_emm_put_set_all_key(struct kh_wr *w, const uint8_t key[static KH_CAS_K
 	return kh_tlv_put(w, KH_EMM_SET_ALL_KEY, key, KH_CAS_KEY_LEN);
 }
 
+kh_err kh_emm_put_ack_usage(struct kh_wr *w, uint32_t block_seq)
+{
+	return kh_tlv_put_u32(w, KH_EMM_ACK_USAGE, block_seq);
+}
+
 /* ---- diversified keys ---- */
 
 static kh_err diversify(const uint8_t master[static 32], const char *label, size_t llen, const uint32_t *id,

@@ -24,11 +24,11 @@
 
 /* ---- checks shared by the handlers ---- */
 
-static kh_err need_card(const struct kh_module *m, const struct kh_apdu *a)
+kh_err kh__cas_need_card(const struct kh_module *m, const struct kh_apdu *a, uint8_t p1_max)
 {
 	if (m->p.role != KH_ROLE_CARD)
 		return KH_ERR_APDU_INS;
-	if (a->p1 || a->p2)
+	if (a->p1 > p1_max || a->p2)
 		return KH_ERR_APDU_P1P2;
 	if (m->p.lifecycle != KH_LC_PERSONALISED)
 		return KH_ERR_NOT_PERSONALISED;
@@ -105,7 +105,7 @@ kh_err kh__h_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *res
 	struct kh_ecm e;
 	kh_err r;
 
-	if ((r = need_card(m, a)) != KH_OK || (r = need_cam_channel(m)) != KH_OK)
+	if ((r = kh__cas_need_card(m, a, 0)) != KH_OK || (r = need_cam_channel(m)) != KH_OK)
 		return r;
 	m->usage.n_ecm++;
 	if ((r = open_ecm(m, a, &e)) != KH_OK)
@@ -148,7 +148,7 @@ kh_err kh__h_purchase(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 	uint64_t now;
 	kh_err r;
 
-	if ((r = need_card(m, a)) != KH_OK || (r = need_cam_channel(m)) != KH_OK)
+	if ((r = kh__cas_need_card(m, a, 0)) != KH_OK || (r = need_cam_channel(m)) != KH_OK)
 		return r;
 	if ((r = open_ecm(m, a, &e)) != KH_OK)
 		goto out;
@@ -178,6 +178,7 @@ kh_err kh__h_purchase(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 	c->log[c->nlog].event = e.event;
 	c->log[c->nlog].price = e.price;
 	c->log[c->nlog].time = now ? now : e.time;
+	c->log[c->nlog].exported_in = 0;
 	c->nlog++;
 	m->dirty = 1; /* stored before the answer: a purchase acknowledged is a purchase kept */
 	r = put_offer(resp, e.event, e.price, c->credit);
@@ -283,6 +284,28 @@ static kh_err add_credit(struct kh_cas_state *c, const struct kh_tlv *t)
 	return KH_OK;
 }
 
+/*
+ * The center confirms it holds the usage blocks up to block_seq: the purchases they carried leave
+ * the log (seed 001). A purchase not yet in any block stays, whatever the number says.
+ */
+static kh_err ack_usage(struct kh_cas_state *c, const struct kh_tlv *t)
+{
+	uint32_t upto;
+	size_t i, j = 0;
+	kh_err r;
+
+	if ((r = kh_tlv_u32(t, &upto)) != KH_OK)
+		return r;
+	if (upto > c->block_seq)
+		return KH_ERR_FORMAT; /* a block the card never made */
+	for (i = 0; i < c->nlog; i++)
+		if (c->log[i].exported_in == 0 || c->log[i].exported_in > upto)
+			c->log[j++] = c->log[i];
+	kh_wipe(&c->log[j], sizeof c->log[0] * (KH_CAS_LOG - j));
+	c->nlog = (uint8_t)j;
+	return KH_OK;
+}
+
 static kh_err apply(struct kh_cas_state *c, uint8_t type, const uint8_t *cmds, size_t n)
 {
 	struct kh_rd rd;
@@ -330,6 +353,7 @@ static kh_err apply(struct kh_cas_state *c, uint8_t type, const uint8_t *cmds, s
 			memcpy(c->all_key, t.v, 32);
 			c->has_all = 1;
 			break;
+		case KH_EMM_ACK_USAGE: r = ack_usage(c, &t); break;
 		default: r = KH_ERR_TLV_TAG; break;
 		}
 	}
@@ -348,7 +372,7 @@ kh_err kh__h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *res
 	kh_err r;
 
 	(void)resp;
-	if ((r = need_card(m, a)) != KH_OK)
+	if ((r = kh__cas_need_card(m, a, 0)) != KH_OK)
 		return r;
 	if ((r = kh_emm_peek(a->data, a->lc, &h)) != KH_OK)
 		return r;
@@ -391,7 +415,7 @@ kh_err kh__h_cas_status(struct kh_module *m, const struct kh_apdu *a, struct kh_
 	uint8_t v[20];
 	kh_err r;
 
-	if ((r = need_card(m, a)) != KH_OK)
+	if ((r = kh__cas_need_card(m, a, 0)) != KH_OK)
 		return r;
 	if (a->lc)
 		return KH_ERR_APDU_LEN;
@@ -438,7 +462,7 @@ kh_err kh__h_cas_flush(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 	kh_err r;
 
 	(void)resp;
-	if ((r = need_card(m, a)) != KH_OK)
+	if ((r = kh__cas_need_card(m, a, 0)) != KH_OK)
 		return r;
 	if (a->lc)
 		return KH_ERR_APDU_LEN;
@@ -461,6 +485,7 @@ enum {
 	S_EVENT,                      /* repeated: u32 event */
 	S_LOG,                        /* repeated: u32 event | u32 price | u64 time */
 	S_USAGE,                      /* 4 x u32 */
+	S_BLOCK_SEQ,                  /* u32 */
 };
 
 kh_err kh__cas_serialise(const struct kh_cas_state *c, const struct kh_cas_usage *u, struct kh_wr *w)
@@ -501,8 +526,10 @@ kh_err kh__cas_serialise(const struct kh_cas_state *c, const struct kh_cas_usage
 		kh_put_be32(v, c->log[i].event);
 		kh_put_be32(v + 4, c->log[i].price);
 		kh_put_be64(v + 8, c->log[i].time);
-		kh_tlv_put(w, S_LOG, v, 16);
+		kh_put_be32(v + 16, c->log[i].exported_in);
+		kh_tlv_put(w, S_LOG, v, 20);
 	}
+	kh_tlv_put_u32(w, S_BLOCK_SEQ, c->block_seq);
 	kh_put_be32(v, u->n_ecm);
 	kh_put_be32(v + 4, u->n_cw);
 	kh_put_be32(v + 8, u->n_refused);
@@ -562,13 +589,15 @@ kh_err kh__cas_field(const struct kh_tlv *t, struct kh_cas_state *c, struct kh_c
 			return KH_ERR_FORMAT;
 		return kh_tlv_u32(t, &c->events[c->nevents++]);
 	case S_LOG:
-		if (t->len != 16 || c->nlog == KH_CAS_LOG)
+		if (t->len != 20 || c->nlog == KH_CAS_LOG)
 			return KH_ERR_FORMAT;
 		c->log[c->nlog].event = kh_get_be32(v);
 		c->log[c->nlog].price = kh_get_be32(v + 4);
 		c->log[c->nlog].time = kh_get_be64(v + 8);
+		c->log[c->nlog].exported_in = kh_get_be32(v + 16);
 		c->nlog++;
 		return KH_OK;
+	case S_BLOCK_SEQ: return kh_tlv_u32(t, &c->block_seq);
 	case S_USAGE:
 		if (t->len != 16)
 			return KH_ERR_FORMAT;

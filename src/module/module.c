@@ -40,6 +40,8 @@ static const struct {
 	{KH_INS_EMM, F_PLAIN | F_SEALED, kh__h_emm},
 	{KH_INS_CAS_STATUS, F_PLAIN | F_SEALED, kh__h_cas_status},
 	{KH_INS_CAS_FLUSH, F_PLAIN | F_SEALED, kh__h_cas_flush},
+	{KH_INS_EXPORT, F_PLAIN | F_SEALED, kh__h_export},
+	{KH_INS_HELLO, F_PLAIN | F_SEALED, kh__h_hello},
 };
 
 static const char label_state[] = "keyhole module state v1";

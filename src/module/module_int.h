@@ -38,11 +38,13 @@ struct kh_cas_right {
 struct kh_cas_buy {
 	uint32_t event, price;
 	uint64_t time;
+	uint32_t exported_in; /* the first usage block that carried it (0: none yet) */
 };
 
 struct kh_cas_state {
 	uint32_t credit;
 	uint32_t last_reload;   /* highest reload id applied */
+	uint32_t block_seq;     /* last usage block made (seed 001) */
 	uint32_t seq[3];        /* last EMM seq accepted, by address type */
 	uint32_t group;
 	uint8_t has_group, has_all, export_ok, export_req;
@@ -130,6 +132,11 @@ kh_err kh__h_purchase(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 kh_err kh__h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_cas_status(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_cas_flush(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+kh_err kh__h_export(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+kh_err kh__h_hello(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+
+/* A card's pay-TV command: card role (else APDU_INS), P1 <= p1_max and P2 = 0, personalised. */
+kh_err kh__cas_need_card(const struct kh_module *m, const struct kh_apdu *a, uint8_t p1_max);
 
 /* The CAS applet's part of the sealed state: TLV tags from KH_CAS_STATE_TAG0 up. */
 #define KH_CAS_STATE_TAG0 0x40

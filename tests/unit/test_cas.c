@@ -55,13 +55,7 @@ static int teardown(void **state)
 static size_t make_emm(struct cas_world *cw, uint32_t ua, uint32_t seq, const uint8_t *cmds, size_t n,
 		       uint8_t *out, size_t cap)
 {
-	uint8_t kp[32], ku[32];
-	struct kh_emm_hdr h = {0, KH_EMM_UNIQUE, ua, seq};
-	size_t len;
-
-	assert_int_equal(kh_authority_card_keys(cw->w->auth, ua, kp, ku), KH_OK);
-	assert_int_equal(kh_emm_seal(kp, &h, cmds, n, out, cap, &len), KH_OK);
-	return len;
+	return world_emm(cw->w->auth, ua, seq, cmds, n, out, cap);
 }
 
 /* Service key 1 v1, a right to PRODUCT for [t0 - 100, t0 + 100), 100 credits (reload 1). */

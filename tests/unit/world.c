@@ -10,6 +10,7 @@
 #include "keyhole/apdu.h"
 #include "keyhole/authority.h"
 #include "keyhole/buf.h"
+#include "keyhole/cas.h"
 #include "keyhole/crypto.h"
 #include "keyhole/file.h"
 #include "keyhole/host.h"
@@ -257,3 +258,17 @@ struct tap *tap_new(struct kh_transport *card, struct kh_transport *out)
 	return t;
 }
 
+
+size_t world_emm(struct kh_authority *a, uint32_t ua, uint32_t seq, const uint8_t *cmds, size_t n, uint8_t *out,
+		 size_t cap)
+{
+	uint8_t kp[32], ku[32];
+	struct kh_emm_hdr h = {0, KH_EMM_UNIQUE, ua, seq};
+	size_t len = 0;
+
+	assert_int_equal(kh_authority_card_keys(a, ua, kp, ku), KH_OK);
+	assert_int_equal(kh_emm_seal(kp, &h, cmds, n, out, cap, &len), KH_OK);
+	kh_wipe(kp, sizeof kp);
+	kh_wipe(ku, sizeof ku);
+	return len;
+}

@@ -71,5 +71,8 @@ void pair_cam_card(struct world *w, struct mod *card);
 void assert_cam_unpaired(struct world *w);
 kh_err tap_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap, size_t *rlen);
 struct tap *tap_new(struct kh_transport *card, struct kh_transport *out);
+/* A unique EMM for ua under its Kp from authority a, carrying cmds (a TLV list); its length. */
+size_t world_emm(struct kh_authority *a, uint32_t ua, uint32_t seq, const uint8_t *cmds, size_t n, uint8_t *out,
+		 size_t cap);
 
 #endif

@@ -1,0 +1,93 @@
+/*
+ * The card's usage-data block (seed 001, PROTOCOLS.md "Seed 001"; docs/protocols/usage.md): what
+ * only the card knows — purchases, credit, usage counters, applet versions — exported as one
+ * block that the decoder may keep (memory M1) and carry to the management center, which alone can
+ * read it (Ku) and check that this card made it (the card's certified Ed25519 key).
+ *
+ *   header   u8 version=1 | u32 UA | u32 block_seq | u64 card_time          17 bytes
+ *   body     AES-256-GCM(Ku, nonce = 0^8 | u32 block_seq, aad = header, TLV contents) | tag(16)
+ *   sig      Ed25519(card signing key, header | body)                          64 bytes
+ *
+ * block_seq strictly increases per card and is stored before a block leaves it, so a nonce is
+ * never used twice under one Ku (the card keeps durable state: PROTOCOLS.md's counter nonce).
+ * The center identifies a block by (UA, block_seq): seen twice, it changes nothing.
+ *
+ * The upload hello answers a center's nonce with the card's signature, so the center knows the
+ * current card is present in this session:
+ *   hello    u32 UA | u32 last block_seq | u64 card_time | Ed25519(sign key,
+ *            "keyhole upload hello v1" | nonce | UA | last block_seq | card_time)
+ */
+#ifndef KEYHOLE_USAGE_H
+#define KEYHOLE_USAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyhole/buf.h"
+#include "keyhole/err.h"
+
+#define KH_USAGE_VERSION 1
+#define KH_USAGE_HDR_LEN 17
+#define KH_USAGE_SIG_LEN 64
+#define KH_USAGE_MIN_LEN (KH_USAGE_HDR_LEN + 16 + KH_USAGE_SIG_LEN)
+#define KH_USAGE_MAX 2048u
+#define KH_USAGE_MAX_PURCHASES 64
+
+#define KH_HELLO_LABEL "keyhole upload hello v1"
+#define KH_HELLO_NONCE_MIN 16
+#define KH_HELLO_NONCE_MAX 64
+#define KH_HELLO_LEN (4 + 4 + 8 + 64)
+
+/* Tags of the block's TLV contents. */
+enum {
+	KH_USAGE_T_CREDIT = 1,   /* u32 */
+	KH_USAGE_T_PURCHASE = 2, /* repeated: u32 event | u32 price | u64 time */
+	KH_USAGE_T_COUNTERS = 3, /* u32 ECMs | u32 CWs | u32 refused | u32 EMMs */
+	KH_USAGE_T_VERSIONS = 4, /* u8 CAS applet version | u8 state format version */
+	KH_USAGE_T_RELOAD = 5,   /* u32 last reload id applied */
+	KH_USAGE_T_EXPORT = 6,   /* u8 export authorised when the block was made */
+};
+
+struct kh_usage_hdr {
+	uint32_t ua;
+	uint32_t block_seq;
+	uint64_t card_time;
+};
+
+struct kh_usage {
+	struct kh_usage_hdr h;
+	uint32_t credit;
+	uint32_t last_reload;
+	uint32_t n_ecm, n_cw, n_refused, n_emm;
+	uint8_t cas_version, state_version;
+	uint8_t export_ok;
+	size_t npurchases;
+	struct { uint32_t event, price; uint64_t time; } purchases[KH_USAGE_MAX_PURCHASES];
+};
+
+/*
+ * Seal a block (the card's side): contents is the TLV list, sign_sk the card's Ed25519 key.
+ * KH_ERR_BUF when cap is short, KH_ERR_TOO_LARGE above KH_USAGE_MAX.
+ */
+KH_WARN_UNUSED kh_err kh_usage_seal(const uint8_t ku[static 32], const uint8_t sign_sk[static 32],
+				    const struct kh_usage_hdr *h, const uint8_t *contents, size_t len,
+				    uint8_t *out, size_t cap, size_t *outlen);
+/* The clear header (anyone): KH_ERR_TRUNCATED, KH_ERR_TOO_LARGE, KH_ERR_VERSION. */
+KH_WARN_UNUSED kh_err kh_usage_peek(const uint8_t *blk, size_t n, struct kh_usage_hdr *h);
+/*
+ * The center's side: check the signature with the card's certified key (KH_ERR_AUTH), open the
+ * body with Ku (KH_ERR_AUTH), parse the contents (KH_ERR_TLV_TAG, KH_ERR_FORMAT). *u is written
+ * only on success.
+ */
+KH_WARN_UNUSED kh_err kh_usage_open(const uint8_t ku[static 32], const uint8_t sign_pk[static 32],
+				    const uint8_t *blk, size_t n, struct kh_usage *u);
+
+/* The message a card signs for an upload hello (len KH_HELLO_MSG_LEN(noncelen)). */
+#define KH_HELLO_MSG_LEN(noncelen) (sizeof KH_HELLO_LABEL - 1 + (noncelen) + 16)
+void kh_hello_msg(const uint8_t *nonce, size_t noncelen, uint32_t ua, uint32_t block_seq, uint64_t card_time,
+		  uint8_t *msg);
+/* Check a hello against the nonce and the card's certified key: KH_ERR_AUTH, KH_ERR_FORMAT. */
+KH_WARN_UNUSED kh_err kh_hello_verify(const uint8_t sign_pk[static 32], const uint8_t *nonce, size_t noncelen,
+				      const uint8_t *hello, size_t n, struct kh_usage_hdr *h);
+
+#endif

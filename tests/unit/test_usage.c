@@ -1,0 +1,231 @@
+/*
+ * The card's usage data (seed 001): EXPORT blocks for an upload session and for the decoder's
+ * memory M1 (only while the center authorises it), the upload hello, and the center's ACK that
+ * lets purchases leave the card's log. Blocks are checked the way the center checks them: the
+ * signature against the card's certified key, the body under Ku.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "keyhole/cas.h"
+#include "keyhole/cert.h"
+#include "keyhole/crypto.h"
+#include "keyhole/host.h"
+#include "keyhole/scramble.h"
+#include "keyhole/usage.h"
+#include "testutil.h"
+#include "world.h"
+
+struct uw {
+	struct world *w;
+	struct kh_host_cas cas;
+	uint8_t skey[32], sign_pk[32], ku[32];
+	uint32_t seq;
+	uint64_t t0;
+};
+
+static int setup(void **state)
+{
+	struct uw *u = calloc(1, sizeof *u);
+	uint8_t der[KH_CERT_MAX], resp[KH_APDU_MAX_RESP], kp[32];
+	struct kh_cert_info ci;
+	size_t n;
+
+	assert_non_null(u);
+	assert_int_equal(world_setup((void **)&u->w), 0);
+	u->t0 = (uint64_t)time(NULL);
+	assert_int_equal(kh_random(u->skey, 32), KH_OK);
+	kh_host_cas_init(&u->cas, u->w->root_pk, &u->w->cam.t, &u->w->c1.t, (const uint8_t *)"decoder", 7);
+	/* what the center knows of card 1: its certified signing key and its Ku */
+	assert_int_equal(send_apdu(&u->w->c1.t, KH_CLA, KH_INS_GET_CERT, 1, 0, NULL, 0, resp, sizeof resp, &n),
+			 KH_SW_OK);
+	memcpy(der, resp, n);
+	assert_int_equal(kh_cert_check(der, n, u->w->root_pk, KH_ROLE_CARD, KH_CERT_KEY_ED25519, u->t0, &ci), KH_OK);
+	memcpy(u->sign_pk, ci.pub, 32);
+	assert_int_equal(kh_authority_card_keys(u->w->auth, u->w->c1.ua, kp, u->ku), KH_OK);
+	*state = u;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct uw *u = *state;
+	kh_host_cas_wipe(&u->cas);
+	world_teardown((void **)&u->w);
+	free(u);
+	return 0;
+}
+
+static void emm(struct uw *u, const uint8_t *cmds, size_t n, kh_err want)
+{
+	uint8_t sec[KH_EMM_MAX];
+	size_t len = world_emm(u->w->auth, u->w->c1.ua, ++u->seq, cmds, n, sec, sizeof sec);
+	assert_int_equal(kh_host_cas_emm(&u->cas, sec, len), want);
+}
+
+/* Service key, 100 credits, then two events bought through decoder -> CAM -> card. */
+static void buy_two(struct uw *u, uint32_t first_event)
+{
+	uint8_t cmds[256], ecm[KH_ECM_MAX];
+	struct kh_wr w;
+	struct kh_ecm e;
+	struct kh_ppv_offer o;
+	size_t n;
+
+	kh_wr_init(&w, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_set_key(&w, 1, 1, u->skey), KH_OK);
+	assert_int_equal(kh_emm_put_add_credit(&w, 100, u->seq + 1), KH_OK);
+	emm(u, cmds, w.len, KH_OK);
+	if (!u->cas.connected)
+		assert_int_equal(kh_host_cas_connect(&u->cas, u->t0), KH_OK);
+	for (uint32_t ev = first_event; ev < first_event + 2; ev++) {
+		memset(&e, 0, sizeof e);
+		e.h.table_id = KH_ECM_TID_EVEN;
+		e.h.key_id = 1;
+		e.h.key_version = 1;
+		e.alg = KH_SCR_CSA2;
+		e.cw_len = 8;
+		e.access = KH_ECM_EVENT;
+		e.event = ev;
+		e.price = 30;
+		e.time = u->t0;
+		assert_int_equal(kh_ecm_seal(u->skey, &e, ecm, sizeof ecm, &n), KH_OK);
+		assert_int_equal(kh_host_cas_purchase(&u->cas, ecm, n, u->t0, &o), KH_OK);
+	}
+}
+
+static size_t export(struct uw *u, uint8_t p1, uint8_t *blk, size_t cap, uint16_t *sw)
+{
+	uint8_t resp[KH_APDU_MAX_RESP];
+	size_t n;
+
+	*sw = send_apdu(&u->w->c1.t, KH_CLA, KH_INS_EXPORT, p1, 0, NULL, 0, resp, sizeof resp, &n);
+	assert_true(n <= cap);
+	memcpy(blk, resp, n);
+	return n;
+}
+
+static void test_export_rules(void **state)
+{
+	struct uw *u = *state;
+	uint8_t blk[KH_USAGE_MAX], blk2[KH_USAGE_MAX], cmds[16];
+	struct kh_usage us;
+	struct kh_wr w;
+	uint16_t sw;
+	size_t n, n2;
+
+	buy_two(u, 55);
+	/* a new card is not authorised to export to the decoder's memory */
+	n = export(u, 1, blk, sizeof blk, &sw);
+	assert_int_equal(sw, kh_err_to_sw(KH_ERR_EXPORT_DENIED));
+	assert_int_equal(n, 0);
+	/* for an upload session it always answers: block 1, the two purchases, the credit */
+	n = export(u, 0, blk, sizeof blk, &sw);
+	assert_int_equal(sw, KH_SW_OK);
+	assert_int_equal(kh_usage_open(u->ku, u->sign_pk, blk, n, &us), KH_OK);
+	assert_int_equal(us.h.ua, u->w->c1.ua);
+	assert_int_equal(us.h.block_seq, 1);
+	assert_int_equal(us.credit, 40);
+	assert_int_equal(us.npurchases, 2);
+	assert_int_equal(us.purchases[0].event, 55);
+	assert_int_equal(us.purchases[1].price, 30);
+	assert_int_equal(us.export_ok, 0);
+	/* the center authorises: now a block for M1 is made, with the next number */
+	kh_wr_init(&w, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_auth_export(&w, 1), KH_OK);
+	emm(u, cmds, w.len, KH_OK);
+	n2 = export(u, 1, blk2, sizeof blk2, &sw);
+	assert_int_equal(sw, KH_SW_OK);
+	assert_int_equal(kh_usage_open(u->ku, u->sign_pk, blk2, n2, &us), KH_OK);
+	assert_int_equal(us.h.block_seq, 2);
+	assert_int_equal(us.export_ok, 1);
+
+	/* what the center refuses: any flipped bit, another card's keys, a cut block */
+	for (size_t i = 0; i < n; i += 11) {
+		uint8_t bad[KH_USAGE_MAX];
+		memcpy(bad, blk, n);
+		bad[i] ^= 0x20;
+		kh_err r = kh_usage_open(u->ku, u->sign_pk, bad, n, &us);
+		assert_true(r == KH_ERR_AUTH || r == KH_ERR_VERSION);
+	}
+	{
+		uint8_t kp2[32], ku2[32];
+		assert_int_equal(kh_authority_card_keys(u->w->auth, u->w->c2.ua, kp2, ku2), KH_OK);
+		assert_int_equal(kh_usage_open(ku2, u->sign_pk, blk, n, &us), KH_ERR_AUTH);
+	}
+	assert_int_equal(kh_usage_open(u->ku, u->sign_pk, blk, n - 1, &us), KH_ERR_AUTH);
+	assert_int_equal(kh_usage_open(u->ku, u->sign_pk, blk, 20, &us), KH_ERR_TRUNCATED);
+}
+
+static void test_ack(void **state)
+{
+	struct uw *u = *state;
+	uint8_t blk[KH_USAGE_MAX], cmds[16];
+	struct kh_usage us;
+	struct kh_wr w;
+	uint16_t sw;
+	size_t n;
+
+	buy_two(u, 55);                   /* in block 1 */
+	n = export(u, 0, blk, sizeof blk, &sw);
+	assert_int_equal(sw, KH_SW_OK);
+	buy_two(u, 60);                   /* not in any block yet */
+	/* an ACK beyond the last block made is refused, and changes nothing */
+	kh_wr_init(&w, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_ack_usage(&w, 2), KH_OK);
+	emm(u, cmds, w.len, KH_ERR_FORMAT);
+	/* ACK of block 1: events 55 and 56 leave the log, 60 and 61 stay */
+	kh_wr_init(&w, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_ack_usage(&w, 1), KH_OK);
+	emm(u, cmds, w.len, KH_OK);
+	n = export(u, 0, blk, sizeof blk, &sw);
+	assert_int_equal(sw, KH_SW_OK);
+	assert_int_equal(kh_usage_open(u->ku, u->sign_pk, blk, n, &us), KH_OK);
+	assert_int_equal(us.h.block_seq, 2);
+	assert_int_equal(us.npurchases, 2);
+	assert_int_equal(us.purchases[0].event, 60);
+	assert_int_equal(us.purchases[1].event, 61);
+	/* the card's own status agrees: two purchases left in its log */
+	struct kh_cas_status st;
+	assert_int_equal(kh_host_cas_status(&u->cas, &st), KH_OK);
+	assert_int_equal(st.npurchases, 2);
+}
+
+static void test_hello(void **state)
+{
+	struct uw *u = *state;
+	uint8_t nonce[32], resp[KH_APDU_MAX_RESP], other[32];
+	struct kh_usage_hdr h;
+	size_t n;
+
+	assert_int_equal(kh_random(nonce, sizeof nonce), KH_OK);
+	assert_int_equal(send_apdu(&u->w->c1.t, KH_CLA, KH_INS_HELLO, 0, 0, nonce, sizeof nonce, resp, sizeof resp, &n),
+			 KH_SW_OK);
+	assert_int_equal(kh_hello_verify(u->sign_pk, nonce, sizeof nonce, resp, n, &h), KH_OK);
+	assert_int_equal(h.ua, u->w->c1.ua);
+	/* bound to that nonce, that card, and whole */
+	memcpy(other, nonce, 32);
+	other[0] ^= 1;
+	assert_int_equal(kh_hello_verify(u->sign_pk, other, sizeof other, resp, n, &h), KH_ERR_AUTH);
+	resp[0] ^= 1;
+	assert_int_equal(kh_hello_verify(u->sign_pk, nonce, sizeof nonce, resp, n, &h), KH_ERR_AUTH);
+	assert_int_equal(kh_hello_verify(u->sign_pk, nonce, sizeof nonce, resp, n - 1, &h), KH_ERR_TRUNCATED);
+	/* a nonce too short to be one */
+	assert_int_equal(send_apdu(&u->w->c1.t, KH_CLA, KH_INS_HELLO, 0, 0, nonce, 8, resp, sizeof resp, &n),
+			 kh_err_to_sw(KH_ERR_APDU_LEN));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_export_rules, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ack, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hello, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
