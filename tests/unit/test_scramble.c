@@ -333,6 +333,67 @@ static void test_aes_reference_all_lengths(void **state)
 	}
 }
 
+/*
+ * Descrambling a stream scrambled by the references alone (not by us): parities interleaved
+ * packet by packet and in runs, every payload length, adaptation fields, clear and
+ * payload-less packets, over several internal groups and front-end chunks (more than 1024
+ * payloads), and the same stream again in calls of awkward sizes (1, 63, 64, 65, 1025, ...),
+ * so partial groups of both parities are flushed at every call's end.
+ */
+static void test_aes_descramble_mixed(void **state)
+{
+	enum { N = 2600 };
+	static uint8_t ts[N * PL], scr[N * PL], clear[N * PL];
+	static const size_t calls[] = {1, 63, 64, 65, 127, 129, 1025, 2};
+	uint8_t key[2][16];
+	(void)state;
+
+	for (int idsa = 0; idsa < 2; idsa++) {
+		struct kh_scr *s;
+		size_t skipped = 99, done = 0;
+		rnd(key[0], 16);
+		rnd(key[1], 16);
+		for (size_t i = 0; i < N; i++) {
+			/* Mostly full payloads as in a video PID, every length now and then. */
+			unsigned plen = rnd8() % 4 ? 184 : (unsigned)(rnd8() % 185);
+			make_packet(ts + i * PL, plen);
+		}
+		memcpy(clear, ts, sizeof ts);
+		memcpy(scr, ts, sizeof ts);
+		for (size_t i = 0, run = 0, par = 0; i < N; i++) {
+			uint8_t *p = scr + i * PL;
+			unsigned off = payload_off(p);
+			/* Alternate packet by packet in the first quarter, then runs of 1..90. */
+			if (i < N / 4 || run-- == 0) {
+				par ^= 1;
+				run = rnd8() % 90;
+			}
+			if ((p[3] & 0x30) == 0x20 || i % 11 == 5) /* no payload, or left clear */
+				continue;
+			p[3] = (uint8_t)(p[3] | 0x80 | (par << 6));
+			ref_encrypt(idsa, key[par], p + off, PL - off);
+		}
+		assert_int_equal(kh_scr_new(idsa ? KH_SCR_IDSA : KH_SCR_CISSA, 0, &s), KH_OK);
+		assert_int_equal(kh_scr_set_key(s, KH_SCR_EVEN, key[0], 16), KH_OK);
+		assert_int_equal(kh_scr_set_key(s, KH_SCR_ODD, key[1], 16), KH_OK);
+		memcpy(ts, scr, sizeof ts);
+		assert_int_equal(kh_scr_descramble(s, ts, N, &skipped), KH_OK);
+		assert_int_equal(skipped, 0);
+		for (size_t i = 0; i < N; i++)
+			assert_memory_equal(ts + i * PL, clear + i * PL, PL);
+		memcpy(ts, scr, sizeof ts);
+		for (size_t c = 0; done < N; c++) {
+			size_t m = calls[c % (sizeof calls / sizeof calls[0])];
+			if (m > N - done)
+				m = N - done;
+			assert_int_equal(kh_scr_descramble(s, ts + done * PL, m, NULL), KH_OK);
+			done += m;
+		}
+		assert_memory_equal(ts, clear, sizeof ts);
+		kh_scr_free(s);
+	}
+}
+
 /* Round trips and the packet rules, for every algorithm. */
 static void test_round_trip_rules(void **state)
 {
@@ -543,6 +604,7 @@ int main(void)
 		cmocka_unit_test(test_csa_entropy_reduction),
 		cmocka_unit_test(test_aes_fips197_anchor),
 		cmocka_unit_test(test_aes_reference_all_lengths),
+		cmocka_unit_test(test_aes_descramble_mixed),
 		cmocka_unit_test(test_round_trip_rules),
 		cmocka_unit_test(test_bad_packets),
 		cmocka_unit_test(test_no_payload),
