@@ -22,7 +22,9 @@ grep -Eq '^keyhole [0-9]' "$KH_OUT" || kh_fail "--version does not print 'keyhol
 
 # --- --help at every level ---------------------------------------------------------------------
 for cmd in "" "authority" "authority init" "authority show" "card" "card issue" "card info" \
-	"card serve" "pair" "demo"; do
+	"card serve" "pair" "headend" "headend keys" "headend keys init" "headend keys rotate" \
+	"headend keys show" "headend emm" "headend scramble" "decoder" "decoder play" "decoder buy" \
+	"decoder status" "demo"; do
 	# shellcheck disable=SC2086 # word splitting of $cmd is the point
 	kh_expect_help $cmd --help
 	# shellcheck disable=SC2086
@@ -30,7 +32,7 @@ for cmd in "" "authority" "authority init" "authority show" "card" "card issue" 
 done
 # The listing of a command group names each of its subcommands.
 kh_expect_help --help
-for sub in authority card pair demo; do
+for sub in authority card pair headend decoder demo; do
 	grep -Eq "^ +$sub " "$KH_OUT" || kh_fail "keyhole --help does not list '$sub'"
 done
 kh_expect_help authority --help
@@ -150,7 +152,10 @@ kh_expect_usage demo --keep
 MAN=$KH_SOURCE_DIR/docs/man
 for pair in "keyhole.1:" "keyhole-authority.1:authority init" "keyhole-authority.1:authority show" \
 	"keyhole-card.1:card issue" "keyhole-card.1:card info" "keyhole-card.1:card serve" \
-	"keyhole-pair.1:pair" "keyhole-demo.1:demo"; do
+	"keyhole-pair.1:pair" "keyhole-demo.1:demo" "keyhole-headend.1:headend keys init" \
+	"keyhole-headend.1:headend keys rotate" "keyhole-headend.1:headend keys show" \
+	"keyhole-headend.1:headend emm" "keyhole-headend.1:headend scramble" \
+	"keyhole-decoder.1:decoder play" "keyhole-decoder.1:decoder buy" "keyhole-decoder.1:decoder status"; do
 	page=$MAN/${pair%%:*}
 	cmd=${pair#*:}
 	[ -s "$page" ] || kh_fail "missing manual page $page"
