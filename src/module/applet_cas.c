@@ -589,12 +589,13 @@ kh_err kh__cas_field(const struct kh_tlv *t, struct kh_cas_state *c, struct kh_c
 			return KH_ERR_FORMAT;
 		return kh_tlv_u32(t, &c->events[c->nevents++]);
 	case S_LOG:
-		if (t->len != 20 || c->nlog == KH_CAS_LOG)
+		/* 16 bytes: written before usage export existed, so in no block yet */
+		if ((t->len != 16 && t->len != 20) || c->nlog == KH_CAS_LOG)
 			return KH_ERR_FORMAT;
 		c->log[c->nlog].event = kh_get_be32(v);
 		c->log[c->nlog].price = kh_get_be32(v + 4);
 		c->log[c->nlog].time = kh_get_be64(v + 8);
-		c->log[c->nlog].exported_in = kh_get_be32(v + 16);
+		c->log[c->nlog].exported_in = t->len == 20 ? kh_get_be32(v + 16) : 0;
 		c->nlog++;
 		return KH_OK;
 	case S_BLOCK_SEQ: return kh_tlv_u32(t, &c->block_seq);
