@@ -89,7 +89,14 @@ typedef int kh_err;
 	   "cw_plain", 0x6F29)                                                                   \
 	XX(CARD_FULL, "card storage full", 507, "card_full", 0x6F2A)                             \
 	XX(EXPORT_DENIED, "usage data export to the decoder not authorised for this card", 403,  \
-	   "export_denied", 0x6F30)
+	   "export_denied", 0x6F2B)                                                              \
+	XX(DB, "database error", 500, "database", 0x6F30)                                        \
+	XX(DB_BUSY, "database busy, try again", 503, "database_busy", 0x6F31)                    \
+	XX(DB_CONSTRAINT, "database constraint violated", 409, "database_constraint", 0x6F32)    \
+	XX(DB_FOREIGN, "database is not a Keyhole store", 500, "database_foreign", 0x6F33)       \
+	XX(NOT_BUILT, "backend not built into this binary", 501, "not_built", 0x6F34)            \
+	XX(IDEM_MISMATCH, "idempotency key reused for a different request", 422,                 \
+	   "idempotency_mismatch", 0x6F35)
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

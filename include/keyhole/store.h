@@ -1,0 +1,171 @@
+/*
+ * The management center's SQL store (DESIGN.md §7, issue 4). One schema with versioned
+ * migrations compiled into the binary; SQLite (WAL) by default, PostgreSQL later behind the same
+ * functions. Every function that changes state runs as one transaction and returns only after
+ * the commit is durable: with the default options a commit that returned survives a power loss.
+ * Center zone only. See docs/internals/store.md for the schema and the contracts.
+ *
+ * Threads: a struct kh_store is one connection and is not thread-safe; open one per thread or
+ * process. Several processes may open the same SQLite file (WAL, busy timeout, retries).
+ */
+#ifndef KEYHOLE_STORE_H
+#define KEYHOLE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyhole/err.h"
+
+struct kh_store;
+
+struct kh_store_opts {
+	/* How long SQLite waits on a lock before answering busy; 0 means 5000 ms. */
+	unsigned busy_timeout_ms;
+	/*
+	 * 1: PRAGMA synchronous=NORMAL. NOT DURABLE: in WAL mode a commit that returned may be lost
+	 * on a power cut or kernel crash (never on a process crash). For benchmarks and throwaway
+	 * databases only; the default (0) is synchronous=FULL.
+	 */
+	int sync_normal;
+};
+
+/*
+ * Open (and create, mode 0600, or migrate to the latest schema) the store named by url:
+ *   "PATH", "sqlite:PATH" or "sqlite://PATH"   an SQLite file (created if absent);
+ *   "postgres://..." / "postgresql://..."      KH_ERR_NOT_BUILT (the backend is not built yet).
+ * Other "scheme:" prefixes are KH_ERR_INVAL. The database holds secrets (service keys): an
+ * existing file that group or others can access, or that another user owns, is refused with
+ * KH_ERR_KEYFILE_PERM. A database whose schema is newer than this code is refused with
+ * KH_ERR_VERSION and left untouched; a database that is not a Keyhole store, KH_ERR_DB_FOREIGN.
+ * Other failures: KH_ERR_IO (cannot create or open), KH_ERR_DB, KH_ERR_DB_BUSY, KH_ERR_NOMEM.
+ * *out is written only on success; close it with kh_store_close.
+ */
+KH_WARN_UNUSED kh_err kh_store_open(const char *url, struct kh_store **out);
+/* The same with options (opts NULL: the defaults). */
+KH_WARN_UNUSED kh_err kh_store_open_opts(const char *url, const struct kh_store_opts *opts, struct kh_store **out);
+/* Close; a transaction still open is rolled back. NULL does nothing. */
+void kh_store_close(struct kh_store *s);
+
+/* Schema version of the open database, and the latest this code knows. */
+KH_WARN_UNUSED kh_err kh_store_schema_version(struct kh_store *s, int *version);
+int kh_store_schema_latest(void);
+
+/*
+ * The one-line detail of the last failure on s ("store /path/db: step: database is locked"),
+ * or "" when none. It names the database file and the operation, never a bound value. Valid
+ * until the next call on s.
+ */
+const char *kh_store_last_error(const struct kh_store *s);
+
+/* ---- transactions ---- */
+
+/*
+ * Explicit transactions. kh_store_begin starts a write transaction (BEGIN IMMEDIATE: the write
+ * lock is taken at once, so a transaction never fails half-way for want of it). Nesting is
+ * refused with KH_ERR_INVAL. kh_store_commit returns once the commit is durable; on a failed
+ * commit the transaction is rolled back. KH_ERR_DB_BUSY is the soft error to retry.
+ */
+KH_WARN_UNUSED kh_err kh_store_begin(struct kh_store *s);
+KH_WARN_UNUSED kh_err kh_store_commit(struct kh_store *s);
+/* Roll back the open transaction, if any. */
+void kh_store_rollback(struct kh_store *s);
+/* 1 while a transaction is open on s. */
+int kh_store_in_tx(const struct kh_store *s);
+
+typedef kh_err (*kh_store_tx_fn)(struct kh_store *s, void *arg);
+/*
+ * Run fn inside one write transaction and commit when it returns KH_OK; roll back on any other
+ * code and return it. KH_ERR_DB_BUSY (from fn or the commit) rolls back and runs fn again, a
+ * few times with growing random pauses, so fn must have no effect outside the store that a
+ * second run would repeat. Called while a transaction is already open on s, fn simply runs in
+ * it (no commit, no retry: the outermost kh_store_run_tx owns both), so the typed operations
+ * below compose into one transaction.
+ */
+KH_WARN_UNUSED kh_err kh_store_run_tx(struct kh_store *s, kh_store_tx_fn fn, void *arg);
+
+/* ---- EMM sequence numbers and queue (PROTOCOLS.md "Pay-TV: ECM and EMM") ---- */
+
+/*
+ * Next sequence number for (addr_type, addr): 1 for the first, then strictly increasing, never
+ * reused, durable before return. addr_type is an enum kh_emm_addr (keyhole/cas.h); anything
+ * else is KH_ERR_INVAL. KH_ERR_TOO_LARGE once UINT32_MAX has been used.
+ */
+KH_WARN_UNUSED kh_err kh_store_next_emm_seq(struct kh_store *s, uint8_t addr_type, uint32_t addr, uint32_t *seq);
+
+/*
+ * Builds the EMM section for seq into out (cap bytes, KH_EMM_MAX) and sets *len. Any code
+ * other than KH_OK abandons the enqueue: neither the seq nor the EMM is kept.
+ */
+typedef kh_err (*kh_store_emm_build_fn)(void *arg, uint32_t seq, uint8_t *out, size_t cap, size_t *len);
+/*
+ * Take the next seq for (addr_type, addr), have build make the section with it, and queue the
+ * section, all in one transaction: the seq is used exactly when the EMM is queued. *seq and *id
+ * (queue id; either may be NULL) are written on success. An empty or oversized section is
+ * KH_ERR_INVAL / KH_ERR_TOO_LARGE. The section is written to the store as given: it is sealed.
+ */
+KH_WARN_UNUSED kh_err kh_store_emm_enqueue(struct kh_store *s, uint8_t addr_type, uint32_t addr,
+					   kh_store_emm_build_fn build, void *arg, uint32_t *seq, int64_t *id);
+
+struct kh_store_emm {
+	int64_t id; /* queue order: ids only grow, and are never reused */
+	uint8_t addr_type;
+	uint32_t addr;
+	uint32_t seq;
+	const uint8_t *section; /* valid during the callback only */
+	size_t len;
+	int64_t created_at; /* Unix seconds */
+};
+/* Return KH_OK to go on; any other code stops the fetch, which returns it. */
+typedef kh_err (*kh_store_emm_fn)(void *arg, const struct kh_store_emm *e);
+/*
+ * Call fn for each queued EMM with id > since_id, in id order, at most limit (0: no limit),
+ * from one consistent snapshot. *last_id (may be NULL) gets the id of the last one passed to
+ * fn, since_id when none. fn must not call into s.
+ */
+KH_WARN_UNUSED kh_err kh_store_emm_fetch(struct kh_store *s, int64_t since_id, unsigned limit,
+					 kh_store_emm_fn fn, void *arg, int64_t *last_id);
+
+/* ---- usage blocks (seed 001) ---- */
+
+enum kh_store_verdict {
+	KH_STORE_BLOCK_OK = 0,        /* signature and tag checked against the card's certificate */
+	KH_STORE_BLOCK_TAMPERED = 1,  /* signature or tag failed */
+	KH_STORE_BLOCK_FOREIGN = 2,   /* unknown UA, or not this operator's card */
+	KH_STORE_BLOCK_TRUNCATED = 3, /* did not parse */
+};
+
+/*
+ * Record that the block (ua, block_seq) was received, with its verdict; session_id 0 means
+ * none. KH_ERR_EXISTS when it was recorded before, and then nothing changes ("a block seen
+ * twice changes nothing"), and *prev (may be NULL) gets the recorded verdict. One exception, so
+ * that a forged copy cannot shadow the genuine block: an OK block replaces a recorded refusal
+ * under the same (ua, block_seq) and returns KH_OK. Call it in the transaction that applies
+ * the block's content (kh_store_run_tx), so the block and its effects commit together.
+ */
+KH_WARN_UNUSED kh_err kh_store_block_seen(struct kh_store *s, uint32_t ua, uint32_t block_seq,
+					  enum kh_store_verdict verdict, int64_t session_id,
+					  enum kh_store_verdict *prev);
+
+/* ---- idempotency (DESIGN.md §7) ---- */
+
+#define KH_STORE_IDEM_KEY_MAX 128
+#define KH_STORE_IDEM_HASH_LEN 32
+
+/*
+ * The stored answer to the request with this idempotency key (1..KH_STORE_IDEM_KEY_MAX bytes of
+ * text), as a new buffer (free it with free()). KH_ERR_NOTFOUND when the key is new;
+ * KH_ERR_IDEM_MISMATCH when the key was used for a request with another hash (the SHA-256 of
+ * the request the service defines).
+ */
+KH_WARN_UNUSED kh_err kh_store_idem_get(struct kh_store *s, const char *key,
+					const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], uint8_t **resp,
+					size_t *len);
+/*
+ * Store the answer to a request: KH_ERR_EXISTS when the key already has one (the first answer
+ * stays). Run it in the transaction that made the change it answers for.
+ */
+KH_WARN_UNUSED kh_err kh_store_idem_put(struct kh_store *s, const char *key,
+					const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], const uint8_t *resp,
+					size_t len);
+
+#endif

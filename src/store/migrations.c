@@ -1,0 +1,163 @@
+/*
+ * The store's schema as an ordered list of migrations (docs/internals/store.md). Each entry is
+ * applied once, in its own transaction, and recorded in schema_migrations; an applied entry is
+ * never edited: a change is a new entry at the end. The SQL is SQLite's dialect (STRICT tables);
+ * a PostgreSQL backend carries its own list with the same versions and the same meaning.
+ *
+ * Numbers that travel in EMMs, ECMs and usage blocks (UA, product, event, price, seq) are u32 on
+ * the wire; CHECK constraints keep them in range so a row can always be sent. Times are Unix
+ * seconds. Ids other services or clients refer to (subscribers, invoices, the EMM queue, upload
+ * sessions) are AUTOINCREMENT so a deleted id is never handed out again.
+ */
+#include "store_int.h"
+
+#define U32(col) "CHECK (" col " BETWEEN 0 AND 4294967295)"
+
+static const char migration_1[] =
+	"PRAGMA application_id = 1263026993;\n" /* KH__STORE_APP_ID, "KHC1" */
+
+	"CREATE TABLE subscribers (\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  name TEXT NOT NULL,\n"
+	"  created_at INTEGER NOT NULL\n"
+	") STRICT;\n"
+
+	"CREATE TABLE cards (\n"
+	"  ua INTEGER PRIMARY KEY " U32("ua") ",\n"
+	"  role TEXT NOT NULL CHECK (role IN ('card', 'cam')),\n"
+	"  cert BLOB NOT NULL,\n"
+	"  subscriber_id INTEGER REFERENCES subscribers(id),\n"
+	"  state TEXT NOT NULL DEFAULT 'issued'\n"
+	"    CHECK (state IN ('issued', 'active', 'replaced', 'closed')),\n"
+	"  export_authorised INTEGER NOT NULL DEFAULT 0 CHECK (export_authorised IN (0, 1)),\n"
+	"  replaced_by INTEGER REFERENCES cards(ua),\n"
+	"  closed_reason TEXT,\n"
+	"  created_at INTEGER NOT NULL\n"
+	") STRICT;\n"
+	"CREATE INDEX cards_subscriber ON cards(subscriber_id);\n"
+
+	"CREATE TABLE products (\n"
+	"  id INTEGER PRIMARY KEY " U32("id") ",\n"
+	"  name TEXT NOT NULL\n"
+	") STRICT;\n"
+
+	"CREATE TABLE channels (\n"
+	"  id INTEGER PRIMARY KEY " U32("id") ",\n"
+	"  name TEXT NOT NULL,\n"
+	"  product_id INTEGER REFERENCES products(id)\n"
+	") STRICT;\n"
+	"CREATE INDEX channels_product ON channels(product_id);\n"
+
+	"CREATE TABLE events (\n"
+	"  id INTEGER PRIMARY KEY " U32("id") ",\n"
+	"  name TEXT NOT NULL,\n"
+	"  price INTEGER NOT NULL " U32("price") ",\n"
+	"  channel_id INTEGER NOT NULL REFERENCES channels(id),\n"
+	"  start_time INTEGER NOT NULL,\n"
+	"  end_time INTEGER NOT NULL,\n"
+	"  CHECK (start_time < end_time)\n"
+	") STRICT;\n"
+	"CREATE INDEX events_channel ON events(channel_id, start_time);\n"
+
+	"CREATE TABLE subscriptions (\n"
+	"  subscriber_id INTEGER NOT NULL REFERENCES subscribers(id),\n"
+	"  product_id INTEGER NOT NULL REFERENCES products(id),\n"
+	"  start_time INTEGER NOT NULL,\n"
+	"  end_time INTEGER NOT NULL,\n"
+	"  CHECK (start_time < end_time),\n"
+	"  PRIMARY KEY (subscriber_id, product_id)\n"
+	") STRICT, WITHOUT ROWID;\n"
+	"CREATE INDEX subscriptions_product ON subscriptions(product_id);\n"
+
+	"CREATE TABLE credit_policy (\n"
+	"  id INTEGER PRIMARY KEY CHECK (id = 1),\n"
+	"  initial_credit INTEGER NOT NULL " U32("initial_credit") ",\n"
+	"  reload_amount INTEGER NOT NULL " U32("reload_amount") "\n"
+	") STRICT;\n"
+	"INSERT INTO credit_policy (id, initial_credit, reload_amount) VALUES (1, 0, 0);\n"
+
+	/* Secret: the database file is created 0600 and refused when others can read it. */
+	"CREATE TABLE service_keys (\n"
+	"  key_id INTEGER NOT NULL CHECK (key_id BETWEEN 0 AND 255),\n"
+	"  version INTEGER NOT NULL " U32("version") ",\n"
+	"  key BLOB NOT NULL CHECK (length(key) = 32),\n"
+	"  created_at INTEGER NOT NULL,\n"
+	"  PRIMARY KEY (key_id, version)\n"
+	") STRICT, WITHOUT ROWID;\n"
+
+	"CREATE TABLE emm_queue (\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  address_type INTEGER NOT NULL CHECK (address_type IN (0, 1, 2)),\n"
+	"  address INTEGER NOT NULL " U32("address") ",\n"
+	"  seq INTEGER NOT NULL CHECK (seq BETWEEN 1 AND 4294967295),\n"
+	"  section BLOB NOT NULL CHECK (length(section) BETWEEN 1 AND 1024),\n"
+	"  created_at INTEGER NOT NULL,\n"
+	"  fetched_at INTEGER,\n"
+	"  UNIQUE (address_type, address, seq)\n"
+	") STRICT;\n"
+
+	"CREATE TABLE emm_seq (\n"
+	"  address_type INTEGER NOT NULL CHECK (address_type IN (0, 1, 2)),\n"
+	"  address INTEGER NOT NULL " U32("address") ",\n"
+	"  last_seq INTEGER NOT NULL CHECK (last_seq BETWEEN 1 AND 4294967295),\n"
+	"  PRIMARY KEY (address_type, address)\n"
+	") STRICT, WITHOUT ROWID;\n"
+
+	"CREATE TABLE upload_sessions (\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  ua INTEGER NOT NULL " U32("ua") ",\n"
+	"  nonce BLOB NOT NULL UNIQUE CHECK (length(nonce) BETWEEN 16 AND 64),\n"
+	"  created_at INTEGER NOT NULL,\n"
+	"  closed_at INTEGER\n"
+	") STRICT;\n"
+	"CREATE INDEX upload_sessions_ua ON upload_sessions(ua);\n"
+
+	/* No reference to cards: a foreign block names a UA the center does not know. */
+	"CREATE TABLE usage_blocks (\n"
+	"  ua INTEGER NOT NULL " U32("ua") ",\n"
+	"  block_seq INTEGER NOT NULL " U32("block_seq") ",\n"
+	"  received_at INTEGER NOT NULL,\n"
+	"  verdict TEXT NOT NULL CHECK (verdict IN ('ok', 'tampered', 'foreign', 'truncated')),\n"
+	"  session_id INTEGER REFERENCES upload_sessions(id),\n"
+	"  PRIMARY KEY (ua, block_seq)\n"
+	") STRICT, WITHOUT ROWID;\n"
+
+	/* event_id has no reference: the card's authenticated word is recorded even for an
+	 * event the center no longer lists. */
+	"CREATE TABLE purchases (\n"
+	"  id INTEGER PRIMARY KEY,\n"
+	"  ua INTEGER NOT NULL REFERENCES cards(ua),\n"
+	"  event_id INTEGER NOT NULL " U32("event_id") ",\n"
+	"  price INTEGER NOT NULL " U32("price") ",\n"
+	"  time INTEGER NOT NULL,\n"
+	"  block_ua INTEGER NOT NULL,\n"
+	"  block_seq INTEGER NOT NULL,\n"
+	"  UNIQUE (ua, event_id, time),\n"
+	"  FOREIGN KEY (block_ua, block_seq) REFERENCES usage_blocks(ua, block_seq)\n"
+	") STRICT;\n"
+	"CREATE INDEX purchases_block ON purchases(block_ua, block_seq);\n"
+
+	"CREATE TABLE invoices (\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  subscriber_id INTEGER REFERENCES subscribers(id),\n"
+	"  ua INTEGER NOT NULL " U32("ua") ",\n"
+	"  event_id INTEGER NOT NULL " U32("event_id") ",\n"
+	"  price INTEGER NOT NULL " U32("price") ",\n"
+	"  time INTEGER NOT NULL,\n"
+	"  created_at INTEGER NOT NULL,\n"
+	"  UNIQUE (ua, event_id, time)\n"
+	") STRICT;\n"
+	"CREATE INDEX invoices_subscriber ON invoices(subscriber_id, time);\n"
+
+	"CREATE TABLE idempotency (\n"
+	"  key TEXT PRIMARY KEY CHECK (length(key) BETWEEN 1 AND 128),\n"
+	"  request_hash BLOB NOT NULL CHECK (length(request_hash) = 32),\n"
+	"  response BLOB NOT NULL,\n"
+	"  created_at INTEGER NOT NULL\n"
+	") STRICT, WITHOUT ROWID;\n"
+	"CREATE INDEX idempotency_created ON idempotency(created_at);\n";
+
+const struct kh__migration kh__migrations[] = {
+	{1, migration_1},
+};
+const size_t kh__migrations_count = sizeof kh__migrations / sizeof kh__migrations[0];

@@ -1,0 +1,179 @@
+/*
+ * EMM sequence numbers and the EMM queue (PROTOCOLS.md "Pay-TV: ECM and EMM"). A card refuses an
+ * EMM whose seq is not above the last it accepted for that address type, so a seq must never be
+ * handed out twice, even across a crash: it is taken by one committed UPDATE before anyone sees
+ * it. Enqueueing takes the seq, has the caller seal the section with it, and queues the section
+ * in the same transaction, so no seq is burnt by an EMM that was never queued and no queued EMM
+ * carries a seq that was not recorded.
+ */
+#include <stdlib.h>
+
+#include "keyhole/cas.h"
+#include "store_int.h"
+
+static int addr_ok(uint8_t type, uint32_t addr)
+{
+	if (type == KH_EMM_ALL)
+		return addr == 0;
+	return type == KH_EMM_UNIQUE || type == KH_EMM_GROUP;
+}
+
+struct seq_args {
+	uint8_t type;
+	uint32_t addr;
+	uint32_t seq;
+};
+
+static kh_err seq_tx(struct kh_store *s, void *arg)
+{
+	/* The WHERE keeps the counter at UINT32_MAX: the upsert then returns no row. */
+	static const char sql[] =
+		"INSERT INTO emm_seq (address_type, address, last_seq) VALUES (?1, ?2, 1)\n"
+		"ON CONFLICT (address_type, address) DO UPDATE SET last_seq = emm_seq.last_seq + 1\n"
+		"  WHERE emm_seq.last_seq < 4294967295\n"
+		"RETURNING last_seq";
+	struct seq_args *a = arg;
+	struct kh__stmt *st = NULL;
+	int row = 0;
+	int64_t v;
+	kh_err r;
+
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_i64(st, 1, a->type)) != KH_OK ||
+	    (r = kh__bind_i64(st, 2, a->addr)) != KH_OK || (r = kh__step(st, &row)) != KH_OK)
+		goto out;
+	if (!row) {
+		r = KH_ERR_TOO_LARGE;
+		goto out;
+	}
+	v = kh__col_i64(st, 0);
+	if (v < 1 || v > UINT32_MAX) {
+		r = KH_ERR_DB;
+		goto out;
+	}
+	r = kh__exec(st); /* run the statement to its end */
+	if (r == KH_OK)
+		a->seq = (uint32_t)v;
+out:
+	kh__stmt_done(st);
+	return r;
+}
+
+kh_err kh_store_next_emm_seq(struct kh_store *s, uint8_t addr_type, uint32_t addr, uint32_t *seq)
+{
+	struct seq_args a = {addr_type, addr, 0};
+	kh_err r;
+
+	if (s == NULL || seq == NULL || !addr_ok(addr_type, addr))
+		return KH_ERR_INVAL;
+	if ((r = kh_store_run_tx(s, seq_tx, &a)) != KH_OK)
+		return r;
+	*seq = a.seq;
+	return KH_OK;
+}
+
+struct enq_args {
+	uint8_t type;
+	uint32_t addr;
+	kh_store_emm_build_fn build;
+	void *arg;
+	uint32_t seq;
+	int64_t id;
+};
+
+static kh_err enqueue_tx(struct kh_store *s, void *arg)
+{
+	static const char sql[] =
+		"INSERT INTO emm_queue (address_type, address, seq, section, created_at)\n"
+		"VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id";
+	struct enq_args *a = arg;
+	struct seq_args sa = {a->type, a->addr, 0};
+	struct kh__stmt *st = NULL;
+	uint8_t sec[KH_EMM_MAX];
+	size_t len = 0;
+	int row = 0;
+	kh_err r;
+
+	if ((r = seq_tx(s, &sa)) != KH_OK)
+		return r;
+	if ((r = a->build(a->arg, sa.seq, sec, sizeof sec, &len)) != KH_OK)
+		return r;
+	if (len == 0)
+		return KH_ERR_INVAL;
+	if (len > sizeof sec)
+		return KH_ERR_TOO_LARGE;
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_i64(st, 1, a->type)) != KH_OK ||
+	    (r = kh__bind_i64(st, 2, a->addr)) != KH_OK || (r = kh__bind_i64(st, 3, sa.seq)) != KH_OK ||
+	    (r = kh__bind_blob(st, 4, sec, len)) != KH_OK || (r = kh__bind_i64(st, 5, kh__now())) != KH_OK ||
+	    (r = kh__step(st, &row)) != KH_OK)
+		goto out;
+	if (!row) {
+		r = KH_ERR_DB;
+		goto out;
+	}
+	a->id = kh__col_i64(st, 0);
+	if ((r = kh__exec(st)) != KH_OK)
+		goto out;
+	a->seq = sa.seq;
+out:
+	kh__stmt_done(st);
+	return r;
+}
+
+kh_err kh_store_emm_enqueue(struct kh_store *s, uint8_t addr_type, uint32_t addr, kh_store_emm_build_fn build,
+			    void *arg, uint32_t *seq, int64_t *id)
+{
+	struct enq_args a = {addr_type, addr, build, arg, 0, 0};
+	kh_err r;
+
+	if (s == NULL || build == NULL || !addr_ok(addr_type, addr))
+		return KH_ERR_INVAL;
+	if ((r = kh_store_run_tx(s, enqueue_tx, &a)) != KH_OK)
+		return r;
+	if (seq)
+		*seq = a.seq;
+	if (id)
+		*id = a.id;
+	return KH_OK;
+}
+
+kh_err kh_store_emm_fetch(struct kh_store *s, int64_t since_id, unsigned limit, kh_store_emm_fn fn, void *arg,
+			  int64_t *last_id)
+{
+	static const char sql[] =
+		"SELECT id, address_type, address, seq, section, created_at FROM emm_queue\n"
+		"WHERE id > ?1 ORDER BY id LIMIT ?2";
+	struct kh__stmt *st = NULL;
+	int64_t last = since_id;
+	int row = 0;
+	kh_err r;
+
+	if (s == NULL || fn == NULL)
+		return KH_ERR_INVAL;
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_i64(st, 1, since_id)) != KH_OK ||
+	    (r = kh__bind_i64(st, 2, limit ? (int64_t)limit : -1)) != KH_OK)
+		goto out;
+	/* One SELECT reads one snapshot, however long the callbacks take. */
+	while ((r = kh__step(st, &row)) == KH_OK && row) {
+		struct kh_store_emm e;
+		int64_t type = kh__col_i64(st, 1), addr = kh__col_i64(st, 2), seq = kh__col_i64(st, 3);
+
+		if (type < 0 || type > 2 || addr < 0 || addr > UINT32_MAX || seq < 1 || seq > UINT32_MAX) {
+			r = KH_ERR_DB; /* the schema's CHECKs make this impossible */
+			goto out;
+		}
+		e.id = kh__col_i64(st, 0);
+		e.addr_type = (uint8_t)type;
+		e.addr = (uint32_t)addr;
+		e.seq = (uint32_t)seq;
+		e.section = kh__col_blob(st, 4, &e.len);
+		e.created_at = kh__col_i64(st, 5);
+		if ((r = fn(arg, &e)) != KH_OK)
+			goto out;
+		last = e.id;
+	}
+out:
+	kh__stmt_done(st);
+	if (r == KH_OK && last_id)
+		*last_id = last;
+	return r;
+}

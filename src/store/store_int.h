@@ -1,0 +1,62 @@
+/*
+ * Inside the store: the small statement interface the typed operations (ops_*.c) are written
+ * against, so that they hold SQL and logic but no backend calls. sqlite.c implements it over
+ * SQLite; a PostgreSQL backend implements the same functions over libpq (placeholders ?N map to
+ * $N) and the typed operations stay as they are.
+ *
+ * Statements are prepared once per connection and cached by the address of their SQL text,
+ * which must therefore be a string literal. Every value is bound, never pasted into SQL.
+ */
+#ifndef KH_STORE_INT_H
+#define KH_STORE_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyhole/store.h"
+
+struct kh__stmt;
+
+/* Migrations (migrations.c): versions 1..n in order, each one SQL script. */
+struct kh__migration {
+	int version;
+	const char *sql;
+};
+extern const struct kh__migration kh__migrations[];
+extern const size_t kh__migrations_count;
+/* PRAGMA application_id of a Keyhole store ("KHC1"). */
+#define KH__STORE_APP_ID 0x4B484331
+
+/*
+ * Get the cached prepared statement for sql (a literal), reset and with no bindings. Release
+ * it with kh__stmt_done on every path.
+ */
+KH_WARN_UNUSED kh_err kh__stmt(struct kh_store *s, const char *sql, struct kh__stmt **st);
+void kh__stmt_done(struct kh__stmt *st);
+
+/* Bind parameter idx (1-based). A NULL or empty blob binds an empty blob, never SQL NULL. */
+KH_WARN_UNUSED kh_err kh__bind_i64(struct kh__stmt *st, int idx, int64_t v);
+KH_WARN_UNUSED kh_err kh__bind_null(struct kh__stmt *st, int idx);
+KH_WARN_UNUSED kh_err kh__bind_text(struct kh__stmt *st, int idx, const char *v);
+KH_WARN_UNUSED kh_err kh__bind_blob(struct kh__stmt *st, int idx, const void *v, size_t n);
+
+/*
+ * Step: *row = 1 with a row to read, 0 when done. A unique or primary-key violation is
+ * KH_ERR_EXISTS, another constraint KH_ERR_DB_CONSTRAINT, a lock KH_ERR_DB_BUSY, the rest
+ * KH_ERR_DB (with the detail in kh_store_last_error).
+ */
+KH_WARN_UNUSED kh_err kh__step(struct kh__stmt *st, int *row);
+/* Step a statement that returns no row (INSERT, UPDATE, ...). */
+KH_WARN_UNUSED kh_err kh__exec(struct kh__stmt *st);
+
+int kh__col_null(struct kh__stmt *st, int col);
+int64_t kh__col_i64(struct kh__stmt *st, int col);
+/* Blob or text bytes of a column, valid until the next step or kh__stmt_done; never NULL. */
+const uint8_t *kh__col_blob(struct kh__stmt *st, int col, size_t *n);
+
+/* Rows changed by the last INSERT/UPDATE/DELETE on s. */
+int64_t kh__changes(struct kh_store *s);
+/* Current time for created_at columns, Unix seconds. */
+int64_t kh__now(void);
+
+#endif

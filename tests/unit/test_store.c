@@ -1,0 +1,563 @@
+/*
+ * The center's store (include/keyhole/store.h, docs/internals/store.md): opening and URLs, the
+ * file's mode, migrations applied once and a newer schema refused, EMM sequence numbers that
+ * only grow (also across reopen and a SIGKILL), an EMM queued in the transaction of its seq,
+ * duplicate usage blocks, idempotency keys, transactions and the busy retry. The database is
+ * checked behind the store's back with SQLite directly.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "keyhole/cas.h"
+#include "keyhole/store.h"
+#include "testutil.h"
+
+struct ctx {
+	char *dir;
+	char path[512];
+	char url[520];
+};
+
+static int setup(void **state)
+{
+	struct ctx *c = calloc(1, sizeof *c);
+	assert_non_null(c);
+	c->dir = kh_test_tmpdir();
+	assert_non_null(c->dir);
+	snprintf(c->path, sizeof c->path, "%s/center.db", c->dir);
+	snprintf(c->url, sizeof c->url, "sqlite:%s", c->path);
+	*state = c;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct ctx *c = *state;
+	kh_test_rmdir(c->dir);
+	free(c);
+	return 0;
+}
+
+/* One integer from SQL run on the file directly, behind the store's back. */
+static int64_t raw_int(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t v = -1;
+
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+static void raw_exec(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+static void test_urls(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *s = NULL;
+	char url[600];
+	struct stat st;
+
+	assert_int_equal(kh_store_open("postgres://u@localhost/kh", &s), KH_ERR_NOT_BUILT);
+	assert_int_equal(kh_store_open("postgresql://localhost/kh", &s), KH_ERR_NOT_BUILT);
+	assert_int_equal(kh_store_open("mysql://localhost/kh", &s), KH_ERR_INVAL);
+	assert_int_equal(kh_store_open("", &s), KH_ERR_INVAL);
+	assert_int_equal(kh_store_open("sqlite:", &s), KH_ERR_INVAL);
+	assert_int_equal(kh_store_open(NULL, &s), KH_ERR_INVAL);
+	assert_null(s);
+
+	/* A plain path, sqlite:PATH and sqlite://PATH name the same file. */
+	assert_int_equal(kh_store_open(c->path, &s), KH_OK);
+	kh_store_close(s);
+	snprintf(url, sizeof url, "sqlite://%s", c->path);
+	assert_int_equal(kh_store_open(url, &s), KH_OK);
+	kh_store_close(s);
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	assert_string_equal(kh_store_last_error(s), "");
+
+	/* Created private, and so are the WAL files SQLite makes beside it. */
+	assert_int_equal(stat(c->path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	snprintf(url, sizeof url, "%s-wal", c->path);
+	assert_int_equal(stat(url, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	kh_store_close(s);
+	{
+		sqlite3 *db;
+		sqlite3_stmt *q;
+		assert_int_equal(sqlite3_open(c->path, &db), SQLITE_OK);
+		assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
+		assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+		assert_string_equal((const char *)sqlite3_column_text(q, 0), "wal");
+		sqlite3_finalize(q);
+		sqlite3_close(db);
+	}
+
+	/* Readable by others: refused like a key file. */
+	assert_int_equal(chmod(c->path, 0644), 0);
+	s = NULL;
+	assert_int_equal(kh_store_open(c->url, &s), KH_ERR_KEYFILE_PERM);
+	assert_null(s);
+	assert_int_equal(chmod(c->path, 0600), 0);
+
+	/* A directory that does not exist. */
+	snprintf(url, sizeof url, "%s/no/such/dir.db", c->dir);
+	assert_int_equal(kh_store_open(url, &s), KH_ERR_NOTFOUND);
+}
+
+static void test_sync_option(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *s = NULL;
+	struct kh_store_opts o = {.busy_timeout_ms = 100, .sync_normal = 1};
+
+	/* The pragma is per connection: FULL by default, NORMAL only when asked. */
+	assert_int_equal(kh_store_open_opts(c->url, &o, &s), KH_OK);
+	kh_store_close(s);
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	kh_store_close(s);
+}
+
+static void test_migrations_once(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *s = NULL;
+	int v = -1, latest = kh_store_schema_latest();
+	char sql[128];
+
+	assert_true(latest >= 1);
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	assert_int_equal(kh_store_schema_version(s, &v), KH_OK);
+	assert_int_equal(v, latest);
+	kh_store_close(s);
+	int64_t applied = raw_int(c->path, "SELECT applied_at FROM schema_migrations WHERE version = 1");
+
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	assert_int_equal(kh_store_schema_version(s, &v), KH_OK);
+	assert_int_equal(v, latest);
+	kh_store_close(s);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM schema_migrations"), latest);
+	assert_int_equal(raw_int(c->path, "SELECT applied_at FROM schema_migrations WHERE version = 1"), applied);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM credit_policy"), 1);
+	assert_int_equal(raw_int(c->path, "PRAGMA application_id"), 0x4B484331);
+
+	/* A database from a newer release is refused and left as it was. */
+	snprintf(sql, sizeof sql, "INSERT INTO schema_migrations VALUES (%d, 0)", latest + 1);
+	raw_exec(c->path, sql);
+	s = NULL;
+	assert_int_equal(kh_store_open(c->url, &s), KH_ERR_VERSION);
+	assert_null(s);
+	assert_int_equal(raw_int(c->path, "SELECT max(version) FROM schema_migrations"), latest + 1);
+}
+
+static void test_foreign_db(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *s = NULL;
+	int fd = open(c->path, O_CREAT | O_WRONLY, 0600);
+
+	assert_true(fd >= 0);
+	close(fd);
+	raw_exec(c->path, "CREATE TABLE other_app (x INTEGER)");
+	assert_int_equal(kh_store_open(c->url, &s), KH_ERR_DB_FOREIGN);
+	assert_null(s);
+
+	/* Not a database at all. */
+	fd = open(c->path, O_WRONLY | O_TRUNC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "this is not an SQLite database, not at all...........", 53), 53);
+	close(fd);
+	assert_int_not_equal(kh_store_open(c->url, &s), KH_OK);
+	assert_null(s);
+}
+
+static void test_seq_increase(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *s = NULL;
+	uint32_t seq = 0, last = 0;
+
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(kh_store_next_emm_seq(s, KH_EMM_UNIQUE, 42, &seq), KH_OK);
+		assert_true(seq > last);
+		last = seq;
+	}
+	assert_int_equal(last, 20);
+	/* Each address has its own sequence, each address type too. */
+	assert_int_equal(kh_store_next_emm_seq(s, KH_EMM_UNIQUE, 43, &seq), KH_OK);
+	assert_int_equal(seq, 1);
+	assert_int_equal(kh_store_next_emm_seq(s, KH_EMM_GROUP, 42, &seq), KH_OK);
+	assert_int_equal(seq, 1);
+	assert_int_equal(kh_store_next_emm_seq(s, KH_EMM_ALL, 0, &seq), KH_OK);
+	assert_int_equal(seq, 1);
+	assert_int_equal(kh_store_next_emm_seq(s, KH_EMM_ALL, 5, &seq), KH_ERR_INVAL);
+	assert_int_equal(kh_store_next_emm_seq(s, 3, 5, &seq), KH_ERR_INVAL);
+	kh_store_close(s);
+
+	/* Across close and reopen. */
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	assert_int_equal(kh_store_next_emm_seq(s, KH_EMM_UNIQUE, 42, &seq), KH_OK);
+	assert_int_equal(seq, 21);
+	kh_store_close(s);
+
+	/* The last u32 is handed out once, then never wraps. */
+	raw_exec(c->path, "UPDATE emm_seq SET last_seq = 4294967294 WHERE address_type = 0 AND address = 42");
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	assert_int_equal(kh_store_next_emm_seq(s, KH_EMM_UNIQUE, 42, &seq), KH_OK);
+	assert_int_equal(seq, UINT32_MAX);
+	assert_int_equal(kh_store_next_emm_seq(s, KH_EMM_UNIQUE, 42, &seq), KH_ERR_TOO_LARGE);
+	assert_int_equal(seq, UINT32_MAX);
+	kh_store_close(s);
+	assert_int_equal(raw_int(c->path, "SELECT last_seq FROM emm_seq WHERE address_type = 0 AND address = 42"),
+			 (int64_t)UINT32_MAX);
+}
+
+struct build_arg {
+	int fail;     /* return this code instead of building */
+	size_t len;   /* section length to produce */
+	uint32_t got; /* the seq the builder was given */
+};
+
+/* A stand-in section: 4 bytes of seq then filler, so the test can check which seq it carries. */
+static kh_err build(void *arg, uint32_t seq, uint8_t *out, size_t cap, size_t *len)
+{
+	struct build_arg *b = arg;
+
+	b->got = seq;
+	if (b->fail)
+		return b->fail;
+	if (b->len > cap) {
+		*len = b->len;
+		return KH_OK;
+	}
+	memset(out, 0xA5, b->len);
+	out[0] = (uint8_t)(seq >> 24);
+	out[1] = (uint8_t)(seq >> 16);
+	out[2] = (uint8_t)(seq >> 8);
+	out[3] = (uint8_t)seq;
+	*len = b->len;
+	return KH_OK;
+}
+
+struct fetched {
+	int n;
+	int64_t ids[16];
+	uint32_t seqs[16];
+	int stop_after;
+};
+
+static kh_err collect(void *arg, const struct kh_store_emm *e)
+{
+	struct fetched *f = arg;
+	uint32_t in;
+
+	assert_true(f->n < 16);
+	assert_true(e->len >= 4);
+	in = (uint32_t)e->section[0] << 24 | (uint32_t)e->section[1] << 16 | (uint32_t)e->section[2] << 8 |
+	     e->section[3];
+	assert_int_equal(in, e->seq); /* the section was built with the seq it is queued under */
+	f->ids[f->n] = e->id;
+	f->seqs[f->n] = e->seq;
+	f->n++;
+	if (f->stop_after && f->n == f->stop_after)
+		return KH_ERR_IO;
+	return KH_OK;
+}
+
+static void test_enqueue_atomic(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *s = NULL;
+	struct build_arg b = {0, 100, 0};
+	struct fetched f = {0};
+	uint32_t seq = 0;
+	int64_t id = 0, last = -1;
+
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	assert_int_equal(kh_store_emm_enqueue(s, KH_EMM_UNIQUE, 7, build, &b, &seq, &id), KH_OK);
+	assert_int_equal(seq, 1);
+	assert_int_equal(b.got, 1);
+	assert_true(id > 0);
+
+	/* The builder fails after it was given seq 2: neither the seq nor an EMM is kept. */
+	b.fail = KH_ERR_CRYPTO;
+	assert_int_equal(kh_store_emm_enqueue(s, KH_EMM_UNIQUE, 7, build, &b, &seq, &id), KH_ERR_CRYPTO);
+	assert_int_equal(b.got, 2);
+	assert_int_equal(seq, 1); /* outputs untouched on failure */
+	/* Empty and oversized sections are refused the same way. */
+	b.fail = 0;
+	b.len = 0;
+	assert_int_equal(kh_store_emm_enqueue(s, KH_EMM_UNIQUE, 7, build, &b, NULL, NULL), KH_ERR_INVAL);
+	b.len = KH_EMM_MAX + 1;
+	assert_int_equal(kh_store_emm_enqueue(s, KH_EMM_UNIQUE, 7, build, &b, NULL, NULL), KH_ERR_TOO_LARGE);
+	assert_int_equal(raw_int(c->path, "SELECT last_seq FROM emm_seq WHERE address = 7"), 1);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM emm_queue"), 1);
+
+	b.len = KH_EMM_MAX;
+	assert_int_equal(kh_store_emm_enqueue(s, KH_EMM_UNIQUE, 7, build, &b, &seq, NULL), KH_OK);
+	assert_int_equal(seq, 2);
+	b.len = 40;
+	assert_int_equal(kh_store_emm_enqueue(s, KH_EMM_ALL, 0, build, &b, &seq, NULL), KH_OK);
+	assert_int_equal(seq, 1);
+
+	/* Inside a caller's transaction that is rolled back, nothing is kept either. */
+	assert_int_equal(kh_store_begin(s), KH_OK);
+	assert_int_equal(kh_store_begin(s), KH_ERR_INVAL);
+	assert_int_equal(kh_store_emm_enqueue(s, KH_EMM_UNIQUE, 7, build, &b, &seq, NULL), KH_OK);
+	assert_int_equal(seq, 3);
+	kh_store_rollback(s);
+	assert_int_equal(kh_store_in_tx(s), 0);
+
+	/* The broadcast queue, in order, from a cursor, with a limit. */
+	assert_int_equal(kh_store_emm_fetch(s, 0, 0, collect, &f, &last), KH_OK);
+	assert_int_equal(f.n, 3);
+	assert_int_equal(f.seqs[0], 1);
+	assert_int_equal(f.seqs[1], 2);
+	assert_int_equal(f.seqs[2], 1);
+	assert_true(f.ids[0] < f.ids[1] && f.ids[1] < f.ids[2]);
+	assert_int_equal(last, f.ids[2]);
+	memset(&f, 0, sizeof f);
+	assert_int_equal(kh_store_emm_fetch(s, last, 0, collect, &f, &last), KH_OK);
+	assert_int_equal(f.n, 0);
+	memset(&f, 0, sizeof f);
+	assert_int_equal(kh_store_emm_fetch(s, 0, 1, collect, &f, &last), KH_OK);
+	assert_int_equal(f.n, 1);
+	memset(&f, 0, sizeof f);
+	assert_int_equal(kh_store_emm_fetch(s, last, 5, collect, &f, &last), KH_OK);
+	assert_int_equal(f.n, 2);
+	/* A callback error stops the fetch and is returned; the store stays usable. */
+	memset(&f, 0, sizeof f);
+	f.stop_after = 1;
+	assert_int_equal(kh_store_emm_fetch(s, 0, 0, collect, &f, NULL), KH_ERR_IO);
+	assert_int_equal(kh_store_next_emm_seq(s, KH_EMM_UNIQUE, 7, &seq), KH_OK);
+	assert_int_equal(seq, 3);
+	kh_store_close(s);
+}
+
+static void test_block_dup(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *s = NULL;
+	enum kh_store_verdict prev = KH_STORE_BLOCK_TRUNCATED;
+	int64_t t1;
+
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	assert_int_equal(kh_store_block_seen(s, 1001, 1, KH_STORE_BLOCK_OK, 0, &prev), KH_OK);
+	assert_int_equal(prev, KH_STORE_BLOCK_TRUNCATED); /* untouched */
+	raw_exec(c->path, "UPDATE usage_blocks SET received_at = 12345 WHERE ua = 1001");
+	t1 = raw_int(c->path, "SELECT received_at FROM usage_blocks WHERE ua = 1001 AND block_seq = 1");
+
+	/* Seen twice: EXISTS, and not one column changed, whatever the second verdict. */
+	assert_int_equal(kh_store_block_seen(s, 1001, 1, KH_STORE_BLOCK_OK, 0, &prev), KH_ERR_EXISTS);
+	assert_int_equal(prev, KH_STORE_BLOCK_OK);
+	assert_int_equal(kh_store_block_seen(s, 1001, 1, KH_STORE_BLOCK_TAMPERED, 0, &prev), KH_ERR_EXISTS);
+	assert_int_equal(prev, KH_STORE_BLOCK_OK);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM usage_blocks"), 1);
+	assert_int_equal(raw_int(c->path, "SELECT received_at FROM usage_blocks WHERE ua = 1001"), t1);
+	assert_int_equal(raw_int(c->path, "SELECT verdict = 'ok' FROM usage_blocks WHERE ua = 1001"), 1);
+
+	/* A forged copy that arrives first cannot shadow the genuine block. */
+	assert_int_equal(kh_store_block_seen(s, 1002, 9, KH_STORE_BLOCK_TAMPERED, 0, NULL), KH_OK);
+	assert_int_equal(kh_store_block_seen(s, 1002, 9, KH_STORE_BLOCK_TRUNCATED, 0, &prev), KH_ERR_EXISTS);
+	assert_int_equal(prev, KH_STORE_BLOCK_TAMPERED);
+	assert_int_equal(kh_store_block_seen(s, 1002, 9, KH_STORE_BLOCK_OK, 0, NULL), KH_OK);
+	assert_int_equal(kh_store_block_seen(s, 1002, 9, KH_STORE_BLOCK_OK, 0, &prev), KH_ERR_EXISTS);
+	assert_int_equal(prev, KH_STORE_BLOCK_OK);
+	assert_int_equal(kh_store_block_seen(s, 1003, 1, KH_STORE_BLOCK_FOREIGN, 0, NULL), KH_OK);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM usage_blocks"), 3);
+
+	/* A session that does not exist is a broken reference, not a silent NULL. */
+	assert_int_equal(kh_store_block_seen(s, 1004, 1, KH_STORE_BLOCK_OK, 77, NULL), KH_ERR_DB_CONSTRAINT);
+	assert_int_equal(kh_store_block_seen(s, 1004, 1, 9, 0, NULL), KH_ERR_INVAL);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM usage_blocks"), 3);
+	kh_store_close(s);
+}
+
+static void test_idempotency(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *s = NULL;
+	uint8_t h1[KH_STORE_IDEM_HASH_LEN], h2[KH_STORE_IDEM_HASH_LEN];
+	uint8_t *resp = NULL;
+	size_t len = 0;
+	char longkey[KH_STORE_IDEM_KEY_MAX + 2];
+
+	memset(h1, 1, sizeof h1);
+	memset(h2, 2, sizeof h2);
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	assert_int_equal(kh_store_idem_get(s, "k1", h1, &resp, &len), KH_ERR_NOTFOUND);
+	assert_int_equal(kh_store_idem_put(s, "k1", h1, (const uint8_t *)"first", 5), KH_OK);
+	assert_int_equal(kh_store_idem_put(s, "k1", h1, (const uint8_t *)"second", 6), KH_ERR_EXISTS);
+	assert_int_equal(kh_store_idem_get(s, "k1", h1, &resp, &len), KH_OK);
+	assert_int_equal(len, 5);
+	assert_memory_equal(resp, "first", 5);
+	free(resp);
+	resp = NULL;
+	/* The same key for another request. */
+	assert_int_equal(kh_store_idem_get(s, "k1", h2, &resp, &len), KH_ERR_IDEM_MISMATCH);
+	assert_null(resp);
+	/* An empty answer is an answer. */
+	assert_int_equal(kh_store_idem_put(s, "k2", h2, NULL, 0), KH_OK);
+	assert_int_equal(kh_store_idem_get(s, "k2", h2, &resp, &len), KH_OK);
+	assert_int_equal(len, 0);
+	free(resp);
+	/* Key length limits. */
+	memset(longkey, 'a', sizeof longkey - 1);
+	longkey[sizeof longkey - 1] = '\0';
+	assert_int_equal(kh_store_idem_put(s, longkey, h1, NULL, 0), KH_ERR_INVAL);
+	longkey[KH_STORE_IDEM_KEY_MAX] = '\0';
+	assert_int_equal(kh_store_idem_put(s, longkey, h1, NULL, 0), KH_OK);
+	assert_int_equal(kh_store_idem_put(s, "", h1, NULL, 0), KH_ERR_INVAL);
+
+	/* A repeat inside a caller's transaction leaves the transaction usable. */
+	assert_int_equal(kh_store_begin(s), KH_OK);
+	assert_int_equal(kh_store_idem_put(s, "k1", h1, (const uint8_t *)"x", 1), KH_ERR_EXISTS);
+	assert_int_equal(kh_store_idem_put(s, "k3", h1, (const uint8_t *)"third", 5), KH_OK);
+	assert_int_equal(kh_store_commit(s), KH_OK);
+	assert_int_equal(kh_store_commit(s), KH_ERR_INVAL);
+	kh_store_close(s);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM idempotency"), 4);
+}
+
+static kh_err tx_seq(struct kh_store *s, void *arg)
+{
+	uint32_t *seq = arg;
+	return kh_store_next_emm_seq(s, KH_EMM_GROUP, 5, seq);
+}
+
+static void test_busy_retry(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *a = NULL, *b = NULL;
+	struct kh_store_opts o = {.busy_timeout_ms = 5};
+	uint32_t seq = 0;
+
+	assert_int_equal(kh_store_open(c->url, &a), KH_OK);
+	assert_int_equal(kh_store_open_opts(c->url, &o, &b), KH_OK);
+	/* a holds the write lock: b retries, then reports the soft error, and nothing is half done. */
+	assert_int_equal(kh_store_begin(a), KH_OK);
+	assert_int_equal(kh_store_run_tx(b, tx_seq, &seq), KH_ERR_DB_BUSY);
+	assert_int_equal(kh_store_in_tx(b), 0);
+	assert_true(strstr(kh_store_last_error(b), c->path) != NULL);
+	assert_int_equal(kh_store_commit(a), KH_OK);
+	assert_int_equal(kh_store_run_tx(b, tx_seq, &seq), KH_OK);
+	assert_int_equal(seq, 1);
+	kh_store_close(a);
+	kh_store_close(b);
+}
+
+static kh_err crash_build(void *arg, uint32_t seq, uint8_t *out, size_t cap, size_t *len)
+{
+	struct build_arg b = {0, 64, 0};
+	(void)arg;
+	return build(&b, seq, out, cap, len);
+}
+
+/* The child: commit EMMs one by one and report each seq once its commit has returned. */
+static void crash_child(const char *url, int fd)
+{
+	struct kh_store *s = NULL;
+	uint32_t seq;
+
+	if (kh_store_open(url, &s) != KH_OK)
+		_exit(2);
+	for (int i = 0; i < 10000000; i++) {
+		if (kh_store_emm_enqueue(s, KH_EMM_UNIQUE, 9, crash_build, NULL, &seq, NULL) != KH_OK)
+			_exit(3);
+		if (write(fd, &seq, sizeof seq) != (ssize_t)sizeof seq)
+			_exit(4);
+	}
+	_exit(0);
+}
+
+static void test_crash(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *s = NULL;
+	struct fetched f;
+	int p[2], status = 0, n = 0;
+	uint32_t seq, last_ack = 0, next;
+	pid_t pid;
+
+	/* Create the database first, so the child's first commits are EMMs, not the schema. */
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	kh_store_close(s);
+	assert_int_equal(pipe(p), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(p[0]);
+		crash_child(c->url, p[1]);
+	}
+	close(p[1]);
+	while (n < 50 && read(p[0], &seq, sizeof seq) == (ssize_t)sizeof seq) {
+		assert_int_equal(seq, last_ack + 1);
+		last_ack = seq;
+		n++;
+	}
+	assert_int_equal(n, 50);
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	/* What the child wrote before it died was acknowledged too. */
+	while (read(p[0], &seq, sizeof seq) == (ssize_t)sizeof seq) {
+		assert_int_equal(seq, last_ack + 1);
+		last_ack = seq;
+	}
+	close(p[0]);
+
+	/* Every acknowledged seq is there, with its EMM, and at most the one in flight beyond. */
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	int64_t max = raw_int(c->path, "SELECT max(seq) FROM emm_queue WHERE address = 9");
+	int64_t cnt = raw_int(c->path, "SELECT count(*) FROM emm_queue WHERE address = 9");
+	int64_t last = raw_int(c->path, "SELECT last_seq FROM emm_seq WHERE address = 9");
+	assert_true(max == last_ack || max == (int64_t)last_ack + 1);
+	assert_int_equal(cnt, max); /* 1..max, none missing, none twice (UNIQUE) */
+	assert_int_equal(last, max);
+	memset(&f, 0, sizeof f);
+	assert_int_equal(kh_store_emm_fetch(s, 0, 16, collect, &f, NULL), KH_OK);
+	assert_int_equal(f.n, 16);
+	for (int i = 0; i < 16; i++)
+		assert_int_equal(f.seqs[i], (uint32_t)i + 1);
+	/* And the sequence goes on from there. */
+	assert_int_equal(kh_store_next_emm_seq(s, KH_EMM_UNIQUE, 9, &next), KH_OK);
+	assert_int_equal(next, (uint32_t)max + 1);
+	kh_store_close(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_urls, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sync_option, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migrations_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_foreign_db, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seq_increase, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_enqueue_atomic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_block_dup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_busy_retry, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
