@@ -47,4 +47,10 @@ static const uint8_t fz_cas_ku[32] __attribute__((unused)) = "keyhole fuzz card 
 static const uint8_t fz_cas_gkey[32] __attribute__((unused)) = "keyhole fuzz group key v1......";
 static const uint8_t fz_cas_akey[32] __attribute__((unused)) = "keyhole fuzz all key v1........";
 
+/*
+ * fuzz_usage: the card's Ed25519 signing seed (a public test value); the harness derives the
+ * public key with kh_ed25519_public. Blocks are sealed under fz_cas_ku.
+ */
+static const uint8_t fz_usage_sign_sk[32] __attribute__((unused)) = "keyhole fuzz card sign key v1..";
+
 #endif

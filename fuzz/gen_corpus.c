@@ -44,6 +44,7 @@
 #include "keyhole/module.h"
 #include "keyhole/pair.h"
 #include "keyhole/scramble.h"
+#include "keyhole/usage.h"
 
 #include "fuzz_common.h"
 
@@ -956,6 +957,125 @@ static void gen_emm(void)
 	}
 }
 
+/* ---- fuzz_usage: the card's usage block and upload hello under the keys of fuzz_common.h ---- */
+
+/* put() with the harness's selector byte in front. */
+static void put_sel(const char *name, uint8_t sel, const uint8_t *p, size_t n)
+{
+	static uint8_t buf[4096];
+
+	if (n + 1 > sizeof buf)
+		die("put_sel", KH_ERR_INVAL);
+	buf[0] = sel;
+	memcpy(buf + 1, p, n);
+	put("fuzz_usage", name, buf, n + 1);
+}
+
+/* A block's contents as the card writes them (applet_usage.c): np purchases. */
+static size_t usage_pt(uint8_t *buf, size_t cap, size_t np, uint8_t export_ok)
+{
+	uint8_t v[16];
+	struct kh_wr w;
+	size_t i;
+
+	kh_wr_init(&w, buf, cap);
+	kh_tlv_put_u32(&w, KH_USAGE_T_CREDIT, FZ_CAS_CREDIT - 300);
+	for (i = 0; i < np; i++) {
+		kh_put_be32(v, (uint32_t)(7 + i));
+		kh_put_be32(v + 4, (uint32_t)(100 + i));
+		kh_put_be64(v + 8, FZ_CAS_NOW - 3600 + i);
+		kh_tlv_put(&w, KH_USAGE_T_PURCHASE, v, 16);
+	}
+	kh_put_be32(v, 120);
+	kh_put_be32(v + 4, 118);
+	kh_put_be32(v + 8, 2);
+	kh_put_be32(v + 12, 5);
+	kh_tlv_put(&w, KH_USAGE_T_COUNTERS, v, 16);
+	v[0] = 1;
+	v[1] = 1;
+	kh_tlv_put(&w, KH_USAGE_T_VERSIONS, v, 2);
+	kh_tlv_put_u32(&w, KH_USAGE_T_RELOAD, 2);
+	check("usage pt", kh_tlv_put_u8(&w, KH_USAGE_T_EXPORT, export_ok));
+	return w.len;
+}
+
+static void gen_usage(void)
+{
+	static const uint8_t other_ku[32] = "gen corpus other Ku ...........";
+	uint8_t pt[KH_USAGE_MAX], blk[KH_USAGE_MAX], nonce[KH_HELLO_NONCE_MAX], pk[32];
+	uint8_t msg[KH_HELLO_MSG_LEN(KH_HELLO_NONCE_MAX)], in[1 + KH_HELLO_NONCE_MAX + KH_HELLO_LEN];
+	struct kh_usage_hdr h = {FZ_CAS_UA, 1, FZ_CAS_NOW};
+	struct kh_usage u;
+	size_t n, p, i;
+	struct kh_wr w;
+	static const size_t nls[3] = {KH_HELLO_NONCE_MIN, 32, KH_HELLO_NONCE_MAX};
+
+	check("usage pk", kh_ed25519_public(fz_usage_sign_sk, pk));
+	/* Valid blocks: 0, 1 and 64 purchases, export 0 and 1 (selector 0: a block). */
+	p = usage_pt(pt, sizeof pt, 0, 0);
+	check("usage seal", kh_usage_seal(fz_cas_ku, fz_usage_sign_sk, &h, pt, p, blk, sizeof blk, &n));
+	check("usage open", kh_usage_open(fz_cas_ku, pk, blk, n, &u));
+	put_sel("block-0-purchases-export0", 0, blk, n);
+	h.block_seq = 2;
+	p = usage_pt(pt, sizeof pt, 1, 1);
+	check("usage seal", kh_usage_seal(fz_cas_ku, fz_usage_sign_sk, &h, pt, p, blk, sizeof blk, &n));
+	check("usage open", kh_usage_open(fz_cas_ku, pk, blk, n, &u));
+	put_sel("block-1-purchase-export1", 0, blk, n);
+	/* Damaged: a flipped signature byte, one byte short, a wrong version. */
+	blk[n - 1] ^= 0x01;
+	put_sel("block-badsig", 0, blk, n);
+	blk[n - 1] ^= 0x01;
+	put_sel("block-cut", 0, blk, n - 1);
+	blk[0] = 2;
+	put_sel("block-badver", 0, blk, n);
+	h.block_seq = 3;
+	p = usage_pt(pt, sizeof pt, KH_USAGE_MAX_PURCHASES, 1);
+	check("usage seal", kh_usage_seal(fz_cas_ku, fz_usage_sign_sk, &h, pt, p, blk, sizeof blk, &n));
+	check("usage open", kh_usage_open(fz_cas_ku, pk, blk, n, &u));
+	put_sel("block-64-purchases", 0, blk, n);
+	/* Signed by the card but sealed under another Ku: the tag fails. */
+	check("usage seal", kh_usage_seal(other_ku, fz_usage_sign_sk, &h, pt, p, blk, sizeof blk, &n));
+	put_sel("block-other-ku", 0, blk, n);
+	/* Authentic, but the contents break a rule: an unknown tag, a missing field. */
+	h.block_seq = 4;
+	p = usage_pt(pt, sizeof pt, 1, 0);
+	kh_wr_init(&w, pt + p, sizeof pt - p);
+	check("usage tag", kh_tlv_put_u8(&w, 9, 0));
+	check("usage seal", kh_usage_seal(fz_cas_ku, fz_usage_sign_sk, &h, pt, p + w.len, blk, sizeof blk, &n));
+	put_sel("block-tlv-unknown-tag", 0, blk, n);
+	check("usage seal", kh_usage_seal(fz_cas_ku, fz_usage_sign_sk, &h, pt, p - 4, blk, sizeof blk, &n));
+	put_sel("block-tlv-no-export", 0, blk, n);
+	/* Selector 2: the rest is also contents the harness seals (reaches the parser by mutation). */
+	p = usage_pt(pt, sizeof pt, 1, 1);
+	put_sel("contents-1-purchase", 2, pt, p);
+	p = usage_pt(pt, sizeof pt, 3, 0);
+	memcpy(pt + p, pt, 7); /* credit twice */
+	put_sel("contents-duplicate", 2, pt, p + 7);
+
+	/* Hellos (selector 1: u8 noncelen | nonce | hello) with nonces of 16, 32 and 64 bytes. */
+	for (i = 0; i < 3; i++) {
+		char name[32];
+		size_t nl = nls[i];
+		check("nonce", kh_random(nonce, nl));
+		in[0] = (uint8_t)nl;
+		memcpy(in + 1, nonce, nl);
+		kh_put_be32(in + 1 + nl, FZ_CAS_UA);
+		kh_put_be32(in + 1 + nl + 4, 3);
+		kh_put_be64(in + 1 + nl + 8, FZ_CAS_NOW);
+		kh_hello_msg(nonce, nl, FZ_CAS_UA, 3, FZ_CAS_NOW, msg);
+		check("hello sign", kh_ed25519_sign(fz_usage_sign_sk, msg, KH_HELLO_MSG_LEN(nl), in + 1 + nl + 16));
+		check("hello verify", kh_hello_verify(pk, in + 1, nl, in + 1 + nl, KH_HELLO_LEN, &h));
+		snprintf(name, sizeof name, "hello-nonce%zu", nl);
+		put_sel(name, 1, in, 1 + nl + KH_HELLO_LEN);
+		if (i == 1) {
+			in[1 + nl + 16] ^= 0x01;
+			put_sel("hello-badsig", 1, in, 1 + nl + KH_HELLO_LEN);
+			in[1 + nl + 16] ^= 0x01;
+			put_sel("hello-cut", 1, in, nl + KH_HELLO_LEN);
+		}
+	}
+}
+
 /* fuzz_cas inputs: chunks of u8 mode | u16 length | bytes. */
 static void chunk(struct seq *s, uint8_t mode, const uint8_t *p, size_t n)
 {
@@ -1142,6 +1262,8 @@ int main(int argc, char **argv)
 	gen_ecm();
 	gen_emm();
 	gen_cas();
+	kh_rng_det_init(&rng_gen, (const uint8_t *)"keyhole gen corpus usage", 24);
+	gen_usage();
 
 	printf("ROOT_PK for fuzz/fuzz_cert.c:\n");
 	for (i = 0; i < 32; i++)
