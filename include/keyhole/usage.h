@@ -75,9 +75,10 @@ KH_WARN_UNUSED kh_err kh_usage_seal(const uint8_t ku[static 32], const uint8_t s
 /* The clear header (anyone): KH_ERR_TRUNCATED, KH_ERR_TOO_LARGE, KH_ERR_VERSION. */
 KH_WARN_UNUSED kh_err kh_usage_peek(const uint8_t *blk, size_t n, struct kh_usage_hdr *h);
 /*
- * The center's side: check the signature with the card's certified key (KH_ERR_AUTH), open the
- * body with Ku (KH_ERR_AUTH), parse the contents (KH_ERR_TLV_TAG, KH_ERR_FORMAT). *u is written
- * only on success.
+ * The center's side: the framing (as kh_usage_peek), the signature with the card's certified key
+ * (KH_ERR_AUTH), the body under Ku (KH_ERR_AUTH), the contents (KH_ERR_TLV_TAG unknown tag,
+ * KH_ERR_TRUNCATED a TLV cut short, KH_ERR_FORMAT a missing, repeated or malformed field). *u is
+ * written only on success.
  */
 KH_WARN_UNUSED kh_err kh_usage_open(const uint8_t ku[static 32], const uint8_t sign_pk[static 32],
 				    const uint8_t *blk, size_t n, struct kh_usage *u);
@@ -86,7 +87,9 @@ KH_WARN_UNUSED kh_err kh_usage_open(const uint8_t ku[static 32], const uint8_t s
 #define KH_HELLO_MSG_LEN(noncelen) (sizeof KH_HELLO_LABEL - 1 + (noncelen) + 16)
 void kh_hello_msg(const uint8_t *nonce, size_t noncelen, uint32_t ua, uint32_t block_seq, uint64_t card_time,
 		  uint8_t *msg);
-/* Check a hello against the nonce and the card's certified key: KH_ERR_AUTH, KH_ERR_FORMAT. */
+/* Check a hello against the nonce and the card's certified key: KH_ERR_INVAL for a nonce
+ * outside [16, 64] bytes, KH_ERR_TRUNCATED / KH_ERR_TRAILING for a hello of another length than
+ * KH_HELLO_LEN, KH_ERR_AUTH for a signature that does not verify. *h only on success. */
 KH_WARN_UNUSED kh_err kh_hello_verify(const uint8_t sign_pk[static 32], const uint8_t *nonce, size_t noncelen,
 				      const uint8_t *hello, size_t n, struct kh_usage_hdr *h);
 
