@@ -655,6 +655,13 @@ static kh_err load_tls(struct kh_http *h)
 	size_t n = 0;
 	kh_err r;
 
+	/* A start that failed earlier may have loaded them already. */
+	free(h->cert);
+	h->cert = NULL;
+	if (h->key)
+		kh_wipe(h->key, h->keylen);
+	free(h->key);
+	h->key = NULL;
 	if ((r = kh_file_read(h->cfg.cert_file, PEM_LIMIT, &d, &n)) != KH_OK)
 		return r;
 	h->cert = calloc(1, n + 1);
