@@ -1,0 +1,202 @@
+/*
+ * The HTTP/JSON service layer every center speaks (DESIGN.md §8): an HTTP/1.1 server over GNU
+ * libmicrohttpd with keep-alive and optional HTTPS (TLS 1.3 only, GnuTLS inside libmicrohttpd),
+ * a route table of {method, "/v1/cards/{ua}", handler}, JSON bodies parsed with jansson, error
+ * bodies {"error": {"code", "message"}} generated from the error registry (keyhole/err.h), an
+ * Idempotency-Key hook, Prometheus /metrics with a registry services add their own metrics to,
+ * one key=value log line per request, and a stop that lets requests in flight finish.
+ * Binary fields in JSON are unpadded base64url (RFC 4648 §5). Contracts: docs/internals/http.md.
+ * Host and center zones only.
+ */
+#ifndef KEYHOLE_HTTP_H
+#define KEYHOLE_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "keyhole/err.h"
+
+/* ---------------------------------------------------------------- base64url (unpadded) */
+
+/* Characters kh_b64url_encode writes for n bytes (without the terminating NUL). */
+size_t kh_b64url_len(size_t n);
+/*
+ * Encode n bytes as unpadded base64url into out (cap bytes, at least kh_b64url_len(n) + 1; NUL
+ * terminated). KH_ERR_BUF when out is too small (nothing written).
+ */
+KH_WARN_UNUSED kh_err kh_b64url_encode(const uint8_t *in, size_t n, char *out, size_t cap);
+/*
+ * Decode inlen characters of unpadded base64url into out (cap bytes); *outlen gets the byte
+ * count. Strict: KH_ERR_INVAL for any character outside A-Z a-z 0-9 - _ (padding '=',
+ * whitespace, '+' and '/' included), a length of 1 mod 4, or non-zero unused bits in the last
+ * character (so every byte string has exactly one encoding). KH_ERR_BUF when cap is too small.
+ * out is written only on success.
+ */
+KH_WARN_UNUSED kh_err kh_b64url_decode(const char *in, size_t inlen, uint8_t *out, size_t cap,
+				       size_t *outlen);
+
+/* ---------------------------------------------------------------- JSON helpers */
+
+/*
+ * Binary field `key` of a JSON object: a base64url string decoded into out (cap bytes).
+ * KH_ERR_NOTFOUND when absent, KH_ERR_INVAL when not a string or not base64url, KH_ERR_BUF
+ * when longer than cap. exact != 0 also demands *outlen == cap (KH_ERR_INVAL otherwise).
+ */
+KH_WARN_UNUSED kh_err kh_json_get_b64(const json_t *obj, const char *key, uint8_t *out, size_t cap,
+				      size_t *outlen, int exact);
+/* Set obj[key] to the base64url string of n bytes. KH_ERR_NOMEM. */
+KH_WARN_UNUSED kh_err kh_json_set_b64(json_t *obj, const char *key, const uint8_t *in, size_t n);
+/* The error body {"error": {"code": kh_err_json(e), "message": msg or kh_strerror(e)}}. */
+json_t *kh_json_error(kh_err e, const char *msg);
+
+/* ---------------------------------------------------------------- metrics */
+
+/*
+ * A registry of Prometheus metrics. A metric is one sample: a family name, an optional label
+ * set written as Prometheus writes it (`method="GET",code="200"`), a value. Families are
+ * created on first use with their help text and type; all calls are thread-safe (a mutex
+ * guards the registry, values are atomics), and a handle stays valid until kh_metrics_free.
+ */
+struct kh_metrics;
+struct kh_metric;
+
+enum kh_metric_type { KH_METRIC_COUNTER = 1, KH_METRIC_GAUGE = 2 };
+
+KH_WARN_UNUSED kh_err kh_metrics_new(struct kh_metrics **out);
+void kh_metrics_free(struct kh_metrics *m);
+/*
+ * The metric name{labels}, created when new. name must match [a-zA-Z_:][a-zA-Z0-9_:]*;
+ * labels is NULL or `k="v",k2="v2"` with values already escaped (kh_metrics_label_escape).
+ * KH_ERR_INVAL for a bad name, or a name already registered with another type.
+ */
+KH_WARN_UNUSED kh_err kh_metrics_get(struct kh_metrics *m, enum kh_metric_type type, const char *name,
+				     const char *help, const char *labels, struct kh_metric **out);
+/* Shorthands: a counter / gauge without labels. */
+KH_WARN_UNUSED kh_err kh_metrics_counter(struct kh_metrics *m, const char *name, const char *help,
+					 struct kh_metric **out);
+KH_WARN_UNUSED kh_err kh_metrics_gauge(struct kh_metrics *m, const char *name, const char *help,
+				       struct kh_metric **out);
+void kh_metric_add(struct kh_metric *c, int64_t n); /* counters: n >= 0; gauges: any sign */
+void kh_metric_set(struct kh_metric *g, int64_t v); /* gauges */
+int64_t kh_metric_value(const struct kh_metric *c);
+/* Escape a label value into out (cap bytes): backslash, double quote and newline. KH_ERR_BUF. */
+KH_WARN_UNUSED kh_err kh_metrics_label_escape(const char *v, char *out, size_t cap);
+/* The text exposition format (version 0.0.4) of every metric; *out is malloc'd, NUL terminated. */
+KH_WARN_UNUSED kh_err kh_metrics_render(struct kh_metrics *m, char **out, size_t *len);
+
+/* ---------------------------------------------------------------- server */
+
+struct kh_http;
+struct kh_http_req;
+struct kh_http_resp;
+
+/*
+ * A handler answers one request: it sets a response with kh_http_reply*() and returns KH_OK,
+ * or returns an error code and sets nothing, and the server answers with that code's HTTP
+ * status and error body. A handler that returns KH_OK without replying gets a 500.
+ * Handlers run on the server's threads (several at once): they must be thread-safe.
+ */
+typedef kh_err (*kh_http_handler)(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+
+struct kh_http_route {
+	const char *method;  /* "GET", "POST", "PUT", "PATCH", "DELETE" */
+	const char *pattern; /* "/v1/cards/{ua}/emms": literal segments and {name} segments */
+	kh_http_handler fn;
+	void *arg;           /* passed to fn */
+};
+
+/*
+ * The idempotency store (implemented elsewhere, e.g. over src/store/). When configured, a
+ * request carrying `Idempotency-Key: K` (1 to 255 visible ASCII characters, else 400) runs as:
+ *   get(K, fp) -> KH_OK: the first answer is sent again (status, JSON body), the handler does
+ *                 not run; KH_ERR_NOTFOUND: the handler runs, then put(K, fp, status, body)
+ *                 records its answer when the status is below 500; KH_ERR_EXISTS: K was used
+ *                 for another request (different fingerprint) -> 409 "exists"; any other error
+ *                 is answered as that error.
+ * fp is SHA-256 over method, NUL, path, NUL, body: the store keeps it with the answer and
+ * compares it in get. body is the compact JSON text the server sent (malloc'd by the store in
+ * get; the server frees it with free()). A failing put is logged, and the answer still sent:
+ * handlers that move money must also bind the key inside their own transaction (DESIGN.md §7),
+ * since two concurrent requests with one key can both miss in get.
+ */
+struct kh_http_idem {
+	kh_err (*get)(void *arg, const char *key, const uint8_t fp[32], int *status, char **body,
+		      size_t *len);
+	kh_err (*put)(void *arg, const char *key, const uint8_t fp[32], int status, const char *body,
+		      size_t len);
+	void *arg;
+};
+
+struct kh_http_config {
+	const char *host;        /* numeric address to bind; NULL or "" = 127.0.0.1; "0.0.0.0", "::" */
+	uint16_t port;           /* 0 = an ephemeral port (kh_http_port tells which) */
+	const char *cert_file;   /* PEM certificate chain: HTTPS (TLS 1.3) when set with key_file */
+	const char *key_file;    /* PEM private key, private to the process owner (kh_keyfile_read) */
+	size_t body_limit;       /* largest request body; 0 = KH_HTTP_BODY_LIMIT */
+	unsigned threads;        /* polling threads; 0 = 2 */
+	unsigned stop_timeout_ms;/* how long kh_http_stop waits for requests in flight; 0 = 10 s */
+	struct kh_metrics *metrics;     /* registry to use (not owned); NULL: the server makes one */
+	const struct kh_http_idem *idem;/* NULL: Idempotency-Key is passed to handlers only */
+};
+
+#define KH_HTTP_BODY_LIMIT (1024u * 1024u)
+
+/* A server, not yet listening. KH_ERR_INVAL for a bad config, KH_ERR_NOMEM. */
+KH_WARN_UNUSED kh_err kh_http_new(const struct kh_http_config *cfg, struct kh_http **out);
+/*
+ * Add n routes (copied; strings must outlive the server). Only before kh_http_start.
+ * KH_ERR_INVAL for a malformed pattern or method, KH_ERR_EXISTS for a duplicate method+pattern.
+ * GET /metrics is built in.
+ */
+KH_WARN_UNUSED kh_err kh_http_add_routes(struct kh_http *h, const struct kh_http_route *routes,
+					 size_t n);
+/*
+ * Listen and serve. KH_ERR_IO when the address cannot be bound, KH_ERR_KEYFILE_PERM / KH_ERR_IO
+ * for an unreadable certificate or key, KH_ERR_CRYPTO when TLS is asked and libmicrohttpd has
+ * no TLS support or refuses the certificate/key.
+ */
+KH_WARN_UNUSED kh_err kh_http_start(struct kh_http *h);
+/* The bound TCP port (after kh_http_start), 0 before. */
+uint16_t kh_http_port(const struct kh_http *h);
+/* 1 once kh_http_stop has begun: long handlers may use it to end early. */
+int kh_http_stopping(const struct kh_http *h);
+/*
+ * Stop accepting connections, let requests in flight finish and their answers be sent (up to
+ * stop_timeout_ms; answers sent meanwhile carry `Connection: close`), then close everything.
+ * Idempotent; safe to call from another thread than the one that started the server, but not
+ * from a handler.
+ */
+void kh_http_stop(struct kh_http *h);
+/* Stop (if running) and free. NULL does nothing. */
+void kh_http_free(struct kh_http *h);
+/* The server's metrics registry (the configured one or its own). */
+struct kh_metrics *kh_http_metrics(struct kh_http *h);
+/* 1 when this libmicrohttpd was built with TLS support. */
+int kh_http_tls_supported(void);
+
+/* ---------------------------------------------------------------- inside a handler */
+
+const char *kh_http_method(const struct kh_http_req *r);
+const char *kh_http_path(const struct kh_http_req *r);
+/* The value of path parameter {name}, NULL when the route has none by that name. */
+const char *kh_http_param(const struct kh_http_req *r, const char *name);
+/* A query argument (percent-decoded), NULL when absent; "" for `?flag`. */
+const char *kh_http_query(const struct kh_http_req *r, const char *name);
+/* A request header (case-insensitive name), NULL when absent. */
+const char *kh_http_header(const struct kh_http_req *r, const char *name);
+/* The parsed JSON body (always an object), NULL when the request had no body. Borrowed. */
+json_t *kh_http_body(const struct kh_http_req *r);
+/* The Idempotency-Key header, NULL when absent. */
+const char *kh_http_idempotency_key(const struct kh_http_req *r);
+
+/* Answer status with a JSON body (reference stolen, also on error; NULL = no body). */
+KH_WARN_UNUSED kh_err kh_http_reply(struct kh_http_resp *resp, int status, json_t *body);
+/* Answer an error from the registry: kh_err_http(e), {"error": {...}}; msg NULL = kh_strerror. */
+KH_WARN_UNUSED kh_err kh_http_reply_error(struct kh_http_resp *resp, kh_err e, const char *msg);
+/* Add a response header (copied), e.g. Location or Retry-After. KH_ERR_NOMEM, KH_ERR_INVAL. */
+KH_WARN_UNUSED kh_err kh_http_resp_header(struct kh_http_resp *resp, const char *name,
+					  const char *value);
+
+#endif

@@ -1,0 +1,124 @@
+/*
+ * What a handler of the HTTP server sees (method, path, {parameters}, query, headers, JSON body,
+ * Idempotency-Key) and how it answers (status and JSON body, or an error from the registry, plus
+ * headers). The server (http_server.c) turns the answer into bytes.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "http_int.h"
+
+kh_err kh_http_reply(struct kh_http_resp *resp, int status, json_t *body)
+{
+	if (!resp || status < 200 || status > 599 || resp->set) {
+		json_decref(body);
+		return KH_ERR_INVAL;
+	}
+	resp->set = 1;
+	resp->status = status;
+	resp->body = body;
+	return KH_OK;
+}
+
+kh_err kh_http_reply_error(struct kh_http_resp *resp, kh_err e, const char *msg)
+{
+	json_t *b;
+
+	if (e == KH_OK)
+		e = KH_ERR_INTERNAL;
+	b = kh_json_error(e, msg);
+	if (!b)
+		return KH_ERR_NOMEM;
+	return kh_http_reply(resp, kh_err_http(e), b);
+}
+
+static int valid_header_text(const char *s, int name)
+{
+	if (!s || (name && !*s))
+		return 0;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c < 0x20 || c == 0x7f || (name && (c == ':' || c == ' ')))
+			return 0;
+	}
+	return 1;
+}
+
+kh_err kh_http_resp_header(struct kh_http_resp *resp, const char *name, const char *value)
+{
+	char *n, *v;
+
+	if (!resp || !valid_header_text(name, 1) || !valid_header_text(value, 0))
+		return KH_ERR_INVAL;
+	if (resp->nhdr == KH__HTTP_MAX_HEADERS)
+		return KH_ERR_TOO_LARGE;
+	n = strdup(name);
+	v = strdup(value);
+	if (!n || !v) {
+		free(n);
+		free(v);
+		return KH_ERR_NOMEM;
+	}
+	resp->hdr[resp->nhdr][0] = n;
+	resp->hdr[resp->nhdr][1] = v;
+	resp->nhdr++;
+	return KH_OK;
+}
+
+void kh__http_resp_clear(struct kh_http_resp *resp)
+{
+	json_decref(resp->body);
+	for (size_t i = 0; i < resp->nhdr; i++) {
+		free(resp->hdr[i][0]);
+		free(resp->hdr[i][1]);
+	}
+	memset(resp, 0, sizeof *resp);
+}
+
+const char *kh_http_method(const struct kh_http_req *r)
+{
+	return r ? r->method : NULL;
+}
+
+const char *kh_http_path(const struct kh_http_req *r)
+{
+	return r ? r->path : NULL;
+}
+
+const char *kh_http_param(const struct kh_http_req *r, const char *name)
+{
+	if (!r || !r->route || !name)
+		return NULL;
+	for (size_t i = 0; i < r->route->nseg; i++)
+		if ((r->route->param_mask >> i & 1) && strcmp(r->route->seg[i], name) == 0)
+			return r->param_val[i];
+	return NULL;
+}
+
+const char *kh_http_query(const struct kh_http_req *r, const char *name)
+{
+	const char *v;
+
+	if (!r || !name)
+		return NULL;
+	v = NULL;
+	if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name), &v,
+					  NULL) != MHD_YES)
+		return NULL;
+	return v ? v : "";
+}
+
+const char *kh_http_header(const struct kh_http_req *r, const char *name)
+{
+	return r && name ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
+}
+
+json_t *kh_http_body(const struct kh_http_req *r)
+{
+	return r ? r->json : NULL;
+}
+
+const char *kh_http_idempotency_key(const struct kh_http_req *r)
+{
+	return r ? r->idem_key : NULL;
+}

@@ -1,0 +1,809 @@
+/*
+ * The HTTP/1.1 + JSON server every center runs behind (DESIGN.md §8), over GNU libmicrohttpd:
+ * a pool of polling threads, keep-alive, HTTPS restricted to TLS 1.3 through libmicrohttpd's
+ * GnuTLS backend. A request walks: route match (404 / 405 with Allow) and header checks
+ * (413 on a declared Content-Length over the limit, 415 when a body is not application/json,
+ * 400 on a bad Idempotency-Key) as soon as its headers are in; the body is gathered up to the
+ * limit (413 beyond), parsed with jansson (400 "malformed" unless one JSON object without
+ * duplicate keys); the idempotency store may answer in the handler's place; the handler
+ * answers. When the answer has been sent, the request is counted in the metrics and logged in
+ * one key=value line. Contracts and choices: docs/internals/http.md.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+#include <openssl/evp.h>
+
+#include "keyhole/crypto.h"
+#include "keyhole/file.h"
+#include "keyhole/http.h"
+#include "keyhole/log.h"
+#include "http_int.h"
+
+#define MAX_SEGS KH__HTTP_MAX_SEGS
+#define MAX_IDEM_KEY 255
+#define PEM_LIMIT (1024 * 1024)
+/* A chunked body over the limit is read and dropped to answer 413, up to this many limits. */
+#define DISCARD_FACTOR 16
+
+struct kh_http {
+	struct kh_http_config cfg;
+	char *host;
+	struct kh__http_route *routes;
+	size_t nroutes;
+	struct MHD_Daemon *d;
+	MHD_socket listen_fd;
+	uint16_t port;
+	struct kh_metrics *metrics;
+	int own_metrics;
+	struct kh_metric *inflight_gauge;
+	atomic_int stopping;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned inflight;
+	char *cert, *key;
+	size_t certlen, keylen;
+};
+
+/* ---------------------------------------------------------------- routes */
+
+kh_err kh_http_add_routes(struct kh_http *h, const struct kh_http_route *routes, size_t n)
+{
+	struct kh__http_route *nr;
+	size_t i, j, first;
+	kh_err r;
+
+	if (!h || (n && !routes) || h->d)
+		return KH_ERR_INVAL;
+	if (n > 4096)
+		return KH_ERR_TOO_LARGE;
+	nr = realloc(h->routes, (h->nroutes + n) * sizeof *nr);
+	if (!nr && h->nroutes + n)
+		return KH_ERR_NOMEM;
+	h->routes = nr;
+	first = h->nroutes;
+	for (i = 0; i < n; i++) {
+		struct kh__http_route *rt = &h->routes[h->nroutes];
+		memset(rt, 0, sizeof *rt);
+		rt->method = routes[i].method;
+		rt->pattern = routes[i].pattern;
+		rt->fn = routes[i].fn;
+		rt->arg = routes[i].arg;
+		if (!kh__http_valid_method(rt->method) || !rt->fn) {
+			r = KH_ERR_INVAL;
+			goto bad;
+		}
+		if ((r = kh__http_route_parse(rt)) != KH_OK)
+			goto bad;
+		if (rt->nseg == 1 && strcmp(rt->seg[0], "metrics") == 0 && !rt->param_mask) {
+			r = KH_ERR_EXISTS;
+			goto bad;
+		}
+		for (j = 0; j < h->nroutes; j++)
+			if (strcmp(h->routes[j].method, rt->method) == 0 && kh__http_route_same_shape(&h->routes[j], rt)) {
+				r = KH_ERR_EXISTS;
+				goto bad;
+			}
+		h->nroutes++;
+		continue;
+bad:
+		/* All or nothing: drop the routes of this call already added. */
+		free(rt->segbuf);
+		while (h->nroutes > first)
+			free(h->routes[--h->nroutes].segbuf);
+		return r;
+	}
+	return KH_OK;
+}
+
+/* ---------------------------------------------------------------- responses */
+
+/* Remember the error code of an answer for keyhole_http_errors_total. */
+static void note_errcode(struct kh_http_req *r, const json_t *body)
+{
+	const char *code = json_string_value(json_object_get(json_object_get(body, "error"), "code"));
+	snprintf(r->errcode, sizeof r->errcode, "%s", code ? code : "other");
+}
+
+static void count(struct kh_http *h, const struct kh_http_req *r);
+
+/*
+ * Queue text (malloc'd, taken over) with status and the response's headers. Counted in the
+ * metrics here, before a byte is sent, so a client that has its answer sees it counted.
+ */
+static enum MHD_Result send_text(struct kh_http_req *r, int status, char *text, size_t len,
+				 const char *ctype, const struct kh_http_resp *resp,
+				 const char *allow, int replayed)
+{
+	struct MHD_Response *m;
+	enum MHD_Result ret;
+
+	m = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+	if (!m) {
+		free(text);
+		return MHD_NO;
+	}
+	if (ctype)
+		MHD_add_response_header(m, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	if (allow)
+		MHD_add_response_header(m, MHD_HTTP_HEADER_ALLOW, allow);
+	if (replayed)
+		MHD_add_response_header(m, "Idempotent-Replayed", "true");
+	for (size_t i = 0; resp && i < resp->nhdr; i++)
+		MHD_add_response_header(m, resp->hdr[i][0], resp->hdr[i][1]);
+	if (atomic_load(&r->h->stopping))
+		MHD_add_response_header(m, MHD_HTTP_HEADER_CONNECTION, "close");
+	ret = MHD_queue_response(r->conn, (unsigned)status, m);
+	MHD_destroy_response(m);
+	r->queued = 1;
+	r->status = status;
+	if (status >= 400 && !r->errcode[0])
+		snprintf(r->errcode, sizeof r->errcode, "other");
+	count(r->h, r);
+	return ret;
+}
+
+static char *dump(const json_t *body, size_t *len)
+{
+	char *s;
+
+	if (!body) {
+		s = strdup("");
+		*len = 0;
+		return s;
+	}
+	s = json_dumps(body, JSON_COMPACT);
+	*len = s ? strlen(s) : 0;
+	return s;
+}
+
+static enum MHD_Result send_json(struct kh_http_req *r, int status, const json_t *body,
+				 const struct kh_http_resp *resp, const char *allow)
+{
+	size_t len;
+	char *text = dump(body, &len);
+
+	if (!text)
+		return MHD_NO;
+	if (status >= 400)
+		note_errcode(r, body);
+	return send_text(r, status, text, len, body ? "application/json" : NULL, resp, allow, 0);
+}
+
+static enum MHD_Result send_error(struct kh_http_req *r, kh_err e, const char *msg, const char *allow)
+{
+	json_t *b = kh_json_error(e, msg);
+	enum MHD_Result ret;
+
+	if (!b)
+		return MHD_NO;
+	ret = send_json(r, kh_err_http(e), b, NULL, allow);
+	json_decref(b);
+	return ret;
+}
+
+/* 405 has no code of its own in the registry: the body says method_not_allowed. */
+static enum MHD_Result send_405(struct kh_http_req *r, const char *allow)
+{
+	json_t *b = json_pack("{s:{s:s,s:s}}", "error", "code", "method_not_allowed", "message",
+			      "method not allowed for this path");
+	enum MHD_Result ret;
+
+	if (!b)
+		return MHD_NO;
+	ret = send_json(r, MHD_HTTP_METHOD_NOT_ALLOWED, b, NULL, allow);
+	json_decref(b);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- request life */
+
+/* The path for the log line: printable ASCII only (no spaces or quotes), at most 200 chars. */
+static void log_path(const char *in, char *out, size_t cap)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+
+	for (; *in && o + 4 < cap && o < 200; in++) {
+		unsigned char c = (unsigned char)*in;
+		if (c > 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '%') {
+			out[o++] = (char)c;
+		} else {
+			out[o++] = '%';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		}
+	}
+	if (*in && o + 4 < cap) {
+		memcpy(out + o, "...", 3);
+		o += 3;
+	}
+	out[o] = '\0';
+}
+
+static const char *method_label(const char *m)
+{
+	static const char *const known[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"};
+	for (size_t i = 0; m && i < sizeof known / sizeof known[0]; i++)
+		if (strcmp(m, known[i]) == 0)
+			return known[i];
+	return "other";
+}
+
+static void count(struct kh_http *h, const struct kh_http_req *r)
+{
+	struct kh_metric *c;
+	char labels[128], esc[96];
+
+	snprintf(labels, sizeof labels, "method=\"%s\",code=\"%d\"", method_label(r->method),
+		 r->status);
+	if (kh_metrics_get(h->metrics, KH_METRIC_COUNTER, "keyhole_http_requests_total",
+			   "HTTP requests answered, by method and status", labels, &c) == KH_OK)
+		kh_metric_add(c, 1);
+	if (r->status >= 400 && r->errcode[0] &&
+	    kh_metrics_label_escape(r->errcode, esc, sizeof esc) == KH_OK) {
+		snprintf(labels, sizeof labels, "code=\"%s\"", esc);
+		if (kh_metrics_get(h->metrics, KH_METRIC_COUNTER, "keyhole_http_errors_total",
+				   "HTTP error answers, by error code", labels, &c) == KH_OK)
+			kh_metric_add(c, 1);
+	}
+}
+
+static void req_free(struct kh_http_req *r)
+{
+	if (!r)
+		return;
+	kh__http_resp_clear(&r->resp);
+	json_decref(r->json);
+	free(r->body);
+	free(r->pathbuf);
+	free(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct kh_http *h = cls;
+	struct kh_http_req *r = *con_cls;
+	struct timespec t1;
+	long long us;
+	char path[256];
+
+	(void)c;
+	if (!r)
+		return;
+	*con_cls = NULL;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	us = (long long)(t1.tv_sec - r->t0.tv_sec) * 1000000 + (t1.tv_nsec - r->t0.tv_nsec) / 1000;
+	if (kh_log_enabled(KH_LOG_INFO)) {
+		log_path(r->path, path, sizeof path);
+		if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+			kh_log_info("http.request", "method=%s path=%s status=%d duration_us=%lld",
+				    method_label(r->method), path, r->status, us);
+		else
+			kh_log_info("http.request",
+				    "method=%s path=%s status=%d duration_us=%lld aborted=%d",
+				    method_label(r->method), path, r->status, us, (int)toe);
+	}
+	req_free(r);
+	pthread_mutex_lock(&h->lock);
+	h->inflight--;
+	kh_metric_set(h->inflight_gauge, (int64_t)h->inflight);
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+static int is_json_type(const char *ct)
+{
+	size_t n = strlen("application/json");
+
+	if (!ct)
+		return 0;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	if (strncasecmp(ct, "application/json", n) != 0)
+		return 0;
+	ct += n;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	return *ct == '\0' || *ct == ';';
+}
+
+static int valid_idem_key(const char *k)
+{
+	size_t n = strlen(k);
+
+	if (n == 0 || n > MAX_IDEM_KEY)
+		return 0;
+	for (; *k; k++)
+		if ((unsigned char)*k <= 0x20 || (unsigned char)*k >= 0x7f)
+			return 0;
+	return 1;
+}
+
+/* Checks made as soon as the headers are in: route, body size, content type, key. */
+static enum MHD_Result on_headers(struct kh_http_req *r)
+{
+	struct kh_http *h = r->h;
+	char *seg[MAX_SEGS + 1];
+	size_t nseg = 0;
+	char allow[64];
+	int found;
+	const char *cl, *te, *ct;
+	int has_body = 0;
+
+	if (strcmp(r->path, "/metrics") == 0) {
+		if (strcmp(r->method, "GET") != 0)
+			return send_405(r, "GET");
+		return MHD_YES;
+	}
+	r->pathbuf = strdup(r->path);
+	if (!r->pathbuf)
+		return send_error(r, KH_ERR_NOMEM, NULL, NULL);
+	if (r->pathbuf[0] == '/') {
+		char *p = r->pathbuf + 1, *s;
+		for (; p && nseg <= MAX_SEGS; p = s) {
+			s = strchr(p, '/');
+			if (s)
+				*s++ = '\0';
+			seg[nseg++] = p;
+		}
+		if (p)
+			nseg = 0; /* too many segments: no route has that many */
+	}
+	r->route = nseg && nseg <= MAX_SEGS ?
+			   kh__http_route_match(h->routes, h->nroutes, r->method, seg, nseg, &found,
+						 allow, sizeof allow) : NULL;
+	if (!r->route) {
+		if (nseg && nseg <= MAX_SEGS && found)
+			return send_405(r, allow);
+		return send_error(r, KH_ERR_NOTFOUND, "no such path", NULL);
+	}
+	for (size_t i = 0; i < nseg; i++)
+		r->param_val[i] = seg[i];
+
+	cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	if (cl) {
+		char *end;
+		unsigned long long v;
+		errno = 0;
+		v = strtoull(cl, &end, 10);
+		if (errno || end == cl || *end)
+			return send_error(r, KH_ERR_INVAL, "bad Content-Length", NULL);
+		if (v > h->cfg.body_limit)
+			return send_error(r, KH_ERR_TOO_LARGE, "request body too large", NULL);
+		has_body = v > 0;
+	} else if (te) {
+		has_body = 1;
+	}
+	ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+	if (has_body && !is_json_type(ct)) {
+		json_t *b = json_pack("{s:{s:s,s:s}}", "error", "code", "unsupported_media_type",
+				      "message", "request body must be application/json");
+		enum MHD_Result ret;
+		if (!b)
+			return MHD_NO;
+		ret = send_json(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, b, NULL, NULL);
+		json_decref(b);
+		return ret;
+	}
+	r->idem_key = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
+	if (r->idem_key && !valid_idem_key(r->idem_key))
+		return send_error(r, KH_ERR_INVAL,
+				  "Idempotency-Key must be 1 to 255 visible ASCII characters", NULL);
+	return MHD_YES;
+}
+
+static enum MHD_Result on_body(struct kh_http_req *r, const char *data, size_t n)
+{
+	size_t limit = r->h->cfg.body_limit;
+
+	if (r->too_large || n > limit - r->len) {
+		if (!r->too_large) {
+			r->too_large = 1;
+			free(r->body);
+			r->body = NULL;
+			r->discarded = r->len;
+			r->len = r->cap = 0;
+		}
+		r->discarded += n;
+		/* Answering 413 is worth reading a little more; a flood is not. */
+		return r->discarded / DISCARD_FACTOR > limit ? MHD_NO : MHD_YES;
+	}
+	if (r->len + n > r->cap) {
+		size_t cap = r->cap ? r->cap : 4096;
+		char *b;
+		while (cap < r->len + n)
+			cap *= 2;
+		if (cap > limit)
+			cap = limit;
+		b = realloc(r->body, cap);
+		if (!b)
+			return MHD_NO;
+		r->body = b;
+		r->cap = cap;
+	}
+	memcpy(r->body + r->len, data, n);
+	r->len += n;
+	return MHD_YES;
+}
+
+static enum MHD_Result send_metrics(struct kh_http_req *r)
+{
+	char *text;
+	size_t len;
+
+	if (kh_metrics_render(r->h->metrics, &text, &len) != KH_OK)
+		return send_error(r, KH_ERR_NOMEM, NULL, NULL);
+	return send_text(r, 200, text, len, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL, 0);
+}
+
+static kh_err fingerprint(const struct kh_http_req *r, uint8_t fp[32])
+{
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	unsigned int n = 0;
+	int ok;
+
+	if (!c)
+		return KH_ERR_NOMEM;
+	ok = EVP_DigestInit_ex(c, EVP_sha256(), NULL) &&
+	     EVP_DigestUpdate(c, r->method, strlen(r->method) + 1) &&
+	     EVP_DigestUpdate(c, r->path, strlen(r->path) + 1) &&
+	     (r->len == 0 || EVP_DigestUpdate(c, r->body, r->len)) && EVP_DigestFinal_ex(c, fp, &n);
+	EVP_MD_CTX_free(c);
+	return ok && n == 32 ? KH_OK : KH_ERR_CRYPTO;
+}
+
+/* The whole request is in: parse, consult the idempotency store, run the handler, answer. */
+static enum MHD_Result on_complete(struct kh_http_req *r)
+{
+	struct kh_http *h = r->h;
+	const struct kh_http_idem *idem = h->cfg.idem;
+	uint8_t fp[32];
+	size_t len;
+	char *text;
+	kh_err e;
+	enum MHD_Result ret;
+
+	if (r->too_large)
+		return send_error(r, KH_ERR_TOO_LARGE, "request body too large", NULL);
+	if (!r->route)
+		return send_metrics(r);
+	if (r->len) {
+		json_error_t jerr;
+		r->json = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &jerr);
+		if (!r->json || !json_is_object(r->json))
+			return send_error(r, KH_ERR_FORMAT, "request body is not one JSON object", NULL);
+	}
+	if (r->idem_key && idem && (e = fingerprint(r, fp)) != KH_OK)
+		return send_error(r, e, NULL, NULL);
+	if (r->idem_key && idem && idem->get) {
+		int status = 0;
+		char *body = NULL;
+		size_t blen = 0;
+		e = idem->get(idem->arg, r->idem_key, fp, &status, &body, &blen);
+		if (e == KH_OK) {
+			if (status < 200 || status > 599 || !body) {
+				free(body);
+				return send_error(r, KH_ERR_INTERNAL, NULL, NULL);
+			}
+			if (status >= 400) {
+				json_t *j = json_loadb(body, blen, 0, NULL);
+				note_errcode(r, j);
+				json_decref(j);
+			}
+			return send_text(r, status, body, blen, blen ? "application/json" : NULL, NULL,
+					 NULL, 1);
+		}
+		free(body);
+		if (e == KH_ERR_EXISTS)
+			return send_error(r, e, "Idempotency-Key already used for another request",
+					  NULL);
+		if (e != KH_ERR_NOTFOUND)
+			return send_error(r, e, NULL, NULL);
+	}
+
+	e = r->route->fn(r, &r->resp, r->route->arg);
+	if (e != KH_OK) {
+		json_decref(r->resp.body);
+		r->resp.body = kh_json_error(e, NULL);
+		r->resp.status = kh_err_http(e);
+		r->resp.set = 1;
+		if (!r->resp.body)
+			return MHD_NO;
+	} else if (!r->resp.set) {
+		kh_log_error("http.handler", "path=%s error=no_reply", r->route->pattern);
+		return send_error(r, KH_ERR_INTERNAL, NULL, NULL);
+	}
+	text = dump(r->resp.body, &len);
+	if (!text)
+		return MHD_NO;
+	if (r->idem_key && idem && idem->put && r->resp.status < 500) {
+		e = idem->put(idem->arg, r->idem_key, fp, r->resp.status, text, len);
+		if (e != KH_OK)
+			kh_log_error("http.idempotency", "path=%s error=%s", r->route->pattern,
+				     kh_err_name(e));
+	}
+	if (r->resp.status >= 400)
+		note_errcode(r, r->resp.body);
+	ret = send_text(r, r->resp.status, text, len, r->resp.body ? "application/json" : NULL,
+			&r->resp, NULL, 0);
+	return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+				  const char *method, const char *version, const char *upload_data,
+				  size_t *upload_data_size, void **con_cls)
+{
+	struct kh_http *h = cls;
+	struct kh_http_req *r = *con_cls;
+
+	(void)version;
+	if (!r) {
+		r = calloc(1, sizeof *r);
+		if (!r)
+			return MHD_NO;
+		clock_gettime(CLOCK_MONOTONIC, &r->t0);
+		r->h = h;
+		r->conn = c;
+		/* Copied: libmicrohttpd may reuse its memory before the completion callback. */
+		snprintf(r->method, sizeof r->method, "%s", strlen(method) < sizeof r->method ? method : "?");
+		snprintf(r->path, sizeof r->path, "%s", url);
+		*con_cls = r;
+		pthread_mutex_lock(&h->lock);
+		h->inflight++;
+		kh_metric_set(h->inflight_gauge, (int64_t)h->inflight);
+		pthread_mutex_unlock(&h->lock);
+		if (strlen(url) >= sizeof r->path)
+			return send_error(r, KH_ERR_NOTFOUND, "no such path", NULL);
+		return on_headers(r);
+	}
+	if (r->queued) {
+		/* Answered from the headers: what body follows is dropped. */
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		enum MHD_Result ret = on_body(r, upload_data, *upload_data_size);
+		*upload_data_size = 0;
+		return ret;
+	}
+	return on_complete(r);
+}
+
+/* ---------------------------------------------------------------- server life */
+
+/*
+ * libmicrohttpd's own messages: mostly about one client (a broken TLS handshake, a reset), so
+ * info, not warn; the failures that matter to the operator are logged by kh_http_start.
+ */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[256];
+
+	(void)cls;
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	for (char *p = msg; *p; p++)
+		if (*p == '\n' || *p == '\r' || *p == '"')
+			*p = (p[1] ? '\'' : '\0');
+	kh_log_info("http.mhd", "msg=\"%s\"", msg);
+}
+
+int kh_http_tls_supported(void)
+{
+	return MHD_is_feature_supported(MHD_FEATURE_TLS) == MHD_YES;
+}
+
+kh_err kh_http_new(const struct kh_http_config *cfg, struct kh_http **out)
+{
+	struct kh_http *h;
+	kh_err r;
+
+	if (!cfg || !out || (!cfg->cert_file != !cfg->key_file))
+		return KH_ERR_INVAL;
+	h = calloc(1, sizeof *h);
+	if (!h)
+		return KH_ERR_NOMEM;
+	h->cfg = *cfg;
+	h->listen_fd = MHD_INVALID_SOCKET;
+	if (!h->cfg.body_limit)
+		h->cfg.body_limit = KH_HTTP_BODY_LIMIT;
+	if (!h->cfg.threads)
+		h->cfg.threads = 2;
+	if (!h->cfg.stop_timeout_ms)
+		h->cfg.stop_timeout_ms = 10000;
+	h->host = strdup(cfg->host && *cfg->host ? cfg->host : "127.0.0.1");
+	if (!h->host) {
+		free(h);
+		return KH_ERR_NOMEM;
+	}
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->cond, NULL);
+	if (cfg->metrics) {
+		h->metrics = cfg->metrics;
+	} else {
+		if ((r = kh_metrics_new(&h->metrics)) != KH_OK)
+			goto fail;
+		h->own_metrics = 1;
+	}
+	if ((r = kh_metrics_gauge(h->metrics, "keyhole_http_requests_in_flight",
+				  "HTTP requests being read, handled or answered",
+				  &h->inflight_gauge)) != KH_OK)
+		goto fail;
+	*out = h;
+	return KH_OK;
+fail:
+	kh_http_free(h);
+	return r;
+}
+
+static kh_err load_tls(struct kh_http *h)
+{
+	uint8_t *d = NULL;
+	size_t n = 0;
+	kh_err r;
+
+	/* A start that failed earlier may have loaded them already. */
+	free(h->cert);
+	h->cert = NULL;
+	if (h->key)
+		kh_wipe(h->key, h->keylen);
+	free(h->key);
+	h->key = NULL;
+	if ((r = kh_file_read(h->cfg.cert_file, PEM_LIMIT, &d, &n)) != KH_OK)
+		return r;
+	h->cert = calloc(1, n + 1);
+	if (!h->cert) {
+		kh_file_free(d, n);
+		return KH_ERR_NOMEM;
+	}
+	memcpy(h->cert, d, n);
+	h->certlen = n + 1;
+	kh_file_free(d, n);
+	if ((r = kh_keyfile_read(h->cfg.key_file, PEM_LIMIT, &d, &n)) != KH_OK)
+		return r;
+	h->key = calloc(1, n + 1);
+	if (!h->key) {
+		kh_file_free(d, n);
+		return KH_ERR_NOMEM;
+	}
+	memcpy(h->key, d, n);
+	h->keylen = n + 1;
+	kh_file_free(d, n);
+	return KH_OK;
+}
+
+kh_err kh_http_start(struct kh_http *h)
+{
+	struct addrinfo hints, *ai = NULL;
+	char portstr[8];
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+			 MHD_USE_AUTO;
+	const union MHD_DaemonInfo *info;
+	int tls = h && h->cfg.cert_file;
+	kh_err r;
+
+	if (!h || h->d || atomic_load(&h->stopping))
+		return KH_ERR_INVAL;
+	if (tls) {
+		if (!kh_http_tls_supported())
+			return KH_ERR_CRYPTO;
+		if ((r = load_tls(h)) != KH_OK)
+			return r;
+		flags |= MHD_USE_TLS;
+	}
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+	snprintf(portstr, sizeof portstr, "%u", (unsigned)h->cfg.port);
+	if (getaddrinfo(h->host, portstr, &hints, &ai) != 0 || !ai)
+		return KH_ERR_INVAL;
+	if (ai->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+
+	/* GnuTLS priority string: TLS 1.3 only (DESIGN.md §8). */
+	h->d = MHD_start_daemon(
+		flags, h->cfg.port, NULL, NULL, on_request, h,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+		MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(h->cfg.threads > 1 ? h->cfg.threads : 0),
+		tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, h->cert,
+		MHD_OPTION_HTTPS_MEM_KEY, h->key,
+		MHD_OPTION_HTTPS_PRIORITIES, "NORMAL:-VERS-ALL:+VERS-TLS1.3",
+		MHD_OPTION_END);
+	freeaddrinfo(ai);
+	if (!h->d) {
+		kh_log_error("http.start", "host=%s port=%u tls=%d error=bind_or_tls", h->host,
+			     (unsigned)h->cfg.port, tls);
+		return tls ? KH_ERR_CRYPTO : KH_ERR_IO;
+	}
+	info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+	h->port = info ? info->port : h->cfg.port;
+	kh_log_info("http.start", "host=%s port=%u tls=%d threads=%u", h->host, (unsigned)h->port,
+		    tls, h->cfg.threads);
+	return KH_OK;
+}
+
+uint16_t kh_http_port(const struct kh_http *h)
+{
+	return h && h->d ? h->port : 0;
+}
+
+int kh_http_stopping(const struct kh_http *h)
+{
+	return h ? atomic_load(&((struct kh_http *)h)->stopping) : 0;
+}
+
+void kh_http_stop(struct kh_http *h)
+{
+	struct timespec deadline;
+	unsigned left;
+
+	if (!h || !h->d)
+		return;
+	atomic_store(&h->stopping, 1);
+	h->listen_fd = MHD_quiesce_daemon(h->d);
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += h->cfg.stop_timeout_ms / 1000;
+	deadline.tv_nsec += (long)(h->cfg.stop_timeout_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&h->lock);
+	while (h->inflight > 0)
+		if (pthread_cond_timedwait(&h->cond, &h->lock, &deadline) == ETIMEDOUT)
+			break;
+	left = h->inflight;
+	pthread_mutex_unlock(&h->lock);
+	if (left)
+		kh_log_warn("http.stop", "in_flight=%u timeout_ms=%u", left, h->cfg.stop_timeout_ms);
+	MHD_stop_daemon(h->d);
+	h->d = NULL;
+	/* libmicrohttpd hands the listening socket back on quiesce; closed once its threads are gone. */
+	if (h->listen_fd != MHD_INVALID_SOCKET)
+		close(h->listen_fd);
+	h->listen_fd = MHD_INVALID_SOCKET;
+	kh_log_info("http.stop", "port=%u", (unsigned)h->port);
+}
+
+void kh_http_free(struct kh_http *h)
+{
+	if (!h)
+		return;
+	kh_http_stop(h);
+	for (size_t i = 0; i < h->nroutes; i++)
+		free(h->routes[i].segbuf);
+	free(h->routes);
+	if (h->own_metrics)
+		kh_metrics_free(h->metrics);
+	if (h->key) {
+		kh_wipe(h->key, h->keylen);
+		free(h->key);
+	}
+	free(h->cert);
+	free(h->host);
+	pthread_cond_destroy(&h->cond);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
+struct kh_metrics *kh_http_metrics(struct kh_http *h)
+{
+	return h ? h->metrics : NULL;
+}

@@ -1,0 +1,1086 @@
+/*
+ * The HTTP/JSON service layer (include/keyhole/http.h) driven by a real client: a server on an
+ * ephemeral port of 127.0.0.1 with a few test routes, libcurl on the other side. Covers the
+ * answers and the exact error shape (404/405/413/415/400 and a handler's own error), path and
+ * query parameters, base64url, the Idempotency-Key hook with an in-memory store, /metrics,
+ * concurrent clients, a stop with a request in flight, HTTPS (TLS 1.3 only), the log line.
+ */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+#include "keyhole/http.h"
+#include "keyhole/log.h"
+#include "testutil.h"
+
+/* ---------------------------------------------------------------- test routes */
+
+static atomic_int echo_calls;
+
+static kh_err h_hello(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	(void)req;
+	(void)arg;
+	return kh_http_reply(resp, 200, json_pack("{s:s}", "hello", "world"));
+}
+
+static kh_err h_item(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	const char *q = kh_http_query(req, "q");
+	(void)arg;
+	return kh_http_reply(resp, 200,
+			     json_pack("{s:s,s:s,s:s?,s:s}", "id", kh_http_param(req, "id"), "part",
+				       kh_http_param(req, "part"), "q", q, "route", "param"));
+}
+
+static kh_err h_item_new(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	(void)arg;
+	return kh_http_reply(resp, 200, json_pack("{s:s,s:s}", "part", kh_http_param(req, "part"),
+						  "route", "literal"));
+}
+
+/* Echoes the body, the key it was given and, when present, the decoded length of "data". */
+static kh_err h_echo(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	json_t *b = kh_http_body(req), *out;
+	const char *key = kh_http_idempotency_key(req);
+	uint8_t data[64];
+	size_t n = 0;
+	kh_err r;
+
+	(void)arg;
+	atomic_fetch_add(&echo_calls, 1);
+	if (b && json_object_get(b, "data")) {
+		if ((r = kh_json_get_b64(b, "data", data, sizeof data, &n, 0)) != KH_OK)
+			return kh_http_reply_error(resp, r, "field 'data' is not base64url");
+	}
+	out = json_pack("{s:O?,s:s?,s:i,s:i}", "body", b, "key", key, "n", (int)n, "call",
+			atomic_load(&echo_calls));
+	if (n && (r = kh_json_set_b64(out, "data", data, n)) != KH_OK) {
+		json_decref(out);
+		return r;
+	}
+	if ((r = kh_http_resp_header(resp, "Location", "/v1/echo/1")) != KH_OK) {
+		json_decref(out);
+		return r;
+	}
+	return kh_http_reply(resp, 201, out);
+}
+
+static kh_err h_fail(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	(void)req;
+	(void)resp;
+	(void)arg;
+	return KH_ERR_NOT_PURCHASED;
+}
+
+static kh_err h_noreply(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	(void)req;
+	(void)resp;
+	(void)arg;
+	return KH_OK;
+}
+
+/* Holds its request until the server is stopping. */
+static pthread_mutex_t slow_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t slow_cond = PTHREAD_COND_INITIALIZER;
+static int slow_entered;
+
+static kh_err h_slow(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	struct kh_http *h = arg;
+	(void)req;
+	pthread_mutex_lock(&slow_lock);
+	slow_entered = 1;
+	pthread_cond_broadcast(&slow_cond);
+	pthread_mutex_unlock(&slow_lock);
+	while (!kh_http_stopping(h))
+		usleep(1000);
+	return kh_http_reply(resp, 200, json_pack("{s:b}", "done", 1));
+}
+
+static struct kh_http *start(const struct kh_http_config *cfg0)
+{
+	struct kh_http_config cfg = {0};
+	struct kh_http *h = NULL;
+
+	if (cfg0)
+		cfg = *cfg0;
+	assert_int_equal(kh_http_new(&cfg, &h), KH_OK);
+	const struct kh_http_route routes[] = {
+		{"GET", "/v1/hello", h_hello, NULL},
+		{"GET", "/v1/items/{id}/parts/{part}", h_item, NULL},
+		{"GET", "/v1/items/new/parts/{part}", h_item_new, NULL},
+		{"POST", "/v1/echo", h_echo, NULL},
+		{"PUT", "/v1/echo", h_echo, NULL},
+		{"POST", "/v1/fail", h_fail, NULL},
+		{"GET", "/v1/noreply", h_noreply, NULL},
+		{"GET", "/v1/slow", h_slow, h},
+	};
+	assert_int_equal(kh_http_add_routes(h, routes, sizeof routes / sizeof routes[0]), KH_OK);
+	assert_int_equal(kh_http_start(h), KH_OK);
+	assert_true(kh_http_port(h) != 0);
+	return h;
+}
+
+/* ---------------------------------------------------------------- client */
+
+struct reply {
+	long status;
+	char *body;
+	size_t len;
+	char allow[128];
+	char ctype[128];
+	char location[128];
+	int replayed;
+	int conn_close;
+	json_t *json;
+};
+
+static size_t on_data(char *p, size_t sz, size_t n, void *u)
+{
+	struct reply *r = u;
+	char *b = realloc(r->body, r->len + sz * n + 1);
+	if (!b)
+		return 0;
+	memcpy(b + r->len, p, sz * n);
+	r->body = b;
+	r->len += sz * n;
+	r->body[r->len] = '\0';
+	return sz * n;
+}
+
+static void header_value(const char *line, size_t n, const char *name, char *out, size_t cap)
+{
+	size_t k = strlen(name);
+	if (n > k + 1 && strncasecmp(line, name, k) == 0 && line[k] == ':') {
+		const char *v = line + k + 1;
+		size_t m = n - k - 1;
+		while (m && (*v == ' '))
+			v++, m--;
+		while (m && (v[m - 1] == '\r' || v[m - 1] == '\n'))
+			m--;
+		if (m >= cap)
+			m = cap - 1;
+		memcpy(out, v, m);
+		out[m] = '\0';
+	}
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *u)
+{
+	struct reply *r = u;
+	char tmp[128] = "";
+	header_value(p, sz * n, "Allow", r->allow, sizeof r->allow);
+	header_value(p, sz * n, "Content-Type", r->ctype, sizeof r->ctype);
+	header_value(p, sz * n, "Location", r->location, sizeof r->location);
+	header_value(p, sz * n, "Idempotent-Replayed", tmp, sizeof tmp);
+	if (strcmp(tmp, "true") == 0)
+		r->replayed = 1;
+	tmp[0] = '\0';
+	header_value(p, sz * n, "Connection", tmp, sizeof tmp);
+	if (strcasecmp(tmp, "close") == 0)
+		r->conn_close = 1;
+	return sz * n;
+}
+
+static void reply_free(struct reply *r)
+{
+	free(r->body);
+	json_decref(r->json);
+	memset(r, 0, sizeof *r);
+}
+
+struct body_src {
+	size_t left;
+};
+
+static size_t on_read(char *p, size_t sz, size_t n, void *u)
+{
+	struct body_src *s = u;
+	size_t k = sz * n < s->left ? sz * n : s->left;
+	memset(p, ' ', k);
+	s->left -= k;
+	return k;
+}
+
+/*
+ * One request. c NULL: a fresh handle. ctype NULL: no Content-Type. chunked_len != 0: a body
+ * of that many spaces sent chunked. hdr: one extra header line or NULL.
+ */
+static CURLcode request_on(CURL *c, uint16_t port, const char *scheme, const char *method,
+			   const char *path, const char *ctype, const char *body, size_t chunked_len,
+			   const char *hdr, struct reply *out)
+{
+	char url[512];
+	struct curl_slist *hl = NULL;
+	struct body_src src = {chunked_len};
+	int own = !c;
+	CURLcode rc;
+
+	memset(out, 0, sizeof *out);
+	if (own)
+		c = curl_easy_init();
+	assert_non_null(c);
+	snprintf(url, sizeof url, "%s://127.0.0.1:%u%s", scheme ? scheme : "http", port, path);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, out);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, NULL);
+	curl_easy_setopt(c, CURLOPT_UPLOAD, 0L);
+	curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	if (ctype) {
+		char line[160];
+		snprintf(line, sizeof line, "Content-Type: %s", ctype);
+		hl = curl_slist_append(hl, line);
+	} else {
+		hl = curl_slist_append(hl, "Content-Type:");
+	}
+	if (hdr)
+		hl = curl_slist_append(hl, hdr);
+	if (chunked_len) {
+		hl = curl_slist_append(hl, "Transfer-Encoding: chunked");
+		curl_easy_setopt(c, CURLOPT_POST, 1L);
+		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(c, CURLOPT_READDATA, &src);
+	} else if (body) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	}
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+	rc = curl_easy_perform(c);
+	if (rc == CURLE_OK) {
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+		if (out->body)
+			out->json = json_loads(out->body, 0, NULL);
+	}
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(hl);
+	if (own)
+		curl_easy_cleanup(c);
+	return rc;
+}
+
+static void request(uint16_t port, const char *method, const char *path, const char *ctype,
+		    const char *body, const char *hdr, struct reply *out)
+{
+	assert_int_equal(request_on(NULL, port, NULL, method, path, ctype, body, 0, hdr, out), CURLE_OK);
+}
+
+/* The exact error shape: {"error": {"code": code, "message": "<non-empty>"}} and nothing else. */
+static void assert_error(const struct reply *r, long status, const char *code)
+{
+	const json_t *e;
+	assert_int_equal(r->status, status);
+	assert_non_null(r->json);
+	assert_string_equal(r->ctype, "application/json");
+	assert_int_equal(json_object_size(r->json), 1);
+	e = json_object_get(r->json, "error");
+	assert_true(json_is_object(e));
+	assert_int_equal(json_object_size(e), 2);
+	assert_string_equal(json_string_value(json_object_get(e, "code")), code);
+	assert_true(json_is_string(json_object_get(e, "message")));
+	assert_true(json_string_length(json_object_get(e, "message")) > 0);
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_ok_and_params(void **state)
+{
+	struct kh_http *h = start(NULL);
+	uint16_t port = kh_http_port(h);
+	struct reply r;
+	(void)state;
+
+	request(port, "GET", "/v1/hello", NULL, NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.ctype, "application/json");
+	assert_string_equal(r.body, "{\"hello\":\"world\"}");
+	reply_free(&r);
+
+	request(port, "GET", "/v1/items/abc-1/parts/7?q=x%20y", NULL, NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(json_string_value(json_object_get(r.json, "id")), "abc-1");
+	assert_string_equal(json_string_value(json_object_get(r.json, "part")), "7");
+	assert_string_equal(json_string_value(json_object_get(r.json, "q")), "x y");
+	assert_string_equal(json_string_value(json_object_get(r.json, "route")), "param");
+	reply_free(&r);
+
+	/* A literal segment wins over a parameter in the same place. */
+	request(port, "GET", "/v1/items/new/parts/9", NULL, NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(json_string_value(json_object_get(r.json, "route")), "literal");
+	assert_string_equal(json_string_value(json_object_get(r.json, "part")), "9");
+	reply_free(&r);
+
+	/* A POST with a JSON body; extra response header; charset parameter accepted. */
+	request(port, "POST", "/v1/echo", "application/json; charset=utf-8", "{\"a\":[1,2]}", NULL, &r);
+	assert_int_equal(r.status, 201);
+	assert_string_equal(r.location, "/v1/echo/1");
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(json_object_get(r.json, "body"), "a"), 1)), 2);
+	reply_free(&r);
+
+	/* No body at all is allowed: the handler sees NULL. */
+	request(port, "POST", "/v1/echo", NULL, NULL, NULL, &r);
+	assert_int_equal(r.status, 201);
+	assert_true(json_is_null(json_object_get(r.json, "body")) || !json_object_get(r.json, "body"));
+	reply_free(&r);
+	kh_http_free(h);
+}
+
+static void test_errors(void **state)
+{
+	struct kh_http *h = start(NULL);
+	uint16_t port = kh_http_port(h);
+	struct reply r;
+	char big[400];
+	char *huge;
+	(void)state;
+
+	request(port, "GET", "/v1/nope", NULL, NULL, NULL, &r);
+	assert_error(&r, 404, "not_found");
+	reply_free(&r);
+	request(port, "GET", "/v1/items/a/parts", NULL, NULL, NULL, &r);
+	assert_error(&r, 404, "not_found");
+	reply_free(&r);
+	request(port, "GET", "/v1/hello/", NULL, NULL, NULL, &r);
+	assert_error(&r, 404, "not_found");
+	reply_free(&r);
+	request(port, "GET", "/", NULL, NULL, NULL, &r);
+	assert_error(&r, 404, "not_found");
+	reply_free(&r);
+
+	request(port, "DELETE", "/v1/hello", NULL, NULL, NULL, &r);
+	assert_error(&r, 405, "method_not_allowed");
+	assert_string_equal(r.allow, "GET");
+	reply_free(&r);
+	request(port, "GET", "/v1/echo", NULL, NULL, NULL, &r);
+	assert_error(&r, 405, "method_not_allowed");
+	assert_string_equal(r.allow, "POST, PUT");
+	reply_free(&r);
+	request(port, "POST", "/metrics", NULL, NULL, NULL, &r);
+	assert_error(&r, 405, "method_not_allowed");
+	assert_string_equal(r.allow, "GET");
+	reply_free(&r);
+
+	/* 413: declared too large (answered before the body is read), and chunked too large. */
+	huge = malloc(KH_HTTP_BODY_LIMIT + 2);
+	assert_non_null(huge);
+	memset(huge, ' ', KH_HTTP_BODY_LIMIT + 1);
+	huge[0] = '{';
+	huge[KH_HTTP_BODY_LIMIT] = '}';
+	huge[KH_HTTP_BODY_LIMIT + 1] = '\0';
+	request(port, "POST", "/v1/echo", "application/json", huge, NULL, &r);
+	assert_error(&r, 413, "too_large");
+	reply_free(&r);
+	free(huge);
+	assert_int_equal(request_on(NULL, port, NULL, "POST", "/v1/echo", "application/json", NULL,
+				    2 * KH_HTTP_BODY_LIMIT, NULL, &r),
+			 CURLE_OK);
+	assert_error(&r, 413, "too_large");
+	reply_free(&r);
+	/* Exactly at the limit passes the size check (and is valid JSON). */
+	huge = malloc(KH_HTTP_BODY_LIMIT + 1);
+	assert_non_null(huge);
+	memset(huge, ' ', KH_HTTP_BODY_LIMIT);
+	huge[0] = '{';
+	huge[KH_HTTP_BODY_LIMIT - 1] = '}';
+	huge[KH_HTTP_BODY_LIMIT] = '\0';
+	request(port, "POST", "/v1/echo", "application/json", huge, NULL, &r);
+	assert_int_equal(r.status, 201);
+	reply_free(&r);
+	free(huge);
+
+	request(port, "POST", "/v1/echo", "text/plain", "{}", NULL, &r);
+	assert_error(&r, 415, "unsupported_media_type");
+	reply_free(&r);
+	request(port, "POST", "/v1/echo", NULL, "{}", NULL, &r);
+	assert_error(&r, 415, "unsupported_media_type");
+	reply_free(&r);
+	request(port, "POST", "/v1/echo", "application/jsonx", "{}", NULL, &r);
+	assert_error(&r, 415, "unsupported_media_type");
+	reply_free(&r);
+
+	request(port, "POST", "/v1/echo", "application/json", "{\"a\":", NULL, &r);
+	assert_error(&r, 400, "malformed");
+	reply_free(&r);
+	request(port, "POST", "/v1/echo", "application/json", "[1,2]", NULL, &r);
+	assert_error(&r, 400, "malformed");
+	reply_free(&r);
+	request(port, "POST", "/v1/echo", "application/json", "{\"a\":1,\"a\":2}", NULL, &r);
+	assert_error(&r, 400, "malformed");
+	reply_free(&r);
+	request(port, "POST", "/v1/echo", "application/json", "{} {}", NULL, &r);
+	assert_error(&r, 400, "malformed");
+	reply_free(&r);
+
+	/* A handler's error code becomes its status and body; a handler that forgets: 500. */
+	request(port, "POST", "/v1/fail", NULL, NULL, NULL, &r);
+	assert_error(&r, 402, "not_purchased");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(r.json, "error"), "message")),
+			    kh_strerror(KH_ERR_NOT_PURCHASED));
+	reply_free(&r);
+	request(port, "GET", "/v1/noreply", NULL, NULL, NULL, &r);
+	assert_error(&r, 500, "internal");
+	reply_free(&r);
+
+	/* Bad Idempotency-Key: too long. */
+	memset(big, 'k', sizeof big);
+	memcpy(big, "Idempotency-Key: ", 17);
+	big[sizeof big - 1] = '\0';
+	request(port, "POST", "/v1/echo", "application/json", "{}", big, &r);
+	assert_error(&r, 400, "invalid_argument");
+	reply_free(&r);
+	kh_http_free(h);
+}
+
+static void test_b64url(void **state)
+{
+	static const struct {
+		const char *bin, *enc;
+	} v[] = {{"", ""},         {"f", "Zg"},         {"fo", "Zm8"},      {"foo", "Zm9v"},
+		 {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"}};
+	static const char *const bad[] = {"Zg==", "Z", "Zh", "Zm9=", "Zm9+", "Zm9/", "Zm 9v",
+					  "Zm9v\n", "Zm-", "Zm9vY", "=", "Zm9vYmF=", "\xc3\xa9xx"};
+	uint8_t buf[300], out[300], sentinel[4] = {0xAA, 0xAA, 0xAA, 0xAA};
+	char enc[512];
+	size_t n;
+	json_t *o;
+	(void)state;
+
+	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+		size_t bl = strlen(v[i].bin);
+		assert_int_equal(kh_b64url_len(bl), strlen(v[i].enc));
+		assert_int_equal(kh_b64url_encode((const uint8_t *)v[i].bin, bl, enc, sizeof enc), KH_OK);
+		assert_string_equal(enc, v[i].enc);
+		assert_int_equal(kh_b64url_decode(v[i].enc, strlen(v[i].enc), out, sizeof out, &n), KH_OK);
+		assert_int_equal(n, bl);
+		assert_memory_equal(out, v[i].bin, bl);
+	}
+	/* The two characters that differ from base64: 0xFB 0xFF -> "-_8". */
+	buf[0] = 0xFB;
+	buf[1] = 0xFF;
+	assert_int_equal(kh_b64url_encode(buf, 2, enc, sizeof enc), KH_OK);
+	assert_string_equal(enc, "-_8");
+	for (size_t len = 0; len <= 256; len++) {
+		assert_int_equal(RAND_bytes(buf, (int)len > 0 ? (int)len : 1), 1);
+		assert_int_equal(kh_b64url_encode(buf, len, enc, sizeof enc), KH_OK);
+		assert_int_equal(strlen(enc), kh_b64url_len(len));
+		assert_int_equal(kh_b64url_decode(enc, strlen(enc), out, sizeof out, &n), KH_OK);
+		assert_int_equal(n, len);
+		assert_memory_equal(out, buf, len);
+	}
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		memcpy(out, sentinel, sizeof sentinel);
+		assert_int_equal(kh_b64url_decode(bad[i], strlen(bad[i]), out, sizeof out, &n),
+				 KH_ERR_INVAL);
+		assert_memory_equal(out, sentinel, sizeof sentinel); /* untouched on failure */
+	}
+	/* An embedded NUL counts as a bad character. */
+	assert_int_equal(kh_b64url_decode("Zm\0v", 4, out, sizeof out, &n), KH_ERR_INVAL);
+	/* Too small a buffer is a different error from bad input; so is a short encode buffer. */
+	assert_int_equal(kh_b64url_decode("Zm9vYmFy", 8, out, 5, &n), KH_ERR_BUF);
+	assert_int_equal(kh_b64url_decode("Zm9vYmFy", 8, out, 6, &n), KH_OK);
+	assert_int_equal(kh_b64url_encode((const uint8_t *)"foo", 3, enc, 4), KH_ERR_BUF);
+	assert_int_equal(kh_b64url_encode((const uint8_t *)"foo", 3, enc, 5), KH_OK);
+
+	/* JSON helpers. */
+	o = json_object();
+	assert_int_equal(kh_json_set_b64(o, "k", (const uint8_t *)"foob", 4), KH_OK);
+	assert_string_equal(json_string_value(json_object_get(o, "k")), "Zm9vYg");
+	assert_int_equal(kh_json_get_b64(o, "k", out, 4, &n, 1), KH_OK);
+	assert_int_equal(n, 4);
+	assert_int_equal(kh_json_get_b64(o, "k", out, 5, &n, 1), KH_ERR_INVAL);
+	assert_int_equal(kh_json_get_b64(o, "k", out, 3, &n, 0), KH_ERR_BUF);
+	assert_int_equal(kh_json_get_b64(o, "missing", out, 4, &n, 0), KH_ERR_NOTFOUND);
+	json_object_set_new(o, "i", json_integer(3));
+	assert_int_equal(kh_json_get_b64(o, "i", out, 4, &n, 0), KH_ERR_INVAL);
+	json_decref(o);
+}
+
+static void test_b64url_over_http(void **state)
+{
+	struct kh_http *h = start(NULL);
+	uint16_t port = kh_http_port(h);
+	struct reply r;
+	(void)state;
+
+	request(port, "POST", "/v1/echo", "application/json", "{\"data\":\"-_8\"}", NULL, &r);
+	assert_int_equal(r.status, 201);
+	assert_int_equal(json_integer_value(json_object_get(r.json, "n")), 2);
+	assert_string_equal(json_string_value(json_object_get(r.json, "data")), "-_8");
+	reply_free(&r);
+	request(port, "POST", "/v1/echo", "application/json", "{\"data\":\"+/8=\"}", NULL, &r);
+	assert_error(&r, 400, "invalid_argument");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(r.json, "error"), "message")),
+			    "field 'data' is not base64url");
+	reply_free(&r);
+	kh_http_free(h);
+}
+
+/* ---------------------------------------------------------------- idempotency */
+
+struct idem_entry {
+	char key[256];
+	uint8_t fp[32];
+	int status;
+	char *body;
+	size_t len;
+};
+
+struct idem_store {
+	pthread_mutex_t lock;
+	struct idem_entry e[16];
+	size_t n;
+	int gets, puts;
+};
+
+static kh_err idem_get(void *arg, const char *key, const uint8_t fp[32], int *status, char **body,
+		       size_t *len)
+{
+	struct idem_store *s = arg;
+	kh_err r = KH_ERR_NOTFOUND;
+	pthread_mutex_lock(&s->lock);
+	s->gets++;
+	for (size_t i = 0; i < s->n; i++) {
+		if (strcmp(s->e[i].key, key) != 0)
+			continue;
+		if (memcmp(s->e[i].fp, fp, 32) != 0) {
+			r = KH_ERR_EXISTS;
+			break;
+		}
+		*body = malloc(s->e[i].len + 1);
+		if (!*body) {
+			r = KH_ERR_NOMEM;
+			break;
+		}
+		memcpy(*body, s->e[i].body, s->e[i].len + 1);
+		*len = s->e[i].len;
+		*status = s->e[i].status;
+		r = KH_OK;
+		break;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+static kh_err idem_put(void *arg, const char *key, const uint8_t fp[32], int status, const char *body,
+		       size_t len)
+{
+	struct idem_store *s = arg;
+	kh_err r = KH_OK;
+	pthread_mutex_lock(&s->lock);
+	s->puts++;
+	if (s->n == 16 || strlen(key) >= sizeof s->e[0].key) {
+		r = KH_ERR_TOO_LARGE;
+	} else {
+		struct idem_entry *e = &s->e[s->n];
+		e->body = malloc(len + 1);
+		if (!e->body) {
+			r = KH_ERR_NOMEM;
+		} else {
+			memcpy(e->body, body, len);
+			e->body[len] = '\0';
+			e->len = len;
+			e->status = status;
+			memcpy(e->fp, fp, 32);
+			strcpy(e->key, key);
+			s->n++;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+static void test_idempotency(void **state)
+{
+	struct idem_store st = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	struct kh_http_idem idem = {idem_get, idem_put, &st};
+	struct kh_http_config cfg = {.idem = &idem};
+	struct kh_http *h;
+	uint16_t port;
+	struct reply r, r2;
+	int calls;
+	(void)state;
+
+	/* Without a store, the key is only passed through. */
+	h = start(NULL);
+	port = kh_http_port(h);
+	request(port, "POST", "/v1/echo", "application/json", "{}", "Idempotency-Key: abc-123", &r);
+	assert_int_equal(r.status, 201);
+	assert_string_equal(json_string_value(json_object_get(r.json, "key")), "abc-123");
+	reply_free(&r);
+	request(port, "POST", "/v1/echo", "application/json", "{}", NULL, &r);
+	assert_true(json_is_null(json_object_get(r.json, "key")));
+	reply_free(&r);
+	kh_http_free(h);
+
+	/* With a store: the second identical request gets the first answer, handler untouched. */
+	h = start(&cfg);
+	port = kh_http_port(h);
+	calls = atomic_load(&echo_calls);
+	request(port, "POST", "/v1/echo", "application/json", "{\"x\":1}", "Idempotency-Key: k1", &r);
+	assert_int_equal(r.status, 201);
+	assert_false(r.replayed);
+	assert_int_equal(atomic_load(&echo_calls), calls + 1);
+	request(port, "POST", "/v1/echo", "application/json", "{\"x\":1}", "Idempotency-Key: k1", &r2);
+	assert_int_equal(r2.status, 201);
+	assert_true(r2.replayed);
+	assert_string_equal(r2.body, r.body);
+	assert_string_equal(r2.ctype, "application/json");
+	assert_int_equal(atomic_load(&echo_calls), calls + 1);
+	reply_free(&r2);
+	/* Same key, another body: refused; another path or method too. */
+	request(port, "POST", "/v1/echo", "application/json", "{\"x\":2}", "Idempotency-Key: k1", &r2);
+	assert_error(&r2, 409, "exists");
+	reply_free(&r2);
+	request(port, "PUT", "/v1/echo", "application/json", "{\"x\":1}", "Idempotency-Key: k1", &r2);
+	assert_error(&r2, 409, "exists");
+	reply_free(&r2);
+	assert_int_equal(atomic_load(&echo_calls), calls + 1);
+	/* A 4xx answer is remembered too (deterministic); a request without a key bypasses. */
+	request(port, "POST", "/v1/fail", NULL, NULL, "Idempotency-Key: k2", &r2);
+	assert_error(&r2, 402, "not_purchased");
+	reply_free(&r2);
+	request(port, "POST", "/v1/fail", NULL, NULL, "Idempotency-Key: k2", &r2);
+	assert_error(&r2, 402, "not_purchased");
+	assert_true(r2.replayed);
+	reply_free(&r2);
+	request(port, "POST", "/v1/echo", "application/json", "{\"x\":1}", NULL, &r2);
+	assert_int_equal(atomic_load(&echo_calls), calls + 2);
+	reply_free(&r2);
+	reply_free(&r);
+	kh_http_free(h);
+	assert_int_equal(st.n, 2);
+	for (size_t i = 0; i < st.n; i++)
+		free(st.e[i].body);
+}
+
+/* ---------------------------------------------------------------- metrics */
+
+/* The value of the sample line that starts with prefix (e.g. `name{labels} `), -1 if none. */
+static long long sample(const char *text, const char *prefix)
+{
+	const char *p = text;
+	size_t n = strlen(prefix);
+	while (p && *p) {
+		if (strncmp(p, prefix, n) == 0)
+			return atoll(p + n);
+		p = strchr(p, '\n');
+		if (p)
+			p++;
+	}
+	return -1;
+}
+
+static void test_metrics(void **state)
+{
+	struct kh_metrics *m;
+	struct kh_metric *blocks, *queue, *x;
+	struct kh_http_config cfg = {0};
+	struct kh_http *h;
+	uint16_t port;
+	struct reply r;
+	CURL *c = curl_easy_init();
+	(void)state;
+
+	assert_int_equal(kh_metrics_new(&m), KH_OK);
+	assert_int_equal(kh_metrics_counter(m, "keyhole_blocks_ingested_total", "Usage blocks stored",
+					    &blocks),
+			 KH_OK);
+	assert_int_equal(kh_metrics_gauge(m, "keyhole_emms_queued", "EMMs waiting", &queue), KH_OK);
+	assert_int_equal(kh_metrics_counter(m, "bad name", NULL, &x), KH_ERR_INVAL);
+	assert_int_equal(kh_metrics_counter(m, "9lives", NULL, &x), KH_ERR_INVAL);
+	assert_int_equal(kh_metrics_counter(m, "keyhole_emms_queued", NULL, &x), KH_ERR_INVAL);
+	assert_int_equal(kh_metrics_counter(m, "keyhole_blocks_ingested_total", NULL, &x), KH_OK);
+	assert_ptr_equal(x, blocks);
+	kh_metric_add(blocks, 5);
+	kh_metric_set(queue, 12);
+	kh_metric_add(queue, -2);
+	assert_int_equal(kh_metric_value(queue), 10);
+
+	cfg.metrics = m;
+	h = start(&cfg);
+	assert_ptr_equal(kh_http_metrics(h), m);
+	port = kh_http_port(h);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(request_on(c, port, NULL, "GET", "/v1/hello", NULL, NULL, 0, NULL, &r), CURLE_OK);
+		assert_int_equal(r.status, 200);
+		reply_free(&r);
+	}
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(request_on(c, port, NULL, "GET", "/v1/missing", NULL, NULL, 0, NULL, &r), CURLE_OK);
+		assert_int_equal(r.status, 404);
+		reply_free(&r);
+	}
+	assert_int_equal(request_on(c, port, NULL, "DELETE", "/v1/hello", NULL, NULL, 0, NULL, &r), CURLE_OK);
+	reply_free(&r);
+	/* A request answered before its body was read, on a fresh connection. */
+	request(port, "POST", "/v1/echo", "text/plain", "x", NULL, &r);
+	assert_int_equal(r.status, 415);
+	reply_free(&r);
+
+	assert_int_equal(request_on(c, port, NULL, "GET", "/metrics", NULL, NULL, 0, NULL, &r), CURLE_OK);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.ctype, "text/plain"));
+	assert_non_null(strstr(r.ctype, "version=0.0.4"));
+	assert_int_equal(sample(r.body, "keyhole_http_requests_total{method=\"GET\",code=\"200\"} "), 3);
+	assert_int_equal(sample(r.body, "keyhole_http_requests_total{method=\"GET\",code=\"404\"} "), 2);
+	assert_int_equal(sample(r.body, "keyhole_http_requests_total{method=\"DELETE\",code=\"405\"} "), 1);
+	assert_int_equal(sample(r.body, "keyhole_http_requests_total{method=\"POST\",code=\"415\"} "), 1);
+	assert_int_equal(sample(r.body, "keyhole_http_errors_total{code=\"not_found\"} "), 2);
+	assert_int_equal(sample(r.body, "keyhole_http_errors_total{code=\"method_not_allowed\"} "), 1);
+	assert_int_equal(sample(r.body, "keyhole_http_errors_total{code=\"unsupported_media_type\"} "), 1);
+	assert_int_equal(sample(r.body, "keyhole_blocks_ingested_total "), 5);
+	assert_int_equal(sample(r.body, "keyhole_emms_queued "), 10);
+	/*
+	 * This request itself is in flight while the page is rendered (an earlier one may still be
+	 * finishing on another thread: it leaves the count once its answer is sent).
+	 */
+	assert_true(sample(r.body, "keyhole_http_requests_in_flight ") >= 1);
+	assert_non_null(strstr(r.body, "# TYPE keyhole_http_requests_total counter\n"));
+	assert_non_null(strstr(r.body, "# HELP keyhole_blocks_ingested_total Usage blocks stored\n"));
+	assert_non_null(strstr(r.body, "# TYPE keyhole_emms_queued gauge\n"));
+	/* One TYPE line per family, its samples together. */
+	{
+		const char *t = strstr(r.body, "# TYPE keyhole_http_requests_total");
+		assert_null(strstr(t + 1, "# TYPE keyhole_http_requests_total"));
+	}
+	reply_free(&r);
+	kh_http_free(h);
+	curl_easy_cleanup(c);
+
+	{
+		char esc[32];
+		assert_int_equal(kh_metrics_label_escape("a\"b\\c\nd", esc, sizeof esc), KH_OK);
+		assert_string_equal(esc, "a\\\"b\\\\c\\nd");
+		assert_int_equal(kh_metrics_label_escape("abcdef", esc, 6), KH_ERR_BUF);
+	}
+	kh_metrics_free(m);
+}
+
+/* ---------------------------------------------------------------- concurrency and stop */
+
+struct worker {
+	uint16_t port;
+	int id;
+	int ok;
+};
+
+static void *worker_run(void *arg)
+{
+	struct worker *w = arg;
+	CURL *c = curl_easy_init();
+	for (int i = 0; c && i < 50; i++) {
+		char path[64], want[32];
+		struct reply r;
+		snprintf(path, sizeof path, "/v1/items/w%d-%d/parts/p", w->id, i);
+		snprintf(want, sizeof want, "w%d-%d", w->id, i);
+		if (request_on(c, w->port, NULL, "GET", path, NULL, NULL, 0, NULL, &r) == CURLE_OK &&
+		    r.status == 200 && r.json &&
+		    strcmp(json_string_value(json_object_get(r.json, "id")), want) == 0)
+			w->ok++;
+		reply_free(&r);
+	}
+	curl_easy_cleanup(c);
+	return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+	struct kh_http *h = start(NULL);
+	struct worker w[2] = {{kh_http_port(h), 0, 0}, {kh_http_port(h), 1, 0}};
+	pthread_t t[2];
+	char *text;
+	(void)state;
+
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, worker_run, &w[i]), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	assert_int_equal(w[0].ok, 50);
+	assert_int_equal(w[1].ok, 50);
+	assert_int_equal(kh_metrics_render(kh_http_metrics(h), &text, NULL), KH_OK);
+	assert_int_equal(sample(text, "keyhole_http_requests_total{method=\"GET\",code=\"200\"} "), 100);
+	free(text);
+	kh_http_free(h);
+}
+
+struct slow_client {
+	uint16_t port;
+	struct reply r;
+	CURLcode rc;
+};
+
+static void *slow_run(void *arg)
+{
+	struct slow_client *s = arg;
+	s->rc = request_on(NULL, s->port, NULL, "GET", "/v1/slow", NULL, NULL, 0, NULL, &s->r);
+	return NULL;
+}
+
+static void *stop_run(void *arg)
+{
+	kh_http_stop(arg);
+	return NULL;
+}
+
+static void test_stop_in_flight(void **state)
+{
+	struct kh_http *h = start(NULL);
+	struct slow_client sc = {.port = kh_http_port(h)};
+	pthread_t tc, ts;
+	struct reply r;
+	(void)state;
+
+	slow_entered = 0;
+	assert_int_equal(pthread_create(&tc, NULL, slow_run, &sc), 0);
+	pthread_mutex_lock(&slow_lock);
+	while (!slow_entered)
+		pthread_cond_wait(&slow_cond, &slow_lock);
+	pthread_mutex_unlock(&slow_lock);
+	/* The handler answers only once the stop has begun: the stop must wait for it. */
+	assert_int_equal(pthread_create(&ts, NULL, stop_run, h), 0);
+	assert_int_equal(pthread_join(ts, NULL), 0);
+	assert_int_equal(pthread_join(tc, NULL), 0);
+	assert_int_equal(sc.rc, CURLE_OK);
+	assert_int_equal(sc.r.status, 200);
+	assert_true(json_is_true(json_object_get(sc.r.json, "done")));
+	assert_true(sc.r.conn_close);
+	reply_free(&sc.r);
+	/* Stopped: nobody listens any more; a second stop is harmless. */
+	assert_int_equal(request_on(NULL, sc.port, NULL, "GET", "/v1/hello", NULL, NULL, 0, NULL, &r),
+			 CURLE_COULDNT_CONNECT);
+	reply_free(&r);
+	kh_http_stop(h);
+	kh_http_free(h);
+}
+
+/* ---------------------------------------------------------------- routes, log */
+
+static void test_route_table(void **state)
+{
+	struct kh_http_config cfg = {0};
+	struct kh_http *h;
+	(void)state;
+
+	assert_int_equal(kh_http_new(&cfg, &h), KH_OK);
+	{
+		static const char *const bad[] = {"", "v1/x", "/", "/v1//x", "/v1/x/", "/v1/{}",
+						  "/v1/{a", "/v1/a}", "/v1/x{a}", "/v1/{a-b}"};
+		for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+			struct kh_http_route rt = {"GET", bad[i], h_hello, NULL};
+			assert_int_equal(kh_http_add_routes(h, &rt, 1), KH_ERR_INVAL);
+		}
+	}
+	{
+		struct kh_http_route rt = {"FETCH", "/v1/x", h_hello, NULL};
+		assert_int_equal(kh_http_add_routes(h, &rt, 1), KH_ERR_INVAL);
+		rt.method = "GET";
+		rt.fn = NULL;
+		assert_int_equal(kh_http_add_routes(h, &rt, 1), KH_ERR_INVAL);
+	}
+	{
+		struct kh_http_route a = {"GET", "/v1/c/{ua}", h_hello, NULL};
+		struct kh_http_route b = {"GET", "/v1/c/{id}", h_hello, NULL};
+		struct kh_http_route m = {"GET", "/metrics", h_hello, NULL};
+		struct kh_http_route p = {"POST", "/v1/c/{id}", h_hello, NULL};
+		assert_int_equal(kh_http_add_routes(h, &a, 1), KH_OK);
+		assert_int_equal(kh_http_add_routes(h, &b, 1), KH_ERR_EXISTS);
+		assert_int_equal(kh_http_add_routes(h, &m, 1), KH_ERR_EXISTS);
+		assert_int_equal(kh_http_add_routes(h, &p, 1), KH_OK);
+	}
+	{
+		/* All or nothing: a bad route leaves none of its call behind. */
+		const struct kh_http_route two[] = {{"GET", "/v1/z", h_hello, NULL},
+						    {"GET", "/v1/z/", h_hello, NULL}};
+		assert_int_equal(kh_http_add_routes(h, two, 2), KH_ERR_INVAL);
+		assert_int_equal(kh_http_add_routes(h, two, 1), KH_OK);
+	}
+	kh_http_free(h);
+	/* Bad configs. */
+	cfg.host = "not-an-address";
+	assert_int_equal(kh_http_new(&cfg, &h), KH_OK);
+	assert_int_equal(kh_http_start(h), KH_ERR_INVAL);
+	kh_http_free(h);
+	cfg.host = NULL;
+	cfg.cert_file = "/nonexistent";
+	assert_int_equal(kh_http_new(&cfg, &h), KH_ERR_INVAL); /* cert without key */
+}
+
+static void test_log_line(void **state)
+{
+	char path[] = "/tmp/kh-http-log.XXXXXX";
+	int fd = mkstemp(path), saved;
+	struct kh_http *h;
+	struct reply r;
+	char buf[8192];
+	ssize_t n;
+	(void)state;
+
+	assert_true(fd >= 0);
+	saved = dup(STDERR_FILENO);
+	assert_true(saved >= 0);
+	kh_log_set_level(KH_LOG_INFO);
+	assert_true(dup2(fd, STDERR_FILENO) >= 0);
+	h = start(NULL);
+	request(kh_http_port(h), "POST", "/v1/echo", "application/json", "{\"secret\":\"s3cr3t\"}",
+		NULL, &r);
+	reply_free(&r);
+	request(kh_http_port(h), "GET", "/v1/a%20b\"c", NULL, NULL, NULL, &r);
+	reply_free(&r);
+	kh_http_free(h); /* the log line is written once the answer is sent: stop waits for it */
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	kh_log_set_level(KH_LOG_WARN);
+	n = pread(fd, buf, sizeof buf - 1, 0);
+	close(fd);
+	unlink(path);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "event=http.request method=POST path=/v1/echo status=201 duration_us="));
+	assert_non_null(strstr(buf, "event=http.request method=GET path=/v1/a%20b%22c status=404 duration_us="));
+	assert_null(strstr(buf, "s3cr3t"));
+}
+
+/* ---------------------------------------------------------------- HTTPS */
+
+static void write_cert(const char *dir, char *certp, char *keyp, size_t cap)
+{
+	EVP_PKEY *pk = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	X509_NAME *name;
+	X509V3_CTX ctx;
+	X509_EXTENSION *ext;
+	FILE *f;
+	int fd;
+
+	assert_non_null(pk);
+	assert_non_null(x);
+	assert_int_equal(X509_set_version(x, 2), 1);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), -60);
+	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+	assert_int_equal(X509_set_pubkey(x, pk), 1);
+	name = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1, 0);
+	X509_set_issuer_name(x, name);
+	X509V3_set_ctx_nodb(&ctx);
+	X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1");
+	assert_non_null(ext);
+	X509_add_ext(x, ext, -1);
+	X509_EXTENSION_free(ext);
+	assert_true(X509_sign(x, pk, EVP_sha256()) > 0);
+	snprintf(certp, cap, "%s/cert.pem", dir);
+	snprintf(keyp, cap, "%s/key.pem", dir);
+	f = fopen(certp, "w");
+	assert_non_null(f);
+	PEM_write_X509(f, x);
+	fclose(f);
+	fd = open(keyp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
+	fclose(f);
+	X509_free(x);
+	EVP_PKEY_free(pk);
+}
+
+static CURLcode https_get(uint16_t port, const char *ca, long sslversion, struct reply *r)
+{
+	CURL *c = curl_easy_init();
+	CURLcode rc;
+	assert_non_null(c);
+	curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+	curl_easy_setopt(c, CURLOPT_SSLVERSION, sslversion);
+	rc = request_on(c, port, "https", "GET", "/v1/hello", NULL, NULL, 0, NULL, r);
+	curl_easy_cleanup(c);
+	return rc;
+}
+
+static void test_https(void **state)
+{
+	char *dir, certp[512], keyp[512];
+	struct kh_http_config cfg = {0};
+	struct kh_http *h;
+	struct reply r;
+	(void)state;
+
+	if (!kh_http_tls_supported()) {
+		/* Documented in docs/internals/http.md; the Debian 12 package has TLS. */
+		skip();
+	}
+	dir = kh_test_tmpdir();
+	write_cert(dir, certp, keyp, sizeof certp);
+	cfg.cert_file = certp;
+	cfg.key_file = keyp;
+	h = start(&cfg);
+	assert_int_equal(https_get(kh_http_port(h), certp, CURL_SSLVERSION_TLSv1_3, &r), CURLE_OK);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "{\"hello\":\"world\"}");
+	reply_free(&r);
+	/* TLS 1.2 and older are refused. */
+	assert_int_equal(https_get(kh_http_port(h), certp,
+				   CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_TLSv1_2, &r),
+			 CURLE_SSL_CONNECT_ERROR);
+	reply_free(&r);
+	/* Plain HTTP on the HTTPS port gets no answer. */
+	assert_true(request_on(NULL, kh_http_port(h), NULL, "GET", "/v1/hello", NULL, NULL, 0, NULL, &r) != CURLE_OK ||
+		    r.status == 0);
+	reply_free(&r);
+	kh_http_free(h);
+
+	/* A key file others can read is refused. */
+	assert_int_equal(chmod(keyp, 0644), 0);
+	assert_int_equal(kh_http_new(&cfg, &h), KH_OK);
+	assert_int_equal(kh_http_start(h), KH_ERR_KEYFILE_PERM);
+	kh_http_free(h);
+	kh_test_rmdir(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ok_and_params),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_b64url),
+		cmocka_unit_test(test_b64url_over_http),
+		cmocka_unit_test(test_idempotency),
+		cmocka_unit_test(test_metrics),
+		cmocka_unit_test(test_concurrent),
+		cmocka_unit_test(test_stop_in_flight),
+		cmocka_unit_test(test_route_table),
+		cmocka_unit_test(test_log_line),
+		cmocka_unit_test(test_https),
+	};
+	int rc;
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	curl_global_cleanup();
+	return rc;
+}
