@@ -37,20 +37,15 @@
  * then a human summary, every line starting with '#'. Nothing here asserts on time; the exit
  * status is non-zero only when an operation fails.
  */
-#include <ftw.h>
 #include <getopt.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/vfs.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -65,7 +60,8 @@
 #include "keyhole/softmodule.h"
 #include "keyhole/transport.h"
 
-#define MAX_ROUNDS 99
+#include "util.h"
+
 #define PRODUCT 7
 #define SEALED_OVERHEAD (5 + 16) /* u8 ver | u32 ctr | ... | tag */
 #define MAX_XFER 8
@@ -90,7 +86,8 @@ struct bench {
 	const char *what;
 	int is_ecm, is_unix;
 	struct world *wd;
-	double p50[MAX_ROUNDS], p99[MAX_ROUNDS], max[MAX_ROUNDS], mean[MAX_ROUNDS], rate[MAX_ROUNDS];
+	double p50[BENCH_MAX_ROUNDS], p99[BENCH_MAX_ROUNDS], max[BENCH_MAX_ROUNDS], mean[BENCH_MAX_ROUNDS];
+	double rate[BENCH_MAX_ROUNDS];
 	double *all; /* every sample of every round, microseconds, for the pooled percentiles */
 	size_t nall;
 	int ran;
@@ -157,15 +154,7 @@ static int name_matches(int b)
 
 static double now_us(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
+	return bench_now_s() * 1e6;
 }
 
 /* Nearest-rank percentile of a sorted array. */
@@ -173,22 +162,6 @@ static double pct(const double *s, size_t n, size_t p)
 {
 	size_t k = (p * n + 99) / 100; /* ceil(p% of n) */
 	return s[k ? k - 1 : 0];
-}
-
-struct stats {
-	double med, min, max;
-};
-
-static struct stats stats_of(const double *v, int n)
-{
-	double s[MAX_ROUNDS];
-	struct stats st;
-	memcpy(s, v, (size_t)n * sizeof *s);
-	qsort(s, (size_t)n, sizeof *s, cmp_double);
-	st.min = s[0];
-	st.max = s[n - 1];
-	st.med = n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-	return st;
 }
 
 /* ---- recording transport: learn the sizes of the sealed frames of one ECM ---- */
@@ -398,64 +371,6 @@ out:
 	return r;
 }
 
-static volatile sig_atomic_t g_stop;
-
-static void on_term(int sig)
-{
-	(void)sig;
-	g_stop = 1;
-}
-
-/* Fork a module daemon: its own software module opened from the files, served until SIGTERM. */
-static pid_t spawn_server(const char *card_path, const char *sock)
-{
-	pid_t parent = getpid(), pid;
-	struct sigaction sa;
-	struct kh_softmod *sm = NULL;
-	kh_err e;
-
-	fflush(stdout);
-	fflush(stderr);
-	if ((pid = fork()) != 0)
-		return pid;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_term;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	prctl(PR_SET_PDEATHSIG, SIGTERM);
-	if (getppid() != parent)
-		_exit(1);
-	if ((e = kh_softmod_open(card_path, NULL, &sm, NULL)) != KH_OK) {
-		fprintf(stderr, "bench_cas: daemon %s: %s\n", card_path, kh_strerror(e));
-		_exit(2);
-	}
-	e = kh_serve_unix(sock, kh_softmod_module(sm), &g_stop);
-	if (e != KH_OK)
-		fprintf(stderr, "bench_cas: daemon %s: %s\n", sock, kh_strerror(e));
-	kh_softmod_free(sm);
-	_exit(e == KH_OK ? 0 : 3);
-}
-
-static kh_err connect_retry(struct kh_transport *t, const char *sock)
-{
-	struct timespec ms10 = {0, 10 * 1000 * 1000};
-	kh_err e = KH_ERR_NOTFOUND;
-	for (int i = 0; i < 500 && e == KH_ERR_NOTFOUND; i++) {
-		if ((e = kh_transport_unix(t, sock)) == KH_ERR_NOTFOUND)
-			nanosleep(&ms10, NULL);
-	}
-	return e;
-}
-
-static void reap(pid_t *pid)
-{
-	if (*pid > 0) {
-		kill(*pid, SIGTERM);
-		waitpid(*pid, NULL, 0);
-		*pid = -1;
-	}
-}
-
 static kh_err world_connect(struct world *wd, struct kh_authority *a)
 {
 	uint8_t ku[32];
@@ -477,11 +392,8 @@ static kh_err setup(int want_unix)
 	uint32_t ua;
 	kh_err r;
 
-	strcpy(W.dir, "/tmp/kh-bench-cas-XXXXXX");
-	if (!mkdtemp(W.dir)) {
-		W.dir[0] = 0;
-		return KH_ERR_IO;
-	}
+	if ((r = bench_mkdtemp(W.dir, sizeof W.dir, "/tmp/kh-bench-cas-XXXXXX")) != KH_OK)
+		return r;
 	snprintf(W.auth_dir, sizeof W.auth_dir, "%s/authority", W.dir);
 	W.t0 = (uint64_t)time(NULL);
 	if ((r = kh_random(W.skey, sizeof W.skey)) != KH_OK || (r = make_ecms()) != KH_OK)
@@ -522,13 +434,14 @@ static kh_err setup(int want_unix)
 		if ((r = issue(a, KH_ROLE_CAM, p[0], NULL, &ua)) != KH_OK ||
 		    (r = issue(a, KH_ROLE_CARD, p[1], NULL, &W.unx.card_ua)) != KH_OK)
 			goto out;
-		if ((W.unx.cam_pid = spawn_server(p[0], p[2])) < 0 || (W.unx.card_pid = spawn_server(p[1], p[3])) < 0) {
+		if ((W.unx.cam_pid = bench_spawn_daemon("bench_cas", p[0], p[2], NULL, 0)) < 0 ||
+		    (W.unx.card_pid = bench_spawn_daemon("bench_cas", p[1], p[3], NULL, 0)) < 0) {
 			r = KH_ERR_IO;
 			goto out;
 		}
-		if ((r = connect_retry(&W.unx.cam, p[2])) != KH_OK)
+		if ((r = bench_connect_retry(&W.unx.cam, p[2])) != KH_OK)
 			goto out;
-		if ((r = connect_retry(&W.unx.card, p[3])) != KH_OK) {
+		if ((r = bench_connect_retry(&W.unx.card, p[3])) != KH_OK) {
 			kh_transport_close(&W.unx.cam);
 			goto out;
 		}
@@ -593,14 +506,6 @@ out:
 	return r;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void world_free(struct world *wd)
 {
 	kh_host_cas_wipe(&wd->cas);
@@ -608,8 +513,8 @@ static void world_free(struct world *wd)
 		kh_transport_close(&wd->cam);
 		kh_transport_close(&wd->card);
 	}
-	reap(&wd->cam_pid);
-	reap(&wd->card_pid);
+	bench_reap(&wd->cam_pid);
+	bench_reap(&wd->card_pid);
 	kh_softmod_free(wd->cam_sm);
 	kh_softmod_free(wd->card_sm);
 	kh_wipe(wd->kp, sizeof wd->kp);
@@ -627,7 +532,7 @@ static void teardown(void)
 	EVP_CIPHER_CTX_free(W.dec_r);
 	EVP_CIPHER_free(W.gcm);
 	kh_wipe(W.skey, sizeof W.skey);
-	if (W.dir[0] && nftw(W.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+	if (W.dir[0] && bench_rmtree(W.dir) != 0)
 		fprintf(stderr, "bench_cas: could not remove %s\n", W.dir);
 }
 
@@ -669,7 +574,7 @@ static kh_err run_round(int b, int r)
 		sum += W.lat[i];
 	memcpy(bb->all + bb->nall, W.lat, (size_t)n * sizeof *W.lat);
 	bb->nall += (size_t)n;
-	qsort(W.lat, (size_t)n, sizeof *W.lat, cmp_double);
+	qsort(W.lat, (size_t)n, sizeof *W.lat, bench_cmp_double);
 	bb->p50[r] = pct(W.lat, (size_t)n, 50);
 	bb->p99[r] = pct(W.lat, (size_t)n, 99);
 	bb->max[r] = W.lat[n - 1];
@@ -683,7 +588,7 @@ static kh_err run_round(int b, int r)
 
 static double med(const double *v, int rounds)
 {
-	return stats_of(v, rounds).med;
+	return bench_stats_of(v, rounds).med;
 }
 
 struct ratio {
@@ -707,29 +612,21 @@ static const struct ratio R[] = {
 static void print_results(int rounds)
 {
 	for (int b = 0; b < NB; b++) {
-		struct stats s;
 		if (!B[b].ran)
 			continue;
 		printf("bench=%s unit=us p50=%.2f p99=%.2f max=%.2f rounds=%d\n", B[b].name, med(B[b].p50, rounds),
 		       med(B[b].p99, rounds), med(B[b].max, rounds), rounds);
-		s = stats_of(B[b].rate, rounds);
-		printf("bench=%s unit=ops/s median=%.1f min=%.1f max=%.1f rounds=%d\n", B[b].name, s.med, s.min, s.max,
-		       rounds);
-		s = stats_of(B[b].mean, rounds);
-		printf("bench=%s unit=us median=%.3f min=%.3f max=%.3f rounds=%d\n", B[b].name, s.med, s.min, s.max,
-		       rounds);
+		bench_print(B[b].name, "ops/s", 1, B[b].rate, rounds);
+		bench_print(B[b].name, "us", 3, B[b].mean, rounds);
 	}
 	for (size_t i = 0; i < sizeof R / sizeof R[0]; i++) {
-		double v[MAX_ROUNDS];
-		struct stats s;
+		double v[BENCH_MAX_ROUNDS];
 		if (!B[R[i].num].ran || !B[R[i].den].ran)
 			continue;
 		/* the reference's p50 is its per-call time; each ratio is computed within a round */
 		for (int r = 0; r < rounds; r++)
 			v[r] = B[R[i].num].p50[r] / B[R[i].den].p50[r];
-		s = stats_of(v, rounds);
-		printf("ratio=%s value=%.2f min=%.2f max=%.2f rounds=%d note=\"%s\"\n", R[i].name, s.med, s.min, s.max,
-		       rounds, R[i].note);
+		bench_print_ratio(R[i].name, v, rounds, R[i].note);
 	}
 }
 
@@ -744,7 +641,7 @@ static void print_summary(int rounds)
 		struct bench *bb = &B[b];
 		if (!bb->ran)
 			continue;
-		qsort(bb->all, bb->nall, sizeof *bb->all, cmp_double);
+		qsort(bb->all, bb->nall, sizeof *bb->all, bench_cmp_double);
 		printf("#   %-20s %9.2f %9.2f %9.1f %10.2f %10.1f %11.0f  %s\n", bb->name, med(bb->p50, rounds),
 		       med(bb->p99, rounds), med(bb->max, rounds), pct(bb->all, bb->nall, 99), bb->all[bb->nall - 1],
 		       med(bb->rate, rounds), bb->what);
@@ -795,21 +692,15 @@ int main(int argc, char **argv)
 		default: fputs(usage, stderr); return 2;
 		}
 	}
-	if (optind != argc || rounds < 1 || rounds > MAX_ROUNDS || W.ecms < 1 || W.ecms > 1000000 || W.emms < 1 ||
-	    W.emms > 1000000) {
+	if (optind != argc || rounds < 1 || rounds > BENCH_MAX_ROUNDS || W.ecms < 1 || W.ecms > 1000000 ||
+	    W.emms < 1 || W.emms > 1000000) {
 		fputs(usage, stderr);
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	if (pin == 0) {
-		cpu_set_t set;
-		pin = sched_getcpu();
-		CPU_ZERO(&set);
-		CPU_SET(pin < 0 ? 0 : pin, &set);
-		if (pin < 0 || sched_setaffinity(0, sizeof set, &set) != 0) {
-			fprintf(stderr, "bench_cas: cannot pin to one CPU\n");
-			return 1;
-		}
+	if (pin == 0 && (pin = bench_pin()) < 0) {
+		fprintf(stderr, "bench_cas: cannot pin to one CPU\n");
+		return 1;
 	}
 	for (int b = 0; b < NB; b++)
 		any_unix |= B[b].is_unix && name_matches(b);
@@ -833,10 +724,7 @@ int main(int argc, char **argv)
 	printf("# bench_cas: %d rounds, %d ECMs per ECM benchmark and %d EMMs per EMM benchmark in each round, "
 	       "rounds interleaved across benchmarks\n",
 	       rounds, W.ecms, W.emms);
-	if (pin >= 0)
-		printf("# pinned: every process of this run on CPU %d (-p)\n", pin);
-	else
-		printf("# not pinned: processes may run on any CPU (-p pins them all to one)\n");
+	bench_print_pin(pin);
 	printf("# %s; ECM section %zu bytes (TLV %zu); sealed bodies per ECM: decoder->CAM CARD SEND %zu / answer %zu, "
 	       "CAM->card ECM %zu / answer %zu, decoder->CAM CARD RESP %zu / answer (control words) %zu\n",
 	       OpenSSL_version(OPENSSL_VERSION), W.ecm_len[0], W.ecm_ct, W.cmd_body[0], W.resp_body[0], W.cmd_body[1],

@@ -25,10 +25,8 @@
  * Nothing here asserts on time; the exit status is non-zero only when an operation fails.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <math.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,7 +35,6 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,7 +54,8 @@
 #include "keyhole/softmodule.h"
 #include "keyhole/transport.h"
 
-#define MAX_ROUNDS 99
+#include "util.h"
+
 #define ECHO_DATA 16   /* ECHO carries 16 bytes: inner command 21 bytes, inner response 18 */
 #define HPKE_PT 48     /* Ci (32) || A (16), the PAIR OPEN secret */
 #define RTT_BYTES 64   /* payload of the raw socket round trip, about a sealed command's APDU */
@@ -100,7 +98,7 @@ struct bench {
 	op_fn fn;
 	op_fn prep; /* untimed, before each round */
 	unsigned batch;
-	double rate[MAX_ROUNDS]; /* ops per second, per round */
+	double rate[BENCH_MAX_ROUNDS]; /* ops per second, per round */
 };
 
 /* ---- the world the benchmarks run in (set up once, untimed) ---- */
@@ -590,13 +588,6 @@ static const struct {
 
 /* ---- timing ---- */
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static int is_unix(int b)
 {
 	return b == B_UNIX_RTT || b == B_UNIX_RTT_SPLIT || b == B_PAIR_UNIX || b == B_CMD_UNIX || b == B_LPAIR_UNIX ||
@@ -635,12 +626,12 @@ static kh_err calibrate(int b)
 
 	if (B[b].prep && (e = B[b].prep()) != KH_OK)
 		return fail(b, "preparation", e);
-	t0 = now_s();
+	t0 = bench_now_s();
 	do {
 		if ((e = B[b].fn()) != KH_OK)
 			return fail(b, "operation", e);
 		n++;
-		t = now_s();
+		t = bench_now_s();
 	} while (t - t0 < 0.05);
 	B[b].batch = (unsigned)(0.002 / ((t - t0) / (double)n));
 	if (B[b].batch < 1)
@@ -656,49 +647,19 @@ static kh_err run_round(int b, int round, double secs)
 
 	if (B[b].prep && (e = B[b].prep()) != KH_OK)
 		return fail(b, "preparation", e);
-	t0 = now_s();
+	t0 = bench_now_s();
 	do {
 		for (unsigned i = 0; i < B[b].batch; i++)
 			if ((e = B[b].fn()) != KH_OK)
 				return fail(b, "operation", e);
 		n += B[b].batch;
-		t = now_s();
+		t = bench_now_s();
 	} while (t - t0 < secs);
 	B[b].rate[round] = (double)n / (t - t0);
 	return KH_OK;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-struct stats {
-	double med, min, max;
-};
-
-static struct stats stats_of(const double *v, int n)
-{
-	double s[MAX_ROUNDS];
-	struct stats st;
-	memcpy(s, v, (size_t)n * sizeof *s);
-	qsort(s, (size_t)n, sizeof *s, cmp_double);
-	st.min = s[0];
-	st.max = s[n - 1];
-	st.med = n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-	return st;
-}
-
 /* ---- setup and teardown ---- */
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
 
 static kh_err issue(struct kh_authority *a, const char *path, enum kh_role role, struct kh_issued *iss)
 {
@@ -713,69 +674,6 @@ static kh_err issue(struct kh_authority *a, const char *path, enum kh_role role,
 		r = kh_softmod_save(sm, path, NULL);
 	kh_softmod_free(sm);
 	return r;
-}
-
-static volatile sig_atomic_t g_stop;
-
-static void on_term(int sig)
-{
-	(void)sig;
-	g_stop = 1;
-}
-
-/* Fork a module daemon: its own software module opened from the files, served until SIGTERM. */
-static pid_t spawn_server(const char *card_path, const char *sock)
-{
-	pid_t parent = getpid(), pid;
-	struct sigaction sa;
-	struct kh_softmod *sm = NULL;
-	kh_err e;
-
-	fflush(stdout);
-	fflush(stderr);
-	if ((pid = fork()) != 0)
-		return pid;
-	/* Only the parent may hold the echo processes' sockets, so that they see it hang up. */
-	if (W.pong_fd >= 0)
-		close(W.pong_fd);
-	if (W.pong2_fd >= 0)
-		close(W.pong2_fd);
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_term;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL); /* no SA_RESTART: poll() returns EINTR and the loop sees the flag */
-	prctl(PR_SET_PDEATHSIG, SIGTERM);
-	if (getppid() != parent)
-		_exit(1);
-	if ((e = kh_softmod_open(card_path, NULL, &sm, NULL)) != KH_OK) {
-		fprintf(stderr, "bench_pair: daemon %s: %s\n", card_path, kh_strerror(e));
-		_exit(2);
-	}
-	e = kh_serve_unix(sock, kh_softmod_module(sm), &g_stop);
-	if (e != KH_OK)
-		fprintf(stderr, "bench_pair: daemon %s: %s\n", sock, kh_strerror(e));
-	kh_softmod_free(sm);
-	_exit(e == KH_OK ? 0 : 3);
-}
-
-static kh_err connect_retry(struct kh_transport *t, const char *sock)
-{
-	struct timespec ms10 = {0, 10 * 1000 * 1000};
-	kh_err e = KH_ERR_NOTFOUND;
-	for (int i = 0; i < 500 && e == KH_ERR_NOTFOUND; i++) {
-		if ((e = kh_transport_unix(t, sock)) == KH_ERR_NOTFOUND)
-			nanosleep(&ms10, NULL);
-	}
-	return e;
-}
-
-static void reap(pid_t *pid)
-{
-	if (*pid > 0) {
-		kill(*pid, SIGTERM);
-		waitpid(*pid, NULL, 0);
-		*pid = -1;
-	}
 }
 
 static kh_err setup_primitives(const struct kh_issued *card)
@@ -843,11 +741,8 @@ static kh_err setup(void)
 	struct kh_wr w;
 	kh_err r;
 
-	strcpy(W.dir, "/tmp/kh-bench-XXXXXX");
-	if (!mkdtemp(W.dir)) {
-		W.dir[0] = 0;
-		return KH_ERR_IO;
-	}
+	if ((r = bench_mkdtemp(W.dir, sizeof W.dir, "/tmp/kh-bench-XXXXXX")) != KH_OK)
+		return r;
 	snprintf(W.auth_dir, sizeof W.auth_dir, "%s/authority", W.dir);
 	snprintf(W.cam_path, sizeof W.cam_path, "%s/cam.card", W.dir);
 	snprintf(W.card_path, sizeof W.card_path, "%s/card.card", W.dir);
@@ -917,17 +812,21 @@ static kh_err spawn_echo(void (*fn)(int), pid_t *pid, int *fd)
 /* The socket side: two echo processes for the floor, then the two module daemons. */
 static kh_err setup_unix(void)
 {
+	int echo_fds[2];
 	kh_err r;
 
 	if ((r = spawn_echo(pong, &W.pong_pid, &W.pong_fd)) != KH_OK ||
 	    (r = spawn_echo(pong_split, &W.pong2_pid, &W.pong2_fd)) != KH_OK)
 		return r;
-	if ((W.cam_pid = spawn_server(W.cam_path, W.cam_sock)) < 0 ||
-	    (W.card_pid = spawn_server(W.card_path, W.card_sock)) < 0)
+	echo_fds[0] = W.pong_fd;
+	echo_fds[1] = W.pong2_fd;
+	/* Only this process may hold the echo processes' sockets, so that they see it hang up. */
+	if ((W.cam_pid = bench_spawn_daemon("bench_pair", W.cam_path, W.cam_sock, echo_fds, 2)) < 0 ||
+	    (W.card_pid = bench_spawn_daemon("bench_pair", W.card_path, W.card_sock, echo_fds, 2)) < 0)
 		return KH_ERR_IO;
-	if ((r = connect_retry(&W.cam_u, W.cam_sock)) != KH_OK)
+	if ((r = bench_connect_retry(&W.cam_u, W.cam_sock)) != KH_OK)
 		return r;
-	if ((r = connect_retry(&W.card_u, W.card_sock)) != KH_OK) {
+	if ((r = bench_connect_retry(&W.card_u, W.card_sock)) != KH_OK) {
 		kh_transport_close(&W.cam_u);
 		return r;
 	}
@@ -950,10 +849,10 @@ static void teardown(void)
 		close(W.pong2_fd);
 		W.pong2_fd = -1;
 	}
-	reap(&W.cam_pid);
-	reap(&W.card_pid);
-	reap(&W.pong_pid);
-	reap(&W.pong2_pid);
+	bench_reap(&W.cam_pid);
+	bench_reap(&W.card_pid);
+	bench_reap(&W.pong_pid);
+	bench_reap(&W.pong2_pid);
 	if (W.link) {
 		kh_link_wipe(W.link);
 		free(W.link);
@@ -970,7 +869,7 @@ static void teardown(void)
 	EVP_CIPHER_CTX_free(W.dec_r);
 	EVP_CIPHER_CTX_free(W.rekey);
 	EVP_CIPHER_free(W.gcm);
-	if (W.dir[0] && nftw(W.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+	if (W.dir[0] && bench_rmtree(W.dir) != 0)
 		fprintf(stderr, "bench_pair: could not remove %s\n", W.dir);
 }
 
@@ -978,52 +877,44 @@ static void teardown(void)
 
 static void print_results(int rounds)
 {
-	double us[MAX_ROUNDS];
-	struct stats s;
+	double us[BENCH_MAX_ROUNDS];
 
 	for (int b = 0; b < NB; b++) {
 		if (!selected(b))
 			continue;
-		s = stats_of(B[b].rate, rounds);
-		printf("bench=%s unit=ops/s median=%.1f min=%.1f max=%.1f rounds=%d\n", B[b].name, s.med, s.min, s.max,
-		       rounds);
+		bench_print(B[b].name, "ops/s", 1, B[b].rate, rounds);
 		for (int r = 0; r < rounds; r++)
 			us[r] = 1e6 / B[b].rate[r];
-		s = stats_of(us, rounds);
-		printf("bench=%s unit=us median=%.3f min=%.3f max=%.3f rounds=%d\n", B[b].name, s.med, s.min, s.max,
-		       rounds);
+		bench_print(B[b].name, "us", 3, us, rounds);
 	}
 	for (size_t i = 0; i < NR; i++) {
-		double v[MAX_ROUNDS];
+		double v[BENCH_MAX_ROUNDS];
 		int ok = !R[i].needs_unix || W.have_unix;
 		for (int r = 0; ok && r < rounds; r++) {
 			v[r] = R[i].fn(r);
 			ok = isfinite(v[r]); /* NaN: a benchmark it needs did not run */
 		}
-		if (!ok)
-			continue;
-		s = stats_of(v, rounds);
-		printf("ratio=%s value=%.2f min=%.2f max=%.2f rounds=%d note=\"%s\"\n", R[i].name, s.med, s.min, s.max,
-		       rounds, R[i].note);
+		if (ok)
+			bench_print_ratio(R[i].name, v, rounds, R[i].note);
 	}
 }
 
 static double med_us(int b, int rounds)
 {
-	double us[MAX_ROUNDS];
+	double us[BENCH_MAX_ROUNDS];
 	for (int r = 0; r < rounds; r++)
 		us[r] = 1e6 / B[b].rate[r];
-	return stats_of(us, rounds).med;
+	return bench_stats_of(us, rounds).med;
 }
 
 static void print_summary(int rounds)
 {
 	printf("# summary (medians of %d rounds; per-op time, rate, spread = (max-min)/median)\n", rounds);
 	for (int b = 0; b < NB; b++) {
-		struct stats s;
+		struct bench_stats s;
 		if (!selected(b))
 			continue;
-		s = stats_of(B[b].rate, rounds);
+		s = bench_stats_of(B[b].rate, rounds);
 		printf("#   %-20s %10.2f us %11.0f /s  %5.1f%%  %s\n", B[b].name, 1e6 / s.med, s.med,
 		       100.0 * (s.max - s.min) / s.med, B[b].what);
 	}
@@ -1079,21 +970,15 @@ int main(int argc, char **argv)
 		default: fputs(usage, stderr); return 2;
 		}
 	}
-	if (optind != argc || rounds < 1 || rounds > MAX_ROUNDS || !(secs > 0.001 && secs < 60)) {
+	if (optind != argc || rounds < 1 || rounds > BENCH_MAX_ROUNDS || !(secs > 0.001 && secs < 60)) {
 		fputs(usage, stderr);
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	if (pin == 0) {
-		/* Before any fork: the module daemons and echo processes inherit the mask. */
-		cpu_set_t set;
-		pin = sched_getcpu();
-		CPU_ZERO(&set);
-		CPU_SET(pin < 0 ? 0 : pin, &set);
-		if (pin < 0 || sched_setaffinity(0, sizeof set, &set) != 0) {
-			fprintf(stderr, "bench_pair: cannot pin to one CPU\n");
-			return 1;
-		}
+	/* Before any fork: the module daemons and echo processes inherit the mask. */
+	if (pin == 0 && (pin = bench_pin()) < 0) {
+		fprintf(stderr, "bench_pair: cannot pin to one CPU\n");
+		return 1;
 	}
 
 	if ((e = setup()) != KH_OK) {
@@ -1111,10 +996,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	printf("# bench_pair: %d rounds of %.2f s per benchmark, rounds interleaved across benchmarks\n", rounds, secs);
-	if (pin >= 0)
-		printf("# pinned: every process of this run on CPU %d (-p)\n", pin);
-	else
-		printf("# not pinned: processes may run on any CPU (-p pins them all to one)\n");
+	bench_print_pin(pin);
 	printf("# %s; certificate %zu bytes, Ed25519 message %zu bytes (its signed part); ECHO inner %zu B, response %d B\n",
 	       OpenSSL_version(OPENSSL_VERSION), W.cert_len, W.ed_msg_len, W.echo_cmd_len, ECHO_DATA + 2);
 	fflush(stdout);

@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <dvbcsa/dvbcsa.h>
 #include <openssl/crypto.h>
@@ -35,7 +34,8 @@
 
 #include "keyhole/scramble.h"
 
-#define MAX_ROUNDS 99
+#include "util.h"
+
 #define PL KH_SCR_PACKET_LEN
 
 enum {
@@ -49,7 +49,7 @@ static const char *bench_name[B_COUNT] = {
 	"cissa_scramble", "cissa_descramble", "idsa_scramble", "idsa_descramble",
 	"aes_raw_cbc_encrypt", "aes_raw_cbc_decrypt",
 };
-static double rate[B_COUNT][MAX_ROUNDS];
+static double rate[B_COUNT][BENCH_MAX_ROUNDS];
 
 static size_t n_pkts = 20000;
 static uint8_t *ts;       /* the stream, scrambled and descrambled in place */
@@ -61,29 +61,6 @@ static size_t n_batches, bs;
 static struct dvbcsa_bs_key_s *bskey;
 static EVP_CIPHER_CTX *cbc_enc, *cbc_dec;
 static struct kh_scr *scr[3];
-
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n, double *mn, double *mx)
-{
-	double s[MAX_ROUNDS];
-	memcpy(s, v, (size_t)n * sizeof *v);
-	qsort(s, (size_t)n, sizeof *s, cmp_double);
-	*mn = s[0];
-	*mx = s[n - 1];
-	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
 
 static void make_stream(void)
 {
@@ -186,45 +163,46 @@ static void must(kh_err r, const char *what)
 /* One round of an algorithm's scramble/descramble pair: alternate them for ~secs. */
 static void round_ours(int a, int bs_scr, int round, double secs)
 {
-	double t_s = 0, t_d = 0, t0, end = now() + secs;
+	double t_s = 0, t_d = 0, t0, end = bench_now_s() + secs;
 	long ops = 0;
 	do {
-		t0 = now();
+		t0 = bench_now_s();
 		must(kh_scr_scramble(scr[a], ts, n_pkts, KH_SCR_EVEN), "scramble");
-		t_s += now() - t0;
-		t0 = now();
+		t_s += bench_now_s() - t0;
+		t0 = bench_now_s();
 		must(kh_scr_descramble(scr[a], ts, n_pkts, NULL), "descramble");
-		t_d += now() - t0;
+		t_d += bench_now_s() - t0;
 		ops++;
-	} while (now() < end);
+	} while (bench_now_s() < end);
 	rate[bs_scr][round] = (double)ops * (double)(n_pkts * PL) / t_s / 1e6;
 	rate[bs_scr + 1][round] = (double)ops * (double)(n_pkts * PL) / t_d / 1e6;
 }
 
 static void round_raw(void (*fn)(int), int b_enc, int round, double secs)
 {
-	double t_e = 0, t_d = 0, t0, end = now() + secs;
+	double t_e = 0, t_d = 0, t0, end = bench_now_s() + secs;
 	long ops = 0;
 	do {
-		t0 = now();
+		t0 = bench_now_s();
 		fn(1);
-		t_e += now() - t0;
-		t0 = now();
+		t_e += bench_now_s() - t0;
+		t0 = bench_now_s();
 		fn(0);
-		t_d += now() - t0;
+		t_d += bench_now_s() - t0;
 		ops++;
-	} while (now() < end);
+	} while (bench_now_s() < end);
 	rate[b_enc][round] = (double)ops * (double)(n_pkts * PL) / t_e / 1e6;
 	rate[b_enc + 1][round] = (double)ops * (double)(n_pkts * PL) / t_d / 1e6;
 }
 
 static void print_ratio(const char *name, int num, int den, int rounds, const char *aim)
 {
-	double v[MAX_ROUNDS], mn, mx, med;
+	double v[BENCH_MAX_ROUNDS];
+	struct bench_stats s;
 	for (int r = 0; r < rounds; r++)
 		v[r] = rate[num][r] / rate[den][r];
-	med = median(v, rounds, &mn, &mx);
-	printf("ratio=%s value=%.3f min=%.3f max=%.3f rounds=%d aim=%s\n", name, med, mn, mx,
+	s = bench_stats_of(v, rounds);
+	printf("ratio=%s value=%.3f min=%.3f max=%.3f rounds=%d aim=%s\n", name, s.med, s.min, s.max,
 	       rounds, aim);
 }
 
@@ -248,7 +226,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (rounds < 1 || rounds > MAX_ROUNDS || n_pkts < 1 || n_pkts > 10000000)
+	if (rounds < 1 || rounds > BENCH_MAX_ROUNDS || n_pkts < 1 || n_pkts > 10000000)
 		return 2;
 	ts = malloc(n_pkts * PL);
 	raw = malloc(n_pkts * PL);
@@ -285,11 +263,8 @@ int main(int argc, char **argv)
 		round_ours(2, B_IDSA_SCR, r, secs);
 		round_raw(raw_cbc, B_AES_RAW_ENC, r, secs);
 	}
-	for (int b = 0; b < B_COUNT; b++) {
-		double mn, mx, med = median(rate[b], rounds, &mn, &mx);
-		printf("bench=%s unit=MB/s median=%.1f min=%.1f max=%.1f rounds=%d\n", bench_name[b],
-		       med, mn, mx, rounds);
-	}
+	for (int b = 0; b < B_COUNT; b++)
+		bench_print(bench_name[b], "MB/s", 1, rate[b], rounds);
 	print_ratio("csa2_scramble_vs_raw_bs", B_CSA_SCR, B_CSA_RAW_ENC, rounds, ">=0.9");
 	print_ratio("csa2_descramble_vs_raw_bs", B_CSA_DESC, B_CSA_RAW_DEC, rounds, ">=0.9");
 	print_ratio("cissa_descramble_vs_bulk_cbc_dec", B_CISSA_DESC, B_AES_RAW_DEC, rounds, ">=0.5");
