@@ -589,7 +589,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
  * libmicrohttpd's own messages: mostly about one client (a broken TLS handshake, a reset), so
  * info, not warn; the failures that matter to the operator are logged by kh_http_start.
  */
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char msg[256];
 
