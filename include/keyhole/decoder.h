@@ -47,6 +47,16 @@ typedef uint64_t (*kh_decoder_now_fn)(void *ctx);
  * "access granted" or a purchase made).
  */
 typedef void (*kh_decoder_notify_fn)(void *ctx, kh_err reason, const char *msg);
+/* kh_decoder_changed_fn what */
+#define KH_DECODER_CHANGED_EMM 1u      /* the card accepted an EMM */
+#define KH_DECODER_CHANGED_PURCHASE 2u /* the card made an impulse purchase (KH_DECODER_F_BUY) */
+/*
+ * The card's own data changed (seed 001: the moment to refresh the decoder's memory M1, see
+ * include/keyhole/m1.h). Called right after the card's answer, while a section is being handled;
+ * the callee may talk to the card through the session (cfg.cas->card, e.g. kh_m1_export) but
+ * must not call the engine. It cannot fail the stream.
+ */
+typedef void (*kh_decoder_changed_fn)(void *ctx, unsigned what);
 /* n whole clear packets (n * 188 bytes). A non-KH_OK return becomes the engine's sticky error. */
 typedef kh_err (*kh_decoder_out_fn)(void *ctx, const uint8_t *pkts, size_t n);
 
@@ -58,7 +68,8 @@ struct kh_decoder_config {
 	kh_decoder_now_fn now;     /* required unless PASSIVE */
 	kh_decoder_notify_fn notify; /* NULL: messages are only logged */
 	kh_decoder_out_fn out;     /* NULL: output is discarded */
-	void *ctx;                 /* passed to the three callbacks */
+	kh_decoder_changed_fn changed; /* NULL: not wanted */
+	void *ctx;                 /* passed to the callbacks */
 };
 
 struct kh_decoder_stats {

@@ -2,7 +2,9 @@
  * keyhole decoder: the set-top box of issue 3 on the command line. `play` pairs decoder -> CAM
  * -> card (seed 000), runs the decoder engine (include/keyhole/decoder.h) over a scrambled
  * transport stream and writes the clear one; `buy` makes an impulse purchase of the pay-per-view
- * event a stream's ECM names; `status` shows what a card holds. See keyhole-decoder(1).
+ * event a stream's ECM names; `status` shows what a card holds. With --m1 DIR, play and buy keep
+ * the decoder's memory M1 (seed 001, include/keyhole/m1.h) up to date whenever the card's data
+ * changed; `init` makes M1's local key and `m1` says what M1 holds. See keyhole-decoder(1).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -19,6 +21,7 @@
 #include "keyhole/decoder.h"
 #include "keyhole/host.h"
 #include "keyhole/log.h"
+#include "keyhole/m1.h"
 #include "keyhole/scramble.h"
 #include "keyhole/softmodule.h"
 #include "keyhole/ts.h"
@@ -27,7 +30,7 @@
 
 static const char play_help[] =
 	"usage: keyhole decoder play --root AUTHORITY --cam SPEC --card SPEC [--in FILE|-] [--out FILE|-]\n"
-	"                            [--service N] [--ca-system-id ID] [--buy] [-v]\n"
+	"                            [--service N] [--ca-system-id ID] [--buy] [--m1 DIR] [-v]\n"
 	"\n"
 	"Pair the decoder with the CAM and the CAM with the card, then read a scrambled MPEG-TS,\n"
 	"pass its ECMs and EMMs to the card and write the service in clear: ECM, EMM and CAT\n"
@@ -44,11 +47,16 @@ static const char play_help[] =
 	"  -s, --service N          program_number to play (default: the first in the PAT)\n"
 	"  -C, --ca-system-id ID    CA_system_id to follow (default 0x4B48)\n"
 	"  -b, --buy                buy a pay-per-view event the card has not bought, once\n"
+	"  -M, --m1 DIR             keep the decoder's memory M1 in DIR: after the card accepts an\n"
+	"                           EMM or makes a purchase, and at the end of the stream, ask it\n"
+	"                           for a usage block for M1 (given only while the center has\n"
+	"                           authorised export) and store it (DIR and its key are made on\n"
+	"                           first use; default: no M1)\n"
 	"  -v, --verbose            print a summary on stderr at the end\n";
 
 static const char buy_help[] =
 	"usage: keyhole decoder buy --root AUTHORITY --cam SPEC --card SPEC --in FILE|- [--service N]\n"
-	"                           [--ca-system-id ID]\n"
+	"                           [--ca-system-id ID] [--m1 DIR]\n"
 	"\n"
 	"Read the stream until the first ECM of the service and have the card buy the pay-per-view\n"
 	"event it names, at the price it names (the card reads both from the authenticated ECM).\n"
@@ -59,7 +67,8 @@ static const char buy_help[] =
 	"  -c, --card SPEC          the smart card\n"
 	"  -i, --in FILE            scrambled TS to read (- for standard input)\n"
 	"  -s, --service N          program_number (default: the first in the PAT)\n"
-	"  -C, --ca-system-id ID    CA_system_id to follow (default 0x4B48)\n";
+	"  -C, --ca-system-id ID    CA_system_id to follow (default 0x4B48)\n"
+	"  -M, --m1 DIR             after a purchase, refresh the decoder's memory M1 in DIR\n";
 
 static const char status_help[] =
 	"usage: keyhole decoder status --card SPEC\n"
@@ -69,10 +78,28 @@ static const char status_help[] =
 	"\n"
 	"  -c, --card SPEC          the smart card (card file, or unix:PATH)\n";
 
+static const char init_help[] =
+	"usage: keyhole decoder init --dir DIR\n"
+	"\n"
+	"Make the decoder's memory M1: the directory DIR (mode 0700, if absent) and its local key\n"
+	"DIR/m1.key (32 random bytes in hex, mode 0600), under which M1 is sealed. Fails if the key\n"
+	"exists already. play and buy make the same on first use of --m1 DIR.\n"
+	"\n"
+	"  -d, --dir DIR            the M1 directory\n";
+
+static const char m1_help[] =
+	"usage: keyhole decoder m1 --m1 DIR\n"
+	"\n"
+	"Say what the decoder's memory M1 in DIR holds: the card (UA), the block number and its size\n"
+	"— never its contents, which only the center can read. Prints 'm1 empty' when it holds\n"
+	"nothing. Fails when the file does not open under DIR/m1.key (changed, or another key).\n"
+	"\n"
+	"  -M, --m1 DIR             the M1 directory\n";
+
 /* ---- shared ---- */
 
 struct opts {
-	const char *root, *cam, *card, *in, *out;
+	const char *root, *cam, *card, *in, *out, *m1;
 	long service, casid;
 	int buy, verbose;
 };
@@ -95,7 +122,8 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 		{"card", required_argument, NULL, 'c'},  {"in", required_argument, NULL, 'i'},
 		{"out", required_argument, NULL, 'o'},   {"service", required_argument, NULL, 's'},
 		{"ca-system-id", required_argument, NULL, 'C'}, {"buy", no_argument, NULL, 'b'},
-		{"verbose", no_argument, NULL, 'v'},    {"help", no_argument, NULL, 'h'},
+		{"verbose", no_argument, NULL, 'v'},    {"m1", required_argument, NULL, 'M'},
+		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
 	int c, play = strcmp(cmd, "decoder play") == 0;
 
@@ -103,12 +131,17 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 	o->casid = KH_DECODER_CA_SYSTEM_ID;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+r:m:c:i:o:s:C:bvh", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+r:m:c:i:o:s:C:M:bvh", lo, NULL)) != -1) {
 		switch (c) {
 		case 'r': o->root = optarg; break;
 		case 'm': o->cam = optarg; break;
 		case 'c': o->card = optarg; break;
 		case 'i': o->in = optarg; break;
+		case 'M':
+			if (!*optarg)
+				return kh_cli_usage(cmd, "--m1 takes a directory");
+			o->m1 = optarg;
+			break;
 		case 'o':
 			if (!play)
 				return kh_cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -166,6 +199,61 @@ static int open_modules(const struct opts *o, struct modules *m)
 	return KH_EXIT_OK;
 }
 
+/* ---- M1 ---- */
+
+struct m1 {
+	const char *dir; /* NULL: no M1 */
+	uint8_t key[KH_M1_KEY_LEN];
+	kh_err last; /* last failure told on stderr, to tell each once */
+};
+
+/* Load (or make) the local key before anything else happens: a bad key file is a hard error. */
+static int m1_open(struct m1 *m, const char *dir)
+{
+	kh_err r;
+
+	memset(m, 0, sizeof *m);
+	if (!dir)
+		return KH_EXIT_OK;
+	if ((r = kh_m1_key(dir, 1, m->key)) != KH_OK)
+		return kh_cli_fail(dir, r);
+	m->dir = dir;
+	return KH_EXIT_OK;
+}
+
+/*
+ * The card's data changed, or the stream is over: ask the card for a block for M1 and keep it.
+ * A card not authorised to export answers EXPORT_DENIED, and M1 keeps what it holds (seed 001:
+ * the replaced card's block, until the center has recovered it). Never fails the command: M1
+ * trouble is told on stderr once per kind.
+ */
+static void m1_update(struct m1 *m, struct kh_host_cas *cas, const char *why)
+{
+	struct kh_m1_info info;
+	kh_err r;
+
+	if (!m->dir)
+		return;
+	r = kh_m1_export(cas->card, m->dir, m->key, cas->card_ua, &info);
+	if (r == KH_OK) {
+		kh_log_info("decoder.m1", "why=%s ua=%08X seq=%u", why, info.ua, info.block_seq);
+		return;
+	}
+	if (r == KH_ERR_EXPORT_DENIED || r == KH_ERR_ROLLBACK) {
+		kh_log_info("decoder.m1_kept", "why=%s err=%s", why, kh_err_name(r));
+		return;
+	}
+	if (r != m->last) {
+		m->last = r;
+		fprintf(stderr, "keyhole: M1 %s: %s; M1 left as it was\n", m->dir, kh_strerror(r));
+	}
+}
+
+static void m1_close(struct m1 *m)
+{
+	kh_wipe(m, sizeof *m);
+}
+
 static void close_modules(struct modules *m)
 {
 	kh_host_cas_wipe(&m->cas);
@@ -188,9 +276,22 @@ static void notify_viewer(void *ctx, kh_err reason, const char *msg)
 	fprintf(stderr, "keyhole: %s\n", msg);
 }
 
+struct play_ctx {
+	FILE *out;
+	struct m1 *m1;
+	struct kh_host_cas *cas;
+};
+
 static kh_err write_out(void *ctx, const uint8_t *pkts, size_t n)
 {
-	return fwrite(pkts, KH_TS_PACKET_LEN, n, (FILE *)ctx) == n ? KH_OK : KH_ERR_IO;
+	struct play_ctx *p = ctx;
+	return fwrite(pkts, KH_TS_PACKET_LEN, n, p->out) == n ? KH_OK : KH_ERR_IO;
+}
+
+static void card_changed(void *ctx, unsigned what)
+{
+	struct play_ctx *p = ctx;
+	m1_update(p->m1, p->cas, what == KH_DECODER_CHANGED_PURCHASE ? "purchase" : "emm");
 }
 
 /*
@@ -256,12 +357,15 @@ static int play(int argc, char **argv)
 	struct modules *m = NULL;
 	struct kh_decoder *d = NULL;
 	struct kh_decoder_config cfg;
+	struct play_ctx pc;
+	struct m1 m1;
 	FILE *in = NULL, *out = NULL;
 	char *tmp = NULL;
 	size_t partial = 0;
 	int rc, fd;
 	kh_err r;
 
+	memset(&m1, 0, sizeof m1);
 	if ((rc = parse("decoder play", play_help, argc, argv, &o)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
 	rc = KH_EXIT_FAIL;
@@ -269,7 +373,7 @@ static int play(int argc, char **argv)
 		kh_cli_fail("decoder", KH_ERR_NOMEM);
 		goto out;
 	}
-	if (open_modules(&o, m) != KH_EXIT_OK)
+	if (open_modules(&o, m) != KH_EXIT_OK || m1_open(&m1, o.m1) != KH_EXIT_OK)
 		goto out;
 	if (!(in = open_in(o.in))) {
 		fprintf(stderr, "keyhole: %s: %s\n", o.in, strerror(errno));
@@ -309,7 +413,11 @@ static int play(int argc, char **argv)
 	cfg.now = now_unix;
 	cfg.notify = notify_viewer;
 	cfg.out = write_out;
-	cfg.ctx = out;
+	cfg.changed = card_changed;
+	pc.out = out;
+	pc.m1 = &m1;
+	pc.cas = &m->cas;
+	cfg.ctx = &pc;
 	if ((r = kh_decoder_new(&cfg, &d)) != KH_OK) {
 		kh_cli_fail("decoder", r);
 		goto out;
@@ -327,6 +435,8 @@ static int play(int argc, char **argv)
 	/* The stream is over: now the card may store its usage counters at leisure. */
 	if ((r = kh_host_cas_flush(&m->cas)) != KH_OK)
 		kh_log_info("cas.flush.refused", "error=%s", kh_err_name(r));
+	/* ... and M1 take its latest block (its counters moved, if nothing else). */
+	m1_update(&m1, &m->cas, "end");
 	if (fflush(out) != 0 || ferror(out)) {
 		fprintf(stderr, "keyhole: %s: %s\n", o.out ? o.out : "standard output", strerror(errno));
 		goto out;
@@ -354,6 +464,7 @@ out:
 	if (in && in != stdin)
 		fclose(in);
 	kh_decoder_free(d);
+	m1_close(&m1);
 	if (m) {
 		close_modules(m);
 		kh_wipe(m, sizeof *m);
@@ -374,10 +485,12 @@ static int buy(int argc, char **argv)
 	struct kh_ppv_offer offer;
 	uint8_t ecm[KH_ECM_MAX];
 	size_t ecm_len = 0, partial;
+	struct m1 m1;
 	FILE *in = NULL;
 	int rc, before = 0;
 	kh_err r;
 
+	memset(&m1, 0, sizeof m1);
 	if ((rc = parse("decoder buy", buy_help, argc, argv, &o)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
 	rc = KH_EXIT_FAIL;
@@ -385,7 +498,7 @@ static int buy(int argc, char **argv)
 		kh_cli_fail("decoder", KH_ERR_NOMEM);
 		goto out;
 	}
-	if (open_modules(&o, m) != KH_EXIT_OK)
+	if (open_modules(&o, m) != KH_EXIT_OK || m1_open(&m1, o.m1) != KH_EXIT_OK)
 		goto out;
 	if (!(in = open_in(o.in))) {
 		fprintf(stderr, "keyhole: %s: %s\n", o.in, strerror(errno));
@@ -435,15 +548,19 @@ static int buy(int argc, char **argv)
 	for (size_t i = 0; i < st->npurchases && i < KH_CAS_STATUS_MAX_PURCHASES; i++)
 		if (st->purchases[i].event == offer.event)
 			before = 1;
-	if (before || (st->credit == offer.credit && offer.price != 0))
+	if (before || (st->credit == offer.credit && offer.price != 0)) {
 		printf("event %u already bought\n", offer.event);
-	else
+	} else {
 		printf("bought event %u for %u; credit now %u\n", offer.event, offer.price, offer.credit);
+		fflush(stdout);
+		m1_update(&m1, &m->cas, "purchase");
+	}
 	rc = KH_EXIT_OK;
 out:
 	if (in && in != stdin)
 		fclose(in);
 	kh_decoder_free(d);
+	m1_close(&m1);
 	free(st);
 	if (m) {
 		close_modules(m);
@@ -538,12 +655,99 @@ out:
 	return rc;
 }
 
+/* ---- init, m1 ---- */
+
+/* The one option of init (--dir) and m1 (--m1) into *dir; KH_EXIT_OK, usage, or -1 after help. */
+static int dir_opt(const char *cmd, const char *help, const char *name, int argc, char **argv, const char **dir)
+{
+	const struct option lo[] = {{name, required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
+				    {NULL, 0, NULL, 0}};
+	int c;
+
+	*dir = NULL;
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, name[0] == 'd' ? "+d:h" : "+M:h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+		case 'M': *dir = optarg; break;
+		case 'h': fputs(help, stdout); return -1;
+		default: return kh_cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+	if (!*dir || !**dir)
+		return kh_cli_usage(cmd, "--%s is required", name);
+	return KH_EXIT_OK;
+}
+
+static int init(int argc, char **argv)
+{
+	uint8_t key[KH_M1_KEY_LEN];
+	const char *dir;
+	int rc;
+	kh_err r;
+
+	if ((rc = dir_opt("decoder init", init_help, "dir", argc, argv, &dir)) != KH_EXIT_OK)
+		return rc < 0 ? KH_EXIT_OK : rc;
+	/* Look first: init makes a key, it never adopts one. */
+	if ((r = kh_m1_key(dir, 0, key)) == KH_OK) {
+		kh_wipe(key, sizeof key);
+		fprintf(stderr, "keyhole: %s/%s: %s\n", dir, KH_M1_KEYFILE, kh_strerror(KH_ERR_EXISTS));
+		return KH_EXIT_FAIL;
+	}
+	if (r != KH_ERR_NOTFOUND)
+		return kh_cli_fail(dir, r);
+	r = kh_m1_key(dir, 1, key);
+	kh_wipe(key, sizeof key);
+	if (r != KH_OK)
+		return kh_cli_fail(dir, r);
+	printf("m1 key %s/%s\n", dir, KH_M1_KEYFILE);
+	return KH_EXIT_OK;
+}
+
+static int m1_show(int argc, char **argv)
+{
+	uint8_t key[KH_M1_KEY_LEN];
+	struct kh_m1_info info;
+	const char *dir;
+	int rc;
+	kh_err r;
+
+	if ((rc = dir_opt("decoder m1", m1_help, "m1", argc, argv, &dir)) != KH_EXIT_OK)
+		return rc < 0 ? KH_EXIT_OK : rc;
+	/* No key yet means no M1 yet: nothing has ever been stored there. */
+	if ((r = kh_m1_key(dir, 0, key)) == KH_ERR_NOTFOUND) {
+		printf("m1 empty\n");
+		return KH_EXIT_OK;
+	}
+	if (r != KH_OK)
+		return kh_cli_fail(dir, r);
+	r = kh_m1_stat(dir, key, &info);
+	kh_wipe(key, sizeof key);
+	if (r == KH_ERR_NOTFOUND) {
+		printf("m1 empty\n");
+		return KH_EXIT_OK;
+	}
+	if (r != KH_OK) {
+		fprintf(stderr, "keyhole: %s/%s: %s\n", dir, KH_M1_FILE, kh_strerror(r));
+		return KH_EXIT_FAIL;
+	}
+	printf("card %08X\n", info.ua);
+	printf("block_seq %u\n", info.block_seq);
+	printf("size %zu\n", info.len);
+	return KH_EXIT_OK;
+}
+
 int kh_cmd_decoder(int argc, char **argv)
 {
 	static const struct kh_cli_cmd tab[] = {
 		{"play", play, "descramble a transport stream with the card's control words"},
 		{"buy", buy, "buy the pay-per-view event a stream's ECM names"},
 		{"status", status, "show the card's credit, rights, purchases and keys"},
+		{"init", init, "make the decoder's memory M1 and its local key"},
+		{"m1", m1_show, "show which card's usage block the decoder's memory M1 holds"},
 	};
 	return kh_cli_dispatch("decoder", tab, sizeof tab / sizeof tab[0], argc, argv);
 }

@@ -12,6 +12,9 @@
  * that were valid at its place in the stream. A scrambled packet enters the batch only when its
  * parity has a key, and after descrambling any packet whose TSC is still set is dropped, so a
  * scrambled packet is never written.
+ *
+ * After the card accepted an EMM or made a purchase, cfg.changed is told (seed 001: the moment to
+ * refresh the decoder's memory M1); what it does with the card is the caller's business.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -291,6 +294,8 @@ static kh_err pass_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 			d->st.purchases++;
 			tell(d, KH_OK, "bought pay-per-view event %u for %u; credit now %u", bought.event,
 			     bought.price, bought.credit);
+			if (d->cfg.changed)
+				d->cfg.changed(d->cfg.ctx, KH_DECODER_CHANGED_PURCHASE);
 			return pass_ecm(d, sec, n);
 		}
 		kh_log_info("decoder.purchase_refused", "err=%s event=%u", kh_err_name(e), offer.event);
@@ -409,6 +414,8 @@ static kh_err on_emm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 	d->st.emm_accepted++;
 	kh_log_info("decoder.emm", "type=%u addr=%08X seq=%u", h.addr_type, h.addr, h.seq);
 	d->have_status = 0; /* its counters (and perhaps its group) moved */
+	if (d->cfg.changed)
+		d->cfg.changed(d->cfg.ctx, KH_DECODER_CHANGED_EMM);
 	if (!have_keys(d))
 		d->have_last = 0; /* rights may have arrived: show the card the current ECM again */
 	return KH_OK;

@@ -1,7 +1,11 @@
-# `keyhole decoder`: help and usage errors of play, buy and status; status of a fresh card; play
-# from an empty input and over a clear clip (the engine's pass-through: the service comes out
-# whole, ffprobe reads it); the output file appears only when the stream was played; a pairing
-# failure leaves nothing behind. The scrambled paths are covered by tests/unit/test_decoder.c.
+# `keyhole decoder`: help and usage errors of play, buy, status, init and m1; status of a fresh
+# card; play from an empty input and over a clear clip (the engine's pass-through: the service
+# comes out whole, ffprobe reads it); the output file appears only when the stream was played; a
+# pairing failure leaves nothing behind. The decoder's memory M1 (seed 001): init, a card
+# authorised to export fills it through play and buy, a replacement card not yet authorised
+# leaves it alone, the authorising EMM lets the new card's block in; a changed M1 file is
+# refused and never overwritten. The scrambled paths are covered by tests/unit/test_decoder.c,
+# M1's rules by tests/unit/test_m1.c.
 #
 # Run by CTest as `sh test_decoder.sh` with KEYHOLE and KH_SOURCE_DIR set.
 
@@ -11,7 +15,7 @@ kh_init test_decoder
 cd "$KH_WORK" || kh_fail "cd $KH_WORK"
 
 # --- help and usage ----------------------------------------------------------------------------
-for cmd in "decoder" "decoder play" "decoder buy" "decoder status"; do
+for cmd in "decoder" "decoder play" "decoder buy" "decoder status" "decoder init" "decoder m1"; do
 	# shellcheck disable=SC2086
 	kh_expect_help $cmd --help
 done
@@ -28,6 +32,12 @@ kh_expect_usage decoder buy --root a --cam b --card c --in x --out y
 kh_expect_usage decoder buy --root a --cam b --card c --in x --buy
 kh_expect_usage decoder status
 kh_expect_usage decoder status --card c extra
+kh_expect_usage decoder play --root a --cam b --card c --m1 ''
+kh_expect_usage decoder init
+kh_expect_usage decoder init --dir d extra
+kh_expect_usage decoder init --m1 d
+kh_expect_usage decoder m1
+kh_expect_usage decoder m1 --dir d
 [ -z "$(ls -A "$KH_WORK")" ] || kh_fail "a usage error created files: $(ls -A "$KH_WORK")"
 
 # --- modules -----------------------------------------------------------------------------------
@@ -41,6 +51,22 @@ kh_out_has '^group none$'
 kh_out_has '^emm seq unique 0 group 0 all 0$'
 kh_out_has '^purchases 0$'
 kh_expect_fail decoder status --card nowhere.card
+
+# --- M1: init, empty ---------------------------------------------------------------------------
+kh_expect_ok decoder m1 --m1 nom1
+kh_out_has '^m1 empty$'
+[ ! -e nom1 ] || kh_fail "'decoder m1' created its directory"
+kh_expect_ok decoder init --dir m1d
+kh_expect_mode m1d 700
+kh_expect_mode m1d/m1.key 600
+kh_expect_fail decoder init --dir m1d
+kh_err_has 'already exists'
+kh_expect_ok decoder m1 --m1 m1d
+kh_out_has '^m1 empty$'
+chmod 644 m1d/m1.key
+kh_expect_fail decoder m1 --m1 m1d
+kh_err_has 'not private'
+chmod 600 m1d/m1.key
 
 # --- play: empty stream, pairing failure -------------------------------------------------------
 kh_expect_ok decoder play --root auth --cam cam.card --card card.card --out empty.ts
@@ -66,6 +92,69 @@ if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	grep -q mpeg2video "$KH_META/probe" || kh_fail "the video stream is missing from the output"
 	kh_expect_fail decoder buy --root auth --cam cam.card --card card.card --in clip.ts
 	kh_err_has 'no ECM'
+
+	# --- M1 (seed 001): the old card fills it, the new one only once authorised -----------
+	kh_expect_ok card issue --authority auth --role card --ua 201 --out old.card
+	kh_expect_ok card issue --authority auth --role card --ua 202 --out new.card
+	kh_expect_ok headend keys init --authority auth --out headend.keys
+	# the old card: authorised to export, 100 credits; a PPV event at 30
+	kh_expect_ok headend emm --keys headend.keys --card 000000C9 --service-keys --credit 100:1 \
+		--auth-export 1 --out old.emm
+	kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-old.ts --alg csa2 \
+		--event 77 --price 30 --period 5 --emm old.emm
+	KEYHOLE_LOG=info kh_expect_ok decoder play --root auth --cam cam.card --card old.card --in s-old.ts \
+		--out c-old.ts --m1 m1d
+	# refreshed when the card accepted the EMM, and at the end of the stream
+	kh_err_has 'event=decoder.m1 why=emm ua=000000C9'
+	kh_err_has 'event=decoder.m1 why=end ua=000000C9'
+	kh_expect_ok decoder m1 --m1 m1d
+	kh_out_has '^card 000000C9$'
+	kh_out_has '^size [0-9]+$'
+	seq1=$(sed -n 's/^block_seq //p' "$KH_OUT")
+	[ -n "$seq1" ] && [ "$seq1" -ge 1 ] || kh_fail "M1: no block_seq after play"
+	kh_expect_mode m1d/m1 600
+	kh_expect_ok decoder buy --root auth --cam cam.card --card old.card --in s-old.ts --m1 m1d
+	kh_out_has '^bought event 77 for 30; credit now 70$'
+	kh_expect_ok decoder m1 --m1 m1d
+	kh_out_has '^card 000000C9$'
+	seq2=$(sed -n 's/^block_seq //p' "$KH_OUT")
+	[ "$seq2" -gt "$seq1" ] || kh_fail "M1: the purchase did not refresh M1 ($seq1 then $seq2)"
+	kh_no_tmp_files m1d
+
+	# the card is replaced: the new one is not authorised, M1 keeps the old card's block
+	kh_expect_ok headend emm --keys headend.keys --card 000000CA --service-keys --credit 100:2 --out new.emm
+	kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-new.ts --alg csa2 \
+		--event 78 --price 30 --period 5 --emm new.emm
+	kh_snapshot m1d >"$KH_META/m1.before"
+	KEYHOLE_LOG=info kh_expect_ok decoder play --root auth --cam cam.card --card new.card --in s-new.ts \
+		--out c-new.ts --m1 m1d
+	kh_err_has 'm1_kept.*EXPORT_DENIED'
+	kh_expect_ok decoder buy --root auth --cam cam.card --card new.card --in s-new.ts --m1 m1d
+	kh_out_has '^bought event 78'
+	kh_same_snapshot "$KH_META/m1.before" m1d "M1 changed although the new card is not authorised"
+	kh_expect_ok decoder m1 --m1 m1d
+	kh_out_has '^card 000000C9$'
+
+	# the center has recovered the old card's block and authorises the new card
+	kh_expect_ok headend emm --keys headend.keys --card 000000CA --auth-export 1 --out auth.emm
+	kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-auth.ts --alg csa2 \
+		--event 78 --price 30 --period 5 --emm auth.emm
+	kh_expect_ok decoder play --root auth --cam cam.card --card new.card --in s-auth.ts --out c-auth.ts \
+		--m1 m1d
+	kh_expect_ok decoder m1 --m1 m1d
+	kh_out_has '^card 000000CA$'
+	kh_no_tmp_files m1d
+
+	# a changed M1 file: refused, and play leaves it as it is (told once on stderr)
+	kh_flip_byte m1d/m1 30
+	kh_snapshot m1d >"$KH_META/m1.before"
+	kh_expect_fail decoder m1 --m1 m1d
+	kh_err_has 'authentication'
+	kh_expect_ok decoder play --root auth --cam cam.card --card new.card --in s-auth.ts --out c-auth2.ts \
+		--m1 m1d
+	kh_err_has 'M1 m1d: authentication tag mismatch; M1 left as it was'
+	[ "$(grep -c 'M1 m1d' "$KH_ERR")" -eq 1 ] || kh_fail "M1 trouble told more than once"
+	kh_same_snapshot "$KH_META/m1.before" m1d "a play overwrote an M1 file it could not open"
 else
 	kh_note "ffmpeg/ffprobe not found: clear clip part skipped"
 fi
