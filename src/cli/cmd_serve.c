@@ -128,6 +128,12 @@ int kh_cmd_serve(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	/*
+	 * A start that fails says so in one line (keyhole: WHAT: error), so the store's own error
+	 * log stays quiet until the server runs, unless KEYHOLE_LOG asks for it.
+	 */
+	if (getenv("KEYHOLE_LOG") == NULL)
+		kh_log_set_level((enum kh_log_level)(KH_LOG_ERROR + 1));
 	scfg.db = db;
 	scfg.authority_dir = authdir;
 	if ((r = kh_sms_new(&scfg, &sms, &what)) != KH_OK)

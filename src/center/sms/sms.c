@@ -31,10 +31,8 @@ kh_err kh__sms_db(struct kh_sms *c, struct kh_store **s)
 		return KH_OK;
 	}
 	opts.sync_normal = c->sync_normal;
-	if ((r = kh_store_open_opts(c->db, &opts, &st)) != KH_OK) {
-		kh_log_error("sms.store", "err=%s", kh_err_json(r));
-		return r;
-	}
+	if ((r = kh_store_open_opts(c->db, &opts, &st)) != KH_OK)
+		return r; /* the store logged it (event=store.error) */
 	pthread_mutex_lock(&c->mu);
 	if (c->nconns == c->cap) {
 		size_t cap = c->cap ? c->cap * 2 : 8;
