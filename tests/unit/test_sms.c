@@ -5,6 +5,7 @@
  * the judge: credit, rights, service keys and the export flag of seed 001 (a first card is
  * authorised at once, a replacement only once the old card's data is forfeited).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,15 +65,14 @@ static size_t on_header(char *p, size_t sz, size_t n, void *u)
 }
 
 /* One request; body NULL for none; idem NULL for no Idempotency-Key. Parses a JSON answer. */
-static void req(struct sms_world *sw, const char *method, const char *path, const char *body, const char *idem,
-		struct reply *out)
+static void req_on(CURL *c, uint16_t port, const char *method, const char *path, const char *body,
+		   const char *idem, struct reply *out)
 {
 	char url[256], hdr[200];
 	struct curl_slist *hl = NULL;
-	CURL *c = sw->curl;
 
 	memset(out, 0, sizeof *out);
-	snprintf(url, sizeof url, "http://127.0.0.1:%u%s", sw->port, path);
+	snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
 	curl_easy_reset(c);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
@@ -98,6 +98,12 @@ static void req(struct sms_world *sw, const char *method, const char *path, cons
 	curl_slist_free_all(hl);
 	if (out->body)
 		out->json = json_loads(out->body, 0, NULL);
+}
+
+static void req(struct sms_world *sw, const char *method, const char *path, const char *body, const char *idem,
+		struct reply *out)
+{
+	req_on(sw->curl, sw->port, method, path, body, idem, out);
 }
 
 static void reply_free(struct reply *r)
@@ -612,11 +618,247 @@ static void test_refusals(void **state)
 	reply_free(&r);
 }
 
+/* ---- an assignment too big for one EMM, and the card's key capacity ---- */
+
+static void test_split(void **state)
+{
+	struct sms_world *sw = *state;
+	struct mod *c1 = &sw->w->c1;
+	int64_t now = (int64_t)time(NULL);
+	uint32_t seq1 = 0;
+	struct kh_cas_status st;
+	char body[256], path[96];
+	struct reply r;
+	struct told t;
+
+	/* four key ids with two versions each: the 8 keys a card holds */
+	for (int round = 0; round < 2; round++)
+		for (int id = round ? 1 : 2; id <= 4; id++) {
+			snprintf(body, sizeof body, "{\"key_id\":%d}", id);
+			expect(sw, "POST", "/v1/service-keys/rotate", body, 201, &r);
+			reply_free(&r);
+		}
+	expect(sw, "POST", "/v1/subscribers", "{\"name\":\"Many\"}", 201, &r);
+	reply_free(&r);
+	for (int p = 1; p <= 30; p++) {
+		snprintf(body, sizeof body, "{\"name\":\"P%d\"}", p);
+		expect(sw, "POST", "/v1/products", body, 201, &r);
+		reply_free(&r);
+		snprintf(body, sizeof body, "{\"product_id\":%d,\"start\":%lld,\"end\":%lld}", p, (long long)now - 10,
+			 (long long)now + 1000);
+		expect(sw, "POST", "/v1/subscribers/1/subscriptions", body, 201, &r);
+		reply_free(&r);
+	}
+	register_card(sw, c1);
+	snprintf(path, sizeof path, "/v1/cards/%08X/assign", c1->ua);
+	expect(sw, "POST", path, "{\"subscriber_id\":1}", 200, &r);
+	assert_int_equal(jint(r.json, "emms_queued"), 2); /* 35 + 8 x 40 + 30 x 23 + 4 > 983 bytes */
+	reply_free(&r);
+	t = deliver(sw, c1, &seq1);
+	assert_int_equal(t.emms, 2);
+	assert_int_equal(t.set_key, 8);
+	assert_int_equal(t.entitle, 30);
+	assert_int_equal(t.auth_export, 1);
+	assert_int_equal(seq1, 2);
+	st = status_of(c1);
+	assert_int_equal(st.nkeys, 8);
+	assert_int_equal(st.nrights, 30);
+	assert_int_equal(st.export_ok, 1);
+
+	/* a card holds 32 rights: the 33rd product is refused, a renewal is not */
+	for (int p = 31; p <= 33; p++) {
+		snprintf(body, sizeof body, "{\"name\":\"P%d\"}", p);
+		expect(sw, "POST", "/v1/products", body, 201, &r);
+		reply_free(&r);
+	}
+	for (int p = 31; p <= 33; p++) {
+		snprintf(body, sizeof body, "{\"product_id\":%d,\"start\":%lld,\"end\":%lld}", p, (long long)now - 10,
+			 (long long)now + 1000);
+		if (p == 33) {
+			expect_error(sw, "POST", "/v1/subscribers/1/subscriptions", body, NULL, 409, "too_many_subscriptions");
+			continue;
+		}
+		expect(sw, "POST", "/v1/subscribers/1/subscriptions", body, 201, &r);
+		reply_free(&r);
+	}
+	snprintf(body, sizeof body, "{\"product_id\":1,\"start\":%lld,\"end\":%lld}", (long long)now - 10,
+		 (long long)now + 5000);
+	expect(sw, "POST", "/v1/subscribers/1/subscriptions", body, 201, &r);
+	reply_free(&r);
+	t = deliver(sw, c1, &seq1);
+	assert_int_equal(t.entitle, 3);
+	st = status_of(c1);
+	assert_int_equal(st.nrights, 32);
+
+	/* a fifth id would not fit in the cards: refused, nothing queued */
+	expect_error(sw, "POST", "/v1/service-keys/rotate", "{\"key_id\":5}", NULL, 409, "too_many_key_ids");
+	t = deliver(sw, c1, &seq1);
+	assert_int_equal(t.emms, 0);
+	/* rotating an existing id replaces the card's older version of it */
+	expect(sw, "POST", "/v1/service-keys/rotate", "{\"key_id\":3}", 201, &r);
+	reply_free(&r);
+	t = deliver(sw, c1, &seq1);
+	assert_int_equal(t.set_key, 1);
+	assert_int_equal(t.key_version_max, 3);
+	st = status_of(c1);
+	assert_int_equal(st.nkeys, 8);
+}
+
+/* ---- several HTTP threads and clients at once: one connection per thread, one answer per key ---- */
+
+#define NCLIENTS 8
+#define NSUBS 5
+
+struct client {
+	uint16_t port;
+	int idx;
+	char ua[9];
+	long sub_status[NSUBS];
+	int64_t sub_id[NSUBS];
+	long same_status, own_status;
+	char *same_body;
+	int64_t own_reload;
+};
+
+/* No cmocka assertion here (other thread): results are checked after the join. */
+static void *client_run(void *arg)
+{
+	struct client *cl = arg;
+	CURL *c = curl_easy_init();
+	char path[96], body[64], key[32];
+
+	for (int j = 0; j < NSUBS; j++) {
+		struct reply r = {0};
+		struct curl_slist *hl = curl_slist_append(NULL, "Content-Type: application/json");
+		char url[128];
+
+		snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/subscribers", cl->port);
+		snprintf(body, sizeof body, "{\"name\":\"T%d-%d\"}", cl->idx, j);
+		curl_easy_reset(c);
+		curl_easy_setopt(c, CURLOPT_URL, url);
+		curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+		curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+		if (curl_easy_perform(c) == CURLE_OK) {
+			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &cl->sub_status[j]);
+			json_t *o = r.body ? json_loads(r.body, 0, NULL) : NULL;
+			json_t *id = o ? json_object_get(o, "id") : NULL;
+			cl->sub_id[j] = json_is_integer(id) ? json_integer_value(id) : -1;
+			json_decref(o);
+		}
+		free(r.body);
+		curl_slist_free_all(hl);
+	}
+	for (int k = 0; k < 2; k++) {
+		struct reply r = {0};
+		struct curl_slist *hl = NULL;
+		char url[128], hdr[64];
+
+		snprintf(path, sizeof path, "/v1/cards/%s/reload", cl->ua);
+		snprintf(url, sizeof url, "http://127.0.0.1:%u%s", cl->port, path);
+		snprintf(key, sizeof key, k == 0 ? "same-key" : "own-%d", cl->idx);
+		snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", key);
+		hl = curl_slist_append(hl, hdr);
+		curl_easy_reset(c);
+		curl_easy_setopt(c, CURLOPT_URL, url);
+		curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+		curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "POST");
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+		if (curl_easy_perform(c) == CURLE_OK) {
+			long st = 0;
+			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
+			if (k == 0) {
+				cl->same_status = st;
+				cl->same_body = r.body;
+				r.body = NULL;
+			} else {
+				json_t *o = r.body ? json_loads(r.body, 0, NULL) : NULL;
+				json_t *id = o ? json_object_get(o, "reload_id") : NULL;
+				cl->own_status = st;
+				cl->own_reload = json_is_integer(id) ? json_integer_value(id) : -1;
+				json_decref(o);
+			}
+		}
+		free(r.body);
+		curl_slist_free_all(hl);
+	}
+	curl_easy_cleanup(c);
+	return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+	struct sms_world *sw = *state;
+	struct mod *c1 = &sw->w->c1;
+	struct client cl[NCLIENTS];
+	pthread_t th[NCLIENTS];
+	int64_t ids[NCLIENTS * NSUBS];
+	uint32_t seq1 = 0;
+	char path[96];
+	struct reply r;
+	struct told t;
+	size_t n = 0;
+
+	expect(sw, "PUT", "/v1/credit-policy", "{\"initial_credit\":0,\"reload_amount\":10}", 200, &r);
+	reply_free(&r);
+	expect(sw, "POST", "/v1/subscribers", "{\"name\":\"Owner\"}", 201, &r);
+	reply_free(&r);
+	register_card(sw, c1);
+	snprintf(path, sizeof path, "/v1/cards/%08X/assign", c1->ua);
+	expect(sw, "POST", path, "{\"subscriber_id\":1}", 200, &r);
+	reply_free(&r);
+
+	memset(cl, 0, sizeof cl);
+	for (int i = 0; i < NCLIENTS; i++) {
+		cl[i].port = sw->port;
+		cl[i].idx = i;
+		snprintf(cl[i].ua, sizeof cl[i].ua, "%08X", c1->ua);
+		assert_int_equal(pthread_create(&th[i], NULL, client_run, &cl[i]), 0);
+	}
+	for (int i = 0; i < NCLIENTS; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+
+	for (int i = 0; i < NCLIENTS; i++) {
+		for (int j = 0; j < NSUBS; j++) {
+			assert_int_equal(cl[i].sub_status[j], 201);
+			assert_true(cl[i].sub_id[j] > 1);
+			for (size_t k = 0; k < n; k++)
+				assert_true(ids[k] != cl[i].sub_id[j]);
+			ids[n++] = cl[i].sub_id[j];
+		}
+		/* every client sending "same-key" got the one first answer */
+		assert_int_equal(cl[i].same_status, 200);
+		assert_non_null(cl[i].same_body);
+		assert_string_equal(cl[i].same_body, cl[0].same_body);
+		assert_int_equal(cl[i].own_status, 200);
+		for (int k = 0; k < i; k++)
+			assert_true(cl[k].own_reload != cl[i].own_reload);
+	}
+	for (int i = 0; i < NCLIENTS; i++)
+		free(cl[i].same_body);
+
+	/* 1 assignment + 1 shared reload + one per client, applied in order: credit 10 x 9 */
+	t = deliver(sw, c1, &seq1);
+	assert_int_equal(t.emms, 1 + 1 + NCLIENTS);
+	assert_int_equal(t.add_credit, 1 + NCLIENTS);
+	assert_int_equal(seq1, 1 + 1 + NCLIENTS);
+	assert_int_equal(status_of(c1).credit, 10 * (1 + NCLIENTS));
+	assert_int_equal(metric(sw, "keyhole_emms_queued_total"), 1 + 1 + NCLIENTS);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_card_life, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_split, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 	};
 	int rc;
 

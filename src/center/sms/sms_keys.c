@@ -73,7 +73,24 @@ struct rotate_tx {
 	uint8_t key_id;
 	uint32_t version;
 	unsigned queued;
+	struct kh__sms_why why;
 };
+
+/* Count distinct ids (the list is ordered by id). */
+struct id_count {
+	unsigned n;
+	int last;
+};
+
+static kh_err count_id(void *arg, const struct kh_store_service_key *k)
+{
+	struct id_count *c = arg;
+
+	if (c->n == 0 || c->last != k->key_id)
+		c->n++;
+	c->last = k->key_id;
+	return KH_OK;
+}
 
 static kh_err rotate_tx_fn(struct kh_store *s, void *arg)
 {
@@ -85,11 +102,24 @@ static kh_err rotate_tx_fn(struct kh_store *s, void *arg)
 	kh_err r;
 
 	a->queued = 0;
+	a->why = (struct kh__sms_why){0};
 	r = kh_store_service_key_latest(s, a->key_id, &v);
-	if (r == KH_ERR_NOTFOUND)
+	if (r == KH_ERR_NOTFOUND) {
+		/*
+		 * A card holds KH_CAS_STATUS_MAX_KEYS keys, two versions per id, and refuses a whole
+		 * EMM that would overflow them (CARD_FULL): more ids than half of that would make
+		 * every card refuse the next SET KEY, and a new card its whole first EMM.
+		 */
+		struct id_count ids = {0, -1};
+		if ((r = kh_store_service_key_list(s, count_id, &ids)) != KH_OK)
+			return r;
+		if (ids.n >= KH_CAS_STATUS_MAX_KEYS / 2)
+			return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "too_many_key_ids",
+					   "cards hold two versions of at most 4 service key ids: rotate an existing id");
 		v = 0;
-	else if (r != KH_OK)
+	} else if (r != KH_OK) {
 		return r;
+	}
 	if (v == UINT32_MAX)
 		return KH_ERR_TOO_LARGE;
 	a->version = v + 1;
@@ -128,8 +158,10 @@ kh_err kh__sms_keys_rotate(struct kh_http_req *req, struct kh_http_resp *resp, v
 	if (kh__sms_json_int(kh_http_body(req), "key_id", 0, 255, 1, &id) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "key_id: an integer from 0 to 255");
 	a.key_id = (uint8_t)id;
-	if ((r = kh__sms_db(a.c, &s)) != KH_OK || (r = kh_store_run_tx(s, rotate_tx_fn, &a)) != KH_OK)
+	if ((r = kh__sms_db(a.c, &s)) != KH_OK)
 		return r;
+	if ((r = kh_store_run_tx(s, rotate_tx_fn, &a)) != KH_OK)
+		return a.why.msg ? kh__sms_fail(resp, r, &a.why) : r;
 	kh__sms_count_emms(a.c, a.queued);
 	kh_log_info("sms.service_key", "key_id=%u version=%u emms=%u", (unsigned)a.key_id, (unsigned)a.version, a.queued);
 	return kh_http_reply(resp, 201, json_pack("{s:i,s:I,s:i}", "key_id", (int)a.key_id, "version",

@@ -161,6 +161,22 @@ static kh_err find_active(void *arg, const struct kh_store_card *c)
 	return KH_OK;
 }
 
+struct sub_count {
+	uint32_t product;
+	unsigned n;
+	int renewal;
+};
+
+static kh_err count_sub(void *arg, const struct kh_store_subscription *u)
+{
+	struct sub_count *c = arg;
+
+	c->n++;
+	if (u->product_id == c->product)
+		c->renewal = 1;
+	return KH_OK;
+}
+
 static kh_err subs_tx_fn(struct kh_store *s, void *arg)
 {
 	struct subs_tx *a = arg;
@@ -178,8 +194,15 @@ static kh_err subs_tx_fn(struct kh_store *s, void *arg)
 		if ((r = kh_store_subscription_del(s, a->u.subscriber_id, a->u.product_id)) != KH_OK)
 			return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "no such subscription") : r;
 	} else {
+		struct sub_count cnt = {a->u.product_id, 0, 0};
 		if ((r = kh_store_product_exists(s, a->u.product_id)) != KH_OK)
 			return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "product not found") : r;
+		/* A card holds KH_CAS_STATUS_MAX_RIGHTS rights and refuses a whole EMM beyond them. */
+		if ((r = kh_store_subscriptions_of(s, a->u.subscriber_id, count_sub, &cnt)) != KH_OK)
+			return r;
+		if (!cnt.renewal && cnt.n >= KH_CAS_STATUS_MAX_RIGHTS)
+			return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "too_many_subscriptions",
+					   "a card holds at most 32 rights: unsubscribe a product first");
 		if ((r = kh_store_subscription_put(s, &a->u)) != KH_OK)
 			return r;
 	}
