@@ -1,8 +1,8 @@
 # keyhole serve: the management center on an ephemeral port (--listen 127.0.0.1:0, the port
 # read from its 'listening=' line), driven with curl: a subscriber, a card registered from the
 # signing certificate `card issue` wrote, its assignment and the EMM it queues, the error body,
-# /metrics; the database created 0600; state kept across a restart; SIGTERM and SIGINT stop it
-# with status 0; usage errors exit 2; an unusable --db or --authority exits 1 with one line.
+# /metrics; the database created 0600; state kept across a restart; HTTPS with --cert/--key;
+# SIGTERM and SIGINT stop it with status 0; usage errors exit 2; an unusable --db or --authority exits 1 with one line.
 #
 # Run by CTest as `sh test_serve.sh` with KEYHOLE and KH_SOURCE_DIR set.
 
@@ -88,6 +88,29 @@ expect_api GET "/v1/cards/$UA" "" 200 '"subscriber_id":1'
 expect_api GET /v1/emm?since=1 "" 200 '^\{"emms":\[\],"last_id":1\}$'
 kh_stop "$PID" INT
 [ "$KH_RC" -eq 0 ] || kh_fail "SIGINT: exit status $KH_RC, expected 0"
+
+# HTTPS with a certificate and key (TLS 1.3)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key -out tls.crt \
+	-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -days 1 2>/dev/null ||
+	kh_fail "openssl could not make a TLS certificate"
+chmod 600 tls.key
+: >"$KH_META/daemon.out"
+kh_start_daemon TPID serve --db center.db --authority auth --listen 127.0.0.1:0 --cert tls.crt --key tls.key
+i=0
+PORT=
+while [ -z "$PORT" ]; do
+	PORT=$(sed -n 's/^listening=127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$KH_META/daemon.out")
+	[ -n "$PORT" ] && break
+	kill -0 "$TPID" 2>/dev/null || kh_fail "serve --cert exited before it was ready: $(cat "$KH_META/daemon.err")"
+	[ "$i" -lt 100 ] || kh_fail "serve --cert printed no 'listening=' line within 10 s"
+	sleep 0.1
+	i=$((i + 1))
+done
+ST=$(curl -s --noproxy '*' --cacert tls.crt -o "$KH_META/body" -w '%{http_code}' "https://127.0.0.1:$PORT/v1/cards/$UA")
+[ "$ST" = 200 ] || kh_fail "HTTPS GET /v1/cards/$UA: status $ST"
+grep -q "\"ua\":\"$UA\"" "$KH_META/body" || kh_fail "HTTPS answer does not name the card"
+kh_stop "$TPID" TERM
+[ "$KH_RC" -eq 0 ] || kh_fail "HTTPS server: SIGTERM exit status $KH_RC"
 
 # usage errors
 kh_expect_help serve --help
