@@ -168,4 +168,144 @@ KH_WARN_UNUSED kh_err kh_store_idem_put(struct kh_store *s, const char *key,
 					const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], const uint8_t *resp,
 					size_t len);
 
+/* ---- management center (issue 4): subscribers, cards, catalogue, rights, credit, keys ----
+ *
+ * Written by src/center/sms/ (docs/internals/sms.md). Each changing operation is one
+ * transaction or joins the caller's (kh_store_run_tx). Listing operations call fn once per row
+ * from one SELECT; fn must not call into s (the statement is still running), and strings in the
+ * rows are valid during the call only. Names are 1..KH_STORE_NAME_MAX bytes of text.
+ */
+
+#define KH_STORE_NAME_MAX 200
+
+/* Add a subscriber; *id gets its id. */
+KH_WARN_UNUSED kh_err kh_store_subscriber_add(struct kh_store *s, const char *name, int64_t *id);
+/* Name (into name, cap bytes, NUL terminated) and creation time; KH_ERR_NOTFOUND. */
+KH_WARN_UNUSED kh_err kh_store_subscriber_get(struct kh_store *s, int64_t id, char *name, size_t cap,
+					      int64_t *created_at);
+
+struct kh_store_card {
+	uint32_t ua;
+	char role[8];           /* "card" or "cam" */
+	int64_t subscriber_id;  /* 0: not assigned */
+	char state[12];         /* "issued", "active", "replaced", "closed" */
+	int export_authorised;  /* 0 or 1 */
+	uint32_t replaced_by;   /* 0: none */
+	char closed_reason[40]; /* "" when none */
+	uint32_t last_reload_id;
+	int64_t created_at;
+};
+typedef kh_err (*kh_store_card_fn)(void *arg, const struct kh_store_card *c);
+
+/* Register a card (state 'issued') with its DER certificate; KH_ERR_EXISTS when ua is known. */
+KH_WARN_UNUSED kh_err kh_store_card_add(struct kh_store *s, uint32_t ua, const char *role, const uint8_t *cert,
+					size_t len);
+/* One card; KH_ERR_NOTFOUND. */
+KH_WARN_UNUSED kh_err kh_store_card_get(struct kh_store *s, uint32_t ua, struct kh_store_card *c);
+/* The card's certificate (DER) into der (cap bytes); KH_ERR_NOTFOUND, KH_ERR_BUF. */
+KH_WARN_UNUSED kh_err kh_store_card_cert(struct kh_store *s, uint32_t ua, uint8_t *der, size_t cap, size_t *len);
+/*
+ * Write subscriber_id, state, export_authorised, replaced_by and closed_reason of c->ua (the
+ * other fields are ignored); KH_ERR_NOTFOUND; KH_ERR_DB_CONSTRAINT for a value the schema refuses.
+ */
+KH_WARN_UNUSED kh_err kh_store_card_update(struct kh_store *s, const struct kh_store_card *c);
+/* Take the card's next credit reload id (1, 2, ...), durable with the caller's transaction. */
+KH_WARN_UNUSED kh_err kh_store_card_next_reload(struct kh_store *s, uint32_t ua, uint32_t *reload_id);
+/* Cards of a subscriber (by UA). */
+KH_WARN_UNUSED kh_err kh_store_cards_of(struct kh_store *s, int64_t subscriber_id, kh_store_card_fn fn, void *arg);
+/* Cards in a state ("active", ...), by UA. */
+KH_WARN_UNUSED kh_err kh_store_cards_in_state(struct kh_store *s, const char *state, kh_store_card_fn fn,
+					      void *arg);
+
+/* Catalogue: products, channels, pay-per-view events. An id of 0 asks for the next free one. */
+struct kh_store_product {
+	uint32_t id;
+	const char *name;
+};
+struct kh_store_channel {
+	uint32_t id;
+	const char *name;
+	uint32_t product_id;
+};
+struct kh_store_event {
+	uint32_t id;
+	const char *name;
+	uint32_t price;
+	uint32_t channel_id;
+	int64_t start, end; /* [start, end) */
+};
+typedef kh_err (*kh_store_product_fn)(void *arg, const struct kh_store_product *p);
+typedef kh_err (*kh_store_channel_fn)(void *arg, const struct kh_store_channel *c);
+typedef kh_err (*kh_store_event_fn)(void *arg, const struct kh_store_event *e);
+/*
+ * Add one; *id (may be NULL) gets the id used. KH_ERR_EXISTS for an id in use, KH_ERR_NOTFOUND
+ * for an unknown product (channel) or channel (event), KH_ERR_INVAL for start >= end.
+ */
+KH_WARN_UNUSED kh_err kh_store_product_add(struct kh_store *s, const struct kh_store_product *p, uint32_t *id);
+KH_WARN_UNUSED kh_err kh_store_channel_add(struct kh_store *s, const struct kh_store_channel *c, uint32_t *id);
+KH_WARN_UNUSED kh_err kh_store_event_add(struct kh_store *s, const struct kh_store_event *e, uint32_t *id);
+KH_WARN_UNUSED kh_err kh_store_products(struct kh_store *s, kh_store_product_fn fn, void *arg);
+KH_WARN_UNUSED kh_err kh_store_channels(struct kh_store *s, kh_store_channel_fn fn, void *arg);
+KH_WARN_UNUSED kh_err kh_store_events(struct kh_store *s, kh_store_event_fn fn, void *arg);
+/* KH_OK when the product exists, KH_ERR_NOTFOUND otherwise. */
+KH_WARN_UNUSED kh_err kh_store_product_exists(struct kh_store *s, uint32_t id);
+
+/* Subscriptions: one right per (subscriber, product), replaced by a renewal. */
+struct kh_store_subscription {
+	int64_t subscriber_id;
+	uint32_t product_id;
+	int64_t start, end; /* [start, end) */
+};
+typedef kh_err (*kh_store_subscription_fn)(void *arg, const struct kh_store_subscription *u);
+/* Insert or replace; KH_ERR_NOTFOUND for an unknown subscriber or product, KH_ERR_INVAL start >= end. */
+KH_WARN_UNUSED kh_err kh_store_subscription_put(struct kh_store *s, const struct kh_store_subscription *u);
+/* Remove; KH_ERR_NOTFOUND when there was none. */
+KH_WARN_UNUSED kh_err kh_store_subscription_del(struct kh_store *s, int64_t subscriber_id, uint32_t product_id);
+KH_WARN_UNUSED kh_err kh_store_subscriptions_of(struct kh_store *s, int64_t subscriber_id,
+						kh_store_subscription_fn fn, void *arg);
+
+/* The credit policy (one row). */
+KH_WARN_UNUSED kh_err kh_store_credit_policy_get(struct kh_store *s, uint32_t *initial_credit, uint32_t *reload_amount);
+KH_WARN_UNUSED kh_err kh_store_credit_policy_set(struct kh_store *s, uint32_t initial_credit, uint32_t reload_amount);
+
+/* Service keys (secret). */
+struct kh_store_service_key {
+	uint8_t key_id;
+	uint32_t version;
+	const uint8_t *key; /* 32 bytes; NULL in kh_store_service_key_list */
+	int64_t created_at;
+};
+typedef kh_err (*kh_store_service_key_fn)(void *arg, const struct kh_store_service_key *k);
+/* Add a version; KH_ERR_EXISTS when (key_id, version) is taken. */
+KH_WARN_UNUSED kh_err kh_store_service_key_add(struct kh_store *s, uint8_t key_id, uint32_t version,
+					       const uint8_t key[static 32]);
+/* Highest version of key_id; KH_ERR_NOTFOUND when the id has none. */
+KH_WARN_UNUSED kh_err kh_store_service_key_latest(struct kh_store *s, uint8_t key_id, uint32_t *version);
+/*
+ * The current keys: the two highest versions of each key id (what a card keeps), by id then
+ * version, with the key bytes. The caller must not keep the key beyond the call.
+ */
+KH_WARN_UNUSED kh_err kh_store_service_keys_current(struct kh_store *s, kh_store_service_key_fn fn, void *arg);
+/* Every (key_id, version), without the key bytes. */
+KH_WARN_UNUSED kh_err kh_store_service_key_list(struct kh_store *s, kh_store_service_key_fn fn, void *arg);
+
+/* Invoices of a subscriber, by time then id. */
+struct kh_store_invoice {
+	int64_t id;
+	int64_t subscriber_id;
+	uint32_t ua;
+	uint32_t event_id;
+	uint32_t price;
+	int64_t time;
+	int64_t created_at;
+};
+typedef kh_err (*kh_store_invoice_fn)(void *arg, const struct kh_store_invoice *i);
+KH_WARN_UNUSED kh_err kh_store_invoices_of(struct kh_store *s, int64_t subscriber_id, kh_store_invoice_fn fn,
+					   void *arg);
+
+/* As kh_store_emm_fetch, for one address only (a decoder with a line fetching its card's). */
+KH_WARN_UNUSED kh_err kh_store_emm_fetch_addr(struct kh_store *s, uint8_t addr_type, uint32_t addr,
+					      int64_t since_id, unsigned limit, kh_store_emm_fn fn, void *arg,
+					      int64_t *last_id);
+
 #endif

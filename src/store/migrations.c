@@ -157,7 +157,18 @@ static const char migration_1[] =
 	") STRICT, WITHOUT ROWID;\n"
 	"CREATE INDEX idempotency_created ON idempotency(created_at);\n";
 
+/*
+ * 2 (issue 4, management center): each card's credit reload counter (the reload id of
+ * ADD CREDIT, which a card applies once and only increasing), and an index for a decoder
+ * fetching one card's EMMs in queue order.
+ */
+static const char migration_2[] =
+	"ALTER TABLE cards ADD COLUMN last_reload_id INTEGER NOT NULL DEFAULT 0\n"
+	"  " U32("last_reload_id") ";\n"
+	"CREATE INDEX emm_queue_address ON emm_queue(address_type, address, id);\n";
+
 const struct kh__migration kh__migrations[] = {
 	{1, migration_1},
+	{2, migration_2},
 };
 const size_t kh__migrations_count = sizeof kh__migrations / sizeof kh__migrations[0];

@@ -1,0 +1,46 @@
+/*
+ * The management center (subscriber management system, issue 4): the operator's back office for
+ * the pay-TV path. It keeps subscribers, cards, the catalogue, subscriptions, the credit policy
+ * and the service keys in the SQL store (keyhole/store.h), and turns each change into the EMMs
+ * the cards need (PROTOCOLS.md "Pay-TV: ECM and EMM", seed 001), sealed under each card's
+ * personal key and queued with the card's next sequence number in the same transaction.
+ * It answers the operator API under /v1 on an HTTP server (keyhole/http.h); `keyhole serve`
+ * hosts it. Center zone only. Data flow, endpoints and threading: docs/internals/sms.md;
+ * the API: docs/api/openapi.yaml.
+ */
+#ifndef KEYHOLE_SMS_H
+#define KEYHOLE_SMS_H
+
+#include <stdint.h>
+
+#include "keyhole/err.h"
+
+struct kh_sms;
+struct kh_http;
+
+struct kh_sms_config {
+	const char *db;            /* store URL (kh_store_open): an SQLite file, created 0600 */
+	const char *authority_dir; /* root.crt (the root public key) and master.key */
+	/* 1: the store's synchronous=NORMAL (NOT durable; tests and benchmarks only). */
+	int store_sync_normal;
+};
+
+/*
+ * Open the center: the store (created or migrated; this thread's connection is checked at once),
+ * the authority's root public key and master key (kept in memory, wiped by kh_sms_free), and
+ * service key 1 version 1 when the store has no service key yet. Errors: those of
+ * kh_store_open (KH_ERR_IO for a path that cannot be created, KH_ERR_KEYFILE_PERM, ...), of
+ * kh_authority_open and the master key file, KH_ERR_NOMEM. *out is written only on success.
+ * On failure, *what (may be NULL) names what failed: the database or the authority directory.
+ */
+KH_WARN_UNUSED kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const char **what);
+/*
+ * Add the /v1 routes to h (before kh_http_start) and register the center's metrics on h's
+ * registry (keyhole_emms_queued_total). The server's handlers then use s: s must outlive h's
+ * threads (kh_http_stop or kh_http_free before kh_sms_free).
+ */
+KH_WARN_UNUSED kh_err kh_sms_add_routes(struct kh_sms *s, struct kh_http *h);
+/* Close every store connection, wipe the keys, free. Only once the HTTP server has stopped. NULL ok. */
+void kh_sms_free(struct kh_sms *s);
+
+#endif

@@ -1,0 +1,201 @@
+/*
+ * The management center's life and its route table (issue 4): opening the store and the
+ * authority's keys, one store connection per HTTP thread, and the /v1 routes. The endpoints are
+ * in sms_<resource>.c; what each queues is in docs/internals/sms.md.
+ *
+ * Threads: libmicrohttpd runs handlers on several threads at once and a kh_store is one SQLite
+ * connection that is not thread-safe. Each thread gets its own connection, opened on its first
+ * request and kept in a thread-specific slot; SQLite (WAL) lets readers run beside the one
+ * writer, and kh_store_run_tx retries a busy writer. Every connection is also kept in a list so
+ * that kh_sms_free closes them all once the server's threads are gone.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyhole/authority.h"
+#include "keyhole/crypto.h"
+#include "keyhole/file.h"
+#include "keyhole/log.h"
+#include "sms_int.h"
+
+kh_err kh__sms_db(struct kh_sms *c, struct kh_store **s)
+{
+	struct kh_store *st = pthread_getspecific(c->tls);
+	struct kh_store_opts opts = {0};
+	struct kh_store **grown;
+	kh_err r;
+
+	if (st) {
+		*s = st;
+		return KH_OK;
+	}
+	opts.sync_normal = c->sync_normal;
+	if ((r = kh_store_open_opts(c->db, &opts, &st)) != KH_OK)
+		return r; /* the store logged it (event=store.error) */
+	pthread_mutex_lock(&c->mu);
+	if (c->nconns == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 8;
+		grown = realloc(c->conns, cap * sizeof *grown);
+		if (grown == NULL) {
+			pthread_mutex_unlock(&c->mu);
+			kh_store_close(st);
+			return KH_ERR_NOMEM;
+		}
+		c->conns = grown;
+		c->cap = cap;
+	}
+	c->conns[c->nconns++] = st;
+	pthread_mutex_unlock(&c->mu);
+	if (pthread_setspecific(c->tls, st) != 0)
+		return KH_ERR_NOMEM; /* kept in conns: closed by kh_sms_free */
+	*s = st;
+	return KH_OK;
+}
+
+/* Service key 1 version 1 on a store that has no service key at all. */
+static kh_err count_key(void *arg, const struct kh_store_service_key *k)
+{
+	(void)k;
+	(*(unsigned *)arg)++;
+	return KH_OK;
+}
+
+static kh_err first_key_tx(struct kh_store *s, void *arg)
+{
+	uint8_t key[32];
+	unsigned n = 0;
+	kh_err r;
+
+	(void)arg;
+	if ((r = kh_store_service_key_list(s, count_key, &n)) != KH_OK || n > 0)
+		return r;
+	if ((r = kh_random(key, sizeof key)) == KH_OK)
+		r = kh_store_service_key_add(s, 1, 1, key);
+	kh_wipe(key, sizeof key);
+	if (r == KH_OK)
+		kh_log_info("sms.service_key", "key_id=1 version=1 created=1");
+	return r;
+}
+
+static kh_err read_master(const char *dir, uint8_t master[static 32])
+{
+	uint8_t *data = NULL;
+	size_t len = 0;
+	char *path = NULL;
+	kh_err r;
+
+	if (asprintf(&path, "%s/master.key", dir) < 0)
+		return KH_ERR_NOMEM;
+	if ((r = kh_keyfile_read(path, 4096, &data, &len)) == KH_OK)
+		r = kh_hex_decode((const char *)data, len, master, 32);
+	kh_file_free(data, len);
+	free(path);
+	return r;
+}
+
+kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const char **what)
+{
+	struct kh_authority *a = NULL;
+	struct kh_sms *c = NULL;
+	struct kh_store *s;
+	const char *w = NULL;
+	kh_err r;
+
+	if (cfg == NULL || cfg->db == NULL || cfg->authority_dir == NULL || out == NULL)
+		return KH_ERR_INVAL;
+	if ((c = calloc(1, sizeof *c)) == NULL)
+		return KH_ERR_NOMEM;
+	if (pthread_mutex_init(&c->mu, NULL) != 0) {
+		free(c);
+		return KH_ERR_NOMEM;
+	}
+	if (pthread_key_create(&c->tls, NULL) != 0) {
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	c->tls_ok = 1;
+	c->sync_normal = cfg->store_sync_normal;
+	if ((c->db = strdup(cfg->db)) == NULL) {
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	/* The authority first: a store file is not created for a center that cannot start. */
+	w = cfg->authority_dir;
+	if ((r = kh_authority_open(cfg->authority_dir, &a)) != KH_OK)
+		goto out;
+	kh_authority_root_pk(a, c->root_pk);
+	if ((r = read_master(cfg->authority_dir, c->master)) != KH_OK)
+		goto out;
+	w = cfg->db;
+	if ((r = kh__sms_db(c, &s)) != KH_OK || (r = kh_store_run_tx(s, first_key_tx, NULL)) != KH_OK)
+		goto out;
+	*out = c;
+	c = NULL;
+	w = NULL;
+	r = KH_OK;
+out:
+	kh_authority_free(a);
+	kh_sms_free(c);
+	if (what)
+		*what = w;
+	return r;
+}
+
+void kh_sms_free(struct kh_sms *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < c->nconns; i++)
+		kh_store_close(c->conns[i]);
+	free(c->conns);
+	if (c->tls_ok)
+		pthread_key_delete(c->tls);
+	pthread_mutex_destroy(&c->mu);
+	kh_wipe(c->master, sizeof c->master);
+	free(c->db);
+	free(c);
+}
+
+void kh__sms_count_emms(struct kh_sms *c, unsigned n)
+{
+	if (c->emms_queued && n)
+		kh_metric_add(c->emms_queued, n);
+}
+
+kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
+{
+	const struct kh_http_route routes[] = {
+		{"POST", "/v1/subscribers", kh__sms_subscriber_create, c},
+		{"GET", "/v1/subscribers/{id}", kh__sms_subscriber_get, c},
+		{"GET", "/v1/subscribers/{id}/invoices", kh__sms_subscriber_invoices, c},
+		{"POST", "/v1/subscribers/{id}/subscriptions", kh__sms_subscribe, c},
+		{"DELETE", "/v1/subscribers/{id}/subscriptions/{product_id}", kh__sms_unsubscribe, c},
+		{"POST", "/v1/cards", kh__sms_card_register, c},
+		{"GET", "/v1/cards/{ua}", kh__sms_card_get, c},
+		{"POST", "/v1/cards/{ua}/assign", kh__sms_card_assign, c},
+		{"POST", "/v1/cards/{ua}/replace", kh__sms_card_replace, c},
+		{"POST", "/v1/cards/{ua}/forfeit", kh__sms_card_forfeit, c},
+		{"POST", "/v1/cards/{ua}/reload", kh__sms_card_reload, c},
+		{"GET", "/v1/cards/{ua}/emm", kh__sms_card_emm, c},
+		{"POST", "/v1/products", kh__sms_product_create, c},
+		{"GET", "/v1/products", kh__sms_product_list, c},
+		{"POST", "/v1/channels", kh__sms_channel_create, c},
+		{"GET", "/v1/channels", kh__sms_channel_list, c},
+		{"POST", "/v1/events", kh__sms_event_create, c},
+		{"GET", "/v1/events", kh__sms_event_list, c},
+		{"PUT", "/v1/credit-policy", kh__sms_policy_put, c},
+		{"GET", "/v1/credit-policy", kh__sms_policy_get, c},
+		{"POST", "/v1/service-keys/rotate", kh__sms_keys_rotate, c},
+		{"GET", "/v1/service-keys", kh__sms_keys_list, c},
+		{"GET", "/v1/emm", kh__sms_emm_queue, c},
+	};
+	kh_err r;
+
+	if (c == NULL || h == NULL)
+		return KH_ERR_INVAL;
+	if ((r = kh_metrics_counter(kh_http_metrics(h), "keyhole_emms_queued_total",
+				    "EMMs sealed and queued by the management center", &c->emms_queued)) != KH_OK)
+		return r;
+	return kh_http_add_routes(h, routes, sizeof routes / sizeof routes[0]);
+}

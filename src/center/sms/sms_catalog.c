@@ -1,0 +1,179 @@
+/*
+ * The catalogue at the management center (issue 4): products (what a subscription entitles to,
+ * the ECM's access criterion by product), channels (each covered by a product) and pay-per-view
+ * events with their prices (the ECM's access criterion by event). Their ids travel in ECMs and
+ * EMMs, so the operator may choose them ("id" in the body); without one the next free id is used.
+ * Nothing here queues an EMM: a card learns of a product through ENTITLE, of an event's price
+ * through the ECM.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sms_int.h"
+
+/* The optional "id": 1..u32; *id 0 when absent. */
+static kh_err opt_id(const json_t *b, uint32_t *id)
+{
+	int64_t v;
+	kh_err r = kh__sms_json_int(b, "id", 1, UINT32_MAX, 0, &v);
+
+	if (r == KH_ERR_NOTFOUND) {
+		*id = 0;
+		return KH_OK;
+	}
+	if (r == KH_OK)
+		*id = (uint32_t)v;
+	return r;
+}
+
+static kh_err add_reply(struct kh_http_resp *resp, kh_err r, const char *what_missing, uint32_t id, json_t *o)
+{
+	if (r != KH_OK) {
+		json_decref(o);
+		if (r == KH_ERR_EXISTS)
+			return kh_http_reply_error(resp, r, "id already in use");
+		if (r == KH_ERR_NOTFOUND)
+			return kh_http_reply_error(resp, r, what_missing);
+		return r;
+	}
+	if (o == NULL || json_object_set_new(o, "id", json_integer(id)) != 0) {
+		json_decref(o);
+		return KH_ERR_NOMEM;
+	}
+	return kh_http_reply(resp, 201, o);
+}
+
+/* ---- products ---- */
+
+kh_err kh__sms_product_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	json_t *b = kh_http_body(req);
+	struct kh_store_product p;
+	struct kh_store *s;
+	uint32_t id = 0;
+	kh_err r;
+
+	if (kh__sms_json_name(b, "name", &p.name) != KH_OK || opt_id(b, &p.id) != KH_OK)
+		return kh_http_reply_error(resp, KH_ERR_INVAL, "name (1 to 200 bytes) is required; id, if given, 1 to 4294967295");
+	if ((r = kh__sms_db(arg, &s)) != KH_OK)
+		return r;
+	r = kh_store_product_add(s, &p, &id);
+	return add_reply(resp, r, NULL, id, r == KH_OK ? json_pack("{s:s}", "name", p.name) : NULL);
+}
+
+static kh_err add_product(void *arg, const struct kh_store_product *p)
+{
+	json_t *o = json_pack("{s:I,s:s}", "id", (json_int_t)p->id, "name", p->name);
+	return o && json_array_append_new(arg, o) == 0 ? KH_OK : KH_ERR_NOMEM;
+}
+
+static kh_err add_channel(void *arg, const struct kh_store_channel *c)
+{
+	json_t *o = json_pack("{s:I,s:s,s:I}", "id", (json_int_t)c->id, "name", c->name, "product_id",
+			      (json_int_t)c->product_id);
+	return o && json_array_append_new(arg, o) == 0 ? KH_OK : KH_ERR_NOMEM;
+}
+
+static kh_err add_event(void *arg, const struct kh_store_event *e)
+{
+	json_t *o = json_pack("{s:I,s:s,s:I,s:I,s:I,s:I}", "id", (json_int_t)e->id, "name", e->name, "price",
+			      (json_int_t)e->price, "channel_id", (json_int_t)e->channel_id, "start",
+			      (json_int_t)e->start, "end", (json_int_t)e->end);
+	return o && json_array_append_new(arg, o) == 0 ? KH_OK : KH_ERR_NOMEM;
+}
+
+enum list_kind { PRODUCTS, CHANNELS, EVENTS };
+
+static kh_err list(struct kh_http_resp *resp, void *arg, enum list_kind k)
+{
+	static const char *const names[] = {"products", "channels", "events"};
+	struct kh_store *s;
+	json_t *arr;
+	kh_err r;
+
+	if ((r = kh__sms_db(arg, &s)) != KH_OK)
+		return r;
+	if ((arr = json_array()) == NULL)
+		return KH_ERR_NOMEM;
+	r = k == PRODUCTS ? kh_store_products(s, add_product, arr)
+	    : k == CHANNELS ? kh_store_channels(s, add_channel, arr)
+			    : kh_store_events(s, add_event, arr);
+	if (r != KH_OK) {
+		json_decref(arr);
+		return r;
+	}
+	return kh_http_reply(resp, 200, json_pack("{s:o}", names[k], arr));
+}
+
+kh_err kh__sms_product_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	(void)req;
+	return list(resp, arg, PRODUCTS);
+}
+
+/* ---- channels ---- */
+
+kh_err kh__sms_channel_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	json_t *b = kh_http_body(req);
+	struct kh_store_channel c;
+	struct kh_store *s;
+	int64_t product;
+	uint32_t id = 0;
+	kh_err r;
+
+	if (kh__sms_json_name(b, "name", &c.name) != KH_OK || opt_id(b, &c.id) != KH_OK ||
+	    kh__sms_json_int(b, "product_id", 0, UINT32_MAX, 1, &product) != KH_OK)
+		return kh_http_reply_error(resp, KH_ERR_INVAL,
+					   "name (1 to 200 bytes) and product_id are required; id, if given, 1 to 4294967295");
+	c.product_id = (uint32_t)product;
+	if ((r = kh__sms_db(arg, &s)) != KH_OK)
+		return r;
+	r = kh_store_channel_add(s, &c, &id);
+	return add_reply(resp, r, "product not found", id,
+			 r == KH_OK ? json_pack("{s:s,s:I}", "name", c.name, "product_id", (json_int_t)c.product_id)
+				    : NULL);
+}
+
+kh_err kh__sms_channel_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	(void)req;
+	return list(resp, arg, CHANNELS);
+}
+
+/* ---- pay-per-view events ---- */
+
+kh_err kh__sms_event_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	json_t *b = kh_http_body(req);
+	struct kh_store_event e;
+	struct kh_store *s;
+	int64_t price, channel;
+	uint32_t id = 0;
+	kh_err r;
+
+	if (kh__sms_json_name(b, "name", &e.name) != KH_OK || opt_id(b, &e.id) != KH_OK ||
+	    kh__sms_json_int(b, "price", 0, UINT32_MAX, 1, &price) != KH_OK ||
+	    kh__sms_json_int(b, "channel_id", 0, UINT32_MAX, 1, &channel) != KH_OK ||
+	    kh__sms_json_int(b, "start", 0, INT64_MAX / 2, 1, &e.start) != KH_OK ||
+	    kh__sms_json_int(b, "end", 0, INT64_MAX / 2, 1, &e.end) != KH_OK || e.start >= e.end)
+		return kh_http_reply_error(resp, KH_ERR_INVAL,
+					   "name, price (u32), channel_id, start and end (Unix seconds, start < end) "
+					   "are required");
+	e.price = (uint32_t)price;
+	e.channel_id = (uint32_t)channel;
+	if ((r = kh__sms_db(arg, &s)) != KH_OK)
+		return r;
+	r = kh_store_event_add(s, &e, &id);
+	return add_reply(resp, r, "channel not found", id,
+			 r == KH_OK ? json_pack("{s:s,s:I,s:I,s:I,s:I}", "name", e.name, "price", (json_int_t)e.price,
+						"channel_id", (json_int_t)e.channel_id, "start", (json_int_t)e.start,
+						"end", (json_int_t)e.end)
+				    : NULL);
+}
+
+kh_err kh__sms_event_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	(void)req;
+	return list(resp, arg, EVENTS);
+}

@@ -1,0 +1,128 @@
+/*
+ * Inside the management center (src/center/sms/): the center object, each HTTP thread's store
+ * connection, the EMM batcher every action queues through, and the small JSON and path helpers
+ * the endpoint files share. See docs/internals/sms.md.
+ */
+#ifndef KH_SMS_INT_H
+#define KH_SMS_INT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "keyhole/cas.h"
+#include "keyhole/http.h"
+#include "keyhole/sms.h"
+#include "keyhole/store.h"
+
+struct kh_sms {
+	char *db;
+	int sync_normal;
+	uint8_t master[32]; /* secret: wiped by kh_sms_free */
+	uint8_t root_pk[32];
+	/* One store connection per thread (a kh_store is not thread-safe), opened lazily. */
+	pthread_key_t tls;
+	int tls_ok;
+	pthread_mutex_t mu; /* guards conns */
+	struct kh_store **conns;
+	size_t nconns, cap;
+	struct kh_metric *emms_queued;
+};
+
+/* This thread's store connection (opened on first use). */
+KH_WARN_UNUSED kh_err kh__sms_db(struct kh_sms *c, struct kh_store **s);
+
+/* ---- EMMs for one card: commands gathered, sealed and queued in the caller's transaction ---- */
+
+struct kh__sms_emm {
+	struct kh_sms *c;
+	uint32_t ua;
+	uint8_t cmds[KH_EMM_CMDS_MAX]; /* may hold keys: kh__sms_emm_wipe */
+	size_t len;
+	unsigned queued; /* EMMs queued through this batch */
+};
+
+void kh__sms_emm_init(struct kh__sms_emm *e, struct kh_sms *c, uint32_t ua);
+/*
+ * Append one command (a whole TLV). When it does not fit in the EMM being gathered, that EMM is
+ * queued first and the command starts the next one, so commands that belong together share one
+ * EMM as long as KH_EMM_CMDS_MAX allows, in the order given.
+ */
+KH_WARN_UNUSED kh_err kh__sms_emm_cmd(struct kh_store *s, struct kh__sms_emm *e, const uint8_t *cmd, size_t n);
+/* Queue what is gathered (nothing when empty): sealed under the card's Kp, with its next seq. */
+KH_WARN_UNUSED kh_err kh__sms_emm_flush(struct kh_store *s, struct kh__sms_emm *e);
+void kh__sms_emm_wipe(struct kh__sms_emm *e);
+
+/*
+ * Queue everything a card needs when it starts serving subscriber sub, in the caller's
+ * transaction: SET ALL KEY, SET KEY for every current service key, ENTITLE for each of the
+ * subscriber's subscriptions, ADD CREDIT of the policy's initial credit (when not 0, with the
+ * card's next reload id), and AUTHORISE EXPORT 1 when auth_export. *queued gets the EMM count.
+ */
+KH_WARN_UNUSED kh_err kh__sms_card_setup(struct kh_store *s, struct kh_sms *c, uint32_t ua, int64_t sub,
+					 int auth_export, unsigned *queued);
+
+/* ---- a refusal with its own code and message (a 409 with a precise reason, a 404 naming what) ---- */
+
+struct kh__sms_why {
+	const char *code; /* NULL: the registry's code for the error */
+	const char *msg;  /* NULL: the registry's message */
+};
+/* Answer e with why (status kh_err_http(e)). Returns KH_OK (the reply is set) or KH_ERR_NOMEM. */
+KH_WARN_UNUSED kh_err kh__sms_fail(struct kh_http_resp *resp, kh_err e, const struct kh__sms_why *why);
+/* Set why and return e: `return kh__sms_why(&a->why, KH_ERR_NOTFOUND, NULL, "card not registered");` */
+kh_err kh__sms_why(struct kh__sms_why *w, kh_err e, const char *code, const char *msg);
+
+/* ---- parsing ---- */
+
+/* A UA in a path: exactly 8 hex digits. KH_ERR_INVAL. */
+KH_WARN_UNUSED kh_err kh__sms_parse_ua(const char *s, uint32_t *ua);
+/* A positive decimal id in a path. KH_ERR_INVAL. */
+KH_WARN_UNUSED kh_err kh__sms_parse_id(const char *s, int64_t *id);
+/* "%08X" */
+void kh__sms_ua_hex(uint32_t ua, char out[static 9]);
+/* Body field as an integer in [min, max]; KH_ERR_INVAL when absent (and required), not an integer, out of range. */
+KH_WARN_UNUSED kh_err kh__sms_json_int(const json_t *body, const char *key, int64_t min, int64_t max, int required,
+				       int64_t *v);
+/* Body field as a name: a string of 1..KH_STORE_NAME_MAX bytes. KH_ERR_INVAL. */
+KH_WARN_UNUSED kh_err kh__sms_json_name(const json_t *body, const char *key, const char **name);
+/* Query argument as a non-negative integer (default when absent) at most max. KH_ERR_INVAL. */
+KH_WARN_UNUSED kh_err kh__sms_query_int(struct kh_http_req *req, const char *name, int64_t def, int64_t max,
+					int64_t *v);
+/* One queued EMM as JSON {id, address_type, address, seq, section}; NULL: out of memory. */
+json_t *kh__sms_emm_json(const struct kh_store_emm *e);
+/* Count the EMMs queued by a committed transaction in the center's metric. */
+void kh__sms_count_emms(struct kh_sms *c, unsigned n);
+
+/* ---- endpoints (one file per resource) ---- */
+
+kh_err kh__sms_subscriber_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_subscriber_get(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_subscriber_invoices(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_subscribe(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_unsubscribe(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+
+kh_err kh__sms_card_register(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_card_get(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_card_assign(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_card_replace(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_card_forfeit(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_card_reload(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_card_emm(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+
+kh_err kh__sms_product_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_product_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_channel_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_channel_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_event_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_event_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+
+kh_err kh__sms_policy_put(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_policy_get(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_keys_rotate(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_keys_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_emm_queue(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+
+#endif

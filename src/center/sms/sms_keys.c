@@ -1,0 +1,196 @@
+/*
+ * The credit policy and the service keys at the management center (issue 4). The policy is the
+ * credit a new card starts with and the reload amount agreed with subscribers. Service keys seal
+ * the ECMs; they are generated here (kh_random), kept in the store (which is why it is 0600),
+ * and reach the cards only inside EMMs under each card's Kp: a rotation queues SET KEY for every
+ * active card in the transaction that stores the new version. A key is never answered or logged.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyhole/buf.h"
+#include "keyhole/crypto.h"
+#include "keyhole/log.h"
+#include "sms_int.h"
+
+/* ---- PUT / GET /v1/credit-policy ---- */
+
+kh_err kh__sms_policy_put(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	json_t *b = kh_http_body(req);
+	struct kh_store *s;
+	int64_t initial, reload;
+	kh_err r;
+
+	if (kh__sms_json_int(b, "initial_credit", 0, UINT32_MAX, 1, &initial) != KH_OK ||
+	    kh__sms_json_int(b, "reload_amount", 0, UINT32_MAX, 1, &reload) != KH_OK)
+		return kh_http_reply_error(resp, KH_ERR_INVAL, "initial_credit and reload_amount: integers, 0 to 4294967295");
+	if ((r = kh__sms_db(arg, &s)) != KH_OK ||
+	    (r = kh_store_credit_policy_set(s, (uint32_t)initial, (uint32_t)reload)) != KH_OK)
+		return r;
+	return kh_http_reply(resp, 200, json_pack("{s:I,s:I}", "initial_credit", (json_int_t)initial, "reload_amount",
+						  (json_int_t)reload));
+}
+
+kh_err kh__sms_policy_get(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	struct kh_store *s;
+	uint32_t initial, reload;
+	kh_err r;
+
+	(void)req;
+	if ((r = kh__sms_db(arg, &s)) != KH_OK || (r = kh_store_credit_policy_get(s, &initial, &reload)) != KH_OK)
+		return r;
+	return kh_http_reply(resp, 200, json_pack("{s:I,s:I}", "initial_credit", (json_int_t)initial, "reload_amount",
+						  (json_int_t)reload));
+}
+
+/* ---- POST /v1/service-keys/rotate {key_id} ---- */
+
+struct ua_list {
+	size_t n, cap;
+	uint32_t *ua;
+};
+
+static kh_err collect_ua(void *arg, const struct kh_store_card *c)
+{
+	struct ua_list *l = arg;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		uint32_t *p = realloc(l->ua, cap * sizeof *p);
+		if (p == NULL)
+			return KH_ERR_NOMEM;
+		l->ua = p;
+		l->cap = cap;
+	}
+	l->ua[l->n++] = c->ua;
+	return KH_OK;
+}
+
+struct rotate_tx {
+	struct kh_sms *c;
+	uint8_t key_id;
+	uint32_t version;
+	unsigned queued;
+	struct kh__sms_why why;
+};
+
+/* Count distinct ids (the list is ordered by id). */
+struct id_count {
+	unsigned n;
+	int last;
+};
+
+static kh_err count_id(void *arg, const struct kh_store_service_key *k)
+{
+	struct id_count *c = arg;
+
+	if (c->n == 0 || c->last != k->key_id)
+		c->n++;
+	c->last = k->key_id;
+	return KH_OK;
+}
+
+static kh_err rotate_tx_fn(struct kh_store *s, void *arg)
+{
+	struct rotate_tx *a = arg;
+	struct ua_list cards = {0};
+	uint8_t key[32], cmd[48];
+	struct kh_wr w;
+	uint32_t v = 0;
+	kh_err r;
+
+	a->queued = 0;
+	a->why = (struct kh__sms_why){0};
+	r = kh_store_service_key_latest(s, a->key_id, &v);
+	if (r == KH_ERR_NOTFOUND) {
+		/*
+		 * A card holds KH_CAS_STATUS_MAX_KEYS keys, two versions per id, and refuses a whole
+		 * EMM that would overflow them (CARD_FULL): more ids than half of that would make
+		 * every card refuse the next SET KEY, and a new card its whole first EMM.
+		 */
+		struct id_count ids = {0, -1};
+		if ((r = kh_store_service_key_list(s, count_id, &ids)) != KH_OK)
+			return r;
+		if (ids.n >= KH_CAS_STATUS_MAX_KEYS / 2)
+			return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "too_many_key_ids",
+					   "cards hold two versions of at most 4 service key ids: rotate an existing id");
+		v = 0;
+	} else if (r != KH_OK) {
+		return r;
+	}
+	if (v == UINT32_MAX)
+		return KH_ERR_TOO_LARGE;
+	a->version = v + 1;
+	if ((r = kh_random(key, sizeof key)) != KH_OK || (r = kh_store_service_key_add(s, a->key_id, a->version, key)) != KH_OK ||
+	    (r = kh_store_cards_in_state(s, "active", collect_ua, &cards)) != KH_OK)
+		goto out;
+	kh_wr_init(&w, cmd, sizeof cmd);
+	if ((r = kh_emm_put_set_key(&w, a->key_id, a->version, key)) != KH_OK)
+		goto out;
+	for (size_t i = 0; i < cards.n; i++) {
+		struct kh__sms_emm e;
+
+		kh__sms_emm_init(&e, a->c, cards.ua[i]);
+		r = kh__sms_emm_cmd(s, &e, cmd, w.len);
+		if (r == KH_OK)
+			r = kh__sms_emm_flush(s, &e);
+		kh__sms_emm_wipe(&e);
+		if (r != KH_OK)
+			goto out;
+		a->queued += e.queued;
+	}
+out:
+	kh_wipe(key, sizeof key);
+	kh_wipe(cmd, sizeof cmd);
+	free(cards.ua);
+	return r;
+}
+
+kh_err kh__sms_keys_rotate(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	struct rotate_tx a = {.c = arg};
+	struct kh_store *s;
+	int64_t id;
+	kh_err r;
+
+	if (kh__sms_json_int(kh_http_body(req), "key_id", 0, 255, 1, &id) != KH_OK)
+		return kh_http_reply_error(resp, KH_ERR_INVAL, "key_id: an integer from 0 to 255");
+	a.key_id = (uint8_t)id;
+	if ((r = kh__sms_db(a.c, &s)) != KH_OK)
+		return r;
+	if ((r = kh_store_run_tx(s, rotate_tx_fn, &a)) != KH_OK)
+		return a.why.msg ? kh__sms_fail(resp, r, &a.why) : r;
+	kh__sms_count_emms(a.c, a.queued);
+	kh_log_info("sms.service_key", "key_id=%u version=%u emms=%u", (unsigned)a.key_id, (unsigned)a.version, a.queued);
+	return kh_http_reply(resp, 201, json_pack("{s:i,s:I,s:i}", "key_id", (int)a.key_id, "version",
+						  (json_int_t)a.version, "emms_queued", (int)a.queued));
+}
+
+/* ---- GET /v1/service-keys: ids and versions, never a key ---- */
+
+static kh_err add_key(void *arg, const struct kh_store_service_key *k)
+{
+	json_t *o = json_pack("{s:i,s:I,s:I}", "key_id", (int)k->key_id, "version", (json_int_t)k->version,
+			      "created_at", (json_int_t)k->created_at);
+	return o && json_array_append_new(arg, o) == 0 ? KH_OK : KH_ERR_NOMEM;
+}
+
+kh_err kh__sms_keys_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	struct kh_store *s;
+	json_t *arr;
+	kh_err r;
+
+	(void)req;
+	if ((r = kh__sms_db(arg, &s)) != KH_OK)
+		return r;
+	if ((arr = json_array()) == NULL)
+		return KH_ERR_NOMEM;
+	if ((r = kh_store_service_key_list(s, add_key, arr)) != KH_OK) {
+		json_decref(arr);
+		return r;
+	}
+	return kh_http_reply(resp, 200, json_pack("{s:o}", "service_keys", arr));
+}

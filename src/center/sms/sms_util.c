@@ -1,0 +1,143 @@
+/*
+ * The small pieces every management-center endpoint uses: reading ids and UAs from paths and
+ * fields from JSON bodies, strictly (an operator's typo is a 400, never a guess), and answering
+ * a refusal with a code and message that say exactly what was wrong.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sms_int.h"
+
+kh_err kh__sms_why(struct kh__sms_why *w, kh_err e, const char *code, const char *msg)
+{
+	w->code = code;
+	w->msg = msg;
+	return e;
+}
+
+kh_err kh__sms_fail(struct kh_http_resp *resp, kh_err e, const struct kh__sms_why *why)
+{
+	json_t *body;
+
+	if (why == NULL || why->code == NULL)
+		return kh_http_reply_error(resp, e, why ? why->msg : NULL);
+	body = json_pack("{s:{s:s,s:s}}", "error", "code", why->code, "message", why->msg ? why->msg : kh_strerror(e));
+	if (body == NULL)
+		return KH_ERR_NOMEM;
+	return kh_http_reply(resp, kh_err_http(e), body);
+}
+
+static int hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+kh_err kh__sms_parse_ua(const char *s, uint32_t *ua)
+{
+	uint32_t v = 0;
+
+	if (s == NULL || strlen(s) != 8)
+		return KH_ERR_INVAL;
+	for (int i = 0; i < 8; i++) {
+		int d = hexval(s[i]);
+		if (d < 0)
+			return KH_ERR_INVAL;
+		v = v << 4 | (uint32_t)d;
+	}
+	*ua = v;
+	return KH_OK;
+}
+
+kh_err kh__sms_parse_id(const char *s, int64_t *id)
+{
+	char *end;
+	long long v;
+
+	if (s == NULL || *s < '1' || *s > '9')
+		return KH_ERR_INVAL;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (*end || errno || v <= 0)
+		return KH_ERR_INVAL;
+	*id = v;
+	return KH_OK;
+}
+
+void kh__sms_ua_hex(uint32_t ua, char out[static 9])
+{
+	snprintf(out, 9, "%08X", ua);
+}
+
+kh_err kh__sms_json_int(const json_t *body, const char *key, int64_t min, int64_t max, int required, int64_t *v)
+{
+	json_t *j = body ? json_object_get(body, key) : NULL;
+	json_int_t x;
+
+	if (j == NULL)
+		return required ? KH_ERR_INVAL : KH_ERR_NOTFOUND;
+	if (!json_is_integer(j))
+		return KH_ERR_INVAL;
+	x = json_integer_value(j);
+	if (x < min || x > max)
+		return KH_ERR_INVAL;
+	*v = x;
+	return KH_OK;
+}
+
+kh_err kh__sms_json_name(const json_t *body, const char *key, const char **name)
+{
+	json_t *j = body ? json_object_get(body, key) : NULL;
+	size_t n;
+
+	if (!json_is_string(j))
+		return KH_ERR_INVAL;
+	n = json_string_length(j);
+	/* A NUL inside the string would cut the name the store keeps. */
+	if (n < 1 || n > KH_STORE_NAME_MAX || strlen(json_string_value(j)) != n)
+		return KH_ERR_INVAL;
+	*name = json_string_value(j);
+	return KH_OK;
+}
+
+kh_err kh__sms_query_int(struct kh_http_req *req, const char *name, int64_t def, int64_t max, int64_t *v)
+{
+	const char *q = kh_http_query(req, name);
+	char *end;
+	long long x;
+
+	if (q == NULL) {
+		*v = def;
+		return KH_OK;
+	}
+	if (*q < '0' || *q > '9')
+		return KH_ERR_INVAL;
+	errno = 0;
+	x = strtoll(q, &end, 10);
+	if (*end || errno || x < 0 || x > max)
+		return KH_ERR_INVAL;
+	*v = x;
+	return KH_OK;
+}
+
+json_t *kh__sms_emm_json(const struct kh_store_emm *e)
+{
+	char addr[9];
+	json_t *o;
+
+	kh__sms_ua_hex(e->addr, addr);
+	o = json_pack("{s:I,s:i,s:s,s:I}", "id", (json_int_t)e->id, "address_type", (int)e->addr_type, "address",
+		      addr, "seq", (json_int_t)e->seq);
+	if (o && kh_json_set_b64(o, "section", e->section, e->len) != KH_OK) {
+		json_decref(o);
+		o = NULL;
+	}
+	return o;
+}

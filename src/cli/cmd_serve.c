@@ -1,0 +1,177 @@
+/*
+ * keyhole serve: the embedded default's center process (DESIGN.md §8). It hosts the management
+ * center (src/center/sms/, keyhole/sms.h) on one HTTP/1.1 + JSON port under /v1, with /metrics,
+ * until SIGTERM or SIGINT, and then stops gracefully: requests in flight are answered. This file
+ * is options, signals and the ready line; see keyhole-serve(1).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "keyhole/http.h"
+#include "keyhole/log.h"
+#include "keyhole/sms.h"
+
+static const char serve_help[] =
+	"usage: keyhole serve --db FILE --authority DIR [--listen HOST:PORT] [--cert FILE --key FILE]\n"
+	"           [--threads N]\n"
+	"\n"
+	"Serve the management center's operator API (HTTP/1.1 + JSON under /v1, and /metrics) until\n"
+	"SIGTERM or SIGINT, then stop after answering the requests in flight. When ready, print one\n"
+	"line 'listening=HOST:PORT' on standard output (the port actually bound: useful with port 0).\n"
+	"Logs go to standard error, one key=value line per event (level info unless KEYHOLE_LOG says).\n"
+	"\n"
+	"  -d, --db FILE          the center's database (SQLite; created with mode 0600)\n"
+	"  -a, --authority DIR    the operator authority (root.crt, master.key)\n"
+	"  -l, --listen HOST:PORT numeric address and port (default 127.0.0.1:8480; [::1]:PORT for IPv6;\n"
+	"                         port 0 picks a free one)\n"
+	"      --cert FILE        PEM certificate chain: serve HTTPS (TLS 1.3) ...\n"
+	"      --key FILE         ... with this PEM private key (private to its owner)\n"
+	"  -t, --threads N        HTTP threads, 1 to 64 (default 2)\n";
+
+/* "HOST:PORT" or "[V6]:PORT" into host (cap bytes) and port. */
+static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
+{
+	const char *colon, *h = s;
+	size_t hn;
+	char *end;
+	unsigned long p;
+
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (close == NULL || close[1] != ':')
+			return -1;
+		h = s + 1;
+		hn = (size_t)(close - h);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL)
+			return -1;
+		hn = (size_t)(colon - s);
+	}
+	if (hn == 0 || hn >= cap || colon[1] < '0' || colon[1] > '9')
+		return -1;
+	errno = 0;
+	p = strtoul(colon + 1, &end, 10);
+	if (*end || errno || p > 65535)
+		return -1;
+	memcpy(host, h, hn);
+	host[hn] = 0;
+	*port = (uint16_t)p;
+	return 0;
+}
+
+int kh_cmd_serve(int argc, char **argv)
+{
+	static const struct option opts[] = {{"db", required_argument, NULL, 'd'},
+					     {"authority", required_argument, NULL, 'a'},
+					     {"listen", required_argument, NULL, 'l'},
+					     {"cert", required_argument, NULL, 'C'},
+					     {"key", required_argument, NULL, 'K'},
+					     {"threads", required_argument, NULL, 't'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
+	const char *db = NULL, *authdir = NULL, *listen = "127.0.0.1:8480", *cert = NULL, *key = NULL, *what = NULL;
+	struct kh_sms_config scfg = {0};
+	struct kh_http_config hcfg = {0};
+	struct kh_sms *sms = NULL;
+	struct kh_http *h = NULL;
+	char host[64];
+	uint16_t port = 0;
+	unsigned long threads = 2;
+	sigset_t set;
+	char *end;
+	int c, sig = 0, rc;
+	kh_err r;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+d:a:l:t:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': db = optarg; break;
+		case 'a': authdir = optarg; break;
+		case 'l': listen = optarg; break;
+		case 'C': cert = optarg; break;
+		case 'K': key = optarg; break;
+		case 't':
+			errno = 0;
+			threads = strtoul(optarg, &end, 10);
+			if (*optarg < '0' || *optarg > '9' || *end || errno || threads < 1 || threads > 64)
+				return kh_cli_usage("serve", "--threads takes a number from 1 to 64");
+			break;
+		case 'h': fputs(serve_help, stdout); return KH_EXIT_OK;
+		default: return kh_cli_usage("serve", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage("serve", "unexpected argument '%s'", argv[optind]);
+	if (!db || !authdir)
+		return kh_cli_usage("serve", "--db and --authority are required");
+	if (parse_listen(listen, host, sizeof host, &port) != 0)
+		return kh_cli_usage("serve", "--listen takes HOST:PORT (numeric), e.g. 127.0.0.1:8480");
+	if ((cert == NULL) != (key == NULL))
+		return kh_cli_usage("serve", "--cert and --key go together");
+
+	/*
+	 * The signals that stop the server are blocked before any thread starts, so every thread
+	 * inherits the mask and only sigwait below receives them.
+	 */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	/*
+	 * A start that fails says so in one line (keyhole: WHAT: error), so the store's own error
+	 * log stays quiet until the server runs, unless KEYHOLE_LOG asks for it.
+	 */
+	if (getenv("KEYHOLE_LOG") == NULL)
+		kh_log_set_level((enum kh_log_level)(KH_LOG_ERROR + 1));
+	scfg.db = db;
+	scfg.authority_dir = authdir;
+	if ((r = kh_sms_new(&scfg, &sms, &what)) != KH_OK)
+		return kh_cli_fail(what ? what : "management center", r);
+	hcfg.host = host;
+	hcfg.port = port;
+	hcfg.cert_file = cert;
+	hcfg.key_file = key;
+	hcfg.threads = (unsigned)threads;
+	if ((r = kh_http_new(&hcfg, &h)) != KH_OK) {
+		rc = kh_cli_fail("http server", r);
+		goto out;
+	}
+	if ((r = kh_sms_add_routes(sms, h)) != KH_OK) {
+		rc = kh_cli_fail("routes", r);
+		goto out;
+	}
+	if ((r = kh_http_start(h)) != KH_OK) {
+		rc = kh_cli_fail(listen, r);
+		goto out;
+	}
+	/* A server logs its requests: info unless the operator chose a level. */
+	if (getenv("KEYHOLE_LOG") == NULL)
+		kh_log_set_level(KH_LOG_INFO);
+	port = kh_http_port(h);
+	kh_log_info("serve.start", "listen=%s%s%s:%u tls=%d threads=%lu", strchr(host, ':') ? "[" : "", host,
+		    strchr(host, ':') ? "]" : "", (unsigned)port, cert != NULL, threads);
+	printf("listening=%s%s%s:%u\n", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+	       (unsigned)port);
+	fflush(stdout);
+
+	while (sigwait(&set, &sig) != 0)
+		;
+	kh_log_info("serve.stop", "signal=%s", sig == SIGINT ? "INT" : "TERM");
+	kh_http_stop(h);
+	rc = KH_EXIT_OK;
+out:
+	kh_http_free(h);
+	kh_sms_free(sms);
+	return rc;
+}

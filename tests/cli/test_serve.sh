@@ -1,0 +1,137 @@
+# keyhole serve: the management center on an ephemeral port (--listen 127.0.0.1:0, the port
+# read from its 'listening=' line), driven with curl: a subscriber, a card registered from the
+# signing certificate `card issue` wrote, its assignment and the EMM it queues, the error body,
+# /metrics; the database created 0600; state kept across a restart; HTTPS with --cert/--key;
+# SIGTERM and SIGINT stop it with status 0; usage errors exit 2; an unusable --db or --authority exits 1 with one line.
+#
+# Run by CTest as `sh test_serve.sh` with KEYHOLE and KH_SOURCE_DIR set.
+
+. "$KH_SOURCE_DIR/tests/cli/lib.sh"
+kh_init test_serve
+kh_need curl openssl basenc
+cd "$KH_WORK" || kh_fail "cd $KH_WORK"
+
+kh_expect_ok authority init auth
+kh_expect_ok card issue --authority auth --role card --out c1.card
+UA=$(kh_ua c1.card)
+CERT=auth/issued/card-$UA-sign.crt
+[ -f "$CERT" ] || kh_fail "card issue wrote no $CERT"
+B64=$(openssl x509 -in "$CERT" -outform DER | basenc --base64url | tr -d '=\n')
+[ -n "$B64" ] || kh_fail "could not encode $CERT"
+
+# start PIDVAR: serve on a free port; sets PORT once the server printed its ready line
+start()
+{
+	: >"$KH_META/daemon.out"
+	kh_start_daemon "$1" serve --db center.db --authority auth --listen 127.0.0.1:0
+	eval "kh_pid=\$$1"
+	i=0
+	PORT=
+	while [ -z "$PORT" ]; do
+		PORT=$(sed -n 's/^listening=127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$KH_META/daemon.out")
+		[ -n "$PORT" ] && break
+		kill -0 "$kh_pid" 2>/dev/null || {
+			sed 's/^/  daemon| /' "$KH_META/daemon.err" >&2
+			kh_fail "serve exited before it was ready"
+		}
+		[ "$i" -lt 100 ] || kh_fail "serve printed no 'listening=' line within 10 s"
+		sleep 0.1
+		i=$((i + 1))
+	done
+	[ "$PORT" -gt 0 ] || kh_fail "serve reported port $PORT"
+}
+
+# api METHOD PATH [BODY]: status in $ST, body in $KH_META/body
+api()
+{
+	if [ -n "$3" ]; then
+		ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X "$1" \
+			-H 'Content-Type: application/json' --data "$3" "http://127.0.0.1:$PORT$2")
+	else
+		ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X "$1" "http://127.0.0.1:$PORT$2")
+	fi
+}
+
+expect_api()
+{
+	api "$1" "$2" "$3"
+	[ "$ST" = "$4" ] || kh_fail "$1 $2: status $ST, expected $4: $(cat "$KH_META/body")"
+	if [ -n "$5" ]; then
+		grep -Eq -- "$5" "$KH_META/body" || kh_fail "$1 $2: body does not match /$5/: $(cat "$KH_META/body")"
+	fi
+}
+
+start PID
+grep -Eq 'event=serve\.start listen=127\.0\.0\.1:[0-9]+ ' "$KH_META/daemon.err" ||
+	kh_fail "no serve.start log line naming the bound address"
+kh_expect_mode center.db 600
+
+expect_api POST /v1/subscribers '{"name":"Alice"}' 201 '^\{"id":1,'
+expect_api POST /v1/cards "{\"certificate\":\"$B64\"}" 201 "\"ua\":\"$UA\""
+expect_api POST /v1/cards "{\"certificate\":\"$B64\"}" 409 '^\{"error":\{"code":"exists","message":"[^"]+"\}\}$'
+expect_api POST "/v1/cards/$UA/assign" '{"subscriber_id":1}' 200 '"state":"active"'
+expect_api GET /v1/emm "" 200 "\"address\":\"$UA\",\"seq\":1,"
+expect_api GET "/v1/subscribers/1" "" 200 "\"cards\":\\[\\{\"ua\":\"$UA\""
+expect_api GET /v1/subscribers/2 "" 404 '^\{"error":\{"code":"not_found","message":"subscriber not found"\}\}$'
+expect_api POST /v1/subscribers '{"name":' 400 '"code":"malformed"'
+expect_api GET /metrics "" 200 '^keyhole_emms_queued_total 1$'
+grep -q '^keyhole_http_requests_total{method="POST",code="201"} 2$' "$KH_META/body" ||
+	kh_fail "/metrics does not count the two 201 answers"
+
+kh_stop "$PID" TERM
+[ "$KH_RC" -eq 0 ] || kh_fail "SIGTERM: exit status $KH_RC, expected 0"
+grep -q 'event=serve.stop signal=TERM' "$KH_META/daemon.err" || kh_fail "no serve.stop log line"
+
+# state survives a restart; SIGINT stops as well
+start PID
+expect_api GET "/v1/cards/$UA" "" 200 '"subscriber_id":1'
+expect_api GET /v1/emm?since=1 "" 200 '^\{"emms":\[\],"last_id":1\}$'
+kh_stop "$PID" INT
+[ "$KH_RC" -eq 0 ] || kh_fail "SIGINT: exit status $KH_RC, expected 0"
+
+# HTTPS with a certificate and key (TLS 1.3)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key -out tls.crt \
+	-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -days 1 2>/dev/null ||
+	kh_fail "openssl could not make a TLS certificate"
+chmod 600 tls.key
+: >"$KH_META/daemon.out"
+kh_start_daemon TPID serve --db center.db --authority auth --listen 127.0.0.1:0 --cert tls.crt --key tls.key
+i=0
+PORT=
+while [ -z "$PORT" ]; do
+	PORT=$(sed -n 's/^listening=127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$KH_META/daemon.out")
+	[ -n "$PORT" ] && break
+	kill -0 "$TPID" 2>/dev/null || kh_fail "serve --cert exited before it was ready: $(cat "$KH_META/daemon.err")"
+	[ "$i" -lt 100 ] || kh_fail "serve --cert printed no 'listening=' line within 10 s"
+	sleep 0.1
+	i=$((i + 1))
+done
+ST=$(curl -s --noproxy '*' --cacert tls.crt -o "$KH_META/body" -w '%{http_code}' "https://127.0.0.1:$PORT/v1/cards/$UA")
+[ "$ST" = 200 ] || kh_fail "HTTPS GET /v1/cards/$UA: status $ST"
+grep -q "\"ua\":\"$UA\"" "$KH_META/body" || kh_fail "HTTPS answer does not name the card"
+kh_stop "$TPID" TERM
+[ "$KH_RC" -eq 0 ] || kh_fail "HTTPS server: SIGTERM exit status $KH_RC"
+
+# usage errors
+kh_expect_help serve --help
+kh_expect_usage serve
+kh_expect_usage serve --db center.db
+kh_expect_usage serve --authority auth
+kh_expect_usage serve --db center.db --authority auth --listen 8480
+kh_expect_usage serve --db center.db --authority auth --listen 127.0.0.1:70000
+kh_expect_usage serve --db center.db --authority auth --threads 0
+kh_expect_usage serve --db center.db --authority auth --cert x.pem
+kh_expect_usage serve --db center.db --authority auth --bogus
+kh_expect_usage serve --db center.db --authority auth extra
+
+# failures: one line, status 1, nothing created
+kh_expect_fail serve --db "$KH_WORK/no/such/dir/center.db" --authority auth --listen 127.0.0.1:0
+kh_err_has 'no/such/dir/center.db'
+kh_expect_fail serve --db other.db --authority no-such-authority --listen 127.0.0.1:0
+[ ! -e other.db ] || kh_fail "a center that could not start created its database"
+chmod 644 center.db
+kh_expect_fail serve --db center.db --authority auth --listen 127.0.0.1:0
+kh_err_has 'center.db'
+chmod 600 center.db
+
+kh_note "ok"

@@ -1,0 +1,869 @@
+/*
+ * The management center over HTTP (issue 4, src/center/sms/): a real server on an ephemeral
+ * port with a temporary authority and store, driven with libcurl, and real card modules
+ * personalised in-process that apply the EMMs it queues. What the cards report (CAS STATUS) is
+ * the judge: credit, rights, service keys and the export flag of seed 001 (a first card is
+ * authorised at once, a replacement only once the old card's data is forfeited).
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "testutil.h"
+#include "world.h"
+
+#include "keyhole/apdu.h"
+#include "keyhole/buf.h"
+#include "keyhole/cas.h"
+#include "keyhole/crypto.h"
+#include "keyhole/http.h"
+#include "keyhole/sms.h"
+
+#define PRODUCT 7u
+
+struct sms_world {
+	struct world *w;
+	char *db;
+	struct kh_sms *sms;
+	struct kh_http *h;
+	uint16_t port;
+	CURL *curl;
+	int64_t seen_emm; /* last queue id applied */
+};
+
+struct reply {
+	long status;
+	char *body;
+	size_t len;
+	json_t *json;
+	int replayed;
+};
+
+static size_t on_data(char *p, size_t sz, size_t n, void *u)
+{
+	struct reply *r = u;
+	char *b = realloc(r->body, r->len + sz * n + 1);
+	assert_non_null(b);
+	memcpy(b + r->len, p, sz * n);
+	r->len += sz * n;
+	b[r->len] = 0;
+	r->body = b;
+	return sz * n;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *u)
+{
+	struct reply *r = u;
+	if (sz * n >= 26 && strncasecmp(p, "Idempotent-Replayed: true", 25) == 0)
+		r->replayed = 1;
+	return sz * n;
+}
+
+/* One request; body NULL for none; idem NULL for no Idempotency-Key. Parses a JSON answer. */
+static void req_on(CURL *c, uint16_t port, const char *method, const char *path, const char *body,
+		   const char *idem, struct reply *out)
+{
+	char url[256], hdr[200];
+	struct curl_slist *hl = NULL;
+
+	memset(out, 0, sizeof *out);
+	snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
+	curl_easy_reset(c);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, out);
+	if (body) {
+		hl = curl_slist_append(hl, "Content-Type: application/json");
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	}
+	if (idem) {
+		snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", idem);
+		hl = curl_slist_append(hl, hdr);
+	}
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+	assert_int_equal(curl_easy_perform(c), CURLE_OK);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+	curl_slist_free_all(hl);
+	if (out->body)
+		out->json = json_loads(out->body, 0, NULL);
+}
+
+static void req(struct sms_world *sw, const char *method, const char *path, const char *body, const char *idem,
+		struct reply *out)
+{
+	req_on(sw->curl, sw->port, method, path, body, idem, out);
+}
+
+static void reply_free(struct reply *r)
+{
+	free(r->body);
+	json_decref(r->json);
+	memset(r, 0, sizeof *r);
+}
+
+/* The request must answer status; returns the parsed body (owned by r). */
+static json_t *expect(struct sms_world *sw, const char *method, const char *path, const char *body, long status,
+		      struct reply *r)
+{
+	req(sw, method, path, body, NULL, r);
+	if (r->status != status)
+		fprintf(stderr, "%s %s -> %ld %s\n", method, path, r->status, r->body ? r->body : "");
+	assert_int_equal(r->status, status);
+	assert_non_null(r->json);
+	return r->json;
+}
+
+/* An error answer has exactly {"error": {"code": code, "message": "..."}}. */
+static void expect_error(struct sms_world *sw, const char *method, const char *path, const char *body,
+			 const char *idem, long status, const char *code)
+{
+	struct reply r;
+	json_t *e;
+
+	req(sw, method, path, body, idem, &r);
+	if (r.status != status)
+		fprintf(stderr, "%s %s -> %ld %s\n", method, path, r.status, r.body ? r.body : "");
+	assert_int_equal(r.status, status);
+	assert_non_null(r.json);
+	assert_true(json_is_object(r.json));
+	assert_int_equal(json_object_size(r.json), 1);
+	e = json_object_get(r.json, "error");
+	assert_true(json_is_object(e));
+	assert_int_equal(json_object_size(e), 2);
+	assert_true(json_is_string(json_object_get(e, "message")));
+	assert_true(json_string_length(json_object_get(e, "message")) > 0);
+	assert_string_equal(json_string_value(json_object_get(e, "code")), code);
+	reply_free(&r);
+}
+
+static int64_t jint(const json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	assert_true(json_is_integer(v));
+	return json_integer_value(v);
+}
+
+static const char *jstr(const json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	assert_true(json_is_string(v));
+	return json_string_value(v);
+}
+
+static int setup(void **state)
+{
+	struct sms_world *sw = calloc(1, sizeof *sw);
+	struct kh_sms_config cfg = {0};
+	struct kh_http_config hc = {0};
+
+	assert_non_null(sw);
+	world_setup((void **)&sw->w);
+	sw->db = path_in(sw->w->dir, "center.db");
+	cfg.db = sw->db;
+	cfg.authority_dir = sw->w->auth_dir;
+	assert_int_equal(kh_sms_new(&cfg, &sw->sms, NULL), KH_OK);
+	hc.port = 0;
+	hc.threads = 2;
+	assert_int_equal(kh_http_new(&hc, &sw->h), KH_OK);
+	assert_int_equal(kh_sms_add_routes(sw->sms, sw->h), KH_OK);
+	assert_int_equal(kh_http_start(sw->h), KH_OK);
+	sw->port = kh_http_port(sw->h);
+	assert_true(sw->port != 0);
+	sw->curl = curl_easy_init();
+	assert_non_null(sw->curl);
+	*state = sw;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct sms_world *sw = *state;
+	void *w = sw->w;
+
+	curl_easy_cleanup(sw->curl);
+	kh_http_free(sw->h);
+	kh_sms_free(sw->sms);
+	free(sw->db);
+	world_teardown(&w);
+	free(sw);
+	return 0;
+}
+
+/* The card's signing certificate, as the card gives it (GET CERT P1=1), in base64url. */
+static char *sign_cert_b64(struct mod *m)
+{
+	uint8_t resp[KH_APDU_MAX_RESP];
+	size_t dlen = 0;
+	char *b64;
+
+	assert_int_equal(send_apdu(&m->t, KH_CLA, KH_INS_GET_CERT, 1, 0, NULL, 0, resp, sizeof resp, &dlen), 0x9000);
+	b64 = malloc(kh_b64url_len(dlen) + 1);
+	assert_non_null(b64);
+	assert_int_equal(kh_b64url_encode(resp, dlen, b64, kh_b64url_len(dlen) + 1), KH_OK);
+	return b64;
+}
+
+static void register_card(struct sms_world *sw, struct mod *m)
+{
+	char *b64 = sign_cert_b64(m), *body, ua[9];
+	struct reply r;
+	json_t *j;
+
+	assert_true(asprintf(&body, "{\"certificate\":\"%s\"}", b64) > 0);
+	j = expect(sw, "POST", "/v1/cards", body, 201, &r);
+	snprintf(ua, sizeof ua, "%08X", m->ua);
+	assert_string_equal(jstr(j, "ua"), ua);
+	assert_string_equal(jstr(j, "state"), "issued");
+	reply_free(&r);
+	expect_error(sw, "POST", "/v1/cards", body, NULL, 409, "exists");
+	free(body);
+	free(b64);
+}
+
+/* What a batch of EMMs told one card, opened with its Kp from the authority. */
+struct told {
+	unsigned emms;
+	unsigned set_key, set_all, entitle, revoke, add_credit, auth_export;
+	uint32_t credit_total, last_reload;
+	uint32_t entitled_product;
+	uint32_t key_version_max;
+	int auth_value;
+	uint32_t last_seq;
+};
+
+static void open_emm(struct sms_world *sw, uint32_t ua, const uint8_t *sec, size_t n, struct told *t)
+{
+	uint8_t kp[32], ku[32], cmds[KH_EMM_CMDS_MAX];
+	struct kh_emm_hdr h;
+	struct kh_tlv tlv;
+	struct kh_rd rd;
+	size_t len = 0;
+	int k;
+
+	assert_int_equal(kh_emm_peek(sec, n, &h), KH_OK);
+	assert_int_equal(h.addr_type, KH_EMM_UNIQUE);
+	assert_int_equal(h.addr, ua);
+	/* seq strictly increasing per card */
+	assert_true(h.seq > t->last_seq);
+	t->last_seq = h.seq;
+	assert_int_equal(kh_authority_card_keys(sw->w->auth, ua, kp, ku), KH_OK);
+	assert_int_equal(kh_emm_open(kp, sec, n, cmds, sizeof cmds, &len), KH_OK);
+	kh_wipe(kp, sizeof kp);
+	kh_wipe(ku, sizeof ku);
+	t->emms++;
+	kh_rd_init(&rd, cmds, len);
+	while ((k = kh_tlv_next(&rd, &tlv)) == 1) {
+		switch (tlv.tag) {
+		case KH_EMM_SET_KEY:
+			assert_int_equal(tlv.len, 1 + 4 + 32);
+			t->set_key++;
+			if (kh_get_be32(tlv.v + 1) > t->key_version_max)
+				t->key_version_max = kh_get_be32(tlv.v + 1);
+			break;
+		case KH_EMM_SET_ALL_KEY: t->set_all++; break;
+		case KH_EMM_ENTITLE:
+			t->entitle++;
+			t->entitled_product = kh_get_be32(tlv.v);
+			break;
+		case KH_EMM_REVOKE: t->revoke++; break;
+		case KH_EMM_ADD_CREDIT:
+			t->add_credit++;
+			t->credit_total += kh_get_be32(tlv.v);
+			t->last_reload = kh_get_be32(tlv.v + 4);
+			break;
+		case KH_EMM_AUTH_EXPORT:
+			t->auth_export++;
+			t->auth_value = tlv.v[0];
+			break;
+		default: fail_msg("unexpected EMM command %u", tlv.tag);
+		}
+	}
+	assert_int_equal(k, 0);
+	kh_wipe(cmds, sizeof cmds);
+}
+
+/*
+ * Fetch the broadcast queue past what was applied, open every EMM for card m, apply them to the
+ * card in queue order (as the headend would carry them), and say what they told it. EMMs for
+ * other cards must not be in the batch.
+ */
+static struct told deliver(struct sms_world *sw, struct mod *m, uint32_t *last_seq)
+{
+	struct told t = {0};
+	struct reply r;
+	char path[64];
+	json_t *j, *arr, *e;
+	size_t i;
+
+	t.last_seq = *last_seq;
+	snprintf(path, sizeof path, "/v1/emm?since=%lld", (long long)sw->seen_emm);
+	j = expect(sw, "GET", path, NULL, 200, &r);
+	arr = json_object_get(j, "emms");
+	assert_true(json_is_array(arr));
+	json_array_foreach(arr, i, e) {
+		uint8_t sec[KH_EMM_MAX];
+		size_t n = 0;
+		char ua[9];
+		struct kh_host_cas direct = {0};
+
+		snprintf(ua, sizeof ua, "%08X", m->ua);
+		assert_true(jint(e, "id") > sw->seen_emm);
+		sw->seen_emm = jint(e, "id");
+		assert_int_equal(jint(e, "address_type"), 0);
+		assert_string_equal(jstr(e, "address"), ua);
+		assert_int_equal(kh_json_get_b64(e, "section", sec, sizeof sec, &n, 0), KH_OK);
+		assert_int_equal(jint(e, "seq"), kh_get_be32(sec + 9));
+		open_emm(sw, m->ua, sec, n, &t);
+		direct.card = &m->t;
+		assert_int_equal(kh_host_cas_emm(&direct, sec, n), KH_OK);
+	}
+	assert_int_equal(jint(j, "last_id"), sw->seen_emm);
+	reply_free(&r);
+	*last_seq = t.last_seq;
+	return t;
+}
+
+static struct kh_cas_status status_of(struct mod *m)
+{
+	struct kh_host_cas c = {0};
+	struct kh_cas_status st;
+	c.card = &m->t;
+	assert_int_equal(kh_host_cas_status(&c, &st), KH_OK);
+	return st;
+}
+
+static int64_t metric(struct sms_world *sw, const char *name)
+{
+	struct reply r;
+	const char *p;
+	long long v = -1;
+
+	req(sw, "GET", "/metrics", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	p = strstr(r.body, name);
+	while (p && p > r.body && p[-1] != '\n')
+		p = strstr(p + 1, name);
+	assert_non_null(p);
+	assert_int_equal(sscanf(p + strlen(name), " %lld", &v), 1);
+	reply_free(&r);
+	return v;
+}
+
+/* ---- the whole card life of seed 001, judged by the cards themselves ---- */
+
+static void test_card_life(void **state)
+{
+	struct sms_world *sw = *state;
+	struct mod *c1 = &sw->w->c1, *c2 = &sw->w->c2;
+	uint32_t seq1 = 0, seq2 = 0;
+	struct kh_cas_status st;
+	struct told t;
+	struct reply r, r2;
+	char path[128], body[256], ua1[9], ua2[9];
+	int64_t sub, now = (int64_t)time(NULL);
+	json_t *j, *cards;
+
+	snprintf(ua1, sizeof ua1, "%08X", c1->ua);
+	snprintf(ua2, sizeof ua2, "%08X", c2->ua);
+
+	/* catalogue, policy, subscriber with a subscription before any card */
+	j = expect(sw, "PUT", "/v1/credit-policy", "{\"initial_credit\":100,\"reload_amount\":25}", 200, &r);
+	reply_free(&r);
+	j = expect(sw, "GET", "/v1/credit-policy", NULL, 200, &r);
+	assert_int_equal(jint(j, "initial_credit"), 100);
+	assert_int_equal(jint(j, "reload_amount"), 25);
+	reply_free(&r);
+	j = expect(sw, "POST", "/v1/products", "{\"id\":7,\"name\":\"Sport\"}", 201, &r);
+	assert_int_equal(jint(j, "id"), PRODUCT);
+	reply_free(&r);
+	expect_error(sw, "POST", "/v1/products", "{\"id\":7,\"name\":\"Again\"}", NULL, 409, "exists");
+	j = expect(sw, "POST", "/v1/subscribers", "{\"name\":\"Alice\"}", 201, &r);
+	sub = jint(j, "id");
+	reply_free(&r);
+	snprintf(path, sizeof path, "/v1/subscribers/%lld/subscriptions", (long long)sub);
+	snprintf(body, sizeof body, "{\"product_id\":7,\"start\":%lld,\"end\":%lld}", (long long)(now - 60),
+		 (long long)(now + 86400));
+	j = expect(sw, "POST", path, body, 201, &r);
+	assert_int_equal(jint(j, "emms_queued"), 0); /* no card yet */
+	reply_free(&r);
+
+	register_card(sw, c1);
+	register_card(sw, c2);
+
+	/* assign the first card: one EMM with everything, export authorised */
+	snprintf(path, sizeof path, "/v1/cards/%s/assign", ua1);
+	snprintf(body, sizeof body, "{\"subscriber_id\":%lld}", (long long)sub);
+	j = expect(sw, "POST", path, body, 200, &r);
+	assert_string_equal(jstr(j, "state"), "active");
+	assert_true(json_is_true(json_object_get(j, "export_authorised")));
+	assert_int_equal(jint(j, "emms_queued"), 1);
+	reply_free(&r);
+	expect_error(sw, "POST", path, body, NULL, 409, "card_state");
+	t = deliver(sw, c1, &seq1);
+	assert_int_equal(t.emms, 1);
+	assert_int_equal(t.set_all, 1);
+	assert_int_equal(t.set_key, 1);
+	assert_int_equal(t.entitle, 1);
+	assert_int_equal(t.entitled_product, PRODUCT);
+	assert_int_equal(t.add_credit, 1);
+	assert_int_equal(t.credit_total, 100);
+	assert_int_equal(t.last_reload, 1);
+	assert_int_equal(t.auth_export, 1);
+	assert_int_equal(t.auth_value, 1);
+	st = status_of(c1);
+	assert_int_equal(st.credit, 100);
+	assert_int_equal(st.export_ok, 1);
+	assert_int_equal(st.nrights, 1);
+	assert_int_equal(st.rights[0].product, PRODUCT);
+	assert_int_equal(st.nkeys, 1);
+	assert_int_equal(st.keys[0].id, 1);
+	assert_int_equal(st.keys[0].version, 1);
+
+	/* replace by the second card: same rights and initial credit, NOT authorised to export */
+	snprintf(path, sizeof path, "/v1/cards/%s/replace", ua1);
+	snprintf(body, sizeof body, "{\"new_ua\":\"%s\"}", ua2);
+	j = expect(sw, "POST", path, body, 200, &r);
+	assert_string_equal(jstr(j, "ua"), ua2);
+	assert_string_equal(jstr(j, "state"), "active");
+	assert_false(json_is_true(json_object_get(j, "export_authorised")));
+	reply_free(&r);
+	t = deliver(sw, c2, &seq2);
+	assert_int_equal(t.emms, 1);
+	assert_int_equal(t.auth_export, 0);
+	assert_int_equal(t.entitle, 1);
+	assert_int_equal(t.credit_total, 100);
+	st = status_of(c2);
+	assert_int_equal(st.credit, 100);
+	assert_int_equal(st.export_ok, 0);
+	assert_int_equal(st.nrights, 1);
+
+	/* the subscriber's view */
+	snprintf(path, sizeof path, "/v1/subscribers/%lld", (long long)sub);
+	j = expect(sw, "GET", path, NULL, 200, &r);
+	assert_string_equal(jstr(j, "name"), "Alice");
+	cards = json_object_get(j, "cards");
+	assert_int_equal(json_array_size(cards), 2);
+	for (size_t i = 0; i < 2; i++) {
+		json_t *c = json_array_get(cards, i);
+		if (strcmp(jstr(c, "ua"), ua1) == 0) {
+			assert_string_equal(jstr(c, "state"), "replaced");
+			assert_string_equal(jstr(c, "replaced_by"), ua2);
+		} else {
+			assert_string_equal(jstr(c, "state"), "active");
+		}
+	}
+	assert_int_equal(json_array_size(json_object_get(j, "subscriptions")), 1);
+	assert_int_equal(json_array_size(json_object_get(j, "invoices")), 0);
+	reply_free(&r);
+
+	/* only a replaced card can be forfeited; forfeiting authorises the new card */
+	snprintf(path, sizeof path, "/v1/cards/%s/forfeit", ua2);
+	expect_error(sw, "POST", path, NULL, NULL, 409, "card_state");
+	snprintf(path, sizeof path, "/v1/cards/%s/forfeit", ua1);
+	j = expect(sw, "POST", path, NULL, 200, &r);
+	assert_string_equal(jstr(j, "state"), "closed");
+	assert_string_equal(jstr(j, "closed_reason"), "forfeited");
+	assert_string_equal(jstr(j, "export_authorised_card"), ua2);
+	reply_free(&r);
+	t = deliver(sw, c2, &seq2);
+	assert_int_equal(t.emms, 1);
+	assert_int_equal(t.auth_export, 1);
+	assert_int_equal(t.auth_value, 1);
+	assert_int_equal(t.set_key + t.add_credit + t.entitle, 0);
+	st = status_of(c2);
+	assert_int_equal(st.export_ok, 1);
+
+	/* reload: an Idempotency-Key is required; a repeat answers the same and queues nothing */
+	snprintf(path, sizeof path, "/v1/cards/%s/reload", ua2);
+	expect_error(sw, "POST", path, NULL, NULL, 400, "invalid_argument");
+	req(sw, "POST", path, NULL, "reload-abc-1", &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.replayed, 0);
+	assert_int_equal(jint(r.json, "amount"), 25);
+	assert_int_equal(jint(r.json, "reload_id"), 2);
+	req(sw, "POST", path, NULL, "reload-abc-1", &r2);
+	assert_int_equal(r2.status, 200);
+	assert_int_equal(r2.replayed, 1);
+	assert_string_equal(r.body, r2.body);
+	reply_free(&r);
+	reply_free(&r2);
+	snprintf(path, sizeof path, "/v1/cards/%s/reload", ua1);
+	expect_error(sw, "POST", path, NULL, "reload-abc-1", 422, "idempotency_mismatch");
+	t = deliver(sw, c2, &seq2);
+	assert_int_equal(t.emms, 1);
+	assert_int_equal(t.add_credit, 1);
+	assert_int_equal(t.credit_total, 25);
+	assert_int_equal(t.last_reload, 2);
+	st = status_of(c2);
+	assert_int_equal(st.credit, 125);
+
+	/* service key rotation reaches the active card only */
+	j = expect(sw, "POST", "/v1/service-keys/rotate", "{\"key_id\":1}", 201, &r);
+	assert_int_equal(jint(j, "version"), 2);
+	assert_int_equal(jint(j, "emms_queued"), 1);
+	reply_free(&r);
+	t = deliver(sw, c2, &seq2);
+	assert_int_equal(t.set_key, 1);
+	assert_int_equal(t.key_version_max, 2);
+	st = status_of(c2);
+	assert_int_equal(st.nkeys, 2);
+
+	/* unsubscribe: REVOKE */
+	snprintf(path, sizeof path, "/v1/subscribers/%lld/subscriptions/7", (long long)sub);
+	j = expect(sw, "DELETE", path, NULL, 200, &r);
+	assert_int_equal(jint(j, "emms_queued"), 1);
+	reply_free(&r);
+	expect_error(sw, "DELETE", path, NULL, NULL, 404, "not_found");
+	t = deliver(sw, c2, &seq2);
+	assert_int_equal(t.revoke, 1);
+	st = status_of(c2);
+	assert_int_equal(st.nrights, 0);
+
+	/* one card's queue, for a decoder with a line: c2's EMMs only, in order */
+	snprintf(path, sizeof path, "/v1/cards/%s/emm?since=0", ua2);
+	j = expect(sw, "GET", path, NULL, 200, &r);
+	assert_int_equal(json_array_size(json_object_get(j, "emms")), 5);
+	reply_free(&r);
+	assert_int_equal(seq1, 1);
+	assert_int_equal(seq2, 5);
+
+	/* every EMM queued is counted */
+	assert_int_equal(metric(sw, "keyhole_emms_queued_total"), 6);
+}
+
+/* ---- refusals: foreign certificates, bad input, unknown things; the exact error shape ---- */
+
+static void test_refusals(void **state)
+{
+	struct sms_world *sw = *state;
+	char *b64, *body;
+	struct reply r;
+
+	/* a card of another operator */
+	b64 = sign_cert_b64(&sw->w->fx);
+	assert_true(asprintf(&body, "{\"certificate\":\"%s\"}", b64) > 0);
+	expect_error(sw, "POST", "/v1/cards", body, NULL, 403, "certificate");
+	free(body);
+	free(b64);
+	expect_error(sw, "POST", "/v1/cards", "{\"certificate\":\"not base64!\"}", NULL, 400, "invalid_argument");
+	expect_error(sw, "POST", "/v1/cards", "{}", NULL, 400, "invalid_argument");
+	expect_error(sw, "POST", "/v1/cards", "{\"certificate\":", NULL, 400, "malformed");
+	expect_error(sw, "POST", "/v1/subscribers", "{\"name\":\"\"}", NULL, 400, "invalid_argument");
+	expect_error(sw, "POST", "/v1/subscribers", "{\"name\":7}", NULL, 400, "invalid_argument");
+	expect_error(sw, "GET", "/v1/subscribers/0", NULL, NULL, 400, "invalid_argument");
+	expect_error(sw, "GET", "/v1/subscribers/99", NULL, NULL, 404, "not_found");
+	expect_error(sw, "GET", "/v1/cards/12345", NULL, NULL, 400, "invalid_argument");
+	expect_error(sw, "GET", "/v1/cards/0000ABCD", NULL, NULL, 404, "not_found");
+	expect_error(sw, "POST", "/v1/cards/0000ABCD/assign", "{\"subscriber_id\":1}", NULL, 404, "not_found");
+	expect_error(sw, "POST", "/v1/cards/0000ABCD/assign", "{\"subscriber_id\":\"1\"}", NULL, 400,
+		     "invalid_argument");
+	expect_error(sw, "POST", "/v1/channels", "{\"name\":\"C\",\"product_id\":3}", NULL, 404, "not_found");
+	expect_error(sw, "POST", "/v1/events",
+		     "{\"name\":\"E\",\"price\":1,\"channel_id\":1,\"start\":10,\"end\":5}", NULL, 400,
+		     "invalid_argument");
+	expect_error(sw, "PUT", "/v1/credit-policy", "{\"initial_credit\":-1,\"reload_amount\":1}", NULL, 400,
+		     "invalid_argument");
+	expect_error(sw, "POST", "/v1/service-keys/rotate", "{\"key_id\":256}", NULL, 400, "invalid_argument");
+	expect_error(sw, "GET", "/v1/emm?limit=0", NULL, NULL, 400, "invalid_argument");
+	expect_error(sw, "GET", "/v1/emm?since=-1", NULL, NULL, 400, "invalid_argument");
+	expect_error(sw, "GET", "/v1/nothing", NULL, NULL, 404, "not_found");
+
+	/* a fresh center has service key 1 version 1, and answers ids and versions, never a key */
+	req(sw, "GET", "/v1/service-keys", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(json_array_size(json_object_get(r.json, "service_keys")), 1);
+	assert_null(strstr(r.body, "\"key\""));
+	reply_free(&r);
+	/* the catalogue round trip */
+	req(sw, "POST", "/v1/products", "{\"name\":\"Movies\"}", NULL, &r);
+	assert_int_equal(r.status, 201);
+	assert_int_equal(jint(r.json, "id"), 1);
+	reply_free(&r);
+	req(sw, "POST", "/v1/channels", "{\"name\":\"M1\",\"product_id\":1}", NULL, &r);
+	assert_int_equal(r.status, 201);
+	reply_free(&r);
+	req(sw, "POST", "/v1/events", "{\"name\":\"Film\",\"price\":30,\"channel_id\":1,\"start\":5,\"end\":10}", NULL, &r);
+	assert_int_equal(r.status, 201);
+	reply_free(&r);
+	req(sw, "GET", "/v1/events", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(json_array_size(json_object_get(r.json, "events")), 1);
+	assert_int_equal(jint(json_array_get(json_object_get(r.json, "events"), 0), "price"), 30);
+	reply_free(&r);
+	/* a reload with no reload amount in the policy is refused, and queues nothing */
+	req(sw, "POST", "/v1/subscribers", "{\"name\":\"Bob\"}", NULL, &r);
+	reply_free(&r);
+	register_card(sw, &sw->w->c1);
+	char path[64];
+	snprintf(path, sizeof path, "/v1/cards/%08X/assign", sw->w->c1.ua);
+	req(sw, "POST", path, "{\"subscriber_id\":1}", NULL, &r);
+	assert_int_equal(r.status, 200);
+	reply_free(&r);
+	snprintf(path, sizeof path, "/v1/cards/%08X/reload", sw->w->c1.ua);
+	expect_error(sw, "POST", path, NULL, "k1", 409, "no_reload_amount");
+	req(sw, "GET", "/v1/emm", NULL, NULL, &r);
+	assert_int_equal(json_array_size(json_object_get(r.json, "emms")), 1); /* the assignment only */
+	reply_free(&r);
+}
+
+/* ---- an assignment too big for one EMM, and the card's key capacity ---- */
+
+static void test_split(void **state)
+{
+	struct sms_world *sw = *state;
+	struct mod *c1 = &sw->w->c1;
+	int64_t now = (int64_t)time(NULL);
+	uint32_t seq1 = 0;
+	struct kh_cas_status st;
+	char body[256], path[96];
+	struct reply r;
+	struct told t;
+
+	/* four key ids with two versions each: the 8 keys a card holds */
+	for (int round = 0; round < 2; round++)
+		for (int id = round ? 1 : 2; id <= 4; id++) {
+			snprintf(body, sizeof body, "{\"key_id\":%d}", id);
+			expect(sw, "POST", "/v1/service-keys/rotate", body, 201, &r);
+			reply_free(&r);
+		}
+	expect(sw, "POST", "/v1/subscribers", "{\"name\":\"Many\"}", 201, &r);
+	reply_free(&r);
+	for (int p = 1; p <= 30; p++) {
+		snprintf(body, sizeof body, "{\"name\":\"P%d\"}", p);
+		expect(sw, "POST", "/v1/products", body, 201, &r);
+		reply_free(&r);
+		snprintf(body, sizeof body, "{\"product_id\":%d,\"start\":%lld,\"end\":%lld}", p, (long long)now - 10,
+			 (long long)now + 1000);
+		expect(sw, "POST", "/v1/subscribers/1/subscriptions", body, 201, &r);
+		reply_free(&r);
+	}
+	register_card(sw, c1);
+	snprintf(path, sizeof path, "/v1/cards/%08X/assign", c1->ua);
+	expect(sw, "POST", path, "{\"subscriber_id\":1}", 200, &r);
+	assert_int_equal(jint(r.json, "emms_queued"), 2); /* 35 + 8 x 40 + 30 x 23 + 4 > 983 bytes */
+	reply_free(&r);
+	t = deliver(sw, c1, &seq1);
+	assert_int_equal(t.emms, 2);
+	assert_int_equal(t.set_key, 8);
+	assert_int_equal(t.entitle, 30);
+	assert_int_equal(t.auth_export, 1);
+	assert_int_equal(seq1, 2);
+	st = status_of(c1);
+	assert_int_equal(st.nkeys, 8);
+	assert_int_equal(st.nrights, 30);
+	assert_int_equal(st.export_ok, 1);
+
+	/* a card holds 32 rights: the 33rd product is refused, a renewal is not */
+	for (int p = 31; p <= 33; p++) {
+		snprintf(body, sizeof body, "{\"name\":\"P%d\"}", p);
+		expect(sw, "POST", "/v1/products", body, 201, &r);
+		reply_free(&r);
+	}
+	for (int p = 31; p <= 33; p++) {
+		snprintf(body, sizeof body, "{\"product_id\":%d,\"start\":%lld,\"end\":%lld}", p, (long long)now - 10,
+			 (long long)now + 1000);
+		if (p == 33) {
+			expect_error(sw, "POST", "/v1/subscribers/1/subscriptions", body, NULL, 409, "too_many_subscriptions");
+			continue;
+		}
+		expect(sw, "POST", "/v1/subscribers/1/subscriptions", body, 201, &r);
+		reply_free(&r);
+	}
+	snprintf(body, sizeof body, "{\"product_id\":1,\"start\":%lld,\"end\":%lld}", (long long)now - 10,
+		 (long long)now + 5000);
+	expect(sw, "POST", "/v1/subscribers/1/subscriptions", body, 201, &r);
+	reply_free(&r);
+	t = deliver(sw, c1, &seq1);
+	assert_int_equal(t.entitle, 3);
+	st = status_of(c1);
+	assert_int_equal(st.nrights, 32);
+
+	/* a fifth id would not fit in the cards: refused, nothing queued */
+	expect_error(sw, "POST", "/v1/service-keys/rotate", "{\"key_id\":5}", NULL, 409, "too_many_key_ids");
+	t = deliver(sw, c1, &seq1);
+	assert_int_equal(t.emms, 0);
+	/* rotating an existing id replaces the card's older version of it */
+	expect(sw, "POST", "/v1/service-keys/rotate", "{\"key_id\":3}", 201, &r);
+	reply_free(&r);
+	t = deliver(sw, c1, &seq1);
+	assert_int_equal(t.set_key, 1);
+	assert_int_equal(t.key_version_max, 3);
+	st = status_of(c1);
+	assert_int_equal(st.nkeys, 8);
+}
+
+/* ---- several HTTP threads and clients at once: one connection per thread, one answer per key ---- */
+
+#define NCLIENTS 8
+#define NSUBS 5
+
+struct client {
+	uint16_t port;
+	int idx;
+	char ua[9];
+	long sub_status[NSUBS];
+	int64_t sub_id[NSUBS];
+	long same_status, own_status;
+	char *same_body;
+	int64_t own_reload;
+};
+
+/* No cmocka assertion here (other thread): results are checked after the join. */
+static void *client_run(void *arg)
+{
+	struct client *cl = arg;
+	CURL *c = curl_easy_init();
+	char path[96], body[64], key[32];
+
+	for (int j = 0; j < NSUBS; j++) {
+		struct reply r = {0};
+		struct curl_slist *hl = curl_slist_append(NULL, "Content-Type: application/json");
+		char url[128];
+
+		snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/subscribers", cl->port);
+		snprintf(body, sizeof body, "{\"name\":\"T%d-%d\"}", cl->idx, j);
+		curl_easy_reset(c);
+		curl_easy_setopt(c, CURLOPT_URL, url);
+		curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+		curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+		if (curl_easy_perform(c) == CURLE_OK) {
+			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &cl->sub_status[j]);
+			json_t *o = r.body ? json_loads(r.body, 0, NULL) : NULL;
+			json_t *id = o ? json_object_get(o, "id") : NULL;
+			cl->sub_id[j] = json_is_integer(id) ? json_integer_value(id) : -1;
+			json_decref(o);
+		}
+		free(r.body);
+		curl_slist_free_all(hl);
+	}
+	for (int k = 0; k < 2; k++) {
+		struct reply r = {0};
+		struct curl_slist *hl = NULL;
+		char url[128], hdr[64];
+
+		snprintf(path, sizeof path, "/v1/cards/%s/reload", cl->ua);
+		snprintf(url, sizeof url, "http://127.0.0.1:%u%s", cl->port, path);
+		snprintf(key, sizeof key, k == 0 ? "same-key" : "own-%d", cl->idx);
+		snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", key);
+		hl = curl_slist_append(hl, hdr);
+		curl_easy_reset(c);
+		curl_easy_setopt(c, CURLOPT_URL, url);
+		curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+		curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "POST");
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+		if (curl_easy_perform(c) == CURLE_OK) {
+			long st = 0;
+			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
+			if (k == 0) {
+				cl->same_status = st;
+				cl->same_body = r.body;
+				r.body = NULL;
+			} else {
+				json_t *o = r.body ? json_loads(r.body, 0, NULL) : NULL;
+				json_t *id = o ? json_object_get(o, "reload_id") : NULL;
+				cl->own_status = st;
+				cl->own_reload = json_is_integer(id) ? json_integer_value(id) : -1;
+				json_decref(o);
+			}
+		}
+		free(r.body);
+		curl_slist_free_all(hl);
+	}
+	curl_easy_cleanup(c);
+	return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+	struct sms_world *sw = *state;
+	struct mod *c1 = &sw->w->c1;
+	struct client cl[NCLIENTS];
+	pthread_t th[NCLIENTS];
+	int64_t ids[NCLIENTS * NSUBS];
+	uint32_t seq1 = 0;
+	char path[96];
+	struct reply r;
+	struct told t;
+	size_t n = 0;
+
+	expect(sw, "PUT", "/v1/credit-policy", "{\"initial_credit\":0,\"reload_amount\":10}", 200, &r);
+	reply_free(&r);
+	expect(sw, "POST", "/v1/subscribers", "{\"name\":\"Owner\"}", 201, &r);
+	reply_free(&r);
+	register_card(sw, c1);
+	snprintf(path, sizeof path, "/v1/cards/%08X/assign", c1->ua);
+	expect(sw, "POST", path, "{\"subscriber_id\":1}", 200, &r);
+	reply_free(&r);
+
+	memset(cl, 0, sizeof cl);
+	for (int i = 0; i < NCLIENTS; i++) {
+		cl[i].port = sw->port;
+		cl[i].idx = i;
+		snprintf(cl[i].ua, sizeof cl[i].ua, "%08X", c1->ua);
+		assert_int_equal(pthread_create(&th[i], NULL, client_run, &cl[i]), 0);
+	}
+	for (int i = 0; i < NCLIENTS; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+
+	for (int i = 0; i < NCLIENTS; i++) {
+		for (int j = 0; j < NSUBS; j++) {
+			assert_int_equal(cl[i].sub_status[j], 201);
+			assert_true(cl[i].sub_id[j] > 1);
+			for (size_t k = 0; k < n; k++)
+				assert_true(ids[k] != cl[i].sub_id[j]);
+			ids[n++] = cl[i].sub_id[j];
+		}
+		/* every client sending "same-key" got the one first answer */
+		assert_int_equal(cl[i].same_status, 200);
+		assert_non_null(cl[i].same_body);
+		assert_string_equal(cl[i].same_body, cl[0].same_body);
+		assert_int_equal(cl[i].own_status, 200);
+		for (int k = 0; k < i; k++)
+			assert_true(cl[k].own_reload != cl[i].own_reload);
+	}
+	for (int i = 0; i < NCLIENTS; i++)
+		free(cl[i].same_body);
+
+	/* 1 assignment + 1 shared reload + one per client, applied in order: credit 10 x 9 */
+	t = deliver(sw, c1, &seq1);
+	assert_int_equal(t.emms, 1 + 1 + NCLIENTS);
+	assert_int_equal(t.add_credit, 1 + NCLIENTS);
+	assert_int_equal(seq1, 1 + 1 + NCLIENTS);
+	assert_int_equal(status_of(c1).credit, 10 * (1 + NCLIENTS));
+	assert_int_equal(metric(sw, "keyhole_emms_queued_total"), 1 + 1 + NCLIENTS);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_card_life, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_split, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+	};
+	int rc;
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	curl_global_cleanup();
+	return rc;
+}
