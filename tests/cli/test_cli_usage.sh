@@ -24,7 +24,7 @@ grep -Eq '^keyhole [0-9]' "$KH_OUT" || kh_fail "--version does not print 'keyhol
 for cmd in "" "authority" "authority init" "authority show" "card" "card issue" "card info" \
 	"card serve" "pair" "headend" "headend keys" "headend keys init" "headend keys rotate" \
 	"headend keys show" "headend emm" "headend scramble" "decoder" "decoder play" "decoder buy" \
-	"decoder status" "decoder init" "decoder m1" "demo"; do
+	"decoder status" "decoder init" "decoder m1" "decoder connect" "demo"; do
 	# shellcheck disable=SC2086 # word splitting of $cmd is the point
 	kh_expect_help $cmd --help
 	# shellcheck disable=SC2086
@@ -156,7 +156,7 @@ for pair in "keyhole.1:" "keyhole-authority.1:authority init" "keyhole-authority
 	"keyhole-headend.1:headend keys rotate" "keyhole-headend.1:headend keys show" \
 	"keyhole-headend.1:headend emm" "keyhole-headend.1:headend scramble" \
 	"keyhole-decoder.1:decoder play" "keyhole-decoder.1:decoder buy" "keyhole-decoder.1:decoder status" \
-	"keyhole-decoder.1:decoder init" "keyhole-decoder.1:decoder m1"; do
+	"keyhole-decoder.1:decoder init" "keyhole-decoder.1:decoder m1" "keyhole-decoder.1:decoder connect"; do
 	page=$MAN/${pair%%:*}
 	cmd=${pair#*:}
 	[ -s "$page" ] || kh_fail "missing manual page $page"
