@@ -303,6 +303,26 @@ typedef kh_err (*kh_store_invoice_fn)(void *arg, const struct kh_store_invoice *
 KH_WARN_UNUSED kh_err kh_store_invoices_of(struct kh_store *s, int64_t subscriber_id, kh_store_invoice_fn fn,
 					   void *arg);
 
+/* ---- upload sessions (seed 001, docs/protocols/upload.md) ---- */
+
+/* Open a session for card ua with the center's nonce (16..64 bytes); *id gets its id. */
+KH_WARN_UNUSED kh_err kh_store_upload_open(struct kh_store *s, uint32_t ua, const uint8_t *nonce, size_t n,
+					   int64_t *id);
+/* A session's card, nonce (into nonce, cap bytes) and closing time (0: open); KH_ERR_NOTFOUND. */
+KH_WARN_UNUSED kh_err kh_store_upload_get(struct kh_store *s, int64_t id, uint32_t *ua, uint8_t *nonce, size_t cap,
+					  size_t *n, int64_t *closed_at);
+/* Mark a session closed (its upload was processed). */
+KH_WARN_UNUSED kh_err kh_store_upload_close(struct kh_store *s, int64_t id);
+/*
+ * Record one purchase a card's block carried, and invoice it to subscriber_id (0: nobody to
+ * invoice). Both are keyed by (ua, event, time): a purchase seen again, in another block or
+ * another session, changes nothing and *invoiced is 0; otherwise 1. The block (block_ua,
+ * block_seq) must have been recorded with kh_store_block_seen in the same transaction.
+ */
+KH_WARN_UNUSED kh_err kh_store_purchase_record(struct kh_store *s, uint32_t ua, uint32_t event, uint32_t price,
+					       int64_t time, uint32_t block_ua, uint32_t block_seq,
+					       int64_t subscriber_id, int *invoiced);
+
 /* As kh_store_emm_fetch, for one address only (a decoder with a line fetching its card's). */
 KH_WARN_UNUSED kh_err kh_store_emm_fetch_addr(struct kh_store *s, uint8_t addr_type, uint32_t addr,
 					      int64_t since_id, unsigned limit, kh_store_emm_fn fn, void *arg,

@@ -239,6 +239,11 @@ int64_t kh__now(void)
 	return (int64_t)time(NULL);
 }
 
+int64_t kh__changes(struct kh_store *s)
+{
+	return (int64_t)sqlite3_changes64(s->db);
+}
+
 /* ---- transactions ---- */
 
 int kh_store_in_tx(const struct kh_store *s)

@@ -22,7 +22,12 @@
 #include "keyhole/cas.h"
 #include "keyhole/crypto.h"
 #include "keyhole/http.h"
+#include "keyhole/host.h"
+#include "keyhole/m1.h"
+#include "keyhole/scramble.h"
 #include "keyhole/sms.h"
+#include "keyhole/store.h"
+#include "keyhole/upload.h"
 
 #define PRODUCT 7u
 
@@ -235,7 +240,7 @@ static void register_card(struct sms_world *sw, struct mod *m)
 /* What a batch of EMMs told one card, opened with its Kp from the authority. */
 struct told {
 	unsigned emms;
-	unsigned set_key, set_all, entitle, revoke, add_credit, auth_export;
+	unsigned set_key, set_all, entitle, revoke, add_credit, auth_export, ack_usage;
 	uint32_t credit_total, last_reload;
 	uint32_t entitled_product;
 	uint32_t key_version_max;
@@ -287,6 +292,7 @@ static void open_emm(struct sms_world *sw, uint32_t ua, const uint8_t *sec, size
 			t->auth_export++;
 			t->auth_value = tlv.v[0];
 			break;
+		case KH_EMM_ACK_USAGE: t->ack_usage++; break;
 		default: fail_msg("unexpected EMM command %u", tlv.tag);
 		}
 	}
@@ -852,6 +858,206 @@ static void test_concurrent(void **state)
 	assert_int_equal(metric(sw, "keyhole_emms_queued_total"), 1 + 1 + NCLIENTS);
 }
 
+/* ---- seed 001 end to end: a replaced card's pay-per-view recovered through the new card ---- */
+
+struct skey {
+	uint8_t key[32];
+	uint8_t id;
+	uint32_t version;
+};
+
+static kh_err take_key(void *arg, const struct kh_store_service_key *k)
+{
+	struct skey *sk = arg;
+	if (k->key_id == 1 && k->version >= sk->version) {
+		memcpy(sk->key, k->key, 32);
+		sk->id = k->key_id;
+		sk->version = k->version;
+	}
+	return KH_OK;
+}
+
+/* Buy events first..first+n-1 (price 30) on the card in the slot, through decoder -> CAM -> card. */
+static void buy(struct sms_world *sw, struct mod *card, const struct skey *sk, uint32_t first, unsigned n)
+{
+	struct kh_host_cas cas;
+	struct kh_ppv_offer o;
+	uint8_t ecm[KH_ECM_MAX];
+	uint64_t now = (uint64_t)time(NULL);
+	size_t len;
+
+	kh_host_cas_init(&cas, sw->w->root_pk, &sw->w->cam.t, &card->t, (const uint8_t *)"decoder", 7);
+	assert_int_equal(kh_host_cas_connect(&cas, now), KH_OK);
+	for (uint32_t ev = first; ev < first + n; ev++) {
+		struct kh_ecm e = {0};
+		e.h.table_id = KH_ECM_TID_EVEN;
+		e.h.key_id = sk->id;
+		e.h.key_version = sk->version;
+		e.alg = KH_SCR_CSA2;
+		e.cw_len = 8;
+		e.access = KH_ECM_EVENT;
+		e.event = ev;
+		e.price = 30;
+		e.time = now;
+		assert_int_equal(kh_ecm_seal(sk->key, &e, ecm, sizeof ecm, &len), KH_OK);
+		assert_int_equal(kh_host_cas_purchase(&cas, ecm, len, now, &o), KH_OK);
+	}
+	kh_host_cas_wipe(&cas);
+}
+
+static size_t count_invoices(struct sms_world *sw, int64_t sub, uint32_t *sum)
+{
+	struct reply r;
+	char path[64];
+	json_t *j, *arr, *v;
+	size_t i, n;
+
+	snprintf(path, sizeof path, "/v1/subscribers/%lld/invoices", (long long)sub);
+	j = expect(sw, "GET", path, NULL, 200, &r);
+	arr = json_is_array(j) ? j : json_object_get(j, "invoices");
+	assert_true(json_is_array(arr));
+	n = json_array_size(arr);
+	*sum = 0;
+	json_array_foreach(arr, i, v)
+		*sum += (uint32_t)jint(v, "price");
+	reply_free(&r);
+	return n;
+}
+
+static void upload(struct sms_world *sw, struct mod *card, const char *m1, const uint8_t *m1key,
+		   struct kh_upload_result *res)
+{
+	struct kh_upload_curl *cc = NULL;
+	struct kh_upload_http http;
+	struct kh_upload_config cfg = {0};
+	char url[64];
+
+	snprintf(url, sizeof url, "http://127.0.0.1:%u", sw->port);
+	assert_int_equal(kh_upload_curl_new(NULL, 0, &cc, &http), KH_OK);
+	cfg.center = url;
+	cfg.card = &card->t;
+	cfg.m1_dir = m1;
+	cfg.m1_key = m1key;
+	cfg.http = &http;
+	cfg.backoff_ms = 10;
+	memset(res, 0, sizeof *res);
+	assert_int_equal(kh_upload_run(&cfg, res), KH_OK);
+	kh_upload_curl_free(cc);
+}
+
+static const char *verdict_of(const struct kh_upload_result *res, uint32_t ua)
+{
+	for (size_t i = 0; i < res->nverdicts; i++)
+		if (res->verdicts[i].ua == ua)
+			return res->verdicts[i].verdict;
+	return "";
+}
+
+static void test_seed_recovery(void **state)
+{
+	struct sms_world *sw = *state;
+	struct world *w = sw->w;
+	struct kh_store *db;
+	struct skey sk = {0};
+	struct kh_m1_info mi;
+	struct kh_upload_result res;
+	uint8_t m1key[KH_M1_KEY_LEN];
+	uint32_t seq1 = 0, seq2 = 0, sum = 0;
+	char *m1 = path_in(w->dir, "m1"), body[96], path[64];
+	struct reply r;
+	json_t *j;
+	int64_t sub;
+
+	/* the operator: a credit policy, a subscriber, card 1 assigned, its EMMs carried */
+	j = expect(sw, "PUT", "/v1/credit-policy", "{\"initial_credit\":100,\"reload_amount\":50}", 200, &r);
+	reply_free(&r);
+	j = expect(sw, "POST", "/v1/subscribers", "{\"name\":\"Ada\"}", 201, &r);
+	sub = jint(j, "id");
+	reply_free(&r);
+	register_card(sw, &w->c1);
+	register_card(sw, &w->c2);
+	snprintf(body, sizeof body, "{\"subscriber_id\":%lld}", (long long)sub);
+	snprintf(path, sizeof path, "/v1/cards/%08X/assign", w->c1.ua);
+	j = expect(sw, "POST", path, body, 200, &r);
+	reply_free(&r);
+	assert_int_equal(deliver(sw, &w->c1, &seq1).auth_export, 1);
+	assert_int_equal(status_of(&w->c1).credit, 100);
+
+	/* card 1 buys two films offline, with the initial credit; the decoder keeps its block in M1 */
+	assert_int_equal(kh_store_open(sw->db, &db), KH_OK);
+	assert_int_equal(kh_store_service_keys_current(db, take_key, &sk), KH_OK);
+	kh_store_close(db);
+	assert_true(sk.version > 0);
+	buy(sw, &w->c1, &sk, 55, 2);
+	assert_int_equal(status_of(&w->c1).credit, 40);
+	assert_int_equal(kh_m1_key(m1, 1, m1key), KH_OK);
+	assert_int_equal(kh_m1_export(&w->c1.t, m1, m1key, w->c1.ua, &mi), KH_OK);
+	assert_int_equal(mi.ua, w->c1.ua);
+	/* nothing has reached the center yet */
+	assert_int_equal(count_invoices(sw, sub, &sum), 0);
+
+	/* the card is replaced: the new one is not authorised to export, so M1 keeps card 1's block */
+	snprintf(body, sizeof body, "{\"new_ua\":\"%08X\"}", w->c2.ua);
+	snprintf(path, sizeof path, "/v1/cards/%08X/replace", w->c1.ua);
+	j = expect(sw, "POST", path, body, 200, &r);
+	reply_free(&r);
+	assert_int_equal(deliver(sw, &w->c2, &seq2).auth_export, 0);
+	assert_int_equal(kh_m1_export(&w->c2.t, m1, m1key, w->c2.ua, &mi), KH_ERR_EXPORT_DENIED);
+	assert_int_equal(kh_m1_stat(m1, m1key, &mi), KH_OK);
+	assert_int_equal(mi.ua, w->c1.ua);
+
+	/* a session without card 1's block (a decoder without M1): card 2 is not authorised, since
+	 * card 1's data is still outstanding, and nothing is invoiced */
+	{
+		struct kh_upload_curl *cc = NULL;
+		struct kh_upload_http http;
+		struct kh_upload_config cfg = {0};
+		char url[64];
+		snprintf(url, sizeof url, "http://127.0.0.1:%u", sw->port);
+		assert_int_equal(kh_upload_curl_new(NULL, 0, &cc, &http), KH_OK);
+		cfg.center = url;
+		cfg.card = &w->c2.t;
+		cfg.http = &http;
+		memset(&res, 0, sizeof res);
+		assert_int_equal(kh_upload_run(&cfg, &res), KH_OK);
+		kh_upload_curl_free(cc);
+		assert_int_equal(res.nverdicts, 1);
+		assert_string_equal(verdict_of(&res, w->c2.ua), "ok");
+		assert_int_equal(status_of(&w->c2).export_ok, 0);
+		assert_int_equal(count_invoices(sw, sub, &sum), 0);
+	}
+
+	/* the decoder connects with card 2: card 1's films are invoiced, card 1 closed, card 2
+	 * authorised and reloaded, and only then does M1 take card 2's block */
+	upload(sw, &w->c2, m1, m1key, &res);
+	assert_int_equal(res.nverdicts, 2);
+	assert_string_equal(verdict_of(&res, w->c2.ua), "ok");
+	assert_string_equal(verdict_of(&res, w->c1.ua), "recovered");
+	assert_true(res.emms_applied >= 1);
+	assert_int_equal(res.emms_refused, 0);
+	assert_int_equal(res.m1_export, KH_OK);
+	assert_int_equal(kh_m1_stat(m1, m1key, &mi), KH_OK);
+	assert_int_equal(mi.ua, w->c2.ua);
+	assert_int_equal(count_invoices(sw, sub, &sum), 2);
+	assert_int_equal(sum, 60);
+	snprintf(path, sizeof path, "/v1/cards/%08X", w->c1.ua);
+	j = expect(sw, "GET", path, NULL, 200, &r);
+	assert_string_equal(jstr(j, "state"), "closed");
+	reply_free(&r);
+	{
+		struct kh_cas_status st = status_of(&w->c2);
+		assert_int_equal(st.export_ok, 1);
+		assert_int_equal(st.credit, 150); /* initial 100 + the agreed reload of 50 */
+	}
+
+	/* connecting again invoices nothing twice */
+	upload(sw, &w->c2, m1, m1key, &res);
+	assert_int_equal(count_invoices(sw, sub, &sum), 2);
+	assert_int_equal(sum, 60);
+	assert_true(metric(sw, "keyhole_blocks_ingested_total") >= 3);
+	free(m1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -859,6 +1065,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seed_recovery, setup, teardown),
 	};
 	int rc;
 

@@ -163,6 +163,12 @@ void kh__sms_count_emms(struct kh_sms *c, unsigned n)
 		kh_metric_add(c->emms_queued, n);
 }
 
+void kh__sms_count_blocks(struct kh_sms *c, unsigned n)
+{
+	if (c->blocks_ingested && n)
+		kh_metric_add(c->blocks_ingested, n);
+}
+
 kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 {
 	const struct kh_http_route routes[] = {
@@ -189,6 +195,8 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 		{"POST", "/v1/service-keys/rotate", kh__sms_keys_rotate, c},
 		{"GET", "/v1/service-keys", kh__sms_keys_list, c},
 		{"GET", "/v1/emm", kh__sms_emm_queue, c},
+		{"POST", "/v1/upload/sessions", kh__sms_upload_open, c},
+		{"POST", "/v1/upload/sessions/{id}", kh__sms_upload, c},
 	};
 	kh_err r;
 
@@ -196,6 +204,10 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 		return KH_ERR_INVAL;
 	if ((r = kh_metrics_counter(kh_http_metrics(h), "keyhole_emms_queued_total",
 				    "EMMs sealed and queued by the management center", &c->emms_queued)) != KH_OK)
+		return r;
+	if ((r = kh_metrics_counter(kh_http_metrics(h), "keyhole_blocks_ingested_total",
+				    "usage blocks received in upload sessions (each verdict counts)",
+				    &c->blocks_ingested)) != KH_OK)
 		return r;
 	return kh_http_add_routes(h, routes, sizeof routes / sizeof routes[0]);
 }

@@ -29,6 +29,7 @@ struct kh_sms {
 	struct kh_store **conns;
 	size_t nconns, cap;
 	struct kh_metric *emms_queued;
+	struct kh_metric *blocks_ingested;
 };
 
 /* This thread's store connection (opened on first use). */
@@ -95,6 +96,8 @@ KH_WARN_UNUSED kh_err kh__sms_query_int(struct kh_http_req *req, const char *nam
 json_t *kh__sms_emm_json(const struct kh_store_emm *e);
 /* Count the EMMs queued by a committed transaction in the center's metric. */
 void kh__sms_count_emms(struct kh_sms *c, unsigned n);
+/* Count the usage blocks a committed upload carried. */
+void kh__sms_count_blocks(struct kh_sms *c, unsigned n);
 
 /* ---- endpoints (one file per resource) ---- */
 
@@ -111,6 +114,9 @@ kh_err kh__sms_card_replace(struct kh_http_req *req, struct kh_http_resp *resp, 
 kh_err kh__sms_card_forfeit(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 kh_err kh__sms_card_reload(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 kh_err kh__sms_card_emm(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+
+kh_err kh__sms_upload_open(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 
 kh_err kh__sms_product_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 kh_err kh__sms_product_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);

@@ -1,0 +1,441 @@
+/*
+ * The upload session at the management center (seed 001; docs/protocols/upload.md). A decoder
+ * opens a session for its current card and gets a fresh nonce; it then sends the card's hello
+ * (the nonce signed by the card) and usage blocks: the current card's, and the one its memory M1
+ * kept, which may be an older card's. The center:
+ *
+ *   - checks the hello against the session card's registered certificate (nothing counts
+ *     without it);
+ *   - separates the blocks by UA, checks each against its own card's certificate and opens it
+ *     with that card's Ku; a tampered, cut or foreign block is recorded and skipped, and the
+ *     rest of the session still counts;
+ *   - records the purchases of the current card's blocks, and of a block of a card this
+ *     subscriber replaced (a recovery: the old card is then closed), and invoices each purchase
+ *     once, whatever block or session carries it again;
+ *   - answers with EMMs for the current card: ACK USAGE for the blocks it now holds, AUTHORISE
+ *     EXPORT once no replaced card of the subscriber still awaits recovery, and a credit reload
+ *     when something was invoiced (the amount agreed in the credit policy).
+ *
+ * All of it, with the idempotency record of the answer, is one transaction: the answer is sent
+ * only after it is durable, and a retried upload gets the same answer and changes nothing.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "keyhole/cert.h"
+#include "keyhole/crypto.h"
+#include "keyhole/usage.h"
+#include "sms_int.h"
+
+#define MAX_BLOCKS 8
+#define NONCE_LEN 32
+
+/* ---- POST /v1/upload/sessions {ua} ---- */
+
+struct open_tx {
+	uint32_t ua;
+	uint8_t nonce[NONCE_LEN];
+	int64_t id;
+	struct kh__sms_why why;
+};
+
+static kh_err open_tx(struct kh_store *s, void *arg)
+{
+	struct open_tx *a = arg;
+	struct kh_store_card card;
+	kh_err r;
+
+	if ((r = kh_store_card_get(s, a->ua, &card)) != KH_OK)
+		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "card not registered") : r;
+	if (strcmp(card.state, "active") != 0)
+		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "card_state", "only an active card opens a session");
+	return kh_store_upload_open(s, a->ua, a->nonce, sizeof a->nonce, &a->id);
+}
+
+kh_err kh__sms_upload_open(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	struct kh_sms *c = arg;
+	struct open_tx a = {0};
+	const char *ua;
+	struct kh_store *s;
+	json_t *o;
+	char id[24];
+	kh_err r;
+
+	ua = json_string_value(json_object_get(kh_http_body(req), "ua"));
+	if (!ua || kh__sms_parse_ua(ua, &a.ua) != KH_OK)
+		return kh_http_reply_error(resp, KH_ERR_INVAL, "ua: 8 hexadecimal digits");
+	if ((r = kh_random(a.nonce, sizeof a.nonce)) != KH_OK || (r = kh__sms_db(c, &s)) != KH_OK)
+		return r;
+	if ((r = kh_store_run_tx(s, open_tx, &a)) != KH_OK)
+		return a.why.code || a.why.msg ? kh__sms_fail(resp, r, &a.why) : r;
+	snprintf(id, sizeof id, "%lld", (long long)a.id);
+	if (!(o = json_pack("{s:s}", "session", id)) || kh_json_set_b64(o, "nonce", a.nonce, sizeof a.nonce) != KH_OK) {
+		json_decref(o);
+		return KH_ERR_NOMEM;
+	}
+	return kh_http_reply(resp, 201, o);
+}
+
+/* ---- POST /v1/upload/sessions/{id} {hello, blocks} (Idempotency-Key) ---- */
+
+struct block_in {
+	uint8_t b[KH_USAGE_MAX];
+	size_t n;
+	int decoded; /* 0: not base64url at all */
+};
+
+struct upload_tx {
+	struct kh_sms *c;
+	int64_t id;
+	const char *key;
+	uint8_t hash[KH_STORE_IDEM_HASH_LEN];
+	uint8_t hello[KH_HELLO_LEN + 1];
+	size_t hello_len;
+	size_t nblocks;
+	struct block_in *blocks;
+	char *answer; /* JSON text sent, or replayed */
+	size_t answer_len;
+	int replayed;
+	unsigned queued;
+	int64_t invoiced;
+	struct kh__sms_why why;
+};
+
+/* A card's certified signing key, checked against the operator root now. */
+static kh_err card_key(struct kh_store *s, struct kh_sms *c, uint32_t ua, uint8_t pk[static 32])
+{
+	uint8_t der[KH_CERT_MAX];
+	struct kh_cert_info ci;
+	size_t n;
+	kh_err r;
+
+	if ((r = kh_store_card_cert(s, ua, der, sizeof der, &n)) != KH_OK)
+		return r;
+	if ((r = kh_cert_check(der, n, c->root_pk, KH_ROLE_CARD, KH_CERT_KEY_ED25519, (uint64_t)time(NULL), &ci)) !=
+	    KH_OK)
+		return r;
+	if (ci.ua != ua)
+		return KH_ERR_CERT;
+	memcpy(pk, ci.pub, 32);
+	return KH_OK;
+}
+
+struct session_view {
+	struct kh_store_card cur;   /* the session's card */
+	int outstanding;            /* replaced cards of the subscriber still awaiting recovery */
+	uint32_t max_acked;         /* highest block of the current card now held */
+};
+
+static kh_err count_replaced(void *arg, const struct kh_store_card *k)
+{
+	struct session_view *v = arg;
+	if (strcmp(k->state, "replaced") == 0)
+		v->outstanding++;
+	return KH_OK;
+}
+
+/*
+ * One block: its verdict ("ok", "recovered", "duplicate", "tampered", "foreign", "truncated"),
+ * recorded, and its purchases recorded and invoiced.
+ */
+static kh_err one_block(struct kh_store *s, struct upload_tx *a, struct session_view *v, const struct block_in *in,
+			json_t *out)
+{
+	struct kh_usage *u = NULL;
+	struct kh_usage_hdr h = {0};
+	struct kh_store_card owner;
+	enum kh_store_verdict verdict = KH_STORE_BLOCK_OK, prev;
+	uint8_t pk[32], ku[32];
+	const char *said;
+	int recovery = 0, known = 0;
+	char ua[9];
+	json_t *o;
+	kh_err r, rr;
+
+	if (!in->decoded || kh_usage_peek(in->b, in->n, &h) != KH_OK) {
+		/* Not even a header: nothing to record it under. */
+		o = json_pack("{s:s,s:i,s:s}", "ua", "00000000", "block_seq", 0, "verdict", "truncated");
+		return o && json_array_append_new(out, o) == 0 ? KH_OK : KH_ERR_NOMEM;
+	}
+	if ((r = kh_store_card_get(s, h.ua, &owner)) == KH_OK)
+		known = 1;
+	else if (r != KH_ERR_NOTFOUND)
+		return r;
+	/* Whose block: the session's card, or one this subscriber's card replaced (a recovery). */
+	if (known && h.ua == v->cur.ua)
+		recovery = 0;
+	else if (known && owner.subscriber_id == v->cur.subscriber_id && owner.subscriber_id &&
+		 (strcmp(owner.state, "replaced") == 0 ||
+		  (strcmp(owner.state, "closed") == 0 && strcmp(owner.closed_reason, "recovered") == 0)))
+		recovery = 1;
+	else
+		known = 0;
+	if (!known) {
+		verdict = KH_STORE_BLOCK_FOREIGN;
+	} else if (!(u = calloc(1, sizeof *u))) {
+		return KH_ERR_NOMEM;
+	} else if ((r = card_key(s, a->c, h.ua, pk)) != KH_OK) {
+		verdict = KH_STORE_BLOCK_FOREIGN;
+	} else {
+		if ((r = kh_cas_card_ku(a->c->master, h.ua, ku)) != KH_OK)
+			goto out;
+		rr = kh_usage_open(ku, pk, in->b, in->n, u);
+		kh_wipe(ku, sizeof ku);
+		if (rr == KH_ERR_AUTH)
+			verdict = KH_STORE_BLOCK_TAMPERED;
+		else if (rr != KH_OK)
+			verdict = KH_STORE_BLOCK_TRUNCATED;
+	}
+	r = kh_store_block_seen(s, h.ua, h.block_seq, verdict, a->id, &prev);
+	if (r == KH_ERR_EXISTS) {
+		said = "duplicate";
+		r = KH_OK;
+	} else if (r != KH_OK) {
+		goto out;
+	} else if (verdict != KH_STORE_BLOCK_OK) {
+		said = verdict == KH_STORE_BLOCK_TAMPERED ? "tampered" : verdict == KH_STORE_BLOCK_FOREIGN ? "foreign"
+													    : "truncated";
+	} else {
+		said = recovery ? "recovered" : "ok";
+		for (size_t i = 0; i < u->npurchases; i++) {
+			int inv = 0;
+			if ((r = kh_store_purchase_record(s, h.ua, u->purchases[i].event, u->purchases[i].price,
+							  (int64_t)u->purchases[i].time, h.ua, h.block_seq,
+							  owner.subscriber_id, &inv)) != KH_OK)
+				goto out;
+			a->invoiced += inv;
+		}
+		if (recovery && strcmp(owner.state, "replaced") == 0) {
+			strcpy(owner.state, "closed");
+			strcpy(owner.closed_reason, "recovered");
+			if ((r = kh_store_card_update(s, &owner)) != KH_OK)
+				goto out;
+			v->outstanding--;
+		}
+	}
+	/* The card may let go of what this block carried, and of every block before it. */
+	if (verdict == KH_STORE_BLOCK_OK && h.ua == v->cur.ua && h.block_seq > v->max_acked)
+		v->max_acked = h.block_seq;
+	kh__sms_ua_hex(h.ua, ua);
+	o = json_pack("{s:s,s:I,s:s}", "ua", ua, "block_seq", (json_int_t)h.block_seq, "verdict", said);
+	r = o && json_array_append_new(out, o) == 0 ? KH_OK : KH_ERR_NOMEM;
+out:
+	if (u)
+		kh_wipe(u, sizeof *u);
+	free(u);
+	return r;
+}
+
+/* The EMMs queued in this transaction for the card, as base64url sections. */
+struct emm_collect {
+	int64_t after;
+	json_t *arr;
+	kh_err err;
+};
+
+static kh_err collect_emm(void *arg, const struct kh_store_emm *e)
+{
+	struct emm_collect *ec = arg;
+	size_t n = kh_b64url_len(e->len) + 1;
+	char *b;
+	json_t *str;
+
+	if (e->id <= ec->after)
+		return KH_OK;
+	if (!(b = malloc(n)))
+		return KH_ERR_NOMEM;
+	if (kh_b64url_encode(e->section, e->len, b, n) != KH_OK || !(str = json_string(b)) ||
+	    json_array_append_new(ec->arr, str) != 0) {
+		free(b);
+		return KH_ERR_NOMEM;
+	}
+	free(b);
+	return KH_OK;
+}
+
+static kh_err skip_emm(void *arg, const struct kh_store_emm *e)
+{
+	(void)arg, (void)e;
+	return KH_OK;
+}
+
+static kh_err upload_tx(struct kh_store *s, void *arg)
+{
+	struct upload_tx *a = arg;
+	struct session_view v;
+	struct kh_usage_hdr hh;
+	struct kh__sms_emm e;
+	struct emm_collect ec = {0};
+	uint8_t nonce[64], pk[32], cmd[16], *stored = NULL;
+	uint32_t sua, amount = 0, reload_id;
+	int64_t closed_at, before = 0;
+	size_t nlen, n = 0;
+	struct kh_wr w;
+	json_t *blocks = NULL, *o = NULL;
+	char sid[24];
+	kh_err r;
+
+	kh__sms_emm_init(&e, a->c, 0);
+	free(a->answer); /* a busy retry starts again */
+	a->answer = NULL;
+	a->replayed = 0;
+	a->queued = 0;
+	a->invoiced = 0;
+	a->why = (struct kh__sms_why){0};
+	r = kh_store_idem_get(s, a->key, a->hash, &stored, &n);
+	if (r == KH_OK) {
+		a->answer = (char *)stored;
+		a->answer_len = n;
+		a->replayed = 1;
+		return KH_OK;
+	}
+	if (r == KH_ERR_IDEM_MISMATCH)
+		return kh__sms_why(&a->why, r, NULL, "this Idempotency-Key was used for another request");
+	if (r != KH_ERR_NOTFOUND)
+		return r;
+	if ((r = kh_store_upload_get(s, a->id, &sua, nonce, sizeof nonce, &nlen, &closed_at)) != KH_OK)
+		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "no such upload session") : r;
+	if (closed_at)
+		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "session_closed",
+				   "this session's upload was processed; open a new session");
+	memset(&v, 0, sizeof v);
+	if ((r = kh_store_card_get(s, sua, &v.cur)) != KH_OK)
+		return r;
+	/* The current card must be present: its hello answers this session's nonce. */
+	if ((r = card_key(s, a->c, sua, pk)) != KH_OK)
+		return kh__sms_why(&a->why, r, NULL, "the session's card certificate does not check");
+	if (kh_hello_verify(pk, nonce, nlen, a->hello, a->hello_len, &hh) != KH_OK || hh.ua != sua)
+		return kh__sms_why(&a->why, KH_ERR_AUTH, "hello", "the hello is not the session card's answer to its nonce");
+	if (v.cur.subscriber_id && (r = kh_store_cards_of(s, v.cur.subscriber_id, count_replaced, &v)) != KH_OK)
+		return r;
+	if (!(blocks = json_array()))
+		return KH_ERR_NOMEM;
+	for (size_t i = 0; i < a->nblocks; i++)
+		if ((r = one_block(s, a, &v, &a->blocks[i], blocks)) != KH_OK)
+			goto out;
+
+	/* The EMMs for the current card queued from here on go back in the answer. */
+	if ((r = kh_store_emm_fetch_addr(s, KH_EMM_UNIQUE, sua, 0, 0, skip_emm, NULL, &before)) != KH_OK)
+		goto out;
+	ec.after = before;
+	kh__sms_emm_init(&e, a->c, sua);
+	kh_wr_init(&w, cmd, sizeof cmd);
+	if (v.max_acked)
+		kh_emm_put_ack_usage(&w, v.max_acked);
+	if (!v.cur.export_authorised && v.outstanding == 0 && strcmp(v.cur.state, "active") == 0) {
+		kh_emm_put_auth_export(&w, 1);
+		v.cur.export_authorised = 1;
+		if ((r = kh_store_card_update(s, &v.cur)) != KH_OK)
+			goto out;
+	}
+	if ((r = w.err) != KH_OK || (w.len && (r = kh__sms_emm_cmd(s, &e, cmd, w.len)) != KH_OK))
+		goto out;
+	if (a->invoiced && strcmp(v.cur.state, "active") == 0) {
+		if ((r = kh_store_credit_policy_get(s, NULL, &amount)) != KH_OK)
+			goto out;
+		if (amount) {
+			if ((r = kh_store_card_next_reload(s, sua, &reload_id)) != KH_OK)
+				goto out;
+			kh_wr_init(&w, cmd, sizeof cmd);
+			if ((r = kh_emm_put_add_credit(&w, amount, reload_id)) != KH_OK ||
+			    (r = kh__sms_emm_cmd(s, &e, cmd, w.len)) != KH_OK)
+				goto out;
+		}
+	}
+	if ((r = kh__sms_emm_flush(s, &e)) != KH_OK)
+		goto out;
+	a->queued = e.queued;
+	if ((r = kh_store_upload_close(s, a->id)) != KH_OK)
+		goto out;
+	if (!(ec.arr = json_array())) {
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = kh_store_emm_fetch_addr(s, KH_EMM_UNIQUE, sua, ec.after, 0, collect_emm, &ec, NULL)) != KH_OK)
+		goto out;
+	snprintf(sid, sizeof sid, "%lld", (long long)a->id);
+	o = json_pack("{s:s,s:O,s:O,s:I,s:b}", "session", sid, "blocks", blocks, "emms", ec.arr, "invoiced",
+		      (json_int_t)a->invoiced, "export_authorised", v.cur.export_authorised);
+	if (!o || !(a->answer = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS))) {
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	a->answer_len = strlen(a->answer);
+	/* In the transaction that made the changes: the answer and what it says commit together. */
+	r = kh_store_idem_put(s, a->key, a->hash, (const uint8_t *)a->answer, a->answer_len);
+out:
+	kh__sms_emm_wipe(&e);
+	json_decref(o);
+	json_decref(blocks);
+	json_decref(ec.arr);
+	return r;
+}
+
+kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	struct upload_tx a = {.c = arg};
+	json_t *body = kh_http_body(req), *arr, *v, *ans;
+	struct kh_store *s;
+	json_error_t jerr;
+	char *canon = NULL, *fp = NULL;
+	size_t i;
+	kh_err r;
+
+	if (kh__sms_parse_id(kh_http_param(req, "id"), &a.id) != KH_OK)
+		return kh_http_reply_error(resp, KH_ERR_INVAL, "a session id is a positive integer");
+	a.key = kh_http_idempotency_key(req);
+	if (!a.key || strlen(a.key) > KH_STORE_IDEM_KEY_MAX)
+		return kh_http_reply_error(resp, KH_ERR_INVAL, "an upload needs an Idempotency-Key of 1 to 128 characters");
+	arr = json_object_get(body, "blocks");
+	if (!json_is_array(arr) || json_array_size(arr) > MAX_BLOCKS)
+		return kh_http_reply_error(resp, KH_ERR_INVAL, "blocks: an array of at most 8 base64url blocks");
+	if (kh_json_get_b64(body, "hello", a.hello, sizeof a.hello, &a.hello_len, 0) != KH_OK)
+		return kh_http_reply_error(resp, KH_ERR_INVAL, "hello: the card's hello, base64url");
+	if (json_array_size(arr) && !(a.blocks = calloc(json_array_size(arr), sizeof *a.blocks)))
+		return KH_ERR_NOMEM;
+	json_array_foreach(arr, i, v) {
+		const char *str = json_string_value(v);
+		/* A block that is not base64url is still an answer line ("truncated"), not a 400. */
+		a.blocks[i].decoded = str && kh_b64url_decode(str, strlen(str), a.blocks[i].b, sizeof a.blocks[i].b,
+							       &a.blocks[i].n) == KH_OK;
+	}
+	a.nblocks = json_array_size(arr);
+	/* The request the key stands for: this session and this body. */
+	if (!(canon = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS)) ||
+	    asprintf(&fp, "POST\n/v1/upload/sessions/%lld\n%s", (long long)a.id, canon) < 0) {
+		fp = NULL;
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = kh_sha256((const uint8_t *)fp, strlen(fp), a.hash)) != KH_OK || (r = kh__sms_db(a.c, &s)) != KH_OK)
+		goto out;
+	if ((r = kh_store_run_tx(s, upload_tx, &a)) != KH_OK) {
+		if (a.why.code || a.why.msg)
+			r = kh__sms_fail(resp, r, &a.why);
+		goto out;
+	}
+	if (!a.replayed) {
+		kh__sms_count_emms(a.c, a.queued);
+		kh__sms_count_blocks(a.c, (unsigned)a.nblocks);
+	}
+	if (!(ans = json_loadb(a.answer, a.answer_len, 0, &jerr))) {
+		r = KH_ERR_INTERNAL;
+		goto out;
+	}
+	if (a.replayed && (r = kh_http_resp_header(resp, "Idempotent-Replayed", "true")) != KH_OK) {
+		json_decref(ans);
+		goto out;
+	}
+	r = kh_http_reply(resp, 200, ans);
+out:
+	free(canon);
+	free(fp);
+	free(a.answer);
+	if (a.blocks)
+		kh_wipe(a.blocks, a.nblocks * sizeof *a.blocks);
+	free(a.blocks);
+	return r;
+}
