@@ -73,6 +73,14 @@ void kh_headend_keys_at(const struct kh_headend_keys *k, size_t i, uint8_t *id, 
 KH_WARN_UNUSED kh_err kh_headend_keys_get(const struct kh_headend_keys *k, uint8_t id, uint32_t version,
 					  uint8_t key[static KH_CAS_KEY_LEN], uint32_t *version_out);
 /*
+ * Hold service key id at version with the given 32 bytes (another copy's key: the management
+ * center's, `keyhole headend keys import`): an existing id/version is overwritten; when the id
+ * then has more than KH_HEADEND_KEY_VERSIONS versions, the oldest are dropped. KH_ERR_INVAL for
+ * version 0, KH_ERR_TOO_LARGE when the table is full.
+ */
+KH_WARN_UNUSED kh_err kh_headend_keys_put(struct kh_headend_keys *k, uint8_t id, uint32_t version,
+					  const uint8_t key[static KH_CAS_KEY_LEN]);
+/*
  * Add the next version of service key id (version 1 for an id not held yet), 32 fresh random
  * bytes; keeps at most KH_HEADEND_KEY_VERSIONS versions of the id, dropping the oldest.
  * KH_ERR_TOO_LARGE when the version counter would wrap.
@@ -129,6 +137,37 @@ KH_WARN_UNUSED kh_err kh_headend_emm_issue(const char *path, const struct kh_hea
  */
 KH_WARN_UNUSED int kh_headend_emm_next(const uint8_t *file, size_t len, size_t *off, const uint8_t **sec,
 				       size_t *n);
+
+/* ---------------------------------------------------------------------------------------- */
+/* EMM feed from the management center (src/center/headend/feed.c)                          */
+
+#define KH_HEADEND_FEED_MAX (64u * 1024 * 1024) /* bytes of EMM sections, as an EMM file */
+
+struct kh_headend_feed_cfg {
+	const char *center;  /* base URL: https://HOST[:PORT], or http:// to the loopback host */
+	const char *cacert;  /* PEM CA certificates to trust for the center; NULL: the system's */
+	int insecure_http;   /* allow plain http to any host (a test network only) */
+	int64_t since;       /* fetch the EMMs with a queue id above this (0: the whole queue) */
+};
+
+/*
+ * Whether url may be fetched: https://, or http:// to 127.0.0.1, localhost or [::1], or any
+ * http:// when insecure_http. KH_ERR_INVAL otherwise (other schemes, user info, a query).
+ */
+KH_WARN_UNUSED kh_err kh_headend_feed_url_check(const char *url, int insecure_http);
+/*
+ * Fetch the center's broadcast EMM queue: GET {center}/v1/emm?since=ID&limit=1000, then again
+ * from each page's last_id until a page is empty. Peer and host name are verified over https; no
+ * redirects. On success *emm (malloc'd; the caller frees it; NULL when the queue is empty) holds
+ * the sections in queue order, concatenated as an EMM file, *emm_len their bytes, *count (may be
+ * NULL) how many, *last_id (may be NULL) the last queue id seen (cfg->since when none).
+ * Errors: KH_ERR_INVAL (a URL the rules refuse), KH_ERR_TRANSPORT (no answer, or a status other
+ * than 200), KH_ERR_FORMAT (not an EMM page, a section that is not one EMM), KH_ERR_TOO_LARGE
+ * (more than KH_HEADEND_FEED_MAX bytes), KH_ERR_NOMEM. why (may be NULL) receives one line
+ * saying what went wrong, or "" on success.
+ */
+KH_WARN_UNUSED kh_err kh_headend_feed_fetch(const struct kh_headend_feed_cfg *cfg, uint8_t **emm, size_t *emm_len,
+					    size_t *count, int64_t *last_id, char *why, size_t whycap);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Streaming scrambler                                                                       */

@@ -1,9 +1,10 @@
 /*
- * keyhole demo: seed 000 told as a story, one line per step, on the embedded defaults. It builds
- * everything in a temporary directory: the operator authority, a CAM and two cards, and a second
- * (foreign) operator with a card of its own; then it plays the decoder, relaying bytes between
- * the CAM and whichever card is in the slot. Every module runs in-process through the same APDU
- * bytes a reader would carry. See keyhole-demo(1).
+ * keyhole demo: Keyhole told as a story, one line per step, on the embedded defaults, all in a
+ * temporary directory. First seed 000: the operator authority, a CAM and two cards, and a second
+ * (foreign) operator with a card of its own; the demo plays the decoder, relaying bytes between
+ * the CAM and whichever card is in the slot (every module in-process, through the same APDU
+ * bytes a reader would carry). Then, on the same modules, the pay-TV story with the management
+ * center and seed 001's recovery (demo_paytv.c). See keyhole-demo(1).
  */
 #include <getopt.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "cli/demo.h"
 #include "keyhole/apdu.h"
 #include "keyhole/authority.h"
 #include "keyhole/crypto.h"
@@ -25,14 +27,17 @@ static const char demo_help[] =
 	"\n"
 	"Create an authority, a CAM and two cards in a temporary directory; pair the CAM with card 1\n"
 	"and exchange sealed commands; swap in card 2 without pairing and watch the CAM refuse it;\n"
-	"pair with card 2; show a replayed answer and a foreign operator's card refused.\n"
+	"pair with card 2; show a replayed answer and a foreign operator's card refused. Then the\n"
+	"pay-TV story: a management center on 127.0.0.1, a subscriber and card 1 assigned, a headend\n"
+	"scrambling an ffmpeg clip with the center's EMMs, the decoder watching it bit-exact, a\n"
+	"pay-per-view purchase, card 1 replaced by card 2 and its purchase recovered through\n"
+	"'decoder connect' (the media steps are skipped when ffmpeg is missing).\n"
 	"\n"
 	"  -k, --keep DIR   work in DIR (created; must not exist) and keep it afterwards\n";
 
 static int step;
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
+void kh__demo_say(const char *fmt, ...)
 {
 	va_list ap;
 	printf("%2d. ", ++step);
@@ -74,6 +79,8 @@ static kh_err issue(const char *auth, const char *path, enum kh_role role, uint3
 	const char *what;
 	return kh_cli_issue(auth, role, 0, path, NULL, ua, &what);
 }
+
+#define say kh__demo_say
 
 #define TRY(what, expr)                                                                                \
 	do {                                                                                           \
@@ -137,7 +144,9 @@ int kh_cmd_demo(int argc, char **argv)
 	snprintf(path[4], sizeof path[4], "%s/card2.card", dir);
 	snprintf(path[5], sizeof path[5], "%s/foreign.card", dir);
 
-	printf("Keyhole demo: the paired CAM-card channel of seed 000, in %s\n", dir);
+	printf("Keyhole demo: the paired CAM-card channel of seed 000, then pay-TV with the management center "
+	       "(seed 001), in %s\n",
+	       dir);
 	TRY("authority", kh_authority_init(path[0], "Keyhole demo operator"));
 	say("authority: operator root (Ed25519) and master key created in %s", path[0]);
 	TRY("issue CAM", issue(path[0], path[2], KH_ROLE_CAM, &ua_cam));
@@ -197,7 +206,19 @@ int kh_cmd_demo(int argc, char **argv)
 
 	REFUSE("foreign card", kh_host_pair_cam_card(&cam, &fx, &paired), e);
 	say("the foreign operator's card: pairing refused (%s)", kh_strerror(e));
-	say("done: every answer the CAM accepted came from the card it had paired with");
+	say("every answer the CAM accepted came from the card it had paired with");
+
+	/* the pay-TV story opens the module files itself: close them here first */
+	kh_softmod_free(cam_sm);
+	kh_softmod_free(c1_sm);
+	kh_softmod_free(c2_sm);
+	cam_sm = c1_sm = c2_sm = NULL;
+	{
+		struct kh__demo_paths p = {dir, path[0], path[2], path[3], path[4], ua1, ua2};
+		if (kh__demo_paytv(&p) != KH_EXIT_OK)
+			goto out;
+	}
+	say("done: the whole pay-TV path ran on Keyhole's own modules, center, headend and decoder");
 	rc = KH_EXIT_OK;
 out:
 	if (link) {

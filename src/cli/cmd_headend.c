@@ -20,6 +20,7 @@
 #include "keyhole/crypto.h"
 #include "keyhole/file.h"
 #include "keyhole/headend.h"
+#include "keyhole/store.h"
 #include "keyhole/ts.h"
 
 static const char keys_init_help[] =
@@ -48,6 +49,18 @@ static const char keys_show_help[] =
 	"Print the service key ids and versions and the EMM sequence counters; never a key.\n"
 	"\n"
 	"  -k, --keys FILE  the headend key file\n";
+
+static const char keys_import_help[] =
+	"usage: keyhole headend keys import --keys FILE --store DB\n"
+	"\n"
+	"Copy the management center's service keys (the two newest versions of each id, the ones it\n"
+	"sends to the cards) into the headend key file, so that ECMs are sealed under keys the cards\n"
+	"hold. A version both hold is overwritten with the center's key; at most two versions of an\n"
+	"id are kept. Run it again after a rotation at the center (POST /v1/service-keys/rotate).\n"
+	"The center's database is opened read-mostly; it may be in use by 'keyhole serve'.\n"
+	"\n"
+	"  -k, --keys FILE  the headend key file (locked while it is updated)\n"
+	"  -s, --store DB   the center's database (as 'keyhole serve --db')\n";
 
 static const char emm_help[] =
 	"usage: keyhole headend emm --keys FILE (--card UA | --group G | --all)\n"
@@ -78,12 +91,14 @@ static const char scramble_help[] =
 	"           (--product P | --event E --price N) [--service PROGRAM] [--key-id N]\n"
 	"           [--key-version V] [--period SECONDS] [--lead MS] [--ecm-interval MS] [--emm FILE]\n"
 	"           [--emm-interval MS] [--ecm-pid PID] [--emm-pid PID] [--ca-system-id ID]\n"
-	"           [--time UNIX] [--csa-reduce] [--cw-log FILE]\n"
+	"           [--time UNIX] [--csa-reduce] [--cw-log FILE] [--center URL [--cacert FILE]\n"
+	"           [--insecure-http] [--center-since ID]] [-v]\n"
 	"\n"
 	"Scramble one programme of an MPEG transport stream: its components are scrambled with a\n"
 	"fresh control word per crypto period (on the stream's PCR time), ECMs go out on the ECM PID,\n"
 	"the EMMs of --emm are cycled on the EMM PID, the PMT gains a CA descriptor and a CAT is\n"
-	"inserted. Output to a file appears only when complete.\n"
+	"inserted. Output to a file appears only when complete. With --center, the center's broadcast\n"
+	"EMM queue is fetched at start and carried like --emm's (both: the file's EMMs first).\n"
 	"\n"
 	"  -k, --keys FILE         the headend key file\n"
 	"  -i, --in FILE           input transport stream (default -, standard input)\n"
@@ -105,7 +120,15 @@ static const char scramble_help[] =
 	"      --ca-system-id ID   default 0x4B48\n"
 	"      --time UNIX         broadcast time of the first crypto period (default now)\n"
 	"      --csa-reduce        csa2: 48-bit control words (common practice)\n"
-	"      --cw-log FILE       TEST AID: write every control word to FILE, in clear\n";
+	"      --cw-log FILE       TEST AID: write every control word to FILE, in clear\n"
+	"      --center URL        the management center: GET URL/v1/emm?since=ID, every page\n"
+	"                          (https://HOST[:PORT]; http:// only to 127.0.0.1, localhost,\n"
+	"                          [::1] unless --insecure-http)\n"
+	"      --cacert FILE       PEM CA certificates to trust for the center (default: the\n"
+	"                          system's); peer and host name are always checked\n"
+	"      --insecure-http     allow plain http to any host (a test network only)\n"
+	"      --center-since ID   only the EMMs with a queue id above ID (default 0: all)\n"
+	"  -v, --verbose           say on stderr how many EMMs came from the center and the last id\n";
 
 /* ---- small parsers ---- */
 
@@ -353,9 +376,85 @@ static int cmd_keys_show(int argc, char **argv)
 	return KH_EXIT_OK;
 }
 
+struct import {
+	struct kh_headend_keys *k;
+	size_t n;
+	kh_err r;
+};
+
+static kh_err take_key(void *arg, const struct kh_store_service_key *sk)
+{
+	struct import *im = arg;
+	if (im->r == KH_OK && (im->r = kh_headend_keys_put(im->k, sk->key_id, sk->version, sk->key)) == KH_OK)
+		im->n++;
+	return KH_OK;
+}
+
+static int cmd_keys_import(int argc, char **argv)
+{
+	static const struct option opts[] = {{"keys", required_argument, NULL, 'k'},
+					     {"store", required_argument, NULL, 's'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
+	const char *path = NULL, *db = NULL;
+	struct import im = {0};
+	struct kh_store *st = NULL;
+	size_t line = 0;
+	int c, fd = -1, rc = KH_EXIT_FAIL;
+	kh_err r;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+k:s:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k': path = optarg; break;
+		case 's': db = optarg; break;
+		case 'h': fputs(keys_import_help, stdout); return KH_EXIT_OK;
+		default:
+			return kh_cli_usage("headend keys import", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage("headend keys import", "unexpected argument '%s'", argv[optind]);
+	if (!path || !db)
+		return kh_cli_usage("headend keys import", "--keys and --store are required");
+	if (access(db, F_OK) != 0 && strchr(db, ':') == NULL)
+		return kh_cli_fail(db, KH_ERR_NOTFOUND); /* never create an empty center database */
+	if ((r = kh_headend_keys_lock(path, &fd)) != KH_OK)
+		return kh_cli_fail(path, r);
+	if ((r = kh_headend_keys_load(path, &im.k, &line)) != KH_OK) {
+		rc = keys_fail(path, line, r);
+		goto out;
+	}
+	if ((r = kh_store_open(db, &st)) != KH_OK || (r = kh_store_service_keys_current(st, take_key, &im)) != KH_OK) {
+		rc = kh_cli_fail(db, r);
+		goto out;
+	}
+	if (im.r != KH_OK) {
+		rc = kh_cli_fail(path, im.r);
+		goto out;
+	}
+	if (im.n == 0) {
+		fprintf(stderr, "keyhole: %s: the center holds no service key\n", db);
+		goto out;
+	}
+	if ((r = kh_headend_keys_save(im.k, path)) != KH_OK) {
+		rc = kh_cli_fail(path, r);
+		goto out;
+	}
+	printf("%zu service key(s) imported from the center\n", im.n);
+	rc = KH_EXIT_OK;
+out:
+	kh_store_close(st);
+	kh_headend_keys_unlock(fd);
+	kh_headend_keys_free(im.k);
+	return rc;
+}
+
 static const struct kh_cli_cmd keys_sub[] = {
 	{"init", cmd_keys_init, "create a headend key file from the authority's master key"},
 	{"rotate", cmd_keys_rotate, "add the next version of a service key"},
+	{"import", cmd_keys_import, "take the management center's service keys"},
 	{"show", cmd_keys_show, "list service key versions and EMM counters (never a key)"},
 };
 
@@ -606,7 +705,8 @@ static int cmd_scramble(int argc, char **argv)
 {
 	enum {
 		O_ALG = 256, O_PRODUCT, O_EVENT, O_PRICE, O_SERVICE, O_KEYID, O_KEYVER, O_PERIOD, O_LEAD,
-		O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_CASYS, O_TIME, O_REDUCE, O_CWLOG
+		O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_CASYS, O_TIME, O_REDUCE, O_CWLOG, O_CENTER,
+		O_CACERT, O_INSECURE, O_SINCE
 	};
 	static const struct option opts[] = {
 		{"keys", required_argument, NULL, 'k'},         {"in", required_argument, NULL, 'i'},
@@ -619,9 +719,17 @@ static int cmd_scramble(int argc, char **argv)
 		{"emm-interval", required_argument, NULL, O_EMMIV}, {"ecm-pid", required_argument, NULL, O_ECMPID},
 		{"emm-pid", required_argument, NULL, O_EMMPID}, {"ca-system-id", required_argument, NULL, O_CASYS},
 		{"time", required_argument, NULL, O_TIME},      {"csa-reduce", no_argument, NULL, O_REDUCE},
-		{"cw-log", required_argument, NULL, O_CWLOG},   {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0}};
+		{"cw-log", required_argument, NULL, O_CWLOG},   {"center", required_argument, NULL, O_CENTER},
+		{"cacert", required_argument, NULL, O_CACERT},  {"insecure-http", no_argument, NULL, O_INSECURE},
+		{"center-since", required_argument, NULL, O_SINCE}, {"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0}};
 	static const char *const P = "headend scramble";
+	struct kh_headend_feed_cfg feed = {0};
+	uint8_t *cemm = NULL;
+	size_t cemm_len = 0, cemm_n = 0;
+	int64_t last_id = 0;
+	int verbose = 0;
+	char fwhy[256];
 	const char *keys = NULL, *inpath = "-", *outpath = "-", *emmpath = NULL, *cwlog = NULL, *what = NULL;
 	struct kh_headend_cfg cfg = {0};
 	struct kh_headend_keys *k = NULL;
@@ -647,9 +755,18 @@ static int cmd_scramble(int argc, char **argv)
 	cfg.time = (uint64_t)time(NULL);
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+k:i:o:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+k:i:o:vh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'k': keys = optarg; break;
+		case 'v': verbose = 1; break;
+		case O_CENTER: feed.center = optarg; break;
+		case O_CACERT: feed.cacert = optarg; break;
+		case O_INSECURE: feed.insecure_http = 1; break;
+		case O_SINCE:
+			if (parse_num(optarg, INT64_MAX, &x) != 0)
+				return kh_cli_usage(P, "--center-since takes a queue id (0 or more)");
+			feed.since = (int64_t)x;
+			break;
 		case 'i': inpath = optarg; break;
 		case 'o': outpath = optarg; break;
 		case O_ALG:
@@ -743,6 +860,11 @@ static int cmd_scramble(int argc, char **argv)
 		return kh_cli_usage(P, "--lead must be shorter than the period");
 	if (cfg.ecm_pid == cfg.emm_pid)
 		return kh_cli_usage(P, "--ecm-pid and --emm-pid must differ");
+	if (!feed.center && (feed.cacert || feed.insecure_http || feed.since))
+		return kh_cli_usage(P, "--cacert, --insecure-http and --center-since go with --center");
+	if (feed.center && kh_headend_feed_url_check(feed.center, feed.insecure_http) != KH_OK)
+		return kh_cli_usage(P, "--center takes a base URL https://HOST[:PORT] (http:// only to 127.0.0.1, "
+				       "localhost or [::1] unless --insecure-http)");
 
 	if ((r = kh_headend_keys_load(keys, &k, &line)) != KH_OK)
 		return keys_fail(keys, line, r);
@@ -758,9 +880,28 @@ static int cmd_scramble(int argc, char **argv)
 			rc = kh_cli_fail(emmpath, r);
 			goto out;
 		}
-		cfg.emm = emm;
-		cfg.emm_len = emm_len;
 	}
+	if (feed.center) {
+		if ((r = kh_headend_feed_fetch(&feed, &cemm, &cemm_len, &cemm_n, &last_id, fwhy, sizeof fwhy)) != KH_OK) {
+			fprintf(stderr, "keyhole: %s: %s\n", feed.center, fwhy[0] ? fwhy : kh_strerror(r));
+			goto out;
+		}
+		if (verbose)
+			fprintf(stderr, "keyhole headend scramble: %zu EMM(s) from the center, last id %lld\n", cemm_n,
+				(long long)last_id);
+		if (cemm_len) { /* the file's EMMs first, then the center's */
+			uint8_t *all = realloc(emm, emm_len + cemm_len);
+			if (!all) {
+				rc = kh_cli_fail(P, KH_ERR_NOMEM);
+				goto out;
+			}
+			memcpy(all + emm_len, cemm, cemm_len);
+			emm = all;
+			emm_len += cemm_len;
+		}
+	}
+	cfg.emm = emm;
+	cfg.emm_len = emm_len;
 	r = kh_headend_new(&cfg, write_all, &sk, &h);
 	if (r != KH_OK) {
 		rc = kh_cli_fail(emmpath && r != KH_ERR_NOMEM && r != KH_ERR_CRYPTO ? emmpath : P, r);
@@ -858,13 +999,16 @@ out:
 		close(in);
 	kh_headend_free(h);
 	kh_wipe(&cfg, sizeof cfg);
-	if (emm)
-		kh_file_free(emm, emm_len);
+	if (emm) {
+		kh_wipe(emm, emm_len);
+		free(emm);
+	}
+	free(cemm);
 	return rc;
 }
 
 static const struct kh_cli_cmd sub[] = {
-	{"keys", cmd_keys, "create, rotate and list the headend's keys"},
+	{"keys", cmd_keys, "create, rotate, import and list the headend's keys"},
 	{"emm", cmd_emm, "make one EMM for a card, a group or all cards"},
 	{"scramble", cmd_scramble, "scramble a transport stream with ECMs, EMMs, PMT and CAT"},
 };

@@ -293,6 +293,25 @@ out:
 	return r;
 }
 
+kh_err kh_headend_keys_put(struct kh_headend_keys *k, uint8_t id, uint32_t version, const uint8_t key[static 32])
+{
+	size_t first = 0;
+	kh_err r;
+
+	if (version == 0)
+		return KH_ERR_INVAL;
+	for (size_t i = 0; i < k->nkeys; i++)
+		if (key_cmp(&k->keys[i], id, version) == 0) {
+			memcpy(k->keys[i].key, key, KH_CAS_KEY_LEN);
+			return KH_OK;
+		}
+	if ((r = key_insert(k, id, version, key)) != KH_OK)
+		return r;
+	while (versions_of(k, id, &first) > KH_HEADEND_KEY_VERSIONS)
+		key_remove(k, first); /* ordered by version: the first is the oldest */
+	return KH_OK;
+}
+
 /* ---- text form ---- */
 
 /* Next space-separated field of a line; NULL when there is none. Fields are separated by one

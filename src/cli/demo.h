@@ -1,0 +1,28 @@
+/*
+ * What the two halves of `keyhole demo` share (cmd_demo.c: seed 000's pairing story and the
+ * command; demo_paytv.c: the pay-TV story with the management center, seed 001).
+ */
+#ifndef KH_CLI_DEMO_H
+#define KH_CLI_DEMO_H
+
+#include <stdint.h>
+
+/* One numbered step of the story on stdout. */
+void kh__demo_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+struct kh__demo_paths {
+	const char *dir;       /* the demo's directory */
+	const char *authority; /* the operator authority */
+	const char *cam, *card1, *card2;
+	uint32_t ua1, ua2;
+};
+
+/*
+ * The pay-TV story on the modules the pairing story issued (their files closed): the center,
+ * the operator's API calls, the headend on a real ffmpeg clip, the decoder watching, a PPV
+ * purchase, the card replacement and the recovery. KH_EXIT_OK or KH_EXIT_FAIL (one line on
+ * stderr said why).
+ */
+int kh__demo_paytv(const struct kh__demo_paths *p);
+
+#endif

@@ -1,0 +1,149 @@
+#!/bin/sh
+# The headend connected to the management center (issue 4, "EMM delivery without a return
+# line"): `keyhole serve` on an ephemeral port; a card registered from the signing certificate
+# `card issue` wrote, assigned to a subscriber and subscribed to product 7 through the API;
+# `headend keys import` takes the center's service keys; `headend scramble --center` fetches the
+# broadcast EMM queue and carries it in a real ffmpeg clip; `decoder play` with that card gives
+# every frame bit-exact (ffmpeg framemd5), and `decoder status` shows the center's right and
+# credit. Then --emm and --center together, --center-since, -v, and the refusals (plain http to
+# a remote host, an unreachable center, options without --center).
+#
+# Run by CTest as `sh test_headend_center.sh` with KEYHOLE and KH_SOURCE_DIR set.
+. "$KH_SOURCE_DIR/tests/cli/lib.sh"
+kh_init headend_center
+if ! command -v ffmpeg >/dev/null 2>&1; then
+	kh_note "skipped: ffmpeg not installed (scripts/install-deps installs it)"
+	exit 0
+fi
+kh_need curl openssl basenc cmp
+cd "$KH_WORK" || kh_fail "cd $KH_WORK"
+
+frames()
+{
+	ffmpeg -nostdin -v error -i "$1" -map 0:v -map 0:a -f framemd5 - 2>"$KH_META/ffmpeg.err" | grep -v '^#' ||
+		true
+}
+
+status_of()
+{
+	kh_expect_ok decoder status --card "$1"
+	sed -n "s/^$2 //p" "$KH_OUT" | head -n 1
+}
+
+api()
+{
+	if [ -n "$3" ]; then
+		ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X "$1" \
+			-H 'Content-Type: application/json' --data "$3" "http://127.0.0.1:$PORT$2")
+	else
+		ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X "$1" "http://127.0.0.1:$PORT$2")
+	fi
+}
+
+expect_api()
+{
+	api "$1" "$2" "$3"
+	[ "$ST" = "$4" ] || kh_fail "$1 $2: status $ST, expected $4: $(cat "$KH_META/body")"
+}
+
+# certificate of a card, DER in unpadded base64url, as POST /v1/cards takes it
+cert_of()
+{
+	openssl x509 -in "auth/issued/card-$1-sign.crt" -outform DER | basenc --base64url | tr -d '=\n'
+}
+
+ffmpeg -nostdin -v error -f lavfi -i testsrc=duration=8:size=160x120:rate=25 \
+	-f lavfi -i sine=frequency=440:duration=8 -c:v mpeg2video -c:a mp2 -f mpegts clip.ts ||
+	kh_fail "ffmpeg could not make the clip"
+frames clip.ts >clear.md5
+[ -s clear.md5 ] || kh_fail "no frames decoded from the clear clip"
+
+kh_expect_ok authority init auth
+kh_expect_ok card issue --authority auth --role cam --out cam.card
+kh_expect_ok card issue --authority auth --role card --out c1.card
+kh_expect_ok card issue --authority auth --role card --out c2.card
+UA1=$(kh_ua c1.card)
+UA2=$(kh_ua c2.card)
+
+# ---- the center ----
+: >"$KH_META/daemon.out"
+kh_start_daemon PID serve --db center.db --authority auth --listen 127.0.0.1:0
+i=0
+PORT=
+while [ -z "$PORT" ]; do
+	PORT=$(sed -n 's/^listening=127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$KH_META/daemon.out")
+	[ -n "$PORT" ] && break
+	kill -0 "$PID" 2>/dev/null || kh_fail "serve exited before it was ready: $(cat "$KH_META/daemon.err")"
+	[ "$i" -lt 100 ] || kh_fail "serve printed no 'listening=' line within 10 s"
+	sleep 0.1
+	i=$((i + 1))
+done
+C=http://127.0.0.1:$PORT
+T=$(date +%s)
+
+expect_api PUT /v1/credit-policy '{"initial_credit":100,"reload_amount":50}' 200
+expect_api POST /v1/subscribers '{"name":"Alice"}' 201
+expect_api POST /v1/cards "{\"certificate\":\"$(cert_of "$UA1")\"}" 201
+expect_api POST /v1/cards "{\"certificate\":\"$(cert_of "$UA2")\"}" 201
+expect_api POST /v1/products '{"id":7,"name":"Sports"}' 201
+expect_api POST /v1/channels '{"id":1,"name":"Sports 1","product_id":7}' 201
+expect_api POST "/v1/cards/$UA1/assign" '{"subscriber_id":1}' 200
+expect_api POST /v1/subscribers/1/subscriptions "{\"product_id\":7,\"start\":$((T - 100)),\"end\":$((T + 86400))}" 201
+
+# ---- the headend: the center's service keys, its EMM queue carried in the stream ----
+kh_expect_ok headend keys init --authority auth --out headend.keys
+kh_expect_ok headend keys import --keys headend.keys --store center.db
+kh_out_has 'service key'
+kh_expect_ok headend scramble --keys headend.keys --alg cissa --product 7 --period 5 --time "$T" \
+	--center "$C" -v --in clip.ts --out s.ts
+grep -q 'EMM(s) from the center, last id [1-9]' "$KH_ERR" || kh_fail "-v did not say what the center gave: $(cat "$KH_ERR")"
+LAST=$(sed -n 's/.*last id \([0-9][0-9]*\)$/\1/p' "$KH_ERR")
+
+# ---- the subscriber's decoder: every frame bit-exact, the center's right and credit on the card ----
+kh_expect_ok decoder play --root auth --cam cam.card --card c1.card --in s.ts --out c.ts
+frames c.ts >c.md5
+cmp -s clear.md5 c.md5 || kh_fail "the channel scrambled with the center's EMMs does not play bit-exactly"
+[ "$(status_of c1.card credit)" = 100 ] || kh_fail "card 1 did not get the center's initial credit"
+grep -q '^right product 7 ' "$KH_OUT" || kh_fail "card 1 holds no right to product 7: $(cat "$KH_OUT")"
+grep -q '^export authorised$' "$KH_OUT" || kh_fail "card 1, the subscriber's first card, is not authorised to export"
+
+# card 2 was never assigned: the center queued nothing for it, so it sees nothing
+kh_expect_ok decoder play --root auth --cam cam.card --card c2.card --in s.ts --out c2.ts
+[ "$(status_of c2.card credit)" = 0 ] || kh_fail "an unassigned card got credit"
+
+# ---- --center-since: only what came after; with --emm, the file's EMMs first ----
+expect_api POST "/v1/cards/$UA1/reload" '' 400 # no Idempotency-Key
+ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X POST -H 'Idempotency-Key: r1' "$C/v1/cards/$UA1/reload")
+[ "$ST" = 200 ] || [ "$ST" = 201 ] || kh_fail "reload: status $ST: $(cat "$KH_META/body")"
+kh_expect_ok headend emm --keys headend.keys --card "$UA2" --service-keys --entitle "7:$((T - 100)):$((T + 86400))" \
+	--out c2.emm
+kh_expect_ok headend scramble --keys headend.keys --alg cissa --product 7 --period 5 --time "$T" \
+	--center "$C/" --center-since "$LAST" --emm c2.emm -v --in clip.ts --out s2.ts
+grep -q "1 EMM(s) from the center, last id $((LAST + 1))" "$KH_ERR" ||
+	kh_fail "--center-since $LAST: $(cat "$KH_ERR")"
+kh_expect_ok decoder play --root auth --cam cam.card --card c1.card --in s2.ts --out c1b.ts
+[ "$(status_of c1.card credit)" = 150 ] || kh_fail "the reload carried from the center did not reach card 1"
+kh_expect_ok decoder play --root auth --cam cam.card --card c2.card --in s2.ts --out c2b.ts
+frames c2b.ts >c2b.md5
+cmp -s clear.md5 c2b.md5 || kh_fail "the --emm file's EMMs were not carried beside the center's"
+
+# an empty queue page is fine: nothing above the last id
+kh_expect_ok headend scramble --keys headend.keys --alg cissa --product 7 --center "$C" \
+	--center-since $((LAST + 1)) -v --in clip.ts --out s3.ts
+grep -q '0 EMM(s) from the center' "$KH_ERR" || kh_fail "an empty queue: $(cat "$KH_ERR")"
+
+# ---- refusals ----
+kh_expect_usage headend scramble --keys headend.keys --alg cissa --product 7 --center http://example.com \
+	--in clip.ts --out x.ts
+kh_expect_usage headend scramble --keys headend.keys --alg cissa --product 7 --cacert x.pem --in clip.ts --out x.ts
+kh_expect_usage headend scramble --keys headend.keys --alg cissa --product 7 --center "$C" --center-since -1 \
+	--in clip.ts --out x.ts
+kh_expect_usage headend keys import --keys headend.keys
+kh_expect_fail headend keys import --keys headend.keys --store no-such.db
+[ ! -e no-such.db ] || kh_fail "keys import created a database"
+kh_stop "$PID" TERM
+kh_expect_fail headend scramble --keys headend.keys --alg cissa --product 7 --center "$C" --in clip.ts --out x.ts
+kh_err_has "$C"
+[ ! -e x.ts ] || kh_fail "a scramble that could not reach the center wrote output"
+
+kh_note "center EMMs carried: frames bit-exact, right and credit from the center, since/emm/-v, refusals"
