@@ -454,6 +454,9 @@ static void model_apply(const struct kh_emm_hdr *h, const uint8_t *cmds, size_t 
 			}
 		} else if (t.tag == KH_EMM_SET_GROUP) {
 			CHECK(t.len == 36 && h->addr_type == KH_EMM_UNIQUE);
+			/* another group has its own sequence: the card starts it afresh */
+			if (md.group != kh_get_be32(t.v))
+				md.seq[KH_EMM_GROUP] = 0;
 			md.group = kh_get_be32(t.v);
 			memcpy(md.gkey, t.v + 4, 32);
 		} else if (t.tag == KH_EMM_SET_ALL_KEY) {
