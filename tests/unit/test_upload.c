@@ -273,7 +273,7 @@ static char *db_state(struct uw *u)
 	assert_non_null(all);
 	for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
 		char *s = db_rows(u, q[i]);
-		assert_non_null(all = realloc(all, len + strlen(s) + 3));
+		assert_non_null(all = realloc(all, len + strlen(s) + 4)); /* "--\n" and the NUL */
 		len += (size_t)sprintf(all + len, "%s--\n", s);
 		free(s);
 	}
