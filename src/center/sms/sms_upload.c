@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "keyhole/buf.h"
 #include "keyhole/cert.h"
 #include "keyhole/crypto.h"
 #include "keyhole/usage.h"
@@ -150,13 +151,25 @@ static kh_err one_block(struct kh_store *s, struct upload_tx *a, struct session_
 	enum kh_store_verdict verdict = KH_STORE_BLOCK_OK, prev;
 	uint8_t pk[32], ku[32];
 	const char *said;
-	int recovery = 0, known = 0;
+	int recovery = 0, known = 0, cut = 0;
 	char ua[9];
 	json_t *o;
 	kh_err r, rr;
 
-	if (!in->decoded || kh_usage_peek(in->b, in->n, &h) != KH_OK) {
-		/* Not even a header: nothing to record it under. */
+	if (!in->decoded || (r = kh_usage_peek(in->b, in->n, &h)) == KH_ERR_TRUNCATED) {
+		/* Cut short. A whole clear header still names the block, which is then recorded as
+		 * truncated under its (UA, block_seq); less than that leaves nothing to record it
+		 * under, and only the answer says it. */
+		if (!in->decoded || in->n < KH_USAGE_HDR_LEN || in->b[0] != KH_USAGE_VERSION) {
+			o = json_pack("{s:s,s:i,s:s}", "ua", "00000000", "block_seq", 0, "verdict", "truncated");
+			return o && json_array_append_new(out, o) == 0 ? KH_OK : KH_ERR_NOMEM;
+		}
+		h.ua = kh_get_be32(in->b + 1);
+		h.block_seq = kh_get_be32(in->b + 5);
+		h.card_time = kh_get_be64(in->b + 9);
+		cut = 1;
+	} else if (r != KH_OK) {
+		/* Another version, or over the size limit: not a block this center reads. */
 		o = json_pack("{s:s,s:i,s:s}", "ua", "00000000", "block_seq", 0, "verdict", "truncated");
 		return o && json_array_append_new(out, o) == 0 ? KH_OK : KH_ERR_NOMEM;
 	}
@@ -175,6 +188,8 @@ static kh_err one_block(struct kh_store *s, struct upload_tx *a, struct session_
 		known = 0;
 	if (!known) {
 		verdict = KH_STORE_BLOCK_FOREIGN;
+	} else if (cut) {
+		verdict = KH_STORE_BLOCK_TRUNCATED;
 	} else if (!(u = calloc(1, sizeof *u))) {
 		return KH_ERR_NOMEM;
 	} else if ((r = card_key(s, a->c, h.ua, pk)) != KH_OK) {

@@ -1,0 +1,745 @@
+/*
+ * The center's side of the upload session (seed 001; docs/protocols/upload.md;
+ * src/center/sms/sms_upload.c), driven with crafted requests: a real server on an ephemeral port
+ * with a temporary authority and store, real card modules that buy pay-per-view with the
+ * center's service key, make blocks (EXPORT P1=0) and sign hellos (HELLO), and libcurl sending
+ * bodies the real client never would. The judges are the answer, the invoices API and the
+ * database itself (read-only, with SQLite on the same file):
+ *
+ *   - in one session the genuine block counts while a tampered, a truncated, another
+ *     subscriber's, an unknown card's and a not-base64url block are refused, each in the answer
+ *     and (when it names a card) recorded with its verdict, and nothing is invoiced twice;
+ *   - a retried upload (same Idempotency-Key and body) gets the identical answer, marked
+ *     Idempotent-Replayed, and changes nothing; the key with another body is 422;
+ *   - a hello for another nonce or by another card is 403 and records nothing;
+ *   - a later session re-sending a seen block gets "duplicate" and invoices nothing; a refused
+ *     copy does not shadow the genuine block, nor another subscriber's block its own session;
+ *   - a session whose upload was processed refuses a second upload.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "testutil.h"
+#include "world.h"
+
+#include "keyhole/apdu.h"
+#include "keyhole/buf.h"
+#include "keyhole/cas.h"
+#include "keyhole/crypto.h"
+#include "keyhole/http.h"
+#include "keyhole/scramble.h"
+#include "keyhole/host.h"
+#include "keyhole/sms.h"
+#include "keyhole/store.h"
+#include "keyhole/usage.h"
+
+struct uw {
+	struct world *w;
+	char *db;
+	struct kh_sms *sms;
+	struct kh_http *h;
+	uint16_t port;
+	CURL *curl;
+	struct mod c3; /* a card of this operator for another subscriber */
+};
+
+struct reply {
+	long status;
+	char *body;
+	size_t len;
+	json_t *json;
+	int replayed;
+};
+
+static size_t on_data(char *p, size_t sz, size_t n, void *u)
+{
+	struct reply *r = u;
+	char *b = realloc(r->body, r->len + sz * n + 1);
+	assert_non_null(b);
+	memcpy(b + r->len, p, sz * n);
+	r->len += sz * n;
+	b[r->len] = 0;
+	r->body = b;
+	return sz * n;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *u)
+{
+	struct reply *r = u;
+	if (sz * n >= 25 && strncasecmp(p, "Idempotent-Replayed: true", 25) == 0)
+		r->replayed = 1;
+	return sz * n;
+}
+
+/* One request; body NULL for none; idem NULL for no Idempotency-Key. Parses a JSON answer. */
+static void req(struct uw *u, const char *method, const char *path, const char *body, const char *idem,
+		struct reply *out)
+{
+	char url[256], hdr[200];
+	struct curl_slist *hl = NULL;
+	CURL *c = u->curl;
+
+	memset(out, 0, sizeof *out);
+	snprintf(url, sizeof url, "http://127.0.0.1:%u%s", u->port, path);
+	curl_easy_reset(c);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, out);
+	if (body) {
+		hl = curl_slist_append(hl, "Content-Type: application/json");
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	}
+	if (idem) {
+		snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", idem);
+		hl = curl_slist_append(hl, hdr);
+	}
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+	assert_int_equal(curl_easy_perform(c), CURLE_OK);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+	curl_slist_free_all(hl);
+	if (out->body)
+		out->json = json_loads(out->body, 0, NULL);
+}
+
+static void reply_free(struct reply *r)
+{
+	free(r->body);
+	json_decref(r->json);
+	memset(r, 0, sizeof *r);
+}
+
+static json_t *expect(struct uw *u, const char *method, const char *path, const char *body, const char *idem,
+		      long status, struct reply *r)
+{
+	req(u, method, path, body, idem, r);
+	if (r->status != status)
+		fprintf(stderr, "%s %s -> %ld %s\n", method, path, r->status, r->body ? r->body : "");
+	assert_int_equal(r->status, status);
+	assert_non_null(r->json);
+	return r->json;
+}
+
+/* An error answer {"error": {"code": code, "message": "..."}}. */
+static void expect_error(struct uw *u, const char *path, const char *body, const char *idem, long status,
+			 const char *code)
+{
+	struct reply r;
+	json_t *e;
+
+	req(u, "POST", path, body, idem, &r);
+	if (r.status != status)
+		fprintf(stderr, "POST %s -> %ld %s\n", path, r.status, r.body ? r.body : "");
+	assert_int_equal(r.status, status);
+	assert_false(r.replayed);
+	e = json_object_get(r.json, "error");
+	assert_true(json_is_object(e));
+	assert_string_equal(json_string_value(json_object_get(e, "code")), code);
+	reply_free(&r);
+}
+
+static int64_t jint(const json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	assert_true(json_is_integer(v));
+	return json_integer_value(v);
+}
+
+static int setup(void **state)
+{
+	struct uw *u = calloc(1, sizeof *u);
+	struct kh_sms_config cfg = {0};
+	struct kh_http_config hc = {0};
+
+	assert_non_null(u);
+	world_setup((void **)&u->w);
+	make_mod(u->w->auth, KH_ROLE_CARD, &u->c3);
+	u->db = path_in(u->w->dir, "center.db");
+	cfg.db = u->db;
+	cfg.authority_dir = u->w->auth_dir;
+	assert_int_equal(kh_sms_new(&cfg, &u->sms, NULL), KH_OK);
+	hc.port = 0;
+	hc.threads = 2;
+	assert_int_equal(kh_http_new(&hc, &u->h), KH_OK);
+	assert_int_equal(kh_sms_add_routes(u->sms, u->h), KH_OK);
+	assert_int_equal(kh_http_start(u->h), KH_OK);
+	u->port = kh_http_port(u->h);
+	assert_true(u->port != 0);
+	assert_non_null(u->curl = curl_easy_init());
+	*state = u;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct uw *u = *state;
+	void *w = u->w;
+
+	curl_easy_cleanup(u->curl);
+	kh_http_free(u->h);
+	kh_sms_free(u->sms);
+	kh_softmod_free(u->c3.sm);
+	free(u->db);
+	world_teardown(&w);
+	free(u);
+	return 0;
+}
+
+/* ---- the database, read-only beside the running center ---- */
+
+/* Every row of sql, fields joined by '|', rows by '\n' (malloc'd): for counts and snapshots. */
+static char *db_rows(struct uw *u, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	char *out = calloc(1, 1);
+	size_t len = 0;
+	int rc;
+
+	assert_non_null(out);
+	assert_int_equal(sqlite3_open_v2(u->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		for (int i = 0; i < sqlite3_column_count(st); i++) {
+			const char *v = (const char *)sqlite3_column_text(st, i);
+			size_t n = strlen(v ? v : "NULL") + 2;
+			assert_non_null(out = realloc(out, len + n + 1));
+			len += (size_t)snprintf(out + len, n + 1, "%s%c", v ? v : "NULL",
+						i + 1 < sqlite3_column_count(st) ? '|' : '\n');
+		}
+	}
+	assert_int_equal(rc, SQLITE_DONE);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return out;
+}
+
+static long db_int(struct uw *u, const char *sql)
+{
+	char *s = db_rows(u, sql);
+	long v = strtol(s, NULL, 10);
+	free(s);
+	return v;
+}
+
+/* The verdict recorded for (ua, block_seq), "" when none. */
+static char *db_verdict(struct uw *u, uint32_t ua, uint32_t seq)
+{
+	char sql[160], *s;
+	snprintf(sql, sizeof sql, "SELECT verdict FROM usage_blocks WHERE ua = %u AND block_seq = %u", ua, seq);
+	s = db_rows(u, sql);
+	if (*s)
+		s[strlen(s) - 1] = 0;
+	return s;
+}
+
+static void assert_verdict(struct uw *u, uint32_t ua, uint32_t seq, const char *want)
+{
+	char *v = db_verdict(u, ua, seq);
+	if (strcmp(v, want) != 0)
+		fail_msg("block %08X %u recorded as '%s', expected '%s'", ua, seq, v, want);
+	free(v);
+}
+
+/* Everything an upload may change, as one text. */
+static char *db_state(struct uw *u)
+{
+	static const char *const q[] = {
+		"SELECT ua, block_seq, verdict, session_id FROM usage_blocks ORDER BY ua, block_seq",
+		"SELECT ua, event_id, price, time, block_ua, block_seq FROM purchases ORDER BY id",
+		"SELECT subscriber_id, ua, event_id, price, time FROM invoices ORDER BY id",
+		"SELECT id, closed_at IS NULL FROM upload_sessions ORDER BY id",
+		"SELECT id, address, seq FROM emm_queue ORDER BY id",
+		"SELECT key FROM idempotency ORDER BY key",
+		"SELECT ua, state, export_authorised, last_reload_id FROM cards ORDER BY ua",
+	};
+	char *all = calloc(1, 1);
+	size_t len = 0;
+
+	assert_non_null(all);
+	for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
+		char *s = db_rows(u, q[i]);
+		assert_non_null(all = realloc(all, len + strlen(s) + 4)); /* "--\n" and the NUL */
+		len += (size_t)sprintf(all + len, "%s--\n", s);
+		free(s);
+	}
+	return all;
+}
+
+/* ---- the operator and the cards ---- */
+
+static void register_card(struct uw *u, struct mod *m)
+{
+	uint8_t resp[KH_APDU_MAX_RESP];
+	size_t dlen = 0;
+	char *b64, *body;
+	struct reply r;
+
+	assert_int_equal(send_apdu(&m->t, KH_CLA, KH_INS_GET_CERT, 1, 0, NULL, 0, resp, sizeof resp, &dlen), 0x9000);
+	assert_non_null(b64 = malloc(kh_b64url_len(dlen) + 1));
+	assert_int_equal(kh_b64url_encode(resp, dlen, b64, kh_b64url_len(dlen) + 1), KH_OK);
+	assert_true(asprintf(&body, "{\"certificate\":\"%s\"}", b64) > 0);
+	expect(u, "POST", "/v1/cards", body, NULL, 201, &r);
+	reply_free(&r);
+	free(body);
+	free(b64);
+}
+
+static int64_t add_subscriber(struct uw *u, const char *name)
+{
+	char body[64];
+	struct reply r;
+	int64_t id;
+
+	snprintf(body, sizeof body, "{\"name\":\"%s\"}", name);
+	id = jint(expect(u, "POST", "/v1/subscribers", body, NULL, 201, &r), "id");
+	reply_free(&r);
+	return id;
+}
+
+/* Assign the card and apply every EMM the center queued for it (keys, initial credit). */
+static void assign(struct uw *u, struct mod *m, int64_t sub)
+{
+	char body[64], path[96];
+	struct reply r;
+	json_t *arr, *e;
+	size_t i;
+
+	snprintf(body, sizeof body, "{\"subscriber_id\":%lld}", (long long)sub);
+	snprintf(path, sizeof path, "/v1/cards/%08X/assign", m->ua);
+	expect(u, "POST", path, body, NULL, 200, &r);
+	reply_free(&r);
+	snprintf(path, sizeof path, "/v1/cards/%08X/emm", m->ua);
+	arr = json_object_get(expect(u, "GET", path, NULL, NULL, 200, &r), "emms");
+	assert_true(json_array_size(arr) >= 1);
+	json_array_foreach(arr, i, e) {
+		uint8_t sec[KH_EMM_MAX];
+		size_t n = 0;
+		struct kh_host_cas direct = {0};
+		assert_int_equal(kh_json_get_b64(e, "section", sec, sizeof sec, &n, 0), KH_OK);
+		direct.card = &m->t;
+		assert_int_equal(kh_host_cas_emm(&direct, sec, n), KH_OK);
+	}
+	reply_free(&r);
+}
+
+struct skey {
+	uint8_t key[32];
+	uint8_t id;
+	uint32_t version;
+};
+
+static kh_err take_key(void *arg, const struct kh_store_service_key *k)
+{
+	struct skey *sk = arg;
+	if (k->key_id == 1 && k->version >= sk->version) {
+		memcpy(sk->key, k->key, 32);
+		sk->id = k->key_id;
+		sk->version = k->version;
+	}
+	return KH_OK;
+}
+
+/* Buy event ev (price 30) on the card, through decoder -> CAM -> card, with the center's key. */
+static void buy(struct uw *u, struct mod *card, uint32_t ev)
+{
+	struct kh_store *db;
+	struct skey sk = {0};
+	struct kh_host_cas cas;
+	struct kh_ppv_offer o;
+	struct kh_ecm e = {0};
+	uint8_t ecm[KH_ECM_MAX];
+	uint64_t now = (uint64_t)time(NULL);
+	size_t len;
+
+	assert_int_equal(kh_store_open(u->db, &db), KH_OK);
+	assert_int_equal(kh_store_service_keys_current(db, take_key, &sk), KH_OK);
+	kh_store_close(db);
+	assert_true(sk.version > 0);
+	kh_host_cas_init(&cas, u->w->root_pk, &u->w->cam.t, &card->t, (const uint8_t *)"decoder", 7);
+	assert_int_equal(kh_host_cas_connect(&cas, now), KH_OK);
+	e.h.table_id = KH_ECM_TID_EVEN;
+	e.h.key_id = sk.id;
+	e.h.key_version = sk.version;
+	e.alg = KH_SCR_CSA2;
+	e.cw_len = 8;
+	e.access = KH_ECM_EVENT;
+	e.event = ev;
+	e.price = 30;
+	e.time = now;
+	assert_int_equal(kh_ecm_seal(sk.key, &e, ecm, sizeof ecm, &len), KH_OK);
+	assert_int_equal(kh_host_cas_purchase(&cas, ecm, len, now, &o), KH_OK);
+	kh_host_cas_wipe(&cas);
+	kh_wipe(&sk, sizeof sk);
+}
+
+struct blk {
+	uint8_t b[KH_USAGE_MAX];
+	size_t n;
+	uint32_t ua, seq;
+};
+
+/* A fresh block from the card, for an upload session (EXPORT P1=0, always allowed). */
+static struct blk export_block(struct mod *m)
+{
+	struct blk k = {0};
+	uint8_t resp[KH_APDU_MAX_RESP];
+	struct kh_usage_hdr h;
+	size_t n = 0;
+
+	assert_int_equal(send_apdu(&m->t, KH_CLA, KH_INS_EXPORT, 0, 0, NULL, 0, resp, sizeof resp, &n), 0x9000);
+	assert_true(n <= sizeof k.b);
+	memcpy(k.b, resp, n);
+	k.n = n;
+	assert_int_equal(kh_usage_peek(k.b, k.n, &h), KH_OK);
+	assert_int_equal(h.ua, m->ua);
+	k.ua = h.ua;
+	k.seq = h.block_seq;
+	return k;
+}
+
+static char *b64(const uint8_t *p, size_t n)
+{
+	char *s = malloc(kh_b64url_len(n) + 1);
+	assert_non_null(s);
+	assert_int_equal(kh_b64url_encode(p, n, s, kh_b64url_len(n) + 1), KH_OK);
+	return s;
+}
+
+struct session {
+	char id[24];
+	char path[64];
+	uint8_t nonce[64];
+	size_t nlen;
+};
+
+static struct session open_session(struct uw *u, struct mod *m)
+{
+	struct session s = {0};
+	char body[32];
+	struct reply r;
+	json_t *j;
+
+	snprintf(body, sizeof body, "{\"ua\":\"%08X\"}", m->ua);
+	j = expect(u, "POST", "/v1/upload/sessions", body, NULL, 201, &r);
+	snprintf(s.id, sizeof s.id, "%s", json_string_value(json_object_get(j, "session")));
+	assert_true(s.id[0] != 0);
+	assert_int_equal(kh_json_get_b64(j, "nonce", s.nonce, sizeof s.nonce, &s.nlen, 0), KH_OK);
+	assert_true(s.nlen >= KH_HELLO_NONCE_MIN);
+	snprintf(s.path, sizeof s.path, "/v1/upload/sessions/%s", s.id);
+	reply_free(&r);
+	return s;
+}
+
+/* The card's hello for a nonce, base64url. */
+static char *hello(struct mod *m, const uint8_t *nonce, size_t nlen)
+{
+	uint8_t resp[KH_APDU_MAX_RESP];
+	size_t n = 0;
+
+	assert_int_equal(send_apdu(&m->t, KH_CLA, KH_INS_HELLO, 0, 0, nonce, nlen, resp, sizeof resp, &n), 0x9000);
+	assert_int_equal(n, KH_HELLO_LEN);
+	return b64(resp, n);
+}
+
+/* {"hello": ..., "blocks": [...]} with the given base64url strings (malloc'd). */
+static char *upload_body(const char *hello_b64, char *const *blocks, size_t n)
+{
+	json_t *o = json_pack("{s:s,s:[]}", "hello", hello_b64, "blocks");
+	char *s;
+	assert_non_null(o);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(json_array_append_new(json_object_get(o, "blocks"), json_string(blocks[i])), 0);
+	assert_non_null(s = json_dumps(o, JSON_COMPACT));
+	json_decref(o);
+	return s;
+}
+
+/* Line i of an upload answer must be (ua, seq, verdict). */
+static void assert_line(const json_t *ans, size_t i, uint32_t ua, uint32_t seq, const char *verdict)
+{
+	json_t *l = json_array_get(json_object_get(ans, "blocks"), i);
+	char hex[9];
+
+	assert_non_null(l);
+	snprintf(hex, sizeof hex, "%08X", ua);
+	if (strcmp(json_string_value(json_object_get(l, "ua")), hex) != 0 || jint(l, "block_seq") != seq ||
+	    strcmp(json_string_value(json_object_get(l, "verdict")), verdict) != 0)
+		fail_msg("answer line %zu is %s, expected %s %u %s", i, json_dumps(l, JSON_COMPACT), hex, seq, verdict);
+}
+
+static long invoices(struct uw *u, int64_t sub)
+{
+	char sql[96];
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM invoices WHERE subscriber_id = %lld", (long long)sub);
+	return db_int(u, sql);
+}
+
+/* ---- refusals in one session, idempotent retries, duplicates ---- */
+
+static void test_refusals_in_session(void **state)
+{
+	struct uw *u = *state;
+	struct mod *c1 = &u->w->c1, *c2 = &u->w->c2, *c3 = &u->c3;
+	struct blk b1, b2, b3, b4, other, unknown, cut;
+	struct session s, s2, s3;
+	struct reply r, again;
+	char *hl, *body, *body2, *blocks[8], *before, *after;
+	int64_t ada, bob;
+	json_t *ans;
+
+	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":0}", NULL, 200, &r);
+	reply_free(&r);
+	ada = add_subscriber(u, "Ada");
+	bob = add_subscriber(u, "Bob");
+	register_card(u, c1);
+	register_card(u, c3); /* c2 is never registered: an unknown UA */
+	assign(u, c1, ada);
+	assign(u, c3, bob);
+
+	/* Ada's card buys two films, Bob's one; c1 then makes three blocks, each carrying both */
+	buy(u, c1, 101);
+	buy(u, c1, 102);
+	buy(u, c3, 201);
+	b1 = export_block(c1);
+	b2 = export_block(c1);
+	b3 = export_block(c1);
+	assert_true(b1.seq < b2.seq && b2.seq < b3.seq);
+	other = export_block(c3);
+	unknown = export_block(c2);
+
+	/* (a) a tampered copy of b1: one flipped byte inside the sealed body */
+	b1.b[KH_USAGE_HDR_LEN + 3] ^= 0x01;
+	/* (b) b2 cut after its clear header: nothing else of it came */
+	cut = b2;
+	cut.n = KH_USAGE_HDR_LEN + 20;
+
+	s = open_session(u, c1);
+	hl = hello(c1, s.nonce, s.nlen);
+	blocks[0] = b64(b3.b, b3.n);           /* the current card's genuine block */
+	blocks[1] = b64(b1.b, b1.n);           /* (a) tampered */
+	blocks[2] = b64(cut.b, cut.n);         /* (b) truncated */
+	blocks[3] = b64(other.b, other.n);     /* (c) a card of another subscriber */
+	blocks[4] = b64(unknown.b, unknown.n); /* (d) an unknown UA */
+	blocks[5] = strdup("*not base64url at all*"); /* (e) */
+	body = upload_body(hl, blocks, 6);
+
+	ans = expect(u, "POST", s.path, body, "k-session-1", 200, &r);
+	assert_false(r.replayed);
+	assert_int_equal(json_array_size(json_object_get(ans, "blocks")), 6);
+	assert_line(ans, 0, c1->ua, b3.seq, "ok");
+	assert_line(ans, 1, c1->ua, b1.seq, "tampered");
+	assert_line(ans, 2, c1->ua, b2.seq, "truncated");
+	assert_line(ans, 3, c3->ua, other.seq, "foreign");
+	assert_line(ans, 4, c2->ua, unknown.seq, "foreign");
+	assert_line(ans, 5, 0, 0, "truncated");
+	assert_int_equal(jint(ans, "invoiced"), 2);
+	/* recorded as such: every refusal that names a block, under its (ua, block_seq) */
+	assert_verdict(u, c1->ua, b3.seq, "ok");
+	assert_verdict(u, c1->ua, b1.seq, "tampered");
+	assert_verdict(u, c1->ua, b2.seq, "truncated");
+	assert_verdict(u, c3->ua, other.seq, "foreign");
+	assert_verdict(u, c2->ua, unknown.seq, "foreign");
+	assert_int_equal(db_int(u, "SELECT count(*) FROM usage_blocks"), 5);
+	/* the genuine block counted: Ada's two films, once; nothing for Bob or the unknown card */
+	assert_int_equal(invoices(u, ada), 2);
+	assert_int_equal(invoices(u, bob), 0);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM invoices"), 2);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM purchases"), 2);
+	{
+		char sql[128];
+		snprintf(sql, sizeof sql, "SELECT count(*) FROM purchases WHERE block_ua = %u AND block_seq = %u", c1->ua,
+			 b3.seq);
+		assert_int_equal(db_int(u, sql), 2);
+	}
+
+	/* a retry after a lost reply: the identical answer, marked, and nothing changes */
+	before = db_state(u);
+	req(u, "POST", s.path, body, "k-session-1", &again);
+	assert_int_equal(again.status, 200);
+	assert_true(again.replayed);
+	assert_int_equal(again.len, r.len);
+	assert_memory_equal(again.body, r.body, r.len);
+	reply_free(&again);
+	after = db_state(u);
+	assert_string_equal(before, after);
+	free(after);
+
+	/* the same key with another body: refused, nothing changes */
+	body2 = upload_body(hl, blocks, 1);
+	expect_error(u, s.path, body2, "k-session-1", 422, "idempotency_mismatch");
+	free(body2);
+	after = db_state(u);
+	assert_string_equal(before, after);
+	free(after);
+
+	/* the session is closed: a second upload with a new key is refused */
+	expect_error(u, s.path, body, "k-session-1-bis", 409, "session_closed");
+	after = db_state(u);
+	assert_string_equal(before, after);
+	free(after);
+	free(before);
+	reply_free(&r);
+	free(body);
+	free(hl);
+
+	/* Ada's card buys once more. A second session re-sends b3 (seen: duplicate), the genuine b1
+	 * (its tampered copy shadows nothing) and Bob's block again (still not Ada's), and a new
+	 * block b4: only the new film is invoiced */
+	buy(u, c1, 103);
+	b4 = export_block(c1);
+	b1.b[KH_USAGE_HDR_LEN + 3] ^= 0x01;
+	free(blocks[1]);
+	blocks[1] = b64(b1.b, b1.n);
+	s2 = open_session(u, c1);
+	hl = hello(c1, s2.nonce, s2.nlen);
+	{
+		char *bl[4] = {blocks[0], blocks[1], blocks[3], NULL};
+		bl[3] = b64(b4.b, b4.n);
+		body = upload_body(hl, bl, 4);
+		ans = expect(u, "POST", s2.path, body, "k-session-2", 200, &r);
+		free(bl[3]);
+	}
+	assert_false(r.replayed);
+	assert_line(ans, 0, c1->ua, b3.seq, "duplicate");
+	assert_line(ans, 1, c1->ua, b1.seq, "ok");
+	assert_line(ans, 2, c3->ua, other.seq, "duplicate"); /* seen, and still refused */
+	assert_line(ans, 3, c1->ua, b4.seq, "ok");
+	assert_int_equal(jint(ans, "invoiced"), 1);
+	assert_verdict(u, c1->ua, b3.seq, "ok");
+	assert_verdict(u, c1->ua, b1.seq, "ok");
+	assert_verdict(u, c3->ua, other.seq, "foreign");
+	assert_int_equal(invoices(u, ada), 3);
+	assert_int_equal(invoices(u, bob), 0);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM purchases"), 3);
+	reply_free(&r);
+	free(body);
+	free(hl);
+
+	/* Bob's own session: his block, refused in Ada's session, counts now, invoiced to him once */
+	s3 = open_session(u, c3);
+	hl = hello(c3, s3.nonce, s3.nlen);
+	body = upload_body(hl, &blocks[3], 1);
+	ans = expect(u, "POST", s3.path, body, "k-session-3", 200, &r);
+	assert_line(ans, 0, c3->ua, other.seq, "ok");
+	assert_int_equal(jint(ans, "invoiced"), 1);
+	assert_verdict(u, c3->ua, other.seq, "ok");
+	assert_int_equal(invoices(u, bob), 1);
+	assert_int_equal(invoices(u, ada), 3);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM invoices"), 4);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM (SELECT ua, event_id, time FROM invoices "
+				   "GROUP BY ua, event_id, time HAVING count(*) > 1)"),
+			 0);
+	reply_free(&r);
+	free(body);
+	free(hl);
+	for (int i = 0; i < 6; i++)
+		free(blocks[i]);
+}
+
+/* ---- a hello that does not answer the session: 403, and nothing recorded ---- */
+
+static void test_hello_refused(void **state)
+{
+	struct uw *u = *state;
+	struct mod *c1 = &u->w->c1, *c3 = &u->c3;
+	struct session s, t;
+	struct blk b;
+	struct reply r;
+	char *hl, *body, *blk, *before, *after;
+	int64_t ada, bob;
+	json_t *ans;
+
+	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":0}", NULL, 200, &r);
+	reply_free(&r);
+	ada = add_subscriber(u, "Ada");
+	bob = add_subscriber(u, "Bob");
+	register_card(u, c1);
+	register_card(u, c3);
+	assign(u, c1, ada);
+	assign(u, c3, bob);
+	buy(u, c1, 101);
+	b = export_block(c1);
+	blk = b64(b.b, b.n);
+	s = open_session(u, c1);
+	t = open_session(u, c1);
+	before = db_state(u);
+
+	/* the session's card, but answering another session's nonce */
+	hl = hello(c1, t.nonce, t.nlen);
+	body = upload_body(hl, &blk, 1);
+	expect_error(u, s.path, body, "k-other-nonce", 403, "hello");
+	free(body);
+	free(hl);
+	/* the right nonce, signed by another card of this operator */
+	hl = hello(c3, s.nonce, s.nlen);
+	body = upload_body(hl, &blk, 1);
+	expect_error(u, s.path, body, "k-other-card", 403, "hello");
+	free(body);
+	free(hl);
+	/* a hello that is not even one */
+	{
+		uint8_t junk[KH_HELLO_LEN] = {0};
+		hl = b64(junk, sizeof junk);
+		body = upload_body(hl, &blk, 1);
+		expect_error(u, s.path, body, "k-junk", 403, "hello");
+		free(body);
+		free(hl);
+	}
+	after = db_state(u);
+	assert_string_equal(before, after); /* no block, purchase, invoice, EMM or key recorded */
+	free(after);
+	free(before);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM usage_blocks"), 0);
+	assert_int_equal(invoices(u, ada), 0);
+
+	/* the refusals did not use up the session: the card's own hello now counts, once */
+	hl = hello(c1, s.nonce, s.nlen);
+	body = upload_body(hl, &blk, 1);
+	ans = expect(u, "POST", s.path, body, "k-other-card", 200, &r);
+	assert_line(ans, 0, c1->ua, b.seq, "ok");
+	assert_int_equal(jint(ans, "invoiced"), 1);
+	reply_free(&r);
+	assert_int_equal(invoices(u, ada), 1);
+	/* the other session's nonce, now used with its own hello, finds the block seen */
+	free(body);
+	free(hl);
+	hl = hello(c1, t.nonce, t.nlen);
+	body = upload_body(hl, &blk, 1);
+	ans = expect(u, "POST", t.path, body, "k-other-nonce", 200, &r);
+	assert_line(ans, 0, c1->ua, b.seq, "duplicate");
+	assert_int_equal(jint(ans, "invoiced"), 0);
+	reply_free(&r);
+	assert_int_equal(invoices(u, ada), 1);
+	free(body);
+	free(hl);
+	free(blk);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_refusals_in_session, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hello_refused, setup, teardown),
+	};
+	int rc;
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	curl_global_cleanup();
+	return rc;
+}
