@@ -3,7 +3,8 @@
 # few lines about the machine (as '#' comments, so the output stays machine-readable).
 #   sh bench/run.sh BUILD_DIR [bench_pair options, e.g. -r 9 -t 0.5]
 # bench_pair runs first, then bench_cas with the same options (it understands -r -n -p -b and
-# ignores -t: its rounds are counted in ECMs and EMMs).
+# ignores -t: its rounds are counted in ECMs and EMMs), then bench_sms (-r -t -b; it ignores -n
+# -p -e -m).
 # `make bench` runs `sh bench/run.sh build`. See docs/performance.md.
 set -eu
 
@@ -39,6 +40,18 @@ if [ -x "$cas" ]; then
 	"$cas" "$@" || status=$?
 else
 	echo "bench/run.sh: $cas not found or not executable; build it with --target bench_cas" >&2
+	status=1
+fi
+# The management center: upload ingestion and EMM generation (docs/performance.md "Management
+# center"). Its set-up issues 100 000 card certificates (~2 minutes); pass -c C for fewer.
+sms=$build/bench_sms
+if [ -x "$sms" ]; then
+	if [ -r /proc/loadavg ]; then
+		echo "# loadavg before bench_sms: $(cut -d' ' -f1-3 /proc/loadavg)"
+	fi
+	"$sms" "$@" || status=$?
+else
+	echo "bench/run.sh: $sms not found or not executable; build it with --target bench_sms" >&2
 	status=1
 fi
 if [ -r /proc/loadavg ]; then

@@ -1,0 +1,978 @@
+/*
+ * bench_sms: the management center of issue 4 (src/center/sms/) through its real HTTP server on
+ * loopback, next to the primitives its requests are made of, measured in the same run (DESIGN.md
+ * §4: report ratios, never a bare time). Two questions from the issue's "Benchmarks":
+ *
+ * 1. Upload ingestion. M real cards are personalised in memory (as tests/unit/world.c does),
+ *    registered and assigned through the API. Before each round (untimed) the bench opens one
+ *    upload session per upload (POST /v1/upload/sessions; the sequential open rate is printed as
+ *    session_open_k1), has the card sign the nonce (HELLO) and export a fresh block (EXPORT P1=0,
+ *    each with the card's next block_seq), and builds the request bodies. Timed: the uploads,
+ *    POST /v1/upload/sessions/{id} with an Idempotency-Key, one block each, from K client threads
+ *    (libcurl easy handles kept alive across rounds) against the center's T HTTP threads. Each
+ *    upload is checked in full by the center (two certificate checks, the hello's and the block's
+ *    Ed25519 signatures, AES-256-GCM open under Ku), queues an ACK USAGE EMM and commits with
+ *    synchronous=FULL (the default: acknowledged means durable). The reference is the raw
+ *    Ed25519 verification rate on the same blocks (EVP_DigestVerify, one EVP_PKEY per card
+ *    reused, one thread), plus the pieces of a session: kh_cert_check, kh_hello_verify,
+ *    Ku + kh_usage_open, an fdatasync of 4 KiB in the database's directory, a one-row SQLite
+ *    commit with FULL on the same database, and an HTTP request answered from the store
+ *    (GET /v1/credit-policy) with K clients.
+ *
+ * 2. EMM generation. C cards (default 100 000; -c) get real card certificates from the
+ *    authority library (fresh Ed25519 key each, kh_authority_issue; no module personalisation)
+ *    and are written straight into the center's store, one subscriber each, active and assigned,
+ *    in transactions of 5000 (set-up, untimed: registering 100 000 cards through the API would
+ *    take minutes of fsyncs; the rate of that path is what session_open and subscribe show).
+ *    One rotation is run untimed first. Timed: POST /v1/service-keys/rotate, one request that
+ *    queues SET KEY, sealed under each active card's Kp, for every card in one transaction
+ *    (emm_rotate, EMMs/s); and POST /v1/subscribers/{id}/subscriptions for S subscribers per
+ *    round (-s) from K clients (subscribe_k, one ENTITLE EMM and one durable commit per request:
+ *    what "subscribe a product to all" costs without a bulk endpoint). Reference: sealing one
+ *    SET KEY EMM raw, kh_cas_card_kp (HKDF) + kh_emm_seal (emm_seal_raw).
+ *
+ * Rounds of all benchmarks are interleaved (round 1 of each, then round 2, ...), R rounds (-r);
+ * every figure is the median over rounds, a ratio the median of the per-round ratios. Options:
+ *   -r R  rounds (default 5)        -t S  seconds per reference loop (default 0.3)
+ *   -u N  uploads per round (300)   -M M  upload cards (64)       -k K  clients (4)
+ *   -T T  center HTTP threads (2)   -c C  EMM cards (100000)      -s S  subscribes per round (500)
+ *   -b NAME  only the benchmarks whose names contain NAME ("upload", "emm"; references too)
+ *   -d DIR   parent of the temporary directories (default /tmp; must be a real disk for fsync)
+ *   -A DIR   where the EMM part's authority directory goes (default /dev/shm when writable): each
+ *            kh_authority_issue writes and fsyncs one certificate file (~3.5 ms on this disk, so
+ *            100 000 would take ~6 minutes); the center only reads root.crt and master.key there
+ * -n, -p, -e E and -m M (bench_pair's and bench_cas's, passed on by bench/run.sh) are ignored.
+ * Output: `bench=` / `ratio=` lines (docs/performance.md), then '#' summary lines. The exit
+ * status is non-zero only when a request or an operation fails.
+ */
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+
+#include "keyhole/apdu.h"
+#include "keyhole/authority.h"
+#include "keyhole/buf.h"
+#include "keyhole/cas.h"
+#include "keyhole/cert.h"
+#include "keyhole/crypto.h"
+#include "keyhole/file.h"
+#include "keyhole/host.h"
+#include "keyhole/http.h"
+#include "keyhole/sms.h"
+#include "keyhole/softmodule.h"
+#include "keyhole/store.h"
+#include "keyhole/transport.h"
+#include "keyhole/usage.h"
+
+#include "util.h"
+
+#define PRODUCT 7
+#define UA_BASE 0x00400000u /* UAs of the EMM cards (the authority's own counter starts low) */
+#define MAX_K 64
+
+static int g_fail;
+
+#define CHECK(expr)                                                                                                    \
+	do {                                                                                                           \
+		kh_err r_ = (expr);                                                                                    \
+		if (r_ != KH_OK) {                                                                                     \
+			fprintf(stderr, "bench_sms: %s:%d: %s: %s\n", __FILE__, __LINE__, #expr, kh_strerror(r_));    \
+			exit(1);                                                                                       \
+		}                                                                                                      \
+	} while (0)
+
+static void die(const char *what)
+{
+	fprintf(stderr, "bench_sms: %s\n", what);
+	exit(1);
+}
+
+/* ---- HTTP client ---- */
+
+struct buf {
+	char *p;
+	size_t n;
+};
+
+static size_t on_data(char *p, size_t sz, size_t n, void *u)
+{
+	struct buf *b = u;
+	char *q = realloc(b->p, b->n + sz * n + 1);
+	if (!q)
+		return 0;
+	memcpy(q + b->n, p, sz * n);
+	b->n += sz * n;
+	q[b->n] = 0;
+	b->p = q;
+	return sz * n;
+}
+
+/* One request on c (kept alive); the answer's body into *out (malloc'd, may be NULL); status. */
+static long http_do(CURL *c, uint16_t port, const char *method, const char *path, const char *body, const char *idem,
+		    char **out)
+{
+	char url[256], hdr[200];
+	struct curl_slist *hl = NULL;
+	struct buf b = {0};
+	long status = 0;
+
+	snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 600L);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	hl = curl_slist_append(hl, "Content-Type: application/json");
+	if (idem) {
+		snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", idem);
+		hl = curl_slist_append(hl, hdr);
+	}
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+	if (body) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	} else {
+		curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	}
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_slist_free_all(hl);
+	if (out)
+		*out = b.p;
+	else
+		free(b.p);
+	return status;
+}
+
+/* A request that must answer want; returns the body (free it). */
+static char *http_must(CURL *c, uint16_t port, const char *method, const char *path, const char *body, long want)
+{
+	char *out = NULL;
+	long st = http_do(c, port, method, path, body, NULL, &out);
+	if (st != want) {
+		fprintf(stderr, "bench_sms: %s %s -> %ld %s\n", method, path, st, out ? out : "");
+		exit(1);
+	}
+	return out;
+}
+
+/* The integer after "key": in a flat JSON answer (enough for the center's answers). */
+static long long json_int(const char *j, const char *key)
+{
+	char pat[64];
+	const char *p;
+	snprintf(pat, sizeof pat, "\"%s\":", key);
+	if (!j || !(p = strstr(j, pat)))
+		die("answer without the expected field");
+	p += strlen(pat);
+	if (*p == '"')
+		p++;
+	return strtoll(p, NULL, 10);
+}
+
+static char *json_str(const char *j, const char *key, char *out, size_t cap)
+{
+	char pat[64];
+	const char *p, *e;
+	snprintf(pat, sizeof pat, "\"%s\":\"", key);
+	if (!j || !(p = strstr(j, pat)))
+		die("answer without the expected string");
+	p += strlen(pat);
+	if (!(e = strchr(p, '"')) || (size_t)(e - p) >= cap)
+		die("answer string too long");
+	memcpy(out, p, (size_t)(e - p));
+	out[e - p] = 0;
+	return out;
+}
+
+static char *b64(const uint8_t *p, size_t n)
+{
+	size_t cap = kh_b64url_len(n) + 1;
+	char *s = malloc(cap);
+	if (!s)
+		die("out of memory");
+	CHECK(kh_b64url_encode(p, n, s, cap));
+	return s;
+}
+
+/* K client threads running jobs[0..n-1] (method + path + body + key), each answer wanting want. */
+struct job {
+	char path[64];
+	char *body;
+	char idem[40];
+};
+
+struct pool {
+	CURL *c[MAX_K];
+	int k;
+	uint16_t port;
+	const char *method;
+	struct job *jobs;
+	size_t n;
+	long want;
+	const char *must; /* a substring every answer must hold, or NULL */
+	atomic_size_t next;
+	atomic_int bad;
+};
+
+static void *pool_run(void *arg)
+{
+	struct pool *p = ((struct pool **)arg)[0];
+	CURL *c = p->c[(size_t)((struct pool **)arg)[1]];
+	size_t i;
+
+	while ((i = atomic_fetch_add(&p->next, 1)) < p->n) {
+		char *out = NULL;
+		struct job *j = &p->jobs[i];
+		long st = http_do(c, p->port, p->method, j->path, j->body, j->idem[0] ? j->idem : NULL, &out);
+		if (st != p->want || (p->must && (!out || !strstr(out, p->must)))) {
+			if (atomic_fetch_add(&p->bad, 1) == 0)
+				fprintf(stderr, "bench_sms: %s %s -> %ld %s\n", p->method, j->path, st, out ? out : "");
+		}
+		free(out);
+	}
+	return NULL;
+}
+
+/* Run the jobs with k of the pool's clients; returns the wall time in seconds. */
+static double pool_go(struct pool *p, int k, const char *method, struct job *jobs, size_t n, long want,
+		      const char *must)
+{
+	pthread_t th[MAX_K];
+	void *args[MAX_K][2];
+	double t0, t1;
+
+	p->method = method;
+	p->jobs = jobs;
+	p->n = n;
+	p->want = want;
+	p->must = must;
+	atomic_store(&p->next, 0);
+	atomic_store(&p->bad, 0);
+	t0 = bench_now_s();
+	for (int i = 0; i < k; i++) {
+		args[i][0] = p;
+		args[i][1] = (void *)(intptr_t)i;
+		if (pthread_create(&th[i], NULL, pool_run, args[i]) != 0)
+			die("pthread_create");
+	}
+	for (int i = 0; i < k; i++)
+		pthread_join(th[i], NULL);
+	t1 = bench_now_s();
+	if (atomic_load(&p->bad)) {
+		fprintf(stderr, "bench_sms: %d of %zu requests failed\n", atomic_load(&p->bad), n);
+		g_fail = 1;
+	}
+	return t1 - t0;
+}
+
+/* ---- a center in a directory of its own ---- */
+
+struct center {
+	char dir[256], auth_tmp[256], auth_dir[300], db[300];
+	struct kh_authority *auth;
+	uint8_t root_pk[32], master[32];
+	struct kh_sms *sms;
+	struct kh_http *h;
+	uint16_t port;
+	CURL *c; /* the set-up client */
+};
+
+/* auth_parent: where the authority directory goes (NULL: next to the database). */
+static void center_start(struct center *ce, const char *parent, const char *auth_parent, const char *name,
+			 unsigned threads)
+{
+	struct kh_sms_config cfg = {0};
+	struct kh_http_config hc = {0};
+	char tmpl[256], *hex = NULL;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	const char *what = NULL;
+	kh_err r;
+
+	snprintf(tmpl, sizeof tmpl, "%s/%s-XXXXXX", parent, name);
+	CHECK(bench_mkdtemp(ce->dir, sizeof ce->dir, tmpl));
+	if (auth_parent) {
+		snprintf(tmpl, sizeof tmpl, "%s/%s-auth-XXXXXX", auth_parent, name);
+		CHECK(bench_mkdtemp(ce->auth_tmp, sizeof ce->auth_tmp, tmpl));
+		snprintf(ce->auth_dir, sizeof ce->auth_dir, "%s/authority", ce->auth_tmp);
+	} else {
+		snprintf(ce->auth_dir, sizeof ce->auth_dir, "%s/authority", ce->dir);
+	}
+	snprintf(ce->db, sizeof ce->db, "%s/center.db", ce->dir);
+	CHECK(kh_authority_init(ce->auth_dir, "Bench operator"));
+	CHECK(kh_authority_open(ce->auth_dir, &ce->auth));
+	kh_authority_root_pk(ce->auth, ce->root_pk);
+	if (asprintf(&hex, "%s/master.key", ce->auth_dir) < 0)
+		die("out of memory");
+	CHECK(kh_keyfile_read(hex, 4096, &data, &len));
+	CHECK(kh_hex_decode((const char *)data, len, ce->master, 32));
+	kh_file_free(data, len);
+	free(hex);
+	cfg.db = ce->db;
+	cfg.authority_dir = ce->auth_dir;
+	if ((r = kh_sms_new(&cfg, &ce->sms, &what)) != KH_OK) {
+		fprintf(stderr, "bench_sms: kh_sms_new: %s: %s\n", what ? what : "", kh_strerror(r));
+		exit(1);
+	}
+	hc.port = 0;
+	hc.threads = threads;
+	CHECK(kh_http_new(&hc, &ce->h));
+	CHECK(kh_sms_add_routes(ce->sms, ce->h));
+	CHECK(kh_http_start(ce->h));
+	ce->port = kh_http_port(ce->h);
+	if (!(ce->c = curl_easy_init()))
+		die("curl_easy_init");
+}
+
+static void center_stop(struct center *ce)
+{
+	if (ce->c)
+		curl_easy_cleanup(ce->c);
+	kh_http_free(ce->h);
+	kh_sms_free(ce->sms);
+	kh_authority_free(ce->auth);
+	kh_wipe(ce->master, sizeof ce->master);
+	if (ce->dir[0])
+		bench_rmtree(ce->dir);
+	if (ce->auth_tmp[0])
+		bench_rmtree(ce->auth_tmp);
+}
+
+/* ---- part 1: upload ingestion ---- */
+
+struct card {
+	struct kh_softmod *sm;
+	struct kh_transport t;
+	uint32_t ua;
+	uint8_t cert[KH_CERT_MAX];
+	size_t cert_len;
+	uint8_t pk[32];
+	EVP_PKEY *pkey;
+};
+
+/* What one prepared upload carries, kept for the references. */
+struct upl {
+	struct card *card;
+	uint8_t nonce[KH_HELLO_NONCE_MAX];
+	size_t nonce_len;
+	uint8_t hello[KH_HELLO_LEN + 2]; /* + the status word kh_host_apdu leaves in resp */
+	uint8_t blk[KH_USAGE_MAX + 2];
+	size_t blk_len;
+};
+
+struct up {
+	struct center ce;
+	struct card *cards;
+	int m;
+	size_t next_card;
+	struct pool pool;
+	struct job *jobs;
+	struct upl *upl;
+	size_t n;
+};
+
+static void up_setup(struct up *u, const char *parent, int m, size_t n, int k, unsigned threads)
+{
+	char path[96], body[2048], *ans, *c64;
+	struct kh_issued *iss = calloc(1, sizeof *iss);
+	double t0 = bench_now_s();
+
+	if (!iss)
+		die("out of memory");
+	center_start(&u->ce, parent, NULL, "bench-sms-up", threads);
+	u->m = m;
+	u->n = n;
+	if (!(u->cards = calloc((size_t)m, sizeof *u->cards)) || !(u->jobs = calloc(n, sizeof *u->jobs)) ||
+	    !(u->upl = calloc(n, sizeof *u->upl)))
+		die("out of memory");
+	free(http_must(u->ce.c, u->ce.port, "PUT", "/v1/credit-policy", "{\"initial_credit\":100,\"reload_amount\":50}", 200));
+	for (int i = 0; i < m; i++) {
+		struct card *cd = &u->cards[i];
+		struct kh_cert_info ci;
+		long long sub;
+
+		CHECK(kh_softmod_new_blank(&cd->sm));
+		kh_transport_inproc(&cd->t, kh_softmod_module(cd->sm));
+		CHECK(kh_authority_personalise(u->ce.auth, &cd->t, KH_ROLE_CARD, 0, iss));
+		cd->ua = iss->ua;
+		memcpy(cd->cert, iss->sign_der, iss->sign_len);
+		cd->cert_len = iss->sign_len;
+		CHECK(kh_cert_check(cd->cert, cd->cert_len, u->ce.root_pk, KH_ROLE_CARD, KH_CERT_KEY_ED25519,
+				    (uint64_t)time(NULL), &ci));
+		memcpy(cd->pk, ci.pub, 32);
+		if (!(cd->pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, cd->pk, 32)))
+			die("EVP_PKEY_new_raw_public_key");
+		c64 = b64(cd->cert, cd->cert_len);
+		snprintf(body, sizeof body, "{\"certificate\":\"%s\"}", c64);
+		free(c64);
+		free(http_must(u->ce.c, u->ce.port, "POST", "/v1/cards", body, 201));
+		snprintf(body, sizeof body, "{\"name\":\"Uploader %d\"}", i);
+		ans = http_must(u->ce.c, u->ce.port, "POST", "/v1/subscribers", body, 201);
+		sub = json_int(ans, "id");
+		free(ans);
+		snprintf(path, sizeof path, "/v1/cards/%08X/assign", cd->ua);
+		snprintf(body, sizeof body, "{\"subscriber_id\":%lld}", sub);
+		free(http_must(u->ce.c, u->ce.port, "POST", path, body, 200));
+	}
+	u->pool.k = k;
+	u->pool.port = u->ce.port;
+	for (int i = 0; i < k; i++)
+		if (!(u->pool.c[i] = curl_easy_init()))
+			die("curl_easy_init");
+	free(iss);
+	printf("# set-up: %d cards personalised, registered and assigned through the API in %.1f s\n", m,
+	       bench_now_s() - t0);
+}
+
+/*
+ * Prepare n uploads: open the sessions (sequentially, one client: timed, the rate is returned),
+ * then have each card sign its session's nonce and export a fresh block; build the bodies.
+ */
+static double up_prepare(struct up *u, size_t n)
+{
+	char *ans, sid[24], nonce64[128], rnd_hex[33];
+	uint8_t rnd[16];
+	double t0, t;
+	uint16_t sw;
+
+	t0 = bench_now_s();
+	for (size_t i = 0; i < n; i++) {
+		struct upl *p = &u->upl[i];
+		char body[64];
+		p->card = &u->cards[u->next_card++ % (size_t)u->m];
+		snprintf(body, sizeof body, "{\"ua\":\"%08X\"}", p->card->ua);
+		ans = http_must(u->ce.c, u->ce.port, "POST", "/v1/upload/sessions", body, 201);
+		json_str(ans, "session", sid, sizeof sid);
+		json_str(ans, "nonce", nonce64, sizeof nonce64);
+		free(ans);
+		CHECK(kh_b64url_decode(nonce64, strlen(nonce64), p->nonce, sizeof p->nonce, &p->nonce_len));
+		snprintf(u->jobs[i].path, sizeof u->jobs[i].path, "/v1/upload/sessions/%s", sid);
+	}
+	t = bench_now_s() - t0;
+	for (size_t i = 0; i < n; i++) {
+		struct upl *p = &u->upl[i];
+		struct job *j = &u->jobs[i];
+		size_t hl = 0;
+		char *h64, *b64s;
+
+		CHECK(kh_host_apdu(&p->card->t, KH_INS_HELLO, 0, p->nonce, p->nonce_len, p->hello, sizeof p->hello, &hl,
+				   &sw));
+		if (hl != KH_HELLO_LEN)
+			die("hello of an unexpected length");
+		CHECK(kh_host_apdu(&p->card->t, KH_INS_EXPORT, 0, NULL, 0, p->blk, sizeof p->blk, &p->blk_len, &sw));
+		h64 = b64(p->hello, hl);
+		b64s = b64(p->blk, p->blk_len);
+		free(j->body);
+		if (asprintf(&j->body, "{\"hello\":\"%s\",\"blocks\":[\"%s\"]}", h64, b64s) < 0)
+			die("out of memory");
+		free(h64);
+		free(b64s);
+		CHECK(kh_random(rnd, sizeof rnd));
+		kh_hex_encode(rnd, sizeof rnd, rnd_hex);
+		snprintf(j->idem, sizeof j->idem, "%s", rnd_hex);
+	}
+	return (double)n / t;
+}
+
+static void up_free(struct up *u)
+{
+	for (int i = 0; i < u->pool.k; i++)
+		if (u->pool.c[i])
+			curl_easy_cleanup(u->pool.c[i]);
+	center_stop(&u->ce);
+	for (int i = 0; u->cards && i < u->m; i++) {
+		EVP_PKEY_free(u->cards[i].pkey);
+		kh_softmod_free(u->cards[i].sm);
+	}
+	for (size_t i = 0; u->jobs && i < u->n; i++)
+		free(u->jobs[i].body);
+	free(u->jobs);
+	free(u->upl);
+	free(u->cards);
+}
+
+/* ---- part 2: EMM generation ---- */
+
+struct em {
+	struct center ce;
+	size_t c;
+	int64_t *sub;      /* subscriber of card i */
+	struct pool pool;
+	struct job *jobs;
+	size_t s;
+	size_t next_sub;
+};
+
+struct fill_tx {
+	struct em *e;
+	uint8_t (*der)[KH_CERT_MAX];
+	size_t *len;
+	size_t from, to;
+};
+
+static kh_err fill_tx(struct kh_store *s, void *arg)
+{
+	struct fill_tx *f = arg;
+	char name[32];
+	kh_err r;
+
+	for (size_t i = f->from; i < f->to; i++) {
+		struct kh_store_card c = {0};
+		snprintf(name, sizeof name, "Subscriber %zu", i);
+		if ((r = kh_store_subscriber_add(s, name, &f->e->sub[i])) != KH_OK ||
+		    (r = kh_store_card_add(s, UA_BASE + (uint32_t)i, "card", f->der[i - f->from], f->len[i - f->from])) !=
+			    KH_OK)
+			return r;
+		c.ua = UA_BASE + (uint32_t)i;
+		strcpy(c.role, "card");
+		c.subscriber_id = f->e->sub[i];
+		strcpy(c.state, "active");
+		c.export_authorised = 1;
+		if ((r = kh_store_card_update(s, &c)) != KH_OK)
+			return r;
+	}
+	return KH_OK;
+}
+
+static void em_setup(struct em *e, const char *parent, const char *auth_parent, size_t c, size_t s, int k,
+		     unsigned threads)
+{
+	enum { BATCH = 5000 };
+	uint8_t (*der)[KH_CERT_MAX] = malloc(BATCH * sizeof *der);
+	size_t *len = malloc(BATCH * sizeof *len);
+	struct kh_store *st = NULL;
+	double t0 = bench_now_s(), t_issue = 0, t_store = 0, t1, t;
+	char *ans;
+
+	if (!der || !len)
+		die("out of memory");
+	center_start(&e->ce, parent, auth_parent, "bench-sms-emm", threads);
+	e->c = c;
+	e->s = s;
+	if (!(e->sub = calloc(c, sizeof *e->sub)) || !(e->jobs = calloc(s, sizeof *e->jobs)))
+		die("out of memory");
+	CHECK(kh_store_open(e->ce.db, &st));
+	for (size_t from = 0; from < c; from += BATCH) {
+		struct fill_tx f = {e, der, len, from, from + BATCH < c ? from + BATCH : c};
+		t1 = bench_now_s();
+		for (size_t i = f.from; i < f.to; i++) {
+			uint8_t sk[32], pk[32];
+			CHECK(kh_ed25519_keygen(sk, pk));
+			kh_wipe(sk, sizeof sk);
+			CHECK(kh_authority_issue(e->ce.auth, KH_ROLE_CARD, UA_BASE + (uint32_t)i, KH_CERT_KEY_ED25519, pk,
+						 "sign", der[i - from], KH_CERT_MAX, &len[i - from]));
+		}
+		t = bench_now_s();
+		t_issue += t - t1;
+		CHECK(kh_store_run_tx(st, fill_tx, &f));
+		t_store += bench_now_s() - t;
+	}
+	kh_store_close(st);
+	free(der);
+	free(len);
+	ans = http_must(e->ce.c, e->ce.port, "POST", "/v1/products", "{\"id\":7,\"name\":\"Sport\"}", 201);
+	free(ans);
+	printf("# set-up: %zu card certificates issued in %.1f s (kh_authority_issue, one file each, "
+	       "authority in %s), stored active and assigned in %.1f s\n",
+	       c, t_issue, auth_parent ? auth_parent : parent, t_store);
+	t1 = bench_now_s();
+	ans = http_must(e->ce.c, e->ce.port, "POST", "/v1/service-keys/rotate", "{\"key_id\":1}", 201);
+	if ((size_t)json_int(ans, "emms_queued") != c)
+		die("the first rotation did not queue one EMM per card");
+	free(ans);
+	printf("# set-up: first rotation (untimed; creates each card's EMM sequence row): %.2f s, %.0f EMMs/s\n",
+	       bench_now_s() - t1, (double)c / (bench_now_s() - t1));
+	e->pool.k = k;
+	e->pool.port = e->ce.port;
+	for (int i = 0; i < k; i++)
+		if (!(e->pool.c[i] = curl_easy_init()))
+			die("curl_easy_init");
+	printf("# set-up: EMM center ready in %.1f s\n", bench_now_s() - t0);
+}
+
+static void em_free(struct em *e)
+{
+	for (int i = 0; i < e->pool.k; i++)
+		if (e->pool.c[i])
+			curl_easy_cleanup(e->pool.c[i]);
+	center_stop(&e->ce);
+	for (size_t i = 0; e->jobs && i < e->s; i++)
+		free(e->jobs[i].body);
+	free(e->jobs);
+	free(e->sub);
+}
+
+/* ---- the benchmarks ---- */
+
+enum {
+	B_OPEN,       /* session_open_k1: POST /v1/upload/sessions, one client (opened in the prepare step) */
+	B_UP1,        /* upload_k1 */
+	B_UPK,        /* upload_k<K> */
+	B_VERIFY,     /* ed25519_verify_raw */
+	B_CERT,       /* cert_check */
+	B_HELLO,      /* hello_verify */
+	B_USAGE,      /* usage_open (Ku HKDF + verify + AES-GCM + TLV) */
+	B_FSYNC,      /* fdatasync_4k */
+	B_COMMIT,     /* store_commit_full */
+	B_HTTP,       /* http_get_k1 */
+	B_ROTATE,     /* emm_rotate */
+	B_SEAL,       /* emm_seal_raw */
+	B_SUBSCRIBE,  /* subscribe_k<K> */
+	NB
+};
+
+static int part_of(int b)
+{
+	return b >= B_ROTATE ? 2 : 1;
+}
+
+struct opts {
+	int rounds, m, k;
+	double t;
+	size_t n, c, s;
+	unsigned threads;
+	const char *only, *parent, *auth_parent;
+};
+
+static int wanted(const struct opts *o, const char *name)
+{
+	return !o->only || strstr(name, o->only) != NULL;
+}
+
+/* Loop fn over the prepared uploads for at least t seconds; returns operations per second. */
+typedef void (*op_fn)(void *ctx, size_t i);
+
+static double loop_rate(op_fn fn, void *ctx, size_t n, double t)
+{
+	double t0 = bench_now_s(), t1;
+	size_t ops = 0;
+
+	do {
+		for (size_t i = 0; i < n; i++)
+			fn(ctx, i);
+		ops += n;
+		t1 = bench_now_s();
+	} while (t1 - t0 < t);
+	return (double)ops / (t1 - t0);
+}
+
+static EVP_MD_CTX *g_mdctx;
+
+static void op_verify(void *ctx, size_t i)
+{
+	struct upl *p = &((struct up *)ctx)->upl[i];
+	size_t body = p->blk_len - KH_USAGE_SIG_LEN;
+	EVP_MD_CTX_reset(g_mdctx);
+	if (EVP_DigestVerifyInit(g_mdctx, NULL, NULL, NULL, p->card->pkey) != 1 ||
+	    EVP_DigestVerify(g_mdctx, p->blk + body, KH_USAGE_SIG_LEN, p->blk, body) != 1)
+		die("raw Ed25519 verify failed");
+}
+
+static void op_cert(void *ctx, size_t i)
+{
+	struct up *u = ctx;
+	struct card *cd = u->upl[i].card;
+	struct kh_cert_info ci;
+	CHECK(kh_cert_check(cd->cert, cd->cert_len, u->ce.root_pk, KH_ROLE_CARD, KH_CERT_KEY_ED25519,
+			    (uint64_t)time(NULL), &ci));
+}
+
+static void op_hello(void *ctx, size_t i)
+{
+	struct upl *p = &((struct up *)ctx)->upl[i];
+	struct kh_usage_hdr h;
+	CHECK(kh_hello_verify(p->card->pk, p->nonce, p->nonce_len, p->hello, KH_HELLO_LEN, &h));
+}
+
+static struct kh_usage g_usage;
+
+static void op_usage(void *ctx, size_t i)
+{
+	struct up *u = ctx;
+	struct upl *p = &u->upl[i];
+	uint8_t ku[32];
+	CHECK(kh_cas_card_ku(u->ce.master, p->card->ua, ku));
+	CHECK(kh_usage_open(ku, p->card->pk, p->blk, p->blk_len, &g_usage));
+	kh_wipe(ku, sizeof ku);
+}
+
+static double fsync_rate(const char *dir, double t)
+{
+	char path[320];
+	uint8_t page[4096];
+	double t0, t1;
+	size_t ops = 0;
+	int fd;
+
+	memset(page, 0xA5, sizeof page);
+	snprintf(path, sizeof path, "%s/fsync.bench", dir);
+	if ((fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600)) < 0)
+		die("cannot create the fsync file");
+	/* 4 MiB written and synced first: overwriting allocated pages, as SQLite does once its WAL
+	 * has grown (appending would add a metadata journal commit to every fdatasync) */
+	for (size_t i = 0; i < 1024; i++)
+		if (pwrite(fd, page, sizeof page, (off_t)(i * sizeof page)) != (ssize_t)sizeof page)
+			die("pwrite");
+	if (fsync(fd) != 0)
+		die("fsync");
+	t0 = bench_now_s();
+	do {
+		/* successive pages, as a WAL does between checkpoints; wrap at 4 MiB */
+		if (pwrite(fd, page, sizeof page, (off_t)((ops % 1024) * sizeof page)) != (ssize_t)sizeof page ||
+		    fdatasync(fd) != 0)
+			die("pwrite/fdatasync");
+		ops++;
+		t1 = bench_now_s();
+	} while (t1 - t0 < t);
+	close(fd);
+	unlink(path);
+	return (double)ops / (t1 - t0);
+}
+
+static double commit_rate(struct kh_store *st, double t)
+{
+	double t0 = bench_now_s(), t1;
+	size_t ops = 0;
+	int64_t id;
+
+	do {
+		CHECK(kh_store_subscriber_add(st, "commit probe", &id));
+		ops++;
+		t1 = bench_now_s();
+	} while (t1 - t0 < t);
+	return (double)ops / (t1 - t0);
+}
+
+static double seal_rate(struct em *e, double t)
+{
+	uint8_t cmd[48], key[32], kp[32], out[KH_EMM_MAX];
+	struct kh_wr w;
+	double t0 = bench_now_s(), t1;
+	size_t ops = 0, len;
+
+	CHECK(kh_random(key, sizeof key));
+	kh_wr_init(&w, cmd, sizeof cmd);
+	CHECK(kh_emm_put_set_key(&w, 1, 99, key));
+	do {
+		for (int j = 0; j < 256; j++, ops++) {
+			uint32_t ua = UA_BASE + (uint32_t)(ops % e->c);
+			struct kh_emm_hdr h = {KH_EMM_TID_UNIQUE, KH_EMM_UNIQUE, ua, (uint32_t)ops + 1};
+			CHECK(kh_cas_card_kp(e->ce.master, ua, kp));
+			CHECK(kh_emm_seal(kp, &h, cmd, w.len, out, sizeof out, &len));
+			kh_wipe(kp, sizeof kp);
+		}
+		t1 = bench_now_s();
+	} while (t1 - t0 < t);
+	kh_wipe(key, sizeof key);
+	return (double)ops / (t1 - t0);
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: bench_sms [-r R] [-t S] [-u N] [-M M] [-k K] [-T T] [-c C] [-s S] [-b NAME] [-d DIR] [-A DIR]\n");
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = {5, 64, 4, 0.3, 300, 100000, 500, 2, NULL, "/tmp", NULL};
+	static double v[NB][BENCH_MAX_ROUNDS], ratio[8][BENCH_MAX_ROUNDS];
+	char names[NB][40];
+	int on[NB] = {0}, part1 = 0, part2 = 0, ch;
+	struct up u = {0};
+	struct em e = {0};
+	struct kh_store *probe = NULL;
+	struct statfs sf;
+
+	while ((ch = getopt(argc, argv, "r:t:u:M:k:T:c:s:b:d:A:npe:m:")) != -1) {
+		switch (ch) {
+		case 'r': o.rounds = atoi(optarg); break;
+		case 't': o.t = atof(optarg); break;
+		case 'u': o.n = (size_t)atol(optarg); break;
+		case 'M': o.m = atoi(optarg); break;
+		case 'k': o.k = atoi(optarg); break;
+		case 'T': o.threads = (unsigned)atoi(optarg); break;
+		case 'c': o.c = (size_t)atol(optarg); break;
+		case 's': o.s = (size_t)atol(optarg); break;
+		case 'b': o.only = optarg; break;
+		case 'd': o.parent = optarg; break;
+		case 'A': o.auth_parent = optarg; break;
+		/* run.sh passes bench_pair's and bench_cas's options on: -n (no sockets here anyway), -p
+		 * (not applied: the center's threads and the clients need both CPUs), -e E, -m M */
+		case 'n': case 'p': case 'e': case 'm': break;
+		default: usage();
+		}
+	}
+	if (o.rounds < 1 || o.rounds > BENCH_MAX_ROUNDS || o.k < 1 || o.k > MAX_K || o.m < 1 || o.n < 1 || o.c < 1 ||
+	    o.s < 1 || o.threads < 1 || o.t <= 0)
+		usage();
+	if (!o.auth_parent && access("/dev/shm", W_OK) == 0)
+		o.auth_parent = "/dev/shm";
+	if (o.s * (size_t)o.rounds > o.c)
+		o.s = o.c / (size_t)o.rounds;
+
+	snprintf(names[B_OPEN], 40, "session_open_k1");
+	snprintf(names[B_UP1], 40, "upload_k1");
+	snprintf(names[B_UPK], 40, "upload_k%d", o.k);
+	snprintf(names[B_VERIFY], 40, "upload_ref_ed25519_verify_raw");
+	snprintf(names[B_CERT], 40, "upload_ref_cert_check");
+	snprintf(names[B_HELLO], 40, "upload_ref_hello_verify");
+	snprintf(names[B_USAGE], 40, "upload_ref_usage_open");
+	snprintf(names[B_FSYNC], 40, "upload_ref_fdatasync_4k");
+	snprintf(names[B_COMMIT], 40, "upload_ref_store_commit_full");
+	snprintf(names[B_HTTP], 40, "upload_ref_http_get_k1");
+	snprintf(names[B_ROTATE], 40, "emm_rotate");
+	snprintf(names[B_SEAL], 40, "emm_ref_seal_raw");
+	snprintf(names[B_SUBSCRIBE], 40, "emm_subscribe_k%d", o.k);
+	for (int b = 0; b < NB; b++) {
+		/* the upload benchmarks need their references: -b upload runs the whole part */
+		on[b] = wanted(&o, names[b]);
+		if (on[b])
+			part1 |= part_of(b) == 1, part2 |= part_of(b) == 2;
+	}
+	for (int b = 0; b < NB; b++)
+		on[b] = (part_of(b) == 1 && part1) || (part_of(b) == 2 && part2);
+	on[B_OPEN] = on[B_UP1];
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (!(g_mdctx = EVP_MD_CTX_new()))
+		die("EVP_MD_CTX_new");
+	if (statfs(o.parent, &sf) == 0 && sf.f_type == 0x01021994)
+		printf("# WARNING: %s is a tmpfs: fsync costs nothing there, use -d on a real disk\n", o.parent);
+	printf("# bench_sms: rounds=%d uploads/round=%zu upload cards=%d clients K=%d center threads=%u emm cards=%zu "
+	       "subscribes/round=%zu dir=%s\n",
+	       o.rounds, o.n, o.m, o.k, o.threads, o.c, o.s, o.parent);
+	fflush(stdout);
+	if (part1) {
+		up_setup(&u, o.parent, o.m, o.n, o.k, o.threads);
+		CHECK(kh_store_open(u.ce.db, &probe));
+	}
+	if (part2)
+		em_setup(&e, o.parent, o.auth_parent, o.c, o.s, o.k, o.threads);
+	fflush(stdout);
+
+	for (int r = 0; r < o.rounds; r++) {
+		if (part1) {
+			double t, open1, openk;
+			open1 = up_prepare(&u, o.n);
+			t = pool_go(&u.pool, 1, "POST", u.jobs, o.n, 200, "\"verdict\":\"ok\"");
+			v[B_UP1][r] = (double)o.n / t;
+			openk = up_prepare(&u, o.n);
+			t = pool_go(&u.pool, o.k, "POST", u.jobs, o.n, 200, "\"verdict\":\"ok\"");
+			v[B_UPK][r] = (double)o.n / t;
+			v[B_OPEN][r] = (open1 + openk) / 2;
+			/* the references, on the last prepared batch */
+			v[B_VERIFY][r] = loop_rate(op_verify, &u, o.n, o.t);
+			v[B_CERT][r] = 1e6 / loop_rate(op_cert, &u, o.n, o.t);
+			v[B_HELLO][r] = 1e6 / loop_rate(op_hello, &u, o.n, o.t);
+			v[B_USAGE][r] = 1e6 / loop_rate(op_usage, &u, o.n, o.t);
+			v[B_FSYNC][r] = fsync_rate(u.ce.dir, o.t);
+			v[B_COMMIT][r] = commit_rate(probe, o.t);
+			{
+				static struct job get[2000];
+				for (size_t i = 0; i < 2000; i++)
+					snprintf(get[i].path, sizeof get[i].path, "/v1/credit-policy");
+				t = pool_go(&u.pool, 1, "GET", get, 2000, 200, NULL);
+				v[B_HTTP][r] = 2000 / t;
+			}
+			ratio[0][r] = v[B_UPK][r] / v[B_VERIFY][r];
+			ratio[1][r] = v[B_UP1][r] / v[B_VERIFY][r];
+			ratio[2][r] = v[B_UPK][r] / v[B_FSYNC][r];
+			/* the session's own crypto, serial: 2 cert checks + hello + usage open */
+			ratio[3][r] = v[B_UP1][r] * (2 * v[B_CERT][r] + v[B_HELLO][r] + v[B_USAGE][r]) / 1e6;
+		}
+		if (part2) {
+			double t;
+			char *ans;
+			t = bench_now_s();
+			ans = http_must(e.ce.c, e.ce.port, "POST", "/v1/service-keys/rotate", "{\"key_id\":1}", 201);
+			t = bench_now_s() - t;
+			if ((size_t)json_int(ans, "emms_queued") != e.c)
+				die("a rotation did not queue one EMM per card");
+			free(ans);
+			v[B_ROTATE][r] = (double)e.c / t;
+			v[B_SEAL][r] = seal_rate(&e, o.t);
+			for (size_t i = 0; i < e.s; i++) {
+				struct job *j = &e.jobs[i];
+				snprintf(j->path, sizeof j->path, "/v1/subscribers/%lld/subscriptions",
+					 (long long)e.sub[e.next_sub++ % e.c]);
+				free(j->body);
+				if (asprintf(&j->body, "{\"product_id\":%d,\"start\":0,\"end\":4000000000}", PRODUCT) < 0)
+					die("out of memory");
+			}
+			t = pool_go(&e.pool, o.k, "POST", e.jobs, e.s, 201, "\"emms_queued\":1");
+			v[B_SUBSCRIBE][r] = (double)e.s / t;
+			ratio[4][r] = v[B_ROTATE][r] / v[B_SEAL][r];
+			ratio[5][r] = v[B_SUBSCRIBE][r] / v[B_ROTATE][r];
+			ratio[6][r] = part1 ? v[B_SUBSCRIBE][r] / v[B_FSYNC][r] : 0;
+		}
+		fprintf(stderr, "bench_sms: round %d of %d done\n", r + 1, o.rounds);
+	}
+
+	for (int b = 0; b < NB; b++) {
+		if (!on[b])
+			continue;
+		if (b == B_CERT || b == B_HELLO || b == B_USAGE)
+			bench_print(names[b], "us", 1, v[b], o.rounds);
+		else
+			bench_print(names[b], "ops/s", 0, v[b], o.rounds);
+	}
+	if (part1) {
+		char nm[64];
+		snprintf(nm, sizeof nm, "upload_k%d_vs_ed25519_verify_raw", o.k);
+		bench_print_ratio(nm, ratio[0], o.rounds,
+				  "blocks/s accepted (durable) / raw Ed25519 verifies/s on one thread; aim >= 0.7");
+		bench_print_ratio("upload_k1_vs_ed25519_verify_raw", ratio[1], o.rounds,
+				  "the same with one client");
+		snprintf(nm, sizeof nm, "upload_k%d_vs_fdatasync", o.k);
+		bench_print_ratio(nm, ratio[2], o.rounds, "blocks/s / fdatasync/s: commits per fsync (> 1 only if grouped)");
+		bench_print_ratio("upload_k1_crypto_share", ratio[3], o.rounds,
+				  "fraction of one upload's time (k1) that its 2 cert checks + hello + block open take");
+	}
+	if (part2) {
+		bench_print_ratio("emm_rotate_vs_seal_raw", ratio[4], o.rounds,
+				  "EMMs/s queued by one rotation / raw HKDF(Kp) + kh_emm_seal per s");
+		bench_print_ratio("emm_subscribe_vs_rotate", ratio[5], o.rounds,
+				  "EMMs/s one request per subscriber / EMMs/s of one bulk transaction");
+		if (part1)
+			bench_print_ratio("emm_subscribe_vs_fdatasync", ratio[6], o.rounds,
+					  "subscriptions/s / fdatasync/s");
+	}
+	if (part1) {
+		struct bench_stats up1 = bench_stats_of(v[B_UP1], o.rounds), cert = bench_stats_of(v[B_CERT], o.rounds),
+				   hel = bench_stats_of(v[B_HELLO], o.rounds), use = bench_stats_of(v[B_USAGE], o.rounds),
+				   fs = bench_stats_of(v[B_FSYNC], o.rounds), cm = bench_stats_of(v[B_COMMIT], o.rounds),
+				   ht = bench_stats_of(v[B_HTTP], o.rounds);
+		double per = 1e6 / up1.med, crypto = 2 * cert.med + hel.med + use.med;
+		printf("# one upload at k1: %.0f us = 2 cert checks %.0f + hello verify %.0f + Ku/verify/AES-GCM open %.0f "
+		       "(crypto %.0f) + one FULL commit ~%.0f (fdatasync alone %.0f) + HTTP ~%.0f (a GET answered from the store, "
+		       "k1) + the rest %.0f (SQL statements, JSON, EMM seal)\n",
+		       per, 2 * cert.med, hel.med, use.med, crypto, 1e6 / cm.med, 1e6 / fs.med, 1e6 / ht.med,
+		       per - crypto - 1e6 / cm.med - 1e6 / ht.med);
+	}
+	if (part1) {
+		kh_store_close(probe);
+		up_free(&u);
+	}
+	if (part2)
+		em_free(&e);
+	EVP_MD_CTX_free(g_mdctx);
+	curl_global_cleanup();
+	return g_fail;
+}
