@@ -106,7 +106,13 @@ kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const ch
 		return KH_ERR_INVAL;
 	if ((c = calloc(1, sizeof *c)) == NULL)
 		return KH_ERR_NOMEM;
+	if (pthread_mutex_init(&c->keys_mu, NULL) != 0) {
+		free(c);
+		return KH_ERR_NOMEM;
+	}
+	c->keys_mu_ok = 1;
 	if (pthread_mutex_init(&c->mu, NULL) != 0) {
+		pthread_mutex_destroy(&c->keys_mu);
 		free(c);
 		return KH_ERR_NOMEM;
 	}
@@ -152,6 +158,8 @@ void kh_sms_free(struct kh_sms *c)
 	if (c->tls_ok)
 		pthread_key_delete(c->tls);
 	pthread_mutex_destroy(&c->mu);
+	if (c->keys_mu_ok)
+		pthread_mutex_destroy(&c->keys_mu);
 	kh_wipe(c->master, sizeof c->master);
 	free(c->db);
 	free(c);

@@ -30,6 +30,18 @@ struct kh_sms {
 	size_t nconns, cap;
 	struct kh_metric *emms_queued;
 	struct kh_metric *blocks_ingested;
+	/*
+	 * Cards' checked signing keys (sms_upload.c): a registered certificate never changes, so it
+	 * is checked against the root once and its key kept until its expiry. Direct-mapped by UA.
+	 */
+	pthread_mutex_t keys_mu;
+	int keys_mu_ok;
+	struct kh__sms_cardkey {
+		uint32_t ua;
+		uint8_t used;
+		uint8_t pub[32];
+		uint64_t not_after;
+	} keys[1024];
 };
 
 /* This thread's store connection (opened on first use). */

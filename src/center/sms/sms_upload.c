@@ -86,6 +86,11 @@ struct block_in {
 	uint8_t b[KH_USAGE_MAX];
 	size_t n;
 	int decoded; /* 0: not base64url at all */
+	/* What the checks before the transaction found (check_block). */
+	int named;                   /* a whole clear header names (ua, block_seq) */
+	struct kh_usage_hdr h;
+	enum kh_store_verdict crypto; /* OK, TAMPERED, TRUNCATED, or FOREIGN (no card, bad certificate) */
+	struct kh_usage *u;          /* the contents, when OK */
 };
 
 struct upload_tx {
@@ -105,22 +110,83 @@ struct upload_tx {
 	struct kh__sms_why why;
 };
 
-/* A card's certified signing key, checked against the operator root now. */
+/*
+ * A card's certified signing key, checked against the operator root. A registered certificate
+ * never changes, so the key is kept once checked (until the certificate's expiry): the signature
+ * checks of an upload then cost the two signatures they must, not two more for the certificate.
+ */
 static kh_err card_key(struct kh_store *s, struct kh_sms *c, uint32_t ua, uint8_t pk[static 32])
 {
+	struct kh__sms_cardkey *slot = &c->keys[ua % (sizeof c->keys / sizeof c->keys[0])];
+	uint64_t now = (uint64_t)time(NULL);
 	uint8_t der[KH_CERT_MAX];
 	struct kh_cert_info ci;
 	size_t n;
+	int hit;
 	kh_err r;
 
+	pthread_mutex_lock(&c->keys_mu);
+	hit = slot->used && slot->ua == ua && now < slot->not_after;
+	if (hit)
+		memcpy(pk, slot->pub, 32);
+	pthread_mutex_unlock(&c->keys_mu);
+	if (hit)
+		return KH_OK;
 	if ((r = kh_store_card_cert(s, ua, der, sizeof der, &n)) != KH_OK)
 		return r;
-	if ((r = kh_cert_check(der, n, c->root_pk, KH_ROLE_CARD, KH_CERT_KEY_ED25519, (uint64_t)time(NULL), &ci)) !=
-	    KH_OK)
+	if ((r = kh_cert_check(der, n, c->root_pk, KH_ROLE_CARD, KH_CERT_KEY_ED25519, now, &ci)) != KH_OK)
 		return r;
 	if (ci.ua != ua)
 		return KH_ERR_CERT;
 	memcpy(pk, ci.pub, 32);
+	pthread_mutex_lock(&c->keys_mu);
+	slot->ua = ua;
+	slot->used = 1;
+	memcpy(slot->pub, ci.pub, 32);
+	slot->not_after = ci.not_after;
+	pthread_mutex_unlock(&c->keys_mu);
+	return KH_OK;
+}
+
+/*
+ * The cryptographic verdict on one block, before any write lock is taken: it depends only on the
+ * bytes and on the card's registered certificate, which never changes. Whose block it is, and
+ * whether it was seen, is decided inside the transaction (record_block).
+ */
+static kh_err check_block(struct kh_store *s, struct kh_sms *c, struct block_in *in)
+{
+	uint8_t pk[32], ku[32];
+	kh_err r, rr;
+
+	in->crypto = KH_STORE_BLOCK_TRUNCATED;
+	if (!in->decoded)
+		return KH_OK;
+	r = kh_usage_peek(in->b, in->n, &in->h);
+	if (r == KH_ERR_TRUNCATED && in->n >= KH_USAGE_HDR_LEN && in->b[0] == KH_USAGE_VERSION) {
+		/* Cut short, but a whole clear header still names it: recorded as truncated. */
+		in->h.ua = kh_get_be32(in->b + 1);
+		in->h.block_seq = kh_get_be32(in->b + 5);
+		in->h.card_time = kh_get_be64(in->b + 9);
+		in->named = 1;
+		return KH_OK;
+	}
+	if (r != KH_OK)
+		return KH_OK; /* another version, too large, or less than a header: nothing names it */
+	in->named = 1;
+	if ((r = card_key(s, c, in->h.ua, pk)) != KH_OK) {
+		in->crypto = KH_STORE_BLOCK_FOREIGN; /* no such card, or its certificate does not check */
+		return r == KH_ERR_NOTFOUND || r == KH_ERR_CERT || r == KH_ERR_CERT_EXPIRED || r == KH_ERR_CERT_ROLE
+			       ? KH_OK
+			       : r;
+	}
+	if (!(in->u = calloc(1, sizeof *in->u)))
+		return KH_ERR_NOMEM;
+	if ((r = kh_cas_card_ku(c->master, in->h.ua, ku)) != KH_OK)
+		return r;
+	rr = kh_usage_open(ku, pk, in->b, in->n, in->u);
+	kh_wipe(ku, sizeof ku);
+	in->crypto = rr == KH_OK ? KH_STORE_BLOCK_OK : rr == KH_ERR_AUTH ? KH_STORE_BLOCK_TAMPERED
+									 : KH_STORE_BLOCK_TRUNCATED;
 	return KH_OK;
 }
 
@@ -139,46 +205,30 @@ static kh_err count_replaced(void *arg, const struct kh_store_card *k)
 }
 
 /*
- * One block: its verdict ("ok", "recovered", "duplicate", "tampered", "foreign", "truncated"),
- * recorded, and its purchases recorded and invoiced.
+ * One block inside the transaction: whose it is, its verdict ("ok", "recovered", "duplicate",
+ * "tampered", "foreign", "truncated") recorded, and its purchases recorded and invoiced.
  */
-static kh_err one_block(struct kh_store *s, struct upload_tx *a, struct session_view *v, const struct block_in *in,
-			json_t *out)
+static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct session_view *v,
+			   const struct block_in *in, json_t *out)
 {
-	struct kh_usage *u = NULL;
-	struct kh_usage_hdr h = {0};
 	struct kh_store_card owner;
-	enum kh_store_verdict verdict = KH_STORE_BLOCK_OK, prev;
-	uint8_t pk[32], ku[32];
+	enum kh_store_verdict verdict, prev;
 	const char *said;
-	int recovery = 0, known = 0, cut = 0;
+	int recovery = 0, known = 0;
 	char ua[9];
 	json_t *o;
-	kh_err r, rr;
+	kh_err r;
 
-	if (!in->decoded || (r = kh_usage_peek(in->b, in->n, &h)) == KH_ERR_TRUNCATED) {
-		/* Cut short. A whole clear header still names the block, which is then recorded as
-		 * truncated under its (UA, block_seq); less than that leaves nothing to record it
-		 * under, and only the answer says it. */
-		if (!in->decoded || in->n < KH_USAGE_HDR_LEN || in->b[0] != KH_USAGE_VERSION) {
-			o = json_pack("{s:s,s:i,s:s}", "ua", "00000000", "block_seq", 0, "verdict", "truncated");
-			return o && json_array_append_new(out, o) == 0 ? KH_OK : KH_ERR_NOMEM;
-		}
-		h.ua = kh_get_be32(in->b + 1);
-		h.block_seq = kh_get_be32(in->b + 5);
-		h.card_time = kh_get_be64(in->b + 9);
-		cut = 1;
-	} else if (r != KH_OK) {
-		/* Another version, or over the size limit: not a block this center reads. */
+	if (!in->named) {
 		o = json_pack("{s:s,s:i,s:s}", "ua", "00000000", "block_seq", 0, "verdict", "truncated");
 		return o && json_array_append_new(out, o) == 0 ? KH_OK : KH_ERR_NOMEM;
 	}
-	if ((r = kh_store_card_get(s, h.ua, &owner)) == KH_OK)
+	if ((r = kh_store_card_get(s, in->h.ua, &owner)) == KH_OK)
 		known = 1;
 	else if (r != KH_ERR_NOTFOUND)
 		return r;
 	/* Whose block: the session's card, or one this subscriber's card replaced (a recovery). */
-	if (known && h.ua == v->cur.ua)
+	if (known && in->h.ua == v->cur.ua)
 		recovery = 0;
 	else if (known && owner.subscriber_id == v->cur.subscriber_id && owner.subscriber_id &&
 		 (strcmp(owner.state, "replaced") == 0 ||
@@ -186,62 +236,40 @@ static kh_err one_block(struct kh_store *s, struct upload_tx *a, struct session_
 		recovery = 1;
 	else
 		known = 0;
-	if (!known) {
-		verdict = KH_STORE_BLOCK_FOREIGN;
-	} else if (cut) {
-		verdict = KH_STORE_BLOCK_TRUNCATED;
-	} else if (!(u = calloc(1, sizeof *u))) {
-		return KH_ERR_NOMEM;
-	} else if ((r = card_key(s, a->c, h.ua, pk)) != KH_OK) {
-		verdict = KH_STORE_BLOCK_FOREIGN;
-	} else {
-		if ((r = kh_cas_card_ku(a->c->master, h.ua, ku)) != KH_OK)
-			goto out;
-		rr = kh_usage_open(ku, pk, in->b, in->n, u);
-		kh_wipe(ku, sizeof ku);
-		if (rr == KH_ERR_AUTH)
-			verdict = KH_STORE_BLOCK_TAMPERED;
-		else if (rr != KH_OK)
-			verdict = KH_STORE_BLOCK_TRUNCATED;
-	}
-	r = kh_store_block_seen(s, h.ua, h.block_seq, verdict, a->id, &prev);
+	verdict = known ? in->crypto : KH_STORE_BLOCK_FOREIGN;
+	r = kh_store_block_seen(s, in->h.ua, in->h.block_seq, verdict, a->id, &prev);
 	if (r == KH_ERR_EXISTS) {
 		said = "duplicate";
 		r = KH_OK;
 	} else if (r != KH_OK) {
-		goto out;
+		return r;
 	} else if (verdict != KH_STORE_BLOCK_OK) {
 		said = verdict == KH_STORE_BLOCK_TAMPERED ? "tampered" : verdict == KH_STORE_BLOCK_FOREIGN ? "foreign"
 													    : "truncated";
 	} else {
 		said = recovery ? "recovered" : "ok";
-		for (size_t i = 0; i < u->npurchases; i++) {
+		for (size_t i = 0; i < in->u->npurchases; i++) {
 			int inv = 0;
-			if ((r = kh_store_purchase_record(s, h.ua, u->purchases[i].event, u->purchases[i].price,
-							  (int64_t)u->purchases[i].time, h.ua, h.block_seq,
-							  owner.subscriber_id, &inv)) != KH_OK)
-				goto out;
+			if ((r = kh_store_purchase_record(s, in->h.ua, in->u->purchases[i].event,
+							  in->u->purchases[i].price, (int64_t)in->u->purchases[i].time,
+							  in->h.ua, in->h.block_seq, owner.subscriber_id, &inv)) != KH_OK)
+				return r;
 			a->invoiced += inv;
 		}
 		if (recovery && strcmp(owner.state, "replaced") == 0) {
 			strcpy(owner.state, "closed");
 			strcpy(owner.closed_reason, "recovered");
 			if ((r = kh_store_card_update(s, &owner)) != KH_OK)
-				goto out;
+				return r;
 			v->outstanding--;
 		}
 	}
 	/* The card may let go of what this block carried, and of every block before it. */
-	if (verdict == KH_STORE_BLOCK_OK && h.ua == v->cur.ua && h.block_seq > v->max_acked)
-		v->max_acked = h.block_seq;
-	kh__sms_ua_hex(h.ua, ua);
-	o = json_pack("{s:s,s:I,s:s}", "ua", ua, "block_seq", (json_int_t)h.block_seq, "verdict", said);
-	r = o && json_array_append_new(out, o) == 0 ? KH_OK : KH_ERR_NOMEM;
-out:
-	if (u)
-		kh_wipe(u, sizeof *u);
-	free(u);
-	return r;
+	if (verdict == KH_STORE_BLOCK_OK && in->h.ua == v->cur.ua && in->h.block_seq > v->max_acked)
+		v->max_acked = in->h.block_seq;
+	kh__sms_ua_hex(in->h.ua, ua);
+	o = json_pack("{s:s,s:I,s:s}", "ua", ua, "block_seq", (json_int_t)in->h.block_seq, "verdict", said);
+	return o && json_array_append_new(out, o) == 0 ? KH_OK : KH_ERR_NOMEM;
 }
 
 /* The EMMs queued in this transaction for the card, as base64url sections. */
@@ -281,10 +309,9 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 {
 	struct upload_tx *a = arg;
 	struct session_view v;
-	struct kh_usage_hdr hh;
 	struct kh__sms_emm e;
 	struct emm_collect ec = {0};
-	uint8_t nonce[64], pk[32], cmd[16], *stored = NULL;
+	uint8_t nonce[64], cmd[16], *stored = NULL;
 	uint32_t sua, amount = 0, reload_id;
 	int64_t closed_at, before = 0;
 	size_t nlen, n = 0;
@@ -319,17 +346,13 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 	memset(&v, 0, sizeof v);
 	if ((r = kh_store_card_get(s, sua, &v.cur)) != KH_OK)
 		return r;
-	/* The current card must be present: its hello answers this session's nonce. */
-	if ((r = card_key(s, a->c, sua, pk)) != KH_OK)
-		return kh__sms_why(&a->why, r, NULL, "the session's card certificate does not check");
-	if (kh_hello_verify(pk, nonce, nlen, a->hello, a->hello_len, &hh) != KH_OK || hh.ua != sua)
-		return kh__sms_why(&a->why, KH_ERR_AUTH, "hello", "the hello is not the session card's answer to its nonce");
+	/* The hello and the blocks' signatures were checked before this transaction (precheck). */
 	if (v.cur.subscriber_id && (r = kh_store_cards_of(s, v.cur.subscriber_id, count_replaced, &v)) != KH_OK)
 		return r;
 	if (!(blocks = json_array()))
 		return KH_ERR_NOMEM;
 	for (size_t i = 0; i < a->nblocks; i++)
-		if ((r = one_block(s, a, &v, &a->blocks[i], blocks)) != KH_OK)
+		if ((r = record_block(s, a, &v, &a->blocks[i], blocks)) != KH_OK)
 			goto out;
 
 	/* The EMMs for the current card queued from here on go back in the answer. */
@@ -389,6 +412,32 @@ out:
 	return r;
 }
 
+/*
+ * Before the transaction: the session's card answered this session's nonce (its hello), and
+ * each block's signature and tag, against the certificates registered for the cards they name.
+ * Reads only; the session and the certificates it reads never change once written.
+ */
+static kh_err precheck(struct kh_store *s, struct upload_tx *a)
+{
+	uint8_t nonce[64], pk[32];
+	struct kh_usage_hdr hh;
+	uint32_t sua;
+	int64_t closed_at;
+	size_t nlen;
+	kh_err r;
+
+	if ((r = kh_store_upload_get(s, a->id, &sua, nonce, sizeof nonce, &nlen, &closed_at)) != KH_OK)
+		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "no such upload session") : r;
+	if ((r = card_key(s, a->c, sua, pk)) != KH_OK)
+		return kh__sms_why(&a->why, r, NULL, "the session's card certificate does not check");
+	if (kh_hello_verify(pk, nonce, nlen, a->hello, a->hello_len, &hh) != KH_OK || hh.ua != sua)
+		return kh__sms_why(&a->why, KH_ERR_AUTH, "hello", "the hello is not the session card's answer to its nonce");
+	for (size_t i = 0; i < a->nblocks; i++)
+		if ((r = check_block(s, a->c, &a->blocks[i])) != KH_OK)
+			return r;
+	return KH_OK;
+}
+
 kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
 	struct upload_tx a = {.c = arg};
@@ -427,6 +476,13 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 	}
 	if ((r = kh_sha256((const uint8_t *)fp, strlen(fp), a.hash)) != KH_OK || (r = kh__sms_db(a.c, &s)) != KH_OK)
 		goto out;
+	/* The signature checks first, with no write lock held: uploads then queue on the lock only
+	 * for their SQL, not for their cryptography. */
+	if ((r = precheck(s, &a)) != KH_OK) {
+		if (a.why.code || a.why.msg)
+			r = kh__sms_fail(resp, r, &a.why);
+		goto out;
+	}
 	if ((r = kh_store_run_tx(s, upload_tx, &a)) != KH_OK) {
 		if (a.why.code || a.why.msg)
 			r = kh__sms_fail(resp, r, &a.why);
@@ -449,6 +505,11 @@ out:
 	free(canon);
 	free(fp);
 	free(a.answer);
+	for (i = 0; a.blocks && i < a.nblocks; i++) {
+		if (a.blocks[i].u)
+			kh_wipe(a.blocks[i].u, sizeof *a.blocks[i].u);
+		free(a.blocks[i].u);
+	}
 	if (a.blocks)
 		kh_wipe(a.blocks, a.nblocks * sizeof *a.blocks);
 	free(a.blocks);
