@@ -42,14 +42,18 @@ static kh_err seal_cb(void *arg, uint32_t seq, uint8_t *out, size_t cap, size_t 
 
 kh_err kh__sms_emm_flush(struct kh_store *s, struct kh__sms_emm *e)
 {
+	int64_t id = 0;
 	kh_err r;
 
 	if (e->len == 0)
 		return KH_OK;
-	r = kh_store_emm_enqueue(s, KH_EMM_UNIQUE, e->ua, seal_cb, e, NULL, NULL);
+	r = kh_store_emm_enqueue(s, KH_EMM_UNIQUE, e->ua, seal_cb, e, NULL, &id);
 	kh__sms_emm_wipe(e);
-	if (r == KH_OK)
+	if (r == KH_OK) {
+		if (!e->queued)
+			e->first_id = id;
 		e->queued++;
+	}
 	return r;
 }
 

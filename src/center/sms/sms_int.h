@@ -55,6 +55,7 @@ struct kh__sms_emm {
 	uint8_t cmds[KH_EMM_CMDS_MAX]; /* may hold keys: kh__sms_emm_wipe */
 	size_t len;
 	unsigned queued; /* EMMs queued through this batch */
+	int64_t first_id; /* queue id of the first of them (0: none yet) */
 };
 
 void kh__sms_emm_init(struct kh__sms_emm *e, struct kh_sms *c, uint32_t ua);

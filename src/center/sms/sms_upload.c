@@ -299,12 +299,6 @@ static kh_err collect_emm(void *arg, const struct kh_store_emm *e)
 	return KH_OK;
 }
 
-static kh_err skip_emm(void *arg, const struct kh_store_emm *e)
-{
-	(void)arg, (void)e;
-	return KH_OK;
-}
-
 static kh_err upload_tx(struct kh_store *s, void *arg)
 {
 	struct upload_tx *a = arg;
@@ -313,7 +307,7 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 	struct emm_collect ec = {0};
 	uint8_t nonce[64], cmd[16], *stored = NULL;
 	uint32_t sua, amount = 0, reload_id;
-	int64_t closed_at, before = 0;
+	int64_t closed_at;
 	size_t nlen, n = 0;
 	struct kh_wr w;
 	json_t *blocks = NULL, *o = NULL;
@@ -355,10 +349,6 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 		if ((r = record_block(s, a, &v, &a->blocks[i], blocks)) != KH_OK)
 			goto out;
 
-	/* The EMMs for the current card queued from here on go back in the answer. */
-	if ((r = kh_store_emm_fetch_addr(s, KH_EMM_UNIQUE, sua, 0, 0, skip_emm, NULL, &before)) != KH_OK)
-		goto out;
-	ec.after = before;
 	kh__sms_emm_init(&e, a->c, sua);
 	kh_wr_init(&w, cmd, sizeof cmd);
 	if (v.max_acked)
@@ -392,7 +382,11 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 		r = KH_ERR_NOMEM;
 		goto out;
 	}
-	if ((r = kh_store_emm_fetch_addr(s, KH_EMM_UNIQUE, sua, ec.after, 0, collect_emm, &ec, NULL)) != KH_OK)
+	/* The EMMs just queued for the card go back in the answer (the queue ids of one card's EMMs
+	 * grow; nothing else writes while this transaction holds the lock). */
+	ec.after = e.first_id - 1;
+	if (e.queued &&
+	    (r = kh_store_emm_fetch_addr(s, KH_EMM_UNIQUE, sua, ec.after, e.queued, collect_emm, &ec, NULL)) != KH_OK)
 		goto out;
 	snprintf(sid, sizeof sid, "%lld", (long long)a->id);
 	o = json_pack("{s:s,s:O,s:O,s:I,s:b}", "session", sid, "blocks", blocks, "emms", ec.arr, "invoiced",
