@@ -23,6 +23,15 @@ struct kh_sms_config {
 	const char *authority_dir; /* root.crt (the root public key) and master.key */
 	/* 1: the store's synchronous=NORMAL (NOT durable; tests and benchmarks only). */
 	int store_sync_normal;
+	/*
+	 * The operator's bearer token (token_len bytes, copied), or NULL: then the operator API
+	 * answers anyone who can reach the port. With it, every operator endpoint wants
+	 * "Authorization: Bearer <token>" (401 otherwise). The endpoints cards and decoders use
+	 * (upload sessions, the EMM queues: everything there is signed or sealed) and /metrics stay
+	 * open.
+	 */
+	const uint8_t *operator_token;
+	size_t token_len;
 };
 
 /*

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "keyhole/file.h"
 #include "keyhole/http.h"
 #include "keyhole/log.h"
 #include "keyhole/sms.h"
@@ -32,7 +33,12 @@ static const char serve_help[] =
 	"                         port 0 picks a free one)\n"
 	"      --cert FILE        PEM certificate chain: serve HTTPS (TLS 1.3) ...\n"
 	"      --key FILE         ... with this PEM private key (private to its owner)\n"
-	"  -t, --threads N        HTTP threads, 1 to 64 (default 2)\n";
+	"  -t, --threads N        HTTP threads, 1 to 64 (default 2)\n"
+	"  -T, --token-file FILE  the operator's bearer token (a key file, private to its owner, 16 or\n"
+	"                         more bytes; a final newline is ignored): the operator endpoints then\n"
+	"                         want 'Authorization: Bearer TOKEN'. Without it they answer anyone who\n"
+	"                         can reach the port, and a warning says so. Upload sessions, the EMM\n"
+	"                         queues and /metrics stay open: what they carry is signed or sealed.\n";
 
 /* "HOST:PORT" or "[V6]:PORT" into host (cap bytes) and port. */
 static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
@@ -75,9 +81,13 @@ int kh_cmd_serve(int argc, char **argv)
 					     {"cert", required_argument, NULL, 'C'},
 					     {"key", required_argument, NULL, 'K'},
 					     {"threads", required_argument, NULL, 't'},
+					     {"token-file", required_argument, NULL, 'T'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	const char *db = NULL, *authdir = NULL, *listen = "127.0.0.1:8480", *cert = NULL, *key = NULL, *what = NULL;
+	const char *tokenfile = NULL;
+	uint8_t *token = NULL;
+	size_t tokenlen = 0;
 	struct kh_sms_config scfg = {0};
 	struct kh_http_config hcfg = {0};
 	struct kh_sms *sms = NULL;
@@ -92,13 +102,14 @@ int kh_cmd_serve(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+d:a:l:t:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+d:a:l:t:T:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': db = optarg; break;
 		case 'a': authdir = optarg; break;
 		case 'l': listen = optarg; break;
 		case 'C': cert = optarg; break;
 		case 'K': key = optarg; break;
+		case 'T': tokenfile = optarg; break;
 		case 't':
 			errno = 0;
 			threads = strtoul(optarg, &end, 10);
@@ -136,7 +147,23 @@ int kh_cmd_serve(int argc, char **argv)
 		kh_log_set_level((enum kh_log_level)(KH_LOG_ERROR + 1));
 	scfg.db = db;
 	scfg.authority_dir = authdir;
-	if ((r = kh_sms_new(&scfg, &sms, &what)) != KH_OK)
+	if (tokenfile) {
+		if ((r = kh_keyfile_read(tokenfile, 4096, &token, &tokenlen)) != KH_OK)
+			return kh_cli_fail(tokenfile, r);
+		while (tokenlen && (token[tokenlen - 1] == '\n' || token[tokenlen - 1] == '\r'))
+			tokenlen--;
+		if (tokenlen < 16) {
+			kh_file_free(token, tokenlen);
+			fprintf(stderr, "keyhole: %s: an operator token has at least 16 bytes\n", tokenfile);
+			return KH_EXIT_FAIL;
+		}
+		scfg.operator_token = token;
+		scfg.token_len = tokenlen;
+	}
+	r = kh_sms_new(&scfg, &sms, &what);
+	if (token)
+		kh_file_free(token, tokenlen);
+	if (r != KH_OK)
 		return kh_cli_fail(what ? what : "management center", r);
 	hcfg.host = host;
 	hcfg.port = port;
@@ -159,8 +186,11 @@ int kh_cmd_serve(int argc, char **argv)
 	if (getenv("KEYHOLE_LOG") == NULL)
 		kh_log_set_level(KH_LOG_INFO);
 	port = kh_http_port(h);
-	kh_log_info("serve.start", "listen=%s%s%s:%u tls=%d threads=%lu", strchr(host, ':') ? "[" : "", host,
-		    strchr(host, ':') ? "]" : "", (unsigned)port, cert != NULL, threads);
+	kh_log_info("serve.start", "listen=%s%s%s:%u tls=%d threads=%lu operator_auth=%d", strchr(host, ':') ? "[" : "",
+		    host, strchr(host, ':') ? "]" : "", (unsigned)port, cert != NULL, threads, tokenfile != NULL);
+	if (!tokenfile)
+		kh_log_warn("serve.operator_api_open",
+			    "msg=\"no --token-file: anyone who reaches this port can run the operator API\"");
 	printf("listening=%s%s%s:%u\n", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
 	       (unsigned)port);
 	fflush(stdout);

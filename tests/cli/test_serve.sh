@@ -22,9 +22,11 @@ B64=$(openssl x509 -in "$CERT" -outform DER | basenc --base64url | tr -d '=\n')
 # start PIDVAR: serve on a free port; sets PORT once the server printed its ready line
 start()
 {
+	kh_sv=$1
+	shift
 	: >"$KH_META/daemon.out"
-	kh_start_daemon "$1" serve --db center.db --authority auth --listen 127.0.0.1:0
-	eval "kh_pid=\$$1"
+	kh_start_daemon "$kh_sv" serve --db center.db --authority auth --listen 127.0.0.1:0 "$@"
+	eval "kh_pid=\$$kh_sv"
 	i=0
 	PORT=
 	while [ -z "$PORT" ]; do
@@ -123,6 +125,25 @@ kh_expect_usage serve --db center.db --authority auth --threads 0
 kh_expect_usage serve --db center.db --authority auth --cert x.pem
 kh_expect_usage serve --db center.db --authority auth --bogus
 kh_expect_usage serve --db center.db --authority auth extra
+
+# an operator token: the operator API wants it, the EMM queue stays open
+(umask 077 && printf 'an-operator-token-of-32-characters\n' >op.token)
+start PID --token-file op.token
+api GET /v1/credit-policy
+[ "$ST" = 401 ] || kh_fail "without the token the operator API answered $ST"
+grep -q '"unauthorised"' "$KH_META/body" || kh_fail "a 401 without the error code unauthorised"
+ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -H 'Authorization: Bearer an-operator-token-of-32-characters' \
+	"http://127.0.0.1:$PORT/v1/credit-policy")
+[ "$ST" = 200 ] || kh_fail "with the token the operator API answered $ST"
+api GET /v1/emm
+[ "$ST" = 200 ] || kh_fail "the EMM queue wants a token ($ST)"
+kh_stop "$PID" TERM
+chmod 644 op.token
+kh_expect_fail serve --db center.db --authority auth --listen 127.0.0.1:0 --token-file op.token
+printf 'short\n' >short.token
+chmod 600 short.token
+kh_expect_fail serve --db center.db --authority auth --listen 127.0.0.1:0 --token-file short.token
+rm -f op.token short.token
 
 # failures: one line, status 1, nothing created
 kh_expect_fail serve --db "$KH_WORK/no/such/dir/center.db" --authority auth --listen 127.0.0.1:0

@@ -69,6 +69,9 @@ static size_t on_header(char *p, size_t sz, size_t n, void *u)
 	return sz * n;
 }
 
+/* An Authorization header every request carries, when set (test_operator_token). */
+static const char *g_auth;
+
 /* One request; body NULL for none; idem NULL for no Idempotency-Key. Parses a JSON answer. */
 static void req_on(CURL *c, uint16_t port, const char *method, const char *path, const char *body,
 		   const char *idem, struct reply *out)
@@ -97,6 +100,8 @@ static void req_on(CURL *c, uint16_t port, const char *method, const char *path,
 		snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", idem);
 		hl = curl_slist_append(hl, hdr);
 	}
+	if (g_auth)
+		hl = curl_slist_append(hl, g_auth);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
 	assert_int_equal(curl_easy_perform(c), CURLE_OK);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
@@ -1058,6 +1063,47 @@ static void test_seed_recovery(void **state)
 	free(m1);
 }
 
+/* With an operator token, the operator API wants it; what cards and decoders use stays open. */
+static void test_operator_token(void **state)
+{
+	struct sms_world *sw = *state;
+	static const char token[] = "a-long-enough-operator-token-0123";
+	struct kh_sms_config cfg = {0};
+	struct kh_http_config hc = {0};
+	struct reply r;
+
+	/* the same center again, with a token */
+	kh_http_free(sw->h);
+	kh_sms_free(sw->sms);
+	cfg.db = sw->db;
+	cfg.authority_dir = sw->w->auth_dir;
+	cfg.operator_token = (const uint8_t *)token;
+	cfg.token_len = 8;
+	assert_int_equal(kh_sms_new(&cfg, &sw->sms, NULL), KH_ERR_INVAL); /* too short to be a secret */
+	cfg.token_len = sizeof token - 1;
+	assert_int_equal(kh_sms_new(&cfg, &sw->sms, NULL), KH_OK);
+	hc.threads = 2;
+	assert_int_equal(kh_http_new(&hc, &sw->h), KH_OK);
+	assert_int_equal(kh_sms_add_routes(sw->sms, sw->h), KH_OK);
+	assert_int_equal(kh_http_start(sw->h), KH_OK);
+	sw->port = kh_http_port(sw->h);
+
+	expect_error(sw, "POST", "/v1/subscribers", "{\"name\":\"Eve\"}", NULL, 401, "unauthorised");
+	expect_error(sw, "GET", "/v1/credit-policy", NULL, NULL, 401, "unauthorised");
+	g_auth = "Authorization: Bearer a-long-enough-operator-token-0124";
+	expect_error(sw, "POST", "/v1/subscribers", "{\"name\":\"Eve\"}", NULL, 401, "unauthorised");
+	g_auth = "Authorization: Bearer a-long-enough-operator-token-012";
+	expect_error(sw, "POST", "/v1/subscribers", "{\"name\":\"Eve\"}", NULL, 401, "unauthorised");
+	g_auth = "Authorization: Bearer a-long-enough-operator-token-0123";
+	expect(sw, "POST", "/v1/subscribers", "{\"name\":\"Ada\"}", 201, &r);
+	reply_free(&r);
+	/* open to all: the EMM queue (sealed per card) and upload sessions (signed by cards) */
+	g_auth = NULL;
+	expect(sw, "GET", "/v1/emm", NULL, 200, &r);
+	reply_free(&r);
+	expect_error(sw, "POST", "/v1/upload/sessions", "{\"ua\":\"0000FFFF\"}", NULL, 404, "not_found");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1066,6 +1112,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_split, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seed_recovery, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_operator_token, setup, teardown),
 	};
 	int rc;
 

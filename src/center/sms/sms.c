@@ -122,6 +122,15 @@ kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const ch
 	}
 	c->tls_ok = 1;
 	c->sync_normal = cfg->store_sync_normal;
+	if (cfg->operator_token) {
+		if (cfg->token_len < 16) {
+			r = KH_ERR_INVAL; /* a token a guess could find is no token */
+			goto out;
+		}
+		if ((r = kh_sha256(cfg->operator_token, cfg->token_len, c->token_hash)) != KH_OK)
+			goto out;
+		c->token_set = 1;
+	}
 	if ((c->db = strdup(cfg->db)) == NULL) {
 		r = KH_ERR_NOMEM;
 		goto out;
@@ -177,39 +186,81 @@ void kh__sms_count_blocks(struct kh_sms *c, unsigned n)
 		kh_metric_add(c->blocks_ingested, n);
 }
 
+/*
+ * The operator's endpoints want the operator's token when one is configured. The comparison is
+ * of SHA-256 digests in constant time, so neither the token's bytes nor its length show in the
+ * timing.
+ */
+static kh_err operator_only(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	const struct kh__sms_op *op = arg;
+	const char *auth = kh_http_header(req, "Authorization");
+	uint8_t got[32];
+	int ok = 0;
+
+	if (!op->c->token_set)
+		return op->fn(req, resp, op->c);
+	if (auth && strncmp(auth, "Bearer ", 7) == 0 &&
+	    kh_sha256((const uint8_t *)auth + 7, strlen(auth + 7), got) == KH_OK)
+		ok = kh_ct_eq(got, op->c->token_hash, sizeof got);
+	kh_wipe(got, sizeof got);
+	if (!ok) {
+		kh_err r = kh_http_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"keyhole operator\"");
+		if (r != KH_OK)
+			return r;
+		return kh_http_reply_error(resp, KH_ERR_UNAUTHORISED, NULL);
+	}
+	return op->fn(req, resp, op->c);
+}
+
 kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 {
-	const struct kh_http_route routes[] = {
-		{"POST", "/v1/subscribers", kh__sms_subscriber_create, c},
-		{"GET", "/v1/subscribers/{id}", kh__sms_subscriber_get, c},
-		{"GET", "/v1/subscribers/{id}/invoices", kh__sms_subscriber_invoices, c},
-		{"POST", "/v1/subscribers/{id}/subscriptions", kh__sms_subscribe, c},
-		{"DELETE", "/v1/subscribers/{id}/subscriptions/{product_id}", kh__sms_unsubscribe, c},
-		{"POST", "/v1/cards", kh__sms_card_register, c},
-		{"GET", "/v1/cards/{ua}", kh__sms_card_get, c},
-		{"POST", "/v1/cards/{ua}/assign", kh__sms_card_assign, c},
-		{"POST", "/v1/cards/{ua}/replace", kh__sms_card_replace, c},
-		{"POST", "/v1/cards/{ua}/forfeit", kh__sms_card_forfeit, c},
-		{"POST", "/v1/cards/{ua}/reload", kh__sms_card_reload, c},
+	/* The operator's back office: behind the token. */
+	static const struct {
+		const char *method, *path;
+		kh_http_handler fn;
+	} operator_routes[] = {
+		{"POST", "/v1/subscribers", kh__sms_subscriber_create},
+		{"GET", "/v1/subscribers/{id}", kh__sms_subscriber_get},
+		{"GET", "/v1/subscribers/{id}/invoices", kh__sms_subscriber_invoices},
+		{"POST", "/v1/subscribers/{id}/subscriptions", kh__sms_subscribe},
+		{"DELETE", "/v1/subscribers/{id}/subscriptions/{product_id}", kh__sms_unsubscribe},
+		{"POST", "/v1/cards", kh__sms_card_register},
+		{"GET", "/v1/cards/{ua}", kh__sms_card_get},
+		{"POST", "/v1/cards/{ua}/assign", kh__sms_card_assign},
+		{"POST", "/v1/cards/{ua}/replace", kh__sms_card_replace},
+		{"POST", "/v1/cards/{ua}/forfeit", kh__sms_card_forfeit},
+		{"POST", "/v1/cards/{ua}/reload", kh__sms_card_reload},
+		{"POST", "/v1/products", kh__sms_product_create},
+		{"GET", "/v1/products", kh__sms_product_list},
+		{"POST", "/v1/channels", kh__sms_channel_create},
+		{"GET", "/v1/channels", kh__sms_channel_list},
+		{"POST", "/v1/events", kh__sms_event_create},
+		{"GET", "/v1/events", kh__sms_event_list},
+		{"PUT", "/v1/credit-policy", kh__sms_policy_put},
+		{"GET", "/v1/credit-policy", kh__sms_policy_get},
+		{"POST", "/v1/service-keys/rotate", kh__sms_keys_rotate},
+		{"GET", "/v1/service-keys", kh__sms_keys_list},
+	};
+	/* What cards, decoders and the headend use: signed or sealed end to end, open to all. */
+	const struct kh_http_route open_routes[] = {
 		{"GET", "/v1/cards/{ua}/emm", kh__sms_card_emm, c},
-		{"POST", "/v1/products", kh__sms_product_create, c},
-		{"GET", "/v1/products", kh__sms_product_list, c},
-		{"POST", "/v1/channels", kh__sms_channel_create, c},
-		{"GET", "/v1/channels", kh__sms_channel_list, c},
-		{"POST", "/v1/events", kh__sms_event_create, c},
-		{"GET", "/v1/events", kh__sms_event_list, c},
-		{"PUT", "/v1/credit-policy", kh__sms_policy_put, c},
-		{"GET", "/v1/credit-policy", kh__sms_policy_get, c},
-		{"POST", "/v1/service-keys/rotate", kh__sms_keys_rotate, c},
-		{"GET", "/v1/service-keys", kh__sms_keys_list, c},
 		{"GET", "/v1/emm", kh__sms_emm_queue, c},
 		{"POST", "/v1/upload/sessions", kh__sms_upload_open, c},
 		{"POST", "/v1/upload/sessions/{id}", kh__sms_upload, c},
 	};
+	struct kh_http_route routes[sizeof operator_routes / sizeof operator_routes[0]];
+	size_t n = sizeof operator_routes / sizeof operator_routes[0];
 	kh_err r;
 
-	if (c == NULL || h == NULL)
+	if (c == NULL || h == NULL || n > sizeof c->ops / sizeof c->ops[0])
 		return KH_ERR_INVAL;
+	for (size_t i = 0; i < n; i++) {
+		c->ops[i].fn = operator_routes[i].fn;
+		c->ops[i].c = c;
+		routes[i] = (struct kh_http_route){operator_routes[i].method, operator_routes[i].path, operator_only,
+						   &c->ops[i]};
+	}
 	if ((r = kh_metrics_counter(kh_http_metrics(h), "keyhole_emms_queued_total",
 				    "EMMs sealed and queued by the management center", &c->emms_queued)) != KH_OK)
 		return r;
@@ -217,5 +268,7 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 				    "usage blocks received in upload sessions (each verdict counts)",
 				    &c->blocks_ingested)) != KH_OK)
 		return r;
-	return kh_http_add_routes(h, routes, sizeof routes / sizeof routes[0]);
+	if ((r = kh_http_add_routes(h, routes, n)) != KH_OK)
+		return r;
+	return kh_http_add_routes(h, open_routes, sizeof open_routes / sizeof open_routes[0]);
 }

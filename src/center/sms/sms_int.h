@@ -28,6 +28,12 @@ struct kh_sms {
 	pthread_mutex_t mu; /* guards conns */
 	struct kh_store **conns;
 	size_t nconns, cap;
+	uint8_t token_hash[32]; /* SHA-256 of the operator token */
+	int token_set;
+	struct kh__sms_op {
+		kh_http_handler fn;
+		struct kh_sms *c;
+	} ops[40]; /* operator routes behind the token check */
 	struct kh_metric *emms_queued;
 	struct kh_metric *blocks_ingested;
 	/*
