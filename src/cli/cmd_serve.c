@@ -20,7 +20,7 @@
 
 static const char serve_help[] =
 	"usage: keyhole serve --db FILE --authority DIR [--listen HOST:PORT] [--cert FILE --key FILE]\n"
-	"           [--threads N]\n"
+	"           [--threads N] [--token-file FILE] [--no-operator-auth]\n"
 	"\n"
 	"Serve the management center's operator API (HTTP/1.1 + JSON under /v1, and /metrics) until\n"
 	"SIGTERM or SIGINT, then stop after answering the requests in flight. When ready, print one\n"
@@ -38,7 +38,10 @@ static const char serve_help[] =
 	"                         more bytes; a final newline is ignored): the operator endpoints then\n"
 	"                         want 'Authorization: Bearer TOKEN'. Without it they answer anyone who\n"
 	"                         can reach the port, and a warning says so. Upload sessions, the EMM\n"
-	"                         queues and /metrics stay open: what they carry is signed or sealed.\n";
+	"                         queues and /metrics stay open: what they carry is signed or sealed.\n"
+	"                         On an address other than loopback the token is required, and so is\n"
+	"                         --cert (a bearer token must not cross a network in clear)...\n"
+	"      --no-operator-auth ... unless this says the operator API is protected some other way\n";
 
 /* "HOST:PORT" or "[V6]:PORT" into host (cap bytes) and port. */
 static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
@@ -82,10 +85,12 @@ int kh_cmd_serve(int argc, char **argv)
 					     {"key", required_argument, NULL, 'K'},
 					     {"threads", required_argument, NULL, 't'},
 					     {"token-file", required_argument, NULL, 'T'},
+					     {"no-operator-auth", no_argument, NULL, 'N'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	const char *db = NULL, *authdir = NULL, *listen = "127.0.0.1:8480", *cert = NULL, *key = NULL, *what = NULL;
 	const char *tokenfile = NULL;
+	int no_auth = 0;
 	uint8_t *token = NULL;
 	size_t tokenlen = 0;
 	struct kh_sms_config scfg = {0};
@@ -110,6 +115,7 @@ int kh_cmd_serve(int argc, char **argv)
 		case 'C': cert = optarg; break;
 		case 'K': key = optarg; break;
 		case 'T': tokenfile = optarg; break;
+		case 'N': no_auth = 1; break;
 		case 't':
 			errno = 0;
 			threads = strtoul(optarg, &end, 10);
@@ -128,6 +134,14 @@ int kh_cmd_serve(int argc, char **argv)
 		return kh_cli_usage("serve", "--listen takes HOST:PORT (numeric), e.g. 127.0.0.1:8480");
 	if ((cert == NULL) != (key == NULL))
 		return kh_cli_usage("serve", "--cert and --key go together");
+	if (!no_auth && strcmp(host, "127.0.0.1") != 0 && strcmp(host, "::1") != 0) {
+		/* Beyond loopback the operator API moves money and rights: it wants a token, over TLS. */
+		if (!tokenfile)
+			return kh_cli_usage("serve", "--listen %s is not loopback: give --token-file (or --no-operator-auth)",
+					    host);
+		if (!cert)
+			return kh_cli_usage("serve", "--listen %s is not loopback: the token needs --cert and --key", host);
+	}
 
 	/*
 	 * The signals that stop the server are blocked before any thread starts, so every thread

@@ -278,6 +278,7 @@ kh_err kh_upload_run(const struct kh_upload_config *cfg, struct kh_upload_result
 	uint8_t rnd[IDEM_BYTES];
 	size_t nonce_len = 0, hello_len = 0, cur_len = 0, m1_len = 0, nemm = 0, dlen;
 	const char *sid;
+	uint32_t emm_seq = 0;
 	uint16_t sw;
 	kh_err r;
 
@@ -358,9 +359,22 @@ kh_err kh_upload_run(const struct kh_upload_config *cfg, struct kh_upload_result
 			kh_log_warn("upload.m1_unreadable", "dir=%s error=%s", cfg->m1_dir, kh_err_name(res->m1_load));
 	}
 
-	/* 4. Upload, one idempotency key for every try. */
+	/* 4. Upload, one idempotency key for every try. The card's last unique EMM sequence number
+	 * goes along, so the center answers with every EMM queued after it, in order, not only the
+	 * ones this session makes: a card applies an EMM only above its last, and one applied out of
+	 * order would make it refuse the earlier ones for good. */
+	{
+		struct kh_host_cas direct;
+		struct kh_cas_status st;
+		memset(&direct, 0, sizeof direct);
+		direct.card = cfg->card;
+		if ((r = kh_host_cas_status(&direct, &st)) != KH_OK)
+			goto out;
+		emm_seq = st.seq[KH_EMM_UNIQUE];
+	}
 	if (!(req = json_object()) || !(arr = json_array()) || json_object_set_new(req, "hello", json_null()) != 0 ||
-	    json_object_set_new(req, "blocks", arr) != 0) {
+	    json_object_set_new(req, "blocks", arr) != 0 ||
+	    json_object_set_new(req, "emm_seq", json_integer((json_int_t)emm_seq)) != 0) {
 		r = KH_ERR_NOMEM;
 		goto out;
 	}

@@ -144,6 +144,11 @@ printf 'short\n' >short.token
 chmod 600 short.token
 kh_expect_fail serve --db center.db --authority auth --listen 127.0.0.1:0 --token-file short.token
 rm -f op.token short.token
+# beyond loopback: a token over TLS, or an explicit --no-operator-auth
+kh_expect_usage serve --db center.db --authority auth --listen 0.0.0.0:0
+(umask 077 && printf 'an-operator-token-of-32-characters\n' >op.token)
+kh_expect_usage serve --db center.db --authority auth --listen 0.0.0.0:0 --token-file op.token
+rm -f op.token
 
 # failures: one line, status 1, nothing created
 kh_expect_fail serve --db "$KH_WORK/no/such/dir/center.db" --authority auth --listen 127.0.0.1:0

@@ -210,9 +210,14 @@ kh_err kh_headend_feed_fetch(const struct kh_headend_feed_cfg *cfg, uint8_t **em
 			goto out;
 		if (status != 200) {
 			const json_t *m = json_object_get(json_object_get(page, "error"), "message");
-			if (why && whycap)
+			if (why && whycap) {
 				snprintf(why, whycap, "%s (HTTP %ld)", json_is_string(m) ? json_string_value(m) : "refused",
 					 status);
+				/* the center's words reach a terminal: no control characters */
+				for (char *p = why; *p; p++)
+					if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
+						*p = '?';
+			}
 			r = KH_ERR_TRANSPORT;
 			goto out;
 		}

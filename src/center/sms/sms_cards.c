@@ -166,6 +166,46 @@ static kh_err assign_tx(struct kh_store *s, void *arg)
 	return kh__sms_card_setup(s, a->c, a->ua, a->sub, card.export_authorised, &a->queued);
 }
 
+/* The products a subscriber holds rights to (at most a card's 32). */
+struct products {
+	size_t n;
+	uint32_t id[32];
+};
+
+static kh_err collect_product(void *arg, const struct kh_store_subscription *u)
+{
+	struct products *p = arg;
+	if (p->n < sizeof p->id / sizeof p->id[0])
+		p->id[p->n++] = u->product_id;
+	return KH_OK;
+}
+
+/*
+ * A replaced card must stop working: REVOKE each of the subscriber's products, addressed to the
+ * old card, so a subscriber who reports a card lost or faulty does not keep two working cards.
+ */
+static kh_err revoke_old(struct kh_store *s, struct card_tx *a, const struct kh_store_card *old)
+{
+	struct products p = {0};
+	struct kh__sms_emm e;
+	uint8_t cmd[8];
+	struct kh_wr w;
+	kh_err r;
+
+	if ((r = kh_store_subscriptions_of(s, old->subscriber_id, collect_product, &p)) != KH_OK)
+		return r;
+	kh__sms_emm_init(&e, a->c, old->ua);
+	for (size_t i = 0; i < p.n; i++) {
+		kh_wr_init(&w, cmd, sizeof cmd);
+		if ((r = kh_emm_put_revoke(&w, p.id[i])) != KH_OK || (r = kh__sms_emm_cmd(s, &e, cmd, w.len)) != KH_OK)
+			return r;
+	}
+	if ((r = kh__sms_emm_flush(s, &e)) != KH_OK)
+		return r;
+	a->queued += e.queued;
+	return KH_OK;
+}
+
 static kh_err replace_tx(struct kh_store *s, void *arg)
 {
 	struct card_tx *a = arg;
@@ -193,7 +233,14 @@ static kh_err replace_tx(struct kh_store *s, void *arg)
 	old.replaced_by = nw.ua;
 	if ((r = kh_store_card_update(s, &nw)) != KH_OK || (r = kh_store_card_update(s, &old)) != KH_OK)
 		return r;
-	return kh__sms_card_setup(s, a->c, nw.ua, nw.subscriber_id, 0, &a->queued);
+	if ((r = revoke_old(s, a, &old)) != KH_OK)
+		return r;
+	{
+		unsigned q = 0;
+		r = kh__sms_card_setup(s, a->c, nw.ua, nw.subscriber_id, 0, &q);
+		a->queued += q;
+		return r;
+	}
 }
 
 static kh_err forfeit_tx(struct kh_store *s, void *arg)

@@ -100,6 +100,7 @@ struct upload_tx {
 	uint8_t hash[KH_STORE_IDEM_HASH_LEN];
 	uint8_t hello[KH_HELLO_LEN + 1];
 	size_t hello_len;
+	uint32_t emm_seq; /* the card's last unique EMM sequence number, as the decoder read it */
 	size_t nblocks;
 	struct block_in *blocks;
 	char *answer; /* JSON text sent, or replayed */
@@ -181,8 +182,10 @@ static kh_err check_block(struct kh_store *s, struct kh_sms *c, struct block_in 
 	}
 	if (!(in->u = calloc(1, sizeof *in->u)))
 		return KH_ERR_NOMEM;
-	if ((r = kh_cas_card_ku(c->master, in->h.ua, ku)) != KH_OK)
+	if ((r = kh_cas_card_ku(c->master, in->h.ua, ku)) != KH_OK) {
+		kh_wipe(ku, sizeof ku);
 		return r;
+	}
 	rr = kh_usage_open(ku, pk, in->b, in->n, in->u);
 	kh_wipe(ku, sizeof ku);
 	in->crypto = rr == KH_OK ? KH_STORE_BLOCK_OK : rr == KH_ERR_AUTH ? KH_STORE_BLOCK_TAMPERED
@@ -272,11 +275,16 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 	return o && json_array_append_new(out, o) == 0 ? KH_OK : KH_ERR_NOMEM;
 }
 
-/* The EMMs queued in this transaction for the card, as base64url sections. */
+/*
+ * The card's queued EMMs above the sequence number it reported, oldest first, as base64url
+ * sections: every one it has not applied yet, not only this session's. A card applies an EMM
+ * only above its last, so handing it a newer one first would make it refuse the older ones.
+ */
+#define ANSWER_EMMS_MAX 32
 struct emm_collect {
-	int64_t after;
+	uint32_t above;
+	size_t n;
 	json_t *arr;
-	kh_err err;
 };
 
 static kh_err collect_emm(void *arg, const struct kh_store_emm *e)
@@ -286,8 +294,11 @@ static kh_err collect_emm(void *arg, const struct kh_store_emm *e)
 	char *b;
 	json_t *str;
 
-	if (e->id <= ec->after)
+	if (e->seq <= ec->above)
 		return KH_OK;
+	if (ec->n == ANSWER_EMMS_MAX)
+		return KH_ERR_TOO_LARGE; /* enough: the rest goes next time, or by broadcast */
+	ec->n++;
 	if (!(b = malloc(n)))
 		return KH_ERR_NOMEM;
 	if (kh_b64url_encode(e->section, e->len, b, n) != KH_OK || !(str = json_string(b)) ||
@@ -382,11 +393,11 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 		r = KH_ERR_NOMEM;
 		goto out;
 	}
-	/* The EMMs just queued for the card go back in the answer (the queue ids of one card's EMMs
-	 * grow; nothing else writes while this transaction holds the lock). */
-	ec.after = e.first_id - 1;
-	if (e.queued &&
-	    (r = kh_store_emm_fetch_addr(s, KH_EMM_UNIQUE, sua, ec.after, e.queued, collect_emm, &ec, NULL)) != KH_OK)
+	ec.above = a->emm_seq;
+	r = kh_store_emm_fetch_addr(s, KH_EMM_UNIQUE, sua, 0, 0, collect_emm, &ec, NULL);
+	if (r == KH_ERR_TOO_LARGE)
+		r = KH_OK;
+	if (r != KH_OK)
 		goto out;
 	snprintf(sid, sizeof sid, "%lld", (long long)a->id);
 	o = json_pack("{s:s,s:O,s:O,s:I,s:b}", "session", sid, "blocks", blocks, "emms", ec.arr, "invoiced",
@@ -452,6 +463,15 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "blocks: an array of at most 8 base64url blocks");
 	if (kh_json_get_b64(body, "hello", a.hello, sizeof a.hello, &a.hello_len, 0) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "hello: the card's hello, base64url");
+	{
+		/* Optional; without it every queued EMM of the card comes back (the card skips those it
+		 * has, as replays). The decoder's word is enough: it can only cost itself EMMs. */
+		int64_t seq = 0;
+		kh_err e = kh__sms_json_int(body, "emm_seq", 0, UINT32_MAX, 0, &seq);
+		if (e != KH_OK && e != KH_ERR_NOTFOUND)
+			return kh_http_reply_error(resp, KH_ERR_INVAL, "emm_seq: the card's last EMM sequence number");
+		a.emm_seq = (uint32_t)seq;
+	}
 	if (json_array_size(arr) && !(a.blocks = calloc(json_array_size(arr), sizeof *a.blocks)))
 		return KH_ERR_NOMEM;
 	json_array_foreach(arr, i, v) {
@@ -470,6 +490,18 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 	}
 	if ((r = kh_sha256((const uint8_t *)fp, strlen(fp), a.hash)) != KH_OK || (r = kh__sms_db(a.c, &s)) != KH_OK)
 		goto out;
+	/* A retry of an upload already answered gets that answer, whatever has changed since (an
+	 * expired certificate, a busy database): it is looked up again inside the transaction too. */
+	{
+		uint8_t *stored = NULL;
+		size_t n = 0;
+		if (kh_store_idem_get(s, a.key, a.hash, &stored, &n) == KH_OK) {
+			a.answer = (char *)stored;
+			a.answer_len = n;
+			a.replayed = 1;
+			goto answer;
+		}
+	}
 	/* The signature checks first, with no write lock held: uploads then queue on the lock only
 	 * for their SQL, not for their cryptography. */
 	if ((r = precheck(s, &a)) != KH_OK) {
@@ -482,6 +514,7 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 			r = kh__sms_fail(resp, r, &a.why);
 		goto out;
 	}
+answer:
 	if (!a.replayed) {
 		kh__sms_count_emms(a.c, a.queued);
 		kh__sms_count_blocks(a.c, (unsigned)a.nblocks);
