@@ -44,6 +44,8 @@
 #include "keyhole/transport.h"
 #include "keyhole/upload.h"
 
+#include "httputil.h"
+
 static pthread_mutex_t jlock = PTHREAD_MUTEX_INITIALIZER;
 static FILE *journal;
 
@@ -80,67 +82,16 @@ static void journal_answer(const char *key, json_t *resp)
 
 /* ---- curl for the small requests of prepare and retry ---- */
 
-struct buf {
-	char *p;
-	size_t n;
-	int replayed;
-};
-
-static size_t on_data(char *p, size_t sz, size_t n, void *u)
-{
-	struct buf *b = u;
-	char *q = realloc(b->p, b->n + sz * n + 1);
-	if (!q)
-		return 0;
-	memcpy(q + b->n, p, sz * n);
-	b->n += sz * n;
-	q[b->n] = 0;
-	b->p = q;
-	return sz * n;
-}
-
-static size_t on_header(char *p, size_t sz, size_t n, void *u)
-{
-	struct buf *b = u;
-	if (sz * n >= 25 && strncasecmp(p, "Idempotent-Replayed: true", 25) == 0)
-		b->replayed = 1;
-	return sz * n;
-}
-
 /* GET or POST (body non-NULL); the status, or 0 when no answer came. */
-static long http(const char *url, const char *body, const char *key, struct buf *out)
+static long http(const char *url, const char *body, const char *key, struct reply *out)
 {
 	CURL *c = curl_easy_init();
-	struct curl_slist *hl = NULL;
-	char hdr[200];
-	long st = 0;
 
-	memset(out, 0, sizeof *out);
 	if (!c)
 		die("curl", "init");
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, out);
-	if (body) {
-		hl = curl_slist_append(hl, "Content-Type: application/json");
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-	}
-	if (key) {
-		snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", key);
-		hl = curl_slist_append(hl, hdr);
-	}
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
-	curl_slist_free_all(hl);
+	(void)http_perform(c, url, NULL, body, key, NULL, 30L, out);
 	curl_easy_cleanup(c);
-	return st;
+	return out->status;
 }
 
 static void open_card(const char *path, struct kh_softmod **sm, struct kh_transport *t)
@@ -207,7 +158,7 @@ static int prepare(const char *center, const char *db, const char *root, const c
 		struct kh_softmod *sm;
 		struct kh_transport t;
 		struct kh_host_cas cas;
-		struct buf b;
+		struct reply b;
 		json_t *j, *e;
 		uint32_t ua;
 		size_t k;
@@ -216,9 +167,9 @@ static int prepare(const char *center, const char *db, const char *root, const c
 		open_card(cards[i], &sm, &t);
 		ua = card_ua(&t);
 		snprintf(path, sizeof path, "%s/v1/cards/%08X/emm", center, ua);
-		if (http(path, NULL, NULL, &b) != 200 || !(j = json_loads(b.p, 0, NULL)))
+		if (http(path, NULL, NULL, &b) != 200 || !(j = json_incref(b.json)))
 			die(path, "no EMM list");
-		free(b.p);
+		reply_free(&b);
 		json_array_foreach(json_object_get(j, "emms"), k, e) {
 			uint8_t sec[KH_EMM_MAX];
 			size_t n = 0;
@@ -389,7 +340,7 @@ static int retry(const char *center, const char *journal_path)
 	free(line);
 	fclose(f);
 	for (size_t i = 0; i < n; i++) {
-		struct buf b;
+		struct reply b;
 		json_t *j;
 		long st;
 
@@ -407,18 +358,17 @@ static int retry(const char *center, const char *journal_path)
 				die(urls[i], "not an upload URL");
 			snprintf(url, sizeof url, "%s%s", center, p);
 			st = http(url, bodies[i], keys[i], &b);
-			j = st == 200 && b.p ? json_loads(b.p, 0, NULL) : NULL;
+			j = st == 200 ? b.json : NULL;
 			if (j) {
 				journal_answer(keys[i], j);
 				jprintf("REPLAYED %s %d\n", keys[i], b.replayed);
 				ok++;
 				replayed += (unsigned)b.replayed;
 			} else {
-				fprintf(stderr, "kh_upload_load: retry %s: HTTP %ld %s\n", keys[i], st, b.p ? b.p : "");
+				fprintf(stderr, "kh_upload_load: retry %s: HTTP %ld %s\n", keys[i], st, b.body ? b.body : "");
 				rc = 1;
 			}
-			json_decref(j);
-			free(b.p);
+			reply_free(&b);
 		}
 		free(keys[i]);
 		free(urls[i]);

@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "httputil.h"
 #include "testutil.h"
 #include "world.h"
 
@@ -42,135 +43,31 @@ struct sms_world {
 	unsigned others;  /* EMMs deliver() met for other cards */
 };
 
-struct reply {
-	long status;
-	char *body;
-	size_t len;
-	json_t *json;
-	int replayed;
-};
-
-static size_t on_data(char *p, size_t sz, size_t n, void *u)
-{
-	struct reply *r = u;
-	char *b = realloc(r->body, r->len + sz * n + 1);
-	assert_non_null(b);
-	memcpy(b + r->len, p, sz * n);
-	r->len += sz * n;
-	b[r->len] = 0;
-	r->body = b;
-	return sz * n;
-}
-
-static size_t on_header(char *p, size_t sz, size_t n, void *u)
-{
-	struct reply *r = u;
-	if (sz * n >= 26 && strncasecmp(p, "Idempotent-Replayed: true", 25) == 0)
-		r->replayed = 1;
-	return sz * n;
-}
-
 /* An Authorization header every request carries, when set (test_operator_token). */
 static const char *g_auth;
 
 /* One request; body NULL for none; idem NULL for no Idempotency-Key. Parses a JSON answer. */
-static void req_on(CURL *c, uint16_t port, const char *method, const char *path, const char *body,
-		   const char *idem, struct reply *out)
-{
-	char url[256], hdr[200];
-	struct curl_slist *hl = NULL;
-
-	memset(out, 0, sizeof *out);
-	snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
-	curl_easy_reset(c);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, out);
-	if (body) {
-		hl = curl_slist_append(hl, "Content-Type: application/json");
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-	}
-	if (idem) {
-		snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", idem);
-		hl = curl_slist_append(hl, hdr);
-	}
-	if (g_auth)
-		hl = curl_slist_append(hl, g_auth);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-	assert_int_equal(curl_easy_perform(c), CURLE_OK);
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-	curl_slist_free_all(hl);
-	if (out->body)
-		out->json = json_loads(out->body, 0, NULL);
-}
-
 static void req(struct sms_world *sw, const char *method, const char *path, const char *body, const char *idem,
 		struct reply *out)
 {
-	req_on(sw->curl, sw->port, method, path, body, idem, out);
-}
-
-static void reply_free(struct reply *r)
-{
-	free(r->body);
-	json_decref(r->json);
-	memset(r, 0, sizeof *r);
+	struct http_conn hc = {sw->curl, sw->port, g_auth};
+	http_req(&hc, method, path, body, idem, out);
 }
 
 /* The request must answer status; returns the parsed body (owned by r). */
 static json_t *expect(struct sms_world *sw, const char *method, const char *path, const char *body, long status,
 		      struct reply *r)
 {
-	req(sw, method, path, body, NULL, r);
-	if (r->status != status)
-		fprintf(stderr, "%s %s -> %ld %s\n", method, path, r->status, r->body ? r->body : "");
-	assert_int_equal(r->status, status);
-	assert_non_null(r->json);
-	return r->json;
+	struct http_conn hc = {sw->curl, sw->port, g_auth};
+	return http_expect(&hc, method, path, body, NULL, status, r);
 }
 
 /* An error answer has exactly {"error": {"code": code, "message": "..."}}. */
 static void expect_error(struct sms_world *sw, const char *method, const char *path, const char *body,
 			 const char *idem, long status, const char *code)
 {
-	struct reply r;
-	json_t *e;
-
-	req(sw, method, path, body, idem, &r);
-	if (r.status != status)
-		fprintf(stderr, "%s %s -> %ld %s\n", method, path, r.status, r.body ? r.body : "");
-	assert_int_equal(r.status, status);
-	assert_non_null(r.json);
-	assert_true(json_is_object(r.json));
-	assert_int_equal(json_object_size(r.json), 1);
-	e = json_object_get(r.json, "error");
-	assert_true(json_is_object(e));
-	assert_int_equal(json_object_size(e), 2);
-	assert_true(json_is_string(json_object_get(e, "message")));
-	assert_true(json_string_length(json_object_get(e, "message")) > 0);
-	assert_string_equal(json_string_value(json_object_get(e, "code")), code);
-	reply_free(&r);
-}
-
-static int64_t jint(const json_t *o, const char *k)
-{
-	json_t *v = json_object_get(o, k);
-	assert_true(json_is_integer(v));
-	return json_integer_value(v);
-}
-
-static const char *jstr(const json_t *o, const char *k)
-{
-	json_t *v = json_object_get(o, k);
-	assert_true(json_is_string(v));
-	return json_string_value(v);
+	struct http_conn hc = {sw->curl, sw->port, g_auth};
+	http_expect_error(&hc, method, path, body, idem, status, code);
 }
 
 static int setup(void **state)
@@ -770,65 +667,37 @@ static void *client_run(void *arg)
 	char path[96], body[64], key[32];
 
 	for (int j = 0; j < NSUBS; j++) {
-		struct reply r = {0};
-		struct curl_slist *hl = curl_slist_append(NULL, "Content-Type: application/json");
+		struct reply r;
 		char url[128];
 
 		snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/subscribers", cl->port);
 		snprintf(body, sizeof body, "{\"name\":\"T%d-%d\"}", cl->idx, j);
-		curl_easy_reset(c);
-		curl_easy_setopt(c, CURLOPT_URL, url);
-		curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-		curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-		curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-		if (curl_easy_perform(c) == CURLE_OK) {
-			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &cl->sub_status[j]);
-			json_t *o = r.body ? json_loads(r.body, 0, NULL) : NULL;
-			json_t *id = o ? json_object_get(o, "id") : NULL;
+		if (http_perform(c, url, NULL, body, NULL, NULL, 0L, &r) == CURLE_OK) {
+			json_t *id = r.json ? json_object_get(r.json, "id") : NULL;
+			cl->sub_status[j] = r.status;
 			cl->sub_id[j] = json_is_integer(id) ? json_integer_value(id) : -1;
-			json_decref(o);
 		}
-		free(r.body);
-		curl_slist_free_all(hl);
+		reply_free(&r);
 	}
 	for (int k = 0; k < 2; k++) {
-		struct reply r = {0};
-		struct curl_slist *hl = NULL;
-		char url[128], hdr[64];
+		struct reply r;
+		char url[128];
 
 		snprintf(path, sizeof path, "/v1/cards/%s/reload", cl->ua);
 		snprintf(url, sizeof url, "http://127.0.0.1:%u%s", cl->port, path);
 		snprintf(key, sizeof key, k == 0 ? "same-key" : "own-%d", cl->idx);
-		snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", key);
-		hl = curl_slist_append(hl, hdr);
-		curl_easy_reset(c);
-		curl_easy_setopt(c, CURLOPT_URL, url);
-		curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-		curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "POST");
-		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-		curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-		if (curl_easy_perform(c) == CURLE_OK) {
-			long st = 0;
-			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
+		if (http_perform(c, url, "POST", NULL, key, NULL, 0L, &r) == CURLE_OK) {
 			if (k == 0) {
-				cl->same_status = st;
+				cl->same_status = r.status;
 				cl->same_body = r.body;
 				r.body = NULL;
 			} else {
-				json_t *o = r.body ? json_loads(r.body, 0, NULL) : NULL;
-				json_t *id = o ? json_object_get(o, "reload_id") : NULL;
-				cl->own_status = st;
+				json_t *id = r.json ? json_object_get(r.json, "reload_id") : NULL;
+				cl->own_status = r.status;
 				cl->own_reload = json_is_integer(id) ? json_integer_value(id) : -1;
-				json_decref(o);
 			}
 		}
-		free(r.body);
-		curl_slist_free_all(hl);
+		reply_free(&r);
 	}
 	curl_easy_cleanup(c);
 	return NULL;

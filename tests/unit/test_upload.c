@@ -25,6 +25,7 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "httputil.h"
 #include "testutil.h"
 #include "world.h"
 
@@ -49,112 +50,27 @@ struct uw {
 	struct mod c3; /* a card of this operator for another subscriber */
 };
 
-struct reply {
-	long status;
-	char *body;
-	size_t len;
-	json_t *json;
-	int replayed;
-};
-
-static size_t on_data(char *p, size_t sz, size_t n, void *u)
-{
-	struct reply *r = u;
-	char *b = realloc(r->body, r->len + sz * n + 1);
-	assert_non_null(b);
-	memcpy(b + r->len, p, sz * n);
-	r->len += sz * n;
-	b[r->len] = 0;
-	r->body = b;
-	return sz * n;
-}
-
-static size_t on_header(char *p, size_t sz, size_t n, void *u)
-{
-	struct reply *r = u;
-	if (sz * n >= 25 && strncasecmp(p, "Idempotent-Replayed: true", 25) == 0)
-		r->replayed = 1;
-	return sz * n;
-}
-
 /* One request; body NULL for none; idem NULL for no Idempotency-Key. Parses a JSON answer. */
 static void req(struct uw *u, const char *method, const char *path, const char *body, const char *idem,
 		struct reply *out)
 {
-	char url[256], hdr[200];
-	struct curl_slist *hl = NULL;
-	CURL *c = u->curl;
-
-	memset(out, 0, sizeof *out);
-	snprintf(url, sizeof url, "http://127.0.0.1:%u%s", u->port, path);
-	curl_easy_reset(c);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, out);
-	if (body) {
-		hl = curl_slist_append(hl, "Content-Type: application/json");
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-	}
-	if (idem) {
-		snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", idem);
-		hl = curl_slist_append(hl, hdr);
-	}
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-	assert_int_equal(curl_easy_perform(c), CURLE_OK);
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-	curl_slist_free_all(hl);
-	if (out->body)
-		out->json = json_loads(out->body, 0, NULL);
-}
-
-static void reply_free(struct reply *r)
-{
-	free(r->body);
-	json_decref(r->json);
-	memset(r, 0, sizeof *r);
+	struct http_conn hc = {u->curl, u->port, NULL};
+	http_req(&hc, method, path, body, idem, out);
 }
 
 static json_t *expect(struct uw *u, const char *method, const char *path, const char *body, const char *idem,
 		      long status, struct reply *r)
 {
-	req(u, method, path, body, idem, r);
-	if (r->status != status)
-		fprintf(stderr, "%s %s -> %ld %s\n", method, path, r->status, r->body ? r->body : "");
-	assert_int_equal(r->status, status);
-	assert_non_null(r->json);
-	return r->json;
+	struct http_conn hc = {u->curl, u->port, NULL};
+	return http_expect(&hc, method, path, body, idem, status, r);
 }
 
 /* An error answer {"error": {"code": code, "message": "..."}}. */
 static void expect_error(struct uw *u, const char *path, const char *body, const char *idem, long status,
 			 const char *code)
 {
-	struct reply r;
-	json_t *e;
-
-	req(u, "POST", path, body, idem, &r);
-	if (r.status != status)
-		fprintf(stderr, "POST %s -> %ld %s\n", path, r.status, r.body ? r.body : "");
-	assert_int_equal(r.status, status);
-	assert_false(r.replayed);
-	e = json_object_get(r.json, "error");
-	assert_true(json_is_object(e));
-	assert_string_equal(json_string_value(json_object_get(e, "code")), code);
-	reply_free(&r);
-}
-
-static int64_t jint(const json_t *o, const char *k)
-{
-	json_t *v = json_object_get(o, k);
-	assert_true(json_is_integer(v));
-	return json_integer_value(v);
+	struct http_conn hc = {u->curl, u->port, NULL};
+	http_expect_error(&hc, "POST", path, body, idem, status, code);
 }
 
 static int setup(void **state)

@@ -1,0 +1,142 @@
+/*
+ * Shared libcurl helpers for the tests that drive a real HTTP server and for kh_upload_load
+ * (see httputil.h). The request core asserts nothing, so the tool can use it; the cmocka
+ * wrappers below it turn a missing or wrong answer into a test failure.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "httputil.h"
+
+#ifndef KH_HTTPUTIL_NO_CMOCKA
+#include "testutil.h"
+#endif
+
+static size_t on_data(char *p, size_t sz, size_t n, void *u)
+{
+	struct reply *r = u;
+	char *b = realloc(r->body, r->len + sz * n + 1);
+	if (!b)
+		return 0; /* libcurl then fails the transfer with CURLE_WRITE_ERROR */
+	memcpy(b + r->len, p, sz * n);
+	r->len += sz * n;
+	b[r->len] = 0;
+	r->body = b;
+	return sz * n;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *u)
+{
+	struct reply *r = u;
+	if (sz * n >= 25 && strncasecmp(p, "Idempotent-Replayed: true", 25) == 0)
+		r->replayed = 1;
+	return sz * n;
+}
+
+CURLcode http_perform(CURL *c, const char *url, const char *method, const char *body, const char *idem,
+		      const char *auth, long timeout, struct reply *out)
+{
+	char hdr[200];
+	struct curl_slist *hl = NULL;
+	CURLcode rc;
+
+	memset(out, 0, sizeof *out);
+	curl_easy_reset(c);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout);
+	if (method)
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, out);
+	if (body) {
+		hl = curl_slist_append(hl, "Content-Type: application/json");
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	}
+	if (idem) {
+		snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", idem);
+		hl = curl_slist_append(hl, hdr);
+	}
+	if (auth)
+		hl = curl_slist_append(hl, auth);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+	rc = curl_easy_perform(c);
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+	curl_slist_free_all(hl);
+	if (out->body)
+		out->json = json_loads(out->body, 0, NULL);
+	return rc;
+}
+
+void reply_free(struct reply *r)
+{
+	free(r->body);
+	json_decref(r->json);
+	memset(r, 0, sizeof *r);
+}
+
+#ifndef KH_HTTPUTIL_NO_CMOCKA
+void http_req(const struct http_conn *hc, const char *method, const char *path, const char *body,
+	      const char *idem, struct reply *out)
+{
+	char url[256];
+
+	snprintf(url, sizeof url, "http://127.0.0.1:%u%s", hc->port, path);
+	assert_int_equal(http_perform(hc->curl, url, method, body, idem, hc->auth, 60L, out), CURLE_OK);
+}
+
+json_t *http_expect(const struct http_conn *hc, const char *method, const char *path, const char *body,
+		    const char *idem, long status, struct reply *r)
+{
+	http_req(hc, method, path, body, idem, r);
+	if (r->status != status)
+		fprintf(stderr, "%s %s -> %ld %s\n", method, path, r->status, r->body ? r->body : "");
+	assert_int_equal(r->status, status);
+	assert_non_null(r->json);
+	return r->json;
+}
+
+void http_expect_error(const struct http_conn *hc, const char *method, const char *path, const char *body,
+		       const char *idem, long status, const char *code)
+{
+	struct reply r;
+	json_t *e;
+
+	http_req(hc, method, path, body, idem, &r);
+	if (r.status != status)
+		fprintf(stderr, "%s %s -> %ld %s\n", method, path, r.status, r.body ? r.body : "");
+	assert_int_equal(r.status, status);
+	assert_false(r.replayed);
+	assert_non_null(r.json);
+	assert_true(json_is_object(r.json));
+	assert_int_equal(json_object_size(r.json), 1);
+	e = json_object_get(r.json, "error");
+	assert_true(json_is_object(e));
+	assert_int_equal(json_object_size(e), 2);
+	assert_true(json_is_string(json_object_get(e, "message")));
+	assert_true(json_string_length(json_object_get(e, "message")) > 0);
+	assert_string_equal(json_string_value(json_object_get(e, "code")), code);
+	reply_free(&r);
+}
+
+int64_t jint(const json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	assert_true(json_is_integer(v));
+	return json_integer_value(v);
+}
+
+const char *jstr(const json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	assert_true(json_is_string(v));
+	return json_string_value(v);
+}
+#endif

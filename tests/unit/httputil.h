@@ -1,0 +1,66 @@
+/*
+ * Shared libcurl helpers for the tests that drive a real HTTP server (test_sms, test_upload) and
+ * for the kh_upload_load tool (tests/tools/upload_load.c): one request with its answer body,
+ * JSON and Idempotent-Replayed flag collected, and, for the cmocka tests, the asserting
+ * wrappers that expect a status or an error answer.
+ *
+ * The cmocka half is left out when KH_HTTPUTIL_NO_CMOCKA is defined (kh_upload_load is built
+ * without cmocka).
+ */
+#ifndef KH_HTTPUTIL_H
+#define KH_HTTPUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+/* What one request got back. body is NUL-terminated and malloc'd (NULL when the answer had no
+ * body); json is body parsed, or NULL; replayed is 1 when the answer carried
+ * "Idempotent-Replayed: true". Released with reply_free. */
+struct reply {
+	long status;
+	char *body;
+	size_t len;
+	json_t *json;
+	int replayed;
+};
+
+/* One request on c (reset first, so a handle may be reused). url is whole; method NULL lets
+ * libcurl choose (GET, or POST with a body); body NULL for none, else sent as
+ * application/json; idem NULL for no Idempotency-Key; auth a whole header line
+ * ("Authorization: Bearer ...") or NULL; timeout in seconds. No proxy, no signals. out is
+ * zeroed first and gets the status (0 when no answer came), the body and its JSON. Returns
+ * libcurl's result; the caller reply_frees out whatever it returns. */
+CURLcode http_perform(CURL *c, const char *url, const char *method, const char *body, const char *idem,
+		      const char *auth, long timeout, struct reply *out);
+/* Frees what r holds and zeroes it. */
+void reply_free(struct reply *r);
+
+#ifndef KH_HTTPUTIL_NO_CMOCKA
+/* A server on 127.0.0.1:port reached through curl; auth an Authorization header line every
+ * request carries, or NULL. */
+struct http_conn {
+	CURL *curl;
+	uint16_t port;
+	const char *auth;
+};
+
+/* One request to path (timeout 60 s) that must get an answer; body NULL for none, idem NULL
+ * for no Idempotency-Key. */
+void http_req(const struct http_conn *hc, const char *method, const char *path, const char *body,
+	      const char *idem, struct reply *out);
+/* The request must answer status with a JSON body; returns it (owned by r). */
+json_t *http_expect(const struct http_conn *hc, const char *method, const char *path, const char *body,
+		    const char *idem, long status, struct reply *r);
+/* The request must answer status with exactly {"error": {"code": code, "message": "..."}}
+ * (a non-empty message), not marked Idempotent-Replayed. */
+void http_expect_error(const struct http_conn *hc, const char *method, const char *path, const char *body,
+		       const char *idem, long status, const char *code);
+/* Member k of o, which must be an integer / a string (owned by o). */
+int64_t jint(const json_t *o, const char *k);
+const char *jstr(const json_t *o, const char *k);
+#endif
+
+#endif
