@@ -199,4 +199,38 @@ KH_WARN_UNUSED kh_err kh_http_reply_error(struct kh_http_resp *resp, kh_err e, c
 KH_WARN_UNUSED kh_err kh_http_resp_header(struct kh_http_resp *resp, const char *name,
 					  const char *value);
 
+/* ---------------------------------------------------------------- client (src/net/http_client.c) */
+
+/*
+ * Whether url is a base URL a client may use: https://, or http:// to 127.0.0.1, localhost or
+ * [::1], or any http:// when insecure_http. KH_ERR_INVAL otherwise (other schemes, user info, no
+ * host, a query or fragment, whitespace).
+ */
+KH_WARN_UNUSED kh_err kh_http_url_check(const char *url, int insecure_http);
+
+struct kh_http_client;
+
+/*
+ * A client over one libcurl handle (not for concurrent use): peer and host always verified,
+ * against cacert (a PEM file of CA certificates, copied) when given, else the system's store;
+ * TLS 1.2 or later; no redirects; http and https only; 10 s to connect, 30 s per request;
+ * answers over answer_max bytes are a transport error. user_agent is kept, not copied: a
+ * string that outlives the client. KH_ERR_NOMEM, KH_ERR_INTERNAL when libcurl cannot be set up.
+ * The caller checks URLs with kh_http_url_check: this does not.
+ */
+KH_WARN_UNUSED kh_err kh_http_client_new(const char *cacert, const char *user_agent, size_t answer_max,
+					 struct kh_http_client **out);
+/* Free; NULL does nothing. */
+void kh_http_client_free(struct kh_http_client *c);
+/*
+ * One request to url: a GET, or a POST of body (NUL-terminated) when body is not NULL; headers a
+ * NULL-terminated list of whole header lines, or NULL. On KH_OK *status is the HTTP status and
+ * *resp the answer parsed as JSON (duplicate keys refused), NULL when it is empty or not JSON;
+ * the caller owns it. KH_ERR_TRANSPORT when no answer came: err (errcap bytes, may be NULL) then
+ * gets libcurl's words, or "answer too large". KH_ERR_NOMEM, KH_ERR_INVAL. err is written only
+ * on KH_ERR_TRANSPORT.
+ */
+KH_WARN_UNUSED kh_err kh_http_client_request(struct kh_http_client *c, const char *url, const char *const *headers,
+					     const char *body, long *status, json_t **resp, char *err, size_t errcap);
+
 #endif

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "keyhole/apdu.h"
@@ -31,43 +30,7 @@
 
 kh_err kh_upload_url_check(const char *url, int insecure_http)
 {
-	const char *a, *end, *host, *hend;
-	size_t hl;
-	int https;
-
-	if (!url)
-		return KH_ERR_INVAL;
-	if (strncasecmp(url, "https://", 8) == 0)
-		https = 1, a = url + 8;
-	else if (strncasecmp(url, "http://", 7) == 0)
-		https = 0, a = url + 7;
-	else
-		return KH_ERR_INVAL;
-	end = a + strcspn(a, "/?#");
-	if (end == a || memchr(a, '@', (size_t)(end - a)))
-		return KH_ERR_INVAL; /* no host, or user info (no credentials in URLs) */
-	if (strpbrk(url, "?#") || strpbrk(url, " \t\r\n"))
-		return KH_ERR_INVAL; /* a base URL: paths are appended to it */
-	host = a;
-	if (*host == '[') {
-		hend = memchr(host, ']', (size_t)(end - host));
-		if (!hend)
-			return KH_ERR_INVAL;
-		host++;
-	} else {
-		hend = memchr(host, ':', (size_t)(end - host));
-		if (!hend)
-			hend = end;
-	}
-	hl = (size_t)(hend - host);
-	if (hl == 0)
-		return KH_ERR_INVAL;
-	if (https || insecure_http)
-		return KH_OK;
-	if ((hl == 9 && strncmp(host, "127.0.0.1", 9) == 0) || (hl == 9 && strncasecmp(host, "localhost", 9) == 0) ||
-	    (hl == 3 && strncmp(host, "::1", 3) == 0))
-		return KH_OK;
-	return KH_ERR_INVAL;
+	return kh_http_url_check(url, insecure_http);
 }
 
 /* base (trailing slashes dropped) + path + optional tail; malloc'd. */

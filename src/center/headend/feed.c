@@ -8,14 +8,14 @@
  *
  * Transport rules are the decoder's (keyhole-decoder(1) connect): peer and host name always
  * verified over https (against a private CA file when given), plain http only to the loopback
- * host unless the caller allows it, no redirects, bounded answers. Nothing secret travels here:
+ * host unless the caller allows it, no redirects, bounded answers — both go through
+ * kh_http_client (src/net/http_client.c), which holds those rules. Nothing secret travels here:
  * the sections are sealed under each card's personal key at the center.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include "keyhole/cas.h"
@@ -25,111 +25,15 @@
 #define PAGE_LIMIT 1000
 #define ANSWER_MAX (4u * 1024 * 1024) /* one page of 1000 EMMs is about 400 KiB */
 
-struct sink {
-	char *p;
-	size_t len;
-	int over;
-};
-
-static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-	struct sink *s = ud;
-	size_t n = size * nmemb;
-	char *q;
-
-	if (n > ANSWER_MAX - s->len) {
-		s->over = 1;
-		return 0;
-	}
-	if (!(q = realloc(s->p, s->len + n + 1)))
-		return 0;
-	memcpy(q + s->len, ptr, n);
-	s->p = q;
-	s->len += n;
-	s->p[s->len] = 0;
-	return n;
-}
-
 kh_err kh_headend_feed_url_check(const char *url, int insecure_http)
 {
-	const char *a, *end, *host, *hend;
-	size_t hl;
-	int https;
-
-	if (!url)
-		return KH_ERR_INVAL;
-	if (strncasecmp(url, "https://", 8) == 0)
-		https = 1, a = url + 8;
-	else if (strncasecmp(url, "http://", 7) == 0)
-		https = 0, a = url + 7;
-	else
-		return KH_ERR_INVAL;
-	end = a + strcspn(a, "/?#");
-	if (end == a || memchr(a, '@', (size_t)(end - a)))
-		return KH_ERR_INVAL; /* no host, or user info (no credentials in URLs) */
-	if (strpbrk(url, "?#") || strpbrk(url, " \t\r\n"))
-		return KH_ERR_INVAL; /* a base URL: the path is appended to it */
-	host = a;
-	if (*host == '[') {
-		if (!(hend = memchr(host, ']', (size_t)(end - host))))
-			return KH_ERR_INVAL;
-		host++;
-	} else if (!(hend = memchr(host, ':', (size_t)(end - host)))) {
-		hend = end;
-	}
-	if ((hl = (size_t)(hend - host)) == 0)
-		return KH_ERR_INVAL;
-	if (https || insecure_http)
-		return KH_OK;
-	if ((hl == 9 && strncmp(host, "127.0.0.1", 9) == 0) || (hl == 9 && strncasecmp(host, "localhost", 9) == 0) ||
-	    (hl == 3 && strncmp(host, "::1", 3) == 0))
-		return KH_OK;
-	return KH_ERR_INVAL;
+	return kh_http_url_check(url, insecure_http);
 }
 
 static void why_set(char *why, size_t cap, const char *msg)
 {
 	if (why && cap)
 		snprintf(why, cap, "%s", msg);
-}
-
-/* One GET; *status and the parsed body (NULL when it is not JSON). */
-static kh_err get_json(CURL *h, const struct kh_headend_feed_cfg *cfg, const char *url, long *status, json_t **body,
-		       char *why, size_t cap)
-{
-	struct sink s = {NULL, 0, 0};
-	char err[CURL_ERROR_SIZE] = "";
-	CURLcode cr;
-
-	*body = NULL;
-	curl_easy_reset(h);
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 30000L);
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-	if (cfg->cacert)
-		curl_easy_setopt(h, CURLOPT_CAINFO, cfg->cacert);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &s);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, err);
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "keyhole-headend/" KH_VERSION);
-	cr = curl_easy_perform(h);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
-	if (cr != CURLE_OK) {
-		why_set(why, cap, err[0] ? err : s.over ? "answer too large" : curl_easy_strerror(cr));
-		free(s.p);
-		return KH_ERR_TRANSPORT;
-	}
-	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
-	if (s.len)
-		*body = json_loadb(s.p, s.len, JSON_REJECT_DUPLICATES, NULL);
-	free(s.p);
-	return KH_OK;
 }
 
 /* Append one page's sections to *buf; *n counts the EMMs, *last the page's last_id. */
@@ -169,7 +73,7 @@ static kh_err take_page(const json_t *page, int64_t since, uint8_t **buf, size_t
 kh_err kh_headend_feed_fetch(const struct kh_headend_feed_cfg *cfg, uint8_t **emm, size_t *emm_len, size_t *count,
 			     int64_t *last_id, char *why, size_t whycap)
 {
-	CURL *h = NULL;
+	struct kh_http_client *h = NULL;
 	uint8_t *buf = NULL;
 	size_t len = 0, n = 0, bl;
 	int64_t since;
@@ -186,12 +90,8 @@ kh_err kh_headend_feed_fetch(const struct kh_headend_feed_cfg *cfg, uint8_t **em
 		why_set(why, whycap, "not an https:// base URL (http:// only to 127.0.0.1, localhost or [::1])");
 		return KH_ERR_INVAL;
 	}
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-		return KH_ERR_INTERNAL;
-	if (!(h = curl_easy_init())) {
-		r = KH_ERR_INTERNAL;
-		goto out;
-	}
+	if ((r = kh_http_client_new(cfg->cacert, "keyhole-headend/" KH_VERSION, ANSWER_MAX, &h)) != KH_OK)
+		return r;
 	bl = strlen(cfg->center);
 	while (bl > 0 && cfg->center[bl - 1] == '/')
 		bl--;
@@ -206,7 +106,8 @@ kh_err kh_headend_feed_fetch(const struct kh_headend_feed_cfg *cfg, uint8_t **em
 			goto out;
 		}
 		json_decref(page);
-		if ((r = get_json(h, cfg, url, &status, &page, why, whycap)) != KH_OK)
+		page = NULL;
+		if ((r = kh_http_client_request(h, url, NULL, NULL, &status, &page, why, whycap)) != KH_OK)
 			goto out;
 		if (status != 200) {
 			const json_t *m = json_object_get(json_object_get(page, "error"), "message");
@@ -246,8 +147,6 @@ out:
 	json_decref(page);
 	free(url);
 	free(buf);
-	if (h)
-		curl_easy_cleanup(h);
-	curl_global_cleanup();
+	kh_http_client_free(h);
 	return r;
 }

@@ -1,0 +1,187 @@
+/*
+ * The one way Keyhole's clients (the decoder's upload, src/host/upload_curl.c; the headend's EMM
+ * feed, src/center/headend/feed.c) talk to a center over libcurl (include/keyhole/http.h,
+ * contracts in docs/internals/http.md "Client"). TLS always verifies the peer's chain and name
+ * (against a private CA file when given) and is 1.2 or later; http and https only, and plain
+ * http only to the loopback host unless the caller allows it (kh_http_url_check); redirects are
+ * not followed — a center that moves is a configuration change, not something to follow
+ * blindly; 10 s to connect, 30 s per request; an answer over the caller's limit is cut off as a
+ * transport failure.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+
+#include "keyhole/http.h"
+
+struct kh_http_client {
+	CURL *h;
+	char *cacert;
+	const char *user_agent;
+	size_t answer_max;
+};
+
+kh_err kh_http_url_check(const char *url, int insecure_http)
+{
+	const char *a, *end, *host, *hend;
+	size_t hl;
+	int https;
+
+	if (!url)
+		return KH_ERR_INVAL;
+	if (strncasecmp(url, "https://", 8) == 0)
+		https = 1, a = url + 8;
+	else if (strncasecmp(url, "http://", 7) == 0)
+		https = 0, a = url + 7;
+	else
+		return KH_ERR_INVAL;
+	end = a + strcspn(a, "/?#");
+	if (end == a || memchr(a, '@', (size_t)(end - a)))
+		return KH_ERR_INVAL; /* no host, or user info (no credentials in URLs) */
+	if (strpbrk(url, "?#") || strpbrk(url, " \t\r\n"))
+		return KH_ERR_INVAL; /* a base URL: paths are appended to it */
+	host = a;
+	if (*host == '[') {
+		if (!(hend = memchr(host, ']', (size_t)(end - host))))
+			return KH_ERR_INVAL;
+		host++;
+	} else if (!(hend = memchr(host, ':', (size_t)(end - host)))) {
+		hend = end;
+	}
+	if ((hl = (size_t)(hend - host)) == 0)
+		return KH_ERR_INVAL;
+	if (https || insecure_http)
+		return KH_OK;
+	if ((hl == 9 && strncmp(host, "127.0.0.1", 9) == 0) || (hl == 9 && strncasecmp(host, "localhost", 9) == 0) ||
+	    (hl == 3 && strncmp(host, "::1", 3) == 0))
+		return KH_OK;
+	return KH_ERR_INVAL;
+}
+
+kh_err kh_http_client_new(const char *cacert, const char *user_agent, size_t answer_max,
+			  struct kh_http_client **out)
+{
+	struct kh_http_client *c;
+
+	if (!out || !user_agent)
+		return KH_ERR_INVAL;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return KH_ERR_INTERNAL;
+	if (!(c = calloc(1, sizeof *c))) {
+		curl_global_cleanup();
+		return KH_ERR_NOMEM;
+	}
+	if (!(c->h = curl_easy_init()) || (cacert && !(c->cacert = strdup(cacert)))) {
+		kh_err r = c->h ? KH_ERR_NOMEM : KH_ERR_INTERNAL;
+		kh_http_client_free(c);
+		return r;
+	}
+	c->user_agent = user_agent;
+	c->answer_max = answer_max;
+	*out = c;
+	return KH_OK;
+}
+
+void kh_http_client_free(struct kh_http_client *c)
+{
+	if (!c)
+		return;
+	if (c->h)
+		curl_easy_cleanup(c->h);
+	free(c->cacert);
+	free(c);
+	curl_global_cleanup();
+}
+
+struct sink {
+	char *p;
+	size_t len;
+	size_t max;
+	int over;
+};
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+	struct sink *s = ud;
+	size_t n = size * nmemb;
+	char *q;
+
+	if (n > s->max - s->len) {
+		s->over = 1;
+		return 0; /* libcurl ends the transfer with CURLE_WRITE_ERROR */
+	}
+	if (!(q = realloc(s->p, s->len + n + 1)))
+		return 0;
+	memcpy(q + s->len, ptr, n);
+	s->p = q;
+	s->len += n;
+	s->p[s->len] = 0;
+	return n;
+}
+
+kh_err kh_http_client_request(struct kh_http_client *c, const char *url, const char *const *headers,
+			      const char *body, long *status, json_t **resp, char *err, size_t errcap)
+{
+	struct curl_slist *hdr = NULL, *t;
+	struct sink s = {NULL, 0, 0, 0};
+	char cerr[CURL_ERROR_SIZE] = "";
+	long code = 0;
+	CURLcode cr;
+	kh_err r = KH_ERR_NOMEM;
+
+	if (!c || !url || !status || !resp)
+		return KH_ERR_INVAL;
+	*resp = NULL;
+	s.max = c->answer_max;
+	for (size_t i = 0; headers && headers[i]; i++) {
+		if (!(t = curl_slist_append(hdr, headers[i])))
+			goto out;
+		hdr = t;
+	}
+	curl_easy_reset(c->h);
+	curl_easy_setopt(c->h, CURLOPT_URL, url);
+	curl_easy_setopt(c->h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c->h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	curl_easy_setopt(c->h, CURLOPT_TIMEOUT_MS, 30000L);
+	curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(c->h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+	if (c->cacert)
+		curl_easy_setopt(c->h, CURLOPT_CAINFO, c->cacert);
+	if (hdr)
+		curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, hdr);
+	if (body) {
+		curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c->h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	}
+	curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c->h, CURLOPT_WRITEDATA, &s);
+	curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, cerr);
+	curl_easy_setopt(c->h, CURLOPT_USERAGENT, c->user_agent);
+	cr = curl_easy_perform(c->h);
+	if (cr != CURLE_OK) {
+		if (err && errcap)
+			snprintf(err, errcap, "%s",
+				 cerr[0] ? cerr : s.over ? "answer too large" : curl_easy_strerror(cr));
+		r = KH_ERR_TRANSPORT;
+		goto out;
+	}
+	curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &code);
+	*status = code;
+	if (s.len)
+		*resp = json_loadb(s.p, s.len, JSON_REJECT_DUPLICATES, NULL);
+	r = KH_OK;
+out:
+	/* the handle outlives this call: it must not keep pointers to what is freed here */
+	curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, NULL);
+	curl_easy_setopt(c->h, CURLOPT_WRITEDATA, NULL);
+	curl_slist_free_all(hdr);
+	free(s.p);
+	return r;
+}
