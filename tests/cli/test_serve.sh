@@ -111,6 +111,14 @@ done
 ST=$(curl -s --noproxy '*' --cacert tls.crt -o "$KH_META/body" -w '%{http_code}' "https://127.0.0.1:$PORT/v1/cards/$UA")
 [ "$ST" = 200 ] || kh_fail "HTTPS GET /v1/cards/$UA: status $ST"
 grep -q "\"ua\":\"$UA\"" "$KH_META/body" || kh_fail "HTTPS answer does not name the card"
+# the decoder's upload session over HTTPS: the server is checked against the given CA, and a
+# server it cannot check is refused before anything is sent
+kh_expect_fail decoder connect --center "https://127.0.0.1:$PORT" --card c1.card --m1 m1
+[ ! -e m1/m1 ] || kh_fail "a refused TLS connection still wrote M1"
+kh_expect_ok decoder connect --center "https://127.0.0.1:$PORT" --card c1.card --m1 m1 --cacert tls.crt
+kh_out_has "block $UA 1: ok"
+kh_out_has "m1 updated: card $UA"
+[ -s m1/m1 ] || kh_fail "decoder connect reported M1 updated but m1/m1 is empty"
 kh_stop "$TPID" TERM
 [ "$KH_RC" -eq 0 ] || kh_fail "HTTPS server: SIGTERM exit status $KH_RC"
 
