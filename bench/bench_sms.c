@@ -479,7 +479,12 @@ static double up_prepare(struct up *u, size_t n)
 		h64 = b64(p->hello, hl);
 		b64s = b64(p->blk, p->blk_len);
 		free(j->body);
-		if (asprintf(&j->body, "{\"hello\":\"%s\",\"blocks\":[\"%s\"]}", h64, b64s) < 0)
+		/* emm_seq: as a decoder whose card is up to date (it applied every EMM it was handed)
+		 * would report it; bodies are made before the timed rounds, so the next sequence
+		 * number is not known here, and a high value stands for "up to date". Without it the
+		 * center answers every queued EMM of the card, up to 32, each time. */
+		if (asprintf(&j->body, "{\"hello\":\"%s\",\"blocks\":[\"%s\"],\"emm_seq\":4294967294}", h64, b64s) <
+		    0)
 			die("out of memory");
 		free(h64);
 		free(b64s);

@@ -323,6 +323,12 @@ KH_WARN_UNUSED kh_err kh_store_purchase_record(struct kh_store *s, uint32_t ua, 
 					       int64_t time, uint32_t block_ua, uint32_t block_seq,
 					       int64_t subscriber_id, int *invoiced);
 
+/*
+ * One address's EMMs with a sequence number above above_seq, in sequence order, at most limit
+ * (0: no limit): what a card that has applied up to above_seq still needs.
+ */
+KH_WARN_UNUSED kh_err kh_store_emm_fetch_addr_seq(struct kh_store *s, uint8_t addr_type, uint32_t addr,
+						  uint32_t above_seq, unsigned limit, kh_store_emm_fn fn, void *arg);
 /* As kh_store_emm_fetch, for one address only (a decoder with a line fetching its card's). */
 KH_WARN_UNUSED kh_err kh_store_emm_fetch_addr(struct kh_store *s, uint8_t addr_type, uint32_t addr,
 					      int64_t since_id, unsigned limit, kh_store_emm_fn fn, void *arg,

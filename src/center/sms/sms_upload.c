@@ -296,9 +296,7 @@ static kh_err collect_emm(void *arg, const struct kh_store_emm *e)
 
 	if (e->seq <= ec->above)
 		return KH_OK;
-	if (ec->n == ANSWER_EMMS_MAX)
-		return KH_ERR_TOO_LARGE; /* enough: the rest goes next time, or by broadcast */
-	ec->n++;
+	ec->n++; /* at most ANSWER_EMMS_MAX: the rest goes next time, or by broadcast */
 	if (!(b = malloc(n)))
 		return KH_ERR_NOMEM;
 	if (kh_b64url_encode(e->section, e->len, b, n) != KH_OK || !(str = json_string(b)) ||
@@ -394,10 +392,8 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 		goto out;
 	}
 	ec.above = a->emm_seq;
-	r = kh_store_emm_fetch_addr(s, KH_EMM_UNIQUE, sua, 0, 0, collect_emm, &ec, NULL);
-	if (r == KH_ERR_TOO_LARGE)
-		r = KH_OK;
-	if (r != KH_OK)
+	if ((r = kh_store_emm_fetch_addr_seq(s, KH_EMM_UNIQUE, sua, a->emm_seq, ANSWER_EMMS_MAX, collect_emm, &ec)) !=
+	    KH_OK)
 		goto out;
 	snprintf(sid, sizeof sid, "%lld", (long long)a->id);
 	o = json_pack("{s:s,s:O,s:O,s:I,s:b}", "session", sid, "blocks", blocks, "emms", ec.arr, "invoiced",
