@@ -113,30 +113,12 @@ static uint32_t card_ua(struct kh_transport *t)
 
 /* ---- prepare ---- */
 
-struct skey {
-	uint8_t key[32];
-	uint8_t id;
-	uint32_t version;
-};
-
-static kh_err take_key(void *arg, const struct kh_store_service_key *k)
-{
-	struct skey *sk = arg;
-	if (k->key_id == 1 && k->version >= sk->version) {
-		memcpy(sk->key, k->key, 32);
-		sk->id = k->key_id;
-		sk->version = k->version;
-	}
-	return KH_OK;
-}
-
 static int prepare(const char *center, const char *db, const char *root, const char *cam_path, unsigned events,
 		   char **cards, int ncards)
 {
 	struct kh_softmod *camsm;
 	struct kh_transport cam;
-	struct kh_store *st;
-	struct skey sk = {0};
+	struct center_skey sk = {0};
 	uint8_t root_pk[32], der[KH_CERT_MAX], *pem = NULL;
 	size_t pemlen = 0, derlen;
 	char path[4096];
@@ -148,11 +130,8 @@ static int prepare(const char *center, const char *db, const char *root, const c
 	    (r = kh_cert_root_pk(der, derlen, root_pk)) != KH_OK)
 		die(path, kh_strerror(r));
 	kh_file_free(pem, pemlen);
-	if ((r = kh_store_open(db, &st)) != KH_OK || (r = kh_store_service_keys_current(st, take_key, &sk)) != KH_OK)
-		die(db, kh_strerror(r));
-	kh_store_close(st);
-	if (!sk.version)
-		die(db, "no service key 1");
+	if ((r = center_service_key(db, &sk)) != KH_OK)
+		die(db, r == KH_ERR_NOTFOUND ? "no service key 1" : kh_strerror(r));
 	open_card(cam_path, &camsm, &cam);
 	for (int i = 0; i < ncards; i++) {
 		struct kh_softmod *sm;

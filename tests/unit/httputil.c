@@ -9,6 +9,34 @@
 #include <strings.h>
 
 #include "httputil.h"
+#include "keyhole/crypto.h"
+#include "keyhole/store.h"
+
+static kh_err take_key(void *arg, const struct kh_store_service_key *k)
+{
+	struct center_skey *sk = arg;
+	if (k->key_id == 1 && k->version >= sk->version) {
+		memcpy(sk->key, k->key, 32);
+		sk->id = k->key_id;
+		sk->version = k->version;
+	}
+	return KH_OK;
+}
+
+int center_service_key(const char *db, struct center_skey *sk)
+{
+	struct kh_store *st;
+	kh_err r;
+
+	memset(sk, 0, sizeof *sk);
+	if ((r = kh_store_open(db, &st)) != KH_OK)
+		return r;
+	r = kh_store_service_keys_current(st, take_key, sk);
+	kh_store_close(st);
+	if (r == KH_OK && sk->version == 0)
+		r = KH_ERR_NOTFOUND;
+	return r;
+}
 
 #ifndef KH_HTTPUTIL_NO_CMOCKA
 #include "testutil.h"

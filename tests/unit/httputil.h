@@ -38,6 +38,15 @@ CURLcode http_perform(CURL *c, const char *url, const char *method, const char *
 /* Frees what r holds and zeroes it. */
 void reply_free(struct reply *r);
 
+/* The center's current service key 1 (newest version), read from its store file, so a test can
+ * seal ECMs the cards it provisioned will open. KH_ERR_NOTFOUND when the store has none. */
+struct center_skey {
+	uint8_t key[32];
+	uint8_t id;
+	uint32_t version;
+};
+int center_service_key(const char *db, struct center_skey *sk); /* a kh_err */
+
 #ifndef KH_HTTPUTIL_NO_CMOCKA
 /* A server on 127.0.0.1:port reached through curl; auth an Authorization header line every
  * request carries, or NULL. */

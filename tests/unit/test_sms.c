@@ -765,25 +765,8 @@ static void test_concurrent(void **state)
 
 /* ---- seed 001 end to end: a replaced card's pay-per-view recovered through the new card ---- */
 
-struct skey {
-	uint8_t key[32];
-	uint8_t id;
-	uint32_t version;
-};
-
-static kh_err take_key(void *arg, const struct kh_store_service_key *k)
-{
-	struct skey *sk = arg;
-	if (k->key_id == 1 && k->version >= sk->version) {
-		memcpy(sk->key, k->key, 32);
-		sk->id = k->key_id;
-		sk->version = k->version;
-	}
-	return KH_OK;
-}
-
 /* Buy events first..first+n-1 (price 30) on the card in the slot, through decoder -> CAM -> card. */
-static void buy(struct sms_world *sw, struct mod *card, const struct skey *sk, uint32_t first, unsigned n)
+static void buy(struct sms_world *sw, struct mod *card, const struct center_skey *sk, uint32_t first, unsigned n)
 {
 	struct kh_host_cas cas;
 	struct kh_ppv_offer o;
@@ -862,8 +845,7 @@ static void test_seed_recovery(void **state)
 {
 	struct sms_world *sw = *state;
 	struct world *w = sw->w;
-	struct kh_store *db;
-	struct skey sk = {0};
+	struct center_skey sk = {0};
 	struct kh_m1_info mi;
 	struct kh_upload_result res;
 	uint8_t m1key[KH_M1_KEY_LEN];
@@ -889,9 +871,7 @@ static void test_seed_recovery(void **state)
 	assert_int_equal(status_of(&w->c1).credit, 100);
 
 	/* card 1 buys two films offline, with the initial credit; the decoder keeps its block in M1 */
-	assert_int_equal(kh_store_open(sw->db, &db), KH_OK);
-	assert_int_equal(kh_store_service_keys_current(db, take_key, &sk), KH_OK);
-	kh_store_close(db);
+	assert_int_equal(center_service_key(sw->db, &sk), KH_OK);
 	assert_true(sk.version > 0);
 	buy(sw, &w->c1, &sk, 55, 2);
 	assert_int_equal(status_of(&w->c1).credit, 40);

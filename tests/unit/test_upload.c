@@ -253,28 +253,10 @@ static void assign(struct uw *u, struct mod *m, int64_t sub)
 	reply_free(&r);
 }
 
-struct skey {
-	uint8_t key[32];
-	uint8_t id;
-	uint32_t version;
-};
-
-static kh_err take_key(void *arg, const struct kh_store_service_key *k)
-{
-	struct skey *sk = arg;
-	if (k->key_id == 1 && k->version >= sk->version) {
-		memcpy(sk->key, k->key, 32);
-		sk->id = k->key_id;
-		sk->version = k->version;
-	}
-	return KH_OK;
-}
-
 /* Buy event ev (price 30) on the card, through decoder -> CAM -> card, with the center's key. */
 static void buy(struct uw *u, struct mod *card, uint32_t ev)
 {
-	struct kh_store *db;
-	struct skey sk = {0};
+	struct center_skey sk = {0};
 	struct kh_host_cas cas;
 	struct kh_ppv_offer o;
 	struct kh_ecm e = {0};
@@ -282,9 +264,7 @@ static void buy(struct uw *u, struct mod *card, uint32_t ev)
 	uint64_t now = (uint64_t)time(NULL);
 	size_t len;
 
-	assert_int_equal(kh_store_open(u->db, &db), KH_OK);
-	assert_int_equal(kh_store_service_keys_current(db, take_key, &sk), KH_OK);
-	kh_store_close(db);
+	assert_int_equal(center_service_key(u->db, &sk), KH_OK);
 	assert_true(sk.version > 0);
 	kh_host_cas_init(&cas, u->w->root_pk, &u->w->cam.t, &card->t, (const uint8_t *)"decoder", 7);
 	assert_int_equal(kh_host_cas_connect(&cas, now), KH_OK);
