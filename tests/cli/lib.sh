@@ -282,3 +282,25 @@ kh_stop()
 	done
 	KH_PIDS=$kh_np
 }
+
+# kh_api METHOD PATH [BODY]: one request to the management center at 127.0.0.1:$PORT (curl);
+# the status in $ST, the body in $KH_META/body.
+kh_api()
+{
+	if [ -n "$3" ]; then
+		ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X "$1" \
+			-H 'Content-Type: application/json' --data "$3" "http://127.0.0.1:$PORT$2")
+	else
+		ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X "$1" "http://127.0.0.1:$PORT$2")
+	fi
+}
+
+# kh_expect_api METHOD PATH BODY STATUS [REGEX]: kh_api, then the status, and the body matching.
+kh_expect_api()
+{
+	kh_api "$1" "$2" "$3"
+	[ "$ST" = "$4" ] || kh_fail "$1 $2: status $ST, expected $4: $(cat "$KH_META/body")"
+	if [ -n "$5" ]; then
+		grep -Eq -- "$5" "$KH_META/body" || kh_fail "$1 $2: body does not match /$5/: $(cat "$KH_META/body")"
+	fi
+}

@@ -30,21 +30,6 @@ status_of()
 	sed -n "s/^$2 //p" "$KH_OUT" | head -n 1
 }
 
-api()
-{
-	if [ -n "$3" ]; then
-		ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X "$1" \
-			-H 'Content-Type: application/json' --data "$3" "http://127.0.0.1:$PORT$2")
-	else
-		ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X "$1" "http://127.0.0.1:$PORT$2")
-	fi
-}
-
-expect_api()
-{
-	api "$1" "$2" "$3"
-	[ "$ST" = "$4" ] || kh_fail "$1 $2: status $ST, expected $4: $(cat "$KH_META/body")"
-}
 
 # certificate of a card, DER in unpadded base64url, as POST /v1/cards takes it
 cert_of()
@@ -81,14 +66,14 @@ done
 C=http://127.0.0.1:$PORT
 T=$(date +%s)
 
-expect_api PUT /v1/credit-policy '{"initial_credit":100,"reload_amount":50}' 200
-expect_api POST /v1/subscribers '{"name":"Alice"}' 201
-expect_api POST /v1/cards "{\"certificate\":\"$(cert_of "$UA1")\"}" 201
-expect_api POST /v1/cards "{\"certificate\":\"$(cert_of "$UA2")\"}" 201
-expect_api POST /v1/products '{"id":7,"name":"Sports"}' 201
-expect_api POST /v1/channels '{"id":1,"name":"Sports 1","product_id":7}' 201
-expect_api POST "/v1/cards/$UA1/assign" '{"subscriber_id":1}' 200
-expect_api POST /v1/subscribers/1/subscriptions "{\"product_id\":7,\"start\":$((T - 100)),\"end\":$((T + 86400))}" 201
+kh_expect_api PUT /v1/credit-policy '{"initial_credit":100,"reload_amount":50}' 200
+kh_expect_api POST /v1/subscribers '{"name":"Alice"}' 201
+kh_expect_api POST /v1/cards "{\"certificate\":\"$(cert_of "$UA1")\"}" 201
+kh_expect_api POST /v1/cards "{\"certificate\":\"$(cert_of "$UA2")\"}" 201
+kh_expect_api POST /v1/products '{"id":7,"name":"Sports"}' 201
+kh_expect_api POST /v1/channels '{"id":1,"name":"Sports 1","product_id":7}' 201
+kh_expect_api POST "/v1/cards/$UA1/assign" '{"subscriber_id":1}' 200
+kh_expect_api POST /v1/subscribers/1/subscriptions "{\"product_id\":7,\"start\":$((T - 100)),\"end\":$((T + 86400))}" 201
 
 # ---- the headend: the center's service keys, its EMM queue carried in the stream ----
 kh_expect_ok headend keys init --authority auth --out headend.keys
@@ -112,7 +97,7 @@ kh_expect_ok decoder play --root auth --cam cam.card --card c2.card --in s.ts --
 [ "$(status_of c2.card credit)" = 0 ] || kh_fail "an unassigned card got credit"
 
 # ---- --center-since: only what came after; with --emm, the file's EMMs first ----
-expect_api POST "/v1/cards/$UA1/reload" '' 400 # no Idempotency-Key
+kh_expect_api POST "/v1/cards/$UA1/reload" '' 400 # no Idempotency-Key
 ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X POST -H 'Idempotency-Key: r1' "$C/v1/cards/$UA1/reload")
 [ "$ST" = 200 ] || [ "$ST" = 201 ] || kh_fail "reload: status $ST: $(cat "$KH_META/body")"
 kh_expect_ok headend emm --keys headend.keys --card "$UA2" --service-keys --entitle "7:$((T - 100)):$((T + 86400))" \

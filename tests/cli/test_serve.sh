@@ -43,40 +43,20 @@ start()
 	[ "$PORT" -gt 0 ] || kh_fail "serve reported port $PORT"
 }
 
-# api METHOD PATH [BODY]: status in $ST, body in $KH_META/body
-api()
-{
-	if [ -n "$3" ]; then
-		ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X "$1" \
-			-H 'Content-Type: application/json' --data "$3" "http://127.0.0.1:$PORT$2")
-	else
-		ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X "$1" "http://127.0.0.1:$PORT$2")
-	fi
-}
-
-expect_api()
-{
-	api "$1" "$2" "$3"
-	[ "$ST" = "$4" ] || kh_fail "$1 $2: status $ST, expected $4: $(cat "$KH_META/body")"
-	if [ -n "$5" ]; then
-		grep -Eq -- "$5" "$KH_META/body" || kh_fail "$1 $2: body does not match /$5/: $(cat "$KH_META/body")"
-	fi
-}
-
 start PID
 grep -Eq 'event=serve\.start listen=127\.0\.0\.1:[0-9]+ ' "$KH_META/daemon.err" ||
 	kh_fail "no serve.start log line naming the bound address"
 kh_expect_mode center.db 600
 
-expect_api POST /v1/subscribers '{"name":"Alice"}' 201 '^\{"id":1,'
-expect_api POST /v1/cards "{\"certificate\":\"$B64\"}" 201 "\"ua\":\"$UA\""
-expect_api POST /v1/cards "{\"certificate\":\"$B64\"}" 409 '^\{"error":\{"code":"exists","message":"[^"]+"\}\}$'
-expect_api POST "/v1/cards/$UA/assign" '{"subscriber_id":1}' 200 '"state":"active"'
-expect_api GET /v1/emm "" 200 "\"address\":\"$UA\",\"seq\":1,"
-expect_api GET "/v1/subscribers/1" "" 200 "\"cards\":\\[\\{\"ua\":\"$UA\""
-expect_api GET /v1/subscribers/2 "" 404 '^\{"error":\{"code":"not_found","message":"subscriber not found"\}\}$'
-expect_api POST /v1/subscribers '{"name":' 400 '"code":"malformed"'
-expect_api GET /metrics "" 200 '^keyhole_emms_queued_total 1$'
+kh_expect_api POST /v1/subscribers '{"name":"Alice"}' 201 '^\{"id":1,'
+kh_expect_api POST /v1/cards "{\"certificate\":\"$B64\"}" 201 "\"ua\":\"$UA\""
+kh_expect_api POST /v1/cards "{\"certificate\":\"$B64\"}" 409 '^\{"error":\{"code":"exists","message":"[^"]+"\}\}$'
+kh_expect_api POST "/v1/cards/$UA/assign" '{"subscriber_id":1}' 200 '"state":"active"'
+kh_expect_api GET /v1/emm "" 200 "\"address\":\"$UA\",\"seq\":1,"
+kh_expect_api GET "/v1/subscribers/1" "" 200 "\"cards\":\\[\\{\"ua\":\"$UA\""
+kh_expect_api GET /v1/subscribers/2 "" 404 '^\{"error":\{"code":"not_found","message":"subscriber not found"\}\}$'
+kh_expect_api POST /v1/subscribers '{"name":' 400 '"code":"malformed"'
+kh_expect_api GET /metrics "" 200 '^keyhole_emms_queued_total 1$'
 grep -q '^keyhole_http_requests_total{method="POST",code="201"} 2$' "$KH_META/body" ||
 	kh_fail "/metrics does not count the two 201 answers"
 
@@ -86,8 +66,8 @@ grep -q 'event=serve.stop signal=TERM' "$KH_META/daemon.err" || kh_fail "no serv
 
 # state survives a restart; SIGINT stops as well
 start PID
-expect_api GET "/v1/cards/$UA" "" 200 '"subscriber_id":1'
-expect_api GET /v1/emm?since=1 "" 200 '^\{"emms":\[\],"last_id":1\}$'
+kh_expect_api GET "/v1/cards/$UA" "" 200 '"subscriber_id":1'
+kh_expect_api GET /v1/emm?since=1 "" 200 '^\{"emms":\[\],"last_id":1\}$'
 kh_stop "$PID" INT
 [ "$KH_RC" -eq 0 ] || kh_fail "SIGINT: exit status $KH_RC, expected 0"
 
@@ -137,13 +117,13 @@ kh_expect_usage serve --db center.db --authority auth extra
 # an operator token: the operator API wants it, the EMM queue stays open
 (umask 077 && printf 'an-operator-token-of-32-characters\n' >op.token)
 start PID --token-file op.token
-api GET /v1/credit-policy
+kh_api GET /v1/credit-policy
 [ "$ST" = 401 ] || kh_fail "without the token the operator API answered $ST"
 grep -q '"unauthorised"' "$KH_META/body" || kh_fail "a 401 without the error code unauthorised"
 ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -H 'Authorization: Bearer an-operator-token-of-32-characters' \
 	"http://127.0.0.1:$PORT/v1/credit-policy")
 [ "$ST" = 200 ] || kh_fail "with the token the operator API answered $ST"
-api GET /v1/emm
+kh_api GET /v1/emm
 [ "$ST" = 200 ] || kh_fail "the EMM queue wants a token ($ST)"
 kh_stop "$PID" TERM
 chmod 644 op.token

@@ -45,18 +45,6 @@ start()
 	URL=http://127.0.0.1:$PORT
 }
 
-# expect_api METHOD PATH BODY STATUS: body of the answer in $KH_META/body
-expect_api()
-{
-	if [ -n "$3" ]; then
-		ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X "$1" \
-			-H 'Content-Type: application/json' --data "$3" "$URL$2")
-	else
-		ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X "$1" "$URL$2")
-	fi
-	[ "$ST" = "$4" ] || kh_fail "$1 $2: status $ST, expected $4: $(cat "$KH_META/body")"
-}
-
 # sql QUERY: run it on the center's database (the rows on stdout)
 sql()
 {
@@ -114,16 +102,16 @@ while [ "$i" -le "$NCARDS" ]; do
 done
 
 start PID
-expect_api PUT /v1/credit-policy '{"initial_credit":100,"reload_amount":0}' 200
+kh_expect_api PUT /v1/credit-policy '{"initial_credit":100,"reload_amount":0}' 200
 i=1
 for c in $CARDS; do
 	ua=$(kh_ua "$c")
 	b64=$(openssl x509 -in "auth/issued/card-$ua-sign.crt" -outform DER | basenc --base64url | tr -d '=\n')
 	[ -n "$b64" ] || kh_fail "could not encode the certificate of card $ua"
-	expect_api POST /v1/subscribers "{\"name\":\"S$i\"}" 201
+	kh_expect_api POST /v1/subscribers "{\"name\":\"S$i\"}" 201
 	grep -q "^{\"id\":$i," "$KH_META/body" || kh_fail "subscriber $i: $(cat "$KH_META/body")"
-	expect_api POST /v1/cards "{\"certificate\":\"$b64\"}" 201
-	expect_api POST "/v1/cards/$ua/assign" "{\"subscriber_id\":$i}" 200
+	kh_expect_api POST /v1/cards "{\"certificate\":\"$b64\"}" 201
+	kh_expect_api POST "/v1/cards/$ua/assign" "{\"subscriber_id\":$i}" 200
 	i=$((i + 1))
 done
 # shellcheck disable=SC2086 # the card list is split on purpose
@@ -179,7 +167,7 @@ check_stored "after the retries"
 	kh_fail "$(sql 'SELECT count(*) FROM invoices') invoices for $((NCARDS * EVENTS)) purchases"
 i=1
 while [ "$i" -le "$NCARDS" ]; do
-	expect_api GET "/v1/subscribers/$i/invoices" "" 200
+	kh_expect_api GET "/v1/subscribers/$i/invoices" "" 200
 	n=$(grep -o '"price":10' "$KH_META/body" | wc -l)
 	[ "$n" -eq "$EVENTS" ] || kh_fail "subscriber $i: $n invoices in the API, expected $EVENTS: $(cat "$KH_META/body")"
 	i=$((i + 1))
