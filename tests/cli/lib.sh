@@ -304,3 +304,28 @@ kh_expect_api()
 		grep -Eq -- "$5" "$KH_META/body" || kh_fail "$1 $2: body does not match /$5/: $(cat "$KH_META/body")"
 	fi
 }
+
+# kh_start_serve PIDVAR [OPTIONS]: `keyhole serve --db center.db --authority auth` on a free
+# loopback port, with OPTIONS; sets PORT once the server printed its 'listening=' line.
+kh_start_serve()
+{
+	kh_sv=$1
+	shift
+	: >"$KH_META/daemon.out"
+	kh_start_daemon "$kh_sv" serve --db center.db --authority auth --listen 127.0.0.1:0 "$@"
+	eval "kh_pid=\$$kh_sv"
+	kh_i=0
+	PORT=
+	while [ -z "$PORT" ]; do
+		PORT=$(sed -n 's/^listening=127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$KH_META/daemon.out")
+		[ -n "$PORT" ] && break
+		kill -0 "$kh_pid" 2>/dev/null || {
+			sed 's/^/  daemon| /' "$KH_META/daemon.err" >&2
+			kh_fail "serve exited before it was ready"
+		}
+		[ "$kh_i" -lt 100 ] || kh_fail "serve printed no 'listening=' line within 10 s"
+		sleep 0.1
+		kh_i=$((kh_i + 1))
+	done
+	[ "$PORT" -gt 0 ] || kh_fail "serve reported port $PORT"
+}

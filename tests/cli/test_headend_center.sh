@@ -51,18 +51,7 @@ UA1=$(kh_ua c1.card)
 UA2=$(kh_ua c2.card)
 
 # ---- the center ----
-: >"$KH_META/daemon.out"
-kh_start_daemon PID serve --db center.db --authority auth --listen 127.0.0.1:0
-i=0
-PORT=
-while [ -z "$PORT" ]; do
-	PORT=$(sed -n 's/^listening=127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$KH_META/daemon.out")
-	[ -n "$PORT" ] && break
-	kill -0 "$PID" 2>/dev/null || kh_fail "serve exited before it was ready: $(cat "$KH_META/daemon.err")"
-	[ "$i" -lt 100 ] || kh_fail "serve printed no 'listening=' line within 10 s"
-	sleep 0.1
-	i=$((i + 1))
-done
+kh_start_serve PID
 C=http://127.0.0.1:$PORT
 T=$(date +%s)
 

@@ -19,31 +19,8 @@ CERT=auth/issued/card-$UA-sign.crt
 B64=$(openssl x509 -in "$CERT" -outform DER | basenc --base64url | tr -d '=\n')
 [ -n "$B64" ] || kh_fail "could not encode $CERT"
 
-# start PIDVAR: serve on a free port; sets PORT once the server printed its ready line
-start()
-{
-	kh_sv=$1
-	shift
-	: >"$KH_META/daemon.out"
-	kh_start_daemon "$kh_sv" serve --db center.db --authority auth --listen 127.0.0.1:0 "$@"
-	eval "kh_pid=\$$kh_sv"
-	i=0
-	PORT=
-	while [ -z "$PORT" ]; do
-		PORT=$(sed -n 's/^listening=127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$KH_META/daemon.out")
-		[ -n "$PORT" ] && break
-		kill -0 "$kh_pid" 2>/dev/null || {
-			sed 's/^/  daemon| /' "$KH_META/daemon.err" >&2
-			kh_fail "serve exited before it was ready"
-		}
-		[ "$i" -lt 100 ] || kh_fail "serve printed no 'listening=' line within 10 s"
-		sleep 0.1
-		i=$((i + 1))
-	done
-	[ "$PORT" -gt 0 ] || kh_fail "serve reported port $PORT"
-}
 
-start PID
+kh_start_serve PID
 grep -Eq 'event=serve\.start listen=127\.0\.0\.1:[0-9]+ ' "$KH_META/daemon.err" ||
 	kh_fail "no serve.start log line naming the bound address"
 kh_expect_mode center.db 600
@@ -65,7 +42,7 @@ kh_stop "$PID" TERM
 grep -q 'event=serve.stop signal=TERM' "$KH_META/daemon.err" || kh_fail "no serve.stop log line"
 
 # state survives a restart; SIGINT stops as well
-start PID
+kh_start_serve PID
 kh_expect_api GET "/v1/cards/$UA" "" 200 '"subscriber_id":1'
 kh_expect_api GET /v1/emm?since=1 "" 200 '^\{"emms":\[\],"last_id":1\}$'
 kh_stop "$PID" INT
@@ -76,18 +53,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls
 	-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -days 1 2>/dev/null ||
 	kh_fail "openssl could not make a TLS certificate"
 chmod 600 tls.key
-: >"$KH_META/daemon.out"
-kh_start_daemon TPID serve --db center.db --authority auth --listen 127.0.0.1:0 --cert tls.crt --key tls.key
-i=0
-PORT=
-while [ -z "$PORT" ]; do
-	PORT=$(sed -n 's/^listening=127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$KH_META/daemon.out")
-	[ -n "$PORT" ] && break
-	kill -0 "$TPID" 2>/dev/null || kh_fail "serve --cert exited before it was ready: $(cat "$KH_META/daemon.err")"
-	[ "$i" -lt 100 ] || kh_fail "serve --cert printed no 'listening=' line within 10 s"
-	sleep 0.1
-	i=$((i + 1))
-done
+kh_start_serve TPID --cert tls.crt --key tls.key
 ST=$(curl -s --noproxy '*' --cacert tls.crt -o "$KH_META/body" -w '%{http_code}' "https://127.0.0.1:$PORT/v1/cards/$UA")
 [ "$ST" = 200 ] || kh_fail "HTTPS GET /v1/cards/$UA: status $ST"
 grep -q "\"ua\":\"$UA\"" "$KH_META/body" || kh_fail "HTTPS answer does not name the card"
@@ -116,7 +82,7 @@ kh_expect_usage serve --db center.db --authority auth extra
 
 # an operator token: the operator API wants it, the EMM queue stays open
 (umask 077 && printf 'an-operator-token-of-32-characters\n' >op.token)
-start PID --token-file op.token
+kh_start_serve PID --token-file op.token
 kh_api GET /v1/credit-policy
 [ "$ST" = 401 ] || kh_fail "without the token the operator API answered $ST"
 grep -q '"unauthorised"' "$KH_META/body" || kh_fail "a 401 without the error code unauthorised"
