@@ -39,6 +39,8 @@ int center_service_key(const char *db, struct center_skey *sk)
 }
 
 #ifndef KH_HTTPUTIL_NO_CMOCKA
+#include "keyhole/http.h"
+#include "keyhole/sms.h"
 #include "testutil.h"
 #endif
 
@@ -166,5 +168,33 @@ const char *jstr(const json_t *o, const char *k)
 	json_t *v = json_object_get(o, k);
 	assert_true(json_is_string(v));
 	return json_string_value(v);
+}
+
+void center_start(const char *db, const char *authdir, const char *token, struct kh_sms **sms,
+		  struct kh_http **h, uint16_t *port)
+{
+	struct kh_sms_config cfg = {0};
+	struct kh_http_config hc = {0};
+
+	cfg.db = db;
+	cfg.authority_dir = authdir;
+	if (token) {
+		cfg.operator_token = (const uint8_t *)token;
+		cfg.token_len = strlen(token);
+	}
+	assert_int_equal(kh_sms_new(&cfg, sms, NULL), KH_OK);
+	hc.port = 0;
+	hc.threads = 2;
+	assert_int_equal(kh_http_new(&hc, h), KH_OK);
+	assert_int_equal(kh_sms_add_routes(*sms, *h), KH_OK);
+	assert_int_equal(kh_http_start(*h), KH_OK);
+	*port = kh_http_port(*h);
+	assert_true(*port != 0);
+}
+
+void center_stop(struct kh_sms *sms, struct kh_http *h)
+{
+	kh_http_free(h);
+	kh_sms_free(sms);
 }
 #endif

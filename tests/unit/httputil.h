@@ -70,6 +70,14 @@ void http_expect_error(const struct http_conn *hc, const char *method, const cha
 /* Member k of o, which must be an integer / a string (owned by o). */
 int64_t jint(const json_t *o, const char *k);
 const char *jstr(const json_t *o, const char *k);
+/* A management center for a test: kh_sms on db with the authority in authdir (token NULL: an
+ * open operator API), served on 127.0.0.1 by two HTTP threads; *port is the port bound. */
+struct kh_sms;
+struct kh_http;
+void center_start(const char *db, const char *authdir, const char *token, struct kh_sms **sms,
+		  struct kh_http **h, uint16_t *port);
+/* Stop the server, then free the center. */
+void center_stop(struct kh_sms *sms, struct kh_http *h);
 #endif
 
 #endif

@@ -76,23 +76,12 @@ static void expect_error(struct uw *u, const char *path, const char *body, const
 static int setup(void **state)
 {
 	struct uw *u = calloc(1, sizeof *u);
-	struct kh_sms_config cfg = {0};
-	struct kh_http_config hc = {0};
 
 	assert_non_null(u);
 	world_setup((void **)&u->w);
 	make_mod(u->w->auth, KH_ROLE_CARD, &u->c3);
 	u->db = path_in(u->w->dir, "center.db");
-	cfg.db = u->db;
-	cfg.authority_dir = u->w->auth_dir;
-	assert_int_equal(kh_sms_new(&cfg, &u->sms, NULL), KH_OK);
-	hc.port = 0;
-	hc.threads = 2;
-	assert_int_equal(kh_http_new(&hc, &u->h), KH_OK);
-	assert_int_equal(kh_sms_add_routes(u->sms, u->h), KH_OK);
-	assert_int_equal(kh_http_start(u->h), KH_OK);
-	u->port = kh_http_port(u->h);
-	assert_true(u->port != 0);
+	center_start(u->db, u->w->auth_dir, NULL, &u->sms, &u->h, &u->port);
 	assert_non_null(u->curl = curl_easy_init());
 	*state = u;
 	return 0;
@@ -104,8 +93,7 @@ static int teardown(void **state)
 	void *w = u->w;
 
 	curl_easy_cleanup(u->curl);
-	kh_http_free(u->h);
-	kh_sms_free(u->sms);
+	center_stop(u->sms, u->h);
 	kh_softmod_free(u->c3.sm);
 	free(u->db);
 	world_teardown(&w);
