@@ -49,6 +49,11 @@ KH_WARN_UNUSED kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms 
  * threads (kh_http_stop or kh_http_free before kh_sms_free).
  */
 KH_WARN_UNUSED kh_err kh_sms_add_routes(struct kh_sms *s, struct kh_http *h);
+/*
+ * The upload path's group commit so far: transactions committed and upload-session requests
+ * they carried (jobs / batches = how many requests shared each fsync). Any thread.
+ */
+void kh_sms_writer_stats(struct kh_sms *s, uint64_t *batches, uint64_t *jobs);
 /* Close every store connection, wipe the keys, free. Only once the HTTP server has stopped. NULL ok. */
 void kh_sms_free(struct kh_sms *s);
 

@@ -83,6 +83,36 @@ typedef kh_err (*kh_store_tx_fn)(struct kh_store *s, void *arg);
  */
 KH_WARN_UNUSED kh_err kh_store_run_tx(struct kh_store *s, kh_store_tx_fn fn, void *arg);
 
+/* ---- group commit ---- */
+
+/*
+ * A group committer: one connection of its own that runs the transaction functions handed to it
+ * by many threads, as many as are waiting at once in ONE write transaction, each inside its own
+ * savepoint, then commits once. So concurrent writers share one fsync instead of queueing for
+ * one each; what each caller is told still holds only once it is durable.
+ *
+ * kh_store_group_run returns fn's result once the transaction holding it has committed: KH_OK
+ * means fn's changes are durable; another code from fn means its savepoint was rolled back (and
+ * nothing of it is kept) while the others in the batch go on. If the batch's commit fails (or a
+ * savepoint cannot be undone), every job of the batch gets that error and none of them is kept.
+ * A busy database re-runs the whole batch, so fn must, as for kh_store_run_tx, reset its outputs
+ * when it starts. fn runs on whichever caller's thread leads the batch (no thread-local state),
+ * and it must not call the group again.
+ *
+ * There is no dedicated thread: the first caller to find no batch running leads the next one
+ * (everything queued, up to max_batch jobs) and the others wait; when a batch ends, a waiting
+ * caller whose job is not done leads the next. Safe to call from any number of threads.
+ */
+struct kh_store_group;
+/* Open url for the group (options as kh_store_open_opts); max_batch 0 means 64. */
+KH_WARN_UNUSED kh_err kh_store_group_new(const char *url, const struct kh_store_opts *opts, unsigned max_batch,
+					 struct kh_store_group **out);
+/* Close the group's connection. No call may be in progress. NULL does nothing. */
+void kh_store_group_free(struct kh_store_group *g);
+KH_WARN_UNUSED kh_err kh_store_group_run(struct kh_store_group *g, kh_store_tx_fn fn, void *arg);
+/* Counters since creation: committed batches, jobs run, and jobs waiting right now. */
+void kh_store_group_stats(struct kh_store_group *g, uint64_t *batches, uint64_t *jobs, unsigned *waiting);
+
 /* ---- EMM sequence numbers and queue (PROTOCOLS.md "Pay-TV: ECM and EMM") ---- */
 
 /*

@@ -33,7 +33,7 @@ static const char serve_help[] =
 	"                         port 0 picks a free one)\n"
 	"      --cert FILE        PEM certificate chain: serve HTTPS (TLS 1.3) ...\n"
 	"      --key FILE         ... with this PEM private key (private to its owner)\n"
-	"  -t, --threads N        HTTP threads, 1 to 64 (default 2)\n"
+	"  -t, --threads N        HTTP threads, 1 to 64 (default 8)\n"
 	"  -T, --token-file FILE  the operator's bearer token (a key file, private to its owner, 16 or\n"
 	"                         more bytes; a final newline is ignored): the operator endpoints then\n"
 	"                         want 'Authorization: Bearer TOKEN'. Without it they answer anyone who\n"
@@ -99,7 +99,7 @@ int kh_cmd_serve(int argc, char **argv)
 	struct kh_http *h = NULL;
 	char host[64];
 	uint16_t port = 0;
-	unsigned long threads = 2;
+	unsigned long threads = 8;
 	sigset_t set;
 	char *end;
 	int c, sig = 0, rc;

@@ -291,6 +291,26 @@ kh_err kh_store_commit(struct kh_store *s)
 	return KH_OK;
 }
 
+kh_err kh__savepoint(struct kh_store *s)
+{
+	if (!s->in_tx)
+		return fail_msg(s, KH_ERR_INVAL, "savepoint: no transaction is open");
+	return exec_sql(s, "savepoint", "SAVEPOINT kh_job");
+}
+
+kh_err kh__savepoint_release(struct kh_store *s)
+{
+	return exec_sql(s, "release", "RELEASE kh_job");
+}
+
+kh_err kh__savepoint_undo(struct kh_store *s)
+{
+	kh_err r;
+	if ((r = exec_sql(s, "rollback_to", "ROLLBACK TO kh_job")) != KH_OK)
+		return r;
+	return exec_sql(s, "release", "RELEASE kh_job");
+}
+
 /* Pause before retry n (0-based): about 2^n ms, with jitter so that racing writers part. */
 static void backoff(struct kh_store *s, int n)
 {

@@ -54,6 +54,15 @@ int64_t kh__col_i64(struct kh__stmt *st, int col);
 /* Blob or text bytes of a column, valid until the next step or kh__stmt_done; never NULL. */
 const uint8_t *kh__col_blob(struct kh__stmt *st, int col, size_t *n);
 
+/*
+ * Savepoints inside the open transaction (group.c): one level only. kh__savepoint_undo rolls
+ * back to the savepoint and releases it. Any failure leaves the whole transaction to be rolled
+ * back by the caller.
+ */
+KH_WARN_UNUSED kh_err kh__savepoint(struct kh_store *s);
+KH_WARN_UNUSED kh_err kh__savepoint_release(struct kh_store *s);
+KH_WARN_UNUSED kh_err kh__savepoint_undo(struct kh_store *s);
+
 /* Rows changed by the last INSERT/UPDATE/DELETE on s. */
 int64_t kh__changes(struct kh_store *s);
 /* Current time for created_at columns, Unix seconds. */

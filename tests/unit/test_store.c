@@ -6,6 +6,7 @@
  * checked behind the store's back with SQLite directly.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -545,6 +546,111 @@ static void test_crash(void **state)
 	kh_store_close(s);
 }
 
+/* ---- group commit ---- */
+
+#define GJOBS 8
+
+struct gjob {
+	struct kh_store_group *g;
+	int i;
+	int fail;      /* the job's function refuses after writing */
+	int hold;      /* the first job: wait until the others are queued */
+	kh_err r;
+};
+
+static kh_err gjob_fn(struct kh_store *s, void *arg)
+{
+	struct gjob *j = arg;
+	uint8_t h[KH_STORE_IDEM_HASH_LEN];
+	char key[16];
+	kh_err r;
+
+	if (j->hold) {
+		/* Led by this job: the other GJOBS-1 callers queue meanwhile, so they form one batch. */
+		unsigned waiting = 0;
+		for (int n = 0; n < 20000 && waiting < GJOBS - 1; n++) {
+			usleep(500);
+			kh_store_group_stats(j->g, NULL, NULL, &waiting);
+		}
+	}
+	memset(h, j->i, sizeof h);
+	snprintf(key, sizeof key, "g%d", j->i);
+	if ((r = kh_store_idem_put(s, key, h, (const uint8_t *)"a", 1)) != KH_OK)
+		return r;
+	return j->fail ? KH_ERR_INVAL : KH_OK;
+}
+
+static void *gjob_thread(void *arg)
+{
+	struct gjob *j = arg;
+	j->r = kh_store_group_run(j->g, gjob_fn, j);
+	return NULL;
+}
+
+/*
+ * Jobs queued while a batch runs commit together as the next batch, and one job that fails
+ * takes back only its own writes: every other job's row is there, its own is not.
+ */
+static void test_group_commit(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store_group *g = NULL;
+	struct gjob jobs[GJOBS];
+	pthread_t th[GJOBS];
+	uint64_t batches = 0, njobs = 0;
+	unsigned waiting = 1;
+
+	assert_int_equal(kh_store_group_new(c->url, NULL, 0, &g), KH_OK);
+	memset(jobs, 0, sizeof jobs);
+	for (int i = 0; i < GJOBS; i++) {
+		jobs[i] = (struct gjob){.g = g, .i = i + 1, .hold = i == 0, .fail = i == 3};
+		assert_int_equal(pthread_create(&th[i], NULL, gjob_thread, &jobs[i]), 0);
+		if (i == 0) {
+			/* Let the first job lead before the others queue behind it. */
+			uint64_t b = 0;
+			unsigned w = 1;
+			for (int n = 0; n < 20000 && w != 0; n++) {
+				usleep(200);
+				kh_store_group_stats(g, &b, NULL, &w);
+			}
+		}
+	}
+	for (int i = 0; i < GJOBS; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+	for (int i = 0; i < GJOBS; i++)
+		assert_int_equal(jobs[i].r, i == 3 ? KH_ERR_INVAL : KH_OK);
+	kh_store_group_stats(g, &batches, &njobs, &waiting);
+	assert_int_equal(njobs, GJOBS);
+	assert_int_equal(waiting, 0);
+	assert_int_equal(batches, 2); /* the leader's own, then the seven that queued behind it */
+	kh_store_group_free(g);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM idempotency"), GJOBS - 1);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM idempotency WHERE key = 'g4'"), 0);
+}
+
+/* A batch whose transaction cannot start (another connection holds the write lock) fails every
+ * job in it with the soft error, keeps nothing, and the group works again afterwards. */
+static void test_group_busy(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store_group *g = NULL;
+	struct kh_store *a = NULL;
+	struct kh_store_opts o = {.busy_timeout_ms = 5};
+	struct gjob j = {.i = 1};
+
+	assert_int_equal(kh_store_open(c->url, &a), KH_OK);
+	assert_int_equal(kh_store_group_new(c->url, &o, 0, &g), KH_OK);
+	j.g = g;
+	assert_int_equal(kh_store_begin(a), KH_OK);
+	assert_int_equal(kh_store_group_run(g, gjob_fn, &j), KH_ERR_DB_BUSY);
+	kh_store_rollback(a);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM idempotency"), 0);
+	assert_int_equal(kh_store_group_run(g, gjob_fn, &j), KH_OK);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM idempotency"), 1);
+	kh_store_group_free(g);
+	kh_store_close(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -558,6 +664,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_retry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_busy, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

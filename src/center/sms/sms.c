@@ -145,6 +145,11 @@ kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const ch
 	w = cfg->db;
 	if ((r = kh__sms_db(c, &s)) != KH_OK || (r = kh_store_run_tx(s, first_key_tx, NULL)) != KH_OK)
 		goto out;
+	{
+		struct kh_store_opts opts = {.sync_normal = c->sync_normal};
+		if ((r = kh_store_group_new(c->db, &opts, 0, &c->writer)) != KH_OK)
+			goto out;
+	}
 	*out = c;
 	c = NULL;
 	w = NULL;
@@ -161,6 +166,7 @@ void kh_sms_free(struct kh_sms *c)
 {
 	if (c == NULL)
 		return;
+	kh_store_group_free(c->writer);
 	for (size_t i = 0; i < c->nconns; i++)
 		kh_store_close(c->conns[i]);
 	free(c->conns);
@@ -173,6 +179,11 @@ void kh_sms_free(struct kh_sms *c)
 	kh_wipe(c->token_hash, sizeof c->token_hash);
 	free(c->db);
 	free(c);
+}
+
+void kh_sms_writer_stats(struct kh_sms *c, uint64_t *batches, uint64_t *jobs)
+{
+	kh_store_group_stats(c->writer, batches, jobs, NULL);
 }
 
 void kh__sms_count_emms(struct kh_sms *c, unsigned n)

@@ -37,6 +37,11 @@ struct kh_sms {
 	struct kh_metric *emms_queued;
 	struct kh_metric *blocks_ingested;
 	/*
+	 * The upload path's writer (sms_upload.c): session opens and uploads from every HTTP thread
+	 * share its transactions and their fsync (group commit, include/keyhole/store.h).
+	 */
+	struct kh_store_group *writer;
+	/*
 	 * Cards' checked signing keys (sms_upload.c): a registered certificate never changes, so it
 	 * is checked against the root once and its key kept until its expiry. Direct-mapped by UA.
 	 */

@@ -48,6 +48,7 @@ static kh_err open_tx(struct kh_store *s, void *arg)
 	struct kh_store_card card;
 	kh_err r;
 
+	a->why = (struct kh__sms_why){0}; /* a busy retry starts again */
 	if ((r = kh_store_card_get(s, a->ua, &card)) != KH_OK)
 		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "card not registered") : r;
 	if (strcmp(card.state, "active") != 0)
@@ -60,7 +61,6 @@ kh_err kh__sms_upload_open(struct kh_http_req *req, struct kh_http_resp *resp, v
 	struct kh_sms *c = arg;
 	struct open_tx a = {0};
 	const char *ua;
-	struct kh_store *s;
 	json_t *o;
 	char id[24];
 	kh_err r;
@@ -68,9 +68,9 @@ kh_err kh__sms_upload_open(struct kh_http_req *req, struct kh_http_resp *resp, v
 	ua = json_string_value(json_object_get(kh_http_body(req), "ua"));
 	if (!ua || kh__sms_parse_ua(ua, &a.ua) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "ua: 8 hexadecimal digits");
-	if ((r = kh_random(a.nonce, sizeof a.nonce)) != KH_OK || (r = kh__sms_db(c, &s)) != KH_OK)
+	if ((r = kh_random(a.nonce, sizeof a.nonce)) != KH_OK)
 		return r;
-	if ((r = kh_store_run_tx(s, open_tx, &a)) != KH_OK)
+	if ((r = kh_store_group_run(c->writer, open_tx, &a)) != KH_OK)
 		return a.why.code || a.why.msg ? kh__sms_fail(resp, r, &a.why) : r;
 	snprintf(id, sizeof id, "%lld", (long long)a.id);
 	if (!(o = json_pack("{s:s}", "session", id)) || kh_json_set_b64(o, "nonce", a.nonce, sizeof a.nonce) != KH_OK) {
@@ -505,7 +505,8 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 			r = kh__sms_fail(resp, r, &a.why);
 		goto out;
 	}
-	if ((r = kh_store_run_tx(s, upload_tx, &a)) != KH_OK) {
+	/* Committed with whatever other uploads are waiting, in one transaction and one fsync. */
+	if ((r = kh_store_group_run(a.c->writer, upload_tx, &a)) != KH_OK) {
 		if (a.why.code || a.why.msg)
 			r = kh__sms_fail(resp, r, &a.why);
 		goto out;
