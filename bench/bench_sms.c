@@ -28,7 +28,10 @@
  *    queues SET KEY, sealed under each active card's Kp, for every card in one transaction
  *    (emm_rotate, EMMs/s); and POST /v1/subscribers/{id}/subscriptions for S subscribers per
  *    round (-s) from K clients (subscribe_k, one ENTITLE EMM and one durable commit per request:
- *    what "subscribe a product to all" costs without a bulk endpoint). Reference: sealing one
+ *    what "subscribe a product to all" costs without a bulk endpoint); and the bulk endpoint,
+ *    POST /v1/products/{id}/subscriptions {"all": true} for a new product each round (created
+ *    untimed): one request that subscribes every card's subscriber and queues one ENTITLE each,
+ *    committed in chunks of KH_SMS_BULK_CHUNK (emm_subscribe_all, EMMs/s). Reference: sealing one
  *    SET KEY EMM raw, kh_cas_card_kp (HKDF) + kh_emm_seal (emm_seal_raw).
  *
  * Rounds of all benchmarks are interleaved (round 1 of each, then round 2, ...), R rounds (-r);
@@ -659,6 +662,36 @@ static void em_free(struct em *e)
 	free(e->sub);
 }
 
+/*
+ * emm_subscribe_all, round r: a new product (untimed), then one timed
+ * POST /v1/products/{id}/subscriptions {"all": true}, which must subscribe every card's
+ * subscriber and queue one EMM each. EMMs/s; *chunk_ms gets the mean time of one chunk.
+ */
+static double subscribe_all(struct em *e, int r, double *chunk_ms)
+{
+	char path[64], body[64], key[48], *ans = NULL;
+	uint32_t product = 1000 + (uint32_t)r;
+	long long chunks;
+	double t;
+
+	snprintf(body, sizeof body, "{\"id\":%u,\"name\":\"Bulk %d\"}", product, r);
+	free(http_must(e->ce.c, e->ce.port, "POST", "/v1/products", body, 201));
+	snprintf(path, sizeof path, "/v1/products/%u/subscriptions", product);
+	snprintf(key, sizeof key, "bench-subscribe-all-%u", product);
+	t = bench_now_s();
+	if (http_do(e->ce.c, e->ce.port, "POST", path, "{\"all\":true,\"start\":0,\"end\":4000000000}", key, &ans) !=
+	    201)
+		die(ans ? ans : "POST /v1/products/{id}/subscriptions failed");
+	t = bench_now_s() - t;
+	if ((size_t)json_int(ans, "subscribers") != e->c || (size_t)json_int(ans, "emms_queued") != e->c ||
+	    json_int(ans, "skipped") != 0)
+		die("the bulk subscription did not reach every card once");
+	chunks = json_int(ans, "chunks");
+	free(ans);
+	*chunk_ms = chunks > 0 ? t * 1e3 / (double)chunks : 0;
+	return (double)e->c / t;
+}
+
 /* ---- the benchmarks ---- */
 
 enum {
@@ -676,6 +709,7 @@ enum {
 	B_ROTATE,     /* emm_rotate */
 	B_SEAL,       /* emm_seal_raw */
 	B_SUBSCRIBE,  /* subscribe_k<K> */
+	B_SUBALL,     /* emm_subscribe_all */
 	NB
 };
 
@@ -886,8 +920,8 @@ static void usage(void)
 int main(int argc, char **argv)
 {
 	struct opts o = {5, 64, 8, 0.3, 300, 100000, 500, 8, NULL, "/tmp", NULL};
-	static double v[NB][BENCH_MAX_ROUNDS], ratio[8][BENCH_MAX_ROUNDS], cpu_b2[BENCH_MAX_ROUNDS],
-		batch_b2[BENCH_MAX_ROUNDS], srv_b2[BENCH_MAX_ROUNDS];
+	static double v[NB][BENCH_MAX_ROUNDS], ratio[9][BENCH_MAX_ROUNDS], cpu_b2[BENCH_MAX_ROUNDS],
+		batch_b2[BENCH_MAX_ROUNDS], srv_b2[BENCH_MAX_ROUNDS], chunk_ms[BENCH_MAX_ROUNDS];
 	char names[NB][40];
 	int on[NB] = {0}, part1 = 0, part2 = 0, ch;
 	struct up u = {0};
@@ -936,6 +970,7 @@ int main(int argc, char **argv)
 	snprintf(names[B_ROTATE], 40, "emm_rotate");
 	snprintf(names[B_SEAL], 40, "emm_ref_seal_raw");
 	snprintf(names[B_SUBSCRIBE], 40, "emm_subscribe_k%d", o.k);
+	snprintf(names[B_SUBALL], 40, "emm_subscribe_all");
 	for (int b = 0; b < NB; b++) {
 		/* the upload benchmarks need their references: -b upload runs the whole part */
 		on[b] = wanted(&o, names[b]);
@@ -1032,6 +1067,8 @@ int main(int argc, char **argv)
 			ratio[4][r] = v[B_ROTATE][r] / v[B_SEAL][r];
 			ratio[5][r] = v[B_SUBSCRIBE][r] / v[B_ROTATE][r];
 			ratio[6][r] = part1 ? v[B_SUBSCRIBE][r] / v[B_FSYNC][r] : 0;
+			v[B_SUBALL][r] = subscribe_all(&e, r, &chunk_ms[r]);
+			ratio[8][r] = v[B_SUBALL][r] / v[B_SEAL][r];
 		}
 		fprintf(stderr, "bench_sms: round %d of %d done\n", r + 1, o.rounds);
 	}
@@ -1068,6 +1105,14 @@ int main(int argc, char **argv)
 		if (part1)
 			bench_print_ratio("emm_subscribe_vs_fdatasync", ratio[6], o.rounds,
 					  "subscriptions/s / fdatasync/s");
+		bench_print_ratio("emm_subscribe_all_vs_seal_raw", ratio[8], o.rounds,
+				  "EMMs/s queued by one bulk subscription (chunked) / raw HKDF(Kp) + kh_emm_seal per s");
+		{
+			struct bench_stats cm = bench_stats_of(chunk_ms, o.rounds);
+			printf("# emm_subscribe_all: %zu subscribers in chunks of %u, %.0f ms per chunk [%.0f, %.0f] "
+			       "(the write lock is held that long per chunk)\n",
+			       e.c, KH_SMS_BULK_CHUNK, cm.med, cm.min, cm.max);
+		}
 	}
 	if (part1) {
 		struct bench_stats up1 = bench_stats_of(v[B_UP1], o.rounds), cert = bench_stats_of(v[B_CERT], o.rounds),

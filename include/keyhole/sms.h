@@ -32,7 +32,15 @@ struct kh_sms_config {
 	 */
 	const uint8_t *operator_token;
 	size_t token_len;
+	/*
+	 * Subscribers per transaction of a bulk subscription (POST /v1/products/{id}/subscriptions):
+	 * 0 means KH_SMS_BULK_CHUNK; at most KH_SMS_BULK_CHUNK_MAX (KH_ERR_INVAL beyond). Each chunk
+	 * holds the store's write lock while it runs; tests lower it to see several chunks.
+	 */
+	unsigned bulk_chunk;
 };
+#define KH_SMS_BULK_CHUNK 2000u
+#define KH_SMS_BULK_CHUNK_MAX 100000u
 
 /*
  * Open the center: the store (created or migrated; this thread's connection is checked at once),

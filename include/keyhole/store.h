@@ -364,4 +364,65 @@ KH_WARN_UNUSED kh_err kh_store_emm_fetch_addr(struct kh_store *s, uint8_t addr_t
 					      int64_t since_id, unsigned limit, kh_store_emm_fn fn, void *arg,
 					      int64_t *last_id);
 
+/* ==== bulk subscription (src/store/ops_bulk.c; docs/internals/sms.md) ====
+ *
+ * POST /v1/products/{id}/subscriptions works through its subscribers by ascending id in chunks,
+ * one transaction each. These operations join the caller's transaction (kh_store_run_tx): the
+ * chunk's handler reads its targets, writes subscriptions and EMMs, and records its progress
+ * with kh_store_bulk_job_put, all in one commit.
+ */
+
+/* One subscriber a bulk job reaches, with what the 32-rights cap needs to know. */
+struct kh_store_bulk_target {
+	int64_t subscriber_id;
+	uint32_t ua;            /* the subscriber's active card; 0: none */
+	unsigned subscriptions; /* how many products the subscriber holds now */
+	int has_product;        /* 1: already holds the job's product (a renewal) */
+};
+typedef kh_err (*kh_store_bulk_target_fn)(void *arg, const struct kh_store_bulk_target *t);
+
+/*
+ * The subscribers with an active card and after_id < id <= max_id, by id, at most limit (> 0),
+ * with their card and their subscriptions as they stand for product. A subscriber with two
+ * active cards (the schema does not forbid it) comes once, with the lowest UA. fn must not
+ * call into s.
+ */
+KH_WARN_UNUSED kh_err kh_store_bulk_targets_active(struct kh_store *s, uint32_t product, int64_t after_id,
+						   int64_t max_id, unsigned limit, kh_store_bulk_target_fn fn,
+						   void *arg);
+/* The same for one subscriber, active card or not (ua 0); KH_ERR_NOTFOUND for an unknown id. */
+KH_WARN_UNUSED kh_err kh_store_bulk_target(struct kh_store *s, int64_t subscriber_id, uint32_t product,
+					   struct kh_store_bulk_target *t);
+/* The highest subscriber id there is (0: no subscriber). */
+KH_WARN_UNUSED kh_err kh_store_subscriber_max_id(struct kh_store *s, int64_t *id);
+
+/* A bulk job's progress, stored under its idempotency key. */
+struct kh_store_bulk_job {
+	uint32_t product_id;
+	int64_t start, end;           /* the right granted, [start, end) */
+	int all;                      /* 1: every subscriber with an active card; 0: a list */
+	int64_t max_subscriber_id;    /* the job covers ids up to this one */
+	int64_t last_subscriber_id;   /* the chunks committed so far covered ids up to this one */
+	uint32_t subscribers;         /* subscriptions recorded */
+	uint32_t emms_queued;
+	uint32_t skipped;             /* subscribers at the cap, left as they were */
+	uint32_t chunks;              /* transactions committed */
+	int done;
+};
+/*
+ * The job under key (1..KH_STORE_IDEM_KEY_MAX bytes) into *job. KH_ERR_NOTFOUND when the key has
+ * no job; KH_ERR_IDEM_MISMATCH when it has one for a request with another hash.
+ */
+KH_WARN_UNUSED kh_err kh_store_bulk_job_get(struct kh_store *s, const char *key,
+					    const uint8_t hash[static KH_STORE_IDEM_HASH_LEN],
+					    struct kh_store_bulk_job *job);
+/*
+ * Record job under key: created on the first call, replaced by the next ones. KH_ERR_IDEM_MISMATCH
+ * (nothing written) when the key holds a job for another request hash. Run it in the chunk's
+ * transaction, so the progress and the rows it counts commit together.
+ */
+KH_WARN_UNUSED kh_err kh_store_bulk_job_put(struct kh_store *s, const char *key,
+					    const uint8_t hash[static KH_STORE_IDEM_HASH_LEN],
+					    const struct kh_store_bulk_job *job);
+
 #endif

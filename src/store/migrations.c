@@ -167,8 +167,37 @@ static const char migration_2[] =
 	"  " U32("last_reload_id") ";\n"
 	"CREATE INDEX emm_queue_address ON emm_queue(address_type, address, id);\n";
 
+/*
+ * 3 (bulk subscription, docs/internals/sms.md "Subscribing a product to all"): the progress of
+ * one POST /v1/products/{id}/subscriptions under its idempotency key. The job walks subscribers
+ * by id and commits in chunks; each chunk's transaction moves last_subscriber_id and the counts
+ * with the rows it wrote, so a retry with the same key resumes after the last committed chunk.
+ * max_subscriber_id bounds the set a job covers ("all": the highest subscriber id when the job
+ * started). Rows are kept like idempotency rows: the finished answer lives in idempotency.
+ */
+static const char migration_3[] =
+	"CREATE TABLE bulk_jobs (\n"
+	"  key TEXT PRIMARY KEY CHECK (length(key) BETWEEN 1 AND 128),\n"
+	"  request_hash BLOB NOT NULL CHECK (length(request_hash) = 32),\n"
+	"  product_id INTEGER NOT NULL REFERENCES products(id),\n"
+	"  start_time INTEGER NOT NULL,\n"
+	"  end_time INTEGER NOT NULL,\n"
+	"  all_subscribers INTEGER NOT NULL CHECK (all_subscribers IN (0, 1)),\n"
+	"  max_subscriber_id INTEGER NOT NULL CHECK (max_subscriber_id >= 0),\n"
+	"  last_subscriber_id INTEGER NOT NULL CHECK (last_subscriber_id >= 0),\n"
+	"  subscribers INTEGER NOT NULL CHECK (subscribers >= 0),\n"
+	"  emms_queued INTEGER NOT NULL CHECK (emms_queued >= 0),\n"
+	"  skipped INTEGER NOT NULL CHECK (skipped >= 0),\n"
+	"  chunks INTEGER NOT NULL CHECK (chunks >= 0),\n"
+	"  done INTEGER NOT NULL CHECK (done IN (0, 1)),\n"
+	"  created_at INTEGER NOT NULL,\n"
+	"  updated_at INTEGER NOT NULL,\n"
+	"  CHECK (start_time < end_time)\n"
+	") STRICT, WITHOUT ROWID;\n";
+
 const struct kh__migration kh__migrations[] = {
 	{1, migration_1},
 	{2, migration_2},
+	{3, migration_3},
 };
 const size_t kh__migrations_count = sizeof kh__migrations / sizeof kh__migrations[0];

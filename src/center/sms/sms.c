@@ -122,6 +122,11 @@ kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const ch
 	}
 	c->tls_ok = 1;
 	c->sync_normal = cfg->store_sync_normal;
+	c->bulk_chunk = cfg->bulk_chunk ? cfg->bulk_chunk : KH_SMS_BULK_CHUNK;
+	if (c->bulk_chunk > KH_SMS_BULK_CHUNK_MAX) {
+		r = KH_ERR_INVAL;
+		goto out;
+	}
 	if (cfg->operator_token) {
 		if (cfg->token_len < 16) {
 			r = KH_ERR_INVAL; /* a token a guess could find is no token */
@@ -245,6 +250,7 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 		{"POST", "/v1/cards/{ua}/reload", kh__sms_card_reload},
 		{"POST", "/v1/products", kh__sms_product_create},
 		{"GET", "/v1/products", kh__sms_product_list},
+		{"POST", "/v1/products/{id}/subscriptions", kh__sms_bulk_subscribe},
 		{"POST", "/v1/channels", kh__sms_channel_create},
 		{"GET", "/v1/channels", kh__sms_channel_list},
 		{"POST", "/v1/events", kh__sms_event_create},

@@ -20,6 +20,7 @@
 struct kh_sms {
 	char *db;
 	int sync_normal;
+	unsigned bulk_chunk; /* subscribers per bulk-subscription transaction (sms_bulk.c) */
 	uint8_t master[32]; /* secret: wiped by kh_sms_free */
 	uint8_t root_pk[32];
 	/* One store connection per thread (a kh_store is not thread-safe), opened lazily. */
@@ -144,6 +145,7 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 
 kh_err kh__sms_product_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 kh_err kh__sms_product_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_bulk_subscribe(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 kh_err kh__sms_channel_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 kh_err kh__sms_channel_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 kh_err kh__sms_event_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
