@@ -1,6 +1,7 @@
 /*
  * Typed store operations for the upload session of seed 001 (docs/protocols/upload.md): the
- * session and its nonce (its age and the number a card has open, for the center's limits), and each purchase a card's block carried, recorded and invoiced once.
+ * session and its nonce (its age, and how many a card has open, for the center's limits), and
+ * each purchase a card's block carried, recorded and invoiced once.
  * "Once" is the schema's: purchases and invoices are both unique on (ua, event, time), so a
  * block seen again, or the same purchase carried by a later block, inserts nothing.
  */

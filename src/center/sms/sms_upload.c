@@ -70,7 +70,8 @@ static kh_err open_answer(const char *sid, const uint8_t *nonce, char **text, si
 {
 	json_t *o = json_pack("{s:s}", "session", sid);
 
-	if (!o || kh_json_set_b64(o, "nonce", nonce, NONCE_LEN) != KH_OK || !(*text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS))) {
+	if (!o || kh_json_set_b64(o, "nonce", nonce, NONCE_LEN) != KH_OK ||
+	    !(*text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS))) {
 		json_decref(o);
 		return KH_ERR_NOMEM;
 	}
@@ -91,7 +92,7 @@ static kh_err open_tx(struct kh_store *s, void *arg)
 	struct kh_store_card card;
 	int64_t now = center_now(a->c);
 	uint8_t *stored = NULL;
-	unsigned open = 0;
+	unsigned nopen = 0;
 	char sid[24];
 	size_t n = 0;
 	kh_err r;
@@ -120,9 +121,9 @@ static kh_err open_tx(struct kh_store *s, void *arg)
 	/* Expired for a whole further period: an upload to it would now get 404, not session_expired. */
 	if ((r = kh_store_upload_purge(s, a->ua, now - 2 * (int64_t)a->c->upload_ttl, NULL)) != KH_OK)
 		return r;
-	if ((r = kh_store_upload_count_open(s, a->ua, now - (int64_t)a->c->upload_ttl, &open)) != KH_OK)
+	if ((r = kh_store_upload_count_open(s, a->ua, now - (int64_t)a->c->upload_ttl, &nopen)) != KH_OK)
 		return r;
-	if (open >= a->c->upload_max)
+	if (nopen >= a->c->upload_max)
 		return kh__sms_why(&a->why, KH_ERR_RATE_LIMITED, "too_many_sessions",
 				   "this card has too many upload sessions open; use one, or wait for them to expire");
 	if ((r = kh_store_upload_open(s, a->ua, a->nonce, sizeof a->nonce, now, &a->id)) != KH_OK)
