@@ -4,13 +4,14 @@
  * fuzz_common.h: Ku is fz_cas_ku, the card's signing key the Ed25519 seed fz_usage_sign_sk (its
  * public key derived at init). The first input byte selects:
  *   even  the rest is a block for kh_usage_peek and kh_usage_open; when bit 1 is set the rest is
- *         also taken as TLV contents that the harness seals with kh_usage_seal (fixed header)
- *         and opens, so the contents parser is reachable past the signature and the tag
+ *         also taken as TLV contents that the harness seals with kh_usage_seal (fixed header,
+ *         marked for M1 when bit 2 is set) and opens, so the contents parser is reachable past
+ *         the signature and the tag
  *   odd   the rest is u8 noncelen | nonce | hello for kh_hello_verify.
  *
  * Invariants. Block: peek and open agree on the framing (open never succeeds where peek fails,
- * and fails with peek's own error then), peek's error is exactly the one its length and version
- * byte call for; a header peek accepts matches the bytes; outputs are left byte-identical on
+ * and fails with peek's own error then), peek's error is exactly the one its length, version
+ * byte and flags byte call for; a header peek accepts matches the bytes; outputs are left byte-identical on
  * every failure (prefilled with a pattern); errors are only the documented ones; a successful
  * open has peek's header, npurchases <= 64, export_ok <= 1, carries the one signature the card's
  * key makes over header | body (Ed25519 is deterministic: no malleated signature is accepted),
@@ -60,7 +61,7 @@ static int all_pattern(const void *p, size_t n)
 
 static int same_hdr(const struct kh_usage_hdr *a, const struct kh_usage_hdr *b)
 {
-	return a->ua == b->ua && a->block_seq == b->block_seq && a->card_time == b->card_time;
+	return a->ua == b->ua && a->block_seq == b->block_seq && a->card_time == b->card_time && a->flags == b->flags;
 }
 
 static void same_usage(const struct kh_usage *a, const struct kh_usage *b)
@@ -187,14 +188,19 @@ static void block(const uint8_t *d, size_t n)
 	memset(&u, PATTERN, sizeof u);
 	ro = kh_usage_open(fz_cas_ku, sign_pk, d, n, &u);
 	if (rp != KH_OK) {
-		CHECK(rp == (n < KH_USAGE_MIN_LEN ? KH_ERR_TRUNCATED : n > KH_USAGE_MAX ? KH_ERR_TOO_LARGE : KH_ERR_VERSION));
+		CHECK(rp == (n < KH_USAGE_MIN_LEN		? KH_ERR_TRUNCATED
+			     : n > KH_USAGE_MAX			? KH_ERR_TOO_LARGE
+			     : d[0] != KH_USAGE_VERSION		? KH_ERR_VERSION
+							: KH_ERR_FORMAT));
+		CHECK(rp != KH_ERR_FORMAT || (d[17] & ~KH_USAGE_F_ALL) != 0);
 		CHECK(all_pattern(&h, sizeof h));
 		CHECK(ro == rp);
 		CHECK(all_pattern(&u, sizeof u));
 		return;
 	}
-	CHECK(n >= KH_USAGE_MIN_LEN && n <= KH_USAGE_MAX && d[0] == KH_USAGE_VERSION);
-	CHECK(h.ua == kh_get_be32(d + 1) && h.block_seq == kh_get_be32(d + 5) && h.card_time == kh_get_be64(d + 9));
+	CHECK(n >= KH_USAGE_MIN_LEN && n <= KH_USAGE_MAX && d[0] == KH_USAGE_VERSION && (d[17] & ~KH_USAGE_F_ALL) == 0);
+	CHECK(h.ua == kh_get_be32(d + 1) && h.block_seq == kh_get_be32(d + 5) && h.card_time == kh_get_be64(d + 9) &&
+	      h.flags == d[17]);
 	if (ro != KH_OK) {
 		CHECK(ro == KH_ERR_AUTH || ro == KH_ERR_TLV_TAG || ro == KH_ERR_FORMAT || ro == KH_ERR_TRUNCATED);
 		CHECK(all_pattern(&u, sizeof u));
@@ -207,9 +213,10 @@ static void block(const uint8_t *d, size_t n)
 }
 
 /* The rest as contents: sealed by the harness (authentic), opened, checked against the model. */
-static void contents(const uint8_t *d, size_t n)
+static void contents(const uint8_t *d, size_t n, int flag_m1)
 {
-	static const struct kh_usage_hdr h0 = {FZ_CAS_UA, 7, FZ_CAS_NOW};
+	/* the contents byte's bit 2 picks the M1 flag, so both kinds of header are sealed */
+	const struct kh_usage_hdr h0 = {FZ_CAS_UA, 7, FZ_CAS_NOW, (uint8_t)(flag_m1 ? KH_USAGE_F_M1 : 0)};
 	static uint8_t blk[KH_USAGE_MAX + 64];
 	size_t blen = 0;
 	int canonical;
@@ -292,6 +299,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	block(data + 1, size - 1);
 	if (data[0] & 2)
-		contents(data + 1, size - 1);
+		contents(data + 1, size - 1, (data[0] & 4) != 0);
 	return 0;
 }

@@ -1004,7 +1004,7 @@ static void gen_usage(void)
 	static const uint8_t other_ku[32] = "gen corpus other Ku ...........";
 	uint8_t pt[KH_USAGE_MAX], blk[KH_USAGE_MAX], nonce[KH_HELLO_NONCE_MAX], pk[32];
 	uint8_t msg[KH_HELLO_MSG_LEN(KH_HELLO_NONCE_MAX)], in[1 + KH_HELLO_NONCE_MAX + KH_HELLO_LEN];
-	struct kh_usage_hdr h = {FZ_CAS_UA, 1, FZ_CAS_NOW};
+	struct kh_usage_hdr h = {FZ_CAS_UA, 1, FZ_CAS_NOW, 0};
 	struct kh_usage u;
 	size_t n, p, i;
 	struct kh_wr w;
@@ -1017,17 +1017,22 @@ static void gen_usage(void)
 	check("usage open", kh_usage_open(fz_cas_ku, pk, blk, n, &u));
 	put_sel("block-0-purchases-export0", 0, blk, n);
 	h.block_seq = 2;
+	h.flags = KH_USAGE_F_M1; /* exported for M1, as only an authorised card does */
 	p = usage_pt(pt, sizeof pt, 1, 1);
 	check("usage seal", kh_usage_seal(fz_cas_ku, fz_usage_sign_sk, &h, pt, p, blk, sizeof blk, &n));
 	check("usage open", kh_usage_open(fz_cas_ku, pk, blk, n, &u));
 	put_sel("block-1-purchase-export1", 0, blk, n);
-	/* Damaged: a flipped signature byte, one byte short, a wrong version. */
+	/* Damaged: a flipped signature byte, one byte short, the old version 1, an unknown flag. */
 	blk[n - 1] ^= 0x01;
 	put_sel("block-badsig", 0, blk, n);
 	blk[n - 1] ^= 0x01;
 	put_sel("block-cut", 0, blk, n - 1);
-	blk[0] = 2;
+	blk[0] = 1;
 	put_sel("block-badver", 0, blk, n);
+	blk[0] = KH_USAGE_VERSION;
+	blk[17] |= 0x80;
+	put_sel("block-badflags", 0, blk, n);
+	h.flags = 0;
 	h.block_seq = 3;
 	p = usage_pt(pt, sizeof pt, KH_USAGE_MAX_PURCHASES, 1);
 	check("usage seal", kh_usage_seal(fz_cas_ku, fz_usage_sign_sk, &h, pt, p, blk, sizeof blk, &n));
@@ -1048,6 +1053,7 @@ static void gen_usage(void)
 	/* Selector 2: the rest is also contents the harness seals (reaches the parser by mutation). */
 	p = usage_pt(pt, sizeof pt, 1, 1);
 	put_sel("contents-1-purchase", 2, pt, p);
+	put_sel("contents-1-purchase-m1", 6, pt, p);
 	p = usage_pt(pt, sizeof pt, 3, 0);
 	memcpy(pt + p, pt, 7); /* credit twice */
 	put_sel("contents-duplicate", 2, pt, p + 7);

@@ -38,9 +38,23 @@ struct kh_sms_config {
 	 * holds the store's write lock while it runs; tests lower it to see several chunks.
 	 */
 	unsigned bulk_chunk;
+	/*
+	 * The open upload endpoints' limits (docs/protocols/upload.md "Limits"). An upload session
+	 * not used within upload_session_ttl seconds is refused (0: KH_SMS_UPLOAD_TTL); a card may
+	 * have at most upload_sessions_max sessions unexpired and unprocessed (0:
+	 * KH_SMS_UPLOAD_SESSIONS_MAX).
+	 */
+	unsigned upload_session_ttl;
+	unsigned upload_sessions_max;
+	/* The clock those limits read, Unix seconds (NULL: time()). For tests. */
+	int64_t (*clock)(void *ctx);
+	void *clock_ctx;
 };
 #define KH_SMS_BULK_CHUNK 2000u
 #define KH_SMS_BULK_CHUNK_MAX 100000u
+
+#define KH_SMS_UPLOAD_TTL 600u
+#define KH_SMS_UPLOAD_SESSIONS_MAX 8u
 
 /*
  * Open the center: the store (created or migrated; this thread's connection is checked at once),

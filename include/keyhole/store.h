@@ -175,6 +175,12 @@ enum kh_store_verdict {
 KH_WARN_UNUSED kh_err kh_store_block_seen(struct kh_store *s, uint32_t ua, uint32_t block_seq,
 					  enum kh_store_verdict verdict, int64_t session_id,
 					  enum kh_store_verdict *prev);
+/*
+ * The highest block_seq of card ua recorded with verdict OK (0: none): the newest block of that
+ * card the center has accepted, whatever carried it. A replaced card's recovery block older than
+ * this is stale (docs/protocols/upload.md).
+ */
+KH_WARN_UNUSED kh_err kh_store_block_max_ok(struct kh_store *s, uint32_t ua, uint32_t *block_seq);
 
 /* ---- idempotency (DESIGN.md §7) ---- */
 
@@ -335,9 +341,17 @@ KH_WARN_UNUSED kh_err kh_store_invoices_of(struct kh_store *s, int64_t subscribe
 
 /* ---- upload sessions (seed 001, docs/protocols/upload.md) ---- */
 
-/* Open a session for card ua with the center's nonce (16..64 bytes); *id gets its id. */
+/* Open a session for card ua with the center's nonce (16..64 bytes), made at created_at (the
+ * center's clock, Unix seconds); *id gets its id. */
 KH_WARN_UNUSED kh_err kh_store_upload_open(struct kh_store *s, uint32_t ua, const uint8_t *nonce, size_t n,
-					   int64_t *id);
+					   int64_t created_at, int64_t *id);
+/* When a session was opened; KH_ERR_NOTFOUND. */
+KH_WARN_UNUSED kh_err kh_store_upload_created(struct kh_store *s, int64_t id, int64_t *created_at);
+/* *n: card ua's sessions not yet processed and opened at or after since (the unexpired ones). */
+KH_WARN_UNUSED kh_err kh_store_upload_count_open(struct kh_store *s, uint32_t ua, int64_t since, unsigned *n);
+/* Delete card ua's sessions never processed and opened before before; *purged (may be NULL)
+ * gets how many. A processed session stays: its blocks name it. */
+KH_WARN_UNUSED kh_err kh_store_upload_purge(struct kh_store *s, uint32_t ua, int64_t before, unsigned *purged);
 /* A session's card, nonce (into nonce, cap bytes) and closing time (0: open); KH_ERR_NOTFOUND. */
 KH_WARN_UNUSED kh_err kh_store_upload_get(struct kh_store *s, int64_t id, uint32_t *ua, uint8_t *nonce, size_t cap,
 					  size_t *n, int64_t *closed_at);

@@ -4,13 +4,20 @@
  * block that the decoder may keep (memory M1) and carry to the management center, which alone can
  * read it (Ku) and check that this card made it (the card's certified Ed25519 key).
  *
- *   header   u8 version=1 | u32 UA | u32 block_seq | u64 card_time          17 bytes
+ *   header   u8 version=2 | u32 UA | u32 block_seq | u64 card_time | u8 flags   18 bytes
  *   body     AES-256-GCM(Ku, nonce = 0^8 | u32 block_seq, aad = header, TLV contents) | tag(16)
  *   sig      Ed25519(card signing key, header | body)                          64 bytes
  *
  * block_seq strictly increases per card and is stored before a block leaves it, so a nonce is
  * never used twice under one Ku (the card keeps durable state: PROTOCOLS.md's counter nonce).
  * The center identifies a block by (UA, block_seq): seen twice, it changes nothing.
+ *
+ * flags says what the block was made for: KH_USAGE_F_M1 for the decoder's memory M1 (EXPORT
+ * P1=1, only while the center authorises export), clear for an upload session (EXPORT P1=0).
+ * It is in the header, so under the signature and in the AEAD's associated data: nobody but the
+ * card can mark a block for M1. The center recovers a replaced card only from a block so marked.
+ * Version 1 (17-byte header, no flags) is refused with KH_ERR_VERSION; its UA and block_seq sit
+ * at the same offsets, so a center can still name such a block in its answer.
  *
  * The upload hello answers a center's nonce with the card's signature, so the center knows the
  * current card is present in this session:
@@ -26,8 +33,11 @@
 #include "keyhole/buf.h"
 #include "keyhole/err.h"
 
-#define KH_USAGE_VERSION 1
-#define KH_USAGE_HDR_LEN 17
+#define KH_USAGE_VERSION 2
+#define KH_USAGE_HDR_LEN 18
+/* Header flags. */
+#define KH_USAGE_F_M1 0x01u   /* made for the decoder's memory M1 (EXPORT P1=1) */
+#define KH_USAGE_F_ALL 0x01u  /* every flag this version knows; another bit set is KH_ERR_FORMAT */
 #define KH_USAGE_SIG_LEN 64
 #define KH_USAGE_MIN_LEN (KH_USAGE_HDR_LEN + 16 + KH_USAGE_SIG_LEN)
 #define KH_USAGE_MAX 2048u
@@ -52,6 +62,7 @@ struct kh_usage_hdr {
 	uint32_t ua;
 	uint32_t block_seq;
 	uint64_t card_time;
+	uint8_t flags; /* KH_USAGE_F_* */
 };
 
 struct kh_usage {
@@ -67,12 +78,16 @@ struct kh_usage {
 
 /*
  * Seal a block (the card's side): contents is the TLV list, sign_sk the card's Ed25519 key.
- * KH_ERR_BUF when cap is short, KH_ERR_TOO_LARGE above KH_USAGE_MAX.
+ * KH_ERR_BUF when cap is short, KH_ERR_TOO_LARGE above KH_USAGE_MAX, KH_ERR_INVAL for a flag
+ * outside KH_USAGE_F_ALL.
  */
 KH_WARN_UNUSED kh_err kh_usage_seal(const uint8_t ku[static 32], const uint8_t sign_sk[static 32],
 				    const struct kh_usage_hdr *h, const uint8_t *contents, size_t len,
 				    uint8_t *out, size_t cap, size_t *outlen);
-/* The clear header (anyone): KH_ERR_TRUNCATED, KH_ERR_TOO_LARGE, KH_ERR_VERSION. */
+/*
+ * The clear header (anyone): KH_ERR_TRUNCATED, KH_ERR_TOO_LARGE, KH_ERR_VERSION (checked in that
+ * order), then KH_ERR_FORMAT for a flag outside KH_USAGE_F_ALL.
+ */
 KH_WARN_UNUSED kh_err kh_usage_peek(const uint8_t *blk, size_t n, struct kh_usage_hdr *h);
 /*
  * The center's side: the framing (as kh_usage_peek), the signature with the card's certified key

@@ -21,7 +21,7 @@ kh_err kh_usage_seal(const uint8_t ku[static 32], const uint8_t sign_sk[static 3
 	size_t body = KH_USAGE_HDR_LEN + len + KH_TAG_LEN;
 	kh_err r;
 
-	if (!h || !out || !outlen || (len && !contents))
+	if (!h || !out || !outlen || (len && !contents) || (h->flags & ~KH_USAGE_F_ALL))
 		return KH_ERR_INVAL;
 	if (body + KH_USAGE_SIG_LEN > KH_USAGE_MAX)
 		return KH_ERR_TOO_LARGE;
@@ -31,6 +31,7 @@ kh_err kh_usage_seal(const uint8_t ku[static 32], const uint8_t sign_sk[static 3
 	kh_put_be32(out + 1, h->ua);
 	kh_put_be32(out + 5, h->block_seq);
 	kh_put_be64(out + 9, h->card_time);
+	out[17] = h->flags;
 	block_nonce(h->block_seq, nonce);
 	if ((r = kh_aead_seal(ku, nonce, out, KH_USAGE_HDR_LEN, contents, len, out + KH_USAGE_HDR_LEN)) != KH_OK)
 		return r;
@@ -48,9 +49,12 @@ kh_err kh_usage_peek(const uint8_t *blk, size_t n, struct kh_usage_hdr *h)
 		return KH_ERR_TOO_LARGE;
 	if (blk[0] != KH_USAGE_VERSION)
 		return KH_ERR_VERSION;
+	if (blk[17] & ~KH_USAGE_F_ALL)
+		return KH_ERR_FORMAT;
 	h->ua = kh_get_be32(blk + 1);
 	h->block_seq = kh_get_be32(blk + 5);
 	h->card_time = kh_get_be64(blk + 9);
+	h->flags = blk[17];
 	return KH_OK;
 }
 

@@ -7,7 +7,9 @@
  * EXPORT P1 = 0 makes a block for an upload session: always allowed, since the card is talking
  * to its center. P1 = 1 makes a block for the decoder's memory M1, and only while the center has
  * authorised export (seed 001: a new card starts not authorised, so M1 keeps the old card's data
- * until the center has recovered it). Each block has the next block_seq, stored before the
+ * until the center has recovered it). The block's header says which (KH_USAGE_F_M1): the center
+ * closes a replaced card as recovered only on a block made for M1, never on a session block the
+ * decoder may have kept from long before. Another P1 is refused. Each block has the next block_seq, stored before the
  * block leaves, so the nonce under Ku is never used twice and the center can tell blocks apart.
  */
 #include <string.h>
@@ -33,6 +35,8 @@ kh_err kh__h_export(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *
 		return r;
 	if (a->lc)
 		return KH_ERR_APDU_LEN;
+	if (a->p1 > 1)
+		return KH_ERR_APDU_P1P2;
 	if (a->p1 == 1 && !c->export_ok)
 		return KH_ERR_EXPORT_DENIED;
 	if (c->block_seq == UINT32_MAX)
@@ -65,6 +69,7 @@ kh_err kh__h_export(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *
 	h.ua = m->p.ua;
 	h.block_seq = c->block_seq;
 	h.card_time = kh__module_now(m);
+	h.flags = a->p1 == 1 ? KH_USAGE_F_M1 : 0;
 	cap = resp->cap - resp->len;
 	if ((r = kh_wr_reserve(resp, 0, &out)) != KH_OK) /* where the block will go */
 		goto out;

@@ -1,6 +1,7 @@
 /*
  * Typed store operations for the upload session of seed 001 (docs/protocols/upload.md): the
- * session and its nonce, and each purchase a card's block carried, recorded and invoiced once.
+ * session and its nonce (its age, and how many a card has open, for the center's limits), and
+ * each purchase a card's block carried, recorded and invoiced once.
  * "Once" is the schema's: purchases and invoices are both unique on (ua, event, time), so a
  * block seen again, or the same purchase carried by a later block, inserts nothing.
  */
@@ -8,7 +9,8 @@
 
 #include "store_int.h"
 
-kh_err kh_store_upload_open(struct kh_store *s, uint32_t ua, const uint8_t *nonce, size_t n, int64_t *id)
+kh_err kh_store_upload_open(struct kh_store *s, uint32_t ua, const uint8_t *nonce, size_t n, int64_t created_at,
+			    int64_t *id)
 {
 	static const char sql[] = "INSERT INTO upload_sessions (ua, nonce, created_at) VALUES (?1, ?2, ?3) "
 				  "RETURNING id";
@@ -21,7 +23,7 @@ kh_err kh_store_upload_open(struct kh_store *s, uint32_t ua, const uint8_t *nonc
 	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
 		return r;
 	if ((r = kh__bind_i64(st, 1, ua)) == KH_OK && (r = kh__bind_blob(st, 2, nonce, n)) == KH_OK &&
-	    (r = kh__bind_i64(st, 3, kh__now())) == KH_OK && (r = kh__step(st, &row)) == KH_OK) {
+	    (r = kh__bind_i64(st, 3, created_at)) == KH_OK && (r = kh__step(st, &row)) == KH_OK) {
 		if (row)
 			*id = kh__col_i64(st, 0);
 		else
@@ -61,6 +63,66 @@ kh_err kh_store_upload_get(struct kh_store *s, int64_t id, uint32_t *ua, uint8_t
 	*n = len;
 	*closed_at = kh__col_null(st, 2) ? 0 : kh__col_i64(st, 2);
 out:
+	kh__stmt_done(st);
+	return r;
+}
+
+kh_err kh_store_upload_created(struct kh_store *s, int64_t id, int64_t *created_at)
+{
+	static const char sql[] = "SELECT created_at FROM upload_sessions WHERE id = ?1";
+	struct kh__stmt *st = NULL;
+	int row = 0;
+	kh_err r;
+
+	if (!s || !created_at)
+		return KH_ERR_INVAL;
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
+		return r;
+	if ((r = kh__bind_i64(st, 1, id)) == KH_OK && (r = kh__step(st, &row)) == KH_OK) {
+		if (row)
+			*created_at = kh__col_i64(st, 0);
+		else
+			r = KH_ERR_NOTFOUND;
+	}
+	kh__stmt_done(st);
+	return r;
+}
+
+kh_err kh_store_upload_count_open(struct kh_store *s, uint32_t ua, int64_t since, unsigned *n)
+{
+	/* Through the index on ua: a card's sessions only. */
+	static const char sql[] = "SELECT count(*) FROM upload_sessions WHERE ua = ?1 AND closed_at IS NULL "
+				  "AND created_at >= ?2";
+	struct kh__stmt *st = NULL;
+	int row = 0;
+	kh_err r;
+
+	if (!s || !n)
+		return KH_ERR_INVAL;
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
+		return r;
+	if ((r = kh__bind_i64(st, 1, ua)) == KH_OK && (r = kh__bind_i64(st, 2, since)) == KH_OK &&
+	    (r = kh__step(st, &row)) == KH_OK)
+		*n = row ? (unsigned)kh__col_i64(st, 0) : 0;
+	kh__stmt_done(st);
+	return r;
+}
+
+kh_err kh_store_upload_purge(struct kh_store *s, uint32_t ua, int64_t before, unsigned *purged)
+{
+	/* Never processed, so no usage block names them (usage_blocks.session_id). */
+	static const char sql[] = "DELETE FROM upload_sessions WHERE ua = ?1 AND closed_at IS NULL AND created_at < ?2";
+	struct kh__stmt *st = NULL;
+	kh_err r;
+
+	if (!s)
+		return KH_ERR_INVAL;
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
+		return r;
+	if ((r = kh__bind_i64(st, 1, ua)) == KH_OK && (r = kh__bind_i64(st, 2, before)) == KH_OK)
+		r = kh__exec(st);
+	if (r == KH_OK && purged)
+		*purged = (unsigned)kh__changes(s);
 	kh__stmt_done(st);
 	return r;
 }

@@ -95,3 +95,21 @@ kh_err kh_store_block_seen(struct kh_store *s, uint32_t ua, uint32_t block_seq, 
 		*prev = a.prev;
 	return r;
 }
+
+kh_err kh_store_block_max_ok(struct kh_store *s, uint32_t ua, uint32_t *block_seq)
+{
+	/* The primary key (ua, block_seq) serves it: the card's rows only, newest first. */
+	static const char sql[] = "SELECT max(block_seq) FROM usage_blocks WHERE ua = ?1 AND verdict = 'ok'";
+	struct kh__stmt *st = NULL;
+	int row = 0;
+	kh_err r;
+
+	if (s == NULL || block_seq == NULL)
+		return KH_ERR_INVAL;
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
+		return r;
+	if ((r = kh__bind_i64(st, 1, ua)) == KH_OK && (r = kh__step(st, &row)) == KH_OK)
+		*block_seq = row && !kh__col_null(st, 0) ? (uint32_t)kh__col_i64(st, 0) : 0;
+	kh__stmt_done(st);
+	return r;
+}

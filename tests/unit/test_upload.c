@@ -14,7 +14,17 @@
  *   - a hello for another nonce or by another card is 403 and records nothing;
  *   - a later session re-sending a seen block gets "duplicate" and invoices nothing; a refused
  *     copy does not shadow the genuine block, nor another subscriber's block its own session;
- *   - a session whose upload was processed refuses a second upload.
+ *   - a session whose upload was processed refuses a second upload;
+ *   - recovery (a replaced card's block in the new card's session) closes the old card only on
+ *     a block made for M1 and not older than one already accepted: a session block (EXPORT
+ *     P1=0) is "not_m1", an old copy of M1 "stale"; both are invoiced, neither closes the card;
+ *     the real M1 block afterwards does; a card closed as recovered still takes a later M1 block
+ *     of itself; a block of the old layout (version 1) is answered "version" and not recorded;
+ *   - the open endpoints' limits, with the center's clock injected: a session not used in time
+ *     is refused (session_expired) with nothing recorded, while a retry of an answered upload
+ *     still gets its answer; a card has at most N sessions open (429 too_many_sessions, no row),
+ *     a processed or expired one no longer counts, and a retried opening (same Idempotency-Key)
+ *     gets the same session instead of using up another.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +58,13 @@ struct uw {
 	uint16_t port;
 	CURL *curl;
 	struct mod c3; /* a card of this operator for another subscriber */
+	int64_t now;   /* the center's clock, when the test injects it (setup_clock) */
 };
+
+static int64_t test_clock(void *ctx)
+{
+	return ((struct uw *)ctx)->now;
+}
 
 /* One request; body NULL for none; idem NULL for no Idempotency-Key. Parses a JSON answer. */
 static void req(struct uw *u, const char *method, const char *path, const char *body, const char *idem,
@@ -82,6 +98,34 @@ static int setup(void **state)
 	make_mod(u->w->auth, KH_ROLE_CARD, &u->c3);
 	u->db = path_in(u->w->dir, "center.db");
 	center_start(u->db, u->w->auth_dir, NULL, &u->sms, &u->h, &u->port);
+	assert_non_null(u->curl = curl_easy_init());
+	*state = u;
+	return 0;
+}
+
+/* The center with its clock injected (u->now) and at most 4 sessions open per card. */
+static int setup_clock(void **state)
+{
+	struct uw *u = calloc(1, sizeof *u);
+	struct kh_sms_config cfg = {0};
+	struct kh_http_config hc = {0};
+
+	assert_non_null(u);
+	world_setup((void **)&u->w);
+	make_mod(u->w->auth, KH_ROLE_CARD, &u->c3);
+	u->db = path_in(u->w->dir, "center.db");
+	u->now = (int64_t)time(NULL);
+	cfg.db = u->db;
+	cfg.authority_dir = u->w->auth_dir;
+	cfg.upload_sessions_max = 4;
+	cfg.clock = test_clock;
+	cfg.clock_ctx = u;
+	assert_int_equal(kh_sms_new(&cfg, &u->sms, NULL), KH_OK);
+	hc.threads = 2;
+	assert_int_equal(kh_http_new(&hc, &u->h), KH_OK);
+	assert_int_equal(kh_sms_add_routes(u->sms, u->h), KH_OK);
+	assert_int_equal(kh_http_start(u->h), KH_OK);
+	assert_true((u->port = kh_http_port(u->h)) != 0);
 	assert_non_null(u->curl = curl_easy_init());
 	*state = u;
 	return 0;
@@ -277,23 +321,29 @@ struct blk {
 	uint32_t ua, seq;
 };
 
-/* A fresh block from the card, for an upload session (EXPORT P1=0, always allowed). */
-static struct blk export_block(struct mod *m)
+/* A fresh block from the card: P1=0 for an upload session (always allowed), 1 for M1. */
+static struct blk export_for(struct mod *m, uint8_t p1)
 {
 	struct blk k = {0};
 	uint8_t resp[KH_APDU_MAX_RESP];
 	struct kh_usage_hdr h;
 	size_t n = 0;
 
-	assert_int_equal(send_apdu(&m->t, KH_CLA, KH_INS_EXPORT, 0, 0, NULL, 0, resp, sizeof resp, &n), 0x9000);
+	assert_int_equal(send_apdu(&m->t, KH_CLA, KH_INS_EXPORT, p1, 0, NULL, 0, resp, sizeof resp, &n), 0x9000);
 	assert_true(n <= sizeof k.b);
 	memcpy(k.b, resp, n);
 	k.n = n;
 	assert_int_equal(kh_usage_peek(k.b, k.n, &h), KH_OK);
 	assert_int_equal(h.ua, m->ua);
+	assert_int_equal(h.flags, p1 ? KH_USAGE_F_M1 : 0);
 	k.ua = h.ua;
 	k.seq = h.block_seq;
 	return k;
+}
+
+static struct blk export_block(struct mod *m)
+{
+	return export_for(m, 0);
 }
 
 static char *b64(const uint8_t *p, size_t n)
@@ -614,11 +664,388 @@ static void test_hello_refused(void **state)
 	free(blk);
 }
 
+/* ---- recovery only from an M1 block, never from a stale one ---- */
+
+/* A session of card m carrying the given blocks; the answer (in r: reply_free it). */
+static json_t *upload_blocks(struct uw *u, struct mod *m, const struct blk *const *bl, size_t n, const char *key,
+			     struct reply *r)
+{
+	struct session s = open_session(u, m);
+	char *hl = hello(m, s.nonce, s.nlen), *b[8], *body;
+	json_t *ans;
+
+	assert_true(n <= 8);
+	for (size_t i = 0; i < n; i++)
+		b[i] = b64(bl[i]->b, bl[i]->n);
+	body = upload_body(hl, b, n);
+	ans = expect(u, "POST", s.path, body, key, 200, r);
+	for (size_t i = 0; i < n; i++)
+		free(b[i]);
+	free(body);
+	free(hl);
+	return ans;
+}
+
+static void replace(struct uw *u, struct mod *old, struct mod *repl)
+{
+	char body[64], path[64];
+	struct reply r;
+
+	snprintf(body, sizeof body, "{\"new_ua\":\"%08X\"}", repl->ua);
+	snprintf(path, sizeof path, "/v1/cards/%08X/replace", old->ua);
+	expect(u, "POST", path, body, NULL, 200, &r);
+	reply_free(&r);
+}
+
+/* "state|closed_reason" of a card, from the database. */
+static void assert_card(struct uw *u, const struct mod *m, const char *want)
+{
+	char sql[128], *s;
+	snprintf(sql, sizeof sql, "SELECT state, coalesce(closed_reason, '') FROM cards WHERE ua = %u", m->ua);
+	s = db_rows(u, sql);
+	if (*s)
+		s[strlen(s) - 1] = 0;
+	if (strcmp(s, want) != 0)
+		fail_msg("card %08X is '%s', expected '%s'", m->ua, s, want);
+	free(s);
+}
+
+static void test_recovery_needs_m1(void **state)
+{
+	struct uw *u = *state;
+	struct mod *c1 = &u->w->c1, *c2 = &u->w->c2;
+	struct blk old_session, m1, later;
+	const struct blk *bl[1];
+	struct reply r;
+	int64_t ada;
+	json_t *ans;
+
+	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":0}", NULL, 200, &r);
+	reply_free(&r);
+	ada = add_subscriber(u, "Ada");
+	register_card(u, c1);
+	register_card(u, c2);
+	assign(u, c1, ada); /* Ada's first card: authorised to export at once */
+
+	/* c1 buys a film; the decoder asks for a session block and keeps it, never uploading it */
+	buy(u, c1, 101);
+	old_session = export_for(c1, 0);
+	/* c1 buys another; M1 gets c1's newest block, made for M1 */
+	buy(u, c1, 102);
+	m1 = export_for(c1, 1);
+	assert_true(old_session.seq < m1.seq);
+	replace(u, c1, c2);
+	assert_card(u, c1, "replaced|");
+
+	/* the decoder presents the old session block as "the M1 block": not_m1. Its film is
+	 * invoiced (a genuine purchase), but c1 stays outstanding and c2 is not authorised */
+	bl[0] = &old_session;
+	ans = upload_blocks(u, c2, bl, 1, "k-not-m1", &r);
+	assert_line(ans, 0, c1->ua, old_session.seq, "not_m1");
+	assert_int_equal(jint(ans, "invoiced"), 1);
+	assert_false(json_is_true(json_object_get(ans, "export_authorised")));
+	reply_free(&r);
+	assert_verdict(u, c1->ua, old_session.seq, "ok");
+	assert_card(u, c1, "replaced|");
+	assert_int_equal(invoices(u, ada), 1);
+
+	/* the real M1 block: recovered, the second film invoiced, c1 closed, c2 authorised */
+	bl[0] = &m1;
+	ans = upload_blocks(u, c2, bl, 1, "k-m1", &r);
+	assert_line(ans, 0, c1->ua, m1.seq, "recovered");
+	assert_int_equal(jint(ans, "invoiced"), 1);
+	assert_true(json_is_true(json_object_get(ans, "export_authorised")));
+	reply_free(&r);
+	assert_card(u, c1, "closed|recovered");
+	assert_int_equal(invoices(u, ada), 2);
+
+	/* c1, closed as recovered (its REVOKEs never carried to it), buys once more and makes a
+	 * later M1 block: still accepted, its new film invoiced to Ada; c1 stays closed */
+	buy(u, c1, 103);
+	later = export_for(c1, 1);
+	assert_true(later.seq > m1.seq);
+	bl[0] = &later;
+	ans = upload_blocks(u, c2, bl, 1, "k-later", &r);
+	assert_line(ans, 0, c1->ua, later.seq, "recovered");
+	assert_int_equal(jint(ans, "invoiced"), 1);
+	reply_free(&r);
+	assert_card(u, c1, "closed|recovered");
+	assert_int_equal(invoices(u, ada), 3);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM (SELECT ua, event_id, time FROM invoices "
+				   "GROUP BY ua, event_id, time HAVING count(*) > 1)"),
+			 0);
+}
+
+static void test_recovery_old_layout_and_duplicate(void **state)
+{
+	struct uw *u = *state;
+	struct mod *c1 = &u->w->c1, *c2 = &u->w->c2;
+	struct blk m1_old, sess, m1_new, v1;
+	const struct blk *bl[2];
+	struct reply r;
+	int64_t ada;
+	json_t *ans;
+	char *before, *after;
+
+	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":0}", NULL, 200, &r);
+	reply_free(&r);
+	ada = add_subscriber(u, "Ada");
+	register_card(u, c1);
+	register_card(u, c2);
+	assign(u, c1, ada);
+
+	/* M1 gets block m1_old; a copy of it is kept aside. c1 buys, then connects: its session
+	 * block (newer) and M1's block go up, and M1 then takes a newer block m1_new */
+	m1_old = export_for(c1, 1);
+	buy(u, c1, 101);
+	sess = export_for(c1, 0);
+	bl[0] = &sess;
+	bl[1] = &m1_old;
+	ans = upload_blocks(u, c1, bl, 2, "k-c1", &r);
+	assert_line(ans, 0, c1->ua, sess.seq, "ok");
+	assert_line(ans, 1, c1->ua, m1_old.seq, "ok");
+	reply_free(&r);
+	buy(u, c1, 102);
+	m1_new = export_for(c1, 1);
+	assert_true(m1_old.seq < sess.seq && sess.seq < m1_new.seq);
+	replace(u, c1, c2);
+
+	/* a block of the old layout (version 1) is named, refused, and not recorded */
+	v1 = m1_new;
+	v1.b[0] = 1;
+	bl[0] = &v1;
+	before = db_rows(u, "SELECT ua, block_seq, verdict FROM usage_blocks ORDER BY ua, block_seq");
+	ans = upload_blocks(u, c2, bl, 1, "k-v1", &r);
+	assert_line(ans, 0, c1->ua, m1_new.seq, "version");
+	assert_int_equal(jint(ans, "invoiced"), 0);
+	reply_free(&r);
+	after = db_rows(u, "SELECT ua, block_seq, verdict FROM usage_blocks ORDER BY ua, block_seq");
+	assert_string_equal(before, after);
+	free(before);
+	free(after);
+
+	/* the old copy of M1 went up in c1's own session: a duplicate now, which closes nothing
+	 * (test_recovery_stale has an old copy the center never saw) */
+	bl[0] = &m1_old;
+	ans = upload_blocks(u, c2, bl, 1, "k-dup", &r);
+	assert_line(ans, 0, c1->ua, m1_old.seq, "duplicate");
+	reply_free(&r);
+	assert_card(u, c1, "replaced|");
+	(void)ada;
+}
+
+/* An M1 block older than one accepted, never seen before itself: stale, invoiced, not closing. */
+static void test_recovery_stale(void **state)
+{
+	struct uw *u = *state;
+	struct mod *c1 = &u->w->c1, *c2 = &u->w->c2;
+	struct blk m1_old, sess, m1_new;
+	const struct blk *bl[1];
+	struct reply r;
+	int64_t ada;
+	json_t *ans;
+
+	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":0}", NULL, 200, &r);
+	reply_free(&r);
+	ada = add_subscriber(u, "Ada");
+	register_card(u, c1);
+	register_card(u, c2);
+	assign(u, c1, ada);
+
+	/* M1 holds m1_old (film 101), of which the decoder keeps a copy; c1 buys film 102 and
+	 * uploads a session block (the center now holds block sess); M1 later takes m1_new */
+	buy(u, c1, 101);
+	m1_old = export_for(c1, 1);
+	buy(u, c1, 102);
+	sess = export_for(c1, 0);
+	bl[0] = &sess;
+	ans = upload_blocks(u, c1, bl, 1, "k-c1", &r);
+	assert_line(ans, 0, c1->ua, sess.seq, "ok");
+	assert_int_equal(jint(ans, "invoiced"), 2);
+	reply_free(&r);
+	buy(u, c1, 103);
+	m1_new = export_for(c1, 1);
+	replace(u, c1, c2);
+
+	/* the decoder withholds m1_new and presents its old copy: stale, c1 not closed */
+	bl[0] = &m1_old;
+	ans = upload_blocks(u, c2, bl, 1, "k-stale", &r);
+	assert_line(ans, 0, c1->ua, m1_old.seq, "stale");
+	assert_int_equal(jint(ans, "invoiced"), 0); /* film 101 was invoiced from sess already */
+	assert_false(json_is_true(json_object_get(ans, "export_authorised")));
+	reply_free(&r);
+	assert_verdict(u, c1->ua, m1_old.seq, "ok");
+	assert_card(u, c1, "replaced|");
+	assert_int_equal(invoices(u, ada), 2);
+
+	/* the newest M1 block closes it, and film 103 is invoiced */
+	bl[0] = &m1_new;
+	ans = upload_blocks(u, c2, bl, 1, "k-new", &r);
+	assert_line(ans, 0, c1->ua, m1_new.seq, "recovered");
+	assert_int_equal(jint(ans, "invoiced"), 1);
+	assert_true(json_is_true(json_object_get(ans, "export_authorised")));
+	reply_free(&r);
+	assert_card(u, c1, "closed|recovered");
+	assert_int_equal(invoices(u, ada), 3);
+}
+
+/* ---- the open endpoints' limits ---- */
+
+static long open_sessions(struct uw *u, const struct mod *m)
+{
+	char sql[128];
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM upload_sessions WHERE ua = %u AND closed_at IS NULL", m->ua);
+	return db_int(u, sql);
+}
+
+static void test_session_expiry(void **state)
+{
+	struct uw *u = *state;
+	struct mod *c1 = &u->w->c1;
+	struct session s, t;
+	struct blk b;
+	struct reply r, again;
+	char *hl, *blk, *body, *before, *after;
+	int64_t ada;
+	json_t *ans;
+
+	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":0}", NULL, 200, &r);
+	reply_free(&r);
+	ada = add_subscriber(u, "Ada");
+	register_card(u, c1);
+	assign(u, c1, ada);
+	buy(u, c1, 101);
+	b = export_block(c1);
+	blk = b64(b.b, b.n);
+
+	/* a session used one second after its time: refused, and nothing recorded */
+	s = open_session(u, c1);
+	t = open_session(u, c1);
+	u->now += KH_SMS_UPLOAD_TTL + 1;
+	hl = hello(c1, s.nonce, s.nlen);
+	body = upload_body(hl, &blk, 1);
+	before = db_state(u);
+	expect_error(u, s.path, body, "k-late", 409, "session_expired");
+	after = db_state(u);
+	assert_string_equal(before, after);
+	free(after);
+	free(before);
+	free(body);
+	free(hl);
+	assert_int_equal(invoices(u, ada), 0);
+
+	/* a session used at the very end of its time still counts */
+	u->now -= 1;
+	hl = hello(c1, t.nonce, t.nlen);
+	body = upload_body(hl, &blk, 1);
+	ans = expect(u, "POST", t.path, body, "k-in-time", 200, &r);
+	assert_line(ans, 0, c1->ua, b.seq, "ok");
+	assert_int_equal(invoices(u, ada), 1);
+
+	/* a decoder retrying that upload after a lost reply, long after: the same answer */
+	u->now += 10 * KH_SMS_UPLOAD_TTL;
+	req(u, "POST", t.path, body, "k-in-time", &again);
+	assert_int_equal(again.status, 200);
+	assert_true(again.replayed);
+	assert_int_equal(again.len, r.len);
+	assert_memory_equal(again.body, r.body, r.len);
+	reply_free(&again);
+	reply_free(&r);
+	free(body);
+	free(hl);
+	free(blk);
+}
+
+static void test_sessions_per_card(void **state)
+{
+	struct uw *u = *state;
+	struct mod *c1 = &u->w->c1, *c3 = &u->c3;
+	struct session s[4];
+	struct reply r, r2;
+	char body[32], *hl, *up;
+	long rows;
+	json_t *j;
+
+	register_card(u, c1);
+	register_card(u, c3);
+	assign(u, c1, add_subscriber(u, "Ada"));
+	assign(u, c3, add_subscriber(u, "Bob"));
+	for (int i = 0; i < 4; i++)
+		s[i] = open_session(u, c1);
+	/* the fifth: 429, and no row */
+	rows = db_int(u, "SELECT count(*) FROM upload_sessions");
+	snprintf(body, sizeof body, "{\"ua\":\"%08X\"}", c1->ua);
+	expect_error(u, "/v1/upload/sessions", body, NULL, 429, "too_many_sessions");
+	assert_int_equal(db_int(u, "SELECT count(*) FROM upload_sessions"), rows);
+	/* the limit is per card: another card still opens */
+	(void)open_session(u, c3);
+
+	/* one of them used (its upload processed): it no longer counts, one more may open */
+	hl = hello(c1, s[0].nonce, s[0].nlen);
+	up = upload_body(hl, NULL, 0);
+	expect(u, "POST", s[0].path, up, "k-used", 200, &r);
+	reply_free(&r);
+	free(up);
+	free(hl);
+	(void)open_session(u, c1);
+	expect_error(u, "/v1/upload/sessions", body, NULL, 429, "too_many_sessions");
+
+	/* a decoder retrying an opening whose reply was lost (same Idempotency-Key and body) gets
+	 * the same session, even at the limit, and nothing more is opened */
+	u->now += KH_SMS_UPLOAD_TTL + 1; /* every open session of c1 has expired: none counts */
+	rows = db_int(u, "SELECT count(*) FROM upload_sessions");
+	j = expect(u, "POST", "/v1/upload/sessions", body, "k-open", 201, &r);
+	assert_false(r.replayed);
+	for (int i = 0; i < 3; i++) {
+		j = expect(u, "POST", "/v1/upload/sessions", body, "k-open", 201, &r2);
+		assert_true(r2.replayed);
+		assert_int_equal(r2.len, r.len);
+		assert_memory_equal(r2.body, r.body, r.len);
+		reply_free(&r2);
+	}
+	(void)j;
+	reply_free(&r);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM upload_sessions"), rows + 1);
+	/* the key with another body is refused */
+	{
+		char other[32];
+		snprintf(other, sizeof other, "{\"ua\":\"%08X\"}", c3->ua);
+		expect_error(u, "/v1/upload/sessions", other, "k-open", 422, "idempotency_mismatch");
+	}
+	for (int i = 0; i < 3; i++)
+		(void)open_session(u, c1);
+	expect_error(u, "/v1/upload/sessions", body, NULL, 429, "too_many_sessions");
+
+	/* sessions expired for a whole further period are deleted when the card next opens one;
+	 * the processed one stays */
+	assert_int_equal(open_sessions(u, c1), 4 + 3 + 1);
+	u->now += 2 * KH_SMS_UPLOAD_TTL + 1;
+	(void)open_session(u, c1);
+	assert_int_equal(open_sessions(u, c1), 1);
+	{
+		char sql[128];
+		snprintf(sql, sizeof sql, "SELECT count(*) FROM upload_sessions WHERE ua = %u AND closed_at IS NOT NULL",
+			 c1->ua);
+		assert_int_equal(db_int(u, sql), 1);
+	}
+	/* an upload to a deleted session: 404 */
+	hl = hello(c1, s[1].nonce, s[1].nlen);
+	up = upload_body(hl, NULL, 0);
+	expect_error(u, s[1].path, up, "k-gone", 404, "not_found");
+	free(up);
+	free(hl);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_refusals_in_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hello_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recovery_needs_m1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recovery_old_layout_and_duplicate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recovery_stale, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_session_expiry, setup_clock, teardown),
+		cmocka_unit_test_setup_teardown(test_sessions_per_card, setup_clock, teardown),
 	};
 	int rc;
 

@@ -135,6 +135,9 @@ static void test_export_rules(void **state)
 	assert_int_equal(us.purchases[0].event, 55);
 	assert_int_equal(us.purchases[1].price, 30);
 	assert_int_equal(us.export_ok, 0);
+	/* made for a session: not marked for M1, in the signed header */
+	assert_int_equal(us.h.flags, 0);
+	assert_int_equal(blk[17], 0);
 	/* the center authorises: now a block for M1 is made, with the next number */
 	kh_wr_init(&w, cmds, sizeof cmds);
 	assert_int_equal(kh_emm_put_auth_export(&w, 1), KH_OK);
@@ -144,6 +147,38 @@ static void test_export_rules(void **state)
 	assert_int_equal(kh_usage_open(u->ku, u->sign_pk, blk2, n2, &us), KH_OK);
 	assert_int_equal(us.h.block_seq, 2);
 	assert_int_equal(us.export_ok, 1);
+	/* made for M1, and says so */
+	assert_int_equal(us.h.flags, KH_USAGE_F_M1);
+	assert_int_equal(blk2[0], KH_USAGE_VERSION);
+	assert_int_equal(blk2[17], KH_USAGE_F_M1);
+	/* the mark cannot be moved: a session block relabelled for M1 (or the reverse) is refused */
+	{
+		uint8_t bad[KH_USAGE_MAX];
+		memcpy(bad, blk, n);
+		bad[17] = KH_USAGE_F_M1;
+		assert_int_equal(kh_usage_open(u->ku, u->sign_pk, bad, n, &us), KH_ERR_AUTH);
+		memcpy(bad, blk2, n2);
+		bad[17] = 0;
+		assert_int_equal(kh_usage_open(u->ku, u->sign_pk, bad, n2, &us), KH_ERR_AUTH);
+		/* an unknown flag, and the old layout (version 1), are refused before any key is used */
+		bad[17] = 0x80;
+		assert_int_equal(kh_usage_peek(bad, n2, &us.h), KH_ERR_FORMAT);
+		assert_int_equal(kh_usage_open(u->ku, u->sign_pk, bad, n2, &us), KH_ERR_FORMAT);
+		memcpy(bad, blk2, n2);
+		bad[0] = 1;
+		assert_int_equal(kh_usage_open(u->ku, u->sign_pk, bad, n2, &us), KH_ERR_VERSION);
+	}
+	/* no third destination: another P1 is refused, and no block number is spent on it */
+	{
+		uint8_t other[KH_USAGE_MAX];
+		size_t n3 = export(u, 2, other, sizeof other, &sw);
+		assert_int_equal(sw, kh_err_to_sw(KH_ERR_APDU_P1P2));
+		assert_int_equal(n3, 0);
+		n3 = export(u, 0, other, sizeof other, &sw);
+		assert_int_equal(sw, KH_SW_OK);
+		assert_int_equal(kh_usage_open(u->ku, u->sign_pk, other, n3, &us), KH_OK);
+		assert_int_equal(us.h.block_seq, 3);
+	}
 
 	/* what the center refuses: any flipped bit, another card's keys, a cut block */
 	for (size_t i = 0; i < n; i += 11) {
@@ -151,7 +186,7 @@ static void test_export_rules(void **state)
 		memcpy(bad, blk, n);
 		bad[i] ^= 0x20;
 		kh_err r = kh_usage_open(u->ku, u->sign_pk, bad, n, &us);
-		assert_true(r == KH_ERR_AUTH || r == KH_ERR_VERSION);
+		assert_true(r == KH_ERR_AUTH || r == KH_ERR_VERSION || r == KH_ERR_FORMAT);
 	}
 	{
 		uint8_t kp2[32], ku2[32];

@@ -127,6 +127,10 @@ kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const ch
 		r = KH_ERR_INVAL;
 		goto out;
 	}
+	c->upload_ttl = cfg->upload_session_ttl ? cfg->upload_session_ttl : KH_SMS_UPLOAD_TTL;
+	c->upload_max = cfg->upload_sessions_max ? cfg->upload_sessions_max : KH_SMS_UPLOAD_SESSIONS_MAX;
+	c->clock = cfg->clock;
+	c->clock_ctx = cfg->clock_ctx;
 	if (cfg->operator_token) {
 		if (cfg->token_len < 16) {
 			r = KH_ERR_INVAL; /* a token a guess could find is no token */

@@ -35,6 +35,10 @@ struct kh_sms {
 		kh_http_handler fn;
 		struct kh_sms *c;
 	} ops[40]; /* operator routes behind the token check */
+	/* The upload endpoints' limits (kh_sms_config; defaults applied) and their clock. */
+	unsigned upload_ttl, upload_max;
+	int64_t (*clock)(void *ctx);
+	void *clock_ctx;
 	struct kh_metric *emms_queued;
 	struct kh_metric *blocks_ingested;
 	/*

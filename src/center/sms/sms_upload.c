@@ -10,11 +10,16 @@
  *     with that card's Ku; a tampered, cut or foreign block is recorded and skipped, and the
  *     rest of the session still counts;
  *   - records the purchases of the current card's blocks, and of a block of a card this
- *     subscriber replaced (a recovery: the old card is then closed), and invoices each purchase
- *     once, whatever block or session carries it again;
+ *     subscriber replaced (a recovery: the old card is then closed, but only by a block made for
+ *     M1 and not older than one already accepted), and invoices each purchase once, whatever
+ *     block or session carries it again;
  *   - answers with EMMs for the current card: ACK USAGE for the blocks it now holds, AUTHORISE
  *     EXPORT once no replaced card of the subscriber still awaits recovery, and a credit reload
  *     when something was invoiced (the amount agreed in the credit policy).
+ *
+ * The endpoints are open (decoders call them), so they are bounded: a session not used within
+ * the configured time is refused (session_expired), and a card has at most a configured number
+ * of sessions open (too_many_sessions, 429).
  *
  * All of it, with the idempotency record of the answer, is one transaction: the answer is sent
  * only after it is durable, and a retried upload gets the same answer and changes nothing.
@@ -33,51 +38,151 @@
 #define MAX_BLOCKS 8
 #define NONCE_LEN 32
 
-/* ---- POST /v1/upload/sessions {ua} ---- */
+/* ---- POST /v1/upload/sessions {ua} (optional Idempotency-Key) ---- */
+
+/* The clock of the upload limits: the configured one (tests), or the system's. */
+static int64_t center_now(const struct kh_sms *c)
+{
+	return c->clock ? c->clock(c->clock_ctx) : (int64_t)time(NULL);
+}
+
+/* A session opened at created_at is past its time (its upload is refused) once now is more than
+ * the configured time after it: it lives at least upload_ttl seconds, at most one more. */
+static int session_expired(const struct kh_sms *c, int64_t created_at)
+{
+	return center_now(c) - created_at > (int64_t)c->upload_ttl;
+}
 
 struct open_tx {
+	struct kh_sms *c;
 	uint32_t ua;
 	uint8_t nonce[NONCE_LEN];
 	int64_t id;
+	const char *key; /* NULL: no Idempotency-Key */
+	uint8_t hash[KH_STORE_IDEM_HASH_LEN];
+	char *answer;
+	size_t answer_len;
+	int replayed;
 	struct kh__sms_why why;
 };
 
+static kh_err open_answer(const char *sid, const uint8_t *nonce, char **text, size_t *len)
+{
+	json_t *o = json_pack("{s:s}", "session", sid);
+
+	if (!o || kh_json_set_b64(o, "nonce", nonce, NONCE_LEN) != KH_OK ||
+	    !(*text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS))) {
+		json_decref(o);
+		return KH_ERR_NOMEM;
+	}
+	json_decref(o);
+	*len = strlen(*text);
+	return KH_OK;
+}
+
+/*
+ * The card must be registered and active, and may have at most upload_max sessions open (not
+ * expired, not processed). Its sessions long past their time are deleted on the way. A retry of
+ * an opening already answered (same Idempotency-Key and body) gets that answer: a decoder whose
+ * reply was lost does not use up its card's sessions.
+ */
 static kh_err open_tx(struct kh_store *s, void *arg)
 {
 	struct open_tx *a = arg;
 	struct kh_store_card card;
+	int64_t now = center_now(a->c);
+	uint8_t *stored = NULL;
+	unsigned nopen = 0;
+	char sid[24];
+	size_t n = 0;
 	kh_err r;
 
-	a->why = (struct kh__sms_why){0}; /* a busy retry starts again */
+	free(a->answer); /* a busy retry starts again */
+	a->answer = NULL;
+	a->replayed = 0;
+	a->why = (struct kh__sms_why){0};
+	if (a->key) {
+		r = kh_store_idem_get(s, a->key, a->hash, &stored, &n);
+		if (r == KH_OK) {
+			a->answer = (char *)stored;
+			a->answer_len = n;
+			a->replayed = 1;
+			return KH_OK;
+		}
+		if (r == KH_ERR_IDEM_MISMATCH)
+			return kh__sms_why(&a->why, r, NULL, "this Idempotency-Key was used for another request");
+		if (r != KH_ERR_NOTFOUND)
+			return r;
+	}
 	if ((r = kh_store_card_get(s, a->ua, &card)) != KH_OK)
 		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "card not registered") : r;
 	if (strcmp(card.state, "active") != 0)
 		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "card_state", "only an active card opens a session");
-	return kh_store_upload_open(s, a->ua, a->nonce, sizeof a->nonce, &a->id);
+	/* Expired for a whole further period: an upload to it would now get 404, not session_expired. */
+	if ((r = kh_store_upload_purge(s, a->ua, now - 2 * (int64_t)a->c->upload_ttl, NULL)) != KH_OK)
+		return r;
+	if ((r = kh_store_upload_count_open(s, a->ua, now - (int64_t)a->c->upload_ttl, &nopen)) != KH_OK)
+		return r;
+	if (nopen >= a->c->upload_max)
+		return kh__sms_why(&a->why, KH_ERR_RATE_LIMITED, "too_many_sessions",
+				   "this card has too many upload sessions open; use one, or wait for them to expire");
+	if ((r = kh_store_upload_open(s, a->ua, a->nonce, sizeof a->nonce, now, &a->id)) != KH_OK)
+		return r;
+	snprintf(sid, sizeof sid, "%lld", (long long)a->id);
+	if ((r = open_answer(sid, a->nonce, &a->answer, &a->answer_len)) != KH_OK)
+		return r;
+	/* In the transaction that opened the session: the session and its answer commit together. */
+	return a->key ? kh_store_idem_put(s, a->key, a->hash, (const uint8_t *)a->answer, a->answer_len) : KH_OK;
 }
 
 kh_err kh__sms_upload_open(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
-	struct kh_sms *c = arg;
-	struct open_tx a = {0};
+	struct open_tx a = {.c = arg};
+	json_t *body = kh_http_body(req), *ans = NULL;
 	const char *ua;
-	json_t *o;
-	char id[24];
+	json_error_t jerr;
+	char *canon = NULL, *fp = NULL;
 	kh_err r;
 
-	ua = json_string_value(json_object_get(kh_http_body(req), "ua"));
+	ua = json_string_value(json_object_get(body, "ua"));
 	if (!ua || kh__sms_parse_ua(ua, &a.ua) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "ua: 8 hexadecimal digits");
-	if ((r = kh_random(a.nonce, sizeof a.nonce)) != KH_OK)
-		return r;
-	if ((r = kh_store_group_run(c->writer, open_tx, &a)) != KH_OK)
-		return a.why.code || a.why.msg ? kh__sms_fail(resp, r, &a.why) : r;
-	snprintf(id, sizeof id, "%lld", (long long)a.id);
-	if (!(o = json_pack("{s:s}", "session", id)) || kh_json_set_b64(o, "nonce", a.nonce, sizeof a.nonce) != KH_OK) {
-		json_decref(o);
-		return KH_ERR_NOMEM;
+	a.key = kh_http_idempotency_key(req);
+	if (a.key && (!*a.key || strlen(a.key) > KH_STORE_IDEM_KEY_MAX))
+		return kh_http_reply_error(resp, KH_ERR_INVAL, "an Idempotency-Key has 1 to 128 characters");
+	if (a.key) {
+		/* The request the key stands for: this body. */
+		if (!(canon = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS)) ||
+		    asprintf(&fp, "POST\n/v1/upload/sessions\n%s", canon) < 0) {
+			fp = NULL;
+			r = KH_ERR_NOMEM;
+			goto out;
+		}
+		if ((r = kh_sha256((const uint8_t *)fp, strlen(fp), a.hash)) != KH_OK)
+			goto out;
 	}
-	return kh_http_reply(resp, 201, o);
+	if ((r = kh_random(a.nonce, sizeof a.nonce)) != KH_OK)
+		goto out;
+	/* Committed with whatever other openings and uploads are waiting (group commit). */
+	if ((r = kh_store_group_run(a.c->writer, open_tx, &a)) != KH_OK) {
+		if (a.why.code || a.why.msg)
+			r = kh__sms_fail(resp, r, &a.why);
+		goto out;
+	}
+	if (!(ans = json_loadb(a.answer, a.answer_len, 0, &jerr))) {
+		r = KH_ERR_INTERNAL;
+		goto out;
+	}
+	if (a.replayed && (r = kh_http_resp_header(resp, "Idempotent-Replayed", "true")) != KH_OK) {
+		json_decref(ans);
+		goto out;
+	}
+	r = kh_http_reply(resp, 201, ans);
+out:
+	free(canon);
+	free(fp);
+	free(a.answer);
+	return r;
 }
 
 /* ---- POST /v1/upload/sessions/{id} {hello, blocks} (Idempotency-Key) ---- */
@@ -88,6 +193,7 @@ struct block_in {
 	int decoded; /* 0: not base64url at all */
 	/* What the checks before the transaction found (check_block). */
 	int named;                   /* a whole clear header names (ua, block_seq) */
+	int version;                 /* another layout (version 1): named in the answer, not recorded */
 	struct kh_usage_hdr h;
 	enum kh_store_verdict crypto; /* OK, TAMPERED, TRUNCATED, or FOREIGN (no card, bad certificate) */
 	struct kh_usage *u;          /* the contents, when OK */
@@ -171,8 +277,16 @@ static kh_err check_block(struct kh_store *s, struct kh_sms *c, struct block_in 
 		in->named = 1;
 		return KH_OK;
 	}
+	if (r == KH_ERR_VERSION && in->n >= 9) {
+		/* The old layout (usage.md: version 1 kept UA and block_seq at these offsets): the
+		 * answer names it as refused for its version; nothing is recorded. */
+		in->h.ua = kh_get_be32(in->b + 1);
+		in->h.block_seq = kh_get_be32(in->b + 5);
+		in->version = 1;
+		return KH_OK;
+	}
 	if (r != KH_OK)
-		return KH_OK; /* another version, too large, or less than a header: nothing names it */
+		return KH_OK; /* too large, less than a header, unknown flags: nothing names it */
 	in->named = 1;
 	if ((r = card_key(s, c, in->h.ua, pk)) != KH_OK) {
 		in->crypto = KH_STORE_BLOCK_FOREIGN; /* no such card, or its certificate does not check */
@@ -208,8 +322,17 @@ static kh_err count_replaced(void *arg, const struct kh_store_card *k)
 }
 
 /*
- * One block inside the transaction: whose it is, its verdict ("ok", "recovered", "duplicate",
- * "tampered", "foreign", "truncated") recorded, and its purchases recorded and invoiced.
+ * One block inside the transaction: whose it is, its verdict ("ok", "recovered", "not_m1",
+ * "stale", "duplicate", "tampered", "foreign", "truncated", "version") recorded, and its
+ * purchases recorded and invoiced.
+ *
+ * A replaced card is closed as recovered only by a block of it that was made for M1 (flag
+ * KH_USAGE_F_M1) and is not older than a block of it the center already accepted. A genuine
+ * block of it that fails either test is still recorded and its purchases invoiced (they are the
+ * subscriber's real purchases, and invoicing is idempotent), but the card stays outstanding:
+ * "not_m1" for a block made for a session (EXPORT P1=0, which a decoder can obtain at any time
+ * and keep), "stale" for an M1 block older than one already accepted (a decoder keeping an old
+ * copy of M1 instead of its newest).
  */
 static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct session_view *v,
 			   const struct block_in *in, json_t *out)
@@ -217,11 +340,17 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 	struct kh_store_card owner;
 	enum kh_store_verdict verdict, prev;
 	const char *said;
-	int recovery = 0, known = 0;
+	int recovery = 0, known = 0, closes = 0;
+	uint32_t newest = 0;
 	char ua[9];
 	json_t *o;
 	kh_err r;
 
+	if (in->version) {
+		kh__sms_ua_hex(in->h.ua, ua);
+		o = json_pack("{s:s,s:I,s:s}", "ua", ua, "block_seq", (json_int_t)in->h.block_seq, "verdict", "version");
+		return o && json_array_append_new(out, o) == 0 ? KH_OK : KH_ERR_NOMEM;
+	}
 	if (!in->named) {
 		o = json_pack("{s:s,s:i,s:s}", "ua", "00000000", "block_seq", 0, "verdict", "truncated");
 		return o && json_array_append_new(out, o) == 0 ? KH_OK : KH_ERR_NOMEM;
@@ -240,6 +369,9 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 	else
 		known = 0;
 	verdict = known ? in->crypto : KH_STORE_BLOCK_FOREIGN;
+	/* The newest block of the old card accepted so far, before this one is recorded. */
+	if (recovery && verdict == KH_STORE_BLOCK_OK && (r = kh_store_block_max_ok(s, in->h.ua, &newest)) != KH_OK)
+		return r;
 	r = kh_store_block_seen(s, in->h.ua, in->h.block_seq, verdict, a->id, &prev);
 	if (r == KH_ERR_EXISTS) {
 		said = "duplicate";
@@ -250,7 +382,15 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 		said = verdict == KH_STORE_BLOCK_TAMPERED ? "tampered" : verdict == KH_STORE_BLOCK_FOREIGN ? "foreign"
 													    : "truncated";
 	} else {
-		said = recovery ? "recovered" : "ok";
+		said = "ok";
+		if (recovery && !(in->h.flags & KH_USAGE_F_M1))
+			said = "not_m1";
+		else if (recovery && in->h.block_seq < newest)
+			said = "stale";
+		else if (recovery) {
+			said = "recovered";
+			closes = 1;
+		}
 		for (size_t i = 0; i < in->u->npurchases; i++) {
 			int inv = 0;
 			if ((r = kh_store_purchase_record(s, in->h.ua, in->u->purchases[i].event,
@@ -259,7 +399,7 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 				return r;
 			a->invoiced += inv;
 		}
-		if (recovery && strcmp(owner.state, "replaced") == 0) {
+		if (closes && strcmp(owner.state, "replaced") == 0) {
 			strcpy(owner.state, "closed");
 			strcpy(owner.closed_reason, "recovered");
 			if ((r = kh_store_card_update(s, &owner)) != KH_OK)
@@ -346,6 +486,14 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 	if (closed_at)
 		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "session_closed",
 				   "this session's upload was processed; open a new session");
+	{
+		int64_t created;
+		if ((r = kh_store_upload_created(s, a->id, &created)) != KH_OK)
+			return r;
+		if (session_expired(a->c, created))
+			return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "session_expired",
+					   "this session was not used in time; open a new session");
+	}
 	memset(&v, 0, sizeof v);
 	if ((r = kh_store_card_get(s, sua, &v.cur)) != KH_OK)
 		return r;
