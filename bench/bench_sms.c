@@ -330,6 +330,9 @@ static void center_start(struct center *ce, const char *parent, const char *auth
 	kh_file_free(data, len);
 	free(hex);
 	cfg.db = ce->db;
+	/* The bench opens a round's sessions for its M cards before it uploads (n/M each, more than
+	 * the default cap of sessions open per card, which stands for decoders, one session each). */
+	cfg.upload_sessions_max = 100000;
 	cfg.authority_dir = ce->auth_dir;
 	if ((r = kh_sms_new(&cfg, &ce->sms, &what)) != KH_OK) {
 		fprintf(stderr, "bench_sms: kh_sms_new: %s: %s\n", what ? what : "", kh_strerror(r));

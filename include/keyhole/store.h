@@ -345,8 +345,9 @@ KH_WARN_UNUSED kh_err kh_store_invoices_of(struct kh_store *s, int64_t subscribe
  * center's clock, Unix seconds); *id gets its id. */
 KH_WARN_UNUSED kh_err kh_store_upload_open(struct kh_store *s, uint32_t ua, const uint8_t *nonce, size_t n,
 					   int64_t created_at, int64_t *id);
-/* When a session was opened; KH_ERR_NOTFOUND. */
-KH_WARN_UNUSED kh_err kh_store_upload_created(struct kh_store *s, int64_t id, int64_t *created_at);
+/* A session's card, opening time and closing time (0: open), in one read; KH_ERR_NOTFOUND. */
+KH_WARN_UNUSED kh_err kh_store_upload_state(struct kh_store *s, int64_t id, uint32_t *ua, int64_t *created_at,
+					    int64_t *closed_at);
 /* *n: card ua's sessions not yet processed and opened at or after since (the unexpired ones). */
 KH_WARN_UNUSED kh_err kh_store_upload_count_open(struct kh_store *s, uint32_t ua, int64_t since, unsigned *n);
 /* Delete card ua's sessions never processed and opened before before; *purged (may be NULL)

@@ -67,22 +67,25 @@ out:
 	return r;
 }
 
-kh_err kh_store_upload_created(struct kh_store *s, int64_t id, int64_t *created_at)
+kh_err kh_store_upload_state(struct kh_store *s, int64_t id, uint32_t *ua, int64_t *created_at, int64_t *closed_at)
 {
-	static const char sql[] = "SELECT created_at FROM upload_sessions WHERE id = ?1";
+	static const char sql[] = "SELECT ua, created_at, closed_at FROM upload_sessions WHERE id = ?1";
 	struct kh__stmt *st = NULL;
 	int row = 0;
 	kh_err r;
 
-	if (!s || !created_at)
+	if (!s || !ua || !created_at || !closed_at)
 		return KH_ERR_INVAL;
 	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
 		return r;
 	if ((r = kh__bind_i64(st, 1, id)) == KH_OK && (r = kh__step(st, &row)) == KH_OK) {
-		if (row)
-			*created_at = kh__col_i64(st, 0);
-		else
+		if (row) {
+			*ua = (uint32_t)kh__col_i64(st, 0);
+			*created_at = kh__col_i64(st, 1);
+			*closed_at = kh__col_null(st, 2) ? 0 : kh__col_i64(st, 2);
+		} else {
 			r = KH_ERR_NOTFOUND;
+		}
 	}
 	kh__stmt_done(st);
 	return r;

@@ -21,7 +21,9 @@
 #include "keyhole/log.h"
 #include "store_int.h"
 
-#define STMT_CACHE 48
+/* Distinct SQL literals one connection may prepare: every typed operation's, with room to spare
+ * (about 60 exist); a full cache is an internal error, not a silent slowdown. */
+#define STMT_CACHE 128
 #define DEFAULT_BUSY_MS 5000
 #define TX_ATTEMPTS 5
 
@@ -114,6 +116,8 @@ static kh_err exec_sql(struct kh_store *s, const char *op, const char *sql)
 
 /* ---- prepared statements (store_int.h) ---- */
 
+static kh_err exec_cached(struct kh_store *s, const char *sql);
+
 kh_err kh__stmt(struct kh_store *s, const char *sql, struct kh__stmt **out)
 {
 	struct kh__stmt *c = NULL;
@@ -143,6 +147,20 @@ kh_err kh__stmt(struct kh_store *s, const char *sql, struct kh__stmt **out)
 	c->in_use = 1;
 	*out = c;
 	return KH_OK;
+}
+
+/* Transaction control run often (begin, commit, savepoints): prepared once per connection, not
+ * parsed again by sqlite3_exec on every call. */
+static kh_err exec_cached(struct kh_store *s, const char *sql)
+{
+	struct kh__stmt *st;
+	kh_err r;
+
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
+		return r;
+	r = kh__exec(st);
+	kh__stmt_done(st);
+	return r;
 }
 
 void kh__stmt_done(struct kh__stmt *st)
@@ -259,7 +277,7 @@ kh_err kh_store_begin(struct kh_store *s)
 		return KH_ERR_INVAL;
 	if (s->in_tx)
 		return fail_msg(s, KH_ERR_INVAL, "begin: a transaction is already open");
-	if ((r = exec_sql(s, "begin", "BEGIN IMMEDIATE")) != KH_OK)
+	if ((r = exec_cached(s, "BEGIN IMMEDIATE")) != KH_OK)
 		return r;
 	s->in_tx = 1;
 	return KH_OK;
@@ -283,7 +301,7 @@ kh_err kh_store_commit(struct kh_store *s)
 		return KH_ERR_INVAL;
 	if (!s->in_tx)
 		return fail_msg(s, KH_ERR_INVAL, "commit: no transaction is open");
-	if ((r = exec_sql(s, "commit", "COMMIT")) != KH_OK) {
+	if ((r = exec_cached(s, "COMMIT")) != KH_OK) {
 		kh_store_rollback(s);
 		return r;
 	}
@@ -295,20 +313,20 @@ kh_err kh__savepoint(struct kh_store *s)
 {
 	if (!s->in_tx)
 		return fail_msg(s, KH_ERR_INVAL, "savepoint: no transaction is open");
-	return exec_sql(s, "savepoint", "SAVEPOINT kh_job");
+	return exec_cached(s, "SAVEPOINT kh_job");
 }
 
 kh_err kh__savepoint_release(struct kh_store *s)
 {
-	return exec_sql(s, "release", "RELEASE kh_job");
+	return exec_cached(s, "RELEASE kh_job");
 }
 
 kh_err kh__savepoint_undo(struct kh_store *s)
 {
 	kh_err r;
-	if ((r = exec_sql(s, "rollback_to", "ROLLBACK TO kh_job")) != KH_OK)
+	if ((r = exec_cached(s, "ROLLBACK TO kh_job")) != KH_OK)
 		return r;
-	return exec_sql(s, "release", "RELEASE kh_job");
+	return exec_cached(s, "RELEASE kh_job");
 }
 
 /* Pause before retry n (0-based): about 2^n ms, with jitter so that racing writers part. */

@@ -355,10 +355,14 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 		o = json_pack("{s:s,s:i,s:s}", "ua", "00000000", "block_seq", 0, "verdict", "truncated");
 		return o && json_array_append_new(out, o) == 0 ? KH_OK : KH_ERR_NOMEM;
 	}
-	if ((r = kh_store_card_get(s, in->h.ua, &owner)) == KH_OK)
+	if (in->h.ua == v->cur.ua) {
+		owner = v->cur; /* the session's own card: read once for the whole session */
 		known = 1;
-	else if (r != KH_ERR_NOTFOUND)
+	} else if ((r = kh_store_card_get(s, in->h.ua, &owner)) == KH_OK) {
+		known = 1;
+	} else if (r != KH_ERR_NOTFOUND) {
 		return r;
+	}
 	/* Whose block: the session's card, or one this subscriber's card replaced (a recovery). */
 	if (known && in->h.ua == v->cur.ua)
 		recovery = 0;
@@ -448,16 +452,43 @@ static kh_err collect_emm(void *arg, const struct kh_store_emm *e)
 	return KH_OK;
 }
 
+/* The stored answer under the upload's key into a (KH_OK), or why not: KH_ERR_NOTFOUND, or
+ * KH_ERR_IDEM_MISMATCH with the reason set. */
+static kh_err replay(struct kh_store *s, struct upload_tx *a)
+{
+	uint8_t *stored = NULL;
+	size_t n = 0;
+	kh_err r = kh_store_idem_get(s, a->key, a->hash, &stored, &n);
+
+	if (r == KH_OK) {
+		free(a->answer);
+		a->answer = (char *)stored;
+		a->answer_len = n;
+		a->replayed = 1;
+	} else if (r == KH_ERR_IDEM_MISMATCH) {
+		kh__sms_why(&a->why, r, NULL, "this Idempotency-Key was used for another request");
+	}
+	return r;
+}
+
+/* Whether a block of the upload names a card other than the session's (a possible recovery). */
+static int other_cards(const struct upload_tx *a, uint32_t sua)
+{
+	for (size_t i = 0; i < a->nblocks; i++)
+		if (a->blocks[i].named && a->blocks[i].h.ua != sua)
+			return 1;
+	return 0;
+}
+
 static kh_err upload_tx(struct kh_store *s, void *arg)
 {
 	struct upload_tx *a = arg;
 	struct session_view v;
 	struct kh__sms_emm e;
 	struct emm_collect ec = {0};
-	uint8_t nonce[64], cmd[16], *stored = NULL;
+	uint8_t cmd[16];
 	uint32_t sua, amount = 0, reload_id;
-	int64_t closed_at;
-	size_t nlen, n = 0;
+	int64_t created, closed_at;
 	struct kh_wr w;
 	json_t *blocks = NULL, *o = NULL;
 	char sid[24];
@@ -470,35 +501,26 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 	a->queued = 0;
 	a->invoiced = 0;
 	a->why = (struct kh__sms_why){0};
-	r = kh_store_idem_get(s, a->key, a->hash, &stored, &n);
-	if (r == KH_OK) {
-		a->answer = (char *)stored;
-		a->answer_len = n;
-		a->replayed = 1;
-		return KH_OK;
-	}
-	if (r == KH_ERR_IDEM_MISMATCH)
-		return kh__sms_why(&a->why, r, NULL, "this Idempotency-Key was used for another request");
-	if (r != KH_ERR_NOTFOUND)
-		return r;
-	if ((r = kh_store_upload_get(s, a->id, &sua, nonce, sizeof nonce, &nlen, &closed_at)) != KH_OK)
+	/* The idempotency record was looked up before the transaction; it is read again here only
+	 * if the session turns out to be processed (a retry that raced its first try). */
+	if ((r = kh_store_upload_state(s, a->id, &sua, &created, &closed_at)) != KH_OK)
 		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "no such upload session") : r;
-	if (closed_at)
+	if (closed_at) {
+		if ((r = replay(s, a)) != KH_ERR_NOTFOUND)
+			return r;
 		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "session_closed",
 				   "this session's upload was processed; open a new session");
-	{
-		int64_t created;
-		if ((r = kh_store_upload_created(s, a->id, &created)) != KH_OK)
-			return r;
-		if (session_expired(a->c, created))
-			return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "session_expired",
-					   "this session was not used in time; open a new session");
 	}
+	if (session_expired(a->c, created))
+		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "session_expired",
+				   "this session was not used in time; open a new session");
 	memset(&v, 0, sizeof v);
 	if ((r = kh_store_card_get(s, sua, &v.cur)) != KH_OK)
 		return r;
-	/* The hello and the blocks' signatures were checked before this transaction (precheck). */
-	if (v.cur.subscriber_id && (r = kh_store_cards_of(s, v.cur.subscriber_id, count_replaced, &v)) != KH_OK)
+	/* The hello and the blocks' signatures were checked before this transaction (precheck). The
+	 * subscriber's replaced cards matter only to authorise export or to recover a block of one. */
+	if (v.cur.subscriber_id && (!v.cur.export_authorised || other_cards(a, sua)) &&
+	    (r = kh_store_cards_of(s, v.cur.subscriber_id, count_replaced, &v)) != KH_OK)
 		return r;
 	if (!(blocks = json_array()))
 		return KH_ERR_NOMEM;
@@ -551,8 +573,14 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 		goto out;
 	}
 	a->answer_len = strlen(a->answer);
-	/* In the transaction that made the changes: the answer and what it says commit together. */
+	/* In the transaction that made the changes: the answer and what it says commit together. A
+	 * key taken meanwhile (by another request) undoes this one: it gets that key's verdict. */
 	r = kh_store_idem_put(s, a->key, a->hash, (const uint8_t *)a->answer, a->answer_len);
+	if (r == KH_ERR_EXISTS) {
+		r = replay(s, a);
+		if (r == KH_OK) /* the same request answered meanwhile: its answer, none of this */
+			r = KH_ERR_EXISTS;
+	}
 out:
 	kh__sms_emm_wipe(&e);
 	json_decref(o);
@@ -635,16 +663,15 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 	if ((r = kh_sha256((const uint8_t *)fp, strlen(fp), a.hash)) != KH_OK || (r = kh__sms_db(a.c, &s)) != KH_OK)
 		goto out;
 	/* A retry of an upload already answered gets that answer, whatever has changed since (an
-	 * expired certificate, a busy database): it is looked up again inside the transaction too. */
-	{
-		uint8_t *stored = NULL;
-		size_t n = 0;
-		if (kh_store_idem_get(s, a.key, a.hash, &stored, &n) == KH_OK) {
-			a.answer = (char *)stored;
-			a.answer_len = n;
-			a.replayed = 1;
-			goto answer;
-		}
+	 * expired certificate, a busy database); a key used for another request is refused before
+	 * any check. A retry racing its first try is caught inside the transaction. */
+	r = replay(s, &a);
+	if (r == KH_OK)
+		goto answer;
+	if (r != KH_ERR_NOTFOUND) {
+		if (a.why.code || a.why.msg)
+			r = kh__sms_fail(resp, r, &a.why);
+		goto out;
 	}
 	/* The signature checks first, with no write lock held: uploads then queue on the lock only
 	 * for their SQL, not for their cryptography. */
@@ -654,7 +681,10 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 		goto out;
 	}
 	/* Committed with whatever other uploads are waiting, in one transaction and one fsync. */
-	if ((r = kh_store_group_run(a.c->writer, upload_tx, &a)) != KH_OK) {
+	r = kh_store_group_run(a.c->writer, upload_tx, &a);
+	if (r == KH_ERR_EXISTS && a.replayed)
+		goto answer; /* answered meanwhile under the same key: that answer, this one undone */
+	if (r != KH_OK) {
 		if (a.why.code || a.why.msg)
 			r = kh__sms_fail(resp, r, &a.why);
 		goto out;
