@@ -209,14 +209,13 @@ kh_err kh_headend_emm_add(struct kh_headend *h, const uint8_t *emm, size_t len)
 		return KH_OK;
 	if (len > KH_HEADEND_FEED_MAX || h->emm_len > KH_HEADEND_FEED_MAX - len)
 		return KH_ERR_TOO_LARGE;
-	/* grow by copy: the old carousel is wiped like the one kh_headend_free wipes */
-	if (!(q = malloc(h->emm_len + len)))
+	/*
+	 * realloc, not copy-and-wipe: EMMs are sealed for their cards, not secret (kh_headend_free
+	 * wipes them as hygiene only), and this runs in the packet path; a large block grows in
+	 * place or by remapping, so the stall is about the new bytes, not the whole carousel.
+	 */
+	if (!(q = realloc(h->emm, h->emm_len + len)))
 		return KH_ERR_NOMEM;
-	if (h->emm) {
-		memcpy(q, h->emm, h->emm_len);
-		kh_wipe(h->emm, h->emm_len);
-		free(h->emm);
-	}
 	memcpy(q + h->emm_len, emm, len);
 	/* emm_new stays on the first added EMM not yet sent, or (none pending) is the old end: the
 	 * first of these */
