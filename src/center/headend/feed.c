@@ -1,16 +1,25 @@
 /*
- * The headend's EMM feed from the management center (issue 4, "EMM delivery without a return
- * line"): GET {center}/v1/emm?since=ID pages, following last_id until a page comes back empty,
- * each EMM's sealed section (base64url) appended to one buffer shaped like an EMM file
- * (concatenated sections), which the scrambler cycles on the EMM PID. The center queues EMMs in
- * id order with strictly increasing per-card seqs, so carrying them in queue order lets each
- * card accept every one, and a repeat is refused by the card as a replay (docs/protocols/cas.md).
+ * The headend's link to the management center (issue 4, "EMM delivery without a return line"),
+ * all over the center's HTTP API so that the headend needs no access to the center's database:
+ *
+ * - the EMM feed: GET {center}/v1/emm?since=ID pages, following last_id until a page comes back
+ *   empty, each EMM's sealed section (base64url) appended to one buffer shaped like an EMM file
+ *   (concatenated sections), which the scrambler cycles on the EMM PID. The center queues EMMs in
+ *   id order with strictly increasing per-card seqs, so carrying them in queue order lets each
+ *   card accept every one, and a repeat is refused by the card as a replay
+ *   (docs/protocols/cas.md). Nothing secret travels here: the sections are sealed under each
+ *   card's personal key at the center.
+ * - the continuous feed: a poller thread that repeats the fetch every N seconds from the highest
+ *   id seen and leaves what it got in a mailbox for the packet path to take (no network wait
+ *   there).
+ * - the key material: GET {center}/v1/service-keys/material (an operator endpoint, bearer token)
+ *   into the headend key file's table. This answer does hold secrets: our copies of it are wiped.
  *
  * Transport rules are the decoder's (keyhole-decoder(1) connect): peer and host name always
  * verified over https (against a private CA file when given), plain http only to the loopback
- * host unless the caller allows it, no redirects, bounded answers — both go through
- * kh_http_client (src/net/http_client.c), which holds those rules. Nothing secret travels here:
- * the sections are sealed under each card's personal key at the center.
+ * host unless the caller allows it, no redirects, bounded answers — all go through
+ * kh_http_client (src/net/http_client.c), which holds those rules. docs/internals/headend.md
+ * "Connected to the management center".
  */
 #include <errno.h>
 #include <pthread.h>
