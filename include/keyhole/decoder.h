@@ -50,11 +50,14 @@ typedef void (*kh_decoder_notify_fn)(void *ctx, kh_err reason, const char *msg);
 /* kh_decoder_changed_fn what */
 #define KH_DECODER_CHANGED_EMM 1u      /* the card accepted an EMM */
 #define KH_DECODER_CHANGED_PURCHASE 2u /* the card made an impulse purchase (KH_DECODER_F_BUY) */
+#define KH_DECODER_CHANGED_PERIOD 3u   /* export_every_ms of stream time went by (nothing changed) */
 /*
- * The card's own data changed (seed 001: the moment to refresh the decoder's memory M1, see
- * include/keyhole/m1.h). Called right after the card's answer, while a section is being handled;
- * the callee may talk to the card through the session (cfg.cas->card, e.g. kh_m1_export) but
- * must not call the engine. It cannot fail the stream.
+ * The card's own data changed, or a period of stream time went by (seed 001: the moments to
+ * refresh the decoder's memory M1, "each time the content of M2 is modified, or at regular
+ * interval", see include/keyhole/m1.h). Called right after the card's answer while a section is
+ * being handled, or at the PCR packet that ended the period; the callee may talk to the card
+ * through the session (cfg.cas->card, e.g. kh_m1_export) but must not call the engine. It cannot
+ * fail the stream.
  */
 typedef void (*kh_decoder_changed_fn)(void *ctx, unsigned what);
 /* n whole clear packets (n * 188 bytes). A non-KH_OK return becomes the engine's sticky error. */
@@ -70,6 +73,15 @@ struct kh_decoder_config {
 	kh_decoder_out_fn out;     /* NULL: output is discarded */
 	kh_decoder_changed_fn changed; /* NULL: not wanted */
 	void *ctx;                 /* passed to the callbacks */
+	/*
+	 * Tell changed(KH_DECODER_CHANGED_PERIOD) every this many ms of stream time (0: never; not
+	 * in PASSIVE mode). Stream time is the service's PCR (the PMT's PCR_PID), counted as the
+	 * headend counts it: from the first PCR, by the difference of consecutive PCRs modulo the
+	 * 2^33 wrap; a PCR with discontinuity_indicator set, a step backwards or a step over 60 s
+	 * does not advance it (a splice, a loop of the source). The first tick is one period after
+	 * the first PCR; a PCR gap over several periods gives one tick, not a burst.
+	 */
+	uint32_t export_every_ms;
 };
 
 struct kh_decoder_stats {
@@ -82,6 +94,8 @@ struct kh_decoder_stats {
 	uint32_t emm_passed, emm_accepted;
 	uint32_t reconnects;     /* kh_host_cas_connect attempts after a channel failure */
 	uint32_t purchases;      /* automatic purchases made (KH_DECODER_F_BUY) */
+	uint32_t periods;        /* changed(KH_DECODER_CHANGED_PERIOD) calls (export_every_ms) */
+	uint64_t stream_ms;      /* stream time since the first PCR of the service */
 	uint16_t program, pmt_pid, ecm_pid, emm_pid; /* 0x1FFF-plus (0xFFFF) while unknown */
 };
 

@@ -169,6 +169,45 @@ KH_WARN_UNUSED kh_err kh_headend_feed_url_check(const char *url, int insecure_ht
 KH_WARN_UNUSED kh_err kh_headend_feed_fetch(const struct kh_headend_feed_cfg *cfg, uint8_t **emm, size_t *emm_len,
 					    size_t *count, int64_t *last_id, char *why, size_t whycap);
 
+/*
+ * The continuous feed: a thread that runs kh_headend_feed_fetch every every_s seconds of wall
+ * time (monotonic clock; the first poll every_s after the start) from cfg->since, then from the
+ * highest queue id fetched so far, and keeps what it got in a mailbox until it is taken. A
+ * failed poll is counted, logged (warn, event=headend.emm_poll_failed) and retried at the next
+ * period from the same id; a poll that brings EMMs logs event=headend.emm_poll (info). The
+ * strings of cfg are copied. KH_ERR_INVAL (every_s 0, a URL the rules refuse), KH_ERR_NOMEM.
+ */
+struct kh_headend_poller;
+KH_WARN_UNUSED kh_err kh_headend_poller_start(const struct kh_headend_feed_cfg *cfg, unsigned every_s,
+					      struct kh_headend_poller **out);
+/*
+ * Empty the mailbox (a mutex, never a request: it does not wait for a poll in flight). Returns 1
+ * when EMMs came: *emm (malloc'd, the caller frees it) holds *len bytes of sections in queue
+ * order, *count (may be NULL) how many; else 0 with *emm NULL. *last_id (may be NULL) gets the
+ * highest queue id fetched so far, *failed (may be NULL) the polls that failed since the last
+ * call, why (may be NULL) the last failure's words ("" when none).
+ */
+int kh_headend_poller_take(struct kh_headend_poller *p, uint8_t **emm, size_t *len, size_t *count, int64_t *last_id,
+			   unsigned *failed, char *why, size_t whycap);
+/* Stop the thread (a poll in flight is aborted within about a second), drop the mailbox, free.
+ * NULL does nothing. */
+void kh_headend_poller_stop(struct kh_headend_poller *p);
+
+/*
+ * The ECMG-side key feed: GET {center}/v1/service-keys/material (an operator endpoint: token is
+ * the operator's bearer token, or NULL when the center wants none) and every key of the answer
+ * into k with kh_headend_keys_put (the two newest versions of each id at the center; versions
+ * the center dropped are dropped here in turn as newer ones arrive). *count gets how many. The
+ * transport rules are kh_headend_feed_fetch's; the answer's bytes, the parsed JSON and the keys
+ * are wiped as they are freed (jansson's allocators are swapped for wiping ones during the call:
+ * no other thread may use jansson meanwhile). Errors: KH_ERR_INVAL (the URL), KH_ERR_TRANSPORT,
+ * KH_ERR_UNAUTHORISED (401/403: no or a wrong token), KH_ERR_FORMAT (not a list of keys: k is
+ * then unchanged), KH_ERR_TOO_LARGE (k's table is full; k is then partly updated: do not save
+ * it), KH_ERR_NOMEM; why as for kh_headend_feed_fetch.
+ */
+KH_WARN_UNUSED kh_err kh_headend_material_fetch(const struct kh_headend_feed_cfg *cfg, const char *token,
+						struct kh_headend_keys *k, size_t *count, char *why, size_t whycap);
+
 /* ---------------------------------------------------------------------------------------- */
 /* Streaming scrambler                                                                       */
 
@@ -212,6 +251,15 @@ struct kh_headend;
  */
 KH_WARN_UNUSED kh_err kh_headend_new(const struct kh_headend_cfg *cfg, kh_headend_sink sink, void *sink_ctx,
 				     struct kh_headend **out);
+/*
+ * Add EMM sections (concatenated, checked like cfg.emm; copied) to the carousel while the
+ * engine runs (the continuous feed from the center). They go at the end of the cycle, and the
+ * next EMMs inserted are these, in order, before the cycle resumes where it was; before the
+ * start of the output they simply join the EMMs sent once at the start. KH_ERR_TOO_LARGE when
+ * the carousel would exceed KH_HEADEND_FEED_MAX bytes (nothing added), a malformed section's
+ * error (nothing added), KH_ERR_NOMEM. Does not touch the sticky error.
+ */
+KH_WARN_UNUSED kh_err kh_headend_emm_add(struct kh_headend *h, const uint8_t *emm, size_t len);
 /* Optional: the control-word callback (set before the first feed). */
 void kh_headend_set_cw_fn(struct kh_headend *h, kh_headend_cw_fn fn, void *ctx);
 /* Wipe (keys, CWs) and free. NULL does nothing. */

@@ -223,6 +223,19 @@ KH_WARN_UNUSED kh_err kh_http_client_new(const char *cacert, const char *user_ag
 /* Free; NULL does nothing. */
 void kh_http_client_free(struct kh_http_client *c);
 /*
+ * Answers that carry secrets (the service keys a headend imports): the client's own copy of the
+ * body is grown by copy-and-wipe rather than realloc and wiped before it is freed. What libcurl
+ * and OpenSSL buffer inside, and the JSON the caller gets, are not covered: the caller wipes its
+ * own (e.g. with wiping jansson allocators, json_set_alloc_funcs).
+ */
+void kh_http_client_set_secret(struct kh_http_client *c, int on);
+/*
+ * fn(ctx) is asked while a request runs (about once a second, and as data moves); non-zero ends
+ * it as KH_ERR_TRANSPORT with err "aborted". For a poller thread that must stop promptly. fn
+ * NULL: none. fn runs on the thread that called kh_http_client_request.
+ */
+void kh_http_client_set_abort(struct kh_http_client *c, int (*fn)(void *ctx), void *ctx);
+/*
  * One request to url: a GET, or a POST of body (NUL-terminated) when body is not NULL; headers a
  * NULL-terminated list of whole header lines, or NULL. On KH_OK *status is the HTTP status and
  * *resp the answer parsed as JSON (duplicate keys refused), NULL when it is empty or not JSON;

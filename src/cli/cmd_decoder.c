@@ -33,7 +33,8 @@
 
 static const char play_help[] =
 	"usage: keyhole decoder play --root AUTHORITY --cam SPEC --card SPEC [--in FILE|-] [--out FILE|-]\n"
-	"                            [--service N] [--ca-system-id ID] [--buy] [--m1 DIR] [-v]\n"
+	"                            [--service N] [--ca-system-id ID] [--buy]\n"
+	"                            [--m1 DIR [--export-every SECONDS]] [-v]\n"
 	"\n"
 	"Pair the decoder with the CAM and the CAM with the card, then read a scrambled MPEG-TS,\n"
 	"pass its ECMs and EMMs to the card and write the service in clear: ECM, EMM and CAT\n"
@@ -55,7 +56,10 @@ static const char play_help[] =
 	"                           for a usage block for M1 (given only while the center has\n"
 	"                           authorised export) and store it (DIR and its key are made on\n"
 	"                           first use; default: no M1)\n"
-	"  -v, --verbose            print a summary on stderr at the end\n";
+	"      --export-every SECONDS  with --m1: also every SECONDS of stream time (the\n"
+	"                           programme's PCR; 1 to 86400; default: only on changes and at\n"
+	"                           the end)\n"
+	"  -v, --verbose            print a summary on stderr at the end (M1 blocks stored included)\n";
 
 static const char buy_help[] =
 	"usage: keyhole decoder buy --root AUTHORITY --cam SPEC --card SPEC --in FILE|- [--service N]\n"
@@ -122,7 +126,7 @@ static const char connect_help[] =
 
 struct opts {
 	const char *root, *cam, *card, *in, *out, *m1;
-	long service, casid;
+	long service, casid, export_every;
 	int buy, verbose;
 };
 
@@ -145,7 +149,7 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 		{"out", required_argument, NULL, 'o'},   {"service", required_argument, NULL, 's'},
 		{"ca-system-id", required_argument, NULL, 'C'}, {"buy", no_argument, NULL, 'b'},
 		{"verbose", no_argument, NULL, 'v'},    {"m1", required_argument, NULL, 'M'},
-		{"help", no_argument, NULL, 'h'},
+		{"export-every", required_argument, NULL, 'E'}, {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
 	int c, play = strcmp(cmd, "decoder play") == 0;
 
@@ -153,7 +157,7 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 	o->casid = KH_DECODER_CA_SYSTEM_ID;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+r:m:c:i:o:s:C:M:bvh", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+r:m:c:i:o:s:C:M:E:bvh", lo, NULL)) != -1) {
 		switch (c) {
 		case 'r': o->root = optarg; break;
 		case 'm': o->cam = optarg; break;
@@ -179,6 +183,14 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 			if (o->casid == 0)
 				return kh_cli_usage(cmd, "--ca-system-id takes a number from 1 to 65535");
 			break;
+		case 'E':
+			if (!play)
+				return kh_cli_usage(cmd, "--export-every is an option of decoder play");
+			if (num(cmd, "--export-every", optarg, 86400, &o->export_every) != KH_EXIT_OK)
+				return KH_EXIT_USAGE;
+			if (o->export_every == 0)
+				return kh_cli_usage(cmd, "--export-every takes seconds, 1 to 86400");
+			break;
 		case 'b':
 		case 'v':
 			if (!play)
@@ -195,6 +207,8 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 		return kh_cli_usage(cmd, "--root, --cam and --card are required");
 	if (!play && !o->in)
 		return kh_cli_usage(cmd, "--in is required");
+	if (o->export_every && !o->m1)
+		return kh_cli_usage(cmd, "--export-every goes with --m1");
 	return KH_EXIT_OK;
 }
 
@@ -227,6 +241,7 @@ struct m1 {
 	const char *dir; /* NULL: no M1 */
 	uint8_t key[KH_M1_KEY_LEN];
 	kh_err last; /* last failure told on stderr, to tell each once */
+	unsigned stored, kept; /* blocks M1 took; exports the card refused (not authorised) */
 };
 
 /* Load (or make) the local key before anything else happens: a bad key file is a hard error. */
@@ -258,10 +273,12 @@ static void m1_update(struct m1 *m, struct kh_host_cas *cas, const char *why)
 		return;
 	r = kh_m1_export(cas->card, m->dir, m->key, cas->card_ua, &info);
 	if (r == KH_OK) {
+		m->stored++;
 		kh_log_info("decoder.m1", "why=%s ua=%08X seq=%u", why, info.ua, info.block_seq);
 		return;
 	}
 	if (r == KH_ERR_EXPORT_DENIED || r == KH_ERR_ROLLBACK) {
+		m->kept++;
 		kh_log_info("decoder.m1_kept", "why=%s err=%s", why, kh_err_name(r));
 		return;
 	}
@@ -313,7 +330,10 @@ static kh_err write_out(void *ctx, const uint8_t *pkts, size_t n)
 static void card_changed(void *ctx, unsigned what)
 {
 	struct play_ctx *p = ctx;
-	m1_update(p->m1, p->cas, what == KH_DECODER_CHANGED_PURCHASE ? "purchase" : "emm");
+	m1_update(p->m1, p->cas,
+		  what == KH_DECODER_CHANGED_PURCHASE ? "purchase"
+		  : what == KH_DECODER_CHANGED_PERIOD ? "period"
+						      : "emm");
 }
 
 /*
@@ -355,7 +375,7 @@ static FILE *open_in(const char *path)
 
 /* ---- play ---- */
 
-static void summary(const struct kh_decoder *d)
+static void summary(const struct kh_decoder *d, const struct m1 *m1)
 {
 	struct kh_decoder_stats s;
 
@@ -371,6 +391,10 @@ static void summary(const struct kh_decoder *d)
 		"purchases %u\n",
 		s.ecm_passed, s.ecm_answered, s.ecm_refused, s.emm_passed, s.emm_accepted, s.reconnects,
 		s.purchases);
+	if (m1->dir)
+		fprintf(stderr, "keyhole: M1: %u block(s) stored, %u kept as they were; %u export period(s) in "
+				"%llu ms of stream time\n",
+			m1->stored, m1->kept, s.periods, (unsigned long long)s.stream_ms);
 }
 
 static int play(int argc, char **argv)
@@ -436,6 +460,7 @@ static int play(int argc, char **argv)
 	cfg.notify = notify_viewer;
 	cfg.out = write_out;
 	cfg.changed = card_changed;
+	cfg.export_every_ms = (uint32_t)o.export_every * 1000u;
 	pc.out = out;
 	pc.m1 = &m1;
 	pc.cas = &m->cas;
@@ -474,7 +499,7 @@ static int play(int argc, char **argv)
 		tmp = NULL;
 	}
 	if (o.verbose)
-		summary(d);
+		summary(d, &m1);
 	rc = KH_EXIT_OK;
 out:
 	if (out && out != stdout)

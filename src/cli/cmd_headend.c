@@ -51,16 +51,27 @@ static const char keys_show_help[] =
 	"  -k, --keys FILE  the headend key file\n";
 
 static const char keys_import_help[] =
-	"usage: keyhole headend keys import --keys FILE --store DB\n"
+	"usage: keyhole headend keys import --keys FILE (--center URL [--cacert FILE]\n"
+	"           [--token-file FILE] [--insecure-http] | --store DB)\n"
 	"\n"
 	"Copy the management center's service keys (the two newest versions of each id, the ones it\n"
 	"sends to the cards) into the headend key file, so that ECMs are sealed under keys the cards\n"
 	"hold. A version both hold is overwritten with the center's key; at most two versions of an\n"
 	"id are kept. Run it again after a rotation at the center (POST /v1/service-keys/rotate).\n"
-	"The center's database is opened read-mostly; it may be in use by 'keyhole serve'.\n"
+	"With --center the keys come over the operator API (GET URL/v1/service-keys/material): use\n"
+	"https, since the answer holds the keys. With --store the center's database file is read\n"
+	"directly (the headend on the center's machine; it may be in use by 'keyhole serve').\n"
 	"\n"
-	"  -k, --keys FILE  the headend key file (locked while it is updated)\n"
-	"  -s, --store DB   the center's database (as 'keyhole serve --db')\n";
+	"  -k, --keys FILE        the headend key file (locked while it is updated)\n"
+	"  -u, --center URL       the management center: https://HOST[:PORT] (http:// only to\n"
+	"                         127.0.0.1, localhost or [::1] unless --insecure-http)\n"
+	"      --cacert FILE      PEM CA certificates to trust for the center (default: the\n"
+	"                         system's); peer and host name are always checked\n"
+	"      --token-file FILE  the operator's bearer token ('serve --token-file'; private to\n"
+	"                         its owner, like a key file)\n"
+	"      --insecure-http    allow plain http to any host (a test network only: the keys\n"
+	"                         would cross it in clear)\n"
+	"  -s, --store DB         the center's database (as 'keyhole serve --db')\n";
 
 static const char emm_help[] =
 	"usage: keyhole headend emm --keys FILE (--card UA | --group G | --all)\n"
@@ -92,13 +103,14 @@ static const char scramble_help[] =
 	"           [--key-version V] [--period SECONDS] [--lead MS] [--ecm-interval MS] [--emm FILE]\n"
 	"           [--emm-interval MS] [--ecm-pid PID] [--emm-pid PID] [--ca-system-id ID]\n"
 	"           [--time UNIX] [--csa-reduce] [--cw-log FILE] [--center URL [--cacert FILE]\n"
-	"           [--insecure-http] [--center-since ID]] [-v]\n"
+	"           [--insecure-http] [--center-since ID] [--emm-poll SECONDS]] [-v]\n"
 	"\n"
 	"Scramble one programme of an MPEG transport stream: its components are scrambled with a\n"
 	"fresh control word per crypto period (on the stream's PCR time), ECMs go out on the ECM PID,\n"
 	"the EMMs of --emm are cycled on the EMM PID, the PMT gains a CA descriptor and a CAT is\n"
 	"inserted. Output to a file appears only when complete. With --center, the center's broadcast\n"
-	"EMM queue is fetched at start and carried like --emm's (both: the file's EMMs first).\n"
+	"EMM queue is fetched at start and carried like --emm's (both: the file's EMMs first), then\n"
+	"polled again every --emm-poll seconds: new EMMs go out next, then join the cycle.\n"
 	"\n"
 	"  -k, --keys FILE         the headend key file\n"
 	"  -i, --in FILE           input transport stream (default -, standard input)\n"
@@ -128,7 +140,10 @@ static const char scramble_help[] =
 	"                          system's); peer and host name are always checked\n"
 	"      --insecure-http     allow plain http to any host (a test network only)\n"
 	"      --center-since ID   only the EMMs with a queue id above ID (default 0: all)\n"
-	"  -v, --verbose           say on stderr how many EMMs came from the center and the last id\n";
+	"      --emm-poll SECONDS  poll the queue again every SECONDS of wall time, in a thread\n"
+	"                          (default 30; 0: only at start); a failed poll is a warning\n"
+	"  -v, --verbose           say on stderr how many EMMs came from the center and the last id\n"
+	"                          (at start and after each poll that brought some)\n";
 
 /* ---- small parsers ---- */
 
@@ -390,43 +405,115 @@ static kh_err take_key(void *arg, const struct kh_store_service_key *sk)
 	return KH_OK;
 }
 
+/* The operator token from a private file: one line of visible characters, its newline dropped;
+ * *tok a NUL-terminated copy (wipe and free it: free_token). */
+static int read_token(const char *path, char **tok)
+{
+	uint8_t *data = NULL;
+	size_t len = 0, n;
+	int ok = 1;
+	kh_err r;
+
+	if ((r = kh_keyfile_read(path, 4096, &data, &len)) != KH_OK)
+		return kh_cli_fail(path, r);
+	n = len;
+	while (n && (data[n - 1] == '\n' || data[n - 1] == '\r'))
+		n--;
+	for (size_t i = 0; i < n; i++)
+		if (data[i] <= 0x20 || data[i] >= 0x7f) /* it goes into a header line */
+			ok = 0;
+	if (!ok || n == 0) {
+		kh_file_free(data, len);
+		fprintf(stderr, "keyhole: %s: not a token (one line of visible ASCII characters)\n", path);
+		return KH_EXIT_FAIL;
+	}
+	if (!(*tok = malloc(n + 1))) {
+		kh_file_free(data, len);
+		return kh_cli_fail(path, KH_ERR_NOMEM);
+	}
+	memcpy(*tok, data, n);
+	(*tok)[n] = 0;
+	kh_file_free(data, len);
+	return KH_EXIT_OK;
+}
+
+static void free_token(char *tok)
+{
+	if (tok) {
+		kh_wipe(tok, strlen(tok));
+		free(tok);
+	}
+}
+
 static int cmd_keys_import(int argc, char **argv)
 {
+	enum { O_CACERT = 256, O_TOKEN, O_INSECURE };
 	static const struct option opts[] = {{"keys", required_argument, NULL, 'k'},
 					     {"store", required_argument, NULL, 's'},
+					     {"center", required_argument, NULL, 'u'},
+					     {"cacert", required_argument, NULL, O_CACERT},
+					     {"token-file", required_argument, NULL, O_TOKEN},
+					     {"insecure-http", no_argument, NULL, O_INSECURE},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
-	const char *path = NULL, *db = NULL;
+	static const char *const P = "headend keys import";
+	const char *path = NULL, *db = NULL, *tokfile = NULL;
+	struct kh_headend_feed_cfg feed = {0};
 	struct import im = {0};
 	struct kh_store *st = NULL;
+	char *tok = NULL;
 	size_t line = 0;
+	char why[256] = "";
 	int c, fd = -1, rc = KH_EXIT_FAIL;
 	kh_err r;
 
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+k:s:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+k:s:u:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'k': path = optarg; break;
 		case 's': db = optarg; break;
+		case 'u': feed.center = optarg; break;
+		case O_CACERT: feed.cacert = optarg; break;
+		case O_TOKEN: tokfile = optarg; break;
+		case O_INSECURE: feed.insecure_http = 1; break;
 		case 'h': fputs(keys_import_help, stdout); return KH_EXIT_OK;
-		default:
-			return kh_cli_usage("headend keys import", "unknown or incomplete option '%s'", argv[optind - 1]);
+		default: return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);
 		}
 	}
 	if (optind != argc)
-		return kh_cli_usage("headend keys import", "unexpected argument '%s'", argv[optind]);
-	if (!path || !db)
-		return kh_cli_usage("headend keys import", "--keys and --store are required");
-	if (access(db, F_OK) != 0 && strchr(db, ':') == NULL)
+		return kh_cli_usage(P, "unexpected argument '%s'", argv[optind]);
+	if (!path || !db == !feed.center)
+		return kh_cli_usage(P, "--keys and one of --center and --store are required");
+	if (!feed.center && (feed.cacert || tokfile || feed.insecure_http))
+		return kh_cli_usage(P, "--cacert, --token-file and --insecure-http go with --center");
+	if (feed.center && kh_headend_feed_url_check(feed.center, feed.insecure_http) != KH_OK)
+		return kh_cli_usage(P, "--center takes a base URL https://HOST[:PORT] (http:// only to 127.0.0.1, "
+				       "localhost or [::1] unless --insecure-http)");
+	if (db && access(db, F_OK) != 0 && strchr(db, ':') == NULL)
 		return kh_cli_fail(db, KH_ERR_NOTFOUND); /* never create an empty center database */
-	if ((r = kh_headend_keys_lock(path, &fd)) != KH_OK)
-		return kh_cli_fail(path, r);
+	if (tokfile && read_token(tokfile, &tok) != KH_EXIT_OK)
+		return KH_EXIT_FAIL;
+	if ((r = kh_headend_keys_lock(path, &fd)) != KH_OK) {
+		rc = kh_cli_fail(path, r);
+		goto out;
+	}
 	if ((r = kh_headend_keys_load(path, &im.k, &line)) != KH_OK) {
 		rc = keys_fail(path, line, r);
 		goto out;
 	}
-	if ((r = kh_store_open(db, &st)) != KH_OK || (r = kh_store_service_keys_current(st, take_key, &im)) != KH_OK) {
+	if (feed.center) {
+		/* under the key file's lock: the fetch is bounded (10 s to connect, 30 s in all) */
+		r = kh_headend_material_fetch(&feed, tok, im.k, &im.n, why, sizeof why);
+		if (r != KH_OK) {
+			if (r == KH_ERR_TOO_LARGE)
+				rc = kh_cli_fail(path, r);
+			else
+				fprintf(stderr, "keyhole: %s: %s\n", feed.center, why[0] ? why : kh_strerror(r));
+			goto out;
+		}
+	} else if ((r = kh_store_open(db, &st)) != KH_OK ||
+		   (r = kh_store_service_keys_current(st, take_key, &im)) != KH_OK) {
 		rc = kh_cli_fail(db, r);
 		goto out;
 	}
@@ -435,7 +522,7 @@ static int cmd_keys_import(int argc, char **argv)
 		goto out;
 	}
 	if (im.n == 0) {
-		fprintf(stderr, "keyhole: %s: the center holds no service key\n", db);
+		fprintf(stderr, "keyhole: %s: the center holds no service key\n", feed.center ? feed.center : db);
 		goto out;
 	}
 	if ((r = kh_headend_keys_save(im.k, path)) != KH_OK) {
@@ -448,6 +535,7 @@ out:
 	kh_store_close(st);
 	kh_headend_keys_unlock(fd);
 	kh_headend_keys_free(im.k);
+	free_token(tok);
 	return rc;
 }
 
@@ -627,8 +715,44 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/*
+ * The continuous feed's side of the packet path: whatever the poller thread fetched since the
+ * last look goes into the carousel. A mutex and a copy of the carousel: no network wait here.
+ */
+struct poll_ctx {
+	struct kh_headend_poller *p; /* NULL: no polling */
+	const char *center;
+	int verbose;
+};
+
+static void take_polled(struct kh_headend *h, const struct poll_ctx *pc)
+{
+	uint8_t *emm = NULL;
+	size_t len = 0, n = 0;
+	int64_t last = 0;
+	unsigned failed = 0;
+	char why[256];
+	kh_err r;
+
+	if (!pc->p)
+		return;
+	if (kh_headend_poller_take(pc->p, &emm, &len, &n, &last, &failed, why, sizeof why)) {
+		if ((r = kh_headend_emm_add(h, emm, len)) != KH_OK)
+			fprintf(stderr, "keyhole: warning: %s: %zu new EMM(s) not carried: %s\n", pc->center, n,
+				kh_strerror(r));
+		else if (pc->verbose)
+			fprintf(stderr, "keyhole headend scramble: %zu new EMM(s) from the center, last id %lld\n", n,
+				(long long)last);
+	}
+	free(emm);
+	if (failed)
+		fprintf(stderr, "keyhole: warning: %s: EMM poll failed: %s; going on with the EMMs held\n",
+			pc->center, why);
+}
+
 /* Streams the input through the engine. On error *what names the culprit. */
-static kh_err pump(struct kh_headend *h, int in, const char **what, const char *inname, const char *outname)
+static kh_err pump(struct kh_headend *h, int in, const char **what, const char *inname, const char *outname,
+		   const struct poll_ctx *pc)
 {
 	enum { CHUNK = 256 * 188 };
 	static uint8_t buf[CHUNK];
@@ -665,6 +789,7 @@ static kh_err pump(struct kh_headend *h, int in, const char **what, const char *
 			memmove(buf, buf + np * 188, have - np * 188);
 			have -= np * 188;
 		}
+		take_polled(h, pc);
 		if (tty) {
 			double t = now_s();
 			if (t - last >= 0.5) {
@@ -706,7 +831,7 @@ static int cmd_scramble(int argc, char **argv)
 	enum {
 		O_ALG = 256, O_PRODUCT, O_EVENT, O_PRICE, O_SERVICE, O_KEYID, O_KEYVER, O_PERIOD, O_LEAD,
 		O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_CASYS, O_TIME, O_REDUCE, O_CWLOG, O_CENTER,
-		O_CACERT, O_INSECURE, O_SINCE
+		O_CACERT, O_INSECURE, O_SINCE, O_POLL
 	};
 	static const struct option opts[] = {
 		{"keys", required_argument, NULL, 'k'},         {"in", required_argument, NULL, 'i'},
@@ -722,13 +847,16 @@ static int cmd_scramble(int argc, char **argv)
 		{"cw-log", required_argument, NULL, O_CWLOG},   {"center", required_argument, NULL, O_CENTER},
 		{"cacert", required_argument, NULL, O_CACERT},  {"insecure-http", no_argument, NULL, O_INSECURE},
 		{"center-since", required_argument, NULL, O_SINCE}, {"verbose", no_argument, NULL, 'v'},
+		{"emm-poll", required_argument, NULL, O_POLL},
 		{"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0}};
 	static const char *const P = "headend scramble";
 	struct kh_headend_feed_cfg feed = {0};
 	uint8_t *cemm = NULL;
 	size_t cemm_len = 0, cemm_n = 0;
 	int64_t last_id = 0;
-	int verbose = 0;
+	int verbose = 0, have_poll = 0;
+	unsigned poll_s = 30;
+	struct poll_ctx pc = {0};
 	char fwhy[256];
 	const char *keys = NULL, *inpath = "-", *outpath = "-", *emmpath = NULL, *cwlog = NULL, *what = NULL;
 	struct kh_headend_cfg cfg = {0};
@@ -766,6 +894,12 @@ static int cmd_scramble(int argc, char **argv)
 			if (parse_num(optarg, INT64_MAX, &x) != 0)
 				return kh_cli_usage(P, "--center-since takes a queue id (0 or more)");
 			feed.since = (int64_t)x;
+			break;
+		case O_POLL:
+			if (parse_num(optarg, 86400, &x) != 0)
+				return kh_cli_usage(P, "--emm-poll takes seconds, 0 to 86400");
+			poll_s = (unsigned)x;
+			have_poll = 1;
 			break;
 		case 'i': inpath = optarg; break;
 		case 'o': outpath = optarg; break;
@@ -860,8 +994,8 @@ static int cmd_scramble(int argc, char **argv)
 		return kh_cli_usage(P, "--lead must be shorter than the period");
 	if (cfg.ecm_pid == cfg.emm_pid)
 		return kh_cli_usage(P, "--ecm-pid and --emm-pid must differ");
-	if (!feed.center && (feed.cacert || feed.insecure_http || feed.since))
-		return kh_cli_usage(P, "--cacert, --insecure-http and --center-since go with --center");
+	if (!feed.center && (feed.cacert || feed.insecure_http || feed.since || have_poll))
+		return kh_cli_usage(P, "--cacert, --insecure-http, --center-since and --emm-poll go with --center");
 	if (feed.center && kh_headend_feed_url_check(feed.center, feed.insecure_http) != KH_OK)
 		return kh_cli_usage(P, "--center takes a base URL https://HOST[:PORT] (http:// only to 127.0.0.1, "
 				       "localhost or [::1] unless --insecure-http)");
@@ -950,7 +1084,17 @@ static int cmd_scramble(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if ((r = pump(h, in, &what, inpath, outpath)) != KH_OK) {
+	if (feed.center && poll_s) {
+		struct kh_headend_feed_cfg pf = feed;
+		pf.since = last_id; /* from the highest id the start fetched */
+		if ((r = kh_headend_poller_start(&pf, poll_s, &pc.p)) != KH_OK) {
+			rc = kh_cli_fail(P, r);
+			goto out;
+		}
+		pc.center = feed.center;
+		pc.verbose = verbose;
+	}
+	if ((r = pump(h, in, &what, inpath, outpath, &pc)) != KH_OK) {
 		const char *why = kh_headend_why(h);
 		if (strcmp(what, P) == 0)
 			fprintf(stderr, "keyhole: %s: interrupted\n", P);
@@ -995,6 +1139,7 @@ out:
 		unlink(tmp);
 		free(tmp);
 	}
+	kh_headend_poller_stop(pc.p);
 	if (in > 0)
 		close(in);
 	kh_headend_free(h);

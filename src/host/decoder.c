@@ -13,8 +13,9 @@
  * parity has a key, and after descrambling any packet whose TSC is still set is dropped, so a
  * scrambled packet is never written.
  *
- * After the card accepted an EMM or made a purchase, cfg.changed is told (seed 001: the moment to
- * refresh the decoder's memory M1); what it does with the card is the caller's business.
+ * After the card accepted an EMM or made a purchase, and every cfg.export_every_ms of stream time
+ * (the service's PCR), cfg.changed is told (seed 001: the moments to refresh the decoder's memory
+ * M1); what it does with the card is the caller's business.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,6 +31,9 @@
 #include "keyhole/ts.h"
 
 #define PID_NONE 0xFFFFu
+#define PCR_HZ 27000000ull
+#define PCR_MOD (((uint64_t)1 << 33) * 300)
+#define PCR_JUMP_MAX (60 * PCR_HZ) /* a larger step does not advance stream time (as the headend) */
 #define EMM_RING 8 /* EMM seqs remembered per address type, so a carousel is passed once */
 #define PKT KH_TS_PACKET_LEN
 
@@ -42,6 +46,11 @@ struct kh_decoder {
 	uint16_t program, pmt_pid, ecm_pid, emm_pid;
 	uint8_t comp[(KH_TS_PID_MAX + 1) / 8]; /* the service's component PIDs (and PCR PID) */
 	uint8_t pmt_cc;                       /* continuity counter of the rewritten PMT */
+	uint16_t pcr_pid;
+
+	/* stream time (27 MHz ticks since the first PCR) and the export period on it */
+	int have_pcr;
+	uint64_t last_pcr, clock, every, next_tick;
 
 	/* ECM path */
 	int have_last;  /* (last_tid, last_cp) was passed to the card */
@@ -539,6 +548,7 @@ static kh_err on_pmt(struct kh_decoder *d, const uint8_t *sec, size_t n)
 		set_comp(d, in->es[i].pid);
 	if (in->pcr_pid != KH_TS_PID_NULL)
 		set_comp(d, in->pcr_pid);
+	d->pcr_pid = in->pcr_pid;
 	if (kh_ts_ca_desc_find(in->desc, in->desc_len, d->cfg.ca_system_id, &ca) == KH_OK &&
 	    ca.ca_pid != d->pmt_pid && ca.ca_pid > KH_TS_PID_CAT && ca.ca_pid != KH_TS_PID_NULL)
 		ecm_pid = ca.ca_pid;
@@ -569,6 +579,38 @@ static kh_err on_pmt(struct kh_decoder *d, const uint8_t *sec, size_t n)
 	return KH_OK;
 }
 
+/* ---- stream time ---- */
+
+/* A PCR of the service: advance the clock and tell the period when it is due. */
+static void on_pcr(struct kh_decoder *d, const struct kh_ts_pkt *p)
+{
+	const uint8_t *a = p->af;
+	uint64_t base, pcr, diff;
+
+	base = (uint64_t)a[1] << 25 | (uint64_t)a[2] << 17 | (uint64_t)a[3] << 9 | (uint64_t)a[4] << 1 | a[5] >> 7;
+	pcr = base * 300 + (((uint64_t)a[5] & 1) << 8 | a[6]);
+	if (!d->have_pcr) {
+		d->have_pcr = 1;
+		d->last_pcr = pcr;
+		d->next_tick = d->every;
+		return;
+	}
+	diff = (pcr + PCR_MOD - d->last_pcr) % PCR_MOD;
+	d->last_pcr = pcr;
+	if ((a[0] & 0x80) || diff > PCR_JUMP_MAX)
+		return;
+	d->clock += diff;
+	if (d->every && d->clock >= d->next_tick) {
+		d->next_tick += d->every;
+		if (d->next_tick <= d->clock) /* PCRs further apart than the period: one tick */
+			d->next_tick = d->clock + d->every;
+		d->st.periods++;
+		kh_log_debug("decoder.period", "stream_ms=%llu", (unsigned long long)(d->clock / (PCR_HZ / 1000)));
+		if (d->cfg.changed)
+			d->cfg.changed(d->cfg.ctx, KH_DECODER_CHANGED_PERIOD);
+	}
+}
+
 /* ---- packets ---- */
 
 static kh_err one(struct kh_decoder *d, const uint8_t *p)
@@ -582,6 +624,8 @@ static kh_err one(struct kh_decoder *d, const uint8_t *p)
 		return KH_OK;
 	}
 	pid = pk.pid;
+	if (pid == d->pcr_pid && pk.af_len >= 7 && (pk.af[0] & 0x10))
+		on_pcr(d, &pk);
 	if (pid == KH_TS_PID_PAT) {
 		kh_err r = sections(d, &d->pat_asm, p, on_pat);
 		return r ? r : emit(d, p, 0);
@@ -650,7 +694,9 @@ kh_err kh_decoder_new(const struct kh_decoder_config *cfg, struct kh_decoder **o
 	d->cfg = *cfg;
 	if (!d->cfg.ca_system_id)
 		d->cfg.ca_system_id = KH_DECODER_CA_SYSTEM_ID;
-	d->pmt_pid = d->ecm_pid = d->emm_pid = PID_NONE;
+	d->pmt_pid = d->ecm_pid = d->emm_pid = d->pcr_pid = PID_NONE;
+	if (!(cfg->flags & KH_DECODER_F_PASSIVE))
+		d->every = (uint64_t)cfg->export_every_ms * (PCR_HZ / 1000);
 	d->card_ua = cfg->cas->connected ? cfg->cas->card_ua : 0;
 	if (kh_ts_asm_init(&d->pat_asm, KH_TS_PID_PAT, KH_TS_PSI_MAX) != KH_OK ||
 	    kh_ts_asm_init(&d->cat_asm, KH_TS_PID_CAT, KH_TS_PSI_MAX) != KH_OK) {
@@ -679,6 +725,7 @@ void kh_decoder_get_stats(const struct kh_decoder *d, struct kh_decoder_stats *s
 	st->pmt_pid = d->pmt_pid;
 	st->ecm_pid = d->ecm_pid;
 	st->emm_pid = d->emm_pid;
+	st->stream_ms = d->clock / (PCR_HZ / 1000);
 }
 
 int kh_decoder_last_ecm(const struct kh_decoder *d, uint8_t *buf, size_t cap, size_t *len)

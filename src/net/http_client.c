@@ -15,6 +15,7 @@
 
 #include <curl/curl.h>
 
+#include "keyhole/crypto.h"
 #include "keyhole/http.h"
 
 struct kh_http_client {
@@ -22,7 +23,28 @@ struct kh_http_client {
 	char *cacert;
 	const char *user_agent;
 	size_t answer_max;
+	int secret;                  /* answers hold secrets: our copy of the body is wiped */
+	int (*abort_fn)(void *ctx);  /* non-zero: end the request in flight */
+	void *abort_ctx;
 };
+
+void kh_http_client_set_secret(struct kh_http_client *c, int on)
+{
+	c->secret = on != 0;
+}
+
+void kh_http_client_set_abort(struct kh_http_client *c, int (*fn)(void *ctx), void *ctx)
+{
+	c->abort_fn = fn;
+	c->abort_ctx = ctx;
+}
+
+static int on_progress(void *ud, curl_off_t dlt, curl_off_t dln, curl_off_t ult, curl_off_t uln)
+{
+	const struct kh_http_client *c = ud;
+	(void)dlt, (void)dln, (void)ult, (void)uln;
+	return c->abort_fn(c->abort_ctx) ? 1 : 0; /* non-zero: CURLE_ABORTED_BY_CALLBACK */
+}
 
 kh_err kh_http_url_check(const char *url, int insecure_http)
 {
@@ -101,6 +123,7 @@ struct sink {
 	size_t len;
 	size_t max;
 	int over;
+	int secret; /* grow by copy and wipe, never realloc: no stale copy left in freed memory */
 };
 
 static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
@@ -113,8 +136,17 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
 		s->over = 1;
 		return 0; /* libcurl ends the transfer with CURLE_WRITE_ERROR */
 	}
-	if (!(q = realloc(s->p, s->len + n + 1)))
+	if (s->secret) {
+		if (!(q = malloc(s->len + n + 1)))
+			return 0;
+		if (s->p) {
+			memcpy(q, s->p, s->len);
+			kh_wipe(s->p, s->len + 1);
+			free(s->p);
+		}
+	} else if (!(q = realloc(s->p, s->len + n + 1))) {
 		return 0;
+	}
 	memcpy(q + s->len, ptr, n);
 	s->p = q;
 	s->len += n;
@@ -126,7 +158,7 @@ kh_err kh_http_client_request(struct kh_http_client *c, const char *url, const c
 			      const char *body, long *status, json_t **resp, char *err, size_t errcap)
 {
 	struct curl_slist *hdr = NULL, *t;
-	struct sink s = {NULL, 0, 0, 0};
+	struct sink s = {NULL, 0, 0, 0, 0};
 	char cerr[CURL_ERROR_SIZE] = "";
 	long code = 0;
 	CURLcode cr;
@@ -136,6 +168,7 @@ kh_err kh_http_client_request(struct kh_http_client *c, const char *url, const c
 		return KH_ERR_INVAL;
 	*resp = NULL;
 	s.max = c->answer_max;
+	s.secret = c->secret;
 	for (size_t i = 0; headers && headers[i]; i++) {
 		if (!(t = curl_slist_append(hdr, headers[i])))
 			goto out;
@@ -163,11 +196,19 @@ kh_err kh_http_client_request(struct kh_http_client *c, const char *url, const c
 	curl_easy_setopt(c->h, CURLOPT_WRITEDATA, &s);
 	curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, cerr);
 	curl_easy_setopt(c->h, CURLOPT_USERAGENT, c->user_agent);
+	if (c->abort_fn) {
+		curl_easy_setopt(c->h, CURLOPT_XFERINFOFUNCTION, on_progress);
+		curl_easy_setopt(c->h, CURLOPT_XFERINFODATA, c);
+		curl_easy_setopt(c->h, CURLOPT_NOPROGRESS, 0L);
+	}
 	cr = curl_easy_perform(c->h);
 	if (cr != CURLE_OK) {
 		if (err && errcap)
 			snprintf(err, errcap, "%s",
-				 cerr[0] ? cerr : s.over ? "answer too large" : curl_easy_strerror(cr));
+				 cr == CURLE_ABORTED_BY_CALLBACK ? "aborted"
+				 : cerr[0]			  ? cerr
+				 : s.over			  ? "answer too large"
+								  : curl_easy_strerror(cr));
 		r = KH_ERR_TRANSPORT;
 		goto out;
 	}
@@ -182,6 +223,8 @@ out:
 	curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, NULL);
 	curl_easy_setopt(c->h, CURLOPT_WRITEDATA, NULL);
 	curl_slist_free_all(hdr);
+	if (s.p && s.secret)
+		kh_wipe(s.p, s.len + 1);
 	free(s.p);
 	return r;
 }

@@ -642,10 +642,145 @@ static void test_args(void **state)
 	kh_decoder_free(NULL);
 }
 
+/* ---- the export period on stream time ---- */
+
+#define PCR_MOD_T (((uint64_t)1 << 33) * 300)
+
+struct ticks {
+	size_t cur;      /* index of the packet being fed */
+	size_t at[16];   /* packet index of each period tick */
+	unsigned n, other;
+};
+
+static void on_changed(void *ctx, unsigned what)
+{
+	struct ticks *t = ctx;
+	if (what != KH_DECODER_CHANGED_PERIOD) {
+		t->other++;
+		return;
+	}
+	assert_true(t->n < 16);
+	t->at[t->n++] = t->cur;
+}
+
+/* A PCR-only packet on VID_PID (adaptation field of 183 bytes), flags as given. */
+static void put_pcr(uint8_t *pk, uint64_t pcr, uint8_t cc, int discontinuity)
+{
+	struct kh_ts_pkt h = {0};
+	uint8_t af[183];
+	uint64_t base = pcr / 300, ext = pcr % 300;
+
+	memset(af, 0xFF, sizeof af);
+	af[0] = (uint8_t)(0x10 | (discontinuity ? 0x80 : 0));
+	af[1] = (uint8_t)(base >> 25);
+	af[2] = (uint8_t)(base >> 17);
+	af[3] = (uint8_t)(base >> 9);
+	af[4] = (uint8_t)(base >> 1);
+	af[5] = (uint8_t)((base & 1) << 7 | 0x7E | ext >> 8);
+	af[6] = (uint8_t)ext;
+	h.pid = VID_PID;
+	h.cc = cc;
+	assert_int_equal(kh_ts_build(pk, &h, af, sizeof af, NULL, 0), KH_OK);
+}
+
+/*
+ * cfg.export_every_ms: changed(PERIOD) every 2 s of the service's PCR time, across the 2^33 wrap;
+ * a PCR flagged as a discontinuity (30 s ahead) and a step back do not advance the clock;
+ * nothing in PASSIVE mode or with a period of 0.
+ */
+static void test_export_period(void **state)
+{
+	struct kh_ts_pat pat = {0};
+	struct kh_ts_pmt pmt = {0};
+	struct kh_decoder_config cfg = {0};
+	struct kh_decoder_stats st;
+	struct kh_decoder *d;
+	struct kh_host_cas cas;
+	struct ticks t;
+	uint8_t sec[1024], *ts, cc_pat = 0, cc_pmt = 0;
+	size_t n = 0, len, plen, cap = 600;
+	uint64_t pcr = PCR_MOD_T - 3ull * 27000000; /* wraps 3 s in */
+	uint8_t cc = 0;
+
+	(void)state;
+	memset(&cas, 0, sizeof cas);
+	ts = malloc(cap * PKT);
+	assert_non_null(ts);
+	pat.tsid = 1;
+	pat.current = 1;
+	pat.n = 1;
+	pat.prog[0].program_number = PROGRAM;
+	pat.prog[0].pid = PMT_PID;
+	pmt.program_number = PROGRAM;
+	pmt.current = 1;
+	pmt.pcr_pid = VID_PID;
+	pmt.n = 1;
+	pmt.es[0].stream_type = 0x02;
+	pmt.es[0].pid = VID_PID;
+	assert_int_equal(kh_ts_pat_build(&pat, sec, sizeof sec, &len), KH_OK);
+	assert_int_equal(kh_ts_packetise(KH_TS_PID_PAT, &cc_pat, sec, len, ts + n * PKT, PKT, &plen), KH_OK);
+	n++;
+	assert_int_equal(kh_ts_pmt_build(&pmt, sec, sizeof sec, &len), KH_OK);
+	assert_int_equal(kh_ts_packetise(PMT_PID, &cc_pmt, sec, len, ts + n * PKT, PKT, &plen), KH_OK);
+	n++;
+	/* 10 s, a PCR every 40 ms: stream time 0 .. 9960 ms; ticks at 2, 4, 6 and 8 s */
+	for (unsigned i = 0; i < 250; i++, pcr += 40 * 27000)
+		put_pcr(ts + n++ * PKT, pcr % PCR_MOD_T, cc++ & 15, 0);
+	/* 30 s ahead (below the 60 s a jump needs) with discontinuity_indicator: no time passes */
+	pcr += 30ull * 27000000;
+	put_pcr(ts + n++ * PKT, pcr % PCR_MOD_T, cc++ & 15, 1);
+	/* 2 s on from there: 9960 .. 11960 ms, a tick at 10 s */
+	for (unsigned i = 0; i < 50; i++)
+		pcr += 40 * 27000, put_pcr(ts + n++ * PKT, pcr % PCR_MOD_T, cc++ & 15, 0);
+	/* five seconds back: no time passes; then 1 s: 12960 ms, a tick at 12 s */
+	pcr -= 5ull * 27000000;
+	put_pcr(ts + n++ * PKT, pcr % PCR_MOD_T, cc++ & 15, 0);
+	for (unsigned i = 0; i < 25; i++)
+		pcr += 40 * 27000, put_pcr(ts + n++ * PKT, pcr % PCR_MOD_T, cc++ & 15, 0);
+	assert_true(n <= cap);
+
+	cfg.cas = &cas;
+	cfg.now = clock_now;
+	cfg.changed = on_changed;
+	cfg.ctx = &t;
+	cfg.export_every_ms = 2000;
+	for (int mode = 0; mode < 3; mode++) {
+		memset(&t, 0, sizeof t);
+		cfg.flags = mode == 1 ? KH_DECODER_F_PASSIVE : 0;
+		cfg.export_every_ms = mode == 2 ? 0 : 2000;
+		assert_int_equal(kh_decoder_new(&cfg, &d), KH_OK);
+		for (t.cur = 0; t.cur < n; t.cur++) /* one packet at a time: the tick's packet is known */
+			assert_int_equal(kh_decoder_feed(d, ts + t.cur * PKT, 1), KH_OK);
+		assert_int_equal(kh_decoder_finish(d), KH_OK);
+		kh_decoder_get_stats(d, &st);
+		kh_decoder_free(d);
+		assert_int_equal(st.stream_ms, 12960);
+		assert_int_equal(t.other, 0);
+		if (mode != 0) {
+			assert_int_equal(t.n, 0);
+			assert_int_equal(st.periods, 0);
+			continue;
+		}
+		assert_int_equal(t.n, 6);
+		assert_int_equal(st.periods, 6);
+		/* packet 2 is the first PCR (t = 0); PCR i is at 40 i ms, so 2 s is PCR 50 */
+		assert_int_equal(t.at[0], 2 + 50);
+		assert_int_equal(t.at[1], 2 + 100);
+		assert_int_equal(t.at[2], 2 + 150);
+		assert_int_equal(t.at[3], 2 + 200);
+		/* 10 s: 40 ms past 9960, the second PCR after the discontinuity (packets 252, 253) */
+		assert_int_equal(t.at[4], 2 + 250 + 1);
+		/* 12 s: 40 ms on from 11960, the first PCR after the step back (packet 303) */
+		assert_int_equal(t.at[5], 2 + 250 + 1 + 50 + 1);
+	}
+	free(ts);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_args),
+		cmocka_unit_test(test_export_period),
 		cmocka_unit_test_setup_teardown(test_play_csa2, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_play_cissa, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_play_idsa, world_setup, world_teardown),

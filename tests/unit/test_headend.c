@@ -699,6 +699,116 @@ static void test_collision_and_config(void **state)
 	free(in);
 }
 
+/* The EMM addresses on the EMM PID of o's packets [from, to), in order, into ua (at most cap). */
+static size_t emm_addrs(const struct outbuf *o, size_t from, size_t to, uint32_t *ua, size_t cap)
+{
+	struct kh_ts_asm a;
+	uint8_t sec[KH_TS_PRIVATE_MAX];
+	size_t n, k = 0;
+	int got;
+
+	assert_int_equal(kh_ts_asm_init(&a, EMM_PID, KH_TS_PRIVATE_MAX), KH_OK);
+	for (size_t i = from; i < to; i++) {
+		const uint8_t *pk = o->p + i * KH_TS_PACKET_LEN;
+		struct kh_ts_pkt p;
+		assert_int_equal(kh_ts_parse(pk, KH_TS_PACKET_LEN, &p), KH_OK);
+		if (p.pid != EMM_PID)
+			continue;
+		assert_int_equal(kh_ts_asm_push(&a, pk, KH_TS_PACKET_LEN), KH_OK);
+		while ((got = kh_ts_asm_pop(&a, sec, sizeof sec, &n)) == 1) {
+			struct kh_emm_hdr eh;
+			assert_int_equal(kh_emm_peek(sec, n, &eh), KH_OK);
+			assert_true(k < cap);
+			ua[k++] = eh.addr;
+		}
+	}
+	return k;
+}
+
+/*
+ * EMMs added while the engine runs (the continuous feed from the center): they go out next, in
+ * order, then join the cycle; a malformed addition is refused whole; an addition before the
+ * start joins the start's burst.
+ */
+static void test_emm_add(void **state)
+{
+	struct kh_headend_cfg cfg = {0};
+	struct kh_headend *h;
+	struct outbuf o = {0};
+	uint8_t *in, emmf[2048], bad[3] = {0x82, 0x70, 0x05};
+	size_t nin, emm_len, len1, half, at, n, nb, j;
+	uint32_t ua[4096];
+
+	(void)state;
+	in = make_input(&nin);
+	make_emms(emmf, sizeof emmf, &emm_len); /* cards 1, 2, 3 */
+	{
+		size_t off = 0, sn;
+		const uint8_t *sec;
+		assert_int_equal(kh_headend_emm_next(emmf, emm_len, &off, &sec, &sn), 1);
+		assert_int_equal(kh_headend_emm_next(emmf, emm_len, &off, &sec, &sn), 1);
+		len1 = off; /* cards 1 and 2 */
+	}
+	cfg.alg = KH_SCR_CSA2;
+	cfg.access = KH_ECM_PRODUCT;
+	cfg.period_s = 10;
+	cfg.lead_ms = 1000;
+	cfg.ecm_interval_ms = 100;
+	cfg.emm_interval_ms = 100;
+	cfg.ecm_pid = ECM_PID;
+	cfg.emm_pid = EMM_PID;
+	cfg.emm = emmf; /* cards 1 and 2 */
+	cfg.emm_len = len1;
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
+	half = nin / 2;
+	assert_int_equal(kh_headend_feed(h, in, half), KH_OK);
+	assert_int_not_equal(kh_headend_emm_add(h, bad, sizeof bad), KH_OK);
+	assert_int_equal(kh_headend_emm_add(h, NULL, 0), KH_OK);
+	at = o.n; /* everything before this went out before the addition */
+	assert_int_equal(kh_headend_emm_add(h, emmf + len1, emm_len - len1), KH_OK); /* card 3 */
+	assert_int_equal(kh_headend_feed(h, in + half * KH_TS_PACKET_LEN, nin - half), KH_OK);
+	assert_int_equal(kh_headend_finish(h), KH_OK);
+	kh_headend_free(h);
+
+	/* before the addition: cards 1 and 2 in turn (the engine stages up to 512 packets: what the
+	 * sink had got at the addition is a lower bound) */
+	nb = emm_addrs(&o, 0, at, ua, 4096);
+	assert_true(nb > 5);
+	n = emm_addrs(&o, 0, o.n, ua, 4096);
+	for (j = 0; j < n && ua[j] == (j % 2 ? 2u : 1u); j++)
+		;
+	assert_true(j >= nb && j > 0);
+	assert_true(n > j + 8);
+	/* then card 3 at once (not when the cycle reaches it), and the cycle goes on where it was;
+	 * card 3 is at its end now: after card 1 comes 2, 3, 1; after card 2 comes 3, 1, 2 */
+	assert_int_equal(ua[j], 3);
+	if (ua[j - 1] == 1) {
+		assert_int_equal(ua[j + 1], 2);
+		assert_int_equal(ua[j + 2], 3);
+	} else {
+		assert_int_equal(ua[j + 1], 3);
+		assert_int_equal(ua[j + 2], 1);
+	}
+	for (size_t i = j + 4; i < n; i++)
+		assert_int_equal(ua[i], ua[i - 3]);
+
+	/* added before the first PMT: part of the start's burst, each once, in order */
+	free(o.p);
+	memset(&o, 0, sizeof o);
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
+	assert_int_equal(kh_headend_emm_add(h, emmf + len1, emm_len - len1), KH_OK);
+	assert_int_equal(kh_headend_feed(h, in, 40), KH_OK);
+	assert_int_equal(kh_headend_finish(h), KH_OK);
+	kh_headend_free(h);
+	n = emm_addrs(&o, 0, o.n, ua, 4096);
+	assert_true(n >= 3);
+	assert_int_equal(ua[0], 1);
+	assert_int_equal(ua[1], 2);
+	assert_int_equal(ua[2], 3);
+	free(o.p);
+	free(in);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -709,6 +819,7 @@ int main(void)
 		cmocka_unit_test(test_scramble_cissa),
 		cmocka_unit_test(test_scramble_idsa),
 		cmocka_unit_test(test_collision_and_config),
+		cmocka_unit_test(test_emm_add),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

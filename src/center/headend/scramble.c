@@ -33,6 +33,7 @@ struct kh_headend {
 	struct kh_headend_cfg cfg; /* cfg.emm points at our own copy */
 	uint8_t *emm;
 	size_t emm_len, emm_count, emm_off;
+	size_t emm_new; /* offset of the first EMM added while running and not yet sent (emm_len: none) */
 	kh_headend_sink sink;
 	void *sink_ctx;
 	kh_headend_cw_fn cw_fn;
@@ -165,6 +166,7 @@ kh_err kh_headend_new(const struct kh_headend_cfg *cfg, kh_headend_sink sink, vo
 		while (kh_headend_emm_next(h->emm, h->emm_len, &off, &sec, &n) == 1)
 			h->emm_count++;
 	}
+	h->emm_new = h->emm_len;
 	if ((r = kh_scr_new(cfg->alg, cfg->csa_reduce ? KH_SCR_F_CSA_REDUCE : 0, &h->scr)) != KH_OK)
 		goto out;
 	h->cw_len = kh_scr_keylen(cfg->alg);
@@ -188,6 +190,41 @@ kh_err kh_headend_new(const struct kh_headend_cfg *cfg, kh_headend_sink sink, vo
 out:
 	kh_headend_free(h);
 	return r;
+}
+
+kh_err kh_headend_emm_add(struct kh_headend *h, const uint8_t *emm, size_t len)
+{
+	size_t off = 0, n, count = 0;
+	const uint8_t *sec;
+	uint8_t *q;
+	int more;
+
+	if (!h || (len && !emm))
+		return KH_ERR_INVAL;
+	while ((more = kh_headend_emm_next(emm, len, &off, &sec, &n)) == 1)
+		count++;
+	if (more < 0)
+		return more;
+	if (len == 0)
+		return KH_OK;
+	if (len > KH_HEADEND_FEED_MAX || h->emm_len > KH_HEADEND_FEED_MAX - len)
+		return KH_ERR_TOO_LARGE;
+	/*
+	 * realloc, not copy-and-wipe: EMMs are sealed for their cards, not secret (kh_headend_free
+	 * wipes them as hygiene only), and this runs in the packet path; a large block grows in
+	 * place or by remapping, so the stall is about the new bytes, not the whole carousel.
+	 */
+	if (!(q = realloc(h->emm, h->emm_len + len)))
+		return KH_ERR_NOMEM;
+	memcpy(q + h->emm_len, emm, len);
+	/* emm_new stays on the first added EMM not yet sent, or (none pending) is the old end: the
+	 * first of these */
+	h->emm = q;
+	h->emm_len += len;
+	h->emm_count += count;
+	if (!h->started)
+		h->emm_new = h->emm_len; /* the start sends them all anyway */
+	return KH_OK;
 }
 
 /* ---- output ---- */
@@ -261,6 +298,12 @@ static kh_err emit_emm(struct kh_headend *h)
 	const uint8_t *sec;
 	size_t n;
 
+	if (h->emm_new < h->emm_len) { /* newly added EMMs first, once, then the cycle resumes */
+		if (kh_headend_emm_next(h->emm, h->emm_len, &h->emm_new, &sec, &n) != 1)
+			return fail(h, KH_ERR_INTERNAL, "EMM carousel changed");
+		h->st.emm++;
+		return put_section(h, h->cfg.emm_pid, &h->cc_emm, sec, n);
+	}
 	if (kh_headend_emm_next(h->emm, h->emm_len, &h->emm_off, &sec, &n) != 1) {
 		h->emm_off = 0; /* cycle */
 		if (kh_headend_emm_next(h->emm, h->emm_len, &h->emm_off, &sec, &n) != 1)
@@ -333,6 +376,7 @@ static kh_err start(struct kh_headend *h)
 	kh_err r;
 
 	h->started = 1;
+	h->emm_new = h->emm_len; /* every EMM goes out now */
 	while (kh_headend_emm_next(h->emm, h->emm_len, &off, &sec, &n) == 1) {
 		h->st.emm++;
 		if ((r = put_section(h, h->cfg.emm_pid, &h->cc_emm, sec, n)) != KH_OK)

@@ -263,6 +263,7 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 		{"GET", "/v1/credit-policy", kh__sms_policy_get},
 		{"POST", "/v1/service-keys/rotate", kh__sms_keys_rotate},
 		{"GET", "/v1/service-keys", kh__sms_keys_list},
+		{"GET", "/v1/service-keys/material", kh__sms_keys_material},
 	};
 	/* What cards, decoders and the headend use: signed or sealed end to end, open to all. */
 	const struct kh_http_route open_routes[] = {

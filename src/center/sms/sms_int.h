@@ -159,6 +159,7 @@ kh_err kh__sms_policy_put(struct kh_http_req *req, struct kh_http_resp *resp, vo
 kh_err kh__sms_policy_get(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 kh_err kh__sms_keys_rotate(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 kh_err kh__sms_keys_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_keys_material(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 kh_err kh__sms_emm_queue(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 
 #endif

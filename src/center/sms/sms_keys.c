@@ -194,3 +194,58 @@ kh_err kh__sms_keys_list(struct kh_http_req *req, struct kh_http_resp *resp, voi
 	}
 	return kh_http_reply(resp, 200, json_pack("{s:o}", "service_keys", arr));
 }
+
+/*
+ * ---- GET /v1/service-keys/material: the headend's (ECMG's) feed, keys in it ----
+ *
+ * The two newest versions of each id with their bytes, the ones the cards are sent: what
+ * `keyhole headend keys import --center` needs to seal ECMs the cards can open. Operator only
+ * (behind the token, see sms.c), and the one answer of the center that carries a secret: it must
+ * travel over TLS (serve refuses a token on a non-loopback listener without --cert/--key; with
+ * --no-operator-auth the operator vouches for the path). Our copies (the base64url text) are
+ * wiped; the JSON text the server sends is jansson's and libmicrohttpd's (docs/internals/sms.md).
+ */
+struct material {
+	json_t *arr;
+	unsigned n;
+};
+
+static kh_err add_material(void *arg, const struct kh_store_service_key *k)
+{
+	struct material *m = arg;
+	char b64[64];
+	json_t *o;
+	kh_err r;
+
+	if ((r = kh_b64url_encode(k->key, KH_CAS_KEY_LEN, b64, sizeof b64)) != KH_OK)
+		return r;
+	o = json_pack("{s:i,s:I,s:s}", "key_id", (int)k->key_id, "version", (json_int_t)k->version, "key", b64);
+	kh_wipe(b64, sizeof b64);
+	if (!o || json_array_append_new(m->arr, o) != 0)
+		return KH_ERR_NOMEM;
+	m->n++;
+	return KH_OK;
+}
+
+kh_err kh__sms_keys_material(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	struct material m = {0};
+	struct kh_store *s;
+	kh_err r;
+
+	(void)req;
+	if ((r = kh__sms_db(arg, &s)) != KH_OK)
+		return r;
+	if ((m.arr = json_array()) == NULL)
+		return KH_ERR_NOMEM;
+	if ((r = kh_store_service_keys_current(s, add_material, &m)) != KH_OK) {
+		json_decref(m.arr);
+		return r;
+	}
+	if ((r = kh_http_resp_header(resp, "Cache-Control", "no-store")) != KH_OK) {
+		json_decref(m.arr);
+		return r;
+	}
+	kh_log_info("sms.service_key_material", "keys=%u", m.n); /* who fetched keys, never which bytes */
+	return kh_http_reply(resp, 200, json_pack("{s:o}", "service_keys", m.arr));
+}
