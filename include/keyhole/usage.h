@@ -16,6 +16,11 @@
  * P1=1, only while the center authorises export), clear for an upload session (EXPORT P1=0).
  * It is in the header, so under the signature and in the AEAD's associated data: nobody but the
  * card can mark a block for M1. The center recovers a replaced card only from a block so marked.
+ * KH_USAGE_F_SESSION marks a block made for one upload session (EXPORT P1=0 with the center's
+ * nonce as data): its signature is then over header | body | nonce, the nonce not carried. Such a
+ * block is the card's answer to the nonce as well as its data, so a session that carries one
+ * needs no separate hello, and the block counts only in the session whose nonce it signed. A
+ * block is never both for M1 and for a session.
  * Version 1 (17-byte header, no flags) is refused with KH_ERR_VERSION; its UA and block_seq sit
  * at the same offsets, so a center can still name such a block in its answer.
  *
@@ -36,8 +41,10 @@
 #define KH_USAGE_VERSION 2
 #define KH_USAGE_HDR_LEN 18
 /* Header flags. */
-#define KH_USAGE_F_M1 0x01u   /* made for the decoder's memory M1 (EXPORT P1=1) */
-#define KH_USAGE_F_ALL 0x01u  /* every flag this version knows; another bit set is KH_ERR_FORMAT */
+#define KH_USAGE_F_M1 0x01u      /* made for the decoder's memory M1 (EXPORT P1=1) */
+#define KH_USAGE_F_SESSION 0x02u /* bound to an upload session: signed with the session's nonce */
+#define KH_USAGE_F_ALL 0x03u     /* every flag this version knows; another bit set, or both, is
+				  * KH_ERR_FORMAT */
 #define KH_USAGE_SIG_LEN 64
 #define KH_USAGE_MIN_LEN (KH_USAGE_HDR_LEN + 16 + KH_USAGE_SIG_LEN)
 #define KH_USAGE_MAX 2048u
@@ -85,6 +92,15 @@ KH_WARN_UNUSED kh_err kh_usage_seal(const uint8_t ku[static 32], const uint8_t s
 				    const struct kh_usage_hdr *h, const uint8_t *contents, size_t len,
 				    uint8_t *out, size_t cap, size_t *outlen);
 /*
+ * The same for a block bound to an upload session: snonce (KH_HELLO_NONCE_MIN..MAX bytes) is the
+ * session's nonce, and h->flags must be KH_USAGE_F_SESSION (KH_ERR_INVAL otherwise). With snonce
+ * NULL this is kh_usage_seal, and KH_USAGE_F_SESSION is refused.
+ */
+KH_WARN_UNUSED kh_err kh_usage_seal_bound(const uint8_t ku[static 32], const uint8_t sign_sk[static 32],
+					  const struct kh_usage_hdr *h, const uint8_t *contents, size_t len,
+					  const uint8_t *snonce, size_t snlen, uint8_t *out, size_t cap,
+					  size_t *outlen);
+/*
  * The clear header (anyone): KH_ERR_TRUNCATED, KH_ERR_TOO_LARGE, KH_ERR_VERSION (checked in that
  * order), then KH_ERR_FORMAT for a flag outside KH_USAGE_F_ALL.
  */
@@ -97,6 +113,14 @@ KH_WARN_UNUSED kh_err kh_usage_peek(const uint8_t *blk, size_t n, struct kh_usag
  */
 KH_WARN_UNUSED kh_err kh_usage_open(const uint8_t ku[static 32], const uint8_t sign_pk[static 32],
 				    const uint8_t *blk, size_t n, struct kh_usage *u);
+/*
+ * The same, in an upload session whose nonce is snonce (NULL: none). A block bound to a session
+ * verifies only with that session's nonce (KH_ERR_AUTH otherwise, and always without one); a
+ * block not bound to one ignores snonce.
+ */
+KH_WARN_UNUSED kh_err kh_usage_open_bound(const uint8_t ku[static 32], const uint8_t sign_pk[static 32],
+					  const uint8_t *blk, size_t n, const uint8_t *snonce, size_t snlen,
+					  struct kh_usage *u);
 
 /* The message a card signs for an upload hello (len KH_HELLO_MSG_LEN(noncelen)). */
 #define KH_HELLO_MSG_LEN(noncelen) (sizeof KH_HELLO_LABEL - 1 + (noncelen) + 16)

@@ -14,14 +14,19 @@ static void block_nonce(uint32_t block_seq, uint8_t nonce[static KH_NONCE_LEN])
 	kh_put_be32(nonce + KH_NONCE_LEN - 4, block_seq);
 }
 
-kh_err kh_usage_seal(const uint8_t ku[static 32], const uint8_t sign_sk[static 32], const struct kh_usage_hdr *h,
-		     const uint8_t *contents, size_t len, uint8_t *out, size_t cap, size_t *outlen)
+kh_err kh_usage_seal_bound(const uint8_t ku[static 32], const uint8_t sign_sk[static 32], const struct kh_usage_hdr *h,
+			   const uint8_t *contents, size_t len, const uint8_t *snonce, size_t snlen, uint8_t *out,
+			   size_t cap, size_t *outlen)
 {
-	uint8_t nonce[KH_NONCE_LEN];
+	uint8_t nonce[KH_NONCE_LEN], sig[KH_USAGE_SIG_LEN];
 	size_t body = KH_USAGE_HDR_LEN + len + KH_TAG_LEN;
 	kh_err r;
 
 	if (!h || !out || !outlen || (len && !contents) || (h->flags & ~KH_USAGE_F_ALL))
+		return KH_ERR_INVAL;
+	/* bound exactly when a nonce is given, and never for M1 as well */
+	if (snonce ? h->flags != KH_USAGE_F_SESSION || snlen < KH_HELLO_NONCE_MIN || snlen > KH_HELLO_NONCE_MAX
+		   : (h->flags & KH_USAGE_F_SESSION) != 0)
 		return KH_ERR_INVAL;
 	if (body + KH_USAGE_SIG_LEN > KH_USAGE_MAX)
 		return KH_ERR_TOO_LARGE;
@@ -35,10 +40,23 @@ kh_err kh_usage_seal(const uint8_t ku[static 32], const uint8_t sign_sk[static 3
 	block_nonce(h->block_seq, nonce);
 	if ((r = kh_aead_seal(ku, nonce, out, KH_USAGE_HDR_LEN, contents, len, out + KH_USAGE_HDR_LEN)) != KH_OK)
 		return r;
-	if ((r = kh_ed25519_sign(sign_sk, out, body, out + body)) != KH_OK)
+	/* The session's nonce goes where the signature will be (it is at most as long), so the
+	 * signed message is contiguous without a second buffer; the signature then replaces it. */
+	if (snonce)
+		memcpy(out + body, snonce, snlen);
+	if ((r = kh_ed25519_sign(sign_sk, out, body + (snonce ? snlen : 0), sig)) != KH_OK) {
+		kh_wipe(out, body + KH_USAGE_SIG_LEN);
 		return r;
+	}
+	memcpy(out + body, sig, sizeof sig);
 	*outlen = body + KH_USAGE_SIG_LEN;
 	return KH_OK;
+}
+
+kh_err kh_usage_seal(const uint8_t ku[static 32], const uint8_t sign_sk[static 32], const struct kh_usage_hdr *h,
+		     const uint8_t *contents, size_t len, uint8_t *out, size_t cap, size_t *outlen)
+{
+	return kh_usage_seal_bound(ku, sign_sk, h, contents, len, NULL, 0, out, cap, outlen);
 }
 
 kh_err kh_usage_peek(const uint8_t *blk, size_t n, struct kh_usage_hdr *h)
@@ -49,7 +67,7 @@ kh_err kh_usage_peek(const uint8_t *blk, size_t n, struct kh_usage_hdr *h)
 		return KH_ERR_TOO_LARGE;
 	if (blk[0] != KH_USAGE_VERSION)
 		return KH_ERR_VERSION;
-	if (blk[17] & ~KH_USAGE_F_ALL)
+	if ((blk[17] & ~KH_USAGE_F_ALL) || blk[17] == (KH_USAGE_F_M1 | KH_USAGE_F_SESSION))
 		return KH_ERR_FORMAT;
 	h->ua = kh_get_be32(blk + 1);
 	h->block_seq = kh_get_be32(blk + 5);
@@ -114,10 +132,10 @@ static kh_err contents(const uint8_t *p, size_t n, struct kh_usage *u)
 	return KH_OK;
 }
 
-kh_err kh_usage_open(const uint8_t ku[static 32], const uint8_t sign_pk[static 32], const uint8_t *blk, size_t n,
-		     struct kh_usage *u)
+kh_err kh_usage_open_bound(const uint8_t ku[static 32], const uint8_t sign_pk[static 32], const uint8_t *blk,
+			   size_t n, const uint8_t *snonce, size_t snlen, struct kh_usage *u)
 {
-	uint8_t nonce[KH_NONCE_LEN], pt[KH_USAGE_MAX];
+	uint8_t nonce[KH_NONCE_LEN], pt[KH_USAGE_MAX], msg[KH_USAGE_MAX + KH_HELLO_NONCE_MAX];
 	struct kh_usage tmp;
 	size_t body;
 	kh_err r;
@@ -126,8 +144,17 @@ kh_err kh_usage_open(const uint8_t ku[static 32], const uint8_t sign_pk[static 3
 	if ((r = kh_usage_peek(blk, n, &tmp.h)) != KH_OK)
 		return r;
 	body = n - KH_USAGE_SIG_LEN;
-	if (kh_ed25519_verify(sign_pk, blk, body, blk + body) != KH_OK)
+	if (tmp.h.flags & KH_USAGE_F_SESSION) {
+		/* made for one session: it verifies only with that session's nonce */
+		if (!snonce || snlen < KH_HELLO_NONCE_MIN || snlen > KH_HELLO_NONCE_MAX)
+			return KH_ERR_AUTH;
+		memcpy(msg, blk, body);
+		memcpy(msg + body, snonce, snlen);
+		if (kh_ed25519_verify(sign_pk, msg, body + snlen, blk + body) != KH_OK)
+			return KH_ERR_AUTH;
+	} else if (kh_ed25519_verify(sign_pk, blk, body, blk + body) != KH_OK) {
 		return KH_ERR_AUTH;
+	}
 	block_nonce(tmp.h.block_seq, nonce);
 	if (kh_aead_open(ku, nonce, blk, KH_USAGE_HDR_LEN, blk + KH_USAGE_HDR_LEN, body - KH_USAGE_HDR_LEN, pt) !=
 	    KH_OK) {
@@ -139,7 +166,14 @@ kh_err kh_usage_open(const uint8_t ku[static 32], const uint8_t sign_pk[static 3
 	*u = tmp;
 out:
 	kh_wipe(pt, sizeof pt);
+	kh_wipe(&tmp, sizeof tmp);
 	return r;
+}
+
+kh_err kh_usage_open(const uint8_t ku[static 32], const uint8_t sign_pk[static 32], const uint8_t *blk, size_t n,
+		     struct kh_usage *u)
+{
+	return kh_usage_open_bound(ku, sign_pk, blk, n, NULL, 0, u);
 }
 
 void kh_hello_msg(const uint8_t *nonce, size_t noncelen, uint32_t ua, uint32_t block_seq, uint64_t card_time,

@@ -223,7 +223,6 @@ static kh_err set_b64_item(json_t *arr, const uint8_t *p, size_t n)
 
 struct bufs {
 	uint8_t nonce[KH_HELLO_NONCE_MAX];
-	uint8_t hello[KH_APDU_MAX_RESP];
 	uint8_t cur[KH_APDU_MAX_RESP];
 	uint8_t m1[KH_USAGE_MAX];
 	uint8_t emms[KH_UPLOAD_MAX_EMMS][KH_EMM_MAX];
@@ -239,7 +238,7 @@ kh_err kh_upload_run(const struct kh_upload_config *cfg, struct kh_upload_result
 	json_t *req = NULL, *ans = NULL, *arr;
 	char *url = NULL, ua_hex[9], key_open[2 * IDEM_BYTES + 1], key_up[2 * IDEM_BYTES + 1];
 	uint8_t rnd[IDEM_BYTES];
-	size_t nonce_len = 0, hello_len = 0, cur_len = 0, m1_len = 0, nemm = 0, dlen;
+	size_t nonce_len = 0, cur_len = 0, m1_len = 0, nemm = 0, dlen;
 	const char *sid;
 	uint32_t emm_seq = 0;
 	uint16_t sw;
@@ -286,21 +285,11 @@ kh_err kh_upload_run(const struct kh_upload_config *cfg, struct kh_upload_result
 	req = NULL;
 	kh_log_info("upload.open", "ua=%s session=%s", ua_hex, res->session);
 
-	/* 2. The card signs the nonce: it is present in this session. */
-	if ((r = kh_host_apdu(cfg->card, KH_INS_HELLO, 0, b->nonce, nonce_len, b->hello, sizeof b->hello, &hello_len,
-			      &sw)) != KH_OK)
-		goto out;
-	if (hello_len != KH_HELLO_LEN) {
-		r = KH_ERR_FORMAT;
-		goto out;
-	}
-	if (kh_get_be32(b->hello) != info.ua) {
-		r = KH_ERR_CARD_CHANGED;
-		goto out;
-	}
-
-	/* 3. The current card's fresh block (P1=0: always allowed), and M1's block. */
-	if ((r = kh_host_apdu(cfg->card, KH_INS_EXPORT, 0, NULL, 0, b->cur, sizeof b->cur, &cur_len, &sw)) != KH_OK)
+	/* 2-3. The current card's fresh block (P1=0: always allowed), bound to this session: the card
+	 * signs it with the session's nonce, so it is also the card's answer to the nonce (its hello:
+	 * the card is present in this session). Then M1's block. */
+	if ((r = kh_host_apdu(cfg->card, KH_INS_EXPORT, 0, b->nonce, nonce_len, b->cur, sizeof b->cur, &cur_len, &sw)) !=
+	    KH_OK)
 		goto out;
 	if ((r = kh_usage_peek(b->cur, cur_len, &h)) != KH_OK)
 		goto out;
@@ -335,14 +324,12 @@ kh_err kh_upload_run(const struct kh_upload_config *cfg, struct kh_upload_result
 			goto out;
 		emm_seq = st.seq[KH_EMM_UNIQUE];
 	}
-	if (!(req = json_object()) || !(arr = json_array()) || json_object_set_new(req, "hello", json_null()) != 0 ||
-	    json_object_set_new(req, "blocks", arr) != 0 ||
+	if (!(req = json_object()) || !(arr = json_array()) || json_object_set_new(req, "blocks", arr) != 0 ||
 	    json_object_set_new(req, "emm_seq", json_integer((json_int_t)emm_seq)) != 0) {
 		r = KH_ERR_NOMEM;
 		goto out;
 	}
-	if ((r = kh_json_set_b64(req, "hello", b->hello, hello_len)) != KH_OK ||
-	    (r = set_b64_item(arr, b->cur, cur_len)) != KH_OK ||
+	if ((r = set_b64_item(arr, b->cur, cur_len)) != KH_OK ||
 	    (res->m1_sent && (r = set_b64_item(arr, b->m1, m1_len)) != KH_OK))
 		goto out;
 	free(url);

@@ -9,8 +9,11 @@
  * authorised export (seed 001: a new card starts not authorised, so M1 keeps the old card's data
  * until the center has recovered it). The block's header says which (KH_USAGE_F_M1): the center
  * closes a replaced card as recovered only on a block made for M1, never on a session block the
- * decoder may have kept from long before. Another P1 is refused. Each block has the next block_seq, stored before the
- * block leaves, so the nonce under Ku is never used twice and the center can tell blocks apart.
+ * decoder may have kept from long before. Another P1 is refused. EXPORT P1 = 0 with data (an
+ * upload session's nonce, 16 to 64 bytes) makes a block bound to that session
+ * (KH_USAGE_F_SESSION): signed with the nonce, so it also answers the center's nonce the way
+ * HELLO does. Each block has the next block_seq, stored before the block leaves, so the nonce
+ * under Ku is never used twice and the center can tell blocks apart.
  */
 #include <string.h>
 
@@ -33,10 +36,11 @@ kh_err kh__h_export(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *
 
 	if ((r = kh__cas_need_card(m, a, 1)) != KH_OK)
 		return r;
-	if (a->lc)
-		return KH_ERR_APDU_LEN;
 	if (a->p1 > 1)
 		return KH_ERR_APDU_P1P2;
+	/* P1=0 may carry an upload session's nonce: the block is then bound to that session. */
+	if (a->lc && (a->p1 != 0 || a->lc < KH_HELLO_NONCE_MIN || a->lc > KH_HELLO_NONCE_MAX))
+		return KH_ERR_APDU_LEN;
 	if (a->p1 == 1 && !c->export_ok)
 		return KH_ERR_EXPORT_DENIED;
 	if (c->block_seq == UINT32_MAX)
@@ -69,11 +73,12 @@ kh_err kh__h_export(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *
 	h.ua = m->p.ua;
 	h.block_seq = c->block_seq;
 	h.card_time = kh__module_now(m);
-	h.flags = a->p1 == 1 ? KH_USAGE_F_M1 : 0;
+	h.flags = a->p1 == 1 ? KH_USAGE_F_M1 : a->lc ? KH_USAGE_F_SESSION : 0;
 	cap = resp->cap - resp->len;
 	if ((r = kh_wr_reserve(resp, 0, &out)) != KH_OK) /* where the block will go */
 		goto out;
-	if ((r = kh_usage_seal(m->p.ku, m->p.sign_sk, &h, m->plain, w.len, out, cap, &len)) != KH_OK)
+	if ((r = kh_usage_seal_bound(m->p.ku, m->p.sign_sk, &h, m->plain, w.len, a->lc ? a->data : NULL, a->lc, out,
+				     cap, &len)) != KH_OK)
 		goto out;
 	resp->len += len;
 	c->export_req = 0;

@@ -664,6 +664,123 @@ static void test_hello_refused(void **state)
 	free(blk);
 }
 
+/* ---- a block bound to the session answers its nonce: no separate hello ---- */
+
+/* A fresh block bound to a session's nonce (EXPORT P1=0 with the nonce). */
+static struct blk export_bound(struct mod *m, const uint8_t *nonce, size_t nlen)
+{
+	struct blk k = {0};
+	uint8_t resp[KH_APDU_MAX_RESP];
+	struct kh_usage_hdr h;
+	size_t n = 0;
+
+	assert_int_equal(send_apdu(&m->t, KH_CLA, KH_INS_EXPORT, 0, 0, nonce, nlen, resp, sizeof resp, &n), 0x9000);
+	memcpy(k.b, resp, n);
+	k.n = n;
+	assert_int_equal(kh_usage_peek(k.b, k.n, &h), KH_OK);
+	assert_int_equal(h.flags, KH_USAGE_F_SESSION);
+	k.ua = h.ua;
+	k.seq = h.block_seq;
+	return k;
+}
+
+/* {"blocks": [...]}, no hello. */
+static char *upload_body_nohello(char *const *blocks, size_t n)
+{
+	json_t *o = json_pack("{s:[]}", "blocks");
+	char *s;
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(json_array_append_new(json_object_get(o, "blocks"), json_string(blocks[i])), 0);
+	assert_non_null(s = json_dumps(o, JSON_COMPACT));
+	json_decref(o);
+	return s;
+}
+
+static void test_bound_block_is_hello(void **state)
+{
+	struct uw *u = *state;
+	struct mod *c1 = &u->w->c1, *c3 = &u->c3;
+	struct session s, t;
+	struct blk bt, plain, other;
+	struct reply r;
+	char *blk[2], *body, *hl, *before, *after;
+	int64_t ada, bob;
+	json_t *ans;
+
+	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":0}", NULL, 200, &r);
+	reply_free(&r);
+	ada = add_subscriber(u, "Ada");
+	bob = add_subscriber(u, "Bob");
+	register_card(u, c1);
+	register_card(u, c3);
+	assign(u, c1, ada);
+	assign(u, c3, bob);
+	buy(u, c1, 101);
+	s = open_session(u, c1);
+	t = open_session(u, c1);
+	bt = export_bound(c1, t.nonce, t.nlen); /* bound to session t */
+	plain = export_block(c1);               /* bound to none */
+	other = export_bound(c3, s.nonce, s.nlen); /* s's nonce, another card */
+	before = db_state(u);
+
+	/* no hello and only a block bound to another session: nothing answers s's nonce */
+	blk[0] = b64(bt.b, bt.n);
+	body = upload_body_nohello(blk, 1);
+	expect_error(u, s.path, body, "k-b1", 403, "hello");
+	free(body);
+	free(blk[0]);
+	/* nor does a block bound to none */
+	blk[0] = b64(plain.b, plain.n);
+	body = upload_body_nohello(blk, 1);
+	expect_error(u, s.path, body, "k-b2", 403, "hello");
+	free(body);
+	free(blk[0]);
+	/* nor another card's block bound to s */
+	blk[0] = b64(other.b, other.n);
+	body = upload_body_nohello(blk, 1);
+	expect_error(u, s.path, body, "k-b3", 403, "hello");
+	free(body);
+	free(blk[0]);
+	after = db_state(u);
+	assert_string_equal(before, after); /* nothing recorded by a refused session */
+	free(after);
+	free(before);
+
+	/* with a hello, a block bound to another session is refused on its own ("tampered": its
+	 * signature holds only with that session's nonce) and the rest of the session counts */
+	hl = hello(c1, s.nonce, s.nlen);
+	blk[0] = b64(bt.b, bt.n);
+	blk[1] = b64(plain.b, plain.n);
+	{
+		json_t *o = json_pack("{s:s,s:[s,s]}", "hello", hl, "blocks", blk[0], blk[1]);
+		body = json_dumps(o, JSON_COMPACT);
+		json_decref(o);
+	}
+	ans = expect(u, "POST", s.path, body, "k-b4", 200, &r);
+	assert_line(ans, 0, c1->ua, bt.seq, "tampered");
+	assert_line(ans, 1, c1->ua, plain.seq, "ok");
+	assert_int_equal(jint(ans, "invoiced"), 1);
+	reply_free(&r);
+	free(body);
+	free(blk[0]);
+	free(blk[1]);
+	free(hl);
+
+	/* in its own session, the bound block is the hello: accepted, no separate hello needed (it
+	 * replaces the forged-looking copy recorded above, being genuine here) */
+	blk[0] = b64(bt.b, bt.n);
+	body = upload_body_nohello(blk, 1);
+	ans = expect(u, "POST", t.path, body, "k-b5", 200, &r);
+	assert_line(ans, 0, c1->ua, bt.seq, "ok");
+	assert_int_equal(jint(ans, "invoiced"), 0); /* its purchase was invoiced once already */
+	reply_free(&r);
+	free(body);
+	free(blk[0]);
+	assert_int_equal(invoices(u, ada), 1);
+	assert_int_equal(invoices(u, bob), 0);
+	assert_verdict(u, c1->ua, bt.seq, "ok");
+}
+
 /* ---- recovery only from an M1 block, never from a stale one ---- */
 
 /* A session of card m carrying the given blocks; the answer (in r: reply_free it). */
@@ -1041,6 +1158,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_refusals_in_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hello_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bound_block_is_hello, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_needs_m1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_old_layout_and_duplicate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_stale, setup, teardown),

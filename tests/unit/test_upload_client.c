@@ -1,7 +1,8 @@
 /*
  * The decoder's side of the upload session (seed 001; src/host/upload.c, docs/protocols/upload.md)
  * against a fake center written here through struct kh_upload_http. The fake follows the protocol
- * with the world's real cards (tests/unit/world.c): it checks the hello against the session card's
+ * with the world's real cards (tests/unit/world.c): it checks the session card's answer to its
+ * nonce (a hello, or the card's fresh block bound to the nonce) against the session card's
  * certificate (GET CERT P1=1 + kh_cert_check), opens every block the way the center does (the
  * block's card's certificate and Ku), gives verdicts, keeps one answer per Idempotency-Key, and
  * answers with EMMs sealed under the card's Kp (ACK USAGE + credit reload, then AUTHORISE EXPORT).
@@ -48,6 +49,7 @@ struct fake {
 	int drop;            /* then lose this many answers (KH_ERR_TRANSPORT) */
 	int refuse_hello;    /* check the hello against another card's certificate */
 	int short_nonce;     /* give an 8-byte nonce */
+	int got_hello;       /* an upload carried a separate hello */
 	/* state */
 	uint32_t session_ua;
 	uint8_t nonce[32];
@@ -169,13 +171,22 @@ static json_t *process_upload(struct fake *f, json_t *body, int *status)
 
 	f->nuploads_processed++;
 	assert_non_null(sm);
-	assert_int_equal(kh_json_get_b64(body, "hello", hello, sizeof hello, &n, 0), KH_OK);
 	assert_int_equal(sign_pk_of(f, f->refuse_hello ? &f->w->c1 : sm, pk), KH_OK);
-	if (kh_hello_verify(pk, f->nonce, sizeof f->nonce, hello, n, &h) != KH_OK || h.ua != f->session_ua) {
-		json_decref(verdicts);
-		json_decref(emms);
-		*status = 403;
-		return error_body("auth", "the hello does not verify under the card's certificate");
+	if (kh_json_get_b64(body, "hello", hello, sizeof hello, &n, 0) == KH_OK) {
+		f->got_hello = 1;
+		if (kh_hello_verify(pk, f->nonce, sizeof f->nonce, hello, n, &h) != KH_OK || h.ua != f->session_ua)
+			goto refuse;
+	} else {
+		/* no hello: the session card's first block must be bound to this session's nonce */
+		json_t *b0 = json_array_get(json_object_get(body, "blocks"), 0);
+		assert_non_null(b0);
+		assert_int_equal(kh_b64url_decode(json_string_value(b0), json_string_length(b0), blk, sizeof blk, &n),
+				 KH_OK);
+		assert_int_equal(kh_usage_peek(blk, n, &h), KH_OK);
+		assert_int_equal(kh_authority_card_keys(f->w->auth, f->session_ua, kp, ku), KH_OK);
+		if (h.ua != f->session_ua || !(h.flags & KH_USAGE_F_SESSION) ||
+		    kh_usage_open_bound(ku, pk, blk, n, f->nonce, sizeof f->nonce, &u) != KH_OK)
+			goto refuse;
 	}
 	json_array_foreach(json_object_get(body, "blocks"), i, v) {
 		const char *verdict;
@@ -192,7 +203,7 @@ static json_t *process_upload(struct fake *f, json_t *body, int *status)
 			verdict = "duplicate";
 		} else {
 			assert_int_equal(kh_authority_card_keys(f->w->auth, h.ua, kp, ku), KH_OK);
-			if (kh_usage_open(ku, pk, blk, n, &u) != KH_OK) {
+			if (kh_usage_open_bound(ku, pk, blk, n, f->nonce, sizeof f->nonce, &u) != KH_OK) {
 				verdict = "tampered";
 			} else {
 				assert_true(f->nopened < 4);
@@ -235,6 +246,11 @@ static json_t *process_upload(struct fake *f, json_t *body, int *status)
 	}
 	*status = 200;
 	return json_pack("{s:o,s:o}", "blocks", verdicts, "emms", emms);
+refuse:
+	json_decref(verdicts);
+	json_decref(emms);
+	*status = 403;
+	return error_body("auth", "the session card's answer to the nonce does not verify under its certificate");
 }
 
 static kh_err fake_post(void *ctx, const char *url, json_t *body, const char *key, int *status, json_t **resp)
@@ -416,13 +432,14 @@ static void status_of(struct t *t, struct mod *m, struct kh_cas_status *st)
 	assert_int_equal(kh_host_cas_status(&cas, st), KH_OK);
 }
 
-/* The events, in order: open, hello, fresh export, upload, the EMMs, and only then export for M1. */
+/* The events, in order: open, the fresh export bound to the nonce (no HELLO), upload, the EMMs,
+ * and only then export for M1. */
 static void assert_order(struct t *t, int nemm)
 {
 	struct fake *f = &t->f;
 	int i = ev_index(f, "post open", 0);
 	assert_true(i >= 0);
-	assert_true((i = ev_index(f, "apdu 52 00", i)) >= 0);
+	assert_int_equal(ev_index(f, "apdu 52 00", 0), -1);
 	assert_true((i = ev_index(f, "apdu 50 00", i)) >= 0);
 	assert_true((i = ev_index(f, "post upload", i)) >= 0);
 	for (int k = 0; k < nemm; k++)
@@ -492,14 +509,25 @@ static void test_seed_replacement(void **state)
 	assert_int_equal(mi.ua, u2);
 	assert_int_equal(mi.block_seq, t->res.m1_new_seq);
 
-	/* the wire: one open, one upload with a 128-bit key, two blocks and the hello */
+	/* the wire: one open, one upload with a 128-bit key, two blocks, the first bound to the
+	 * session's nonce, and no separate hello */
 	assert_int_equal(t->f.ncalls, 2);
 	assert_int_equal(strlen(t->f.calls[1].key), 32);
 	assert_int_not_equal(strcmp(t->f.calls[0].key, t->f.calls[1].key), 0);
 	json_t *b = json_loads(t->f.calls[1].body, 0, NULL);
 	assert_non_null(b);
 	assert_int_equal(json_array_size(json_object_get(b, "blocks")), 2);
-	assert_true(json_is_string(json_object_get(b, "hello")));
+	assert_null(json_object_get(b, "hello"));
+	assert_int_equal(t->f.got_hello, 0);
+	{
+		uint8_t blk[KH_USAGE_MAX];
+		size_t n = 0;
+		struct kh_usage_hdr h;
+		json_t *b0 = json_array_get(json_object_get(b, "blocks"), 0);
+		assert_int_equal(kh_b64url_decode(json_string_value(b0), json_string_length(b0), blk, sizeof blk, &n), KH_OK);
+		assert_int_equal(kh_usage_peek(blk, n, &h), KH_OK);
+		assert_int_equal(h.flags, KH_USAGE_F_SESSION);
+	}
 	json_decref(b);
 
 	/* a second session later: card 2 authorised, M1 holds its block; the center sees it again

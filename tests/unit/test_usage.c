@@ -255,12 +255,72 @@ static void test_hello(void **state)
 			 kh_err_to_sw(KH_ERR_APDU_LEN));
 }
 
+/* A block bound to an upload session: it verifies with that session's nonce only, it is never
+ * also for M1, and the card refuses a nonce of the wrong size or on P1=1 without using a seq. */
+static void test_bound(void **state)
+{
+	struct uw *u = *state;
+	uint8_t nonce[32], other[32], resp[KH_APDU_MAX_RESP], blk[KH_USAGE_MAX];
+	struct kh_usage got;
+	struct kh_usage_hdr h;
+	size_t n;
+	uint32_t seq;
+
+	assert_int_equal(kh_random(nonce, sizeof nonce), KH_OK);
+	memcpy(other, nonce, sizeof other);
+	other[31] ^= 0x80;
+	assert_int_equal(send_apdu(&u->w->c1.t, KH_CLA, KH_INS_EXPORT, 0, 0, nonce, sizeof nonce, resp, sizeof resp, &n),
+			 KH_SW_OK);
+	memcpy(blk, resp, n);
+	assert_int_equal(kh_usage_peek(blk, n, &h), KH_OK);
+	assert_int_equal(h.flags, KH_USAGE_F_SESSION);
+	seq = h.block_seq;
+	assert_int_equal(kh_usage_open_bound(u->ku, u->sign_pk, blk, n, nonce, sizeof nonce, &got), KH_OK);
+	assert_int_equal(got.h.block_seq, seq);
+	/* another nonce, a shorter one, or none: the signature does not hold */
+	assert_int_equal(kh_usage_open_bound(u->ku, u->sign_pk, blk, n, other, sizeof other, &got), KH_ERR_AUTH);
+	assert_int_equal(kh_usage_open_bound(u->ku, u->sign_pk, blk, n, nonce, 31, &got), KH_ERR_AUTH);
+	assert_int_equal(kh_usage_open(u->ku, u->sign_pk, blk, n, &got), KH_ERR_AUTH);
+	/* the flag is signed: clearing it does not make an unbound block */
+	blk[17] = 0;
+	assert_int_equal(kh_usage_open(u->ku, u->sign_pk, blk, n, &got), KH_ERR_AUTH);
+	/* both flags at once is no block */
+	blk[17] = KH_USAGE_F_M1 | KH_USAGE_F_SESSION;
+	assert_int_equal(kh_usage_peek(blk, n, &h), KH_ERR_FORMAT);
+	/* an unbound block ignores a nonce */
+	assert_int_equal(send_apdu(&u->w->c1.t, KH_CLA, KH_INS_EXPORT, 0, 0, NULL, 0, resp, sizeof resp, &n), KH_SW_OK);
+	assert_int_equal(kh_usage_open_bound(u->ku, u->sign_pk, resp, n, nonce, sizeof nonce, &got), KH_OK);
+	assert_int_equal(got.h.block_seq, seq + 1);
+	/* the card: a nonce too short, or one on P1=1, is refused and uses no block number */
+	assert_int_equal(send_apdu(&u->w->c1.t, KH_CLA, KH_INS_EXPORT, 0, 0, nonce, 8, resp, sizeof resp, &n),
+			 kh_err_to_sw(KH_ERR_APDU_LEN));
+	assert_int_equal(send_apdu(&u->w->c1.t, KH_CLA, KH_INS_EXPORT, 1, 0, nonce, sizeof nonce, resp, sizeof resp, &n),
+			 kh_err_to_sw(KH_ERR_APDU_LEN));
+	assert_int_equal(send_apdu(&u->w->c1.t, KH_CLA, KH_INS_EXPORT, 0, 0, nonce, sizeof nonce, resp, sizeof resp, &n),
+			 KH_SW_OK);
+	assert_int_equal(kh_usage_peek(resp, n, &h), KH_OK);
+	assert_int_equal(h.block_seq, seq + 2);
+	/* the sealing side keeps the rule too */
+	{
+		struct kh_usage_hdr hb = {.ua = 1, .block_seq = 1, .card_time = 1, .flags = KH_USAGE_F_M1};
+		uint8_t sk[32] = {1}, out[KH_USAGE_MAX];
+		size_t on;
+		assert_int_equal(kh_usage_seal_bound(u->ku, sk, &hb, NULL, 0, nonce, sizeof nonce, out, sizeof out, &on),
+				 KH_ERR_INVAL);
+		hb.flags = KH_USAGE_F_SESSION;
+		assert_int_equal(kh_usage_seal(u->ku, sk, &hb, NULL, 0, out, sizeof out, &on), KH_ERR_INVAL);
+		assert_int_equal(kh_usage_seal_bound(u->ku, sk, &hb, NULL, 0, nonce, 8, out, sizeof out, &on),
+				 KH_ERR_INVAL);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_export_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hello, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bound, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

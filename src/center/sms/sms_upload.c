@@ -260,7 +260,8 @@ static kh_err card_key(struct kh_store *s, struct kh_sms *c, uint32_t ua, uint8_
  * bytes and on the card's registered certificate, which never changes. Whose block it is, and
  * whether it was seen, is decided inside the transaction (record_block).
  */
-static kh_err check_block(struct kh_store *s, struct kh_sms *c, struct block_in *in)
+static kh_err check_block(struct kh_store *s, struct kh_sms *c, struct block_in *in, const uint8_t *snonce,
+			  size_t snlen)
 {
 	uint8_t pk[32], ku[32];
 	kh_err r, rr;
@@ -300,7 +301,8 @@ static kh_err check_block(struct kh_store *s, struct kh_sms *c, struct block_in 
 		kh_wipe(ku, sizeof ku);
 		return r;
 	}
-	rr = kh_usage_open(ku, pk, in->b, in->n, in->u);
+	/* a block bound to a session verifies only with this session's nonce */
+	rr = kh_usage_open_bound(ku, pk, in->b, in->n, snonce, snlen, in->u);
 	kh_wipe(ku, sizeof ku);
 	in->crypto = rr == KH_OK ? KH_STORE_BLOCK_OK : rr == KH_ERR_AUTH ? KH_STORE_BLOCK_TAMPERED
 									 : KH_STORE_BLOCK_TRUNCATED;
@@ -607,12 +609,23 @@ static kh_err precheck(struct kh_store *s, struct upload_tx *a)
 		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "no such upload session") : r;
 	if ((r = card_key(s, a->c, sua, pk)) != KH_OK)
 		return kh__sms_why(&a->why, r, NULL, "the session's card certificate does not check");
-	if (kh_hello_verify(pk, nonce, nlen, a->hello, a->hello_len, &hh) != KH_OK || hh.ua != sua)
+	if (a->hello_len &&
+	    (kh_hello_verify(pk, nonce, nlen, a->hello, a->hello_len, &hh) != KH_OK || hh.ua != sua))
 		return kh__sms_why(&a->why, KH_ERR_AUTH, "hello", "the hello is not the session card's answer to its nonce");
 	for (size_t i = 0; i < a->nblocks; i++)
-		if ((r = check_block(s, a->c, &a->blocks[i])) != KH_OK)
+		if ((r = check_block(s, a->c, &a->blocks[i], nonce, nlen)) != KH_OK)
 			return r;
-	return KH_OK;
+	if (a->hello_len)
+		return KH_OK;
+	/* No separate hello: a block of the session's card bound to this session's nonce is the
+	 * card's answer to it (usage.h, KH_USAGE_F_SESSION), and one signature fewer to check. */
+	for (size_t i = 0; i < a->nblocks; i++) {
+		const struct block_in *in = &a->blocks[i];
+		if (in->named && in->h.ua == sua && (in->h.flags & KH_USAGE_F_SESSION) && in->crypto == KH_STORE_BLOCK_OK)
+			return KH_OK;
+	}
+	return kh__sms_why(&a->why, KH_ERR_AUTH, "hello",
+			   "neither a hello nor a block of the session's card bound to its nonce answers it");
 }
 
 kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
@@ -633,7 +646,11 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 	arr = json_object_get(body, "blocks");
 	if (!json_is_array(arr) || json_array_size(arr) > MAX_BLOCKS)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "blocks: an array of at most 8 base64url blocks");
-	if (kh_json_get_b64(body, "hello", a.hello, sizeof a.hello, &a.hello_len, 0) != KH_OK)
+	/* Optional: a block bound to the session (usage.h) answers the nonce as well. */
+	r = kh_json_get_b64(body, "hello", a.hello, sizeof a.hello, &a.hello_len, 0);
+	if (r == KH_ERR_NOTFOUND || (r == KH_OK && a.hello_len == 0))
+		a.hello_len = 0;
+	else if (r != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "hello: the card's hello, base64url");
 	{
 		/* Optional; without it every queued EMM of the card comes back (the card skips those it
