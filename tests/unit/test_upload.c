@@ -779,6 +779,29 @@ static void test_bound_block_is_hello(void **state)
 	assert_int_equal(invoices(u, ada), 1);
 	assert_int_equal(invoices(u, bob), 0);
 	assert_verdict(u, c1->ua, bt.seq, "ok");
+
+	/* a card that bought nothing: its block is accepted, and nothing is queued for it (an ACK
+	 * USAGE would only let purchases leave its log, and it has none) */
+	{
+		char sql[96];
+		long queued;
+		struct session q = open_session(u, c3);
+		struct blk b3 = export_bound(c3, q.nonce, q.nlen);
+		json_t *o;
+		snprintf(sql, sizeof sql, "SELECT count(*) FROM emm_queue WHERE address = %u", c3->ua);
+		queued = db_int(u, sql);
+		blk[0] = b64(b3.b, b3.n);
+		o = json_pack("{s:[s],s:I}", "blocks", blk[0], "emm_seq", (json_int_t)queued);
+		body = json_dumps(o, JSON_COMPACT);
+		json_decref(o);
+		ans = expect(u, "POST", q.path, body, "k-b6", 200, &r);
+		assert_line(ans, 0, c3->ua, b3.seq, "ok");
+		assert_int_equal(json_array_size(json_object_get(ans, "emms")), 0);
+		reply_free(&r);
+		assert_int_equal(db_int(u, sql), queued);
+		free(body);
+		free(blk[0]);
+	}
 }
 
 /* ---- recovery only from an M1 block, never from a stale one ---- */

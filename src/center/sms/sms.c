@@ -185,6 +185,7 @@ void kh_sms_free(struct kh_sms *c)
 	if (c->keys_mu_ok)
 		pthread_mutex_destroy(&c->keys_mu);
 	kh_wipe(c->master, sizeof c->master);
+	kh_wipe(c->keys, sizeof c->keys);
 	kh_wipe(c->token_hash, sizeof c->token_hash);
 	free(c->db);
 	free(c);

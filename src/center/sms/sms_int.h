@@ -56,6 +56,7 @@ struct kh_sms {
 		uint32_t ua;
 		uint8_t used;
 		uint8_t pub[32];
+		uint8_t ku[32]; /* secret: the card's uplink key, derived from the master (wiped by kh_sms_free) */
 		uint64_t not_after;
 	} keys[1024];
 };

@@ -218,15 +218,17 @@ struct upload_tx {
 };
 
 /*
- * A card's certified signing key, checked against the operator root. A registered certificate
- * never changes, so the key is kept once checked (until the certificate's expiry): the signature
- * checks of an upload then cost the two signatures they must, not two more for the certificate.
+ * A card's certified signing key, checked against the operator root, and (ku not NULL) its uplink
+ * key Ku. A registered certificate never changes, so both are kept once checked (until the
+ * certificate's expiry): an upload's checks then cost the signatures they must, not a certificate
+ * check and an HKDF more. Ku is a secret derived from the master the center holds anyway; the
+ * table is wiped with the master.
  */
-static kh_err card_key(struct kh_store *s, struct kh_sms *c, uint32_t ua, uint8_t pk[static 32])
+static kh_err card_key(struct kh_store *s, struct kh_sms *c, uint32_t ua, uint8_t pk[static 32], uint8_t *ku)
 {
 	struct kh__sms_cardkey *slot = &c->keys[ua % (sizeof c->keys / sizeof c->keys[0])];
 	uint64_t now = (uint64_t)time(NULL);
-	uint8_t der[KH_CERT_MAX];
+	uint8_t der[KH_CERT_MAX], k[32];
 	struct kh_cert_info ci;
 	size_t n;
 	int hit;
@@ -234,8 +236,11 @@ static kh_err card_key(struct kh_store *s, struct kh_sms *c, uint32_t ua, uint8_
 
 	pthread_mutex_lock(&c->keys_mu);
 	hit = slot->used && slot->ua == ua && now < slot->not_after;
-	if (hit)
+	if (hit) {
 		memcpy(pk, slot->pub, 32);
+		if (ku)
+			memcpy(ku, slot->ku, 32);
+	}
 	pthread_mutex_unlock(&c->keys_mu);
 	if (hit)
 		return KH_OK;
@@ -245,13 +250,21 @@ static kh_err card_key(struct kh_store *s, struct kh_sms *c, uint32_t ua, uint8_
 		return r;
 	if (ci.ua != ua)
 		return KH_ERR_CERT;
+	if ((r = kh_cas_card_ku(c->master, ua, k)) != KH_OK) {
+		kh_wipe(k, sizeof k);
+		return r;
+	}
 	memcpy(pk, ci.pub, 32);
+	if (ku)
+		memcpy(ku, k, 32);
 	pthread_mutex_lock(&c->keys_mu);
 	slot->ua = ua;
 	slot->used = 1;
 	memcpy(slot->pub, ci.pub, 32);
+	memcpy(slot->ku, k, 32);
 	slot->not_after = ci.not_after;
 	pthread_mutex_unlock(&c->keys_mu);
+	kh_wipe(k, sizeof k);
 	return KH_OK;
 }
 
@@ -289,17 +302,15 @@ static kh_err check_block(struct kh_store *s, struct kh_sms *c, struct block_in 
 	if (r != KH_OK)
 		return KH_OK; /* too large, less than a header, unknown flags: nothing names it */
 	in->named = 1;
-	if ((r = card_key(s, c, in->h.ua, pk)) != KH_OK) {
+	if ((r = card_key(s, c, in->h.ua, pk, ku)) != KH_OK) {
 		in->crypto = KH_STORE_BLOCK_FOREIGN; /* no such card, or its certificate does not check */
 		return r == KH_ERR_NOTFOUND || r == KH_ERR_CERT || r == KH_ERR_CERT_EXPIRED || r == KH_ERR_CERT_ROLE
 			       ? KH_OK
 			       : r;
 	}
-	if (!(in->u = calloc(1, sizeof *in->u)))
-		return KH_ERR_NOMEM;
-	if ((r = kh_cas_card_ku(c->master, in->h.ua, ku)) != KH_OK) {
+	if (!(in->u = calloc(1, sizeof *in->u))) {
 		kh_wipe(ku, sizeof ku);
-		return r;
+		return KH_ERR_NOMEM;
 	}
 	/* a block bound to a session verifies only with this session's nonce */
 	rr = kh_usage_open_bound(ku, pk, in->b, in->n, snonce, snlen, in->u);
@@ -313,6 +324,7 @@ struct session_view {
 	struct kh_store_card cur;   /* the session's card */
 	int outstanding;            /* replaced cards of the subscriber still awaiting recovery */
 	uint32_t max_acked;         /* highest block of the current card now held */
+	int to_ack;                 /* one of them carried purchases: the card's log can shrink */
 };
 
 static kh_err count_replaced(void *arg, const struct kh_store_card *k)
@@ -416,6 +428,8 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 	/* The card may let go of what this block carried, and of every block before it. */
 	if (verdict == KH_STORE_BLOCK_OK && in->h.ua == v->cur.ua && in->h.block_seq > v->max_acked)
 		v->max_acked = in->h.block_seq;
+	if (verdict == KH_STORE_BLOCK_OK && in->h.ua == v->cur.ua && in->u && in->u->npurchases)
+		v->to_ack = 1;
 	kh__sms_ua_hex(in->h.ua, ua);
 	o = json_pack("{s:s,s:I,s:s}", "ua", ua, "block_seq", (json_int_t)in->h.block_seq, "verdict", said);
 	return o && json_array_append_new(out, o) == 0 ? KH_OK : KH_ERR_NOMEM;
@@ -532,7 +546,8 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 
 	kh__sms_emm_init(&e, a->c, sua);
 	kh_wr_init(&w, cmd, sizeof cmd);
-	if (v.max_acked)
+	/* ACK USAGE only lets purchases leave the card's log: none carried, nothing to send. */
+	if (v.max_acked && v.to_ack)
 		kh_emm_put_ack_usage(&w, v.max_acked);
 	if (!v.cur.export_authorised && v.outstanding == 0 && strcmp(v.cur.state, "active") == 0) {
 		kh_emm_put_auth_export(&w, 1);
@@ -607,7 +622,7 @@ static kh_err precheck(struct kh_store *s, struct upload_tx *a)
 
 	if ((r = kh_store_upload_get(s, a->id, &sua, nonce, sizeof nonce, &nlen, &closed_at)) != KH_OK)
 		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "no such upload session") : r;
-	if ((r = card_key(s, a->c, sua, pk)) != KH_OK)
+	if ((r = card_key(s, a->c, sua, pk, NULL)) != KH_OK)
 		return kh__sms_why(&a->why, r, NULL, "the session's card certificate does not check");
 	if (a->hello_len &&
 	    (kh_hello_verify(pk, nonce, nlen, a->hello, a->hello_len, &hh) != KH_OK || hh.ua != sua))
