@@ -38,7 +38,7 @@
  * every figure is the median over rounds, a ratio the median of the per-round ratios. Options:
  *   -r R  rounds (default 5)        -t S  seconds per reference loop (default 0.3)
  *   -u N  uploads per round (300)   -M M  upload cards (64)       -k K  clients (8)
- *   -T T  center HTTP threads (8)   -c C  EMM cards (100000)      -s S  subscribes per round (500)
+ *   -T T  center connections (64)   -c C  EMM cards (100000)      -s S  subscribes per round (500)
  *   -b NAME  only the benchmarks whose names contain NAME ("upload", "emm"; references too)
  *   -d DIR   parent of the temporary directories (default /tmp; must be a real disk for fsync)
  *   -A DIR   where the EMM part's authority directory goes (default /dev/shm when writable): each
@@ -783,7 +783,7 @@ static double center_cpu_s(void)
 		if (!fgets(comm, sizeof comm, f))
 			comm[0] = 0;
 		fclose(f);
-		if (strncmp(comm, "MHD-worker", 10) != 0)
+		if (strncmp(comm, "MHD-", 4) != 0)
 			continue;
 		snprintf(path, sizeof path, "/proc/self/task/%s/stat", de->d_name);
 		if (!(f = fopen(path, "r")))
@@ -928,7 +928,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	struct opts o = {5, 64, 8, 0.3, 300, 100000, 500, 8, NULL, "/tmp", NULL};
+	struct opts o = {5, 64, 8, 0.3, 300, 100000, 500, KH_HTTP_THREADS, NULL, "/tmp", NULL};
 	static double v[NB][BENCH_MAX_ROUNDS], ratio[9][BENCH_MAX_ROUNDS], cpu_b2[BENCH_MAX_ROUNDS],
 		batch_b2[BENCH_MAX_ROUNDS], srv_b2[BENCH_MAX_ROUNDS], chunk_ms[BENCH_MAX_ROUNDS];
 	char names[NB][40];

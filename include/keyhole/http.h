@@ -129,13 +129,15 @@ struct kh_http_idem {
 	void *arg;
 };
 
+#define KH_HTTP_THREADS 256u
+
 struct kh_http_config {
 	const char *host;        /* numeric address to bind; NULL or "" = 127.0.0.1; "0.0.0.0", "::" */
 	uint16_t port;           /* 0 = an ephemeral port (kh_http_port tells which) */
 	const char *cert_file;   /* PEM certificate chain: HTTPS (TLS 1.3) when set with key_file */
 	const char *key_file;    /* PEM private key, private to the process owner (kh_keyfile_read) */
 	size_t body_limit;       /* largest request body; 0 = KH_HTTP_BODY_LIMIT */
-	unsigned threads;        /* polling threads; 0 = 2 */
+	unsigned threads;        /* connections served at once, one thread each; 0 = KH_HTTP_THREADS */
 	unsigned stop_timeout_ms;/* how long kh_http_stop waits for requests in flight; 0 = 10 s */
 	struct kh_metrics *metrics;     /* registry to use (not owned); NULL: the server makes one */
 	const struct kh_http_idem *idem;/* NULL: Idempotency-Key is passed to handlers only */

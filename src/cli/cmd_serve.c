@@ -33,7 +33,7 @@ static const char serve_help[] =
 	"                         port 0 picks a free one)\n"
 	"      --cert FILE        PEM certificate chain: serve HTTPS (TLS 1.3) ...\n"
 	"      --key FILE         ... with this PEM private key (private to its owner)\n"
-	"  -t, --threads N        HTTP threads, 1 to 64 (default 8)\n"
+	"  -t, --threads N        connections served at once, one thread each, 1 to 1024 (default 256)\n"
 	"  -T, --token-file FILE  the operator's bearer token (a key file, private to its owner, 16 or\n"
 	"                         more bytes; a final newline is ignored): the operator endpoints then\n"
 	"                         want 'Authorization: Bearer TOKEN'. Without it they answer anyone who\n"
@@ -99,7 +99,7 @@ int kh_cmd_serve(int argc, char **argv)
 	struct kh_http *h = NULL;
 	char host[64];
 	uint16_t port = 0;
-	unsigned long threads = 8;
+	unsigned long threads = KH_HTTP_THREADS;
 	sigset_t set;
 	char *end;
 	int c, sig = 0, rc;
@@ -119,8 +119,8 @@ int kh_cmd_serve(int argc, char **argv)
 		case 't':
 			errno = 0;
 			threads = strtoul(optarg, &end, 10);
-			if (*optarg < '0' || *optarg > '9' || *end || errno || threads < 1 || threads > 64)
-				return kh_cli_usage("serve", "--threads takes a number from 1 to 64");
+			if (*optarg < '0' || *optarg > '9' || *end || errno || threads < 1 || threads > 1024)
+				return kh_cli_usage("serve", "--threads takes a number from 1 to 1024");
 			break;
 		case 'h': fputs(serve_help, stdout); return KH_EXIT_OK;
 		default: return kh_cli_usage("serve", "unknown or incomplete option '%s'", argv[optind - 1]);

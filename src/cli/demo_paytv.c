@@ -495,7 +495,7 @@ int kh__demo_paytv(const struct kh__demo_paths *p)
 	}
 	hcfg.host = "127.0.0.1";
 	hcfg.port = 0;
-	hcfg.threads = 2;
+	hcfg.threads = 0; /* KH_HTTP_THREADS */
 	if ((r = kh_http_new(&hcfg, &h)) != KH_OK || (r = kh_sms_add_routes(sms, h)) != KH_OK ||
 	    (r = kh_http_start(h)) != KH_OK) {
 		rc = kh_cli_fail("management center", r);

@@ -1,6 +1,6 @@
 /*
  * The HTTP/1.1 + JSON server every center runs behind (DESIGN.md §8), over GNU libmicrohttpd:
- * a pool of polling threads, keep-alive, HTTPS restricted to TLS 1.3 through libmicrohttpd's
+ * a thread per connection (at most a configured number at once), keep-alive, HTTPS restricted to TLS 1.3 through libmicrohttpd's
  * GnuTLS backend. A request walks: route match (404 / 405 with Allow) and header checks
  * (413 on a declared Content-Length over the limit, 415 when a body is not application/json,
  * 400 on a bad Idempotency-Key) as soon as its headers are in; the body is gathered up to the
@@ -621,7 +621,7 @@ kh_err kh_http_new(const struct kh_http_config *cfg, struct kh_http **out)
 	if (!h->cfg.body_limit)
 		h->cfg.body_limit = KH_HTTP_BODY_LIMIT;
 	if (!h->cfg.threads)
-		h->cfg.threads = 2;
+		h->cfg.threads = KH_HTTP_THREADS;
 	if (!h->cfg.stop_timeout_ms)
 		h->cfg.stop_timeout_ms = 10000;
 	h->host = strdup(cfg->host && *cfg->host ? cfg->host : "127.0.0.1");
@@ -689,8 +689,15 @@ kh_err kh_http_start(struct kh_http *h)
 {
 	struct addrinfo hints, *ai = NULL;
 	char portstr[8];
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
-			 MHD_USE_AUTO;
+	/*
+	 * One thread per connection: a handler may wait (the center's uploads wait for a commit they
+	 * share with others), and in a thread pool that wait would hold up every other connection of
+	 * its thread. At most `threads` connections are served at once; libmicrohttpd closes a
+	 * connection beyond that at once (clients retry), so the default is generous: an idle
+	 * thread costs little.
+	 */
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
+			 MHD_USE_ERROR_LOG | MHD_USE_AUTO;
 	const union MHD_DaemonInfo *info;
 	int tls = h && h->cfg.cert_file;
 	kh_err r;
@@ -721,7 +728,7 @@ kh_err kh_http_start(struct kh_http *h)
 		MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(h->cfg.threads > 1 ? h->cfg.threads : 0),
+		MHD_OPTION_CONNECTION_LIMIT, h->cfg.threads,
 		tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, h->cert,
 		MHD_OPTION_HTTPS_MEM_KEY, h->key,
 		MHD_OPTION_HTTPS_PRIORITIES, "NORMAL:-VERS-ALL:+VERS-TLS1.3",

@@ -184,7 +184,7 @@ void center_start(const char *db, const char *authdir, const char *token, struct
 	}
 	assert_int_equal(kh_sms_new(&cfg, sms, NULL), KH_OK);
 	hc.port = 0;
-	hc.threads = 2;
+	hc.threads = 0; /* KH_HTTP_THREADS */
 	assert_int_equal(kh_http_new(&hc, h), KH_OK);
 	assert_int_equal(kh_sms_add_routes(*sms, *h), KH_OK);
 	assert_int_equal(kh_http_start(*h), KH_OK);

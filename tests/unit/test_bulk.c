@@ -59,7 +59,7 @@ static void start(struct bw *b)
 	cfg.authority_dir = b->w->auth_dir;
 	cfg.bulk_chunk = CHUNK;
 	assert_int_equal(kh_sms_new(&cfg, &b->sms, NULL), KH_OK);
-	hc.threads = 2;
+	hc.threads = 0; /* KH_HTTP_THREADS */
 	assert_int_equal(kh_http_new(&hc, &b->h), KH_OK);
 	assert_int_equal(kh_sms_add_routes(b->sms, b->h), KH_OK);
 	assert_int_equal(kh_http_start(b->h), KH_OK);

@@ -121,7 +121,7 @@ static int setup_clock(void **state)
 	cfg.clock = test_clock;
 	cfg.clock_ctx = u;
 	assert_int_equal(kh_sms_new(&cfg, &u->sms, NULL), KH_OK);
-	hc.threads = 2;
+	hc.threads = 0; /* KH_HTTP_THREADS */
 	assert_int_equal(kh_http_new(&hc, &u->h), KH_OK);
 	assert_int_equal(kh_sms_add_routes(u->sms, u->h), KH_OK);
 	assert_int_equal(kh_http_start(u->h), KH_OK);

@@ -3,15 +3,17 @@
  * authority's keys, one store connection per HTTP thread, and the /v1 routes. The endpoints are
  * in sms_<resource>.c; what each queues is in docs/internals/sms.md.
  *
- * Threads: libmicrohttpd runs handlers on several threads at once and a kh_store is one SQLite
- * connection that is not thread-safe. Each thread gets its own connection, opened on its first
- * request and kept in a thread-specific slot; SQLite (WAL) lets readers run beside the one
- * writer, and kh_store_run_tx retries a busy writer. Every connection is also kept in a list so
- * that kh_sms_free closes them all once the server's threads are gone.
+ * Threads: libmicrohttpd runs each connection on a thread of its own, and a kh_store is one SQLite
+ * connection that is not thread-safe. A thread takes a store connection from a pool on its first
+ * request and keeps it in a thread-specific slot until it ends, when the connection goes back
+ * to the pool, still open; SQLite (WAL) lets readers run beside the one writer, and
+ * kh_store_run_tx retries a busy writer. kh_sms_free closes the pool once the server's threads
+ * are gone.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "keyhole/authority.h"
 #include "keyhole/crypto.h"
@@ -19,37 +21,66 @@
 #include "keyhole/log.h"
 #include "sms_int.h"
 
+/* A thread ends (libmicrohttpd ends a connection's thread with the connection): its store
+ * connection goes back to the pool for the next thread, open and ready. */
+static void conn_release(void *v)
+{
+	struct kh__sms_conn *k = v;
+
+	pthread_mutex_lock(&k->c->mu);
+	k->in_use = 0;
+	pthread_mutex_unlock(&k->c->mu);
+}
+
 kh_err kh__sms_db(struct kh_sms *c, struct kh_store **s)
 {
-	struct kh_store *st = pthread_getspecific(c->tls);
+	struct kh__sms_conn *k = pthread_getspecific(c->tls), **grown;
 	struct kh_store_opts opts = {0};
-	struct kh_store **grown;
-	kh_err r;
+	kh_err r = KH_OK;
 
-	if (st) {
-		*s = st;
+	if (k) {
+		*s = k->st;
 		return KH_OK;
 	}
-	opts.sync_normal = c->sync_normal;
-	if ((r = kh_store_open_opts(c->db, &opts, &st)) != KH_OK)
-		return r; /* the store logged it (event=store.error) */
+	/* A free connection of the pool, else a new one, opened under the mutex: opening checks the
+	 * schema, and a burst of new threads opening at once would only contend for that. */
 	pthread_mutex_lock(&c->mu);
-	if (c->nconns == c->cap) {
-		size_t cap = c->cap ? c->cap * 2 : 8;
-		grown = realloc(c->conns, cap * sizeof *grown);
-		if (grown == NULL) {
-			pthread_mutex_unlock(&c->mu);
-			kh_store_close(st);
-			return KH_ERR_NOMEM;
+	for (size_t i = 0; i < c->nconns && !k; i++)
+		if (!c->conns[i]->in_use)
+			k = c->conns[i];
+	if (!k) {
+		opts.sync_normal = c->sync_normal;
+		if (c->nconns == c->cap) {
+			size_t cap = c->cap ? c->cap * 2 : 8;
+			if ((grown = realloc(c->conns, cap * sizeof *grown)) == NULL) {
+				r = KH_ERR_NOMEM;
+				goto out;
+			}
+			c->conns = grown;
+			c->cap = cap;
 		}
-		c->conns = grown;
-		c->cap = cap;
+		if ((k = calloc(1, sizeof *k)) == NULL) {
+			r = KH_ERR_NOMEM;
+			goto out;
+		}
+		if ((r = kh_store_open_opts(c->db, &opts, &k->st)) != KH_OK) {
+			free(k); /* the store logged it (event=store.error) */
+			k = NULL;
+			goto out;
+		}
+		k->c = c;
+		c->conns[c->nconns++] = k;
 	}
-	c->conns[c->nconns++] = st;
+	k->in_use = 1;
+out:
 	pthread_mutex_unlock(&c->mu);
-	if (pthread_setspecific(c->tls, st) != 0)
-		return KH_ERR_NOMEM; /* kept in conns: closed by kh_sms_free */
-	*s = st;
+	if (r != KH_OK)
+		return r;
+	if (pthread_setspecific(c->tls, k) != 0) {
+		conn_release(k);
+		return KH_ERR_NOMEM;
+	}
+	*s = k->st;
 	return KH_OK;
 }
 
@@ -116,7 +147,7 @@ kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const ch
 		free(c);
 		return KH_ERR_NOMEM;
 	}
-	if (pthread_key_create(&c->tls, NULL) != 0) {
+	if (pthread_key_create(&c->tls, conn_release) != 0) {
 		r = KH_ERR_NOMEM;
 		goto out;
 	}
@@ -159,6 +190,14 @@ kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const ch
 		if ((r = kh_store_group_new(c->db, &opts, 0, &c->writer)) != KH_OK)
 			goto out;
 	}
+	{
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		if (sem_init(&c->crypto_slots, 0, ncpu > 0 && ncpu < 1024 ? (unsigned)ncpu : 2u) != 0) {
+			r = KH_ERR_NOMEM;
+			goto out;
+		}
+		c->crypto_slots_ok = 1;
+	}
 	*out = c;
 	c = NULL;
 	w = NULL;
@@ -176,8 +215,12 @@ void kh_sms_free(struct kh_sms *c)
 	if (c == NULL)
 		return;
 	kh_store_group_free(c->writer);
-	for (size_t i = 0; i < c->nconns; i++)
-		kh_store_close(c->conns[i]);
+	if (c->crypto_slots_ok)
+		sem_destroy(&c->crypto_slots);
+	for (size_t i = 0; i < c->nconns; i++) {
+		kh_store_close(c->conns[i]->st);
+		free(c->conns[i]);
+	}
 	free(c->conns);
 	if (c->tls_ok)
 		pthread_key_delete(c->tls);

@@ -7,6 +7,7 @@
 #define KH_SMS_INT_H
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,8 +27,12 @@ struct kh_sms {
 	/* One store connection per thread (a kh_store is not thread-safe), opened lazily. */
 	pthread_key_t tls;
 	int tls_ok;
-	pthread_mutex_t mu; /* guards conns */
-	struct kh_store **conns;
+	pthread_mutex_t mu; /* guards conns and their in_use */
+	struct kh__sms_conn {
+		struct kh_sms *c;
+		struct kh_store *st;
+		int in_use; /* held by a live thread (its thread-specific slot) */
+	} **conns;
 	size_t nconns, cap;
 	uint8_t token_hash[32]; /* SHA-256 of the operator token */
 	int token_set;
@@ -46,6 +51,12 @@ struct kh_sms {
 	 * share its transactions and their fsync (group commit, include/keyhole/store.h).
 	 */
 	struct kh_store_group *writer;
+	/*
+	 * As many uploads' signature checks at once as there are CPUs (sms_upload.c): more would only
+	 * take CPU time from the group's leader, whose serial section every upload waits for.
+	 */
+	sem_t crypto_slots;
+	int crypto_slots_ok;
 	/*
 	 * Cards' checked signing keys (sms_upload.c): a registered certificate never changes, so it
 	 * is checked against the root once and its key kept until its expiry. Direct-mapped by UA.
