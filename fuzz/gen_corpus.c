@@ -999,6 +999,76 @@ static size_t usage_pt(uint8_t *buf, size_t cap, size_t np, uint8_t export_ok)
 	return w.len;
 }
 
+/* Selector 8/10 input: u8 snlen | snonce | p. */
+static void put_bound(const char *name, uint8_t sel, const uint8_t *snonce, size_t snlen, const uint8_t *p, size_t n)
+{
+	static uint8_t buf[4096];
+
+	if (1 + snlen + n > sizeof buf)
+		die("put_bound", KH_ERR_INVAL);
+	buf[0] = (uint8_t)snlen;
+	memcpy(buf + 1, snonce, snlen);
+	memcpy(buf + 1 + snlen, p, n);
+	put_sel(name, sel, buf, 1 + snlen + n);
+}
+
+/* Seeds of blocks bound to an upload session (KH_USAGE_F_SESSION, EXPORT P1=0 with a nonce). */
+static void gen_usage_bound(const uint8_t pk[static 32])
+{
+	uint8_t pt[KH_USAGE_MAX], blk[KH_USAGE_MAX], snonce[KH_HELLO_NONCE_MAX + 1];
+	struct kh_usage_hdr h = {FZ_CAS_UA, 5, FZ_CAS_NOW, KH_USAGE_F_SESSION};
+	struct kh_usage u;
+	size_t n, p;
+
+	check("session nonce", kh_random(snonce, sizeof snonce));
+	p = usage_pt(pt, sizeof pt, 1, 0);
+	check("usage seal bound",
+	      kh_usage_seal_bound(fz_cas_ku, fz_usage_sign_sk, &h, pt, p, snonce, 32, blk, sizeof blk, &n));
+	check("usage open bound", kh_usage_open_bound(fz_cas_ku, pk, blk, n, snonce, 32, &u));
+	if (kh_usage_open(fz_cas_ku, pk, blk, n, &u) != KH_ERR_AUTH)
+		die("bound block opened without its nonce", KH_ERR_INVAL);
+	put_bound("bound-block-nonce32", 8, snonce, 32, blk, n);
+	/* The same block as a plain block (no nonce), with the wrong nonce, with none. */
+	put_sel("block-bound-no-nonce", 0, blk, n);
+	snonce[31] ^= 0x01;
+	put_bound("bound-block-other-nonce", 8, snonce, 32, blk, n);
+	snonce[31] ^= 0x01;
+	put_bound("bound-block-nonce-cut", 8, snonce, 31, blk, n);
+	put_bound("bound-block-empty-nonce", 8, snonce, 0, blk, n);
+	/* Both M1 and SESSION: refused by peek whatever the signature. */
+	blk[17] = KH_USAGE_F_M1 | KH_USAGE_F_SESSION;
+	put_sel("block-bothflags", 0, blk, n);
+	/* Bound with the shortest and the longest nonce, 64 purchases with the longest. */
+	h.block_seq = 6;
+	check("usage seal bound",
+	      kh_usage_seal_bound(fz_cas_ku, fz_usage_sign_sk, &h, pt, p, snonce, KH_HELLO_NONCE_MIN, blk, sizeof blk, &n));
+	check("usage open bound", kh_usage_open_bound(fz_cas_ku, pk, blk, n, snonce, KH_HELLO_NONCE_MIN, &u));
+	put_bound("bound-block-nonce16", 8, snonce, KH_HELLO_NONCE_MIN, blk, n);
+	h.block_seq = 7;
+	p = usage_pt(pt, sizeof pt, KH_USAGE_MAX_PURCHASES, 1);
+	check("usage seal bound",
+	      kh_usage_seal_bound(fz_cas_ku, fz_usage_sign_sk, &h, pt, p, snonce, KH_HELLO_NONCE_MAX, blk, sizeof blk, &n));
+	check("usage open bound", kh_usage_open_bound(fz_cas_ku, pk, blk, n, snonce, KH_HELLO_NONCE_MAX, &u));
+	put_bound("bound-block-nonce64-64-purchases", 8, snonce, KH_HELLO_NONCE_MAX, blk, n);
+	/* An unbound block given a nonce: the nonce is ignored, it opens. */
+	h.flags = 0;
+	h.block_seq = 8;
+	p = usage_pt(pt, sizeof pt, 1, 1);
+	check("usage seal", kh_usage_seal(fz_cas_ku, fz_usage_sign_sk, &h, pt, p, blk, sizeof blk, &n));
+	check("usage open bound", kh_usage_open_bound(fz_cas_ku, pk, blk, n, snonce, 32, &u));
+	put_bound("bound-unbound-block", 8, snonce, 32, blk, n);
+	/* Contents the harness seals bound (selector 10): nonces of 16, 32, 64 bytes, one too short
+	 * and one too long (refused), and contents that break a rule. */
+	put_bound("bound-contents-nonce16", 10, snonce, KH_HELLO_NONCE_MIN, pt, p);
+	put_bound("bound-contents-nonce32", 10, snonce, 32, pt, p);
+	put_bound("bound-contents-nonce64", 10, snonce, KH_HELLO_NONCE_MAX, pt, p);
+	put_bound("bound-contents-nonce15", 10, snonce, KH_HELLO_NONCE_MIN - 1, pt, p);
+	put_bound("bound-contents-nonce65", 10, snonce, KH_HELLO_NONCE_MAX + 1, pt, p);
+	p = usage_pt(pt, sizeof pt, 3, 0);
+	memcpy(pt + p, pt, 7); /* credit twice */
+	put_bound("bound-contents-duplicate", 10, snonce, 32, pt, p + 7);
+}
+
 static void gen_usage(void)
 {
 	static const uint8_t other_ku[32] = "gen corpus other Ku ...........";
@@ -1080,6 +1150,11 @@ static void gen_usage(void)
 			put_sel("hello-cut", 1, in, nl + KH_HELLO_LEN);
 		}
 	}
+
+	/* Bound to an upload session (selector 8: u8 snlen | session nonce | block; 10: the rest is
+	 * also contents the harness seals bound to that nonce). After the hellos, so their nonces
+	 * are the same as before. */
+	gen_usage_bound(pk);
 }
 
 /* fuzz_cas inputs: chunks of u8 mode | u16 length | bytes. */
