@@ -190,14 +190,6 @@ kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const ch
 		if ((r = kh_store_group_new(c->db, &opts, 0, &c->writer)) != KH_OK)
 			goto out;
 	}
-	{
-		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-		if (sem_init(&c->crypto_slots, 0, ncpu > 0 && ncpu < 1024 ? (unsigned)ncpu : 2u) != 0) {
-			r = KH_ERR_NOMEM;
-			goto out;
-		}
-		c->crypto_slots_ok = 1;
-	}
 	*out = c;
 	c = NULL;
 	w = NULL;
@@ -215,8 +207,6 @@ void kh_sms_free(struct kh_sms *c)
 	if (c == NULL)
 		return;
 	kh_store_group_free(c->writer);
-	if (c->crypto_slots_ok)
-		sem_destroy(&c->crypto_slots);
 	for (size_t i = 0; i < c->nconns; i++) {
 		kh_store_close(c->conns[i]->st);
 		free(c->conns[i]);

@@ -7,7 +7,6 @@
 #define KH_SMS_INT_H
 
 #include <pthread.h>
-#include <semaphore.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,12 +50,7 @@ struct kh_sms {
 	 * share its transactions and their fsync (group commit, include/keyhole/store.h).
 	 */
 	struct kh_store_group *writer;
-	/*
-	 * As many uploads' signature checks at once as there are CPUs (sms_upload.c): more would only
-	 * take CPU time from the group's leader, whose serial section every upload waits for.
-	 */
-	sem_t crypto_slots;
-	int crypto_slots_ok;
+
 	/*
 	 * Cards' checked signing keys (sms_upload.c): a registered certificate never changes, so it
 	 * is checked against the root once and its key kept until its expiry. Direct-mapped by UA.

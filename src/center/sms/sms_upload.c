@@ -24,7 +24,6 @@
  * All of it, with the idempotency record of the answer, is one transaction: the answer is sent
  * only after it is durable, and a retried upload gets the same answer and changes nothing.
  */
-#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -708,10 +707,7 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 	}
 	/* The signature checks first, with no write lock held: uploads then queue on the lock only
 	 * for their SQL, not for their cryptography. */
-	sem_wait(&a.c->crypto_slots);
-	r = precheck(s, &a);
-	sem_post(&a.c->crypto_slots);
-	if (r != KH_OK) {
+	if ((r = precheck(s, &a)) != KH_OK) {
 		if (a.why.code || a.why.msg)
 			r = kh__sms_fail(resp, r, &a.why);
 		goto out;
