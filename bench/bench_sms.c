@@ -1018,6 +1018,7 @@ int main(int argc, char **argv)
 			v[B_UPK][r] = (double)o.n / t;
 			(void)up_prepare(&u, o.n, 2);
 			{
+				if (getenv("KH_TMP_MARK")) { fprintf(stderr, "MARK\n"); sleep(1); }
 				double c0 = cpu_s(), s0 = center_cpu_s();
 				uint64_t b0, j0, b1, j1;
 				kh_sms_writer_stats(u.ce.sms, &b0, &j0);

@@ -197,6 +197,12 @@ const char *kh_http_idempotency_key(const struct kh_http_req *r);
 KH_WARN_UNUSED kh_err kh_http_reply(struct kh_http_resp *resp, int status, json_t *body);
 /* Answer an error from the registry: kh_err_http(e), {"error": {...}}; msg NULL = kh_strerror. */
 KH_WARN_UNUSED kh_err kh_http_reply_error(struct kh_http_resp *resp, kh_err e, const char *msg);
+/*
+ * Answer with a JSON text the handler already has (say, a stored answer replayed, or one it had
+ * to serialise anyway): text is a malloc'd JSON value of len bytes, taken over (freed on every
+ * path), sent as it is. The handler vouches that it is JSON.
+ */
+KH_WARN_UNUSED kh_err kh_http_reply_text(struct kh_http_resp *resp, int status, char *text, size_t len);
 /* Add a response header (copied), e.g. Location or Retry-After. KH_ERR_NOMEM, KH_ERR_INVAL. */
 KH_WARN_UNUSED kh_err kh_http_resp_header(struct kh_http_resp *resp, const char *name,
 					  const char *value);

@@ -32,6 +32,8 @@ struct kh_http_resp {
 	int set;
 	int status;
 	json_t *body;
+	char *text; /* or the body as JSON text already (kh_http_reply_text); owned */
+	size_t text_len;
 	size_t nhdr;
 	char *hdr[KH__HTTP_MAX_HEADERS][2];
 };

@@ -20,6 +20,19 @@ kh_err kh_http_reply(struct kh_http_resp *resp, int status, json_t *body)
 	return KH_OK;
 }
 
+kh_err kh_http_reply_text(struct kh_http_resp *resp, int status, char *text, size_t len)
+{
+	if (!resp || status < 200 || status > 599 || resp->set || !text) {
+		free(text);
+		return KH_ERR_INVAL;
+	}
+	resp->set = 1;
+	resp->status = status;
+	resp->text = text;
+	resp->text_len = len;
+	return KH_OK;
+}
+
 kh_err kh_http_reply_error(struct kh_http_resp *resp, kh_err e, const char *msg)
 {
 	json_t *b;
@@ -68,6 +81,7 @@ kh_err kh_http_resp_header(struct kh_http_resp *resp, const char *name, const ch
 void kh__http_resp_clear(struct kh_http_resp *resp)
 {
 	json_decref(resp->body);
+	free(resp->text);
 	for (size_t i = 0; i < resp->nhdr; i++) {
 		free(resp->hdr[i][0]);
 		free(resp->hdr[i][1]);

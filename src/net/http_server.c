@@ -518,6 +518,8 @@ static enum MHD_Result on_complete(struct kh_http_req *r)
 	e = r->route->fn(r, &r->resp, r->route->arg);
 	if (e != KH_OK) {
 		json_decref(r->resp.body);
+		free(r->resp.text);
+		r->resp.text = NULL;
 		r->resp.body = kh_json_error(e, NULL);
 		r->resp.status = kh_err_http(e);
 		r->resp.set = 1;
@@ -527,18 +529,25 @@ static enum MHD_Result on_complete(struct kh_http_req *r)
 		kh_log_error("http.handler", "path=%s error=no_reply", r->route->pattern);
 		return send_error(r, KH_ERR_INTERNAL, NULL, NULL);
 	}
-	text = dump(r->resp.body, &len);
-	if (!text)
+	if (r->resp.text) {
+		text = r->resp.text; /* sent as it is: send_text takes it over */
+		len = r->resp.text_len;
+		r->resp.text = NULL;
+	} else if (!(text = dump(r->resp.body, &len))) {
 		return MHD_NO;
+	}
 	if (r->idem_key && idem && idem->put && r->resp.status < 500) {
 		e = idem->put(idem->arg, r->idem_key, fp, r->resp.status, text, len);
 		if (e != KH_OK)
 			kh_log_error("http.idempotency", "path=%s error=%s", r->route->pattern,
 				     kh_err_name(e));
 	}
-	if (r->resp.status >= 400)
-		note_errcode(r, r->resp.body);
-	ret = send_text(r, r->resp.status, text, len, r->resp.body ? "application/json" : NULL,
+	if (r->resp.status >= 400) {
+		json_t *j = r->resp.body ? NULL : json_loadb(text, len, 0, NULL);
+		note_errcode(r, r->resp.body ? r->resp.body : j);
+		json_decref(j);
+	}
+	ret = send_text(r, r->resp.status, text, len, r->resp.body || len ? "application/json" : NULL,
 			&r->resp, NULL, 0);
 	return ret;
 }

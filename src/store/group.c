@@ -1,7 +1,8 @@
 /*
  * Group commit (include/keyhole/store.h, docs/internals/store.md): many threads' transaction
  * functions run in one write transaction, each in its own savepoint, and share its one durable
- * commit. Callers queue a job and wait; whoever finds no batch running leads the next one. The
+ * commit. Callers queue a job and wait on its own condition variable (so a batch's end wakes only
+ * the callers it concerns, not every waiter); whoever finds no batch running leads the next. The
  * leader's turn is the only time the group's connection is used, so the connection needs no lock
  * of its own beyond the "leading" flag.
  */
@@ -21,12 +22,12 @@ struct job {
 	void *arg;
 	kh_err r;
 	int done;
+	pthread_cond_t cv; /* its caller waits on it: woken when done, or to lead the next batch */
 	struct job *next;
 };
 
 struct kh_store_group {
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
 	struct kh_store *s;
 	struct job *head, **tail;
 	unsigned waiting;
@@ -49,13 +50,7 @@ kh_err kh_store_group_new(const char *url, const struct kh_store_opts *opts, uns
 		free(g);
 		return KH_ERR_NOMEM;
 	}
-	if (pthread_cond_init(&g->cv, NULL) != 0) {
-		pthread_mutex_destroy(&g->mu);
-		free(g);
-		return KH_ERR_NOMEM;
-	}
 	if ((r = kh_store_open_opts(url, opts, &g->s)) != KH_OK) {
-		pthread_cond_destroy(&g->cv);
 		pthread_mutex_destroy(&g->mu);
 		free(g);
 		return r;
@@ -71,7 +66,6 @@ void kh_store_group_free(struct kh_store_group *g)
 	if (g == NULL)
 		return;
 	kh_store_close(g->s);
-	pthread_cond_destroy(&g->cv);
 	pthread_mutex_destroy(&g->mu);
 	free(g);
 }
@@ -137,6 +131,8 @@ kh_err kh_store_group_run(struct kh_store_group *g, kh_store_tx_fn fn, void *arg
 
 	if (g == NULL || fn == NULL)
 		return KH_ERR_INVAL;
+	if (pthread_cond_init(&me.cv, NULL) != 0)
+		return KH_ERR_NOMEM;
 	pthread_mutex_lock(&g->mu);
 	*g->tail = &me;
 	g->tail = &me.next;
@@ -146,7 +142,7 @@ kh_err kh_store_group_run(struct kh_store_group *g, kh_store_tx_fn fn, void *arg
 		unsigned n;
 
 		if (g->leading) {
-			pthread_cond_wait(&g->cv, &g->mu);
+			pthread_cond_wait(&me.cv, &g->mu);
 			continue;
 		}
 		/* Lead: take what is queued (up to max_batch), run it with the lock released. */
@@ -164,14 +160,21 @@ kh_err kh_store_group_run(struct kh_store_group *g, kh_store_tx_fn fn, void *arg
 		run_batch(g, batch);
 
 		pthread_mutex_lock(&g->mu);
-		for (struct job *j = batch; j; j = j->next)
-			j->done = 1; /* a job may be gone as soon as done is set and the mutex released */
+		for (struct job *j = batch, *next; j; j = next) {
+			next = j->next; /* j may be gone once done is set and the mutex released */
+			j->done = 1;
+			if (j != &me)
+				pthread_cond_signal(&j->cv);
+		}
 		g->batches++;
 		g->jobs += n;
 		g->leading = 0;
-		pthread_cond_broadcast(&g->cv);
+		/* Only the callers whose jobs are done are woken, and the first one queued, to lead. */
+		if (g->head)
+			pthread_cond_signal(&g->head->cv);
 	}
 	pthread_mutex_unlock(&g->mu);
+	pthread_cond_destroy(&me.cv);
 	return me.r;
 }
 

@@ -138,9 +138,8 @@ static kh_err open_tx(struct kh_store *s, void *arg)
 kh_err kh__sms_upload_open(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
 	struct open_tx a = {.c = arg};
-	json_t *body = kh_http_body(req), *ans = NULL;
+	json_t *body = kh_http_body(req);
 	const char *ua;
-	json_error_t jerr;
 	char *canon = NULL, *fp = NULL;
 	kh_err r;
 
@@ -169,15 +168,10 @@ kh_err kh__sms_upload_open(struct kh_http_req *req, struct kh_http_resp *resp, v
 			r = kh__sms_fail(resp, r, &a.why);
 		goto out;
 	}
-	if (!(ans = json_loadb(a.answer, a.answer_len, 0, &jerr))) {
-		r = KH_ERR_INTERNAL;
+	if (a.replayed && (r = kh_http_resp_header(resp, "Idempotent-Replayed", "true")) != KH_OK)
 		goto out;
-	}
-	if (a.replayed && (r = kh_http_resp_header(resp, "Idempotent-Replayed", "true")) != KH_OK) {
-		json_decref(ans);
-		goto out;
-	}
-	r = kh_http_reply(resp, 201, ans);
+	r = kh_http_reply_text(resp, 201, a.answer, a.answer_len);
+	a.answer = NULL;
 out:
 	free(canon);
 	free(fp);
@@ -212,6 +206,7 @@ struct upload_tx {
 	char *answer; /* JSON text sent, or replayed */
 	size_t answer_len;
 	int replayed;
+	int unchecked; /* the session was processed when precheck looked: no block was checked */
 	unsigned queued;
 	int64_t invoiced;
 	struct kh__sms_why why;
@@ -527,6 +522,8 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "session_closed",
 				   "this session's upload was processed; open a new session");
 	}
+	if (a->unchecked)
+		return KH_ERR_INTERNAL; /* a processed session is never open again */
 	if (session_expired(a->c, created))
 		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "session_expired",
 				   "this session was not used in time; open a new session");
@@ -622,6 +619,12 @@ static kh_err precheck(struct kh_store *s, struct upload_tx *a)
 
 	if ((r = kh_store_upload_get(s, a->id, &sua, nonce, sizeof nonce, &nlen, &closed_at)) != KH_OK)
 		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "no such upload session") : r;
+	if (closed_at) {
+		/* Processed already, for good: the transaction answers a retry from its record, or
+		 * refuses; it reads no block, so there is nothing to check. */
+		a->unchecked = 1;
+		return KH_OK;
+	}
 	if ((r = card_key(s, a->c, sua, pk, NULL)) != KH_OK)
 		return kh__sms_why(&a->why, r, NULL, "the session's card certificate does not check");
 	if (a->hello_len &&
@@ -646,9 +649,8 @@ static kh_err precheck(struct kh_store *s, struct upload_tx *a)
 kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
 	struct upload_tx a = {.c = arg};
-	json_t *body = kh_http_body(req), *arr, *v, *ans;
+	json_t *body = kh_http_body(req), *arr, *v;
 	struct kh_store *s;
-	json_error_t jerr;
 	char *canon = NULL, *fp = NULL;
 	size_t i;
 	kh_err r;
@@ -694,19 +696,10 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 	}
 	if ((r = kh_sha256((const uint8_t *)fp, strlen(fp), a.hash)) != KH_OK || (r = kh__sms_db(a.c, &s)) != KH_OK)
 		goto out;
-	/* A retry of an upload already answered gets that answer, whatever has changed since (an
-	 * expired certificate, a busy database); a key used for another request is refused before
-	 * any check. A retry racing its first try is caught inside the transaction. */
-	r = replay(s, &a);
-	if (r == KH_OK)
-		goto answer;
-	if (r != KH_ERR_NOTFOUND) {
-		if (a.why.code || a.why.msg)
-			r = kh__sms_fail(resp, r, &a.why);
-		goto out;
-	}
 	/* The signature checks first, with no write lock held: uploads then queue on the lock only
-	 * for their SQL, not for their cryptography. */
+	 * for their SQL, not for their cryptography. A retry of an upload already answered finds its
+	 * session processed: it skips the checks, and the transaction answers it from the
+	 * idempotency record, whatever has changed since (an expired certificate, say). */
 	if ((r = precheck(s, &a)) != KH_OK) {
 		if (a.why.code || a.why.msg)
 			r = kh__sms_fail(resp, r, &a.why);
@@ -726,15 +719,11 @@ answer:
 		kh__sms_count_emms(a.c, a.queued);
 		kh__sms_count_blocks(a.c, (unsigned)a.nblocks);
 	}
-	if (!(ans = json_loadb(a.answer, a.answer_len, 0, &jerr))) {
-		r = KH_ERR_INTERNAL;
+	if (a.replayed && (r = kh_http_resp_header(resp, "Idempotent-Replayed", "true")) != KH_OK)
 		goto out;
-	}
-	if (a.replayed && (r = kh_http_resp_header(resp, "Idempotent-Replayed", "true")) != KH_OK) {
-		json_decref(ans);
-		goto out;
-	}
-	r = kh_http_reply(resp, 200, ans);
+	/* the answer's JSON text as it was stored: sent as it is, not parsed and printed again */
+	r = kh_http_reply_text(resp, 200, a.answer, a.answer_len);
+	a.answer = NULL;
 out:
 	free(canon);
 	free(fp);
