@@ -37,7 +37,7 @@
  * Rounds of all benchmarks are interleaved (round 1 of each, then round 2, ...), R rounds (-r);
  * every figure is the median over rounds, a ratio the median of the per-round ratios. Options:
  *   -r R  rounds (default 5)        -t S  seconds per reference loop (default 0.3)
- *   -u N  uploads per round (300)   -M M  upload cards (64)       -k K  clients (8)
+ *   -u N  uploads per round (300)   -M M  upload cards (64)       -k K  clients (32)
  *   -T T  center connections (64)   -c C  EMM cards (100000)      -s S  subscribes per round (500)
  *   -b NAME  only the benchmarks whose names contain NAME ("upload", "emm"; references too)
  *   -d DIR   parent of the temporary directories (default /tmp; must be a real disk for fsync)
@@ -928,7 +928,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	struct opts o = {5, 64, 8, 0.3, 300, 100000, 500, KH_HTTP_THREADS, NULL, "/tmp", NULL};
+	struct opts o = {5, 64, 32, 0.3, 300, 100000, 500, KH_HTTP_THREADS, NULL, "/tmp", NULL};
 	static double v[NB][BENCH_MAX_ROUNDS], ratio[9][BENCH_MAX_ROUNDS], cpu_b2[BENCH_MAX_ROUNDS],
 		batch_b2[BENCH_MAX_ROUNDS], srv_b2[BENCH_MAX_ROUNDS], chunk_ms[BENCH_MAX_ROUNDS];
 	char names[NB][40];
@@ -1018,7 +1018,6 @@ int main(int argc, char **argv)
 			v[B_UPK][r] = (double)o.n / t;
 			(void)up_prepare(&u, o.n, 2);
 			{
-				if (getenv("KH_TMP_MARK")) { fprintf(stderr, "MARK\n"); sleep(1); }
 				double c0 = cpu_s(), s0 = center_cpu_s();
 				uint64_t b0, j0, b1, j1;
 				kh_sms_writer_stats(u.ce.sms, &b0, &j0);
