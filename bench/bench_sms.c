@@ -4,21 +4,27 @@
  * §4: report ratios, never a bare time). Two questions from the issue's "Benchmarks":
  *
  * 1. Upload ingestion. M real cards are personalised in memory (as tests/unit/world.c does),
- *    registered and assigned through the API. Before each round (untimed) the bench opens one
- *    upload session per upload (POST /v1/upload/sessions; the sequential open rate is printed as
- *    session_open_k1), has the card sign the nonce (HELLO) and export a fresh block (EXPORT P1=0,
- *    each with the card's next block_seq), and builds the request bodies. Timed: the uploads,
- *    POST /v1/upload/sessions/{id} with an Idempotency-Key, one block each, from K client threads
- *    (libcurl easy handles kept alive across rounds) against the center's T HTTP threads. Each
- *    upload is checked in full by the center (two certificate checks, the hello's and the block's
- *    Ed25519 signatures, AES-256-GCM open under Ku), queues an ACK USAGE EMM and commits with
- *    synchronous=FULL (the default: acknowledged means durable). The reference is the raw
- *    Ed25519 verification rate on the same blocks (EVP_DigestVerify, one EVP_PKEY per card
- *    reused, one thread), plus the pieces of a session: kh_cert_check, kh_hello_verify,
- *    Ku + kh_usage_open, an fdatasync of 4 KiB in the database's directory, a one-row SQLite
- *    commit with FULL on the same database, and an HTTP request answered from the store
- *    (GET /v1/credit-policy) with K clients.
- *
+ *    registered and assigned through the API, and given their start-up EMMs (so each may export
+ *    to M1). Before each round (untimed) the bench opens one upload session per upload
+ *    (POST /v1/upload/sessions; the sequential open rate is printed as session_open_k1), has the
+ *    card export a fresh block bound to the session's nonce (EXPORT P1=0 with the nonce: the
+ *    card's answer to it, as `decoder connect` sends it, no separate hello) and, for two-block
+ *    sessions, first a block for M1 (EXPORT P1=1), and builds the request bodies. Timed: the
+ *    uploads, POST /v1/upload/sessions/{id} with an Idempotency-Key, from 1 and from K client
+ *    threads (libcurl easy handles kept alive across rounds) against the center's connection
+ *    threads: sessions of one block (upload_k1, upload_kK) and sessions of two, the fresh block
+ *    and M1's, the shape a decoder sends (upload_b2_kK, blocks/s). Each block is checked in full
+ *    by the center (Ed25519 under the card's certified key, kept once checked; AES-256-GCM under
+ *    Ku); the blocks carry no purchase, so nothing is invoiced and no ACK USAGE is queued; each
+ *    upload is committed with synchronous=FULL (acknowledged means durable) through the group
+ *    committer, with whatever other uploads wait at that moment. The reference is the raw
+ *    Ed25519 verification rate on the same blocks (EVP_DigestVerify over header | body | nonce,
+ *    one EVP_PKEY per card reused, one thread), plus the pieces of a session: kh_cert_check,
+ *    kh_hello_verify (not on the upload path any more), Ku + kh_usage_open_bound, an fdatasync
+ *    of 4 KiB in the database's directory, a one-row SQLite commit with FULL on the same
+ *    database, and an HTTP request answered from the store (GET /v1/credit-policy), one client.
+ *    For the two-block sessions the bench also prints the process's CPU time per block (center
+ *    and clients; /proc for the center's "MHD-" threads) and how many uploads shared a commit.
  * 2. EMM generation. C cards (default 100 000; -c) get real card certificates from the
  *    authority library (fresh Ed25519 key each, kh_authority_issue; no module personalisation)
  *    and are written straight into the center's store, one subscriber each, active and assigned,
@@ -38,7 +44,7 @@
  * every figure is the median over rounds, a ratio the median of the per-round ratios. Options:
  *   -r R  rounds (default 5)        -t S  seconds per reference loop (default 0.3)
  *   -u N  uploads per round (300)   -M M  upload cards (64)       -k K  clients (32)
- *   -T T  center connections (64)   -c C  EMM cards (100000)      -s S  subscribes per round (500)
+ *   -T T  center connections (256)  -c C  EMM cards (100000)      -s S  subscribes per round (500)
  *   -b NAME  only the benchmarks whose names contain NAME ("upload", "emm"; references too)
  *   -d DIR   parent of the temporary directories (default /tmp; must be a real disk for fsync)
  *   -A DIR   where the EMM part's authority directory goes (default /dev/shm when writable): each

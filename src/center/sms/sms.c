@@ -224,6 +224,11 @@ void kh_sms_free(struct kh_sms *c)
 	free(c);
 }
 
+kh_err kh__sms_write(struct kh_sms *c, kh_store_tx_fn fn, void *arg)
+{
+	return kh_store_group_run(c->writer, fn, arg);
+}
+
 void kh_sms_writer_stats(struct kh_sms *c, uint64_t *batches, uint64_t *jobs)
 {
 	kh_store_group_stats(c->writer, batches, jobs, NULL);

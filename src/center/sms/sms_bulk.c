@@ -261,7 +261,6 @@ kh_err kh__sms_bulk_subscribe(struct kh_http_req *req, struct kh_http_resp *resp
 	const char *p = kh_http_param(req, "id"), *msg = NULL;
 	char *canon = NULL, *fp = NULL, *end;
 	unsigned long long v;
-	struct kh_store *s;
 	json_error_t jerr;
 	kh_err r;
 
@@ -288,7 +287,7 @@ kh_err kh__sms_bulk_subscribe(struct kh_http_req *req, struct kh_http_resp *resp
 		r = KH_ERR_NOMEM;
 		goto out;
 	}
-	if ((r = kh_sha256((const uint8_t *)fp, strlen(fp), b.hash)) != KH_OK || (r = kh__sms_db(b.c, &s)) != KH_OK)
+	if ((r = kh_sha256((const uint8_t *)fp, strlen(fp), b.hash)) != KH_OK)
 		goto out;
 	if ((b.t = calloc((size_t)b.chunk + 1, sizeof *b.t)) == NULL) {
 		r = KH_ERR_NOMEM;
@@ -297,7 +296,7 @@ kh_err kh__sms_bulk_subscribe(struct kh_http_req *req, struct kh_http_resp *resp
 	/* One transaction per chunk; the answer comes once the last one has committed. A failed
 	 * chunk leaves the committed ones in place: the same request resumes after them. */
 	do {
-		if ((r = kh_store_run_tx(s, chunk_tx, &b)) != KH_OK) {
+		if ((r = kh__sms_write(b.c, chunk_tx, &b)) != KH_OK) {
 			if (b.why.code || b.why.msg)
 				r = kh__sms_fail(resp, r, &b.why);
 			goto out;

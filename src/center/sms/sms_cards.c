@@ -292,15 +292,14 @@ static kh_err run_card_tx(struct kh_http_resp *resp, struct card_tx *a, kh_store
 	json_t *o;
 	kh_err r;
 
-	if ((r = kh__sms_db(a->c, &s)) != KH_OK)
-		return r;
-	if ((r = kh_store_run_tx(s, fn, a)) != KH_OK) {
+	if ((r = kh__sms_write(a->c, fn, a)) != KH_OK) {
 		if (a->why.code || a->why.msg)
 			return kh__sms_fail(resp, r, &a->why);
 		return r;
 	}
 	kh__sms_count_emms(a->c, a->queued);
-	if ((r = kh_store_card_get(s, show, &card)) != KH_OK)
+	/* read back on this thread's connection: committed, so visible to it */
+	if ((r = kh__sms_db(a->c, &s)) != KH_OK || (r = kh_store_card_get(s, show, &card)) != KH_OK)
 		return r;
 	if ((o = card_json(&card)) == NULL)
 		return KH_ERR_NOMEM;
@@ -456,7 +455,6 @@ static kh_err reload_tx(struct kh_store *s, void *arg)
 kh_err kh__sms_card_reload(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
 	struct reload_tx_args a = {.c = arg};
-	struct kh_store *s;
 	json_error_t jerr;
 	json_t *body;
 	char *fp = NULL;
@@ -474,9 +472,9 @@ kh_err kh__sms_card_reload(struct kh_http_req *req, struct kh_http_resp *resp, v
 		return KH_ERR_NOMEM;
 	r = kh_sha256((const uint8_t *)fp, strlen(fp), a.hash);
 	free(fp);
-	if (r != KH_OK || (r = kh__sms_db(a.c, &s)) != KH_OK)
+	if (r != KH_OK)
 		return r;
-	if ((r = kh_store_run_tx(s, reload_tx, &a)) != KH_OK) {
+	if ((r = kh__sms_write(a.c, reload_tx, &a)) != KH_OK) {
 		free(a.answer);
 		if (a.why.code || a.why.msg)
 			return kh__sms_fail(resp, r, &a.why);

@@ -66,6 +66,14 @@ struct kh_sms {
 	} keys[1024];
 };
 
+/*
+ * Run a write transaction through the center's writer (group commit): fn runs on the writer's
+ * connection, with whatever other writes are waiting, and this returns once it is durable. The
+ * center's writes all go this way, so they never contend for SQLite's write lock (whose busy
+ * handler sleeps in steps of milliseconds) but share commits instead.
+ */
+KH_WARN_UNUSED kh_err kh__sms_write(struct kh_sms *c, kh_store_tx_fn fn, void *arg);
+
 /* This thread's store connection (opened on first use). */
 KH_WARN_UNUSED kh_err kh__sms_db(struct kh_sms *c, struct kh_store **s);
 

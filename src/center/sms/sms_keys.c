@@ -151,16 +151,13 @@ out:
 kh_err kh__sms_keys_rotate(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
 	struct rotate_tx a = {.c = arg};
-	struct kh_store *s;
 	int64_t id;
 	kh_err r;
 
 	if (kh__sms_json_int(kh_http_body(req), "key_id", 0, 255, 1, &id) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "key_id: an integer from 0 to 255");
 	a.key_id = (uint8_t)id;
-	if ((r = kh__sms_db(a.c, &s)) != KH_OK)
-		return r;
-	if ((r = kh_store_run_tx(s, rotate_tx_fn, &a)) != KH_OK)
+	if ((r = kh__sms_write(a.c, rotate_tx_fn, &a)) != KH_OK)
 		return a.why.msg ? kh__sms_fail(resp, r, &a.why) : r;
 	kh__sms_count_emms(a.c, a.queued);
 	kh_log_info("sms.service_key", "key_id=%u version=%u emms=%u", (unsigned)a.key_id, (unsigned)a.version, a.queued);

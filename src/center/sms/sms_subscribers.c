@@ -222,12 +222,9 @@ static kh_err subs_tx_fn(struct kh_store *s, void *arg)
 
 static kh_err run_subs(struct kh_http_resp *resp, struct subs_tx *a, int status)
 {
-	struct kh_store *s;
 	kh_err r;
 
-	if ((r = kh__sms_db(a->c, &s)) != KH_OK)
-		return r;
-	if ((r = kh_store_run_tx(s, subs_tx_fn, a)) != KH_OK)
+	if ((r = kh__sms_write(a->c, subs_tx_fn, a)) != KH_OK)
 		return a->why.msg ? kh__sms_fail(resp, r, &a->why) : r;
 	kh__sms_count_emms(a->c, a->queued);
 	if (a->del)
