@@ -98,7 +98,6 @@ typedef int kh_err;
 	XX(NOT_BUILT, "backend not built into this binary", 501, "not_built", 0x6F34)            \
 	XX(IDEM_MISMATCH, "idempotency key reused for a different request", 422,                 \
 	   "idempotency_mismatch", 0x6F35)                                                       \
-	XX(RATE_LIMITED, "too many requests, try again later", 429, "rate_limited", 0x6F36)
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

@@ -130,6 +130,8 @@ struct kh_http_idem {
 };
 
 #define KH_HTTP_THREADS 256u
+/* A connection idle this long (seconds) is closed: it holds a thread while it lasts. */
+#define KH_HTTP_IDLE_S 10u
 
 struct kh_http_config {
 	const char *host;        /* numeric address to bind; NULL or "" = 127.0.0.1; "0.0.0.0", "::" */

@@ -353,6 +353,9 @@ KH_WARN_UNUSED kh_err kh_store_upload_count_open(struct kh_store *s, uint32_t ua
 /* Delete card ua's sessions never processed and opened before before; *purged (may be NULL)
  * gets how many. A processed session stays: its blocks name it. */
 KH_WARN_UNUSED kh_err kh_store_upload_purge(struct kh_store *s, uint32_t ua, int64_t before, unsigned *purged);
+/* Delete all but the newest keep of card ua's unprocessed sessions; *evicted (may be NULL) gets
+ * how many went. */
+KH_WARN_UNUSED kh_err kh_store_upload_evict(struct kh_store *s, uint32_t ua, unsigned keep, unsigned *evicted);
 /* A session's card, nonce (into nonce, cap bytes) and closing time (0: open); KH_ERR_NOTFOUND. */
 KH_WARN_UNUSED kh_err kh_store_upload_get(struct kh_store *s, int64_t id, uint32_t *ua, uint8_t *nonce, size_t cap,
 					  size_t *n, int64_t *closed_at);

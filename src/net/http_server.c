@@ -736,8 +736,11 @@ kh_err kh_http_start(struct kh_http *h)
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
 		MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)KH_HTTP_IDLE_S,
 		MHD_OPTION_CONNECTION_LIMIT, h->cfg.threads,
+		/* one address may hold a quarter of the connections at most (all of them when there
+		 * are few): idle sockets from one client cannot lock everyone else out */
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, h->cfg.threads >= 16 ? h->cfg.threads / 4 : h->cfg.threads,
 		tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, h->cert,
 		MHD_OPTION_HTTPS_MEM_KEY, h->key,
 		MHD_OPTION_HTTPS_PRIORITIES, "NORMAL:-VERS-ALL:+VERS-TLS1.3",

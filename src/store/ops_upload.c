@@ -130,6 +130,27 @@ kh_err kh_store_upload_purge(struct kh_store *s, uint32_t ua, int64_t before, un
 	return r;
 }
 
+kh_err kh_store_upload_evict(struct kh_store *s, uint32_t ua, unsigned keep, unsigned *evicted)
+{
+	/* All but the newest `keep` of the card's unprocessed sessions (ids grow with time). */
+	static const char sql[] = "DELETE FROM upload_sessions WHERE ua = ?1 AND closed_at IS NULL AND id <= "
+				  "(SELECT id FROM upload_sessions WHERE ua = ?1 AND closed_at IS NULL "
+				  "ORDER BY id DESC LIMIT 1 OFFSET ?2)";
+	struct kh__stmt *st = NULL;
+	kh_err r;
+
+	if (!s)
+		return KH_ERR_INVAL;
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
+		return r;
+	if ((r = kh__bind_i64(st, 1, ua)) == KH_OK && (r = kh__bind_i64(st, 2, keep)) == KH_OK)
+		r = kh__exec(st);
+	if (r == KH_OK && evicted)
+		*evicted = (unsigned)kh__changes(s);
+	kh__stmt_done(st);
+	return r;
+}
+
 kh_err kh_store_upload_close(struct kh_store *s, int64_t id)
 {
 	static const char sql[] = "UPDATE upload_sessions SET closed_at = ?2 WHERE id = ?1";

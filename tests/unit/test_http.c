@@ -14,6 +14,9 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 #include <openssl/evp.h>
@@ -139,6 +142,13 @@ static struct kh_http *start(const struct kh_http_config *cfg0)
 }
 
 /* ---------------------------------------------------------------- client */
+
+static size_t on_data_discard(char *p, size_t sz, size_t n, void *u)
+{
+	(void)p;
+	(void)u;
+	return sz * n;
+}
 
 struct reply {
 	long status;
@@ -1010,6 +1020,59 @@ static void write_cert(const char *dir, char *certp, char *keyp, size_t cap)
 	EVP_PKEY_free(pk);
 }
 
+/* One GET /v1/hello from source address src; the status, or 0 when the connection failed. */
+static long hello_from(uint16_t port, const char *src)
+{
+	CURL *c = curl_easy_init();
+	char url[96];
+	long st = 0;
+
+	assert_non_null(c);
+	snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/hello", port);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(c, CURLOPT_INTERFACE, src);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data_discard);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
+	curl_easy_cleanup(c);
+	return st;
+}
+
+/*
+ * A thread per connection, and one client address may hold a quarter of them: idle sockets from
+ * 127.0.0.1 fill its share, its next request is dropped, and another address (127.0.0.2, also
+ * loopback on Linux) is still served.
+ */
+static void test_per_address_limit(void **state)
+{
+	struct kh_http_config cfg = {.threads = 16}; /* a quarter: 4 per address */
+	struct kh_http *h;
+	int fds[4];
+	struct sockaddr_in a = {0};
+
+	(void)state;
+	h = start(&cfg);
+	a.sin_family = AF_INET;
+	a.sin_port = htons(kh_http_port(h));
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(hello_from(kh_http_port(h), "127.0.0.1"), 200);
+	for (int i = 0; i < 4; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(connect(fds[i], (struct sockaddr *)&a, sizeof a), 0);
+	}
+	usleep(200000); /* let the server accept them */
+	assert_int_equal(hello_from(kh_http_port(h), "127.0.0.1"), 0);
+	assert_int_equal(hello_from(kh_http_port(h), "127.0.0.2"), 200);
+	for (int i = 0; i < 4; i++)
+		close(fds[i]);
+	usleep(200000);
+	assert_int_equal(hello_from(kh_http_port(h), "127.0.0.1"), 200);
+	kh_http_free(h);
+}
+
 static CURLcode https_get(uint16_t port, const char *ca, long sslversion, struct reply *r)
 {
 	CURL *c = curl_easy_init();
@@ -1076,6 +1139,7 @@ int main(void)
 		cmocka_unit_test(test_route_table),
 		cmocka_unit_test(test_log_line),
 		cmocka_unit_test(test_https),
+		cmocka_unit_test(test_per_address_limit),
 	};
 	int rc;
 

@@ -1100,7 +1100,7 @@ static void test_sessions_per_card(void **state)
 {
 	struct uw *u = *state;
 	struct mod *c1 = &u->w->c1, *c3 = &u->c3;
-	struct session s[4];
+	struct session s[4], t;
 	struct reply r, r2;
 	char body[32], *hl, *up;
 	long rows;
@@ -1112,27 +1112,48 @@ static void test_sessions_per_card(void **state)
 	assign(u, c3, add_subscriber(u, "Bob"));
 	for (int i = 0; i < 4; i++)
 		s[i] = open_session(u, c1);
-	/* the fifth: 429, and no row */
-	rows = db_int(u, "SELECT count(*) FROM upload_sessions");
-	snprintf(body, sizeof body, "{\"ua\":\"%08X\"}", c1->ua);
-	expect_error(u, "/v1/upload/sessions", body, NULL, 429, "too_many_sessions");
-	assert_int_equal(db_int(u, "SELECT count(*) FROM upload_sessions"), rows);
-	/* the limit is per card: another card still opens */
 	(void)open_session(u, c3);
-
-	/* one of them used (its upload processed): it no longer counts, one more may open */
+	rows = db_int(u, "SELECT count(*) FROM upload_sessions");
+	assert_int_equal(open_sessions(u, c1), 4);
+	/* the fifth opens, and the oldest unprocessed one makes room: the cap still holds, and
+	 * parking sessions cannot lock a card out */
+	t = open_session(u, c1);
+	assert_int_equal(open_sessions(u, c1), 4);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM upload_sessions"), rows);
 	hl = hello(c1, s[0].nonce, s[0].nlen);
 	up = upload_body(hl, NULL, 0);
-	expect(u, "POST", s[0].path, up, "k-used", 200, &r);
+	expect_error(u, s[0].path, up, "k-evicted", 404, "not_found");
+	free(up);
+	free(hl);
+	/* the cap is per card: the other card's session is still there */
+	assert_int_equal(open_sessions(u, c3), 1);
+
+	/* a processed session is never evicted, and no longer counts */
+	hl = hello(c1, s[1].nonce, s[1].nlen);
+	up = upload_body(hl, NULL, 0);
+	expect(u, "POST", s[1].path, up, "k-used", 200, &r);
 	reply_free(&r);
 	free(up);
 	free(hl);
-	(void)open_session(u, c1);
-	expect_error(u, "/v1/upload/sessions", body, NULL, 429, "too_many_sessions");
+	for (int i = 0; i < 6; i++)
+		(void)open_session(u, c1);
+	assert_int_equal(open_sessions(u, c1), 4);
+	{
+		char sql[128];
+		snprintf(sql, sizeof sql, "SELECT count(*) FROM upload_sessions WHERE ua = %u AND closed_at IS NOT NULL",
+			 c1->ua);
+		assert_int_equal(db_int(u, sql), 1);
+	}
+	/* the newest stays usable: t was evicted by now, the last one opened was not */
+	hl = hello(c1, t.nonce, t.nlen);
+	up = upload_body(hl, NULL, 0);
+	expect_error(u, t.path, up, "k-t", 404, "not_found");
+	free(up);
+	free(hl);
 
 	/* a decoder retrying an opening whose reply was lost (same Idempotency-Key and body) gets
-	 * the same session, even at the limit, and nothing more is opened */
-	u->now += KH_SMS_UPLOAD_TTL + 1; /* every open session of c1 has expired: none counts */
+	 * the same session, and nothing more is opened */
+	snprintf(body, sizeof body, "{\"ua\":\"%08X\"}", c1->ua);
 	rows = db_int(u, "SELECT count(*) FROM upload_sessions");
 	j = expect(u, "POST", "/v1/upload/sessions", body, "k-open", 201, &r);
 	assert_false(r.replayed);
@@ -1145,20 +1166,16 @@ static void test_sessions_per_card(void **state)
 	}
 	(void)j;
 	reply_free(&r);
-	assert_int_equal(db_int(u, "SELECT count(*) FROM upload_sessions"), rows + 1);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM upload_sessions"), rows); /* one in, the oldest out */
 	/* the key with another body is refused */
 	{
 		char other[32];
 		snprintf(other, sizeof other, "{\"ua\":\"%08X\"}", c3->ua);
 		expect_error(u, "/v1/upload/sessions", other, "k-open", 422, "idempotency_mismatch");
 	}
-	for (int i = 0; i < 3; i++)
-		(void)open_session(u, c1);
-	expect_error(u, "/v1/upload/sessions", body, NULL, 429, "too_many_sessions");
 
 	/* sessions expired for a whole further period are deleted when the card next opens one;
 	 * the processed one stays */
-	assert_int_equal(open_sessions(u, c1), 4 + 3 + 1);
 	u->now += 2 * KH_SMS_UPLOAD_TTL + 1;
 	(void)open_session(u, c1);
 	assert_int_equal(open_sessions(u, c1), 1);
@@ -1169,9 +1186,9 @@ static void test_sessions_per_card(void **state)
 		assert_int_equal(db_int(u, sql), 1);
 	}
 	/* an upload to a deleted session: 404 */
-	hl = hello(c1, s[1].nonce, s[1].nlen);
+	hl = hello(c1, s[2].nonce, s[2].nlen);
 	up = upload_body(hl, NULL, 0);
-	expect_error(u, s[1].path, up, "k-gone", 404, "not_found");
+	expect_error(u, s[2].path, up, "k-gone", 404, "not_found");
 	free(up);
 	free(hl);
 }

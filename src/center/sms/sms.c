@@ -26,10 +26,26 @@
 static void conn_release(void *v)
 {
 	struct kh__sms_conn *k = v;
+	struct kh_sms *c = k->c;
+	size_t idle = 0, at = 0;
 
-	pthread_mutex_lock(&k->c->mu);
+	pthread_mutex_lock(&c->mu);
 	k->in_use = 0;
-	pthread_mutex_unlock(&k->c->mu);
+	for (size_t i = 0; i < c->nconns; i++) {
+		idle += !c->conns[i]->in_use;
+		if (c->conns[i] == k)
+			at = i;
+	}
+	/* A burst of connections leaves many threads' worth of open databases: keep a few for the
+	 * next ones, close the rest (each holds file descriptors, a statement cache, a page cache). */
+	if (idle > KH__SMS_POOL_IDLE) {
+		c->conns[at] = c->conns[--c->nconns];
+		pthread_mutex_unlock(&c->mu);
+		kh_store_close(k->st);
+		free(k);
+		return;
+	}
+	pthread_mutex_unlock(&c->mu);
 }
 
 kh_err kh__sms_db(struct kh_sms *c, struct kh_store **s)
@@ -207,13 +223,14 @@ void kh_sms_free(struct kh_sms *c)
 	if (c == NULL)
 		return;
 	kh_store_group_free(c->writer);
+	/* the key first: no thread's destructor may touch a connection freed below */
+	if (c->tls_ok)
+		pthread_key_delete(c->tls);
 	for (size_t i = 0; i < c->nconns; i++) {
 		kh_store_close(c->conns[i]->st);
 		free(c->conns[i]);
 	}
 	free(c->conns);
-	if (c->tls_ok)
-		pthread_key_delete(c->tls);
 	pthread_mutex_destroy(&c->mu);
 	if (c->keys_mu_ok)
 		pthread_mutex_destroy(&c->keys_mu);

@@ -45,6 +45,19 @@ fail:
 
 /* ---- POST /v1/cards {certificate} ---- */
 
+struct register_tx {
+	uint32_t ua;
+	const uint8_t *der;
+	size_t len;
+};
+
+/* Through the center's writer (kh__sms_write), like every write of the center. */
+static kh_err register_tx(struct kh_store *s, void *arg)
+{
+	const struct register_tx *t = arg;
+	return kh_store_card_add(s, t->ua, "card", t->der, t->len);
+}
+
 kh_err kh__sms_card_register(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
 	struct kh_sms *c = arg;
@@ -66,11 +79,12 @@ kh_err kh__sms_card_register(struct kh_http_req *req, struct kh_http_resp *resp,
 			       &info)) != KH_OK)
 		return r; /* 403 certificate / certificate_role / certificate_expired */
 	kh__sms_ua_hex(info.ua, ua);
-	if ((r = kh__sms_db(c, &s)) != KH_OK)
-		return r;
-	if ((r = kh_store_card_add(s, info.ua, "card", der, len)) != KH_OK)
-		return r == KH_ERR_EXISTS ? kh_http_reply_error(resp, r, "card already registered") : r;
-	if ((r = kh_store_card_get(s, info.ua, &card)) != KH_OK)
+	{
+		struct register_tx t = {info.ua, der, len};
+		if ((r = kh__sms_write(c, register_tx, &t)) != KH_OK)
+			return r == KH_ERR_EXISTS ? kh_http_reply_error(resp, r, "card already registered") : r;
+	}
+	if ((r = kh__sms_db(c, &s)) != KH_OK || (r = kh_store_card_get(s, info.ua, &card)) != KH_OK)
 		return r;
 	return kh_http_reply(resp, 201, card_json(&card));
 }

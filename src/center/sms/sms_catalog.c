@@ -26,6 +26,24 @@ static kh_err opt_id(const json_t *b, uint32_t *id)
 	return r;
 }
 
+enum list_kind { PRODUCTS, CHANNELS, EVENTS };
+
+/* A catalogue row added through the center's writer (kh__sms_write), like every write. */
+struct add_tx {
+	enum list_kind k;
+	const void *row; /* struct kh_store_product / _channel / _event */
+	uint32_t *id;
+};
+
+static kh_err add_tx(struct kh_store *s, void *arg)
+{
+	const struct add_tx *t = arg;
+	*t->id = 0; /* the store picks the next id when none is given; a retry starts again */
+	return t->k == PRODUCTS ? kh_store_product_add(s, t->row, t->id)
+	       : t->k == CHANNELS ? kh_store_channel_add(s, t->row, t->id)
+				  : kh_store_event_add(s, t->row, t->id);
+}
+
 static kh_err add_reply(struct kh_http_resp *resp, kh_err r, const char *what_missing, uint32_t id, json_t *o)
 {
 	if (r != KH_OK) {
@@ -49,15 +67,15 @@ kh_err kh__sms_product_create(struct kh_http_req *req, struct kh_http_resp *resp
 {
 	json_t *b = kh_http_body(req);
 	struct kh_store_product p;
-	struct kh_store *s;
 	uint32_t id = 0;
 	kh_err r;
 
 	if (kh__sms_json_name(b, "name", &p.name) != KH_OK || opt_id(b, &p.id) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "name (1 to 200 bytes) is required; id, if given, 1 to 4294967295");
-	if ((r = kh__sms_db(arg, &s)) != KH_OK)
-		return r;
-	r = kh_store_product_add(s, &p, &id);
+	{
+		struct add_tx t = {PRODUCTS, &p, &id};
+		r = kh__sms_write(arg, add_tx, &t);
+	}
 	return add_reply(resp, r, NULL, id, r == KH_OK ? json_pack("{s:s}", "name", p.name) : NULL);
 }
 
@@ -82,7 +100,6 @@ static kh_err add_event(void *arg, const struct kh_store_event *e)
 	return o && json_array_append_new(arg, o) == 0 ? KH_OK : KH_ERR_NOMEM;
 }
 
-enum list_kind { PRODUCTS, CHANNELS, EVENTS };
 
 static kh_err list(struct kh_http_resp *resp, void *arg, enum list_kind k)
 {
@@ -117,7 +134,6 @@ kh_err kh__sms_channel_create(struct kh_http_req *req, struct kh_http_resp *resp
 {
 	json_t *b = kh_http_body(req);
 	struct kh_store_channel c;
-	struct kh_store *s;
 	int64_t product;
 	uint32_t id = 0;
 	kh_err r;
@@ -127,9 +143,10 @@ kh_err kh__sms_channel_create(struct kh_http_req *req, struct kh_http_resp *resp
 		return kh_http_reply_error(resp, KH_ERR_INVAL,
 					   "name (1 to 200 bytes) and product_id are required; id, if given, 1 to 4294967295");
 	c.product_id = (uint32_t)product;
-	if ((r = kh__sms_db(arg, &s)) != KH_OK)
-		return r;
-	r = kh_store_channel_add(s, &c, &id);
+	{
+		struct add_tx t = {CHANNELS, &c, &id};
+		r = kh__sms_write(arg, add_tx, &t);
+	}
 	return add_reply(resp, r, "product not found", id,
 			 r == KH_OK ? json_pack("{s:s,s:I}", "name", c.name, "product_id", (json_int_t)c.product_id)
 				    : NULL);
@@ -147,7 +164,6 @@ kh_err kh__sms_event_create(struct kh_http_req *req, struct kh_http_resp *resp, 
 {
 	json_t *b = kh_http_body(req);
 	struct kh_store_event e;
-	struct kh_store *s;
 	int64_t price, channel;
 	uint32_t id = 0;
 	kh_err r;
@@ -162,9 +178,10 @@ kh_err kh__sms_event_create(struct kh_http_req *req, struct kh_http_resp *resp, 
 					   "are required");
 	e.price = (uint32_t)price;
 	e.channel_id = (uint32_t)channel;
-	if ((r = kh__sms_db(arg, &s)) != KH_OK)
-		return r;
-	r = kh_store_event_add(s, &e, &id);
+	{
+		struct add_tx t = {EVENTS, &e, &id};
+		r = kh__sms_write(arg, add_tx, &t);
+	}
 	return add_reply(resp, r, "channel not found", id,
 			 r == KH_OK ? json_pack("{s:s,s:I,s:I,s:I,s:I}", "name", e.name, "price", (json_int_t)e.price,
 						"channel_id", (json_int_t)e.channel_id, "start", (json_int_t)e.start,

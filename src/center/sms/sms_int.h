@@ -74,6 +74,9 @@ struct kh_sms {
  */
 KH_WARN_UNUSED kh_err kh__sms_write(struct kh_sms *c, kh_store_tx_fn fn, void *arg);
 
+/* Idle store connections the pool keeps open for the next threads (sms.c). */
+#define KH__SMS_POOL_IDLE 16
+
 /* This thread's store connection (opened on first use). */
 KH_WARN_UNUSED kh_err kh__sms_db(struct kh_sms *c, struct kh_store **s);
 

@@ -15,19 +15,30 @@
 
 /* ---- PUT / GET /v1/credit-policy ---- */
 
+struct policy_tx {
+	uint32_t initial, reload;
+};
+
+static kh_err policy_tx(struct kh_store *s, void *arg)
+{
+	const struct policy_tx *t = arg;
+	return kh_store_credit_policy_set(s, t->initial, t->reload);
+}
+
 kh_err kh__sms_policy_put(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
 	json_t *b = kh_http_body(req);
-	struct kh_store *s;
 	int64_t initial, reload;
 	kh_err r;
 
 	if (kh__sms_json_int(b, "initial_credit", 0, UINT32_MAX, 1, &initial) != KH_OK ||
 	    kh__sms_json_int(b, "reload_amount", 0, UINT32_MAX, 1, &reload) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "initial_credit and reload_amount: integers, 0 to 4294967295");
-	if ((r = kh__sms_db(arg, &s)) != KH_OK ||
-	    (r = kh_store_credit_policy_set(s, (uint32_t)initial, (uint32_t)reload)) != KH_OK)
-		return r;
+	{
+		struct policy_tx t = {(uint32_t)initial, (uint32_t)reload};
+		if ((r = kh__sms_write(arg, policy_tx, &t)) != KH_OK)
+			return r;
+	}
 	return kh_http_reply(resp, 200, json_pack("{s:I,s:I}", "initial_credit", (json_int_t)initial, "reload_amount",
 						  (json_int_t)reload));
 }

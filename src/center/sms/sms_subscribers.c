@@ -20,18 +20,27 @@ static kh_err path_id(struct kh_http_req *req, struct kh_http_resp *resp, int64_
 
 /* ---- POST /v1/subscribers {name} ---- */
 
-kh_err kh__sms_subscriber_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
-{
-	struct kh_store *s;
+struct subscriber_tx {
 	const char *name;
 	int64_t id;
+};
+
+static kh_err subscriber_tx(struct kh_store *s, void *arg)
+{
+	struct subscriber_tx *t = arg;
+	return kh_store_subscriber_add(s, t->name, &t->id);
+}
+
+kh_err kh__sms_subscriber_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
+{
+	struct subscriber_tx t = {0};
 	kh_err r;
 
-	if (kh__sms_json_name(kh_http_body(req), "name", &name) != KH_OK)
+	if (kh__sms_json_name(kh_http_body(req), "name", &t.name) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "name: a string of 1 to 200 bytes");
-	if ((r = kh__sms_db(arg, &s)) != KH_OK || (r = kh_store_subscriber_add(s, name, &id)) != KH_OK)
+	if ((r = kh__sms_write(arg, subscriber_tx, &t)) != KH_OK)
 		return r;
-	return kh_http_reply(resp, 201, json_pack("{s:I,s:s}", "id", (json_int_t)id, "name", name));
+	return kh_http_reply(resp, 201, json_pack("{s:I,s:s}", "id", (json_int_t)t.id, "name", t.name));
 }
 
 /* ---- GET /v1/subscribers/{id} ---- */

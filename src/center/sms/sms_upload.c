@@ -19,7 +19,7 @@
  *
  * The endpoints are open (decoders call them), so they are bounded: a session not used within
  * the configured time is refused (session_expired), and a card has at most a configured number
- * of sessions open (too_many_sessions, 429).
+ * of sessions open (one more evicts the oldest unprocessed ones).
  *
  * All of it, with the idempotency record of the answer, is one transaction: the answer is sent
  * only after it is durable, and a retried upload gets the same answer and changes nothing.
@@ -123,9 +123,12 @@ static kh_err open_tx(struct kh_store *s, void *arg)
 		return r;
 	if ((r = kh_store_upload_count_open(s, a->ua, now - (int64_t)a->c->upload_ttl, &nopen)) != KH_OK)
 		return r;
-	if (nopen >= a->c->upload_max)
-		return kh__sms_why(&a->why, KH_ERR_RATE_LIMITED, "too_many_sessions",
-				   "this card has too many upload sessions open; use one, or wait for them to expire");
+	/* At the cap, the oldest unprocessed sessions make room. Refusing instead would let anyone
+	 * who knows a UA park the cap's worth of sessions and lock the card's decoder out; now he
+	 * must outrun a decoder that uses its session within seconds of opening it. */
+	if (nopen >= a->c->upload_max &&
+	    (r = kh_store_upload_evict(s, a->ua, a->c->upload_max - 1, NULL)) != KH_OK)
+		return r;
 	if ((r = kh_store_upload_open(s, a->ua, a->nonce, sizeof a->nonce, now, &a->id)) != KH_OK)
 		return r;
 	snprintf(sid, sizeof sid, "%lld", (long long)a->id);
@@ -682,6 +685,8 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 		return KH_ERR_NOMEM;
 	json_array_foreach(arr, i, v) {
 		const char *str = json_string_value(v);
+		/* Not OK until checked (OK is 0, calloc's value): a block never looked at is refused. */
+		a.blocks[i].crypto = KH_STORE_BLOCK_TRUNCATED;
 		/* A block that is not base64url is still an answer line ("truncated"), not a 400. */
 		a.blocks[i].decoded = str && kh_b64url_decode(str, strlen(str), a.blocks[i].b, sizeof a.blocks[i].b,
 							       &a.blocks[i].n) == KH_OK;
