@@ -111,10 +111,9 @@ kh_err kh_store_upload_count_open(struct kh_store *s, uint32_t ua, int64_t since
 	return r;
 }
 
-kh_err kh_store_upload_purge(struct kh_store *s, uint32_t ua, int64_t before, unsigned *purged)
+/* A DELETE of a card's unprocessed sessions with one more integer parameter; *n how many. */
+static kh_err delete_sessions(struct kh_store *s, const char *sql, uint32_t ua, int64_t v, unsigned *n)
 {
-	/* Never processed, so no usage block names them (usage_blocks.session_id). */
-	static const char sql[] = "DELETE FROM upload_sessions WHERE ua = ?1 AND closed_at IS NULL AND created_at < ?2";
 	struct kh__stmt *st = NULL;
 	kh_err r;
 
@@ -122,12 +121,19 @@ kh_err kh_store_upload_purge(struct kh_store *s, uint32_t ua, int64_t before, un
 		return KH_ERR_INVAL;
 	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
 		return r;
-	if ((r = kh__bind_i64(st, 1, ua)) == KH_OK && (r = kh__bind_i64(st, 2, before)) == KH_OK)
+	if ((r = kh__bind_i64(st, 1, ua)) == KH_OK && (r = kh__bind_i64(st, 2, v)) == KH_OK)
 		r = kh__exec(st);
-	if (r == KH_OK && purged)
-		*purged = (unsigned)kh__changes(s);
+	if (r == KH_OK && n)
+		*n = (unsigned)kh__changes(s);
 	kh__stmt_done(st);
 	return r;
+}
+
+kh_err kh_store_upload_purge(struct kh_store *s, uint32_t ua, int64_t before, unsigned *purged)
+{
+	/* Never processed, so no usage block names them (usage_blocks.session_id). */
+	static const char sql[] = "DELETE FROM upload_sessions WHERE ua = ?1 AND closed_at IS NULL AND created_at < ?2";
+	return delete_sessions(s, sql, ua, before, purged);
 }
 
 kh_err kh_store_upload_evict(struct kh_store *s, uint32_t ua, unsigned keep, unsigned *evicted)
@@ -136,19 +142,7 @@ kh_err kh_store_upload_evict(struct kh_store *s, uint32_t ua, unsigned keep, uns
 	static const char sql[] = "DELETE FROM upload_sessions WHERE ua = ?1 AND closed_at IS NULL AND id <= "
 				  "(SELECT id FROM upload_sessions WHERE ua = ?1 AND closed_at IS NULL "
 				  "ORDER BY id DESC LIMIT 1 OFFSET ?2)";
-	struct kh__stmt *st = NULL;
-	kh_err r;
-
-	if (!s)
-		return KH_ERR_INVAL;
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
-		return r;
-	if ((r = kh__bind_i64(st, 1, ua)) == KH_OK && (r = kh__bind_i64(st, 2, keep)) == KH_OK)
-		r = kh__exec(st);
-	if (r == KH_OK && evicted)
-		*evicted = (unsigned)kh__changes(s);
-	kh__stmt_done(st);
-	return r;
+	return delete_sessions(s, sql, ua, keep, evicted);
 }
 
 kh_err kh_store_upload_close(struct kh_store *s, int64_t id)

@@ -850,6 +850,50 @@ static void assert_card(struct uw *u, const struct mod *m, const char *want)
 	free(s);
 }
 
+/* Credit policy 200/0, subscriber Ada, both cards registered, the first assigned to her (her
+ * first card: authorised to export at once); Ada's id. */
+static int64_t ada_first_card(struct uw *u, struct mod *first, struct mod *spare)
+{
+	struct reply r;
+	int64_t ada;
+
+	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":0}", NULL, 200, &r);
+	reply_free(&r);
+	ada = add_subscriber(u, "Ada");
+	register_card(u, first);
+	register_card(u, spare);
+	assign(u, first, ada);
+	return ada;
+}
+
+/* One upload by c2 (the replacement) carrying one block of c1 (the replaced card), and what the
+ * center must then say and hold: the verdict, what it invoiced, whether c2 may export now,
+ * c1's state, the subscriber's invoice count; the block itself is recorded "ok" (genuine). */
+struct step {
+	const struct blk *b;
+	const char *key, *verdict;
+	long invoiced;
+	int authorised;
+	const char *c1_state;
+	long invoices;
+};
+
+static void recovery_step(struct uw *u, const struct step *st, int64_t ada)
+{
+	struct mod *c1 = &u->w->c1, *c2 = &u->w->c2;
+	const struct blk *bl[1] = {st->b};
+	struct reply r;
+	json_t *ans = upload_blocks(u, c2, bl, 1, st->key, &r);
+
+	assert_line(ans, 0, c1->ua, st->b->seq, st->verdict);
+	assert_int_equal(jint(ans, "invoiced"), st->invoiced);
+	assert_int_equal(json_is_true(json_object_get(ans, "export_authorised")), st->authorised);
+	reply_free(&r);
+	assert_verdict(u, c1->ua, st->b->seq, "ok");
+	assert_card(u, c1, st->c1_state);
+	assert_int_equal(invoices(u, ada), st->invoices);
+}
+
 static void test_recovery_needs_m1(void **state)
 {
 	struct uw *u = *state;
@@ -879,25 +923,10 @@ static void test_recovery_needs_m1(void **state)
 
 	/* the decoder presents the old session block as "the M1 block": not_m1. Its film is
 	 * invoiced (a genuine purchase), but c1 stays outstanding and c2 is not authorised */
-	bl[0] = &old_session;
-	ans = upload_blocks(u, c2, bl, 1, "k-not-m1", &r);
-	assert_line(ans, 0, c1->ua, old_session.seq, "not_m1");
-	assert_int_equal(jint(ans, "invoiced"), 1);
-	assert_false(json_is_true(json_object_get(ans, "export_authorised")));
-	reply_free(&r);
-	assert_verdict(u, c1->ua, old_session.seq, "ok");
-	assert_card(u, c1, "replaced|");
-	assert_int_equal(invoices(u, ada), 1);
+	recovery_step(u, &(struct step){&old_session, "k-not-m1", "not_m1", 1, 0, "replaced|", 1}, ada);
 
 	/* the real M1 block: recovered, the second film invoiced, c1 closed, c2 authorised */
-	bl[0] = &m1;
-	ans = upload_blocks(u, c2, bl, 1, "k-m1", &r);
-	assert_line(ans, 0, c1->ua, m1.seq, "recovered");
-	assert_int_equal(jint(ans, "invoiced"), 1);
-	assert_true(json_is_true(json_object_get(ans, "export_authorised")));
-	reply_free(&r);
-	assert_card(u, c1, "closed|recovered");
-	assert_int_equal(invoices(u, ada), 2);
+	recovery_step(u, &(struct step){&m1, "k-m1", "recovered", 1, 1, "closed|recovered", 2}, ada);
 
 	/* c1, closed as recovered (its REVOKEs never carried to it), buys once more and makes a
 	 * later M1 block: still accepted, its new film invoiced to Ada; c1 stays closed */
@@ -927,12 +956,7 @@ static void test_recovery_old_layout_and_duplicate(void **state)
 	json_t *ans;
 	char *before, *after;
 
-	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":0}", NULL, 200, &r);
-	reply_free(&r);
-	ada = add_subscriber(u, "Ada");
-	register_card(u, c1);
-	register_card(u, c2);
-	assign(u, c1, ada);
+	ada = ada_first_card(u, c1, c2);
 
 	/* M1 gets block m1_old; a copy of it is kept aside. c1 buys, then connects: its session
 	 * block (newer) and M1's block go up, and M1 then takes a newer block m1_new */
@@ -985,12 +1009,7 @@ static void test_recovery_stale(void **state)
 	int64_t ada;
 	json_t *ans;
 
-	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":0}", NULL, 200, &r);
-	reply_free(&r);
-	ada = add_subscriber(u, "Ada");
-	register_card(u, c1);
-	register_card(u, c2);
-	assign(u, c1, ada);
+	ada = ada_first_card(u, c1, c2);
 
 	/* M1 holds m1_old (film 101), of which the decoder keeps a copy; c1 buys film 102 and
 	 * uploads a session block (the center now holds block sess); M1 later takes m1_new */
@@ -1008,25 +1027,10 @@ static void test_recovery_stale(void **state)
 	replace(u, c1, c2);
 
 	/* the decoder withholds m1_new and presents its old copy: stale, c1 not closed */
-	bl[0] = &m1_old;
-	ans = upload_blocks(u, c2, bl, 1, "k-stale", &r);
-	assert_line(ans, 0, c1->ua, m1_old.seq, "stale");
-	assert_int_equal(jint(ans, "invoiced"), 0); /* film 101 was invoiced from sess already */
-	assert_false(json_is_true(json_object_get(ans, "export_authorised")));
-	reply_free(&r);
-	assert_verdict(u, c1->ua, m1_old.seq, "ok");
-	assert_card(u, c1, "replaced|");
-	assert_int_equal(invoices(u, ada), 2);
+	recovery_step(u, &(struct step){&m1_old, "k-stale", "stale", 0, 0, "replaced|", 2}, ada); /* film 101 was invoiced from sess already */
 
 	/* the newest M1 block closes it, and film 103 is invoiced */
-	bl[0] = &m1_new;
-	ans = upload_blocks(u, c2, bl, 1, "k-new", &r);
-	assert_line(ans, 0, c1->ua, m1_new.seq, "recovered");
-	assert_int_equal(jint(ans, "invoiced"), 1);
-	assert_true(json_is_true(json_object_get(ans, "export_authorised")));
-	reply_free(&r);
-	assert_card(u, c1, "closed|recovered");
-	assert_int_equal(invoices(u, ada), 3);
+	recovery_step(u, &(struct step){&m1_new, "k-new", "recovered", 1, 1, "closed|recovered", 3}, ada);
 }
 
 /* ---- the open endpoints' limits ---- */

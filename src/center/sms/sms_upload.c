@@ -38,6 +38,21 @@
 #define MAX_BLOCKS 8
 #define NONCE_LEN 32
 
+/*
+ * Answer with the JSON text stored with the idempotency record (taken over: *text is NULL after),
+ * marked Idempotent-Replayed when it is a replay. Sent as it is, not parsed and printed again.
+ */
+static kh_err reply_stored(struct kh_http_resp *resp, int status, char **text, size_t len, int replayed)
+{
+	kh_err r;
+
+	if (replayed && (r = kh_http_resp_header(resp, "Idempotent-Replayed", "true")) != KH_OK)
+		return r;
+	r = kh_http_reply_text(resp, status, *text, len);
+	*text = NULL;
+	return r;
+}
+
 /* ---- POST /v1/upload/sessions {ua} (optional Idempotency-Key) ---- */
 
 /* The clock of the upload limits: the configured one (tests), or the system's. */
@@ -171,10 +186,7 @@ kh_err kh__sms_upload_open(struct kh_http_req *req, struct kh_http_resp *resp, v
 			r = kh__sms_fail(resp, r, &a.why);
 		goto out;
 	}
-	if (a.replayed && (r = kh_http_resp_header(resp, "Idempotent-Replayed", "true")) != KH_OK)
-		goto out;
-	r = kh_http_reply_text(resp, 201, a.answer, a.answer_len);
-	a.answer = NULL;
+	r = reply_stored(resp, 201, &a.answer, a.answer_len, a.replayed);
 out:
 	free(canon);
 	free(fp);
@@ -724,11 +736,7 @@ answer:
 		kh__sms_count_emms(a.c, a.queued);
 		kh__sms_count_blocks(a.c, (unsigned)a.nblocks);
 	}
-	if (a.replayed && (r = kh_http_resp_header(resp, "Idempotent-Replayed", "true")) != KH_OK)
-		goto out;
-	/* the answer's JSON text as it was stored: sent as it is, not parsed and printed again */
-	r = kh_http_reply_text(resp, 200, a.answer, a.answer_len);
-	a.answer = NULL;
+	r = reply_stored(resp, 200, &a.answer, a.answer_len, a.replayed);
 out:
 	free(canon);
 	free(fp);
