@@ -11,16 +11,6 @@
 #include "keyhole/crypto.h"
 #include "store_int.h"
 
-static int key_ok(const char *key)
-{
-	size_t n;
-
-	if (key == NULL)
-		return 0;
-	n = strnlen(key, KH_STORE_IDEM_KEY_MAX + 1);
-	return n >= 1 && n <= KH_STORE_IDEM_KEY_MAX;
-}
-
 /* Columns 1..3 of both target queries: the card, the count, the renewal flag. */
 static void target_of(struct kh__stmt *st, struct kh_store_bulk_target *t)
 {
@@ -132,25 +122,12 @@ kh_err kh_store_bulk_job_get(struct kh_store *s, const char *key, const uint8_t 
 		"  last_subscriber_id, subscribers, emms_queued, skipped, chunks, done FROM bulk_jobs WHERE key = ?1";
 	struct kh__stmt *st = NULL;
 	struct kh_store_bulk_job j;
-	const uint8_t *h;
-	size_t hn;
-	int row = 0;
 	kh_err r;
 
-	if (s == NULL || !key_ok(key) || hash == NULL || job == NULL)
+	if (s == NULL || !kh__idem_key_ok(key) || hash == NULL || job == NULL)
 		return KH_ERR_INVAL;
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_text(st, 1, key)) != KH_OK ||
-	    (r = kh__step(st, &row)) != KH_OK)
-		goto out;
-	if (!row) {
-		r = KH_ERR_NOTFOUND;
-		goto out;
-	}
-	h = kh__col_blob(st, 0, &hn);
-	if (hn != KH_STORE_IDEM_HASH_LEN || !kh_ct_eq(h, hash, KH_STORE_IDEM_HASH_LEN)) {
-		r = KH_ERR_IDEM_MISMATCH;
-		goto out;
-	}
+	if ((r = kh__keyed_row(s, sql, key, hash, &st)) != KH_OK)
+		return r;
 	memset(&j, 0, sizeof j);
 	j.product_id = col_u32(st, 1);
 	j.start = kh__col_i64(st, 2);
@@ -220,7 +197,7 @@ kh_err kh_store_bulk_job_put(struct kh_store *s, const char *key, const uint8_t 
 {
 	struct put_args a = {key, hash, job};
 
-	if (s == NULL || !key_ok(key) || hash == NULL || job == NULL || job->start >= job->end ||
+	if (s == NULL || !kh__idem_key_ok(key) || hash == NULL || job == NULL || job->start >= job->end ||
 	    job->max_subscriber_id < 0 || job->last_subscriber_id < 0)
 		return KH_ERR_INVAL;
 	return kh_store_run_tx(s, job_put_tx, &a);

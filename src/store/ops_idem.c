@@ -10,7 +10,7 @@
 #include "keyhole/crypto.h"
 #include "store_int.h"
 
-static int key_ok(const char *key)
+int kh__idem_key_ok(const char *key)
 {
 	size_t n;
 
@@ -20,31 +20,48 @@ static int key_ok(const char *key)
 	return n >= 1 && n <= KH_STORE_IDEM_KEY_MAX;
 }
 
+kh_err kh__keyed_row(struct kh_store *s, const char *sql, const char *key,
+		     const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], struct kh__stmt **out)
+{
+	struct kh__stmt *st = NULL;
+	const uint8_t *h;
+	size_t hn;
+	int row = 0;
+	kh_err r;
+
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_text(st, 1, key)) != KH_OK ||
+	    (r = kh__step(st, &row)) != KH_OK)
+		goto fail;
+	if (!row) {
+		r = KH_ERR_NOTFOUND;
+		goto fail;
+	}
+	h = kh__col_blob(st, 0, &hn);
+	if (hn != KH_STORE_IDEM_HASH_LEN || !kh_ct_eq(h, hash, KH_STORE_IDEM_HASH_LEN)) {
+		r = KH_ERR_IDEM_MISMATCH;
+		goto fail;
+	}
+	*out = st;
+	return KH_OK;
+fail:
+	kh__stmt_done(st);
+	return r;
+}
+
 kh_err kh_store_idem_get(struct kh_store *s, const char *key, const uint8_t hash[static KH_STORE_IDEM_HASH_LEN],
 			 uint8_t **resp, size_t *len)
 {
 	static const char sql[] = "SELECT request_hash, response FROM idempotency WHERE key = ?1";
 	struct kh__stmt *st = NULL;
-	const uint8_t *h, *p;
+	const uint8_t *p;
 	uint8_t *copy = NULL;
-	size_t hn, n;
-	int row = 0;
+	size_t n;
 	kh_err r;
 
-	if (s == NULL || !key_ok(key) || hash == NULL || resp == NULL || len == NULL)
+	if (s == NULL || !kh__idem_key_ok(key) || hash == NULL || resp == NULL || len == NULL)
 		return KH_ERR_INVAL;
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_text(st, 1, key)) != KH_OK ||
-	    (r = kh__step(st, &row)) != KH_OK)
-		goto out;
-	if (!row) {
-		r = KH_ERR_NOTFOUND;
-		goto out;
-	}
-	h = kh__col_blob(st, 0, &hn);
-	if (hn != KH_STORE_IDEM_HASH_LEN || !kh_ct_eq(h, hash, KH_STORE_IDEM_HASH_LEN)) {
-		r = KH_ERR_IDEM_MISMATCH;
-		goto out;
-	}
+	if ((r = kh__keyed_row(s, sql, key, hash, &st)) != KH_OK)
+		return r;
 	p = kh__col_blob(st, 1, &n);
 	if ((copy = malloc(n ? n : 1)) == NULL) {
 		r = KH_ERR_NOMEM;
@@ -96,7 +113,7 @@ kh_err kh_store_idem_put(struct kh_store *s, const char *key, const uint8_t hash
 {
 	struct put_args a = {key, hash, resp, len};
 
-	if (s == NULL || !key_ok(key) || hash == NULL || (resp == NULL && len != 0))
+	if (s == NULL || !kh__idem_key_ok(key) || hash == NULL || (resp == NULL && len != 0))
 		return KH_ERR_INVAL;
 	return kh_store_run_tx(s, put_tx, &a);
 }

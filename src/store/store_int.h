@@ -63,6 +63,17 @@ KH_WARN_UNUSED kh_err kh__savepoint(struct kh_store *s);
 KH_WARN_UNUSED kh_err kh__savepoint_release(struct kh_store *s);
 KH_WARN_UNUSED kh_err kh__savepoint_undo(struct kh_store *s);
 
+/* An Idempotency-Key the store accepts: 1..KH_STORE_IDEM_KEY_MAX bytes of text (ops_idem.c). */
+int kh__idem_key_ok(const char *key);
+/*
+ * The row keyed by an Idempotency-Key: sql is a SELECT whose ?1 is the key and whose first column
+ * is the stored request hash. KH_OK with *out on the row (read its other columns, then
+ * kh__stmt_done), KH_ERR_NOTFOUND, or KH_ERR_IDEM_MISMATCH when the hash (compared in constant
+ * time) is another request's; *out is released on every error.
+ */
+KH_WARN_UNUSED kh_err kh__keyed_row(struct kh_store *s, const char *sql, const char *key,
+				    const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], struct kh__stmt **out);
+
 /* Rows changed by the last INSERT/UPDATE/DELETE on s. */
 int64_t kh__changes(struct kh_store *s);
 /* Current time for created_at columns, Unix seconds. */

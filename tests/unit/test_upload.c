@@ -587,6 +587,22 @@ static void test_refusals_in_session(void **state)
 
 /* ---- a hello that does not answer the session: 403, and nothing recorded ---- */
 
+/* Credit policy 200/0; Ada with card c1, which buys film 101; Bob with card c3. */
+static void ada_and_bob(struct uw *u, int64_t *ada, int64_t *bob)
+{
+	struct reply r;
+
+	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":0}", NULL, 200, &r);
+	reply_free(&r);
+	*ada = add_subscriber(u, "Ada");
+	*bob = add_subscriber(u, "Bob");
+	register_card(u, &u->w->c1);
+	register_card(u, &u->c3);
+	assign(u, &u->w->c1, *ada);
+	assign(u, &u->c3, *bob);
+	buy(u, &u->w->c1, 101);
+}
+
 static void test_hello_refused(void **state)
 {
 	struct uw *u = *state;
@@ -598,15 +614,7 @@ static void test_hello_refused(void **state)
 	int64_t ada, bob;
 	json_t *ans;
 
-	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":0}", NULL, 200, &r);
-	reply_free(&r);
-	ada = add_subscriber(u, "Ada");
-	bob = add_subscriber(u, "Bob");
-	register_card(u, c1);
-	register_card(u, c3);
-	assign(u, c1, ada);
-	assign(u, c3, bob);
-	buy(u, c1, 101);
+	ada_and_bob(u, &ada, &bob); /* c1 Ada's (one film bought), c3 Bob's */
 	b = export_block(c1);
 	blk = b64(b.b, b.n);
 	s = open_session(u, c1);
@@ -707,15 +715,7 @@ static void test_bound_block_is_hello(void **state)
 	int64_t ada, bob;
 	json_t *ans;
 
-	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":0}", NULL, 200, &r);
-	reply_free(&r);
-	ada = add_subscriber(u, "Ada");
-	bob = add_subscriber(u, "Bob");
-	register_card(u, c1);
-	register_card(u, c3);
-	assign(u, c1, ada);
-	assign(u, c3, bob);
-	buy(u, c1, 101);
+	ada_and_bob(u, &ada, &bob); /* c1 Ada's (one film bought), c3 Bob's */
 	s = open_session(u, c1);
 	t = open_session(u, c1);
 	bt = export_bound(c1, t.nonce, t.nlen); /* bound to session t */
