@@ -283,6 +283,21 @@ kh_stop()
 	KH_PIDS=$kh_np
 }
 
+# kh_frames FILE: framemd5 of every video and audio frame of a TS, without the header lines (they
+# name the file); what the pay-TV tests compare to show a descrambled stream plays bit-exactly.
+kh_frames()
+{
+	ffmpeg -nostdin -v error -i "$1" -map 0:v -map 0:a -f framemd5 - 2>"$KH_META/ffmpeg.err" | grep -v '^#' ||
+		true
+}
+
+# kh_cert_b64 UA: card UA's signing certificate (auth/issued/), DER in unpadded base64url, as
+# POST /v1/cards takes it.
+kh_cert_b64()
+{
+	openssl x509 -in "auth/issued/card-$1-sign.crt" -outform DER | basenc --base64url | tr -d '=\n'
+}
+
 # kh_api METHOD PATH [BODY]: one request to the management center at 127.0.0.1:$PORT (curl);
 # the status in $ST, the body in $KH_META/body.
 kh_api()

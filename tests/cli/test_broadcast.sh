@@ -17,13 +17,6 @@ cd "$KH_WORK" || kh_fail "cd $KH_WORK"
 
 # ---- helpers ----
 
-# framemd5 of every video and audio frame, without the header lines (they name the file).
-frames()
-{
-	ffmpeg -nostdin -v error -i "$1" -map 0:v -map 0:a -f framemd5 - 2>"$KH_META/ffmpeg.err" | grep -v '^#' ||
-		true
-}
-
 # Number of video frames ffmpeg decodes from a file (0 when none).
 video_frames()
 {
@@ -68,7 +61,7 @@ ffmpeg -nostdin -v error -f lavfi -i testsrc=duration=12:size=160x120:rate=25 \
 	kh_fail "ffmpeg could not make the clip"
 pids=$(component_pids clip.ts | tr '\n' ' ')
 [ -n "$pids" ] || kh_fail "ffprobe found no streams in the clip"
-frames clip.ts >clear.md5
+kh_frames clip.ts >clear.md5
 [ -s clear.md5 ] || kh_fail "no frames decoded from the clear clip"
 
 kh_expect_ok authority init auth
@@ -95,7 +88,7 @@ for alg in csa2 cissa idsa; do
 	kh_expect_ok decoder play --root auth --cam cam.card --card card101.card --in "s-$alg.ts" --out "c-$alg.ts"
 	set -- $(tsc_census "c-$alg.ts" "$pids")
 	[ "$2" -eq 0 ] || kh_fail "$alg: the decoder output still has $2 scrambled packets"
-	frames "c-$alg.ts" >"c-$alg.md5"
+	kh_frames "c-$alg.ts" >"c-$alg.md5"
 	cmp -s clear.md5 "c-$alg.md5" || kh_fail "$alg: decoded frames differ from the clear clip's"
 	kh_note "$alg: $1 packets scrambled, $(wc -l <clear.md5) frames bit-exact after descrambling"
 done
@@ -120,12 +113,12 @@ kh_expect_ok headend emm --keys headend.keys --card 00000065 --service-keys --ou
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-rot1.ts --alg cissa --product 7 \
 	--period 5 --time "$T" --key-version 1 --emm rot.emm
 kh_expect_ok decoder play --root auth --cam cam.card --card card101.card --in s-rot1.ts --out c-rot1.ts
-frames c-rot1.ts >c-rot1.md5
+kh_frames c-rot1.ts >c-rot1.md5
 cmp -s clear.md5 c-rot1.md5 || kh_fail "rotation: the stream under the old key did not play whole"
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-rot2.ts --alg cissa --product 7 \
 	--period 5 --time "$T"
 kh_expect_ok decoder play --root auth --cam cam.card --card card101.card --in s-rot2.ts --out c-rot2.ts
-frames c-rot2.ts >c-rot2.md5
+kh_frames c-rot2.ts >c-rot2.md5
 cmp -s clear.md5 c-rot2.md5 || kh_fail "rotation: the stream under the new key did not play whole"
 
 # ---- a subscription that ends mid-stream ----
@@ -165,7 +158,7 @@ kh_expect_ok decoder buy --root auth --cam cam.card --card card104.card --in s-p
 kh_expect_ok decoder buy --root auth --cam cam.card --card card104.card --in s-ppv.ts
 [ "$(status_of card104.card credit)" = 70 ] || kh_fail "PPV: a second purchase of the same event charged again"
 kh_expect_ok decoder play --root auth --cam cam.card --card card104.card --in s-ppv.ts --out c-ppv.ts
-frames c-ppv.ts >c-ppv.md5
+kh_frames c-ppv.ts >c-ppv.md5
 cmp -s clear.md5 c-ppv.md5 || kh_fail "PPV: the bought event does not play bit-exactly"
 # the stream carried the credit EMM again (carousel) three times now: still 70
 [ "$(status_of card104.card credit)" = 70 ] || kh_fail "PPV: a replayed EMM changed the credit"

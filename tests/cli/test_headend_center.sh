@@ -18,12 +18,6 @@ fi
 kh_need curl openssl basenc cmp
 cd "$KH_WORK" || kh_fail "cd $KH_WORK"
 
-frames()
-{
-	ffmpeg -nostdin -v error -i "$1" -map 0:v -map 0:a -f framemd5 - 2>"$KH_META/ffmpeg.err" | grep -v '^#' ||
-		true
-}
-
 status_of()
 {
 	kh_expect_ok decoder status --card "$1"
@@ -31,16 +25,10 @@ status_of()
 }
 
 
-# certificate of a card, DER in unpadded base64url, as POST /v1/cards takes it
-cert_of()
-{
-	openssl x509 -in "auth/issued/card-$1-sign.crt" -outform DER | basenc --base64url | tr -d '=\n'
-}
-
 ffmpeg -nostdin -v error -f lavfi -i testsrc=duration=8:size=160x120:rate=25 \
 	-f lavfi -i sine=frequency=440:duration=8 -c:v mpeg2video -c:a mp2 -f mpegts clip.ts ||
 	kh_fail "ffmpeg could not make the clip"
-frames clip.ts >clear.md5
+kh_frames clip.ts >clear.md5
 [ -s clear.md5 ] || kh_fail "no frames decoded from the clear clip"
 
 kh_expect_ok authority init auth
@@ -57,8 +45,8 @@ T=$(date +%s)
 
 kh_expect_api PUT /v1/credit-policy '{"initial_credit":100,"reload_amount":50}' 200
 kh_expect_api POST /v1/subscribers '{"name":"Alice"}' 201
-kh_expect_api POST /v1/cards "{\"certificate\":\"$(cert_of "$UA1")\"}" 201
-kh_expect_api POST /v1/cards "{\"certificate\":\"$(cert_of "$UA2")\"}" 201
+kh_expect_api POST /v1/cards "{\"certificate\":\"$(kh_cert_b64 "$UA1")\"}" 201
+kh_expect_api POST /v1/cards "{\"certificate\":\"$(kh_cert_b64 "$UA2")\"}" 201
 kh_expect_api POST /v1/products '{"id":7,"name":"Sports"}' 201
 kh_expect_api POST /v1/channels '{"id":1,"name":"Sports 1","product_id":7}' 201
 kh_expect_api POST "/v1/cards/$UA1/assign" '{"subscriber_id":1}' 200
@@ -75,7 +63,7 @@ LAST=$(sed -n 's/.*last id \([0-9][0-9]*\)$/\1/p' "$KH_ERR")
 
 # ---- the subscriber's decoder: every frame bit-exact, the center's right and credit on the card ----
 kh_expect_ok decoder play --root auth --cam cam.card --card c1.card --in s.ts --out c.ts
-frames c.ts >c.md5
+kh_frames c.ts >c.md5
 cmp -s clear.md5 c.md5 || kh_fail "the channel scrambled with the center's EMMs does not play bit-exactly"
 [ "$(status_of c1.card credit)" = 100 ] || kh_fail "card 1 did not get the center's initial credit"
 grep -q '^right product 7 ' "$KH_OUT" || kh_fail "card 1 holds no right to product 7: $(cat "$KH_OUT")"
@@ -98,7 +86,7 @@ grep -q "1 EMM(s) from the center, last id $((LAST + 1))" "$KH_ERR" ||
 kh_expect_ok decoder play --root auth --cam cam.card --card c1.card --in s2.ts --out c1b.ts
 [ "$(status_of c1.card credit)" = 150 ] || kh_fail "the reload carried from the center did not reach card 1"
 kh_expect_ok decoder play --root auth --cam cam.card --card c2.card --in s2.ts --out c2b.ts
-frames c2b.ts >c2b.md5
+kh_frames c2b.ts >c2b.md5
 cmp -s clear.md5 c2b.md5 || kh_fail "the --emm file's EMMs were not carried beside the center's"
 
 # an empty queue page is fine: nothing above the last id

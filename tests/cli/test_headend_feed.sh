@@ -22,21 +22,10 @@ fi
 kh_need curl openssl basenc cmp mkfifo
 cd "$KH_WORK" || kh_fail "cd $KH_WORK"
 
-frames()
-{
-	ffmpeg -nostdin -v error -i "$1" -map 0:v -map 0:a -f framemd5 - 2>"$KH_META/ffmpeg.err" | grep -v '^#' ||
-		true
-}
-
 credit_of()
 {
 	kh_expect_ok decoder status --card "$1"
 	sed -n 's/^credit //p' "$KH_OUT" | head -n 1
-}
-
-cert_of()
-{
-	openssl x509 -in "auth/issued/card-$1-sign.crt" -outform DER | basenc --base64url | tr -d '=\n'
 }
 
 # wait_for FILE REGEX WHAT: until FILE has a line matching REGEX (a hang guard of 60 s, no timing
@@ -55,7 +44,7 @@ wait_for()
 ffmpeg -nostdin -v error -f lavfi -i testsrc=duration=8:size=160x120:rate=25 \
 	-f lavfi -i sine=frequency=440:duration=8 -c:v mpeg2video -c:a mp2 -f mpegts clip.ts ||
 	kh_fail "ffmpeg could not make the clip"
-frames clip.ts >clear.md5
+kh_frames clip.ts >clear.md5
 [ -s clear.md5 ] || kh_fail "no frames decoded from the clear clip"
 
 kh_expect_ok authority init auth
@@ -69,7 +58,7 @@ C=http://127.0.0.1:$PORT
 T=$(date +%s)
 kh_expect_api PUT /v1/credit-policy '{"initial_credit":100,"reload_amount":50}' 200
 kh_expect_api POST /v1/subscribers '{"name":"Alice"}' 201
-kh_expect_api POST /v1/cards "{\"certificate\":\"$(cert_of "$UA1")\"}" 201
+kh_expect_api POST /v1/cards "{\"certificate\":\"$(kh_cert_b64 "$UA1")\"}" 201
 kh_expect_api POST /v1/products '{"id":7,"name":"Sports"}' 201
 kh_expect_api POST "/v1/cards/$UA1/assign" '{"subscriber_id":1}' 200
 kh_expect_api POST /v1/subscribers/1/subscriptions "{\"product_id\":7,\"start\":$((T - 100)),\"end\":$((T + 86400))}" 201
@@ -107,14 +96,19 @@ cp -p b.keys headend.keys || kh_fail "cp"
 SIZE=$(kh_size clip.ts)
 HALF=$((SIZE / 188 / 2 * 188))
 mkfifo in.fifo || kh_fail "mkfifo"
-# the source: half the clip, a pause until the test says go, the rest
-(
-	head -c "$HALF" clip.ts
-	while [ ! -e go ]; do sleep 0.1; done
-	tail -c +$((HALF + 1)) clip.ts
-) >in.fifo &
-WPID=$!
-KH_PIDS="$KH_PIDS $WPID"
+# paused_source: feed in.fifo with half the clip, wait until the file `go` exists, then the rest;
+# sets WPID
+paused_source()
+{
+	(
+		head -c "$HALF" clip.ts
+		while [ ! -e go ]; do sleep 0.1; done
+		tail -c +$((HALF + 1)) clip.ts
+	) >in.fifo &
+	WPID=$!
+	KH_PIDS="$KH_PIDS $WPID"
+}
+paused_source
 KEYHOLE_LOG=info "$KEYHOLE" headend scramble --keys headend.keys --alg cissa --product 7 --period 5 \
 	--time "$T" --center "$C" --emm-poll 1 -v --in in.fifo --out live.ts 2>live.err &
 SPID=$!
@@ -136,19 +130,13 @@ grep -q "1 new EMM(s) from the center, last id $((LAST + 1))" live.err ||
 	kh_fail "the polled EMM was not put into the carousel: $(cat live.err)"
 ! grep -q 'warning' live.err || kh_fail "warnings in a clean live run: $(cat live.err)"
 kh_expect_ok decoder play --root auth --cam cam.card --card c1.card --in live.ts --out live-c.ts
-frames live-c.ts >live.md5
+kh_frames live-c.ts >live.md5
 cmp -s clear.md5 live.md5 || kh_fail "the live scramble does not play bit-exactly"
 [ "$(credit_of c1.card)" = 150 ] || kh_fail "the reload queued during the run did not reach the card"
 
 # a poll that fails is a warning; the run goes on with what it has
 rm -f go
-(
-	head -c "$HALF" clip.ts
-	while [ ! -e go ]; do sleep 0.1; done
-	tail -c +$((HALF + 1)) clip.ts
-) >in.fifo &
-WPID=$!
-KH_PIDS="$KH_PIDS $WPID"
+paused_source
 KEYHOLE_LOG=warn "$KEYHOLE" headend scramble --keys headend.keys --alg cissa --product 7 --period 5 \
 	--time "$T" --center "$C" --emm-poll 1 -v --in in.fifo --out down.ts 2>down.err &
 SPID=$!
@@ -164,7 +152,7 @@ wait "$WPID"
 [ "$SRC" -eq 0 ] || { sed 's/^/  | /' down.err >&2; kh_fail "a failed poll ended the run ($SRC)"; }
 grep -q "keyhole: warning: $C: EMM poll failed: " down.err || kh_fail "no warning for the failed poll: $(cat down.err)"
 kh_expect_ok decoder play --root auth --cam cam.card --card c1.card --in down.ts --out down-c.ts
-frames down-c.ts >down.md5
+kh_frames down-c.ts >down.md5
 cmp -s clear.md5 down.md5 || kh_fail "the stream of a run with failed polls does not play"
 
 # ---- HTTPS with the operator token ----
@@ -214,7 +202,7 @@ kh_expect_ok headend scramble --keys headend.keys --alg cissa --product 7 --key-
 	--center "$H" --cacert tls.crt --emm-poll 1 -v --in clip.ts --out tls.ts
 kh_err_has 'EMM\(s\) from the center, last id [1-9]'
 kh_expect_ok decoder play --root auth --cam cam.card --card c1.card --in tls.ts --out tls-c.ts
-frames tls-c.ts >tls.md5
+kh_frames tls-c.ts >tls.md5
 cmp -s clear.md5 tls.md5 || kh_fail "the stream scrambled with keys and EMMs over https does not play"
 kh_stop "$TPID" TERM
 
