@@ -205,6 +205,12 @@ KH_WARN_UNUSED kh_err kh_http_reply_error(struct kh_http_resp *resp, kh_err e, c
  * path), sent as it is. The handler vouches that it is JSON.
  */
 KH_WARN_UNUSED kh_err kh_http_reply_text(struct kh_http_resp *resp, int status, char *text, size_t len);
+/*
+ * The same for an answer that carries a secret (key material): text must be NUL-terminated at
+ * len; the server wipes it when libmicrohttpd is done with it, and on every other path. What
+ * TLS and the kernel copy on the way out is theirs.
+ */
+KH_WARN_UNUSED kh_err kh_http_reply_secret(struct kh_http_resp *resp, int status, char *text, size_t len);
 /* Add a response header (copied), e.g. Location or Retry-After. KH_ERR_NOMEM, KH_ERR_INVAL. */
 KH_WARN_UNUSED kh_err kh_http_resp_header(struct kh_http_resp *resp, const char *name,
 					  const char *value);

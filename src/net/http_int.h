@@ -34,6 +34,7 @@ struct kh_http_resp {
 	json_t *body;
 	char *text; /* or the body as JSON text already (kh_http_reply_text); owned */
 	size_t text_len;
+	int secret; /* text carries a secret: wiped when freed (kh_http_reply_secret) */
 	size_t nhdr;
 	char *hdr[KH__HTTP_MAX_HEADERS][2];
 };

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keyhole/crypto.h"
 #include "http_int.h"
 
 kh_err kh_http_reply(struct kh_http_resp *resp, int status, json_t *body)
@@ -31,6 +32,20 @@ kh_err kh_http_reply_text(struct kh_http_resp *resp, int status, char *text, siz
 	resp->text = text;
 	resp->text_len = len;
 	return KH_OK;
+}
+
+kh_err kh_http_reply_secret(struct kh_http_resp *resp, int status, char *text, size_t len)
+{
+	kh_err r;
+
+	if (text && strlen(text) != len) { /* the wiping free relies on the terminator */
+		kh_wipe(text, len);
+		free(text);
+		return KH_ERR_INVAL;
+	}
+	if ((r = kh_http_reply_text(resp, status, text, len)) == KH_OK)
+		resp->secret = 1;
+	return r;
 }
 
 kh_err kh_http_reply_error(struct kh_http_resp *resp, kh_err e, const char *msg)
@@ -81,6 +96,8 @@ kh_err kh_http_resp_header(struct kh_http_resp *resp, const char *name, const ch
 void kh__http_resp_clear(struct kh_http_resp *resp)
 {
 	json_decref(resp->body);
+	if (resp->text && resp->secret)
+		kh_wipe(resp->text, resp->text_len);
 	free(resp->text);
 	for (size_t i = 0; i < resp->nhdr; i++) {
 		free(resp->hdr[i][0]);

@@ -118,6 +118,14 @@ static void note_errcode(struct kh_http_req *r, const json_t *body)
 
 static void count(struct kh_http *h, const struct kh_http_req *r);
 
+/* libmicrohttpd's free for a secret answer (kh_http_reply_secret: NUL-terminated). */
+static void free_wiped(void *p)
+{
+	if (p)
+		kh_wipe(p, strlen(p));
+	free(p);
+}
+
 /*
  * Queue text (malloc'd, taken over) with status and the response's headers. Counted in the
  * metrics here, before a byte is sent, so a client that has its answer sees it counted.
@@ -129,8 +137,13 @@ static enum MHD_Result send_text(struct kh_http_req *r, int status, char *text, 
 	struct MHD_Response *m;
 	enum MHD_Result ret;
 
-	m = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+	if (resp && resp->secret)
+		m = MHD_create_response_from_buffer_with_free_callback(len, text, free_wiped);
+	else
+		m = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
 	if (!m) {
+		if (resp && resp->secret)
+			kh_wipe(text, len);
 		free(text);
 		return MHD_NO;
 	}

@@ -210,33 +210,38 @@ kh_err kh__sms_keys_list(struct kh_http_req *req, struct kh_http_resp *resp, voi
  * `keyhole headend keys import --center` needs to seal ECMs the cards can open. Operator only
  * (behind the token, see sms.c), and the one answer of the center that carries a secret: it must
  * travel over TLS (serve refuses a token on a non-loopback listener without --cert/--key; with
- * --no-operator-auth the operator vouches for the path). Our copies (the base64url text) are
- * wiped; the JSON text the server sends is jansson's and libmicrohttpd's (docs/internals/sms.md).
+ * --no-operator-auth the operator vouches for the path). The answer's text is built here, not by
+ * jansson, and sent with kh_http_reply_secret: every copy of the keys in this process is wiped
+ * (what GnuTLS and the kernel copy on the way out is theirs).
  */
 struct material {
-	json_t *arr;
+	char *text; /* the answer, built here so that every copy of the keys is ours to wipe */
+	size_t len, cap;
 	unsigned n;
+	kh_err err;
 };
 
 static kh_err add_material(void *arg, const struct kh_store_service_key *k)
 {
 	struct material *m = arg;
 	char b64[64];
-	json_t *o;
-	kh_err r;
+	int w;
 
-	if ((r = kh_b64url_encode(k->key, KH_CAS_KEY_LEN, b64, sizeof b64)) != KH_OK)
-		return r;
-	o = json_pack("{s:i,s:I,s:s}", "key_id", (int)k->key_id, "version", (json_int_t)k->version, "key", b64);
+	if ((m->err = kh_b64url_encode(k->key, KH_CAS_KEY_LEN, b64, sizeof b64)) != KH_OK)
+		return m->err;
+	w = snprintf(m->text + m->len, m->cap - m->len, "%s{\"key_id\":%u,\"version\":%u,\"key\":\"%s\"}",
+		     m->n ? "," : "", (unsigned)k->key_id, (unsigned)k->version, b64);
 	kh_wipe(b64, sizeof b64);
-	if (!o || json_array_append_new(m->arr, o) != 0)
-		return KH_ERR_NOMEM;
+	if (w < 0 || (size_t)w >= m->cap - m->len)
+		return m->err = KH_ERR_TOO_LARGE;
+	m->len += (size_t)w;
 	m->n++;
 	return KH_OK;
 }
 
 kh_err kh__sms_keys_material(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
+	static const char head[] = "{\"service_keys\":[", tail[] = "]}";
 	struct material m = {0};
 	struct kh_store *s;
 	kh_err r;
@@ -244,16 +249,25 @@ kh_err kh__sms_keys_material(struct kh_http_req *req, struct kh_http_resp *resp,
 	(void)req;
 	if ((r = kh__sms_db(arg, &s)) != KH_OK)
 		return r;
-	if ((m.arr = json_array()) == NULL)
+	/* two versions of at most a few ids, ~100 bytes each: 8 KiB is plenty (TOO_LARGE if not) */
+	m.cap = 8192;
+	if ((m.text = malloc(m.cap)) == NULL)
 		return KH_ERR_NOMEM;
-	if ((r = kh_store_service_keys_current(s, add_material, &m)) != KH_OK) {
-		json_decref(m.arr);
+	memcpy(m.text, head, sizeof head - 1);
+	m.len = sizeof head - 1;
+	r = kh_store_service_keys_current(s, add_material, &m);
+	if (r == KH_OK && m.cap - m.len < sizeof tail)
+		r = KH_ERR_TOO_LARGE;
+	if (r == KH_OK)
+		r = kh_http_resp_header(resp, "Cache-Control", "no-store");
+	if (r != KH_OK) {
+		kh_wipe(m.text, m.cap);
+		free(m.text);
 		return r;
 	}
-	if ((r = kh_http_resp_header(resp, "Cache-Control", "no-store")) != KH_OK) {
-		json_decref(m.arr);
-		return r;
-	}
+	memcpy(m.text + m.len, tail, sizeof tail); /* with its terminator */
+	m.len += sizeof tail - 1;
 	kh_log_info("sms.service_key_material", "keys=%u", m.n); /* who fetched keys, never which bytes */
-	return kh_http_reply(resp, 200, json_pack("{s:o}", "service_keys", m.arr));
+	/* wiped by the server once sent (and on every other path) */
+	return kh_http_reply_secret(resp, 200, m.text, m.len);
 }
