@@ -21,6 +21,7 @@
 static const char serve_help[] =
 	"usage: keyhole serve --db FILE --authority DIR [--listen HOST:PORT] [--cert FILE --key FILE]\n"
 	"           [--threads N] [--token-file FILE] [--no-operator-auth]\n"
+	"           [--session-ttl SECONDS] [--sessions-per-card N] [--bulk-chunk N]\n"
 	"\n"
 	"Serve the management center's operator API (HTTP/1.1 + JSON under /v1, and /metrics) until\n"
 	"SIGTERM or SIGINT, then stop after answering the requests in flight. When ready, print one\n"
@@ -41,7 +42,13 @@ static const char serve_help[] =
 	"                         queues and /metrics stay open: what they carry is signed or sealed.\n"
 	"                         On an address other than loopback the token is required, and so is\n"
 	"                         --cert (a bearer token must not cross a network in clear)...\n"
-	"      --no-operator-auth ... unless this says the operator API is protected some other way\n";
+	"      --no-operator-auth ... unless this says the operator API is protected some other way\n"
+	"      --session-ttl S    an upload session not used within S seconds is refused, 1 to 86400\n"
+	"                         (default 600)\n"
+	"      --sessions-per-card N  a card's unprocessed sessions at most, 1 to 64 (default 8): one\n"
+	"                         more evicts the oldest\n"
+	"      --bulk-chunk N     subscribers per transaction of a bulk subscription, 1 to 100000\n"
+	"                         (default 2000)\n";
 
 /* "HOST:PORT" or "[V6]:PORT" into host (cap bytes) and port. */
 static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
@@ -86,6 +93,9 @@ int kh_cmd_serve(int argc, char **argv)
 					     {"threads", required_argument, NULL, 't'},
 					     {"token-file", required_argument, NULL, 'T'},
 					     {"no-operator-auth", no_argument, NULL, 'N'},
+					     {"session-ttl", required_argument, NULL, 'S'},
+					     {"sessions-per-card", required_argument, NULL, 'P'},
+					     {"bulk-chunk", required_argument, NULL, 'B'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	const char *db = NULL, *authdir = NULL, *listen = "127.0.0.1:8480", *cert = NULL, *key = NULL, *what = NULL;
@@ -122,6 +132,24 @@ int kh_cmd_serve(int argc, char **argv)
 			if (*optarg < '0' || *optarg > '9' || *end || errno || threads < 1 || threads > 1024)
 				return kh_cli_usage("serve", "--threads takes a number from 1 to 1024");
 			break;
+		case 'S':
+		case 'P':
+		case 'B': {
+			/* the three limits of the center (struct kh_sms_config), each with its range */
+			unsigned long v, max = c == 'S' ? 86400 : c == 'P' ? 64 : KH_SMS_BULK_CHUNK_MAX;
+			const char *name = c == 'S' ? "--session-ttl" : c == 'P' ? "--sessions-per-card" : "--bulk-chunk";
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (*optarg < '0' || *optarg > '9' || *end || errno || v < 1 || v > max)
+				return kh_cli_usage("serve", "%s takes a number from 1 to %lu", name, max);
+			if (c == 'S')
+				scfg.upload_session_ttl = (unsigned)v;
+			else if (c == 'P')
+				scfg.upload_sessions_max = (unsigned)v;
+			else
+				scfg.bulk_chunk = (unsigned)v;
+			break;
+		}
 		case 'h': fputs(serve_help, stdout); return KH_EXIT_OK;
 		default: return kh_cli_usage("serve", "unknown or incomplete option '%s'", argv[optind - 1]);
 		}

@@ -8,7 +8,7 @@
 
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
 kh_init test_serve
-kh_need curl openssl basenc
+kh_need curl openssl basenc sqlite3
 cd "$KH_WORK" || kh_fail "cd $KH_WORK"
 
 kh_expect_ok authority init auth
@@ -48,6 +48,15 @@ kh_expect_api GET /v1/emm?since=1 "" 200 '^\{"emms":\[\],"last_id":1\}$'
 kh_stop "$PID" INT
 [ "$KH_RC" -eq 0 ] || kh_fail "SIGINT: exit status $KH_RC, expected 0"
 
+# the center's limits from the command line: two sessions per card, the third evicts the oldest
+kh_start_serve PID --sessions-per-card 2 --session-ttl 60 --bulk-chunk 10
+for i in 1 2 3; do
+	kh_expect_api POST /v1/upload/sessions "{\"ua\":\"$UA\"}" 201 '"nonce"'
+done
+N=$(sqlite3 center.db "SELECT count(*) FROM upload_sessions WHERE closed_at IS NULL AND ua = $(printf %d "0x$UA")")
+[ "$N" = 2 ] || kh_fail "--sessions-per-card 2: $N unprocessed sessions after three openings"
+kh_stop "$PID" TERM
+
 # HTTPS with a certificate and key (TLS 1.3)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key -out tls.crt \
 	-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -days 1 2>/dev/null ||
@@ -76,6 +85,11 @@ kh_expect_usage serve --authority auth
 kh_expect_usage serve --db center.db --authority auth --listen 8480
 kh_expect_usage serve --db center.db --authority auth --listen 127.0.0.1:70000
 kh_expect_usage serve --db center.db --authority auth --threads 0
+kh_expect_usage serve --db center.db --authority auth --session-ttl 0
+kh_expect_usage serve --db center.db --authority auth --session-ttl 86401
+kh_expect_usage serve --db center.db --authority auth --sessions-per-card 65
+kh_expect_usage serve --db center.db --authority auth --bulk-chunk 100001
+kh_expect_usage serve --db center.db --authority auth --bulk-chunk 2k
 kh_expect_usage serve --db center.db --authority auth --cert x.pem
 kh_expect_usage serve --db center.db --authority auth --bogus
 kh_expect_usage serve --db center.db --authority auth extra
