@@ -324,6 +324,27 @@ KH_WARN_UNUSED kh_err kh_store_service_key_latest(struct kh_store *s, uint8_t ke
 KH_WARN_UNUSED kh_err kh_store_service_keys_current(struct kh_store *s, kh_store_service_key_fn fn, void *arg);
 /* Every (key_id, version), without the key bytes. */
 KH_WARN_UNUSED kh_err kh_store_service_key_list(struct kh_store *s, kh_store_service_key_fn fn, void *arg);
+/* One version's key bytes; KH_ERR_NOTFOUND. */
+KH_WARN_UNUSED kh_err kh_store_service_key_get(struct kh_store *s, uint8_t key_id, uint32_t version,
+					       uint8_t key[static 32]);
+
+/* ---- service key rotation in chunks (migration 4, src/store/ops_rotation.c) ---- */
+
+struct kh_store_rotation {
+	uint8_t key_id;
+	uint32_t version;
+	uint32_t last_ua; /* SET KEY queued for every active card up to this UA */
+	uint32_t emms;    /* queued so far */
+	int done;
+};
+/* The job rotating key_id to version; KH_ERR_NOTFOUND when there is none. */
+KH_WARN_UNUSED kh_err kh_store_rotation_get(struct kh_store *s, uint8_t key_id, uint32_t version,
+					    struct kh_store_rotation *out);
+/* Create or move the job (in the transaction of the EMMs it accounts for). */
+KH_WARN_UNUSED kh_err kh_store_rotation_put(struct kh_store *s, const struct kh_store_rotation *j);
+/* The UAs of at most max active cards above after, ascending, into ua; *n how many. */
+KH_WARN_UNUSED kh_err kh_store_active_cards_after(struct kh_store *s, uint32_t after, size_t max, uint32_t *ua,
+						  size_t *n);
 
 /* Invoices of a subscriber, by time then id. */
 struct kh_store_invoice {

@@ -195,9 +195,28 @@ static const char migration_3[] =
 	"  CHECK (start_time < end_time)\n"
 	") STRICT, WITHOUT ROWID;\n";
 
+/*
+ * 4 (service key rotation in chunks, docs/internals/sms.md): the progress of rotating key_id to
+ * version: SET KEY queued for every active card with a UA up to last_ua, emms so far, done. Each
+ * chunk's transaction moves it with the EMMs it queued, so a rotation interrupted (a crash, a
+ * failed chunk) resumes where it stopped when the operator asks to rotate that id again.
+ */
+static const char migration_4[] =
+	"CREATE TABLE rotation_jobs (\n"
+	"  key_id INTEGER NOT NULL CHECK (key_id BETWEEN 0 AND 255),\n"
+	"  version INTEGER NOT NULL " U32("version") ",\n"
+	"  last_ua INTEGER NOT NULL " U32("last_ua") ",\n"
+	"  emms INTEGER NOT NULL CHECK (emms >= 0),\n"
+	"  done INTEGER NOT NULL CHECK (done IN (0, 1)),\n"
+	"  created_at INTEGER NOT NULL,\n"
+	"  PRIMARY KEY (key_id, version),\n"
+	"  FOREIGN KEY (key_id, version) REFERENCES service_keys(key_id, version)\n"
+	") STRICT, WITHOUT ROWID;\n";
+
 const struct kh__migration kh__migrations[] = {
 	{1, migration_1},
 	{2, migration_2},
 	{3, migration_3},
+	{4, migration_4},
 };
 const size_t kh__migrations_count = sizeof kh__migrations / sizeof kh__migrations[0];

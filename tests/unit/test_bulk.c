@@ -436,6 +436,106 @@ static void test_resume(void **state)
 
 /* ---- (e) the list form; the cap; refusals ---- */
 
+/* ---- service key rotation in chunks (src/center/sms/sms_keys.c) ---- */
+
+/* SET KEY commands for (key_id, version) in every EMM queued for the card; applies new ones. */
+static unsigned set_keys_for(struct bw *b, struct card *c, uint8_t key_id, uint32_t version)
+{
+	struct kh_host_cas direct = {.card = &c->m.t};
+	char path[80];
+	struct reply r;
+	json_t *j, *e;
+	size_t i;
+	unsigned got = 0;
+
+	snprintf(path, sizeof path, "/v1/cards/%08X/emm?since=0&limit=1000", c->m.ua);
+	j = expect(b, "GET", path, NULL, NULL, 200, &r);
+	json_array_foreach(json_object_get(j, "emms"), i, e) {
+		uint8_t sec[KH_EMM_MAX], kp[32], ku[32], cmds[KH_EMM_CMDS_MAX];
+		size_t n = 0, len = 0;
+		uint32_t seq = (uint32_t)jint(e, "seq");
+		struct kh_tlv tlv;
+		struct kh_rd rd;
+
+		assert_int_equal(kh_json_get_b64(e, "section", sec, sizeof sec, &n, 0), KH_OK);
+		assert_int_equal(kh_authority_card_keys(b->w->auth, c->m.ua, kp, ku), KH_OK);
+		assert_int_equal(kh_emm_open(kp, sec, n, cmds, sizeof cmds, &len), KH_OK);
+		kh_wipe(kp, sizeof kp);
+		kh_wipe(ku, sizeof ku);
+		kh_rd_init(&rd, cmds, len);
+		while (kh_tlv_next(&rd, &tlv) == 1)
+			if (tlv.tag == KH_EMM_SET_KEY && tlv.v[0] == key_id && kh_get_be32(tlv.v + 1) == version)
+				got++;
+		kh_wipe(cmds, sizeof cmds);
+		if (seq > c->applied) {
+			assert_int_equal(kh_host_cas_emm(&direct, sec, n), KH_OK);
+			c->applied = seq;
+		}
+	}
+	reply_free(&r);
+	return got;
+}
+
+/*
+ * A rotation runs in chunks of CHUNK cards; one that fails half-way is finished by asking again:
+ * the same version, no new one, and every active card sent the key exactly once.
+ */
+static void test_rotation_chunks(void **state)
+{
+	struct bw *b = *state;
+	char trig[320];
+	struct reply r;
+	json_t *j;
+
+	/* four active cards, two chunks */
+	j = expect(b, "POST", "/v1/service-keys/rotate", "{\"key_id\":1}", NULL, 201, &r);
+	assert_int_equal(jint(j, "version"), 2);
+	assert_int_equal(jint(j, "emms_queued"), 4);
+	assert_false(json_is_true(json_object_get(j, "resumed")));
+	reply_free(&r);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(set_keys_for(b, &b->cards[i], 1, 2), 1);
+
+	/* the next rotation fails in its second chunk (cards 2 and 3: UAs ascending) */
+	snprintf(trig, sizeof trig,
+		 "CREATE TRIGGER kh_test_fail BEFORE INSERT ON emm_queue\n"
+		 "WHEN NEW.address = %u BEGIN SELECT RAISE(ABORT, 'injected'); END",
+		 b->cards[2].m.ua);
+	store_exec(b, trig);
+	http_req(&b->hc, "POST", "/v1/service-keys/rotate", "{\"key_id\":1}", NULL, &r);
+	assert_true(r.status >= 400 && r.status < 600);
+	reply_free(&r);
+	assert_int_equal(set_keys_for(b, &b->cards[0], 1, 3), 1);
+	assert_int_equal(set_keys_for(b, &b->cards[1], 1, 3), 1);
+	assert_int_equal(set_keys_for(b, &b->cards[2], 1, 3), 0);
+	assert_int_equal(set_keys_for(b, &b->cards[3], 1, 3), 0);
+
+	/* asked again: version 3's job resumes after card 1, no version 4 */
+	store_exec(b, "DROP TRIGGER kh_test_fail");
+	j = expect(b, "POST", "/v1/service-keys/rotate", "{\"key_id\":1}", NULL, 200, &r);
+	assert_int_equal(jint(j, "version"), 3);
+	assert_int_equal(jint(j, "emms_queued"), 4); /* the job's: both attempts */
+	assert_true(json_is_true(json_object_get(j, "resumed")));
+	reply_free(&r);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(set_keys_for(b, &b->cards[i], 1, 3), 1);
+	j = expect(b, "GET", "/v1/service-keys", NULL, NULL, 200, &r);
+	{
+		json_t *k;
+		size_t i;
+		int64_t newest = 0;
+		json_array_foreach(json_object_get(j, "service_keys"), i, k) if (jint(k, "key_id") == 1 &&
+										      jint(k, "version") > newest) newest =
+			jint(k, "version");
+		assert_int_equal(newest, 3);
+	}
+	reply_free(&r);
+	/* and the rotation after that makes version 4 as usual */
+	j = expect(b, "POST", "/v1/service-keys/rotate", "{\"key_id\":1}", NULL, 201, &r);
+	assert_int_equal(jint(j, "version"), 4);
+	reply_free(&r);
+}
+
 static void test_list(void **state)
 {
 	struct bw *b = *state;
@@ -554,6 +654,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_all, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rotation_chunks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),

@@ -56,34 +56,25 @@ kh_err kh__sms_policy_get(struct kh_http_req *req, struct kh_http_resp *resp, vo
 						  (json_int_t)reload));
 }
 
-/* ---- POST /v1/service-keys/rotate {key_id} ---- */
-
-struct ua_list {
-	size_t n, cap;
-	uint32_t *ua;
-};
-
-static kh_err collect_ua(void *arg, const struct kh_store_card *c)
-{
-	struct ua_list *l = arg;
-
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 64;
-		uint32_t *p = realloc(l->ua, cap * sizeof *p);
-		if (p == NULL)
-			return KH_ERR_NOMEM;
-		l->ua = p;
-		l->cap = cap;
-	}
-	l->ua[l->n++] = c->ua;
-	return KH_OK;
-}
+/* ---- POST /v1/service-keys/rotate {key_id} ----
+ *
+ * A new version of the key, then SET KEY to every active card, in chunks of c->bulk_chunk cards
+ * (by UA), each chunk one transaction with the job's progress row (store: rotation_jobs). One
+ * transaction for every card held the center's writer for seconds at 100,000 cards (and would
+ * for minutes at millions): uploads and operator actions now get in between chunks. A rotation
+ * that stops half-way (a crash, a failed chunk) is finished by asking to rotate the same id
+ * again: the newest version's unfinished job resumes after its last card, and no new version is
+ * made. A card assigned meanwhile already gets the new version with its start-up EMMs.
+ */
 
 struct rotate_tx {
 	struct kh_sms *c;
 	uint8_t key_id;
 	uint32_t version;
-	unsigned queued;
+	int resumed;  /* the newest version's job was unfinished: carried on */
+	unsigned queued; /* this chunk's EMMs */
+	struct kh_store_rotation job;
+	uint32_t *ua; /* c->bulk_chunk UAs */
 	struct kh__sms_why why;
 };
 
@@ -103,17 +94,16 @@ static kh_err count_id(void *arg, const struct kh_store_service_key *k)
 	return KH_OK;
 }
 
-static kh_err rotate_tx_fn(struct kh_store *s, void *arg)
+/* The job: the newest version's, when unfinished; else a new version and its job. */
+static kh_err rotate_start_tx(struct kh_store *s, void *arg)
 {
 	struct rotate_tx *a = arg;
-	struct ua_list cards = {0};
-	uint8_t key[32], cmd[48];
-	struct kh_wr w;
+	uint8_t key[32];
 	uint32_t v = 0;
 	kh_err r;
 
-	a->queued = 0;
 	a->why = (struct kh__sms_why){0};
+	a->resumed = 0;
 	r = kh_store_service_key_latest(s, a->key_id, &v);
 	if (r == KH_ERR_NOTFOUND) {
 		/*
@@ -130,20 +120,45 @@ static kh_err rotate_tx_fn(struct kh_store *s, void *arg)
 		v = 0;
 	} else if (r != KH_OK) {
 		return r;
+	} else if ((r = kh_store_rotation_get(s, a->key_id, v, &a->job)) == KH_OK && !a->job.done) {
+		a->version = v;
+		a->resumed = 1;
+		return KH_OK;
+	} else if (r != KH_OK && r != KH_ERR_NOTFOUND) {
+		return r;
 	}
 	if (v == UINT32_MAX)
 		return KH_ERR_TOO_LARGE;
 	a->version = v + 1;
-	if ((r = kh_random(key, sizeof key)) != KH_OK || (r = kh_store_service_key_add(s, a->key_id, a->version, key)) != KH_OK ||
-	    (r = kh_store_cards_in_state(s, "active", collect_ua, &cards)) != KH_OK)
+	a->job = (struct kh_store_rotation){.key_id = a->key_id, .version = a->version};
+	if ((r = kh_random(key, sizeof key)) == KH_OK && (r = kh_store_service_key_add(s, a->key_id, a->version, key)) == KH_OK)
+		r = kh_store_rotation_put(s, &a->job);
+	kh_wipe(key, sizeof key);
+	return r;
+}
+
+/* One chunk: SET KEY to the next active cards after the job's last, and the job moved on. */
+static kh_err rotate_chunk_tx(struct kh_store *s, void *arg)
+{
+	struct rotate_tx *a = arg;
+	uint8_t key[32], cmd[48];
+	struct kh_wr w;
+	size_t n = 0;
+	kh_err r;
+
+	a->queued = 0;
+	if ((r = kh_store_rotation_get(s, a->key_id, a->version, &a->job)) != KH_OK || a->job.done)
+		return r; /* another request for the same id finished it meanwhile */
+	if ((r = kh_store_active_cards_after(s, a->job.last_ua, a->c->bulk_chunk, a->ua, &n)) != KH_OK ||
+	    (r = kh_store_service_key_get(s, a->key_id, a->version, key)) != KH_OK)
 		goto out;
 	kh_wr_init(&w, cmd, sizeof cmd);
 	if ((r = kh_emm_put_set_key(&w, a->key_id, a->version, key)) != KH_OK)
 		goto out;
-	for (size_t i = 0; i < cards.n; i++) {
+	for (size_t i = 0; i < n; i++) {
 		struct kh__sms_emm e;
 
-		kh__sms_emm_init(&e, a->c, cards.ua[i]);
+		kh__sms_emm_init(&e, a->c, a->ua[i]);
 		r = kh__sms_emm_cmd(s, &e, cmd, w.len);
 		if (r == KH_OK)
 			r = kh__sms_emm_flush(s, &e);
@@ -152,28 +167,48 @@ static kh_err rotate_tx_fn(struct kh_store *s, void *arg)
 			goto out;
 		a->queued += e.queued;
 	}
+	if (n)
+		a->job.last_ua = a->ua[n - 1];
+	a->job.emms += a->queued;
+	a->job.done = n < a->c->bulk_chunk;
+	r = kh_store_rotation_put(s, &a->job);
 out:
 	kh_wipe(key, sizeof key);
 	kh_wipe(cmd, sizeof cmd);
-	free(cards.ua);
 	return r;
 }
 
 kh_err kh__sms_keys_rotate(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
 	struct rotate_tx a = {.c = arg};
+	unsigned chunks = 0;
 	int64_t id;
 	kh_err r;
 
 	if (kh__sms_json_int(kh_http_body(req), "key_id", 0, 255, 1, &id) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "key_id: an integer from 0 to 255");
 	a.key_id = (uint8_t)id;
-	if ((r = kh__sms_write(a.c, rotate_tx_fn, &a)) != KH_OK)
+	if ((a.ua = calloc(a.c->bulk_chunk, sizeof *a.ua)) == NULL)
+		return KH_ERR_NOMEM;
+	if ((r = kh__sms_write(a.c, rotate_start_tx, &a)) != KH_OK) {
+		free(a.ua);
 		return a.why.msg ? kh__sms_fail(resp, r, &a.why) : r;
-	kh__sms_count_emms(a.c, a.queued);
-	kh_log_info("sms.service_key", "key_id=%u version=%u emms=%u", (unsigned)a.key_id, (unsigned)a.version, a.queued);
-	return kh_http_reply(resp, 201, json_pack("{s:i,s:I,s:i}", "key_id", (int)a.key_id, "version",
-						  (json_int_t)a.version, "emms_queued", (int)a.queued));
+	}
+	/* Each chunk commits on its own: what committed stays, and a retry resumes after it. */
+	do {
+		if ((r = kh__sms_write(a.c, rotate_chunk_tx, &a)) != KH_OK) {
+			free(a.ua);
+			return r;
+		}
+		kh__sms_count_emms(a.c, a.queued);
+		chunks++;
+	} while (!a.job.done);
+	free(a.ua);
+	kh_log_info("sms.service_key", "key_id=%u version=%u emms=%u chunks=%u resumed=%d", (unsigned)a.key_id,
+		    (unsigned)a.version, a.job.emms, chunks, a.resumed);
+	return kh_http_reply(resp, a.resumed ? 200 : 201,
+			     json_pack("{s:i,s:I,s:I,s:b}", "key_id", (int)a.key_id, "version", (json_int_t)a.version,
+				       "emms_queued", (json_int_t)a.job.emms, "resumed", a.resumed));
 }
 
 /* ---- GET /v1/service-keys: ids and versions, never a key ---- */
