@@ -8,7 +8,6 @@
  */
 #include <string.h>
 
-#include "keyhole/crypto.h"
 #include "store_int.h"
 
 /* Columns 1..3 of both target queries: the card, the count, the renewal flag. */

@@ -6,34 +6,47 @@
  */
 #include <string.h>
 
-#include "keyhole/crypto.h"
 #include "store_int.h"
+
+/* Step sql (?1 key_id, ?2 version) to its row: KH_OK with *out on it, KH_ERR_NOTFOUND. */
+static kh_err version_row(struct kh_store *s, const char *sql, uint8_t key_id, uint32_t version, struct kh__stmt **out)
+{
+	struct kh__stmt *st = NULL;
+	int row = 0;
+	kh_err r;
+
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_i64(st, 1, key_id)) != KH_OK ||
+	    (r = kh__bind_i64(st, 2, version)) != KH_OK || (r = kh__step(st, &row)) != KH_OK)
+		goto fail;
+	if (!row) {
+		r = KH_ERR_NOTFOUND;
+		goto fail;
+	}
+	*out = st;
+	return KH_OK;
+fail:
+	kh__stmt_done(st);
+	return r;
+}
 
 kh_err kh_store_rotation_get(struct kh_store *s, uint8_t key_id, uint32_t version, struct kh_store_rotation *out)
 {
 	static const char sql[] =
 		"SELECT last_ua, emms, done FROM rotation_jobs WHERE key_id = ?1 AND version = ?2";
 	struct kh__stmt *st = NULL;
-	int row = 0;
 	kh_err r;
 
 	if (s == NULL || out == NULL)
 		return KH_ERR_INVAL;
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_i64(st, 1, key_id)) != KH_OK ||
-	    (r = kh__bind_i64(st, 2, version)) != KH_OK || (r = kh__step(st, &row)) != KH_OK)
-		goto out;
-	if (!row) {
-		r = KH_ERR_NOTFOUND;
-		goto out;
-	}
+	if ((r = version_row(s, sql, key_id, version, &st)) != KH_OK)
+		return r;
 	out->key_id = key_id;
 	out->version = version;
 	out->last_ua = (uint32_t)kh__col_i64(st, 0);
 	out->emms = (uint32_t)kh__col_i64(st, 1);
 	out->done = kh__col_i64(st, 2) != 0;
-out:
 	kh__stmt_done(st);
-	return r;
+	return KH_OK;
 }
 
 kh_err kh_store_rotation_put(struct kh_store *s, const struct kh_store_rotation *j)
@@ -63,25 +76,16 @@ kh_err kh_store_service_key_get(struct kh_store *s, uint8_t key_id, uint32_t ver
 	struct kh__stmt *st = NULL;
 	const uint8_t *p;
 	size_t n;
-	int row = 0;
 	kh_err r;
 
 	if (s == NULL)
 		return KH_ERR_INVAL;
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_i64(st, 1, key_id)) != KH_OK ||
-	    (r = kh__bind_i64(st, 2, version)) != KH_OK || (r = kh__step(st, &row)) != KH_OK)
-		goto out;
-	if (!row) {
-		r = KH_ERR_NOTFOUND;
-		goto out;
-	}
+	if ((r = version_row(s, sql, key_id, version, &st)) != KH_OK)
+		return r;
 	p = kh__col_blob(st, 0, &n);
-	if (n != 32) {
-		r = KH_ERR_DB;
-		goto out;
-	}
-	memcpy(key, p, 32);
-out:
+	r = n == 32 ? KH_OK : KH_ERR_DB;
+	if (r == KH_OK)
+		memcpy(key, p, 32);
 	kh__stmt_done(st);
 	return r;
 }
