@@ -438,6 +438,8 @@ static void model_apply(const struct kh_emm_hdr *h, const uint8_t *cmds, size_t 
 	struct kh_tlv t;
 
 	CHECK(h->seq > md.seq[h->addr_type]);
+	/* the card's own EMMs apply strictly in order: never across a gap */
+	CHECK(h->addr_type != KH_EMM_UNIQUE || h->seq == md.seq[KH_EMM_UNIQUE] + 1);
 	md.seq[h->addr_type] = h->seq;
 	kh_rd_init(&rd, cmds, n);
 	while (kh_tlv_next(&rd, &t) == 1) {

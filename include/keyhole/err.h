@@ -98,6 +98,14 @@ typedef int kh_err;
 	XX(NOT_BUILT, "backend not built into this binary", 501, "not_built", 0x6F34)            \
 	XX(IDEM_MISMATCH, "idempotency key reused for a different request", 422,                 \
 	   "idempotency_mismatch", 0x6F35)                                                       \
+	XX(EMM_GAP, "an earlier EMM for this card is missing: apply the gap first", 409,         \
+	   "emm_gap", 0x6F36)                                                                    \
+	XX(SIGNATURE, "operator signature missing or does not verify", 403, "signature",         \
+	   0x6F37)                                                                               \
+	XX(UNKNOWN_SIGNER, "message signed by a key this card has not been given", 403,          \
+	   "unknown_signer", 0x6F38)                                                             \
+	XX(RELOAD_JUMP, "credit reload id jumps too far ahead", 400, "reload_jump", 0x6F39)      \
+	XX(REVOKED, "module certificate revoked by the operator", 403, "revoked", 0x6F3A)        \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

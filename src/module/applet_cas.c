@@ -397,6 +397,16 @@ kh_err kh__h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *res
 		return KH_ERR_EMM_REPLAY;
 	if ((r = kh_emm_open(key, a->data, a->lc, cmds, sizeof cmds, &n)) != KH_OK)
 		goto out;
+	/*
+	 * A card's own EMMs apply in order: a host that withholds seq n (a REVOKE, say) and delivers
+	 * n+1 gets EMM_GAP for n+1 instead of turning n into a replay. The center's per-card sequence
+	 * has no holes, so the decoder fetches the missing ones (CAS STATUS says the last applied).
+	 * Checked after the tag, so only a genuine EMM can report a gap.
+	 */
+	if (h.addr_type == KH_EMM_UNIQUE && h.seq != c->seq[KH_EMM_UNIQUE] + 1) {
+		r = KH_ERR_EMM_GAP;
+		goto out;
+	}
 	if ((r = apply(c, h.addr_type, cmds, n)) != KH_OK)
 		goto out;
 	c->seq[h.addr_type] = h.seq;

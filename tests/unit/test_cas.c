@@ -58,6 +58,15 @@ static size_t make_emm(struct cas_world *cw, uint32_t ua, uint32_t seq, const ui
 	return world_emm(cw->w->auth, ua, seq, cmds, n, out, cap);
 }
 
+static struct kh_cas_status status_of(struct kh_transport *card)
+{
+	struct kh_host_cas c = {0};
+	struct kh_cas_status st;
+	c.card = card;
+	assert_int_equal(kh_host_cas_status(&c, &st), KH_OK);
+	return st;
+}
+
 /* Service key 1 v1, a right to PRODUCT for [t0 - 100, t0 + 100), 100 credits (reload 1). */
 static void provision(struct cas_world *cw, struct mod *card)
 {
@@ -69,7 +78,7 @@ static void provision(struct cas_world *cw, struct mod *card)
 	assert_int_equal(kh_emm_put_set_key(&w, 1, 1, cw->skey), KH_OK);
 	assert_int_equal(kh_emm_put_entitle(&w, PRODUCT, cw->t0 - 100, cw->t0 + 100), KH_OK);
 	assert_int_equal(kh_emm_put_add_credit(&w, 100, 1), KH_OK);
-	n = make_emm(cw, card->ua, ++cw->seq, cmds, w.len, emm, sizeof emm);
+	n = make_emm(cw, card->ua, status_of(&card->t).seq[KH_EMM_UNIQUE] + 1, cmds, w.len, emm, sizeof emm);
 	struct kh_host_cas direct = cw->cas;
 	direct.card = &card->t;
 	assert_int_equal(kh_host_cas_emm(&direct, emm, n), KH_OK);
@@ -100,15 +109,6 @@ static size_t make_ecm(struct cas_world *cw, uint8_t access, uint32_t what, uint
 	e.time = t;
 	assert_int_equal(kh_ecm_seal(cw->skey, &e, out, cap, &len), KH_OK);
 	return len;
-}
-
-static struct kh_cas_status status_of(struct kh_transport *card)
-{
-	struct kh_host_cas c = {0};
-	struct kh_cas_status st;
-	c.card = card;
-	assert_int_equal(kh_host_cas_status(&c, &st), KH_OK);
-	return st;
 }
 
 /* ---- codec ---- */
@@ -207,7 +207,7 @@ static void test_emm_rules(void **state)
 		kh_wr_init(&b, bad, sizeof bad);
 		assert_int_equal(kh_emm_put_add_credit(&b, 50, 2), KH_OK);
 		assert_int_equal(kh_tlv_put_u8(&b, 0x7E, 1), KH_OK);
-		n2 = make_emm(cw, w->c1.ua, 3, bad, b.len, emm2, sizeof emm2);
+		n2 = make_emm(cw, w->c1.ua, 2, bad, b.len, emm2, sizeof emm2);
 		assert_int_equal(kh_host_cas_emm(&cw->cas, emm2, n2), KH_ERR_TLV_TAG);
 	}
 	after = status_of(&w->c1.t);
@@ -218,6 +218,14 @@ static void test_emm_rules(void **state)
 	/* the genuine one with seq 2 applies once; its reload id cannot be applied again */
 	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
 	assert_int_equal(status_of(&w->c1.t).credit, 150);
+	/* a host that withholds seq 3 and delivers seq 4 gets a gap, not a replay of 3 later */
+	n = make_emm(cw, w->c1.ua, 4, cmds, wr.len, emm, sizeof emm);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_EMM_GAP);
+	assert_int_equal(status_of(&w->c1.t).seq[KH_EMM_UNIQUE], 2);
+	n = make_emm(cw, w->c1.ua, 3, cmds, wr.len, emm, sizeof emm);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+	n = make_emm(cw, w->c1.ua, 4, cmds, wr.len, emm, sizeof emm);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
 	n = make_emm(cw, w->c1.ua, 5, cmds, wr.len, emm, sizeof emm);
 	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
 	after = status_of(&w->c1.t);
