@@ -110,6 +110,9 @@ static struct {
 	char auth_dir[128];
 	uint8_t root_pk[32];
 	uint8_t skey[32];
+	struct kh_cas_signer esg;         /* the operator's ECM signer */
+	uint8_t sg_der[2][KH_CERT_MAX];   /* ECM and EMM signer certificates, for SET SIGNER */
+	size_t sg_len[2];
 	uint64_t t0;
 	int ecms, emms;
 	uint8_t (*ecm)[KH_ECM_MAX];
@@ -285,7 +288,7 @@ static kh_err seal_emm(struct world *wd, uint8_t *out, size_t *len)
 {
 	uint8_t cmds[64];
 	struct kh_wr w;
-	struct kh_emm_hdr h = {0, KH_EMM_UNIQUE, wd->card_ua, ++wd->emm_seq};
+	struct kh_emm_hdr h = {0, KH_EMM_UNIQUE, wd->card_ua, ++wd->emm_seq, 0};
 
 	kh_wr_init(&w, cmds, sizeof cmds);
 	if (kh_emm_put_add_credit(&w, 1, ++wd->reload) != KH_OK)
@@ -312,7 +315,7 @@ static kh_err make_ecms(void)
 		e.product = PRODUCT;
 		e.time = W.t0;
 		if ((r = kh_random(e.cw_even, 16)) == KH_OK && (r = kh_random(e.cw_odd, 16)) == KH_OK)
-			r = kh_ecm_seal(W.skey, &e, W.ecm[i], KH_ECM_MAX, &W.ecm_len[i]);
+			r = kh_ecm_seal(W.skey, &W.esg, &e, W.ecm[i], KH_ECM_MAX, &W.ecm_len[i]);
 	}
 	kh_wipe(&e, sizeof e);
 	return r;
@@ -321,13 +324,15 @@ static kh_err make_ecms(void)
 /* Give the card its service key and a right to PRODUCT, by one unique EMM under its Kp. */
 static kh_err provision(struct world *wd)
 {
-	uint8_t cmds[256], emm[KH_EMM_MAX];
+	uint8_t cmds[KH_EMM_CMDS_MAX], emm[KH_EMM_MAX];
 	struct kh_wr w;
-	struct kh_emm_hdr h = {0, KH_EMM_UNIQUE, wd->card_ua, ++wd->emm_seq};
+	struct kh_emm_hdr h = {0, KH_EMM_UNIQUE, wd->card_ua, ++wd->emm_seq, 0};
 	size_t n;
 	kh_err r;
 
 	kh_wr_init(&w, cmds, sizeof cmds);
+	kh_emm_put_set_signer(&w, W.sg_der[0], W.sg_len[0]);
+	kh_emm_put_set_signer(&w, W.sg_der[1], W.sg_len[1]);
 	kh_emm_put_set_key(&w, 1, 1, W.skey);
 	if ((r = kh_emm_put_entitle(&w, PRODUCT, W.t0 - 86400, W.t0 + 86400 * 365)) != KH_OK)
 		return r;
@@ -402,6 +407,11 @@ static kh_err setup(int want_unix)
 	    (r = kh_authority_open(W.auth_dir, &a)) != KH_OK)
 		goto out;
 	kh_authority_root_pk(a, W.root_pk);
+	if ((r = kh_authority_signer_load(W.auth_dir, KH_ROLE_ECM_SIGNER, &W.esg, W.sg_der[0], KH_CERT_MAX,
+					  &W.sg_len[0])) != KH_OK ||
+	    (r = kh_authority_signer_load(W.auth_dir, KH_ROLE_EMM_SIGNER, NULL, W.sg_der[1], KH_CERT_MAX,
+					  &W.sg_len[1])) != KH_OK)
+		goto out;
 
 	/* in memory */
 	if ((r = issue(a, KH_ROLE_CAM, NULL, &W.mem.cam_sm, &ua)) != KH_OK ||

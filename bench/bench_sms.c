@@ -915,7 +915,7 @@ static double seal_rate(struct em *e, double t)
 	do {
 		for (int j = 0; j < 256; j++, ops++) {
 			uint32_t ua = UA_BASE + (uint32_t)(ops % e->c);
-			struct kh_emm_hdr h = {KH_EMM_TID_UNIQUE, KH_EMM_UNIQUE, ua, (uint32_t)ops + 1};
+			struct kh_emm_hdr h = {KH_EMM_TID_UNIQUE, KH_EMM_UNIQUE, ua, (uint32_t)ops + 1, 0};
 			CHECK(kh_cas_card_kp(e->ce.master, ua, kp));
 			CHECK(kh_emm_seal(kp, &h, cmd, w.len, out, sizeof out, &len));
 			kh_wipe(kp, sizeof kp);

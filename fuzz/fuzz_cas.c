@@ -245,7 +245,7 @@ static void personalise(const uint8_t root_pk[static 32])
 static void provision(void)
 {
 	uint8_t cmds[512];
-	struct kh_emm_hdr h = {KH_EMM_TID_UNIQUE, KH_EMM_UNIQUE, FZ_CAS_UA, 1};
+	struct kh_emm_hdr h = {KH_EMM_TID_UNIQUE, KH_EMM_UNIQUE, FZ_CAS_UA, 1, 0};
 	struct kh_wr w;
 	size_t n;
 

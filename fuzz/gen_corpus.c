@@ -902,9 +902,9 @@ static void gen_emm(void)
 {
 	static const uint8_t k2[32] = "gen corpus second key .........";
 	uint8_t cmds[512], sec[KH_EMM_MAX];
-	struct kh_emm_hdr hu = {0, KH_EMM_UNIQUE, FZ_CAS_UA, 2};
-	struct kh_emm_hdr hg = {0, KH_EMM_GROUP, FZ_CAS_GROUP, 2};
-	struct kh_emm_hdr ha = {0, KH_EMM_ALL, 0, 2};
+	struct kh_emm_hdr hu = {0, KH_EMM_UNIQUE, FZ_CAS_UA, 2, 0};
+	struct kh_emm_hdr hg = {0, KH_EMM_GROUP, FZ_CAS_GROUP, 2, 0};
+	struct kh_emm_hdr ha = {0, KH_EMM_ALL, 0, 2, 0};
 	struct kh_wr w;
 	size_t n;
 	int i;

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "keyhole/cas.h"
 #include "keyhole/cert.h"
 #include "keyhole/err.h"
 
@@ -73,6 +74,24 @@ struct kh_issued {
 	uint8_t sign_der[KH_CERT_MAX];
 	uint8_t pair_der[KH_CERT_MAX];
 };
+
+/*
+ * The operator's ECM and EMM signers (docs/protocols/cas.md): an Ed25519 key made here and
+ * certified by the root with role `ecm-signer` or `emm-signer` and a UA of its own (the signer's
+ * serial), kept in <dir>/<role>.key (mode 0600) beside its certificate in issued/.
+ * _new makes one (KH_ERR_EXISTS when the role's key file is there: it is never replaced, as
+ * cards already trust its certificate; KH_ERR_INVAL for another role). _ensure makes whichever of
+ * the two is missing (*made, may be NULL: how many). _load reads one back (sg and der may each be
+ * NULL, not both) and checks that key, certificate and the root belong together (KH_ERR_CERT_KEY
+ * otherwise); KH_ERR_NOTFOUND when the authority has none yet. sg holds a private key: wipe it.
+ */
+#define KH_SIGNER_SERIAL_BASE 0xFF000000u /* signers' UAs; modules get UAs below it */
+KH_WARN_UNUSED kh_err kh_authority_signer_new(struct kh_authority *a, enum kh_role role);
+KH_WARN_UNUSED kh_err kh_authority_signers_ensure(struct kh_authority *a, unsigned *made);
+KH_WARN_UNUSED kh_err kh_authority_signer_load(const char *dir, enum kh_role role, struct kh_cas_signer *sg,
+					       uint8_t *der, size_t cap, size_t *len);
+/* The directory the authority lives in (owned by a). */
+const char *kh_authority_dir(const struct kh_authority *a);
 
 struct kh_transport;
 

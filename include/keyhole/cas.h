@@ -34,11 +34,15 @@
 #include "keyhole/buf.h"
 #include "keyhole/err.h"
 
-#define KH_CAS_VERSION 1
+#define KH_CAS_VERSION 1        /* a card's own EMM: Kp authenticates it */
+#define KH_CAS_VERSION_SIGNED 2 /* ECMs, group and broadcast EMMs: the operator signs them */
 #define KH_CAS_KEY_LEN 32
 #define KH_CAS_CW_MAX 16
 #define KH_CAS_NONCE_LEN 12
 #define KH_CAS_TAG_LEN 16
+#define KH_CAS_SIG_LEN 64
+/* What a signed section carries after its tag: u32 signer serial | Ed25519 signature. */
+#define KH_CAS_TRAILER_LEN (4 + KH_CAS_SIG_LEN)
 
 #define KH_ECM_TID_EVEN 0x80u
 #define KH_ECM_TID_ODD 0x81u
@@ -53,6 +57,18 @@
 #define KH_ECM_MAX 256u
 #define KH_EMM_MAX 1024u
 #define KH_EMM_CMDS_MAX (KH_EMM_MAX - KH_EMM_HDR_LEN - KH_CAS_TAG_LEN)
+#define KH_EMM_SIGNED_CMDS_MAX (KH_EMM_CMDS_MAX - KH_CAS_TRAILER_LEN)
+
+/*
+ * An operator signing key: the Ed25519 private key of an ECM signer or an EMM signer (roles
+ * `ecm-signer`, `emm-signer`, certified by the root) and the serial its certificate names (the
+ * certificate's UA). A card knows a signer only after it was given that certificate (SET SIGNER,
+ * under its own Kp), so a key every card holds never authorises anything.
+ */
+struct kh_cas_signer {
+	uint32_t serial;
+	uint8_t sk[32];
+};
 
 /* ---- ECM ---- */
 
@@ -76,7 +92,8 @@ struct kh_ecm_hdr {
 	uint8_t table_id;
 	uint8_t key_id;
 	uint32_t key_version;
-	uint32_t cp; /* crypto period number */
+	uint32_t cp;     /* crypto period number */
+	uint32_t signer; /* serial of the ECM signer whose signature the section carries */
 };
 
 /* Everything an ECM says once opened. */
@@ -94,15 +111,17 @@ struct kh_ecm {
 };
 
 /*
- * Seal an ECM under key (a random nonce is drawn). KH_ERR_INVAL for a table_id other than
- * 0x80/0x81, a cw_len other than 8/16, an unknown access; KH_ERR_BUF when cap is short.
+ * Seal an ECM under key (a random nonce is drawn) and sign the whole section with the ECM signer
+ * sg (version 2). KH_ERR_INVAL for a table_id other than 0x80/0x81, a cw_len other than 8/16, an
+ * unknown access; KH_ERR_BUF when cap is short.
  */
-KH_WARN_UNUSED kh_err kh_ecm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_ecm *e,
-				  uint8_t *out, size_t cap, size_t *len);
+KH_WARN_UNUSED kh_err kh_ecm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_cas_signer *sg,
+				  const struct kh_ecm *e, uint8_t *out, size_t cap, size_t *len);
 /*
  * Check a whole ECM section's framing and read its clear header: KH_ERR_TRUNCATED / TRAILING
  * (section_length against n), KH_ERR_TOO_LARGE (above KH_ECM_MAX), KH_ERR_FORMAT (table_id,
- * a body shorter than header and tag), KH_ERR_VERSION.
+ * a body shorter than header, tag and signature), KH_ERR_VERSION (anything but version 2: an
+ * unsigned version-1 ECM is refused, never read as one without a signature).
  */
 KH_WARN_UNUSED kh_err kh_ecm_peek(const uint8_t *sec, size_t n, struct kh_ecm_hdr *h);
 /*
@@ -113,6 +132,12 @@ KH_WARN_UNUSED kh_err kh_ecm_peek(const uint8_t *sec, size_t n, struct kh_ecm_hd
  */
 KH_WARN_UNUSED kh_err kh_ecm_open(const uint8_t key[static KH_CAS_KEY_LEN], const uint8_t *sec, size_t n,
 				  struct kh_ecm *e);
+/*
+ * Check the signature of an ECM section (framing as kh_ecm_peek) with the public key of the
+ * signer its header names: Ed25519 over "keyhole ecm sig v2" | every byte before the signature.
+ * KH_ERR_SIGNATURE when it does not verify.
+ */
+KH_WARN_UNUSED kh_err kh_ecm_verify(const uint8_t pk[static 32], const uint8_t *sec, size_t n);
 
 /* ---- EMM ---- */
 
@@ -126,7 +151,8 @@ struct kh_emm_hdr {
 	uint8_t table_id; /* follows from addr_type */
 	uint8_t addr_type;
 	uint32_t addr;
-	uint32_t seq; /* strictly increasing per card and address type */
+	uint32_t seq;    /* unique: last + 1 exactly; group and all: strictly increasing */
+	uint32_t signer; /* group and all: the EMM signer's serial; 0 for unique */
 };
 
 /* EMM commands: a TLV list, applied all together or not at all. */
@@ -140,21 +166,36 @@ enum kh_emm_cmd {
 	KH_EMM_SET_GROUP = 7,   /* u32 group | key(32): the card's group and its key */
 	KH_EMM_SET_ALL_KEY = 8, /* key(32): the broadcast key */
 	KH_EMM_ACK_USAGE = 9,   /* u32 block_seq: the center holds the purchases of blocks up to it */
+	KH_EMM_SET_SIGNER = 10, /* DER certificate of an ECM or EMM signer, checked against the root */
 };
 
 /*
- * Seal an EMM. table_id is set from addr_type. KH_ERR_INVAL for an unknown address type, an
- * address other than 0 for ALL, or an empty command list; KH_ERR_TOO_LARGE above
- * KH_EMM_CMDS_MAX; KH_ERR_BUF when cap is short.
+ * Seal a card's own EMM (UNIQUE, version 1) under its Kp. table_id is set from addr_type.
+ * KH_ERR_INVAL for another address type (group and all EMMs are signed: kh_emm_seal_signed) or
+ * an empty command list; KH_ERR_TOO_LARGE above KH_EMM_CMDS_MAX; KH_ERR_BUF when cap is short.
  */
 KH_WARN_UNUSED kh_err kh_emm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_emm_hdr *h,
 				  const uint8_t *cmds, size_t len, uint8_t *out, size_t cap, size_t *outlen);
-/* Framing and clear header, as kh_ecm_peek; KH_ERR_FORMAT also when table_id and type disagree. */
+/*
+ * Seal a GROUP or ALL EMM (version 2) under the group or broadcast key, which only hides it, and
+ * sign the section with the EMM signer sg, which is what makes a card believe it. KH_ERR_INVAL
+ * for a UNIQUE header, an address other than 0 for ALL, or no commands; KH_ERR_TOO_LARGE above
+ * KH_EMM_SIGNED_CMDS_MAX.
+ */
+KH_WARN_UNUSED kh_err kh_emm_seal_signed(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_cas_signer *sg,
+					 const struct kh_emm_hdr *h, const uint8_t *cmds, size_t len, uint8_t *out,
+					 size_t cap, size_t *outlen);
+/* Framing and clear header, as kh_ecm_peek; KH_ERR_FORMAT also when table_id and type disagree;
+ * KH_ERR_VERSION for a unique EMM that is not version 1 or a group or all EMM that is not
+ * version 2 (signed): an unsigned group or broadcast EMM is refused, never downgraded. */
 KH_WARN_UNUSED kh_err kh_emm_peek(const uint8_t *sec, size_t n, struct kh_emm_hdr *h);
 /* Open an EMM's command list into cmds (cap >= KH_EMM_CMDS_MAX is always enough). KH_ERR_AUTH
  * when the tag fails; cmds is written only on success. Commands are checked by the card. */
 KH_WARN_UNUSED kh_err kh_emm_open(const uint8_t key[static KH_CAS_KEY_LEN], const uint8_t *sec, size_t n,
 				  uint8_t *cmds, size_t cap, size_t *cmdlen);
+/* A signed (group or all) EMM's signature, as kh_ecm_verify with "keyhole emm sig v2".
+ * KH_ERR_SIGNATURE also for a unique EMM, which carries none. */
+KH_WARN_UNUSED kh_err kh_emm_verify(const uint8_t pk[static 32], const uint8_t *sec, size_t n);
 
 /* Command builders (append one TLV to w; the writer's sticky error). */
 kh_err kh_emm_put_set_key(struct kh_wr *w, uint8_t key_id, uint32_t key_version,
@@ -167,6 +208,7 @@ kh_err kh_emm_put_req_export(struct kh_wr *w);
 kh_err kh_emm_put_set_group(struct kh_wr *w, uint32_t group, const uint8_t key[static KH_CAS_KEY_LEN]);
 kh_err kh_emm_put_set_all_key(struct kh_wr *w, const uint8_t key[static KH_CAS_KEY_LEN]);
 kh_err kh_emm_put_ack_usage(struct kh_wr *w, uint32_t block_seq);
+kh_err kh_emm_put_set_signer(struct kh_wr *w, const uint8_t *cert, size_t len);
 
 /* ---- keys diversified from the management master (PROTOCOLS.md, and above) ---- */
 
@@ -211,7 +253,8 @@ KH_WARN_UNUSED kh_err kh_ppv_offer_parse(const uint8_t *d, size_t n, struct kh_p
  * group, 5: u32 seq all, 6: u8 export authorised, 7: u16 purchases logged, 8: u32 ECMs seen,
  * 9: u32 CWs released, 10: u32 ECMs refused, 11: u32 EMMs applied, repeated 12: right
  * (u32 product | u64 start | u64 end), repeated 13: service key id (u8 id | u32 version; never
- * the key), repeated 14: purchase (u32 event | u32 price | u64 time), 15: u32 last reload id}.
+ * the key), repeated 14: purchase (u32 event | u32 price | u64 time), 15: u32 last reload id,
+ * repeated 16: signer known (u8 role | u32 serial)}.
  */
 #define KH_CAS_STATUS_MAX_RIGHTS 32
 #define KH_CAS_STATUS_MAX_KEYS 8
@@ -230,6 +273,8 @@ struct kh_cas_status {
 	size_t nkeys;
 	struct { uint8_t id; uint32_t version; } keys[KH_CAS_STATUS_MAX_KEYS];
 	struct { uint32_t event, price; uint64_t time; } purchases[KH_CAS_STATUS_MAX_PURCHASES];
+	size_t nsigners;
+	struct { uint8_t role; uint32_t serial; } signers[4];
 };
 KH_WARN_UNUSED kh_err kh_cas_status_parse(const uint8_t *d, size_t n, struct kh_cas_status *out);
 

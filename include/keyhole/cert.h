@@ -26,6 +26,8 @@ enum kh_role {
 	KH_ROLE_PROCESSOR = 5,
 	KH_ROLE_BUYER = 6,
 	KH_ROLE_KEYCARD = 7,
+	KH_ROLE_ECM_SIGNER = 8, /* the headend's key that signs every ECM's access criteria */
+	KH_ROLE_EMM_SIGNER = 9, /* the operator's key that signs group and broadcast EMMs */
 };
 
 enum kh_cert_key {

@@ -106,6 +106,8 @@ typedef int kh_err;
 	   "unknown_signer", 0x6F38)                                                             \
 	XX(RELOAD_JUMP, "credit reload id jumps too far ahead", 400, "reload_jump", 0x6F39)      \
 	XX(REVOKED, "module certificate revoked by the operator", 403, "revoked", 0x6F3A)        \
+	XX(EMM_SCOPE, "command accepted only in an EMM sealed under the card's own key", 403,    \
+	   "emm_scope", 0x6F3B)                                                                  \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

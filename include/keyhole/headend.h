@@ -17,6 +17,7 @@
 
 #include "keyhole/buf.h"
 #include "keyhole/cas.h"
+#include "keyhole/cert.h"
 #include "keyhole/err.h"
 #include "keyhole/scramble.h"
 
@@ -62,6 +63,16 @@ KH_WARN_UNUSED kh_err kh_headend_keys_lock(const char *path, int *fd);
 void kh_headend_keys_unlock(int fd);
 
 void kh_headend_keys_master(const struct kh_headend_keys *k, uint8_t master[static 32]);
+/*
+ * The operator's ECM signer or EMM signer (role KH_ROLE_ECM_SIGNER / KH_ROLE_EMM_SIGNER) the key
+ * file holds (a line `signer ecm|emm SERIAL KEY CERT`, copied from the authority by `keys init`):
+ * its key and serial into sg (may be NULL; a private key: wipe it) and its DER certificate (der,
+ * may be NULL; owned by k). KH_ERR_NOTFOUND when the file has none, KH_ERR_INVAL for another role.
+ */
+KH_WARN_UNUSED kh_err kh_headend_keys_signer(const struct kh_headend_keys *k, enum kh_role role,
+					     struct kh_cas_signer *sg, const uint8_t **der, size_t *len);
+KH_WARN_UNUSED kh_err kh_headend_keys_set_signer(struct kh_headend_keys *k, enum kh_role role,
+						 const struct kh_cas_signer *sg, const uint8_t *der, size_t len);
 /* Number of service keys held, and the i-th (ordered by id, then version); key may be NULL. */
 size_t kh_headend_keys_count(const struct kh_headend_keys *k);
 void kh_headend_keys_at(const struct kh_headend_keys *k, size_t i, uint8_t *id, uint32_t *version,
@@ -112,6 +123,7 @@ struct kh_headend_emm_req {
 	int set_group;        /* SET_GROUP group and its key (UNIQUE only) */
 	uint32_t group;
 	int set_all_key;      /* SET_ALL_KEY (UNIQUE only) */
+	int set_signers;      /* SET_SIGNER for the key file's ECM and EMM signers (UNIQUE only) */
 };
 
 /*
@@ -224,6 +236,7 @@ struct kh_headend_cfg {
 	uint8_t key_id;            /* service key sealing the ECMs */
 	uint32_t key_version;
 	uint8_t service_key[KH_CAS_KEY_LEN];
+	struct kh_cas_signer ecm_signer; /* signs every ECM (the key file's `signer ecm`) */
 	unsigned period_s;         /* crypto period, KH_HEADEND_PERIOD_MIN..MAX seconds */
 	unsigned lead_ms;          /* ECM k goes out this long before period k (below period) */
 	unsigned ecm_interval_ms;  /* ECM repetition, stream time (>= 10) */

@@ -14,6 +14,8 @@
 #define BODY_HDR (KH_ECM_HDR_LEN - SEC_HDR) /* same for EMM */
 #define PLAIN_MAX (KH_EMM_MAX - KH_EMM_HDR_LEN - KH_CAS_TAG_LEN)
 
+static const char label_ecm_sig[] = "keyhole ecm sig v2";
+static const char label_emm_sig[] = "keyhole emm sig v2";
 static const char label_group[] = "keyhole emm group v1";
 static const char label_all[] = "keyhole emm all v1";
 static const char label_kp[] = "keyhole card personal v1";
@@ -42,10 +44,11 @@ static void put_sec_hdr(uint8_t *p, uint8_t table_id, size_t body)
 
 /*
  * Framing of a whole section of at most max bytes: the declared length must be exactly what was
- * given, the syntax indicator clear (no CRC: the tag covers everything), the body long enough for
- * its header and tag, and a version we know.
+ * given, the syntax indicator clear (no CRC: the tag covers everything), the version the one
+ * this kind of section must have, and the body long enough for its header, tag and (version 2)
+ * the signer's serial and signature.
  */
-static kh_err check_frame(const uint8_t *sec, size_t n, size_t max)
+static kh_err check_frame(const uint8_t *sec, size_t n, size_t max, uint8_t version)
 {
 	size_t declared;
 
@@ -60,18 +63,51 @@ static kh_err check_frame(const uint8_t *sec, size_t n, size_t max)
 		return KH_ERR_TRAILING;
 	if (sec[1] & 0x80)
 		return KH_ERR_FORMAT;
-	if (n < KH_ECM_HDR_LEN + KH_CAS_TAG_LEN)
+	if (n < SEC_HDR + 1)
 		return KH_ERR_TRUNCATED;
-	if (sec[SEC_HDR] != KH_CAS_VERSION)
+	if (sec[SEC_HDR] != version)
 		return KH_ERR_VERSION;
+	if (n < KH_ECM_HDR_LEN + KH_CAS_TAG_LEN + (version == KH_CAS_VERSION_SIGNED ? KH_CAS_TRAILER_LEN : 0))
+		return KH_ERR_TRUNCATED;
 	return KH_OK;
 }
 
-/* Seal pt after a 25-byte header already in out; the whole section is hdr | ct | tag. */
-static kh_err seal_body(const uint8_t key[static KH_CAS_KEY_LEN], uint8_t table_id, const uint8_t *pt,
-			size_t ptlen, size_t max, uint8_t *out, size_t cap, size_t *len)
+/* Bytes after the tag: the signer's serial and signature of a version-2 section. */
+static size_t trailer_of(const uint8_t *sec)
 {
-	size_t total = KH_ECM_HDR_LEN + ptlen + KH_CAS_TAG_LEN;
+	return sec[SEC_HDR] == KH_CAS_VERSION_SIGNED ? KH_CAS_TRAILER_LEN : 0;
+}
+
+/* Ed25519 over label | the section up to its signature (sk NULL: check it with pk instead). */
+static kh_err sig_op(const char *label, size_t llen, const uint8_t *sk, const uint8_t *pk, uint8_t *sec, size_t n)
+{
+	uint8_t msg[sizeof label_ecm_sig + KH_EMM_MAX];
+	size_t m = n - KH_CAS_SIG_LEN;
+	kh_err r;
+
+	if (llen + m > sizeof msg)
+		return KH_ERR_TOO_LARGE;
+	memcpy(msg, label, llen);
+	memcpy(msg + llen, sec, m);
+	if (sk)
+		r = kh_ed25519_sign(sk, msg, llen + m, sec + m);
+	else
+		r = kh_ed25519_verify(pk, msg, llen + m, sec + m) == KH_OK ? KH_OK : KH_ERR_SIGNATURE;
+	kh_wipe(msg, llen + m);
+	return r;
+}
+
+/*
+ * Seal pt after a 25-byte header already in out; the whole section is hdr | ct | tag, and with a
+ * signer (version 2) also | u32 serial | signature over label | everything before it. The
+ * section header already holds the final length when the AEAD takes it as associated data.
+ */
+static kh_err seal_body(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_cas_signer *sg,
+			const char *label, size_t llen, uint8_t table_id, const uint8_t *pt, size_t ptlen,
+			size_t max, uint8_t *out, size_t cap, size_t *len)
+{
+	size_t body = KH_ECM_HDR_LEN + ptlen + KH_CAS_TAG_LEN;
+	size_t total = body + (sg ? KH_CAS_TRAILER_LEN : 0);
 	kh_err r;
 
 	if (total > max)
@@ -79,35 +115,49 @@ static kh_err seal_body(const uint8_t key[static KH_CAS_KEY_LEN], uint8_t table_
 	if (total > cap)
 		return KH_ERR_BUF;
 	put_sec_hdr(out, table_id, total - SEC_HDR);
-	out[SEC_HDR] = KH_CAS_VERSION;
+	out[SEC_HDR] = sg ? KH_CAS_VERSION_SIGNED : KH_CAS_VERSION;
 	if ((r = kh_random(out + KH_ECM_HDR_LEN - KH_CAS_NONCE_LEN, KH_CAS_NONCE_LEN)) != KH_OK)
 		return r;
 	if ((r = kh_aead_seal(key, out + KH_ECM_HDR_LEN - KH_CAS_NONCE_LEN, out, KH_ECM_HDR_LEN, pt, ptlen,
 			      out + KH_ECM_HDR_LEN)) != KH_OK)
 		return r;
+	if (sg) {
+		kh_put_be32(out + body, sg->serial);
+		if ((r = sig_op(label, llen, sg->sk, NULL, out, total)) != KH_OK) {
+			kh_wipe(out, total);
+			return r;
+		}
+	}
 	*len = total;
 	return KH_OK;
 }
 
+/* The ciphertext and tag lie between the 25-byte header and the trailer (if any). */
 static kh_err open_body(const uint8_t key[static KH_CAS_KEY_LEN], const uint8_t *sec, size_t n, uint8_t *pt)
 {
 	return kh_aead_open(key, sec + KH_ECM_HDR_LEN - KH_CAS_NONCE_LEN, sec, KH_ECM_HDR_LEN, sec + KH_ECM_HDR_LEN,
-			    n - KH_ECM_HDR_LEN, pt) == KH_OK
+			    n - KH_ECM_HDR_LEN - trailer_of(sec), pt) == KH_OK
 		       ? KH_OK
 		       : KH_ERR_AUTH;
 }
 
+static kh_err verify(const char *label, size_t llen, const uint8_t pk[static 32], const uint8_t *sec, size_t n)
+{
+	/* sig_op writes only when signing; the cast keeps one routine for both directions */
+	return sig_op(label, llen, NULL, pk, (uint8_t *)(uintptr_t)sec, n);
+}
+
 /* ---- ECM ---- */
 
-kh_err kh_ecm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_ecm *e, uint8_t *out, size_t cap,
-		   size_t *len)
+kh_err kh_ecm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_cas_signer *sg, const struct kh_ecm *e,
+		   uint8_t *out, size_t cap, size_t *len)
 {
 	uint8_t pt[KH_ECM_MAX];
 	uint8_t ev[8];
 	struct kh_wr w;
 	kh_err r;
 
-	if (!e || !out || !len)
+	if (!e || !sg || !out || !len)
 		return KH_ERR_INVAL;
 	if ((e->h.table_id != KH_ECM_TID_EVEN && e->h.table_id != KH_ECM_TID_ODD) ||
 	    (e->cw_len != 8 && e->cw_len != 16) || e->cw_len != cw_len_of(e->alg) ||
@@ -134,7 +184,8 @@ kh_err kh_ecm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_ecm
 	out[SEC_HDR + 1] = e->h.key_id;
 	kh_put_be32(out + SEC_HDR + 2, e->h.key_version);
 	kh_put_be32(out + SEC_HDR + 6, e->h.cp);
-	r = seal_body(key, e->h.table_id, pt, w.len, KH_ECM_MAX, out, cap, len);
+	r = seal_body(key, sg, label_ecm_sig, sizeof label_ecm_sig - 1, e->h.table_id, pt, w.len, KH_ECM_MAX, out,
+		      cap, len);
 out:
 	kh_wipe(pt, sizeof pt);
 	return r;
@@ -144,7 +195,7 @@ kh_err kh_ecm_peek(const uint8_t *sec, size_t n, struct kh_ecm_hdr *h)
 {
 	kh_err r;
 
-	if ((r = check_frame(sec, n, KH_ECM_MAX)) != KH_OK)
+	if ((r = check_frame(sec, n, KH_ECM_MAX, KH_CAS_VERSION_SIGNED)) != KH_OK)
 		return r;
 	if (sec[0] != KH_ECM_TID_EVEN && sec[0] != KH_ECM_TID_ODD)
 		return KH_ERR_FORMAT;
@@ -152,7 +203,18 @@ kh_err kh_ecm_peek(const uint8_t *sec, size_t n, struct kh_ecm_hdr *h)
 	h->key_id = sec[SEC_HDR + 1];
 	h->key_version = kh_get_be32(sec + SEC_HDR + 2);
 	h->cp = kh_get_be32(sec + SEC_HDR + 6);
+	h->signer = kh_get_be32(sec + n - KH_CAS_TRAILER_LEN);
 	return KH_OK;
+}
+
+kh_err kh_ecm_verify(const uint8_t pk[static 32], const uint8_t *sec, size_t n)
+{
+	struct kh_ecm_hdr h;
+	kh_err r;
+
+	if ((r = kh_ecm_peek(sec, n, &h)) != KH_OK)
+		return r;
+	return verify(label_ecm_sig, sizeof label_ecm_sig - 1, pk, sec, n);
 }
 
 static kh_err ecm_fields(const uint8_t *pt, size_t n, struct kh_ecm *e)
@@ -217,7 +279,7 @@ kh_err kh_ecm_open(const uint8_t key[static KH_CAS_KEY_LEN], const uint8_t *sec,
 		return r;
 	if ((r = open_body(key, sec, n, pt)) != KH_OK)
 		goto out;
-	if ((r = ecm_fields(pt, n - KH_ECM_HDR_LEN - KH_CAS_TAG_LEN, &tmp)) != KH_OK)
+	if ((r = ecm_fields(pt, n - KH_ECM_HDR_LEN - KH_CAS_TAG_LEN - KH_CAS_TRAILER_LEN, &tmp)) != KH_OK)
 		goto out;
 	*e = tmp;
 out:
@@ -230,20 +292,38 @@ out:
 
 static const uint8_t emm_tid[3] = {KH_EMM_TID_UNIQUE, KH_EMM_TID_GROUP, KH_EMM_TID_ALL};
 
-kh_err kh_emm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_emm_hdr *h, const uint8_t *cmds,
-		   size_t len, uint8_t *out, size_t cap, size_t *outlen)
+static kh_err emm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_cas_signer *sg,
+		       const struct kh_emm_hdr *h, const uint8_t *cmds, size_t len, uint8_t *out, size_t cap,
+		       size_t *outlen)
 {
-	if (!h || !out || !outlen || !cmds || len == 0 || h->addr_type > KH_EMM_ALL ||
-	    (h->addr_type == KH_EMM_ALL && h->addr != 0))
+	if (!out || !outlen || !cmds || len == 0 || (h->addr_type == KH_EMM_ALL && h->addr != 0))
 		return KH_ERR_INVAL;
-	if (len > KH_EMM_CMDS_MAX)
+	if (len > (sg ? KH_EMM_SIGNED_CMDS_MAX : KH_EMM_CMDS_MAX))
 		return KH_ERR_TOO_LARGE;
 	if (KH_EMM_HDR_LEN > cap)
 		return KH_ERR_BUF;
 	out[SEC_HDR + 1] = h->addr_type;
 	kh_put_be32(out + SEC_HDR + 2, h->addr);
 	kh_put_be32(out + SEC_HDR + 6, h->seq);
-	return seal_body(key, emm_tid[h->addr_type], cmds, len, KH_EMM_MAX, out, cap, outlen);
+	return seal_body(key, sg, label_emm_sig, sizeof label_emm_sig - 1, emm_tid[h->addr_type], cmds, len,
+			 KH_EMM_MAX, out, cap, outlen);
+}
+
+kh_err kh_emm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_emm_hdr *h, const uint8_t *cmds,
+		   size_t len, uint8_t *out, size_t cap, size_t *outlen)
+{
+	if (!h || h->addr_type != KH_EMM_UNIQUE)
+		return KH_ERR_INVAL;
+	return emm_seal(key, NULL, h, cmds, len, out, cap, outlen);
+}
+
+kh_err kh_emm_seal_signed(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_cas_signer *sg,
+			  const struct kh_emm_hdr *h, const uint8_t *cmds, size_t len, uint8_t *out, size_t cap,
+			  size_t *outlen)
+{
+	if (!h || !sg || (h->addr_type != KH_EMM_GROUP && h->addr_type != KH_EMM_ALL))
+		return KH_ERR_INVAL;
+	return emm_seal(key, sg, h, cmds, len, out, cap, outlen);
 }
 
 kh_err kh_emm_peek(const uint8_t *sec, size_t n, struct kh_emm_hdr *h)
@@ -251,9 +331,13 @@ kh_err kh_emm_peek(const uint8_t *sec, size_t n, struct kh_emm_hdr *h)
 	kh_err r;
 	uint8_t type;
 
-	if ((r = check_frame(sec, n, KH_EMM_MAX)) != KH_OK)
-		return r;
+	if (!sec || n < KH_EMM_HDR_LEN)
+		return check_frame(sec, n, KH_EMM_MAX, KH_CAS_VERSION);
 	type = sec[SEC_HDR + 1];
+	/* a card's own EMM is version 1 (Kp vouches for it); group and all are signed, version 2 */
+	if ((r = check_frame(sec, n, KH_EMM_MAX, type == KH_EMM_UNIQUE ? KH_CAS_VERSION : KH_CAS_VERSION_SIGNED)) !=
+	    KH_OK)
+		return r;
 	if (type > KH_EMM_ALL || sec[0] != emm_tid[type])
 		return KH_ERR_FORMAT;
 	if (type == KH_EMM_ALL && kh_get_be32(sec + SEC_HDR + 2) != 0)
@@ -263,7 +347,20 @@ kh_err kh_emm_peek(const uint8_t *sec, size_t n, struct kh_emm_hdr *h)
 	h->addr_type = type;
 	h->addr = kh_get_be32(sec + SEC_HDR + 2);
 	h->seq = kh_get_be32(sec + SEC_HDR + 6);
+	h->signer = type == KH_EMM_UNIQUE ? 0 : kh_get_be32(sec + n - KH_CAS_TRAILER_LEN);
 	return KH_OK;
+}
+
+kh_err kh_emm_verify(const uint8_t pk[static 32], const uint8_t *sec, size_t n)
+{
+	struct kh_emm_hdr h;
+	kh_err r;
+
+	if ((r = kh_emm_peek(sec, n, &h)) != KH_OK)
+		return r;
+	if (h.addr_type == KH_EMM_UNIQUE)
+		return KH_ERR_SIGNATURE;
+	return verify(label_emm_sig, sizeof label_emm_sig - 1, pk, sec, n);
 }
 
 kh_err kh_emm_open(const uint8_t key[static KH_CAS_KEY_LEN], const uint8_t *sec, size_t n, uint8_t *cmds,
@@ -276,7 +373,7 @@ kh_err kh_emm_open(const uint8_t key[static KH_CAS_KEY_LEN], const uint8_t *sec,
 
 	if ((r = kh_emm_peek(sec, n, &h)) != KH_OK)
 		return r;
-	len = n - KH_EMM_HDR_LEN - KH_CAS_TAG_LEN;
+	len = n - KH_EMM_HDR_LEN - KH_CAS_TAG_LEN - trailer_of(sec);
 	if (len > cap)
 		return KH_ERR_BUF;
 	if ((r = open_body(key, sec, n, pt)) != KH_OK)
@@ -356,6 +453,11 @@ kh_err kh_emm_put_set_all_key(struct kh_wr *w, const uint8_t key[static KH_CAS_K
 kh_err kh_emm_put_ack_usage(struct kh_wr *w, uint32_t block_seq)
 {
 	return kh_tlv_put_u32(w, KH_EMM_ACK_USAGE, block_seq);
+}
+
+kh_err kh_emm_put_set_signer(struct kh_wr *w, const uint8_t *cert, size_t len)
+{
+	return kh_tlv_put(w, KH_EMM_SET_SIGNER, cert, len);
 }
 
 /* ---- diversified keys ---- */
@@ -525,6 +627,15 @@ kh_err kh_cas_status_parse(const uint8_t *d, size_t n, struct kh_cas_status *out
 			npl++;
 			break;
 		case 15: r = kh_tlv_u32(&t, &s.last_reload); break;
+		case 16:
+			if (t.len != 5 || s.nsigners == sizeof s.signers / sizeof s.signers[0]) {
+				r = KH_ERR_FORMAT;
+				break;
+			}
+			s.signers[s.nsigners].role = t.v[0];
+			s.signers[s.nsigners].serial = kh_get_be32(t.v + 1);
+			s.nsigners++;
+			break;
 		default: break;
 		}
 	}

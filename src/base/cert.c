@@ -29,6 +29,8 @@ static const char *const role_names[] = {
 	[KH_ROLE_PROCESSOR] = "processor",
 	[KH_ROLE_BUYER] = "buyer",
 	[KH_ROLE_KEYCARD] = "keycard",
+	[KH_ROLE_ECM_SIGNER] = "ecm-signer",
+	[KH_ROLE_EMM_SIGNER] = "emm-signer",
 };
 #define NROLES (sizeof role_names / sizeof role_names[0])
 

@@ -19,6 +19,7 @@
 #include "cli/cli.h"
 #include "keyhole/crypto.h"
 #include "keyhole/file.h"
+#include "keyhole/authority.h"
 #include "keyhole/headend.h"
 #include "keyhole/store.h"
 #include "keyhole/ts.h"
@@ -279,6 +280,27 @@ static int cmd_keys_init(int argc, char **argv)
 	if ((r = kh_headend_keys_create(master, &k)) != KH_OK) {
 		rc = kh_cli_fail("headend keys", r);
 		goto out;
+	}
+	/* The ECM signer signs every ECM, the EMM signer every group and broadcast EMM. */
+	for (int i = 0; i < 2; i++) {
+		enum kh_role role = i ? KH_ROLE_EMM_SIGNER : KH_ROLE_ECM_SIGNER;
+		struct kh_cas_signer sg;
+		uint8_t der[KH_CERT_MAX];
+		size_t dlen;
+		r = kh_authority_signer_load(dir, role, &sg, der, sizeof der, &dlen);
+		if (r == KH_OK)
+			r = kh_headend_keys_set_signer(k, role, &sg, der, dlen);
+		kh_wipe(&sg, sizeof sg);
+		if (r != KH_OK) {
+			if (r == KH_ERR_NOTFOUND)
+				fprintf(stderr, "keyhole headend keys init: the authority in %s has no %s "
+						"(keyhole authority signers %s makes it)\n",
+					dir, kh_role_name(role), dir);
+			else
+				kh_cli_fail(kh_role_name(role), r);
+			rc = KH_EXIT_FAIL;
+			goto out;
+		}
 	}
 	if ((r = kh_headend_keys_save_new(k, out)) != KH_OK) {
 		rc = kh_cli_fail(out, r);
@@ -568,12 +590,12 @@ static int cmd_emm(int argc, char **argv)
 	static const char *const P = "headend emm";
 	const char *path = NULL, *out = NULL;
 	struct kh_headend_emm_req req = {0};
-	uint8_t cmds[KH_EMM_CMDS_MAX], sec[KH_EMM_MAX];
+	uint8_t cmds[KH_EMM_CMDS_MAX], sec[2 * KH_EMM_MAX];
 	char buf[128], *f[3];
 	int naddr = 0, c;
 	uint32_t a32, b32, seq = 0;
 	uint64_t s64, e64;
-	size_t len = 0, line = 0;
+	size_t len = 0, line = 0, first = 0;
 	struct kh_wr w;
 	kh_err r;
 
@@ -618,7 +640,7 @@ static int cmd_emm(int argc, char **argv)
 				return kh_cli_usage(P, "--credit takes AMOUNT:RELOADID");
 			kh_emm_put_add_credit(&w, a32, b32);
 			break;
-		case O_SKEYS: req.service_keys = 1; break;
+		case O_SKEYS: req.service_keys = req.set_signers = 1; break;
 		case O_SETGROUP:
 			if (parse_u32(optarg, &req.group) != 0)
 				return kh_cli_usage(P, "--set-group takes a group number");
@@ -649,17 +671,33 @@ static int cmd_emm(int argc, char **argv)
 		kh_wipe(cmds, sizeof cmds);
 		return kh_cli_fail("headend emm: commands", KH_ERR_TOO_LARGE);
 	}
+	/*
+	 * The signers' certificates (two of about 410 bytes) go first, in an EMM of their own: with
+	 * the rest they would not fit one section. The card applies its EMMs in order, so it knows
+	 * the signers before the service keys they vouch for.
+	 */
+	if (req.set_signers) {
+		struct kh_headend_emm_req sreq = {.type = KH_EMM_UNIQUE, .addr = req.addr, .set_signers = 1};
+		if ((r = kh_headend_emm_issue(path, &sreq, sec, sizeof sec, &first, &seq, &line)) != KH_OK) {
+			kh_wipe(cmds, sizeof cmds);
+			return keys_fail(path, line, r);
+		}
+		printf("EMM for card %08lX, seq %lu: the operator's signers (%zu bytes)\n", (unsigned long)req.addr,
+		       (unsigned long)seq, first);
+		req.set_signers = 0;
+	}
 	req.cmds = cmds;
 	req.cmds_len = w.len;
-	r = kh_headend_emm_issue(path, &req, sec, sizeof sec, &len, &seq, &line);
+	if (w.len || req.service_keys || req.set_group || req.set_all_key)
+		r = kh_headend_emm_issue(path, &req, sec + first, sizeof sec - first, &len, &seq, &line);
 	kh_wipe(cmds, sizeof cmds);
 	if (r != KH_OK)
 		return r == KH_ERR_TOO_LARGE ? kh_cli_fail("headend emm: commands", r) : keys_fail(path, line, r);
-	if ((r = kh_file_write_atomic(out, sec, len, 0644)) != KH_OK)
+	if ((r = kh_file_write_atomic(out, sec, first + len, 0644)) != KH_OK)
 		return kh_cli_fail(out, r);
 	if (req.type == KH_EMM_UNIQUE)
 		printf("EMM for card %08lX, seq %lu: %s (%zu bytes)\n", (unsigned long)req.addr, (unsigned long)seq,
-		       out, len);
+		       out, first + len);
 	else if (req.type == KH_EMM_GROUP)
 		printf("EMM for group %lu, seq %lu: %s (%zu bytes)\n", (unsigned long)req.addr, (unsigned long)seq,
 		       out, len);
@@ -1003,10 +1041,16 @@ static int cmd_scramble(int argc, char **argv)
 	if ((r = kh_headend_keys_load(keys, &k, &line)) != KH_OK)
 		return keys_fail(keys, line, r);
 	r = kh_headend_keys_get(k, cfg.key_id, cfg.key_version, cfg.service_key, &cfg.key_version);
-	kh_headend_keys_free(k);
 	if (r != KH_OK) {
+		kh_headend_keys_free(k);
 		fprintf(stderr, "keyhole: %s: no service key %u%s\n", keys, cfg.key_id,
 			cfg.key_version ? " of that version" : "");
+		goto out;
+	}
+	r = kh_headend_keys_signer(k, KH_ROLE_ECM_SIGNER, &cfg.ecm_signer, NULL, NULL);
+	kh_headend_keys_free(k);
+	if (r != KH_OK) {
+		fprintf(stderr, "keyhole: %s: no ECM signer (keyhole headend keys init copies the authority's)\n", keys);
 		goto out;
 	}
 	if (emmpath) {

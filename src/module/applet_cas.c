@@ -49,7 +49,31 @@ static const struct kh_cas_skey *find_key(const struct kh_cas_state *c, uint8_t 
 	return NULL;
 }
 
-/* Open the ECM in a->data with the service key its clear header names. */
+static const struct kh_cas_signer_pk *find_signer(const struct kh_cas_state *c, uint8_t role, uint32_t serial)
+{
+	for (size_t i = 0; i < c->nsigners; i++)
+		if (c->signers[i].role == role && c->signers[i].serial == serial)
+			return &c->signers[i];
+	return NULL;
+}
+
+/* A signed section (ECM, group or broadcast EMM) from a signer this card was given. */
+static kh_err check_signed(const struct kh_cas_state *c, uint8_t role, uint32_t serial, const uint8_t *sec,
+			   size_t n)
+{
+	const struct kh_cas_signer_pk *s = find_signer(c, role, serial);
+
+	if (s == NULL)
+		return KH_ERR_UNKNOWN_SIGNER;
+	return role == KH_ROLE_ECM_SIGNER ? kh_ecm_verify(s->pk, sec, n) : kh_emm_verify(s->pk, sec, n);
+}
+
+/*
+ * Open the ECM in a->data with the service key its clear header names, then check the headend's
+ * signature over it: every card holds the service keys, so the tag alone proves only that some
+ * card's holder made it; the signature says the access criteria (product, event, price, time)
+ * are the operator's.
+ */
 static kh_err open_ecm(const struct kh_module *m, const struct kh_apdu *a, struct kh_ecm *e)
 {
 	const struct kh_cas_skey *k;
@@ -60,7 +84,11 @@ static kh_err open_ecm(const struct kh_module *m, const struct kh_apdu *a, struc
 		return r;
 	if (!(k = find_key(&m->p.cas, h.key_id, h.key_version)))
 		return KH_ERR_NO_KEY;
-	return kh_ecm_open(k->key, a->data, a->lc, e);
+	if ((r = kh_ecm_open(k->key, a->data, a->lc, e)) != KH_OK)
+		return r;
+	if ((r = check_signed(&m->p.cas, KH_ROLE_ECM_SIGNER, h.signer, a->data, a->lc)) != KH_OK)
+		kh_wipe(e, sizeof *e);
+	return r;
 }
 
 static int bought(const struct kh_cas_state *c, uint32_t event)
@@ -277,6 +305,8 @@ static kh_err add_credit(struct kh_cas_state *c, const struct kh_tlv *t)
 	/* Reload ids increase; one already applied (a retried EMM) is skipped, not applied twice. */
 	if (reload <= c->last_reload)
 		return KH_OK;
+	if (reload - c->last_reload > KH_CAS_RELOAD_WINDOW)
+		return KH_ERR_RELOAD_JUMP;
 	if (amount > UINT32_MAX - c->credit)
 		return KH_ERR_TOO_LARGE;
 	c->credit += amount;
@@ -306,8 +336,65 @@ static kh_err ack_usage(struct kh_cas_state *c, const struct kh_tlv *t)
 	return KH_OK;
 }
 
-static kh_err apply(struct kh_cas_state *c, uint8_t type, const uint8_t *cmds, size_t n)
+/*
+ * SET SIGNER: the certificate of an ECM or EMM signer, which the card checks against its root
+ * itself (so even its own Kp cannot make it trust a key the root did not certify). Two signers
+ * per role are kept, for a rotation without a gap; a newer serial replaces the older of the two,
+ * and a serial older than both is ignored.
+ */
+static kh_err set_signer(struct kh_module *m, const struct kh_tlv *t)
 {
+	struct kh_cas_state *c = &m->p.cas;
+	struct kh_cas_signer_pk *slot = NULL;
+	struct kh_cert_info ci;
+	size_t same = 0, oldest = 0;
+	kh_err r;
+
+	if ((r = kh_cert_check(t->v, t->len, m->p.root_pk, KH_ROLE_NONE, KH_CERT_KEY_ED25519, kh__module_now(m),
+			       &ci)) != KH_OK)
+		return r;
+	if (ci.role != KH_ROLE_ECM_SIGNER && ci.role != KH_ROLE_EMM_SIGNER)
+		return KH_ERR_CERT_ROLE;
+	for (size_t i = 0; i < c->nsigners; i++) {
+		if (c->signers[i].role != ci.role)
+			continue;
+		if (c->signers[i].serial == ci.ua) {
+			slot = &c->signers[i];
+			break;
+		}
+		if (same++ == 0 || c->signers[i].serial < c->signers[oldest].serial)
+			oldest = i;
+	}
+	if (!slot && same >= 2) {
+		if (ci.ua < c->signers[oldest].serial)
+			return KH_OK;
+		slot = &c->signers[oldest];
+	}
+	if (!slot) {
+		if (c->nsigners == KH_CAS_SIGNERS)
+			return KH_ERR_CARD_FULL;
+		slot = &c->signers[c->nsigners++];
+	}
+	slot->role = (uint8_t)ci.role;
+	slot->serial = ci.ua;
+	memcpy(slot->pk, ci.pub, 32);
+	return KH_OK;
+}
+
+/*
+ * What a group or broadcast EMM may do: the same thing to every card it reaches (service keys,
+ * rights to a product). What only makes sense for one card (its credit and reload ids, its export
+ * authorisation and requests, its purchase log, its group and keys, its signers) comes only
+ * under that card's Kp, so no key shared among cards, and no EMM meant for others, can touch it.
+ */
+static int shared_ok(uint8_t tag)
+{
+	return tag == KH_EMM_SET_KEY || tag == KH_EMM_ENTITLE || tag == KH_EMM_REVOKE;
+}
+
+static kh_err apply(struct kh_module *m, uint8_t type, const uint8_t *cmds, size_t n)
+{
+	struct kh_cas_state *c = &m->p.cas;
 	struct kh_rd rd;
 	struct kh_tlv t;
 	uint8_t on;
@@ -316,6 +403,11 @@ static kh_err apply(struct kh_cas_state *c, uint8_t type, const uint8_t *cmds, s
 
 	kh_rd_init(&rd, cmds, n);
 	while (r == KH_OK && (k = kh_tlv_next(&rd, &t)) == 1) {
+		if (type != KH_EMM_UNIQUE && t.tag >= KH_EMM_SET_KEY && t.tag <= KH_EMM_SET_SIGNER &&
+		    !shared_ok(t.tag)) {
+			r = KH_ERR_EMM_SCOPE;
+			break;
+		}
 		switch (t.tag) {
 		case KH_EMM_SET_KEY: r = set_key(c, &t); break;
 		case KH_EMM_ENTITLE: r = entitle(c, &t); break;
@@ -333,7 +425,7 @@ static kh_err apply(struct kh_cas_state *c, uint8_t type, const uint8_t *cmds, s
 			break;
 		case KH_EMM_SET_GROUP:
 			/* Group and broadcast keys only ever come under the card's own key. */
-			if (type != KH_EMM_UNIQUE || t.len != 36) {
+			if (t.len != 36) {
 				r = KH_ERR_FORMAT;
 				break;
 			}
@@ -346,7 +438,7 @@ static kh_err apply(struct kh_cas_state *c, uint8_t type, const uint8_t *cmds, s
 			c->has_group = 1;
 			break;
 		case KH_EMM_SET_ALL_KEY:
-			if (type != KH_EMM_UNIQUE || t.len != 32) {
+			if (t.len != 32) {
 				r = KH_ERR_FORMAT;
 				break;
 			}
@@ -354,6 +446,7 @@ static kh_err apply(struct kh_cas_state *c, uint8_t type, const uint8_t *cmds, s
 			c->has_all = 1;
 			break;
 		case KH_EMM_ACK_USAGE: r = ack_usage(c, &t); break;
+		case KH_EMM_SET_SIGNER: r = set_signer(m, &t); break;
 		default: r = KH_ERR_TLV_TAG; break;
 		}
 	}
@@ -395,6 +488,14 @@ kh_err kh__h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *res
 	}
 	if (h.seq <= c->seq[h.addr_type])
 		return KH_ERR_EMM_REPLAY;
+	/*
+	 * The group and broadcast keys are in every card of the group, so they only hide the EMM:
+	 * what makes the card believe it is the EMM signer's signature, checked before anything is
+	 * opened.
+	 */
+	if (h.addr_type != KH_EMM_UNIQUE &&
+	    (r = check_signed(c, KH_ROLE_EMM_SIGNER, h.signer, a->data, a->lc)) != KH_OK)
+		return r;
 	if ((r = kh_emm_open(key, a->data, a->lc, cmds, sizeof cmds, &n)) != KH_OK)
 		goto out;
 	/*
@@ -407,7 +508,7 @@ kh_err kh__h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *res
 		r = KH_ERR_EMM_GAP;
 		goto out;
 	}
-	if ((r = apply(c, h.addr_type, cmds, n)) != KH_OK)
+	if ((r = apply(m, h.addr_type, cmds, n)) != KH_OK)
 		goto out;
 	c->seq[h.addr_type] = h.seq;
 	m->usage.n_emm++;
@@ -459,6 +560,11 @@ kh_err kh__h_cas_status(struct kh_module *m, const struct kh_apdu *a, struct kh_
 		kh_put_be64(v + 8, c->log[i].time);
 		kh_tlv_put(resp, 14, v, 16);
 	}
+	for (size_t i = 0; i < c->nsigners; i++) {
+		v[0] = c->signers[i].role;
+		kh_put_be32(v + 1, c->signers[i].serial);
+		kh_tlv_put(resp, 16, v, 5);
+	}
 	return kh_tlv_put_u32(resp, 15, c->last_reload);
 }
 
@@ -496,6 +602,7 @@ enum {
 	S_LOG,                        /* repeated: u32 event | u32 price | u64 time */
 	S_USAGE,                      /* 4 x u32 */
 	S_BLOCK_SEQ,                  /* u32 */
+	S_SIGNER,                     /* repeated: u8 role | u32 serial | pk(32) */
 };
 
 kh_err kh__cas_serialise(const struct kh_cas_state *c, const struct kh_cas_usage *u, struct kh_wr *w)
@@ -540,6 +647,12 @@ kh_err kh__cas_serialise(const struct kh_cas_state *c, const struct kh_cas_usage
 		kh_tlv_put(w, S_LOG, v, 20);
 	}
 	kh_tlv_put_u32(w, S_BLOCK_SEQ, c->block_seq);
+	for (i = 0; i < c->nsigners; i++) {
+		v[0] = c->signers[i].role;
+		kh_put_be32(v + 1, c->signers[i].serial);
+		memcpy(v + 5, c->signers[i].pk, 32);
+		kh_tlv_put(w, S_SIGNER, v, 37);
+	}
 	kh_put_be32(v, u->n_ecm);
 	kh_put_be32(v + 4, u->n_cw);
 	kh_put_be32(v + 8, u->n_refused);
@@ -609,6 +722,15 @@ kh_err kh__cas_field(const struct kh_tlv *t, struct kh_cas_state *c, struct kh_c
 		c->nlog++;
 		return KH_OK;
 	case S_BLOCK_SEQ: return kh_tlv_u32(t, &c->block_seq);
+	case S_SIGNER:
+		if (t->len != 37 || c->nsigners == KH_CAS_SIGNERS ||
+		    (v[0] != KH_ROLE_ECM_SIGNER && v[0] != KH_ROLE_EMM_SIGNER))
+			return KH_ERR_FORMAT;
+		c->signers[c->nsigners].role = v[0];
+		c->signers[c->nsigners].serial = kh_get_be32(v + 1);
+		memcpy(c->signers[c->nsigners].pk, v + 5, 32);
+		c->nsigners++;
+		return KH_OK;
 	case S_USAGE:
 		if (t->len != 16)
 			return KH_ERR_FORMAT;

@@ -24,7 +24,11 @@ enum kh_lifecycle {
 #define KH_CAS_KEYS 8       /* service keys (id, version): two versions per id for rotation */
 #define KH_CAS_RIGHTS 32    /* subscription rights, one per product */
 #define KH_CAS_EVENTS 64    /* pay-per-view events bought (what the ECM check consults) */
-#define KH_CAS_LOG 64       /* purchase log, kept for export (seed 001, issue 4) */
+#define KH_CAS_LOG 64       /* purchase log, kept for export (seed 001) */
+#define KH_CAS_SIGNERS 4    /* operator signers known: two ECM and two EMM signers (rotation) */
+/* A reload id more than this far above the last one applied is refused: the center counts them
+ * one by one, so only a forged or broken EMM jumps; a jump to the top would block every reload. */
+#define KH_CAS_RELOAD_WINDOW 1024u
 
 struct kh_cas_skey {
 	uint8_t id;
@@ -41,6 +45,13 @@ struct kh_cas_buy {
 	uint32_t exported_in; /* the first usage block that carried it (0: none yet) */
 };
 
+/* A signer whose certificate the card checked against its root (SET SIGNER). */
+struct kh_cas_signer_pk {
+	uint8_t role; /* KH_ROLE_ECM_SIGNER or KH_ROLE_EMM_SIGNER */
+	uint32_t serial;
+	uint8_t pk[32];
+};
+
 struct kh_cas_state {
 	uint32_t credit;
 	uint32_t last_reload;   /* highest reload id applied */
@@ -49,7 +60,8 @@ struct kh_cas_state {
 	uint32_t group;
 	uint8_t has_group, has_all, export_ok, export_req;
 	uint8_t group_key[32], all_key[32];
-	uint8_t nkeys, nrights, nevents, nlog;
+	uint8_t nkeys, nrights, nevents, nlog, nsigners;
+	struct kh_cas_signer_pk signers[KH_CAS_SIGNERS];
 	struct kh_cas_skey keys[KH_CAS_KEYS];
 	struct kh_cas_right rights[KH_CAS_RIGHTS];
 	uint32_t events[KH_CAS_EVENTS];

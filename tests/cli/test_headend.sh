@@ -63,15 +63,17 @@ grep -q "$key1" "$KH_OUT" && kh_fail "keys show printed a service key"
 # --- EMMs --------------------------------------------------------------------------------------
 kh_expect_ok headend emm --keys h.keys --card 0000000A --entitle 7:now-60:now+86400 --service-keys \
 	--set-group 3 --set-all-key --auth-export 1 --out card.emm
-kh_out_has 'seq 1'
+# the operator's signers first (seq 1), then the rest (seq 2), both in card.emm
+kh_out_has 'seq 1: the operator.s signers'
+kh_out_has 'seq 2: card.emm'
 kh_expect_ok headend emm --keys h.keys --card 0A --credit 500:1 --out card2.emm
-kh_out_has 'seq 2'
+kh_out_has 'seq 3'
 kh_expect_ok headend emm --keys h.keys --group 3 --revoke 9 --out group.emm
 kh_expect_ok headend emm --keys h.keys --all --request-export --out all.emm
 kh_expect_ok headend keys show --keys h.keys
 kh_out_has '^seq all 1$'
 kh_out_has '^seq group 3 1$'
-kh_out_has '^seq card 0000000A 2$'
+kh_out_has '^seq card 0000000A 3$'
 cat card.emm card2.emm group.emm all.emm >emms
 # concurrent runs never issue one seq twice (the key file's flock)
 i=1

@@ -32,6 +32,7 @@
 #include <jansson.h>
 
 #include "keyhole/buf.h"
+#include "keyhole/authority.h"
 #include "keyhole/cas.h"
 #include "keyhole/cert.h"
 #include "keyhole/crypto.h"
@@ -119,6 +120,7 @@ static int prepare(const char *center, const char *db, const char *root, const c
 	struct kh_softmod *camsm;
 	struct kh_transport cam;
 	struct center_skey sk = {0};
+	struct kh_cas_signer esg;
 	uint8_t root_pk[32], der[KH_CERT_MAX], *pem = NULL;
 	size_t pemlen = 0, derlen;
 	char path[4096];
@@ -130,6 +132,8 @@ static int prepare(const char *center, const char *db, const char *root, const c
 	    (r = kh_cert_root_pk(der, derlen, root_pk)) != KH_OK)
 		die(path, kh_strerror(r));
 	kh_file_free(pem, pemlen);
+	if ((r = kh_authority_signer_load(root, KH_ROLE_ECM_SIGNER, &esg, NULL, 0, NULL)) != KH_OK)
+		die(root, kh_strerror(r));
 	if ((r = center_service_key(db, &sk)) != KH_OK)
 		die(db, r == KH_ERR_NOTFOUND ? "no service key 1" : kh_strerror(r));
 	open_card(cam_path, &camsm, &cam);
@@ -177,7 +181,7 @@ static int prepare(const char *center, const char *db, const char *root, const c
 			ecm.event = ev;
 			ecm.price = 10;
 			ecm.time = now;
-			if ((r = kh_ecm_seal(sk.key, &ecm, sec, sizeof sec, &len)) != KH_OK ||
+			if ((r = kh_ecm_seal(sk.key, &esg, &ecm, sec, sizeof sec, &len)) != KH_OK ||
 			    (r = kh_host_cas_purchase(&cas, sec, len, now, &o)) != KH_OK)
 				die("purchase", kh_strerror(r));
 			printf("BUY %08X %u 10\n", ua, ev);
@@ -187,6 +191,7 @@ static int prepare(const char *center, const char *db, const char *root, const c
 		kh_softmod_free(sm);
 	}
 	kh_wipe(&sk, sizeof sk);
+	kh_wipe(&esg, sizeof esg);
 	kh_transport_close(&cam);
 	kh_softmod_free(camsm);
 	return fflush(stdout) == 0 ? 0 : 1;

@@ -493,7 +493,7 @@ static void test_init_open(void **state)
 	assert_int_equal(file_mode(sub, "master.key"), 0600);
 	assert_int_equal(file_mode(sub, "root.crt"), 0644);
 	assert_int_equal(file_mode(sub, "next-ua") & 077, 044);
-	assert_int_equal(count_entries(sub), 5); /* root.key root.crt master.key next-ua issued */
+	assert_int_equal(count_entries(sub), 7); /* root.key root.crt master.key next-ua issued, two signers */
 
 	/* A second init refuses, and changes nothing. */
 	assert_int_equal(kh_authority_init(sub, "Example TV"), KH_ERR_EXISTS);
@@ -629,7 +629,7 @@ static void test_init_race(void **state)
 	assert_int_equal(ok, 1);
 	assert_int_equal(kh_authority_open(dir, &a), KH_OK);
 	kh_authority_free(a);
-	assert_int_equal(count_entries(dir), 5);
+	assert_int_equal(count_entries(dir), 7);
 	kh_test_rmdir(dir);
 }
 
@@ -729,10 +729,11 @@ static void test_next_ua(void **state)
 	kh_file_free(data, len);
 	free(p);
 
-	/* The last UA is handed out once, then the counter is exhausted. */
-	put_text(dir, "next-ua", "4294967295\n");
+	/* The last module UA is handed out once, then the counter is exhausted: the UAs from
+	 * KH_SIGNER_SERIAL_BASE up are the operator's signers'. */
+	put_text(dir, "next-ua", "4278190079\n");
 	assert_int_equal(kh_authority_next_ua(a, &ua), KH_OK);
-	assert_int_equal(ua, 0xFFFFFFFFu);
+	assert_int_equal(ua, KH_SIGNER_SERIAL_BASE - 1);
 	ua = 7;
 	assert_int_equal(kh_authority_next_ua(a, &ua), KH_ERR_TOO_LARGE);
 	assert_int_equal(ua, 7);

@@ -107,7 +107,7 @@ static size_t make_ecm(struct cas_world *cw, uint8_t access, uint32_t what, uint
 		e.price = price;
 	}
 	e.time = t;
-	assert_int_equal(kh_ecm_seal(cw->skey, &e, out, cap, &len), KH_OK);
+	assert_int_equal(kh_ecm_seal(cw->skey, world_ecm_signer(cw->w->auth), &e, out, cap, &len), KH_OK);
 	return len;
 }
 
@@ -134,16 +134,29 @@ static void test_codec(void **state)
 	bad[n] = 0;
 	assert_int_equal(kh_ecm_peek(bad, n + 1, &h), KH_ERR_TRAILING);
 	memcpy(bad, sec, n);
-	bad[3] = 2;
+	bad[3] = 1; /* an unsigned ECM of the first format */
 	assert_int_equal(kh_ecm_peek(bad, n, &h), KH_ERR_VERSION);
-	bad[3] = 1;
+	bad[3] = 2;
 	bad[0] = 0x82;
 	assert_int_equal(kh_ecm_peek(bad, n, &h), KH_ERR_FORMAT);
 	/* any bit of the header or the body: the tag fails */
-	for (size_t i = 4; i < n; i += 7) {
+	for (size_t i = 4; i < n - KH_CAS_TRAILER_LEN; i += 7) {
 		memcpy(bad, sec, n);
 		bad[i] ^= 0x01;
 		assert_int_equal(kh_ecm_open(cw->skey, bad, n, &e), KH_ERR_AUTH);
+	}
+	/* any bit at all, the signer's serial and the signature too: the signature fails */
+	{
+		uint8_t pk[32];
+		const struct kh_cas_signer *sg = world_ecm_signer(cw->w->auth);
+		assert_int_equal(kh_ed25519_public(sg->sk, pk), KH_OK);
+		assert_int_equal(kh_ecm_verify(pk, sec, n), KH_OK);
+		assert_int_equal(h.signer, sg->serial);
+		for (size_t i = 4; i < n; i += 5) {
+			memcpy(bad, sec, n);
+			bad[i] ^= 0x01;
+			assert_int_equal(kh_ecm_verify(pk, bad, n), KH_ERR_SIGNATURE);
+		}
 	}
 	/* the toggled table_id is authenticated too */
 	memcpy(bad, sec, n);
@@ -186,7 +199,7 @@ static void test_emm_rules(void **state)
 	/* another operator's key for our UA */
 	{
 		uint8_t kp[32], ku[32];
-		struct kh_emm_hdr h = {0, KH_EMM_UNIQUE, w->c1.ua, 3};
+		struct kh_emm_hdr h = {0, KH_EMM_UNIQUE, w->c1.ua, 3, 0};
 		assert_int_equal(kh_authority_card_keys(w->foreign, w->c1.ua, kp, ku), KH_OK);
 		assert_int_equal(kh_emm_seal(kp, &h, cmds, wr.len, emm2, sizeof emm2, &n2), KH_OK);
 		assert_int_equal(kh_host_cas_emm(&cw->cas, emm2, n2), KH_ERR_AUTH);
@@ -194,10 +207,12 @@ static void test_emm_rules(void **state)
 	/* a group EMM to a card in no group, a broadcast EMM to a card without the key */
 	{
 		uint8_t k[32] = {0};
-		struct kh_emm_hdr g = {0, KH_EMM_GROUP, 9, 1}, all = {0, KH_EMM_ALL, 0, 1};
-		assert_int_equal(kh_emm_seal(k, &g, cmds, wr.len, emm2, sizeof emm2, &n2), KH_OK);
+		struct kh_emm_hdr g = {0, KH_EMM_GROUP, 9, 1, 0}, all = {0, KH_EMM_ALL, 0, 1, 0};
+		struct kh_cas_signer sg;
+		world_signer(w->auth, KH_ROLE_EMM_SIGNER, &sg, NULL);
+		assert_int_equal(kh_emm_seal_signed(k, &sg, &g, cmds, wr.len, emm2, sizeof emm2, &n2), KH_OK);
 		assert_int_equal(kh_host_cas_emm(&cw->cas, emm2, n2), KH_ERR_NOT_ADDRESSED);
-		assert_int_equal(kh_emm_seal(k, &all, cmds, wr.len, emm2, sizeof emm2, &n2), KH_OK);
+		assert_int_equal(kh_emm_seal_signed(k, &sg, &all, cmds, wr.len, emm2, sizeof emm2, &n2), KH_OK);
 		assert_int_equal(kh_host_cas_emm(&cw->cas, emm2, n2), KH_ERR_NO_KEY);
 	}
 	/* all-or-nothing: a valid credit followed by an unknown command applies nothing */
@@ -236,7 +251,9 @@ static void test_emm_rules(void **state)
 	{
 		uint8_t gk[32], gc[64], master_free[32];
 		struct kh_wr g;
-		struct kh_emm_hdr gh = {0, KH_EMM_GROUP, 9, 1};
+		struct kh_emm_hdr gh = {0, KH_EMM_GROUP, 9, 1, 0};
+		struct kh_cas_signer sg;
+		world_signer(w->auth, KH_ROLE_EMM_SIGNER, &sg, NULL);
 		assert_int_equal(kh_random(master_free, 32), KH_OK);
 		assert_int_equal(kh_cas_group_key(master_free, 9, gk), KH_OK);
 		kh_wr_init(&g, gc, sizeof gc);
@@ -245,7 +262,7 @@ static void test_emm_rules(void **state)
 		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
 		kh_wr_init(&g, gc, sizeof gc);
 		assert_int_equal(kh_emm_put_entitle(&g, 8, cw->t0, cw->t0 + 10), KH_OK);
-		assert_int_equal(kh_emm_seal(gk, &gh, gc, g.len, emm, sizeof emm, &n), KH_OK);
+		assert_int_equal(kh_emm_seal_signed(gk, &sg, &gh, gc, g.len, emm, sizeof emm, &n), KH_OK);
 		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
 		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_EMM_REPLAY);
 		after = status_of(&w->c1.t);
@@ -256,9 +273,190 @@ static void test_emm_rules(void **state)
 		kh_wr_init(&g, gc, sizeof gc);
 		assert_int_equal(kh_emm_put_set_group(&g, 10, gk), KH_OK);
 		gh.seq = 2;
-		assert_int_equal(kh_emm_seal(gk, &gh, gc, g.len, emm, sizeof emm, &n), KH_OK);
-		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_FORMAT);
+		assert_int_equal(kh_emm_seal_signed(gk, &sg, &gh, gc, g.len, emm, sizeof emm, &n), KH_OK);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_EMM_SCOPE);
 	}
+}
+
+/* ---- attacks by someone who took the shared keys out of one card ---- */
+
+/* The broadcast key and a service key, as held by every card: the attacker has them too. */
+static void give_shared(struct cas_world *cw, struct mod *card, uint8_t all[32])
+{
+	uint8_t cmds[64], emm[KH_EMM_MAX], master[32];
+	struct kh_wr w;
+	size_t n;
+
+	assert_int_equal(kh_random(master, 32), KH_OK);
+	assert_int_equal(kh_cas_all_key(master, all), KH_OK);
+	kh_wr_init(&w, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_set_all_key(&w, all), KH_OK);
+	n = make_emm(cw, card->ua, status_of(&card->t).seq[KH_EMM_UNIQUE] + 1, cmds, w.len, emm, sizeof emm);
+	struct kh_host_cas direct = cw->cas;
+	direct.card = &card->t;
+	assert_int_equal(kh_host_cas_emm(&direct, emm, n), KH_OK);
+}
+
+static void assert_same_rights(const struct kh_cas_status *a, struct kh_cas_status b_)
+{
+	const struct kh_cas_status *b = &b_;
+	assert_int_equal(a->credit, b->credit);
+	assert_int_equal(a->last_reload, b->last_reload);
+	assert_int_equal(a->nrights, b->nrights);
+	assert_int_equal(a->nkeys, b->nkeys);
+	assert_memory_equal(a->seq, b->seq, sizeof a->seq);
+	assert_int_equal(a->npurchases, b->npurchases);
+}
+
+/*
+ * Before the fix, a broadcast EMM sealed with the broadcast key taken from one card gave every
+ * card product 999 and a million credit, and pushed the reload id to its end so that genuine
+ * reloads were answered OK and ignored. Now only the EMM signer's signature makes a group or
+ * broadcast EMM believed, and credit, reload ids, export and keys of one card move only under
+ * its own Kp.
+ */
+static void test_forged_broadcast(void **state)
+{
+	struct cas_world *cw = *state;
+	struct world *w = cw->w;
+	uint8_t all[32], cmds[128], emm[KH_EMM_MAX], fake_sk[32], fake_pk[32];
+	struct kh_emm_hdr ha = {0, KH_EMM_ALL, 0, 1, 0};
+	struct kh_cas_status before, after;
+	struct kh_cas_signer op, fake;
+	struct kh_wr wr;
+	size_t n;
+
+	provision(cw, &w->c1);
+	give_shared(cw, &w->c1, all);
+	before = status_of(&w->c1.t);
+	assert_int_equal(before.nsigners, 2);
+	world_signer(w->auth, KH_ROLE_EMM_SIGNER, &op, NULL);
+	assert_int_equal(kh_ed25519_keygen(fake_sk, fake_pk), KH_OK);
+
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_entitle(&wr, 999, 0, UINT64_MAX / 2), KH_OK);
+	assert_int_equal(kh_emm_put_add_credit(&wr, 1000000, 0xFFFFFFFFu), KH_OK);
+
+	/* 1. the old, unsigned format under the broadcast key: refused as a version, not read */
+	{
+		uint8_t *p = emm;
+		size_t total = KH_EMM_HDR_LEN + wr.len + KH_CAS_TAG_LEN;
+		p[0] = KH_EMM_TID_ALL;
+		p[1] = (uint8_t)(0x70 | ((total - 3) >> 8));
+		p[2] = (uint8_t)(total - 3);
+		p[3] = 1;
+		p[4] = KH_EMM_ALL;
+		memset(p + 5, 0, 4);
+		kh_put_be32(p + 9, 1);
+		assert_int_equal(kh_random(p + 13, 12), KH_OK);
+		assert_int_equal(kh_aead_seal(all, p + 13, p, KH_EMM_HDR_LEN, cmds, wr.len, p + KH_EMM_HDR_LEN), KH_OK);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, total), KH_ERR_VERSION);
+	}
+	/* 2. signed with the attacker's own key under the operator's signer serial */
+	fake.serial = op.serial;
+	memcpy(fake.sk, fake_sk, 32);
+	assert_int_equal(kh_emm_seal_signed(all, &fake, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_SIGNATURE);
+	/* 3. under a serial the card was never given */
+	fake.serial = op.serial + 7;
+	assert_int_equal(kh_emm_seal_signed(all, &fake, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_UNKNOWN_SIGNER);
+	/* 4. even the operator's signature does not move one card's credit in a broadcast */
+	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_EMM_SCOPE);
+	after = status_of(&w->c1.t);
+	assert_same_rights(&before, after);
+
+	/* 5. a reload id at the top of the range, even under Kp, is refused */
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_add_credit(&wr, 1000000, 0xFFFFFFFFu), KH_OK);
+	n = make_emm(cw, w->c1.ua, before.seq[KH_EMM_UNIQUE] + 1, cmds, wr.len, emm, sizeof emm);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_RELOAD_JUMP);
+	assert_same_rights(&before, status_of(&w->c1.t));
+	/* and the genuine reload of +50 that follows is applied, not ignored */
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_add_credit(&wr, 50, before.last_reload + 1), KH_OK);
+	n = make_emm(cw, w->c1.ua, before.seq[KH_EMM_UNIQUE] + 1, cmds, wr.len, emm, sizeof emm);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+	assert_int_equal(status_of(&w->c1.t).credit, before.credit + 50);
+
+	/* 6. the operator's genuine broadcast of a right is applied */
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_entitle(&wr, 77, cw->t0, cw->t0 + 10), KH_OK);
+	ha.seq = 2;
+	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+	assert_int_equal(status_of(&w->c1.t).nrights, before.nrights + 1);
+
+	/* 7. a signer's certificate must be the root's and a signer's: a card's is refused, and
+	 * another operator's signer too */
+	{
+		uint8_t der[KH_CERT_MAX], resp[KH_CERT_MAX + 2];
+		size_t dl, rl;
+		assert_int_equal(send_apdu(&w->c2.t, KH_CLA, KH_INS_GET_CERT, 1, 0, NULL, 0, resp, sizeof resp, &rl),
+				 KH_SW_OK);
+		uint8_t big[KH_CERT_MAX + 8];
+		struct kh_wr bw;
+		kh_wr_init(&bw, big, sizeof big);
+		assert_int_equal(kh_emm_put_set_signer(&bw, resp, rl), KH_OK);
+		before = status_of(&w->c1.t);
+		n = make_emm(cw, w->c1.ua, before.seq[KH_EMM_UNIQUE] + 1, big, bw.len, emm, sizeof emm);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_CERT_ROLE);
+		dl = world_signer(w->foreign, KH_ROLE_EMM_SIGNER, NULL, der);
+		kh_wr_init(&bw, big, sizeof big);
+		assert_int_equal(kh_emm_put_set_signer(&bw, der, dl), KH_OK);
+		n = make_emm(cw, w->c1.ua, before.seq[KH_EMM_UNIQUE] + 1, big, bw.len, emm, sizeof emm);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_CERT);
+		assert_same_rights(&before, status_of(&w->c1.t));
+		assert_int_equal(status_of(&w->c1.t).nsigners, 2);
+	}
+	kh_wipe(&op, sizeof op);
+	kh_wipe(&fake, sizeof fake);
+	kh_wipe(fake_sk, sizeof fake_sk);
+}
+
+/*
+ * Before the fix, a service key taken from one card forged an ECM for the event at price 0, which
+ * every card bought for nothing. Now the ECM's access criteria carry the headend's signature.
+ */
+static void test_forged_ecm(void **state)
+{
+	struct cas_world *cw = *state;
+	uint8_t ecm[KH_ECM_MAX], fake_pk[32];
+	struct kh_cas_signer fake;
+	struct kh_cw_answer a;
+	struct kh_ppv_offer o;
+	struct kh_cas_status before;
+	struct kh_ecm e;
+	size_t n;
+
+	provision(cw, &cw->w->c1);
+	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_OK);
+	before = status_of(&cw->w->c1.t);
+	memset(&e, 0, sizeof e);
+	e.h.table_id = KH_ECM_TID_EVEN;
+	e.h.key_id = 1;
+	e.h.key_version = 1;
+	e.alg = KH_SCR_CISSA;
+	e.cw_len = 16;
+	e.access = KH_ECM_EVENT;
+	e.event = EVENT;
+	e.price = 0;
+	e.time = cw->t0;
+	fake.serial = world_ecm_signer(cw->w->auth)->serial;
+	assert_int_equal(kh_ed25519_keygen(fake.sk, fake_pk), KH_OK);
+	assert_int_equal(kh_ecm_seal(cw->skey, &fake, &e, ecm, sizeof ecm, &n), KH_OK);
+	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, cw->t0, &o), KH_ERR_SIGNATURE);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_SIGNATURE);
+	fake.serial++;
+	assert_int_equal(kh_ecm_seal(cw->skey, &fake, &e, ecm, sizeof ecm, &n), KH_OK);
+	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, cw->t0, &o), KH_ERR_UNKNOWN_SIGNER);
+	assert_same_rights(&before, status_of(&cw->w->c1.t));
+	/* the genuine ECM, signed by the headend, is bought at its price */
+	n = make_ecm(cw, KH_ECM_EVENT, EVENT, 30, cw->t0, 1, ecm, sizeof ecm);
+	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, cw->t0, &o), KH_OK);
+	assert_int_equal(status_of(&cw->w->c1.t).credit, before.credit - 30);
+	kh_wipe(&fake, sizeof fake);
 }
 
 /* ---- ECMs through decoder -> CAM -> card ---- */
@@ -429,6 +627,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_codec, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_emm_rules, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forged_broadcast, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forged_ecm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ecm_rights, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ppv, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cw_paths, setup, teardown),

@@ -197,10 +197,20 @@ static void test_emm(void **state)
 	size_t len, n, line;
 	uint32_t seq;
 	unsigned counts[16] = {0};
+	uint8_t emm_signer_pk[32];
 	char *dir = kh_test_tmpdir(), *p = path_in(dir, "h.keys");
 
 	(void)state;
 	assert_int_equal(kh_headend_keys_create(master, &k), KH_OK);
+	/* a group EMM needs the EMM signer; its certificate is only carried here, so any bytes do */
+	{
+		struct kh_cas_signer sg = {77, {0}};
+		uint8_t pk[32], fake_der[100];
+		memset(fake_der, 0x30, sizeof fake_der);
+		assert_int_equal(kh_ed25519_keygen(sg.sk, pk), KH_OK);
+		assert_int_equal(kh_headend_keys_set_signer(k, KH_ROLE_EMM_SIGNER, &sg, fake_der, sizeof fake_der), KH_OK);
+		memcpy(emm_signer_pk, pk, 32);
+	}
 	assert_int_equal(kh_headend_keys_save_new(k, p), KH_OK);
 	kh_headend_keys_free(k);
 
@@ -243,6 +253,13 @@ static void test_emm(void **state)
 	assert_int_equal(seq, 1);
 	assert_int_equal(kh_cas_group_key(master, 3, kp), KH_OK);
 	assert_int_equal(kh_emm_open(kp, sec, len, out, sizeof out, &n), KH_OK);
+	/* signed by the key file's EMM signer, serial 77 */
+	assert_int_equal(kh_emm_peek(sec, len, &h), KH_OK);
+	assert_int_equal(h.signer, 77);
+	assert_int_equal(kh_emm_verify(emm_signer_pk, sec, len), KH_OK);
+	sec[30] ^= 1;
+	assert_int_equal(kh_emm_verify(emm_signer_pk, sec, len), KH_ERR_SIGNATURE);
+	sec[30] ^= 1;
 	req.type = KH_EMM_ALL;
 	req.addr = 0;
 	assert_int_equal(kh_headend_emm_issue(p, &req, sec, sizeof sec, &len, &seq, &line), KH_OK);

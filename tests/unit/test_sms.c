@@ -131,7 +131,7 @@ static void register_card(struct sms_world *sw, struct mod *m)
 /* What a batch of EMMs told one card, opened with its Kp from the authority. */
 struct told {
 	unsigned emms;
-	unsigned set_key, set_all, entitle, revoke, add_credit, auth_export, ack_usage;
+	unsigned set_key, set_all, entitle, revoke, add_credit, auth_export, ack_usage, set_signer;
 	uint32_t credit_total, last_reload;
 	uint32_t entitled_product;
 	uint32_t key_version_max;
@@ -184,6 +184,7 @@ static void open_emm(struct sms_world *sw, uint32_t ua, const uint8_t *sec, size
 			t->auth_value = tlv.v[0];
 			break;
 		case KH_EMM_ACK_USAGE: t->ack_usage++; break;
+		case KH_EMM_SET_SIGNER: t->set_signer++; break;
 		default: fail_msg("unexpected EMM command %u", tlv.tag);
 		}
 	}
@@ -309,11 +310,13 @@ static void test_card_life(void **state)
 	j = expect(sw, "POST", path, body, 200, &r);
 	assert_string_equal(jstr(j, "state"), "active");
 	assert_true(json_is_true(json_object_get(j, "export_authorised")));
-	assert_int_equal(jint(j, "emms_queued"), 1);
+	/* two: the ECM and EMM signers' certificates (2 x 413 bytes) leave no room for the rest */
+	assert_int_equal(jint(j, "emms_queued"), 2);
 	reply_free(&r);
 	expect_error(sw, "POST", path, body, NULL, 409, "card_state");
 	t = deliver(sw, c1, &seq1);
-	assert_int_equal(t.emms, 1);
+	assert_int_equal(t.emms, 2);
+	assert_int_equal(t.set_signer, 2);
 	assert_int_equal(t.set_all, 1);
 	assert_int_equal(t.set_key, 1);
 	assert_int_equal(t.entitle, 1);
@@ -346,7 +349,7 @@ static void test_card_life(void **state)
 		/* the old card's REVOKE went by too: it stops working */
 		assert_int_equal(sw->others, others + 1);
 	}
-	assert_int_equal(t.emms, 1);
+	assert_int_equal(t.emms, 2); /* the signers, then the rest */
 	assert_int_equal(t.auth_export, 0);
 	assert_int_equal(t.entitle, 1);
 	assert_int_equal(t.credit_total, 100);
@@ -461,13 +464,13 @@ static void test_card_life(void **state)
 	/* one card's queue, for a decoder with a line: c2's EMMs only, in order */
 	snprintf(path, sizeof path, "/v1/cards/%s/emm?since=0", ua2);
 	j = expect(sw, "GET", path, NULL, 200, &r);
-	assert_int_equal(json_array_size(json_object_get(j, "emms")), 5);
+	assert_int_equal(json_array_size(json_object_get(j, "emms")), 6);
 	reply_free(&r);
-	assert_int_equal(seq1, 1);
-	assert_int_equal(seq2, 5);
+	assert_int_equal(seq1, 2);
+	assert_int_equal(seq2, 6);
 
 	/* every EMM queued is counted (the old card's REVOKE included) */
-	assert_int_equal(metric(sw, "keyhole_emms_queued_total"), 7);
+	assert_int_equal(metric(sw, "keyhole_emms_queued_total"), 9);
 }
 
 /* ---- refusals: foreign certificates, bad input, unknown things; the exact error shape ---- */
@@ -579,7 +582,8 @@ static void test_split(void **state)
 	register_card(sw, c1);
 	snprintf(path, sizeof path, "/v1/cards/%08X/assign", c1->ua);
 	expect(sw, "POST", path, "{\"subscriber_id\":1}", 200, &r);
-	assert_int_equal(jint(r.json, "emms_queued"), 2); /* 35 + 8 x 40 + 30 x 23 + 4 > 983 bytes */
+	/* 2 x 413 (signers) + 35 + 8 x 40 + 30 x 23 + 4 bytes, at most 983 an EMM */
+	assert_int_equal(jint(r.json, "emms_queued"), 2);
 	reply_free(&r);
 	t = deliver(sw, c1, &seq1);
 	assert_int_equal(t.emms, 2);
@@ -775,7 +779,7 @@ static void buy(struct sms_world *sw, struct mod *card, const struct center_skey
 		e.event = ev;
 		e.price = 30;
 		e.time = now;
-		assert_int_equal(kh_ecm_seal(sk->key, &e, ecm, sizeof ecm, &len), KH_OK);
+		assert_int_equal(kh_ecm_seal(sk->key, world_ecm_signer(sw->w->auth), &e, ecm, sizeof ecm, &len), KH_OK);
 		assert_int_equal(kh_host_cas_purchase(&cas, ecm, len, now, &o), KH_OK);
 	}
 	kh_host_cas_wipe(&cas);

@@ -309,7 +309,7 @@ static void buy(struct uw *u, struct mod *card, uint32_t ev)
 	e.event = ev;
 	e.price = 30;
 	e.time = now;
-	assert_int_equal(kh_ecm_seal(sk.key, &e, ecm, sizeof ecm, &len), KH_OK);
+	assert_int_equal(kh_ecm_seal(sk.key, world_ecm_signer(u->w->auth), &e, ecm, sizeof ecm, &len), KH_OK);
 	assert_int_equal(kh_host_cas_purchase(&cas, ecm, len, now, &o), KH_OK);
 	kh_host_cas_wipe(&cas);
 	kh_wipe(&sk, sizeof sk);

@@ -401,7 +401,7 @@ static void card1_buys_offline(struct t *t)
 		e.event = ev;
 		e.price = 30;
 		e.time = t->f.t0;
-		assert_int_equal(kh_ecm_seal(skey, &e, ecm, sizeof ecm, &n), KH_OK);
+		assert_int_equal(kh_ecm_seal(skey, world_ecm_signer(t->w->auth), &e, ecm, sizeof ecm, &n), KH_OK);
 		assert_int_equal(kh_host_cas_purchase(&t->cas1, ecm, n, t->f.t0, &o), KH_OK);
 	}
 	assert_int_equal(kh_m1_export(&t->w->c1.t, t->dir, t->key, t->w->c1.ua, &mi), KH_OK);

@@ -97,7 +97,7 @@ static void buy_two(struct uw *u, uint32_t first_event)
 		e.event = ev;
 		e.price = 30;
 		e.time = u->t0;
-		assert_int_equal(kh_ecm_seal(u->skey, &e, ecm, sizeof ecm, &n), KH_OK);
+		assert_int_equal(kh_ecm_seal(u->skey, world_ecm_signer(u->w->auth), &e, ecm, sizeof ecm, &n), KH_OK);
 		assert_int_equal(kh_host_cas_purchase(&u->cas, ecm, n, u->t0, &o), KH_OK);
 	}
 }

@@ -259,15 +259,43 @@ struct tap *tap_new(struct kh_transport *card, struct kh_transport *out)
 }
 
 
+/* The operator's signer of a role: its key (sg, may be NULL) and certificate. */
+size_t world_signer(struct kh_authority *a, enum kh_role role, struct kh_cas_signer *sg, uint8_t der[KH_CERT_MAX])
+{
+	size_t len = 0;
+	assert_int_equal(kh_authority_signer_load(kh_authority_dir(a), role, sg, der, KH_CERT_MAX, &len), KH_OK);
+	return len;
+}
+
+static struct kh_cas_signer ecm_signer;
+
+const struct kh_cas_signer *world_ecm_signer(struct kh_authority *a)
+{
+	world_signer(a, KH_ROLE_ECM_SIGNER, &ecm_signer, NULL);
+	return &ecm_signer;
+}
+
 size_t world_emm(struct kh_authority *a, uint32_t ua, uint32_t seq, const uint8_t *cmds, size_t n, uint8_t *out,
 		 size_t cap)
 {
-	uint8_t kp[32], ku[32];
-	struct kh_emm_hdr h = {0, KH_EMM_UNIQUE, ua, seq};
+	uint8_t kp[32], ku[32], der[KH_CERT_MAX], all[KH_EMM_CMDS_MAX];
+	struct kh_emm_hdr h = {0, KH_EMM_UNIQUE, ua, seq, 0};
+	struct kh_wr w;
 	size_t len = 0;
 
+	/* A card's first EMM also carries the operator's signers, as the center's first EMM does. */
+	kh_wr_init(&w, all, sizeof all);
+	if (seq == 1) {
+		size_t dl = world_signer(a, KH_ROLE_ECM_SIGNER, NULL, der);
+		kh_emm_put_set_signer(&w, der, dl);
+		dl = world_signer(a, KH_ROLE_EMM_SIGNER, NULL, der);
+		kh_emm_put_set_signer(&w, der, dl);
+	}
+	kh_wr_bytes(&w, cmds, n);
+	assert_int_equal(w.err, KH_OK);
 	assert_int_equal(kh_authority_card_keys(a, ua, kp, ku), KH_OK);
-	assert_int_equal(kh_emm_seal(kp, &h, cmds, n, out, cap, &len), KH_OK);
+	assert_int_equal(kh_emm_seal(kp, &h, all, w.len, out, cap, &len), KH_OK);
+	kh_wipe(all, sizeof all);
 	kh_wipe(kp, sizeof kp);
 	kh_wipe(ku, sizeof ku);
 	return len;

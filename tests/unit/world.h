@@ -12,6 +12,7 @@
 
 #include "keyhole/apdu.h"
 #include "keyhole/authority.h"
+#include "keyhole/cas.h"
 #include "keyhole/host.h"
 #include "keyhole/pair.h"
 #include "keyhole/softmodule.h"
@@ -71,7 +72,12 @@ void pair_cam_card(struct world *w, struct mod *card);
 void assert_cam_unpaired(struct world *w);
 kh_err tap_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap, size_t *rlen);
 struct tap *tap_new(struct kh_transport *card, struct kh_transport *out);
-/* A unique EMM for ua under its Kp from authority a, carrying cmds (a TLV list); its length. */
+/* The operator's signer of a role (key into sg, may be NULL; certificate into der): its length. */
+size_t world_signer(struct kh_authority *a, enum kh_role role, struct kh_cas_signer *sg, uint8_t der[KH_CERT_MAX]);
+/* The ECM signer of authority a (a static copy: valid until the next call). */
+const struct kh_cas_signer *world_ecm_signer(struct kh_authority *a);
+/* A unique EMM for ua under its Kp from authority a, carrying cmds (a TLV list); its length. The
+ * first (seq 1) also carries SET SIGNER for a's ECM and EMM signers. */
 size_t world_emm(struct kh_authority *a, uint32_t ua, uint32_t seq, const uint8_t *cmds, size_t n, uint8_t *out,
 		 size_t cap);
 

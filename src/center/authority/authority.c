@@ -339,7 +339,7 @@ static void init_undo(const char *dir, int dfd, unsigned made, const char *issue
 	(void)fsync(dfd);
 }
 
-kh_err kh_authority_init(const char *dir, const char *operator_name)
+static kh_err init_dir(const char *dir, const char *operator_name)
 {
 	uint8_t master[MASTER_LEN];
 	char hex[2 * MASTER_LEN + 2];
@@ -445,6 +445,21 @@ out:
 	free(issued);
 	ERR_pop_to_mark();
 	umask(old_mask);
+	return r;
+}
+
+kh_err kh_authority_init(const char *dir, const char *operator_name)
+{
+	struct kh_authority *a = NULL;
+	kh_err r;
+
+	if ((r = init_dir(dir, operator_name)) != KH_OK)
+		return r;
+	/* The ECM and EMM signers come with the authority (signers.c); the directory's lock is
+	 * released by now, as issuing takes it again for each UA. */
+	if ((r = kh_authority_open(dir, &a)) == KH_OK)
+		r = kh_authority_signers_ensure(a, NULL);
+	kh_authority_free(a);
 	return r;
 }
 
@@ -597,6 +612,11 @@ const char *kh_authority_name(const struct kh_authority *a)
 	return a->name;
 }
 
+const char *kh_authority_dir(const struct kh_authority *a)
+{
+	return a->dir;
+}
+
 kh_err kh_authority_ua_free(const struct kh_authority *a, uint32_t ua)
 {
 	static const char *const uses[] = {"sign", "pair"};
@@ -628,8 +648,8 @@ kh_err kh_authority_next_ua(struct kh_authority *a, uint32_t *ua)
 	}
 	if ((r = read_counter(a->dir, &v)) != KH_OK)
 		goto out;
-	if (v > UINT32_MAX) {
-		r = KH_ERR_TOO_LARGE; /* every UA has been handed out */
+	if (v >= KH_SIGNER_SERIAL_BASE) {
+		r = KH_ERR_TOO_LARGE; /* every module UA has been handed out (the rest are signers') */
 		goto out;
 	}
 	n = snprintf(buf, sizeof buf, "%llu\n", (unsigned long long)(v + 1));

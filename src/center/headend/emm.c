@@ -15,6 +15,9 @@ kh_err kh_headend_emm_make(struct kh_headend_keys *k, const struct kh_headend_em
 			   size_t cap, size_t *len, uint32_t *seq)
 {
 	uint8_t cmds[KH_EMM_CMDS_MAX], master[32], key[KH_CAS_KEY_LEN], skey[KH_CAS_KEY_LEN];
+	struct kh_cas_signer sg = {0};
+	const uint8_t *der;
+	size_t dlen;
 	struct kh_emm_hdr h = {0};
 	struct kh_wr w;
 	uint32_t old;
@@ -22,7 +25,7 @@ kh_err kh_headend_emm_make(struct kh_headend_keys *k, const struct kh_headend_em
 
 	if (req->type != KH_EMM_UNIQUE && req->type != KH_EMM_GROUP && req->type != KH_EMM_ALL)
 		return KH_ERR_INVAL;
-	if ((req->set_group || req->set_all_key) && req->type != KH_EMM_UNIQUE)
+	if ((req->set_group || req->set_all_key || req->set_signers) && req->type != KH_EMM_UNIQUE)
 		return KH_ERR_INVAL;
 	if (req->cmds_len > sizeof cmds)
 		return KH_ERR_TOO_LARGE;
@@ -48,8 +51,19 @@ kh_err kh_headend_emm_make(struct kh_headend_keys *k, const struct kh_headend_em
 			goto out;
 		kh_emm_put_set_all_key(&w, key);
 	}
-	if (w.err != KH_OK) {
-		r = w.err == KH_ERR_BUF ? KH_ERR_TOO_LARGE : w.err;
+	if (req->set_signers) {
+		static const enum kh_role roles[] = {KH_ROLE_ECM_SIGNER, KH_ROLE_EMM_SIGNER};
+		for (size_t i = 0; i < 2; i++) {
+			if ((r = kh_headend_keys_signer(k, roles[i], NULL, &der, &dlen)) != KH_OK)
+				goto out;
+			kh_emm_put_set_signer(&w, der, dlen);
+		}
+	}
+	/* A group or broadcast EMM is believed for the EMM signer's signature, not for its key. */
+	if (req->type != KH_EMM_UNIQUE && (r = kh_headend_keys_signer(k, KH_ROLE_EMM_SIGNER, &sg, NULL, NULL)) != KH_OK)
+		goto out;
+	if (w.err != KH_OK || (req->type != KH_EMM_UNIQUE && w.len > KH_EMM_SIGNED_CMDS_MAX)) {
+		r = w.err == KH_ERR_BUF || w.err == KH_OK ? KH_ERR_TOO_LARGE : w.err;
 		goto out;
 	}
 	if (w.len == 0) {
@@ -72,7 +86,9 @@ kh_err kh_headend_emm_make(struct kh_headend_keys *k, const struct kh_headend_em
 	h.seq = old + 1;
 	h.addr_type = (uint8_t)req->type;
 	h.addr = req->type == KH_EMM_ALL ? 0 : req->addr;
-	if ((r = kh_emm_seal(key, &h, cmds, w.len, out, cap, len)) != KH_OK)
+	r = req->type == KH_EMM_UNIQUE ? kh_emm_seal(key, &h, cmds, w.len, out, cap, len)
+				       : kh_emm_seal_signed(key, &sg, &h, cmds, w.len, out, cap, len);
+	if (r != KH_OK)
 		goto out;
 	if ((r = kh_headend_keys_next_seq(k, req->type, h.addr, &old)) != KH_OK) {
 		kh_wipe(out, *len);
@@ -86,6 +102,7 @@ out:
 	kh_wipe(master, sizeof master);
 	kh_wipe(key, sizeof key);
 	kh_wipe(skey, sizeof skey);
+	kh_wipe(&sg, sizeof sg);
 	return r;
 }
 

@@ -35,8 +35,17 @@ struct seqent {
 	uint32_t seq;
 };
 
+/* The ECM signer (index 0) and the EMM signer (1): key, serial and certificate. */
+struct hsigner {
+	int have;
+	struct kh_cas_signer sg;
+	size_t len;
+	uint8_t der[KH_CERT_MAX];
+};
+
 struct kh_headend_keys {
 	uint8_t master[32];
+	struct hsigner signer[2];
 	size_t nkeys;
 	struct skey keys[MAX_KEYS]; /* sorted by id, then version */
 	uint32_t seq_all;
@@ -228,6 +237,47 @@ void kh_headend_keys_seq_at(const struct kh_headend_keys *k, size_t i, enum kh_e
 
 /* ---- service keys ---- */
 
+static struct hsigner *signer_slot(const struct kh_headend_keys *k, enum kh_role role)
+{
+	if (role != KH_ROLE_ECM_SIGNER && role != KH_ROLE_EMM_SIGNER)
+		return NULL;
+	return (struct hsigner *)(uintptr_t)&k->signer[role == KH_ROLE_EMM_SIGNER];
+}
+
+kh_err kh_headend_keys_signer(const struct kh_headend_keys *k, enum kh_role role, struct kh_cas_signer *sg,
+			      const uint8_t **der, size_t *len)
+{
+	const struct hsigner *s = signer_slot(k, role);
+
+	if (s == NULL)
+		return KH_ERR_INVAL;
+	if (!s->have)
+		return KH_ERR_NOTFOUND;
+	if (sg)
+		*sg = s->sg;
+	if (der) {
+		*der = s->der;
+		*len = s->len;
+	}
+	return KH_OK;
+}
+
+kh_err kh_headend_keys_set_signer(struct kh_headend_keys *k, enum kh_role role, const struct kh_cas_signer *sg,
+				  const uint8_t *der, size_t len)
+{
+	struct hsigner *s = signer_slot(k, role);
+
+	if (s == NULL || sg == NULL || der == NULL || len == 0)
+		return KH_ERR_INVAL;
+	if (len > KH_CERT_MAX)
+		return KH_ERR_TOO_LARGE;
+	s->sg = *sg;
+	memcpy(s->der, der, len);
+	s->len = len;
+	s->have = 1;
+	return KH_OK;
+}
+
 void kh_headend_keys_master(const struct kh_headend_keys *k, uint8_t master[static 32])
 {
 	memcpy(master, k->master, 32);
@@ -406,6 +456,25 @@ static kh_err parse_line(struct kh_headend_keys *k, const char *p, const char *e
 		kh_wipe(key, sizeof key);
 		return r == KH_OK ? KH_OK : KH_ERR_FORMAT;
 	}
+	if (is(w, wn, "signer")) {
+		struct hsigner *sg;
+		a = field(&p, end, &an);
+		b = field(&p, end, &bn);
+		c = field(&p, end, &cn);
+		w = field(&p, end, &wn);
+		if (!a || !b || !c || !w || p != end || cn != 64 || wn % 2 || wn / 2 > KH_CERT_MAX || wn == 0)
+			return KH_ERR_FORMAT;
+		if (!is(a, an, "ecm") && !is(a, an, "emm"))
+			return KH_ERR_FORMAT;
+		sg = &k->signer[is(a, an, "emm")];
+		if (sg->have || parse_hex32(b, bn, &sg->sg.serial) != 0 ||
+		    kh_hex_decode(c, cn, sg->sg.sk, sizeof sg->sg.sk) != KH_OK ||
+		    kh_hex_decode(w, wn, sg->der, wn / 2) != KH_OK)
+			return KH_ERR_FORMAT;
+		sg->len = wn / 2;
+		sg->have = 1;
+		return KH_OK;
+	}
 	if (is(w, wn, "seq")) {
 		a = field(&p, end, &an);
 		if (is(a, an, "all")) {
@@ -511,9 +580,10 @@ kh_err kh_headend_keys_load(const char *path, struct kh_headend_keys **out, size
 
 kh_err kh_headend_keys_format(const struct kh_headend_keys *k, uint8_t **text, size_t *len)
 {
-	/* header + master + keys + seq lines, each bounded */
-	size_t cap = 64 + 8 + 65 + k->nkeys * (8 + 4 + 11 + 65) + 32 + k->nseq * 40 + 1;
-	char *buf = malloc(cap), hex[65];
+	/* header + master + signers + keys + seq lines, each bounded */
+	size_t cap = 64 + 8 + 65 + 2 * (20 + 65 + 2 * KH_CERT_MAX + 1) + k->nkeys * (8 + 4 + 11 + 65) + 32 +
+		     k->nseq * 40 + 1;
+	char *buf = malloc(cap), hex[65], cert[2 * KH_CERT_MAX + 1];
 	size_t n = 0;
 	int w;
 
@@ -522,6 +592,15 @@ kh_err kh_headend_keys_format(const struct kh_headend_keys *k, uint8_t **text, s
 	kh_hex_encode(k->master, 32, hex);
 	w = snprintf(buf, cap, "%s %d\nmaster %s\n", HEADER, FORMAT_VERSION, hex);
 	n += (size_t)w;
+	for (size_t i = 0; i < 2; i++) {
+		if (!k->signer[i].have)
+			continue;
+		kh_hex_encode(k->signer[i].sg.sk, 32, hex);
+		kh_hex_encode(k->signer[i].der, k->signer[i].len, cert);
+		w = snprintf(buf + n, cap - n, "signer %s %08lX %s %s\n", i ? "emm" : "ecm",
+			     (unsigned long)k->signer[i].sg.serial, hex, cert);
+		n += (size_t)w;
+	}
 	for (size_t i = 0; i < k->nkeys; i++) {
 		kh_hex_encode(k->keys[i].key, KH_CAS_KEY_LEN, hex);
 		w = snprintf(buf + n, cap - n, "service %u %lu %s\n", k->keys[i].id,

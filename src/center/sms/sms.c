@@ -198,6 +198,12 @@ kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const ch
 	kh_authority_root_pk(a, c->root_pk);
 	if ((r = read_master(cfg->authority_dir, c->master)) != KH_OK)
 		goto out;
+	/* Cards believe ECMs and group EMMs only from signers they were given: every card gets both. */
+	if ((r = kh_authority_signer_load(cfg->authority_dir, KH_ROLE_ECM_SIGNER, NULL, c->signer_der[0],
+					  KH_CERT_MAX, &c->signer_len[0])) != KH_OK ||
+	    (r = kh_authority_signer_load(cfg->authority_dir, KH_ROLE_EMM_SIGNER, NULL, c->signer_der[1],
+					  KH_CERT_MAX, &c->signer_len[1])) != KH_OK)
+		goto out;
 	w = cfg->db;
 	if ((r = kh__sms_db(c, &s)) != KH_OK || (r = kh_store_run_tx(s, first_key_tx, NULL)) != KH_OK)
 		goto out;

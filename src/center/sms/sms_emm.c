@@ -30,7 +30,7 @@ void kh__sms_emm_wipe(struct kh__sms_emm *e)
 static kh_err seal_cb(void *arg, uint32_t seq, uint8_t *out, size_t cap, size_t *len)
 {
 	struct kh__sms_emm *e = arg;
-	struct kh_emm_hdr h = {KH_EMM_TID_UNIQUE, KH_EMM_UNIQUE, e->ua, seq};
+	struct kh_emm_hdr h = {KH_EMM_TID_UNIQUE, KH_EMM_UNIQUE, e->ua, seq, 0};
 	uint8_t kp[32];
 	kh_err r;
 
@@ -144,6 +144,13 @@ kh_err kh__sms_card_setup(struct kh_store *s, struct kh_sms *c, uint32_t ua, int
 	    (r = kh_store_credit_policy_get(s, &initial, NULL)) != KH_OK)
 		goto out;
 
+	for (size_t i = 0; i < 2; i++) {
+		uint8_t sc[KH_CERT_MAX + 3];
+		kh_wr_init(&w, sc, sizeof sc);
+		if ((r = kh_emm_put_set_signer(&w, c->signer_der[i], c->signer_len[i])) != KH_OK ||
+		    (r = kh__sms_emm_cmd(s, &e, sc, w.len)) != KH_OK)
+			goto out;
+	}
 	kh_wr_init(&w, cmd, sizeof cmd);
 	if ((r = kh_cas_all_key(c->master, all)) != KH_OK)
 		goto out;

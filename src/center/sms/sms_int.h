@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "keyhole/cert.h"
 #include "keyhole/cas.h"
 #include "keyhole/http.h"
 #include "keyhole/sms.h"
@@ -23,6 +24,9 @@ struct kh_sms {
 	unsigned bulk_chunk; /* subscribers per bulk-subscription transaction (sms_bulk.c) */
 	uint8_t master[32]; /* secret: wiped by kh_sms_free */
 	uint8_t root_pk[32];
+	/* The ECM and EMM signers' certificates (public), for SET SIGNER in a card's first EMMs. */
+	uint8_t signer_der[2][KH_CERT_MAX];
+	size_t signer_len[2];
 	/* One store connection per thread (a kh_store is not thread-safe), opened lazily. */
 	pthread_key_t tls;
 	int tls_ok;
