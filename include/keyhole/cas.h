@@ -9,11 +9,17 @@
  * protects every byte):
  *
  *   section header  table_id | 0x70 | section_length (12 bits)          3 bytes
- *   ECM body        u8 version=1 | u8 key_id | u32 key_version | u32 cp_number | nonce(12)
+ *   ECM body        u8 version=2 | u8 key_id | u32 key_version | u32 cp_number | nonce(12)
  *                   | AES-256-GCM(service_key, nonce, aad = the 25 bytes before, TLV) | tag(16)
- *   EMM body        u8 version=1 | u8 address type | u32 address | u32 seq | nonce(12)
- *                   | AES-256-GCM(Kp / group key / broadcast key, nonce, aad = the 25 bytes
- *                     before, TLV commands) | tag(16)
+ *                   | u32 signer | Ed25519(ECM signer, "keyhole ecm sig v2" | all before)
+ *   unique EMM      u8 version=1 | u8 address type | u32 address | u32 seq | nonce(12)
+ *                   | AES-256-GCM(Kp, nonce, aad = the 25 bytes before, TLV commands) | tag(16)
+ *   group/all EMM   u8 version=2 | ... as unique, under the group or broadcast key ... | tag(16)
+ *                   | u32 signer | Ed25519(EMM signer, "keyhole emm sig v2" | all before)
+ *
+ * A key every card holds (service, group, broadcast) only hides: what a card believes in an ECM
+ * or a group/broadcast EMM is the operator's signature (docs/protocols/cas.md "Who may say
+ * what"). Version 1 of a signed kind is refused with KH_ERR_VERSION.
  *
  * ECM table_id is 0x80 or 0x81, toggled by the headend whenever the content changes (a new
  * crypto period), so a decoder passes each ECM to the card once. EMM table_id is 0x82 (unique

@@ -1,6 +1,7 @@
 /*
  * keyhole authority: create the operator authority (root key and certificate, management master
- * key) and show what it holds. See keyhole-authority(1).
+ * key, ECM and EMM signers), make the signers an older authority lacks, and show what it holds.
+ * See keyhole-authority(1).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -14,7 +15,8 @@ static const char init_help[] =
 	"usage: keyhole authority init [--name NAME] DIR\n"
 	"\n"
 	"Create an operator authority in DIR: an Ed25519 root key and self-signed X.509 root\n"
-	"certificate, and the management master key from which card keys are diversified.\n"
+	"certificate, the management master key from which card keys are diversified, and the\n"
+	"ECM and EMM signers (Ed25519 keys certified by the root) whose signatures cards check.\n"
 	"Key files are written mode 0600. DIR must not already hold an authority.\n"
 	"\n"
 	"  -n, --name NAME   operator name written into certificates (default \"Keyhole operator\")\n";
@@ -24,6 +26,46 @@ static const char show_help[] =
 	"\n"
 	"Print the operator name and the root key fingerprint (SHA-256 of the public key).\n"
 	"Refuses key files that group or others can read.\n";
+
+static const char signers_help[] =
+	"usage: keyhole authority signers DIR\n"
+	"\n"
+	"Make the ECM signer and the EMM signer of the authority in DIR if it lacks them (an\n"
+	"authority made before signers existed): an Ed25519 key each, certified by the root with\n"
+	"role ecm-signer or emm-signer, in DIR/<role>.key (mode 0600) and DIR/issued/. Prints each\n"
+	"signer's serial. A signer already there is never replaced.\n";
+
+static int cmd_signers(int argc, char **argv)
+{
+	static const enum kh_role roles[] = {KH_ROLE_ECM_SIGNER, KH_ROLE_EMM_SIGNER};
+	struct kh_authority *a = NULL;
+	unsigned made = 0;
+	kh_err r;
+
+	if (kh_cli_wants_help(argc, argv)) {
+		fputs(signers_help, stdout);
+		return KH_EXIT_OK;
+	}
+	if (argc >= 2 && argv[1][0] == '-')
+		return kh_cli_usage("authority signers", "unknown option '%s'", argv[1]);
+	if (argc != 2)
+		return kh_cli_usage("authority signers", "exactly one directory is required");
+	if ((r = kh_authority_open(argv[1], &a)) != KH_OK)
+		return kh_cli_fail(argv[1], r);
+	r = kh_authority_signers_ensure(a, &made);
+	kh_authority_free(a);
+	if (r != KH_OK)
+		return kh_cli_fail(argv[1], r);
+	for (size_t i = 0; i < 2; i++) {
+		struct kh_cas_signer sg;
+		if ((r = kh_authority_signer_load(argv[1], roles[i], &sg, NULL, 0, NULL)) != KH_OK)
+			return kh_cli_fail(kh_role_name(roles[i]), r);
+		printf("%s %08lX\n", kh_role_name(roles[i]), (unsigned long)sg.serial);
+		kh_wipe(&sg, sizeof sg);
+	}
+	printf("%u signer(s) made\n", made);
+	return KH_EXIT_OK;
+}
 
 static int cmd_init(int argc, char **argv)
 {
@@ -92,6 +134,7 @@ static int cmd_show(int argc, char **argv)
 static const struct kh_cli_cmd sub[] = {
 	{"init", cmd_init, "create a new operator authority in a directory"},
 	{"show", cmd_show, "show an authority's operator name and root key fingerprint"},
+	{"signers", cmd_signers, "make the ECM and EMM signers an authority lacks"},
 };
 
 int kh_cmd_authority(int argc, char **argv)

@@ -3,14 +3,15 @@
  * service keys, subscription rights, pay-per-view credit, bought events and the purchase log.
  *
  *   ECM        sealed, and only on a channel a CAM has proven (CAM AUTH): open the ECM with the
- *              service key it names and answer the control words only when a right covers its
+ *              service key it names, check the operator's ECM signer's signature, and answer the control words only when a right covers its
  *              access criteria at its broadcast time; otherwise a status word naming the reason
  *              (with the pay-per-view offer as data when the event is simply not bought yet).
  *   PURCHASE   sealed, same channel rule: impulse purchase of the event an authenticated ECM
  *              names, at the ECM's price, debited once, never below zero, logged.
- *   EMM        plain or sealed (an EMM authenticates itself): addressed to this card's UA, its
- *              group or all, sequence strictly increasing per address type, commands applied
- *              all together or not at all.
+ *   EMM        plain or sealed (an EMM authenticates itself): addressed to this card's UA (under
+ *              its Kp, strictly in order), its group or all (signed by the operator's EMM
+ *              signer, the shared key only hiding it; newer than the last, and only commands
+ *              that mean the same for every card), applied all together or not at all.
  *   CAS STATUS public facts: credit, rights, key ids, purchases, counters. Never a key.
  *
  * Every change is made in m->p inside the command transaction of module.c, so a refused command
