@@ -173,6 +173,7 @@ enum kh_emm_cmd {
 	KH_EMM_SET_ALL_KEY = 8, /* key(32): the broadcast key */
 	KH_EMM_ACK_USAGE = 9,   /* u32 block_seq: the center holds the purchases of blocks up to it */
 	KH_EMM_SET_SIGNER = 10, /* DER certificate of an ECM or EMM signer, checked against the root */
+	KH_EMM_REVOKED = 11,    /* u32 version | u32 UA...: the operator's revoked modules (at most 32) */
 };
 
 /*
@@ -215,6 +216,7 @@ kh_err kh_emm_put_set_group(struct kh_wr *w, uint32_t group, const uint8_t key[s
 kh_err kh_emm_put_set_all_key(struct kh_wr *w, const uint8_t key[static KH_CAS_KEY_LEN]);
 kh_err kh_emm_put_ack_usage(struct kh_wr *w, uint32_t block_seq);
 kh_err kh_emm_put_set_signer(struct kh_wr *w, const uint8_t *cert, size_t len);
+kh_err kh_emm_put_revoked(struct kh_wr *w, uint32_t version, const uint32_t *uas, size_t n);
 
 /* ---- keys diversified from the management master (PROTOCOLS.md, and above) ---- */
 

@@ -460,6 +460,18 @@ kh_err kh_emm_put_set_signer(struct kh_wr *w, const uint8_t *cert, size_t len)
 	return kh_tlv_put(w, KH_EMM_SET_SIGNER, cert, len);
 }
 
+kh_err kh_emm_put_revoked(struct kh_wr *w, uint32_t version, const uint32_t *uas, size_t n)
+{
+	uint8_t v[4 + 4 * 32];
+
+	if (n > 32)
+		return KH_ERR_TOO_LARGE;
+	kh_put_be32(v, version);
+	for (size_t i = 0; i < n; i++)
+		kh_put_be32(v + 4 + 4 * i, uas[i]);
+	return kh_tlv_put(w, KH_EMM_REVOKED, v, 4 + 4 * n);
+}
+
 /* ---- diversified keys ---- */
 
 static kh_err diversify(const uint8_t master[static 32], const char *label, size_t llen, const uint32_t *id,

@@ -78,7 +78,7 @@ static const char emm_help[] =
 	"usage: keyhole headend emm --keys FILE (--card UA | --group G | --all)\n"
 	"           [--entitle PRODUCT:START:END]... [--revoke PRODUCT]... [--credit AMOUNT:RELOADID]...\n"
 	"           [--service-keys] [--set-group G] [--set-all-key] [--auth-export 0|1]\n"
-	"           [--request-export] --out FILE\n"
+	"           [--request-export] [--revoked VERSION:UA,...] --out FILE\n"
 	"\n"
 	"Make one EMM section for one card (sealed under its personal key), one group or all cards,\n"
 	"with the next sequence number of that address; the key file is updated before the EMM is\n"
@@ -97,6 +97,11 @@ static const char emm_help[] =
 	"      --set-all-key         give the card the broadcast key (--card only)\n"
 	"      --auth-export 0|1     forbid or allow the card to export its usage data\n"
 	"      --request-export      ask the card to export its usage data now\n"
+	"      --revoked V:UA,...    the operator's list of revoked CAMs, version V (newer replaces\n"
+	"                            older; at most 32; V: alone empties it)\n"
+	"\n"
+	"--credit, --auth-export and --request-export go to one card only: a card accepts them\n"
+	"only under its own key. Group and broadcast EMMs are signed with the key file's EMM signer.\n"
 	"  -o, --out FILE            where to write the EMM section\n";
 
 static const char scramble_help[] =
@@ -576,9 +581,25 @@ static int cmd_keys(int argc, char **argv)
 
 /* ---- emm ---- */
 
+/* "V:" or "V:UA,UA,...": the version and the list (possibly empty) into f[0], f[1]. */
+static int split_revoked(const char *s, char *buf, size_t cap, char *f[2])
+{
+	char *colon;
+
+	if (strlen(s) >= cap)
+		return -1;
+	strcpy(buf, s);
+	if ((colon = strchr(buf, ':')) == NULL)
+		return -1;
+	*colon = 0;
+	f[0] = buf;
+	f[1] = colon + 1;
+	return 0;
+}
+
 static int cmd_emm(int argc, char **argv)
 {
-	enum { O_ENTITLE = 256, O_REVOKE, O_CREDIT, O_SKEYS, O_SETGROUP, O_SETALL, O_AUTH, O_REQ };
+	enum { O_ENTITLE = 256, O_REVOKE, O_CREDIT, O_SKEYS, O_SETGROUP, O_SETALL, O_AUTH, O_REQ, O_REVOKED };
 	static const struct option opts[] = {
 		{"keys", required_argument, NULL, 'k'},        {"card", required_argument, NULL, 'c'},
 		{"group", required_argument, NULL, 'g'},       {"all", no_argument, NULL, 'A'},
@@ -586,13 +607,15 @@ static int cmd_emm(int argc, char **argv)
 		{"credit", required_argument, NULL, O_CREDIT}, {"service-keys", no_argument, NULL, O_SKEYS},
 		{"set-group", required_argument, NULL, O_SETGROUP}, {"set-all-key", no_argument, NULL, O_SETALL},
 		{"auth-export", required_argument, NULL, O_AUTH}, {"request-export", no_argument, NULL, O_REQ},
+		{"revoked", required_argument, NULL, O_REVOKED},
 		{"out", required_argument, NULL, 'o'},         {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
 	static const char *const P = "headend emm";
+	const char *percard = NULL;
 	const char *path = NULL, *out = NULL;
 	struct kh_headend_emm_req req = {0};
 	uint8_t cmds[KH_EMM_CMDS_MAX], sec[2 * KH_EMM_MAX];
-	char buf[128], *f[3];
+	char buf[512], *f[3];
 	int naddr = 0, c;
 	uint32_t a32, b32, seq = 0;
 	uint64_t s64, e64;
@@ -640,7 +663,23 @@ static int cmd_emm(int argc, char **argv)
 			    parse_u32(f[1], &b32) != 0)
 				return kh_cli_usage(P, "--credit takes AMOUNT:RELOADID");
 			kh_emm_put_add_credit(&w, a32, b32);
+			percard = "--credit";
 			break;
+		case O_REVOKED: {
+			uint32_t uas[32];
+			size_t nua = 0;
+			char *list, *tok, *save = NULL;
+			if (split_revoked(optarg, buf, sizeof buf, f) != 0 || parse_u32(f[0], &a32) != 0 || a32 == 0)
+				return kh_cli_usage(P, "--revoked takes VERSION:UA[,UA...] (VERSION from 1; no UA: none)");
+			list = f[1];
+			for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+				if (nua == 32 || parse_ua(tok, &uas[nua]) != 0)
+					return kh_cli_usage(P, "--revoked names at most 32 unique addresses in hexadecimal");
+				nua++;
+			}
+			kh_emm_put_revoked(&w, a32, uas, nua);
+			break;
+		}
 		case O_SKEYS: req.service_keys = req.set_signers = 1; break;
 		case O_SETGROUP:
 			if (parse_u32(optarg, &req.group) != 0)
@@ -652,8 +691,12 @@ static int cmd_emm(int argc, char **argv)
 			if (strcmp(optarg, "0") != 0 && strcmp(optarg, "1") != 0)
 				return kh_cli_usage(P, "--auth-export takes 0 or 1");
 			kh_emm_put_auth_export(&w, optarg[0] == '1');
+			percard = "--auth-export";
 			break;
-		case O_REQ: kh_emm_put_req_export(&w); break;
+		case O_REQ:
+			kh_emm_put_req_export(&w);
+			percard = "--request-export";
+			break;
 		case 'h': fputs(emm_help, stdout); return KH_EXIT_OK;
 		default: return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);
 		}
@@ -666,6 +709,11 @@ static int cmd_emm(int argc, char **argv)
 		return kh_cli_usage(P, "exactly one of --card, --group and --all is required");
 	if ((req.set_group || req.set_all_key) && req.type != KH_EMM_UNIQUE)
 		return kh_cli_usage(P, "--set-group and --set-all-key go to one card (--card)");
+	/* a card accepts these only under its own key: a group or broadcast EMM would be refused */
+	if (percard && req.type != KH_EMM_UNIQUE)
+		return kh_cli_usage(P, "%s goes to one card (--card)", percard);
+	if (req.service_keys && req.type != KH_EMM_UNIQUE)
+		req.set_signers = 0; /* signers only under a card's own key; service keys are shared */
 	if (w.len == 0 && !req.service_keys && !req.set_group && !req.set_all_key)
 		return kh_cli_usage(P, "no command: give at least one of --entitle, --revoke, --credit, ...");
 	if (w.err != KH_OK) {

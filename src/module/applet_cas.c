@@ -36,6 +36,19 @@ kh_err kh__cas_need_card(const struct kh_module *m, const struct kh_apdu *a, uin
 	return KH_OK;
 }
 
+uint64_t kh__card_clock(const struct kh_module *m)
+{
+	return m->usage.clock;
+}
+
+kh_err kh__card_revoked(const struct kh_module *m, uint32_t ua)
+{
+	for (size_t i = 0; i < m->p.cas.nrevoked; i++)
+		if (m->p.cas.revoked[i] == ua)
+			return KH_ERR_REVOKED;
+	return KH_OK;
+}
+
 /* Control words go only to a channel whose holder proved it is a certified CAM. */
 static kh_err need_cam_channel(const struct kh_module *m)
 {
@@ -75,7 +88,7 @@ static kh_err check_signed(const struct kh_cas_state *c, uint8_t role, uint32_t 
  * card's holder made it; the signature says the access criteria (product, event, price, time)
  * are the operator's.
  */
-static kh_err open_ecm(const struct kh_module *m, const struct kh_apdu *a, struct kh_ecm *e)
+static kh_err open_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_ecm *e)
 {
 	const struct kh_cas_skey *k;
 	struct kh_ecm_hdr h;
@@ -87,9 +100,14 @@ static kh_err open_ecm(const struct kh_module *m, const struct kh_apdu *a, struc
 		return KH_ERR_NO_KEY;
 	if ((r = kh_ecm_open(k->key, a->data, a->lc, e)) != KH_OK)
 		return r;
-	if ((r = check_signed(&m->p.cas, KH_ROLE_ECM_SIGNER, h.signer, a->data, a->lc)) != KH_OK)
+	if ((r = check_signed(&m->p.cas, KH_ROLE_ECM_SIGNER, h.signer, a->data, a->lc)) != KH_OK) {
 		kh_wipe(e, sizeof *e);
-	return r;
+		return r;
+	}
+	/* The operator said this time: the card's clock moves up to it, never back. */
+	if (e->time > m->usage.clock)
+		m->usage.clock = e->time;
+	return KH_OK;
 }
 
 static int bought(const struct kh_cas_state *c, uint32_t event)
@@ -201,12 +219,13 @@ kh_err kh__h_purchase(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 		r = KH_ERR_CARD_FULL;
 		goto out;
 	}
-	now = kh__module_now(m);
+	/* the ECM's broadcast time, which the operator signed, not a time the host supplies */
+	now = e.time;
 	c->credit -= e.price;
 	c->events[c->nevents++] = e.event;
 	c->log[c->nlog].event = e.event;
 	c->log[c->nlog].price = e.price;
-	c->log[c->nlog].time = now ? now : e.time;
+	c->log[c->nlog].time = now;
 	c->log[c->nlog].exported_in = 0;
 	c->nlog++;
 	m->dirty = 1; /* stored before the answer: a purchase acknowledged is a purchase kept */
@@ -351,7 +370,7 @@ static kh_err set_signer(struct kh_module *m, const struct kh_tlv *t)
 	size_t same = 0, oldest = 0;
 	kh_err r;
 
-	if ((r = kh_cert_check(t->v, t->len, m->p.root_pk, KH_ROLE_NONE, KH_CERT_KEY_ED25519, kh__module_now(m),
+	if ((r = kh_cert_check(t->v, t->len, m->p.root_pk, KH_ROLE_NONE, KH_CERT_KEY_ED25519, kh__card_clock(m),
 			       &ci)) != KH_OK)
 		return r;
 	if (ci.role != KH_ROLE_ECM_SIGNER && ci.role != KH_ROLE_EMM_SIGNER)
@@ -390,7 +409,28 @@ static kh_err set_signer(struct kh_module *m, const struct kh_tlv *t)
  */
 static int shared_ok(uint8_t tag)
 {
-	return tag == KH_EMM_SET_KEY || tag == KH_EMM_ENTITLE || tag == KH_EMM_REVOKE;
+	return tag == KH_EMM_SET_KEY || tag == KH_EMM_ENTITLE || tag == KH_EMM_REVOKE || tag == KH_EMM_REVOKED;
+}
+
+/*
+ * REVOKED LIST: u32 version | u32 UA, ... (at most KH_CAS_REVOKED). The operator's whole list of
+ * module certificates no longer to be trusted; a newer version replaces the card's list, an older
+ * or equal one is skipped (a re-broadcast).
+ */
+static kh_err revoked_list(struct kh_cas_state *c, const struct kh_tlv *t)
+{
+	size_t n;
+
+	if (t->len < 4 || (t->len - 4) % 4 || (n = (t->len - 4) / 4) > KH_CAS_REVOKED)
+		return t->len >= 4 && (t->len - 4) % 4 == 0 ? KH_ERR_TOO_LARGE : KH_ERR_FORMAT;
+	if (kh_get_be32(t->v) <= c->revoked_version)
+		return KH_OK;
+	c->revoked_version = kh_get_be32(t->v);
+	for (size_t i = 0; i < n; i++)
+		c->revoked[i] = kh_get_be32(t->v + 4 + 4 * i);
+	memset(c->revoked + n, 0, (KH_CAS_REVOKED - n) * sizeof c->revoked[0]);
+	c->nrevoked = (uint8_t)n;
+	return KH_OK;
 }
 
 static kh_err apply(struct kh_module *m, uint8_t type, const uint8_t *cmds, size_t n)
@@ -404,7 +444,7 @@ static kh_err apply(struct kh_module *m, uint8_t type, const uint8_t *cmds, size
 
 	kh_rd_init(&rd, cmds, n);
 	while (r == KH_OK && (k = kh_tlv_next(&rd, &t)) == 1) {
-		if (type != KH_EMM_UNIQUE && t.tag >= KH_EMM_SET_KEY && t.tag <= KH_EMM_SET_SIGNER &&
+		if (type != KH_EMM_UNIQUE && t.tag >= KH_EMM_SET_KEY && t.tag <= KH_EMM_REVOKED &&
 		    !shared_ok(t.tag)) {
 			r = KH_ERR_EMM_SCOPE;
 			break;
@@ -448,6 +488,7 @@ static kh_err apply(struct kh_module *m, uint8_t type, const uint8_t *cmds, size
 			break;
 		case KH_EMM_ACK_USAGE: r = ack_usage(c, &t); break;
 		case KH_EMM_SET_SIGNER: r = set_signer(m, &t); break;
+		case KH_EMM_REVOKED: r = revoked_list(c, &t); break;
 		default: r = KH_ERR_TLV_TAG; break;
 		}
 	}
@@ -604,6 +645,8 @@ enum {
 	S_USAGE,                      /* 4 x u32 */
 	S_BLOCK_SEQ,                  /* u32 */
 	S_SIGNER,                     /* repeated: u8 role | u32 serial | pk(32) */
+	S_CLOCK,                      /* u64: the newest signed ECM time seen */
+	S_REVOKED,                    /* u32 version | u32 UA, ... */
 };
 
 kh_err kh__cas_serialise(const struct kh_cas_state *c, const struct kh_cas_usage *u, struct kh_wr *w)
@@ -659,6 +702,15 @@ kh_err kh__cas_serialise(const struct kh_cas_state *c, const struct kh_cas_usage
 	kh_put_be32(v + 8, u->n_refused);
 	kh_put_be32(v + 12, u->n_emm);
 	kh_tlv_put(w, S_USAGE, v, 16);
+	if (u->clock)
+		kh_tlv_put_u64(w, S_CLOCK, u->clock);
+	if (c->revoked_version) {
+		uint8_t rv[4 + 4 * KH_CAS_REVOKED];
+		kh_put_be32(rv, c->revoked_version);
+		for (i = 0; i < c->nrevoked; i++)
+			kh_put_be32(rv + 4 + 4 * i, c->revoked[i]);
+		kh_tlv_put(w, S_REVOKED, rv, 4 + 4 * (size_t)c->nrevoked);
+	}
 	kh_wipe(v, sizeof v);
 	return w->err;
 }
@@ -723,6 +775,15 @@ kh_err kh__cas_field(const struct kh_tlv *t, struct kh_cas_state *c, struct kh_c
 		c->nlog++;
 		return KH_OK;
 	case S_BLOCK_SEQ: return kh_tlv_u32(t, &c->block_seq);
+	case S_CLOCK: return kh_tlv_u64(t, &u->clock);
+	case S_REVOKED:
+		if (t->len < 4 || (t->len - 4) % 4 || (t->len - 4) / 4 > KH_CAS_REVOKED || c->revoked_version)
+			return KH_ERR_FORMAT;
+		c->revoked_version = kh_get_be32(v);
+		c->nrevoked = (uint8_t)((t->len - 4) / 4);
+		for (size_t i = 0; i < c->nrevoked; i++)
+			c->revoked[i] = kh_get_be32(v + 4 + 4 * i);
+		return KH_OK;
 	case S_SIGNER:
 		if (t->len != 37 || c->nsigners == KH_CAS_SIGNERS ||
 		    (v[0] != KH_ROLE_ECM_SIGNER && v[0] != KH_ROLE_EMM_SIGNER))

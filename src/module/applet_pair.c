@@ -97,8 +97,11 @@ kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 		return k;
 	if (!cert.v || !sig.v || sig.len != KH_ED25519_SIG_LEN)
 		return KH_ERR_FORMAT;
-	if ((r = kh_cert_check(cert.v, cert.len, m->p.root_pk, KH_ROLE_CAM, KH_CERT_KEY_ED25519, kh__module_now(m),
-			       &ci)) != KH_OK)
+	/* A card judges validity by its own clock (the newest signed ECM time), not the host's. */
+	if ((r = kh_cert_check(cert.v, cert.len, m->p.root_pk, KH_ROLE_CAM, KH_CERT_KEY_ED25519,
+			       m->p.role == KH_ROLE_CARD ? kh__card_clock(m) : kh__module_now(m), &ci)) != KH_OK)
+		return r;
+	if ((r = kh__card_revoked(m, ci.ua)) != KH_OK)
 		return r;
 	kh_cam_auth_msg(m->chan.binding, m->p.ua, msg);
 	if (kh_ed25519_verify(ci.pub, msg, sizeof msg, sig.v) != KH_OK)

@@ -26,6 +26,7 @@ enum kh_lifecycle {
 #define KH_CAS_EVENTS 64    /* pay-per-view events bought (what the ECM check consults) */
 #define KH_CAS_LOG 64       /* purchase log, kept for export (seed 001) */
 #define KH_CAS_SIGNERS 4    /* operator signers known: two ECM and two EMM signers (rotation) */
+#define KH_CAS_REVOKED 32   /* revoked module UAs (CAMs) the card refuses in CAM AUTH */
 /* A reload id more than this far above the last one applied is refused: the center counts them
  * one by one, so only a forged or broken EMM jumps; a jump to the top would block every reload. */
 #define KH_CAS_RELOAD_WINDOW 1024u
@@ -60,8 +61,10 @@ struct kh_cas_state {
 	uint32_t group;
 	uint8_t has_group, has_all, export_ok, export_req;
 	uint8_t group_key[32], all_key[32];
-	uint8_t nkeys, nrights, nevents, nlog, nsigners;
+	uint8_t nkeys, nrights, nevents, nlog, nsigners, nrevoked;
 	struct kh_cas_signer_pk signers[KH_CAS_SIGNERS];
+	uint32_t revoked_version;            /* of the operator's list of revoked modules */
+	uint32_t revoked[KH_CAS_REVOKED];    /* UAs whose certificates the card no longer accepts */
 	struct kh_cas_skey keys[KH_CAS_KEYS];
 	struct kh_cas_right rights[KH_CAS_RIGHTS];
 	uint32_t events[KH_CAS_EVENTS];
@@ -79,6 +82,14 @@ struct kh_cas_state {
 struct kh_cas_usage {
 	uint32_t n_ecm, n_cw, n_refused, n_emm;
 	uint32_t unsaved;
+	/*
+	 * The card's clock: the newest broadcast time of an ECM whose operator signature it checked
+	 * (0 before the first). Certificate validity is judged against it, never against a time the
+	 * host supplies. Outside the transaction like the counters, so a refused but genuine ECM
+	 * still moves it; a power cut may lose what moved since the last store (it then lags, never
+	 * leads).
+	 */
+	uint64_t clock;
 };
 
 /* Everything that survives a power cycle: what the sealed blob holds. */
@@ -146,6 +157,11 @@ kh_err kh__h_cas_status(struct kh_module *m, const struct kh_apdu *a, struct kh_
 kh_err kh__h_cas_flush(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_export(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_hello(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+
+/* The card's clock for certificate validity (struct kh_cas_usage's clock; 0: not known yet). */
+uint64_t kh__card_clock(const struct kh_module *m);
+/* KH_ERR_REVOKED when the operator's revocation list names ua. */
+kh_err kh__card_revoked(const struct kh_module *m, uint32_t ua);
 
 /* A card's pay-TV command: card role (else APDU_INS), P1 <= p1_max and P2 = 0, personalised. */
 kh_err kh__cas_need_card(const struct kh_module *m, const struct kh_apdu *a, uint8_t p1_max);

@@ -69,7 +69,13 @@ kh_out_has 'seq 2: card.emm'
 kh_expect_ok headend emm --keys h.keys --card 0A --credit 500:1 --out card2.emm
 kh_out_has 'seq 3'
 kh_expect_ok headend emm --keys h.keys --group 3 --revoke 9 --out group.emm
-kh_expect_ok headend emm --keys h.keys --all --request-export --out all.emm
+kh_expect_ok headend emm --keys h.keys --all --revoked 1:0000000B,0C --out all.emm
+# what a card accepts only under its own key is refused for a group or all cards
+kh_expect_usage headend emm --keys h.keys --all --request-export --out x.emm
+kh_expect_usage headend emm --keys h.keys --group 3 --credit 5:9 --out x.emm
+kh_expect_usage headend emm --keys h.keys --all --revoked 0:0B --out x.emm
+kh_expect_usage headend emm --keys h.keys --all --revoked 1:nothex --out x.emm
+[ ! -e x.emm ] || kh_fail "a refused headend emm wrote x.emm"
 kh_expect_ok headend keys show --keys h.keys
 kh_out_has '^seq all 1$'
 kh_out_has '^seq group 3 1$'

@@ -459,6 +459,73 @@ static void test_forged_ecm(void **state)
 	kh_wipe(&fake, sizeof fake);
 }
 
+/*
+ * The card judges certificates by its own clock, the newest ECM time the operator signed, so a
+ * host that says "now = 0" (which skips the validity check) or an old date proves nothing; and a
+ * CAM whose key leaked is revoked by a signed broadcast list, refused at CAM AUTH.
+ */
+static void test_clock_and_revocation(void **state)
+{
+	struct cas_world *cw = *state;
+	struct world *w = cw->w;
+	uint8_t ecm[KH_ECM_MAX], emm[KH_EMM_MAX], cmds[256], all[32];
+	struct kh_emm_hdr ha = {0, KH_EMM_ALL, 0, 1, 0};
+	struct kh_cas_signer op;
+	struct kh_cw_answer a;
+	struct kh_ppv_offer o;
+	struct kh_wr wr;
+	uint32_t cam = w->cam.ua, other = cam + 1000;
+	size_t n;
+
+	provision(cw, &w->c1);
+	give_shared(cw, &w->c1, all);
+	world_signer(w->auth, KH_ROLE_EMM_SIGNER, &op, NULL);
+
+	/* revocation: a list naming another module changes nothing for our CAM */
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_revoked(&wr, 1, &other, 1), KH_OK);
+	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_OK);
+	/* the list that names it: the card no longer accepts the CAM's proof */
+	{
+		uint32_t l[2] = {other, cam};
+		kh_wr_init(&wr, cmds, sizeof cmds);
+		assert_int_equal(kh_emm_put_revoked(&wr, 2, l, 2), KH_OK);
+		ha.seq = 2;
+		assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+	}
+	kh_host_cas_wipe(&cw->cas);
+	kh_host_cas_init(&cw->cas, w->root_pk, &w->cam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
+	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_ERR_REVOKED);
+	assert_false(cw->cas.connected);
+	/* an older list (a replayed broadcast of version 1) does not bring the CAM back */
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_revoked(&wr, 1, &other, 1), KH_OK);
+	ha.seq = 3;
+	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_ERR_REVOKED);
+	/* a newer, empty list does */
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_revoked(&wr, 3, NULL, 0), KH_OK);
+	ha.seq = 4;
+	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+	assert_int_equal(kh_host_cas_connect(&cw->cas, 0), KH_OK);
+
+	/* the clock: a genuine ECM of the year 2100 moves the card's clock there; the CAM's
+	 * certificate (20 years) has then run out, whatever time the host claims */
+	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, 4102444800u, 1, ecm, sizeof ecm);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_RIGHT_EXPIRED);
+	kh_host_cas_wipe(&cw->cas);
+	kh_host_cas_init(&cw->cas, w->root_pk, &w->cam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
+	assert_int_equal(kh_host_cas_connect(&cw->cas, 0), KH_ERR_CERT_EXPIRED);
+	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_ERR_CERT_EXPIRED);
+	kh_wipe(&op, sizeof op);
+}
+
 /* ---- ECMs through decoder -> CAM -> card ---- */
 
 static void test_ecm_rights(void **state)
@@ -629,6 +696,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_emm_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forged_broadcast, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forged_ecm, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_clock_and_revocation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ecm_rights, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ppv, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cw_paths, setup, teardown),
