@@ -7,6 +7,8 @@
  *   root.crt     self-signed root certificate, PEM
  *   master.key   32-byte management master key, hex, mode 0600
  *   next-ua      next unique address to hand out (decimal), replaced atomically
+ *   validity-days  optional: days a certificate issued is valid (default five years)
+ *   ecm-signer.key, emm-signer.key  the operator's signers (signers.c), mode 0600
  *   issued/      every certificate issued, <role>-<UA>-<sign|pair>.crt, PEM
  *
  * Key files are written under umask 077 and refused (KH_ERR_KEYFILE_PERM) when group or others
@@ -38,6 +40,16 @@ struct kh_authority;
  * removed again, so a retry can succeed (files it did not create are left alone).
  */
 KH_WARN_UNUSED kh_err kh_authority_init(const char *dir, const char *operator_name);
+/*
+ * The same with a validity policy: the certificates the authority issues (modules and signers)
+ * are valid for days days from issue (0: the default, KH_AUTHORITY_VALIDITY_DEFAULT; at most
+ * KH_AUTHORITY_VALIDITY_MAX, KH_ERR_INVAL beyond), written to DIR/validity-days, which an
+ * operator may also edit for the certificates issued after. A short life bounds what one
+ * extracted module key is worth; the revocation list covers the time until then.
+ */
+#define KH_AUTHORITY_VALIDITY_DEFAULT 1827 /* five years */
+#define KH_AUTHORITY_VALIDITY_MAX 7305     /* twenty years */
+KH_WARN_UNUSED kh_err kh_authority_init_days(const char *dir, const char *operator_name, unsigned days);
 KH_WARN_UNUSED kh_err kh_authority_open(const char *dir, struct kh_authority **out);
 void kh_authority_free(struct kh_authority *a);
 

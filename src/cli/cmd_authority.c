@@ -5,6 +5,7 @@
  */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -12,14 +13,16 @@
 #include "keyhole/crypto.h"
 
 static const char init_help[] =
-	"usage: keyhole authority init [--name NAME] DIR\n"
+	"usage: keyhole authority init [--name NAME] [--validity-days N] DIR\n"
 	"\n"
 	"Create an operator authority in DIR: an Ed25519 root key and self-signed X.509 root\n"
 	"certificate, the management master key from which card keys are diversified, and the\n"
 	"ECM and EMM signers (Ed25519 keys certified by the root) whose signatures cards check.\n"
 	"Key files are written mode 0600. DIR must not already hold an authority.\n"
 	"\n"
-	"  -n, --name NAME   operator name written into certificates (default \"Keyhole operator\")\n";
+	"  -n, --name NAME          operator name written into certificates (default \"Keyhole operator\")\n"
+	"  -d, --validity-days N    certificates issued are valid N days (1 to 7305; default 1827,\n"
+	"                           five years), kept in DIR/validity-days\n";
 
 static const char show_help[] =
 	"usage: keyhole authority show DIR\n"
@@ -70,18 +73,27 @@ static int cmd_signers(int argc, char **argv)
 static int cmd_init(int argc, char **argv)
 {
 	static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
+					     {"validity-days", required_argument, NULL, 'd'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	const char *name = "Keyhole operator";
+	unsigned long days = 0;
+	char *end;
 	kh_err r;
 	int c;
 
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+n:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+n:d:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
 			name = optarg;
+			break;
+		case 'd':
+			days = strtoul(optarg, &end, 10);
+			if (*optarg < '1' || *optarg > '9' || *end || days > KH_AUTHORITY_VALIDITY_MAX)
+				return kh_cli_usage("authority init", "--validity-days takes a number of days from 1 to %d",
+						    KH_AUTHORITY_VALIDITY_MAX);
 			break;
 		case 'h':
 			fputs(init_help, stdout);
@@ -96,7 +108,7 @@ static int cmd_init(int argc, char **argv)
 	if (!*name || strlen(name) > KH_AUTHORITY_NAME_MAX || strpbrk(name, "/=,+\"\\<>;\n"))
 		return kh_cli_usage("authority init", "--name must be 1-%d characters without / = , + \" \\ < > ;",
 				    KH_AUTHORITY_NAME_MAX);
-	if ((r = kh_authority_init(argv[optind], name)) != KH_OK)
+	if ((r = kh_authority_init_days(argv[optind], name, (unsigned)days)) != KH_OK)
 		return kh_cli_fail(argv[optind], r);
 	printf("authority created in %s (root certificate %s/root.crt)\n", argv[optind], argv[optind]);
 	return KH_EXIT_OK;

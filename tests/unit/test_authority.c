@@ -741,6 +741,65 @@ static void test_next_ua(void **state)
 	kh_test_rmdir(dir);
 }
 
+/*
+ * The validity policy: five years by default, the operator's number of days when given, for the
+ * signers made with the authority and every module certificate issued after; and the two signers
+ * are certificates of their own roles from the serial range FF000000 up.
+ */
+static void test_validity_policy(void **state)
+{
+	char *dir = kh_test_tmpdir(), *d30, *d5;
+	struct kh_authority *a;
+	struct kh_cert_info ci;
+	struct kh_cas_signer sg;
+	uint8_t der[KH_CERT_MAX], pk[32], sk[32];
+	size_t len;
+	uint32_t ua;
+	uint64_t now = (uint64_t)time(NULL);
+
+	(void)state;
+	d30 = path_in(dir, "thirty");
+	d5 = path_in(dir, "default");
+	assert_int_equal(kh_authority_init_days(d30, "Short", 30), KH_OK);
+	assert_int_equal(kh_authority_init(d5, "Default"), KH_OK);
+	assert_int_equal(kh_authority_init_days(d5, "X", KH_AUTHORITY_VALIDITY_MAX + 1), KH_ERR_INVAL);
+
+	assert_int_equal(kh_authority_open(d30, &a), KH_OK);
+	assert_int_equal(kh_authority_signer_load(d30, KH_ROLE_EMM_SIGNER, &sg, der, sizeof der, &len), KH_OK);
+	assert_int_equal(sg.serial, KH_SIGNER_SERIAL_BASE + 1);
+	kh_authority_root_pk(a, pk);
+	assert_int_equal(kh_cert_check(der, len, pk, KH_ROLE_EMM_SIGNER, KH_CERT_KEY_ED25519, now, &ci), KH_OK);
+	assert_true(ci.not_after <= now + 30 * 86400 + 120 && ci.not_after >= now + 30 * 86400 - 120);
+	/* past its 30 days it is refused by everyone who checks validity */
+	assert_int_equal(kh_cert_check(der, len, pk, KH_ROLE_EMM_SIGNER, KH_CERT_KEY_ED25519, now + 31 * 86400, &ci),
+			 KH_ERR_CERT_EXPIRED);
+	assert_int_equal(kh_ed25519_keygen(sk, pk), KH_OK);
+	assert_int_equal(kh_authority_next_ua(a, &ua), KH_OK);
+	assert_int_equal(kh_authority_issue(a, KH_ROLE_CAM, ua, KH_CERT_KEY_ED25519, pk, "sign", der, sizeof der, &len),
+			 KH_OK);
+	kh_authority_root_pk(a, pk);
+	assert_int_equal(kh_cert_check(der, len, pk, KH_ROLE_CAM, KH_CERT_KEY_ED25519, now, &ci), KH_OK);
+	assert_true(ci.not_after <= now + 30 * 86400 + 120);
+	kh_authority_free(a);
+
+	assert_int_equal(kh_authority_open(d5, &a), KH_OK);
+	assert_int_equal(kh_authority_signer_load(d5, KH_ROLE_ECM_SIGNER, &sg, der, sizeof der, &len), KH_OK);
+	assert_int_equal(sg.serial, KH_SIGNER_SERIAL_BASE);
+	kh_authority_root_pk(a, pk);
+	assert_int_equal(kh_cert_check(der, len, pk, KH_ROLE_ECM_SIGNER, KH_CERT_KEY_ED25519, now, &ci), KH_OK);
+	assert_true(ci.not_after <= now + (uint64_t)KH_AUTHORITY_VALIDITY_DEFAULT * 86400 + 120);
+	assert_true(ci.not_after >= now + (uint64_t)KH_AUTHORITY_VALIDITY_DEFAULT * 86400 - 120);
+	/* a second signer of a role is refused, the first kept */
+	assert_int_equal(kh_authority_signer_new(a, KH_ROLE_ECM_SIGNER), KH_ERR_EXISTS);
+	assert_int_equal(kh_authority_signer_new(a, KH_ROLE_CARD), KH_ERR_INVAL);
+	kh_authority_free(a);
+	kh_wipe(&sg, sizeof sg);
+	kh_wipe(sk, sizeof sk);
+	free(d30);
+	free(d5);
+	kh_test_rmdir(dir);
+}
+
 /* Issue sign and pair certificates for card and cam, check them with openssl and with us. */
 static void test_issue_and_check(void **state)
 {
@@ -778,8 +837,9 @@ static void test_issue_and_check(void **state)
 		assert_int_equal(info.ua, ua);
 		assert_int_equal(info.key, cases[i].key);
 		assert_memory_equal(info.pub, pub, 32);
-		assert_true(info.not_after > now + 19ull * 365 * 86400);
-		assert_true(info.not_after < now + 21ull * 365 * 86400);
+		/* the default policy: five years */
+		assert_true(info.not_after > now + (KH_AUTHORITY_VALIDITY_DEFAULT - 1ull) * 86400);
+		assert_true(info.not_after < now + (KH_AUTHORITY_VALIDITY_DEFAULT + 1ull) * 86400);
 		assert_int_equal(kh_cert_check(der, len, rpk, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, NULL), KH_OK);
 
 		/* The PEM copy in issued/ is the same certificate. */
@@ -1078,6 +1138,7 @@ int main(void)
 		cmocka_unit_test(test_open_refuses),
 		cmocka_unit_test(test_next_ua),
 		cmocka_unit_test(test_issue_and_check),
+		cmocka_unit_test(test_validity_policy),
 		cmocka_unit_test(test_issue_twice),
 		cmocka_unit_test(test_check_refuses),
 		cmocka_unit_test(test_card_keys),

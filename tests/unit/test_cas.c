@@ -516,7 +516,7 @@ static void test_clock_and_revocation(void **state)
 	assert_int_equal(kh_host_cas_connect(&cw->cas, 0), KH_OK);
 
 	/* the clock: a genuine ECM of the year 2100 moves the card's clock there; the CAM's
-	 * certificate (20 years) has then run out, whatever time the host claims */
+	 * certificate (five years by default) has then run out, whatever time the host claims */
 	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, 4102444800u, 1, ecm, sizeof ecm);
 	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_RIGHT_EXPIRED);
 	kh_host_cas_wipe(&cw->cas);

@@ -42,7 +42,7 @@
 
 #define MASTER_LEN 32
 #define ROOT_DAYS 10957 /* 30 years */
-#define LEAF_DAYS 7305  /* 20 years */
+#define VALIDITY_FILE "validity-days"
 #define BACKDATE_SECS 60 /* tolerate clocks a little behind ours */
 #define SERIAL_LEN 16
 #define FILE_MAX 65536
@@ -59,6 +59,7 @@ struct kh_authority {
 	uint8_t root_der[KH_CERT_MAX];
 	size_t root_der_len;
 	uint8_t master[MASTER_LEN];
+	long leaf_days; /* validity of the certificates it issues (the policy file, or the default) */
 };
 
 static char *join(const char *dir, const char *name)
@@ -450,11 +451,25 @@ out:
 
 kh_err kh_authority_init(const char *dir, const char *operator_name)
 {
+	return kh_authority_init_days(dir, operator_name, 0);
+}
+
+kh_err kh_authority_init_days(const char *dir, const char *operator_name, unsigned days)
+{
 	struct kh_authority *a = NULL;
+	char buf[24];
+	int n;
 	kh_err r;
 
+	if (days > KH_AUTHORITY_VALIDITY_MAX)
+		return KH_ERR_INVAL;
 	if ((r = init_dir(dir, operator_name)) != KH_OK)
 		return r;
+	if (days) {
+		n = snprintf(buf, sizeof buf, "%u\n", days);
+		if ((r = write_in(dir, VALIDITY_FILE, buf, (size_t)n, 0644)) != KH_OK)
+			return r;
+	}
 	/* The ECM and EMM signers come with the authority (signers.c); the directory's lock is
 	 * released by now, as issuing takes it again for each UA. */
 	if ((r = kh_authority_open(dir, &a)) == KH_OK)
@@ -556,6 +571,29 @@ out:
 	return r;
 }
 
+/* The policy: DIR/validity-days holds the days a certificate issued from now on is valid. */
+static kh_err load_validity(struct kh_authority *a)
+{
+	uint8_t *data = NULL;
+	size_t len = 0;
+	uint64_t v;
+	kh_err r;
+
+	a->leaf_days = KH_AUTHORITY_VALIDITY_DEFAULT;
+	r = read_in(a->dir, VALIDITY_FILE, 0, 64, &data, &len);
+	if (r == KH_ERR_NOTFOUND)
+		return KH_OK;
+	if (r != KH_OK)
+		return r;
+	r = parse_counter(data, len, &v);
+	if (r == KH_OK && (v < 1 || v > KH_AUTHORITY_VALIDITY_MAX))
+		r = KH_ERR_FORMAT;
+	if (r == KH_OK)
+		a->leaf_days = (long)v;
+	kh_file_free(data, len);
+	return r;
+}
+
 kh_err kh_authority_open(const char *dir, struct kh_authority **out)
 {
 	struct kh_authority *a = NULL;
@@ -571,6 +609,8 @@ kh_err kh_authority_open(const char *dir, struct kh_authority **out)
 	}
 	if ((r = load_root_key(a)) != KH_OK || (r = load_master(a)) != KH_OK ||
 	    (r = load_root_crt(a)) != KH_OK)
+		goto out;
+	if ((r = load_validity(a)) != KH_OK)
 		goto out;
 	/* A broken counter is found now rather than halfway through personalising a card. */
 	if ((r = read_counter(a->dir, &next)) != KH_OK)
@@ -699,7 +739,7 @@ static kh_err make_leaf(struct kh_authority *a, const char *rname, uint32_t ua, 
 	if (X509_set_version(x, X509_VERSION_3) != 1 || X509_set_subject_name(x, nm) != 1 ||
 	    X509_set_issuer_name(x, X509_get_subject_name(a->root_crt)) != 1 || X509_set_pubkey(x, pk) != 1)
 		goto out;
-	if ((r = set_serial(x)) != KH_OK || (r = set_validity(x, LEAF_DAYS)) != KH_OK)
+	if ((r = set_serial(x)) != KH_OK || (r = set_validity(x, a->leaf_days)) != KH_OK)
 		goto out;
 	X509V3_set_ctx(&ctx, a->root_crt, x, NULL, NULL, 0);
 	if ((r = ext_add(x, &ctx, NID_basic_constraints, "critical,CA:FALSE")) != KH_OK ||
