@@ -160,7 +160,8 @@ kh_err kh__sms_card_setup(struct kh_store *s, struct kh_sms *c, uint32_t ua, int
 	for (size_t i = 0; i < subs.n; i++) {
 		kh_wr_init(&w, cmd, sizeof cmd);
 		if ((r = kh_emm_put_entitle(&w, subs.u[i].product_id, (uint64_t)subs.u[i].start,
-					    (uint64_t)subs.u[i].end)) != KH_OK ||
+					    (uint64_t)kh__sms_rights_end(c, kh__sms_now(c), subs.u[i].start,
+									 subs.u[i].end))) != KH_OK ||
 		    (r = kh__sms_emm_cmd(s, &e, cmd, w.len)) != KH_OK)
 			goto out;
 	}
