@@ -27,7 +27,6 @@
 #include "keyhole/crypto.h"
 #include "keyhole/host.h"
 #include "keyhole/http.h"
-#include "keyhole/scramble.h"
 #include "keyhole/sms.h"
 
 #define CHUNK 2u
@@ -669,34 +668,10 @@ static void test_refusals(void **state)
 
 /* ---- rights that end on their own, and their renewal ---- */
 
-/* An ECM for product at time t under the center's service key, through the CAM to card c. */
+/* An ECM for product at time t, through decoder -> CAM -> card c. */
 static kh_err watch_at(struct bw *b, struct card *c, uint32_t product, int64_t t)
 {
-	struct center_skey sk = {0};
-	struct kh_host_cas cas;
-	struct kh_cw_answer cw;
-	struct kh_ecm e = {0};
-	uint8_t ecm[KH_ECM_MAX];
-	size_t len;
-	kh_err r;
-
-	assert_int_equal(center_service_key(b->db, &sk), KH_OK);
-	e.h.table_id = KH_ECM_TID_EVEN;
-	e.h.key_id = sk.id;
-	e.h.key_version = sk.version;
-	e.alg = KH_SCR_CSA2;
-	e.cw_len = 8;
-	e.access = KH_ECM_PRODUCT;
-	e.product = product;
-	e.time = (uint64_t)t;
-	assert_int_equal(kh_ecm_seal(sk.key, &e, ecm, sizeof ecm, &len), KH_OK);
-	kh_host_cas_init(&cas, b->w->root_pk, &b->w->cam.t, &c->m.t, (const uint8_t *)"decoder", 7);
-	assert_int_equal(kh_host_cas_connect(&cas, (uint64_t)time(NULL)), KH_OK);
-	r = kh_host_cas_ecm(&cas, ecm, len, (uint64_t)t, &cw, NULL);
-	kh_wipe(&cw, sizeof cw);
-	kh_host_cas_wipe(&cas);
-	kh_wipe(&sk, sizeof sk);
-	return r;
+	return center_watch(b->db, b->w->root_pk, &b->w->cam.t, &c->m.t, product, t);
 }
 
 static json_t *renew(struct bw *b, int64_t cards, int64_t emms, struct reply *r)

@@ -975,35 +975,10 @@ static void test_operator_token(void **state)
 
 /* ---- a withheld REVOKE: the card refuses what follows it, the decoder fetches it ---- */
 
-/* An ECM for product under the center's current service key, through decoder -> CAM -> card. */
+/* An ECM for product now, through decoder -> CAM -> card. */
 static kh_err watch(struct sms_world *sw, struct mod *card, uint32_t product)
 {
-	struct center_skey sk = {0};
-	struct kh_host_cas cas;
-	struct kh_cw_answer cw;
-	struct kh_ecm e = {0};
-	uint8_t ecm[KH_ECM_MAX];
-	uint64_t now = (uint64_t)time(NULL);
-	size_t len;
-	kh_err r;
-
-	assert_int_equal(center_service_key(sw->db, &sk), KH_OK);
-	e.h.table_id = KH_ECM_TID_EVEN;
-	e.h.key_id = sk.id;
-	e.h.key_version = sk.version;
-	e.alg = KH_SCR_CSA2;
-	e.cw_len = 8;
-	e.access = KH_ECM_PRODUCT;
-	e.product = product;
-	e.time = now;
-	assert_int_equal(kh_ecm_seal(sk.key, &e, ecm, sizeof ecm, &len), KH_OK);
-	kh_host_cas_init(&cas, sw->w->root_pk, &sw->w->cam.t, &card->t, (const uint8_t *)"decoder", 7);
-	assert_int_equal(kh_host_cas_connect(&cas, now), KH_OK);
-	r = kh_host_cas_ecm(&cas, ecm, len, now, &cw, NULL);
-	kh_wipe(&cw, sizeof cw);
-	kh_host_cas_wipe(&cas);
-	kh_wipe(&sk, sizeof sk);
-	return r;
+	return center_watch(sw->db, sw->w->root_pk, &sw->w->cam.t, &card->t, product, (int64_t)time(NULL));
 }
 
 /* A man in the middle of the upload session: drops the card's EMM number drop from the answer. */
