@@ -1112,6 +1112,54 @@ static void test_withheld_revoke(void **state)
 	expect_error(sw, "GET", path, NULL, NULL, 400, "invalid_argument");
 }
 
+/*
+ * More EMMs queued for a card than one upload answer carries (32): the client asks the center for
+ * what follows the card's last and applies it in the same session, so nothing stays behind.
+ */
+static void test_upload_fetches_the_rest(void **state)
+{
+	struct sms_world *sw = *state;
+	struct world *w = sw->w;
+	struct kh_upload_result res;
+	int64_t now = (int64_t)time(NULL), sub;
+	char body[128], path[96];
+	struct reply r;
+	json_t *j;
+
+	j = expect(sw, "POST", "/v1/products", "{\"id\":7,\"name\":\"Sport\"}", 201, &r);
+	reply_free(&r);
+	j = expect(sw, "POST", "/v1/subscribers", "{\"name\":\"Zoe\"}", 201, &r);
+	sub = jint(j, "id");
+	reply_free(&r);
+	register_card(sw, &w->c1);
+	snprintf(path, sizeof path, "/v1/cards/%08X/assign", w->c1.ua);
+	snprintf(body, sizeof body, "{\"subscriber_id\":%lld}", (long long)sub);
+	j = expect(sw, "POST", path, body, 200, &r);
+	reply_free(&r);
+	for (int i = 0; i < 20; i++) { /* 40 EMMs more */
+		snprintf(path, sizeof path, "/v1/subscribers/%lld/subscriptions", (long long)sub);
+		snprintf(body, sizeof body, "{\"product_id\":7,\"start\":%lld,\"end\":%lld}", (long long)(now - 60),
+			 (long long)(now + 86400));
+		j = expect(sw, "POST", path, body, 201, &r);
+		reply_free(&r);
+		snprintf(path, sizeof path, "/v1/subscribers/%lld/subscriptions/7", (long long)sub);
+		j = expect(sw, "DELETE", path, NULL, 200, &r);
+		reply_free(&r);
+	}
+	upload(sw, &w->c1, NULL, NULL, &res);
+	assert_int_equal(res.emms, KH_UPLOAD_MAX_EMMS);
+	assert_int_equal(res.emms_refused, 0);
+	assert_int_equal(res.emms_gap, 0);
+	/* the card has every EMM the center queued for it */
+	snprintf(path, sizeof path, "/v1/cards/%08X/emm?after_seq=%u", w->c1.ua, status_of(&w->c1).seq[KH_EMM_UNIQUE]);
+	j = expect(sw, "GET", path, NULL, 200, &r);
+	assert_int_equal(json_array_size(json_object_get(j, "emms")), 0);
+	reply_free(&r);
+	assert_true(status_of(&w->c1).seq[KH_EMM_UNIQUE] >= 41);
+	assert_int_equal(res.emms_applied, status_of(&w->c1).seq[KH_EMM_UNIQUE]);
+	assert_true(res.emms_fetched >= 9);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1122,6 +1170,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_seed_recovery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_operator_token, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_withheld_revoke, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upload_fetches_the_rest, setup, teardown),
 	};
 	int rc;
 
