@@ -832,7 +832,7 @@ static void connect_report(const char *dir, const struct kh_upload_result *res)
 	if (res->emms_fetched)
 		printf("emms fetched after the card's last %u\n", res->emms_fetched);
 	if (res->emms_gap)
-		printf("emms waiting for an earlier one %u\n", res->emms_gap);
+		printf("emms that came before an earlier one %u\n", res->emms_gap);
 	if (res->emms_refused) {
 		printf("emms refused %u\n", res->emms_refused);
 		fprintf(stderr, "keyhole: the card refused %u EMM(s) of the center: %s\n", res->emms_refused,
