@@ -10,7 +10,7 @@
  *
  * The engine does no file or network I/O of its own: packets in (kh_decoder_feed), packets out
  * through a callback, viewer messages through another; the card is reached only through the
- * session the caller set up. Memory is fixed at kh_decoder_new (about 80 KB): section
+ * session the caller set up. Memory is fixed at kh_decoder_new (about 90 KB): section
  * assemblers, one batch of KH_DECODER_BATCH packets, one PMT.
  *
  * Not thread-safe; one engine per stream.
@@ -26,6 +26,12 @@
 #define KH_DECODER_CA_SYSTEM_ID 0x4B48u /* "KH" */
 /* Packets descrambled together (kh_scr_descramble batches within a call). */
 #define KH_DECODER_BATCH 256
+/*
+ * The card's own EMMs it answered EMM_GAP (an earlier one is missing), held to be passed again
+ * once the gap is filled: at most this many, each at most KH_EMM_MAX bytes, memory taken at
+ * kh_decoder_new. When full, the lowest sequence numbers are kept (the next ones the card needs).
+ */
+#define KH_DECODER_EMM_PENDING 8
 
 /* kh_decoder_config.flags */
 /* On NOT_PURCHASED, buy the event the ECM names (once per event) and pass the ECM again. */
@@ -92,6 +98,9 @@ struct kh_decoder_stats {
 	uint64_t dropped_bad;    /* unparsable packets, TSC 01, scrambled packets of other PIDs */
 	uint32_t ecm_passed, ecm_answered, ecm_refused;
 	uint32_t emm_passed, emm_accepted;
+	uint32_t emm_gaps;       /* unique EMMs the card answered EMM_GAP (an earlier one missing) */
+	uint32_t emm_pending;    /* such EMMs held now, to pass again once the gap is filled */
+	uint32_t emm_unheld;     /* EMM_GAP answers not held or pushed out (the set was full) */
 	uint32_t reconnects;     /* kh_host_cas_connect attempts after a channel failure */
 	uint32_t purchases;      /* automatic purchases made (KH_DECODER_F_BUY) */
 	uint32_t periods;        /* changed(KH_DECODER_CHANGED_PERIOD) calls (export_every_ms) */

@@ -46,12 +46,24 @@ struct kh_sms_config {
 	 */
 	unsigned upload_session_ttl;
 	unsigned upload_sessions_max;
-	/* The clock those limits read, Unix seconds (NULL: time()). For tests. */
+	/*
+	 * How long the subscription rights a card is sent last, in seconds (0: KH_SMS_RIGHTS_TTL; at
+	 * least 2, at most KH_SMS_RIGHTS_TTL_MAX, KH_ERR_INVAL otherwise). Every ENTITLE for a
+	 * subscription ends at min(subscription end, a boundary at most this far ahead), and the
+	 * renewal (kh_sms_rights_renew) sends the next window every rights_ttl / 2: a card cut off
+	 * from its EMMs keeps its rights at most rights_ttl after the last renewal it received.
+	 */
+	unsigned rights_ttl;
+	/* The clock those limits and the rights read, Unix seconds (NULL: time()). For tests. */
 	int64_t (*clock)(void *ctx);
 	void *clock_ctx;
 };
 #define KH_SMS_BULK_CHUNK 2000u
 #define KH_SMS_BULK_CHUNK_MAX 100000u
+
+#define KH_SMS_RIGHTS_TTL (31u * 86400u)
+#define KH_SMS_RIGHTS_TTL_MAX (3650u * 86400u)
+#define KH_SMS_RENEW_EVERY 3600u /* seconds between two sweeps of kh_sms_renew_start */
 
 #define KH_SMS_UPLOAD_TTL 600u
 #define KH_SMS_UPLOAD_SESSIONS_MAX 8u
@@ -76,6 +88,33 @@ KH_WARN_UNUSED kh_err kh_sms_add_routes(struct kh_sms *s, struct kh_http *h);
  * they carried (jobs / batches = how many requests shared each fsync). Any thread.
  */
 void kh_sms_writer_stats(struct kh_sms *s, uint64_t *batches, uint64_t *jobs);
+/*
+ * What one renewal sweep did. The rights windows are fixed by the clock: window k starts at
+ * k * rights_ttl/2, and a right sent during window k ends at (k + 2) * rights_ttl/2 at the latest.
+ */
+struct kh_sms_renewal {
+	int64_t window_start; /* this window's start (Unix seconds) */
+	int64_t rights_end;   /* the end this window's ENTITLEs carry (or the subscription's, sooner) */
+	unsigned products;    /* products swept */
+	unsigned cards;       /* cards sent a renewal by this call */
+	unsigned emms_queued; /* by this call */
+	unsigned chunks;      /* transactions this call committed */
+};
+/*
+ * Renew the rights for the current window: for each product, each subscriber with an active card
+ * whose subscription started before the window and outlasts the previous window's end gets an
+ * ENTITLE with the window's end (or the subscription's, sooner). Chunked like a bulk subscription
+ * (bulk_chunk subscribers per transaction), with the progress of each (window, product) recorded
+ * in the chunk's transaction: a sweep interrupted resumes, and a window swept already queues
+ * nothing again. *out (may be NULL) says what this call did. Any thread.
+ */
+KH_WARN_UNUSED kh_err kh_sms_rights_renew(struct kh_sms *s, struct kh_sms_renewal *out);
+/*
+ * Run kh_sms_rights_renew at once and then every every_s seconds (0: KH_SMS_RENEW_EVERY) on a
+ * thread of the center's own, until kh_sms_free. Failures are logged and retried at the next
+ * sweep. KH_ERR_INVAL when already started; KH_ERR_NOMEM.
+ */
+KH_WARN_UNUSED kh_err kh_sms_renew_start(struct kh_sms *s, unsigned every_s);
 /* Close every store connection, wipe the keys, free. Only once the HTTP server has stopped. NULL ok. */
 void kh_sms_free(struct kh_sms *s);
 

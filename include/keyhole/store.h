@@ -435,6 +435,21 @@ KH_WARN_UNUSED kh_err kh_store_bulk_target(struct kh_store *s, int64_t subscribe
 /* The highest subscriber id there is (0: no subscriber). */
 KH_WARN_UNUSED kh_err kh_store_subscriber_max_id(struct kh_store *s, int64_t *id);
 
+/*
+ * The rights renewal (src/center/sms/sms_rights.c) walks one product's subscriptions the same way:
+ * subscribers with an active card and after_id < id <= max_id, by id, at most limit (> 0), whose
+ * subscription to product started before started_before and ends after ends_after.
+ */
+struct kh_store_renew_target {
+	int64_t subscriber_id;
+	uint32_t ua;        /* the subscriber's active card (the lowest UA when two) */
+	int64_t start, end; /* the subscription */
+};
+typedef kh_err (*kh_store_renew_target_fn)(void *arg, const struct kh_store_renew_target *t);
+KH_WARN_UNUSED kh_err kh_store_renew_targets(struct kh_store *s, uint32_t product, int64_t after_id, int64_t max_id,
+					     int64_t started_before, int64_t ends_after, unsigned limit,
+					     kh_store_renew_target_fn fn, void *arg);
+
 /* A bulk job's progress, stored under its idempotency key. */
 struct kh_store_bulk_job {
 	uint32_t product_id;

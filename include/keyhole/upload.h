@@ -27,6 +27,7 @@
 #define KH_UPLOAD_BACKOFF_MS 250    /* before the first retry; doubled before each next one */
 #define KH_UPLOAD_MAX_VERDICTS 8    /* block verdicts an answer may carry */
 #define KH_UPLOAD_MAX_EMMS 32       /* EMMs an answer may carry */
+#define KH_UPLOAD_FETCH_ROUNDS 8    /* GETs of the card's EMMs after a gap or a full answer, at most */
 #define KH_UPLOAD_SESSION_MAX 128   /* characters of a session id */
 #define KH_UPLOAD_VERDICT_MAX 32    /* characters of a verdict, NUL included */
 #define KH_UPLOAD_MSG_MAX 160       /* characters kept of a center's error message, NUL included */
@@ -44,9 +45,17 @@
 typedef kh_err (*kh_upload_post_fn)(void *ctx, const char *url, json_t *body, const char *idem_key, int *status,
 				    json_t **resp);
 
+/*
+ * One JSON GET (no body, no idempotency key), with the same return rules as kh_upload_post_fn.
+ * Used only to fetch the card's EMMs after the last it applied when the card answered EMM_GAP
+ * (an EMM missing from the answer) or the answer was full.
+ */
+typedef kh_err (*kh_upload_get_fn)(void *ctx, const char *url, int *status, json_t **resp);
+
 struct kh_upload_http {
 	kh_upload_post_fn post_json;
 	void *ctx;
+	kh_upload_get_fn get_json; /* NULL: no fetch after a gap (the next session brings them) */
 };
 
 struct kh_upload_config {
@@ -83,6 +92,8 @@ struct kh_upload_result {
 	unsigned emms;                      /* EMMs the center answered with */
 	unsigned emms_applied;              /* accepted by the card */
 	unsigned emms_replayed;             /* refused as EMM_REPLAY: applied before (a retried session) */
+	unsigned emms_gap;                  /* refused as EMM_GAP (an earlier one was missing) */
+	unsigned emms_fetched;              /* EMMs fetched after the card's last (GET .../emm?after_seq) */
 	unsigned emms_refused;              /* refused for another reason */
 	kh_err emm_err;                     /* the first such reason */
 
@@ -108,6 +119,11 @@ struct kh_upload_result {
  *                       res->center_msg says what the center said;
  *   KH_ERR_FORMAT       an answer that is not what the protocol says (no nonce, bad base64url,
  *                       too many EMMs, ...).
+ * The answer's EMMs go to the card in sequence order. When the card answers EMM_GAP (an EMM
+ * is missing from the answer) or the answer was full, and http->get_json is set, the client asks
+ * the center for the card's EMMs after the last it applied (GET /v1/cards/{UA}/emm?after_seq=N)
+ * and applies them in order, again while the card takes some, at most KH_UPLOAD_FETCH_ROUNDS
+ * times; a fetch that fails is logged and ends the fetching, not the session.
  * M1 is never written but through kh_m1_export, and only after the EMMs; an M1 that cannot be
  * read (anything but KH_OK and NOTFOUND from kh_m1_load) is not sent and not exported to.
  */

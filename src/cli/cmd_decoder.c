@@ -391,6 +391,10 @@ static void summary(const struct kh_decoder *d, const struct m1 *m1)
 		"purchases %u\n",
 		s.ecm_passed, s.ecm_answered, s.ecm_refused, s.emm_passed, s.emm_accepted, s.reconnects,
 		s.purchases);
+	if (s.emm_gaps)
+		fprintf(stderr, "keyhole: EMM gaps: %u EMM(s) for this card came before an earlier one; %u held, "
+				"%u not held\n",
+			s.emm_gaps, s.emm_pending, s.emm_unheld);
 	if (m1->dir)
 		fprintf(stderr, "keyhole: M1: %u block(s) stored, %u kept as they were; %u export period(s) in "
 				"%llu ms of stream time\n",
@@ -500,6 +504,14 @@ static int play(int argc, char **argv)
 	}
 	if (o.verbose)
 		summary(d, &m1);
+	{
+		struct kh_decoder_stats s;
+		kh_decoder_get_stats(d, &s);
+		if (s.emm_pending)
+			fprintf(stderr, "keyhole: %u EMM(s) for this card wait for an earlier one the stream did not "
+					"carry: 'keyhole decoder connect' fetches it from the center\n",
+				s.emm_pending);
+	}
 	rc = KH_EXIT_OK;
 out:
 	if (out && out != stdout)
@@ -817,6 +829,10 @@ static void connect_report(const char *dir, const struct kh_upload_result *res)
 	printf("emms applied %u\n", res->emms_applied);
 	if (res->emms_replayed)
 		printf("emms already applied %u\n", res->emms_replayed);
+	if (res->emms_fetched)
+		printf("emms fetched after the card's last %u\n", res->emms_fetched);
+	if (res->emms_gap)
+		printf("emms that came before an earlier one %u\n", res->emms_gap);
 	if (res->emms_refused) {
 		printf("emms refused %u\n", res->emms_refused);
 		fprintf(stderr, "keyhole: the card refused %u EMM(s) of the center: %s\n", res->emms_refused,

@@ -21,7 +21,7 @@
 static const char serve_help[] =
 	"usage: keyhole serve --db FILE --authority DIR [--listen HOST:PORT] [--cert FILE --key FILE]\n"
 	"           [--threads N] [--token-file FILE] [--no-operator-auth]\n"
-	"           [--session-ttl SECONDS] [--sessions-per-card N] [--bulk-chunk N]\n"
+	"           [--session-ttl SECONDS] [--sessions-per-card N] [--bulk-chunk N] [--rights-ttl DAYS]\n"
 	"\n"
 	"Serve the management center's operator API (HTTP/1.1 + JSON under /v1, and /metrics) until\n"
 	"SIGTERM or SIGINT, then stop after answering the requests in flight. When ready, print one\n"
@@ -48,7 +48,11 @@ static const char serve_help[] =
 	"      --sessions-per-card N  a card's unprocessed sessions at most, 1 to 64 (default 8): one\n"
 	"                         more evicts the oldest\n"
 	"      --bulk-chunk N     subscribers per transaction of a bulk subscription, 1 to 100000\n"
-	"                         (default 2000)\n";
+	"                         (default 2000)\n"
+	"      --rights-ttl DAYS  a card is sent subscription rights at most DAYS ahead, 1 to 3650\n"
+	"                         (default 31), renewed every DAYS/2 by a sweep the server runs hourly\n"
+	"                         (and POST /v1/rights/renew): a card cut off from its EMMs loses its\n"
+	"                         rights at most DAYS after the last renewal it received\n";
 
 /* "HOST:PORT" or "[V6]:PORT" into host (cap bytes) and port. */
 static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
@@ -96,6 +100,7 @@ int kh_cmd_serve(int argc, char **argv)
 					     {"session-ttl", required_argument, NULL, 'S'},
 					     {"sessions-per-card", required_argument, NULL, 'P'},
 					     {"bulk-chunk", required_argument, NULL, 'B'},
+					     {"rights-ttl", required_argument, NULL, 'R'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	const char *db = NULL, *authdir = NULL, *listen = "127.0.0.1:8480", *cert = NULL, *key = NULL, *what = NULL;
@@ -134,10 +139,17 @@ int kh_cmd_serve(int argc, char **argv)
 			break;
 		case 'S':
 		case 'P':
-		case 'B': {
-			/* the three limits of the center (struct kh_sms_config), each with its range */
-			unsigned long v, max = c == 'S' ? 86400 : c == 'P' ? 64 : KH_SMS_BULK_CHUNK_MAX;
-			const char *name = c == 'S' ? "--session-ttl" : c == 'P' ? "--sessions-per-card" : "--bulk-chunk";
+		case 'B':
+		case 'R': {
+			/* the limits of the center (struct kh_sms_config), each with its range */
+			unsigned long v, max = c == 'S'   ? 86400
+					       : c == 'P' ? 64
+					       : c == 'B' ? KH_SMS_BULK_CHUNK_MAX
+							  : KH_SMS_RIGHTS_TTL_MAX / 86400;
+			const char *name = c == 'S'   ? "--session-ttl"
+					   : c == 'P' ? "--sessions-per-card"
+					   : c == 'B' ? "--bulk-chunk"
+						      : "--rights-ttl";
 			errno = 0;
 			v = strtoul(optarg, &end, 10);
 			if (*optarg < '0' || *optarg > '9' || *end || errno || v < 1 || v > max)
@@ -146,8 +158,10 @@ int kh_cmd_serve(int argc, char **argv)
 				scfg.upload_session_ttl = (unsigned)v;
 			else if (c == 'P')
 				scfg.upload_sessions_max = (unsigned)v;
-			else
+			else if (c == 'B')
 				scfg.bulk_chunk = (unsigned)v;
+			else
+				scfg.rights_ttl = (unsigned)v * 86400u;
 			break;
 		}
 		case 'h': fputs(serve_help, stdout); return KH_EXIT_OK;
@@ -222,6 +236,11 @@ int kh_cmd_serve(int argc, char **argv)
 	}
 	if ((r = kh_http_start(h)) != KH_OK) {
 		rc = kh_cli_fail(listen, r);
+		goto out;
+	}
+	/* The rights renewal: at once, then hourly (a window swept already costs a few reads). */
+	if ((r = kh_sms_renew_start(sms, 0)) != KH_OK) {
+		rc = kh_cli_fail("rights renewal", r);
 		goto out;
 	}
 	/* A server logs its requests: info unless the operator chose a level. */

@@ -73,6 +73,19 @@ struct kh_decoder {
 	struct kh_cas_status status;
 	uint32_t emm_seen[3][EMM_RING];
 	unsigned emm_n[3], emm_pos[3];
+	/*
+	 * The card's own EMMs it answered EMM_GAP, to pass again once the missing one arrived (the
+	 * carousel may bring n+1 before n, a host may withhold n): for card pend_ua, unordered, the
+	 * lowest seqs kept when full. Only a genuine EMM can get EMM_GAP (the card checks the tag
+	 * first), so forged ones never take a slot.
+	 */
+	uint32_t pend_ua;
+	unsigned npend;
+	struct pending {
+		uint32_t seq;
+		size_t len;
+		uint8_t sec[KH_EMM_MAX];
+	} pend[KH_DECODER_EMM_PENDING];
 
 	/* descrambler */
 	struct kh_scr *scr;
@@ -109,6 +122,8 @@ static void tell(struct kh_decoder *d, kh_err reason, const char *fmt, ...)
 	if (d->cfg.notify)
 		d->cfg.notify(d->cfg.ctx, reason, msg);
 }
+
+static void pending_reset(struct kh_decoder *d);
 
 /* ---- the batch ---- */
 
@@ -363,6 +378,7 @@ static kh_err on_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 			/* Another card: its rights, group and EMM counters are its own. */
 			d->have_status = 0;
 			memset(d->emm_n, 0, sizeof d->emm_n);
+			pending_reset(d);
 			tell(d, KH_OK, "paired with card %08X", d->cfg.cas->card_ua);
 		} else {
 			tell(d, KH_OK, "paired with card %08X again", d->cfg.cas->card_ua);
@@ -378,16 +394,146 @@ static kh_err on_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 
 /* ---- EMMs ---- */
 
-static int emm_seen(struct kh_decoder *d, unsigned type, uint32_t seq)
+static int emm_seen(const struct kh_decoder *d, unsigned type, uint32_t seq)
 {
 	for (unsigned i = 0; i < d->emm_n[type]; i++)
 		if (d->emm_seen[type][i] == seq)
 			return 1;
+	return 0;
+}
+
+static void emm_see(struct kh_decoder *d, unsigned type, uint32_t seq)
+{
 	d->emm_seen[type][d->emm_pos[type]] = seq;
 	d->emm_pos[type] = (d->emm_pos[type] + 1) % EMM_RING;
 	if (d->emm_n[type] < EMM_RING)
 		d->emm_n[type]++;
+}
+
+/* Let the carousel's next repetition of seq through again (no EMM has seq 0). */
+static void emm_unsee(struct kh_decoder *d, unsigned type, uint32_t seq)
+{
+	for (unsigned i = 0; i < d->emm_n[type]; i++)
+		if (d->emm_seen[type][i] == seq)
+			d->emm_seen[type][i] = 0;
+}
+
+static void pending_reset(struct kh_decoder *d)
+{
+	d->npend = 0;
+	d->pend_ua = d->cfg.cas->card_ua;
+	d->st.emm_pending = 0;
+}
+
+static int pending_has(const struct kh_decoder *d, uint32_t seq)
+{
+	for (unsigned i = 0; i < d->npend; i++)
+		if (d->pend[i].seq == seq)
+			return 1;
 	return 0;
+}
+
+static void pending_drop(struct kh_decoder *d, unsigned i)
+{
+	if (i != --d->npend)
+		d->pend[i] = d->pend[d->npend];
+	d->st.emm_pending = d->npend;
+}
+
+/*
+ * Hold a unique EMM the card answered EMM_GAP. When the set is full, the highest seq makes room
+ * for a lower one (the card needs the lower first) and is let through the carousel again; 0 when
+ * sec was not held.
+ */
+static int pending_put(struct kh_decoder *d, uint32_t seq, const uint8_t *sec, size_t n)
+{
+	unsigned at = d->npend, hi = 0;
+
+	if (d->pend_ua != d->cfg.cas->card_ua)
+		pending_reset(d);
+	if (n > KH_EMM_MAX)
+		return 0; /* the card refuses such an EMM before its tag: cannot happen */
+	if (at == KH_DECODER_EMM_PENDING) {
+		for (unsigned i = 1; i < at; i++)
+			if (d->pend[i].seq > d->pend[hi].seq)
+				hi = i;
+		if (d->pend[hi].seq < seq)
+			return 0;
+		emm_unsee(d, KH_EMM_UNIQUE, d->pend[hi].seq);
+		d->st.emm_unheld++;
+		at = hi;
+	} else {
+		d->npend++;
+	}
+	d->pend[at].seq = seq;
+	d->pend[at].len = n;
+	memcpy(d->pend[at].sec, sec, n);
+	d->st.emm_pending = d->npend;
+	return 1;
+}
+
+/* The card took an EMM: its counters (perhaps its group, its rights) moved. */
+static void emm_taken(struct kh_decoder *d, unsigned type, uint32_t addr, uint32_t seq)
+{
+	d->st.emm_accepted++;
+	kh_log_info("decoder.emm", "type=%u addr=%08X seq=%u", type, addr, seq);
+	d->have_status = 0;
+	if (d->cfg.changed)
+		d->cfg.changed(d->cfg.ctx, KH_DECODER_CHANGED_EMM);
+	if (!have_keys(d))
+		d->have_last = 0; /* rights may have arrived: show the card the current ECM again */
+}
+
+/*
+ * After the card accepted an EMM: pass the held ones that now follow its last unique seq, in
+ * order, and forget those it has. One that the card refuses now is let through the carousel
+ * again and ends the round.
+ */
+static void pending_retry(struct kh_decoder *d)
+{
+	struct kh_cas_status st;
+	uint32_t last, seq;
+	kh_err r;
+
+	if (d->npend == 0)
+		return;
+	if (d->pend_ua != d->cfg.cas->card_ua) {
+		pending_reset(d);
+		return;
+	}
+	if ((r = kh_host_cas_status(d->cfg.cas, &st)) != KH_OK) {
+		kh_log_info("decoder.status_failed", "err=%s", kh_err_name(r));
+		return;
+	}
+	last = st.seq[KH_EMM_UNIQUE];
+	for (;;) {
+		unsigned next = KH_DECODER_EMM_PENDING;
+		for (unsigned i = 0; i < d->npend;) {
+			if (d->pend[i].seq <= last) {
+				pending_drop(d, i); /* applied meanwhile: a replay now */
+				continue;
+			}
+			i++;
+		}
+		for (unsigned i = 0; i < d->npend; i++)
+			if (d->pend[i].seq == last + 1)
+				next = i;
+		if (next == KH_DECODER_EMM_PENDING)
+			break;
+		seq = d->pend[next].seq;
+		d->st.emm_passed++;
+		r = kh_host_cas_emm(d->cfg.cas, d->pend[next].sec, d->pend[next].len);
+		pending_drop(d, next);
+		if (r != KH_OK) {
+			kh_log_info("decoder.emm_refused", "type=%u addr=%08X seq=%u err=%s", KH_EMM_UNIQUE, d->pend_ua,
+				    seq, kh_err_name(r));
+			emm_unsee(d, KH_EMM_UNIQUE, seq);
+			break;
+		}
+		emm_taken(d, KH_EMM_UNIQUE, d->pend_ua, seq);
+		last = seq;
+	}
+	d->have_status = 0;
 }
 
 static kh_err on_emm(struct kh_decoder *d, const uint8_t *sec, size_t n)
@@ -414,19 +560,32 @@ static kh_err on_emm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 		return KH_OK;
 	if (h.seq <= d->status.seq[h.addr_type] || emm_seen(d, h.addr_type, h.seq))
 		return KH_OK;
+	if (h.addr_type == KH_EMM_UNIQUE && d->pend_ua == h.addr && pending_has(d, h.seq))
+		return KH_OK;
 	d->st.emm_passed++;
-	if ((r = kh_host_cas_emm(d->cfg.cas, sec, n)) != KH_OK) {
+	r = kh_host_cas_emm(d->cfg.cas, sec, n);
+	if (r == KH_ERR_EMM_GAP && h.addr_type == KH_EMM_UNIQUE) {
+		/* Genuine, but an earlier one is missing (withheld, or later in the carousel): hold it. */
+		int held = pending_put(d, h.seq, sec, n);
+		d->st.emm_gaps++;
+		if (held)
+			emm_see(d, h.addr_type, h.seq);
+		else
+			d->st.emm_unheld++;
+		kh_log_info("decoder.emm_gap", "addr=%08X seq=%u card_last=%u held=%s pending=%u", h.addr, h.seq,
+			    d->status.seq[KH_EMM_UNIQUE], held ? "yes" : "no", d->npend);
+		return KH_OK;
+	}
+	/* A forgery (AUTH) must not make the genuine EMM of that seq look seen. */
+	if (r != KH_ERR_AUTH)
+		emm_see(d, h.addr_type, h.seq);
+	if (r != KH_OK) {
 		kh_log_info("decoder.emm_refused", "type=%u addr=%08X seq=%u err=%s", h.addr_type, h.addr, h.seq,
 			    kh_err_name(r));
 		return KH_OK;
 	}
-	d->st.emm_accepted++;
-	kh_log_info("decoder.emm", "type=%u addr=%08X seq=%u", h.addr_type, h.addr, h.seq);
-	d->have_status = 0; /* its counters (and perhaps its group) moved */
-	if (d->cfg.changed)
-		d->cfg.changed(d->cfg.ctx, KH_DECODER_CHANGED_EMM);
-	if (!have_keys(d))
-		d->have_last = 0; /* rights may have arrived: show the card the current ECM again */
+	emm_taken(d, h.addr_type, h.addr, h.seq);
+	pending_retry(d);
 	return KH_OK;
 }
 

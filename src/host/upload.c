@@ -219,6 +219,83 @@ static kh_err set_b64_item(json_t *arr, const uint8_t *p, size_t n)
 	return r;
 }
 
+/* ---- the card's EMMs ---- */
+
+/*
+ * Apply n EMMs to the card in sequence order (the center sends them so; in another order the
+ * card would refuse the later ones as gaps).
+ * *gap: the card answered EMM_GAP for one (an earlier one is missing).
+ */
+static void apply_emms(const struct kh_upload_config *cfg, uint8_t (*emms)[KH_EMM_MAX], const size_t *emm_len,
+		       size_t n, uint8_t *resp, size_t cap, struct kh_upload_result *res, int *gap)
+{
+	size_t order[KH_UPLOAD_MAX_EMMS], dlen;
+	uint32_t seq[KH_UPLOAD_MAX_EMMS];
+	uint16_t sw;
+
+	for (size_t i = 0; i < n; i++) {
+		struct kh_emm_hdr h;
+		size_t j = i;
+		seq[i] = kh_emm_peek(emms[i], emm_len[i], &h) == KH_OK ? h.seq : 0;
+		for (; j > 0 && seq[order[j - 1]] > seq[i]; j--)
+			order[j] = order[j - 1];
+		order[j] = i;
+	}
+	for (size_t k = 0; k < n; k++) {
+		size_t i = order[k];
+		kh_err e = kh_host_apdu(cfg->card, KH_INS_EMM, 0, emms[i], emm_len[i], resp, cap, &dlen, &sw);
+		if (e == KH_OK) {
+			res->emms_applied++;
+		} else if (e == KH_ERR_EMM_REPLAY) {
+			res->emms_replayed++;
+		} else if (e == KH_ERR_EMM_GAP) {
+			res->emms_gap++;
+			*gap = 1;
+			kh_log_info("upload.emm_gap", "seq=%u", seq[i]);
+		} else {
+			res->emms_refused++;
+			if (res->emm_err == KH_OK)
+				res->emm_err = e;
+			kh_log_warn("upload.emm_refused", "index=%zu error=%s", i, kh_err_name(e));
+		}
+	}
+}
+
+/* GET the card's EMMs after its last applied one: at most KH_UPLOAD_MAX_EMMS sections into emms. */
+static kh_err fetch_emms(const struct kh_upload_config *cfg, uint32_t ua, uint32_t after,
+			 uint8_t (*emms)[KH_EMM_MAX], size_t *emm_len, size_t *n)
+{
+	json_t *a = NULL, *list, *v;
+	char *url = NULL, tail[64];
+	int status = 0;
+	size_t i;
+	kh_err r;
+
+	snprintf(tail, sizeof tail, "%08X/emm?after_seq=%u&limit=%u", ua, after, KH_UPLOAD_MAX_EMMS);
+	if ((r = join_url(cfg->center, "/v1/cards/", tail, &url)) != KH_OK)
+		return r;
+	if ((r = cfg->http->get_json(cfg->http->ctx, url, &status, &a)) != KH_OK)
+		goto out;
+	list = json_object_get(a, "emms");
+	r = KH_ERR_FORMAT;
+	if (status != 200 || !json_is_array(list) || json_array_size(list) > KH_UPLOAD_MAX_EMMS)
+		goto out;
+	json_array_foreach(list, i, v) {
+		json_t *sec = json_object_get(v, "section");
+		const char *s = json_string_value(sec);
+		if (!s || kh_b64url_decode(s, json_string_length(sec), emms[i], KH_EMM_MAX, &emm_len[i]) != KH_OK)
+			goto out;
+	}
+	*n = json_array_size(list);
+	r = KH_OK;
+out:
+	if (r != KH_OK)
+		kh_log_warn("upload.emm_fetch_failed", "status=%d error=%s", status, kh_err_name(r));
+	json_decref(a);
+	free(url);
+	return r;
+}
+
 /* ---- the session ---- */
 
 struct bufs {
@@ -238,7 +315,7 @@ kh_err kh_upload_run(const struct kh_upload_config *cfg, struct kh_upload_result
 	json_t *req = NULL, *ans = NULL, *arr;
 	char *url = NULL, ua_hex[9], key_open[2 * IDEM_BYTES + 1], key_up[2 * IDEM_BYTES + 1];
 	uint8_t rnd[IDEM_BYTES];
-	size_t nonce_len = 0, cur_len = 0, m1_len = 0, nemm = 0, dlen;
+	size_t nonce_len = 0, cur_len = 0, m1_len = 0, nemm = 0;
 	const char *sid;
 	uint32_t emm_seq = 0;
 	uint16_t sw;
@@ -343,19 +420,28 @@ kh_err kh_upload_run(const struct kh_upload_config *cfg, struct kh_upload_result
 	kh_log_info("upload.answer", "session=%s attempts=%u verdicts=%zu emms=%zu", res->session, res->attempts,
 		    res->nverdicts, nemm);
 
-	/* 5. The EMMs to the card, before anything touches M1. */
-	for (size_t i = 0; i < nemm; i++) {
-		kh_err e = kh_host_apdu(cfg->card, KH_INS_EMM, 0, b->emms[i], b->emm_len[i], b->resp, sizeof b->resp,
-					&dlen, &sw);
-		if (e == KH_OK) {
-			res->emms_applied++;
-		} else if (e == KH_ERR_EMM_REPLAY) {
-			res->emms_replayed++;
-		} else {
-			res->emms_refused++;
-			if (res->emm_err == KH_OK)
-				res->emm_err = e;
-			kh_log_warn("upload.emm_refused", "index=%zu error=%s", i, kh_err_name(e));
+	/* 5. The EMMs to the card, before anything touches M1, in sequence order. A card applies
+	 * its own EMMs only in order: when it says one is missing (EMM_GAP: the answer lost one) or
+	 * the answer was full, fetch what follows its last and apply that, while it takes some. */
+	{
+		int gap = 0;
+		apply_emms(cfg, b->emms, b->emm_len, nemm, b->resp, sizeof b->resp, res, &gap);
+		for (unsigned round = 0; cfg->http->get_json && (gap || nemm == KH_UPLOAD_MAX_EMMS) &&
+					 round < KH_UPLOAD_FETCH_ROUNDS;
+		     round++) {
+			struct kh_host_cas direct;
+			struct kh_cas_status st;
+			unsigned before = res->emms_applied;
+			memset(&direct, 0, sizeof direct);
+			direct.card = cfg->card;
+			if (kh_host_cas_status(&direct, &st) != KH_OK ||
+			    fetch_emms(cfg, info.ua, st.seq[KH_EMM_UNIQUE], b->emms, b->emm_len, &nemm) != KH_OK)
+				break;
+			res->emms_fetched += (unsigned)nemm;
+			gap = 0;
+			apply_emms(cfg, b->emms, b->emm_len, nemm, b->resp, sizeof b->resp, res, &gap);
+			if (res->emms_applied == before)
+				break;
 		}
 	}
 

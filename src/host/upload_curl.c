@@ -1,6 +1,6 @@
 /*
  * The real HTTP side of the upload session (include/keyhole/upload.h, struct kh_upload_http):
- * one JSON POST over the service layer's client (kh_http_client, src/net/http_client.c), which
+ * one JSON POST (and the GET of the card's EMMs after a gap) over the service layer's client (kh_http_client, src/net/http_client.c), which
  * holds the transport rules: TLS always verifies the center's certificate chain and name
  * (against --cacert's private CA when given), no redirects, an answer larger than
  * KH_UPLOAD_RESP_MAX cut off as a transport failure. Plain http is refused here except to the
@@ -54,6 +54,32 @@ out:
 	return r;
 }
 
+static kh_err get_json(void *ctx, const char *url, int *status, json_t **resp)
+{
+	struct kh_upload_curl *c = ctx;
+	static const char *const headers[] = {"Accept: application/json", NULL};
+	const char *q;
+	char *base;
+	long code = 0;
+	kh_err r;
+
+	*resp = NULL;
+	*status = 0;
+	c->err[0] = 0;
+	/* The rules are the base URL's: the query this client adds is checked apart from it. */
+	q = strchr(url, '?');
+	if (!(base = strndup(url, q ? (size_t)(q - url) : strlen(url))))
+		return KH_ERR_NOMEM;
+	r = kh_upload_url_check(base, c->insecure_http);
+	free(base);
+	if (r != KH_OK || (q && strspn(q + 1, "abcdefghijklmnopqrstuvwxyz_=&0123456789") != strlen(q + 1)))
+		return KH_ERR_INVAL;
+	if ((r = kh_http_client_request(c->client, url, headers, NULL, &code, resp, c->err, sizeof c->err)) != KH_OK)
+		return r;
+	*status = (int)code;
+	return KH_OK;
+}
+
 kh_err kh_upload_curl_new(const char *cacert, int insecure_http, struct kh_upload_curl **out,
 			  struct kh_upload_http *http)
 {
@@ -70,6 +96,7 @@ kh_err kh_upload_curl_new(const char *cacert, int insecure_http, struct kh_uploa
 	}
 	c->insecure_http = insecure_http;
 	http->post_json = post_json;
+	http->get_json = get_json;
 	http->ctx = c;
 	*out = c;
 	return KH_OK;

@@ -5,6 +5,8 @@
  * the job's progress row (migration 3, bulk_jobs) that each chunk's transaction moves forward.
  * The progress row is keyed by the request's idempotency key and carries its request hash, so
  * that a retry resumes the job it belongs to and another request under the same key is refused.
+ * The rights renewal (sms_rights.c) walks one product's subscriptions by subscriber the same way
+ * and keeps its progress in the same rows, under keys of its own.
  */
 #include <string.h>
 
@@ -80,6 +82,42 @@ kh_err kh_store_bulk_target(struct kh_store *s, int64_t subscriber_id, uint32_t 
 	if ((r = kh__exec(st)) != KH_OK)
 		goto out;
 	*t = got;
+out:
+	kh__stmt_done(st);
+	return r;
+}
+
+kh_err kh_store_renew_targets(struct kh_store *s, uint32_t product, int64_t after_id, int64_t max_id,
+			      int64_t started_before, int64_t ends_after, unsigned limit, kh_store_renew_target_fn fn,
+			      void *arg)
+{
+	/* Walks subscriptions_product (product, subscriber_id) in id order: a chunk costs its own size. */
+	static const char sql[] =
+		"SELECT u.subscriber_id, min(c.ua), u.start_time, u.end_time\n"
+		"FROM subscriptions u JOIN cards c ON c.subscriber_id = u.subscriber_id AND c.state = 'active'\n"
+		"WHERE u.product_id = ?1 AND u.subscriber_id > ?2 AND u.subscriber_id <= ?3\n"
+		"  AND u.start_time < ?4 AND u.end_time > ?5\n"
+		"GROUP BY u.subscriber_id ORDER BY u.subscriber_id LIMIT ?6";
+	struct kh__stmt *st = NULL;
+	int row = 0;
+	kh_err r;
+
+	if (s == NULL || fn == NULL || limit == 0)
+		return KH_ERR_INVAL;
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_i64(st, 1, product)) != KH_OK ||
+	    (r = kh__bind_i64(st, 2, after_id)) != KH_OK || (r = kh__bind_i64(st, 3, max_id)) != KH_OK ||
+	    (r = kh__bind_i64(st, 4, started_before)) != KH_OK || (r = kh__bind_i64(st, 5, ends_after)) != KH_OK ||
+	    (r = kh__bind_i64(st, 6, limit)) != KH_OK)
+		goto out;
+	while ((r = kh__step(st, &row)) == KH_OK && row) {
+		struct kh_store_renew_target t;
+		t.subscriber_id = kh__col_i64(st, 0);
+		t.ua = (uint32_t)kh__col_i64(st, 1);
+		t.start = kh__col_i64(st, 2);
+		t.end = kh__col_i64(st, 3);
+		if ((r = fn(arg, &t)) != KH_OK)
+			goto out;
+	}
 out:
 	kh__stmt_done(st);
 	return r;

@@ -49,13 +49,20 @@ kh_stop "$PID" INT
 [ "$KH_RC" -eq 0 ] || kh_fail "SIGINT: exit status $KH_RC, expected 0"
 
 # the center's limits from the command line: two sessions per card, the third evicts the oldest
-kh_start_serve PID --sessions-per-card 2 --session-ttl 60 --bulk-chunk 10
+kh_start_serve PID --sessions-per-card 2 --session-ttl 60 --bulk-chunk 10 --rights-ttl 7
 for i in 1 2 3; do
 	kh_expect_api POST /v1/upload/sessions "{\"ua\":\"$UA\"}" 201 '"nonce"'
 done
 N=$(sqlite3 center.db "SELECT count(*) FROM upload_sessions WHERE closed_at IS NULL AND ua = $(printf %d "0x$UA")")
 [ "$N" = 2 ] || kh_fail "--sessions-per-card 2: $N unprocessed sessions after three openings"
+# --rights-ttl 7: the windows are 3.5 days, a right reaches 7 days past its window's start; the
+# server swept at start, and asked again it has nothing more to queue
+kh_expect_api POST /v1/rights/renew '{}' 200 '"emms_queued":0'
+WS=$(sed -n 's/.*"window_start":\([0-9]*\).*/\1/p' "$KH_META/body")
+RE=$(sed -n 's/.*"rights_end":\([0-9]*\).*/\1/p' "$KH_META/body")
+[ $((RE - WS)) = 604800 ] || kh_fail "--rights-ttl 7: window_start $WS, rights_end $RE"
 kh_stop "$PID" TERM
+grep -q 'event=sms.rights_renew ' "$KH_META/daemon.err" || kh_fail "no rights renewal sweep at start"
 
 # HTTPS with a certificate and key (TLS 1.3)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key -out tls.crt \
@@ -90,6 +97,9 @@ kh_expect_usage serve --db center.db --authority auth --session-ttl 86401
 kh_expect_usage serve --db center.db --authority auth --sessions-per-card 65
 kh_expect_usage serve --db center.db --authority auth --bulk-chunk 100001
 kh_expect_usage serve --db center.db --authority auth --bulk-chunk 2k
+kh_expect_usage serve --db center.db --authority auth --rights-ttl 0
+kh_expect_usage serve --db center.db --authority auth --rights-ttl 3651
+kh_expect_usage serve --db center.db --authority auth --rights-ttl 31d
 kh_expect_usage serve --db center.db --authority auth --cert x.pem
 kh_expect_usage serve --db center.db --authority auth --bogus
 kh_expect_usage serve --db center.db --authority auth extra

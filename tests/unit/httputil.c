@@ -39,7 +39,12 @@ int center_service_key(const char *db, struct center_skey *sk)
 }
 
 #ifndef KH_HTTPUTIL_NO_CMOCKA
+#include <time.h>
+
+#include "keyhole/cas.h"
+#include "keyhole/host.h"
 #include "keyhole/http.h"
+#include "keyhole/scramble.h"
 #include "keyhole/sms.h"
 #include "testutil.h"
 #endif
@@ -196,5 +201,35 @@ void center_stop(struct kh_sms *sms, struct kh_http *h)
 {
 	kh_http_free(h);
 	kh_sms_free(sms);
+}
+
+int center_watch(const char *db, const uint8_t root_pk[32], const struct kh_cas_signer *sg, struct kh_transport *cam,
+		 struct kh_transport *card, uint32_t product, int64_t t)
+{
+	struct center_skey sk = {0};
+	struct kh_host_cas cas;
+	struct kh_cw_answer cw;
+	struct kh_ecm e = {0};
+	uint8_t ecm[KH_ECM_MAX];
+	size_t len;
+	kh_err r;
+
+	assert_int_equal(center_service_key(db, &sk), KH_OK);
+	e.h.table_id = KH_ECM_TID_EVEN;
+	e.h.key_id = sk.id;
+	e.h.key_version = sk.version;
+	e.alg = KH_SCR_CSA2;
+	e.cw_len = 8;
+	e.access = KH_ECM_PRODUCT;
+	e.product = product;
+	e.time = (uint64_t)t;
+	assert_int_equal(kh_ecm_seal(sk.key, sg, &e, ecm, sizeof ecm, &len), KH_OK);
+	kh_wipe(&sk, sizeof sk);
+	kh_host_cas_init(&cas, root_pk, cam, card, (const uint8_t *)"decoder", 7);
+	assert_int_equal(kh_host_cas_connect(&cas, (uint64_t)time(NULL)), KH_OK);
+	r = kh_host_cas_ecm(&cas, ecm, len, (uint64_t)t, &cw, NULL);
+	kh_wipe(&cw, sizeof cw);
+	kh_host_cas_wipe(&cas);
+	return r;
 }
 #endif

@@ -16,6 +16,8 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "keyhole/cas.h"
+
 /* What one request got back. body is NUL-terminated and malloc'd (NULL when the answer had no
  * body); json is body parsed, or NULL; replayed is 1 when the answer carried
  * "Idempotent-Replayed: true". Released with reply_free. */
@@ -78,6 +80,14 @@ void center_start(const char *db, const char *authdir, const char *token, struct
 		  struct kh_http **h, uint16_t *port);
 /* Stop the server, then free the center. */
 void center_stop(struct kh_sms *sms, struct kh_http *h);
+/*
+ * An ECM for product at time t under the center's service key (db), through a decoder -> cam ->
+ * card session with the operator's root_pk: the card's answer (KH_OK, KH_ERR_NO_RIGHT,
+ * KH_ERR_RIGHT_EXPIRED, ...). The CW is wiped.
+ */
+struct kh_transport;
+int center_watch(const char *db, const uint8_t root_pk[32], const struct kh_cas_signer *sg, struct kh_transport *cam,
+		 struct kh_transport *card, uint32_t product, int64_t t); /* a kh_err */
 #endif
 
 #endif

@@ -47,7 +47,22 @@ struct bw {
 	struct card cards[NCARDS];
 	int64_t sub[8]; /* subscribers 0..5 exist after setup; 6, 7 are made by tests */
 	int64_t now;
+	int64_t clock; /* the center's clock (0: time()) */
 };
+
+static int64_t bw_clock(void *ctx)
+{
+	struct bw *b = ctx;
+	return b->clock ? b->clock : (int64_t)time(NULL);
+}
+
+/* The end the center sends now for a subscription [start, end): its rights window's, or end. */
+static int64_t rights_end(struct bw *b, int64_t start, int64_t end)
+{
+	int64_t half = KH_SMS_RIGHTS_TTL / 2, now = bw_clock(b), base = now > start ? now : start;
+	int64_t w = (base / half + 2) * half;
+	return w < end ? w : end;
+}
 
 /* The center, as center_start does it, but with a chunk of CHUNK subscribers. */
 static void start(struct bw *b)
@@ -58,6 +73,8 @@ static void start(struct bw *b)
 	cfg.db = b->db;
 	cfg.authority_dir = b->w->auth_dir;
 	cfg.bulk_chunk = CHUNK;
+	cfg.clock = bw_clock;
+	cfg.clock_ctx = b;
 	assert_int_equal(kh_sms_new(&cfg, &b->sms, NULL), KH_OK);
 	hc.threads = 0; /* KH_HTTP_THREADS */
 	assert_int_equal(kh_http_new(&hc, &b->h), KH_OK);
@@ -562,7 +579,7 @@ static void test_list(void **state)
 	assert_int_equal(subs_of(b, s2, 9, &has), 1);
 	assert_true(has);
 	assert_int_equal(sync_card(b, &b->cards[0], 9), 1);
-	assert_true(card_has(&b->cards[0], 9, 1, 2000000000));
+	assert_true(card_has(&b->cards[0], 9, 1, rights_end(b, 1, 2000000000)));
 	assert_int_equal(sync_card(b, &b->cards[1], 9), 0);
 }
 
@@ -649,6 +666,85 @@ static void test_refusals(void **state)
 	}
 }
 
+/* ---- rights that end on their own, and their renewal ---- */
+
+/* An ECM for product at time t, through decoder -> CAM -> card c. */
+static kh_err watch_at(struct bw *b, struct card *c, uint32_t product, int64_t t)
+{
+	return center_watch(b->db, b->w->root_pk, world_ecm_signer(b->w->auth), &b->w->cam.t, &c->m.t, product, t);
+}
+
+static json_t *renew(struct bw *b, int64_t cards, int64_t emms, struct reply *r)
+{
+	json_t *j = expect(b, "POST", "/v1/rights/renew", "{}", NULL, 200, r);
+	assert_int_equal(jint(j, "cards"), cards);
+	assert_int_equal(jint(j, "emms_queued"), emms);
+	return j;
+}
+
+/*
+ * A year's subscription for every card (product 7, in chunks of two): each card is sent rights
+ * only up to the end of the current rights window, at most the TTL ahead. Within the window the
+ * renewal has nothing to do. One window later the renewal sends the next window to the three
+ * subscribers still subscribed — not to the one who cancelled — in several chunks, and once only
+ * however often it is asked. The card whose EMMs are withheld from then on (card 2) keeps the
+ * first window's right: an ECM broadcast after that end gets RIGHT_EXPIRED, while the card that
+ * got its renewal still plays.
+ */
+static void test_rights_renewal(void **state)
+{
+	struct bw *b = *state;
+	const int64_t ttl = KH_SMS_RIGHTS_TTL, half = ttl / 2, year = 365 * 86400;
+	const int64_t k = (int64_t)time(NULL) / half, t0 = k * half + half / 2;
+	char body[128], path[96];
+	struct reply r;
+	json_t *j;
+
+	b->clock = t0;
+	snprintf(body, sizeof body, "{\"all\":true,\"start\":%lld,\"end\":%lld}", (long long)(t0 - 60),
+		 (long long)(t0 + year));
+	expect(b, "POST", "/v1/products/7/subscriptions", body, "rights-7", 201, &r);
+	reply_free(&r);
+	snprintf(path, sizeof path, "/v1/subscribers/%lld/subscriptions/7", (long long)b->sub[1]);
+	expect(b, "DELETE", path, NULL, NULL, 200, &r);
+	reply_free(&r);
+	for (int i = 0; i < 4; i++)
+		(void)sync_card(b, &b->cards[i], 7);
+	/* rights only a window ahead: more than half the TTL, at most the TTL, not the year */
+	assert_true(card_has(&b->cards[0], 7, t0 - 60, (k + 2) * half));
+	assert_true((k + 2) * half - t0 <= ttl && (k + 2) * half - t0 > half);
+	assert_true(card_has(&b->cards[2], 7, t0 - 60, (k + 2) * half));
+	assert_int_equal(watch_at(b, &b->cards[2], 7, t0), KH_OK);
+
+	/* nothing to renew within the window, however often asked */
+	reply_free((renew(b, 0, 0, &r), &r));
+	reply_free((renew(b, 0, 0, &r), &r));
+
+	/* the next window: subscribers 0, 3 and 4, two per chunk; asked again, nothing twice */
+	b->clock = t0 + half;
+	j = renew(b, 3, 3, &r);
+	assert_int_equal(jint(j, "window_start"), (k + 1) * half);
+	assert_int_equal(jint(j, "rights_end"), (k + 3) * half);
+	assert_true(jint(j, "chunks") >= 2);
+	reply_free(&r);
+	reply_free((renew(b, 0, 0, &r), &r));
+	assert_int_equal(sync_card(b, &b->cards[0], 7), 2);
+	assert_true(card_has(&b->cards[0], 7, t0 - 60, (k + 3) * half));
+	assert_int_equal(sync_card(b, &b->cards[1], 7), 1); /* cancelled: the first ENTITLE only */
+	assert_int_equal(sync_card(b, &b->cards[3], 7), 2);
+
+	/* card 2's EMMs are withheld from now on: its right ends with the first window */
+	assert_int_equal(watch_at(b, &b->cards[2], 7, (k + 2) * half - 1), KH_OK);
+	assert_int_equal(watch_at(b, &b->cards[2], 7, (k + 2) * half + 1), KH_ERR_RIGHT_EXPIRED);
+	assert_int_equal(watch_at(b, &b->cards[0], 7, (k + 2) * half + 1), KH_OK);
+
+	/* a year later the subscription's own end caps the window */
+	b->clock = t0 + year - half / 2;
+	reply_free((renew(b, 3, 3, &r), &r));
+	(void)sync_card(b, &b->cards[0], 7);
+	assert_true(card_has(&b->cards[0], 7, t0 - 60, t0 + year));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -658,6 +754,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rights_renewal, setup, teardown),
 	};
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -778,6 +778,222 @@ static void test_export_period(void **state)
 	free(ts);
 }
 
+/* ---- the card's own EMMs out of order, or one withheld (EMM_GAP and the pending set) ---- */
+
+struct gapper {
+	struct world *w;
+	struct scenario sc;
+	struct stream *s;
+	struct kh_host_cas cas;
+	struct kh_decoder *d;
+	struct sink k;
+	uint8_t sk[32];
+	uint32_t base; /* the card's last unique seq before the test */
+	int cp;
+	uint64_t t;
+};
+
+static void gap_setup(struct world *w, struct gapper *g)
+{
+	struct kh_decoder_config cfg = {0};
+	struct kh_cas_status st;
+
+	memset(g, 0, sizeof *g);
+	g->w = w;
+	g->sc = (struct scenario){KH_SCR_CSA2, KH_ECM_PRODUCT, 1, 1, 0, w->c1.ua, 0};
+	g->t = (uint64_t)time(NULL);
+	assert_non_null(g->s = calloc(1, sizeof *g->s));
+	assert_int_equal(kh_random(g->sk, sizeof g->sk), KH_OK);
+	connect_card(w, &g->cas, &w->c1);
+	assert_int_equal(kh_host_cas_status(&g->cas, &st), KH_OK);
+	g->base = st.seq[KH_EMM_UNIQUE];
+	cfg.cas = &g->cas;
+	cfg.now = clock_now;
+	cfg.notify = sink_notify;
+	cfg.out = sink_out;
+	cfg.ctx = &g->k;
+	assert_int_equal(kh_decoder_new(&cfg, &g->d), KH_OK);
+	put_psi(g->s, &g->sc);
+}
+
+/* The card's unique EMM number base + i: 1 SET KEY + ENTITLE, 2 REVOKE, later ones ADD CREDIT 1. */
+static void gap_emm(struct gapper *g, uint32_t i)
+{
+	uint8_t cmds[128], sec[KH_EMM_MAX];
+	struct kh_wr wr;
+	size_t n;
+
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	if (i == 1) {
+		assert_int_equal(kh_emm_put_set_key(&wr, 1, 1, g->sk), KH_OK);
+		assert_int_equal(kh_emm_put_entitle(&wr, PRODUCT, g->t - 3600, g->t + 86400), KH_OK);
+	} else if (i == 2) {
+		assert_int_equal(kh_emm_put_revoke(&wr, PRODUCT), KH_OK);
+	} else {
+		assert_int_equal(kh_emm_put_add_credit(&wr, 1, i), KH_OK);
+	}
+	n = world_emm(g->w->auth, g->w->c1.ua, g->base + i, cmds, wr.len, sec, sizeof sec);
+	put_section(g->s, EMM_PID, sec, n);
+}
+
+/* A section that looks like the card's EMM number base + i but is sealed under a key nobody has. */
+static void gap_forged(struct gapper *g, uint32_t i)
+{
+	uint8_t key[32], cmds[32], sec[KH_EMM_MAX];
+	struct kh_emm_hdr h = {0, KH_EMM_UNIQUE, g->w->c1.ua, g->base + i, 0};
+	struct kh_wr wr;
+	size_t n;
+
+	assert_int_equal(kh_random(key, sizeof key), KH_OK);
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_add_credit(&wr, 1000, i), KH_OK);
+	assert_int_equal(kh_emm_seal(key, &h, cmds, wr.len, sec, sizeof sec, &n), KH_OK);
+	put_section(g->s, EMM_PID, sec, n);
+}
+
+/* The next ECM for PRODUCT (a new crypto period, so the decoder passes it). */
+static void gap_ecm(struct gapper *g)
+{
+	uint8_t sec[KH_ECM_MAX];
+	struct kh_ecm e;
+	size_t n;
+
+	memset(&e, 0, sizeof e);
+	e.h.table_id = (uint8_t)(KH_ECM_TID_EVEN | (g->cp & 1));
+	e.h.key_id = 1;
+	e.h.key_version = 1;
+	e.h.cp = (uint32_t)g->cp++;
+	e.alg = KH_SCR_CSA2;
+	e.cw_len = (uint8_t)kh_scr_keylen(KH_SCR_CSA2);
+	e.access = KH_ECM_PRODUCT;
+	e.product = PRODUCT;
+	e.time = g->t;
+	assert_int_equal(kh_ecm_seal(g->sk, world_ecm_signer(g->w->auth), &e, sec, sizeof sec, &n), KH_OK);
+	put_section(g->s, ECM_PID, sec, n);
+}
+
+/* Feed what was built since the last call; the ECM answers so far. */
+static void gap_feed(struct gapper *g, struct kh_decoder_stats *st)
+{
+	assert_int_equal(kh_decoder_feed(g->d, g->s->ts, g->s->n), KH_OK);
+	g->s->n = 0;
+	kh_decoder_get_stats(g->d, st);
+}
+
+static uint32_t gap_card_seq(struct gapper *g)
+{
+	struct kh_cas_status st;
+	assert_int_equal(kh_host_cas_status(&g->cas, &st), KH_OK);
+	return st.seq[KH_EMM_UNIQUE] - g->base;
+}
+
+static void gap_free(struct gapper *g)
+{
+	assert_int_equal(kh_decoder_finish(g->d), KH_OK);
+	kh_decoder_free(g->d);
+	kh_host_cas_wipe(&g->cas);
+	free(g->k.out);
+	free_stream(g->s);
+}
+
+/*
+ * The attack: a host withholds the card's REVOKE (EMM n) and delivers n+1. The card refuses n+1
+ * (EMM_GAP), so the REVOKE is not turned into a replay; the decoder holds n+1. While n is
+ * withheld the product still plays — nothing newer than the REVOKE applies either. When n
+ * arrives, n and then the held n+1 apply in that order in one pass, and the product stops.
+ */
+static void test_emm_gap_withheld_revoke(void **state)
+{
+	struct gapper g;
+	struct kh_decoder_stats st;
+
+	gap_setup(*state, &g);
+	gap_emm(&g, 1);
+	gap_emm(&g, 3); /* 2, the REVOKE, withheld */
+	gap_ecm(&g);
+	gap_feed(&g, &st);
+	assert_int_equal(gap_card_seq(&g), 1);
+	assert_int_equal(st.emm_accepted, 1);
+	assert_int_equal(st.emm_gaps, 1);
+	assert_int_equal(st.emm_pending, 1);
+	assert_int_equal(st.ecm_answered, 1);
+
+	/* the carousel again without the REVOKE: 3 is held, not passed again */
+	gap_emm(&g, 3);
+	gap_ecm(&g);
+	gap_feed(&g, &st);
+	assert_int_equal(st.emm_passed, 2);
+	assert_int_equal(st.ecm_answered, 2);
+
+	/* the REVOKE at last: 2 then the held 3, and the product no longer plays */
+	gap_emm(&g, 2);
+	gap_ecm(&g);
+	gap_feed(&g, &st);
+	assert_int_equal(gap_card_seq(&g), 3);
+	assert_int_equal(st.emm_accepted, 3);
+	assert_int_equal(st.emm_pending, 0);
+	assert_int_equal(st.ecm_answered, 2);
+	assert_int_equal(st.ecm_refused, 1);
+	assert_int_equal(g.k.reason[g.k.nnotes - 1], KH_ERR_NO_RIGHT);
+	gap_free(&g);
+}
+
+/*
+ * A carousel that carries the card's EMMs backwards (6, 5, 4, 3, 2 after 1) converges in the pass
+ * that brings the missing one; forged sections with the card's address and any seq never take a
+ * slot (the card refuses them before the sequence check) nor hide the genuine EMM of their seq;
+ * and a flood of genuine later EMMs does not grow the set past KH_DECODER_EMM_PENDING: the lowest
+ * are kept, the others come again with the next pass of the carousel.
+ */
+static void test_emm_gap_pending_set(void **state)
+{
+	struct gapper g;
+	struct kh_decoder_stats st;
+	const uint32_t top = 40;
+
+	gap_setup(*state, &g);
+	gap_emm(&g, 1);
+	for (uint32_t i = 6; i >= 3; i--)
+		gap_emm(&g, i);
+	gap_feed(&g, &st);
+	assert_int_equal(st.emm_pending, 4);
+	assert_int_equal(gap_card_seq(&g), 1);
+	gap_emm(&g, 2);
+	gap_feed(&g, &st);
+	assert_int_equal(gap_card_seq(&g), 6);
+	assert_int_equal(st.emm_pending, 0);
+
+	/* forgeries first, for every seq to come: none is held, none hides the genuine one */
+	for (uint32_t i = 7; i <= top; i++)
+		gap_forged(&g, i);
+	gap_feed(&g, &st);
+	assert_int_equal(st.emm_pending, 0);
+	assert_int_equal(st.emm_gaps, 4);
+
+	/* 8..top, 7 withheld: at most KH_DECODER_EMM_PENDING held, the lowest */
+	for (uint32_t i = top; i >= 8; i--)
+		gap_emm(&g, i);
+	for (uint32_t i = 8; i <= top; i++)
+		gap_forged(&g, i);
+	gap_feed(&g, &st);
+	assert_int_equal(st.emm_pending, KH_DECODER_EMM_PENDING);
+	assert_true(st.emm_unheld > 0);
+	assert_int_equal(gap_card_seq(&g), 6);
+
+	/* 7 arrives: the held ones apply at once; the carousel's next passes bring the rest */
+	gap_emm(&g, 7);
+	gap_feed(&g, &st);
+	assert_int_equal(gap_card_seq(&g), 7 + KH_DECODER_EMM_PENDING);
+	for (int pass = 0; pass < 4; pass++) {
+		for (uint32_t i = 8; i <= top; i++)
+			gap_emm(&g, i);
+		gap_feed(&g, &st);
+	}
+	assert_int_equal(gap_card_seq(&g), top);
+	assert_int_equal(st.emm_pending, 0);
+	gap_free(&g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -791,6 +1007,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ppv, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_ppv_credit_low, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_passive, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_emm_gap_withheld_revoke, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_emm_gap_pending_set, world_setup, world_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

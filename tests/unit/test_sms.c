@@ -977,6 +977,193 @@ static void test_operator_token(void **state)
 	expect_error(sw, "POST", "/v1/upload/sessions", "{\"ua\":\"0000FFFF\"}", NULL, 404, "not_found");
 }
 
+/* ---- a withheld REVOKE: the card refuses what follows it, the decoder fetches it ---- */
+
+/* An ECM for product now, through decoder -> CAM -> card. */
+static kh_err watch(struct sms_world *sw, struct mod *card, uint32_t product)
+{
+	return center_watch(sw->db, sw->w->root_pk, world_ecm_signer(sw->w->auth), &sw->w->cam.t, &card->t, product, (int64_t)time(NULL));
+}
+
+/* A man in the middle of the upload session: drops the card's EMM number drop from the answer. */
+struct mitm {
+	struct kh_upload_http real;
+	uint32_t drop;
+	int dropped;
+};
+
+static kh_err mitm_post(void *ctx, const char *url, json_t *body, const char *idem_key, int *status, json_t **resp)
+{
+	struct mitm *m = ctx;
+	kh_err r = m->real.post_json(m->real.ctx, url, body, idem_key, status, resp);
+	json_t *list = *resp ? json_object_get(*resp, "emms") : NULL, *v;
+	size_t i;
+
+	json_array_foreach(list, i, v) {
+		uint8_t sec[KH_EMM_MAX];
+		struct kh_emm_hdr h;
+		size_t n;
+		const char *b = json_string_value(v);
+		if (b && kh_b64url_decode(b, strlen(b), sec, sizeof sec, &n) == KH_OK &&
+		    kh_emm_peek(sec, n, &h) == KH_OK && h.seq == m->drop) {
+			json_array_remove(list, i);
+			m->dropped++;
+			break;
+		}
+	}
+	return r;
+}
+
+static kh_err mitm_get(void *ctx, const char *url, int *status, json_t **resp)
+{
+	struct mitm *m = ctx;
+	return m->real.get_json(m->real.ctx, url, status, resp);
+}
+
+/*
+ * The attack: the subscriber cancels, the center queues REVOKE (EMM n) and then EMM n+1 (another
+ * product). A host withholds n and delivers n+1: the card refuses it (EMM_GAP), so the REVOKE is
+ * not made a replay, and nothing after it applies. Then the decoder connects through a man in the
+ * middle that drops n from the upload answer too: the card answers EMM_GAP for the rest, the
+ * client asks the center for what follows the card's last, and n, n+1, ... apply in order. The
+ * cancelled product no longer plays.
+ */
+static void test_withheld_revoke(void **state)
+{
+	struct sms_world *sw = *state;
+	struct world *w = sw->w;
+	struct kh_upload_curl *cc = NULL;
+	struct kh_upload_config cfg = {0};
+	struct kh_upload_result res;
+	struct mitm m = {0};
+	struct kh_host_cas direct = {0};
+	int64_t now = (int64_t)time(NULL), sub;
+	uint32_t seq = 0, n;
+	char body[128], path[96], url[64];
+	struct reply r;
+	json_t *j, *e;
+
+	j = expect(sw, "POST", "/v1/products", "{\"id\":7,\"name\":\"Sport\"}", 201, &r);
+	reply_free(&r);
+	j = expect(sw, "POST", "/v1/products", "{\"id\":8,\"name\":\"Films\"}", 201, &r);
+	reply_free(&r);
+	j = expect(sw, "POST", "/v1/subscribers", "{\"name\":\"Mallory\"}", 201, &r);
+	sub = jint(j, "id");
+	reply_free(&r);
+	snprintf(path, sizeof path, "/v1/subscribers/%lld/subscriptions", (long long)sub);
+	snprintf(body, sizeof body, "{\"product_id\":7,\"start\":%lld,\"end\":%lld}", (long long)(now - 60),
+		 (long long)(now + 86400 * 365));
+	j = expect(sw, "POST", path, body, 201, &r);
+	reply_free(&r);
+	register_card(sw, &w->c1);
+	snprintf(path, sizeof path, "/v1/cards/%08X/assign", w->c1.ua);
+	snprintf(body, sizeof body, "{\"subscriber_id\":%lld}", (long long)sub);
+	j = expect(sw, "POST", path, body, 200, &r);
+	reply_free(&r);
+	(void)deliver(sw, &w->c1, &seq);
+	assert_int_equal(watch(sw, &w->c1, PRODUCT), KH_OK);
+
+	/* the cancellation (REVOKE, n) and another change after it (ENTITLE 8, n + 1) */
+	snprintf(path, sizeof path, "/v1/subscribers/%lld/subscriptions/7", (long long)sub);
+	j = expect(sw, "DELETE", path, NULL, 200, &r);
+	reply_free(&r);
+	n = status_of(&w->c1).seq[KH_EMM_UNIQUE] + 1;
+	snprintf(path, sizeof path, "/v1/subscribers/%lld/subscriptions", (long long)sub);
+	snprintf(body, sizeof body, "{\"product_id\":8,\"start\":%lld,\"end\":%lld}", (long long)(now - 60),
+		 (long long)(now + 86400 * 365));
+	j = expect(sw, "POST", path, body, 201, &r);
+	reply_free(&r);
+
+	/* the host withholds n and delivers n + 1: refused, nothing changes */
+	snprintf(path, sizeof path, "/v1/cards/%08X/emm?after_seq=%u", w->c1.ua, n);
+	j = expect(sw, "GET", path, NULL, 200, &r);
+	assert_int_equal(json_array_size(json_object_get(j, "emms")), 1);
+	e = json_array_get(json_object_get(j, "emms"), 0);
+	assert_int_equal(jint(e, "seq"), n + 1);
+	{
+		uint8_t sec[KH_EMM_MAX];
+		size_t len = 0;
+		assert_int_equal(kh_json_get_b64(e, "section", sec, sizeof sec, &len, 0), KH_OK);
+		direct.card = &w->c1.t;
+		assert_int_equal(kh_host_cas_emm(&direct, sec, len), KH_ERR_EMM_GAP);
+	}
+	reply_free(&r);
+	assert_int_equal(status_of(&w->c1).seq[KH_EMM_UNIQUE], n - 1);
+	assert_int_equal(watch(sw, &w->c1, PRODUCT), KH_OK); /* the REVOKE has not arrived yet */
+	assert_int_equal(watch(sw, &w->c1, 8), KH_ERR_NO_RIGHT);
+
+	/* the decoder connects; the man in the middle drops n from the answer as well */
+	snprintf(url, sizeof url, "http://127.0.0.1:%u", sw->port);
+	assert_int_equal(kh_upload_curl_new(NULL, 0, &cc, &m.real), KH_OK);
+	m.drop = n;
+	cfg.center = url;
+	cfg.card = &w->c1.t;
+	cfg.http = &(struct kh_upload_http){mitm_post, &m, mitm_get};
+	cfg.backoff_ms = 10;
+	memset(&res, 0, sizeof res);
+	assert_int_equal(kh_upload_run(&cfg, &res), KH_OK);
+	kh_upload_curl_free(cc);
+	assert_int_equal(m.dropped, 1);
+	assert_int_equal(watch(sw, &w->c1, PRODUCT), KH_ERR_NO_RIGHT);
+	assert_true(res.emms_gap >= 1);
+	assert_true(res.emms_fetched >= 2);
+	assert_int_equal(res.emms_refused, 0);
+	assert_true(status_of(&w->c1).seq[KH_EMM_UNIQUE] >= n + 1);
+	assert_int_equal(watch(sw, &w->c1, 8), KH_OK);
+
+	/* the endpoint's new parameter does not go with since */
+	snprintf(path, sizeof path, "/v1/cards/%08X/emm?after_seq=1&since=3", w->c1.ua);
+	expect_error(sw, "GET", path, NULL, NULL, 400, "invalid_argument");
+}
+
+/*
+ * More EMMs queued for a card than one upload answer carries (32): the client asks the center for
+ * what follows the card's last and applies it in the same session, so nothing stays behind.
+ */
+static void test_upload_fetches_the_rest(void **state)
+{
+	struct sms_world *sw = *state;
+	struct world *w = sw->w;
+	struct kh_upload_result res;
+	int64_t now = (int64_t)time(NULL), sub;
+	char body[128], path[96];
+	struct reply r;
+	json_t *j;
+
+	j = expect(sw, "POST", "/v1/products", "{\"id\":7,\"name\":\"Sport\"}", 201, &r);
+	reply_free(&r);
+	j = expect(sw, "POST", "/v1/subscribers", "{\"name\":\"Zoe\"}", 201, &r);
+	sub = jint(j, "id");
+	reply_free(&r);
+	register_card(sw, &w->c1);
+	snprintf(path, sizeof path, "/v1/cards/%08X/assign", w->c1.ua);
+	snprintf(body, sizeof body, "{\"subscriber_id\":%lld}", (long long)sub);
+	j = expect(sw, "POST", path, body, 200, &r);
+	reply_free(&r);
+	for (int i = 0; i < 20; i++) { /* 40 EMMs more */
+		snprintf(path, sizeof path, "/v1/subscribers/%lld/subscriptions", (long long)sub);
+		snprintf(body, sizeof body, "{\"product_id\":7,\"start\":%lld,\"end\":%lld}", (long long)(now - 60),
+			 (long long)(now + 86400));
+		j = expect(sw, "POST", path, body, 201, &r);
+		reply_free(&r);
+		snprintf(path, sizeof path, "/v1/subscribers/%lld/subscriptions/7", (long long)sub);
+		j = expect(sw, "DELETE", path, NULL, 200, &r);
+		reply_free(&r);
+	}
+	upload(sw, &w->c1, NULL, NULL, &res);
+	assert_int_equal(res.emms, KH_UPLOAD_MAX_EMMS);
+	assert_int_equal(res.emms_refused, 0);
+	assert_int_equal(res.emms_gap, 0);
+	/* the card has every EMM the center queued for it */
+	snprintf(path, sizeof path, "/v1/cards/%08X/emm?after_seq=%u", w->c1.ua, status_of(&w->c1).seq[KH_EMM_UNIQUE]);
+	j = expect(sw, "GET", path, NULL, 200, &r);
+	assert_int_equal(json_array_size(json_object_get(j, "emms")), 0);
+	reply_free(&r);
+	assert_true(status_of(&w->c1).seq[KH_EMM_UNIQUE] >= 41);
+	assert_int_equal(res.emms_applied, status_of(&w->c1).seq[KH_EMM_UNIQUE]);
+	assert_true(res.emms_fetched >= 9);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -986,6 +1173,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seed_recovery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_operator_token, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_withheld_revoke, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upload_fetches_the_rest, setup, teardown),
 	};
 	int rc;
 

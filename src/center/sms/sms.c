@@ -178,6 +178,21 @@ kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const ch
 	c->upload_max = cfg->upload_sessions_max ? cfg->upload_sessions_max : KH_SMS_UPLOAD_SESSIONS_MAX;
 	c->clock = cfg->clock;
 	c->clock_ctx = cfg->clock_ctx;
+	c->rights_ttl = cfg->rights_ttl ? cfg->rights_ttl : KH_SMS_RIGHTS_TTL;
+	if (c->rights_ttl < 2 || c->rights_ttl > KH_SMS_RIGHTS_TTL_MAX) {
+		r = KH_ERR_INVAL;
+		goto out;
+	}
+	if (pthread_mutex_init(&c->renew_mu, NULL) != 0) {
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	if (pthread_cond_init(&c->renew_cv, NULL) != 0) {
+		pthread_mutex_destroy(&c->renew_mu);
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	c->renew_ok = 1;
 	if (cfg->operator_token) {
 		if (cfg->token_len < 16) {
 			r = KH_ERR_INVAL; /* a token a guess could find is no token */
@@ -228,6 +243,11 @@ void kh_sms_free(struct kh_sms *c)
 {
 	if (c == NULL)
 		return;
+	if (c->renew_ok) {
+		kh__sms_renew_stop(c);
+		pthread_cond_destroy(&c->renew_cv);
+		pthread_mutex_destroy(&c->renew_mu);
+	}
 	kh_store_group_free(c->writer);
 	/* the key first: no thread's destructor may touch a connection freed below */
 	if (c->tls_ok)
@@ -326,6 +346,7 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 		{"POST", "/v1/service-keys/rotate", kh__sms_keys_rotate},
 		{"GET", "/v1/service-keys", kh__sms_keys_list},
 		{"GET", "/v1/service-keys/material", kh__sms_keys_material},
+		{"POST", "/v1/rights/renew", kh__sms_rights_renew},
 	};
 	/* What cards, decoders and the headend use: signed or sealed end to end, open to all. */
 	const struct kh_http_route open_routes[] = {

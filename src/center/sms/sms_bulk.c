@@ -144,7 +144,8 @@ static kh_err one(struct kh_store *s, struct bulk *b, const struct kh_store_bulk
 		return KH_OK; /* the list form: the card gets its rights when it is assigned */
 	kh__sms_emm_init(&e, b->c, t->ua);
 	kh_wr_init(&w, cmd, sizeof cmd);
-	if ((r = kh_emm_put_entitle(&w, b->product, (uint64_t)b->start, (uint64_t)b->end)) == KH_OK &&
+	if ((r = kh_emm_put_entitle(&w, b->product, (uint64_t)b->start,
+				    (uint64_t)kh__sms_rights_end(b->c, kh__sms_now(b->c), b->start, b->end))) == KH_OK &&
 	    (r = kh__sms_emm_cmd(s, &e, cmd, w.len)) == KH_OK)
 		r = kh__sms_emm_flush(s, &e);
 	kh__sms_emm_wipe(&e);

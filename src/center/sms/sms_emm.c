@@ -167,7 +167,8 @@ kh_err kh__sms_card_setup(struct kh_store *s, struct kh_sms *c, uint32_t ua, int
 	for (size_t i = 0; i < subs.n; i++) {
 		kh_wr_init(&w, cmd, sizeof cmd);
 		if ((r = kh_emm_put_entitle(&w, subs.u[i].product_id, (uint64_t)subs.u[i].start,
-					    (uint64_t)subs.u[i].end)) != KH_OK ||
+					    (uint64_t)kh__sms_rights_end(c, kh__sms_now(c), subs.u[i].start,
+									 subs.u[i].end))) != KH_OK ||
 		    (r = kh__sms_emm_cmd(s, &e, cmd, w.len)) != KH_OK)
 			goto out;
 	}
@@ -202,27 +203,44 @@ out:
 #define EMM_LIMIT_DEFAULT 100
 #define EMM_LIMIT_MAX 1000
 
+struct emm_page {
+	json_t *arr;
+	int64_t last; /* the highest queue id listed (after_seq: ids do not follow seq across cards) */
+};
+
 static kh_err add_emm(void *arg, const struct kh_store_emm *e)
 {
+	struct emm_page *pg = arg;
 	json_t *o = kh__sms_emm_json(e);
 
-	if (o == NULL || json_array_append_new(arg, o) != 0)
+	if (o == NULL || json_array_append_new(pg->arr, o) != 0)
 		return KH_ERR_NOMEM;
+	if (e->id > pg->last)
+		pg->last = e->id;
 	return KH_OK;
 }
 
+/*
+ * The queue (one 0) or one card's EMMs: by queue id after since; for one card, by seq above
+ * after_seq instead when it is given (a decoder whose card answered EMM_GAP asks for what
+ * follows the card's last applied EMM).
+ */
 static kh_err emm_list(struct kh_http_req *req, struct kh_http_resp *resp, struct kh_sms *c, int one,
 		       uint32_t ua)
 {
 	struct kh_store *s;
-	int64_t since, limit, last = 0;
-	json_t *arr = NULL;
+	struct emm_page pg = {0};
+	int64_t since, limit, after = -1;
 	kh_err r;
 
 	if ((r = kh__sms_query_int(req, "since", 0, INT64_MAX, &since)) != KH_OK)
 		return kh_http_reply_error(resp, r, "since must be a non-negative integer");
 	if ((r = kh__sms_query_int(req, "limit", EMM_LIMIT_DEFAULT, EMM_LIMIT_MAX, &limit)) != KH_OK || limit == 0)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "limit must be an integer from 1 to 1000");
+	if (one && (r = kh__sms_query_int(req, "after_seq", -1, UINT32_MAX, &after)) != KH_OK)
+		return kh_http_reply_error(resp, r, "after_seq: the card's last applied EMM sequence number");
+	if (after >= 0 && since != 0)
+		return kh_http_reply_error(resp, KH_ERR_INVAL, "since and after_seq do not go together");
 	if ((r = kh__sms_db(c, &s)) != KH_OK)
 		return r;
 	if (one) {
@@ -230,15 +248,19 @@ static kh_err emm_list(struct kh_http_req *req, struct kh_http_resp *resp, struc
 		if ((r = kh_store_card_get(s, ua, &card)) != KH_OK)
 			return r == KH_ERR_NOTFOUND ? kh_http_reply_error(resp, r, "card not registered") : r;
 	}
-	if ((arr = json_array()) == NULL)
+	if ((pg.arr = json_array()) == NULL)
 		return KH_ERR_NOMEM;
-	r = one ? kh_store_emm_fetch_addr(s, KH_EMM_UNIQUE, ua, since, (unsigned)limit, add_emm, arr, &last)
-		: kh_store_emm_fetch(s, since, (unsigned)limit, add_emm, arr, &last);
+	if (after >= 0)
+		r = kh_store_emm_fetch_addr_seq(s, KH_EMM_UNIQUE, ua, (uint32_t)after, (unsigned)limit, add_emm, &pg);
+	else if (one)
+		r = kh_store_emm_fetch_addr(s, KH_EMM_UNIQUE, ua, since, (unsigned)limit, add_emm, &pg, &pg.last);
+	else
+		r = kh_store_emm_fetch(s, since, (unsigned)limit, add_emm, &pg, &pg.last);
 	if (r != KH_OK) {
-		json_decref(arr);
+		json_decref(pg.arr);
 		return r;
 	}
-	return kh_http_reply(resp, 200, json_pack("{s:o,s:I}", "emms", arr, "last_id", (json_int_t)last));
+	return kh_http_reply(resp, 200, json_pack("{s:o,s:I}", "emms", pg.arr, "last_id", (json_int_t)pg.last));
 }
 
 kh_err kh__sms_emm_queue(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)

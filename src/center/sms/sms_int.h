@@ -47,6 +47,15 @@ struct kh_sms {
 	unsigned upload_ttl, upload_max;
 	int64_t (*clock)(void *ctx);
 	void *clock_ctx;
+	/* The rights' lifetime and their renewal thread (sms_rights.c). */
+	int64_t rights_ttl;
+	pthread_mutex_t renew_mu;
+	pthread_cond_t renew_cv;
+	int renew_ok;     /* renew_mu and renew_cv initialised */
+	int renew_run;    /* the thread runs */
+	int renew_stop;   /* asked to stop (renew_mu) */
+	unsigned renew_every;
+	pthread_t renew_thread;
 	struct kh_metric *emms_queued;
 	struct kh_metric *blocks_ingested;
 	/*
@@ -114,6 +123,20 @@ void kh__sms_emm_wipe(struct kh__sms_emm *e);
  */
 KH_WARN_UNUSED kh_err kh__sms_card_setup(struct kh_store *s, struct kh_sms *c, uint32_t ua, int64_t sub,
 					 int auth_export, unsigned *queued);
+
+/* ---- subscription rights (sms_rights.c) ---- */
+
+/* The center's clock (kh_sms_config.clock, or time()). */
+int64_t kh__sms_now(const struct kh_sms *c);
+/*
+ * The end of the right a card is sent now for a subscription [start, end): end, or sooner the
+ * end of the rights window of max(now, start), at most rights_ttl ahead of it. Always > start.
+ */
+int64_t kh__sms_rights_end(const struct kh_sms *c, int64_t now, int64_t start, int64_t end);
+/* Stop the renewal thread (kh_sms_free). */
+void kh__sms_renew_stop(struct kh_sms *c);
+/* POST /v1/rights/renew */
+KH_WARN_UNUSED kh_err kh__sms_rights_renew(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 
 /* ---- a refusal with its own code and message (a 409 with a precise reason, a 404 naming what) ---- */
 

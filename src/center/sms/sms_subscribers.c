@@ -222,7 +222,8 @@ static kh_err subs_tx_fn(struct kh_store *s, void *arg)
 	kh__sms_emm_init(&e, a->c, act.ua);
 	kh_wr_init(&w, cmd, sizeof cmd);
 	r = a->del ? kh_emm_put_revoke(&w, a->u.product_id)
-		   : kh_emm_put_entitle(&w, a->u.product_id, (uint64_t)a->u.start, (uint64_t)a->u.end);
+		   : kh_emm_put_entitle(&w, a->u.product_id, (uint64_t)a->u.start,
+					(uint64_t)kh__sms_rights_end(a->c, kh__sms_now(a->c), a->u.start, a->u.end));
 	if (r != KH_OK || (r = kh__sms_emm_cmd(s, &e, cmd, w.len)) != KH_OK || (r = kh__sms_emm_flush(s, &e)) != KH_OK)
 		return r;
 	a->queued = e.queued;
