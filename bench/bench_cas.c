@@ -11,7 +11,8 @@
  *   ecm_cw_unix         the same through one kh_serve_unix daemon per module (forked, each opens
  *                       its own module from its files, as bench_pair does)
  *   aead_ref            the reference: raw EVP AES-256-GCM, contexts keyed once, on buffers of
- *                       the sizes the path uses: the ECM open with the service key, then seal +
+ *                       the sizes the path uses: the ECM open with the service key and the raw
+ *                       EVP Ed25519 verify of the ECM's signature (the card's check), then seal +
  *                       open of command and of response for one round trip per hop (decoder<->CAM,
  *                       CAM<->card): 1 + 2 x 4 = 9 calls
  *   aead_path           the same, but with every sealed round trip the path really makes: the
@@ -128,6 +129,8 @@ static struct {
 	/* the reference */
 	EVP_CIPHER *gcm;
 	EVP_CIPHER_CTX *ecm_dec, *enc_c, *dec_c, *enc_r, *dec_r;
+	EVP_PKEY *esg_pk; /* the ECM signer's public key, for the raw verify */
+	EVP_MD_CTX *sig_ctx;
 	uint8_t ckey[32], rkey[32];
 	uint32_t ctr;
 	int ref_ecm_i;
@@ -141,8 +144,8 @@ static struct bench B[NB] = {
 	[B_ECM_IN] = {"ecm_cw_inproc", "ECM -> CW decoder->CAM->card, in-process, modules in memory", 1, 0, &W.mem, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
 	[B_ECM_FILE] = {"ecm_cw_inproc_file", "the same, modules opened from files (a durable store every 16 ECMs)", 1, 0, &W.file, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
 	[B_ECM_UNIX] = {"ecm_cw_unix", "the same through two socket daemons (files, durable)", 1, 1, &W.unx, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
-	[B_AEAD_REF] = {"aead_ref", "raw AES-256-GCM: ECM open + 4 calls per hop x 2 hops (9 calls)", 1, 0, NULL, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
-	[B_AEAD_PATH] = {"aead_path", "raw AES-256-GCM: ECM open + 4 calls per sealed round trip made (13)", 1, 0, NULL, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
+	[B_AEAD_REF] = {"aead_ref", "raw: ECM open + Ed25519 verify + AES-256-GCM 4 calls per hop x 2 hops", 1, 0, NULL, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
+	[B_AEAD_PATH] = {"aead_path", "raw: ECM open + Ed25519 verify + 4 GCM calls per sealed round trip", 1, 0, NULL, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
 	[B_EMM_IN] = {"emm_inproc", "EMM host->card, in-memory card (store = memcpy)", 0, 0, &W.mem, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
 	[B_EMM_FILE] = {"emm_inproc_file", "EMM host->card, card from files (durable store, fsync)", 0, 0, &W.file, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
 	[B_EMM_UNIX] = {"emm_unix", "EMM host->card daemon (durable store, fsync)", 0, 1, &W.unx, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
@@ -235,14 +238,23 @@ static int chan_rt(size_t cmd, size_t resp)
 	       evp_open(W.dec_r, nonce, hdr, 5, ct, (int)resp, pt);
 }
 
-/* The ECM open on the real ECM bytes, with the service key (context keyed once). */
+/*
+ * The ECM open on the real ECM bytes, with the service key (context keyed once), then the raw
+ * Ed25519 verify of its signature (EVP, the signer's key parsed once) over the same message the
+ * card checks: "keyhole ecm sig v2" | the section up to the signature.
+ */
 static int ecm_open_raw(const uint8_t *sec, size_t n)
 {
-	uint8_t pt[KH_ECM_MAX];
+	static const char label[] = "keyhole ecm sig v2";
+	uint8_t pt[KH_ECM_MAX], msg[sizeof label + KH_ECM_MAX];
+	size_t m = n - KH_CAS_SIG_LEN;
 	int ok = evp_open(W.ecm_dec, sec + KH_ECM_HDR_LEN - KH_CAS_NONCE_LEN, sec, KH_ECM_HDR_LEN, sec + KH_ECM_HDR_LEN,
-			  (int)(n - KH_ECM_HDR_LEN - KH_CAS_TAG_LEN), pt);
+			  (int)(n - KH_ECM_HDR_LEN - KH_CAS_TAG_LEN - KH_CAS_TRAILER_LEN), pt);
 	OPENSSL_cleanse(pt, sizeof pt);
-	return ok;
+	memcpy(msg, label, sizeof label - 1);
+	memcpy(msg + sizeof label - 1, sec, m);
+	return ok && EVP_DigestVerifyInit(W.sig_ctx, NULL, NULL, NULL, W.esg_pk) == 1 &&
+	       EVP_DigestVerify(W.sig_ctx, sec + m, KH_CAS_SIG_LEN, msg, sizeof label - 1 + m) == 1;
 }
 
 /* Reference for ECM i: hop 1 = the first decoder<->CAM frame out, the last one back. */
@@ -330,9 +342,17 @@ static kh_err provision(struct world *wd)
 	size_t n;
 	kh_err r;
 
+	/* the operator's signers, one EMM each (a certificate may take more than half of one) */
+	for (int i = 0; i < 2; i++) {
+		struct kh_emm_hdr hs = {0, KH_EMM_UNIQUE, wd->card_ua, h.seq, 0};
+		kh_wr_init(&w, cmds, sizeof cmds);
+		if ((r = kh_emm_put_set_signer(&w, W.sg_der[i], W.sg_len[i])) != KH_OK ||
+		    (r = kh_emm_seal(wd->kp, &hs, cmds, w.len, emm, sizeof emm, &n)) != KH_OK ||
+		    (r = kh_host_cas_emm(&wd->cas, emm, n)) != KH_OK)
+			return r;
+		h.seq = ++wd->emm_seq;
+	}
 	kh_wr_init(&w, cmds, sizeof cmds);
-	kh_emm_put_set_signer(&w, W.sg_der[0], W.sg_len[0]);
-	kh_emm_put_set_signer(&w, W.sg_der[1], W.sg_len[1]);
 	kh_emm_put_set_key(&w, 1, 1, W.skey);
 	if ((r = kh_emm_put_entitle(&w, PRODUCT, W.t0 - 86400, W.t0 + 86400 * 365)) != KH_OK)
 		return r;
@@ -401,7 +421,7 @@ static kh_err setup(int want_unix)
 		return r;
 	snprintf(W.auth_dir, sizeof W.auth_dir, "%s/authority", W.dir);
 	W.t0 = (uint64_t)time(NULL);
-	if ((r = kh_random(W.skey, sizeof W.skey)) != KH_OK || (r = make_ecms()) != KH_OK)
+	if ((r = kh_random(W.skey, sizeof W.skey)) != KH_OK)
 		return r;
 	if ((r = kh_authority_init(W.auth_dir, "Keyhole bench operator")) != KH_OK ||
 	    (r = kh_authority_open(W.auth_dir, &a)) != KH_OK)
@@ -410,7 +430,7 @@ static kh_err setup(int want_unix)
 	if ((r = kh_authority_signer_load(W.auth_dir, KH_ROLE_ECM_SIGNER, &W.esg, W.sg_der[0], KH_CERT_MAX,
 					  &W.sg_len[0])) != KH_OK ||
 	    (r = kh_authority_signer_load(W.auth_dir, KH_ROLE_EMM_SIGNER, NULL, W.sg_der[1], KH_CERT_MAX,
-					  &W.sg_len[1])) != KH_OK)
+					  &W.sg_len[1])) != KH_OK || (r = make_ecms()) != KH_OK)
 		goto out;
 
 	/* in memory */
@@ -510,7 +530,14 @@ static kh_err setup(int want_unix)
 	    EVP_EncryptInit_ex2(W.enc_r, W.gcm, W.rkey, NULL, NULL) != 1 ||
 	    EVP_DecryptInit_ex2(W.dec_r, W.gcm, W.rkey, NULL, NULL) != 1)
 		goto out;
-	r = op_aead_ref(0) == KH_OK ? KH_OK : KH_ERR_CRYPTO; /* the real ECM really opens */
+	{
+		uint8_t pk[32];
+		if (kh_ed25519_public(W.esg.sk, pk) != KH_OK ||
+		    !(W.esg_pk = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pk, 32)) ||
+		    !(W.sig_ctx = EVP_MD_CTX_new()))
+			goto out;
+	}
+	r = op_aead_ref(0) == KH_OK ? KH_OK : KH_ERR_CRYPTO; /* the real ECM really opens and verifies */
 out:
 	kh_authority_free(a);
 	return r;
@@ -536,6 +563,8 @@ static void teardown(void)
 	world_free(&W.file);
 	world_free(&W.unx);
 	EVP_CIPHER_CTX_free(W.ecm_dec);
+	EVP_PKEY_free(W.esg_pk);
+	EVP_MD_CTX_free(W.sig_ctx);
 	EVP_CIPHER_CTX_free(W.enc_c);
 	EVP_CIPHER_CTX_free(W.dec_c);
 	EVP_CIPHER_CTX_free(W.enc_r);

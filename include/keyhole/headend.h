@@ -123,7 +123,9 @@ struct kh_headend_emm_req {
 	int set_group;        /* SET_GROUP group and its key (UNIQUE only) */
 	uint32_t group;
 	int set_all_key;      /* SET_ALL_KEY (UNIQUE only) */
-	int set_signers;      /* SET_SIGNER for the key file's ECM and EMM signers (UNIQUE only) */
+	int set_signers;      /* SET_SIGNER for the key file's signers (UNIQUE only): bit 0 the ECM
+			       * signer, bit 1 the EMM signer (a certificate takes up to ~530 bytes,
+			       * so with a long operator name the two need an EMM each) */
 };
 
 /*

@@ -614,7 +614,7 @@ static int cmd_emm(int argc, char **argv)
 	const char *percard = NULL;
 	const char *path = NULL, *out = NULL;
 	struct kh_headend_emm_req req = {0};
-	uint8_t cmds[KH_EMM_CMDS_MAX], sec[2 * KH_EMM_MAX];
+	uint8_t cmds[KH_EMM_CMDS_MAX], sec[3 * KH_EMM_MAX];
 	char buf[512], *f[3];
 	int naddr = 0, c;
 	uint32_t a32, b32, seq = 0;
@@ -680,7 +680,10 @@ static int cmd_emm(int argc, char **argv)
 			kh_emm_put_revoked(&w, a32, uas, nua);
 			break;
 		}
-		case O_SKEYS: req.service_keys = req.set_signers = 1; break;
+		case O_SKEYS:
+			req.service_keys = 1;
+			req.set_signers = 3;
+			break;
 		case O_SETGROUP:
 			if (parse_u32(optarg, &req.group) != 0)
 				return kh_cli_usage(P, "--set-group takes a group number");
@@ -721,20 +724,22 @@ static int cmd_emm(int argc, char **argv)
 		return kh_cli_fail("headend emm: commands", KH_ERR_TOO_LARGE);
 	}
 	/*
-	 * The signers' certificates (two of about 410 bytes) go first, in an EMM of their own: with
-	 * the rest they would not fit one section. The card applies its EMMs in order, so it knows
-	 * the signers before the service keys they vouch for.
+	 * The signers' certificates (410 to 530 bytes each, with the operator's name) go first, one
+	 * EMM each: with the rest they would not fit one section. The card applies its EMMs in
+	 * order, so it knows the signers before the service keys they vouch for.
 	 */
-	if (req.set_signers) {
-		struct kh_headend_emm_req sreq = {.type = KH_EMM_UNIQUE, .addr = req.addr, .set_signers = 1};
-		if ((r = kh_headend_emm_issue(path, &sreq, sec, sizeof sec, &first, &seq, &line)) != KH_OK) {
+	for (int i = 0; req.set_signers && i < 2; i++) {
+		struct kh_headend_emm_req sreq = {.type = KH_EMM_UNIQUE, .addr = req.addr, .set_signers = 1 << i};
+		size_t one = 0;
+		if ((r = kh_headend_emm_issue(path, &sreq, sec + first, sizeof sec - first, &one, &seq, &line)) != KH_OK) {
 			kh_wipe(cmds, sizeof cmds);
 			return keys_fail(path, line, r);
 		}
-		printf("EMM for card %08lX, seq %lu: the operator's signers (%zu bytes)\n", (unsigned long)req.addr,
-		       (unsigned long)seq, first);
-		req.set_signers = 0;
+		printf("EMM for card %08lX, seq %lu: the operator's %s (%zu bytes)\n", (unsigned long)req.addr,
+		       (unsigned long)seq, i ? "EMM signer" : "ECM signer", one);
+		first += one;
 	}
+	req.set_signers = 0;
 	req.cmds = cmds;
 	req.cmds_len = w.len;
 	if (w.len || req.service_keys || req.set_group || req.set_all_key)

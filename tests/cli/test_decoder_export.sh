@@ -44,8 +44,10 @@ KEYHOLE_LOG=info kh_expect_ok decoder play --root auth --cam cam.card --card car
 n_plain=$(grep -c 'event=decoder\.m1 ' "$KH_ERR")
 [ "$n_plain" -ge 2 ] || kh_fail "a play with M1 stored $n_plain block(s), expected at least 2 (EMM, end)"
 ! grep -q 'why=period' "$KH_ERR" || kh_fail "a play without --export-every exported on a period"
-# the first EMM (the operator's signers) comes before export is authorised: its block is kept
-kh_err_has "keyhole: M1: $n_plain block\(s\) stored, 1 kept as they were; 0 export period\(s\)"
+# the first EMMs (the operator's signers, one each) come before export is authorised: M1 is kept
+n_kept=$(grep -c 'event=decoder\.m1_kept why=emm err=EXPORT_DENIED' "$KH_ERR")
+[ "$n_kept" -eq 2 ] || kh_fail "M1 kept $n_kept time(s) before export was authorised, expected 2 (the signers' EMMs)"
+kh_err_has "keyhole: M1: $n_plain block\(s\) stored, $n_kept kept as they were; 0 export period\(s\)"
 seqs >seq1
 increasing seq1 0 || kh_fail "M1 block numbers went backwards: $(tr '\n' ' ' <seq1)"
 last1=$(tail -n 1 seq1)

@@ -63,11 +63,12 @@ grep -q "$key1" "$KH_OUT" && kh_fail "keys show printed a service key"
 # --- EMMs --------------------------------------------------------------------------------------
 kh_expect_ok headend emm --keys h.keys --card 0000000A --entitle 7:now-60:now+86400 --service-keys \
 	--set-group 3 --set-all-key --auth-export 1 --out card.emm
-# the operator's signers first (seq 1), then the rest (seq 2), both in card.emm
-kh_out_has 'seq 1: the operator.s signers'
-kh_out_has 'seq 2: card.emm'
+# the operator's signers first (seq 1 and 2), then the rest (seq 3), all in card.emm
+kh_out_has 'seq 1: the operator.s ECM signer'
+kh_out_has 'seq 2: the operator.s EMM signer'
+kh_out_has 'seq 3: card.emm'
 kh_expect_ok headend emm --keys h.keys --card 0A --credit 500:1 --out card2.emm
-kh_out_has 'seq 3'
+kh_out_has 'seq 4'
 kh_expect_ok headend emm --keys h.keys --group 3 --revoke 9 --out group.emm
 kh_expect_ok headend emm --keys h.keys --all --revoked 1:0000000B,0C --out all.emm
 # what a card accepts only under its own key is refused for a group or all cards
@@ -79,7 +80,7 @@ kh_expect_usage headend emm --keys h.keys --all --revoked 1:nothex --out x.emm
 kh_expect_ok headend keys show --keys h.keys
 kh_out_has '^seq all 1$'
 kh_out_has '^seq group 3 1$'
-kh_out_has '^seq card 0000000A 3$'
+kh_out_has '^seq card 0000000A 4$'
 cat card.emm card2.emm group.emm all.emm >emms
 # concurrent runs never issue one seq twice (the key file's flock)
 i=1

@@ -54,6 +54,8 @@ kh_err kh_headend_emm_make(struct kh_headend_keys *k, const struct kh_headend_em
 	if (req->set_signers) {
 		static const enum kh_role roles[] = {KH_ROLE_ECM_SIGNER, KH_ROLE_EMM_SIGNER};
 		for (size_t i = 0; i < 2; i++) {
+			if (!(req->set_signers & (1 << i)))
+				continue;
 			if ((r = kh_headend_keys_signer(k, roles[i], NULL, &der, &dlen)) != KH_OK)
 				goto out;
 			kh_emm_put_set_signer(&w, der, dlen);
