@@ -198,6 +198,10 @@ KH_WARN_UNUSED kh_err kh_store_block_record(struct kh_store *s, const struct kh_
  */
 KH_WARN_UNUSED kh_err kh_store_block_reported(struct kh_store *s, uint32_t ua, int *found, uint32_t *block_seq,
 					      uint32_t *credit, uint32_t *last_reload);
+/* Record another genuine block (hash, 32 bytes) under (ua, block_seq), already accepted: KH_OK the
+ * first time, KH_ERR_EXISTS when this very block was recorded so before (nothing changes). */
+KH_WARN_UNUSED kh_err kh_store_block_clone(struct kh_store *s, uint32_t ua, uint32_t block_seq,
+					   const uint8_t hash[static 32], int64_t session_id);
 /* Flag card ua as rolled back or cloned: a second, different block numbered block_seq. The first
  * alarm's time is kept; the number is the latest. KH_ERR_NOTFOUND for an unknown card. */
 KH_WARN_UNUSED kh_err kh_store_card_clone_alarm(struct kh_store *s, uint32_t ua, uint32_t block_seq);

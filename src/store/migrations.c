@@ -224,7 +224,9 @@ static const char migration_4[] =
  *   - cards.clone_alarm_at / clone_block_seq: when a second different block under a known
  *     number came in, and which number (NULL: never);
  *   - credit_reloads, each ADD CREDIT queued with its amount, so the reloads a card has not yet
- *     reported applied (reload id above its block's last_reload) are known: "in flight".
+ *     reported applied (reload id above its block's last_reload) are known: "in flight";
+ *   - usage_clones, each other genuine block seen under a (ua, block_seq) already accepted, by
+ *     hash: the same clone again is a duplicate, and the operator can list them.
  */
 static const char migration_5[] =
 	"ALTER TABLE usage_blocks ADD COLUMN hash BLOB CHECK (hash IS NULL OR length(hash) = 32);\n"
@@ -241,6 +243,15 @@ static const char migration_5[] =
 	"  amount INTEGER NOT NULL " U32("amount") ",\n"
 	"  created_at INTEGER NOT NULL,\n"
 	"  PRIMARY KEY (ua, reload_id)\n"
+	") STRICT, WITHOUT ROWID;\n"
+	"CREATE TABLE usage_clones (\n"
+	"  ua INTEGER NOT NULL " U32("ua") ",\n"
+	"  block_seq INTEGER NOT NULL " U32("block_seq") ",\n"
+	"  hash BLOB NOT NULL CHECK (length(hash) = 32),\n"
+	"  session_id INTEGER REFERENCES upload_sessions(id),\n"
+	"  received_at INTEGER NOT NULL,\n"
+	"  PRIMARY KEY (ua, block_seq, hash),\n"
+	"  FOREIGN KEY (ua, block_seq) REFERENCES usage_blocks(ua, block_seq)\n"
 	") STRICT, WITHOUT ROWID;\n";
 
 const struct kh__migration kh__migrations[] = {

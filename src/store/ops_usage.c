@@ -156,6 +156,28 @@ static kh_err one_row(struct kh_store *s, const char *sql, const int64_t *v, int
 	return r;
 }
 
+kh_err kh_store_block_clone(struct kh_store *s, uint32_t ua, uint32_t block_seq, const uint8_t hash[static 32],
+			    int64_t session_id)
+{
+	static const char sql[] = "INSERT INTO usage_clones (ua, block_seq, hash, session_id, received_at)\n"
+				  "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING RETURNING 1";
+	struct kh__stmt *st = NULL;
+	int row = 0;
+	kh_err r;
+
+	if (s == NULL || session_id < 0)
+		return KH_ERR_INVAL;
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
+		return r;
+	if ((r = kh__bind_i64(st, 1, ua)) == KH_OK && (r = kh__bind_i64(st, 2, block_seq)) == KH_OK &&
+	    (r = kh__bind_blob(st, 3, hash, 32)) == KH_OK &&
+	    (r = session_id ? kh__bind_i64(st, 4, session_id) : kh__bind_null(st, 4)) == KH_OK &&
+	    (r = kh__bind_i64(st, 5, kh__now())) == KH_OK && (r = kh__step(st, &row)) == KH_OK)
+		r = row ? kh__exec(st) : KH_ERR_EXISTS;
+	kh__stmt_done(st);
+	return r;
+}
+
 kh_err kh_store_card_clone_alarm(struct kh_store *s, uint32_t ua, uint32_t block_seq)
 {
 	static const char sql[] = "UPDATE cards SET clone_alarm_at = coalesce(clone_alarm_at, ?3),\n"

@@ -247,19 +247,8 @@ static struct kh_cas_status status_of(struct mod *m)
 
 static int64_t metric(struct sms_world *sw, const char *name)
 {
-	struct reply r;
-	const char *p;
-	long long v = -1;
-
-	req(sw, "GET", "/metrics", NULL, NULL, &r);
-	assert_int_equal(r.status, 200);
-	p = strstr(r.body, name);
-	while (p && p > r.body && p[-1] != '\n')
-		p = strstr(p + 1, name);
-	assert_non_null(p);
-	assert_int_equal(sscanf(p + strlen(name), " %lld", &v), 1);
-	reply_free(&r);
-	return v;
+	struct http_conn hc = {sw->curl, sw->port, g_auth};
+	return http_metric(&hc, name);
 }
 
 /* ---- the whole card life of seed 001, judged by the cards themselves ---- */

@@ -512,12 +512,16 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 		rec.last_reload = in->u->last_reload;
 	}
 	r = kh_store_block_record(s, &rec, &prev, &same);
-	if (r == KH_ERR_EXISTS && verdict == KH_STORE_BLOCK_OK && prev == KH_STORE_BLOCK_OK && !same) {
+	if (r == KH_ERR_EXISTS && verdict == KH_STORE_BLOCK_OK && prev == KH_STORE_BLOCK_OK && !same)
+		r = kh_store_block_clone(s, in->h.ua, in->h.block_seq, in->hash, a->id);
+	else if (r == KH_ERR_EXISTS)
+		same = 1;
+	if (r == KH_OK && !same) {
 		/* Another genuine block under a number already accepted: the card's state was put back
-		 * (or copied). Its purchases still count, once each; the card is flagged. */
+		 * (or copied). Its purchases still count, once each; the card is flagged. The same
+		 * clone again is a duplicate, as any block seen twice. */
 		said = "clone";
 		clone = invoice = 1;
-		r = KH_OK;
 	} else if (r == KH_ERR_EXISTS) {
 		said = "duplicate";
 		r = KH_OK;
