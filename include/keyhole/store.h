@@ -216,12 +216,6 @@ KH_WARN_UNUSED kh_err kh_store_card_reloads_above(struct kh_store *s, uint32_t u
 /* The catalogue price of event id; KH_ERR_NOTFOUND for an event the catalogue does not list. */
 KH_WARN_UNUSED kh_err kh_store_event_price(struct kh_store *s, uint32_t id, uint32_t *price);
 
-/*
- * The highest block_seq of card ua recorded with verdict OK (0: none): the newest block of that
- * card the center has accepted, whatever carried it. A replaced card's recovery block older than
- * this is stale (docs/protocols/upload.md).
- */
-KH_WARN_UNUSED kh_err kh_store_block_max_ok(struct kh_store *s, uint32_t ua, uint32_t *block_seq);
 
 /* ---- idempotency (DESIGN.md §7) ---- */
 

@@ -224,60 +224,54 @@ kh_err kh_store_card_reload_add(struct kh_store *s, uint32_t ua, uint32_t amount
 	return KH_OK;
 }
 
-kh_err kh_store_card_reloads_above(struct kh_store *s, uint32_t ua, uint32_t above_id, uint64_t *sum)
+/* The first column of the first row of sql with n integer parameters: *v (0 when NULL), *found 0
+ * when there is no row. */
+static kh_err one_int(struct kh_store *s, const char *sql, const int64_t *p, int n, int *found, int64_t *v)
 {
-	/* The primary key (ua, reload_id) serves it. */
-	static const char sql[] = "SELECT coalesce(sum(amount), 0) FROM credit_reloads WHERE ua = ?1 AND reload_id > ?2";
 	struct kh__stmt *st = NULL;
 	int row = 0;
 	kh_err r;
 
-	if (s == NULL || sum == NULL)
-		return KH_ERR_INVAL;
 	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
 		return r;
-	if ((r = kh__bind_i64(st, 1, ua)) == KH_OK && (r = kh__bind_i64(st, 2, above_id)) == KH_OK &&
-	    (r = kh__step(st, &row)) == KH_OK)
-		*sum = row ? (uint64_t)kh__col_i64(st, 0) : 0;
+	for (int i = 0; i < n && r == KH_OK; i++)
+		r = kh__bind_i64(st, i + 1, p[i]);
+	if (r == KH_OK && (r = kh__step(st, &row)) == KH_OK) {
+		*found = row;
+		*v = row && !kh__col_null(st, 0) ? kh__col_i64(st, 0) : 0;
+	}
 	kh__stmt_done(st);
+	return r;
+}
+
+kh_err kh_store_card_reloads_above(struct kh_store *s, uint32_t ua, uint32_t above_id, uint64_t *sum)
+{
+	/* The primary key (ua, reload_id) serves it. */
+	static const char sql[] = "SELECT coalesce(sum(amount), 0) FROM credit_reloads WHERE ua = ?1 AND reload_id > ?2";
+	int64_t p[2] = {ua, above_id}, v = 0;
+	int found = 0;
+	kh_err r;
+
+	if (s == NULL || sum == NULL)
+		return KH_ERR_INVAL;
+	if ((r = one_int(s, sql, p, 2, &found, &v)) == KH_OK)
+		*sum = (uint64_t)v;
 	return r;
 }
 
 kh_err kh_store_event_price(struct kh_store *s, uint32_t id, uint32_t *price)
 {
 	static const char sql[] = "SELECT price FROM events WHERE id = ?1";
-	struct kh__stmt *st = NULL;
-	int row = 0;
+	int64_t p[1] = {id}, v = 0;
+	int found = 0;
 	kh_err r;
 
 	if (s == NULL || price == NULL)
 		return KH_ERR_INVAL;
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
+	if ((r = one_int(s, sql, p, 1, &found, &v)) != KH_OK)
 		return r;
-	if ((r = kh__bind_i64(st, 1, id)) == KH_OK && (r = kh__step(st, &row)) == KH_OK) {
-		if (row)
-			*price = (uint32_t)kh__col_i64(st, 0);
-		else
-			r = KH_ERR_NOTFOUND;
-	}
-	kh__stmt_done(st);
-	return r;
-}
-
-kh_err kh_store_block_max_ok(struct kh_store *s, uint32_t ua, uint32_t *block_seq)
-{
-	/* The primary key (ua, block_seq) serves it: the card's rows only, newest first. */
-	static const char sql[] = "SELECT max(block_seq) FROM usage_blocks WHERE ua = ?1 AND verdict = 'ok'";
-	struct kh__stmt *st = NULL;
-	int row = 0;
-	kh_err r;
-
-	if (s == NULL || block_seq == NULL)
-		return KH_ERR_INVAL;
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
-		return r;
-	if ((r = kh__bind_i64(st, 1, ua)) == KH_OK && (r = kh__step(st, &row)) == KH_OK)
-		*block_seq = row && !kh__col_null(st, 0) ? (uint32_t)kh__col_i64(st, 0) : 0;
-	kh__stmt_done(st);
-	return r;
+	if (!found)
+		return KH_ERR_NOTFOUND;
+	*price = (uint32_t)v;
+	return KH_OK;
 }

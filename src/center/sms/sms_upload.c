@@ -460,7 +460,7 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 	enum kh_store_verdict verdict, prev;
 	const char *said;
 	int recovery = 0, known = 0, closes = 0, same = 1, clone = 0, invoice = 0, found = 0;
-	uint32_t newest = 0, rseq = 0, rcredit = 0, rreload = 0;
+	uint32_t rseq = 0, rcredit = 0, rreload = 0;
 	unsigned flagged = 0;
 	char ua[9];
 	json_t *o;
@@ -493,11 +493,9 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 	else
 		known = 0;
 	verdict = known ? in->crypto : KH_STORE_BLOCK_FOREIGN;
-	/* The newest block of the old card accepted so far, before this one is recorded. */
-	if (recovery && verdict == KH_STORE_BLOCK_OK && (r = kh_store_block_max_ok(s, in->h.ua, &newest)) != KH_OK)
-		return r;
-	/* What the card's newest accepted block reported: a genuine card's last reload id never goes
-	 * back, so a newer block with an older one comes from a card restored from a copy. */
+	/* The card's newest accepted block before this one is recorded (rseq; for an old card, what
+	 * makes its recovery block stale), and what it reported: a genuine card's last reload id
+	 * never goes back, so a newer block with an older one comes from a card restored from a copy. */
 	if (verdict == KH_STORE_BLOCK_OK &&
 	    (r = kh_store_block_reported(s, in->h.ua, &found, &rseq, &rcredit, &rreload)) != KH_OK)
 		return r;
@@ -534,7 +532,7 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 		said = "ok";
 		if (recovery && !(in->h.flags & KH_USAGE_F_M1))
 			said = "not_m1";
-		else if (recovery && in->h.block_seq < newest)
+		else if (recovery && in->h.block_seq < rseq)
 			said = "stale";
 		else if (recovery) {
 			said = "recovered";
