@@ -211,7 +211,7 @@ struct block_in {
 	int named;                   /* a whole clear header names (ua, block_seq) */
 	int version;                 /* another layout (version 1): named in the answer, not recorded */
 	struct kh_usage_hdr h;
-	uint8_t hash[32];            /* SHA-256 of the whole block, when named */
+	uint8_t hash[32];            /* SHA-256 of the whole block, when decoded */
 	enum kh_store_verdict crypto; /* OK, TAMPERED, TRUNCATED, or FOREIGN (no card, bad certificate) */
 	struct kh_usage *u;          /* the contents, when OK */
 };
@@ -323,6 +323,9 @@ static kh_err check_block(struct kh_store *s, struct kh_sms *c, struct block_in 
 	in->crypto = KH_STORE_BLOCK_TRUNCATED;
 	if (!in->decoded)
 		return KH_OK;
+	/* What tells a second, different block under the same number from the same one again. */
+	if ((r = kh_sha256(in->b, in->n, in->hash)) != KH_OK)
+		return r;
 	r = kh_usage_peek(in->b, in->n, &in->h);
 	if (r == KH_ERR_TRUNCATED && in->n >= KH_USAGE_HDR_LEN && in->b[0] == KH_USAGE_VERSION) {
 		/* Cut short, but a whole clear header still names it: recorded as truncated. */
@@ -343,9 +346,6 @@ static kh_err check_block(struct kh_store *s, struct kh_sms *c, struct block_in 
 	if (r != KH_OK)
 		return KH_OK; /* too large, less than a header, unknown flags: nothing names it */
 	in->named = 1;
-	/* What tells a second, different block under the same number from the same one again. */
-	if ((r = kh_sha256(in->b, in->n, in->hash)) != KH_OK)
-		return r;
 	if ((r = card_key(s, c, in->h.ua, pk, ku)) != KH_OK) {
 		in->crypto = KH_STORE_BLOCK_FOREIGN; /* no such card, or its certificate does not check */
 		return r == KH_ERR_NOTFOUND || r == KH_ERR_CERT || r == KH_ERR_CERT_EXPIRED || r == KH_ERR_CERT_ROLE
