@@ -243,13 +243,14 @@ static void opened(const uint8_t *blk, size_t n, const struct kh_usage *x, size_
 	card_signed(blk, n, snonce, snlen);
 
 	/* Re-encoded and sealed again under the same header, keys (and nonce): same length (every
-	 * field has a fixed length and appears at most once but purchases), same header, same
-	 * struct. */
+	 * field has a fixed length and appears at most once but purchases), same clear fields, a
+	 * fresh AEAD nonce (never the one of the block it re-makes), same struct. */
 	len = encode(x, tlv, sizeof tlv);
 	CHECK(len == ctlen);
 	CHECK(kh_usage_seal_bound(fz_cas_ku, fz_usage_sign_sk, &x->h, tlv, len, snonce, snlen, sec, sizeof sec,
 				  &slen) == KH_OK);
-	CHECK(slen == n && memcmp(sec, blk, KH_USAGE_HDR_LEN) == 0);
+	CHECK(slen == n && memcmp(sec, blk, KH_USAGE_NONCE_OFF) == 0);
+	CHECK(memcmp(sec + KH_USAGE_NONCE_OFF, blk + KH_USAGE_NONCE_OFF, KH_NONCE_LEN) != 0);
 	memset(&u2, PATTERN, sizeof u2);
 	CHECK(kh_usage_open_bound(fz_cas_ku, sign_pk, sec, slen, snonce, snlen, &u2) == KH_OK);
 	same_usage(x, &u2);
@@ -446,16 +447,17 @@ static void contents_bound(const uint8_t *d, size_t n, const uint8_t *snonce, si
 	      KH_ERR_BUF);
 	CHECK(all_pattern(sec, sizeof sec) && all_pattern(&slen, sizeof slen));
 
-	/* The block, computed independently: header, AES-256-GCM under Ku with the block_seq nonce
-	 * and the header as AAD, the card's signature over header | body | nonce. */
+	/* The block, computed independently: header (with the nonce the seal drew), AES-256-GCM
+	 * under Ku with that nonce and the header as AAD, the card's signature over header | body |
+	 * nonce. */
 	CHECK(kh_usage_peek(blk, blen, &hp) == KH_OK && same_hdr(&hp, &h0) && hp.flags == KH_USAGE_F_SESSION);
 	sec[0] = KH_USAGE_VERSION;
 	kh_put_be32(sec + 1, h0.ua);
 	kh_put_be32(sec + 5, h0.block_seq);
 	kh_put_be64(sec + 9, h0.card_time);
 	sec[17] = KH_USAGE_F_SESSION;
-	memset(nonce, 0, sizeof nonce);
-	kh_put_be32(nonce + KH_NONCE_LEN - 4, h0.block_seq);
+	memcpy(nonce, blk + KH_USAGE_NONCE_OFF, sizeof nonce);
+	memcpy(sec + KH_USAGE_NONCE_OFF, nonce, sizeof nonce);
 	CHECK(kh_aead_seal(fz_cas_ku, nonce, sec, KH_USAGE_HDR_LEN, d, n, sec + KH_USAGE_HDR_LEN) == KH_OK);
 	CHECK(memcmp(sec, blk, body) == 0);
 	card_signed(blk, blen, snonce, snlen);

@@ -1099,6 +1099,8 @@ static void gen_usage(void)
 	put_sel("block-cut", 0, blk, n - 1);
 	blk[0] = 1;
 	put_sel("block-badver", 0, blk, n);
+	blk[0] = 2; /* version 2: its nonce came from block_seq */
+	put_sel("block-v2", 0, blk, n);
 	blk[0] = KH_USAGE_VERSION;
 	blk[17] |= 0x80;
 	put_sel("block-badflags", 0, blk, n);

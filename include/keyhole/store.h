@@ -175,12 +175,47 @@ enum kh_store_verdict {
 KH_WARN_UNUSED kh_err kh_store_block_seen(struct kh_store *s, uint32_t ua, uint32_t block_seq,
 					  enum kh_store_verdict verdict, int64_t session_id,
 					  enum kh_store_verdict *prev);
+/* A block as kh_store_block_record records it. */
+struct kh_store_block {
+	uint32_t ua, block_seq;
+	enum kh_store_verdict verdict;
+	int64_t session_id;  /* 0: none */
+	const uint8_t *hash; /* SHA-256 of the whole block (32 bytes); NULL: not known */
+	int reported;        /* an OK block: credit and last_reload are what it reported */
+	uint32_t credit, last_reload;
+};
 /*
- * The highest block_seq of card ua recorded with verdict OK (0: none): the newest block of that
- * card the center has accepted, whatever carried it. A replaced card's recovery block older than
- * this is stale (docs/protocols/upload.md).
+ * kh_store_block_seen with the block's hash and what it reported. When (ua, block_seq) was
+ * recorded before: KH_ERR_EXISTS, nothing changes, *prev (may be NULL) gets the recorded verdict
+ * and *same (may be NULL) is 1 when the recorded block has the same hash (or either hash is not
+ * known), 0 when it is another block under the same number.
  */
-KH_WARN_UNUSED kh_err kh_store_block_max_ok(struct kh_store *s, uint32_t ua, uint32_t *block_seq);
+KH_WARN_UNUSED kh_err kh_store_block_record(struct kh_store *s, const struct kh_store_block *b,
+					    enum kh_store_verdict *prev, int *same);
+/*
+ * What card ua's newest accepted block reported (migration 5): *found 0 when the card has no
+ * accepted block, or its newest predates the migration (then credit and last_reload are 0).
+ */
+KH_WARN_UNUSED kh_err kh_store_block_reported(struct kh_store *s, uint32_t ua, int *found, uint32_t *block_seq,
+					      uint32_t *credit, uint32_t *last_reload);
+/* Record another genuine block (hash, 32 bytes) under (ua, block_seq), already accepted: KH_OK the
+ * first time, KH_ERR_EXISTS when this very block was recorded so before (nothing changes). */
+KH_WARN_UNUSED kh_err kh_store_block_clone(struct kh_store *s, uint32_t ua, uint32_t block_seq,
+					   const uint8_t hash[static 32], int64_t session_id);
+/* Flag card ua as rolled back or cloned: a second, different block numbered block_seq. The first
+ * alarm's time is kept; the number is the latest. KH_ERR_NOTFOUND for an unknown card. */
+KH_WARN_UNUSED kh_err kh_store_card_clone_alarm(struct kh_store *s, uint32_t ua, uint32_t block_seq);
+/*
+ * Take card ua's next credit reload id (kh_store_card_next_reload) and record the reload's
+ * amount with it, in the caller's transaction: every ADD CREDIT the center queues goes this way.
+ */
+KH_WARN_UNUSED kh_err kh_store_card_reload_add(struct kh_store *s, uint32_t ua, uint32_t amount,
+					       uint32_t *reload_id);
+/* *sum: the amounts of card ua's recorded reloads with a reload id above above_id. */
+KH_WARN_UNUSED kh_err kh_store_card_reloads_above(struct kh_store *s, uint32_t ua, uint32_t above_id, uint64_t *sum);
+/* The catalogue price of event id; KH_ERR_NOTFOUND for an event the catalogue does not list. */
+KH_WARN_UNUSED kh_err kh_store_event_price(struct kh_store *s, uint32_t id, uint32_t *price);
+
 
 /* ---- idempotency (DESIGN.md §7) ---- */
 
@@ -230,6 +265,9 @@ struct kh_store_card {
 	char closed_reason[40]; /* "" when none */
 	uint32_t last_reload_id;
 	int64_t created_at;
+	int64_t clone_alarm_at;   /* 0: none; else when a second, different block under a known
+				   * number came in (a rolled-back or cloned card) */
+	uint32_t clone_block_seq; /* that block's number */
 };
 typedef kh_err (*kh_store_card_fn)(void *arg, const struct kh_store_card *c);
 
@@ -355,6 +393,8 @@ struct kh_store_invoice {
 	uint32_t price;
 	int64_t time;
 	int64_t created_at;
+	uint32_t block_price; /* the price the card's block stated */
+	char flag[16];        /* "" or "price_mismatch", "unknown_event" */
 };
 typedef kh_err (*kh_store_invoice_fn)(void *arg, const struct kh_store_invoice *i);
 KH_WARN_UNUSED kh_err kh_store_invoices_of(struct kh_store *s, int64_t subscriber_id, kh_store_invoice_fn fn,
@@ -391,6 +431,19 @@ KH_WARN_UNUSED kh_err kh_store_upload_close(struct kh_store *s, int64_t id);
 KH_WARN_UNUSED kh_err kh_store_purchase_record(struct kh_store *s, uint32_t ua, uint32_t event, uint32_t price,
 					       int64_t time, uint32_t block_ua, uint32_t block_seq,
 					       int64_t subscriber_id, int *invoiced);
+/* One purchase, and the price the center invoices it at. */
+struct kh_store_purchase {
+	uint32_t ua, event;
+	uint32_t price; /* what the card's block stated */
+	int64_t time;
+	uint32_t block_ua, block_seq;
+	int64_t subscriber_id;   /* 0: nobody to invoice */
+	uint32_t invoice_price;  /* the center's (its catalogue's) */
+	const char *flag;        /* NULL, "price_mismatch" or "unknown_event": recorded on the invoice */
+};
+/* kh_store_purchase_record, invoiced at p->invoice_price with p->flag (and the block's price). */
+KH_WARN_UNUSED kh_err kh_store_purchase_invoice(struct kh_store *s, const struct kh_store_purchase *p,
+						int *invoiced);
 
 /*
  * One address's EMMs with a sequence number above above_seq, in sequence order, at most limit

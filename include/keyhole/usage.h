@@ -4,13 +4,18 @@
  * block that the decoder may keep (memory M1) and carry to the management center, which alone can
  * read it (Ku) and check that this card made it (the card's certified Ed25519 key).
  *
- *   header   u8 version=2 | u32 UA | u32 block_seq | u64 card_time | u8 flags   18 bytes
- *   body     AES-256-GCM(Ku, nonce = 0^8 | u32 block_seq, aad = header, TLV contents) | tag(16)
+ *   header   u8 version=3 | u32 UA | u32 block_seq | u64 card_time | u8 flags |
+ *            nonce(12)                                                         30 bytes
+ *   body     AES-256-GCM(Ku, nonce, aad = header, TLV contents) | tag(16)
  *   sig      Ed25519(card signing key, header | body)                          64 bytes
  *
- * block_seq strictly increases per card and is stored before a block leaves it, so a nonce is
- * never used twice under one Ku (the card keeps durable state: PROTOCOLS.md's counter nonce).
- * The center identifies a block by (UA, block_seq): seen twice, it changes nothing.
+ * The nonce is 96 fresh random bits (kh_random) drawn for each block, carried in the header (so
+ * under the signature and in the AEAD's associated data). It is not derived from block_seq: a
+ * software card whose files are copied back re-uses its block numbers, and a nonce taken from
+ * them would then seal a different block under the same key and nonce (PROTOCOLS.md: no module
+ * nonce from state a rollback restores). The center identifies a block by (UA, block_seq) and
+ * the block's hash: the same block seen twice changes nothing; a different block under a known
+ * (UA, block_seq) is a rolled-back or cloned card (docs/protocols/upload.md).
  *
  * flags says what the block was made for: KH_USAGE_F_M1 for the decoder's memory M1 (EXPORT
  * P1=1, only while the center authorises export), clear for an upload session (EXPORT P1=0).
@@ -21,8 +26,9 @@
  * block is the card's answer to the nonce as well as its data, so a session that carries one
  * needs no separate hello, and the block counts only in the session whose nonce it signed. A
  * block is never both for M1 and for a session.
- * Version 1 (17-byte header, no flags) is refused with KH_ERR_VERSION; its UA and block_seq sit
- * at the same offsets, so a center can still name such a block in its answer.
+ * Versions 1 (17-byte header, no flags) and 2 (18-byte header, nonce from block_seq) are refused
+ * with KH_ERR_VERSION; their UA and block_seq sit at the same offsets, so a center can still
+ * name such a block in its answer.
  *
  * The upload hello answers a center's nonce with the card's signature, so the center knows the
  * current card is present in this session:
@@ -38,8 +44,9 @@
 #include "keyhole/buf.h"
 #include "keyhole/err.h"
 
-#define KH_USAGE_VERSION 2
-#define KH_USAGE_HDR_LEN 18
+#define KH_USAGE_VERSION 3
+#define KH_USAGE_NONCE_OFF 18 /* the block's AEAD nonce, 12 bytes, in the header */
+#define KH_USAGE_HDR_LEN 30
 /* Header flags. */
 #define KH_USAGE_F_M1 0x01u      /* made for the decoder's memory M1 (EXPORT P1=1) */
 #define KH_USAGE_F_SESSION 0x02u /* bound to an upload session: signed with the session's nonce */
@@ -84,8 +91,8 @@ struct kh_usage {
 };
 
 /*
- * Seal a block (the card's side): contents is the TLV list, sign_sk the card's Ed25519 key.
- * KH_ERR_BUF when cap is short, KH_ERR_TOO_LARGE above KH_USAGE_MAX, KH_ERR_INVAL for a flag
+ * Seal a block (the card's side): contents is the TLV list, sign_sk the card's Ed25519 key. The
+ * nonce is drawn here (kh_random; its error is returned). KH_ERR_BUF when cap is short, KH_ERR_TOO_LARGE above KH_USAGE_MAX, KH_ERR_INVAL for a flag
  * outside KH_USAGE_F_ALL.
  */
 KH_WARN_UNUSED kh_err kh_usage_seal(const uint8_t ku[static 32], const uint8_t sign_sk[static 32],

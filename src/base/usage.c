@@ -8,17 +8,11 @@
 #include "keyhole/crypto.h"
 #include "keyhole/usage.h"
 
-static void block_nonce(uint32_t block_seq, uint8_t nonce[static KH_NONCE_LEN])
-{
-	memset(nonce, 0, KH_NONCE_LEN);
-	kh_put_be32(nonce + KH_NONCE_LEN - 4, block_seq);
-}
-
 kh_err kh_usage_seal_bound(const uint8_t ku[static 32], const uint8_t sign_sk[static 32], const struct kh_usage_hdr *h,
 			   const uint8_t *contents, size_t len, const uint8_t *snonce, size_t snlen, uint8_t *out,
 			   size_t cap, size_t *outlen)
 {
-	uint8_t nonce[KH_NONCE_LEN], sig[KH_USAGE_SIG_LEN];
+	uint8_t sig[KH_USAGE_SIG_LEN];
 	size_t body = KH_USAGE_HDR_LEN + len + KH_TAG_LEN;
 	kh_err r;
 
@@ -37,9 +31,14 @@ kh_err kh_usage_seal_bound(const uint8_t ku[static 32], const uint8_t sign_sk[st
 	kh_put_be32(out + 5, h->block_seq);
 	kh_put_be64(out + 9, h->card_time);
 	out[17] = h->flags;
-	block_nonce(h->block_seq, nonce);
-	if ((r = kh_aead_seal(ku, nonce, out, KH_USAGE_HDR_LEN, contents, len, out + KH_USAGE_HDR_LEN)) != KH_OK)
+	/* A fresh nonce per block, never one from block_seq: a card restored from a copy of its
+	 * files makes its block numbers again, and would seal other contents under the same nonce. */
+	if ((r = kh_random(out + KH_USAGE_NONCE_OFF, KH_NONCE_LEN)) != KH_OK ||
+	    (r = kh_aead_seal(ku, out + KH_USAGE_NONCE_OFF, out, KH_USAGE_HDR_LEN, contents, len,
+			      out + KH_USAGE_HDR_LEN)) != KH_OK) {
+		kh_wipe(out, KH_USAGE_HDR_LEN + len + KH_TAG_LEN);
 		return r;
+	}
 	/* The session's nonce goes where the signature will be (it is at most as long), so the
 	 * signed message is contiguous without a second buffer; the signature then replaces it. */
 	if (snonce)
@@ -135,7 +134,7 @@ static kh_err contents(const uint8_t *p, size_t n, struct kh_usage *u)
 kh_err kh_usage_open_bound(const uint8_t ku[static 32], const uint8_t sign_pk[static 32], const uint8_t *blk,
 			   size_t n, const uint8_t *snonce, size_t snlen, struct kh_usage *u)
 {
-	uint8_t nonce[KH_NONCE_LEN], pt[KH_USAGE_MAX], msg[KH_USAGE_MAX + KH_HELLO_NONCE_MAX];
+	uint8_t pt[KH_USAGE_MAX], msg[KH_USAGE_MAX + KH_HELLO_NONCE_MAX];
 	struct kh_usage tmp;
 	size_t body;
 	kh_err r;
@@ -155,8 +154,7 @@ kh_err kh_usage_open_bound(const uint8_t ku[static 32], const uint8_t sign_pk[st
 	} else if (kh_ed25519_verify(sign_pk, blk, body, blk + body) != KH_OK) {
 		return KH_ERR_AUTH;
 	}
-	block_nonce(tmp.h.block_seq, nonce);
-	if (kh_aead_open(ku, nonce, blk, KH_USAGE_HDR_LEN, blk + KH_USAGE_HDR_LEN, body - KH_USAGE_HDR_LEN, pt) !=
+	if (kh_aead_open(ku, blk + KH_USAGE_NONCE_OFF, blk, KH_USAGE_HDR_LEN, blk + KH_USAGE_HDR_LEN, body - KH_USAGE_HDR_LEN, pt) !=
 	    KH_OK) {
 		r = KH_ERR_AUTH;
 		goto out;

@@ -132,10 +132,13 @@ static kh_err unseal(const uint8_t key[static KH_M1_KEY_LEN], const uint8_t *f, 
 	if ((r = kh_aead_open(key, f + KH_M1_HDR_LEN, f, KH_M1_HDR_LEN, f + KH_M1_HDR_LEN + KH_NONCE_LEN,
 			      len + KH_TAG_LEN, blk)) != KH_OK)
 		return r;
-	/* Sealed by us, so this holds unless we wrote it wrong: still, never trust a file blindly. */
-	if (kh_usage_peek(blk, len, &h) != KH_OK || h.ua != kh_get_be32(f + 5) || h.block_seq != kh_get_be32(f + 9)) {
+	/* Sealed by us, so this holds unless we wrote it wrong: still, never trust a file blindly. A
+	 * block of an older layout (a decoder updated since it stored it) is VERSION: the center
+	 * refuses it too. */
+	if ((r = kh_usage_peek(blk, len, &h)) != KH_OK || h.ua != kh_get_be32(f + 5) ||
+	    h.block_seq != kh_get_be32(f + 9)) {
 		kh_wipe(blk, len);
-		return KH_ERR_FORMAT;
+		return r == KH_ERR_VERSION ? r : KH_ERR_FORMAT;
 	}
 	info->ua = h.ua;
 	info->block_seq = h.block_seq;

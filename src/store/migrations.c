@@ -213,10 +213,52 @@ static const char migration_4[] =
 	"  FOREIGN KEY (key_id, version) REFERENCES service_keys(key_id, version)\n"
 	") STRICT, WITHOUT ROWID;\n";
 
+/*
+ * 5 (usage review: credit pumping, catalogue price, rolled-back cards; docs/internals/sms.md):
+ *   - usage_blocks.hash, the SHA-256 of the whole block: the same (ua, block_seq) with another
+ *     hash is a second, different block under a known number (a card restored from a copy of
+ *     its files); credit and last_reload, what an accepted block reported (NULL: before this
+ *     migration, or a refused block), so the center knows the card's credit as it last said;
+ *   - invoices.block_price, the price the card's block stated, and invoices.flag when the center
+ *     invoiced otherwise (its catalogue price, or 0 for an event its catalogue does not know);
+ *   - cards.clone_alarm_at / clone_block_seq: when a second different block under a known
+ *     number came in, and which number (NULL: never);
+ *   - credit_reloads, each ADD CREDIT queued with its amount, so the reloads a card has not yet
+ *     reported applied (reload id above its block's last_reload) are known: "in flight";
+ *   - usage_clones, each other genuine block seen under a (ua, block_seq) already accepted, by
+ *     hash: the same clone again is a duplicate, and the operator can list them.
+ */
+static const char migration_5[] =
+	"ALTER TABLE usage_blocks ADD COLUMN hash BLOB CHECK (hash IS NULL OR length(hash) = 32);\n"
+	"ALTER TABLE usage_blocks ADD COLUMN credit INTEGER " U32("credit") ";\n"
+	"ALTER TABLE usage_blocks ADD COLUMN last_reload INTEGER " U32("last_reload") ";\n"
+	"ALTER TABLE invoices ADD COLUMN block_price INTEGER " U32("block_price") ";\n"
+	"ALTER TABLE invoices ADD COLUMN flag TEXT\n"
+	"  CHECK (flag IS NULL OR flag IN ('price_mismatch', 'unknown_event'));\n"
+	"ALTER TABLE cards ADD COLUMN clone_alarm_at INTEGER;\n"
+	"ALTER TABLE cards ADD COLUMN clone_block_seq INTEGER " U32("clone_block_seq") ";\n"
+	"CREATE TABLE credit_reloads (\n"
+	"  ua INTEGER NOT NULL REFERENCES cards(ua),\n"
+	"  reload_id INTEGER NOT NULL CHECK (reload_id BETWEEN 1 AND 4294967295),\n"
+	"  amount INTEGER NOT NULL " U32("amount") ",\n"
+	"  created_at INTEGER NOT NULL,\n"
+	"  PRIMARY KEY (ua, reload_id)\n"
+	") STRICT, WITHOUT ROWID;\n"
+	"CREATE TABLE usage_clones (\n"
+	"  ua INTEGER NOT NULL " U32("ua") ",\n"
+	"  block_seq INTEGER NOT NULL " U32("block_seq") ",\n"
+	"  hash BLOB NOT NULL CHECK (length(hash) = 32),\n"
+	"  session_id INTEGER REFERENCES upload_sessions(id),\n"
+	"  received_at INTEGER NOT NULL,\n"
+	"  PRIMARY KEY (ua, block_seq, hash),\n"
+	"  FOREIGN KEY (ua, block_seq) REFERENCES usage_blocks(ua, block_seq)\n"
+	") STRICT, WITHOUT ROWID;\n";
+
 const struct kh__migration kh__migrations[] = {
 	{1, migration_1},
 	{2, migration_2},
 	{3, migration_3},
 	{4, migration_4},
+	{5, migration_5},
 };
 const size_t kh__migrations_count = sizeof kh__migrations / sizeof kh__migrations[0];

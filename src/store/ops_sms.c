@@ -144,13 +144,14 @@ out:
 
 #define CARD_COLS \
 	"ua, role, coalesce(subscriber_id, 0), state, export_authorised, coalesce(replaced_by, 0),\n" \
-	"coalesce(closed_reason, ''), last_reload_id, created_at"
+	"coalesce(closed_reason, ''), last_reload_id, created_at, coalesce(clone_alarm_at, 0),\n" \
+	"coalesce(clone_block_seq, 0)"
 
 static kh_err card_row(struct kh__stmt *st, struct kh_store_card *c)
 {
-	int64_t ua = kh__col_i64(st, 0), rb = kh__col_i64(st, 5), rl = kh__col_i64(st, 7);
+	int64_t ua = kh__col_i64(st, 0), rb = kh__col_i64(st, 5), rl = kh__col_i64(st, 7), cs = kh__col_i64(st, 10);
 
-	if (!u32_ok(ua) || !u32_ok(rb) || !u32_ok(rl))
+	if (!u32_ok(ua) || !u32_ok(rb) || !u32_ok(rl) || !u32_ok(cs))
 		return KH_ERR_DB;
 	memset(c, 0, sizeof *c);
 	c->ua = (uint32_t)ua;
@@ -162,6 +163,8 @@ static kh_err card_row(struct kh__stmt *st, struct kh_store_card *c)
 	col_text(st, 6, c->closed_reason, sizeof c->closed_reason);
 	c->last_reload_id = (uint32_t)rl;
 	c->created_at = kh__col_i64(st, 8);
+	c->clone_alarm_at = kh__col_i64(st, 9);
+	c->clone_block_seq = (uint32_t)cs;
 	return KH_OK;
 }
 
@@ -927,8 +930,8 @@ kh_err kh_store_service_key_list(struct kh_store *s, kh_store_service_key_fn fn,
 kh_err kh_store_invoices_of(struct kh_store *s, int64_t subscriber_id, kh_store_invoice_fn fn, void *arg)
 {
 	static const char sql[] =
-		"SELECT id, ua, event_id, price, time, created_at FROM invoices WHERE subscriber_id = ?1\n"
-		"ORDER BY time, id";
+		"SELECT id, ua, event_id, price, time, created_at, coalesce(block_price, price), coalesce(flag, '')\n"
+		"FROM invoices WHERE subscriber_id = ?1 ORDER BY time, id";
 	struct kh__stmt *st = NULL;
 	int row = 0;
 	kh_err r;
@@ -947,6 +950,8 @@ kh_err kh_store_invoices_of(struct kh_store *s, int64_t subscriber_id, kh_store_
 		i.price = (uint32_t)kh__col_i64(st, 3);
 		i.time = kh__col_i64(st, 4);
 		i.created_at = kh__col_i64(st, 5);
+		i.block_price = (uint32_t)kh__col_i64(st, 6);
+		col_text(st, 7, i.flag, sizeof i.flag);
 		if ((r = fn(arg, &i)) != KH_OK)
 			goto out;
 	}

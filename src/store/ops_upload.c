@@ -161,39 +161,48 @@ kh_err kh_store_upload_close(struct kh_store *s, int64_t id)
 	return r;
 }
 
-kh_err kh_store_purchase_record(struct kh_store *s, uint32_t ua, uint32_t event, uint32_t price, int64_t time,
-				uint32_t block_ua, uint32_t block_seq, int64_t subscriber_id, int *invoiced)
+kh_err kh_store_purchase_invoice(struct kh_store *s, const struct kh_store_purchase *p, int *invoiced)
 {
 	static const char ins_purchase[] =
 		"INSERT INTO purchases (ua, event_id, price, time, block_ua, block_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
 		"ON CONFLICT (ua, event_id, time) DO NOTHING RETURNING id";
 	static const char ins_invoice[] =
-		"INSERT INTO invoices (subscriber_id, ua, event_id, price, time, created_at) "
-		"VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (ua, event_id, time) DO NOTHING";
+		"INSERT INTO invoices (subscriber_id, ua, event_id, price, time, created_at, block_price, flag) "
+		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (ua, event_id, time) DO NOTHING";
 	struct kh__stmt *st = NULL;
 	int row = 0;
 	kh_err r;
 
-	if (!s || !invoiced)
+	if (!s || !p || !invoiced)
 		return KH_ERR_INVAL;
 	*invoiced = 0;
 	if ((r = kh__stmt(s, ins_purchase, &st)) != KH_OK)
 		return r;
-	if ((r = kh__bind_i64(st, 1, ua)) == KH_OK && (r = kh__bind_i64(st, 2, event)) == KH_OK &&
-	    (r = kh__bind_i64(st, 3, price)) == KH_OK && (r = kh__bind_i64(st, 4, time)) == KH_OK &&
-	    (r = kh__bind_i64(st, 5, block_ua)) == KH_OK && (r = kh__bind_i64(st, 6, block_seq)) == KH_OK)
+	if ((r = kh__bind_i64(st, 1, p->ua)) == KH_OK && (r = kh__bind_i64(st, 2, p->event)) == KH_OK &&
+	    (r = kh__bind_i64(st, 3, p->price)) == KH_OK && (r = kh__bind_i64(st, 4, p->time)) == KH_OK &&
+	    (r = kh__bind_i64(st, 5, p->block_ua)) == KH_OK && (r = kh__bind_i64(st, 6, p->block_seq)) == KH_OK)
 		r = kh__step(st, &row);
 	kh__stmt_done(st);
-	if (r != KH_OK || !row || subscriber_id == 0)
+	if (r != KH_OK || !row || p->subscriber_id == 0)
 		return r; /* seen before: nothing more to do */
 	if ((r = kh__stmt(s, ins_invoice, &st)) != KH_OK)
 		return r;
-	if ((r = kh__bind_i64(st, 1, subscriber_id)) == KH_OK && (r = kh__bind_i64(st, 2, ua)) == KH_OK &&
-	    (r = kh__bind_i64(st, 3, event)) == KH_OK && (r = kh__bind_i64(st, 4, price)) == KH_OK &&
-	    (r = kh__bind_i64(st, 5, time)) == KH_OK && (r = kh__bind_i64(st, 6, kh__now())) == KH_OK)
+	if ((r = kh__bind_i64(st, 1, p->subscriber_id)) == KH_OK && (r = kh__bind_i64(st, 2, p->ua)) == KH_OK &&
+	    (r = kh__bind_i64(st, 3, p->event)) == KH_OK && (r = kh__bind_i64(st, 4, p->invoice_price)) == KH_OK &&
+	    (r = kh__bind_i64(st, 5, p->time)) == KH_OK && (r = kh__bind_i64(st, 6, kh__now())) == KH_OK &&
+	    (r = kh__bind_i64(st, 7, p->price)) == KH_OK &&
+	    (r = p->flag ? kh__bind_text(st, 8, p->flag) : kh__bind_null(st, 8)) == KH_OK)
 		r = kh__exec(st);
 	if (r == KH_OK)
 		*invoiced = kh__changes(s) == 1;
 	kh__stmt_done(st);
 	return r;
+}
+
+kh_err kh_store_purchase_record(struct kh_store *s, uint32_t ua, uint32_t event, uint32_t price, int64_t time,
+				uint32_t block_ua, uint32_t block_seq, int64_t subscriber_id, int *invoiced)
+{
+	struct kh_store_purchase p = {ua, event, price, time, block_ua, block_seq, subscriber_id, price, NULL};
+
+	return kh_store_purchase_invoice(s, &p, invoiced);
 }

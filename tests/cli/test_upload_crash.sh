@@ -88,6 +88,15 @@ done
 
 start PID
 kh_expect_api PUT /v1/credit-policy '{"initial_credit":100,"reload_amount":0}' 200
+# The events the cards buy, in the catalogue at the price their ECMs carry (the center invoices
+# at its catalogue price).
+kh_expect_api POST /v1/products '{"name":"PPV"}' 201
+kh_expect_api POST /v1/channels '{"id":1,"name":"C","product_id":1}' 201
+ev=1
+while [ "$ev" -le "$EVENTS" ]; do
+	kh_expect_api POST /v1/events "{\"id\":$ev,\"name\":\"E$ev\",\"price\":10,\"channel_id\":1,\"start\":0,\"end\":4102444800}" 201
+	ev=$((ev + 1))
+done
 i=1
 for c in $CARDS; do
 	ua=$(kh_ua "$c")

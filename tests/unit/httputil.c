@@ -175,6 +175,23 @@ const char *jstr(const json_t *o, const char *k)
 	return json_string_value(v);
 }
 
+int64_t http_metric(const struct http_conn *hc, const char *name)
+{
+	struct reply r;
+	const char *p;
+	long long v = -1;
+
+	http_req(hc, "GET", "/metrics", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	/* the sample line: the name at the start of a line, then its value */
+	for (p = strstr(r.body, name); p && p > r.body && p[-1] != '\n'; p = strstr(p + 1, name))
+		;
+	assert_non_null(p);
+	assert_int_equal(sscanf(p + strlen(name), " %lld", &v), 1);
+	reply_free(&r);
+	return v;
+}
+
 void center_start(const char *db, const char *authdir, const char *token, struct kh_sms **sms,
 		  struct kh_http **h, uint16_t *port)
 {

@@ -72,6 +72,8 @@ void http_expect_error(const struct http_conn *hc, const char *method, const cha
 /* Member k of o, which must be an integer / a string (owned by o). */
 int64_t jint(const json_t *o, const char *k);
 const char *jstr(const json_t *o, const char *k);
+/* The value of the metric name (a sample without labels) in the server's /metrics. */
+int64_t http_metric(const struct http_conn *hc, const char *name);
 /* A management center for a test: kh_sms on db with the authority in authdir (token NULL: an
  * open operator API), served on 127.0.0.1 by two HTTP threads; *port is the port bound. */
 struct kh_sms;

@@ -283,19 +283,7 @@ static int64_t queue_last(struct bw *b)
 
 static int64_t metric_emms(struct bw *b)
 {
-	static const char name[] = "keyhole_emms_queued_total";
-	struct reply r;
-	const char *p;
-	long long v = -1;
-
-	http_req(&b->hc, "GET", "/metrics", NULL, NULL, &r);
-	assert_int_equal(r.status, 200);
-	for (p = strstr(r.body, name); p && p > r.body && p[-1] != '\n'; p = strstr(p + 1, name))
-		;
-	assert_non_null(p);
-	assert_int_equal(sscanf(p + strlen(name), " %lld", &v), 1);
-	reply_free(&r);
-	return v;
+	return http_metric(&b->hc, "keyhole_emms_queued_total");
 }
 
 static char *all_body(struct bw *b, int64_t end_off)

@@ -261,6 +261,29 @@ static void test_tampered(void **state)
 	assert_file_is(m, orig, fn);
 	/* and it still opens under the right key */
 	assert_int_equal(kh_m1_load(m->dir, m->key, out, sizeof out, &on), KH_OK);
+	/* a block of the old layout (version 2) sealed in a sound file: VERSION, and kept */
+	{
+		uint8_t *old = malloc(fn);
+		assert_non_null(old);
+		memcpy(old, orig, fn);
+		memcpy(out, blk, n);
+		out[0] = 2;
+		assert_int_equal(kh_random(old + KH_M1_HDR_LEN, 12), KH_OK);
+		assert_int_equal(kh_aead_seal(m->key, old + KH_M1_HDR_LEN, old, KH_M1_HDR_LEN, out, n,
+					      old + KH_M1_HDR_LEN + 12),
+				 KH_OK);
+		assert_int_equal(kh_file_write_atomic(m->file, old, KH_M1_OVERHEAD + n, 0600), KH_OK);
+		assert_int_equal(kh_m1_load(m->dir, m->key, out, sizeof out, &on), KH_ERR_VERSION);
+		assert_int_equal(kh_m1_store(m->dir, m->key, blk, n), KH_ERR_VERSION);
+		assert_file_is(m, old, KH_M1_OVERHEAD + n);
+		/* a version-2 block is not taken in either */
+		memcpy(out, blk, n);
+		out[0] = 2;
+		assert_int_equal(kh_file_write_atomic(m->file, orig, fn, 0600), KH_OK);
+		assert_int_equal(kh_m1_store(m->dir, m->key, out, n), KH_ERR_VERSION);
+		assert_file_is(m, orig, fn);
+		free(old);
+	}
 	assert_dir_clean(m);
 	kh_file_free(orig, fn);
 }

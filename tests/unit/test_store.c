@@ -391,6 +391,40 @@ static void test_block_dup(void **state)
 	assert_int_equal(kh_store_block_seen(s, 1004, 1, KH_STORE_BLOCK_OK, 77, NULL), KH_ERR_DB_CONSTRAINT);
 	assert_int_equal(kh_store_block_seen(s, 1004, 1, 9, 0, NULL), KH_ERR_INVAL);
 	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM usage_blocks"), 3);
+
+	/* With hashes (migration 5): the same block again is the same; another block under the
+	 * number is not, and changes nothing either; a block without a hash compares as the same.
+	 * What an accepted block reported is what the newest one said. */
+	{
+		uint8_t h1[32] = {1}, h2[32] = {2};
+		struct kh_store_block b = {.ua = 1005, .block_seq = 4, .verdict = KH_STORE_BLOCK_OK, .hash = h1,
+					   .reported = 1, .credit = 170, .last_reload = 2};
+		uint32_t seq = 0, credit = 0, reload = 0;
+		int same = -1, found = -1;
+
+		assert_int_equal(kh_store_block_reported(s, 1005, &found, &seq, &credit, &reload), KH_OK);
+		assert_int_equal(found, 0);
+		assert_int_equal(kh_store_block_record(s, &b, &prev, &same), KH_OK);
+		assert_int_equal(same, -1); /* untouched */
+		assert_int_equal(kh_store_block_record(s, &b, &prev, &same), KH_ERR_EXISTS);
+		assert_int_equal(same, 1);
+		b.hash = h2;
+		b.credit = 999;
+		assert_int_equal(kh_store_block_record(s, &b, &prev, &same), KH_ERR_EXISTS);
+		assert_int_equal(same, 0);
+		b.hash = NULL;
+		assert_int_equal(kh_store_block_record(s, &b, &prev, &same), KH_ERR_EXISTS);
+		assert_int_equal(same, 1);
+		assert_int_equal(kh_store_block_reported(s, 1005, &found, &seq, &credit, &reload), KH_OK);
+		assert_true(found && seq == 4 && credit == 170 && reload == 2);
+		/* the other block is kept once by its hash */
+		assert_int_equal(kh_store_block_clone(s, 1005, 4, h2, 0), KH_OK);
+		assert_int_equal(kh_store_block_clone(s, 1005, 4, h2, 0), KH_ERR_EXISTS);
+		/* a block recorded before the migration's columns: not found */
+		assert_int_equal(kh_store_block_seen(s, 1006, 1, KH_STORE_BLOCK_OK, 0, NULL), KH_OK);
+		assert_int_equal(kh_store_block_reported(s, 1006, &found, &seq, &credit, &reload), KH_OK);
+		assert_true(!found && seq == 1);
+	}
 	kh_store_close(s);
 }
 

@@ -259,18 +259,14 @@ static int64_t add_subscriber(struct uw *u, const char *name)
 	return id;
 }
 
-/* Assign the card and apply every EMM the center queued for it (keys, initial credit). */
-static void assign(struct uw *u, struct mod *m, int64_t sub)
+/* Apply every EMM the center queued for the card (those it has already are skipped). */
+static void deliver_emms(struct uw *u, struct mod *m)
 {
-	char body[64], path[96];
+	char path[96];
 	struct reply r;
 	json_t *arr, *e;
 	size_t i;
 
-	snprintf(body, sizeof body, "{\"subscriber_id\":%lld}", (long long)sub);
-	snprintf(path, sizeof path, "/v1/cards/%08X/assign", m->ua);
-	expect(u, "POST", path, body, NULL, 200, &r);
-	reply_free(&r);
 	snprintf(path, sizeof path, "/v1/cards/%08X/emm", m->ua);
 	arr = json_object_get(expect(u, "GET", path, NULL, NULL, 200, &r), "emms");
 	assert_true(json_array_size(arr) >= 1);
@@ -278,15 +274,32 @@ static void assign(struct uw *u, struct mod *m, int64_t sub)
 		uint8_t sec[KH_EMM_MAX];
 		size_t n = 0;
 		struct kh_host_cas direct = {0};
+		kh_err rr;
 		assert_int_equal(kh_json_get_b64(e, "section", sec, sizeof sec, &n, 0), KH_OK);
 		direct.card = &m->t;
-		assert_int_equal(kh_host_cas_emm(&direct, sec, n), KH_OK);
+		rr = kh_host_cas_emm(&direct, sec, n);
+		if (rr != KH_ERR_EMM_REPLAY)
+			assert_int_equal(rr, KH_OK);
 	}
 	reply_free(&r);
 }
 
-/* Buy event ev (price 30) on the card, through decoder -> CAM -> card, with the center's key. */
-static void buy(struct uw *u, struct mod *card, uint32_t ev)
+/* Assign the card and apply every EMM the center queued for it (keys, initial credit). */
+static void assign(struct uw *u, struct mod *m, int64_t sub)
+{
+	char body[64], path[96];
+	struct reply r;
+
+	snprintf(body, sizeof body, "{\"subscriber_id\":%lld}", (long long)sub);
+	snprintf(path, sizeof path, "/v1/cards/%08X/assign", m->ua);
+	expect(u, "POST", path, body, NULL, 200, &r);
+	reply_free(&r);
+	deliver_emms(u, m);
+}
+
+/* Buy event ev on the card at the price its ECM states, through decoder -> CAM -> card, with
+ * the center's key. */
+static void buy_at(struct uw *u, struct mod *card, uint32_t ev, uint32_t price)
 {
 	struct center_skey sk = {0};
 	struct kh_host_cas cas;
@@ -307,12 +320,18 @@ static void buy(struct uw *u, struct mod *card, uint32_t ev)
 	e.cw_len = 8;
 	e.access = KH_ECM_EVENT;
 	e.event = ev;
-	e.price = 30;
+	e.price = price;
 	e.time = now;
 	assert_int_equal(kh_ecm_seal(sk.key, world_ecm_signer(u->w->auth), &e, ecm, sizeof ecm, &len), KH_OK);
 	assert_int_equal(kh_host_cas_purchase(&cas, ecm, len, now, &o), KH_OK);
 	kh_host_cas_wipe(&cas);
 	kh_wipe(&sk, sizeof sk);
+}
+
+/* The same at price 30. */
+static void buy(struct uw *u, struct mod *card, uint32_t ev)
+{
+	buy_at(u, card, ev, 30);
 }
 
 struct blk {
@@ -983,6 +1002,12 @@ static void test_recovery_old_layout_and_duplicate(void **state)
 	assert_line(ans, 0, c1->ua, m1_new.seq, "version");
 	assert_int_equal(jint(ans, "invoiced"), 0);
 	reply_free(&r);
+	/* version 2, whose nonce came from block_seq, likewise */
+	v1.b[0] = 2;
+	ans = upload_blocks(u, c2, bl, 1, "k-v2", &r);
+	assert_line(ans, 0, c1->ua, m1_new.seq, "version");
+	assert_int_equal(jint(ans, "invoiced"), 0);
+	reply_free(&r);
 	after = db_rows(u, "SELECT ua, block_seq, verdict FROM usage_blocks ORDER BY ua, block_seq");
 	assert_string_equal(before, after);
 	free(before);
@@ -1197,6 +1222,332 @@ static void test_sessions_per_card(void **state)
 	free(hl);
 }
 
+/* ---- the review of the usage path: credit pumping, catalogue price, rolled-back cards ---- */
+
+/* Event ev in the catalogue at price (a product 1 and channel 1 made on first use). */
+static void catalogue(struct uw *u, uint32_t ev, uint32_t price)
+{
+	char body[160];
+	struct reply r;
+
+	if (db_int(u, "SELECT count(*) FROM channels WHERE id = 1") == 0) {
+		expect(u, "POST", "/v1/products", "{\"id\":1,\"name\":\"PPV\"}", NULL, 201, &r);
+		reply_free(&r);
+		expect(u, "POST", "/v1/channels", "{\"id\":1,\"name\":\"Films\",\"product_id\":1}", NULL, 201, &r);
+		reply_free(&r);
+	}
+	snprintf(body, sizeof body,
+		 "{\"id\":%u,\"name\":\"E%u\",\"price\":%u,\"channel_id\":1,\"start\":0,\"end\":4102444800}", ev, ev,
+		 price);
+	expect(u, "POST", "/v1/events", body, NULL, 201, &r);
+	reply_free(&r);
+}
+
+/* Hand the card every EMM of an upload answer, as the decoder does. */
+static void apply_answer(struct mod *m, const json_t *ans)
+{
+	struct kh_host_cas direct = {0};
+	json_t *e;
+	size_t i;
+	kh_err r;
+
+	direct.card = &m->t;
+	json_array_foreach(json_object_get(ans, "emms"), i, e) {
+		uint8_t sec[KH_EMM_MAX];
+		size_t n = 0;
+		assert_int_equal(kh_b64url_decode(json_string_value(e), strlen(json_string_value(e)), sec, sizeof sec, &n),
+				 KH_OK);
+		r = kh_host_cas_emm(&direct, sec, n);
+		if (r != KH_ERR_EMM_REPLAY) /* the answer has every EMM queued: the card skips those it has */
+			assert_int_equal(r, KH_OK);
+	}
+}
+
+static uint32_t credit_of(struct mod *m)
+{
+	struct kh_host_cas c = {0};
+	struct kh_cas_status st;
+
+	c.card = &m->t;
+	assert_int_equal(kh_host_cas_status(&c, &st), KH_OK);
+	return st.credit;
+}
+
+/* One session of card m with its fresh block; the answer in r (reply_free it). */
+static json_t *upload_fresh(struct uw *u, struct mod *m, const char *key, struct reply *r)
+{
+	struct blk b = export_block(m);
+	const struct blk *bl[1] = {&b};
+	return upload_blocks(u, m, bl, 1, key, r);
+}
+
+/* The credit reloads the center queued for a card: how many, and their sum. */
+static long reloads(struct uw *u, const struct mod *m, long *sum)
+{
+	char sql[128];
+	snprintf(sql, sizeof sql, "SELECT coalesce(sum(amount), 0) FROM credit_reloads WHERE ua = %u", m->ua);
+	*sum = db_int(u, sql);
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM credit_reloads WHERE ua = %u", m->ua);
+	return db_int(u, sql);
+}
+
+/*
+ * Credit pumping. The center used to queue its fixed reload amount after every upload that
+ * invoiced anything, however little was spent: a free event bought and uploaded, again and
+ * again, grew the card's credit without end. Now an upload reloads what the card newly spent,
+ * and never lifts credit + reloads in flight above the policy's ceiling (initial_credit).
+ */
+static void test_credit_pumping(void **state)
+{
+	struct uw *u = *state;
+	struct mod *c1 = &u->w->c1;
+	struct reply r;
+	json_t *ans;
+	char key[32];
+	long n, sum;
+	int64_t ada;
+
+	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":100}", NULL, 200, &r);
+	reply_free(&r);
+	for (uint32_t ev = 300; ev < 305; ev++)
+		catalogue(u, ev, 0); /* five free events */
+	for (uint32_t ev = 310; ev < 316; ev++)
+		catalogue(u, ev, 30);
+	ada = add_subscriber(u, "Ada");
+	register_card(u, c1);
+	assign(u, c1, ada);
+	assert_int_equal(credit_of(c1), 200);
+	assert_int_equal(reloads(u, c1, &sum), 1); /* the initial credit */
+
+	/* (1) a free event bought and uploaded, five times: invoiced each time, reloaded never */
+	for (uint32_t ev = 300; ev < 305; ev++) {
+		buy_at(u, c1, ev, 0);
+		snprintf(key, sizeof key, "free-%u", ev);
+		ans = upload_fresh(u, c1, key, &r);
+		assert_int_equal(jint(ans, "invoiced"), 1);
+		apply_answer(c1, ans);
+		reply_free(&r);
+		assert_int_equal(credit_of(c1), 200);
+	}
+	assert_int_equal(reloads(u, c1, &sum), 1);
+	assert_int_equal(invoices(u, ada), 5);
+
+	/* (2) an event priced 30: exactly 30 comes back */
+	buy_at(u, c1, 310, 30);
+	assert_int_equal(credit_of(c1), 170);
+	ans = upload_fresh(u, c1, "paid-310", &r);
+	apply_answer(c1, ans);
+	reply_free(&r);
+	assert_int_equal(reloads(u, c1, &sum), 2);
+	assert_int_equal(sum, 200 + 30);
+	assert_int_equal(credit_of(c1), 200);
+
+	/* (3) reloads in flight: three uploads whose EMMs the card never applies. Each gives back
+	 * what was spent, no more: the card, credit and reloads queued together, stays at 200 */
+	for (uint32_t ev = 311; ev < 314; ev++) {
+		buy_at(u, c1, ev, 30);
+		snprintf(key, sizeof key, "withheld-%u", ev);
+		ans = upload_fresh(u, c1, key, &r);
+		reply_free(&r); /* never delivered */
+	}
+	assert_int_equal(credit_of(c1), 110);
+	n = reloads(u, c1, &sum);
+	assert_int_equal(n, 5);
+	assert_int_equal(sum, 200 + 30 + 90);
+	/* the operator reloads by hand meanwhile (100 more in flight): the card is now above the
+	 * ceiling counting what is on its way, so a purchase brings nothing back */
+	{
+		char path[64];
+		snprintf(path, sizeof path, "/v1/cards/%08X/reload", c1->ua);
+		expect(u, "POST", path, NULL, "manual-1", 200, &r);
+		reply_free(&r);
+	}
+	buy_at(u, c1, 314, 30);
+	ans = upload_fresh(u, c1, "over-ceiling", &r);
+	assert_int_equal(jint(ans, "invoiced"), 1);
+	apply_answer(c1, ans); /* every EMM queued so far, oldest first */
+	reply_free(&r);
+	assert_int_equal(reloads(u, c1, &n), 6);
+	assert_int_equal(n, 200 + 30 + 90 + 100);
+	/* 200 - 4 x 30 spent + 90 + 100 reloaded: the operator's own reload on top, no more */
+	assert_int_equal(credit_of(c1), 270);
+	/* and from there, spending brings nothing back until the card is under the ceiling */
+	buy_at(u, c1, 315, 30);
+	ans = upload_fresh(u, c1, "still-over", &r);
+	apply_answer(c1, ans);
+	reply_free(&r);
+	assert_int_equal(reloads(u, c1, &n), 6);
+	assert_int_equal(credit_of(c1), 240);
+}
+
+/*
+ * The catalogue price. A card's purchase record carries the price it paid, taken from the ECM:
+ * the center invoices at its own catalogue price, never the block's, and flags the difference
+ * (on the invoice, in the upload's answer, a log line and /metrics). An event the catalogue does
+ * not list is invoiced at 0 and flagged unknown_event. Neither reloads more than was paid.
+ */
+static void test_catalogue_price(void **state)
+{
+	struct uw *u = *state;
+	struct mod *c1 = &u->w->c1;
+	struct http_conn hc = {u->curl, u->port, NULL};
+	struct reply r;
+	json_t *ans, *inv, *e;
+	char path[64];
+	long sum;
+	int64_t ada;
+	size_t i;
+	int seen = 0;
+
+	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":100}", NULL, 200, &r);
+	reply_free(&r);
+	catalogue(u, 401, 40);
+	ada = add_subscriber(u, "Ada");
+	register_card(u, c1);
+	assign(u, c1, ada);
+	assert_int_equal(http_metric(&hc, "keyhole_price_mismatch_total"), 0);
+
+	/* the block claims 0 for event 401, which the catalogue prices 40; and an unlisted event */
+	buy_at(u, c1, 401, 0);
+	buy_at(u, c1, 499, 25);
+	ans = upload_fresh(u, c1, "k-price", &r);
+	assert_int_equal(jint(ans, "invoiced"), 2);
+	assert_int_equal(jint(json_array_get(json_object_get(ans, "blocks"), 0), "price_flags"), 2);
+	reply_free(&r);
+	assert_int_equal(db_int(u, "SELECT price FROM invoices WHERE event_id = 401"), 40);
+	assert_int_equal(db_int(u, "SELECT price FROM invoices WHERE event_id = 499"), 0);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM invoices WHERE event_id = 401 AND flag = 'price_mismatch' "
+				   "AND block_price = 0"),
+			 1);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM invoices WHERE event_id = 499 AND flag = 'unknown_event' "
+				   "AND block_price = 25"),
+			 1);
+	/* the operator sees it on the invoice */
+	snprintf(path, sizeof path, "/v1/subscribers/%lld/invoices", (long long)ada);
+	inv = expect(u, "GET", path, NULL, NULL, 200, &r);
+	json_array_foreach(json_is_array(inv) ? inv : json_object_get(inv, "invoices"), i, e) {
+		if (jint(e, "event_id") == 401) {
+			assert_int_equal(jint(e, "price"), 40);
+			assert_int_equal(jint(e, "block_price"), 0);
+			assert_string_equal(jstr(e, "flag"), "price_mismatch");
+			seen = 1;
+		}
+	}
+	assert_true(seen);
+	reply_free(&r);
+	assert_int_equal(http_metric(&hc, "keyhole_price_mismatch_total"), 1);
+	assert_int_equal(http_metric(&hc, "keyhole_unknown_event_total"), 1);
+	/* the card paid 0 for 401 and 25 for 499, invoiced 40 and 0: it gets back the lower, 0 */
+	assert_int_equal(reloads(u, c1, &sum), 1);
+}
+
+/*
+ * A rolled-back card. A software card's files can be copied back; the restored card makes its
+ * block numbers again. The center keeps each block's hash: a second, different block under a
+ * known (UA, block_seq) is answered "clone", the card is flagged (API, /metrics), the block's
+ * purchases are invoiced (the new one once, the old one not twice), and no ACK USAGE is queued,
+ * so the card keeps its log.
+ */
+static void test_rolled_back_card(void **state)
+{
+	struct uw *u = *state;
+	struct mod *c1 = &u->w->c1, rb = {0};
+	struct http_conn hc = {u->curl, u->port, NULL};
+	char *card = path_in(u->w->dir, "c1.card"), *snap = path_in(u->w->dir, "snap.card"), cmd[1024], path[64];
+	struct blk n1, n2, n3;
+	const struct blk *bl[1];
+	struct reply r;
+	json_t *ans, *j;
+	long queued;
+	int64_t ada;
+
+	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":200,\"reload_amount\":100}", NULL, 200, &r);
+	reply_free(&r);
+	catalogue(u, 501, 30);
+	catalogue(u, 502, 30);
+	ada = add_subscriber(u, "Ada");
+	register_card(u, c1);
+	assign(u, c1, ada);
+	buy(u, c1, 501);
+
+	/* every file of the card copied aside: the card file, its key, its counter */
+	assert_int_equal(kh_softmod_save(c1->sm, card, NULL), KH_OK);
+	snprintf(cmd, sizeof cmd, "cp '%s' '%s' && cp '%s.ctr' '%s.ctr' && cp '%s/c1.key' '%s/snap.key'", card, snap,
+		 card, snap, u->w->dir, u->w->dir);
+	assert_int_equal(system(cmd), 0);
+
+	/* the card gets a reload by hand (its last reload id moves on), then block n goes up: 501
+	 * invoiced, the log acknowledged */
+	snprintf(path, sizeof path, "/v1/cards/%08X/reload", c1->ua);
+	expect(u, "POST", path, NULL, "manual-1", 200, &r);
+	reply_free(&r);
+	deliver_emms(u, c1);
+	n1 = export_block(c1);
+	bl[0] = &n1;
+	ans = upload_blocks(u, c1, bl, 1, "k-n1", &r);
+	assert_line(ans, 0, c1->ua, n1.seq, "ok");
+	assert_int_equal(jint(ans, "invoiced"), 1);
+	reply_free(&r);
+	assert_int_equal(invoices(u, ada), 1);
+
+	/* the card's files put back: the same card, as it was before block n */
+	assert_int_equal(kh_softmod_open(snap, NULL, &rb.sm, NULL), KH_OK);
+	kh_transport_inproc(&rb.t, kh_softmod_module(rb.sm));
+	rb.ua = c1->ua;
+	buy(u, &rb, 502);
+	n2 = export_block(&rb);
+	assert_int_equal(n2.seq, n1.seq); /* the same number, other contents */
+	assert_true(n2.n != n1.n || memcmp(n2.b, n1.b, n1.n) != 0);
+
+	snprintf(path, sizeof path, "SELECT count(*) FROM emm_queue WHERE address = %u", c1->ua);
+	queued = db_int(u, path);
+	bl[0] = &n2;
+	ans = upload_blocks(u, &rb, bl, 1, "k-n2", &r);
+	assert_line(ans, 0, c1->ua, n1.seq, "clone");
+	assert_int_equal(jint(ans, "invoiced"), 1); /* 502 once; 501 not again */
+	reply_free(&r);
+	assert_int_equal(invoices(u, ada), 2);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM invoices WHERE event_id = 501"), 1);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM invoices WHERE event_id = 502"), 1);
+	/* no ACK USAGE (nor a reload to a card whose word is in doubt): nothing queued */
+	assert_int_equal(db_int(u, path), queued);
+	/* the first block stays what was recorded */
+	assert_verdict(u, c1->ua, n1.seq, "ok");
+	/* flagged, where the operator looks */
+	snprintf(path, sizeof path, "/v1/cards/%08X", c1->ua);
+	j = expect(u, "GET", path, NULL, NULL, 200, &r);
+	assert_true(json_is_true(json_object_get(j, "clone_alarm")));
+	assert_int_equal(jint(j, "clone_block_seq"), n1.seq);
+	reply_free(&r);
+	assert_int_equal(http_metric(&hc, "keyhole_clone_alarms_total"), 1);
+
+	/* the very same block again is a duplicate, as ever: nothing more */
+	ans = upload_blocks(u, &rb, bl, 1, "k-n2-again", &r);
+	assert_line(ans, 0, c1->ua, n1.seq, "duplicate");
+	assert_int_equal(jint(ans, "invoiced"), 0);
+	reply_free(&r);
+	assert_int_equal(http_metric(&hc, "keyhole_clone_alarms_total"), 1);
+
+	/* the restored card's next block has a number the center has not seen, but reports an older
+	 * last reload id than the card already did (it lost the reload with its files): a clone
+	 * too, and its log is not acknowledged either */
+	n3 = export_block(&rb);
+	assert_int_equal(n3.seq, n1.seq + 1);
+	snprintf(path, sizeof path, "SELECT count(*) FROM emm_queue WHERE address = %u", c1->ua);
+	queued = db_int(u, path);
+	bl[0] = &n3;
+	ans = upload_blocks(u, &rb, bl, 1, "k-n3", &r);
+	assert_line(ans, 0, c1->ua, n3.seq, "clone");
+	assert_int_equal(jint(ans, "invoiced"), 0);
+	reply_free(&r);
+	assert_int_equal(db_int(u, path), queued);
+	assert_int_equal(http_metric(&hc, "keyhole_clone_alarms_total"), 2);
+	assert_int_equal(invoices(u, ada), 2);
+	kh_softmod_free(rb.sm);
+	free(card);
+	free(snap);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1208,6 +1559,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_recovery_stale, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_expiry, setup_clock, teardown),
 		cmocka_unit_test_setup_teardown(test_sessions_per_card, setup_clock, teardown),
+		cmocka_unit_test_setup_teardown(test_credit_pumping, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_catalogue_price, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rolled_back_card, setup, teardown),
 	};
 	int rc;
 

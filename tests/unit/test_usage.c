@@ -170,6 +170,10 @@ static void test_export_rules(void **state)
 		memcpy(bad, blk2, n2);
 		bad[0] = 1;
 		assert_int_equal(kh_usage_open(u->ku, u->sign_pk, bad, n2, &us), KH_ERR_VERSION);
+		/* version 2 (its nonce came from block_seq) is refused as well, by peek and by open */
+		bad[0] = 2;
+		assert_int_equal(kh_usage_peek(bad, n2, &us.h), KH_ERR_VERSION);
+		assert_int_equal(kh_usage_open(u->ku, u->sign_pk, bad, n2, &us), KH_ERR_VERSION);
 	}
 	/* no third destination: another P1 is refused, and no block number is spent on it */
 	{
@@ -317,6 +321,60 @@ static void test_bound(void **state)
 	}
 }
 
+/*
+ * A card whose files are copied back makes the same block numbers again. Its blocks must still
+ * never share a nonce under Ku: two blocks sealed with the very same header (UA, block_seq, time,
+ * flags) and different contents carry different nonces, and so share no keystream; the same
+ * contents twice give different ciphertexts too. Both still open.
+ */
+static void test_nonce_fresh(void **state)
+{
+	struct uw *u = *state;
+	struct kh_usage_hdr h = {.ua = 7, .block_seq = 42, .card_time = 1000, .flags = 0};
+	uint8_t sk[32], pk[32], c1[64], c2[64], v[16] = {0}, a[KH_USAGE_MAX], b[KH_USAGE_MAX], c[KH_USAGE_MAX];
+	size_t na, nb, nc, clen;
+	struct kh_usage got;
+	struct kh_wr w;
+
+	assert_int_equal(kh_ed25519_keygen(sk, pk), KH_OK);
+	kh_wr_init(&w, c1, sizeof c1);
+	kh_tlv_put_u32(&w, KH_USAGE_T_CREDIT, 100);
+	kh_tlv_put(&w, KH_USAGE_T_COUNTERS, v, 16);
+	kh_tlv_put(&w, KH_USAGE_T_VERSIONS, v, 2);
+	kh_tlv_put_u32(&w, KH_USAGE_T_RELOAD, 1);
+	kh_tlv_put_u8(&w, KH_USAGE_T_EXPORT, 0);
+	assert_int_equal(w.err, KH_OK);
+	clen = w.len;
+	memcpy(c2, c1, clen);
+	c2[6] ^= 0x5A; /* another credit: the rolled-back card's different block */
+	assert_int_equal(kh_usage_seal(u->ku, sk, &h, c1, clen, a, sizeof a, &na), KH_OK);
+	assert_int_equal(kh_usage_seal(u->ku, sk, &h, c2, clen, b, sizeof b, &nb), KH_OK);
+	assert_int_equal(kh_usage_seal(u->ku, sk, &h, c1, clen, c, sizeof c, &nc), KH_OK);
+	assert_int_equal(na, nb);
+	assert_int_equal(na, nc);
+	/* the same clear fields, but each block its own nonce */
+	assert_memory_equal(a, b, KH_USAGE_NONCE_OFF);
+	assert_memory_not_equal(a + KH_USAGE_NONCE_OFF, b + KH_USAGE_NONCE_OFF, KH_NONCE_LEN);
+	assert_memory_not_equal(a + KH_USAGE_NONCE_OFF, c + KH_USAGE_NONCE_OFF, KH_NONCE_LEN);
+	/* so the XOR of the ciphertexts is not the XOR of the contents (no shared keystream) */
+	{
+		int same_stream = 1;
+		for (size_t i = 0; i < clen; i++)
+			if ((a[KH_USAGE_HDR_LEN + i] ^ b[KH_USAGE_HDR_LEN + i]) != (c1[i] ^ c2[i]))
+				same_stream = 0;
+		assert_false(same_stream);
+	}
+	assert_memory_not_equal(a + KH_USAGE_HDR_LEN, c + KH_USAGE_HDR_LEN, clen + KH_TAG_LEN);
+	assert_int_equal(kh_usage_open(u->ku, pk, a, na, &got), KH_OK);
+	assert_int_equal(got.credit, 100);
+	assert_int_equal(kh_usage_open(u->ku, pk, b, nb, &got), KH_OK);
+	assert_int_equal(kh_usage_open(u->ku, pk, c, nc, &got), KH_OK);
+	/* the nonce is in the header: under the signature, so nobody can swap it */
+	a[KH_USAGE_NONCE_OFF] ^= 1;
+	assert_int_equal(kh_usage_open(u->ku, pk, a, na, &got), KH_ERR_AUTH);
+	kh_wipe(sk, sizeof sk);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -324,6 +382,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hello, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bound, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_nonce_fresh, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

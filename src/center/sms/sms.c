@@ -374,6 +374,16 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 				    "usage blocks received in upload sessions (each verdict counts)",
 				    &c->blocks_ingested)) != KH_OK)
 		return r;
+	if ((r = kh_metrics_counter(kh_http_metrics(h), "keyhole_price_mismatch_total",
+				    "purchases whose block stated another price than the catalogue's (invoiced at "
+				    "the catalogue's)",
+				    &c->price_mismatches)) != KH_OK ||
+	    (r = kh_metrics_counter(kh_http_metrics(h), "keyhole_unknown_event_total",
+				    "purchases of an event the catalogue does not list (invoiced at 0, flagged)",
+				    &c->unknown_events)) != KH_OK ||
+	    (r = kh_metrics_counter(kh_http_metrics(h), "keyhole_clone_alarms_total",
+				    "blocks showing a card rolled back or cloned (verdict clone)", &c->clone_alarms)) != KH_OK)
+		return r;
 	if ((r = kh_http_add_routes(h, routes, n)) != KH_OK)
 		return r;
 	return kh_http_add_routes(h, open_routes, sizeof open_routes / sizeof open_routes[0]);

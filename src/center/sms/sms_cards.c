@@ -37,6 +37,12 @@ static json_t *card_json(const struct kh_store_card *c)
 	}
 	if (c->closed_reason[0] && json_object_set_new(o, "closed_reason", json_string(c->closed_reason)) != 0)
 		goto fail;
+	/* A second, different block under a number already seen: the card was rolled back or cloned. */
+	if (json_object_set_new(o, "clone_alarm", json_boolean(c->clone_alarm_at != 0)) != 0)
+		goto fail;
+	if (c->clone_alarm_at && (json_object_set_new(o, "clone_alarm_at", json_integer(c->clone_alarm_at)) != 0 ||
+				  json_object_set_new(o, "clone_block_seq", json_integer(c->clone_block_seq)) != 0))
+		goto fail;
 	return o;
 fail:
 	json_decref(o);
@@ -442,7 +448,7 @@ static kh_err reload_tx(struct kh_store *s, void *arg)
 	if (amount == 0)
 		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "no_reload_amount",
 				   "the credit policy has no reload amount (PUT /v1/credit-policy)");
-	if ((r = kh_store_card_next_reload(s, a->ua, &reload_id)) != KH_OK)
+	if ((r = kh_store_card_reload_add(s, a->ua, amount, &reload_id)) != KH_OK)
 		return r;
 	kh__sms_emm_init(&e, a->c, a->ua);
 	kh_wr_init(&w, cmd, sizeof cmd);

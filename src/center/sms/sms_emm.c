@@ -174,7 +174,7 @@ kh_err kh__sms_card_setup(struct kh_store *s, struct kh_sms *c, uint32_t ua, int
 	}
 	if (initial > 0) {
 		kh_wr_init(&w, cmd, sizeof cmd);
-		if ((r = kh_store_card_next_reload(s, ua, &reload_id)) != KH_OK ||
+		if ((r = kh_store_card_reload_add(s, ua, initial, &reload_id)) != KH_OK ||
 		    (r = kh_emm_put_add_credit(&w, initial, reload_id)) != KH_OK ||
 		    (r = kh__sms_emm_cmd(s, &e, cmd, w.len)) != KH_OK)
 			goto out;

@@ -58,6 +58,9 @@ struct kh_sms {
 	pthread_t renew_thread;
 	struct kh_metric *emms_queued;
 	struct kh_metric *blocks_ingested;
+	struct kh_metric *price_mismatches; /* purchases invoiced at the catalogue's price, not the block's */
+	struct kh_metric *unknown_events;   /* purchases of an event the catalogue does not list */
+	struct kh_metric *clone_alarms;     /* a second, different block under a known (UA, block_seq) */
 	/*
 	 * The upload path's writer (sms_upload.c): session opens and uploads from every HTTP thread
 	 * share its transactions and their fsync (group commit, include/keyhole/store.h).

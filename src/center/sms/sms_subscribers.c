@@ -81,7 +81,15 @@ static kh_err add_invoice(void *arg, const struct kh_store_invoice *i)
 	o = json_pack("{s:I,s:s,s:I,s:I,s:I,s:I}", "id", (json_int_t)i->id, "ua", ua, "event_id",
 		      (json_int_t)i->event_id, "price", (json_int_t)i->price, "time", (json_int_t)i->time,
 		      "created_at", (json_int_t)i->created_at);
-	if (o == NULL || json_array_append_new(arg, o) != 0)
+	if (o == NULL)
+		return KH_ERR_NOMEM;
+	/* Invoiced otherwise than the card's block said: the flag, and what the block said. */
+	if (i->flag[0] && (json_object_set_new(o, "flag", json_string(i->flag)) != 0 ||
+			   json_object_set_new(o, "block_price", json_integer(i->block_price)) != 0)) {
+		json_decref(o);
+		return KH_ERR_NOMEM;
+	}
+	if (json_array_append_new(arg, o) != 0)
 		return KH_ERR_NOMEM;
 	return KH_OK;
 }

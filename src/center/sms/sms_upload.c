@@ -13,9 +13,15 @@
  *     subscriber replaced (a recovery: the old card is then closed, but only by a block made for
  *     M1 and not older than one already accepted), and invoices each purchase once, whatever
  *     block or session carries it again;
+ *   - invoices each purchase at the center's catalogue price, never the block's, and flags a
+ *     purchase whose block states another price (price_mismatch) or names an event the catalogue
+ *     does not list (unknown_event, invoiced at 0);
+ *   - keeps each block's hash: a second, different block under a known (UA, block_seq) is a card
+ *     restored from a copy of its files, or a clone ("clone"): the card is flagged, the block's
+ *     purchases are still invoiced (once each), and its log is not acknowledged;
  *   - answers with EMMs for the current card: ACK USAGE for the blocks it now holds, AUTHORISE
  *     EXPORT once no replaced card of the subscriber still awaits recovery, and a credit reload
- *     when something was invoiced (the amount agreed in the credit policy).
+ *     of what the card newly spent, never above the credit policy's ceiling (credit_reload()).
  *
  * The endpoints are open (decoders call them), so they are bounded: a session not used within
  * the configured time is refused (session_expired), and a card has at most a configured number
@@ -32,6 +38,7 @@
 #include "keyhole/buf.h"
 #include "keyhole/cert.h"
 #include "keyhole/crypto.h"
+#include "keyhole/log.h"
 #include "keyhole/usage.h"
 #include "sms_int.h"
 
@@ -204,6 +211,7 @@ struct block_in {
 	int named;                   /* a whole clear header names (ua, block_seq) */
 	int version;                 /* another layout (version 1): named in the answer, not recorded */
 	struct kh_usage_hdr h;
+	uint8_t hash[32];            /* SHA-256 of the whole block, when decoded */
 	enum kh_store_verdict crypto; /* OK, TAMPERED, TRUNCATED, or FOREIGN (no card, bad certificate) */
 	struct kh_usage *u;          /* the contents, when OK */
 };
@@ -224,8 +232,31 @@ struct upload_tx {
 	int unchecked; /* the session was processed when precheck looked: no block was checked */
 	unsigned queued;
 	int64_t invoiced;
+	uint64_t spent; /* what the session card newly spent, as invoiced: the reload's measure */
+	int clone_cur;  /* a clone alarm on the session card in this upload: no ACK USAGE */
+	/* What the answer flags, logged and counted once the upload has committed. */
+	struct note {
+		uint32_t ua, event, block_price, catalogue_price, block_seq;
+		enum { NOTE_PRICE, NOTE_UNKNOWN_EVENT, NOTE_CLONE } kind;
+	} *notes;
+	size_t nnotes, cap_notes;
 	struct kh__sms_why why;
 };
+
+/* Remember something to log once the upload is durable. */
+static kh_err note(struct upload_tx *a, const struct note *n)
+{
+	if (a->nnotes == a->cap_notes) {
+		size_t cap = a->cap_notes ? 2 * a->cap_notes : 16;
+		struct note *p = realloc(a->notes, cap * sizeof *p);
+		if (!p)
+			return KH_ERR_NOMEM;
+		a->notes = p;
+		a->cap_notes = cap;
+	}
+	a->notes[a->nnotes++] = *n;
+	return KH_OK;
+}
 
 /*
  * A card's certified signing key, checked against the operator root, and (ku not NULL) its uplink
@@ -292,6 +323,9 @@ static kh_err check_block(struct kh_store *s, struct kh_sms *c, struct block_in 
 	in->crypto = KH_STORE_BLOCK_TRUNCATED;
 	if (!in->decoded)
 		return KH_OK;
+	/* What tells a second, different block under the same number from the same one again. */
+	if ((r = kh_sha256(in->b, in->n, in->hash)) != KH_OK)
+		return r;
 	r = kh_usage_peek(in->b, in->n, &in->h);
 	if (r == KH_ERR_TRUNCATED && in->n >= KH_USAGE_HDR_LEN && in->b[0] == KH_USAGE_VERSION) {
 		/* Cut short, but a whole clear header still names it: recorded as truncated. */
@@ -346,9 +380,69 @@ static kh_err count_replaced(void *arg, const struct kh_store_card *k)
 }
 
 /*
+ * Invoice a genuine block's purchases at the center's catalogue price, each once by (UA, event,
+ * time) whatever block or session carries it again. A block stating another price is flagged
+ * (price_mismatch) and invoiced at the catalogue's; an event the catalogue does not list is
+ * flagged (unknown_event) and invoiced at 0, for the operator to settle: the card's word alone
+ * fixes no price. *flagged counts this block's newly flagged purchases. What the session's own
+ * card spent, newly invoiced, is the measure of its reload: the lower of the two prices, so a
+ * card never gets back more than it paid nor more than was invoiced.
+ */
+static kh_err invoice_block(struct kh_store *s, struct upload_tx *a, const struct session_view *v,
+			    const struct block_in *in, int64_t subscriber_id, unsigned *flagged)
+{
+	kh_err r;
+
+	for (size_t i = 0; i < in->u->npurchases; i++) {
+		struct kh_store_purchase p = {
+			.ua = in->h.ua,
+			.event = in->u->purchases[i].event,
+			.price = in->u->purchases[i].price,
+			.time = (int64_t)in->u->purchases[i].time,
+			.block_ua = in->h.ua,
+			.block_seq = in->h.block_seq,
+			.subscriber_id = subscriber_id,
+		};
+		struct note n = {.ua = p.ua, .event = p.event, .block_price = p.price, .block_seq = p.block_seq};
+		int inv = 0;
+
+		r = kh_store_event_price(s, p.event, &p.invoice_price);
+		if (r == KH_ERR_NOTFOUND) {
+			p.invoice_price = 0;
+			p.flag = "unknown_event";
+			n.kind = NOTE_UNKNOWN_EVENT;
+		} else if (r != KH_OK) {
+			return r;
+		} else if (p.invoice_price != p.price) {
+			p.flag = "price_mismatch";
+			n.kind = NOTE_PRICE;
+		}
+		n.catalogue_price = p.invoice_price;
+		if ((r = kh_store_purchase_invoice(s, &p, &inv)) != KH_OK)
+			return r;
+		if (!inv)
+			continue; /* invoiced before: counted, flagged and logged then */
+		a->invoiced++;
+		if (in->h.ua == v->cur.ua)
+			a->spent += p.invoice_price < p.price ? p.invoice_price : p.price;
+		if (p.flag) {
+			(*flagged)++;
+			if ((r = note(a, &n)) != KH_OK)
+				return r;
+		}
+	}
+	return KH_OK;
+}
+
+/*
  * One block inside the transaction: whose it is, its verdict ("ok", "recovered", "not_m1",
- * "stale", "duplicate", "tampered", "foreign", "truncated", "version") recorded, and its
+ * "stale", "duplicate", "clone", "tampered", "foreign", "truncated", "version") recorded, and its
  * purchases recorded and invoiced.
+ *
+ * "clone": a genuine block of a card under a (UA, block_seq) already accepted with another hash,
+ * or newer than the card's newest accepted block but with an older last reload id. A genuine
+ * card does neither; one whose files were copied back does. The card is flagged, the block's
+ * purchases are invoiced (each once), and the card's log is not acknowledged in this answer.
  *
  * A replaced card is closed as recovered only by a block of it that was made for M1 (flag
  * KH_USAGE_F_M1) and is not older than a block of it the center already accepted. A genuine
@@ -362,10 +456,12 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 			   const struct block_in *in, json_t *out)
 {
 	struct kh_store_card owner;
+	struct kh_store_block rec = {0};
 	enum kh_store_verdict verdict, prev;
 	const char *said;
-	int recovery = 0, known = 0, closes = 0;
-	uint32_t newest = 0;
+	int recovery = 0, known = 0, closes = 0, same = 1, clone = 0, invoice = 0, found = 0;
+	uint32_t rseq = 0, rcredit = 0, rreload = 0;
+	unsigned flagged = 0;
 	char ua[9];
 	json_t *o;
 	kh_err r;
@@ -397,11 +493,34 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 	else
 		known = 0;
 	verdict = known ? in->crypto : KH_STORE_BLOCK_FOREIGN;
-	/* The newest block of the old card accepted so far, before this one is recorded. */
-	if (recovery && verdict == KH_STORE_BLOCK_OK && (r = kh_store_block_max_ok(s, in->h.ua, &newest)) != KH_OK)
+	/* The card's newest accepted block before this one is recorded (rseq; for an old card, what
+	 * makes its recovery block stale), and what it reported: a genuine card's last reload id
+	 * never goes back, so a newer block with an older one comes from a card restored from a copy. */
+	if (verdict == KH_STORE_BLOCK_OK &&
+	    (r = kh_store_block_reported(s, in->h.ua, &found, &rseq, &rcredit, &rreload)) != KH_OK)
 		return r;
-	r = kh_store_block_seen(s, in->h.ua, in->h.block_seq, verdict, a->id, &prev);
-	if (r == KH_ERR_EXISTS) {
+	rec.ua = in->h.ua;
+	rec.block_seq = in->h.block_seq;
+	rec.verdict = verdict;
+	rec.session_id = a->id;
+	rec.hash = in->hash;
+	if (verdict == KH_STORE_BLOCK_OK) {
+		rec.reported = 1;
+		rec.credit = in->u->credit;
+		rec.last_reload = in->u->last_reload;
+	}
+	r = kh_store_block_record(s, &rec, &prev, &same);
+	if (r == KH_ERR_EXISTS && verdict == KH_STORE_BLOCK_OK && prev == KH_STORE_BLOCK_OK && !same)
+		r = kh_store_block_clone(s, in->h.ua, in->h.block_seq, in->hash, a->id);
+	else if (r == KH_ERR_EXISTS)
+		same = 1;
+	if (r == KH_OK && !same) {
+		/* Another genuine block under a number already accepted: the card's state was put back
+		 * (or copied). Its purchases still count, once each; the card is flagged. The same
+		 * clone again is a duplicate, as any block seen twice. */
+		said = "clone";
+		clone = invoice = 1;
+	} else if (r == KH_ERR_EXISTS) {
 		said = "duplicate";
 		r = KH_OK;
 	} else if (r != KH_OK) {
@@ -413,19 +532,17 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 		said = "ok";
 		if (recovery && !(in->h.flags & KH_USAGE_F_M1))
 			said = "not_m1";
-		else if (recovery && in->h.block_seq < newest)
+		else if (recovery && in->h.block_seq < rseq)
 			said = "stale";
 		else if (recovery) {
 			said = "recovered";
 			closes = 1;
 		}
-		for (size_t i = 0; i < in->u->npurchases; i++) {
-			int inv = 0;
-			if ((r = kh_store_purchase_record(s, in->h.ua, in->u->purchases[i].event,
-							  in->u->purchases[i].price, (int64_t)in->u->purchases[i].time,
-							  in->h.ua, in->h.block_seq, owner.subscriber_id, &inv)) != KH_OK)
-				return r;
-			a->invoiced += inv;
+		invoice = 1;
+		if (found && in->h.block_seq > rseq && in->u->last_reload < rreload) {
+			said = "clone"; /* recorded, invoiced, and flagged as a clone */
+			clone = 1;
+			closes = 0;
 		}
 		if (closes && strcmp(owner.state, "replaced") == 0) {
 			strcpy(owner.state, "closed");
@@ -435,13 +552,29 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 			v->outstanding--;
 		}
 	}
+	if (invoice && (r = invoice_block(s, a, v, in, owner.subscriber_id, &flagged)) != KH_OK)
+		return r;
+	if (clone) {
+		struct note n = {.ua = in->h.ua, .block_seq = in->h.block_seq, .kind = NOTE_CLONE};
+		if ((r = kh_store_card_clone_alarm(s, in->h.ua, in->h.block_seq)) != KH_OK || (r = note(a, &n)) != KH_OK)
+			return r;
+		if (in->h.ua == v->cur.ua) {
+			a->clone_cur = 1;
+			v->cur.clone_alarm_at = 1; /* flagged now, whatever the clock says */
+		}
+	}
 	/* The card may let go of what this block carried, and of every block before it. */
-	if (verdict == KH_STORE_BLOCK_OK && in->h.ua == v->cur.ua && in->h.block_seq > v->max_acked)
+	if (verdict == KH_STORE_BLOCK_OK && !clone && in->h.ua == v->cur.ua && in->h.block_seq > v->max_acked)
 		v->max_acked = in->h.block_seq;
-	if (verdict == KH_STORE_BLOCK_OK && in->h.ua == v->cur.ua && in->u && in->u->npurchases)
+	if (verdict == KH_STORE_BLOCK_OK && !clone && in->h.ua == v->cur.ua && in->u && in->u->npurchases)
 		v->to_ack = 1;
 	kh__sms_ua_hex(in->h.ua, ua);
 	o = json_pack("{s:s,s:I,s:s}", "ua", ua, "block_seq", (json_int_t)in->h.block_seq, "verdict", said);
+	/* How many of its purchases were invoiced otherwise than the block said (flagged). */
+	if (o && flagged && json_object_set_new(o, "price_flags", json_integer(flagged)) != 0) {
+		json_decref(o);
+		o = NULL;
+	}
 	return o && json_array_append_new(out, o) == 0 ? KH_OK : KH_ERR_NOMEM;
 }
 
@@ -506,6 +639,50 @@ static int other_cards(const struct upload_tx *a, uint32_t sua)
 	return 0;
 }
 
+/*
+ * The credit reload this upload queues for the session's card (*amount, 0: none). It gives back
+ * what the card newly spent (a->spent: purchases invoiced for the first time, each at the lower
+ * of its block's and the catalogue's price), so the card's credit returns to where it was, and
+ * never more than the credit policy allows:
+ *   - at most reload_amount per upload (0: uploads reload nothing);
+ *   - never above the ceiling, the policy's initial_credit: what the card last reported in its
+ *     newest accepted block, plus every reload queued for it since (reload id above the last one
+ *     that block said it applied: "in flight", the card may not have them yet), plus this one,
+ *     stays at or below it.
+ * A free event (price 0) spends nothing and so reloads nothing; nor does a card that is not
+ * active, one under a clone alarm (its reported credit cannot be trusted), or one whose newest
+ * accepted block predates the center's recording of credit.
+ */
+static kh_err credit_reload(struct kh_store *s, const struct upload_tx *a, const struct session_view *v,
+			    uint32_t *amount)
+{
+	uint32_t initial, per_upload, seq, credit, last_reload;
+	uint64_t in_flight = 0, level, give;
+	int found = 0;
+	kh_err r;
+
+	*amount = 0;
+	if (!a->spent || strcmp(v->cur.state, "active") != 0 || v->cur.clone_alarm_at)
+		return KH_OK;
+	if ((r = kh_store_credit_policy_get(s, &initial, &per_upload)) != KH_OK ||
+	    (r = kh_store_block_reported(s, v->cur.ua, &found, &seq, &credit, &last_reload)) != KH_OK)
+		return r;
+	if (!found || !per_upload)
+		return KH_OK;
+	if ((r = kh_store_card_reloads_above(s, v->cur.ua, last_reload, &in_flight)) != KH_OK)
+		return r;
+	level = (uint64_t)credit + in_flight;
+	if (level >= initial)
+		return KH_OK;
+	give = a->spent;
+	if (give > per_upload)
+		give = per_upload;
+	if (give > initial - level)
+		give = initial - level;
+	*amount = (uint32_t)give;
+	return KH_OK;
+}
+
 static kh_err upload_tx(struct kh_store *s, void *arg)
 {
 	struct upload_tx *a = arg;
@@ -526,6 +703,9 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 	a->replayed = 0;
 	a->queued = 0;
 	a->invoiced = 0;
+	a->spent = 0;
+	a->clone_cur = 0;
+	a->nnotes = 0;
 	a->why = (struct kh__sms_why){0};
 	/* The idempotency record was looked up before the transaction; it is read again here only
 	 * if the session turns out to be processed (a retry that raced its first try). */
@@ -558,8 +738,9 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 
 	kh__sms_emm_init(&e, a->c, sua);
 	kh_wr_init(&w, cmd, sizeof cmd);
-	/* ACK USAGE only lets purchases leave the card's log: none carried, nothing to send. */
-	if (v.max_acked && v.to_ack)
+	/* ACK USAGE only lets purchases leave the card's log: none carried, nothing to send. A card
+	 * that just showed a clone's block keeps its log: it is the evidence of what it bought. */
+	if (v.max_acked && v.to_ack && !a->clone_cur)
 		kh_emm_put_ack_usage(&w, v.max_acked);
 	if (!v.cur.export_authorised && v.outstanding == 0 && strcmp(v.cur.state, "active") == 0) {
 		kh_emm_put_auth_export(&w, 1);
@@ -569,17 +750,15 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 	}
 	if ((r = w.err) != KH_OK || (w.len && (r = kh__sms_emm_cmd(s, &e, cmd, w.len)) != KH_OK))
 		goto out;
-	if (a->invoiced && strcmp(v.cur.state, "active") == 0) {
-		if ((r = kh_store_credit_policy_get(s, NULL, &amount)) != KH_OK)
+	if ((r = credit_reload(s, a, &v, &amount)) != KH_OK)
+		goto out;
+	if (amount) {
+		if ((r = kh_store_card_reload_add(s, sua, amount, &reload_id)) != KH_OK)
 			goto out;
-		if (amount) {
-			if ((r = kh_store_card_next_reload(s, sua, &reload_id)) != KH_OK)
-				goto out;
-			kh_wr_init(&w, cmd, sizeof cmd);
-			if ((r = kh_emm_put_add_credit(&w, amount, reload_id)) != KH_OK ||
-			    (r = kh__sms_emm_cmd(s, &e, cmd, w.len)) != KH_OK)
-				goto out;
-		}
+		kh_wr_init(&w, cmd, sizeof cmd);
+		if ((r = kh_emm_put_add_credit(&w, amount, reload_id)) != KH_OK ||
+		    (r = kh__sms_emm_cmd(s, &e, cmd, w.len)) != KH_OK)
+			goto out;
 	}
 	if ((r = kh__sms_emm_flush(s, &e)) != KH_OK)
 		goto out;
@@ -661,6 +840,33 @@ static kh_err precheck(struct kh_store *s, struct upload_tx *a)
 			   "neither a hello nor a block of the session's card bound to its nonce answers it");
 }
 
+/* Once the upload is durable: a log line and a count for each thing it flagged. */
+static void report_notes(const struct upload_tx *a)
+{
+	for (size_t i = 0; i < a->nnotes; i++) {
+		const struct note *n = &a->notes[i];
+		switch (n->kind) {
+		case NOTE_PRICE:
+			kh_log_warn("price_mismatch", "ua=%08X event=%u block_price=%u catalogue_price=%u block_seq=%u",
+				    n->ua, n->event, n->block_price, n->catalogue_price, n->block_seq);
+			if (a->c->price_mismatches)
+				kh_metric_add(a->c->price_mismatches, 1);
+			break;
+		case NOTE_UNKNOWN_EVENT:
+			kh_log_warn("unknown_event", "ua=%08X event=%u block_price=%u block_seq=%u", n->ua, n->event,
+				    n->block_price, n->block_seq);
+			if (a->c->unknown_events)
+				kh_metric_add(a->c->unknown_events, 1);
+			break;
+		case NOTE_CLONE:
+			kh_log_warn("clone_alarm", "ua=%08X block_seq=%u", n->ua, n->block_seq);
+			if (a->c->clone_alarms)
+				kh_metric_add(a->c->clone_alarms, 1);
+			break;
+		}
+	}
+}
+
 kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
 	struct upload_tx a = {.c = arg};
@@ -735,12 +941,14 @@ answer:
 	if (!a.replayed) {
 		kh__sms_count_emms(a.c, a.queued);
 		kh__sms_count_blocks(a.c, (unsigned)a.nblocks);
+		report_notes(&a);
 	}
 	r = reply_stored(resp, 200, &a.answer, a.answer_len, a.replayed);
 out:
 	free(canon);
 	free(fp);
 	free(a.answer);
+	free(a.notes);
 	for (i = 0; a.blocks && i < a.nblocks; i++) {
 		if (a.blocks[i].u)
 			kh_wipe(a.blocks[i].u, sizeof *a.blocks[i].u);
