@@ -21,7 +21,10 @@
 
 #include "cli/cli.h"
 #include "cli/demo.h"
+#include "keyhole/authority.h"
+#include "keyhole/cas.h"
 #include "keyhole/cert.h"
+#include "keyhole/crypto.h"
 #include "keyhole/file.h"
 #include "keyhole/http.h"
 #include "keyhole/log.h"
@@ -141,6 +144,59 @@ out:
 	kh_file_free(pem, pl);
 	free(b64);
 	free(json);
+	return rc;
+}
+
+/* ---- the attacker of the protocol review ---- */
+
+static int run(struct demo *d, const char *name, int (*fn)(int, char **), ...);
+
+/*
+ * Before signed broadcast EMMs, the broadcast key, which every card holds, was enough to give
+ * every card every product and a million credit. Make that EMM as such an attacker would (the
+ * key derived here is the one the center gave card 1; the signature is from a key of the
+ * attacker's own under the operator's EMM signer's serial), broadcast it with the pay-per-view
+ * stream, and let card 1's decoder play it.
+ */
+static int forged_broadcast(struct demo *d, const char *tnow)
+{
+	const struct kh__demo_paths *p = d->p;
+	uint8_t *mhex = NULL, master[32], all[32], cmds[64], emm[KH_EMM_MAX], pk[32];
+	struct kh_emm_hdr h = {0, KH_EMM_ALL, 0, 1, 0};
+	struct kh_cas_signer fake;
+	char mpath[4200], epath[4200], out[4200];
+	size_t ml = 0, n = 0;
+	struct kh_wr w;
+	int rc = KH_EXIT_FAIL;
+
+	snprintf(mpath, sizeof mpath, "%s/master.key", p->authority);
+	snprintf(epath, sizeof epath, "%s/forged.emm", d->path[P_LOG]);
+	snprintf(out, sizeof out, "%s/forged.ts", d->path[P_LOG]);
+	if (kh_keyfile_read(mpath, 4096, &mhex, &ml) != KH_OK || kh_hex_decode((const char *)mhex, ml, master, 32) != KH_OK ||
+	    kh_cas_all_key(master, all) != KH_OK ||
+	    kh_authority_signer_load(p->authority, KH_ROLE_EMM_SIGNER, &fake, NULL, 0, NULL) != KH_OK ||
+	    kh_ed25519_keygen(fake.sk, pk) != KH_OK) {
+		fprintf(stderr, "keyhole: demo: the forged EMM could not be made\n");
+		goto out;
+	}
+	kh_wr_init(&w, cmds, sizeof cmds);
+	/* what the attack of old did, as far as a broadcast may still carry it: rights for nothing,
+	 * and every subscriber's product taken away (a blackout) */
+	kh_emm_put_entitle(&w, 999, 0, 4102444800u);
+	kh_emm_put_revoke(&w, PRODUCT);
+	if (w.err != KH_OK || kh_emm_seal_signed(all, &fake, &h, cmds, w.len, emm, sizeof emm, &n) != KH_OK ||
+	    kh_file_write_atomic(epath, emm, n, 0600) != KH_OK)
+		goto out;
+	if (run(d, "forged-scramble", kh_cmd_headend, "scramble", "--keys", d->path[P_KEYS], "--alg", "cissa", "--product",
+		"7", "--period", "5", "--time", tnow, "--emm", epath, "--in", d->path[P_CLIP], "--out", out,
+		(char *)NULL) == 0)
+		rc = run(d, "forged-play", kh_cmd_decoder, "play", "--root", p->authority, "--cam", p->cam, "--card",
+			 p->card1, "--in", out, "--out", d->path[P_TMP], (char *)NULL);
+out:
+	kh_wipe(master, sizeof master);
+	kh_wipe(all, sizeof all);
+	kh_wipe(&fake, sizeof fake);
+	kh_file_free(mhex, ml);
 	return rc;
 }
 
@@ -389,6 +445,19 @@ static int story(struct demo *d)
 	kh__demo_say("pay-per-view: card %s bought event %d offline for %d (credit %ld -> %ld), buying it again "
 		     "charged nothing; the decoder's M1 keeps the card's signed usage block",
 		     ua1, EVENT, PRICE, c0, c1);
+
+	/* an attacker who read the broadcast key out of card 1 broadcasts an EMM for every card */
+	if (forged_broadcast(d, tnow) != 0)
+		goto out;
+	CHECK(bit_exact(d, d->path[P_TMP]) == nf, "card 1 stopped watching channel %d after the forged EMM", CHANNEL);
+	CHECK(credit_of(d, p->card1) == c1, "the forged broadcast EMM changed card 1's credit");
+	CHECK(value_of(d, "status", "emm", v, sizeof v) && strstr(v, "all 0") != NULL,
+	      "the forged broadcast EMM was applied (card 1's broadcast sequence moved)");
+	kh__demo_say("attack: a broadcast EMM made with the broadcast key read out of card %s (product 999 for "
+		     "everyone, product %d revoked for everyone), signed with a key of its own under the operator's "
+		     "EMM signer's serial: refused (operator signature does not verify); card %s still watches "
+		     "channel %d bit-exactly, credit %ld",
+		     ua1, PRODUCT, ua1, CHANNEL, c1);
 
 	/* the card is replaced before the decoder ever connected: its purchase is only in M1 */
 	if (api(d, "GET", "/v1/emm", NULL, NULL, 200, &j))
