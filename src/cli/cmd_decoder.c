@@ -19,6 +19,7 @@
 
 #include "cli/cli.h"
 #include "keyhole/cas.h"
+#include "keyhole/cert.h"
 #include "keyhole/crypto.h"
 #include "keyhole/decoder.h"
 #include "keyhole/host.h"
@@ -698,6 +699,10 @@ static int status(int argc, char **argv)
 		       date(st->rights[i].start, a, sizeof a), date(st->rights[i].end, b, sizeof b));
 	for (size_t i = 0; i < st->nkeys; i++)
 		printf("key id %u version %u\n", st->keys[i].id, st->keys[i].version);
+	for (size_t i = 0; i < st->nsigners; i++)
+		printf("signer %s %08X\n", kh_role_name((enum kh_role)st->signers[i].role) ?
+						    kh_role_name((enum kh_role)st->signers[i].role) : "unknown",
+		       st->signers[i].serial);
 	for (size_t i = 0; i < st->npurchases && i < KH_CAS_STATUS_MAX_PURCHASES; i++)
 		printf("purchase event %u price %u at %s\n", st->purchases[i].event, st->purchases[i].price,
 		       date(st->purchases[i].time, a, sizeof a));
