@@ -38,23 +38,37 @@ static const char signers_help[] =
 	"role ecm-signer or emm-signer, in DIR/<role>.key (mode 0600) and DIR/issued/. Prints each\n"
 	"signer's serial. A signer already there is never replaced.\n";
 
+/*
+ * The shape of `authority show` and `authority signers`: help, or exactly one DIR, opened.
+ * -1 with *a set to go on; otherwise the exit status (help printed, or the error said).
+ */
+static int open_one(const char *cmd, const char *help, int argc, char **argv, struct kh_authority **a)
+{
+	kh_err r;
+
+	if (kh_cli_wants_help(argc, argv)) {
+		fputs(help, stdout);
+		return KH_EXIT_OK;
+	}
+	if (argc >= 2 && argv[1][0] == '-')
+		return kh_cli_usage(cmd, "unknown option '%s'", argv[1]);
+	if (argc != 2)
+		return kh_cli_usage(cmd, "exactly one directory is required");
+	if ((r = kh_authority_open(argv[1], a)) != KH_OK)
+		return kh_cli_fail(argv[1], r);
+	return -1;
+}
+
 static int cmd_signers(int argc, char **argv)
 {
 	static const enum kh_role roles[] = {KH_ROLE_ECM_SIGNER, KH_ROLE_EMM_SIGNER};
 	struct kh_authority *a = NULL;
 	unsigned made = 0;
+	int rc;
 	kh_err r;
 
-	if (kh_cli_wants_help(argc, argv)) {
-		fputs(signers_help, stdout);
-		return KH_EXIT_OK;
-	}
-	if (argc >= 2 && argv[1][0] == '-')
-		return kh_cli_usage("authority signers", "unknown option '%s'", argv[1]);
-	if (argc != 2)
-		return kh_cli_usage("authority signers", "exactly one directory is required");
-	if ((r = kh_authority_open(argv[1], &a)) != KH_OK)
-		return kh_cli_fail(argv[1], r);
+	if ((rc = open_one("authority signers", signers_help, argc, argv, &a)) != -1)
+		return rc;
 	r = kh_authority_signers_ensure(a, &made);
 	kh_authority_free(a);
 	if (r != KH_OK)
@@ -118,18 +132,11 @@ static int cmd_show(int argc, char **argv)
 {
 	struct kh_authority *a = NULL;
 	uint8_t pk[32], fp[32];
+	int rc;
 	kh_err r;
 
-	if (kh_cli_wants_help(argc, argv)) {
-		fputs(show_help, stdout);
-		return KH_EXIT_OK;
-	}
-	if (argc >= 2 && argv[1][0] == '-')
-		return kh_cli_usage("authority show", "unknown option '%s'", argv[1]);
-	if (argc != 2)
-		return kh_cli_usage("authority show", "exactly one directory is required");
-	if ((r = kh_authority_open(argv[1], &a)) != KH_OK)
-		return kh_cli_fail(argv[1], r);
+	if ((rc = open_one("authority show", show_help, argc, argv, &a)) != -1)
+		return rc;
 	kh_authority_root_pk(a, pk);
 	if ((r = kh_sha256(pk, sizeof pk, fp)) != KH_OK) {
 		kh_authority_free(a);
