@@ -9,6 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
+
+#include "keyhole/cas.h"
+#include "keyhole/crypto.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -32,7 +36,8 @@ static const uint8_t fz_pair_id[] __attribute__((unused)) = {'f', 'u', 'z', 'z',
  * fuzz_ecm, fuzz_emm, fuzz_cas (pay-TV): the keys the harnesses open and seal with, and the card
  * fuzz_cas personalises (public test values). The service key has id FZ_CAS_KEY_ID, version
  * FZ_CAS_KEY_VERSION; fuzz_cas installs it, the group and broadcast keys, a right to
- * FZ_CAS_PRODUCT and FZ_CAS_CREDIT of credit in setup, with unique EMM seq 1.
+ * FZ_CAS_PRODUCT, FZ_CAS_CREDIT of credit and the two signers below in setup, with unique EMM
+ * seq 1.
  */
 #define FZ_CAS_UA 0x00001234u
 #define FZ_CAS_GROUP 0x00000077u
@@ -46,6 +51,64 @@ static const uint8_t fz_cas_kp[32] __attribute__((unused)) = "keyhole fuzz card 
 static const uint8_t fz_cas_ku[32] __attribute__((unused)) = "keyhole fuzz card Ku v1........";
 static const uint8_t fz_cas_gkey[32] __attribute__((unused)) = "keyhole fuzz group key v1......";
 static const uint8_t fz_cas_akey[32] __attribute__((unused)) = "keyhole fuzz all key v1........";
+/*
+ * The operator's signers (public test values): Ed25519 seeds and serials of the ECM signer that
+ * signs every ECM and the EMM signer that signs group and broadcast EMMs (version 2 sections).
+ * fuzz_cas certifies both with its test root and gives them to the card (SET SIGNER) in its
+ * provisioning EMM; the serials are the first two an authority would give (KH_SIGNER_SERIAL_BASE).
+ */
+#define FZ_CAS_ECM_SIGNER 0xFF000001u
+#define FZ_CAS_EMM_SIGNER 0xFF000002u
+static const uint8_t fz_cas_ecm_signer_sk[32] __attribute__((unused)) = "keyhole fuzz ecm signer v1.....";
+static const uint8_t fz_cas_emm_signer_sk[32] __attribute__((unused)) = "keyhole fuzz emm signer v1.....";
+/* What a signed section's signature covers, after this label: every byte before the signature. */
+static const char fz_ecm_sig_label[] __attribute__((unused)) = "keyhole ecm sig v2";
+static const char fz_emm_sig_label[] __attribute__((unused)) = "keyhole emm sig v2";
+
+/*
+ * The signature a version-2 section (n bytes, trailer included) must carry, worked out here from
+ * the format alone: Ed25519 with sk over label | every byte before the signature. Returns 0 when
+ * n is too short or too long to be one.
+ */
+static int __attribute__((unused)) fz_sign_section(const uint8_t sk[static 32], const char *label, const uint8_t *sec,
+						   size_t n, uint8_t sig[static KH_CAS_SIG_LEN])
+{
+	static uint8_t msg[32 + KH_EMM_MAX];
+	size_t ll = strlen(label);
+
+	if (n < KH_CAS_SIG_LEN || ll + n - KH_CAS_SIG_LEN > sizeof msg)
+		return 0;
+	memcpy(msg, label, ll);
+	memcpy(msg + ll, sec, n - KH_CAS_SIG_LEN);
+	return kh_ed25519_sign(sk, msg, ll + n - KH_CAS_SIG_LEN, sig) == KH_OK;
+}
+
+/*
+ * The framing error a whole ECM or EMM section of n bytes must get (cas.h), as the format states
+ * it: the declared length against max and n, the syntax bit, then the version byte (version is
+ * the one this kind of section must have), then room for header, tag and (version 2) trailer.
+ */
+static kh_err __attribute__((unused)) fz_frame_expect(const uint8_t *sec, size_t n, size_t max, uint8_t version)
+{
+	size_t declared;
+
+	if (n < 3)
+		return KH_ERR_TRUNCATED;
+	declared = 3 + ((size_t)(sec[1] & 0x0F) << 8 | sec[2]);
+	if (declared > max)
+		return KH_ERR_TOO_LARGE;
+	if (n != declared)
+		return n < declared ? KH_ERR_TRUNCATED : KH_ERR_TRAILING;
+	if (sec[1] & 0x80)
+		return KH_ERR_FORMAT;
+	if (n < 4)
+		return KH_ERR_TRUNCATED;
+	if (sec[3] != version)
+		return KH_ERR_VERSION;
+	if (n < KH_ECM_HDR_LEN + KH_CAS_TAG_LEN + (version == KH_CAS_VERSION_SIGNED ? KH_CAS_TRAILER_LEN : 0))
+		return KH_ERR_TRUNCATED;
+	return KH_OK;
+}
 
 /*
  * fuzz_usage: the card's Ed25519 signing seed (a public test value); the harness derives the

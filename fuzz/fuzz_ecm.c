@@ -1,16 +1,25 @@
 /*
  * libFuzzer harness: the ECM codec (include/keyhole/cas.h) on outside bytes, and the host-side
- * parsers of the card's pay-TV answers. The input is one whole ECM section for kh_ecm_peek and
- * kh_ecm_open with the fixed service key fz_cas_skey (fuzz_common.h); the same bytes also go to
- * kh_cw_answer_parse, kh_ppv_offer_parse and kh_cas_status_parse.
+ * parsers of the card's pay-TV answers. The input is one whole ECM section for kh_ecm_peek,
+ * kh_ecm_open with the fixed service key fz_cas_skey and kh_ecm_verify with the fixed ECM
+ * signer's public key (fuzz_common.h); the same bytes also go to kh_cw_answer_parse,
+ * kh_ppv_offer_parse and kh_cas_status_parse.
  *
- * Invariants: peek and open agree on the framing (open never succeeds where peek fails, and
- * fails with peek's own error when peek fails); a successful open has peek's header, cw_len 8
- * or 16 matching its algorithm, access 1 or 2 with no stray field of the other kind; an output
- * struct is left byte-identical on failure (each is prefilled with a pattern); errors are only
- * the documented ones; sealing the opened ECM again with kh_ecm_seal and opening that gives the
- * same fields, and a section of the same length. The answer parsers, when they accept, give
- * values consistent with their rules (CW length from the algorithm, bounded repeated fields).
+ * Invariants: peek fails with exactly the framing error the format calls for (fz_frame_expect:
+ * anything but version 2, a version-1 ECM included, is KH_ERR_VERSION), and open and verify fail
+ * with peek's own error whenever peek fails (open never succeeds where peek fails); a header peek
+ * accepts matches the bytes, its signer the serial before the signature; verify answers only
+ * KH_OK or KH_ERR_SIGNATURE past the framing, KH_OK exactly when the trailer holds the signature
+ * the signer's key makes over "keyhole ecm sig v2" | every byte before it (checked by signing the
+ * input's own bytes here), and fails once any byte of the trailer (serial or signature) is
+ * flipped, or under another key; a successful open has peek's header, cw_len 8 or 16 matching its
+ * algorithm, access 1 or 2 with no stray field of the other kind; an output struct is left
+ * byte-identical on failure (each is prefilled with a pattern); errors are only the documented
+ * ones; sealing the opened ECM again with kh_ecm_seal and the fixed signer gives a section of the
+ * same length and clear header whose trailer names the signer and carries the signature worked
+ * out here, that verifies, opens to the same fields, and fails to verify with any trailer byte
+ * flipped. The answer parsers, when they accept, give values consistent with their rules (CW
+ * length from the algorithm, bounded repeated fields and signers).
  */
 #include <string.h>
 
@@ -23,12 +32,18 @@
 #define PATTERN 0xA5
 
 static struct kh_rng_det rng;
+static struct kh_cas_signer sg;                 /* the ECM signer */
+static uint8_t sg_pk[32], emm_pk[32];           /* its public key; the EMM signer's (another key) */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc, (void)argv;
 	kh_rng_det_init(&rng, (const uint8_t *)fz_seed, sizeof fz_seed - 1);
 	kh_rng_set(kh_rng_det_fn, &rng);
+	sg.serial = FZ_CAS_ECM_SIGNER;
+	memcpy(sg.sk, fz_cas_ecm_signer_sk, 32);
+	if (kh_ed25519_public(sg.sk, sg_pk) != KH_OK || kh_ed25519_public(fz_cas_emm_signer_sk, emm_pk) != KH_OK)
+		__builtin_trap();
 	return 0;
 }
 
@@ -64,30 +79,78 @@ static void same_ecm(const struct kh_ecm *a, const struct kh_ecm *b)
 		CHECK(a->event == b->event && a->price == b->price);
 }
 
+/*
+ * The signature checks on a section peek accepted: verify agrees with a signature worked out
+ * here (KH_OK exactly when the trailer holds it), and fails with any trailer byte flipped
+ * (flip_all: every byte; else one picked from the section) or under another key.
+ */
+static void check_sig(const uint8_t *d, size_t n, int flip_all)
+{
+	static uint8_t cp[KH_ECM_MAX];
+	uint8_t sig[KH_CAS_SIG_LEN];
+	kh_err rv;
+	size_t i;
+
+	rv = kh_ecm_verify(sg_pk, d, n);
+	CHECK(rv == KH_OK || rv == KH_ERR_SIGNATURE);
+	CHECK(fz_sign_section(sg.sk, fz_ecm_sig_label, d, n, sig));
+	CHECK((rv == KH_OK) == (memcmp(sig, d + n - KH_CAS_SIG_LEN, sizeof sig) == 0));
+	/* With the signature put in, the input verifies, whatever else it holds. */
+	memcpy(cp, d, n);
+	memcpy(cp + n - KH_CAS_SIG_LEN, sig, sizeof sig);
+	CHECK(kh_ecm_verify(sg_pk, cp, n) == KH_OK);
+	CHECK(kh_ecm_verify(emm_pk, cp, n) == KH_ERR_SIGNATURE);
+	/* Any byte of the trailer (serial, signature) flipped: refused. */
+	for (i = n - KH_CAS_TRAILER_LEN; i < n; i++) {
+		if (!flip_all && i != n - KH_CAS_TRAILER_LEN + (size_t)d[KH_ECM_HDR_LEN] % KH_CAS_TRAILER_LEN)
+			continue;
+		cp[i] ^= (uint8_t)(1u << (i % 8));
+		CHECK(kh_ecm_verify(sg_pk, cp, n) == KH_ERR_SIGNATURE);
+		cp[i] ^= (uint8_t)(1u << (i % 8));
+	}
+	/* So is a byte before it (the signature covers the whole section). */
+	i = (size_t)d[n - 1] % (n - KH_CAS_TRAILER_LEN);
+	cp[i] ^= 0x01;
+	if (kh_ecm_peek(cp, n, &(struct kh_ecm_hdr){0}) == KH_OK)
+		CHECK(kh_ecm_verify(sg_pk, cp, n) == KH_ERR_SIGNATURE);
+}
+
 static void ecm(const uint8_t *data, size_t size)
 {
-	struct kh_ecm_hdr h;
+	struct kh_ecm_hdr h, h2;
 	struct kh_ecm e, e2;
-	uint8_t sec[KH_ECM_MAX + 1];
+	uint8_t sec[KH_ECM_MAX + 1], sig[KH_CAS_SIG_LEN];
 	size_t len = 0;
-	kh_err rp, ro;
+	kh_err rp, ro, rv, fe;
 
 	memset(&h, PATTERN, sizeof h);
 	memset(&e, PATTERN, sizeof e);
 	rp = kh_ecm_peek(data, size, &h);
 	ro = kh_ecm_open(fz_cas_skey, data, size, &e);
+	rv = kh_ecm_verify(sg_pk, data, size);
+	/* Exactly the error the format calls for: framing, only version 2 (signed), then table_id. */
+	fe = fz_frame_expect(data, size, KH_ECM_MAX, KH_CAS_VERSION_SIGNED);
+	if (fe == KH_OK && data[0] != KH_ECM_TID_EVEN && data[0] != KH_ECM_TID_ODD)
+		fe = KH_ERR_FORMAT;
+	CHECK(rp == fe);
+	/* A version-1 (unsigned) ECM, framed as one, is refused as a version, never read. */
+	if (size >= 4 && data[3] == KH_CAS_VERSION && fz_frame_expect(data, size, KH_ECM_MAX, KH_CAS_VERSION) == KH_OK)
+		CHECK(rp == KH_ERR_VERSION);
 	if (rp != KH_OK) {
 		CHECK(peek_error(rp));
 		CHECK(all_pattern(&h, sizeof h));
-		/* Framing errors are the same for both, and open never gets past them. */
-		CHECK(ro == rp);
+		/* Framing errors are the same for all three, and open never gets past them. */
+		CHECK(ro == rp && rv == rp);
 		CHECK(all_pattern(&e, sizeof e));
 		return;
 	}
-	CHECK(size <= KH_ECM_MAX && size >= KH_ECM_HDR_LEN + KH_CAS_TAG_LEN);
+	CHECK(size <= KH_ECM_MAX && size >= KH_ECM_HDR_LEN + KH_CAS_TAG_LEN + KH_CAS_TRAILER_LEN);
+	CHECK(data[3] == KH_CAS_VERSION_SIGNED);
 	CHECK(h.table_id == KH_ECM_TID_EVEN || h.table_id == KH_ECM_TID_ODD);
 	CHECK(h.table_id == data[0] && h.key_id == data[4] && h.key_version == kh_get_be32(data + 5) &&
-	      h.cp == kh_get_be32(data + 9));
+	      h.cp == kh_get_be32(data + 9) && h.signer == kh_get_be32(data + size - KH_CAS_TRAILER_LEN));
+	CHECK(rv == KH_OK || rv == KH_ERR_SIGNATURE);
+	check_sig(data, size, rv == KH_OK);
 	if (ro != KH_OK) {
 		CHECK(ro == KH_ERR_AUTH || ro == KH_ERR_TLV_TAG || ro == KH_ERR_FORMAT || ro == KH_ERR_TRUNCATED);
 		CHECK(all_pattern(&e, sizeof e));
@@ -99,15 +162,21 @@ static void ecm(const uint8_t *data, size_t size)
 	CHECK(e.access == KH_ECM_PRODUCT || e.access == KH_ECM_EVENT);
 
 	/* Sealed again under the same key: opens to the same fields, at the same length (the TLV
-	 * the sealer writes is the canonical one, and the opener accepts only canonical lengths). */
-	CHECK(kh_ecm_seal(fz_cas_skey, &e, sec, sizeof sec, &len) == KH_OK);
+	 * the sealer writes is the canonical one, and the opener accepts only canonical lengths),
+	 * signed by the signer it was given, with the signature the format says. */
+	CHECK(kh_ecm_seal(fz_cas_skey, &sg, &e, sec, sizeof sec, &len) == KH_OK);
 	CHECK(len == size);
 	CHECK(memcmp(sec, data, KH_ECM_HDR_LEN - KH_CAS_NONCE_LEN) == 0);
+	CHECK(kh_ecm_peek(sec, len, &h2) == KH_OK && h2.signer == FZ_CAS_ECM_SIGNER);
+	CHECK(fz_sign_section(sg.sk, fz_ecm_sig_label, sec, len, sig));
+	CHECK(memcmp(sig, sec + len - KH_CAS_SIG_LEN, sizeof sig) == 0);
+	check_sig(sec, len, 1);
 	memset(&e2, PATTERN, sizeof e2);
 	CHECK(kh_ecm_open(fz_cas_skey, sec, len, &e2) == KH_OK);
 	same_ecm(&e, &e2);
-	/* One byte short of room: refused. */
-	CHECK(kh_ecm_seal(fz_cas_skey, &e, sec, len - 1, &len) == KH_ERR_BUF);
+	/* One byte short of room: refused; no signer: refused. */
+	CHECK(kh_ecm_seal(fz_cas_skey, &sg, &e, sec, len - 1, &len) == KH_ERR_BUF);
+	CHECK(kh_ecm_seal(fz_cas_skey, NULL, &e, sec, sizeof sec, &len) == KH_ERR_INVAL);
 	/* Under another key it does not open. */
 	memset(&e2, PATTERN, sizeof e2);
 	CHECK(kh_ecm_open(fz_cas_kp, data, size, &e2) == KH_ERR_AUTH);
@@ -152,6 +221,7 @@ static void answers(const uint8_t *data, size_t size)
 		CHECK(all_pattern(&st, sizeof st));
 	} else {
 		CHECK(st.nrights <= KH_CAS_STATUS_MAX_RIGHTS && st.nkeys <= KH_CAS_STATUS_MAX_KEYS);
+		CHECK(st.nsigners <= sizeof st.signers / sizeof st.signers[0]);
 		CHECK(st.has_group <= 1);
 	}
 }

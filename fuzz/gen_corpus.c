@@ -746,21 +746,45 @@ static void gen_cert(struct kh_authority *a, const char *dir, const uint8_t root
 
 /* ---- fuzz_ecm, fuzz_emm, fuzz_cas: pay-TV messages under the keys of fuzz_common.h ---- */
 
-/* A section sealed around any plaintext (the codec's sealers refuse what is not well formed). */
-static size_t seal_raw(const uint8_t key[static 32], uint8_t tid, uint8_t b1, uint32_t w1, uint32_t w2,
-		       const uint8_t *pt, size_t ptlen, uint8_t *out)
+/* The operator's signers of fuzz_common.h, and the forger's key (certified by nobody). */
+static struct kh_cas_signer ecm_sg, emm_sg, ecm_forger, emm_forger;
+static const uint8_t forger_sk[32] = "keyhole fuzz gen forger v1.....";
+
+static void signers_init(void)
 {
-	size_t total = KH_ECM_HDR_LEN + ptlen + KH_CAS_TAG_LEN;
+	ecm_sg.serial = FZ_CAS_ECM_SIGNER;
+	memcpy(ecm_sg.sk, fz_cas_ecm_signer_sk, 32);
+	emm_sg.serial = FZ_CAS_EMM_SIGNER;
+	memcpy(emm_sg.sk, fz_cas_emm_signer_sk, 32);
+	ecm_forger.serial = FZ_CAS_ECM_SIGNER;
+	memcpy(ecm_forger.sk, forger_sk, 32);
+	emm_forger.serial = FZ_CAS_EMM_SIGNER;
+	memcpy(emm_forger.sk, forger_sk, 32);
+}
+
+/*
+ * A section sealed around any plaintext (the codec's sealers refuse what is not well formed).
+ * With a signer sg it is version 2 and signed (label: ECM or EMM), else the unsigned version 1.
+ */
+static size_t seal_raw(const uint8_t key[static 32], const struct kh_cas_signer *sg, const char *label, uint8_t tid,
+		       uint8_t b1, uint32_t w1, uint32_t w2, const uint8_t *pt, size_t ptlen, uint8_t *out)
+{
+	size_t body = KH_ECM_HDR_LEN + ptlen + KH_CAS_TAG_LEN, total = body + (sg ? KH_CAS_TRAILER_LEN : 0);
 
 	out[0] = tid;
 	out[1] = (uint8_t)(0x70 | ((total - 3) >> 8));
 	out[2] = (uint8_t)(total - 3);
-	out[3] = KH_CAS_VERSION;
+	out[3] = sg ? KH_CAS_VERSION_SIGNED : KH_CAS_VERSION;
 	out[4] = b1;
 	kh_put_be32(out + 5, w1);
 	kh_put_be32(out + 9, w2);
 	check("nonce", kh_random(out + 13, KH_CAS_NONCE_LEN));
 	check("seal raw", kh_aead_seal(key, out + 13, out, KH_ECM_HDR_LEN, pt, ptlen, out + KH_ECM_HDR_LEN));
+	if (sg) {
+		kh_put_be32(out + body, sg->serial);
+		if (!fz_sign_section(sg->sk, label, out, total, out + total - KH_CAS_SIG_LEN))
+			die("sign raw", KH_ERR_INVAL);
+	}
 	return total;
 }
 
@@ -789,9 +813,9 @@ static size_t ecm_pt(uint8_t *buf, size_t cap, uint8_t alg, int access, uint32_t
 	return w.len;
 }
 
-/* A whole ECM under the service key. */
-static size_t ecm_make(uint8_t *out, uint8_t tid, uint8_t key_id, uint32_t cp, uint8_t alg, int access, uint32_t a,
-		       uint32_t b)
+/* A whole ECM under the service key, signed by sg. */
+static size_t ecm_make_by(const struct kh_cas_signer *sg, uint8_t *out, uint8_t tid, uint8_t key_id, uint32_t cp,
+			  uint8_t alg, int access, uint32_t a, uint32_t b)
 {
 	struct kh_ecm e;
 	size_t len, i;
@@ -815,8 +839,22 @@ static size_t ecm_make(uint8_t *out, uint8_t tid, uint8_t key_id, uint32_t cp, u
 		e.price = b;
 	}
 	e.time = FZ_CAS_NOW;
-	check("ecm seal", kh_ecm_seal(fz_cas_skey, &e, out, KH_ECM_MAX, &len));
+	check("ecm seal", kh_ecm_seal(fz_cas_skey, sg, &e, out, KH_ECM_MAX, &len));
 	return len;
+}
+
+/* The same, signed by the operator's ECM signer. */
+static size_t ecm_make(uint8_t *out, uint8_t tid, uint8_t key_id, uint32_t cp, uint8_t alg, int access, uint32_t a,
+		       uint32_t b)
+{
+	return ecm_make_by(&ecm_sg, out, tid, key_id, cp, alg, access, a, b);
+}
+
+/* An authentic, signed ECM (crypto period 5) around any plaintext. */
+static size_t ecm_raw(const uint8_t *pt, size_t ptlen, uint8_t *out)
+{
+	return seal_raw(fz_cas_skey, &ecm_sg, fz_ecm_sig_label, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 5,
+			pt, ptlen, out);
 }
 
 static void gen_ecm(void)
@@ -835,6 +873,21 @@ static void gen_ecm(void)
 	put_flip("fuzz_ecm", "product-csa2-toolarge", ecm, n, 1, 0x0f);
 	put_plus("fuzz_ecm", "product-csa2-trailing", ecm, n, 0);
 	put("fuzz_ecm", "product-csa2-cut", ecm, n - 1);
+	/* The trailer: serial and signature flipped (open still works: they are outside the tag). */
+	put_flip("fuzz_ecm", "product-csa2-badsig", ecm, n, -1, 0x01);
+	put_flip("fuzz_ecm", "product-csa2-badserial", ecm, n, -(long)KH_CAS_TRAILER_LEN, 0x01);
+	/* Signed by another key under the signer's serial; by the EMM signer's key and serial. */
+	n = ecm_make_by(&ecm_forger, ecm, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, 1, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	put("fuzz_ecm", "product-csa2-forged", ecm, n);
+	n = ecm_make_by(&emm_sg, ecm, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, 1, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	put("fuzz_ecm", "product-csa2-emm-signer", ecm, n);
+	/* Version 1 (no trailer, unsigned), as ECMs were: refused as a version. And a version-2
+	 * header without a trailer. */
+	p = ecm_pt(pt, sizeof pt, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0, FZ_CAS_NOW);
+	n = seal_raw(fz_cas_skey, NULL, NULL, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 1, pt, p, ecm);
+	put("fuzz_ecm", "v1-product", ecm, n);
+	ecm[3] = KH_CAS_VERSION_SIGNED;
+	put("fuzz_ecm", "v2-no-trailer", ecm, n);
 	n = ecm_make(ecm, KH_ECM_TID_ODD, FZ_CAS_KEY_ID, 2, KH_SCR_CISSA, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
 	put("fuzz_ecm", "product-aes", ecm, n);
 	n = ecm_make(ecm, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, 3, KH_SCR_CSA2, KH_ECM_EVENT, 7, 300);
@@ -845,23 +898,23 @@ static void gen_ecm(void)
 	/* Authentic, but the TLV breaks a rule. */
 	p = ecm_pt(pt, sizeof pt, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0, FZ_CAS_NOW);
 	memcpy(pt + p, pt, 11); /* CW_EVEN twice */
-	n = seal_raw(fz_cas_skey, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 5, pt, p + 11, ecm);
+	n = ecm_raw(pt, p + 11, ecm);
 	put("fuzz_ecm", "tlv-duplicate", ecm, n);
-	n = seal_raw(fz_cas_skey, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 5, pt, p - 11, ecm);
+	n = ecm_raw(pt, p - 11, ecm);
 	put("fuzz_ecm", "tlv-no-time", ecm, n);
 	kh_wr_init(&w, pt + p, sizeof pt - p);
 	kh_tlv_put(&w, KH_ECM_T_EVENT, (const uint8_t *)"\0\0\0\7\0\0\1\0", 8);
-	n = seal_raw(fz_cas_skey, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 5, pt, p + w.len, ecm);
+	n = ecm_raw(pt, p + w.len, ecm);
 	put("fuzz_ecm", "tlv-both-access", ecm, n);
 	kh_wr_init(&w, pt + p, sizeof pt - p);
 	kh_tlv_put_u8(&w, 9, 0);
-	n = seal_raw(fz_cas_skey, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 5, pt, p + w.len, ecm);
+	n = ecm_raw(pt, p + w.len, ecm);
 	put("fuzz_ecm", "tlv-unknown-tag", ecm, n);
-	n = seal_raw(fz_cas_skey, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 5, pt, p - 2, ecm);
+	n = ecm_raw(pt, p - 2, ecm);
 	put("fuzz_ecm", "tlv-truncated", ecm, n);
 	p = ecm_pt(pt, sizeof pt, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0, FZ_CAS_NOW);
 	pt[25] = KH_SCR_CISSA; /* the ALG value: 16-byte CWs wanted, 8 given */
-	n = seal_raw(fz_cas_skey, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 5, pt, p, ecm);
+	n = ecm_raw(pt, p, ecm);
 	put("fuzz_ecm", "tlv-cw-alg-mismatch", ecm, n);
 
 	/* The card's answers, as the host reads them. */
@@ -894,6 +947,8 @@ static void gen_ecm(void)
 	kh_tlv_put(&w, 12, (const uint8_t *)"\0\0\0\144\0\0\0\0\0\0\0\1\0\0\0\0\177\377\377\377", 20);
 	kh_tlv_put(&w, 13, (const uint8_t *)"\1\0\0\0\1", 5);
 	kh_tlv_put(&w, 14, (const uint8_t *)"\0\0\0\7\0\0\1\54\0\0\0\0\153\100\203\200", 16);
+	kh_tlv_put(&w, 16, (const uint8_t *)"\10\377\0\0\1", 5);
+	kh_tlv_put(&w, 16, (const uint8_t *)"\11\377\0\0\2", 5);
 	check("status", kh_tlv_put_u32(&w, 15, 2));
 	put("fuzz_ecm", "answer-status", buf, w.len);
 }
@@ -901,6 +956,8 @@ static void gen_ecm(void)
 static void gen_emm(void)
 {
 	static const uint8_t k2[32] = "gen corpus second key .........";
+	/* SET SIGNER's value is a certificate the card checks; the codec does not look at it */
+	static const uint8_t not_a_cert[] = {0x30, 0x03, 0x02, 0x01, 0x00};
 	uint8_t cmds[512], sec[KH_EMM_MAX];
 	struct kh_emm_hdr hu = {0, KH_EMM_UNIQUE, FZ_CAS_UA, 2, 0};
 	struct kh_emm_hdr hg = {0, KH_EMM_GROUP, FZ_CAS_GROUP, 2, 0};
@@ -909,9 +966,9 @@ static void gen_emm(void)
 	size_t n;
 	int i;
 
-	for (i = KH_EMM_SET_KEY; i <= KH_EMM_SET_ALL_KEY; i++) {
+	for (i = KH_EMM_SET_KEY; i <= KH_EMM_SET_SIGNER; i++) {
 		static const char *names[] = {"", "set-key", "entitle", "revoke", "add-credit", "auth-export",
-					      "req-export", "set-group", "set-all-key"};
+					      "req-export", "set-group", "set-all-key", "ack-usage", "set-signer"};
 		char name[32];
 		kh_wr_init(&w, cmds, sizeof cmds);
 		switch (i) {
@@ -922,38 +979,73 @@ static void gen_emm(void)
 		case KH_EMM_AUTH_EXPORT: kh_emm_put_auth_export(&w, 1); break;
 		case KH_EMM_REQ_EXPORT: kh_emm_put_req_export(&w); break;
 		case KH_EMM_SET_GROUP: kh_emm_put_set_group(&w, 0x78, k2); break;
-		default: kh_emm_put_set_all_key(&w, k2); break;
+		case KH_EMM_SET_ALL_KEY: kh_emm_put_set_all_key(&w, k2); break;
+		case KH_EMM_ACK_USAGE: kh_emm_put_ack_usage(&w, 3); break;
+		default: kh_emm_put_set_signer(&w, not_a_cert, sizeof not_a_cert); break;
 		}
 		check("emm cmd", w.err);
 		check("emm seal", kh_emm_seal(fz_cas_kp, &hu, cmds, w.len, sec, sizeof sec, &n));
 		snprintf(name, sizeof name, "unique-%s", names[i]);
 		put("fuzz_emm", name, sec, n);
 	}
+	/* A card's own EMM is version 1: one made version 2 (with a trailer) is refused. */
 	kh_wr_init(&w, cmds, sizeof cmds);
-	kh_emm_put_add_credit(&w, 100, 3);
+	check("unique v2 cmds", kh_emm_put_entitle(&w, 300, FZ_CAS_NOW, FZ_CAS_NOW + 86400));
+	n = seal_raw(fz_cas_kp, &emm_sg, fz_emm_sig_label, KH_EMM_TID_UNIQUE, KH_EMM_UNIQUE, FZ_CAS_UA, 3, cmds,
+		     w.len, sec);
+	put("fuzz_emm", "unique-v2", sec, n);
+
+	/* Group and broadcast EMMs: signed by the EMM signer (version 2). */
+	kh_wr_init(&w, cmds, sizeof cmds);
+	kh_emm_put_set_key(&w, 2, 7, k2);
 	check("group cmds", kh_emm_put_entitle(&w, 300, FZ_CAS_NOW, FZ_CAS_NOW + 86400));
-	check("group seal", kh_emm_seal(fz_cas_gkey, &hg, cmds, w.len, sec, sizeof sec, &n));
-	put("fuzz_emm", "group-credit-entitle", sec, n);
-	put_flip("fuzz_emm", "group-badtag", sec, n, -1, 0x01);
+	check("group seal", kh_emm_seal_signed(fz_cas_gkey, &emm_sg, &hg, cmds, w.len, sec, sizeof sec, &n));
+	put("fuzz_emm", "group-signed", sec, n);
+	put_flip("fuzz_emm", "group-badtag", sec, n, -(long)KH_CAS_TRAILER_LEN - 1, 0x01);
+	put_flip("fuzz_emm", "group-badsig", sec, n, -1, 0x01);
+	put_flip("fuzz_emm", "group-badserial", sec, n, -(long)KH_CAS_TRAILER_LEN, 0x01);
 	put_flip("fuzz_emm", "group-type-tid-mismatch", sec, n, 4, 0x01);
-	check("all seal", kh_emm_seal(fz_cas_akey, &ha, cmds, w.len, sec, sizeof sec, &n));
-	put("fuzz_emm", "all-credit-entitle", sec, n);
+	put_flip("fuzz_emm", "group-as-unique", sec, n, 4, 0x02);
+	check("group forged", kh_emm_seal_signed(fz_cas_gkey, &emm_forger, &hg, cmds, w.len, sec, sizeof sec, &n));
+	put("fuzz_emm", "group-forged", sec, n);
+	check("group ecm signer", kh_emm_seal_signed(fz_cas_gkey, &ecm_sg, &hg, cmds, w.len, sec, sizeof sec, &n));
+	put("fuzz_emm", "group-ecm-signer", sec, n);
+	/* Version 1 (unsigned) group and broadcast EMMs, as they were: refused as a version. */
+	n = seal_raw(fz_cas_gkey, NULL, NULL, KH_EMM_TID_GROUP, KH_EMM_GROUP, FZ_CAS_GROUP, 3, cmds, w.len, sec);
+	put("fuzz_emm", "group-v1", sec, n);
+	n = seal_raw(fz_cas_akey, NULL, NULL, KH_EMM_TID_ALL, KH_EMM_ALL, 0, 3, cmds, w.len, sec);
+	put("fuzz_emm", "all-v1", sec, n);
+	/* A per-card command under the group key: the codec seals it, the card refuses it. */
+	kh_wr_init(&w, cmds, sizeof cmds);
+	check("group credit", kh_emm_put_add_credit(&w, 100, 3));
+	check("group seal", kh_emm_seal_signed(fz_cas_gkey, &emm_sg, &hg, cmds, w.len, sec, sizeof sec, &n));
+	put("fuzz_emm", "group-add-credit", sec, n);
+	kh_wr_init(&w, cmds, sizeof cmds);
+	kh_emm_put_revoke(&w, FZ_CAS_PRODUCT);
+	check("all cmds", kh_emm_put_entitle(&w, 300, FZ_CAS_NOW, FZ_CAS_NOW + 86400));
+	check("all seal", kh_emm_seal_signed(fz_cas_akey, &emm_sg, &ha, cmds, w.len, sec, sizeof sec, &n));
+	put("fuzz_emm", "all-signed", sec, n);
 	/* ALL must have address 0 (kh_emm_peek fills its header before refusing this one). */
 	put_flip("fuzz_emm", "all-addr-nonzero", sec, n, 8, 0x01);
-	put_flip("fuzz_emm", "all-badver", sec, n, 3, 0x02);
+	put_flip("fuzz_emm", "all-badver", sec, n, 3, 0x03);
 	put_flip("fuzz_emm", "all-toolarge", sec, n, 1, 0x0f);
 	put_plus("fuzz_emm", "all-trailing", sec, n, 0);
 	put("fuzz_emm", "all-cut", sec, n - 1);
-	/* An empty command list: kh_emm_seal refuses it, but one sealed by hand opens. */
-	n = seal_raw(fz_cas_kp, KH_EMM_TID_UNIQUE, KH_EMM_UNIQUE, FZ_CAS_UA, 3, NULL, 0, sec);
+	put("fuzz_emm", "all-no-trailer", sec, n - KH_CAS_TRAILER_LEN);
+	/* An empty command list: the sealers refuse it, but one sealed by hand opens. */
+	n = seal_raw(fz_cas_kp, NULL, NULL, KH_EMM_TID_UNIQUE, KH_EMM_UNIQUE, FZ_CAS_UA, 3, NULL, 0, sec);
 	put("fuzz_emm", "unique-empty", sec, n);
-	/* The largest EMM. */
-	memset(cmds, 0, sizeof cmds);
+	n = seal_raw(fz_cas_akey, &emm_sg, fz_emm_sig_label, KH_EMM_TID_ALL, KH_EMM_ALL, 0, 3, NULL, 0, sec);
+	put("fuzz_emm", "all-empty", sec, n);
+	/* The largest EMMs. */
 	{
 		static uint8_t big[KH_EMM_CMDS_MAX];
 		memset(big, 0x11, sizeof big);
 		check("big seal", kh_emm_seal(fz_cas_kp, &hu, big, sizeof big, sec, sizeof sec, &n));
 		put("fuzz_emm", "unique-max", sec, n);
+		check("big signed", kh_emm_seal_signed(fz_cas_gkey, &emm_sg, &hg, big, KH_EMM_SIGNED_CMDS_MAX, sec,
+						       sizeof sec, &n));
+		put("fuzz_emm", "group-max", sec, n);
 	}
 }
 
@@ -1171,8 +1263,16 @@ static void chunk(struct seq *s, uint8_t mode, const uint8_t *p, size_t n)
 	s->n += 3 + n;
 }
 
+/*
+ * fuzz_cas's mode byte: kind (0 raw EMM, 1/2/3 unique/group/all command list, 4/5 raw ECM as
+ * ECM/PURCHASE, 6/7 ECM plaintext as ECM/PURCHASE) | variant v << 3 (unique: 1..6 SET SIGNER of
+ * the harness's signer v - 1 first, 7 a sequence number left out; group, all and plaintext ECMs:
+ * the signer, 0 the one given in setup, 1..6 the harness's signer v - 1, 7 a forger).
+ */
+#define MODE(kind, v) ((uint8_t)((kind) | (v) << 3))
+
 /* One EMM command list as a chunk of the given mode. */
-enum { C_SET_KEY, C_ENTITLE, C_REVOKE, C_CREDIT, C_EXPORT, C_REQ, C_GROUP, C_ALL };
+enum { C_SET_KEY, C_ENTITLE, C_REVOKE, C_CREDIT, C_EXPORT, C_REQ, C_GROUP, C_ALL, C_ACK };
 static void cmd_chunk(struct seq *s, uint8_t mode, int c, uint32_t a, uint64_t b, uint64_t d)
 {
 	static const uint8_t k2[32] = "gen corpus second key .........";
@@ -1188,7 +1288,8 @@ static void cmd_chunk(struct seq *s, uint8_t mode, int c, uint32_t a, uint64_t b
 	case C_EXPORT: kh_emm_put_auth_export(&w, (int)a); break;
 	case C_REQ: kh_emm_put_req_export(&w); break;
 	case C_GROUP: kh_emm_put_set_group(&w, a, k2); break;
-	default: kh_emm_put_set_all_key(&w, k2); break;
+	case C_ALL: kh_emm_put_set_all_key(&w, k2); break;
+	default: kh_emm_put_ack_usage(&w, a); break;
 	}
 	check("cas cmd", w.err);
 	chunk(s, mode, cmds, w.len);
@@ -1210,6 +1311,8 @@ static void ecm_chunk(struct seq *s, uint8_t mode, uint8_t alg, int access, uint
 static void gen_cas(void)
 {
 	static const uint8_t junk[] = {0x80, 0x70, 0x05, 0x01, 0x02, 0x03, 0x04, 0x05};
+	/* SET SIGNER with something that is no certificate: under Kp CERT, elsewhere EMM_SCOPE */
+	static const uint8_t bad_signer[] = {KH_EMM_SET_SIGNER, 0x00, 0x05, 0x30, 0x03, 0x02, 0x01, 0x00};
 	uint8_t cmds[128], sec[KH_EMM_MAX];
 	struct kh_emm_hdr h;
 	struct kh_wr w;
@@ -1217,7 +1320,8 @@ static void gen_cas(void)
 	size_t n;
 	int i;
 
-	/* Every EMM command, unique; then group and all under the keys just set. */
+	/* Every EMM command, unique (signers: the setup's ECM signer again, then a new EMM signer);
+	 * then group and all, with what they may carry, under the keys just set. */
 	s.n = 0;
 	cmd_chunk(&s, 1, C_SET_KEY, 2, 7, 0);
 	cmd_chunk(&s, 1, C_ENTITLE, 200, FZ_CAS_NOW - 10, FZ_CAS_NOW + 1000);
@@ -1227,31 +1331,130 @@ static void gen_cas(void)
 	cmd_chunk(&s, 1, C_REQ, 0, 0, 0);
 	cmd_chunk(&s, 1, C_GROUP, 0x78, 0, 0);
 	cmd_chunk(&s, 1, C_ALL, 0, 0, 0);
-	cmd_chunk(&s, 2, C_CREDIT, 100, 3, 0);
-	cmd_chunk(&s, 3, C_ENTITLE, 300, FZ_CAS_NOW, FZ_CAS_NOW + 86400);
+	cmd_chunk(&s, 1, C_ACK, 0, 0, 0);
+	cmd_chunk(&s, MODE(1, 1), C_ENTITLE, 201, FZ_CAS_NOW - 10, FZ_CAS_NOW + 1000);
+	cmd_chunk(&s, MODE(1, 4), C_REVOKE, 201, 0, 0);
+	cmd_chunk(&s, 2, C_ENTITLE, 300, FZ_CAS_NOW, FZ_CAS_NOW + 86400);
+	cmd_chunk(&s, 3, C_SET_KEY, 3, 1, 0);
+	cmd_chunk(&s, MODE(3, 4), C_REVOKE, 300, 0, 0); /* the EMM signer just given */
 	put("fuzz_cas", "emm-each-command", s.b, s.n);
 
-	/* Whole EMMs as the EMM maker sent them (seq 10), one replayed; then inside the channel. */
+	/* Per-card commands under the group or broadcast key: EMM_SCOPE, nothing applied (also
+	 * after a command that is allowed there). */
+	s.n = 0;
+	cmd_chunk(&s, 2, C_CREDIT, 100, 2, 0);
+	cmd_chunk(&s, 3, C_EXPORT, 1, 0, 0);
+	cmd_chunk(&s, 2, C_REQ, 0, 0, 0);
+	cmd_chunk(&s, 3, C_GROUP, 0x79, 0, 0);
+	cmd_chunk(&s, 2, C_ALL, 0, 0, 0);
+	cmd_chunk(&s, 3, C_ACK, 0, 0, 0);
+	chunk(&s, 2, bad_signer, sizeof bad_signer);
+	kh_wr_init(&w, cmds, sizeof cmds);
+	kh_emm_put_entitle(&w, 400, FZ_CAS_NOW, FZ_CAS_NOW + 86400);
+	check("scope cmds", kh_emm_put_add_credit(&w, 100, 2));
+	chunk(&s, 3, cmds, w.len);
+	chunk(&s, 1, bad_signer, sizeof bad_signer);
+	cmd_chunk(&s, 2, C_ENTITLE, 400, FZ_CAS_NOW, FZ_CAS_NOW + 86400);
+	put("fuzz_cas", "emm-scope", s.b, s.n);
+
+	/* Whole EMMs as the EMM maker sent them, one replayed; then inside the channel. */
 	s.n = 0;
 	kh_wr_init(&w, cmds, sizeof cmds);
 	check("raw cmds", kh_emm_put_add_credit(&w, 50, 10));
-	h = (struct kh_emm_hdr){0, KH_EMM_UNIQUE, FZ_CAS_UA, 10};
+	h = (struct kh_emm_hdr){0, KH_EMM_UNIQUE, FZ_CAS_UA, 2, 0};
 	check("raw seal", kh_emm_seal(fz_cas_kp, &h, cmds, w.len, sec, sizeof sec, &n));
 	chunk(&s, 0, sec, n);
 	chunk(&s, 0, sec, n);
-	h = (struct kh_emm_hdr){0, KH_EMM_GROUP, FZ_CAS_GROUP, 10};
-	check("raw seal", kh_emm_seal(fz_cas_gkey, &h, cmds, w.len, sec, sizeof sec, &n));
+	kh_wr_init(&w, cmds, sizeof cmds);
+	check("raw cmds", kh_emm_put_entitle(&w, 500, FZ_CAS_NOW, FZ_CAS_NOW + 86400));
+	h = (struct kh_emm_hdr){0, KH_EMM_GROUP, FZ_CAS_GROUP, 10, 0};
+	check("raw seal", kh_emm_seal_signed(fz_cas_gkey, &emm_sg, &h, cmds, w.len, sec, sizeof sec, &n));
 	chunk(&s, 0x80, sec, n);
-	h = (struct kh_emm_hdr){0, KH_EMM_ALL, 0, 10};
-	check("raw seal", kh_emm_seal(fz_cas_akey, &h, cmds, w.len, sec, sizeof sec, &n));
+	h = (struct kh_emm_hdr){0, KH_EMM_ALL, 0, 10, 0};
+	check("raw seal", kh_emm_seal_signed(fz_cas_akey, &emm_sg, &h, cmds, w.len, sec, sizeof sec, &n));
 	chunk(&s, 0, sec, n);
-	h = (struct kh_emm_hdr){0, KH_EMM_UNIQUE, FZ_CAS_UA + 1, 11};
+	chunk(&s, 0, sec, n);
+	h = (struct kh_emm_hdr){0, KH_EMM_UNIQUE, FZ_CAS_UA + 1, 3, 0};
 	check("raw seal", kh_emm_seal(fz_cas_kp, &h, cmds, w.len, sec, sizeof sec, &n));
 	chunk(&s, 0, sec, n); /* not addressed to this card */
 	cmd_chunk(&s, 0x81, C_CREDIT, 7, 11, 0);
 	cmd_chunk(&s, 0x41, C_CREDIT, 7, 12, 0); /* reused seq: replay */
+	cmd_chunk(&s, 0x42, C_ENTITLE, 7, 12, 13); /* reused group seq: replay */
 	chunk(&s, 0, junk, sizeof junk);
 	put("fuzz_cas", "emm-raw-channel-replay", s.b, s.n);
+
+	/* Signed group and broadcast EMMs: by the signer the card knows (raw and sealed here), by the
+	 * ECM signer's key, by a forger under the EMM signer's serial, by an EMM signer given only
+	 * later; and unsigned version-1 ones. */
+	s.n = 0;
+	kh_wr_init(&w, cmds, sizeof cmds);
+	check("signed cmds", kh_emm_put_entitle(&w, 600, FZ_CAS_NOW, FZ_CAS_NOW + 86400));
+	h = (struct kh_emm_hdr){0, KH_EMM_GROUP, FZ_CAS_GROUP, 5, 0};
+	check("signed seal", kh_emm_seal_signed(fz_cas_gkey, &emm_sg, &h, cmds, w.len, sec, sizeof sec, &n));
+	chunk(&s, 0, sec, n);
+	h = (struct kh_emm_hdr){0, KH_EMM_GROUP, FZ_CAS_GROUP, 6, 0};
+	check("forged seal", kh_emm_seal_signed(fz_cas_gkey, &emm_forger, &h, cmds, w.len, sec, sizeof sec, &n));
+	chunk(&s, 0, sec, n);
+	check("ecm signer seal", kh_emm_seal_signed(fz_cas_gkey, &ecm_sg, &h, cmds, w.len, sec, sizeof sec, &n));
+	chunk(&s, 0, sec, n);
+	n = seal_raw(fz_cas_gkey, NULL, NULL, KH_EMM_TID_GROUP, KH_EMM_GROUP, FZ_CAS_GROUP, 7, cmds, w.len, sec);
+	chunk(&s, 0, sec, n); /* version 1 */
+	n = seal_raw(fz_cas_akey, NULL, NULL, KH_EMM_TID_ALL, KH_EMM_ALL, 0, 7, cmds, w.len, sec);
+	chunk(&s, 0, sec, n); /* version 1 */
+	h = (struct kh_emm_hdr){0, KH_EMM_ALL, 0, 8, 0};
+	check("signed seal", kh_emm_seal_signed(fz_cas_akey, &emm_sg, &h, cmds, w.len, sec, sizeof sec, &n));
+	chunk(&s, 0x80, sec, n);
+	cmd_chunk(&s, MODE(2, 0), C_ENTITLE, 601, FZ_CAS_NOW, FZ_CAS_NOW + 86400);
+	cmd_chunk(&s, MODE(3, 0), C_ENTITLE, 602, FZ_CAS_NOW, FZ_CAS_NOW + 86400);
+	cmd_chunk(&s, MODE(2, 1), C_ENTITLE, 603, FZ_CAS_NOW, FZ_CAS_NOW + 86400); /* ECM signer's key */
+	cmd_chunk(&s, MODE(3, 7), C_ENTITLE, 604, FZ_CAS_NOW, FZ_CAS_NOW + 86400); /* forger */
+	cmd_chunk(&s, MODE(2, 4), C_ENTITLE, 605, FZ_CAS_NOW, FZ_CAS_NOW + 86400); /* not given yet */
+	cmd_chunk(&s, MODE(1, 4), C_REVOKE, 999, 0, 0);                            /* given now */
+	cmd_chunk(&s, MODE(2, 4), C_ENTITLE, 605, FZ_CAS_NOW, FZ_CAS_NOW + 86400);
+	cmd_chunk(&s, MODE(3, 2), C_REVOKE, 605, 0, 0);
+	put("fuzz_cas", "emm-signed-group-all", s.b, s.n);
+
+	/* Signer rotation: two more ECM signers given (the older of the two known is replaced), one
+	 * older than both given again (ignored); ECMs from each. */
+	s.n = 0;
+	ecm_chunk(&s, MODE(6, 0), KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	ecm_chunk(&s, MODE(6, 3), KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0); /* not given yet */
+	cmd_chunk(&s, MODE(1, 3), C_ENTITLE, 700, FZ_CAS_NOW, FZ_CAS_NOW + 86400);
+	ecm_chunk(&s, MODE(6, 3), KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	ecm_chunk(&s, MODE(6, 0), KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	cmd_chunk(&s, MODE(1, 5), C_REVOKE, 700, 0, 0);
+	ecm_chunk(&s, MODE(6, 5), KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	ecm_chunk(&s, MODE(6, 0), KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0); /* replaced */
+	ecm_chunk(&s, 4, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);          /* so is this */
+	cmd_chunk(&s, MODE(1, 1), C_REVOKE, 700, 0, 0);                            /* ignored */
+	ecm_chunk(&s, MODE(7, 3), KH_SCR_CSA2, KH_ECM_EVENT, 7, 300);
+	put("fuzz_cas", "emm-set-signer-rotation", s.b, s.n);
+
+	/* Reload ids: a jump of the window is applied, one more is RELOAD_JUMP, an old one skipped. */
+	s.n = 0;
+	cmd_chunk(&s, 1, C_CREDIT, 100, 1 + 1025, 0);
+	cmd_chunk(&s, 1, C_CREDIT, 100, 1 + 1024, 0);
+	cmd_chunk(&s, 1, C_CREDIT, 100, 1025 + 1024, 0);
+	cmd_chunk(&s, 1, C_CREDIT, 100, 2049 + 1025, 0);
+	cmd_chunk(&s, 1, C_CREDIT, 100, UINT32_MAX, 0);
+	cmd_chunk(&s, 1, C_CREDIT, 100, 2, 0);
+	cmd_chunk(&s, 1, C_CREDIT, 100, 2050, 0);
+	put("fuzz_cas", "emm-reload-jump", s.b, s.n);
+
+	/* The card's own EMMs in order only: one number left out is EMM_GAP, then the next one
+	 * applies; raw ones too. */
+	s.n = 0;
+	cmd_chunk(&s, MODE(1, 7), C_CREDIT, 10, 2, 0);
+	kh_wr_init(&w, cmds, sizeof cmds);
+	check("gap cmds", kh_emm_put_add_credit(&w, 20, 3));
+	h = (struct kh_emm_hdr){0, KH_EMM_UNIQUE, FZ_CAS_UA, 3, 0};
+	check("gap seal", kh_emm_seal(fz_cas_kp, &h, cmds, w.len, sec, sizeof sec, &n));
+	chunk(&s, 0, sec, n); /* seq 3 while the card is at 1 */
+	cmd_chunk(&s, 1, C_CREDIT, 10, 2, 0);
+	chunk(&s, 0, sec, n); /* now in order */
+	cmd_chunk(&s, MODE(1, 7) | 0x80, C_CREDIT, 10, 4, 0);
+	cmd_chunk(&s, 0x80 | 1, C_CREDIT, 10, 4, 0);
+	put("fuzz_cas", "emm-unique-gap", s.b, s.n);
 
 	/* Credit up to the top, then one more: refused (never wraps); bad command lists. */
 	s.n = 0;
@@ -1259,7 +1462,7 @@ static void gen_cas(void)
 	cmd_chunk(&s, 1, C_CREDIT, 1, 6, 0);
 	cmd_chunk(&s, 1, C_CREDIT, 1, 5, 0); /* reload id already applied: skipped, accepted */
 	cmd_chunk(&s, 2, C_GROUP, 0x79, 0, 0); /* group key only under Kp */
-	chunk(&s, 1, (const uint8_t *)"\x09\x00\x00", 3);
+	chunk(&s, 1, (const uint8_t *)"\x0b\x00\x00", 3);
 	chunk(&s, 1, (const uint8_t *)"\x06\x00\x01\x00", 4);
 	chunk(&s, 1, (const uint8_t *)"\x04\x00\x08\x00\x00", 5);
 	cmd_chunk(&s, 1, C_ENTITLE, 201, FZ_CAS_NOW, FZ_CAS_NOW);
@@ -1281,6 +1484,31 @@ static void gen_cas(void)
 	chunk(&s, 4, sec, n); /* a key the card does not hold */
 	chunk(&s, 4, junk, sizeof junk);
 	put("fuzz_cas", "ecm-product", s.b, s.n);
+
+	/* Signed ECMs: the known signer's (raw and sealed here), a forger's under its serial, the EMM
+	 * signer's key, a flipped signature, and an unsigned version-1 ECM. */
+	s.n = 0;
+	n = ecm_make(sec, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, 9, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	chunk(&s, 4, sec, n);
+	sec[n - 1] ^= 0x01;
+	chunk(&s, 4, sec, n);
+	n = ecm_make_by(&ecm_forger, sec, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, 9, KH_SCR_CSA2, KH_ECM_PRODUCT,
+			FZ_CAS_PRODUCT, 0);
+	chunk(&s, 4, sec, n);
+	n = ecm_make_by(&emm_sg, sec, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, 9, KH_SCR_CSA2, KH_ECM_EVENT, 7, 300);
+	chunk(&s, 5, sec, n);
+	{
+		uint8_t pt[KH_ECM_MAX];
+		size_t p = ecm_pt(pt, sizeof pt, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0, FZ_CAS_NOW);
+		n = seal_raw(fz_cas_skey, NULL, NULL, KH_ECM_TID_EVEN, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, 9, pt, p, sec);
+		chunk(&s, 4, sec, n); /* version 1 */
+	}
+	ecm_chunk(&s, MODE(6, 0), KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	ecm_chunk(&s, MODE(6, 1), KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+	ecm_chunk(&s, MODE(6, 2), KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0); /* EMM signer's */
+	ecm_chunk(&s, MODE(7, 7), KH_SCR_CSA2, KH_ECM_EVENT, 7, 300);               /* forger */
+	ecm_chunk(&s, MODE(7, 0), KH_SCR_CSA2, KH_ECM_EVENT, 7, 300);
+	put("fuzz_cas", "ecm-signed", s.b, s.n);
 
 	/* Pay-per-view: offered, bought, watched, bought again (charged once). */
 	s.n = 0;
@@ -1342,6 +1570,7 @@ int main(int argc, char **argv)
 	gen_cert(a, dir, root);
 	/* Pay-TV seeds: their own stream, so they come out the same each run. */
 	kh_rng_det_init(&rng_gen, (const uint8_t *)"keyhole gen corpus cas", 22);
+	signers_init();
 	gen_ecm();
 	gen_emm();
 	gen_cas();
