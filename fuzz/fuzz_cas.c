@@ -576,11 +576,13 @@ static void model_apply(const struct kh_emm_hdr *h, const uint8_t *cmds, size_t 
 	kh_rd_init(&rd, cmds, n);
 	while ((k = kh_tlv_next(&rd, &t)) == 1) {
 		/* Only known commands; under a group or broadcast key only what is the same for every
-		 * card (service keys, rights): never credit, export, acknowledgements, group, keys or
-		 * signers, which come only under the card's own Kp. */
-		CHECK(t.tag >= KH_EMM_SET_KEY && t.tag <= KH_EMM_SET_SIGNER);
+		 * card (service keys, rights, the revoked list): never credit, export, acknowledgements,
+		 * group, keys or signers, which come only under the card's own Kp. */
+		CHECK(t.tag >= KH_EMM_SET_KEY && t.tag <= KH_EMM_REVOKED);
 		CHECK(h->addr_type == KH_EMM_UNIQUE || t.tag == KH_EMM_SET_KEY || t.tag == KH_EMM_ENTITLE ||
-		      t.tag == KH_EMM_REVOKE);
+		      t.tag == KH_EMM_REVOKE || t.tag == KH_EMM_REVOKED);
+		/* the operator's revoked list: a version and at most 32 UAs */
+		CHECK(t.tag != KH_EMM_REVOKED || (t.len >= 4 && (t.len - 4) % 4 == 0 && (t.len - 4) / 4 <= 32));
 		if (t.tag == KH_EMM_ADD_CREDIT) {
 			uint32_t amount, reload;
 			CHECK(t.len == 8);

@@ -61,6 +61,15 @@ KH_WARN_UNUSED kh_err kh_cert_check(const uint8_t *der, size_t len, const uint8_
 				    enum kh_role want_role, enum kh_cert_key want_key, uint64_t now,
 				    struct kh_cert_info *info);
 
+/*
+ * The same, judged by a clock that is only a lower bound of the time (a card's: the newest time
+ * the operator signed, which lags): KH_ERR_CERT_EXPIRED once clock is past notAfter, but a
+ * notBefore after clock is accepted (the certificate may well be valid by now). clock 0 skips it.
+ */
+KH_WARN_UNUSED kh_err kh_cert_check_by_clock(const uint8_t *der, size_t len, const uint8_t root_pk[static 32],
+					     enum kh_role want_role, enum kh_cert_key want_key, uint64_t clock,
+					     struct kh_cert_info *info);
+
 /* Root certificate: parse a self-signed Ed25519 root and return its public key (KH_ERR_CERT otherwise). */
 KH_WARN_UNUSED kh_err kh_cert_root_pk(const uint8_t *der, size_t len, uint8_t root_pk[static 32]);
 

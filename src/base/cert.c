@@ -195,9 +195,25 @@ static EVP_PKEY *root_key(const uint8_t root_pk[static 32])
 	return EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, root_pk, 32);
 }
 
+static kh_err check(const uint8_t *der, size_t len, const uint8_t root_pk[static 32], enum kh_role want_role,
+		    enum kh_cert_key want_key, uint64_t now, int lower_bound, struct kh_cert_info *info);
+
 kh_err kh_cert_check(const uint8_t *der, size_t len, const uint8_t root_pk[static 32],
 		     enum kh_role want_role, enum kh_cert_key want_key, uint64_t now,
 		     struct kh_cert_info *info)
+{
+	return check(der, len, root_pk, want_role, want_key, now, 0, info);
+}
+
+kh_err kh_cert_check_by_clock(const uint8_t *der, size_t len, const uint8_t root_pk[static 32],
+			      enum kh_role want_role, enum kh_cert_key want_key, uint64_t clock,
+			      struct kh_cert_info *info)
+{
+	return check(der, len, root_pk, want_role, want_key, clock, 1, info);
+}
+
+static kh_err check(const uint8_t *der, size_t len, const uint8_t root_pk[static 32], enum kh_role want_role,
+		    enum kh_cert_key want_key, uint64_t now, int lower_bound, struct kh_cert_info *info)
 {
 	struct kh_cert_info ci;
 	const X509_NAME *subj;
@@ -241,7 +257,8 @@ kh_err kh_cert_check(const uint8_t *der, size_t len, const uint8_t root_pk[stati
 	    na < 0 || nb > na)
 		goto out;
 	ci.not_after = (uint64_t)na;
-	if (now != 0 && ((nb > 0 && now < (uint64_t)nb) || now > (uint64_t)na)) {
+	/* A lower bound of the time (a card's clock) can prove "expired", never "not yet valid". */
+	if (now != 0 && ((!lower_bound && nb > 0 && now < (uint64_t)nb) || now > (uint64_t)na)) {
 		r = KH_ERR_CERT_EXPIRED;
 		goto out;
 	}

@@ -576,8 +576,14 @@ static kh_err on_emm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 			    d->status.seq[KH_EMM_UNIQUE], held ? "yes" : "no", d->npend);
 		return KH_OK;
 	}
-	/* A forgery (AUTH) must not make the genuine EMM of that seq look seen. */
-	if (r != KH_ERR_AUTH)
+	/*
+	 * Only what the card judged genuine counts as seen: taken, a replay, or refused for its
+	 * commands. A forgery (AUTH, SIGNATURE, UNKNOWN_SIGNER, a revoked or lapsed signer) or an EMM
+	 * the card has no key for yet must not hide the genuine EMM of that number.
+	 */
+	if (r == KH_OK || r == KH_ERR_EMM_REPLAY ||
+	    (r != KH_ERR_AUTH && r != KH_ERR_SIGNATURE && r != KH_ERR_UNKNOWN_SIGNER && r != KH_ERR_NO_KEY &&
+	     r != KH_ERR_REVOKED && r != KH_ERR_CERT_EXPIRED && r != KH_ERR_NOT_ADDRESSED))
 		emm_see(d, h.addr_type, h.seq);
 	if (r != KH_OK) {
 		kh_log_info("decoder.emm_refused", "type=%u addr=%08X seq=%u err=%s", h.addr_type, h.addr, h.seq,

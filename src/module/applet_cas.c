@@ -71,15 +71,27 @@ static const struct kh_cas_signer_pk *find_signer(const struct kh_cas_state *c, 
 	return NULL;
 }
 
-/* A signed section (ECM, group or broadcast EMM) from a signer this card was given. */
-static kh_err check_signed(const struct kh_cas_state *c, uint8_t role, uint32_t serial, const uint8_t *sec,
-			   size_t n)
+/*
+ * A signed section (ECM, group or broadcast EMM) from a signer this card was given, which the
+ * operator has not revoked and whose certificate had not run out by the card's clock (a lower
+ * bound of the time). *sg gets the signer.
+ */
+static kh_err check_signed(const struct kh_module *m, uint8_t role, uint32_t serial, const uint8_t *sec,
+			   size_t n, const struct kh_cas_signer_pk **sg)
 {
-	const struct kh_cas_signer_pk *s = find_signer(c, role, serial);
+	const struct kh_cas_signer_pk *s = find_signer(&m->p.cas, role, serial);
+	kh_err r;
 
 	if (s == NULL)
 		return KH_ERR_UNKNOWN_SIGNER;
-	return role == KH_ROLE_ECM_SIGNER ? kh_ecm_verify(s->pk, sec, n) : kh_emm_verify(s->pk, sec, n);
+	if ((r = kh__card_revoked(m, serial)) != KH_OK)
+		return r;
+	if (m->usage.clock > s->not_after)
+		return KH_ERR_CERT_EXPIRED;
+	if ((r = role == KH_ROLE_ECM_SIGNER ? kh_ecm_verify(s->pk, sec, n) : kh_emm_verify(s->pk, sec, n)) != KH_OK)
+		return r;
+	*sg = s;
+	return KH_OK;
 }
 
 /*
@@ -90,6 +102,7 @@ static kh_err check_signed(const struct kh_cas_state *c, uint8_t role, uint32_t 
  */
 static kh_err open_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_ecm *e)
 {
+	const struct kh_cas_signer_pk *sg;
 	const struct kh_cas_skey *k;
 	struct kh_ecm_hdr h;
 	kh_err r;
@@ -100,13 +113,25 @@ static kh_err open_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_e
 		return KH_ERR_NO_KEY;
 	if ((r = kh_ecm_open(k->key, a->data, a->lc, e)) != KH_OK)
 		return r;
-	if ((r = check_signed(&m->p.cas, KH_ROLE_ECM_SIGNER, h.signer, a->data, a->lc)) != KH_OK) {
+	if ((r = check_signed(m, KH_ROLE_ECM_SIGNER, h.signer, a->data, a->lc, &sg)) != KH_OK) {
 		kh_wipe(e, sizeof *e);
 		return r;
 	}
-	/* The operator said this time: the card's clock moves up to it, never back. */
-	if (e->time > m->usage.clock)
+	/* A time after its signer's certificate ran out is one the operator cannot have meant: such
+	 * an ECM (a headend with a wrong clock, a stream scrambled far ahead) must not move the
+	 * clock, or one recording of it would make every certificate look expired on every card. */
+	if (e->time > sg->not_after) {
+		kh_wipe(e, sizeof *e);
+		return KH_ERR_CERT_EXPIRED;
+	}
+	/* The operator said this time: the card's clock moves up to it, never back. It is stored
+	 * when it first leaves 0 and then whenever it has moved a day, with the answer's store, so a
+	 * host cannot keep it at 0 by restarting the card before the counters are stored. */
+	if (e->time > m->usage.clock) {
 		m->usage.clock = e->time;
+		if (m->usage.clock_saved == 0 || m->usage.clock - m->usage.clock_saved > 86400)
+			m->dirty = 1;
+	}
 	return KH_OK;
 }
 
@@ -370,8 +395,8 @@ static kh_err set_signer(struct kh_module *m, const struct kh_tlv *t)
 	size_t same = 0, oldest = 0;
 	kh_err r;
 
-	if ((r = kh_cert_check(t->v, t->len, m->p.root_pk, KH_ROLE_NONE, KH_CERT_KEY_ED25519, kh__card_clock(m),
-			       &ci)) != KH_OK)
+	if ((r = kh_cert_check_by_clock(t->v, t->len, m->p.root_pk, KH_ROLE_NONE, KH_CERT_KEY_ED25519,
+					kh__card_clock(m), &ci)) != KH_OK)
 		return r;
 	if (ci.role != KH_ROLE_ECM_SIGNER && ci.role != KH_ROLE_EMM_SIGNER)
 		return KH_ERR_CERT_ROLE;
@@ -398,6 +423,7 @@ static kh_err set_signer(struct kh_module *m, const struct kh_tlv *t)
 	slot->role = (uint8_t)ci.role;
 	slot->serial = ci.ua;
 	memcpy(slot->pk, ci.pub, 32);
+	slot->not_after = ci.not_after;
 	return KH_OK;
 }
 
@@ -500,6 +526,7 @@ static kh_err apply(struct kh_module *m, uint8_t type, const uint8_t *cmds, size
 kh_err kh__h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	struct kh_cas_state *c = &m->p.cas;
+	const struct kh_cas_signer_pk *sg;
 	uint8_t cmds[KH_EMM_CMDS_MAX];
 	struct kh_emm_hdr h;
 	const uint8_t *key;
@@ -535,8 +562,7 @@ kh_err kh__h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *res
 	 * what makes the card believe it is the EMM signer's signature, checked before anything is
 	 * opened.
 	 */
-	if (h.addr_type != KH_EMM_UNIQUE &&
-	    (r = check_signed(c, KH_ROLE_EMM_SIGNER, h.signer, a->data, a->lc)) != KH_OK)
+	if (h.addr_type != KH_EMM_UNIQUE && (r = check_signed(m, KH_ROLE_EMM_SIGNER, h.signer, a->data, a->lc, &sg)) != KH_OK)
 		return r;
 	if ((r = kh_emm_open(key, a->data, a->lc, cmds, sizeof cmds, &n)) != KH_OK)
 		goto out;
@@ -550,8 +576,21 @@ kh_err kh__h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *res
 		r = KH_ERR_EMM_GAP;
 		goto out;
 	}
-	if ((r = apply(m, h.addr_type, cmds, n)) != KH_OK)
+	if ((r = apply(m, h.addr_type, cmds, n)) != KH_OK) {
+		/*
+		 * A genuine EMM of the card's own, in order, whose commands the card cannot take (a full
+		 * table, a certificate it refuses, a jump of reload ids, a command this card does not
+		 * know): nothing of it applies, but its number is used up, or every EMM after it would
+		 * wait for it for ever. The refusal is still answered; only the sequence moves.
+		 */
+		if (h.addr_type == KH_EMM_UNIQUE) {
+			m->p = m->saved;
+			c->seq[KH_EMM_UNIQUE] = h.seq;
+			m->dirty = 1;
+			m->commit_refusal = 1;
+		}
 		goto out;
+	}
 	c->seq[h.addr_type] = h.seq;
 	m->usage.n_emm++;
 	m->dirty = 1;
@@ -644,14 +683,14 @@ enum {
 	S_LOG,                        /* repeated: u32 event | u32 price | u64 time */
 	S_USAGE,                      /* 4 x u32 */
 	S_BLOCK_SEQ,                  /* u32 */
-	S_SIGNER,                     /* repeated: u8 role | u32 serial | pk(32) */
+	S_SIGNER,                     /* repeated: u8 role | u32 serial | pk(32) | u64 not_after */
 	S_CLOCK,                      /* u64: the newest signed ECM time seen */
 	S_REVOKED,                    /* u32 version | u32 UA, ... */
 };
 
 kh_err kh__cas_serialise(const struct kh_cas_state *c, const struct kh_cas_usage *u, struct kh_wr *w)
 {
-	uint8_t v[40];
+	uint8_t v[48];
 	size_t i;
 
 	kh_tlv_put_u32(w, S_CREDIT, c->credit);
@@ -695,7 +734,8 @@ kh_err kh__cas_serialise(const struct kh_cas_state *c, const struct kh_cas_usage
 		v[0] = c->signers[i].role;
 		kh_put_be32(v + 1, c->signers[i].serial);
 		memcpy(v + 5, c->signers[i].pk, 32);
-		kh_tlv_put(w, S_SIGNER, v, 37);
+		kh_put_be64(v + 37, c->signers[i].not_after);
+		kh_tlv_put(w, S_SIGNER, v, 45);
 	}
 	kh_put_be32(v, u->n_ecm);
 	kh_put_be32(v + 4, u->n_cw);
@@ -785,12 +825,13 @@ kh_err kh__cas_field(const struct kh_tlv *t, struct kh_cas_state *c, struct kh_c
 			c->revoked[i] = kh_get_be32(v + 4 + 4 * i);
 		return KH_OK;
 	case S_SIGNER:
-		if (t->len != 37 || c->nsigners == KH_CAS_SIGNERS ||
+		if (t->len != 45 || c->nsigners == KH_CAS_SIGNERS ||
 		    (v[0] != KH_ROLE_ECM_SIGNER && v[0] != KH_ROLE_EMM_SIGNER))
 			return KH_ERR_FORMAT;
 		c->signers[c->nsigners].role = v[0];
 		c->signers[c->nsigners].serial = kh_get_be32(v + 1);
 		memcpy(c->signers[c->nsigners].pk, v + 5, 32);
+		c->signers[c->nsigners].not_after = kh_get_be64(v + 37);
 		c->nsigners++;
 		return KH_OK;
 	case S_USAGE:

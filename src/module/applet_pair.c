@@ -97,9 +97,14 @@ kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 		return k;
 	if (!cert.v || !sig.v || sig.len != KH_ED25519_SIG_LEN)
 		return KH_ERR_FORMAT;
-	/* A card judges validity by its own clock (the newest signed ECM time), not the host's. */
-	if ((r = kh_cert_check(cert.v, cert.len, m->p.root_pk, KH_ROLE_CAM, KH_CERT_KEY_ED25519,
-			       m->p.role == KH_ROLE_CARD ? kh__card_clock(m) : kh__module_now(m), &ci)) != KH_OK)
+	/* A card judges validity by its own clock (the newest signed ECM time, a lower bound of the
+	 * time), not the host's: it can tell "expired", never "not yet valid". */
+	r = m->p.role == KH_ROLE_CARD
+		    ? kh_cert_check_by_clock(cert.v, cert.len, m->p.root_pk, KH_ROLE_CAM, KH_CERT_KEY_ED25519,
+					     kh__card_clock(m), &ci)
+		    : kh_cert_check(cert.v, cert.len, m->p.root_pk, KH_ROLE_CAM, KH_CERT_KEY_ED25519, kh__module_now(m),
+				    &ci);
+	if (r != KH_OK)
 		return r;
 	if ((r = kh__card_revoked(m, ci.ua)) != KH_OK)
 		return r;

@@ -216,6 +216,7 @@ static kh_err persist(struct kh_module *m)
 		goto out;
 	}
 	m->usage.unsaved = 0;
+	m->usage.clock_saved = m->usage.clock;
 out:
 	kh_wipe(m->plain, sizeof m->plain);
 	return r;
@@ -248,6 +249,7 @@ kh_err kh_module_load(struct kh_module *m, const uint8_t *blob, size_t len, uint
 		goto out;
 	m->p = m->saved;
 	m->usage = usage;
+	m->usage.clock_saved = usage.clock;
 	m->counter = counter;
 	kh_chan_wipe(&m->chan);
 	kh_link_wipe(&m->link);
@@ -290,6 +292,7 @@ size_t kh__module_exec(struct kh_module *m, const uint8_t *cmd, size_t len, uint
 	m->relay = 0;
 	m->dirty = 0;
 	m->keep_data = 0;
+	m->commit_refusal = 0;
 	if ((r = kh_apdu_parse(cmd, len, &a)) != KH_OK)
 		return finish(&w, resp, cap, kh_err_to_sw(r), 0);
 	if (a.cla != KH_CLA)
@@ -311,9 +314,15 @@ size_t kh__module_exec(struct kh_module *m, const uint8_t *cmd, size_t len, uint
 		r = dispatch[i].fn(m, &a, &w);
 		if (r == KH_OK && w.err != KH_OK)
 			r = w.err;
-		if (r == KH_OK && m->dirty)
-			r = persist(m);
-		if (r != KH_OK)
+		if (m->dirty && (r == KH_OK || m->commit_refusal)) {
+			/* a refusal that still moves state is stored before it is answered, too */
+			kh_err pr = persist(m);
+			if (pr != KH_OK) {
+				r = pr;
+				m->commit_refusal = 0;
+			}
+		}
+		if (r != KH_OK && !m->commit_refusal)
 			m->p = m->saved;
 		kh_wipe(&m->saved, sizeof m->saved);
 		m->dirty = 0;

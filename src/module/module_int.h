@@ -51,6 +51,7 @@ struct kh_cas_signer_pk {
 	uint8_t role; /* KH_ROLE_ECM_SIGNER or KH_ROLE_EMM_SIGNER */
 	uint32_t serial;
 	uint8_t pk[32];
+	uint64_t not_after; /* its certificate's: nothing it signed for a later time is believed */
 };
 
 struct kh_cas_state {
@@ -90,6 +91,7 @@ struct kh_cas_usage {
 	 * leads).
 	 */
 	uint64_t clock;
+	uint64_t clock_saved; /* the clock as last stored (volatile) */
 };
 
 /* Everything that survives a power cycle: what the sealed blob holds. */
@@ -120,6 +122,8 @@ struct kh_module {
 	int relay;               /* answer with KH_SW_RELAY instead of 9000 */
 	int depth;               /* 1 while processing a command from inside the channel */
 	int keep_data;           /* the refusal's answer carries data (a pay-per-view offer) */
+	int commit_refusal;      /* the command is refused, but what it left in p is stored all the
+				  * same (a card's own EMM that cannot apply still uses up its seq) */
 	struct kh_cas_usage usage;
 
 	struct kh_chan chan;  /* responder side: toward the CAM (card) or the decoder (CAM) */

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -227,18 +228,20 @@ static void test_emm_rules(void **state)
 	}
 	after = status_of(&w->c1.t);
 	assert_int_equal(after.credit, before.credit);
-	assert_int_equal(after.seq[KH_EMM_UNIQUE], before.seq[KH_EMM_UNIQUE]);
 	assert_int_equal(after.last_reload, before.last_reload);
+	/* ... but the genuine, in-order EMM used up its number: one the card cannot take must not
+	 * hold back every EMM after it */
+	assert_int_equal(after.seq[KH_EMM_UNIQUE], before.seq[KH_EMM_UNIQUE] + 1);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_EMM_REPLAY);
 
-	/* the genuine one with seq 2 applies once; its reload id cannot be applied again */
-	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
-	assert_int_equal(status_of(&w->c1.t).credit, 150);
-	/* a host that withholds seq 3 and delivers seq 4 gets a gap, not a replay of 3 later */
-	n = make_emm(cw, w->c1.ua, 4, cmds, wr.len, emm, sizeof emm);
-	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_EMM_GAP);
-	assert_int_equal(status_of(&w->c1.t).seq[KH_EMM_UNIQUE], 2);
+	/* the credit re-issued as seq 3 applies once; its reload id cannot be applied again */
 	n = make_emm(cw, w->c1.ua, 3, cmds, wr.len, emm, sizeof emm);
 	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+	assert_int_equal(status_of(&w->c1.t).credit, 150);
+	/* a host that withholds seq 4 and delivers seq 5 gets a gap, not a replay of 4 later */
+	n = make_emm(cw, w->c1.ua, 5, cmds, wr.len, emm, sizeof emm);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_EMM_GAP);
+	assert_int_equal(status_of(&w->c1.t).seq[KH_EMM_UNIQUE], 3);
 	n = make_emm(cw, w->c1.ua, 4, cmds, wr.len, emm, sizeof emm);
 	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
 	n = make_emm(cw, w->c1.ua, 5, cmds, wr.len, emm, sizeof emm);
@@ -367,12 +370,15 @@ static void test_forged_broadcast(void **state)
 	after = status_of(&w->c1.t);
 	assert_same_rights(&before, after);
 
-	/* 5. a reload id at the top of the range, even under Kp, is refused */
+	/* 5. a reload id at the top of the range, even under Kp, is refused: nothing applies (its
+	 * number is used up, so it blocks nothing after it) */
 	kh_wr_init(&wr, cmds, sizeof cmds);
 	assert_int_equal(kh_emm_put_add_credit(&wr, 1000000, 0xFFFFFFFFu), KH_OK);
 	n = make_emm(cw, w->c1.ua, before.seq[KH_EMM_UNIQUE] + 1, cmds, wr.len, emm, sizeof emm);
 	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_RELOAD_JUMP);
-	assert_same_rights(&before, status_of(&w->c1.t));
+	after = status_of(&w->c1.t);
+	assert_int_equal(after.seq[KH_EMM_UNIQUE], ++before.seq[KH_EMM_UNIQUE]);
+	assert_same_rights(&before, after);
 	/* and the genuine reload of +50 that follows is applied, not ignored */
 	kh_wr_init(&wr, cmds, sizeof cmds);
 	assert_int_equal(kh_emm_put_add_credit(&wr, 50, before.last_reload + 1), KH_OK);
@@ -405,8 +411,9 @@ static void test_forged_broadcast(void **state)
 		dl = world_signer(w->foreign, KH_ROLE_EMM_SIGNER, NULL, der);
 		kh_wr_init(&bw, big, sizeof big);
 		assert_int_equal(kh_emm_put_set_signer(&bw, der, dl), KH_OK);
-		n = make_emm(cw, w->c1.ua, before.seq[KH_EMM_UNIQUE] + 1, big, bw.len, emm, sizeof emm);
+		n = make_emm(cw, w->c1.ua, before.seq[KH_EMM_UNIQUE] + 2, big, bw.len, emm, sizeof emm);
 		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_CERT);
+		before.seq[KH_EMM_UNIQUE] += 2; /* each used up its number, and changed nothing else */
 		assert_same_rights(&before, status_of(&w->c1.t));
 		assert_int_equal(status_of(&w->c1.t).nsigners, 2);
 	}
@@ -515,14 +522,48 @@ static void test_clock_and_revocation(void **state)
 	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
 	assert_int_equal(kh_host_cas_connect(&cw->cas, 0), KH_OK);
 
-	/* the clock: a genuine ECM of the year 2100 moves the card's clock there; the CAM's
-	 * certificate (five years by default) has then run out, whatever time the host claims */
+	/* the clock. A genuine ECM dated after its signer's certificate runs out (the year 2100) is
+	 * refused and does not move the clock: one recording of it cannot make every certificate
+	 * look expired on every card. */
 	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, 4102444800u, 1, ecm, sizeof ecm);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_RIGHT_EXPIRED);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_CERT_EXPIRED);
+	/* A clock that lags (the last ECM the card saw was a month ago) still accepts a CAM issued
+	 * since: a lower bound of the time says "expired", never "not yet valid". */
+	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0 - 30 * 86400, 1, ecm, sizeof ecm);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_RIGHT_NOT_STARTED);
 	kh_host_cas_wipe(&cw->cas);
 	kh_host_cas_init(&cw->cas, w->root_pk, &w->cam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
-	assert_int_equal(kh_host_cas_connect(&cw->cas, 0), KH_ERR_CERT_EXPIRED);
-	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_ERR_CERT_EXPIRED);
+	assert_int_equal(kh_host_cas_connect(&cw->cas, 0), KH_OK);
+	/* A CAM certified for one day: once a genuine ECM three days on has moved the card's clock,
+	 * the card refuses that CAM, whatever time the host claims (0 used to skip the check). */
+	{
+		struct kh_authority *a1;
+		struct mod shortcam;
+		struct kh_host_cas c2;
+		char *vf = path_in(w->auth_dir, "validity-days");
+		FILE *f = fopen(vf, "w");
+		assert_non_null(f);
+		fputs("1\n", f);
+		fclose(f);
+		assert_int_equal(kh_authority_open(w->auth_dir, &a1), KH_OK);
+		make_mod(a1, KH_ROLE_CAM, &shortcam);
+		kh_authority_free(a1);
+		kh_host_cas_init(&c2, w->root_pk, &shortcam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
+		assert_int_equal(kh_host_cas_connect(&c2, 0), KH_OK);
+		n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0 + 3 * 86400, 1, ecm, sizeof ecm);
+		assert_int_equal(kh_host_cas_ecm(&c2, ecm, n, cw->t0, &a, &o), KH_ERR_RIGHT_EXPIRED);
+		kh_host_cas_wipe(&c2);
+		kh_host_cas_init(&c2, w->root_pk, &shortcam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
+		assert_int_equal(kh_host_cas_connect(&c2, 0), KH_ERR_CERT_EXPIRED);
+		assert_int_equal(kh_host_cas_connect(&c2, cw->t0), KH_ERR_CERT_EXPIRED);
+		kh_host_cas_wipe(&c2);
+		/* the five-year CAM is still good */
+		kh_host_cas_wipe(&cw->cas);
+		kh_host_cas_init(&cw->cas, w->root_pk, &w->cam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
+		assert_int_equal(kh_host_cas_connect(&cw->cas, 0), KH_OK);
+		kh_softmod_free(shortcam.sm);
+		free(vf);
+	}
 	kh_wipe(&op, sizeof op);
 }
 

@@ -939,6 +939,52 @@ static void test_emm_gap_withheld_revoke(void **state)
 }
 
 /*
+ * A broadcast EMM forged under the operator's EMM signer serial (a key of the attacker's own) and
+ * put on the stream before the genuine broadcast EMM of the same number must not make the genuine
+ * one look seen: the card refuses the forgery (SIGNATURE), and then takes the genuine one.
+ */
+static void test_forged_broadcast_hides_nothing(void **state)
+{
+	struct gapper g;
+	struct kh_decoder_stats st;
+	uint8_t cmds[64], sec[KH_EMM_MAX], all[32], master[32], pk[32];
+	struct kh_emm_hdr h = {0, KH_EMM_ALL, 0, 1, 0};
+	struct kh_cas_signer op, fake;
+	struct kh_cas_status cs;
+	struct kh_wr wr;
+	size_t n;
+
+	gap_setup(*state, &g);
+	gap_emm(&g, 1);
+	/* the card's broadcast key, by its own EMM */
+	assert_int_equal(kh_random(master, 32), KH_OK);
+	assert_int_equal(kh_cas_all_key(master, all), KH_OK);
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_set_all_key(&wr, all), KH_OK);
+	n = world_emm(g.w->auth, g.w->c1.ua, g.base + 2, cmds, wr.len, sec, sizeof sec);
+	put_section(g.s, EMM_PID, sec, n);
+	world_signer(g.w->auth, KH_ROLE_EMM_SIGNER, &op, NULL);
+	fake.serial = op.serial;
+	assert_int_equal(kh_ed25519_keygen(fake.sk, pk), KH_OK);
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_entitle(&wr, 4242, g.t - 10, g.t + 10), KH_OK);
+	assert_int_equal(kh_emm_seal_signed(all, &fake, &h, cmds, wr.len, sec, sizeof sec, &n), KH_OK);
+	put_section(g.s, EMM_PID, sec, n);
+	assert_int_equal(kh_emm_seal_signed(all, &op, &h, cmds, wr.len, sec, sizeof sec, &n), KH_OK);
+	put_section(g.s, EMM_PID, sec, n);
+	gap_ecm(&g);
+	gap_feed(&g, &st);
+	assert_int_equal(kh_host_cas_status(&g.cas, &cs), KH_OK);
+	assert_int_equal(cs.seq[KH_EMM_ALL], 1);
+	assert_int_equal(cs.nrights, 2);
+	kh_wipe(&op, sizeof op);
+	kh_wipe(&fake, sizeof fake);
+	kh_wipe(master, sizeof master);
+	kh_wipe(all, sizeof all);
+	gap_free(&g);
+}
+
+/*
  * A carousel that carries the card's EMMs backwards (6, 5, 4, 3, 2 after 1) converges in the pass
  * that brings the missing one; forged sections with the card's address and any seq never take a
  * slot (the card refuses them before the sequence check) nor hide the genuine EMM of their seq;
@@ -1009,6 +1055,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_passive, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_emm_gap_withheld_revoke, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_emm_gap_pending_set, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_forged_broadcast_hides_nothing, world_setup, world_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
