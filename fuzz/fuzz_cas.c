@@ -675,8 +675,30 @@ static void do_emm(const uint8_t *emm, size_t len, int in_channel, int expect, k
 	if (trace)
 		fprintf(stderr, "  EMM%s %zu bytes -> %04X\n", in_channel ? " (sealed)" : "", len, sw);
 	if (sw != KH_SW_OK) {
-		/* A refused EMM changes nothing. */
-		CHECK(st.calls == calls && kh_module_counter(m) == ctr);
+		if (st.calls != calls) {
+			/*
+			 * A card's own genuine EMM, next in order, whose commands it cannot take: nothing
+			 * applies, but its number is used up (stored once, before the answer), or it would
+			 * hold back every later EMM of the card.
+			 */
+			struct kh_cas_status moved = next;
+			CHECK(st.calls == calls + 1 && kh_module_counter(m) == ctr + 1);
+			CHECK(kh_emm_peek(emm, len, &h) == KH_OK && h.addr_type == KH_EMM_UNIQUE);
+			CHECK(h.seq == md.seq[KH_EMM_UNIQUE] + 1 && next.seq[KH_EMM_UNIQUE] == h.seq);
+			CHECK(kh_emm_open(key_of(h.addr_type), emm, len, cmds, sizeof cmds, &clen) == KH_OK);
+			kh_wipe(cmds, clen);
+			CHECK(!sw_is(sw, KH_ERR_AUTH) && !sw_is(sw, KH_ERR_EMM_REPLAY) && !sw_is(sw, KH_ERR_EMM_GAP) &&
+			      !sw_is(sw, KH_ERR_NOT_ADDRESSED) && !sw_is(sw, KH_ERR_VERSION));
+			md.seq[KH_EMM_UNIQUE] = h.seq;
+			moved.seq[KH_EMM_UNIQUE] = cur.seq[KH_EMM_UNIQUE];
+			CHECK(same_but_ecm_counters(&cur, &moved));
+			if (expect == X_EXACT)
+				CHECK(sw_is(sw, exact));
+			CHECK(expect != X_REPLAY);
+			return;
+		}
+		/* Any other refused EMM changes nothing. */
+		CHECK(kh_module_counter(m) == ctr);
 		CHECK(same_but_ecm_counters(&cur, &next));
 		if (expect == X_CMDS)
 			CHECK(!sw_is(sw, KH_ERR_AUTH) && !sw_is(sw, KH_ERR_EMM_REPLAY) && !sw_is(sw, KH_ERR_NOT_ADDRESSED) &&

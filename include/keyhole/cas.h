@@ -91,6 +91,7 @@ enum {
 	KH_ECM_T_PRODUCT = 4, /* u32 product id */
 	KH_ECM_T_EVENT = 5,   /* u32 event id | u32 price */
 	KH_ECM_T_TIME = 6,    /* u64 broadcast time, Unix seconds */
+	KH_ECM_T_REVOKED = 7, /* optional u32: the version of the revoked list a card must hold */
 };
 
 /* The clear header, readable by anyone (the decoder uses it to route and deduplicate). */
@@ -114,6 +115,7 @@ struct kh_ecm {
 	uint32_t event;
 	uint32_t price;
 	uint64_t time;
+	uint32_t revoked_version; /* 0: the ECM asks for no list */
 };
 
 /*

@@ -108,6 +108,8 @@ typedef int kh_err;
 	XX(REVOKED, "module certificate revoked by the operator", 403, "revoked", 0x6F3A)        \
 	XX(EMM_SCOPE, "command accepted only in an EMM sealed under the card's own key", 403,    \
 	   "emm_scope", 0x6F3B)                                                                  \
+	XX(LIST_STALE, "the card has not yet had the operator's current list of revoked modules",  \
+	   409, "list_stale", 0x6F3C)                                                            \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

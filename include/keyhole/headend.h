@@ -64,6 +64,12 @@ void kh_headend_keys_unlock(int fd);
 
 void kh_headend_keys_master(const struct kh_headend_keys *k, uint8_t master[static 32]);
 /*
+ * The version of the newest revoked list issued from this key file (0: none; a line `revoked N`),
+ * which every ECM the scrambler makes then asks cards to hold; _set_ keeps the higher of the two.
+ */
+uint32_t kh_headend_keys_revoked(const struct kh_headend_keys *k);
+void kh_headend_keys_set_revoked(struct kh_headend_keys *k, uint32_t version);
+/*
  * The operator's ECM signer or EMM signer (role KH_ROLE_ECM_SIGNER / KH_ROLE_EMM_SIGNER) the key
  * file holds (a line `signer ecm|emm SERIAL KEY CERT`, copied from the authority by `keys init`):
  * its key and serial into sg (may be NULL; a private key: wipe it) and its DER certificate (der,
@@ -123,6 +129,8 @@ struct kh_headend_emm_req {
 	int set_group;        /* SET_GROUP group and its key (UNIQUE only) */
 	uint32_t group;
 	int set_all_key;      /* SET_ALL_KEY (UNIQUE only) */
+	uint32_t revoked_version; /* cmds carry a REVOKED LIST of this version: the key file keeps it,
+				   * so every ECM made from it afterwards asks cards to hold it */
 	int set_signers;      /* SET_SIGNER for the key file's signers (UNIQUE only): bit 0 the ECM
 			       * signer, bit 1 the EMM signer (a certificate takes up to ~530 bytes,
 			       * so with a long operator name the two need an EMM each) */
@@ -239,6 +247,7 @@ struct kh_headend_cfg {
 	uint32_t key_version;
 	uint8_t service_key[KH_CAS_KEY_LEN];
 	struct kh_cas_signer ecm_signer; /* signs every ECM (the key file's `signer ecm`) */
+	uint32_t revoked_version;        /* the revoked list every card must hold (0: none) */
 	unsigned period_s;         /* crypto period, KH_HEADEND_PERIOD_MIN..MAX seconds */
 	unsigned lead_ms;          /* ECM k goes out this long before period k (below period) */
 	unsigned ecm_interval_ms;  /* ECM repetition, stream time (>= 10) */

@@ -175,6 +175,8 @@ kh_err kh_ecm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_cas
 		kh_tlv_put(&w, KH_ECM_T_EVENT, ev, sizeof ev);
 	}
 	kh_tlv_put_u64(&w, KH_ECM_T_TIME, e->time);
+	if (e->revoked_version)
+		kh_tlv_put_u32(&w, KH_ECM_T_REVOKED, e->revoked_version);
 	if ((r = w.err) != KH_OK)
 		goto out;
 	if (KH_ECM_HDR_LEN > cap) {
@@ -228,7 +230,7 @@ static kh_err ecm_fields(const uint8_t *pt, size_t n, struct kh_ecm *e)
 
 	kh_rd_init(&rd, pt, n);
 	while (r == KH_OK && (k = kh_tlv_next(&rd, &t)) == 1) {
-		if (t.tag < KH_ECM_T_CW_EVEN || t.tag > KH_ECM_T_TIME)
+		if (t.tag < KH_ECM_T_CW_EVEN || t.tag > KH_ECM_T_REVOKED)
 			return KH_ERR_TLV_TAG;
 		if (seen & (1u << t.tag))
 			return KH_ERR_FORMAT;
@@ -254,6 +256,10 @@ static kh_err ecm_fields(const uint8_t *pt, size_t n, struct kh_ecm *e)
 			e->price = kh_get_be32(t.v + 4);
 			break;
 		case KH_ECM_T_TIME: r = kh_tlv_u64(&t, &e->time); break;
+		case KH_ECM_T_REVOKED:
+			if ((r = kh_tlv_u32(&t, &e->revoked_version)) == KH_OK && e->revoked_version == 0)
+				r = KH_ERR_FORMAT;
+			break;
 		}
 	}
 	if (r != KH_OK)

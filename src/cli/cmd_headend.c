@@ -406,6 +406,9 @@ static int cmd_keys_show(int argc, char **argv)
 		printf("service key %u version %lu\n", id, (unsigned long)v);
 	}
 	printf("seq all %lu\n", (unsigned long)kh_headend_keys_seq(k, KH_EMM_ALL, 0));
+	if (kh_headend_keys_revoked(k))
+		printf("revoked list version %lu (every ECM asks cards to hold it)\n",
+		       (unsigned long)kh_headend_keys_revoked(k));
 	for (size_t i = 0; i < kh_headend_keys_seq_count(k); i++) {
 		enum kh_emm_addr t;
 		uint32_t a, s;
@@ -678,6 +681,7 @@ static int cmd_emm(int argc, char **argv)
 				nua++;
 			}
 			kh_emm_put_revoked(&w, a32, uas, nua);
+			req.revoked_version = a32;
 			break;
 		}
 		case O_SKEYS:
@@ -1102,6 +1106,7 @@ static int cmd_scramble(int argc, char **argv)
 		goto out;
 	}
 	r = kh_headend_keys_signer(k, KH_ROLE_ECM_SIGNER, &cfg.ecm_signer, NULL, NULL);
+	cfg.revoked_version = kh_headend_keys_revoked(k);
 	kh_headend_keys_free(k);
 	if (r != KH_OK) {
 		fprintf(stderr, "keyhole: %s: no ECM signer (keyhole headend keys init copies the authority's)\n", keys);

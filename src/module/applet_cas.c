@@ -49,10 +49,22 @@ kh_err kh__card_revoked(const struct kh_module *m, uint32_t ua)
 	return KH_OK;
 }
 
-/* Control words go only to a channel whose holder proved it is a certified CAM. */
+/* Control words go only to a channel whose holder proved it is a certified CAM, not revoked. */
 static kh_err need_cam_channel(const struct kh_module *m)
 {
-	return m->chan.open && m->chan.peer_ua ? KH_OK : KH_ERR_CHAN_UNPROVEN;
+	if (!m->chan.open || !m->chan.peer_ua)
+		return KH_ERR_CHAN_UNPROVEN;
+	return kh__card_revoked(m, m->chan.peer_ua);
+}
+
+/*
+ * The operator's ECM names the version of the revoked list every card must hold by now: a card
+ * whose host withheld the broadcast that carried it gives no control words until it has it. A
+ * host can drop a broadcast EMM, but not the ECMs it needs to watch.
+ */
+static kh_err list_current(const struct kh_module *m, const struct kh_ecm *e)
+{
+	return e->revoked_version > m->p.cas.revoked_version ? KH_ERR_LIST_STALE : KH_OK;
 }
 
 static const struct kh_cas_skey *find_key(const struct kh_cas_state *c, uint8_t id, uint32_t version)
@@ -180,7 +192,7 @@ kh_err kh__h_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *res
 	if ((r = kh__cas_need_card(m, a, 0)) != KH_OK || (r = need_cam_channel(m)) != KH_OK)
 		return r;
 	m->usage.n_ecm++;
-	if ((r = open_ecm(m, a, &e)) != KH_OK)
+	if ((r = open_ecm(m, a, &e)) != KH_OK || (r = list_current(m, &e)) != KH_OK)
 		goto out;
 	if (e.access == KH_ECM_PRODUCT) {
 		r = product_right(c, e.product, e.time);
@@ -222,7 +234,7 @@ kh_err kh__h_purchase(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 
 	if ((r = kh__cas_need_card(m, a, 0)) != KH_OK || (r = need_cam_channel(m)) != KH_OK)
 		return r;
-	if ((r = open_ecm(m, a, &e)) != KH_OK)
+	if ((r = open_ecm(m, a, &e)) != KH_OK || (r = list_current(m, &e)) != KH_OK)
 		goto out;
 	/* Event and price come from the authenticated ECM, never from the host. */
 	if (e.access != KH_ECM_EVENT) {

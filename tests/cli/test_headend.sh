@@ -81,6 +81,8 @@ kh_expect_ok headend keys show --keys h.keys
 kh_out_has '^seq all 1$'
 kh_out_has '^seq group 3 1$'
 kh_out_has '^seq card 0000000A 4$'
+kh_out_has '^revoked list version 1 '
+grep -q '^revoked 1$' h.keys || kh_fail "the key file does not keep the revoked list's version"
 cat card.emm card2.emm group.emm all.emm >emms
 # concurrent runs never issue one seq twice (the key file's flock)
 i=1

@@ -522,6 +522,44 @@ static void test_clock_and_revocation(void **state)
 	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
 	assert_int_equal(kh_host_cas_connect(&cw->cas, 0), KH_OK);
 
+	/* A host that withholds the next list (version 4, naming our CAM) gains nothing: the
+	 * operator's ECMs ask for version 4, and a card holding 3 gives no control words. */
+	{
+		struct kh_ecm e;
+		memset(&e, 0, sizeof e);
+		e.h.table_id = KH_ECM_TID_EVEN;
+		e.h.key_id = 1;
+		e.h.key_version = 1;
+		e.h.cp = 9;
+		e.alg = KH_SCR_CISSA;
+		e.cw_len = 16;
+		e.access = KH_ECM_PRODUCT;
+		e.product = PRODUCT;
+		e.time = cw->t0;
+		e.revoked_version = 4;
+		assert_int_equal(kh_ecm_seal(cw->skey, world_ecm_signer(w->auth), &e, ecm, sizeof ecm, &n), KH_OK);
+		assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_LIST_STALE);
+		/* the list arrives: the CAM on the channel already open is refused at the next ECM */
+		kh_wr_init(&wr, cmds, sizeof cmds);
+		assert_int_equal(kh_emm_put_revoked(&wr, 4, &cam, 1), KH_OK);
+		ha.seq = 5;
+		assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+		assert_int_equal(kh_ecm_seal(cw->skey, world_ecm_signer(w->auth), &e, ecm, sizeof ecm, &n), KH_OK);
+		assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_REVOKED);
+		/* version 5 lets it back in, and an ECM asking for 4 is then answered */
+		kh_wr_init(&wr, cmds, sizeof cmds);
+		assert_int_equal(kh_emm_put_revoked(&wr, 5, NULL, 0), KH_OK);
+		ha.seq = 6;
+		assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
+		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+		kh_host_cas_wipe(&cw->cas);
+		kh_host_cas_init(&cw->cas, w->root_pk, &w->cam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
+		assert_int_equal(kh_host_cas_connect(&cw->cas, 0), KH_OK);
+		assert_int_equal(kh_ecm_seal(cw->skey, world_ecm_signer(w->auth), &e, ecm, sizeof ecm, &n), KH_OK);
+		assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_OK);
+	}
+
 	/* the clock. A genuine ECM dated after its signer's certificate runs out (the year 2100) is
 	 * refused and does not move the clock: one recording of it cannot make every certificate
 	 * look expired on every card. */

@@ -92,6 +92,7 @@ kh_err kh_headend_emm_make(struct kh_headend_keys *k, const struct kh_headend_em
 				       : kh_emm_seal_signed(key, &sg, &h, cmds, w.len, out, cap, len);
 	if (r != KH_OK)
 		goto out;
+	kh_headend_keys_set_revoked(k, req->revoked_version);
 	if ((r = kh_headend_keys_next_seq(k, req->type, h.addr, &old)) != KH_OK) {
 		kh_wipe(out, *len);
 		goto out;

@@ -49,6 +49,7 @@ struct kh_headend_keys {
 	size_t nkeys;
 	struct skey keys[MAX_KEYS]; /* sorted by id, then version */
 	uint32_t seq_all;
+	uint32_t revoked_version; /* of the newest revoked list issued; every ECM asks for it */
 	size_t nseq, capseq;
 	struct seqent *seq; /* sorted by type, then address */
 };
@@ -278,6 +279,17 @@ kh_err kh_headend_keys_set_signer(struct kh_headend_keys *k, enum kh_role role, 
 	return KH_OK;
 }
 
+uint32_t kh_headend_keys_revoked(const struct kh_headend_keys *k)
+{
+	return k->revoked_version;
+}
+
+void kh_headend_keys_set_revoked(struct kh_headend_keys *k, uint32_t version)
+{
+	if (version > k->revoked_version)
+		k->revoked_version = version;
+}
+
 void kh_headend_keys_master(const struct kh_headend_keys *k, uint8_t master[static 32])
 {
 	memcpy(master, k->master, 32);
@@ -456,6 +468,13 @@ static kh_err parse_line(struct kh_headend_keys *k, const char *p, const char *e
 		kh_wipe(key, sizeof key);
 		return r == KH_OK ? KH_OK : KH_ERR_FORMAT;
 	}
+	if (is(w, wn, "revoked")) {
+		a = field(&p, end, &an);
+		if (!a || p != end || k->revoked_version || parse_dec(a, an, UINT32_MAX, &x) != 0 || x == 0)
+			return KH_ERR_FORMAT;
+		k->revoked_version = (uint32_t)x;
+		return KH_OK;
+	}
 	if (is(w, wn, "signer")) {
 		struct hsigner *sg;
 		a = field(&p, end, &an);
@@ -609,6 +628,10 @@ kh_err kh_headend_keys_format(const struct kh_headend_keys *k, uint8_t **text, s
 	}
 	w = snprintf(buf + n, cap - n, "seq all %lu\n", (unsigned long)k->seq_all);
 	n += (size_t)w;
+	if (k->revoked_version) {
+		w = snprintf(buf + n, cap - n, "revoked %lu\n", (unsigned long)k->revoked_version);
+		n += (size_t)w;
+	}
 	for (size_t i = 0; i < k->nseq; i++) {
 		if (k->seq[i].type == KH_EMM_GROUP)
 			w = snprintf(buf + n, cap - n, "seq group %lu %lu\n", (unsigned long)k->seq[i].addr,
