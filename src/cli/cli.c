@@ -1,4 +1,5 @@
 /* Helpers shared by the subcommands (cli.h). */
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,18 @@ int kh_cli_wants_help(int argc, char **argv)
 			return 1;
 	}
 	return 0;
+}
+
+int kh_cli_open_special(const char *path)
+{
+	struct stat st;
+	int fd;
+
+	if (stat(path, &st) != 0 || S_ISREG(st.st_mode))
+		return -1;
+	if ((fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY)) < 0)
+		return -2;
+	return fd;
 }
 
 int kh_cli_dispatch(const char *prog, const struct kh_cli_cmd *tab, size_t n, int argc, char **argv)

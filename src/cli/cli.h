@@ -32,6 +32,14 @@ int kh_cli_usage(const char *prog, const char *fmt, ...) __attribute__((format(p
 int kh_cli_fail(const char *what, kh_err e);
 /* 1 when argv holds -h or --help (checked before anything else runs). */
 int kh_cli_wants_help(int argc, char **argv);
+/*
+ * An output path that names something other than a regular file (a device such as /dev/null, a
+ * FIFO, a socket) is written in place: a temporary file renamed over it would replace the device
+ * with a regular file, and a reader on the FIFO would get nothing. Returns the descriptor opened
+ * for writing (>= 0), -1 when path is a regular file or does not exist (write a temporary file
+ * and rename it), -2 when it could not be opened (errno says why).
+ */
+int kh_cli_open_special(const char *path);
 
 struct kh_softmod;
 /*

@@ -436,6 +436,14 @@ static int play(int argc, char **argv)
 	}
 	if (!o.out || strcmp(o.out, "-") == 0) {
 		out = stdout;
+	} else if ((fd = kh_cli_open_special(o.out)) != -1) {
+		/* a device or FIFO: written in place, never renamed over */
+		if (fd == -2 || !(out = fdopen(fd, "wb"))) {
+			fprintf(stderr, "keyhole: %s: %s\n", o.out, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			goto out;
+		}
 	} else {
 		if (asprintf(&tmp, "%s.XXXXXX", o.out) < 0) {
 			tmp = NULL;

@@ -751,8 +751,20 @@ static int cmd_emm(int argc, char **argv)
 	kh_wipe(cmds, sizeof cmds);
 	if (r != KH_OK)
 		return r == KH_ERR_TOO_LARGE ? kh_cli_fail("headend emm: commands", r) : keys_fail(path, line, r);
-	if ((r = kh_file_write_atomic(out, sec, first + len, 0644)) != KH_OK)
-		return kh_cli_fail(out, r);
+	{
+		/* a device or FIFO is written in place; a file appears whole or not at all */
+		int fd = kh_cli_open_special(out);
+		if (fd >= 0) {
+			ssize_t wn = write(fd, sec, first + len);
+			r = wn == (ssize_t)(first + len) && close(fd) == 0 ? KH_OK : KH_ERR_IO;
+			if (wn != (ssize_t)(first + len))
+				close(fd);
+		} else {
+			r = fd == -2 ? KH_ERR_IO : kh_file_write_atomic(out, sec, first + len, 0644);
+		}
+		if (r != KH_OK)
+			return kh_cli_fail(out, r);
+	}
 	if (req.type == KH_EMM_UNIQUE)
 		printf("EMM for card %08lX, seq %lu: %s (%zu bytes)\n", (unsigned long)req.addr, (unsigned long)seq,
 		       out, first + len);
@@ -964,6 +976,7 @@ static int cmd_scramble(int argc, char **argv)
 	uint8_t *emm = NULL;
 	size_t emm_len = 0, line = 0;
 	char *tmp = NULL;
+	int special = 0; /* the output is a device, FIFO or socket, written in place */
 	int have_product = 0, have_event = 0, have_price = 0, in = -1, c, rc = KH_EXIT_FAIL;
 	uint64_t x;
 	kh_err r;
@@ -1162,6 +1175,13 @@ static int cmd_scramble(int argc, char **argv)
 	}
 	if (strcmp(outpath, "-") == 0) {
 		sk.fd = 1;
+	} else if ((sk.fd = kh_cli_open_special(outpath)) != -1) {
+		if (sk.fd == -2) {
+			sk.fd = -1;
+			rc = kh_cli_fail(outpath, KH_ERR_IO);
+			goto out;
+		}
+		special = 1;
 	} else {
 		mode_t um = umask(0);
 		umask(um);
@@ -1242,6 +1262,8 @@ out:
 		unlink(tmp);
 		free(tmp);
 	}
+	if (special && sk.fd >= 0)
+		close(sk.fd);
 	kh_headend_poller_stop(pc.p);
 	if (in > 0)
 		close(in);

@@ -87,6 +87,17 @@ if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	kh_err_has 'descrambled'
 	kh_err_has 'ECMs passed 0'
 	[ "$(wc -c <clear.ts)" -eq "$(wc -c <clip.ts)" ] || kh_fail "a clear clip changed size"
+	# a named pipe and a device are written in place: the reader gets every byte, /dev/null
+	# stays a device
+	mkfifo out.fifo
+	cat out.fifo >fifo.ts &
+	reader=$!
+	kh_expect_ok decoder play --root auth --cam cam.card --card card.card --in clip.ts --out out.fifo
+	wait $reader || kh_fail "the reader of the named pipe failed"
+	[ -p out.fifo ] || kh_fail "decoder play replaced the named pipe with a file"
+	cmp -s fifo.ts clear.ts || kh_fail "the named pipe's reader did not get the whole stream"
+	kh_expect_ok decoder play --root auth --cam cam.card --card card.card --in clip.ts --out /dev/null
+	[ -c /dev/null ] || kh_fail "decoder play --out /dev/null replaced /dev/null with a regular file"
 	ffprobe -v error -show_entries stream=codec_name -of csv=p=0 clear.ts >"$KH_META/probe" 2>&1 ||
 		kh_fail "ffprobe cannot read the output"
 	grep -q mpeg2video "$KH_META/probe" || kh_fail "the video stream is missing from the output"

@@ -82,6 +82,8 @@ kh_out_has '^seq all 1$'
 kh_out_has '^seq group 3 1$'
 kh_out_has '^seq card 0000000A 4$'
 kh_out_has '^revoked list version 1 '
+kh_expect_ok headend emm --keys h.keys --card 7E7E7E7E --credit 1:1 --out /dev/null
+[ -c /dev/null ] || kh_fail "headend emm --out /dev/null replaced /dev/null with a regular file"
 grep -q '^revoked 1$' h.keys || kh_fail "the key file does not keep the revoked list's version"
 cat card.emm card2.emm group.emm all.emm >emms
 # concurrent runs never issue one seq twice (the key file's flock)
@@ -206,6 +208,8 @@ if [ -x /usr/bin/time ]; then
 	[ "$eight" -le $((one + 1024)) ] || kh_fail "peak RSS grew with the stream: $one KB for 1x, $eight KB for 8x"
 	kh_note "peak RSS $one KB for one clip, $eight KB for eight"
 	rm -f long.ts
+	# /dev/null is written to, never replaced by a file renamed over it
+	[ -c /dev/null ] || kh_fail "scramble --out /dev/null replaced /dev/null with a regular file"
 else
 	kh_note "no /usr/bin/time: RSS check skipped (scripts/install-deps installs it)"
 fi
