@@ -13,8 +13,9 @@
  * upload session's nonce, 16 to 64 bytes) makes a block bound to that session
  * (KH_USAGE_F_SESSION): signed with the nonce, so it also answers the center's nonce the way
  * HELLO does. Each block has the next block_seq, stored before the block leaves, so the center
- * can tell blocks apart. The block's AEAD nonce is random (kh_usage_seal draws it), not the
- * block number: a copy of the card's files put back makes the same numbers again.
+ * can tell blocks apart. The block's AEAD nonce is drawn fresh for each block by kh_usage_seal,
+ * not taken from the block number: a copy of the card's files put back makes the same numbers
+ * again.
  */
 #include <string.h>
 
