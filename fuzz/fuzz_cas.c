@@ -367,7 +367,7 @@ static void provision(void)
 	kh_emm_put_set_signer(&w, signer_der[0], signer_der_len[0]);
 	kh_emm_put_set_signer(&w, signer_der[1], signer_der_len[1]);
 	kh_emm_put_set_key(&w, FZ_CAS_KEY_ID, FZ_CAS_KEY_VERSION, fz_cas_skey);
-	kh_emm_put_set_group(&w, FZ_CAS_GROUP, fz_cas_gkey);
+	kh_emm_put_set_group(&w, FZ_CAS_GROUP, fz_cas_gkey, 0);
 	kh_emm_put_set_all_key(&w, fz_cas_akey);
 	kh_emm_put_entitle(&w, FZ_CAS_PRODUCT, FZ_CAS_NOW - 86400u * 30, FZ_CAS_NOW + 86400u * 30);
 	if (kh_emm_put_add_credit(&w, FZ_CAS_CREDIT, 1) != KH_OK)
@@ -596,10 +596,11 @@ static void model_apply(const struct kh_emm_hdr *h, const uint8_t *cmds, size_t 
 				md.last_reload = reload;
 			}
 		} else if (t.tag == KH_EMM_SET_GROUP) {
-			CHECK(t.len == 36);
-			/* another group has its own sequence: the card starts it afresh */
-			if (md.group != kh_get_be32(t.v))
-				md.seq[KH_EMM_GROUP] = 0;
+			CHECK(t.len == 40);
+			/* another group's sequence starts where the operator says it stands; the same
+			 * group's never goes back */
+			if (md.group != kh_get_be32(t.v) || kh_get_be32(t.v + 36) > md.seq[KH_EMM_GROUP])
+				md.seq[KH_EMM_GROUP] = kh_get_be32(t.v + 36);
 			md.group = kh_get_be32(t.v);
 			memcpy(md.gkey, t.v + 4, 32);
 		} else if (t.tag == KH_EMM_SET_ALL_KEY) {

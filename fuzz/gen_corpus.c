@@ -978,7 +978,7 @@ static void gen_emm(void)
 		case KH_EMM_ADD_CREDIT: kh_emm_put_add_credit(&w, 500, 2); break;
 		case KH_EMM_AUTH_EXPORT: kh_emm_put_auth_export(&w, 1); break;
 		case KH_EMM_REQ_EXPORT: kh_emm_put_req_export(&w); break;
-		case KH_EMM_SET_GROUP: kh_emm_put_set_group(&w, 0x78, k2); break;
+		case KH_EMM_SET_GROUP: kh_emm_put_set_group(&w, 0x78, k2, 0); break;
 		case KH_EMM_SET_ALL_KEY: kh_emm_put_set_all_key(&w, k2); break;
 		case KH_EMM_ACK_USAGE: kh_emm_put_ack_usage(&w, 3); break;
 		default: kh_emm_put_set_signer(&w, not_a_cert, sizeof not_a_cert); break;
@@ -1287,7 +1287,7 @@ static void cmd_chunk(struct seq *s, uint8_t mode, int c, uint32_t a, uint64_t b
 	case C_CREDIT: kh_emm_put_add_credit(&w, a, (uint32_t)b); break;
 	case C_EXPORT: kh_emm_put_auth_export(&w, (int)a); break;
 	case C_REQ: kh_emm_put_req_export(&w); break;
-	case C_GROUP: kh_emm_put_set_group(&w, a, k2); break;
+	case C_GROUP: kh_emm_put_set_group(&w, a, k2, (uint32_t)b); break;
 	case C_ALL: kh_emm_put_set_all_key(&w, k2); break;
 	default: kh_emm_put_ack_usage(&w, a); break;
 	}

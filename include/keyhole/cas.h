@@ -171,7 +171,8 @@ enum kh_emm_cmd {
 	KH_EMM_ADD_CREDIT = 4,  /* u32 amount | u32 reload_id: applied once, reload ids increase */
 	KH_EMM_AUTH_EXPORT = 5, /* u8 0|1: may the card export its usage data (seed 001) */
 	KH_EMM_REQ_EXPORT = 6,  /* empty: export now (seed 001) */
-	KH_EMM_SET_GROUP = 7,   /* u32 group | key(32): the card's group and its key */
+	KH_EMM_SET_GROUP = 7,   /* u32 group | key(32) | u32 seq: the card's group, its key, and the
+				 * group's sequence now (the card takes group EMMs above it only) */
 	KH_EMM_SET_ALL_KEY = 8, /* key(32): the broadcast key */
 	KH_EMM_ACK_USAGE = 9,   /* u32 block_seq: the center holds the purchases of blocks up to it */
 	KH_EMM_SET_SIGNER = 10, /* DER certificate of an ECM or EMM signer, checked against the root */
@@ -214,7 +215,7 @@ kh_err kh_emm_put_revoke(struct kh_wr *w, uint32_t product);
 kh_err kh_emm_put_add_credit(struct kh_wr *w, uint32_t amount, uint32_t reload_id);
 kh_err kh_emm_put_auth_export(struct kh_wr *w, int on);
 kh_err kh_emm_put_req_export(struct kh_wr *w);
-kh_err kh_emm_put_set_group(struct kh_wr *w, uint32_t group, const uint8_t key[static KH_CAS_KEY_LEN]);
+kh_err kh_emm_put_set_group(struct kh_wr *w, uint32_t group, const uint8_t key[static KH_CAS_KEY_LEN], uint32_t seq);
 kh_err kh_emm_put_set_all_key(struct kh_wr *w, const uint8_t key[static KH_CAS_KEY_LEN]);
 kh_err kh_emm_put_ack_usage(struct kh_wr *w, uint32_t block_seq);
 kh_err kh_emm_put_set_signer(struct kh_wr *w, const uint8_t *cert, size_t len);

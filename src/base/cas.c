@@ -439,13 +439,14 @@ kh_err kh_emm_put_req_export(struct kh_wr *w)
 	return kh_tlv_put(w, KH_EMM_REQ_EXPORT, NULL, 0);
 }
 
-kh_err kh_emm_put_set_group(struct kh_wr *w, uint32_t group, const uint8_t key[static KH_CAS_KEY_LEN])
+kh_err kh_emm_put_set_group(struct kh_wr *w, uint32_t group, const uint8_t key[static KH_CAS_KEY_LEN], uint32_t seq)
 {
-	uint8_t v[4 + KH_CAS_KEY_LEN];
+	uint8_t v[4 + KH_CAS_KEY_LEN + 4];
 	kh_err r;
 
 	kh_put_be32(v, group);
 	memcpy(v + 4, key, KH_CAS_KEY_LEN);
+	kh_put_be32(v + 4 + KH_CAS_KEY_LEN, seq);
 	r = kh_tlv_put(w, KH_EMM_SET_GROUP, v, sizeof v);
 	kh_wipe(v, sizeof v);
 	return r;

@@ -504,14 +504,17 @@ static kh_err apply(struct kh_module *m, uint8_t type, const uint8_t *cmds, size
 			break;
 		case KH_EMM_SET_GROUP:
 			/* Group and broadcast keys only ever come under the card's own key. */
-			if (t.len != 36) {
-				r = KH_ERR_FORMAT;
+			if (t.len != 40) {
+				r = KH_ERR_FORMAT; /* the first form had no sequence: refused */
 				break;
 			}
-			/* A new group has its own sequence: start it afresh. The old group's EMMs no
-			 * longer open here, having been sealed under the old group's key. */
-			if (!c->has_group || c->group != kh_get_be32(t.v))
-				c->seq[KH_EMM_GROUP] = 0;
+			/* A new group has its own sequence: the card takes it from the operator, where it
+			 * stands now, so a host cannot replay the group's older EMMs (a right since
+			 * revoked) to a card that just joined. The old group's EMMs no longer open here,
+			 * having been sealed under the old group's key. */
+			if (!c->has_group || c->group != kh_get_be32(t.v) ||
+			    kh_get_be32(t.v + 36) > c->seq[KH_EMM_GROUP])
+				c->seq[KH_EMM_GROUP] = kh_get_be32(t.v + 36);
 			c->group = kh_get_be32(t.v);
 			memcpy(c->group_key, t.v + 4, 32);
 			c->has_group = 1;

@@ -260,7 +260,7 @@ static void test_emm_rules(void **state)
 		assert_int_equal(kh_random(master_free, 32), KH_OK);
 		assert_int_equal(kh_cas_group_key(master_free, 9, gk), KH_OK);
 		kh_wr_init(&g, gc, sizeof gc);
-		assert_int_equal(kh_emm_put_set_group(&g, 9, gk), KH_OK);
+		assert_int_equal(kh_emm_put_set_group(&g, 9, gk, 0), KH_OK);
 		n = make_emm(cw, w->c1.ua, 6, gc, g.len, emm, sizeof emm);
 		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
 		kh_wr_init(&g, gc, sizeof gc);
@@ -274,10 +274,41 @@ static void test_emm_rules(void **state)
 		assert_int_equal(after.group, 9);
 		/* a group key may only arrive under the card's own key */
 		kh_wr_init(&g, gc, sizeof gc);
-		assert_int_equal(kh_emm_put_set_group(&g, 10, gk), KH_OK);
+		assert_int_equal(kh_emm_put_set_group(&g, 10, gk, 0), KH_OK);
 		gh.seq = 2;
 		assert_int_equal(kh_emm_seal_signed(gk, &sg, &gh, gc, g.len, emm, sizeof emm, &n), KH_OK);
 		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_EMM_SCOPE);
+
+		/* A card joining group 11 where its sequence stands at 5 takes none of the group's
+		 * older EMMs (a right granted at 3 and revoked at 4, say), only what comes after. */
+		{
+			uint8_t gk11[32], old_form[40];
+			struct kh_emm_hdr g11 = {0, KH_EMM_GROUP, 11, 3, 0};
+			uint32_t useq = status_of(&w->c1.t).seq[KH_EMM_UNIQUE];
+			assert_int_equal(kh_cas_group_key(master_free, 11, gk11), KH_OK);
+			/* the first form of SET GROUP, without the sequence, is refused */
+			kh_put_be32(old_form, 11);
+			memcpy(old_form + 4, gk11, 32);
+			kh_wr_init(&g, gc, sizeof gc);
+			assert_int_equal(kh_tlv_put(&g, KH_EMM_SET_GROUP, old_form, 36), KH_OK);
+			n = make_emm(cw, w->c1.ua, ++useq, gc, g.len, emm, sizeof emm);
+			assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_FORMAT);
+			assert_int_equal(status_of(&w->c1.t).group, 9);
+			kh_wr_init(&g, gc, sizeof gc);
+			assert_int_equal(kh_emm_put_set_group(&g, 11, gk11, 5), KH_OK);
+			n = make_emm(cw, w->c1.ua, ++useq, gc, g.len, emm, sizeof emm);
+			assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+			assert_int_equal(status_of(&w->c1.t).seq[KH_EMM_GROUP], 5);
+			kh_wr_init(&g, gc, sizeof gc);
+			assert_int_equal(kh_emm_put_entitle(&g, 12, cw->t0, cw->t0 + 10), KH_OK);
+			assert_int_equal(kh_emm_seal_signed(gk11, &sg, &g11, gc, g.len, emm, sizeof emm, &n), KH_OK);
+			assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_ERR_EMM_REPLAY);
+			g11.seq = 6;
+			assert_int_equal(kh_emm_seal_signed(gk11, &sg, &g11, gc, g.len, emm, sizeof emm, &n), KH_OK);
+			assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+			assert_int_equal(status_of(&w->c1.t).nrights, 3);
+			kh_wipe(gk11, sizeof gk11);
+		}
 	}
 }
 

@@ -44,7 +44,8 @@ kh_err kh_headend_emm_make(struct kh_headend_keys *k, const struct kh_headend_em
 	if (req->set_group) {
 		if ((r = kh_cas_group_key(master, req->group, key)) != KH_OK)
 			goto out;
-		kh_emm_put_set_group(&w, req->group, key);
+		/* where the group's sequence stands: its older EMMs are then replays on this card */
+		kh_emm_put_set_group(&w, req->group, key, kh_headend_keys_seq(k, KH_EMM_GROUP, req->group));
 	}
 	if (req->set_all_key) {
 		if ((r = kh_cas_all_key(master, key)) != KH_OK)
