@@ -113,6 +113,17 @@ static void check_der(const uint8_t *d, size_t n)
 	memset(&info, 0, sizeof info);
 	r = check(d, n, ROOT_PK, KH_ROLE_NONE, KH_CERT_KEY_ANY, 0, &info);
 	CHECK(r == KH_OK || r == KH_ERR_CERT);
+	/* kh_cert_read (no signature checked): refuses only as CERT, leaves no error behind, and
+	 * reads what the root vouches for exactly as kh_cert_check does */
+	{
+		struct kh_cert_info rd;
+		kh_err rr = kh_cert_read(d, n, &rd);
+		CHECK(ERR_peek_error() == 0);
+		CHECK(rr == KH_OK || rr == KH_ERR_CERT);
+		if (r == KH_OK)
+			CHECK(rr == KH_OK && rd.role == info.role && rd.ua == info.ua && rd.key == info.key &&
+			      memcmp(rd.pub, info.pub, 32) == 0);
+	}
 	if (r == KH_OK) {
 		enum kh_role other_role = (enum kh_role)(info.role % KH_ROLE_KEYCARD + 1);
 		enum kh_cert_key other_key =

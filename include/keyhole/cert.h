@@ -70,6 +70,13 @@ KH_WARN_UNUSED kh_err kh_cert_check_by_clock(const uint8_t *der, size_t len, con
 					     enum kh_role want_role, enum kh_cert_key want_key, uint64_t clock,
 					     struct kh_cert_info *info);
 
+/*
+ * What a certificate of ours says (role, UA, key; not_after left 0), read without checking who
+ * signed it: for a party that keeps its own certificate beside its key and wants to know they
+ * match. Never a proof of anything. KH_ERR_CERT when it does not parse as one of ours.
+ */
+KH_WARN_UNUSED kh_err kh_cert_read(const uint8_t *der, size_t len, struct kh_cert_info *info);
+
 /* Root certificate: parse a self-signed Ed25519 root and return its public key (KH_ERR_CERT otherwise). */
 KH_WARN_UNUSED kh_err kh_cert_root_pk(const uint8_t *der, size_t len, uint8_t root_pk[static 32]);
 

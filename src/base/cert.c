@@ -212,6 +212,28 @@ kh_err kh_cert_check_by_clock(const uint8_t *der, size_t len, const uint8_t root
 	return check(der, len, root_pk, want_role, want_key, clock, 1, info);
 }
 
+kh_err kh_cert_read(const uint8_t *der, size_t len, struct kh_cert_info *info)
+{
+	struct kh_cert_info ci;
+	const X509_NAME *subj;
+	X509 *x = NULL;
+	kh_err r = KH_ERR_CERT;
+
+	ERR_set_mark();
+	memset(&ci, 0, sizeof ci);
+	if ((x = parse_der(der, len)) == NULL || !well_formed(x))
+		goto out;
+	subj = X509_get_subject_name(x);
+	if ((ci.role = subject_role(subj)) == KH_ROLE_NONE || !subject_ua(subj, &ci.ua) || !cert_pub(x, ci.pub, &ci.key))
+		goto out;
+	*info = ci;
+	r = KH_OK;
+out:
+	X509_free(x);
+	ERR_pop_to_mark();
+	return r;
+}
+
 static kh_err check(const uint8_t *der, size_t len, const uint8_t root_pk[static 32], enum kh_role want_role,
 		    enum kh_cert_key want_key, uint64_t now, int lower_bound, struct kh_cert_info *info)
 {

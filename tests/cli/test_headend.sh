@@ -178,6 +178,12 @@ cp h.keys bad.keys
 printf 'seq card zz 1\n' >>bad.keys
 kh_expect_fail headend keys show --keys bad.keys
 kh_err_has "bad.keys line $(wc -l <bad.keys): malformed"
+# a signer line whose key is not its certificate's (a hand edit): refused, naming the line
+awk '$1 == "signer" && $2 == "ecm" { $4 = "0000000000000000000000000000000000000000000000000000000000000001" } { print }' \
+	h.keys >bad.keys
+chmod 600 bad.keys
+kh_expect_fail headend keys show --keys bad.keys
+kh_err_has "bad.keys line $(grep -n '^signer ecm' bad.keys | cut -d: -f1): malformed"
 # the ECM PID collides with a component: refused, and nothing left behind
 kh_expect_fail headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 \
 	--ecm-pid "$(echo $PIDS | cut -d' ' -f1)" --cw-log x.cw

@@ -16,6 +16,7 @@
 
 #include "keyhole/buf.h"
 #include "keyhole/cas.h"
+#include "keyhole/authority.h"
 #include "keyhole/crypto.h"
 #include "keyhole/file.h"
 #include "keyhole/headend.h"
@@ -198,18 +199,24 @@ static void test_emm(void **state)
 	uint32_t seq;
 	unsigned counts[16] = {0};
 	uint8_t emm_signer_pk[32];
+	uint32_t signer_serial = 0;
 	char *dir = kh_test_tmpdir(), *p = path_in(dir, "h.keys");
 
 	(void)state;
 	assert_int_equal(kh_headend_keys_create(master, &k), KH_OK);
-	/* a group EMM needs the EMM signer; its certificate is only carried here, so any bytes do */
+	/* a group EMM needs the EMM signer: an authority's, key and certificate together */
 	{
-		struct kh_cas_signer sg = {77, {0}};
-		uint8_t pk[32], fake_der[100];
-		memset(fake_der, 0x30, sizeof fake_der);
-		assert_int_equal(kh_ed25519_keygen(sg.sk, pk), KH_OK);
-		assert_int_equal(kh_headend_keys_set_signer(k, KH_ROLE_EMM_SIGNER, &sg, fake_der, sizeof fake_der), KH_OK);
-		memcpy(emm_signer_pk, pk, 32);
+		struct kh_cas_signer sg;
+		uint8_t der[KH_CERT_MAX];
+		size_t dl;
+		char *ad = path_in(dir, "authority");
+		assert_int_equal(kh_authority_init(ad, "Headend test"), KH_OK);
+		assert_int_equal(kh_authority_signer_load(ad, KH_ROLE_EMM_SIGNER, &sg, der, sizeof der, &dl), KH_OK);
+		assert_int_equal(kh_headend_keys_set_signer(k, KH_ROLE_EMM_SIGNER, &sg, der, dl), KH_OK);
+		assert_int_equal(kh_ed25519_public(sg.sk, emm_signer_pk), KH_OK);
+		signer_serial = sg.serial;
+		kh_wipe(&sg, sizeof sg);
+		free(ad);
 	}
 	assert_int_equal(kh_headend_keys_save_new(k, p), KH_OK);
 	kh_headend_keys_free(k);
@@ -253,9 +260,9 @@ static void test_emm(void **state)
 	assert_int_equal(seq, 1);
 	assert_int_equal(kh_cas_group_key(master, 3, kp), KH_OK);
 	assert_int_equal(kh_emm_open(kp, sec, len, out, sizeof out, &n), KH_OK);
-	/* signed by the key file's EMM signer, serial 77 */
+	/* signed by the key file's EMM signer */
 	assert_int_equal(kh_emm_peek(sec, len, &h), KH_OK);
-	assert_int_equal(h.signer, 77);
+	assert_int_equal(h.signer, signer_serial);
 	assert_int_equal(kh_emm_verify(emm_signer_pk, sec, len), KH_OK);
 	sec[30] ^= 1;
 	assert_int_equal(kh_emm_verify(emm_signer_pk, sec, len), KH_ERR_SIGNATURE);

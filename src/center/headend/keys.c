@@ -491,6 +491,16 @@ static kh_err parse_line(struct kh_headend_keys *k, const char *p, const char *e
 		    kh_hex_decode(w, wn, sg->der, wn / 2) != KH_OK)
 			return KH_ERR_FORMAT;
 		sg->len = wn / 2;
+		/* key, serial and certificate must belong together: a hand-edited line that does not
+		 * would make every card refuse what this headend signs */
+		{
+			struct kh_cert_info ci;
+			uint8_t pk[32];
+			enum kh_role want = is(a, an, "emm") ? KH_ROLE_EMM_SIGNER : KH_ROLE_ECM_SIGNER;
+			if (kh_cert_read(sg->der, sg->len, &ci) != KH_OK || ci.role != want || ci.ua != sg->sg.serial ||
+			    kh_ed25519_public(sg->sg.sk, pk) != KH_OK || memcmp(pk, ci.pub, 32) != 0)
+				return KH_ERR_FORMAT;
+		}
 		sg->have = 1;
 		return KH_OK;
 	}
