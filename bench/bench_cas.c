@@ -1,7 +1,7 @@
 /*
  * bench_cas: the ECM-to-control-word path of issue 3 (decoder -> CAM -> card and back) and the
  * EMM apply rate, next to the raw AES-256-GCM work the path is made of, measured in the same run
- * on the same bytes (DESIGN.md §4: report ratios, never a bare time).
+ * on the same bytes (report ratios, never a bare time).
  *
  *   ecm_cw_inproc       kh_host_cas_ecm through in-process modules held in memory (a store of
  *                       the card's state is a memcpy): what the code costs

@@ -1,6 +1,6 @@
 /*
  * bench_pair: what the paired channel of seed 000 costs, next to the primitives it is made of,
- * all measured in the same run (DESIGN.md §4: report ratios, never a bare time).
+ * all measured in the same run (report ratios, never a bare time).
  *
  *   primitives  X25519 derive / keygen / public, Ed25519 verify of a certificate-sized message,
  *               X.509 parse and the whole certificate check, HKDF, HPKE seal/open of the 48-byte

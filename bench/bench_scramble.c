@@ -1,6 +1,6 @@
 /*
  * bench_scramble: scrambler throughput (include/keyhole/scramble.h) next to the raw primitive
- * on the same bytes, in the same run (DESIGN.md §4: report ratios, never a bare time).
+ * on the same bytes, in the same run (report ratios, never a bare time).
  *
  * The stream: N (-n, default 20000) 188-byte packets of random payload, one in 20 with an
  * 8-byte adaptation field and one in 500 with an adaptation field only, as a video PID looks.

@@ -1,7 +1,7 @@
 /*
  * bench_sms: the management center of issue 4 (src/center/sms/) through its real HTTP server on
- * loopback, next to the primitives its requests are made of, measured in the same run (DESIGN.md
- * §4: report ratios, never a bare time). Two questions from the issue's "Benchmarks":
+ * loopback, next to the primitives its requests are made of, measured in the same run (report
+ * ratios, never a bare time). Two questions from the issue's "Benchmarks":
  *
  * 1. Upload ingestion. M real cards are personalised in memory (as tests/unit/world.c does),
  *    registered and assigned through the API, and given their start-up EMMs (so each may export

@@ -1,6 +1,6 @@
 /*
  * ISO/IEC 7816-4 command and response APDUs, the only shape in which bytes cross between a
- * host and a module (DESIGN.md §1). Commands are CLA INS P1 P2 [Lc data] [Le] in short or
+ * host and a module. Commands are CLA INS P1 P2 [Lc data] [Le] in short or
  * extended form; responses are data followed by the status word SW1 SW2. Allocation-free.
  *
  * Keyhole's instruction set (CLA 0x80) is listed here because both sides need it; what each

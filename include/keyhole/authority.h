@@ -1,6 +1,6 @@
 /*
  * The operator authority (center zone): the Ed25519 root key and self-signed X.509 root, the
- * management master key from which card keys are diversified (PROTOCOLS.md), and the issuing of
+ * management master key from which card keys are diversified (the protocol design), and the issuing of
  * module certificates. Lives in a directory:
  *
  *   root.key     Ed25519 private key, PKCS#8 PEM, mode 0600
@@ -74,7 +74,7 @@ KH_WARN_UNUSED kh_err kh_authority_issue(struct kh_authority *a, enum kh_role ro
 					 enum kh_cert_key key, const uint8_t pub[static 32], const char *use,
 					 uint8_t *der, size_t cap, size_t *len);
 
-/* Kp and Ku of a card (PROTOCOLS.md): HKDF(master, "", label || UA, 32). */
+/* Kp and Ku of a card (the protocol design): HKDF(master, "", label || UA, 32). */
 KH_WARN_UNUSED kh_err kh_authority_card_keys(const struct kh_authority *a, uint32_t ua,
 					     uint8_t kp[static 32], uint8_t ku[static 32]);
 

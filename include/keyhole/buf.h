@@ -1,5 +1,5 @@
 /*
- * Bounded reader and writer over caller-owned byte arrays, and the TLV codec of PROTOCOLS.md
+ * Bounded reader and writer over caller-owned byte arrays, and the TLV codec of the protocol design
  * (u8 tag, u16 length, value; big-endian). Both are allocation-free so the module zone can use
  * them. Errors are sticky: after the first failure every further call fails with the same
  * code and moves nothing, so a parser may check once at the end. A reader never reads past its

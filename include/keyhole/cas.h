@@ -1,5 +1,5 @@
 /*
- * Pay-TV entitlement messages (PROTOCOLS.md "Pay-TV: ECM and EMM"; docs/protocols/cas.md): the
+ * Pay-TV entitlement messages (the protocol design "Pay-TV: ECM and EMM"; docs/protocols/cas.md): the
  * ECM that carries a crypto period's control words under a service key, the EMM that carries
  * rights, keys and credit to one card, a group or all cards, and the card's answers. Both sides
  * use this codec: the headend and the EMM maker seal, the card opens (src/module/applet_cas.c),
@@ -26,10 +26,10 @@
  * address: the card's UA), 0x83 (group: a group number), 0x84 (all: address 0) and must agree
  * with the address type.
  *
- * Keys: Kp is the card's personal key (PROTOCOLS.md); the group and broadcast keys are
+ * Keys: Kp is the card's personal key (the protocol design); the group and broadcast keys are
  * diversified from the same master, HKDF(master, "", "keyhole emm group v1" | u32 group, 32) and
  * HKDF(master, "", "keyhole emm all v1", 32), and reach a card in a unique EMM (SET GROUP,
- * SET ALL KEY) — an addition to PROTOCOLS.md, which names group keys but not how they arrive.
+ * SET ALL KEY) — an addition to the protocol design, which names group keys but not how they arrive.
  */
 #ifndef KEYHOLE_CAS_H
 #define KEYHOLE_CAS_H
@@ -221,7 +221,7 @@ kh_err kh_emm_put_ack_usage(struct kh_wr *w, uint32_t block_seq);
 kh_err kh_emm_put_set_signer(struct kh_wr *w, const uint8_t *cert, size_t len);
 kh_err kh_emm_put_revoked(struct kh_wr *w, uint32_t version, const uint32_t *uas, size_t n);
 
-/* ---- keys diversified from the management master (PROTOCOLS.md, and above) ---- */
+/* ---- keys diversified from the management master (the protocol design, and above) ---- */
 
 KH_WARN_UNUSED kh_err kh_cas_card_kp(const uint8_t master[static 32], uint32_t ua, uint8_t kp[static 32]);
 KH_WARN_UNUSED kh_err kh_cas_card_ku(const uint8_t master[static 32], uint32_t ua, uint8_t ku[static 32]);

@@ -1,5 +1,5 @@
 /*
- * Operator certificates (DESIGN.md §1, PROTOCOLS.md "Identities"). The authority signs X.509 v3
+ * Operator certificates (the protocol design "Identities"). The authority signs X.509 v3
  * certificates with its Ed25519 root; each names a role and a unique address (UA) in its
  * subject:  O=<operator>, OU=<role>, serialNumber=<UA as 8 hex digits>, CN=<role> <UA hex>.
  * A module's pairing certificate carries its X25519 key, its signing certificate its Ed25519 key.

@@ -1,8 +1,8 @@
 /*
- * Crypto facade: the only place Keyhole touches OpenSSL's primitives (DESIGN.md §6). Fixed
+ * Crypto facade: the only place Keyhole touches OpenSSL's primitives. Fixed
  * sizes are in the signatures. Every function writes its outputs only on success and wipes its
  * own temporaries on every path. Algorithms are fetched once per process and contexts reused
- * per thread, because a fresh fetch costs several times the operation (DESIGN.md §10).
+ * per thread, because a fresh fetch costs several times the operation.
  *
  * Randomness comes from OpenSSL's RAND_bytes unless a test installs a deterministic source
  * with kh_rng_set(); production code never does.
@@ -76,7 +76,7 @@ KH_WARN_UNUSED kh_err kh_aead_seal_alg(enum kh_aead_alg alg, const uint8_t *key,
 KH_WARN_UNUSED kh_err kh_aead_open_alg(enum kh_aead_alg alg, const uint8_t *key,
 				       const uint8_t nonce[static KH_NONCE_LEN], const uint8_t *aad,
 				       size_t aadlen, const uint8_t *ct, size_t ctlen, uint8_t *pt);
-/* AES-256-GCM, the default AEAD of PROTOCOLS.md. */
+/* AES-256-GCM, the default AEAD of the protocol design. */
 KH_WARN_UNUSED kh_err kh_aead_seal(const uint8_t key[static KH_KEY_LEN],
 				   const uint8_t nonce[static KH_NONCE_LEN], const uint8_t *aad,
 				   size_t aadlen, const uint8_t *pt, size_t ptlen, uint8_t *ct);

@@ -1,7 +1,7 @@
 /*
  * HPKE base mode (RFC 9180, mode_base = 0) with DHKEM(X25519, HKDF-SHA256) and HKDF-SHA256,
  * built on the crypto facade because OpenSSL 3.0 has no HPKE. AEADs: AES-128-GCM (the suite
- * PROTOCOLS.md uses), AES-256-GCM and ChaCha20-Poly1305 (so the RFC's A.1 and A.2 vectors both
+ * The protocol design uses), AES-256-GCM and ChaCha20-Poly1305 (so the RFC's A.1 and A.2 vectors both
  * run). Allocation-free; usable from the module zone.
  *
  * Limits: info, exporter context and ikm are at most KH_HPKE_INPUT_MAX bytes (KH_ERR_TOO_LARGE),
@@ -54,7 +54,7 @@ KH_WARN_UNUSED kh_err kh_hpke_export(const struct kh_hpke_ctx *c, const uint8_t 
 				     uint8_t *out, size_t outlen);
 void kh_hpke_ctx_wipe(struct kh_hpke_ctx *c);
 
-/* Single-shot API (RFC 9180 §6.1) in AES-128-GCM, the suite of PROTOCOLS.md. */
+/* Single-shot API (RFC 9180 §6.1) in AES-128-GCM, the suite of the protocol design. */
 KH_WARN_UNUSED kh_err kh_hpke_seal_base(const uint8_t pkR[static 32], const uint8_t *info, size_t infolen,
 					const uint8_t *aad, size_t aadlen, const uint8_t *pt, size_t ptlen,
 					uint8_t enc[static KH_HPKE_ENC_LEN], uint8_t *ct);

@@ -1,5 +1,5 @@
 /*
- * The HTTP/JSON service layer every center speaks (DESIGN.md §8): an HTTP/1.1 server over GNU
+ * The HTTP/JSON service layer every center speaks: an HTTP/1.1 server over GNU
  * libmicrohttpd with keep-alive and optional HTTPS (TLS 1.3 only, GnuTLS inside libmicrohttpd),
  * a route table of {method, "/v1/cards/{ua}", handler}, JSON bodies parsed with jansson, error
  * bodies {"error": {"code", "message"}} generated from the error registry (keyhole/err.h), an
@@ -118,7 +118,7 @@ struct kh_http_route {
  * fp is SHA-256 over method, NUL, path, NUL, body: the store keeps it with the answer and
  * compares it in get. body is the compact JSON text the server sent (malloc'd by the store in
  * get; the server frees it with free()). A failing put is logged, and the answer still sent:
- * handlers that move money must also bind the key inside their own transaction (DESIGN.md §7),
+ * handlers that move money must also bind the key inside their own transaction,
  * since two concurrent requests with one key can both miss in get.
  */
 struct kh_http_idem {

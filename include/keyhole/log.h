@@ -1,5 +1,5 @@
 /*
- * Logging: one line per event on stderr, key=value pairs (DESIGN.md §8):
+ * Logging: one line per event on stderr, key=value pairs:
  *     ts=2026-11-21T14:03:07Z level=info event=pair.open ua=00000001
  * The caller passes the event name and an optional printf-style tail of key=value pairs.
  * Never pass a secret: only identifiers, counters, error names. The level comes from

@@ -1,5 +1,5 @@
 /*
- * The decoder's memory M1 (seed 001, PROTOCOLS.md "Seed 001"; rules in docs/internals/m1.md): one
+ * The decoder's memory M1 (seed 001, the protocol design "Seed 001"; rules in docs/internals/m1.md): one
  * file holding the latest usage block (include/keyhole/usage.h) a card made for the decoder,
  * sealed under the decoder's local key and replaced atomically, so that when the card is replaced
  * before the decoder ever reached the center, the old card's purchases can still be carried there

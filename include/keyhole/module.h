@@ -1,5 +1,5 @@
 /*
- * The security module boundary (DESIGN.md §1). A module — smart card, CAM, and later the other
+ * The security module boundary. A module — smart card, CAM, and later the other
  * seeds' devices — is driven only with command APDUs and answers only with response APDUs. This
  * header is what runs a module: the "hardware" side (software module host, module daemon,
  * tests) gives it memory, its root key, a store for its sealed state and a clock, then feeds it

@@ -1,6 +1,6 @@
 /*
  * Seed 000 (WO 97/38530): the paired channel between an initiator I (a CAM toward its card, a
- * decoder toward its CAM) and a responder R (the card, the CAM). PROTOCOLS.md fixes the
+ * decoder toward its CAM) and a responder R (the card, the CAM). The protocol design fixes the
  * messages; docs/protocols/pairing.md explains them. This is a pure engine: bytes in, bytes out,
  * no I/O and no allocation, so the module zone (card and CAM applets) and the host zone (the
  * decoder) run the very same code.
@@ -10,7 +10,7 @@
  *   sealed      u8 ver=1 | u32 ctr | AEAD(k_dir, nonce = 0^8|ctr, aad = ver|ctr, body)
  *   keys        k_ir | k_ri = HKDF(ikm=Ci, salt=enc|Nr, "keyhole pair v1 keys", 64)
  *
- * Nr is the responder's fresh random contribution, an addition to PROTOCOLS.md: without it the
+ * Nr is the responder's fresh random contribution, an addition to the protocol design: without it the
  * keys depend on the initiator's bytes alone, so a host replaying a recorded PAIR OPEN would make
  * the responder reinstall an old channel with its counters at zero — old commands accepted again,
  * and answers sealed twice under one nonce (docs/protocols/pairing.md).

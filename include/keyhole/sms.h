@@ -2,7 +2,7 @@
  * The management center (subscriber management system, issue 4): the operator's back office for
  * the pay-TV path. It keeps subscribers, cards, the catalogue, subscriptions, the credit policy
  * and the service keys in the SQL store (keyhole/store.h), and turns each change into the EMMs
- * the cards need (PROTOCOLS.md "Pay-TV: ECM and EMM", seed 001), sealed under each card's
+ * the cards need (the protocol design "Pay-TV: ECM and EMM", seed 001), sealed under each card's
  * personal key and queued with the card's next sequence number in the same transaction.
  * It answers the operator API under /v1 on an HTTP server (keyhole/http.h); `keyhole serve`
  * hosts it. Center zone only. Data flow, endpoints and threading: docs/internals/sms.md;

@@ -1,5 +1,5 @@
 /*
- * The management center's SQL store (DESIGN.md §7, issue 4). One schema with versioned
+ * The management center's SQL store (issue 4). One schema with versioned
  * migrations compiled into the binary; SQLite (WAL) by default, PostgreSQL later behind the same
  * functions. Every function that changes state runs as one transaction and returns only after
  * the commit is durable: with the default options a commit that returned survives a power loss.
@@ -113,7 +113,7 @@ KH_WARN_UNUSED kh_err kh_store_group_run(struct kh_store_group *g, kh_store_tx_f
 /* Counters since creation: committed batches, jobs run, and jobs waiting right now. */
 void kh_store_group_stats(struct kh_store_group *g, uint64_t *batches, uint64_t *jobs, unsigned *waiting);
 
-/* ---- EMM sequence numbers and queue (PROTOCOLS.md "Pay-TV: ECM and EMM") ---- */
+/* ---- EMM sequence numbers and queue (the protocol design "Pay-TV: ECM and EMM") ---- */
 
 /*
  * Next sequence number for (addr_type, addr): 1 for the first, then strictly increasing, never
@@ -217,7 +217,7 @@ KH_WARN_UNUSED kh_err kh_store_card_reloads_above(struct kh_store *s, uint32_t u
 KH_WARN_UNUSED kh_err kh_store_event_price(struct kh_store *s, uint32_t id, uint32_t *price);
 
 
-/* ---- idempotency (DESIGN.md §7) ---- */
+/* ---- idempotency ---- */
 
 #define KH_STORE_IDEM_KEY_MAX 128
 #define KH_STORE_IDEM_HASH_LEN 32

@@ -1,6 +1,6 @@
 /*
  * Transports carry command and response APDUs between a host and a module, and nothing else
- * (DESIGN.md §1). Every transport moves exactly the same bytes: in-process (a function call into
+ *. Every transport moves exactly the same bytes: in-process (a function call into
  * a module this process runs) or a UNIX socket to a module daemon (`keyhole card serve`). PC/SC
  * can follow with the same shape.
  *

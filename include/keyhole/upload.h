@@ -1,5 +1,5 @@
 /*
- * The decoder's side of the upload session (seed 001, PROTOCOLS.md "Seed 001";
+ * The decoder's side of the upload session (seed 001, the protocol design "Seed 001";
  * docs/protocols/upload.md; the decisions this side made are in docs/internals/decoder.md,
  * "The upload session"). kh_upload_run opens a session at the management center for the current
  * card, has the card sign the center's nonce (HELLO), sends the card's fresh block (EXPORT P1=0)

@@ -1,5 +1,5 @@
 /*
- * The card's usage-data block (seed 001, PROTOCOLS.md "Seed 001"; docs/protocols/usage.md): what
+ * The card's usage-data block (seed 001, the protocol design "Seed 001"; docs/protocols/usage.md): what
  * only the card knows — purchases, credit, usage counters, applet versions — exported as one
  * block that the decoder may keep (memory M1) and carry to the management center, which alone can
  * read it (Ku) and check that this card made it (the card's certified Ed25519 key).
@@ -12,7 +12,7 @@
  * The nonce is 96 fresh random bits (kh_random) drawn for each block, carried in the header (so
  * under the signature and in the AEAD's associated data). It is not derived from block_seq: a
  * software card whose files are copied back re-uses its block numbers, and a nonce taken from
- * them would then seal a different block under the same key and nonce (PROTOCOLS.md: no module
+ * them would then seal a different block under the same key and nonce (the protocol design: no module
  * nonce from state a rollback restores). The center identifies a block by (UA, block_seq) and
  * the block's hash: the same block seen twice changes nothing; a different block under a known
  * (UA, block_seq) is a rolled-back or cloned card (docs/protocols/upload.md).

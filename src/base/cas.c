@@ -1,5 +1,5 @@
 /*
- * ECM and EMM codec (include/keyhole/cas.h, PROTOCOLS.md "Pay-TV: ECM and EMM"). Shared by the
+ * ECM and EMM codec (include/keyhole/cas.h, the protocol design "Pay-TV: ECM and EMM"). Shared by the
  * headend and EMM maker that seal, the card that opens, and the decoder that reads clear headers.
  * Every length comes from the section itself and is checked against what was given before use;
  * plaintext is wiped on every path.

@@ -1,5 +1,5 @@
 /*
- * Verification of operator certificates (include/keyhole/cert.h, PROTOCOLS.md "Identities and
+ * Verification of operator certificates (include/keyhole/cert.h, the protocol design "Identities and
  * personalisation"): X.509 v3 certificates signed with the authority's Ed25519 root, whose
  * subject names a role (OU) and a unique address (serialNumber, 8 hex digits) and whose key is
  * a module's Ed25519 signing key or X25519 pairing key. Every zone checks certificates here,

@@ -1,5 +1,5 @@
 /*
- * Crypto facade over OpenSSL 3.0 (include/keyhole/crypto.h, DESIGN.md §6). Algorithms are
+ * Crypto facade over OpenSSL 3.0 (include/keyhole/crypto.h, the design rules). Algorithms are
  * fetched once per process; the AEAD cipher context is kept per thread and re-keyed per call,
  * which costs a key schedule instead of an allocation and fetch. All temporaries are wiped.
  */

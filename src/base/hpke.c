@@ -1,7 +1,7 @@
 /*
  * HPKE base mode (RFC 9180, mode_base) with DHKEM(X25519, HKDF-SHA256) and HKDF-SHA256, over the
- * crypto facade because OpenSSL 3.0 has no HPKE (DESIGN.md §6). It is what the pairing protocol
- * of PROTOCOLS.md uses to carry a session secret to a certified X25519 key, and it runs inside
+ * crypto facade because OpenSSL 3.0 has no HPKE. It is what the pairing protocol
+ * of the protocol design uses to carry a session secret to a certified X25519 key, and it runs inside
  * the module zone, so it allocates nothing: the labeled KDF inputs of RFC 9180 §4 are built in
  * fixed stack buffers, and caller-supplied parts of them (info, exporter context, ikm) are
  * bounded by HPKE_INPUT_MAX and refused with KH_ERR_TOO_LARGE beyond it. Every intermediate

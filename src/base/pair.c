@@ -1,5 +1,5 @@
 /*
- * Seed 000 pairing engine (include/keyhole/pair.h, PROTOCOLS.md "Seed 000"). The seed's CAM
+ * Seed 000 pairing engine (include/keyhole/pair.h, the protocol design "Seed 000"). The seed's CAM
  * draws a random key Ci and a random number A, sends both under the card's public key, and
  * expects A back under Ci; from then on everything between them is encrypted under Ci, so a
  * substituted card cannot answer. Here the public-key step is HPKE to the responder's certified

@@ -1,5 +1,5 @@
 /*
- * keyhole serve: the embedded default's center process (DESIGN.md §8). It hosts the management
+ * keyhole serve: the embedded default's center process. It hosts the management
  * center (src/center/sms/, keyhole/sms.h) on one HTTP/1.1 + JSON port under /v1, with /metrics,
  * until SIGTERM or SIGINT, and then stops gracefully: requests in flight are answered. This file
  * is options, signals and the ready line; see keyhole-serve(1).

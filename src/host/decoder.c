@@ -1,7 +1,7 @@
 /*
  * The decoder engine (include/keyhole/decoder.h; contracts in docs/internals/decoder.md): from a
  * scrambled transport stream and a CAS session to a clear one. It implements the decoder side of
- * PROTOCOLS.md "Pay-TV: ECM and EMM" and the stream conventions of issue 3: each new ECM (a
+ * The protocol design "Pay-TV: ECM and EMM" and the stream conventions of issue 3: each new ECM (a
  * (table_id, cp) not passed before) goes to the card, both parities' keys are set from its
  * answer, which never disturbs the running crypto period since the running CW keeps its slot;
  * EMMs addressed to this card and newer than what it accepted go to it once; a refusal clears

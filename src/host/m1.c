@@ -1,6 +1,6 @@
 /*
  * The decoder's memory M1 (include/keyhole/m1.h; rules in docs/internals/m1.md; seed 001,
- * PROTOCOLS.md "Seed 001"). The seed's decoder keeps the security module's latest data in a
+ * The protocol design "Seed 001"). The seed's decoder keeps the security module's latest data in a
  * non-volatile memory, encrypted by a local key, and lets the new module's data replace it only
  * once the center has authorised that module to export — so the replaced module's data survives
  * until the center has recovered it.

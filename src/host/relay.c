@@ -50,7 +50,7 @@ kh_err kh_host_info(struct kh_transport *t, struct kh_module_info *info)
 	if ((r = kh_host_apdu(t, KH_INS_GET_INFO, 0, NULL, 0, resp, sizeof resp, &dlen, &sw)) != KH_OK)
 		return r;
 	kh_rd_init(&rd, resp, dlen);
-	/* Hosts skip tags they do not know (PROTOCOLS.md). */
+	/* Hosts skip tags they do not know (the protocol design). */
 	while ((k = kh_tlv_next(&rd, &tv)) == 1) {
 		switch (tv.tag) {
 		case 1: r = kh_tlv_u8(&tv, &i.role); break;

@@ -1,5 +1,5 @@
 /*
- * The card's conditional-access applet (PROTOCOLS.md "Pay-TV: ECM and EMM", seeds 000 and 001):
+ * The card's conditional-access applet (the protocol design "Pay-TV: ECM and EMM", seeds 000 and 001):
  * service keys, subscription rights, pay-per-view credit, bought events and the purchase log.
  *
  *   ECM        sealed, and only on a channel a CAM has proven (CAM AUTH): open the ECM with the

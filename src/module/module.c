@@ -1,6 +1,6 @@
 /*
  * Module runtime: the dispatch table, the all-or-nothing rule for each command, and the sealed
- * state (DESIGN.md §1 and §7). Every command runs against a copy of the persistent state taken
+ * state. Every command runs against a copy of the persistent state taken
  * before it; a command that fails, or whose new state cannot be stored, leaves the module
  * exactly as it was. A command that changed the state is answered only after the store callback
  * has made the new sealed blob durable ("acknowledged means durable").

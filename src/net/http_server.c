@@ -1,5 +1,5 @@
 /*
- * The HTTP/1.1 + JSON server every center runs behind (DESIGN.md §8), over GNU libmicrohttpd:
+ * The HTTP/1.1 + JSON server every center runs behind, over GNU libmicrohttpd:
  * a thread per connection (at most a configured number at once), keep-alive, HTTPS restricted to TLS 1.3 through libmicrohttpd's
  * GnuTLS backend. A request walks: route match (404 / 405 with Allow) and header checks
  * (413 on a declared Content-Length over the limit, 415 when a body is not application/json,
@@ -743,7 +743,7 @@ kh_err kh_http_start(struct kh_http *h)
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 
-	/* GnuTLS priority string: TLS 1.3 only (DESIGN.md §8). */
+	/* GnuTLS priority string: TLS 1.3 only. */
 	h->d = MHD_start_daemon(
 		flags, h->cfg.port, NULL, NULL, on_request, h,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,

@@ -1,5 +1,5 @@
 /*
- * Binary fields of the JSON API (DESIGN.md §8): unpadded base64url, RFC 4648 §5, as JOSE
+ * Binary fields of the JSON API: unpadded base64url, RFC 4648 §5, as JOSE
  * writes it (RFC 7515 §2). Decoding is strict so that every byte string has exactly one
  * accepted spelling: no padding, no whitespace, no '+' or '/', no stray bits in the last
  * character. Plus the error body every service answers with.

@@ -1,5 +1,5 @@
 /*
- * EMM sequence numbers and the EMM queue (PROTOCOLS.md "Pay-TV: ECM and EMM"). A card refuses an
+ * EMM sequence numbers and the EMM queue (the protocol design "Pay-TV: ECM and EMM"). A card refuses an
  * EMM whose seq is not above the last it accepted for that address type, so a seq must never be
  * handed out twice, even across a crash: it is taken by one committed UPDATE before anyone sees
  * it. Enqueueing takes the seq, has the caller seal the section with it, and queues the section

@@ -1,5 +1,5 @@
 /*
- * Idempotency keys (DESIGN.md §7): a request that moves money or credit carries a key chosen by
+ * Idempotency keys: a request that moves money or credit carries a key chosen by
  * the client; the first answer is stored with the hash of the request in the transaction that
  * made the change, and a repeat of the same request gets that answer again. The same key with
  * another request is refused, so a client bug cannot make one request pass for another.

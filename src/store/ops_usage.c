@@ -1,5 +1,5 @@
 /*
- * Usage blocks received from decoders (seed 001, PROTOCOLS.md): which (UA, block_seq) the center
+ * Usage blocks received from decoders (seed 001, the protocol design): which (UA, block_seq) the center
  * has seen, the block's hash and what it reported, and what the center made of it; with them
  * the card-side facts the upload's credit rule reads (the reloads recorded per card, a clone
  * alarm) and the catalogue price it invoices at. The key is what makes ingestion idempotent: a block seen

@@ -13,7 +13,7 @@
  *     payload byte is scrambled. Descrambling is the same residue XOR, done from C_last before
  *     the whole blocks are decrypted.
  *
- * Speed (DESIGN.md §10): one EVP call per packet reaches ~0.15x of bulk AES, so both directions
+ * Speed: one EVP call per packet reaches ~0.15x of bulk AES, so both directions
  * work on GROUP packets of one parity per EVP call, with AES-128-ECB as the raw block function
  * under CBC (ECB is never a mode on data here). Decryption gathers the whole ciphertext blocks
  * of the group into one buffer, decrypts them with one ECB call (every CBC block decryption is
@@ -58,7 +58,7 @@ struct kh__scr_aes {
 	uint8_t rbuf[GROUP * BLK];
 };
 
-/* ---- fetched once per process (DESIGN.md §10) ---- */
+/* ---- fetched once per process ---- */
 
 static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
 static EVP_CIPHER *c_ecb;

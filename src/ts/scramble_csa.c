@@ -1,7 +1,7 @@
 /*
  * DVB-CSA2 back end of the scrambler (scramble.c), on libdvbcsa's bitslice implementation.
  * Bitslice CSA processes dvbcsa_bs_batch_size() packets at the cost of one, so a half-empty
- * batch runs at half speed (DESIGN.md §10): payloads are queued per parity and a batch runs
+ * batch runs at half speed: payloads are queued per parity and a batch runs
  * only when full, or when the caller's call ends. Payloads shorter than one 8-byte CSA block are
  * left clear, as libdvbcsa's single-packet dvbcsa_encrypt/dvbcsa_decrypt leave them (the CSA
  * block cipher needs one whole block; tests/unit/test_scramble.c checks the two agree).

@@ -1,7 +1,7 @@
 /*
  * Tests of the operator authority (src/center/authority), the certificate check every zone
  * uses (src/base/cert.c) and the file helpers they rest on (src/base/file.c). Certificates are
- * also handed to the openssl command, so "checkable with openssl verify" (DESIGN.md §6) is
+ * also handed to the openssl command, so "checkable with openssl verify" is
  * tested against an implementation that is not ours.
  */
 #include <dirent.h>

@@ -1,5 +1,5 @@
 /*
- * The operator authority (include/keyhole/authority.h, PROTOCOLS.md "Identities and
+ * The operator authority (include/keyhole/authority.h, the protocol design "Identities and
  * personalisation"): it makes the Ed25519 root key and its self-signed X.509 root, the master
  * key card keys are diversified from, and it hands out unique addresses and issues the module
  * certificates that kh_cert_check() accepts and `openssl verify -CAfile root.crt` agrees with.

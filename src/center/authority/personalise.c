@@ -1,5 +1,5 @@
 /*
- * Personalisation station (PROTOCOLS.md "Identities and personalisation"): the authority turns
+ * Personalisation station (the protocol design "Identities and personalisation"): the authority turns
  * a blank module into a card or CAM by talking to it in APDUs, as a card-issuing machine would.
  * Private keys are generated inside the module; the authority sees and certifies only the public
  * halves. The diversified keys Kp and Ku go in once, here, and are never sent again.

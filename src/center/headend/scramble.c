@@ -3,7 +3,7 @@
  * scrambled out (DVB-CSA2, DVB-CISSA or ATIS-IDSA through kh_scr_*), with what a decoder needs
  * to descramble it: ECMs on the ECM PID (one per crypto period, repeated), the operator's EMMs
  * cycled on the EMM PID, a PMT rewritten to name the ECM PID (CA_descriptor) and the scrambling
- * mode, and a CAT naming the EMM PID (ISO/IEC 13818-1 §2.4.4, ETSI EN 300 468, PROTOCOLS.md
+ * mode, and a CAT naming the EMM PID (ISO/IEC 13818-1 §2.4.4, ETSI EN 300 468, the protocol design
  * "Pay-TV: ECM and EMM").
  *
  * Crypto periods run on stream time, the programme's PCR (27 MHz, wrapping at 2^33 * 300),

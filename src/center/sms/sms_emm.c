@@ -1,5 +1,5 @@
 /*
- * EMMs at the management center (PROTOCOLS.md "Pay-TV: ECM and EMM", docs/protocols/cas.md):
+ * EMMs at the management center (the protocol design "Pay-TV: ECM and EMM", docs/protocols/cas.md):
  * gathering one card's commands into as few EMMs as fit, sealing each under the card's personal
  * key Kp = HKDF(master, "keyhole card personal v1" | UA) with the seq the store hands out in the
  * same transaction as the enqueue, what a card needs when it starts serving a subscriber, and
