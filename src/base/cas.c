@@ -78,23 +78,13 @@ static size_t trailer_of(const uint8_t *sec)
 	return sec[SEC_HDR] == KH_CAS_VERSION_SIGNED ? KH_CAS_TRAILER_LEN : 0;
 }
 
-/* Ed25519 over label | the section up to its signature (sk NULL: check it with pk instead). */
-static kh_err sig_op(const char *label, size_t llen, const uint8_t *sk, const uint8_t *pk, uint8_t *sec, size_t n)
+/* What a signer signs: label | the section up to its signature (at most KH_EMM_MAX bytes). */
+#define SIG_MSG_MAX (sizeof label_ecm_sig + KH_EMM_MAX)
+static size_t sig_msg(const char *label, size_t llen, const uint8_t *sec, size_t n, uint8_t msg[static SIG_MSG_MAX])
 {
-	uint8_t msg[sizeof label_ecm_sig + KH_EMM_MAX];
-	size_t m = n - KH_CAS_SIG_LEN;
-	kh_err r;
-
-	if (llen + m > sizeof msg)
-		return KH_ERR_TOO_LARGE;
 	memcpy(msg, label, llen);
-	memcpy(msg + llen, sec, m);
-	if (sk)
-		r = kh_ed25519_sign(sk, msg, llen + m, sec + m);
-	else
-		r = kh_ed25519_verify(pk, msg, llen + m, sec + m) == KH_OK ? KH_OK : KH_ERR_SIGNATURE;
-	kh_wipe(msg, llen + m);
-	return r;
+	memcpy(msg + llen, sec, n - KH_CAS_SIG_LEN);
+	return llen + n - KH_CAS_SIG_LEN;
 }
 
 /*
@@ -123,7 +113,11 @@ static kh_err seal_body(const uint8_t key[static KH_CAS_KEY_LEN], const struct k
 		return r;
 	if (sg) {
 		kh_put_be32(out + body, sg->serial);
-		if ((r = sig_op(label, llen, sg->sk, NULL, out, total)) != KH_OK) {
+		uint8_t msg[SIG_MSG_MAX];
+		size_t m = sig_msg(label, llen, out, total, msg);
+		r = kh_ed25519_sign(sg->sk, msg, m, out + total - KH_CAS_SIG_LEN);
+		kh_wipe(msg, m);
+		if (r != KH_OK) {
 			kh_wipe(out, total);
 			return r;
 		}
@@ -143,8 +137,10 @@ static kh_err open_body(const uint8_t key[static KH_CAS_KEY_LEN], const uint8_t 
 
 static kh_err verify(const char *label, size_t llen, const uint8_t pk[static 32], const uint8_t *sec, size_t n)
 {
-	/* sig_op writes only when signing; the cast keeps one routine for both directions */
-	return sig_op(label, llen, NULL, pk, (uint8_t *)(uintptr_t)sec, n);
+	uint8_t msg[SIG_MSG_MAX];
+	size_t m = sig_msg(label, llen, sec, n, msg);
+
+	return kh_ed25519_verify(pk, msg, m, sec + n - KH_CAS_SIG_LEN) == KH_OK ? KH_OK : KH_ERR_SIGNATURE;
 }
 
 /* ---- ECM ---- */
