@@ -84,6 +84,48 @@ static int __attribute__((unused)) fz_sign_section(const uint8_t sk[static 32], 
 }
 
 /*
+ * The signature checks on a signed section (ECM, group or broadcast EMM) its peek accepted:
+ * verify agrees with the signature worked out here from the format (KH_OK exactly when the
+ * trailer holds it); with that signature put in, the section verifies under pk and not under
+ * other_pk; and it fails with a trailer byte flipped (flip_all: every one; else one picked from
+ * the section) and with a byte before the trailer flipped, when that still peeks (peek_ok).
+ */
+static void __attribute__((unused))
+fz_check_sig(const uint8_t *d, size_t n, int flip_all, kh_err (*verify)(const uint8_t *, const uint8_t *, size_t),
+	     const char *label, const uint8_t sk[static 32], const uint8_t pk[static 32],
+	     const uint8_t other_pk[static 32], int (*peek_ok)(const uint8_t *, size_t))
+{
+	static uint8_t cp[KH_EMM_MAX];
+	uint8_t sig[KH_CAS_SIG_LEN];
+	kh_err rv;
+	size_t i;
+
+	CHECK(n <= sizeof cp && n > KH_CAS_TRAILER_LEN + KH_ECM_HDR_LEN);
+	rv = verify(pk, d, n);
+	CHECK(rv == KH_OK || rv == KH_ERR_SIGNATURE);
+	CHECK(fz_sign_section(sk, label, d, n, sig));
+	CHECK((rv == KH_OK) == (memcmp(sig, d + n - KH_CAS_SIG_LEN, sizeof sig) == 0));
+	/* With the signature put in, the input verifies, whatever else it holds. */
+	memcpy(cp, d, n);
+	memcpy(cp + n - KH_CAS_SIG_LEN, sig, sizeof sig);
+	CHECK(verify(pk, cp, n) == KH_OK);
+	CHECK(verify(other_pk, cp, n) == KH_ERR_SIGNATURE);
+	/* Any byte of the trailer (serial, signature) flipped: refused. */
+	for (i = n - KH_CAS_TRAILER_LEN; i < n; i++) {
+		if (!flip_all && i != n - KH_CAS_TRAILER_LEN + (size_t)d[KH_ECM_HDR_LEN] % KH_CAS_TRAILER_LEN)
+			continue;
+		cp[i] ^= (uint8_t)(1u << (i % 8));
+		CHECK(verify(pk, cp, n) == KH_ERR_SIGNATURE);
+		cp[i] ^= (uint8_t)(1u << (i % 8));
+	}
+	/* So is a byte before it (the signature covers the whole section). */
+	i = (size_t)d[n - 1] % (n - KH_CAS_TRAILER_LEN);
+	cp[i] ^= 0x01;
+	if (peek_ok(cp, n))
+		CHECK(verify(pk, cp, n) == KH_ERR_SIGNATURE);
+}
+
+/*
  * The framing error a whole ECM or EMM section of n bytes must get (cas.h), as the format states
  * it: the declared length against max and n, the syntax bit, then the version byte (version is
  * the one this kind of section must have), then room for header, tag and (version 2) trailer.

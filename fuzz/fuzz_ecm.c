@@ -79,40 +79,15 @@ static void same_ecm(const struct kh_ecm *a, const struct kh_ecm *b)
 		CHECK(a->event == b->event && a->price == b->price);
 }
 
-/*
- * The signature checks on a section peek accepted: verify agrees with a signature worked out
- * here (KH_OK exactly when the trailer holds it), and fails with any trailer byte flipped
- * (flip_all: every byte; else one picked from the section) or under another key.
- */
+static int ecm_peeks(const uint8_t *d, size_t n)
+{
+	return kh_ecm_peek(d, n, &(struct kh_ecm_hdr){0}) == KH_OK;
+}
+
+/* The signature checks of fuzz_common.h, with the ECM signer (the EMM signer's key is the other). */
 static void check_sig(const uint8_t *d, size_t n, int flip_all)
 {
-	static uint8_t cp[KH_ECM_MAX];
-	uint8_t sig[KH_CAS_SIG_LEN];
-	kh_err rv;
-	size_t i;
-
-	rv = kh_ecm_verify(sg_pk, d, n);
-	CHECK(rv == KH_OK || rv == KH_ERR_SIGNATURE);
-	CHECK(fz_sign_section(sg.sk, fz_ecm_sig_label, d, n, sig));
-	CHECK((rv == KH_OK) == (memcmp(sig, d + n - KH_CAS_SIG_LEN, sizeof sig) == 0));
-	/* With the signature put in, the input verifies, whatever else it holds. */
-	memcpy(cp, d, n);
-	memcpy(cp + n - KH_CAS_SIG_LEN, sig, sizeof sig);
-	CHECK(kh_ecm_verify(sg_pk, cp, n) == KH_OK);
-	CHECK(kh_ecm_verify(emm_pk, cp, n) == KH_ERR_SIGNATURE);
-	/* Any byte of the trailer (serial, signature) flipped: refused. */
-	for (i = n - KH_CAS_TRAILER_LEN; i < n; i++) {
-		if (!flip_all && i != n - KH_CAS_TRAILER_LEN + (size_t)d[KH_ECM_HDR_LEN] % KH_CAS_TRAILER_LEN)
-			continue;
-		cp[i] ^= (uint8_t)(1u << (i % 8));
-		CHECK(kh_ecm_verify(sg_pk, cp, n) == KH_ERR_SIGNATURE);
-		cp[i] ^= (uint8_t)(1u << (i % 8));
-	}
-	/* So is a byte before it (the signature covers the whole section). */
-	i = (size_t)d[n - 1] % (n - KH_CAS_TRAILER_LEN);
-	cp[i] ^= 0x01;
-	if (kh_ecm_peek(cp, n, &(struct kh_ecm_hdr){0}) == KH_OK)
-		CHECK(kh_ecm_verify(sg_pk, cp, n) == KH_ERR_SIGNATURE);
+	fz_check_sig(d, n, flip_all, kh_ecm_verify, fz_ecm_sig_label, sg.sk, sg_pk, emm_pk, ecm_peeks);
 }
 
 static void ecm(const uint8_t *data, size_t size)

@@ -35,7 +35,7 @@
 static struct kh_rng_det rng;
 static struct kh_cas_signer sg;       /* the EMM signer */
 static uint8_t sg_pk[32], ecm_pk[32]; /* its public key; the ECM signer's (another key) */
-static uint8_t cmds[KH_EMM_CMDS_MAX + 8], cmds2[KH_EMM_CMDS_MAX + 8], sec[KH_EMM_MAX + 8], cp[KH_EMM_MAX];
+static uint8_t cmds[KH_EMM_CMDS_MAX + 8], cmds2[KH_EMM_CMDS_MAX + 8], sec[KH_EMM_MAX + 8];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -77,36 +77,15 @@ static kh_err peek_expect(const uint8_t *d, size_t n)
 	return KH_OK;
 }
 
-/*
- * A signed (group or all) section peek accepted: verify agrees with the signature worked out
- * here, and fails with any trailer byte flipped (flip_all: every byte; else one picked from the
- * section), one byte before it flipped, or under another key.
- */
+static int emm_peeks(const uint8_t *d, size_t n)
+{
+	return peek_expect(d, n) == KH_OK;
+}
+
+/* The signature checks of fuzz_common.h, with the EMM signer (the ECM signer's key is the other). */
 static void check_sig(const uint8_t *d, size_t n, int flip_all)
 {
-	uint8_t sig[KH_CAS_SIG_LEN];
-	kh_err rv;
-	size_t i;
-
-	rv = kh_emm_verify(sg_pk, d, n);
-	CHECK(rv == KH_OK || rv == KH_ERR_SIGNATURE);
-	CHECK(fz_sign_section(sg.sk, fz_emm_sig_label, d, n, sig));
-	CHECK((rv == KH_OK) == (memcmp(sig, d + n - KH_CAS_SIG_LEN, sizeof sig) == 0));
-	memcpy(cp, d, n);
-	memcpy(cp + n - KH_CAS_SIG_LEN, sig, sizeof sig);
-	CHECK(kh_emm_verify(sg_pk, cp, n) == KH_OK);
-	CHECK(kh_emm_verify(ecm_pk, cp, n) == KH_ERR_SIGNATURE);
-	for (i = n - KH_CAS_TRAILER_LEN; i < n; i++) {
-		if (!flip_all && i != n - KH_CAS_TRAILER_LEN + (size_t)d[KH_EMM_HDR_LEN] % KH_CAS_TRAILER_LEN)
-			continue;
-		cp[i] ^= (uint8_t)(1u << (i % 8));
-		CHECK(kh_emm_verify(sg_pk, cp, n) == KH_ERR_SIGNATURE);
-		cp[i] ^= (uint8_t)(1u << (i % 8));
-	}
-	i = (size_t)d[n - 1] % (n - KH_CAS_TRAILER_LEN);
-	cp[i] ^= 0x01;
-	if (peek_expect(cp, n) == KH_OK)
-		CHECK(kh_emm_verify(sg_pk, cp, n) == KH_ERR_SIGNATURE);
+	fz_check_sig(d, n, flip_all, kh_emm_verify, fz_emm_sig_label, sg.sk, sg_pk, ecm_pk, emm_peeks);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
