@@ -94,11 +94,12 @@ struct bench {
 	int ran;
 };
 
-/* A decoder with its CAM and card: modules, transports, the CAS session, the card's EMM state. */
+/* A decoder with its CAM and card: modules, transports, the CAS session, the card's EMM state.
+ * The decoder module is in memory in every world (it sits in the decoder itself). */
 struct world {
 	const char *label;
-	struct kh_softmod *cam_sm, *card_sm;
-	struct kh_transport cam, card;
+	struct kh_softmod *dec_sm, *cam_sm, *card_sm;
+	struct kh_transport dec, cam, card;
 	pid_t cam_pid, card_pid;
 	int have_t;
 	struct kh_host_cas cas;
@@ -283,7 +284,7 @@ static kh_err op_ecm(struct world *wd, int i)
 {
 	struct kh_cw_answer a;
 	struct kh_ppv_offer o;
-	kh_err r = kh_host_cas_ecm(&wd->cas, W.ecm[i], W.ecm_len[i], W.t0, &a, &o);
+	kh_err r = kh_host_cas_ecm(&wd->cas, W.ecm[i], W.ecm_len[i], &a, &o);
 	if (r == KH_OK && (a.cp != (uint32_t)(1000 + i) || a.cw_len != 16))
 		r = KH_ERR_FORMAT;
 	kh_wipe(&a, sizeof a);
@@ -399,15 +400,19 @@ out:
 static kh_err world_connect(struct world *wd, struct kh_authority *a)
 {
 	uint8_t ku[32];
+	uint32_t ua;
 	kh_err r;
 
-	kh_host_cas_init(&wd->cas, W.root_pk, &wd->cam, &wd->card, (const uint8_t *)"decoder", 7);
+	if ((r = issue(a, KH_ROLE_DECODER, NULL, &wd->dec_sm, &ua)) != KH_OK)
+		return r;
+	kh_transport_inproc(&wd->dec, kh_softmod_module(wd->dec_sm));
+	kh_host_cas_init(&wd->cas, &wd->dec, &wd->cam, &wd->card, 0);
 	if ((r = kh_authority_card_keys(a, wd->card_ua, wd->kp, ku)) != KH_OK)
 		return r;
 	kh_wipe(ku, sizeof ku);
 	if ((r = provision(wd)) != KH_OK)
 		return r;
-	return kh_host_cas_connect(&wd->cas, W.t0);
+	return kh_host_cas_connect(&wd->cas);
 }
 
 static kh_err setup(int want_unix)
@@ -552,6 +557,7 @@ static void world_free(struct world *wd)
 	}
 	bench_reap(&wd->cam_pid);
 	bench_reap(&wd->card_pid);
+	kh_softmod_free(wd->dec_sm);
 	kh_softmod_free(wd->cam_sm);
 	kh_softmod_free(wd->card_sm);
 	kh_wipe(wd->kp, sizeof wd->kp);

@@ -33,6 +33,9 @@ enum kh_ins {
 	KH_INS_CARD_START = 0x60,  /* CAM: begin pairing with the card (answers with bytes to relay) */
 	KH_INS_CARD_RESP = 0x62,   /* CAM: here is the card's answer to what you asked me to relay */
 	KH_INS_CARD_SEND = 0x64,   /* CAM: seal this command for the card */
+	/* The same three in a decoder module speak to its CAM (P1 of CARD START: 1 = key ladder). */
+	KH_INS_LADDER_LOAD = 0x66, /* decoder: ladder-sealed control words in, into the descrambler */
+	KH_INS_DESCRAMBLE = 0x68,  /* decoder: TS packets in, descrambled with the loaded CWs out */
 	KH_INS_ECM = 0x40,         /* card, sealed on a CAM-proven channel: ECM in, control words out */
 	KH_INS_PURCHASE = 0x42,    /* card, same: impulse purchase of the event an ECM names */
 	KH_INS_EMM = 0x44,         /* card: apply an EMM addressed to it */

@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 #include "keyhole/buf.h"
+#include "keyhole/crypto.h"
 #include "keyhole/err.h"
 
 #define KH_CAS_VERSION 1        /* a card's own EMM: Kp authenticates it */
@@ -238,15 +239,28 @@ KH_WARN_UNUSED kh_err kh_cas_all_key(const uint8_t master[static 32], uint8_t ke
  * viewer what the event costs. The same offer TLV answers a PURCHASE (SW 9000: bought, or bought
  * before; the credit after it).
  */
-enum { KH_CW_T_ALG = 1, KH_CW_T_EVEN = 2, KH_CW_T_ODD = 3, KH_CW_T_CP = 4 };
+enum { KH_CW_T_ALG = 1, KH_CW_T_EVEN = 2, KH_CW_T_ODD = 3, KH_CW_T_CP = 4, KH_CW_T_LADDER = 5 };
 enum { KH_OFFER_T_EVENT = 1, KH_OFFER_T_PRICE = 2, KH_OFFER_T_CREDIT = 3 };
+
+/*
+ * Key ladder. A decoder module that asked for it (docs/protocols/decoder.md) gives its CAM a
+ * fresh 32-byte ladder key K_S inside their channel; the CAM then answers an ECM with TLV {1: alg,
+ * 4: cp, 5: sealed CWs} instead of the two clear CWs, where sealed CWs =
+ * nonce(12) || AES-256-GCM(K_S, nonce, aad = "keyhole ladder v1" || u8 alg || u32 cp,
+ * u8 cw_len || even || odd) — the host carries it to the decoder module's descrambler (LADDER
+ * LOAD), the only place it opens.
+ */
+#define KH_LADDER_LABEL "keyhole ladder v1"
+#define KH_LADDER_SEALED_MAX (KH_NONCE_LEN + 1 + 2 * KH_CAS_CW_MAX + KH_TAG_LEN)
 
 struct kh_cw_answer {
 	uint8_t alg;
-	uint8_t cw_len;
+	uint8_t cw_len;    /* 0 while the CWs are sealed */
 	uint8_t even[KH_CAS_CW_MAX];
 	uint8_t odd[KH_CAS_CW_MAX];
 	uint32_t cp;
+	uint8_t sealed_len; /* key ladder: the sealed CWs (0: the CWs are in clear above) */
+	uint8_t sealed[KH_LADDER_SEALED_MAX];
 };
 
 struct kh_ppv_offer {
@@ -255,8 +269,20 @@ struct kh_ppv_offer {
 	uint32_t credit;
 };
 
-/* Parse the two answers (hosts skip unknown tags). KH_ERR_FORMAT when a field is missing. */
+/*
+ * Parse the two answers (hosts skip unknown tags). KH_ERR_FORMAT when a field is missing. An ECM
+ * answer has either both clear CWs or sealed ones (tag 5), never both.
+ */
 KH_WARN_UNUSED kh_err kh_cw_answer_parse(const uint8_t *d, size_t n, struct kh_cw_answer *out);
+/* The CAM's side: seal a's clear CWs under the ladder key and write the sealed answer TLV. */
+KH_WARN_UNUSED kh_err kh_cw_ladder_seal(const uint8_t key[static 32], const struct kh_cw_answer *a,
+					struct kh_wr *out);
+/*
+ * The descrambler's side: open a->sealed under the ladder key into a->even, a->odd and
+ * a->cw_len. KH_ERR_LADDER when it does not open (another key, altered bytes, alg or cp changed);
+ * KH_ERR_FORMAT when the plaintext is malformed.
+ */
+KH_WARN_UNUSED kh_err kh_cw_ladder_open(const uint8_t key[static 32], struct kh_cw_answer *a);
 KH_WARN_UNUSED kh_err kh_ppv_offer_parse(const uint8_t *d, size_t n, struct kh_ppv_offer *out);
 
 /*

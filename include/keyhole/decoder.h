@@ -45,8 +45,6 @@
 struct kh_host_cas;
 struct kh_decoder;
 
-/* Current time, Unix seconds (the card checks rights and the channel against it). */
-typedef uint64_t (*kh_decoder_now_fn)(void *ctx);
 /*
  * A message for the viewer (one line, no newline, valid during the call only). reason is the
  * code behind it (KH_ERR_NO_RIGHT, KH_ERR_CHAN_AUTH, ...; KH_OK for good news such as
@@ -74,7 +72,6 @@ struct kh_decoder_config {
 	uint16_t program;          /* program_number to play; 0 = the first one in the PAT */
 	uint16_t ca_system_id;     /* 0 = KH_DECODER_CA_SYSTEM_ID */
 	unsigned flags;            /* KH_DECODER_F_* */
-	kh_decoder_now_fn now;     /* required unless PASSIVE */
 	kh_decoder_notify_fn notify; /* NULL: messages are only logged */
 	kh_decoder_out_fn out;     /* NULL: output is discarded */
 	kh_decoder_changed_fn changed; /* NULL: not wanted */
@@ -110,7 +107,7 @@ struct kh_decoder_stats {
 
 /*
  * New engine for cfg (copied; cfg->cas must outlive the engine). *out on success.
- * KH_ERR_INVAL: cas NULL, or now NULL without PASSIVE, or an unknown flag; KH_ERR_NOMEM.
+ * KH_ERR_INVAL: cas NULL, or an unknown flag; KH_ERR_NOMEM.
  */
 KH_WARN_UNUSED kh_err kh_decoder_new(const struct kh_decoder_config *cfg, struct kh_decoder **out);
 /* Wipe the keys and free. NULL does nothing. Does not flush: call kh_decoder_finish first. */

@@ -110,6 +110,10 @@ typedef int kh_err;
 	   "emm_scope", 0x6F3B)                                                                  \
 	XX(LIST_STALE, "the card has not yet had the operator's current list of revoked modules",  \
 	   409, "list_stale", 0x6F3C)                                                            \
+	XX(DECODER_UNPROVEN, "control words go only to a decoder that proved its certificate",   \
+	   403, "decoder_unproven", 0x6F3D)                                                      \
+	XX(LADDER, "key ladder: no session, or control words that do not open under it", 403,    \
+	   "ladder", 0x6F3E)                                                                     \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

@@ -48,44 +48,69 @@ KH_WARN_UNUSED kh_err kh_host_link_cmd(struct kh_link *l, struct kh_transport *t
 				       uint64_t now, uint8_t *out, size_t cap, size_t *outlen);
 
 /*
- * The decoder's conditional-access session (issue 3): the decoder pairs with its CAM (seed 000,
- * decoder <-> CAM), has the CAM pair with the card through that channel, and from then on every
- * command for the card goes decoder -> CAM sealed, CAM -> card sealed, and back the same way, so
- * control words never cross the host in clear between modules: the CAM refuses to carry an ECM
- * or a PURCHASE that did not come inside the decoder's channel (KH_ERR_CW_PLAIN). EMMs and CAS
- * STATUS go to the card directly (EMMs authenticate themselves; the status is public).
+ * The decoder's conditional-access session. The decoder module (role decoder: certified keys
+ * made inside it) pairs with the CAM (seed 000, decoder <-> CAM) and proves its certificate
+ * there; the CAM pairs with the card through that channel; from then on every command for the
+ * card goes decoder module -> CAM sealed, CAM -> card sealed, and back the same way. The host
+ * process only carries bytes between the three. The CAM refuses to carry an ECM or a PURCHASE
+ * that did not come inside a proven decoder's channel (KH_ERR_CW_PLAIN, KH_ERR_DECODER_UNPROVEN).
+ * EMMs and CAS STATUS go to the card directly (EMMs authenticate themselves; the status is
+ * public).
+ *
+ * Two modes (docs/protocols/decoder.md):
+ *   open    the decoder module hands the host the control words; the host descrambles
+ *           (kh_scr). A program without a certified decoder module gets none.
+ *   ladder  (KH_HOST_CAS_LADDER) the CAM seals each pair of control words under a key only the
+ *           decoder module holds; the host carries the sealed pair to the module
+ *           (kh_host_cas_load) and has the module descramble (kh_host_cas_descramble). The host
+ *           never holds a control word.
  */
 struct kh_cas_status;
 struct kh_cw_answer;
 struct kh_ppv_offer;
 
+#define KH_HOST_CAS_LADDER 1u
+
 struct kh_host_cas {
-	struct kh_link link; /* decoder -> CAM */
-	struct kh_transport *cam, *card;
+	struct kh_transport *dec, *cam, *card;
+	unsigned flags;
 	uint32_t cam_ua, card_ua; /* 0 until connected */
 	int connected;
 };
 
-/* Set up (no I/O). id is the decoder's identity bound into its PAIR OPEN (up to 32 bytes). */
-void kh_host_cas_init(struct kh_host_cas *c, const uint8_t root_pk[static 32], struct kh_transport *cam,
-		      struct kh_transport *card, const uint8_t *id, size_t idlen);
+/* Set up (no I/O). flags: 0 or KH_HOST_CAS_LADDER. dec and cam may be NULL for a session that
+ * only gives the card EMMs and reads its status. */
+void kh_host_cas_init(struct kh_host_cas *c, struct kh_transport *dec, struct kh_transport *cam,
+		      struct kh_transport *card, unsigned flags);
 /*
- * Pair decoder <-> CAM, then CAM <-> card through the sealed channel (the CAM proves itself to
- * the card). On success c->card_ua names the card. Any failure leaves c disconnected.
+ * Pair decoder module <-> CAM (the decoder proves itself), then CAM <-> card through the sealed
+ * channel (the CAM proves itself to the card). On success c->card_ua names the card. Any failure
+ * leaves c disconnected.
  */
-KH_WARN_UNUSED kh_err kh_host_cas_connect(struct kh_host_cas *c, uint64_t now);
+KH_WARN_UNUSED kh_err kh_host_cas_connect(struct kh_host_cas *c);
 /*
- * Pass one ECM section to the card. KH_OK: *cw holds the control words (wipe them after use).
+ * Pass one ECM section to the card. KH_OK: *cw holds the control words (wipe them after use), or
+ * in ladder mode the sealed pair (cw->sealed_len != 0, cw->cw_len 0) for kh_host_cas_load.
  * KH_ERR_NOT_PURCHASED / KH_ERR_CREDIT_LOW: *offer (may be NULL) says what the event costs and
  * what credit the card holds. Other refusals as the card or the CAM gives them; a channel
  * failure (KH_ERR_CHAN_AUTH: the card was swapped; transport errors) disconnects c, and the
  * caller must stop descrambling and kh_host_cas_connect() again.
  */
-KH_WARN_UNUSED kh_err kh_host_cas_ecm(struct kh_host_cas *c, const uint8_t *ecm, size_t n, uint64_t now,
-				      struct kh_cw_answer *cw, struct kh_ppv_offer *offer);
+KH_WARN_UNUSED kh_err kh_host_cas_ecm(struct kh_host_cas *c, const uint8_t *ecm, size_t n, struct kh_cw_answer *cw,
+				      struct kh_ppv_offer *offer);
 /* Impulse purchase of the event the ECM names; *offer receives event, price and the credit left. */
-KH_WARN_UNUSED kh_err kh_host_cas_purchase(struct kh_host_cas *c, const uint8_t *ecm, size_t n, uint64_t now,
+KH_WARN_UNUSED kh_err kh_host_cas_purchase(struct kh_host_cas *c, const uint8_t *ecm, size_t n,
 					   struct kh_ppv_offer *offer);
+/* Ladder mode: load a sealed pair (from kh_host_cas_ecm) into the decoder module's descrambler. */
+KH_WARN_UNUSED kh_err kh_host_cas_load(struct kh_host_cas *c, const struct kh_cw_answer *cw);
+/*
+ * Ladder mode: have the decoder module descramble n packets in place (any n; sent in commands
+ * of up to KH_HOST_CAS_DESC_PKTS packets). Every scrambled packet must have the parity of a
+ * loaded pair (both are loaded together). Errors: the module's (KH_ERR_LADDER: nothing loaded,
+ * the channel ended) or the transport's; pkts may then be partly descrambled.
+ */
+#define KH_HOST_CAS_DESC_PKTS 21
+KH_WARN_UNUSED kh_err kh_host_cas_descramble(struct kh_host_cas *c, uint8_t *pkts, size_t n);
 /* Give the card one EMM section (straight to the card). */
 KH_WARN_UNUSED kh_err kh_host_cas_emm(struct kh_host_cas *c, const uint8_t *emm, size_t n);
 /* The card's public CAS facts (straight to the card). */

@@ -146,9 +146,16 @@ KH_WARN_UNUSED kh_err kh_link_step(struct kh_link *l, const uint8_t *resp, size_
 void kh_link_reset(struct kh_link *l);
 void kh_link_wipe(struct kh_link *l);
 
-/* What a CAM signs to prove itself on a channel: this label, the channel binding, the card's UA. */
+/*
+ * What an initiator signs to prove its role on a channel (CAM AUTH): a label naming that role, the
+ * channel binding, the responder's UA. A CAM proves itself to its card ("keyhole cam auth v1"), a
+ * decoder to its CAM ("keyhole dec auth v1"); a signature of one role never passes for the other.
+ */
 #define KH_CAM_AUTH_LABEL "keyhole cam auth v1"
+#define KH_DEC_AUTH_LABEL "keyhole dec auth v1"
 #define KH_CAM_AUTH_MSG_LEN (sizeof KH_CAM_AUTH_LABEL - 1 + 32 + 4)
-void kh_cam_auth_msg(const uint8_t binding[static 32], uint32_t card_ua, uint8_t msg[static KH_CAM_AUTH_MSG_LEN]);
+/* KH_ERR_INVAL for a role other than KH_ROLE_CAM and KH_ROLE_DECODER. */
+KH_WARN_UNUSED kh_err kh_auth_msg(uint8_t role, const uint8_t binding[static 32], uint32_t responder_ua,
+				  uint8_t msg[static KH_CAM_AUTH_MSG_LEN]);
 
 #endif

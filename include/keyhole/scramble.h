@@ -110,4 +110,14 @@ KH_WARN_UNUSED kh_err kh_scr_scramble(struct kh_scr *s, uint8_t *pkts, size_t n,
 KH_WARN_UNUSED kh_err kh_scr_descramble(struct kh_scr *s, uint8_t *pkts, size_t n,
 					size_t *skipped);
 
+/*
+ * The same in one call, for a caller that may hold no allocated context between calls (the
+ * decoder module's descrambler): a context is made, keyed with even and/or odd (NULL: no key
+ * for that parity; keylen as for kh_scr_set_key), run over pkts, then wiped and freed. Errors as
+ * kh_scr_new, kh_scr_set_key and kh_scr_descramble; KH_ERR_INVAL also when no key is given.
+ */
+KH_WARN_UNUSED kh_err kh_scr_descramble_once(enum kh_scr_alg alg, unsigned flags, const uint8_t *even,
+					     const uint8_t *odd, size_t keylen, uint8_t *pkts, size_t n,
+					     size_t *skipped);
+
 #endif

@@ -537,18 +537,90 @@ kh_err kh_cw_answer_parse(const uint8_t *d, size_t n, struct kh_cw_answer *out)
 			*(t.tag == KH_CW_T_EVEN ? &elen : &olen) = t.len;
 			break;
 		case KH_CW_T_CP: r = kh_tlv_u32(&t, &a.cp); break;
+		case KH_CW_T_LADDER:
+			if (a.sealed_len || t.len < KH_NONCE_LEN + 1 + KH_TAG_LEN || t.len > sizeof a.sealed) {
+				r = KH_ERR_FORMAT;
+				break;
+			}
+			memcpy(a.sealed, t.v, t.len);
+			a.sealed_len = (uint8_t)t.len;
+			break;
 		default: break;
 		}
 	}
 	if (r == KH_OK && k < 0)
 		r = k;
-	if (r == KH_OK && (seen != 0x1E || elen != olen || elen != cw_len_of(a.alg)))
+	if (r == KH_OK && a.sealed_len) {
+		/* sealed: alg, cp and the sealed pair, and no clear CW beside it */
+		if (seen != 0x12 || !cw_len_of(a.alg))
+			r = KH_ERR_FORMAT;
+	} else if (r == KH_OK && (seen != 0x1E || elen != olen || elen != cw_len_of(a.alg))) {
 		r = KH_ERR_FORMAT;
+	}
 	if (r == KH_OK) {
 		a.cw_len = (uint8_t)elen;
 		*out = a;
 	}
 	kh_wipe(&a, sizeof a);
+	return r;
+}
+
+static void ladder_aad(const struct kh_cw_answer *a, uint8_t aad[static sizeof KH_LADDER_LABEL - 1 + 5])
+{
+	size_t n = sizeof KH_LADDER_LABEL - 1;
+
+	memcpy(aad, KH_LADDER_LABEL, n);
+	aad[n] = a->alg;
+	kh_put_be32(aad + n + 1, a->cp);
+}
+
+kh_err kh_cw_ladder_seal(const uint8_t key[static 32], const struct kh_cw_answer *a, struct kh_wr *out)
+{
+	uint8_t aad[sizeof KH_LADDER_LABEL - 1 + 5], pt[1 + 2 * KH_CAS_CW_MAX], sealed[KH_LADDER_SEALED_MAX];
+	size_t n = 1 + 2u * a->cw_len;
+	kh_err r;
+
+	if (!a->cw_len || a->cw_len != cw_len_of(a->alg))
+		return KH_ERR_INVAL;
+	ladder_aad(a, aad);
+	pt[0] = a->cw_len;
+	memcpy(pt + 1, a->even, a->cw_len);
+	memcpy(pt + 1 + a->cw_len, a->odd, a->cw_len);
+	if ((r = kh_random(sealed, KH_NONCE_LEN)) != KH_OK ||
+	    (r = kh_aead_seal(key, sealed, aad, sizeof aad, pt, n, sealed + KH_NONCE_LEN)) != KH_OK)
+		goto out;
+	kh_tlv_put_u8(out, KH_CW_T_ALG, a->alg);
+	kh_tlv_put_u32(out, KH_CW_T_CP, a->cp);
+	r = kh_tlv_put(out, KH_CW_T_LADDER, sealed, KH_NONCE_LEN + n + KH_TAG_LEN);
+out:
+	kh_wipe(pt, sizeof pt);
+	return r;
+}
+
+kh_err kh_cw_ladder_open(const uint8_t key[static 32], struct kh_cw_answer *a)
+{
+	uint8_t aad[sizeof KH_LADDER_LABEL - 1 + 5], pt[sizeof a->sealed];
+	size_t n;
+	kh_err r = KH_OK;
+
+	if (a->sealed_len < KH_NONCE_LEN + 1 + KH_TAG_LEN || a->sealed_len > sizeof a->sealed)
+		return KH_ERR_FORMAT;
+	n = a->sealed_len - KH_NONCE_LEN - KH_TAG_LEN;
+	ladder_aad(a, aad);
+	if (kh_aead_open(key, a->sealed, aad, sizeof aad, a->sealed + KH_NONCE_LEN, a->sealed_len - KH_NONCE_LEN,
+			 pt) != KH_OK) {
+		r = KH_ERR_LADDER;
+		goto out;
+	}
+	if (pt[0] != cw_len_of(a->alg) || n != 1u + 2u * pt[0]) {
+		r = KH_ERR_FORMAT;
+		goto out;
+	}
+	a->cw_len = pt[0];
+	memcpy(a->even, pt + 1, a->cw_len);
+	memcpy(a->odd, pt + 1 + a->cw_len, a->cw_len);
+out:
+	kh_wipe(pt, sizeof pt);
 	return r;
 }
 

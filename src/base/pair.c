@@ -321,12 +321,18 @@ void kh_link_init(struct kh_link *l, const uint8_t root_pk[static 32], enum kh_r
 	l->idlen = (uint8_t)idlen;
 }
 
-void kh_cam_auth_msg(const uint8_t binding[static 32], uint32_t card_ua, uint8_t msg[static KH_CAM_AUTH_MSG_LEN])
+kh_err kh_auth_msg(uint8_t role, const uint8_t binding[static 32], uint32_t responder_ua,
+		   uint8_t msg[static KH_CAM_AUTH_MSG_LEN])
 {
 	size_t n = sizeof KH_CAM_AUTH_LABEL - 1;
-	memcpy(msg, KH_CAM_AUTH_LABEL, n);
+
+	_Static_assert(sizeof KH_CAM_AUTH_LABEL == sizeof KH_DEC_AUTH_LABEL, "one message length");
+	if (role != KH_ROLE_CAM && role != KH_ROLE_DECODER)
+		return KH_ERR_INVAL;
+	memcpy(msg, role == KH_ROLE_CAM ? KH_CAM_AUTH_LABEL : KH_DEC_AUTH_LABEL, n);
 	memcpy(msg + n, binding, 32);
-	kh_put_be32(msg + n + 32, card_ua);
+	kh_put_be32(msg + n + 32, responder_ua);
+	return KH_OK;
 }
 
 static void link_reset(struct kh_link *l)

@@ -15,7 +15,7 @@
 #include "keyhole/softmodule.h"
 
 static const char issue_help[] =
-	"usage: keyhole card issue --authority DIR --role card|cam --out FILE [--ua N] [--key KEYFILE]\n"
+	"usage: keyhole card issue --authority DIR --role card|cam|decoder --out FILE [--ua N] [--key KEYFILE]\n"
 	"\n"
 	"Personalise a new module: a blank software module generates its own signing (Ed25519) and\n"
 	"pairing (X25519) keys, the authority certifies them, and the module stores its state sealed\n"
@@ -24,7 +24,7 @@ static const char issue_help[] =
 	"DIR/issued/. Existing files are never overwritten.\n"
 	"\n"
 	"  -a, --authority DIR  the operator authority\n"
-	"  -r, --role ROLE      card or cam\n"
+	"  -r, --role ROLE      card, cam or decoder (a decoder module, for decoder play)\n"
 	"  -o, --out FILE       card file to create (conventionally NAME.card)\n"
 	"  -u, --ua N           unique address to assign (default: the authority's next)\n"
 	"  -k, --key KEYFILE    where to write the root key\n";
@@ -88,8 +88,8 @@ static int cmd_issue(int argc, char **argv)
 		return kh_cli_usage("card issue", "unexpected argument '%s'", argv[optind]);
 	if (!dir || !out || !role_s)
 		return kh_cli_usage("card issue", "--authority, --role and --out are required");
-	if (kh_role_parse(role_s, &role) != KH_OK || (role != KH_ROLE_CARD && role != KH_ROLE_CAM))
-		return kh_cli_usage("card issue", "--role must be card or cam");
+	if (kh_role_parse(role_s, &role) != KH_OK || (role != KH_ROLE_CARD && role != KH_ROLE_CAM && role != KH_ROLE_DECODER))
+		return kh_cli_usage("card issue", "--role must be card, cam or decoder");
 
 	if ((r = kh_cli_issue(dir, role, ua, out, key, &ua, &what)) != KH_OK)
 		return kh_cli_fail(what, r);

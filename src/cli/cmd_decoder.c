@@ -33,19 +33,23 @@
 #define READ_PACKETS 512 /* packets read per fread */
 
 static const char play_help[] =
-	"usage: keyhole decoder play --root AUTHORITY --cam SPEC --card SPEC [--in FILE|-] [--out FILE|-]\n"
-	"                            [--service N] [--ca-system-id ID] [--buy]\n"
+	"usage: keyhole decoder play --decoder SPEC --cam SPEC --card SPEC [--ladder]\n"
+	"                            [--in FILE|-] [--out FILE|-] [--service N] [--ca-system-id ID] [--buy]\n"
 	"                            [--m1 DIR [--export-every SECONDS]] [-v]\n"
 	"\n"
-	"Pair the decoder with the CAM and the CAM with the card, then read a scrambled MPEG-TS,\n"
+	"Pair the decoder module with the CAM (it proves its certificate there) and the CAM with the\n"
+	"card, then read a scrambled MPEG-TS,\n"
 	"pass its ECMs and EMMs to the card and write the service in clear: ECM, EMM and CAT\n"
 	"packets dropped, the PMT without CA and scrambling descriptors, packets the card gave no\n"
 	"key for dropped. Messages for the viewer go to stderr, one line each. The exit status is 0\n"
 	"when the stream ended, even if the card refused it (the viewer was told why).\n"
 	"\n"
-	"  -r, --root PATH          authority directory or root certificate\n"
-	"  -m, --cam SPEC           the CAM (card file, or unix:PATH for a module daemon)\n"
+	"  -d, --decoder SPEC       the decoder module (module file, or unix:PATH for a daemon)\n"
+	"  -m, --cam SPEC           the CAM, in the same forms\n"
 	"  -c, --card SPEC          the smart card, in the same forms\n"
+	"  -L, --ladder             key ladder: the CAM seals the control words for the decoder\n"
+	"                           module, which descrambles; this process never holds one\n"
+	"                           (default: the decoder module hands them over, we descramble)\n"
 	"  -i, --in FILE            scrambled TS to read (default -, standard input)\n"
 	"  -o, --out FILE           clear TS to write (default -, standard output); a file is\n"
 	"                           written under a temporary name and renamed when complete\n"
@@ -63,14 +67,14 @@ static const char play_help[] =
 	"  -v, --verbose            print a summary on stderr at the end (M1 blocks stored included)\n";
 
 static const char buy_help[] =
-	"usage: keyhole decoder buy --root AUTHORITY --cam SPEC --card SPEC --in FILE|- [--service N]\n"
+	"usage: keyhole decoder buy --decoder SPEC --cam SPEC --card SPEC --in FILE|- [--service N]\n"
 	"                           [--ca-system-id ID] [--m1 DIR]\n"
 	"\n"
 	"Read the stream until the first ECM of the service and have the card buy the pay-per-view\n"
 	"event it names, at the price it names (the card reads both from the authenticated ECM).\n"
 	"Prints 'bought event E for P; credit now C' or 'event E already bought'.\n"
 	"\n"
-	"  -r, --root PATH          authority directory or root certificate\n"
+	"  -d, --decoder SPEC       the decoder module\n"
 	"  -m, --cam SPEC           the CAM\n"
 	"  -c, --card SPEC          the smart card\n"
 	"  -i, --in FILE            scrambled TS to read (- for standard input)\n"
@@ -126,9 +130,9 @@ static const char connect_help[] =
 /* ---- shared ---- */
 
 struct opts {
-	const char *root, *cam, *card, *in, *out, *m1;
+	const char *dec, *cam, *card, *in, *out, *m1;
 	long service, casid, export_every;
-	int buy, verbose;
+	int buy, verbose, ladder;
 };
 
 static int num(const char *cmd, const char *opt, const char *s, long max, long *v)
@@ -145,7 +149,8 @@ static int num(const char *cmd, const char *opt, const char *s, long max, long *
 static int parse(const char *cmd, const char *help, int argc, char **argv, struct opts *o)
 {
 	static const struct option lo[] = {
-		{"root", required_argument, NULL, 'r'},  {"cam", required_argument, NULL, 'm'},
+		{"decoder", required_argument, NULL, 'd'}, {"cam", required_argument, NULL, 'm'},
+		{"ladder", no_argument, NULL, 'L'},
 		{"card", required_argument, NULL, 'c'},  {"in", required_argument, NULL, 'i'},
 		{"out", required_argument, NULL, 'o'},   {"service", required_argument, NULL, 's'},
 		{"ca-system-id", required_argument, NULL, 'C'}, {"buy", no_argument, NULL, 'b'},
@@ -158,9 +163,9 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 	o->casid = KH_DECODER_CA_SYSTEM_ID;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+r:m:c:i:o:s:C:M:E:bvh", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+d:m:c:i:o:s:C:M:E:Lbvh", lo, NULL)) != -1) {
 		switch (c) {
-		case 'r': o->root = optarg; break;
+		case 'd': o->dec = optarg; break;
 		case 'm': o->cam = optarg; break;
 		case 'c': o->card = optarg; break;
 		case 'i': o->in = optarg; break;
@@ -194,9 +199,10 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 			break;
 		case 'b':
 		case 'v':
+		case 'L':
 			if (!play)
 				return kh_cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
-			*(c == 'b' ? &o->buy : &o->verbose) = 1;
+			*(c == 'b' ? &o->buy : c == 'v' ? &o->verbose : &o->ladder) = 1;
 			break;
 		case 'h': fputs(help, stdout); return -1;
 		default: return kh_cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -204,8 +210,8 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 	}
 	if (optind != argc)
 		return kh_cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
-	if (!o->root || !o->cam || !o->card)
-		return kh_cli_usage(cmd, "--root, --cam and --card are required");
+	if (!o->dec || !o->cam || !o->card)
+		return kh_cli_usage(cmd, "--decoder, --cam and --card are required");
 	if (!play && !o->in)
 		return kh_cli_usage(cmd, "--in is required");
 	if (o->export_every && !o->m1)
@@ -213,26 +219,23 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 	return KH_EXIT_OK;
 }
 
-/* The two modules and the CAS session over them. */
+/* The three modules and the CAS session over them. */
 struct modules {
-	struct kh_softmod *cam_sm, *card_sm;
-	struct kh_transport cam, card;
+	struct kh_softmod *dec_sm, *cam_sm, *card_sm;
+	struct kh_transport dec, cam, card;
 	struct kh_host_cas cas;
 };
 
 static int open_modules(const struct opts *o, struct modules *m)
 {
-	static const uint8_t id[] = "decoder";
-	uint8_t root_pk[32];
 	char what[4200];
 	kh_err r;
 
-	if ((r = kh_cli_root_pk(o->root, root_pk)) != KH_OK)
-		return kh_cli_fail(o->root, r);
-	if ((r = kh_cli_open_module(o->cam, NULL, &m->cam_sm, &m->cam, what, sizeof what)) != KH_OK ||
+	if ((r = kh_cli_open_module(o->dec, NULL, &m->dec_sm, &m->dec, what, sizeof what)) != KH_OK ||
+	    (r = kh_cli_open_module(o->cam, NULL, &m->cam_sm, &m->cam, what, sizeof what)) != KH_OK ||
 	    (r = kh_cli_open_module(o->card, NULL, &m->card_sm, &m->card, what, sizeof what)) != KH_OK)
 		return kh_cli_fail(what, r);
-	kh_host_cas_init(&m->cas, root_pk, &m->cam, &m->card, id, sizeof id - 1);
+	kh_host_cas_init(&m->cas, &m->dec, &m->cam, &m->card, o->ladder ? KH_HOST_CAS_LADDER : 0);
 	return KH_EXIT_OK;
 }
 
@@ -297,16 +300,12 @@ static void m1_close(struct m1 *m)
 static void close_modules(struct modules *m)
 {
 	kh_host_cas_wipe(&m->cas);
+	kh_transport_close(&m->dec);
 	kh_transport_close(&m->cam);
 	kh_transport_close(&m->card);
+	kh_softmod_free(m->dec_sm);
 	kh_softmod_free(m->cam_sm);
 	kh_softmod_free(m->card_sm);
-}
-
-static uint64_t now_unix(void *ctx)
-{
-	(void)ctx;
-	return (uint64_t)time(NULL);
 }
 
 static void notify_viewer(void *ctx, kh_err reason, const char *msg)
@@ -430,7 +429,7 @@ static int play(int argc, char **argv)
 		fprintf(stderr, "keyhole: %s: %s\n", o.in, strerror(errno));
 		goto out;
 	}
-	if ((r = kh_host_cas_connect(&m->cas, now_unix(NULL))) != KH_OK) {
+	if ((r = kh_host_cas_connect(&m->cas)) != KH_OK) {
 		kh_cli_fail("pairing decoder, CAM and card", r);
 		goto out;
 	}
@@ -469,7 +468,6 @@ static int play(int argc, char **argv)
 	cfg.program = (uint16_t)o.service;
 	cfg.ca_system_id = (uint16_t)o.casid;
 	cfg.flags = o.buy ? KH_DECODER_F_BUY : 0;
-	cfg.now = now_unix;
 	cfg.notify = notify_viewer;
 	cfg.out = write_out;
 	cfg.changed = card_changed;
@@ -589,7 +587,7 @@ static int buy(int argc, char **argv)
 		fprintf(stderr, "keyhole: %s: no ECM for the service in the stream\n", o.in);
 		goto out;
 	}
-	if ((r = kh_host_cas_connect(&m->cas, now_unix(NULL))) != KH_OK) {
+	if ((r = kh_host_cas_connect(&m->cas)) != KH_OK) {
 		kh_cli_fail("pairing decoder, CAM and card", r);
 		goto out;
 	}
@@ -599,7 +597,7 @@ static int buy(int argc, char **argv)
 		goto out;
 	}
 	memset(&offer, 0, sizeof offer);
-	r = kh_host_cas_purchase(&m->cas, ecm, ecm_len, now_unix(NULL), &offer);
+	r = kh_host_cas_purchase(&m->cas, ecm, ecm_len, &offer);
 	if (r == KH_ERR_CREDIT_LOW) {
 		fprintf(stderr, "keyhole: event %u costs %u but the card holds only %u credit\n", offer.event,
 			offer.price, offer.credit);
@@ -654,7 +652,6 @@ static int status(int argc, char **argv)
 {
 	static const struct option lo[] = {{"card", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
 					   {NULL, 0, NULL, 0}};
-	static const uint8_t zero[32];
 	const char *card_s = NULL;
 	struct kh_softmod *sm = NULL;
 	struct kh_transport card = {0};
@@ -687,7 +684,7 @@ static int status(int argc, char **argv)
 		goto out;
 	}
 	/* Status goes straight to the card: no channel, so no trust anchor is needed. */
-	kh_host_cas_init(cas, zero, NULL, &card, NULL, 0);
+	kh_host_cas_init(cas, NULL, NULL, &card, 0);
 	if ((r = kh_host_info(&card, &info)) != KH_OK || (r = kh_host_cas_status(cas, st)) != KH_OK) {
 		kh_cli_fail(card_s, r);
 		goto out;

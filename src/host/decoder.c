@@ -87,9 +87,10 @@ struct kh_decoder {
 		uint8_t sec[KH_EMM_MAX];
 	} pend[KH_DECODER_EMM_PENDING];
 
-	/* descrambler */
+	/* descrambler: ours (open mode), or the decoder module's (ladder mode) */
 	struct kh_scr *scr;
 	uint8_t alg;
+	int ladder_keys; /* ladder mode: the decoder module holds a loaded pair */
 
 	/* the batch: packets to write, in input order */
 	size_t nbatch, nscr;
@@ -103,11 +104,6 @@ struct kh_decoder {
 	uint8_t pmt_sec[KH_TS_PSI_MAX];
 	uint8_t pmt_pkts[8 * PKT];
 };
-
-static uint64_t now_of(struct kh_decoder *d)
-{
-	return d->cfg.now ? d->cfg.now(d->cfg.ctx) : 0;
-}
 
 static void tell(struct kh_decoder *d, kh_err reason, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void tell(struct kh_decoder *d, kh_err reason, const char *fmt, ...)
@@ -137,6 +133,11 @@ static void set_comp(struct kh_decoder *d, uint16_t pid)
 	d->comp[pid >> 3] = (uint8_t)(d->comp[pid >> 3] | (1u << (pid & 7)));
 }
 
+static int ladder(const struct kh_decoder *d)
+{
+	return (d->cfg.cas->flags & KH_HOST_CAS_LADDER) != 0;
+}
+
 static kh_err flush(struct kh_decoder *d)
 {
 	size_t kept = 0, skipped = 0, n = d->nbatch;
@@ -149,11 +150,18 @@ static kh_err flush(struct kh_decoder *d)
 	if (d->nscr > 0) {
 		/* Only packets whose parity had a key entered the batch, and keys change only after
 		 * a flush, so INVAL here would be a bug: treat every failure as final. */
-		if (!d->scr) {
+		if (ladder(d)) {
+			/* The decoder module descrambles. If it cannot (its channel to the CAM ended,
+			 * the module went away), the batch's scrambled packets stay scrambled and are
+			 * dropped below; the next ECM loads keys again. */
+			if ((r = kh_host_cas_descramble(d->cfg.cas, d->batch, n)) != KH_OK) {
+				kh_log_info("decoder.descramble_refused", "err=%s", kh_err_name(r));
+				d->ladder_keys = 0;
+			}
+		} else if (!d->scr) {
 			d->err = KH_ERR_INTERNAL;
 			return d->err;
-		}
-		if ((r = kh_scr_descramble(d->scr, d->batch, n, &skipped)) != KH_OK) {
+		} else if ((r = kh_scr_descramble(d->scr, d->batch, n, &skipped)) != KH_OK) {
 			d->err = r == KH_ERR_INVAL ? KH_ERR_INTERNAL : r;
 			return d->err;
 		}
@@ -191,14 +199,23 @@ static kh_err emit(struct kh_decoder *d, const uint8_t *p, int scrambled)
 
 /* ---- keys ---- */
 
+/* In ladder mode both keys are loaded together, in the decoder module, never here. */
+static int have_key(const struct kh_decoder *d, enum kh_scr_parity parity)
+{
+	if (ladder(d))
+		return d->ladder_keys;
+	return d->scr && kh_scr_has_key(d->scr, parity);
+}
+
 static int have_keys(const struct kh_decoder *d)
 {
-	return d->scr && (kh_scr_has_key(d->scr, KH_SCR_EVEN) || kh_scr_has_key(d->scr, KH_SCR_ODD));
+	return have_key(d, KH_SCR_EVEN) || have_key(d, KH_SCR_ODD);
 }
 
 static kh_err clear_keys(struct kh_decoder *d)
 {
 	kh_err r = flush(d);
+	d->ladder_keys = 0;
 	if (d->scr) {
 		kh_scr_clear_key(d->scr, KH_SCR_EVEN);
 		kh_scr_clear_key(d->scr, KH_SCR_ODD);
@@ -213,6 +230,19 @@ static kh_err set_keys(struct kh_decoder *d, const struct kh_cw_answer *cw)
 
 	if ((r = flush(d)) != KH_OK)
 		return r;
+	if (ladder(d)) {
+		/* the sealed pair goes to the decoder module's descrambler as it came */
+		d->ladder_keys = 0;
+		if (!cw->sealed_len || kh_scr_keylen((enum kh_scr_alg)cw->alg) == 0)
+			return KH_ERR_FORMAT;
+		if ((r = kh_host_cas_load(d->cfg.cas, cw)) != KH_OK)
+			return r;
+		d->alg = cw->alg;
+		d->ladder_keys = 1;
+		return KH_OK;
+	}
+	if (cw->sealed_len)
+		return KH_ERR_FORMAT;
 	if (!d->scr || d->alg != cw->alg) {
 		kh_scr_free(d->scr);
 		d->scr = NULL;
@@ -284,7 +314,7 @@ static kh_err pass_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 
 	d->st.ecm_passed++;
 	memset(&offer, 0, sizeof offer);
-	r = kh_host_cas_ecm(d->cfg.cas, sec, n, now_of(d), &cw, &offer);
+	r = kh_host_cas_ecm(d->cfg.cas, sec, n, &cw, &offer);
 	if (r == KH_OK) {
 		d->st.ecm_answered++;
 		kh_log_debug("decoder.ecm", "cp=%u alg=%u", (unsigned)cw.cp, (unsigned)cw.alg);
@@ -313,7 +343,7 @@ static kh_err pass_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 		d->have_bought = 1;
 		d->bought_event = offer.event;
 		memset(&bought, 0, sizeof bought);
-		e = kh_host_cas_purchase(d->cfg.cas, sec, n, now_of(d), &bought);
+		e = kh_host_cas_purchase(d->cfg.cas, sec, n, &bought);
 		if (e == KH_OK) {
 			d->st.purchases++;
 			tell(d, KH_OK, "bought pay-per-view event %u for %u; credit now %u", bought.event,
@@ -365,7 +395,7 @@ static kh_err on_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 		d->st.reconnects++;
 		if ((r = clear_keys(d)) != KH_OK)
 			return r;
-		if ((r = kh_host_cas_connect(d->cfg.cas, now_of(d))) != KH_OK) {
+		if ((r = kh_host_cas_connect(d->cfg.cas)) != KH_OK) {
 			if (!d->have_notice || d->notice != r) {
 				d->have_notice = 1;
 				d->notice = r;
@@ -817,8 +847,8 @@ static kh_err one(struct kh_decoder *d, const uint8_t *p)
 		d->st.dropped_bad++;
 		return KH_OK;
 	}
-	if (!is_comp(d, pid) || (d->cfg.flags & KH_DECODER_F_PASSIVE) || !d->scr ||
-	    !kh_scr_has_key(d->scr, pk.scrambling == KH_TS_SC_EVEN ? KH_SCR_EVEN : KH_SCR_ODD)) {
+	if (!is_comp(d, pid) || (d->cfg.flags & KH_DECODER_F_PASSIVE) ||
+	    !have_key(d, pk.scrambling == KH_TS_SC_EVEN ? KH_SCR_EVEN : KH_SCR_ODD)) {
 		d->st.dropped_nokey++;
 		return KH_OK;
 	}
@@ -851,8 +881,7 @@ kh_err kh_decoder_new(const struct kh_decoder_config *cfg, struct kh_decoder **o
 {
 	struct kh_decoder *d;
 
-	if (!cfg || !out || !cfg->cas || (cfg->flags & ~(KH_DECODER_F_BUY | KH_DECODER_F_PASSIVE)) ||
-	    (!cfg->now && !(cfg->flags & KH_DECODER_F_PASSIVE)))
+	if (!cfg || !out || !cfg->cas || (cfg->flags & ~(KH_DECODER_F_BUY | KH_DECODER_F_PASSIVE)))
 		return KH_ERR_INVAL;
 	if (!(d = calloc(1, sizeof *d)))
 		return KH_ERR_NOMEM;

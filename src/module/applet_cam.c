@@ -1,23 +1,28 @@
 /*
- * CAM applet: the initiator side of seed 000 toward the smart card. A module does no I/O, so the
- * CAM never talks to the card itself: each command from the decoder is answered either with
- * SW 9F00 and the bytes of a command APDU the decoder must carry to the card, or with the
- * result. The decoder relays but learns nothing: it sees the card's certificate (public), the
- * HPKE-sealed Ci || A, and sealed traffic. If an answer from the card does not open under the
- * session keys — another card was inserted, or bytes were replayed or altered — the CAM wipes
- * the keys at once (seed 000) and must pair again.
+ * The initiator side of seed 000 toward the module below: a CAM toward its smart card, and a
+ * decoder module toward its CAM (the same three commands, CARD START / CARD RESP / CARD SEND, in
+ * both). A module does no I/O, so it never talks to the module below itself: each command from
+ * the host is answered either with SW 9F00 and the bytes of a command APDU the host must carry
+ * down, or with the result. The host relays but learns nothing: it sees the responder's
+ * certificate (public), the HPKE-sealed Ci || A, and sealed traffic. If an answer does not open
+ * under the session keys — another card was inserted, or bytes were replayed or altered — the
+ * initiator wipes the keys at once (seed 000) and must pair again.
  *
- * Pairing alone proves the card to the CAM, not the CAM to the card (anyone can encrypt to the
- * card's key). So once the channel is open the CAM sends CAM AUTH inside it: its signing
- * certificate and a signature over the channel binding. The phases:
+ * Pairing alone proves the responder to the initiator, not the initiator to the responder
+ * (anyone can encrypt to its key). So once the channel is open the initiator sends CAM AUTH
+ * inside it: its signing certificate and a signature over the channel binding (a CAM to its
+ * card; a decoder to its CAM, which then releases control words on that channel, and, when the
+ * host asked for the key ladder with P1 = 1 of CARD START, a fresh ladder key K_S under which
+ * the CAM seals every pair of control words it sends up). The phases:
  *
  *   PAIRING   GET CERT, PAIR OPEN in flight (kh_link)
  *   PROVING   CAM AUTH in flight
  *   READY     channel open and proven; CARD SEND may seal a command
  *   BUSY      a command in flight
  *
- * A channel due for re-keying is paired again from GET CERT, proven again, and only then is the
- * waiting command sent: the card never sees a command on an unproven channel.
+ * A channel due for re-keying is paired again from GET CERT, proven again (a decoder draws a new
+ * K_S), and only then is the waiting command sent: the responder never sees a command on an
+ * unproven channel.
  */
 #include <string.h>
 
@@ -26,9 +31,9 @@
 
 enum { CAM_IDLE = 0, CAM_PAIRING, CAM_PROVING, CAM_READY, CAM_BUSY };
 
-static kh_err need_service(struct kh_module *m, const struct kh_apdu *a)
+static kh_err need_service(struct kh_module *m, const struct kh_apdu *a, uint8_t p1_max)
 {
-	if (a->p1 || a->p2)
+	if (a->p1 > p1_max || a->p2)
 		return KH_ERR_APDU_P1P2;
 	if (m->p.lifecycle != KH_LC_PERSONALISED)
 		return KH_ERR_NOT_PERSONALISED;
@@ -43,6 +48,11 @@ static void drop(struct kh_module *m)
 	m->cam_pendlen = 0;
 	m->cam_rekey_ua = 0;
 	m->cam_phase = CAM_IDLE;
+	m->cam_ecm = 0;
+	/* a decoder's ladder key belongs to the channel that just ended, and so do the control
+	 * words loaded under it: no channel, no descrambling */
+	if (m->p.role == KH_ROLE_DECODER)
+		kh__ladder_wipe(m);
 }
 
 kh_err kh__h_card_start(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
@@ -50,15 +60,17 @@ kh_err kh__h_card_start(struct kh_module *m, const struct kh_apdu *a, struct kh_
 	uint8_t id[5];
 	kh_err r;
 
-	if ((r = need_service(m, a)) != KH_OK)
+	/* P1 1: a decoder asks for the key ladder */
+	if ((r = need_service(m, a, m->p.role == KH_ROLE_DECODER)) != KH_OK)
 		return r;
 	if (a->lc)
 		return KH_ERR_APDU_LEN;
 	/* Our identity, bound into the HPKE aad: role and unique address. */
-	id[0] = KH_ROLE_CAM;
+	id[0] = m->p.role;
 	kh_put_be32(id + 1, m->p.ua);
 	drop(m);
-	kh_link_init(&m->link, m->p.root_pk, KH_ROLE_CARD, id, sizeof id);
+	m->ladder_on = a->p1;
+	kh_link_init(&m->link, m->p.root_pk, m->p.role == KH_ROLE_CAM ? KH_ROLE_CARD : KH_ROLE_CAM, id, sizeof id);
 	if ((r = kh_link_start(&m->link, resp)) != KH_OK)
 		return r;
 	m->cam_phase = CAM_PAIRING;
@@ -73,14 +85,24 @@ static kh_err prove(struct kh_module *m, struct kh_wr *resp)
 	struct kh_wr body, cmd;
 	kh_err r;
 
-	kh_cam_auth_msg(m->link.ch.binding, m->link.peer.ua, msg);
-	if ((r = kh_ed25519_sign(m->p.sign_sk, msg, sizeof msg, sig)) != KH_OK)
+	if ((r = kh_auth_msg(m->p.role, m->link.ch.binding, m->link.peer.ua, msg)) != KH_OK ||
+	    (r = kh_ed25519_sign(m->p.sign_sk, msg, sizeof msg, sig)) != KH_OK)
 		return r;
 	/* TLV body after a 7-byte extended APDU header, built in place in m->inner. */
 	kh_wr_init(&body, m->inner + 7, sizeof m->inner - 7);
 	kh_tlv_put(&body, 1, m->p.sign_cert, m->p.sign_cert_len);
-	if ((r = kh_tlv_put(&body, 2, sig, sizeof sig)) != KH_OK)
-		return r;
+	kh_tlv_put(&body, 2, sig, sizeof sig);
+	if (m->ladder_on) {
+		/* a fresh ladder key for this channel; what was loaded under the last one stays
+		 * usable until new control words replace it */
+		if ((r = kh_random(m->ladder_key, sizeof m->ladder_key)) != KH_OK)
+			return r;
+		kh_tlv_put(&body, 3, m->ladder_key, sizeof m->ladder_key);
+	}
+	if (body.err != KH_OK) {
+		kh_wipe(m->inner, sizeof m->inner);
+		return body.err;
+	}
 	kh_wr_init(&cmd, m->inner, 7);
 	kh_wr_u8(&cmd, KH_CLA);
 	kh_wr_u8(&cmd, KH_INS_CAM_AUTH);
@@ -108,6 +130,40 @@ static kh_err send_cmd(struct kh_module *m, const uint8_t *inner, size_t len, st
 	return KH_OK;
 }
 
+/*
+ * The card's answer to an ECM, going up to a decoder that asked for the key ladder: its two
+ * control words sealed under the decoder's K_S (kh_cw_ladder_seal), so that not even the
+ * decoder module's channel code, nor the host after it, holds them in clear. A refusal (no
+ * right, an offer) carries no control word and goes up as it is.
+ */
+static kh_err ladder(struct kh_module *m, struct kh_wr *resp)
+{
+	struct kh_cw_answer cw;
+	struct kh_wr w;
+	const uint8_t *d;
+	size_t n;
+	uint16_t sw;
+	kh_err r;
+
+	if ((r = kh_apdu_resp(resp->p, resp->len, &d, &n, &sw)) != KH_OK)
+		return r;
+	if (sw != KH_SW_OK)
+		return KH_OK;
+	if ((r = kh_cw_answer_parse(d, n, &cw)) != KH_OK || cw.sealed_len)
+		return r != KH_OK ? r : KH_ERR_FORMAT;
+	/* m->inner is free: the command that brought the card's answer has been opened */
+	kh_wr_init(&w, m->inner, sizeof m->inner - 2);
+	if ((r = kh_cw_ladder_seal(m->ladder_key, &cw, &w)) == KH_OK) {
+		kh_wr_u16(&w, KH_SW_OK);
+		kh_wipe(resp->p, resp->len);
+		resp->len = 0;
+		r = kh_wr_bytes(resp, m->inner, w.len);
+	}
+	kh_wipe(&cw, sizeof cw);
+	kh_wipe(m->inner, w.len);
+	return r;
+}
+
 kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	enum kh_link_result res;
@@ -116,7 +172,7 @@ kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 	uint16_t sw;
 	kh_err r;
 
-	if ((r = need_service(m, a)) != KH_OK)
+	if ((r = need_service(m, a, 0)) != KH_OK)
 		return r;
 	if ((r = kh_link_step(&m->link, a->data, a->lc, kh__module_now(m), resp, &res)) != KH_OK) {
 		if (m->link.state == KH_LINK_IDLE)
@@ -147,7 +203,12 @@ kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 				drop(m);
 				return KH_ERR_CW_PLAIN;
 			}
+			if (m->cam_ecm && m->ladder_on && (r = ladder(m, resp)) != KH_OK) {
+				drop(m);
+				return r;
+			}
 			m->cam_secret = 0;
+			m->cam_ecm = 0;
 			m->cam_phase = CAM_READY;
 			return KH_OK;
 		}
@@ -177,18 +238,23 @@ kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 kh_err kh__h_card_send(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	uint64_t now = kh__module_now(m);
+	int secret;
 	kh_err r;
 
-	if ((r = need_service(m, a)) != KH_OK)
+	if ((r = need_service(m, a, 0)) != KH_OK)
 		return r;
 	if (!a->lc)
 		return KH_ERR_APDU_LEN;
 	if (a->lc > sizeof m->cam_pending)
 		return KH_ERR_TOO_LARGE;
 	/* Commands whose answers carry control words or spend credit travel only inside the
-	 * decoder's channel; a host asking for them in clear is refused. */
-	if (!m->depth && a->lc >= 2 && (a->data[1] == KH_INS_ECM || a->data[1] == KH_INS_PURCHASE))
+	 * decoder's channel, and only once a certified decoder has proven itself on it; a host
+	 * asking for them in clear, or on a channel it opened itself, is refused. */
+	secret = m->p.role == KH_ROLE_CAM && a->lc >= 2 && (a->data[1] == KH_INS_ECM || a->data[1] == KH_INS_PURCHASE);
+	if (secret && !m->depth)
 		return KH_ERR_CW_PLAIN;
+	if (secret && !m->chan.peer_ua)
+		return KH_ERR_DECODER_UNPROVEN;
 	if (m->cam_phase == CAM_BUSY) {
 		/* The answer to the last command never came: the card went away. */
 		drop(m);
@@ -199,6 +265,7 @@ kh_err kh__h_card_send(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 	if (m->cam_phase != CAM_READY)
 		return KH_ERR_PAIR_STATE;
 	m->cam_secret = (uint8_t)(m->depth != 0);
+	m->cam_ecm = (uint8_t)(secret && a->data[1] == KH_INS_ECM);
 	if (kh_chan_needs_rekey(&m->link.ch, now)) {
 		/* Pair again from GET CERT (the certificate may have expired meanwhile), prove
 		 * ourselves on the new channel, then send the waiting command. */

@@ -25,7 +25,7 @@ kh_err kh__h_get_info(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 	kh_tlv_put_u32(resp, I_UA, m->p.ua);
 	kh_tlv_put_u8(resp, I_LIFECYCLE, m->p.lifecycle);
 	kh_tlv_put_u64(resp, I_COUNTER, m->counter);
-	if (m->p.role == KH_ROLE_CAM) {
+	if (m->p.role == KH_ROLE_CAM || m->p.role == KH_ROLE_DECODER) {
 		kh_tlv_put_u8(resp, I_LINK, (uint8_t)m->link.state);
 		if (m->link.state == KH_LINK_OPEN || m->link.state == KH_LINK_WANT_RESP)
 			kh_tlv_put_u32(resp, I_PEER_UA, m->link.peer.ua);

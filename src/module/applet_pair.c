@@ -4,16 +4,25 @@
  * A command that does not open — wrong key (another CAM, a swapped card), replayed or reordered
  * counter, cut or altered bytes — is refused with its own status word and changes nothing.
  */
+#include <string.h>
+
 #include "keyhole/crypto.h"
 #include "module/module_int.h"
 
 kh_err kh__h_pair_open(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
+	kh_err r;
+
 	if (a->p1 || a->p2)
 		return KH_ERR_APDU_P1P2;
 	if (m->p.lifecycle != KH_LC_PERSONALISED)
 		return KH_ERR_NOT_PERSONALISED;
-	return kh_pair_open_answer(m->p.pair_sk, a->data, a->lc, kh__module_now(m), &m->chan, resp);
+	if ((r = kh_pair_open_answer(m->p.pair_sk, a->data, a->lc, kh__module_now(m), &m->chan, resp)) != KH_OK)
+		return r;
+	/* a new channel: whatever its predecessor's initiator proved or gave is gone */
+	if (m->p.role == KH_ROLE_CAM)
+		kh__ladder_wipe(m);
+	return KH_OK;
 }
 
 kh_err kh__h_sealed(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
@@ -67,50 +76,65 @@ kh_err kh__h_echo(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *re
 }
 
 /*
- * CAM AUTH, inside the channel: TLV {1: the CAM's signing certificate, 2: Ed25519 signature over
- * "keyhole cam auth v1" | channel binding | our UA}. PAIR OPEN proves nothing about who sent it
- * (anyone may encrypt to our key); this proves that a certified CAM holds this very channel. The
- * result lives with the channel: a new PAIR OPEN starts unauthenticated again.
+ * CAM AUTH, inside the channel: TLV {1: the initiator's signing certificate, 2: Ed25519 signature
+ * over kh_auth_msg(its role, channel binding, our UA)}. A card expects a CAM; a CAM expects a
+ * decoder, which may add {3: a 32-byte key ladder key K_S} (docs/protocols/decoder.md). PAIR OPEN
+ * proves nothing about who sent it (anyone may encrypt to our key); this proves that a certified
+ * module of the right role holds this very channel. The result lives with the channel: a new
+ * PAIR OPEN starts unauthenticated again.
  */
 kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	struct kh_rd rd;
-	struct kh_tlv t, cert = {0}, sig = {0};
+	struct kh_tlv t, cert = {0}, sig = {0}, lk = {0};
 	struct kh_cert_info ci;
 	uint8_t msg[KH_CAM_AUTH_MSG_LEN];
+	uint8_t want;
 	int k;
 	kh_err r;
 
 	(void)resp;
 	if (a->p1 || a->p2)
 		return KH_ERR_APDU_P1P2;
+	if (m->p.role != KH_ROLE_CARD && m->p.role != KH_ROLE_CAM)
+		return KH_ERR_APDU_INS;
+	want = m->p.role == KH_ROLE_CARD ? KH_ROLE_CAM : KH_ROLE_DECODER;
 	kh_rd_init(&rd, a->data, a->lc);
 	while ((k = kh_tlv_next(&rd, &t)) == 1) {
 		if (t.tag == 1 && !cert.v)
 			cert = t;
 		else if (t.tag == 2 && !sig.v)
 			sig = t;
+		else if (t.tag == 3 && want == KH_ROLE_DECODER && !lk.v)
+			lk = t;
 		else
-			return t.tag == 1 || t.tag == 2 ? KH_ERR_FORMAT : KH_ERR_TLV_TAG;
+			return t.tag >= 1 && t.tag <= 3 ? KH_ERR_FORMAT : KH_ERR_TLV_TAG;
 	}
 	if (k < 0)
 		return k;
-	if (!cert.v || !sig.v || sig.len != KH_ED25519_SIG_LEN)
+	if (!cert.v || !sig.v || sig.len != KH_ED25519_SIG_LEN || (lk.v && lk.len != sizeof m->ladder_key))
 		return KH_ERR_FORMAT;
 	/* A card judges validity by its own clock (the newest signed ECM time, a lower bound of the
 	 * time), not the host's: it can tell "expired", never "not yet valid". */
 	r = m->p.role == KH_ROLE_CARD
-		    ? kh_cert_check_by_clock(cert.v, cert.len, m->p.root_pk, KH_ROLE_CAM, KH_CERT_KEY_ED25519,
+		    ? kh_cert_check_by_clock(cert.v, cert.len, m->p.root_pk, want, KH_CERT_KEY_ED25519,
 					     kh__card_clock(m), &ci)
-		    : kh_cert_check(cert.v, cert.len, m->p.root_pk, KH_ROLE_CAM, KH_CERT_KEY_ED25519, kh__module_now(m),
-				    &ci);
+		    : kh_cert_check(cert.v, cert.len, m->p.root_pk, want, KH_CERT_KEY_ED25519, kh__module_now(m), &ci);
 	if (r != KH_OK)
 		return r;
 	if ((r = kh__card_revoked(m, ci.ua)) != KH_OK)
 		return r;
-	kh_cam_auth_msg(m->chan.binding, m->p.ua, msg);
+	if ((r = kh_auth_msg(want, m->chan.binding, m->p.ua, msg)) != KH_OK)
+		return r;
 	if (kh_ed25519_verify(ci.pub, msg, sizeof msg, sig.v) != KH_OK)
 		return KH_ERR_AUTH;
 	m->chan.peer_ua = ci.ua;
+	if (want == KH_ROLE_DECODER) {
+		kh__ladder_wipe(m);
+		if (lk.v) {
+			memcpy(m->ladder_key, lk.v, lk.len);
+			m->ladder_on = 1;
+		}
+	}
 	return KH_OK;
 }

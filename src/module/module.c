@@ -14,8 +14,9 @@
 
 #define F_PLAIN 0x01  /* accepted as a plain command */
 #define F_SEALED 0x02 /* accepted inside the paired channel */
-#define F_CAM 0x04    /* CAM role only */
-#define F_NOTX 0x08   /* runs its inner command as its own transaction: no snapshot here */
+#define F_INIT 0x04   /* initiators toward a module below: CAM and decoder roles only */
+#define F_NOTX 0x08   /* no snapshot: its own transaction (SEALED) or no persistent state */
+#define F_DEC 0x10    /* decoder role only */
 
 static const struct {
 	uint8_t ins;
@@ -31,10 +32,13 @@ static const struct {
 	{KH_INS_ECHO, F_SEALED, kh__h_echo},
 	{KH_INS_CAM_AUTH, F_SEALED, kh__h_cam_auth},
 	/* The CAM's relay commands work inside the decoder's channel too: that is how control
-	 * words reach the decoder without crossing the host in clear. */
-	{KH_INS_CARD_START, F_PLAIN | F_SEALED | F_CAM, kh__h_card_start},
-	{KH_INS_CARD_RESP, F_PLAIN | F_SEALED | F_CAM, kh__h_card_resp},
-	{KH_INS_CARD_SEND, F_PLAIN | F_SEALED | F_CAM, kh__h_card_send},
+	 * words reach the decoder without crossing the host in clear. A decoder module runs the
+	 * same three toward its CAM. */
+	{KH_INS_CARD_START, F_PLAIN | F_SEALED | F_INIT, kh__h_card_start},
+	{KH_INS_CARD_RESP, F_PLAIN | F_SEALED | F_INIT, kh__h_card_resp},
+	{KH_INS_CARD_SEND, F_PLAIN | F_SEALED | F_INIT, kh__h_card_send},
+	{KH_INS_LADDER_LOAD, F_PLAIN | F_DEC | F_NOTX, kh__h_ladder_load},
+	{KH_INS_DESCRAMBLE, F_PLAIN | F_DEC | F_NOTX, kh__h_descramble},
 	{KH_INS_ECM, F_SEALED, kh__h_ecm},
 	{KH_INS_PURCHASE, F_SEALED, kh__h_purchase},
 	{KH_INS_EMM, F_PLAIN | F_SEALED, kh__h_emm},
@@ -302,7 +306,8 @@ size_t kh__module_exec(struct kh_module *m, const uint8_t *cmd, size_t len, uint
 			break;
 	if (i == sizeof dispatch / sizeof dispatch[0] ||
 	    !(dispatch[i].flags & (m->depth ? F_SEALED : F_PLAIN)) ||
-	    ((dispatch[i].flags & F_CAM) && m->p.role != KH_ROLE_CAM))
+	    ((dispatch[i].flags & F_INIT) && m->p.role != KH_ROLE_CAM && m->p.role != KH_ROLE_DECODER) ||
+	    ((dispatch[i].flags & F_DEC) && m->p.role != KH_ROLE_DECODER))
 		return finish(&w, resp, cap, kh_err_to_sw(KH_ERR_APDU_INS), 0);
 
 	if (dispatch[i].flags & F_NOTX) {

@@ -10,6 +10,7 @@
 
 #include "keyhole/apdu.h"
 #include "keyhole/buf.h"
+#include "keyhole/cas.h"
 #include "keyhole/cert.h"
 #include "keyhole/module.h"
 #include "keyhole/pair.h"
@@ -127,12 +128,24 @@ struct kh_module {
 	struct kh_cas_usage usage;
 
 	struct kh_chan chan;  /* responder side: toward the CAM (card) or the decoder (CAM) */
-	struct kh_link link;  /* CAM only: initiator side toward the card */
-	uint8_t cam_phase;    /* CAM only: enum in applet_cam.c */
-	uint32_t cam_rekey_ua; /* CAM only: during a re-key, the card it must be again */
-	uint8_t cam_secret;   /* CAM only: the command in flight came inside the decoder's channel */
-	uint16_t cam_pendlen; /* CAM only: a command waiting for a re-pairing to finish */
+	/* Initiator side (applet_cam.c), in a CAM toward its card and in a decoder toward its CAM. */
+	struct kh_link link;
+	uint8_t cam_phase;    /* enum in applet_cam.c */
+	uint32_t cam_rekey_ua; /* during a re-key, the module it must be again */
+	uint8_t cam_secret;   /* CAM: the command in flight came inside the decoder's channel */
+	uint8_t cam_ecm;      /* CAM: ... and it is an ECM (its answer goes under the key ladder) */
+	uint16_t cam_pendlen; /* a command waiting for a re-pairing to finish */
 	uint8_t cam_pending[KH_APDU_MAX_DATA];
+	/*
+	 * Key ladder (volatile, one key per channel). Decoder: ladder_on when the host asked for it
+	 * at CARD START; ladder_key the fresh K_S it gave its CAM in DECODER AUTH. CAM: ladder_on
+	 * when the proven decoder on its responder channel gave one.
+	 */
+	uint8_t ladder_on;
+	uint8_t ladder_key[32];
+	/* Decoder: the descrambler's key slots, loaded only from ladder-sealed control words. */
+	struct kh_cw_answer desc;
+	uint8_t desc_loaded;
 
 	uint8_t inner[KH_APDU_MAX_DATA];        /* opened inner command */
 	uint8_t inner_resp[KH_APDU_MAX_RESP];   /* its response before sealing */
@@ -161,6 +174,11 @@ kh_err kh__h_cas_status(struct kh_module *m, const struct kh_apdu *a, struct kh_
 kh_err kh__h_cas_flush(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_export(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_hello(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+kh_err kh__h_ladder_load(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+kh_err kh__h_descramble(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+
+/* Forget the key ladder and the descrambler's keys (a channel ended or was replaced). */
+void kh__ladder_wipe(struct kh_module *m);
 
 /* The card's clock for certificate validity (struct kh_cas_usage's clock; 0: not known yet). */
 uint64_t kh__card_clock(const struct kh_module *m);

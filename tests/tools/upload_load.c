@@ -114,29 +114,22 @@ static uint32_t card_ua(struct kh_transport *t)
 
 /* ---- prepare ---- */
 
-static int prepare(const char *center, const char *db, const char *root, const char *cam_path, unsigned events,
-		   char **cards, int ncards)
+static int prepare(const char *center, const char *db, const char *root, const char *dec_path,
+		   const char *cam_path, unsigned events, char **cards, int ncards)
 {
-	struct kh_softmod *camsm;
-	struct kh_transport cam;
+	struct kh_softmod *camsm, *decsm;
+	struct kh_transport cam, dec;
 	struct center_skey sk = {0};
 	struct kh_cas_signer esg;
-	uint8_t root_pk[32], der[KH_CERT_MAX], *pem = NULL;
-	size_t pemlen = 0, derlen;
 	char path[4096];
 	kh_err r;
 
-	snprintf(path, sizeof path, "%s/root.crt", root);
-	if ((r = kh_file_read(path, 64 * 1024, &pem, &pemlen)) != KH_OK ||
-	    (r = kh_cert_pem_to_der((const char *)pem, pemlen, der, sizeof der, &derlen)) != KH_OK ||
-	    (r = kh_cert_root_pk(der, derlen, root_pk)) != KH_OK)
-		die(path, kh_strerror(r));
-	kh_file_free(pem, pemlen);
 	if ((r = kh_authority_signer_load(root, KH_ROLE_ECM_SIGNER, &esg, NULL, 0, NULL)) != KH_OK)
 		die(root, kh_strerror(r));
 	if ((r = center_service_key(db, &sk)) != KH_OK)
 		die(db, r == KH_ERR_NOTFOUND ? "no service key 1" : kh_strerror(r));
 	open_card(cam_path, &camsm, &cam);
+	open_card(dec_path, &decsm, &dec);
 	for (int i = 0; i < ncards; i++) {
 		struct kh_softmod *sm;
 		struct kh_transport t;
@@ -163,8 +156,8 @@ static int prepare(const char *center, const char *db, const char *root, const c
 				die("EMM", kh_strerror(r));
 		}
 		json_decref(j);
-		kh_host_cas_init(&cas, root_pk, &cam, &t, (const uint8_t *)"decoder", 7);
-		if ((r = kh_host_cas_connect(&cas, now)) != KH_OK)
+		kh_host_cas_init(&cas, &dec, &cam, &t, 0);
+		if ((r = kh_host_cas_connect(&cas)) != KH_OK)
 			die("CAM-card session", kh_strerror(r));
 		for (uint32_t ev = 1; ev <= events; ev++) {
 			struct kh_ecm ecm = {0};
@@ -182,7 +175,7 @@ static int prepare(const char *center, const char *db, const char *root, const c
 			ecm.price = 10;
 			ecm.time = now;
 			if ((r = kh_ecm_seal(sk.key, &esg, &ecm, sec, sizeof sec, &len)) != KH_OK ||
-			    (r = kh_host_cas_purchase(&cas, sec, len, now, &o)) != KH_OK)
+			    (r = kh_host_cas_purchase(&cas, sec, len, &o)) != KH_OK)
 				die("purchase", kh_strerror(r));
 			printf("BUY %08X %u 10\n", ua, ev);
 		}
@@ -194,6 +187,8 @@ static int prepare(const char *center, const char *db, const char *root, const c
 	kh_wipe(&esg, sizeof esg);
 	kh_transport_close(&cam);
 	kh_softmod_free(camsm);
+	kh_transport_close(&dec);
+	kh_softmod_free(decsm);
 	return fflush(stdout) == 0 ? 0 : 1;
 }
 
@@ -366,13 +361,14 @@ static int retry(const char *center, const char *journal_path)
 }
 
 static const char usage[] =
-	"usage: kh_upload_load prepare --center URL --db DB --root AUTHDIR --cam CAM --events N CARD...\n"
+	"usage: kh_upload_load prepare --center URL --db DB --root AUTHDIR --decoder DEC --cam CAM\n"
+	"                              --events N CARD...\n"
 	"       kh_upload_load run --center URL --journal FILE --rounds N CARD...\n"
 	"       kh_upload_load retry --center URL --journal FILE\n";
 
 int main(int argc, char **argv)
 {
-	const char *center = NULL, *db = NULL, *root = NULL, *cam = NULL, *jpath = NULL;
+	const char *center = NULL, *db = NULL, *root = NULL, *dec = NULL, *cam = NULL, *jpath = NULL;
 	unsigned n = 0;
 	int i, rc;
 
@@ -389,6 +385,8 @@ int main(int argc, char **argv)
 			root = argv[i + 1];
 		else if (strcmp(argv[i], "--cam") == 0)
 			cam = argv[i + 1];
+		else if (strcmp(argv[i], "--decoder") == 0)
+			dec = argv[i + 1];
 		else if (strcmp(argv[i], "--journal") == 0)
 			jpath = argv[i + 1];
 		else if (strcmp(argv[i], "--events") == 0 || strcmp(argv[i], "--rounds") == 0)
@@ -399,8 +397,8 @@ int main(int argc, char **argv)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (jpath && !(journal = fopen(jpath, "a")))
 		die(jpath, "cannot append");
-	if (strcmp(argv[1], "prepare") == 0 && center && db && root && cam && n && i < argc)
-		rc = prepare(center, db, root, cam, n, argv + i, argc - i);
+	if (strcmp(argv[1], "prepare") == 0 && center && db && root && dec && cam && n && i < argc)
+		rc = prepare(center, db, root, dec, cam, n, argv + i, argc - i);
 	else if (strcmp(argv[1], "run") == 0 && center && journal && n && i < argc)
 		rc = run(center, n, argv + i, argc - i);
 	else if (strcmp(argv[1], "retry") == 0 && center && journal && i == argc)

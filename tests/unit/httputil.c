@@ -220,7 +220,7 @@ void center_stop(struct kh_sms *sms, struct kh_http *h)
 	kh_sms_free(sms);
 }
 
-int center_watch(const char *db, const uint8_t root_pk[32], const struct kh_cas_signer *sg, struct kh_transport *cam,
+int center_watch(const char *db, struct kh_transport *dec, const struct kh_cas_signer *sg, struct kh_transport *cam,
 		 struct kh_transport *card, uint32_t product, int64_t t)
 {
 	struct center_skey sk = {0};
@@ -242,9 +242,9 @@ int center_watch(const char *db, const uint8_t root_pk[32], const struct kh_cas_
 	e.time = (uint64_t)t;
 	assert_int_equal(kh_ecm_seal(sk.key, sg, &e, ecm, sizeof ecm, &len), KH_OK);
 	kh_wipe(&sk, sizeof sk);
-	kh_host_cas_init(&cas, root_pk, cam, card, (const uint8_t *)"decoder", 7);
-	assert_int_equal(kh_host_cas_connect(&cas, (uint64_t)time(NULL)), KH_OK);
-	r = kh_host_cas_ecm(&cas, ecm, len, (uint64_t)t, &cw, NULL);
+	kh_host_cas_init(&cas, dec, cam, card, 0);
+	assert_int_equal(kh_host_cas_connect(&cas), KH_OK);
+	r = kh_host_cas_ecm(&cas, ecm, len, &cw, NULL);
 	kh_wipe(&cw, sizeof cw);
 	kh_host_cas_wipe(&cas);
 	return r;

@@ -84,11 +84,11 @@ void center_start(const char *db, const char *authdir, const char *token, struct
 void center_stop(struct kh_sms *sms, struct kh_http *h);
 /*
  * An ECM for product at time t under the center's service key (db), through a decoder -> cam ->
- * card session with the operator's root_pk: the card's answer (KH_OK, KH_ERR_NO_RIGHT,
+ * card session (dec: the decoder module): the card's answer (KH_OK, KH_ERR_NO_RIGHT,
  * KH_ERR_RIGHT_EXPIRED, ...). The CW is wiped.
  */
 struct kh_transport;
-int center_watch(const char *db, const uint8_t root_pk[32], const struct kh_cas_signer *sg, struct kh_transport *cam,
+int center_watch(const char *db, struct kh_transport *dec, const struct kh_cas_signer *sg, struct kh_transport *cam,
 		 struct kh_transport *card, uint32_t product, int64_t t); /* a kh_err */
 #endif
 

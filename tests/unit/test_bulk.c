@@ -659,7 +659,7 @@ static void test_refusals(void **state)
 /* An ECM for product at time t, through decoder -> CAM -> card c. */
 static kh_err watch_at(struct bw *b, struct card *c, uint32_t product, int64_t t)
 {
-	return center_watch(b->db, b->w->root_pk, world_ecm_signer(b->w->auth), &b->w->cam.t, &c->m.t, product, t);
+	return center_watch(b->db, &b->w->dec.t, world_ecm_signer(b->w->auth), &b->w->cam.t, &c->m.t, product, t);
 }
 
 static json_t *renew(struct bw *b, int64_t cards, int64_t emms, struct reply *r)

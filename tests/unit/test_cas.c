@@ -38,7 +38,7 @@ static int setup(void **state)
 	assert_int_equal(world_setup((void **)&cw->w), 0);
 	assert_int_equal(kh_random(cw->skey, sizeof cw->skey), KH_OK);
 	cw->t0 = (uint64_t)time(NULL);
-	kh_host_cas_init(&cw->cas, cw->w->root_pk, &cw->w->cam.t, &cw->w->c1.t, (const uint8_t *)"decoder", 7);
+	kh_host_cas_init(&cw->cas, &cw->w->dec.t, &cw->w->cam.t, &cw->w->c1.t, 0);
 	*state = cw;
 	return 0;
 }
@@ -469,7 +469,7 @@ static void test_forged_ecm(void **state)
 	size_t n;
 
 	provision(cw, &cw->w->c1);
-	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_OK);
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 	before = status_of(&cw->w->c1.t);
 	memset(&e, 0, sizeof e);
 	e.h.table_id = KH_ECM_TID_EVEN;
@@ -484,15 +484,15 @@ static void test_forged_ecm(void **state)
 	fake.serial = world_ecm_signer(cw->w->auth)->serial;
 	assert_int_equal(kh_ed25519_keygen(fake.sk, fake_pk), KH_OK);
 	assert_int_equal(kh_ecm_seal(cw->skey, &fake, &e, ecm, sizeof ecm, &n), KH_OK);
-	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, cw->t0, &o), KH_ERR_SIGNATURE);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_SIGNATURE);
+	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, &o), KH_ERR_SIGNATURE);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_SIGNATURE);
 	fake.serial++;
 	assert_int_equal(kh_ecm_seal(cw->skey, &fake, &e, ecm, sizeof ecm, &n), KH_OK);
-	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, cw->t0, &o), KH_ERR_UNKNOWN_SIGNER);
+	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, &o), KH_ERR_UNKNOWN_SIGNER);
 	assert_same_rights(&before, status_of(&cw->w->c1.t));
 	/* the genuine ECM, signed by the headend, is bought at its price */
 	n = make_ecm(cw, KH_ECM_EVENT, EVENT, 30, cw->t0, 1, ecm, sizeof ecm);
-	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, cw->t0, &o), KH_OK);
+	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, &o), KH_OK);
 	assert_int_equal(status_of(&cw->w->c1.t).credit, before.credit - 30);
 	kh_wipe(&fake, sizeof fake);
 }
@@ -524,7 +524,7 @@ static void test_clock_and_revocation(void **state)
 	assert_int_equal(kh_emm_put_revoked(&wr, 1, &other, 1), KH_OK);
 	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
 	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
-	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_OK);
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 	/* the list that names it: the card no longer accepts the CAM's proof */
 	{
 		uint32_t l[2] = {other, cam};
@@ -535,8 +535,8 @@ static void test_clock_and_revocation(void **state)
 		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
 	}
 	kh_host_cas_wipe(&cw->cas);
-	kh_host_cas_init(&cw->cas, w->root_pk, &w->cam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
-	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_ERR_REVOKED);
+	kh_host_cas_init(&cw->cas, &w->dec.t, &w->cam.t, &w->c1.t, 0);
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_ERR_REVOKED);
 	assert_false(cw->cas.connected);
 	/* an older list (a replayed broadcast of version 1) does not bring the CAM back */
 	kh_wr_init(&wr, cmds, sizeof cmds);
@@ -544,14 +544,14 @@ static void test_clock_and_revocation(void **state)
 	ha.seq = 3;
 	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
 	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
-	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_ERR_REVOKED);
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_ERR_REVOKED);
 	/* a newer, empty list does */
 	kh_wr_init(&wr, cmds, sizeof cmds);
 	assert_int_equal(kh_emm_put_revoked(&wr, 3, NULL, 0), KH_OK);
 	ha.seq = 4;
 	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
 	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
-	assert_int_equal(kh_host_cas_connect(&cw->cas, 0), KH_OK);
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 
 	/* A host that withholds the next list (version 4, naming our CAM) gains nothing: the
 	 * operator's ECMs ask for version 4, and a card holding 3 gives no control words. */
@@ -569,7 +569,7 @@ static void test_clock_and_revocation(void **state)
 		e.time = cw->t0;
 		e.revoked_version = 4;
 		assert_int_equal(kh_ecm_seal(cw->skey, world_ecm_signer(w->auth), &e, ecm, sizeof ecm, &n), KH_OK);
-		assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_LIST_STALE);
+		assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_LIST_STALE);
 		/* the list arrives: the CAM on the channel already open is refused at the next ECM */
 		kh_wr_init(&wr, cmds, sizeof cmds);
 		assert_int_equal(kh_emm_put_revoked(&wr, 4, &cam, 1), KH_OK);
@@ -577,7 +577,7 @@ static void test_clock_and_revocation(void **state)
 		assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
 		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
 		assert_int_equal(kh_ecm_seal(cw->skey, world_ecm_signer(w->auth), &e, ecm, sizeof ecm, &n), KH_OK);
-		assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_REVOKED);
+		assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_REVOKED);
 		/* version 5 lets it back in, and an ECM asking for 4 is then answered */
 		kh_wr_init(&wr, cmds, sizeof cmds);
 		assert_int_equal(kh_emm_put_revoked(&wr, 5, NULL, 0), KH_OK);
@@ -585,24 +585,24 @@ static void test_clock_and_revocation(void **state)
 		assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
 		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
 		kh_host_cas_wipe(&cw->cas);
-		kh_host_cas_init(&cw->cas, w->root_pk, &w->cam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
-		assert_int_equal(kh_host_cas_connect(&cw->cas, 0), KH_OK);
+		kh_host_cas_init(&cw->cas, &w->dec.t, &w->cam.t, &w->c1.t, 0);
+		assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 		assert_int_equal(kh_ecm_seal(cw->skey, world_ecm_signer(w->auth), &e, ecm, sizeof ecm, &n), KH_OK);
-		assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_OK);
+		assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_OK);
 	}
 
 	/* the clock. A genuine ECM dated after its signer's certificate runs out (the year 2100) is
 	 * refused and does not move the clock: one recording of it cannot make every certificate
 	 * look expired on every card. */
 	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, 4102444800u, 1, ecm, sizeof ecm);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_CERT_EXPIRED);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_CERT_EXPIRED);
 	/* A clock that lags (the last ECM the card saw was a month ago) still accepts a CAM issued
 	 * since: a lower bound of the time says "expired", never "not yet valid". */
 	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0 - 30 * 86400, 1, ecm, sizeof ecm);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_RIGHT_NOT_STARTED);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_RIGHT_NOT_STARTED);
 	kh_host_cas_wipe(&cw->cas);
-	kh_host_cas_init(&cw->cas, w->root_pk, &w->cam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
-	assert_int_equal(kh_host_cas_connect(&cw->cas, 0), KH_OK);
+	kh_host_cas_init(&cw->cas, &w->dec.t, &w->cam.t, &w->c1.t, 0);
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 	/* A CAM certified for one day: once a genuine ECM three days on has moved the card's clock,
 	 * the card refuses that CAM, whatever time the host claims (0 used to skip the check). */
 	{
@@ -617,19 +617,19 @@ static void test_clock_and_revocation(void **state)
 		assert_int_equal(kh_authority_open(w->auth_dir, &a1), KH_OK);
 		make_mod(a1, KH_ROLE_CAM, &shortcam);
 		kh_authority_free(a1);
-		kh_host_cas_init(&c2, w->root_pk, &shortcam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
-		assert_int_equal(kh_host_cas_connect(&c2, 0), KH_OK);
+		kh_host_cas_init(&c2, &w->dec.t, &shortcam.t, &w->c1.t, 0);
+		assert_int_equal(kh_host_cas_connect(&c2), KH_OK);
 		n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0 + 3 * 86400, 1, ecm, sizeof ecm);
-		assert_int_equal(kh_host_cas_ecm(&c2, ecm, n, cw->t0, &a, &o), KH_ERR_RIGHT_EXPIRED);
+		assert_int_equal(kh_host_cas_ecm(&c2, ecm, n, &a, &o), KH_ERR_RIGHT_EXPIRED);
 		kh_host_cas_wipe(&c2);
-		kh_host_cas_init(&c2, w->root_pk, &shortcam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
-		assert_int_equal(kh_host_cas_connect(&c2, 0), KH_ERR_CERT_EXPIRED);
-		assert_int_equal(kh_host_cas_connect(&c2, cw->t0), KH_ERR_CERT_EXPIRED);
+		kh_host_cas_init(&c2, &w->dec.t, &shortcam.t, &w->c1.t, 0);
+		assert_int_equal(kh_host_cas_connect(&c2), KH_ERR_CERT_EXPIRED);
+		assert_int_equal(kh_host_cas_connect(&c2), KH_ERR_CERT_EXPIRED);
 		kh_host_cas_wipe(&c2);
 		/* the five-year CAM is still good */
 		kh_host_cas_wipe(&cw->cas);
-		kh_host_cas_init(&cw->cas, w->root_pk, &w->cam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
-		assert_int_equal(kh_host_cas_connect(&cw->cas, 0), KH_OK);
+		kh_host_cas_init(&cw->cas, &w->dec.t, &w->cam.t, &w->c1.t, 0);
+		assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 		kh_softmod_free(shortcam.sm);
 		free(vf);
 	}
@@ -647,11 +647,11 @@ static void test_ecm_rights(void **state)
 	size_t n;
 
 	provision(cw, &cw->w->c1);
-	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_OK);
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 	assert_int_equal(cw->cas.card_ua, cw->w->c1.ua);
 
 	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0, 1, ecm, sizeof ecm);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_OK);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_OK);
 	assert_int_equal(a.alg, KH_SCR_CISSA);
 	assert_int_equal(a.cw_len, 16);
 	assert_int_equal(a.even[15], 0xE0);
@@ -660,17 +660,17 @@ static void test_ecm_rights(void **state)
 
 	/* the right ends at t0 + 100: an ECM broadcast then gets nothing */
 	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0 + 100, 1, ecm, sizeof ecm);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_RIGHT_EXPIRED);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_RIGHT_EXPIRED);
 	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0 - 101, 1, ecm, sizeof ecm);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_RIGHT_NOT_STARTED);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_RIGHT_NOT_STARTED);
 	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT + 1, 0, cw->t0, 1, ecm, sizeof ecm);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_NO_RIGHT);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_NO_RIGHT);
 	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0, 2, ecm, sizeof ecm);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_NO_KEY);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_NO_KEY);
 	/* refusals leave the session up */
 	assert_true(cw->cas.connected);
 	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0, 1, ecm, sizeof ecm);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_OK);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_OK);
 	struct kh_cas_status st = status_of(&cw->w->c1.t);
 	assert_int_equal(st.n_cw, 2);
 	assert_int_equal(st.n_refused, 4);
@@ -692,20 +692,20 @@ static void test_ppv(void **state)
 	size_t n, nd, ns;
 
 	provision(cw, &cw->w->c1);
-	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_OK);
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 	n = make_ecm(cw, KH_ECM_EVENT, EVENT, 30, cw->t0, 1, ecm, sizeof ecm);
 	memset(&o, 0, sizeof o);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_NOT_PURCHASED);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_NOT_PURCHASED);
 	assert_int_equal(o.event, EVENT);
 	assert_int_equal(o.price, 30);
 	assert_int_equal(o.credit, 100);
 
 	/* bought once, charged once */
-	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, cw->t0, &o), KH_OK);
+	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, &o), KH_OK);
 	assert_int_equal(o.credit, 70);
-	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, cw->t0, &o), KH_OK);
+	assert_int_equal(kh_host_cas_purchase(&cw->cas, ecm, n, &o), KH_OK);
 	assert_int_equal(o.credit, 70);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_OK);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_OK);
 	struct kh_cas_status st = status_of(&cw->w->c1.t);
 	assert_int_equal(st.credit, 70);
 	assert_int_equal(st.npurchases, 1);
@@ -714,15 +714,15 @@ static void test_ppv(void **state)
 
 	/* too dear: refused, credit untouched, the offer says why */
 	nd = make_ecm(cw, KH_ECM_EVENT, EVENT + 1, 71, cw->t0, 1, dear, sizeof dear);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, dear, nd, cw->t0, &a, &o), KH_ERR_CREDIT_LOW);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, dear, nd, &a, &o), KH_ERR_CREDIT_LOW);
 	assert_int_equal(o.price, 71);
 	assert_int_equal(o.credit, 70);
-	assert_int_equal(kh_host_cas_purchase(&cw->cas, dear, nd, cw->t0, &o), KH_ERR_CREDIT_LOW);
+	assert_int_equal(kh_host_cas_purchase(&cw->cas, dear, nd, &o), KH_ERR_CREDIT_LOW);
 	assert_int_equal(status_of(&cw->w->c1.t).credit, 70);
 	assert_int_equal(status_of(&cw->w->c1.t).npurchases, 1);
 	/* a subscription ECM cannot be "bought" */
 	ns = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0, 1, sub, sizeof sub);
-	assert_int_equal(kh_host_cas_purchase(&cw->cas, sub, ns, cw->t0, &o), KH_ERR_FORMAT);
+	assert_int_equal(kh_host_cas_purchase(&cw->cas, sub, ns, &o), KH_ERR_FORMAT);
 	assert_int_equal(status_of(&cw->w->c1.t).credit, 70);
 }
 
@@ -771,16 +771,16 @@ static void test_swap(void **state)
 
 	provision(cw, &cw->w->c1);
 	provision(cw, &cw->w->c2);
-	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_OK);
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0, 1, ecm, sizeof ecm);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_OK);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_OK);
 	/* a card with no channel: it refuses, the CAM passes the refusal on and wipes its keys */
 	cw->cas.card = &cw->w->c2.t;
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_NOT_PAIRED);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_NOT_PAIRED);
 	assert_false(cw->cas.connected);
 	/* a card with a channel of its own (another CAM's): its answer does not open at our CAM */
 	cw->cas.card = &cw->w->c1.t;
-	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_OK);
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 	{
 		struct kh_link *l = calloc(1, sizeof *l);
 		assert_non_null(l);
@@ -790,13 +790,13 @@ static void test_swap(void **state)
 		free(l);
 	}
 	cw->cas.card = &cw->w->c2.t;
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_CHAN_AUTH);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_CHAN_AUTH);
 	assert_false(cw->cas.connected);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_ERR_NOT_PAIRED);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_NOT_PAIRED);
 	/* pairing again with the new card works; it is a card in its own right */
-	assert_int_equal(kh_host_cas_connect(&cw->cas, cw->t0), KH_OK);
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 	assert_int_equal(cw->cas.card_ua, cw->w->c2.ua);
-	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, cw->t0, &a, &o), KH_OK);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_OK);
 }
 
 int main(void)

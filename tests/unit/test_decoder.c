@@ -300,12 +300,6 @@ static void sink_notify(void *ctx, kh_err reason, const char *msg)
 	k->nnotes++;
 }
 
-static uint64_t clock_now(void *ctx)
-{
-	(void)ctx;
-	return (uint64_t)time(NULL);
-}
-
 static int notes_with(const struct sink *k, kh_err reason)
 {
 	int n = 0;
@@ -337,7 +331,6 @@ static void run(struct world *w, struct kh_host_cas *cas, const struct stream *s
 	cfg.cas = cas;
 	cfg.program = 0; /* the first program in the PAT */
 	cfg.flags = flags;
-	cfg.now = clock_now;
 	cfg.notify = sink_notify;
 	cfg.out = sink_out;
 	cfg.ctx = k;
@@ -361,8 +354,8 @@ static void run(struct world *w, struct kh_host_cas *cas, const struct stream *s
 
 static void connect_card(struct world *w, struct kh_host_cas *cas, struct mod *card)
 {
-	kh_host_cas_init(cas, w->root_pk, &w->cam.t, &card->t, (const uint8_t *)"decoder", 7);
-	assert_int_equal(kh_host_cas_connect(cas, (uint64_t)time(NULL)), KH_OK);
+	kh_host_cas_init(cas, &w->dec.t, &w->cam.t, &card->t, 0);
+	assert_int_equal(kh_host_cas_connect(cas), KH_OK);
 	assert_int_equal(cas->card_ua, card->ua);
 }
 
@@ -607,7 +600,7 @@ static void test_passive(void **state)
 	uint8_t ecm[KH_ECM_MAX];
 	size_t len;
 
-	kh_host_cas_init(&cas, w->root_pk, &w->cam.t, &w->c1.t, (const uint8_t *)"decoder", 7);
+	kh_host_cas_init(&cas, &w->dec.t, &w->cam.t, &w->c1.t, 0);
 	cfg.cas = &cas;
 	cfg.flags = KH_DECODER_F_PASSIVE;
 	cfg.out = sink_out;
@@ -636,8 +629,6 @@ static void test_args(void **state)
 	(void)state;
 	assert_int_equal(kh_decoder_new(&cfg, &d), KH_ERR_INVAL);
 	cfg.cas = &cas;
-	assert_int_equal(kh_decoder_new(&cfg, &d), KH_ERR_INVAL); /* no clock */
-	cfg.now = clock_now;
 	cfg.flags = 0x80;
 	assert_int_equal(kh_decoder_new(&cfg, &d), KH_ERR_INVAL);
 	assert_ptr_equal(d, (struct kh_decoder *)state);
@@ -742,7 +733,6 @@ static void test_export_period(void **state)
 	assert_true(n <= cap);
 
 	cfg.cas = &cas;
-	cfg.now = clock_now;
 	cfg.changed = on_changed;
 	cfg.ctx = &t;
 	cfg.export_every_ms = 2000;
@@ -808,7 +798,6 @@ static void gap_setup(struct world *w, struct gapper *g)
 	assert_int_equal(kh_host_cas_status(&g->cas, &st), KH_OK);
 	g->base = st.seq[KH_EMM_UNIQUE];
 	cfg.cas = &g->cas;
-	cfg.now = clock_now;
 	cfg.notify = sink_notify;
 	cfg.out = sink_out;
 	cfg.ctx = &g->k;

@@ -755,8 +755,8 @@ static void buy(struct sms_world *sw, struct mod *card, const struct center_skey
 	uint64_t now = (uint64_t)time(NULL);
 	size_t len;
 
-	kh_host_cas_init(&cas, sw->w->root_pk, &sw->w->cam.t, &card->t, (const uint8_t *)"decoder", 7);
-	assert_int_equal(kh_host_cas_connect(&cas, now), KH_OK);
+	kh_host_cas_init(&cas, &sw->w->dec.t, &sw->w->cam.t, &card->t, 0);
+	assert_int_equal(kh_host_cas_connect(&cas), KH_OK);
 	for (uint32_t ev = first; ev < first + n; ev++) {
 		struct kh_ecm e = {0};
 		e.h.table_id = KH_ECM_TID_EVEN;
@@ -769,7 +769,7 @@ static void buy(struct sms_world *sw, struct mod *card, const struct center_skey
 		e.price = 30;
 		e.time = now;
 		assert_int_equal(kh_ecm_seal(sk->key, world_ecm_signer(sw->w->auth), &e, ecm, sizeof ecm, &len), KH_OK);
-		assert_int_equal(kh_host_cas_purchase(&cas, ecm, len, now, &o), KH_OK);
+		assert_int_equal(kh_host_cas_purchase(&cas, ecm, len, &o), KH_OK);
 	}
 	kh_host_cas_wipe(&cas);
 }
@@ -984,7 +984,7 @@ static void test_operator_token(void **state)
 /* An ECM for product now, through decoder -> CAM -> card. */
 static kh_err watch(struct sms_world *sw, struct mod *card, uint32_t product)
 {
-	return center_watch(sw->db, sw->w->root_pk, world_ecm_signer(sw->w->auth), &sw->w->cam.t, &card->t, product, (int64_t)time(NULL));
+	return center_watch(sw->db, &sw->w->dec.t, world_ecm_signer(sw->w->auth), &sw->w->cam.t, &card->t, product, (int64_t)time(NULL));
 }
 
 /* A man in the middle of the upload session: drops the card's EMM number drop from the answer. */

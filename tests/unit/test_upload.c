@@ -311,8 +311,8 @@ static void buy_at(struct uw *u, struct mod *card, uint32_t ev, uint32_t price)
 
 	assert_int_equal(center_service_key(u->db, &sk), KH_OK);
 	assert_true(sk.version > 0);
-	kh_host_cas_init(&cas, u->w->root_pk, &u->w->cam.t, &card->t, (const uint8_t *)"decoder", 7);
-	assert_int_equal(kh_host_cas_connect(&cas, now), KH_OK);
+	kh_host_cas_init(&cas, &u->w->dec.t, &u->w->cam.t, &card->t, 0);
+	assert_int_equal(kh_host_cas_connect(&cas), KH_OK);
 	e.h.table_id = KH_ECM_TID_EVEN;
 	e.h.key_id = sk.id;
 	e.h.key_version = sk.version;
@@ -323,7 +323,7 @@ static void buy_at(struct uw *u, struct mod *card, uint32_t ev, uint32_t price)
 	e.price = price;
 	e.time = now;
 	assert_int_equal(kh_ecm_seal(sk.key, world_ecm_signer(u->w->auth), &e, ecm, sizeof ecm, &len), KH_OK);
-	assert_int_equal(kh_host_cas_purchase(&cas, ecm, len, now, &o), KH_OK);
+	assert_int_equal(kh_host_cas_purchase(&cas, ecm, len, &o), KH_OK);
 	kh_host_cas_wipe(&cas);
 	kh_wipe(&sk, sizeof sk);
 }

@@ -239,7 +239,7 @@ static json_t *process_upload(struct fake *f, json_t *body, int *status)
 		struct kh_cas_status st;
 		struct kh_host_cas cas;
 		struct kh_m1_info mi;
-		kh_host_cas_init(&cas, f->w->root_pk, NULL, &sm->t, NULL, 0);
+		kh_host_cas_init(&cas, NULL, NULL, &sm->t, 0);
 		assert_int_equal(kh_host_cas_status(&cas, &st), KH_OK);
 		f->export_ok_at_answer = st.export_ok;
 		f->m1_ua_at_answer = kh_m1_stat(f->m1_dir, f->m1_key, &mi) == KH_OK ? mi.ua : 0;
@@ -339,7 +339,7 @@ static int setup(void **state)
 	t->f.m1_dir = t->dir;
 	t->f.m1_key = t->key;
 	g = &t->f;
-	kh_host_cas_init(&t->cas1, t->w->root_pk, &t->w->cam.t, &t->w->c1.t, (const uint8_t *)"decoder", 7);
+	kh_host_cas_init(&t->cas1, &t->w->dec.t, &t->w->cam.t, &t->w->c1.t, 0);
 	rec_wrap(&t->rec, &t->w->c2.t, &t->card2);
 	t->http.post_json = fake_post;
 	t->http.ctx = &t->f;
@@ -389,7 +389,7 @@ static void card1_buys_offline(struct t *t)
 	assert_int_equal(kh_emm_put_auth_export(&w, 1), KH_OK);
 	n = world_emm(t->w->auth, t->w->c1.ua, ++t->f.emm_seq[0], cmds, w.len, sec, sizeof sec);
 	assert_int_equal(kh_host_cas_emm(&t->cas1, sec, n), KH_OK);
-	assert_int_equal(kh_host_cas_connect(&t->cas1, t->f.t0), KH_OK);
+	assert_int_equal(kh_host_cas_connect(&t->cas1), KH_OK);
 	for (uint32_t ev = 55; ev < 57; ev++) {
 		memset(&e, 0, sizeof e);
 		e.h.table_id = KH_ECM_TID_EVEN;
@@ -402,7 +402,7 @@ static void card1_buys_offline(struct t *t)
 		e.price = 30;
 		e.time = t->f.t0;
 		assert_int_equal(kh_ecm_seal(skey, world_ecm_signer(t->w->auth), &e, ecm, sizeof ecm, &n), KH_OK);
-		assert_int_equal(kh_host_cas_purchase(&t->cas1, ecm, n, t->f.t0, &o), KH_OK);
+		assert_int_equal(kh_host_cas_purchase(&t->cas1, ecm, n, &o), KH_OK);
 	}
 	assert_int_equal(kh_m1_export(&t->w->c1.t, t->dir, t->key, t->w->c1.ua, &mi), KH_OK);
 	assert_int_equal(mi.ua, t->w->c1.ua);
@@ -425,10 +425,10 @@ static void assert_file_is(struct t *t, const uint8_t *want, size_t wn)
 	kh_file_free(d, n);
 }
 
-static void status_of(struct t *t, struct mod *m, struct kh_cas_status *st)
+static void status_of(struct mod *m, struct kh_cas_status *st)
 {
 	struct kh_host_cas cas;
-	kh_host_cas_init(&cas, t->w->root_pk, NULL, &m->t, NULL, 0);
+	kh_host_cas_init(&cas, NULL, NULL, &m->t, 0);
 	assert_int_equal(kh_host_cas_status(&cas, st), KH_OK);
 }
 
@@ -458,7 +458,7 @@ static void test_seed_replacement(void **state)
 	const uint32_t u1 = t->w->c1.ua, u2 = t->w->c2.ua;
 
 	card1_buys_offline(t);
-	status_of(t, &t->w->c2, &st);
+	status_of(&t->w->c2, &st);
 	assert_int_equal(st.export_ok, 0); /* the new card is not authorised */
 
 	assert_int_equal(kh_upload_run(&t->cfg, &t->res), KH_OK);
@@ -497,7 +497,7 @@ static void test_seed_replacement(void **state)
 	assert_true(t->res.m1_new_seq > t->res.block_seq);
 
 	/* the card took the EMMs (reload, authorisation) before M1 took its block */
-	status_of(t, &t->w->c2, &st);
+	status_of(&t->w->c2, &st);
 	assert_int_equal(st.export_ok, 1);
 	assert_int_equal(st.credit, 50);
 	assert_int_equal(st.seq[KH_EMM_UNIQUE], 2);
@@ -568,7 +568,7 @@ static void test_retry_same_key(void **state)
 	assert_int_equal(t->f.nuploads_processed, 1);
 	assert_int_equal(t->res.emms_applied, 2);
 	assert_int_equal(t->res.m1_export, KH_OK);
-	status_of(t, &t->w->c2, &st);
+	status_of(&t->w->c2, &st);
 	assert_int_equal(st.credit, 50);
 	assert_order(t, 2);
 
@@ -611,7 +611,7 @@ static void test_hello_refused(void **state)
 	assert_int_equal(ev_index(&t->f, "apdu 44 00", 0), -1);
 	assert_int_equal(ev_index(&t->f, "apdu 50 01", 0), -1);
 	assert_file_is(t, f1, fn);
-	status_of(t, &t->w->c2, &st);
+	status_of(&t->w->c2, &st);
 	assert_int_equal(st.export_ok, 0);
 
 	/* an answer that is not the protocol's (a nonce too short) ends the session the same way */
@@ -646,7 +646,7 @@ static void test_m1_unreadable(void **state)
 	assert_int_equal(t->res.emms_applied, 2);
 	assert_int_equal(t->res.m1_tried, 0);
 	assert_int_equal(ev_index(&t->f, "apdu 50 01", 0), -1);
-	status_of(t, &t->w->c2, &st);
+	status_of(&t->w->c2, &st);
 	assert_int_equal(st.export_ok, 1);
 	assert_file_is(t, f1, fn);
 	kh_file_free(f1, fn);

@@ -40,7 +40,7 @@ static int setup(void **state)
 	assert_int_equal(world_setup((void **)&u->w), 0);
 	u->t0 = (uint64_t)time(NULL);
 	assert_int_equal(kh_random(u->skey, 32), KH_OK);
-	kh_host_cas_init(&u->cas, u->w->root_pk, &u->w->cam.t, &u->w->c1.t, (const uint8_t *)"decoder", 7);
+	kh_host_cas_init(&u->cas, &u->w->dec.t, &u->w->cam.t, &u->w->c1.t, 0);
 	/* what the center knows of card 1: its certified signing key and its Ku */
 	assert_int_equal(send_apdu(&u->w->c1.t, KH_CLA, KH_INS_GET_CERT, 1, 0, NULL, 0, resp, sizeof resp, &n),
 			 KH_SW_OK);
@@ -89,7 +89,7 @@ static void buy_two(struct uw *u, uint32_t first_event)
 	assert_int_equal(kh_emm_put_add_credit(&w, 100, u->seq + 1), KH_OK);
 	emm(u, cmds, w.len, KH_OK);
 	if (!u->cas.connected)
-		assert_int_equal(kh_host_cas_connect(&u->cas, u->t0), KH_OK);
+		assert_int_equal(kh_host_cas_connect(&u->cas), KH_OK);
 	for (uint32_t ev = first_event; ev < first_event + 2; ev++) {
 		memset(&e, 0, sizeof e);
 		e.h.table_id = KH_ECM_TID_EVEN;
@@ -102,7 +102,7 @@ static void buy_two(struct uw *u, uint32_t first_event)
 		e.price = 30;
 		e.time = u->t0;
 		assert_int_equal(kh_ecm_seal(u->skey, world_ecm_signer(u->w->auth), &e, ecm, sizeof ecm, &n), KH_OK);
-		assert_int_equal(kh_host_cas_purchase(&u->cas, ecm, n, u->t0, &o), KH_OK);
+		assert_int_equal(kh_host_cas_purchase(&u->cas, ecm, n, &o), KH_OK);
 	}
 }
 

@@ -63,6 +63,7 @@ int world_setup(void **state)
 	assert_int_equal(kh_authority_open(w->foreign_dir, &w->foreign), KH_OK);
 	kh_authority_root_pk(w->auth, w->root_pk);
 	make_mod(w->auth, KH_ROLE_CAM, &w->cam);
+	make_mod(w->auth, KH_ROLE_DECODER, &w->dec);
 	make_mod(w->auth, KH_ROLE_CARD, &w->c1);
 	make_mod(w->auth, KH_ROLE_CARD, &w->c2);
 	make_mod(w->foreign, KH_ROLE_CARD, &w->fx);
@@ -74,7 +75,7 @@ int world_setup(void **state)
 int world_teardown(void **state)
 {
 	struct world *w = *state;
-	struct mod *all[] = {&w->cam, &w->c1, &w->c2, &w->fx, &w->blank};
+	struct mod *all[] = {&w->cam, &w->dec, &w->c1, &w->c2, &w->fx, &w->blank};
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		kh_softmod_free(all[i]->sm);
 	kh_authority_free(w->auth);

@@ -29,7 +29,7 @@ struct world {
 	char *auth_dir, *foreign_dir;
 	struct kh_authority *auth, *foreign;
 	uint8_t root_pk[32];
-	struct mod cam, c1, c2, fx, blank;
+	struct mod cam, dec, c1, c2, fx, blank; /* dec: a decoder module */
 };
 
 enum tap_mode {

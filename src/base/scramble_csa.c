@@ -16,7 +16,7 @@
 
 #include "keyhole/crypto.h"
 #include "keyhole/scramble.h"
-#include "ts/scramble_int.h"
+#include "base/scramble_int.h"
 
 #define CSA_MIN_PAYLOAD 8
 /* maxlen for dvbcsa_bs_*: the largest payload, a multiple of 8. */

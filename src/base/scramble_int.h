@@ -1,5 +1,5 @@
 /*
- * Inside the scramblers (src/ts/scramble*.c) only: the two back ends behind kh_scr — libdvbcsa
+ * Inside the scramblers (src/base/scramble*.c) only: the two back ends behind kh_scr — libdvbcsa
  * bitslice batches for DVB-CSA2, AES-128 for DVB-CISSA and ATIS-IDSA — and the payload list that
  * scramble.c hands them after it has located and checked every packet.
  */

@@ -31,7 +31,7 @@
 
 #include "keyhole/crypto.h"
 #include "keyhole/scramble.h"
-#include "ts/scramble_int.h"
+#include "base/scramble_int.h"
 
 #define BLK 16
 #define MAX_BLOCKS (184 / BLK) /* whole blocks of the longest payload: 11 */

@@ -13,7 +13,7 @@
 
 #include "keyhole/crypto.h"
 #include "keyhole/scramble.h"
-#include "ts/scramble_int.h"
+#include "base/scramble_int.h"
 
 /* Payloads handed to the back end per round; a multiple of the CSA batch size (see new). */
 #define CHUNK_MIN 1024
@@ -257,4 +257,23 @@ kh_err kh_scr_descramble(struct kh_scr *s, uint8_t *pkts, size_t n, size_t *skip
 	if (skipped)
 		*skipped = skip;
 	return KH_OK;
+}
+
+kh_err kh_scr_descramble_once(enum kh_scr_alg alg, unsigned flags, const uint8_t *even, const uint8_t *odd,
+			      size_t keylen, uint8_t *pkts, size_t n, size_t *skipped)
+{
+	struct kh_scr *s = NULL;
+	kh_err r;
+
+	if (!even && !odd)
+		return KH_ERR_INVAL;
+	if ((r = kh_scr_new(alg, flags, &s)) != KH_OK)
+		return r;
+	if ((even && (r = kh_scr_set_key(s, KH_SCR_EVEN, even, keylen)) != KH_OK) ||
+	    (odd && (r = kh_scr_set_key(s, KH_SCR_ODD, odd, keylen)) != KH_OK))
+		goto out;
+	r = kh_scr_descramble(s, pkts, n, skipped);
+out:
+	kh_scr_free(s);
+	return r;
 }
