@@ -69,7 +69,9 @@ kh_err kh__h_card_start(struct kh_module *m, const struct kh_apdu *a, struct kh_
 	id[0] = m->p.role;
 	kh_put_be32(id + 1, m->p.ua);
 	drop(m);
-	m->ladder_on = a->p1;
+	/* a CAM's ladder_on is its decoder's word, on the other channel: not ours to change */
+	if (m->p.role == KH_ROLE_DECODER)
+		m->ladder_on = a->p1;
 	kh_link_init(&m->link, m->p.root_pk, m->p.role == KH_ROLE_CAM ? KH_ROLE_CARD : KH_ROLE_CAM, id, sizeof id);
 	if ((r = kh_link_start(&m->link, resp)) != KH_OK)
 		return r;
@@ -164,6 +166,43 @@ static kh_err ladder(struct kh_module *m, struct kh_wr *resp)
 	return r;
 }
 
+/*
+ * A decoder in ladder mode hands its host nothing but sealed control words, even from a CAM that
+ * does not keep the ladder: the CAM's answer (the card's answer || the CAM's SW) to an ECM, when
+ * both said 9000, must carry a sealed pair and no clear CW; else it is wiped and refused.
+ */
+static kh_err ladder_check(const struct kh_wr *resp)
+{
+	struct kh_cw_answer cw;
+	const uint8_t *d, *e;
+	size_t n, k;
+	uint16_t sw;
+	kh_err r;
+
+	if ((r = kh_apdu_resp(resp->p, resp->len, &d, &n, &sw)) != KH_OK)
+		return r;
+	if (sw != KH_SW_OK)
+		return KH_OK;
+	if ((r = kh_apdu_resp(d, n, &e, &k, &sw)) != KH_OK)
+		return r;
+	if (sw != KH_SW_OK)
+		return KH_OK;
+	r = kh_cw_answer_parse(e, k, &cw);
+	if (r == KH_OK && !cw.sealed_len)
+		r = KH_ERR_LADDER;
+	kh_wipe(&cw, sizeof cw);
+	return r;
+}
+
+/* Is this command for the CAM a CARD SEND of an ECM (whose answer carries control words)? */
+static int carries_ecm(const uint8_t *cmd, size_t len)
+{
+	struct kh_apdu x;
+
+	return kh_apdu_parse(cmd, len, &x) == KH_OK && x.ins == KH_INS_CARD_SEND && x.lc >= 2 &&
+	       x.data[1] == KH_INS_ECM;
+}
+
 kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	enum kh_link_result res;
@@ -203,7 +242,10 @@ kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 				drop(m);
 				return KH_ERR_CW_PLAIN;
 			}
-			if (m->cam_ecm && m->ladder_on && (r = ladder(m, resp)) != KH_OK) {
+			if (m->cam_ecm && m->ladder_on &&
+			    (r = m->p.role == KH_ROLE_CAM ? ladder(m, resp) : ladder_check(resp)) != KH_OK) {
+				kh_wipe(resp->p, resp->len);
+				resp->len = 0;
 				drop(m);
 				return r;
 			}
@@ -265,7 +307,10 @@ kh_err kh__h_card_send(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 	if (m->cam_phase != CAM_READY)
 		return KH_ERR_PAIR_STATE;
 	m->cam_secret = (uint8_t)(m->depth != 0);
-	m->cam_ecm = (uint8_t)(secret && a->data[1] == KH_INS_ECM);
+	if (m->p.role == KH_ROLE_CAM)
+		m->cam_ecm = (uint8_t)(secret && a->data[1] == KH_INS_ECM);
+	else
+		m->cam_ecm = (uint8_t)carries_ecm(a->data, a->lc);
 	if (kh_chan_needs_rekey(&m->link.ch, now)) {
 		/* Pair again from GET CERT (the certificate may have expired meanwhile), prove
 		 * ourselves on the new channel, then send the waiting command. */

@@ -133,7 +133,7 @@ struct kh_module {
 	uint8_t cam_phase;    /* enum in applet_cam.c */
 	uint32_t cam_rekey_ua; /* during a re-key, the module it must be again */
 	uint8_t cam_secret;   /* CAM: the command in flight came inside the decoder's channel */
-	uint8_t cam_ecm;      /* CAM: ... and it is an ECM (its answer goes under the key ladder) */
+	uint8_t cam_ecm;      /* the command in flight carries an ECM: its answer is under the ladder */
 	uint16_t cam_pendlen; /* a command waiting for a re-pairing to finish */
 	uint8_t cam_pending[KH_APDU_MAX_DATA];
 	/*
