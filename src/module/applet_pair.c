@@ -108,7 +108,9 @@ kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 		else if (t.tag == 3 && want == KH_ROLE_DECODER && !lk.v)
 			lk = t;
 		else
-			return t.tag >= 1 && t.tag <= 3 ? KH_ERR_FORMAT : KH_ERR_TLV_TAG;
+			return t.tag == 1 || t.tag == 2 || (t.tag == 3 && want == KH_ROLE_DECODER)
+				       ? KH_ERR_FORMAT
+				       : KH_ERR_TLV_TAG;
 	}
 	if (k < 0)
 		return k;
