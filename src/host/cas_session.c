@@ -199,7 +199,7 @@ kh_err kh_host_cas_purchase(struct kh_host_cas *c, const uint8_t *ecm, size_t n,
 
 kh_err kh_host_cas_load(struct kh_host_cas *c, const struct kh_cw_answer *cw)
 {
-	uint8_t tlv[64], resp[16];
+	uint8_t tlv[(3 + 1) + (3 + 4) + (3 + KH_LADDER_SEALED_MAX)], resp[16];
 	struct kh_wr w;
 	size_t dlen;
 	uint16_t sw;

@@ -40,7 +40,7 @@ static kh_err need_service(struct kh_module *m, const struct kh_apdu *a, uint8_t
 	return KH_OK;
 }
 
-static void drop(struct kh_module *m)
+void kh__cam_drop(struct kh_module *m)
 {
 	m->cam_secret = 0;
 	kh_link_reset(&m->link);
@@ -49,6 +49,7 @@ static void drop(struct kh_module *m)
 	m->cam_rekey_ua = 0;
 	m->cam_phase = CAM_IDLE;
 	m->cam_ecm = 0;
+	m->served_dec = 0;
 	/* a decoder's ladder key belongs to the channel that just ended, and so do the control
 	 * words loaded under it: no channel, no descrambling */
 	if (m->p.role == KH_ROLE_DECODER)
@@ -68,7 +69,7 @@ kh_err kh__h_card_start(struct kh_module *m, const struct kh_apdu *a, struct kh_
 	/* Our identity, bound into the HPKE aad: role and unique address. */
 	id[0] = m->p.role;
 	kh_put_be32(id + 1, m->p.ua);
-	drop(m);
+	kh__cam_drop(m);
 	/* a CAM's ladder_on is its decoder's word, on the other channel: not ours to change */
 	if (m->p.role == KH_ROLE_DECODER)
 		m->ladder_on = a->p1;
@@ -94,7 +95,12 @@ static kh_err prove(struct kh_module *m, struct kh_wr *resp)
 	kh_wr_init(&body, m->inner + 7, sizeof m->inner - 7);
 	kh_tlv_put(&body, 1, m->p.sign_cert, m->p.sign_cert_len);
 	kh_tlv_put(&body, 2, sig, sizeof sig);
-	if (m->ladder_on) {
+	if (m->p.role == KH_ROLE_CAM && m->chan.peer_ua) {
+		/* the decoder this channel will serve, so the card can refuse a revoked one */
+		m->served_dec = m->chan.peer_ua;
+		kh_tlv_put_u32(&body, 4, m->served_dec);
+	}
+	if (m->p.role == KH_ROLE_DECODER && m->ladder_on) {
 		/* a fresh ladder key for this channel; what was loaded under the last one stays
 		 * usable until new control words replace it */
 		if ((r = kh_random(m->ladder_key, sizeof m->ladder_key)) != KH_OK)
@@ -215,7 +221,7 @@ kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 		return r;
 	if ((r = kh_link_step(&m->link, a->data, a->lc, kh__module_now(m), resp, &res)) != KH_OK) {
 		if (m->link.state == KH_LINK_IDLE)
-			drop(m);
+			kh__cam_drop(m);
 		return r;
 	}
 	switch (res) {
@@ -225,12 +231,12 @@ kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 	case KH_LINK_PAIRED:
 		/* A re-key is transparent to the decoder only if it stays with the same card. */
 		if (m->cam_rekey_ua && m->link.peer.ua != m->cam_rekey_ua) {
-			drop(m);
+			kh__cam_drop(m);
 			return KH_ERR_CARD_CHANGED;
 		}
 		m->cam_rekey_ua = 0;
 		if ((r = prove(m, resp)) != KH_OK)
-			drop(m);
+			kh__cam_drop(m);
 		return r;
 	case KH_LINK_REPLY:
 		if (m->cam_phase == CAM_BUSY) {
@@ -239,14 +245,14 @@ kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 			if (m->cam_secret && !m->depth) {
 				kh_wipe(resp->p, resp->len);
 				resp->len = 0;
-				drop(m);
+				kh__cam_drop(m);
 				return KH_ERR_CW_PLAIN;
 			}
 			if (m->cam_ecm && m->ladder_on &&
 			    (r = m->p.role == KH_ROLE_CAM ? ladder(m, resp) : ladder_check(resp)) != KH_OK) {
 				kh_wipe(resp->p, resp->len);
 				resp->len = 0;
-				drop(m);
+				kh__cam_drop(m);
 				return r;
 			}
 			m->cam_secret = 0;
@@ -259,7 +265,7 @@ kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 		kh_wipe(resp->p, resp->len);
 		resp->len = 0;
 		if (r != KH_OK || n != 0 || sw != KH_SW_OK) {
-			drop(m);
+			kh__cam_drop(m);
 			return r != KH_OK ? r : n != 0 ? KH_ERR_FORMAT : kh_err_from_sw(sw);
 		}
 		m->cam_phase = CAM_READY;
@@ -268,7 +274,7 @@ kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 			kh_wipe(m->cam_pending, m->cam_pendlen);
 			m->cam_pendlen = 0;
 			if (r != KH_OK)
-				drop(m);
+				kh__cam_drop(m);
 			return r;
 		}
 		/* Paired and proven: tell the decoder which card (public). */
@@ -299,7 +305,7 @@ kh_err kh__h_card_send(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 		return KH_ERR_DECODER_UNPROVEN;
 	if (m->cam_phase == CAM_BUSY) {
 		/* The answer to the last command never came: the card went away. */
-		drop(m);
+		kh__cam_drop(m);
 		return KH_ERR_NOT_PAIRED;
 	}
 	if (m->cam_phase == CAM_IDLE)
@@ -319,7 +325,7 @@ kh_err kh__h_card_send(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 		m->cam_rekey_ua = m->link.peer.ua;
 		kh_link_reset(&m->link);
 		if ((r = kh_link_start(&m->link, resp)) != KH_OK) {
-			drop(m);
+			kh__cam_drop(m);
 			return r;
 		}
 		m->cam_phase = CAM_PAIRING;

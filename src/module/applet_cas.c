@@ -49,12 +49,17 @@ kh_err kh__card_revoked(const struct kh_module *m, uint32_t ua)
 	return KH_OK;
 }
 
-/* Control words go only to a channel whose holder proved it is a certified CAM, not revoked. */
+/* Control words go only to a channel whose holder proved it is a certified CAM, not revoked,
+ * serving a decoder module that is not revoked either. */
 static kh_err need_cam_channel(const struct kh_module *m)
 {
+	kh_err r;
+
 	if (!m->chan.open || !m->chan.peer_ua)
 		return KH_ERR_CHAN_UNPROVEN;
-	return kh__card_revoked(m, m->chan.peer_ua);
+	if ((r = kh__card_revoked(m, m->chan.peer_ua)) != KH_OK)
+		return r;
+	return m->served_dec ? kh__card_revoked(m, m->served_dec) : KH_OK;
 }
 
 /*

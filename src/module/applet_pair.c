@@ -22,6 +22,8 @@ kh_err kh__h_pair_open(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 	/* a new channel: whatever its predecessor's initiator proved or gave is gone */
 	if (m->p.role == KH_ROLE_CAM)
 		kh__ladder_wipe(m);
+	else
+		m->served_dec = 0;
 	return KH_OK;
 }
 
@@ -77,8 +79,9 @@ kh_err kh__h_echo(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *re
 
 /*
  * CAM AUTH, inside the channel: TLV {1: the initiator's signing certificate, 2: Ed25519 signature
- * over kh_auth_msg(its role, channel binding, our UA)}. A card expects a CAM; a CAM expects a
- * decoder, which may add {3: a 32-byte key ladder key K_S} (docs/protocols/decoder.md). PAIR OPEN
+ * over kh_auth_msg(its role, channel binding, our UA)}. A card expects a CAM, which adds {4: u32 UA
+ * of the decoder module it serves} once one proved itself to it; a CAM expects a decoder, which
+ * may add {3: a 32-byte key ladder key K_S} (docs/protocols/decoder.md). PAIR OPEN
  * proves nothing about who sent it (anyone may encrypt to our key); this proves that a certified
  * module of the right role holds this very channel. The result lives with the channel: a new
  * PAIR OPEN starts unauthenticated again.
@@ -86,7 +89,7 @@ kh_err kh__h_echo(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *re
 kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	struct kh_rd rd;
-	struct kh_tlv t, cert = {0}, sig = {0}, lk = {0};
+	struct kh_tlv t, cert = {0}, sig = {0}, lk = {0}, dec = {0};
 	struct kh_cert_info ci;
 	uint8_t msg[KH_CAM_AUTH_MSG_LEN];
 	uint8_t want;
@@ -107,15 +110,22 @@ kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 			sig = t;
 		else if (t.tag == 3 && want == KH_ROLE_DECODER && !lk.v)
 			lk = t;
+		else if (t.tag == 4 && want == KH_ROLE_CAM && !dec.v)
+			dec = t;
 		else
-			return t.tag == 1 || t.tag == 2 || (t.tag == 3 && want == KH_ROLE_DECODER)
+			return t.tag == 1 || t.tag == 2 || (t.tag == 3 && want == KH_ROLE_DECODER) ||
+					       (t.tag == 4 && want == KH_ROLE_CAM)
 				       ? KH_ERR_FORMAT
 				       : KH_ERR_TLV_TAG;
 	}
 	if (k < 0)
 		return k;
-	if (!cert.v || !sig.v || sig.len != KH_ED25519_SIG_LEN || (lk.v && lk.len != sizeof m->ladder_key))
+	if (!cert.v || !sig.v || sig.len != KH_ED25519_SIG_LEN || (lk.v && lk.len != sizeof m->ladder_key) ||
+	    (dec.v && dec.len != 4))
 		return KH_ERR_FORMAT;
+	/* the decoder module the CAM serves is on the operator's list too */
+	if (dec.v && (r = kh__card_revoked(m, kh_get_be32(dec.v))) != KH_OK)
+		return r;
 	/* A card judges validity by its own clock (the newest signed ECM time, a lower bound of the
 	 * time), not the host's: it can tell "expired", never "not yet valid". */
 	r = m->p.role == KH_ROLE_CARD
@@ -131,7 +141,12 @@ kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 	if (kh_ed25519_verify(ci.pub, msg, sizeof msg, sig.v) != KH_OK)
 		return KH_ERR_AUTH;
 	m->chan.peer_ua = ci.ua;
+	if (want == KH_ROLE_CAM)
+		m->served_dec = dec.v ? kh_get_be32(dec.v) : 0;
 	if (want == KH_ROLE_DECODER) {
+		/* the CAM's card channel was opened for another decoder (or none): it ends */
+		if (m->link.state != KH_LINK_IDLE && m->served_dec != ci.ua)
+			kh__cam_drop(m);
 		kh__ladder_wipe(m);
 		if (lk.v) {
 			memcpy(m->ladder_key, lk.v, lk.len);

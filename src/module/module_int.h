@@ -143,6 +143,12 @@ struct kh_module {
 	 */
 	uint8_t ladder_on;
 	uint8_t ladder_key[32];
+	/*
+	 * The decoder module a CAM's card channel serves (volatile). CAM: the proven decoder it named
+	 * to the card in its CAM AUTH; a different decoder proving itself ends the card channel. Card:
+	 * the decoder its CAM named, checked against the operator's revocation list like the CAM.
+	 */
+	uint32_t served_dec;
 	/* Decoder: the descrambler's key slots, loaded only from ladder-sealed control words. */
 	struct kh_cw_answer desc;
 	uint8_t desc_loaded;
@@ -177,6 +183,8 @@ kh_err kh__h_hello(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *r
 kh_err kh__h_ladder_load(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 kh_err kh__h_descramble(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 
+/* CAM: end the channel to the card (its keys, what was in flight). */
+void kh__cam_drop(struct kh_module *m);
 /* Forget the key ladder and the descrambler's keys (a channel ended or was replaced). */
 void kh__ladder_wipe(struct kh_module *m);
 

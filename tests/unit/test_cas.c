@@ -636,6 +636,93 @@ static void test_clock_and_revocation(void **state)
 	kh_wipe(&op, sizeof op);
 }
 
+/* The host's first half of kh_host_cas_connect only: the decoder module pairs with the CAM and
+ * proves itself; nothing is sent toward the card. */
+static void dec_to_cam(struct kh_transport *dec, struct kh_transport *cam)
+{
+	uint8_t resp[KH_APDU_MAX_RESP], camresp[KH_APDU_MAX_RESP];
+	size_t dlen, clen;
+	uint16_t sw;
+
+	assert_int_equal(kh_host_apdu(dec, KH_INS_CARD_START, 0, NULL, 0, resp, sizeof resp, &dlen, &sw), KH_OK);
+	for (int i = 0; sw == KH_SW_RELAY && i < 8; i++) {
+		assert_int_equal(kh_transport_xfer(cam, resp, dlen, camresp, sizeof camresp, &clen), KH_OK);
+		assert_int_equal(kh_host_apdu(dec, KH_INS_CARD_RESP, 0, camresp, clen, resp, sizeof resp, &dlen, &sw),
+				 KH_OK);
+	}
+	assert_int_equal(sw, KH_SW_OK);
+	assert_int_equal(dlen, 4);
+}
+
+/*
+ * A decoder module whose keys leaked is revoked by the same signed list: the CAM names the decoder
+ * it serves in its CAM AUTH, so the card refuses control words on a channel already open for it
+ * and refuses the next pairing; and the revoked decoder cannot borrow a channel the CAM opened
+ * for another decoder, since a different decoder proving itself ends the CAM's card channel.
+ */
+static void test_decoder_revocation(void **state)
+{
+	struct cas_world *cw = *state;
+	struct world *w = cw->w;
+	uint8_t ecm[KH_ECM_MAX], emm[KH_EMM_MAX], cmds[64], all[32], zero[KH_CAS_CW_MAX] = {0};
+	struct kh_emm_hdr ha = {0, KH_EMM_ALL, 0, 1, 0};
+	struct kh_host_cas other;
+	struct kh_cas_signer op;
+	struct kh_cw_answer a;
+	struct kh_ppv_offer o;
+	struct kh_wr wr;
+	struct mod d2;
+	uint32_t dec = w->dec.ua;
+	size_t n, ne;
+
+	provision(cw, &w->c1);
+	give_shared(cw, &w->c1, all);
+	world_signer(w->auth, KH_ROLE_EMM_SIGNER, &op, NULL);
+	make_mod(w->auth, KH_ROLE_DECODER, &d2);
+	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0, 1, ecm, sizeof ecm);
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_OK);
+
+	/* the list names our decoder module: no control words on the open channel, no new pairing */
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_revoked(&wr, 1, &dec, 1), KH_OK);
+	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &ne), KH_OK);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, ne), KH_OK);
+	memset(&a, 0, sizeof a);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_REVOKED);
+	assert_memory_equal(a.even, zero, sizeof zero);
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_ERR_REVOKED);
+
+	/* another, unrevoked decoder module works */
+	kh_host_cas_init(&other, &d2.t, &w->cam.t, &w->c1.t, 0);
+	assert_int_equal(kh_host_cas_connect(&other), KH_OK);
+	assert_int_equal(kh_host_cas_ecm(&other, ecm, n, &a, &o), KH_OK);
+	/* the revoked one pairs with the CAM and proves itself (the CAM holds no list), and the host
+	 * sends no CARD START, hoping to use the card channel the CAM opened for the other: that
+	 * channel ended when another decoder proved itself, so no control word */
+	dec_to_cam(&w->dec.t, &w->cam.t);
+	cw->cas.connected = 1;
+	cw->cas.card_ua = w->c1.ua;
+	memset(&a, 0, sizeof a);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_NOT_PAIRED);
+	assert_memory_equal(a.even, zero, sizeof zero);
+	assert_memory_equal(a.odd, zero, sizeof zero);
+
+	/* its own CARD START is refused by the card */
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_ERR_REVOKED);
+	/* a newer, empty list lets it back in */
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_revoked(&wr, 2, NULL, 0), KH_OK);
+	ha.seq = 2;
+	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &ne), KH_OK);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, ne), KH_OK);
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_OK);
+	kh_wipe(&a, sizeof a);
+	kh_wipe(&op, sizeof op);
+	kh_softmod_free(d2.sm);
+}
+
 /* ---- ECMs through decoder -> CAM -> card ---- */
 
 static void test_ecm_rights(void **state)
@@ -807,6 +894,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_forged_broadcast, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forged_ecm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_clock_and_revocation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_decoder_revocation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ecm_rights, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ppv, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cw_paths, setup, teardown),
