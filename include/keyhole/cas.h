@@ -93,7 +93,11 @@ enum {
 	KH_ECM_T_EVENT = 5,   /* u32 event id | u32 price */
 	KH_ECM_T_TIME = 6,    /* u64 broadcast time, Unix seconds */
 	KH_ECM_T_REVOKED = 7, /* optional u32: the version of the revoked list a card must hold */
+	KH_ECM_T_FLAGS = 8,   /* optional u8, KH_ECM_F_* (never 0 when present) */
 };
+
+/* The operator's policy for the programme, signed with the rest of the ECM. */
+#define KH_ECM_F_LADDER 0x01u /* control words only under the key ladder (docs/protocols/decoder.md) */
 
 /* The clear header, readable by anyone (the decoder uses it to route and deduplicate). */
 struct kh_ecm_hdr {
@@ -117,6 +121,7 @@ struct kh_ecm {
 	uint32_t price;
 	uint64_t time;
 	uint32_t revoked_version; /* 0: the ECM asks for no list */
+	uint8_t flags;            /* KH_ECM_F_* */
 };
 
 /*
@@ -239,7 +244,8 @@ KH_WARN_UNUSED kh_err kh_cas_all_key(const uint8_t master[static 32], uint8_t ke
  * viewer what the event costs. The same offer TLV answers a PURCHASE (SW 9000: bought, or bought
  * before; the credit after it).
  */
-enum { KH_CW_T_ALG = 1, KH_CW_T_EVEN = 2, KH_CW_T_ODD = 3, KH_CW_T_CP = 4, KH_CW_T_LADDER = 5 };
+enum { KH_CW_T_ALG = 1, KH_CW_T_EVEN = 2, KH_CW_T_ODD = 3, KH_CW_T_CP = 4, KH_CW_T_LADDER = 5,
+       KH_CW_T_LADDER_ONLY = 6 /* u8 1: the ECM allows these CWs only under the key ladder */ };
 enum { KH_OFFER_T_EVENT = 1, KH_OFFER_T_PRICE = 2, KH_OFFER_T_CREDIT = 3 };
 
 /*
@@ -259,6 +265,7 @@ struct kh_cw_answer {
 	uint8_t even[KH_CAS_CW_MAX];
 	uint8_t odd[KH_CAS_CW_MAX];
 	uint32_t cp;
+	uint8_t ladder_only; /* the card's answer said KH_CW_T_LADDER_ONLY (the CAM enforces it) */
 	uint8_t sealed_len; /* key ladder: the sealed CWs (0: the CWs are in clear above) */
 	uint8_t sealed[KH_LADDER_SEALED_MAX];
 };

@@ -114,6 +114,8 @@ typedef int kh_err;
 	   403, "decoder_unproven", 0x6F3D)                                                      \
 	XX(LADDER, "key ladder: no session, or control words that do not open under it", 403,    \
 	   "ladder", 0x6F3E)                                                                     \
+	XX(LADDER_REQUIRED, "the operator gives this programme's control words only under the key " \
+	   "ladder", 403, "ladder_required", 0x6F3F)                                             \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

@@ -248,6 +248,7 @@ struct kh_headend_cfg {
 	uint8_t service_key[KH_CAS_KEY_LEN];
 	struct kh_cas_signer ecm_signer; /* signs every ECM (the key file's `signer ecm`) */
 	uint32_t revoked_version;        /* the revoked list every card must hold (0: none) */
+	uint8_t ecm_flags;               /* KH_ECM_F_*: the operator's policy, signed in every ECM */
 	unsigned period_s;         /* crypto period, KH_HEADEND_PERIOD_MIN..MAX seconds */
 	unsigned lead_ms;          /* ECM k goes out this long before period k (below period) */
 	unsigned ecm_interval_ms;  /* ECM repetition, stream time (>= 10) */

@@ -157,7 +157,7 @@ kh_err kh_ecm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_cas
 		return KH_ERR_INVAL;
 	if ((e->h.table_id != KH_ECM_TID_EVEN && e->h.table_id != KH_ECM_TID_ODD) ||
 	    (e->cw_len != 8 && e->cw_len != 16) || e->cw_len != cw_len_of(e->alg) ||
-	    (e->access != KH_ECM_PRODUCT && e->access != KH_ECM_EVENT))
+	    (e->access != KH_ECM_PRODUCT && e->access != KH_ECM_EVENT) || (e->flags & ~KH_ECM_F_LADDER))
 		return KH_ERR_INVAL;
 	kh_wr_init(&w, pt, sizeof pt);
 	kh_tlv_put(&w, KH_ECM_T_CW_EVEN, e->cw_even, e->cw_len);
@@ -173,6 +173,8 @@ kh_err kh_ecm_seal(const uint8_t key[static KH_CAS_KEY_LEN], const struct kh_cas
 	kh_tlv_put_u64(&w, KH_ECM_T_TIME, e->time);
 	if (e->revoked_version)
 		kh_tlv_put_u32(&w, KH_ECM_T_REVOKED, e->revoked_version);
+	if (e->flags)
+		kh_tlv_put_u8(&w, KH_ECM_T_FLAGS, e->flags);
 	if ((r = w.err) != KH_OK)
 		goto out;
 	if (KH_ECM_HDR_LEN > cap) {
@@ -226,7 +228,7 @@ static kh_err ecm_fields(const uint8_t *pt, size_t n, struct kh_ecm *e)
 
 	kh_rd_init(&rd, pt, n);
 	while (r == KH_OK && (k = kh_tlv_next(&rd, &t)) == 1) {
-		if (t.tag < KH_ECM_T_CW_EVEN || t.tag > KH_ECM_T_REVOKED)
+		if (t.tag < KH_ECM_T_CW_EVEN || t.tag > KH_ECM_T_FLAGS)
 			return KH_ERR_TLV_TAG;
 		if (seen & (1u << t.tag))
 			return KH_ERR_FORMAT;
@@ -254,6 +256,10 @@ static kh_err ecm_fields(const uint8_t *pt, size_t n, struct kh_ecm *e)
 		case KH_ECM_T_TIME: r = kh_tlv_u64(&t, &e->time); break;
 		case KH_ECM_T_REVOKED:
 			if ((r = kh_tlv_u32(&t, &e->revoked_version)) == KH_OK && e->revoked_version == 0)
+				r = KH_ERR_FORMAT;
+			break;
+		case KH_ECM_T_FLAGS:
+			if ((r = kh_tlv_u8(&t, &e->flags)) == KH_OK && (e->flags == 0 || (e->flags & ~KH_ECM_F_LADDER)))
 				r = KH_ERR_FORMAT;
 			break;
 		}
@@ -537,6 +543,10 @@ kh_err kh_cw_answer_parse(const uint8_t *d, size_t n, struct kh_cw_answer *out)
 			*(t.tag == KH_CW_T_EVEN ? &elen : &olen) = t.len;
 			break;
 		case KH_CW_T_CP: r = kh_tlv_u32(&t, &a.cp); break;
+		case KH_CW_T_LADDER_ONLY:
+			if ((r = kh_tlv_u8(&t, &a.ladder_only)) == KH_OK && a.ladder_only != 1)
+				r = KH_ERR_FORMAT;
+			break;
 		case KH_CW_T_LADDER:
 			if (a.sealed_len || t.len < KH_NONCE_LEN + 1 + KH_TAG_LEN || t.len > sizeof a.sealed) {
 				r = KH_ERR_FORMAT;

@@ -109,7 +109,7 @@ static const char scramble_help[] =
 	"           (--product P | --event E --price N) [--service PROGRAM] [--key-id N]\n"
 	"           [--key-version V] [--period SECONDS] [--lead MS] [--ecm-interval MS] [--emm FILE]\n"
 	"           [--emm-interval MS] [--ecm-pid PID] [--emm-pid PID] [--ca-system-id ID]\n"
-	"           [--time UNIX] [--csa-reduce] [--cw-log FILE] [--center URL [--cacert FILE]\n"
+	"           [--time UNIX] [--csa-reduce] [--ladder-only] [--cw-log FILE] [--center URL [--cacert FILE]\n"
 	"           [--insecure-http] [--center-since ID] [--emm-poll SECONDS]] [-v]\n"
 	"\n"
 	"Scramble one programme of an MPEG transport stream: its components are scrambled with a\n"
@@ -139,6 +139,9 @@ static const char scramble_help[] =
 	"      --ca-system-id ID   default 0x4B48\n"
 	"      --time UNIX         broadcast time of the first crypto period (default now)\n"
 	"      --csa-reduce        csa2: 48-bit control words (common practice)\n"
+	"      --ladder-only       the ECMs say (signed) that the control words go only to a\n"
+	"                          decoder module under the key ladder (decoder play --ladder);\n"
+	"                          the CAM refuses other decoders with 'ladder required'\n"
 	"      --cw-log FILE       TEST AID: write every control word to FILE, in clear\n"
 	"      --center URL        the management center: GET URL/v1/emm?since=ID, every page\n"
 	"                          (https://HOST[:PORT]; http:// only to 127.0.0.1, localhost,\n"
@@ -938,7 +941,7 @@ static int cmd_scramble(int argc, char **argv)
 {
 	enum {
 		O_ALG = 256, O_PRODUCT, O_EVENT, O_PRICE, O_SERVICE, O_KEYID, O_KEYVER, O_PERIOD, O_LEAD,
-		O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_CASYS, O_TIME, O_REDUCE, O_CWLOG, O_CENTER,
+		O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_CASYS, O_TIME, O_REDUCE, O_LADDER, O_CWLOG, O_CENTER,
 		O_CACERT, O_INSECURE, O_SINCE, O_POLL
 	};
 	static const struct option opts[] = {
@@ -952,6 +955,7 @@ static int cmd_scramble(int argc, char **argv)
 		{"emm-interval", required_argument, NULL, O_EMMIV}, {"ecm-pid", required_argument, NULL, O_ECMPID},
 		{"emm-pid", required_argument, NULL, O_EMMPID}, {"ca-system-id", required_argument, NULL, O_CASYS},
 		{"time", required_argument, NULL, O_TIME},      {"csa-reduce", no_argument, NULL, O_REDUCE},
+		{"ladder-only", no_argument, NULL, O_LADDER},
 		{"cw-log", required_argument, NULL, O_CWLOG},   {"center", required_argument, NULL, O_CENTER},
 		{"cacert", required_argument, NULL, O_CACERT},  {"insecure-http", no_argument, NULL, O_INSECURE},
 		{"center-since", required_argument, NULL, O_SINCE}, {"verbose", no_argument, NULL, 'v'},
@@ -1085,6 +1089,7 @@ static int cmd_scramble(int argc, char **argv)
 				return kh_cli_usage(P, "--time takes Unix seconds (or now, now+N, now-N)");
 			break;
 		case O_REDUCE: cfg.csa_reduce = 1; break;
+		case O_LADDER: cfg.ecm_flags |= KH_ECM_F_LADDER; break;
 		case O_CWLOG: cwlog = optarg; break;
 		case 'h': fputs(scramble_help, stdout); return KH_EXIT_OK;
 		default: return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);

@@ -301,6 +301,9 @@ static void refusal(struct kh_decoder *d, kh_err r, const struct kh_ppv_offer *o
 	case KH_ERR_NO_KEY:
 		tell(d, r, "the card holds no key for this channel's ECMs (no subscription for this channel)");
 		break;
+	case KH_ERR_LADDER_REQUIRED:
+		tell(d, r, "this channel needs a decoder that keeps control words in its decoder module (key ladder)");
+		break;
 	default: tell(d, r, "the card refused the ECM: %s", kh_strerror(r)); break;
 	}
 }

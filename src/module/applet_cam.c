@@ -173,6 +173,30 @@ static kh_err ladder(struct kh_module *m, struct kh_wr *resp)
 }
 
 /*
+ * The operator's policy, for a decoder without the key ladder: an ECM answer the card marked
+ * "only under the ladder" is replaced by the refusal LADDER_REQUIRED, as if the card had given
+ * it, so the host tells its viewer why and the channels stay up. Any other answer goes up as it
+ * is (the decoder module and the host check its format).
+ */
+static void ladder_policy(struct kh_wr *resp)
+{
+	struct kh_cw_answer cw;
+	const uint8_t *d;
+	size_t n;
+	uint16_t sw;
+
+	if (kh_apdu_resp(resp->p, resp->len, &d, &n, &sw) != KH_OK || sw != KH_SW_OK ||
+	    kh_cw_answer_parse(d, n, &cw) != KH_OK)
+		return;
+	if (cw.ladder_only) {
+		kh_wipe(resp->p, resp->len);
+		resp->len = 0;
+		kh_wr_u16(resp, kh_err_to_sw(KH_ERR_LADDER_REQUIRED));
+	}
+	kh_wipe(&cw, sizeof cw);
+}
+
+/*
  * A decoder in ladder mode hands its host nothing but sealed control words, even from a CAM that
  * does not keep the ladder: the CAM's answer (the card's answer || the CAM's SW) to an ECM, when
  * both said 9000, must carry a sealed pair and no clear CW; else it is wiped and refused.
@@ -248,6 +272,8 @@ kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 				kh__cam_drop(m);
 				return KH_ERR_CW_PLAIN;
 			}
+			if (m->cam_ecm && m->p.role == KH_ROLE_CAM && !m->ladder_on)
+				ladder_policy(resp);
 			if (m->cam_ecm && m->ladder_on &&
 			    (r = m->p.role == KH_ROLE_CAM ? ladder(m, resp) : ladder_check(resp)) != KH_OK) {
 				kh_wipe(resp->p, resp->len);

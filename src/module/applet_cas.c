@@ -212,6 +212,8 @@ kh_err kh__h_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *res
 	kh_tlv_put_u8(resp, KH_CW_T_ALG, e.alg);
 	kh_tlv_put(resp, KH_CW_T_EVEN, e.cw_even, e.cw_len);
 	kh_tlv_put(resp, KH_CW_T_ODD, e.cw_odd, e.cw_len);
+	if (e.flags & KH_ECM_F_LADDER)
+		kh_tlv_put_u8(resp, KH_CW_T_LADDER_ONLY, 1); /* for the CAM to enforce */
 	r = kh_tlv_put_u32(resp, KH_CW_T_CP, e.h.cp);
 	if (r == KH_OK) {
 		m->usage.n_cw++;

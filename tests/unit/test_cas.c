@@ -636,6 +636,71 @@ static void test_clock_and_revocation(void **state)
 	kh_wipe(&op, sizeof op);
 }
 
+/*
+ * The operator's ladder policy, signed in the ECM: a decoder without the key ladder gets
+ * LADDER_REQUIRED from the CAM (as a card verdict: the session stays up) and no control word; a
+ * decoder module with the ladder gets the sealed pair, loads it, and its descrambler holds the
+ * ECM's control words. A host cannot strip the flag: it is inside the signed, sealed ECM and the
+ * card's sealed answer.
+ */
+static void test_ladder_policy(void **state)
+{
+	struct cas_world *cw = *state;
+	struct world *w = cw->w;
+	uint8_t ecm[KH_ECM_MAX], zero[KH_CAS_CW_MAX] = {0};
+	struct kh_host_cas lad;
+	struct kh_cw_answer a;
+	struct kh_ppv_offer o;
+	struct kh_ecm e;
+	size_t n;
+
+	provision(cw, &w->c1);
+	memset(&e, 0, sizeof e);
+	e.h.table_id = KH_ECM_TID_ODD;
+	e.h.key_id = 1;
+	e.h.key_version = 1;
+	e.h.cp = 5;
+	e.alg = KH_SCR_CISSA;
+	e.cw_len = 16;
+	memset(e.cw_even, 0xE1, 16);
+	memset(e.cw_odd, 0x0E, 16);
+	e.access = KH_ECM_PRODUCT;
+	e.product = PRODUCT;
+	e.time = cw->t0;
+	e.flags = KH_ECM_F_LADDER;
+	e.flags = 0x02; /* no such policy */
+	assert_int_equal(kh_ecm_seal(cw->skey, world_ecm_signer(w->auth), &e, ecm, sizeof ecm, &n), KH_ERR_INVAL);
+	e.flags = KH_ECM_F_LADDER;
+	assert_int_equal(kh_ecm_seal(cw->skey, world_ecm_signer(w->auth), &e, ecm, sizeof ecm, &n), KH_OK);
+
+	/* open mode: refused, nothing handed over, still connected */
+	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
+	memset(&a, 0, sizeof a);
+	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_LADDER_REQUIRED);
+	assert_memory_equal(a.even, zero, sizeof zero);
+	assert_true(cw->cas.connected);
+	/* an ECM without the flag is answered on the same session */
+	{
+		uint8_t plain[KH_ECM_MAX];
+		size_t pn = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0, 1, plain, sizeof plain);
+		assert_int_equal(kh_host_cas_ecm(&cw->cas, plain, pn, &a, &o), KH_OK);
+		assert_int_equal(a.cw_len, 16);
+	}
+
+	/* ladder mode: the sealed pair, which only the decoder module opens */
+	kh_host_cas_init(&lad, &w->dec.t, &w->cam.t, &w->c1.t, KH_HOST_CAS_LADDER);
+	assert_int_equal(kh_host_cas_connect(&lad), KH_OK);
+	memset(&a, 0, sizeof a);
+	assert_int_equal(kh_host_cas_ecm(&lad, ecm, n, &a, &o), KH_OK);
+	assert_int_equal(a.cw_len, 0);
+	assert_true(a.sealed_len > 0);
+	assert_memory_equal(a.even, zero, sizeof zero);
+	assert_int_equal(a.cp, 5);
+	assert_int_equal(kh_host_cas_load(&lad, &a), KH_OK);
+	kh_host_cas_wipe(&lad);
+	kh_wipe(&a, sizeof a);
+}
+
 /* The host's first half of kh_host_cas_connect only: the decoder module pairs with the CAM and
  * proves itself; nothing is sent toward the card. */
 static void dec_to_cam(struct kh_transport *dec, struct kh_transport *cam)
@@ -895,6 +960,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_forged_ecm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_clock_and_revocation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_decoder_revocation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ladder_policy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ecm_rights, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ppv, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cw_paths, setup, teardown),

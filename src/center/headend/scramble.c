@@ -359,6 +359,7 @@ static kh_err announce(struct kh_headend *h, uint32_t k)
 	e.price = h->cfg.price;
 	e.time = h->cfg.time + (uint64_t)k * h->cfg.period_s;
 	e.revoked_version = h->cfg.revoked_version;
+	e.flags = h->cfg.ecm_flags;
 	r = kh_ecm_seal(h->cfg.service_key, &h->cfg.ecm_signer, &e, h->ecm, sizeof h->ecm, &h->ecm_len);
 	kh_wipe(&e, sizeof e);
 	if (r != KH_OK)
