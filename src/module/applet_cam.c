@@ -139,6 +139,26 @@ static kh_err send_cmd(struct kh_module *m, const uint8_t *inner, size_t len, st
 }
 
 /*
+ * The ECM answer inside p, `levels` status words deep (1: the card's answer, data || SW; 2: a
+ * CAM's answer carrying the card's): 1 when a level is not 9000 (a refusal carries no control
+ * word), 0 with *cw parsed, or the error.
+ */
+static int cw_answer_in(const uint8_t *p, size_t n, int levels, struct kh_cw_answer *cw)
+{
+	uint16_t sw;
+	kh_err r;
+
+	memset(cw, 0, sizeof *cw);
+	while (levels--) {
+		if ((r = kh_apdu_resp(p, n, &p, &n, &sw)) != KH_OK)
+			return r;
+		if (sw != KH_SW_OK)
+			return 1;
+	}
+	return kh_cw_answer_parse(p, n, cw);
+}
+
+/*
  * The card's answer to an ECM, going up to a decoder that asked for the key ladder: its two
  * control words sealed under the decoder's K_S (kh_cw_ladder_seal), so that not even the
  * decoder module's channel code, nor the host after it, holds them in clear. A refusal (no
@@ -148,27 +168,20 @@ static kh_err ladder(struct kh_module *m, struct kh_wr *resp)
 {
 	struct kh_cw_answer cw;
 	struct kh_wr w;
-	const uint8_t *d;
-	size_t n;
-	uint16_t sw;
-	kh_err r;
+	int k = cw_answer_in(resp->p, resp->len, 1, &cw);
+	kh_err r = k < 0 ? k : k == 1 ? KH_OK : cw.sealed_len ? KH_ERR_FORMAT : KH_OK;
 
-	if ((r = kh_apdu_resp(resp->p, resp->len, &d, &n, &sw)) != KH_OK)
-		return r;
-	if (sw != KH_SW_OK)
-		return KH_OK;
-	if ((r = kh_cw_answer_parse(d, n, &cw)) != KH_OK || cw.sealed_len)
-		return r != KH_OK ? r : KH_ERR_FORMAT;
-	/* m->inner is free: the command that brought the card's answer has been opened */
-	kh_wr_init(&w, m->inner, sizeof m->inner - 2);
-	if ((r = kh_cw_ladder_seal(m->ladder_key, &cw, &w)) == KH_OK) {
-		kh_wr_u16(&w, KH_SW_OK);
-		kh_wipe(resp->p, resp->len);
-		resp->len = 0;
-		r = kh_wr_bytes(resp, m->inner, w.len);
+	if (k == 0 && r == KH_OK) {
+		/* m->inner is free: the command that brought the card's answer has been opened */
+		kh_wr_init(&w, m->inner, sizeof m->inner);
+		if ((r = kh_cw_ladder_seal(m->ladder_key, &cw, &w)) == KH_OK && (r = kh_wr_u16(&w, KH_SW_OK)) == KH_OK) {
+			kh_wipe(resp->p, resp->len);
+			resp->len = 0;
+			r = kh_wr_bytes(resp, m->inner, w.len);
+		}
+		kh_wipe(m->inner, w.len);
 	}
 	kh_wipe(&cw, sizeof cw);
-	kh_wipe(m->inner, w.len);
 	return r;
 }
 
@@ -181,14 +194,8 @@ static kh_err ladder(struct kh_module *m, struct kh_wr *resp)
 static void ladder_policy(struct kh_wr *resp)
 {
 	struct kh_cw_answer cw;
-	const uint8_t *d;
-	size_t n;
-	uint16_t sw;
 
-	if (kh_apdu_resp(resp->p, resp->len, &d, &n, &sw) != KH_OK || sw != KH_SW_OK ||
-	    kh_cw_answer_parse(d, n, &cw) != KH_OK)
-		return;
-	if (cw.ladder_only) {
+	if (cw_answer_in(resp->p, resp->len, 1, &cw) == 0 && cw.ladder_only) {
 		kh_wipe(resp->p, resp->len);
 		resp->len = 0;
 		kh_wr_u16(resp, kh_err_to_sw(KH_ERR_LADDER_REQUIRED));
@@ -204,22 +211,9 @@ static void ladder_policy(struct kh_wr *resp)
 static kh_err ladder_check(const struct kh_wr *resp)
 {
 	struct kh_cw_answer cw;
-	const uint8_t *d, *e;
-	size_t n, k;
-	uint16_t sw;
-	kh_err r;
+	int k = cw_answer_in(resp->p, resp->len, 2, &cw);
+	kh_err r = k < 0 ? k : k == 1 || cw.sealed_len ? KH_OK : KH_ERR_LADDER;
 
-	if ((r = kh_apdu_resp(resp->p, resp->len, &d, &n, &sw)) != KH_OK)
-		return r;
-	if (sw != KH_SW_OK)
-		return KH_OK;
-	if ((r = kh_apdu_resp(d, n, &e, &k, &sw)) != KH_OK)
-		return r;
-	if (sw != KH_SW_OK)
-		return KH_OK;
-	r = kh_cw_answer_parse(e, k, &cw);
-	if (r == KH_OK && !cw.sealed_len)
-		r = KH_ERR_LADDER;
 	kh_wipe(&cw, sizeof cw);
 	return r;
 }

@@ -497,6 +497,25 @@ static void test_forged_ecm(void **state)
 	kh_wipe(&fake, sizeof fake);
 }
 
+/* Broadcast the operator's revoked list (version, the UAs l[0..nl)) as the seq-th broadcast EMM,
+ * signed and sealed under the broadcast key all; the card must accept it. */
+static void send_revoked(struct cas_world *cw, const uint8_t all[32], uint32_t seq, uint32_t version,
+			 const uint32_t *l, size_t nl)
+{
+	struct kh_emm_hdr ha = {.addr_type = KH_EMM_ALL, .seq = seq};
+	uint8_t cmds[256], emm[KH_EMM_MAX];
+	struct kh_cas_signer op;
+	struct kh_wr wr;
+	size_t n;
+
+	world_signer(cw->w->auth, KH_ROLE_EMM_SIGNER, &op, NULL);
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_revoked(&wr, version, l, nl), KH_OK);
+	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
+	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+	kh_wipe(&op, sizeof op);
+}
+
 /*
  * The card judges certificates by its own clock, the newest ECM time the operator signed, so a
  * host that says "now = 0" (which skips the validity check) or an old date proves nothing; and a
@@ -506,51 +525,32 @@ static void test_clock_and_revocation(void **state)
 {
 	struct cas_world *cw = *state;
 	struct world *w = cw->w;
-	uint8_t ecm[KH_ECM_MAX], emm[KH_EMM_MAX], cmds[256], all[32];
-	struct kh_emm_hdr ha = {0, KH_EMM_ALL, 0, 1, 0};
-	struct kh_cas_signer op;
+	uint8_t ecm[KH_ECM_MAX], all[32];
 	struct kh_cw_answer a;
 	struct kh_ppv_offer o;
-	struct kh_wr wr;
 	uint32_t cam = w->cam.ua, other = cam + 1000;
 	size_t n;
 
 	provision(cw, &w->c1);
 	give_shared(cw, &w->c1, all);
-	world_signer(w->auth, KH_ROLE_EMM_SIGNER, &op, NULL);
 
 	/* revocation: a list naming another module changes nothing for our CAM */
-	kh_wr_init(&wr, cmds, sizeof cmds);
-	assert_int_equal(kh_emm_put_revoked(&wr, 1, &other, 1), KH_OK);
-	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
-	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+	send_revoked(cw, all, 1, 1, &other, 1);
 	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 	/* the list that names it: the card no longer accepts the CAM's proof */
 	{
 		uint32_t l[2] = {other, cam};
-		kh_wr_init(&wr, cmds, sizeof cmds);
-		assert_int_equal(kh_emm_put_revoked(&wr, 2, l, 2), KH_OK);
-		ha.seq = 2;
-		assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
-		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+		send_revoked(cw, all, 2, 2, l, 2);
 	}
 	kh_host_cas_wipe(&cw->cas);
 	kh_host_cas_init(&cw->cas, &w->dec.t, &w->cam.t, &w->c1.t, 0);
 	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_ERR_REVOKED);
 	assert_false(cw->cas.connected);
 	/* an older list (a replayed broadcast of version 1) does not bring the CAM back */
-	kh_wr_init(&wr, cmds, sizeof cmds);
-	assert_int_equal(kh_emm_put_revoked(&wr, 1, &other, 1), KH_OK);
-	ha.seq = 3;
-	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
-	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+	send_revoked(cw, all, 3, 1, &other, 1);
 	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_ERR_REVOKED);
 	/* a newer, empty list does */
-	kh_wr_init(&wr, cmds, sizeof cmds);
-	assert_int_equal(kh_emm_put_revoked(&wr, 3, NULL, 0), KH_OK);
-	ha.seq = 4;
-	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
-	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+	send_revoked(cw, all, 4, 3, NULL, 0);
 	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 
 	/* A host that withholds the next list (version 4, naming our CAM) gains nothing: the
@@ -571,19 +571,11 @@ static void test_clock_and_revocation(void **state)
 		assert_int_equal(kh_ecm_seal(cw->skey, world_ecm_signer(w->auth), &e, ecm, sizeof ecm, &n), KH_OK);
 		assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_LIST_STALE);
 		/* the list arrives: the CAM on the channel already open is refused at the next ECM */
-		kh_wr_init(&wr, cmds, sizeof cmds);
-		assert_int_equal(kh_emm_put_revoked(&wr, 4, &cam, 1), KH_OK);
-		ha.seq = 5;
-		assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
-		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+		send_revoked(cw, all, 5, 4, &cam, 1);
 		assert_int_equal(kh_ecm_seal(cw->skey, world_ecm_signer(w->auth), &e, ecm, sizeof ecm, &n), KH_OK);
 		assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_REVOKED);
 		/* version 5 lets it back in, and an ECM asking for 4 is then answered */
-		kh_wr_init(&wr, cmds, sizeof cmds);
-		assert_int_equal(kh_emm_put_revoked(&wr, 5, NULL, 0), KH_OK);
-		ha.seq = 6;
-		assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &n), KH_OK);
-		assert_int_equal(kh_host_cas_emm(&cw->cas, emm, n), KH_OK);
+		send_revoked(cw, all, 6, 5, NULL, 0);
 		kh_host_cas_wipe(&cw->cas);
 		kh_host_cas_init(&cw->cas, &w->dec.t, &w->cam.t, &w->c1.t, 0);
 		assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
@@ -633,7 +625,6 @@ static void test_clock_and_revocation(void **state)
 		kh_softmod_free(shortcam.sm);
 		free(vf);
 	}
-	kh_wipe(&op, sizeof op);
 }
 
 /*
@@ -729,30 +720,23 @@ static void test_decoder_revocation(void **state)
 {
 	struct cas_world *cw = *state;
 	struct world *w = cw->w;
-	uint8_t ecm[KH_ECM_MAX], emm[KH_EMM_MAX], cmds[64], all[32], zero[KH_CAS_CW_MAX] = {0};
-	struct kh_emm_hdr ha = {0, KH_EMM_ALL, 0, 1, 0};
+	uint8_t ecm[KH_ECM_MAX], all[32], zero[KH_CAS_CW_MAX] = {0};
 	struct kh_host_cas other;
-	struct kh_cas_signer op;
 	struct kh_cw_answer a;
 	struct kh_ppv_offer o;
-	struct kh_wr wr;
 	struct mod d2;
 	uint32_t dec = w->dec.ua;
-	size_t n, ne;
+	size_t n;
 
 	provision(cw, &w->c1);
 	give_shared(cw, &w->c1, all);
-	world_signer(w->auth, KH_ROLE_EMM_SIGNER, &op, NULL);
 	make_mod(w->auth, KH_ROLE_DECODER, &d2);
 	n = make_ecm(cw, KH_ECM_PRODUCT, PRODUCT, 0, cw->t0, 1, ecm, sizeof ecm);
 	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_OK);
 
 	/* the list names our decoder module: no control words on the open channel, no new pairing */
-	kh_wr_init(&wr, cmds, sizeof cmds);
-	assert_int_equal(kh_emm_put_revoked(&wr, 1, &dec, 1), KH_OK);
-	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &ne), KH_OK);
-	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, ne), KH_OK);
+	send_revoked(cw, all, 1, 1, &dec, 1);
 	memset(&a, 0, sizeof a);
 	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_ERR_REVOKED);
 	assert_memory_equal(a.even, zero, sizeof zero);
@@ -776,15 +760,10 @@ static void test_decoder_revocation(void **state)
 	/* its own CARD START is refused by the card */
 	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_ERR_REVOKED);
 	/* a newer, empty list lets it back in */
-	kh_wr_init(&wr, cmds, sizeof cmds);
-	assert_int_equal(kh_emm_put_revoked(&wr, 2, NULL, 0), KH_OK);
-	ha.seq = 2;
-	assert_int_equal(kh_emm_seal_signed(all, &op, &ha, cmds, wr.len, emm, sizeof emm, &ne), KH_OK);
-	assert_int_equal(kh_host_cas_emm(&cw->cas, emm, ne), KH_OK);
+	send_revoked(cw, all, 2, 2, NULL, 0);
 	assert_int_equal(kh_host_cas_connect(&cw->cas), KH_OK);
 	assert_int_equal(kh_host_cas_ecm(&cw->cas, ecm, n, &a, &o), KH_OK);
 	kh_wipe(&a, sizeof a);
-	kh_wipe(&op, sizeof op);
 	kh_softmod_free(d2.sm);
 }
 
