@@ -568,6 +568,10 @@ static void test_forged_decoder_proof(void **state)
 	assert_int_equal(kh_ed25519_sign(sk, msg, sizeof msg, sig), KH_OK);
 	assert_int_equal(cam_auth(h, der, dl, sig), KH_SW_OK);
 	assert_int_equal(info_of(&w->cam.t).chan_peer_ua, dua);
+	/* the CAM's card channel was opened before any decoder proved itself: it ended with the
+	 * proof, and one opened now names this decoder to the card */
+	assert_int_equal(hch_card(h, KH_INS_ECM, ecm, n), kh_err_to_sw(KH_ERR_NOT_PAIRED));
+	assert_int_equal(hch_cmd(h, KH_INS_CARD_START, NULL, 0), KH_SW_OK);
 	assert_int_equal(hch_card(h, KH_INS_ECM, ecm, n), KH_SW_OK);
 	assert_int_equal(sw_of(h->out, h->dlen), KH_SW_OK);
 	assert_true(has_bytes(h->out, h->dlen, ce, 16));
