@@ -14,14 +14,15 @@ struct kh__demo_paths {
 	const char *dir;       /* the demo's directory */
 	const char *authority; /* the operator authority */
 	const char *cam, *card1, *card2;
-	uint32_t ua1, ua2;
+	const char *dec;       /* the decoder module (role decoder), for decoder play and buy */
+	uint32_t ua1, ua2, ua_dec;
 };
 
 /*
  * The pay-TV story on the modules the pairing story issued (their files closed): the center,
- * the operator's API calls, the headend on a real ffmpeg clip, the decoder watching, a PPV
- * purchase, the card replacement and the recovery. KH_EXIT_OK or KH_EXIT_FAIL (one line on
- * stderr said why).
+ * the operator's API calls, the headend on a real ffmpeg clip, the decoder watching through its
+ * decoder module (with the key ladder), a PPV purchase, the card replacement and the recovery.
+ * KH_EXIT_OK or KH_EXIT_FAIL (one line on stderr said why).
  */
 int kh__demo_paytv(const struct kh__demo_paths *p);
 

@@ -1,5 +1,7 @@
 /*
  * keyhole demo, second half: the pay-TV story of issues 3 and 4 (seed 001), one line per step.
+ * The decoder's steps run through the decoder module the first half issued; the first watch uses
+ * the key ladder, so the control words never leave that module.
  * The management center runs in this process (kh_sms on kh_http, 127.0.0.1, an ephemeral port)
  * and the demo is its operator, over HTTP with libcurl like any client. The headend, the decoder
  * and the upload session are the real subcommands (kh_cmd_headend, kh_cmd_decoder), run
@@ -190,7 +192,7 @@ static int forged_broadcast(struct demo *d, const char *tnow)
 	if (run(d, "forged-scramble", kh_cmd_headend, "scramble", "--keys", d->path[P_KEYS], "--alg", "cissa", "--product",
 		"7", "--period", "5", "--time", tnow, "--emm", epath, "--in", d->path[P_CLIP], "--out", out,
 		(char *)NULL) == 0)
-		rc = run(d, "forged-play", kh_cmd_decoder, "play", "--root", p->authority, "--cam", p->cam, "--card",
+		rc = run(d, "forged-play", kh_cmd_decoder, "play", "--decoder", p->dec, "--cam", p->cam, "--card",
 			 p->card1, "--in", out, "--out", d->path[P_TMP], (char *)NULL);
 out:
 	kh_wipe(master, sizeof master);
@@ -420,22 +422,25 @@ static int story(struct demo *d)
 		     "%d and event %d, carrying the center's EMM queue (GET /v1/emm)",
 		     nf, CHANNEL, EVENT);
 
-	/* the subscriber watches */
-	if (run(d, "play", kh_cmd_decoder, "play", "--root", p->authority, "--cam", p->cam, "--card", p->card1, "--m1",
-		d->path[P_M1], "--in", scr, "--out", d->path[P_TMP], (char *)NULL))
+	/* the subscriber watches, with the key ladder: the control words go sealed to the decoder
+	 * module, which descrambles */
+	if (run(d, "play", kh_cmd_decoder, "play", "--decoder", p->dec, "--cam", p->cam, "--card", p->card1, "--ladder",
+		"--m1", d->path[P_M1], "--in", scr, "--out", d->path[P_TMP], (char *)NULL))
 		goto out;
 	CHECK((nf = bit_exact(d, d->path[P_TMP])) > 0, "card 1's picture is not the clip's");
 	CHECK((c0 = credit_of(d, p->card1)) == INITIAL, "card 1's credit is %ld, not the center's %d", c0, INITIAL);
-	kh__demo_say("decoder: card %s took its EMMs from the broadcast and watches channel %d: all %ld frames "
-		     "bit-exact (ffmpeg framemd5); credit %ld",
-		     ua1, CHANNEL, nf, c0);
+	kh__demo_say("decoder, with its proven decoder module and the key ladder: card %s took its EMMs from the "
+		     "broadcast and watches channel %d, all %ld frames bit-exact (ffmpeg framemd5), credit %ld; the "
+		     "CAM sealed each pair of control words for decoder module %08X, which descrambled: the control "
+		     "words stay in the decoder module",
+		     ua1, CHANNEL, nf, c0, p->ua_dec);
 
 	/* pay-per-view, bought once */
-	if (run(d, "buy", kh_cmd_decoder, "buy", "--root", p->authority, "--cam", p->cam, "--card", p->card1, "--m1",
+	if (run(d, "buy", kh_cmd_decoder, "buy", "--decoder", p->dec, "--cam", p->cam, "--card", p->card1, "--m1",
 		d->path[P_M1], "--in", ppv, (char *)NULL) ||
 	    (c1 = credit_of(d, p->card1)) != c0 - PRICE)
 		CHECK(0, "the purchase did not take %d from the credit", PRICE);
-	if (run(d, "buy-again", kh_cmd_decoder, "buy", "--root", p->authority, "--cam", p->cam, "--card", p->card1,
+	if (run(d, "buy-again", kh_cmd_decoder, "buy", "--decoder", p->dec, "--cam", p->cam, "--card", p->card1,
 		"--m1", d->path[P_M1], "--in", ppv, (char *)NULL))
 		goto out;
 	CHECK(credit_of(d, p->card1) == c1, "buying event %d again charged again", EVENT);
@@ -480,7 +485,7 @@ static int story(struct demo *d)
 	if (run(d, "scramble-2", kh_cmd_headend, "scramble", "--keys", d->path[P_KEYS], "--alg", "cissa", "--product",
 		"7", "--period", "5", "--time", tnow, "--center", d->base, "--center-since", since, "--in",
 		d->path[P_CLIP], "--out", scr, (char *)NULL) ||
-	    run(d, "play-2", kh_cmd_decoder, "play", "--root", p->authority, "--cam", p->cam, "--card", p->card2, "--m1",
+	    run(d, "play-2", kh_cmd_decoder, "play", "--decoder", p->dec, "--cam", p->cam, "--card", p->card2, "--m1",
 		d->path[P_M1], "--in", scr, "--out", d->path[P_TMP], (char *)NULL))
 		goto out;
 	CHECK((nf = bit_exact(d, d->path[P_TMP])) > 0, "card 2's picture is not the clip's");

@@ -1,8 +1,9 @@
 #!/bin/sh
 # The broadcast path of issue 3 on real media, end to end: an ffmpeg clip (MPEG-2 video, MP2
 # audio) scrambled by `keyhole headend scramble` with each algorithm, watched through
-# `keyhole decoder play` (decoder -> CAM -> card, all in-process modules), and proved with
-# ffmpeg's framemd5: every decoded video and audio frame equals the clear input's. Then the rights
+# `keyhole decoder play` (decoder module -> CAM -> card, all in-process modules), and proved with
+# ffmpeg's framemd5: every decoded video and audio frame equals the clear input's; with the key
+# ladder (the decoder module descrambles) the clear stream is the same, byte for byte. Then the rights
 # rules on the same clip: a subscription that ends mid-stream, a channel not subscribed, a
 # pay-per-view event bought once from credit, one the credit does not cover, and EMMs replayed or
 # forged changing nothing.
@@ -69,6 +70,7 @@ kh_expect_ok card issue --authority auth --role cam --out cam.card
 for ua in 101 102 103 104 105; do
 	kh_expect_ok card issue --authority auth --role card --ua "$ua" --out "card$ua.card"
 done
+kh_expect_ok card issue --authority auth --role decoder --out dec.card
 kh_expect_ok headend keys init --authority auth --out headend.keys
 T=$(date +%s)
 
@@ -85,25 +87,42 @@ for alg in csa2 cissa idsa; do
 	[ "$1" -gt 100 ] || kh_fail "$alg: only $1 component packets with payload"
 	[ "$1" -eq "$2" ] || kh_fail "$alg: $2 of $1 component packets with payload are scrambled"
 	[ "$(wc -l <"cw-$alg.txt")" -eq 3 ] || kh_fail "$alg: the CW log has $(wc -l <"cw-$alg.txt") lines, want 3 periods"
-	kh_expect_ok decoder play --root auth --cam cam.card --card card101.card --in "s-$alg.ts" --out "c-$alg.ts"
+	kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card101.card --in "s-$alg.ts" --out "c-$alg.ts"
 	set -- $(tsc_census "c-$alg.ts" "$pids")
 	[ "$2" -eq 0 ] || kh_fail "$alg: the decoder output still has $2 scrambled packets"
 	kh_frames "c-$alg.ts" >"c-$alg.md5"
 	cmp -s clear.md5 "c-$alg.md5" || kh_fail "$alg: decoded frames differ from the clear clip's"
-	kh_note "$alg: $1 packets scrambled, $(wc -l <clear.md5) frames bit-exact after descrambling"
+	# the key ladder: the control words reach only the decoder module, which descrambles; the
+	# clear stream is the same, byte for byte
+	kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card101.card --ladder --in "s-$alg.ts" \
+		--out "l-$alg.ts"
+	cmp -s "c-$alg.ts" "l-$alg.ts" || kh_fail "$alg: play --ladder gave another clear stream than play"
+	ffprobe -v error -show_entries stream=codec_name -of csv=p=0 "l-$alg.ts" >"$KH_META/probe" 2>&1 ||
+		kh_fail "$alg: ffprobe cannot read the output of play --ladder"
+	grep -q mpeg2video "$KH_META/probe" && grep -q mp2 "$KH_META/probe" ||
+		kh_fail "$alg: ffprobe finds no MPEG-2 video or MP2 audio in the output of play --ladder"
+	kh_note "$alg: $1 packets scrambled, $(wc -l <clear.md5) frames bit-exact after descrambling, with and without the key ladder"
 done
 
 # ---- the same through module daemons on UNIX sockets: the same bytes out ----
 S1=$KH_TMP/card.sock
 S2=$KH_TMP/cam.sock
+S3=$KH_TMP/dec.sock
 kh_start_daemon P1 card serve --socket "$S1" --card card101.card
 kh_start_daemon P2 card serve --socket "$S2" --card cam.card
+kh_start_daemon P3 card serve --socket "$S3" --card dec.card
 kh_wait_socket "$S1" "$P1"
 kh_wait_socket "$S2" "$P2"
-kh_expect_ok decoder play --root auth --cam "unix:$S2" --card "unix:$S1" --in s-cissa.ts --out c-sock.ts
+kh_wait_socket "$S3" "$P3"
+kh_expect_ok decoder play --decoder dec.card --cam "unix:$S2" --card "unix:$S1" --in s-cissa.ts --out c-sock.ts
 cmp -s c-cissa.ts c-sock.ts || kh_fail "through sockets the decoder's output differs from in-process"
+# the decoder module's daemon descrambles every packet the ladder gives it
+kh_expect_ok decoder play --decoder "unix:$S3" --cam "unix:$S2" --card "unix:$S1" --ladder --in s-cissa.ts \
+	--out l-sock.ts
+cmp -s c-cissa.ts l-sock.ts || kh_fail "through sockets play --ladder gave another clear stream"
 kh_stop "$P1" TERM
 kh_stop "$P2" TERM
+kh_stop "$P3" TERM
 
 # ---- service key rotation without a gap ----
 # version 2 is made and sent to the card while the channel still runs on version 1; then the
@@ -112,12 +131,12 @@ kh_expect_ok headend keys rotate --keys headend.keys --id 1
 kh_expect_ok headend emm --keys headend.keys --card 00000065 --service-keys --out rot.emm
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-rot1.ts --alg cissa --product 7 \
 	--period 5 --time "$T" --key-version 1 --emm rot.emm
-kh_expect_ok decoder play --root auth --cam cam.card --card card101.card --in s-rot1.ts --out c-rot1.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card101.card --in s-rot1.ts --out c-rot1.ts
 kh_frames c-rot1.ts >c-rot1.md5
 cmp -s clear.md5 c-rot1.md5 || kh_fail "rotation: the stream under the old key did not play whole"
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-rot2.ts --alg cissa --product 7 \
 	--period 5 --time "$T"
-kh_expect_ok decoder play --root auth --cam cam.card --card card101.card --in s-rot2.ts --out c-rot2.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card101.card --in s-rot2.ts --out c-rot2.ts
 kh_frames c-rot2.ts >c-rot2.md5
 cmp -s clear.md5 c-rot2.md5 || kh_fail "rotation: the stream under the new key did not play whole"
 
@@ -127,7 +146,7 @@ kh_expect_ok headend emm --keys headend.keys --card 00000066 --service-keys --en
 	--out exp.emm
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-exp.ts --alg cissa --product 7 --period 5 \
 	--time "$T" --emm exp.emm
-kh_expect_ok decoder play --root auth --cam cam.card --card card102.card --in s-exp.ts --out c-exp.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card102.card --in s-exp.ts --out c-exp.ts
 grep -q "expired" "$KH_ERR" || kh_fail "expired subscription: the viewer was not told"
 n=$(video_frames c-exp.ts)
 all=$(video_frames clip.ts)
@@ -139,7 +158,7 @@ kh_expect_ok headend emm --keys headend.keys --card 00000067 --service-keys --en
 	--out other.emm
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-none.ts --alg csa2 --product 7 --period 5 \
 	--time "$T" --emm other.emm
-kh_expect_ok decoder play --root auth --cam cam.card --card card103.card --in s-none.ts --out c-none.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card103.card --in s-none.ts --out c-none.ts
 grep -q "no subscription" "$KH_ERR" || kh_fail "unsubscribed: the viewer was not told"
 set -- $(tsc_census c-none.ts "$pids")
 [ "$1" -eq 0 ] || kh_fail "unsubscribed: $1 component packets came out"
@@ -148,16 +167,16 @@ set -- $(tsc_census c-none.ts "$pids")
 kh_expect_ok headend emm --keys headend.keys --card 00000068 --service-keys --credit 100:1 --out ppv.emm
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-ppv.ts --alg idsa --event 55 --price 30 \
 	--period 5 --time "$T" --emm ppv.emm
-kh_expect_ok decoder play --root auth --cam cam.card --card card104.card --in s-ppv.ts --out c-ppv0.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card104.card --in s-ppv.ts --out c-ppv0.ts
 grep -q "30" "$KH_ERR" || kh_fail "PPV: the viewer was not told the price"
 set -- $(tsc_census c-ppv0.ts "$pids")
 [ "$1" -eq 0 ] || kh_fail "PPV not bought: $1 component packets came out"
 [ "$(status_of card104.card credit)" = 100 ] || kh_fail "PPV: credit changed before any purchase"
-kh_expect_ok decoder buy --root auth --cam cam.card --card card104.card --in s-ppv.ts
+kh_expect_ok decoder buy --decoder dec.card --cam cam.card --card card104.card --in s-ppv.ts
 [ "$(status_of card104.card credit)" = 70 ] || kh_fail "PPV: credit after one purchase is not 70"
-kh_expect_ok decoder buy --root auth --cam cam.card --card card104.card --in s-ppv.ts
+kh_expect_ok decoder buy --decoder dec.card --cam cam.card --card card104.card --in s-ppv.ts
 [ "$(status_of card104.card credit)" = 70 ] || kh_fail "PPV: a second purchase of the same event charged again"
-kh_expect_ok decoder play --root auth --cam cam.card --card card104.card --in s-ppv.ts --out c-ppv.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card104.card --in s-ppv.ts --out c-ppv.ts
 kh_frames c-ppv.ts >c-ppv.md5
 cmp -s clear.md5 c-ppv.md5 || kh_fail "PPV: the bought event does not play bit-exactly"
 # the stream carried the credit EMM again (carousel) three times now: still 70
@@ -167,12 +186,12 @@ cmp -s clear.md5 c-ppv.md5 || kh_fail "PPV: the bought event does not play bit-e
 kh_expect_ok headend emm --keys headend.keys --card 00000069 --service-keys --credit 10:1 --out poor.emm
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-poor.ts --alg idsa --event 55 --price 30 \
 	--period 5 --time "$T" --emm poor.emm
-kh_expect_ok decoder play --root auth --cam cam.card --card card105.card --in s-poor.ts --out c-poor.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card105.card --in s-poor.ts --out c-poor.ts
 grep -q "credit" "$KH_ERR" || kh_fail "PPV with too little credit: the viewer was not told"
 set -- $(tsc_census c-poor.ts "$pids")
 [ "$1" -eq 0 ] || kh_fail "PPV with too little credit: $1 component packets came out"
 [ "$(status_of card105.card credit)" = 10 ] || kh_fail "PPV: the card did not get its 10 credits"
-kh_expect_fail decoder buy --root auth --cam cam.card --card card105.card --in s-poor.ts
+kh_expect_fail decoder buy --decoder dec.card --cam cam.card --card card105.card --in s-poor.ts
 grep -q "30" "$KH_ERR" || kh_fail "PPV with too little credit: the refusal does not name the price"
 [ "$(status_of card105.card credit)" = 10 ] || kh_fail "PPV: a refused purchase changed the credit"
 [ "$(status_of card105.card purchases)" = 0 ] || kh_fail "PPV: a refused purchase was logged"
@@ -184,7 +203,7 @@ b=$(od -An -tu1 -j30 -N1 rich.emm | tr -d ' ')
 printf "\\$(printf %o $((b ^ 1)))" | dd of=rich.emm bs=1 seek=30 count=1 conv=notrunc 2>/dev/null
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-forged.ts --alg idsa --event 55 --price 30 \
 	--period 5 --time "$T" --emm rich.emm
-kh_expect_ok decoder play --root auth --cam cam.card --card card105.card --in s-forged.ts --out c-forged.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card105.card --in s-forged.ts --out c-forged.ts
 [ "$(status_of card105.card credit)" = 10 ] || kh_fail "a forged EMM changed the credit"
 
 kh_note "every algorithm bit-exact; expiry, no right, PPV once, low credit, replayed and forged EMMs hold"

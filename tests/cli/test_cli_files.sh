@@ -315,6 +315,14 @@ openssl verify -CAfile "$AUTH/root.crt" "$FOREIGN"/issued/*.crt >/dev/null 2>&1 
 # --- demo --------------------------------------------------------------------------------------
 kh_expect_ok demo --keep "$T/demo"
 [ -f "$T/demo/authority/root.crt" ] || kh_fail "demo --keep DIR kept no authority in DIR"
+[ -f "$T/demo/decoder.card" ] || kh_fail "demo --keep DIR kept no decoder module in DIR"
+kh_out_has '^ *[0-9]+\. done: '
+# the decoder program without a certificate gets no control words; the decoder module proves itself
+kh_out_has 'holds no certificate: an ECM it sends the CAM .* is refused'
+kh_out_has 'decoder module [0-9A-F]{8} paired with CAM [0-9A-F]{8} and proved its decoder certificate'
+if command -v ffmpeg >/dev/null 2>&1; then
+	kh_out_has 'key ladder: card [0-9A-F]{8} .* bit-exact'
+fi
 kh_snapshot "$T/demo" >"$KH_META/demo.snap"
 kh_expect_fail demo --keep "$T/demo"
 kh_same_snapshot "$KH_META/demo.snap" "$T/demo" "demo --keep on an existing directory changed it"

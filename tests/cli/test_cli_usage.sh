@@ -52,6 +52,8 @@ kh_expect_help card issue --help
 for o in --authority --role --out --ua --key; do
 	grep -q -- "$o" "$KH_OUT" || kh_fail "card issue --help does not mention $o"
 done
+kh_expect_help card issue --help
+grep -q -- 'card|cam|decoder' "$KH_OUT" || kh_fail "card issue --help does not name the three roles"
 kh_expect_help pair --help
 for o in --root --cam --card --decoder --count; do
 	grep -q -- "$o" "$KH_OUT" || kh_fail "pair --help does not mention $o"
@@ -60,6 +62,17 @@ kh_expect_help card serve --help
 for o in --socket --card --key; do
 	grep -q -- "$o" "$KH_OUT" || kh_fail "card serve --help does not mention $o"
 done
+# play and buy take the decoder module in the place of the authority's root
+for cmd in "decoder play" "decoder buy"; do
+	# shellcheck disable=SC2086
+	kh_expect_help $cmd --help
+	for o in --decoder --cam --card; do
+		grep -q -- "$o" "$KH_OUT" || kh_fail "$cmd --help does not mention $o"
+	done
+	! grep -q -- --root "$KH_OUT" || kh_fail "$cmd --help still mentions --root"
+done
+kh_expect_help decoder play --help
+grep -q -- --ladder "$KH_OUT" || kh_fail "decoder play --help does not mention --ladder"
 # --help wins over everything else on the line, and runs nothing.
 kh_expect_help card issue --authority "$A" --role card --out "$C" --help
 kh_expect_help authority init --name X --help "$D"
@@ -105,7 +118,7 @@ kh_expect_usage card issue --role card --out "$C"
 kh_expect_usage card issue --authority "$A" --out "$C"
 kh_expect_usage card issue --authority "$A" --role card
 kh_expect_usage card issue --authority "$A" --role card --out
-for role in foo CAM Card "" root decoder "card "; do
+for role in foo CAM Card Decoder "" root distributor ecm-signer "card " "decoder "; do
 	kh_expect_usage card issue --authority "$A" --role "$role" --out "$C"
 done
 for ua in 0 -1 abc 4294967296 18446744073709551617 "" 1x " " 00; do
@@ -142,6 +155,16 @@ kh_expect_usage pair --root "$A" --cam "$C" --card "$C" --count
 for n in -1 abc 1000001 "" 3x 99999999999999999999; do
 	kh_expect_usage pair --root "$A" --cam "$C" --card "$C" --count "$n"
 done
+
+# --- decoder play and buy ----------------------------------------------------------------------
+kh_expect_usage decoder play --cam "$C" --card "$C"
+kh_expect_usage decoder play --root "$A" --cam "$C" --card "$C"
+kh_expect_usage decoder play --root "$A" --decoder "$C" --cam "$C" --card "$C"
+kh_expect_usage decoder play --decoder "$C" --cam "$C"
+kh_expect_usage decoder play --decoder "$C" --card "$C" --ladder
+kh_expect_usage decoder buy --cam "$C" --card "$C" --in "$C"
+kh_expect_usage decoder buy --decoder "$C" --cam "$C" --card "$C"
+kh_expect_usage decoder buy --decoder "$C" --cam "$C" --card "$C" --in "$C" --ladder
 
 # --- demo --------------------------------------------------------------------------------------
 kh_expect_usage demo extra

@@ -1,11 +1,12 @@
 # `keyhole decoder`: help and usage errors of play, buy, status, init and m1; status of a fresh
 # card; play from an empty input and over a clear clip (the engine's pass-through: the service
 # comes out whole, ffprobe reads it); the output file appears only when the stream was played; a
-# pairing failure leaves nothing behind. The decoder's memory M1 (seed 001): init, a card
+# pairing failure leaves nothing behind, a CAM in the decoder module's place (--decoder) included,
+# with or without --ladder, and buys nothing. The decoder's memory M1 (seed 001): init, a card
 # authorised to export fills it through play and buy, a replacement card not yet authorised
 # leaves it alone, the authorising EMM lets the new card's block in; a changed M1 file is
-# refused and never overwritten. The scrambled paths are covered by tests/unit/test_decoder.c,
-# M1's rules by tests/unit/test_m1.c.
+# refused and never overwritten. The scrambled paths are covered by tests/unit/test_decoder.c and,
+# with and without the key ladder, by test_broadcast.sh; M1's rules by tests/unit/test_m1.c.
 #
 # Run by CTest as `sh test_decoder.sh` with KEYHOLE and KH_SOURCE_DIR set.
 
@@ -22,17 +23,26 @@ done
 kh_expect_usage decoder
 kh_expect_usage decoder frob
 kh_expect_usage decoder play
-kh_expect_usage decoder play --root a --cam b
-kh_expect_usage decoder play --root a --cam b --card c extra
-kh_expect_usage decoder play --root a --cam b --card c --service 70000
-kh_expect_usage decoder play --root a --cam b --card c --ca-system-id 0
-kh_expect_usage decoder play --root a --cam b --card c --nope
-kh_expect_usage decoder buy --root a --cam b --card c
-kh_expect_usage decoder buy --root a --cam b --card c --in x --out y
-kh_expect_usage decoder buy --root a --cam b --card c --in x --buy
+kh_expect_usage decoder play --decoder d --cam b
+kh_expect_usage decoder play --cam b --card c
+kh_expect_usage decoder play --cam b --card c --ladder
+kh_expect_usage decoder play --root a --cam b --card c
+kh_expect_usage decoder play --root a --decoder d --cam b --card c
+kh_expect_usage decoder play --decoder d --cam b --card c extra
+kh_expect_usage decoder play --decoder d --cam b --card c --service 70000
+kh_expect_usage decoder play --decoder d --cam b --card c --ca-system-id 0
+kh_expect_usage decoder play --decoder d --cam b --card c --nope
+kh_expect_usage decoder play --decoder d --cam b --card c --ladder=1
+kh_expect_usage decoder play --cam b --card c --decoder
+kh_expect_usage decoder buy --decoder d --cam b --card c
+kh_expect_usage decoder buy --cam b --card c --in x
+kh_expect_usage decoder buy --root a --decoder d --cam b --card c --in x
+kh_expect_usage decoder buy --decoder d --cam b --card c --in x --out y
+kh_expect_usage decoder buy --decoder d --cam b --card c --in x --buy
+kh_expect_usage decoder buy --decoder d --cam b --card c --in x --ladder
 kh_expect_usage decoder status
 kh_expect_usage decoder status --card c extra
-kh_expect_usage decoder play --root a --cam b --card c --m1 ''
+kh_expect_usage decoder play --decoder d --cam b --card c --m1 ''
 kh_expect_usage decoder init
 kh_expect_usage decoder init --dir d extra
 kh_expect_usage decoder init --m1 d
@@ -44,6 +54,9 @@ kh_expect_usage decoder m1 --dir d
 kh_expect_ok authority init --name "Test operator" auth
 kh_expect_ok card issue --authority auth --role cam --out cam.card
 kh_expect_ok card issue --authority auth --role card --out card.card
+kh_expect_ok card issue --authority auth --role decoder --out dec.card
+kh_expect_ok card info --card dec.card
+kh_out_has '^role: *decoder$'
 kh_expect_ok decoder status --card card.card
 kh_out_has '^card 00000002$'
 kh_out_has '^credit 0$'
@@ -69,21 +82,30 @@ kh_err_has 'not private'
 chmod 600 m1d/m1.key
 
 # --- play: empty stream, pairing failure -------------------------------------------------------
-kh_expect_ok decoder play --root auth --cam cam.card --card card.card --out empty.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card.card --out empty.ts
 [ -f empty.ts ] && [ ! -s empty.ts ] || kh_fail "an empty stream did not give an empty file"
 kh_expect_mode empty.ts 644
-kh_expect_fail decoder play --root auth --cam card.card --card card.card --out never.ts
+kh_expect_fail decoder play --decoder dec.card --cam card.card --card card.card --out never.ts
 kh_err_has 'different role'
 [ ! -e never.ts ] || kh_fail "a failed play left its output file"
 [ -z "$(find . -name 'never.ts.*')" ] || kh_fail "a failed play left a temporary file"
-kh_expect_fail decoder play --root auth --cam cam.card --card card.card --in nowhere.ts --out never.ts
+kh_expect_fail decoder play --decoder dec.card --cam cam.card --card card.card --in nowhere.ts --out never.ts
 [ ! -e never.ts ] || kh_fail "a failed play left its output file"
+# a CAM is no decoder module: it cannot prove a decoder certificate, so nothing plays, with or
+# without the key ladder
+for ladder in "" --ladder; do
+	# shellcheck disable=SC2086
+	kh_expect_fail decoder play --decoder cam.card --cam cam.card --card card.card $ladder --out never.ts
+	kh_err_has '^keyhole: pairing decoder, CAM and card: '
+	[ ! -e never.ts ] || kh_fail "play with a CAM as its decoder module left its output file"
+	[ -z "$(find . -name 'never.ts.*')" ] || kh_fail "play with a CAM as its decoder module left a temporary file"
+done
 
 # --- play: a clear clip passes whole -----------------------------------------------------------
 if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	ffmpeg -nostdin -loglevel error -f lavfi -i testsrc=size=64x48:rate=10 -t 1 -c:v mpeg2video \
 		-f mpegts clip.ts || kh_fail "ffmpeg could not make a clip"
-	kh_expect_ok decoder play -v --root auth --cam cam.card --card card.card --in clip.ts --out clear.ts
+	kh_expect_ok decoder play -v --decoder dec.card --cam cam.card --card card.card --in clip.ts --out clear.ts
 	kh_err_has 'descrambled'
 	kh_err_has 'ECMs passed 0'
 	[ "$(wc -c <clear.ts)" -eq "$(wc -c <clip.ts)" ] || kh_fail "a clear clip changed size"
@@ -92,16 +114,16 @@ if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	mkfifo out.fifo
 	cat out.fifo >fifo.ts &
 	reader=$!
-	kh_expect_ok decoder play --root auth --cam cam.card --card card.card --in clip.ts --out out.fifo
+	kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card.card --in clip.ts --out out.fifo
 	wait $reader || kh_fail "the reader of the named pipe failed"
 	[ -p out.fifo ] || kh_fail "decoder play replaced the named pipe with a file"
 	cmp -s fifo.ts clear.ts || kh_fail "the named pipe's reader did not get the whole stream"
-	kh_expect_ok decoder play --root auth --cam cam.card --card card.card --in clip.ts --out /dev/null
+	kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card.card --in clip.ts --out /dev/null
 	[ -c /dev/null ] || kh_fail "decoder play --out /dev/null replaced /dev/null with a regular file"
 	ffprobe -v error -show_entries stream=codec_name -of csv=p=0 clear.ts >"$KH_META/probe" 2>&1 ||
 		kh_fail "ffprobe cannot read the output"
 	grep -q mpeg2video "$KH_META/probe" || kh_fail "the video stream is missing from the output"
-	kh_expect_fail decoder buy --root auth --cam cam.card --card card.card --in clip.ts
+	kh_expect_fail decoder buy --decoder dec.card --cam cam.card --card card.card --in clip.ts
 	kh_err_has 'no ECM'
 
 	# --- M1 (seed 001): the old card fills it, the new one only once authorised -----------
@@ -113,7 +135,7 @@ if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 		--auth-export 1 --out old.emm
 	kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-old.ts --alg csa2 \
 		--event 77 --price 30 --period 5 --emm old.emm
-	KEYHOLE_LOG=info kh_expect_ok decoder play --root auth --cam cam.card --card old.card --in s-old.ts \
+	KEYHOLE_LOG=info kh_expect_ok decoder play --decoder dec.card --cam cam.card --card old.card --in s-old.ts \
 		--out c-old.ts --m1 m1d
 	# refreshed when the card accepted the EMM, and at the end of the stream
 	kh_err_has 'event=decoder.m1 why=emm ua=000000C9'
@@ -124,7 +146,12 @@ if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	seq1=$(sed -n 's/^block_seq //p' "$KH_OUT")
 	[ -n "$seq1" ] && [ "$seq1" -ge 1 ] || kh_fail "M1: no block_seq after play"
 	kh_expect_mode m1d/m1 600
-	kh_expect_ok decoder buy --root auth --cam cam.card --card old.card --in s-old.ts --m1 m1d
+	# a CAM in the decoder module's place buys nothing
+	kh_expect_fail decoder buy --decoder cam.card --cam cam.card --card old.card --in s-old.ts --m1 m1d
+	kh_err_has '^keyhole: pairing decoder, CAM and card: '
+	kh_expect_ok decoder m1 --m1 m1d
+	kh_out_has "^block_seq $seq1\$"
+	kh_expect_ok decoder buy --decoder dec.card --cam cam.card --card old.card --in s-old.ts --m1 m1d
 	kh_out_has '^bought event 77 for 30; credit now 70$'
 	kh_expect_ok decoder m1 --m1 m1d
 	kh_out_has '^card 000000C9$'
@@ -137,10 +164,10 @@ if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-new.ts --alg csa2 \
 		--event 78 --price 30 --period 5 --emm new.emm
 	kh_snapshot m1d >"$KH_META/m1.before"
-	KEYHOLE_LOG=info kh_expect_ok decoder play --root auth --cam cam.card --card new.card --in s-new.ts \
+	KEYHOLE_LOG=info kh_expect_ok decoder play --decoder dec.card --cam cam.card --card new.card --in s-new.ts \
 		--out c-new.ts --m1 m1d
 	kh_err_has 'm1_kept.*EXPORT_DENIED'
-	kh_expect_ok decoder buy --root auth --cam cam.card --card new.card --in s-new.ts --m1 m1d
+	kh_expect_ok decoder buy --decoder dec.card --cam cam.card --card new.card --in s-new.ts --m1 m1d
 	kh_out_has '^bought event 78'
 	kh_same_snapshot "$KH_META/m1.before" m1d "M1 changed although the new card is not authorised"
 	kh_expect_ok decoder m1 --m1 m1d
@@ -150,7 +177,7 @@ if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	kh_expect_ok headend emm --keys headend.keys --card 000000CA --auth-export 1 --out auth.emm
 	kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-auth.ts --alg csa2 \
 		--event 78 --price 30 --period 5 --emm auth.emm
-	kh_expect_ok decoder play --root auth --cam cam.card --card new.card --in s-auth.ts --out c-auth.ts \
+	kh_expect_ok decoder play --decoder dec.card --cam cam.card --card new.card --in s-auth.ts --out c-auth.ts \
 		--m1 m1d
 	kh_expect_ok decoder m1 --m1 m1d
 	kh_out_has '^card 000000CA$'
@@ -161,7 +188,7 @@ if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	kh_snapshot m1d >"$KH_META/m1.before"
 	kh_expect_fail decoder m1 --m1 m1d
 	kh_err_has 'authentication'
-	kh_expect_ok decoder play --root auth --cam cam.card --card new.card --in s-auth.ts --out c-auth2.ts \
+	kh_expect_ok decoder play --decoder dec.card --cam cam.card --card new.card --in s-auth.ts --out c-auth2.ts \
 		--m1 m1d
 	kh_err_has 'M1 m1d: authentication tag mismatch; M1 left as it was'
 	[ "$(grep -c 'M1 m1d' "$KH_ERR")" -eq 1 ] || kh_fail "M1 trouble told more than once"

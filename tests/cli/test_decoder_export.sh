@@ -32,6 +32,7 @@ ffmpeg -nostdin -v error -f lavfi -i testsrc=duration=8:size=160x120:rate=25 -c:
 kh_expect_ok authority init auth
 kh_expect_ok card issue --authority auth --role cam --out cam.card
 kh_expect_ok card issue --authority auth --role card --ua 301 --out card.card
+kh_expect_ok card issue --authority auth --role decoder --out dec.card
 kh_expect_ok headend keys init --authority auth --out headend.keys
 kh_expect_ok headend emm --keys headend.keys --card 0000012D --service-keys --entitle 5:now-100:now+86400 \
 	--auth-export 1 --out c.emm
@@ -39,7 +40,7 @@ kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s.ts --alg 
 	--emm c.emm
 
 # without a period: on the EMM and at the end
-KEYHOLE_LOG=info kh_expect_ok decoder play --root auth --cam cam.card --card card.card --in s.ts --out c1.ts \
+KEYHOLE_LOG=info kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card.card --in s.ts --out c1.ts \
 	--m1 m1d -v
 n_plain=$(grep -c 'event=decoder\.m1 ' "$KH_ERR")
 [ "$n_plain" -ge 2 ] || kh_fail "a play with M1 stored $n_plain block(s), expected at least 2 (EMM, end)"
@@ -53,7 +54,7 @@ increasing seq1 0 || kh_fail "M1 block numbers went backwards: $(tr '\n' ' ' <se
 last1=$(tail -n 1 seq1)
 
 # with one every 2 s of stream time: 8 s of clip, so 3 or 4 more (the first PCR starts the clock)
-KEYHOLE_LOG=info kh_expect_ok decoder play --root auth --cam cam.card --card card.card --in s.ts --out c2.ts \
+KEYHOLE_LOG=info kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card.card --in s.ts --out c2.ts \
 	--m1 m1d --export-every 2 -v
 n_period=$(grep -c 'event=decoder\.m1 why=period' "$KH_ERR")
 n_all=$(grep -c 'event=decoder\.m1 ' "$KH_ERR")
@@ -67,9 +68,9 @@ kh_out_has "^block_seq $(tail -n 1 seq2)\$"
 cmp -s c1.ts c2.ts || kh_fail "exporting on a period changed the clear output"
 
 # usage
-kh_expect_usage decoder play --root auth --cam cam.card --card card.card --in s.ts --export-every 2
-kh_expect_usage decoder play --root auth --cam cam.card --card card.card --in s.ts --m1 m1d --export-every 0
-kh_expect_usage decoder play --root auth --cam cam.card --card card.card --in s.ts --m1 m1d --export-every x
-kh_expect_usage decoder buy --root auth --cam cam.card --card card.card --in s.ts --m1 m1d --export-every 2
+kh_expect_usage decoder play --decoder dec.card --cam cam.card --card card.card --in s.ts --export-every 2
+kh_expect_usage decoder play --decoder dec.card --cam cam.card --card card.card --in s.ts --m1 m1d --export-every 0
+kh_expect_usage decoder play --decoder dec.card --cam cam.card --card card.card --in s.ts --m1 m1d --export-every x
+kh_expect_usage decoder buy --decoder dec.card --cam cam.card --card card.card --in s.ts --m1 m1d --export-every 2
 
 kh_note "M1 on a period of stream time: $n_all blocks with --export-every 2, $n_plain without; never backwards"

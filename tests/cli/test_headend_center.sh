@@ -35,6 +35,7 @@ kh_expect_ok authority init auth
 kh_expect_ok card issue --authority auth --role cam --out cam.card
 kh_expect_ok card issue --authority auth --role card --out c1.card
 kh_expect_ok card issue --authority auth --role card --out c2.card
+kh_expect_ok card issue --authority auth --role decoder --out dec.card
 UA1=$(kh_ua c1.card)
 UA2=$(kh_ua c2.card)
 
@@ -62,7 +63,7 @@ grep -q 'EMM(s) from the center, last id [1-9]' "$KH_ERR" || kh_fail "-v did not
 LAST=$(sed -n 's/.*last id \([0-9][0-9]*\)$/\1/p' "$KH_ERR")
 
 # ---- the subscriber's decoder: every frame bit-exact, the center's right and credit on the card ----
-kh_expect_ok decoder play --root auth --cam cam.card --card c1.card --in s.ts --out c.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card c1.card --in s.ts --out c.ts
 kh_frames c.ts >c.md5
 cmp -s clear.md5 c.md5 || kh_fail "the channel scrambled with the center's EMMs does not play bit-exactly"
 [ "$(status_of c1.card credit)" = 100 ] || kh_fail "card 1 did not get the center's initial credit"
@@ -70,7 +71,7 @@ grep -q '^right product 7 ' "$KH_OUT" || kh_fail "card 1 holds no right to produ
 grep -q '^export authorised$' "$KH_OUT" || kh_fail "card 1, the subscriber's first card, is not authorised to export"
 
 # card 2 was never assigned: the center queued nothing for it, so it sees nothing
-kh_expect_ok decoder play --root auth --cam cam.card --card c2.card --in s.ts --out c2.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card c2.card --in s.ts --out c2.ts
 [ "$(status_of c2.card credit)" = 0 ] || kh_fail "an unassigned card got credit"
 
 # ---- --center-since: only what came after; with --emm, the file's EMMs first ----
@@ -83,9 +84,9 @@ kh_expect_ok headend scramble --keys headend.keys --alg cissa --product 7 --peri
 	--center "$C/" --center-since "$LAST" --emm c2.emm -v --in clip.ts --out s2.ts
 grep -q "1 EMM(s) from the center, last id $((LAST + 1))" "$KH_ERR" ||
 	kh_fail "--center-since $LAST: $(cat "$KH_ERR")"
-kh_expect_ok decoder play --root auth --cam cam.card --card c1.card --in s2.ts --out c1b.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card c1.card --in s2.ts --out c1b.ts
 [ "$(status_of c1.card credit)" = 150 ] || kh_fail "the reload carried from the center did not reach card 1"
-kh_expect_ok decoder play --root auth --cam cam.card --card c2.card --in s2.ts --out c2b.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card c2.card --in s2.ts --out c2b.ts
 kh_frames c2b.ts >c2b.md5
 cmp -s clear.md5 c2b.md5 || kh_fail "the --emm file's EMMs were not carried beside the center's"
 

@@ -50,6 +50,7 @@ kh_frames clip.ts >clear.md5
 kh_expect_ok authority init auth
 kh_expect_ok card issue --authority auth --role cam --out cam.card
 kh_expect_ok card issue --authority auth --role card --out c1.card
+kh_expect_ok card issue --authority auth --role decoder --out dec.card
 UA1=$(kh_ua c1.card)
 
 # ---- the center over plain http on loopback, no token ----
@@ -129,7 +130,7 @@ wait "$WPID"
 grep -q "1 new EMM(s) from the center, last id $((LAST + 1))" live.err ||
 	kh_fail "the polled EMM was not put into the carousel: $(cat live.err)"
 ! grep -q 'warning' live.err || kh_fail "warnings in a clean live run: $(cat live.err)"
-kh_expect_ok decoder play --root auth --cam cam.card --card c1.card --in live.ts --out live-c.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card c1.card --in live.ts --out live-c.ts
 kh_frames live-c.ts >live.md5
 cmp -s clear.md5 live.md5 || kh_fail "the live scramble does not play bit-exactly"
 [ "$(credit_of c1.card)" = 150 ] || kh_fail "the reload queued during the run did not reach the card"
@@ -151,7 +152,7 @@ SRC=$?
 wait "$WPID"
 [ "$SRC" -eq 0 ] || { sed 's/^/  | /' down.err >&2; kh_fail "a failed poll ended the run ($SRC)"; }
 grep -q "keyhole: warning: $C: EMM poll failed: " down.err || kh_fail "no warning for the failed poll: $(cat down.err)"
-kh_expect_ok decoder play --root auth --cam cam.card --card c1.card --in down.ts --out down-c.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card c1.card --in down.ts --out down-c.ts
 kh_frames down-c.ts >down.md5
 cmp -s clear.md5 down.md5 || kh_fail "the stream of a run with failed polls does not play"
 
@@ -201,7 +202,7 @@ kh_err_has "$H"
 kh_expect_ok headend scramble --keys headend.keys --alg cissa --product 7 --key-version 3 --period 5 --time "$T" \
 	--center "$H" --cacert tls.crt --emm-poll 1 -v --in clip.ts --out tls.ts
 kh_err_has 'EMM\(s\) from the center, last id [1-9]'
-kh_expect_ok decoder play --root auth --cam cam.card --card c1.card --in tls.ts --out tls-c.ts
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card c1.card --in tls.ts --out tls-c.ts
 kh_frames tls-c.ts >tls.md5
 cmp -s clear.md5 tls.md5 || kh_fail "the stream scrambled with keys and EMMs over https does not play"
 kh_stop "$TPID" TERM
