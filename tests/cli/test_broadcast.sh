@@ -104,6 +104,20 @@ for alg in csa2 cissa idsa; do
 	kh_note "$alg: $1 packets scrambled, $(wc -l <clear.md5) frames bit-exact after descrambling, with and without the key ladder"
 done
 
+# ---- the operator's ladder-only policy, signed in the ECMs ----
+kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-lo.ts --alg cissa --product 7 \
+	--period 5 --time "$T" --emm sub.emm --ladder-only
+# a decoder without the ladder gets no control word: the viewer is told why, no component is output
+kh_run decoder play --decoder dec.card --cam cam.card --card card101.card --in s-lo.ts --out c-lo.ts
+grep -q "key ladder" "$KH_ERR" || kh_fail "ladder-only: the viewer was not told the channel needs the key ladder"
+set -- $(tsc_census c-lo.ts "$pids")
+[ "$1" -eq 0 ] || kh_fail "ladder-only: a decoder without the ladder still output $1 component packets"
+# with the ladder, the same clear stream as before
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card101.card --ladder --in s-lo.ts --out l-lo.ts
+kh_frames l-lo.ts >l-lo.md5
+cmp -s clear.md5 l-lo.md5 || kh_fail "ladder-only: play --ladder frames differ from the clear clip's"
+kh_note "ladder-only: refused without the key ladder, $(wc -l <l-lo.md5) frames bit-exact with it"
+
 # ---- the same through module daemons on UNIX sockets: the same bytes out ----
 S1=$KH_TMP/card.sock
 S2=$KH_TMP/cam.sock
