@@ -116,6 +116,9 @@ typedef int kh_err;
 	   "ladder", 0x6F3E)                                                                     \
 	XX(LADDER_REQUIRED, "the operator gives this programme's control words only under the key " \
 	   "ladder", 403, "ladder_required", 0x6F3F)                                             \
+	XX(MODULE_BUSY, "module file in use by another process", 409, "module_busy", 0x6F40)     \
+	XX(MODULE_CHANGED, "module file changed by another process; this state was not saved",   \
+	   409, "module_changed", 0x6F41)                                                        \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

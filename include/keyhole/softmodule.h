@@ -33,7 +33,16 @@ enum kh_softmod_file {
  * <card>.ctr is the lowest state counter accepted; it must exist (KH_ERR_COUNTER_MISSING), as
  * without it an old copy of the card file could not be told from the current one. Errors:
  * KH_ERR_NOTFOUND, KH_ERR_KEYFILE_PERM, KH_ERR_STATE_AUTH, KH_ERR_ROLLBACK, KH_ERR_FORMAT,
- * KH_ERR_COUNTER_MISSING; *which (may be NULL) names the file. No file is changed.
+ * KH_ERR_COUNTER_MISSING, KH_ERR_MODULE_BUSY; *which (may be NULL) names the file. No file is
+ * changed.
+ *
+ * One process at a time: the module is held under an exclusive flock(2) on its key file (never
+ * replaced, unlike the card and counter files) until kh_softmod_free(); a second opener, in this
+ * process or another, gets KH_ERR_MODULE_BUSY (kh_softmod_holder names the holder). And before
+ * each store the card file on disk must still carry the counter this process last loaded or
+ * stored: a copy saved behind the lock's back (a process that ignores it, files copied over) is
+ * never overwritten — the command fails with KH_ERR_MODULE_CHANGED and the module must be opened
+ * again.
  */
 KH_WARN_UNUSED kh_err kh_softmod_open(const char *card_path, const char *key_path, struct kh_softmod **out,
 				      enum kh_softmod_file *which);
@@ -53,5 +62,8 @@ struct kh_module *kh_softmod_module(struct kh_softmod *s);
 /* Fix the module's clock for tests (0: the system clock). */
 void kh_softmod_set_time(struct kh_softmod *s, uint64_t now);
 void kh_softmod_free(struct kh_softmod *s);
+/* The pid of the process holding the module whose key file is key_path (card_path's default when
+ * NULL), from /proc/locks; 0 when not known. */
+long kh_softmod_holder(const char *card_path, const char *key_path);
 
 #endif

@@ -104,6 +104,11 @@ kh_err kh_cli_open_module(const char *spec, const char *key, struct kh_softmod *
 		} else if (which == KH_SOFTMOD_COUNTER) {
 			snprintf(what, whatlen, "%s.ctr", spec);
 		}
+		if (r == KH_ERR_MODULE_BUSY) {
+			long pid = kh_softmod_holder(spec, key);
+			if (pid > 0)
+				snprintf(what, whatlen, "%s (held by process %ld)", spec, pid);
+		}
 		free(defkey);
 		return r;
 	}

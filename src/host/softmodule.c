@@ -3,11 +3,14 @@
  * root key, sealed-state storage and a monotonic counter — built from files.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +29,8 @@ struct kh_softmod {
 	uint8_t blob[KH_MODULE_BLOB_MAX]; /* last stored blob (memory mode) */
 	size_t bloblen;
 	uint64_t fixed_now;
+	int lock_fd;           /* the key file, flock'ed while we hold the module (-1: none) */
+	uint64_t disk_counter; /* the counter of the card file as we last read or wrote it */
 };
 
 char *kh_softmod_key_path(const char *card)
@@ -65,10 +70,24 @@ static kh_err store_cb(void *ctx, const uint8_t *blob, size_t len, uint64_t coun
 	if (len > sizeof s->blob)
 		return KH_ERR_TOO_LARGE;
 	if (s->card_path) {
+		/* Someone wrote the card file behind our back: never overwrite what it holds. */
+		uint8_t *cur = NULL;
+		size_t curlen = 0;
+		uint64_t c = 0;
+		r = kh_file_read(s->card_path, KH_MODULE_BLOB_MAX, &cur, &curlen);
+		if (r == KH_OK)
+			r = kh_module_blob_counter(cur, curlen, &c);
+		kh_file_free(cur, curlen);
+		if (r != KH_OK || c != s->disk_counter) {
+			kh_log_warn("softmod.changed", "file=%s counter=%llu expected=%llu", s->card_path,
+				    (unsigned long long)c, (unsigned long long)s->disk_counter);
+			return KH_ERR_MODULE_CHANGED;
+		}
 		/* State first, then the counter: a crash in between leaves a newer state and an older
 		 * counter, which still loads; the reverse order could lock the card out. */
 		if ((r = kh_file_write_atomic(s->card_path, blob, len, 0600)) != KH_OK)
 			return r;
+		s->disk_counter = counter;
 		/* The state is in place; a counter that lags behind it still loads (see above), so a
 		 * failure here does not make the command fail. */
 		if (write_counter(s->ctr_path, counter) != KH_OK)
@@ -89,6 +108,7 @@ static kh_err alloc(struct kh_softmod **out)
 		free(s);
 		return KH_ERR_NOMEM;
 	}
+	s->lock_fd = -1;
 	*out = s;
 	return KH_OK;
 }
@@ -145,6 +165,15 @@ kh_err kh_softmod_open(const char *card_path, const char *key_path, struct kh_so
 	w = KH_SOFTMOD_KEY;
 	if ((r = kh_keyfile_read(key_path, 256, &key, &keylen)) != KH_OK)
 		goto out;
+	if ((s->lock_fd = open(key_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+		r = errno == ENOENT ? KH_ERR_NOTFOUND : KH_ERR_IO;
+		goto out;
+	}
+	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		r = errno == EWOULDBLOCK ? KH_ERR_MODULE_BUSY : KH_ERR_IO;
+		w = KH_SOFTMOD_CARD;
+		goto out;
+	}
 	if ((r = kh_hex_decode((const char *)key, keylen, s->root_key, sizeof s->root_key)) != KH_OK)
 		goto out;
 	w = KH_SOFTMOD_CARD;
@@ -163,6 +192,7 @@ kh_err kh_softmod_open(const char *card_path, const char *key_path, struct kh_so
 			w = KH_SOFTMOD_COUNTER;
 		goto out;
 	}
+	s->disk_counter = kh_module_counter(s->m);
 	*out = s;
 	s = NULL;
 out:
@@ -264,6 +294,7 @@ kh_err kh_softmod_save(struct kh_softmod *s, const char *card_path, const char *
 	}
 	s->card_path = cp;
 	s->ctr_path = ctr;
+	s->disk_counter = kh_module_counter(s->m);
 	cp = ctr = NULL;
 	kh_wipe(s->root_key, sizeof s->root_key);
 	r = KH_OK;
@@ -297,9 +328,36 @@ void kh_softmod_free(struct kh_softmod *s)
 		return;
 	if (s->m)
 		kh_module_wipe(s->m);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd); /* and the lock goes with it */
 	free(s->mem);
 	free(s->card_path);
 	free(s->ctr_path);
 	kh_wipe(s, sizeof *s);
 	free(s);
+}
+
+long kh_softmod_holder(const char *card_path, const char *key_path)
+{
+	char *kp = NULL, line[256];
+	struct stat st;
+	long pid = 0, p;
+	unsigned maj, min;
+	unsigned long ino;
+	FILE *f;
+
+	if (!key_path && !(key_path = kp = kh_softmod_key_path(card_path)))
+		return 0;
+	if (stat(key_path, &st) != 0 || !(f = fopen("/proc/locks", "r"))) {
+		free(kp);
+		return 0;
+	}
+	/* "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; a waiter's line has "->" after "1:" */
+	while (!pid && fgets(line, sizeof line, f))
+		if (sscanf(line, "%*d: FLOCK %*s WRITE %ld %x:%x:%lu", &p, &maj, &min, &ino) == 4 &&
+		    maj == major(st.st_dev) && min == minor(st.st_dev) && ino == (unsigned long)st.st_ino)
+			pid = p;
+	fclose(f);
+	free(kp);
+	return pid;
 }

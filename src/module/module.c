@@ -215,8 +215,10 @@ static kh_err persist(struct kh_module *m)
 	 * never write a different state under a counter that may already be there.
 	 */
 	m->counter = next;
-	if (m->env.store(m->env.ctx, m->blob, blen, next) != KH_OK) {
-		r = KH_ERR_STORE;
+	if ((r = m->env.store(m->env.ctx, m->blob, blen, next)) != KH_OK) {
+		/* the host's word that another process wrote the state is worth passing on */
+		if (r != KH_ERR_MODULE_CHANGED)
+			r = KH_ERR_STORE;
 		goto out;
 	}
 	m->usage.unsaved = 0;

@@ -128,7 +128,7 @@ kh_start_daemon P3 card serve --socket "$S3" --card dec.card
 kh_wait_socket "$S1" "$P1"
 kh_wait_socket "$S2" "$P2"
 kh_wait_socket "$S3" "$P3"
-kh_expect_ok decoder play --decoder dec.card --cam "unix:$S2" --card "unix:$S1" --in s-cissa.ts --out c-sock.ts
+kh_expect_ok decoder play --decoder "unix:$S3" --cam "unix:$S2" --card "unix:$S1" --in s-cissa.ts --out c-sock.ts
 cmp -s c-cissa.ts c-sock.ts || kh_fail "through sockets the decoder's output differs from in-process"
 # the decoder module's daemon descrambles every packet the ladder gives it
 kh_expect_ok decoder play --decoder "unix:$S3" --cam "unix:$S2" --card "unix:$S1" --ladder --in s-cissa.ts \

@@ -55,6 +55,7 @@ kh_expect_ok authority init --name "Test operator" auth
 kh_expect_ok card issue --authority auth --role cam --out cam.card
 kh_expect_ok card issue --authority auth --role card --out card.card
 kh_expect_ok card issue --authority auth --role decoder --out dec.card
+kh_expect_ok card issue --authority auth --role cam --out cam2.card
 kh_expect_ok card info --card dec.card
 kh_out_has '^role: *decoder$'
 kh_expect_ok decoder status --card card.card
@@ -85,7 +86,7 @@ chmod 600 m1d/m1.key
 kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card.card --out empty.ts
 [ -f empty.ts ] && [ ! -s empty.ts ] || kh_fail "an empty stream did not give an empty file"
 kh_expect_mode empty.ts 644
-kh_expect_fail decoder play --decoder dec.card --cam card.card --card card.card --out never.ts
+kh_expect_fail decoder play --decoder dec.card --cam card.card --card cam.card --out never.ts
 kh_err_has 'different role'
 [ ! -e never.ts ] || kh_fail "a failed play left its output file"
 [ -z "$(find . -name 'never.ts.*')" ] || kh_fail "a failed play left a temporary file"
@@ -95,7 +96,7 @@ kh_expect_fail decoder play --decoder dec.card --cam cam.card --card card.card -
 # without the key ladder
 for ladder in "" --ladder; do
 	# shellcheck disable=SC2086
-	kh_expect_fail decoder play --decoder cam.card --cam cam.card --card card.card $ladder --out never.ts
+	kh_expect_fail decoder play --decoder cam2.card --cam cam.card --card card.card $ladder --out never.ts
 	kh_err_has '^keyhole: pairing decoder, CAM and card: '
 	[ ! -e never.ts ] || kh_fail "play with a CAM as its decoder module left its output file"
 	[ -z "$(find . -name 'never.ts.*')" ] || kh_fail "play with a CAM as its decoder module left a temporary file"
@@ -147,7 +148,7 @@ if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	[ -n "$seq1" ] && [ "$seq1" -ge 1 ] || kh_fail "M1: no block_seq after play"
 	kh_expect_mode m1d/m1 600
 	# a CAM in the decoder module's place buys nothing
-	kh_expect_fail decoder buy --decoder cam.card --cam cam.card --card old.card --in s-old.ts --m1 m1d
+	kh_expect_fail decoder buy --decoder cam2.card --cam cam.card --card old.card --in s-old.ts --m1 m1d
 	kh_err_has '^keyhole: pairing decoder, CAM and card: '
 	kh_expect_ok decoder m1 --m1 m1d
 	kh_out_has "^block_seq $seq1\$"

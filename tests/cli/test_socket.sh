@@ -57,6 +57,14 @@ kh_out_has "^role: card$"
 kh_out_has "^unique address: $UA1$"
 kh_expect_ok card info --card "unix:$S2"
 kh_out_has "^role: cam$"
+# One module file, one process: while a daemon holds a card, the file cannot be opened again
+# in-process (the lost update: both would save their own copy of the state), nor by a second
+# daemon; the message names the file and the holder.
+kh_expect_fail card info --card "$T/card1.card"
+kh_err_has "card1.card .held by process $P1.: module file in use by another process"
+kh_expect_fail card serve --socket "$T/x.sock" --card "$T/card1.card"
+kh_err_has "module file in use"
+[ ! -e "$T/x.sock" ] || kh_fail "a refused daemon left its socket"
 # One daemon after another: the daemon serves the next host once the previous one hung up.
 kh_expect_ok pair --root "$AUTH" --cam "unix:$S2" --card "unix:$S1" --count 2
 # Mixed: the CAM behind the socket, a card in-process.

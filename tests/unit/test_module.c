@@ -636,6 +636,95 @@ static void test_state_files(void **state)
 	free(iss);
 }
 
+/*
+ * One module file, one process at a time. A second opener (here, the same process) is refused
+ * while the first holds it, and told who holds it. And the lost update the lock exists for: a
+ * copy of the files that made its own state change and was copied back behind the holder's back
+ * (a process that ignored the lock) is never overwritten by the holder's older state.
+ */
+static void test_module_lock(void **state)
+{
+	struct world *w = *state;
+	struct kh_softmod *a = NULL, *b = NULL, *c = NULL;
+	struct kh_issued *iss = calloc(1, sizeof *iss);
+	char *card = path_in(w->dir, "l.card"), *ctr = path_in(w->dir, "l.card.ctr");
+	char *card2 = path_in(w->dir, "m.card"), *key2 = path_in(w->dir, "m.key"), *ctr2 = path_in(w->dir, "m.card.ctr");
+	uint8_t cmds[64], emm[KH_EMM_MAX], resp[KH_APDU_MAX_RESP], *d, *theirs;
+	size_t n, dn, tn, dlen;
+	struct kh_transport t;
+	struct kh_wr wr;
+	uint16_t sw;
+	assert_non_null(iss);
+
+	assert_int_equal(kh_softmod_new_blank(&a), KH_OK);
+	kh_transport_inproc(&t, kh_softmod_module(a));
+	assert_int_equal(kh_authority_personalise(w->auth, &t, KH_ROLE_CARD, 0, iss), KH_OK);
+	assert_int_equal(kh_softmod_save(a, card, NULL), KH_OK);
+	kh_softmod_free(a);
+
+	/* held: a second open is refused, the holder named; released: it opens */
+	assert_int_equal(kh_softmod_open(card, NULL, &a, NULL), KH_OK);
+	assert_int_equal(kh_softmod_open(card, NULL, &b, NULL), KH_ERR_MODULE_BUSY);
+	assert_null(b);
+	assert_int_equal(kh_softmod_holder(card, NULL), (long)getpid());
+	kh_softmod_free(a);
+	assert_int_equal(kh_softmod_holder(card, NULL), 0);
+	assert_int_equal(kh_softmod_open(card, NULL, &a, NULL), KH_OK);
+
+	/* behind a's back: a copy of the files, opened elsewhere, takes an EMM (credit +10) ... */
+	read_all(card, &d, &dn);
+	write_plain(card2, d, dn, 0600);
+	kh_file_free(d, dn);
+	{
+		char *key = path_in(w->dir, "l.key");
+		read_all(key, &d, &dn);
+		write_plain(key2, d, dn, 0600);
+		kh_file_free(d, dn);
+		read_all(ctr, &d, &dn);
+		write_plain(ctr2, d, dn, 0600);
+		kh_file_free(d, dn);
+		free(key);
+	}
+	assert_int_equal(kh_softmod_open(card2, NULL, &c, NULL), KH_OK);
+	kh_transport_inproc(&t, kh_softmod_module(c));
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_add_credit(&wr, 10, 1), KH_OK);
+	n = world_emm(w->auth, iss->ua, 1, cmds, wr.len, emm, sizeof emm);
+	assert_int_equal(kh_host_apdu(&t, KH_INS_EMM, 0, emm, n, resp, sizeof resp, &dlen, &sw), KH_OK);
+	kh_softmod_free(c);
+	/* ... and is copied back over a's file */
+	read_all(card2, &theirs, &tn);
+	write_plain(card, theirs, tn, 0600);
+	read_all(ctr2, &d, &dn);
+	write_plain(ctr, d, dn, 0600);
+	kh_file_free(d, dn);
+	/* a's own change (credit +20, from its older state) is refused, and their file stays */
+	kh_transport_inproc(&t, kh_softmod_module(a));
+	kh_wr_init(&wr, cmds, sizeof cmds);
+	assert_int_equal(kh_emm_put_add_credit(&wr, 20, 1), KH_OK);
+	n = world_emm(w->auth, iss->ua, 1, cmds, wr.len, emm, sizeof emm);
+	assert_int_equal(kh_host_apdu(&t, KH_INS_EMM, 0, emm, n, resp, sizeof resp, &dlen, &sw),
+			 KH_ERR_MODULE_CHANGED);
+	read_all(card, &d, &dn);
+	assert_int_equal(dn, tn);
+	assert_memory_equal(d, theirs, tn);
+	kh_file_free(d, dn);
+	kh_softmod_free(a);
+	/* opened again, the module is theirs: their EMM applied, so seq 1 is a replay */
+	assert_int_equal(kh_softmod_open(card, NULL, &a, NULL), KH_OK);
+	kh_transport_inproc(&t, kh_softmod_module(a));
+	assert_int_equal(kh_host_apdu(&t, KH_INS_EMM, 0, emm, n, resp, sizeof resp, &dlen, &sw), KH_ERR_EMM_REPLAY);
+	kh_softmod_free(a);
+
+	kh_file_free(theirs, tn);
+	free(card);
+	free(ctr);
+	free(card2);
+	free(key2);
+	free(ctr2);
+	free(iss);
+}
+
 /* ---- sealed state store: the raw module API ---- */
 
 #define CAP_MAX 8
@@ -907,6 +996,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_perso_cert_key, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_dispatch, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_state_files, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_module_lock, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_rollback, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_store_failure, world_setup, world_teardown),
 	};
