@@ -41,6 +41,7 @@ fuzz-smoke:
 	else echo "fuzz-smoke: clang not found, skipped"; fi
 
 check: test asan fuzz-smoke
+	@test -c /dev/null || { echo "FAIL: make check: /dev/null is no longer a character device" >&2; exit 1; }
 
 bench: build
 	sh bench/run.sh $(BUILD)

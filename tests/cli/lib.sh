@@ -38,6 +38,7 @@ kh_note()
 
 kh_cleanup()
 {
+	kh_rc=$?
 	for kh_p in $KH_PIDS; do
 		if kill -0 "$kh_p" 2>/dev/null; then
 			kill -TERM "$kh_p" 2>/dev/null
@@ -55,6 +56,13 @@ kh_cleanup()
 		rm -rf "$KH_TMP"
 	fi
 	KH_TMP=
+	# Whatever the test did, the machine's /dev/null is still the device (a tool that renamed a
+	# file over its --out once turned it into a regular file).
+	if [ ! -c /dev/null ]; then
+		echo "FAIL: ${KH_TEST:-test}: /dev/null is no longer a character device" >&2
+		exit 1
+	fi
+	return "$kh_rc"
 }
 
 # kh_init NAME: check the environment, make the temporary directories, arrange their removal.
