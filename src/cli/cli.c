@@ -72,7 +72,18 @@ int kh_cli_dispatch(const char *prog, const struct kh_cli_cmd *tab, size_t n, in
 		if (argc > 2 && strcmp(argv[1], "help") == 0) {
 			for (size_t i = 0; i < n; i++)
 				if (strcmp(tab[i].name, argv[2]) == 0) {
-					char *h[] = {argv[2], (char *)"--help", NULL};
+					/* "help headend scramble" is "headend help scramble": the help of the
+					 * command named, however deep */
+					char *h[8] = {argv[2], (char *)"--help", NULL};
+					if (argc > 3) {
+						if (argc - 1 > (int)(sizeof h / sizeof h[0]) - 1)
+							return kh_cli_usage(prog, "too many words after help");
+						h[1] = (char *)"help";
+						for (int k = 3; k < argc; k++)
+							h[k - 1] = argv[k];
+						h[argc - 1] = NULL;
+						return tab[i].fn(argc - 1, h);
+					}
 					return tab[i].fn(2, h);
 				}
 			return kh_cli_usage(prog, "unknown command '%s'", argv[2]);

@@ -30,6 +30,16 @@ for cmd in "" "authority" "authority init" "authority show" "card" "card issue" 
 	# shellcheck disable=SC2086
 	kh_expect_help $cmd -h
 done
+# "keyhole help A B" is the help of "A B", however deep, the same bytes as "A B --help"
+for cmd in "demo" "card issue" "headend scramble" "headend keys rotate" "decoder play"; do
+	# shellcheck disable=SC2086
+	kh_expect_help $cmd --help
+	cp "$KH_OUT" "$KH_META/help.want"
+	# shellcheck disable=SC2086
+	kh_expect_help help $cmd
+	cmp -s "$KH_META/help.want" "$KH_OUT" || kh_fail "keyhole help $cmd differs from keyhole $cmd --help"
+done
+kh_expect_usage help headend nope
 # The listing of a command group names each of its subcommands.
 kh_expect_help --help
 for sub in authority card pair headend decoder demo; do
