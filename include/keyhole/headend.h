@@ -230,6 +230,85 @@ void kh_headend_poller_stop(struct kh_headend_poller *p);
 KH_WARN_UNUSED kh_err kh_headend_material_fetch(const struct kh_headend_feed_cfg *cfg, const char *token,
 						struct kh_headend_keys *k, size_t *count, char *why, size_t whycap);
 
+/*
+ * The price of pay-per-view event `event` in the center's catalogue: GET {center}/v1/events (an
+ * operator endpoint: token as for kh_headend_material_fetch, NULL when the center wants none).
+ * KH_ERR_NOTFOUND when the catalogue does not list the event (why says so); KH_ERR_FORMAT when
+ * the answer is not a list of events; KH_ERR_INVAL, KH_ERR_TRANSPORT, KH_ERR_UNAUTHORISED,
+ * KH_ERR_NOMEM and why as for kh_headend_material_fetch.
+ */
+KH_WARN_UNUSED kh_err kh_headend_event_price(const struct kh_headend_feed_cfg *cfg, const char *token, uint32_t event,
+					     uint32_t *price, char *why, size_t whycap);
+
+/* ---------------------------------------------------------------------------------------- */
+/* The scrambler's input (src/center/headend/input.c)                                        */
+
+/*
+ * Finding packets in a byte stream that may be damaged: leading garbage, a byte lost or added,
+ * a final packet cut short. The cadence is taken (again) where three sync bytes (0x47) stand 188
+ * bytes apart; while in step, a packet goes out only once the sync byte of the next one is seen
+ * (or the input ends right after it), so a packet that lost or gained bytes is thrown away with
+ * the garbage around it rather than passed on. At the end of the input two whole packets in step
+ * up to the end are enough to take the cadence. Plain data, no allocation; zero it (or
+ * kh_headend_sync_init) to start.
+ */
+struct kh_headend_sync {
+	int locked;        /* in step with the 188-byte cadence */
+	uint64_t packets;  /* packets found */
+	uint64_t skipped;  /* bytes thrown away to find the cadence again (garbage, damaged packets) */
+	uint64_t gaps;     /* places where bytes were thrown away */
+	uint64_t cut;      /* bytes of a final packet cut short (0: none) */
+	int in_gap;        /* (internal) the last bytes looked at were thrown away */
+};
+
+void kh_headend_sync_init(struct kh_headend_sync *s);
+/*
+ * Look at buf[0..len), the bytes not consumed yet (oldest first); eof: no more will come.
+ * Returns how many bytes of the front are consumed; among them, *n whole packets start at
+ * buf + *off (contiguous, each beginning with 0x47), the rest was skipped. A return of 0 (only
+ * when !eof) asks for more bytes after these: keep room for at least 3 * 188 + 1. With eof each
+ * call consumes at least one byte while len > 0, so calling until nothing is left ends.
+ */
+size_t kh_headend_sync_find(struct kh_headend_sync *s, const uint8_t *buf, size_t len, int eof, size_t *off,
+			    size_t *n);
+
+/*
+ * What PIDs an input uses, from its first packets (before the scrambler starts, to choose an
+ * ECM and an EMM PID that collide with nothing): every PID that carries packets, and what the
+ * PSI says: the PAT's PMT PIDs (and network PID), every programme's PCR PID, components and the
+ * PIDs its CA descriptors name (another CA system's ECMs), and the EMM PIDs of the CAT.
+ */
+enum kh_headend_pid_use {
+	KH_HEADEND_PID_FREE = 0,
+	KH_HEADEND_PID_CARRIED,   /* packets on it, named by no table seen */
+	KH_HEADEND_PID_CA,        /* named by a CA descriptor (PMT or CAT) */
+	KH_HEADEND_PID_PCR,       /* a programme's PCR PID */
+	KH_HEADEND_PID_COMPONENT, /* an elementary stream of a programme */
+	KH_HEADEND_PID_NIT,       /* the PAT's network PID */
+	KH_HEADEND_PID_PMT,       /* a PMT PID of the PAT */
+};
+
+struct kh_headend_census;
+
+KH_WARN_UNUSED kh_err kh_headend_census_new(struct kh_headend_census **out);
+void kh_headend_census_free(struct kh_headend_census *c);
+/* Take n whole packets (n * 188 bytes); packets that do not parse are ignored. */
+void kh_headend_census_feed(struct kh_headend_census *c, const uint8_t *pkts, size_t n);
+/* 1 once a PAT has been seen and the PMT of every programme it lists. */
+int kh_headend_census_complete(const struct kh_headend_census *c);
+/* What the input uses pid for (the most telling use); *program (may be NULL) the programme
+ * it belongs to (0 when none, or not known). */
+enum kh_headend_pid_use kh_headend_census_use(const struct kh_headend_census *c, uint16_t pid, uint16_t *program);
+/* In words, for a message: "a component", "the PCR PID", ... */
+const char *kh_headend_pid_use_name(enum kh_headend_pid_use u);
+/*
+ * The first PID from want upwards that the input does not use and that is not avoid, wrapping
+ * after 0x1FFE to 0x0020 (0x0010 to 0x001F are the DVB tables' PIDs: never picked). want must be
+ * from 0x0020 to 0x1FFE (KH_ERR_INVAL). KH_ERR_NOTFOUND when every PID is in use.
+ */
+KH_WARN_UNUSED kh_err kh_headend_census_pick(const struct kh_headend_census *c, uint16_t want, uint16_t avoid,
+					     uint16_t *pid);
+
 /* ---------------------------------------------------------------------------------------- */
 /* Streaming scrambler                                                                       */
 
@@ -290,12 +369,20 @@ void kh_headend_set_cw_fn(struct kh_headend *h, kh_headend_cw_fn fn, void *ctx);
 /* Wipe (keys, CWs) and free. NULL does nothing. */
 void kh_headend_free(struct kh_headend *h);
 
+/* Component packets in a row arriving scrambled that make the programme count as scrambled
+ * already (fewer are damage: dropped and counted). */
+#define KH_HEADEND_SCRAMBLED_RUN 32
+
 /*
  * Feed n whole TS packets (n * 188 bytes). Output goes to the sink in chunks (a few hundred
- * packets; fixed buffers, whatever the length of the stream). Errors are sticky:
- * KH_ERR_FORMAT (not a TS packet, an already scrambled component packet, a malformed PAT/PMT),
- * KH_ERR_NOTFOUND (the program is not in the PAT), KH_ERR_EXISTS (the ECM or EMM PID is used by
- * the PAT or the PMT), the sink's or a crypto error. kh_headend_why says which in words.
+ * packets; fixed buffers, whatever the length of the stream). What one damaged packet brings is
+ * dropped and counted (kh_headend_stats), never an error: a packet that does not parse
+ * (damaged), a component packet that arrives scrambled (scrambled_in), a packet on the ECM or
+ * EMM PID that no table named (foreign). Errors are sticky: KH_ERR_FORMAT (the programme is
+ * scrambled already: KH_HEADEND_SCRAMBLED_RUN component packets in a row arrive scrambled; the
+ * PAT puts the PMT on a reserved PID), KH_ERR_NOTFOUND (the program is not in the PAT),
+ * KH_ERR_EXISTS (the ECM or EMM PID is used by the PAT or the PMT), the sink's or a crypto
+ * error. kh_headend_why says which in words.
  */
 KH_WARN_UNUSED kh_err kh_headend_feed(struct kh_headend *h, const uint8_t *pkts, size_t n);
 /* End of input: flush what is buffered. KH_ERR_NOTFOUND when no PMT of the program was seen. */
@@ -306,7 +393,10 @@ const char *kh_headend_why(const struct kh_headend *h);
 struct kh_headend_stats {
 	uint64_t in, out;       /* packets */
 	uint64_t scrambled;     /* component packets with a payload, scrambled */
-	uint64_t dropped;       /* input packets not passed on (before the PMT; on PIDs 1, ECM, EMM) */
+	uint64_t dropped;       /* input packets not passed on (before the PMT; the input's PMT and CAT) */
+	uint64_t damaged;       /* input packets that are not TS packets (dropped) */
+	uint64_t scrambled_in;  /* component packets that arrived scrambled (dropped) */
+	uint64_t foreign;       /* input packets on the ECM or EMM PID (dropped: the PID is ours) */
 	uint64_t ecm, emm, psi; /* sections inserted */
 	uint32_t period;        /* crypto period of the last packet */
 	uint64_t stream_ms;     /* stream time since the first PCR */

@@ -3,7 +3,8 @@
 # sees the video and audio streams; a byte scan finds every packet of those PIDs that carries a
 # payload scrambled (TSC 10/11) and both parities used; ECMs and EMMs are on their PIDs; the
 # control-word log has one line per crypto period (12 s -> 3); usage errors exit 2; a missing or
-# malformed key file exits 1; a failed run leaves no output file. Skipped without ffmpeg.
+# malformed key file exits 1; a failed run leaves no output file; an option that takes one value
+# is refused when given twice, and --emm accumulates. Skipped without ffmpeg.
 #
 # Run by CTest as `sh test_headend.sh` with KEYHOLE and KH_SOURCE_DIR set.
 
@@ -133,6 +134,30 @@ for alg in csa2 cissa idsa; do
 	[ "$6" -gt 100 ] || kh_fail "$alg: $6 EMM packets"
 	[ "$7" -gt 0 ] || kh_fail "$alg: no CAT"
 done
+# --emm FILE --emm FILE carries both files' EMMs, in order: the EMM PID's packets are exactly
+# those of one --emm with the two files concatenated (they do not depend on the control words)
+emm_pid_packets()
+{
+	od -An -tu1 -w188 -v "$1" | awk '($2 % 32) * 256 + $3 == 4081'
+}
+kh_expect_ok headend scramble --keys h.keys --in clip.ts --out two.ts --alg csa2 --product 7 --period 5 \
+	--emm card.emm --emm group.emm --time 1700000000
+kh_expect_ok headend scramble --keys h.keys --in clip.ts --out cat.ts --alg csa2 --product 7 --period 5 \
+	--emm emms --time 1700000000
+cat card.emm group.emm >cg.emm
+kh_expect_ok headend scramble --keys h.keys --in clip.ts --out cg.ts --alg csa2 --product 7 --period 5 \
+	--emm cg.emm --time 1700000000
+emm_pid_packets two.ts >two.emmpkts
+emm_pid_packets cg.ts >cg.emmpkts
+emm_pid_packets cat.ts >cat.emmpkts
+[ -s two.emmpkts ] || kh_fail "no EMM packets with two --emm files"
+cmp -s two.emmpkts cg.emmpkts || kh_fail "--emm a --emm b does not carry the EMMs of a then b"
+cmp -s two.emmpkts cat.emmpkts && kh_fail "the EMM packets do not tell the EMM files apart (test is blind)"
+kh_expect_fail headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 --emm card.emm \
+	--emm missing.emm
+kh_err_has 'missing.emm'
+rm -f two.ts cat.ts cg.ts ./*.emmpkts
+
 # the same clip from standard input to standard output
 "$KEYHOLE" headend scramble --keys h.keys --alg csa2 --event 5 --price 100 --period 5 <clip.ts >pipe.ts 2>err ||
 	kh_fail "scramble from stdin to stdout failed: $(cat err)"
@@ -160,7 +185,41 @@ kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa
 kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg cissa --product 7 --csa-reduce
 kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 --ecm-pid 0x100 --emm-pid 0x100
 kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 extra
-[ ! -e x.ts ] && [ ! -e x.emm ] && [ ! -e x.keys ] || kh_fail "a usage error created a file"
+# an option that takes one value, given twice, is refused (it used to keep the last one), in
+# every headend command; --emm, --entitle, --revoke and --credit accumulate
+for o in "--keys h.keys" "--in clip.ts" "--out x.ts" "--alg csa2" "--product 7" "--service 1" "--key-id 1" \
+	"--key-version 1" "--period 5" "--lead 100" "--ecm-interval 100" "--emm-interval 100" "--ecm-pid 0x200" \
+	"--emm-pid 0x201" "--ca-system-id 1" "--time now" "--cw-log x.cw" "--center http://127.0.0.1:1" \
+	"--cacert x.pem" "--center-since 1" "--emm-poll 1" "--token-file x.tok"; do
+	# shellcheck disable=SC2086
+	kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 \
+		--center http://127.0.0.1:1 $o $o
+	kh_err_has "${o%% *} is given twice"
+done
+kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --event 5 --price 1 --price 2
+kh_err_has '--price is given twice'
+kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --event 5 --event 6 --price 1
+kh_expect_usage headend scramble --keys h.keys -i clip.ts --in clip.ts --out x.ts --alg csa2 --product 7
+kh_err_has '--in is given twice'
+kh_expect_usage headend keys init --authority auth --authority auth --out x.keys
+kh_expect_usage headend keys init --authority auth --out x.keys -o y.keys
+kh_expect_usage headend keys rotate --keys h.keys --id 1 --id 2
+kh_expect_usage headend keys rotate --keys h.keys --keys h.keys --id 1
+kh_expect_usage headend keys show --keys h.keys --keys h.keys
+kh_expect_usage headend keys import --keys h.keys --store a.db --store b.db
+kh_expect_usage headend keys import --keys h.keys --center http://127.0.0.1:1 --center http://127.0.0.1:2
+kh_expect_usage headend keys import --keys h.keys --center http://127.0.0.1:1 --token-file a --token-file b
+kh_expect_usage headend keys import --keys h.keys --center http://127.0.0.1:1 --cacert a --cacert b
+kh_expect_usage headend emm --keys h.keys --card 0A --card 0B --revoke 1 --out x.emm
+kh_err_has '--card is given twice'
+kh_expect_usage headend emm --keys h.keys --group 1 --group 2 --revoke 1 --out x.emm
+kh_expect_usage headend emm --keys h.keys --keys h.keys --all --revoke 1 --out x.emm
+kh_expect_usage headend emm --keys h.keys --all --revoke 1 --out x.emm --out y.emm
+kh_expect_usage headend emm --keys h.keys --card 0A --set-group 1 --set-group 2 --out x.emm
+kh_expect_usage headend emm --keys h.keys --card 0A --auth-export 1 --auth-export 0 --out x.emm
+kh_expect_usage headend emm --keys h.keys --all --revoked 2:0B --revoked 3:0C --out x.emm
+[ ! -e x.ts ] && [ ! -e x.emm ] && [ ! -e x.keys ] && [ ! -e y.keys ] && [ ! -e y.emm ] ||
+	kh_fail "a usage error created a file"
 for c in "headend" "headend keys" "headend keys init" "headend keys rotate" "headend keys show" \
 	"headend emm" "headend scramble"; do
 	# shellcheck disable=SC2086
@@ -187,13 +246,18 @@ kh_err_has "bad.keys line $(grep -n '^signer ecm' bad.keys | cut -d: -f1): malfo
 # the ECM PID collides with a component: refused, and nothing left behind
 kh_expect_fail headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 \
 	--ecm-pid "$(echo $PIDS | cut -d' ' -f1)" --cw-log x.cw
-kh_err_has '(ECM or EMM PID).*of the PMT'
-# not a transport stream
+kh_err_has 'ecm-pid 0x0*[0-9A-F]+ is in use in the input: a component'
+# not a transport stream: said so, whatever the bytes
 head -c 1000 /dev/urandom >noise.ts
 kh_expect_fail headend scramble --keys h.keys --in noise.ts --out x.ts --alg csa2 --product 7
+kh_err_has 'not a transport stream'
+: >empty.ts
+kh_expect_fail headend scramble --keys h.keys --in empty.ts --out x.ts --alg csa2 --product 7
+kh_err_has 'not a transport stream'
 # a malformed EMM file
 head -c 10 card.emm >bad.emm
 kh_expect_fail headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 --emm bad.emm
+kh_err_has 'bad.emm'
 kh_expect_fail headend scramble --keys h.keys --in missing.ts --out x.ts --alg csa2 --product 7
 # a key version that is not there
 kh_expect_fail headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 --key-version 1

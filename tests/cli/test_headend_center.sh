@@ -5,8 +5,10 @@
 # `headend keys import` takes the center's service keys; `headend scramble --center` fetches the
 # broadcast EMM queue and carries it in a real ffmpeg clip; `decoder play` with that card gives
 # every frame bit-exact (ffmpeg framemd5), and `decoder status` shows the center's right and
-# credit. Then --emm and --center together, --center-since, -v, and the refusals (plain http to
-# a remote host, an unreachable center, options without --center).
+# credit. Then --emm and --center together, --center-since, -v; a pay-per-view event priced from
+# the center's catalogue (GET /v1/events: a card pays the catalogue's price; another --price and
+# an event the catalogue does not list are refused); and the refusals (plain http to a remote
+# host, an unreachable center, options without --center).
 #
 # Run by CTest as `sh test_headend_center.sh` with KEYHOLE and KH_SOURCE_DIR set.
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
@@ -94,6 +96,36 @@ cmp -s clear.md5 c2b.md5 || kh_fail "the --emm file's EMMs were not carried besi
 kh_expect_ok headend scramble --keys headend.keys --alg cissa --product 7 --center "$C" \
 	--center-since $((LAST + 1)) -v --in clip.ts --out s3.ts
 grep -q '0 EMM(s) from the center' "$KH_ERR" || kh_fail "an empty queue: $(cat "$KH_ERR")"
+
+# ---- pay-per-view: the price is the catalogue's ----
+kh_expect_api POST /v1/events "{\"id\":55,\"name\":\"The Final\",\"price\":30,\"channel_id\":1,\"start\":$((T - 100)),\"end\":$((T + 86400))}" 201
+# the price comes from the center: no --price needed, and the card is asked the catalogue's
+kh_expect_ok headend scramble --keys headend.keys --alg cissa --event 55 --period 5 --time "$T" --center "$C" \
+	--center-since $((LAST + 1)) -v --in clip.ts --out ppv.ts
+kh_err_has 'event 55 costs 30 in the center.s catalogue'
+kh_expect_ok decoder buy --decoder dec.card --cam cam.card --card c1.card --in ppv.ts
+kh_out_has 'bought event 55 for 30; credit now 120'
+[ "$(status_of c1.card credit)" = 120 ] || kh_fail "the purchase did not cost the catalogue's price"
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card c1.card --in ppv.ts --out ppv-c.ts
+kh_frames ppv-c.ts >ppv.md5
+cmp -s clear.md5 ppv.md5 || kh_fail "the bought event does not play bit-exactly"
+# the same price given: fine; another: refused, as is an event the catalogue does not list
+kh_expect_ok headend scramble --keys headend.keys --alg cissa --event 55 --price 30 --center "$C" \
+	--center-since $((LAST + 1)) --in clip.ts --out ppv2.ts
+kh_expect_fail headend scramble --keys headend.keys --alg cissa --event 55 --price 5 --center "$C" \
+	--in clip.ts --out x.ts --cw-log x.cw
+kh_err_has '--price 5 differs from the catalogue.s price of event 55 \(30\)'
+kh_expect_fail headend scramble --keys headend.keys --alg cissa --event 999 --center "$C" --in clip.ts --out x.ts
+kh_err_has 'event 999 is not in the center.s catalogue'
+kh_expect_fail headend scramble --keys headend.keys --alg cissa --event 999 --price 30 --center "$C" \
+	--in clip.ts --out x.ts
+kh_err_has 'event 999 is not in the center.s catalogue'
+[ ! -e x.ts ] && [ ! -e x.cw ] || kh_fail "a refused event left an output file"
+# without the center, the price must be given
+kh_expect_usage headend scramble --keys headend.keys --alg cissa --event 55 --in clip.ts --out x.ts
+kh_expect_usage headend scramble --keys headend.keys --alg cissa --product 7 --price 30 --in clip.ts --out x.ts
+kh_expect_usage headend scramble --keys headend.keys --alg cissa --event 55 --price 30 --token-file t \
+	--in clip.ts --out x.ts
 
 # ---- refusals ----
 kh_expect_usage headend scramble --keys headend.keys --alg cissa --product 7 --center http://example.com \

@@ -8,7 +8,7 @@
 #   --cacert and --token-file; without --cacert, or without the token, it fails and the key file
 #   is left byte for byte;
 # - `headend scramble --center https://... --cacert` works, and without --cacert fails before
-#   any output;
+#   any output; its pay-per-view price from GET /v1/events (operator only) needs --token-file;
 # - the continuous feed: a scramble reading a FIFO (the input pauses half-way) with
 #   --emm-poll 1 carries an EMM the center queued during the run, which a card then applies.
 #
@@ -205,6 +205,22 @@ kh_err_has 'EMM\(s\) from the center, last id [1-9]'
 kh_expect_ok decoder play --decoder dec.card --cam cam.card --card c1.card --in tls.ts --out tls-c.ts
 kh_frames tls-c.ts >tls.md5
 cmp -s clear.md5 tls.md5 || kh_fail "the stream scrambled with keys and EMMs over https does not play"
+# a pay-per-view event's price from the catalogue, an operator endpoint: only with the token
+for body in '{"id":7,"name":"Sports"}' '{"id":1,"name":"Sports 1","product_id":7}' \
+	"{\"id\":55,\"name\":\"The Final\",\"price\":30,\"channel_id\":1,\"start\":$T,\"end\":$((T + 3600))}"; do
+	case $body in *price*) path=events ;; *product_id*) path=channels ;; *) path=products ;; esac
+	ST=$(curl -s --noproxy '*' --cacert tls.crt -o "$KH_META/body" -w '%{http_code}' -X POST \
+		-H 'Content-Type: application/json' -H 'Authorization: Bearer an-operator-token-of-32-characters' \
+		--data "$body" "$H/v1/$path")
+	[ "$ST" = 201 ] || [ "$ST" = 409 ] || kh_fail "POST /v1/$path: status $ST: $(cat "$KH_META/body")"
+done
+kh_expect_fail headend scramble --keys headend.keys --alg cissa --event 55 --key-version 3 --center "$H" \
+	--cacert tls.crt --in clip.ts --out x.ts
+kh_err_has 'HTTP 401'
+[ ! -e x.ts ] || kh_fail "a scramble refused the catalogue wrote output"
+kh_expect_ok headend scramble --keys headend.keys --alg cissa --event 55 --key-version 3 --center "$H" \
+	--cacert tls.crt --token-file op.token --emm-poll 0 -v --in clip.ts --out tls-ppv.ts
+kh_err_has 'event 55 costs 30 in the center.s catalogue'
 kh_stop "$TPID" TERM
 
 # ---- usage ----

@@ -833,6 +833,341 @@ static void test_emm_add(void **state)
 	free(in);
 }
 
+/* ---- damaged input ---- */
+
+/*
+ * What the CLI's reader does: bytes arrive `chunk` at a time into a buffer of `room`, the sync
+ * finds packets, which are appended to out (*nout packets).
+ */
+static void sync_all(const uint8_t *bytes, size_t len, size_t chunk, uint8_t *out, size_t *nout,
+		     struct kh_headend_sync *s)
+{
+	enum { ROOM = 4 * KH_TS_PACKET_LEN };
+	uint8_t buf[ROOM];
+	size_t have = 0, given = 0;
+	int eof = 0;
+
+	kh_headend_sync_init(s);
+	*nout = 0;
+	for (;;) {
+		size_t off, n, used;
+		if (!eof && have < ROOM) { /* read */
+			size_t take = chunk < ROOM - have ? chunk : ROOM - have;
+			if (take > len - given)
+				take = len - given;
+			memcpy(buf + have, bytes + given, take);
+			have += take;
+			given += take;
+			eof = given == len;
+		}
+		do {
+			used = kh_headend_sync_find(s, buf, have, eof, &off, &n);
+			assert_true(used <= have);
+			assert_true(off + n * KH_TS_PACKET_LEN <= used);
+			for (size_t i = 0; i < n; i++)
+				assert_int_equal(buf[off + i * KH_TS_PACKET_LEN], 0x47);
+			memcpy(out + *nout * KH_TS_PACKET_LEN, buf + off, n * KH_TS_PACKET_LEN);
+			*nout += n;
+			memmove(buf, buf + used, have - used);
+			have -= used;
+		} while (used && have);
+		if (eof && have == 0)
+			break;
+		assert_true(eof ? used > 0 || have == 0 : 1); /* at the end every call moves on */
+	}
+}
+
+/* Each damage, each chunk size: exactly the intact packets come out, the damage is counted. */
+static void test_sync(void **state)
+{
+	static const size_t chunks[] = {1, 7, 187, 188, 189, 500, 1 << 20};
+	uint8_t *in, *bytes, *want, *out;
+	size_t nin, np = 60, len, nwant, nout;
+	struct kh_headend_sync s;
+	const size_t k = 25; /* the damaged packet */
+
+	(void)state;
+	in = make_input(&nin);
+	assert_true(nin > np);
+	bytes = malloc((np + 4) * KH_TS_PACKET_LEN);
+	want = malloc((np + 4) * KH_TS_PACKET_LEN);
+	out = malloc((np + 4) * KH_TS_PACKET_LEN);
+	assert_non_null(bytes);
+	assert_non_null(want);
+	assert_non_null(out);
+	for (int kind = 0; kind < 7; kind++) {
+		uint64_t skipped = 0, cut = 0, gaps = 0;
+		len = 0;
+		nwant = 0;
+		switch (kind) {
+		case 0: /* clean */
+			memcpy(bytes, in, np * KH_TS_PACKET_LEN);
+			len = np * KH_TS_PACKET_LEN;
+			break;
+		case 1: /* 100 bytes of garbage in front, with sync bytes at the wrong spacing */
+			for (size_t i = 0; i < 100; i++)
+				bytes[i] = i % 37 == 0 ? 0x47 : (uint8_t)(i * 11);
+			memcpy(bytes + 100, in, np * KH_TS_PACKET_LEN);
+			len = 100 + np * KH_TS_PACKET_LEN;
+			skipped = 100;
+			gaps = 1;
+			break;
+		case 2: /* one byte lost in packet k */
+			memcpy(bytes, in, k * KH_TS_PACKET_LEN + 50);
+			memcpy(bytes + k * KH_TS_PACKET_LEN + 50, in + k * KH_TS_PACKET_LEN + 51,
+			       (np - k) * KH_TS_PACKET_LEN - 51);
+			len = np * KH_TS_PACKET_LEN - 1;
+			skipped = 187;
+			gaps = 1;
+			break;
+		case 3: /* one byte added in packet k */
+			memcpy(bytes, in, k * KH_TS_PACKET_LEN + 50);
+			bytes[k * KH_TS_PACKET_LEN + 50] = 0x47;
+			memcpy(bytes + k * KH_TS_PACKET_LEN + 51, in + k * KH_TS_PACKET_LEN + 50,
+			       (np - k) * KH_TS_PACKET_LEN - 50);
+			len = np * KH_TS_PACKET_LEN + 1;
+			skipped = 189;
+			gaps = 1;
+			break;
+		case 4: /* the final packet cut short */
+			memcpy(bytes, in, np * KH_TS_PACKET_LEN);
+			len = np * KH_TS_PACKET_LEN - 88;
+			cut = 100;
+			break;
+		case 5: /* no packet at all */
+			for (size_t i = 0; i < 1000; i++)
+				bytes[i] = (uint8_t)(i * 7 + 3) == 0x47 ? 0 : (uint8_t)(i * 7 + 3);
+			len = 1000;
+			skipped = 1000;
+			gaps = 1;
+			break;
+		case 6: /* garbage in the middle between two whole packets, and twice */
+			memcpy(bytes, in, 10 * KH_TS_PACKET_LEN);
+			memset(bytes + 10 * KH_TS_PACKET_LEN, 0x47, 33);
+			memcpy(bytes + 10 * KH_TS_PACKET_LEN + 33, in + 10 * KH_TS_PACKET_LEN, 30 * KH_TS_PACKET_LEN);
+			len = 40 * KH_TS_PACKET_LEN + 33;
+			memset(bytes + len, 0, 5);
+			memcpy(bytes + len + 5, in + 40 * KH_TS_PACKET_LEN, 20 * KH_TS_PACKET_LEN);
+			len += 5 + 20 * KH_TS_PACKET_LEN;
+			/* the packet before a gap cannot be told from one that lost bytes, so it goes too;
+			 * unless the gap begins with a sync byte, as the first does here */
+			skipped = 33 + 5 + KH_TS_PACKET_LEN;
+			gaps = 2;
+			break;
+		}
+		for (size_t i = 0; i < np; i++) {
+			int lost = (kind == 2 || kind == 3) ? i == k
+				   : kind == 4		    ? i == np - 1
+				   : kind == 5		    ? 1
+				   : kind == 6		    ? i == 39
+							    : 0;
+			if (!lost)
+				memcpy(want + nwant++ * KH_TS_PACKET_LEN, in + i * KH_TS_PACKET_LEN, KH_TS_PACKET_LEN);
+		}
+		for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+			sync_all(bytes, len, chunks[c], out, &nout, &s);
+			assert_int_equal(nout, nwant);
+			assert_memory_equal(out, want, nwant * KH_TS_PACKET_LEN > 0 ? nwant * KH_TS_PACKET_LEN : 1);
+			assert_int_equal(s.packets, nwant);
+			assert_int_equal(s.skipped, skipped);
+			assert_int_equal(s.cut, cut);
+			assert_int_equal(s.gaps, gaps);
+		}
+	}
+	free(bytes);
+	free(want);
+	free(out);
+	free(in);
+}
+
+/* One packet of pid with a payload of 184 bytes (cc 0). */
+static void one_packet(uint8_t *out, uint16_t pid)
+{
+	struct kh_ts_pkt h = {0};
+	uint8_t pl[184] = {0};
+	h.pid = pid;
+	assert_int_equal(kh_ts_build(out, &h, NULL, 0, pl, sizeof pl), KH_OK);
+}
+
+/* What PIDs an input uses, and a free one picked past them. */
+static void test_census(void **state)
+{
+	struct kh_headend_census *c;
+	uint8_t *in, sec[1024], pk[4 * KH_TS_PACKET_LEN], cad[] = {0x09, 4, 0x12, 0x34, 0xE5, 0x00};
+	struct kh_ts_pmt pmt = {0};
+	struct kh_ts_pat pat = {0};
+	size_t nin, slen, plen;
+	uint16_t prog, pid;
+	uint8_t cc = 0;
+
+	(void)state;
+	in = make_input(&nin);
+	assert_int_equal(kh_headend_census_new(&c), KH_OK);
+	assert_int_equal(kh_headend_census_complete(c), 0);
+	kh_headend_census_feed(c, in, 1); /* the PAT alone: its PMT is still to come */
+	assert_int_equal(kh_headend_census_complete(c), 0);
+	assert_int_equal(kh_headend_census_use(c, PMT_PID, &prog), KH_HEADEND_PID_PMT);
+	assert_int_equal(prog, 1);
+	kh_headend_census_feed(c, in + KH_TS_PACKET_LEN, 40);
+	assert_int_equal(kh_headend_census_complete(c), 1);
+	assert_int_equal(kh_headend_census_use(c, VID, &prog), KH_HEADEND_PID_COMPONENT);
+	assert_int_equal(prog, 1);
+	assert_int_equal(kh_headend_census_use(c, AUD, NULL), KH_HEADEND_PID_COMPONENT);
+	assert_int_equal(kh_headend_census_use(c, 0, NULL), KH_HEADEND_PID_CARRIED);
+	assert_int_equal(kh_headend_census_use(c, ECM_PID, NULL), KH_HEADEND_PID_FREE);
+	assert_int_equal(kh_headend_census_pick(c, ECM_PID, EMM_PID, &pid), KH_OK);
+	assert_int_equal(pid, ECM_PID);
+	assert_int_equal(kh_headend_census_pick(c, ECM_PID, ECM_PID, &pid), KH_OK);
+	assert_int_equal(pid, ECM_PID + 1);
+	assert_int_equal(kh_headend_census_pick(c, PMT_PID, 0, &pid), KH_OK);
+	assert_int_equal(pid, AUD + 1); /* past the PMT, video and audio PIDs */
+	assert_int_equal(kh_headend_census_pick(c, 0x0010, 0, &pid), KH_ERR_INVAL);
+
+	/* a second programme whose PMT names a component on 0x0FF0 and another CA system's ECMs on
+	 * 0x0500; a packet on 0x1FFE that no table names */
+	pat.tsid = 1;
+	pat.current = 1;
+	pat.n = 2;
+	pat.prog[0].program_number = 1;
+	pat.prog[0].pid = PMT_PID;
+	pat.prog[1].program_number = 2;
+	pat.prog[1].pid = 0x0200;
+	assert_int_equal(kh_ts_pat_build(&pat, sec, sizeof sec, &slen), KH_OK);
+	assert_int_equal(kh_ts_packetise(0, &cc, sec, slen, pk, sizeof pk, &plen), KH_OK);
+	kh_headend_census_feed(c, pk, plen / KH_TS_PACKET_LEN);
+	assert_int_equal(kh_headend_census_complete(c), 0); /* programme 2's PMT not seen yet */
+	pmt.program_number = 2;
+	pmt.current = 1;
+	pmt.pcr_pid = KH_TS_PID_NULL;
+	pmt.desc = cad;
+	pmt.desc_len = sizeof cad;
+	pmt.n = 1;
+	pmt.es[0].stream_type = 0x02;
+	pmt.es[0].pid = ECM_PID;
+	cc = 0;
+	assert_int_equal(kh_ts_pmt_build(&pmt, sec, sizeof sec, &slen), KH_OK);
+	assert_int_equal(kh_ts_packetise(0x0200, &cc, sec, slen, pk, sizeof pk, &plen), KH_OK);
+	kh_headend_census_feed(c, pk, plen / KH_TS_PACKET_LEN);
+	assert_int_equal(kh_headend_census_complete(c), 1);
+	assert_int_equal(kh_headend_census_use(c, ECM_PID, &prog), KH_HEADEND_PID_COMPONENT);
+	assert_int_equal(prog, 2);
+	assert_int_equal(kh_headend_census_use(c, 0x0500, &prog), KH_HEADEND_PID_CA);
+	assert_int_equal(prog, 2);
+	assert_int_equal(kh_headend_census_pick(c, ECM_PID, EMM_PID, &pid), KH_OK);
+	assert_int_equal(pid, ECM_PID + 2);
+	one_packet(pk, 0x1FFE);
+	kh_headend_census_feed(c, pk, 1);
+	assert_int_equal(kh_headend_census_use(c, 0x1FFE, NULL), KH_HEADEND_PID_CARRIED);
+	assert_int_equal(kh_headend_census_pick(c, 0x1FFE, 0, &pid), KH_OK);
+	assert_int_equal(pid, 0x0020); /* wraps past the DVB tables' PIDs */
+	kh_headend_census_free(c);
+	free(in);
+}
+
+static void damaged_cfg(struct kh_headend_cfg *cfg)
+{
+	memset(cfg, 0, sizeof *cfg);
+	cfg->alg = KH_SCR_CSA2;
+	cfg->access = KH_ECM_PRODUCT;
+	cfg->period_s = 10;
+	cfg->lead_ms = 1000;
+	cfg->ecm_interval_ms = 100;
+	cfg->emm_interval_ms = 100;
+	cfg->ecm_pid = ECM_PID;
+	cfg->emm_pid = EMM_PID;
+}
+
+/* Index of the i-th audio packet after the first PMT. */
+static size_t nth_audio(const uint8_t *in, size_t nin, size_t i)
+{
+	for (size_t j = 2; j < nin; j++) {
+		struct kh_ts_pkt p;
+		assert_int_equal(kh_ts_parse(in + j * KH_TS_PACKET_LEN, KH_TS_PACKET_LEN, &p), KH_OK);
+		if (p.pid == AUD && i-- == 0)
+			return j;
+	}
+	fail();
+	return 0;
+}
+
+/*
+ * One damaged packet costs that packet, counted: one that does not parse, a component packet
+ * that arrives scrambled, a packet on the ECM PID. A run of KH_HEADEND_SCRAMBLED_RUN component
+ * packets arriving scrambled is a programme scrambled already: refused.
+ */
+static void test_damaged_packets(void **state)
+{
+	struct kh_headend_cfg cfg;
+	struct kh_headend_stats st;
+	struct kh_headend *h;
+	struct outbuf clean = {0}, o = {0};
+	uint8_t *in, *bad, foreign[KH_TS_PACKET_LEN];
+	size_t nin, a, b;
+
+	(void)state;
+	in = make_input(&nin);
+	damaged_cfg(&cfg);
+	assert_int_equal(kh_headend_new(&cfg, sink, &clean, &h), KH_OK);
+	assert_int_equal(kh_headend_feed(h, in, nin), KH_OK);
+	assert_int_equal(kh_headend_finish(h), KH_OK);
+	kh_headend_stats(h, &st);
+	assert_int_equal(st.damaged + st.scrambled_in + st.foreign, 0);
+	kh_headend_free(h);
+
+	bad = malloc(nin * KH_TS_PACKET_LEN);
+	assert_non_null(bad);
+	memcpy(bad, in, nin * KH_TS_PACKET_LEN);
+	a = nth_audio(in, nin, 100);
+	b = nth_audio(in, nin, 200);
+	bad[a * KH_TS_PACKET_LEN + 3] &= 0xCF; /* adaptation_field_control 00: reserved */
+	bad[b * KH_TS_PACKET_LEN + 3] |= 0x80; /* TSC 10: scrambled */
+	one_packet(foreign, ECM_PID);
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
+	assert_int_equal(kh_headend_feed(h, bad, 300), KH_OK);
+	assert_int_equal(kh_headend_feed(h, foreign, 1), KH_OK);
+	assert_int_equal(kh_headend_feed(h, bad + 300 * KH_TS_PACKET_LEN, nin - 300), KH_OK);
+	assert_int_equal(kh_headend_finish(h), KH_OK);
+	kh_headend_stats(h, &st);
+	assert_int_equal(st.damaged, 1);
+	assert_int_equal(st.scrambled_in, 1);
+	assert_int_equal(st.foreign, 1);
+	assert_int_equal(st.in, nin + 1);
+	kh_headend_free(h);
+	assert_int_equal(o.n, clean.n - 2); /* the two damaged packets, nothing else */
+	free(o.p);
+
+	/* KH_HEADEND_SCRAMBLED_RUN - 1 component packets in a row arrive scrambled: dropped; one more
+	 * and the programme is scrambled already */
+	for (int run = KH_HEADEND_SCRAMBLED_RUN - 1; run <= KH_HEADEND_SCRAMBLED_RUN; run++) {
+		int n = 0;
+		memcpy(bad, in, nin * KH_TS_PACKET_LEN);
+		for (size_t j = a; j < nin && n < run; j++) {
+			struct kh_ts_pkt p;
+			assert_int_equal(kh_ts_parse(bad + j * KH_TS_PACKET_LEN, KH_TS_PACKET_LEN, &p), KH_OK);
+			if (p.pid == VID || p.pid == AUD) {
+				bad[j * KH_TS_PACKET_LEN + 3] |= 0xC0;
+				n++;
+			}
+		}
+		memset(&o, 0, sizeof o);
+		assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
+		if (run < KH_HEADEND_SCRAMBLED_RUN) {
+			assert_int_equal(kh_headend_feed(h, bad, nin), KH_OK);
+			assert_int_equal(kh_headend_finish(h), KH_OK);
+			kh_headend_stats(h, &st);
+			assert_int_equal(st.scrambled_in, (uint64_t)run);
+		} else {
+			assert_int_equal(kh_headend_feed(h, bad, nin), KH_ERR_FORMAT);
+			assert_non_null(strstr(kh_headend_why(h), "scrambled already"));
+		}
+		kh_headend_free(h);
+		free(o.p);
+	}
+	free(bad);
+	free(clean.p);
+	free(in);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -844,6 +1179,9 @@ int main(void)
 		cmocka_unit_test(test_scramble_idsa),
 		cmocka_unit_test(test_collision_and_config),
 		cmocka_unit_test(test_emm_add),
+		cmocka_unit_test(test_sync),
+		cmocka_unit_test(test_census),
+		cmocka_unit_test(test_damaged_packets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

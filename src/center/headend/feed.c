@@ -14,6 +14,8 @@
  *   there).
  * - the key material: GET {center}/v1/service-keys/material (an operator endpoint, bearer token)
  *   into the headend key file's table. This answer does hold secrets: our copies of it are wiped.
+ * - a pay-per-view event's price: GET {center}/v1/events (an operator endpoint), so that the
+ *   ECMs ask the price the center invoices.
  *
  * Transport rules are the decoder's (keyhole-decoder(1) connect): peer and host name always
  * verified over https (against a private CA file when given), plain http only to the loopback
@@ -306,6 +308,91 @@ kh_err kh_headend_material_fetch(const struct kh_headend_feed_cfg *cfg, const ch
 	if (r == KH_OK)
 		*count = n;
 out:
+	kh_http_client_free(h);
+	if (auth) {
+		kh_wipe(auth, alen);
+		free(auth);
+	}
+	free(url);
+	return r;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* A pay-per-view event's price from the center's catalogue: GET /v1/events                 */
+
+#define EVENTS_MAX (8u * 1024 * 1024)
+
+kh_err kh_headend_event_price(const struct kh_headend_feed_cfg *cfg, const char *token, uint32_t event,
+			      uint32_t *price, char *why, size_t whycap)
+{
+	struct kh_http_client *h = NULL;
+	const char *hdrs[2] = {NULL, NULL};
+	char *auth = NULL, *url = NULL;
+	const json_t *arr, *e;
+	json_t *ans = NULL;
+	size_t bl, i, alen = 0;
+	long status = 0;
+	kh_err r;
+
+	if (why && whycap)
+		why[0] = 0;
+	if (!cfg || !price)
+		return KH_ERR_INVAL;
+	if (kh_headend_feed_url_check(cfg->center, cfg->insecure_http) != KH_OK) {
+		why_set(why, whycap, "not an https:// base URL (http:// only to 127.0.0.1, localhost or [::1])");
+		return KH_ERR_INVAL;
+	}
+	bl = strlen(cfg->center);
+	while (bl > 0 && cfg->center[bl - 1] == '/')
+		bl--;
+	if (asprintf(&url, "%.*s/v1/events", (int)bl, cfg->center) < 0)
+		return KH_ERR_NOMEM;
+	if (token) {
+		if (asprintf(&auth, "Authorization: Bearer %s", token) < 0) {
+			auth = NULL;
+			r = KH_ERR_NOMEM;
+			goto out;
+		}
+		alen = strlen(auth);
+		hdrs[0] = auth;
+	}
+	if ((r = kh_http_client_new(cfg->cacert, "keyhole-headend/" KH_VERSION, EVENTS_MAX, &h)) != KH_OK)
+		goto out;
+	if ((r = kh_http_client_request(h, url, hdrs[0] ? hdrs : NULL, NULL, &status, &ans, why, whycap)) != KH_OK)
+		goto out;
+	if (status != 200) {
+		const json_t *m = json_object_get(json_object_get(ans, "error"), "message");
+		if (why && whycap) {
+			snprintf(why, whycap, "%s (HTTP %ld)", json_is_string(m) ? json_string_value(m) : "refused", status);
+			why_clean(why);
+		}
+		r = status == 401 || status == 403 ? KH_ERR_UNAUTHORISED : KH_ERR_TRANSPORT;
+		goto out;
+	}
+	arr = json_object_get(ans, "events");
+	if (!json_is_array(arr)) {
+		why_set(why, whycap, "the answer is not a list of events");
+		r = KH_ERR_FORMAT;
+		goto out;
+	}
+	r = KH_ERR_NOTFOUND;
+	json_array_foreach(arr, i, e) {
+		const json_t *id = json_object_get(e, "id"), *pr = json_object_get(e, "price");
+		if (!json_is_integer(id) || !json_is_integer(pr) || json_integer_value(pr) < 0 ||
+		    json_integer_value(pr) > UINT32_MAX) {
+			why_set(why, whycap, "the answer is not a list of events");
+			r = KH_ERR_FORMAT;
+			goto out;
+		}
+		if (json_integer_value(id) == (json_int_t)event) {
+			*price = (uint32_t)json_integer_value(pr);
+			r = KH_OK;
+		}
+	}
+	if (r == KH_ERR_NOTFOUND && why && whycap)
+		snprintf(why, whycap, "event %lu is not in the center's catalogue", (unsigned long)event);
+out:
+	json_decref(ans);
 	kh_http_client_free(h);
 	if (auth) {
 		kh_wipe(auth, alen);

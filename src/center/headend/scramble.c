@@ -11,7 +11,9 @@
  * takes the time of the last PCR before it. docs/internals/headend.md tells the ECM timing.
  *
  * A protocol engine in the house sense: no I/O (packets out through a sink callback), fixed
- * buffers allocated once (memory flat however long the stream), a sticky error.
+ * buffers allocated once (memory flat however long the stream), a sticky error. One damaged
+ * packet is dropped and counted, never an error: only what cannot be handled safely stops it (a
+ * programme scrambled already, a PAT or PMT that puts something on the ECM or EMM PID).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -71,6 +73,7 @@ struct kh_headend {
 	uint8_t batch[OUT_CAP * KH_TS_PACKET_LEN];
 
 	struct kh_headend_stats st;
+	unsigned scrambled_run; /* component packets in a row that arrived scrambled */
 	struct kh_ts_asm pat_asm, pmt_asm;
 	struct kh_ts_pat pat;
 	struct kh_ts_pmt pmt;
@@ -563,17 +566,22 @@ static kh_err one(struct kh_headend *h, const uint8_t *pkt)
 	unsigned k;
 	kh_err r;
 
-	if (kh_ts_parse(pkt, KH_TS_PACKET_LEN, &p) != KH_OK)
-		return fail(h, KH_ERR_FORMAT, "packet %llu is not a TS packet (lost sync?)",
-			    (unsigned long long)h->st.in);
 	h->st.in++;
+	if (kh_ts_parse(pkt, KH_TS_PACKET_LEN, &p) != KH_OK) {
+		h->st.damaged++; /* a reserved adaptation_field_control, an impossible length: dropped */
+		return KH_OK;
+	}
 	if (p.pid == KH_TS_PID_PAT) {
 		if ((r = assemble(h, &h->pat_asm, pkt, on_pat)) != KH_OK)
 			return r;
 		return put_pkt(h, pkt, -1);
 	}
-	if (p.pid == KH_TS_PID_CAT || collides(h, p.pid)) {
+	if (p.pid == KH_TS_PID_CAT) {
 		h->st.dropped++; /* ours now */
+		return KH_OK;
+	}
+	if (collides(h, p.pid)) {
+		h->st.foreign++; /* a PID no table named: ours in the output */
 		return KH_OK;
 	}
 	if (h->have_pat && p.pid == h->pmt_pid) {
@@ -589,9 +597,19 @@ static kh_err one(struct kh_headend *h, const uint8_t *pkt)
 			return r;
 	if (!(h->comp[p.pid >> 3] & (1u << (p.pid & 7))) || !p.payload_len)
 		return put_pkt(h, pkt, -1);
-	if (p.scrambling != KH_TS_SC_CLEAR)
-		return fail(h, KH_ERR_FORMAT, "packet %llu on PID 0x%04X is scrambled already",
-			    (unsigned long long)h->st.in - 1, p.pid);
+	if (p.scrambling != KH_TS_SC_CLEAR) {
+		/* One such packet is damage (a flipped bit): it cannot be scrambled again, and passed on
+		 * as it is a decoder would descramble it with our key into garbage, so it is dropped.
+		 * A run of them is a programme scrambled already: refused. */
+		h->st.scrambled_in++;
+		if (++h->scrambled_run >= KH_HEADEND_SCRAMBLED_RUN)
+			return fail(h, KH_ERR_FORMAT,
+				    "the programme is scrambled already (%u component packets in a row arrive "
+				    "scrambled, the last on PID 0x%04X): give a clear programme",
+				    (unsigned)h->scrambled_run, p.pid);
+		return KH_OK;
+	}
+	h->scrambled_run = 0;
 	k = (unsigned)(h->clock / h->period);
 	h->st.period = k;
 	h->st.scrambled++;
