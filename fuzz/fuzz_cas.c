@@ -26,9 +26,12 @@
  *   5  a whole ECM section, sent as PURCHASE (INS 42) inside the proven channel
  *   6  an ECM's TLV plaintext, sealed by the harness under the service key and signed, sent as ECM
  *   7  the same, sent as PURCHASE
- * For 0-3, mode bit 7 sends the EMM inside the channel instead of in plain. For 1-3 the harness
- * picks a fresh sequence number (one above the card's); mode bit 6 reuses the card's last one,
- * which must be refused as a replay. For 6-7, mode bit 6 picks the odd table_id. Bits 3-5 (v):
+ * For 4-5, mode bit 7 sends a CAM AUTH inside the channel instead, its body made from the chunk
+ * as bits 3-5 say (cam_auth(): the CAM's own proof, a decoder's, labels and UA crossed, a ladder
+ * key a card takes none of). For 0-3, mode bit 7 sends the EMM inside the channel instead of in
+ * plain. For 1-3 the harness picks a fresh sequence number (one above the card's); mode bit 6
+ * reuses the card's last one, which must be refused as a replay. For 6-7, mode bit 6 picks the
+ * odd table_id. Bits 3-5 (v):
  * for 1, v = 1..6 puts a SET SIGNER with the certificate of signer v - 1 before the commands and
  * v = 7 leaves one sequence number out (a gap); for 2, 3, 6 and 7 v picks the signer: 0 the one
  * of that role given in setup, 1..6 signer v - 1 (of either role, known to the card or not), 7
@@ -63,17 +66,18 @@
  * ECM answered past the signature check (control words, an offer, a rights verdict) verifies
  * under the key of an ECM signer the card knows, and not with a trailer byte flipped; one the
  * harness signed with a key the card does not know never gets there, and one signed with a key
- * it knows is never refused for its signature. An accepted ECM answers control words that parse,
- * for the ECM's crypto period; an accepted PURCHASE answers an offer whose credit is the card's,
- * debited by the price exactly once.
+ * it knows is never refused for its signature, nor as CHAN_UNPROVEN (the channel stays proven
+ * whatever CAM AUTH follows). A CAM AUTH the harness made gets exactly the answer the card's
+ * rules give, one the card accepts carries the CAM's certificate and signature over this
+ * channel, and any CAM AUTH answers its status word alone and changes nothing. An accepted ECM
+ * answers control words that parse, for the ECM's crypto period; an accepted PURCHASE answers an
+ * offer whose credit is the card's, debited by the price exactly once.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
 
 #include "keyhole/apdu.h"
 #include "keyhole/cas.h"
@@ -83,12 +87,16 @@
 #include "keyhole/pair.h"
 
 #include "fuzz_common.h"
+#include "fuzz_issue.h"
 
 /* The module's root key (seals its state), the test authority's root and the CAM's signing key. */
 static const uint8_t fz_cas_module_root[KH_ROOT_KEY_LEN] = "keyhole fuzz cas module root v1";
 static const uint8_t fz_cas_root_sk[32] = "keyhole fuzz cas test root v1..";
 static const uint8_t fz_cas_cam_sk[32] = "keyhole fuzz cas cam sign v1...";
 #define CAM_UA 0x00005678u
+/* A decoder module's signing key and UA: a certified decoder trying to prove itself to the card. */
+static const uint8_t fz_cas_dec_sk[32] = "keyhole fuzz cas dec sign v1...";
+#define DEC_UA 0x00009abcu
 #define CERT_NOT_BEFORE (FZ_CAS_NOW - 86400u * 365)
 #define CERT_NOT_AFTER (FZ_CAS_NOW + 86400u * 365)
 
@@ -124,6 +132,9 @@ static uint8_t signer_der[NSIGNERS][KH_CERT_MAX];
 static size_t signer_der_len[NSIGNERS];
 static struct kh_cas_signer forger[2]; /* [0] as the ECM signer 0, [1] as the EMM signer 1 */
 static uint8_t root_pk[32];
+/* The signing certificates of the CAM that proves itself in setup and of a decoder (CAM AUTH). */
+static uint8_t cam_der[KH_CERT_MAX], dec_der[KH_CERT_MAX];
+static size_t cam_der_len, dec_der_len;
 
 /* What the store callback saw. */
 static struct {
@@ -180,58 +191,7 @@ static uint16_t sw_of(const uint8_t *r, size_t n)
 static size_t issue(enum kh_role role, uint32_t ua, int type, const uint8_t pub[static 32], uint8_t *der,
 		    size_t cap)
 {
-	char serial[9], cn[32];
-	X509V3_CTX ctx;
-	X509_EXTENSION *e;
-	unsigned char *p;
-	EVP_PKEY *rk, *pk;
-	X509_NAME *nm, *iss;
-	X509 *x;
-	int n = 0;
-
-	snprintf(serial, sizeof serial, "%08X", (unsigned)ua);
-	snprintf(cn, sizeof cn, "%s %08X", kh_role_name(role), (unsigned)ua);
-	rk = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, fz_cas_root_sk, 32);
-	pk = EVP_PKEY_new_raw_public_key(type, NULL, pub, 32);
-	x = X509_new();
-	nm = X509_NAME_new();
-	iss = X509_NAME_new();
-	if (!rk || !pk || !x || !nm || !iss)
-		die("openssl alloc");
-	X509_NAME_add_entry_by_NID(iss, NID_organizationName, MBSTRING_UTF8, (const unsigned char *)"Fuzz Operator", -1, -1, 0);
-	X509_NAME_add_entry_by_NID(iss, NID_commonName, MBSTRING_UTF8, (const unsigned char *)"Fuzz Operator root", -1, -1, 0);
-	X509_NAME_add_entry_by_NID(nm, NID_organizationName, MBSTRING_UTF8, (const unsigned char *)"Fuzz Operator", -1, -1, 0);
-	X509_NAME_add_entry_by_NID(nm, NID_organizationalUnitName, MBSTRING_UTF8,
-				   (const unsigned char *)kh_role_name(role), -1, -1, 0);
-	X509_NAME_add_entry_by_NID(nm, NID_serialNumber, MBSTRING_UTF8, (const unsigned char *)serial, -1, -1, 0);
-	X509_NAME_add_entry_by_NID(nm, NID_commonName, MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
-	if (X509_set_version(x, X509_VERSION_3) != 1 || X509_set_subject_name(x, nm) != 1 ||
-	    X509_set_issuer_name(x, iss) != 1 || X509_set_pubkey(x, pk) != 1 ||
-	    ASN1_INTEGER_set(X509_get_serialNumber(x), (long)ua) != 1 ||
-	    ASN1_TIME_set(X509_getm_notBefore(x), CERT_NOT_BEFORE) == NULL ||
-	    ASN1_TIME_set(X509_getm_notAfter(x), CERT_NOT_AFTER) == NULL)
-		die("certificate fields");
-	X509V3_set_ctx(&ctx, NULL, x, NULL, NULL, 0);
-	if ((e = X509V3_EXT_nconf_nid(NULL, &ctx, NID_basic_constraints, "critical,CA:FALSE")) == NULL ||
-	    X509_add_ext(x, e, -1) != 1)
-		die("basicConstraints");
-	X509_EXTENSION_free(e);
-	if ((e = X509V3_EXT_nconf_nid(NULL, &ctx, NID_key_usage,
-				      type == EVP_PKEY_ED25519 ? "critical,digitalSignature" : "critical,keyAgreement")) ==
-		    NULL ||
-	    X509_add_ext(x, e, -1) != 1)
-		die("keyUsage");
-	X509_EXTENSION_free(e);
-	if (X509_sign(x, rk, NULL) <= 0 || (n = i2d_X509(x, NULL)) <= 0 || (size_t)n > cap)
-		die("certificate signature");
-	p = der;
-	i2d_X509(x, &p);
-	X509_NAME_free(nm);
-	X509_NAME_free(iss);
-	X509_free(x);
-	EVP_PKEY_free(pk);
-	EVP_PKEY_free(rk);
-	return (size_t)n;
+	return fz_issue(fz_cas_root_sk, role, ua, type, pub, CERT_NOT_BEFORE, CERT_NOT_AFTER, der, cap);
 }
 
 /* One plain APDU in setup; its answer (data) in resp, the length of the data returned. */
@@ -389,12 +349,12 @@ static void provision(void)
 /* Pair as initiator, then prove a CAM on the channel, as applet_cam.c does. */
 static void pair_and_prove(void)
 {
-	static uint8_t der[KH_CERT_MAX], body[KH_APDU_MAX_DATA];
+	static uint8_t body[KH_APDU_MAX_DATA];
 	static const uint8_t id[5] = {KH_ROLE_CAM, 0, 0, 0x56, 0x78};
-	uint8_t cam_pk[32], msg[KH_CAM_AUTH_MSG_LEN], sig[KH_ED25519_SIG_LEN];
+	uint8_t cam_pk[32], dec_pk[32], msg[KH_CAM_AUTH_MSG_LEN], sig[KH_ED25519_SIG_LEN];
 	enum kh_link_result res = KH_LINK_SEND;
 	struct kh_wr w, bw;
-	size_t n, derlen;
+	size_t n;
 
 	kh_link_init(&lk, root_pk, KH_ROLE_CARD, id, sizeof id);
 	kh_wr_init(&w, cmd, sizeof cmd);
@@ -409,14 +369,15 @@ static void pair_and_prove(void)
 	if (res != KH_LINK_PAIRED || lk.peer.ua != FZ_CAS_UA)
 		die("not paired");
 
-	if (kh_ed25519_public(fz_cas_cam_sk, cam_pk) != KH_OK)
+	if (kh_ed25519_public(fz_cas_cam_sk, cam_pk) != KH_OK || kh_ed25519_public(fz_cas_dec_sk, dec_pk) != KH_OK)
 		die("cam key");
-	derlen = issue(KH_ROLE_CAM, CAM_UA, EVP_PKEY_ED25519, cam_pk, der, sizeof der);
-	kh_cam_auth_msg(lk.ch.binding, lk.peer.ua, msg);
-	if (kh_ed25519_sign(fz_cas_cam_sk, msg, sizeof msg, sig) != KH_OK)
+	cam_der_len = issue(KH_ROLE_CAM, CAM_UA, EVP_PKEY_ED25519, cam_pk, cam_der, sizeof cam_der);
+	dec_der_len = issue(KH_ROLE_DECODER, DEC_UA, EVP_PKEY_ED25519, dec_pk, dec_der, sizeof dec_der);
+	if (kh_auth_msg(KH_ROLE_CAM, lk.ch.binding, lk.peer.ua, msg) != KH_OK ||
+	    kh_ed25519_sign(fz_cas_cam_sk, msg, sizeof msg, sig) != KH_OK)
 		die("cam sign");
 	kh_wr_init(&bw, body, sizeof body);
-	kh_tlv_put(&bw, 1, der, derlen);
+	kh_tlv_put(&bw, 1, cam_der, cam_der_len);
 	if (kh_tlv_put(&bw, 2, sig, sizeof sig) != KH_OK)
 		die("cam auth tlv");
 	kh_wr_init(&w, cmd, sizeof cmd);
@@ -772,6 +733,8 @@ static void do_ecm(uint8_t ins, const uint8_t *ecm, size_t len, int signed_ok)
 	}
 	if (signed_ok == 1)
 		CHECK(!sw_is(sw, KH_ERR_UNKNOWN_SIGNER) && !sw_is(sw, KH_ERR_SIGNATURE) && !sw_is(sw, KH_ERR_VERSION));
+	/* The channel was proven in setup, and no CAM AUTH since (refused or not) unproves it. */
+	CHECK(!sw_is(sw, KH_ERR_CHAN_UNPROVEN));
 	if (sw != KH_SW_OK) {
 		CHECK(st.calls == calls && kh_module_counter(m) == ctr);
 		CHECK(same_but_ecm_counters(&cur, &next));
@@ -899,6 +862,125 @@ static void sealed_emm(uint8_t mode, const uint8_t *chunk, size_t len)
 	kh_wipe(cmds, w.len);
 }
 
+/*
+ * What the card must answer to a CAM AUTH body in which the harness put the certificate and the
+ * signature (the first tags 1 and 2): the card walks the TLVs first (a second tag 1 or 2, or any
+ * tag 3, is FORMAT: a card takes no ladder key; an unknown tag is TLV_TAG; a cut one its error),
+ * then wants both with a 64-byte signature (FORMAT), and only then judges them: verdict.
+ */
+static kh_err cam_auth_expect(const uint8_t *body, size_t n, kh_err verdict)
+{
+	struct kh_tlv t, cert = {0}, sig = {0};
+	struct kh_rd rd;
+	int k;
+
+	kh_rd_init(&rd, body, n);
+	while ((k = kh_tlv_next(&rd, &t)) == 1) {
+		if (t.tag == 1 && !cert.v)
+			cert = t;
+		else if (t.tag == 2 && !sig.v)
+			sig = t;
+		else
+			return t.tag >= 1 && t.tag <= 3 ? KH_ERR_FORMAT : KH_ERR_TLV_TAG;
+	}
+	if (k < 0)
+		return k;
+	if (!cert.v || !sig.v || sig.len != KH_ED25519_SIG_LEN)
+		return KH_ERR_FORMAT;
+	return verdict;
+}
+
+/*
+ * Whether a CAM AUTH body the card accepted is genuine: its first tag 1 is a CAM certificate from
+ * the test root, and its first tag 2 that CAM's signature over the CAM label, this channel's
+ * binding and the card's UA.
+ */
+static int cam_auth_genuine(const uint8_t *body, size_t n)
+{
+	struct kh_tlv t, cert = {0}, sig = {0};
+	struct kh_cert_info ci;
+	uint8_t msg[KH_CAM_AUTH_MSG_LEN];
+	struct kh_rd rd;
+
+	kh_rd_init(&rd, body, n);
+	while (kh_tlv_next(&rd, &t) == 1) {
+		if (t.tag == 1 && !cert.v)
+			cert = t;
+		else if (t.tag == 2 && !sig.v)
+			sig = t;
+	}
+	return cert.v && sig.v && sig.len == KH_ED25519_SIG_LEN &&
+	       kh_cert_check(cert.v, cert.len, root_pk, KH_ROLE_CAM, KH_CERT_KEY_ED25519, FZ_CAS_NOW, &ci) == KH_OK &&
+	       kh_auth_msg(KH_ROLE_CAM, lk.ch.binding, FZ_CAS_UA, msg) == KH_OK &&
+	       kh_ed25519_verify(ci.pub, msg, sizeof msg, sig.v) == KH_OK;
+}
+
+/*
+ * CAM AUTH inside the proven channel (mode 4/5 with bit 7). v = mode bits 3-5: 0 the chunk is the
+ * body; otherwise the harness puts a certificate and a signature first and the chunk after them:
+ * 1 the CAM's certificate and its signature over kh_auth_msg(CAM, binding, card UA): accepted
+ * unless the chunk breaks the TLV rules; 2 a decoder's certificate and signature over the decoder
+ * label (what a decoder module sends its CAM): CERT_ROLE; 3 the CAM's certificate, signature over
+ * the decoder label: AUTH; 4 the CAM's, with the chunk as a ladder key (tag 3): FORMAT; 5 the
+ * CAM's, signature over another UA: AUTH; 6 the CAM's, signature over a binding taken from the
+ * chunk (no chunk after it): AUTH; 7 the decoder's certificate and its signature over the CAM
+ * label: CERT_ROLE. REVOKED may come instead of a verdict on the signature (OK or AUTH), when an
+ * EMM put the CAM on the revoked list. Any answer is the status word alone and changes nothing
+ * the card stores or reports, and the channel stays proven.
+ */
+static void cam_auth(uint8_t mode, const uint8_t *chunk, size_t len)
+{
+	static uint8_t body[KH_APDU_MAX_DATA];
+	uint8_t msg[KH_CAM_AUTH_MSG_LEN], sig[KH_ED25519_SIG_LEN], binding[32];
+	unsigned v = (mode >> 3) & 7;
+	const uint8_t *der = v == 2 || v == 7 ? dec_der : cam_der, *sk = v == 2 || v == 7 ? fz_cas_dec_sk : fz_cas_cam_sk;
+	size_t derlen = v == 2 || v == 7 ? dec_der_len : cam_der_len, dlen;
+	uint64_t calls = st.calls, ctr = kh_module_counter(m);
+	kh_err want = KH_OK, verdict;
+	const uint8_t *d;
+	struct kh_wr w;
+	uint16_t sw;
+
+	memcpy(binding, lk.ch.binding, sizeof binding);
+	if (v == 6) {
+		memset(binding, 0, sizeof binding);
+		memcpy(binding, chunk, len < sizeof binding ? len : sizeof binding);
+	}
+	kh_wr_init(&w, body, sizeof body);
+	if (v == 0) {
+		kh_wr_bytes(&w, chunk, len);
+	} else {
+		CHECK(kh_auth_msg(v == 2 || v == 3 ? KH_ROLE_DECODER : KH_ROLE_CAM, binding, FZ_CAS_UA + (v == 5), msg) ==
+		      KH_OK);
+		CHECK(kh_ed25519_sign(sk, msg, sizeof msg, sig) == KH_OK);
+		kh_tlv_put(&w, 1, der, derlen);
+		kh_tlv_put(&w, 2, sig, sizeof sig);
+		if (v == 4)
+			kh_tlv_put(&w, 3, chunk, len);
+		else if (v != 6)
+			kh_wr_bytes(&w, chunk, len);
+		verdict = v == 1 ? KH_OK
+			  : v == 2 || v == 7 ? KH_ERR_CERT_ROLE
+			  : v == 6 && memcmp(binding, lk.ch.binding, sizeof binding) == 0 ? KH_OK
+			  : KH_ERR_AUTH;
+		want = cam_auth_expect(body, w.len, verdict);
+	}
+	if (w.err != KH_OK || w.len == 0)
+		return;
+	sw = send(KH_INS_CAM_AUTH, body, w.len, 1, &d, &dlen);
+	if (trace)
+		fprintf(stderr, "  CAM AUTH v%u %zu bytes -> %04X\n", v, w.len, sw);
+	CHECK(dlen == 0 && sw != KH_SW_RELAY);
+	if (v != 0)
+		CHECK(sw == kh_err_to_sw(want) ||
+		      ((want == KH_OK || want == KH_ERR_AUTH) && sw == kh_err_to_sw(KH_ERR_REVOKED)));
+	if (sw == KH_SW_OK)
+		CHECK(cam_auth_genuine(body, w.len));
+	status(&next);
+	CHECK(st.calls == calls && kh_module_counter(m) == ctr);
+	CHECK(same_but_ecm_counters(&cur, &next) && next.n_ecm == cur.n_ecm && next.n_refused == cur.n_refused);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	size_t off = 0, ncmds = 0, n;
@@ -933,8 +1015,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 1:
 		case 2:
 		case 3: sealed_emm(mode, chunk, len); break;
-		case 4: do_ecm(KH_INS_ECM, chunk, len, -1); break;
-		case 5: do_ecm(KH_INS_PURCHASE, chunk, len, -1); break;
+		case 4:
+		case 5:
+			if (mode & 0x80)
+				cam_auth(mode, chunk, len);
+			else
+				do_ecm((mode & 7) == 4 ? KH_INS_ECM : KH_INS_PURCHASE, chunk, len, -1);
+			break;
 		default: {
 			int known;
 			const struct kh_cas_signer *sg = pick_signer(KH_ROLE_ECM_SIGNER, (mode >> 3) & 7, &known);

@@ -153,6 +153,12 @@ static kh_err __attribute__((unused)) fz_frame_expect(const uint8_t *sec, size_t
 }
 
 /*
+ * fuzz_ladder: the ladder key the seeds' sealed control words are sealed under (a public test
+ * value), as a CAM seals them for its decoder module (kh_cw_ladder_seal).
+ */
+static const uint8_t fz_ladder_key[32] __attribute__((unused)) = "keyhole fuzz ladder key v1.....";
+
+/*
  * fuzz_usage: the card's Ed25519 signing seed (a public test value); the harness derives the
  * public key with kh_ed25519_public. Blocks are sealed under fz_cas_ku.
  */

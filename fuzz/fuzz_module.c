@@ -5,9 +5,13 @@
  * fixed clock, the deterministic random source reseeded — and feeds it the command APDUs split
  * from the input as u16 big-endian length-prefixed chunks (a short last chunk is taken as is).
  * The seeds (fuzz/gen_corpus.c) personalise a card and a CAM, pair with them and talk through
- * the channel, so the fuzzer starts from a module in service, not only a blank one.
+ * the channel, and personalise a decoder module that pairs with a CAM in ladder mode, loads
+ * sealed control words and descrambles, so the fuzzer starts from a module in service, not only
+ * a blank one.
  *
- * Invariants: every response is 2..cap bytes and a refusal is the status word alone; a store
+ * Invariants: every response is 2..cap bytes and a refusal is the status word alone (LADDER
+ * LOAD answers nothing else even when it succeeds; DESCRAMBLE answers as many bytes as it was
+ * given, whole 188-byte packets); a store
  * is asked for counter + 1, with a blob whose clear header says so; the counter never moves
  * otherwise. At the end: kh_module_load of the raw input is refused (it cannot be sealed under
  * the root key) with the module byte-identical; the last stored blob loads back, at its own
@@ -96,6 +100,17 @@ static size_t process(struct kh_module *m, const uint8_t *cmd, size_t len)
 	if (sw != KH_SW_OK && sw != KH_SW_RELAY)
 		CHECK(n == 2);
 	CHECK(sw != KH_SW_RELAY || n > 2); /* a relay request carries the APDU to relay */
+	{
+		/* A decoder module's own commands: LADDER LOAD answers nothing but its status word,
+		 * DESCRAMBLE exactly as many bytes as it was given. */
+		struct kh_apdu a;
+		if (kh_apdu_parse(cmd, len, &a) == KH_OK && a.cla == KH_CLA) {
+			if (a.ins == KH_INS_LADDER_LOAD)
+				CHECK(n == 2);
+			if (a.ins == KH_INS_DESCRAMBLE && sw == KH_SW_OK)
+				CHECK(n == a.lc + 2 && a.lc % 188 == 0);
+		}
+	}
 	/* The counter moves only by a store, and by one. */
 	CHECK(kh_module_counter(m) == before || kh_module_counter(m) == before + 1);
 	CHECK(kh_module_counter(m) == st.expect || kh_module_counter(m) == st.expect + 1);

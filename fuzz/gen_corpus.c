@@ -6,7 +6,7 @@
  *   cmake --build /tmp/build-gen --target kh_center kh_host kh_module kh_sys kh_core
  *   gcc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Iinclude -Isrc fuzz/gen_corpus.c -o /tmp/gen_corpus \
  *       /tmp/build-gen/libkh_center.a /tmp/build-gen/libkh_host.a /tmp/build-gen/libkh_module.a \
- *       /tmp/build-gen/libkh_sys.a /tmp/build-gen/libkh_core.a -lcrypto
+ *       /tmp/build-gen/libkh_sys.a /tmp/build-gen/libkh_core.a -lcrypto -ldvbcsa
  *   /tmp/gen_corpus fuzz/corpus
  *
  * It replays, with the deterministic random source and the constants of the harnesses, exactly
@@ -63,6 +63,8 @@ static const char card_ikm[] = "keyhole fuzz card ikm v1, public test key"; /* t
 #define CARD_UA 0x00001234u
 #define CARD2_UA 0x00004321u
 #define PEER_CARD_UA 0x00009abcu
+#define DEC_UA 0x00009abdu
+#define DEC_CAM_UA 0x00005679u /* the CAM the decoder module's seed pairs with */
 
 static const char *outdir;
 
@@ -580,6 +582,138 @@ static void gen_module(struct kh_authority *a, const uint8_t root[static 32])
 	kh_module_wipe(mod);
 	kh_wipe(card_sk, sizeof card_sk);
 	kh_chan_wipe(&card_ch);
+}
+
+/* 188-byte TS packets i..i+k-1 of a made-up PID: payload only, adaptation field and payload,
+ * adaptation field only, in turn; payload bytes from the index. */
+static void ts_packets(uint8_t *p, size_t k, unsigned i0)
+{
+	for (size_t i = 0; i < k; i++, p += 188) {
+		unsigned j = i0 + (unsigned)i;
+		memset(p, 0, 188);
+		p[0] = 0x47;
+		p[1] = 0x01;
+		p[2] = 0x00;
+		p[3] = (uint8_t)((j % 3 == 0 ? 0x10 : j % 3 == 1 ? 0x30 : 0x20) | (j & 15));
+		if (j % 3)
+			p[4] = j % 3 == 1 ? 7 : 183;
+		for (size_t b = j % 3 == 0 ? 4 : 5u + p[4]; b < 188; b++)
+			p[b] = (uint8_t)(b * 7 + j);
+	}
+}
+
+/*
+ * A decoder module (fuzz_module): personalised, it pairs with a CAM in ladder mode (CARD START,
+ * P1 = 1), the generator answering as the CAM: its certificate, its PAIR OPEN answer, and its word
+ * on CAM AUTH, after reading the ladder key the decoder module gave. Then control words sealed
+ * under that key are loaded and packets descrambled; a pair with a flipped byte, clear control
+ * words and a cut packet are refused. The second seed goes on: CARD START again ends the
+ * channel, and the descrambler is empty.
+ */
+static void gen_module_decoder(struct kh_authority *a)
+{
+	static const char cam_ikm[] = "keyhole fuzz cam ikm v1, public test key";
+	uint8_t cam_sk[32], cam_pk[32], der[KH_CERT_MAX], buf[KH_APDU_MAX_DATA], in[KH_APDU_MAX_DATA];
+	uint8_t ks[32], pk[4 * 188], tlv[128], bad[128];
+	struct kh_cw_answer cw;
+	struct kh_chan cam_ch;
+	struct kh_apdu ap, cauth;
+	struct kh_scr *scr;
+	struct kh_rd rd;
+	struct kh_tlv t;
+	struct kh_wr w;
+	size_t derlen, blen, tl;
+	struct seq s;
+	int got = 0;
+
+	check("cam key", kh_hpke_derive_keypair((const uint8_t *)cam_ikm, sizeof cam_ikm - 1, cam_sk, cam_pk));
+	check("cam cert", kh_authority_issue(a, KH_ROLE_CAM, DEC_CAM_UA, KH_CERT_KEY_X25519, cam_pk, "pair", der,
+					     sizeof der, &derlen));
+	mod_start(&s);
+	mod_personalise(&s, a, KH_ROLE_DECODER, DEC_UA);
+	mod_apdu(&s, KH_INS_CARD_START, 1, NULL, 0, 0, KH_SW_RELAY);
+	memcpy(buf, der, derlen);
+	buf[derlen] = 0x90;
+	buf[derlen + 1] = 0x00;
+	mod_apdu(&s, KH_INS_CARD_RESP, 0, buf, derlen + 2, 0, KH_SW_RELAY);
+	check("relayed open", kh_apdu_parse(rsp, rsp_len, &ap));
+	memset(&cam_ch, 0, sizeof cam_ch);
+	kh_wr_init(&w, buf, sizeof buf);
+	check("cam answer", kh_pair_open_answer(cam_sk, ap.data, ap.lc, FZ_MODULE_NOW, &cam_ch, &w));
+	kh_wr_u16(&w, 0x9000);
+	mod_apdu(&s, KH_INS_CARD_RESP, 0, buf, w.len, 0, KH_SW_RELAY);
+	/* CAM AUTH, sealed: the ladder key is its tag 3 (the generator does not check the signature) */
+	check("relayed auth", kh_apdu_parse(rsp, rsp_len, &ap));
+	check("cam open auth", kh_chan_open_cmd(&cam_ch, ap.data, ap.lc, in, sizeof in, &blen));
+	check("auth apdu", kh_apdu_parse(in, blen, &cauth));
+	if (cauth.ins != KH_INS_CAM_AUTH)
+		die("not CAM AUTH", KH_ERR_FORMAT);
+	kh_rd_init(&rd, cauth.data, cauth.lc);
+	while (kh_tlv_next(&rd, &t) == 1)
+		if (t.tag == 3 && kh_tlv_fixed(&t, ks, sizeof ks) == KH_OK)
+			got = 1;
+	if (!got)
+		die("no ladder key", KH_ERR_FORMAT);
+	kh_wr_init(&w, buf, sizeof buf);
+	check("cam seal auth", kh_chan_seal_resp(&cam_ch, (const uint8_t[]){0x90, 0x00}, 2, &w));
+	kh_wr_u16(&w, 0x9000);
+	mod_apdu(&s, KH_INS_CARD_RESP, 0, buf, w.len, 0, KH_SW_OK);
+	if (rsp_len != 4 || kh_get_be32(rsp) != DEC_CAM_UA)
+		die("paired CAM UA", KH_ERR_INTERNAL);
+
+	/* CSA2 control words sealed under the ladder key, loaded; packets scrambled with them */
+	memset(&cw, 0, sizeof cw);
+	cw.alg = KH_SCR_CSA2;
+	cw.cw_len = 8;
+	cw.cp = 5;
+	memset(cw.even, 0x11, 8);
+	memset(cw.odd, 0x22, 8);
+	kh_wr_init(&w, tlv, sizeof tlv);
+	check("ladder seal", kh_cw_ladder_seal(ks, &cw, &w));
+	tl = w.len;
+	mod_apdu(&s, KH_INS_LADDER_LOAD, 0, tlv, tl, 0, KH_SW_OK);
+	ts_packets(pk, 4, 0);
+	check("scr", kh_scr_new(KH_SCR_CSA2, 0, &scr));
+	check("scr key", kh_scr_set_key(scr, KH_SCR_EVEN, cw.even, 8));
+	check("scr key", kh_scr_set_key(scr, KH_SCR_ODD, cw.odd, 8));
+	check("scramble", kh_scr_scramble(scr, pk, 2, KH_SCR_EVEN));
+	check("scramble", kh_scr_scramble(scr, pk + 2 * 188, 2, KH_SCR_ODD));
+	kh_scr_free(scr);
+	mod_apdu(&s, KH_INS_DESCRAMBLE, 0, pk, sizeof pk, 0, KH_SW_OK);
+	memcpy(bad, tlv, tl);
+	bad[tl - 3] ^= 0x04;
+	mod_apdu(&s, KH_INS_LADDER_LOAD, 0, bad, tl, 0, kh_err_to_sw(KH_ERR_LADDER));
+	kh_wr_init(&w, bad, sizeof bad);
+	kh_tlv_put_u8(&w, KH_CW_T_ALG, cw.alg);
+	kh_tlv_put(&w, KH_CW_T_EVEN, cw.even, 8);
+	kh_tlv_put(&w, KH_CW_T_ODD, cw.odd, 8);
+	check("clear cw", kh_tlv_put_u32(&w, KH_CW_T_CP, cw.cp));
+	mod_apdu(&s, KH_INS_LADDER_LOAD, 0, bad, w.len, 0, kh_err_to_sw(KH_ERR_FORMAT));
+	mod_apdu(&s, KH_INS_DESCRAMBLE, 0, pk, 100, 0, kh_err_to_sw(KH_ERR_APDU_LEN));
+	mod_apdu(&s, KH_INS_DESCRAMBLE, 1, pk, 188, 0, kh_err_to_sw(KH_ERR_APDU_P1P2));
+	/* CISSA ones next */
+	cw.alg = KH_SCR_CISSA;
+	cw.cw_len = 16;
+	cw.cp = 6;
+	memset(cw.even, 0x33, 16);
+	memset(cw.odd, 0x44, 16);
+	kh_wr_init(&w, tlv, sizeof tlv);
+	check("ladder seal", kh_cw_ladder_seal(ks, &cw, &w));
+	tl = w.len;
+	mod_apdu(&s, KH_INS_LADDER_LOAD, 0, tlv, tl, 0, KH_SW_OK);
+	ts_packets(pk, 4, 4);
+	mod_apdu(&s, KH_INS_DESCRAMBLE, 0, pk, sizeof pk, 0, KH_SW_OK);
+	put("fuzz_module", "decoder-ladder", s.b, s.n);
+	/* a new pairing ends the channel: nothing loaded any more, the old pair no longer opens */
+	mod_apdu(&s, KH_INS_CARD_START, 0, NULL, 0, 0, KH_SW_RELAY);
+	mod_apdu(&s, KH_INS_DESCRAMBLE, 0, pk, 188, 0, kh_err_to_sw(KH_ERR_LADDER));
+	mod_apdu(&s, KH_INS_LADDER_LOAD, 0, tlv, tl, 0, kh_err_to_sw(KH_ERR_LADDER));
+	put("fuzz_module", "decoder-ladder-restart", s.b, s.n);
+	kh_module_wipe(mod);
+	kh_chan_wipe(&cam_ch);
+	kh_wipe(cam_sk, sizeof cam_sk);
+	kh_wipe(ks, sizeof ks);
+	kh_wipe(&cw, sizeof cw);
 }
 
 /* ---- fuzz_cert ---- */
@@ -1535,6 +1669,271 @@ static void gen_cas(void)
 	for (i = 0; i < 17; i++)
 		ecm_chunk(&s, (uint8_t)(i & 1 ? 0x46 : 6), KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
 	put("fuzz_cas", "ecm-usage-flush", s.b, s.n);
+
+	/* CAM AUTH inside the proven channel (mode 4/5 with bit 7), each variant: the CAM again
+	 * (accepted), with a ladder key or an unknown tag after it, a decoder proving itself to the
+	 * card, labels and UA crossed, a foreign binding, raw bodies; the channel stays proven. */
+	{
+		static const uint8_t key[3 + 32] = {3, 0, 32, 'k'};
+		static const uint8_t unknown[] = {9, 0, 1, 0};
+		static const uint8_t raw_body[] = {1, 0, 3, 0x30, 0x01, 0x00, 2, 0, 2, 0xab, 0xcd};
+		s.n = 0;
+		chunk(&s, MODE(4, 1) | 0x80, NULL, 0);
+		chunk(&s, MODE(4, 1) | 0x80, key, sizeof key);
+		chunk(&s, MODE(5, 1) | 0x80, unknown, sizeof unknown);
+		chunk(&s, MODE(4, 2) | 0x80, NULL, 0);
+		chunk(&s, MODE(4, 3) | 0x80, NULL, 0);
+		chunk(&s, MODE(4, 4) | 0x80, key + 3, 32);
+		chunk(&s, MODE(4, 5) | 0x80, NULL, 0);
+		chunk(&s, MODE(4, 6) | 0x80, key + 3, 32);
+		chunk(&s, MODE(4, 7) | 0x80, NULL, 0);
+		chunk(&s, MODE(4, 0) | 0x80, raw_body, sizeof raw_body);
+		ecm_chunk(&s, 6, KH_SCR_CSA2, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+		chunk(&s, MODE(5, 1) | 0x80, NULL, 0);
+		ecm_chunk(&s, 4, KH_SCR_CISSA, KH_ECM_PRODUCT, FZ_CAS_PRODUCT, 0);
+		put("fuzz_cas", "cam-auth-roles", s.b, s.n);
+	}
+}
+
+/* ---- fuzz_ladder: answers with control words, clear and sealed under fz_ladder_key ---- */
+
+static size_t cw_clear_tlv(uint8_t *out, size_t cap, uint8_t alg, uint32_t cp)
+{
+	uint8_t cw[16];
+	size_t len = alg == KH_SCR_CSA2 ? 8 : 16;
+	struct kh_wr w;
+
+	memset(cw, 0x5c, sizeof cw);
+	kh_wr_init(&w, out, cap);
+	kh_tlv_put_u8(&w, KH_CW_T_ALG, alg);
+	kh_tlv_put(&w, KH_CW_T_EVEN, cw, len);
+	kh_tlv_put(&w, KH_CW_T_ODD, cw, len);
+	check("clear tlv", kh_tlv_put_u32(&w, KH_CW_T_CP, cp));
+	return w.len;
+}
+
+static size_t cw_sealed_tlv(uint8_t *out, size_t cap, const uint8_t key[static 32], uint8_t alg, uint32_t cp)
+{
+	struct kh_cw_answer a;
+	struct kh_wr w;
+
+	memset(&a, 0, sizeof a);
+	a.alg = alg;
+	a.cw_len = alg == KH_SCR_CSA2 ? 8 : 16;
+	a.cp = cp;
+	for (int i = 0; i < 16; i++) {
+		a.even[i] = (uint8_t)(0x10 + i);
+		a.odd[i] = (uint8_t)(0x90 + i);
+	}
+	kh_wr_init(&w, out, cap);
+	check("ladder seal", kh_cw_ladder_seal(key, &a, &w));
+	return w.len;
+}
+
+/* A sealed TLV around any plaintext: what only a holder of the key could make. */
+static size_t cw_sealed_raw(uint8_t *out, size_t cap, uint8_t alg, uint32_t cp, const uint8_t *pt, size_t ptlen)
+{
+	uint8_t aad[sizeof KH_LADDER_LABEL - 1 + 5], sealed[KH_LADDER_SEALED_MAX];
+	struct kh_wr w;
+
+	if (KH_NONCE_LEN + ptlen + KH_TAG_LEN > sizeof sealed)
+		die("raw ladder", KH_ERR_BUF);
+	memcpy(aad, KH_LADDER_LABEL, sizeof KH_LADDER_LABEL - 1);
+	aad[sizeof KH_LADDER_LABEL - 1] = alg;
+	kh_put_be32(aad + sizeof KH_LADDER_LABEL, cp);
+	check("nonce", kh_random(sealed, KH_NONCE_LEN));
+	check("raw seal", kh_aead_seal(fz_ladder_key, sealed, aad, sizeof aad, pt, ptlen, sealed + KH_NONCE_LEN));
+	kh_wr_init(&w, out, cap);
+	kh_tlv_put_u8(&w, KH_CW_T_ALG, alg);
+	kh_tlv_put_u32(&w, KH_CW_T_CP, cp);
+	check("raw tlv", kh_tlv_put(&w, KH_CW_T_LADDER, sealed, KH_NONCE_LEN + ptlen + KH_TAG_LEN));
+	return w.len;
+}
+
+static void gen_ladder(void)
+{
+	static const uint8_t other[32] = "keyhole gen ladder other key v1";
+	uint8_t b[256], pt[1 + 32];
+	size_t n, m;
+
+	n = cw_sealed_tlv(b, sizeof b, fz_ladder_key, KH_SCR_CSA2, 1);
+	put("fuzz_ladder", "sealed-csa2", b, n);
+	put_flip("fuzz_ladder", "sealed-csa2-flipped", b, n, -1, 0x01);
+	put_flip("fuzz_ladder", "sealed-csa2-cp", b, n, 10, 0x01);
+	put_flip("fuzz_ladder", "sealed-csa2-alg", b, n, 3, 0x03);
+	put("fuzz_ladder", "sealed-csa2-cut", b, n - 1);
+	n = cw_sealed_tlv(b, sizeof b, fz_ladder_key, KH_SCR_CISSA, 0x01020304u);
+	put("fuzz_ladder", "sealed-cissa", b, n);
+	n = cw_sealed_tlv(b, sizeof b, fz_ladder_key, KH_SCR_IDSA, 0xffffffffu);
+	put("fuzz_ladder", "sealed-idsa", b, n);
+	/* the same pair twice (a second tag 5), and clear control words beside it */
+	memcpy(b + n, b + 11, n - 11);
+	put("fuzz_ladder", "sealed-twice", b, n + n - 11);
+	m = cw_clear_tlv(b + n, sizeof b - n, KH_SCR_IDSA, 0xffffffffu);
+	put("fuzz_ladder", "sealed-and-clear", b, n + m);
+	n = cw_sealed_tlv(b, sizeof b, other, KH_SCR_CISSA, 2);
+	put("fuzz_ladder", "sealed-other-key", b, n);
+	/* authentic, but a plaintext the format does not allow */
+	memset(pt, 0x77, sizeof pt);
+	pt[0] = 16;
+	n = cw_sealed_raw(b, sizeof b, KH_SCR_CSA2, 3, pt, 1 + 32);
+	put("fuzz_ladder", "sealed-wrong-cw-len", b, n);
+	pt[0] = 8;
+	n = cw_sealed_raw(b, sizeof b, KH_SCR_CSA2, 3, pt, 1 + 8);
+	put("fuzz_ladder", "sealed-short-pair", b, n);
+	n = cw_sealed_raw(b, sizeof b, 9, 3, pt, 1 + 16);
+	put("fuzz_ladder", "sealed-unknown-alg", b, n);
+	n = cw_clear_tlv(b, sizeof b, KH_SCR_CSA2, 7);
+	put("fuzz_ladder", "clear-csa2", b, n);
+	n = cw_clear_tlv(b, sizeof b, KH_SCR_CISSA, 7);
+	put("fuzz_ladder", "clear-cissa", b, n);
+	/* bit 7 of the first byte: the round trip takes alg and CW length as they come */
+	put_flip("fuzz_ladder", "clear-cissa-raw-alg", b, n, 0, 0x80);
+}
+
+/*
+ * fuzz_decoder inputs: the same chunks as fuzz_cas's (u8 mode | u16 length | bytes). Modes: 0 a
+ * raw APDU for the decoder module (bit 7: relayed to the CAM), 1 LADDER LOAD, 2 DESCRAMBLE (bit
+ * 7 raw length, bit 6 scrambled first, bit 5 odd parity), 3 an ECM down the path (bit 6: loaded),
+ * 4 LADDER LOAD of a genuine pair with (position, xor) edits, 5 CAM AUTH from the harness as a
+ * decoder (variant << 3), 6 public facts, 7 pair again (bit 6 open mode, bit 7 the CAM first).
+ */
+static void dec_ecm(struct seq *s, uint8_t mode, uint8_t alg, uint8_t flags, uint8_t fill)
+{
+	uint8_t c[34];
+
+	c[0] = (uint8_t)(alg - 1);
+	c[1] = flags;
+	memset(c + 2, fill, 32);
+	chunk(s, mode, c, sizeof c);
+}
+
+static void dec_apdu(struct seq *s, uint8_t mode, uint8_t ins, uint8_t p1, const uint8_t *data, size_t lc)
+{
+	uint8_t cmd[KH_APDU_MAX_CMD];
+	struct kh_wr w;
+
+	kh_wr_init(&w, cmd, sizeof cmd);
+	check("dec apdu", kh_apdu_build(&w, KH_CLA, ins, p1, 0, data, lc, 0));
+	chunk(s, mode, cmd, w.len);
+}
+
+static void gen_decoder(void)
+{
+	static const uint8_t get_info[] = {KH_CLA, KH_INS_GET_INFO, 0, 0};
+	static const uint8_t flip_sealed[] = {0, 40, 0x01}, flip_cp[] = {0, 10, 0x80}, flip_alg[] = {0, 3, 0x01},
+			     flip_tag[] = {0, 11, 0x02}, same[] = {0};
+	uint8_t pk[21 * 188], b[256], inner[64], inner2[64];
+	struct kh_wr w;
+	struct seq s;
+	size_t n;
+
+	ts_packets(pk, 21, 0);
+
+	/* Each algorithm: an ECM down the path and its pair loaded, packets scrambled with it and
+	 * descrambled by the module (both parities), clear packets; the pairs again, altered. */
+	s.n = 0;
+	for (uint8_t alg = 1; alg <= 3; alg++) {
+		dec_ecm(&s, 0x43, alg, (uint8_t)(alg & 1), (uint8_t)(0x20 * alg));
+		chunk(&s, 0x42, pk, 3 * 188);
+		chunk(&s, 0x62, pk + 3 * 188, 2 * 188);
+		chunk(&s, 2, pk, 188);
+	}
+	chunk(&s, 4, same, sizeof same);
+	chunk(&s, 0x42, pk, 21 * 188);
+	chunk(&s, 4, flip_sealed, sizeof flip_sealed);
+	chunk(&s, 4, flip_cp, sizeof flip_cp);
+	chunk(&s, 4, flip_alg, sizeof flip_alg);
+	chunk(&s, 4, flip_tag, sizeof flip_tag);
+	chunk(&s, 0x42, pk, 188);
+	n = cw_clear_tlv(b, sizeof b, KH_SCR_CISSA, 9);
+	chunk(&s, 1, b, n);
+	chunk(&s, 1, b, 5);
+	chunk(&s, 0x82, pk, 100);
+	dec_ecm(&s, 3, 2, 2, 0x55); /* no right */
+	put("fuzz_decoder", "ladder-each-alg", s.b, s.n);
+
+	/* Pairing again: the old pairs no longer open, nothing loaded; open mode (clear CWs, no
+	 * ladder); the CAM paired with its card again first; ladder mode back. */
+	s.n = 0;
+	chunk(&s, 7, NULL, 0);
+	chunk(&s, 2, pk, 188);
+	chunk(&s, 4, same, sizeof same);
+	dec_ecm(&s, 0x43, 1, 0, 0x31);
+	chunk(&s, 0x42, pk, 4 * 188);
+	chunk(&s, 0x47, NULL, 0);
+	dec_ecm(&s, 3, 2, 0, 0x32);
+	chunk(&s, 4, same, sizeof same);
+	chunk(&s, 2, pk, 188);
+	chunk(&s, 0xC7, NULL, 0);
+	dec_ecm(&s, 0x43, 3, 1, 0x33);
+	chunk(&s, 0x62, pk, 2 * 188);
+	chunk(&s, 6, NULL, 0);
+	put("fuzz_decoder", "pair-again-open-mode", s.b, s.n);
+
+	/* CAM AUTH from a decoder the harness plays, each variant; then the decoder module's path is
+	 * broken until it pairs again. */
+	s.n = 0;
+	{
+		uint8_t key[3 + 32], chk[34];
+		key[0] = 3;
+		key[1] = 0;
+		key[2] = 32;
+		memset(key + 3, 0, 32);
+		key[4] = 0; /* the ECM's flags byte: a product with a right */
+		memset(chk, 0, sizeof chk);
+		chunk(&s, 0x0D, NULL, 0);              /* v1: proven, no key: clear CWs */
+		chunk(&s, 0x0D, key, sizeof key);      /* v1 + a key after it: sealed under it */
+		chunk(&s, 0x15, chk, 32);              /* v2: a key from the chunk */
+		chunk(&s, 0x35, chk, 32);              /* v6: the chunk is the key */
+		chunk(&s, 0x35, chk, 31);              /* v6: 31 bytes: FORMAT, unproven */
+		chunk(&s, 0x1D, NULL, 0);              /* v3: a CAM's certificate */
+		chunk(&s, 0x25, NULL, 0);              /* v4: the CAM label */
+		chunk(&s, 0x2D, NULL, 0);              /* v5: another UA */
+		chunk(&s, 0x3D, NULL, 0);              /* v7: another root */
+		chunk(&s, 0x0D, (const uint8_t[]){9, 0, 0}, 3); /* unknown tag */
+		chunk(&s, 0x05, (const uint8_t[]){1, 0, 0, 2, 0, 0}, 6); /* v0: raw */
+		dec_ecm(&s, 3, 1, 0, 0x41);
+		chunk(&s, 7, NULL, 0);
+		dec_ecm(&s, 0x43, 2, 0, 0x42);
+		chunk(&s, 0x22, pk, 188);
+	}
+	put("fuzz_decoder", "cam-auth-from-decoder", s.b, s.n);
+
+	/* Raw commands: a CARD START left unrelayed ends the channel; refusals of each command;
+	 * a stray CARD RESP and a CARD SEND left unanswered; then relayed: a whole pairing, a command
+	 * for the CAM, and one for the card that the CAM is left waiting on. */
+	s.n = 0;
+	dec_apdu(&s, 0, KH_INS_CARD_START, 2, NULL, 0);
+	dec_apdu(&s, 0, KH_INS_DESCRAMBLE, 0, pk, 188);
+	dec_apdu(&s, 0, KH_INS_LADDER_LOAD, 1, b, 4);
+	dec_apdu(&s, 0, KH_INS_DESCRAMBLE, 0, NULL, 0);
+	chunk(&s, 0, get_info, sizeof get_info);
+	chunk(&s, 0, (const uint8_t[]){KH_CLA, 0x99, 0, 0}, 4);
+	dec_apdu(&s, 0, KH_INS_CARD_RESP, 0, (const uint8_t[]){0x90, 0x00}, 2);
+	dec_ecm(&s, 3, 1, 0, 0x51);
+	dec_apdu(&s, 0, KH_INS_CARD_START, 1, NULL, 0);
+	chunk(&s, 4, same, sizeof same);
+	chunk(&s, 2, pk, 188);
+	dec_apdu(&s, 0x80, KH_INS_CARD_START, 1, NULL, 0);
+	dec_ecm(&s, 0x43, 2, 0, 0x52);
+	chunk(&s, 0x42, pk, 188);
+	dec_apdu(&s, 0, KH_INS_CARD_SEND, 0, get_info, sizeof get_info);
+	dec_ecm(&s, 3, 2, 0, 0x53);
+	dec_apdu(&s, 0x80, KH_INS_CARD_START, 1, NULL, 0);
+	dec_apdu(&s, 0x80, KH_INS_CARD_SEND, 0, get_info, sizeof get_info);
+	dec_ecm(&s, 3, 2, 0, 0x54);
+	kh_wr_init(&w, inner, sizeof inner);
+	check("inner", kh_apdu_build(&w, KH_CLA, KH_INS_CARD_SEND, 0, 0, get_info, sizeof get_info, 0));
+	dec_apdu(&s, 0x80, KH_INS_CARD_SEND, 0, inner, w.len);
+	dec_ecm(&s, 3, 2, 0, 0x55);
+	kh_wr_init(&w, inner2, sizeof inner2);
+	check("inner", kh_apdu_build(&w, KH_CLA, KH_INS_GET_INFO, 0, 0, NULL, 0, 0));
+	dec_apdu(&s, 0x80, KH_INS_CARD_SEND, 0, inner2, w.len);
+	chunk(&s, 0x87, NULL, 0);
+	dec_ecm(&s, 0x43, 3, 0, 0x56);
+	chunk(&s, 2, pk, 2 * 188);
+	put("fuzz_decoder", "raw-commands", s.b, s.n);
 }
 
 int main(int argc, char **argv)
@@ -1567,6 +1966,7 @@ int main(int argc, char **argv)
 	gen_pair_answer();
 	gen_sealed();
 	gen_module(a, root);
+	gen_module_decoder(a);
 	gen_cert(a, dir, root);
 	/* Pay-TV seeds: their own stream, so they come out the same each run. */
 	kh_rng_det_init(&rng_gen, (const uint8_t *)"keyhole gen corpus cas", 22);
@@ -1574,6 +1974,9 @@ int main(int argc, char **argv)
 	gen_ecm();
 	gen_emm();
 	gen_cas();
+	kh_rng_det_init(&rng_gen, (const uint8_t *)"keyhole gen corpus ladder", 25);
+	gen_ladder();
+	gen_decoder();
 	kh_rng_det_init(&rng_gen, (const uint8_t *)"keyhole gen corpus usage", 24);
 	gen_usage();
 
