@@ -529,8 +529,13 @@ kh_err kh_cw_answer_parse(const uint8_t *d, size_t n, struct kh_cw_answer *out)
 	memset(&a, 0, sizeof a);
 	kh_rd_init(&rd, d, n);
 	while (r == KH_OK && (k = kh_tlv_next(&rd, &t)) == 1) {
-		if (t.tag >= KH_CW_T_ALG && t.tag <= KH_CW_T_CP)
+		if (t.tag >= KH_CW_T_ALG && t.tag <= KH_CW_T_LADDER_ONLY) {
+			if (seen & (1u << t.tag)) {
+				r = KH_ERR_FORMAT; /* each field once */
+				break;
+			}
 			seen |= 1u << t.tag;
+		}
 		switch (t.tag) {
 		case KH_CW_T_ALG: r = kh_tlv_u8(&t, &a.alg); break;
 		case KH_CW_T_EVEN:
@@ -562,9 +567,9 @@ kh_err kh_cw_answer_parse(const uint8_t *d, size_t n, struct kh_cw_answer *out)
 		r = k;
 	if (r == KH_OK && a.sealed_len) {
 		/* sealed: alg, cp and the sealed pair, and no clear CW beside it */
-		if (seen != 0x12 || !cw_len_of(a.alg))
+		if ((seen & 0x1E) != 0x12 || !cw_len_of(a.alg))
 			r = KH_ERR_FORMAT;
-	} else if (r == KH_OK && (seen != 0x1E || elen != olen || elen != cw_len_of(a.alg))) {
+	} else if (r == KH_OK && ((seen & 0x1E) != 0x1E || elen != olen || elen != cw_len_of(a.alg))) {
 		r = KH_ERR_FORMAT;
 	}
 	if (r == KH_OK) {

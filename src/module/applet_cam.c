@@ -105,6 +105,7 @@ static kh_err prove(struct kh_module *m, struct kh_wr *resp)
 		 * usable until new control words replace it */
 		if ((r = kh_random(m->ladder_key, sizeof m->ladder_key)) != KH_OK)
 			return r;
+		m->ladder_set = 1;
 		kh_tlv_put(&body, 3, m->ladder_key, sizeof m->ladder_key);
 	}
 	if (body.err != KH_OK) {

@@ -18,6 +18,7 @@
 void kh__ladder_wipe(struct kh_module *m)
 {
 	m->ladder_on = 0;
+	m->ladder_set = 0;
 	kh_wipe(m->ladder_key, sizeof m->ladder_key);
 	kh_wipe(&m->desc, sizeof m->desc);
 	m->desc_loaded = 0;
@@ -45,7 +46,8 @@ kh_err kh__h_ladder_load(struct kh_module *m, const struct kh_apdu *a, struct kh
 	(void)resp;
 	if ((r = need_decoder(m, a)) != KH_OK)
 		return r;
-	if (!m->ladder_on)
+	/* a ladder key drawn and given to the CAM: not the zeroes of a pairing still under way */
+	if (!m->ladder_on || !m->ladder_set)
 		return KH_ERR_LADDER;
 	if ((r = kh_cw_answer_parse(a->data, a->lc, &cw)) != KH_OK)
 		return r;

@@ -142,6 +142,7 @@ struct kh_module {
 	 * when the proven decoder on its responder channel gave one.
 	 */
 	uint8_t ladder_on;
+	uint8_t ladder_set; /* decoder: ladder_key holds the K_S it drew (never the zeroes before it) */
 	uint8_t ladder_key[32];
 	/*
 	 * The decoder module a CAM's card channel serves (volatile). CAM: the proven decoder it named

@@ -777,6 +777,20 @@ static void test_descramble_refusals(void **state)
 		assert_int_equal(kh_host_cas_load(&c, &cw), KH_ERR_LADDER);
 	}
 	assert_int_equal(descramble_one(&c), KH_ERR_LADDER);
+
+	/* a decoder that asked for the ladder but whose pairing is still under way (CARD START
+	 * sent, the CAM not yet answered) has drawn no key yet: the zeroes do not load either */
+	{
+		uint8_t k0[32] = {0}, tlv[96];
+		struct kh_wr tw;
+		assert_int_equal(raw(&w->dec.t, KH_INS_CARD_START, 1, NULL, 0, &dl), KH_SW_RELAY);
+		host_sealed(k0, KH_SCR_CSA2, &cw);
+		kh_wr_init(&tw, tlv, sizeof tlv);
+		kh_tlv_put_u8(&tw, KH_CW_T_ALG, cw.alg);
+		kh_tlv_put_u32(&tw, KH_CW_T_CP, cw.cp);
+		assert_int_equal(kh_tlv_put(&tw, KH_CW_T_LADDER, cw.sealed, cw.sealed_len), KH_OK);
+		assert_int_equal(raw(&w->dec.t, KH_INS_LADDER_LOAD, 0, tlv, tw.len, &dl), kh_err_to_sw(KH_ERR_LADDER));
+	}
 	kh_wipe(&a, sizeof a);
 }
 
