@@ -34,7 +34,8 @@ stop_doc_daemons()
 	/tmp/keyhole-test.?*) ;;
 	*) return 0 ;;
 	esac
-	for dp in $(cat "$KH_META/doc.pids" 2>/dev/null) $(ls /proc | grep -E '^[0-9]+$'); do
+	for dp in $(cat "$KH_META/doc.pids" 2>/dev/null) /proc/[0-9]*; do
+		dp=${dp#/proc/}
 		[ "$dp" != "$$" ] || continue
 		case $(readlink "/proc/$dp/cwd" 2>/dev/null) in
 		"$KH_TMP"/*) ;;
@@ -52,6 +53,7 @@ stop_doc_daemons()
 }
 
 # whatever ends the test, the daemons the docs started are stopped before the directory goes
+# shellcheck disable=SC2154 # kh_docs_rc is set inside the trap
 trap 'kh_docs_rc=$?; stop_doc_daemons; (exit "$kh_docs_rc"); kh_cleanup' EXIT
 kh_need curl openssl basenc ffmpeg awk sed grep od timeout
 S=$KH_SOURCE_DIR
@@ -116,7 +118,8 @@ sed -n '/^## 2\. /,/^## 3\. /p' "$G" | grep '^|' >"$KH_META/errtable"
 [ -s "$KH_META/errtable" ] || kh_fail "docs/operator-guide.md: no error table in section 2"
 {
 	grep -rhoE 'kh__sms_why\([^,]+, *[A-Za-z_]+, *"[a-z_]+"' "$S/src/center/sms" | sed -E 's/.*"([a-z_]+)"$/\1/'
-	grep -hoE '"code", "[a-z_]+"' "$S/src/net/http_server.c" | sed -E 's/.*"([a-z_]+)"$/\1/'
+	grep -hoE '"code", "[a-z_]+"|\<[45][0-9][0-9], *"[a-z]+(_[a-z]+)*"' "$S/src/net/http_server.c" |
+		sed -E 's/.*"([a-z_]+)"$/\1/'
 	# and the registry's codes an operator meets: the request, the token, the card's
 	# certificate, the state, the idempotency key, the store
 	for code in invalid_argument malformed too_large unauthorised not_found certificate \
