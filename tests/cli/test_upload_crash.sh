@@ -154,7 +154,7 @@ kh_note "$(cat "$KH_META/retry.out") (replayed: committed before the kill, the a
 # shellcheck disable=SC2086
 "$LOAD" run --center "$URL" --journal journal.txt --rounds 1 $CARDS >"$KH_META/run.out" 2>"$KH_META/run.err" ||
 	kh_fail "new sessions: $(cat "$KH_META/run.err")"
-grep -q "^sessions completed $NCARDS\$" "$KH_META/run.out" || kh_fail "new sessions: $(cat "$KH_META/run.out")"
+grep -q "^sessions completed $NCARDS\$" "$KH_META/run.out" || kh_fail "new sessions: $(cat "$KH_META/run.out") $(cat "$KH_META/run.err")"
 check_stored "after the retries"
 
 # every purchase invoiced exactly once, to its subscriber, as the API says too

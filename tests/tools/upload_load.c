@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -247,10 +248,23 @@ static void *run_card(void *arg)
 	cfg.card = &t;
 	cfg.http = &http;
 	cfg.backoff_ms = 50;
-	for (; wk->done < wk->rounds; wk->done++) {
+	for (unsigned refused = 0; wk->done < wk->rounds; wk->done++) {
+		kh_err r;
 		memset(res, 0, sizeof *res);
-		if (kh_upload_run(&cfg, res) != KH_OK)
-			break;
+		if ((r = kh_upload_run(&cfg, res)) == KH_OK) {
+			refused = 0;
+			continue;
+		}
+		/* A connection the center refused (its --threads limit, with more cards than
+		 * threads) is tried again a little later, as a decoder would; up to ~2 s in a row,
+		 * so a killed center still ends the run. */
+		if (r == KH_ERR_TRANSPORT && ++refused < 20) {
+			wk->done--;
+			usleep(100 * 1000);
+			continue;
+		}
+		fprintf(stderr, "upload_load: %s: round %u: %s\n", wk->card, wk->done + 1, kh_err_name(r));
+		break;
 	}
 	kh_upload_curl_free(cu);
 	kh_transport_close(&t);
