@@ -1,9 +1,10 @@
 #!/bin/sh
 # `keyhole decoder play` on a damaged or hostile stream, with a real ffmpeg clip scrambled by
 # `keyhole headend scramble`, in open mode and with the key ladder:
-# - a forged ECM (one byte changed) in place of the first copy of each new ECM, and another
-#   operator's ECMs on the ECM PID: the card refuses them, nothing changes, the programme plays
-#   bit-exact with not one packet dropped (the output is byte for byte the genuine stream's);
+# - a forged ECM (one byte changed) in place of, or in front of, the first copy of each new
+#   ECM, and another operator's ECMs on the ECM PID: the card refuses them, nothing changes, the
+#   programme plays bit-exact with not one packet dropped (the output is byte for byte the
+#   genuine stream's);
 # - every ECM of one crypto period lost: that period's packets are dropped and counted, none is
 #   "descrambled" with the key of two periods before (every packet out is one of the genuine
 #   output's, in order);
@@ -125,6 +126,7 @@ done
 cmp -s c.ts c--ladder.ts || kh_fail "the key ladder gave another clear stream"
 kh_frames c.ts >c.md5
 cmp -s clear.md5 c.md5 || kh_fail "the genuine stream does not play bit-exactly"
+# shellcheck disable=SC2046 # one index per word
 set -- $(ecm_starts s.ts)
 [ $# -eq 3 ] || kh_fail "expected 3 ECMs (12 s in periods of 5 s), found $#"
 E1=$2
@@ -146,6 +148,29 @@ for mode in "" --ladder; do
 done
 kh_frames f.ts >f.md5
 cmp -s clear.md5 f.md5 || kh_fail "forged ECM: the frames differ from the clear clip's"
+# the same forgeries added in front of the genuine first copies, with their continuity counter
+# (so the genuine copy right behind looks like a duplicate and is dropped too)
+cp s.ts added.ts
+shift_by=0
+for e in "$E1" "$E2"; do
+	e=$((e + shift_by))
+	get_packet added.ts "$e" ecm.pkt
+	kh_flip_byte ecm.pkt 100
+	{
+		head -c $((e * 188)) added.ts
+		cat ecm.pkt
+		tail -c +$((e * 188 + 1)) added.ts
+	} >added.tmp
+	mv added.tmp added.ts
+	shift_by=$((shift_by + 1))
+done
+[ "$(kh_size added.ts)" -eq $(($(kh_size s.ts) + 2 * 188)) ] || kh_fail "forged ECMs were not added"
+for mode in "" --ladder; do
+	play "$mode" added.ts "a$mode.ts"
+	[ "$KH_RC" -eq 0 ] || kh_fail "added forged ECM$mode: exit $KH_RC"
+	[ "$(count_before 'dropped without a key')" = 0 ] || kh_fail "added forged ECM$mode: packets dropped"
+	cmp -s c.ts "a$mode.ts" || kh_fail "added forged ECM$mode: the clear stream differs from the genuine one's"
+done
 kh_note "forged ECMs: refused, the programme plays bit-exact, 0 packets dropped (open and key ladder)"
 
 # ---- another operator's ECMs on the ECM PID ----
