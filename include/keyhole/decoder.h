@@ -5,13 +5,15 @@
  * control words the card answers into a descrambler, and writes a clear TS of the chosen
  * service: ECM and EMM packets and the CAT dropped, the PMT rewritten without CA_descriptors
  * and scrambling_descriptors, every component packet descrambled with the keys valid at its
- * position in the stream, or dropped when its parity has no key. A packet is never written
- * still scrambled.
+ * position in the stream, or dropped when its crypto period has no key. A packet is never
+ * written still scrambled, nor descrambled with the key of another crypto period.
  *
- * The engine does no file or network I/O of its own: packets in (kh_decoder_feed), packets out
- * through a callback, viewer messages through another; the card is reached only through the
- * session the caller set up. Memory is fixed at kh_decoder_new (about 90 KB): section
- * assemblers, one batch of KH_DECODER_BATCH packets, one PMT.
+ * The engine does no file or network I/O of its own: bytes in (kh_decoder_write, which finds the
+ * 188-byte packet cadence and finds it again after damage) or aligned packets in
+ * (kh_decoder_feed), packets out through a callback, viewer messages through another; the card
+ * is reached only through the session the caller set up. Memory is fixed at kh_decoder_new
+ * (about 125 KB): section assemblers, one batch of KH_DECODER_BATCH packets, the input window
+ * of kh_decoder_write, one PMT, the ECMs the card refused, the crypto period of each component.
  *
  * Not thread-safe; one engine per stream.
  */
@@ -32,6 +34,11 @@
  * kh_decoder_new. When full, the lowest sequence numbers are kept (the next ones the card needs).
  */
 #define KH_DECODER_EMM_PENDING 8
+/*
+ * ECM sections the card refused, remembered byte for byte so that their repetitions are not
+ * passed again (forgotten when the card accepts an EMM, pairs anew or the programme changes).
+ */
+#define KH_DECODER_REFUSED 8
 
 /* kh_decoder_config.flags */
 /* On NOT_PURCHASED, buy the event the ECM names (once per event) and pass the ECM again. */
@@ -88,11 +95,16 @@ struct kh_decoder_config {
 };
 
 struct kh_decoder_stats {
-	uint64_t pkts_in, pkts_out;
+	uint64_t pkts_in, pkts_out; /* pkts_in: packets in sync (kh_decoder_write) or fed */
 	uint64_t descrambled;    /* scrambled component packets written clear */
-	uint64_t dropped_nokey;  /* scrambled component packets dropped: no key for their parity */
+	uint64_t dropped_nokey;  /* scrambled component packets dropped: no key for their crypto period */
+	uint64_t dropped_noecm;  /* of those, packets of a crypto period whose ECM did not come (lost or
+				  * damaged) although an earlier period's did: never given an older key */
 	uint64_t dropped_ca;     /* ECM, EMM and CAT packets (by design), PMT packets (rewritten) */
 	uint64_t dropped_bad;    /* unparsable packets, TSC 01, scrambled packets of other PIDs */
+	uint64_t skipped_bytes;  /* kh_decoder_write: bytes outside the packet cadence (garbage, a
+				  * packet cut by a lost byte, a cut last packet) */
+	uint32_t sync_lost;      /* kh_decoder_write: times the cadence was lost and looked for again */
 	uint32_t ecm_passed, ecm_answered, ecm_refused;
 	uint32_t emm_passed, emm_accepted;
 	uint32_t emm_gaps;       /* unique EMMs the card answered EMM_GAP (an earlier one missing) */
@@ -114,14 +126,30 @@ KH_WARN_UNUSED kh_err kh_decoder_new(const struct kh_decoder_config *cfg, struct
 void kh_decoder_free(struct kh_decoder *d);
 
 /*
- * Feed n packets (n * 188 bytes; any n, 0 included). Packets are written (through cfg->out) in
+ * Feed n packets (n * 188 bytes; any n, 0 included), aligned: a packet that does not start with
+ * the sync byte is dropped and counted (dropped_bad). Packets are written (through cfg->out) in
  * input order, possibly later: up to KH_DECODER_BATCH are held, and all are written before keys
  * change and by kh_decoder_finish. Card refusals and channel failures are not errors (the
  * viewer is notified, the stream goes on). Errors: the sticky error of a failed output
  * callback, KH_ERR_NOMEM / KH_ERR_CRYPTO from the descrambler; after one, every call returns it.
  */
 KH_WARN_UNUSED kh_err kh_decoder_feed(struct kh_decoder *d, const uint8_t *pkts, size_t n);
-/* Write out every packet held (end of stream). Same errors as kh_decoder_feed. */
+/*
+ * Write n bytes of a transport stream (any n, cut anywhere). The engine locks on the 188-byte
+ * cadence where three sync bytes (0x47) follow each other 188 bytes apart, takes a packet only
+ * when the next one starts with a sync byte too, and when the cadence breaks (a lost or
+ * inserted byte, garbage) drops the packet in doubt and looks for three again; bytes outside
+ * the cadence are counted (skipped_bytes, sync_lost). The last bytes wait for the next call or
+ * for kh_decoder_finish. Errors as kh_decoder_feed. Use either this or kh_decoder_feed for a
+ * stream, not both.
+ */
+KH_WARN_UNUSED kh_err kh_decoder_write(struct kh_decoder *d, const uint8_t *buf, size_t n);
+/*
+ * End of stream: the bytes kh_decoder_write still holds are taken (the last packet needs no
+ * successor; a stream that never locked is taken from two packets on), then every packet held
+ * is written out. Same errors as kh_decoder_feed. stats.pkts_in == 0 afterwards means the input
+ * held no transport stream at all.
+ */
 KH_WARN_UNUSED kh_err kh_decoder_finish(struct kh_decoder *d);
 
 void kh_decoder_get_stats(const struct kh_decoder *d, struct kh_decoder_stats *st);

@@ -9,7 +9,9 @@
  * the card's block and M1's to the center. See keyhole-decoder(1).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,8 +43,13 @@ static const char play_help[] =
 	"card, then read a scrambled MPEG-TS,\n"
 	"pass its ECMs and EMMs to the card and write the service in clear: ECM, EMM and CAT\n"
 	"packets dropped, the PMT without CA and scrambling descriptors, packets the card gave no\n"
-	"key for dropped. Messages for the viewer go to stderr, one line each. The exit status is 0\n"
-	"when the stream ended, even if the card refused it (the viewer was told why).\n"
+	"key for dropped. An ECM the card refuses changes nothing; a key serves only its own crypto\n"
+	"period. Bytes outside the 188-byte packet cadence are skipped and counted. Messages for\n"
+	"the viewer go to stderr, one line each. Exit status 1, with the reason on the last line,\n"
+	"when not one scrambled packet of the service could be descrambled, when the input is not\n"
+	"a transport stream, on SIGINT or SIGTERM, when the reader of the output goes away or the\n"
+	"output cannot be written; a --out FILE is then not written. The card stores its\n"
+	"counters however play ends.\n"
 	"\n"
 	"  -d, --decoder SPEC       the decoder module (module file, or unix:PATH for a daemon)\n"
 	"  -m, --cam SPEC           the CAM, in the same forms\n"
@@ -308,23 +315,48 @@ static void close_modules(struct modules *m)
 	kh_softmod_free(m->card_sm);
 }
 
-static void notify_viewer(void *ctx, kh_err reason, const char *msg)
-{
-	(void)ctx;
-	(void)reason;
-	fprintf(stderr, "keyhole: %s\n", msg);
-}
-
 struct play_ctx {
-	FILE *out;
+	int fd;     /* the clear stream's output */
+	int err;    /* errno of a failed write */
 	struct m1 *m1;
 	struct kh_host_cas *cas;
+	char why[256]; /* the last bad news the viewer was told */
 };
+
+static void notify_viewer(void *ctx, kh_err reason, const char *msg)
+{
+	struct play_ctx *p = ctx;
+
+	fprintf(stderr, "keyhole: %s\n", msg);
+	if (p && reason != KH_OK)
+		snprintf(p->why, sizeof p->why, "%s", msg);
+}
+
+/* SIGINT or SIGTERM while playing: stop reading, tell the card, leave nothing half-written. */
+static volatile sig_atomic_t play_stop;
+
+static void on_stop(int sig)
+{
+	play_stop = sig;
+}
 
 static kh_err write_out(void *ctx, const uint8_t *pkts, size_t n)
 {
 	struct play_ctx *p = ctx;
-	return fwrite(pkts, KH_TS_PACKET_LEN, n, p->out) == n ? KH_OK : KH_ERR_IO;
+	size_t len = n * KH_TS_PACKET_LEN;
+
+	while (len) {
+		ssize_t w = write(p->fd, pkts, len);
+		if (w <= 0) {
+			if (w < 0 && errno == EINTR && !play_stop)
+				continue;
+			p->err = w < 0 ? errno : EIO;
+			return KH_ERR_IO;
+		}
+		pkts += w;
+		len -= (size_t)w;
+	}
+	return KH_OK;
 }
 
 static void card_changed(void *ctx, unsigned what)
@@ -337,40 +369,47 @@ static void card_changed(void *ctx, unsigned what)
 }
 
 /*
- * Read whole packets from f into the engine until EOF (or, with stop_at_ecm, until the engine
- * has seen an ECM of the service). *partial receives the bytes of a last, incomplete packet.
+ * Read fd into the engine (which finds the packets in the bytes) until the end of the input, a
+ * stop signal, or, with stop_at_ecm, until the engine has seen an ECM of the service. *rerr: the
+ * errno of a failed read (KH_ERR_IO then).
  */
-static kh_err pump(FILE *f, struct kh_decoder *d, int stop_at_ecm, size_t *partial)
+static kh_err pump(int fd, struct kh_decoder *d, int stop_at_ecm, int *rerr)
 {
 	static uint8_t buf[READ_PACKETS * KH_TS_PACKET_LEN];
 	uint8_t one[KH_ECM_MAX];
-	size_t have = 0, got, len;
+	size_t len;
+	ssize_t got;
 	kh_err r;
 
-	*partial = 0;
-	for (;;) {
-		got = fread(buf + have, 1, sizeof buf - have, f);
-		have += got;
-		if (got == 0) {
-			if (ferror(f))
-				return KH_ERR_IO;
-			*partial = have;
-			return KH_OK;
+	*rerr = 0;
+	while (!play_stop) {
+		if ((got = read(fd, buf, sizeof buf)) < 0) {
+			if (errno == EINTR)
+				continue;
+			*rerr = errno;
+			return KH_ERR_IO;
 		}
-		if ((r = kh_decoder_feed(d, buf, have / KH_TS_PACKET_LEN)) != KH_OK)
+		if (got == 0)
+			return KH_OK;
+		if ((r = kh_decoder_write(d, buf, (size_t)got)) != KH_OK)
 			return r;
-		memmove(buf, buf + have - have % KH_TS_PACKET_LEN, have % KH_TS_PACKET_LEN);
-		have %= KH_TS_PACKET_LEN;
 		if (stop_at_ecm && kh_decoder_last_ecm(d, one, sizeof one, &len))
 			return KH_OK;
 	}
+	return KH_OK;
 }
 
-static FILE *open_in(const char *path)
+/* The input: "-" (or none) is standard input. -1 with errno set when it does not open. */
+static int open_in(const char *path)
 {
 	if (!path || strcmp(path, "-") == 0)
-		return stdin;
-	return fopen(path, "rb");
+		return STDIN_FILENO;
+	return open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+}
+
+static const char *in_name(const char *path)
+{
+	return !path || strcmp(path, "-") == 0 ? "standard input" : path;
 }
 
 /* ---- play ---- */
@@ -381,11 +420,13 @@ static void summary(const struct kh_decoder *d, const struct m1 *m1)
 
 	kh_decoder_get_stats(d, &s);
 	fprintf(stderr,
-		"keyhole: program %u: %llu packets in, %llu out, %llu descrambled, %llu dropped without a key, "
-		"%llu CA/PSI packets dropped or rewritten, %llu damaged or foreign dropped\n",
+		"keyhole: program %u: %llu packets in, %llu out, %llu descrambled, %llu dropped without a key "
+		"(%llu of crypto periods whose ECM did not come), %llu CA/PSI packets dropped or rewritten, "
+		"%llu damaged or foreign dropped, %llu bytes outside the packets skipped\n",
 		s.program, (unsigned long long)s.pkts_in, (unsigned long long)s.pkts_out,
 		(unsigned long long)s.descrambled, (unsigned long long)s.dropped_nokey,
-		(unsigned long long)s.dropped_ca, (unsigned long long)s.dropped_bad);
+		(unsigned long long)s.dropped_noecm, (unsigned long long)s.dropped_ca,
+		(unsigned long long)s.dropped_bad, (unsigned long long)s.skipped_bytes);
 	fprintf(stderr,
 		"keyhole: ECMs passed %u, answered %u, refused %u; EMMs passed %u, accepted %u; reconnects %u; "
 		"purchases %u\n",
@@ -401,31 +442,56 @@ static void summary(const struct kh_decoder *d, const struct m1 *m1)
 			m1->stored, m1->kept, s.periods, (unsigned long long)s.stream_ms);
 }
 
+/* The stream is over: the card may now store its usage counters at leisure, and M1 take its
+ * latest block (the counters moved, if nothing else). */
+static void card_end(struct modules *m, struct m1 *m1)
+{
+	kh_err r;
+
+	if ((r = kh_host_cas_flush(&m->cas)) != KH_OK)
+		kh_log_info("cas.flush.refused", "error=%s", kh_err_name(r));
+	m1_update(m1, &m->cas, "end");
+}
+
+/* Why the programme could not be descrambled at all, when the viewer was told nothing. */
+static const char *why_nothing(const struct kh_decoder_stats *s)
+{
+	if (s->ecm_pid == 0xFFFF)
+		return "the programme names no ECM for this CA system (see --ca-system-id)";
+	if (s->ecm_passed == 0)
+		return "no ECM of the programme came in the stream";
+	return "no ECM of the programme gave a key for its packets";
+}
+
 static int play(int argc, char **argv)
 {
 	struct opts o;
 	struct modules *m = NULL;
 	struct kh_decoder *d = NULL;
 	struct kh_decoder_config cfg;
+	struct kh_decoder_stats s;
 	struct play_ctx pc;
+	struct sigaction sa, old_int, old_term, old_pipe, old_xfsz;
 	struct m1 m1;
-	FILE *in = NULL, *out = NULL;
+	const char *out_name;
 	char *tmp = NULL;
-	size_t partial = 0;
-	int rc, fd;
+	int rc, fd, in = -1, rerr = 0, connected = 0, handlers = 0;
 	kh_err r;
 
 	memset(&m1, 0, sizeof m1);
+	memset(&pc, 0, sizeof pc);
+	pc.fd = -1;
 	if ((rc = parse("decoder play", play_help, argc, argv, &o)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
 	rc = KH_EXIT_FAIL;
+	out_name = !o.out || strcmp(o.out, "-") == 0 ? "standard output" : o.out;
 	if (!(m = calloc(1, sizeof *m))) {
 		kh_cli_fail("decoder", KH_ERR_NOMEM);
 		goto out;
 	}
 	if (open_modules(&o, m) != KH_EXIT_OK || m1_open(&m1, o.m1) != KH_EXIT_OK)
 		goto out;
-	if (!(in = open_in(o.in))) {
+	if ((in = open_in(o.in)) < 0) {
 		fprintf(stderr, "keyhole: %s: %s\n", o.in, strerror(errno));
 		goto out;
 	}
@@ -433,16 +499,16 @@ static int play(int argc, char **argv)
 		kh_cli_fail("pairing decoder, CAM and card", r);
 		goto out;
 	}
+	connected = 1;
 	if (!o.out || strcmp(o.out, "-") == 0) {
-		out = stdout;
+		pc.fd = STDOUT_FILENO;
 	} else if ((fd = kh_cli_open_special(o.out)) != -1) {
 		/* a device or FIFO: written in place, never renamed over */
-		if (fd == -2 || !(out = fdopen(fd, "wb"))) {
+		if (fd == -2) {
 			fprintf(stderr, "keyhole: %s: %s\n", o.out, strerror(errno));
-			if (fd >= 0)
-				close(fd);
 			goto out;
 		}
+		pc.fd = fd;
 	} else {
 		if (asprintf(&tmp, "%s.XXXXXX", o.out) < 0) {
 			tmp = NULL;
@@ -452,7 +518,7 @@ static int play(int argc, char **argv)
 		/* mkstemp makes the file 0600; the clear stream is no secret, so honour the umask. */
 		mode_t um = umask(0);
 		umask(um);
-		if ((fd = mkstemp(tmp)) < 0 || fchmod(fd, 0666 & ~um) != 0 || !(out = fdopen(fd, "wb"))) {
+		if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0 || fchmod(fd, 0666 & ~um) != 0) {
 			fprintf(stderr, "keyhole: %s: %s\n", o.out, strerror(errno));
 			if (fd >= 0) {
 				close(fd);
@@ -462,7 +528,24 @@ static int play(int argc, char **argv)
 			tmp = NULL;
 			goto out;
 		}
+		pc.fd = fd;
 	}
+	/*
+	 * From here on a stop is an orderly end: SIGINT and SIGTERM stop the reading (no
+	 * SA_RESTART, so a blocked read returns), a reader that went away is EPIPE rather than
+	 * death by SIGPIPE, a file over the size limit EFBIG rather than death by SIGXFSZ.
+	 */
+	memset(&sa, 0, sizeof sa);
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = on_stop;
+	play_stop = 0;
+	sigaction(SIGINT, &sa, &old_int);
+	sigaction(SIGTERM, &sa, &old_term);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, &old_pipe);
+	sigaction(SIGXFSZ, &sa, &old_xfsz);
+	handlers = 1;
+
 	memset(&cfg, 0, sizeof cfg);
 	cfg.cas = &m->cas;
 	cfg.program = (uint16_t)o.service;
@@ -472,7 +555,6 @@ static int play(int argc, char **argv)
 	cfg.out = write_out;
 	cfg.changed = card_changed;
 	cfg.export_every_ms = (uint32_t)o.export_every * 1000u;
-	pc.out = out;
 	pc.m1 = &m1;
 	pc.cas = &m->cas;
 	cfg.ctx = &pc;
@@ -480,55 +562,81 @@ static int play(int argc, char **argv)
 		kh_cli_fail("decoder", r);
 		goto out;
 	}
-	if ((r = pump(in, d, 0, &partial)) != KH_OK || (r = kh_decoder_finish(d)) != KH_OK) {
-		kh_cli_fail(r == KH_ERR_IO ? (ferror(in) ? (o.in ? o.in : "standard input")
-						   : (o.out ? o.out : "standard output"))
-					   : "decoder",
-			    r);
+	r = pump(in, d, 0, &rerr);
+	if (r == KH_OK && !play_stop)
+		r = kh_decoder_finish(d);
+	/* However the stream ended (interrupted, the reader gone, the disk full included) */
+	card_end(m, &m1);
+	connected = 0;
+	if (play_stop) {
+		fprintf(stderr, "keyhole: decoder play: interrupted\n");
 		goto out;
 	}
-	if (partial)
-		fprintf(stderr, "keyhole: the stream ended inside a packet; its last %zu bytes were dropped\n",
-			partial);
-	/* The stream is over: now the card may store its usage counters at leisure. */
-	if ((r = kh_host_cas_flush(&m->cas)) != KH_OK)
-		kh_log_info("cas.flush.refused", "error=%s", kh_err_name(r));
-	/* ... and M1 take its latest block (its counters moved, if nothing else). */
-	m1_update(&m1, &m->cas, "end");
-	if (fflush(out) != 0 || ferror(out)) {
-		fprintf(stderr, "keyhole: %s: %s\n", o.out ? o.out : "standard output", strerror(errno));
+	if (r == KH_ERR_IO && pc.err == EPIPE) {
+		fprintf(stderr, "keyhole: %s: the reader closed the pipe; stopped\n", out_name);
+		goto out;
+	}
+	if (r == KH_ERR_IO && pc.err) {
+		fprintf(stderr, "keyhole: %s: %s\n", out_name, strerror(pc.err));
+		goto out;
+	}
+	if (r == KH_ERR_IO && rerr) {
+		fprintf(stderr, "keyhole: %s: %s\n", in_name(o.in), strerror(rerr));
+		goto out;
+	}
+	if (r != KH_OK) {
+		kh_cli_fail("decoder", r);
+		goto out;
+	}
+	kh_decoder_get_stats(d, &s);
+	if (o.verbose) /* before a failure's line: the last line says why */
+		summary(d, &m1);
+	if (s.pkts_in == 0) {
+		fprintf(stderr, "keyhole: %s: not a transport stream (no 188-byte packets)\n", in_name(o.in));
+		goto out;
+	}
+	if (s.skipped_bytes)
+		fprintf(stderr,
+			"keyhole: warning: %s: %llu byte(s) outside the 188-byte packet cadence skipped (cadence "
+			"lost %u time(s))\n",
+			in_name(o.in), (unsigned long long)s.skipped_bytes, s.sync_lost);
+	if (s.descrambled == 0 && s.dropped_nokey > 0) {
+		fprintf(stderr, "keyhole: program %u: not one packet could be descrambled: %s\n", s.program,
+			pc.why[0] ? pc.why : why_nothing(&s));
 		goto out;
 	}
 	if (tmp) {
-		FILE *f = out;
-		out = NULL;
-		if (fsync(fileno(f)) != 0 || fclose(f) != 0 || rename(tmp, o.out) != 0) {
+		fd = pc.fd;
+		pc.fd = -1;
+		if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, o.out) != 0) {
 			fprintf(stderr, "keyhole: %s: %s\n", o.out, strerror(errno));
 			goto out;
 		}
 		free(tmp);
 		tmp = NULL;
 	}
-	if (o.verbose)
-		summary(d, &m1);
-	{
-		struct kh_decoder_stats s;
-		kh_decoder_get_stats(d, &s);
-		if (s.emm_pending)
-			fprintf(stderr, "keyhole: %u EMM(s) for this card wait for an earlier one the stream did not "
-					"carry: 'keyhole decoder connect' fetches it from the center\n",
-				s.emm_pending);
-	}
+	if (s.emm_pending)
+		fprintf(stderr, "keyhole: %u EMM(s) for this card wait for an earlier one the stream did not "
+				"carry: 'keyhole decoder connect' fetches it from the center\n",
+			s.emm_pending);
 	rc = KH_EXIT_OK;
 out:
-	if (out && out != stdout)
-		fclose(out);
-	if (tmp) {
+	if (connected) /* a failure after pairing: the card still stores its counters */
+		card_end(m, &m1);
+	if (pc.fd > STDERR_FILENO)
+		close(pc.fd);
+	if (tmp) { /* no half-written output */
 		unlink(tmp);
 		free(tmp);
 	}
-	if (in && in != stdin)
-		fclose(in);
+	if (in > STDERR_FILENO)
+		close(in);
+	if (handlers) {
+		sigaction(SIGINT, &old_int, NULL);
+		sigaction(SIGTERM, &old_term, NULL);
+		sigaction(SIGPIPE, &old_pipe, NULL);
+		sigaction(SIGXFSZ, &old_xfsz, NULL);
+	}
 	kh_decoder_free(d);
 	m1_close(&m1);
 	if (m) {
@@ -550,13 +658,14 @@ static int buy(int argc, char **argv)
 	struct kh_cas_status *st = NULL;
 	struct kh_ppv_offer offer;
 	uint8_t ecm[KH_ECM_MAX];
-	size_t ecm_len = 0, partial;
+	size_t ecm_len = 0;
+	struct kh_decoder_stats ds;
 	struct m1 m1;
-	FILE *in = NULL;
-	int rc, before = 0;
+	int in = -1, rerr, rc, before = 0;
 	kh_err r;
 
 	memset(&m1, 0, sizeof m1);
+	play_stop = 0;
 	if ((rc = parse("decoder buy", buy_help, argc, argv, &o)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
 	rc = KH_EXIT_FAIL;
@@ -566,7 +675,7 @@ static int buy(int argc, char **argv)
 	}
 	if (open_modules(&o, m) != KH_EXIT_OK || m1_open(&m1, o.m1) != KH_EXIT_OK)
 		goto out;
-	if (!(in = open_in(o.in))) {
+	if ((in = open_in(o.in)) < 0) {
 		fprintf(stderr, "keyhole: %s: %s\n", o.in, strerror(errno));
 		goto out;
 	}
@@ -579,13 +688,26 @@ static int buy(int argc, char **argv)
 		kh_cli_fail("decoder", r);
 		goto out;
 	}
-	if ((r = pump(in, d, 1, &partial)) != KH_OK) {
-		kh_cli_fail(o.in, r);
+	if ((r = pump(in, d, 1, &rerr)) != KH_OK) {
+		if (rerr)
+			fprintf(stderr, "keyhole: %s: %s\n", in_name(o.in), strerror(rerr));
+		else
+			kh_cli_fail(in_name(o.in), r);
 		goto out;
 	}
 	if (!kh_decoder_last_ecm(d, ecm, sizeof ecm, &ecm_len)) {
-		fprintf(stderr, "keyhole: %s: no ECM for the service in the stream\n", o.in);
-		goto out;
+		/* the end of the input: take its last packets too */
+		if ((r = kh_decoder_finish(d)) != KH_OK) {
+			kh_cli_fail("decoder", r);
+			goto out;
+		}
+		kh_decoder_get_stats(d, &ds);
+		if (ds.pkts_in == 0)
+			fprintf(stderr, "keyhole: %s: not a transport stream (no 188-byte packets)\n", in_name(o.in));
+		else if (!kh_decoder_last_ecm(d, ecm, sizeof ecm, &ecm_len))
+			fprintf(stderr, "keyhole: %s: no ECM for the service in the stream\n", o.in);
+		if (!ecm_len)
+			goto out;
 	}
 	if ((r = kh_host_cas_connect(&m->cas)) != KH_OK) {
 		kh_cli_fail("pairing decoder, CAM and card", r);
@@ -623,8 +745,8 @@ static int buy(int argc, char **argv)
 	}
 	rc = KH_EXIT_OK;
 out:
-	if (in && in != stdin)
-		fclose(in);
+	if (in > STDERR_FILENO)
+		close(in);
 	kh_decoder_free(d);
 	m1_close(&m1);
 	free(st);

@@ -1,16 +1,23 @@
 /*
  * The decoder engine (include/keyhole/decoder.h; contracts in docs/internals/decoder.md): from a
  * scrambled transport stream and a CAS session to a clear one. It implements the decoder side of
- * The protocol design "Pay-TV: ECM and EMM" and the stream conventions of issue 3: each new ECM (a
- * (table_id, cp) not passed before) goes to the card, both parities' keys are set from its
- * answer, which never disturbs the running crypto period since the running CW keeps its slot;
- * EMMs addressed to this card and newer than what it accepted go to it once; a refusal clears
- * both keys at once, so the picture stops at the ECM that was refused, and the viewer is told why.
+ * the protocol design "Pay-TV: ECM and EMM" and the headend's stream conventions: each new ECM (a
+ * (table_id, cp) not answered last, and not a section the card refused) goes to the card; its
+ * answer gives the key of crypto period cp in the slot of parity cp & 1 and the key of period
+ * cp - 1 in the other, which never disturbs the running period. A refusal changes nothing (the
+ * keys in force stay, the next repetition of a genuine ECM is still passed), so one forged or
+ * foreign section cannot black out a period; the viewer hears why only when packets actually go
+ * without a key. EMMs addressed to this card and newer than what it accepted go to it once.
+ *
+ * Crypto periods: the engine follows the period of the component packets (a change of their
+ * scrambling parity is the next period) and uses a key only for the period it belongs to, so a
+ * lost ECM makes its period's packets dropped, never "descrambled" with the key of two periods
+ * before; keys older than the previous period are forgotten.
  *
  * Ordering is the one invariant that matters: packets are held in one batch in input order, and
  * the batch is descrambled and written BEFORE any key changes, so every packet meets the keys
  * that were valid at its place in the stream. A scrambled packet enters the batch only when its
- * parity has a key, and after descrambling any packet whose TSC is still set is dropped, so a
+ * period has a key, and after descrambling any packet whose TSC is still set is dropped, so a
  * scrambled packet is never written.
  *
  * After the card accepted an EMM or made a purchase, and every cfg.export_every_ms of stream time
@@ -36,6 +43,15 @@
 #define PCR_JUMP_MAX (60 * PCR_HZ) /* a larger step does not advance stream time (as the headend) */
 #define EMM_RING 8 /* EMM seqs remembered per address type, so a carousel is passed once */
 #define PKT KH_TS_PACKET_LEN
+#define SYNC 0x47u
+#define INBUF (64 * PKT) /* kh_decoder_write's window */
+/*
+ * A PID back at the parity it left fewer than GLITCH of its packets and GLITCH_SPAN packets of the
+ * stream ago is taken as a glitch (an injected or misplaced packet), not as the next period:
+ * periods last seconds (docs/internals/decoder.md, "Crypto periods").
+ */
+#define GLITCH 8
+#define GLITCH_SPAN 64
 
 struct kh_decoder {
 	struct kh_decoder_config cfg;
@@ -53,9 +69,19 @@ struct kh_decoder {
 	uint64_t last_pcr, clock, every, next_tick;
 
 	/* ECM path */
-	int have_last;  /* (last_tid, last_cp) was passed to the card */
+	int have_last;  /* (last_tid, last_cp) was answered by the card */
 	uint8_t last_tid;
 	uint32_t last_cp;
+	/* sections the card refused, byte for byte (a ring), so their repetitions stay away from it */
+	unsigned nrefused, refused_pos;
+	struct refused {
+		size_t len;
+		uint8_t sec[KH_ECM_MAX];
+	} refused[KH_DECODER_REFUSED];
+	/* why the card refused the latest ECM since one was answered: told when packets go keyless */
+	kh_err why;
+	int why_has_offer;
+	struct kh_ppv_offer why_offer;
 	int tried;      /* a reconnect was tried for (tried_tid, tried_cp) */
 	uint8_t tried_tid;
 	uint32_t tried_cp;
@@ -90,7 +116,29 @@ struct kh_decoder {
 	/* descrambler: ours (open mode), or the decoder module's (ladder mode) */
 	struct kh_scr *scr;
 	uint8_t alg;
-	int ladder_keys; /* ladder mode: the decoder module holds a loaded pair */
+	/*
+	 * Crypto periods. The key in each parity's slot and the period it belongs to (in ladder
+	 * mode the pair is in the decoder module; a slot forgotten here is never used there). a: the
+	 * period of the ECM answered last (have_a), the anchor; top: the newest period a packet was
+	 * put in (have_top); per PID of the service, the period of its last scrambled packet, how
+	 * many packets it has had in it (up to GLITCH) and whether it got there by a parity change.
+	 * noecm_cp: the last period logged as keyless.
+	 */
+	int key_ok[2];
+	uint32_t key_cp[2];
+	int have_a, have_top, have_noecm;
+	uint32_t a, top, cur, noecm_cp; /* cur: the period of the last scrambled packet */
+	uint8_t slot_of[KH_TS_PID_MAX + 1]; /* 1 + the index in per of a component PID, 0: none */
+	unsigned nslots;
+	struct pid_period {
+		uint32_t cp, flip_at; /* flip_at: pkts_in when it changed parity last */
+		uint8_t known, run, flipped;
+	} per[KH_TS_PMT_MAX_ES + 1], scratch;
+
+	/* kh_decoder_write: the window of input bytes not yet taken, and whether it is in sync */
+	int locked;
+	size_t inlen;
+	uint8_t in[INBUF];
 
 	/* the batch: packets to write, in input order */
 	size_t nbatch, nscr;
@@ -138,9 +186,16 @@ static int ladder(const struct kh_decoder *d)
 	return (d->cfg.cas->flags & KH_HOST_CAS_LADDER) != 0;
 }
 
+static void forget_key(struct kh_decoder *d, unsigned par)
+{
+	d->key_ok[par] = 0;
+	if (d->scr)
+		kh_scr_clear_key(d->scr, (enum kh_scr_parity)par);
+}
+
 static kh_err flush(struct kh_decoder *d)
 {
-	size_t kept = 0, skipped = 0, n = d->nbatch;
+	size_t kept = 0, left = 0, skipped = 0, n = d->nbatch;
 	kh_err r;
 
 	if (d->err)
@@ -148,7 +203,7 @@ static kh_err flush(struct kh_decoder *d)
 	if (n == 0)
 		return KH_OK;
 	if (d->nscr > 0) {
-		/* Only packets whose parity had a key entered the batch, and keys change only after
+		/* Only packets whose period had a key entered the batch, and keys change only after
 		 * a flush, so INVAL here would be a bug: treat every failure as final. */
 		if (ladder(d)) {
 			/* The decoder module descrambles. If it cannot (its channel to the CAM ended,
@@ -156,7 +211,7 @@ static kh_err flush(struct kh_decoder *d)
 			 * dropped below; the next ECM loads keys again. */
 			if ((r = kh_host_cas_descramble(d->cfg.cas, d->batch, n)) != KH_OK) {
 				kh_log_info("decoder.descramble_refused", "err=%s", kh_err_name(r));
-				d->ladder_keys = 0;
+				d->key_ok[0] = d->key_ok[1] = 0;
 			}
 		} else if (!d->scr) {
 			d->err = KH_ERR_INTERNAL;
@@ -166,18 +221,22 @@ static kh_err flush(struct kh_decoder *d)
 			return d->err;
 		}
 	}
-	/* Whatever still says scrambled (a packet the descrambler skipped) is not written. */
+	/* Whatever still says scrambled (a packet the descrambler skipped) is not written. Only
+	 * component packets entered the batch scrambled: they count as keyless. */
 	for (size_t i = 0; i < n; i++) {
 		uint8_t *p = d->batch + i * PKT;
 		if ((p[3] >> 6) != KH_TS_SC_CLEAR) {
-			d->st.dropped_bad++;
+			left++;
 			continue;
 		}
 		if (kept != i)
 			memmove(d->batch + kept * PKT, p, PKT);
 		kept++;
 	}
-	d->st.descrambled += d->nscr - (n - kept < d->nscr ? n - kept : d->nscr);
+	if (left > d->nscr)
+		left = d->nscr;
+	d->st.descrambled += d->nscr - left;
+	d->st.dropped_nokey += left;
 	d->nbatch = 0;
 	d->nscr = 0;
 	if (kept && d->cfg.out && (r = d->cfg.out(d->cfg.ctx, d->batch, kept)) != KH_OK) {
@@ -197,69 +256,161 @@ static kh_err emit(struct kh_decoder *d, const uint8_t *p, int scrambled)
 	return d->nbatch == KH_DECODER_BATCH ? flush(d) : KH_OK;
 }
 
-/* ---- keys ---- */
+/* ---- keys and crypto periods ---- */
 
-/* In ladder mode both keys are loaded together, in the decoder module, never here. */
-static int have_key(const struct kh_decoder *d, enum kh_scr_parity parity)
-{
-	if (ladder(d))
-		return d->ladder_keys;
-	return d->scr && kh_scr_has_key(d->scr, parity);
-}
-
-static int have_keys(const struct kh_decoder *d)
-{
-	return have_key(d, KH_SCR_EVEN) || have_key(d, KH_SCR_ODD);
-}
-
+/* Forget both keys and the anchor (the card went away, another programme). */
 static kh_err clear_keys(struct kh_decoder *d)
 {
 	kh_err r = flush(d);
-	d->ladder_keys = 0;
-	if (d->scr) {
-		kh_scr_clear_key(d->scr, KH_SCR_EVEN);
-		kh_scr_clear_key(d->scr, KH_SCR_ODD);
-	}
+	forget_key(d, KH_SCR_EVEN);
+	forget_key(d, KH_SCR_ODD);
+	d->have_a = 0;
 	return r;
 }
 
-/* KH_ERR_FORMAT when the card's answer does not fit a descrambler (the keys are then cleared). */
+/* Forget what the PIDs' packets said about periods: the next packets take theirs from the ECM. */
+static void periods_reset(struct kh_decoder *d, const char *why)
+{
+	if (d->have_top)
+		kh_log_info("decoder.periods_reset", "why=%s top=%u ecm=%u", why, d->top, d->a);
+	for (unsigned i = 0; i < d->nslots; i++)
+		d->per[i].known = 0;
+	d->have_top = 0;
+}
+
+/*
+ * A scrambled packet of component pid with parity par: the crypto period it belongs to
+ * (docs/internals/decoder.md, "Crypto periods"). A PID's periods follow its parity: the same
+ * parity is the same period, the other one the next; a return to the parity it left fewer than
+ * GLITCH packets ago is the period before (a packet injected or out of place, on either side of
+ * the change, costs that packet only). A PID without a recent period takes one from the ECM
+ * answered last (cp a: the stream is in a - 1 or a) or, once the stream has gone past it (the
+ * next ECMs lost or refused), from the newest period seen, never an older one.
+ */
+static uint32_t period_of(struct kh_decoder *d, uint16_t pid, unsigned par, struct pid_period **qp)
+{
+	static const struct pid_period none;
+	struct pid_period *q = d->slot_of[pid] ? &d->per[d->slot_of[pid] - 1] : &d->scratch;
+	int ahead = d->have_top && (int32_t)(d->top - d->a) >= 0;
+	uint32_t base = ahead ? d->top : d->a, now = (uint32_t)d->st.pkts_in, p;
+
+	if (q == &d->scratch)
+		*q = none; /* a PID without a slot: never sure of its period */
+	if (q->known && (int32_t)(q->cp - (base - 1u)) < 0)
+		q->known = 0; /* silent for a period or more: what it said is stale */
+	if (!q->known) {
+		p = (base & 1u) == par ? base : ahead ? base + 1u : base - 1u;
+		q->cp = p;
+		q->run = 1;
+		q->flipped = 0;
+		q->known = 1;
+	} else if ((q->cp & 1u) == par) {
+		p = q->cp;
+		if (q->run < GLITCH)
+			q->run++;
+	} else if (q->flipped && q->run < GLITCH && now - q->flip_at < GLITCH_SPAN) {
+		p = q->cp - 1u;
+		q->cp = p;
+		q->run = GLITCH;
+		q->flipped = 0;
+	} else {
+		p = q->cp + 1u;
+		q->cp = p;
+		q->run = 1;
+		q->flipped = 1;
+		q->flip_at = now;
+	}
+	*qp = q;
+	if (!d->have_top || (int32_t)(p - d->top) > 0) {
+		d->top = p;
+		d->have_top = 1;
+	}
+	return p;
+}
+
+/*
+ * Has the packet's period p (of a PID that is sure of it) a key? Keys older than the period
+ * before p are forgotten first (after a flush: held packets may still need them).
+ */
+static kh_err period_key(struct kh_decoder *d, uint16_t pid, unsigned par, int *ok)
+{
+	struct pid_period *q;
+	uint32_t p;
+	kh_err r;
+
+	*ok = 0;
+	if (!d->have_a)
+		return KH_OK; /* no ECM answered yet: no key, no period */
+	p = period_of(d, pid, par, &q);
+	if (q->run >= GLITCH)
+		for (unsigned s = 0; s < 2; s++) {
+			if (!d->key_ok[s] || (int32_t)(d->key_cp[s] - (p - 1u)) >= 0)
+				continue;
+			if ((r = flush(d)) != KH_OK)
+				return r;
+			kh_log_debug("decoder.key_forgotten", "cp=%u period=%u", d->key_cp[s], p);
+			forget_key(d, s);
+		}
+	d->cur = p;
+	*ok = d->key_ok[par] && d->key_cp[par] == p;
+	return KH_OK;
+}
+
+/*
+ * Keys from the card's answer for crypto period cp: CW_cp in the slot of parity cp & 1 and
+ * CW_{cp-1} in the other (the headend's convention). Nothing changes unless the answer fits:
+ * KH_ERR_FORMAT when it does not fit a descrambler or the mode, the decoder module's refusal to
+ * load it in ladder mode (its pair before stays, as ours).
+ */
 static kh_err set_keys(struct kh_decoder *d, const struct kh_cw_answer *cw)
 {
+	size_t klen = kh_scr_keylen((enum kh_scr_alg)cw->alg);
+	unsigned par = cw->cp & 1u;
 	kh_err r;
 
 	if ((r = flush(d)) != KH_OK)
 		return r;
+	if (klen == 0)
+		return KH_ERR_FORMAT;
 	if (ladder(d)) {
 		/* the sealed pair goes to the decoder module's descrambler as it came */
-		d->ladder_keys = 0;
-		if (!cw->sealed_len || kh_scr_keylen((enum kh_scr_alg)cw->alg) == 0)
+		if (!cw->sealed_len)
 			return KH_ERR_FORMAT;
 		if ((r = kh_host_cas_load(d->cfg.cas, cw)) != KH_OK)
 			return r;
-		d->alg = cw->alg;
-		d->ladder_keys = 1;
-		return KH_OK;
-	}
-	if (cw->sealed_len)
-		return KH_ERR_FORMAT;
-	if (!d->scr || d->alg != cw->alg) {
-		kh_scr_free(d->scr);
-		d->scr = NULL;
-		if (kh_scr_keylen((enum kh_scr_alg)cw->alg) == 0)
+	} else {
+		if (cw->sealed_len || cw->cw_len != klen)
 			return KH_ERR_FORMAT;
-		if ((r = kh_scr_new((enum kh_scr_alg)cw->alg, 0, &d->scr)) != KH_OK) {
-			d->err = r;
-			return r;
+		if (!d->scr || d->alg != cw->alg) {
+			kh_scr_free(d->scr);
+			d->scr = NULL;
+			d->key_ok[0] = d->key_ok[1] = 0;
+			if ((r = kh_scr_new((enum kh_scr_alg)cw->alg, 0, &d->scr)) != KH_OK) {
+				d->err = r;
+				return r;
+			}
 		}
-		d->alg = cw->alg;
+		if (kh_scr_set_key(d->scr, KH_SCR_EVEN, cw->even, cw->cw_len) != KH_OK ||
+		    kh_scr_set_key(d->scr, KH_SCR_ODD, cw->odd, cw->cw_len) != KH_OK) {
+			forget_key(d, KH_SCR_EVEN);
+			forget_key(d, KH_SCR_ODD);
+			return KH_ERR_FORMAT;
+		}
 	}
-	if (kh_scr_set_key(d->scr, KH_SCR_EVEN, cw->even, cw->cw_len) != KH_OK ||
-	    kh_scr_set_key(d->scr, KH_SCR_ODD, cw->odd, cw->cw_len) != KH_OK) {
-		kh_scr_clear_key(d->scr, KH_SCR_EVEN);
-		kh_scr_clear_key(d->scr, KH_SCR_ODD);
-		return KH_ERR_FORMAT;
-	}
+	d->alg = cw->alg;
+	d->key_ok[par] = d->key_ok[par ^ 1u] = 1;
+	d->key_cp[par] = cw->cp;
+	d->key_cp[par ^ 1u] = cw->cp - 1u;
+	/* A genuine ECM for cp: the stream is in cp - 1 or cp. Periods numbered otherwise than
+	 * from the ECM before (a restarted headend, a splice, a recording), or packets that went
+	 * past it, are forgotten: the next packets take their periods from this ECM. */
+	if (d->have_a && (uint32_t)(cw->cp - d->a) > 2u)
+		periods_reset(d, "ecm_jump");
+	else if (d->have_top && (int32_t)(d->top - cw->cp) > 0)
+		periods_reset(d, "ahead_of_ecm");
+	d->a = cw->cp;
+	d->have_a = 1;
+	d->have_noecm = 0;
 	return KH_OK;
 }
 
@@ -308,7 +459,77 @@ static void refusal(struct kh_decoder *d, kh_err r, const struct kh_ppv_offer *o
 	}
 }
 
-static kh_err pass_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
+/* The card could not authenticate the section: anyone can put such a one on the ECM PID. */
+static int unauthentic(kh_err r)
+{
+	return r == KH_ERR_AUTH || r == KH_ERR_SIGNATURE || r == KH_ERR_UNKNOWN_SIGNER || r == KH_ERR_NO_KEY ||
+	       r == KH_ERR_FORMAT || r == KH_ERR_TLV_TAG || r == KH_ERR_TRUNCATED || r == KH_ERR_TRAILING ||
+	       r == KH_ERR_TOO_LARGE || r == KH_ERR_VERSION;
+}
+
+/*
+ * The card refused an ECM: no key changes. Remember why, to tell the viewer when packets go
+ * without a key; the card's word on a section it authenticated (no right, not bought, ...) is
+ * not replaced by a later section it could not authenticate (a forged or foreign one).
+ */
+static void note_refusal(struct kh_decoder *d, kh_err r, const struct kh_ppv_offer *o)
+{
+	if (d->why && unauthentic(r) && !unauthentic(d->why))
+		return;
+	d->why = r;
+	d->why_has_offer = o != NULL;
+	if (o)
+		d->why_offer = *o;
+}
+
+/* ECM sections are public: comparing them needs no constant time. */
+static int was_refused(const struct kh_decoder *d, const uint8_t *sec, size_t n)
+{
+	for (unsigned i = 0; i < d->nrefused; i++)
+		if (d->refused[i].len == n && memcmp(d->refused[i].sec, sec, n) == 0)
+			return 1;
+	return 0;
+}
+
+static void remember_refused(struct kh_decoder *d, const uint8_t *sec, size_t n)
+{
+	struct refused *f = &d->refused[d->refused_pos];
+
+	if (n > sizeof f->sec)
+		return;
+	memcpy(f->sec, sec, n);
+	f->len = n;
+	d->refused_pos = (d->refused_pos + 1) % KH_DECODER_REFUSED;
+	if (d->nrefused < KH_DECODER_REFUSED)
+		d->nrefused++;
+}
+
+/* The card's verdicts may change (an EMM taken, another card): pass refused sections again. */
+static void forget_refused(struct kh_decoder *d)
+{
+	d->nrefused = 0;
+	d->refused_pos = 0;
+}
+
+/* A scrambled component packet without a key for its period: count it, say why once. */
+static void keyless(struct kh_decoder *d)
+{
+	d->st.dropped_nokey++;
+	if (d->why) {
+		refusal(d, d->why, d->why_has_offer ? &d->why_offer : NULL, 0);
+		return;
+	}
+	if (!d->have_a)
+		return; /* no ECM answered yet: the first has not come */
+	d->st.dropped_noecm++;
+	if (!d->have_noecm || d->noecm_cp != d->cur) {
+		d->have_noecm = 1;
+		d->noecm_cp = d->cur;
+		kh_log_info("decoder.no_ecm", "cp=%u program=%u", d->cur, d->program);
+	}
+}
+
+static kh_err pass_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n, const struct kh_ecm_hdr *h)
 {
 	struct kh_cw_answer cw;
 	struct kh_ppv_offer offer, bought;
@@ -326,10 +547,17 @@ static kh_err pass_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 		if (e != KH_OK) {
 			if (d->err)
 				return d->err;
+			/* an answer that fits no descrambler: the keys in force stay */
 			d->st.ecm_refused++;
-			refusal(d, e, NULL, 0);
-			return clear_keys(d);
+			kh_log_info("decoder.ecm_unusable", "err=%s", kh_err_name(e));
+			remember_refused(d, sec, n);
+			note_refusal(d, e, NULL);
+			return KH_OK;
 		}
+		d->have_last = 1;
+		d->last_tid = h->table_id;
+		d->last_cp = h->cp;
+		d->why = KH_OK;
 		if (d->have_notice) {
 			d->have_notice = 0;
 			tell(d, KH_OK, "access granted: descrambling with %s", kh_scr_alg_name((enum kh_scr_alg)d->alg));
@@ -339,7 +567,7 @@ static kh_err pass_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 	kh_wipe(&cw, sizeof cw);
 	d->st.ecm_refused++;
 	have_offer = r == KH_ERR_NOT_PURCHASED || r == KH_ERR_CREDIT_LOW;
-	kh_log_info("decoder.ecm_refused", "err=%s", kh_err_name(r));
+	kh_log_info("decoder.ecm_refused", "err=%s table_id=0x%02X cp=%u", kh_err_name(r), h->table_id, h->cp);
 	if (r == KH_ERR_NOT_PURCHASED && (d->cfg.flags & KH_DECODER_F_BUY) &&
 	    !(d->have_bought && d->bought_event == offer.event)) {
 		/* Once per event: the card decides from the authenticated ECM, never from us. */
@@ -353,7 +581,7 @@ static kh_err pass_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 			     bought.price, bought.credit);
 			if (d->cfg.changed)
 				d->cfg.changed(d->cfg.ctx, KH_DECODER_CHANGED_PURCHASE);
-			return pass_ecm(d, sec, n);
+			return pass_ecm(d, sec, n, h);
 		}
 		kh_log_info("decoder.purchase_refused", "err=%s event=%u", kh_err_name(e), offer.event);
 		r = e;
@@ -362,15 +590,19 @@ static kh_err pass_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 		offer = bought;
 		have_offer = r == KH_ERR_NOT_PURCHASED || r == KH_ERR_CREDIT_LOW;
 	}
-	if ((e = clear_keys(d)) != KH_OK)
-		return e;
 	if (!d->cfg.cas->connected) {
-		/* The channel is gone: let this ECM's next repetition reconnect (once per ECM). */
+		/* The channel is gone (the card pulled or swapped): its keys go with it, and this
+		 * ECM's next repetition reconnects (once per ECM). */
+		if ((e = clear_keys(d)) != KH_OK)
+			return e;
 		d->have_last = 0;
+		d->why = KH_OK;
 		refusal(d, r, NULL, 1);
 		return KH_OK;
 	}
-	refusal(d, r, have_offer ? &offer : NULL, 0);
+	/* A refusal changes nothing: the keys in force stay, the next genuine ECM is passed. */
+	remember_refused(d, sec, n);
+	note_refusal(d, r, have_offer ? &offer : NULL);
 	return KH_OK;
 }
 
@@ -388,7 +620,9 @@ static kh_err on_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 	if (d->cfg.flags & KH_DECODER_F_PASSIVE)
 		return KH_OK;
 	if (d->have_last && d->last_tid == h.table_id && d->last_cp == h.cp)
-		return KH_OK;
+		return KH_OK; /* a repetition of the ECM answered last */
+	if (was_refused(d, sec, n))
+		return KH_OK; /* a repetition of a section the card refused */
 	if (!d->cfg.cas->connected) {
 		if (d->tried && d->tried_tid == h.table_id && d->tried_cp == h.cp)
 			return KH_OK;
@@ -418,11 +652,9 @@ static kh_err on_ecm(struct kh_decoder *d, const uint8_t *sec, size_t n)
 		}
 		d->card_ua = d->cfg.cas->card_ua;
 		d->have_notice = 0;
+		forget_refused(d);
 	}
-	d->have_last = 1;
-	d->last_tid = h.table_id;
-	d->last_cp = h.cp;
-	return pass_ecm(d, sec, n);
+	return pass_ecm(d, sec, n, &h);
 }
 
 /* ---- EMMs ---- */
@@ -513,8 +745,7 @@ static void emm_taken(struct kh_decoder *d, unsigned type, uint32_t addr, uint32
 	d->have_status = 0;
 	if (d->cfg.changed)
 		d->cfg.changed(d->cfg.ctx, KH_DECODER_CHANGED_EMM);
-	if (!have_keys(d))
-		d->have_last = 0; /* rights may have arrived: show the card the current ECM again */
+	forget_refused(d); /* rights may have arrived: show the card the ECMs it refused again */
 }
 
 /*
@@ -689,6 +920,12 @@ static kh_err on_pat(struct kh_decoder *d, const uint8_t *sec, size_t n)
 	memset(d->comp, 0, sizeof d->comp);
 	d->ecm_pid = PID_NONE;
 	d->have_last = 0;
+	d->why = KH_OK;
+	d->have_a = 0;
+	periods_reset(d, "program");
+	memset(d->slot_of, 0, sizeof d->slot_of);
+	d->nslots = 0;
+	forget_refused(d);
 	return KH_OK;
 }
 
@@ -742,8 +979,13 @@ static kh_err on_pmt(struct kh_decoder *d, const uint8_t *sec, size_t n)
 	if (kh_ts_pmt_parse(sec, n, in) != KH_OK || !in->current || in->program_number != d->program)
 		return KH_OK;
 	memset(d->comp, 0, sizeof d->comp);
-	for (size_t i = 0; i < in->n; i++)
+	for (size_t i = 0; i < in->n; i++) {
 		set_comp(d, in->es[i].pid);
+		if (!d->slot_of[in->es[i].pid] && d->nslots < KH_TS_PMT_MAX_ES + 1) {
+			d->per[d->nslots].known = 0;
+			d->slot_of[in->es[i].pid] = (uint8_t)++d->nslots;
+		}
+	}
 	if (in->pcr_pid != KH_TS_PID_NULL)
 		set_comp(d, in->pcr_pid);
 	d->pcr_pid = in->pcr_pid;
@@ -753,6 +995,7 @@ static kh_err on_pmt(struct kh_decoder *d, const uint8_t *sec, size_t n)
 	if (ecm_pid != d->ecm_pid) {
 		kh_log_info("decoder.ecm_pid", "pid=%u", ecm_pid);
 		d->have_last = 0;
+		forget_refused(d);
 	}
 	set_pid(&d->ecm_asm, &d->ecm_pid, ecm_pid, KH_TS_PRIVATE_MAX);
 
@@ -815,6 +1058,8 @@ static kh_err one(struct kh_decoder *d, const uint8_t *p)
 {
 	struct kh_ts_pkt pk;
 	uint16_t pid;
+	kh_err r;
+	int ok;
 
 	d->st.pkts_in++;
 	if (kh_ts_parse(p, PKT, &pk) != KH_OK) {
@@ -825,7 +1070,7 @@ static kh_err one(struct kh_decoder *d, const uint8_t *p)
 	if (pid == d->pcr_pid && pk.af_len >= 7 && (pk.af[0] & 0x10))
 		on_pcr(d, &pk);
 	if (pid == KH_TS_PID_PAT) {
-		kh_err r = sections(d, &d->pat_asm, p, on_pat);
+		r = sections(d, &d->pat_asm, p, on_pat);
 		return r ? r : emit(d, p, 0);
 	}
 	if (pid == KH_TS_PID_CAT) {
@@ -846,13 +1091,18 @@ static kh_err one(struct kh_decoder *d, const uint8_t *p)
 	}
 	if (pk.scrambling == KH_TS_SC_CLEAR)
 		return emit(d, p, 0);
-	if (pk.scrambling == 1) {
-		d->st.dropped_bad++;
+	if (pk.scrambling == 1 || !is_comp(d, pid)) {
+		d->st.dropped_bad++; /* TSC 01, or scrambled outside the service: no key for it */
 		return KH_OK;
 	}
-	if (!is_comp(d, pid) || (d->cfg.flags & KH_DECODER_F_PASSIVE) ||
-	    !have_key(d, pk.scrambling == KH_TS_SC_EVEN ? KH_SCR_EVEN : KH_SCR_ODD)) {
+	if (d->cfg.flags & KH_DECODER_F_PASSIVE) {
 		d->st.dropped_nokey++;
+		return KH_OK;
+	}
+	if ((r = period_key(d, pid, pk.scrambling == KH_TS_SC_ODD ? KH_SCR_ODD : KH_SCR_EVEN, &ok)) != KH_OK)
+		return r;
+	if (!ok) {
+		keyless(d);
 		return KH_OK;
 	}
 	return emit(d, p, 1);
@@ -875,8 +1125,96 @@ kh_err kh_decoder_feed(struct kh_decoder *d, const uint8_t *pkts, size_t n)
 	return KH_OK;
 }
 
+/* ---- the packet cadence (kh_decoder_write) ---- */
+
+/*
+ * Take the packets of d->in that can be judged. In sync, a packet is taken when the byte after
+ * it is a sync byte too (or, at the end of the stream, when nothing follows); otherwise the
+ * packet in doubt is dropped and the cadence looked for again: three sync bytes 188 apart (at the
+ * end of the stream, two whole packets that end it). What is passed over is counted. The bytes
+ * that cannot be judged yet stay at the front of d->in.
+ */
+static kh_err drain(struct kh_decoder *d, int final)
+{
+	size_t pos = 0, len = d->inlen, i;
+	kh_err r = KH_OK;
+	int found;
+
+	while (pos < len) {
+		if (d->locked) {
+			if (len - pos < PKT + (final ? 0u : 1u))
+				break;
+			if (d->in[pos] == SYNC && (len - pos == PKT || d->in[pos + PKT] == SYNC)) {
+				if ((r = one(d, d->in + pos)) != KH_OK)
+					break;
+				pos += PKT;
+				continue;
+			}
+			d->locked = 0;
+			d->st.sync_lost++;
+			kh_log_info("decoder.sync_lost", "packet=%llu", (unsigned long long)d->st.pkts_in);
+			continue; /* the packet at pos cannot be the start of three: looked for after it */
+		}
+		found = 0;
+		for (i = pos; i + 2 * PKT < len && !found; i++)
+			found = d->in[i] == SYNC && d->in[i + PKT] == SYNC && d->in[i + 2 * PKT] == SYNC;
+		if (found) {
+			i--;
+		} else if (final && len - pos >= 2 * PKT) {
+			i = len - 2 * PKT; /* the end of the stream: two whole packets, nothing after */
+			found = d->in[i] == SYNC && d->in[i + PKT] == SYNC;
+		}
+		if (found) {
+			d->st.skipped_bytes += i - pos;
+			pos = i;
+			d->locked = 1;
+			continue;
+		}
+		/* not found: keep the bytes a later call could still confirm (all of them at the end) */
+		i = final ? len : len - pos > 2 * PKT ? len - 2 * PKT : pos;
+		d->st.skipped_bytes += i - pos;
+		pos = i;
+		break;
+	}
+	if (final && r == KH_OK) { /* a cut last packet, or a tail that never was in sync */
+		d->st.skipped_bytes += len - pos;
+		pos = len;
+	}
+	memmove(d->in, d->in + pos, len - pos);
+	d->inlen = len - pos;
+	if (r != KH_OK && !d->err)
+		d->err = r;
+	return r;
+}
+
+kh_err kh_decoder_write(struct kh_decoder *d, const uint8_t *buf, size_t n)
+{
+	kh_err r;
+
+	if (d->err)
+		return d->err;
+	if (n && !buf)
+		return KH_ERR_INVAL;
+	while (n) {
+		size_t k = INBUF - d->inlen < n ? INBUF - d->inlen : n;
+		memcpy(d->in + d->inlen, buf, k);
+		d->inlen += k;
+		buf += k;
+		n -= k;
+		if ((r = drain(d, 0)) != KH_OK)
+			return r;
+	}
+	return KH_OK;
+}
+
 kh_err kh_decoder_finish(struct kh_decoder *d)
 {
+	kh_err r;
+
+	if (d->err)
+		return d->err;
+	if (d->inlen && (r = drain(d, 1)) != KH_OK)
+		return r;
 	return flush(d);
 }
 

@@ -83,9 +83,11 @@ kh_err_has 'not private'
 chmod 600 m1d/m1.key
 
 # --- play: empty stream, pairing failure -------------------------------------------------------
-kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card.card --out empty.ts
-[ -f empty.ts ] && [ ! -s empty.ts ] || kh_fail "an empty stream did not give an empty file"
-kh_expect_mode empty.ts 644
+# nothing on standard input is no transport stream: exit 1, no output file
+kh_expect_fail decoder play --decoder dec.card --cam cam.card --card card.card --out empty.ts
+kh_err_has '^keyhole: standard input: not a transport stream'
+[ ! -e empty.ts ] || kh_fail "an empty stream left an output file"
+[ -z "$(find . -name 'empty.ts.*')" ] || kh_fail "an empty stream left a temporary file"
 kh_expect_fail decoder play --decoder dec.card --cam card.card --card cam.card --out never.ts
 kh_err_has 'different role'
 [ ! -e never.ts ] || kh_fail "a failed play left its output file"
@@ -106,7 +108,9 @@ done
 if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	ffmpeg -nostdin -loglevel error -f lavfi -i testsrc=size=64x48:rate=10 -t 1 -c:v mpeg2video \
 		-f mpegts clip.ts || kh_fail "ffmpeg could not make a clip"
+	# a stream clear to begin with plays (exit 0): only scrambled packets need a key
 	kh_expect_ok decoder play -v --decoder dec.card --cam cam.card --card card.card --in clip.ts --out clear.ts
+	kh_expect_mode clear.ts 644
 	kh_err_has 'descrambled'
 	kh_err_has 'ECMs passed 0'
 	[ "$(wc -c <clear.ts)" -eq "$(wc -c <clip.ts)" ] || kh_fail "a clear clip changed size"
@@ -136,8 +140,14 @@ if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 		--auth-export 1 --out old.emm
 	kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-old.ts --alg csa2 \
 		--event 77 --price 30 --period 5 --emm old.emm
-	KEYHOLE_LOG=info kh_expect_ok decoder play --decoder dec.card --cam cam.card --card old.card --in s-old.ts \
+	# the event is not bought yet: not one packet descrambled, so exit 1 with the reason and no
+	# output file; the card and M1 are kept up to date all the same
+	KEYHOLE_LOG=info kh_run decoder play --decoder dec.card --cam cam.card --card old.card --in s-old.ts \
 		--out c-old.ts --m1 m1d
+	[ "$KH_RC" -eq 1 ] || kh_fail "a pay-per-view event not bought: play exited $KH_RC, want 1"
+	[ "$(tail -n 1 "$KH_ERR")" = "keyhole: program 1: not one packet could be descrambled: pay-per-view event 77: price 30, credit 100 — run 'keyhole decoder buy'" ] ||
+		kh_fail "a pay-per-view event not bought: the last line does not say why"
+	[ ! -e c-old.ts ] || kh_fail "nothing descrambled, yet an output file was written"
 	# refreshed when the card accepted the EMM, and at the end of the stream
 	kh_err_has 'event=decoder.m1 why=emm ua=000000C9'
 	kh_err_has 'event=decoder.m1 why=end ua=000000C9'
@@ -165,8 +175,9 @@ if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-new.ts --alg csa2 \
 		--event 78 --price 30 --period 5 --emm new.emm
 	kh_snapshot m1d >"$KH_META/m1.before"
-	KEYHOLE_LOG=info kh_expect_ok decoder play --decoder dec.card --cam cam.card --card new.card --in s-new.ts \
+	KEYHOLE_LOG=info kh_run decoder play --decoder dec.card --cam cam.card --card new.card --in s-new.ts \
 		--out c-new.ts --m1 m1d
+	[ "$KH_RC" -eq 1 ] || kh_fail "event 78 not bought: play exited $KH_RC, want 1"
 	kh_err_has 'm1_kept.*EXPORT_DENIED'
 	kh_expect_ok decoder buy --decoder dec.card --cam cam.card --card new.card --in s-new.ts --m1 m1d
 	kh_out_has '^bought event 78'

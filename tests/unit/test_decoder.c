@@ -48,6 +48,14 @@ struct scenario {
 	uint32_t credit; /* ... and this credit (0: none) */
 	uint32_t ua;     /* the card the unique EMM is for */
 	uint32_t other_ua; /* a unique EMM for another card too (0: none) */
+	/* hostile streams (0: none) */
+	int lose_ecm;    /* 1 + k: every copy of ECM k left out */
+	int forge;       /* just before the first copy of each ECM k >= 1, a copy with one byte changed */
+	int foreign;     /* another operator's ECMs on the ECM PID, every few packets, with the
+			  * (table_id, cp) of the genuine ones to come */
+	int stagger;     /* the audio switches to each new period 20 of its packets after the video */
+	int inject;      /* one video packet of the next period's parity injected mid-period */
+	const uint8_t *sk; /* the service key (NULL: a random one) */
 };
 
 struct stream {
@@ -57,6 +65,10 @@ struct stream {
 	size_t nclear, ccap;
 	size_t ecm_pos[PERIODS];   /* stream packet index where ECM k first appears */
 	size_t clear_at[PERIODS];  /* component packets before it */
+	size_t period_at[PERIODS]; /* component packets before period k */
+	int lose, forge;           /* from the scenario */
+	uint8_t fecm[PERIODS][KH_ECM_MAX]; /* the foreign operator's ECMs */
+	size_t fecm_len[PERIODS];
 	uint8_t cc[KH_TS_PID_MAX + 1];
 	uint8_t ecm[PERIODS][KH_ECM_MAX];
 	size_t ecm_len[PERIODS];
@@ -200,7 +212,17 @@ static void put_emms(struct stream *s)
 
 static void put_ecm(struct stream *s, int k)
 {
+	if (s->lose == k + 1)
+		return;
 	if (s->ecm_pos[k] == 0) {
+		if (s->forge && k >= 1) {
+			/* one byte changed, somewhere else each time: key id, cp, body, signature */
+			static const size_t at[] = {3, 11, 40, 90, 200};
+			uint8_t f[KH_ECM_MAX];
+			memcpy(f, s->ecm[k], s->ecm_len[k]);
+			f[at[k % 5] % s->ecm_len[k]] ^= 0x20;
+			put_section(s, ECM_PID, f, s->ecm_len[k]);
+		}
 		s->ecm_pos[k] = s->n;
 		s->clear_at[k] = s->nclear;
 	}
@@ -216,7 +238,12 @@ static struct stream *make_stream(struct world *w, const struct scenario *sc, ui
 	struct kh_ecm e;
 
 	assert_non_null(s);
-	assert_int_equal(kh_random(sk, sizeof sk), KH_OK);
+	s->lose = sc->lose_ecm;
+	s->forge = sc->forge;
+	if (sc->sk)
+		memcpy(sk, sc->sk, sizeof sk);
+	else
+		assert_int_equal(kh_random(sk, sizeof sk), KH_OK);
 	assert_int_equal(kh_random(&cw[0][0], sizeof cw), KH_OK);
 	assert_int_equal(kh_scr_new(sc->alg, 0, &scr), KH_OK);
 	for (int k = 0; k < PERIODS; k++) {
@@ -236,6 +263,17 @@ static struct stream *make_stream(struct world *w, const struct scenario *sc, ui
 		e.price = PRICE;
 		e.time = t;
 		assert_int_equal(kh_ecm_seal(sk, world_ecm_signer(w->auth), &e, s->ecm[k], KH_ECM_MAX, &s->ecm_len[k]), KH_OK);
+		if (sc->foreign) {
+			/* the other operator's: its own service key under key id 1 (the card's tag check
+			 * fails) or 9 (the card has no such key), its own signer, the same numbering */
+			uint8_t fk[32];
+			assert_int_equal(kh_random(fk, sizeof fk), KH_OK);
+			e.h.key_id = k % 2 ? 9 : 1;
+			assert_int_equal(kh_ecm_seal(fk, world_ecm_signer(w->foreign), &e, s->fecm[k], KH_ECM_MAX,
+						     &s->fecm_len[k]),
+					 KH_OK);
+			kh_wipe(fk, sizeof fk);
+		}
 	}
 	if (sc->other_ua)
 		make_emm(w, sc, sc->other_ua, sk, t, s->emm[s->nemm], &s->emm_len[s->nemm]), s->nemm++;
@@ -248,7 +286,12 @@ static struct stream *make_stream(struct world *w, const struct scenario *sc, ui
 	for (int k = 0; k < PERIODS; k++) {
 		enum kh_scr_parity par = k & 1 ? KH_SCR_ODD : KH_SCR_EVEN;
 		assert_int_equal(kh_scr_set_key(scr, par, cw[k], cwlen), KH_OK);
+		s->period_at[k] = s->nclear;
 		for (size_t i = 0; i < PER_PERIOD; i++) {
+			if (sc->foreign && i % 9 == 4) { /* ahead of the genuine: the next periods' numbers */
+				int j = (k + 1 + (int)(i / 9)) % PERIODS;
+				put_section(s, ECM_PID, s->fecm[j], s->fecm_len[j]);
+			}
 			if (i == PER_PERIOD / 2) { /* the carousel: tables, EMMs and the ECM again */
 				put_psi(s, sc);
 				put_emms(s);
@@ -257,7 +300,21 @@ static struct stream *make_stream(struct world *w, const struct scenario *sc, ui
 			}
 			if (i == PER_PERIOD * 3 / 4 && k + 1 < PERIODS)
 				put_ecm(s, k + 1); /* the lead: ECM k+1 before period k ends */
-			put_comp(s, scr, (size_t)k * PER_PERIOD + i, par);
+			if (sc->inject && i == PER_PERIOD / 3) {
+				/* someone else's packet on the video PID, with the other parity: not ours */
+				struct kh_ts_pkt h = {0};
+				uint8_t junk[184];
+				assert_int_equal(kh_random(junk, sizeof junk), KH_OK);
+				h.pid = VID_PID;
+				h.cc = s->cc[VID_PID] & 15;
+				h.scrambling = (uint8_t)(par == KH_SCR_ODD ? KH_TS_SC_EVEN : KH_TS_SC_ODD);
+				assert_int_equal(kh_ts_build(slot(&s->ts, &s->n, &s->cap), &h, NULL, 0, junk, sizeof junk),
+						 KH_OK);
+			}
+			if (sc->stagger && k > 0 && i < 60 && i % 3 == 2) /* audio, still in period k-1 */
+				put_comp(s, scr, (size_t)k * PER_PERIOD + i, par == KH_SCR_ODD ? KH_SCR_EVEN : KH_SCR_ODD);
+			else
+				put_comp(s, scr, (size_t)k * PER_PERIOD + i, par);
 		}
 	}
 	kh_scr_free(scr);
@@ -433,7 +490,7 @@ static void check_pmt(const struct sink *k)
 
 static void play_with_rights(struct world *w, enum kh_scr_alg alg)
 {
-	struct scenario sc = {alg, KH_ECM_PRODUCT, 1, 1, 0, w->c1.ua, w->c2.ua};
+	struct scenario sc = {.alg = alg, .access = KH_ECM_PRODUCT, .set_key = 1, .entitle = 1, .ua = w->c1.ua, .other_ua = w->c2.ua};
 	uint64_t t = (uint64_t)time(NULL);
 	struct stream *s = make_stream(w, &sc, t);
 	struct kh_host_cas cas;
@@ -473,7 +530,7 @@ static void test_play_idsa(void **state) { play_with_rights(*state, KH_SCR_IDSA)
 static void test_no_right(void **state)
 {
 	struct world *w = *state;
-	struct scenario sc = {KH_SCR_CSA2, KH_ECM_PRODUCT, 1, 0, 0, w->c1.ua, 0};
+	struct scenario sc = {.alg = KH_SCR_CSA2, .access = KH_ECM_PRODUCT, .set_key = 1, .entitle = 0, .credit = 0, .ua = w->c1.ua, .other_ua = 0};
 	struct stream *s = make_stream(w, &sc, (uint64_t)time(NULL));
 	struct kh_host_cas cas;
 	struct sink k = {0};
@@ -504,7 +561,7 @@ static void test_no_right(void **state)
 static void test_card_swap(void **state)
 {
 	struct world *w = *state;
-	struct scenario sc = {KH_SCR_CSA2, KH_ECM_PRODUCT, 1, 1, 0, w->c1.ua, 0};
+	struct scenario sc = {.alg = KH_SCR_CSA2, .access = KH_ECM_PRODUCT, .set_key = 1, .entitle = 1, .credit = 0, .ua = w->c1.ua, .other_ua = 0};
 	struct stream *s = make_stream(w, &sc, (uint64_t)time(NULL));
 	struct kh_host_cas cas;
 	struct sink k = {0};
@@ -536,7 +593,7 @@ static void test_card_swap(void **state)
 static void test_ppv(void **state)
 {
 	struct world *w = *state;
-	struct scenario sc = {KH_SCR_IDSA, KH_ECM_EVENT, 1, 0, 100, w->c1.ua, 0};
+	struct scenario sc = {.alg = KH_SCR_IDSA, .access = KH_ECM_EVENT, .set_key = 1, .entitle = 0, .credit = 100, .ua = w->c1.ua, .other_ua = 0};
 	struct stream *s = make_stream(w, &sc, (uint64_t)time(NULL));
 	struct kh_host_cas cas;
 	struct sink k = {0}, k2 = {0};
@@ -569,7 +626,7 @@ static void test_ppv(void **state)
 static void test_ppv_credit_low(void **state)
 {
 	struct world *w = *state;
-	struct scenario sc = {KH_SCR_CSA2, KH_ECM_EVENT, 1, 0, 10, w->c1.ua, 0};
+	struct scenario sc = {.alg = KH_SCR_CSA2, .access = KH_ECM_EVENT, .set_key = 1, .entitle = 0, .credit = 10, .ua = w->c1.ua, .other_ua = 0};
 	struct stream *s = make_stream(w, &sc, (uint64_t)time(NULL));
 	struct kh_host_cas cas;
 	struct sink k = {0};
@@ -591,7 +648,7 @@ static void test_ppv_credit_low(void **state)
 static void test_passive(void **state)
 {
 	struct world *w = *state;
-	struct scenario sc = {KH_SCR_CISSA, KH_ECM_EVENT, 1, 0, 100, w->c1.ua, 0};
+	struct scenario sc = {.alg = KH_SCR_CISSA, .access = KH_ECM_EVENT, .set_key = 1, .entitle = 0, .credit = 100, .ua = w->c1.ua, .other_ua = 0};
 	struct stream *s = make_stream(w, &sc, (uint64_t)time(NULL));
 	struct kh_decoder_config cfg = {0};
 	struct kh_decoder *d = NULL;
@@ -790,7 +847,7 @@ static void gap_setup(struct world *w, struct gapper *g)
 
 	memset(g, 0, sizeof *g);
 	g->w = w;
-	g->sc = (struct scenario){KH_SCR_CSA2, KH_ECM_PRODUCT, 1, 1, 0, w->c1.ua, 0};
+	g->sc = (struct scenario){.alg = KH_SCR_CSA2, .access = KH_ECM_PRODUCT, .set_key = 1, .entitle = 1, .credit = 0, .ua = w->c1.ua, .other_ua = 0};
 	g->t = (uint64_t)time(NULL);
 	assert_non_null(g->s = calloc(1, sizeof *g->s));
 	assert_int_equal(kh_random(g->sk, sizeof g->sk), KH_OK);
@@ -861,6 +918,25 @@ static void gap_ecm(struct gapper *g)
 	put_section(g->s, ECM_PID, sec, n);
 }
 
+/* A scrambled packet of the service's video in the period of the ECM put last (its payload is
+ * never looked at: only what the engine does with it), after 100 packets of another PID (a
+ * period lasts seconds, and many packets go by in it). */
+static void gap_comp(struct gapper *g)
+{
+	struct kh_ts_pkt h = {0};
+	uint8_t payload[184];
+
+	for (int i = 0; i < 100; i++)
+		put_clear_other(g->s);
+	memset(payload, 0xA5, sizeof payload);
+	h.pid = VID_PID;
+	h.scrambling = (uint8_t)((g->cp - 1) & 1 ? KH_TS_SC_ODD : KH_TS_SC_EVEN);
+	h.cc = g->s->cc[VID_PID]++ & 15;
+	g->s->cc[VID_PID] &= 15;
+	assert_int_equal(kh_ts_build(slot(&g->s->ts, &g->s->n, &g->s->cap), &h, NULL, 0, payload, sizeof payload),
+			 KH_OK);
+}
+
 /* Feed what was built since the last call; the ECM answers so far. */
 static void gap_feed(struct gapper *g, struct kh_decoder_stats *st)
 {
@@ -900,6 +976,7 @@ static void test_emm_gap_withheld_revoke(void **state)
 	gap_emm(&g, 1);
 	gap_emm(&g, 3); /* 2, the REVOKE, withheld */
 	gap_ecm(&g);
+	gap_comp(&g);
 	gap_feed(&g, &st);
 	assert_int_equal(gap_card_seq(&g), 1);
 	assert_int_equal(st.emm_accepted, 1);
@@ -910,19 +987,25 @@ static void test_emm_gap_withheld_revoke(void **state)
 	/* the carousel again without the REVOKE: 3 is held, not passed again */
 	gap_emm(&g, 3);
 	gap_ecm(&g);
+	gap_comp(&g);
 	gap_feed(&g, &st);
 	assert_int_equal(st.emm_passed, 2);
 	assert_int_equal(st.ecm_answered, 2);
+	assert_int_equal(st.dropped_nokey, 0);
 
-	/* the REVOKE at last: 2 then the held 3, and the product no longer plays */
+	/* the REVOKE at last: 2 then the held 3, and the product no longer plays: the packets of
+	 * the refused ECM's period go without a key, and the viewer hears why */
 	gap_emm(&g, 2);
 	gap_ecm(&g);
+	gap_comp(&g);
 	gap_feed(&g, &st);
 	assert_int_equal(gap_card_seq(&g), 3);
 	assert_int_equal(st.emm_accepted, 3);
 	assert_int_equal(st.emm_pending, 0);
 	assert_int_equal(st.ecm_answered, 2);
 	assert_int_equal(st.ecm_refused, 1);
+	assert_int_equal(st.dropped_nokey, 1);
+	assert_true(g.k.nnotes > 0);
 	assert_int_equal(g.k.reason[g.k.nnotes - 1], KH_ERR_NO_RIGHT);
 	gap_free(&g);
 }
@@ -1029,6 +1112,333 @@ static void test_emm_gap_pending_set(void **state)
 	gap_free(&g);
 }
 
+/* ---- hostile streams: forged and foreign ECMs, lost ECMs, a restart, damaged bytes ---- */
+
+static void connect_mode(struct world *w, struct kh_host_cas *cas, struct mod *card, unsigned flags)
+{
+	kh_host_cas_init(cas, &w->dec.t, &w->cam.t, &card->t, flags);
+	assert_int_equal(kh_host_cas_connect(cas), KH_OK);
+	assert_int_equal(cas->card_ua, card->ua);
+}
+
+/*
+ * Whatever happened: every output packet is clear, no ECM, EMM or CAT; the service's component
+ * packets are exactly the clear ones in [0, a) and [b, nclear), in order: none descrambled with
+ * a key of another period (it would come out as noise, unequal to its clear packet).
+ */
+static void check_output_gap(const struct stream *s, const struct sink *k, size_t a, size_t b)
+{
+	size_t want = 0, ncomp = 0;
+	struct kh_ts_pkt p;
+
+	for (size_t i = 0; i < k->n; i++) {
+		const uint8_t *pk = k->out + i * PKT;
+		assert_int_equal(kh_ts_parse(pk, PKT, &p), KH_OK);
+		assert_int_equal(p.scrambling, KH_TS_SC_CLEAR);
+		assert_int_not_equal(p.pid, ECM_PID);
+		assert_int_not_equal(p.pid, EMM_PID);
+		if (p.pid != VID_PID && p.pid != AUD_PID)
+			continue;
+		if (want == a)
+			want = b;
+		assert_true(want < s->nclear);
+		assert_memory_equal(pk, s->clear + want * PKT, PKT);
+		want++;
+		ncomp++;
+	}
+	assert_int_equal(ncomp, a + (s->nclear - b));
+}
+
+/*
+ * A forged copy (one byte changed) just before the first copy of each new ECM, or another
+ * operator's ECMs with the same numbers all along the ECM PID: the card refuses them and
+ * nothing changes, so the programme plays whole, bit-exact, with not one packet dropped, the
+ * genuine repetitions still reaching the card; each foreign section goes to the card once, and
+ * the viewer is told nothing (the picture never stopped). Open mode and key ladder.
+ */
+static void refused_change_nothing(struct world *w, unsigned flags, int forge, int foreign)
+{
+	struct scenario sc = {.alg = KH_SCR_CSA2, .access = KH_ECM_PRODUCT, .set_key = 1, .entitle = 1, .credit = 0, .ua = w->c1.ua, .other_ua = 0};
+	struct stream *s;
+	struct kh_host_cas cas;
+	struct sink k = {0};
+	struct kh_decoder_stats st;
+
+	sc.alg = foreign ? KH_SCR_CISSA : KH_SCR_CSA2;
+	sc.forge = forge;
+	sc.foreign = foreign;
+	s = make_stream(w, &sc, (uint64_t)time(NULL));
+	connect_mode(w, &cas, &w->c1, flags);
+	run(w, &cas, s, 0, 0, NULL, &k, &st);
+	check_output(s, &k, s->nclear);
+	assert_int_equal(st.dropped_nokey, 0);
+	assert_int_equal(st.descrambled, s->nclear);
+	assert_int_equal(st.ecm_answered, PERIODS);
+	assert_true(st.ecm_refused >= (forge ? 1u : PERIODS / 2u));
+	assert_int_equal(st.ecm_refused, st.ecm_passed - PERIODS);
+	if (foreign) /* each foreign section once, not at every repetition */
+		assert_true(st.ecm_passed <= 2 * PERIODS);
+	assert_int_equal(k.nnotes, 0);
+	kh_host_cas_wipe(&cas);
+	free(k.out);
+	free_stream(s);
+}
+
+static void test_forged_ecm(void **state) { refused_change_nothing(*state, 0, 1, 0); }
+static void test_forged_ecm_ladder(void **state) { refused_change_nothing(*state, KH_HOST_CAS_LADDER, 1, 0); }
+static void test_foreign_ecms(void **state) { refused_change_nothing(*state, 0, 0, 1); }
+static void test_foreign_ecms_ladder(void **state) { refused_change_nothing(*state, KH_HOST_CAS_LADDER, 0, 1); }
+
+/*
+ * Every copy of ECM 2 lost: period 2's packets have no key until ECM 3 (which carries CW_2 in its
+ * other slot) arrives, and are dropped and counted, never "descrambled" with CW_0, the key of
+ * the same parity two periods before; from ECM 3 on, everything plays again.
+ */
+static void lost_ecm(struct world *w, unsigned flags)
+{
+	struct scenario sc = {.alg = KH_SCR_IDSA, .access = KH_ECM_PRODUCT, .set_key = 1, .entitle = 1, .credit = 0, .ua = w->c1.ua, .other_ua = 0};
+	struct stream *s;
+	struct kh_host_cas cas;
+	struct sink k = {0};
+	struct kh_decoder_stats st;
+	size_t lost;
+
+	sc.lose_ecm = 1 + 2;
+	s = make_stream(w, &sc, (uint64_t)time(NULL));
+	assert_true(s->clear_at[3] > s->period_at[2]);
+	lost = s->clear_at[3] - s->period_at[2];
+	connect_mode(w, &cas, &w->c1, flags);
+	run(w, &cas, s, 0, 0, NULL, &k, &st);
+	check_output_gap(s, &k, s->period_at[2], s->clear_at[3]);
+	assert_int_equal(st.dropped_nokey, lost);
+	assert_int_equal(st.dropped_noecm, lost);
+	assert_int_equal(st.descrambled, s->nclear - lost);
+	assert_int_equal(st.ecm_answered, PERIODS - 1);
+	assert_int_equal(k.nnotes, 0);
+	kh_host_cas_wipe(&cas);
+	free(k.out);
+	free_stream(s);
+}
+
+static void test_lost_ecm(void **state) { lost_ecm(*state, 0); }
+static void test_lost_ecm_ladder(void **state) { lost_ecm(*state, KH_HOST_CAS_LADDER); }
+
+/*
+ * Packets that do not switch with the others: the audio switches to each new period 20 of its
+ * packets late (still under the key before); and one injected video packet with the parity of
+ * the next period in the middle of each period. Each PID's periods follow its own parity, and a
+ * lone packet of the other parity is taken for what it is: the programme plays whole, only the
+ * injected packets are dropped (they have no key), and no period is skipped.
+ */
+static void odd_parities(struct world *w, unsigned flags, int stagger, int inject)
+{
+	struct scenario sc = {.alg = KH_SCR_CSA2, .access = KH_ECM_PRODUCT, .set_key = 1, .entitle = 1, .ua = w->c1.ua};
+	struct stream *s;
+	struct kh_host_cas cas;
+	struct sink k = {0};
+	struct kh_decoder_stats st;
+
+	sc.stagger = stagger;
+	sc.inject = inject;
+	s = make_stream(w, &sc, (uint64_t)time(NULL));
+	connect_mode(w, &cas, &w->c1, flags);
+	run(w, &cas, s, 0, 0, NULL, &k, &st);
+	check_output(s, &k, s->nclear);
+	assert_int_equal(st.descrambled, s->nclear);
+	assert_int_equal(st.dropped_nokey, inject ? PERIODS : 0);
+	assert_int_equal(k.nnotes, 0);
+	kh_host_cas_wipe(&cas);
+	free(k.out);
+	free_stream(s);
+}
+
+static void test_staggered_switch(void **state) { odd_parities(*state, 0, 1, 0); }
+static void test_injected_parity(void **state) { odd_parities(*state, KH_HOST_CAS_LADDER, 0, 1); }
+
+/* The headend restarts (crypto periods numbered from 0 again): the decoder follows at once. */
+static void test_restart(void **state)
+{
+	struct world *w = *state;
+	struct scenario sc = {.alg = KH_SCR_CSA2, .access = KH_ECM_PRODUCT, .set_key = 1, .entitle = 1, .credit = 0, .ua = w->c1.ua, .other_ua = 0};
+	uint8_t sk[32];
+	uint64_t t = (uint64_t)time(NULL);
+	struct stream *a, *b, c;
+	struct kh_host_cas cas;
+	struct sink k = {0};
+	struct kh_decoder_stats st;
+
+	assert_int_equal(kh_random(sk, sizeof sk), KH_OK);
+	sc.sk = sk;
+	a = make_stream(w, &sc, t);
+	b = make_stream(w, &sc, t);
+	memset(&c, 0, sizeof c);
+	c.n = a->n + b->n;
+	c.nclear = a->nclear + b->nclear;
+	assert_non_null(c.ts = malloc(c.n * PKT));
+	assert_non_null(c.clear = malloc(c.nclear * PKT));
+	memcpy(c.ts, a->ts, a->n * PKT);
+	memcpy(c.ts + a->n * PKT, b->ts, b->n * PKT);
+	memcpy(c.clear, a->clear, a->nclear * PKT);
+	memcpy(c.clear + a->nclear * PKT, b->clear, b->nclear * PKT);
+	connect_mode(w, &cas, &w->c1, 0);
+	run(w, &cas, &c, 0, 0, NULL, &k, &st);
+	check_output(&c, &k, c.nclear);
+	assert_int_equal(st.dropped_nokey, 0);
+	assert_int_equal(st.ecm_answered, 2 * PERIODS);
+	kh_host_cas_wipe(&cas);
+	kh_wipe(sk, sizeof sk);
+	free(k.out);
+	free(c.ts);
+	free(c.clear);
+	free_stream(a);
+	free_stream(b);
+}
+
+/* Write buf to a new engine in chunks of `chunk` bytes (kh_decoder_write), then finish. */
+static void run_bytes(struct kh_host_cas *cas, const uint8_t *buf, size_t len, size_t chunk, struct sink *k,
+		      struct kh_decoder_stats *st)
+{
+	struct kh_decoder_config cfg = {0};
+	struct kh_decoder *d = NULL;
+
+	memset(k, 0, sizeof *k);
+	cfg.cas = cas;
+	cfg.notify = sink_notify;
+	cfg.out = sink_out;
+	cfg.ctx = k;
+	assert_int_equal(kh_decoder_new(&cfg, &d), KH_OK);
+	for (size_t off = 0; off < len; off += chunk)
+		assert_int_equal(kh_decoder_write(d, buf + off, len - off < chunk ? len - off : chunk), KH_OK);
+	assert_int_equal(kh_decoder_finish(d), KH_OK);
+	kh_decoder_get_stats(d, st);
+	kh_decoder_free(d);
+}
+
+/* k is ref with exactly one packet missing. */
+static void check_minus_one(const struct sink *ref, const struct sink *k)
+{
+	size_t m = 0;
+
+	assert_int_equal(k->n + 1, ref->n);
+	while (m < k->n && memcmp(k->out + m * PKT, ref->out + m * PKT, PKT) == 0)
+		m++;
+	if (m < k->n)
+		assert_memory_equal(k->out + m * PKT, ref->out + (m + 1) * PKT, (k->n - m) * PKT);
+}
+
+/* Not a byte of the sync value in garbage (so the expected counts are exact). */
+static void garbage(uint8_t *g, size_t n)
+{
+	assert_int_equal(kh_random(g, n), KH_OK);
+	for (size_t i = 0; i < n; i++)
+		if (g[i] == 0x47)
+			g[i] = 0x46;
+}
+
+/*
+ * kh_decoder_write finds the packet cadence: 100 bytes of garbage first, a byte lost inside a
+ * packet, 500 bytes of garbage between two packets, the last packet cut, the stream given a
+ * byte at a time; what it passes over is counted, every packet it takes is whole, and the rest
+ * of the stream plays as from a clean input. Garbage alone, or nothing, gives no packet at all.
+ */
+static void test_resync(void **state)
+{
+	struct world *w = *state;
+	struct scenario sc = {.alg = KH_SCR_CSA2, .access = KH_ECM_PRODUCT, .set_key = 1, .entitle = 1, .credit = 0, .ua = w->c1.ua, .other_ua = 0};
+	struct stream *s = make_stream(w, &sc, (uint64_t)time(NULL));
+	struct kh_host_cas cas;
+	struct sink ref = {0}, k;
+	struct kh_decoder_stats st;
+	size_t len = s->n * PKT, j, at;
+	uint8_t *buf = malloc(len + 1000), g[1000];
+	struct kh_ts_pkt p;
+
+	assert_non_null(buf);
+	connect_mode(w, &cas, &w->c1, 0);
+	run(w, &cas, s, 0, 0, NULL, &ref, &st);
+	check_output(s, &ref, s->nclear);
+
+	/* a component packet in the middle, to damage */
+	for (j = s->n / 2; j < s->n; j++)
+		if (kh_ts_parse(s->ts + j * PKT, PKT, &p) == KH_OK && p.pid == VID_PID)
+			break;
+	assert_true(j + 1 < s->n);
+	at = j * PKT;
+
+	/* garbage first */
+	garbage(g, 100);
+	memcpy(buf, g, 100);
+	memcpy(buf + 100, s->ts, len);
+	run_bytes(&cas, buf, len + 100, 4099, &k, &st);
+	assert_int_equal(k.n, ref.n);
+	assert_memory_equal(k.out, ref.out, ref.n * PKT);
+	assert_int_equal(st.skipped_bytes, 100);
+	assert_int_equal(st.sync_lost, 0);
+	assert_int_equal(st.pkts_in, s->n);
+	free(k.out);
+
+	/* one byte lost inside packet j: that packet goes, the cadence is found again right after */
+	memcpy(buf, s->ts, at + 50);
+	memcpy(buf + at + 50, s->ts + at + 51, len - at - 51);
+	run_bytes(&cas, buf, len - 1, 1000, &k, &st);
+	check_minus_one(&ref, &k);
+	assert_int_equal(st.skipped_bytes, PKT - 1);
+	assert_int_equal(st.sync_lost, 1);
+	assert_int_equal(st.pkts_in, s->n - 1);
+	free(k.out);
+
+	/* 500 bytes of garbage after packet j: j is in doubt (it may have lost its end) and goes */
+	garbage(g, 500);
+	memcpy(buf, s->ts, at + PKT);
+	memcpy(buf + at + PKT, g, 500);
+	memcpy(buf + at + PKT + 500, s->ts + at + PKT, len - at - PKT);
+	run_bytes(&cas, buf, len + 500, 65536, &k, &st);
+	check_minus_one(&ref, &k);
+	assert_int_equal(st.skipped_bytes, PKT + 500);
+	assert_int_equal(st.sync_lost, 1);
+	free(k.out);
+
+	/* the last packet cut (a component packet) */
+	run_bytes(&cas, s->ts, len - 100, 7777, &k, &st);
+	check_minus_one(&ref, &k);
+	assert_int_equal(st.skipped_bytes, PKT - 100);
+	assert_int_equal(st.sync_lost, 0);
+	free(k.out);
+
+	/* a byte at a time */
+	run_bytes(&cas, s->ts, len, 1, &k, &st);
+	assert_int_equal(k.n, ref.n);
+	assert_memory_equal(k.out, ref.out, ref.n * PKT);
+	assert_int_equal(st.skipped_bytes, 0);
+	free(k.out);
+
+	/* no transport stream at all, or nothing */
+	garbage(buf, len);
+	run_bytes(&cas, buf, len, 5000, &k, &st);
+	assert_int_equal(k.n, 0);
+	assert_int_equal(st.pkts_in, 0);
+	assert_int_equal(st.skipped_bytes, len);
+	free(k.out);
+	run_bytes(&cas, buf, 0, 1, &k, &st);
+	assert_int_equal(st.pkts_in, 0);
+	assert_int_equal(st.skipped_bytes, 0);
+	free(k.out);
+
+	/* two packets alone are a stream; one alone is not */
+	run_bytes(&cas, s->ts, 2 * PKT, 100, &k, &st);
+	assert_int_equal(st.pkts_in, 2);
+	free(k.out);
+	run_bytes(&cas, s->ts, PKT, 100, &k, &st);
+	assert_int_equal(st.pkts_in, 0);
+	assert_int_equal(st.skipped_bytes, PKT);
+	free(k.out);
+
+	kh_host_cas_wipe(&cas);
+	free(buf);
+	free(ref.out);
+	free_stream(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1045,6 +1455,16 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_emm_gap_withheld_revoke, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_emm_gap_pending_set, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_forged_broadcast_hides_nothing, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_forged_ecm, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_forged_ecm_ladder, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_foreign_ecms, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_foreign_ecms_ladder, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_lost_ecm, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_lost_ecm_ladder, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_restart, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_staggered_switch, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_injected_parity, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_resync, world_setup, world_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
