@@ -4,7 +4,9 @@
  * a route table of {method, "/v1/cards/{ua}", handler}, JSON bodies parsed with jansson, error
  * bodies {"error": {"code", "message"}} generated from the error registry (keyhole/err.h), an
  * Idempotency-Key hook, Prometheus /metrics with a registry services add their own metrics to,
- * one key=value log line per request, and a stop that lets requests in flight finish.
+ * one key=value log line per request, and a stop that lets requests in flight finish. It refuses
+ * ambiguous framing and control characters in targets, gives open routes a budget per client
+ * address, and closes connections that send their request too slowly.
  * Binary fields in JSON are unpadded base64url (RFC 4648 §5). Contracts: docs/internals/http.md.
  * Host and center zones only.
  */
@@ -105,7 +107,15 @@ struct kh_http_route {
 	const char *pattern; /* "/v1/cards/{ua}/emms": literal segments and {name} segments */
 	kh_http_handler fn;
 	void *arg;           /* passed to fn */
+	unsigned flags;      /* KH_HTTP_ROUTE_* (0: none) */
 };
+
+/*
+ * An open route: anyone may call it without credentials (a decoder's upload session, the EMM
+ * queues). Each request to one counts against its client address's budget (open_rate and
+ * open_burst in struct kh_http_config): beyond it the answer is 429 with Retry-After.
+ */
+#define KH_HTTP_ROUTE_OPEN 1u
 
 /*
  * The idempotency store (implemented elsewhere, e.g. over src/store/). When configured, a
@@ -132,6 +142,17 @@ struct kh_http_idem {
 #define KH_HTTP_THREADS 256u
 /* A connection idle this long (seconds) is closed: it holds a thread while it lasts. */
 #define KH_HTTP_IDLE_S 10u
+/*
+ * Receive deadlines (docs/internals/http.md "Deadlines"): a request's head must be in within
+ * head_timeout_s (default KH_HTTP_HEAD_S) of the connection being ready for it (accepted, or its
+ * previous answer sent); a body within head_timeout_s more plus one second per
+ * KH_HTTP_BODY_RATE bytes declared (the body limit's worth for a chunked body). A connection
+ * that misses one is closed, and its address refused new connections for KH_HTTP_BAN_FACTOR
+ * times head_timeout_s.
+ */
+#define KH_HTTP_HEAD_S 10u
+#define KH_HTTP_BODY_RATE (32u * 1024u)
+#define KH_HTTP_BAN_FACTOR 3u
 
 struct kh_http_config {
 	const char *host;        /* numeric address to bind; NULL or "" = 127.0.0.1; "0.0.0.0", "::" */
@@ -143,6 +164,13 @@ struct kh_http_config {
 	unsigned stop_timeout_ms;/* how long kh_http_stop waits for requests in flight; 0 = 10 s */
 	struct kh_metrics *metrics;     /* registry to use (not owned); NULL: the server makes one */
 	const struct kh_http_idem *idem;/* NULL: Idempotency-Key is passed to handlers only */
+	/*
+	 * The budget of requests to open routes (KH_HTTP_ROUTE_OPEN) per client address: a bucket
+	 * of open_burst requests (0: open_rate), refilled at open_rate per second. 0: no budget.
+	 */
+	unsigned open_rate;
+	unsigned open_burst;
+	unsigned head_timeout_s; /* receive deadline of a request head, seconds; 0 = KH_HTTP_HEAD_S */
 };
 
 #define KH_HTTP_BODY_LIMIT (1024u * 1024u)
@@ -184,6 +212,8 @@ int kh_http_tls_supported(void);
 
 const char *kh_http_method(const struct kh_http_req *r);
 const char *kh_http_path(const struct kh_http_req *r);
+/* The pattern of the route that matched ("/v1/cards/{ua}/reload"). */
+const char *kh_http_route_pattern(const struct kh_http_req *r);
 /* The value of path parameter {name}, NULL when the route has none by that name. */
 const char *kh_http_param(const struct kh_http_req *r, const char *name);
 /* A query argument (percent-decoded), NULL when absent; "" for `?flag`. */

@@ -40,12 +40,19 @@ struct kh_sms_config {
 	unsigned bulk_chunk;
 	/*
 	 * The open upload endpoints' limits (docs/protocols/upload.md "Limits"). An upload session
-	 * not used within upload_session_ttl seconds is refused (0: KH_SMS_UPLOAD_TTL); a card may
-	 * have at most upload_sessions_max sessions unexpired and unprocessed (0:
-	 * KH_SMS_UPLOAD_SESSIONS_MAX).
+	 * not used within upload_session_ttl seconds is refused (0: KH_SMS_UPLOAD_TTL).
+	 * upload_sessions_max is no longer used: a session is stored only once its upload is
+	 * accepted, so there is nothing to cap. Kept so that callers that set it still build.
 	 */
 	unsigned upload_session_ttl;
 	unsigned upload_sessions_max;
+	/*
+	 * How long an idempotency record (the answer a retry with the same Idempotency-Key gets) is
+	 * kept at least, in seconds (0: KH_SMS_IDEM_TTL; KH_SMS_IDEM_TTL_MIN to KH_SMS_IDEM_TTL_MAX,
+	 * KH_ERR_INVAL otherwise). Older records are deleted a few at a time as new ones are
+	 * written; a retry after that runs as a new request.
+	 */
+	unsigned idempotency_ttl;
 	/*
 	 * How long the subscription rights a card is sent last, in seconds (0: KH_SMS_RIGHTS_TTL; at
 	 * least 2, at most KH_SMS_RIGHTS_TTL_MAX, KH_ERR_INVAL otherwise). Every ENTITLE for a
@@ -66,7 +73,11 @@ struct kh_sms_config {
 #define KH_SMS_RENEW_EVERY 3600u /* seconds between two sweeps of kh_sms_renew_start */
 
 #define KH_SMS_UPLOAD_TTL 600u
-#define KH_SMS_UPLOAD_SESSIONS_MAX 8u
+#define KH_SMS_UPLOAD_SESSIONS_MAX 8u /* no longer used */
+
+#define KH_SMS_IDEM_TTL 86400u
+#define KH_SMS_IDEM_TTL_MIN 60u
+#define KH_SMS_IDEM_TTL_MAX (30u * 86400u)
 
 /*
  * Open the center: the store (created or migrated; this thread's connection is checked at once),

@@ -238,6 +238,13 @@ KH_WARN_UNUSED kh_err kh_store_idem_get(struct kh_store *s, const char *key,
 KH_WARN_UNUSED kh_err kh_store_idem_put(struct kh_store *s, const char *key,
 					const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], const uint8_t *resp,
 					size_t len);
+/*
+ * Forget the oldest answers written before `before` (Unix seconds), at most max of them, and as
+ * many finished bulk jobs (bulk_jobs, done) last moved before then: a bounded cost, run in the
+ * caller's transaction by each writer of a new answer. *purged (may be NULL) gets the number of
+ * answers deleted.
+ */
+KH_WARN_UNUSED kh_err kh_store_idem_expire(struct kh_store *s, int64_t before, unsigned max, unsigned *purged);
 
 /* ---- management center (issue 4): subscribers, cards, catalogue, rights, credit, keys ----
  *

@@ -18,10 +18,15 @@
 #include "keyhole/log.h"
 #include "keyhole/sms.h"
 
+/* The open endpoints' budget per client address unless --open-rate / --open-burst say. */
+#define SERVE_OPEN_RATE 50u
+#define SERVE_OPEN_BURST 200u
+
 static const char serve_help[] =
 	"usage: keyhole serve --db FILE --authority DIR [--listen HOST:PORT] [--cert FILE --key FILE]\n"
 	"           [--threads N] [--token-file FILE] [--no-operator-auth]\n"
-	"           [--session-ttl SECONDS] [--sessions-per-card N] [--bulk-chunk N] [--rights-ttl DAYS]\n"
+	"           [--session-ttl SECONDS] [--bulk-chunk N] [--rights-ttl DAYS]\n"
+	"           [--open-rate N] [--open-burst N] [--header-timeout SECONDS] [--idempotency-ttl SECONDS]\n"
 	"\n"
 	"Serve the management center's operator API (HTTP/1.1 + JSON under /v1, and /metrics) until\n"
 	"SIGTERM or SIGINT, then stop after answering the requests in flight. When ready, print one\n"
@@ -45,8 +50,18 @@ static const char serve_help[] =
 	"      --no-operator-auth ... unless this says the operator API is protected some other way\n"
 	"      --session-ttl S    an upload session not used within S seconds is refused, 1 to 86400\n"
 	"                         (default 600)\n"
-	"      --sessions-per-card N  a card's unprocessed sessions at most, 1 to 64 (default 8): one\n"
-	"                         more evicts the oldest\n"
+	"      --open-rate N      requests per second one client address may make to the open endpoints\n"
+	"                         (upload sessions, the EMM queues), 0 to 100000, 0 for no limit\n"
+	"                         (default 50); beyond it: 429 with Retry-After\n"
+	"      --open-burst N     requests one address may make at once before --open-rate applies,\n"
+	"                         1 to 100000 (default 200)\n"
+	"      --header-timeout S a request's head must be in within S seconds, 1 to 300 (default 10),\n"
+	"                         its body within S more plus 1 s per 32 KiB; a connection that misses\n"
+	"                         it is closed, and its address refused for 3 x S seconds\n"
+	"      --idempotency-ttl S  how long a request's Idempotency-Key is remembered, 60 to 2592000\n"
+	"                         seconds (default 86400); older answers are deleted\n"
+	"      --sessions-per-card N  obsolete (upload sessions are stored only once used): accepted,\n"
+	"                         1 to 64, and ignored\n"
 	"      --bulk-chunk N     subscribers per transaction of a bulk subscription, 1 to 100000\n"
 	"                         (default 2000)\n"
 	"      --rights-ttl DAYS  a card is sent subscription rights at most DAYS ahead, 1 to 3650\n"
@@ -101,6 +116,10 @@ int kh_cmd_serve(int argc, char **argv)
 					     {"sessions-per-card", required_argument, NULL, 'P'},
 					     {"bulk-chunk", required_argument, NULL, 'B'},
 					     {"rights-ttl", required_argument, NULL, 'R'},
+					     {"open-rate", required_argument, NULL, 'O'},
+					     {"open-burst", required_argument, NULL, 'U'},
+					     {"header-timeout", required_argument, NULL, 'H'},
+					     {"idempotency-ttl", required_argument, NULL, 'I'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	const char *db = NULL, *authdir = NULL, *listen = "127.0.0.1:8480", *cert = NULL, *key = NULL, *what = NULL;
@@ -115,6 +134,8 @@ int kh_cmd_serve(int argc, char **argv)
 	char host[64];
 	uint16_t port = 0;
 	unsigned long threads = KH_HTTP_THREADS;
+	unsigned open_rate = SERVE_OPEN_RATE;
+	int sessions_per_card = 0;
 	sigset_t set;
 	char *end;
 	int c, sig = 0, rc;
@@ -140,28 +161,49 @@ int kh_cmd_serve(int argc, char **argv)
 		case 'S':
 		case 'P':
 		case 'B':
-		case 'R': {
-			/* the limits of the center (struct kh_sms_config), each with its range */
-			unsigned long v, max = c == 'S'   ? 86400
-					       : c == 'P' ? 64
-					       : c == 'B' ? KH_SMS_BULK_CHUNK_MAX
-							  : KH_SMS_RIGHTS_TTL_MAX / 86400;
+		case 'R':
+		case 'O':
+		case 'U':
+		case 'H':
+		case 'I': {
+			/* the limits of the center (struct kh_sms_config) and of the HTTP server (struct
+			 * kh_http_config), each with its range */
+			unsigned long v, min = c == 'O' ? 0 : c == 'I' ? KH_SMS_IDEM_TTL_MIN : 1;
+			unsigned long max = c == 'S'		? 86400
+					    : c == 'P'		? 64
+					    : c == 'B'		? KH_SMS_BULK_CHUNK_MAX
+					    : c == 'R'		? KH_SMS_RIGHTS_TTL_MAX / 86400
+					    : c == 'O' || c == 'U' ? 100000
+					    : c == 'H'		? 300
+								: KH_SMS_IDEM_TTL_MAX;
 			const char *name = c == 'S'   ? "--session-ttl"
 					   : c == 'P' ? "--sessions-per-card"
 					   : c == 'B' ? "--bulk-chunk"
-						      : "--rights-ttl";
+					   : c == 'R' ? "--rights-ttl"
+					   : c == 'O' ? "--open-rate"
+					   : c == 'U' ? "--open-burst"
+					   : c == 'H' ? "--header-timeout"
+						      : "--idempotency-ttl";
 			errno = 0;
 			v = strtoul(optarg, &end, 10);
-			if (*optarg < '0' || *optarg > '9' || *end || errno || v < 1 || v > max)
-				return kh_cli_usage("serve", "%s takes a number from 1 to %lu", name, max);
+			if (*optarg < '0' || *optarg > '9' || *end || errno || v < min || v > max)
+				return kh_cli_usage("serve", "%s takes a number from %lu to %lu", name, min, max);
 			if (c == 'S')
 				scfg.upload_session_ttl = (unsigned)v;
 			else if (c == 'P')
-				scfg.upload_sessions_max = (unsigned)v;
+				sessions_per_card = 1; /* obsolete: checked, then ignored */
 			else if (c == 'B')
 				scfg.bulk_chunk = (unsigned)v;
-			else
+			else if (c == 'R')
 				scfg.rights_ttl = (unsigned)v * 86400u;
+			else if (c == 'O')
+				open_rate = (unsigned)v;
+			else if (c == 'U')
+				hcfg.open_burst = (unsigned)v;
+			else if (c == 'H')
+				hcfg.head_timeout_s = (unsigned)v;
+			else
+				scfg.idempotency_ttl = (unsigned)v;
 			break;
 		}
 		case 'h': fputs(serve_help, stdout); return KH_EXIT_OK;
@@ -226,6 +268,9 @@ int kh_cmd_serve(int argc, char **argv)
 	hcfg.cert_file = cert;
 	hcfg.key_file = key;
 	hcfg.threads = (unsigned)threads;
+	hcfg.open_rate = open_rate;
+	if (open_rate && !hcfg.open_burst)
+		hcfg.open_burst = SERVE_OPEN_BURST;
 	if ((r = kh_http_new(&hcfg, &h)) != KH_OK) {
 		rc = kh_cli_fail("http server", r);
 		goto out;
@@ -249,6 +294,9 @@ int kh_cmd_serve(int argc, char **argv)
 	port = kh_http_port(h);
 	kh_log_info("serve.start", "listen=%s%s%s:%u tls=%d threads=%lu operator_auth=%d", strchr(host, ':') ? "[" : "",
 		    host, strchr(host, ':') ? "]" : "", (unsigned)port, cert != NULL, threads, tokenfile != NULL);
+	if (sessions_per_card)
+		kh_log_warn("serve.obsolete_option",
+			    "option=--sessions-per-card msg=\"ignored: upload sessions are stored only once used\"");
 	if (!tokenfile)
 		kh_log_warn("serve.operator_api_open",
 			    "msg=\"no --token-file: anyone who reaches this port can run the operator API\"");

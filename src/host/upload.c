@@ -91,7 +91,7 @@ static void pause_ms(unsigned ms)
 }
 
 /*
- * POST body to url, retrying a missing answer or a 5xx with the same key (at most
+ * POST body to url, retrying a missing answer, a 5xx or a 429 with the same key (at most
  * KH_UPLOAD_ATTEMPTS POSTs, backoff doubling). KH_OK: a 2xx with a JSON body in *out.
  */
 static kh_err post(const struct kh_upload_config *cfg, struct kh_upload_result *res, const char *what,
@@ -120,7 +120,9 @@ static kh_err post(const struct kh_upload_config *cfg, struct kh_upload_result *
 			return r;
 		}
 		res->http_status = status;
-		if (status >= 500) {
+		/* 429: the center's budget for this address is spent for the moment (its Retry-After
+		 * is not seen through this interface): the backoff waits, the same key goes again */
+		if (status >= 500 || status == 429) {
 			kh_log_info("upload.retry", "what=%s attempt=%u status=%d", what, i + 1, status);
 			json_decref(resp);
 			r = KH_ERR_TRANSPORT;

@@ -5,8 +5,10 @@
 #ifndef KH_NET_HTTP_INT_H
 #define KH_NET_HTTP_INT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <microhttpd.h>
@@ -22,6 +24,7 @@ struct kh__http_route {
 	const char *pattern;
 	kh_http_handler fn;
 	void *arg;
+	unsigned flags; /* KH_HTTP_ROUTE_OPEN */
 	size_t nseg;
 	const char *seg[KH__HTTP_MAX_SEGS]; /* into segbuf; "{name}" segments kept as the name */
 	uint32_t param_mask; /* bit i: segment i is a parameter */
@@ -39,9 +42,32 @@ struct kh_http_resp {
 	char *hdr[KH__HTTP_MAX_HEADERS][2];
 };
 
+/*
+ * One connection the server watches for its receive deadlines (http_server.c): from
+ * libmicrohttpd's connection-start notice to its close notice. deadline_ms is the monotonic time
+ * by which what is being received (a request head, a body) must be in; 0 while the server itself
+ * has the turn (a handler runs, an answer is sent).
+ */
+struct kh__http_conn {
+	struct kh__http_conn *prev, *next;
+	int fd;
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	atomic_llong deadline_ms;
+	atomic_int line_seen; /* the current request's line is in: a client that began a request */
+	atomic_int phase; /* KH__PHASE_HEAD or KH__PHASE_BODY while a deadline runs: what the log names */
+	int reaped; /* closed by the deadline watcher (shutdown sent) */
+};
+#define KH__PHASE_HEAD 0
+#define KH__PHASE_BODY 1
+
 struct kh_http_req {
 	struct kh_http *h;
 	struct MHD_Connection *conn;
+	struct kh__http_conn *track; /* NULL when libmicrohttpd gave none */
+	int started;                 /* the headers are in (on_request ran once) */
+	int counted;                 /* counted in flight: uncounted when completed */
+	int bad_target;              /* the request target holds a control character */
 	char method[16];
 	char path[512];
 	const struct kh__http_route *route;
@@ -75,5 +101,23 @@ const struct kh__http_route *kh__http_route_match(const struct kh__http_route *r
 						  int *found_path, char *allow, size_t cap);
 /* Free a response's body and headers, leaving it empty. */
 void kh__http_resp_clear(struct kh_http_resp *resp);
+
+/*
+ * The table of client addresses (http_guard.c): a token bucket per address for the open routes'
+ * budget (rate tokens per second, burst at most; rate 0: no budget), and a ban on new
+ * connections for an address that missed a receive deadline. Fixed size: KH__GUARD_SETS sets of
+ * KH__GUARD_WAYS entries. IPv4 addresses count one by one, IPv6 by /64. Thread-safe.
+ */
+#define KH__GUARD_SETS 1024
+#define KH__GUARD_WAYS 4
+struct kh__guard;
+KH_WARN_UNUSED kh_err kh__guard_new(unsigned rate, unsigned burst, struct kh__guard **out);
+void kh__guard_free(struct kh__guard *g);
+/* Take one token for sa: 0 when granted, else the whole seconds until one is (Retry-After, >= 1). */
+unsigned kh__guard_take(struct kh__guard *g, const struct sockaddr *sa, int64_t now_ms);
+/* Refuse new connections from sa until until_ms (monotonic milliseconds). */
+void kh__guard_ban(struct kh__guard *g, const struct sockaddr *sa, int64_t until_ms, int64_t now_ms);
+/* 1 while sa is banned. */
+int kh__guard_banned(struct kh__guard *g, const struct sockaddr *sa, int64_t now_ms);
 
 #endif

@@ -116,6 +116,11 @@ const char *kh_http_path(const struct kh_http_req *r)
 	return r ? r->path : NULL;
 }
 
+const char *kh_http_route_pattern(const struct kh_http_req *r)
+{
+	return r && r->route ? r->route->pattern : NULL;
+}
+
 const char *kh_http_param(const struct kh_http_req *r, const char *name)
 {
 	if (!r || !r->route || !name)

@@ -7,7 +7,11 @@
  * limit (413 beyond), parsed with jansson (400 "malformed" unless one JSON object without
  * duplicate keys); the idempotency store may answer in the handler's place; the handler
  * answers. When the answer has been sent, the request is counted in the metrics and logged in
- * one key=value line. Contracts and choices: docs/internals/http.md.
+ * one key=value line. Before any of that, a request whose framing is ambiguous (request
+ * smuggling) or whose target holds a control character is refused, and a request to an open
+ * route is counted against its client address's budget (429). A watcher thread closes a
+ * connection whose request head or body is not in by its deadline. Contracts and choices:
+ * docs/internals/http.md.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -54,7 +58,25 @@ struct kh_http {
 	unsigned inflight;
 	char *cert, *key;
 	size_t certlen, keylen;
+	/* client addresses: the open routes' budget and the bans of slow clients (http_guard.c) */
+	struct kh__guard *guard;
+	/* connections with a receive deadline running, and the thread that enforces them */
+	pthread_mutex_t conns_mu;
+	struct kh__http_conn *conns;
+	pthread_cond_t watch_cv;
+	int watch_run, watch_stop;
+	pthread_t watch;
+	int64_t head_ms;
+	struct kh_metric *deadline_closed, *rate_limited;
 };
+
+static int64_t mono_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
 
 /* ---------------------------------------------------------------- routes */
 
@@ -80,7 +102,8 @@ kh_err kh_http_add_routes(struct kh_http *h, const struct kh_http_route *routes,
 		rt->pattern = routes[i].pattern;
 		rt->fn = routes[i].fn;
 		rt->arg = routes[i].arg;
-		if (!kh__http_valid_method(rt->method) || !rt->fn) {
+		rt->flags = routes[i].flags;
+		if (!kh__http_valid_method(rt->method) || !rt->fn || (rt->flags & ~KH_HTTP_ROUTE_OPEN)) {
 			r = KH_ERR_INVAL;
 			goto bad;
 		}
@@ -284,6 +307,23 @@ static void req_free(struct kh_http_req *r)
 	free(r);
 }
 
+/* The deadline record libmicrohttpd keeps for a connection (on_connection), NULL when none. */
+static struct kh__http_conn *track_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci ? ci->socket_context : NULL;
+}
+
+/* Start a receive deadline of ms milliseconds for a connection (0: none, the server has the turn). */
+static void deadline_set(struct kh__http_conn *t, int phase, int64_t ms)
+{
+	if (!t)
+		return;
+	t->phase = phase;
+	atomic_store(&t->deadline_ms, ms ? mono_ms() + ms : 0);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
@@ -293,10 +333,21 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	long long us;
 	char path[256];
 
-	(void)c;
+	/* The answer is out (or the request is over): the next request's head has its time. */
+	{
+		struct kh__http_conn *t = track_of(c);
+		if (t)
+			atomic_store(&t->line_seen, 0);
+		deadline_set(t, KH__PHASE_HEAD, h->head_ms);
+	}
 	if (!r)
 		return;
 	*con_cls = NULL;
+	if (!r->counted) {
+		/* Only its request line came (on_uri): nothing was answered, nothing to log. */
+		req_free(r);
+		return;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	us = (long long)(t1.tv_sec - r->t0.tv_sec) * 1000000 + (t1.tv_nsec - r->t0.tv_nsec) / 1000;
 	if (kh_log_enabled(KH_LOG_INFO)) {
@@ -345,17 +396,96 @@ static int valid_idem_key(const char *k)
 	return 1;
 }
 
-/* Checks made as soon as the headers are in: route, body size, content type, key. */
-static enum MHD_Result on_headers(struct kh_http_req *r)
+/* An error answer with one more header (Connection: close, Retry-After). */
+static enum MHD_Result send_error_hdr(struct kh_http_req *r, int status, const char *code, const char *msg,
+				      const char *name, const char *value)
+{
+	struct kh_http_resp extra = {0};
+	json_t *b = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+	enum MHD_Result ret = MHD_NO;
+
+	if (b && kh_http_resp_header(&extra, name, value) == KH_OK)
+		ret = send_json(r, status, b, &extra, NULL);
+	json_decref(b);
+	kh__http_resp_clear(&extra);
+	return ret;
+}
+
+/* What the framing headers of a request say (count_framing). */
+struct framing {
+	unsigned ncl, nte;
+	const char *cl, *te;
+	int cl_differ; /* two Content-Length values that are not the same text */
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct framing *f = cls;
+
+	(void)kind;
+	if (!key || !value)
+		return MHD_YES;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+		if (f->ncl++ && strcmp(f->cl, value) != 0)
+			f->cl_differ = 1;
+		else if (!f->cl)
+			f->cl = value;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+		f->nte++;
+		f->te = value;
+	}
+	return MHD_YES;
+}
+
+/*
+ * How the body is delimited must be beyond doubt (RFC 9112 §6.3): a front end that reads it
+ * another way than we do would see a second, smuggled request where we see a body, or the
+ * reverse. Refused, and the connection closed after the answer: both Content-Length and
+ * Transfer-Encoding, two different Content-Lengths, a Transfer-Encoding other than "chunked"
+ * (which libmicrohttpd would read until the connection closes), several Transfer-Encodings, or
+ * one in an HTTP/1.0 request. NULL when the framing is sound, else why not.
+ */
+static const char *bad_framing(struct MHD_Connection *c, const char *version)
+{
+	struct framing f = {0};
+
+	MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
+	if (f.nte && f.ncl)
+		return "a request has Content-Length or Transfer-Encoding, not both";
+	if (f.cl_differ)
+		return "two different Content-Length values";
+	if (f.nte > 1 || (f.nte && strcasecmp(f.te, "chunked") != 0))
+		return "the only Transfer-Encoding understood is chunked";
+	if (f.nte && version && strcmp(version, MHD_HTTP_VERSION_1_0) == 0)
+		return "Transfer-Encoding is not HTTP/1.0";
+	return NULL;
+}
+
+/* The time a body of cl bytes (unknown: -1) has to arrive, in milliseconds. */
+static int64_t body_ms(const struct kh_http *h, long long cl)
+{
+	uint64_t n = cl < 0 ? h->cfg.body_limit : (uint64_t)cl;
+
+	return h->head_ms + (int64_t)((n * 1000) / KH_HTTP_BODY_RATE);
+}
+
+/* Checks made as soon as the headers are in: framing, target, route, budget, body size, content
+ * type, key. */
+static enum MHD_Result on_headers(struct kh_http_req *r, const char *version)
 {
 	struct kh_http *h = r->h;
 	char *seg[MAX_SEGS + 1];
 	size_t nseg = 0;
 	char allow[64];
 	int found;
-	const char *cl, *te, *ct;
+	const char *cl, *te, *ct, *why;
 	int has_body = 0;
+	long long declared = 0;
 
+	if ((why = bad_framing(r->conn, version)) != NULL)
+		return send_error_hdr(r, 400, kh_err_json(KH_ERR_INVAL), why, MHD_HTTP_HEADER_CONNECTION, "close");
+	if (r->bad_target)
+		return send_error(r, KH_ERR_INVAL, "control character in the request path or query", NULL);
 	if (strcmp(r->path, "/metrics") == 0) {
 		if (strcmp(r->method, "GET") != 0)
 			return send_405(r, "GET");
@@ -385,6 +515,18 @@ static enum MHD_Result on_headers(struct kh_http_req *r)
 	}
 	for (size_t i = 0; i < nseg; i++)
 		r->param_val[i] = seg[i];
+	if ((r->route->flags & KH_HTTP_ROUTE_OPEN) && h->cfg.open_rate) {
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		unsigned wait = kh__guard_take(h->guard, ci ? ci->client_addr : NULL, mono_ms());
+		if (wait) {
+			char after[16];
+			snprintf(after, sizeof after, "%u", wait);
+			kh_metric_add(h->rate_limited, 1);
+			return send_error_hdr(r, 429, "rate_limited",
+					      "too many requests from this address: retry after Retry-After seconds",
+					      "Retry-After", after);
+		}
+	}
 
 	cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
@@ -398,8 +540,10 @@ static enum MHD_Result on_headers(struct kh_http_req *r)
 		if (v > h->cfg.body_limit)
 			return send_error(r, KH_ERR_TOO_LARGE, "request body too large", NULL);
 		has_body = v > 0;
+		declared = (long long)v;
 	} else if (te) {
 		has_body = 1;
+		declared = -1;
 	}
 	ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
 	if (has_body && !is_json_type(ct)) {
@@ -416,6 +560,9 @@ static enum MHD_Result on_headers(struct kh_http_req *r)
 	if (r->idem_key && !valid_idem_key(r->idem_key))
 		return send_error(r, KH_ERR_INVAL,
 				  "Idempotency-Key must be 1 to 255 visible ASCII characters", NULL);
+	/* The body has its own time to arrive; a request without one is the server's turn now. */
+	if (has_body)
+		deadline_set(r->track, KH__PHASE_BODY, body_ms(h, declared));
 	return MHD_YES;
 }
 
@@ -572,25 +719,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	struct kh_http *h = cls;
 	struct kh_http_req *r = *con_cls;
 
-	(void)version;
-	if (!r) {
-		r = calloc(1, sizeof *r);
-		if (!r)
-			return MHD_NO;
+	if (!r || !r->started) {
+		if (!r) {
+			r = calloc(1, sizeof *r);
+			if (!r)
+				return MHD_NO;
+			r->h = h;
+			*con_cls = r;
+		}
+		r->started = 1;
 		clock_gettime(CLOCK_MONOTONIC, &r->t0);
-		r->h = h;
 		r->conn = c;
+		r->track = track_of(c);
+		/* the head is in: the server's turn, until on_headers gives a body its time */
+		deadline_set(r->track, KH__PHASE_HEAD, 0);
 		/* Copied: libmicrohttpd may reuse its memory before the completion callback. */
 		snprintf(r->method, sizeof r->method, "%s", strlen(method) < sizeof r->method ? method : "?");
 		snprintf(r->path, sizeof r->path, "%s", url);
-		*con_cls = r;
 		pthread_mutex_lock(&h->lock);
 		h->inflight++;
+		r->counted = 1;
 		kh_metric_set(h->inflight_gauge, (int64_t)h->inflight);
 		pthread_mutex_unlock(&h->lock);
 		if (strlen(url) >= sizeof r->path)
 			return send_error(r, KH_ERR_NOTFOUND, "no such path", NULL);
-		return on_headers(r);
+		return on_headers(r, version);
 	}
 	if (r->queued) {
 		/* Answered from the headers: what body follows is dropped. */
@@ -602,7 +755,169 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_data_size = 0;
 		return ret;
 	}
+	deadline_set(r->track, KH__PHASE_BODY, 0); /* the whole body is in */
 	return on_complete(r);
+}
+
+/* ---------------------------------------------------------------- targets and connections */
+
+static int hexval(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/*
+ * 1 when the request target, as the client sent it, holds a control character (below 0x20, or
+ * 0x7F), raw or percent-encoded. libmicrohttpd decodes the path before the handler sees it, and
+ * a decoded %00 would end it early: /v1/cards/00000004%00/emm would be routed as
+ * /v1/cards/00000004. The query is held to the same rule.
+ */
+static int target_has_control(const char *t)
+{
+	for (; *t; t++) {
+		int c = (unsigned char)*t;
+		if (c == '%' && hexval(t[1]) >= 0 && hexval(t[2]) >= 0)
+			c = hexval(t[1]) << 4 | hexval(t[2]);
+		if (c < 0x20 || c == 0x7F)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * libmicrohttpd's first word on a request: its target, raw, before any decoding. The request's
+ * record starts here, so that the check of the raw target reaches the handler of its headers.
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+	struct kh_http_req *r = calloc(1, sizeof *r);
+	struct kh__http_conn *t = track_of(c);
+
+	if (t)
+		atomic_store(&t->line_seen, 1);
+	if (!r)
+		return NULL; /* on_request makes one; the raw target goes unchecked */
+	r->h = cls;
+	r->bad_target = uri && target_has_control(uri);
+	return r;
+}
+
+static socklen_t sockaddr_len(const struct sockaddr *sa)
+{
+	return sa->sa_family == AF_INET6 ? (socklen_t)sizeof(struct sockaddr_in6)
+					 : (socklen_t)sizeof(struct sockaddr_in);
+}
+
+/*
+ * A connection begins and ends. While it lives, its record is in h->conns for the deadline
+ * watcher: its head has head_timeout_s from now. libmicrohttpd closes the socket only after the
+ * close notice, so the watcher never touches a descriptor that was closed and reused.
+ */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	struct kh_http *h = cls;
+	struct kh__http_conn *t = *socket_context;
+
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		const union MHD_ConnectionInfo *ad = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		if (!fd || !(t = calloc(1, sizeof *t)))
+			return; /* not watched: the idle timeout still applies */
+		t->fd = fd->connect_fd;
+		if (ad && ad->client_addr) {
+			t->addrlen = sockaddr_len(ad->client_addr);
+			memcpy(&t->addr, ad->client_addr, t->addrlen);
+		}
+		t->phase = KH__PHASE_HEAD;
+		atomic_init(&t->deadline_ms, mono_ms() + h->head_ms);
+		pthread_mutex_lock(&h->conns_mu);
+		t->next = h->conns;
+		if (h->conns)
+			h->conns->prev = t;
+		h->conns = t;
+		pthread_mutex_unlock(&h->conns_mu);
+		*socket_context = t;
+		return;
+	}
+	if (!t)
+		return;
+	pthread_mutex_lock(&h->conns_mu);
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		h->conns = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	pthread_mutex_unlock(&h->conns_mu);
+	free(t);
+	*socket_context = NULL;
+}
+
+/* An address that missed a deadline waits out its ban before it connects again. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+	struct kh_http *h = cls;
+
+	(void)addrlen;
+	return kh__guard_banned(h->guard, addr, mono_ms()) ? MHD_NO : MHD_YES;
+}
+
+/*
+ * The deadline watcher: a connection whose request head or body is not in by its deadline is
+ * shut down (its thread then sees the end of the stream and libmicrohttpd closes it), and its
+ * address is refused new connections for a while. libmicrohttpd has an idle timeout only, which
+ * a client sending a byte every few seconds never reaches.
+ */
+static void *watch_main(void *arg)
+{
+	struct kh_http *h = arg;
+
+	pthread_mutex_lock(&h->conns_mu);
+	while (!h->watch_stop) {
+		struct timespec until;
+		int64_t now = mono_ms();
+
+		for (struct kh__http_conn *t = h->conns; t; t = t->next) {
+			int64_t d = atomic_load(&t->deadline_ms);
+			char host[64] = "?";
+			int ban;
+			if (t->reaped || !d || now < d)
+				continue;
+			t->reaped = 1;
+			shutdown(t->fd, SHUT_RDWR);
+			kh_metric_add(h->deadline_closed, 1);
+			/* A connection that never began a request is only closed (as the idle timeout
+			 * would); one that began and did not finish is a slow sender: its address waits. */
+			ban = t->phase == KH__PHASE_BODY || atomic_load(&t->line_seen);
+			if (t->addrlen) {
+				if (ban)
+					kh__guard_ban(h->guard, (const struct sockaddr *)&t->addr,
+						      now + h->head_ms * KH_HTTP_BAN_FACTOR, now);
+				getnameinfo((const struct sockaddr *)&t->addr, t->addrlen, host, sizeof host, NULL, 0,
+					    NI_NUMERICHOST);
+			}
+			kh_log_info("http.deadline", "client=%s phase=%s ban_s=%lld", host,
+				    t->phase == KH__PHASE_BODY ? "body" : "head",
+				    ban ? (long long)(h->head_ms * KH_HTTP_BAN_FACTOR / 1000) : 0LL);
+		}
+		/* a quarter of a second late at most */
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += 250000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&h->watch_cv, &h->conns_mu, &until);
+	}
+	pthread_mutex_unlock(&h->conns_mu);
+	return NULL;
 }
 
 /* ---------------------------------------------------------------- server life */
@@ -653,6 +968,17 @@ kh_err kh_http_new(const struct kh_http_config *cfg, struct kh_http **out)
 	}
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_cond_init(&h->cond, NULL);
+	pthread_mutex_init(&h->conns_mu, NULL);
+	{
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&h->watch_cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	h->head_ms = 1000 * (int64_t)(cfg->head_timeout_s ? cfg->head_timeout_s : KH_HTTP_HEAD_S);
+	if ((r = kh__guard_new(cfg->open_rate, cfg->open_burst, &h->guard)) != KH_OK)
+		goto fail;
 	if (cfg->metrics) {
 		h->metrics = cfg->metrics;
 	} else {
@@ -662,7 +988,13 @@ kh_err kh_http_new(const struct kh_http_config *cfg, struct kh_http **out)
 	}
 	if ((r = kh_metrics_gauge(h->metrics, "keyhole_http_requests_in_flight",
 				  "HTTP requests being read, handled or answered",
-				  &h->inflight_gauge)) != KH_OK)
+				  &h->inflight_gauge)) != KH_OK ||
+	    (r = kh_metrics_counter(h->metrics, "keyhole_http_deadline_closed_total",
+				    "connections closed for not sending a request head or body in time",
+				    &h->deadline_closed)) != KH_OK ||
+	    (r = kh_metrics_counter(h->metrics, "keyhole_http_rate_limited_total",
+				    "requests to open routes refused (429) over their address's budget",
+				    &h->rate_limited)) != KH_OK)
 		goto fail;
 	*out = h;
 	return KH_OK;
@@ -744,11 +1076,21 @@ kh_err kh_http_start(struct kh_http *h)
 		flags |= MHD_USE_IPv6;
 
 	/* GnuTLS priority string: TLS 1.3 only. */
+	/* The deadline watcher first: connections are watched from their first moment. */
+	if (!h->watch_run) {
+		if (pthread_create(&h->watch, NULL, watch_main, h) != 0) {
+			freeaddrinfo(ai);
+			return KH_ERR_NOMEM;
+		}
+		h->watch_run = 1;
+	}
 	h->d = MHD_start_daemon(
-		flags, h->cfg.port, NULL, NULL, on_request, h,
+		flags, h->cfg.port, on_accept, h, on_request, h,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
 		MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+		MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)KH_HTTP_IDLE_S,
 		MHD_OPTION_CONNECTION_LIMIT, h->cfg.threads,
 		/* one address may hold a quarter of the connections at most (all of them when there
@@ -766,9 +1108,22 @@ kh_err kh_http_start(struct kh_http *h)
 	}
 	info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
 	h->port = info ? info->port : h->cfg.port;
-	kh_log_info("http.start", "host=%s port=%u tls=%d threads=%u", h->host, (unsigned)h->port,
-		    tls, h->cfg.threads);
+	kh_log_info("http.start", "host=%s port=%u tls=%d threads=%u head_timeout_s=%lld open_rate=%u", h->host,
+		    (unsigned)h->port, tls, h->cfg.threads, (long long)(h->head_ms / 1000), h->cfg.open_rate);
 	return KH_OK;
+}
+
+/* End the deadline watcher (once libmicrohttpd's connections are gone). */
+static void watch_stop(struct kh_http *h)
+{
+	if (!h->watch_run)
+		return;
+	pthread_mutex_lock(&h->conns_mu);
+	h->watch_stop = 1;
+	pthread_cond_broadcast(&h->watch_cv);
+	pthread_mutex_unlock(&h->conns_mu);
+	pthread_join(h->watch, NULL);
+	h->watch_run = 0;
 }
 
 uint16_t kh_http_port(const struct kh_http *h)
@@ -807,6 +1162,7 @@ void kh_http_stop(struct kh_http *h)
 		kh_log_warn("http.stop", "in_flight=%u timeout_ms=%u", left, h->cfg.stop_timeout_ms);
 	MHD_stop_daemon(h->d);
 	h->d = NULL;
+	watch_stop(h);
 	/* libmicrohttpd hands the listening socket back on quiesce; closed once its threads are gone. */
 	if (h->listen_fd != MHD_INVALID_SOCKET)
 		close(h->listen_fd);
@@ -819,6 +1175,8 @@ void kh_http_free(struct kh_http *h)
 	if (!h)
 		return;
 	kh_http_stop(h);
+	watch_stop(h); /* started by a kh_http_start that then failed */
+	kh__guard_free(h->guard);
 	for (size_t i = 0; i < h->nroutes; i++)
 		free(h->routes[i].segbuf);
 	free(h->routes);
@@ -832,6 +1190,8 @@ void kh_http_free(struct kh_http *h)
 	free(h->host);
 	pthread_cond_destroy(&h->cond);
 	pthread_mutex_destroy(&h->lock);
+	pthread_cond_destroy(&h->watch_cv);
+	pthread_mutex_destroy(&h->conns_mu);
 	free(h);
 }
 

@@ -3,6 +3,8 @@
  * the client; the first answer is stored with the hash of the request in the transaction that
  * made the change, and a repeat of the same request gets that answer again. The same key with
  * another request is refused, so a client bug cannot make one request pass for another.
+ * Answers are kept for a horizon the service chooses and then purged, a few per answer written
+ * (kh_store_idem_expire), so the table holds what the horizon holds and no more.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -116,4 +118,45 @@ kh_err kh_store_idem_put(struct kh_store *s, const char *key, const uint8_t hash
 	if (s == NULL || !kh__idem_key_ok(key) || hash == NULL || (resp == NULL && len != 0))
 		return KH_ERR_INVAL;
 	return kh_store_run_tx(s, put_tx, &a);
+}
+
+/* A DELETE with (before, max) parameters; *n the rows it removed. */
+static kh_err delete_before(struct kh_store *s, const char *sql, int64_t before, unsigned max, unsigned *n)
+{
+	struct kh__stmt *st = NULL;
+	kh_err r;
+
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
+		return r;
+	if ((r = kh__bind_i64(st, 1, before)) == KH_OK && (r = kh__bind_i64(st, 2, max)) == KH_OK)
+		r = kh__exec(st);
+	if (r == KH_OK && n)
+		*n = (unsigned)kh__changes(s);
+	kh__stmt_done(st);
+	return r;
+}
+
+kh_err kh_store_idem_expire(struct kh_store *s, int64_t before, unsigned max, unsigned *purged)
+{
+	/* The oldest first, through the index on created_at: max rows read, max deleted. */
+	static const char idem[] = "DELETE FROM idempotency WHERE key IN "
+				   "(SELECT key FROM idempotency WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)";
+	/* A finished job's answer is in idempotency; its row only resumes an unfinished one. */
+	static const char jobs[] = "DELETE FROM bulk_jobs WHERE key IN "
+				   "(SELECT key FROM bulk_jobs WHERE done = 1 AND updated_at < ?1 LIMIT ?2)";
+	unsigned n = 0;
+	kh_err r;
+
+	if (s == NULL)
+		return KH_ERR_INVAL;
+	if (purged)
+		*purged = 0;
+	if (max == 0)
+		return KH_OK;
+	if ((r = delete_before(s, idem, before, max, &n)) != KH_OK ||
+	    (r = delete_before(s, jobs, before, max, NULL)) != KH_OK)
+		return r;
+	if (purged)
+		*purged = n;
+	return KH_OK;
 }

@@ -1,7 +1,8 @@
 # keyhole serve: the management center on an ephemeral port (--listen 127.0.0.1:0, the port
 # read from its 'listening=' line), driven with curl: a subscriber, a card registered from the
 # signing certificate `card issue` wrote, its assignment and the EMM it queues, the error body,
-# /metrics; the database created 0600; state kept across a restart; HTTPS with --cert/--key;
+# /metrics; the database created 0600; state kept across a restart; the open endpoints' budget
+# (429 with Retry-After, nothing stored by openings); HTTPS with --cert/--key;
 # SIGTERM and SIGINT stop it with status 0; usage errors exit 2; an unusable --db or --authority exits 1 with one line.
 #
 # Run by CTest as `sh test_serve.sh` with KEYHOLE and KH_SOURCE_DIR set.
@@ -48,13 +49,30 @@ kh_expect_api GET /v1/emm?since=1 "" 200 '^\{"emms":\[\],"last_id":1\}$'
 kh_stop "$PID" INT
 [ "$KH_RC" -eq 0 ] || kh_fail "SIGINT: exit status $KH_RC, expected 0"
 
-# the center's limits from the command line: two sessions per card, the third evicts the oldest
-kh_start_serve PID --sessions-per-card 2 --session-ttl 60 --bulk-chunk 10 --rights-ttl 7
-for i in 1 2 3; do
-	kh_expect_api POST /v1/upload/sessions "{\"ua\":\"$UA\"}" 201 '"nonce"'
+# the center's limits from the command line. Opening sessions stores nothing; the open endpoints
+# have a budget per client address (3 at once, then 1 a second): past it, 429 with Retry-After.
+# --sessions-per-card is obsolete: accepted, and the log says it is ignored.
+kh_start_serve PID --sessions-per-card 2 --session-ttl 60 --bulk-chunk 10 --rights-ttl 7 \
+	--open-rate 1 --open-burst 3 --header-timeout 5 --idempotency-ttl 3600
+grep -q 'event=serve.obsolete_option option=--sessions-per-card' "$KH_META/daemon.err" ||
+	kh_fail "no warning that --sessions-per-card is ignored"
+limited=
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+	ST=$(curl -s --noproxy '*' -D "$KH_META/headers" -o "$KH_META/body" -w '%{http_code}' -X POST \
+		-H 'Content-Type: application/json' -H "Idempotency-Key: open-$i" --data "{\"ua\":\"$UA\"}" \
+		"http://127.0.0.1:$PORT/v1/upload/sessions")
+	if [ "$ST" = 429 ]; then
+		limited=$i
+		break
+	fi
+	[ "$ST" = 201 ] || kh_fail "opening $i: status $ST: $(cat "$KH_META/body")"
 done
-N=$(sqlite3 center.db "SELECT count(*) FROM upload_sessions WHERE closed_at IS NULL AND ua = $(printf %d "0x$UA")")
-[ "$N" = 2 ] || kh_fail "--sessions-per-card 2: $N unprocessed sessions after three openings"
+[ -n "$limited" ] || kh_fail "--open-burst 3 --open-rate 1: twenty openings in a row, none refused"
+[ "$limited" -gt 3 ] || kh_fail "--open-burst 3: refused at opening $limited"
+grep -qi '^Retry-After: [1-9]' "$KH_META/headers" || kh_fail "a 429 without Retry-After"
+grep -q '"code":"rate_limited"' "$KH_META/body" || kh_fail "a 429 without the code rate_limited"
+N=$(sqlite3 center.db "SELECT (SELECT count(*) FROM upload_sessions) + (SELECT count(*) FROM idempotency)")
+[ "$N" = 0 ] || kh_fail "openings of upload sessions stored $N rows"
 # --rights-ttl 7: the windows are 3.5 days, a right reaches 7 days past its window's start; the
 # server swept at start, and asked again it has nothing more to queue
 kh_expect_api POST /v1/rights/renew '{}' 200 '"emms_queued":0'
@@ -95,6 +113,13 @@ kh_expect_usage serve --db center.db --authority auth --threads 0
 kh_expect_usage serve --db center.db --authority auth --session-ttl 0
 kh_expect_usage serve --db center.db --authority auth --session-ttl 86401
 kh_expect_usage serve --db center.db --authority auth --sessions-per-card 65
+kh_expect_usage serve --db center.db --authority auth --open-rate 100001
+kh_expect_usage serve --db center.db --authority auth --open-rate -1
+kh_expect_usage serve --db center.db --authority auth --open-burst 0
+kh_expect_usage serve --db center.db --authority auth --header-timeout 0
+kh_expect_usage serve --db center.db --authority auth --header-timeout 301
+kh_expect_usage serve --db center.db --authority auth --idempotency-ttl 59
+kh_expect_usage serve --db center.db --authority auth --idempotency-ttl 2592001
 kh_expect_usage serve --db center.db --authority auth --bulk-chunk 100001
 kh_expect_usage serve --db center.db --authority auth --bulk-chunk 2k
 kh_expect_usage serve --db center.db --authority auth --rights-ttl 0

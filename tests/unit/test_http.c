@@ -127,14 +127,15 @@ static struct kh_http *start(const struct kh_http_config *cfg0)
 		cfg = *cfg0;
 	assert_int_equal(kh_http_new(&cfg, &h), KH_OK);
 	const struct kh_http_route routes[] = {
-		{"GET", "/v1/hello", h_hello, NULL},
-		{"GET", "/v1/items/{id}/parts/{part}", h_item, NULL},
-		{"GET", "/v1/items/new/parts/{part}", h_item_new, NULL},
-		{"POST", "/v1/echo", h_echo, NULL},
-		{"PUT", "/v1/echo", h_echo, NULL},
-		{"POST", "/v1/fail", h_fail, NULL},
-		{"GET", "/v1/noreply", h_noreply, NULL},
-		{"GET", "/v1/slow", h_slow, h},
+		{"GET", "/v1/hello", h_hello, NULL, 0},
+		{"GET", "/v1/items/{id}/parts/{part}", h_item, NULL, 0},
+		{"GET", "/v1/items/new/parts/{part}", h_item_new, NULL, 0},
+		{"POST", "/v1/echo", h_echo, NULL, 0},
+		{"PUT", "/v1/echo", h_echo, NULL, 0},
+		{"POST", "/v1/fail", h_fail, NULL, 0},
+		{"GET", "/v1/noreply", h_noreply, NULL, 0},
+		{"GET", "/v1/slow", h_slow, h, 0},
+		{"GET", "/v1/open", h_hello, NULL, KH_HTTP_ROUTE_OPEN},
 	};
 	assert_int_equal(kh_http_add_routes(h, routes, sizeof routes / sizeof routes[0]), KH_OK);
 	assert_int_equal(kh_http_start(h), KH_OK);
@@ -160,6 +161,7 @@ struct reply {
 	char location[128];
 	int replayed;
 	int conn_close;
+	long retry_after;
 	json_t *json;
 };
 
@@ -207,6 +209,10 @@ static size_t on_header(char *p, size_t sz, size_t n, void *u)
 	header_value(p, sz * n, "Connection", tmp, sizeof tmp);
 	if (strcasecmp(tmp, "close") == 0)
 		r->conn_close = 1;
+	tmp[0] = '\0';
+	header_value(p, sz * n, "Retry-After", tmp, sizeof tmp);
+	if (tmp[0])
+		r->retry_after = strtol(tmp, NULL, 10);
 	return sz * n;
 }
 
@@ -902,22 +908,22 @@ static void test_route_table(void **state)
 		static const char *const bad[] = {"", "v1/x", "/", "/v1//x", "/v1/x/", "/v1/{}",
 						  "/v1/{a", "/v1/a}", "/v1/x{a}", "/v1/{a-b}"};
 		for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-			struct kh_http_route rt = {"GET", bad[i], h_hello, NULL};
+			struct kh_http_route rt = {"GET", bad[i], h_hello, NULL, 0};
 			assert_int_equal(kh_http_add_routes(h, &rt, 1), KH_ERR_INVAL);
 		}
 	}
 	{
-		struct kh_http_route rt = {"FETCH", "/v1/x", h_hello, NULL};
+		struct kh_http_route rt = {"FETCH", "/v1/x", h_hello, NULL, 0};
 		assert_int_equal(kh_http_add_routes(h, &rt, 1), KH_ERR_INVAL);
 		rt.method = "GET";
 		rt.fn = NULL;
 		assert_int_equal(kh_http_add_routes(h, &rt, 1), KH_ERR_INVAL);
 	}
 	{
-		struct kh_http_route a = {"GET", "/v1/c/{ua}", h_hello, NULL};
-		struct kh_http_route b = {"GET", "/v1/c/{id}", h_hello, NULL};
-		struct kh_http_route m = {"GET", "/metrics", h_hello, NULL};
-		struct kh_http_route p = {"POST", "/v1/c/{id}", h_hello, NULL};
+		struct kh_http_route a = {"GET", "/v1/c/{ua}", h_hello, NULL, 0};
+		struct kh_http_route b = {"GET", "/v1/c/{id}", h_hello, NULL, 0};
+		struct kh_http_route m = {"GET", "/metrics", h_hello, NULL, 0};
+		struct kh_http_route p = {"POST", "/v1/c/{id}", h_hello, NULL, 0};
 		assert_int_equal(kh_http_add_routes(h, &a, 1), KH_OK);
 		assert_int_equal(kh_http_add_routes(h, &b, 1), KH_ERR_EXISTS);
 		assert_int_equal(kh_http_add_routes(h, &m, 1), KH_ERR_EXISTS);
@@ -925,8 +931,8 @@ static void test_route_table(void **state)
 	}
 	{
 		/* All or nothing: a bad route leaves none of its call behind. */
-		const struct kh_http_route two[] = {{"GET", "/v1/z", h_hello, NULL},
-						    {"GET", "/v1/z/", h_hello, NULL}};
+		const struct kh_http_route two[] = {{"GET", "/v1/z", h_hello, NULL, 0},
+						    {"GET", "/v1/z/", h_hello, NULL, 0}};
 		assert_int_equal(kh_http_add_routes(h, two, 2), KH_ERR_INVAL);
 		assert_int_equal(kh_http_add_routes(h, two, 1), KH_OK);
 	}
@@ -1022,14 +1028,14 @@ static void write_cert(const char *dir, char *certp, char *keyp, size_t cap)
 }
 
 /* One GET /v1/hello from source address src; the status, or 0 when the connection failed. */
-static long hello_from(uint16_t port, const char *src)
+static long hello_path_from(uint16_t port, const char *src, const char *path)
 {
 	CURL *c = curl_easy_init();
 	char url[96];
 	long st = 0;
 
 	assert_non_null(c);
-	snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/hello", port);
+	snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
 	curl_easy_setopt(c, CURLOPT_INTERFACE, src);
@@ -1039,6 +1045,11 @@ static long hello_from(uint16_t port, const char *src)
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
 	curl_easy_cleanup(c);
 	return st;
+}
+
+static long hello_from(uint16_t port, const char *src)
+{
+	return hello_path_from(port, src, "/v1/hello");
 }
 
 /*
@@ -1103,6 +1114,337 @@ static void test_per_address_limit(void **state)
 		}
 		assert_int_equal(st, 200);
 	}
+	kh_http_free(h);
+}
+
+
+/* ---------------------------------------------------------------- attacks on the server */
+
+/* A TCP connection to the server from src (a loopback address), or -1 when refused. */
+static int raw_connect(uint16_t port, const char *src)
+{
+	struct sockaddr_in a = {0}, b = {0};
+	struct timeval tv = {10, 0}; /* a bound on a test that would hang, not a measure */
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	b.sin_family = AF_INET;
+	assert_int_equal(inet_pton(AF_INET, src, &b.sin_addr), 1);
+	assert_int_equal(bind(fd, (struct sockaddr *)&b, sizeof b), 0);
+	a.sin_family = AF_INET;
+	a.sin_port = htons(port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int send_str(int fd, const char *s)
+{
+	size_t n = strlen(s);
+	while (n) {
+		ssize_t k = send(fd, s, n, MSG_NOSIGNAL);
+		if (k <= 0)
+			return -1;
+		s += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+/*
+ * Everything the server sends on fd until it closes the connection, NUL-terminated (malloc'd).
+ * *closed: 1 when it did close; 0 when it kept the connection open (the 10 s receive timeout
+ * ran out: only a bound, so that a server that keeps the connection does not hang the test).
+ */
+static char *read_to_close(int fd, int *closed)
+{
+	char *all = NULL;
+	size_t len = 0;
+
+	*closed = 0;
+	for (;;) {
+		char buf[4096];
+		ssize_t k = recv(fd, buf, sizeof buf, 0);
+		if (k == 0 || (k < 0 && errno == ECONNRESET)) {
+			*closed = 1;
+			break;
+		}
+		if (k < 0)
+			break;
+		all = realloc(all, len + (size_t)k + 1);
+		assert_non_null(all);
+		memcpy(all + len, buf, (size_t)k);
+		len += (size_t)k;
+	}
+	if (!all)
+		all = calloc(1, 1);
+	all[len] = 0;
+	return all;
+}
+
+static int count_answers(const char *s)
+{
+	int n = 0;
+	for (const char *p = s; (p = strstr(p, "HTTP/1.1 ")) != NULL; p++)
+		n++;
+	return n;
+}
+
+/*
+ * Request smuggling (RFC 9112 §6.3). A request whose body length two readers could read two
+ * ways is refused with 400 and the connection closed, so the request that follows on the
+ * connection (here a GET that a front end might have taken for part of the body, or the other
+ * way round) is never answered. Before, Content-Length beside "chunked" and two Content-Lengths
+ * were accepted and the follow-on answered, and an unknown Transfer-Encoding hung.
+ */
+static void test_framing(void **state)
+{
+	static const char *const bad[] = {
+		/* both: libmicrohttpd used chunked, a front end may use the length */
+		"POST /v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 4\r\n"
+		"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+		/* two lengths */
+		"POST /v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+		"Content-Length: 0\r\n\r\n{}",
+		/* a coding no one here understands */
+		"POST /v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip\r\n\r\n",
+		/* chunked, but not last */
+		"POST /v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+		"Transfer-Encoding: chunked, identity\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+		/* Transfer-Encoding in HTTP/1.0 */
+		"POST /v1/echo HTTP/1.0\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+		"Connection: keep-alive\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+	};
+	static const char follow[] = "GET /v1/hello HTTP/1.1\r\nHost: t\r\n\r\n";
+	struct kh_http *h = start(NULL);
+	uint16_t port = kh_http_port(h);
+	int fd, closed;
+	char *got;
+
+	(void)state;
+	/* The control: two sound requests on one connection are both answered. */
+	assert_true((fd = raw_connect(port, "127.0.0.1")) >= 0);
+	assert_int_equal(send_str(fd, "GET /v1/hello HTTP/1.1\r\nHost: t\r\n\r\n"
+				      "GET /v1/hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+			 0);
+	got = read_to_close(fd, &closed);
+	assert_true(closed);
+	assert_int_equal(count_answers(got), 2);
+	free(got);
+	close(fd);
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char *req = malloc(strlen(bad[i]) + sizeof follow);
+		assert_non_null(req);
+		strcpy(req, bad[i]);
+		strcat(req, follow);
+		assert_true((fd = raw_connect(port, "127.0.0.1")) >= 0);
+		assert_int_equal(send_str(fd, req), 0);
+		got = read_to_close(fd, &closed);
+		if (!closed || count_answers(got) != 1 || strncmp(got, "HTTP/1.1 400 ", 13) != 0)
+			fail_msg("request %zu: closed=%d answers=%d: %.200s", i, closed, count_answers(got), got);
+		assert_non_null(strstr(got, "\"invalid_argument\""));
+		free(got);
+		free(req);
+		close(fd);
+	}
+	/* the same length twice is one length: accepted */
+	assert_true((fd = raw_connect(port, "127.0.0.1")) >= 0);
+	assert_int_equal(send_str(fd, "POST /v1/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+				      "Content-Length: 2\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"),
+			 0);
+	got = read_to_close(fd, &closed);
+	assert_true(closed);
+	assert_int_equal(strncmp(got, "HTTP/1.1 201 ", 13), 0);
+	free(got);
+	close(fd);
+	kh_http_free(h);
+}
+
+/*
+ * A control character in the path, raw or percent-encoded, is refused (400) and never routed.
+ * Before, libmicrohttpd decoded %00 and the path ended there: /v1/hello%00/x was /v1/hello.
+ */
+static void test_control_in_path(void **state)
+{
+	static const char *const bad[] = {"/v1/hello%00", "/v1/hello%00/x", "/v1/items/1%00/parts/2",
+					  "/v1/items/1%0a/parts/2", "/v1/items/1%1F/parts/2", "/v1/items/1%7f/parts/2",
+					  "/v1/items/1/parts/2?q=a%00b"};
+	struct kh_http *h = start(NULL);
+	struct reply r;
+	int fd, closed;
+	char *got;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		assert_int_equal(request_on(NULL, kh_http_port(h), NULL, "GET", bad[i], NULL, NULL, 0, NULL, &r), CURLE_OK);
+		if (r.status != 400)
+			fail_msg("%s: %ld %s", bad[i], r.status, r.body ? r.body : "");
+		assert_non_null(strstr(r.body, "\"invalid_argument\""));
+		reply_free(&r);
+	}
+	/* a raw control byte in the request line */
+	assert_true((fd = raw_connect(kh_http_port(h), "127.0.0.1")) >= 0);
+	assert_int_equal(send_str(fd, "GET /v1/hello\x01 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"), 0);
+	got = read_to_close(fd, &closed);
+	assert_int_equal(strncmp(got, "HTTP/1.1 400 ", 13), 0);
+	free(got);
+	close(fd);
+	/* printable escapes are fine */
+	assert_int_equal(request_on(NULL, kh_http_port(h), NULL, "GET", "/v1/items/%41/parts/2", NULL, NULL, 0, NULL, &r),
+			 CURLE_OK);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "\"id\":\"A\""));
+	reply_free(&r);
+	kh_http_free(h);
+}
+
+/*
+ * The open routes' budget per client address: past its burst, an address gets 429 with
+ * Retry-After, while another address still has its own. (A bucket of 5 refilled at 1 a second:
+ * however slow the machine, the 429 comes within 40 requests unless they take 35 s.)
+ */
+static void test_open_budget(void **state)
+{
+	struct kh_http_config cfg = {.open_rate = 1, .open_burst = 5};
+	struct kh_http *h;
+	struct reply r;
+	int ok = 0, limited = 0;
+
+	(void)state;
+	h = start(&cfg);
+	for (int i = 0; i < 40 && !limited; i++) {
+		assert_int_equal(request_on(NULL, kh_http_port(h), NULL, "GET", "/v1/open", NULL, NULL, 0, NULL, &r),
+				 CURLE_OK);
+		if (r.status == 200) {
+			ok++;
+		} else {
+			assert_int_equal(r.status, 429);
+			assert_non_null(strstr(r.body, "\"rate_limited\""));
+			assert_true(r.retry_after >= 1);
+			limited = 1;
+		}
+		reply_free(&r);
+	}
+	assert_true(limited);
+	assert_true(ok >= 5);
+	/* routes that are not open are not counted */
+	assert_int_equal(request_on(NULL, kh_http_port(h), NULL, "GET", "/v1/hello", NULL, NULL, 0, NULL, &r), CURLE_OK);
+	assert_int_equal(r.status, 200);
+	reply_free(&r);
+	/* another address has its own budget */
+	assert_int_equal(hello_path_from(kh_http_port(h), "127.0.0.2", "/v1/open"), 200);
+	kh_http_free(h);
+}
+
+/* Slow clients: the trickle of one connection (a header line at a time, never the end). */
+struct slow {
+	uint16_t port;
+	const char *src;
+	int fds[4];
+	atomic_int stop;
+	int closed_by_server; /* connections the server ended while they were still sending */
+	int refused;          /* new connections closed at once (the address waits out its ban) */
+	atomic_int held;      /* of its first four connections, those the server took */
+	pthread_t th;
+};
+
+static void *slow_main(void *arg)
+{
+	struct slow *s = arg;
+
+	for (int i = 0; i < 4; i++) {
+		s->fds[i] = raw_connect(s->port, s->src);
+		if (s->fds[i] >= 0 && send_str(s->fds[i], "GET /v1/hello HTTP/1.1\r\nHost: t\r\n") != 0) {
+			close(s->fds[i]);
+			s->fds[i] = -1;
+		}
+		if (s->fds[i] >= 0)
+			atomic_fetch_add(&s->held, 1);
+	}
+	/* a header line every 200 ms, well inside the idle timeout; bounded: 300 rounds */
+	for (int round = 0; round < 300 && !atomic_load(&s->stop); round++) {
+		usleep(200000);
+		for (int i = 0; i < 4; i++) {
+			if (s->fds[i] >= 0 && (!still_open(s->fds[i]) || send_str(s->fds[i], "X-Slow: 1\r\n") != 0)) {
+				s->closed_by_server++;
+				close(s->fds[i]);
+				s->fds[i] = -1;
+			}
+			if (s->fds[i] < 0) {
+				/* as an attacker would: connect again and start over */
+				int fd = raw_connect(s->port, s->src);
+				if (fd >= 0 && send_str(fd, "GET /v1/hello HTTP/1.1\r\nHost: t\r\n") == 0 && (usleep(20000), still_open(fd)))
+					s->fds[i] = fd;
+				else {
+					s->refused++;
+					if (fd >= 0)
+						close(fd);
+				}
+			}
+		}
+	}
+	for (int i = 0; i < 4; i++)
+		if (s->fds[i] >= 0)
+			close(s->fds[i]);
+	return NULL;
+}
+
+/*
+ * Slowloris: four addresses hold every connection the server has (16 threads, 4 per address),
+ * each sending a header line every 200 ms and never the blank line that ends the head. The
+ * idle timeout never fires. The head deadline (1 s here) closes them, their addresses are
+ * refused new connections for a while, and a genuine client from a fifth address is served.
+ * Before, the trickle held all 16 for as long as it went on and the genuine client was dropped.
+ */
+static void test_slow_clients(void **state)
+{
+	struct kh_http_config cfg = {.threads = 16, .head_timeout_s = 1};
+	static const char *const src[] = {"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"};
+	struct slow sl[4];
+	struct kh_http *h;
+	long st = 0;
+	int closed = 0;
+	struct reply r;
+
+	(void)state;
+	h = start(&cfg);
+	memset(sl, 0, sizeof sl);
+	for (int i = 0; i < 4; i++) {
+		sl[i].port = kh_http_port(h);
+		sl[i].src = src[i];
+		assert_int_equal(pthread_create(&sl[i].th, NULL, slow_main, &sl[i]), 0);
+	}
+	/* once the four addresses hold every connection (bounded wait), the genuine client comes; it
+	 * retries a dropped connection, as clients do (bounded: 150 tries) */
+	for (int n = 0; n < 100; n++) {
+		int held = 0;
+		for (int i = 0; i < 4; i++)
+			held += atomic_load(&sl[i].held);
+		if (held == 16)
+			break;
+		usleep(50000);
+	}
+	for (int n = 0; n < 150 && st != 200; n++) {
+		st = hello_from(kh_http_port(h), "127.0.0.1");
+		if (st != 200)
+			usleep(200000);
+	}
+	for (int i = 0; i < 4; i++) {
+		atomic_store(&sl[i].stop, 1);
+		pthread_join(sl[i].th, NULL);
+		closed += sl[i].closed_by_server;
+	}
+	assert_int_equal(st, 200);
+	assert_true(closed > 0);
+	assert_int_equal(request_on(NULL, kh_http_port(h), NULL, "GET", "/metrics", NULL, NULL, 0, NULL, &r), CURLE_OK);
+	assert_non_null(strstr(r.body, "keyhole_http_deadline_closed_total "));
+	assert_null(strstr(r.body, "keyhole_http_deadline_closed_total 0\n"));
+	reply_free(&r);
 	kh_http_free(h);
 }
 
@@ -1173,6 +1515,10 @@ int main(void)
 		cmocka_unit_test(test_log_line),
 		cmocka_unit_test(test_https),
 		cmocka_unit_test(test_per_address_limit),
+		cmocka_unit_test(test_framing),
+		cmocka_unit_test(test_control_in_path),
+		cmocka_unit_test(test_open_budget),
+		cmocka_unit_test(test_slow_clients),
 	};
 	int rc;
 

@@ -979,6 +979,78 @@ static void test_operator_token(void **state)
 	expect_error(sw, "POST", "/v1/upload/sessions", "{\"ua\":\"0000FFFF\"}", NULL, 404, "not_found");
 }
 
+/*
+ * Idempotency keys are scoped by caller and route. Before, they were one namespace: an
+ * unauthenticated opening of an upload session with the guide's example keys made the
+ * operator's reload and bulk subscription with those keys fail with 422. And a bulk
+ * subscription's list is a set: [2,1] and [1,2] are one request, answered again, not 422.
+ */
+static void test_idempotency_scopes(void **state)
+{
+	struct sms_world *sw = *state;
+	static const char token[] = "a-long-enough-operator-token-0123";
+	static const char *const keys[] = {"reload-2026-11-21-ada", "p7-vip-1"};
+	struct mod *c1 = &sw->w->c1;
+	char path[96], body[160], open_body[32];
+	struct reply r, again;
+	int64_t a, b;
+
+	center_stop(sw->sms, sw->h);
+	center_start(sw->db, sw->w->auth_dir, token, &sw->sms, &sw->h, &sw->port);
+	g_auth = "Authorization: Bearer a-long-enough-operator-token-0123";
+	expect(sw, "PUT", "/v1/credit-policy", "{\"initial_credit\":100,\"reload_amount\":25}", 200, &r);
+	reply_free(&r);
+	expect(sw, "POST", "/v1/products", "{\"id\":7,\"name\":\"Sport\"}", 201, &r);
+	reply_free(&r);
+	a = jint(expect(sw, "POST", "/v1/subscribers", "{\"name\":\"Ada\"}", 201, &r), "id");
+	reply_free(&r);
+	b = jint(expect(sw, "POST", "/v1/subscribers", "{\"name\":\"Bob\"}", 201, &r), "id");
+	reply_free(&r);
+	register_card(sw, c1);
+	snprintf(path, sizeof path, "/v1/cards/%08X/assign", c1->ua);
+	snprintf(body, sizeof body, "{\"subscriber_id\":%lld}", (long long)a);
+	expect(sw, "POST", path, body, 200, &r);
+	reply_free(&r);
+
+	/* anyone, without the token, opens sessions with the operator's keys first */
+	g_auth = NULL;
+	snprintf(open_body, sizeof open_body, "{\"ua\":\"%08X\"}", c1->ua);
+	for (size_t i = 0; i < 2; i++) {
+		req(sw, "POST", "/v1/upload/sessions", open_body, keys[i], &r);
+		assert_int_equal(r.status, 201);
+		reply_free(&r);
+	}
+	/* the operator's requests with those keys are the operator's own */
+	g_auth = "Authorization: Bearer a-long-enough-operator-token-0123";
+	snprintf(path, sizeof path, "/v1/cards/%08X/reload", c1->ua);
+	req(sw, "POST", path, NULL, keys[0], &r);
+	assert_int_equal(r.status, 200);
+	assert_false(r.replayed);
+	reply_free(&r);
+	snprintf(body, sizeof body, "{\"start\":1000,\"end\":2000000000,\"subscribers\":[%lld,%lld]}", (long long)b,
+		 (long long)a);
+	req(sw, "POST", "/v1/products/7/subscriptions", body, keys[1], &r);
+	assert_int_equal(r.status, 201);
+	/* the same set in another order, or with a repeat, is the same request: its answer again */
+	snprintf(body, sizeof body, "{\"start\":1000,\"end\":2000000000,\"subscribers\":[%lld,%lld,%lld]}", (long long)a,
+		 (long long)b, (long long)a);
+	req(sw, "POST", "/v1/products/7/subscriptions", body, keys[1], &again);
+	assert_int_equal(again.status, 200);
+	assert_true(again.replayed);
+	assert_true(json_equal(r.json, again.json));
+	reply_free(&again);
+	reply_free(&r);
+	/* another set is another request */
+	snprintf(body, sizeof body, "{\"start\":1000,\"end\":2000000000,\"subscribers\":[%lld]}", (long long)a);
+	expect_error(sw, "POST", "/v1/products/7/subscriptions", body, keys[1], 422, "idempotency_mismatch");
+	/* the reload's key on another operator route is that route's own */
+	snprintf(body, sizeof body, "{\"start\":1000,\"end\":2000000000,\"subscribers\":[%lld]}", (long long)a);
+	req(sw, "POST", "/v1/products/7/subscriptions", body, keys[0], &r);
+	assert_int_equal(r.status, 201);
+	reply_free(&r);
+	g_auth = NULL;
+}
+
 /* ---- a withheld REVOKE: the card refuses what follows it, the decoder fetches it ---- */
 
 /* An ECM for product now, through decoder -> CAM -> card. */
@@ -1175,6 +1247,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seed_recovery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_operator_token, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idempotency_scopes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_withheld_revoke, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upload_fetches_the_rest, setup, teardown),
 	};

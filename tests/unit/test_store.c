@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "keyhole/cas.h"
@@ -474,6 +475,50 @@ static void test_idempotency(void **state)
 	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM idempotency"), 4);
 }
 
+/*
+ * Idempotency records expire: kh_store_idem_expire deletes the oldest records written before a
+ * time, at most max of them per call (a bounded cost for the writer that calls it), and the
+ * finished bulk jobs of that age; an unfinished job stays, it is what a retry resumes from.
+ */
+static void test_idempotency_expire(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *s = NULL;
+	struct kh_store_product p = {5, "P"};
+	struct kh_store_bulk_job job = {.product_id = 5, .start = 1, .end = 2, .all = 1, .done = 1};
+	uint8_t h[KH_STORE_IDEM_HASH_LEN];
+	int64_t later = (int64_t)time(NULL) + 60;
+	unsigned n = 99;
+	uint32_t id = 0;
+	char key[16];
+
+	memset(h, 7, sizeof h);
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	for (int i = 0; i < 20; i++) {
+		snprintf(key, sizeof key, "e%d", i);
+		assert_int_equal(kh_store_idem_put(s, key, h, (const uint8_t *)"a", 1), KH_OK);
+	}
+	assert_int_equal(kh_store_product_add(s, &p, &id), KH_OK);
+	assert_int_equal(kh_store_bulk_job_put(s, "done-job", h, &job), KH_OK);
+	job.done = 0;
+	assert_int_equal(kh_store_bulk_job_put(s, "open-job", h, &job), KH_OK);
+	/* nothing is older than the epoch */
+	assert_int_equal(kh_store_idem_expire(s, 0, 8, &n), KH_OK);
+	assert_int_equal(n, 0);
+	/* everything is older than a minute from now: 8 go per call */
+	assert_int_equal(kh_store_idem_expire(s, later, 8, &n), KH_OK);
+	assert_int_equal(n, 8);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM idempotency"), 12);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM bulk_jobs"), 1);
+	assert_int_equal(kh_store_bulk_job_get(s, "open-job", h, &job), KH_OK);
+	assert_int_equal(kh_store_idem_expire(s, later, 100, NULL), KH_OK);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM idempotency"), 0);
+	assert_int_equal(kh_store_idem_expire(s, later, 0, &n), KH_OK);
+	assert_int_equal(n, 0);
+	assert_int_equal(kh_store_idem_expire(NULL, later, 1, &n), KH_ERR_INVAL);
+	kh_store_close(s);
+}
+
 static kh_err tx_seq(struct kh_store *s, void *arg)
 {
 	uint32_t *seq = arg;
@@ -696,6 +741,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_enqueue_atomic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_block_dup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idempotency_expire, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_retry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),

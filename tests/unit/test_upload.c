@@ -26,10 +26,13 @@
  *     a processed or expired one no longer counts, and a retried opening (same Idempotency-Key)
  *     gets the same session instead of using up another.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -103,7 +106,7 @@ static int setup(void **state)
 	return 0;
 }
 
-/* The center with its clock injected (u->now) and at most 4 sessions open per card. */
+/* The center with its clock injected (u->now). */
 static int setup_clock(void **state)
 {
 	struct uw *u = calloc(1, sizeof *u);
@@ -117,7 +120,6 @@ static int setup_clock(void **state)
 	u->now = (int64_t)time(NULL);
 	cfg.db = u->db;
 	cfg.authority_dir = u->w->auth_dir;
-	cfg.upload_sessions_max = 4;
 	cfg.clock = test_clock;
 	cfg.clock_ctx = u;
 	assert_int_equal(kh_sms_new(&cfg, &u->sms, NULL), KH_OK);
@@ -1060,13 +1062,6 @@ static void test_recovery_stale(void **state)
 
 /* ---- the open endpoints' limits ---- */
 
-static long open_sessions(struct uw *u, const struct mod *m)
-{
-	char sql[128];
-	snprintf(sql, sizeof sql, "SELECT count(*) FROM upload_sessions WHERE ua = %u AND closed_at IS NULL", m->ua);
-	return db_int(u, sql);
-}
-
 static void test_session_expiry(void **state)
 {
 	struct uw *u = *state;
@@ -1125,101 +1120,294 @@ static void test_session_expiry(void **state)
 	free(blk);
 }
 
-static void test_sessions_per_card(void **state)
+/* Rows the open endpoints could make: sessions and idempotency records. */
+static long rows_open(struct uw *u)
+{
+	return db_int(u, "SELECT (SELECT count(*) FROM upload_sessions) + (SELECT count(*) FROM idempotency)");
+}
+
+/*
+ * Opening a session costs the center nothing. Anyone who knows a card's UA may open sessions
+ * for it: the center used to store each one and, at the per-card cap, evict the oldest, so 400
+ * openings by an attacker evicted the decoder's session and its upload got 404 (at 40 opens a
+ * second, no genuine upload got through). Now a session is a token the center MACs, stored only
+ * when its upload is accepted: the openings store nothing (not even their Idempotency-Keys), the
+ * decoder's session still works, a used one is refused, and a token changed by one character
+ * is not the center's (its nonce is another, so the card's answer does not check).
+ */
+static void test_open_costs_nothing(void **state)
 {
 	struct uw *u = *state;
-	struct mod *c1 = &u->w->c1, *c3 = &u->c3;
-	struct session s[4], t;
-	struct reply r, r2;
-	char body[32], *hl, *up;
+	struct mod *c1 = &u->w->c1;
+	struct session s, forged;
+	struct reply r;
+	char body[32], key[32], *hl, *up;
 	long rows;
-	json_t *j;
 
 	register_card(u, c1);
-	register_card(u, c3);
 	assign(u, c1, add_subscriber(u, "Ada"));
-	assign(u, c3, add_subscriber(u, "Bob"));
-	for (int i = 0; i < 4; i++)
-		s[i] = open_session(u, c1);
-	(void)open_session(u, c3);
-	rows = db_int(u, "SELECT count(*) FROM upload_sessions");
-	assert_int_equal(open_sessions(u, c1), 4);
-	/* the fifth opens, and the oldest unprocessed one makes room: the cap still holds, and
-	 * parking sessions cannot lock a card out */
-	t = open_session(u, c1);
-	assert_int_equal(open_sessions(u, c1), 4);
-	assert_int_equal(db_int(u, "SELECT count(*) FROM upload_sessions"), rows);
-	hl = hello(c1, s[0].nonce, s[0].nlen);
-	up = upload_body(hl, NULL, 0);
-	expect_error(u, s[0].path, up, "k-evicted", 404, "not_found");
-	free(up);
-	free(hl);
-	/* the cap is per card: the other card's session is still there */
-	assert_int_equal(open_sessions(u, c3), 1);
-
-	/* a processed session is never evicted, and no longer counts */
-	hl = hello(c1, s[1].nonce, s[1].nlen);
-	up = upload_body(hl, NULL, 0);
-	expect(u, "POST", s[1].path, up, "k-used", 200, &r);
-	reply_free(&r);
-	free(up);
-	free(hl);
-	for (int i = 0; i < 6; i++)
-		(void)open_session(u, c1);
-	assert_int_equal(open_sessions(u, c1), 4);
-	{
-		char sql[128];
-		snprintf(sql, sizeof sql, "SELECT count(*) FROM upload_sessions WHERE ua = %u AND closed_at IS NOT NULL",
-			 c1->ua);
-		assert_int_equal(db_int(u, sql), 1);
-	}
-	/* the newest stays usable: t was evicted by now, the last one opened was not */
-	hl = hello(c1, t.nonce, t.nlen);
-	up = upload_body(hl, NULL, 0);
-	expect_error(u, t.path, up, "k-t", 404, "not_found");
-	free(up);
-	free(hl);
-
-	/* a decoder retrying an opening whose reply was lost (same Idempotency-Key and body) gets
-	 * the same session, and nothing more is opened */
+	rows = rows_open(u);
+	s = open_session(u, c1);
 	snprintf(body, sizeof body, "{\"ua\":\"%08X\"}", c1->ua);
-	rows = db_int(u, "SELECT count(*) FROM upload_sessions");
-	j = expect(u, "POST", "/v1/upload/sessions", body, "k-open", 201, &r);
-	assert_false(r.replayed);
-	for (int i = 0; i < 3; i++) {
-		j = expect(u, "POST", "/v1/upload/sessions", body, "k-open", 201, &r2);
-		assert_true(r2.replayed);
-		assert_int_equal(r2.len, r.len);
-		assert_memory_equal(r2.body, r.body, r.len);
-		reply_free(&r2);
+	for (int i = 0; i < 400; i++) {
+		snprintf(key, sizeof key, "attacker-%d", i);
+		expect(u, "POST", "/v1/upload/sessions", body, key, 201, &r);
+		reply_free(&r);
 	}
-	(void)j;
-	reply_free(&r);
-	assert_int_equal(db_int(u, "SELECT count(*) FROM upload_sessions"), rows); /* one in, the oldest out */
-	/* the key with another body is refused */
-	{
-		char other[32];
-		snprintf(other, sizeof other, "{\"ua\":\"%08X\"}", c3->ua);
-		expect_error(u, "/v1/upload/sessions", other, "k-open", 422, "idempotency_mismatch");
-	}
+	assert_int_equal(rows_open(u), rows);
 
-	/* sessions expired for a whole further period are deleted when the card next opens one;
-	 * the processed one stays */
-	u->now += 2 * KH_SMS_UPLOAD_TTL + 1;
-	(void)open_session(u, c1);
-	assert_int_equal(open_sessions(u, c1), 1);
-	{
-		char sql[128];
-		snprintf(sql, sizeof sql, "SELECT count(*) FROM upload_sessions WHERE ua = %u AND closed_at IS NOT NULL",
-			 c1->ua);
-		assert_int_equal(db_int(u, sql), 1);
-	}
-	/* an upload to a deleted session: 404 */
-	hl = hello(c1, s[2].nonce, s[2].nlen);
+	/* the decoder's session, opened before all of them, is good */
+	hl = hello(c1, s.nonce, s.nlen);
 	up = upload_body(hl, NULL, 0);
-	expect_error(u, s[2].path, up, "k-gone", 404, "not_found");
+	expect(u, "POST", s.path, up, "k-genuine", 200, &r);
+	reply_free(&r);
+	/* and good once: a second upload of it is refused */
+	expect_error(u, s.path, up, "k-genuine-again", 409, "session_closed");
+
+	/* a token changed in its last character (the salt): not a session the center opened. The
+	 * card's answer to the real nonce does not answer the one the center computes for it. */
+	forged = s;
+	forged.id[strlen(forged.id) - 1] = forged.id[strlen(forged.id) - 1] == 'A' ? 'Q' : 'A';
+	snprintf(forged.path, sizeof forged.path, "/v1/upload/sessions/%s", forged.id);
+	expect_error(u, forged.path, up, "k-forged", 403, "hello");
+	/* not a token at all */
+	expect_error(u, "/v1/upload/sessions/12", up, "k-12", 404, "not_found");
 	free(up);
 	free(hl);
+	/* one session row, for the upload accepted; no idempotency record from the openings */
+	assert_int_equal(db_int(u, "SELECT count(*) FROM upload_sessions"), 1);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM upload_sessions WHERE closed_at IS NULL"), 0);
+}
+
+/* The attacker of test_open_attack: opens sessions for one UA as fast as it can, bounded. */
+struct opener {
+	uint16_t port;
+	uint32_t ua;
+	atomic_int stop;
+	atomic_int opened;
+	pthread_t th;
+};
+
+static void *opener_main(void *arg)
+{
+	struct opener *o = arg;
+	CURL *c = curl_easy_init();
+	char url[96], body[32], key[32];
+
+	snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/upload/sessions", o->port);
+	snprintf(body, sizeof body, "{\"ua\":\"%08X\"}", o->ua);
+	for (int i = 0; i < 20000 && !atomic_load(&o->stop); i++) {
+		struct reply r;
+		snprintf(key, sizeof key, "attacker-%d", i);
+		if (http_perform(c, url, "POST", body, key, NULL, 30, &r) == CURLE_OK && r.status == 201)
+			atomic_fetch_add(&o->opened, 1);
+		reply_free(&r);
+	}
+	curl_easy_cleanup(c);
+	return NULL;
+}
+
+/*
+ * The attack as it was seen: an attacker opening sessions for a card without pause while its
+ * decoder runs five sessions (open, the card's fresh block bound to the nonce, upload), each
+ * taking as long as the attacker needs for 20 openings (a real decoder talks to its card for
+ * half a second while the attacker opens 40 a second). Every one of the decoder's uploads
+ * succeeds; before, each one's session was evicted first.
+ */
+static void test_open_attack(void **state)
+{
+	struct uw *u = *state;
+	struct mod *c1 = &u->w->c1;
+	struct opener o = {0};
+	int ok = 0;
+
+	register_card(u, c1);
+	assign(u, c1, add_subscriber(u, "Ada"));
+	o.port = u->port;
+	o.ua = c1->ua;
+	assert_int_equal(pthread_create(&o.th, NULL, opener_main, &o), 0);
+	/* a head start: the attacker is opening before the decoder begins */
+	for (int n = 0; n < 500 && atomic_load(&o.opened) < 40; n++)
+		usleep(10000);
+	for (int i = 0; i < 5; i++) {
+		struct session s = open_session(u, c1);
+		int seen = atomic_load(&o.opened);
+		struct blk b;
+		for (int n = 0; n < 1000 && atomic_load(&o.opened) < seen + 20; n++)
+			usleep(10000);
+		b = export_bound(c1, s.nonce, s.nlen);
+		char *blk = b64(b.b, b.n), *up = upload_body_nohello(&blk, 1), key[32];
+		struct reply r;
+		snprintf(key, sizeof key, "k-decoder-%d", i);
+		req(u, "POST", s.path, up, key, &r);
+		ok += r.status == 200;
+		reply_free(&r);
+		free(up);
+		free(blk);
+	}
+	atomic_store(&o.stop, 1);
+	pthread_join(o.th, NULL);
+	assert_true(atomic_load(&o.opened) >= 40);
+	assert_int_equal(ok, 5);
+}
+
+/* A POST from source address src (a loopback address), answer in out (reply_free it). */
+static void post_from(struct uw *u, const char *src, const char *path, const char *body, const char *idem,
+		      struct reply *out)
+{
+	CURL *c = curl_easy_init();
+	struct curl_slist *hl = NULL;
+	char url[160], line[300];
+	FILE *f;
+	size_t cap = 0;
+
+	assert_non_null(c);
+	memset(out, 0, sizeof *out);
+	snprintf(url, sizeof url, "http://127.0.0.1:%u%s", u->port, path);
+	hl = curl_slist_append(hl, "Content-Type: application/json");
+	if (idem) {
+		snprintf(line, sizeof line, "Idempotency-Key: %s", idem);
+		hl = curl_slist_append(hl, line);
+	}
+	assert_non_null(f = open_memstream(&out->body, &cap));
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_INTERFACE, src);
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
+	assert_int_equal(curl_easy_perform(c), CURLE_OK);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+	fclose(f);
+	out->len = cap;
+	out->json = json_loadb(out->body, out->len, 0, NULL);
+	curl_slist_free_all(hl);
+	curl_easy_cleanup(c);
+}
+
+/* The center with a budget of 10 requests per address on the open endpoints, refilled at 1 a
+ * second. */
+static int setup_budget(void **state)
+{
+	struct uw *u = calloc(1, sizeof *u);
+	struct kh_sms_config cfg = {0};
+	struct kh_http_config hc = {.open_rate = 1, .open_burst = 10};
+
+	assert_non_null(u);
+	world_setup((void **)&u->w);
+	make_mod(u->w->auth, KH_ROLE_CARD, &u->c3);
+	u->db = path_in(u->w->dir, "center.db");
+	cfg.db = u->db;
+	cfg.authority_dir = u->w->auth_dir;
+	assert_int_equal(kh_sms_new(&cfg, &u->sms, NULL), KH_OK);
+	assert_int_equal(kh_http_new(&hc, &u->h), KH_OK);
+	assert_int_equal(kh_sms_add_routes(u->sms, u->h), KH_OK);
+	assert_int_equal(kh_http_start(u->h), KH_OK);
+	assert_true((u->port = kh_http_port(u->h)) != 0);
+	assert_non_null(u->curl = curl_easy_init());
+	*state = u;
+	return 0;
+}
+
+/*
+ * Anyone can fill the disk: each opening with a new Idempotency-Key used to store a row, never
+ * purged (105,606 rows in 20 s from one client). Now an address past its budget gets 429 with
+ * Retry-After, what it was granted stored nothing, and a decoder at another address (127.0.0.2)
+ * still opens and uploads. The operator's endpoints are not counted.
+ */
+static void test_open_flood(void **state)
+{
+	struct uw *u = *state;
+	struct mod *c1 = &u->w->c1;
+	struct reply r;
+	char body[32], key[32], *hl, *up;
+	uint8_t nonce[64];
+	size_t nlen = 0;
+	long rows;
+	int granted = 0, limited = 0;
+	char path[96];
+
+	register_card(u, c1);
+	assign(u, c1, add_subscriber(u, "Ada")); /* two requests of the budget: the EMM fetch, and ... */
+	rows = rows_open(u);
+	snprintf(body, sizeof body, "{\"ua\":\"%08X\"}", c1->ua);
+	for (int i = 0; i < 200 && !limited; i++) {
+		snprintf(key, sizeof key, "flood-%d", i);
+		req(u, "POST", "/v1/upload/sessions", body, key, &r);
+		if (r.status == 201) {
+			granted++;
+		} else {
+			assert_int_equal(r.status, 429);
+			assert_string_equal(jstr(json_object_get(r.json, "error"), "code"), "rate_limited");
+			limited = 1;
+		}
+		reply_free(&r);
+	}
+	assert_true(limited);
+	assert_true(granted >= 5);
+	assert_int_equal(rows_open(u), rows);
+	/* the operator is not counted */
+	expect(u, "GET", "/v1/products", NULL, NULL, 200, &r);
+	reply_free(&r);
+
+	/* a decoder at another address */
+	post_from(u, "127.0.0.2", "/v1/upload/sessions", body, "k-open", &r);
+	assert_int_equal(r.status, 201);
+	assert_int_equal(kh_json_get_b64(r.json, "nonce", nonce, sizeof nonce, &nlen, 0), KH_OK);
+	snprintf(path, sizeof path, "/v1/upload/sessions/%s", jstr(r.json, "session"));
+	reply_free(&r);
+	hl = hello(c1, nonce, nlen);
+	up = upload_body(hl, NULL, 0);
+	post_from(u, "127.0.0.2", path, up, "k-up", &r);
+	assert_int_equal(r.status, 200);
+	reply_free(&r);
+	free(up);
+	free(hl);
+}
+
+/*
+ * Idempotency records expire: a record older than the horizon (KH_SMS_IDEM_TTL, the center's
+ * clock moved past it) is deleted when the next one is written, so the table holds what the
+ * horizon holds; a retry after the horizon runs as a new request.
+ */
+static void test_idempotency_horizon(void **state)
+{
+	struct uw *u = *state;
+	struct mod *c1 = &u->w->c1;
+	char path[96];
+	struct reply r, again;
+	int64_t first;
+
+	expect(u, "PUT", "/v1/credit-policy", "{\"initial_credit\":100,\"reload_amount\":10}", NULL, 200, &r);
+	reply_free(&r);
+	register_card(u, c1);
+	assign(u, c1, add_subscriber(u, "Ada"));
+	snprintf(path, sizeof path, "/v1/cards/%08X/reload", c1->ua);
+	first = jint(expect(u, "POST", path, NULL, "reload-1", 200, &r), "reload_id");
+	reply_free(&r);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM idempotency"), 1);
+	/* within the horizon: the same answer */
+	req(u, "POST", path, NULL, "reload-1", &again);
+	assert_int_equal(again.status, 200);
+	assert_true(again.replayed);
+	assert_int_equal(jint(again.json, "reload_id"), first);
+	reply_free(&again);
+
+	/* past it: the next record written takes the old one away. (Records are stamped with the
+	 * real clock, and the test's may have been read some seconds before: an hour past the
+	 * horizon is past it for any record this test wrote.) */
+	u->now += KH_SMS_IDEM_TTL + 3600;
+	expect(u, "POST", path, NULL, "reload-2", 200, &r);
+	reply_free(&r);
+	assert_int_equal(db_int(u, "SELECT count(*) FROM idempotency"), 1);
+	/* and the old key is a new request */
+	req(u, "POST", path, NULL, "reload-1", &again);
+	assert_int_equal(again.status, 200);
+	assert_false(again.replayed);
+	assert_true(jint(again.json, "reload_id") > first + 1);
+	reply_free(&again);
 }
 
 /* ---- the review of the usage path: credit pumping, catalogue price, rolled-back cards ---- */
@@ -1558,7 +1746,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_recovery_old_layout_and_duplicate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_stale, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_expiry, setup_clock, teardown),
-		cmocka_unit_test_setup_teardown(test_sessions_per_card, setup_clock, teardown),
+		cmocka_unit_test_setup_teardown(test_open_costs_nothing, setup_clock, teardown),
+		cmocka_unit_test_setup_teardown(test_open_attack, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_flood, setup_budget, teardown),
+		cmocka_unit_test_setup_teardown(test_idempotency_horizon, setup_clock, teardown),
 		cmocka_unit_test_setup_teardown(test_credit_pumping, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_catalogue_price, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rolled_back_card, setup, teardown),

@@ -46,6 +46,7 @@ struct fake {
 	uint64_t t0;
 	/* behaviour */
 	int fail_5xx;        /* answer the upload with 500 this many times first */
+	int fail_429;        /* then with 429 (the address's budget spent) this many times */
 	int drop;            /* then lose this many answers (KH_ERR_TRANSPORT) */
 	int refuse_hello;    /* check the hello against another card's certificate */
 	int short_nonce;     /* give an 8-byte nonce */
@@ -287,6 +288,12 @@ static kh_err fake_post(void *ctx, const char *url, json_t *body, const char *ke
 		f->fail_5xx--;
 		*status = 500;
 		*resp = error_body("database_busy", "try again");
+		return KH_OK;
+	}
+	if (f->fail_429 > 0) {
+		f->fail_429--;
+		*status = 429;
+		*resp = error_body("rate_limited", "too many requests from this address");
 		return KH_OK;
 	}
 	if (f->drop > 0) {
@@ -591,6 +598,26 @@ static void test_retry_same_key(void **state)
 	kh_file_free(f1, fn);
 }
 
+/*
+ * 429 (the budget of the decoder's address spent, say behind a NAT it shares) is retried like a
+ * 5xx, with the same key and body, and the session succeeds.
+ */
+static void test_retry_429(void **state)
+{
+	struct t *t = *state;
+
+	card1_buys_offline(t);
+	t->f.fail_429 = 2;
+	assert_int_equal(kh_upload_run(&t->cfg, &t->res), KH_OK);
+	assert_int_equal(t->res.attempts, 3);
+	assert_int_equal(t->f.nuploads_processed, 1);
+	for (int i = 2; i < 4; i++) {
+		assert_string_equal(t->f.calls[i].key, t->f.calls[1].key);
+		assert_string_equal(t->f.calls[i].body, t->f.calls[1].body);
+	}
+	assert_int_equal(t->res.m1_export, KH_OK);
+}
+
 /* The center refuses the hello: an error, no EMM, no export for M1, M1 byte for byte as it was. */
 static void test_hello_refused(void **state)
 {
@@ -719,6 +746,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_seed_replacement, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retry_same_key, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_retry_429, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hello_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_m1_unreadable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_m1_empty, setup, teardown),

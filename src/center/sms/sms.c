@@ -175,7 +175,11 @@ kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const ch
 		goto out;
 	}
 	c->upload_ttl = cfg->upload_session_ttl ? cfg->upload_session_ttl : KH_SMS_UPLOAD_TTL;
-	c->upload_max = cfg->upload_sessions_max ? cfg->upload_sessions_max : KH_SMS_UPLOAD_SESSIONS_MAX;
+	c->idem_ttl = cfg->idempotency_ttl ? cfg->idempotency_ttl : KH_SMS_IDEM_TTL;
+	if (c->idem_ttl < KH_SMS_IDEM_TTL_MIN || c->idem_ttl > KH_SMS_IDEM_TTL_MAX) {
+		r = KH_ERR_INVAL;
+		goto out;
+	}
 	c->clock = cfg->clock;
 	c->clock_ctx = cfg->clock_ctx;
 	c->rights_ttl = cfg->rights_ttl ? cfg->rights_ttl : KH_SMS_RIGHTS_TTL;
@@ -213,6 +217,13 @@ kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const ch
 	kh_authority_root_pk(a, c->root_pk);
 	if ((r = read_master(cfg->authority_dir, c->master)) != KH_OK)
 		goto out;
+	/* The upload sessions' MAC key: from the master, so every center of the operator has it. */
+	{
+		static const char label[] = "keyhole upload session key v1";
+		if ((r = kh_hkdf(c->master, sizeof c->master, NULL, 0, (const uint8_t *)label, sizeof label - 1,
+				 c->session_key, sizeof c->session_key)) != KH_OK)
+			goto out;
+	}
 	/* Cards believe ECMs and group EMMs only from signers they were given: every card gets both. */
 	if ((r = kh_authority_signer_load(cfg->authority_dir, KH_ROLE_ECM_SIGNER, NULL, c->signer_der[0],
 					  KH_CERT_MAX, &c->signer_len[0])) != KH_OK ||
@@ -261,6 +272,7 @@ void kh_sms_free(struct kh_sms *c)
 	if (c->keys_mu_ok)
 		pthread_mutex_destroy(&c->keys_mu);
 	kh_wipe(c->master, sizeof c->master);
+	kh_wipe(c->session_key, sizeof c->session_key);
 	kh_wipe(c->keys, sizeof c->keys);
 	kh_wipe(c->token_hash, sizeof c->token_hash);
 	free(c->db);
@@ -350,10 +362,10 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 	};
 	/* What cards, decoders and the headend use: signed or sealed end to end, open to all. */
 	const struct kh_http_route open_routes[] = {
-		{"GET", "/v1/cards/{ua}/emm", kh__sms_card_emm, c},
-		{"GET", "/v1/emm", kh__sms_emm_queue, c},
-		{"POST", "/v1/upload/sessions", kh__sms_upload_open, c},
-		{"POST", "/v1/upload/sessions/{id}", kh__sms_upload, c},
+		{"GET", "/v1/cards/{ua}/emm", kh__sms_card_emm, c, KH_HTTP_ROUTE_OPEN},
+		{"GET", "/v1/emm", kh__sms_emm_queue, c, KH_HTTP_ROUTE_OPEN},
+		{"POST", "/v1/upload/sessions", kh__sms_upload_open, c, KH_HTTP_ROUTE_OPEN},
+		{"POST", "/v1/upload/sessions/{id}", kh__sms_upload, c, KH_HTTP_ROUTE_OPEN},
 	};
 	struct kh_http_route routes[sizeof operator_routes / sizeof operator_routes[0]];
 	size_t n = sizeof operator_routes / sizeof operator_routes[0];
@@ -365,7 +377,7 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 		c->ops[i].fn = operator_routes[i].fn;
 		c->ops[i].c = c;
 		routes[i] = (struct kh_http_route){operator_routes[i].method, operator_routes[i].path, operator_only,
-						   &c->ops[i]};
+						   &c->ops[i], 0};
 	}
 	if ((r = kh_metrics_counter(kh_http_metrics(h), "keyhole_emms_queued_total",
 				    "EMMs sealed and queued by the management center", &c->emms_queued)) != KH_OK)

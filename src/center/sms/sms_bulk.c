@@ -27,7 +27,7 @@
 
 struct bulk {
 	struct kh_sms *c;
-	const char *key;
+	char key[KH__SMS_IDEM_KEY_LEN]; /* scoped (kh__sms_idem_key); also the job's key */
 	uint8_t hash[KH_STORE_IDEM_HASH_LEN];
 	uint32_t product;
 	int64_t start, end;
@@ -189,8 +189,12 @@ static kh_err chunk_tx(struct kh_store *s, void *arg)
 		r = job_new(s, b, &job);
 	if (r != KH_OK)
 		return r;
-	if (job.done)
-		return KH_ERR_INTERNAL; /* a finished job stored its answer in the same commit */
+	if (job.done) {
+		/* Finished, and its answer's record purged (older than the idempotency horizon) while the
+		 * job's row was not yet: the job's own counts give that answer again. */
+		b->done = b->replayed = 1;
+		return answer_of(b, &job);
+	}
 	if ((r = targets(s, b, &job, &more)) != KH_OK)
 		return r;
 	for (size_t i = 0; i < b->nt; i++)
@@ -210,7 +214,7 @@ static kh_err chunk_tx(struct kh_store *s, void *arg)
 	/* In the last chunk's transaction: the job's end and its answer commit together. */
 	if ((r = answer_of(b, &job)) != KH_OK)
 		return r;
-	return kh_store_idem_put(s, b->key, b->hash, (const uint8_t *)b->answer, b->answer_len);
+	return kh__sms_idem_put(s, b->c, b->key, b->hash, b->answer, b->answer_len);
 }
 
 static int cmp_id(const void *x, const void *y)
@@ -254,12 +258,42 @@ static kh_err parse_set(const json_t *body, struct bulk *b, const char **msg)
 	return KH_OK;
 }
 
+/*
+ * The body as the request's fingerprint sees it: compact, keys sorted, and "subscribers" replaced
+ * by the set parse_set made of it (ascending, each id once). *out is malloc'd.
+ */
+static kh_err canonical(const json_t *body, const struct bulk *b, char **out)
+{
+	json_t *copy = json_deep_copy(body), *ids;
+	kh_err r = KH_ERR_NOMEM;
+
+	*out = NULL;
+	if (copy == NULL)
+		return KH_ERR_NOMEM;
+	if (!b->all) {
+		if ((ids = json_array()) == NULL)
+			goto out;
+		for (size_t i = 0; i < b->nids; i++)
+			if (json_array_append_new(ids, json_integer(b->ids[i])) != 0) {
+				json_decref(ids);
+				goto out;
+			}
+		if (json_object_set_new(copy, "subscribers", ids) != 0)
+			goto out;
+	}
+	if ((*out = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS)) != NULL)
+		r = KH_OK;
+out:
+	json_decref(copy);
+	return r;
+}
+
 /* POST /v1/products/{id}/subscriptions {start, end, all | subscribers} (Idempotency-Key) */
 kh_err kh__sms_bulk_subscribe(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
 	struct bulk b = {.c = arg};
 	json_t *body = kh_http_body(req), *ans;
-	const char *p = kh_http_param(req, "id"), *msg = NULL;
+	const char *p = kh_http_param(req, "id"), *msg = NULL, *key;
 	char *canon = NULL, *fp = NULL, *end;
 	unsigned long long v;
 	json_error_t jerr;
@@ -269,10 +303,12 @@ kh_err kh__sms_bulk_subscribe(struct kh_http_req *req, struct kh_http_resp *resp
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "a product id is an integer from 0 to 4294967295");
 	b.product = (uint32_t)v;
 	b.chunk = b.c->bulk_chunk;
-	b.key = kh_http_idempotency_key(req);
-	if (b.key == NULL || strlen(b.key) > KH_STORE_IDEM_KEY_MAX)
+	key = kh_http_idempotency_key(req);
+	if (key == NULL || strlen(key) > KH_STORE_IDEM_KEY_MAX)
 		return kh_http_reply_error(resp, KH_ERR_INVAL,
 					   "a bulk subscription needs an Idempotency-Key header of 1 to 128 characters");
+	if ((r = kh__sms_idem_key(req, KH__SMS_CALLER_OPERATOR, b.key)) != KH_OK)
+		return r;
 	if (!json_is_object(body) || kh__sms_json_int(body, "start", 0, INT64_MAX / 2, 1, &b.start) != KH_OK ||
 	    kh__sms_json_int(body, "end", 0, INT64_MAX / 2, 1, &b.end) != KH_OK || b.start >= b.end)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "start and end (Unix seconds, start < end) are required");
@@ -281,11 +317,14 @@ kh_err kh__sms_bulk_subscribe(struct kh_http_req *req, struct kh_http_resp *resp
 			r = kh_http_reply_error(resp, r, msg);
 		goto out;
 	}
-	/* The request the key stands for: this product and this body, canonically. */
-	if (!(canon = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS)) ||
+	/* The request the key stands for: this product and what the body asks, canonically: the
+	 * subscriber list as the set the job walks (sorted, without repeats), so [2,1] and [1,2] are
+	 * one request. */
+	if ((r = canonical(body, &b, &canon)) != KH_OK ||
 	    asprintf(&fp, "POST\n/v1/products/%u/subscriptions\n%s", b.product, canon) < 0) {
 		fp = NULL;
-		r = KH_ERR_NOMEM;
+		if (r == KH_OK)
+			r = KH_ERR_NOMEM;
 		goto out;
 	}
 	if ((r = kh_sha256((const uint8_t *)fp, strlen(fp), b.hash)) != KH_OK)

@@ -396,7 +396,7 @@ kh_err kh__sms_card_forfeit(struct kh_http_req *req, struct kh_http_resp *resp, 
 struct reload_tx_args {
 	struct kh_sms *c;
 	uint32_t ua;
-	const char *key;
+	char key[KH__SMS_IDEM_KEY_LEN]; /* scoped (kh__sms_idem_key) */
 	uint8_t hash[KH_STORE_IDEM_HASH_LEN];
 	char *answer; /* the JSON text sent (first time) or stored (repeat) */
 	size_t answer_len;
@@ -469,12 +469,13 @@ static kh_err reload_tx(struct kh_store *s, void *arg)
 		return KH_ERR_NOMEM;
 	a->answer_len = strlen(a->answer);
 	/* In the transaction that queued the reload: the reload and its answer commit together. */
-	return kh_store_idem_put(s, a->key, a->hash, (const uint8_t *)a->answer, a->answer_len);
+	return kh__sms_idem_put(s, a->c, a->key, a->hash, a->answer, a->answer_len);
 }
 
 kh_err kh__sms_card_reload(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
 	struct reload_tx_args a = {.c = arg};
+	const char *key;
 	json_error_t jerr;
 	json_t *body;
 	char *fp = NULL;
@@ -483,10 +484,12 @@ kh_err kh__sms_card_reload(struct kh_http_req *req, struct kh_http_resp *resp, v
 
 	if ((r = path_ua(req, resp, &a.ua, &answered)) != KH_OK || answered)
 		return r;
-	a.key = kh_http_idempotency_key(req);
-	if (a.key == NULL || strlen(a.key) > KH_STORE_IDEM_KEY_MAX)
+	key = kh_http_idempotency_key(req);
+	if (key == NULL || strlen(key) > KH_STORE_IDEM_KEY_MAX)
 		return kh_http_reply_error(resp, KH_ERR_INVAL,
 					   "a reload needs an Idempotency-Key header of 1 to 128 characters");
+	if ((r = kh__sms_idem_key(req, KH__SMS_CALLER_OPERATOR, a.key)) != KH_OK)
+		return r;
 	/* The request the key stands for: this card's reload, whatever the body (it has no fields). */
 	if (asprintf(&fp, "POST\n/v1/cards/%08X/reload", a.ua) < 0)
 		return KH_ERR_NOMEM;

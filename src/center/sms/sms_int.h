@@ -44,7 +44,11 @@ struct kh_sms {
 		struct kh_sms *c;
 	} ops[40]; /* operator routes behind the token check */
 	/* The upload endpoints' limits (kh_sms_config; defaults applied) and their clock. */
-	unsigned upload_ttl, upload_max;
+	unsigned upload_ttl;
+	/* How long an idempotency record is kept at least (seconds; kh_sms_config). */
+	unsigned idem_ttl;
+	/* The upload sessions' MAC key (sms_upload.c), derived from the master: secret, wiped. */
+	uint8_t session_key[32];
 	int64_t (*clock)(void *ctx);
 	void *clock_ctx;
 	/* The rights' lifetime and their renewal thread (sms_rights.c). */
@@ -151,6 +155,30 @@ struct kh__sms_why {
 KH_WARN_UNUSED kh_err kh__sms_fail(struct kh_http_resp *resp, kh_err e, const struct kh__sms_why *why);
 /* Set why and return e: `return kh__sms_why(&a->why, KH_ERR_NOTFOUND, NULL, "card not registered");` */
 kh_err kh__sms_why(struct kh__sms_why *w, kh_err e, const char *code, const char *msg);
+
+/* ---- idempotency keys (sms_util.c) ---- */
+
+/*
+ * The store keeps a request's Idempotency-Key scoped by who may call its route and by the route:
+ * caller ":" base64url(SHA-256(caller, method, route pattern, key)), so a key sent to an open
+ * endpoint by anyone never meets the operator's same key on an operator endpoint, nor a key of
+ * one route another's.
+ */
+#define KH__SMS_CALLER_OPERATOR "op"
+#define KH__SMS_CALLER_OPEN "open"
+#define KH__SMS_IDEM_KEY_LEN 52 /* "open:" + 43 characters + NUL, rounded up */
+/* The scoped key of req's Idempotency-Key into out. KH_ERR_INVAL when it has none. */
+KH_WARN_UNUSED kh_err kh__sms_idem_key(const struct kh_http_req *req, const char *caller,
+				       char out[static KH__SMS_IDEM_KEY_LEN]);
+/* Purged per record written, at most: the table cannot outgrow what came within the horizon. */
+#define KH__SMS_IDEM_PURGE 8
+/*
+ * kh_store_idem_put in the caller's transaction, after deleting up to KH__SMS_IDEM_PURGE records
+ * older than the center's idempotency horizon (c->idem_ttl), with the finished bulk jobs of that
+ * age.
+ */
+KH_WARN_UNUSED kh_err kh__sms_idem_put(struct kh_store *s, struct kh_sms *c, const char *key,
+				       const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], const char *text, size_t len);
 
 /* ---- parsing ---- */
 

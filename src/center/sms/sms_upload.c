@@ -23,9 +23,11 @@
  *     EXPORT once no replaced card of the subscriber still awaits recovery, and a credit reload
  *     of what the card newly spent, never above the credit policy's ceiling (credit_reload()).
  *
- * The endpoints are open (decoders call them), so they are bounded: a session not used within
- * the configured time is refused (session_expired), and a card has at most a configured number
- * of sessions open (one more evicts the oldest unprocessed ones).
+ * The endpoints are open (decoders call them), so opening a session costs the center nothing it
+ * keeps: the session is a token the center MACs (sid_make), stored only when its upload is
+ * accepted. Anyone may open sessions for any card and take nothing from its decoder. A session
+ * not used within the configured time is refused (session_expired), and one used is refused
+ * again (session_closed).
  *
  * All of it, with the idempotency record of the answer, is one transaction: the answer is sent
  * only after it is durable, and a retried upload gets the same answer and changes nothing.
@@ -60,7 +62,7 @@ static kh_err reply_stored(struct kh_http_resp *resp, int status, char **text, s
 	return r;
 }
 
-/* ---- POST /v1/upload/sessions {ua} (optional Idempotency-Key) ---- */
+/* ---- POST /v1/upload/sessions {ua} ---- */
 
 /* The clock of the upload limits: the configured one (tests), or the system's. */
 static int64_t center_now(const struct kh_sms *c)
@@ -68,137 +70,116 @@ static int64_t center_now(const struct kh_sms *c)
 	return c->clock ? c->clock(c->clock_ctx) : (int64_t)time(NULL);
 }
 
-/* A session opened at created_at is past its time (its upload is refused) once now is more than
- * the configured time after it: it lives at least upload_ttl seconds, at most one more. */
-static int session_expired(const struct kh_sms *c, int64_t created_at)
+/* A session opened at opened is past its time (its upload is refused) once now is more than the
+ * configured time after it: it lives at least upload_ttl seconds, at most one more. */
+static int session_expired(const struct kh_sms *c, int64_t opened)
 {
-	return center_now(c) - created_at > (int64_t)c->upload_ttl;
-}
-
-struct open_tx {
-	struct kh_sms *c;
-	uint32_t ua;
-	uint8_t nonce[NONCE_LEN];
-	int64_t id;
-	const char *key; /* NULL: no Idempotency-Key */
-	uint8_t hash[KH_STORE_IDEM_HASH_LEN];
-	char *answer;
-	size_t answer_len;
-	int replayed;
-	struct kh__sms_why why;
-};
-
-static kh_err open_answer(const char *sid, const uint8_t *nonce, char **text, size_t *len)
-{
-	json_t *o = json_pack("{s:s}", "session", sid);
-
-	if (!o || kh_json_set_b64(o, "nonce", nonce, NONCE_LEN) != KH_OK ||
-	    !(*text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS))) {
-		json_decref(o);
-		return KH_ERR_NOMEM;
-	}
-	json_decref(o);
-	*len = strlen(*text);
-	return KH_OK;
+	return center_now(c) - opened > (int64_t)c->upload_ttl;
 }
 
 /*
- * The card must be registered and active, and may have at most upload_max sessions open (not
- * expired, not processed). Its sessions long past their time are deleted on the way. A retry of
- * an opening already answered (same Idempotency-Key and body) gets that answer: a decoder whose
- * reply was lost does not use up its card's sessions.
+ * A session is stateless: its id is a token, base64url of
+ *     version (1) | UA (4, big-endian) | opened at (4, Unix seconds, big-endian) | salt (8),
+ * and its nonce is the MAC of that token under the center's session key: HMAC-SHA256(key,
+ * label | token | 0x01), computed as a one-block HKDF-Expand (RFC 5869). Opening a session
+ * stores nothing; the upload recomputes the nonce from the token, so only a token the center
+ * made has the nonce the card signed, and the time in it cannot be moved. The session's row is
+ * written when its upload is accepted, keyed by the nonce (unique): a second upload of one
+ * session is refused.
  */
-static kh_err open_tx(struct kh_store *s, void *arg)
-{
-	struct open_tx *a = arg;
-	struct kh_store_card card;
-	int64_t now = center_now(a->c);
-	uint8_t *stored = NULL;
-	unsigned nopen = 0;
-	char sid[24];
-	size_t n = 0;
-	kh_err r;
+#define SID_VERSION 1
+#define SID_SALT 8 /* sessions of one card in one second differ by it: they do not share a nonce */
+#define SID_LEN (1 + 4 + 4 + SID_SALT)
+#define SID_CHARS 23 /* kh_b64url_len(SID_LEN): an id as short as the integers it replaces */
+#define NONCE_LABEL "keyhole upload session nonce v1"
+/* A token opened later than this after the center's clock (seconds) is not one it made. */
+#define SID_SKEW 60
 
-	free(a->answer); /* a busy retry starts again */
-	a->answer = NULL;
-	a->replayed = 0;
-	a->why = (struct kh__sms_why){0};
-	if (a->key) {
-		r = kh_store_idem_get(s, a->key, a->hash, &stored, &n);
-		if (r == KH_OK) {
-			a->answer = (char *)stored;
-			a->answer_len = n;
-			a->replayed = 1;
-			return KH_OK;
-		}
-		if (r == KH_ERR_IDEM_MISMATCH)
-			return kh__sms_why(&a->why, r, NULL, "this Idempotency-Key was used for another request");
-		if (r != KH_ERR_NOTFOUND)
-			return r;
-	}
-	if ((r = kh_store_card_get(s, a->ua, &card)) != KH_OK)
-		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "card not registered") : r;
-	if (strcmp(card.state, "active") != 0)
-		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "card_state", "only an active card opens a session");
-	/* Expired for a whole further period: an upload to it would now get 404, not session_expired. */
-	if ((r = kh_store_upload_purge(s, a->ua, now - 2 * (int64_t)a->c->upload_ttl, NULL)) != KH_OK)
-		return r;
-	if ((r = kh_store_upload_count_open(s, a->ua, now - (int64_t)a->c->upload_ttl, &nopen)) != KH_OK)
-		return r;
-	/* At the cap, the oldest unprocessed sessions make room. Refusing instead would let anyone
-	 * who knows a UA park the cap's worth of sessions and lock the card's decoder out; now he
-	 * must outrun a decoder that uses its session within seconds of opening it. */
-	if (nopen >= a->c->upload_max &&
-	    (r = kh_store_upload_evict(s, a->ua, a->c->upload_max - 1, NULL)) != KH_OK)
-		return r;
-	if ((r = kh_store_upload_open(s, a->ua, a->nonce, sizeof a->nonce, now, &a->id)) != KH_OK)
-		return r;
-	snprintf(sid, sizeof sid, "%lld", (long long)a->id);
-	if ((r = open_answer(sid, a->nonce, &a->answer, &a->answer_len)) != KH_OK)
-		return r;
-	/* In the transaction that opened the session: the session and its answer commit together. */
-	return a->key ? kh_store_idem_put(s, a->key, a->hash, (const uint8_t *)a->answer, a->answer_len) : KH_OK;
+struct sid {
+	uint8_t b[SID_LEN];
+	char text[SID_CHARS + 1];
+	uint32_t ua;
+	int64_t opened;
+	uint8_t nonce[NONCE_LEN];
+};
+
+static kh_err sid_nonce(const struct kh_sms *c, struct sid *t)
+{
+	uint8_t info[sizeof NONCE_LABEL + SID_LEN];
+
+	memcpy(info, NONCE_LABEL, sizeof NONCE_LABEL); /* the label and its NUL */
+	memcpy(info + sizeof NONCE_LABEL, t->b, SID_LEN);
+	return kh_hkdf_expand(c->session_key, info, sizeof info, t->nonce, NONCE_LEN);
 }
 
+/* A new session token for ua, opened now. */
+static kh_err sid_make(const struct kh_sms *c, uint32_t ua, int64_t now, struct sid *t)
+{
+	kh_err r;
+
+	t->b[0] = SID_VERSION;
+	kh_put_be32(t->b + 1, ua);
+	if (now < 0 || now > (int64_t)UINT32_MAX)
+		return KH_ERR_INVAL; /* a clock outside 1970..2106 */
+	kh_put_be32(t->b + 5, (uint32_t)now);
+	if ((r = kh_random(t->b + 9, SID_SALT)) != KH_OK ||
+	    (r = kh_b64url_encode(t->b, SID_LEN, t->text, sizeof t->text)) != KH_OK)
+		return r;
+	t->ua = ua;
+	t->opened = now;
+	return sid_nonce(c, t);
+}
+
+/* A session id from a path: KH_ERR_NOTFOUND unless it is a token of the current layout. */
+static kh_err sid_parse(const struct kh_sms *c, const char *text, struct sid *t)
+{
+	size_t n = 0;
+
+	if (!text || strlen(text) != SID_CHARS || kh_b64url_decode(text, SID_CHARS, t->b, SID_LEN, &n) != KH_OK ||
+	    n != SID_LEN || t->b[0] != SID_VERSION)
+		return KH_ERR_NOTFOUND;
+	memcpy(t->text, text, SID_CHARS + 1);
+	t->ua = kh_get_be32(t->b + 1);
+	t->opened = (int64_t)kh_get_be32(t->b + 5);
+	return sid_nonce(c, t);
+}
+
+/*
+ * The card must be registered and active: read, not written. Nothing is stored, so opening costs
+ * the center a read and a MAC, and however many sessions anyone opens for a card, they take
+ * nothing from the card's own decoder. An Idempotency-Key is accepted and not needed: a retry
+ * gets a new session, as good as the first.
+ */
 kh_err kh__sms_upload_open(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
-	struct open_tx a = {.c = arg};
-	json_t *body = kh_http_body(req);
+	struct kh_sms *c = arg;
+	json_t *body = kh_http_body(req), *o;
+	struct kh_store_card card;
+	struct kh_store *s;
+	struct sid t;
 	const char *ua;
-	char *canon = NULL, *fp = NULL;
+	uint32_t u;
 	kh_err r;
 
 	ua = json_string_value(json_object_get(body, "ua"));
-	if (!ua || kh__sms_parse_ua(ua, &a.ua) != KH_OK)
+	if (!ua || kh__sms_parse_ua(ua, &u) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "ua: 8 hexadecimal digits");
-	a.key = kh_http_idempotency_key(req);
-	if (a.key && (!*a.key || strlen(a.key) > KH_STORE_IDEM_KEY_MAX))
-		return kh_http_reply_error(resp, KH_ERR_INVAL, "an Idempotency-Key has 1 to 128 characters");
-	if (a.key) {
-		/* The request the key stands for: this body. */
-		if (!(canon = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS)) ||
-		    asprintf(&fp, "POST\n/v1/upload/sessions\n%s", canon) < 0) {
-			fp = NULL;
-			r = KH_ERR_NOMEM;
-			goto out;
-		}
-		if ((r = kh_sha256((const uint8_t *)fp, strlen(fp), a.hash)) != KH_OK)
-			goto out;
+	if ((r = kh__sms_db(c, &s)) != KH_OK)
+		return r;
+	if ((r = kh_store_card_get(s, u, &card)) != KH_OK)
+		return r == KH_ERR_NOTFOUND ? kh_http_reply_error(resp, r, "card not registered") : r;
+	if (strcmp(card.state, "active") != 0) {
+		struct kh__sms_why why = {"card_state", "only an active card opens a session"};
+		return kh__sms_fail(resp, KH_ERR_DB_CONSTRAINT, &why);
 	}
-	if ((r = kh_random(a.nonce, sizeof a.nonce)) != KH_OK)
-		goto out;
-	/* Committed with whatever other openings and uploads are waiting (group commit). */
-	if ((r = kh_store_group_run(a.c->writer, open_tx, &a)) != KH_OK) {
-		if (a.why.code || a.why.msg)
-			r = kh__sms_fail(resp, r, &a.why);
-		goto out;
+	if ((r = sid_make(c, u, center_now(c), &t)) != KH_OK)
+		return r;
+	o = json_pack("{s:s}", "session", t.text);
+	if (!o || (r = kh_json_set_b64(o, "nonce", t.nonce, NONCE_LEN)) != KH_OK) {
+		json_decref(o);
+		return KH_ERR_NOMEM;
 	}
-	r = reply_stored(resp, 201, &a.answer, a.answer_len, a.replayed);
-out:
-	free(canon);
-	free(fp);
-	free(a.answer);
-	return r;
+	return kh_http_reply(resp, 201, o);
 }
 
 /* ---- POST /v1/upload/sessions/{id} {hello, blocks} (Idempotency-Key) ---- */
@@ -218,8 +199,9 @@ struct block_in {
 
 struct upload_tx {
 	struct kh_sms *c;
-	int64_t id;
-	const char *key;
+	struct sid sid;
+	int64_t id; /* the session's row, written by the transaction that accepts its upload */
+	char key[KH__SMS_IDEM_KEY_LEN]; /* the Idempotency-Key as the store keeps it (scoped) */
 	uint8_t hash[KH_STORE_IDEM_HASH_LEN];
 	uint8_t hello[KH_HELLO_LEN + 1];
 	size_t hello_len;
@@ -229,7 +211,6 @@ struct upload_tx {
 	char *answer; /* JSON text sent, or replayed */
 	size_t answer_len;
 	int replayed;
-	int unchecked; /* the session was processed when precheck looked: no block was checked */
 	unsigned queued;
 	int64_t invoiced;
 	uint64_t spent; /* what the session card newly spent, as invoiced: the reload's measure */
@@ -690,11 +671,9 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 	struct kh__sms_emm e;
 	struct emm_collect ec = {0};
 	uint8_t cmd[16];
-	uint32_t sua, amount = 0, reload_id;
-	int64_t created, closed_at;
+	uint32_t sua = a->sid.ua, amount = 0, reload_id;
 	struct kh_wr w;
 	json_t *blocks = NULL, *o = NULL;
-	char sid[24];
 	kh_err r;
 
 	kh__sms_emm_init(&e, a->c, 0);
@@ -707,21 +686,18 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 	a->clone_cur = 0;
 	a->nnotes = 0;
 	a->why = (struct kh__sms_why){0};
-	/* The idempotency record was looked up before the transaction; it is read again here only
-	 * if the session turns out to be processed (a retry that raced its first try). */
-	if ((r = kh_store_upload_state(s, a->id, &sua, &created, &closed_at)) != KH_OK)
-		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "no such upload session") : r;
-	if (closed_at) {
+	/* The session's row, keyed by its nonce (unique): it exists once an upload of the session
+	 * was accepted. The idempotency record was looked up before the transaction; it is read
+	 * again here only if the session turns out to be used (a retry that raced its first try). */
+	r = kh_store_upload_open(s, sua, a->sid.nonce, NONCE_LEN, a->sid.opened, &a->id);
+	if (r == KH_ERR_EXISTS) {
 		if ((r = replay(s, a)) != KH_ERR_NOTFOUND)
 			return r;
 		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "session_closed",
 				   "this session's upload was processed; open a new session");
 	}
-	if (a->unchecked)
-		return KH_ERR_INTERNAL; /* a processed session is never open again */
-	if (session_expired(a->c, created))
-		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "session_expired",
-				   "this session was not used in time; open a new session");
+	if (r != KH_OK)
+		return r;
 	memset(&v, 0, sizeof v);
 	if ((r = kh_store_card_get(s, sua, &v.cur)) != KH_OK)
 		return r;
@@ -773,8 +749,7 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 	if ((r = kh_store_emm_fetch_addr_seq(s, KH_EMM_UNIQUE, sua, a->emm_seq, ANSWER_EMMS_MAX, collect_emm, &ec)) !=
 	    KH_OK)
 		goto out;
-	snprintf(sid, sizeof sid, "%lld", (long long)a->id);
-	o = json_pack("{s:s,s:O,s:O,s:I,s:b}", "session", sid, "blocks", blocks, "emms", ec.arr, "invoiced",
+	o = json_pack("{s:s,s:O,s:O,s:I,s:b}", "session", a->sid.text, "blocks", blocks, "emms", ec.arr, "invoiced",
 		      (json_int_t)a->invoiced, "export_authorised", v.cur.export_authorised);
 	if (!o || !(a->answer = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS))) {
 		r = KH_ERR_NOMEM;
@@ -783,7 +758,7 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 	a->answer_len = strlen(a->answer);
 	/* In the transaction that made the changes: the answer and what it says commit together. A
 	 * key taken meanwhile (by another request) undoes this one: it gets that key's verdict. */
-	r = kh_store_idem_put(s, a->key, a->hash, (const uint8_t *)a->answer, a->answer_len);
+	r = kh__sms_idem_put(s, a->c, a->key, a->hash, a->answer, a->answer_len);
 	if (r == KH_ERR_EXISTS) {
 		r = replay(s, a);
 		if (r == KH_OK) /* the same request answered meanwhile: its answer, none of this */
@@ -804,21 +779,35 @@ out:
  */
 static kh_err precheck(struct kh_store *s, struct upload_tx *a)
 {
-	uint8_t nonce[64], pk[32];
+	const uint8_t *nonce = a->sid.nonce;
+	size_t nlen = NONCE_LEN;
+	uint8_t pk[32], *stored = NULL;
 	struct kh_usage_hdr hh;
-	uint32_t sua;
-	int64_t closed_at;
-	size_t nlen;
+	uint32_t sua = a->sid.ua;
+	int64_t now = center_now(a->c);
+	size_t n = 0;
 	kh_err r;
 
-	if ((r = kh_store_upload_get(s, a->id, &sua, nonce, sizeof nonce, &nlen, &closed_at)) != KH_OK)
-		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "no such upload session") : r;
-	if (closed_at) {
-		/* Processed already, for good: the transaction answers a retry from its record, or
-		 * refuses; it reads no block, so there is nothing to check. */
-		a->unchecked = 1;
+	/* A retry of an upload already answered gets that answer, whatever has changed since (the
+	 * session's time is up, a certificate expired): nothing is checked again. */
+	r = kh_store_idem_get(s, a->key, a->hash, &stored, &n);
+	if (r == KH_OK) {
+		a->answer = (char *)stored;
+		a->answer_len = n;
+		a->replayed = 1;
 		return KH_OK;
 	}
+	if (r == KH_ERR_IDEM_MISMATCH)
+		return kh__sms_why(&a->why, r, NULL, "this Idempotency-Key was used for another request");
+	if (r != KH_ERR_NOTFOUND)
+		return r;
+	/* Opened at a time the center has not reached: not a session it opened (or its clock went
+	 * back by more than the skew allowed). */
+	if (a->sid.opened > now + SID_SKEW)
+		return kh__sms_why(&a->why, KH_ERR_NOTFOUND, NULL, "no such upload session");
+	if (session_expired(a->c, a->sid.opened))
+		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "session_expired",
+				   "this session was not used in time; open a new session");
 	if ((r = card_key(s, a->c, sua, pk, NULL)) != KH_OK)
 		return kh__sms_why(&a->why, r, NULL, "the session's card certificate does not check");
 	if (a->hello_len &&
@@ -871,16 +860,19 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 {
 	struct upload_tx a = {.c = arg};
 	json_t *body = kh_http_body(req), *arr, *v;
+	const char *key;
 	struct kh_store *s;
 	char *canon = NULL, *fp = NULL;
 	size_t i;
 	kh_err r;
 
-	if (kh__sms_parse_id(kh_http_param(req, "id"), &a.id) != KH_OK)
-		return kh_http_reply_error(resp, KH_ERR_INVAL, "a session id is a positive integer");
-	a.key = kh_http_idempotency_key(req);
-	if (!a.key || strlen(a.key) > KH_STORE_IDEM_KEY_MAX)
+	if (sid_parse(a.c, kh_http_param(req, "id"), &a.sid) != KH_OK)
+		return kh_http_reply_error(resp, KH_ERR_NOTFOUND, "no such upload session");
+	key = kh_http_idempotency_key(req);
+	if (!key || strlen(key) > KH_STORE_IDEM_KEY_MAX)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "an upload needs an Idempotency-Key of 1 to 128 characters");
+	if ((r = kh__sms_idem_key(req, KH__SMS_CALLER_OPEN, a.key)) != KH_OK)
+		return r;
 	arr = json_object_get(body, "blocks");
 	if (!json_is_array(arr) || json_array_size(arr) > MAX_BLOCKS)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "blocks: an array of at most 8 base64url blocks");
@@ -912,7 +904,7 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 	a.nblocks = json_array_size(arr);
 	/* The request the key stands for: this session and this body. */
 	if (!(canon = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS)) ||
-	    asprintf(&fp, "POST\n/v1/upload/sessions/%lld\n%s", (long long)a.id, canon) < 0) {
+	    asprintf(&fp, "POST\n/v1/upload/sessions/%s\n%s", a.sid.text, canon) < 0) {
 		fp = NULL;
 		r = KH_ERR_NOMEM;
 		goto out;
@@ -920,14 +912,15 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 	if ((r = kh_sha256((const uint8_t *)fp, strlen(fp), a.hash)) != KH_OK || (r = kh__sms_db(a.c, &s)) != KH_OK)
 		goto out;
 	/* The signature checks first, with no write lock held: uploads then queue on the lock only
-	 * for their SQL, not for their cryptography. A retry of an upload already answered finds its
-	 * session processed: it skips the checks, and the transaction answers it from the
-	 * idempotency record, whatever has changed since (an expired certificate, say). */
+	 * for their SQL, not for their cryptography. A retry of an upload already answered is
+	 * answered from its idempotency record here, with no check and no transaction. */
 	if ((r = precheck(s, &a)) != KH_OK) {
 		if (a.why.code || a.why.msg)
 			r = kh__sms_fail(resp, r, &a.why);
 		goto out;
 	}
+	if (a.replayed)
+		goto answer;
 	/* Committed with whatever other uploads are waiting, in one transaction and one fsync. */
 	r = kh_store_group_run(a.c->writer, upload_tx, &a);
 	if (r == KH_ERR_EXISTS && a.replayed)

@@ -8,7 +8,44 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keyhole/crypto.h"
 #include "sms_int.h"
+
+kh_err kh__sms_idem_key(const struct kh_http_req *req, const char *caller, char out[static KH__SMS_IDEM_KEY_LEN])
+{
+	const char *key = kh_http_idempotency_key(req), *method = kh_http_method(req),
+		   *pattern = kh_http_route_pattern(req);
+	uint8_t d[32];
+	char *in = NULL;
+	int n;
+	size_t pre;
+	kh_err r;
+
+	if (!key || !method || !pattern)
+		return KH_ERR_INVAL;
+	/* NUL-separated: no two (caller, method, pattern, key) give the same bytes */
+	n = asprintf(&in, "%s%c%s%c%s%c%s", caller, 0, method, 0, pattern, 0, key);
+	if (n < 0)
+		return KH_ERR_NOMEM;
+	r = kh_sha256((const uint8_t *)in, (size_t)n, d);
+	free(in);
+	if (r != KH_OK)
+		return r;
+	pre = (size_t)snprintf(out, KH__SMS_IDEM_KEY_LEN, "%s:", caller);
+	if (pre >= KH__SMS_IDEM_KEY_LEN)
+		return KH_ERR_INVAL;
+	return kh_b64url_encode(d, sizeof d, out + pre, KH__SMS_IDEM_KEY_LEN - pre);
+}
+
+kh_err kh__sms_idem_put(struct kh_store *s, struct kh_sms *c, const char *key,
+			const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], const char *text, size_t len)
+{
+	kh_err r = kh_store_idem_expire(s, kh__sms_now(c) - (int64_t)c->idem_ttl, KH__SMS_IDEM_PURGE, NULL);
+
+	if (r != KH_OK)
+		return r;
+	return kh_store_idem_put(s, key, hash, (const uint8_t *)text, len);
+}
 
 kh_err kh__sms_why(struct kh__sms_why *w, kh_err e, const char *code, const char *msg)
 {
