@@ -116,6 +116,8 @@ typedef int kh_err;
 	   "ladder", 0x6F3E)                                                                     \
 	XX(LADDER_REQUIRED, "the operator gives this programme's control words only under the key " \
 	   "ladder", 403, "ladder_required", 0x6F3F)                                             \
+	XX(DB_GONE, "the database file was deleted or replaced while in use: writes are refused "  \
+	   "until the center is restarted on its database", 503, "database_gone", 0x6F47)        \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,
