@@ -119,6 +119,8 @@ typedef int kh_err;
 	XX(MODULE_BUSY, "module file in use by another process", 409, "module_busy", 0x6F40)     \
 	XX(MODULE_CHANGED, "module file changed by another process; this state was not saved",   \
 	   409, "module_changed", 0x6F41)                                                        \
+	XX(DB_GONE, "the database file was deleted or replaced while in use: writes are refused "  \
+	   "until the center is restarted on its database", 503, "database_gone", 0x6F42)        \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

@@ -34,10 +34,21 @@ struct kh_store_opts {
  *   "PATH", "sqlite:PATH" or "sqlite://PATH"   an SQLite file (created if absent);
  *   "postgres://..." / "postgresql://..."      KH_ERR_NOT_BUILT (the backend is not built yet).
  * Other "scheme:" prefixes are KH_ERR_INVAL. The database holds secrets (service keys): an
- * existing file that group or others can access, or that another user owns, is refused with
- * KH_ERR_KEYFILE_PERM. A database whose schema is newer than this code is refused with
- * KH_ERR_VERSION and left untouched; a database that is not a Keyhole store, KH_ERR_DB_FOREIGN.
- * Other failures: KH_ERR_IO (cannot create or open), KH_ERR_DB, KH_ERR_DB_BUSY, KH_ERR_NOMEM.
+ * existing file, -wal or -shm that group or others can access, or that another user owns, is
+ * refused with KH_ERR_KEYFILE_PERM; a -wal or -shm without its database, KH_ERR_EXISTS. A
+ * database whose schema is newer than this code is refused with KH_ERR_VERSION and left
+ * untouched; a database that is not a Keyhole store, KH_ERR_DB_FOREIGN. A file that cannot be
+ * written (its mode, a read-only file system) or whose directory cannot be written is KH_ERR_IO,
+ * at open rather than at the first write. Other failures: KH_ERR_IO (cannot create or open),
+ * KH_ERR_DB, KH_ERR_DB_BUSY, KH_ERR_NOMEM. An open that fails leaves no file it created.
+ *
+ * Several connections of one process to one file: only the first creates or migrates it. While
+ * a connection to the file is open in this process, every further open joins it: it never
+ * creates a file and never migrates, and it must find at the path the very file (device and
+ * inode) the first one opened, else KH_ERR_DB_GONE. Every write transaction (kh_store_begin,
+ * kh_store_run_tx, the group committer) checks the same, so a database deleted, moved or
+ * replaced while in use takes no write (KH_ERR_DB_GONE, logged once per connection) and is
+ * never swapped for a new empty one; connections already open go on reading the file they have.
  * *out is written only on success; close it with kh_store_close.
  */
 KH_WARN_UNUSED kh_err kh_store_open(const char *url, struct kh_store **out);
@@ -45,6 +56,23 @@ KH_WARN_UNUSED kh_err kh_store_open(const char *url, struct kh_store **out);
 KH_WARN_UNUSED kh_err kh_store_open_opts(const char *url, const struct kh_store_opts *opts, struct kh_store **out);
 /* Close; a transaction still open is rolled back. NULL does nothing. */
 void kh_store_close(struct kh_store *s);
+
+/*
+ * Check, creating and changing nothing, that kh_store_open could open url for writing, or
+ * create it: an existing database must be a regular file, private to its owner (who runs this
+ * process) and writable; its directory must exist and be writable; a -wal or -shm beside it
+ * must be private too, and none may be there without the database. *exists (may be NULL) is 1
+ * when the database file exists. On failure why (cap bytes) gets one line "FILE: reason" naming
+ * the file at fault, and the code is the one kh_store_open would return. Whether the file is a
+ * Keyhole store is left to kh_store_open.
+ */
+KH_WARN_UNUSED kh_err kh_store_check(const char *url, int *exists, char *why, size_t cap);
+/*
+ * Remove the database file url names with its -wal, -shm and -journal: for a start that
+ * created the database and then failed. KH_ERR_INVAL while a connection of this process has it
+ * open; a file already gone is not an error.
+ */
+KH_WARN_UNUSED kh_err kh_store_remove(const char *url);
 
 /* Schema version of the open database, and the latest this code knows. */
 KH_WARN_UNUSED kh_err kh_store_schema_version(struct kh_store *s, int *version);

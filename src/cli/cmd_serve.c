@@ -4,8 +4,13 @@
  * until SIGTERM or SIGINT, and then stops gracefully: requests in flight are answered. This file
  * is options, signals and the ready line; see keyhole-serve(1).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +22,10 @@
 #include "keyhole/http.h"
 #include "keyhole/log.h"
 #include "keyhole/sms.h"
+#include "keyhole/store.h"
+
+/* Largest PEM file read for --cert and --key (the HTTP server reads them with the same bound). */
+#define PEM_MAX (1024 * 1024)
 
 /* The open endpoints' budget per client address unless --open-rate / --open-burst say. */
 #define SERVE_OPEN_RATE 50u
@@ -33,21 +42,25 @@ static const char serve_help[] =
 	"line 'listening=HOST:PORT' on standard output (the port actually bound: useful with port 0).\n"
 	"Logs go to standard error, one key=value line per event (level info unless KEYHOLE_LOG says).\n"
 	"\n"
-	"  -d, --db FILE          the center's database (SQLite; created with mode 0600)\n"
+	"  -d, --db FILE          the center's database: an SQLite file, FILE or sqlite:FILE (created\n"
+	"                         with mode 0600; it, its -wal and its -shm must be private and writable)\n"
 	"  -a, --authority DIR    the operator authority (root.crt, master.key)\n"
 	"  -l, --listen HOST:PORT numeric address and port (default 127.0.0.1:8480; [::1]:PORT for IPv6;\n"
-	"                         port 0 picks a free one)\n"
+	"                         localhost means 127.0.0.1; port 0 picks a free one)\n"
 	"      --cert FILE        PEM certificate chain: serve HTTPS (TLS 1.3) ...\n"
-	"      --key FILE         ... with this PEM private key (private to its owner)\n"
+	"      --key FILE         ... with this PEM private key (private to its owner, and the key of the\n"
+	"                         chain's first certificate)\n"
 	"  -t, --threads N        connections served at once, one thread each, 1 to 1024 (default 256)\n"
 	"  -T, --token-file FILE  the operator's bearer token (a key file, private to its owner, 16 or\n"
 	"                         more bytes; a final newline is ignored): the operator endpoints then\n"
 	"                         want 'Authorization: Bearer TOKEN'. Without it they answer anyone who\n"
 	"                         can reach the port, and a warning says so. Upload sessions, the EMM\n"
 	"                         queues and /metrics stay open: what they carry is signed or sealed.\n"
-	"                         On an address other than loopback the token is required, and so is\n"
-	"                         --cert (a bearer token must not cross a network in clear)...\n"
+	"                         On an address other than loopback --cert is required (the operator's\n"
+	"                         data, the service keys and the token must not cross a network in\n"
+	"                         clear), and so is the token...\n"
 	"      --no-operator-auth ... unless this says the operator API is protected some other way\n"
+	"                         (not with --token-file)\n"
 	"      --session-ttl S    an upload session not used within S seconds is refused, 1 to 86400\n"
 	"                         (default 600)\n"
 	"      --open-rate N      requests per second one client address may make to the open endpoints\n"
@@ -102,6 +115,92 @@ static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
 	return 0;
 }
 
+/* A numeric address (IPv4 or IPv6): 1, else 0. */
+static int numeric_host(const char *host)
+{
+	unsigned char a[16];
+
+	return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
+}
+
+/* A loopback address: 127.0.0.0/8, ::1, or 127.0.0.0/8 mapped into IPv6. */
+static int loopback_host(const char *host)
+{
+	unsigned char a[16];
+	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	if (inet_pton(AF_INET, host, a) == 1)
+		return a[0] == 127;
+	if (inet_pton(AF_INET6, host, a) != 1)
+		return 0;
+	if (memcmp(a, mapped, sizeof mapped) == 0)
+		return a[12] == 127;
+	for (int i = 0; i < 15; i++)
+		if (a[i] != 0)
+			return 0;
+	return a[15] == 1;
+}
+
+/* An encrypted key is refused, never prompted for: a server starts unattended. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return -1;
+}
+
+/*
+ * --cert and --key before anything is created: the chain's first certificate parses, the key
+ * file is private and parses, and the key is the certificate's (else every handshake fails).
+ * Prints the one-line error naming the file; returns KH_EXIT_OK or KH_EXIT_FAIL.
+ */
+static int check_tls(const char *cert, const char *key)
+{
+	uint8_t *cd = NULL, *kd = NULL;
+	size_t cn = 0, kn = 0;
+	BIO *b = NULL;
+	X509 *x = NULL;
+	EVP_PKEY *pk = NULL;
+	int rc = KH_EXIT_FAIL;
+	kh_err r;
+
+	if (!kh_http_tls_supported()) {
+		fprintf(stderr, "keyhole: %s: this program's HTTP server was built without TLS\n", cert);
+		return KH_EXIT_FAIL;
+	}
+	if ((r = kh_file_read(cert, PEM_MAX, &cd, &cn)) != KH_OK)
+		return kh_cli_fail(cert, r);
+	if ((r = kh_keyfile_read(key, PEM_MAX, &kd, &kn)) != KH_OK) {
+		kh_file_free(cd, cn);
+		return kh_cli_fail(key, r);
+	}
+	if (cn > INT32_MAX || kn > INT32_MAX || (b = BIO_new_mem_buf(cd, (int)cn)) == NULL ||
+	    (x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)) == NULL) {
+		fprintf(stderr, "keyhole: %s: not a PEM certificate\n", cert);
+		goto out;
+	}
+	BIO_free(b);
+	if ((b = BIO_new_mem_buf(kd, (int)kn)) == NULL ||
+	    (pk = PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL)) == NULL) {
+		fprintf(stderr, "keyhole: %s: not a PEM private key (or one under a passphrase)\n", key);
+		goto out;
+	}
+	if (X509_check_private_key(x, pk) != 1) {
+		fprintf(stderr, "keyhole: %s: this private key is not the key of the certificate %s\n", key, cert);
+		goto out;
+	}
+	rc = KH_EXIT_OK;
+out:
+	EVP_PKEY_free(pk);
+	X509_free(x);
+	BIO_free(b);
+	kh_file_free(cd, cn);
+	kh_file_free(kd, kn);
+	return rc;
+}
+
 int kh_cmd_serve(int argc, char **argv)
 {
 	static const struct option opts[] = {{"db", required_argument, NULL, 'd'},
@@ -124,9 +223,10 @@ int kh_cmd_serve(int argc, char **argv)
 					     {NULL, 0, NULL, 0}};
 	const char *db = NULL, *authdir = NULL, *listen = "127.0.0.1:8480", *cert = NULL, *key = NULL, *what = NULL;
 	const char *tokenfile = NULL;
-	int no_auth = 0;
+	int no_auth = 0, db_existed = 1;
+	char why[4400];
 	uint8_t *token = NULL;
-	size_t tokenlen = 0;
+	size_t tokenlen = 0, tokenread = 0;
 	struct kh_sms_config scfg = {0};
 	struct kh_http_config hcfg = {0};
 	struct kh_sms *sms = NULL;
@@ -216,15 +316,27 @@ int kh_cmd_serve(int argc, char **argv)
 		return kh_cli_usage("serve", "--db and --authority are required");
 	if (parse_listen(listen, host, sizeof host, &port) != 0)
 		return kh_cli_usage("serve", "--listen takes HOST:PORT (numeric), e.g. 127.0.0.1:8480");
+	if (strcmp(host, "localhost") == 0)
+		strcpy(host, "127.0.0.1");
+	if (!numeric_host(host))
+		return kh_cli_usage("serve", "--listen: '%s' is not a numeric address (say 127.0.0.1, [::1] or 0.0.0.0)",
+				    host);
 	if ((cert == NULL) != (key == NULL))
 		return kh_cli_usage("serve", "--cert and --key go together");
-	if (!no_auth && strcmp(host, "127.0.0.1") != 0 && strcmp(host, "::1") != 0) {
-		/* Beyond loopback the operator API moves money and rights: it wants a token, over TLS. */
-		if (!tokenfile)
+	if (tokenfile && no_auth)
+		return kh_cli_usage("serve", "--token-file and --no-operator-auth exclude each other");
+	if (!loopback_host(host)) {
+		/*
+		 * Beyond loopback the operator API moves money and rights and hands out the service
+		 * keys: always over TLS, and behind the token unless the operator says it is guarded
+		 * some other way.
+		 */
+		if (!cert)
+			return kh_cli_usage("serve", "--listen %s is not loopback: serve it over TLS (--cert and --key)",
+					    host);
+		if (!tokenfile && !no_auth)
 			return kh_cli_usage("serve", "--listen %s is not loopback: give --token-file (or --no-operator-auth)",
 					    host);
-		if (!cert)
-			return kh_cli_usage("serve", "--listen %s is not loopback: the token needs --cert and --key", host);
 	}
 
 	/*
@@ -245,13 +357,21 @@ int kh_cmd_serve(int argc, char **argv)
 		kh_log_set_level((enum kh_log_level)(KH_LOG_ERROR + 1));
 	scfg.db = db;
 	scfg.authority_dir = authdir;
+	/* Every input is checked before anything is created: a start that fails leaves no file. */
+	if (cert && check_tls(cert, key) != KH_EXIT_OK)
+		return KH_EXIT_FAIL;
+	if (kh_store_check(db, &db_existed, why, sizeof why) != KH_OK) {
+		fprintf(stderr, "keyhole: %s\n", why);
+		return KH_EXIT_FAIL;
+	}
 	if (tokenfile) {
-		if ((r = kh_keyfile_read(tokenfile, 4096, &token, &tokenlen)) != KH_OK)
+		if ((r = kh_keyfile_read(tokenfile, 4096, &token, &tokenread)) != KH_OK)
 			return kh_cli_fail(tokenfile, r);
+		tokenlen = tokenread;
 		while (tokenlen && (token[tokenlen - 1] == '\n' || token[tokenlen - 1] == '\r'))
 			tokenlen--;
 		if (tokenlen < 16) {
-			kh_file_free(token, tokenlen);
+			kh_file_free(token, tokenread);
 			fprintf(stderr, "keyhole: %s: an operator token has at least 16 bytes\n", tokenfile);
 			return KH_EXIT_FAIL;
 		}
@@ -260,9 +380,11 @@ int kh_cmd_serve(int argc, char **argv)
 	}
 	r = kh_sms_new(&scfg, &sms, &what);
 	if (token)
-		kh_file_free(token, tokenlen);
-	if (r != KH_OK)
-		return kh_cli_fail(what ? what : "management center", r);
+		kh_file_free(token, tokenread);
+	if (r != KH_OK) {
+		rc = kh_cli_fail(what ? what : "management center", r);
+		goto out;
+	}
 	hcfg.host = host;
 	hcfg.port = port;
 	hcfg.cert_file = cert;
@@ -292,6 +414,9 @@ int kh_cmd_serve(int argc, char **argv)
 	if (getenv("KEYHOLE_LOG") == NULL)
 		kh_log_set_level(KH_LOG_INFO);
 	port = kh_http_port(h);
+	if (!db_existed)
+		kh_log_info("serve.new_database", "path=%s msg=\"no database was there: a new one was created, with "
+			    "service key 1 version 1\"", db);
 	kh_log_info("serve.start", "listen=%s%s%s:%u tls=%d threads=%lu operator_auth=%d", strchr(host, ':') ? "[" : "",
 		    host, strchr(host, ':') ? "]" : "", (unsigned)port, cert != NULL, threads, tokenfile != NULL);
 	if (sessions_per_card)
@@ -312,5 +437,8 @@ int kh_cmd_serve(int argc, char **argv)
 out:
 	kh_http_free(h);
 	kh_sms_free(sms);
+	/* A start that failed after creating the database leaves no file behind. */
+	if (rc != KH_EXIT_OK && !db_existed && kh_store_remove(db) != KH_OK)
+		fprintf(stderr, "keyhole: %s: could not remove the database this failed start created\n", db);
 	return rc;
 }

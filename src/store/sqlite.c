@@ -1,6 +1,9 @@
 /*
  * The store's generic layer over SQLite (docs/internals/store.md): opening a database file the
- * way a file of secrets must be opened (created 0600, refused when others can read it),
+ * way a file of secrets must be opened (created 0600, refused when others can read it or its
+ * -wal or -shm, or when it cannot be written), one file per process (only the first connection
+ * creates or migrates it; later ones join that very file, and no write goes to a file deleted or
+ * replaced meanwhile),
  * durability settings (WAL, synchronous=FULL, so a commit that returned survives a power cut),
  * versioned migrations, transactions with retry of the soft error (busy), and the prepared
  * statement interface of store_int.h that the typed operations use. Every SQLite return code is
@@ -10,6 +13,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,9 +39,15 @@ struct kh__stmt {
 	int in_use;
 };
 
+struct open_db;
+
 struct kh_store {
 	sqlite3 *db;
 	char *path;
+	struct open_db *reg; /* this process's record of the file (see "the files in use") */
+	dev_t dev;           /* the file this connection opened */
+	ino_t ino;
+	int gone_logged; /* the file's disappearance was logged once by this connection */
 	int in_tx;
 	uint32_t rng; /* jitter for retry pauses: not security relevant */
 	size_t ncache;
@@ -269,6 +280,8 @@ int kh_store_in_tx(const struct kh_store *s)
 	return s != NULL && s->in_tx;
 }
 
+static kh_err check_same_file(struct kh_store *s);
+
 kh_err kh_store_begin(struct kh_store *s)
 {
 	kh_err r;
@@ -277,6 +290,9 @@ kh_err kh_store_begin(struct kh_store *s)
 		return KH_ERR_INVAL;
 	if (s->in_tx)
 		return fail_msg(s, KH_ERR_INVAL, "begin: a transaction is already open");
+	/* Every write starts here: none goes to a file that is no longer the database. */
+	if ((r = check_same_file(s)) != KH_OK)
+		return r;
 	if ((r = exec_cached(s, "BEGIN IMMEDIATE")) != KH_OK)
 		return r;
 	s->in_tx = 1;
@@ -582,35 +598,324 @@ static kh_err fsync_dir_of(const char *path)
 }
 
 /*
- * Create the database file 0600 if it is absent (SQLite would create it 0644 less the umask,
- * and makes its -wal and -shm files with the mode of the database), else check that it is as
- * private as a key file.
+ * ---- the files in use ----
+ *
+ * A process opens one database through several connections (the center: one per HTTP thread,
+ * and its group committer). Only the first of them creates the file or migrates it; every later
+ * one joins it: it never creates a file and never migrates, and it must find at the path the
+ * very file (device and inode) the first one opened. So a database deleted or replaced while
+ * the process runs is never silently taken over by a new, empty one that a connection opened
+ * later made at the same path. The record lives while a connection to the file is open here.
  */
-static kh_err prepare_file(struct kh_store *s)
+struct open_db {
+	struct open_db *next;
+	dev_t dev;
+	ino_t ino;
+	struct stat side[2]; /* its -wal and -shm as SQLite opened them (st_nlink 0: none) */
+	unsigned refs;
+	char key[]; /* the path, its directory made absolute */
+};
+
+static pthread_mutex_t files_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct open_db *files; /* under files_mu */
+
+/* The path with its directory resolved ("db" and "./db" are one file), else the path as given. */
+static char *file_key(const char *path)
 {
+	char *d = strdup(path), *b = strdup(path), *real = NULL, *key = NULL;
+
+	if (d != NULL && b != NULL) {
+		if ((real = realpath(dirname(d), NULL)) != NULL) {
+			if (asprintf(&key, "%s/%s", strcmp(real, "/") == 0 ? "" : real, basename(b)) < 0)
+				key = NULL;
+		} else {
+			key = strdup(path);
+		}
+	}
+	free(real);
+	free(d);
+	free(b);
+	return key;
+}
+
+static struct open_db *file_find(const char *key)
+{
+	struct open_db *e = files;
+
+	while (e != NULL && strcmp(e->key, key) != 0)
+		e = e->next;
+	return e;
+}
+
+/* ---- checking the files ---- */
+
+/* Why a file is refused: "FILE: reason" into why (cap bytes); returns r. */
+static kh_err refuse(char *why, size_t cap, kh_err r, const char *file, const char *reason)
+{
+	snprintf(why, cap, "%s: %s", file, reason);
+	return r;
+}
+
+/* A file that could not be checked (writing 0) or not for writing (1), by errno. */
+static kh_err refuse_errno(char *why, size_t cap, int err, const char *file, const char *doing, int writing)
+{
+	char reason[160];
+
+	if (writing && (err == EACCES || err == EPERM || err == EROFS))
+		return refuse(why, cap, KH_ERR_IO, file,
+			      "database file is read-only (it needs write permission, on a writable file system)");
+	snprintf(reason, sizeof reason, "%s: %s", doing, strerror(err));
+	return refuse(why, cap, err == ENOENT || err == ENOTDIR ? KH_ERR_NOTFOUND : KH_ERR_IO, file, reason);
+}
+
+static const char *const sidecar_sfx[2] = {"-wal", "-shm"};
+
+static const char db_not_private[] =
+	"database file is not private (group or others can access it, or another user owns it: chmod 600)";
+
+/* The database file is a regular file, private to its owner, who runs this process. */
+static kh_err check_db_file(const char *path, const struct stat *st, char *why, size_t cap)
+{
+	if (!S_ISREG(st->st_mode))
+		return refuse(why, cap, KH_ERR_IO, path, "database is not a regular file");
+	if ((st->st_mode & 077) != 0 || st->st_uid != geteuid())
+		return refuse(why, cap, KH_ERR_KEYFILE_PERM, path, db_not_private);
+	return KH_OK;
+}
+
+/*
+ * The directory of the database: SQLite creates and removes the -wal and -shm files there, so it
+ * must be writable; without that every write would fail once the center runs.
+ */
+static kh_err check_dir(const char *path, char *why, size_t cap)
+{
+	char *copy = strdup(path), *dir;
+	kh_err r = KH_OK;
+
+	if (copy == NULL)
+		return refuse(why, cap, KH_ERR_NOMEM, path, "out of memory");
+	dir = dirname(copy);
+	if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) != 0) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			r = refuse(why, cap, KH_ERR_NOTFOUND, path, "the database's directory does not exist");
+		else if (errno == EACCES || errno == EPERM || errno == EROFS)
+			r = refuse(why, cap, KH_ERR_IO, path,
+				   "the database's directory is not writable (SQLite keeps the -wal and -shm files "
+				   "beside the database)");
+		else
+			r = refuse_errno(why, cap, errno, dir, "cannot check the directory", 0);
+	}
+	free(copy);
+	return r;
+}
+
+/*
+ * SQLite's -wal and -shm beside the database hold what it holds (a service key added a moment
+ * ago is in the WAL), so each must be as private as the database: SQLite creates them with the
+ * database file's mode (0600), and one already there is checked. With alone set (the database
+ * does not exist yet) any is refused: SQLite would take a WAL left by a deleted database for
+ * the new database's own.
+ */
+static kh_err check_sidecars(const char *path, int alone, char *why, size_t cap)
+{
+	const char *const *sfx = sidecar_sfx;
+	size_t n = strlen(path) + 5;
+	char *name = malloc(n);
 	struct stat st;
+	kh_err r = KH_OK;
+
+	if (name == NULL)
+		return refuse(why, cap, KH_ERR_NOMEM, path, "out of memory");
+	for (size_t i = 0; i < 2 && r == KH_OK; i++) {
+		snprintf(name, n, "%s%s", path, sfx[i]);
+		if (lstat(name, &st) != 0) {
+			if (errno != ENOENT)
+				r = refuse_errno(why, cap, errno, name, "cannot check the file", 0);
+		} else if (alone) {
+			r = refuse(why, cap, KH_ERR_EXISTS, name,
+				   "left without its database (move it away, or restore the database beside it)");
+		} else if (!S_ISREG(st.st_mode)) {
+			r = refuse(why, cap, KH_ERR_IO, name, "not a regular file");
+		} else if ((st.st_mode & 077) != 0 || st.st_uid != geteuid()) {
+			r = refuse(why, cap, KH_ERR_KEYFILE_PERM, name, db_not_private);
+		}
+	}
+	free(name);
+	return r;
+}
+
+kh_err kh_store_check(const char *url, int *exists, char *why, size_t cap)
+{
+	const char *path;
+	struct stat st;
+	kh_err r;
+
+	if (exists)
+		*exists = 0;
+	if (why == NULL || cap == 0)
+		return KH_ERR_INVAL;
+	if ((path = url_path(url, &r)) == NULL)
+		return refuse(why, cap, r, url ? url : "(null)",
+			      r == KH_ERR_NOT_BUILT ? "this database backend is not built into this program"
+						    : "not a database (PATH or sqlite:PATH)");
+	if (stat(path, &st) != 0) {
+		if (errno != ENOENT)
+			return refuse_errno(why, cap, errno, path, "cannot check the database file", 0);
+		if ((r = check_dir(path, why, cap)) != KH_OK)
+			return r;
+		return check_sidecars(path, 1, why, cap);
+	}
+	if (exists)
+		*exists = 1;
+	if ((r = check_db_file(path, &st, why, cap)) != KH_OK)
+		return r;
+	if (faccessat(AT_FDCWD, path, R_OK | W_OK, AT_EACCESS) != 0)
+		return refuse_errno(why, cap, errno, path, "cannot open the database file", 1);
+	if ((r = check_dir(path, why, cap)) != KH_OK)
+		return r;
+	return check_sidecars(path, 0, why, cap);
+}
+
+/* Remove path's -wal, -shm and -journal (what SQLite may have made beside a new database). */
+static void remove_sidecars(const char *path)
+{
+	static const char *const sfx[] = {"-wal", "-shm", "-journal"};
+	size_t n = strlen(path) + 9;
+	char *name = malloc(n);
+
+	if (name == NULL)
+		return;
+	for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
+		snprintf(name, n, "%s%s", path, sfx[i]);
+		(void)unlink(name);
+	}
+	free(name);
+}
+
+kh_err kh_store_remove(const char *url)
+{
+	const char *path;
+	char *key;
+	kh_err r;
+	int busy;
+
+	if ((path = url_path(url, &r)) == NULL)
+		return r;
+	if ((key = file_key(path)) == NULL)
+		return KH_ERR_NOMEM;
+	pthread_mutex_lock(&files_mu);
+	busy = file_find(key) != NULL;
+	pthread_mutex_unlock(&files_mu);
+	free(key);
+	if (busy)
+		return KH_ERR_INVAL; /* a connection of this process still has it open */
+	if (unlink(path) != 0 && errno != ENOENT)
+		return KH_ERR_IO;
+	remove_sidecars(path);
+	(void)fsync_dir_of(path);
+	return KH_OK;
+}
+
+/* ---- opening the file ---- */
+
+/* A failure found by the checks above: recorded and logged as fail_msg does, naming the file. */
+static kh_err fail_why(struct kh_store *s, kh_err r, const char *why)
+{
+	if (snprintf(s->err, sizeof s->err, "store %s", why) >= (int)sizeof s->err)
+		s->err[sizeof s->err - 1] = '\0'; /* a long path: cut here, whole in the log */
+	kh_log_error("store.error", "path=%s err=%s what=\"%s\"", s->path, kh_err_name(r), why);
+	return r;
+}
+
+/*
+ * Never open the database file ourselves once SQLite may have it open in this process: closing
+ * any descriptor of a file drops every POSIX lock the process holds on it, SQLite's included.
+ * So the checks below stat the path, and the identity of what SQLite opened is checked after
+ * its open (open_file).
+ */
+
+/*
+ * The first connection's file: created 0600 when absent (SQLite would create it 0644 less the
+ * umask; it then makes its -wal and -shm with the mode of the database), else checked to be
+ * private and writable. *st gets its status, *created whether this call made it.
+ */
+static kh_err first_file(struct kh_store *s, struct stat *st, int *created, char *why, size_t cap)
+{
+	kh_err r;
 	int fd;
 
-	fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd >= 0) {
-		int ok = fchmod(fd, 0600) == 0 && fsync(fd) == 0;
-		close(fd);
-		if (!ok || fsync_dir_of(s->path) != KH_OK) {
-			unlink(s->path);
-			return fail_msg(s, KH_ERR_IO, "cannot create the database file");
+	*created = 0;
+	if (stat(s->path, st) != 0) {
+		if (errno != ENOENT)
+			return refuse_errno(why, cap, errno, s->path, "cannot check the database file", 0);
+		if ((r = check_dir(s->path, why, cap)) != KH_OK || (r = check_sidecars(s->path, 1, why, cap)) != KH_OK)
+			return r;
+		fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd >= 0) {
+			int ok = fchmod(fd, 0600) == 0 && fsync(fd) == 0 && fstat(fd, st) == 0;
+			close(fd); /* made here, just now: SQLite has no lock on it to lose */
+			if (!ok || fsync_dir_of(s->path) != KH_OK) {
+				unlink(s->path);
+				return refuse(why, cap, KH_ERR_IO, s->path, "cannot create the database file");
+			}
+			*created = 1;
+			return KH_OK;
 		}
-		return KH_OK;
+		if (errno != EEXIST) /* EEXIST: made by another process meanwhile, checked below */
+			return refuse_errno(why, cap, errno, s->path, "cannot create the database file", 0);
+		if (stat(s->path, st) != 0)
+			return refuse_errno(why, cap, errno, s->path, "cannot check the database file", 0);
 	}
-	if (errno != EEXIST)
-		return fail_msg(s, errno == ENOENT || errno == ENOTDIR ? KH_ERR_NOTFOUND : KH_ERR_IO,
-				"cannot create the database file");
-	if (stat(s->path, &st) != 0)
-		return fail_msg(s, KH_ERR_IO, "cannot stat the database file");
-	if (!S_ISREG(st.st_mode))
-		return fail_msg(s, KH_ERR_IO, "not a regular file");
-	if ((st.st_mode & 077) != 0 || st.st_uid != geteuid())
-		return fail_msg(s, KH_ERR_KEYFILE_PERM, "database file is readable by others (chmod 600)");
+	/* Not private is said before read-only: it is the first thing to fix. */
+	if ((r = check_db_file(s->path, st, why, cap)) != KH_OK)
+		return r;
+	if (faccessat(AT_FDCWD, s->path, R_OK | W_OK, AT_EACCESS) != 0)
+		return refuse_errno(why, cap, errno, s->path, "cannot open the database file", 1);
 	return KH_OK;
+}
+
+/* A later connection's file: the one the first opened, never a new one. */
+static kh_err join_file(struct kh_store *s, const struct open_db *e, struct stat *st, char *why, size_t cap)
+{
+	if (stat(s->path, st) != 0) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return refuse(why, cap, KH_ERR_DB_GONE, s->path,
+				      "the database file was deleted or moved while in use (no new one is made)");
+		return refuse_errno(why, cap, errno, s->path, "cannot check the database file", 0);
+	}
+	if (st->st_dev != e->dev || st->st_ino != e->ino)
+		return refuse(why, cap, KH_ERR_DB_GONE, s->path,
+			      "the database file was replaced while in use (by another file at the same path)");
+	if (faccessat(AT_FDCWD, s->path, R_OK | W_OK, AT_EACCESS) != 0)
+		return refuse_errno(why, cap, errno, s->path, "cannot open the database file", 1);
+	return KH_OK;
+}
+
+/*
+ * The file at the path is still the one this connection opened. A database deleted, moved or
+ * replaced while in use takes no more writes: they would go to a file nobody can open again.
+ * Logged once per connection; the error says it every time.
+ */
+static kh_err check_same_file(struct kh_store *s)
+{
+	const char *what;
+	struct stat st;
+
+	if (stat(s->path, &st) == 0) {
+		if (st.st_dev == s->dev && st.st_ino == s->ino)
+			return KH_OK;
+		what = "the database file was replaced while in use: writes are refused";
+	} else if (errno == ENOENT || errno == ENOTDIR) {
+		what = "the database file was deleted or moved while in use: writes are refused";
+	} else {
+		return fail_msg(s, KH_ERR_IO, "cannot check the database file");
+	}
+	if (!s->gone_logged) {
+		s->gone_logged = 1;
+		return fail_msg(s, KH_ERR_DB_GONE, what);
+	}
+	snprintf(s->err, sizeof s->err, "store %s: %s", s->path, what);
+	return KH_ERR_DB_GONE;
 }
 
 static kh_err configure(struct kh_store *s, const struct kh_store_opts *o)
@@ -666,12 +971,131 @@ static kh_err configure(struct kh_store *s, const struct kh_store_opts *o)
 	return KH_OK;
 }
 
+/*
+ * Open s->path for s: the first connection of this process to the file (e NULL) creates or
+ * checks it and migrates it; a later one joins the file e records. *created: this call made
+ * the file.
+ */
+static kh_err open_file(struct kh_store *s, const struct open_db *e, const struct kh_store_opts *opts, int *created)
+{
+	char why[PATH_MAX + 200];
+	struct stat st, now;
+	int rc, moved = 0, v = 0;
+	kh_err r;
+
+	*created = 0;
+	r = e ? join_file(s, e, &st, why, sizeof why) : first_file(s, &st, created, why, sizeof why);
+	if (r == KH_OK) {
+		s->dev = st.st_dev;
+		s->ino = st.st_ino;
+		if ((r = check_db_file(s->path, &st, why, sizeof why)) == KH_OK &&
+		    (r = check_dir(s->path, why, sizeof why)) == KH_OK)
+			r = check_sidecars(s->path, 0, why, sizeof why);
+	}
+	if (r != KH_OK)
+		return fail_why(s, r, why);
+	/*
+	 * Without SQLITE_OPEN_CREATE: SQLite opens an existing file or fails. That it is the file
+	 * checked above: SQLite's own look (the path still names the inode it opened) and ours (the
+	 * path still names the inode checked).
+	 */
+	rc = sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK)
+		return fail(s, "open", rc);
+	if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK)
+		moved = 0;
+	if (stat(s->path, &now) != 0 || now.st_dev != s->dev || now.st_ino != s->ino)
+		moved = 1;
+	if (moved)
+		return fail_msg(s, KH_ERR_DB_GONE, "the database file was replaced while being opened");
+	/* SQLite falls back to reading only when it cannot write: then every write would fail. */
+	if (sqlite3_db_readonly(s->db, "main") != 0)
+		return fail_msg(s, KH_ERR_IO, "database file is read-only");
+	if ((r = configure(s, opts)) != KH_OK)
+		return r;
+	if (e == NULL) {
+		if ((r = migrate(s)) != KH_OK)
+			return r;
+	} else {
+		if ((r = read_version(s, &v)) != KH_OK)
+			return r;
+		if (v != kh_store_schema_latest())
+			return fail_msg(s, KH_ERR_DB, "the database's schema changed while in use");
+	}
+	/* By now SQLite has made its -wal and -shm, with the database's mode: checked all the same. */
+	if ((r = check_sidecars(s->path, 0, why, sizeof why)) != KH_OK)
+		return fail_why(s, r, why);
+	return KH_OK;
+}
+
+/* The -wal and -shm at e's path now, as SQLite opened them, into e (first open). */
+static void note_sidecars(struct open_db *e, const char *path)
+{
+	size_t n = strlen(path) + 5;
+	char *name = malloc(n);
+
+	for (size_t i = 0; i < 2; i++) {
+		memset(&e->side[i], 0, sizeof e->side[i]);
+		if (name != NULL) {
+			snprintf(name, n, "%s%s", path, sidecar_sfx[i]);
+			if (lstat(name, &e->side[i]) != 0)
+				memset(&e->side[i], 0, sizeof e->side[i]);
+		}
+	}
+	free(name);
+}
+
+/*
+ * The last connection of the process to a database that was replaced at its path is closed.
+ * SQLite neither checkpoints nor removes the -wal and -shm of a file that moved; beside the
+ * replacement they would be taken for its own at the next open (the old file's pages over the
+ * new one's). Those still the very files SQLite had open are removed. A database deleted
+ * leaves them: the next start then refuses them, rather than making a new database beside them.
+ */
+static void drop_old_sidecars(const struct open_db *e, const char *path)
+{
+	size_t n = strlen(path) + 5;
+	char *name;
+	struct stat st;
+
+	if (stat(path, &st) != 0 || (st.st_dev == e->dev && st.st_ino == e->ino))
+		return;
+	if ((name = malloc(n)) == NULL)
+		return;
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(name, n, "%s%s", path, sidecar_sfx[i]);
+		if (e->side[i].st_nlink != 0 && lstat(name, &st) == 0 && st.st_dev == e->side[i].st_dev &&
+		    st.st_ino == e->side[i].st_ino) {
+			(void)unlink(name);
+			kh_log_warn("store.replaced", "path=%s removed=%s msg=\"the WAL of the file it replaced\"", path,
+				    name);
+		}
+	}
+	free(name);
+}
+
+/* Close s's connection (not the record of the file). */
+static void close_db(struct kh_store *s)
+{
+	kh_store_rollback(s);
+	for (size_t i = 0; i < s->ncache; i++)
+		sqlite3_finalize(s->cache[i].st);
+	s->ncache = 0;
+	if (s->db == NULL)
+		return;
+	if (sqlite3_close(s->db) != SQLITE_OK)
+		kh_log_error("store.close", "path=%s err=%s", s->path, sqlite3_errmsg(s->db));
+	s->db = NULL;
+}
+
 kh_err kh_store_open_opts(const char *url, const struct kh_store_opts *opts, struct kh_store **out)
 {
 	struct kh_store *s = NULL;
+	struct open_db *e = NULL, *fresh = NULL;
 	const char *path;
+	char *key = NULL;
+	int created = 0;
 	kh_err r;
-	int rc;
 
 	if (out == NULL)
 		return KH_ERR_INVAL;
@@ -679,26 +1103,52 @@ kh_err kh_store_open_opts(const char *url, const struct kh_store_opts *opts, str
 		return r;
 	if ((s = calloc(1, sizeof *s)) == NULL)
 		return KH_ERR_NOMEM;
-	if ((s->path = strdup(path)) == NULL) {
+	if ((s->path = strdup(path)) == NULL || (key = file_key(path)) == NULL) {
+		free(s->path);
+		free(s);
+		return KH_ERR_NOMEM;
+	}
+	s->rng = (uint32_t)getpid() * 2654435761u ^ (uint32_t)time(NULL) ^ 1u;
+
+	/* Under the lock from the look-up to the record: two first connections cannot race. */
+	pthread_mutex_lock(&files_mu);
+	if ((e = file_find(key)) == NULL && (fresh = calloc(1, sizeof *fresh + strlen(key) + 1)) == NULL) {
 		r = KH_ERR_NOMEM;
 		goto out;
 	}
-	s->rng = (uint32_t)getpid() * 2654435761u ^ (uint32_t)time(NULL) ^ 1u;
-	if ((r = prepare_file(s)) != KH_OK)
+	if ((r = open_file(s, e, opts, &created)) != KH_OK)
 		goto out;
-	rc = sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-	if (rc != SQLITE_OK) {
-		r = fail(s, "open", rc);
-		goto out;
+	if (e == NULL) {
+		e = fresh;
+		fresh = NULL;
+		strcpy(e->key, key);
+		e->dev = s->dev;
+		e->ino = s->ino;
+		note_sidecars(e, s->path);
+		e->next = files;
+		files = e;
 	}
-	if ((r = configure(s, opts)) != KH_OK)
-		goto out;
-	if ((r = migrate(s)) != KH_OK)
-		goto out;
+	e->refs++;
+	s->reg = e;
 	*out = s;
 	s = NULL;
 out:
-	kh_store_close(s);
+	pthread_mutex_unlock(&files_mu);
+	if (s != NULL) {
+		close_db(s);
+		/* A start that failed leaves no new file behind (nothing else has it open: we made it). */
+		if (created) {
+			struct stat st;
+			if (stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
+				(void)unlink(s->path);
+			remove_sidecars(s->path);
+			(void)fsync_dir_of(s->path);
+		}
+		free(s->path);
+		free(s);
+	}
+	free(fresh);
+	free(key);
 	return r;
 }
 
@@ -711,11 +1161,19 @@ void kh_store_close(struct kh_store *s)
 {
 	if (s == NULL)
 		return;
-	kh_store_rollback(s);
-	for (size_t i = 0; i < s->ncache; i++)
-		sqlite3_finalize(s->cache[i].st);
-	if (s->db != NULL && sqlite3_close(s->db) != SQLITE_OK)
-		kh_log_error("store.close", "path=%s err=%s", s->path, sqlite3_errmsg(s->db));
+	close_db(s);
+	if (s->reg != NULL) {
+		pthread_mutex_lock(&files_mu);
+		if (--s->reg->refs == 0) {
+			struct open_db **p = &files;
+			drop_old_sidecars(s->reg, s->path);
+			while (*p != s->reg)
+				p = &(*p)->next;
+			*p = s->reg->next;
+			free(s->reg);
+		}
+		pthread_mutex_unlock(&files_mu);
+	}
 	free(s->path);
 	free(s);
 }

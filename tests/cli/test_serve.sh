@@ -3,7 +3,8 @@
 # signing certificate `card issue` wrote, its assignment and the EMM it queues, the error body,
 # /metrics; the database created 0600; state kept across a restart; the open endpoints' budget
 # (429 with Retry-After, nothing stored by openings); HTTPS with --cert/--key;
-# SIGTERM and SIGINT stop it with status 0; usage errors exit 2; an unusable --db or --authority exits 1 with one line.
+# SIGTERM and SIGINT stop it with status 0; usage errors exit 2; an unusable --db or --authority exits 1 with one line;
+# the operator token behind "Bearer" in any case, blanks around the token tolerated.
 #
 # Run by CTest as `sh test_serve.sh` with KEYHOLE and KH_SOURCE_DIR set.
 
@@ -138,6 +139,21 @@ grep -q '"unauthorised"' "$KH_META/body" || kh_fail "a 401 without the error cod
 ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -H 'Authorization: Bearer an-operator-token-of-32-characters' \
 	"http://127.0.0.1:$PORT/v1/credit-policy")
 [ "$ST" = 200 ] || kh_fail "with the token the operator API answered $ST"
+# The scheme in any case (RFC 9110 11.1), spaces after it and after the token tolerated; the token
+# itself exact.
+for H in 'Authorization: bearer an-operator-token-of-32-characters' \
+	'Authorization: BEARER  an-operator-token-of-32-characters ' \
+	'Authorization: Bearer an-operator-token-of-32-characters  '; do
+	ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -H "$H" "http://127.0.0.1:$PORT/v1/credit-policy")
+	[ "$ST" = 200 ] || kh_fail "'$H' answered $ST"
+done
+for H in 'Authorization: Bearer an-operator-token-of-32-characterz' \
+	'Authorization: Bearer an-operator-token-of-32-character' \
+	'Authorization: Bearerx an-operator-token-of-32-characters' \
+	'Authorization: Basic an-operator-token-of-32-characters'; do
+	ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -H "$H" "http://127.0.0.1:$PORT/v1/credit-policy")
+	[ "$ST" = 401 ] || kh_fail "'$H' answered $ST, expected 401"
+done
 kh_api GET /v1/emm
 [ "$ST" = 200 ] || kh_fail "the EMM queue wants a token ($ST)"
 kh_stop "$PID" TERM
@@ -160,7 +176,7 @@ kh_expect_fail serve --db other.db --authority no-such-authority --listen 127.0.
 [ ! -e other.db ] || kh_fail "a center that could not start created its database"
 chmod 644 center.db
 kh_expect_fail serve --db center.db --authority auth --listen 127.0.0.1:0
-kh_err_has 'center.db'
+kh_err_has '^keyhole: center\.db: database file is not private'
 chmod 600 center.db
 
 kh_note "ok"

@@ -634,6 +634,7 @@ struct gjob {
 	int i;
 	int fail;      /* the job's function refuses after writing */
 	int hold;      /* the first job: wait until the others are queued */
+	int leading;   /* set (atomically) once the holding job runs: it leads the first batch */
 	kh_err r;
 };
 
@@ -647,6 +648,7 @@ static kh_err gjob_fn(struct kh_store *s, void *arg)
 	if (j->hold) {
 		/* Led by this job: the other GJOBS-1 callers queue meanwhile, so they form one batch. */
 		unsigned waiting = 0;
+		__atomic_store_n(&j->leading, 1, __ATOMIC_SEQ_CST);
 		for (int n = 0; n < 20000 && waiting < GJOBS - 1; n++) {
 			usleep(500);
 			kh_store_group_stats(j->g, NULL, NULL, &waiting);
@@ -685,13 +687,10 @@ static void test_group_commit(void **state)
 		jobs[i] = (struct gjob){.g = g, .i = i + 1, .hold = i == 0, .fail = i == 3};
 		assert_int_equal(pthread_create(&th[i], NULL, gjob_thread, &jobs[i]), 0);
 		if (i == 0) {
-			/* Let the first job lead before the others queue behind it. */
-			uint64_t b = 0;
-			unsigned w = 1;
-			for (int n = 0; n < 20000 && w != 0; n++) {
+			/* Let the first job lead (it runs: no longer queued) before the others queue. */
+			for (int n = 0; n < 50000 && !__atomic_load_n(&jobs[0].leading, __ATOMIC_SEQ_CST); n++)
 				usleep(200);
-				kh_store_group_stats(g, &b, NULL, &w);
-			}
+			assert_true(__atomic_load_n(&jobs[0].leading, __ATOMIC_SEQ_CST));
 		}
 	}
 	for (int i = 0; i < GJOBS; i++)
@@ -730,6 +729,220 @@ static void test_group_busy(void **state)
 	kh_store_close(a);
 }
 
+/* The path's -wal or -shm ("-wal" / "-shm" appended to the database path) into buf. */
+static const char *side(const struct ctx *c, const char *sfx, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s%s", c->path, sfx);
+	return buf;
+}
+
+/*
+ * The database file deleted while connections have it open: a connection opened later makes no
+ * new file at the path (it is refused), no write is taken on the connections already open, and
+ * those go on reading what the file held; a group committer cannot be made on it either.
+ */
+static void test_file_deleted(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *a = NULL, *b = NULL;
+	struct kh_store_group *g = NULL;
+	char wal[600];
+	uint32_t seq = 0;
+	int v = 0;
+
+	assert_int_equal(kh_store_open(c->url, &a), KH_OK);
+	assert_int_equal(kh_store_next_emm_seq(a, KH_EMM_UNIQUE, 7, &seq), KH_OK);
+	assert_int_equal(seq, 1);
+	assert_int_equal(unlink(c->path), 0);
+
+	assert_int_equal(kh_store_open(c->url, &b), KH_ERR_DB_GONE);
+	assert_null(b);
+	assert_int_equal(kh_store_group_new(c->url, NULL, 0, &g), KH_ERR_DB_GONE);
+	assert_null(g);
+	assert_int_equal(access(c->path, F_OK), -1); /* no new, empty database at the path */
+
+	assert_int_equal(kh_store_next_emm_seq(a, KH_EMM_UNIQUE, 7, &seq), KH_ERR_DB_GONE);
+	assert_non_null(strstr(kh_store_last_error(a), "deleted"));
+	assert_int_equal(kh_store_begin(a), KH_ERR_DB_GONE);
+	assert_false(kh_store_in_tx(a));
+	assert_int_equal(kh_store_schema_version(a, &v), KH_OK); /* reads: the file it has */
+	assert_int_equal(v, kh_store_schema_latest());
+	kh_store_close(a);
+	assert_int_equal(access(c->path, F_OK), -1);
+
+	/* Its WAL stays behind, and no new database is made beside it... */
+	a = NULL;
+	assert_int_equal(access(side(c, "-wal", wal, sizeof wal), F_OK), 0);
+	assert_int_equal(kh_store_open(c->url, &a), KH_ERR_EXISTS);
+	assert_null(a);
+	assert_int_equal(access(c->path, F_OK), -1);
+	/* ... until it is moved away. */
+	assert_int_equal(unlink(wal), 0);
+	(void)unlink(side(c, "-shm", wal, sizeof wal));
+	assert_int_equal(kh_store_open(c->url, &a), KH_OK);
+	assert_int_equal(kh_store_next_emm_seq(a, KH_EMM_UNIQUE, 7, &seq), KH_OK);
+	assert_int_equal(seq, 1);
+	kh_store_close(a);
+}
+
+/* Replaced by another file (a copy of it, even): the same refusals, and the copy is not written. */
+static void test_file_replaced(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *a = NULL, *b = NULL;
+	struct kh_store_group *g = NULL;
+	char copy[600], cmd[1400];
+	uint32_t seq = 0;
+
+	assert_int_equal(kh_store_group_new(c->url, NULL, 0, &g), KH_OK);
+	assert_int_equal(kh_store_open(c->url, &a), KH_OK);
+	assert_int_equal(kh_store_next_emm_seq(a, KH_EMM_UNIQUE, 7, &seq), KH_OK);
+	/* A copy (by SQLite's backup, so whole) renamed over the path. */
+	snprintf(copy, sizeof copy, "%s.copy", c->path);
+	snprintf(cmd, sizeof cmd, "VACUUM INTO '%s'", copy);
+	raw_exec(c->path, cmd);
+	assert_int_equal(chmod(copy, 0600), 0);
+	assert_int_equal(rename(copy, c->path), 0);
+
+	assert_int_equal(kh_store_open(c->url, &b), KH_ERR_DB_GONE);
+	assert_null(b);
+	assert_int_equal(kh_store_next_emm_seq(a, KH_EMM_UNIQUE, 7, &seq), KH_ERR_DB_GONE);
+	assert_non_null(strstr(kh_store_last_error(a), "replaced"));
+	{
+		struct gjob j = {.g = g, .i = 1};
+		assert_int_equal(kh_store_group_run(g, gjob_fn, &j), KH_ERR_DB_GONE);
+	}
+	kh_store_group_free(g);
+	kh_store_close(a);
+	/* The old file's WAL is not left for the copy to take as its own; the copy is as copied. */
+	assert_int_equal(access(side(c, "-wal", copy, sizeof copy), F_OK), -1);
+	assert_int_equal(access(side(c, "-shm", copy, sizeof copy), F_OK), -1);
+	assert_int_equal(raw_int(c->path, "SELECT last_seq FROM emm_seq WHERE address = 7"), 1);
+	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM idempotency"), 0);
+	assert_int_equal(kh_store_open(c->url, &a), KH_OK);
+	kh_store_close(a);
+}
+
+/*
+ * The -wal and -shm beside the database: created as private as it (whatever the umask), a
+ * world-readable one refused as the database itself is, and one left without its database
+ * refused rather than taken for a new database's.
+ */
+static void test_sidecars(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *a = NULL;
+	char wal[600], shm[600];
+	struct stat st;
+	mode_t old = umask(0);
+	int fd;
+
+	assert_int_equal(kh_store_open(c->url, &a), KH_OK);
+	umask(old);
+	assert_int_equal(stat(side(c, "-wal", wal, sizeof wal), &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(stat(side(c, "-shm", shm, sizeof shm), &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+
+	/* While a connection is open: a later one checks them too. */
+	assert_int_equal(chmod(wal, 0644), 0);
+	{
+		struct kh_store *b = NULL;
+		assert_int_equal(kh_store_open(c->url, &b), KH_ERR_KEYFILE_PERM);
+		assert_null(b);
+	}
+	assert_int_equal(chmod(wal, 0600), 0);
+	kh_store_close(a);
+
+	/* At the first open: a 0644 -wal (and -shm) is refused, and left as it is. */
+	fd = open(wal, O_CREAT | O_WRONLY, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(chmod(wal, 0644), 0);
+	a = NULL;
+	assert_int_equal(kh_store_open(c->url, &a), KH_ERR_KEYFILE_PERM);
+	assert_null(a);
+	assert_int_equal(stat(wal, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0644);
+	assert_int_equal(rename(wal, shm), 0);
+	assert_int_equal(kh_store_open(c->url, &a), KH_ERR_KEYFILE_PERM);
+	assert_int_equal(chmod(shm, 0600), 0);
+	assert_int_equal(kh_store_open(c->url, &a), KH_OK);
+	kh_store_close(a);
+
+	/* A -wal without its database: refused, and no database is made beside it. */
+	assert_int_equal(unlink(c->path), 0);
+	fd = open(wal, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(kh_store_open(c->url, &a), KH_ERR_EXISTS);
+	assert_int_equal(access(c->path, F_OK), -1);
+	assert_int_equal(unlink(wal), 0);
+	(void)unlink(shm);
+	assert_int_equal(kh_store_open(c->url, &a), KH_OK);
+	kh_store_close(a);
+}
+
+/*
+ * kh_store_check: what kh_store_open would refuse, said with the file at fault, creating and
+ * changing nothing.
+ */
+static void test_check(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *a = NULL;
+	char why[5000], wal[600], url[700];
+	int exists = -1;
+
+	assert_int_equal(kh_store_check(c->url, &exists, why, sizeof why), KH_OK);
+	assert_int_equal(exists, 0);
+	assert_int_equal(access(c->path, F_OK), -1);
+	snprintf(url, sizeof url, "%s/no/such/dir.db", c->dir);
+	assert_int_equal(kh_store_check(url, &exists, why, sizeof why), KH_ERR_NOTFOUND);
+	assert_non_null(strstr(why, "no/such/dir.db: "));
+	assert_int_equal(kh_store_check("mysql://x", NULL, why, sizeof why), KH_ERR_INVAL);
+	assert_int_equal(kh_store_check("postgres://x", NULL, why, sizeof why), KH_ERR_NOT_BUILT);
+
+	assert_int_equal(kh_store_open(c->url, &a), KH_OK);
+	kh_store_close(a);
+	assert_int_equal(kh_store_check(c->url, &exists, why, sizeof why), KH_OK);
+	assert_int_equal(exists, 1);
+	assert_int_equal(chmod(c->path, 0640), 0);
+	assert_int_equal(kh_store_check(c->url, &exists, why, sizeof why), KH_ERR_KEYFILE_PERM);
+	assert_non_null(strstr(why, "center.db: database file is not private"));
+	assert_int_equal(chmod(c->path, 0600), 0);
+	fclose(fopen(side(c, "-wal", wal, sizeof wal), "w")); /* umask 022: 0644 */
+	assert_int_equal(chmod(wal, 0644), 0);
+	assert_int_equal(kh_store_check(c->url, &exists, why, sizeof why), KH_ERR_KEYFILE_PERM);
+	assert_non_null(strstr(why, "center.db-wal: database file is not private"));
+	assert_int_equal(unlink(wal), 0);
+
+	/* Read-only: the file's mode, or its directory's (root writes anyway: checked as another user
+	 * by tests/cli/test_serve_start.sh). */
+	if (geteuid() != 0) {
+		assert_int_equal(chmod(c->path, 0400), 0);
+		assert_int_equal(kh_store_check(c->url, &exists, why, sizeof why), KH_ERR_IO);
+		assert_non_null(strstr(why, "read-only"));
+		assert_int_equal(kh_store_open(c->url, &a), KH_ERR_IO);
+		assert_int_equal(chmod(c->path, 0600), 0);
+		assert_int_equal(chmod(c->dir, 0500), 0);
+		assert_int_equal(kh_store_check(c->url, &exists, why, sizeof why), KH_ERR_IO);
+		assert_non_null(strstr(why, "directory is not writable"));
+		assert_int_equal(kh_store_open(c->url, &a), KH_ERR_IO);
+		assert_int_equal(chmod(c->dir, 0700), 0);
+	}
+
+	/* kh_store_remove: not while open here; then the file and what SQLite made beside it. */
+	assert_int_equal(kh_store_open(c->url, &a), KH_OK);
+	assert_int_equal(kh_store_remove(c->url), KH_ERR_INVAL);
+	assert_int_equal(access(c->path, F_OK), 0);
+	kh_store_close(a);
+	assert_int_equal(kh_store_remove(c->url), KH_OK);
+	assert_int_equal(access(c->path, F_OK), -1);
+	assert_int_equal(access(wal, F_OK), -1);
+	assert_int_equal(kh_store_remove(c->url), KH_OK);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -746,6 +959,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_busy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_file_deleted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_file_replaced, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sidecars, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_check, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "keyhole/authority.h"
@@ -315,9 +316,17 @@ static kh_err operator_only(struct kh_http_req *req, struct kh_http_resp *resp, 
 
 	if (!op->c->token_set)
 		return op->fn(req, resp, op->c);
-	if (auth && strncmp(auth, "Bearer ", 7) == 0 &&
-	    kh_sha256((const uint8_t *)auth + 7, strlen(auth + 7), got) == KH_OK)
-		ok = kh_ct_eq(got, op->c->token_hash, sizeof got);
+	/* "Bearer" in any case (RFC 9110 11.1), then spaces, the token, and any trailing blanks. */
+	if (auth && strncasecmp(auth, "Bearer", 6) == 0 && (auth[6] == ' ' || auth[6] == '\t')) {
+		const char *tok = auth + 7;
+		size_t n;
+		while (*tok == ' ' || *tok == '\t')
+			tok++;
+		for (n = strlen(tok); n > 0 && (tok[n - 1] == ' ' || tok[n - 1] == '\t'); n--)
+			;
+		if (kh_sha256((const uint8_t *)tok, n, got) == KH_OK)
+			ok = kh_ct_eq(got, op->c->token_hash, sizeof got);
+	}
 	kh_wipe(got, sizeof got);
 	if (!ok) {
 		kh_err r = kh_http_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"keyhole operator\"");

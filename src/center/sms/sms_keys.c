@@ -244,8 +244,8 @@ kh_err kh__sms_keys_list(struct kh_http_req *req, struct kh_http_resp *resp, voi
  * The two newest versions of each id with their bytes, the ones the cards are sent: what
  * `keyhole headend keys import --center` needs to seal ECMs the cards can open. Operator only
  * (behind the token, see sms.c), and the one answer of the center that carries a secret: it must
- * travel over TLS (serve refuses a token on a non-loopback listener without --cert/--key; with
- * --no-operator-auth the operator vouches for the path). The answer's text is built here, not by
+ * travel over TLS (serve refuses a non-loopback listener without --cert/--key; with
+ * --no-operator-auth the operator vouches for who asks). The answer's text is built here, not by
  * jansson, and sent with kh_http_reply_secret: every copy of the keys in this process is wiped
  * (what GnuTLS and the kernel copy on the way out is theirs).
  */
