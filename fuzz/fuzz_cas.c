@@ -864,13 +864,14 @@ static void sealed_emm(uint8_t mode, const uint8_t *chunk, size_t len)
 
 /*
  * What the card must answer to a CAM AUTH body in which the harness put the certificate and the
- * signature (the first tags 1 and 2): the card walks the TLVs first (a second tag 1 or 2, or any
- * tag 3, is FORMAT: a card takes no ladder key; an unknown tag is TLV_TAG; a cut one its error),
- * then wants both with a 64-byte signature (FORMAT), and only then judges them: verdict.
+ * signature (the first tags 1 and 2): the card walks the TLVs first (a second tag 1, 2 or 4 is
+ * FORMAT; tag 3, a ladder key, is no tag of a card's and, like any unknown tag, TLV_TAG; a cut one
+ * its error), then wants both with a 64-byte signature and a 4-byte tag 4 if any (FORMAT), and
+ * only then judges them: verdict.
  */
 static kh_err cam_auth_expect(const uint8_t *body, size_t n, kh_err verdict)
 {
-	struct kh_tlv t, cert = {0}, sig = {0};
+	struct kh_tlv t, cert = {0}, sig = {0}, dec = {0};
 	struct kh_rd rd;
 	int k;
 
@@ -880,12 +881,14 @@ static kh_err cam_auth_expect(const uint8_t *body, size_t n, kh_err verdict)
 			cert = t;
 		else if (t.tag == 2 && !sig.v)
 			sig = t;
+		else if (t.tag == 4 && !dec.v)
+			dec = t; /* the decoder module the CAM serves */
 		else
-			return t.tag >= 1 && t.tag <= 3 ? KH_ERR_FORMAT : KH_ERR_TLV_TAG;
+			return t.tag == 1 || t.tag == 2 || t.tag == 4 ? KH_ERR_FORMAT : KH_ERR_TLV_TAG;
 	}
 	if (k < 0)
 		return k;
-	if (!cert.v || !sig.v || sig.len != KH_ED25519_SIG_LEN)
+	if (!cert.v || !sig.v || sig.len != KH_ED25519_SIG_LEN || (dec.v && dec.len != 4))
 		return KH_ERR_FORMAT;
 	return verdict;
 }
@@ -921,11 +924,13 @@ static int cam_auth_genuine(const uint8_t *body, size_t n)
  * 1 the CAM's certificate and its signature over kh_auth_msg(CAM, binding, card UA): accepted
  * unless the chunk breaks the TLV rules; 2 a decoder's certificate and signature over the decoder
  * label (what a decoder module sends its CAM): CERT_ROLE; 3 the CAM's certificate, signature over
- * the decoder label: AUTH; 4 the CAM's, with the chunk as a ladder key (tag 3): FORMAT; 5 the
+ * the decoder label: AUTH; 4 the CAM's, with the chunk as a ladder key (tag 3, a decoder's to its
+ * CAM, never a CAM's): TLV_TAG; 5 the
  * CAM's, signature over another UA: AUTH; 6 the CAM's, signature over a binding taken from the
  * chunk (no chunk after it): AUTH; 7 the decoder's certificate and its signature over the CAM
- * label: CERT_ROLE. REVOKED may come instead of a verdict on the signature (OK or AUTH), when an
- * EMM put the CAM on the revoked list. Any answer is the status word alone and changes nothing
+ * label: CERT_ROLE. A chunk may carry tag 4 (the UA of the decoder the CAM serves). REVOKED may
+ * come instead of a verdict on the signature (OK or AUTH), when an EMM put the CAM, or the
+ * decoder named, on the revoked list. Any answer is the status word alone and changes nothing
  * the card stores or reports, and the channel stays proven.
  */
 static void cam_auth(uint8_t mode, const uint8_t *chunk, size_t len)

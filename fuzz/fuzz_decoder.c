@@ -8,9 +8,10 @@
  * root key, the fixed clock FZ_CAS_NOW and a store that checks its counters) are personalised in
  * APDUs with certificates this harness signs with a fixed Ed25519 test root (fuzz_issue.h). A
  * unique EMM gives the card the ECM signer of fuzz_common.h, the service key and a right to
- * FZ_CAS_PRODUCT. The CAM pairs with the card (kh_host_pair_cam_card); then the decoder module
- * pairs with the CAM in ladder mode (CARD START with P1 = 1, relayed by the harness), proving its
- * certificate and giving the CAM a fresh ladder key. One ECM goes down the whole path (decoder
+ * FZ_CAS_PRODUCT. The decoder module pairs with the CAM in ladder mode (CARD START with P1 = 1,
+ * relayed by the harness), proving its certificate and giving the CAM a fresh ladder key; then the
+ * CAM pairs with the card (kh_host_pair_cam_card), naming that decoder to it (a decoder proving
+ * itself later ends a card channel opened for another one, so this is the order that holds). One ECM goes down the whole path (decoder
  * module -> CAM -> card, relayed two levels deep as a host does); its sealed answer is loaded
  * (LADDER LOAD). The three modules' memory is snapshotted, and restored before every input with
  * the deterministic random source reseeded (with a seed of its own, not setup's).
@@ -415,9 +416,10 @@ static void after_dec(uint8_t ins, uint8_t p1, uint16_t first, int done, uint8_t
 	struct kh_module_info d = info(DEC);
 
 	if (ins == KH_INS_CARD_START && first == KH_SW_RELAY) {
-		/* accepted: the old channel is dropped, a new pairing begins with the ladder as asked */
+		/* accepted: the old channel is dropped, a new pairing begins with the ladder as asked;
+		 * until it is proven the decoder may not have drawn its ladder key yet (-1: unknown) */
 		dropped();
-		md.lon = p1;
+		md.lon = done || !p1 ? p1 : -1;
 		if (done) {
 			CHECK(d.link_state == KH_LINK_OPEN && d.peer_ua == CAM_UA);
 			md.cam_ladder = p1;
@@ -969,12 +971,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	h_cam_der_len = fz_issue(fz_dec_root_sk, KH_ROLE_CAM, H_CAM_UA, EVP_PKEY_ED25519, pk, CERT_NOT_BEFORE,
 				 CERT_NOT_AFTER, h_cam_der, sizeof h_cam_der);
 
-	/* The CAM pairs with its card, then the decoder module with the CAM, in ladder mode. */
-	if (kh_host_pair_cam_card(&tr[CAM], &tr[CARD], &ua) != KH_OK || ua != FZ_CAS_UA)
-		die("CAM <-> card");
+	/* The decoder module pairs with the CAM, in ladder mode, then the CAM with its card, naming
+	 * that decoder (a decoder that proves itself later ends a card channel opened for another). */
 	n = dec_relay(cmd4, sizeof cmd4, resp, sizeof resp, &first);
 	if (sw_of(resp, n) != KH_SW_OK || n != 6 || kh_get_be32(resp) != CAM_UA)
 		die("decoder <-> CAM");
+	if (kh_host_pair_cam_card(&tr[CAM], &tr[CARD], &ua) != KH_OK || ua != FZ_CAS_UA)
+		die("CAM <-> card");
 	md.epoch = 1;
 	md.lon = 1;
 	md.cam_ladder = 1;

@@ -26,12 +26,12 @@
 #define OUT_MAX 4096
 
 static struct kh__http_route routes[] = {
-	{"GET", "/v1/subscribers/{id}", NULL, NULL, 0, {0}, 0, NULL},
-	{"POST", "/v1/subscribers", NULL, NULL, 0, {0}, 0, NULL},
-	{"POST", "/v1/cards/{ua}/replace", NULL, NULL, 0, {0}, 0, NULL},
-	{"GET", "/v1/cards/{ua}/emm", NULL, NULL, 0, {0}, 0, NULL},
-	{"PUT", "/v1/credit-policy", NULL, NULL, 0, {0}, 0, NULL},
-	{"DELETE", "/v1/subscribers/{id}/subscriptions/{product}", NULL, NULL, 0, {0}, 0, NULL},
+	{"GET", "/v1/subscribers/{id}", NULL, NULL, 0, 0, {0}, 0, NULL},
+	{"POST", "/v1/subscribers", NULL, NULL, 0, 0, {0}, 0, NULL},
+	{"POST", "/v1/cards/{ua}/replace", NULL, NULL, 0, 0, {0}, 0, NULL},
+	{"GET", "/v1/cards/{ua}/emm", NULL, NULL, 0, 0, {0}, 0, NULL},
+	{"PUT", "/v1/credit-policy", NULL, NULL, 0, 0, {0}, 0, NULL},
+	{"DELETE", "/v1/subscribers/{id}/subscriptions/{product}", NULL, NULL, 0, 0, {0}, 0, NULL},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 

@@ -123,9 +123,6 @@ kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 	if (!cert.v || !sig.v || sig.len != KH_ED25519_SIG_LEN || (lk.v && lk.len != sizeof m->ladder_key) ||
 	    (dec.v && dec.len != 4))
 		return KH_ERR_FORMAT;
-	/* the decoder module the CAM serves is on the operator's list too */
-	if (dec.v && (r = kh__card_revoked(m, kh_get_be32(dec.v))) != KH_OK)
-		return r;
 	/* A card judges validity by its own clock (the newest signed ECM time, a lower bound of the
 	 * time), not the host's: it can tell "expired", never "not yet valid". */
 	r = m->p.role == KH_ROLE_CARD
@@ -140,6 +137,9 @@ kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 		return r;
 	if (kh_ed25519_verify(ci.pub, msg, sizeof msg, sig.v) != KH_OK)
 		return KH_ERR_AUTH;
+	/* the decoder module the CAM serves is on the operator's list too */
+	if (dec.v && (r = kh__card_revoked(m, kh_get_be32(dec.v))) != KH_OK)
+		return r;
 	m->chan.peer_ua = ci.ua;
 	if (want == KH_ROLE_CAM)
 		m->served_dec = dec.v ? kh_get_be32(dec.v) : 0;
