@@ -121,6 +121,8 @@ typedef int kh_err;
 	   409, "module_changed", 0x6F41)                                                        \
 	XX(DB_GONE, "the database file was deleted or replaced while in use: writes are refused "  \
 	   "until the center is restarted on its database", 503, "database_gone", 0x6F42)        \
+	XX(ADDR_IN_USE, "address already in use (another process listens on this port)", 500,  \
+	   "address_in_use", 0x6F43)                                                             \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

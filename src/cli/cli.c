@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "keyhole/apdu.h"
@@ -39,6 +40,14 @@ int kh_cli_fail(const char *what, kh_err e)
 {
 	fprintf(stderr, "keyhole: %s: %s\n", what, kh_strerror(e));
 	return KH_EXIT_FAIL;
+}
+
+int kh_cli_refuse_tty_out(const char *prog, const char *out)
+{
+	if (out || !isatty(STDOUT_FILENO))
+		return 0;
+	return kh_cli_usage(prog, "refusing to write a transport stream to a terminal: give --out FILE, "
+				  "or --out - to write it there all the same");
 }
 
 int kh_cli_wants_help(int argc, char **argv)

@@ -30,6 +30,12 @@ void kh_cli_list(FILE *f, const char *prog, const struct kh_cli_cmd *tab, size_t
 int kh_cli_usage(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "keyhole: <what>: <error message>"; returns KH_EXIT_FAIL. */
 int kh_cli_fail(const char *what, kh_err e);
+/*
+ * A transport stream is binary: when no output was named (out NULL) and standard output is a
+ * terminal, prints "keyhole <prog>: refusing to write a transport stream to a terminal" (a usage
+ * error) and returns KH_EXIT_USAGE; 0 otherwise. An explicit "-" always writes.
+ */
+int kh_cli_refuse_tty_out(const char *prog, const char *out);
 /* 1 when argv holds -h or --help (checked before anything else runs). */
 int kh_cli_wants_help(int argc, char **argv);
 /*

@@ -58,7 +58,8 @@ static const char play_help[] =
 	"                           module, which descrambles; this process never holds one\n"
 	"                           (default: the decoder module hands them over, we descramble)\n"
 	"  -i, --in FILE            scrambled TS to read (default -, standard input)\n"
-	"  -o, --out FILE           clear TS to write (default -, standard output); a file is\n"
+	"  -o, --out FILE           clear TS to write (default -, standard output; refused when\n"
+	"                           that is a terminal, unless --out - is given); a file is\n"
 	"                           written under a temporary name and renamed when complete\n"
 	"  -s, --service N          program_number to play (default: the first in the PAT)\n"
 	"  -C, --ca-system-id ID    CA_system_id to follow (default 0x4B48)\n"
@@ -483,6 +484,8 @@ static int play(int argc, char **argv)
 	pc.fd = -1;
 	if ((rc = parse("decoder play", play_help, argc, argv, &o)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
+	if ((rc = kh_cli_refuse_tty_out("decoder play", o.out)) != 0)
+		return rc;
 	rc = KH_EXIT_FAIL;
 	out_name = !o.out || strcmp(o.out, "-") == 0 ? "standard output" : o.out;
 	if (!(m = calloc(1, sizeof *m))) {

@@ -72,7 +72,8 @@ static const char keys_import_help[] =
 	"                         its owner, like a key file)\n"
 	"      --insecure-http    allow plain http to any host (a test network only: the keys\n"
 	"                         would cross it in clear)\n"
-	"  -s, --store DB         the center's database (as 'keyhole serve --db')\n";
+	"  -s, --store DB         the center's database (as 'keyhole serve --db'): read, never\n"
+	"                         created\n";
 
 static const char emm_help[] =
 	"usage: keyhole headend emm --keys FILE (--card UA | --group G | --all)\n"
@@ -88,7 +89,8 @@ static const char emm_help[] =
 	"  -c, --card UA             a card's unique address, hexadecimal (as 'card info' shows it)\n"
 	"  -g, --group G             a group number\n"
 	"  -A, --all                 every card\n"
-	"      --entitle P:S:E       right to product P from S to E (Unix seconds, or now, now+N, now-N)\n"
+	"      --entitle P:S:E       right to product P from S to E: Unix seconds, now, now+N, now-N,\n"
+	"                            or +N (N seconds from now for S, after S for E): 7:now:+86400\n"
 	"      --revoke P            remove every right to product P\n"
 	"      --credit AMOUNT:ID    add credit, once per reload id\n"
 	"      --service-keys        every service key of the key file (after an EMM with the\n"
@@ -129,7 +131,8 @@ static const char scramble_help[] =
 	"\n"
 	"  -k, --keys FILE         the headend key file\n"
 	"  -i, --in FILE           input transport stream (default -, standard input)\n"
-	"  -o, --out FILE          output transport stream (default -, standard output)\n"
+	"  -o, --out FILE          output transport stream (default -, standard output; refused when\n"
+	"                          that is a terminal, unless --out - is given)\n"
 	"      --alg ALG           csa2, cissa or idsa\n"
 	"      --product P         subscription product the programme belongs to\n"
 	"      --event E           pay-per-view event ...\n"
@@ -231,6 +234,32 @@ static int parse_time(const char *s, uint64_t *v)
 		return -1;
 	*v = s[3] == '+' ? now + n : now - n;
 	return 0;
+}
+
+/*
+ * An --entitle period: START is a time (parse_time) or +N (N seconds from now); END is a time or
+ * +N (N seconds after START). Returns 0, -1 for a field that is none of these, -2 for END not
+ * after START.
+ */
+static int parse_period(const char *start, const char *end, uint64_t *s, uint64_t *e)
+{
+	uint64_t n;
+
+	if (start[0] == '+') {
+		if (parse_num(start + 1, UINT32_MAX * 100ull, &n) != 0)
+			return -1;
+		*s = (uint64_t)time(NULL) + n;
+	} else if (parse_time(start, s) != 0) {
+		return -1;
+	}
+	if (end[0] == '+') {
+		if (parse_num(end + 1, UINT32_MAX * 100ull, &n) != 0)
+			return -1;
+		*e = *s + n;
+	} else if (parse_time(end, e) != 0) {
+		return -1;
+	}
+	return *e > *s ? 0 : -2;
 }
 
 /* Split "a:b[:c]" into exactly want fields. */
@@ -574,8 +603,28 @@ static int cmd_keys_import(int argc, char **argv)
 	if (feed.center && kh_headend_feed_url_check(feed.center, feed.insecure_http) != KH_OK)
 		return kh_cli_usage(P, "--center takes a base URL https://HOST[:PORT] (http:// only to 127.0.0.1, "
 				       "localhost or [::1] unless --insecure-http)");
-	if (db && access(db, F_OK) != 0 && strchr(db, ':') == NULL)
-		return kh_cli_fail(db, KH_ERR_NOTFOUND); /* never create an empty center database */
+	if (db) {
+		/* the center's database is read, never made: an empty one would hold no key */
+		int exists = 0;
+		const char *file = db;
+
+		if ((r = kh_store_check(db, &exists, why, sizeof why)) != KH_OK) {
+			if (why[0])
+				fprintf(stderr, "keyhole: %s\n", why);
+			else
+				kh_cli_fail(db, r);
+			return KH_EXIT_FAIL;
+		}
+		if (!exists) {
+			if (strncmp(file, "sqlite://", 9) == 0)
+				file += 9;
+			else if (strncmp(file, "sqlite:", 7) == 0)
+				file += 7;
+			fprintf(stderr, "keyhole: %s: no such database (the center's, as 'keyhole serve --db')\n", file);
+			return KH_EXIT_FAIL;
+		}
+		why[0] = 0;
+	}
 	if (tokfile && read_token(tokfile, &tok) != KH_EXIT_OK)
 		return KH_EXIT_FAIL;
 	if ((r = kh_headend_keys_lock(path, &fd)) != KH_OK) {
@@ -672,7 +721,7 @@ static int cmd_emm(int argc, char **argv)
 	struct kh_headend_emm_req req = {0};
 	uint8_t cmds[KH_EMM_CMDS_MAX], sec[3 * KH_EMM_MAX];
 	char buf[512], *f[3];
-	int naddr = 0, c, req_export = 0;
+	int naddr = 0, c, req_export = 0, pr;
 	unsigned char seen[512] = {0};
 	uint32_t a32, b32, seq = 0;
 	uint64_t s64, e64;
@@ -711,8 +760,12 @@ static int cmd_emm(int argc, char **argv)
 			break;
 		case O_ENTITLE:
 			if (split(optarg, buf, sizeof buf, f, 3) != 0 || parse_u32(f[0], &a32) != 0 ||
-			    parse_time(f[1], &s64) != 0 || parse_time(f[2], &e64) != 0 || e64 <= s64)
-				return kh_cli_usage(P, "--entitle takes PRODUCT:START:END with START before END");
+			    (pr = parse_period(f[1], f[2], &s64, &e64)) == -1)
+				return kh_cli_usage(P, "--entitle takes PRODUCT:START:END; START and END are Unix "
+						       "seconds, now, now+N or now-N, or +N (from now for START, "
+						       "from START for END)");
+			if (pr != 0)
+				return kh_cli_usage(P, "--entitle %s: END is not after START", optarg);
 			kh_emm_put_entitle(&w, a32, s64, e64);
 			break;
 		case O_REVOKE:
@@ -1254,7 +1307,7 @@ static int cmd_scramble(int argc, char **argv)
 	unsigned poll_s = 30;
 	struct poll_ctx pc = {0};
 	char fwhy[256];
-	const char *keys = NULL, *inpath = "-", *outpath = "-", *cwlog = NULL, *what = NULL, *tokfile = NULL;
+	const char *keys = NULL, *inpath = "-", *outpath = NULL, *cwlog = NULL, *what = NULL, *tokfile = NULL;
 	const char **emmpaths = NULL, *inname;
 	size_t nemm = 0;
 	unsigned char seen[512] = {0};
@@ -1398,6 +1451,11 @@ static int cmd_scramble(int argc, char **argv)
 	if (fcfg.center && kh_headend_feed_url_check(fcfg.center, fcfg.insecure_http) != KH_OK)
 		USAGE("--center takes a base URL https://HOST[:PORT] (http:// only to 127.0.0.1, localhost or [::1] "
 		      "unless --insecure-http)");
+	if ((rc = kh_cli_refuse_tty_out(P, outpath)) != 0)
+		goto out;
+	rc = KH_EXIT_FAIL;
+	if (!outpath)
+		outpath = "-";
 	cfg.access = have_product ? KH_ECM_PRODUCT : KH_ECM_EVENT;
 	cfg.price = price_given;
 	inname = strcmp(inpath, "-") == 0 ? "standard input" : inpath;

@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -1039,6 +1040,26 @@ static kh_err load_tls(struct kh_http *h)
 	return KH_OK;
 }
 
+/*
+ * After libmicrohttpd could not start: whether the cause is the address being taken. It does not
+ * say, so bind the same address once ourselves, as it does (SO_REUSEADDR), and look at errno.
+ */
+static int addr_in_use(const struct addrinfo *ai)
+{
+	int one = 1, fd, in_use = 0;
+
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+	if (fd < 0)
+		return 0;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (ai->ai_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno == EADDRINUSE)
+		in_use = 1;
+	close(fd);
+	return in_use;
+}
+
 kh_err kh_http_start(struct kh_http *h)
 {
 	struct addrinfo hints, *ai = NULL;
@@ -1100,12 +1121,15 @@ kh_err kh_http_start(struct kh_http *h)
 		MHD_OPTION_HTTPS_MEM_KEY, h->key,
 		MHD_OPTION_HTTPS_PRIORITIES, "NORMAL:-VERS-ALL:+VERS-TLS1.3",
 		MHD_OPTION_END);
-	freeaddrinfo(ai);
 	if (!h->d) {
-		kh_log_error("http.start", "host=%s port=%u tls=%d error=bind_or_tls", h->host,
-			     (unsigned)h->cfg.port, tls);
-		return tls ? KH_ERR_CRYPTO : KH_ERR_IO;
+		int in_use = addr_in_use(ai);
+
+		freeaddrinfo(ai);
+		kh_log_error("http.start", "host=%s port=%u tls=%d error=%s", h->host, (unsigned)h->cfg.port, tls,
+			     in_use ? "address_in_use" : "bind_or_tls");
+		return in_use ? KH_ERR_ADDR_IN_USE : tls ? KH_ERR_CRYPTO : KH_ERR_IO;
 	}
+	freeaddrinfo(ai);
 	info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
 	h->port = info ? info->port : h->cfg.port;
 	kh_log_info("http.start", "host=%s port=%u tls=%d threads=%u head_timeout_s=%lld open_rate=%u", h->host,

@@ -104,6 +104,29 @@ for ladder in "" --ladder; do
 	[ -z "$(find . -name 'never.ts.*')" ] || kh_fail "play with a CAM as its decoder module left a temporary file"
 done
 
+# --- play: a transport stream is never written to a terminal unless asked ---------------------
+if command -v script >/dev/null 2>&1; then
+	: >empty.in
+	cp card.card card.before
+	script -qec "\"$KEYHOLE\" decoder play --decoder dec.card --cam cam.card --card card.card --in empty.in" \
+		/dev/null </dev/null >"$KH_META/tty.out" 2>&1
+	rc=$?
+	[ "$rc" -eq 2 ] || kh_fail "play to a terminal without --out: exit $rc, not 2: $(cat "$KH_META/tty.out")"
+	grep -q '^keyhole decoder play: refusing to write a transport stream to a terminal' "$KH_META/tty.out" ||
+		kh_fail "play to a terminal without --out: $(cat "$KH_META/tty.out")"
+	[ "$(grep -c . "$KH_META/tty.out")" -eq 1 ] || kh_fail "the refusal is not one line: $(cat "$KH_META/tty.out")"
+	cmp -s card.card card.before || kh_fail "a refused play changed the card"
+	# --out - is asked for: it goes ahead (and finds no transport stream in an empty input)
+	script -qec "\"$KEYHOLE\" decoder play --decoder dec.card --cam cam.card --card card.card --in empty.in --out -" \
+		/dev/null </dev/null >"$KH_META/tty.out" 2>&1
+	rc=$?
+	[ "$rc" -eq 1 ] || kh_fail "play --out - on a terminal: exit $rc, not 1: $(cat "$KH_META/tty.out")"
+	grep -q 'not a transport stream' "$KH_META/tty.out" || kh_fail "play --out - on a terminal: $(cat "$KH_META/tty.out")"
+	rm -f empty.in card.before
+else
+	kh_note "no script: the terminal checks are skipped"
+fi
+
 # --- play: a clear clip passes whole -----------------------------------------------------------
 if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	ffmpeg -nostdin -loglevel error -f lavfi -i testsrc=size=64x48:rate=10 -t 1 -c:v mpeg2video \

@@ -177,6 +177,18 @@ kh_expect_usage headend emm --keys h.keys --card 0A --all --out x.emm --revoke 1
 kh_expect_usage headend emm --keys h.keys --group 3 --set-group 4 --out x.emm
 kh_expect_usage headend emm --keys h.keys --card 0A --out x.emm
 kh_expect_usage headend emm --keys h.keys --card 0A --entitle 1:20:10 --out x.emm
+kh_err_has 'END is not after START'
+# --entitle's START and END: +N is N seconds from now (START) or after START (END)
+kh_expect_ok headend emm --keys h.keys --card 0A --entitle 7:now:+86400 --out plus.emm
+[ -s plus.emm ] || kh_fail "--entitle 7:now:+86400 wrote no EMM"
+kh_expect_ok headend emm --keys h.keys --card 0A --entitle 7:+60:+86400 --entitle 8:1000:+5 --out plus2.emm
+kh_expect_usage headend emm --keys h.keys --card 0A --entitle 7:1000:+0 --out x.emm
+kh_err_has 'END is not after START'
+for bad in 7:now:+ 7:now:+x 7:soon:+5 7:now:++5 7:now:-5; do
+	kh_expect_usage headend emm --keys h.keys --card 0A --entitle "$bad" --out x.emm
+	kh_err_has 'START and END are Unix seconds, now, now\+N or now-N, or \+N'
+done
+[ ! -e x.emm ] || kh_fail "a refused --entitle wrote x.emm"
 kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --product 7
 kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg rot13 --product 7
 kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2
@@ -301,5 +313,20 @@ if command -v script >/dev/null 2>&1; then
 		kh_fail "scramble from a pipe failed"
 	[ ! -s "$KH_META/notty.err" ] || kh_fail "progress printed when stderr is not a terminal"
 	rm -f part1.ts part2.ts tty.ts notty.ts
+	# a transport stream is never written to a terminal unless --out - asks for it: the refusal
+	# comes before the key file is read or changed
+	cp h.keys h.keys.before
+	script -qec "\"$KEYHOLE\" headend scramble --keys h.keys --alg csa2 --product 7 --in clip.ts" \
+		/dev/null </dev/null >"$KH_META/tty.out" 2>&1
+	rc=$?
+	[ "$rc" -eq 2 ] || kh_fail "scramble to a terminal without --out: exit $rc, not 2: $(head -c 300 "$KH_META/tty.out")"
+	grep -q '^keyhole headend scramble: refusing to write a transport stream to a terminal' "$KH_META/tty.out" ||
+		kh_fail "scramble to a terminal without --out: $(head -c 300 "$KH_META/tty.out")"
+	[ "$(wc -l <"$KH_META/tty.out")" -eq 1 ] || kh_fail "the refusal is not one line"
+	cmp -s h.keys h.keys.before || kh_fail "a refused scramble changed the key file"
+	script -qec "\"$KEYHOLE\" headend scramble --keys h.keys --alg csa2 --product 7 --in clip.ts --out -" \
+		/dev/null </dev/null >"$KH_META/tty.out" 2>&1 || kh_fail "scramble --out - on a terminal failed"
+	[ "$(wc -c <"$KH_META/tty.out")" -ge "$(wc -c <clip.ts)" ] || kh_fail "scramble --out - on a terminal wrote too little"
+	rm -f h.keys.before
 fi
 kh_note "ok"

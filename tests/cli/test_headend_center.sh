@@ -137,8 +137,21 @@ kh_expect_usage headend scramble --keys headend.keys --alg cissa --product 7 --c
 kh_expect_usage headend scramble --keys headend.keys --alg cissa --product 7 --center "$C" --center-since -1 \
 	--in clip.ts --out x.ts
 kh_expect_usage headend keys import --keys headend.keys
-kh_expect_fail headend keys import --keys headend.keys --store no-such.db
-[ ! -e no-such.db ] || kh_fail "keys import created a database"
+# a database that is not there is never made, whichever way its name is written; the key file
+# is left as it was
+cp headend.keys headend.keys.before
+for u in no-such.db sqlite:no-such.db sqlite://no-such.db; do
+	kh_expect_fail headend keys import --keys headend.keys --store "$u"
+	kh_err_has '^keyhole: no-such\.db: no such database'
+	for f in no-such.db no-such.db-wal no-such.db-shm no-such.db-journal; do
+		[ ! -e "$f" ] || kh_fail "keys import --store $u created $f"
+	done
+done
+kh_expect_fail headend keys import --keys headend.keys --store nodir/center.db
+kh_err_has '^keyhole: nodir/center\.db: '
+[ ! -e nodir ] || kh_fail "keys import created a directory"
+cmp -s headend.keys headend.keys.before || kh_fail "a refused keys import changed the key file"
+rm -f headend.keys.before
 kh_stop "$PID" TERM
 kh_expect_fail headend scramble --keys headend.keys --alg cissa --product 7 --center "$C" --in clip.ts --out x.ts
 kh_err_has "$C"

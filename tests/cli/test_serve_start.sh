@@ -148,6 +148,8 @@ kh_stop "$PID" TERM
 kh_start_serve PID
 kh_expect_fail serve --db new.db --authority auth --listen "127.0.0.1:$PORT"
 nothing_at new.db "a start that could not bind"
+# ... and says why, in one line naming the address: not "input/output error".
+kh_err_has "^keyhole: 127\\.0\\.0\\.1:$PORT: address already in use"
 kh_stop "$PID" TERM
 
 # Read-only: the file's mode, or its directory's. Root may write anyway, so as root this runs as
