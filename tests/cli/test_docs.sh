@@ -2,8 +2,8 @@
 #
 # 1. The docs stand alone: every README.md and docs/**/*.md links only to files that exist (a
 #    markdown link, or a repository path in backquotes such as `docs/protocols/cas.md`), never to
-#    a page outside the repository, and mentions no design document that is not in it
-#    (DESIGN.md, PROTOCOLS.md, ../shared) nor the project's issues ("issue 4").
+#    a page outside the repository, and mentions no design document that is not in it (the
+#    pattern below names them) nor the project's issues ("issue 4").
 # 2. The error table of docs/operator-guide.md section 2 lists every error code the management
 #    center answers with beside the registry's (the codes written in src/center/sms/ and
 #    src/net/http_server.c).
