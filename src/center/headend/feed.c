@@ -248,6 +248,41 @@ static kh_err take_material(const json_t *ans, struct kh_headend_keys *k, size_t
 	return KH_OK;
 }
 
+/*
+ * An operator request to the center: the URL of path under cfg->center (checked as the feed's)
+ * in *url, and with a token the Authorization header in *auth (its length in *alen, to wipe).
+ * Both malloc'd; on failure nothing is left to free.
+ */
+static kh_err operator_request(const struct kh_headend_feed_cfg *cfg, const char *path, const char *token,
+			       char **url, char **auth, size_t *alen, char *why, size_t whycap)
+{
+	size_t bl;
+
+	*url = *auth = NULL;
+	*alen = 0;
+	if (kh_headend_feed_url_check(cfg->center, cfg->insecure_http) != KH_OK) {
+		why_set(why, whycap, "not an https:// base URL (http:// only to 127.0.0.1, localhost or [::1])");
+		return KH_ERR_INVAL;
+	}
+	bl = strlen(cfg->center);
+	while (bl > 0 && cfg->center[bl - 1] == '/')
+		bl--;
+	if (asprintf(url, "%.*s%s", (int)bl, cfg->center, path) < 0) {
+		*url = NULL;
+		return KH_ERR_NOMEM;
+	}
+	if (token) {
+		if (asprintf(auth, "Authorization: Bearer %s", token) < 0) {
+			*auth = NULL;
+			free(*url);
+			*url = NULL;
+			return KH_ERR_NOMEM;
+		}
+		*alen = strlen(*auth);
+	}
+	return KH_OK;
+}
+
 kh_err kh_headend_material_fetch(const struct kh_headend_feed_cfg *cfg, const char *token, struct kh_headend_keys *k,
 				 size_t *count, char *why, size_t whycap)
 {
@@ -257,7 +292,7 @@ kh_err kh_headend_material_fetch(const struct kh_headend_feed_cfg *cfg, const ch
 	const char *hdrs[2] = {NULL, NULL};
 	char *auth = NULL, *url = NULL;
 	json_t *ans = NULL;
-	size_t bl, n = 0, alen = 0;
+	size_t n = 0, alen = 0;
 	long status = 0;
 	kh_err r;
 
@@ -265,24 +300,9 @@ kh_err kh_headend_material_fetch(const struct kh_headend_feed_cfg *cfg, const ch
 		why[0] = 0;
 	if (!cfg || !k || !count)
 		return KH_ERR_INVAL;
-	if (kh_headend_feed_url_check(cfg->center, cfg->insecure_http) != KH_OK) {
-		why_set(why, whycap, "not an https:// base URL (http:// only to 127.0.0.1, localhost or [::1])");
-		return KH_ERR_INVAL;
-	}
-	bl = strlen(cfg->center);
-	while (bl > 0 && cfg->center[bl - 1] == '/')
-		bl--;
-	if (asprintf(&url, "%.*s/v1/service-keys/material", (int)bl, cfg->center) < 0)
-		return KH_ERR_NOMEM;
-	if (token) {
-		if (asprintf(&auth, "Authorization: Bearer %s", token) < 0) {
-			auth = NULL;
-			r = KH_ERR_NOMEM;
-			goto out;
-		}
-		alen = strlen(auth);
-		hdrs[0] = auth;
-	}
+	if ((r = operator_request(cfg, "/v1/service-keys/material", token, &url, &auth, &alen, why, whycap)) != KH_OK)
+		return r;
+	hdrs[0] = auth;
 	if ((r = kh_http_client_new(cfg->cacert, "keyhole-headend/" KH_VERSION, MATERIAL_MAX, &h)) != KH_OK)
 		goto out;
 	kh_http_client_set_secret(h, 1);
@@ -330,7 +350,7 @@ kh_err kh_headend_event_price(const struct kh_headend_feed_cfg *cfg, const char 
 	char *auth = NULL, *url = NULL;
 	const json_t *arr, *e;
 	json_t *ans = NULL;
-	size_t bl, i, alen = 0;
+	size_t i, alen = 0;
 	long status = 0;
 	kh_err r;
 
@@ -338,24 +358,9 @@ kh_err kh_headend_event_price(const struct kh_headend_feed_cfg *cfg, const char 
 		why[0] = 0;
 	if (!cfg || !price)
 		return KH_ERR_INVAL;
-	if (kh_headend_feed_url_check(cfg->center, cfg->insecure_http) != KH_OK) {
-		why_set(why, whycap, "not an https:// base URL (http:// only to 127.0.0.1, localhost or [::1])");
-		return KH_ERR_INVAL;
-	}
-	bl = strlen(cfg->center);
-	while (bl > 0 && cfg->center[bl - 1] == '/')
-		bl--;
-	if (asprintf(&url, "%.*s/v1/events", (int)bl, cfg->center) < 0)
-		return KH_ERR_NOMEM;
-	if (token) {
-		if (asprintf(&auth, "Authorization: Bearer %s", token) < 0) {
-			auth = NULL;
-			r = KH_ERR_NOMEM;
-			goto out;
-		}
-		alen = strlen(auth);
-		hdrs[0] = auth;
-	}
+	if ((r = operator_request(cfg, "/v1/events", token, &url, &auth, &alen, why, whycap)) != KH_OK)
+		return r;
+	hdrs[0] = auth;
 	if ((r = kh_http_client_new(cfg->cacert, "keyhole-headend/" KH_VERSION, EVENTS_MAX, &h)) != KH_OK)
 		goto out;
 	if ((r = kh_http_client_request(h, url, hdrs[0] ? hdrs : NULL, NULL, &status, &ans, why, whycap)) != KH_OK)
