@@ -901,6 +901,7 @@ static void on_signal(int sig)
 
 struct sink {
 	int fd;
+	int err; /* errno of a failed write: EPIPE, ENOSPC, EFBIG name the cause */
 };
 
 static kh_err write_all(void *ctx, const uint8_t *p, size_t n)
@@ -912,6 +913,7 @@ static kh_err write_all(void *ctx, const uint8_t *p, size_t n)
 		if (w < 0) {
 			if (errno == EINTR && !interrupted)
 				continue;
+			s->err = errno;
 			return KH_ERR_IO;
 		}
 		p += w;
@@ -1615,6 +1617,9 @@ static int cmd_scramble(int argc, char **argv)
 			fprintf(stderr, "keyhole: %s: interrupted\n", P);
 		else if (*why && r != KH_ERR_IO)
 			fprintf(stderr, "keyhole: %s: %s\n", what, why);
+		else if (r == KH_ERR_IO && what == outpath && sk.err)
+			fprintf(stderr, "keyhole: %s: %s\n", strcmp(what, "-") == 0 ? "standard output" : what,
+				sk.err == EPIPE ? "the reader closed the pipe; stopped" : strerror(sk.err));
 		else
 			kh_cli_fail(strcmp(what, "-") == 0 ? "standard output" : what, r);
 		goto out;
@@ -1630,8 +1635,8 @@ static int cmd_scramble(int argc, char **argv)
 	}
 	if (tmp) {
 		if (fsync(sk.fd) != 0 || close(sk.fd) != 0) {
+			fprintf(stderr, "keyhole: %s: %s\n", outpath, strerror(errno));
 			sk.fd = -1;
-			rc = kh_cli_fail(outpath, KH_ERR_IO);
 			goto out;
 		}
 		sk.fd = -1;

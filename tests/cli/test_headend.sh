@@ -147,6 +147,18 @@ kh_expect_ok headend scramble --keys h.keys --in clip.ts --out cat.ts --alg csa2
 cat card.emm group.emm >cg.emm
 kh_expect_ok headend scramble --keys h.keys --in clip.ts --out cg.ts --alg csa2 --product 7 --period 5 \
 	--emm cg.emm --time 1700000000
+# the output goes away: a reader that closes the pipe, a full device: one line naming the cause
+{
+	"$KEYHOLE" headend scramble --keys h.keys --in clip.ts --out - --alg csa2 --product 7 2>"$KH_META/pipe.err"
+	echo $? >"$KH_META/pipe.rc"
+} | head -c 1000 >/dev/null
+[ "$(cat "$KH_META/pipe.rc")" -eq 1 ] || kh_fail "closed pipe: exit $(cat "$KH_META/pipe.rc"), want 1"
+grep -qx 'keyhole: standard output: the reader closed the pipe; stopped' "$KH_META/pipe.err" ||
+	kh_fail "closed pipe: $(cat "$KH_META/pipe.err")"
+if [ -c /dev/full ]; then
+	kh_expect_fail headend scramble --keys h.keys --in clip.ts --out /dev/full --alg csa2 --product 7
+	kh_err_has '^keyhole: /dev/full: No space left on device$'
+fi
 emm_pid_packets two.ts >two.emmpkts
 emm_pid_packets cg.ts >cg.emmpkts
 emm_pid_packets cat.ts >cat.emmpkts
