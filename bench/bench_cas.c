@@ -164,8 +164,6 @@ static struct {
 	double *lat;
 	struct world mem, file, unx, lad;
 	int have_unix;
-	int ladder_repaired; /* the ladder world's decoder module was paired with the CAM again */
-	int load_fallback;   /* kh_host_cas_load had no room: LADDER LOAD sent by load() */
 	/* the sizes of the sealed bodies on the path, from one recorded ECM */
 	size_t nxfer, cmd_body[MAX_XFER], resp_body[MAX_XFER];
 	size_t ecm_ct; /* ciphertext bytes of an ECM (the TLV) */
@@ -391,28 +389,10 @@ static kh_err op_ecm(struct world *wd, int i)
 	return r;
 }
 
-/*
- * kh_host_cas_load. When it refuses a pair for lack of room (its buffer holds the sealed answer of
- * an 8-byte CW algorithm, not of a 16-byte one), the same LADDER LOAD is sent here with the same
- * encoding, and the output says so.
- */
+/* LADDER LOAD of the CAM's sealed pair into the decoder module. */
 static kh_err load(struct world *wd, const struct kh_cw_answer *a)
 {
-	uint8_t tlv[128], resp[16];
-	struct kh_wr w;
-	size_t dlen;
-	uint16_t sw;
-	kh_err r = kh_host_cas_load(&wd->cas, a);
-
-	if (r != KH_ERR_BUF)
-		return r;
-	W.load_fallback = 1;
-	kh_wr_init(&w, tlv, sizeof tlv);
-	kh_tlv_put_u8(&w, KH_CW_T_ALG, a->alg);
-	kh_tlv_put_u32(&w, KH_CW_T_CP, a->cp);
-	if ((r = kh_tlv_put(&w, KH_CW_T_LADDER, a->sealed, a->sealed_len)) != KH_OK)
-		return r;
-	return kh_host_apdu(&wd->dec, KH_INS_LADDER_LOAD, 0, tlv, w.len, resp, sizeof resp, &dlen, &sw);
+	return kh_host_cas_load(&wd->cas, a);
 }
 
 /* Ladder mode: the CAM's sealed pair for ECM i, then LADDER LOAD into the decoder module. */
@@ -717,27 +697,6 @@ out:
 	return r;
 }
 
-/*
- * Have the decoder module pair with the CAM again (CARD START with P1 = 1, its relay requests
- * carried to the CAM), the CAM staying paired with its card.
- */
-static kh_err dec_repair(struct world *wd)
-{
-	uint8_t resp[KH_APDU_MAX_RESP], camresp[KH_APDU_MAX_RESP];
-	size_t dlen = 0, clen;
-	uint16_t sw = 0;
-	kh_err r = kh_host_apdu(&wd->dec, KH_INS_CARD_START, 1, NULL, 0, resp, sizeof resp, &dlen, &sw);
-
-	for (int i = 0; r == KH_OK && sw == KH_SW_RELAY && i < 8; i++) {
-		if ((r = kh_transport_xfer(&wd->cam, resp, dlen, camresp, sizeof camresp, &clen)) != KH_OK)
-			break;
-		r = kh_host_apdu(&wd->dec, KH_INS_CARD_RESP, 0, camresp, clen, resp, sizeof resp, &dlen, &sw);
-	}
-	if (r == KH_OK && (sw != KH_SW_OK || dlen != 4))
-		r = KH_ERR_PAIR_STATE;
-	return r;
-}
-
 static kh_err world_connect(struct world *wd, struct kh_authority *a, unsigned flags)
 {
 	uint8_t ku[32];
@@ -799,18 +758,17 @@ static kh_err setup(int want_unix)
 	if ((r = world_connect(&W.lad, a, KH_HOST_CAS_LADDER)) != KH_OK)
 		goto out;
 	{
-		/* The CAM must answer with a sealed pair. When it answers clear control words after
-		 * kh_host_cas_connect (the CAM's CARD START, which connect sends after the decoder
-		 * module proved itself, turns its ladder off), pair the decoder module with the CAM
-		 * again, the CAM staying paired with its card, and say so in the output. */
+		/* The CAM must answer with a sealed pair: clear control words in ladder mode are a fault
+		 * of the code measured, not something to measure. */
 		struct kh_cw_answer cw;
 		struct kh_ppv_offer o;
 		if ((r = kh_host_cas_ecm(&W.lad.cas, W.ecm[0], W.ecm_len[0], &cw, &o)) != KH_OK)
 			goto out;
 		if (!cw.sealed_len) {
-			if ((r = dec_repair(&W.lad)) != KH_OK)
-				goto out;
-			W.ladder_repaired = 1;
+			kh_wipe(&cw, sizeof cw);
+			fprintf(stderr, "bench_cas: ladder mode: the CAM answered clear control words\n");
+			r = KH_ERR_LADDER;
+			goto out;
 		}
 		kh_wipe(&cw, sizeof cw);
 		if ((r = op_ecm_ladder(&W.lad, 0)) != KH_OK) {
@@ -1246,13 +1204,6 @@ int main(int argc, char **argv)
 	printf("# ladder path: decoder->CAM CARD SEND %zu / answer %zu, CAM->card ECM %zu / answer %zu, decoder->CAM "
 	       "CARD RESP %zu / answer (sealed control words) %zu; then LADDER LOAD (plain)\n",
 	       W.lcmd_body[0], W.lresp_body[0], W.lcmd_body[1], W.lresp_body[1], W.lcmd_body[2], W.lresp_body[2]);
-	if (W.ladder_repaired)
-		printf("# ladder world: after kh_host_cas_connect the CAM answered clear control words (its CARD START, "
-		       "sent after the decoder module proved itself, turned its ladder off); the decoder module was paired "
-		       "with the CAM again, the CAM staying paired with its card, before measuring\n");
-	if (W.load_fallback)
-		printf("# ladder world: kh_host_cas_load refused the sealed pair of a 16-byte CW algorithm (no room: "
-		       "KH_ERR_BUF); LADDER LOAD was sent with the same encoding by the bench (same work)\n");
 	printf("# card files in %s (%s); a store of the card's state = 2 atomic file replacements, each with "
 	       "fsync of the file and of the directory; ECM path stores every %d ECMs\n",
 	       W.dir,
