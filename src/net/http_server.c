@@ -762,17 +762,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 /* ---------------------------------------------------------------- targets and connections */
 
-static int hexval(int ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /*
  * 1 when the request target, as the client sent it, holds a control character (below 0x20, or
  * 0x7F), raw or percent-encoded. libmicrohttpd decodes the path before the handler sees it, and
@@ -783,8 +772,9 @@ static int target_has_control(const char *t)
 {
 	for (; *t; t++) {
 		int c = (unsigned char)*t;
-		if (c == '%' && hexval(t[1]) >= 0 && hexval(t[2]) >= 0)
-			c = hexval(t[1]) << 4 | hexval(t[2]);
+		uint8_t b;
+		if (c == '%' && t[1] && t[2] && kh_hex_decode(t + 1, 2, &b, 1) == KH_OK)
+			c = b;
 		if (c < 0x20 || c == 0x7F)
 			return 1;
 	}

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "keyhole/crypto.h"
+#include "keyhole/file.h"
 #include "sms_int.h"
 
 kh_err kh__sms_idem_key(const struct kh_http_req *req, const char *caller, char out[static KH__SMS_IDEM_KEY_LEN])
@@ -66,30 +67,13 @@ kh_err kh__sms_fail(struct kh_http_resp *resp, kh_err e, const struct kh__sms_wh
 	return kh_http_reply(resp, kh_err_http(e), body);
 }
 
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 kh_err kh__sms_parse_ua(const char *s, uint32_t *ua)
 {
-	uint32_t v = 0;
+	uint8_t b[4];
 
-	if (s == NULL || strlen(s) != 8)
+	if (s == NULL || strlen(s) != 8 || kh_hex_decode(s, 8, b, sizeof b) != KH_OK)
 		return KH_ERR_INVAL;
-	for (int i = 0; i < 8; i++) {
-		int d = hexval(s[i]);
-		if (d < 0)
-			return KH_ERR_INVAL;
-		v = v << 4 | (uint32_t)d;
-	}
-	*ua = v;
+	*ua = kh_get_be32(b);
 	return KH_OK;
 }
 
