@@ -168,21 +168,10 @@ static kh_err store(void *ctx, const uint8_t *blob, size_t len, uint64_t counter
 	return KH_OK;
 }
 
-static uint64_t fixed_now(void *ctx)
-{
-	(void)ctx;
-	return FZ_CAS_NOW;
-}
-
 static void die(const char *what)
 {
 	fprintf(stderr, "fuzz_cas setup: %s\n", what);
 	__builtin_trap();
-}
-
-static uint16_t sw_of(const uint8_t *r, size_t n)
-{
-	return (uint16_t)(r[n - 2] << 8 | r[n - 1]);
 }
 
 /* ---- setup ---- */
@@ -204,8 +193,8 @@ static size_t setup_apdu(uint8_t ins, const uint8_t *data, size_t lc, uint16_t w
 	if (kh_apdu_build(&w, KH_CLA, ins, 0, 0, data, lc, 0) != KH_OK)
 		die("apdu build");
 	n = kh_module_process(m, cmd, w.len, resp, sizeof resp);
-	if (n < 2 || sw_of(resp, n) != want) {
-		fprintf(stderr, "fuzz_cas setup: INS %02X answered %04X\n", ins, n >= 2 ? sw_of(resp, n) : 0);
+	if (n < 2 || fz_sw_of(resp, n) != want) {
+		fprintf(stderr, "fuzz_cas setup: INS %02X answered %04X\n", ins, n >= 2 ? fz_sw_of(resp, n) : 0);
 		__builtin_trap();
 	}
 	return n - 2;
@@ -390,13 +379,13 @@ static void pair_and_prove(void)
 	n = kh_module_process(m, sealed, w.len, resp, sizeof resp);
 	kh_wr_init(&w, inner_resp, sizeof inner_resp);
 	if (kh_link_step(&lk, resp, n, FZ_CAS_NOW, &w, &res) != KH_OK || res != KH_LINK_REPLY || w.len != 2 ||
-	    sw_of(inner_resp, 2) != KH_SW_OK)
+	    fz_sw_of(inner_resp, 2) != KH_SW_OK)
 		die("CAM AUTH refused");
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	static const struct kh_module_env env = {store, fixed_now, NULL};
+	static const struct kh_module_env env = {store, fz_cas_now, NULL};
 
 	(void)argc, (void)argv;
 	trace = getenv("FZ_CAS_TRACE") != NULL;
@@ -431,7 +420,7 @@ static void status(struct kh_cas_status *s)
 	size_t n;
 
 	n = kh_module_process(m, get, sizeof get, resp, sizeof resp);
-	CHECK(n >= 2 && n <= sizeof resp && sw_of(resp, n) == KH_SW_OK);
+	CHECK(n >= 2 && n <= sizeof resp && fz_sw_of(resp, n) == KH_SW_OK);
 	CHECK(kh_cas_status_parse(resp, n - 2, s) == KH_OK);
 	CHECK(st.calls == calls && kh_module_counter(m) == ctr);
 }
@@ -489,7 +478,7 @@ static uint16_t send(uint8_t ins, const uint8_t *body, size_t lc, int in_channel
 		n = kh_module_process(m, sealed, w.len, resp, sizeof resp);
 		CHECK(n >= 2 && n <= sizeof resp);
 		/* The answer to a sealed command is always a sealed answer, whatever the inner one. */
-		CHECK(sw_of(resp, n) == KH_SW_OK);
+		CHECK(fz_sw_of(resp, n) == KH_SW_OK);
 		kh_wr_init(&w, inner_resp, sizeof inner_resp);
 		CHECK(kh_link_step(&lk, resp, n, FZ_CAS_NOW, &w, &res) == KH_OK && res == KH_LINK_REPLY);
 		n = w.len;
@@ -498,7 +487,7 @@ static uint16_t send(uint8_t ins, const uint8_t *body, size_t lc, int in_channel
 	}
 	*data = r;
 	*dlen = n - 2;
-	return sw_of(r, n);
+	return fz_sw_of(r, n);
 }
 
 /* Checks every answer obeys; the pay-per-view offer when there is one. */

@@ -46,6 +46,17 @@ static const uint8_t fz_pair_id[] __attribute__((unused)) = {'f', 'u', 'z', 'z',
 #define FZ_CAS_PRODUCT 100u
 #define FZ_CAS_CREDIT 1000u
 #define FZ_CAS_NOW 1800000000u
+/* The module clock of the harnesses that run a CAS world (struct kh_module_env's now). */
+static uint64_t __attribute__((unused)) fz_cas_now(void *ctx)
+{
+	(void)ctx;
+	return FZ_CAS_NOW;
+}
+/* The status word that ends a module's answer of n >= 2 bytes. */
+static uint16_t __attribute__((unused)) fz_sw_of(const uint8_t *r, size_t n)
+{
+	return (uint16_t)(r[n - 2] << 8 | r[n - 1]);
+}
 static const uint8_t fz_cas_skey[32] __attribute__((unused)) = "keyhole fuzz service key v1....";
 static const uint8_t fz_cas_kp[32] __attribute__((unused)) = "keyhole fuzz card Kp v1........";
 static const uint8_t fz_cas_ku[32] __attribute__((unused)) = "keyhole fuzz card Ku v1........";

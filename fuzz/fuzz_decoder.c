@@ -171,21 +171,10 @@ static kh_err store(void *ctx, const uint8_t *blob, size_t len, uint64_t counter
 	return KH_OK;
 }
 
-static uint64_t fixed_now(void *ctx)
-{
-	(void)ctx;
-	return FZ_CAS_NOW;
-}
-
 static void die(const char *what)
 {
 	fprintf(stderr, "fuzz_decoder setup: %s\n", what);
 	__builtin_trap();
-}
-
-static uint16_t sw_of(const uint8_t *r, size_t n)
-{
-	return (uint16_t)(r[n - 2] << 8 | r[n - 1]);
 }
 
 static int sw_is(uint16_t sw, kh_err e)
@@ -206,7 +195,7 @@ static size_t process(int i, const uint8_t *cmd, size_t len, uint8_t *out, size_
 
 	n = kh_module_process(mod[i], cmd, len, out, cap);
 	CHECK(n >= 2 && n <= cap);
-	sw = sw_of(out, n);
+	sw = fz_sw_of(out, n);
 	if (sw != KH_SW_OK && sw != KH_SW_RELAY)
 		CHECK(n == 2);
 	CHECK(sw != KH_SW_RELAY || n > 2);
@@ -239,8 +228,8 @@ static size_t dec_relay(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap
 	int round = 0;
 
 	n = process(DEC, cmd, len, out, cap);
-	*first = sw_of(out, n);
-	while (sw_of(out, n) == KH_SW_RELAY && round++ < MAX_ROUNDS) {
+	*first = fz_sw_of(out, n);
+	while (fz_sw_of(out, n) == KH_SW_RELAY && round++ < MAX_ROUNDS) {
 		cn = process(CAM, out, n - 2, camresp, sizeof camresp);
 		n = apdu(DEC, KH_INS_CARD_RESP, 0, camresp, cn, out, cap);
 	}
@@ -262,7 +251,7 @@ static size_t via_dec(const uint8_t *inner, size_t len, uint8_t *out, size_t cap
 	kh_wr_init(&w, cmd, sizeof cmd);
 	CHECK(kh_apdu_build(&w, KH_CLA, KH_INS_CARD_SEND, 0, 0, inner, len, 0) == KH_OK);
 	n = dec_relay(cmd, w.len, ans, sizeof ans, &first);
-	if (sw_of(ans, n) != KH_SW_OK)
+	if (fz_sw_of(ans, n) != KH_SW_OK)
 		return 0;
 	/* The CAM's inner answer, opened by the decoder module: at least its status word. */
 	CHECK(n - 2 >= 2 && n - 2 <= cap);
@@ -286,7 +275,7 @@ static size_t card_via_path(const uint8_t *card_cmd, size_t len, uint8_t *out, s
 	CHECK(kh_apdu_build(&w, KH_CLA, KH_INS_CARD_SEND, 0, 0, card_cmd, len, 0) == KH_OK);
 	if (!(n = via_dec(inner, w.len, out, cap)))
 		return 0;
-	while (sw_of(out, n) == KH_SW_RELAY && round++ < MAX_ROUNDS) {
+	while (fz_sw_of(out, n) == KH_SW_RELAY && round++ < MAX_ROUNDS) {
 		cn = process(CARD, out, n - 2, cardresp, sizeof cardresp);
 		kh_wr_init(&w, inner, sizeof inner);
 		CHECK(kh_apdu_build(&w, KH_CLA, KH_INS_CARD_RESP, 0, 0, cardresp, cn, 0) == KH_OK);
@@ -303,13 +292,13 @@ static size_t card_via_path(const uint8_t *card_cmd, size_t len, uint8_t *out, s
  */
 static int card_answer(const uint8_t *ans, size_t n, size_t *dlen, uint16_t *sw)
 {
-	if (sw_of(ans, n) != KH_SW_OK) {
+	if (fz_sw_of(ans, n) != KH_SW_OK) {
 		CHECK(n == 2);
 		return 0;
 	}
 	CHECK(n >= 4);
 	*dlen = n - 4;
-	*sw = sw_of(ans, n - 2);
+	*sw = fz_sw_of(ans, n - 2);
 	return 1;
 }
 
@@ -333,7 +322,7 @@ static void personalise(int i, enum kh_role role, uint32_t ua, const uint8_t kp[
 	if (kh_tlv_put(&w, 5, ku, 32) != KH_OK)
 		die("perso tlv");
 	n = apdu(i, KH_INS_PERSO_INIT, 0, buf, w.len, resp, sizeof resp);
-	if (sw_of(resp, n) != KH_SW_OK)
+	if (fz_sw_of(resp, n) != KH_SW_OK)
 		die("PERSO INIT");
 	kh_rd_init(&rd, resp, n - 2);
 	while (kh_tlv_next(&rd, &t) == 1)
@@ -348,7 +337,7 @@ static void personalise(int i, enum kh_role role, uint32_t ua, const uint8_t kp[
 	if (kh_tlv_put(&w, 2, pair_der, pair_len) != KH_OK)
 		die("certs tlv");
 	n = apdu(i, KH_INS_PERSO_CERTS, 0, buf, w.len, resp, sizeof resp);
-	if (sw_of(resp, n) != KH_SW_OK)
+	if (fz_sw_of(resp, n) != KH_SW_OK)
 		die("PERSO CERTS");
 }
 
@@ -374,7 +363,7 @@ static void provision(void)
 	    kh_emm_seal(fz_cas_kp, &h, cmds, w.len, sec, sizeof sec, &n) != KH_OK)
 		die("provision");
 	n = apdu(CARD, KH_INS_EMM, 0, sec, n, resp, sizeof resp);
-	if (sw_of(resp, n) != KH_SW_OK)
+	if (fz_sw_of(resp, n) != KH_SW_OK)
 		die("provision EMM");
 }
 
@@ -495,7 +484,7 @@ static void ladder_load(const uint8_t *d, size_t n)
 	 * not one the CAM sealed under the current key */
 	want = pr != KH_OK ? pr : !a.sealed_len ? KH_ERR_FORMAT : cur ? KH_OK : KH_ERR_LADDER;
 	rn = apdu(DEC, KH_INS_LADDER_LOAD, 0, d, n, resp, sizeof resp);
-	sw = sw_of(resp, rn);
+	sw = fz_sw_of(resp, rn);
 	if (trace)
 		fprintf(stderr, "  LADDER LOAD %zu bytes -> %04X (model: on %d, want %04X)\n", n, sw, md.lon,
 			kh_err_to_sw(want));
@@ -561,10 +550,10 @@ static void descramble(uint8_t mode, const uint8_t *chunk, size_t len)
 		rn = apdu(DEC, KH_INS_DESCRAMBLE, 0, pk, lc, resp, lc + 1);
 		CHECK(rn == 2);
 		if (md.loaded != -1)
-			CHECK(sw_of(resp, rn) == kh_err_to_sw(want == KH_OK ? KH_ERR_BUF : want));
+			CHECK(fz_sw_of(resp, rn) == kh_err_to_sw(want == KH_OK ? KH_ERR_BUF : want));
 	}
 	rn = apdu(DEC, KH_INS_DESCRAMBLE, 0, pk, lc, resp, sizeof resp);
-	sw = sw_of(resp, rn);
+	sw = fz_sw_of(resp, rn);
 	if (trace)
 		fprintf(stderr, "  DESCRAMBLE %zu bytes -> %04X (model: loaded %d)\n", lc, sw, md.loaded);
 	if (md.loaded != -1)
@@ -630,7 +619,7 @@ static void path_ecm(uint8_t mode, const uint8_t *chunk, size_t len)
 	carded = n && card_answer(ans, n, &dlen, &sw);
 	if (trace)
 		fprintf(stderr, "  ECM alg %u cp %u -> %s %04X (path %s, ladder %d)\n", e.alg, e.h.cp,
-			!n ? "decoder refused" : carded ? "card" : "CAM refused", carded ? sw : n ? sw_of(ans, n) : 0,
+			!n ? "decoder refused" : carded ? "card" : "CAM refused", carded ? sw : n ? fz_sw_of(ans, n) : 0,
 			ok ? "ok" : "broken", md.cam_ladder);
 	if (ok) {
 		CHECK(carded);
@@ -698,9 +687,9 @@ static void repair(uint8_t mode)
 	cmd[2] = p1;
 	cmd[3] = 0;
 	n = dec_relay(cmd, 4, resp, sizeof resp, &first);
-	done = sw_of(resp, n) == KH_SW_OK && n == 6 && kh_get_be32(resp) == CAM_UA;
+	done = fz_sw_of(resp, n) == KH_SW_OK && n == 6 && kh_get_be32(resp) == CAM_UA;
 	if (trace)
-		fprintf(stderr, "  decoder <-> CAM again (P1 %u) -> %04X\n", p1, sw_of(resp, n));
+		fprintf(stderr, "  decoder <-> CAM again (P1 %u) -> %04X\n", p1, fz_sw_of(resp, n));
 	/* the CAM always takes the decoder module: a new channel, proven, with the ladder as asked */
 	CHECK(first == KH_SW_RELAY && done);
 	after_dec(KH_INS_CARD_START, p1, first, done, before);
@@ -725,13 +714,13 @@ static void raw(uint8_t mode, const uint8_t *chunk, size_t len)
 		n = dec_relay(chunk, len, resp, sizeof resp, &first);
 	} else {
 		n = process(DEC, chunk, len, resp, sizeof resp);
-		first = sw_of(resp, n);
+		first = fz_sw_of(resp, n);
 	}
 	if (trace)
-		fprintf(stderr, "  raw %02X %zu bytes -> %04X, first %04X\n", parsed ? a.ins : 0, len, sw_of(resp, n), first);
+		fprintf(stderr, "  raw %02X %zu bytes -> %04X, first %04X\n", parsed ? a.ins : 0, len, fz_sw_of(resp, n), first);
 	if (parsed && a.ins == KH_INS_DESCRAMBLE && !a.p1 && !a.p2) {
 		/* exactly as many bytes back, or a refusal the model allows */
-		uint16_t sw = sw_of(resp, n);
+		uint16_t sw = fz_sw_of(resp, n);
 		CHECK(sw != KH_SW_RELAY);
 		if (sw == KH_SW_OK)
 			CHECK(md.loaded != 0 && n == a.lc + 2);
@@ -741,7 +730,7 @@ static void raw(uint8_t mode, const uint8_t *chunk, size_t len)
 	}
 	if (parsed)
 		after_dec(a.ins, a.p1, first,
-			  a.ins == KH_INS_CARD_START && sw_of(resp, n) == KH_SW_OK && n == 6 && kh_get_be32(resp) == CAM_UA,
+			  a.ins == KH_INS_CARD_START && fz_sw_of(resp, n) == KH_SW_OK && n == 6 && kh_get_be32(resp) == CAM_UA,
 			  before);
 	else
 		after_dec(0, 0, first, 0, before);
@@ -814,7 +803,7 @@ static size_t h_cmd(struct kh_link *hl, uint8_t ins, const uint8_t *data, size_t
 	CHECK(kh_apdu_build(&w, KH_CLA, ins, 0, 0, data, lc, 0) == KH_OK);
 	CHECK(kh_host_link_cmd(hl, &tr[CAM], inner, w.len, FZ_CAS_NOW, out, cap, &n) == KH_OK);
 	CHECK(n >= 2 && n <= cap);
-	if (sw_of(out, n) != KH_SW_OK && sw_of(out, n) != KH_SW_RELAY)
+	if (fz_sw_of(out, n) != KH_SW_OK && fz_sw_of(out, n) != KH_SW_RELAY)
 		CHECK(n == 2);
 	return n;
 }
@@ -869,7 +858,7 @@ static void h_cam_auth(uint8_t mode, const uint8_t *chunk, size_t len)
 		return;
 	}
 	n = h_cmd(&hl, KH_INS_CAM_AUTH, body, w.len, ans, sizeof ans);
-	sw = sw_of(ans, n);
+	sw = fz_sw_of(ans, n);
 	if (trace)
 		fprintf(stderr, "  CAM AUTH (harness as decoder) v%u %zu bytes -> %04X\n", v, w.len, sw);
 	CHECK(n == 2);
@@ -891,21 +880,21 @@ static void h_cam_auth(uint8_t mode, const uint8_t *chunk, size_t len)
 	CHECK(kh_apdu_build(&w, KH_CLA, KH_INS_ECM, 0, 0, sec, n, 0) == KH_OK);
 	/* in plain, never */
 	cn = apdu(CAM, KH_INS_CARD_SEND, 0, cmd, w.len, cardresp, sizeof cardresp);
-	CHECK(sw_is(sw_of(cardresp, cn), KH_ERR_CW_PLAIN));
+	CHECK(sw_is(fz_sw_of(cardresp, cn), KH_ERR_CW_PLAIN));
 	card_ok = info(CAM).link_state == KH_LINK_OPEN && info(CAM).peer_ua == FZ_CAS_UA;
 	n = h_cmd(&hl, KH_INS_CARD_SEND, cmd, w.len, ans, sizeof ans);
 	if (!proven) {
-		CHECK(n == 2 && sw_is(sw_of(ans, n), KH_ERR_DECODER_UNPROVEN));
+		CHECK(n == 2 && sw_is(fz_sw_of(ans, n), KH_ERR_DECODER_UNPROVEN));
 		goto out;
 	}
-	while (sw_of(ans, n) == KH_SW_RELAY && round++ < MAX_ROUNDS) {
+	while (fz_sw_of(ans, n) == KH_SW_RELAY && round++ < MAX_ROUNDS) {
 		cn = process(CARD, ans, n - 2, cardresp, sizeof cardresp);
 		n = h_cmd(&hl, KH_INS_CARD_RESP, cardresp, cn, ans, sizeof ans);
 	}
 	carded = card_answer(ans, n, &dlen, &sw);
 	if (trace)
 		fprintf(stderr, "  ECM on the harness's channel -> %s %04X (ladder key %d, card linked %d)\n",
-			carded ? "card" : "CAM refused", carded ? sw : sw_of(ans, n), have_key, card_ok);
+			carded ? "card" : "CAM refused", carded ? sw : fz_sw_of(ans, n), have_key, card_ok);
 	if (!card_ok) {
 		CHECK(!carded || sw != KH_SW_OK);
 		goto out;
@@ -949,7 +938,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	if (kh_ed25519_public(fz_dec_root_sk, root_pk) != KH_OK)
 		die("root key");
 	for (int i = 0; i < NMOD; i++) {
-		env[i] = (struct kh_module_env){store, fixed_now, &st[i]};
+		env[i] = (struct kh_module_env){store, fz_cas_now, &st[i]};
 		if (kh_module_init(mem[i], sizeof mem[i], fz_dec_module_root[i], &env[i], &mod[i]) != KH_OK)
 			die("module init");
 		kh_transport_inproc(&tr[i], mod[i]);
@@ -974,7 +963,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	/* The decoder module pairs with the CAM, in ladder mode, then the CAM with its card, naming
 	 * that decoder (a decoder that proves itself later ends a card channel opened for another). */
 	n = dec_relay(cmd4, sizeof cmd4, resp, sizeof resp, &first);
-	if (sw_of(resp, n) != KH_SW_OK || n != 6 || kh_get_be32(resp) != CAM_UA)
+	if (fz_sw_of(resp, n) != KH_SW_OK || n != 6 || kh_get_be32(resp) != CAM_UA)
 		die("decoder <-> CAM");
 	if (kh_host_pair_cam_card(&tr[CAM], &tr[CARD], &ua) != KH_OK || ua != FZ_CAS_UA)
 		die("CAM <-> card");
@@ -991,13 +980,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	if (kh_apdu_build(&w, KH_CLA, KH_INS_ECM, 0, 0, sec, n, 0) != KH_OK)
 		die("ecm apdu");
 	n = card_via_path(cmd, w.len, resp, sizeof resp);
-	if (n < 4 || sw_of(resp, n) != KH_SW_OK || sw_of(resp, n - 2) != KH_SW_OK ||
+	if (n < 4 || fz_sw_of(resp, n) != KH_SW_OK || fz_sw_of(resp, n - 2) != KH_SW_OK ||
 	    kh_cw_answer_parse(resp, n - 4, &a) != KH_OK || !a.sealed_len)
 		die("setup ECM: no sealed answer");
 	record(&a, e.cw_even, e.cw_odd);
 	n = load_tlv(&md.gen[0], tlv, sizeof tlv);
 	n = apdu(DEC, KH_INS_LADDER_LOAD, 0, tlv, n, resp, sizeof resp);
-	if (sw_of(resp, n) != KH_SW_OK)
+	if (fz_sw_of(resp, n) != KH_SW_OK)
 		die("setup LADDER LOAD");
 	md.ld = md.gen[0];
 	md.loaded = 1;
@@ -1019,7 +1008,7 @@ static void look(void)
 	size_t n;
 
 	n = process(CARD, get_status, sizeof get_status, resp, sizeof resp);
-	CHECK(sw_of(resp, n) == KH_SW_OK && kh_cas_status_parse(resp, n - 2, &cs) == KH_OK);
+	CHECK(fz_sw_of(resp, n) == KH_SW_OK && kh_cas_status_parse(resp, n - 2, &cs) == KH_OK);
 	for (int i = 0; i < NMOD; i++) {
 		struct kh_module_info in = info(i);
 		CHECK(in.lifecycle == 2); /* personalised */

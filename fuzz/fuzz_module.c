@@ -82,11 +82,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-static uint16_t sw_of(const uint8_t *r, size_t n)
-{
-	return (uint16_t)(r[n - 2] << 8 | r[n - 1]);
-}
-
 /* One command; the invariants every response obeys. Returns the response length. */
 static size_t process(struct kh_module *m, const uint8_t *cmd, size_t len)
 {
@@ -96,7 +91,7 @@ static size_t process(struct kh_module *m, const uint8_t *cmd, size_t len)
 
 	n = kh_module_process(m, cmd, len, resp, sizeof resp);
 	CHECK(n >= 2 && n <= sizeof resp);
-	sw = sw_of(resp, n);
+	sw = fz_sw_of(resp, n);
 	if (sw != KH_SW_OK && sw != KH_SW_RELAY)
 		CHECK(n == 2);
 	CHECK(sw != KH_SW_RELAY || n > 2); /* a relay request carries the APDU to relay */
@@ -137,7 +132,7 @@ static void facts_of(struct kh_module *m, struct facts *f)
 	size_t n, i;
 
 	n = process(m, get_info, sizeof get_info);
-	CHECK(sw_of(resp, n) == KH_SW_OK && n >= INFO_PREFIX + 2);
+	CHECK(fz_sw_of(resp, n) == KH_SW_OK && n >= INFO_PREFIX + 2);
 	memcpy(f->info, resp, INFO_PREFIX);
 	f->info_len = INFO_PREFIX;
 	for (i = 0; i < 2; i++) {
