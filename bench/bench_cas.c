@@ -481,21 +481,7 @@ static kh_err desc_setup(void)
 		return KH_ERR_NOMEM;
 	if ((r = kh_random(W.clear, bytes)) != KH_OK)
 		return r;
-	for (size_t i = 0; i < W.npkts; i++) {
-		uint8_t *p = W.clear + i * PL;
-		p[0] = 0x47;
-		p[1] = 0x01;
-		p[2] = 0x00;
-		if (i % 500 == 0) {
-			p[3] = (uint8_t)(0x20 | (i & 15));
-			p[4] = 183;
-		} else if (i % 20 == 0) {
-			p[3] = (uint8_t)(0x30 | (i & 15));
-			p[4] = 7;
-		} else {
-			p[3] = (uint8_t)(0x10 | (i & 15));
-		}
-	}
+	bench_ts_headers(W.clear, W.npkts);
 	for (int a = 0; a < ND; a++) {
 		struct kh_ecm e;
 		struct kh_ppv_offer o;

@@ -66,21 +66,7 @@ static void make_stream(void)
 {
 	if (RAND_bytes(ts, (int)(n_pkts * PL)) != 1)
 		exit(2);
-	for (size_t i = 0; i < n_pkts; i++) {
-		uint8_t *p = ts + i * PL;
-		p[0] = 0x47;
-		p[1] = 0x01;
-		p[2] = 0x00;
-		if (i % 500 == 0) {
-			p[3] = (uint8_t)(0x20 | (i & 15));
-			p[4] = 183;
-		} else if (i % 20 == 0) {
-			p[3] = (uint8_t)(0x30 | (i & 15));
-			p[4] = 7;
-		} else {
-			p[3] = (uint8_t)(0x10 | (i & 15));
-		}
-	}
+	bench_ts_headers(ts, n_pkts);
 	memcpy(raw, ts, n_pkts * PL);
 }
 

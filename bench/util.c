@@ -161,3 +161,22 @@ int bench_rmtree(const char *dir)
 {
 	return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : -1;
 }
+
+void bench_ts_headers(uint8_t *pkts, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *p = pkts + i * 188;
+		p[0] = 0x47;
+		p[1] = 0x01;
+		p[2] = 0x00;
+		if (i % 500 == 0) {
+			p[3] = (uint8_t)(0x20 | (i & 15));
+			p[4] = 183;
+		} else if (i % 20 == 0) {
+			p[3] = (uint8_t)(0x30 | (i & 15));
+			p[4] = 7;
+		} else {
+			p[3] = (uint8_t)(0x10 | (i & 15));
+		}
+	}
+}

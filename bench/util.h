@@ -2,12 +2,15 @@
  * bench/util.h: what the benchmarks of bench/ share, so that they measure, summarise and print
  * alike: the clock, the statistics over rounds (median, min, max), the `bench=` and `ratio=`
  * output lines (docs/performance.md), CPU pinning, and the module daemons forked for the UNIX
- * socket benchmarks with the helpers to connect to and stop them. Not a library of its own:
+ * socket benchmarks with the helpers to connect to and stop them, the synthetic stream's packet
+ * headers. Not a library of its own:
  * CMakeLists.txt compiles bench/util.c into every bench/bench_*.c executable.
  */
 #ifndef KH_BENCH_UTIL_H
 #define KH_BENCH_UTIL_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "keyhole/transport.h"
@@ -16,6 +19,12 @@
 
 /* CLOCK_MONOTONIC in seconds. */
 double bench_now_s(void);
+/*
+ * Give n 188-byte packets of random payload the headers of a clear component on PID 0x100:
+ * one in 20 with an 8-byte adaptation field, one in 500 with an adaptation field only (no
+ * payload), continuity counters counting.
+ */
+void bench_ts_headers(uint8_t *pkts, size_t n);
 
 /* qsort comparator for doubles, ascending. */
 int bench_cmp_double(const void *a, const void *b);
