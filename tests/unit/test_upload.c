@@ -106,29 +106,38 @@ static int setup(void **state)
 	return 0;
 }
 
+/*
+ * u (allocated by the caller) with its world, a third card, and a center of the caller's
+ * configuration: cfg and hc as given, the database (center.db in the world's directory) and the
+ * authority filled in here.
+ */
+static void center_with(struct uw *u, struct kh_sms_config *cfg, struct kh_http_config *hc)
+{
+	world_setup((void **)&u->w);
+	make_mod(u->w->auth, KH_ROLE_CARD, &u->c3);
+	u->db = path_in(u->w->dir, "center.db");
+	cfg->db = u->db;
+	cfg->authority_dir = u->w->auth_dir;
+	assert_int_equal(kh_sms_new(cfg, &u->sms, NULL), KH_OK);
+	assert_int_equal(kh_http_new(hc, &u->h), KH_OK);
+	assert_int_equal(kh_sms_add_routes(u->sms, u->h), KH_OK);
+	assert_int_equal(kh_http_start(u->h), KH_OK);
+	assert_true((u->port = kh_http_port(u->h)) != 0);
+	assert_non_null(u->curl = curl_easy_init());
+}
+
 /* The center with its clock injected (u->now). */
 static int setup_clock(void **state)
 {
 	struct uw *u = calloc(1, sizeof *u);
 	struct kh_sms_config cfg = {0};
-	struct kh_http_config hc = {0};
+	struct kh_http_config hc = {0}; /* threads 0: KH_HTTP_THREADS */
 
 	assert_non_null(u);
-	world_setup((void **)&u->w);
-	make_mod(u->w->auth, KH_ROLE_CARD, &u->c3);
-	u->db = path_in(u->w->dir, "center.db");
 	u->now = (int64_t)time(NULL);
-	cfg.db = u->db;
-	cfg.authority_dir = u->w->auth_dir;
 	cfg.clock = test_clock;
 	cfg.clock_ctx = u;
-	assert_int_equal(kh_sms_new(&cfg, &u->sms, NULL), KH_OK);
-	hc.threads = 0; /* KH_HTTP_THREADS */
-	assert_int_equal(kh_http_new(&hc, &u->h), KH_OK);
-	assert_int_equal(kh_sms_add_routes(u->sms, u->h), KH_OK);
-	assert_int_equal(kh_http_start(u->h), KH_OK);
-	assert_true((u->port = kh_http_port(u->h)) != 0);
-	assert_non_null(u->curl = curl_easy_init());
+	center_with(u, &cfg, &hc);
 	*state = u;
 	return 0;
 }
@@ -1296,17 +1305,7 @@ static int setup_budget(void **state)
 	struct kh_http_config hc = {.open_rate = 1, .open_burst = 10};
 
 	assert_non_null(u);
-	world_setup((void **)&u->w);
-	make_mod(u->w->auth, KH_ROLE_CARD, &u->c3);
-	u->db = path_in(u->w->dir, "center.db");
-	cfg.db = u->db;
-	cfg.authority_dir = u->w->auth_dir;
-	assert_int_equal(kh_sms_new(&cfg, &u->sms, NULL), KH_OK);
-	assert_int_equal(kh_http_new(&hc, &u->h), KH_OK);
-	assert_int_equal(kh_sms_add_routes(u->sms, u->h), KH_OK);
-	assert_int_equal(kh_http_start(u->h), KH_OK);
-	assert_true((u->port = kh_http_port(u->h)) != 0);
-	assert_non_null(u->curl = curl_easy_init());
+	center_with(u, &cfg, &hc);
 	*state = u;
 	return 0;
 }
