@@ -883,31 +883,6 @@ static kh_err cam_auth_expect(const uint8_t *body, size_t n, kh_err verdict)
 }
 
 /*
- * Whether a CAM AUTH body the card accepted is genuine: its first tag 1 is a CAM certificate from
- * the test root, and its first tag 2 that CAM's signature over the CAM label, this channel's
- * binding and the card's UA.
- */
-static int cam_auth_genuine(const uint8_t *body, size_t n)
-{
-	struct kh_tlv t, cert = {0}, sig = {0};
-	struct kh_cert_info ci;
-	uint8_t msg[KH_CAM_AUTH_MSG_LEN];
-	struct kh_rd rd;
-
-	kh_rd_init(&rd, body, n);
-	while (kh_tlv_next(&rd, &t) == 1) {
-		if (t.tag == 1 && !cert.v)
-			cert = t;
-		else if (t.tag == 2 && !sig.v)
-			sig = t;
-	}
-	return cert.v && sig.v && sig.len == KH_ED25519_SIG_LEN &&
-	       kh_cert_check(cert.v, cert.len, root_pk, KH_ROLE_CAM, KH_CERT_KEY_ED25519, FZ_CAS_NOW, &ci) == KH_OK &&
-	       kh_auth_msg(KH_ROLE_CAM, lk.ch.binding, FZ_CAS_UA, msg) == KH_OK &&
-	       kh_ed25519_verify(ci.pub, msg, sizeof msg, sig.v) == KH_OK;
-}
-
-/*
  * CAM AUTH inside the proven channel (mode 4/5 with bit 7). v = mode bits 3-5: 0 the chunk is the
  * body; otherwise the harness puts a certificate and a signature first and the chunk after them:
  * 1 the CAM's certificate and its signature over kh_auth_msg(CAM, binding, card UA): accepted
@@ -969,7 +944,7 @@ static void cam_auth(uint8_t mode, const uint8_t *chunk, size_t len)
 		CHECK(sw == kh_err_to_sw(want) ||
 		      ((want == KH_OK || want == KH_ERR_AUTH) && sw == kh_err_to_sw(KH_ERR_REVOKED)));
 	if (sw == KH_SW_OK)
-		CHECK(cam_auth_genuine(body, w.len));
+		CHECK(fz_auth_genuine(body, w.len, root_pk, KH_ROLE_CAM, lk.ch.binding, FZ_CAS_UA));
 	status(&next);
 	CHECK(st.calls == calls && kh_module_counter(m) == ctr);
 	CHECK(same_but_ecm_counters(&cur, &next) && next.n_ecm == cur.n_ecm && next.n_refused == cur.n_refused);

@@ -12,7 +12,9 @@
 #include <string.h>
 
 #include "keyhole/cas.h"
+#include "keyhole/cert.h"
 #include "keyhole/crypto.h"
+#include "keyhole/pair.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -46,6 +48,31 @@ static const uint8_t fz_pair_id[] __attribute__((unused)) = {'f', 'u', 'z', 'z',
 #define FZ_CAS_PRODUCT 100u
 #define FZ_CAS_CREDIT 1000u
 #define FZ_CAS_NOW 1800000000u
+/*
+ * Whether a CAM AUTH body a module accepted is genuine: its first tag 1 a certificate of role
+ * from root_pk, valid at FZ_CAS_NOW, and its first tag 2 that key's signature over the role's
+ * label, binding and the responder's UA (an oracle of the harnesses, independent of the module).
+ */
+static int __attribute__((unused)) fz_auth_genuine(const uint8_t *body, size_t n, const uint8_t root_pk[static 32],
+						   uint8_t role, const uint8_t binding[static 32], uint32_t ua)
+{
+	struct kh_tlv t, cert = {0}, sig = {0};
+	struct kh_cert_info ci;
+	uint8_t msg[KH_CAM_AUTH_MSG_LEN];
+	struct kh_rd rd;
+
+	kh_rd_init(&rd, body, n);
+	while (kh_tlv_next(&rd, &t) == 1) {
+		if (t.tag == 1 && !cert.v)
+			cert = t;
+		else if (t.tag == 2 && !sig.v)
+			sig = t;
+	}
+	return cert.v && sig.v && sig.len == KH_ED25519_SIG_LEN &&
+	       kh_cert_check(cert.v, cert.len, root_pk, (enum kh_role)role, KH_CERT_KEY_ED25519, FZ_CAS_NOW, &ci) ==
+		       KH_OK &&
+	       kh_auth_msg(role, binding, ua, msg) == KH_OK && kh_ed25519_verify(ci.pub, msg, sizeof msg, sig.v) == KH_OK;
+}
 /* The module clock of the harnesses that run a CAS world (struct kh_module_env's now). */
 static uint64_t __attribute__((unused)) fz_cas_now(void *ctx)
 {

@@ -770,28 +770,6 @@ static kh_err cam_auth_expect(const uint8_t *body, size_t n, kh_err verdict, con
 	return verdict;
 }
 
-/* Whether an accepted body is genuine: a decoder certificate of the root, its signature over the
- * decoder label, the channel's binding and the CAM's UA. */
-static int cam_auth_genuine(const uint8_t *body, size_t n, const uint8_t binding[static 32])
-{
-	struct kh_tlv t, cert = {0}, sig = {0};
-	struct kh_cert_info ci;
-	uint8_t msg[KH_CAM_AUTH_MSG_LEN];
-	struct kh_rd rd;
-
-	kh_rd_init(&rd, body, n);
-	while (kh_tlv_next(&rd, &t) == 1) {
-		if (t.tag == 1 && !cert.v)
-			cert = t;
-		else if (t.tag == 2 && !sig.v)
-			sig = t;
-	}
-	return cert.v && sig.v && sig.len == KH_ED25519_SIG_LEN &&
-	       kh_cert_check(cert.v, cert.len, root_pk, KH_ROLE_DECODER, KH_CERT_KEY_ED25519, FZ_CAS_NOW, &ci) == KH_OK &&
-	       kh_auth_msg(KH_ROLE_DECODER, binding, CAM_UA, msg) == KH_OK &&
-	       kh_ed25519_verify(ci.pub, msg, sizeof msg, sig.v) == KH_OK;
-}
-
 /* One inner command on the harness's own channel to the CAM; its inner answer (n) into out. */
 static size_t h_cmd(struct kh_link *hl, uint8_t ins, const uint8_t *data, size_t lc, uint8_t *out, size_t cap)
 {
@@ -865,7 +843,7 @@ static void h_cam_auth(uint8_t mode, const uint8_t *chunk, size_t len)
 	if (v != 0)
 		CHECK(sw == kh_err_to_sw(want));
 	if (sw == KH_SW_OK) {
-		CHECK(cam_auth_genuine(body, w.len, hl.ch.binding));
+		CHECK(fz_auth_genuine(body, w.len, root_pk, KH_ROLE_DECODER, hl.ch.binding, CAM_UA));
 		if (v == 0)
 			CHECK(cam_auth_expect(body, w.len, KH_OK, &kp) == KH_OK);
 	}
