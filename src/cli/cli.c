@@ -50,6 +50,62 @@ int kh_cli_refuse_tty_out(const char *prog, const char *out)
 				  "or --out - to write it there all the same");
 }
 
+static int hexdigit(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+int kh_cli_parse_num(const char *s, uint64_t max, uint64_t *v)
+{
+	uint64_t x = 0;
+	unsigned base = 10, d;
+
+	if (!s || !*s)
+		return -1;
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+		if (!*s)
+			return -1;
+	}
+	for (; *s; s++) {
+		if (base == 16 ? !hexdigit(*s) : !(*s >= '0' && *s <= '9'))
+			return -1;
+		d = *s <= '9' ? (unsigned)(*s - '0') : (unsigned)((*s | 0x20) - 'a' + 10);
+		if (x > (max - d) / base)
+			return -1;
+		x = x * base + d;
+	}
+	*v = x;
+	return 0;
+}
+
+int kh_cli_parse_ua(const char *s, uint32_t *v)
+{
+	uint32_t x = 0;
+	size_t n;
+
+	if (!s)
+		return -1;
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		s += 2;
+		n = strlen(s);
+		if (n < 1 || n > 8)
+			return -1;
+	} else if ((n = strlen(s)) != 8) {
+		return -1;
+	}
+	for (; *s; s++) {
+		if (!hexdigit(*s))
+			return -1;
+		x = x << 4 | (uint32_t)(*s <= '9' ? *s - '0' : (*s | 0x20) - 'a' + 10);
+	}
+	if (x == 0)
+		return -1;
+	*v = x;
+	return 0;
+}
+
 int kh_cli_wants_help(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {

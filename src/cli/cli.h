@@ -36,6 +36,20 @@ int kh_cli_fail(const char *what, kh_err e);
  * error) and returns KH_EXIT_USAGE; 0 otherwise. An explicit "-" always writes.
  */
 int kh_cli_refuse_tty_out(const char *prog, const char *out);
+/*
+ * Numbers on the command line are written one way in every command (docs/cli-options.md):
+ * decimal, or hexadecimal after 0x; never octal, no sign, no spaces, the whole string. Returns 0
+ * and *v when s is such a number no greater than max, -1 otherwise.
+ */
+int kh_cli_parse_num(const char *s, uint64_t max, uint64_t *v);
+/*
+ * A unique address is always hexadecimal: 8 digits as 'card info' prints it (0000000C), or 0x
+ * and 1 to 8 digits (0xC). A short form without 0x (12, 0C) is refused, so that no one's
+ * decimal is read as hexadecimal. 0 is refused (no module has it). Returns 0 or -1.
+ */
+int kh_cli_parse_ua(const char *s, uint32_t *v);
+/* The message a refused UA gets, for kh_cli_usage("%s takes ... %s", opt, KH_CLI_UA_FORMS). */
+#define KH_CLI_UA_FORMS "8 hexadecimal digits as 'card info' prints it (0000000C), or 0x and 1 to 8 (0xC)"
 /* 1 when argv holds -h or --help (checked before anything else runs). */
 int kh_cli_wants_help(int argc, char **argv);
 /*

@@ -21,7 +21,7 @@ static const char init_help[] =
 	"Key files are written mode 0600. DIR must not already hold an authority.\n"
 	"\n"
 	"  -n, --name NAME          operator name written into certificates (default \"Keyhole operator\")\n"
-	"  -d, --validity-days N    certificates issued are valid N days (1 to 7305; default 1827,\n"
+	"      --validity-days N    certificates issued are valid N days (1 to 7305; default 1827,\n"
 	"                           five years), kept in DIR/validity-days\n";
 
 static const char show_help[] =
@@ -87,25 +87,23 @@ static int cmd_signers(int argc, char **argv)
 static int cmd_init(int argc, char **argv)
 {
 	static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
-					     {"validity-days", required_argument, NULL, 'd'},
+					     {"validity-days", required_argument, NULL, 'V'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	const char *name = "Keyhole operator";
-	unsigned long days = 0;
-	char *end;
+	uint64_t days = 0;
 	kh_err r;
 	int c;
 
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+n:d:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+n:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
 			name = optarg;
 			break;
-		case 'd':
-			days = strtoul(optarg, &end, 10);
-			if (*optarg < '1' || *optarg > '9' || *end || days > KH_AUTHORITY_VALIDITY_MAX)
+		case 'V':
+			if (kh_cli_parse_num(optarg, KH_AUTHORITY_VALIDITY_MAX, &days) != 0 || days < 1)
 				return kh_cli_usage("authority init", "--validity-days takes a number of days from 1 to %d",
 						    KH_AUTHORITY_VALIDITY_MAX);
 			break;

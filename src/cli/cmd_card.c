@@ -14,8 +14,11 @@
 #include "keyhole/host.h"
 #include "keyhole/softmodule.h"
 
+/* Options with no short form (a letter means one thing in every command: docs/cli-options.md). */
+enum { O_KEY = 256, O_SOCKET };
+
 static const char issue_help[] =
-	"usage: keyhole card issue --authority DIR --role card|cam|decoder --out FILE [--ua N] [--key KEYFILE]\n"
+	"usage: keyhole card issue --authority DIR --role card|cam|decoder --out FILE [--ua UA] [--key KEYFILE]\n"
 	"\n"
 	"Personalise a new module: a blank software module generates its own signing (Ed25519) and\n"
 	"pairing (X25519) keys, the authority certifies them, and the module stores its state sealed\n"
@@ -26,41 +29,37 @@ static const char issue_help[] =
 	"  -a, --authority DIR  the operator authority\n"
 	"  -r, --role ROLE      card, cam or decoder (a decoder module, for decoder play)\n"
 	"  -o, --out FILE       card file to create (conventionally NAME.card)\n"
-	"  -u, --ua N           unique address to assign (default: the authority's next)\n"
-	"  -k, --key KEYFILE    where to write the root key\n";
+	"  -u, --ua UA          unique address to assign (default: the authority's next): 8\n"
+	"                       hexadecimal digits as 'card info' prints it (0000000C), or 0x and\n"
+	"                       1 to 8 digits (0xC)\n"
+	"      --key KEYFILE    where to write the module's root key\n";
 
 static const char info_help[] =
 	"usage: keyhole card info --card SPEC [--key KEYFILE]\n"
 	"\n"
 	"Ask a module for its public facts (role, unique address, lifecycle, state counter) with a\n"
-	"GET INFO command. SPEC is a card file, run in-process, or unix:PATH for a module daemon.\n";
+	"GET INFO command.\n"
+	"\n"
+	"  -c, --card SPEC      the module: a module file, run in-process, or unix:PATH for a daemon\n"
+	"      --key KEYFILE    the module file's root key (default: FILE with .card replaced by .key)\n";
 
 static const char serve_help[] =
 	"usage: keyhole card serve --socket PATH --card FILE [--key KEYFILE]\n"
 	"\n"
 	"Run the module in FILE as a daemon answering command APDUs on a UNIX socket (mode 0600),\n"
 	"framed as a 4-byte big-endian length and the APDU bytes. Every state change is sealed and\n"
-	"written to FILE before its answer is sent. Stops on SIGINT or SIGTERM.\n";
-
-static int parse_u32(const char *s, uint32_t *v)
-{
-	char *end;
-	unsigned long long x;
-	if (!s || *s < '0' || *s > '9')
-		return -1;
-	x = strtoull(s, &end, 10);
-	if (*end || x == 0 || x > UINT32_MAX)
-		return -1;
-	*v = (uint32_t)x;
-	return 0;
-}
+	"written to FILE before its answer is sent. Stops on SIGINT or SIGTERM.\n"
+	"\n"
+	"      --socket PATH    the UNIX socket to create (clients name it unix:PATH)\n"
+	"  -c, --card FILE      the module file (held locked while served)\n"
+	"      --key KEYFILE    its root key (default: FILE with .card replaced by .key)\n";
 
 static int cmd_issue(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"authority", required_argument, NULL, 'a'}, {"role", required_argument, NULL, 'r'},
 		{"out", required_argument, NULL, 'o'},       {"ua", required_argument, NULL, 'u'},
-		{"key", required_argument, NULL, 'k'},       {"help", no_argument, NULL, 'h'},
+		{"key", required_argument, NULL, O_KEY},       {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
 	const char *dir = NULL, *out = NULL, *key = NULL, *role_s = NULL, *what = NULL;
 	enum kh_role role;
@@ -70,15 +69,15 @@ static int cmd_issue(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+a:r:o:u:k:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+a:r:o:u:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'a': dir = optarg; break;
 		case 'r': role_s = optarg; break;
 		case 'o': out = optarg; break;
-		case 'k': key = optarg; break;
+		case O_KEY: key = optarg; break;
 		case 'u':
-			if (parse_u32(optarg, &ua) != 0)
-				return kh_cli_usage("card issue", "--ua takes a number from 1 to 4294967295");
+			if (kh_cli_parse_ua(optarg, &ua) != 0)
+				return kh_cli_usage("card issue", "--ua takes a unique address: %s", KH_CLI_UA_FORMS);
 			break;
 		case 'h': fputs(issue_help, stdout); return KH_EXIT_OK;
 		default: return kh_cli_usage("card issue", "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -106,7 +105,7 @@ static const char *lifecycle_name(uint8_t l)
 static int cmd_info(int argc, char **argv)
 {
 	static const struct option opts[] = {{"card", required_argument, NULL, 'c'},
-					     {"key", required_argument, NULL, 'k'},
+					     {"key", required_argument, NULL, O_KEY},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	const char *card = NULL, *key = NULL;
@@ -119,10 +118,10 @@ static int cmd_info(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+c:k:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': card = optarg; break;
-		case 'k': key = optarg; break;
+		case O_KEY: key = optarg; break;
 		case 'h': fputs(info_help, stdout); return KH_EXIT_OK;
 		default: return kh_cli_usage("card info", "unknown or incomplete option '%s'", argv[optind - 1]);
 		}
@@ -154,9 +153,9 @@ static void on_signal(int sig)
 
 static int cmd_serve(int argc, char **argv)
 {
-	static const struct option opts[] = {{"socket", required_argument, NULL, 's'},
+	static const struct option opts[] = {{"socket", required_argument, NULL, O_SOCKET},
 					     {"card", required_argument, NULL, 'c'},
-					     {"key", required_argument, NULL, 'k'},
+					     {"key", required_argument, NULL, O_KEY},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	const char *sock = NULL, *card = NULL, *key = NULL;
@@ -169,11 +168,11 @@ static int cmd_serve(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+s:c:k:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
 		switch (c) {
-		case 's': sock = optarg; break;
+		case O_SOCKET: sock = optarg; break;
 		case 'c': card = optarg; break;
-		case 'k': key = optarg; break;
+		case O_KEY: key = optarg; break;
 		case 'h': fputs(serve_help, stdout); return KH_EXIT_OK;
 		default: return kh_cli_usage("card serve", "unknown or incomplete option '%s'", argv[optind - 1]);
 		}

@@ -36,8 +36,8 @@
 
 static const char play_help[] =
 	"usage: keyhole decoder play --decoder SPEC --cam SPEC --card SPEC [--ladder]\n"
-	"                            [--in FILE|-] [--out FILE|-] [--service N] [--ca-system-id ID] [--buy]\n"
-	"                            [--m1 DIR [--export-every SECONDS]] [-v]\n"
+	"                            [--in FILE|-] [--out FILE|-] [--service PROGRAM] [--buy]\n"
+	"                            [--ca-system-id ID] [--m1 DIR [--export-every SECONDS]] [-v]\n"
 	"\n"
 	"Pair the decoder module with the CAM (it proves its certificate there) and the CAM with the\n"
 	"card, then read a scrambled MPEG-TS,\n"
@@ -61,7 +61,7 @@ static const char play_help[] =
 	"  -o, --out FILE           clear TS to write (default -, standard output; refused when\n"
 	"                           that is a terminal, unless --out - is given); a file is\n"
 	"                           written under a temporary name and renamed when complete\n"
-	"  -s, --service N          program_number to play (default: the first in the PAT)\n"
+	"  -s, --service PROGRAM    program_number to play (default: the first in the PAT)\n"
 	"  -C, --ca-system-id ID    CA_system_id to follow (default 0x4B48)\n"
 	"  -b, --buy                buy a pay-per-view event the card has not bought, once\n"
 	"  -M, --m1 DIR             keep the decoder's memory M1 in DIR: after the card accepts an\n"
@@ -75,7 +75,7 @@ static const char play_help[] =
 	"  -v, --verbose            print a summary on stderr at the end (M1 blocks stored included)\n";
 
 static const char buy_help[] =
-	"usage: keyhole decoder buy --decoder SPEC --cam SPEC --card SPEC --in FILE|- [--service N]\n"
+	"usage: keyhole decoder buy --decoder SPEC --cam SPEC --card SPEC --in FILE|- [--service PROGRAM]\n"
 	"                           [--ca-system-id ID] [--m1 DIR]\n"
 	"\n"
 	"Read the stream until the first ECM of the service and have the card buy the pay-per-view\n"
@@ -86,7 +86,7 @@ static const char buy_help[] =
 	"  -m, --cam SPEC           the CAM\n"
 	"  -c, --card SPEC          the smart card\n"
 	"  -i, --in FILE            scrambled TS to read (- for standard input)\n"
-	"  -s, --service N          program_number (default: the first in the PAT)\n"
+	"  -s, --service PROGRAM    program_number (default: the first in the PAT)\n"
 	"  -C, --ca-system-id ID    CA_system_id to follow (default 0x4B48)\n"
 	"  -M, --m1 DIR             after a purchase, refresh the decoder's memory M1 in DIR\n";
 
@@ -99,13 +99,14 @@ static const char status_help[] =
 	"  -c, --card SPEC          the smart card (card file, or unix:PATH)\n";
 
 static const char init_help[] =
-	"usage: keyhole decoder init --dir DIR\n"
+	"usage: keyhole decoder init --m1 DIR\n"
 	"\n"
 	"Make the decoder's memory M1: the directory DIR (mode 0700, if absent) and its local key\n"
 	"DIR/m1.key (32 random bytes in hex, mode 0600), under which M1 is sealed. Fails if the key\n"
 	"exists already. play and buy make the same on first use of --m1 DIR.\n"
 	"\n"
-	"  -d, --dir DIR            the M1 directory\n";
+	"  -M, --m1 DIR             the M1 directory\n"
+	"      --dir DIR            old spelling of --m1\n";
 
 static const char m1_help[] =
 	"usage: keyhole decoder m1 --m1 DIR\n"
@@ -127,11 +128,11 @@ static const char connect_help[] =
 	"has authorised it). Prints one line per block verdict, the EMMs applied and what became of\n"
 	"M1. Exit 0 when the center answered, even if it refused a block.\n"
 	"\n"
-	"  -u, --center URL         the center's base URL: https://HOST[:PORT]; http:// only to\n"
+	"      --center URL         the center's base URL: https://HOST[:PORT]; http:// only to\n"
 	"                           127.0.0.1, localhost or [::1] unless --insecure-http\n"
 	"  -c, --card SPEC          the smart card (card file, or unix:PATH)\n"
 	"  -M, --m1 DIR             the decoder's memory M1 (DIR and its key are made if absent)\n"
-	"  -a, --cacert FILE        PEM file of the CA certificates to trust for the center\n"
+	"      --cacert FILE        PEM file of the CA certificates to trust for the center\n"
 	"                           (default: the system's); peer and host name are always checked\n"
 	"      --insecure-http      allow plain http to any host (a test network only)\n";
 
@@ -145,11 +146,10 @@ struct opts {
 
 static int num(const char *cmd, const char *opt, const char *s, long max, long *v)
 {
-	char *end;
-	errno = 0;
-	*v = strtol(s, &end, 0);
-	if (errno || end == s || *end || *v < 0 || *v > max)
+	uint64_t x;
+	if (kh_cli_parse_num(s, (uint64_t)max, &x) != 0)
 		return kh_cli_usage(cmd, "%s takes a number from 0 to %ld", opt, max);
+	*v = (long)x;
 	return KH_EXIT_OK;
 }
 
@@ -171,7 +171,7 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 	o->casid = KH_DECODER_CA_SYSTEM_ID;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+d:m:c:i:o:s:C:M:E:Lbvh", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+d:m:c:i:o:s:C:M:Lbvh", lo, NULL)) != -1) {
 		switch (c) {
 		case 'd': o->dec = optarg; break;
 		case 'm': o->cam = optarg; break;
@@ -851,19 +851,24 @@ out:
 
 /* ---- init, m1 ---- */
 
-/* The one option of init (--dir) and m1 (--m1) into *dir; KH_EXIT_OK, usage, or -1 after help. */
-static int dir_opt(const char *cmd, const char *help, const char *name, int argc, char **argv, const char **dir)
+/* The one option of init and m1, --m1 (init also takes its old spelling --dir), into *dir;
+ * KH_EXIT_OK, usage, or -1 after help. */
+static int dir_opt(const char *cmd, const char *help, int old_dir, int argc, char **argv, const char **dir)
 {
-	const struct option lo[] = {{name, required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
-				    {NULL, 0, NULL, 0}};
+	static const struct option with_dir[] = {{"m1", required_argument, NULL, 'M'},
+						 {"dir", required_argument, NULL, 'M'}, /* old spelling */
+						 {"help", no_argument, NULL, 'h'},
+						 {NULL, 0, NULL, 0}};
+	const struct option *lo = old_dir ? with_dir : (const struct option[]){{"m1", required_argument, NULL, 'M'},
+									      {"help", no_argument, NULL, 'h'},
+									      {NULL, 0, NULL, 0}};
 	int c;
 
 	*dir = NULL;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, name[0] == 'd' ? "+d:h" : "+M:h", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+M:h", lo, NULL)) != -1) {
 		switch (c) {
-		case 'd':
 		case 'M': *dir = optarg; break;
 		case 'h': fputs(help, stdout); return -1;
 		default: return kh_cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -872,7 +877,7 @@ static int dir_opt(const char *cmd, const char *help, const char *name, int argc
 	if (optind != argc)
 		return kh_cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
 	if (!*dir || !**dir)
-		return kh_cli_usage(cmd, "--%s is required", name);
+		return kh_cli_usage(cmd, "--m1 is required");
 	return KH_EXIT_OK;
 }
 
@@ -883,7 +888,7 @@ static int init(int argc, char **argv)
 	int rc;
 	kh_err r;
 
-	if ((rc = dir_opt("decoder init", init_help, "dir", argc, argv, &dir)) != KH_EXIT_OK)
+	if ((rc = dir_opt("decoder init", init_help, 1, argc, argv, &dir)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
 	/* Look first: init makes a key, it never adopts one. */
 	if ((r = kh_m1_key(dir, 0, key)) == KH_OK) {
@@ -909,7 +914,7 @@ static int m1_show(int argc, char **argv)
 	int rc;
 	kh_err r;
 
-	if ((rc = dir_opt("decoder m1", m1_help, "m1", argc, argv, &dir)) != KH_EXIT_OK)
+	if ((rc = dir_opt("decoder m1", m1_help, 0, argc, argv, &dir)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
 	/* No key yet means no M1 yet: nothing has ever been stored there. */
 	if ((r = kh_m1_key(dir, 0, key)) == KH_ERR_NOTFOUND) {
@@ -995,10 +1000,10 @@ static void connect_report(const char *dir, const struct kh_upload_result *res)
 
 static int connect_cmd(int argc, char **argv)
 {
-	enum { OPT_INSECURE = 1000 };
+	enum { OPT_INSECURE = 1000, OPT_CENTER, OPT_CACERT };
 	static const struct option lo[] = {
-		{"center", required_argument, NULL, 'u'}, {"card", required_argument, NULL, 'c'},
-		{"m1", required_argument, NULL, 'M'},     {"cacert", required_argument, NULL, 'a'},
+		{"center", required_argument, NULL, OPT_CENTER}, {"card", required_argument, NULL, 'c'},
+		{"m1", required_argument, NULL, 'M'},     {"cacert", required_argument, NULL, OPT_CACERT},
 		{"insecure-http", no_argument, NULL, OPT_INSECURE}, {"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
 	const char *center = NULL, *card_s = NULL, *dir = NULL, *cacert = NULL;
@@ -1016,12 +1021,12 @@ static int connect_cmd(int argc, char **argv)
 	memset(&m1, 0, sizeof m1);
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+u:c:M:a:h", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+c:M:h", lo, NULL)) != -1) {
 		switch (c) {
-		case 'u': center = optarg; break;
+		case OPT_CENTER: center = optarg; break;
 		case 'c': card_s = optarg; break;
 		case 'M': dir = optarg; break;
-		case 'a': cacert = optarg; break;
+		case OPT_CACERT: cacert = optarg; break;
 		case OPT_INSECURE: insecure = 1; break;
 		case 'h': fputs(connect_help, stdout); return KH_EXIT_OK;
 		default:

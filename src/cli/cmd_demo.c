@@ -36,7 +36,7 @@ static const char demo_help[] =
 	"a pay-per-view purchase, card 1 replaced by card 2 and its purchase recovered through\n"
 	"'decoder connect' (the media steps are skipped when ffmpeg is missing).\n"
 	"\n"
-	"  -k, --keep DIR   work in DIR (created; must not exist) and keep it afterwards\n";
+	"      --keep DIR   work in DIR (created; must not exist) and keep it afterwards\n";
 
 static int step;
 
@@ -133,7 +133,7 @@ static kh_err ecm_unproven(struct kh_link *link, struct kh_transport *cam)
 
 int kh_cmd_demo(int argc, char **argv)
 {
-	static const struct option opts[] = {{"keep", required_argument, NULL, 'k'},
+	static const struct option opts[] = {{"keep", required_argument, NULL, 'K'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	char tmpl[] = "/tmp/keyhole-demo-XXXXXX";
@@ -152,9 +152,9 @@ int kh_cmd_demo(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+k:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
 		switch (c) {
-		case 'k': keep = optarg; break;
+		case 'K': keep = optarg; break;
 		case 'h': fputs(demo_help, stdout); return KH_EXIT_OK;
 		default: return kh_cli_usage("demo", "unknown or incomplete option '%s'", argv[optind - 1]);
 		}

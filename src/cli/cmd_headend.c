@@ -35,14 +35,15 @@ static const char keys_init_help[] =
 	"  -o, --out FILE       the key file to create\n";
 
 static const char keys_rotate_help[] =
-	"usage: keyhole headend keys rotate --keys FILE --id N\n"
+	"usage: keyhole headend keys rotate --keys FILE --key-id N\n"
 	"\n"
 	"Add the next version of service key N (a new random key; version 1 for a new id). At most\n"
 	"two versions of an id are kept: the oldest is dropped. Send the new key to the cards\n"
 	"(keyhole headend emm --service-keys) before scrambling with it (--key-version).\n"
 	"\n"
 	"  -k, --keys FILE  the headend key file\n"
-	"  -i, --id N       service key id, 0 to 255\n";
+	"      --key-id N   service key id, 0 to 255 (as 'headend scramble --key-id')\n"
+	"      --id N       old spelling of --key-id\n";
 
 static const char keys_show_help[] =
 	"usage: keyhole headend keys show --keys FILE\n"
@@ -53,30 +54,31 @@ static const char keys_show_help[] =
 
 static const char keys_import_help[] =
 	"usage: keyhole headend keys import --keys FILE (--center URL [--cacert FILE]\n"
-	"           [--token-file FILE] [--insecure-http] | --store DB)\n"
+	"           [--token-file FILE] [--insecure-http] | --db DB)\n"
 	"\n"
 	"Copy the management center's service keys (the two newest versions of each id, the ones it\n"
 	"sends to the cards) into the headend key file, so that ECMs are sealed under keys the cards\n"
 	"hold. A version both hold is overwritten with the center's key; at most two versions of an\n"
 	"id are kept. Run it again after a rotation at the center (POST /v1/service-keys/rotate).\n"
 	"With --center the keys come over the operator API (GET URL/v1/service-keys/material): use\n"
-	"https, since the answer holds the keys. With --store the center's database file is read\n"
+	"https, since the answer holds the keys. With --db the center's database file is read\n"
 	"directly (the headend on the center's machine; it may be in use by 'keyhole serve').\n"
 	"\n"
 	"  -k, --keys FILE        the headend key file (locked while it is updated)\n"
-	"  -u, --center URL       the management center: https://HOST[:PORT] (http:// only to\n"
+	"      --center URL       the management center: https://HOST[:PORT] (http:// only to\n"
 	"                         127.0.0.1, localhost or [::1] unless --insecure-http)\n"
 	"      --cacert FILE      PEM CA certificates to trust for the center (default: the\n"
 	"                         system's); peer and host name are always checked\n"
-	"      --token-file FILE  the operator's bearer token ('serve --token-file'; private to\n"
+	"  -T, --token-file FILE  the operator's bearer token ('serve --token-file'; private to\n"
 	"                         its owner, like a key file)\n"
 	"      --insecure-http    allow plain http to any host (a test network only: the keys\n"
 	"                         would cross it in clear)\n"
-	"  -s, --store DB         the center's database (as 'keyhole serve --db'): read, never\n"
-	"                         created\n";
+	"      --db DB            the center's database (as 'keyhole serve --db'): read, never\n"
+	"                         created\n"
+	"      --store DB         old spelling of --db\n";
 
 static const char emm_help[] =
-	"usage: keyhole headend emm --keys FILE (--card UA | --group G | --all)\n"
+	"usage: keyhole headend emm --keys FILE (--ua UA | --group G | --all)\n"
 	"           [--entitle PRODUCT:START:END]... [--revoke PRODUCT]... [--credit AMOUNT:RELOADID]...\n"
 	"           [--service-keys] [--set-group G] [--set-all-key] [--auth-export 0|1]\n"
 	"           [--request-export] [--revoked VERSION:UA,...] --out FILE\n"
@@ -86,7 +88,8 @@ static const char emm_help[] =
 	"written. EMM files can be concatenated (cat) into the file 'headend scramble --emm' plays.\n"
 	"\n"
 	"  -k, --keys FILE           the headend key file (locked while it is updated)\n"
-	"  -c, --card UA             a card's unique address, hexadecimal (as 'card info' shows it)\n"
+	"  -u, --ua UA               a card's unique address: 8 hexadecimal digits as 'card info'\n"
+	"                            prints it (0000000C), or 0x and 1 to 8 digits (0xC)\n"
 	"  -g, --group G             a group number\n"
 	"  -A, --all                 every card\n"
 	"      --entitle P:S:E       right to product P from S to E: Unix seconds, now, now+N, now-N,\n"
@@ -95,13 +98,14 @@ static const char emm_help[] =
 	"      --credit AMOUNT:ID    add credit, once per reload id\n"
 	"      --service-keys        every service key of the key file (after an EMM with the\n"
 	"                            operator's ECM and EMM signers)\n"
-	"      --set-group G         put the card in group G, with its key (--card only)\n"
-	"      --set-all-key         give the card the broadcast key (--card only)\n"
+	"      --set-group G         put the card in group G, with its key (--ua only)\n"
+	"      --set-all-key         give the card the broadcast key (--ua only)\n"
 	"      --auth-export 0|1     forbid or allow the card to export its usage data\n"
 	"      --request-export      ask the card to export its usage data now\n"
 	"      --revoked V:UA,...    the operator's list of revoked CAMs, version V (newer replaces\n"
-	"                            older; at most 32; V: alone empties it)\n"
+	"                            older; at most 32; V: alone empties it; each UA as --ua)\n"
 	"  -o, --out FILE            where to write the EMM section\n"
+	"      --card UA             old spelling of --ua\n"
 	"\n"
 	"--credit, --auth-export and --request-export go to one card only: a card accepts them\n"
 	"only under its own key. Group and broadcast EMMs are signed with the key file's EMM signer.\n"
@@ -139,7 +143,7 @@ static const char scramble_help[] =
 	"      --price N           ... and its price; with --center the price is the catalogue's\n"
 	"                          (GET URL/v1/events): --price may be left out, and one that\n"
 	"                          differs is refused, as is an event the catalogue does not list\n"
-	"      --service PROGRAM   program_number to scramble (default: the first in the PAT)\n"
+	"  -s, --service PROGRAM   program_number to scramble (default: the first in the PAT)\n"
 	"      --key-id N          service key sealing the ECMs (default 1)\n"
 	"      --key-version V     its version (default: the highest in the key file)\n"
 	"      --period SECONDS    crypto period, 5 to 30 (default 10)\n"
@@ -151,7 +155,7 @@ static const char scramble_help[] =
 	"      --ecm-pid PID       default 0x0FF0, or the next PID above it the input does not use\n"
 	"      --emm-pid PID       default 0x0FF1, likewise; a PID given that the input uses (in its\n"
 	"                          PAT, PMTs, CAT or first packets) is refused\n"
-	"      --ca-system-id ID   default 0x4B48\n"
+	"  -C, --ca-system-id ID   default 0x4B48\n"
 	"      --time UNIX         broadcast time of the first crypto period (default now)\n"
 	"      --csa-reduce        csa2: 48-bit control words (common practice)\n"
 	"      --ladder-only       the ECMs say (signed) that the control words go only to a\n"
@@ -164,7 +168,7 @@ static const char scramble_help[] =
 	"      --cacert FILE       PEM CA certificates to trust for the center (default: the\n"
 	"                          system's); peer and host name are always checked\n"
 	"      --insecure-http     allow plain http to any host (a test network only)\n"
-	"      --token-file FILE   the operator's bearer token, for the catalogue (--event);\n"
+	"  -T, --token-file FILE   the operator's bearer token, for the catalogue (--event);\n"
 	"                          private to its owner, like a key file\n"
 	"      --center-since ID   only the EMMs with a queue id above ID (default 0: all)\n"
 	"      --emm-poll SECONDS  poll the queue again every SECONDS of wall time, in a thread\n"
@@ -175,47 +179,13 @@ static const char scramble_help[] =
 
 /* ---- small parsers ---- */
 
-/* Decimal, or hexadecimal with 0x; the whole string; at most max. */
-static int parse_num(const char *s, uint64_t max, uint64_t *v)
-{
-	char *end;
-	unsigned long long x;
-	int base = 10;
-	if (!s || !*s)
-		return -1;
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-		base = 16;
-		s += 2;
-	}
-	if (!((*s >= '0' && *s <= '9') || (base == 16 && ((*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F')))))
-		return -1;
-	errno = 0;
-	x = strtoull(s, &end, base);
-	if (*end || errno || x > max)
-		return -1;
-	*v = x;
-	return 0;
-}
-
 static int parse_u32(const char *s, uint32_t *v)
 {
 	uint64_t x;
-	if (parse_num(s, UINT32_MAX, &x) != 0)
+	if (kh_cli_parse_num(s, UINT32_MAX, &x) != 0)
 		return -1;
 	*v = (uint32_t)x;
 	return 0;
-}
-
-/* A UA: hexadecimal, with or without 0x (card info prints 8 hex digits). */
-static int parse_ua(const char *s, uint32_t *v)
-{
-	char buf[16];
-	if (!s || strlen(s) > 10)
-		return -1;
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
-		return parse_u32(s, v);
-	snprintf(buf, sizeof buf, "0x%s", s);
-	return parse_u32(buf, v);
 }
 
 /* Unix seconds, now, now+N, now-N. */
@@ -223,12 +193,12 @@ static int parse_time(const char *s, uint64_t *v)
 {
 	uint64_t n = 0, now = (uint64_t)time(NULL);
 	if (strncmp(s, "now", 3) != 0)
-		return parse_num(s, UINT64_MAX / 2, v);
+		return kh_cli_parse_num(s, UINT64_MAX / 2, v);
 	if (s[3] == 0) {
 		*v = now;
 		return 0;
 	}
-	if ((s[3] != '+' && s[3] != '-') || parse_num(s + 4, UINT32_MAX * 100ull, &n) != 0)
+	if ((s[3] != '+' && s[3] != '-') || kh_cli_parse_num(s + 4, UINT32_MAX * 100ull, &n) != 0)
 		return -1;
 	if (s[3] == '-' && n > now)
 		return -1;
@@ -246,14 +216,14 @@ static int parse_period(const char *start, const char *end, uint64_t *s, uint64_
 	uint64_t n;
 
 	if (start[0] == '+') {
-		if (parse_num(start + 1, UINT32_MAX * 100ull, &n) != 0)
+		if (kh_cli_parse_num(start + 1, UINT32_MAX * 100ull, &n) != 0)
 			return -1;
 		*s = (uint64_t)time(NULL) + n;
 	} else if (parse_time(start, s) != 0) {
 		return -1;
 	}
 	if (end[0] == '+') {
-		if (parse_num(end + 1, UINT32_MAX * 100ull, &n) != 0)
+		if (kh_cli_parse_num(end + 1, UINT32_MAX * 100ull, &n) != 0)
 			return -1;
 		*e = *s + n;
 	} else if (parse_time(end, e) != 0) {
@@ -394,8 +364,10 @@ out:
 
 static int cmd_keys_rotate(int argc, char **argv)
 {
+	enum { O_KEYID = 256 };
 	static const struct option opts[] = {{"keys", required_argument, NULL, 'k'},
-					     {"id", required_argument, NULL, 'i'},
+					     {"key-id", required_argument, NULL, O_KEYID},
+					     {"id", required_argument, NULL, O_KEYID}, /* old spelling */
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	const char *path = NULL;
@@ -409,15 +381,15 @@ static int cmd_keys_rotate(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+k:i:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+k:h", opts, NULL)) != -1) {
 		const char *dup = twice(opts, c, seen);
 		if (dup)
 			return kh_cli_usage("headend keys rotate", "--%s is given twice (it takes one value)", dup);
 		switch (c) {
 		case 'k': path = optarg; break;
-		case 'i':
-			if (parse_num(optarg, 255, &id) != 0)
-				return kh_cli_usage("headend keys rotate", "--id takes a number from 0 to 255");
+		case O_KEYID:
+			if (kh_cli_parse_num(optarg, 255, &id) != 0)
+				return kh_cli_usage("headend keys rotate", "--key-id takes a number from 0 to 255");
 			break;
 		case 'h': fputs(keys_rotate_help, stdout); return KH_EXIT_OK;
 		default:
@@ -427,7 +399,7 @@ static int cmd_keys_rotate(int argc, char **argv)
 	if (optind != argc)
 		return kh_cli_usage("headend keys rotate", "unexpected argument '%s'", argv[optind]);
 	if (!path || id > 255)
-		return kh_cli_usage("headend keys rotate", "--keys and --id are required");
+		return kh_cli_usage("headend keys rotate", "--keys and --key-id are required");
 	if ((r = kh_headend_keys_lock(path, &fd)) != KH_OK)
 		return kh_cli_fail(path, r);
 	if ((r = kh_headend_keys_load(path, &k, &line)) != KH_OK) {
@@ -556,12 +528,13 @@ static void free_token(char *tok)
 
 static int cmd_keys_import(int argc, char **argv)
 {
-	enum { O_CACERT = 256, O_TOKEN, O_INSECURE };
+	enum { O_CACERT = 256, O_INSECURE, O_DB, O_CENTER };
 	static const struct option opts[] = {{"keys", required_argument, NULL, 'k'},
-					     {"store", required_argument, NULL, 's'},
-					     {"center", required_argument, NULL, 'u'},
+					     {"db", required_argument, NULL, O_DB},
+					     {"store", required_argument, NULL, O_DB}, /* old spelling */
+					     {"center", required_argument, NULL, O_CENTER},
 					     {"cacert", required_argument, NULL, O_CACERT},
-					     {"token-file", required_argument, NULL, O_TOKEN},
+					     {"token-file", required_argument, NULL, 'T'},
 					     {"insecure-http", no_argument, NULL, O_INSECURE},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
@@ -579,16 +552,16 @@ static int cmd_keys_import(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+k:s:u:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+k:T:h", opts, NULL)) != -1) {
 		const char *dup = twice(opts, c, seen);
 		if (dup)
 			return kh_cli_usage(P, "--%s is given twice (it takes one value)", dup);
 		switch (c) {
 		case 'k': path = optarg; break;
-		case 's': db = optarg; break;
-		case 'u': feed.center = optarg; break;
+		case O_DB: db = optarg; break;
+		case O_CENTER: feed.center = optarg; break;
 		case O_CACERT: feed.cacert = optarg; break;
-		case O_TOKEN: tokfile = optarg; break;
+		case 'T': tokfile = optarg; break;
 		case O_INSECURE: feed.insecure_http = 1; break;
 		case 'h': fputs(keys_import_help, stdout); return KH_EXIT_OK;
 		default: return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -597,7 +570,7 @@ static int cmd_keys_import(int argc, char **argv)
 	if (optind != argc)
 		return kh_cli_usage(P, "unexpected argument '%s'", argv[optind]);
 	if (!path || !db == !feed.center)
-		return kh_cli_usage(P, "--keys and one of --center and --store are required");
+		return kh_cli_usage(P, "--keys and one of --center and --db are required");
 	if (!feed.center && (feed.cacert || tokfile || feed.insecure_http))
 		return kh_cli_usage(P, "--cacert, --token-file and --insecure-http go with --center");
 	if (feed.center && kh_headend_feed_url_check(feed.center, feed.insecure_http) != KH_OK)
@@ -706,7 +679,8 @@ static int cmd_emm(int argc, char **argv)
 {
 	enum { O_ENTITLE = 256, O_REVOKE, O_CREDIT, O_SKEYS, O_SETGROUP, O_SETALL, O_AUTH, O_REQ, O_REVOKED };
 	static const struct option opts[] = {
-		{"keys", required_argument, NULL, 'k'},        {"card", required_argument, NULL, 'c'},
+		{"keys", required_argument, NULL, 'k'},        {"ua", required_argument, NULL, 'u'},
+		{"card", required_argument, NULL, 'u'}, /* old spelling of --ua */
 		{"group", required_argument, NULL, 'g'},       {"all", no_argument, NULL, 'A'},
 		{"entitle", required_argument, NULL, O_ENTITLE}, {"revoke", required_argument, NULL, O_REVOKE},
 		{"credit", required_argument, NULL, O_CREDIT}, {"service-keys", no_argument, NULL, O_SKEYS},
@@ -732,7 +706,7 @@ static int cmd_emm(int argc, char **argv)
 	kh_wr_init(&w, cmds, sizeof cmds);
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+k:c:g:Ao:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+k:u:g:Ao:h", opts, NULL)) != -1) {
 		const char *dup = c == O_ENTITLE || c == O_REVOKE || c == O_CREDIT ? NULL : twice(opts, c, seen);
 		if (dup) {
 			kh_wipe(cmds, sizeof cmds);
@@ -741,9 +715,9 @@ static int cmd_emm(int argc, char **argv)
 		switch (c) {
 		case 'k': path = optarg; break;
 		case 'o': out = optarg; break;
-		case 'c':
-			if (parse_ua(optarg, &req.addr) != 0)
-				return kh_cli_usage(P, "--card takes a unique address in hexadecimal");
+		case 'u':
+			if (kh_cli_parse_ua(optarg, &req.addr) != 0)
+				return kh_cli_usage(P, "--ua takes a unique address: %s", KH_CLI_UA_FORMS);
 			req.type = KH_EMM_UNIQUE;
 			naddr++;
 			break;
@@ -788,8 +762,8 @@ static int cmd_emm(int argc, char **argv)
 				return kh_cli_usage(P, "--revoked takes VERSION:UA[,UA...] (VERSION from 1; no UA: none)");
 			list = f[1];
 			for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-				if (nua == 32 || parse_ua(tok, &uas[nua]) != 0)
-					return kh_cli_usage(P, "--revoked names at most 32 unique addresses in hexadecimal");
+				if (nua == 32 || kh_cli_parse_ua(tok, &uas[nua]) != 0)
+					return kh_cli_usage(P, "--revoked names at most 32 unique addresses, each %s", KH_CLI_UA_FORMS);
 				nua++;
 			}
 			kh_emm_put_revoked(&w, a32, uas, nua);
@@ -826,12 +800,12 @@ static int cmd_emm(int argc, char **argv)
 	if (!path || !out)
 		return kh_cli_usage(P, "--keys and --out are required");
 	if (naddr != 1)
-		return kh_cli_usage(P, "exactly one of --card, --group and --all is required");
+		return kh_cli_usage(P, "exactly one of --ua, --group and --all is required");
 	if ((req.set_group || req.set_all_key) && req.type != KH_EMM_UNIQUE)
-		return kh_cli_usage(P, "--set-group and --set-all-key go to one card (--card)");
+		return kh_cli_usage(P, "--set-group and --set-all-key go to one card (--ua)");
 	/* a card accepts these only under its own key: a group or broadcast EMM would be refused */
 	if (percard && req.type != KH_EMM_UNIQUE)
-		return kh_cli_usage(P, "%s goes to one card (--card)", percard);
+		return kh_cli_usage(P, "%s goes to one card (--ua)", percard);
 	if (req.service_keys && req.type != KH_EMM_UNIQUE)
 		req.set_signers = 0; /* signers only under a card's own key; service keys are shared */
 	if (w.len == 0 && !req.service_keys && !req.set_group && !req.set_all_key)
@@ -1234,7 +1208,7 @@ static void warn_damage(const char *inname, const struct kh_headend_sync *sy, co
 static int parse_ms(const char *s, unsigned lo, unsigned hi, unsigned *v)
 {
 	uint64_t x;
-	if (parse_num(s, hi, &x) != 0 || x < lo)
+	if (kh_cli_parse_num(s, hi, &x) != 0 || x < lo)
 		return -1;
 	*v = (unsigned)x;
 	return 0;
@@ -1274,26 +1248,26 @@ static int read_emms(const char *const *paths, size_t npaths, uint8_t **emm, siz
 static int cmd_scramble(int argc, char **argv)
 {
 	enum {
-		O_ALG = 256, O_PRODUCT, O_EVENT, O_PRICE, O_SERVICE, O_KEYID, O_KEYVER, O_PERIOD, O_LEAD,
-		O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_CASYS, O_TIME, O_REDUCE, O_LADDER, O_CWLOG, O_CENTER,
-		O_CACERT, O_INSECURE, O_SINCE, O_POLL, O_TOKEN
+		O_ALG = 256, O_PRODUCT, O_EVENT, O_PRICE, O_KEYID, O_KEYVER, O_PERIOD, O_LEAD,
+		O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_TIME, O_REDUCE, O_LADDER, O_CWLOG, O_CENTER,
+		O_CACERT, O_INSECURE, O_SINCE, O_POLL
 	};
 	static const struct option opts[] = {
 		{"keys", required_argument, NULL, 'k'},         {"in", required_argument, NULL, 'i'},
 		{"out", required_argument, NULL, 'o'},          {"alg", required_argument, NULL, O_ALG},
 		{"product", required_argument, NULL, O_PRODUCT}, {"event", required_argument, NULL, O_EVENT},
-		{"price", required_argument, NULL, O_PRICE},    {"service", required_argument, NULL, O_SERVICE},
+		{"price", required_argument, NULL, O_PRICE},    {"service", required_argument, NULL, 's'},
 		{"key-id", required_argument, NULL, O_KEYID},   {"key-version", required_argument, NULL, O_KEYVER},
 		{"period", required_argument, NULL, O_PERIOD},  {"lead", required_argument, NULL, O_LEAD},
 		{"ecm-interval", required_argument, NULL, O_ECMIV}, {"emm", required_argument, NULL, O_EMM},
 		{"emm-interval", required_argument, NULL, O_EMMIV}, {"ecm-pid", required_argument, NULL, O_ECMPID},
-		{"emm-pid", required_argument, NULL, O_EMMPID}, {"ca-system-id", required_argument, NULL, O_CASYS},
+		{"emm-pid", required_argument, NULL, O_EMMPID}, {"ca-system-id", required_argument, NULL, 'C'},
 		{"time", required_argument, NULL, O_TIME},      {"csa-reduce", no_argument, NULL, O_REDUCE},
 		{"ladder-only", no_argument, NULL, O_LADDER},
 		{"cw-log", required_argument, NULL, O_CWLOG},   {"center", required_argument, NULL, O_CENTER},
 		{"cacert", required_argument, NULL, O_CACERT},  {"insecure-http", no_argument, NULL, O_INSECURE},
 		{"center-since", required_argument, NULL, O_SINCE}, {"verbose", no_argument, NULL, 'v'},
-		{"emm-poll", required_argument, NULL, O_POLL},  {"token-file", required_argument, NULL, O_TOKEN},
+		{"emm-poll", required_argument, NULL, O_POLL},  {"token-file", required_argument, NULL, 'T'},
 		{"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0}};
 	static const char *const P = "headend scramble";
 #define USAGE(...)                                                                                         \
@@ -1345,7 +1319,7 @@ static int cmd_scramble(int argc, char **argv)
 		return kh_cli_fail(P, KH_ERR_NOMEM);
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+k:i:o:vh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+k:i:o:s:C:T:vh", opts, NULL)) != -1) {
 		const char *dup = c == O_EMM ? NULL : twice(opts, c, seen);
 		if (dup) USAGE("--%s is given twice (it takes one value)", dup);
 		switch (c) {
@@ -1354,13 +1328,13 @@ static int cmd_scramble(int argc, char **argv)
 		case O_CENTER: fcfg.center = optarg; break;
 		case O_CACERT: fcfg.cacert = optarg; break;
 		case O_INSECURE: fcfg.insecure_http = 1; break;
-		case O_TOKEN: tokfile = optarg; break;
+		case 'T': tokfile = optarg; break;
 		case O_SINCE:
-			if (parse_num(optarg, INT64_MAX, &x) != 0) USAGE("--center-since takes a queue id (0 or more)");
+			if (kh_cli_parse_num(optarg, INT64_MAX, &x) != 0) USAGE("--center-since takes a queue id (0 or more)");
 			fcfg.since = (int64_t)x;
 			break;
 		case O_POLL:
-			if (parse_num(optarg, 86400, &x) != 0) USAGE("--emm-poll takes seconds, 0 to 86400");
+			if (kh_cli_parse_num(optarg, 86400, &x) != 0) USAGE("--emm-poll takes seconds, 0 to 86400");
 			poll_s = (unsigned)x;
 			have_poll = 1;
 			break;
@@ -1387,12 +1361,12 @@ static int cmd_scramble(int argc, char **argv)
 			if (parse_u32(optarg, &price_given) != 0) USAGE("--price takes a number");
 			have_price = 1;
 			break;
-		case O_SERVICE:
-			if (parse_num(optarg, 0xFFFF, &x) != 0 || x == 0) USAGE("--service takes a program number from 1 to 65535");
+		case 's':
+			if (kh_cli_parse_num(optarg, 0xFFFF, &x) != 0 || x == 0) USAGE("--service takes a program number from 1 to 65535");
 			cfg.program = (uint16_t)x;
 			break;
 		case O_KEYID:
-			if (parse_num(optarg, 255, &x) != 0) USAGE("--key-id takes a number from 0 to 255");
+			if (kh_cli_parse_num(optarg, 255, &x) != 0) USAGE("--key-id takes a number from 0 to 255");
 			cfg.key_id = (uint8_t)x;
 			break;
 		case O_KEYVER:
@@ -1413,13 +1387,13 @@ static int cmd_scramble(int argc, char **argv)
 		case O_EMM: emmpaths[nemm++] = optarg; break;
 		case O_ECMPID:
 		case O_EMMPID:
-			if (parse_num(optarg, 0x1FFE, &x) != 0 || x < 0x10) USAGE("%s takes a PID from 0x0010 to 0x1FFE",
+			if (kh_cli_parse_num(optarg, 0x1FFE, &x) != 0 || x < 0x10) USAGE("%s takes a PID from 0x0010 to 0x1FFE",
 						  c == O_ECMPID ? "--ecm-pid" : "--emm-pid");
 			*(c == O_ECMPID ? &cfg.ecm_pid : &cfg.emm_pid) = (uint16_t)x;
 			*(c == O_ECMPID ? &have_ecm_pid : &have_emm_pid) = 1;
 			break;
-		case O_CASYS:
-			if (parse_num(optarg, 0xFFFF, &x) != 0) USAGE("--ca-system-id takes a 16-bit number");
+		case 'C':
+			if (kh_cli_parse_num(optarg, 0xFFFF, &x) != 0) USAGE("--ca-system-id takes a 16-bit number");
 			cfg.ca_system_id = (uint16_t)x;
 			break;
 		case O_TIME:

@@ -32,7 +32,7 @@
 #define SERVE_OPEN_BURST 200u
 
 static const char serve_help[] =
-	"usage: keyhole serve --db FILE --authority DIR [--listen HOST:PORT] [--cert FILE --key FILE]\n"
+	"usage: keyhole serve --db DB --authority DIR [--listen HOST:PORT] [--cert FILE --key FILE]\n"
 	"           [--threads N] [--token-file FILE] [--no-operator-auth]\n"
 	"           [--session-ttl SECONDS] [--bulk-chunk N] [--rights-ttl DAYS]\n"
 	"           [--open-rate N] [--open-burst N] [--header-timeout SECONDS] [--idempotency-ttl SECONDS]\n"
@@ -42,7 +42,7 @@ static const char serve_help[] =
 	"line 'listening=HOST:PORT' on standard output (the port actually bound: useful with port 0).\n"
 	"Logs go to standard error, one key=value line per event (level info unless KEYHOLE_LOG says).\n"
 	"\n"
-	"  -d, --db FILE          the center's database: an SQLite file, FILE or sqlite:FILE (created\n"
+	"      --db DB            the center's database: an SQLite file, FILE or sqlite:FILE (created\n"
 	"                         with mode 0600; it, its -wal and its -shm must be private and writable)\n"
 	"  -a, --authority DIR    the operator authority (root.crt, master.key)\n"
 	"  -l, --listen HOST:PORT numeric address and port (default 127.0.0.1:8480; [::1]:PORT for IPv6;\n"
@@ -203,7 +203,7 @@ out:
 
 int kh_cmd_serve(int argc, char **argv)
 {
-	static const struct option opts[] = {{"db", required_argument, NULL, 'd'},
+	static const struct option opts[] = {{"db", required_argument, NULL, 'D'},
 					     {"authority", required_argument, NULL, 'a'},
 					     {"listen", required_argument, NULL, 'l'},
 					     {"cert", required_argument, NULL, 'C'},
@@ -237,27 +237,27 @@ int kh_cmd_serve(int argc, char **argv)
 	unsigned open_rate = SERVE_OPEN_RATE;
 	int sessions_per_card = 0;
 	sigset_t set;
-	char *end;
 	int c, sig = 0, rc;
 	kh_err r;
 
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+d:a:l:t:T:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+a:l:t:T:h", opts, NULL)) != -1) {
 		switch (c) {
-		case 'd': db = optarg; break;
+		case 'D': db = optarg; break;
 		case 'a': authdir = optarg; break;
 		case 'l': listen = optarg; break;
 		case 'C': cert = optarg; break;
 		case 'K': key = optarg; break;
 		case 'T': tokenfile = optarg; break;
 		case 'N': no_auth = 1; break;
-		case 't':
-			errno = 0;
-			threads = strtoul(optarg, &end, 10);
-			if (*optarg < '0' || *optarg > '9' || *end || errno || threads < 1 || threads > 1024)
+		case 't': {
+			uint64_t v;
+			if (kh_cli_parse_num(optarg, 1024, &v) != 0 || v < 1)
 				return kh_cli_usage("serve", "--threads takes a number from 1 to 1024");
+			threads = (unsigned long)v;
 			break;
+		}
 		case 'S':
 		case 'P':
 		case 'B':
@@ -268,7 +268,8 @@ int kh_cmd_serve(int argc, char **argv)
 		case 'I': {
 			/* the limits of the center (struct kh_sms_config) and of the HTTP server (struct
 			 * kh_http_config), each with its range */
-			unsigned long v, min = c == 'O' ? 0 : c == 'I' ? KH_SMS_IDEM_TTL_MIN : 1;
+			uint64_t v;
+			unsigned long min = c == 'O' ? 0 : c == 'I' ? KH_SMS_IDEM_TTL_MIN : 1;
 			unsigned long max = c == 'S'		? 86400
 					    : c == 'P'		? 64
 					    : c == 'B'		? KH_SMS_BULK_CHUNK_MAX
@@ -284,9 +285,7 @@ int kh_cmd_serve(int argc, char **argv)
 					   : c == 'U' ? "--open-burst"
 					   : c == 'H' ? "--header-timeout"
 						      : "--idempotency-ttl";
-			errno = 0;
-			v = strtoul(optarg, &end, 10);
-			if (*optarg < '0' || *optarg > '9' || *end || errno || v < min || v > max)
+			if (kh_cli_parse_num(optarg, max, &v) != 0 || v < min)
 				return kh_cli_usage("serve", "%s takes a number from %lu to %lu", name, min, max);
 			if (c == 'S')
 				scfg.upload_session_ttl = (unsigned)v;

@@ -405,7 +405,7 @@ static int story(struct demo *d)
 	CHECK((nf = frames(d->path[P_CLIP], d->path[P_CLEAR])) > 0, "ffmpeg decoded no frame of the clip");
 	if (run(d, "keys-init", kh_cmd_headend, "keys", "init", "--authority", p->authority, "--out", d->path[P_KEYS],
 		(char *)NULL) ||
-	    run(d, "keys-import", kh_cmd_headend, "keys", "import", "--keys", d->path[P_KEYS], "--store", d->path[P_DB],
+	    run(d, "keys-import", kh_cmd_headend, "keys", "import", "--keys", d->path[P_KEYS], "--db", d->path[P_DB],
 		(char *)NULL))
 		goto out;
 	snprintf(scr, sizeof scr, "%s/channel1.ts", p->dir);

@@ -68,14 +68,14 @@ kh_frames clip.ts >clear.md5
 kh_expect_ok authority init auth
 kh_expect_ok card issue --authority auth --role cam --out cam.card
 for ua in 101 102 103 104 105; do
-	kh_expect_ok card issue --authority auth --role card --ua "$ua" --out "card$ua.card"
+	kh_expect_ok card issue --authority auth --role card --ua "$(printf 0x%X "$ua")" --out "card$ua.card"
 done
 kh_expect_ok card issue --authority auth --role decoder --out dec.card
 kh_expect_ok headend keys init --authority auth --out headend.keys
 T=$(date +%s)
 
 # card 101: subscribed to product 7 for a long time, and 100 credits
-kh_expect_ok headend emm --keys headend.keys --card 00000065 --service-keys --entitle "7:$((T - 100)):$((T + 100000))" \
+kh_expect_ok headend emm --keys headend.keys --ua 00000065 --service-keys --entitle "7:$((T - 100)):$((T + 100000))" \
 	--credit 100:1 --out sub.emm
 
 # ---- every algorithm: scramble, check the bits, descramble, compare every frame ----
@@ -141,8 +141,8 @@ kh_stop "$P3" TERM
 # ---- service key rotation without a gap ----
 # version 2 is made and sent to the card while the channel still runs on version 1; then the
 # channel switches to version 2 with no EMM in the stream, and the card already holds it.
-kh_expect_ok headend keys rotate --keys headend.keys --id 1
-kh_expect_ok headend emm --keys headend.keys --card 00000065 --service-keys --out rot.emm
+kh_expect_ok headend keys rotate --keys headend.keys --key-id 1
+kh_expect_ok headend emm --keys headend.keys --ua 00000065 --service-keys --out rot.emm
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-rot1.ts --alg cissa --product 7 \
 	--period 5 --time "$T" --key-version 1 --emm rot.emm
 kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card101.card --in s-rot1.ts --out c-rot1.ts
@@ -156,7 +156,7 @@ cmp -s clear.md5 c-rot2.md5 || kh_fail "rotation: the stream under the new key d
 
 # ---- a subscription that ends mid-stream ----
 # periods start at T, T+5, T+10; the right ends at T+6: periods 0 and 1 play, period 2 does not.
-kh_expect_ok headend emm --keys headend.keys --card 00000066 --service-keys --entitle "7:$((T - 100)):$((T + 6))" \
+kh_expect_ok headend emm --keys headend.keys --ua 00000066 --service-keys --entitle "7:$((T - 100)):$((T + 6))" \
 	--out exp.emm
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-exp.ts --alg cissa --product 7 --period 5 \
 	--time "$T" --emm exp.emm
@@ -168,7 +168,7 @@ all=$(video_frames clip.ts)
 [ "$n" -le $((all * 11 / 12)) ] || kh_fail "expired subscription: $n of $all frames played after the end"
 
 # ---- a channel not subscribed ----
-kh_expect_ok headend emm --keys headend.keys --card 00000067 --service-keys --entitle "8:$((T - 100)):$((T + 100000))" \
+kh_expect_ok headend emm --keys headend.keys --ua 00000067 --service-keys --entitle "8:$((T - 100)):$((T + 100000))" \
 	--out other.emm
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-none.ts --alg csa2 --product 7 --period 5 \
 	--time "$T" --emm other.emm
@@ -179,7 +179,7 @@ grep -q "no subscription" "$KH_ERR" || kh_fail "unsubscribed: the viewer was not
 [ ! -e c-none.ts ] || kh_fail "unsubscribed: an output file was written"
 
 # ---- pay-per-view ----
-kh_expect_ok headend emm --keys headend.keys --card 00000068 --service-keys --credit 100:1 --out ppv.emm
+kh_expect_ok headend emm --keys headend.keys --ua 00000068 --service-keys --credit 100:1 --out ppv.emm
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-ppv.ts --alg idsa --event 55 --price 30 \
 	--period 5 --time "$T" --emm ppv.emm
 kh_run decoder play --decoder dec.card --cam cam.card --card card104.card --in s-ppv.ts --out c-ppv0.ts
@@ -198,7 +198,7 @@ cmp -s clear.md5 c-ppv.md5 || kh_fail "PPV: the bought event does not play bit-e
 [ "$(status_of card104.card credit)" = 70 ] || kh_fail "PPV: a replayed EMM changed the credit"
 
 # too little credit: refused, credit unchanged, nothing plays
-kh_expect_ok headend emm --keys headend.keys --card 00000069 --service-keys --credit 10:1 --out poor.emm
+kh_expect_ok headend emm --keys headend.keys --ua 00000069 --service-keys --credit 10:1 --out poor.emm
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-poor.ts --alg idsa --event 55 --price 30 \
 	--period 5 --time "$T" --emm poor.emm
 kh_run decoder play --decoder dec.card --cam cam.card --card card105.card --in s-poor.ts --out c-poor.ts
@@ -212,7 +212,7 @@ grep -q "30" "$KH_ERR" || kh_fail "PPV with too little credit: the refusal does 
 [ "$(status_of card105.card purchases)" = 0 ] || kh_fail "PPV: a refused purchase was logged"
 
 # ---- a forged EMM changes nothing ----
-kh_expect_ok headend emm --keys headend.keys --card 00000069 --credit 1000:2 --out rich.emm
+kh_expect_ok headend emm --keys headend.keys --ua 00000069 --credit 1000:2 --out rich.emm
 # flip one bit of the ciphertext (byte 30 of the section)
 b=$(od -An -tu1 -j30 -N1 rich.emm | tr -d ' ')
 printf "\\$(printf %o $((b ^ 1)))" | dd of=rich.emm bs=1 seek=30 count=1 conv=notrunc 2>/dev/null

@@ -52,7 +52,8 @@ kh_out_has "[0-9a-f]{64}"
 kh_expect_ok card issue --authority "$AUTH" --role cam --out "$T/cam.card"
 kh_expect_ok card issue --authority "$AUTH" --role card --out "$T/card1.card"
 kh_expect_ok card issue --authority "$AUTH" --role card --out "$T/card2.card"
-for f in cam card1 card2; do
+kh_expect_ok card issue --authority "$AUTH" --role decoder --out "$T/dec.card"
+for f in cam card1 card2 dec; do
 	kh_expect_mode "$T/$f.card" 600
 	kh_expect_mode "$T/$f.key" 600
 	kh_expect_mode "$T/$f.card.ctr" 600
@@ -104,24 +105,24 @@ openssl x509 -noout -subject -in "$AUTH/issued/card-$UA1-sign.crt" | grep -q "OU
 openssl x509 -noout -subject -in "$AUTH/issued/cam-$UA_CAM-sign.crt" | grep -q "OU = card" &&
 	kh_fail "a CAM certificate names OU = card"
 
-# An explicit --ua is taken as written (decimal) and shown as 8 hex digits.
-kh_expect_ok card issue --authority "$AUTH" --role card --out "$T/ua12.card" --ua 12
+# A unique address is written in hexadecimal, as 'card info' shows it: 8 digits, or 0x and up to 8.
+# A short form without 0x (12, 010, 0C) is refused: it would read someone's decimal as hexadecimal.
+kh_expect_ok card issue --authority "$AUTH" --role card --out "$T/ua12.card" --ua 0xC
 UA12=$(kh_ua "$T/ua12.card") || exit 1
-[ "$UA12" = "0000000C" ] || kh_fail "--ua 12 gave unique address $UA12, expected 0000000C"
+[ "$UA12" = "0000000C" ] || kh_fail "--ua 0xC gave unique address $UA12, expected 0000000C"
 openssl x509 -noout -subject -in "$AUTH/issued/card-0000000C-sign.crt" | grep -q 0000000C ||
-	kh_fail "certificate for --ua 12 does not name 0000000C"
-# A leading zero must not silently switch to octal: 010 is either refused or ten.
-kh_run card issue --authority "$AUTH" --role card --out "$T/ua010.card" --ua 010
-if [ "$KH_RC" -eq 0 ]; then
-	UA010=$(kh_ua "$T/ua010.card") || exit 1
-	[ "$UA010" = "0000000A" ] || kh_fail "--ua 010 gave unique address $UA010 (read as octal?), expected 0000000A"
-else
-	[ "$KH_RC" -eq 2 ] || kh_fail "--ua 010: expected exit 0 (ten) or 2 (refused), got $KH_RC"
-	kh_check_one_line
-fi
+	kh_fail "certificate for --ua 0xC does not name 0000000C"
+kh_expect_ok card issue --authority "$AUTH" --role card --out "$T/ua8.card" --ua 0000000d
+UA8=$(kh_ua "$T/ua8.card") || exit 1
+[ "$UA8" = "0000000D" ] || kh_fail "--ua 0000000d gave unique address $UA8, expected 0000000D"
+for ua in 12 010 0C 00000000C 0x 0x123456789; do
+	kh_expect_usage card issue --authority "$AUTH" --role card --out "$T/uabad.card" --ua "$ua"
+	kh_err_has "8 hexadecimal digits"
+done
+[ ! -e "$T/uabad.card" ] || kh_fail "a refused --ua left a card file"
 # The same UA twice is refused, without touching the existing card.
 kh_snapshot "$T/ua12.card" >"$KH_META/ua12.snap"
-kh_expect_fail card issue --authority "$AUTH" --role card --out "$T/ua12b.card" --ua 12
+kh_expect_fail card issue --authority "$AUTH" --role card --out "$T/ua12b.card" --ua 0000000C
 [ ! -e "$T/ua12b.card" ] && [ ! -e "$T/ua12b.key" ] || kh_fail "a refused duplicate UA left a card or key file"
 kh_same_snapshot "$KH_META/ua12.snap" "$T/ua12.card" "a refused duplicate UA changed the first card"
 # A unique address names one module whatever its role (the diversified keys derive from the UA
@@ -133,11 +134,11 @@ kh_issue_refused_ua()
 	[ ! -e "$T/dupua.card" ] && [ ! -e "$T/dupua.key" ] || kh_fail "a refused UA $2 ($1) left module files"
 	kh_same_snapshot "$KH_META/auth.snap" "$AUTH" "a refused UA $2 ($1) still wrote certificates"
 }
-kh_issue_refused_ua cam $((0x$UA1))
-kh_issue_refused_ua card $((0x$UA_CAM))
+kh_issue_refused_ua cam "$UA1"
+kh_issue_refused_ua card "$UA_CAM"
 # An explicit --ua equal to the authority's next one must not make the following automatic
 # issue fail: either the explicit one is refused or the allocator steps over it.
-NEXT=$(tr -d ' \n' <"$AUTH/next-ua")
+NEXT=$(printf '0x%X' "$(tr -d ' \n' <"$AUTH/next-ua")")
 kh_run card issue --authority "$AUTH" --role card --out "$T/explicit.card" --ua "$NEXT"
 if [ "$KH_RC" -ne 0 ]; then
 	[ "$KH_RC" -eq 1 ] || kh_fail "--ua (the next free one): expected exit 0 or 1, got $KH_RC"
@@ -201,7 +202,7 @@ chmod 644 "$T/loose.key"
 kh_snapshot "$T" >"$KH_META/all.snap"
 kh_expect_fail card info --card "$T/loose.card"
 kh_err_has "group|others"
-kh_expect_fail pair --root "$AUTH" --cam "$T/cam.card" --card "$T/loose.card"
+kh_expect_fail pair --authority "$AUTH" --cam "$T/cam.card" --card "$T/loose.card"
 kh_err_has "group|others"
 kh_same_snapshot "$KH_META/all.snap" "$T" "a refused card with a readable key changed files"
 
@@ -211,8 +212,8 @@ kh_bad_card()
 {
 	kh_snapshot "$T" >"$KH_META/bad.snap"
 	kh_expect_fail card info --card "$T/$1.card"
-	kh_expect_fail pair --root "$AUTH" --cam "$T/cam.card" --card "$T/$1.card"
-	kh_expect_fail pair --root "$AUTH" --cam "$T/$1.card" --card "$T/card2.card" --decoder
+	kh_expect_fail pair --authority "$AUTH" --cam "$T/cam.card" --card "$T/$1.card"
+	kh_expect_fail pair --authority "$AUTH" --cam "$T/$1.card" --card "$T/card2.card" --decoder "$T/dec.card"
 	kh_expect_fail card serve --socket "$T/bad.sock" --card "$T/$1.card"
 	[ ! -e "$T/bad.sock" ] || kh_fail "card serve of a bad card ($2) left a socket"
 	kh_same_snapshot "$KH_META/bad.snap" "$T" "$2: a refused card file changed files"
@@ -266,9 +267,9 @@ rm -f "$T"/old.*
 
 # Missing files.
 kh_expect_fail card info --card "$T/missing.card"
-kh_expect_fail pair --root "$AUTH" --cam "$T/cam.card" --card "$T/missing.card"
-kh_expect_fail pair --root "$AUTH" --cam "$T/missing.card" --card "$T/card1.card"
-kh_expect_fail pair --root "$T/missing-authority" --cam "$T/cam.card" --card "$T/card1.card"
+kh_expect_fail pair --authority "$AUTH" --cam "$T/cam.card" --card "$T/missing.card"
+kh_expect_fail pair --authority "$AUTH" --cam "$T/missing.card" --card "$T/card1.card"
+kh_expect_fail pair --authority "$T/missing-authority" --cam "$T/cam.card" --card "$T/card1.card"
 kh_card_copy "$T/card1" "$T/nokey"
 rm -f "$T/nokey.key"
 kh_bad_card nokey "card file without its key file"
@@ -280,33 +281,34 @@ kh_err_has "missing\.key"
 
 # --- pair --------------------------------------------------------------------------------------
 kh_snapshot "$T" >"$KH_META/all.snap"
-kh_expect_ok pair --root "$AUTH" --cam "$T/cam.card" --card "$T/card1.card" --decoder --count 3
+kh_expect_ok pair --authority "$AUTH" --cam "$T/cam.card" --card "$T/card1.card" --decoder "$T/dec.card" --count 3
 [ ! -s "$KH_ERR" ] || kh_fail "a successful pair printed on stderr"
 kh_out_has "$UA_CAM"
 kh_out_has "$UA1"
 [ "$(grep -c 'sealed command' "$KH_OUT")" -eq 3 ] || kh_fail "pair --count 3 did not report 3 sealed commands"
-kh_expect_ok pair --root "$AUTH/root.crt" --cam "$T/cam.card" --card "$T/card2.card" --count 1
+kh_expect_ok pair --authority "$AUTH/root.crt" --cam "$T/cam.card" --card "$T/card2.card" --count 1
 kh_out_has "$UA2"
-kh_expect_ok pair --root "$AUTH" --cam "$T/cam.card" --card "$T/card1.card" --count 0
+kh_expect_ok pair --authority "$AUTH" --cam "$T/cam.card" --card "$T/card1.card" --count 0
 kh_no_tmp_files "$T"
 
 # Wrong roles: a card in the CAM's place, a CAM in the card's.
-kh_expect_fail pair --root "$AUTH" --cam "$T/card1.card" --card "$T/card2.card"
-kh_expect_fail pair --root "$AUTH" --cam "$T/cam.card" --card "$T/cam.card"
+kh_expect_fail pair --authority "$AUTH" --cam "$T/card1.card" --card "$T/card2.card"
+kh_expect_fail pair --authority "$AUTH" --cam "$T/cam.card" --card "$T/cam.card"
 # A root that is not a certificate.
-kh_expect_fail pair --root "$AUTH/next-ua" --cam "$T/cam.card" --card "$T/card1.card"
+kh_expect_fail pair --authority "$AUTH/next-ua" --cam "$T/cam.card" --card "$T/card1.card"
 
 # A foreign operator's modules and root.
 FOREIGN=$T/foreign
 kh_expect_ok authority init --name "Foreign operator" "$FOREIGN"
 kh_expect_ok card issue --authority "$FOREIGN" --role card --out "$T/fcard.card"
 kh_expect_ok card issue --authority "$FOREIGN" --role cam --out "$T/fcam.card"
+kh_expect_ok card issue --authority "$FOREIGN" --role decoder --out "$T/fdec.card"
 kh_snapshot "$T" >"$KH_META/all.snap"
-kh_expect_fail pair --root "$AUTH" --cam "$T/cam.card" --card "$T/fcard.card"
-kh_expect_fail pair --root "$AUTH" --cam "$T/cam.card" --card "$T/fcard.card" --decoder
-kh_expect_fail pair --root "$AUTH" --cam "$T/fcam.card" --card "$T/card1.card" --decoder
-kh_expect_fail pair --root "$AUTH" --cam "$T/fcam.card" --card "$T/card1.card"
-kh_expect_fail pair --root "$FOREIGN" --cam "$T/cam.card" --card "$T/card1.card" --decoder
+kh_expect_fail pair --authority "$AUTH" --cam "$T/cam.card" --card "$T/fcard.card"
+kh_expect_fail pair --authority "$AUTH" --cam "$T/cam.card" --card "$T/fcard.card" --decoder "$T/dec.card"
+kh_expect_fail pair --authority "$AUTH" --cam "$T/fcam.card" --card "$T/card1.card" --decoder "$T/dec.card"
+kh_expect_fail pair --authority "$AUTH" --cam "$T/fcam.card" --card "$T/card1.card"
+kh_expect_fail pair --cam "$T/cam.card" --card "$T/card1.card" --decoder "$T/fdec.card"
 kh_same_snapshot "$KH_META/all.snap" "$T" "a refused pairing changed files"
 # Its certificates do not verify against our root.
 openssl verify -CAfile "$AUTH/root.crt" "$FOREIGN"/issued/*.crt >/dev/null 2>&1 &&

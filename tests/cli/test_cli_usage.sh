@@ -65,7 +65,7 @@ done
 kh_expect_help card issue --help
 grep -q -- 'card|cam|decoder' "$KH_OUT" || kh_fail "card issue --help does not name the three roles"
 kh_expect_help pair --help
-for o in --root --cam --card --decoder --count; do
+for o in --authority --cam --card --decoder --count; do
 	grep -q -- "$o" "$KH_OUT" || kh_fail "pair --help does not mention $o"
 done
 kh_expect_help card serve --help
@@ -131,7 +131,7 @@ kh_expect_usage card issue --authority "$A" --role card --out
 for role in foo CAM Card Decoder "" root distributor ecm-signer "card " "decoder "; do
 	kh_expect_usage card issue --authority "$A" --role "$role" --out "$C"
 done
-for ua in 0 -1 abc 4294967296 18446744073709551617 "" 1x " " 00; do
+for ua in 0 -1 abc 4294967296 18446744073709551617 "" 1x " " 00 12 0x 0x100000000 00000000 " 0000000C"; do
 	kh_expect_usage card issue --authority "$A" --role card --out "$C" --ua "$ua"
 done
 kh_expect_usage card issue --authority "$A" --role card --out "$C" --ua
@@ -156,14 +156,16 @@ kh_expect_usage card serve --socket "$S" --card
 # --- pair --------------------------------------------------------------------------------------
 kh_expect_usage pair
 kh_expect_usage pair --bogus
-kh_expect_usage pair --root "$A" --cam "$C"
-kh_expect_usage pair --root "$A" --card "$C"
-kh_expect_usage pair --cam "$C" --card "$C"
-kh_expect_usage pair --root "$A" --cam "$C" --card "$C" extra
-kh_expect_usage pair --root "$A" --cam "$C" --card "$C" --bogus
-kh_expect_usage pair --root "$A" --cam "$C" --card "$C" --count
+kh_expect_usage pair --authority "$A" --cam "$C"
+kh_expect_usage pair --authority "$A" --card "$C"
+# --decoder takes the decoder module now; the old flag form must not read the next option as a file
+kh_expect_usage pair --cam "$C" --card "$C" --decoder --count 3
+kh_expect_usage pair --cam "$C" --card "$C" --decoder
+kh_expect_usage pair --authority "$A" --cam "$C" --card "$C" extra
+kh_expect_usage pair --authority "$A" --cam "$C" --card "$C" --bogus
+kh_expect_usage pair --authority "$A" --cam "$C" --card "$C" --count
 for n in -1 abc 1000001 "" 3x 99999999999999999999; do
-	kh_expect_usage pair --root "$A" --cam "$C" --card "$C" --count "$n"
+	kh_expect_usage pair --authority "$A" --cam "$C" --card "$C" --count "$n"
 done
 
 # --- decoder play and buy ----------------------------------------------------------------------
@@ -187,6 +189,7 @@ for pair in "keyhole.1:" "keyhole-authority.1:authority init" "keyhole-authority
 	"keyhole-card.1:card issue" "keyhole-card.1:card info" "keyhole-card.1:card serve" \
 	"keyhole-pair.1:pair" "keyhole-demo.1:demo" "keyhole-headend.1:headend keys init" \
 	"keyhole-headend.1:headend keys rotate" "keyhole-headend.1:headend keys show" \
+	"keyhole-headend.1:headend keys import" "keyhole-serve.1:serve" \
 	"keyhole-headend.1:headend emm" "keyhole-headend.1:headend scramble" \
 	"keyhole-decoder.1:decoder play" "keyhole-decoder.1:decoder buy" "keyhole-decoder.1:decoder status" \
 	"keyhole-decoder.1:decoder init" "keyhole-decoder.1:decoder m1" "keyhole-decoder.1:decoder connect"; do

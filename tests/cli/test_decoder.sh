@@ -44,8 +44,8 @@ kh_expect_usage decoder status
 kh_expect_usage decoder status --card c extra
 kh_expect_usage decoder play --decoder d --cam b --card c --m1 ''
 kh_expect_usage decoder init
-kh_expect_usage decoder init --dir d extra
-kh_expect_usage decoder init --m1 d
+kh_expect_usage decoder init --m1 d extra
+kh_expect_usage decoder init --m1 d --m1 e extra
 kh_expect_usage decoder m1
 kh_expect_usage decoder m1 --dir d
 [ -z "$(ls -A "$KH_WORK")" ] || kh_fail "a usage error created files: $(ls -A "$KH_WORK")"
@@ -70,10 +70,10 @@ kh_expect_fail decoder status --card nowhere.card
 kh_expect_ok decoder m1 --m1 nom1
 kh_out_has '^m1 empty$'
 [ ! -e nom1 ] || kh_fail "'decoder m1' created its directory"
-kh_expect_ok decoder init --dir m1d
+kh_expect_ok decoder init --m1 m1d
 kh_expect_mode m1d 700
 kh_expect_mode m1d/m1.key 600
-kh_expect_fail decoder init --dir m1d
+kh_expect_fail decoder init --m1 m1d
 kh_err_has 'already exists'
 kh_expect_ok decoder m1 --m1 m1d
 kh_out_has '^m1 empty$'
@@ -155,11 +155,11 @@ if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	kh_err_has 'no ECM'
 
 	# --- M1 (seed 001): the old card fills it, the new one only once authorised -----------
-	kh_expect_ok card issue --authority auth --role card --ua 201 --out old.card
-	kh_expect_ok card issue --authority auth --role card --ua 202 --out new.card
+	kh_expect_ok card issue --authority auth --role card --ua 0xC9 --out old.card
+	kh_expect_ok card issue --authority auth --role card --ua 0xCA --out new.card
 	kh_expect_ok headend keys init --authority auth --out headend.keys
 	# the old card: authorised to export, 100 credits; a PPV event at 30
-	kh_expect_ok headend emm --keys headend.keys --card 000000C9 --service-keys --credit 100:1 \
+	kh_expect_ok headend emm --keys headend.keys --ua 000000C9 --service-keys --credit 100:1 \
 		--auth-export 1 --out old.emm
 	kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-old.ts --alg csa2 \
 		--event 77 --price 30 --period 5 --emm old.emm
@@ -194,7 +194,7 @@ if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	kh_no_tmp_files m1d
 
 	# the card is replaced: the new one is not authorised, M1 keeps the old card's block
-	kh_expect_ok headend emm --keys headend.keys --card 000000CA --service-keys --credit 100:2 --out new.emm
+	kh_expect_ok headend emm --keys headend.keys --ua 000000CA --service-keys --credit 100:2 --out new.emm
 	kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-new.ts --alg csa2 \
 		--event 78 --price 30 --period 5 --emm new.emm
 	kh_snapshot m1d >"$KH_META/m1.before"
@@ -209,7 +209,7 @@ if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
 	kh_out_has '^card 000000C9$'
 
 	# the center has recovered the old card's block and authorises the new card
-	kh_expect_ok headend emm --keys headend.keys --card 000000CA --auth-export 1 --out auth.emm
+	kh_expect_ok headend emm --keys headend.keys --ua 000000CA --auth-export 1 --out auth.emm
 	kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s-auth.ts --alg csa2 \
 		--event 78 --price 30 --period 5 --emm auth.emm
 	kh_expect_ok decoder play --decoder dec.card --cam cam.card --card new.card --in s-auth.ts --out c-auth.ts \

@@ -31,10 +31,10 @@ ffmpeg -nostdin -v error -f lavfi -i testsrc=duration=8:size=160x120:rate=25 -c:
 	-f mpegts clip.ts || kh_fail "ffmpeg could not make the clip"
 kh_expect_ok authority init auth
 kh_expect_ok card issue --authority auth --role cam --out cam.card
-kh_expect_ok card issue --authority auth --role card --ua 301 --out card.card
+kh_expect_ok card issue --authority auth --role card --ua 0x12D --out card.card
 kh_expect_ok card issue --authority auth --role decoder --out dec.card
 kh_expect_ok headend keys init --authority auth --out headend.keys
-kh_expect_ok headend emm --keys headend.keys --card 0000012D --service-keys --entitle 5:now-100:now+86400 \
+kh_expect_ok headend emm --keys headend.keys --ua 0000012D --service-keys --entitle 5:now-100:now+86400 \
 	--auth-export 1 --out c.emm
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s.ts --alg cissa --product 5 --period 5 \
 	--emm c.emm

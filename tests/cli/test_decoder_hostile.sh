@@ -107,12 +107,12 @@ kh_frames clip.ts >clear.md5
 [ -s clear.md5 ] || kh_fail "no frames decoded from the clear clip"
 kh_expect_ok authority init auth
 kh_expect_ok card issue --authority auth --role cam --out cam.card
-kh_expect_ok card issue --authority auth --role card --ua 101 --out card.card
-kh_expect_ok card issue --authority auth --role card --ua 102 --out none.card
+kh_expect_ok card issue --authority auth --role card --ua 0x65 --out card.card
+kh_expect_ok card issue --authority auth --role card --ua 0x66 --out none.card
 kh_expect_ok card issue --authority auth --role decoder --out dec.card
 kh_expect_ok headend keys init --authority auth --out headend.keys
 T=$(date +%s)
-kh_expect_ok headend emm --keys headend.keys --card 00000065 --service-keys \
+kh_expect_ok headend emm --keys headend.keys --ua 00000065 --service-keys \
 	--entitle "7:$((T - 100)):$((T + 100000))" --out sub.emm
 kh_expect_ok headend scramble --keys headend.keys --in clip.ts --out s.ts --alg csa2 --product 7 --period 5 \
 	--time "$T" --emm sub.emm

@@ -62,20 +62,20 @@ key1=$(sed -n 's/^service 1 1 //p' h.keys)
 grep -q "$key1" "$KH_OUT" && kh_fail "keys show printed a service key"
 
 # --- EMMs --------------------------------------------------------------------------------------
-kh_expect_ok headend emm --keys h.keys --card 0000000A --entitle 7:now-60:now+86400 --service-keys \
+kh_expect_ok headend emm --keys h.keys --ua 0000000A --entitle 7:now-60:now+86400 --service-keys \
 	--set-group 3 --set-all-key --auth-export 1 --out card.emm
 # the operator's signers first (seq 1 and 2), then the rest (seq 3), all in card.emm
 kh_out_has 'seq 1: the operator.s ECM signer'
 kh_out_has 'seq 2: the operator.s EMM signer'
 kh_out_has 'seq 3: card.emm'
-kh_expect_ok headend emm --keys h.keys --card 0A --credit 500:1 --out card2.emm
+kh_expect_ok headend emm --keys h.keys --ua 0000000A --credit 500:1 --out card2.emm
 kh_out_has 'seq 4'
 kh_expect_ok headend emm --keys h.keys --group 3 --revoke 9 --out group.emm
-kh_expect_ok headend emm --keys h.keys --all --revoked 1:0000000B,0C --out all.emm
+kh_expect_ok headend emm --keys h.keys --all --revoked 1:0000000B,0000000C --out all.emm
 # what a card accepts only under its own key is refused for a group or all cards
 kh_expect_usage headend emm --keys h.keys --all --request-export --out x.emm
 kh_expect_usage headend emm --keys h.keys --group 3 --credit 5:9 --out x.emm
-kh_expect_usage headend emm --keys h.keys --all --revoked 0:0B --out x.emm
+kh_expect_usage headend emm --keys h.keys --all --revoked 0:0000000B --out x.emm
 kh_expect_usage headend emm --keys h.keys --all --revoked 1:nothex --out x.emm
 [ ! -e x.emm ] || kh_fail "a refused headend emm wrote x.emm"
 kh_expect_ok headend keys show --keys h.keys
@@ -83,7 +83,7 @@ kh_out_has '^seq all 1$'
 kh_out_has '^seq group 3 1$'
 kh_out_has '^seq card 0000000A 4$'
 kh_out_has '^revoked list version 1 '
-kh_expect_ok headend emm --keys h.keys --card 7E7E7E7E --credit 1:1 --out /dev/null
+kh_expect_ok headend emm --keys h.keys --ua 7E7E7E7E --credit 1:1 --out /dev/null
 [ -c /dev/null ] || kh_fail "headend emm --out /dev/null replaced /dev/null with a regular file"
 grep -q '^revoked 1$' h.keys || kh_fail "the key file does not keep the revoked list's version"
 cat card.emm card2.emm group.emm all.emm >emms
@@ -91,7 +91,7 @@ cat card.emm card2.emm group.emm all.emm >emms
 i=1
 pids=
 while [ $i -le 8 ]; do
-	"$KEYHOLE" headend emm --keys h.keys --card 0B --revoke $i --out par$i.emm >par$i.out 2>&1 &
+	"$KEYHOLE" headend emm --keys h.keys --ua 0000000B --revoke $i --out par$i.emm >par$i.out 2>&1 &
 	pids="$pids $!"
 	i=$((i + 1))
 done
@@ -103,8 +103,8 @@ seqs=$(sed -n 's/.*seq \([0-9]*\):.*/\1/p' par*.out | sort -n | tr '\n' ' ')
 kh_expect_ok headend keys show --keys h.keys
 kh_out_has '^seq card 0000000B 8$'
 # rotation: two versions at most
-kh_expect_ok headend keys rotate --keys h.keys --id 1
-kh_expect_ok headend keys rotate --keys h.keys --id 1
+kh_expect_ok headend keys rotate --keys h.keys --key-id 1
+kh_expect_ok headend keys rotate --keys h.keys --key-id 1
 kh_expect_ok headend keys show --keys h.keys
 kh_out_has '^service key 1 version 2$'
 kh_out_has '^service key 1 version 3$'
@@ -183,21 +183,21 @@ kh_expect_usage headend
 kh_expect_usage headend bogus
 kh_expect_usage headend keys
 kh_expect_usage headend keys init --out x.keys
-kh_expect_usage headend keys rotate --keys h.keys --id 256
+kh_expect_usage headend keys rotate --keys h.keys --key-id 256
 kh_expect_usage headend emm --keys h.keys --out x.emm --entitle 1:2:3
-kh_expect_usage headend emm --keys h.keys --card 0A --all --out x.emm --revoke 1
+kh_expect_usage headend emm --keys h.keys --ua 0000000A --all --out x.emm --revoke 1
 kh_expect_usage headend emm --keys h.keys --group 3 --set-group 4 --out x.emm
-kh_expect_usage headend emm --keys h.keys --card 0A --out x.emm
-kh_expect_usage headend emm --keys h.keys --card 0A --entitle 1:20:10 --out x.emm
+kh_expect_usage headend emm --keys h.keys --ua 0000000A --out x.emm
+kh_expect_usage headend emm --keys h.keys --ua 0000000A --entitle 1:20:10 --out x.emm
 kh_err_has 'END is not after START'
 # --entitle's START and END: +N is N seconds from now (START) or after START (END)
-kh_expect_ok headend emm --keys h.keys --card 0A --entitle 7:now:+86400 --out plus.emm
+kh_expect_ok headend emm --keys h.keys --ua 0000000A --entitle 7:now:+86400 --out plus.emm
 [ -s plus.emm ] || kh_fail "--entitle 7:now:+86400 wrote no EMM"
-kh_expect_ok headend emm --keys h.keys --card 0A --entitle 7:+60:+86400 --entitle 8:1000:+5 --out plus2.emm
-kh_expect_usage headend emm --keys h.keys --card 0A --entitle 7:1000:+0 --out x.emm
+kh_expect_ok headend emm --keys h.keys --ua 0000000A --entitle 7:+60:+86400 --entitle 8:1000:+5 --out plus2.emm
+kh_expect_usage headend emm --keys h.keys --ua 0000000A --entitle 7:1000:+0 --out x.emm
 kh_err_has 'END is not after START'
 for bad in 7:now:+ 7:now:+x 7:soon:+5 7:now:++5 7:now:-5; do
-	kh_expect_usage headend emm --keys h.keys --card 0A --entitle "$bad" --out x.emm
+	kh_expect_usage headend emm --keys h.keys --ua 0000000A --entitle "$bad" --out x.emm
 	kh_err_has 'START and END are Unix seconds, now, now\+N or now-N, or \+N'
 done
 [ ! -e x.emm ] || kh_fail "a refused --entitle wrote x.emm"
@@ -227,21 +227,21 @@ kh_expect_usage headend scramble --keys h.keys -i clip.ts --in clip.ts --out x.t
 kh_err_has '--in is given twice'
 kh_expect_usage headend keys init --authority auth --authority auth --out x.keys
 kh_expect_usage headend keys init --authority auth --out x.keys -o y.keys
-kh_expect_usage headend keys rotate --keys h.keys --id 1 --id 2
-kh_expect_usage headend keys rotate --keys h.keys --keys h.keys --id 1
+kh_expect_usage headend keys rotate --keys h.keys --key-id 1 --key-id 2
+kh_expect_usage headend keys rotate --keys h.keys --keys h.keys --key-id 1
 kh_expect_usage headend keys show --keys h.keys --keys h.keys
-kh_expect_usage headend keys import --keys h.keys --store a.db --store b.db
+kh_expect_usage headend keys import --keys h.keys --db a.db --db b.db
 kh_expect_usage headend keys import --keys h.keys --center http://127.0.0.1:1 --center http://127.0.0.1:2
 kh_expect_usage headend keys import --keys h.keys --center http://127.0.0.1:1 --token-file a --token-file b
 kh_expect_usage headend keys import --keys h.keys --center http://127.0.0.1:1 --cacert a --cacert b
-kh_expect_usage headend emm --keys h.keys --card 0A --card 0B --revoke 1 --out x.emm
-kh_err_has '--card is given twice'
+kh_expect_usage headend emm --keys h.keys --ua 0000000A --ua 0000000B --revoke 1 --out x.emm
+kh_err_has '--ua is given twice'
 kh_expect_usage headend emm --keys h.keys --group 1 --group 2 --revoke 1 --out x.emm
 kh_expect_usage headend emm --keys h.keys --keys h.keys --all --revoke 1 --out x.emm
 kh_expect_usage headend emm --keys h.keys --all --revoke 1 --out x.emm --out y.emm
-kh_expect_usage headend emm --keys h.keys --card 0A --set-group 1 --set-group 2 --out x.emm
-kh_expect_usage headend emm --keys h.keys --card 0A --auth-export 1 --auth-export 0 --out x.emm
-kh_expect_usage headend emm --keys h.keys --all --revoked 2:0B --revoked 3:0C --out x.emm
+kh_expect_usage headend emm --keys h.keys --ua 0000000A --set-group 1 --set-group 2 --out x.emm
+kh_expect_usage headend emm --keys h.keys --ua 0000000A --auth-export 1 --auth-export 0 --out x.emm
+kh_expect_usage headend emm --keys h.keys --all --revoked 2:0000000B --revoked 3:0000000C --out x.emm
 [ ! -e x.ts ] && [ ! -e x.emm ] && [ ! -e x.keys ] && [ ! -e y.keys ] && [ ! -e y.emm ] ||
 	kh_fail "a usage error created a file"
 for c in "headend" "headend keys" "headend keys init" "headend keys rotate" "headend keys show" \

@@ -57,7 +57,7 @@ kh_expect_api POST /v1/subscribers/1/subscriptions "{\"product_id\":7,\"start\":
 
 # ---- the headend: the center's service keys, its EMM queue carried in the stream ----
 kh_expect_ok headend keys init --authority auth --out headend.keys
-kh_expect_ok headend keys import --keys headend.keys --store center.db
+kh_expect_ok headend keys import --keys headend.keys --db center.db
 kh_out_has 'service key'
 kh_expect_ok headend scramble --keys headend.keys --alg cissa --product 7 --period 5 --time "$T" \
 	--center "$C" -v --in clip.ts --out s.ts
@@ -83,7 +83,7 @@ grep -q 'not one packet could be descrambled' "$KH_ERR" || kh_fail "an unassigne
 kh_expect_api POST "/v1/cards/$UA1/reload" '' 400 # no Idempotency-Key
 ST=$(curl -s --noproxy '*' -o "$KH_META/body" -w '%{http_code}' -X POST -H 'Idempotency-Key: r1' "$C/v1/cards/$UA1/reload")
 [ "$ST" = 200 ] || [ "$ST" = 201 ] || kh_fail "reload: status $ST: $(cat "$KH_META/body")"
-kh_expect_ok headend emm --keys headend.keys --card "$UA2" --service-keys --entitle "7:$((T - 100)):$((T + 86400))" \
+kh_expect_ok headend emm --keys headend.keys --ua "$UA2" --service-keys --entitle "7:$((T - 100)):$((T + 86400))" \
 	--out c2.emm
 kh_expect_ok headend scramble --keys headend.keys --alg cissa --product 7 --period 5 --time "$T" \
 	--center "$C/" --center-since "$LAST" --emm c2.emm -v --in clip.ts --out s2.ts
@@ -141,13 +141,13 @@ kh_expect_usage headend keys import --keys headend.keys
 # is left as it was
 cp headend.keys headend.keys.before
 for u in no-such.db sqlite:no-such.db sqlite://no-such.db; do
-	kh_expect_fail headend keys import --keys headend.keys --store "$u"
+	kh_expect_fail headend keys import --keys headend.keys --db "$u"
 	kh_err_has '^keyhole: no-such\.db: no such database'
 	for f in no-such.db no-such.db-wal no-such.db-shm no-such.db-journal; do
-		[ ! -e "$f" ] || kh_fail "keys import --store $u created $f"
+		[ ! -e "$f" ] || kh_fail "keys import --db $u created $f"
 	done
 done
-kh_expect_fail headend keys import --keys headend.keys --store nodir/center.db
+kh_expect_fail headend keys import --keys headend.keys --db nodir/center.db
 kh_err_has '^keyhole: nodir/center\.db: '
 [ ! -e nodir ] || kh_fail "keys import created a directory"
 cmp -s headend.keys headend.keys.before || kh_fail "a refused keys import changed the key file"

@@ -3,7 +3,7 @@
 # without a return line"; docs/operator-guide.md "Connecting a headend to the center"):
 # - GET /v1/service-keys/material: operator only (401 without the token), the two newest
 #   versions of each id with their bytes, never cached;
-# - `headend keys import --center` writes the same key file as `--store` (after a rotation too:
+# - `headend keys import --center` writes the same key file as `--db` (after a rotation too:
 #   the newest two versions, the oldest dropped), over http to loopback and over https with
 #   --cacert and --token-file; without --cacert, or without the token, it fails and the key file
 #   is left byte for byte;
@@ -70,23 +70,23 @@ kh_expect_api GET /v1/service-keys/material '' 200 '^\{"service_keys":\[\{"key_i
 kh_expect_api GET /v1/service-keys '' 200
 ! grep -q '"key"' "$KH_META/body" || kh_fail "GET /v1/service-keys shows a key"
 
-# keys import --center writes what --store writes
+# keys import --center writes what --db writes
 kh_expect_ok headend keys init --authority auth --out h.keys
 cp -p h.keys a.keys && cp -p h.keys b.keys || kh_fail "copying the key file"
-kh_expect_ok headend keys import --keys a.keys --store center.db
+kh_expect_ok headend keys import --keys a.keys --db center.db
 kh_expect_ok headend keys import --keys b.keys --center "$C"
 kh_out_has '^1 service key\(s\) imported from the center$'
-cmp -s a.keys b.keys || kh_fail "keys import --center and --store wrote different key files"
+cmp -s a.keys b.keys || kh_fail "keys import --center and --db wrote different key files"
 kh_expect_mode b.keys 600
 kh_no_tmp_files .
 # after two rotations at the center: versions 2 and 3, version 1 dropped, here as there
 kh_expect_api POST /v1/service-keys/rotate '{"key_id":1}' 201 '"version":2'
 kh_expect_api POST /v1/service-keys/rotate '{"key_id":1}' 201 '"version":3'
 kh_expect_api GET /v1/service-keys/material '' 200 '"version":2,.*"version":3,'
-kh_expect_ok headend keys import --keys a.keys --store center.db
+kh_expect_ok headend keys import --keys a.keys --db center.db
 kh_expect_ok headend keys import --keys b.keys --center "$C/"
 kh_out_has '^2 service key\(s\) imported'
-cmp -s a.keys b.keys || kh_fail "after rotations, keys import --center and --store differ"
+cmp -s a.keys b.keys || kh_fail "after rotations, keys import --center and --db differ"
 kh_expect_ok headend keys show --keys b.keys
 kh_out_has '^service key 1 version 2$'
 kh_out_has '^service key 1 version 3$'
@@ -173,7 +173,7 @@ ST=$(curl -s --noproxy '*' --cacert tls.crt -D "$KH_META/headers" -o "$KH_META/b
 [ "$ST" = 200 ] || kh_fail "the key material with the token: status $ST"
 grep -qi '^cache-control: no-store' "$KH_META/headers" || kh_fail "the key material may be cached"
 
-kh_expect_ok headend keys rotate --keys headend.keys --id 1 # the headend's own version 4: to be replaced
+kh_expect_ok headend keys rotate --keys headend.keys --key-id 1 # the headend's own version 4: to be replaced
 cp -p headend.keys before.keys || kh_fail "cp"
 # a server it cannot check: refused before anything is fetched, the key file byte for byte
 kh_expect_fail headend keys import --keys headend.keys --center "$H" --token-file op.token
@@ -191,8 +191,8 @@ kh_err_has 'bad.token'
 kh_expect_ok headend keys import --keys headend.keys --center "$H" --cacert tls.crt --token-file op.token
 kh_out_has '^2 service key\(s\) imported'
 cp -p before.keys c.keys || kh_fail "cp"
-kh_expect_ok headend keys import --keys c.keys --store center.db
-cmp -s c.keys headend.keys || kh_fail "keys import over https differs from --store's"
+kh_expect_ok headend keys import --keys c.keys --db center.db
+cmp -s c.keys headend.keys || kh_fail "keys import over https differs from --db's"
 
 # scramble over https: the center checked against --cacert, refused without it before output
 kh_expect_fail headend scramble --keys headend.keys --alg cissa --product 7 --center "$H" --in clip.ts --out x.ts
@@ -225,9 +225,9 @@ kh_stop "$TPID" TERM
 
 # ---- usage ----
 kh_expect_usage headend keys import --keys headend.keys
-kh_expect_usage headend keys import --keys headend.keys --center "$C" --store center.db
-kh_expect_usage headend keys import --keys headend.keys --store center.db --cacert tls.crt
-kh_expect_usage headend keys import --keys headend.keys --store center.db --token-file op.token
+kh_expect_usage headend keys import --keys headend.keys --center "$C" --db center.db
+kh_expect_usage headend keys import --keys headend.keys --db center.db --cacert tls.crt
+kh_expect_usage headend keys import --keys headend.keys --db center.db --token-file op.token
 kh_expect_usage headend keys import --keys headend.keys --center http://example.com
 kh_expect_usage headend scramble --keys headend.keys --alg cissa --product 7 --emm-poll 5 --in clip.ts --out x.ts
 kh_expect_usage headend scramble --keys headend.keys --alg cissa --product 7 --center "$C" --emm-poll -1 \

@@ -56,11 +56,11 @@ NPKT=$(($(kh_size clip.ts) / 188))
 
 kh_expect_ok authority init auth
 kh_expect_ok card issue --authority auth --role cam --out cam.card
-kh_expect_ok card issue --authority auth --role card --ua 101 --out card.card
+kh_expect_ok card issue --authority auth --role card --ua 0x65 --out card.card
 kh_expect_ok card issue --authority auth --role decoder --out dec.card
 kh_expect_ok headend keys init --authority auth --out h.keys
 T=$(date +%s)
-kh_expect_ok headend emm --keys h.keys --card 00000065 --service-keys --entitle "7:$((T - 100)):$((T + 100000))" \
+kh_expect_ok headend emm --keys h.keys --ua 00000065 --service-keys --entitle "7:$((T - 100)):$((T + 100000))" \
 	--out sub.emm
 
 # a video packet in the middle of the clip: the one the damage hits

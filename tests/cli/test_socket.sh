@@ -19,11 +19,12 @@ kh_expect_ok authority init "$AUTH"
 kh_expect_ok card issue --authority "$AUTH" --role cam --out "$T/cam.card"
 kh_expect_ok card issue --authority "$AUTH" --role card --out "$T/card1.card"
 kh_expect_ok card issue --authority "$AUTH" --role card --out "$T/card2.card"
+kh_expect_ok card issue --authority "$AUTH" --role decoder --out "$T/dec.card"
 UA1=$(kh_ua "$T/card1.card") || exit 1
 UA2=$(kh_ua "$T/card2.card") || exit 1
 
 # The reference: the same pairing with every module in-process, before any daemon holds a file.
-kh_expect_ok pair --root "$AUTH" --cam "$T/cam.card" --card "$T/card1.card" --decoder --count 5
+kh_expect_ok pair --authority "$AUTH" --cam "$T/cam.card" --card "$T/card1.card" --decoder "$T/dec.card" --count 5
 cp "$KH_OUT" "$KH_META/inproc.out"
 kh_expect_ok card info --card "$T/card1.card"
 cp "$KH_OUT" "$KH_META/inproc-info.out"
@@ -42,7 +43,7 @@ for s in "$S1" "$S2"; do
 done
 
 # Same modules, same story, same output: the transport carries the same bytes.
-kh_expect_ok pair --root "$AUTH" --cam "unix:$S2" --card "unix:$S1" --decoder --count 5
+kh_expect_ok pair --authority "$AUTH" --cam "unix:$S2" --card "unix:$S1" --decoder "$T/dec.card" --count 5
 [ ! -s "$KH_ERR" ] || kh_fail "pair through the daemons printed on stderr"
 if ! cmp -s "$KH_META/inproc.out" "$KH_OUT"; then
 	diff "$KH_META/inproc.out" "$KH_OUT" | sed 's/^/  /' >&2
@@ -66,9 +67,9 @@ kh_expect_fail card serve --socket "$T/x.sock" --card "$T/card1.card"
 kh_err_has "module file in use"
 [ ! -e "$T/x.sock" ] || kh_fail "a refused daemon left its socket"
 # One daemon after another: the daemon serves the next host once the previous one hung up.
-kh_expect_ok pair --root "$AUTH" --cam "unix:$S2" --card "unix:$S1" --count 2
+kh_expect_ok pair --authority "$AUTH" --cam "unix:$S2" --card "unix:$S1" --count 2
 # Mixed: the CAM behind the socket, a card in-process.
-kh_expect_ok pair --root "$AUTH" --cam "unix:$S2" --card "$T/card2.card" --count 2
+kh_expect_ok pair --authority "$AUTH" --cam "unix:$S2" --card "$T/card2.card" --count 2
 kh_out_has "$UA2"
 
 # A second daemon on a live socket is refused, and the first keeps serving.
@@ -90,8 +91,8 @@ kh_expect_fail card serve --socket "$T/none.sock" --card "$T/missing.card"
 
 # Connecting to nothing.
 kh_expect_fail card info --card "unix:$T/missing.sock"
-kh_expect_fail pair --root "$AUTH" --cam "unix:$T/missing.sock" --card "unix:$S1"
-kh_expect_fail pair --root "$AUTH" --cam "unix:$S2" --card "unix:$T/missing.sock"
+kh_expect_fail pair --authority "$AUTH" --cam "unix:$T/missing.sock" --card "unix:$S1"
+kh_expect_fail pair --authority "$AUTH" --cam "unix:$S2" --card "unix:$T/missing.sock"
 kh_expect_fail card info --card "unix:$T/regular"
 [ ! -e "$T/missing.sock" ] || kh_fail "a client created the socket it tried to reach"
 
@@ -100,7 +101,7 @@ kh_expect_ok authority init "$T/foreign"
 kh_expect_ok card issue --authority "$T/foreign" --role card --out "$T/fcard.card"
 kh_start_daemon P3 card serve --socket "$T/f.sock" --card "$T/fcard.card"
 kh_wait_socket "$T/f.sock" "$P3"
-kh_expect_fail pair --root "$AUTH" --cam "unix:$S2" --card "unix:$T/f.sock"
+kh_expect_fail pair --authority "$AUTH" --cam "unix:$S2" --card "unix:$T/f.sock"
 kh_stop "$P3" TERM
 
 # --- stopping ----------------------------------------------------------------------------------
@@ -129,7 +130,7 @@ kh_stop "$P5" TERM
 [ ! -e "$S1" ] || kh_fail "card serve left its socket after SIGTERM"
 
 # The card files are still good after their daemons, and nothing half-written is left.
-kh_expect_ok pair --root "$AUTH" --cam "$T/cam.card" --card "$T/card1.card" --count 1
+kh_expect_ok pair --authority "$AUTH" --cam "$T/cam.card" --card "$T/card1.card" --count 1
 kh_no_tmp_files "$T"
 
 kh_note "ok"

@@ -110,7 +110,7 @@ for c in $CARDS; do
 	i=$((i + 1))
 done
 # shellcheck disable=SC2086 # the card list is split on purpose
-"$LOAD" prepare --center "$URL" --db center.db --root auth --decoder dec.card --cam cam.card --events "$EVENTS" $CARDS \
+"$LOAD" prepare --center "$URL" --db center.db --authority auth --decoder dec.card --cam cam.card --events "$EVENTS" $CARDS \
 	>bought.txt 2>"$KH_META/load.err" || kh_fail "prepare: $(cat "$KH_META/load.err")"
 [ "$(grep -c '^BUY ' bought.txt)" -eq $((NCARDS * EVENTS)) ] || kh_fail "prepare: not every purchase was made"
 [ "$(sql 'SELECT count(*) FROM invoices')" -eq 0 ] || kh_fail "invoices before any upload"

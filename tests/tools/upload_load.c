@@ -5,7 +5,7 @@
  * journal of what the center acknowledged, so the test can check after a kill -9 of the center
  * that every acknowledged block is stored exactly once and none lost.
  *
- *   prepare --center URL --db DB --root AUTHDIR --cam CAM --events N CARD...
+ *   prepare --center URL --db DB --authority AUTHDIR --cam CAM --events N CARD...
  *       apply to each card the EMMs the center queued for it (its keys and initial credit), then
  *       buy events 1..N (price 10) on it through the CAM with the center's current service key;
  *       prints "BUY UA EVENT PRICE" per purchase (the time is the card's to
@@ -375,7 +375,7 @@ static int retry(const char *center, const char *journal_path)
 }
 
 static const char usage[] =
-	"usage: kh_upload_load prepare --center URL --db DB --root AUTHDIR --decoder DEC --cam CAM\n"
+	"usage: kh_upload_load prepare --center URL --db DB --authority AUTHDIR --decoder DEC --cam CAM\n"
 	"                              --events N CARD...\n"
 	"       kh_upload_load run --center URL --journal FILE --rounds N CARD...\n"
 	"       kh_upload_load retry --center URL --journal FILE\n";
@@ -395,7 +395,7 @@ int main(int argc, char **argv)
 			center = argv[i + 1];
 		else if (strcmp(argv[i], "--db") == 0)
 			db = argv[i + 1];
-		else if (strcmp(argv[i], "--root") == 0)
+		else if (strcmp(argv[i], "--authority") == 0)
 			root = argv[i + 1];
 		else if (strcmp(argv[i], "--cam") == 0)
 			cam = argv[i + 1];
