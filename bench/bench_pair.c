@@ -106,6 +106,8 @@ struct bench {
 static struct {
 	char dir[64];
 	char auth_dir[128], cam_path[128], card_path[128], cam_sock[128], card_sock[128];
+	/* the daemons' own modules: a module file is held by one process at a time */
+	char cam_dpath[128], card_dpath[128];
 	struct kh_softmod *cam_sm, *card_sm;
 	struct kh_transport cam, card;     /* in-process */
 	struct kh_transport cam_u, card_u; /* UNIX socket */
@@ -746,6 +748,8 @@ static kh_err setup(void)
 	snprintf(W.auth_dir, sizeof W.auth_dir, "%s/authority", W.dir);
 	snprintf(W.cam_path, sizeof W.cam_path, "%s/cam.card", W.dir);
 	snprintf(W.card_path, sizeof W.card_path, "%s/card.card", W.dir);
+	snprintf(W.cam_dpath, sizeof W.cam_dpath, "%s/cam-d.card", W.dir);
+	snprintf(W.card_dpath, sizeof W.card_dpath, "%s/card-d.card", W.dir);
 	snprintf(W.cam_sock, sizeof W.cam_sock, "%s/cam.sock", W.dir);
 	snprintf(W.card_sock, sizeof W.card_sock, "%s/card.sock", W.dir);
 
@@ -764,7 +768,9 @@ static kh_err setup(void)
 	    (r = kh_authority_open(W.auth_dir, &a)) != KH_OK)
 		goto out;
 	kh_authority_root_pk(a, W.root_pk);
-	if ((r = issue(a, W.cam_path, KH_ROLE_CAM, iss)) != KH_OK || (r = issue(a, W.card_path, KH_ROLE_CARD, iss)) != KH_OK)
+	/* the daemons' modules first: iss keeps the in-process card's certificates */
+	if ((r = issue(a, W.cam_dpath, KH_ROLE_CAM, iss)) != KH_OK || (r = issue(a, W.card_dpath, KH_ROLE_CARD, iss)) != KH_OK ||
+	    (r = issue(a, W.cam_path, KH_ROLE_CAM, iss)) != KH_OK || (r = issue(a, W.card_path, KH_ROLE_CARD, iss)) != KH_OK)
 		goto out;
 	if ((r = setup_primitives(iss)) != KH_OK)
 		goto out;
@@ -821,8 +827,8 @@ static kh_err setup_unix(void)
 	echo_fds[0] = W.pong_fd;
 	echo_fds[1] = W.pong2_fd;
 	/* Only this process may hold the echo processes' sockets, so that they see it hang up. */
-	if ((W.cam_pid = bench_spawn_daemon("bench_pair", W.cam_path, W.cam_sock, echo_fds, 2)) < 0 ||
-	    (W.card_pid = bench_spawn_daemon("bench_pair", W.card_path, W.card_sock, echo_fds, 2)) < 0)
+	if ((W.cam_pid = bench_spawn_daemon("bench_pair", W.cam_dpath, W.cam_sock, echo_fds, 2)) < 0 ||
+	    (W.card_pid = bench_spawn_daemon("bench_pair", W.card_dpath, W.card_sock, echo_fds, 2)) < 0)
 		return KH_ERR_IO;
 	if ((r = bench_connect_retry(&W.cam_u, W.cam_sock)) != KH_OK)
 		return r;

@@ -52,12 +52,6 @@ const char *kh_scr_alg_name(enum kh_scr_alg alg)
 	return "unknown";
 }
 
-void kh_scr_cw_reduce(uint8_t cw[static KH_SCR_CSA_CW_LEN])
-{
-	cw[3] = (uint8_t)(cw[0] + cw[1] + cw[2]);
-	cw[7] = (uint8_t)(cw[4] + cw[5] + cw[6]);
-}
-
 kh_err kh_scr_new(enum kh_scr_alg alg, unsigned flags, struct kh_scr **out)
 {
 	struct kh_scr *s = NULL;

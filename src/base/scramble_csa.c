@@ -30,6 +30,14 @@ struct kh__scr_csa {
 	int reduce;
 };
 
+/* The CSA2 common practice of 48-bit control words: byte 3 and 7 are checksums of the three
+ * before them. It lives with the CSA back end, which applies it; kh_scr and the headend call it. */
+void kh_scr_cw_reduce(uint8_t cw[static KH_SCR_CSA_CW_LEN])
+{
+	cw[3] = (uint8_t)(cw[0] + cw[1] + cw[2]);
+	cw[7] = (uint8_t)(cw[4] + cw[5] + cw[6]);
+}
+
 kh_err kh__scr_csa_new(unsigned flags, struct kh__scr_csa **out)
 {
 	struct kh__scr_csa *c;

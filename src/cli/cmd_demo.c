@@ -9,7 +9,6 @@
  * (demo_paytv.c). See keyhole-demo(1).
  */
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,19 +36,6 @@ static const char demo_help[] =
 	"'decoder connect' (the media steps are skipped when ffmpeg is missing).\n"
 	"\n"
 	"      --keep DIR   work in DIR (created; must not exist) and keep it afterwards\n";
-
-static int step;
-
-void kh__demo_say(const char *fmt, ...)
-{
-	va_list ap;
-	printf("%2d. ", ++step);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-}
 
 /* A slot the decoder relays through: it can replay the last answer it saw, as an attacker would. */
 struct slot {

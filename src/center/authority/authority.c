@@ -30,6 +30,7 @@
 #include <openssl/x509v3.h>
 
 #include "keyhole/authority.h"
+#include "keyhole/cas.h"
 #include "keyhole/buf.h"
 #include "keyhole/crypto.h"
 #include "keyhole/file.h"
@@ -47,8 +48,6 @@
 #define SERIAL_LEN 16
 #define FILE_MAX 65536
 
-static const char label_kp[] = "keyhole card personal v1";
-static const char label_ku[] = "keyhole card uplink v1";
 
 struct kh_authority {
 	char *dir;
@@ -831,16 +830,6 @@ out:
 	return r;
 }
 
-static kh_err derive(const struct kh_authority *a, const char *label, size_t llen, uint32_t ua,
-		     uint8_t out[static 32])
-{
-	uint8_t info[64];
-
-	memcpy(info, label, llen);
-	kh_put_be32(info + llen, ua);
-	return kh_hkdf(a->master, sizeof a->master, NULL, 0, info, llen + 4, out, 32);
-}
-
 kh_err kh_authority_card_keys(const struct kh_authority *a, uint32_t ua, uint8_t kp[static 32],
 			      uint8_t ku[static 32])
 {
@@ -849,8 +838,8 @@ kh_err kh_authority_card_keys(const struct kh_authority *a, uint32_t ua, uint8_t
 
 	if (a == NULL || kp == NULL || ku == NULL)
 		return KH_ERR_INVAL;
-	if ((r = derive(a, label_kp, sizeof label_kp - 1, ua, p)) != KH_OK ||
-	    (r = derive(a, label_ku, sizeof label_ku - 1, ua, u)) != KH_OK)
+	/* one derivation for the card and the center: base/cas.c */
+	if ((r = kh_cas_card_kp(a->master, ua, p)) != KH_OK || (r = kh_cas_card_ku(a->master, ua, u)) != KH_OK)
 		goto out;
 	memcpy(kp, p, sizeof p);
 	memcpy(ku, u, sizeof u);
