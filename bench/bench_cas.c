@@ -83,6 +83,7 @@
 #include "keyhole/buf.h"
 #include "keyhole/cas.h"
 #include "keyhole/crypto.h"
+#include "keyhole/device.h"
 #include "keyhole/host.h"
 #include "keyhole/scramble.h"
 #include "keyhole/softmodule.h"

@@ -48,6 +48,7 @@
 #include "keyhole/buf.h"
 #include "keyhole/cert.h"
 #include "keyhole/crypto.h"
+#include "keyhole/device.h"
 #include "keyhole/host.h"
 #include "keyhole/hpke.h"
 #include "keyhole/pair.h"

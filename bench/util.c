@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "keyhole/device.h"
 #include "keyhole/softmodule.h"
 #include "keyhole/transport.h"
 

@@ -85,6 +85,7 @@
 #include "keyhole/cas.h"
 #include "keyhole/cert.h"
 #include "keyhole/crypto.h"
+#include "keyhole/device.h"
 #include "keyhole/host.h"
 #include "keyhole/module.h"
 #include "keyhole/pair.h"

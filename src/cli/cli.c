@@ -12,6 +12,7 @@
 #include "keyhole/authority.h"
 #include "keyhole/cert.h"
 #include "keyhole/crypto.h"
+#include "keyhole/device.h"
 #include "keyhole/file.h"
 #include "keyhole/host.h"
 #include "keyhole/softmodule.h"

@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "keyhole/authority.h"
+#include "keyhole/device.h"
 #include "keyhole/host.h"
 #include "keyhole/softmodule.h"
 

@@ -20,6 +20,7 @@
 #include "keyhole/apdu.h"
 #include "keyhole/authority.h"
 #include "keyhole/crypto.h"
+#include "keyhole/device.h"
 #include "keyhole/host.h"
 #include "keyhole/softmodule.h"
 

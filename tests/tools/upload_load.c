@@ -37,6 +37,7 @@
 #include "keyhole/cas.h"
 #include "keyhole/cert.h"
 #include "keyhole/crypto.h"
+#include "keyhole/device.h"
 #include "keyhole/file.h"
 #include "keyhole/host.h"
 #include "keyhole/http.h"

@@ -15,6 +15,7 @@
 #include "keyhole/authority.h"
 #include "keyhole/buf.h"
 #include "keyhole/crypto.h"
+#include "keyhole/device.h"
 #include "keyhole/file.h"
 #include "keyhole/host.h"
 #include "keyhole/module.h"

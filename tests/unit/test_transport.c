@@ -1,5 +1,5 @@
 /*
- * The UNIX-socket transport and the module daemon (src/host/transport.c) against peers that
+ * The UNIX-socket transport and the module daemon (src/device/transport.c) against peers that
  * misbehave. Daemon side: a client that stalls in the middle of a frame, or trickles it one byte
  * at a time, loses the one connection slot to the next client; SIGTERM stops a daemon blocked
  * on such a client at once, with or without SA_RESTART. Client side: an answer that breaks the
@@ -27,6 +27,7 @@
 
 #include "keyhole/apdu.h"
 #include "keyhole/buf.h"
+#include "keyhole/device.h"
 #include "keyhole/log.h"
 #include "keyhole/module.h"
 #include "keyhole/transport.h"

@@ -46,6 +46,7 @@
 #include "keyhole/buf.h"
 #include "keyhole/cas.h"
 #include "keyhole/crypto.h"
+#include "keyhole/device.h"
 #include "keyhole/http.h"
 #include "keyhole/scramble.h"
 #include "keyhole/host.h"

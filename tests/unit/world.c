@@ -12,6 +12,7 @@
 #include "keyhole/buf.h"
 #include "keyhole/cas.h"
 #include "keyhole/crypto.h"
+#include "keyhole/device.h"
 #include "keyhole/file.h"
 #include "keyhole/host.h"
 #include "keyhole/module.h"

@@ -1,6 +1,7 @@
 /*
- * APDU transports (include/keyhole/transport.h): in-process and UNIX socket, with the socket
- * daemon that hosts a module. Both carry the identical APDU bytes; the socket adds only a
+ * The device zone's transports (include/keyhole/device.h): in-process and UNIX socket, with
+ * the socket daemon that hosts a module. The byte-pipe contract they implement (struct
+ * kh_transport, kh_transport_xfer) is base's: include/keyhole/transport.h, src/base/transport.c. Both carry the identical APDU bytes; the socket adds only a
  * 4-byte length in front of each. A socket stream that fails mid-frame is never used again: a
  * leftover byte would pair an answer with the wrong command. The daemon bounds each frame in
  * time and honours its stop flag inside a blocked read or write, so a stalled client can
@@ -21,23 +22,8 @@
 #include "keyhole/buf.h"
 #include "keyhole/log.h"
 #include "keyhole/module.h"
+#include "keyhole/device.h"
 #include "keyhole/transport.h"
-
-kh_err kh_transport_xfer(struct kh_transport *t, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap,
-			 size_t *rlen)
-{
-	if (!t || !t->xfer)
-		return KH_ERR_TRANSPORT;
-	return t->xfer(t->ctx, cmd, len, resp, cap, rlen);
-}
-
-void kh_transport_close(struct kh_transport *t)
-{
-	if (t && t->close)
-		t->close(t->ctx);
-	if (t)
-		memset(t, 0, sizeof *t);
-}
 
 static kh_err inproc_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap, size_t *rlen)
 {

@@ -1,0 +1,54 @@
+/*
+ * The device zone (src/device/): what carries APDUs to a module and what runs one. The software
+ * chip itself is keyhole/softmodule.h; this header holds the carriers behind struct
+ * kh_transport (keyhole/transport.h): a module run in this process, a UNIX-socket client of a
+ * module daemon, and the daemon. Only this zone links the module runtime (src/module/); hosts
+ * and centers see a module as a struct kh_transport and nothing more.
+ *
+ * Socket framing: each APDU is preceded by its length as a big-endian u32; one response per
+ * command, in order. A frame longer than KH_APDU_MAX_CMD (commands) or KH_APDU_MAX_RESP
+ * (responses) ends the connection.
+ */
+#ifndef KEYHOLE_DEVICE_H
+#define KEYHOLE_DEVICE_H
+
+#include <signal.h>
+
+#include "keyhole/err.h"
+#include "keyhole/transport.h"
+
+struct kh_module;
+
+/* In-process: bytes through kh_module_process(). The module stays owned by the caller. */
+void kh_transport_inproc(struct kh_transport *t, struct kh_module *m);
+/* Connect to a module daemon's socket. */
+KH_WARN_UNUSED kh_err kh_transport_unix(struct kh_transport *t, const char *path);
+
+/* Default time a daemon's client has to send one command frame, or take one response. */
+#define KH_SERVE_TIMEOUT_MS 5000
+
+struct kh_serve_opts {
+	/*
+	 * Once a frame has begun, it must be sent or taken whole within this many milliseconds
+	 * (each blocking read or write gets SO_RCVTIMEO/SO_SNDTIMEO of it; a client trickling
+	 * bytes is cut off after at most twice it). Otherwise the connection ends and the next
+	 * client is served. 0 means KH_SERVE_TIMEOUT_MS. Idle time between frames is not limited.
+	 */
+	unsigned timeout_ms;
+};
+
+/*
+ * Serve module m on a UNIX socket at path (mode 0600) until *stop becomes non-zero (a signal
+ * handler sets it). *stop is honoured within about 200 ms when idle, and at once when the signal
+ * interrupts a read or write blocked on a stalled client: poll() and the timed socket calls fail
+ * with EINTR whether or not the handler has SA_RESTART (a stop set by another thread waits for
+ * the socket timeout instead). One connection at a time, as a card reader has one host; the
+ * socket file is removed on return. KH_ERR_EXISTS when something already listens there or path
+ * is not a socket, KH_ERR_IO when it cannot listen. kh_serve_unix() uses the defaults;
+ * kh_serve_unix_opts() takes opts (NULL for the defaults).
+ */
+KH_WARN_UNUSED kh_err kh_serve_unix(const char *path, struct kh_module *m, volatile sig_atomic_t *stop);
+KH_WARN_UNUSED kh_err kh_serve_unix_opts(const char *path, struct kh_module *m, volatile sig_atomic_t *stop,
+					 const struct kh_serve_opts *opts);
+
+#endif
