@@ -709,7 +709,7 @@ static kh_err setup(int want_unix)
 	uint32_t ua;
 	kh_err r;
 
-	if ((r = bench_mkdtemp(W.dir, sizeof W.dir, "/tmp/kh-bench-cas-XXXXXX")) != KH_OK)
+	if ((r = bench_mkdtemp(W.dir, sizeof W.dir, "kh-bench-cas-XXXXXX")) != KH_OK)
 		return r;
 	snprintf(W.auth_dir, sizeof W.auth_dir, "%s/authority", W.dir);
 	W.t0 = (uint64_t)time(NULL);

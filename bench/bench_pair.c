@@ -744,7 +744,7 @@ static kh_err setup(void)
 	struct kh_wr w;
 	kh_err r;
 
-	if ((r = bench_mkdtemp(W.dir, sizeof W.dir, "/tmp/kh-bench-XXXXXX")) != KH_OK)
+	if ((r = bench_mkdtemp(W.dir, sizeof W.dir, "kh-bench-XXXXXX")) != KH_OK)
 		return r;
 	snprintf(W.auth_dir, sizeof W.auth_dir, "%s/authority", W.dir);
 	snprintf(W.cam_path, sizeof W.cam_path, "%s/cam.card", W.dir);

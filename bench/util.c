@@ -143,7 +143,13 @@ void bench_reap(pid_t *pid)
 
 kh_err bench_mkdtemp(char *dir, size_t cap, const char *template)
 {
-	if (snprintf(dir, cap, "%s", template) >= (int)cap || !mkdtemp(dir)) {
+	const char *parent = getenv("TMPDIR");
+	int n;
+
+	if (!parent || !*parent)
+		parent = "/tmp";
+	n = strchr(template, '/') ? snprintf(dir, cap, "%s", template) : snprintf(dir, cap, "%s/%s", parent, template);
+	if (n < 0 || n >= (int)cap || !mkdtemp(dir)) {
 		dir[0] = 0;
 		return KH_ERR_IO;
 	}

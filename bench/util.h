@@ -74,7 +74,8 @@ KH_WARN_UNUSED kh_err bench_connect_retry(struct kh_transport *t, const char *so
 void bench_reap(pid_t *pid);
 
 /*
- * Make a fresh directory from template ("/tmp/name-XXXXXX", shorter than cap) into dir: KH_OK,
+ * Make a fresh directory from template into dir: a path ("/tmp/name-XXXXXX"), or a bare name
+ * ("name-XXXXXX") made under $TMPDIR (/tmp when unset); shorter than cap. KH_OK,
  * or KH_ERR_IO with dir set to "" (so that teardown knows there is nothing to remove).
  */
 KH_WARN_UNUSED kh_err bench_mkdtemp(char *dir, size_t cap, const char *template);

@@ -1,0 +1,38 @@
+# The benchmarks still run: each one in bench/ once, with the smallest sizes it takes, must
+# exit 0, print its figures (bench= lines) and say nothing on stderr but its progress. A benchmark that a change
+# broke (a module file locked by two processes, a renamed option) fails here rather than on the
+# day someone measures. Nothing is timed or compared: figures belong in docs/performance.md,
+# measured by `make bench`.
+#
+# Run by CTest as `sh test_bench_smoke.sh` with KEYHOLE and KH_SOURCE_DIR set.
+
+. "$KH_SOURCE_DIR/tests/cli/lib.sh"
+kh_init test_bench_smoke
+build=$(dirname "$KEYHOLE")
+ran=0
+smoke()
+{
+	name=$1
+	shift
+	bin=$build/$name
+	[ -x "$bin" ] || kh_fail "$bin not built (every bench/bench_*.c is a benchmark target)"
+	rc=0
+	(cd "$KH_WORK" && TMPDIR=$KH_WORK "$bin" "$@" >"$KH_META/$name.out" 2>"$KH_META/$name.err") || rc=$?
+	[ "$rc" -eq 0 ] || kh_fail "$name $* exited $rc: $(head -n 3 "$KH_META/$name.err" | tr '\n' ' ')"
+	# progress lines ("bench_sms: round 1 of 1 done") are fine; anything else is a complaint
+	grep -v -E '^bench_[a-z]+: round [0-9]+ of [0-9]+ done$' "$KH_META/$name.err" >"$KH_META/$name.complaints" || true
+	[ ! -s "$KH_META/$name.complaints" ] ||
+		kh_fail "$name $* wrote on stderr: $(head -n 3 "$KH_META/$name.complaints" | tr '\n' ' ')"
+	grep -q '^bench=' "$KH_META/$name.out" || kh_fail "$name $* printed no figures"
+	ran=$((ran + 1))
+}
+smoke bench_pair -r 1 -t 0.02
+grep -q '^bench=cmd_unix ' "$KH_META/bench_pair.out" || kh_fail "bench_pair ran no socket benchmark"
+smoke bench_cas -r 1 -e 20 -m 5 -d 1 -s 210
+grep -q '^bench=ecm_cw_unix ' "$KH_META/bench_cas.out" || kh_fail "bench_cas ran no socket benchmark"
+smoke bench_sms -r 1 -t 0.02 -u 8 -M 4 -k 2 -T 4 -c 40 -s 8 -d "$KH_WORK" -A "$KH_WORK"
+smoke bench_scramble -n 2000 -r 1 -t 0.02
+# every benchmark source has its smoke run here
+n=$(ls "$KH_SOURCE_DIR"/bench/bench_*.c | wc -l)
+[ "$ran" -eq "$n" ] || kh_fail "$n benchmarks in bench/, $ran smoke runs: add the new one"
+kh_note "ok"
