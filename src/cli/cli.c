@@ -73,7 +73,7 @@ int kh_cli_parse_num(const char *s, uint64_t max, uint64_t *v)
 		if (base == 16 ? !hexdigit(*s) : !(*s >= '0' && *s <= '9'))
 			return -1;
 		d = *s <= '9' ? (unsigned)(*s - '0') : (unsigned)((*s | 0x20) - 'a' + 10);
-		if (x > (max - d) / base)
+		if (d > max || x > (max - d) / base)
 			return -1;
 		x = x * base + d;
 	}

@@ -172,6 +172,16 @@ kh_expect_ok decoder init --m1 m1b
 kh_expect_ok decoder m1 --m1 m1a
 kh_expect_usage decoder m1 --dir m1a
 
+# numbers: decimal or 0x, never octal
+for n in 010:10 08:8 0x3:3 0X0a:10; do
+	kh_expect_ok pair --cam cam.card --card card.card --count "${n%%:*}"
+	got=$(grep -c 'sealed command' "$KH_OUT")
+	[ "$got" -eq "${n#*:}" ] || kh_fail "--count ${n%%:*} ran $got sealed commands, not ${n#*:}"
+done
+for n in 0x 0x1g 1e3 +1 " 1" 1000001; do
+	kh_expect_usage pair --cam cam.card --card card.card --count "$n"
+done
+
 # a removed short letter is refused, not read as something else
 kh_expect_usage decoder connect -u http://127.0.0.1:1 --card card.card --m1 m1a
 kh_expect_usage serve -d center.db --authority auth
