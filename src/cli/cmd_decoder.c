@@ -1,12 +1,11 @@
 /*
- * keyhole decoder: the set-top box of issue 3 on the command line. `play` pairs decoder -> CAM
- * -> card (seed 000), runs the decoder engine (include/keyhole/decoder.h) over a scrambled
- * transport stream and writes the clear one; `buy` makes an impulse purchase of the pay-per-view
- * event a stream's ECM names; `status` shows what a card holds. With --m1 DIR, play and buy keep
- * the decoder's memory M1 (seed 001, include/keyhole/m1.h) up to date whenever the card's data
- * changed; `init` makes M1's local key and `m1` says what M1 holds; `connect` runs the upload
- * session with the management center (docs/protocols/upload.md, src/host/upload.c) that carries
- * the card's block and M1's to the center. See keyhole-decoder(1).
+ * keyhole decoder: the set-top box on the command line. This file holds the command table and
+ * the two commands that run a stream: `play` pairs decoder module -> CAM -> card (seed 000),
+ * runs the decoder engine (include/keyhole/decoder.h) over a scrambled transport stream and
+ * writes the clear one; `buy` makes an impulse purchase of the pay-per-view event a stream's ECM
+ * names. With --m1 DIR both keep the decoder's memory M1 up to date (decoder_m1.c, with `init`
+ * and `m1`); `status` is decoder_status.c; `connect`, the upload session with the management
+ * center, is decoder_connect.c. See keyhole-decoder(1).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,18 +15,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/stat.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "cli/decoder.h"
 #include "keyhole/cas.h"
-#include "keyhole/cert.h"
-#include "keyhole/crypto.h"
 #include "keyhole/decoder.h"
 #include "keyhole/host.h"
 #include "keyhole/log.h"
-#include "keyhole/m1.h"
-#include "keyhole/scramble.h"
 #include "keyhole/softmodule.h"
 #include "keyhole/ts.h"
 #include "keyhole/upload.h"
@@ -89,52 +85,6 @@ static const char buy_help[] =
 	"  -s, --service PROGRAM    program_number (default: the first in the PAT)\n"
 	"  -C, --ca-system-id ID    CA_system_id to follow (default 0x4B48)\n"
 	"  -M, --m1 DIR             after a purchase, refresh the decoder's memory M1 in DIR\n";
-
-static const char status_help[] =
-	"usage: keyhole decoder status --card SPEC\n"
-	"\n"
-	"Print the card's public conditional-access facts: credit, rights with their dates,\n"
-	"purchases, service key ids and versions (never the keys), EMM sequence counters.\n"
-	"\n"
-	"  -c, --card SPEC          the smart card (card file, or unix:PATH)\n";
-
-static const char init_help[] =
-	"usage: keyhole decoder init --m1 DIR\n"
-	"\n"
-	"Make the decoder's memory M1: the directory DIR (mode 0700, if absent) and its local key\n"
-	"DIR/m1.key (32 random bytes in hex, mode 0600), under which M1 is sealed. Fails if the key\n"
-	"exists already. play and buy make the same on first use of --m1 DIR.\n"
-	"\n"
-	"  -M, --m1 DIR             the M1 directory\n"
-	"      --dir DIR            old spelling of --m1\n";
-
-static const char m1_help[] =
-	"usage: keyhole decoder m1 --m1 DIR\n"
-	"\n"
-	"Say what the decoder's memory M1 in DIR holds: the card (UA), the block number and its size\n"
-	"— never its contents, which only the center can read. Prints 'm1 empty' when it holds\n"
-	"nothing. Fails when the file does not open under DIR/m1.key (changed, or another key).\n"
-	"\n"
-	"  -M, --m1 DIR             the M1 directory\n";
-
-static const char connect_help[] =
-	"usage: keyhole decoder connect --center URL --card SPEC --m1 DIR [--cacert FILE]\n"
-	"                               [--insecure-http]\n"
-	"\n"
-	"Run an upload session with the management center (seed 001): open a session for the card,\n"
-	"have the card sign the center's nonce, send the card's fresh usage block and the block the\n"
-	"decoder's memory M1 holds (perhaps a replaced card's), hand the EMMs the center answers\n"
-	"with to the card, and only then ask the card for a block for M1 (given only once the center\n"
-	"has authorised it). Prints one line per block verdict, the EMMs applied and what became of\n"
-	"M1. Exit 0 when the center answered, even if it refused a block.\n"
-	"\n"
-	"      --center URL         the center's base URL: https://HOST[:PORT]; http:// only to\n"
-	"                           127.0.0.1, localhost or [::1] unless --insecure-http\n"
-	"  -c, --card SPEC          the smart card (card file, or unix:PATH)\n"
-	"  -M, --m1 DIR             the decoder's memory M1 (DIR and its key are made if absent)\n"
-	"      --cacert FILE        PEM file of the CA certificates to trust for the center\n"
-	"                           (default: the system's); peer and host name are always checked\n"
-	"      --insecure-http      allow plain http to any host (a test network only)\n";
 
 /* ---- shared ---- */
 
@@ -247,64 +197,6 @@ static int open_modules(const struct opts *o, struct modules *m)
 	return KH_EXIT_OK;
 }
 
-/* ---- M1 ---- */
-
-struct m1 {
-	const char *dir; /* NULL: no M1 */
-	uint8_t key[KH_M1_KEY_LEN];
-	kh_err last; /* last failure told on stderr, to tell each once */
-	unsigned stored, kept; /* blocks M1 took; exports the card refused (not authorised) */
-};
-
-/* Load (or make) the local key before anything else happens: a bad key file is a hard error. */
-static int m1_open(struct m1 *m, const char *dir)
-{
-	kh_err r;
-
-	memset(m, 0, sizeof *m);
-	if (!dir)
-		return KH_EXIT_OK;
-	if ((r = kh_m1_key(dir, 1, m->key)) != KH_OK)
-		return kh_cli_fail(dir, r);
-	m->dir = dir;
-	return KH_EXIT_OK;
-}
-
-/*
- * The card's data changed, or the stream is over: ask the card for a block for M1 and keep it.
- * A card not authorised to export answers EXPORT_DENIED, and M1 keeps what it holds (seed 001:
- * the replaced card's block, until the center has recovered it). Never fails the command: M1
- * trouble is told on stderr once per kind.
- */
-static void m1_update(struct m1 *m, struct kh_host_cas *cas, const char *why)
-{
-	struct kh_m1_info info;
-	kh_err r;
-
-	if (!m->dir)
-		return;
-	r = kh_m1_export(cas->card, m->dir, m->key, cas->card_ua, &info);
-	if (r == KH_OK) {
-		m->stored++;
-		kh_log_info("decoder.m1", "why=%s ua=%08X seq=%u", why, info.ua, info.block_seq);
-		return;
-	}
-	if (r == KH_ERR_EXPORT_DENIED || r == KH_ERR_ROLLBACK) {
-		m->kept++;
-		kh_log_info("decoder.m1_kept", "why=%s err=%s", why, kh_err_name(r));
-		return;
-	}
-	if (r != m->last) {
-		m->last = r;
-		fprintf(stderr, "keyhole: M1 %s: %s; M1 left as it was\n", m->dir, kh_strerror(r));
-	}
-}
-
-static void m1_close(struct m1 *m)
-{
-	kh_wipe(m, sizeof *m);
-}
-
 static void close_modules(struct modules *m)
 {
 	kh_host_cas_wipe(&m->cas);
@@ -319,7 +211,7 @@ static void close_modules(struct modules *m)
 struct play_ctx {
 	int fd;     /* the clear stream's output */
 	int err;    /* errno of a failed write */
-	struct m1 *m1;
+	struct kh__cli_m1 *m1;
 	struct kh_host_cas *cas;
 	char why[256]; /* the last bad news the viewer was told */
 };
@@ -363,7 +255,7 @@ static kh_err write_out(void *ctx, const uint8_t *pkts, size_t n)
 static void card_changed(void *ctx, unsigned what)
 {
 	struct play_ctx *p = ctx;
-	m1_update(p->m1, p->cas,
+	kh__cli_m1_update(p->m1, p->cas,
 		  what == KH_DECODER_CHANGED_PURCHASE ? "purchase"
 		  : what == KH_DECODER_CHANGED_PERIOD ? "period"
 						      : "emm");
@@ -415,7 +307,7 @@ static const char *in_name(const char *path)
 
 /* ---- play ---- */
 
-static void summary(const struct kh_decoder *d, const struct m1 *m1)
+static void summary(const struct kh_decoder *d, const struct kh__cli_m1 *m1)
 {
 	struct kh_decoder_stats s;
 
@@ -445,13 +337,13 @@ static void summary(const struct kh_decoder *d, const struct m1 *m1)
 
 /* The stream is over: the card may now store its usage counters at leisure, and M1 take its
  * latest block (the counters moved, if nothing else). */
-static void card_end(struct modules *m, struct m1 *m1)
+static void card_end(struct modules *m, struct kh__cli_m1 *m1)
 {
 	kh_err r;
 
 	if ((r = kh_host_cas_flush(&m->cas)) != KH_OK)
 		kh_log_info("cas.flush.refused", "error=%s", kh_err_name(r));
-	m1_update(m1, &m->cas, "end");
+	kh__cli_m1_update(m1, &m->cas, "end");
 }
 
 /* Why the programme could not be descrambled at all, when the viewer was told nothing. */
@@ -473,7 +365,7 @@ static int play(int argc, char **argv)
 	struct kh_decoder_stats s;
 	struct play_ctx pc;
 	struct sigaction sa, old_int, old_term, old_pipe, old_xfsz;
-	struct m1 m1;
+	struct kh__cli_m1 m1;
 	const char *out_name;
 	char *tmp = NULL;
 	int rc, fd, in = -1, rerr = 0, connected = 0, handlers = 0;
@@ -492,7 +384,7 @@ static int play(int argc, char **argv)
 		kh_cli_fail("decoder", KH_ERR_NOMEM);
 		goto out;
 	}
-	if (open_modules(&o, m) != KH_EXIT_OK || m1_open(&m1, o.m1) != KH_EXIT_OK)
+	if (open_modules(&o, m) != KH_EXIT_OK || kh__cli_m1_open(&m1, o.m1) != KH_EXIT_OK)
 		goto out;
 	if ((in = open_in(o.in)) < 0) {
 		fprintf(stderr, "keyhole: %s: %s\n", o.in, strerror(errno));
@@ -641,7 +533,7 @@ out:
 		sigaction(SIGXFSZ, &old_xfsz, NULL);
 	}
 	kh_decoder_free(d);
-	m1_close(&m1);
+	kh__cli_m1_close(&m1);
 	if (m) {
 		close_modules(m);
 		kh_wipe(m, sizeof *m);
@@ -663,7 +555,7 @@ static int buy(int argc, char **argv)
 	uint8_t ecm[KH_ECM_MAX];
 	size_t ecm_len = 0;
 	struct kh_decoder_stats ds;
-	struct m1 m1;
+	struct kh__cli_m1 m1;
 	int in = -1, rerr, rc, before = 0;
 	kh_err r;
 
@@ -676,7 +568,7 @@ static int buy(int argc, char **argv)
 		kh_cli_fail("decoder", KH_ERR_NOMEM);
 		goto out;
 	}
-	if (open_modules(&o, m) != KH_EXIT_OK || m1_open(&m1, o.m1) != KH_EXIT_OK)
+	if (open_modules(&o, m) != KH_EXIT_OK || kh__cli_m1_open(&m1, o.m1) != KH_EXIT_OK)
 		goto out;
 	if ((in = open_in(o.in)) < 0) {
 		fprintf(stderr, "keyhole: %s: %s\n", o.in, strerror(errno));
@@ -744,14 +636,14 @@ static int buy(int argc, char **argv)
 	} else {
 		printf("bought event %u for %u; credit now %u\n", offer.event, offer.price, offer.credit);
 		fflush(stdout);
-		m1_update(&m1, &m->cas, "purchase");
+		kh__cli_m1_update(&m1, &m->cas, "purchase");
 	}
 	rc = KH_EXIT_OK;
 out:
 	if (in > STDERR_FILENO)
 		close(in);
 	kh_decoder_free(d);
-	m1_close(&m1);
+	kh__cli_m1_close(&m1);
 	free(st);
 	if (m) {
 		close_modules(m);
@@ -761,343 +653,15 @@ out:
 	return rc;
 }
 
-/* ---- status ---- */
-
-static const char *date(uint64_t t, char *buf, size_t cap)
-{
-	struct tm tm;
-	time_t tt = (time_t)t;
-
-	if (t == 0 || !gmtime_r(&tt, &tm) || !strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm))
-		snprintf(buf, cap, "%llu", (unsigned long long)t);
-	return buf;
-}
-
-static int status(int argc, char **argv)
-{
-	static const struct option lo[] = {{"card", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
-					   {NULL, 0, NULL, 0}};
-	const char *card_s = NULL;
-	struct kh_softmod *sm = NULL;
-	struct kh_transport card = {0};
-	struct kh_host_cas *cas = NULL;
-	struct kh_cas_status *st = NULL;
-	struct kh_module_info info;
-	char what[4200], a[32], b[32];
-	int c, rc = KH_EXIT_FAIL;
-	kh_err r;
-
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+c:h", lo, NULL)) != -1) {
-		switch (c) {
-		case 'c': card_s = optarg; break;
-		case 'h': fputs(status_help, stdout); return KH_EXIT_OK;
-		default: return kh_cli_usage("decoder status", "unknown or incomplete option '%s'", argv[optind - 1]);
-		}
-	}
-	if (optind != argc)
-		return kh_cli_usage("decoder status", "unexpected argument '%s'", argv[optind]);
-	if (!card_s)
-		return kh_cli_usage("decoder status", "--card is required");
-	if (!(cas = calloc(1, sizeof *cas)) || !(st = calloc(1, sizeof *st))) {
-		kh_cli_fail("decoder", KH_ERR_NOMEM);
-		goto out;
-	}
-	if ((r = kh_cli_open_module(card_s, NULL, &sm, &card, what, sizeof what)) != KH_OK) {
-		kh_cli_fail(what, r);
-		goto out;
-	}
-	/* Status goes straight to the card: no channel, so no trust anchor is needed. */
-	kh_host_cas_init(cas, NULL, NULL, &card, 0);
-	if ((r = kh_host_info(&card, &info)) != KH_OK || (r = kh_host_cas_status(cas, st)) != KH_OK) {
-		kh_cli_fail(card_s, r);
-		goto out;
-	}
-	printf("card %08X\n", info.ua);
-	printf("credit %u\n", st->credit);
-	if (st->has_group)
-		printf("group %u\n", st->group);
-	else
-		printf("group none\n");
-	printf("emm seq unique %u group %u all %u\n", st->seq[KH_EMM_UNIQUE], st->seq[KH_EMM_GROUP],
-	       st->seq[KH_EMM_ALL]);
-	printf("last reload %u\n", st->last_reload);
-	printf("export %s\n", st->export_ok ? "authorised" : "not authorised");
-	for (size_t i = 0; i < st->nrights; i++)
-		printf("right product %u from %s until %s\n", st->rights[i].product,
-		       date(st->rights[i].start, a, sizeof a), date(st->rights[i].end, b, sizeof b));
-	for (size_t i = 0; i < st->nkeys; i++)
-		printf("key id %u version %u\n", st->keys[i].id, st->keys[i].version);
-	for (size_t i = 0; i < st->nsigners; i++)
-		printf("signer %s %08X\n", kh_role_name((enum kh_role)st->signers[i].role) ?
-						    kh_role_name((enum kh_role)st->signers[i].role) : "unknown",
-		       st->signers[i].serial);
-	for (size_t i = 0; i < st->npurchases && i < KH_CAS_STATUS_MAX_PURCHASES; i++)
-		printf("purchase event %u price %u at %s\n", st->purchases[i].event, st->purchases[i].price,
-		       date(st->purchases[i].time, a, sizeof a));
-	printf("purchases %u\n", st->npurchases);
-	printf("ecms %u cws %u refused %u emms %u\n", st->n_ecm, st->n_cw, st->n_refused, st->n_emm);
-	rc = KH_EXIT_OK;
-out:
-	if (cas)
-		kh_host_cas_wipe(cas);
-	free(cas);
-	free(st);
-	kh_transport_close(&card);
-	kh_softmod_free(sm);
-	return rc;
-}
-
-/* ---- init, m1 ---- */
-
-/* The one option of init and m1, --m1 (init also takes its old spelling --dir), into *dir;
- * KH_EXIT_OK, usage, or -1 after help. */
-static int dir_opt(const char *cmd, const char *help, int old_dir, int argc, char **argv, const char **dir)
-{
-	static const struct option with_dir[] = {{"m1", required_argument, NULL, 'M'},
-						 {"dir", required_argument, NULL, 'M'}, /* old spelling */
-						 {"help", no_argument, NULL, 'h'},
-						 {NULL, 0, NULL, 0}};
-	const struct option *lo = old_dir ? with_dir : (const struct option[]){{"m1", required_argument, NULL, 'M'},
-									      {"help", no_argument, NULL, 'h'},
-									      {NULL, 0, NULL, 0}};
-	int c;
-
-	*dir = NULL;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+M:h", lo, NULL)) != -1) {
-		switch (c) {
-		case 'M': *dir = optarg; break;
-		case 'h': fputs(help, stdout); return -1;
-		default: return kh_cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
-		}
-	}
-	if (optind != argc)
-		return kh_cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
-	if (!*dir || !**dir)
-		return kh_cli_usage(cmd, "--m1 is required");
-	return KH_EXIT_OK;
-}
-
-static int init(int argc, char **argv)
-{
-	uint8_t key[KH_M1_KEY_LEN];
-	const char *dir;
-	int rc;
-	kh_err r;
-
-	if ((rc = dir_opt("decoder init", init_help, 1, argc, argv, &dir)) != KH_EXIT_OK)
-		return rc < 0 ? KH_EXIT_OK : rc;
-	/* Look first: init makes a key, it never adopts one. */
-	if ((r = kh_m1_key(dir, 0, key)) == KH_OK) {
-		kh_wipe(key, sizeof key);
-		fprintf(stderr, "keyhole: %s/%s: %s\n", dir, KH_M1_KEYFILE, kh_strerror(KH_ERR_EXISTS));
-		return KH_EXIT_FAIL;
-	}
-	if (r != KH_ERR_NOTFOUND)
-		return kh_cli_fail(dir, r);
-	r = kh_m1_key(dir, 1, key);
-	kh_wipe(key, sizeof key);
-	if (r != KH_OK)
-		return kh_cli_fail(dir, r);
-	printf("m1 key %s/%s\n", dir, KH_M1_KEYFILE);
-	return KH_EXIT_OK;
-}
-
-static int m1_show(int argc, char **argv)
-{
-	uint8_t key[KH_M1_KEY_LEN];
-	struct kh_m1_info info;
-	const char *dir;
-	int rc;
-	kh_err r;
-
-	if ((rc = dir_opt("decoder m1", m1_help, 0, argc, argv, &dir)) != KH_EXIT_OK)
-		return rc < 0 ? KH_EXIT_OK : rc;
-	/* No key yet means no M1 yet: nothing has ever been stored there. */
-	if ((r = kh_m1_key(dir, 0, key)) == KH_ERR_NOTFOUND) {
-		printf("m1 empty\n");
-		return KH_EXIT_OK;
-	}
-	if (r != KH_OK)
-		return kh_cli_fail(dir, r);
-	r = kh_m1_stat(dir, key, &info);
-	kh_wipe(key, sizeof key);
-	if (r == KH_ERR_NOTFOUND) {
-		printf("m1 empty\n");
-		return KH_EXIT_OK;
-	}
-	if (r != KH_OK) {
-		fprintf(stderr, "keyhole: %s/%s: %s\n", dir, KH_M1_FILE, kh_strerror(r));
-		return KH_EXIT_FAIL;
-	}
-	printf("card %08X\n", info.ua);
-	printf("block_seq %u\n", info.block_seq);
-	printf("size %zu\n", info.len);
-	return KH_EXIT_OK;
-}
-
-/* ---- connect ---- */
-
-/* The failure of kh_upload_run, one line. */
-static int connect_fail(const char *center, const struct kh_upload_curl *cu, const struct kh_upload_result *res,
-			kh_err r)
-{
-	if (res->center_msg[0])
-		fprintf(stderr, "keyhole: %s: the center refused the %s (%s)\n", center,
-			res->session[0] ? "upload" : "session", res->center_msg);
-	else if (r == KH_ERR_TRANSPORT && res->http_status >= 500)
-		fprintf(stderr, "keyhole: %s: the center failed (HTTP %d) %d times\n", center, res->http_status,
-			KH_UPLOAD_ATTEMPTS);
-	else if (r == KH_ERR_TRANSPORT)
-		fprintf(stderr, "keyhole: %s: no answer from the center after %d tries (%s)\n", center,
-			KH_UPLOAD_ATTEMPTS, kh_upload_curl_error(cu));
-	else if (r == KH_ERR_FORMAT && res->http_status)
-		fprintf(stderr, "keyhole: %s: the center's answer is not an upload-session answer\n", center);
-	else
-		fprintf(stderr, "keyhole: %s: %s\n", res->http_status ? center : "card", kh_strerror(r));
-	return KH_EXIT_FAIL;
-}
-
-static void connect_report(const char *dir, const struct kh_upload_result *res)
-{
-	printf("session %s card %08X block %u\n", res->session, res->card_ua, res->block_seq);
-	for (size_t i = 0; i < res->nverdicts; i++)
-		printf("block %08X %u: %s\n", res->verdicts[i].ua, res->verdicts[i].block_seq, res->verdicts[i].verdict);
-	printf("emms applied %u\n", res->emms_applied);
-	if (res->emms_replayed)
-		printf("emms already applied %u\n", res->emms_replayed);
-	if (res->emms_fetched)
-		printf("emms fetched after the card's last %u\n", res->emms_fetched);
-	if (res->emms_gap)
-		printf("emms that came before an earlier one %u\n", res->emms_gap);
-	if (res->emms_refused) {
-		printf("emms refused %u\n", res->emms_refused);
-		fprintf(stderr, "keyhole: the card refused %u EMM(s) of the center: %s\n", res->emms_refused,
-			kh_strerror(res->emm_err));
-	}
-	if (!res->m1_tried) {
-		printf("m1 not updated: unreadable, left as it was\n");
-		return;
-	}
-	if (res->m1_export == KH_OK) {
-		printf("m1 updated: card %08X block %u\n", res->card_ua, res->m1_new_seq);
-		return;
-	}
-	if (res->m1_export == KH_ERR_EXPORT_DENIED) {
-		if (res->m1_load == KH_OK)
-			printf("m1 kept: card %08X not authorised to export; m1 holds card %08X block %u\n",
-			       res->card_ua, res->m1_ua, res->m1_seq);
-		else
-			printf("m1 kept: card %08X not authorised to export; m1 empty\n", res->card_ua);
-		return;
-	}
-	printf("m1 not updated: %s\n", kh_err_name(res->m1_export));
-	fprintf(stderr, "keyhole: M1 %s: %s; M1 left as it was\n", dir, kh_strerror(res->m1_export));
-}
-
-static int connect_cmd(int argc, char **argv)
-{
-	enum { OPT_INSECURE = 1000, OPT_CENTER, OPT_CACERT };
-	static const struct option lo[] = {
-		{"center", required_argument, NULL, OPT_CENTER}, {"card", required_argument, NULL, 'c'},
-		{"m1", required_argument, NULL, 'M'},     {"cacert", required_argument, NULL, OPT_CACERT},
-		{"insecure-http", no_argument, NULL, OPT_INSECURE}, {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0}};
-	const char *center = NULL, *card_s = NULL, *dir = NULL, *cacert = NULL;
-	struct kh_softmod *sm = NULL;
-	struct kh_transport card = {0};
-	struct kh_upload_curl *cu = NULL;
-	struct kh_upload_http http;
-	struct kh_upload_config cfg;
-	struct kh_upload_result *res = NULL;
-	struct m1 m1;
-	char what[4200];
-	int c, insecure = 0, rc = KH_EXIT_FAIL;
-	kh_err r;
-
-	memset(&m1, 0, sizeof m1);
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+c:M:h", lo, NULL)) != -1) {
-		switch (c) {
-		case OPT_CENTER: center = optarg; break;
-		case 'c': card_s = optarg; break;
-		case 'M': dir = optarg; break;
-		case OPT_CACERT: cacert = optarg; break;
-		case OPT_INSECURE: insecure = 1; break;
-		case 'h': fputs(connect_help, stdout); return KH_EXIT_OK;
-		default:
-			return kh_cli_usage("decoder connect", "unknown or incomplete option '%s'", argv[optind - 1]);
-		}
-	}
-	if (optind != argc)
-		return kh_cli_usage("decoder connect", "unexpected argument '%s'", argv[optind]);
-	if (!center || !card_s || !dir || !*dir)
-		return kh_cli_usage("decoder connect", "--center, --card and --m1 are required");
-	if (cacert && !*cacert)
-		return kh_cli_usage("decoder connect", "--cacert takes a file");
-	if (kh_upload_url_check(center, insecure) != KH_OK)
-		return kh_cli_usage("decoder connect",
-				    "--center takes https://HOST[:PORT] (http:// only to 127.0.0.1, localhost or "
-				    "[::1] without --insecure-http)");
-	if (cacert && access(cacert, R_OK) != 0) {
-		fprintf(stderr, "keyhole: %s: %s\n", cacert, strerror(errno));
-		return KH_EXIT_FAIL;
-	}
-	if (!(res = calloc(1, sizeof *res))) {
-		kh_cli_fail("decoder", KH_ERR_NOMEM);
-		goto out;
-	}
-	if (m1_open(&m1, dir) != KH_EXIT_OK)
-		goto out;
-	if ((r = kh_cli_open_module(card_s, NULL, &sm, &card, what, sizeof what)) != KH_OK) {
-		kh_cli_fail(what, r);
-		goto out;
-	}
-	if ((r = kh_upload_curl_new(cacert, insecure, &cu, &http)) != KH_OK) {
-		kh_cli_fail("libcurl", r);
-		goto out;
-	}
-	memset(&cfg, 0, sizeof cfg);
-	cfg.center = center;
-	cfg.card = &card;
-	cfg.m1_dir = m1.dir;
-	cfg.m1_key = m1.key;
-	cfg.http = &http;
-	if ((r = kh_upload_run(&cfg, res)) != KH_OK) {
-		connect_fail(center, cu, res, r);
-		goto out;
-	}
-	if (res->m1_load != KH_OK && res->m1_load != KH_ERR_NOTFOUND)
-		fprintf(stderr, "keyhole: M1 %s: %s; its block was not sent and M1 is left as it was\n", dir,
-			kh_strerror(res->m1_load));
-	connect_report(dir, res);
-	if (fflush(stdout) != 0) {
-		fprintf(stderr, "keyhole: standard output: %s\n", strerror(errno));
-		goto out;
-	}
-	rc = KH_EXIT_OK;
-out:
-	kh_upload_curl_free(cu);
-	kh_transport_close(&card);
-	kh_softmod_free(sm);
-	m1_close(&m1);
-	free(res);
-	return rc;
-}
-
 int kh_cmd_decoder(int argc, char **argv)
 {
 	static const struct kh_cli_cmd tab[] = {
 		{"play", play, "descramble a transport stream with the card's control words"},
 		{"buy", buy, "buy the pay-per-view event a stream's ECM names"},
-		{"status", status, "show the card's credit, rights, purchases and keys"},
-		{"init", init, "make the decoder's memory M1 and its local key"},
-		{"m1", m1_show, "show which card's usage block the decoder's memory M1 holds"},
-		{"connect", connect_cmd, "upload the card's and M1's usage blocks to the center, apply its EMMs"},
+		{"status", kh__cli_decoder_status, "show the card's credit, rights, purchases and keys"},
+		{"init", kh__cli_decoder_init, "make the decoder's memory M1 and its local key"},
+		{"m1", kh__cli_decoder_m1, "show which card's usage block the decoder's memory M1 holds"},
+		{"connect", kh__cli_decoder_connect, "upload the card's and M1's usage blocks to the center, apply its EMMs"},
 	};
 	return kh_cli_dispatch("decoder", tab, sizeof tab / sizeof tab[0], argc, argv);
 }
