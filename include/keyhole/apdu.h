@@ -45,6 +45,22 @@ enum kh_ins {
 	KH_INS_HELLO = 0x52,       /* card: sign a center's upload-session nonce (seed 001) */
 };
 
+/*
+ * GET INFO answer (every role, plain or sealed): a TLV list, every value big-endian. Here beside
+ * the instruction because both sides need it: the module writes it, hosts read it (and skip tags
+ * they do not know).
+ */
+enum kh_info_tag {
+	KH_INFO_T_ROLE = 1,         /* u8 enum kh_role (0 while blank) */
+	KH_INFO_T_UA = 2,           /* u32 unique address (0 while blank) */
+	KH_INFO_T_LIFECYCLE = 3,    /* u8: 0 blank, 1 keys made, 2 personalised */
+	KH_INFO_T_COUNTER = 4,      /* u64: the last state counter used */
+	KH_INFO_T_LINK = 5,         /* CAM, decoder: u8 state of its link to the module below */
+	KH_INFO_T_PEER_UA = 6,      /* CAM, decoder: u32 the module that link is paired with */
+	KH_INFO_T_CHAN_OPEN = 7,    /* u8: a channel is open toward its initiator */
+	KH_INFO_T_CHAN_PEER_UA = 8, /* u32: the initiator that proved itself on that channel */
+};
+
 struct kh_apdu {
 	uint8_t cla, ins, p1, p2;
 	const uint8_t *data; /* points into the parsed buffer */

@@ -292,14 +292,25 @@ KH_WARN_UNUSED kh_err kh_cw_ladder_seal(const uint8_t key[static 32], const stru
 KH_WARN_UNUSED kh_err kh_cw_ladder_open(const uint8_t key[static 32], struct kh_cw_answer *a);
 KH_WARN_UNUSED kh_err kh_ppv_offer_parse(const uint8_t *d, size_t n, struct kh_ppv_offer *out);
 
-/*
- * CAS STATUS answer: TLV {1: u32 credit, 2: u32 group (when set), 3: u32 seq unique, 4: u32 seq
- * group, 5: u32 seq all, 6: u8 export authorised, 7: u16 purchases logged, 8: u32 ECMs seen,
- * 9: u32 CWs released, 10: u32 ECMs refused, 11: u32 EMMs applied, repeated 12: right
- * (u32 product | u64 start | u64 end), repeated 13: service key id (u8 id | u32 version; never
- * the key), repeated 14: purchase (u32 event | u32 price | u64 time), 15: u32 last reload id,
- * repeated 16: signer known (u8 role | u32 serial)}.
- */
+/* CAS STATUS answer: a TLV list, every value big-endian (hosts skip tags they do not know). */
+enum kh_cas_status_tag {
+	KH_CAS_STATUS_T_CREDIT = 1,     /* u32 credit */
+	KH_CAS_STATUS_T_GROUP = 2,      /* u32 group (only when the card has one) */
+	KH_CAS_STATUS_T_SEQ_UNIQUE = 3, /* u32 last EMM seq applied, for each address type: */
+	KH_CAS_STATUS_T_SEQ_GROUP = 4,  /*   SEQ_UNIQUE + enum kh_emm_addr */
+	KH_CAS_STATUS_T_SEQ_ALL = 5,
+	KH_CAS_STATUS_T_EXPORT = 6,     /* u8 export authorised (0 or 1) */
+	KH_CAS_STATUS_T_NLOG = 7,       /* u16 purchases logged */
+	KH_CAS_STATUS_T_N_ECM = 8,      /* u32 ECMs seen */
+	KH_CAS_STATUS_T_N_CW = 9,       /* u32 control words released */
+	KH_CAS_STATUS_T_N_REFUSED = 10, /* u32 ECMs refused */
+	KH_CAS_STATUS_T_N_EMM = 11,     /* u32 EMMs applied */
+	KH_CAS_STATUS_T_RIGHT = 12,     /* repeated: u32 product | u64 start | u64 end */
+	KH_CAS_STATUS_T_KEY = 13,       /* repeated: u8 service key id | u32 version (never the key) */
+	KH_CAS_STATUS_T_PURCHASE = 14,  /* repeated: u32 event | u32 price | u64 time */
+	KH_CAS_STATUS_T_RELOAD = 15,    /* u32 last credit reload id applied */
+	KH_CAS_STATUS_T_SIGNER = 16,    /* repeated: signer known, u8 role | u32 serial */
+};
 #define KH_CAS_STATUS_MAX_RIGHTS 32
 #define KH_CAS_STATUS_MAX_KEYS 8
 #define KH_CAS_STATUS_MAX_PURCHASES 64

@@ -681,25 +681,27 @@ kh_err kh_cas_status_parse(const uint8_t *d, size_t n, struct kh_cas_status *out
 	kh_rd_init(&rd, d, n);
 	while (r == KH_OK && (k = kh_tlv_next(&rd, &t)) == 1) {
 		switch (t.tag) {
-		case 1: r = kh_tlv_u32(&t, &s.credit); break;
-		case 2:
+		case KH_CAS_STATUS_T_CREDIT: r = kh_tlv_u32(&t, &s.credit); break;
+		case KH_CAS_STATUS_T_GROUP:
 			s.has_group = 1;
 			r = kh_tlv_u32(&t, &s.group);
 			break;
-		case 3: case 4: case 5: r = kh_tlv_u32(&t, &s.seq[t.tag - 3]); break;
-		case 6: r = kh_tlv_u8(&t, &s.export_ok); break;
-		case 7:
+		case KH_CAS_STATUS_T_SEQ_UNIQUE:
+		case KH_CAS_STATUS_T_SEQ_GROUP:
+		case KH_CAS_STATUS_T_SEQ_ALL: r = kh_tlv_u32(&t, &s.seq[t.tag - KH_CAS_STATUS_T_SEQ_UNIQUE]); break;
+		case KH_CAS_STATUS_T_EXPORT: r = kh_tlv_u8(&t, &s.export_ok); break;
+		case KH_CAS_STATUS_T_NLOG:
 			if (t.len != 2) {
 				r = KH_ERR_FORMAT;
 				break;
 			}
 			s.npurchases = (uint16_t)(t.v[0] << 8 | t.v[1]);
 			break;
-		case 8: r = kh_tlv_u32(&t, &s.n_ecm); break;
-		case 9: r = kh_tlv_u32(&t, &s.n_cw); break;
-		case 10: r = kh_tlv_u32(&t, &s.n_refused); break;
-		case 11: r = kh_tlv_u32(&t, &s.n_emm); break;
-		case 12:
+		case KH_CAS_STATUS_T_N_ECM: r = kh_tlv_u32(&t, &s.n_ecm); break;
+		case KH_CAS_STATUS_T_N_CW: r = kh_tlv_u32(&t, &s.n_cw); break;
+		case KH_CAS_STATUS_T_N_REFUSED: r = kh_tlv_u32(&t, &s.n_refused); break;
+		case KH_CAS_STATUS_T_N_EMM: r = kh_tlv_u32(&t, &s.n_emm); break;
+		case KH_CAS_STATUS_T_RIGHT:
 			if (t.len != 20 || s.nrights == KH_CAS_STATUS_MAX_RIGHTS) {
 				r = KH_ERR_FORMAT;
 				break;
@@ -709,7 +711,7 @@ kh_err kh_cas_status_parse(const uint8_t *d, size_t n, struct kh_cas_status *out
 			s.rights[s.nrights].end = kh_get_be64(t.v + 12);
 			s.nrights++;
 			break;
-		case 13:
+		case KH_CAS_STATUS_T_KEY:
 			if (t.len != 5 || s.nkeys == KH_CAS_STATUS_MAX_KEYS) {
 				r = KH_ERR_FORMAT;
 				break;
@@ -718,7 +720,7 @@ kh_err kh_cas_status_parse(const uint8_t *d, size_t n, struct kh_cas_status *out
 			s.keys[s.nkeys].version = kh_get_be32(t.v + 1);
 			s.nkeys++;
 			break;
-		case 14:
+		case KH_CAS_STATUS_T_PURCHASE:
 			if (t.len != 16 || npl == KH_CAS_STATUS_MAX_PURCHASES) {
 				r = KH_ERR_FORMAT;
 				break;
@@ -728,8 +730,8 @@ kh_err kh_cas_status_parse(const uint8_t *d, size_t n, struct kh_cas_status *out
 			s.purchases[npl].time = kh_get_be64(t.v + 8);
 			npl++;
 			break;
-		case 15: r = kh_tlv_u32(&t, &s.last_reload); break;
-		case 16:
+		case KH_CAS_STATUS_T_RELOAD: r = kh_tlv_u32(&t, &s.last_reload); break;
+		case KH_CAS_STATUS_T_SIGNER:
 			if (t.len != 5 || s.nsigners == sizeof s.signers / sizeof s.signers[0]) {
 				r = KH_ERR_FORMAT;
 				break;

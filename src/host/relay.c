@@ -53,14 +53,14 @@ kh_err kh_host_info(struct kh_transport *t, struct kh_module_info *info)
 	/* Hosts skip tags they do not know (the protocol design). */
 	while ((k = kh_tlv_next(&rd, &tv)) == 1) {
 		switch (tv.tag) {
-		case 1: r = kh_tlv_u8(&tv, &i.role); break;
-		case 2: r = kh_tlv_u32(&tv, &i.ua); break;
-		case 3: r = kh_tlv_u8(&tv, &i.lifecycle); break;
-		case 4: r = kh_tlv_u64(&tv, &i.counter); break;
-		case 5: r = kh_tlv_u8(&tv, &i.link_state); break;
-		case 6: r = kh_tlv_u32(&tv, &i.peer_ua); break;
-		case 7: r = kh_tlv_u8(&tv, &i.chan_open); break;
-		case 8: r = kh_tlv_u32(&tv, &i.chan_peer_ua); break;
+		case KH_INFO_T_ROLE: r = kh_tlv_u8(&tv, &i.role); break;
+		case KH_INFO_T_UA: r = kh_tlv_u32(&tv, &i.ua); break;
+		case KH_INFO_T_LIFECYCLE: r = kh_tlv_u8(&tv, &i.lifecycle); break;
+		case KH_INFO_T_COUNTER: r = kh_tlv_u64(&tv, &i.counter); break;
+		case KH_INFO_T_LINK: r = kh_tlv_u8(&tv, &i.link_state); break;
+		case KH_INFO_T_PEER_UA: r = kh_tlv_u32(&tv, &i.peer_ua); break;
+		case KH_INFO_T_CHAN_OPEN: r = kh_tlv_u8(&tv, &i.chan_open); break;
+		case KH_INFO_T_CHAN_PEER_UA: r = kh_tlv_u32(&tv, &i.chan_peer_ua); break;
 		default: break;
 		}
 		if (r != KH_OK)
