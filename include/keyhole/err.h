@@ -123,6 +123,10 @@ typedef int kh_err;
 	   "until the center is restarted on its database", 503, "database_gone", 0x6F42)        \
 	XX(ADDR_IN_USE, "address already in use (another process listens on this port)", 500,  \
 	   "address_in_use", 0x6F43)                                                             \
+	XX(STATE_SECTION, "sealed module state has a section this build does not know", 500,     \
+	   "state_section", 0x6F44)                                                              \
+	XX(STATE_VERSION, "sealed module state has a section of a version this build does not "  \
+	   "read", 500, "state_version", 0x6F45)                                                 \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

@@ -56,7 +56,7 @@ void kh__cam_drop(struct kh_module *m)
 		kh__ladder_wipe(m);
 }
 
-kh_err kh__h_card_start(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_card_start(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	uint8_t id[5];
 	kh_err r;
@@ -228,7 +228,7 @@ static int carries_ecm(const uint8_t *cmd, size_t len)
 	       x.data[1] == KH_INS_ECM;
 }
 
-kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	enum kh_link_result res;
 	const uint8_t *d;
@@ -304,7 +304,7 @@ kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 	return KH_ERR_INTERNAL;
 }
 
-kh_err kh__h_card_send(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_card_send(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	uint64_t now = kh__module_now(m);
 	int secret;
@@ -355,3 +355,11 @@ kh_err kh__h_card_send(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 	}
 	return send_cmd(m, a->data, a->lc, resp);
 }
+
+static const struct kh_applet_ins cam_ins[] = {
+	{KH_INS_CARD_START, KH_INSF_PLAIN | KH_INSF_SEALED | KH_INSF_INIT, h_card_start},
+	{KH_INS_CARD_RESP, KH_INSF_PLAIN | KH_INSF_SEALED | KH_INSF_INIT, h_card_resp},
+	{KH_INS_CARD_SEND, KH_INSF_PLAIN | KH_INSF_SEALED | KH_INSF_INIT, h_card_send},
+};
+
+const struct kh_applet kh__applet_cam = {"cam", KH_APPLET_INS(cam_ins), NULL};

@@ -38,13 +38,13 @@ kh_err kh__cas_need_card(const struct kh_module *m, const struct kh_apdu *a, uin
 
 uint64_t kh__card_clock(const struct kh_module *m)
 {
-	return m->usage.clock;
+	return m->live.cas.clock;
 }
 
 kh_err kh__card_revoked(const struct kh_module *m, uint32_t ua)
 {
-	for (size_t i = 0; i < m->p.cas.nrevoked; i++)
-		if (m->p.cas.revoked[i] == ua)
+	for (size_t i = 0; i < m->p.app.cas.nrevoked; i++)
+		if (m->p.app.cas.revoked[i] == ua)
 			return KH_ERR_REVOKED;
 	return KH_OK;
 }
@@ -69,7 +69,7 @@ static kh_err need_cam_channel(const struct kh_module *m)
  */
 static kh_err list_current(const struct kh_module *m, const struct kh_ecm *e)
 {
-	return e->revoked_version > m->p.cas.revoked_version ? KH_ERR_LIST_STALE : KH_OK;
+	return e->revoked_version > m->p.app.cas.revoked_version ? KH_ERR_LIST_STALE : KH_OK;
 }
 
 static const struct kh_cas_skey *find_key(const struct kh_cas_state *c, uint8_t id, uint32_t version)
@@ -96,14 +96,14 @@ static const struct kh_cas_signer_pk *find_signer(const struct kh_cas_state *c, 
 static kh_err check_signed(const struct kh_module *m, uint8_t role, uint32_t serial, const uint8_t *sec,
 			   size_t n, const struct kh_cas_signer_pk **sg)
 {
-	const struct kh_cas_signer_pk *s = find_signer(&m->p.cas, role, serial);
+	const struct kh_cas_signer_pk *s = find_signer(&m->p.app.cas, role, serial);
 	kh_err r;
 
 	if (s == NULL)
 		return KH_ERR_UNKNOWN_SIGNER;
 	if ((r = kh__card_revoked(m, serial)) != KH_OK)
 		return r;
-	if (m->usage.clock > s->not_after)
+	if (m->live.cas.clock > s->not_after)
 		return KH_ERR_CERT_EXPIRED;
 	if ((r = role == KH_ROLE_ECM_SIGNER ? kh_ecm_verify(s->pk, sec, n) : kh_emm_verify(s->pk, sec, n)) != KH_OK)
 		return r;
@@ -126,7 +126,7 @@ static kh_err open_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_e
 
 	if ((r = kh_ecm_peek(a->data, a->lc, &h)) != KH_OK)
 		return r;
-	if (!(k = find_key(&m->p.cas, h.key_id, h.key_version)))
+	if (!(k = find_key(&m->p.app.cas, h.key_id, h.key_version)))
 		return KH_ERR_NO_KEY;
 	if ((r = kh_ecm_open(k->key, a->data, a->lc, e)) != KH_OK)
 		return r;
@@ -144,9 +144,9 @@ static kh_err open_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_e
 	/* The operator said this time: the card's clock moves up to it, never back. It is stored
 	 * when it first leaves 0 and then whenever it has moved a day, with the answer's store, so a
 	 * host cannot keep it at 0 by restarting the card before the counters are stored. */
-	if (e->time > m->usage.clock) {
-		m->usage.clock = e->time;
-		if (m->usage.clock_saved == 0 || m->usage.clock - m->usage.clock_saved > 86400)
+	if (e->time > m->live.cas.clock) {
+		m->live.cas.clock = e->time;
+		if (m->live.cas.clock_saved == 0 || m->live.cas.clock - m->live.cas.clock_saved > 86400)
 			m->dirty = 1;
 	}
 	return KH_OK;
@@ -188,15 +188,15 @@ static kh_err product_right(const struct kh_cas_state *c, uint32_t product, uint
 
 /* ---- ECM ---- */
 
-kh_err kh__h_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
-	const struct kh_cas_state *c = &m->p.cas;
+	const struct kh_cas_state *c = &m->p.app.cas;
 	struct kh_ecm e;
 	kh_err r;
 
 	if ((r = kh__cas_need_card(m, a, 0)) != KH_OK || (r = need_cam_channel(m)) != KH_OK)
 		return r;
-	m->usage.n_ecm++;
+	m->live.cas.n_ecm++;
 	if ((r = open_ecm(m, a, &e)) != KH_OK || (r = list_current(m, &e)) != KH_OK)
 		goto out;
 	if (e.access == KH_ECM_PRODUCT) {
@@ -216,15 +216,15 @@ kh_err kh__h_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *res
 		kh_tlv_put_u8(resp, KH_CW_T_LADDER_ONLY, 1); /* for the CAM to enforce */
 	r = kh_tlv_put_u32(resp, KH_CW_T_CP, e.h.cp);
 	if (r == KH_OK) {
-		m->usage.n_cw++;
+		m->live.cas.n_cw++;
 		/* Usage counters ride along with the next store; force one now and then. */
-		if (++m->usage.unsaved >= KH_CAS_USAGE_FLUSH)
+		if (++m->live.cas.unsaved >= KH_CAS_USAGE_FLUSH)
 			m->dirty = 1;
 	}
 out:
 	if (r != KH_OK) {
-		m->usage.n_refused++;
-		m->usage.unsaved++;
+		m->live.cas.n_refused++;
+		m->live.cas.unsaved++;
 	}
 	kh_wipe(&e, sizeof e);
 	return r;
@@ -232,9 +232,9 @@ out:
 
 /* ---- PURCHASE ---- */
 
-kh_err kh__h_purchase(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_purchase(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
-	struct kh_cas_state *c = &m->p.cas;
+	struct kh_cas_state *c = &m->p.app.cas;
 	struct kh_ecm e;
 	uint64_t now;
 	kh_err r;
@@ -408,7 +408,7 @@ static kh_err ack_usage(struct kh_cas_state *c, const struct kh_tlv *t)
  */
 static kh_err set_signer(struct kh_module *m, const struct kh_tlv *t)
 {
-	struct kh_cas_state *c = &m->p.cas;
+	struct kh_cas_state *c = &m->p.app.cas;
 	struct kh_cas_signer_pk *slot = NULL;
 	struct kh_cert_info ci;
 	size_t same = 0, oldest = 0;
@@ -480,7 +480,7 @@ static kh_err revoked_list(struct kh_cas_state *c, const struct kh_tlv *t)
 
 static kh_err apply(struct kh_module *m, uint8_t type, const uint8_t *cmds, size_t n)
 {
-	struct kh_cas_state *c = &m->p.cas;
+	struct kh_cas_state *c = &m->p.app.cas;
 	struct kh_rd rd;
 	struct kh_tlv t;
 	uint8_t on;
@@ -545,9 +545,9 @@ static kh_err apply(struct kh_module *m, uint8_t type, const uint8_t *cmds, size
 	return r;
 }
 
-kh_err kh__h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
-	struct kh_cas_state *c = &m->p.cas;
+	struct kh_cas_state *c = &m->p.app.cas;
 	const struct kh_cas_signer_pk *sg;
 	uint8_t cmds[KH_EMM_CMDS_MAX];
 	struct kh_emm_hdr h;
@@ -614,7 +614,7 @@ kh_err kh__h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *res
 		goto out;
 	}
 	c->seq[h.addr_type] = h.seq;
-	m->usage.n_emm++;
+	m->live.cas.n_emm++;
 	m->dirty = 1;
 out:
 	kh_wipe(cmds, n);
@@ -623,9 +623,9 @@ out:
 
 /* ---- CAS STATUS ---- */
 
-kh_err kh__h_cas_status(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_cas_status(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
-	const struct kh_cas_state *c = &m->p.cas;
+	const struct kh_cas_state *c = &m->p.app.cas;
 	uint8_t v[20];
 	kh_err r;
 
@@ -633,42 +633,42 @@ kh_err kh__h_cas_status(struct kh_module *m, const struct kh_apdu *a, struct kh_
 		return r;
 	if (a->lc)
 		return KH_ERR_APDU_LEN;
-	kh_tlv_put_u32(resp, 1, c->credit);
+	kh_tlv_put_u32(resp, KH_CAS_STATUS_T_CREDIT, c->credit);
 	if (c->has_group)
-		kh_tlv_put_u32(resp, 2, c->group);
+		kh_tlv_put_u32(resp, KH_CAS_STATUS_T_GROUP, c->group);
 	for (int i = 0; i < 3; i++)
-		kh_tlv_put_u32(resp, (uint8_t)(3 + i), c->seq[i]);
-	kh_tlv_put_u8(resp, 6, c->export_ok);
+		kh_tlv_put_u32(resp, (uint8_t)(KH_CAS_STATUS_T_SEQ_UNIQUE + i), c->seq[i]);
+	kh_tlv_put_u8(resp, KH_CAS_STATUS_T_EXPORT, c->export_ok);
 	v[0] = 0;
 	v[1] = c->nlog;
-	kh_tlv_put(resp, 7, v, 2);
-	kh_tlv_put_u32(resp, 8, m->usage.n_ecm);
-	kh_tlv_put_u32(resp, 9, m->usage.n_cw);
-	kh_tlv_put_u32(resp, 10, m->usage.n_refused);
-	kh_tlv_put_u32(resp, 11, m->usage.n_emm);
+	kh_tlv_put(resp, KH_CAS_STATUS_T_NLOG, v, 2);
+	kh_tlv_put_u32(resp, KH_CAS_STATUS_T_N_ECM, m->live.cas.n_ecm);
+	kh_tlv_put_u32(resp, KH_CAS_STATUS_T_N_CW, m->live.cas.n_cw);
+	kh_tlv_put_u32(resp, KH_CAS_STATUS_T_N_REFUSED, m->live.cas.n_refused);
+	kh_tlv_put_u32(resp, KH_CAS_STATUS_T_N_EMM, m->live.cas.n_emm);
 	for (size_t i = 0; i < c->nrights; i++) {
 		kh_put_be32(v, c->rights[i].product);
 		kh_put_be64(v + 4, c->rights[i].start);
 		kh_put_be64(v + 12, c->rights[i].end);
-		kh_tlv_put(resp, 12, v, 20);
+		kh_tlv_put(resp, KH_CAS_STATUS_T_RIGHT, v, 20);
 	}
 	for (size_t i = 0; i < c->nkeys; i++) {
 		v[0] = c->keys[i].id;
 		kh_put_be32(v + 1, c->keys[i].version);
-		kh_tlv_put(resp, 13, v, 5);
+		kh_tlv_put(resp, KH_CAS_STATUS_T_KEY, v, 5);
 	}
 	for (size_t i = 0; i < c->nlog; i++) {
 		kh_put_be32(v, c->log[i].event);
 		kh_put_be32(v + 4, c->log[i].price);
 		kh_put_be64(v + 8, c->log[i].time);
-		kh_tlv_put(resp, 14, v, 16);
+		kh_tlv_put(resp, KH_CAS_STATUS_T_PURCHASE, v, 16);
 	}
 	for (size_t i = 0; i < c->nsigners; i++) {
 		v[0] = c->signers[i].role;
 		kh_put_be32(v + 1, c->signers[i].serial);
-		kh_tlv_put(resp, 16, v, 5);
+		kh_tlv_put(resp, KH_CAS_STATUS_T_SIGNER, v, 5);
 	}
-	return kh_tlv_put_u32(resp, 15, c->last_reload);
+	return kh_tlv_put_u32(resp, KH_CAS_STATUS_T_RELOAD, c->last_reload);
 }
 
 /*
@@ -676,7 +676,7 @@ kh_err kh__h_cas_status(struct kh_module *m, const struct kh_apdu *a, struct kh_
  * cost does not matter (after an ECM's control words are in use, at the end of a stream), so the
  * ECM path itself stores only every KH_CAS_USAGE_FLUSH CWs.
  */
-kh_err kh__h_cas_flush(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_cas_flush(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	kh_err r;
 
@@ -685,15 +685,20 @@ kh_err kh__h_cas_flush(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 		return r;
 	if (a->lc)
 		return KH_ERR_APDU_LEN;
-	if (m->usage.unsaved)
+	if (m->live.cas.unsaved)
 		m->dirty = 1;
 	return KH_OK;
 }
 
-/* ---- sealed state ---- */
+/* ---- sealed state: section 1 ---- */
 
+/*
+ * Version 1 of the section: these TLVs. Their numbers start at 0x40 because the first sealed
+ * state had no sections (one flat list with the runtime's tags 1 to 12): a version-1 blob's
+ * tail is this section's body, byte for byte.
+ */
 enum {
-	S_CREDIT = KH_CAS_STATE_TAG0, /* u32 */
+	S_CREDIT = 0x40, /* u32 */
 	S_RELOAD,                     /* u32 */
 	S_SEQ,                        /* 3 x u32 */
 	S_GROUP,                      /* u32 group | key(32) */
@@ -710,8 +715,13 @@ enum {
 	S_REVOKED,                    /* u32 version | u32 UA, ... */
 };
 
-kh_err kh__cas_serialise(const struct kh_cas_state *c, const struct kh_cas_usage *u, struct kh_wr *w)
+#define CAS_SECTION_ID 1
+#define CAS_SECTION_VERSION 1
+
+static kh_err cas_save(const struct kh_persist *p, const struct kh_applet_live *l, struct kh_wr *w)
 {
+	const struct kh_cas_state *c = &p->app.cas;
+	const struct kh_cas_usage *u = &l->cas;
 	uint8_t v[48];
 	size_t i;
 
@@ -777,7 +787,8 @@ kh_err kh__cas_serialise(const struct kh_cas_state *c, const struct kh_cas_usage
 	return w->err;
 }
 
-kh_err kh__cas_field(const struct kh_tlv *t, struct kh_cas_state *c, struct kh_cas_usage *u)
+/* One TLV of the section into c / u. */
+static kh_err cas_field(const struct kh_tlv *t, struct kh_cas_state *c, struct kh_cas_usage *u)
 {
 	const uint8_t *v = t->v;
 
@@ -867,3 +878,53 @@ kh_err kh__cas_field(const struct kh_tlv *t, struct kh_cas_state *c, struct kh_c
 	default: return KH_ERR_TLV_TAG;
 	}
 }
+
+static kh_err cas_load(struct kh_persist *p, struct kh_applet_live *l, uint8_t version, struct kh_rd *rd)
+{
+	struct kh_tlv t;
+	int k;
+	kh_err r = KH_OK;
+
+	(void)version; /* 1, the only one so far */
+	while (r == KH_OK && (k = kh_tlv_next(rd, &t)) == 1)
+		r = cas_field(&t, &p->app.cas, &l->cas);
+	if (r == KH_OK && k < 0)
+		r = k;
+	/* the clock as stored: ECMs store it again once it moves on */
+	l->cas.clock_saved = l->cas.clock;
+	return r;
+}
+
+static void cas_reset(struct kh_persist *p, struct kh_applet_live *l)
+{
+	kh_wipe(&p->app.cas, sizeof p->app.cas);
+	kh_wipe(&l->cas, sizeof l->cas);
+}
+
+static void cas_stored(struct kh_applet_live *l)
+{
+	l->cas.unsaved = 0;
+	l->cas.clock_saved = l->cas.clock;
+}
+
+static const struct kh_applet_ins cas_ins[] = {
+	{KH_INS_ECM, KH_INSF_SEALED, h_ecm},
+	{KH_INS_PURCHASE, KH_INSF_SEALED, h_purchase},
+	{KH_INS_EMM, KH_INSF_PLAIN | KH_INSF_SEALED, h_emm},
+	{KH_INS_CAS_STATUS, KH_INSF_PLAIN | KH_INSF_SEALED, h_cas_status},
+	{KH_INS_CAS_FLUSH, KH_INSF_PLAIN | KH_INSF_SEALED, h_cas_flush},
+};
+
+static const struct kh_applet_state cas_state = {
+	.id = CAS_SECTION_ID,
+	.version = CAS_SECTION_VERSION,
+	.flags = KH_SECTION_V1, /* mandatory: a card that forgot its credit must not load */
+	.roles = KH_ROLE_BIT(KH_ROLE_CARD),
+	.max_len = KH_CAS_SECTION_MAX,
+	.save = cas_save,
+	.load = cas_load,
+	.reset = cas_reset,
+	.stored = cas_stored,
+};
+
+const struct kh_applet kh__applet_cas = {"cas", KH_APPLET_INS(cas_ins), &cas_state};

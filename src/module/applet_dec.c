@@ -38,7 +38,7 @@ static kh_err need_decoder(const struct kh_module *m, const struct kh_apdu *a)
  * Refused with KH_ERR_LADDER when no ladder key is in force or the pair does not open under it;
  * a refused load leaves the keys loaded before in place.
  */
-kh_err kh__h_ladder_load(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_ladder_load(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	struct kh_cw_answer cw;
 	kh_err r;
@@ -70,7 +70,7 @@ kh_err kh__h_ladder_load(struct kh_module *m, const struct kh_apdu *a, struct kh
  * each scrambled one descrambled with the loaded control word of its parity and its TSC bits
  * cleared (kh_scr_descramble). KH_ERR_LADDER before any control words were loaded.
  */
-kh_err kh__h_descramble(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_descramble(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	size_t n, skipped;
 	kh_err r;
@@ -94,3 +94,10 @@ kh_err kh__h_descramble(struct kh_module *m, const struct kh_apdu *a, struct kh_
 	resp->len += a->lc;
 	return KH_OK;
 }
+
+static const struct kh_applet_ins dec_ins[] = {
+	{KH_INS_LADDER_LOAD, KH_INSF_PLAIN | KH_INSF_DEC | KH_INSF_NOTX, h_ladder_load},
+	{KH_INS_DESCRAMBLE, KH_INSF_PLAIN | KH_INSF_DEC | KH_INSF_NOTX, h_descramble},
+};
+
+const struct kh_applet kh__applet_dec = {"dec", KH_APPLET_INS(dec_ins), NULL};

@@ -10,33 +10,32 @@
 #include "keyhole/crypto.h"
 #include "module/module_int.h"
 
-enum { I_ROLE = 1, I_UA, I_LIFECYCLE, I_COUNTER, I_LINK, I_PEER_UA, I_CHAN_OPEN, I_CHAN_PEER_UA };
 enum { P_ROLE = 1, P_UA, P_ROOT_PK, P_KP, P_KU };
 enum { C_SIGN_CERT = 1, C_PAIR_CERT };
 enum { K_SIGN_PK = 1, K_PAIR_PK };
 
-kh_err kh__h_get_info(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_get_info(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	if (a->p1 || a->p2)
 		return KH_ERR_APDU_P1P2;
 	if (a->lc)
 		return KH_ERR_APDU_LEN;
-	kh_tlv_put_u8(resp, I_ROLE, m->p.role);
-	kh_tlv_put_u32(resp, I_UA, m->p.ua);
-	kh_tlv_put_u8(resp, I_LIFECYCLE, m->p.lifecycle);
-	kh_tlv_put_u64(resp, I_COUNTER, m->counter);
+	kh_tlv_put_u8(resp, KH_INFO_T_ROLE, m->p.role);
+	kh_tlv_put_u32(resp, KH_INFO_T_UA, m->p.ua);
+	kh_tlv_put_u8(resp, KH_INFO_T_LIFECYCLE, m->p.lifecycle);
+	kh_tlv_put_u64(resp, KH_INFO_T_COUNTER, m->counter);
 	if (m->p.role == KH_ROLE_CAM || m->p.role == KH_ROLE_DECODER) {
-		kh_tlv_put_u8(resp, I_LINK, (uint8_t)m->link.state);
+		kh_tlv_put_u8(resp, KH_INFO_T_LINK, (uint8_t)m->link.state);
 		if (m->link.state == KH_LINK_OPEN || m->link.state == KH_LINK_WANT_RESP)
-			kh_tlv_put_u32(resp, I_PEER_UA, m->link.peer.ua);
+			kh_tlv_put_u32(resp, KH_INFO_T_PEER_UA, m->link.peer.ua);
 	}
-	kh_tlv_put_u8(resp, I_CHAN_OPEN, m->chan.open);
+	kh_tlv_put_u8(resp, KH_INFO_T_CHAN_OPEN, m->chan.open);
 	if (m->chan.open && m->chan.peer_ua)
-		kh_tlv_put_u32(resp, I_CHAN_PEER_UA, m->chan.peer_ua);
+		kh_tlv_put_u32(resp, KH_INFO_T_CHAN_PEER_UA, m->chan.peer_ua);
 	return resp->err;
 }
 
-kh_err kh__h_get_cert(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_get_cert(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	if (a->p2 || a->p1 > 1)
 		return KH_ERR_APDU_P1P2;
@@ -49,7 +48,7 @@ kh_err kh__h_get_cert(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 	return kh_wr_bytes(resp, m->p.sign_cert, m->p.sign_cert_len);
 }
 
-kh_err kh__h_perso_init(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_perso_init(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	struct kh_rd rd;
 	struct kh_tlv t;
@@ -109,7 +108,7 @@ static kh_err check_own(struct kh_module *m, const struct kh_tlv *t, enum kh_cer
 	return KH_OK;
 }
 
-kh_err kh__h_perso_certs(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_perso_certs(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	struct kh_rd rd;
 	struct kh_tlv t;
@@ -146,3 +145,12 @@ kh_err kh__h_perso_certs(struct kh_module *m, const struct kh_apdu *a, struct kh
 	m->dirty = 1;
 	return KH_OK;
 }
+
+static const struct kh_applet_ins id_ins[] = {
+	{KH_INS_GET_INFO, KH_INSF_PLAIN | KH_INSF_SEALED, h_get_info},
+	{KH_INS_GET_CERT, KH_INSF_PLAIN, h_get_cert},
+	{KH_INS_PERSO_INIT, KH_INSF_PLAIN, h_perso_init},
+	{KH_INS_PERSO_CERTS, KH_INSF_PLAIN, h_perso_certs},
+};
+
+const struct kh_applet kh__applet_id = {"id", KH_APPLET_INS(id_ins), NULL};

@@ -9,7 +9,7 @@
 #include "keyhole/crypto.h"
 #include "module/module_int.h"
 
-kh_err kh__h_pair_open(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_pair_open(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	kh_err r;
 
@@ -27,7 +27,7 @@ kh_err kh__h_pair_open(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 	return KH_OK;
 }
 
-kh_err kh__h_sealed(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_sealed(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	size_t inlen, rlen, room;
 	uint32_t accepted;
@@ -69,7 +69,7 @@ kh_err kh__h_sealed(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *
 	return r;
 }
 
-kh_err kh__h_echo(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_echo(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	(void)m;
 	if (a->p1 || a->p2)
@@ -86,7 +86,7 @@ kh_err kh__h_echo(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *re
  * module of the right role holds this very channel. The result lives with the channel: a new
  * PAIR OPEN starts unauthenticated again.
  */
-kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	struct kh_rd rd;
 	struct kh_tlv t, cert = {0}, sig = {0}, lk = {0}, dec = {0};
@@ -155,3 +155,12 @@ kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 	}
 	return KH_OK;
 }
+
+static const struct kh_applet_ins pair_ins[] = {
+	{KH_INS_PAIR_OPEN, KH_INSF_PLAIN, h_pair_open},
+	{KH_INS_SEALED, KH_INSF_PLAIN | KH_INSF_NOTX, h_sealed},
+	{KH_INS_ECHO, KH_INSF_SEALED, h_echo},
+	{KH_INS_CAM_AUTH, KH_INSF_SEALED, h_cam_auth},
+};
+
+const struct kh_applet kh__applet_pair = {"pair", KH_APPLET_INS(pair_ins), NULL};

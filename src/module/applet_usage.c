@@ -26,9 +26,9 @@
 #define CAS_VERSION 1
 #define STATE_VERSION 1
 
-kh_err kh__h_export(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_export(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
-	struct kh_cas_state *c = &m->p.cas;
+	struct kh_cas_state *c = &m->p.app.cas;
 	uint8_t v[16];
 	struct kh_usage_hdr h;
 	struct kh_wr w;
@@ -60,10 +60,10 @@ kh_err kh__h_export(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *
 		if (!c->log[i].exported_in)
 			c->log[i].exported_in = c->block_seq;
 	}
-	kh_put_be32(v, m->usage.n_ecm);
-	kh_put_be32(v + 4, m->usage.n_cw);
-	kh_put_be32(v + 8, m->usage.n_refused);
-	kh_put_be32(v + 12, m->usage.n_emm);
+	kh_put_be32(v, m->live.cas.n_ecm);
+	kh_put_be32(v + 4, m->live.cas.n_cw);
+	kh_put_be32(v + 8, m->live.cas.n_refused);
+	kh_put_be32(v + 12, m->live.cas.n_emm);
 	kh_tlv_put(&w, KH_USAGE_T_COUNTERS, v, 16);
 	v[0] = CAS_VERSION;
 	v[1] = STATE_VERSION;
@@ -91,7 +91,7 @@ out:
 	return r;
 }
 
-kh_err kh__h_hello(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+static kh_err h_hello(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
 	uint8_t msg[KH_HELLO_MSG_LEN(KH_HELLO_NONCE_MAX)], sig[64];
 	uint64_t now = kh__module_now(m);
@@ -101,11 +101,18 @@ kh_err kh__h_hello(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *r
 		return r;
 	if (a->lc < KH_HELLO_NONCE_MIN || a->lc > KH_HELLO_NONCE_MAX)
 		return KH_ERR_APDU_LEN;
-	kh_hello_msg(a->data, a->lc, m->p.ua, m->p.cas.block_seq, now, msg);
+	kh_hello_msg(a->data, a->lc, m->p.ua, m->p.app.cas.block_seq, now, msg);
 	if ((r = kh_ed25519_sign(m->p.sign_sk, msg, KH_HELLO_MSG_LEN(a->lc), sig)) != KH_OK)
 		return r;
 	kh_wr_u32(resp, m->p.ua);
-	kh_wr_u32(resp, m->p.cas.block_seq);
+	kh_wr_u32(resp, m->p.app.cas.block_seq);
 	kh_wr_u64(resp, now);
 	return kh_wr_bytes(resp, sig, sizeof sig);
 }
+
+static const struct kh_applet_ins usage_ins[] = {
+	{KH_INS_EXPORT, KH_INSF_PLAIN | KH_INSF_SEALED, h_export},
+	{KH_INS_HELLO, KH_INSF_PLAIN | KH_INSF_SEALED, h_hello},
+};
+
+const struct kh_applet kh__applet_usage = {"usage", KH_APPLET_INS(usage_ins), NULL};

@@ -1,9 +1,13 @@
 /*
- * Module runtime: the dispatch table, the all-or-nothing rule for each command, and the sealed
- * state. Every command runs against a copy of the persistent state taken
- * before it; a command that fails, or whose new state cannot be stored, leaves the module
+ * Module runtime: dispatch through the applet registry (registry.c), the all-or-nothing rule for
+ * each command, and the sealed state. Every command runs against a copy of the persistent state
+ * taken before it; a command that fails, or whose new state cannot be stored, leaves the module
  * exactly as it was. A command that changed the state is answered only after the store callback
  * has made the new sealed blob durable ("acknowledged means durable").
+ *
+ * The sealed state holds the runtime's own fields (lifecycle, role, address, keys, certificates)
+ * and one versioned section per applet that keeps state; this file reads and writes the sections'
+ * framing and leaves their bodies to the applets. It names no applet.
  *
  * This folder includes only src/base/ and itself, never allocates, never does I/O.
  */
@@ -12,44 +16,9 @@
 #include "keyhole/crypto.h"
 #include "module/module_int.h"
 
-#define F_PLAIN 0x01  /* accepted as a plain command */
-#define F_SEALED 0x02 /* accepted inside the paired channel */
-#define F_INIT 0x04   /* initiators toward a module below: CAM and decoder roles only */
-#define F_NOTX 0x08   /* no snapshot: its own transaction (SEALED) or no persistent state */
-#define F_DEC 0x10    /* decoder role only */
-
-static const struct {
-	uint8_t ins;
-	uint8_t flags;
-	kh_handler fn;
-} dispatch[] = {
-	{KH_INS_GET_INFO, F_PLAIN | F_SEALED, kh__h_get_info},
-	{KH_INS_GET_CERT, F_PLAIN, kh__h_get_cert},
-	{KH_INS_PERSO_INIT, F_PLAIN, kh__h_perso_init},
-	{KH_INS_PERSO_CERTS, F_PLAIN, kh__h_perso_certs},
-	{KH_INS_PAIR_OPEN, F_PLAIN, kh__h_pair_open},
-	{KH_INS_SEALED, F_PLAIN | F_NOTX, kh__h_sealed},
-	{KH_INS_ECHO, F_SEALED, kh__h_echo},
-	{KH_INS_CAM_AUTH, F_SEALED, kh__h_cam_auth},
-	/* The CAM's relay commands work inside the decoder's channel too: that is how control
-	 * words reach the decoder without crossing the host in clear. A decoder module runs the
-	 * same three toward its CAM. */
-	{KH_INS_CARD_START, F_PLAIN | F_SEALED | F_INIT, kh__h_card_start},
-	{KH_INS_CARD_RESP, F_PLAIN | F_SEALED | F_INIT, kh__h_card_resp},
-	{KH_INS_CARD_SEND, F_PLAIN | F_SEALED | F_INIT, kh__h_card_send},
-	{KH_INS_LADDER_LOAD, F_PLAIN | F_DEC | F_NOTX, kh__h_ladder_load},
-	{KH_INS_DESCRAMBLE, F_PLAIN | F_DEC | F_NOTX, kh__h_descramble},
-	{KH_INS_ECM, F_SEALED, kh__h_ecm},
-	{KH_INS_PURCHASE, F_SEALED, kh__h_purchase},
-	{KH_INS_EMM, F_PLAIN | F_SEALED, kh__h_emm},
-	{KH_INS_CAS_STATUS, F_PLAIN | F_SEALED, kh__h_cas_status},
-	{KH_INS_CAS_FLUSH, F_PLAIN | F_SEALED, kh__h_cas_flush},
-	{KH_INS_EXPORT, F_PLAIN | F_SEALED, kh__h_export},
-	{KH_INS_HELLO, F_PLAIN | F_SEALED, kh__h_hello},
-};
-
 static const char label_state[] = "keyhole module state v1";
 
+/* The runtime's TLV tags in the sealed state (both versions). */
 enum {
 	T_LIFECYCLE = 1,
 	T_ROLE,
@@ -63,9 +32,10 @@ enum {
 	T_KU,
 	T_SIGN_CERT,
 	T_PAIR_CERT,
+	T_SECTION = 0x80, /* version 2: u8 applet section id | u8 version | u8 flags | the applet's TLVs */
 };
 
-#define HDR_LEN (4 + 1 + 8 + KH_NONCE_LEN)
+#define HDR_LEN KH_MODULE_BLOB_HDR_LEN
 
 size_t kh_module_size(void)
 {
@@ -110,7 +80,33 @@ uint64_t kh_module_counter(const struct kh_module *m)
 
 /* ---- sealed state ---- */
 
-static kh_err serialise(const struct kh_persist *p, const struct kh_cas_usage *u, uint8_t *buf, size_t cap,
+/* An applet's section: its header, then its body as the applet writes it. */
+static kh_err save_section(const struct kh_applet_state *st, const struct kh_persist *p,
+			   const struct kh_applet_live *l, struct kh_wr *w)
+{
+	uint8_t *hdr;
+	size_t start, n;
+	kh_err r;
+
+	if ((r = kh_wr_reserve(w, KH_SECTION_HDR_LEN, &hdr)) != KH_OK)
+		return r;
+	start = w->len;
+	if ((r = st->save(p, l, w)) != KH_OK)
+		return r;
+	/* an applet past the size registry.c counted on: a bug, never a state to seal */
+	if ((n = w->len - start) > st->max_len)
+		return w->err = KH_ERR_INTERNAL;
+	n += 3;
+	hdr[0] = T_SECTION;
+	hdr[1] = (uint8_t)(n >> 8);
+	hdr[2] = (uint8_t)n;
+	hdr[3] = st->id;
+	hdr[4] = st->version;
+	hdr[5] = st->flags;
+	return KH_OK;
+}
+
+static kh_err serialise(const struct kh_persist *p, const struct kh_applet_live *l, uint8_t *buf, size_t cap,
 			size_t *len)
 {
 	struct kh_wr w;
@@ -127,7 +123,11 @@ static kh_err serialise(const struct kh_persist *p, const struct kh_cas_usage *u
 	kh_tlv_put(&w, T_KU, p->ku, 32);
 	kh_tlv_put(&w, T_SIGN_CERT, p->sign_cert, p->sign_cert_len);
 	kh_tlv_put(&w, T_PAIR_CERT, p->pair_cert, p->pair_cert_len);
-	kh__cas_serialise(&p->cas, u, &w);
+	for (size_t i = 0; i < kh__napplets && w.err == KH_OK; i++) {
+		const struct kh_applet_state *st = kh__applets[i]->state;
+		if (st && (st->roles & KH_ROLE_BIT(p->role)))
+			save_section(st, p, l, &w);
+	}
 	*len = w.len;
 	return w.err;
 }
@@ -141,39 +141,115 @@ static kh_err cert_field(const struct kh_tlv *t, uint8_t *dst, uint16_t *len)
 	return KH_OK;
 }
 
-static kh_err deserialise(const uint8_t *buf, size_t len, struct kh_persist *p, struct kh_cas_usage *u)
+/* One of the runtime's own TLVs into p; KH_ERR_TLV_TAG for a tag that is not the runtime's. */
+static kh_err runtime_field(const struct kh_tlv *t, struct kh_persist *p)
+{
+	switch (t->tag) {
+	case T_LIFECYCLE: return kh_tlv_u8(t, &p->lifecycle);
+	case T_ROLE: return kh_tlv_u8(t, &p->role);
+	case T_UA: return kh_tlv_u32(t, &p->ua);
+	case T_ROOT_PK: return kh_tlv_fixed(t, p->root_pk, 32);
+	case T_SIGN_SK: return kh_tlv_fixed(t, p->sign_sk, 32);
+	case T_SIGN_PK: return kh_tlv_fixed(t, p->sign_pk, 32);
+	case T_PAIR_SK: return kh_tlv_fixed(t, p->pair_sk, 32);
+	case T_PAIR_PK: return kh_tlv_fixed(t, p->pair_pk, 32);
+	case T_KP: return kh_tlv_fixed(t, p->kp, 32);
+	case T_KU: return kh_tlv_fixed(t, p->ku, 32);
+	case T_SIGN_CERT: return cert_field(t, p->sign_cert, &p->sign_cert_len);
+	case T_PAIR_CERT: return cert_field(t, p->pair_cert, &p->pair_cert_len);
+	default: return KH_ERR_TLV_TAG;
+	}
+}
+
+/* The index of the applet whose section is id (or, id 0, the one that reads version-1 blobs);
+ * kh__napplets when none. */
+static size_t section_owner(uint8_t id)
+{
+	size_t i;
+	for (i = 0; i < kh__napplets; i++) {
+		const struct kh_applet_state *st = kh__applets[i]->state;
+		if (st && (id ? st->id == id : (st->flags & KH_SECTION_V1) != 0))
+			break;
+	}
+	return i;
+}
+
+/* A section's body, which the applet must read to its end. */
+static kh_err load_section(const struct kh_applet_state *st, uint8_t version, const uint8_t *body, size_t n,
+			   struct kh_persist *p, struct kh_applet_live *l)
 {
 	struct kh_rd rd;
+	kh_err r;
+
+	if (version == 0 || version > st->version)
+		return KH_ERR_STATE_VERSION;
+	kh_rd_init(&rd, body, n);
+	if ((r = st->load(p, l, version, &rd)) == KH_OK && rd.n)
+		r = KH_ERR_TRAILING;
+	return r;
+}
+
+/*
+ * The TLV state of a blob of the given version into p and l, all or nothing. Version 1 is one
+ * flat list: the runtime's tags, then (from the first tag that is not the runtime's) the section
+ * of the applet flagged KH_SECTION_V1, at its version 1. Version 2 is the runtime's tags and one
+ * T_SECTION per applet; an applet without one starts blank.
+ */
+static kh_err deserialise(const uint8_t *buf, size_t len, uint8_t version, struct kh_persist *p,
+			  struct kh_applet_live *l)
+{
+	uint64_t loaded = 0; /* bit i: applet i's section was read (registry.c: at most 64 applets) */
+	struct kh_rd rd;
 	struct kh_tlv t;
+	const uint8_t *at;
+	size_t i, left;
 	int k;
 	kh_err r = KH_OK;
 
 	kh_wipe(p, sizeof *p);
-	memset(u, 0, sizeof *u);
+	kh_wipe(l, sizeof *l);
+	for (i = 0; i < kh__napplets; i++)
+		if (kh__applets[i]->state)
+			kh__applets[i]->state->reset(p, l);
 	kh_rd_init(&rd, buf, len);
-	while (r == KH_OK && (k = kh_tlv_next(&rd, &t)) == 1) {
-		switch (t.tag) {
-		case T_LIFECYCLE: r = kh_tlv_u8(&t, &p->lifecycle); break;
-		case T_ROLE: r = kh_tlv_u8(&t, &p->role); break;
-		case T_UA: r = kh_tlv_u32(&t, &p->ua); break;
-		case T_ROOT_PK: r = kh_tlv_fixed(&t, p->root_pk, 32); break;
-		case T_SIGN_SK: r = kh_tlv_fixed(&t, p->sign_sk, 32); break;
-		case T_SIGN_PK: r = kh_tlv_fixed(&t, p->sign_pk, 32); break;
-		case T_PAIR_SK: r = kh_tlv_fixed(&t, p->pair_sk, 32); break;
-		case T_PAIR_PK: r = kh_tlv_fixed(&t, p->pair_pk, 32); break;
-		case T_KP: r = kh_tlv_fixed(&t, p->kp, 32); break;
-		case T_KU: r = kh_tlv_fixed(&t, p->ku, 32); break;
-		case T_SIGN_CERT: r = cert_field(&t, p->sign_cert, &p->sign_cert_len); break;
-		case T_PAIR_CERT: r = cert_field(&t, p->pair_cert, &p->pair_cert_len); break;
-		default: r = kh__cas_field(&t, &p->cas, u); break;
+	while (r == KH_OK) {
+		at = rd.p;
+		left = rd.n;
+		if ((k = kh_tlv_next(&rd, &t)) != 1) {
+			r = k;
+			break;
 		}
+		if ((r = runtime_field(&t, p)) != KH_ERR_TLV_TAG)
+			continue;
+		if (version == KH_MODULE_BLOB_V1) {
+			if ((i = section_owner(0)) < kh__napplets)
+				r = load_section(kh__applets[i]->state, 1, at, left, p, l);
+			break;
+		}
+		if (t.tag != T_SECTION)
+			break;
+		if (t.len < 3) {
+			r = KH_ERR_FORMAT;
+			break;
+		}
+		if (t.v[0] == 0 || (i = section_owner(t.v[0])) == kh__napplets) {
+			/* an optional section this build does not know is dropped; a mandatory one refused */
+			r = (t.v[2] & KH_SECTION_OPTIONAL) ? KH_OK : KH_ERR_STATE_SECTION;
+			continue;
+		}
+		if (loaded & (1ull << i)) {
+			r = KH_ERR_FORMAT;
+			break;
+		}
+		loaded |= 1ull << i;
+		r = load_section(kh__applets[i]->state, t.v[1], t.v + 3, t.len - 3u, p, l);
 	}
-	if (r == KH_OK && k < 0)
-		r = k;
 	if (r == KH_OK && p->lifecycle > KH_LC_PERSONALISED)
 		r = KH_ERR_FORMAT;
-	if (r != KH_OK)
+	if (r != KH_OK) {
 		kh_wipe(p, sizeof *p);
+		kh_wipe(l, sizeof *l);
+	}
 	return r;
 }
 
@@ -181,7 +257,7 @@ kh_err kh_module_blob_counter(const uint8_t *blob, size_t len, uint64_t *counter
 {
 	if (len < HDR_LEN + KH_TAG_LEN || kh_get_be32(blob) != KH_MODULE_MAGIC)
 		return KH_ERR_FORMAT;
-	if (blob[4] != 1)
+	if (blob[4] != KH_MODULE_BLOB_V1 && blob[4] != KH_MODULE_BLOB_V2)
 		return KH_ERR_VERSION;
 	*counter = kh_get_be64(blob + 5);
 	return KH_OK;
@@ -194,14 +270,14 @@ static kh_err persist(struct kh_module *m)
 	uint64_t next = m->counter + 1;
 	kh_err r;
 
-	if ((r = serialise(&m->p, &m->usage, m->plain, sizeof m->plain, &plen)) != KH_OK)
+	if ((r = serialise(&m->p, &m->live, m->plain, sizeof m->plain, &plen)) != KH_OK)
 		goto out;
 	if (HDR_LEN + plen + KH_TAG_LEN > sizeof m->blob) {
 		r = KH_ERR_TOO_LARGE;
 		goto out;
 	}
 	kh_put_be32(m->blob, KH_MODULE_MAGIC);
-	m->blob[4] = 1;
+	m->blob[4] = KH_MODULE_BLOB_V2;
 	kh_put_be64(m->blob + 5, next);
 	if ((r = kh_random(m->blob + 13, KH_NONCE_LEN)) != KH_OK)
 		goto out;
@@ -221,8 +297,9 @@ static kh_err persist(struct kh_module *m)
 			r = KH_ERR_STORE;
 		goto out;
 	}
-	m->usage.unsaved = 0;
-	m->usage.clock_saved = m->usage.clock;
+	for (size_t i = 0; i < kh__napplets; i++)
+		if (kh__applets[i]->state && kh__applets[i]->state->stored)
+			kh__applets[i]->state->stored(&m->live);
 out:
 	kh_wipe(m->plain, sizeof m->plain);
 	return r;
@@ -230,7 +307,7 @@ out:
 
 kh_err kh_module_load(struct kh_module *m, const uint8_t *blob, size_t len, uint64_t min_counter)
 {
-	struct kh_cas_usage usage;
+	struct kh_applet_live live;
 	uint64_t counter;
 	size_t plen;
 	kh_err r;
@@ -251,21 +328,31 @@ kh_err kh_module_load(struct kh_module *m, const uint8_t *blob, size_t len, uint
 		r = KH_ERR_ROLLBACK;
 		goto out;
 	}
-	if ((r = deserialise(m->plain, plen, &m->saved, &usage)) != KH_OK)
+	if ((r = deserialise(m->plain, plen, blob[4], &m->saved, &live)) != KH_OK)
 		goto out;
 	m->p = m->saved;
-	m->usage = usage;
-	m->usage.clock_saved = usage.clock;
+	m->live = live;
 	m->counter = counter;
 	kh_chan_wipe(&m->chan);
 	kh_link_wipe(&m->link);
 out:
 	kh_wipe(m->plain, sizeof m->plain);
 	kh_wipe(&m->saved, sizeof m->saved);
+	kh_wipe(&live, sizeof live);
 	return r;
 }
 
 /* ---- dispatch ---- */
+
+/* The registry's entry for an instruction (NULL: no applet handles it). */
+static const struct kh_applet_ins *find_ins(uint8_t ins)
+{
+	for (size_t i = 0; i < kh__napplets; i++)
+		for (size_t j = 0; j < kh__applets[i]->nins; j++)
+			if (kh__applets[i]->ins[j].ins == ins)
+				return &kh__applets[i]->ins[j];
+	return NULL;
+}
 
 static size_t finish(struct kh_wr *w, uint8_t *resp, size_t cap, uint16_t sw, int keep)
 {
@@ -289,10 +376,10 @@ static size_t finish(struct kh_wr *w, uint8_t *resp, size_t cap, uint16_t sw, in
 
 size_t kh__module_exec(struct kh_module *m, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap)
 {
+	const struct kh_applet_ins *e;
 	struct kh_apdu a;
 	struct kh_wr w;
 	kh_err r;
-	size_t i;
 
 	kh_wr_init(&w, resp, cap >= 2 ? cap - 2 : 0);
 	m->relay = 0;
@@ -303,22 +390,18 @@ size_t kh__module_exec(struct kh_module *m, const uint8_t *cmd, size_t len, uint
 		return finish(&w, resp, cap, kh_err_to_sw(r), 0);
 	if (a.cla != KH_CLA)
 		return finish(&w, resp, cap, kh_err_to_sw(KH_ERR_APDU_CLA), 0);
-	for (i = 0; i < sizeof dispatch / sizeof dispatch[0]; i++)
-		if (dispatch[i].ins == a.ins)
-			break;
-	if (i == sizeof dispatch / sizeof dispatch[0] ||
-	    !(dispatch[i].flags & (m->depth ? F_SEALED : F_PLAIN)) ||
-	    ((dispatch[i].flags & F_INIT) && m->p.role != KH_ROLE_CAM && m->p.role != KH_ROLE_DECODER) ||
-	    ((dispatch[i].flags & F_DEC) && m->p.role != KH_ROLE_DECODER))
+	if (!(e = find_ins(a.ins)) || !(e->flags & (m->depth ? KH_INSF_SEALED : KH_INSF_PLAIN)) ||
+	    ((e->flags & KH_INSF_INIT) && m->p.role != KH_ROLE_CAM && m->p.role != KH_ROLE_DECODER) ||
+	    ((e->flags & KH_INSF_DEC) && m->p.role != KH_ROLE_DECODER))
 		return finish(&w, resp, cap, kh_err_to_sw(KH_ERR_APDU_INS), 0);
 
-	if (dispatch[i].flags & F_NOTX) {
-		r = dispatch[i].fn(m, &a, &w);
+	if (e->flags & KH_INSF_NOTX) {
+		r = e->fn(m, &a, &w);
 		if (r == KH_OK && w.err != KH_OK)
 			r = w.err;
 	} else {
 		m->saved = m->p;
-		r = dispatch[i].fn(m, &a, &w);
+		r = e->fn(m, &a, &w);
 		if (r == KH_OK && w.err != KH_OK)
 			r = w.err;
 		if (m->dirty && (r == KH_OK || m->commit_refusal)) {

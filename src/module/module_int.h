@@ -1,7 +1,8 @@
 /*
  * Inside the module (src/module/ only). The module is one caller-allocated struct: persistent
  * state (sealed as a whole), volatile channel state, and work buffers, so that nothing here ever
- * allocates. Applets are handlers in the dispatch table of module.c.
+ * allocates. Applets are const structs in the registry of registry.c: the instructions each
+ * handles, and the section of the sealed state each keeps (docs/internals/module.md).
  */
 #ifndef KH_MODULE_INT_H
 #define KH_MODULE_INT_H
@@ -12,6 +13,7 @@
 #include "keyhole/buf.h"
 #include "keyhole/cas.h"
 #include "keyhole/cert.h"
+#include "keyhole/crypto.h"
 #include "keyhole/module.h"
 #include "keyhole/pair.h"
 
@@ -95,7 +97,24 @@ struct kh_cas_usage {
 	uint64_t clock_saved; /* the clock as last stored (volatile) */
 };
 
-/* Everything that survives a power cycle: what the sealed blob holds. */
+/*
+ * The applets' persistent state: one fixed slot each, whatever the module's role (a module never
+ * allocates, and no applet can overwrite another's). A slot's size is its type's, known at compile
+ * time. These slots are under the command transaction: a command that fails leaves them as they
+ * were. An applet with state adds its slot here and its section to the registry.
+ */
+struct kh_applet_slots {
+	struct kh_cas_state cas; /* applet_cas.c (applet_usage.c works on it too) */
+};
+
+/* The same for what the applets seal but keep outside the transaction: a refused command still
+ * changes it (kh_module.live). */
+struct kh_applet_live {
+	struct kh_cas_usage cas;
+};
+
+/* Everything that survives a power cycle under the transaction: what the sealed blob holds, with
+ * struct kh_applet_live. The runtime's own fields, then the applets' slots. */
 struct kh_persist {
 	uint8_t lifecycle;
 	uint8_t role;
@@ -107,10 +126,14 @@ struct kh_persist {
 	uint16_t sign_cert_len, pair_cert_len;
 	uint8_t sign_cert[KH_CERT_MAX];
 	uint8_t pair_cert[KH_CERT_MAX];
-	struct kh_cas_state cas;
+	struct kh_applet_slots app;
 };
 
 #define KH_MODULE_MAGIC 0x4B484D53u /* "KHMS" */
+/* Sealed state blob: "KHMS" | u8 version | u64 counter | nonce, then the sealed TLV state. */
+#define KH_MODULE_BLOB_HDR_LEN (4 + 1 + 8 + KH_NONCE_LEN)
+#define KH_MODULE_BLOB_V1 1 /* one flat TLV list: the runtime's tags, then the CAS applet's */
+#define KH_MODULE_BLOB_V2 2 /* the runtime's tags, then one section per applet */
 
 struct kh_module {
 	uint32_t magic;
@@ -125,7 +148,7 @@ struct kh_module {
 	int keep_data;           /* the refusal's answer carries data (a pay-per-view offer) */
 	int commit_refusal;      /* the command is refused, but what it left in p is stored all the
 				  * same (a card's own EMM that cannot apply still uses up its seq) */
-	struct kh_cas_usage usage;
+	struct kh_applet_live live;
 
 	struct kh_chan chan;  /* responder side: toward the CAM (card) or the decoder (CAM) */
 	/* Initiator side (applet_cam.c), in a CAM toward its card and in a decoder toward its CAM. */
@@ -162,27 +185,70 @@ struct kh_module {
 
 typedef kh_err (*kh_handler)(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
 
-/* Handlers, by applet. */
-kh_err kh__h_get_info(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_get_cert(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_perso_init(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_perso_certs(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_pair_open(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_sealed(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_echo(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_card_start(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_card_send(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_ecm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_purchase(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_emm(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_cas_status(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_cas_flush(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_export(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_hello(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_ladder_load(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
-kh_err kh__h_descramble(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp);
+/* ---- the applet registry (registry.c) ---- */
+
+/* How an instruction may be reached (struct kh_applet_ins). */
+#define KH_INSF_PLAIN 0x01  /* accepted as a plain command */
+#define KH_INSF_SEALED 0x02 /* accepted inside the paired channel */
+#define KH_INSF_INIT 0x04   /* initiators toward a module below: CAM and decoder roles only */
+#define KH_INSF_NOTX 0x08   /* no snapshot: its own transaction (SEALED) or no persistent state */
+#define KH_INSF_DEC 0x10    /* decoder role only */
+
+struct kh_applet_ins {
+	uint8_t ins;   /* enum kh_ins: one applet per instruction */
+	uint8_t flags; /* KH_INSF_* */
+	kh_handler fn;
+};
+
+#define KH_ROLE_BIT(role) ((role) < 32 ? 1u << (role) : 0u)
+
+/* Section flags. */
+#define KH_SECTION_OPTIONAL 0x01 /* a build that does not know it may drop it (else it refuses the state) */
+#define KH_SECTION_V1 0x02       /* in a version-1 blob (before sections), the tags the runtime does not
+				  * know are this applet's section at version 1: at most one applet */
+
+/*
+ * An applet's part of the sealed state: one section, {id, version, flags, body}, where the body is
+ * the applet's own TLV list. Loading reads every version from 1 to `version`; a newer one is
+ * refused (KH_ERR_STATE_VERSION) before load is called. save and load see the slots of the state
+ * being written or read, which load fills only: the runtime commits them when every section
+ * loaded.
+ */
+struct kh_applet_state {
+	uint8_t id;      /* unique among applets, never reused for another meaning */
+	uint8_t version; /* of the section this build writes */
+	uint8_t flags;   /* KH_SECTION_* (written with the section) */
+	uint32_t roles;  /* the roles whose modules write it (KH_ROLE_BIT); any module reads it */
+	size_t max_len;  /* the most bytes its body takes (registry.c checks the sum fits a blob) */
+	kh_err (*save)(const struct kh_persist *p, const struct kh_applet_live *l, struct kh_wr *w);
+	kh_err (*load)(struct kh_persist *p, struct kh_applet_live *l, uint8_t version, struct kh_rd *rd);
+	/* A module with no such section: a blank state (called before load, and when it is absent). */
+	void (*reset)(struct kh_persist *p, struct kh_applet_live *l);
+	/* The sealed state was stored (NULL: nothing to do). */
+	void (*stored)(struct kh_applet_live *l);
+};
+
+struct kh_applet {
+	const char *name;
+	const struct kh_applet_ins *ins;
+	size_t nins;
+	const struct kh_applet_state *state; /* NULL: nothing kept across a power cycle */
+};
+
+#define KH_APPLET_INS(table) (table), (sizeof(table) / sizeof((table)[0]))
+
+extern const struct kh_applet kh__applet_id, kh__applet_pair, kh__applet_cam, kh__applet_dec, kh__applet_cas,
+	kh__applet_usage;
+/* Every applet, in the order dispatch searches them. */
+extern const struct kh_applet *const kh__applets[];
+extern const size_t kh__napplets;
+
+/* Bytes a state section's header takes: TLV header, id, version, flags. */
+#define KH_SECTION_HDR_LEN (3 + 3)
+/* The most bytes the runtime's own TLVs take in the sealed state (module.c). */
+#define KH_RUNTIME_STATE_MAX (2 * (3 + 1) + (3 + 4) + 7 * (3 + 32) + 2 * (3 + KH_CERT_MAX))
+/* The most bytes of TLV state a blob can seal. */
+#define KH_STATE_PLAIN_MAX (KH_MODULE_BLOB_MAX - KH_MODULE_BLOB_HDR_LEN - KH_TAG_LEN)
 
 /* CAM: end the channel to the card (its keys, what was in flight). */
 void kh__cam_drop(struct kh_module *m);
@@ -197,11 +263,11 @@ kh_err kh__card_revoked(const struct kh_module *m, uint32_t ua);
 /* A card's pay-TV command: card role (else APDU_INS), P1 <= p1_max and P2 = 0, personalised. */
 kh_err kh__cas_need_card(const struct kh_module *m, const struct kh_apdu *a, uint8_t p1_max);
 
-/* The CAS applet's part of the sealed state: TLV tags from KH_CAS_STATE_TAG0 up. */
-#define KH_CAS_STATE_TAG0 0x40
-kh_err kh__cas_serialise(const struct kh_cas_state *c, const struct kh_cas_usage *u, struct kh_wr *w);
-/* One TLV of it into c / u; KH_ERR_TLV_TAG for a tag that is not the applet's. */
-kh_err kh__cas_field(const struct kh_tlv *t, struct kh_cas_state *c, struct kh_cas_usage *u);
+/* The most bytes of the CAS applet's section body (applet_cas.c's TLVs at their capacities). */
+#define KH_CAS_SECTION_MAX                                                                                   \
+	(2 * (3 + 4) + (3 + 12) + (3 + 36) + (3 + 32) + (3 + 2) + KH_CAS_KEYS * (3 + 37) +                   \
+	 KH_CAS_RIGHTS * (3 + 20) + KH_CAS_EVENTS * (3 + 4) + KH_CAS_LOG * (3 + 20) + (3 + 4) +              \
+	 KH_CAS_SIGNERS * (3 + 45) + (3 + 16) + (3 + 8) + (3 + 4 + 4 * KH_CAS_REVOKED))
 
 /* Run one parsed command through the dispatch table (used again for commands inside the channel). */
 size_t kh__module_exec(struct kh_module *m, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap);

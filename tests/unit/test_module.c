@@ -815,7 +815,7 @@ static void test_rollback(void **state)
 	assert_int_equal(ctr, 1);
 	assert_int_equal(kh_module_blob_counter(cap->blob[1], cap->len[1], &ctr), KH_OK);
 	assert_int_equal(ctr, 2);
-	assert_memory_equal(cap->blob[1], "KHMS\x01", 5);
+	assert_memory_equal(cap->blob[1], "KHMS\x02", 5);
 
 	/* a fresh module: blob #1 with min 2 is a rollback, and changes nothing */
 	raw_new(&b, root, cap2);
@@ -874,7 +874,7 @@ static void test_rollback(void **state)
 		assert_int_equal(kh_module_blob_counter(blob, cap->len[0], &ctr), KH_OK);
 		assert_int_equal(ctr, 9);
 		assert_int_equal(kh_module_load(b.m, blob, cap->len[0], 0), KH_ERR_STATE_AUTH);
-		blob[4] = 2;
+		blob[4] = 3; /* a version this build does not know */
 		assert_int_equal(kh_module_load(b.m, blob, cap->len[0], 0), KH_ERR_VERSION);
 		assert_int_equal(kh_module_blob_counter(blob, cap->len[0], &ctr), KH_ERR_VERSION);
 		blob[0] = 'X';
