@@ -7,8 +7,11 @@
  * persistent state leaves only sealed under the root key.
  *
  * Sealed state blob (docs/internals/module.md):
- *   "KHMS" | u8 version=1 | u64 counter | nonce(12) | AES-256-GCM(HKDF(root, "keyhole module state v1"),
+ *   "KHMS" | u8 version=2 | u64 counter | nonce(12) | AES-256-GCM(HKDF(root, "keyhole module state v1"),
  *                                                      aad = the 25 header bytes, TLV state)
+ * The TLV state is the runtime's own fields, then one versioned section per applet that keeps
+ * state. Blobs of version 1 (one flat list, before sections) still load; the next store writes
+ * version 2.
  */
 #ifndef KEYHOLE_MODULE_H
 #define KEYHOLE_MODULE_H
@@ -44,9 +47,12 @@ KH_WARN_UNUSED kh_err kh_module_init(void *mem, size_t memlen, const uint8_t roo
 				     const struct kh_module_env *env, struct kh_module **out);
 /*
  * Load a sealed state. Refused with KH_ERR_STATE_AUTH when it does not open under the root key,
- * KH_ERR_VERSION for an unknown format, KH_ERR_ROLLBACK when its counter is below min_counter
- * (the highest the environment has recorded) or below one this module already holds. On error
- * the module is unchanged.
+ * KH_ERR_VERSION for an unknown blob version, KH_ERR_ROLLBACK when its counter is below
+ * min_counter (the highest the environment has recorded) or below one this module already holds,
+ * KH_ERR_STATE_SECTION when it holds a mandatory section no applet of this build owns,
+ * KH_ERR_STATE_VERSION when an applet's section is of a version newer than this build reads, and
+ * the TLV errors (KH_ERR_FORMAT, KH_ERR_TLV_TAG, ...) for malformed contents. On error the module
+ * is unchanged.
  */
 KH_WARN_UNUSED kh_err kh_module_load(struct kh_module *m, const uint8_t *blob, size_t len, uint64_t min_counter);
 /*

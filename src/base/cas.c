@@ -668,6 +668,11 @@ kh_err kh_ppv_offer_parse(const uint8_t *d, size_t n, struct kh_ppv_offer *out)
 	return KH_OK;
 }
 
+/* The three sequence tags follow enum kh_emm_addr. */
+_Static_assert(KH_CAS_STATUS_T_SEQ_GROUP - KH_CAS_STATUS_T_SEQ_UNIQUE == KH_EMM_GROUP &&
+		       KH_CAS_STATUS_T_SEQ_ALL - KH_CAS_STATUS_T_SEQ_UNIQUE == KH_EMM_ALL,
+	       "CAS STATUS sequence tags out of step with enum kh_emm_addr");
+
 kh_err kh_cas_status_parse(const uint8_t *d, size_t n, struct kh_cas_status *out)
 {
 	struct kh_cas_status s;

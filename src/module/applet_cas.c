@@ -16,6 +16,11 @@
  *
  * Every change is made in m->p inside the command transaction of module.c, so a refused command
  * changes nothing, and an accepted one is sealed and stored before its answer leaves.
+ *
+ * Its state: the slot m->p.app.cas, and the usage counters and card clock in m->live.cas (outside
+ * the transaction: a refused ECM still counts). Both are section 1 of the sealed state, whose
+ * version 1 is the tail of the flat format the first cards were written in (kh__applet_cas, at
+ * the end of this file).
  */
 #include <string.h>
 

@@ -16,6 +16,9 @@
  * can tell blocks apart. The block's AEAD nonce is drawn fresh for each block by kh_usage_seal,
  * not taken from the block number: a copy of the card's files put back makes the same numbers
  * again.
+ *
+ * This applet keeps no state of its own: the purchase log, credit, block_seq and counters it
+ * exports are the CAS applet's (m->p.app.cas, m->live.cas), sealed in that applet's section.
  */
 #include <string.h>
 

@@ -269,7 +269,7 @@ kh_err kh__cas_need_card(const struct kh_module *m, const struct kh_apdu *a, uin
 	 KH_CAS_RIGHTS * (3 + 20) + KH_CAS_EVENTS * (3 + 4) + KH_CAS_LOG * (3 + 20) + (3 + 4) +              \
 	 KH_CAS_SIGNERS * (3 + 45) + (3 + 16) + (3 + 8) + (3 + 4 + 4 * KH_CAS_REVOKED))
 
-/* Run one parsed command through the dispatch table (used again for commands inside the channel). */
+/* Run one parsed command through the registry (used again for commands inside the channel). */
 size_t kh__module_exec(struct kh_module *m, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap);
 uint64_t kh__module_now(const struct kh_module *m);
 

@@ -1,7 +1,8 @@
 /*
  * The module runtime (src/module/) driven only with APDUs, as a reader would: personalisation by
  * a real authority, the dispatch rules, and the sealed state store (softmodule files and the raw
- * kh_module_load API: tampering, truncation, rollback, store failure).
+ * kh_module_load API: tampering, truncation, rollback, store failure). And the applet registry's
+ * own rules, read from the registry itself (module/module_int.h).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include "keyhole/pair.h"
 #include "keyhole/softmodule.h"
 #include "keyhole/transport.h"
+#include "module/module_int.h"
 #include "testutil.h"
 #include "world.h"
 
@@ -990,6 +992,54 @@ static void test_store_failure(void **state)
 	free(iss);
 }
 
+/* ---- the registry: every instruction handled once, every section its own ---- */
+
+static void test_registry(void **state)
+{
+	static const uint8_t every_ins[] = {
+		KH_INS_GET_INFO,   KH_INS_ECHO,       KH_INS_PAIR_OPEN,   KH_INS_GET_CERT,  KH_INS_SEALED,
+		KH_INS_CAM_AUTH,   KH_INS_PERSO_INIT, KH_INS_PERSO_CERTS, KH_INS_CARD_START, KH_INS_CARD_RESP,
+		KH_INS_CARD_SEND,  KH_INS_LADDER_LOAD, KH_INS_DESCRAMBLE, KH_INS_ECM,       KH_INS_PURCHASE,
+		KH_INS_EMM,        KH_INS_CAS_STATUS, KH_INS_CAS_FLUSH,   KH_INS_EXPORT,    KH_INS_HELLO,
+	};
+	unsigned owners[256] = {0}, ids[256] = {0}, v1 = 0, total = 0;
+	size_t runtime_max = KH_RUNTIME_STATE_MAX;
+
+	(void)state;
+	assert_true(kh__napplets > 0 && kh__napplets <= 64);
+	for (size_t i = 0; i < kh__napplets; i++) {
+		const struct kh_applet *ap = kh__applets[i];
+		const struct kh_applet_state *st = ap->state;
+		assert_non_null(ap->name);
+		assert_true(ap->nins > 0);
+		for (size_t j = 0; j < ap->nins; j++) {
+			assert_non_null(ap->ins[j].fn);
+			assert_true(ap->ins[j].flags & (KH_INSF_PLAIN | KH_INSF_SEALED));
+			owners[ap->ins[j].ins]++;
+			total++;
+		}
+		if (!st)
+			continue;
+		assert_true(st->id != 0);
+		assert_int_equal(ids[st->id]++, 0);
+		assert_true(st->version >= 1);
+		assert_true(st->save && st->load && st->reset);
+		assert_true(st->max_len + 3 <= 0xFFFF);
+		assert_int_equal(st->flags & ~(KH_SECTION_OPTIONAL | KH_SECTION_V1), 0);
+		v1 += (st->flags & KH_SECTION_V1) != 0;
+		runtime_max += KH_SECTION_HDR_LEN + st->max_len;
+	}
+	/* one applet per instruction, and none of the instruction set lost */
+	for (size_t i = 0; i < 256; i++)
+		assert_true(owners[i] <= 1);
+	for (size_t i = 0; i < sizeof every_ins; i++)
+		assert_int_equal(owners[every_ins[i]], 1);
+	assert_int_equal(total, sizeof every_ins);
+	/* the flat format's tail belongs to one applet; every section at its largest fits a blob */
+	assert_int_equal(v1, 1);
+	assert_true(runtime_max <= KH_STATE_PLAIN_MAX);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1000,6 +1050,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_module_lock, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_rollback, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_store_failure, world_setup, world_teardown),
+		cmocka_unit_test(test_registry),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
