@@ -229,7 +229,8 @@ static void test_pair(void **state)
 	kh_softmod_free(sd);
 }
 
-/* The card's next EMM under its Kp (derived from the fixtures' master key): credit 7, reload 3. */
+/* The card's EMM number seq under its Kp (derived from the fixtures' master key): credit 7 with
+ * reload id reload. */
 static size_t next_emm(struct fx *f, uint32_t seq, uint32_t reload, uint8_t *out, size_t cap)
 {
 	uint8_t master[32], kp[32], cmds[64];
@@ -252,22 +253,36 @@ static size_t next_emm(struct fx *f, uint32_t seq, uint32_t reload, uint8_t *out
 	return len;
 }
 
+/* Give the card at t its EMM number seq: credit 7 with reload id reload; the card's answer. */
+static kh_err give_emm(struct fx *f, struct kh_transport *t, uint32_t seq, uint32_t reload)
+{
+	uint8_t emm[KH_EMM_MAX];
+	struct kh_host_cas c;
+	size_t n = next_emm(f, seq, reload, emm, sizeof emm);
+
+	kh_host_cas_init(&c, NULL, NULL, t, 0);
+	return kh_host_cas_emm(&c, emm, n);
+}
+
+/* The card, after one EMM: credit 7 (reload 3, seq 5) stored in the current format. */
+static void card_after_emm(struct fx *f)
+{
+	struct kh_transport t;
+	struct kh_softmod *sm = open_mod(f, "card.card", &t);
+
+	assert_int_equal(give_emm(f, &t, 5, 3), KH_OK);
+	kh_softmod_free(sm);
+}
+
 static void test_card_restore(void **state)
 {
 	struct fx *f = *state;
-	uint8_t emm[KH_EMM_MAX];
 	struct kh_transport t;
-	struct kh_softmod *sm = open_mod(f, "card.card", &t);
+	struct kh_softmod *sm;
 	struct kh_cas_status s;
-	struct kh_host_cas c;
-	size_t n = next_emm(f, 5, 3, emm, sizeof emm);
 
-	kh_host_cas_init(&c, NULL, NULL, &t, 0);
-	assert_int_equal(kh_host_cas_emm(&c, emm, n), KH_OK);
+	card_after_emm(f);
 	assert_int_equal(ctr_file(f, "card.card.ctr"), 12);
-	/* a replay of it is refused and changes nothing */
-	assert_int_equal(kh_host_cas_emm(&c, emm, n), KH_ERR_EMM_REPLAY);
-	kh_softmod_free(sm);
 
 	/* stored by the current build, loaded again: the new credit and every old fact */
 	sm = open_mod(f, "card.card", &t);
@@ -278,10 +293,11 @@ static void test_card_restore(void **state)
 	assert_int_equal(s.seq[KH_EMM_UNIQUE], 5);
 	assert_int_equal(s.n_emm, 5);
 	assert_card_keeps(&s);
+	/* its sequence number is used up: another EMM numbered 5 is a replay, and changes nothing */
+	assert_int_equal(give_emm(f, &t, 5, 4), KH_ERR_EMM_REPLAY);
+	assert_int_equal(kh_module_counter(kh_softmod_module(sm)), 12);
 	/* and once more from the new format to the new format */
-	n = next_emm(f, 6, 4, emm, sizeof emm);
-	kh_host_cas_init(&c, NULL, NULL, &t, 0);
-	assert_int_equal(kh_host_cas_emm(&c, emm, n), KH_OK);
+	assert_int_equal(give_emm(f, &t, 6, 4), KH_OK);
 	kh_softmod_free(sm);
 	sm = open_mod(f, "card.card", &t);
 	assert_info(&t, KH_ROLE_CARD, CARD_UA, 13);
@@ -367,20 +383,6 @@ static size_t first_tag(const struct plain *pl, uint8_t tag0)
 		off += 3 + ((size_t)pl->b[off + 1] << 8 | pl->b[off + 2]);
 	assert_true(off <= pl->n);
 	return off;
-}
-
-/* The card, after one EMM: credit 7 (reload 3, seq 5) stored in the current format. */
-static void card_after_emm(struct fx *f)
-{
-	uint8_t emm[KH_EMM_MAX];
-	struct kh_transport t;
-	struct kh_softmod *sm = open_mod(f, "card.card", &t);
-	struct kh_host_cas c;
-	size_t n = next_emm(f, 5, 3, emm, sizeof emm);
-
-	kh_host_cas_init(&c, NULL, NULL, &t, 0);
-	assert_int_equal(kh_host_cas_emm(&c, emm, n), KH_OK);
-	kh_softmod_free(sm);
 }
 
 /*
@@ -529,13 +531,7 @@ static void test_sections(void **state)
 	s = status_of(&t);
 	assert_int_equal(s.credit, 502);
 	assert_card_keeps(&s);
-	{
-		uint8_t emm[KH_EMM_MAX];
-		struct kh_host_cas c;
-		size_t n = next_emm(f, 6, 4, emm, sizeof emm);
-		kh_host_cas_init(&c, NULL, NULL, &t, 0);
-		assert_int_equal(kh_host_cas_emm(&c, emm, n), KH_OK);
-	}
+	assert_int_equal(give_emm(f, &t, 6, 4), KH_OK);
 	kh_softmod_free(sm);
 	read_state(f, after);
 	assert_int_equal(after->counter, 21);
