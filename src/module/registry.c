@@ -9,11 +9,11 @@
 #include "module/module_int.h"
 
 const struct kh_applet *const kh__applets[] = {
-	&kh__applet_id,  /* GET INFO, GET CERT, PERSO INIT, PERSO CERTS */
-	&kh__applet_pair, /* PAIR OPEN, SEALED, ECHO, CAM AUTH */
-	&kh__applet_cam,  /* CARD START, CARD RESP, CARD SEND */
-	&kh__applet_dec,  /* LADDER LOAD, DESCRAMBLE */
-	&kh__applet_cas,  /* ECM, PURCHASE, EMM, CAS STATUS, CAS FLUSH; section 1 */
+	&kh__applet_id,    /* GET INFO, GET CERT, PERSO INIT, PERSO CERTS */
+	&kh__applet_pair,  /* PAIR OPEN, SEALED, ECHO, CAM AUTH */
+	&kh__applet_cam,   /* CARD START, CARD RESP, CARD SEND */
+	&kh__applet_dec,   /* LADDER LOAD, DESCRAMBLE */
+	&kh__applet_cas,   /* ECM, PURCHASE, EMM, CAS STATUS, CAS FLUSH; section 1 */
 	&kh__applet_usage, /* EXPORT, HELLO */
 };
 const size_t kh__napplets = sizeof kh__applets / sizeof kh__applets[0];
