@@ -33,8 +33,10 @@ enum kh_softmod_file {
  * <card>.ctr is the lowest state counter accepted; it must exist (KH_ERR_COUNTER_MISSING), as
  * without it an old copy of the card file could not be told from the current one. Errors:
  * KH_ERR_NOTFOUND, KH_ERR_KEYFILE_PERM, KH_ERR_STATE_AUTH, KH_ERR_ROLLBACK, KH_ERR_FORMAT,
- * KH_ERR_COUNTER_MISSING, KH_ERR_MODULE_BUSY; *which (may be NULL) names the file. No file is
- * changed.
+ * KH_ERR_COUNTER_MISSING, KH_ERR_MODULE_BUSY, and from the sealed state's sections
+ * (docs/internals/module.md) KH_ERR_VERSION, KH_ERR_STATE_VERSION (an applet's section in a
+ * version this build does not know), KH_ERR_STATE_SECTION (a mandatory section of an applet this
+ * build does not have); *which (may be NULL) names the file. No file is changed.
  *
  * One process at a time: the module is held under an exclusive flock(2) on its key file (never
  * replaced, unlike the card and counter files) until kh_softmod_free(); a second opener, in this
