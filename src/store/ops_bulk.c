@@ -145,10 +145,20 @@ out:
 	return r;
 }
 
-static uint32_t col_u32(struct kh__stmt *st, int col)
+void kh__bulk_job_cols(struct kh__stmt *st, struct kh_store_bulk_job *j)
 {
-	int64_t v = kh__col_i64(st, col);
-	return v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+	memset(j, 0, sizeof *j);
+	j->product_id = kh__col_u32(st, 1);
+	j->start = kh__col_i64(st, 2);
+	j->end = kh__col_i64(st, 3);
+	j->all = kh__col_i64(st, 4) != 0;
+	j->max_subscriber_id = kh__col_i64(st, 5);
+	j->last_subscriber_id = kh__col_i64(st, 6);
+	j->subscribers = kh__col_u32(st, 7);
+	j->emms_queued = kh__col_u32(st, 8);
+	j->skipped = kh__col_u32(st, 9);
+	j->chunks = kh__col_u32(st, 10);
+	j->done = kh__col_i64(st, 11) != 0;
 }
 
 kh_err kh_store_bulk_job_get(struct kh_store *s, const char *key, const uint8_t hash[static KH_STORE_IDEM_HASH_LEN],
@@ -165,18 +175,7 @@ kh_err kh_store_bulk_job_get(struct kh_store *s, const char *key, const uint8_t 
 		return KH_ERR_INVAL;
 	if ((r = kh__keyed_row(s, sql, key, hash, &st)) != KH_OK)
 		return r;
-	memset(&j, 0, sizeof j);
-	j.product_id = col_u32(st, 1);
-	j.start = kh__col_i64(st, 2);
-	j.end = kh__col_i64(st, 3);
-	j.all = kh__col_i64(st, 4) != 0;
-	j.max_subscriber_id = kh__col_i64(st, 5);
-	j.last_subscriber_id = kh__col_i64(st, 6);
-	j.subscribers = col_u32(st, 7);
-	j.emms_queued = col_u32(st, 8);
-	j.skipped = col_u32(st, 9);
-	j.chunks = col_u32(st, 10);
-	j.done = kh__col_i64(st, 11) != 0;
+	kh__bulk_job_cols(st, &j);
 	if ((r = kh__exec(st)) != KH_OK)
 		goto out;
 	*job = j;
