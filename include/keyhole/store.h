@@ -504,6 +504,7 @@ struct kh_store_bulk_target {
 	uint32_t ua;            /* the subscriber's active card; 0: none */
 	unsigned subscriptions; /* how many products the subscriber holds now */
 	int has_product;        /* 1: already holds the job's product (a renewal) */
+	int closed;             /* 1: the subscriber is closed (migration 6): it takes no subscription */
 };
 typedef kh_err (*kh_store_bulk_target_fn)(void *arg, const struct kh_store_bulk_target *t);
 
@@ -615,7 +616,7 @@ KH_WARN_UNUSED kh_err kh_store_cards_page(struct kh_store *s, const struct kh_st
 					  int *more);
 
 /* The catalogue by id; channels of one product when has_product; events whose start is in
- * [since, until). One row by id: KH_ERR_NOTFOUND when there is none. */
+ * [since, until) (INT64_MIN, INT64_MAX: all). One row by id: KH_ERR_NOTFOUND when there is none. */
 KH_WARN_UNUSED kh_err kh_store_products_page(struct kh_store *s, const struct kh_store_page *page,
 					     kh_store_product_fn fn, void *arg, int *more);
 KH_WARN_UNUSED kh_err kh_store_channels_page(struct kh_store *s, int has_product, uint32_t product,

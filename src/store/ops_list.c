@@ -375,7 +375,10 @@ kh_err kh_store_channels_page(struct kh_store *s, int has_product, uint32_t prod
 kh_err kh_store_events_page(struct kh_store *s, int64_t since, int64_t until, const struct kh_store_page *page,
 			    kh_store_event_fn fn, void *arg, int *more)
 {
-	static const char sql[] =
+	static const char all[] = "SELECT " EVENT_COLS " FROM events WHERE id > ?1 ORDER BY id LIMIT ?2";
+	/* events_start for the window: SQLite would take it for any range on start_time, even
+	 * the whole line, and then sort every event by id at each page; without one, the id order */
+	static const char window[] =
 		"SELECT " EVENT_COLS " FROM events WHERE start_time >= ?3 AND start_time < ?4 AND id > ?1\n"
 		"ORDER BY id LIMIT ?2";
 	struct walk w = {event_row, {.event = fn}, arg};
@@ -384,7 +387,9 @@ kh_err kh_store_events_page(struct kh_store *s, int64_t since, int64_t until, co
 
 	if (s == NULL || fn == NULL || more == NULL || !page_ok(page))
 		return KH_ERR_INVAL;
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
+	if (since == INT64_MIN && until == INT64_MAX)
+		return simple_page(s, all, page, &w, more);
+	if ((r = kh__stmt(s, window, &st)) != KH_OK)
 		return r;
 	if ((r = bind_page(st, page)) != KH_OK || (r = kh__bind_i64(st, 3, since)) != KH_OK ||
 	    (r = kh__bind_i64(st, 4, until)) != KH_OK) {
