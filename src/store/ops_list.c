@@ -73,12 +73,31 @@ static kh_err walk_rows(struct kh__stmt *st, unsigned limit, const struct walk *
 	return r;
 }
 
-/* Bind the page's position as ?1 (ids and UAs are >= 0: -1 is before the first) and its
+/* Bind the page's position as ?1 (INT64_MIN: before the first row of any list) and its
  * limit as ?2. */
 static kh_err bind_page(struct kh__stmt *st, const struct kh_store_page *pg)
 {
-	kh_err r = kh__bind_i64(st, 1, pg->after_set ? pg->after : -1);
+	kh_err r = kh__bind_i64(st, 1, pg->after_set ? pg->after : INT64_MIN);
 	return r != KH_OK ? r : kh__bind_i64(st, 2, page_limit(pg));
+}
+
+/* A page of sql: the position ?1, the limit ?2, then the n values vals as ?3, ?4, ... */
+static kh_err page_of(struct kh_store *s, const char *sql, const struct kh_store_page *page, const int64_t *vals,
+		      int n, const struct walk *w, int *more)
+{
+	struct kh__stmt *st = NULL;
+	kh_err r;
+
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
+		return r;
+	r = bind_page(st, page);
+	for (int i = 0; r == KH_OK && i < n; i++)
+		r = kh__bind_i64(st, 3 + i, vals[i]);
+	if (r != KH_OK) {
+		kh__stmt_done(st);
+		return r;
+	}
+	return walk_rows(st, page->limit, w, more, NULL);
 }
 
 /* The one row st (prepared, its key bound as ?1 by the caller) gives: KH_ERR_NOTFOUND for none. */
@@ -308,22 +327,6 @@ static kh_err event_row(struct kh__stmt *st, const struct walk *w)
 #define CHANNEL_COLS "id, name, coalesce(product_id, 0)"
 #define EVENT_COLS "id, name, price, channel_id, start_time, end_time"
 
-/* A page of a statement whose only parameters are the position and the limit (limit 0: all). */
-static kh_err simple_page(struct kh_store *s, const char *sql, const struct kh_store_page *page,
-			  const struct walk *w, int *more)
-{
-	struct kh__stmt *st = NULL;
-	kh_err r;
-
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
-		return r;
-	if ((r = bind_page(st, page)) != KH_OK) {
-		kh__stmt_done(st);
-		return r;
-	}
-	return walk_rows(st, page->limit, w, more, NULL);
-}
-
 kh_err kh_store_products_page(struct kh_store *s, const struct kh_store_page *page, kh_store_product_fn fn,
 			      void *arg, int *more)
 {
@@ -332,7 +335,7 @@ kh_err kh_store_products_page(struct kh_store *s, const struct kh_store_page *pa
 
 	if (s == NULL || fn == NULL || more == NULL || !page_ok(page))
 		return KH_ERR_INVAL;
-	return simple_page(s, sql, page, &w, more);
+	return page_of(s, sql, page, NULL, 0, &w, more);
 }
 
 kh_err kh_store_products(struct kh_store *s, kh_store_product_fn fn, void *arg)
@@ -356,20 +359,11 @@ kh_err kh_store_channels_page(struct kh_store *s, int has_product, uint32_t prod
 	static const char of_product[] =
 		"SELECT " CHANNEL_COLS " FROM channels WHERE product_id = ?3 AND id > ?1 ORDER BY id LIMIT ?2";
 	struct walk w = {channel_row, {.channel = fn}, arg};
-	struct kh__stmt *st = NULL;
-	kh_err r;
+	const int64_t v[1] = {product};
 
 	if (s == NULL || fn == NULL || more == NULL || !page_ok(page))
 		return KH_ERR_INVAL;
-	if (!has_product)
-		return simple_page(s, all, page, &w, more);
-	if ((r = kh__stmt(s, of_product, &st)) != KH_OK)
-		return r;
-	if ((r = bind_page(st, page)) != KH_OK || (r = kh__bind_i64(st, 3, product)) != KH_OK) {
-		kh__stmt_done(st);
-		return r;
-	}
-	return walk_rows(st, page->limit, &w, more, NULL);
+	return has_product ? page_of(s, of_product, page, v, 1, &w, more) : page_of(s, all, page, NULL, 0, &w, more);
 }
 
 kh_err kh_store_events_page(struct kh_store *s, int64_t since, int64_t until, const struct kh_store_page *page,
@@ -382,21 +376,13 @@ kh_err kh_store_events_page(struct kh_store *s, int64_t since, int64_t until, co
 		"SELECT " EVENT_COLS " FROM events WHERE start_time >= ?3 AND start_time < ?4 AND id > ?1\n"
 		"ORDER BY id LIMIT ?2";
 	struct walk w = {event_row, {.event = fn}, arg};
-	struct kh__stmt *st = NULL;
-	kh_err r;
+	const int64_t v[2] = {since, until};
 
 	if (s == NULL || fn == NULL || more == NULL || !page_ok(page))
 		return KH_ERR_INVAL;
 	if (since == INT64_MIN && until == INT64_MAX)
-		return simple_page(s, all, page, &w, more);
-	if ((r = kh__stmt(s, window, &st)) != KH_OK)
-		return r;
-	if ((r = bind_page(st, page)) != KH_OK || (r = kh__bind_i64(st, 3, since)) != KH_OK ||
-	    (r = kh__bind_i64(st, 4, until)) != KH_OK) {
-		kh__stmt_done(st);
-		return r;
-	}
-	return walk_rows(st, page->limit, &w, more, NULL);
+		return page_of(s, all, page, NULL, 0, &w, more);
+	return page_of(s, window, page, v, 2, &w, more);
 }
 
 kh_err kh_store_product_read(struct kh_store *s, uint32_t id, kh_store_product_fn fn, void *arg)
@@ -461,21 +447,11 @@ kh_err kh_store_invoices_page(struct kh_store *s, int64_t subscriber_id, int64_t
 	static const char of_subscriber[] = INVOICES_PAGE("subscriber_id = ?5 AND");
 	static const char all[] = INVOICES_PAGE("?5 = 0 AND");
 	struct walk w = {invoice_row, {.invoice = fn}, arg};
-	struct kh__stmt *st = NULL;
-	kh_err r;
+	const int64_t v[4] = {since, until, subscriber_id, page && page->after_set ? page->after_id : INT64_MIN};
 
 	if (s == NULL || fn == NULL || more == NULL || !page_ok(page) || subscriber_id < 0)
 		return KH_ERR_INVAL;
-	if ((r = kh__stmt(s, subscriber_id ? of_subscriber : all, &st)) != KH_OK)
-		return r;
-	if ((r = kh__bind_i64(st, 1, page->after_set ? page->after : INT64_MIN)) != KH_OK ||
-	    (r = kh__bind_i64(st, 2, page_limit(page))) != KH_OK || (r = kh__bind_i64(st, 3, since)) != KH_OK ||
-	    (r = kh__bind_i64(st, 4, until)) != KH_OK || (r = kh__bind_i64(st, 5, subscriber_id)) != KH_OK ||
-	    (r = kh__bind_i64(st, 6, page->after_set ? page->after_id : INT64_MIN)) != KH_OK) {
-		kh__stmt_done(st);
-		return r;
-	}
-	return walk_rows(st, page->limit, &w, more, NULL);
+	return page_of(s, subscriber_id ? of_subscriber : all, page, v, 4, &w, more);
 }
 
 static kh_err subscription_row(struct kh__stmt *st, const struct walk *w)
@@ -491,18 +467,11 @@ kh_err kh_store_subscriptions_page(struct kh_store *s, int64_t subscriber_id, co
 		"SELECT subscriber_id, product_id, start_time, end_time FROM subscriptions\n"
 		"WHERE subscriber_id = ?3 AND product_id > ?1 ORDER BY product_id LIMIT ?2";
 	struct walk w = {subscription_row, {.subscription = fn}, arg};
-	struct kh__stmt *st = NULL;
-	kh_err r;
+	const int64_t v[1] = {subscriber_id};
 
 	if (s == NULL || fn == NULL || more == NULL || !page_ok(page))
 		return KH_ERR_INVAL;
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
-		return r;
-	if ((r = bind_page(st, page)) != KH_OK || (r = kh__bind_i64(st, 3, subscriber_id)) != KH_OK) {
-		kh__stmt_done(st);
-		return r;
-	}
-	return walk_rows(st, page->limit, &w, more, NULL);
+	return page_of(s, sql, page, v, 1, &w, more);
 }
 
 /* ---------------------------------------------------------------- upload sessions, bulk jobs */
@@ -529,20 +498,11 @@ kh_err kh_store_upload_sessions_page(struct kh_store *s, int has_ua, uint32_t ua
 		"SELECT id, ua, created_at, coalesce(closed_at, 0) FROM upload_sessions\n"
 		"WHERE ua = ?3 AND id > ?1 ORDER BY id LIMIT ?2";
 	struct walk w = {session_row, {.session = fn}, arg};
-	struct kh__stmt *st = NULL;
-	kh_err r;
+	const int64_t v[1] = {ua};
 
 	if (s == NULL || fn == NULL || more == NULL || !page_ok(page))
 		return KH_ERR_INVAL;
-	if (!has_ua)
-		return simple_page(s, all, page, &w, more);
-	if ((r = kh__stmt(s, of_card, &st)) != KH_OK)
-		return r;
-	if ((r = bind_page(st, page)) != KH_OK || (r = kh__bind_i64(st, 3, ua)) != KH_OK) {
-		kh__stmt_done(st);
-		return r;
-	}
-	return walk_rows(st, page->limit, &w, more, NULL);
+	return has_ua ? page_of(s, of_card, page, v, 1, &w, more) : page_of(s, all, page, NULL, 0, &w, more);
 }
 
 #define JOB_COLS                                                                                  \

@@ -57,23 +57,10 @@ case $CMD in
 *) kh_fail "ExecStart does not listen on 127.0.0.1:PORT: $EXEC" ;;
 esac
 : >"$KH_META/daemon.out"
-# shellcheck disable=SC2086 # the unit's words, as systemd splits them (no quotes in it)
-$CMD >>"$KH_META/daemon.out" 2>>"$KH_META/daemon.err" </dev/null &
-SRV=$!
-KH_PIDS="$KH_PIDS $SRV"
-i=0
-PORT=
-while [ -z "$PORT" ]; do
-	PORT=$(sed -n 's/^listening=127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$KH_META/daemon.out")
-	[ -n "$PORT" ] && break
-	kill -0 "$SRV" 2>/dev/null || {
-		sed 's/^/  daemon| /' "$KH_META/daemon.err" >&2
-		kh_fail "the unit's ExecStart exited before it was ready"
-	}
-	[ "$i" -lt 100 ] || kh_fail "the unit's ExecStart printed no 'listening=' line within 10 s"
-	sleep 0.1
-	i=$((i + 1))
-done
+# the unit's words after the binary, as systemd splits them (the unit has no quotes)
+# shellcheck disable=SC2086
+kh_start_daemon SRV ${CMD#"$KEYHOLE "}
+kh_wait_listening "$SRV"
 kh_expect_api GET /healthz "" 200 '^\{"status":"ok"\}$'
 kh_expect_api GET /readyz "" 200 '^\{"status":"ready"\}$'
 kh_expect_api GET /v1/subscribers "" 401 '"code":"unauthorised"'

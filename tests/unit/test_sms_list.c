@@ -354,6 +354,18 @@ struct grow {
 	int64_t low, high; /* rows added before the cursor (never shown) and after it */
 };
 
+/* Walk path at limit, adding rows after the first page (more), in pages pages: exactly g->want. */
+static void check_walk(struct lw *t, const char *path, const char *items, unsigned limit, key_fn key, between_fn more,
+		       struct grow *g, unsigned pages)
+{
+	int64_t got[N + 10];
+	unsigned walked = 0;
+	size_t n = walk(t, path, items, limit, key, more, g, got, N + 10, &walked);
+
+	assert_int_equal(walked, pages);
+	same_set(got, n, g->want, g->nwant);
+}
+
 static void more_subscribers(struct lw *t, void *ctx)
 {
 	struct grow *g = ctx;
@@ -363,16 +375,12 @@ static void more_subscribers(struct lw *t, void *ctx)
 static void test_pages_subscribers(void **state)
 {
 	struct lw *t = *state;
-	int64_t want[N + 1], got[N + 10];
+	int64_t want[N + 1];
 	struct grow g = {want, 0, 0, 0};
-	unsigned pages;
-	size_t n;
 
 	for (int i = 0; i < N; i++)
 		want[g.nwant++] = new_subscriber(t, "someone");
-	n = walk(t, "/v1/subscribers", "subscribers", LIMIT, key_id, more_subscribers, &g, got, N + 10, &pages);
-	assert_int_equal(pages, 3);
-	same_set(got, n, want, g.nwant);
+	check_walk(t, "/v1/subscribers", "subscribers", LIMIT, key_id, more_subscribers, &g, 3);
 	/* the default page is 100 */
 	{
 		struct reply r;
@@ -392,16 +400,12 @@ static void more_cards(struct lw *t, void *ctx)
 static void test_pages_cards(void **state)
 {
 	struct lw *t = *state;
-	int64_t want[N + 1], got[N + 10];
+	int64_t want[N + 1];
 	struct grow g = {want, 0, 0, 0};
-	unsigned pages;
-	size_t n;
 
 	for (int i = 0; i < N; i++)
 		want[g.nwant++] = new_card(t);
-	n = walk(t, "/v1/cards", "cards", LIMIT, key_ua, more_cards, &g, got, N + 10, &pages);
-	assert_int_equal(pages, 3);
-	same_set(got, n, want, g.nwant);
+	check_walk(t, "/v1/cards", "cards", LIMIT, key_ua, more_cards, &g, 3);
 }
 
 /* A catalogue row below the cursor (never shown) and one above it (shown once). */
@@ -432,9 +436,7 @@ static void more_events(struct lw *t, void *ctx)
 static void test_pages_catalogue(void **state)
 {
 	struct lw *t = *state;
-	int64_t want[N + 2], got[N + 10];
-	unsigned pages;
-	size_t n;
+	int64_t want[N + 2];
 
 	/* ids 2, 4, ..., 2N: odd ids below the first page's end are free to add there */
 	{
@@ -443,9 +445,7 @@ static void test_pages_catalogue(void **state)
 			new_product(t, 2 * i);
 			want[g.nwant++] = 2 * i;
 		}
-		n = walk(t, "/v1/products", "products", LIMIT, key_id, more_products, &g, got, N + 10, &pages);
-		assert_int_equal(pages, 3);
-		same_set(got, n, want, g.nwant);
+		check_walk(t, "/v1/products", "products", LIMIT, key_id, more_products, &g, 3);
 	}
 	{
 		struct grow g = {want, 0, 3, 2 * N + 1};
@@ -454,9 +454,7 @@ static void test_pages_catalogue(void **state)
 			want[g.nwant++] = 2 * i;
 		}
 		new_product(t, 1);
-		n = walk(t, "/v1/channels", "channels", LIMIT, key_id, more_channels, &g, got, N + 10, &pages);
-		assert_int_equal(pages, 3);
-		same_set(got, n, want, g.nwant);
+		check_walk(t, "/v1/channels", "channels", LIMIT, key_id, more_channels, &g, 3);
 	}
 	{
 		struct grow g = {want, 0, 3, 2 * N + 1};
@@ -465,9 +463,7 @@ static void test_pages_catalogue(void **state)
 			want[g.nwant++] = 2 * i;
 		}
 		new_channel(t, 1, 1);
-		n = walk(t, "/v1/events", "events", LIMIT, key_id, more_events, &g, got, N + 10, &pages);
-		assert_int_equal(pages, 3);
-		same_set(got, n, want, g.nwant);
+		check_walk(t, "/v1/events", "events", LIMIT, key_id, more_events, &g, 3);
 	}
 }
 
@@ -483,10 +479,8 @@ static void more_invoices(struct lw *t, void *ctx)
 static void test_pages_invoices(void **state)
 {
 	struct lw *t = *state;
-	int64_t want[N + 2], got[N + 10];
+	int64_t want[N + 2];
 	struct grow g = {want, 0, 0, 0};
-	unsigned pages;
-	size_t n;
 
 	new_subscriber(t, "payer");
 	/* ids descend while times ascend: the order is the time's, then the id's */
@@ -495,17 +489,14 @@ static void test_pages_invoices(void **state)
 		raw_invoice(t, id, 1, time);
 		want[g.nwant++] = time * 1000000 + id;
 	}
-	n = walk(t, "/v1/invoices", "invoices", LIMIT, key_invoice, more_invoices, &g, got, N + 10, &pages);
-	assert_int_equal(pages, 3);
-	same_set(got, n, want, g.nwant);
+	check_walk(t, "/v1/invoices", "invoices", LIMIT, key_invoice, more_invoices, &g, 3);
 	/* the subscriber's own list walks the same rows (and the two added) */
 	g.nwant = 0;
 	for (int i = 0; i < N; i++)
 		want[g.nwant++] = (10 + i / 3) * 1000000 + (N - i);
 	want[g.nwant++] = 0 * 1000000 + 900001;
 	want[g.nwant++] = 999 * 1000000 + 900002;
-	n = walk(t, "/v1/subscribers/1/invoices", "invoices", LIMIT, key_invoice, NULL, NULL, got, N + 10, &pages);
-	same_set(got, n, want, g.nwant);
+	check_walk(t, "/v1/subscribers/1/invoices", "invoices", LIMIT, key_invoice, NULL, &g, 3);
 }
 
 static void more_sessions(struct lw *t, void *ctx)
@@ -519,10 +510,9 @@ static void more_sessions(struct lw *t, void *ctx)
 static void test_pages_sessions_jobs(void **state)
 {
 	struct lw *t = *state;
-	int64_t want[N + 2], got[N + 10];
+	int64_t want[N + 2];
 	struct grow g = {want, 0, 0, 0};
 	unsigned pages;
-	size_t n;
 	char sql[200];
 
 	for (int i = 1; i <= N; i++) {
@@ -533,9 +523,7 @@ static void test_pages_sessions_jobs(void **state)
 		store_exec(t, sql);
 		want[g.nwant++] = i;
 	}
-	n = walk(t, "/v1/upload/sessions", "sessions", LIMIT, key_id, more_sessions, &g, got, N + 10, &pages);
-	assert_int_equal(pages, 3);
-	same_set(got, n, want, g.nwant);
+	check_walk(t, "/v1/upload/sessions", "sessions", LIMIT, key_id, more_sessions, &g, 3);
 
 	/* bulk jobs: ids are opaque strings in key order; each once */
 	{
@@ -643,10 +631,7 @@ static void test_pages_subscriptions_emms(void **state)
 		subscribe(t, 1, 10 + 2 * i, 5000);
 		want[g.nwant++] = 10 + 2 * i;
 	}
-	n = walk(t, "/v1/subscribers/1/subscriptions", "subscriptions", 10, key_product, more_subscriptions, &g, got,
-		 60, &pages);
-	assert_int_equal(pages, 3);
-	same_set(got, n, want, g.nwant);
+	check_walk(t, "/v1/subscribers/1/subscriptions", "subscriptions", 10, key_product, more_subscriptions, &g, 3);
 
 	/* a card's EMM queue: its assignment's EMM(s), then one per reload, one more between pages */
 	ua = new_card(t);
@@ -729,12 +714,22 @@ static size_t ids_of(struct lw *t, const char *path, const char *items, key_fn k
 	return walk(t, path, items, 1000, key, NULL, NULL, out, cap, NULL);
 }
 
+/* path lists exactly the n keys want (any order). */
+static void only(struct lw *t, const char *path, const char *items, key_fn key, const int64_t *want, size_t n)
+{
+	int64_t got[64], copy[64];
+	size_t m = ids_of(t, path, items, key, got, 64);
+
+	assert_true(n <= 64);
+	if (n)
+		memcpy(copy, want, n * sizeof *want);
+	same_set(got, m, copy, n);
+}
+
 static void test_filters(void **state)
 {
 	struct lw *t = *state;
-	int64_t got[64], want[64];
 	uint32_t ua[6];
-	size_t n;
 	char path[120];
 
 	/* subscribers by name prefix: bytes, case and all */
@@ -744,19 +739,11 @@ static void test_filters(void **state)
 	new_subscriber(t, "Bob");         /* 4 */
 	new_subscriber(t, "Ad");          /* 5 */
 	new_subscriber(t, "\xc3\x89lise"); /* 6: Élise */
-	n = ids_of(t, "/v1/subscribers?name_prefix=Ad", "subscribers", key_id, got, 64);
-	want[0] = 1, want[1] = 2, want[2] = 5;
-	same_set(got, n, want, 3);
-	n = ids_of(t, "/v1/subscribers?name_prefix=Ada", "subscribers", key_id, got, 64);
-	want[0] = 1, want[1] = 2;
-	same_set(got, n, want, 2);
-	n = ids_of(t, "/v1/subscribers?name_prefix=%C3%89", "subscribers", key_id, got, 64);
-	want[0] = 6;
-	same_set(got, n, want, 1);
-	n = ids_of(t, "/v1/subscribers?name_prefix=Z", "subscribers", key_id, got, 64);
-	assert_int_equal(n, 0);
-	n = ids_of(t, "/v1/subscribers?name_prefix=%FF", "subscribers", key_id, got, 64);
-	assert_int_equal(n, 0);
+	only(t, "/v1/subscribers?name_prefix=Ad", "subscribers", key_id, (int64_t[]){1, 2, 5}, 3);
+	only(t, "/v1/subscribers?name_prefix=Ada", "subscribers", key_id, (int64_t[]){1, 2}, 2);
+	only(t, "/v1/subscribers?name_prefix=%C3%89", "subscribers", key_id, (int64_t[]){6}, 1);
+	only(t, "/v1/subscribers?name_prefix=Z", "subscribers", key_id, NULL, 0);
+	only(t, "/v1/subscribers?name_prefix=%FF", "subscribers", key_id, NULL, 0);
 	expect_error(t, "GET", "/v1/subscribers?name_prefix=", NULL, NULL, 400, "invalid");
 
 	/* cards by state, subscriber and role: issued, active, replaced, closed */
@@ -775,33 +762,16 @@ static void test_filters(void **state)
 		snprintf(path, sizeof path, "/v1/cards/%08X/forfeit", ua[1]);
 		call(t, "POST", path, NULL, 200); /* ua1 closed */
 	}
-	n = ids_of(t, "/v1/cards?state=issued", "cards", key_ua, got, 64);
-	want[0] = ua[4], want[1] = ua[5];
-	same_set(got, n, want, 2);
-	n = ids_of(t, "/v1/cards?state=active", "cards", key_ua, got, 64);
-	want[0] = ua[2], want[1] = ua[3];
-	same_set(got, n, want, 2);
-	n = ids_of(t, "/v1/cards?state=replaced", "cards", key_ua, got, 64);
-	want[0] = ua[0];
-	same_set(got, n, want, 1);
-	n = ids_of(t, "/v1/cards?state=closed", "cards", key_ua, got, 64);
-	want[0] = ua[1];
-	same_set(got, n, want, 1);
-	n = ids_of(t, "/v1/cards?subscriber=1", "cards", key_ua, got, 64);
-	want[0] = ua[0], want[1] = ua[2];
-	same_set(got, n, want, 2);
-	n = ids_of(t, "/v1/cards?subscriber=2&state=active", "cards", key_ua, got, 64);
-	want[0] = ua[3];
-	same_set(got, n, want, 1);
-	n = ids_of(t, "/v1/cards?subscriber=2&state=issued", "cards", key_ua, got, 64);
-	assert_int_equal(n, 0);
-	n = ids_of(t, "/v1/cards?role=card&state=issued", "cards", key_ua, got, 64);
-	want[0] = ua[4], want[1] = ua[5];
-	same_set(got, n, want, 2);
-	n = ids_of(t, "/v1/cards?role=cam", "cards", key_ua, got, 64); /* only cards register */
-	assert_int_equal(n, 0);
-	n = ids_of(t, "/v1/cards?role=card", "cards", key_ua, got, 64);
-	assert_int_equal(n, 6);
+	only(t, "/v1/cards?state=issued", "cards", key_ua, (int64_t[]){ua[4], ua[5]}, 2);
+	only(t, "/v1/cards?state=active", "cards", key_ua, (int64_t[]){ua[2], ua[3]}, 2);
+	only(t, "/v1/cards?state=replaced", "cards", key_ua, (int64_t[]){ua[0]}, 1);
+	only(t, "/v1/cards?state=closed", "cards", key_ua, (int64_t[]){ua[1]}, 1);
+	only(t, "/v1/cards?subscriber=1", "cards", key_ua, (int64_t[]){ua[0], ua[2]}, 2);
+	only(t, "/v1/cards?subscriber=2&state=active", "cards", key_ua, (int64_t[]){ua[3]}, 1);
+	only(t, "/v1/cards?subscriber=2&state=issued", "cards", key_ua, NULL, 0);
+	only(t, "/v1/cards?role=card&state=issued", "cards", key_ua, (int64_t[]){ua[4], ua[5]}, 2);
+	only(t, "/v1/cards?role=cam", "cards", key_ua, NULL, 0); /* only cards register */
+	only(t, "/v1/cards?role=card", "cards", key_ua, (int64_t[]){ua[0], ua[1], ua[2], ua[3], ua[4], ua[5]}, 6);
 	expect_error(t, "GET", "/v1/cards?state=lost", NULL, NULL, 400, "invalid");
 	expect_error(t, "GET", "/v1/cards?role=decoder", NULL, NULL, 400, "invalid");
 	expect_error(t, "GET", "/v1/cards?subscriber=0", NULL, NULL, 400, "invalid");
@@ -812,23 +782,15 @@ static void test_filters(void **state)
 	new_channel(t, 10, 1);
 	new_channel(t, 11, 2);
 	new_channel(t, 12, 1);
-	n = ids_of(t, "/v1/channels?product=1", "channels", key_id, got, 64);
-	want[0] = 10, want[1] = 12;
-	same_set(got, n, want, 2);
-	n = ids_of(t, "/v1/channels?product=3", "channels", key_id, got, 64);
-	assert_int_equal(n, 0);
+	only(t, "/v1/channels?product=1", "channels", key_id, (int64_t[]){10, 12}, 2);
+	only(t, "/v1/channels?product=3", "channels", key_id, NULL, 0);
 	expect_error(t, "GET", "/v1/channels?product=x", NULL, NULL, 400, "invalid");
 	new_event(t, 20, 10, 1000);
 	new_event(t, 21, 10, 2000);
 	new_event(t, 22, 11, 3000);
-	n = ids_of(t, "/v1/events?since=1000&until=3000", "events", key_id, got, 64);
-	want[0] = 20, want[1] = 21;
-	same_set(got, n, want, 2);
-	n = ids_of(t, "/v1/events?since=1001", "events", key_id, got, 64);
-	want[0] = 21, want[1] = 22;
-	same_set(got, n, want, 2);
-	n = ids_of(t, "/v1/events?until=1000", "events", key_id, got, 64);
-	assert_int_equal(n, 0);
+	only(t, "/v1/events?since=1000&until=3000", "events", key_id, (int64_t[]){20, 21}, 2);
+	only(t, "/v1/events?since=1001", "events", key_id, (int64_t[]){21, 22}, 2);
+	only(t, "/v1/events?until=1000", "events", key_id, NULL, 0);
 	expect_error(t, "GET", "/v1/events?since=soon", NULL, NULL, 400, "invalid");
 
 	/* invoices by subscriber and time */
@@ -836,17 +798,10 @@ static void test_filters(void **state)
 	raw_invoice(t, 2, 2, 100);
 	raw_invoice(t, 3, 1, 200);
 	raw_invoice(t, 4, 0, 150); /* invoiced to nobody */
-	n = ids_of(t, "/v1/invoices?subscriber=1", "invoices", key_invoice, got, 64);
-	want[0] = 100 * 1000000 + 1, want[1] = 200 * 1000000 + 3;
-	same_set(got, n, want, 2);
-	n = ids_of(t, "/v1/invoices?since=100&until=200", "invoices", key_invoice, got, 64);
-	want[0] = 100 * 1000000 + 1, want[1] = 100 * 1000000 + 2, want[2] = 150 * 1000000 + 4;
-	same_set(got, n, want, 3);
-	n = ids_of(t, "/v1/invoices?subscriber=2&since=101", "invoices", key_invoice, got, 64);
-	assert_int_equal(n, 0);
-	n = ids_of(t, "/v1/subscribers/1/invoices?since=150", "invoices", key_invoice, got, 64);
-	want[0] = 200 * 1000000 + 3;
-	same_set(got, n, want, 1);
+	only(t, "/v1/invoices?subscriber=1", "invoices", key_invoice, (int64_t[]){100 * 1000000 + 1, 200 * 1000000 + 3}, 2);
+	only(t, "/v1/invoices?since=100&until=200", "invoices", key_invoice, (int64_t[]){100 * 1000000 + 1, 100 * 1000000 + 2, 150 * 1000000 + 4}, 3);
+	only(t, "/v1/invoices?subscriber=2&since=101", "invoices", key_invoice, NULL, 0);
+	only(t, "/v1/subscribers/1/invoices?since=150", "invoices", key_invoice, (int64_t[]){200 * 1000000 + 3}, 1);
 	{
 		/* the list of everyone's says whose each is; the subscriber's own does not repeat it */
 		struct reply r;
@@ -862,9 +817,7 @@ static void test_filters(void **state)
 	/* stored upload sessions by card, never a nonce */
 	store_exec(t, "INSERT INTO upload_sessions (id, ua, nonce, created_at, closed_at) VALUES\n"
 		      "(1, 5, randomblob(16), 10, 20), (2, 6, randomblob(16), 11, NULL), (3, 5, randomblob(16), 12, 30)");
-	n = ids_of(t, "/v1/upload/sessions?card=00000005", "sessions", key_id, got, 64);
-	want[0] = 1, want[1] = 3;
-	same_set(got, n, want, 2);
+	only(t, "/v1/upload/sessions?card=00000005", "sessions", key_id, (int64_t[]){1, 3}, 2);
 	{
 		struct reply r;
 		json_t *s = json_array_get(
