@@ -353,9 +353,8 @@ typedef kh_err (*kh_store_event_fn)(void *arg, const struct kh_store_event *e);
 KH_WARN_UNUSED kh_err kh_store_product_add(struct kh_store *s, const struct kh_store_product *p, uint32_t *id);
 KH_WARN_UNUSED kh_err kh_store_channel_add(struct kh_store *s, const struct kh_store_channel *c, uint32_t *id);
 KH_WARN_UNUSED kh_err kh_store_event_add(struct kh_store *s, const struct kh_store_event *e, uint32_t *id);
+/* Every product, by id (the operator's paged list: kh_store_products_page). */
 KH_WARN_UNUSED kh_err kh_store_products(struct kh_store *s, kh_store_product_fn fn, void *arg);
-KH_WARN_UNUSED kh_err kh_store_channels(struct kh_store *s, kh_store_channel_fn fn, void *arg);
-KH_WARN_UNUSED kh_err kh_store_events(struct kh_store *s, kh_store_event_fn fn, void *arg);
 /* KH_OK when the product exists, KH_ERR_NOTFOUND otherwise. */
 KH_WARN_UNUSED kh_err kh_store_product_exists(struct kh_store *s, uint32_t id);
 
@@ -505,6 +504,7 @@ struct kh_store_bulk_target {
 	uint32_t ua;            /* the subscriber's active card; 0: none */
 	unsigned subscriptions; /* how many products the subscriber holds now */
 	int has_product;        /* 1: already holds the job's product (a renewal) */
+	int closed;             /* 1: the subscriber is closed (migration 6): it takes no subscription */
 };
 typedef kh_err (*kh_store_bulk_target_fn)(void *arg, const struct kh_store_bulk_target *t);
 
@@ -566,5 +566,151 @@ KH_WARN_UNUSED kh_err kh_store_bulk_job_get(struct kh_store *s, const char *key,
 KH_WARN_UNUSED kh_err kh_store_bulk_job_put(struct kh_store *s, const char *key,
 					    const uint8_t hash[static KH_STORE_IDEM_HASH_LEN],
 					    const struct kh_store_bulk_job *job);
+
+/* ==== the operator's lists, reads, renames and deletions (src/store/ops_list.c, ops_edit.c) ====
+ *
+ * Lists are keyset pages: each walks its rows in key order strictly after a position (the key of
+ * the last row of the previous page), never by OFFSET, so a page neither repeats nor skips a
+ * row when rows are added meanwhile. A call hands fn at most page->limit rows, from one SELECT
+ * (fn must not call into s; strings are valid during the call), and sets *more to 1 when at
+ * least one more row follows them. Filters are optional. KH_ERR_INVAL for a NULL argument or a
+ * limit outside 1..KH_STORE_PAGE_MAX. Docs: docs/internals/store.md "Lists".
+ */
+#define KH_STORE_PAGE_MAX 1000u
+
+struct kh_store_page {
+	unsigned limit;        /* rows wanted, 1..KH_STORE_PAGE_MAX */
+	int after_set;         /* 0: from the first row; 1: after the position below */
+	int64_t after;         /* the last row's id (UA for cards, product id for subscriptions;
+				* invoices: its time) */
+	int64_t after_id;      /* invoices only: the last row's id (rows come by time, then id) */
+	const char *after_key; /* bulk jobs only: the last row's key */
+};
+
+/* A subscriber as the lists show it. */
+struct kh_store_subscriber {
+	int64_t id;
+	const char *name;
+	int64_t created_at;
+	int64_t closed_at; /* 0: open */
+};
+typedef kh_err (*kh_store_subscriber_fn)(void *arg, const struct kh_store_subscriber *u);
+/* Subscribers by id; name_prefix (NULL: all) keeps those whose name starts with its bytes. */
+KH_WARN_UNUSED kh_err kh_store_subscribers_page(struct kh_store *s, const char *name_prefix,
+						const struct kh_store_page *page, kh_store_subscriber_fn fn,
+						void *arg, int *more);
+/* One subscriber (migration 6: with closed_at); KH_ERR_NOTFOUND. */
+KH_WARN_UNUSED kh_err kh_store_subscriber_read(struct kh_store *s, int64_t id, kh_store_subscriber_fn fn,
+					       void *arg);
+/* *closed_at: when the subscriber was closed, 0 while open; KH_ERR_NOTFOUND. */
+KH_WARN_UNUSED kh_err kh_store_subscriber_closed(struct kh_store *s, int64_t id, int64_t *closed_at);
+
+/* Cards by UA, keeping those that match every filter given. */
+struct kh_store_card_filter {
+	const char *state;     /* "issued", "active", "replaced", "closed"; NULL: any */
+	const char *role;      /* "card" or "cam"; NULL: any */
+	int64_t subscriber_id; /* 0: any */
+};
+KH_WARN_UNUSED kh_err kh_store_cards_page(struct kh_store *s, const struct kh_store_card_filter *f,
+					  const struct kh_store_page *page, kh_store_card_fn fn, void *arg,
+					  int *more);
+
+/* The catalogue by id; channels of one product when has_product; events whose start is in
+ * [since, until) (INT64_MIN, INT64_MAX: all). One row by id: KH_ERR_NOTFOUND when there is none. */
+KH_WARN_UNUSED kh_err kh_store_products_page(struct kh_store *s, const struct kh_store_page *page,
+					     kh_store_product_fn fn, void *arg, int *more);
+KH_WARN_UNUSED kh_err kh_store_channels_page(struct kh_store *s, int has_product, uint32_t product,
+					     const struct kh_store_page *page, kh_store_channel_fn fn, void *arg,
+					     int *more);
+KH_WARN_UNUSED kh_err kh_store_events_page(struct kh_store *s, int64_t since, int64_t until,
+					   const struct kh_store_page *page, kh_store_event_fn fn, void *arg,
+					   int *more);
+KH_WARN_UNUSED kh_err kh_store_product_read(struct kh_store *s, uint32_t id, kh_store_product_fn fn, void *arg);
+KH_WARN_UNUSED kh_err kh_store_channel_read(struct kh_store *s, uint32_t id, kh_store_channel_fn fn, void *arg);
+KH_WARN_UNUSED kh_err kh_store_event_read(struct kh_store *s, uint32_t id, kh_store_event_fn fn, void *arg);
+
+/* Invoices by time then id, of one subscriber (subscriber_id 0: everyone's, those invoiced to
+ * nobody with subscriber_id 0), whose time is in [since, until). */
+KH_WARN_UNUSED kh_err kh_store_invoices_page(struct kh_store *s, int64_t subscriber_id, int64_t since,
+					     int64_t until, const struct kh_store_page *page,
+					     kh_store_invoice_fn fn, void *arg, int *more);
+/* One subscriber's subscriptions by product id. */
+KH_WARN_UNUSED kh_err kh_store_subscriptions_page(struct kh_store *s, int64_t subscriber_id,
+						  const struct kh_store_page *page, kh_store_subscription_fn fn,
+						  void *arg, int *more);
+
+/* An upload session as stored: only sessions whose upload was accepted are (opening one stores
+ * nothing). Never its nonce. */
+struct kh_store_upload_session {
+	int64_t id;
+	uint32_t ua;
+	int64_t created_at; /* when the session was opened */
+	int64_t closed_at;  /* when its upload was processed; 0: not yet */
+};
+typedef kh_err (*kh_store_upload_session_fn)(void *arg, const struct kh_store_upload_session *u);
+/* Sessions by id; of card ua only when has_ua. */
+KH_WARN_UNUSED kh_err kh_store_upload_sessions_page(struct kh_store *s, int has_ua, uint32_t ua,
+						    const struct kh_store_page *page,
+						    kh_store_upload_session_fn fn, void *arg, int *more);
+
+/* A bulk job's row (bulk subscriptions and the rights renewal's progress). */
+struct kh_store_bulk_job_info {
+	const char *key;
+	struct kh_store_bulk_job job;
+	int64_t created_at, updated_at;
+};
+typedef kh_err (*kh_store_bulk_job_fn)(void *arg, const struct kh_store_bulk_job_info *j);
+/* Jobs by key (page->after_key). One by key: KH_ERR_NOTFOUND. */
+KH_WARN_UNUSED kh_err kh_store_bulk_jobs_page(struct kh_store *s, const struct kh_store_page *page,
+					      kh_store_bulk_job_fn fn, void *arg, int *more);
+KH_WARN_UNUSED kh_err kh_store_bulk_job_read(struct kh_store *s, const char *key, kh_store_bulk_job_fn fn,
+					     void *arg);
+
+/* ---- changes the operator makes to rows (ops_edit.c): each one transaction, or the caller's ---- */
+
+/* What a rename or a deletion names. */
+enum kh_store_row {
+	KH_STORE_SUBSCRIBER,
+	KH_STORE_PRODUCT,
+	KH_STORE_CHANNEL,
+	KH_STORE_EVENT,
+	KH_STORE_CARD, /* kh_store_delete only: a card still issued */
+};
+/* Set the name of one row (not a card); KH_ERR_NOTFOUND, KH_ERR_INVAL for a bad name. */
+KH_WARN_UNUSED kh_err kh_store_rename(struct kh_store *s, enum kh_store_row what, int64_t id, const char *name);
+/*
+ * Delete one product, channel, event or card (never a subscriber: they are closed), and with a
+ * product its finished bulk jobs. No rule is checked here beyond the schema's: the caller checks
+ * kh_store_refers in the same transaction first. A card is deleted only while issued. A row still
+ * referred to is KH_ERR_DB_CONSTRAINT; KH_ERR_NOTFOUND when there is none (or the card is not issued).
+ */
+KH_WARN_UNUSED kh_err kh_store_delete(struct kh_store *s, enum kh_store_row what, int64_t id);
+/* Close a subscriber at time at; KH_ERR_NOTFOUND, KH_ERR_EXISTS when it is closed already. */
+KH_WARN_UNUSED kh_err kh_store_subscriber_close(struct kh_store *s, int64_t id, int64_t at);
+/* Set an event's price and times (name, channel unchanged); KH_ERR_NOTFOUND, KH_ERR_INVAL start >= end. */
+KH_WARN_UNUSED kh_err kh_store_event_update(struct kh_store *s, uint32_t id, uint32_t price, int64_t start,
+					    int64_t end);
+
+/* What may hold a row in place: *yes is 1 when at least one such row exists. */
+enum kh_store_ref {
+	KH_STORE_REF_ACTIVE_CARD,       /* subscriber id: one of its cards is active */
+	KH_STORE_REF_RUNNING_SUB,       /* subscriber id: a subscription not ended at `now` */
+	KH_STORE_REF_PRODUCT_SUB,       /* product id: a subscription to it */
+	KH_STORE_REF_PRODUCT_CHANNEL,   /* product id: a channel of it */
+	KH_STORE_REF_PRODUCT_JOB,       /* product id: an unfinished bulk job or renewal of it */
+	KH_STORE_REF_CHANNEL_EVENT,     /* channel id: an event on it */
+	KH_STORE_REF_EVENT_PURCHASE,    /* event id: a purchase of it by any card */
+	KH_STORE_REF_CARD_USAGE,        /* UA: usage blocks, purchases, reloads, or a card it replaced */
+};
+KH_WARN_UNUSED kh_err kh_store_refers(struct kh_store *s, enum kh_store_ref what, int64_t id, int64_t now, int *yes);
+
+/*
+ * A readiness probe: whether the database takes a write now. The path still names the file this
+ * connection opened (else KH_ERR_DB_GONE); it, its directory, -wal and -shm are still private and
+ * writable as kh_store_check wants (KH_ERR_IO, KH_ERR_KEYFILE_PERM, KH_ERR_NOTFOUND...); and a
+ * write transaction opens and writes within wait_ms (KH_ERR_DB_BUSY when the lock stays taken),
+ * then is rolled back: nothing changes. KH_ERR_INVAL inside a transaction.
+ */
+KH_WARN_UNUSED kh_err kh_store_probe(struct kh_store *s, unsigned wait_ms);
 
 #endif

@@ -254,11 +254,33 @@ static const char migration_5[] =
 	"  FOREIGN KEY (ua, block_seq) REFERENCES usage_blocks(ua, block_seq)\n"
 	") STRICT, WITHOUT ROWID;\n";
 
+/*
+ * 6 (the operator's lists, closing and deleting; docs/internals/store.md "Lists"):
+ *   - subscribers.closed_at: a closed subscriber is kept for its invoices and takes no new card
+ *     or subscription (NULL: open);
+ *   - the indexes the lists' filters walk in key order. SQLite puts the rowid after an index's
+ *     columns, and the rowid is the id (the UA for cards), so each index gives its rows in the
+ *     order the list pages them: cards by state or role in UA order, invoices by time then id
+ *     (invoices_subscriber already does it for one subscriber); subscribers by name (a
+ *     name_prefix is a range of it); events by start time (since, until); purchases by event
+ *     (whether any card bought an event, before its price or times change or it is deleted).
+ * Indexes are created IF NOT EXISTS; the migration runs once, recorded with its version.
+ */
+static const char migration_6[] =
+	"ALTER TABLE subscribers ADD COLUMN closed_at INTEGER;\n"
+	"CREATE INDEX IF NOT EXISTS subscribers_name ON subscribers(name);\n"
+	"CREATE INDEX IF NOT EXISTS cards_state ON cards(state);\n"
+	"CREATE INDEX IF NOT EXISTS cards_role ON cards(role);\n"
+	"CREATE INDEX IF NOT EXISTS events_start ON events(start_time);\n"
+	"CREATE INDEX IF NOT EXISTS invoices_time ON invoices(time);\n"
+	"CREATE INDEX IF NOT EXISTS purchases_event ON purchases(event_id);\n";
+
 const struct kh__migration kh__migrations[] = {
 	{1, migration_1},
 	{2, migration_2},
 	{3, migration_3},
 	{4, migration_4},
 	{5, migration_5},
+	{6, migration_6},
 };
 const size_t kh__migrations_count = sizeof kh__migrations / sizeof kh__migrations[0];

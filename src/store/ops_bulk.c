@@ -12,7 +12,7 @@
 
 #include "store_int.h"
 
-/* Columns 1..3 of both target queries: the card, the count, the renewal flag. */
+/* Columns 1..4 of both target queries: the card, the count, the renewal flag, closed. */
 static void target_of(struct kh__stmt *st, struct kh_store_bulk_target *t)
 {
 	int64_t n = kh__col_i64(st, 2);
@@ -21,18 +21,21 @@ static void target_of(struct kh__stmt *st, struct kh_store_bulk_target *t)
 	t->ua = (uint32_t)kh__col_i64(st, 1);
 	t->subscriptions = n < 0 ? 0 : n > UINT32_MAX ? UINT32_MAX : (unsigned)n;
 	t->has_product = kh__col_i64(st, 3) != 0;
+	t->closed = kh__col_i64(st, 4) != 0;
 }
 
 kh_err kh_store_bulk_targets_active(struct kh_store *s, uint32_t product, int64_t after_id, int64_t max_id,
 				    unsigned limit, kh_store_bulk_target_fn fn, void *arg)
 {
 	/* Walks cards_subscriber in id order and stops after limit subscribers: a chunk costs its
-	 * own size, not the size of what is left. */
+	 * own size, not the size of what is left. "+c.state" keeps SQLite off cards_state
+	 * (migration 6): every active card by state, then sorted by subscriber, at every chunk. */
 	static const char sql[] =
 		"SELECT c.subscriber_id, min(c.ua),\n"
 		"  (SELECT count(*) FROM subscriptions u WHERE u.subscriber_id = c.subscriber_id),\n"
-		"  EXISTS (SELECT 1 FROM subscriptions u WHERE u.subscriber_id = c.subscriber_id AND u.product_id = ?3)\n"
-		"FROM cards c WHERE c.state = 'active' AND c.subscriber_id > ?1 AND c.subscriber_id <= ?2\n"
+		"  EXISTS (SELECT 1 FROM subscriptions u WHERE u.subscriber_id = c.subscriber_id AND u.product_id = ?3),\n"
+		"  0\n" /* a subscriber with an active card is open: closing needs none, assigning an open one */
+		"FROM cards c WHERE +c.state = 'active' AND c.subscriber_id > ?1 AND c.subscriber_id <= ?2\n"
 		"GROUP BY c.subscriber_id ORDER BY c.subscriber_id LIMIT ?4";
 	struct kh__stmt *st = NULL;
 	int row = 0;
@@ -62,7 +65,8 @@ kh_err kh_store_bulk_target(struct kh_store *s, int64_t subscriber_id, uint32_t 
 		"SELECT s.id,\n"
 		"  coalesce((SELECT min(c.ua) FROM cards c WHERE c.subscriber_id = s.id AND c.state = 'active'), 0),\n"
 		"  (SELECT count(*) FROM subscriptions u WHERE u.subscriber_id = s.id),\n"
-		"  EXISTS (SELECT 1 FROM subscriptions u WHERE u.subscriber_id = s.id AND u.product_id = ?2)\n"
+		"  EXISTS (SELECT 1 FROM subscriptions u WHERE u.subscriber_id = s.id AND u.product_id = ?2),\n"
+		"  s.closed_at IS NOT NULL\n"
 		"FROM subscribers s WHERE s.id = ?1";
 	struct kh__stmt *st = NULL;
 	struct kh_store_bulk_target got;
@@ -145,10 +149,20 @@ out:
 	return r;
 }
 
-static uint32_t col_u32(struct kh__stmt *st, int col)
+void kh__bulk_job_cols(struct kh__stmt *st, struct kh_store_bulk_job *j)
 {
-	int64_t v = kh__col_i64(st, col);
-	return v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+	memset(j, 0, sizeof *j);
+	j->product_id = kh__col_u32(st, 1);
+	j->start = kh__col_i64(st, 2);
+	j->end = kh__col_i64(st, 3);
+	j->all = kh__col_i64(st, 4) != 0;
+	j->max_subscriber_id = kh__col_i64(st, 5);
+	j->last_subscriber_id = kh__col_i64(st, 6);
+	j->subscribers = kh__col_u32(st, 7);
+	j->emms_queued = kh__col_u32(st, 8);
+	j->skipped = kh__col_u32(st, 9);
+	j->chunks = kh__col_u32(st, 10);
+	j->done = kh__col_i64(st, 11) != 0;
 }
 
 kh_err kh_store_bulk_job_get(struct kh_store *s, const char *key, const uint8_t hash[static KH_STORE_IDEM_HASH_LEN],
@@ -165,18 +179,7 @@ kh_err kh_store_bulk_job_get(struct kh_store *s, const char *key, const uint8_t 
 		return KH_ERR_INVAL;
 	if ((r = kh__keyed_row(s, sql, key, hash, &st)) != KH_OK)
 		return r;
-	memset(&j, 0, sizeof j);
-	j.product_id = col_u32(st, 1);
-	j.start = kh__col_i64(st, 2);
-	j.end = kh__col_i64(st, 3);
-	j.all = kh__col_i64(st, 4) != 0;
-	j.max_subscriber_id = kh__col_i64(st, 5);
-	j.last_subscriber_id = kh__col_i64(st, 6);
-	j.subscribers = col_u32(st, 7);
-	j.emms_queued = col_u32(st, 8);
-	j.skipped = col_u32(st, 9);
-	j.chunks = col_u32(st, 10);
-	j.done = kh__col_i64(st, 11) != 0;
+	kh__bulk_job_cols(st, &j);
 	if ((r = kh__exec(st)) != KH_OK)
 		goto out;
 	*job = j;

@@ -24,32 +24,6 @@ static int name_ok(const char *name)
 	return n >= 1 && n <= KH_STORE_NAME_MAX;
 }
 
-/* Copy a text column into a fixed buffer (cut to cap - 1 bytes). */
-static void col_text(struct kh__stmt *st, int col, char *out, size_t cap)
-{
-	size_t n;
-	const uint8_t *p = kh__col_blob(st, col, &n);
-
-	if (n >= cap)
-		n = cap - 1;
-	memcpy(out, p, n);
-	out[n] = 0;
-}
-
-/* A text column as a malloc'd string (NULL: out of memory). */
-static char *col_strdup(struct kh__stmt *st, int col)
-{
-	size_t n;
-	const uint8_t *p = kh__col_blob(st, col, &n);
-	char *s = malloc(n + 1);
-
-	if (s) {
-		memcpy(s, p, n);
-		s[n] = 0;
-	}
-	return s;
-}
-
 static int u32_ok(int64_t v)
 {
 	return v >= 0 && v <= UINT32_MAX;
@@ -131,7 +105,7 @@ kh_err kh_store_subscriber_get(struct kh_store *s, int64_t id, char *name, size_
 		goto out;
 	}
 	if (name)
-		col_text(st, 0, name, cap);
+		kh__col_text(st, 0, name, cap);
 	if (created_at)
 		*created_at = kh__col_i64(st, 1);
 	r = KH_OK;
@@ -142,12 +116,7 @@ out:
 
 /* ---------------------------------------------------------------- cards */
 
-#define CARD_COLS \
-	"ua, role, coalesce(subscriber_id, 0), state, export_authorised, coalesce(replaced_by, 0),\n" \
-	"coalesce(closed_reason, ''), last_reload_id, created_at, coalesce(clone_alarm_at, 0),\n" \
-	"coalesce(clone_block_seq, 0)"
-
-static kh_err card_row(struct kh__stmt *st, struct kh_store_card *c)
+kh_err kh__card_row(struct kh__stmt *st, struct kh_store_card *c)
 {
 	int64_t ua = kh__col_i64(st, 0), rb = kh__col_i64(st, 5), rl = kh__col_i64(st, 7), cs = kh__col_i64(st, 10);
 
@@ -155,12 +124,12 @@ static kh_err card_row(struct kh__stmt *st, struct kh_store_card *c)
 		return KH_ERR_DB;
 	memset(c, 0, sizeof *c);
 	c->ua = (uint32_t)ua;
-	col_text(st, 1, c->role, sizeof c->role);
+	kh__col_text(st, 1, c->role, sizeof c->role);
 	c->subscriber_id = kh__col_i64(st, 2);
-	col_text(st, 3, c->state, sizeof c->state);
+	kh__col_text(st, 3, c->state, sizeof c->state);
 	c->export_authorised = kh__col_i64(st, 4) != 0;
 	c->replaced_by = (uint32_t)rb;
-	col_text(st, 6, c->closed_reason, sizeof c->closed_reason);
+	kh__col_text(st, 6, c->closed_reason, sizeof c->closed_reason);
 	c->last_reload_id = (uint32_t)rl;
 	c->created_at = kh__col_i64(st, 8);
 	c->clone_alarm_at = kh__col_i64(st, 9);
@@ -211,7 +180,7 @@ kh_err kh_store_card_add(struct kh_store *s, uint32_t ua, const char *role, cons
 
 kh_err kh_store_card_get(struct kh_store *s, uint32_t ua, struct kh_store_card *c)
 {
-	static const char sql[] = "SELECT " CARD_COLS " FROM cards WHERE ua = ?1";
+	static const char sql[] = "SELECT " KH__CARD_COLS " FROM cards WHERE ua = ?1";
 	struct kh__stmt *st = NULL;
 	struct kh_store_card tmp;
 	int row = 0;
@@ -226,7 +195,7 @@ kh_err kh_store_card_get(struct kh_store *s, uint32_t ua, struct kh_store_card *
 		r = KH_ERR_NOTFOUND;
 		goto out;
 	}
-	if ((r = card_row(st, &tmp)) != KH_OK)
+	if ((r = kh__card_row(st, &tmp)) != KH_OK)
 		goto out;
 	*c = tmp;
 out:
@@ -369,7 +338,7 @@ static kh_err cards_query(struct kh_store *s, const char *sql, int64_t subscribe
 	if (r != KH_OK)
 		goto out;
 	while ((r = kh__step(st, &row)) == KH_OK && row) {
-		if ((r = card_row(st, &c)) != KH_OK || (r = fn(arg, &c)) != KH_OK)
+		if ((r = kh__card_row(st, &c)) != KH_OK || (r = fn(arg, &c)) != KH_OK)
 			goto out;
 	}
 out:
@@ -379,7 +348,7 @@ out:
 
 kh_err kh_store_cards_of(struct kh_store *s, int64_t subscriber_id, kh_store_card_fn fn, void *arg)
 {
-	static const char sql[] = "SELECT " CARD_COLS " FROM cards WHERE subscriber_id = ?1 ORDER BY ua";
+	static const char sql[] = "SELECT " KH__CARD_COLS " FROM cards WHERE subscriber_id = ?1 ORDER BY ua";
 
 	if (s == NULL || fn == NULL)
 		return KH_ERR_INVAL;
@@ -388,7 +357,7 @@ kh_err kh_store_cards_of(struct kh_store *s, int64_t subscriber_id, kh_store_car
 
 kh_err kh_store_cards_in_state(struct kh_store *s, const char *state, kh_store_card_fn fn, void *arg)
 {
-	static const char sql[] = "SELECT " CARD_COLS " FROM cards WHERE state = ?1 ORDER BY ua";
+	static const char sql[] = "SELECT " KH__CARD_COLS " FROM cards WHERE state = ?1 ORDER BY ua";
 
 	if (s == NULL || fn == NULL || state == NULL)
 		return KH_ERR_INVAL;
@@ -548,105 +517,6 @@ kh_err kh_store_event_add(struct kh_store *s, const struct kh_store_event *e, ui
 	if (id)
 		*id = a.id;
 	return KH_OK;
-}
-
-kh_err kh_store_products(struct kh_store *s, kh_store_product_fn fn, void *arg)
-{
-	static const char sql[] = "SELECT id, name FROM products ORDER BY id";
-	struct kh__stmt *st = NULL;
-	int row = 0;
-	kh_err r;
-
-	if (s == NULL || fn == NULL)
-		return KH_ERR_INVAL;
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
-		goto out;
-	while ((r = kh__step(st, &row)) == KH_OK && row) {
-		struct kh_store_product p;
-		char *name = col_strdup(st, 1);
-
-		if (name == NULL) {
-			r = KH_ERR_NOMEM;
-			goto out;
-		}
-		p.id = (uint32_t)kh__col_i64(st, 0);
-		p.name = name;
-		r = fn(arg, &p);
-		free(name);
-		if (r != KH_OK)
-			goto out;
-	}
-out:
-	kh__stmt_done(st);
-	return r;
-}
-
-kh_err kh_store_channels(struct kh_store *s, kh_store_channel_fn fn, void *arg)
-{
-	static const char sql[] = "SELECT id, name, coalesce(product_id, 0) FROM channels ORDER BY id";
-	struct kh__stmt *st = NULL;
-	int row = 0;
-	kh_err r;
-
-	if (s == NULL || fn == NULL)
-		return KH_ERR_INVAL;
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
-		goto out;
-	while ((r = kh__step(st, &row)) == KH_OK && row) {
-		struct kh_store_channel c;
-		char *name = col_strdup(st, 1);
-
-		if (name == NULL) {
-			r = KH_ERR_NOMEM;
-			goto out;
-		}
-		c.id = (uint32_t)kh__col_i64(st, 0);
-		c.name = name;
-		c.product_id = (uint32_t)kh__col_i64(st, 2);
-		r = fn(arg, &c);
-		free(name);
-		if (r != KH_OK)
-			goto out;
-	}
-out:
-	kh__stmt_done(st);
-	return r;
-}
-
-kh_err kh_store_events(struct kh_store *s, kh_store_event_fn fn, void *arg)
-{
-	static const char sql[] =
-		"SELECT id, name, price, channel_id, start_time, end_time FROM events ORDER BY id";
-	struct kh__stmt *st = NULL;
-	int row = 0;
-	kh_err r;
-
-	if (s == NULL || fn == NULL)
-		return KH_ERR_INVAL;
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
-		goto out;
-	while ((r = kh__step(st, &row)) == KH_OK && row) {
-		struct kh_store_event e;
-		char *name = col_strdup(st, 1);
-
-		if (name == NULL) {
-			r = KH_ERR_NOMEM;
-			goto out;
-		}
-		e.id = (uint32_t)kh__col_i64(st, 0);
-		e.name = name;
-		e.price = (uint32_t)kh__col_i64(st, 2);
-		e.channel_id = (uint32_t)kh__col_i64(st, 3);
-		e.start = kh__col_i64(st, 4);
-		e.end = kh__col_i64(st, 5);
-		r = fn(arg, &e);
-		free(name);
-		if (r != KH_OK)
-			goto out;
-	}
-out:
-	kh__stmt_done(st);
-	return r;
 }
 
 /* ---------------------------------------------------------------- subscriptions */
@@ -951,7 +821,7 @@ kh_err kh_store_invoices_of(struct kh_store *s, int64_t subscriber_id, kh_store_
 		i.time = kh__col_i64(st, 4);
 		i.created_at = kh__col_i64(st, 5);
 		i.block_price = (uint32_t)kh__col_i64(st, 6);
-		col_text(st, 7, i.flag, sizeof i.flag);
+		kh__col_text(st, 7, i.flag, sizeof i.flag);
 		if ((r = fn(arg, &i)) != KH_OK)
 			goto out;
 	}

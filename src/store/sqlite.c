@@ -27,8 +27,8 @@
 #include "store_int.h"
 
 /* Distinct SQL literals one connection may prepare: every typed operation's, with room to spare
- * (about 60 exist); a full cache is an internal error, not a silent slowdown. */
-#define STMT_CACHE 128
+ * (about 110 exist); a full cache is an internal error, not a silent slowdown. */
+#define STMT_CACHE 192
 #define DEFAULT_BUSY_MS 5000
 #define TX_ATTEMPTS 5
 
@@ -48,6 +48,7 @@ struct kh_store {
 	dev_t dev;           /* the file this connection opened */
 	ino_t ino;
 	int gone_logged; /* the file's disappearance was logged once by this connection */
+	int busy_ms;     /* the busy timeout configured (kh_store_probe waits less, then restores it) */
 	int in_tx;
 	uint32_t rng; /* jitter for retry pauses: not security relevant */
 	size_t ncache;
@@ -261,6 +262,36 @@ const uint8_t *kh__col_blob(struct kh__stmt *st, int col, size_t *n)
 
 	*n = p && len > 0 ? (size_t)len : 0;
 	return p ? p : empty;
+}
+
+void kh__col_text(struct kh__stmt *st, int col, char *out, size_t cap)
+{
+	size_t n;
+	const uint8_t *p = kh__col_blob(st, col, &n);
+
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(out, p, n);
+	out[n] = 0;
+}
+
+char *kh__col_str(struct kh__stmt *st, int col)
+{
+	size_t n;
+	const uint8_t *p = kh__col_blob(st, col, &n);
+	char *s = malloc(n + 1);
+
+	if (s) {
+		memcpy(s, p, n);
+		s[n] = 0;
+	}
+	return s;
+}
+
+uint32_t kh__col_u32(struct kh__stmt *st, int col)
+{
+	int64_t v = kh__col_i64(st, col);
+	return v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
 }
 
 int64_t kh__now(void)
@@ -928,8 +959,9 @@ static kh_err configure(struct kh_store *s, const struct kh_store_opts *o)
 
 	if ((rc = sqlite3_extended_result_codes(s->db, 1)) != SQLITE_OK)
 		return fail(s, "open", rc);
-	rc = sqlite3_busy_timeout(s->db, o && o->busy_timeout_ms ? (int)(o->busy_timeout_ms > 600000 ? 600000 : o->busy_timeout_ms)
-							 : DEFAULT_BUSY_MS);
+	s->busy_ms = o && o->busy_timeout_ms ? (int)(o->busy_timeout_ms > 600000 ? 600000 : o->busy_timeout_ms)
+					     : DEFAULT_BUSY_MS;
+	rc = sqlite3_busy_timeout(s->db, s->busy_ms);
 	if (rc != SQLITE_OK)
 		return fail(s, "busy_timeout", rc);
 	if ((rc = sqlite3_db_config(s->db, SQLITE_DBCONFIG_ENABLE_FKEY, 1, &fk)) != SQLITE_OK)
@@ -1176,4 +1208,49 @@ void kh_store_close(struct kh_store *s)
 	}
 	free(s->path);
 	free(s);
+}
+
+/*
+ * The readiness probe. The checks kh_store_check makes of a file to open for writing, made of the
+ * file this connection has (so a file made read-only, or a directory, -wal or -shm gone wrong,
+ * shows before a write fails on it), then a write: BEGIN IMMEDIATE takes the write lock within
+ * wait_ms, an UPDATE of the one credit_policy row to itself dirties a page, and ROLLBACK leaves
+ * everything as it was. The UPDATE goes to the page cache, not the disk: that the disk takes
+ * writes is what the file checks above tell.
+ */
+kh_err kh_store_probe(struct kh_store *s, unsigned wait_ms)
+{
+	static const char touch[] = "UPDATE credit_policy SET initial_credit = initial_credit WHERE id = 1";
+	char why[PATH_MAX + 200];
+	struct stat st;
+	struct kh__stmt *q = NULL;
+	int rc;
+	kh_err r;
+
+	if (s == NULL || s->in_tx)
+		return KH_ERR_INVAL;
+	if ((r = check_same_file(s)) != KH_OK)
+		return r;
+	if (stat(s->path, &st) != 0)
+		r = refuse_errno(why, sizeof why, errno, s->path, "cannot check the database file", 0);
+	else if ((r = check_db_file(s->path, &st, why, sizeof why)) == KH_OK &&
+		 faccessat(AT_FDCWD, s->path, R_OK | W_OK, AT_EACCESS) != 0)
+		r = refuse_errno(why, sizeof why, errno, s->path, "cannot open the database file", 1);
+	if (r == KH_OK && (r = check_dir(s->path, why, sizeof why)) == KH_OK)
+		r = check_sidecars(s->path, 0, why, sizeof why);
+	if (r != KH_OK)
+		return fail_why(s, r, why);
+	if ((rc = sqlite3_busy_timeout(s->db, wait_ms > 600000 ? 600000 : (int)wait_ms)) != SQLITE_OK)
+		return fail(s, "busy_timeout", rc);
+	r = exec_cached(s, "BEGIN IMMEDIATE");
+	if (r == KH_OK) {
+		s->in_tx = 1;
+		if ((r = kh__stmt(s, touch, &q)) == KH_OK)
+			r = kh__exec(q);
+		kh__stmt_done(q);
+		kh_store_rollback(s);
+	}
+	if ((rc = sqlite3_busy_timeout(s->db, s->busy_ms)) != SQLITE_OK && r == KH_OK)
+		r = fail(s, "busy_timeout", rc);
+	return r;
 }

@@ -53,6 +53,12 @@ int kh__col_null(struct kh__stmt *st, int col);
 int64_t kh__col_i64(struct kh__stmt *st, int col);
 /* Blob or text bytes of a column, valid until the next step or kh__stmt_done; never NULL. */
 const uint8_t *kh__col_blob(struct kh__stmt *st, int col, size_t *n);
+/* A text column into out (cap > 0 bytes, cut to cap - 1, NUL-terminated). */
+void kh__col_text(struct kh__stmt *st, int col, char *out, size_t cap);
+/* A text column as a malloc'd string; NULL: out of memory. */
+char *kh__col_str(struct kh__stmt *st, int col);
+/* An integer column held to 0..UINT32_MAX (clamped: the schema's CHECKs keep it there). */
+uint32_t kh__col_u32(struct kh__stmt *st, int col);
 
 /*
  * Savepoints inside the open transaction (group.c): one level only. kh__savepoint_undo rolls
@@ -73,6 +79,18 @@ int kh__idem_key_ok(const char *key);
  */
 KH_WARN_UNUSED kh_err kh__keyed_row(struct kh_store *s, const char *sql, const char *key,
 				    const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], struct kh__stmt **out);
+
+/* A card row (ops_sms.c): the columns KH__CARD_COLS names, in that order, read into *c. */
+#define KH__CARD_COLS \
+	"ua, role, coalesce(subscriber_id, 0), state, export_authorised, coalesce(replaced_by, 0),\n" \
+	"coalesce(closed_reason, ''), last_reload_id, created_at, coalesce(clone_alarm_at, 0),\n" \
+	"coalesce(clone_block_seq, 0)"
+KH_WARN_UNUSED kh_err kh__card_row(struct kh__stmt *st, struct kh_store_card *c);
+
+/* A bulk_jobs row's columns 1..11 (product_id, start_time, end_time, all_subscribers,
+ * max_subscriber_id, last_subscriber_id, subscribers, emms_queued, skipped, chunks, done) into
+ * *j (ops_bulk.c); the other fields are zeroed. */
+void kh__bulk_job_cols(struct kh__stmt *st, struct kh_store_bulk_job *j);
 
 /* Rows changed by the last INSERT/UPDATE/DELETE on s. */
 int64_t kh__changes(struct kh_store *s);

@@ -337,12 +337,19 @@ kh_start_serve()
 	: >"$KH_META/daemon.out"
 	kh_start_daemon "$kh_sv" serve --db center.db --authority auth --listen 127.0.0.1:0 "$@"
 	eval "kh_pid=\$$kh_sv"
+	kh_wait_listening "$kh_pid"
+}
+
+# kh_wait_listening PID: wait until the serve started as PID (its stdout in $KH_META/daemon.out,
+# emptied before it started) printed its 'listening=127.0.0.1:PORT' line; sets PORT.
+kh_wait_listening()
+{
 	kh_i=0
 	PORT=
 	while [ -z "$PORT" ]; do
 		PORT=$(sed -n 's/^listening=127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$KH_META/daemon.out")
 		[ -n "$PORT" ] && break
-		kill -0 "$kh_pid" 2>/dev/null || {
+		kill -0 "$1" 2>/dev/null || {
 			sed 's/^/  daemon| /' "$KH_META/daemon.err" >&2
 			kh_fail "serve exited before it was ready"
 		}

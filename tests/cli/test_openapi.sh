@@ -3,10 +3,11 @@
 #   recommended rules, every one an error (tests/cli/redocly.yaml): the structure of every object
 #   (a stray key is refused), references, path parameters, security defined for every operation;
 #   and it refuses two broken copies, so the check is known to bite.
-# - Every route of the server's route table (kh_sms_add_routes in src/center/sms/sms.c, and
-#   /metrics, which src/net/http_server.c answers itself) is in the spec, method and path, and
-#   every operation of the spec is a route; the operator's routes want the bearer token
-#   (operatorToken, and a 401 answer), the open routes say `security: []`.
+# - Every route of the server's route table (kh_sms_add_routes in src/center/sms/sms.c: the
+#   operator's, the open ones and the health ones; and /metrics, which src/net/http_server.c
+#   answers itself) is in the spec, method and path, and every operation of the spec is a route;
+#   the operator's routes want the bearer token (operatorToken, and a 401 answer), the open and
+#   health routes say `security: []`.
 #
 # Run by CTest as `sh test_openapi.sh` with KEYHOLE and KH_SOURCE_DIR set.
 
@@ -58,6 +59,7 @@ sed -n '/^kh_err kh_sms_add_routes(/,/^}/p' "$ROUTES" >"$KH_META/fn"
 awk '
 	/operator_routes\[\] = \{/ { sec = "operator" }
 	/open_routes\[\] = \{/ { sec = "open" }
+	/health_routes\[\] = \{/ { sec = "open" }
 	/^\t\};/ { sec = "" }
 	sec != "" && match($0, /\{"[A-Z]+", *"\/[^"]*"/) {
 		r = substr($0, RSTART + 2, RLENGTH - 3); m = r; sub(/".*/, "", m); p = r; sub(/^[^\/]*/, "", p)

@@ -5,8 +5,9 @@
 # writable (a read-only file or directory is refused at start, checked as another user when
 # run as root). --listen localhost is loopback; beyond loopback TLS is always required.
 # The database deleted, or replaced, while the center serves: writes answer 503
-# database_gone, no read comes from a new empty database, no file appears at the path, and the
-# next start does not make a new database beside the old WAL.
+# database_gone, /readyz answers 503 (and /healthz still 200), no read comes from a new empty
+# database, no file appears at the path, and the next start does not make a new database beside
+# the old WAL.
 #
 # Run by CTest as `sh test_serve_start.sh` with KEYHOLE and KH_SOURCE_DIR set.
 
@@ -194,9 +195,13 @@ fi
 
 kh_start_serve PID
 kh_expect_api GET /v1/subscribers/1 "" 200 '"name":"Alice"'
+kh_expect_api GET /readyz "" 200 '^\{"status":"ready"\}$'
 rm center.db
 get_many 16 /v1/subscribers/1
 reads_not_empty 16
+# not ready (the health check says why, naming no file), yet alive
+kh_expect_api GET /readyz "" 503 '^\{"status":"not_ready","reason":"[^"/]*deleted or replaced[^"/]*"\}$'
+kh_expect_api GET /healthz "" 200 '^\{"status":"ok"\}$'
 kh_expect_api POST /v1/subscribers '{"name":"Bob"}' 503 '^\{"error":\{"code":"database_gone","message":"[^"]*deleted or replaced'
 [ ! -e center.db ] || kh_fail "a file appeared at the deleted database's path"
 grep -q 'event=store.error .*err=DB_GONE .*deleted' "$KH_META/daemon.err" || kh_fail "no log line saying the database was deleted"

@@ -14,8 +14,8 @@
  *   there).
  * - the key material: GET {center}/v1/service-keys/material (an operator endpoint, bearer token)
  *   into the headend key file's table. This answer does hold secrets: our copies of it are wiped.
- * - a pay-per-view event's price: GET {center}/v1/events (an operator endpoint), so that the
- *   ECMs ask the price the center invoices.
+ * - a pay-per-view event's price: GET {center}/v1/events/{id} (an operator endpoint), so that
+ *   the ECMs ask the price the center invoices.
  *
  * Transport rules are the decoder's (keyhole-decoder(1) connect): peer and host name always
  * verified over https (against a private CA file when given), plain http only to the loopback
@@ -338,19 +338,19 @@ out:
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* A pay-per-view event's price from the center's catalogue: GET /v1/events                 */
+/* A pay-per-view event's price from the center's catalogue: GET /v1/events/{id}            */
 
-#define EVENTS_MAX (8u * 1024 * 1024)
+#define EVENT_MAX (64u * 1024)
 
 kh_err kh_headend_event_price(const struct kh_headend_feed_cfg *cfg, const char *token, uint32_t event,
 			      uint32_t *price, char *why, size_t whycap)
 {
 	struct kh_http_client *h = NULL;
 	const char *hdrs[2] = {NULL, NULL};
-	char *auth = NULL, *url = NULL;
-	const json_t *arr, *e;
+	char *auth = NULL, *url = NULL, path[32];
+	const json_t *id, *pr;
 	json_t *ans = NULL;
-	size_t i, alen = 0;
+	size_t alen = 0;
 	long status = 0;
 	kh_err r;
 
@@ -358,13 +358,21 @@ kh_err kh_headend_event_price(const struct kh_headend_feed_cfg *cfg, const char 
 		why[0] = 0;
 	if (!cfg || !price)
 		return KH_ERR_INVAL;
-	if ((r = operator_request(cfg, "/v1/events", token, &url, &auth, &alen, why, whycap)) != KH_OK)
+	/* the one event: the list is paged, and an event may be past its first page */
+	snprintf(path, sizeof path, "/v1/events/%lu", (unsigned long)event);
+	if ((r = operator_request(cfg, path, token, &url, &auth, &alen, why, whycap)) != KH_OK)
 		return r;
 	hdrs[0] = auth;
-	if ((r = kh_http_client_new(cfg->cacert, "keyhole-headend/" KH_VERSION, EVENTS_MAX, &h)) != KH_OK)
+	if ((r = kh_http_client_new(cfg->cacert, "keyhole-headend/" KH_VERSION, EVENT_MAX, &h)) != KH_OK)
 		goto out;
 	if ((r = kh_http_client_request(h, url, hdrs[0] ? hdrs : NULL, NULL, &status, &ans, why, whycap)) != KH_OK)
 		goto out;
+	if (status == 404) {
+		if (why && whycap)
+			snprintf(why, whycap, "event %lu is not in the center's catalogue", (unsigned long)event);
+		r = KH_ERR_NOTFOUND;
+		goto out;
+	}
 	if (status != 200) {
 		const json_t *m = json_object_get(json_object_get(ans, "error"), "message");
 		if (why && whycap) {
@@ -374,28 +382,16 @@ kh_err kh_headend_event_price(const struct kh_headend_feed_cfg *cfg, const char 
 		r = status == 401 || status == 403 ? KH_ERR_UNAUTHORISED : KH_ERR_TRANSPORT;
 		goto out;
 	}
-	arr = json_object_get(ans, "events");
-	if (!json_is_array(arr)) {
-		why_set(why, whycap, "the answer is not a list of events");
+	id = json_object_get(ans, "id");
+	pr = json_object_get(ans, "price");
+	if (!json_is_integer(id) || json_integer_value(id) != (json_int_t)event || !json_is_integer(pr) ||
+	    json_integer_value(pr) < 0 || json_integer_value(pr) > UINT32_MAX) {
+		why_set(why, whycap, "the answer is not the event asked for");
 		r = KH_ERR_FORMAT;
 		goto out;
 	}
-	r = KH_ERR_NOTFOUND;
-	json_array_foreach(arr, i, e) {
-		const json_t *id = json_object_get(e, "id"), *pr = json_object_get(e, "price");
-		if (!json_is_integer(id) || !json_is_integer(pr) || json_integer_value(pr) < 0 ||
-		    json_integer_value(pr) > UINT32_MAX) {
-			why_set(why, whycap, "the answer is not a list of events");
-			r = KH_ERR_FORMAT;
-			goto out;
-		}
-		if (json_integer_value(id) == (json_int_t)event) {
-			*price = (uint32_t)json_integer_value(pr);
-			r = KH_OK;
-		}
-	}
-	if (r == KH_ERR_NOTFOUND && why && whycap)
-		snprintf(why, whycap, "event %lu is not in the center's catalogue", (unsigned long)event);
+	*price = (uint32_t)json_integer_value(pr);
+	r = KH_OK;
 out:
 	json_decref(ans);
 	kh_http_client_free(h);

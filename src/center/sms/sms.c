@@ -1,6 +1,7 @@
 /*
  * The management center's life and its route table (issue 4): opening the store and the
- * authority's keys, one store connection per HTTP thread, and the /v1 routes. The endpoints are
+ * authority's keys, one store connection per HTTP thread, the /v1 routes, and /healthz and
+ * /readyz. The endpoints are
  * in sms_<resource>.c; what each queues is in docs/internals/sms.md.
  *
  * Threads: libmicrohttpd runs each connection on a thread of its own, and a kh_store is one SQLite
@@ -345,23 +346,43 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 		kh_http_handler fn;
 	} operator_routes[] = {
 		{"POST", "/v1/subscribers", kh__sms_subscriber_create},
+		{"GET", "/v1/subscribers", kh__sms_subscriber_list},
 		{"GET", "/v1/subscribers/{id}", kh__sms_subscriber_get},
+		{"PATCH", "/v1/subscribers/{id}", kh__sms_subscriber_patch},
+		{"DELETE", "/v1/subscribers/{id}", kh__sms_subscriber_delete},
 		{"GET", "/v1/subscribers/{id}/invoices", kh__sms_subscriber_invoices},
+		{"GET", "/v1/subscribers/{id}/subscriptions", kh__sms_subscriber_subscriptions},
 		{"POST", "/v1/subscribers/{id}/subscriptions", kh__sms_subscribe},
 		{"DELETE", "/v1/subscribers/{id}/subscriptions/{product_id}", kh__sms_unsubscribe},
 		{"POST", "/v1/cards", kh__sms_card_register},
+		{"GET", "/v1/cards", kh__sms_card_list},
 		{"GET", "/v1/cards/{ua}", kh__sms_card_get},
+		{"DELETE", "/v1/cards/{ua}", kh__sms_card_delete},
+		{"GET", "/v1/cards/{ua}/emm-queue", kh__sms_card_emm_queue},
 		{"POST", "/v1/cards/{ua}/assign", kh__sms_card_assign},
 		{"POST", "/v1/cards/{ua}/replace", kh__sms_card_replace},
 		{"POST", "/v1/cards/{ua}/forfeit", kh__sms_card_forfeit},
 		{"POST", "/v1/cards/{ua}/reload", kh__sms_card_reload},
 		{"POST", "/v1/products", kh__sms_product_create},
 		{"GET", "/v1/products", kh__sms_product_list},
+		{"GET", "/v1/products/{id}", kh__sms_product_get},
+		{"PATCH", "/v1/products/{id}", kh__sms_product_patch},
+		{"DELETE", "/v1/products/{id}", kh__sms_product_delete},
 		{"POST", "/v1/products/{id}/subscriptions", kh__sms_bulk_subscribe},
 		{"POST", "/v1/channels", kh__sms_channel_create},
 		{"GET", "/v1/channels", kh__sms_channel_list},
+		{"GET", "/v1/channels/{id}", kh__sms_channel_get},
+		{"PATCH", "/v1/channels/{id}", kh__sms_channel_patch},
+		{"DELETE", "/v1/channels/{id}", kh__sms_channel_delete},
 		{"POST", "/v1/events", kh__sms_event_create},
 		{"GET", "/v1/events", kh__sms_event_list},
+		{"GET", "/v1/events/{id}", kh__sms_event_get},
+		{"PATCH", "/v1/events/{id}", kh__sms_event_patch},
+		{"DELETE", "/v1/events/{id}", kh__sms_event_delete},
+		{"GET", "/v1/invoices", kh__sms_invoice_list},
+		{"GET", "/v1/upload/sessions", kh__sms_session_list},
+		{"GET", "/v1/jobs", kh__sms_job_list},
+		{"GET", "/v1/jobs/{id}", kh__sms_job_get},
 		{"PUT", "/v1/credit-policy", kh__sms_policy_put},
 		{"GET", "/v1/credit-policy", kh__sms_policy_get},
 		{"POST", "/v1/service-keys/rotate", kh__sms_keys_rotate},
@@ -375,6 +396,11 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 		{"GET", "/v1/emm", kh__sms_emm_queue, c, KH_HTTP_ROUTE_OPEN},
 		{"POST", "/v1/upload/sessions", kh__sms_upload_open, c, KH_HTTP_ROUTE_OPEN},
 		{"POST", "/v1/upload/sessions/{id}", kh__sms_upload, c, KH_HTTP_ROUTE_OPEN},
+	};
+	/* For what watches the process: no token, and never counted against the open budget. */
+	const struct kh_http_route health_routes[] = {
+		{"GET", "/healthz", kh__sms_healthz, c, 0},
+		{"GET", "/readyz", kh__sms_readyz, c, 0},
 	};
 	struct kh_http_route routes[sizeof operator_routes / sizeof operator_routes[0]];
 	size_t n = sizeof operator_routes / sizeof operator_routes[0];
@@ -405,7 +431,8 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 	    (r = kh_metrics_counter(kh_http_metrics(h), "keyhole_clone_alarms_total",
 				    "blocks showing a card rolled back or cloned (verdict clone)", &c->clone_alarms)) != KH_OK)
 		return r;
-	if ((r = kh_http_add_routes(h, routes, n)) != KH_OK)
+	if ((r = kh_http_add_routes(h, routes, n)) != KH_OK ||
+	    (r = kh_http_add_routes(h, health_routes, sizeof health_routes / sizeof health_routes[0])) != KH_OK)
 		return r;
 	return kh_http_add_routes(h, open_routes, sizeof open_routes / sizeof open_routes[0]);
 }

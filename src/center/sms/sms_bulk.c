@@ -71,10 +71,14 @@ static kh_err job_new(struct kh_store *s, struct bulk *b, struct kh_store_bulk_j
 	if (b->all)
 		return kh_store_subscriber_max_id(s, &job->max_subscriber_id);
 	for (size_t i = 0; i < b->nids; i++) {
-		if ((r = kh_store_subscriber_get(s, b->ids[i], NULL, 0, NULL)) != KH_OK)
+		int64_t closed = 0;
+		if ((r = kh_store_subscriber_closed(s, b->ids[i], &closed)) != KH_OK)
 			return r == KH_ERR_NOTFOUND ? kh__sms_why(&b->why, r, "unknown_subscriber",
 								  "a listed subscriber does not exist; nothing was done")
 						    : r;
+		if (closed)
+			return kh__sms_why(&b->why, KH_ERR_DB_CONSTRAINT, "subscriber_closed",
+					   "a listed subscriber is closed; nothing was done");
 	}
 	job->max_subscriber_id = b->ids[b->nids - 1];
 	return KH_OK;
@@ -106,11 +110,16 @@ static kh_err targets(struct kh_store *s, struct bulk *b, const struct kh_store_
 	return KH_OK;
 }
 
+json_t *kh__sms_bulk_json(const struct kh_store_bulk_job *job)
+{
+	return json_pack("{s:I,s:I,s:I,s:I,s:I}", "product", (json_int_t)job->product_id, "subscribers",
+			 (json_int_t)job->subscribers, "emms_queued", (json_int_t)job->emms_queued, "skipped",
+			 (json_int_t)job->skipped, "chunks", (json_int_t)job->chunks);
+}
+
 static kh_err answer_of(struct bulk *b, const struct kh_store_bulk_job *job)
 {
-	json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I}", "product", (json_int_t)job->product_id, "subscribers",
-			      (json_int_t)job->subscribers, "emms_queued", (json_int_t)job->emms_queued, "skipped",
-			      (json_int_t)job->skipped, "chunks", (json_int_t)job->chunks);
+	json_t *o = kh__sms_bulk_json(job);
 	if (o == NULL)
 		return KH_ERR_NOMEM;
 	b->answer = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
@@ -132,8 +141,9 @@ static kh_err one(struct kh_store *s, struct bulk *b, const struct kh_store_bulk
 	kh_err r;
 
 	/* A card holds KH_CAS_STATUS_MAX_RIGHTS rights and refuses a whole EMM beyond them: a
-	 * subscriber at the cap is left as it was and counted, the job goes on. */
-	if (!t->has_product && t->subscriptions >= KH_CAS_STATUS_MAX_RIGHTS) {
+	 * subscriber at the cap is left as it was and counted, the job goes on. So is one closed
+	 * since the job began (a closed subscriber takes no subscription). */
+	if (t->closed || (!t->has_product && t->subscriptions >= KH_CAS_STATUS_MAX_RIGHTS)) {
 		job->skipped++;
 		return KH_OK;
 	}

@@ -18,7 +18,7 @@
 #include "keyhole/crypto.h"
 #include "sms_int.h"
 
-static json_t *card_json(const struct kh_store_card *c)
+json_t *kh__sms_card_json(const struct kh_store_card *c)
 {
 	char ua[9], rb[9];
 	json_t *o;
@@ -92,7 +92,7 @@ kh_err kh__sms_card_register(struct kh_http_req *req, struct kh_http_resp *resp,
 	}
 	if ((r = kh__sms_db(c, &s)) != KH_OK || (r = kh_store_card_get(s, info.ua, &card)) != KH_OK)
 		return r;
-	return kh_http_reply(resp, 201, card_json(&card));
+	return kh_http_reply(resp, 201, kh__sms_card_json(&card));
 }
 
 /* ---- GET /v1/cards/{ua} ---- */
@@ -110,7 +110,7 @@ kh_err kh__sms_card_get(struct kh_http_req *req, struct kh_http_resp *resp, void
 		return r;
 	if ((r = kh_store_card_get(s, ua, &card)) != KH_OK)
 		return r == KH_ERR_NOTFOUND ? kh_http_reply_error(resp, r, "card not registered") : r;
-	return kh_http_reply(resp, 200, card_json(&card));
+	return kh_http_reply(resp, 200, kh__sms_card_json(&card));
 }
 
 /* ---- the actions: one transaction each ---- */
@@ -160,6 +160,7 @@ static kh_err assign_tx(struct kh_store *s, void *arg)
 	struct card_tx *a = arg;
 	struct kh_store_card card;
 	struct sub_cards sc = {0};
+	int64_t closed = 0;
 	kh_err r;
 
 	a->queued = 0;
@@ -169,8 +170,11 @@ static kh_err assign_tx(struct kh_store *s, void *arg)
 	if (strcmp(card.state, "issued") != 0)
 		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "card_state",
 				   "only a card in state issued can be assigned");
-	if ((r = kh_store_subscriber_get(s, a->sub, NULL, 0, NULL)) != KH_OK)
+	if ((r = kh_store_subscriber_closed(s, a->sub, &closed)) != KH_OK)
 		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "subscriber not found") : r;
+	if (closed)
+		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "subscriber_closed",
+				   "the subscriber is closed: a closed subscriber takes no new card");
 	if ((r = kh_store_cards_of(s, a->sub, scan_card, &sc)) != KH_OK)
 		return r;
 	if (sc.has_active)
@@ -321,7 +325,7 @@ static kh_err run_card_tx(struct kh_http_resp *resp, struct card_tx *a, kh_store
 	/* read back on this thread's connection: committed, so visible to it */
 	if ((r = kh__sms_db(a->c, &s)) != KH_OK || (r = kh_store_card_get(s, show, &card)) != KH_OK)
 		return r;
-	if ((o = card_json(&card)) == NULL)
+	if ((o = kh__sms_card_json(&card)) == NULL)
 		return KH_ERR_NOMEM;
 	if (json_object_set_new(o, "emms_queued", json_integer(a->queued)) != 0) {
 		json_decref(o);
@@ -396,11 +400,7 @@ kh_err kh__sms_card_forfeit(struct kh_http_req *req, struct kh_http_resp *resp, 
 struct reload_tx_args {
 	struct kh_sms *c;
 	uint32_t ua;
-	char key[KH__SMS_IDEM_KEY_LEN]; /* scoped (kh__sms_idem_key) */
-	uint8_t hash[KH_STORE_IDEM_HASH_LEN];
-	char *answer; /* the JSON text sent (first time) or stored (repeat) */
-	size_t answer_len;
-	int replayed;
+	struct kh__sms_idem im; /* the key is required */
 	unsigned queued;
 	struct kh__sms_why why;
 };
@@ -411,30 +411,16 @@ static kh_err reload_tx(struct kh_store *s, void *arg)
 	struct kh_store_card card;
 	struct kh__sms_emm e;
 	uint32_t amount = 0, reload_id;
-	uint8_t cmd[16], *stored = NULL;
+	uint8_t cmd[16];
 	struct kh_wr w;
-	size_t n = 0;
 	char ua[9];
 	kh_err r;
 
-	free(a->answer); /* a busy retry starts again */
-	a->answer = NULL;
-	a->replayed = 0;
 	a->queued = 0;
 	a->why = (struct kh__sms_why){0};
-	r = kh_store_idem_get(s, a->key, a->hash, &stored, &n);
-	if (r == KH_OK) {
-		if ((a->answer = malloc(n + 1)) == NULL) {
-			free(stored);
-			return KH_ERR_NOMEM;
-		}
-		memcpy(a->answer, stored, n);
-		a->answer[n] = 0;
-		a->answer_len = n;
-		a->replayed = 1;
-		free(stored);
+	r = kh__sms_idem_replay(s, &a->im);
+	if (r == KH_OK)
 		return KH_OK;
-	}
 	if (r == KH_ERR_IDEM_MISMATCH)
 		return kh__sms_why(&a->why, r, NULL, "this Idempotency-Key was used for another request");
 	if (r != KH_ERR_NOTFOUND)
@@ -457,60 +443,39 @@ static kh_err reload_tx(struct kh_store *s, void *arg)
 		return r;
 	a->queued = e.queued;
 	kh__sms_ua_hex(a->ua, ua);
-	{
-		json_t *o = json_pack("{s:s,s:I,s:I,s:i}", "ua", ua, "amount", (json_int_t)amount, "reload_id",
-				      (json_int_t)reload_id, "emms_queued", (int)e.queued);
-		if (o == NULL)
-			return KH_ERR_NOMEM;
-		a->answer = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-		json_decref(o);
-	}
-	if (a->answer == NULL)
-		return KH_ERR_NOMEM;
-	a->answer_len = strlen(a->answer);
 	/* In the transaction that queued the reload: the reload and its answer commit together. */
-	return kh__sms_idem_put(s, a->c, a->key, a->hash, a->answer, a->answer_len);
+	return kh__sms_idem_answer(s, a->c, &a->im,
+				   json_pack("{s:s,s:I,s:I,s:i}", "ua", ua, "amount", (json_int_t)amount, "reload_id",
+					     (json_int_t)reload_id, "emms_queued", (int)e.queued));
 }
 
 kh_err kh__sms_card_reload(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
 	struct reload_tx_args a = {.c = arg};
-	const char *key;
-	json_error_t jerr;
-	json_t *body;
 	char *fp = NULL;
 	int answered;
 	kh_err r;
 
 	if ((r = path_ua(req, resp, &a.ua, &answered)) != KH_OK || answered)
 		return r;
-	key = kh_http_idempotency_key(req);
-	if (key == NULL || strlen(key) > KH_STORE_IDEM_KEY_MAX)
-		return kh_http_reply_error(resp, KH_ERR_INVAL,
-					   "a reload needs an Idempotency-Key header of 1 to 128 characters");
-	if ((r = kh__sms_idem_key(req, KH__SMS_CALLER_OPERATOR, a.key)) != KH_OK)
-		return r;
 	/* The request the key stands for: this card's reload, whatever the body (it has no fields). */
 	if (asprintf(&fp, "POST\n/v1/cards/%08X/reload", a.ua) < 0)
 		return KH_ERR_NOMEM;
-	r = kh_sha256((const uint8_t *)fp, strlen(fp), a.hash);
+	r = kh__sms_idem_init(req, KH__SMS_CALLER_OPERATOR, fp, &a.im);
 	free(fp);
+	if (r == KH_OK && !a.im.on)
+		r = KH_ERR_INVAL;
+	if (r == KH_ERR_INVAL)
+		return kh_http_reply_error(resp, KH_ERR_INVAL,
+					   "a reload needs an Idempotency-Key header of 1 to 128 characters");
 	if (r != KH_OK)
 		return r;
 	if ((r = kh__sms_write(a.c, reload_tx, &a)) != KH_OK) {
-		free(a.answer);
+		free(a.im.answer);
 		if (a.why.code || a.why.msg)
 			return kh__sms_fail(resp, r, &a.why);
 		return r;
 	}
 	kh__sms_count_emms(a.c, a.queued);
-	body = json_loadb(a.answer, a.answer_len, 0, &jerr);
-	free(a.answer);
-	if (body == NULL)
-		return KH_ERR_INTERNAL;
-	if (a.replayed && (r = kh_http_resp_header(resp, "Idempotent-Replayed", "true")) != KH_OK) {
-		json_decref(body);
-		return r;
-	}
-	return kh_http_reply(resp, 200, body);
+	return kh__sms_idem_reply(resp, &a.im, 200);
 }

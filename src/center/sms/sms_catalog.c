@@ -4,7 +4,8 @@
  * events with their prices (the ECM's access criterion by event). Their ids travel in ECMs and
  * EMMs, so the operator may choose them ("id" in the body); without one the next free id is used.
  * Nothing here queues an EMM: a card learns of a product through ENTITLE, of an event's price
- * through the ECM.
+ * through the ECM. The lists are in sms_list.c, renames and deletions in sms_edit.c; each row's
+ * JSON is built here, once.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -44,20 +45,18 @@ static kh_err add_tx(struct kh_store *s, void *arg)
 				  : kh_store_event_add(s, t->row, t->id);
 }
 
-static kh_err add_reply(struct kh_http_resp *resp, kh_err r, const char *what_missing, uint32_t id, json_t *o)
+/* The answer to an add: the row's JSON with the id used, or the refusal. */
+static kh_err add_reply(struct kh_http_resp *resp, kh_err r, const char *what_missing, json_t *o)
 {
 	if (r != KH_OK) {
-		json_decref(o);
 		if (r == KH_ERR_EXISTS)
 			return kh_http_reply_error(resp, r, "id already in use");
 		if (r == KH_ERR_NOTFOUND)
 			return kh_http_reply_error(resp, r, what_missing);
 		return r;
 	}
-	if (o == NULL || json_object_set_new(o, "id", json_integer(id)) != 0) {
-		json_decref(o);
+	if (o == NULL)
 		return KH_ERR_NOMEM;
-	}
 	return kh_http_reply(resp, 201, o);
 }
 
@@ -76,56 +75,26 @@ kh_err kh__sms_product_create(struct kh_http_req *req, struct kh_http_resp *resp
 		struct add_tx t = {PRODUCTS, &p, &id};
 		r = kh__sms_write(arg, add_tx, &t);
 	}
-	return add_reply(resp, r, NULL, id, r == KH_OK ? json_pack("{s:s}", "name", p.name) : NULL);
+	p.id = id;
+	return add_reply(resp, r, NULL, r == KH_OK ? kh__sms_product_json(&p) : NULL);
 }
 
-static kh_err add_product(void *arg, const struct kh_store_product *p)
+json_t *kh__sms_product_json(const struct kh_store_product *p)
 {
-	json_t *o = json_pack("{s:I,s:s}", "id", (json_int_t)p->id, "name", p->name);
-	return o && json_array_append_new(arg, o) == 0 ? KH_OK : KH_ERR_NOMEM;
+	return json_pack("{s:I,s:s}", "id", (json_int_t)p->id, "name", p->name);
 }
 
-static kh_err add_channel(void *arg, const struct kh_store_channel *c)
+json_t *kh__sms_channel_json(const struct kh_store_channel *c)
 {
-	json_t *o = json_pack("{s:I,s:s,s:I}", "id", (json_int_t)c->id, "name", c->name, "product_id",
-			      (json_int_t)c->product_id);
-	return o && json_array_append_new(arg, o) == 0 ? KH_OK : KH_ERR_NOMEM;
+	return json_pack("{s:I,s:s,s:I}", "id", (json_int_t)c->id, "name", c->name, "product_id",
+			 (json_int_t)c->product_id);
 }
 
-static kh_err add_event(void *arg, const struct kh_store_event *e)
+json_t *kh__sms_event_json(const struct kh_store_event *e)
 {
-	json_t *o = json_pack("{s:I,s:s,s:I,s:I,s:I,s:I}", "id", (json_int_t)e->id, "name", e->name, "price",
-			      (json_int_t)e->price, "channel_id", (json_int_t)e->channel_id, "start",
-			      (json_int_t)e->start, "end", (json_int_t)e->end);
-	return o && json_array_append_new(arg, o) == 0 ? KH_OK : KH_ERR_NOMEM;
-}
-
-
-static kh_err list(struct kh_http_resp *resp, void *arg, enum list_kind k)
-{
-	static const char *const names[] = {"products", "channels", "events"};
-	struct kh_store *s;
-	json_t *arr;
-	kh_err r;
-
-	if ((r = kh__sms_db(arg, &s)) != KH_OK)
-		return r;
-	if ((arr = json_array()) == NULL)
-		return KH_ERR_NOMEM;
-	r = k == PRODUCTS ? kh_store_products(s, add_product, arr)
-	    : k == CHANNELS ? kh_store_channels(s, add_channel, arr)
-			    : kh_store_events(s, add_event, arr);
-	if (r != KH_OK) {
-		json_decref(arr);
-		return r;
-	}
-	return kh_http_reply(resp, 200, json_pack("{s:o}", names[k], arr));
-}
-
-kh_err kh__sms_product_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
-{
-	(void)req;
-	return list(resp, arg, PRODUCTS);
+	return json_pack("{s:I,s:s,s:I,s:I,s:I,s:I}", "id", (json_int_t)e->id, "name", e->name, "price",
+			 (json_int_t)e->price, "channel_id", (json_int_t)e->channel_id, "start", (json_int_t)e->start,
+			 "end", (json_int_t)e->end);
 }
 
 /* ---- channels ---- */
@@ -147,15 +116,8 @@ kh_err kh__sms_channel_create(struct kh_http_req *req, struct kh_http_resp *resp
 		struct add_tx t = {CHANNELS, &c, &id};
 		r = kh__sms_write(arg, add_tx, &t);
 	}
-	return add_reply(resp, r, "product not found", id,
-			 r == KH_OK ? json_pack("{s:s,s:I}", "name", c.name, "product_id", (json_int_t)c.product_id)
-				    : NULL);
-}
-
-kh_err kh__sms_channel_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
-{
-	(void)req;
-	return list(resp, arg, CHANNELS);
+	c.id = id;
+	return add_reply(resp, r, "product not found", r == KH_OK ? kh__sms_channel_json(&c) : NULL);
 }
 
 /* ---- pay-per-view events ---- */
@@ -182,15 +144,6 @@ kh_err kh__sms_event_create(struct kh_http_req *req, struct kh_http_resp *resp, 
 		struct add_tx t = {EVENTS, &e, &id};
 		r = kh__sms_write(arg, add_tx, &t);
 	}
-	return add_reply(resp, r, "channel not found", id,
-			 r == KH_OK ? json_pack("{s:s,s:I,s:I,s:I,s:I}", "name", e.name, "price", (json_int_t)e.price,
-						"channel_id", (json_int_t)e.channel_id, "start", (json_int_t)e.start,
-						"end", (json_int_t)e.end)
-				    : NULL);
-}
-
-kh_err kh__sms_event_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
-{
-	(void)req;
-	return list(resp, arg, EVENTS);
+	e.id = id;
+	return add_reply(resp, r, "channel not found", r == KH_OK ? kh__sms_event_json(&e) : NULL);
 }

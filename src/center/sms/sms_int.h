@@ -42,7 +42,7 @@ struct kh_sms {
 	struct kh__sms_op {
 		kh_http_handler fn;
 		struct kh_sms *c;
-	} ops[40]; /* operator routes behind the token check */
+	} ops[64]; /* operator routes behind the token check */
 	/* The upload endpoints' limits (kh_sms_config; defaults applied) and their clock. */
 	unsigned upload_ttl;
 	/* How long an idempotency record is kept at least (seconds; kh_sms_config). */
@@ -84,6 +84,8 @@ struct kh_sms {
 		uint8_t ku[32]; /* secret: the card's uplink key, derived from the master (wiped by kh_sms_free) */
 		uint64_t not_after;
 	} keys[1024];
+	/* Moved by kh__sms_card_forget (keys_mu): a key checked before it is not kept after it. */
+	uint64_t keys_gen;
 };
 
 /*
@@ -180,6 +182,36 @@ KH_WARN_UNUSED kh_err kh__sms_idem_key(const struct kh_http_req *req, const char
 KH_WARN_UNUSED kh_err kh__sms_idem_put(struct kh_store *s, struct kh_sms *c, const char *key,
 				       const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], const char *text, size_t len);
 
+/*
+ * An optional Idempotency-Key on a write (the renames, closings and deletions), bound inside the
+ * write's own transaction as the reload binds its key: kh__sms_idem_replay first (a stored answer
+ * is the answer, and nothing else runs), kh__sms_idem_answer last (the answer, stored under the
+ * key in the same commit). Without a key the same calls simply build the answer.
+ */
+struct kh__sms_idem {
+	int on;                                /* the request carries a key */
+	char key[KH__SMS_IDEM_KEY_LEN];        /* scoped (kh__sms_idem_key) */
+	uint8_t hash[KH_STORE_IDEM_HASH_LEN];  /* of what the request asks */
+	char *answer;                          /* the JSON text to send (malloc'd) */
+	size_t len;
+	int replayed;
+};
+/*
+ * From req: its key scoped for caller, and the hash of fp when given, else of the method, the
+ * path and the body (compact, keys sorted: one request however its JSON is spaced). KH_ERR_INVAL
+ * for a key longer than KH_STORE_IDEM_KEY_MAX (the store's limit).
+ */
+KH_WARN_UNUSED kh_err kh__sms_idem_init(struct kh_http_req *req, const char *caller, const char *fp,
+					struct kh__sms_idem *im);
+/* In the transaction, first: KH_OK with im->replayed when the key has an answer (now in
+ * im->answer); KH_ERR_NOTFOUND for a new request (or none without a key); KH_ERR_IDEM_MISMATCH. */
+KH_WARN_UNUSED kh_err kh__sms_idem_replay(struct kh_store *s, struct kh__sms_idem *im);
+/* In the transaction, last: o (stolen; NULL is out of memory) becomes im->answer, stored under
+ * the key when there is one. */
+KH_WARN_UNUSED kh_err kh__sms_idem_answer(struct kh_store *s, struct kh_sms *c, struct kh__sms_idem *im, json_t *o);
+/* Send im->answer (taken over) with status, marked Idempotent-Replayed when it was replayed. */
+KH_WARN_UNUSED kh_err kh__sms_idem_reply(struct kh_http_resp *resp, struct kh__sms_idem *im, int status);
+
 /* ---- parsing ---- */
 
 /* A UA in a path: exactly 8 hex digits. KH_ERR_INVAL. */
@@ -196,12 +228,61 @@ KH_WARN_UNUSED kh_err kh__sms_json_name(const json_t *body, const char *key, con
 /* Query argument as a non-negative integer (default when absent) at most max. KH_ERR_INVAL. */
 KH_WARN_UNUSED kh_err kh__sms_query_int(struct kh_http_req *req, const char *name, int64_t def, int64_t max,
 					int64_t *v);
+/* Query argument as a time (Unix seconds, may be negative, |t| <= KH__SMS_TIME_MAX), def when
+ * absent. KH_ERR_INVAL. */
+#define KH__SMS_TIME_MAX (INT64_MAX / 2)
+KH_WARN_UNUSED kh_err kh__sms_query_time(struct kh_http_req *req, const char *name, int64_t def, int64_t *v);
 /* One queued EMM as JSON {id, address_type, address, seq, section}; NULL: out of memory. */
 json_t *kh__sms_emm_json(const struct kh_store_emm *e);
 /* Count the EMMs queued by a committed transaction in the center's metric. */
 void kh__sms_count_emms(struct kh_sms *c, unsigned n);
 /* Count the usage blocks a committed upload carried. */
 void kh__sms_count_blocks(struct kh_sms *c, unsigned n);
+
+/* ---- the JSON of each resource: one builder each, for its write, its read and its lists ---- */
+
+/* NULL: out of memory. */
+json_t *kh__sms_card_json(const struct kh_store_card *c);
+json_t *kh__sms_subscriber_json(const struct kh_store_subscriber *u);
+json_t *kh__sms_subscription_json(const struct kh_store_subscription *u);
+/* with_subscriber: add "subscriber_id" (the list of every subscriber's invoices). */
+json_t *kh__sms_invoice_json(const struct kh_store_invoice *i, int with_subscriber);
+json_t *kh__sms_product_json(const struct kh_store_product *p);
+json_t *kh__sms_channel_json(const struct kh_store_channel *c);
+json_t *kh__sms_event_json(const struct kh_store_event *e);
+/* What a bulk subscription answers: product, subscribers, emms_queued, skipped, chunks. */
+json_t *kh__sms_bulk_json(const struct kh_store_bulk_job *job);
+
+/* ---- pages (sms_list.c) ---- */
+
+/* Room for the base64url of n bytes and its NUL. */
+#define KH__SMS_B64_CAP(n) (((n) * 4 + 2) / 3 + 1)
+
+/* A list's page as the request asks it (limit, cursor) and as it went (where the next starts). */
+struct kh__sms_page {
+	struct kh_store_page pg;
+	char kind;                                /* the cursor's letter: one list's cursor is not another's */
+	char after_key[KH_STORE_IDEM_KEY_MAX + 1]; /* bulk jobs: the position's key */
+	json_t *items;                            /* the rows so far */
+	int more;                                 /* another page follows */
+	int64_t last, last_id;                    /* the last row's key (invoices: time, id) */
+	char last_key[KH_STORE_IDEM_KEY_MAX + 1];
+	unsigned n;
+};
+/*
+ * Query limit (1..1000, default 100) and cursor (a next_cursor this kind of list gave) into p,
+ * with p->items a new array. A bad one is answered (400 invalid) and *answered set.
+ */
+KH_WARN_UNUSED kh_err kh__sms_page_start(struct kh_http_req *req, struct kh_http_resp *resp, char kind,
+					 struct kh__sms_page *p, int *answered);
+/* Add one row's JSON o (stolen) to the page, its key being key (and id, for invoices). */
+KH_WARN_UNUSED kh_err kh__sms_page_add(struct kh__sms_page *p, json_t *o, int64_t key, int64_t id);
+/* Answer 200 {"<items_name>": [...], "next_cursor": C or null} (p->items is taken over), or,
+ * when r (the store's walk) failed, r. */
+KH_WARN_UNUSED kh_err kh__sms_page_reply(struct kh_http_resp *resp, struct kh__sms_page *p, const char *items_name,
+					 kh_err r);
+/* A query filter that is wrong: 400 invalid with msg. */
+KH_WARN_UNUSED kh_err kh__sms_invalid(struct kh_http_resp *resp, const char *msg);
 
 /* ---- endpoints (one file per resource) ---- */
 
@@ -236,5 +317,38 @@ kh_err kh__sms_keys_rotate(struct kh_http_req *req, struct kh_http_resp *resp, v
 kh_err kh__sms_keys_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 kh_err kh__sms_keys_material(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 kh_err kh__sms_emm_queue(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+
+/* The operator's lists and reads (sms_list.c). */
+kh_err kh__sms_subscriber_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_subscriber_subscriptions(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_card_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_card_emm_queue(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_invoice_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_product_get(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_channel_get(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_event_get(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_session_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_job_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_job_get(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+
+/* Renames, closing and deletions (sms_edit.c). */
+kh_err kh__sms_subscriber_patch(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_subscriber_delete(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_card_delete(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_product_patch(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_product_delete(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_channel_patch(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_channel_delete(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_event_patch(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_event_delete(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+/* Forget card ua's checked keys (sms_upload.c): after the card is deleted, an upload never meets
+ * them again, even if the UA is registered anew with another certificate. */
+void kh__sms_card_forget(struct kh_sms *c, uint32_t ua);
+
+/* Health (sms_health.c): open, never rate limited, outside /v1. */
+/* How long /readyz waits for the database's write lock (ms): a probe must answer within ~1 s. */
+#define KH__SMS_READY_WAIT_MS 500u
+kh_err kh__sms_healthz(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
+kh_err kh__sms_readyz(struct kh_http_req *req, struct kh_http_resp *resp, void *arg);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * Subscribers at the management center (issue 4): creating one, reading one with its cards,
  * subscriptions and invoices, and subscribing to or unsubscribing from a product, which sends
- * ENTITLE or REVOKE to the subscriber's active card in the same transaction.
+ * ENTITLE or REVOKE to the subscriber's active card in the same transaction. A closed subscriber
+ * (sms_edit.c) takes no new subscription. The lists are in sms_list.c.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -63,16 +64,21 @@ static kh_err add_card(void *arg, const struct kh_store_card *c)
 	return json_array_append_new(arg, o) == 0 ? KH_OK : KH_ERR_NOMEM;
 }
 
+json_t *kh__sms_subscription_json(const struct kh_store_subscription *u)
+{
+	return json_pack("{s:I,s:I,s:I}", "product_id", (json_int_t)u->product_id, "start", (json_int_t)u->start,
+			 "end", (json_int_t)u->end);
+}
+
 static kh_err add_sub(void *arg, const struct kh_store_subscription *u)
 {
-	json_t *o = json_pack("{s:I,s:I,s:I}", "product_id", (json_int_t)u->product_id, "start", (json_int_t)u->start,
-			      "end", (json_int_t)u->end);
+	json_t *o = kh__sms_subscription_json(u);
 	if (o == NULL || json_array_append_new(arg, o) != 0)
 		return KH_ERR_NOMEM;
 	return KH_OK;
 }
 
-static kh_err add_invoice(void *arg, const struct kh_store_invoice *i)
+json_t *kh__sms_invoice_json(const struct kh_store_invoice *i, int with_subscriber)
 {
 	char ua[9];
 	json_t *o;
@@ -82,24 +88,50 @@ static kh_err add_invoice(void *arg, const struct kh_store_invoice *i)
 		      (json_int_t)i->event_id, "price", (json_int_t)i->price, "time", (json_int_t)i->time,
 		      "created_at", (json_int_t)i->created_at);
 	if (o == NULL)
-		return KH_ERR_NOMEM;
+		return NULL;
 	/* Invoiced otherwise than the card's block said: the flag, and what the block said. */
-	if (i->flag[0] && (json_object_set_new(o, "flag", json_string(i->flag)) != 0 ||
-			   json_object_set_new(o, "block_price", json_integer(i->block_price)) != 0)) {
+	if ((i->flag[0] && (json_object_set_new(o, "flag", json_string(i->flag)) != 0 ||
+			    json_object_set_new(o, "block_price", json_integer(i->block_price)) != 0)) ||
+	    (with_subscriber && i->subscriber_id &&
+	     json_object_set_new(o, "subscriber_id", json_integer(i->subscriber_id)) != 0)) {
 		json_decref(o);
-		return KH_ERR_NOMEM;
+		return NULL;
 	}
-	if (json_array_append_new(arg, o) != 0)
+	return o;
+}
+
+static kh_err add_invoice(void *arg, const struct kh_store_invoice *i)
+{
+	json_t *o = kh__sms_invoice_json(i, 0);
+
+	if (o == NULL || json_array_append_new(arg, o) != 0)
 		return KH_ERR_NOMEM;
 	return KH_OK;
 }
 
+json_t *kh__sms_subscriber_json(const struct kh_store_subscriber *u)
+{
+	json_t *o = json_pack("{s:I,s:s,s:I}", "id", (json_int_t)u->id, "name", u->name, "created_at",
+			      (json_int_t)u->created_at);
+
+	/* closed: kept for its invoices, and since when */
+	if (o && u->closed_at && json_object_set_new(o, "closed_at", json_integer(u->closed_at)) != 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static kh_err subscriber_obj(void *arg, const struct kh_store_subscriber *u)
+{
+	return (*(json_t **)arg = kh__sms_subscriber_json(u)) ? KH_OK : KH_ERR_NOMEM;
+}
+
 kh_err kh__sms_subscriber_get(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
-	char name[KH_STORE_NAME_MAX + 1];
-	json_t *cards = NULL, *subs = NULL, *inv = NULL;
+	json_t *o = NULL, *cards = NULL, *subs = NULL, *inv = NULL;
 	struct kh_store *s;
-	int64_t id, created;
+	int64_t id;
 	int answered;
 	kh_err r;
 
@@ -107,7 +139,7 @@ kh_err kh__sms_subscriber_get(struct kh_http_req *req, struct kh_http_resp *resp
 		return r;
 	if ((r = kh__sms_db(arg, &s)) != KH_OK)
 		return r;
-	if ((r = kh_store_subscriber_get(s, id, name, sizeof name, &created)) != KH_OK)
+	if ((r = kh_store_subscriber_read(s, id, subscriber_obj, &o)) != KH_OK)
 		return r == KH_ERR_NOTFOUND ? kh_http_reply_error(resp, r, "subscriber not found") : r;
 	if ((cards = json_array()) == NULL || (subs = json_array()) == NULL || (inv = json_array()) == NULL) {
 		r = KH_ERR_NOMEM;
@@ -117,39 +149,23 @@ kh_err kh__sms_subscriber_get(struct kh_http_req *req, struct kh_http_resp *resp
 	    (r = kh_store_subscriptions_of(s, id, add_sub, subs)) != KH_OK ||
 	    (r = kh_store_invoices_of(s, id, add_invoice, inv)) != KH_OK)
 		goto fail;
-	return kh_http_reply(resp, 200,
-			     json_pack("{s:I,s:s,s:I,s:o,s:o,s:o}", "id", (json_int_t)id, "name", name, "created_at",
-				       (json_int_t)created, "cards", cards, "subscriptions", subs, "invoices", inv));
+	/* json_object_set_new takes each value, set or not: all three are called */
+	r = json_object_set_new(o, "cards", cards) != 0 ? KH_ERR_NOMEM : KH_OK;
+	if (json_object_set_new(o, "subscriptions", subs) != 0)
+		r = KH_ERR_NOMEM;
+	if (json_object_set_new(o, "invoices", inv) != 0)
+		r = KH_ERR_NOMEM;
+	if (r != KH_OK) {
+		json_decref(o);
+		return r;
+	}
+	return kh_http_reply(resp, 200, o);
 fail:
+	json_decref(o);
 	json_decref(cards);
 	json_decref(subs);
 	json_decref(inv);
 	return r;
-}
-
-/* ---- GET /v1/subscribers/{id}/invoices ---- */
-
-kh_err kh__sms_subscriber_invoices(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
-{
-	struct kh_store *s;
-	json_t *inv;
-	int64_t id;
-	int answered;
-	kh_err r;
-
-	if ((r = path_id(req, resp, &id, &answered)) != KH_OK || answered)
-		return r;
-	if ((r = kh__sms_db(arg, &s)) != KH_OK)
-		return r;
-	if ((r = kh_store_subscriber_get(s, id, NULL, 0, NULL)) != KH_OK)
-		return r == KH_ERR_NOTFOUND ? kh_http_reply_error(resp, r, "subscriber not found") : r;
-	if ((inv = json_array()) == NULL)
-		return KH_ERR_NOMEM;
-	if ((r = kh_store_invoices_of(s, id, add_invoice, inv)) != KH_OK) {
-		json_decref(inv);
-		return r;
-	}
-	return kh_http_reply(resp, 200, json_pack("{s:o}", "invoices", inv));
 }
 
 /* ---- subscriptions: one transaction with the EMM to the active card ---- */
@@ -201,17 +217,21 @@ static kh_err subs_tx_fn(struct kh_store *s, void *arg)
 	struct kh__sms_emm e;
 	uint8_t cmd[32];
 	struct kh_wr w;
+	int64_t closed = 0;
 	kh_err r;
 
 	a->queued = 0;
 	a->why = (struct kh__sms_why){0};
-	if ((r = kh_store_subscriber_get(s, a->u.subscriber_id, NULL, 0, NULL)) != KH_OK)
+	if ((r = kh_store_subscriber_closed(s, a->u.subscriber_id, &closed)) != KH_OK)
 		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "subscriber not found") : r;
 	if (a->del) {
 		if ((r = kh_store_subscription_del(s, a->u.subscriber_id, a->u.product_id)) != KH_OK)
 			return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "no such subscription") : r;
 	} else {
 		struct sub_count cnt = {a->u.product_id, 0, 0};
+		if (closed)
+			return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "subscriber_closed",
+					   "the subscriber is closed: a closed subscriber takes no new subscription");
 		if ((r = kh_store_product_exists(s, a->u.product_id)) != KH_OK)
 			return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "product not found") : r;
 		/* A card holds KH_CAS_STATUS_MAX_RIGHTS rights and refuses a whole EMM beyond them. */

@@ -241,7 +241,8 @@ static kh_err note(struct upload_tx *a, const struct note *n)
 
 /*
  * A card's certified signing key, checked against the operator root, and (ku not NULL) its uplink
- * key Ku. A registered certificate never changes, so both are kept once checked (until the
+ * key Ku. A registered certificate never changes while the card is registered (deleting it
+ * forgets them: kh__sms_card_forget), so both are kept once checked (until the
  * certificate's expiry): an upload's checks then cost the signatures they must, not a certificate
  * check and an HKDF more. Ku is a secret derived from the master the center holds anyway; the
  * table is wiped with the master.
@@ -252,11 +253,13 @@ static kh_err card_key(struct kh_store *s, struct kh_sms *c, uint32_t ua, uint8_
 	uint64_t now = (uint64_t)time(NULL);
 	uint8_t der[KH_CERT_MAX], k[32];
 	struct kh_cert_info ci;
+	uint64_t gen;
 	size_t n;
 	int hit;
 	kh_err r;
 
 	pthread_mutex_lock(&c->keys_mu);
+	gen = c->keys_gen;
 	hit = slot->used && slot->ua == ua && now < slot->not_after;
 	if (hit) {
 		memcpy(pk, slot->pub, 32);
@@ -280,14 +283,28 @@ static kh_err card_key(struct kh_store *s, struct kh_sms *c, uint32_t ua, uint8_
 	if (ku)
 		memcpy(ku, k, 32);
 	pthread_mutex_lock(&c->keys_mu);
-	slot->ua = ua;
-	slot->used = 1;
-	memcpy(slot->pub, ci.pub, 32);
-	memcpy(slot->ku, k, 32);
-	slot->not_after = ci.not_after;
+	/* A card forgotten meanwhile (deleted) may have been read before: not kept. */
+	if (c->keys_gen == gen) {
+		slot->ua = ua;
+		slot->used = 1;
+		memcpy(slot->pub, ci.pub, 32);
+		memcpy(slot->ku, k, 32);
+		slot->not_after = ci.not_after;
+	}
 	pthread_mutex_unlock(&c->keys_mu);
 	kh_wipe(k, sizeof k);
 	return KH_OK;
+}
+
+void kh__sms_card_forget(struct kh_sms *c, uint32_t ua)
+{
+	struct kh__sms_cardkey *slot = &c->keys[ua % (sizeof c->keys / sizeof c->keys[0])];
+
+	pthread_mutex_lock(&c->keys_mu);
+	c->keys_gen++;
+	if (slot->used && slot->ua == ua)
+		kh_wipe(slot, sizeof *slot);
+	pthread_mutex_unlock(&c->keys_mu);
 }
 
 /*

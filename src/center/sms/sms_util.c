@@ -48,6 +48,93 @@ kh_err kh__sms_idem_put(struct kh_store *s, struct kh_sms *c, const char *key,
 	return kh_store_idem_put(s, key, hash, (const uint8_t *)text, len);
 }
 
+kh_err kh__sms_idem_init(struct kh_http_req *req, const char *caller, const char *fp, struct kh__sms_idem *im)
+{
+	const char *key = kh_http_idempotency_key(req);
+	const json_t *body = kh_http_body(req);
+	char *canon = NULL, *text = NULL;
+	kh_err r;
+
+	memset(im, 0, sizeof *im);
+	if (key == NULL)
+		return KH_OK;
+	if (strlen(key) > KH_STORE_IDEM_KEY_MAX)
+		return KH_ERR_INVAL;
+	if ((r = kh__sms_idem_key(req, caller, im->key)) != KH_OK)
+		return r;
+	im->on = 1;
+	if (fp == NULL) {
+		if (body && (canon = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
+			return KH_ERR_NOMEM;
+		if (asprintf(&text, "%s\n%s\n%s", kh_http_method(req), kh_http_path(req), canon ? canon : "") < 0)
+			text = NULL;
+		free(canon);
+		if (text == NULL)
+			return KH_ERR_NOMEM;
+		fp = text;
+	}
+	r = kh_sha256((const uint8_t *)fp, strlen(fp), im->hash);
+	free(text);
+	return r;
+}
+
+kh_err kh__sms_idem_replay(struct kh_store *s, struct kh__sms_idem *im)
+{
+	uint8_t *stored = NULL;
+	size_t n = 0;
+	kh_err r;
+
+	free(im->answer); /* a busy retry starts again */
+	im->answer = NULL;
+	im->len = 0;
+	im->replayed = 0;
+	if (!im->on)
+		return KH_ERR_NOTFOUND;
+	if ((r = kh_store_idem_get(s, im->key, im->hash, &stored, &n)) != KH_OK)
+		return r;
+	/* a text: NUL-terminated for the reply */
+	if ((im->answer = malloc(n + 1)) == NULL) {
+		free(stored);
+		return KH_ERR_NOMEM;
+	}
+	memcpy(im->answer, stored, n);
+	im->answer[n] = 0;
+	im->len = n;
+	im->replayed = 1;
+	free(stored);
+	return KH_OK;
+}
+
+kh_err kh__sms_idem_answer(struct kh_store *s, struct kh_sms *c, struct kh__sms_idem *im, json_t *o)
+{
+	if (o == NULL)
+		return KH_ERR_NOMEM;
+	free(im->answer);
+	im->answer = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(o);
+	if (im->answer == NULL)
+		return KH_ERR_NOMEM;
+	im->len = strlen(im->answer);
+	if (!im->on)
+		return KH_OK;
+	return kh__sms_idem_put(s, c, im->key, im->hash, im->answer, im->len);
+}
+
+kh_err kh__sms_idem_reply(struct kh_http_resp *resp, struct kh__sms_idem *im, int status)
+{
+	char *text = im->answer;
+	kh_err r;
+
+	im->answer = NULL;
+	if (text == NULL)
+		return KH_ERR_INTERNAL;
+	if (im->replayed && (r = kh_http_resp_header(resp, "Idempotent-Replayed", "true")) != KH_OK) {
+		free(text);
+		return r;
+	}
+	return kh_http_reply_text(resp, status, text, im->len);
+}
+
 kh_err kh__sms_why(struct kh__sms_why *w, kh_err e, const char *code, const char *msg)
 {
 	w->code = code;
@@ -143,6 +230,26 @@ kh_err kh__sms_query_int(struct kh_http_req *req, const char *name, int64_t def,
 	errno = 0;
 	x = strtoll(q, &end, 10);
 	if (*end || errno || x < 0 || x > max)
+		return KH_ERR_INVAL;
+	*v = x;
+	return KH_OK;
+}
+
+kh_err kh__sms_query_time(struct kh_http_req *req, const char *name, int64_t def, int64_t *v)
+{
+	const char *q = kh_http_query(req, name);
+	char *end;
+	long long x;
+
+	if (q == NULL) {
+		*v = def;
+		return KH_OK;
+	}
+	if (!((*q >= '0' && *q <= '9') || (*q == '-' && q[1] >= '0' && q[1] <= '9')))
+		return KH_ERR_INVAL;
+	errno = 0;
+	x = strtoll(q, &end, 10);
+	if (*end || errno || x < -KH__SMS_TIME_MAX || x > KH__SMS_TIME_MAX)
 		return KH_ERR_INVAL;
 	*v = x;
 	return KH_OK;
