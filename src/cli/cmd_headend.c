@@ -141,7 +141,7 @@ static const char scramble_help[] =
 	"      --product P         subscription product the programme belongs to\n"
 	"      --event E           pay-per-view event ...\n"
 	"      --price N           ... and its price; with --center the price is the catalogue's\n"
-	"                          (GET URL/v1/events): --price may be left out, and one that\n"
+	"                          (GET URL/v1/events/E): --price may be left out, and one that\n"
 	"                          differs is refused, as is an event the catalogue does not list\n"
 	"  -s, --service PROGRAM   program_number to scramble (default: the first in the PAT)\n"
 	"      --key-id N          service key sealing the ECMs (default 1)\n"
