@@ -597,13 +597,13 @@ static kh_err fill_tx(struct kh_store *s, void *arg)
 		struct kh_store_card c = {0};
 		snprintf(name, sizeof name, "Subscriber %zu", i);
 		if ((r = kh_store_subscriber_add(s, name, &f->e->sub[i])) != KH_OK ||
-		    (r = kh_store_card_add(s, UA_BASE + (uint32_t)i, "card", f->der[i - f->from], f->len[i - f->from])) !=
+		    (r = kh_store_card_add(s, UA_BASE + (uint32_t)i, KH_CARD_KIND_CARD, f->der[i - f->from], f->len[i - f->from])) !=
 			    KH_OK)
 			return r;
 		c.ua = UA_BASE + (uint32_t)i;
-		strcpy(c.role, "card");
+		c.kind = KH_CARD_KIND_CARD;
 		c.subscriber_id = f->e->sub[i];
-		strcpy(c.state, "active");
+		c.state = KH_CARD_ACTIVE;
 		c.export_authorised = 1;
 		if ((r = kh_store_card_update(s, &c)) != KH_OK)
 			return r;

@@ -290,14 +290,31 @@ KH_WARN_UNUSED kh_err kh_store_subscriber_add(struct kh_store *s, const char *na
 KH_WARN_UNUSED kh_err kh_store_subscriber_get(struct kh_store *s, int64_t id, char *name, size_t cap,
 					      int64_t *created_at);
 
+/*
+ * A card's state, kind and why it was closed, as the center compares them. The database and
+ * the API keep their names (kh_card_state_name ...); the store converts at its boundary, and a
+ * name it does not know in a row is KH_ERR_DB.
+ */
+enum kh_card_state { KH_CARD_ISSUED = 1, KH_CARD_ACTIVE, KH_CARD_REPLACED, KH_CARD_CLOSED };
+enum kh_card_kind { KH_CARD_KIND_CARD = 1, KH_CARD_KIND_CAM };
+enum kh_card_closed { KH_CARD_OPEN = 0, KH_CARD_FORFEITED, KH_CARD_RECOVERED };
+/* "issued", "active", "replaced", "closed"; "card", "cam"; "", "forfeited", "recovered".
+ * NULL for a value outside the enum. */
+const char *kh_card_state_name(enum kh_card_state v);
+const char *kh_card_kind_name(enum kh_card_kind v);
+const char *kh_card_closed_name(enum kh_card_closed v);
+/* The value a name stands for: KH_OK, or KH_ERR_INVAL for any other text (NULL included). */
+KH_WARN_UNUSED kh_err kh_card_state_parse(const char *name, enum kh_card_state *v);
+KH_WARN_UNUSED kh_err kh_card_kind_parse(const char *name, enum kh_card_kind *v);
+
 struct kh_store_card {
 	uint32_t ua;
-	char role[8];           /* "card" or "cam" */
+	enum kh_card_kind kind;
 	int64_t subscriber_id;  /* 0: not assigned */
-	char state[12];         /* "issued", "active", "replaced", "closed" */
+	enum kh_card_state state;
 	int export_authorised;  /* 0 or 1 */
 	uint32_t replaced_by;   /* 0: none */
-	char closed_reason[40]; /* "" when none */
+	enum kh_card_closed closed_reason;
 	uint32_t last_reload_id;
 	int64_t created_at;
 	int64_t clone_alarm_at;   /* 0: none; else when a second, different block under a known
@@ -307,8 +324,8 @@ struct kh_store_card {
 typedef kh_err (*kh_store_card_fn)(void *arg, const struct kh_store_card *c);
 
 /* Register a card (state 'issued') with its DER certificate; KH_ERR_EXISTS when ua is known. */
-KH_WARN_UNUSED kh_err kh_store_card_add(struct kh_store *s, uint32_t ua, const char *role, const uint8_t *cert,
-					size_t len);
+KH_WARN_UNUSED kh_err kh_store_card_add(struct kh_store *s, uint32_t ua, enum kh_card_kind kind,
+					const uint8_t *cert, size_t len);
 /* One card; KH_ERR_NOTFOUND. */
 KH_WARN_UNUSED kh_err kh_store_card_get(struct kh_store *s, uint32_t ua, struct kh_store_card *c);
 /* The card's certificate (DER) into der (cap bytes); KH_ERR_NOTFOUND, KH_ERR_BUF. */
@@ -607,8 +624,8 @@ KH_WARN_UNUSED kh_err kh_store_subscriber_closed(struct kh_store *s, int64_t id,
 
 /* Cards by UA, keeping those that match every filter given. */
 struct kh_store_card_filter {
-	const char *state;     /* "issued", "active", "replaced", "closed"; NULL: any */
-	const char *role;      /* "card" or "cam"; NULL: any */
+	enum kh_card_state state; /* 0: any */
+	enum kh_card_kind kind;   /* 0: any */
 	int64_t subscriber_id; /* 0: any */
 };
 KH_WARN_UNUSED kh_err kh_store_cards_page(struct kh_store *s, const struct kh_store_card_filter *f,

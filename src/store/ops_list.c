@@ -258,13 +258,15 @@ kh_err kh_store_cards_page(struct kh_store *s, const struct kh_store_card_filter
 
 	if (s == NULL || f == NULL || fn == NULL || more == NULL || !page_ok(page) || f->subscriber_id < 0)
 		return KH_ERR_INVAL;
-	sql = f->subscriber_id ? by_subscriber : f->state ? by_state : f->role ? by_role : any;
+	if ((f->state && !kh_card_state_name(f->state)) || (f->kind && !kh_card_kind_name(f->kind)))
+		return KH_ERR_INVAL;
+	sql = f->subscriber_id ? by_subscriber : f->state ? by_state : f->kind ? by_role : any;
 	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
 		return r;
 	if ((r = bind_page(st, page)) != KH_OK ||
 	    (r = f->subscriber_id ? kh__bind_i64(st, 3, f->subscriber_id) : kh__bind_null(st, 3)) != KH_OK ||
-	    (r = f->state ? kh__bind_text(st, 4, f->state) : kh__bind_null(st, 4)) != KH_OK ||
-	    (r = f->role ? kh__bind_text(st, 5, f->role) : kh__bind_null(st, 5)) != KH_OK) {
+	    (r = f->state ? kh__bind_text(st, 4, kh_card_state_name(f->state)) : kh__bind_null(st, 4)) != KH_OK ||
+	    (r = f->kind ? kh__bind_text(st, 5, kh_card_kind_name(f->kind)) : kh__bind_null(st, 5)) != KH_OK) {
 		kh__stmt_done(st);
 		return r;
 	}

@@ -116,20 +116,93 @@ out:
 
 /* ---------------------------------------------------------------- cards */
 
+/* The names of a card's state, kind and closing reason: in the database, the API and the logs. */
+static const char *const state_names[] = {NULL, "issued", "active", "replaced", "closed"};
+static const char *const kind_names[] = {NULL, "card", "cam"};
+static const char *const closed_names[] = {"", "forfeited", "recovered"};
+
+static const char *name_of(const char *const *names, size_t n, int v)
+{
+	return v >= 0 && (size_t)v < n ? names[v] : NULL;
+}
+
+static kh_err parse_name(const char *const *names, size_t n, const char *name, int *v)
+{
+	for (size_t i = 0; name && i < n; i++)
+		if (names[i] && strcmp(names[i], name) == 0) {
+			*v = (int)i;
+			return KH_OK;
+		}
+	return KH_ERR_INVAL;
+}
+
+#define NAMES(a) (a), sizeof(a) / sizeof(a)[0]
+
+const char *kh_card_state_name(enum kh_card_state v)
+{
+	return name_of(NAMES(state_names), (int)v);
+}
+
+const char *kh_card_kind_name(enum kh_card_kind v)
+{
+	return name_of(NAMES(kind_names), (int)v);
+}
+
+const char *kh_card_closed_name(enum kh_card_closed v)
+{
+	return name_of(NAMES(closed_names), (int)v);
+}
+
+kh_err kh_card_state_parse(const char *name, enum kh_card_state *v)
+{
+	int x;
+	kh_err r = parse_name(NAMES(state_names), name, &x);
+	if (r == KH_OK)
+		*v = (enum kh_card_state)x;
+	return r;
+}
+
+kh_err kh_card_kind_parse(const char *name, enum kh_card_kind *v)
+{
+	int x;
+	kh_err r = parse_name(NAMES(kind_names), name, &x);
+	if (r == KH_OK)
+		*v = (enum kh_card_kind)x;
+	return r;
+}
+
+/* A stored closing reason ("" when none). */
+static kh_err card_closed_parse(const char *name, enum kh_card_closed *v)
+{
+	int x;
+	kh_err r = parse_name(NAMES(closed_names), name, &x);
+	if (r == KH_OK)
+		*v = (enum kh_card_closed)x;
+	return r;
+}
+
 kh_err kh__card_row(struct kh__stmt *st, struct kh_store_card *c)
 {
 	int64_t ua = kh__col_i64(st, 0), rb = kh__col_i64(st, 5), rl = kh__col_i64(st, 7), cs = kh__col_i64(st, 10);
+	char name[16];
 
 	if (!u32_ok(ua) || !u32_ok(rb) || !u32_ok(rl) || !u32_ok(cs))
 		return KH_ERR_DB;
 	memset(c, 0, sizeof *c);
 	c->ua = (uint32_t)ua;
-	kh__col_text(st, 1, c->role, sizeof c->role);
 	c->subscriber_id = kh__col_i64(st, 2);
-	kh__col_text(st, 3, c->state, sizeof c->state);
 	c->export_authorised = kh__col_i64(st, 4) != 0;
 	c->replaced_by = (uint32_t)rb;
-	kh__col_text(st, 6, c->closed_reason, sizeof c->closed_reason);
+	/* the names the database keeps, as the center compares them; a name we never write is damage */
+	kh__col_text(st, 1, name, sizeof name);
+	if (kh_card_kind_parse(name, &c->kind) != KH_OK)
+		return KH_ERR_DB;
+	kh__col_text(st, 3, name, sizeof name);
+	if (kh_card_state_parse(name, &c->state) != KH_OK)
+		return KH_ERR_DB;
+	kh__col_text(st, 6, name, sizeof name);
+	if (card_closed_parse(name, &c->closed_reason) != KH_OK)
+		return KH_ERR_DB;
 	c->last_reload_id = (uint32_t)rl;
 	c->created_at = kh__col_i64(st, 8);
 	c->clone_alarm_at = kh__col_i64(st, 9);
@@ -139,7 +212,7 @@ kh_err kh__card_row(struct kh__stmt *st, struct kh_store_card *c)
 
 struct card_add_args {
 	uint32_t ua;
-	const char *role;
+	enum kh_card_kind kind;
 	const uint8_t *cert;
 	size_t len;
 };
@@ -155,7 +228,7 @@ static kh_err card_add_tx(struct kh_store *s, void *arg)
 	kh_err r;
 
 	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_i64(st, 1, a->ua)) != KH_OK ||
-	    (r = kh__bind_text(st, 2, a->role)) != KH_OK || (r = kh__bind_blob(st, 3, a->cert, a->len)) != KH_OK ||
+	    (r = kh__bind_text(st, 2, kh_card_kind_name(a->kind))) != KH_OK || (r = kh__bind_blob(st, 3, a->cert, a->len)) != KH_OK ||
 	    (r = kh__bind_i64(st, 4, kh__now())) != KH_OK || (r = kh__step(st, &row)) != KH_OK)
 		goto out;
 	if (!row) {
@@ -168,12 +241,11 @@ out:
 	return r;
 }
 
-kh_err kh_store_card_add(struct kh_store *s, uint32_t ua, const char *role, const uint8_t *cert, size_t len)
+kh_err kh_store_card_add(struct kh_store *s, uint32_t ua, enum kh_card_kind kind, const uint8_t *cert, size_t len)
 {
-	struct card_add_args a = {ua, role, cert, len};
+	struct card_add_args a = {ua, kind, cert, len};
 
-	if (s == NULL || role == NULL || (strcmp(role, "card") != 0 && strcmp(role, "cam") != 0) ||
-	    cert == NULL || len == 0)
+	if (s == NULL || !kh_card_kind_name(kind) || cert == NULL || len == 0)
 		return KH_ERR_INVAL;
 	return kh_store_run_tx(s, card_add_tx, &a);
 }
@@ -247,13 +319,13 @@ static kh_err card_update_tx(struct kh_store *s, void *arg)
 	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_i64(st, 1, c->ua)) != KH_OK)
 		goto out;
 	r = c->subscriber_id ? kh__bind_i64(st, 2, c->subscriber_id) : kh__bind_null(st, 2);
-	if (r != KH_OK || (r = kh__bind_text(st, 3, c->state)) != KH_OK ||
+	if (r != KH_OK || (r = kh__bind_text(st, 3, kh_card_state_name(c->state))) != KH_OK ||
 	    (r = kh__bind_i64(st, 4, c->export_authorised ? 1 : 0)) != KH_OK)
 		goto out;
 	r = c->replaced_by ? kh__bind_i64(st, 5, c->replaced_by) : kh__bind_null(st, 5);
 	if (r != KH_OK)
 		goto out;
-	r = c->closed_reason[0] ? kh__bind_text(st, 6, c->closed_reason) : kh__bind_null(st, 6);
+	r = c->closed_reason ? kh__bind_text(st, 6, kh_card_closed_name(c->closed_reason)) : kh__bind_null(st, 6);
 	if (r != KH_OK || (r = kh__step(st, &row)) != KH_OK)
 		goto out;
 	r = row ? kh__exec(st) : KH_ERR_NOTFOUND;
@@ -264,8 +336,7 @@ out:
 
 kh_err kh_store_card_update(struct kh_store *s, const struct kh_store_card *c)
 {
-	if (s == NULL || c == NULL || memchr(c->state, 0, sizeof c->state) == NULL ||
-	    memchr(c->closed_reason, 0, sizeof c->closed_reason) == NULL)
+	if (s == NULL || c == NULL || !kh_card_state_name(c->state) || !kh_card_closed_name(c->closed_reason))
 		return KH_ERR_INVAL;
 	return kh_store_run_tx(s, card_update_tx, (void *)c);
 }

@@ -72,6 +72,64 @@ static void raw_exec(const char *path, const char *sql)
 	sqlite3_close(db);
 }
 
+/*
+ * A card's state, kind and closing reason are enums in the center and names in the database:
+ * every value goes out and comes back as itself, and a name the store never writes (a damaged or
+ * foreign row) is refused as KH_ERR_DB rather than read as some state.
+ */
+static void test_card_names(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store *s = NULL;
+	struct kh_store_card k;
+	static const uint8_t der[] = {0x30, 0x03, 0x02, 0x01, 0x01};
+	enum kh_card_state st;
+	enum kh_card_kind kd;
+
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	assert_int_equal(kh_store_card_add(s, 7, KH_CARD_KIND_CAM, der, sizeof der), KH_OK);
+	assert_int_equal(kh_store_card_add(s, 8, (enum kh_card_kind)9, der, sizeof der), KH_ERR_INVAL);
+	assert_int_equal(kh_store_card_get(s, 7, &k), KH_OK);
+	assert_int_equal(k.kind, KH_CARD_KIND_CAM);
+	assert_int_equal(k.state, KH_CARD_ISSUED);
+	assert_int_equal(k.closed_reason, KH_CARD_OPEN);
+	for (int v = KH_CARD_ISSUED; v <= KH_CARD_CLOSED; v++)
+		for (int why = KH_CARD_OPEN; why <= KH_CARD_RECOVERED; why++) {
+			k.state = (enum kh_card_state)v;
+			k.closed_reason = (enum kh_card_closed)why;
+			assert_int_equal(kh_store_card_update(s, &k), KH_OK);
+			memset(&k, 0, sizeof k);
+			assert_int_equal(kh_store_card_get(s, 7, &k), KH_OK);
+			assert_int_equal(k.state, v);
+			assert_int_equal(k.closed_reason, why);
+			assert_int_equal(kh_card_state_parse(kh_card_state_name(k.state), &st), KH_OK);
+			assert_int_equal(st, v);
+		}
+	k.state = (enum kh_card_state)0;
+	assert_int_equal(kh_store_card_update(s, &k), KH_ERR_INVAL);
+	assert_int_equal(kh_card_state_parse("Active", &st), KH_ERR_INVAL);
+	assert_int_equal(kh_card_state_parse(NULL, &st), KH_ERR_INVAL);
+	assert_int_equal(kh_card_kind_parse("cam", &kd), KH_OK);
+	assert_int_equal(kd, KH_CARD_KIND_CAM);
+	assert_int_equal(kh_card_kind_parse("decoder", &kd), KH_ERR_INVAL);
+	kh_store_close(s);
+
+	/* behind the store's back (the schema's CHECKs switched off, as in a damaged or foreign
+	 * file): names it never writes */
+	raw_exec(c->path, "PRAGMA ignore_check_constraints = 1; UPDATE cards SET state = 'lost' WHERE ua = 7");
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	assert_int_equal(kh_store_card_get(s, 7, &k), KH_ERR_DB);
+	kh_store_close(s);
+	raw_exec(c->path, "UPDATE cards SET state = 'active', closed_reason = 'stolen' WHERE ua = 7");
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	assert_int_equal(kh_store_card_get(s, 7, &k), KH_ERR_DB);
+	kh_store_close(s);
+	raw_exec(c->path, "PRAGMA ignore_check_constraints = 1; UPDATE cards SET closed_reason = NULL, role = 'Card' WHERE ua = 7");
+	assert_int_equal(kh_store_open(c->url, &s), KH_OK);
+	assert_int_equal(kh_store_card_get(s, 7, &k), KH_ERR_DB);
+	kh_store_close(s);
+}
+
 static void test_urls(void **state)
 {
 	struct ctx *c = *state;
@@ -963,6 +1021,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_file_replaced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sidecars, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_card_names, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

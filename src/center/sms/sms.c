@@ -1,15 +1,8 @@
 /*
- * The management center's life and its route table (issue 4): opening the store and the
- * authority's keys, one store connection per HTTP thread, the /v1 routes, and /healthz and
- * /readyz. The endpoints are
- * in sms_<resource>.c; what each queues is in docs/internals/sms.md.
- *
- * Threads: libmicrohttpd runs each connection on a thread of its own, and a kh_store is one SQLite
- * connection that is not thread-safe. A thread takes a store connection from a pool on its first
- * request and keeps it in a thread-specific slot until it ends, when the connection goes back
- * to the pool, still open; SQLite (WAL) lets readers run beside the one writer, and
- * kh_store_run_tx retries a busy writer. kh_sms_free closes the pool once the server's threads
- * are gone.
+ * The management center's life and its route table: opening the store and the authority's
+ * keys, the operator gate, the /v1 routes, and /healthz and /readyz. The endpoints are in
+ * sms_<resource>.c; what each queues is in docs/internals/sms.md. The store connections, one
+ * per HTTP thread, are sms_pool.c's.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,83 +16,9 @@
 #include "keyhole/log.h"
 #include "sms_int.h"
 
-/* A thread ends (libmicrohttpd ends a connection's thread with the connection): its store
- * connection goes back to the pool for the next thread, open and ready. */
-static void conn_release(void *v)
-{
-	struct kh__sms_conn *k = v;
-	struct kh_sms *c = k->c;
-	size_t idle = 0, at = 0;
-
-	pthread_mutex_lock(&c->mu);
-	k->in_use = 0;
-	for (size_t i = 0; i < c->nconns; i++) {
-		idle += !c->conns[i]->in_use;
-		if (c->conns[i] == k)
-			at = i;
-	}
-	/* A burst of connections leaves many threads' worth of open databases: keep a few for the
-	 * next ones, close the rest (each holds file descriptors, a statement cache, a page cache). */
-	if (idle > KH__SMS_POOL_IDLE) {
-		c->conns[at] = c->conns[--c->nconns];
-		pthread_mutex_unlock(&c->mu);
-		kh_store_close(k->st);
-		free(k);
-		return;
-	}
-	pthread_mutex_unlock(&c->mu);
-}
-
 kh_err kh__sms_db(struct kh_sms *c, struct kh_store **s)
 {
-	struct kh__sms_conn *k = pthread_getspecific(c->tls), **grown;
-	struct kh_store_opts opts = {0};
-	kh_err r = KH_OK;
-
-	if (k) {
-		*s = k->st;
-		return KH_OK;
-	}
-	/* A free connection of the pool, else a new one, opened under the mutex: opening checks the
-	 * schema, and a burst of new threads opening at once would only contend for that. */
-	pthread_mutex_lock(&c->mu);
-	for (size_t i = 0; i < c->nconns && !k; i++)
-		if (!c->conns[i]->in_use)
-			k = c->conns[i];
-	if (!k) {
-		opts.sync_normal = c->sync_normal;
-		if (c->nconns == c->cap) {
-			size_t cap = c->cap ? c->cap * 2 : 8;
-			if ((grown = realloc(c->conns, cap * sizeof *grown)) == NULL) {
-				r = KH_ERR_NOMEM;
-				goto out;
-			}
-			c->conns = grown;
-			c->cap = cap;
-		}
-		if ((k = calloc(1, sizeof *k)) == NULL) {
-			r = KH_ERR_NOMEM;
-			goto out;
-		}
-		if ((r = kh_store_open_opts(c->db, &opts, &k->st)) != KH_OK) {
-			free(k); /* the store logged it (event=store.error) */
-			k = NULL;
-			goto out;
-		}
-		k->c = c;
-		c->conns[c->nconns++] = k;
-	}
-	k->in_use = 1;
-out:
-	pthread_mutex_unlock(&c->mu);
-	if (r != KH_OK)
-		return r;
-	if (pthread_setspecific(c->tls, k) != 0) {
-		conn_release(k);
-		return KH_ERR_NOMEM;
-	}
-	*s = k->st;
-	return KH_OK;
+	return kh__sms_pool_get(&c->pool, s);
 }
 
 /* Service key 1 version 1 on a store that has no service key at all. */
@@ -155,89 +74,76 @@ kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const ch
 		return KH_ERR_INVAL;
 	if ((c = calloc(1, sizeof *c)) == NULL)
 		return KH_ERR_NOMEM;
-	if (pthread_mutex_init(&c->keys_mu, NULL) != 0) {
+	if (pthread_mutex_init(&c->cards.mu, NULL) != 0) {
 		free(c);
 		return KH_ERR_NOMEM;
 	}
-	c->keys_mu_ok = 1;
-	if (pthread_mutex_init(&c->mu, NULL) != 0) {
-		pthread_mutex_destroy(&c->keys_mu);
-		free(c);
-		return KH_ERR_NOMEM;
-	}
-	if (pthread_key_create(&c->tls, conn_release) != 0) {
-		r = KH_ERR_NOMEM;
+	c->cards.mu_ok = 1;
+	if ((r = kh__sms_pool_init(&c->pool, cfg->db, cfg->store_sync_normal)) != KH_OK)
 		goto out;
-	}
-	c->tls_ok = 1;
-	c->sync_normal = cfg->store_sync_normal;
-	c->bulk_chunk = cfg->bulk_chunk ? cfg->bulk_chunk : KH_SMS_BULK_CHUNK;
-	if (c->bulk_chunk > KH_SMS_BULK_CHUNK_MAX) {
+	c->lim.bulk_chunk = cfg->bulk_chunk ? cfg->bulk_chunk : KH_SMS_BULK_CHUNK;
+	if (c->lim.bulk_chunk > KH_SMS_BULK_CHUNK_MAX) {
 		r = KH_ERR_INVAL;
 		goto out;
 	}
-	c->upload_ttl = cfg->upload_session_ttl ? cfg->upload_session_ttl : KH_SMS_UPLOAD_TTL;
-	c->idem_ttl = cfg->idempotency_ttl ? cfg->idempotency_ttl : KH_SMS_IDEM_TTL;
-	if (c->idem_ttl < KH_SMS_IDEM_TTL_MIN || c->idem_ttl > KH_SMS_IDEM_TTL_MAX) {
+	c->lim.upload_ttl = cfg->upload_session_ttl ? cfg->upload_session_ttl : KH_SMS_UPLOAD_TTL;
+	c->lim.idem_ttl = cfg->idempotency_ttl ? cfg->idempotency_ttl : KH_SMS_IDEM_TTL;
+	if (c->lim.idem_ttl < KH_SMS_IDEM_TTL_MIN || c->lim.idem_ttl > KH_SMS_IDEM_TTL_MAX) {
 		r = KH_ERR_INVAL;
 		goto out;
 	}
-	c->clock = cfg->clock;
-	c->clock_ctx = cfg->clock_ctx;
-	c->rights_ttl = cfg->rights_ttl ? cfg->rights_ttl : KH_SMS_RIGHTS_TTL;
-	if (c->rights_ttl < 2 || c->rights_ttl > KH_SMS_RIGHTS_TTL_MAX) {
+	c->lim.clock = cfg->clock;
+	c->lim.clock_ctx = cfg->clock_ctx;
+	c->lim.rights_ttl = cfg->rights_ttl ? cfg->rights_ttl : KH_SMS_RIGHTS_TTL;
+	if (c->lim.rights_ttl < 2 || c->lim.rights_ttl > KH_SMS_RIGHTS_TTL_MAX) {
 		r = KH_ERR_INVAL;
 		goto out;
 	}
-	if (pthread_mutex_init(&c->renew_mu, NULL) != 0) {
+	if (pthread_mutex_init(&c->renew.mu, NULL) != 0) {
 		r = KH_ERR_NOMEM;
 		goto out;
 	}
-	if (pthread_cond_init(&c->renew_cv, NULL) != 0) {
-		pthread_mutex_destroy(&c->renew_mu);
+	if (pthread_cond_init(&c->renew.cv, NULL) != 0) {
+		pthread_mutex_destroy(&c->renew.mu);
 		r = KH_ERR_NOMEM;
 		goto out;
 	}
-	c->renew_ok = 1;
+	c->renew.ok = 1;
 	if (cfg->operator_token) {
 		if (cfg->token_len < 16) {
 			r = KH_ERR_INVAL; /* a token a guess could find is no token */
 			goto out;
 		}
-		if ((r = kh_sha256(cfg->operator_token, cfg->token_len, c->token_hash)) != KH_OK)
+		if ((r = kh_sha256(cfg->operator_token, cfg->token_len, c->gate.token_hash)) != KH_OK)
 			goto out;
-		c->token_set = 1;
-	}
-	if ((c->db = strdup(cfg->db)) == NULL) {
-		r = KH_ERR_NOMEM;
-		goto out;
+		c->gate.token_set = 1;
 	}
 	/* The authority first: a store file is not created for a center that cannot start. */
 	w = cfg->authority_dir;
 	if ((r = kh_authority_open(cfg->authority_dir, &a)) != KH_OK)
 		goto out;
-	kh_authority_root_pk(a, c->root_pk);
-	if ((r = read_master(cfg->authority_dir, c->master)) != KH_OK)
+	kh_authority_root_pk(a, c->k.root_pk);
+	if ((r = read_master(cfg->authority_dir, c->k.master)) != KH_OK)
 		goto out;
 	/* The upload sessions' MAC key: from the master, so every center of the operator has it. */
 	{
 		static const char label[] = "keyhole upload session key v1";
-		if ((r = kh_hkdf(c->master, sizeof c->master, NULL, 0, (const uint8_t *)label, sizeof label - 1,
-				 c->session_key, sizeof c->session_key)) != KH_OK)
+		if ((r = kh_hkdf(c->k.master, sizeof c->k.master, NULL, 0, (const uint8_t *)label, sizeof label - 1,
+				 c->k.session_key, sizeof c->k.session_key)) != KH_OK)
 			goto out;
 	}
 	/* Cards believe ECMs and group EMMs only from signers they were given: every card gets both. */
-	if ((r = kh_authority_signer_load(cfg->authority_dir, KH_ROLE_ECM_SIGNER, NULL, c->signer_der[0],
-					  KH_CERT_MAX, &c->signer_len[0])) != KH_OK ||
-	    (r = kh_authority_signer_load(cfg->authority_dir, KH_ROLE_EMM_SIGNER, NULL, c->signer_der[1],
-					  KH_CERT_MAX, &c->signer_len[1])) != KH_OK)
+	if ((r = kh_authority_signer_load(cfg->authority_dir, KH_ROLE_ECM_SIGNER, NULL, c->k.signer_der[0],
+					  KH_CERT_MAX, &c->k.signer_len[0])) != KH_OK ||
+	    (r = kh_authority_signer_load(cfg->authority_dir, KH_ROLE_EMM_SIGNER, NULL, c->k.signer_der[1],
+					  KH_CERT_MAX, &c->k.signer_len[1])) != KH_OK)
 		goto out;
 	w = cfg->db;
 	if ((r = kh__sms_db(c, &s)) != KH_OK || (r = kh_store_run_tx(s, first_key_tx, NULL)) != KH_OK)
 		goto out;
 	{
-		struct kh_store_opts opts = {.sync_normal = c->sync_normal};
-		if ((r = kh_store_group_new(c->db, &opts, 0, &c->writer)) != KH_OK)
+		struct kh_store_opts opts = {.sync_normal = c->pool.sync_normal};
+		if ((r = kh_store_group_new(c->pool.db, &opts, 0, &c->writer)) != KH_OK)
 			goto out;
 	}
 	*out = c;
@@ -256,28 +162,19 @@ void kh_sms_free(struct kh_sms *c)
 {
 	if (c == NULL)
 		return;
-	if (c->renew_ok) {
+	if (c->renew.ok) {
 		kh__sms_renew_stop(c);
-		pthread_cond_destroy(&c->renew_cv);
-		pthread_mutex_destroy(&c->renew_mu);
+		pthread_cond_destroy(&c->renew.cv);
+		pthread_mutex_destroy(&c->renew.mu);
 	}
 	kh_store_group_free(c->writer);
-	/* the key first: no thread's destructor may touch a connection freed below */
-	if (c->tls_ok)
-		pthread_key_delete(c->tls);
-	for (size_t i = 0; i < c->nconns; i++) {
-		kh_store_close(c->conns[i]->st);
-		free(c->conns[i]);
-	}
-	free(c->conns);
-	pthread_mutex_destroy(&c->mu);
-	if (c->keys_mu_ok)
-		pthread_mutex_destroy(&c->keys_mu);
-	kh_wipe(c->master, sizeof c->master);
-	kh_wipe(c->session_key, sizeof c->session_key);
-	kh_wipe(c->keys, sizeof c->keys);
-	kh_wipe(c->token_hash, sizeof c->token_hash);
-	free(c->db);
+	kh__sms_pool_free(&c->pool);
+	if (c->cards.mu_ok)
+		pthread_mutex_destroy(&c->cards.mu);
+	kh_wipe(c->k.master, sizeof c->k.master);
+	kh_wipe(c->k.session_key, sizeof c->k.session_key);
+	kh_wipe(c->cards.slot, sizeof c->cards.slot);
+	kh_wipe(c->gate.token_hash, sizeof c->gate.token_hash);
 	free(c);
 }
 
@@ -293,14 +190,14 @@ void kh_sms_writer_stats(struct kh_sms *c, uint64_t *batches, uint64_t *jobs)
 
 void kh__sms_count_emms(struct kh_sms *c, unsigned n)
 {
-	if (c->emms_queued && n)
-		kh_metric_add(c->emms_queued, n);
+	if (c->n.emms_queued && n)
+		kh_metric_add(c->n.emms_queued, n);
 }
 
 void kh__sms_count_blocks(struct kh_sms *c, unsigned n)
 {
-	if (c->blocks_ingested && n)
-		kh_metric_add(c->blocks_ingested, n);
+	if (c->n.blocks_ingested && n)
+		kh_metric_add(c->n.blocks_ingested, n);
 }
 
 /*
@@ -315,7 +212,7 @@ static kh_err operator_only(struct kh_http_req *req, struct kh_http_resp *resp, 
 	uint8_t got[32];
 	int ok = 0;
 
-	if (!op->c->token_set)
+	if (!op->c->gate.token_set)
 		return op->fn(req, resp, op->c);
 	/* "Bearer" in any case (RFC 9110 11.1), then spaces, the token, and any trailing blanks. */
 	if (auth && strncasecmp(auth, "Bearer", 6) == 0 && (auth[6] == ' ' || auth[6] == '\t')) {
@@ -326,7 +223,7 @@ static kh_err operator_only(struct kh_http_req *req, struct kh_http_resp *resp, 
 		for (n = strlen(tok); n > 0 && (tok[n - 1] == ' ' || tok[n - 1] == '\t'); n--)
 			;
 		if (kh_sha256((const uint8_t *)tok, n, got) == KH_OK)
-			ok = kh_ct_eq(got, op->c->token_hash, sizeof got);
+			ok = kh_ct_eq(got, op->c->gate.token_hash, sizeof got);
 	}
 	kh_wipe(got, sizeof got);
 	if (!ok) {
@@ -406,30 +303,30 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 	size_t n = sizeof operator_routes / sizeof operator_routes[0];
 	kh_err r;
 
-	if (c == NULL || h == NULL || n > sizeof c->ops / sizeof c->ops[0])
+	if (c == NULL || h == NULL || n > sizeof c->gate.ops / sizeof c->gate.ops[0])
 		return KH_ERR_INVAL;
 	for (size_t i = 0; i < n; i++) {
-		c->ops[i].fn = operator_routes[i].fn;
-		c->ops[i].c = c;
+		c->gate.ops[i].fn = operator_routes[i].fn;
+		c->gate.ops[i].c = c;
 		routes[i] = (struct kh_http_route){operator_routes[i].method, operator_routes[i].path, operator_only,
-						   &c->ops[i], 0};
+						   &c->gate.ops[i], 0};
 	}
 	if ((r = kh_metrics_counter(kh_http_metrics(h), "keyhole_emms_queued_total",
-				    "EMMs sealed and queued by the management center", &c->emms_queued)) != KH_OK)
+				    "EMMs sealed and queued by the management center", &c->n.emms_queued)) != KH_OK)
 		return r;
 	if ((r = kh_metrics_counter(kh_http_metrics(h), "keyhole_blocks_ingested_total",
 				    "usage blocks received in upload sessions (each verdict counts)",
-				    &c->blocks_ingested)) != KH_OK)
+				    &c->n.blocks_ingested)) != KH_OK)
 		return r;
 	if ((r = kh_metrics_counter(kh_http_metrics(h), "keyhole_price_mismatch_total",
 				    "purchases whose block stated another price than the catalogue's (invoiced at "
 				    "the catalogue's)",
-				    &c->price_mismatches)) != KH_OK ||
+				    &c->n.price_mismatches)) != KH_OK ||
 	    (r = kh_metrics_counter(kh_http_metrics(h), "keyhole_unknown_event_total",
 				    "purchases of an event the catalogue does not list (invoiced at 0, flagged)",
-				    &c->unknown_events)) != KH_OK ||
+				    &c->n.unknown_events)) != KH_OK ||
 	    (r = kh_metrics_counter(kh_http_metrics(h), "keyhole_clone_alarms_total",
-				    "blocks showing a card rolled back or cloned (verdict clone)", &c->clone_alarms)) != KH_OK)
+				    "blocks showing a card rolled back or cloned (verdict clone)", &c->n.clone_alarms)) != KH_OK)
 		return r;
 	if ((r = kh_http_add_routes(h, routes, n)) != KH_OK ||
 	    (r = kh_http_add_routes(h, health_routes, sizeof health_routes / sizeof health_routes[0])) != KH_OK)

@@ -7,7 +7,7 @@
  *
  * One transaction for 100 000 cards would hold SQLite's write lock for seconds, past every other
  * writer's busy timeout (docs/performance.md), so the job walks its subscribers by ascending id
- * and commits every c->bulk_chunk of them. Each chunk's transaction also moves the job's
+ * and commits every c->lim.bulk_chunk of them. Each chunk's transaction also moves the job's
  * progress row (store: bulk_jobs, under the request's Idempotency-Key) to the last id it did:
  * after a crash or a lost reply, the same request with the same key resumes after the last
  * committed chunk and no subscriber is done twice. The last chunk stores the answer with the
@@ -312,7 +312,7 @@ kh_err kh__sms_bulk_subscribe(struct kh_http_req *req, struct kh_http_resp *resp
 	if (p == NULL || *p < '0' || *p > '9' || (v = strtoull(p, &end, 10), *end) || v > UINT32_MAX)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "a product id is an integer from 0 to 4294967295");
 	b.product = (uint32_t)v;
-	b.chunk = b.c->bulk_chunk;
+	b.chunk = b.c->lim.bulk_chunk;
 	key = kh_http_idempotency_key(req);
 	if (key == NULL || strlen(key) > KH_STORE_IDEM_KEY_MAX)
 		return kh_http_reply_error(resp, KH_ERR_INVAL,

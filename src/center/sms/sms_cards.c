@@ -24,7 +24,8 @@ json_t *kh__sms_card_json(const struct kh_store_card *c)
 	json_t *o;
 
 	kh__sms_ua_hex(c->ua, ua);
-	o = json_pack("{s:s,s:s,s:s,s:b,s:I}", "ua", ua, "role", c->role, "state", c->state, "export_authorised",
+	o = json_pack("{s:s,s:s,s:s,s:b,s:I}", "ua", ua, "role", kh_card_kind_name(c->kind), "state",
+		      kh_card_state_name(c->state), "export_authorised",
 		      c->export_authorised, "created_at", (json_int_t)c->created_at);
 	if (o == NULL)
 		return NULL;
@@ -35,7 +36,8 @@ json_t *kh__sms_card_json(const struct kh_store_card *c)
 		if (json_object_set_new(o, "replaced_by", json_string(rb)) != 0)
 			goto fail;
 	}
-	if (c->closed_reason[0] && json_object_set_new(o, "closed_reason", json_string(c->closed_reason)) != 0)
+	if (c->closed_reason &&
+	    json_object_set_new(o, "closed_reason", json_string(kh_card_closed_name(c->closed_reason))) != 0)
 		goto fail;
 	/* A second, different block under a number already seen: the card was rolled back or cloned. */
 	if (json_object_set_new(o, "clone_alarm", json_boolean(c->clone_alarm_at != 0)) != 0)
@@ -61,7 +63,7 @@ struct register_tx {
 static kh_err register_tx(struct kh_store *s, void *arg)
 {
 	const struct register_tx *t = arg;
-	return kh_store_card_add(s, t->ua, "card", t->der, t->len);
+	return kh_store_card_add(s, t->ua, KH_CARD_KIND_CARD, t->der, t->len);
 }
 
 kh_err kh__sms_card_register(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
@@ -81,7 +83,7 @@ kh_err kh__sms_card_register(struct kh_http_req *req, struct kh_http_resp *resp,
 	if (r != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL,
 					   "certificate: the card's signing certificate, DER in base64url");
-	if ((r = kh_cert_check(der, len, c->root_pk, KH_ROLE_CARD, KH_CERT_KEY_ED25519, (uint64_t)time(NULL),
+	if ((r = kh_cert_check(der, len, c->k.root_pk, KH_ROLE_CARD, KH_CERT_KEY_ED25519, (uint64_t)time(NULL),
 			       &info)) != KH_OK)
 		return r; /* 403 certificate / certificate_role / certificate_expired */
 	kh__sms_ua_hex(info.ua, ua);
@@ -137,10 +139,10 @@ static kh_err scan_card(void *arg, const struct kh_store_card *k)
 	struct sub_cards *sc = arg;
 
 	sc->n++;
-	if (strcmp(k->state, "active") == 0) {
+	if (k->state == KH_CARD_ACTIVE) {
 		sc->has_active = 1;
 		sc->active = *k;
-	} else if (strcmp(k->state, "replaced") == 0) {
+	} else if (k->state == KH_CARD_REPLACED) {
 		sc->has_replaced = 1;
 	}
 	return KH_OK;
@@ -167,7 +169,7 @@ static kh_err assign_tx(struct kh_store *s, void *arg)
 	a->why = (struct kh__sms_why){0};
 	if ((r = get_card(s, a, a->ua, &card)) != KH_OK)
 		return r;
-	if (strcmp(card.state, "issued") != 0)
+	if (card.state != KH_CARD_ISSUED)
 		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "card_state",
 				   "only a card in state issued can be assigned");
 	if ((r = kh_store_subscriber_closed(s, a->sub, &closed)) != KH_OK)
@@ -181,7 +183,7 @@ static kh_err assign_tx(struct kh_store *s, void *arg)
 		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "subscriber_has_card",
 				   "the subscriber has an active card: replace it instead");
 	card.subscriber_id = a->sub;
-	strcpy(card.state, "active");
+	card.state = KH_CARD_ACTIVE;
 	/* Seed 001: only a subscriber's first card may export to M1 from the start. */
 	card.export_authorised = sc.n == 0;
 	a->authorised = card.export_authorised;
@@ -240,20 +242,20 @@ static kh_err replace_tx(struct kh_store *s, void *arg)
 	a->why = (struct kh__sms_why){0};
 	if ((r = get_card(s, a, a->ua, &old)) != KH_OK)
 		return r;
-	if (strcmp(old.state, "active") != 0)
+	if (old.state != KH_CARD_ACTIVE)
 		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "card_state", "only an active card can be replaced");
 	if (a->other == a->ua)
 		return kh__sms_why(&a->why, KH_ERR_INVAL, NULL, "a card cannot replace itself");
 	if ((r = kh_store_card_get(s, a->other, &nw)) != KH_OK)
 		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "new card not registered") : r;
-	if (strcmp(nw.state, "issued") != 0)
+	if (nw.state != KH_CARD_ISSUED)
 		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "card_state",
 				   "the new card must be in state issued");
 	a->sub = old.subscriber_id;
 	nw.subscriber_id = old.subscriber_id;
-	strcpy(nw.state, "active");
+	nw.state = KH_CARD_ACTIVE;
 	nw.export_authorised = 0; /* not before the old card's data is recovered or forfeited */
-	strcpy(old.state, "replaced");
+	old.state = KH_CARD_REPLACED;
 	old.replaced_by = nw.ua;
 	if ((r = kh_store_card_update(s, &nw)) != KH_OK || (r = kh_store_card_update(s, &old)) != KH_OK)
 		return r;
@@ -282,11 +284,11 @@ static kh_err forfeit_tx(struct kh_store *s, void *arg)
 	a->why = (struct kh__sms_why){0};
 	if ((r = get_card(s, a, a->ua, &old)) != KH_OK)
 		return r;
-	if (strcmp(old.state, "replaced") != 0)
+	if (old.state != KH_CARD_REPLACED)
 		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "card_state",
 				   "only a replaced card awaiting recovery can be forfeited");
-	strcpy(old.state, "closed");
-	strcpy(old.closed_reason, "forfeited");
+	old.state = KH_CARD_CLOSED;
+	old.closed_reason = KH_CARD_FORFEITED;
 	if ((r = kh_store_card_update(s, &old)) != KH_OK)
 		return r;
 	a->sub = old.subscriber_id;
@@ -427,7 +429,7 @@ static kh_err reload_tx(struct kh_store *s, void *arg)
 		return r;
 	if ((r = kh_store_card_get(s, a->ua, &card)) != KH_OK)
 		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "card not registered") : r;
-	if (strcmp(card.state, "active") != 0)
+	if (card.state != KH_CARD_ACTIVE)
 		return kh__sms_why(&a->why, KH_ERR_DB_CONSTRAINT, "card_state", "only an active card can be reloaded");
 	if ((r = kh_store_credit_policy_get(s, NULL, &amount)) != KH_OK)
 		return r;

@@ -159,7 +159,7 @@ static kh_err card_delete_tx(struct kh_store *s, void *arg)
 		return r;
 	if ((r = kh_store_card_get(s, (uint32_t)e->id, &card)) != KH_OK)
 		return not_found(e, r, "card not registered");
-	if (strcmp(card.state, "issued") != 0)
+	if (card.state != KH_CARD_ISSUED)
 		return conflict(e, "only a card in state issued (never assigned) can be deleted: a card that was "
 				   "used may hold purchases not yet seen, so it stays, replaced or closed, for its invoices");
 	if ((r = kh_store_refers(s, KH_STORE_REF_CARD_USAGE, e->id, 0, &yes)) != KH_OK)

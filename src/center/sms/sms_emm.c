@@ -34,7 +34,7 @@ static kh_err seal_cb(void *arg, uint32_t seq, uint8_t *out, size_t cap, size_t 
 	uint8_t kp[32];
 	kh_err r;
 
-	if ((r = kh_cas_card_kp(e->c->master, e->ua, kp)) == KH_OK)
+	if ((r = kh_cas_card_kp(e->c->k.master, e->ua, kp)) == KH_OK)
 		r = kh_emm_seal(kp, &h, e->cmds, e->len, out, cap, len);
 	kh_wipe(kp, sizeof kp);
 	return r;
@@ -147,12 +147,12 @@ kh_err kh__sms_card_setup(struct kh_store *s, struct kh_sms *c, uint32_t ua, int
 	for (size_t i = 0; i < 2; i++) {
 		uint8_t sc[KH_CERT_MAX + 3];
 		kh_wr_init(&w, sc, sizeof sc);
-		if ((r = kh_emm_put_set_signer(&w, c->signer_der[i], c->signer_len[i])) != KH_OK ||
+		if ((r = kh_emm_put_set_signer(&w, c->k.signer_der[i], c->k.signer_len[i])) != KH_OK ||
 		    (r = kh__sms_emm_cmd(s, &e, sc, w.len)) != KH_OK)
 			goto out;
 	}
 	kh_wr_init(&w, cmd, sizeof cmd);
-	if ((r = kh_cas_all_key(c->master, all)) != KH_OK)
+	if ((r = kh_cas_all_key(c->k.master, all)) != KH_OK)
 		goto out;
 	r = kh_emm_put_set_all_key(&w, all);
 	kh_wipe(all, sizeof all);

@@ -18,74 +18,115 @@
 #include "keyhole/sms.h"
 #include "keyhole/store.h"
 
-struct kh_sms {
+/*
+ * The store connections: one per HTTP thread (a kh_store is one SQLite connection and not
+ * thread-safe), taken from the pool on a thread's first request and given back, still open,
+ * when the thread ends (sms_pool.c).
+ */
+struct kh__sms_pool {
 	char *db;
 	int sync_normal;
-	unsigned bulk_chunk; /* subscribers per bulk-subscription transaction (sms_bulk.c) */
-	uint8_t master[32]; /* secret: wiped by kh_sms_free */
-	uint8_t root_pk[32];
-	/* The ECM and EMM signers' certificates (public), for SET SIGNER in a card's first EMMs. */
-	uint8_t signer_der[2][KH_CERT_MAX];
-	size_t signer_len[2];
-	/* One store connection per thread (a kh_store is not thread-safe), opened lazily. */
 	pthread_key_t tls;
 	int tls_ok;
 	pthread_mutex_t mu; /* guards conns and their in_use */
+	int mu_ok;
 	struct kh__sms_conn {
-		struct kh_sms *c;
+		struct kh__sms_pool *pool;
 		struct kh_store *st;
 		int in_use; /* held by a live thread (its thread-specific slot) */
 	} **conns;
 	size_t nconns, cap;
+};
+
+/* Open the pool of connections to db; nothing is opened until the first kh__sms_pool_get. */
+KH_WARN_UNUSED kh_err kh__sms_pool_init(struct kh__sms_pool *p, const char *db, int sync_normal);
+/* This thread's store connection (opened on first use). */
+KH_WARN_UNUSED kh_err kh__sms_pool_get(struct kh__sms_pool *p, struct kh_store **s);
+/* Close every connection; only once the threads that used them are gone. */
+void kh__sms_pool_free(struct kh__sms_pool *p);
+
+/* The center's key material (from the authority; the secret ones wiped by kh_sms_free). */
+struct kh__sms_keys {
+	uint8_t master[32];      /* secret: every card's Kp and Ku derive from it */
+	uint8_t session_key[32]; /* secret: the upload sessions' MAC key, derived from the master */
+	uint8_t root_pk[32];
+	/* The ECM and EMM signers' certificates (public), for SET SIGNER in a card's first EMMs. */
+	uint8_t signer_der[2][KH_CERT_MAX];
+	size_t signer_len[2];
+};
+
+/* The operator gate: the token's hash and the routes behind it (sms.c). */
+struct kh__sms_gate {
 	uint8_t token_hash[32]; /* SHA-256 of the operator token */
 	int token_set;
 	struct kh__sms_op {
 		kh_http_handler fn;
 		struct kh_sms *c;
-	} ops[64]; /* operator routes behind the token check */
-	/* The upload endpoints' limits (kh_sms_config; defaults applied) and their clock. */
-	unsigned upload_ttl;
-	/* How long an idempotency record is kept at least (seconds; kh_sms_config). */
-	unsigned idem_ttl;
-	/* The upload sessions' MAC key (sms_upload.c), derived from the master: secret, wiped. */
-	uint8_t session_key[32];
+	} ops[64];
+};
+
+/* Limits and the clock (kh_sms_config, defaults applied). */
+struct kh__sms_limits {
+	unsigned bulk_chunk; /* subscribers per bulk-subscription transaction (sms_bulk.c) */
+	unsigned upload_ttl; /* an upload session unused this long (seconds) is refused */
+	unsigned idem_ttl;   /* how long an idempotency record is kept at least (seconds) */
+	int64_t rights_ttl;  /* a card's rights reach at most this far ahead (sms_rights.c) */
 	int64_t (*clock)(void *ctx);
 	void *clock_ctx;
-	/* The rights' lifetime and their renewal thread (sms_rights.c). */
-	int64_t rights_ttl;
-	pthread_mutex_t renew_mu;
-	pthread_cond_t renew_cv;
-	int renew_ok;     /* renew_mu and renew_cv initialised */
-	int renew_run;    /* the thread runs */
-	int renew_stop;   /* asked to stop (renew_mu) */
-	unsigned renew_every;
-	pthread_t renew_thread;
+};
+
+/* The rights renewal thread (sms_rights.c). */
+struct kh__sms_renewer {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int ok;   /* mu and cv initialised */
+	int run;  /* the thread runs */
+	int stop; /* asked to stop (mu) */
+	unsigned every;
+	pthread_t thread;
+};
+
+/* The center's counters in /metrics. */
+struct kh__sms_counters {
 	struct kh_metric *emms_queued;
 	struct kh_metric *blocks_ingested;
 	struct kh_metric *price_mismatches; /* purchases invoiced at the catalogue's price, not the block's */
 	struct kh_metric *unknown_events;   /* purchases of an event the catalogue does not list */
 	struct kh_metric *clone_alarms;     /* a second, different block under a known (UA, block_seq) */
-	/*
-	 * The upload path's writer (sms_upload.c): session opens and uploads from every HTTP thread
-	 * share its transactions and their fsync (group commit, include/keyhole/store.h).
-	 */
-	struct kh_store_group *writer;
+};
 
-	/*
-	 * Cards' checked signing keys (sms_upload.c): a registered certificate never changes, so it
-	 * is checked against the root once and its key kept until its expiry. Direct-mapped by UA.
-	 */
-	pthread_mutex_t keys_mu;
-	int keys_mu_ok;
+/*
+ * Cards' checked signing keys (sms_upload.c): a registered certificate never changes, so it is
+ * checked against the root once and its key kept until its expiry. Direct-mapped by UA.
+ */
+struct kh__sms_keycache {
+	pthread_mutex_t mu;
+	int mu_ok;
 	struct kh__sms_cardkey {
 		uint32_t ua;
 		uint8_t used;
 		uint8_t pub[32];
 		uint8_t ku[32]; /* secret: the card's uplink key, derived from the master (wiped by kh_sms_free) */
 		uint64_t not_after;
-	} keys[1024];
-	/* Moved by kh__sms_card_forget (keys_mu): a key checked before it is not kept after it. */
-	uint64_t keys_gen;
+	} slot[1024];
+	/* Moved by kh__sms_card_forget (mu): a key checked before it is not kept after it. */
+	uint64_t gen;
+};
+
+/* The management center: its parts, each with one job. */
+struct kh_sms {
+	struct kh__sms_pool pool;
+	/*
+	 * The writer (group commit, include/keyhole/store.h): every write of the center, from every
+	 * HTTP thread, shares its transactions and their fsync.
+	 */
+	struct kh_store_group *writer;
+	struct kh__sms_keys k;
+	struct kh__sms_gate gate;
+	struct kh__sms_limits lim;
+	struct kh__sms_renewer renew;
+	struct kh__sms_counters n;
+	struct kh__sms_keycache cards;
 };
 
 /*
@@ -96,10 +137,10 @@ struct kh_sms {
  */
 KH_WARN_UNUSED kh_err kh__sms_write(struct kh_sms *c, kh_store_tx_fn fn, void *arg);
 
-/* Idle store connections the pool keeps open for the next threads (sms.c). */
+/* Idle store connections the pool keeps open for the next threads (sms_pool.c). */
 #define KH__SMS_POOL_IDLE 16
 
-/* This thread's store connection (opened on first use). */
+/* This thread's store connection (opened on first use): kh__sms_pool_get of the center's pool. */
 KH_WARN_UNUSED kh_err kh__sms_db(struct kh_sms *c, struct kh_store **s);
 
 /* ---- EMMs for one card: commands gathered, sealed and queued in the caller's transaction ---- */

@@ -58,7 +58,7 @@ kh_err kh__sms_policy_get(struct kh_http_req *req, struct kh_http_resp *resp, vo
 
 /* ---- POST /v1/service-keys/rotate {key_id} ----
  *
- * A new version of the key, then SET KEY to every active card, in chunks of c->bulk_chunk cards
+ * A new version of the key, then SET KEY to every active card, in chunks of c->lim.bulk_chunk cards
  * (by UA), each chunk one transaction with the job's progress row (store: rotation_jobs). One
  * transaction for every card held the center's writer for seconds at 100,000 cards (and would
  * for minutes at millions): uploads and operator actions now get in between chunks. A rotation
@@ -74,7 +74,7 @@ struct rotate_tx {
 	int resumed;  /* the newest version's job was unfinished: carried on */
 	unsigned queued; /* this chunk's EMMs */
 	struct kh_store_rotation job;
-	uint32_t *ua; /* c->bulk_chunk UAs */
+	uint32_t *ua; /* c->lim.bulk_chunk UAs */
 	struct kh__sms_why why;
 };
 
@@ -149,7 +149,7 @@ static kh_err rotate_chunk_tx(struct kh_store *s, void *arg)
 	a->queued = 0;
 	if ((r = kh_store_rotation_get(s, a->key_id, a->version, &a->job)) != KH_OK || a->job.done)
 		return r; /* another request for the same id finished it meanwhile */
-	if ((r = kh_store_active_cards_after(s, a->job.last_ua, a->c->bulk_chunk, a->ua, &n)) != KH_OK ||
+	if ((r = kh_store_active_cards_after(s, a->job.last_ua, a->c->lim.bulk_chunk, a->ua, &n)) != KH_OK ||
 	    (r = kh_store_service_key_get(s, a->key_id, a->version, key)) != KH_OK)
 		goto out;
 	kh_wr_init(&w, cmd, sizeof cmd);
@@ -170,7 +170,7 @@ static kh_err rotate_chunk_tx(struct kh_store *s, void *arg)
 	if (n)
 		a->job.last_ua = a->ua[n - 1];
 	a->job.emms += a->queued;
-	a->job.done = n < a->c->bulk_chunk;
+	a->job.done = n < a->c->lim.bulk_chunk;
 	r = kh_store_rotation_put(s, &a->job);
 out:
 	kh_wipe(key, sizeof key);
@@ -188,7 +188,7 @@ kh_err kh__sms_keys_rotate(struct kh_http_req *req, struct kh_http_resp *resp, v
 	if (kh__sms_json_int(kh_http_body(req), "key_id", 0, 255, 1, &id) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "key_id: an integer from 0 to 255");
 	a.key_id = (uint8_t)id;
-	if ((a.ua = calloc(a.c->bulk_chunk, sizeof *a.ua)) == NULL)
+	if ((a.ua = calloc(a.c->lim.bulk_chunk, sizeof *a.ua)) == NULL)
 		return KH_ERR_NOMEM;
 	if ((r = kh__sms_write(a.c, rotate_start_tx, &a)) != KH_OK) {
 		free(a.ua);

@@ -248,23 +248,18 @@ kh_err kh__sms_subscriber_list(struct kh_http_req *req, struct kh_http_resp *res
 
 kh_err kh__sms_card_list(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
-	static const char *const states[] = {"issued", "active", "replaced", "closed"};
 	struct kh_store_card_filter f = {0};
 	struct kh__sms_page p;
 	struct kh_store *s;
-	int answered, has = 0, ok = 0;
+	const char *q;
+	int answered, has = 0;
 	kh_err r;
 
 	if ((r = kh__sms_page_start(req, resp, 'c', &p, &answered)) != KH_OK || answered)
 		return r;
-	if ((f.state = kh_http_query(req, "state")) != NULL) {
-		for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
-			ok |= strcmp(f.state, states[i]) == 0;
-		if (!ok)
-			return refuse(resp, &p, "state: issued, active, replaced or closed");
-	}
-	f.role = kh_http_query(req, "role");
-	if (f.role && strcmp(f.role, "card") != 0 && strcmp(f.role, "cam") != 0)
+	if ((q = kh_http_query(req, "state")) != NULL && kh_card_state_parse(q, &f.state) != KH_OK)
+		return refuse(resp, &p, "state: issued, active, replaced or closed");
+	if ((q = kh_http_query(req, "role")) != NULL && kh_card_kind_parse(q, &f.kind) != KH_OK)
 		return refuse(resp, &p, "role: card or cam");
 	if (query_id(req, "subscriber", INT64_MAX, &has, &f.subscriber_id) != KH_OK)
 		return refuse(resp, &p, "subscriber: a subscriber id (a positive integer)");

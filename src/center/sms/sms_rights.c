@@ -30,12 +30,12 @@
 
 int64_t kh__sms_now(const struct kh_sms *c)
 {
-	return c->clock ? c->clock(c->clock_ctx) : (int64_t)time(NULL);
+	return c->lim.clock ? c->lim.clock(c->lim.clock_ctx) : (int64_t)time(NULL);
 }
 
 static int64_t half_of(const struct kh_sms *c)
 {
-	return c->rights_ttl / 2;
+	return c->lim.rights_ttl / 2;
 }
 
 int64_t kh__sms_rights_end(const struct kh_sms *c, int64_t now, int64_t start, int64_t end)
@@ -150,11 +150,11 @@ static int stopping(struct kh_sms *c)
 {
 	int stop;
 
-	if (!c->renew_run)
+	if (!c->renew.run)
 		return 0;
-	pthread_mutex_lock(&c->renew_mu);
-	stop = c->renew_stop;
-	pthread_mutex_unlock(&c->renew_mu);
+	pthread_mutex_lock(&c->renew.mu);
+	stop = c->renew.stop;
+	pthread_mutex_unlock(&c->renew.mu);
 	return stop;
 }
 
@@ -195,7 +195,7 @@ kh_err kh_sms_rights_renew(struct kh_sms *c, struct kh_sms_renewal *out)
 	got.window_start = (now < 0 ? 0 : now) / half * half;
 	got.rights_end = got.window_start + 2 * half;
 	w.window = got.window_start;
-	w.chunk = c->bulk_chunk;
+	w.chunk = c->lim.bulk_chunk;
 	if ((w.t = calloc(w.chunk + 1, sizeof *w.t)) == NULL)
 		return KH_ERR_NOMEM;
 	if ((r = kh__sms_db(c, &s)) != KH_OK || (r = kh_store_products(s, collect_product, &products)) != KH_OK)
@@ -254,41 +254,41 @@ static void *renew_main(void *arg)
 	struct timespec until;
 	kh_err r;
 
-	pthread_mutex_lock(&c->renew_mu);
-	while (!c->renew_stop) {
-		pthread_mutex_unlock(&c->renew_mu);
+	pthread_mutex_lock(&c->renew.mu);
+	while (!c->renew.stop) {
+		pthread_mutex_unlock(&c->renew.mu);
 		if ((r = kh_sms_rights_renew(c, NULL)) != KH_OK)
 			kh_log_warn("sms.rights_renew_failed", "error=%s", kh_err_name(r));
-		pthread_mutex_lock(&c->renew_mu);
+		pthread_mutex_lock(&c->renew.mu);
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += c->renew_every;
-		while (!c->renew_stop && pthread_cond_timedwait(&c->renew_cv, &c->renew_mu, &until) == 0)
+		until.tv_sec += c->renew.every;
+		while (!c->renew.stop && pthread_cond_timedwait(&c->renew.cv, &c->renew.mu, &until) == 0)
 			;
 	}
-	pthread_mutex_unlock(&c->renew_mu);
+	pthread_mutex_unlock(&c->renew.mu);
 	return NULL;
 }
 
 kh_err kh_sms_renew_start(struct kh_sms *c, unsigned every_s)
 {
-	if (c == NULL || !c->renew_ok || c->renew_run)
+	if (c == NULL || !c->renew.ok || c->renew.run)
 		return KH_ERR_INVAL;
-	c->renew_every = every_s ? every_s : KH_SMS_RENEW_EVERY;
-	c->renew_stop = 0;
-	if (pthread_create(&c->renew_thread, NULL, renew_main, c) != 0)
+	c->renew.every = every_s ? every_s : KH_SMS_RENEW_EVERY;
+	c->renew.stop = 0;
+	if (pthread_create(&c->renew.thread, NULL, renew_main, c) != 0)
 		return KH_ERR_NOMEM;
-	c->renew_run = 1;
+	c->renew.run = 1;
 	return KH_OK;
 }
 
 void kh__sms_renew_stop(struct kh_sms *c)
 {
-	if (!c->renew_run)
+	if (!c->renew.run)
 		return;
-	pthread_mutex_lock(&c->renew_mu);
-	c->renew_stop = 1;
-	pthread_cond_signal(&c->renew_cv);
-	pthread_mutex_unlock(&c->renew_mu);
-	pthread_join(c->renew_thread, NULL);
-	c->renew_run = 0;
+	pthread_mutex_lock(&c->renew.mu);
+	c->renew.stop = 1;
+	pthread_cond_signal(&c->renew.cv);
+	pthread_mutex_unlock(&c->renew.mu);
+	pthread_join(c->renew.thread, NULL);
+	c->renew.run = 0;
 }

@@ -52,15 +52,15 @@ static kh_err add_card(void *arg, const struct kh_store_card *c)
 	json_t *o;
 
 	kh__sms_ua_hex(c->ua, ua);
-	o = json_pack("{s:s,s:s,s:b}", "ua", ua, "state", c->state, "export_authorised", c->export_authorised);
+	o = json_pack("{s:s,s:s,s:b}", "ua", ua, "state", kh_card_state_name(c->state), "export_authorised", c->export_authorised);
 	if (o == NULL)
 		return KH_ERR_NOMEM;
 	if (c->replaced_by) {
 		kh__sms_ua_hex(c->replaced_by, rb);
 		json_object_set_new(o, "replaced_by", json_string(rb));
 	}
-	if (c->closed_reason[0])
-		json_object_set_new(o, "closed_reason", json_string(c->closed_reason));
+	if (c->closed_reason)
+		json_object_set_new(o, "closed_reason", json_string(kh_card_closed_name(c->closed_reason)));
 	return json_array_append_new(arg, o) == 0 ? KH_OK : KH_ERR_NOMEM;
 }
 
@@ -187,7 +187,7 @@ static kh_err find_active(void *arg, const struct kh_store_card *c)
 {
 	struct active *a = arg;
 
-	if (strcmp(c->state, "active") == 0) {
+	if (c->state == KH_CARD_ACTIVE) {
 		a->found = 1;
 		a->ua = c->ua;
 	}

@@ -64,17 +64,11 @@ static kh_err reply_stored(struct kh_http_resp *resp, int status, char **text, s
 
 /* ---- POST /v1/upload/sessions {ua} ---- */
 
-/* The clock of the upload limits: the configured one (tests), or the system's. */
-static int64_t center_now(const struct kh_sms *c)
-{
-	return c->clock ? c->clock(c->clock_ctx) : (int64_t)time(NULL);
-}
-
 /* A session opened at opened is past its time (its upload is refused) once now is more than the
  * configured time after it: it lives at least upload_ttl seconds, at most one more. */
 static int session_expired(const struct kh_sms *c, int64_t opened)
 {
-	return center_now(c) - opened > (int64_t)c->upload_ttl;
+	return kh__sms_now(c) - opened > (int64_t)c->lim.upload_ttl;
 }
 
 /*
@@ -109,7 +103,7 @@ static kh_err sid_nonce(const struct kh_sms *c, struct sid *t)
 
 	memcpy(info, NONCE_LABEL, sizeof NONCE_LABEL); /* the label and its NUL */
 	memcpy(info + sizeof NONCE_LABEL, t->b, SID_LEN);
-	return kh_hkdf_expand(c->session_key, info, sizeof info, t->nonce, NONCE_LEN);
+	return kh_hkdf_expand(c->k.session_key, info, sizeof info, t->nonce, NONCE_LEN);
 }
 
 /* A new session token for ua, opened now. */
@@ -168,11 +162,11 @@ kh_err kh__sms_upload_open(struct kh_http_req *req, struct kh_http_resp *resp, v
 		return r;
 	if ((r = kh_store_card_get(s, u, &card)) != KH_OK)
 		return r == KH_ERR_NOTFOUND ? kh_http_reply_error(resp, r, "card not registered") : r;
-	if (strcmp(card.state, "active") != 0) {
+	if (card.state != KH_CARD_ACTIVE) {
 		struct kh__sms_why why = {"card_state", "only an active card opens a session"};
 		return kh__sms_fail(resp, KH_ERR_DB_CONSTRAINT, &why);
 	}
-	if ((r = sid_make(c, u, center_now(c), &t)) != KH_OK)
+	if ((r = sid_make(c, u, kh__sms_now(c), &t)) != KH_OK)
 		return r;
 	o = json_pack("{s:s}", "session", t.text);
 	if (!o || (r = kh_json_set_b64(o, "nonce", t.nonce, NONCE_LEN)) != KH_OK) {
@@ -249,7 +243,7 @@ static kh_err note(struct upload_tx *a, const struct note *n)
  */
 static kh_err card_key(struct kh_store *s, struct kh_sms *c, uint32_t ua, uint8_t pk[static 32], uint8_t *ku)
 {
-	struct kh__sms_cardkey *slot = &c->keys[ua % (sizeof c->keys / sizeof c->keys[0])];
+	struct kh__sms_cardkey *slot = &c->cards.slot[ua % (sizeof c->cards.slot / sizeof c->cards.slot[0])];
 	uint64_t now = (uint64_t)time(NULL);
 	uint8_t der[KH_CERT_MAX], k[32];
 	struct kh_cert_info ci;
@@ -258,53 +252,53 @@ static kh_err card_key(struct kh_store *s, struct kh_sms *c, uint32_t ua, uint8_
 	int hit;
 	kh_err r;
 
-	pthread_mutex_lock(&c->keys_mu);
-	gen = c->keys_gen;
+	pthread_mutex_lock(&c->cards.mu);
+	gen = c->cards.gen;
 	hit = slot->used && slot->ua == ua && now < slot->not_after;
 	if (hit) {
 		memcpy(pk, slot->pub, 32);
 		if (ku)
 			memcpy(ku, slot->ku, 32);
 	}
-	pthread_mutex_unlock(&c->keys_mu);
+	pthread_mutex_unlock(&c->cards.mu);
 	if (hit)
 		return KH_OK;
 	if ((r = kh_store_card_cert(s, ua, der, sizeof der, &n)) != KH_OK)
 		return r;
-	if ((r = kh_cert_check(der, n, c->root_pk, KH_ROLE_CARD, KH_CERT_KEY_ED25519, now, &ci)) != KH_OK)
+	if ((r = kh_cert_check(der, n, c->k.root_pk, KH_ROLE_CARD, KH_CERT_KEY_ED25519, now, &ci)) != KH_OK)
 		return r;
 	if (ci.ua != ua)
 		return KH_ERR_CERT;
-	if ((r = kh_cas_card_ku(c->master, ua, k)) != KH_OK) {
+	if ((r = kh_cas_card_ku(c->k.master, ua, k)) != KH_OK) {
 		kh_wipe(k, sizeof k);
 		return r;
 	}
 	memcpy(pk, ci.pub, 32);
 	if (ku)
 		memcpy(ku, k, 32);
-	pthread_mutex_lock(&c->keys_mu);
+	pthread_mutex_lock(&c->cards.mu);
 	/* A card forgotten meanwhile (deleted) may have been read before: not kept. */
-	if (c->keys_gen == gen) {
+	if (c->cards.gen == gen) {
 		slot->ua = ua;
 		slot->used = 1;
 		memcpy(slot->pub, ci.pub, 32);
 		memcpy(slot->ku, k, 32);
 		slot->not_after = ci.not_after;
 	}
-	pthread_mutex_unlock(&c->keys_mu);
+	pthread_mutex_unlock(&c->cards.mu);
 	kh_wipe(k, sizeof k);
 	return KH_OK;
 }
 
 void kh__sms_card_forget(struct kh_sms *c, uint32_t ua)
 {
-	struct kh__sms_cardkey *slot = &c->keys[ua % (sizeof c->keys / sizeof c->keys[0])];
+	struct kh__sms_cardkey *slot = &c->cards.slot[ua % (sizeof c->cards.slot / sizeof c->cards.slot[0])];
 
-	pthread_mutex_lock(&c->keys_mu);
-	c->keys_gen++;
+	pthread_mutex_lock(&c->cards.mu);
+	c->cards.gen++;
 	if (slot->used && slot->ua == ua)
 		kh_wipe(slot, sizeof *slot);
-	pthread_mutex_unlock(&c->keys_mu);
+	pthread_mutex_unlock(&c->cards.mu);
 }
 
 /*
@@ -372,7 +366,7 @@ struct session_view {
 static kh_err count_replaced(void *arg, const struct kh_store_card *k)
 {
 	struct session_view *v = arg;
-	if (strcmp(k->state, "replaced") == 0)
+	if (k->state == KH_CARD_REPLACED)
 		v->outstanding++;
 	return KH_OK;
 }
@@ -485,8 +479,8 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 	if (known && in->h.ua == v->cur.ua)
 		recovery = 0;
 	else if (known && owner.subscriber_id == v->cur.subscriber_id && owner.subscriber_id &&
-		 (strcmp(owner.state, "replaced") == 0 ||
-		  (strcmp(owner.state, "closed") == 0 && strcmp(owner.closed_reason, "recovered") == 0)))
+		 (owner.state == KH_CARD_REPLACED ||
+		  (owner.state == KH_CARD_CLOSED && owner.closed_reason == KH_CARD_RECOVERED)))
 		recovery = 1;
 	else
 		known = 0;
@@ -542,9 +536,9 @@ static kh_err record_block(struct kh_store *s, struct upload_tx *a, struct sessi
 			clone = 1;
 			closes = 0;
 		}
-		if (closes && strcmp(owner.state, "replaced") == 0) {
-			strcpy(owner.state, "closed");
-			strcpy(owner.closed_reason, "recovered");
+		if (closes && owner.state == KH_CARD_REPLACED) {
+			owner.state = KH_CARD_CLOSED;
+			owner.closed_reason = KH_CARD_RECOVERED;
 			if ((r = kh_store_card_update(s, &owner)) != KH_OK)
 				return r;
 			v->outstanding--;
@@ -660,7 +654,7 @@ static kh_err credit_reload(struct kh_store *s, const struct upload_tx *a, const
 	kh_err r;
 
 	*amount = 0;
-	if (!a->spent || strcmp(v->cur.state, "active") != 0 || v->cur.clone_alarm_at)
+	if (!a->spent || v->cur.state != KH_CARD_ACTIVE || v->cur.clone_alarm_at)
 		return KH_OK;
 	if ((r = kh_store_credit_policy_get(s, &initial, &per_upload)) != KH_OK ||
 	    (r = kh_store_block_reported(s, v->cur.ua, &found, &seq, &credit, &last_reload)) != KH_OK)
@@ -735,7 +729,7 @@ static kh_err upload_tx(struct kh_store *s, void *arg)
 	 * that just showed a clone's block keeps its log: it is the evidence of what it bought. */
 	if (v.max_acked && v.to_ack && !a->clone_cur)
 		kh_emm_put_ack_usage(&w, v.max_acked);
-	if (!v.cur.export_authorised && v.outstanding == 0 && strcmp(v.cur.state, "active") == 0) {
+	if (!v.cur.export_authorised && v.outstanding == 0 && v.cur.state == KH_CARD_ACTIVE) {
 		kh_emm_put_auth_export(&w, 1);
 		v.cur.export_authorised = 1;
 		if ((r = kh_store_card_update(s, &v.cur)) != KH_OK)
@@ -801,7 +795,7 @@ static kh_err precheck(struct kh_store *s, struct upload_tx *a)
 	uint8_t pk[32], *stored = NULL;
 	struct kh_usage_hdr hh;
 	uint32_t sua = a->sid.ua;
-	int64_t now = center_now(a->c);
+	int64_t now = kh__sms_now(a->c);
 	size_t n = 0;
 	kh_err r;
 
@@ -855,19 +849,19 @@ static void report_notes(const struct upload_tx *a)
 		case NOTE_PRICE:
 			kh_log_warn("price_mismatch", "ua=%08X event=%u block_price=%u catalogue_price=%u block_seq=%u",
 				    n->ua, n->event, n->block_price, n->catalogue_price, n->block_seq);
-			if (a->c->price_mismatches)
-				kh_metric_add(a->c->price_mismatches, 1);
+			if (a->c->n.price_mismatches)
+				kh_metric_add(a->c->n.price_mismatches, 1);
 			break;
 		case NOTE_UNKNOWN_EVENT:
 			kh_log_warn("unknown_event", "ua=%08X event=%u block_price=%u block_seq=%u", n->ua, n->event,
 				    n->block_price, n->block_seq);
-			if (a->c->unknown_events)
-				kh_metric_add(a->c->unknown_events, 1);
+			if (a->c->n.unknown_events)
+				kh_metric_add(a->c->n.unknown_events, 1);
 			break;
 		case NOTE_CLONE:
 			kh_log_warn("clone_alarm", "ua=%08X block_seq=%u", n->ua, n->block_seq);
-			if (a->c->clone_alarms)
-				kh_metric_add(a->c->clone_alarms, 1);
+			if (a->c->n.clone_alarms)
+				kh_metric_add(a->c->n.clone_alarms, 1);
 			break;
 		}
 	}

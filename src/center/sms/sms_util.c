@@ -41,7 +41,7 @@ kh_err kh__sms_idem_key(const struct kh_http_req *req, const char *caller, char 
 kh_err kh__sms_idem_put(struct kh_store *s, struct kh_sms *c, const char *key,
 			const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], const char *text, size_t len)
 {
-	kh_err r = kh_store_idem_expire(s, kh__sms_now(c) - (int64_t)c->idem_ttl, KH__SMS_IDEM_PURGE, NULL);
+	kh_err r = kh_store_idem_expire(s, kh__sms_now(c) - (int64_t)c->lim.idem_ttl, KH__SMS_IDEM_PURGE, NULL);
 
 	if (r != KH_OK)
 		return r;
