@@ -118,26 +118,13 @@ struct kh_http_route {
 #define KH_HTTP_ROUTE_OPEN 1u
 
 /*
- * The idempotency store (implemented elsewhere, e.g. over src/store/). When configured, a
- * request carrying `Idempotency-Key: K` (1 to 255 visible ASCII characters, else 400) runs as:
- *   get(K, fp) -> KH_OK: the first answer is sent again (status, JSON body), the handler does
- *                 not run; KH_ERR_NOTFOUND: the handler runs, then put(K, fp, status, body)
- *                 records its answer when the status is below 500; KH_ERR_EXISTS: K was used
- *                 for another request (different fingerprint) -> 409 "exists"; any other error
- *                 is answered as that error.
- * fp is SHA-256 over method, NUL, path, NUL, body: the store keeps it with the answer and
- * compares it in get. body is the compact JSON text the server sent (malloc'd by the store in
- * get; the server frees it with free()). A failing put is logged, and the answer still sent:
- * handlers that move money must also bind the key inside their own transaction,
- * since two concurrent requests with one key can both miss in get.
+ * An Idempotency-Key header is 1 to KH_HTTP_IDEM_KEY_MAX visible ASCII characters; anything else
+ * is answered 400 before a handler runs. The server only checks and hands it over
+ * (kh_http_idempotency_key): what a key means is the handler's, which binds it inside its own
+ * transaction with the write it protects (the center: src/center/sms/sms_util.c), so that a
+ * retry can never run the write twice, even two retries at once.
  */
-struct kh_http_idem {
-	kh_err (*get)(void *arg, const char *key, const uint8_t fp[32], int *status, char **body,
-		      size_t *len);
-	kh_err (*put)(void *arg, const char *key, const uint8_t fp[32], int status, const char *body,
-		      size_t len);
-	void *arg;
-};
+#define KH_HTTP_IDEM_KEY_MAX 128
 
 #define KH_HTTP_THREADS 256u
 /* A connection idle this long (seconds) is closed: it holds a thread while it lasts. */
@@ -163,7 +150,6 @@ struct kh_http_config {
 	unsigned threads;        /* connections served at once, one thread each; 0 = KH_HTTP_THREADS */
 	unsigned stop_timeout_ms;/* how long kh_http_stop waits for requests in flight; 0 = 10 s */
 	struct kh_metrics *metrics;     /* registry to use (not owned); NULL: the server makes one */
-	const struct kh_http_idem *idem;/* NULL: Idempotency-Key is passed to handlers only */
 	/*
 	 * The budget of requests to open routes (KH_HTTP_ROUTE_OPEN) per client address: a bucket
 	 * of open_burst requests (0: open_rate), refilled at open_rate per second. 0: no budget.

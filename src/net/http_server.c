@@ -5,8 +5,8 @@
  * (413 on a declared Content-Length over the limit, 415 when a body is not application/json,
  * 400 on a bad Idempotency-Key) as soon as its headers are in; the body is gathered up to the
  * limit (413 beyond), parsed with jansson (400 "malformed" unless one JSON object without
- * duplicate keys); the idempotency store may answer in the handler's place; the handler
- * answers. When the answer has been sent, the request is counted in the metrics and logged in
+ * duplicate keys); the handler answers (an Idempotency-Key is checked here and bound by the
+ * handler, inside its transaction). When the answer has been sent, the request is counted in the metrics and logged in
  * one key=value line. Before any of that, a request whose framing is ambiguous (request
  * smuggling) or whose target holds a control character is refused, and a request to an open
  * route is counted against its client address's budget (429). A watcher thread closes a
@@ -37,7 +37,6 @@
 #include "http_int.h"
 
 #define MAX_SEGS KH__HTTP_MAX_SEGS
-#define MAX_IDEM_KEY 255
 #define PEM_LIMIT (1024 * 1024)
 /* A chunked body over the limit is read and dropped to answer 413, up to this many limits. */
 #define DISCARD_FACTOR 16
@@ -385,11 +384,13 @@ static int is_json_type(const char *ct)
 	return *ct == '\0' || *ct == ';';
 }
 
+_Static_assert(KH_HTTP_IDEM_KEY_MAX == 128, "the refusal's message says 128");
+
 static int valid_idem_key(const char *k)
 {
 	size_t n = strlen(k);
 
-	if (n == 0 || n > MAX_IDEM_KEY)
+	if (n == 0 || n > KH_HTTP_IDEM_KEY_MAX)
 		return 0;
 	for (; *k; k++)
 		if ((unsigned char)*k <= 0x20 || (unsigned char)*k >= 0x7f)
@@ -559,8 +560,7 @@ static enum MHD_Result on_headers(struct kh_http_req *r, const char *version)
 	}
 	r->idem_key = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
 	if (r->idem_key && !valid_idem_key(r->idem_key))
-		return send_error(r, KH_ERR_INVAL,
-				  "Idempotency-Key must be 1 to 255 visible ASCII characters", NULL);
+		return send_error(r, KH_ERR_INVAL, "Idempotency-Key must be 1 to 128 visible ASCII characters", NULL);
 	/* The body has its own time to arrive; a request without one is the server's turn now. */
 	if (has_body)
 		deadline_set(r->track, KH__PHASE_BODY, body_ms(h, declared));
@@ -611,28 +611,9 @@ static enum MHD_Result send_metrics(struct kh_http_req *r)
 	return send_text(r, 200, text, len, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL, 0);
 }
 
-static kh_err fingerprint(const struct kh_http_req *r, uint8_t fp[32])
-{
-	EVP_MD_CTX *c = EVP_MD_CTX_new();
-	unsigned int n = 0;
-	int ok;
-
-	if (!c)
-		return KH_ERR_NOMEM;
-	ok = EVP_DigestInit_ex(c, EVP_sha256(), NULL) &&
-	     EVP_DigestUpdate(c, r->method, strlen(r->method) + 1) &&
-	     EVP_DigestUpdate(c, r->path, strlen(r->path) + 1) &&
-	     (r->len == 0 || EVP_DigestUpdate(c, r->body, r->len)) && EVP_DigestFinal_ex(c, fp, &n);
-	EVP_MD_CTX_free(c);
-	return ok && n == 32 ? KH_OK : KH_ERR_CRYPTO;
-}
-
-/* The whole request is in: parse, consult the idempotency store, run the handler, answer. */
+/* The whole request is in: parse, run the handler, answer. */
 static enum MHD_Result on_complete(struct kh_http_req *r)
 {
-	struct kh_http *h = r->h;
-	const struct kh_http_idem *idem = h->cfg.idem;
-	uint8_t fp[32];
 	size_t len;
 	char *text;
 	kh_err e;
@@ -648,34 +629,6 @@ static enum MHD_Result on_complete(struct kh_http_req *r)
 		if (!r->json || !json_is_object(r->json))
 			return send_error(r, KH_ERR_FORMAT, "request body is not one JSON object", NULL);
 	}
-	if (r->idem_key && idem && (e = fingerprint(r, fp)) != KH_OK)
-		return send_error(r, e, NULL, NULL);
-	if (r->idem_key && idem && idem->get) {
-		int status = 0;
-		char *body = NULL;
-		size_t blen = 0;
-		e = idem->get(idem->arg, r->idem_key, fp, &status, &body, &blen);
-		if (e == KH_OK) {
-			if (status < 200 || status > 599 || !body) {
-				free(body);
-				return send_error(r, KH_ERR_INTERNAL, NULL, NULL);
-			}
-			if (status >= 400) {
-				json_t *j = json_loadb(body, blen, 0, NULL);
-				note_errcode(r, j);
-				json_decref(j);
-			}
-			return send_text(r, status, body, blen, blen ? "application/json" : NULL, NULL,
-					 NULL, 1);
-		}
-		free(body);
-		if (e == KH_ERR_EXISTS)
-			return send_error(r, e, "Idempotency-Key already used for another request",
-					  NULL);
-		if (e != KH_ERR_NOTFOUND)
-			return send_error(r, e, NULL, NULL);
-	}
-
 	e = r->route->fn(r, &r->resp, r->route->arg);
 	if (e != KH_OK) {
 		json_decref(r->resp.body);
@@ -696,12 +649,6 @@ static enum MHD_Result on_complete(struct kh_http_req *r)
 		r->resp.text = NULL;
 	} else if (!(text = dump(r->resp.body, &len))) {
 		return MHD_NO;
-	}
-	if (r->idem_key && idem && idem->put && r->resp.status < 500) {
-		e = idem->put(idem->arg, r->idem_key, fp, r->resp.status, text, len);
-		if (e != KH_OK)
-			kh_log_error("http.idempotency", "path=%s error=%s", r->route->pattern,
-				     kh_err_name(e));
 	}
 	if (r->resp.status >= 400) {
 		json_t *j = r->resp.body ? NULL : json_loadb(text, len, 0, NULL);

@@ -314,9 +314,8 @@ kh_err kh__sms_bulk_subscribe(struct kh_http_req *req, struct kh_http_resp *resp
 	b.product = (uint32_t)v;
 	b.chunk = b.c->lim.bulk_chunk;
 	key = kh_http_idempotency_key(req);
-	if (key == NULL || strlen(key) > KH_STORE_IDEM_KEY_MAX)
-		return kh_http_reply_error(resp, KH_ERR_INVAL,
-					   "a bulk subscription needs an Idempotency-Key header of 1 to 128 characters");
+	if (key == NULL)
+		return kh_http_reply_error(resp, KH_ERR_INVAL, "a bulk subscription needs an Idempotency-Key header");
 	if ((r = kh__sms_idem_key(req, KH__SMS_CALLER_OPERATOR, b.key)) != KH_OK)
 		return r;
 	if (!json_is_object(body) || kh__sms_json_int(body, "start", 0, INT64_MAX / 2, 1, &b.start) != KH_OK ||

@@ -469,7 +469,7 @@ kh_err kh__sms_card_reload(struct kh_http_req *req, struct kh_http_resp *resp, v
 		r = KH_ERR_INVAL;
 	if (r == KH_ERR_INVAL)
 		return kh_http_reply_error(resp, KH_ERR_INVAL,
-					   "a reload needs an Idempotency-Key header of 1 to 128 characters");
+					   "a reload needs an Idempotency-Key header");
 	if (r != KH_OK)
 		return r;
 	if ((r = kh__sms_write(a.c, reload_tx, &a)) != KH_OK) {

@@ -239,8 +239,8 @@ struct kh__sms_idem {
 };
 /*
  * From req: its key scoped for caller, and the hash of fp when given, else of the method, the
- * path and the body (compact, keys sorted: one request however its JSON is spaced). KH_ERR_INVAL
- * for a key longer than KH_STORE_IDEM_KEY_MAX (the store's limit).
+ * path and the body (compact, keys sorted: one request however its JSON is spaced). The key's
+ * length was checked by the HTTP layer (KH_HTTP_IDEM_KEY_MAX); the store keeps the scoped form.
  */
 KH_WARN_UNUSED kh_err kh__sms_idem_init(struct kh_http_req *req, const char *caller, const char *fp,
 					struct kh__sms_idem *im);

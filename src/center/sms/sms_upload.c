@@ -880,8 +880,8 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 	if (sid_parse(a.c, kh_http_param(req, "id"), &a.sid) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_NOTFOUND, "no such upload session");
 	key = kh_http_idempotency_key(req);
-	if (!key || strlen(key) > KH_STORE_IDEM_KEY_MAX)
-		return kh_http_reply_error(resp, KH_ERR_INVAL, "an upload needs an Idempotency-Key of 1 to 128 characters");
+	if (!key)
+		return kh_http_reply_error(resp, KH_ERR_INVAL, "an upload needs an Idempotency-Key header");
 	if ((r = kh__sms_idem_key(req, KH__SMS_CALLER_OPEN, a.key)) != KH_OK)
 		return r;
 	arr = json_object_get(body, "blocks");

@@ -58,8 +58,6 @@ kh_err kh__sms_idem_init(struct kh_http_req *req, const char *caller, const char
 	memset(im, 0, sizeof *im);
 	if (key == NULL)
 		return KH_OK;
-	if (strlen(key) > KH_STORE_IDEM_KEY_MAX)
-		return KH_ERR_INVAL;
 	if ((r = kh__sms_idem_key(req, caller, im->key)) != KH_OK)
 		return r;
 	im->on = 1;
