@@ -339,9 +339,6 @@ KH_WARN_UNUSED kh_err kh_store_card_update(struct kh_store *s, const struct kh_s
 KH_WARN_UNUSED kh_err kh_store_card_next_reload(struct kh_store *s, uint32_t ua, uint32_t *reload_id);
 /* Cards of a subscriber (by UA). */
 KH_WARN_UNUSED kh_err kh_store_cards_of(struct kh_store *s, int64_t subscriber_id, kh_store_card_fn fn, void *arg);
-/* Cards in a state ("active", ...), by UA. */
-KH_WARN_UNUSED kh_err kh_store_cards_in_state(struct kh_store *s, const char *state, kh_store_card_fn fn,
-					      void *arg);
 
 /* Catalogue: products, channels, pay-per-view events. An id of 0 asks for the next free one. */
 struct kh_store_product {

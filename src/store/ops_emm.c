@@ -177,3 +177,70 @@ out:
 		*last_id = last;
 	return r;
 }
+
+/* ---------------------------------------------------------------- one address's EMMs */
+
+/* One address's EMMs from one of two statements: by queue id, or by sequence number. */
+static kh_err fetch_addr(struct kh_store *s, const char *sql, uint8_t addr_type, uint32_t addr, int64_t after,
+			 unsigned limit, kh_store_emm_fn fn, void *arg, int64_t *last_id)
+{
+	struct kh__stmt *st = NULL;
+	int64_t last = 0;
+	int row = 0, any = 0;
+	kh_err r;
+
+	if (s == NULL || fn == NULL || addr_type > KH_EMM_ALL)
+		return KH_ERR_INVAL;
+	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_i64(st, 1, addr_type)) != KH_OK ||
+	    (r = kh__bind_i64(st, 2, addr)) != KH_OK || (r = kh__bind_i64(st, 3, after)) != KH_OK ||
+	    (r = kh__bind_i64(st, 4, limit ? (int64_t)limit : -1)) != KH_OK)
+		goto out;
+	while ((r = kh__step(st, &row)) == KH_OK && row) {
+		struct kh_store_emm e;
+		int64_t seq = kh__col_i64(st, 1);
+
+		if (seq < 1 || seq > UINT32_MAX) {
+			r = KH_ERR_DB;
+			goto out;
+		}
+		e.id = kh__col_i64(st, 0);
+		e.addr_type = addr_type;
+		e.addr = addr;
+		e.seq = (uint32_t)seq;
+		e.section = kh__col_blob(st, 2, &e.len);
+		e.created_at = kh__col_i64(st, 3);
+		if ((r = fn(arg, &e)) != KH_OK)
+			goto out;
+		last = e.id;
+		any = 1;
+	}
+out:
+	kh__stmt_done(st);
+	if (r == KH_OK && last_id)
+		*last_id = any ? last : -1;
+	return r;
+}
+
+kh_err kh_store_emm_fetch_addr(struct kh_store *s, uint8_t addr_type, uint32_t addr, int64_t since_id,
+			       unsigned limit, kh_store_emm_fn fn, void *arg, int64_t *last_id)
+{
+	static const char sql[] =
+		"SELECT id, seq, section, created_at FROM emm_queue\n"
+		"WHERE address_type = ?1 AND address = ?2 AND id > ?3 ORDER BY id LIMIT ?4";
+	int64_t last = -1;
+	kh_err r = fetch_addr(s, sql, addr_type, addr, since_id, limit, fn, arg, &last);
+
+	if (r == KH_OK && last_id)
+		*last_id = last < 0 ? since_id : last;
+	return r;
+}
+
+kh_err kh_store_emm_fetch_addr_seq(struct kh_store *s, uint8_t addr_type, uint32_t addr, uint32_t above_seq,
+				   unsigned limit, kh_store_emm_fn fn, void *arg)
+{
+	/* The (address_type, address, seq) unique index serves this: no scan of older EMMs. */
+	static const char sql[] =
+		"SELECT id, seq, section, created_at FROM emm_queue\n"
+		"WHERE address_type = ?1 AND address = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4";
+	return fetch_addr(s, sql, addr_type, addr, above_seq, limit, fn, arg, NULL);
+}

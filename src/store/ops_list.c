@@ -230,7 +230,7 @@ kh_err kh_store_subscriber_closed(struct kh_store *s, int64_t id, int64_t *close
 
 /* ---------------------------------------------------------------- cards */
 
-/* The columns kh__card_row reads (ops_sms.c). */
+/* The columns kh__card_row reads (ops_cards.c). */
 #define CARDS_PAGE(lead)                                                                          \
 	"SELECT " KH__CARD_COLS " FROM cards WHERE " lead " AND ua > ?1\n"                        \
 	"  AND (?3 IS NULL OR subscriber_id = ?3) AND (?4 IS NULL OR state = ?4)\n"               \

@@ -80,7 +80,7 @@ int kh__idem_key_ok(const char *key);
 KH_WARN_UNUSED kh_err kh__keyed_row(struct kh_store *s, const char *sql, const char *key,
 				    const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], struct kh__stmt **out);
 
-/* A card row (ops_sms.c): the columns KH__CARD_COLS names, in that order, read into *c. */
+/* A card row (ops_cards.c): the columns KH__CARD_COLS names, in that order, read into *c. */
 #define KH__CARD_COLS \
 	"ua, role, coalesce(subscriber_id, 0), state, export_authorised, coalesce(replaced_by, 0),\n" \
 	"coalesce(closed_reason, ''), last_reload_id, created_at, coalesce(clone_alarm_at, 0),\n" \
@@ -96,5 +96,15 @@ void kh__bulk_job_cols(struct kh__stmt *st, struct kh_store_bulk_job *j);
 int64_t kh__changes(struct kh_store *s);
 /* Current time for created_at columns, Unix seconds. */
 int64_t kh__now(void);
+
+/* ---- shared by the typed operations (ops_util.c) ---- */
+
+/* A name of 1 to KH_STORE_NAME_MAX bytes. */
+int kh__name_ok(const char *name);
+/* 0 to UINT32_MAX. */
+int kh__u32_ok(int64_t v);
+/* Run a prepared statement binding a (and b when nbind > 1): KH_OK when it gave a row,
+ * KH_ERR_NOTFOUND when none. */
+KH_WARN_UNUSED kh_err kh__exists_query(struct kh_store *s, const char *sql, int64_t a, int64_t b, int nbind);
 
 #endif
