@@ -1,21 +1,19 @@
 /*
- * The HTTP/1.1 + JSON server every center runs behind, over GNU libmicrohttpd:
- * a thread per connection (at most a configured number at once), keep-alive, HTTPS restricted to TLS 1.3 through libmicrohttpd's
- * GnuTLS backend. A request walks: route match (404 / 405 with Allow) and header checks
- * (413 on a declared Content-Length over the limit, 415 when a body is not application/json,
- * 400 on a bad Idempotency-Key) as soon as its headers are in; the body is gathered up to the
- * limit (413 beyond), parsed with jansson (400 "malformed" unless one JSON object without
- * duplicate keys); the handler answers (an Idempotency-Key is checked here and bound by the
- * handler, inside its transaction). When the answer has been sent, the request is counted in the metrics and logged in
- * one key=value line. Before any of that, a request whose framing is ambiguous (request
- * smuggling) or whose target holds a control character is refused, and a request to an open
- * route is counted against its client address's budget (429). A watcher thread closes a
- * connection whose request head or body is not in by its deadline. Contracts and choices:
- * docs/internals/http.md.
+ * The HTTP/1.1 + JSON server every center runs behind, over GNU libmicrohttpd: a thread per
+ * connection (at most a configured number at once), keep-alive, HTTPS restricted to TLS 1.3
+ * through libmicrohttpd's GnuTLS backend. This file holds the route table, the server's life
+ * (new, start, stop, free) and each request's: route match (404 / 405 with Allow) and header
+ * checks (413 on a declared Content-Length over the limit, 415 when a body is not
+ * application/json, 400 on a bad Idempotency-Key, which the handler binds inside its own
+ * transaction) as soon as its headers are in, refusing ambiguous framing (request smuggling)
+ * and counting a request to an open route against its client address's budget (429); the body
+ * gathered up to the limit (413 beyond) and parsed with jansson (400 "malformed" unless one JSON
+ * object without duplicate keys); the handler's answer. Answers and their accounting are
+ * http_send.c's; connections, control characters in the target and the receive deadlines are
+ * http_conn.c's. Contracts and choices: docs/internals/http.md.
  */
 #include <errno.h>
 #include <netdb.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -23,12 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include <microhttpd.h>
-#include <openssl/evp.h>
 
 #include "keyhole/crypto.h"
 #include "keyhole/file.h"
@@ -41,42 +38,7 @@
 /* A chunked body over the limit is read and dropped to answer 413, up to this many limits. */
 #define DISCARD_FACTOR 16
 
-struct kh_http {
-	struct kh_http_config cfg;
-	char *host;
-	struct kh__http_route *routes;
-	size_t nroutes;
-	struct MHD_Daemon *d;
-	MHD_socket listen_fd;
-	uint16_t port;
-	struct kh_metrics *metrics;
-	int own_metrics;
-	struct kh_metric *inflight_gauge;
-	atomic_int stopping;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	unsigned inflight;
-	char *cert, *key;
-	size_t certlen, keylen;
-	/* client addresses: the open routes' budget and the bans of slow clients (http_guard.c) */
-	struct kh__guard *guard;
-	/* connections with a receive deadline running, and the thread that enforces them */
-	pthread_mutex_t conns_mu;
-	struct kh__http_conn *conns;
-	pthread_cond_t watch_cv;
-	int watch_run, watch_stop;
-	pthread_t watch;
-	int64_t head_ms;
-	struct kh_metric *deadline_closed, *rate_limited;
-};
 
-static int64_t mono_ms(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 /* ---------------------------------------------------------------- routes */
 
@@ -130,171 +92,19 @@ bad:
 	return KH_OK;
 }
 
-/* ---------------------------------------------------------------- responses */
 
-/* Remember the error code of an answer for keyhole_http_errors_total. */
-static void note_errcode(struct kh_http_req *r, const json_t *body)
-{
-	const char *code = json_string_value(json_object_get(json_object_get(body, "error"), "code"));
-	snprintf(r->errcode, sizeof r->errcode, "%s", code ? code : "other");
-}
 
-static void count(struct kh_http *h, const struct kh_http_req *r);
 
-/* libmicrohttpd's free for a secret answer (kh_http_reply_secret: NUL-terminated). */
-static void free_wiped(void *p)
-{
-	if (p)
-		kh_wipe(p, strlen(p));
-	free(p);
-}
 
-/*
- * Queue text (malloc'd, taken over) with status and the response's headers. Counted in the
- * metrics here, before a byte is sent, so a client that has its answer sees it counted.
- */
-static enum MHD_Result send_text(struct kh_http_req *r, int status, char *text, size_t len,
-				 const char *ctype, const struct kh_http_resp *resp,
-				 const char *allow, int replayed)
-{
-	struct MHD_Response *m;
-	enum MHD_Result ret;
 
-	if (resp && resp->secret)
-		m = MHD_create_response_from_buffer_with_free_callback(len, text, free_wiped);
-	else
-		m = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
-	if (!m) {
-		if (resp && resp->secret)
-			kh_wipe(text, len);
-		free(text);
-		return MHD_NO;
-	}
-	if (ctype)
-		MHD_add_response_header(m, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-	if (allow)
-		MHD_add_response_header(m, MHD_HTTP_HEADER_ALLOW, allow);
-	if (replayed)
-		MHD_add_response_header(m, "Idempotent-Replayed", "true");
-	for (size_t i = 0; resp && i < resp->nhdr; i++)
-		MHD_add_response_header(m, resp->hdr[i][0], resp->hdr[i][1]);
-	if (atomic_load(&r->h->stopping))
-		MHD_add_response_header(m, MHD_HTTP_HEADER_CONNECTION, "close");
-	ret = MHD_queue_response(r->conn, (unsigned)status, m);
-	MHD_destroy_response(m);
-	r->queued = 1;
-	r->status = status;
-	if (status >= 400 && !r->errcode[0])
-		snprintf(r->errcode, sizeof r->errcode, "other");
-	count(r->h, r);
-	return ret;
-}
 
-static char *dump(const json_t *body, size_t *len)
-{
-	char *s;
 
-	if (!body) {
-		s = strdup("");
-		*len = 0;
-		return s;
-	}
-	s = json_dumps(body, JSON_COMPACT);
-	*len = s ? strlen(s) : 0;
-	return s;
-}
 
-static enum MHD_Result send_json(struct kh_http_req *r, int status, const json_t *body,
-				 const struct kh_http_resp *resp, const char *allow)
-{
-	size_t len;
-	char *text = dump(body, &len);
-
-	if (!text)
-		return MHD_NO;
-	if (status >= 400)
-		note_errcode(r, body);
-	return send_text(r, status, text, len, body ? "application/json" : NULL, resp, allow, 0);
-}
-
-static enum MHD_Result send_error(struct kh_http_req *r, kh_err e, const char *msg, const char *allow)
-{
-	json_t *b = kh_json_error(e, msg);
-	enum MHD_Result ret;
-
-	if (!b)
-		return MHD_NO;
-	ret = send_json(r, kh_err_http(e), b, NULL, allow);
-	json_decref(b);
-	return ret;
-}
-
-/* 405 has no code of its own in the registry: the body says method_not_allowed. */
-static enum MHD_Result send_405(struct kh_http_req *r, const char *allow)
-{
-	json_t *b = json_pack("{s:{s:s,s:s}}", "error", "code", "method_not_allowed", "message",
-			      "method not allowed for this path");
-	enum MHD_Result ret;
-
-	if (!b)
-		return MHD_NO;
-	ret = send_json(r, MHD_HTTP_METHOD_NOT_ALLOWED, b, NULL, allow);
-	json_decref(b);
-	return ret;
-}
 
 /* ---------------------------------------------------------------- request life */
 
-/* The path for the log line: printable ASCII only (no spaces or quotes), at most 200 chars. */
-static void log_path(const char *in, char *out, size_t cap)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t o = 0;
 
-	for (; *in && o + 4 < cap && o < 200; in++) {
-		unsigned char c = (unsigned char)*in;
-		if (c > 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '%') {
-			out[o++] = (char)c;
-		} else {
-			out[o++] = '%';
-			out[o++] = hex[c >> 4];
-			out[o++] = hex[c & 15];
-		}
-	}
-	if (*in && o + 4 < cap) {
-		memcpy(out + o, "...", 3);
-		o += 3;
-	}
-	out[o] = '\0';
-}
 
-static const char *method_label(const char *m)
-{
-	static const char *const known[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"};
-	for (size_t i = 0; m && i < sizeof known / sizeof known[0]; i++)
-		if (strcmp(m, known[i]) == 0)
-			return known[i];
-	return "other";
-}
-
-static void count(struct kh_http *h, const struct kh_http_req *r)
-{
-	struct kh_metric *c;
-	char labels[128], esc[96];
-
-	snprintf(labels, sizeof labels, "method=\"%s\",code=\"%d\"", method_label(r->method),
-		 r->status);
-	if (kh_metrics_get(h->metrics, KH_METRIC_COUNTER, "keyhole_http_requests_total",
-			   "HTTP requests answered, by method and status", labels, &c) == KH_OK)
-		kh_metric_add(c, 1);
-	if (r->status >= 400 && r->errcode[0] &&
-	    kh_metrics_label_escape(r->errcode, esc, sizeof esc) == KH_OK) {
-		snprintf(labels, sizeof labels, "code=\"%s\"", esc);
-		if (kh_metrics_get(h->metrics, KH_METRIC_COUNTER, "keyhole_http_errors_total",
-				   "HTTP error answers, by error code", labels, &c) == KH_OK)
-			kh_metric_add(c, 1);
-	}
-}
 
 static void req_free(struct kh_http_req *r)
 {
@@ -307,22 +117,7 @@ static void req_free(struct kh_http_req *r)
 	free(r);
 }
 
-/* The deadline record libmicrohttpd keeps for a connection (on_connection), NULL when none. */
-static struct kh__http_conn *track_of(struct MHD_Connection *c)
-{
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 
-	return ci ? ci->socket_context : NULL;
-}
-
-/* Start a receive deadline of ms milliseconds for a connection (0: none, the server has the turn). */
-static void deadline_set(struct kh__http_conn *t, int phase, int64_t ms)
-{
-	if (!t)
-		return;
-	t->phase = phase;
-	atomic_store(&t->deadline_ms, ms ? mono_ms() + ms : 0);
-}
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
@@ -335,30 +130,30 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 	/* The answer is out (or the request is over): the next request's head has its time. */
 	{
-		struct kh__http_conn *t = track_of(c);
+		struct kh__http_conn *t = kh__http_track_of(c);
 		if (t)
 			atomic_store(&t->line_seen, 0);
-		deadline_set(t, KH__PHASE_HEAD, h->head_ms);
+		kh__http_deadline_set(t, KH__PHASE_HEAD, h->head_ms);
 	}
 	if (!r)
 		return;
 	*con_cls = NULL;
 	if (!r->counted) {
-		/* Only its request line came (on_uri): nothing was answered, nothing to log. */
+		/* Only its request line came (kh__http_on_uri): nothing was answered, nothing to log. */
 		req_free(r);
 		return;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	us = (long long)(t1.tv_sec - r->t0.tv_sec) * 1000000 + (t1.tv_nsec - r->t0.tv_nsec) / 1000;
 	if (kh_log_enabled(KH_LOG_INFO)) {
-		log_path(r->path, path, sizeof path);
+		kh__http_log_path(r->path, path, sizeof path);
 		if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
 			kh_log_info("http.request", "method=%s path=%s status=%d duration_us=%lld",
-				    method_label(r->method), path, r->status, us);
+				    kh__http_method_label(r->method), path, r->status, us);
 		else
 			kh_log_info("http.request",
 				    "method=%s path=%s status=%d duration_us=%lld aborted=%d",
-				    method_label(r->method), path, r->status, us, (int)toe);
+				    kh__http_method_label(r->method), path, r->status, us, (int)toe);
 	}
 	req_free(r);
 	pthread_mutex_lock(&h->lock);
@@ -398,20 +193,6 @@ static int valid_idem_key(const char *k)
 	return 1;
 }
 
-/* An error answer with one more header (Connection: close, Retry-After). */
-static enum MHD_Result send_error_hdr(struct kh_http_req *r, int status, const char *code, const char *msg,
-				      const char *name, const char *value)
-{
-	struct kh_http_resp extra = {0};
-	json_t *b = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
-	enum MHD_Result ret = MHD_NO;
-
-	if (b && kh_http_resp_header(&extra, name, value) == KH_OK)
-		ret = send_json(r, status, b, &extra, NULL);
-	json_decref(b);
-	kh__http_resp_clear(&extra);
-	return ret;
-}
 
 /* What the framing headers of a request say (count_framing). */
 struct framing {
@@ -485,17 +266,17 @@ static enum MHD_Result on_headers(struct kh_http_req *r, const char *version)
 	long long declared = 0;
 
 	if ((why = bad_framing(r->conn, version)) != NULL)
-		return send_error_hdr(r, 400, kh_err_json(KH_ERR_INVAL), why, MHD_HTTP_HEADER_CONNECTION, "close");
+		return kh__http_send_error_hdr(r, 400, kh_err_json(KH_ERR_INVAL), why, MHD_HTTP_HEADER_CONNECTION, "close");
 	if (r->bad_target)
-		return send_error(r, KH_ERR_INVAL, "control character in the request path or query", NULL);
+		return kh__http_send_error(r, KH_ERR_INVAL, "control character in the request path or query", NULL);
 	if (strcmp(r->path, "/metrics") == 0) {
 		if (strcmp(r->method, "GET") != 0)
-			return send_405(r, "GET");
+			return kh__http_send_405(r, "GET");
 		return MHD_YES;
 	}
 	r->pathbuf = strdup(r->path);
 	if (!r->pathbuf)
-		return send_error(r, KH_ERR_NOMEM, NULL, NULL);
+		return kh__http_send_error(r, KH_ERR_NOMEM, NULL, NULL);
 	if (r->pathbuf[0] == '/') {
 		char *p = r->pathbuf + 1, *s;
 		for (; p && nseg <= MAX_SEGS; p = s) {
@@ -512,19 +293,19 @@ static enum MHD_Result on_headers(struct kh_http_req *r, const char *version)
 						 allow, sizeof allow) : NULL;
 	if (!r->route) {
 		if (nseg && nseg <= MAX_SEGS && found)
-			return send_405(r, allow);
-		return send_error(r, KH_ERR_NOTFOUND, "no such path", NULL);
+			return kh__http_send_405(r, allow);
+		return kh__http_send_error(r, KH_ERR_NOTFOUND, "no such path", NULL);
 	}
 	for (size_t i = 0; i < nseg; i++)
 		r->param_val[i] = seg[i];
 	if ((r->route->flags & KH_HTTP_ROUTE_OPEN) && h->cfg.open_rate) {
 		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-		unsigned wait = kh__guard_take(h->guard, ci ? ci->client_addr : NULL, mono_ms());
+		unsigned wait = kh__guard_take(h->guard, ci ? ci->client_addr : NULL, kh__http_mono_ms());
 		if (wait) {
 			char after[16];
 			snprintf(after, sizeof after, "%u", wait);
 			kh_metric_add(h->rate_limited, 1);
-			return send_error_hdr(r, 429, "rate_limited",
+			return kh__http_send_error_hdr(r, 429, "rate_limited",
 					      "too many requests from this address: retry after Retry-After seconds",
 					      "Retry-After", after);
 		}
@@ -538,9 +319,9 @@ static enum MHD_Result on_headers(struct kh_http_req *r, const char *version)
 		errno = 0;
 		v = strtoull(cl, &end, 10);
 		if (errno || end == cl || *end)
-			return send_error(r, KH_ERR_INVAL, "bad Content-Length", NULL);
+			return kh__http_send_error(r, KH_ERR_INVAL, "bad Content-Length", NULL);
 		if (v > h->cfg.body_limit)
-			return send_error(r, KH_ERR_TOO_LARGE, "request body too large", NULL);
+			return kh__http_send_error(r, KH_ERR_TOO_LARGE, "request body too large", NULL);
 		has_body = v > 0;
 		declared = (long long)v;
 	} else if (te) {
@@ -554,16 +335,16 @@ static enum MHD_Result on_headers(struct kh_http_req *r, const char *version)
 		enum MHD_Result ret;
 		if (!b)
 			return MHD_NO;
-		ret = send_json(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, b, NULL, NULL);
+		ret = kh__http_send_json(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, b, NULL, NULL);
 		json_decref(b);
 		return ret;
 	}
 	r->idem_key = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
 	if (r->idem_key && !valid_idem_key(r->idem_key))
-		return send_error(r, KH_ERR_INVAL, "Idempotency-Key must be 1 to 128 visible ASCII characters", NULL);
+		return kh__http_send_error(r, KH_ERR_INVAL, "Idempotency-Key must be 1 to 128 visible ASCII characters", NULL);
 	/* The body has its own time to arrive; a request without one is the server's turn now. */
 	if (has_body)
-		deadline_set(r->track, KH__PHASE_BODY, body_ms(h, declared));
+		kh__http_deadline_set(r->track, KH__PHASE_BODY, body_ms(h, declared));
 	return MHD_YES;
 }
 
@@ -607,8 +388,8 @@ static enum MHD_Result send_metrics(struct kh_http_req *r)
 	size_t len;
 
 	if (kh_metrics_render(r->h->metrics, &text, &len) != KH_OK)
-		return send_error(r, KH_ERR_NOMEM, NULL, NULL);
-	return send_text(r, 200, text, len, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL, 0);
+		return kh__http_send_error(r, KH_ERR_NOMEM, NULL, NULL);
+	return kh__http_send_text(r, 200, text, len, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL, 0);
 }
 
 /* The whole request is in: parse, run the handler, answer. */
@@ -620,14 +401,14 @@ static enum MHD_Result on_complete(struct kh_http_req *r)
 	enum MHD_Result ret;
 
 	if (r->too_large)
-		return send_error(r, KH_ERR_TOO_LARGE, "request body too large", NULL);
+		return kh__http_send_error(r, KH_ERR_TOO_LARGE, "request body too large", NULL);
 	if (!r->route)
 		return send_metrics(r);
 	if (r->len) {
 		json_error_t jerr;
 		r->json = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &jerr);
 		if (!r->json || !json_is_object(r->json))
-			return send_error(r, KH_ERR_FORMAT, "request body is not one JSON object", NULL);
+			return kh__http_send_error(r, KH_ERR_FORMAT, "request body is not one JSON object", NULL);
 	}
 	e = r->route->fn(r, &r->resp, r->route->arg);
 	if (e != KH_OK) {
@@ -641,21 +422,21 @@ static enum MHD_Result on_complete(struct kh_http_req *r)
 			return MHD_NO;
 	} else if (!r->resp.set) {
 		kh_log_error("http.handler", "path=%s error=no_reply", r->route->pattern);
-		return send_error(r, KH_ERR_INTERNAL, NULL, NULL);
+		return kh__http_send_error(r, KH_ERR_INTERNAL, NULL, NULL);
 	}
 	if (r->resp.text) {
-		text = r->resp.text; /* sent as it is: send_text takes it over */
+		text = r->resp.text; /* sent as it is: kh__http_send_text takes it over */
 		len = r->resp.text_len;
 		r->resp.text = NULL;
-	} else if (!(text = dump(r->resp.body, &len))) {
+	} else if (!(text = kh__http_dump(r->resp.body, &len))) {
 		return MHD_NO;
 	}
 	if (r->resp.status >= 400) {
 		json_t *j = r->resp.body ? NULL : json_loadb(text, len, 0, NULL);
-		note_errcode(r, r->resp.body ? r->resp.body : j);
+		kh__http_note_errcode(r, r->resp.body ? r->resp.body : j);
 		json_decref(j);
 	}
-	ret = send_text(r, r->resp.status, text, len, r->resp.body || len ? "application/json" : NULL,
+	ret = kh__http_send_text(r, r->resp.status, text, len, r->resp.body || len ? "application/json" : NULL,
 			&r->resp, NULL, 0);
 	return ret;
 }
@@ -678,9 +459,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		r->started = 1;
 		clock_gettime(CLOCK_MONOTONIC, &r->t0);
 		r->conn = c;
-		r->track = track_of(c);
+		r->track = kh__http_track_of(c);
 		/* the head is in: the server's turn, until on_headers gives a body its time */
-		deadline_set(r->track, KH__PHASE_HEAD, 0);
+		kh__http_deadline_set(r->track, KH__PHASE_HEAD, 0);
 		/* Copied: libmicrohttpd may reuse its memory before the completion callback. */
 		snprintf(r->method, sizeof r->method, "%s", strlen(method) < sizeof r->method ? method : "?");
 		snprintf(r->path, sizeof r->path, "%s", url);
@@ -690,7 +471,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		kh_metric_set(h->inflight_gauge, (int64_t)h->inflight);
 		pthread_mutex_unlock(&h->lock);
 		if (strlen(url) >= sizeof r->path)
-			return send_error(r, KH_ERR_NOTFOUND, "no such path", NULL);
+			return kh__http_send_error(r, KH_ERR_NOTFOUND, "no such path", NULL);
 		return on_headers(r, version);
 	}
 	if (r->queued) {
@@ -703,160 +484,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_data_size = 0;
 		return ret;
 	}
-	deadline_set(r->track, KH__PHASE_BODY, 0); /* the whole body is in */
+	kh__http_deadline_set(r->track, KH__PHASE_BODY, 0); /* the whole body is in */
 	return on_complete(r);
 }
 
-/* ---------------------------------------------------------------- targets and connections */
 
-/*
- * 1 when the request target, as the client sent it, holds a control character (below 0x20, or
- * 0x7F), raw or percent-encoded. libmicrohttpd decodes the path before the handler sees it, and
- * a decoded %00 would end it early: /v1/cards/00000004%00/emm would be routed as
- * /v1/cards/00000004. The query is held to the same rule.
- */
-static int target_has_control(const char *t)
-{
-	for (; *t; t++) {
-		int c = (unsigned char)*t;
-		uint8_t b;
-		if (c == '%' && t[1] && t[2] && kh_hex_decode(t + 1, 2, &b, 1) == KH_OK)
-			c = b;
-		if (c < 0x20 || c == 0x7F)
-			return 1;
-	}
-	return 0;
-}
 
-/*
- * libmicrohttpd's first word on a request: its target, raw, before any decoding. The request's
- * record starts here, so that the check of the raw target reaches the handler of its headers.
- */
-static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
-{
-	struct kh_http_req *r = calloc(1, sizeof *r);
-	struct kh__http_conn *t = track_of(c);
 
-	if (t)
-		atomic_store(&t->line_seen, 1);
-	if (!r)
-		return NULL; /* on_request makes one; the raw target goes unchecked */
-	r->h = cls;
-	r->bad_target = uri && target_has_control(uri);
-	return r;
-}
 
-static socklen_t sockaddr_len(const struct sockaddr *sa)
-{
-	return sa->sa_family == AF_INET6 ? (socklen_t)sizeof(struct sockaddr_in6)
-					 : (socklen_t)sizeof(struct sockaddr_in);
-}
 
-/*
- * A connection begins and ends. While it lives, its record is in h->conns for the deadline
- * watcher: its head has head_timeout_s from now. libmicrohttpd closes the socket only after the
- * close notice, so the watcher never touches a descriptor that was closed and reused.
- */
-static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
-			  enum MHD_ConnectionNotificationCode code)
-{
-	struct kh_http *h = cls;
-	struct kh__http_conn *t = *socket_context;
 
-	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-		const union MHD_ConnectionInfo *fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-		const union MHD_ConnectionInfo *ad = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-		if (!fd || !(t = calloc(1, sizeof *t)))
-			return; /* not watched: the idle timeout still applies */
-		t->fd = fd->connect_fd;
-		if (ad && ad->client_addr) {
-			t->addrlen = sockaddr_len(ad->client_addr);
-			memcpy(&t->addr, ad->client_addr, t->addrlen);
-		}
-		t->phase = KH__PHASE_HEAD;
-		atomic_init(&t->deadline_ms, mono_ms() + h->head_ms);
-		pthread_mutex_lock(&h->conns_mu);
-		t->next = h->conns;
-		if (h->conns)
-			h->conns->prev = t;
-		h->conns = t;
-		pthread_mutex_unlock(&h->conns_mu);
-		*socket_context = t;
-		return;
-	}
-	if (!t)
-		return;
-	pthread_mutex_lock(&h->conns_mu);
-	if (t->prev)
-		t->prev->next = t->next;
-	else
-		h->conns = t->next;
-	if (t->next)
-		t->next->prev = t->prev;
-	pthread_mutex_unlock(&h->conns_mu);
-	free(t);
-	*socket_context = NULL;
-}
-
-/* An address that missed a deadline waits out its ban before it connects again. */
-static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
-{
-	struct kh_http *h = cls;
-
-	(void)addrlen;
-	return kh__guard_banned(h->guard, addr, mono_ms()) ? MHD_NO : MHD_YES;
-}
-
-/*
- * The deadline watcher: a connection whose request head or body is not in by its deadline is
- * shut down (its thread then sees the end of the stream and libmicrohttpd closes it), and its
- * address is refused new connections for a while. libmicrohttpd has an idle timeout only, which
- * a client sending a byte every few seconds never reaches.
- */
-static void *watch_main(void *arg)
-{
-	struct kh_http *h = arg;
-
-	pthread_mutex_lock(&h->conns_mu);
-	while (!h->watch_stop) {
-		struct timespec until;
-		int64_t now = mono_ms();
-
-		for (struct kh__http_conn *t = h->conns; t; t = t->next) {
-			int64_t d = atomic_load(&t->deadline_ms);
-			char host[64] = "?";
-			int ban;
-			if (t->reaped || !d || now < d)
-				continue;
-			t->reaped = 1;
-			shutdown(t->fd, SHUT_RDWR);
-			kh_metric_add(h->deadline_closed, 1);
-			/* A connection that never began a request is only closed (as the idle timeout
-			 * would); one that began and did not finish is a slow sender: its address waits. */
-			ban = t->phase == KH__PHASE_BODY || atomic_load(&t->line_seen);
-			if (t->addrlen) {
-				if (ban)
-					kh__guard_ban(h->guard, (const struct sockaddr *)&t->addr,
-						      now + h->head_ms * KH_HTTP_BAN_FACTOR, now);
-				getnameinfo((const struct sockaddr *)&t->addr, t->addrlen, host, sizeof host, NULL, 0,
-					    NI_NUMERICHOST);
-			}
-			kh_log_info("http.deadline", "client=%s phase=%s ban_s=%lld", host,
-				    t->phase == KH__PHASE_BODY ? "body" : "head",
-				    ban ? (long long)(h->head_ms * KH_HTTP_BAN_FACTOR / 1000) : 0LL);
-		}
-		/* a quarter of a second late at most */
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_nsec += 250000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&h->watch_cv, &h->conns_mu, &until);
-	}
-	pthread_mutex_unlock(&h->conns_mu);
-	return NULL;
-}
 
 /* ---------------------------------------------------------------- server life */
 
@@ -1036,19 +673,19 @@ kh_err kh_http_start(struct kh_http *h)
 	/* GnuTLS priority string: TLS 1.3 only. */
 	/* The deadline watcher first: connections are watched from their first moment. */
 	if (!h->watch_run) {
-		if (pthread_create(&h->watch, NULL, watch_main, h) != 0) {
+		if (pthread_create(&h->watch, NULL, kh__http_watch_main, h) != 0) {
 			freeaddrinfo(ai);
 			return KH_ERR_NOMEM;
 		}
 		h->watch_run = 1;
 	}
 	h->d = MHD_start_daemon(
-		flags, h->cfg.port, on_accept, h, on_request, h,
+		flags, h->cfg.port, kh__http_on_accept, h, on_request, h,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
 		MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-		MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
-		MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
+		MHD_OPTION_NOTIFY_CONNECTION, kh__http_on_connection, h,
+		MHD_OPTION_URI_LOG_CALLBACK, kh__http_on_uri, h,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)KH_HTTP_IDLE_S,
 		MHD_OPTION_CONNECTION_LIMIT, h->cfg.threads,
 		/* one address may hold a quarter of the connections at most (all of them when there
