@@ -1,5 +1,5 @@
 /*
- * bench_cas: the ECM-to-control-word path of issue 3 (decoder -> CAM -> card and back) and the
+ * bench_cas: the ECM-to-control-word path (decoder -> CAM -> card and back) and the
  * EMM apply rate, next to the raw AES-256-GCM work the path is made of, measured in the same run
  * on the same bytes (report ratios, never a bare time).
  *
@@ -1097,7 +1097,7 @@ static void print_summary(int rounds)
 			       B[b].what);
 	if (B[B_ECM_IN].ran) {
 		double p99 = med(B[B_ECM_IN].p99, rounds);
-		printf("# issue 3 aim, p99 <= 1000 us in-process: ecm_cw_inproc p99 %.1f us (%s)", p99,
+		printf("# aim, p99 <= 1000 us in-process: ecm_cw_inproc p99 %.1f us (%s)", p99,
 		       p99 <= 1000 ? "met" : "NOT met");
 		if (B[B_ECM_LADDER].ran)
 			printf(", ecm_cw_ladder_inproc p99 %.1f us (%s)", med(B[B_ECM_LADDER].p99, rounds),

@@ -12,7 +12,7 @@
  *   aes_raw_cbc_encrypt / _decrypt      AES-128-CBC through EVP, one call over a buffer as long
  *                                       as the stream's payload bytes: the single-stream rate
  * Throughput is in MB/s of transport stream (N * 188 bytes per op) for every line, so a ratio
- * is the raw primitive's time over ours for the same packets. Aims (issue 3, not asserted):
+ * is the raw primitive's time over ours for the same packets. Aims (not asserted):
  * CSA2 >= 0.9x raw full batches; AES descramble >= 0.5x bulk CBC decryption; AES scramble
  * >= 1x single-stream CBC encryption.
  *

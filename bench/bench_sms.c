@@ -1,5 +1,5 @@
 /*
- * bench_sms: the management center of issue 4 (src/center/sms/) through its real HTTP server on
+ * bench_sms: the management center (src/center/sms/) through its real HTTP server on
  * loopback, next to the primitives its requests are made of, measured in the same run (report
  * ratios, never a bare time). Two questions from the issue's "Benchmarks":
  *

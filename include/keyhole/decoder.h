@@ -1,5 +1,5 @@
 /*
- * The decoder engine (issue 3; the protocol design "Pay-TV: ECM and EMM"; docs/internals/decoder.md):
+ * The decoder engine (the protocol design "Pay-TV: ECM and EMM"; docs/internals/decoder.md):
  * takes a scrambled MPEG-TS, follows PAT -> PMT -> ECM PID and CAT -> EMM PID, hands ECMs and
  * EMMs to the card through a kh_host_cas session (decoder -> CAM -> card, seed 000), sets the
  * control words the card answers into a descrambler, and writes a clear TS of the chosen

@@ -1,5 +1,5 @@
 /*
- * The pay-TV headend (center zone; issue 3, the protocol design "Pay-TV: ECM and EMM"): the headend key
+ * The pay-TV headend (center zone; the protocol design "Pay-TV: ECM and EMM"): the headend key
  * file (the operator's management master, the service keys that seal ECMs, the EMM sequence
  * counters), the making of EMMs for one card, a group or all cards, and the streaming scrambler
  * that turns a clear MPEG-TS programme into a scrambled one with its ECMs, EMMs, a CA-signalling

@@ -1,5 +1,5 @@
 /*
- * Transport-stream scramblers (issue 3, the design rules): DVB-CSA2 through libdvbcsa's bitslice
+ * Transport-stream scramblers (the design rules): DVB-CSA2 through libdvbcsa's bitslice
  * batches, DVB-CISSA v1 (ETSI TS 103 127: AES-128-CBC, IV "DVBTMCPTAESCISSA", residue clear)
  * and ATIS-IDSA (ATIS-0800006: AES-128 in ANSI/SCTE 52 = DVS-042 chaining, IV 0, the whole
  * payload scrambled). What each does to a packet, with sources: docs/internals/scrambling.md.

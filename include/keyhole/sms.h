@@ -1,5 +1,5 @@
 /*
- * The management center (subscriber management system, issue 4): the operator's back office for
+ * The management center (subscriber management system): the operator's back office for
  * the pay-TV path. It keeps subscribers, cards, the catalogue, subscriptions, the credit policy
  * and the service keys in the SQL store (keyhole/store.h), and turns each change into the EMMs
  * the cards need (the protocol design "Pay-TV: ECM and EMM", seed 001), sealed under each card's

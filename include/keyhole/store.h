@@ -1,5 +1,5 @@
 /*
- * The management center's SQL store (issue 4). One schema with versioned
+ * The management center's SQL store. One schema with versioned
  * migrations compiled into the binary; SQLite (WAL) by default, PostgreSQL later behind the same
  * functions. Every function that changes state runs as one transaction and returns only after
  * the commit is durable: with the default options a commit that returned survives a power loss.
@@ -274,7 +274,7 @@ KH_WARN_UNUSED kh_err kh_store_idem_put(struct kh_store *s, const char *key,
  */
 KH_WARN_UNUSED kh_err kh_store_idem_expire(struct kh_store *s, int64_t before, unsigned max, unsigned *purged);
 
-/* ---- management center (issue 4): subscribers, cards, catalogue, rights, credit, keys ----
+/* ---- management center: subscribers, cards, catalogue, rights, credit, keys ----
  *
  * Written by src/center/sms/ (docs/internals/sms.md). Each changing operation is one
  * transaction or joins the caller's (kh_store_run_tx). Listing operations call fn once per row

@@ -158,7 +158,7 @@ static const char migration_1[] =
 	"CREATE INDEX idempotency_created ON idempotency(created_at);\n";
 
 /*
- * 2 (issue 4, management center): each card's credit reload counter (the reload id of
+ * 2 (management center): each card's credit reload counter (the reload id of
  * ADD CREDIT, which a card applies once and only increasing), and an index for a decoder
  * fetching one card's EMMs in queue order.
  */

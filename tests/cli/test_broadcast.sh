@@ -1,5 +1,5 @@
 #!/bin/sh
-# The broadcast path of issue 3 on real media, end to end: an ffmpeg clip (MPEG-2 video, MP2
+# The broadcast path on real media, end to end: an ffmpeg clip (MPEG-2 video, MP2
 # audio) scrambled by `keyhole headend scramble` with each algorithm, watched through
 # `keyhole decoder play` (decoder module -> CAM -> card, all in-process modules), and proved with
 # ffmpeg's framemd5: every decoded video and audio frame equals the clear input's; with the key

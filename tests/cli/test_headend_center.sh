@@ -1,5 +1,5 @@
 #!/bin/sh
-# The headend connected to the management center (issue 4, "EMM delivery without a return
+# The headend connected to the management center ("EMM delivery without a return
 # line"): `keyhole serve` on an ephemeral port; a card registered from the signing certificate
 # `card issue` wrote, assigned to a subscriber and subscribed to product 7 through the API;
 # `headend keys import` takes the center's service keys; `headend scramble --center` fetches the

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The headend connected to the management center over the API only (issue 4, "EMM delivery
+# The headend connected to the management center over the API only ("EMM delivery
 # without a return line"; docs/operator-guide.md "Connecting a headend to the center"):
 # - GET /v1/service-keys/material: operator only (401 without the token), the two newest
 #   versions of each id with their bytes, never cached;

@@ -1,4 +1,4 @@
-# The crash test of issue 4: `keyhole serve` is killed with SIGKILL while upload sessions are in
+# The crash test: `keyhole serve` is killed with SIGKILL while upload sessions are in
 # flight, restarted on the same database, and every block the center acknowledged must be
 # stored exactly once with verdict ok, none lost, every purchase such a block carried invoiced
 # exactly once; retrying the uploads that got no answer (same Idempotency-Key and body) and new

@@ -1,5 +1,5 @@
 /*
- * kh_upload_load: a test helper for tests/cli/test_upload_crash.sh (issue 4's crash test), built
+ * kh_upload_load: a test helper for tests/cli/test_upload_crash.sh (the crash test), built
  * beside the tests and never part of the installed `keyhole`. It drives many upload sessions at
  * once through the real decoder client (kh_upload_run over libcurl) and keeps a client-side
  * journal of what the center acknowledged, so the test can check after a kill -9 of the center

@@ -1,5 +1,5 @@
 /*
- * The pay-TV path between decoder, CAM and card (issue 3): the ECM/EMM codec, the card's CAS
+ * The pay-TV path between decoder, CAM and card: the ECM/EMM codec, the card's CAS
  * applet, and the decoder's CAS session. Each refusal is checked for its own status word and for
  * changing nothing (the card's public CAS status is compared before and after).
  */

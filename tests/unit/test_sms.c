@@ -1,5 +1,5 @@
 /*
- * The management center over HTTP (issue 4, src/center/sms/): a real server on an ephemeral
+ * The management center over HTTP (src/center/sms/): a real server on an ephemeral
  * port with a temporary authority and store, driven with libcurl, and real card modules
  * personalised in-process that apply the EMMs it queues. What the cards report (CAS STATUS) is
  * the judge: credit, rights, service keys and the export flag of seed 001 (a first card is

@@ -1,5 +1,5 @@
 /*
- * Making EMMs at the headend (issue 3, the protocol design "Pay-TV: ECM and EMM"): one EMM section for
+ * Making EMMs at the headend (the protocol design "Pay-TV: ECM and EMM"): one EMM section for
  * one card (under its personal key Kp), one group (its group key) or all cards (the broadcast
  * key), each key diversified from the management master in the headend key file, with the next
  * sequence number of that address. The durable path takes the key file's lock and writes the

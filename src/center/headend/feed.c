@@ -1,5 +1,5 @@
 /*
- * The headend's link to the management center (issue 4, "EMM delivery without a return line"),
+ * The headend's link to the management center ("EMM delivery without a return line"),
  * all over the center's HTTP API so that the headend needs no access to the center's database:
  *
  * - the EMM feed: GET {center}/v1/emm?since=ID pages, following last_id until a page comes back

@@ -1,5 +1,5 @@
 /*
- * The headend key file (issue 3): the operator's management master (from which every card's Kp,
+ * The headend key file: the operator's management master (from which every card's Kp,
  * the group keys and the broadcast key are diversified, so EMMs can be made here), the service
  * keys that seal ECMs (at most two versions per id, for rotation without a gap), and the EMM
  * sequence counters per card, per group and for all cards, which must never repeat. A small

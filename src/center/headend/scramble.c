@@ -1,5 +1,5 @@
 /*
- * The headend's streaming scrambler (issue 3): a clear MPEG-TS programme in, the same programme
+ * The headend's streaming scrambler: a clear MPEG-TS programme in, the same programme
  * scrambled out (DVB-CSA2, DVB-CISSA or ATIS-IDSA through kh_scr_*), with what a decoder needs
  * to descramble it: ECMs on the ECM PID (one per crypto period, repeated), the operator's EMMs
  * cycled on the EMM PID, a PMT rewritten to name the ECM PID (CA_descriptor) and the scrambling

@@ -1,5 +1,5 @@
 /*
- * Subscribing a product to many subscribers in one operator request (issue 4, "EMM generation
+ * Subscribing a product to many subscribers in one operator request ("EMM generation
  * for 100 000 cards"): POST /v1/products/{id}/subscriptions with {"start", "end"} and either
  * "subscribers": [ids] or "all": true. Each subscriber gets the subscription (a renewal
  * replaces it, as in POST /v1/subscribers/{id}/subscriptions) and its active card one ENTITLE

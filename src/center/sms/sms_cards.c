@@ -1,5 +1,5 @@
 /*
- * Cards at the management center (issue 4, seed 001): registering an issued card from its
+ * Cards at the management center (seed 001): registering an issued card from its
  * signing certificate, assigning it to a subscriber, replacing it, forfeiting a replaced card's
  * usage data, and reloading credit. Each action changes the cards and queues the EMMs that tell
  * the card(s) about it in one store transaction, committed before the answer.

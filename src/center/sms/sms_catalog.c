@@ -1,5 +1,5 @@
 /*
- * The catalogue at the management center (issue 4): products (what a subscription entitles to,
+ * The catalogue at the management center: products (what a subscription entitles to,
  * the ECM's access criterion by product), channels (each covered by a product) and pay-per-view
  * events with their prices (the ECM's access criterion by event). Their ids travel in ECMs and
  * EMMs, so the operator may choose them ("id" in the body); without one the next free id is used.

@@ -1,5 +1,5 @@
 /*
- * The credit policy and the service keys at the management center (issue 4). The policy is the
+ * The credit policy and the service keys at the management center. The policy is the
  * credit a new card starts with and the reload amount agreed with subscribers. Service keys seal
  * the ECMs; they are generated here (kh_random), kept in the store (which is why it is 0600),
  * and reach the cards only inside EMMs under each card's Kp: a rotation queues SET KEY for every

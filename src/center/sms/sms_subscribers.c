@@ -1,5 +1,5 @@
 /*
- * Subscribers at the management center (issue 4): creating one, reading one with its cards,
+ * Subscribers at the management center: creating one, reading one with its cards,
  * subscriptions and invoices, and subscribing to or unsubscribing from a product, which sends
  * ENTITLE or REVOKE to the subscriber's active card in the same transaction. A closed subscriber
  * (sms_edit.c) takes no new subscription. The lists are in sms_list.c.
