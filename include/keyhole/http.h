@@ -277,5 +277,14 @@ void kh_http_client_set_abort(struct kh_http_client *c, int (*fn)(void *ctx), vo
  */
 KH_WARN_UNUSED kh_err kh_http_client_request(struct kh_http_client *c, const char *url, const char *const *headers,
 					     const char *body, long *status, json_t **resp, char *err, size_t errcap);
+/*
+ * The same with any method ("GET", "POST", "PUT", "PATCH", "DELETE"; body NULL sends none) and,
+ * when text is not NULL, the answer's bytes as they came beside *resp: *text malloc'd and
+ * NUL-terminated (the caller frees it), *textlen bytes; NULL and 0 for an empty answer. text is
+ * refused (KH_ERR_INVAL) on a client set to secret answers: their copy is wiped here.
+ */
+KH_WARN_UNUSED kh_err kh_http_client_send(struct kh_http_client *c, const char *method, const char *url,
+					  const char *const *headers, const char *body, long *status, json_t **resp,
+					  char **text, size_t *textlen, char *err, size_t errcap);
 
 #endif

@@ -1,10 +1,12 @@
 /* Helpers shared by the subcommands (cli.h). */
 #include <fcntl.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -270,4 +272,93 @@ kh_err kh_cli_echo(struct kh_transport *cam, struct kh_transport *card)
 	if (n != sizeof msg + 2 || !kh_ct_eq(out, msg, sizeof msg) || out[n - 2] != 0x90 || out[n - 1] != 0)
 		return KH_ERR_FORMAT;
 	return KH_OK;
+}
+
+int kh_cli_parse_time(const char *s, uint64_t *v)
+{
+	uint64_t n = 0, now = (uint64_t)time(NULL);
+	if (strncmp(s, "now", 3) != 0)
+		return kh_cli_parse_num(s, UINT64_MAX / 2, v);
+	if (s[3] == 0) {
+		*v = now;
+		return 0;
+	}
+	if ((s[3] != '+' && s[3] != '-') || kh_cli_parse_num(s + 4, UINT32_MAX * 100ull, &n) != 0)
+		return -1;
+	if (s[3] == '-' && n > now)
+		return -1;
+	*v = s[3] == '+' ? now + n : now - n;
+	return 0;
+}
+
+int kh_cli_parse_period(const char *start, const char *end, uint64_t *s, uint64_t *e)
+{
+	uint64_t n;
+
+	if (start[0] == '+') {
+		if (kh_cli_parse_num(start + 1, UINT32_MAX * 100ull, &n) != 0)
+			return -1;
+		*s = (uint64_t)time(NULL) + n;
+	} else if (kh_cli_parse_time(start, s) != 0) {
+		return -1;
+	}
+	if (end[0] == '+') {
+		if (kh_cli_parse_num(end + 1, UINT32_MAX * 100ull, &n) != 0)
+			return -1;
+		*e = *s + n;
+	} else if (kh_cli_parse_time(end, e) != 0) {
+		return -1;
+	}
+	return *e > *s ? 0 : -2;
+}
+
+const char *kh_cli_twice(const struct option *opts, int c, unsigned char seen[static 512])
+{
+	for (const struct option *o = opts; o->name; o++) {
+		if (o->val != c || o->has_arg != required_argument || c < 0 || c >= 512)
+			continue;
+		if (seen[c])
+			return o->name;
+		seen[c] = 1;
+		return NULL;
+	}
+	return NULL;
+}
+
+int kh_cli_read_token(const char *path, char **tok)
+{
+	uint8_t *data = NULL;
+	size_t len = 0, n;
+	int ok = 1;
+	kh_err r;
+
+	if ((r = kh_keyfile_read(path, 4096, &data, &len)) != KH_OK)
+		return kh_cli_fail(path, r);
+	n = len;
+	while (n && (data[n - 1] == '\n' || data[n - 1] == '\r'))
+		n--;
+	for (size_t i = 0; i < n; i++)
+		if (data[i] <= 0x20 || data[i] >= 0x7f) /* it goes into a header line */
+			ok = 0;
+	if (!ok || n == 0) {
+		kh_file_free(data, len);
+		fprintf(stderr, "keyhole: %s: not a token (one line of visible ASCII characters)\n", path);
+		return KH_EXIT_FAIL;
+	}
+	if (!(*tok = malloc(n + 1))) {
+		kh_file_free(data, len);
+		return kh_cli_fail(path, KH_ERR_NOMEM);
+	}
+	memcpy(*tok, data, n);
+	(*tok)[n] = 0;
+	kh_file_free(data, len);
+	return KH_EXIT_OK;
+}
+
+void kh_cli_free_token(char *tok)
+{
+	if (tok) {
+		kh_wipe(tok, strlen(tok));
+		free(tok);
+	}
 }

@@ -50,6 +50,34 @@ int kh_cli_parse_num(const char *s, uint64_t max, uint64_t *v);
 int kh_cli_parse_ua(const char *s, uint32_t *v);
 /* The message a refused UA gets, for kh_cli_usage("%s takes ... %s", opt, KH_CLI_UA_FORMS). */
 #define KH_CLI_UA_FORMS "8 hexadecimal digits as 'card info' prints it (0000000C), or 0x and 1 to 8 (0xC)"
+/*
+ * A time on the command line (docs/cli-options.md): Unix seconds, now, now+N or now-N (N
+ * seconds). Returns 0 and *v, -1 for anything else.
+ */
+int kh_cli_parse_time(const char *s, uint64_t *v);
+/*
+ * A period: START is a time (kh_cli_parse_time) or +N (N seconds from now); END is a time or +N
+ * (N seconds after START). Returns 0, -1 for a field that is none of these, -2 for END not after
+ * START.
+ */
+int kh_cli_parse_period(const char *start, const char *end, uint64_t *s, uint64_t *e);
+struct option;
+/*
+ * An option that takes one value may be given once: a second one would silently replace the
+ * first. Returns the option's long name when c (getopt_long's answer) is such an option seen
+ * before in this command line (seen: 512 zeroed bytes, one per answer), else NULL. Options that
+ * accumulate (--emm, --entitle, ...) are not asked about; flags may be repeated.
+ */
+const char *kh_cli_twice(const struct option *opts, int c, unsigned char seen[static 512]);
+/*
+ * The operator's bearer token from a private file (kh_keyfile_read: refused when group or others
+ * may read it): one line of visible ASCII characters, its newline dropped. *tok is a
+ * NUL-terminated copy (wipe and free it with kh_cli_free_token). Returns KH_EXIT_OK, or
+ * KH_EXIT_FAIL after one line on stderr naming the file (never its content).
+ */
+int kh_cli_read_token(const char *path, char **tok);
+/* Wipe and free a token from kh_cli_read_token; NULL does nothing. */
+void kh_cli_free_token(char *tok);
 /* 1 when argv holds -h or --help (checked before anything else runs). */
 int kh_cli_wants_help(int argc, char **argv);
 /*
@@ -90,5 +118,6 @@ int kh_cmd_demo(int argc, char **argv);
 int kh_cmd_headend(int argc, char **argv);
 int kh_cmd_decoder(int argc, char **argv);
 int kh_cmd_serve(int argc, char **argv);
+int kh_cmd_center(int argc, char **argv);
 
 #endif

@@ -188,50 +188,6 @@ static int parse_u32(const char *s, uint32_t *v)
 	return 0;
 }
 
-/* Unix seconds, now, now+N, now-N. */
-static int parse_time(const char *s, uint64_t *v)
-{
-	uint64_t n = 0, now = (uint64_t)time(NULL);
-	if (strncmp(s, "now", 3) != 0)
-		return kh_cli_parse_num(s, UINT64_MAX / 2, v);
-	if (s[3] == 0) {
-		*v = now;
-		return 0;
-	}
-	if ((s[3] != '+' && s[3] != '-') || kh_cli_parse_num(s + 4, UINT32_MAX * 100ull, &n) != 0)
-		return -1;
-	if (s[3] == '-' && n > now)
-		return -1;
-	*v = s[3] == '+' ? now + n : now - n;
-	return 0;
-}
-
-/*
- * An --entitle period: START is a time (parse_time) or +N (N seconds from now); END is a time or
- * +N (N seconds after START). Returns 0, -1 for a field that is none of these, -2 for END not
- * after START.
- */
-static int parse_period(const char *start, const char *end, uint64_t *s, uint64_t *e)
-{
-	uint64_t n;
-
-	if (start[0] == '+') {
-		if (kh_cli_parse_num(start + 1, UINT32_MAX * 100ull, &n) != 0)
-			return -1;
-		*s = (uint64_t)time(NULL) + n;
-	} else if (parse_time(start, s) != 0) {
-		return -1;
-	}
-	if (end[0] == '+') {
-		if (kh_cli_parse_num(end + 1, UINT32_MAX * 100ull, &n) != 0)
-			return -1;
-		*e = *s + n;
-	} else if (parse_time(end, e) != 0) {
-		return -1;
-	}
-	return *e > *s ? 0 : -2;
-}
-
 /* Split "a:b[:c]" into exactly want fields. */
 static int split(const char *s, char *buf, size_t cap, char **f, int want)
 {
@@ -251,25 +207,6 @@ static int split(const char *s, char *buf, size_t cap, char **f, int want)
 		*p++ = 0;
 	}
 	return n == want ? 0 : -1;
-}
-
-/*
- * An option that takes one value may be given once: a second one would silently replace the
- * first. Returns the option's long name when c (getopt_long's answer) is such an option seen
- * before in this command line (seen: 512 zeroed bytes, one per answer), else NULL. Options that
- * accumulate (--emm, --entitle, ...) are not asked about; flags may be repeated.
- */
-static const char *twice(const struct option *opts, int c, unsigned char seen[static 512])
-{
-	for (const struct option *o = opts; o->name; o++) {
-		if (o->val != c || o->has_arg != required_argument || c < 0 || c >= 512)
-			continue;
-		if (seen[c])
-			return o->name;
-		seen[c] = 1;
-		return NULL;
-	}
-	return NULL;
 }
 
 /* Report a key file error: "keyhole: FILE line N: message". */
@@ -302,7 +239,7 @@ static int cmd_keys_init(int argc, char **argv)
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+a:o:h", opts, NULL)) != -1) {
-		const char *dup = twice(opts, c, seen);
+		const char *dup = kh_cli_twice(opts, c, seen);
 		if (dup)
 			return kh_cli_usage("headend keys init", "--%s is given twice (it takes one value)", dup);
 		switch (c) {
@@ -382,7 +319,7 @@ static int cmd_keys_rotate(int argc, char **argv)
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+k:h", opts, NULL)) != -1) {
-		const char *dup = twice(opts, c, seen);
+		const char *dup = kh_cli_twice(opts, c, seen);
 		if (dup)
 			return kh_cli_usage("headend keys rotate", "--%s is given twice (it takes one value)", dup);
 		switch (c) {
@@ -434,7 +371,7 @@ static int cmd_keys_show(int argc, char **argv)
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+k:h", opts, NULL)) != -1) {
-		const char *dup = twice(opts, c, seen);
+		const char *dup = kh_cli_twice(opts, c, seen);
 		if (dup)
 			return kh_cli_usage("headend keys show", "--%s is given twice (it takes one value)", dup);
 		switch (c) {
@@ -486,46 +423,6 @@ static kh_err take_key(void *arg, const struct kh_store_service_key *sk)
 	return KH_OK;
 }
 
-/* The operator token from a private file: one line of visible characters, its newline dropped;
- * *tok a NUL-terminated copy (wipe and free it: free_token). */
-static int read_token(const char *path, char **tok)
-{
-	uint8_t *data = NULL;
-	size_t len = 0, n;
-	int ok = 1;
-	kh_err r;
-
-	if ((r = kh_keyfile_read(path, 4096, &data, &len)) != KH_OK)
-		return kh_cli_fail(path, r);
-	n = len;
-	while (n && (data[n - 1] == '\n' || data[n - 1] == '\r'))
-		n--;
-	for (size_t i = 0; i < n; i++)
-		if (data[i] <= 0x20 || data[i] >= 0x7f) /* it goes into a header line */
-			ok = 0;
-	if (!ok || n == 0) {
-		kh_file_free(data, len);
-		fprintf(stderr, "keyhole: %s: not a token (one line of visible ASCII characters)\n", path);
-		return KH_EXIT_FAIL;
-	}
-	if (!(*tok = malloc(n + 1))) {
-		kh_file_free(data, len);
-		return kh_cli_fail(path, KH_ERR_NOMEM);
-	}
-	memcpy(*tok, data, n);
-	(*tok)[n] = 0;
-	kh_file_free(data, len);
-	return KH_EXIT_OK;
-}
-
-static void free_token(char *tok)
-{
-	if (tok) {
-		kh_wipe(tok, strlen(tok));
-		free(tok);
-	}
-}
-
 static int cmd_keys_import(int argc, char **argv)
 {
 	enum { O_CACERT = 256, O_INSECURE, O_DB, O_CENTER };
@@ -553,7 +450,7 @@ static int cmd_keys_import(int argc, char **argv)
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+k:T:h", opts, NULL)) != -1) {
-		const char *dup = twice(opts, c, seen);
+		const char *dup = kh_cli_twice(opts, c, seen);
 		if (dup)
 			return kh_cli_usage(P, "--%s is given twice (it takes one value)", dup);
 		switch (c) {
@@ -598,7 +495,7 @@ static int cmd_keys_import(int argc, char **argv)
 		}
 		why[0] = 0;
 	}
-	if (tokfile && read_token(tokfile, &tok) != KH_EXIT_OK)
+	if (tokfile && kh_cli_read_token(tokfile, &tok) != KH_EXIT_OK)
 		return KH_EXIT_FAIL;
 	if ((r = kh_headend_keys_lock(path, &fd)) != KH_OK) {
 		rc = kh_cli_fail(path, r);
@@ -641,7 +538,7 @@ out:
 	kh_store_close(st);
 	kh_headend_keys_unlock(fd);
 	kh_headend_keys_free(im.k);
-	free_token(tok);
+	kh_cli_free_token(tok);
 	return rc;
 }
 
@@ -707,7 +604,7 @@ static int cmd_emm(int argc, char **argv)
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+k:u:g:Ao:h", opts, NULL)) != -1) {
-		const char *dup = c == O_ENTITLE || c == O_REVOKE || c == O_CREDIT ? NULL : twice(opts, c, seen);
+		const char *dup = c == O_ENTITLE || c == O_REVOKE || c == O_CREDIT ? NULL : kh_cli_twice(opts, c, seen);
 		if (dup) {
 			kh_wipe(cmds, sizeof cmds);
 			return kh_cli_usage(P, "--%s is given twice (it takes one value)", dup);
@@ -734,7 +631,7 @@ static int cmd_emm(int argc, char **argv)
 			break;
 		case O_ENTITLE:
 			if (split(optarg, buf, sizeof buf, f, 3) != 0 || parse_u32(f[0], &a32) != 0 ||
-			    (pr = parse_period(f[1], f[2], &s64, &e64)) == -1)
+			    (pr = kh_cli_parse_period(f[1], f[2], &s64, &e64)) == -1)
 				return kh_cli_usage(P, "--entitle takes PRODUCT:START:END; START and END are Unix "
 						       "seconds, now, now+N or now-N, or +N (from now for START, "
 						       "from START for END)");
@@ -1320,7 +1217,7 @@ static int cmd_scramble(int argc, char **argv)
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+k:i:o:s:C:T:vh", opts, NULL)) != -1) {
-		const char *dup = c == O_EMM ? NULL : twice(opts, c, seen);
+		const char *dup = c == O_EMM ? NULL : kh_cli_twice(opts, c, seen);
 		if (dup) USAGE("--%s is given twice (it takes one value)", dup);
 		switch (c) {
 		case 'k': keys = optarg; break;
@@ -1397,7 +1294,7 @@ static int cmd_scramble(int argc, char **argv)
 			cfg.ca_system_id = (uint16_t)x;
 			break;
 		case O_TIME:
-			if (parse_time(optarg, &cfg.time) != 0) USAGE("--time takes Unix seconds (or now, now+N, now-N)");
+			if (kh_cli_parse_time(optarg, &cfg.time) != 0) USAGE("--time takes Unix seconds (or now, now+N, now-N)");
 			break;
 		case O_REDUCE: cfg.csa_reduce = 1; break;
 		case O_LADDER: cfg.ecm_flags |= KH_ECM_F_LADDER; break;
@@ -1436,7 +1333,7 @@ static int cmd_scramble(int argc, char **argv)
 	cfg.price = price_given;
 	inname = strcmp(inpath, "-") == 0 ? "standard input" : inpath;
 
-	if (tokfile && read_token(tokfile, &tok) != KH_EXIT_OK)
+	if (tokfile && kh_cli_read_token(tokfile, &tok) != KH_EXIT_OK)
 		goto out;
 	if ((r = kh_headend_keys_load(keys, &k, &line)) != KH_OK) {
 		rc = keys_fail(keys, line, r);
@@ -1658,7 +1555,7 @@ out:
 	}
 	free(cemm);
 	free(emmpaths);
-	free_token(tok);
+	kh_cli_free_token(tok);
 	return rc;
 #undef USAGE
 }

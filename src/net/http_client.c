@@ -5,7 +5,7 @@
  * (against a private CA file when given) and is 1.2 or later; http and https only, and plain
  * http only to the loopback host unless the caller allows it (kh_http_url_check); redirects are
  * not followed — a center that moves is a configuration change, not something to follow
- * blindly; 10 s to connect, 30 s per request; an answer over the caller's limit is cut off as a
+ * blindly; any method (GET, POST, PUT, PATCH, DELETE); 10 s to connect, 30 s per request; an answer over the caller's limit is cut off as a
  * transport failure.
  */
 #include <stdio.h>
@@ -157,6 +157,14 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
 kh_err kh_http_client_request(struct kh_http_client *c, const char *url, const char *const *headers,
 			      const char *body, long *status, json_t **resp, char *err, size_t errcap)
 {
+	return kh_http_client_send(c, body ? "POST" : "GET", url, headers, body, status, resp, NULL, NULL, err,
+				   errcap);
+}
+
+kh_err kh_http_client_send(struct kh_http_client *c, const char *method, const char *url,
+			   const char *const *headers, const char *body, long *status, json_t **resp, char **text,
+			   size_t *textlen, char *err, size_t errcap)
+{
 	struct curl_slist *hdr = NULL, *t;
 	struct sink s = {NULL, 0, 0, 0, 0};
 	char cerr[CURL_ERROR_SIZE] = "";
@@ -164,9 +172,13 @@ kh_err kh_http_client_request(struct kh_http_client *c, const char *url, const c
 	CURLcode cr;
 	kh_err r = KH_ERR_NOMEM;
 
-	if (!c || !url || !status || !resp)
+	if (!c || !method || !url || !status || !resp || (text && (!textlen || c->secret)))
 		return KH_ERR_INVAL;
 	*resp = NULL;
+	if (text) {
+		*text = NULL;
+		*textlen = 0;
+	}
 	s.max = c->answer_max;
 	s.secret = c->secret;
 	for (size_t i = 0; headers && headers[i]; i++) {
@@ -192,6 +204,8 @@ kh_err kh_http_client_request(struct kh_http_client *c, const char *url, const c
 		curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, body);
 		curl_easy_setopt(c->h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
 	}
+	if (strcmp(method, body ? "POST" : "GET") != 0)
+		curl_easy_setopt(c->h, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(c->h, CURLOPT_WRITEDATA, &s);
 	curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, cerr);
@@ -216,6 +230,11 @@ kh_err kh_http_client_request(struct kh_http_client *c, const char *url, const c
 	*status = code;
 	if (s.len)
 		*resp = json_loadb(s.p, s.len, JSON_REJECT_DUPLICATES, NULL);
+	if (text && s.p) {
+		*text = s.p;
+		*textlen = s.len;
+		s.p = NULL;
+	}
 	r = KH_OK;
 out:
 	/* the handle outlives this call: it must not keep pointers to what is freed here */
