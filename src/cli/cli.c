@@ -21,9 +21,14 @@
 
 void kh_cli_list(FILE *f, const char *prog, const struct kh_cli_cmd *tab, size_t n)
 {
+	int w = 10;
+
+	for (size_t i = 0; i < n; i++)
+		if ((int)strlen(tab[i].name) > w)
+			w = (int)strlen(tab[i].name);
 	fprintf(f, "usage: keyhole %s%s<command> [options]\n\ncommands:\n", prog ? prog : "", prog ? " " : "");
 	for (size_t i = 0; i < n; i++)
-		fprintf(f, "  %-10s %s\n", tab[i].name, tab[i].help);
+		fprintf(f, "  %-*s %s\n", w, tab[i].name, tab[i].help);
 	fprintf(f, "\nRun 'keyhole %s%s<command> --help' for a command's options.\n", prog ? prog : "",
 		prog ? " " : "");
 }

@@ -14,6 +14,7 @@ static const struct kh_cli_cmd commands[] = {
 	{"headend", kh_cmd_headend, "pay-TV headend: keys, EMMs, and scrambling a transport stream"},
 	{"decoder", kh_cmd_decoder, "watch a scrambled transport stream through a CAM and a card; buy; status"},
 	{"serve", kh_cmd_serve, "serve the management center's operator API over HTTP (/v1, /metrics)"},
+	{"center", kh_cmd_center, "the operator's client of the management center's API (keyhole serve)"},
 	{"demo", kh_cmd_demo, "tell the pairing and pay-TV story end to end in a temporary directory"},
 };
 

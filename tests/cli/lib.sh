@@ -359,3 +359,43 @@ kh_wait_listening()
 	done
 	[ "$PORT" -gt 0 ] || kh_fail "serve reported port $PORT"
 }
+
+# kh_json FILE EXPR: FILE parsed as one JSON document (by node, so strictly), then the JavaScript
+# expression EXPR of it (the document is `d`) printed: a string as it is, anything else as JSON.
+# A FILE that is not one JSON document, or an EXPR that throws, fails the test (in a $(...), the
+# caller sees an empty string: compare the result, never only its presence).
+kh_json()
+{
+	node -e '
+		const fs = require("fs");
+		let d;
+		try { d = JSON.parse(fs.readFileSync(process.argv[1], "utf8")); }
+		catch (e) { console.error("not JSON: " + e.message); process.exit(3); }
+		const v = (new Function("d", "return (" + process.argv[2] + ");"))(d);
+		console.log(typeof v === "string" ? v : JSON.stringify(v));' "$1" "$2" ||
+		kh_fail "kh_json $1 '$2': $(head -c 300 "$1")"
+}
+
+# kh_center ARGS...: `keyhole center ARGS` (kh_run), then the operator's token, when $KH_TOKEN
+# holds it, must appear in neither its output nor its error line.
+kh_center()
+{
+	kh_run center "$@"
+	if [ -n "$KH_TOKEN" ] && grep -qF -- "$KH_TOKEN" "$KH_OUT" "$KH_ERR"; then
+		kh_fail "keyhole center $*: the operator's token appears in what it printed"
+	fi
+}
+
+# kh_center_ok / kh_center_fail ARGS...: kh_center, exit 0 / exit 1 with one error line.
+kh_center_ok()
+{
+	kh_center "$@"
+	[ "$KH_RC" -eq 0 ] || kh_fail "keyhole center $*: exit status $KH_RC, expected 0"
+}
+
+kh_center_fail()
+{
+	kh_center "$@"
+	[ "$KH_RC" -eq 1 ] || kh_fail "keyhole center $*: exit status $KH_RC, expected 1"
+	kh_check_one_line
+}
