@@ -24,7 +24,9 @@ grep -Eq '^keyhole [0-9]' "$KH_OUT" || kh_fail "--version does not print 'keyhol
 for cmd in "" "authority" "authority init" "authority show" "card" "card issue" "card info" \
 	"card serve" "pair" "headend" "headend keys" "headend keys init" "headend keys rotate" \
 	"headend keys show" "headend emm" "headend scramble" "decoder" "decoder play" "decoder buy" \
-	"decoder status" "decoder init" "decoder m1" "decoder connect" "demo"; do
+	"decoder status" "decoder init" "decoder m1" "decoder connect" "demo" "center" "center subscriber" \
+	"center card" "center product" "center channel" "center event" "center credit-policy" \
+	"center service-keys" "center rights"; do
 	# shellcheck disable=SC2086 # word splitting of $cmd is the point
 	kh_expect_help $cmd --help
 	# shellcheck disable=SC2086
@@ -183,6 +185,120 @@ kh_expect_usage demo extra
 kh_expect_usage demo --bogus
 kh_expect_usage demo --keep
 
+
+# --- center --------------------------------------------------------------------------------------
+# The environment must not give a center here: every line below is refused before any request.
+unset KEYHOLE_CENTER KEYHOLE_CACERT KEYHOLE_TOKEN_FILE
+U=http://127.0.0.1:1
+CENTER_CMDS="center subscriber add|center subscriber list|center subscriber show|center subscriber rename|center subscriber close|center subscriber subscriptions|center card register|center card list|center card show|center card assign|center card replace|center card forfeit|center card reload|center card delete|center card emm|center product add|center product list|center product show|center product rename|center product delete|center channel add|center channel list|center channel show|center channel rename|center channel delete|center event add|center event list|center event show|center event rename|center event delete|center credit-policy show|center credit-policy set|center service-keys list|center service-keys rotate|center rights renew|center subscribe|center unsubscribe|center invoices|center uploads|center jobs|center health"
+IFS_OLD=$IFS
+IFS='|'
+for cmd in $CENTER_CMDS; do
+	IFS=$IFS_OLD
+	# shellcheck disable=SC2086
+	kh_expect_help $cmd --help
+	# shellcheck disable=SC2086
+	kh_expect_help $cmd -h
+	# shellcheck disable=SC2086
+	kh_expect_usage $cmd --bogus --center "$U"
+	IFS='|'
+done
+IFS=$IFS_OLD
+kh_expect_help center subscriber add --help
+cp "$KH_OUT" "$KH_META/help.want"
+kh_expect_help help center subscriber add
+cmp -s "$KH_META/help.want" "$KH_OUT" || kh_fail "keyhole help center subscriber add differs from --help"
+kh_expect_help --help
+grep -Eq '^ +center ' "$KH_OUT" || kh_fail "keyhole --help does not list 'center'"
+kh_expect_help center --help
+for sub in subscriber card product channel event credit-policy service-keys rights subscribe unsubscribe \
+	invoices uploads jobs health; do
+	grep -Eq "^ +$sub " "$KH_OUT" || kh_fail "keyhole center --help does not list '$sub'"
+done
+for v in KEYHOLE_CENTER KEYHOLE_CACERT KEYHOLE_TOKEN_FILE; do
+	grep -q "$v" "$KH_OUT" || kh_fail "keyhole center --help does not name $v"
+done
+kh_expect_usage center
+kh_expect_usage center bogus
+kh_expect_usage center --bogus
+kh_expect_usage center --center
+kh_expect_usage center --json
+kh_expect_usage center --center "$U" --json
+kh_expect_usage center subscriber
+kh_expect_usage center subscriber bogus
+kh_expect_usage center --center "$U" subscriber
+# no center: neither --center nor KEYHOLE_CENTER
+kh_expect_usage center subscriber list
+kh_expect_usage center health
+# the center's URL: https, or http to loopback only unless --insecure-http; a base URL
+for url in "" ftp://127.0.0.1:1 http://192.0.2.1:8480 http://example.com "http://127.0.0.1:1/?a=b" \
+	"http://127.0.0.1:1/#x" "http://user@127.0.0.1:1" "https://" "127.0.0.1:8480"; do
+	kh_expect_usage center subscriber show 1 --center "$url"
+done
+kh_expect_usage center --center http://192.0.2.1:8480 subscriber show 1
+# arguments: missing, extra, malformed
+kh_expect_usage center subscriber show --center "$U"
+kh_expect_usage center subscriber show 1 2 --center "$U"
+for id in 0 -1 abc 1x "" 9223372036854775808 " 1"; do
+	kh_expect_usage center subscriber show "$id" --center "$U"
+done
+for ua in 0 12 0C 00000000 0x 0x100000000 xyz ""; do
+	kh_expect_usage center card show "$ua" --center "$U"
+done
+kh_expect_usage center product show 4294967296 --center "$U"
+kh_expect_usage center product show 0 --center "$U"
+kh_expect_usage center jobs a b --center "$U"
+# required options and their values
+kh_expect_usage center subscriber add --center "$U"
+kh_expect_usage center subscriber add --name "" --center "$U"
+kh_expect_usage center subscriber add --name "$(printf 'a\tb')" --center "$U"
+kh_expect_usage center subscriber add --name A --name B --center "$U"
+kh_expect_usage center subscriber rename 1 --center "$U"
+kh_expect_usage center card register --center "$U"
+kh_expect_usage center card assign 0000002A --center "$U"
+kh_expect_usage center card assign 0000002A --subscriber 0 --center "$U"
+kh_expect_usage center card replace 0000002A --center "$U"
+kh_expect_usage center card replace 0000002A --by 12 --center "$U"
+kh_expect_usage center product add --center "$U"
+kh_expect_usage center product add --name P --product 4294967296 --center "$U"
+kh_expect_usage center channel add --name C --center "$U"
+kh_expect_usage center event add --name E --price 1 --channel 1 --center "$U"
+kh_expect_usage center event add --name E --price -1 --channel 1 --end +60 --center "$U"
+kh_expect_usage center event add --name E --price 1 --channel 1 --start 100 --end 50 --center "$U"
+kh_expect_usage center event add --name E --price 1 --channel 1 --end tomorrow --center "$U"
+kh_expect_usage center credit-policy set --initial-credit 1 --center "$U"
+kh_expect_usage center credit-policy set --initial-credit 1 --reload-amount 4294967296 --center "$U"
+kh_expect_usage center service-keys rotate --key-id 256 --center "$U"
+kh_expect_usage center service-keys rotate --center "$U"
+kh_expect_usage center subscribe --product 7 --end +60 --center "$U"
+kh_expect_usage center subscribe --subscriber 1 --all-subscribers --product 7 --end +60 --center "$U"
+kh_expect_usage center subscribe --subscriber 1 --product 7 --center "$U"
+kh_expect_usage center subscribe --subscriber 1 --end +60 --center "$U"
+kh_expect_usage center subscribe --subscriber 1 --product 7 --start now --end now --center "$U"
+kh_expect_usage center unsubscribe --subscriber 1 --center "$U"
+kh_expect_usage center invoices --since yesterday --center "$U"
+kh_expect_usage center invoices --until now+x --center "$U"
+kh_expect_usage center uploads --ua 12 --center "$U"
+# list options: only on lists, and bounded
+for l in 0 1001 abc -1 ""; do
+	kh_expect_usage center subscriber list --limit "$l" --center "$U"
+done
+kh_expect_usage center subscriber list --limit 5 --limit 6 --center "$U"
+kh_expect_usage center subscriber list --cursor "" --center "$U"
+kh_expect_usage center subscriber show 1 --limit 5 --center "$U"
+kh_expect_usage center credit-policy show --all --center "$U"
+kh_expect_usage center card list --state bogus --center "$U"
+kh_expect_usage center card list --role decoder --center "$U"
+# the Idempotency-Key: only on writes, 1 to 128 visible characters
+kh_expect_usage center subscriber show 1 --idempotency-key k --center "$U"
+kh_expect_usage center card reload 0000002A --idempotency-key "a b" --center "$U"
+kh_expect_usage center card reload 0000002A --idempotency-key "" --center "$U"
+kh_expect_usage center card reload 0000002A --center "$U" --idempotency-key \
+	"$(printf '%0129d' 0)"
+# a file named by an empty string
+kh_expect_usage center subscriber show 1 --center "$U" --cacert ""
+kh_expect_usage center subscriber show 1 --center "$U" --token-file ""
+
 # --- manual pages: one per command, naming every option its --help names -----------------------
 MAN=$KH_SOURCE_DIR/docs/man
 for pair in "keyhole.1:" "keyhole-authority.1:authority init" "keyhole-authority.1:authority show" \
@@ -192,7 +308,21 @@ for pair in "keyhole.1:" "keyhole-authority.1:authority init" "keyhole-authority
 	"keyhole-headend.1:headend keys import" "keyhole-serve.1:serve" \
 	"keyhole-headend.1:headend emm" "keyhole-headend.1:headend scramble" \
 	"keyhole-decoder.1:decoder play" "keyhole-decoder.1:decoder buy" "keyhole-decoder.1:decoder status" \
-	"keyhole-decoder.1:decoder init" "keyhole-decoder.1:decoder m1" "keyhole-decoder.1:decoder connect"; do
+	"keyhole-decoder.1:decoder init" "keyhole-decoder.1:decoder m1" "keyhole-decoder.1:decoder connect" \
+	"keyhole-center.1:center subscriber add" "keyhole-center.1:center subscriber list" "keyhole-center.1:center subscriber show" \
+	"keyhole-center.1:center subscriber rename" "keyhole-center.1:center subscriber close" "keyhole-center.1:center subscriber subscriptions" \
+	"keyhole-center.1:center card register" "keyhole-center.1:center card list" "keyhole-center.1:center card show" \
+	"keyhole-center.1:center card assign" "keyhole-center.1:center card replace" "keyhole-center.1:center card forfeit" \
+	"keyhole-center.1:center card reload" "keyhole-center.1:center card delete" "keyhole-center.1:center card emm" \
+	"keyhole-center.1:center product add" "keyhole-center.1:center product list" "keyhole-center.1:center product show" \
+	"keyhole-center.1:center product rename" "keyhole-center.1:center product delete" "keyhole-center.1:center channel add" \
+	"keyhole-center.1:center channel list" "keyhole-center.1:center channel show" "keyhole-center.1:center channel rename" \
+	"keyhole-center.1:center channel delete" "keyhole-center.1:center event add" "keyhole-center.1:center event list" \
+	"keyhole-center.1:center event show" "keyhole-center.1:center event rename" "keyhole-center.1:center event delete" \
+	"keyhole-center.1:center credit-policy show" "keyhole-center.1:center credit-policy set" "keyhole-center.1:center service-keys list" \
+	"keyhole-center.1:center service-keys rotate" "keyhole-center.1:center rights renew" "keyhole-center.1:center subscribe" \
+	"keyhole-center.1:center unsubscribe" "keyhole-center.1:center invoices" "keyhole-center.1:center uploads" \
+	"keyhole-center.1:center jobs" "keyhole-center.1:center health"; do
 	page=$MAN/${pair%%:*}
 	cmd=${pair#*:}
 	[ -s "$page" ] || kh_fail "missing manual page $page"
