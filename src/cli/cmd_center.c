@@ -149,6 +149,15 @@ struct leaf {
 
 #define WRITE(l) (strcmp((l)->method, "GET") != 0)
 
+/* The show, rename and delete of a catalogue item (product, channel, event) at PATH/{id}. */
+#define SHOW_RENAME_DELETE(group, path, a_noun, noun, delete_about)                                     \
+	{group, "show", "GET", path "/{pos}", NULL, "ID", K_CAT, 0, NULL, NULL, "show " a_noun,              \
+	 "Show " noun " ID.", {{0}}},                                                                   \
+	{group, "rename", "PATCH", path "/{pos}", NULL, "ID", K_CAT, 0, NULL, NULL, "change " a_noun "'s name", \
+	 "Change " noun " ID's name.", {{'n', 'b', "name", 1, "the new name"}}},                        \
+	{group, "delete", "DELETE", path "/{pos}", NULL, "ID", K_CAT, 0, NULL, NULL, "remove " a_noun,      \
+	 "Remove " noun " ID" delete_about, {{0}}}
+
 static const struct leaf leaves[] = {
 	{"subscriber", "add", "POST", "/v1/subscribers", NULL, NULL, K_FLAG, 0, NULL, NULL, "create a subscriber",
 	 "Create a subscriber; prints it with the id the center gave it.",
@@ -216,12 +225,8 @@ static const struct leaf leaves[] = {
 	  {'n', 'b', "name", 1, "its name"}}},
 	{"product", "list", "GET", "/v1/products", NULL, NULL, K_FLAG, L_LIST, "products", NULL, "list the products",
 	 "List the products, by id.", {{0}}},
-	{"product", "show", "GET", "/v1/products/{pos}", NULL, "ID", K_CAT, 0, NULL, NULL, "show a product",
-	 "Show product ID.", {{0}}},
-	{"product", "rename", "PATCH", "/v1/products/{pos}", NULL, "ID", K_CAT, 0, NULL, NULL,
-	 "change a product's name", "Change product ID's name.", {{'n', 'b', "name", 1, "the new name"}}},
-	{"product", "delete", "DELETE", "/v1/products/{pos}", NULL, "ID", K_CAT, 0, NULL, NULL, "remove a product",
-	 "Remove product ID; refused (409 conflict) while a subscription or a channel refers to it.", {{0}}},
+	SHOW_RENAME_DELETE("product", "/v1/products", "a product", "product",
+			   "; refused (409 conflict) while a subscription or a channel refers to it."),
 
 	{"channel", "add", "POST", "/v1/channels", NULL, NULL, K_FLAG, 0, NULL, NULL, "add a channel",
 	 "Add a channel covered by a product.",
@@ -230,12 +235,7 @@ static const struct leaf leaves[] = {
 	  {O_PRODUCT, 'b', "product_id", 1, "the product that covers it"}}},
 	{"channel", "list", "GET", "/v1/channels", NULL, NULL, K_FLAG, L_LIST, "channels", NULL, "list the channels",
 	 "List the channels, by id.", {{O_PRODUCT, 'q', "product", 0, "only the channels of this product"}}},
-	{"channel", "show", "GET", "/v1/channels/{pos}", NULL, "ID", K_CAT, 0, NULL, NULL, "show a channel",
-	 "Show channel ID.", {{0}}},
-	{"channel", "rename", "PATCH", "/v1/channels/{pos}", NULL, "ID", K_CAT, 0, NULL, NULL,
-	 "change a channel's name", "Change channel ID's name.", {{'n', 'b', "name", 1, "the new name"}}},
-	{"channel", "delete", "DELETE", "/v1/channels/{pos}", NULL, "ID", K_CAT, 0, NULL, NULL, "remove a channel",
-	 "Remove channel ID.", {{0}}},
+	SHOW_RENAME_DELETE("channel", "/v1/channels", "a channel", "channel", "."),
 
 	{"event", "add", "POST", "/v1/events", NULL, NULL, K_FLAG, 0, NULL, NULL, "add a pay-per-view event",
 	 "Add a pay-per-view event on a channel, with its price and times.",
@@ -249,12 +249,7 @@ static const struct leaf leaves[] = {
 	 "List the pay-per-view events, by id.",
 	 {{O_SINCE, 'q', "since", 0, "only the events that start at T or later"},
 	  {O_UNTIL, 'q', "until", 0, "only the events that start before T"}}},
-	{"event", "show", "GET", "/v1/events/{pos}", NULL, "ID", K_CAT, 0, NULL, NULL, "show an event",
-	 "Show event ID.", {{0}}},
-	{"event", "rename", "PATCH", "/v1/events/{pos}", NULL, "ID", K_CAT, 0, NULL, NULL,
-	 "change an event's name", "Change event ID's name.", {{'n', 'b', "name", 1, "the new name"}}},
-	{"event", "delete", "DELETE", "/v1/events/{pos}", NULL, "ID", K_CAT, 0, NULL, NULL, "remove an event",
-	 "Remove event ID; refused (409 conflict) once a card bought it.", {{0}}},
+	SHOW_RENAME_DELETE("event", "/v1/events", "an event", "event", "; refused (409 conflict) once a card bought it."),
 
 	{"credit-policy", "show", "GET", "/v1/credit-policy", NULL, NULL, K_FLAG, 0, NULL, NULL,
 	 "show the credit policy", "Show the credit policy: a new card's initial credit, the reload amount.", {{0}}},

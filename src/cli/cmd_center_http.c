@@ -254,17 +254,20 @@ static int put_escaped(FILE *f, const char *s)
 	return 0;
 }
 
-char *kh_cli_url_add(const char *target, const char *name, const char *value)
+/* target?name=value (or &name=), or the value alone when target is NULL; value percent-encoded. */
+static char *escaped(const char *target, const char *name, const char *value)
 {
 	char *out = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&out, &len);
-	int bad;
+	int bad = 0;
 
 	if (!f)
 		return NULL;
-	bad = fputs(target, f) == EOF || fputc(strchr(target, '?') ? '&' : '?', f) == EOF || fputs(name, f) == EOF ||
-	      fputc('=', f) == EOF || put_escaped(f, value) != 0;
+	if (target)
+		bad = fputs(target, f) == EOF || fputc(strchr(target, '?') ? '&' : '?', f) == EOF ||
+		      fputs(name, f) == EOF || fputc('=', f) == EOF;
+	bad = bad || put_escaped(f, value) != 0;
 	if (fclose(f) != 0 || bad) {
 		free(out);
 		return NULL;
@@ -272,19 +275,12 @@ char *kh_cli_url_add(const char *target, const char *name, const char *value)
 	return out;
 }
 
+char *kh_cli_url_add(const char *target, const char *name, const char *value)
+{
+	return escaped(target, name, value);
+}
+
 char *kh_cli_url_segment(const char *s)
 {
-	char *out = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&out, &len);
-	int bad;
-
-	if (!f)
-		return NULL;
-	bad = put_escaped(f, s) != 0;
-	if (fclose(f) != 0 || bad) {
-		free(out);
-		return NULL;
-	}
-	return out;
+	return escaped(NULL, NULL, s);
 }

@@ -376,26 +376,32 @@ kh_json()
 		kh_fail "kh_json $1 '$2': $(head -c 300 "$1")"
 }
 
-# kh_center ARGS...: `keyhole center ARGS` (kh_run), then the operator's token, when $KH_TOKEN
-# holds it, must appear in neither its output nor its error line.
-kh_center()
+# kh_center_no_token: the operator's token, when $KH_TOKEN holds it, is in neither the output nor
+# the error line of the last run.
+kh_center_no_token()
 {
-	kh_run center "$@"
 	if [ -n "$KH_TOKEN" ] && grep -qF -- "$KH_TOKEN" "$KH_OUT" "$KH_ERR"; then
-		kh_fail "keyhole center $*: the operator's token appears in what it printed"
+		kh_fail "the operator's token appears in what keyhole printed"
 	fi
 }
 
-# kh_center_ok / kh_center_fail ARGS...: kh_center, exit 0 / exit 1 with one error line.
+# kh_center ARGS...: `keyhole center ARGS` (kh_run), and the token is not printed.
+kh_center()
+{
+	kh_run center "$@"
+	kh_center_no_token
+}
+
+# kh_center_ok / kh_center_fail ARGS...: `keyhole center ARGS` exits 0 / exits 1 with one error
+# line (kh_expect_ok / kh_expect_fail), and the token is not printed.
 kh_center_ok()
 {
-	kh_center "$@"
-	[ "$KH_RC" -eq 0 ] || kh_fail "keyhole center $*: exit status $KH_RC, expected 0"
+	kh_expect_ok center "$@"
+	kh_center_no_token
 }
 
 kh_center_fail()
 {
-	kh_center "$@"
-	[ "$KH_RC" -eq 1 ] || kh_fail "keyhole center $*: exit status $KH_RC, expected 1"
-	kh_check_one_line
+	kh_expect_fail center "$@"
+	kh_center_no_token
 }
