@@ -13,6 +13,8 @@
 # - the catalogue, credit policy, subscriptions (one, several, all), reload, service keys,
 #   rights renewal, replace and forfeit, invoices, unsubscribe, each checked by what the center
 #   says afterwards;
+# - a write whose answer was lost is sent once more with the same (random) key and done once; a
+#   read is not sent again;
 # - https with --cacert (and KEYHOLE_CACERT), and its refusal without; no answer at all is one
 #   error line, exit 1.
 #
@@ -225,6 +227,70 @@ kh_out_has '^state: closed$'
 kh_out_has "^export_authorised_card: $UA2$"
 kh_center_fail card forfeit "$UA1"
 kh_err_has '^keyhole center: 409 card_state: '
+
+# ---- a lost answer: the write is sent once more with the same key, and done once ---------------
+# A relay (node) in front of the center: it passes each connection on, but of the first it lets
+# the request reach the center and drops the answer; it notes each request's Idempotency-Key.
+cat >relay.js <<'EOF'
+const net = require("net"), fs = require("fs");
+const [, , upstream, portFile, logFile] = process.argv;
+let n = 0;
+net.createServer(c => {
+	const drop = n++ === 0, u = net.connect(Number(upstream), "127.0.0.1");
+	let head = "";
+	c.on("data", d => {
+		if (head.length < 8192) {
+			const before = head.length;
+			head += d.toString("latin1");
+			const end = head.indexOf("\r\n\r\n");
+			if (end >= 0 && before <= end) {
+				const m = /^Idempotency-Key: *(\S+)/mi.exec(head.slice(0, end));
+				fs.appendFileSync(logFile, (m ? m[1] : "-") + "\n");
+			}
+		}
+		u.write(d);
+	});
+	u.on("data", d => { if (drop) c.destroy(); else c.write(d); });
+	u.on("end", () => c.end());
+	c.on("error", () => u.destroy());
+	u.on("error", () => c.destroy());
+	c.on("close", () => u.destroy());
+}).listen(0, "127.0.0.1", function () { fs.writeFileSync(portFile, String(this.address().port)); });
+EOF
+# relay_start: a new relay in front of the center: its port in RPORT, its log relay.log
+relay_start()
+{
+	rm -f relay.port relay.log
+	node relay.js "$PORT" relay.port relay.log </dev/null >/dev/null 2>"$KH_META/relay.err" &
+	RPID=$!
+	KH_PIDS="$KH_PIDS $RPID"
+	i=0
+	while [ ! -s relay.port ]; do
+		kill -0 "$RPID" 2>/dev/null || kh_fail "the relay exited: $(cat "$KH_META/relay.err")"
+		[ "$i" -lt 100 ] || kh_fail "the relay did not start within 10 s"
+		sleep 0.1
+		i=$((i + 1))
+	done
+	RPORT=$(cat relay.port)
+}
+kh_center_ok card reload "$UA2"
+R0=$(sed -n 's/^reload_id: //p' "$KH_OUT")
+[ -n "$R0" ] || kh_fail "card reload: no reload_id"
+relay_start
+kh_center_ok card reload "$UA2" --center "http://127.0.0.1:$RPORT"
+kh_out_has "^reload_id: $((R0 + 1))$"
+[ "$(wc -l <relay.log)" -eq 2 ] || kh_fail "a write whose answer was lost was sent $(wc -l <relay.log) time(s), expected 2"
+[ "$(sort -u relay.log | wc -l)" -eq 1 ] && grep -Eqx '[0-9a-f]{32}' relay.log ||
+	kh_fail "the retry did not carry the first request's key (16 random bytes in hex): $(cat relay.log)"
+kh_center_ok card reload "$UA2"
+kh_out_has "^reload_id: $((R0 + 2))$"
+kill "$RPID"
+# a read is not sent twice: its lost answer is one error line
+relay_start
+kh_center_fail card show "$UA2" --center "http://127.0.0.1:$RPORT"
+kh_err_has "^keyhole center: http://127\\.0\\.0\\.1:$RPORT: no answer"
+[ "$(cat relay.log)" = "-" ] || kh_fail "a read whose answer was lost: relay log $(cat relay.log)"
+kill "$RPID"
 
 # ---- service keys, rights, invoices ------------------------------------------------------------
 kh_center_ok service-keys list
