@@ -10,8 +10,6 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include <jansson.h>
-
 #include "keyhole/err.h"
 #include "keyhole/transport.h"
 
@@ -112,75 +110,6 @@ KH_WARN_UNUSED kh_err kh_cli_issue(const char *authdir, int role, uint32_t ua, c
 KH_WARN_UNUSED kh_err kh_cli_echo(struct kh_transport *cam, struct kh_transport *card);
 /* The operator root public key from an authority directory or a root certificate file. */
 KH_WARN_UNUSED kh_err kh_cli_root_pk(const char *path, uint8_t pk[static 32]);
-
-/* ---- keyhole center (cmd_center.c: commands; cmd_center_http.c: the wire; cmd_center_out.c: output) */
-
-struct kh_http_client;
-
-/* An Idempotency-Key this command writes or takes (--idempotency-key): 1 to 128 visible characters. */
-#define KH_CLI_IDEM_MAX 128
-
-/* A center the command talks to: its base URL, the client, the bearer token's header line. */
-struct kh_cli_center {
-	struct kh_http_client *client;
-	char *base;       /* the base URL without a final '/' */
-	const char *shown;/* the URL as given, for error lines */
-	char *auth;       /* "Authorization: Bearer TOKEN" or NULL; wiped when closed */
-	size_t authlen;
-	char idem[KH_CLI_IDEM_MAX + 1]; /* the Idempotency-Key every write of this command sends */
-};
-
-/* One answer: its status, its JSON, and its bytes as they came (what --json prints). */
-struct kh_cli_answer {
-	long status;
-	json_t *json;
-	char *text; /* NULL for a list put together from its pages */
-	size_t len;
-};
-
-/*
- * Open a center (url already checked with kh_http_url_check; cacert NULL: the system's store;
- * token NULL: none, else copied into the header line). KH_EXIT_OK, or KH_EXIT_FAIL after one line.
- */
-int kh_cli_center_open(struct kh_cli_center *c, const char *url, const char *cacert, const char *token);
-/* Free and wipe what kh_cli_center_open made; safe on a zeroed or half-opened struct. */
-void kh_cli_center_close(struct kh_cli_center *c);
-/* A fresh Idempotency-Key: 16 bytes of OpenSSL's RNG in hex. 0, or -1 when the RNG failed. */
-int kh_cli_center_idem_new(char key[static KH_CLI_IDEM_MAX + 1]);
-void kh_cli_answer_free(struct kh_cli_answer *a);
-
-#define KH_CLI_CALL_OPEN 1u       /* an open endpoint: the token is not sent */
-#define KH_CLI_CALL_ANY_STATUS 2u /* any JSON answer is KH_EXIT_OK, whatever its status */
-/*
- * One request: method to target (a path and query under the base URL), body JSON or NULL. A
- * write (any method but GET) carries c->idem as Idempotency-Key and, when no answer came, is sent
- * once more with the same key. KH_EXIT_OK with a 2xx JSON answer in *a (the caller frees it);
- * KH_EXIT_FAIL after one line on stderr: "keyhole center: STATUS CODE: MESSAGE" from the API's
- * error envelope, or the transport failure. The token never appears in any line.
- */
-int kh_cli_center_call(struct kh_cli_center *c, const char *method, const char *target, const json_t *body,
-		       unsigned flags, struct kh_cli_answer *a);
-/* The one error line of an answer: "keyhole center: STATUS CODE: MESSAGE" (the error envelope). */
-void kh_cli_center_report(const struct kh_cli_answer *a);
-/*
- * A list: GET target (its query may already hold filters and limit), from cursor (NULL: the
- * start). all 0: the page as answered; all 1: every page, following next_cursor until it is
- * null, put together as one answer {items: [every item], "next_cursor": null} (text NULL).
- */
-int kh_cli_center_list(struct kh_cli_center *c, const char *target, const char *items, const char *cursor,
-		       int all, struct kh_cli_answer *a);
-/* target + "?name=value" (or "&..."), value percent-encoded; malloc'd, NULL when out of memory. */
-char *kh_cli_url_add(const char *target, const char *name, const char *value);
-/* s percent-encoded as one path segment; malloc'd, NULL when out of memory. */
-char *kh_cli_url_segment(const char *s);
-/*
- * A list of objects as a table (header of the scalar fields' names in capitals, one aligned row
- * per item, fields in hide (comma-separated) left out); "no WHAT" when empty. Each line starts
- * with indent. KH_EXIT_OK or KH_EXIT_FAIL after one line.
- */
-int kh_cli_print_table(FILE *f, const char *indent, const json_t *items, const char *hide, const char *what);
-/* One object as "key: value" lines; its lists of objects as tables indented below their key. */
-int kh_cli_print_item(FILE *f, const char *indent, const json_t *obj, const char *hide);
 
 int kh_cmd_authority(int argc, char **argv);
 int kh_cmd_card(int argc, char **argv);

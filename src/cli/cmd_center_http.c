@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/center.h"
 #include "cli/cli.h"
 #include "keyhole/crypto.h"
 #include "keyhole/http.h"

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/center.h"
 #include "cli/cli.h"
 
 /* 1 when key is in the comma-separated list hide. */

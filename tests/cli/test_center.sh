@@ -185,13 +185,15 @@ kh_out_has '^subscriptions:$'
 kh_out_has '^  7  '
 kh_out_has "^  $UA1  active"
 # several at once: one job; all: every subscriber with an active card
-kh_center_ok subscribe --subscriber 3 --subscriber 4 --product 8 --start +60 --end +3600 --idempotency-key job-34
+# (fixed times: a repeat is the same request only with the same body)
+T0=$(date +%s)
+kh_center_ok subscribe --subscriber 3 --subscriber 4 --product 8 --start $((T0 + 60)) --end +3600 --idempotency-key job-34
 kh_out_has '^subscribers: 2$'
 kh_out_has '^emms_queued: 0$'
-kh_center_ok subscribe --subscriber 3 --subscriber 4 --product 8 --start +60 --end +3600 --idempotency-key job-34
+kh_center_ok subscribe --subscriber 3 --subscriber 4 --product 8 --start $((T0 + 60)) --end +3600 --idempotency-key job-34
 kh_out_has '^subscribers: 2$'
 # the key given is the key sent: the same key for another job is refused
-kh_center_fail subscribe --subscriber 3 --product 8 --subscriber 1 --start +60 --end +3600 --idempotency-key job-34
+kh_center_fail subscribe --subscriber 3 --product 8 --subscriber 1 --start $((T0 + 60)) --end +3600 --idempotency-key job-34
 kh_err_has '^keyhole center: 422 idempotency_mismatch: '
 kh_center_ok subscribe --all-subscribers --product 8 --end +86400 --json
 cp "$KH_OUT" all.json
