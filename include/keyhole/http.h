@@ -286,5 +286,10 @@ KH_WARN_UNUSED kh_err kh_http_client_request(struct kh_http_client *c, const cha
 KH_WARN_UNUSED kh_err kh_http_client_send(struct kh_http_client *c, const char *method, const char *url,
 					  const char *const *headers, const char *body, long *status, json_t **resp,
 					  char **text, size_t *textlen, char *err, size_t errcap);
+/*
+ * Whether the last request went out, at least in part (1), or failed before a byte of it was
+ * sent (0: the connection was refused or could not be set up, so the center cannot have seen it).
+ */
+int kh_http_client_sent(const struct kh_http_client *c);
 
 #endif

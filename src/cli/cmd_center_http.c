@@ -128,14 +128,17 @@ int kh_cli_center_call(struct kh_cli_center *c, const char *method, const char *
 	}
 	hdrs[n] = NULL;
 	/*
-	 * A write that got no answer may or may not have been done: the same request with the same
-	 * key is done at most once, so it is asked once more. A read is simply reported.
+	 * A write that got no answer is sent once more with the same key: when it never went out
+	 * (the connection failed), or when a repeat is harmless (the center keeps the key and answers
+	 * the first answer again, or the request means the same twice). A write the center may have
+	 * done and would do again (a creation) is not repeated; a read is simply reported.
 	 */
-	for (int attempt = 0; attempt < (write ? 2 : 1); attempt++) {
+	for (int attempt = 0; attempt < 2; attempt++) {
 		kh_cli_answer_free(a);
 		r = kh_http_client_send(c->client, method, url, hdrs, text, &a->status, &a->json, &a->text, &a->len,
 					err, sizeof err);
-		if (r != KH_ERR_TRANSPORT)
+		if (r != KH_ERR_TRANSPORT || !write ||
+		    (kh_http_client_sent(c->client) && !(flags & KH_CLI_CALL_REPEAT)))
 			break;
 	}
 	if (r == KH_ERR_TRANSPORT) {

@@ -25,12 +25,18 @@ struct kh_http_client {
 	size_t answer_max;
 	int secret;                  /* answers hold secrets: our copy of the body is wiped */
 	int (*abort_fn)(void *ctx);  /* non-zero: end the request in flight */
+	int sent;                    /* the last request went out, at least in part */
 	void *abort_ctx;
 };
 
 void kh_http_client_set_secret(struct kh_http_client *c, int on)
 {
 	c->secret = on != 0;
+}
+
+int kh_http_client_sent(const struct kh_http_client *c)
+{
+	return c->sent;
 }
 
 void kh_http_client_set_abort(struct kh_http_client *c, int (*fn)(void *ctx), void *ctx)
@@ -168,7 +174,7 @@ kh_err kh_http_client_send(struct kh_http_client *c, const char *method, const c
 	struct curl_slist *hdr = NULL, *t;
 	struct sink s = {NULL, 0, 0, 0, 0};
 	char cerr[CURL_ERROR_SIZE] = "";
-	long code = 0;
+	long code = 0, reqsize = 0;
 	CURLcode cr;
 	kh_err r = KH_ERR_NOMEM;
 
@@ -216,6 +222,8 @@ kh_err kh_http_client_send(struct kh_http_client *c, const char *method, const c
 		curl_easy_setopt(c->h, CURLOPT_NOPROGRESS, 0L);
 	}
 	cr = curl_easy_perform(c->h);
+	/* bytes of the request written: 0 when the connection (or TLS) failed before it went out */
+	c->sent = curl_easy_getinfo(c->h, CURLINFO_REQUEST_SIZE, &reqsize) != CURLE_OK || reqsize > 0;
 	if (cr != CURLE_OK) {
 		if (err && errcap)
 			snprintf(err, errcap, "%s",

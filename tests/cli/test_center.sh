@@ -14,7 +14,7 @@
 #   rights renewal, replace and forfeit, invoices, unsubscribe, each checked by what the center
 #   says afterwards;
 # - a write whose answer was lost is sent once more with the same (random) key and done once; a
-#   read is not sent again;
+#   creation (done, perhaps, and done again if repeated) and a read are not sent again;
 # - https with --cacert (and KEYHOLE_CACERT), and its refusal without; no answer at all is one
 #   error line, exit 1.
 #
@@ -286,6 +286,15 @@ kh_out_has "^reload_id: $((R0 + 1))$"
 	kh_fail "the retry did not carry the first request's key (16 random bytes in hex): $(cat relay.log)"
 kh_center_ok card reload "$UA2"
 kh_out_has "^reload_id: $((R0 + 2))$"
+kill "$RPID"
+# a creation is not sent twice: the center may have done it, and would do it again
+N=$(sqlite3 center.db 'SELECT count(*) FROM subscribers')
+relay_start
+kh_center_fail subscriber add --name Eve --center "http://127.0.0.1:$RPORT"
+kh_err_has "^keyhole center: http://127\\.0\\.0\\.1:$RPORT: no answer"
+[ "$(wc -l <relay.log)" -eq 1 ] || kh_fail "a creation whose answer was lost was sent $(wc -l <relay.log) times"
+[ "$(sqlite3 center.db 'SELECT count(*) FROM subscribers')" -eq $((N + 1)) ] ||
+	kh_fail "a creation whose answer was lost: not exactly one subscriber more"
 kill "$RPID"
 # a read is not sent twice: its lost answer is one error line
 relay_start
