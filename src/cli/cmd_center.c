@@ -240,8 +240,10 @@ static const struct center_leaf leaves[] = {
 	 "list the decoders' upload sessions", "List the decoders' upload sessions (never a nonce or a key).",
 	 {{'u', 'q', "card", 0, NULL}}},
 	{NULL, "jobs", "GET", "/v1/jobs", "/v1/jobs/{pos}", "ID", K_TEXT, L_LIST | L_POS_OPT, "jobs", NULL,
-	 "list the bulk subscription jobs, or show one",
-	 "List the bulk subscription jobs (progress, done), or show job ID.", {{0}}},
+	 "list the bulk jobs, or show one",
+	 "List the bulk jobs (subscriptions, rights renewals) with their progress, or show job ID\n"
+	 "(its id as the list gives it).",
+	 {{0}}},
 	{NULL, "health", "GET", "/healthz", NULL, NULL, K_FLAG, L_HEALTH, NULL, NULL,
 	 "is the center up (healthz) and its database writable (readyz)",
 	 "Ask the center whether it serves (/healthz) and whether its database takes writes\n"
