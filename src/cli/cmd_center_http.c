@@ -103,7 +103,7 @@ int kh_cli_center_call(struct kh_cli_center *c, const char *method, const char *
 	const char *hdrs[6];
 	char *url = NULL, *text = NULL, *idem = NULL, err[256] = "";
 	size_t n = 0;
-	int write = strcmp(method, "GET") != 0, rc = KH_EXIT_FAIL;
+	int is_write = strcmp(method, "GET") != 0, rc = KH_EXIT_FAIL;
 	kh_err r = KH_ERR_NOMEM;
 
 	memset(a, 0, sizeof *a);
@@ -119,7 +119,7 @@ int kh_cli_center_call(struct kh_cli_center *c, const char *method, const char *
 	}
 	if (c->auth && !(flags & KH_CLI_CALL_OPEN))
 		hdrs[n++] = c->auth;
-	if (write) {
+	if (is_write) {
 		if (asprintf(&idem, "Idempotency-Key: %s", c->idem) < 0) {
 			idem = NULL;
 			goto out;
@@ -137,7 +137,7 @@ int kh_cli_center_call(struct kh_cli_center *c, const char *method, const char *
 		kh_cli_answer_free(a);
 		r = kh_http_client_send(c->client, method, url, hdrs, text, &a->status, &a->json, &a->text, &a->len,
 					err, sizeof err);
-		if (r != KH_ERR_TRANSPORT || !write ||
+		if (r != KH_ERR_TRANSPORT || !is_write ||
 		    (kh_http_client_sent(c->client) && !(flags & KH_CLI_CALL_REPEAT)))
 			break;
 	}
