@@ -6,7 +6,7 @@
 #    pattern below names them) nor the project's issues ("issue 4").
 # 2. The error table of docs/operator-guide.md section 2 lists every error code the management
 #    center answers with beside the registry's (the codes written in src/center/sms/ and
-#    src/net/http_server.c).
+#    src/net/http_*.c: the server, its answers, its connections).
 # 3. The shell blocks of README.md, then those of docs/operator-guide.md, run in order, each
 #    document in one shell (dash, `set -e`) in a fresh empty directory, with `keyhole` on the
 #    PATH resolving to $KEYHOLE. What the test changes and adds, and only that:
@@ -118,7 +118,8 @@ sed -n '/^## 2\. /,/^## 3\. /p' "$G" | grep '^|' >"$KH_META/errtable"
 [ -s "$KH_META/errtable" ] || kh_fail "docs/operator-guide.md: no error table in section 2"
 {
 	grep -rhoE 'kh__sms_why\([^,]+, *[A-Za-z_]+, *"[a-z_]+"' "$S/src/center/sms" | sed -E 's/.*"([a-z_]+)"$/\1/'
-	grep -hoE '"code", "[a-z_]+"|\<[45][0-9][0-9], *"[a-z]+(_[a-z]+)*"' "$S/src/net/http_server.c" |
+	grep -hv '^ *\(/\*\|\*\)' "$S"/src/net/http_*.c | # code, not comments
+		grep -oE '"code", "[a-z_]+"|\<[45][0-9][0-9], *"[a-z]+(_[a-z]+)*"' |
 		sed -E 's/.*"([a-z_]+)"$/\1/'
 	# and the registry's codes an operator meets: the request, the token, the card's
 	# certificate, the state, the idempotency key, the store
@@ -128,7 +129,7 @@ sed -n '/^## 2\. /,/^## 3\. /p' "$G" | grep '^|' >"$KH_META/errtable"
 		echo "$code"
 	done
 } | sort -u >"$KH_META/codes"
-[ -s "$KH_META/codes" ] || kh_fail "found no error codes in src/center/sms/ and src/net/http_server.c"
+[ -s "$KH_META/codes" ] || kh_fail "found no error codes in src/center/sms/ and src/net/http_*.c"
 while read -r code; do
 	grep -q "\`$code\`" "$KH_META/errtable" || echo "$code"
 done <"$KH_META/codes" >"$KH_META/missing"
