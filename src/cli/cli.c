@@ -1,4 +1,5 @@
 /* Helpers shared by the subcommands (cli.h). */
+#include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -135,6 +136,69 @@ int kh_cli_open_special(const char *path)
 	if ((fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY)) < 0)
 		return -2;
 	return fd;
+}
+
+int kh_cli_out_open(struct kh_cli_out *o, const char *path)
+{
+	mode_t um;
+	int fd;
+
+	o->fd = -1;
+	o->tmp = NULL;
+	if (!path || strcmp(path, "-") == 0) {
+		o->fd = STDOUT_FILENO;
+		return KH_EXIT_OK;
+	}
+	if ((fd = kh_cli_open_special(path)) != -1) {
+		/* a device, FIFO or socket: written in place, never renamed over */
+		if (fd == -2) {
+			fprintf(stderr, "keyhole: %s: %s\n", path, strerror(errno));
+			return KH_EXIT_FAIL;
+		}
+		o->fd = fd;
+		return KH_EXIT_OK;
+	}
+	if (asprintf(&o->tmp, "%s.tmp.XXXXXX", path) < 0) {
+		o->tmp = NULL;
+		return kh_cli_fail(path, KH_ERR_NOMEM);
+	}
+	/* mkstemp makes the file 0600; a transport stream is no secret, so the umask decides */
+	um = umask(0);
+	umask(um);
+	if ((o->fd = mkostemp(o->tmp, O_CLOEXEC)) < 0 || fchmod(o->fd, 0666 & ~um) != 0) {
+		fprintf(stderr, "keyhole: %s: %s\n", path, strerror(errno));
+		kh_cli_out_close(o);
+		return KH_EXIT_FAIL;
+	}
+	return KH_EXIT_OK;
+}
+
+int kh_cli_out_commit(struct kh_cli_out *o, const char *path)
+{
+	int fd = o->fd;
+
+	if (!o->tmp)
+		return KH_EXIT_OK;
+	o->fd = -1;
+	if (fsync(fd) != 0 || close(fd) != 0 || rename(o->tmp, path) != 0) {
+		fprintf(stderr, "keyhole: %s: %s\n", path, strerror(errno));
+		return KH_EXIT_FAIL;
+	}
+	free(o->tmp);
+	o->tmp = NULL;
+	return KH_EXIT_OK;
+}
+
+void kh_cli_out_close(struct kh_cli_out *o)
+{
+	if (o->fd > STDERR_FILENO)
+		close(o->fd);
+	o->fd = -1;
+	if (o->tmp) { /* no half-written output */
+		unlink(o->tmp);
+		free(o->tmp);
+		o->tmp = NULL;
+	}
 }
 
 int kh_cli_dispatch(const char *prog, const struct kh_cli_cmd *tab, size_t n, int argc, char **argv)

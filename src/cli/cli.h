@@ -88,6 +88,23 @@ int kh_cli_wants_help(int argc, char **argv);
  * and rename it), -2 when it could not be opened (errno says why).
  */
 int kh_cli_open_special(const char *path);
+/*
+ * A stream's output (headend scramble, decoder play): standard output for NULL or "-"; a
+ * device, FIFO or socket written in place (kh_cli_open_special); any other path a temporary
+ * file beside it (mode 0666 less the umask), renamed over the path only by kh_cli_out_commit, so
+ * a run that fails leaves no half-written file and the old one untouched.
+ */
+struct kh_cli_out {
+	int fd;    /* where to write */
+	char *tmp; /* the temporary file's name, NULL when written in place */
+};
+/* KH_EXIT_OK, or KH_EXIT_FAIL with one line on stderr naming path. */
+int kh_cli_out_open(struct kh_cli_out *o, const char *path);
+/* All written: fsync, close and rename the temporary file over path (nothing to do in place).
+ * KH_EXIT_OK, or KH_EXIT_FAIL with one line on stderr; kh_cli_out_close is still needed. */
+int kh_cli_out_commit(struct kh_cli_out *o, const char *path);
+/* On every path out: close what is open; a temporary file not committed is removed. */
+void kh_cli_out_close(struct kh_cli_out *o);
 
 struct kh_softmod;
 /*

@@ -367,8 +367,8 @@ static int play(int argc, char **argv)
 	struct sigaction sa, old_int, old_term, old_pipe, old_xfsz;
 	struct kh__cli_m1 m1;
 	const char *out_name;
-	char *tmp = NULL;
-	int rc, fd, in = -1, rerr = 0, connected = 0, handlers = 0;
+	struct kh_cli_out out = {.fd = -1};
+	int rc, in = -1, rerr = 0, connected = 0, handlers = 0;
 	kh_err r;
 
 	memset(&m1, 0, sizeof m1);
@@ -395,36 +395,9 @@ static int play(int argc, char **argv)
 		goto out;
 	}
 	connected = 1;
-	if (!o.out || strcmp(o.out, "-") == 0) {
-		pc.fd = STDOUT_FILENO;
-	} else if ((fd = kh_cli_open_special(o.out)) != -1) {
-		/* a device or FIFO: written in place, never renamed over */
-		if (fd == -2) {
-			fprintf(stderr, "keyhole: %s: %s\n", o.out, strerror(errno));
-			goto out;
-		}
-		pc.fd = fd;
-	} else {
-		if (asprintf(&tmp, "%s.XXXXXX", o.out) < 0) {
-			tmp = NULL;
-			kh_cli_fail("decoder", KH_ERR_NOMEM);
-			goto out;
-		}
-		/* mkstemp makes the file 0600; the clear stream is no secret, so honour the umask. */
-		mode_t um = umask(0);
-		umask(um);
-		if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0 || fchmod(fd, 0666 & ~um) != 0) {
-			fprintf(stderr, "keyhole: %s: %s\n", o.out, strerror(errno));
-			if (fd >= 0) {
-				close(fd);
-				unlink(tmp);
-			}
-			free(tmp);
-			tmp = NULL;
-			goto out;
-		}
-		pc.fd = fd;
-	}
+	if (kh_cli_out_open(&out, o.out) != KH_EXIT_OK)
+		goto out;
+	pc.fd = out.fd;
 	/*
 	 * From here on a stop is an orderly end: SIGINT and SIGTERM stop the reading (no
 	 * SA_RESTART, so a blocked read returns), a reader that went away is EPIPE rather than
@@ -500,16 +473,8 @@ static int play(int argc, char **argv)
 			pc.why[0] ? pc.why : why_nothing(&s));
 		goto out;
 	}
-	if (tmp) {
-		fd = pc.fd;
-		pc.fd = -1;
-		if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, o.out) != 0) {
-			fprintf(stderr, "keyhole: %s: %s\n", o.out, strerror(errno));
-			goto out;
-		}
-		free(tmp);
-		tmp = NULL;
-	}
+	if (kh_cli_out_commit(&out, o.out) != KH_EXIT_OK)
+		goto out;
 	if (s.emm_pending)
 		fprintf(stderr, "keyhole: %u EMM(s) for this card wait for an earlier one the stream did not "
 				"carry: 'keyhole decoder connect' fetches it from the center\n",
@@ -518,12 +483,7 @@ static int play(int argc, char **argv)
 out:
 	if (connected) /* a failure after pairing: the card still stores its counters */
 		card_end(m, &m1);
-	if (pc.fd > STDERR_FILENO)
-		close(pc.fd);
-	if (tmp) { /* no half-written output */
-		unlink(tmp);
-		free(tmp);
-	}
+	kh_cli_out_close(&out); /* a run that failed leaves no half-written output */
 	if (in > STDERR_FILENO)
 		close(in);
 	if (handlers) {

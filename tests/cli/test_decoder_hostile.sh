@@ -12,7 +12,7 @@
 #   found again, the skipped bytes are counted; a JPEG or an empty file is "not a transport
 #   stream" (exit 1, no output file);
 # - nothing descrambled (no subscription): exit 1 with the reason, no output file;
-# - SIGTERM or SIGINT while writing --out FILE: no FILE.XXXXXX left, the card's counters stored;
+# - SIGTERM or SIGINT while writing --out FILE: no FILE.tmp.XXXXXX left, the card's counters stored;
 #   a reader that closes the pipe: one line, exit 1, the card's counters stored; a full device
 #   and a file size limit: the file and the cause named.
 # Run by CTest as `sh test_decoder_hostile.sh` with KEYHOLE and KH_SOURCE_DIR set.

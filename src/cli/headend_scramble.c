@@ -1,0 +1,847 @@
+/*
+ * keyhole headend scramble: the streaming scrambler on the command line: options, the input's
+ * census and PIDs, the output file, the center's EMM queue polled in a thread, progress and the
+ * damage warning. The engine is src/center/headend/scramble.c.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/headend.h"
+#include "cli/headend.h"
+#include "keyhole/crypto.h"
+#include "keyhole/file.h"
+#include "keyhole/authority.h"
+#include "keyhole/headend.h"
+#include "keyhole/store.h"
+#include "keyhole/ts.h"
+
+static const char scramble_help[] =
+	"usage: keyhole headend scramble --keys FILE [--in FILE|-] [--out FILE|-] --alg csa2|cissa|idsa\n"
+	"           (--product P | --event E [--price N]) [--service PROGRAM] [--key-id N]\n"
+	"           [--key-version V] [--period SECONDS] [--lead MS] [--ecm-interval MS] [--emm FILE]...\n"
+	"           [--emm-interval MS] [--ecm-pid PID] [--emm-pid PID] [--ca-system-id ID]\n"
+	"           [--time UNIX] [--csa-reduce] [--ladder-only] [--cw-log FILE] [--center URL [--cacert FILE]\n"
+	"           [--insecure-http] [--token-file FILE] [--center-since ID] [--emm-poll SECONDS]] [-v]\n"
+	"\n"
+	"Scramble one programme of an MPEG transport stream: its components are scrambled with a\n"
+	"fresh control word per crypto period (on the stream's PCR time), ECMs go out on the ECM PID,\n"
+	"the EMMs of --emm are cycled on the EMM PID, the PMT gains a CA descriptor and a CAT is\n"
+	"inserted. Output to a file appears only when complete. With --center, the center's broadcast\n"
+	"EMM queue is fetched at start and carried like --emm's (both: the files' EMMs first), then\n"
+	"polled again every --emm-poll seconds: new EMMs go out next, then join the cycle.\n"
+	"\n"
+	"Damaged input costs what it damaged, not the run: packets are found again after garbage or a\n"
+	"lost byte (three sync bytes 188 bytes apart), a final packet cut short, a packet that is not\n"
+	"a TS packet and a component packet that arrives scrambled are dropped, and one warning line\n"
+	"at the end counts them. A programme that is scrambled already (32 component packets in a\n"
+	"row) is refused. An option that takes a value may be given once, but --emm.\n"
+	"\n"
+	"  -k, --keys FILE         the headend key file\n"
+	"  -i, --in FILE           input transport stream (default -, standard input)\n"
+	"  -o, --out FILE          output transport stream (default -, standard output; refused when\n"
+	"                          that is a terminal, unless --out - is given)\n"
+	"      --alg ALG           csa2, cissa or idsa\n"
+	"      --product P         subscription product the programme belongs to\n"
+	"      --event E           pay-per-view event ...\n"
+	"      --price N           ... and its price; with --center the price is the catalogue's\n"
+	"                          (GET URL/v1/events/E): --price may be left out, and one that\n"
+	"                          differs is refused, as is an event the catalogue does not list\n"
+	"  -s, --service PROGRAM   program_number to scramble (default: the first in the PAT)\n"
+	"      --key-id N          service key sealing the ECMs (default 1)\n"
+	"      --key-version V     its version (default: the highest in the key file)\n"
+	"      --period SECONDS    crypto period, 5 to 30 (default 10)\n"
+	"      --lead MS           ECM of a period goes out this long before it (default 1000)\n"
+	"      --ecm-interval MS   ECM repetition (default 100)\n"
+	"      --emm FILE          EMMs to play out (concatenated 'headend emm' files); may be\n"
+	"                          repeated: every file's EMMs, in the order given\n"
+	"      --emm-interval MS   one EMM every MS (default 100)\n"
+	"      --ecm-pid PID       default 0x0FF0, or the next PID above it the input does not use\n"
+	"      --emm-pid PID       default 0x0FF1, likewise; a PID given that the input uses (in its\n"
+	"                          PAT, PMTs, CAT or first packets) is refused\n"
+	"  -C, --ca-system-id ID   default 0x4B48\n"
+	"      --time UNIX         broadcast time of the first crypto period (default now)\n"
+	"      --csa-reduce        csa2: 48-bit control words (common practice)\n"
+	"      --ladder-only       the ECMs say (signed) that the control words go only to a\n"
+	"                          decoder module under the key ladder (decoder play --ladder);\n"
+	"                          the CAM refuses other decoders with 'ladder required'\n"
+	"      --cw-log FILE       TEST AID: write every control word to FILE, in clear\n"
+	"      --center URL        the management center: GET URL/v1/emm?since=ID, every page\n"
+	"                          (https://HOST[:PORT]; http:// only to 127.0.0.1, localhost,\n"
+	"                          [::1] unless --insecure-http)\n"
+	"      --cacert FILE       PEM CA certificates to trust for the center (default: the\n"
+	"                          system's); peer and host name are always checked\n"
+	"      --insecure-http     allow plain http to any host (a test network only)\n"
+	"  -T, --token-file FILE   the operator's bearer token, for the catalogue (--event);\n"
+	"                          private to its owner, like a key file\n"
+	"      --center-since ID   only the EMMs with a queue id above ID (default 0: all)\n"
+	"      --emm-poll SECONDS  poll the queue again every SECONDS of wall time, in a thread\n"
+	"                          (default 30; 0: only at start); a failed poll is a warning\n"
+	"  -v, --verbose           say on stderr the ECM and EMM PIDs, the catalogue's price, how\n"
+	"                          many EMMs came from the center and the last id (at start and\n"
+	"                          after each poll that brought some)\n";
+
+/* ---- scramble ---- */
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+struct sink {
+	int fd;
+	int err; /* errno of a failed write: EPIPE, ENOSPC, EFBIG name the cause */
+};
+
+static kh_err write_all(void *ctx, const uint8_t *p, size_t n)
+{
+	struct sink *s = ctx;
+	size_t len = n * KH_TS_PACKET_LEN;
+	while (len) {
+		ssize_t w = write(s->fd, p, len);
+		if (w < 0) {
+			if (errno == EINTR && !interrupted)
+				continue;
+			s->err = errno;
+			return KH_ERR_IO;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	return KH_OK;
+}
+
+static void log_cw(void *ctx, uint32_t cp, const uint8_t *cw, size_t len)
+{
+	char hex[2 * KH_CAS_CW_MAX + 1];
+	(void)cp;
+	kh_hex_encode(cw, len, hex);
+	fprintf((FILE *)ctx, "%s\n", hex);
+	kh_wipe(hex, sizeof hex);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * The continuous feed's side of the packet path: whatever the poller thread fetched since the
+ * last look goes into the carousel. A mutex and a copy of the carousel: no network wait here.
+ */
+struct poll_ctx {
+	struct kh_headend_poller *p; /* NULL: no polling */
+	const char *center;
+	int verbose;
+};
+
+static void take_polled(struct kh_headend *h, const struct poll_ctx *pc)
+{
+	uint8_t *emm = NULL;
+	size_t len = 0, n = 0;
+	int64_t last = 0;
+	unsigned failed = 0;
+	char why[256];
+	kh_err r;
+
+	if (!pc->p)
+		return;
+	if (kh_headend_poller_take(pc->p, &emm, &len, &n, &last, &failed, why, sizeof why)) {
+		if ((r = kh_headend_emm_add(h, emm, len)) != KH_OK)
+			fprintf(stderr, "keyhole: warning: %s: %zu new EMM(s) not carried: %s\n", pc->center, n,
+				kh_strerror(r));
+		else if (pc->verbose)
+			fprintf(stderr, "keyhole headend scramble: %zu new EMM(s) from the center, last id %lld\n", n,
+				(long long)last);
+	}
+	free(emm);
+	if (failed)
+		fprintf(stderr, "keyhole: warning: %s: EMM poll failed: %s; going on with the EMMs held\n",
+			pc->center, why);
+}
+
+/*
+ * The input, read in chunks: packets are found in the bytes (kh_headend_sync), so that garbage,
+ * a lost byte or a cut final packet costs what it damaged and not the run.
+ */
+enum { CHUNK = 256 * 188 };
+
+struct reader {
+	int fd;
+	uint8_t buf[CHUNK];
+	size_t pos, have; /* the bytes not consumed yet: buf[pos .. pos + have) */
+	int eof;
+	uint64_t bytes;
+	struct kh_headend_sync sync;
+};
+
+/*
+ * The next run of packets (*pkts points into rd's buffer: use them before calling again): 1, or
+ * 0 at the end of the input, -1 when reading failed, -2 when a signal asked to stop.
+ */
+static int next_run(struct reader *rd, const uint8_t **pkts, size_t *n)
+{
+	for (;;) {
+		ssize_t got;
+		if (rd->have || rd->eof) {
+			size_t off, cnt, used;
+			if (!rd->have)
+				return 0;
+			used = kh_headend_sync_find(&rd->sync, rd->buf + rd->pos, rd->have, rd->eof, &off, &cnt);
+			*pkts = rd->buf + rd->pos + off;
+			rd->pos += used;
+			rd->have -= used;
+			if (cnt) {
+				*n = cnt;
+				return 1;
+			}
+			if (used)
+				continue;
+			if (rd->eof)
+				return 0; /* (the sync always consumes at the end: never reached) */
+		}
+		memmove(rd->buf, rd->buf + rd->pos, rd->have);
+		rd->pos = 0;
+		got = read(rd->fd, rd->buf + rd->have, CHUNK - rd->have);
+		if (interrupted)
+			return -2;
+		if (got < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (got == 0)
+			rd->eof = 1;
+		rd->have += (size_t)got;
+		rd->bytes += (uint64_t)got;
+	}
+}
+
+/*
+ * Before the scrambler starts, the first packets of the input are read and kept, to learn what
+ * PIDs the input uses: at least PRESCAN_MIN packets and until the PAT and every PMT it lists have
+ * been seen, at most PRESCAN_MAX (a bounded memory; memory does not grow with the stream).
+ */
+#define PRESCAN_MIN 1024u
+#define PRESCAN_MAX (8u * 1024 * 1024 / KH_TS_PACKET_LEN)
+
+struct prescan {
+	uint8_t *pkts;
+	size_t n, cap;
+};
+
+static void prescan_free(struct prescan *ps)
+{
+	if (ps->pkts) {
+		kh_wipe(ps->pkts, ps->cap * KH_TS_PACKET_LEN);
+		free(ps->pkts);
+	}
+	memset(ps, 0, sizeof *ps);
+}
+
+/* Read into ps and c until the census knows enough (or the input ends). KH_OK, KH_ERR_NOMEM,
+ * KH_ERR_IO (reading failed, or with *stopped set: a signal asked to stop). */
+static kh_err prescan(struct reader *rd, struct kh_headend_census *c, struct prescan *ps, int *stopped)
+{
+	const uint8_t *p;
+	size_t n;
+	int got;
+
+	while (ps->n < PRESCAN_MAX && (ps->n < PRESCAN_MIN || !kh_headend_census_complete(c))) {
+		if ((got = next_run(rd, &p, &n)) <= 0) {
+			if (got == 0)
+				break;
+			*stopped = got == -2;
+			return KH_ERR_IO;
+		}
+		if (ps->n + n > ps->cap) {
+			size_t cap = ps->cap ? ps->cap * 2 : 2 * PRESCAN_MIN;
+			uint8_t *q;
+			while (cap < ps->n + n)
+				cap *= 2;
+			if (!(q = malloc(cap * KH_TS_PACKET_LEN)))
+				return KH_ERR_NOMEM;
+			if (ps->pkts) { /* copy and wipe: clear programme, as the engine's staging */
+				memcpy(q, ps->pkts, ps->n * KH_TS_PACKET_LEN);
+				kh_wipe(ps->pkts, ps->cap * KH_TS_PACKET_LEN);
+				free(ps->pkts);
+			}
+			ps->pkts = q;
+			ps->cap = cap;
+		}
+		memcpy(ps->pkts + ps->n * KH_TS_PACKET_LEN, p, n * KH_TS_PACKET_LEN);
+		ps->n += n;
+		kh_headend_census_feed(c, p, n);
+	}
+	return KH_OK;
+}
+
+/* "a component (program 1)" */
+static void pid_use(const struct kh_headend_census *c, uint16_t pid, char *out, size_t cap)
+{
+	uint16_t prog = 0;
+	enum kh_headend_pid_use u = kh_headend_census_use(c, pid, &prog);
+
+	if (prog)
+		snprintf(out, cap, "%s (program %u)", kh_headend_pid_use_name(u), prog);
+	else
+		snprintf(out, cap, "%s", kh_headend_pid_use_name(u));
+}
+
+/*
+ * The ECM and EMM PIDs: one given (explicit) must be free in the input, else the run is refused;
+ * one not given is 0x0FF0 / 0x0FF1 when free, else the next free PID above. With verbose, says
+ * which on stderr. Returns KH_EXIT_OK or KH_EXIT_FAIL (the message printed).
+ */
+static int choose_pids(const struct kh_headend_census *c, const char *inname, struct kh_headend_cfg *cfg,
+		       int ecm_given, int emm_given, int verbose)
+{
+	static const uint16_t want[2] = {0x0FF0, 0x0FF1};
+	static const char *const opt[2] = {"--ecm-pid", "--emm-pid"};
+	uint16_t *pid[2] = {&cfg->ecm_pid, &cfg->emm_pid};
+	int given[2] = {ecm_given, emm_given};
+	char note[2][160] = {"", ""}, use[100];
+
+	for (int i = 0; i < 2; i++)
+		if (given[i] && kh_headend_census_use(c, *pid[i], NULL) != KH_HEADEND_PID_FREE) {
+			pid_use(c, *pid[i], use, sizeof use);
+			fprintf(stderr,
+				"keyhole: %s: %s 0x%04X is in use in the input: %s; leave it out to have a free "
+				"PID chosen\n",
+				inname, opt[i], *pid[i], use);
+			return KH_EXIT_FAIL;
+		}
+	for (int i = 0; i < 2; i++) {
+		/* the ECMs step aside from the EMMs' PID (given, or the default when it is free), the
+		 * EMMs from the ECMs' chosen one */
+		uint16_t other = given[1 - i] || i == 1 ? *pid[1 - i] : 0;
+		if (i == 0 && !given[1] && kh_headend_census_use(c, want[1], NULL) == KH_HEADEND_PID_FREE)
+			other = want[1];
+		if (given[i])
+			continue;
+		if (kh_headend_census_pick(c, want[i], other, pid[i]) != KH_OK) {
+			fprintf(stderr, "keyhole: %s: no free PID left for the %s\n", inname, i ? "EMMs" : "ECMs");
+			return KH_EXIT_FAIL;
+		}
+		if (*pid[i] != want[i] && kh_headend_census_use(c, want[i], NULL) != KH_HEADEND_PID_FREE) {
+			pid_use(c, want[i], use, sizeof use);
+			snprintf(note[i], sizeof note[i], " (0x%04X is in use in the input: %s)", want[i], use);
+		}
+	}
+	if (verbose)
+		fprintf(stderr, "keyhole headend scramble: ECM PID 0x%04X%s, EMM PID 0x%04X%s\n", cfg->ecm_pid, note[0],
+			cfg->emm_pid, note[1]);
+	return KH_EXIT_OK;
+}
+
+/* Feed n packets to the engine. On error *what names the culprit. */
+static kh_err feed(struct kh_headend *h, const uint8_t *p, size_t n, const char **what, const char *inname,
+		   const char *outname)
+{
+	kh_err r = kh_headend_feed(h, p, n);
+	if (r != KH_OK)
+		*what = r == KH_ERR_IO ? outname : inname;
+	return r;
+}
+
+/* Streams the input through the engine: the packets of the prescan first. On error *what names
+ * the culprit. */
+static kh_err pump(struct kh_headend *h, struct reader *rd, const struct prescan *ps, const char **what,
+		   const char *inname, const char *outname, const struct poll_ctx *pc)
+{
+	int tty = isatty(2), shown = 0, got;
+	double t0 = now_s(), last = t0;
+	const uint8_t *p;
+	size_t n;
+	kh_err r;
+
+	if (ps->n && (r = feed(h, ps->pkts, ps->n, what, inname, outname)) != KH_OK)
+		goto out;
+	for (;;) {
+		if ((got = next_run(rd, &p, &n)) <= 0) {
+			if (got == 0)
+				break;
+			*what = got == -2 ? "headend scramble" : inname;
+			r = KH_ERR_IO;
+			goto out;
+		}
+		if ((r = feed(h, p, n, what, inname, outname)) != KH_OK)
+			goto out;
+		take_polled(h, pc);
+		if (tty) {
+			double t = now_s();
+			if (t - last >= 0.5) {
+				struct kh_headend_stats st;
+				kh_headend_stats(h, &st);
+				fprintf(stderr, "\rkeyhole headend scramble: %llu packets, %.1f Mb/s, crypto period %lu ",
+					(unsigned long long)st.in, (double)rd->bytes * 8 / 1e6 / (t - t0),
+					(unsigned long)st.period);
+				last = t;
+				shown = 1;
+			}
+		}
+	}
+	if ((r = kh_headend_finish(h)) != KH_OK)
+		*what = r == KH_ERR_IO ? outname : inname;
+out:
+	if (shown)
+		fputc('\n', stderr);
+	return r;
+}
+
+/* One warning line at the end of a run that had to skip or drop something of its input. */
+static void warn_damage(const char *inname, const struct kh_headend_sync *sy, const struct kh_headend_stats *st)
+{
+	char line[600];
+	size_t n = 0;
+
+#define PART(...)                                                                                          \
+	do {                                                                                               \
+		if (n < sizeof line)                                                                       \
+			n += (size_t)snprintf(line + n, sizeof line - n, "%s", n ? "; " : "");             \
+		if (n < sizeof line)                                                                       \
+			n += (size_t)snprintf(line + n, sizeof line - n, __VA_ARGS__);                     \
+	} while (0)
+	if (sy->skipped)
+		PART("%llu byte(s) skipped in %llu place(s) to find the packets again", (unsigned long long)sy->skipped,
+		     (unsigned long long)sy->gaps);
+	if (sy->cut)
+		PART("a final packet cut short (%llu bytes) dropped", (unsigned long long)sy->cut);
+	if (st->damaged)
+		PART("%llu packet(s) that are not TS packets dropped", (unsigned long long)st->damaged);
+	if (st->scrambled_in)
+		PART("%llu component packet(s) that arrived scrambled dropped", (unsigned long long)st->scrambled_in);
+	if (st->foreign)
+		PART("%llu packet(s) on the ECM or EMM PID dropped", (unsigned long long)st->foreign);
+#undef PART
+	if (n)
+		fprintf(stderr, "keyhole: warning: %s: damaged input: %s\n", inname, line);
+}
+
+static int parse_ms(const char *s, unsigned lo, unsigned hi, unsigned *v)
+{
+	uint64_t x;
+	if (kh_cli_parse_num(s, hi, &x) != 0 || x < lo)
+		return -1;
+	*v = (unsigned)x;
+	return 0;
+}
+
+/* Read the EMM files in order and concatenate them; each is checked, and a bad one named. */
+static int read_emms(const char *const *paths, size_t npaths, uint8_t **emm, size_t *emm_len)
+{
+	for (size_t i = 0; i < npaths; i++) {
+		uint8_t *data = NULL, *all;
+		size_t len = 0, off = 0, n;
+		const uint8_t *sec;
+		int more;
+		kh_err r;
+
+		if ((r = kh_file_read(paths[i], KH_HEADEND_FEED_MAX, &data, &len)) != KH_OK)
+			return kh_cli_fail(paths[i], r);
+		while ((more = kh_headend_emm_next(data, len, &off, &sec, &n)) == 1)
+			;
+		if (more < 0 || len > KH_HEADEND_FEED_MAX - *emm_len) {
+			kh_file_free(data, len);
+			return kh_cli_fail(paths[i], more < 0 ? (kh_err)more : KH_ERR_TOO_LARGE);
+		}
+		if (!(all = realloc(*emm, *emm_len + len + 1))) {
+			kh_file_free(data, len);
+			return kh_cli_fail(paths[i], KH_ERR_NOMEM);
+		}
+		if (len)
+			memcpy(all + *emm_len, data, len);
+		*emm = all;
+		*emm_len += len;
+		kh_file_free(data, len);
+	}
+	return KH_EXIT_OK;
+}
+
+int kh__cli_headend_scramble(int argc, char **argv)
+{
+	enum {
+		O_ALG = 256, O_PRODUCT, O_EVENT, O_PRICE, O_KEYID, O_KEYVER, O_PERIOD, O_LEAD,
+		O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_TIME, O_REDUCE, O_LADDER, O_CWLOG, O_CENTER,
+		O_CACERT, O_INSECURE, O_SINCE, O_POLL
+	};
+	static const struct option opts[] = {
+		{"keys", required_argument, NULL, 'k'},         {"in", required_argument, NULL, 'i'},
+		{"out", required_argument, NULL, 'o'},          {"alg", required_argument, NULL, O_ALG},
+		{"product", required_argument, NULL, O_PRODUCT}, {"event", required_argument, NULL, O_EVENT},
+		{"price", required_argument, NULL, O_PRICE},    {"service", required_argument, NULL, 's'},
+		{"key-id", required_argument, NULL, O_KEYID},   {"key-version", required_argument, NULL, O_KEYVER},
+		{"period", required_argument, NULL, O_PERIOD},  {"lead", required_argument, NULL, O_LEAD},
+		{"ecm-interval", required_argument, NULL, O_ECMIV}, {"emm", required_argument, NULL, O_EMM},
+		{"emm-interval", required_argument, NULL, O_EMMIV}, {"ecm-pid", required_argument, NULL, O_ECMPID},
+		{"emm-pid", required_argument, NULL, O_EMMPID}, {"ca-system-id", required_argument, NULL, 'C'},
+		{"time", required_argument, NULL, O_TIME},      {"csa-reduce", no_argument, NULL, O_REDUCE},
+		{"ladder-only", no_argument, NULL, O_LADDER},
+		{"cw-log", required_argument, NULL, O_CWLOG},   {"center", required_argument, NULL, O_CENTER},
+		{"cacert", required_argument, NULL, O_CACERT},  {"insecure-http", no_argument, NULL, O_INSECURE},
+		{"center-since", required_argument, NULL, O_SINCE}, {"verbose", no_argument, NULL, 'v'},
+		{"emm-poll", required_argument, NULL, O_POLL},  {"token-file", required_argument, NULL, 'T'},
+		{"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0}};
+	static const char *const P = "headend scramble";
+#define USAGE(...)                                                                                         \
+	do {                                                                                               \
+		rc = kh_cli_usage(P, __VA_ARGS__);                                                         \
+		goto out;                                                                                  \
+	} while (0)
+	struct kh_headend_feed_cfg fcfg = {0};
+	uint8_t *cemm = NULL;
+	size_t cemm_len = 0, cemm_n = 0;
+	int64_t last_id = 0;
+	int verbose = 0, have_poll = 0, stopped = 0;
+	unsigned poll_s = 30;
+	struct poll_ctx pc = {0};
+	char fwhy[256];
+	const char *keys = NULL, *inpath = "-", *outpath = NULL, *cwlog = NULL, *what = NULL, *tokfile = NULL;
+	const char **emmpaths = NULL, *inname;
+	size_t nemm = 0;
+	unsigned char seen[512] = {0};
+	struct kh_headend_cfg cfg = {0};
+	struct kh_headend_keys *k = NULL;
+	struct kh_headend *h = NULL;
+	struct kh_headend_census *census = NULL;
+	struct prescan ps = {0};
+	struct reader *rd = NULL;
+	struct sink sk = {.fd = -1};
+	struct sigaction sa;
+	FILE *cwf = NULL;
+	uint8_t *emm = NULL;
+	size_t emm_len = 0, line = 0;
+	char *tok = NULL;
+	struct kh_cli_out outf = {.fd = -1};
+	int have_product = 0, have_event = 0, have_price = 0, have_ecm_pid = 0, have_emm_pid = 0, c,
+	    rc = KH_EXIT_FAIL;
+	uint32_t price_given = 0;
+	uint64_t x;
+	kh_err r;
+
+	cfg.key_id = 1;
+	cfg.period_s = 10;
+	cfg.lead_ms = 1000;
+	cfg.ecm_interval_ms = 100;
+	cfg.emm_interval_ms = 100;
+	cfg.ecm_pid = 0x0FF0;
+	cfg.emm_pid = 0x0FF1;
+	cfg.ca_system_id = KH_HEADEND_DEFAULT_CA_SYSTEM_ID;
+	cfg.time = (uint64_t)time(NULL);
+	if (!(emmpaths = calloc((size_t)argc + 1, sizeof *emmpaths)))
+		return kh_cli_fail(P, KH_ERR_NOMEM);
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+k:i:o:s:C:T:vh", opts, NULL)) != -1) {
+		const char *dup = c == O_EMM ? NULL : kh_cli_twice(opts, c, seen);
+		if (dup) USAGE("--%s is given twice (it takes one value)", dup);
+		switch (c) {
+		case 'k': keys = optarg; break;
+		case 'v': verbose = 1; break;
+		case O_CENTER: fcfg.center = optarg; break;
+		case O_CACERT: fcfg.cacert = optarg; break;
+		case O_INSECURE: fcfg.insecure_http = 1; break;
+		case 'T': tokfile = optarg; break;
+		case O_SINCE:
+			if (kh_cli_parse_num(optarg, INT64_MAX, &x) != 0) USAGE("--center-since takes a queue id (0 or more)");
+			fcfg.since = (int64_t)x;
+			break;
+		case O_POLL:
+			if (kh_cli_parse_num(optarg, 86400, &x) != 0) USAGE("--emm-poll takes seconds, 0 to 86400");
+			poll_s = (unsigned)x;
+			have_poll = 1;
+			break;
+		case 'i': inpath = optarg; break;
+		case 'o': outpath = optarg; break;
+		case O_ALG:
+			if (strcmp(optarg, "csa2") == 0)
+				cfg.alg = KH_SCR_CSA2;
+			else if (strcmp(optarg, "cissa") == 0)
+				cfg.alg = KH_SCR_CISSA;
+			else if (strcmp(optarg, "idsa") == 0)
+				cfg.alg = KH_SCR_IDSA;
+			else USAGE("--alg must be csa2, cissa or idsa");
+			break;
+		case O_PRODUCT:
+			if (kh__cli_u32(optarg, &cfg.product) != 0) USAGE("--product takes a number");
+			have_product = 1;
+			break;
+		case O_EVENT:
+			if (kh__cli_u32(optarg, &cfg.event) != 0) USAGE("--event takes a number");
+			have_event = 1;
+			break;
+		case O_PRICE:
+			if (kh__cli_u32(optarg, &price_given) != 0) USAGE("--price takes a number");
+			have_price = 1;
+			break;
+		case 's':
+			if (kh_cli_parse_num(optarg, 0xFFFF, &x) != 0 || x == 0) USAGE("--service takes a program number from 1 to 65535");
+			cfg.program = (uint16_t)x;
+			break;
+		case O_KEYID:
+			if (kh_cli_parse_num(optarg, 255, &x) != 0) USAGE("--key-id takes a number from 0 to 255");
+			cfg.key_id = (uint8_t)x;
+			break;
+		case O_KEYVER:
+			if (kh__cli_u32(optarg, &cfg.key_version) != 0 || cfg.key_version == 0) USAGE("--key-version takes a number from 1");
+			break;
+		case O_PERIOD:
+			if (parse_ms(optarg, KH_HEADEND_PERIOD_MIN, KH_HEADEND_PERIOD_MAX, &cfg.period_s) != 0) USAGE("--period takes 5 to 30 seconds");
+			break;
+		case O_LEAD:
+			if (parse_ms(optarg, 0, 29999, &cfg.lead_ms) != 0) USAGE("--lead takes milliseconds, less than the period");
+			break;
+		case O_ECMIV:
+			if (parse_ms(optarg, 10, 60000, &cfg.ecm_interval_ms) != 0) USAGE("--ecm-interval takes 10 to 60000 ms");
+			break;
+		case O_EMMIV:
+			if (parse_ms(optarg, 10, 60000, &cfg.emm_interval_ms) != 0) USAGE("--emm-interval takes 10 to 60000 ms");
+			break;
+		case O_EMM: emmpaths[nemm++] = optarg; break;
+		case O_ECMPID:
+		case O_EMMPID:
+			if (kh_cli_parse_num(optarg, 0x1FFE, &x) != 0 || x < 0x10) USAGE("%s takes a PID from 0x0010 to 0x1FFE",
+						  c == O_ECMPID ? "--ecm-pid" : "--emm-pid");
+			*(c == O_ECMPID ? &cfg.ecm_pid : &cfg.emm_pid) = (uint16_t)x;
+			*(c == O_ECMPID ? &have_ecm_pid : &have_emm_pid) = 1;
+			break;
+		case 'C':
+			if (kh_cli_parse_num(optarg, 0xFFFF, &x) != 0) USAGE("--ca-system-id takes a 16-bit number");
+			cfg.ca_system_id = (uint16_t)x;
+			break;
+		case O_TIME:
+			if (kh_cli_parse_time(optarg, &cfg.time) != 0) USAGE("--time takes Unix seconds (or now, now+N, now-N)");
+			break;
+		case O_REDUCE: cfg.csa_reduce = 1; break;
+		case O_LADDER: cfg.ecm_flags |= KH_ECM_F_LADDER; break;
+		case O_CWLOG: cwlog = optarg; break;
+		case 'h':
+			fputs(scramble_help, stdout);
+			rc = KH_EXIT_OK;
+			goto out;
+		default: USAGE("unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		USAGE("unexpected argument '%s'", argv[optind]);
+	if (!keys || !cfg.alg)
+		USAGE("--keys and --alg are required");
+	if (have_product == have_event || (have_product && have_price) || (have_event && !have_price && !fcfg.center))
+		USAGE("give either --product or --event with --price (with --center, the price may come from the "
+		      "center's catalogue)");
+	if (cfg.csa_reduce && cfg.alg != KH_SCR_CSA2)
+		USAGE("--csa-reduce is for --alg csa2 only");
+	if (cfg.lead_ms >= cfg.period_s * 1000u)
+		USAGE("--lead must be shorter than the period");
+	if (have_ecm_pid && have_emm_pid && cfg.ecm_pid == cfg.emm_pid)
+		USAGE("--ecm-pid and --emm-pid must differ");
+	if (!fcfg.center && (fcfg.cacert || fcfg.insecure_http || fcfg.since || have_poll || tokfile))
+		USAGE("--cacert, --insecure-http, --center-since, --emm-poll and --token-file go with --center");
+	if (fcfg.center && kh_headend_feed_url_check(fcfg.center, fcfg.insecure_http) != KH_OK)
+		USAGE("--center takes a base URL https://HOST[:PORT] (http:// only to 127.0.0.1, localhost or [::1] "
+		      "unless --insecure-http)");
+	if ((rc = kh_cli_refuse_tty_out(P, outpath)) != 0)
+		goto out;
+	rc = KH_EXIT_FAIL;
+	if (!outpath)
+		outpath = "-";
+	cfg.access = have_product ? KH_ECM_PRODUCT : KH_ECM_EVENT;
+	cfg.price = price_given;
+	inname = strcmp(inpath, "-") == 0 ? "standard input" : inpath;
+
+	if (tokfile && kh_cli_read_token(tokfile, &tok) != KH_EXIT_OK)
+		goto out;
+	if ((r = kh_headend_keys_load(keys, &k, &line)) != KH_OK) {
+		rc = kh__cli_keys_fail(keys, line, r);
+		goto out;
+	}
+	r = kh_headend_keys_get(k, cfg.key_id, cfg.key_version, cfg.service_key, &cfg.key_version);
+	if (r != KH_OK) {
+		fprintf(stderr, "keyhole: %s: no service key %u%s\n", keys, cfg.key_id,
+			cfg.key_version ? " of that version" : "");
+		goto out;
+	}
+	r = kh_headend_keys_signer(k, KH_ROLE_ECM_SIGNER, &cfg.ecm_signer, NULL, NULL);
+	cfg.revoked_version = kh_headend_keys_revoked(k);
+	kh_headend_keys_free(k);
+	k = NULL;
+	if (r != KH_OK) {
+		fprintf(stderr, "keyhole: %s: no ECM signer (keyhole headend keys init copies the authority's)\n", keys);
+		goto out;
+	}
+	if (read_emms(emmpaths, nemm, &emm, &emm_len) != KH_EXIT_OK)
+		goto out;
+	if (fcfg.center && have_event) {
+		/* the catalogue's price, the one the center invoices: a purchase must cost that */
+		uint32_t price = 0;
+		if ((r = kh_headend_event_price(&fcfg, tok, cfg.event, &price, fwhy, sizeof fwhy)) != KH_OK) {
+			fprintf(stderr, "keyhole: %s: %s\n", fcfg.center, fwhy[0] ? fwhy : kh_strerror(r));
+			goto out;
+		}
+		if (have_price && price != price_given) {
+			fprintf(stderr,
+				"keyhole: %s: --price %lu differs from the catalogue's price of event %lu (%lu); "
+				"leave --price out to take the catalogue's\n",
+				fcfg.center, (unsigned long)price_given, (unsigned long)cfg.event, (unsigned long)price);
+			goto out;
+		}
+		cfg.price = price;
+		if (verbose)
+			fprintf(stderr, "keyhole headend scramble: event %lu costs %lu in the center's catalogue\n",
+				(unsigned long)cfg.event, (unsigned long)price);
+	}
+	if (fcfg.center) {
+		if ((r = kh_headend_feed_fetch(&fcfg, &cemm, &cemm_len, &cemm_n, &last_id, fwhy, sizeof fwhy)) != KH_OK) {
+			fprintf(stderr, "keyhole: %s: %s\n", fcfg.center, fwhy[0] ? fwhy : kh_strerror(r));
+			goto out;
+		}
+		if (verbose)
+			fprintf(stderr, "keyhole headend scramble: %zu EMM(s) from the center, last id %lld\n", cemm_n,
+				(long long)last_id);
+		if (cemm_len) { /* the files' EMMs first, then the center's */
+			uint8_t *all = realloc(emm, emm_len + cemm_len);
+			if (!all) {
+				rc = kh_cli_fail(P, KH_ERR_NOMEM);
+				goto out;
+			}
+			memcpy(all + emm_len, cemm, cemm_len);
+			emm = all;
+			emm_len += cemm_len;
+		}
+	}
+
+	/* the input: its first packets tell which PIDs it uses */
+	if (!(rd = calloc(1, sizeof *rd)) || (r = kh_headend_census_new(&census)) != KH_OK) {
+		rc = kh_cli_fail(P, KH_ERR_NOMEM);
+		goto out;
+	}
+	rd->fd = -1;
+	if (strcmp(inpath, "-") == 0) {
+		rd->fd = 0;
+	} else if ((rd->fd = open(inpath, O_RDONLY | O_CLOEXEC)) < 0) {
+		rc = kh_cli_fail(inpath, errno == ENOENT ? KH_ERR_NOTFOUND : KH_ERR_IO);
+		goto out;
+	}
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if ((r = prescan(rd, census, &ps, &stopped)) != KH_OK) {
+		if (stopped)
+			fprintf(stderr, "keyhole: %s: interrupted\n", P);
+		else
+			rc = kh_cli_fail(inname, r);
+		goto out;
+	}
+	if (ps.n == 0) {
+		fprintf(stderr, "keyhole: %s: not a transport stream (no 188-byte packets found)\n", inname);
+		goto out;
+	}
+	if (choose_pids(census, inname, &cfg, have_ecm_pid, have_emm_pid, verbose) != KH_EXIT_OK)
+		goto out;
+
+	cfg.emm = emm;
+	cfg.emm_len = emm_len;
+	if ((r = kh_headend_new(&cfg, write_all, &sk, &h)) != KH_OK) {
+		rc = kh_cli_fail(P, r);
+		goto out;
+	}
+	if (cwlog) {
+		int fd = open(cwlog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0 || !(cwf = fdopen(fd, "w"))) {
+			if (fd >= 0)
+				close(fd);
+			rc = kh_cli_fail(cwlog, KH_ERR_IO);
+			goto out;
+		}
+		kh_headend_set_cw_fn(h, log_cw, cwf);
+	}
+	if (kh_cli_out_open(&outf, outpath) != KH_EXIT_OK)
+		goto out;
+	sk.fd = outf.fd;
+
+	if (fcfg.center && poll_s) {
+		struct kh_headend_feed_cfg pf = fcfg;
+		pf.since = last_id; /* from the highest id the start fetched */
+		if ((r = kh_headend_poller_start(&pf, poll_s, &pc.p)) != KH_OK) {
+			rc = kh_cli_fail(P, r);
+			goto out;
+		}
+		pc.center = fcfg.center;
+		pc.verbose = verbose;
+	}
+	r = pump(h, rd, &ps, &what, inname, outpath, &pc);
+	prescan_free(&ps);
+	if (r != KH_OK) {
+		const char *why = kh_headend_why(h);
+		if (strcmp(what, P) == 0)
+			fprintf(stderr, "keyhole: %s: interrupted\n", P);
+		else if (*why && r != KH_ERR_IO)
+			fprintf(stderr, "keyhole: %s: %s\n", what, why);
+		else if (r == KH_ERR_IO && what == outpath && sk.err)
+			fprintf(stderr, "keyhole: %s: %s\n", strcmp(what, "-") == 0 ? "standard output" : what,
+				sk.err == EPIPE ? "the reader closed the pipe; stopped" : strerror(sk.err));
+		else
+			kh_cli_fail(strcmp(what, "-") == 0 ? "standard output" : what, r);
+		goto out;
+	}
+	if (cwf) {
+		int bad = fflush(cwf) != 0 || ferror(cwf);
+		bad |= fclose(cwf) != 0;
+		cwf = NULL;
+		if (bad) {
+			rc = kh_cli_fail(cwlog, KH_ERR_IO);
+			goto out;
+		}
+	}
+	sk.fd = -1;
+	if (kh_cli_out_commit(&outf, outpath) != KH_EXIT_OK)
+		goto out;
+	{
+		struct kh_headend_stats st;
+		kh_headend_stats(h, &st);
+		warn_damage(inname, &rd->sync, &st);
+	}
+	rc = KH_EXIT_OK;
+out:
+	if (cwf) { /* a failed run leaves no control-word log either */
+		fclose(cwf);
+		unlink(cwlog);
+	}
+	kh_cli_out_close(&outf); /* a run that failed leaves no half-written output */
+	kh_headend_poller_stop(pc.p);
+	if (rd) {
+		if (rd->fd > 0)
+			close(rd->fd);
+		kh_wipe(rd->buf, sizeof rd->buf);
+		free(rd);
+	}
+	prescan_free(&ps);
+	kh_headend_census_free(census);
+	kh_headend_free(h);
+	kh_headend_keys_free(k);
+	kh_wipe(&cfg, sizeof cfg);
+	if (emm) {
+		kh_wipe(emm, emm_len);
+		free(emm);
+	}
+	free(cemm);
+	free(emmpaths);
+	kh_cli_free_token(tok);
+	return rc;
+#undef USAGE
+}
