@@ -313,14 +313,6 @@ static kh_err run(struct kh_http_resp *resp, struct edit *e, kh_store_tx_fn fn)
 	return kh__sms_idem_reply(resp, &e->im, 200);
 }
 
-/* The request's Idempotency-Key, if any (its form was checked by the HTTP layer). */
-static kh_err idem(struct kh_http_req *req, struct kh_http_resp *resp, struct edit *e, int *answered)
-{
-	(void)resp;
-	*answered = 0;
-	return kh__sms_idem_init(req, KH__SMS_CALLER_OPERATOR, NULL, &e->im);
-}
-
 enum id_kind { SUBSCRIBER_ID, CATALOGUE_ID, CARD_UA };
 
 /* The path's id of its kind, and the key: *answered when the request was refused here. */
@@ -342,7 +334,9 @@ static kh_err start(struct kh_http_req *req, struct kh_http_resp *resp, enum id_
 	}
 	if (r != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, bad[k]);
-	return idem(req, resp, e, answered);
+	*answered = 0;
+	/* the key, if any (its form was checked by the HTTP layer) */
+	return kh__sms_idem_init(req, KH__SMS_CALLER_OPERATOR, NULL, &e->im);
 }
 
 /* PATCH {name} of a subscriber, product or channel. */
