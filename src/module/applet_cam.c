@@ -42,14 +42,14 @@ static kh_err need_service(struct kh_module *m, const struct kh_apdu *a, uint8_t
 
 void kh__cam_drop(struct kh_module *m)
 {
-	m->cam_secret = 0;
-	kh_link_reset(&m->link);
-	kh_wipe(m->cam_pending, m->cam_pendlen);
-	m->cam_pendlen = 0;
-	m->cam_rekey_ua = 0;
-	m->cam_phase = CAM_IDLE;
-	m->cam_ecm = 0;
-	m->served_dec = 0;
+	m->vol.cam.secret = 0;
+	kh_link_reset(&m->vol.cam.link);
+	kh_wipe(m->vol.cam.pending, m->vol.cam.pendlen);
+	m->vol.cam.pendlen = 0;
+	m->vol.cam.rekey_ua = 0;
+	m->vol.cam.phase = CAM_IDLE;
+	m->vol.cam.ecm = 0;
+	m->vol.pair.served_dec = 0;
 	/* a decoder's ladder key belongs to the channel that just ended, and so do the control
 	 * words loaded under it: no channel, no descrambling */
 	if (m->p.role == KH_ROLE_DECODER)
@@ -72,11 +72,11 @@ static kh_err h_card_start(struct kh_module *m, const struct kh_apdu *a, struct 
 	kh__cam_drop(m);
 	/* a CAM's ladder_on is its decoder's word, on the other channel: not ours to change */
 	if (m->p.role == KH_ROLE_DECODER)
-		m->ladder_on = a->p1;
-	kh_link_init(&m->link, m->p.root_pk, m->p.role == KH_ROLE_CAM ? KH_ROLE_CARD : KH_ROLE_CAM, id, sizeof id);
-	if ((r = kh_link_start(&m->link, resp)) != KH_OK)
+		m->vol.dec.ladder_on = a->p1;
+	kh_link_init(&m->vol.cam.link, m->p.root_pk, m->p.role == KH_ROLE_CAM ? KH_ROLE_CARD : KH_ROLE_CAM, id, sizeof id);
+	if ((r = kh_link_start(&m->vol.cam.link, resp)) != KH_OK)
 		return r;
-	m->cam_phase = CAM_PAIRING;
+	m->vol.cam.phase = CAM_PAIRING;
 	m->relay = 1;
 	return KH_OK;
 }
@@ -88,25 +88,25 @@ static kh_err prove(struct kh_module *m, struct kh_wr *resp)
 	struct kh_wr body, cmd;
 	kh_err r;
 
-	if ((r = kh_auth_msg(m->p.role, m->link.ch.binding, m->link.peer.ua, msg)) != KH_OK ||
+	if ((r = kh_auth_msg(m->p.role, m->vol.cam.link.ch.binding, m->vol.cam.link.peer.ua, msg)) != KH_OK ||
 	    (r = kh_ed25519_sign(m->p.sign_sk, msg, sizeof msg, sig)) != KH_OK)
 		return r;
 	/* TLV body after a 7-byte extended APDU header, built in place in m->inner. */
 	kh_wr_init(&body, m->inner + 7, sizeof m->inner - 7);
 	kh_tlv_put(&body, 1, m->p.sign_cert, m->p.sign_cert_len);
 	kh_tlv_put(&body, 2, sig, sizeof sig);
-	if (m->p.role == KH_ROLE_CAM && m->chan.peer_ua) {
+	if (m->p.role == KH_ROLE_CAM && m->vol.pair.chan.peer_ua) {
 		/* the decoder this channel will serve, so the card can refuse a revoked one */
-		m->served_dec = m->chan.peer_ua;
-		kh_tlv_put_u32(&body, 4, m->served_dec);
+		m->vol.pair.served_dec = m->vol.pair.chan.peer_ua;
+		kh_tlv_put_u32(&body, 4, m->vol.pair.served_dec);
 	}
-	if (m->p.role == KH_ROLE_DECODER && m->ladder_on) {
+	if (m->p.role == KH_ROLE_DECODER && m->vol.dec.ladder_on) {
 		/* a fresh ladder key for this channel; what was loaded under the last one stays
 		 * usable until new control words replace it */
-		if ((r = kh_random(m->ladder_key, sizeof m->ladder_key)) != KH_OK)
+		if ((r = kh_random(m->vol.dec.ladder_key, sizeof m->vol.dec.ladder_key)) != KH_OK)
 			return r;
-		m->ladder_set = 1;
-		kh_tlv_put(&body, 3, m->ladder_key, sizeof m->ladder_key);
+		m->vol.dec.ladder_set = 1;
+		kh_tlv_put(&body, 3, m->vol.dec.ladder_key, sizeof m->vol.dec.ladder_key);
 	}
 	if (body.err != KH_OK) {
 		kh_wipe(m->inner, sizeof m->inner);
@@ -119,11 +119,11 @@ static kh_err prove(struct kh_module *m, struct kh_wr *resp)
 	kh_wr_u8(&cmd, 0);
 	if ((r = kh_wr_u16(&cmd, (uint16_t)body.len)) != KH_OK)
 		return r;
-	r = kh_link_send(&m->link, m->inner, 7 + body.len, kh__module_now(m), resp);
+	r = kh_link_send(&m->vol.cam.link, m->inner, 7 + body.len, kh__module_now(m), resp);
 	kh_wipe(m->inner, 7 + body.len);
 	if (r != KH_OK)
 		return r;
-	m->cam_phase = CAM_PROVING;
+	m->vol.cam.phase = CAM_PROVING;
 	m->relay = 1;
 	return KH_OK;
 }
@@ -131,10 +131,10 @@ static kh_err prove(struct kh_module *m, struct kh_wr *resp)
 /* Seal the waiting command (after a re-pairing) or the one given now. */
 static kh_err send_cmd(struct kh_module *m, const uint8_t *inner, size_t len, struct kh_wr *resp)
 {
-	kh_err r = kh_link_send(&m->link, inner, len, kh__module_now(m), resp);
+	kh_err r = kh_link_send(&m->vol.cam.link, inner, len, kh__module_now(m), resp);
 	if (r != KH_OK)
 		return r;
-	m->cam_phase = CAM_BUSY;
+	m->vol.cam.phase = CAM_BUSY;
 	m->relay = 1;
 	return KH_OK;
 }
@@ -175,7 +175,7 @@ static kh_err ladder(struct kh_module *m, struct kh_wr *resp)
 	if (k == 0 && r == KH_OK) {
 		/* m->inner is free: the command that brought the card's answer has been opened */
 		kh_wr_init(&w, m->inner, sizeof m->inner);
-		if ((r = kh_cw_ladder_seal(m->ladder_key, &cw, &w)) == KH_OK && (r = kh_wr_u16(&w, KH_SW_OK)) == KH_OK) {
+		if ((r = kh_cw_ladder_seal(m->vol.dec.ladder_key, &cw, &w)) == KH_OK && (r = kh_wr_u16(&w, KH_SW_OK)) == KH_OK) {
 			kh_wipe(resp->p, resp->len);
 			resp->len = 0;
 			r = kh_wr_bytes(resp, m->inner, w.len);
@@ -238,8 +238,8 @@ static kh_err h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct k
 
 	if ((r = need_service(m, a, 0)) != KH_OK)
 		return r;
-	if ((r = kh_link_step(&m->link, a->data, a->lc, kh__module_now(m), resp, &res)) != KH_OK) {
-		if (m->link.state == KH_LINK_IDLE)
+	if ((r = kh_link_step(&m->vol.cam.link, a->data, a->lc, kh__module_now(m), resp, &res)) != KH_OK) {
+		if (m->vol.cam.link.state == KH_LINK_IDLE)
 			kh__cam_drop(m);
 		return r;
 	}
@@ -249,36 +249,36 @@ static kh_err h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct k
 		return KH_OK;
 	case KH_LINK_PAIRED:
 		/* A re-key is transparent to the decoder only if it stays with the same card. */
-		if (m->cam_rekey_ua && m->link.peer.ua != m->cam_rekey_ua) {
+		if (m->vol.cam.rekey_ua && m->vol.cam.link.peer.ua != m->vol.cam.rekey_ua) {
 			kh__cam_drop(m);
 			return KH_ERR_CARD_CHANGED;
 		}
-		m->cam_rekey_ua = 0;
+		m->vol.cam.rekey_ua = 0;
 		if ((r = prove(m, resp)) != KH_OK)
 			kh__cam_drop(m);
 		return r;
 	case KH_LINK_REPLY:
-		if (m->cam_phase == CAM_BUSY) {
+		if (m->vol.cam.phase == CAM_BUSY) {
 			/* An answer to a command that came inside the decoder's channel (control words,
 			 * a purchase) goes back only inside it. */
-			if (m->cam_secret && !m->depth) {
+			if (m->vol.cam.secret && !m->depth) {
 				kh_wipe(resp->p, resp->len);
 				resp->len = 0;
 				kh__cam_drop(m);
 				return KH_ERR_CW_PLAIN;
 			}
-			if (m->cam_ecm && m->p.role == KH_ROLE_CAM && !m->ladder_on)
+			if (m->vol.cam.ecm && m->p.role == KH_ROLE_CAM && !m->vol.dec.ladder_on)
 				ladder_policy(resp);
-			if (m->cam_ecm && m->ladder_on &&
+			if (m->vol.cam.ecm && m->vol.dec.ladder_on &&
 			    (r = m->p.role == KH_ROLE_CAM ? ladder(m, resp) : ladder_check(resp)) != KH_OK) {
 				kh_wipe(resp->p, resp->len);
 				resp->len = 0;
 				kh__cam_drop(m);
 				return r;
 			}
-			m->cam_secret = 0;
-			m->cam_ecm = 0;
-			m->cam_phase = CAM_READY;
+			m->vol.cam.secret = 0;
+			m->vol.cam.ecm = 0;
+			m->vol.cam.phase = CAM_READY;
 			return KH_OK;
 		}
 		/* The card's word on CAM AUTH: anything but a bare 9000 ends the channel. */
@@ -289,17 +289,17 @@ static kh_err h_card_resp(struct kh_module *m, const struct kh_apdu *a, struct k
 			kh__cam_drop(m);
 			return r != KH_OK ? r : n != 0 ? KH_ERR_FORMAT : kh_err_from_sw(sw);
 		}
-		m->cam_phase = CAM_READY;
-		if (m->cam_pendlen) {
-			r = send_cmd(m, m->cam_pending, m->cam_pendlen, resp);
-			kh_wipe(m->cam_pending, m->cam_pendlen);
-			m->cam_pendlen = 0;
+		m->vol.cam.phase = CAM_READY;
+		if (m->vol.cam.pendlen) {
+			r = send_cmd(m, m->vol.cam.pending, m->vol.cam.pendlen, resp);
+			kh_wipe(m->vol.cam.pending, m->vol.cam.pendlen);
+			m->vol.cam.pendlen = 0;
 			if (r != KH_OK)
 				kh__cam_drop(m);
 			return r;
 		}
 		/* Paired and proven: tell the decoder which card (public). */
-		return kh_wr_u32(resp, m->link.peer.ua);
+		return kh_wr_u32(resp, m->vol.cam.link.peer.ua);
 	}
 	return KH_ERR_INTERNAL;
 }
@@ -314,7 +314,7 @@ static kh_err h_card_send(struct kh_module *m, const struct kh_apdu *a, struct k
 		return r;
 	if (!a->lc)
 		return KH_ERR_APDU_LEN;
-	if (a->lc > sizeof m->cam_pending)
+	if (a->lc > sizeof m->vol.cam.pending)
 		return KH_ERR_TOO_LARGE;
 	/* Commands whose answers carry control words or spend credit travel only inside the
 	 * decoder's channel, and only once a certified decoder has proven itself on it; a host
@@ -322,44 +322,53 @@ static kh_err h_card_send(struct kh_module *m, const struct kh_apdu *a, struct k
 	secret = m->p.role == KH_ROLE_CAM && a->lc >= 2 && (a->data[1] == KH_INS_ECM || a->data[1] == KH_INS_PURCHASE);
 	if (secret && !m->depth)
 		return KH_ERR_CW_PLAIN;
-	if (secret && !m->chan.peer_ua)
+	if (secret && !m->vol.pair.chan.peer_ua)
 		return KH_ERR_DECODER_UNPROVEN;
-	if (m->cam_phase == CAM_BUSY) {
+	if (m->vol.cam.phase == CAM_BUSY) {
 		/* The answer to the last command never came: the card went away. */
 		kh__cam_drop(m);
 		return KH_ERR_NOT_PAIRED;
 	}
-	if (m->cam_phase == CAM_IDLE)
+	if (m->vol.cam.phase == CAM_IDLE)
 		return KH_ERR_NOT_PAIRED;
-	if (m->cam_phase != CAM_READY)
+	if (m->vol.cam.phase != CAM_READY)
 		return KH_ERR_PAIR_STATE;
-	m->cam_secret = (uint8_t)(m->depth != 0);
+	m->vol.cam.secret = (uint8_t)(m->depth != 0);
 	if (m->p.role == KH_ROLE_CAM)
-		m->cam_ecm = (uint8_t)(secret && a->data[1] == KH_INS_ECM);
+		m->vol.cam.ecm = (uint8_t)(secret && a->data[1] == KH_INS_ECM);
 	else
-		m->cam_ecm = (uint8_t)carries_ecm(a->data, a->lc);
-	if (kh_chan_needs_rekey(&m->link.ch, now)) {
+		m->vol.cam.ecm = (uint8_t)carries_ecm(a->data, a->lc);
+	if (kh_chan_needs_rekey(&m->vol.cam.link.ch, now)) {
 		/* Pair again from GET CERT (the certificate may have expired meanwhile), prove
 		 * ourselves on the new channel, then send the waiting command. */
-		memcpy(m->cam_pending, a->data, a->lc);
-		m->cam_pendlen = (uint16_t)a->lc;
-		m->cam_rekey_ua = m->link.peer.ua;
-		kh_link_reset(&m->link);
-		if ((r = kh_link_start(&m->link, resp)) != KH_OK) {
+		memcpy(m->vol.cam.pending, a->data, a->lc);
+		m->vol.cam.pendlen = (uint16_t)a->lc;
+		m->vol.cam.rekey_ua = m->vol.cam.link.peer.ua;
+		kh_link_reset(&m->vol.cam.link);
+		if ((r = kh_link_start(&m->vol.cam.link, resp)) != KH_OK) {
 			kh__cam_drop(m);
 			return r;
 		}
-		m->cam_phase = CAM_PAIRING;
+		m->vol.cam.phase = CAM_PAIRING;
 		m->relay = 1;
 		return KH_OK;
 	}
 	return send_cmd(m, a->data, a->lc, resp);
 }
 
+/* The modules with a module below them: a CAM (its card) and a decoder (its CAM). */
+#define INITIATORS (KH_ROLE_BIT(KH_ROLE_CAM) | KH_ROLE_BIT(KH_ROLE_DECODER))
+
+/* A new state loaded: no channel toward the module below, nothing in flight. */
+static void cam_forget(struct kh_module *m)
+{
+	kh_wipe(&m->vol.cam, sizeof m->vol.cam);
+}
+
 static const struct kh_applet_ins cam_ins[] = {
-	{KH_INS_CARD_START, KH_INSF_PLAIN | KH_INSF_SEALED | KH_INSF_INIT, h_card_start},
-	{KH_INS_CARD_RESP, KH_INSF_PLAIN | KH_INSF_SEALED | KH_INSF_INIT, h_card_resp},
-	{KH_INS_CARD_SEND, KH_INSF_PLAIN | KH_INSF_SEALED | KH_INSF_INIT, h_card_send},
+	{KH_INS_CARD_START, KH_INSF_PLAIN | KH_INSF_SEALED, INITIATORS, h_card_start},
+	{KH_INS_CARD_RESP, KH_INSF_PLAIN | KH_INSF_SEALED, INITIATORS, h_card_resp},
+	{KH_INS_CARD_SEND, KH_INSF_PLAIN | KH_INSF_SEALED, INITIATORS, h_card_send},
 };
 
-const struct kh_applet kh__applet_cam = {"cam", KH_APPLET_INS(cam_ins), NULL};
+const struct kh_applet kh__applet_cam = {"cam", KH_APPLET_INS(cam_ins), NULL, cam_forget};

@@ -32,8 +32,6 @@
 
 kh_err kh__cas_need_card(const struct kh_module *m, const struct kh_apdu *a, uint8_t p1_max)
 {
-	if (m->p.role != KH_ROLE_CARD)
-		return KH_ERR_APDU_INS;
 	if (a->p1 > p1_max || a->p2)
 		return KH_ERR_APDU_P1P2;
 	if (m->p.lifecycle != KH_LC_PERSONALISED)
@@ -60,11 +58,11 @@ static kh_err need_cam_channel(const struct kh_module *m)
 {
 	kh_err r;
 
-	if (!m->chan.open || !m->chan.peer_ua)
+	if (!m->vol.pair.chan.open || !m->vol.pair.chan.peer_ua)
 		return KH_ERR_CHAN_UNPROVEN;
-	if ((r = kh__card_revoked(m, m->chan.peer_ua)) != KH_OK)
+	if ((r = kh__card_revoked(m, m->vol.pair.chan.peer_ua)) != KH_OK)
 		return r;
-	return m->served_dec ? kh__card_revoked(m, m->served_dec) : KH_OK;
+	return m->vol.pair.served_dec ? kh__card_revoked(m, m->vol.pair.served_dec) : KH_OK;
 }
 
 /*
@@ -912,12 +910,14 @@ static void cas_stored(struct kh_applet_live *l)
 	l->cas.clock_saved = l->cas.clock;
 }
 
+#define CARD KH_ROLE_BIT(KH_ROLE_CARD)
+
 static const struct kh_applet_ins cas_ins[] = {
-	{KH_INS_ECM, KH_INSF_SEALED, h_ecm},
-	{KH_INS_PURCHASE, KH_INSF_SEALED, h_purchase},
-	{KH_INS_EMM, KH_INSF_PLAIN | KH_INSF_SEALED, h_emm},
-	{KH_INS_CAS_STATUS, KH_INSF_PLAIN | KH_INSF_SEALED, h_cas_status},
-	{KH_INS_CAS_FLUSH, KH_INSF_PLAIN | KH_INSF_SEALED, h_cas_flush},
+	{KH_INS_ECM, KH_INSF_SEALED, CARD, h_ecm},
+	{KH_INS_PURCHASE, KH_INSF_SEALED, CARD, h_purchase},
+	{KH_INS_EMM, KH_INSF_PLAIN | KH_INSF_SEALED, CARD, h_emm},
+	{KH_INS_CAS_STATUS, KH_INSF_PLAIN | KH_INSF_SEALED, CARD, h_cas_status},
+	{KH_INS_CAS_FLUSH, KH_INSF_PLAIN | KH_INSF_SEALED, CARD, h_cas_flush},
 };
 
 static const struct kh_applet_state cas_state = {
@@ -932,4 +932,4 @@ static const struct kh_applet_state cas_state = {
 	.stored = cas_stored,
 };
 
-const struct kh_applet kh__applet_cas = {"cas", KH_APPLET_INS(cas_ins), &cas_state};
+const struct kh_applet kh__applet_cas = {"cas", KH_APPLET_INS(cas_ins), &cas_state, NULL};

@@ -17,11 +17,7 @@
 
 void kh__ladder_wipe(struct kh_module *m)
 {
-	m->ladder_on = 0;
-	m->ladder_set = 0;
-	kh_wipe(m->ladder_key, sizeof m->ladder_key);
-	kh_wipe(&m->desc, sizeof m->desc);
-	m->desc_loaded = 0;
+	kh_wipe(&m->vol.dec, sizeof m->vol.dec);
 }
 
 static kh_err need_decoder(const struct kh_module *m, const struct kh_apdu *a)
@@ -47,19 +43,19 @@ static kh_err h_ladder_load(struct kh_module *m, const struct kh_apdu *a, struct
 	if ((r = need_decoder(m, a)) != KH_OK)
 		return r;
 	/* a ladder key drawn and given to the CAM: not the zeroes of a pairing still under way */
-	if (!m->ladder_on || !m->ladder_set)
+	if (!m->vol.dec.ladder_on || !m->vol.dec.ladder_set)
 		return KH_ERR_LADDER;
 	if ((r = kh_cw_answer_parse(a->data, a->lc, &cw)) != KH_OK)
 		return r;
 	if (!cw.sealed_len)
 		r = KH_ERR_FORMAT;
 	else
-		r = kh_cw_ladder_open(m->ladder_key, &cw);
+		r = kh_cw_ladder_open(m->vol.dec.ladder_key, &cw);
 	if (r == KH_OK) {
 		cw.sealed_len = 0;
 		kh_wipe(cw.sealed, sizeof cw.sealed);
-		m->desc = cw;
-		m->desc_loaded = 1;
+		m->vol.dec.desc = cw;
+		m->vol.dec.desc_loaded = 1;
 	}
 	kh_wipe(&cw, sizeof cw);
 	return r;
@@ -79,13 +75,13 @@ static kh_err h_descramble(struct kh_module *m, const struct kh_apdu *a, struct 
 		return r;
 	if (!a->lc || a->lc % KH_SCR_PACKET_LEN)
 		return KH_ERR_APDU_LEN;
-	if (!m->desc_loaded)
+	if (!m->vol.dec.desc_loaded)
 		return KH_ERR_LADDER;
 	n = a->lc / KH_SCR_PACKET_LEN;
 	if (resp->cap - resp->len < a->lc)
 		return KH_ERR_BUF;
 	memcpy(resp->p + resp->len, a->data, a->lc);
-	r = kh_scr_descramble_once((enum kh_scr_alg)m->desc.alg, 0, m->desc.even, m->desc.odd, m->desc.cw_len,
+	r = kh_scr_descramble_once((enum kh_scr_alg)m->vol.dec.desc.alg, 0, m->vol.dec.desc.even, m->vol.dec.desc.odd, m->vol.dec.desc.cw_len,
 				   resp->p + resp->len, n, &skipped);
 	if (r != KH_OK) {
 		kh_wipe(resp->p + resp->len, a->lc);
@@ -96,8 +92,8 @@ static kh_err h_descramble(struct kh_module *m, const struct kh_apdu *a, struct 
 }
 
 static const struct kh_applet_ins dec_ins[] = {
-	{KH_INS_LADDER_LOAD, KH_INSF_PLAIN | KH_INSF_DEC | KH_INSF_NOTX, h_ladder_load},
-	{KH_INS_DESCRAMBLE, KH_INSF_PLAIN | KH_INSF_DEC | KH_INSF_NOTX, h_descramble},
+	{KH_INS_LADDER_LOAD, KH_INSF_PLAIN | KH_INSF_NOTX, KH_ROLE_BIT(KH_ROLE_DECODER), h_ladder_load},
+	{KH_INS_DESCRAMBLE, KH_INSF_PLAIN | KH_INSF_NOTX, KH_ROLE_BIT(KH_ROLE_DECODER), h_descramble},
 };
 
-const struct kh_applet kh__applet_dec = {"dec", KH_APPLET_INS(dec_ins), NULL};
+const struct kh_applet kh__applet_dec = {"dec", KH_APPLET_INS(dec_ins), NULL, kh__ladder_wipe};

@@ -25,13 +25,13 @@ static kh_err h_get_info(struct kh_module *m, const struct kh_apdu *a, struct kh
 	kh_tlv_put_u8(resp, KH_INFO_T_LIFECYCLE, m->p.lifecycle);
 	kh_tlv_put_u64(resp, KH_INFO_T_COUNTER, m->counter);
 	if (m->p.role == KH_ROLE_CAM || m->p.role == KH_ROLE_DECODER) {
-		kh_tlv_put_u8(resp, KH_INFO_T_LINK, (uint8_t)m->link.state);
-		if (m->link.state == KH_LINK_OPEN || m->link.state == KH_LINK_WANT_RESP)
-			kh_tlv_put_u32(resp, KH_INFO_T_PEER_UA, m->link.peer.ua);
+		kh_tlv_put_u8(resp, KH_INFO_T_LINK, (uint8_t)m->vol.cam.link.state);
+		if (m->vol.cam.link.state == KH_LINK_OPEN || m->vol.cam.link.state == KH_LINK_WANT_RESP)
+			kh_tlv_put_u32(resp, KH_INFO_T_PEER_UA, m->vol.cam.link.peer.ua);
 	}
-	kh_tlv_put_u8(resp, KH_INFO_T_CHAN_OPEN, m->chan.open);
-	if (m->chan.open && m->chan.peer_ua)
-		kh_tlv_put_u32(resp, KH_INFO_T_CHAN_PEER_UA, m->chan.peer_ua);
+	kh_tlv_put_u8(resp, KH_INFO_T_CHAN_OPEN, m->vol.pair.chan.open);
+	if (m->vol.pair.chan.open && m->vol.pair.chan.peer_ua)
+		kh_tlv_put_u32(resp, KH_INFO_T_CHAN_PEER_UA, m->vol.pair.chan.peer_ua);
 	return resp->err;
 }
 
@@ -147,10 +147,10 @@ static kh_err h_perso_certs(struct kh_module *m, const struct kh_apdu *a, struct
 }
 
 static const struct kh_applet_ins id_ins[] = {
-	{KH_INS_GET_INFO, KH_INSF_PLAIN | KH_INSF_SEALED, h_get_info},
-	{KH_INS_GET_CERT, KH_INSF_PLAIN, h_get_cert},
-	{KH_INS_PERSO_INIT, KH_INSF_PLAIN, h_perso_init},
-	{KH_INS_PERSO_CERTS, KH_INSF_PLAIN, h_perso_certs},
+	{KH_INS_GET_INFO, KH_INSF_PLAIN | KH_INSF_SEALED, 0, h_get_info},
+	{KH_INS_GET_CERT, KH_INSF_PLAIN, 0, h_get_cert},
+	{KH_INS_PERSO_INIT, KH_INSF_PLAIN, 0, h_perso_init},
+	{KH_INS_PERSO_CERTS, KH_INSF_PLAIN, 0, h_perso_certs},
 };
 
-const struct kh_applet kh__applet_id = {"id", KH_APPLET_INS(id_ins), NULL};
+const struct kh_applet kh__applet_id = {"id", KH_APPLET_INS(id_ins), NULL, NULL};

@@ -17,13 +17,13 @@ static kh_err h_pair_open(struct kh_module *m, const struct kh_apdu *a, struct k
 		return KH_ERR_APDU_P1P2;
 	if (m->p.lifecycle != KH_LC_PERSONALISED)
 		return KH_ERR_NOT_PERSONALISED;
-	if ((r = kh_pair_open_answer(m->p.pair_sk, a->data, a->lc, kh__module_now(m), &m->chan, resp)) != KH_OK)
+	if ((r = kh_pair_open_answer(m->p.pair_sk, a->data, a->lc, kh__module_now(m), &m->vol.pair.chan, resp)) != KH_OK)
 		return r;
 	/* a new channel: whatever its predecessor's initiator proved or gave is gone */
 	if (m->p.role == KH_ROLE_CAM)
 		kh__ladder_wipe(m);
 	else
-		m->served_dec = 0;
+		m->vol.pair.served_dec = 0;
 	return KH_OK;
 }
 
@@ -40,16 +40,16 @@ static kh_err h_sealed(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 		return KH_ERR_NOT_PERSONALISED;
 	/* The initiator re-keys every hour; a channel kept well past that is refused here too. */
 	now = kh__module_now(m);
-	if (now && m->chan.open && now >= m->chan.opened_at + KH_CHAN_MAX_AGE + KH_CHAN_AGE_GRACE)
+	if (now && m->vol.pair.chan.open && now >= m->vol.pair.chan.opened_at + KH_CHAN_MAX_AGE + KH_CHAN_AGE_GRACE)
 		return KH_ERR_CHAN_REKEY;
-	accepted = m->chan.accepted;
-	if ((r = kh_chan_open_cmd(&m->chan, a->data, a->lc, m->inner, sizeof m->inner, &inlen)) != KH_OK)
+	accepted = m->vol.pair.chan.accepted;
+	if ((r = kh_chan_open_cmd(&m->vol.pair.chan, a->data, a->lc, m->inner, sizeof m->inner, &inlen)) != KH_OK)
 		return r;
 	/* The sealed answer must fit where it goes, or the command must not run at all: give the
 	 * counter back, as if it had never arrived. */
 	room = resp->cap - resp->len;
 	if (room < KH_CHAN_OVERHEAD + 2) {
-		m->chan.accepted = accepted;
+		m->vol.pair.chan.accepted = accepted;
 		kh_wipe(m->inner, inlen);
 		return KH_ERR_BUF;
 	}
@@ -63,7 +63,7 @@ static kh_err h_sealed(struct kh_module *m, const struct kh_apdu *a, struct kh_w
 	/* A relay request or a refusal's data belongs to the inner answer, sealed inside. */
 	m->relay = 0;
 	m->keep_data = 0;
-	r = kh_chan_seal_resp(&m->chan, m->inner_resp, rlen, resp);
+	r = kh_chan_seal_resp(&m->vol.pair.chan, m->inner_resp, rlen, resp);
 	kh_wipe(m->inner, inlen);
 	kh_wipe(m->inner_resp, rlen);
 	return r;
@@ -99,8 +99,6 @@ static kh_err h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh
 	(void)resp;
 	if (a->p1 || a->p2)
 		return KH_ERR_APDU_P1P2;
-	if (m->p.role != KH_ROLE_CARD && m->p.role != KH_ROLE_CAM)
-		return KH_ERR_APDU_INS;
 	want = m->p.role == KH_ROLE_CARD ? KH_ROLE_CAM : KH_ROLE_DECODER;
 	kh_rd_init(&rd, a->data, a->lc);
 	while ((k = kh_tlv_next(&rd, &t)) == 1) {
@@ -120,7 +118,7 @@ static kh_err h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh
 	}
 	if (k < 0)
 		return k;
-	if (!cert.v || !sig.v || sig.len != KH_ED25519_SIG_LEN || (lk.v && lk.len != sizeof m->ladder_key) ||
+	if (!cert.v || !sig.v || sig.len != KH_ED25519_SIG_LEN || (lk.v && lk.len != sizeof m->vol.dec.ladder_key) ||
 	    (dec.v && dec.len != 4))
 		return KH_ERR_FORMAT;
 	/* A card judges validity by its own clock (the newest signed ECM time, a lower bound of the
@@ -133,34 +131,40 @@ static kh_err h_cam_auth(struct kh_module *m, const struct kh_apdu *a, struct kh
 		return r;
 	if ((r = kh__card_revoked(m, ci.ua)) != KH_OK)
 		return r;
-	if ((r = kh_auth_msg(want, m->chan.binding, m->p.ua, msg)) != KH_OK)
+	if ((r = kh_auth_msg(want, m->vol.pair.chan.binding, m->p.ua, msg)) != KH_OK)
 		return r;
 	if (kh_ed25519_verify(ci.pub, msg, sizeof msg, sig.v) != KH_OK)
 		return KH_ERR_AUTH;
 	/* the decoder module the CAM serves is on the operator's list too */
 	if (dec.v && (r = kh__card_revoked(m, kh_get_be32(dec.v))) != KH_OK)
 		return r;
-	m->chan.peer_ua = ci.ua;
+	m->vol.pair.chan.peer_ua = ci.ua;
 	if (want == KH_ROLE_CAM)
-		m->served_dec = dec.v ? kh_get_be32(dec.v) : 0;
+		m->vol.pair.served_dec = dec.v ? kh_get_be32(dec.v) : 0;
 	if (want == KH_ROLE_DECODER) {
 		/* the CAM's card channel was opened for another decoder (or none): it ends */
-		if (m->link.state != KH_LINK_IDLE && m->served_dec != ci.ua)
+		if (m->vol.cam.link.state != KH_LINK_IDLE && m->vol.pair.served_dec != ci.ua)
 			kh__cam_drop(m);
 		kh__ladder_wipe(m);
 		if (lk.v) {
-			memcpy(m->ladder_key, lk.v, lk.len);
-			m->ladder_on = 1;
+			memcpy(m->vol.dec.ladder_key, lk.v, lk.len);
+			m->vol.dec.ladder_on = 1;
 		}
 	}
 	return KH_OK;
 }
 
+/* A new state loaded: the channel toward the host's side is gone. */
+static void pair_forget(struct kh_module *m)
+{
+	kh_wipe(&m->vol.pair, sizeof m->vol.pair);
+}
+
 static const struct kh_applet_ins pair_ins[] = {
-	{KH_INS_PAIR_OPEN, KH_INSF_PLAIN, h_pair_open},
-	{KH_INS_SEALED, KH_INSF_PLAIN | KH_INSF_NOTX, h_sealed},
-	{KH_INS_ECHO, KH_INSF_SEALED, h_echo},
-	{KH_INS_CAM_AUTH, KH_INSF_SEALED, h_cam_auth},
+	{KH_INS_PAIR_OPEN, KH_INSF_PLAIN, 0, h_pair_open},
+	{KH_INS_SEALED, KH_INSF_PLAIN | KH_INSF_NOTX, 0, h_sealed},
+	{KH_INS_ECHO, KH_INSF_SEALED, 0, h_echo},
+	{KH_INS_CAM_AUTH, KH_INSF_SEALED, KH_ROLE_BIT(KH_ROLE_CARD) | KH_ROLE_BIT(KH_ROLE_CAM), h_cam_auth},
 };
 
-const struct kh_applet kh__applet_pair = {"pair", KH_APPLET_INS(pair_ins), NULL};
+const struct kh_applet kh__applet_pair = {"pair", KH_APPLET_INS(pair_ins), NULL, pair_forget};

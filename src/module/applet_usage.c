@@ -114,8 +114,8 @@ static kh_err h_hello(struct kh_module *m, const struct kh_apdu *a, struct kh_wr
 }
 
 static const struct kh_applet_ins usage_ins[] = {
-	{KH_INS_EXPORT, KH_INSF_PLAIN | KH_INSF_SEALED, h_export},
-	{KH_INS_HELLO, KH_INSF_PLAIN | KH_INSF_SEALED, h_hello},
+	{KH_INS_EXPORT, KH_INSF_PLAIN | KH_INSF_SEALED, KH_ROLE_BIT(KH_ROLE_CARD), h_export},
+	{KH_INS_HELLO, KH_INSF_PLAIN | KH_INSF_SEALED, KH_ROLE_BIT(KH_ROLE_CARD), h_hello},
 };
 
-const struct kh_applet kh__applet_usage = {"usage", KH_APPLET_INS(usage_ins), NULL};
+const struct kh_applet kh__applet_usage = {"usage", KH_APPLET_INS(usage_ins), NULL, NULL};

@@ -333,8 +333,10 @@ kh_err kh_module_load(struct kh_module *m, const uint8_t *blob, size_t len, uint
 	m->p = m->saved;
 	m->live = live;
 	m->counter = counter;
-	kh_chan_wipe(&m->chan);
-	kh_link_wipe(&m->link);
+	/* a new state, as after a power cycle: no channel, no key of one, nothing in flight */
+	for (size_t i = 0; i < kh__napplets; i++)
+		if (kh__applets[i]->drop)
+			kh__applets[i]->drop(m);
 out:
 	kh_wipe(m->plain, sizeof m->plain);
 	kh_wipe(&m->saved, sizeof m->saved);
@@ -391,8 +393,7 @@ size_t kh__module_exec(struct kh_module *m, const uint8_t *cmd, size_t len, uint
 	if (a.cla != KH_CLA)
 		return finish(&w, resp, cap, kh_err_to_sw(KH_ERR_APDU_CLA), 0);
 	if (!(e = find_ins(a.ins)) || !(e->flags & (m->depth ? KH_INSF_SEALED : KH_INSF_PLAIN)) ||
-	    ((e->flags & KH_INSF_INIT) && m->p.role != KH_ROLE_CAM && m->p.role != KH_ROLE_DECODER) ||
-	    ((e->flags & KH_INSF_DEC) && m->p.role != KH_ROLE_DECODER))
+	    (e->roles && !(e->roles & KH_ROLE_BIT(m->p.role))))
 		return finish(&w, resp, cap, kh_err_to_sw(KH_ERR_APDU_INS), 0);
 
 	if (e->flags & KH_INSF_NOTX) {

@@ -113,6 +113,56 @@ struct kh_applet_live {
 	struct kh_cas_usage cas;
 };
 
+/*
+ * The applets' volatile state: what lives only while the module is powered (channels, keys of a
+ * channel, a command in flight), one fixed slot per applet like the persistent ones. Outside the
+ * command transaction and never sealed; each applet forgets its own (struct kh_applet's drop)
+ * when the module loads a state.
+ */
+
+/* applet_pair.c: the responder side of the channel, toward the CAM (card) or the decoder (CAM). */
+struct kh_pair_vol {
+	struct kh_chan chan;
+	/*
+	 * The decoder module a CAM's card channel serves. CAM: the proven decoder it named to the
+	 * card in its CAM AUTH; a different decoder proving itself ends the card channel. Card: the
+	 * decoder its CAM named, checked against the operator's revocation list like the CAM.
+	 */
+	uint32_t served_dec;
+};
+
+/* applet_cam.c: the initiator side, in a CAM toward its card and in a decoder toward its CAM. */
+struct kh_cam_vol {
+	struct kh_link link;
+	uint8_t phase;      /* enum in applet_cam.c */
+	uint32_t rekey_ua;  /* during a re-key, the module it must be again */
+	uint8_t secret;     /* CAM: the command in flight came inside the decoder's channel */
+	uint8_t ecm;        /* the command in flight carries an ECM: its answer is under the ladder */
+	uint16_t pendlen;   /* a command waiting for a re-pairing to finish */
+	uint8_t pending[KH_APDU_MAX_DATA];
+};
+
+/*
+ * applet_dec.c: the key ladder, one key per channel, and the descrambler. Decoder: ladder_on when
+ * the host asked for it at CARD START; ladder_key the fresh K_S it gave its CAM in DECODER AUTH;
+ * desc the descrambler's key slots, loaded only from ladder-sealed control words. CAM: ladder_on
+ * when the proven decoder on its responder channel gave a K_S (applet_pair.c), which applet_cam.c
+ * seals the card's control words under.
+ */
+struct kh_dec_vol {
+	uint8_t ladder_on;
+	uint8_t ladder_set; /* decoder: ladder_key holds the K_S it drew (never the zeroes before it) */
+	uint8_t ladder_key[32];
+	struct kh_cw_answer desc;
+	uint8_t desc_loaded;
+};
+
+struct kh_applet_vol {
+	struct kh_pair_vol pair;
+	struct kh_cam_vol cam;
+	struct kh_dec_vol dec;
+};
+
 /* Everything that survives a power cycle under the transaction: what the sealed blob holds, with
  * struct kh_applet_live. The runtime's own fields, then the applets' slots. */
 struct kh_persist {
@@ -150,32 +200,7 @@ struct kh_module {
 				  * same (a card's own EMM that cannot apply still uses up its seq) */
 	struct kh_applet_live live;
 
-	struct kh_chan chan;  /* responder side: toward the CAM (card) or the decoder (CAM) */
-	/* Initiator side (applet_cam.c), in a CAM toward its card and in a decoder toward its CAM. */
-	struct kh_link link;
-	uint8_t cam_phase;    /* enum in applet_cam.c */
-	uint32_t cam_rekey_ua; /* during a re-key, the module it must be again */
-	uint8_t cam_secret;   /* CAM: the command in flight came inside the decoder's channel */
-	uint8_t cam_ecm;      /* the command in flight carries an ECM: its answer is under the ladder */
-	uint16_t cam_pendlen; /* a command waiting for a re-pairing to finish */
-	uint8_t cam_pending[KH_APDU_MAX_DATA];
-	/*
-	 * Key ladder (volatile, one key per channel). Decoder: ladder_on when the host asked for it
-	 * at CARD START; ladder_key the fresh K_S it gave its CAM in DECODER AUTH. CAM: ladder_on
-	 * when the proven decoder on its responder channel gave one.
-	 */
-	uint8_t ladder_on;
-	uint8_t ladder_set; /* decoder: ladder_key holds the K_S it drew (never the zeroes before it) */
-	uint8_t ladder_key[32];
-	/*
-	 * The decoder module a CAM's card channel serves (volatile). CAM: the proven decoder it named
-	 * to the card in its CAM AUTH; a different decoder proving itself ends the card channel. Card:
-	 * the decoder its CAM named, checked against the operator's revocation list like the CAM.
-	 */
-	uint32_t served_dec;
-	/* Decoder: the descrambler's key slots, loaded only from ladder-sealed control words. */
-	struct kh_cw_answer desc;
-	uint8_t desc_loaded;
+	struct kh_applet_vol vol; /* the applets' volatile state */
 
 	uint8_t inner[KH_APDU_MAX_DATA];        /* opened inner command */
 	uint8_t inner_resp[KH_APDU_MAX_RESP];   /* its response before sealing */
@@ -190,13 +215,13 @@ typedef kh_err (*kh_handler)(struct kh_module *m, const struct kh_apdu *a, struc
 /* How an instruction may be reached (struct kh_applet_ins). */
 #define KH_INSF_PLAIN 0x01  /* accepted as a plain command */
 #define KH_INSF_SEALED 0x02 /* accepted inside the paired channel */
-#define KH_INSF_INIT 0x04   /* initiators toward a module below: CAM and decoder roles only */
 #define KH_INSF_NOTX 0x08   /* no snapshot: its own transaction (SEALED) or no persistent state */
-#define KH_INSF_DEC 0x10    /* decoder role only */
 
 struct kh_applet_ins {
-	uint8_t ins;   /* enum kh_ins: one applet per instruction */
-	uint8_t flags; /* KH_INSF_* */
+	uint8_t ins;    /* enum kh_ins: one applet per instruction */
+	uint8_t flags;  /* KH_INSF_* */
+	uint32_t roles; /* the roles whose modules accept it (KH_ROLE_BIT); 0: every role. Any
+			 * other module answers it as an unknown instruction, before its handler runs */
 	kh_handler fn;
 };
 
@@ -233,6 +258,9 @@ struct kh_applet {
 	const struct kh_applet_ins *ins;
 	size_t nins;
 	const struct kh_applet_state *state; /* NULL: nothing kept across a power cycle */
+	/* Forget its volatile state (struct kh_applet_vol): the module loaded a state, as after a
+	 * power cycle. NULL: it keeps none. */
+	void (*drop)(struct kh_module *m);
 };
 
 #define KH_APPLET_INS(table) (table), (sizeof(table) / sizeof((table)[0]))
