@@ -43,6 +43,14 @@ enum kh_ins {
 	KH_INS_CAS_FLUSH = 0x48,   /* card: store usage counters not yet stored (off the ECM path) */
 	KH_INS_EXPORT = 0x50,      /* card: usage-data block (seed 001); P1 1 = for M1 (authorised only) */
 	KH_INS_HELLO = 0x52,       /* card: sign a center's upload-session nonce (seed 001) */
+	/* A processor and its distribution server (seed 002, docs/protocols/distribution.md). */
+	KH_INS_DIST_HELLO = 0x70,    /* processor: a new session: Rc and its certificates */
+	KH_INS_DIST_AUTH = 0x72,     /* processor: the server's proof over Rc in, ours over Rs out */
+	KH_INS_DIST_KEY = 0x74,      /* processor: a signed wrapped program key in, a pending licence out */
+	KH_INS_DIST_ACTIVATE = 0x76, /* processor: the program signature in, the active licence out */
+	KH_INS_RUN_OPEN = 0x78,      /* processor, runner only: an active licence and its manifest */
+	KH_INS_RUN_CHUNK = 0x7A,     /* processor, runner only: a package chunk in, its plaintext out */
+	KH_INS_RUN_CLOSE = 0x7C,     /* processor, runner only: forget the program key */
 };
 
 /*

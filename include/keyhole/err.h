@@ -127,6 +127,17 @@ typedef int kh_err;
 	   "state_section", 0x6F44)                                                              \
 	XX(STATE_VERSION, "sealed module state has a section of a version this build does not "  \
 	   "read", 500, "state_version", 0x6F45)                                                 \
+	XX(DIST_SESSION, "no program-distribution session at this step: start again with hello",  \
+	   409, "dist_session", 0x6F50)                                                          \
+	XX(DIST_SIGNATURE, "distribution server's signature missing or does not verify", 403,     \
+	   "dist_signature", 0x6F51)                                                             \
+	XX(LICENCE, "licence token damaged or made by another processor", 403, "licence",        \
+	   0x6F52)                                                                               \
+	XX(LICENCE_PENDING, "licence not activated: the program signature was never presented",   \
+	   403, "licence_pending", 0x6F53)                                                       \
+	XX(MANIFEST, "package manifest does not match its licence", 403, "manifest", 0x6F54)     \
+	XX(CHUNK, "package chunk out of order, after the last, or not the one signed", 403,       \
+	   "chunk", 0x6F55)                                                                      \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

@@ -14,6 +14,7 @@
 #include "keyhole/cas.h"
 #include "keyhole/cert.h"
 #include "keyhole/crypto.h"
+#include "keyhole/dist.h"
 #include "keyhole/module.h"
 #include "keyhole/pair.h"
 
@@ -157,10 +158,24 @@ struct kh_dec_vol {
 	uint8_t desc_loaded;
 };
 
+/* applet_proc.c: a processor's session with a distribution server, and the program it runs. */
+struct kh_proc_vol {
+	uint8_t session; /* enum in applet_proc.c */
+	uint8_t rc[32], rs[32];
+	uint8_t server_pk[32];
+	uint32_t server_serial;
+	uint8_t run; /* enum in applet_proc.c */
+	struct kh_dist_prog prog;
+	uint32_t next;     /* the chunk expected next */
+	uint8_t chain[32]; /* the tag chain so far */
+	uint8_t kx[32];    /* the program key, unwrapped at RUN OPEN */
+};
+
 struct kh_applet_vol {
 	struct kh_pair_vol pair;
 	struct kh_cam_vol cam;
 	struct kh_dec_vol dec;
+	struct kh_proc_vol proc;
 };
 
 /* Everything that survives a power cycle under the transaction: what the sealed blob holds, with
@@ -266,7 +281,7 @@ struct kh_applet {
 #define KH_APPLET_INS(table) (table), (sizeof(table) / sizeof((table)[0]))
 
 extern const struct kh_applet kh__applet_id, kh__applet_pair, kh__applet_cam, kh__applet_dec, kh__applet_cas,
-	kh__applet_usage;
+	kh__applet_usage, kh__applet_proc;
 /* Every applet, in the order dispatch searches them. */
 extern const struct kh_applet *const kh__applets[];
 extern const size_t kh__napplets;

@@ -15,6 +15,7 @@ const struct kh_applet *const kh__applets[] = {
 	&kh__applet_dec,   /* LADDER LOAD, DESCRAMBLE */
 	&kh__applet_cas,   /* ECM, PURCHASE, EMM, CAS STATUS, CAS FLUSH; section 1 */
 	&kh__applet_usage, /* EXPORT, HELLO */
+	&kh__applet_proc,  /* DIST HELLO, AUTH, KEY, ACTIVATE; RUN OPEN, CHUNK, CLOSE */
 };
 const size_t kh__napplets = sizeof kh__applets / sizeof kh__applets[0];
 _Static_assert(sizeof kh__applets / sizeof kh__applets[0] <= 64, "module.c keeps a 64-bit set of applets");
