@@ -113,4 +113,67 @@ KH_WARN_UNUSED kh_err kh_dist_chunk_seal(const uint8_t kx[static KH_KEY_LEN], co
 KH_WARN_UNUSED kh_err kh_dist_chunk_open(const uint8_t kx[static KH_KEY_LEN], const struct kh_dist_prog *p, uint32_t i,
 					 const uint8_t *ct, size_t ctlen, uint8_t *pt);
 
+/* ---- the package: "KHPK" | u8 1 | u32 program | u32 version | u32 manifest length | manifest |
+ * u32 n | chunk 0 .. chunk n-1 (every chunk but the last KH_DIST_CHUNK_CT_MAX bytes) ---- */
+
+#define KH_DIST_PKG_VERSION 1
+#define KH_DIST_MANIFEST_MAX 3072u /* bytes: what RUN OPEN carries beside the token */
+/* The bytes before the manifest, and after it before the first chunk. */
+#define KH_DIST_PKG_HEAD_LEN (4 + 1 + 4 + 4 + 4)
+#define KH_DIST_PKG_HDR_MAX (KH_DIST_PKG_HEAD_LEN + KH_DIST_MANIFEST_MAX + 4)
+
+struct kh_dist_pkg {
+	uint32_t program, version;
+	uint32_t chunks;
+	const uint8_t *manifest; /* into the bytes parsed */
+	size_t manifest_len;
+	size_t hdr_len;    /* where chunk 0 starts */
+	uint64_t last_len; /* bytes of the last chunk, its tag included */
+};
+
+/* The header of a package of n chunks (the chunks follow it). */
+KH_WARN_UNUSED kh_err kh_dist_pkg_head(struct kh_wr *w, uint32_t program, uint32_t version, const uint8_t *manifest,
+				       size_t manifest_len, uint32_t n);
+/*
+ * Read a package's header from its first bytes (b, len: at least the header, at most all of it)
+ * and check that a file of file_size bytes holds exactly its chunks: KH_ERR_TRUNCATED when len is
+ * short of the header, KH_ERR_FORMAT / KH_ERR_VERSION / KH_ERR_TOO_LARGE for a bad header, and
+ * KH_ERR_FORMAT when the size does not fit the chunk count (cut, or something appended).
+ */
+KH_WARN_UNUSED kh_err kh_dist_pkg_parse(const uint8_t *b, size_t len, uint64_t file_size, struct kh_dist_pkg *p);
+/* Where chunk i starts in the file and how long it is (i < p->chunks). */
+uint64_t kh_dist_pkg_chunk_off(const struct kh_dist_pkg *p, uint32_t i);
+size_t kh_dist_pkg_chunk_len(const struct kh_dist_pkg *p, uint32_t i);
+
+/* ---- the manifest: the package's clear description, "key: value" lines ----
+ *
+ *   name: hello            1 to 64 of [A-Za-z0-9._+-]
+ *   version: 3             1 to 32 of the same
+ *   kind: elf              elf (an executable of this machine) or script (run by its interpreter)
+ *   interpreter: /bin/sh   an absolute path, for a script only (required then)
+ *   entry: main            the program's name as it runs (argv[0]); the name when absent
+ *   requires: libc.so.6    repeated, up to 16: what the program imports (the clear import table)
+ *
+ * Each line ends in "
+"; no other key, no key twice, nothing but printable ASCII. */
+
+#define KH_DIST_NAME_MAX 64
+#define KH_DIST_PATH_MAX 256
+#define KH_DIST_REQUIRES_MAX 16
+
+enum kh_dist_kind { KH_DIST_ELF = 1, KH_DIST_SCRIPT = 2 };
+
+struct kh_dist_manifest {
+	char name[KH_DIST_NAME_MAX + 1];
+	char version[KH_DIST_NAME_MAX + 1];
+	enum kh_dist_kind kind;
+	char interpreter[KH_DIST_PATH_MAX + 1];
+	char entry[KH_DIST_NAME_MAX + 1];
+	unsigned nrequires;
+	char requires[KH_DIST_REQUIRES_MAX][KH_DIST_NAME_MAX + 1];
+};
+
+/* KH_ERR_FORMAT (with the line number in *line, from 1) for anything but a manifest as above. */
+KH_WARN_UNUSED kh_err kh_dist_manifest_parse(const uint8_t *b, size_t len, struct kh_dist_manifest *m, size_t *line);
+
 #endif
