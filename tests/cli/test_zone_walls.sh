@@ -34,7 +34,7 @@ zone_of_header()
 		keyhole/err.h | keyhole/file.h | keyhole/hpke.h | keyhole/log.h | keyhole/pair.h | \
 		keyhole/scramble.h | keyhole/usage.h | keyhole/transport.h) echo base ;;
 	keyhole/module.h) echo module ;;
-	keyhole/device.h | keyhole/softmodule.h) echo device ;;
+	keyhole/device.h | keyhole/runner.h | keyhole/softmodule.h) echo device ;;
 	keyhole/ts.h) echo ts ;;
 	keyhole/store.h) echo store ;;
 	keyhole/http.h) echo net ;;

@@ -10,13 +10,18 @@
  * that signed a chain the chunks do not make. Each refusal has its own error, and none leaves a
  * key behind.
  */
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "keyhole/apdu.h"
 #include "keyhole/authority.h"
 #include "keyhole/cert.h"
 #include "keyhole/dist.h"
+#include "keyhole/runner.h"
 #include "testutil.h"
 #include "world.h"
 
@@ -527,6 +532,171 @@ static void test_chunks_refused(void **state)
 	assert_int_equal(n, 0);
 }
 
+/* ---- the runner: a real program, decrypted into memory and run confined ---- */
+
+/* The server's package of pt (len bytes) for prog's program and version, written to path. */
+static void package_file(const uint8_t *pt, size_t len, const char *manifest, const uint8_t kx[32],
+			 struct kh_dist_prog *prog, const char *path)
+{
+	uint8_t hdr[KH_DIST_PKG_HDR_MAX], h[32], ct[KH_DIST_CHUNK_CT_MAX];
+	struct kh_wr w;
+	FILE *f;
+
+	prog->chunks = (uint32_t)((len + KH_DIST_CHUNK_MAX - 1) / KH_DIST_CHUNK_MAX);
+	assert_int_equal(kh_sha256((const uint8_t *)manifest, strlen(manifest), prog->manifest_hash), KH_OK);
+	assert_int_equal(kh_dist_chain_init(prog, h), KH_OK);
+	kh_wr_init(&w, hdr, sizeof hdr);
+	assert_int_equal(kh_dist_pkg_head(&w, prog->program, prog->version, (const uint8_t *)manifest,
+					  strlen(manifest), prog->chunks),
+			 KH_OK);
+	assert_non_null(f = fopen(path, "wb"));
+	assert_int_equal(fwrite(hdr, 1, w.len, f), w.len);
+	for (uint32_t i = 0; i < prog->chunks; i++) {
+		size_t n = i + 1 < prog->chunks ? KH_DIST_CHUNK_MAX : len - (size_t)i * KH_DIST_CHUNK_MAX;
+		assert_int_equal(kh_dist_chunk_seal(kx, prog, i, pt + (size_t)i * KH_DIST_CHUNK_MAX, n, ct), KH_OK);
+		assert_int_equal(kh_dist_chain_step(h, ct + n), KH_OK);
+		assert_int_equal(fwrite(ct, 1, n + KH_TAG_LEN, f), n + KH_TAG_LEN);
+	}
+	assert_int_equal(fclose(f), 0);
+	memcpy(prog->he, h, 32);
+}
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *b;
+	long n;
+	assert_non_null(f);
+	assert_int_equal(fseek(f, 0, SEEK_END), 0);
+	n = ftell(f);
+	assert_true(n >= 0);
+	rewind(f);
+	assert_non_null(b = malloc((size_t)n + 1));
+	assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+	b[n] = 0;
+	fclose(f);
+	*len = (size_t)n;
+	return b;
+}
+
+/* Run the package at pkg under act on p1; its standard output into *out (NUL-terminated). */
+static kh_err run_pkg(struct pw *x, const char *pkg, const uint8_t *act, size_t actlen, const char *workdir,
+		      char *const *args, int *status, char **out)
+{
+	char *outp = path_in(x->w->dir, "out.txt"), why[256];
+	struct kh_run_opts o = {.workdir = workdir, .args = args, .fd_in = -1, .fd_err = -1};
+	int fd = open(pkg, O_RDONLY | O_CLOEXEC);
+	size_t n;
+	kh_err r;
+
+	assert_true(fd >= 0);
+	o.fd_out = open(outp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(o.fd_out >= 0);
+	r = kh_run_package(&x->p1.t, fd, act, actlen, &o, status, why, sizeof why);
+	close(fd);
+	close(o.fd_out);
+	*out = (char *)slurp(outp, &n);
+	if (r != KH_OK)
+		assert_true(why[0] != 0);
+	free(outp);
+	return r;
+}
+
+static void test_run(void **state)
+{
+	struct pw *x = *state;
+	const char *probe = getenv("KH_PROC_PROBE");
+	char *pkg = path_in(x->w->dir, "probe.khpk"), *work = path_in(x->w->dir, "work"),
+	     *other = path_in(x->w->dir, "other"), *outside = path_in(other, "outside.txt"),
+	     *inside = path_in(work, "inside.txt"), *out;
+	char *args[] = {outside, NULL};
+	static const char manifest[] = "name: probe\nversion: 1\nkind: elf\nrequires: libc.so.6\n";
+	uint8_t *elf, act[512], tok[512], c[1024];
+	struct kh_dist_prog prog = {.program = 41, .version = 1};
+	size_t elflen, actlen, toklen, n;
+	struct sess s;
+	int status = -1;
+
+	assert_non_null(probe);
+	/* work and other: both the program's user's to write, as far as file modes go; only the
+	 * confinement keeps it out of other */
+	assert_int_equal(mkdir(work, 0700), 0);
+	assert_int_equal(mkdir(other, 0700), 0);
+	if (geteuid() == 0) { /* the runner runs the program as nobody then */
+		assert_int_equal(chmod(x->w->dir, 0711), 0);
+		assert_int_equal(chown(work, KH_RUN_NOBODY, KH_RUN_NOBODY), 0);
+		assert_int_equal(chown(other, KH_RUN_NOBODY, KH_RUN_NOBODY), 0);
+	}
+	elf = slurp(probe, &elflen);
+	package_file(elf, elflen, manifest, x->kx, &prog, pkg);
+
+	/* pending: the runner gets nothing to run, and nothing runs */
+	toklen = deliver(x, &x->p1, &s, &prog, tok);
+	assert_int_equal(run_pkg(x, pkg, tok, toklen, work, args, &status, &out), KH_ERR_LICENCE_PENDING);
+	assert_string_equal(out, "");
+	free(out);
+	assert_int_equal(cmd(&x->p1.t, KH_INS_DIST_ACTIVATE, c, activate_cmd(&x->s, s.fp, &prog, receipt, tok, toklen, c), &n),
+			 KH_SW_OK);
+	actlen = token_of(n, act);
+
+	assert_int_equal(run_pkg(x, pkg, act, actlen, work, args, &status, &out), KH_OK);
+	assert_int_equal(status, 3);
+	assert_non_null(strstr(out, "probe ran: probe\n"));
+	/* an execute-only image: not dumpable even after execve, so its user cannot trace it */
+	assert_non_null(strstr(out, "dumpable=0\n"));
+	assert_non_null(strstr(out, "inside=ok\n"));
+	assert_non_null(strstr(out, "outside=EACCES\n"));
+	assert_non_null(strstr(out, "ptrace=EPERM\n"));
+	assert_int_equal(access(inside, F_OK), 0);
+	assert_int_equal(access(outside, F_OK), -1);
+	free(out);
+
+	/* a byte of the package changed on disk: refused at that chunk, nothing run */
+	{
+		int fd = open(pkg, O_RDWR);
+		uint8_t b;
+		assert_true(fd >= 0);
+		assert_int_equal(pread(fd, &b, 1, 5000), 1);
+		b ^= 1;
+		assert_int_equal(pwrite(fd, &b, 1, 5000), 1);
+		close(fd);
+		assert_int_equal(unlink(inside), 0);
+		assert_int_equal(run_pkg(x, pkg, act, actlen, work, args, &status, &out), KH_ERR_AUTH);
+		assert_string_equal(out, "");
+		assert_int_equal(access(inside, F_OK), -1);
+		free(out);
+	}
+	/* cut by one byte, or one byte appended: the header's geometry refuses it before the processor sees it */
+	assert_int_equal(truncate(pkg, 1000), 0);
+	assert_int_equal(run_pkg(x, pkg, act, actlen, work, args, &status, &out), KH_ERR_FORMAT);
+	free(out);
+
+	/* a script, run by its interpreter */
+	{
+		static const char sh[] = "echo script ran \"$1\"\necho x > \"$1\" 2>/dev/null || echo outside refused\n";
+		static const char sman[] = "name: s\nversion: 1\nkind: script\ninterpreter: /bin/sh\n";
+		struct kh_dist_prog sp = {.program = 42, .version = 1};
+		package_file((const uint8_t *)sh, strlen(sh), sman, x->kx, &sp, pkg);
+		toklen = deliver(x, &x->p1, &s, &sp, tok);
+		assert_int_equal(cmd(&x->p1.t, KH_INS_DIST_ACTIVATE, c, activate_cmd(&x->s, s.fp, &sp, receipt, tok, toklen, c),
+				     &n),
+				 KH_SW_OK);
+		actlen = token_of(n, act);
+		assert_int_equal(run_pkg(x, pkg, act, actlen, work, args, &status, &out), KH_OK);
+		assert_int_equal(status, 0);
+		assert_non_null(strstr(out, "script ran"));
+		assert_non_null(strstr(out, "outside refused"));
+		assert_int_equal(access(outside, F_OK), -1);
+		free(out);
+	}
+	free(elf);
+	free(pkg);
+	free(inside);
+	free(work);
+	free(other);
+	free(outside);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -535,6 +705,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_key_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_licence_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chunks_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_run, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
