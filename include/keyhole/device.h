@@ -13,6 +13,8 @@
 #define KEYHOLE_DEVICE_H
 
 #include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "keyhole/err.h"
 #include "keyhole/transport.h"
@@ -35,7 +37,33 @@ struct kh_serve_opts {
 	 * client is served. 0 means KH_SERVE_TIMEOUT_MS. Idle time between frames is not limited.
 	 */
 	unsigned timeout_ms;
+	/*
+	 * A command the socket must not carry (the processor's RUN commands, which only its own
+	 * runner may send): nonzero answers it APDU_INS without the module seeing it. NULL: every
+	 * command goes through.
+	 */
+	int (*refuse)(const uint8_t *cmd, size_t n);
+	/*
+	 * A request to the daemon itself (a frame whose first byte is KH_CLA_DAEMON) with the
+	 * descriptors that came with it (at most KH_DAEMON_FDS; the daemon closes them after): its
+	 * answer, data || SW, into resp (cap bytes), and its length (2 or more). NULL: such frames
+	 * are answered as an unknown class.
+	 */
+	size_t (*request)(void *ctx, const uint8_t *req, size_t n, const int *fds, int nfds, uint8_t *resp, size_t cap);
+	void *ctx;
 };
+
+/* The class byte of a request to a daemon rather than its module, and the most descriptors one carries. */
+#define KH_CLA_DAEMON 0xD0
+#define KH_DAEMON_FDS 8
+
+/*
+ * Send a daemon request over a socket transport (kh_transport_unix) with nfds open descriptors
+ * (0 to KH_DAEMON_FDS; they stay open here), and take its answer as kh_transport_xfer does.
+ * KH_ERR_INVAL when t is not a socket transport.
+ */
+KH_WARN_UNUSED kh_err kh_transport_unix_request(struct kh_transport *t, const uint8_t *req, size_t n, const int *fds,
+						int nfds, uint8_t *resp, size_t cap, size_t *rlen);
 
 /*
  * Serve module m on a UNIX socket at path (mode 0600) until *stop becomes non-zero (a signal

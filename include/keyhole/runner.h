@@ -17,9 +17,9 @@
 #include "keyhole/transport.h"
 
 struct kh_run_opts {
-	/* The one directory the program may write under, made its working directory (NULL: it may
-	 * write nowhere but the streams it was given). */
-	const char *workdir;
+	/* The one directory the program may write under (an open descriptor of it), made its working
+	 * directory; -1: it may write nowhere but the streams it was given. */
+	int workdir_fd;
 	/* Its arguments after argv[0], NULL-terminated (NULL: none). */
 	char *const *args;
 	/* Its standard streams (-1: /dev/null). */
@@ -41,5 +41,32 @@ struct kh_run_opts {
  */
 KH_WARN_UNUSED kh_err kh_run_package(struct kh_transport *proc, int pkg_fd, const uint8_t *token, size_t toklen,
 				     const struct kh_run_opts *o, int *status, char *why, size_t cap);
+
+/* ---- the processor daemon (src/device/procd.c): the module on a socket, and its runner ----
+ *
+ * The host reaches the processor only through the daemon's socket: the module's APDUs (every one
+ * but RUN OPEN, RUN CHUNK and RUN CLOSE, which answer APDU_INS there), and a run request (class
+ * KH_CLA_DAEMON, INS KH_DAEMON_RUN) carrying the licence token and the program's arguments as
+ * TLVs {1: token, 2: argument, repeated}, with the descriptors of the package, standard input,
+ * output and error, and optionally the working directory. The answer is u32 exit status || 9000,
+ * or a one-line reason || the refusal's status word.
+ */
+#define KH_DAEMON_RUN 0x01
+#define KH_RUN_ARGS_MAX 64
+
+#include <signal.h>
+
+struct kh_module;
+
+/* Serve the processor module m on a UNIX socket at path until *stop (as kh_serve_unix). */
+KH_WARN_UNUSED kh_err kh_serve_processor(const char *path, struct kh_module *m, volatile sig_atomic_t *stop);
+
+/*
+ * The host's side of a run request over t (a socket transport to the daemon): o's descriptors
+ * (-1 streams are sent as /dev/null) and arguments, *status as kh_run_package gives it. On a
+ * refusal, why (cap bytes) holds the daemon's reason.
+ */
+KH_WARN_UNUSED kh_err kh_processor_run(struct kh_transport *t, int pkg_fd, const uint8_t *token, size_t toklen,
+				       const struct kh_run_opts *o, int *status, char *why, size_t cap);
 
 #endif

@@ -202,22 +202,17 @@ static uint64_t write_access(int abi)
 	return a;
 }
 
-static int allow_beneath(int ruleset, const char *path, uint64_t access)
+static int allow_beneath(int ruleset, int dir, uint64_t access)
 {
-	struct landlock_path_beneath_attr pb = {.allowed_access = access};
-	int rc;
+	struct landlock_path_beneath_attr pb = {.allowed_access = access, .parent_fd = dir};
 
-	if ((pb.parent_fd = open(path, O_PATH | O_CLOEXEC)) < 0)
-		return -1;
-	rc = (int)syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &pb, 0);
-	close(pb.parent_fd);
-	return rc;
+	return (int)syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &pb, 0);
 }
 
 /* In the child: writes only beneath workdir (and to /dev/null). 0, or -1. */
-static int confine_writes(const char *workdir)
+static int confine_writes(int workdir)
 {
-	int abi = landlock_abi(), fd, rc = -1;
+	int abi = landlock_abi(), fd, null, rc = -1;
 	uint64_t file_write = LANDLOCK_ACCESS_FS_WRITE_FILE;
 	struct landlock_ruleset_attr attr = {.handled_access_fs = write_access(abi)};
 
@@ -227,10 +222,12 @@ static int confine_writes(const char *workdir)
 #endif
 	if (abi < 1 || (fd = (int)syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0)) < 0)
 		return -1;
-	if ((!workdir || allow_beneath(fd, workdir, attr.handled_access_fs) == 0) &&
-	    allow_beneath(fd, "/dev/null", file_write) == 0 &&
-	    syscall(SYS_landlock_restrict_self, fd, 0) == 0)
+	if ((null = open("/dev/null", O_PATH | O_CLOEXEC)) >= 0 &&
+	    (workdir < 0 || allow_beneath(fd, workdir, attr.handled_access_fs) == 0) &&
+	    allow_beneath(fd, null, file_write) == 0 && syscall(SYS_landlock_restrict_self, fd, 0) == 0)
 		rc = 0;
+	if (null >= 0)
+		close(null);
 	close(fd);
 	return rc;
 }
@@ -298,9 +295,9 @@ static void child(const struct run *R, const struct kh_run_opts *o)
 	if (prctl(PR_SET_DUMPABLE, 0) != 0 || setrlimit(RLIMIT_CORE, &none) != 0 ||
 	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
 		refuse("no core, no tracing, no new privileges");
-	if (o->workdir && chdir(o->workdir) != 0)
+	if (o->workdir_fd >= 0 && fchdir(o->workdir_fd) != 0)
 		refuse("the working directory");
-	if (confine_writes(o->workdir) != 0)
+	if (confine_writes(o->workdir_fd) != 0)
 		refuse("Landlock");
 	if (confine_tracing() != 0)
 		refuse("seccomp");

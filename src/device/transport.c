@@ -20,6 +20,7 @@
 
 #include "keyhole/apdu.h"
 #include "keyhole/buf.h"
+#include "keyhole/crypto.h"
 #include "keyhole/log.h"
 #include "keyhole/module.h"
 #include "keyhole/device.h"
@@ -50,6 +51,8 @@ void kh_transport_inproc(struct kh_transport *t, struct kh_module *m)
  */
 struct peer {
 	int fd;
+	int *fds;  /* descriptors that came with the frame are kept here (NULL: none are taken) */
+	int nfds;
 	volatile sig_atomic_t *stop; /* give up after EINTR once it is set; NULL: retry EINTR */
 	unsigned timeout_ms;         /* whole-frame limit, also SO_RCVTIMEO/SO_SNDTIMEO; 0: none */
 	uint64_t deadline;           /* CLOCK_MONOTONIC ms by which the current frame must be done */
@@ -126,11 +129,45 @@ static enum io write_all(struct peer *s, const uint8_t *p, size_t n)
 	return IO_OK;
 }
 
+/* Descriptors passed with the bytes just read: kept in s->fds while there is room, else closed. */
+static void take_fds(struct peer *s, struct msghdr *mh)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+		size_t k;
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+			if (s->fds && s->nfds < KH_DAEMON_FDS)
+				s->fds[s->nfds++] = fd;
+			else
+				close(fd);
+		}
+	}
+}
+
+static ssize_t recv_some(struct peer *s, uint8_t *p, size_t n)
+{
+	union {
+		char buf[CMSG_SPACE(KH_DAEMON_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = {.iov_base = p, .iov_len = n};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+	ssize_t k = recvmsg(s->fd, &mh, MSG_CMSG_CLOEXEC);
+
+	if (k > 0)
+		take_fds(s, &mh);
+	return k;
+}
+
 static enum io read_all(struct peer *s, uint8_t *p, size_t n)
 {
 	enum io e;
 	while (n) {
-		ssize_t k = recv(s->fd, p, n, 0);
+		ssize_t k = recv_some(s, p, n);
 		if (k > 0) {
 			p += k;
 			n -= (size_t)k;
@@ -143,6 +180,43 @@ static enum io read_all(struct peer *s, uint8_t *p, size_t n)
 			return IO_TIMEOUT;
 	}
 	return IO_OK;
+}
+
+/* Length and bytes in one sendmsg, carrying descriptors: the frame's first bytes bring them. */
+static enum io send_frame_fds(struct peer *s, const uint8_t *p, size_t n, const int *fds, int nfds)
+{
+	uint8_t buf[4 + KH_APDU_MAX_CMD];
+	union {
+		char buf[CMSG_SPACE(KH_DAEMON_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = {.iov_base = buf, .iov_len = 4 + n};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	struct cmsghdr *c;
+	ssize_t k;
+
+	if (n > KH_APDU_MAX_CMD || nfds < 1 || nfds > KH_DAEMON_FDS)
+		return IO_TOO_LARGE;
+	kh_put_be32(buf, (uint32_t)n);
+	memcpy(buf + 4, p, n);
+	memset(&ctl, 0, sizeof ctl);
+	mh.msg_control = ctl.buf;
+	mh.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+	c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+	memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
+	frame_start(s);
+	do
+		k = sendmsg(s->fd, &mh, MSG_NOSIGNAL);
+	while (k < 0 && errno == EINTR);
+	if (k <= 0) {
+		enum io e = k == 0 ? IO_FAIL : io_errno(s);
+		return e == IO_OK ? IO_FAIL : e;
+	}
+	/* the descriptors went with the first byte; the rest of the frame as usual */
+	return write_all(s, buf + k, 4 + n - (size_t)k);
 }
 
 /* Length and APDU in one send: two small writes cost the peer an extra wake-up. */
@@ -180,9 +254,10 @@ struct unix_ctx {
 	int fd;
 };
 
-static kh_err unix_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap, size_t *rlen)
+/* One frame out (with descriptors when nfds > 0), its answer in. */
+static kh_err unix_exchange(struct unix_ctx *u, const uint8_t *cmd, size_t len, const int *fds, int nfds, uint8_t *resp,
+			    size_t cap, size_t *rlen)
 {
-	struct unix_ctx *u = ctx;
 	struct peer s = {.fd = u->fd};
 	size_t n = 0;
 	enum io e;
@@ -193,7 +268,8 @@ static kh_err unix_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp
 		return KH_ERR_TOO_LARGE; /* nothing sent: the stream is still in step */
 	if (cap > KH_APDU_MAX_RESP)
 		cap = KH_APDU_MAX_RESP;
-	if ((e = send_frame(&s, cmd, len)) == IO_OK && (e = recv_frame(&s, resp, cap, &n)) == IO_OK && n < 2)
+	e = nfds ? send_frame_fds(&s, cmd, len, fds, nfds) : send_frame(&s, cmd, len);
+	if (e == IO_OK && (e = recv_frame(&s, resp, cap, &n)) == IO_OK && n < 2)
 		e = IO_FAIL; /* no status word: not a module answering */
 	if (e != IO_OK) {
 		/*
@@ -207,6 +283,20 @@ static kh_err unix_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp
 	}
 	*rlen = n;
 	return KH_OK;
+}
+
+static kh_err unix_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap, size_t *rlen)
+{
+	return unix_exchange(ctx, cmd, len, NULL, 0, resp, cap, rlen);
+}
+
+kh_err kh_transport_unix_request(struct kh_transport *t, const uint8_t *req, size_t n, const int *fds, int nfds,
+				 uint8_t *resp, size_t cap, size_t *rlen)
+{
+	if (!t || t->xfer != unix_xfer || !req || !n || req[0] != KH_CLA_DAEMON || nfds < 0 || nfds > KH_DAEMON_FDS ||
+	    (nfds && !fds))
+		return KH_ERR_INVAL;
+	return unix_exchange(t->ctx, req, n, fds, nfds, resp, cap, rlen);
 }
 
 static void unix_close(void *ctx)
@@ -269,10 +359,34 @@ static int set_timeouts(int fd, unsigned ms)
  * told to stop. Between frames the client may stay idle as long as it likes (a host holds its
  * card); once a frame has begun it must arrive within timeout_ms.
  */
-static void serve_client(int fd, struct kh_module *m, volatile sig_atomic_t *stop, unsigned timeout_ms)
+/* A status word alone, as the module would answer it. */
+static size_t sw_only(uint8_t *resp, kh_err r)
+{
+	uint16_t sw = kh_err_to_sw(r);
+	resp[0] = (uint8_t)(sw >> 8);
+	resp[1] = (uint8_t)sw;
+	return 2;
+}
+
+/* One frame's answer: the daemon's own request, a command the socket must not carry, or the module's. */
+static size_t answer(const struct kh_serve_opts *o, struct kh_module *m, const uint8_t *cmd, size_t n, const int *fds,
+		     int nfds, uint8_t *resp, size_t cap)
+{
+	if (n >= 1 && cmd[0] == KH_CLA_DAEMON) {
+		size_t rn = o->request ? o->request(o->ctx, cmd, n, fds, nfds, resp, cap) : 0;
+		return rn >= 2 && rn <= cap ? rn : sw_only(resp, o->request ? KH_ERR_INTERNAL : KH_ERR_APDU_CLA);
+	}
+	if (o->refuse && o->refuse(cmd, n))
+		return sw_only(resp, KH_ERR_APDU_INS);
+	return kh_module_process(m, cmd, n, resp, cap);
+}
+
+static void serve_client(int fd, struct kh_module *m, volatile sig_atomic_t *stop, const struct kh_serve_opts *o)
 {
 	uint8_t cmd[KH_APDU_MAX_CMD], resp[KH_APDU_MAX_RESP];
-	struct peer s = {.fd = fd, .stop = stop, .timeout_ms = timeout_ms};
+	int fds[KH_DAEMON_FDS];
+	unsigned timeout_ms = o->timeout_ms;
+	struct peer s = {.fd = fd, .fds = fds, .stop = stop, .timeout_ms = timeout_ms};
 	size_t n, rn;
 	unsigned long count = 0;
 	enum io e = IO_OK;
@@ -286,11 +400,15 @@ static void serve_client(int fd, struct kh_module *m, volatile sig_atomic_t *sto
 			e = IO_FAIL;
 		if (k <= 0)
 			continue;
-		if ((e = recv_frame(&s, cmd, sizeof cmd, &n)) != IO_OK)
+		e = recv_frame(&s, cmd, sizeof cmd, &n);
+		rn = e == IO_OK ? answer(o, m, cmd, n, fds, s.nfds, resp, sizeof resp) : 0;
+		/* the descriptors served this frame only */
+		for (int i = 0; i < s.nfds; i++)
+			close(fds[i]);
+		s.nfds = 0;
+		if (e != IO_OK || (e = send_frame(&s, resp, rn)) != IO_OK)
 			break;
-		rn = kh_module_process(m, cmd, n, resp, sizeof resp);
-		if ((e = send_frame(&s, resp, rn)) != IO_OK)
-			break;
+		kh_wipe(resp, rn);
 		count++;
 	}
 	if (e == IO_TIMEOUT)
@@ -308,7 +426,8 @@ kh_err kh_serve_unix_opts(const char *path, struct kh_module *m, volatile sig_at
 {
 	struct sockaddr_un sa;
 	struct kh_transport probe;
-	unsigned timeout_ms = opts && opts->timeout_ms ? opts->timeout_ms : KH_SERVE_TIMEOUT_MS;
+	struct kh_serve_opts o = opts ? *opts : (struct kh_serve_opts){0};
+	unsigned timeout_ms = o.timeout_ms ? o.timeout_ms : KH_SERVE_TIMEOUT_MS;
 	int fd = -1;
 	mode_t old;
 	kh_err r;
@@ -362,7 +481,8 @@ kh_err kh_serve_unix_opts(const char *path, struct kh_module *m, volatile sig_at
 			continue;
 		}
 		kh_log_info("serve.connect", "socket=%s", path);
-		serve_client(c, m, stop, timeout_ms);
+		o.timeout_ms = timeout_ms;
+		serve_client(c, m, stop, &o);
 		close(c);
 	}
 	r = KH_OK;

@@ -11,6 +11,8 @@
  * key behind.
  */
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,7 @@
 #include "keyhole/apdu.h"
 #include "keyhole/authority.h"
 #include "keyhole/cert.h"
+#include "keyhole/device.h"
 #include "keyhole/dist.h"
 #include "keyhole/runner.h"
 #include "testutil.h"
@@ -584,7 +587,7 @@ static kh_err run_pkg(struct pw *x, const char *pkg, const uint8_t *act, size_t 
 		      char *const *args, int *status, char **out)
 {
 	char *outp = path_in(x->w->dir, "out.txt"), why[256];
-	struct kh_run_opts o = {.workdir = workdir, .args = args, .fd_in = -1, .fd_err = -1};
+	struct kh_run_opts o = {.args = args, .fd_in = -1, .fd_err = -1};
 	int fd = open(pkg, O_RDONLY | O_CLOEXEC);
 	size_t n;
 	kh_err r;
@@ -592,7 +595,10 @@ static kh_err run_pkg(struct pw *x, const char *pkg, const uint8_t *act, size_t 
 	assert_true(fd >= 0);
 	o.fd_out = open(outp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	assert_true(o.fd_out >= 0);
+	o.workdir_fd = open(workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(o.workdir_fd >= 0);
 	r = kh_run_package(&x->p1.t, fd, act, actlen, &o, status, why, sizeof why);
+	close(o.workdir_fd);
 	close(fd);
 	close(o.fd_out);
 	*out = (char *)slurp(outp, &n);
@@ -697,6 +703,87 @@ static void test_run(void **state)
 	free(outside);
 }
 
+/* ---- the daemon: the host's socket carries everything but the runner's commands ---- */
+
+struct served {
+	struct kh_module *m;
+	const char *path;
+	volatile sig_atomic_t stop;
+	kh_err r;
+};
+
+static void *serve_thread(void *arg)
+{
+	struct served *sv = arg;
+	sv->r = kh_serve_processor(sv->path, sv->m, &sv->stop);
+	return NULL;
+}
+
+static void test_daemon(void **state)
+{
+	struct pw *x = *state;
+	const char *probe = getenv("KH_PROC_PROBE");
+	char *sock = path_in(x->w->dir, "proc.sock"), *pkg = path_in(x->w->dir, "probe.khpk"),
+	     *outp = path_in(x->w->dir, "out.txt"), *work = path_in(x->w->dir, "work"), why[256], *out;
+	static const char manifest[] = "name: probe\nversion: 1\nkind: elf\n";
+	struct served sv = {.m = kh_softmod_module(x->p1.sm), .path = sock};
+	struct kh_dist_prog prog = {.program = 43, .version = 1};
+	struct kh_transport t;
+	struct kh_run_opts o = {.fd_in = -1, .fd_err = -1, .workdir_fd = -1};
+	uint8_t *elf, tok[512], act[512], c[4096];
+	size_t elflen, toklen, actlen, n;
+	struct sess s;
+	pthread_t th;
+	int status = -1, fd;
+
+	assert_non_null(probe);
+	assert_int_equal(mkdir(work, 0700), 0);
+	if (geteuid() == 0) {
+		assert_int_equal(chmod(x->w->dir, 0711), 0);
+		assert_int_equal(chown(work, KH_RUN_NOBODY, KH_RUN_NOBODY), 0);
+	}
+	elf = slurp(probe, &elflen);
+	package_file(elf, elflen, manifest, x->kx, &prog, pkg);
+	assert_int_equal(pthread_create(&th, NULL, serve_thread, &sv), 0);
+	for (int i = 0; i < 200 && kh_transport_unix(&t, sock) != KH_OK; i++)
+		usleep(10000);
+	/* the second path goes through the socket as it does in process */
+	toklen = deliver(x, &x->p1, &s, &prog, tok);
+	assert_int_equal(cmd(&t, KH_INS_DIST_ACTIVATE, c, activate_cmd(&x->s, s.fp, &prog, receipt, tok, toklen, c), &n),
+			 KH_SW_OK);
+	actlen = token_of(n, act);
+	/* the runner's commands do not: not RUN OPEN with a good token, nor a chunk */
+	assert_int_equal(cmd(&t, KH_INS_RUN_OPEN, c, run_open_cmd(act, actlen, manifest, c), &n),
+			 kh_err_to_sw(KH_ERR_APDU_INS));
+	assert_int_equal(cmd(&t, KH_INS_RUN_CLOSE, NULL, 0, &n), kh_err_to_sw(KH_ERR_APDU_INS));
+	/* a run request: the program writes to the host's descriptor */
+	fd = open(pkg, O_RDONLY | O_CLOEXEC);
+	o.fd_out = open(outp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	o.workdir_fd = open(work, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0 && o.fd_out >= 0 && o.workdir_fd >= 0);
+	assert_int_equal(kh_processor_run(&t, fd, act, actlen, &o, &status, why, sizeof why), KH_OK);
+	assert_int_equal(status, 3);
+	close(o.fd_out);
+	out = (char *)slurp(outp, &n);
+	assert_non_null(strstr(out, "probe ran: probe\n"));
+	assert_non_null(strstr(out, "inside=ok\n"));
+	free(out);
+	/* a pending token: refused, with the reason in words */
+	assert_int_equal(kh_processor_run(&t, fd, tok, toklen, &o, &status, why, sizeof why), KH_ERR_LICENCE_PENDING);
+	assert_non_null(strstr(why, "not activated"));
+	close(fd);
+	close(o.workdir_fd);
+	kh_transport_close(&t);
+	sv.stop = 1;
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(sv.r, KH_OK);
+	free(elf);
+	free(sock);
+	free(pkg);
+	free(outp);
+	free(work);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -706,6 +793,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_licence_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chunks_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_run, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_daemon, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
