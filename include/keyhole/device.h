@@ -6,7 +6,9 @@
  * and centers see a module as a struct kh_transport and nothing more.
  *
  * Socket framing: each APDU is preceded by its length as a big-endian u32; one response per
- * command, in order. A frame longer than KH_APDU_MAX_CMD (commands) or KH_APDU_MAX_RESP
+ * command, in order. No socket carries a processor's RUN OPEN, RUN CHUNK or RUN CLOSE: those
+ * answer plaintext and come only from the runner inside the processor daemon (keyhole/runner.h),
+ * so a daemon answers them APDU_INS without its module seeing them. A frame longer than KH_APDU_MAX_CMD (commands) or KH_APDU_MAX_RESP
  * (responses) ends the connection.
  */
 #ifndef KEYHOLE_DEVICE_H
@@ -37,12 +39,6 @@ struct kh_serve_opts {
 	 * client is served. 0 means KH_SERVE_TIMEOUT_MS. Idle time between frames is not limited.
 	 */
 	unsigned timeout_ms;
-	/*
-	 * A command the socket must not carry (the processor's RUN commands, which only its own
-	 * runner may send): nonzero answers it APDU_INS without the module seeing it. NULL: every
-	 * command goes through.
-	 */
-	int (*refuse)(const uint8_t *cmd, size_t n);
 	/*
 	 * A request to the daemon itself (a frame whose first byte is KH_CLA_DAEMON) with the
 	 * descriptors that came with it (at most KH_DAEMON_FDS; the daemon closes them after): its

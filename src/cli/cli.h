@@ -130,6 +130,7 @@ KH_WARN_UNUSED kh_err kh_cli_root_pk(const char *path, uint8_t pk[static 32]);
 
 int kh_cmd_authority(int argc, char **argv);
 int kh_cmd_card(int argc, char **argv);
+int kh_cmd_processor(int argc, char **argv);
 int kh_cmd_pair(int argc, char **argv);
 int kh_cmd_demo(int argc, char **argv);
 int kh_cmd_headend(int argc, char **argv);

@@ -1,7 +1,8 @@
 /*
  * The processor daemon (include/keyhole/runner.h): a processor module served on a UNIX socket,
- * the runner beside it. The host's commands reach the module as any module daemon's do, except
- * the three that answer plaintext, which only the runner sends, in this process. A run request
+ * the runner beside it. The host's commands reach the module as any module daemon's do, and as
+ * there, not the three that answer plaintext (transport.c refuses them on every socket): only
+ * the runner sends those, in this process. A run request
  * brings the package and the program's streams as descriptors (SCM_RIGHTS), so the daemon needs
  * no access to the host's files and the program writes straight to the host's terminal or pipe.
  */
@@ -19,12 +20,6 @@
 
 enum { T_TOKEN = 1, T_ARG = 2 };
 #define ARG_MAX 4096
-
-/* The commands only the runner may send. */
-static int runner_only(const uint8_t *cmd, size_t n)
-{
-	return n >= 2 && cmd[0] == KH_CLA && (cmd[1] == KH_INS_RUN_OPEN || cmd[1] == KH_INS_RUN_CHUNK || cmd[1] == KH_INS_RUN_CLOSE);
-}
 
 static size_t reply(uint8_t *resp, size_t cap, kh_err r, const char *why, uint32_t status)
 {
@@ -86,7 +81,7 @@ static size_t run_request(void *ctx, const uint8_t *req, size_t n, const int *fd
 
 kh_err kh_serve_processor(const char *path, struct kh_module *m, volatile sig_atomic_t *stop)
 {
-	struct kh_serve_opts o = {.refuse = runner_only, .request = run_request, .ctx = m};
+	struct kh_serve_opts o = {.request = run_request, .ctx = m};
 
 	/* the daemon holds program keys and plaintext for a moment: no core, no tracing by its user */
 	if (prctl(PR_SET_DUMPABLE, 0) != 0)

@@ -376,8 +376,9 @@ static size_t answer(const struct kh_serve_opts *o, struct kh_module *m, const u
 		size_t rn = o->request ? o->request(o->ctx, cmd, n, fds, nfds, resp, cap) : 0;
 		return rn >= 2 && rn <= cap ? rn : sw_only(resp, o->request ? KH_ERR_INTERNAL : KH_ERR_APDU_CLA);
 	}
-	if (o->refuse && o->refuse(cmd, n))
-		return sw_only(resp, KH_ERR_APDU_INS);
+	if (n >= 2 && cmd[0] == KH_CLA &&
+	    (cmd[1] == KH_INS_RUN_OPEN || cmd[1] == KH_INS_RUN_CHUNK || cmd[1] == KH_INS_RUN_CLOSE))
+		return sw_only(resp, KH_ERR_APDU_INS); /* the runner's, never a socket's */
 	return kh_module_process(m, cmd, n, resp, cap);
 }
 
