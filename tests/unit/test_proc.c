@@ -24,6 +24,7 @@
 #include "keyhole/cert.h"
 #include "keyhole/device.h"
 #include "keyhole/dist.h"
+#include "keyhole/distsrv.h"
 #include "keyhole/runner.h"
 #include "testutil.h"
 #include "world.h"
@@ -703,6 +704,151 @@ static void test_run(void **state)
 	free(outside);
 }
 
+/* ---- the server's engine (keyhole/distsrv.h) against the processor ---- */
+
+static kh_err put_file(void *ctx, const uint8_t *b, size_t n)
+{
+	return fwrite(b, 1, n, ctx) == n ? KH_OK : KH_ERR_IO;
+}
+
+/* hello through the engine, from the processor's answer in rbuf (n bytes) */
+static void test_server_engine(void **state)
+{
+	struct pw *x = *state;
+	struct kh_dist_server srv, other;
+	struct kh_dist_peer peer, peer2;
+	struct kh_dist_prog prog = {.program = 50, .version = 2};
+	uint8_t hello1[4096], hello2[4096], c[2048], resp1[128], sig[64], tok[512], act[512], kx[32];
+	size_t h1, h2, n, r1, toklen, actlen;
+	static const char manifest[] = "name: p\nversion: 2\nkind: script\ninterpreter: /bin/sh\n";
+	static const char script[] = "echo engine ran\n";
+	char *pkg = path_in(x->w->dir, "engine.khpk"), *out;
+	int status;
+	FILE *f;
+
+	assert_int_equal(kh_dist_server_init(&srv, x->s.sk, x->s.cert, x->s.cert_len, x->w->root_pk), KH_OK);
+	/* a key that is not the certified one, a certificate of another role or root */
+	assert_int_equal(kh_dist_server_init(&other, x->fake_role.sk, x->s.cert, x->s.cert_len, x->w->root_pk),
+			 KH_ERR_CERT_KEY);
+	assert_int_equal(kh_dist_server_init(&other, x->fake_role.sk, x->fake_role.cert, x->fake_role.cert_len,
+					     x->w->root_pk),
+			 KH_ERR_CERT_ROLE);
+	assert_int_equal(kh_dist_server_init(&other, x->foreign.sk, x->foreign.cert, x->foreign.cert_len, x->w->root_pk),
+			 KH_ERR_CERT);
+
+	assert_int_equal(cmd(&x->p2.t, KH_INS_DIST_HELLO, NULL, 0, &h2), KH_SW_OK);
+	memcpy(hello2, rbuf, h2);
+	assert_int_equal(cmd(&x->p1.t, KH_INS_DIST_HELLO, NULL, 0, &h1), KH_SW_OK);
+	memcpy(hello1, rbuf, h1);
+	/* a hello with p1's challenge and p2's certificates: the host substitutes a processor, then
+	 * relays to p1; p1's answer is not p2's key's signature */
+	{
+		struct kh_wr w;
+		struct kh_tlv t;
+		struct kh_rd rd;
+		uint8_t mixed[4096];
+		kh_wr_init(&w, mixed, sizeof mixed);
+		kh_rd_init(&rd, hello1, h1);
+		assert_int_equal(kh_tlv_next(&rd, &t), 1);
+		kh_tlv_put(&w, t.tag, t.v, t.len);
+		kh_rd_init(&rd, hello2, h2);
+		assert_int_equal(kh_tlv_next(&rd, &t), 1);
+		while (kh_tlv_next(&rd, &t) == 1)
+			kh_tlv_put(&w, t.tag, t.v, t.len);
+		assert_int_equal(kh_dist_srv_hello(&srv, mixed, w.len, 0, &peer2), KH_OK);
+		kh_wr_init(&w, c, sizeof c);
+		assert_int_equal(kh_dist_srv_auth(&srv, &peer2, &w), KH_OK);
+		/* p1 refuses an auth made for p2's certificates */
+		assert_int_equal(cmd(&x->p1.t, KH_INS_DIST_AUTH, c, w.len, &n), kh_err_to_sw(KH_ERR_DIST_SIGNATURE));
+	}
+	/* the genuine session, all through the engine */
+	assert_int_equal(cmd(&x->p1.t, KH_INS_DIST_HELLO, NULL, 0, &h1), KH_SW_OK);
+	memcpy(hello1, rbuf, h1);
+	assert_int_equal(kh_dist_srv_hello(&srv, hello1, h1, 0, &peer), KH_OK);
+	{
+		struct kh_wr w;
+		kh_wr_init(&w, c, sizeof c);
+		assert_int_equal(kh_dist_srv_auth(&srv, &peer, &w), KH_OK);
+		assert_int_equal(cmd(&x->p1.t, KH_INS_DIST_AUTH, c, w.len, &r1), KH_SW_OK);
+		memcpy(resp1, rbuf, r1);
+	}
+	assert_int_equal(kh_dist_srv_resp(&srv, &peer, resp1, r1), KH_OK);
+	/* the same answer for another session (another Rs), or another processor's */
+	peer2 = peer;
+	peer2.rs[0] ^= 1;
+	assert_int_equal(kh_dist_srv_resp(&srv, &peer2, resp1, r1), KH_ERR_DIST_SIGNATURE);
+	peer2 = peer;
+	memcpy(peer2.sign_pk, x->s.pk, 32);
+	assert_int_equal(kh_dist_srv_resp(&srv, &peer2, resp1, r1), KH_ERR_DIST_SIGNATURE);
+	/* a hello whose certificates come from another root: a self-made processor */
+	{
+		struct mod fake;
+		make_mod(x->w->foreign, KH_ROLE_PROCESSOR, &fake);
+		assert_int_equal(cmd(&fake.t, KH_INS_DIST_HELLO, NULL, 0, &n), KH_SW_OK);
+		assert_int_equal(kh_dist_srv_hello(&srv, rbuf, n, 0, &peer2), KH_ERR_CERT);
+		kh_softmod_free(fake.sm);
+	}
+	/* a card's certificates are not a processor's */
+	{
+		struct kh_wr w;
+		uint8_t m[4096], rc[32] = {0};
+		size_t cl;
+		kh_wr_init(&w, m, sizeof m);
+		kh_tlv_put(&w, KH_DIST_T_RC, rc, 32);
+		assert_int_equal(send_apdu(&x->w->c1.t, KH_CLA, KH_INS_GET_CERT, 1, 0, NULL, 0, rbuf, sizeof rbuf, &cl), KH_SW_OK);
+		kh_tlv_put(&w, KH_DIST_T_CERT_SIGN, rbuf, cl);
+		assert_int_equal(send_apdu(&x->w->c1.t, KH_CLA, KH_INS_GET_CERT, 0, 0, NULL, 0, rbuf, sizeof rbuf, &cl), KH_SW_OK);
+		kh_tlv_put(&w, KH_DIST_T_CERT_PAIR, rbuf, cl);
+		assert_int_equal(kh_dist_srv_hello(&srv, m, w.len, 0, &peer2), KH_ERR_CERT_ROLE);
+	}
+
+	/* the package, the key, the program signature: a script that runs */
+	assert_int_equal(kh_random(kx, sizeof kx), KH_OK);
+	assert_non_null(f = fopen(pkg, "wb"));
+	assert_int_equal(kh_dist_srv_package(kx, &prog, (const uint8_t *)manifest, strlen(manifest), (const uint8_t *)script,
+					     strlen(script), put_file, f),
+			 KH_OK);
+	assert_int_equal(fclose(f), 0);
+	{
+		struct kh_wr w;
+		kh_wr_init(&w, c, sizeof c);
+		assert_int_equal(kh_dist_srv_key(&srv, &peer, &prog, kx, &w), KH_OK);
+		assert_int_equal(cmd(&x->p1.t, KH_INS_DIST_KEY, c, w.len, &n), KH_SW_OK);
+		toklen = token_of(n, tok);
+	}
+	assert_int_equal(kh_dist_srv_program_sig(&srv, peer.fp, &prog, receipt, sig), KH_OK);
+	{
+		struct kh_wr w;
+		kh_wr_init(&w, c, sizeof c);
+		kh_tlv_put(&w, KH_DIST_T_TOKEN, tok, toklen);
+		kh_tlv_put(&w, KH_DIST_T_PROGRAM_SIG, sig, 64);
+		kh_tlv_put(&w, KH_DIST_T_RECEIPT, receipt, 16);
+		assert_int_equal(cmd(&x->p1.t, KH_INS_DIST_ACTIVATE, c, w.len, &n), KH_SW_OK);
+		actlen = token_of(n, act);
+	}
+	{
+		char *work = path_in(x->w->dir, "w2");
+		assert_int_equal(mkdir(work, 0700), 0);
+		if (geteuid() == 0) {
+			assert_int_equal(chmod(x->w->dir, 0711), 0);
+			assert_int_equal(chown(work, KH_RUN_NOBODY, KH_RUN_NOBODY), 0);
+		}
+		assert_int_equal(run_pkg(x, pkg, act, actlen, work, NULL, &status, &out), KH_OK);
+		assert_int_equal(status, 0);
+		assert_string_equal(out, "engine ran\n");
+		free(out);
+		free(work);
+	}
+	/* a manifest that does not parse is never packaged */
+	assert_non_null(f = fopen(pkg, "wb"));
+	assert_int_equal(kh_dist_srv_package(kx, &prog, (const uint8_t *)"name: x\n", 8, (const uint8_t *)script,
+					     strlen(script), put_file, f),
+			 KH_ERR_FORMAT);
+	fclose(f);
+	kh_wipe(&srv, sizeof srv);
+	free(pkg);
+}
+
 /* ---- the daemon: the host's socket carries everything but the runner's commands ---- */
 
 struct served {
@@ -794,6 +940,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_chunks_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_daemon, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_server_engine, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
