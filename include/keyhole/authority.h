@@ -102,6 +102,17 @@ KH_WARN_UNUSED kh_err kh_authority_signer_new(struct kh_authority *a, enum kh_ro
 KH_WARN_UNUSED kh_err kh_authority_signers_ensure(struct kh_authority *a, unsigned *made);
 KH_WARN_UNUSED kh_err kh_authority_signer_load(const char *dir, enum kh_role role, struct kh_cas_signer *sg,
 					       uint8_t *der, size_t cap, size_t *len);
+/*
+ * A signing key's file: "<serial, 8 hex digits> <Ed25519 private key, 64 hex digits>\n", mode
+ * 0600. _write creates it and never replaces one (KH_ERR_EXISTS); _read refuses a file others
+ * may read (kh_keyfile_read) or of another shape (KH_ERR_FORMAT). sk is wiped on failure.
+ */
+KH_WARN_UNUSED kh_err kh_signing_key_write(const char *path, uint32_t serial, const uint8_t sk[static 32]);
+KH_WARN_UNUSED kh_err kh_signing_key_read(const char *path, uint32_t *serial, uint8_t sk[static 32]);
+
+/* The public key of the root certificate in a PEM file (an authority's root.crt, or a copy). */
+KH_WARN_UNUSED kh_err kh_root_file_pk(const char *path, uint8_t root_pk[static 32]);
+
 /* The directory the authority lives in (owned by a). */
 const char *kh_authority_dir(const struct kh_authority *a);
 

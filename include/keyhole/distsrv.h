@@ -70,4 +70,16 @@ KH_WARN_UNUSED kh_err kh_dist_srv_package(const uint8_t kx[static KH_KEY_LEN], s
 					  const uint8_t *manifest, size_t manifest_len, const uint8_t *pt, size_t len,
 					  kh_dist_put_fn put, void *ctx);
 
+/*
+ * The server's identity in its own directory: distributor.key (its signing key, mode 0600),
+ * distributor.crt (its certificate, PEM) and root.crt (the authority's root, PEM). _new makes
+ * the key and has the authority a certify it as a distributor, with a serial of its own from
+ * KH_DIST_SERIAL_BASE (dir is created, mode 0700, if missing; KH_ERR_EXISTS when it holds a key
+ * already). _load reads them back and checks they belong together (kh_dist_server_init).
+ */
+#define KH_DIST_SERIAL_BASE 0xFE000000u
+struct kh_authority;
+KH_WARN_UNUSED kh_err kh_dist_identity_new(struct kh_authority *a, const char *dir, uint32_t *serial);
+KH_WARN_UNUSED kh_err kh_dist_identity_load(const char *dir, struct kh_dist_server *s);
+
 #endif

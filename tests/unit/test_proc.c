@@ -849,6 +849,53 @@ static void test_server_engine(void **state)
 	free(pkg);
 }
 
+/* ---- the server's identity: its key made in its directory, certified by the authority ---- */
+
+static void test_identity(void **state)
+{
+	struct pw *x = *state;
+	char *d1 = path_in(x->w->dir, "srv1"), *d2 = path_in(x->w->dir, "srv2"), *k1 = path_in(d1, "distributor.key"),
+	     *c1 = path_in(d1, "distributor.crt"), *c2 = path_in(d2, "distributor.crt");
+	struct kh_dist_server srv;
+	uint32_t s1 = 0, s2 = 0;
+	struct stat st;
+
+	assert_int_equal(kh_dist_identity_new(x->w->auth, d1, &s1), KH_OK);
+	assert_int_equal(kh_dist_identity_new(x->w->auth, d2, &s2), KH_OK);
+	assert_true(s1 >= KH_DIST_SERIAL_BASE && s1 < KH_SIGNER_SERIAL_BASE);
+	assert_true(s2 != s1);
+	assert_int_equal(stat(k1, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(kh_dist_identity_load(d1, &srv), KH_OK);
+	assert_int_equal(srv.serial, s1);
+	/* the server's certificate is one the processor takes */
+	{
+		uint8_t c[2048];
+		struct kh_wr w;
+		struct kh_dist_peer peer;
+		size_t n;
+		assert_int_equal(cmd(&x->p1.t, KH_INS_DIST_HELLO, NULL, 0, &n), KH_SW_OK);
+		assert_int_equal(kh_dist_srv_hello(&srv, rbuf, n, 0, &peer), KH_OK);
+		kh_wr_init(&w, c, sizeof c);
+		assert_int_equal(kh_dist_srv_auth(&srv, &peer, &w), KH_OK);
+		assert_int_equal(cmd(&x->p1.t, KH_INS_DIST_AUTH, c, w.len, &n), KH_SW_OK);
+		assert_int_equal(kh_dist_srv_resp(&srv, &peer, rbuf, n), KH_OK);
+	}
+	/* never made twice over */
+	assert_int_equal(kh_dist_identity_new(x->w->auth, d1, NULL), KH_ERR_EXISTS);
+	/* another server's certificate beside this key; a key others may read */
+	assert_int_equal(rename(c2, c1), 0);
+	assert_int_equal(kh_dist_identity_load(d1, &srv), KH_ERR_CERT_KEY);
+	assert_int_equal(chmod(k1, 0644), 0);
+	assert_int_not_equal(kh_dist_identity_load(d1, &srv), KH_OK);
+	kh_wipe(&srv, sizeof srv);
+	free(d1);
+	free(d2);
+	free(k1);
+	free(c1);
+	free(c2);
+}
+
 /* ---- the daemon: the host's socket carries everything but the runner's commands ---- */
 
 struct served {
@@ -941,6 +988,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_daemon, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_server_engine, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_identity, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

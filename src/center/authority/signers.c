@@ -41,14 +41,53 @@ static char *path_of(const char *dir, const char *rname, const uint32_t *serial)
 	return n < 0 ? NULL : p;
 }
 
+kh_err kh_signing_key_write(const char *path, uint32_t serial, const uint8_t sk[static 32])
+{
+	char line[SIGNER_LINE + 1];
+	mode_t old_mask;
+	kh_err r;
+
+	snprintf(line, sizeof line, "%08X ", (unsigned)serial);
+	kh_hex_encode(sk, 32, line + 9);
+	line[SIGNER_LINE - 1] = '\n';
+	old_mask = umask(077);
+	r = kh_file_write_new(path, (const uint8_t *)line, SIGNER_LINE, 0600);
+	umask(old_mask);
+	kh_wipe(line, sizeof line);
+	return r;
+}
+
+kh_err kh_signing_key_read(const char *path, uint32_t *serial, uint8_t sk[static 32])
+{
+	uint8_t *data = NULL;
+	size_t n = 0;
+	char hex[9], *end;
+	kh_err r;
+
+	if ((r = kh_keyfile_read(path, 4096, &data, &n)) != KH_OK)
+		return r;
+	if (n != SIGNER_LINE || data[8] != ' ' || data[SIGNER_LINE - 1] != '\n' ||
+	    kh_hex_decode((const char *)data + 9, 64, sk, 32) != KH_OK) {
+		r = KH_ERR_FORMAT;
+		goto out;
+	}
+	memcpy(hex, data, 8);
+	hex[8] = 0;
+	*serial = (uint32_t)strtoul(hex, &end, 16);
+	r = end == hex + 8 ? KH_OK : KH_ERR_FORMAT;
+out:
+	if (r != KH_OK)
+		kh_wipe(sk, 32);
+	kh_file_free(data, n);
+	return r;
+}
+
 kh_err kh_authority_signer_new(struct kh_authority *a, enum kh_role role)
 {
 	uint8_t sk[32], pk[32], der[KH_CERT_MAX];
-	char line[SIGNER_LINE + 1];
 	char *kpath = NULL;
 	size_t dlen;
 	uint32_t serial;
-	mode_t old_mask;
 	kh_err r;
 
 	if (a == NULL || !signer_role(role))
@@ -69,16 +108,10 @@ kh_err kh_authority_signer_new(struct kh_authority *a, enum kh_role role)
 	if ((r = kh_ed25519_keygen(sk, pk)) != KH_OK ||
 	    (r = kh_authority_issue(a, role, serial, KH_CERT_KEY_ED25519, pk, "sign", der, sizeof der, &dlen)) != KH_OK)
 		goto out;
-	snprintf(line, sizeof line, "%08X ", (unsigned)serial);
-	kh_hex_encode(sk, sizeof sk, line + 9);
-	line[SIGNER_LINE - 1] = '\n';
-	old_mask = umask(077);
 	/* Created, never replaced: a signer's key names the certificate cards already trust. */
-	r = kh_file_write_new(kpath, (const uint8_t *)line, SIGNER_LINE, 0600);
-	umask(old_mask);
+	r = kh_signing_key_write(kpath, serial, sk);
 out:
 	kh_wipe(sk, sizeof sk);
-	kh_wipe(line, sizeof line);
 	free(kpath);
 	return r;
 }
@@ -101,19 +134,27 @@ kh_err kh_authority_signers_ensure(struct kh_authority *a, unsigned *made)
 	return KH_OK;
 }
 
-static kh_err root_pk_of(const char *dir, uint8_t root_pk[static 32])
+kh_err kh_root_file_pk(const char *path, uint8_t root_pk[static 32])
 {
 	uint8_t *pem = NULL, der[KH_CERT_MAX];
-	char *p = NULL;
 	size_t n = 0, dlen;
+	kh_err r;
+
+	if ((r = kh_file_read(path, 65536, &pem, &n)) == KH_OK &&
+	    (r = kh_cert_pem_to_der((const char *)pem, n, der, sizeof der, &dlen)) == KH_OK)
+		r = kh_cert_root_pk(der, dlen, root_pk);
+	kh_file_free(pem, n);
+	return r;
+}
+
+static kh_err root_pk_of(const char *dir, uint8_t root_pk[static 32])
+{
+	char *p = NULL;
 	kh_err r;
 
 	if (asprintf(&p, "%s/root.crt", dir) < 0)
 		return KH_ERR_NOMEM;
-	if ((r = kh_file_read(p, 65536, &pem, &n)) == KH_OK &&
-	    (r = kh_cert_pem_to_der((const char *)pem, n, der, sizeof der, &dlen)) == KH_OK)
-		r = kh_cert_root_pk(der, dlen, root_pk);
-	kh_file_free(pem, n);
+	r = kh_root_file_pk(p, root_pk);
 	free(p);
 	return r;
 }
@@ -121,9 +162,9 @@ static kh_err root_pk_of(const char *dir, uint8_t root_pk[static 32])
 kh_err kh_authority_signer_load(const char *dir, enum kh_role role, struct kh_cas_signer *sg, uint8_t *der,
 				size_t cap, size_t *len)
 {
-	uint8_t *data = NULL, *pem = NULL;
+	uint8_t *pem = NULL;
 	char *kpath = NULL, *cpath = NULL;
-	size_t n = 0, pn = 0;
+	size_t pn = 0;
 	struct kh_cas_signer tmp;
 	uint8_t pk[32], root_pk[32], cder[KH_CERT_MAX];
 	struct kh_cert_info ci;
@@ -134,24 +175,8 @@ kh_err kh_authority_signer_load(const char *dir, enum kh_role role, struct kh_ca
 		return KH_ERR_INVAL;
 	if ((kpath = path_of(dir, kh_role_name(role), NULL)) == NULL)
 		return KH_ERR_NOMEM;
-	if ((r = kh_keyfile_read(kpath, 4096, &data, &n)) != KH_OK)
+	if ((r = kh_signing_key_read(kpath, &tmp.serial, tmp.sk)) != KH_OK)
 		goto out;
-	if (n != SIGNER_LINE || data[8] != ' ' || data[SIGNER_LINE - 1] != '\n' ||
-	    kh_hex_decode((const char *)data + 9, 64, tmp.sk, 32) != KH_OK) {
-		r = KH_ERR_FORMAT;
-		goto out;
-	}
-	{
-		char hex[9];
-		char *end;
-		memcpy(hex, data, 8);
-		hex[8] = 0;
-		tmp.serial = (uint32_t)strtoul(hex, &end, 16);
-		if (end != hex + 8) {
-			r = KH_ERR_FORMAT;
-			goto out;
-		}
-	}
 	if ((cpath = path_of(dir, kh_role_name(role), &tmp.serial)) == NULL) {
 		r = KH_ERR_NOMEM;
 		goto out;
@@ -182,7 +207,6 @@ kh_err kh_authority_signer_load(const char *dir, enum kh_role role, struct kh_ca
 	r = KH_OK;
 out:
 	kh_wipe(&tmp, sizeof tmp);
-	kh_file_free(data, n);
 	kh_file_free(pem, pn);
 	free(kpath);
 	free(cpath);

@@ -1,0 +1,124 @@
+/*
+ * The distribution server's identity (include/keyhole/distsrv.h): its signing key, made in its
+ * own directory, and its certificate from the authority with role `distributor`, beside a copy of
+ * the root. The authority never holds the server's private key; the server's directory then
+ * stands alone, as the server runs elsewhere than the authority.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "keyhole/authority.h"
+#include "keyhole/crypto.h"
+#include "keyhole/distsrv.h"
+#include "keyhole/file.h"
+
+#define PEM_MAX 65536
+
+static char *in_dir(const char *dir, const char *name)
+{
+	char *p = NULL;
+	return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
+}
+
+/* Copy the PEM file from into to (created, mode 0644). */
+static kh_err copy_pem(const char *from, const char *to)
+{
+	uint8_t *b = NULL;
+	size_t n = 0;
+	kh_err r;
+
+	if ((r = kh_file_read(from, PEM_MAX, &b, &n)) == KH_OK)
+		r = kh_file_write_new(to, b, n, 0644);
+	kh_file_free(b, n);
+	return r;
+}
+
+kh_err kh_dist_identity_new(struct kh_authority *a, const char *dir, uint32_t *serial)
+{
+	uint8_t sk[32], pk[32], der[KH_CERT_MAX];
+	char *key = in_dir(dir, "distributor.key"), *crt = in_dir(dir, "distributor.crt"),
+	     *root = in_dir(dir, "root.crt"), *issued = NULL, *aroot = NULL;
+	size_t dlen;
+	uint32_t s;
+	kh_err r;
+
+	if (!key || !crt || !root) {
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		r = KH_ERR_IO;
+		goto out;
+	}
+	if (access(key, F_OK) == 0 || access(crt, F_OK) == 0) {
+		r = KH_ERR_EXISTS;
+		goto out;
+	}
+	for (s = KH_DIST_SERIAL_BASE; s < KH_SIGNER_SERIAL_BASE && kh_authority_ua_free(a, s) != KH_OK; s++)
+		;
+	if (s == KH_SIGNER_SERIAL_BASE) {
+		r = KH_ERR_TOO_LARGE;
+		goto out;
+	}
+	if ((r = kh_ed25519_keygen(sk, pk)) != KH_OK ||
+	    (r = kh_authority_issue(a, KH_ROLE_DISTRIBUTOR, s, KH_CERT_KEY_ED25519, pk, "sign", der, sizeof der, &dlen)) !=
+		    KH_OK)
+		goto out;
+	if (asprintf(&issued, "%s/issued/%s-%08X-sign.crt", kh_authority_dir(a), kh_role_name(KH_ROLE_DISTRIBUTOR),
+		     (unsigned)s) < 0 ||
+	    !(aroot = in_dir(kh_authority_dir(a), "root.crt"))) {
+		issued = NULL;
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	/* the key last: a directory with a key is a finished identity */
+	if ((r = copy_pem(aroot, root)) != KH_OK && r != KH_ERR_EXISTS)
+		goto out;
+	if ((r = copy_pem(issued, crt)) != KH_OK || (r = kh_signing_key_write(key, s, sk)) != KH_OK)
+		goto out;
+	if (serial)
+		*serial = s;
+out:
+	kh_wipe(sk, sizeof sk);
+	free(key);
+	free(crt);
+	free(root);
+	free(issued);
+	free(aroot);
+	return r;
+}
+
+kh_err kh_dist_identity_load(const char *dir, struct kh_dist_server *s)
+{
+	uint8_t sk[32], root_pk[32], der[KH_CERT_MAX], *pem = NULL;
+	char *key = in_dir(dir, "distributor.key"), *crt = in_dir(dir, "distributor.crt"), *root = in_dir(dir, "root.crt");
+	size_t pn = 0, dlen;
+	uint32_t serial;
+	kh_err r;
+
+	memset(s, 0, sizeof *s);
+	if (!key || !crt || !root) {
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = kh_signing_key_read(key, &serial, sk)) != KH_OK || (r = kh_root_file_pk(root, root_pk)) != KH_OK ||
+	    (r = kh_file_read(crt, PEM_MAX, &pem, &pn)) != KH_OK ||
+	    (r = kh_cert_pem_to_der((const char *)pem, pn, der, sizeof der, &dlen)) != KH_OK ||
+	    (r = kh_dist_server_init(s, sk, der, dlen, root_pk)) != KH_OK)
+		goto out;
+	if (s->serial != serial) {
+		kh_wipe(s, sizeof *s);
+		r = KH_ERR_CERT_KEY;
+	}
+out:
+	kh_wipe(sk, sizeof sk);
+	kh_file_free(pem, pn);
+	free(key);
+	free(crt);
+	free(root);
+	return r;
+}
