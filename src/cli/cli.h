@@ -6,6 +6,7 @@
 #ifndef KH_CLI_H
 #define KH_CLI_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -129,6 +130,9 @@ KH_WARN_UNUSED kh_err kh_cli_echo(struct kh_transport *cam, struct kh_transport 
 KH_WARN_UNUSED kh_err kh_cli_root_pk(const char *path, uint8_t pk[static 32]);
 
 int kh_cmd_authority(int argc, char **argv);
+/* A daemon's stop: SIGINT and SIGTERM set the flag returned, SIGPIPE is ignored (a client may hang up). */
+volatile sig_atomic_t *kh_cli_stop_signals(void);
+
 int kh_cmd_card(int argc, char **argv);
 int kh_cmd_processor(int argc, char **argv);
 int kh_cmd_pair(int argc, char **argv);

@@ -147,14 +147,6 @@ static int cmd_info(int argc, char **argv)
 	return KH_EXIT_OK;
 }
 
-static volatile sig_atomic_t stop;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop = 1;
-}
-
 static int cmd_serve(int argc, char **argv)
 {
 	static const struct option opts[] = {{"socket", required_argument, NULL, O_SOCKET},
@@ -165,7 +157,6 @@ static int cmd_serve(int argc, char **argv)
 	const char *sock = NULL, *card = NULL, *key = NULL;
 	struct kh_softmod *sm = NULL;
 	struct kh_transport t = {0};
-	struct sigaction sa;
 	char what[4200];
 	int c;
 	kh_err r;
@@ -191,12 +182,7 @@ static int cmd_serve(int argc, char **argv)
 		kh_transport_close(&t);
 		return kh_cli_usage("card serve", "--card takes a card file, not a socket");
 	}
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	r = kh_serve_unix(sock, kh_softmod_module(sm), &stop);
+	r = kh_serve_unix(sock, kh_softmod_module(sm), kh_cli_stop_signals());
 	kh_softmod_free(sm);
 	if (r != KH_OK)
 		return kh_cli_fail(sock, r);

@@ -27,14 +27,6 @@ static const char serve_help[] =
 	"      --socket PATH    the UNIX socket to create (clients name it unix:PATH)\n"
 	"      --key KEYFILE    its root key (default: FILE with .card replaced by .key)\n";
 
-static volatile sig_atomic_t stop;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop = 1;
-}
-
 static int cmd_serve(int argc, char **argv)
 {
 	enum { O_KEY = 256, O_SOCKET, O_MODULE };
@@ -49,7 +41,6 @@ static int cmd_serve(int argc, char **argv)
 	struct kh_softmod *sm = NULL;
 	struct kh_transport t = {0};
 	struct kh_module_info info;
-	struct sigaction sa;
 	char what[4200];
 	int c;
 	kh_err r;
@@ -84,12 +75,7 @@ static int cmd_serve(int argc, char **argv)
 			kh_role_name((enum kh_role)info.role) ? kh_role_name((enum kh_role)info.role) : "blank");
 		return KH_EXIT_FAIL;
 	}
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	r = kh_serve_processor(sock, kh_softmod_module(sm), &stop);
+	r = kh_serve_processor(sock, kh_softmod_module(sm), kh_cli_stop_signals());
 	kh_softmod_free(sm);
 	if (r != KH_OK)
 		return kh_cli_fail(sock, r);
