@@ -138,6 +138,8 @@ typedef int kh_err;
 	XX(MANIFEST, "package manifest does not match its licence", 403, "manifest", 0x6F54)     \
 	XX(CHUNK, "package chunk out of order, after the last, or not the one signed", 403,       \
 	   "chunk", 0x6F55)                                                                      \
+	XX(DB_UNAVAILABLE, "database unavailable (cannot connect, or the connection was lost): "  \
+	   "try again", 503, "database_unavailable", 0x6F46)                                     \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

@@ -100,6 +100,18 @@ void kh_store_rollback(struct kh_store *s);
 /* 1 while a transaction is open on s. */
 int kh_store_in_tx(const struct kh_store *s);
 
+/*
+ * Process-wide counters of kh_store_run_tx and the group committer, for /metrics: retries is
+ * how many times a transaction was run again after the soft error (SQLite busy; PostgreSQL
+ * serialization failure or deadlock), gave_up how many still met it at their last attempt and
+ * answered KH_ERR_DB_BUSY.
+ */
+struct kh_store_tx_stats {
+	uint64_t retries;
+	uint64_t gave_up;
+};
+void kh_store_tx_stats(struct kh_store_tx_stats *out);
+
 typedef kh_err (*kh_store_tx_fn)(struct kh_store *s, void *arg);
 /*
  * Run fn inside one write transaction and commit when it returns KH_OK; roll back on any other

@@ -4,7 +4,8 @@
  * commit. Callers queue a job and wait on its own condition variable (so a batch's end wakes only
  * the callers it concerns, not every waiter); whoever finds no batch running leads the next. The
  * leader's turn is the only time the group's connection is used, so the connection needs no lock
- * of its own beyond the "leading" flag.
+ * of its own beyond the "leading" flag. On a backend without group_batch (PostgreSQL), a batch
+ * runs its jobs one transaction each.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -112,9 +113,17 @@ static void run_batch(struct kh_store_group *g, struct job *b)
 {
 	kh_err r = KH_ERR_DB_BUSY;
 
+	/* A server that commits for many connections at once (PostgreSQL) gains nothing from the
+	 * batch: each job is a transaction of its own, with kh_store_run_tx's retry. */
+	if (!g->s->be->group_batch) {
+		for (struct job *j = b; j; j = j->next)
+			j->r = kh_store_run_tx(g->s, j->fn, j->arg);
+		return;
+	}
 	for (int n = 0; n < BATCH_ATTEMPTS; n++) {
 		if (n > 0) {
 			kh_log_debug("store.group_retry", "attempt=%d", n + 1);
+			kh__count_retry();
 			pause_ms(1L << n);
 		}
 		r = attempt(g->s, b);

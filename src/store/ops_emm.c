@@ -136,6 +136,7 @@ kh_err kh_store_emm_enqueue(struct kh_store *s, uint8_t addr_type, uint32_t addr
 	return KH_OK;
 }
 
+/* No limit is the largest one: SQLite reads a negative LIMIT as none, PostgreSQL refuses it. */
 kh_err kh_store_emm_fetch(struct kh_store *s, int64_t since_id, unsigned limit, kh_store_emm_fn fn, void *arg,
 			  int64_t *last_id)
 {
@@ -150,7 +151,7 @@ kh_err kh_store_emm_fetch(struct kh_store *s, int64_t since_id, unsigned limit, 
 	if (s == NULL || fn == NULL)
 		return KH_ERR_INVAL;
 	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_i64(st, 1, since_id)) != KH_OK ||
-	    (r = kh__bind_i64(st, 2, limit ? (int64_t)limit : -1)) != KH_OK)
+	    (r = kh__bind_i64(st, 2, limit ? (int64_t)limit : INT64_MAX)) != KH_OK)
 		goto out;
 	/* One SELECT reads one snapshot, however long the callbacks take. */
 	while ((r = kh__step(st, &row)) == KH_OK && row) {
@@ -193,7 +194,7 @@ static kh_err fetch_addr(struct kh_store *s, const char *sql, uint8_t addr_type,
 		return KH_ERR_INVAL;
 	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_i64(st, 1, addr_type)) != KH_OK ||
 	    (r = kh__bind_i64(st, 2, addr)) != KH_OK || (r = kh__bind_i64(st, 3, after)) != KH_OK ||
-	    (r = kh__bind_i64(st, 4, limit ? (int64_t)limit : -1)) != KH_OK)
+	    (r = kh__bind_i64(st, 4, limit ? (int64_t)limit : INT64_MAX)) != KH_OK)
 		goto out;
 	while ((r = kh__step(st, &row)) == KH_OK && row) {
 		struct kh_store_emm e;

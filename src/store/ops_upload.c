@@ -12,8 +12,10 @@
 kh_err kh_store_upload_open(struct kh_store *s, uint32_t ua, const uint8_t *nonce, size_t n, int64_t created_at,
 			    int64_t *id)
 {
+	/* A nonce already used is an expected answer, not a failed statement (which would abort
+	 * the caller's transaction on PostgreSQL): no row, KH_ERR_EXISTS. */
 	static const char sql[] = "INSERT INTO upload_sessions (ua, nonce, created_at) VALUES (?1, ?2, ?3) "
-				  "RETURNING id";
+				  "ON CONFLICT (nonce) DO NOTHING RETURNING id";
 	struct kh__stmt *st = NULL;
 	int row = 0;
 	kh_err r;
@@ -27,7 +29,7 @@ kh_err kh_store_upload_open(struct kh_store *s, uint32_t ua, const uint8_t *nonc
 		if (row)
 			*id = kh__col_i64(st, 0);
 		else
-			r = KH_ERR_DB;
+			r = KH_ERR_EXISTS;
 	}
 	kh__stmt_done(st);
 	return r;

@@ -1,14 +1,13 @@
 /*
- * The store's generic layer over SQLite (docs/internals/store.md): opening a database file the
- * way a file of secrets must be opened (created 0600, refused when others can read it or its
- * -wal or -shm, or when it cannot be written), one file per process (only the first connection
- * creates or migrates it; later ones join that very file, and no write goes to a file deleted or
- * replaced meanwhile),
- * durability settings (WAL, synchronous=FULL, so a commit that returned survives a power cut),
- * versioned migrations, transactions with retry of the soft error (busy), and the prepared
- * statement interface of store_int.h that the typed operations use. Every SQLite return code is
- * checked and mapped to a kh_err; the detail goes to kh_store_last_error and the log, naming the
- * file and the operation but never a bound value.
+ * The store's SQLite backend (docs/internals/store.md): opening a database file the way a file of
+ * secrets must be opened (created 0600, refused when others can read it or its -wal or -shm, or
+ * when it cannot be written), one file per process (only the first connection creates or
+ * migrates it; later ones join that very file, and no write goes to a file deleted or replaced
+ * meanwhile), durability settings (WAL, synchronous=FULL, so a commit that returned survives a
+ * power cut), BEGIN IMMEDIATE transactions, and the statements of store_int.h over SQLite's. Every
+ * SQLite return code is checked and mapped to a kh_err; the detail goes to kh_store_last_error
+ * and the log, naming the file and the operation but never a bound value. What the backends
+ * share (the statement cache, the retry, migrations) is store.c's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,41 +19,42 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "keyhole/log.h"
 #include "store_int.h"
 
-/* Distinct SQL literals one connection may prepare: every typed operation's, with room to spare
- * (about 110 exist); a full cache is an internal error, not a silent slowdown. */
-#define STMT_CACHE 192
 #define DEFAULT_BUSY_MS 5000
 #define TX_ATTEMPTS 5
 
-struct kh__stmt {
-	struct kh_store *s;
-	const char *sql; /* the literal: the cache key */
+struct sq_stmt {
+	struct kh__stmt h;
 	sqlite3_stmt *st;
-	int in_use;
 };
 
 struct open_db;
 
-struct kh_store {
+/* A connection: h.name is the file's path. */
+struct sq {
+	struct kh_store h;
 	sqlite3 *db;
-	char *path;
+	const char *path;    /* h.name */
 	struct open_db *reg; /* this process's record of the file (see "the files in use") */
 	dev_t dev;           /* the file this connection opened */
 	ino_t ino;
 	int gone_logged; /* the file's disappearance was logged once by this connection */
-	int busy_ms;     /* the busy timeout configured (kh_store_probe waits less, then restores it) */
-	int in_tx;
-	uint32_t rng; /* jitter for retry pauses: not security relevant */
-	size_t ncache;
-	struct kh__stmt cache[STMT_CACHE];
-	char err[320];
+	int busy_ms;     /* the busy timeout configured (the probe waits less, then restores it) */
 };
+
+static struct sq *sq_of(struct kh_store *s)
+{
+	return (struct sq *)s;
+}
+
+static sqlite3_stmt *st_of(struct kh__stmt *st)
+{
+	return ((struct sq_stmt *)st)->st;
+}
 
 /* ---- errors ---- */
 
@@ -90,122 +90,79 @@ static kh_err map_rc(int rc)
 }
 
 /* Record (and log, for hard errors) the failure of op with SQLite code rc; returns the kh_err. */
-static kh_err fail(struct kh_store *s, const char *op, int rc)
+static kh_err fail(struct sq *s, const char *op, int rc)
 {
-	kh_err r = map_rc(rc);
-	const char *msg = s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
+	char code[24];
 
-	if (r == KH_OK)
-		r = KH_ERR_DB;
-	snprintf(s->err, sizeof s->err, "store %s: %s: %s", s->path, op, msg);
-	if (r == KH_ERR_EXISTS || r == KH_ERR_DB_BUSY)
-		kh_log_debug("store.error", "op=%s err=%s sqlite=%d", op, kh_err_name(r), rc);
-	else
-		kh_log_error("store.error", "path=%s op=%s err=%s sqlite=%d", s->path, op, kh_err_name(r),
-			     rc);
-	return r;
+	snprintf(code, sizeof code, "sqlite=%d", rc);
+	return kh__fail(&s->h, map_rc(rc), op, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc), code);
 }
 
-/* A failure that is ours, not SQLite's. */
-static kh_err fail_msg(struct kh_store *s, kh_err r, const char *what)
+static kh_err fail_msg(struct sq *s, kh_err r, const char *what)
 {
-	snprintf(s->err, sizeof s->err, "store %s: %s", s->path, what);
-	kh_log_error("store.error", "path=%s err=%s what=\"%s\"", s->path, kh_err_name(r), what);
-	return r;
-}
-
-const char *kh_store_last_error(const struct kh_store *s)
-{
-	return s ? s->err : "";
+	return kh__fail_msg(&s->h, r, what);
 }
 
 /* Run literal SQL (pragmas, transaction control, migration scripts). Never with input. */
-static kh_err exec_sql(struct kh_store *s, const char *op, const char *sql)
+static kh_err exec_sql(struct sq *s, const char *op, const char *sql)
 {
 	int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
 	return rc == SQLITE_OK ? KH_OK : fail(s, op, rc);
 }
 
-/* ---- prepared statements (store_int.h) ---- */
+/* ---- prepared statements ---- */
 
-static kh_err exec_cached(struct kh_store *s, const char *sql);
-
-kh_err kh__stmt(struct kh_store *s, const char *sql, struct kh__stmt **out)
+static kh_err sq_prepare(struct kh_store *hs, const char *sql, struct kh__stmt **out)
 {
-	struct kh__stmt *c = NULL;
+	struct sq *s = sq_of(hs);
+	struct sq_stmt *c = calloc(1, sizeof *c);
 	int rc;
 
-	for (size_t i = 0; i < s->ncache; i++) {
-		if (s->cache[i].sql == sql) {
-			c = &s->cache[i];
-			break;
-		}
+	if (c == NULL)
+		return fail_msg(s, KH_ERR_NOMEM, "prepare: out of memory");
+	rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &c->st, NULL);
+	if (rc != SQLITE_OK) {
+		free(c);
+		return fail(s, "prepare", rc);
 	}
-	if (c == NULL) {
-		if (s->ncache == STMT_CACHE)
-			return fail_msg(s, KH_ERR_INTERNAL, "statement cache full");
-		c = &s->cache[s->ncache];
-		rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &c->st, NULL);
-		if (rc != SQLITE_OK) {
-			c->st = NULL;
-			return fail(s, "prepare", rc);
-		}
-		c->s = s;
-		c->sql = sql;
-		s->ncache++;
-	}
-	if (c->in_use) /* a contract breach: one statement used twice at once */
-		return fail_msg(s, KH_ERR_INTERNAL, "statement already in use");
-	c->in_use = 1;
-	*out = c;
+	*out = &c->h;
 	return KH_OK;
 }
 
-/* Transaction control run often (begin, commit, savepoints): prepared once per connection, not
- * parsed again by sqlite3_exec on every call. */
-static kh_err exec_cached(struct kh_store *s, const char *sql)
+static void sq_finalize(struct kh__stmt *st)
 {
-	struct kh__stmt *st;
-	kh_err r;
-
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
-		return r;
-	r = kh__exec(st);
-	kh__stmt_done(st);
-	return r;
+	sqlite3_finalize(st_of(st));
+	free(st);
 }
 
-void kh__stmt_done(struct kh__stmt *st)
+static void sq_reset(struct kh__stmt *st)
 {
-	if (st == NULL)
-		return;
-	/* reset returns the last step's error, already reported by kh__step */
-	(void)sqlite3_reset(st->st);
-	(void)sqlite3_clear_bindings(st->st);
-	st->in_use = 0;
+	/* reset returns the last step's error, already reported by the step */
+	(void)sqlite3_reset(st_of(st));
+	(void)sqlite3_clear_bindings(st_of(st));
 }
 
 static kh_err bound(struct kh__stmt *st, int rc)
 {
-	return rc == SQLITE_OK ? KH_OK : fail(st->s, "bind", rc);
+	return rc == SQLITE_OK ? KH_OK : fail(sq_of(st->s), "bind", rc);
 }
 
-kh_err kh__bind_i64(struct kh__stmt *st, int idx, int64_t v)
+static kh_err sq_bind_i64(struct kh__stmt *st, int idx, int64_t v)
 {
-	return bound(st, sqlite3_bind_int64(st->st, idx, v));
+	return bound(st, sqlite3_bind_int64(st_of(st), idx, v));
 }
 
-kh_err kh__bind_null(struct kh__stmt *st, int idx)
+static kh_err sq_bind_null(struct kh__stmt *st, int idx)
 {
-	return bound(st, sqlite3_bind_null(st->st, idx));
+	return bound(st, sqlite3_bind_null(st_of(st), idx));
 }
 
-kh_err kh__bind_text(struct kh__stmt *st, int idx, const char *v)
+static kh_err sq_bind_text(struct kh__stmt *st, int idx, const char *v)
 {
-	return bound(st, sqlite3_bind_text(st->st, idx, v, -1, SQLITE_STATIC));
+	return bound(st, sqlite3_bind_text(st_of(st), idx, v, -1, SQLITE_STATIC));
 }
 
-kh_err kh__bind_blob(struct kh__stmt *st, int idx, const void *v, size_t n)
+static kh_err sq_bind_blob(struct kh__stmt *st, int idx, const void *v, size_t n)
 {
 	/*
 	 * SQLITE_STATIC: SQLite does not copy the value (it may be a key) into memory of its own;
@@ -213,15 +170,15 @@ kh_err kh__bind_blob(struct kh__stmt *st, int idx, const void *v, size_t n)
 	 * would bind SQL NULL, hence zeroblob for the empty value.
 	 */
 	if (n > INT32_MAX)
-		return fail_msg(st->s, KH_ERR_TOO_LARGE, "bind: value too large");
+		return fail_msg(sq_of(st->s), KH_ERR_TOO_LARGE, "bind: value too large");
 	if (v == NULL || n == 0)
-		return bound(st, sqlite3_bind_zeroblob(st->st, idx, 0));
-	return bound(st, sqlite3_bind_blob(st->st, idx, v, (int)n, SQLITE_STATIC));
+		return bound(st, sqlite3_bind_zeroblob(st_of(st), idx, 0));
+	return bound(st, sqlite3_bind_blob(st_of(st), idx, v, (int)n, SQLITE_STATIC));
 }
 
-kh_err kh__step(struct kh__stmt *st, int *row)
+static kh_err sq_step(struct kh__stmt *st, int *row)
 {
-	int rc = sqlite3_step(st->st);
+	int rc = sqlite3_step(st_of(st));
 
 	if (rc == SQLITE_ROW) {
 		*row = 1;
@@ -231,353 +188,113 @@ kh_err kh__step(struct kh__stmt *st, int *row)
 		*row = 0;
 		return KH_OK;
 	}
-	return fail(st->s, "step", rc);
+	return fail(sq_of(st->s), "step", rc);
 }
 
-kh_err kh__exec(struct kh__stmt *st)
+static int sq_col_null(struct kh__stmt *st, int col)
 {
-	int row;
-	kh_err r;
-
-	while ((r = kh__step(st, &row)) == KH_OK && row)
-		;
-	return r;
+	return sqlite3_column_type(st_of(st), col) == SQLITE_NULL;
 }
 
-int kh__col_null(struct kh__stmt *st, int col)
+static int64_t sq_col_i64(struct kh__stmt *st, int col)
 {
-	return sqlite3_column_type(st->st, col) == SQLITE_NULL;
+	return sqlite3_column_int64(st_of(st), col);
 }
 
-int64_t kh__col_i64(struct kh__stmt *st, int col)
-{
-	return sqlite3_column_int64(st->st, col);
-}
-
-const uint8_t *kh__col_blob(struct kh__stmt *st, int col, size_t *n)
+static const uint8_t *sq_col_blob(struct kh__stmt *st, int col, size_t *n)
 {
 	static const uint8_t empty[1];
-	const uint8_t *p = sqlite3_column_blob(st->st, col);
-	int len = sqlite3_column_bytes(st->st, col);
+	const uint8_t *p = sqlite3_column_blob(st_of(st), col);
+	int len = sqlite3_column_bytes(st_of(st), col);
 
 	*n = p && len > 0 ? (size_t)len : 0;
 	return p ? p : empty;
 }
 
-void kh__col_text(struct kh__stmt *st, int col, char *out, size_t cap)
+static int64_t sq_changes(struct kh_store *s)
 {
-	size_t n;
-	const uint8_t *p = kh__col_blob(st, col, &n);
-
-	if (n >= cap)
-		n = cap - 1;
-	memcpy(out, p, n);
-	out[n] = 0;
-}
-
-char *kh__col_str(struct kh__stmt *st, int col)
-{
-	size_t n;
-	const uint8_t *p = kh__col_blob(st, col, &n);
-	char *s = malloc(n + 1);
-
-	if (s) {
-		memcpy(s, p, n);
-		s[n] = 0;
-	}
-	return s;
-}
-
-uint32_t kh__col_u32(struct kh__stmt *st, int col)
-{
-	int64_t v = kh__col_i64(st, col);
-	return v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
-}
-
-int64_t kh__now(void)
-{
-	return (int64_t)time(NULL);
-}
-
-int64_t kh__changes(struct kh_store *s)
-{
-	return (int64_t)sqlite3_changes64(s->db);
+	return (int64_t)sqlite3_changes64(sq_of(s)->db);
 }
 
 /* ---- transactions ---- */
 
-int kh_store_in_tx(const struct kh_store *s)
-{
-	return s != NULL && s->in_tx;
-}
+static kh_err check_same_file(struct sq *s);
 
-static kh_err check_same_file(struct kh_store *s);
-
-kh_err kh_store_begin(struct kh_store *s)
+static kh_err sq_begin(struct kh_store *hs)
 {
+	struct sq *s = sq_of(hs);
 	kh_err r;
 
-	if (s == NULL)
-		return KH_ERR_INVAL;
-	if (s->in_tx)
-		return fail_msg(s, KH_ERR_INVAL, "begin: a transaction is already open");
 	/* Every write starts here: none goes to a file that is no longer the database. */
 	if ((r = check_same_file(s)) != KH_OK)
 		return r;
-	if ((r = exec_cached(s, "BEGIN IMMEDIATE")) != KH_OK)
-		return r;
-	s->in_tx = 1;
-	return KH_OK;
+	return kh__exec_cached(hs, "BEGIN IMMEDIATE");
 }
 
-void kh_store_rollback(struct kh_store *s)
+static void sq_rollback(struct kh_store *hs)
 {
-	if (s == NULL || !s->in_tx)
-		return;
-	s->in_tx = 0;
+	struct sq *s = sq_of(hs);
+
 	/* SQLite rolls back by itself on some errors (full disk, I/O): nothing is open then. */
-	if (!sqlite3_get_autocommit(s->db))
+	if (s->db != NULL && !sqlite3_get_autocommit(s->db))
 		(void)exec_sql(s, "rollback", "ROLLBACK");
 }
 
-kh_err kh_store_commit(struct kh_store *s)
+static kh_err sq_commit(struct kh_store *hs)
 {
-	kh_err r;
-
-	if (s == NULL)
-		return KH_ERR_INVAL;
-	if (!s->in_tx)
-		return fail_msg(s, KH_ERR_INVAL, "commit: no transaction is open");
-	if ((r = exec_cached(s, "COMMIT")) != KH_OK) {
-		kh_store_rollback(s);
-		return r;
-	}
-	s->in_tx = 0;
-	return KH_OK;
-}
-
-kh_err kh__savepoint(struct kh_store *s)
-{
-	if (!s->in_tx)
-		return fail_msg(s, KH_ERR_INVAL, "savepoint: no transaction is open");
-	return exec_cached(s, "SAVEPOINT kh_job");
-}
-
-kh_err kh__savepoint_release(struct kh_store *s)
-{
-	return exec_cached(s, "RELEASE kh_job");
-}
-
-kh_err kh__savepoint_undo(struct kh_store *s)
-{
-	kh_err r;
-	if ((r = exec_cached(s, "ROLLBACK TO kh_job")) != KH_OK)
-		return r;
-	return exec_cached(s, "RELEASE kh_job");
-}
-
-/* Pause before retry n (0-based): about 2^n ms, with jitter so that racing writers part. */
-static void backoff(struct kh_store *s, int n)
-{
-	struct timespec ts;
-	long ms;
-
-	s->rng ^= s->rng << 13;
-	s->rng ^= s->rng >> 17;
-	s->rng ^= s->rng << 5;
-	ms = (1L << n) + (long)(s->rng % (1u << n));
-	ts.tv_sec = ms / 1000;
-	ts.tv_nsec = (ms % 1000) * 1000000L;
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-kh_err kh_store_run_tx(struct kh_store *s, kh_store_tx_fn fn, void *arg)
-{
-	kh_err r = KH_ERR_DB_BUSY;
-
-	if (s == NULL || fn == NULL)
-		return KH_ERR_INVAL;
-	if (s->in_tx)
-		return fn(s, arg);
-	for (int attempt = 0; attempt < TX_ATTEMPTS; attempt++) {
-		if (attempt > 0)
-			backoff(s, attempt);
-		if ((r = kh_store_begin(s)) != KH_OK) {
-			if (r == KH_ERR_DB_BUSY)
-				continue;
-			return r;
-		}
-		r = fn(s, arg);
-		if (r == KH_OK)
-			r = kh_store_commit(s);
-		else
-			kh_store_rollback(s);
-		if (r != KH_ERR_DB_BUSY)
-			return r;
-		kh_log_debug("store.retry", "attempt=%d", attempt + 1);
-	}
-	return r;
+	return kh__exec_cached(hs, "COMMIT");
 }
 
 /* ---- schema ---- */
-
-int kh_store_schema_latest(void)
-{
-	return kh__migrations[kh__migrations_count - 1].version;
-}
-
-/* Version recorded in schema_migrations, 0 when the table does not exist yet. */
-static kh_err read_version(struct kh_store *s, int *version)
-{
-	static const char q_table[] =
-		"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'";
-	static const char q_max[] = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations";
-	struct kh__stmt *st = NULL;
-	int row = 0;
-	int64_t n;
-	kh_err r;
-
-	if ((r = kh__stmt(s, q_table, &st)) != KH_OK)
-		goto out;
-	if ((r = kh__step(st, &row)) != KH_OK)
-		goto out;
-	n = row ? kh__col_i64(st, 0) : 0;
-	kh__stmt_done(st);
-	st = NULL;
-	if (n == 0) {
-		*version = 0;
-		goto out;
-	}
-	if ((r = kh__stmt(s, q_max, &st)) != KH_OK)
-		goto out;
-	if ((r = kh__step(st, &row)) != KH_OK)
-		goto out;
-	n = row ? kh__col_i64(st, 0) : 0;
-	if (n < 0 || n > INT32_MAX) {
-		r = fail_msg(s, KH_ERR_DB, "schema_migrations holds an impossible version");
-		goto out;
-	}
-	*version = (int)n;
-out:
-	kh__stmt_done(st);
-	return r;
-}
-
-kh_err kh_store_schema_version(struct kh_store *s, int *version)
-{
-	int v = 0;
-	kh_err r;
-
-	if (s == NULL || version == NULL)
-		return KH_ERR_INVAL;
-	if ((r = read_version(s, &v)) != KH_OK)
-		return r;
-	*version = v;
-	return KH_OK;
-}
-
-static kh_err pragma_int(struct kh_store *s, const char *sql, int64_t *v)
-{
-	struct kh__stmt *st = NULL;
-	int row = 0;
-	kh_err r;
-
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK)
-		goto out;
-	if ((r = kh__step(st, &row)) != KH_OK)
-		goto out;
-	*v = row ? kh__col_i64(st, 0) : 0;
-out:
-	kh__stmt_done(st);
-	return r;
-}
 
 /*
  * Refuse a database that is not ours (another application's, or ours from a newer release)
  * before writing anything to it.
  */
-static kh_err check_identity(struct kh_store *s)
+static kh_err check_identity(struct sq *s)
 {
 	int64_t app = 0, tables = 0;
 	int v = 0;
 	kh_err r;
 
-	if ((r = pragma_int(s, "PRAGMA application_id", &app)) != KH_OK)
+	if ((r = kh__query_int(&s->h, "PRAGMA application_id", &app)) != KH_OK)
 		return r;
 	if (app != 0 && app != KH__STORE_APP_ID)
 		return fail_msg(s, KH_ERR_DB_FOREIGN, "application_id is not Keyhole's");
 	if (app == 0) {
-		if ((r = pragma_int(s, "SELECT count(*) FROM sqlite_master", &tables)) != KH_OK)
+		if ((r = kh__query_int(&s->h, "SELECT count(*) FROM sqlite_master", &tables)) != KH_OK)
 			return r;
-		if (tables != 0 && (r = read_version(s, &v)) == KH_OK && v == 0)
+		if (tables != 0 && (r = kh__read_version(&s->h, &v)) == KH_OK && v == 0)
 			return fail_msg(s, KH_ERR_DB_FOREIGN, "tables without a Keyhole schema");
 		if (r != KH_OK)
 			return r;
 	}
-	if ((r = read_version(s, &v)) != KH_OK)
+	if ((r = kh__read_version(&s->h, &v)) != KH_OK)
 		return r;
 	if (v > kh_store_schema_latest())
 		return fail_msg(s, KH_ERR_VERSION, "database schema is newer than this program");
 	return KH_OK;
 }
 
-static kh_err apply(struct kh_store *s, const struct kh__migration *m)
+/* The write lock (BEGIN IMMEDIATE) is what keeps two processes from migrating at once. */
+static kh_err sq_migrate_begin(struct kh_store *hs)
 {
-	static const char ins[] = "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)";
-	struct kh__stmt *st = NULL;
-	int v = 0;
 	kh_err r;
 
-	if ((r = kh_store_begin(s)) != KH_OK)
+	if ((r = sq_begin(hs)) != KH_OK)
 		return r;
-	if ((r = exec_sql(s, "migrate",
+	if ((r = exec_sql(sq_of(hs), "migrate",
 			  "CREATE TABLE IF NOT EXISTS schema_migrations (\n"
 			  "  version INTEGER PRIMARY KEY,\n"
 			  "  applied_at INTEGER NOT NULL\n"
 			  ") STRICT")) != KH_OK)
-		goto out;
-	/* Under the write lock: another process may have migrated since we looked. */
-	if ((r = read_version(s, &v)) != KH_OK)
-		goto out;
-	if (v > kh_store_schema_latest()) {
-		r = fail_msg(s, KH_ERR_VERSION, "database schema is newer than this program");
-		goto out;
-	}
-	if (v >= m->version)
-		goto out;
-	if (v != m->version - 1) {
-		r = fail_msg(s, KH_ERR_DB, "schema_migrations skips a version");
-		goto out;
-	}
-	if ((r = exec_sql(s, "migrate", m->sql)) != KH_OK)
-		goto out;
-	if ((r = kh__stmt(s, ins, &st)) != KH_OK || (r = kh__bind_i64(st, 1, m->version)) != KH_OK ||
-	    (r = kh__bind_i64(st, 2, kh__now())) != KH_OK || (r = kh__exec(st)) != KH_OK)
-		goto out;
-	kh_log_info("store.migrate", "version=%d", m->version);
-out:
-	kh__stmt_done(st);
-	if (r == KH_OK)
-		return kh_store_commit(s);
-	kh_store_rollback(s);
+		sq_rollback(hs);
 	return r;
 }
 
-static kh_err migrate(struct kh_store *s)
+static kh_err sq_exec_script(struct kh_store *hs, const char *sql)
 {
-	int v = 0;
-	kh_err r;
-
-	if ((r = read_version(s, &v)) != KH_OK)
-		return r;
-	for (size_t i = 0; i < kh__migrations_count; i++) {
-		if (kh__migrations[i].version <= v)
-			continue;
-		if ((r = apply(s, &kh__migrations[i])) != KH_OK)
-			return r;
-	}
-	return KH_OK;
+	return exec_sql(sq_of(hs), "migrate", sql);
 }
 
 /* ---- open and close ---- */
@@ -595,11 +312,6 @@ static const char *url_path(const char *url, kh_err *r)
 		return NULL;
 	n = strspn(url, "abcdefghijklmnopqrstuvwxyz0123456789+.-");
 	if (n > 0 && url[n] == ':') {
-		if ((n == 8 && strncmp(url, "postgres", 8) == 0) ||
-		    (n == 10 && strncmp(url, "postgresql", 10) == 0)) {
-			*r = KH_ERR_NOT_BUILT;
-			return NULL;
-		}
 		if (n != 6 || strncmp(url, "sqlite", 6) != 0)
 			return NULL;
 		url += strncmp(url, "sqlite://", 9) == 0 ? 9 : 7;
@@ -775,20 +487,14 @@ static kh_err check_sidecars(const char *path, int alone, char *why, size_t cap)
 	return r;
 }
 
-kh_err kh_store_check(const char *url, int *exists, char *why, size_t cap)
+static kh_err sq_check(const char *url, int *exists, char *why, size_t cap)
 {
 	const char *path;
 	struct stat st;
 	kh_err r;
 
-	if (exists)
-		*exists = 0;
-	if (why == NULL || cap == 0)
-		return KH_ERR_INVAL;
 	if ((path = url_path(url, &r)) == NULL)
-		return refuse(why, cap, r, url ? url : "(null)",
-			      r == KH_ERR_NOT_BUILT ? "this database backend is not built into this program"
-						    : "not a database (PATH or sqlite:PATH)");
+		return refuse(why, cap, r, url ? url : "(null)", "not a database (PATH or sqlite:PATH)");
 	if (stat(path, &st) != 0) {
 		if (errno != ENOENT)
 			return refuse_errno(why, cap, errno, path, "cannot check the database file", 0);
@@ -823,7 +529,7 @@ static void remove_sidecars(const char *path)
 	free(name);
 }
 
-kh_err kh_store_remove(const char *url)
+static kh_err sq_remove(const char *url)
 {
 	const char *path;
 	char *key;
@@ -850,11 +556,11 @@ kh_err kh_store_remove(const char *url)
 /* ---- opening the file ---- */
 
 /* A failure found by the checks above: recorded and logged as fail_msg does, naming the file. */
-static kh_err fail_why(struct kh_store *s, kh_err r, const char *why)
+static kh_err fail_why(struct sq *s, kh_err r, const char *why)
 {
-	if (snprintf(s->err, sizeof s->err, "store %s", why) >= (int)sizeof s->err)
-		s->err[sizeof s->err - 1] = '\0'; /* a long path: cut here, whole in the log */
-	kh_log_error("store.error", "path=%s err=%s what=\"%s\"", s->path, kh_err_name(r), why);
+	if (snprintf(s->h.err, sizeof s->h.err, "store %s", why) >= (int)sizeof s->h.err)
+		s->h.err[sizeof s->h.err - 1] = '\0'; /* a long path: cut here, whole in the log */
+	kh_log_error("store.error", "db=%s err=%s what=\"%s\"", s->path, kh_err_name(r), why);
 	return r;
 }
 
@@ -870,7 +576,7 @@ static kh_err fail_why(struct kh_store *s, kh_err r, const char *why)
  * umask; it then makes its -wal and -shm with the mode of the database), else checked to be
  * private and writable. *st gets its status, *created whether this call made it.
  */
-static kh_err first_file(struct kh_store *s, struct stat *st, int *created, char *why, size_t cap)
+static kh_err first_file(struct sq *s, struct stat *st, int *created, char *why, size_t cap)
 {
 	kh_err r;
 	int fd;
@@ -906,7 +612,7 @@ static kh_err first_file(struct kh_store *s, struct stat *st, int *created, char
 }
 
 /* A later connection's file: the one the first opened, never a new one. */
-static kh_err join_file(struct kh_store *s, const struct open_db *e, struct stat *st, char *why, size_t cap)
+static kh_err join_file(struct sq *s, const struct open_db *e, struct stat *st, char *why, size_t cap)
 {
 	if (stat(s->path, st) != 0) {
 		if (errno == ENOENT || errno == ENOTDIR)
@@ -927,7 +633,7 @@ static kh_err join_file(struct kh_store *s, const struct open_db *e, struct stat
  * replaced while in use takes no more writes: they would go to a file nobody can open again.
  * Logged once per connection; the error says it every time.
  */
-static kh_err check_same_file(struct kh_store *s)
+static kh_err check_same_file(struct sq *s)
 {
 	const char *what;
 	struct stat st;
@@ -945,11 +651,11 @@ static kh_err check_same_file(struct kh_store *s)
 		s->gone_logged = 1;
 		return fail_msg(s, KH_ERR_DB_GONE, what);
 	}
-	snprintf(s->err, sizeof s->err, "store %s: %s", s->path, what);
+	snprintf(s->h.err, sizeof s->h.err, "store %s: %s", s->path, what);
 	return KH_ERR_DB_GONE;
 }
 
-static kh_err configure(struct kh_store *s, const struct kh_store_opts *o)
+static kh_err configure(struct sq *s, const struct kh_store_opts *o)
 {
 	int rc, fk = 0;
 	int64_t v = 0;
@@ -996,7 +702,7 @@ static kh_err configure(struct kh_store *s, const struct kh_store_opts *o)
 	}
 	if (r != KH_OK)
 		return r;
-	if ((r = pragma_int(s, "PRAGMA synchronous", &v)) != KH_OK)
+	if ((r = kh__query_int(&s->h, "PRAGMA synchronous", &v)) != KH_OK)
 		return r;
 	if (v != (o && o->sync_normal ? 1 : 2))
 		return fail_msg(s, KH_ERR_DB, "synchronous setting did not hold");
@@ -1008,7 +714,7 @@ static kh_err configure(struct kh_store *s, const struct kh_store_opts *o)
  * checks it and migrates it; a later one joins the file e records. *created: this call made
  * the file.
  */
-static kh_err open_file(struct kh_store *s, const struct open_db *e, const struct kh_store_opts *opts, int *created)
+static kh_err open_file(struct sq *s, const struct open_db *e, const struct kh_store_opts *opts, int *created)
 {
 	char why[PATH_MAX + 200];
 	struct stat st, now;
@@ -1046,10 +752,10 @@ static kh_err open_file(struct kh_store *s, const struct open_db *e, const struc
 	if ((r = configure(s, opts)) != KH_OK)
 		return r;
 	if (e == NULL) {
-		if ((r = migrate(s)) != KH_OK)
+		if ((r = kh__migrate(&s->h)) != KH_OK)
 			return r;
 	} else {
-		if ((r = read_version(s, &v)) != KH_OK)
+		if ((r = kh__read_version(&s->h, &v)) != KH_OK)
 			return r;
 		if (v != kh_store_schema_latest())
 			return fail_msg(s, KH_ERR_DB, "the database's schema changed while in use");
@@ -1106,41 +812,57 @@ static void drop_old_sidecars(const struct open_db *e, const char *path)
 	free(name);
 }
 
-/* Close s's connection (not the record of the file). */
-static void close_db(struct kh_store *s)
+/* Close s's connection (not the record of the file); its statements are finalised already. */
+static void close_db(struct sq *s)
 {
-	kh_store_rollback(s);
-	for (size_t i = 0; i < s->ncache; i++)
-		sqlite3_finalize(s->cache[i].st);
-	s->ncache = 0;
 	if (s->db == NULL)
 		return;
 	if (sqlite3_close(s->db) != SQLITE_OK)
-		kh_log_error("store.close", "path=%s err=%s", s->path, sqlite3_errmsg(s->db));
+		kh_log_error("store.close", "db=%s err=%s", s->path, sqlite3_errmsg(s->db));
 	s->db = NULL;
 }
 
-kh_err kh_store_open_opts(const char *url, const struct kh_store_opts *opts, struct kh_store **out)
+static void sq_close(struct kh_store *hs)
 {
-	struct kh_store *s = NULL;
+	struct sq *s = sq_of(hs);
+
+	close_db(s);
+	if (s->reg != NULL) {
+		pthread_mutex_lock(&files_mu);
+		if (--s->reg->refs == 0) {
+			struct open_db **p = &files;
+			drop_old_sidecars(s->reg, s->path);
+			while (*p != s->reg)
+				p = &(*p)->next;
+			*p = s->reg->next;
+			free(s->reg);
+		}
+		pthread_mutex_unlock(&files_mu);
+	}
+	free(s->h.name);
+	free(s);
+}
+
+static kh_err sq_open(const char *url, const struct kh_store_opts *opts, struct kh_store **out)
+{
+	struct sq *s = NULL;
 	struct open_db *e = NULL, *fresh = NULL;
 	const char *path;
 	char *key = NULL;
 	int created = 0;
 	kh_err r;
 
-	if (out == NULL)
-		return KH_ERR_INVAL;
 	if ((path = url_path(url, &r)) == NULL)
 		return r;
 	if ((s = calloc(1, sizeof *s)) == NULL)
 		return KH_ERR_NOMEM;
-	if ((s->path = strdup(path)) == NULL || (key = file_key(path)) == NULL) {
-		free(s->path);
+	s->h.be = &kh__sqlite_backend;
+	if ((s->h.name = strdup(path)) == NULL || (key = file_key(path)) == NULL) {
+		free(s->h.name);
 		free(s);
 		return KH_ERR_NOMEM;
 	}
-	s->rng = (uint32_t)getpid() * 2654435761u ^ (uint32_t)time(NULL) ^ 1u;
+	s->path = s->h.name;
 
 	/* Under the lock from the look-up to the record: two first connections cannot race. */
 	pthread_mutex_lock(&files_mu);
@@ -1162,11 +884,13 @@ kh_err kh_store_open_opts(const char *url, const struct kh_store_opts *opts, str
 	}
 	e->refs++;
 	s->reg = e;
-	*out = s;
+	*out = &s->h;
 	s = NULL;
 out:
 	pthread_mutex_unlock(&files_mu);
 	if (s != NULL) {
+		kh_store_rollback(&s->h);
+		kh__stmt_cache_clear(&s->h);
 		close_db(s);
 		/* A start that failed leaves no new file behind (nothing else has it open: we made it). */
 		if (created) {
@@ -1176,38 +900,12 @@ out:
 			remove_sidecars(s->path);
 			(void)fsync_dir_of(s->path);
 		}
-		free(s->path);
+		free(s->h.name);
 		free(s);
 	}
 	free(fresh);
 	free(key);
 	return r;
-}
-
-kh_err kh_store_open(const char *url, struct kh_store **out)
-{
-	return kh_store_open_opts(url, NULL, out);
-}
-
-void kh_store_close(struct kh_store *s)
-{
-	if (s == NULL)
-		return;
-	close_db(s);
-	if (s->reg != NULL) {
-		pthread_mutex_lock(&files_mu);
-		if (--s->reg->refs == 0) {
-			struct open_db **p = &files;
-			drop_old_sidecars(s->reg, s->path);
-			while (*p != s->reg)
-				p = &(*p)->next;
-			*p = s->reg->next;
-			free(s->reg);
-		}
-		pthread_mutex_unlock(&files_mu);
-	}
-	free(s->path);
-	free(s);
 }
 
 /*
@@ -1218,17 +916,14 @@ void kh_store_close(struct kh_store *s)
  * everything as it was. The UPDATE goes to the page cache, not the disk: that the disk takes
  * writes is what the file checks above tell.
  */
-kh_err kh_store_probe(struct kh_store *s, unsigned wait_ms)
+static kh_err sq_probe(struct kh_store *hs, unsigned wait_ms)
 {
-	static const char touch[] = "UPDATE credit_policy SET initial_credit = initial_credit WHERE id = 1";
+	struct sq *s = sq_of(hs);
 	char why[PATH_MAX + 200];
 	struct stat st;
-	struct kh__stmt *q = NULL;
 	int rc;
 	kh_err r;
 
-	if (s == NULL || s->in_tx)
-		return KH_ERR_INVAL;
 	if ((r = check_same_file(s)) != KH_OK)
 		return r;
 	if (stat(s->path, &st) != 0)
@@ -1242,15 +937,38 @@ kh_err kh_store_probe(struct kh_store *s, unsigned wait_ms)
 		return fail_why(s, r, why);
 	if ((rc = sqlite3_busy_timeout(s->db, wait_ms > 600000 ? 600000 : (int)wait_ms)) != SQLITE_OK)
 		return fail(s, "busy_timeout", rc);
-	r = exec_cached(s, "BEGIN IMMEDIATE");
-	if (r == KH_OK) {
-		s->in_tx = 1;
-		if ((r = kh__stmt(s, touch, &q)) == KH_OK)
-			r = kh__exec(q);
-		kh__stmt_done(q);
-		kh_store_rollback(s);
-	}
+	r = kh__probe_write(hs, NULL, 0);
 	if ((rc = sqlite3_busy_timeout(s->db, s->busy_ms)) != SQLITE_OK && r == KH_OK)
 		r = fail(s, "busy_timeout", rc);
 	return r;
 }
+
+const struct kh__backend kh__sqlite_backend = {
+	.name = "sqlite",
+	.tx_attempts = TX_ATTEMPTS,
+	.group_batch = 1,
+	.q_has_migrations = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+	.open = sq_open,
+	.close = sq_close,
+	.check = sq_check,
+	.remove = sq_remove,
+	.probe = sq_probe,
+	.revive = NULL,
+	.prepare = sq_prepare,
+	.finalize = sq_finalize,
+	.reset = sq_reset,
+	.bind_i64 = sq_bind_i64,
+	.bind_null = sq_bind_null,
+	.bind_text = sq_bind_text,
+	.bind_blob = sq_bind_blob,
+	.step = sq_step,
+	.col_null = sq_col_null,
+	.col_i64 = sq_col_i64,
+	.col_blob = sq_col_blob,
+	.changes = sq_changes,
+	.begin = sq_begin,
+	.commit = sq_commit,
+	.rollback = sq_rollback,
+	.migrate_begin = sq_migrate_begin,
+	.exec_script = sq_exec_script,
+};

@@ -1,11 +1,14 @@
 /*
  * Inside the store: the small statement interface the typed operations (ops_*.c) are written
- * against, so that they hold SQL and logic but no backend calls. sqlite.c implements it over
- * SQLite; a PostgreSQL backend implements the same functions over libpq (placeholders ?N map to
- * $N) and the typed operations stay as they are.
+ * against, so that they hold SQL and logic but no backend calls, and the backend seam behind it.
+ * store.c holds what every backend shares (the statement cache, transactions and their retry,
+ * migrations, errors) and calls a backend through struct kh__backend: sqlite.c over SQLite, pg.c
+ * over libpq (built when libpq is found). The typed operations and group.c see neither.
  *
  * Statements are prepared once per connection and cached by the address of their SQL text,
- * which must therefore be a string literal. Every value is bound, never pasted into SQL.
+ * which must therefore be a string literal. Every value is bound, never pasted into SQL. The SQL
+ * is what SQLite and PostgreSQL both accept (docs/internals/store.md, "Dialects"); ?N
+ * placeholders, which pg.c rewrites to $N.
  */
 #ifndef KH_STORE_INT_H
 #define KH_STORE_INT_H
@@ -15,7 +18,112 @@
 
 #include "keyhole/store.h"
 
-struct kh__stmt;
+/* Distinct SQL literals one connection may prepare: every typed operation's, with room to spare
+ * (about 110 exist); a full cache is an internal error, not a silent slowdown. */
+#define KH__STMT_CACHE 192
+
+/* What every backend's prepared statement starts with (the backend's own struct embeds it
+ * first, and casts). */
+struct kh__stmt {
+	struct kh_store *s;
+	const char *sql; /* the literal: the cache key */
+	int in_use;
+};
+
+struct kh__backend;
+
+/* What every backend's connection starts with (embedded first, as for statements). */
+struct kh_store {
+	const struct kh__backend *be;
+	char *name; /* what messages name: the file, or the database (never a password) */
+	int in_tx;
+	size_t ncache;
+	struct kh__stmt *cache[KH__STMT_CACHE];
+	char err[320];
+};
+
+/*
+ * A backend. Statement functions take what store.c checked (a statement of this backend, an
+ * index >= 1); every other function is called with a connection of this backend.
+ */
+struct kh__backend {
+	const char *name;
+	int tx_attempts;  /* kh_store_run_tx's attempts at a transaction that meets the soft error */
+	int group_batch;  /* 1: the group committer batches jobs in one transaction (SQLite's one
+			   * writer and one fsync per commit); 0: each job is its own transaction */
+	/* A SELECT of one integer: 1 when schema_migrations exists (store.c, migrations). */
+	const char *q_has_migrations;
+
+	kh_err (*open)(const char *url, const struct kh_store_opts *o, struct kh_store **out);
+	/* Free s and what it holds; its statements are finalised and any transaction rolled back. */
+	void (*close)(struct kh_store *s);
+	kh_err (*check)(const char *url, int *exists, char *why, size_t cap);
+	kh_err (*remove)(const char *url);
+	kh_err (*probe)(struct kh_store *s, unsigned wait_ms);
+	/* A connection that broke outside a transaction is made again here (NULL: never breaks);
+	 * the statement cache is emptied first. */
+	kh_err (*revive)(struct kh_store *s);
+
+	kh_err (*prepare)(struct kh_store *s, const char *sql, struct kh__stmt **out);
+	void (*finalize)(struct kh__stmt *st);
+	void (*reset)(struct kh__stmt *st); /* unbind and forget the result */
+	kh_err (*bind_i64)(struct kh__stmt *st, int idx, int64_t v);
+	kh_err (*bind_null)(struct kh__stmt *st, int idx);
+	kh_err (*bind_text)(struct kh__stmt *st, int idx, const char *v);
+	kh_err (*bind_blob)(struct kh__stmt *st, int idx, const void *v, size_t n);
+	kh_err (*step)(struct kh__stmt *st, int *row);
+	int (*col_null)(struct kh__stmt *st, int col);
+	int64_t (*col_i64)(struct kh__stmt *st, int col);
+	const uint8_t *(*col_blob)(struct kh__stmt *st, int col, size_t *n);
+	int64_t (*changes)(struct kh_store *s);
+
+	/* Transaction control: begin opens a write transaction (store.c sets in_tx), commit returns
+	 * once durable, rollback undoes whatever is open on the connection. */
+	kh_err (*begin)(struct kh_store *s);
+	kh_err (*commit)(struct kh_store *s);
+	void (*rollback)(struct kh_store *s);
+	/* Migrations: open the transaction a migration runs in, with schema_migrations present and
+	 * locked against another process migrating at once; run one migration's text (SQLite's
+	 * dialect: the backend translates it). */
+	kh_err (*migrate_begin)(struct kh_store *s);
+	kh_err (*exec_script)(struct kh_store *s, const char *sql);
+};
+
+extern const struct kh__backend kh__sqlite_backend;
+#ifdef KH_HAVE_PG
+extern const struct kh__backend kh__pg_backend;
+#endif
+
+/* ---- for the backends (store.c) ---- */
+
+/*
+ * Record the failure of op ("store NAME: op: detail" in kh_store_last_error) and log it: the soft
+ * errors (exists, busy) at debug level, the rest as event=store.error with code (the backend's
+ * own, e.g. "sqlite=19", "sqlstate=23505"; may be NULL). Returns r. detail never holds a value.
+ */
+kh_err kh__fail(struct kh_store *s, kh_err r, const char *op, const char *detail, const char *code);
+/* A failure that is ours, not the database's ("store NAME: what"). */
+kh_err kh__fail_msg(struct kh_store *s, kh_err r, const char *what);
+/* Bring a new connection's schema to the latest (migrations, each in its own transaction), after
+ * the backend checked it is ours: KH_ERR_VERSION for a newer one, written nothing. */
+KH_WARN_UNUSED kh_err kh__migrate(struct kh_store *s);
+/* The version recorded in schema_migrations, 0 when there is none. */
+KH_WARN_UNUSED kh_err kh__read_version(struct kh_store *s, int *version);
+/* Run a prepared statement with no parameter to its end: commit, savepoints, settings. */
+KH_WARN_UNUSED kh_err kh__exec_cached(struct kh_store *s, const char *sql);
+/* One integer from a statement without parameters (0 when it gives no row). */
+KH_WARN_UNUSED kh_err kh__query_int(struct kh_store *s, const char *sql, int64_t *v);
+/* Finalise every cached statement of s (at close, or when its connection is made again). */
+void kh__stmt_cache_clear(struct kh_store *s);
+/* The write a readiness probe makes: a transaction that updates the one credit_policy row to
+ * itself, then rolls back. wait_sql (may be NULL) runs first in it with ?1 = wait_ms (at most
+ * 600000): the backend's bound on the lock wait for this transaction. */
+KH_WARN_UNUSED kh_err kh__probe_write(struct kh_store *s, const char *wait_sql, unsigned wait_ms);
+/* Count one transaction run again after the soft error (kh_store_tx_stats). */
+void kh__count_retry(void);
+/* Pause before retry n >= 1: about 2^n ms plus a random part (kh_random) as large, so that
+ * writers that met each other part. */
+void kh__backoff(int n);
 
 /* Migrations (migrations.c): versions 1..n in order, each one SQL script. */
 struct kh__migration {
@@ -24,8 +132,14 @@ struct kh__migration {
 };
 extern const struct kh__migration kh__migrations[];
 extern const size_t kh__migrations_count;
-/* PRAGMA application_id of a Keyhole store ("KHC1"). */
+/* PRAGMA application_id of a Keyhole store ("KHC1"); on PostgreSQL, the row of application_id. */
 #define KH__STORE_APP_ID 0x4B484331
+/*
+ * A migration's text (SQLite's dialect) in PostgreSQL's, malloc'd; NULL: out of memory. The
+ * dialect's differences in DDL are all here (migrations.c); the typed operations' SQL needs
+ * none.
+ */
+char *kh__ddl_pg(const char *sql);
 
 /*
  * Get the cached prepared statement for sql (a literal), reset and with no bindings. Release

@@ -3,6 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#ifdef KH_HAVE_PG
+#include <libpq-fe.h>
+#endif
 
 #include "testutil.h"
 
@@ -78,4 +82,121 @@ void kh_test_rmdir(char *path)
 		free(cmd);
 	}
 	free(path);
+}
+
+int kh_test_pg(void)
+{
+	const char *u = getenv("KH_TEST_PG_URL");
+	return u != NULL && *u != '\0';
+}
+
+/* url with its database (the path after the host) replaced by db, malloc'd. */
+static char *with_db(const char *url, const char *db)
+{
+	const char *a = strstr(url, "://"), *path, *query;
+	char *out = NULL;
+
+	assert_non_null(a);
+	path = strchr(a + 3, '/');
+	query = strchr(a + 3, '?');
+	if (path == NULL || (query != NULL && path > query))
+		path = query ? query : url + strlen(url);
+	query = query ? query : url + strlen(url);
+	assert_true(asprintf(&out, "%.*s/%s%s", (int)(path - url), url, db, query) > 0);
+	return out;
+}
+
+/* The database a URL names (the path after the host), into out. */
+static void db_of(const char *url, char *out, size_t cap)
+{
+	const char *a = strstr(url, "://"), *path, *end;
+
+	assert_non_null(a);
+	path = strchr(a + 3, '/');
+	assert_non_null(path);
+	path++;
+	end = strchr(path, '?');
+	end = end ? end : path + strlen(path);
+	assert_true((size_t)(end - path) < cap);
+	memcpy(out, path, (size_t)(end - path));
+	out[end - path] = '\0';
+}
+
+#ifdef KH_HAVE_PG
+static void quiet(void *arg, const char *msg)
+{
+	(void)arg;
+	(void)msg;
+}
+
+static PGresult *pg_run(const char *url, const char *sql)
+{
+	PGconn *c = PQconnectdb(url);
+	PGresult *res;
+
+	if (PQstatus(c) != CONNECTION_OK)
+		fail_msg("test database %s: %s", url, PQerrorMessage(c));
+	PQsetNoticeProcessor(c, quiet, NULL);
+	res = PQexec(c, sql);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+		fail_msg("%s: %s", sql, PQerrorMessage(c));
+	PQfinish(c);
+	return res;
+}
+
+int64_t kh_test_pg_int(const char *url, const char *sql)
+{
+	PGresult *res = pg_run(url, sql);
+	int64_t v = -1;
+
+	if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)) {
+		const char *t = PQgetvalue(res, 0, 0);
+		v = strcmp(t, "t") == 0 ? 1 : strcmp(t, "f") == 0 ? 0 : strtoll(t, NULL, 10);
+	}
+	PQclear(res);
+	return v;
+}
+
+void kh_test_pg_exec(const char *url, const char *sql)
+{
+	PQclear(pg_run(url, sql));
+}
+#else
+int64_t kh_test_pg_int(const char *url, const char *sql)
+{
+	fail_msg("PostgreSQL is not built in (%s, %s)", url, sql);
+	return -1;
+}
+
+void kh_test_pg_exec(const char *url, const char *sql)
+{
+	fail_msg("PostgreSQL is not built in (%s, %s)", url, sql);
+}
+#endif
+
+char *kh_test_db(const char *dir, const char *name)
+{
+	static unsigned n;
+	char db[64], sql[128], *out = NULL;
+
+	if (!kh_test_pg()) {
+		assert_true(asprintf(&out, "%s/%s", dir, name) > 0);
+		return out;
+	}
+	snprintf(db, sizeof db, "kh_t_%ld_%u", (long)getpid(), __atomic_add_fetch(&n, 1, __ATOMIC_SEQ_CST));
+	snprintf(sql, sizeof sql, "CREATE DATABASE %s", db);
+	kh_test_pg_exec(getenv("KH_TEST_PG_URL"), sql);
+	return with_db(getenv("KH_TEST_PG_URL"), db);
+}
+
+void kh_test_db_drop(char *url)
+{
+	char db[64], sql[128];
+
+	if (url != NULL && strncmp(url, "postgres", 8) == 0) {
+		db_of(url, db, sizeof db);
+		snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", db);
+		kh_test_pg_exec(getenv("KH_TEST_PG_URL"), sql);
+	}
+	free(url);
 }

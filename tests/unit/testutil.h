@@ -20,4 +20,18 @@ char *kh_test_tmpdir(void);
 /* rm -rf of a directory made by kh_test_tmpdir, and free(path). */
 void kh_test_rmdir(char *path);
 
+/*
+ * The store a test uses. Without KH_TEST_PG_URL: the SQLite file DIR/NAME. With it (CTest's pg
+ * fixture sets it to the admin URL of the throwaway cluster tests/tools/pgtmp.sh started): a
+ * fresh, empty PostgreSQL database made for this call on that cluster, and its URL. malloc'd;
+ * give it back to kh_test_db_drop, which drops such a database (a file goes with its directory).
+ */
+int kh_test_pg(void);
+char *kh_test_db(const char *dir, const char *name);
+void kh_test_db_drop(char *url);
+/* SQL run directly on a PostgreSQL test database, behind the store's back: the first column of
+ * the first row as an integer (a boolean as 1 or 0), -1 when there is no row or it is NULL. */
+int64_t kh_test_pg_int(const char *url, const char *sql);
+void kh_test_pg_exec(const char *url, const char *sql);
+
 #endif
