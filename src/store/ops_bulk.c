@@ -28,14 +28,15 @@ kh_err kh_store_bulk_targets_active(struct kh_store *s, uint32_t product, int64_
 				    unsigned limit, kh_store_bulk_target_fn fn, void *arg)
 {
 	/* Walks cards_subscriber in id order and stops after limit subscribers: a chunk costs its
-	 * own size, not the size of what is left. "+c.state" keeps SQLite off cards_state
-	 * (migration 6): every active card by state, then sorted by subscriber, at every chunk. */
+	 * own size, not the size of what is left. "c.state || ''" keeps SQLite off cards_state
+	 * (migration 6): every active card by state, then sorted by subscriber, at every chunk.
+	 * (SQLite's own idiom, "+c.state", is not PostgreSQL's: + of text.) */
 	static const char sql[] =
 		"SELECT c.subscriber_id, min(c.ua),\n"
 		"  (SELECT count(*) FROM subscriptions u WHERE u.subscriber_id = c.subscriber_id),\n"
 		"  EXISTS (SELECT 1 FROM subscriptions u WHERE u.subscriber_id = c.subscriber_id AND u.product_id = ?3),\n"
 		"  0\n" /* a subscriber with an active card is open: closing needs none, assigning an open one */
-		"FROM cards c WHERE +c.state = 'active' AND c.subscriber_id > ?1 AND c.subscriber_id <= ?2\n"
+		"FROM cards c WHERE c.state || '' = 'active' AND c.subscriber_id > ?1 AND c.subscriber_id <= ?2\n"
 		"GROUP BY c.subscriber_id ORDER BY c.subscriber_id LIMIT ?4";
 	struct kh__stmt *st = NULL;
 	int row = 0;
@@ -95,13 +96,15 @@ kh_err kh_store_renew_targets(struct kh_store *s, uint32_t product, int64_t afte
 			      int64_t started_before, int64_t ends_after, unsigned limit, kh_store_renew_target_fn fn,
 			      void *arg)
 {
-	/* Walks subscriptions_product (product, subscriber_id) in id order: a chunk costs its own size. */
+	/* Walks subscriptions_product (product, subscriber_id) in id order: a chunk costs its own size.
+	 * One subscription per subscriber for the product: grouping by its times too changes no
+	 * group, and names every column selected (PostgreSQL wants that; SQLite does not). */
 	static const char sql[] =
 		"SELECT u.subscriber_id, min(c.ua), u.start_time, u.end_time\n"
 		"FROM subscriptions u JOIN cards c ON c.subscriber_id = u.subscriber_id AND c.state = 'active'\n"
 		"WHERE u.product_id = ?1 AND u.subscriber_id > ?2 AND u.subscriber_id <= ?3\n"
 		"  AND u.start_time < ?4 AND u.end_time > ?5\n"
-		"GROUP BY u.subscriber_id ORDER BY u.subscriber_id LIMIT ?6";
+		"GROUP BY u.subscriber_id, u.start_time, u.end_time ORDER BY u.subscriber_id LIMIT ?6";
 	struct kh__stmt *st = NULL;
 	int row = 0;
 	kh_err r;

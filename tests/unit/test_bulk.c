@@ -140,7 +140,7 @@ static int setup(void **state)
 
 	assert_non_null(b);
 	world_setup((void **)&b->w);
-	b->db = path_in(b->w->dir, "center.db");
+	b->db = kh_test_db(b->w->dir, "center.db");
 	b->hc.curl = curl_easy_init();
 	assert_non_null(b->hc.curl);
 	b->now = (int64_t)time(NULL);
@@ -172,7 +172,7 @@ static int teardown(void **state)
 	kh_sms_free(b->sms);
 	for (int i = 0; i < NCARDS; i++)
 		kh_softmod_free(b->cards[i].m.sm);
-	free(b->db);
+	kh_test_db_drop(b->db);
 	world_teardown(&w);
 	free(b);
 	return 0;
@@ -371,11 +371,40 @@ static void store_exec(struct bw *b, const char *sql)
 	sqlite3 *db = NULL;
 	char *err = NULL;
 
+	if (kh_test_pg()) {
+		kh_test_pg_exec(b->db, sql);
+		return;
+	}
 	assert_int_equal(sqlite3_open(b->db, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_busy_timeout(db, 5000), SQLITE_OK);
 	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
 		fail_msg("%s: %s", sql, err ? err : "?");
 	sqlite3_close(db);
+}
+
+/* Make every INSERT into table whose new row meets when fail (a trigger of the backend's
+ * dialect), or, when is NULL, stop that. */
+static void fail_inserts(struct bw *b, const char *table, const char *when)
+{
+	char sql[600];
+
+	if (when == NULL && kh_test_pg())
+		snprintf(sql, sizeof sql, "DROP TRIGGER kh_test_fail ON %s", table);
+	else if (when == NULL)
+		snprintf(sql, sizeof sql, "DROP TRIGGER kh_test_fail");
+	else if (kh_test_pg())
+		snprintf(sql, sizeof sql,
+			 "CREATE OR REPLACE FUNCTION kh_test_fail() RETURNS trigger LANGUAGE plpgsql AS\n"
+			 "$$ BEGIN RAISE EXCEPTION 'injected'; END $$;\n"
+			 "CREATE TRIGGER kh_test_fail BEFORE INSERT ON %s FOR EACH ROW WHEN (%s)\n"
+			 "EXECUTE FUNCTION kh_test_fail()",
+			 table, when);
+	else
+		snprintf(sql, sizeof sql,
+			 "CREATE TRIGGER kh_test_fail BEFORE INSERT ON %s\n"
+			 "WHEN %s BEGIN SELECT RAISE(ABORT, 'injected'); END",
+			 table, when);
+	store_exec(b, sql);
 }
 
 static void test_resume(void **state)
@@ -388,11 +417,8 @@ static void test_resume(void **state)
 	int has;
 
 	/* subscriber 3 (card 2) opens chunk 2: its subscription insert fails, once */
-	snprintf(trig, sizeof trig,
-		 "CREATE TRIGGER kh_test_fail BEFORE INSERT ON subscriptions\n"
-		 "WHEN NEW.subscriber_id = %lld AND NEW.product_id = 8 BEGIN SELECT RAISE(ABORT, 'injected'); END",
-		 (long long)b->sub[3]);
-	store_exec(b, trig);
+	snprintf(trig, sizeof trig, "NEW.subscriber_id = %lld AND NEW.product_id = 8", (long long)b->sub[3]);
+	fail_inserts(b, "subscriptions", trig);
 	http_req(&b->hc, "POST", "/v1/products/8/subscriptions", body, "all-8", &r);
 	assert_true(r.status >= 400 && r.status < 600);
 	assert_int_equal(r.replayed, 0);
@@ -412,7 +438,7 @@ static void test_resume(void **state)
 	new_card(b, &b->cards[4], b->sub[6]);
 	metric0 = metric_emms(b) - 2; /* its assignment queued EMMs of its own */
 
-	store_exec(b, "DROP TRIGGER kh_test_fail");
+	fail_inserts(b, "subscriptions", NULL);
 	j = expect(b, "POST", "/v1/products/8/subscriptions", body, "all-8", 201, &r);
 	assert_int_equal(r.replayed, 0);
 	/* the whole job's counts: chunk 1 of the first attempt and chunk 2 of this one */
@@ -502,11 +528,8 @@ static void test_rotation_chunks(void **state)
 		assert_int_equal(set_keys_for(b, &b->cards[i], 1, 2), 1);
 
 	/* the next rotation fails in its second chunk (cards 2 and 3: UAs ascending) */
-	snprintf(trig, sizeof trig,
-		 "CREATE TRIGGER kh_test_fail BEFORE INSERT ON emm_queue\n"
-		 "WHEN NEW.address = %u BEGIN SELECT RAISE(ABORT, 'injected'); END",
-		 b->cards[2].m.ua);
-	store_exec(b, trig);
+	snprintf(trig, sizeof trig, "NEW.address = %u", b->cards[2].m.ua);
+	fail_inserts(b, "emm_queue", trig);
 	http_req(&b->hc, "POST", "/v1/service-keys/rotate", "{\"key_id\":1}", NULL, &r);
 	assert_true(r.status >= 400 && r.status < 600);
 	reply_free(&r);
@@ -516,7 +539,7 @@ static void test_rotation_chunks(void **state)
 	assert_int_equal(set_keys_for(b, &b->cards[3], 1, 3), 0);
 
 	/* asked again: version 3's job resumes after card 1, no version 4 */
-	store_exec(b, "DROP TRIGGER kh_test_fail");
+	fail_inserts(b, "emm_queue", NULL);
 	j = expect(b, "POST", "/v1/service-keys/rotate", "{\"key_id\":1}", NULL, 200, &r);
 	assert_int_equal(jint(j, "version"), 3);
 	assert_int_equal(jint(j, "emms_queued"), 4); /* the job's: both attempts */

@@ -76,7 +76,7 @@ static int setup(void **state)
 
 	assert_non_null(sw);
 	world_setup((void **)&sw->w);
-	sw->db = path_in(sw->w->dir, "center.db");
+	sw->db = kh_test_db(sw->w->dir, "center.db");
 	center_start(sw->db, sw->w->auth_dir, NULL, &sw->sms, &sw->h, &sw->port);
 	sw->curl = curl_easy_init();
 	assert_non_null(sw->curl);
@@ -91,7 +91,7 @@ static int teardown(void **state)
 
 	curl_easy_cleanup(sw->curl);
 	center_stop(sw->sms, sw->h);
-	free(sw->db);
+	kh_test_db_drop(sw->db);
 	world_teardown(&w);
 	free(sw);
 	return 0;

@@ -161,6 +161,24 @@ void kh_test_pg_exec(const char *url, const char *sql)
 {
 	PQclear(pg_run(url, sql));
 }
+
+char *kh_test_pg_rows(const char *url, const char *sql)
+{
+	PGresult *res = pg_run(url, sql);
+	char *out = calloc(1, 1);
+	size_t len = 0;
+
+	assert_non_null(out);
+	for (int r = 0; r < PQntuples(res); r++)
+		for (int i = 0; i < PQnfields(res); i++) {
+			const char *v = PQgetisnull(res, r, i) ? "NULL" : PQgetvalue(res, r, i);
+			size_t n = strlen(v) + 1;
+			assert_non_null(out = realloc(out, len + n + 1));
+			len += (size_t)snprintf(out + len, n + 1, "%s%c", v, i + 1 < PQnfields(res) ? '|' : '\n');
+		}
+	PQclear(res);
+	return out;
+}
 #else
 int64_t kh_test_pg_int(const char *url, const char *sql)
 {
@@ -171,6 +189,12 @@ int64_t kh_test_pg_int(const char *url, const char *sql)
 void kh_test_pg_exec(const char *url, const char *sql)
 {
 	fail_msg("PostgreSQL is not built in (%s, %s)", url, sql);
+}
+
+char *kh_test_pg_rows(const char *url, const char *sql)
+{
+	fail_msg("PostgreSQL is not built in (%s, %s)", url, sql);
+	return NULL;
 }
 #endif
 

@@ -33,5 +33,7 @@ void kh_test_db_drop(char *url);
  * the first row as an integer (a boolean as 1 or 0), -1 when there is no row or it is NULL. */
 int64_t kh_test_pg_int(const char *url, const char *sql);
 void kh_test_pg_exec(const char *url, const char *sql);
+/* Every row of sql, fields joined by '|', rows ended by '\n', NULL as "NULL" (malloc'd). */
+char *kh_test_pg_rows(const char *url, const char *sql);
 
 #endif
