@@ -1,12 +1,13 @@
 /*
  * The management center's SQL store. One schema with versioned
- * migrations compiled into the binary; SQLite (WAL) by default, PostgreSQL later behind the same
- * functions. Every function that changes state runs as one transaction and returns only after
+ * migrations compiled into the binary; SQLite (WAL) by default, PostgreSQL (libpq) behind the
+ * same functions. Every function that changes state runs as one transaction and returns only after
  * the commit is durable: with the default options a commit that returned survives a power loss.
  * Center zone only. See docs/internals/store.md for the schema and the contracts.
  *
  * Threads: a struct kh_store is one connection and is not thread-safe; open one per thread or
- * process. Several processes may open the same SQLite file (WAL, busy timeout, retries).
+ * process. Several processes may open the same SQLite file (WAL, busy timeout, retries) or the
+ * same PostgreSQL database (SERIALIZABLE transactions, retries).
  */
 #ifndef KEYHOLE_STORE_H
 #define KEYHOLE_STORE_H
@@ -19,12 +20,14 @@
 struct kh_store;
 
 struct kh_store_opts {
-	/* How long SQLite waits on a lock before answering busy; 0 means 5000 ms. */
+	/* How long SQLite waits on a lock (PostgreSQL: lock_timeout) before answering busy; 0 means
+	 * 5000 ms. */
 	unsigned busy_timeout_ms;
 	/*
 	 * 1: PRAGMA synchronous=NORMAL. NOT DURABLE: in WAL mode a commit that returned may be lost
 	 * on a power cut or kernel crash (never on a process crash). For benchmarks and throwaway
-	 * databases only; the default (0) is synchronous=FULL.
+	 * databases only; the default (0) is synchronous=FULL. On PostgreSQL: synchronous_commit=off,
+	 * with the same warning (a commit that returned may be lost if the server crashes).
 	 */
 	int sync_normal;
 };
@@ -32,8 +35,13 @@ struct kh_store_opts {
 /*
  * Open (and create, mode 0600, or migrate to the latest schema) the store named by url:
  *   "PATH", "sqlite:PATH" or "sqlite://PATH"   an SQLite file (created if absent);
- *   "postgres://..." / "postgresql://..."      KH_ERR_NOT_BUILT (the backend is not built yet).
- * Other "scheme:" prefixes are KH_ERR_INVAL. The database holds secrets (service keys): an
+ *   "postgres://..." / "postgresql://..."      a PostgreSQL database, the URL given as it is to
+ *                                              libpq (service files, PG* variables and ~/.pgpass
+ *                                              apply); KH_ERR_NOT_BUILT in a build without libpq.
+ * Other "scheme:" prefixes are KH_ERR_INVAL. On PostgreSQL the database must exist; the store
+ * lives in the connection's current schema; a server that cannot be reached, or a connection
+ * lost later, is KH_ERR_DB_UNAVAILABLE; no message holds the URL's password. The file rules
+ * below are SQLite's. The database holds secrets (service keys): an
  * existing file, -wal or -shm that group or others can access, or that another user owns, is
  * refused with KH_ERR_KEYFILE_PERM; a -wal or -shm without its database, KH_ERR_EXISTS. A
  * database whose schema is newer than this code is refused with KH_ERR_VERSION and left
@@ -64,13 +72,15 @@ void kh_store_close(struct kh_store *s);
  * must be private too, and none may be there without the database. *exists (may be NULL) is 1
  * when the database file exists. On failure why (cap bytes) gets one line "FILE: reason" naming
  * the file at fault, and the code is the one kh_store_open would return. Whether the file is a
- * Keyhole store is left to kh_store_open.
+ * Keyhole store is left to kh_store_open. A PostgreSQL URL has no file to check: KH_OK with
+ * *exists 1 when libpq can parse it (the server says the rest at open), else KH_ERR_INVAL.
  */
 KH_WARN_UNUSED kh_err kh_store_check(const char *url, int *exists, char *why, size_t cap);
 /*
  * Remove the database file url names with its -wal, -shm and -journal: for a start that
  * created the database and then failed. KH_ERR_INVAL while a connection of this process has it
- * open; a file already gone is not an error.
+ * open; a file already gone is not an error. A PostgreSQL URL: KH_ERR_INVAL (a server's database
+ * is the operator's to drop).
  */
 KH_WARN_UNUSED kh_err kh_store_remove(const char *url);
 
@@ -735,7 +745,8 @@ KH_WARN_UNUSED kh_err kh_store_refers(struct kh_store *s, enum kh_store_ref what
  * connection opened (else KH_ERR_DB_GONE); it, its directory, -wal and -shm are still private and
  * writable as kh_store_check wants (KH_ERR_IO, KH_ERR_KEYFILE_PERM, KH_ERR_NOTFOUND...); and a
  * write transaction opens and writes within wait_ms (KH_ERR_DB_BUSY when the lock stays taken),
- * then is rolled back: nothing changes. KH_ERR_INVAL inside a transaction.
+ * then is rolled back: nothing changes. KH_ERR_INVAL inside a transaction. On PostgreSQL only
+ * the write, with lock_timeout at wait_ms for its transaction.
  */
 KH_WARN_UNUSED kh_err kh_store_probe(struct kh_store *s, unsigned wait_ms);
 
