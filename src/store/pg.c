@@ -629,11 +629,7 @@ static kh_err check_identity(struct pg *p)
 		if (others != 0)
 			return fail_msg(p, KH_ERR_DB_FOREIGN, "tables without a Keyhole schema");
 	}
-	if ((r = kh__read_version(&p->h, &v)) != KH_OK)
-		return r;
-	if (v > kh_store_schema_latest())
-		return fail_msg(p, KH_ERR_VERSION, "database schema is newer than this program");
-	return KH_OK;
+	return kh__check_version(&p->h, &v);
 }
 
 /*

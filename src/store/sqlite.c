@@ -269,11 +269,7 @@ static kh_err check_identity(struct sq *s)
 		if (r != KH_OK)
 			return r;
 	}
-	if ((r = kh__read_version(&s->h, &v)) != KH_OK)
-		return r;
-	if (v > kh_store_schema_latest())
-		return fail_msg(s, KH_ERR_VERSION, "database schema is newer than this program");
-	return KH_OK;
+	return kh__check_version(&s->h, &v);
 }
 
 /* The write lock (BEGIN IMMEDIATE) is what keeps two processes from migrating at once. */

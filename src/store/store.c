@@ -499,12 +499,8 @@ static kh_err apply(struct kh_store *s, const struct kh__migration *m)
 		return r;
 	s->in_tx = 1;
 	/* Under the backend's lock: another process may have migrated since we looked. */
-	if ((r = kh__read_version(s, &v)) != KH_OK)
+	if ((r = kh__check_version(s, &v)) != KH_OK)
 		goto out;
-	if (v > kh_store_schema_latest()) {
-		r = kh__fail_msg(s, KH_ERR_VERSION, "database schema is newer than this program");
-		goto out;
-	}
 	if (v >= m->version)
 		goto out;
 	if (v != m->version - 1) {
@@ -525,15 +521,24 @@ out:
 	return r;
 }
 
+kh_err kh__check_version(struct kh_store *s, int *version)
+{
+	kh_err r;
+
+	if ((r = kh__read_version(s, version)) != KH_OK)
+		return r;
+	if (*version > kh_store_schema_latest())
+		return kh__fail_msg(s, KH_ERR_VERSION, "database schema is newer than this program");
+	return KH_OK;
+}
+
 kh_err kh__migrate(struct kh_store *s)
 {
 	int v = 0;
 	kh_err r;
 
-	if ((r = kh__read_version(s, &v)) != KH_OK)
+	if ((r = kh__check_version(s, &v)) != KH_OK)
 		return r;
-	if (v > kh_store_schema_latest())
-		return kh__fail_msg(s, KH_ERR_VERSION, "database schema is newer than this program");
 	for (size_t i = 0; i < kh__migrations_count; i++) {
 		if (kh__migrations[i].version <= v)
 			continue;

@@ -109,6 +109,8 @@ kh_err kh__fail_msg(struct kh_store *s, kh_err r, const char *what);
 KH_WARN_UNUSED kh_err kh__migrate(struct kh_store *s);
 /* The version recorded in schema_migrations, 0 when there is none. */
 KH_WARN_UNUSED kh_err kh__read_version(struct kh_store *s, int *version);
+/* The same, and KH_ERR_VERSION (recorded) when it is newer than this code's latest. */
+KH_WARN_UNUSED kh_err kh__check_version(struct kh_store *s, int *version);
 /* Run a prepared statement with no parameter to its end: commit, savepoints, settings. */
 KH_WARN_UNUSED kh_err kh__exec_cached(struct kh_store *s, const char *sql);
 /* One integer from a statement without parameters (0 when it gives no row). */
