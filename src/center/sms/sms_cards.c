@@ -2,7 +2,9 @@
  * Cards at the management center (seed 001): registering an issued card from its
  * signing certificate, assigning it to a subscriber, replacing it, forfeiting a replaced card's
  * usage data, and reloading credit. Each action changes the cards and queues the EMMs that tell
- * the card(s) about it in one store transaction, committed before the answer.
+ * the card(s) about it in one store transaction, committed before the answer; the answer is
+ * built in that transaction and stored there under the request's Idempotency-Key (required for a
+ * reload, optional for the others): a retry gets the first answer and does nothing more.
  *
  * Seed 001's rule on export: a subscriber's first card is authorised to export its usage data to
  * the decoder's memory M1 at once (AUTHORISE EXPORT 1 with its first EMMs); a replacement card
@@ -54,27 +56,37 @@ fail:
 /* ---- POST /v1/cards {certificate} ---- */
 
 struct register_tx {
+	struct kh_sms *c;
 	uint32_t ua;
 	const uint8_t *der;
 	size_t len;
+	struct kh__sms_idem im;
+	struct kh__sms_why why;
 };
 
 /* Through the center's writer (kh__sms_write), like every write of the center. */
 static kh_err register_tx(struct kh_store *s, void *arg)
 {
-	const struct register_tx *t = arg;
-	return kh_store_card_add(s, t->ua, KH_CARD_KIND_CARD, t->der, t->len);
+	struct register_tx *t = arg;
+	struct kh_store_card card;
+	int done;
+	kh_err r;
+
+	if ((r = kh__sms_idem_begin(s, &t->im, &t->why, &done)) != KH_OK || done)
+		return r;
+	if ((r = kh_store_card_add(s, t->ua, KH_CARD_KIND_CARD, t->der, t->len)) != KH_OK)
+		return r == KH_ERR_EXISTS ? kh__sms_why(&t->why, r, NULL, "card already registered") : r;
+	if ((r = kh_store_card_get(s, t->ua, &card)) != KH_OK)
+		return r;
+	return kh__sms_idem_answer(s, t->c, &t->im, 201, kh__sms_card_json(&card));
 }
 
 kh_err kh__sms_card_register(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
-	struct kh_sms *c = arg;
+	struct register_tx t = {.c = arg};
 	struct kh_cert_info info;
-	struct kh_store_card card;
-	struct kh_store *s;
 	uint8_t der[KH_CERT_MAX];
 	size_t len = 0;
-	char ua[9];
 	kh_err r;
 
 	r = kh_json_get_b64(kh_http_body(req), "certificate", der, sizeof der, &len, 0);
@@ -83,18 +95,13 @@ kh_err kh__sms_card_register(struct kh_http_req *req, struct kh_http_resp *resp,
 	if (r != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL,
 					   "certificate: the card's signing certificate, DER in base64url");
-	if ((r = kh_cert_check(der, len, c->k.root_pk, KH_ROLE_CARD, KH_CERT_KEY_ED25519, (uint64_t)time(NULL),
+	if ((r = kh_cert_check(der, len, t.c->k.root_pk, KH_ROLE_CARD, KH_CERT_KEY_ED25519, (uint64_t)time(NULL),
 			       &info)) != KH_OK)
 		return r; /* 403 certificate / certificate_role / certificate_expired */
-	kh__sms_ua_hex(info.ua, ua);
-	{
-		struct register_tx t = {info.ua, der, len};
-		if ((r = kh__sms_write(c, register_tx, &t)) != KH_OK)
-			return r == KH_ERR_EXISTS ? kh_http_reply_error(resp, r, "card already registered") : r;
-	}
-	if ((r = kh__sms_db(c, &s)) != KH_OK || (r = kh_store_card_get(s, info.ua, &card)) != KH_OK)
-		return r;
-	return kh_http_reply(resp, 201, kh__sms_card_json(&card));
+	t.ua = info.ua;
+	t.der = der;
+	t.len = len;
+	return kh__sms_idem_run(req, resp, t.c, register_tx, &t, &t.im, &t.why, NULL);
 }
 
 /* ---- GET /v1/cards/{ua} ---- */
@@ -119,11 +126,14 @@ kh_err kh__sms_card_get(struct kh_http_req *req, struct kh_http_resp *resp, void
 
 struct card_tx {
 	struct kh_sms *c;
+	kh_store_tx_fn fn;  /* the action: assign_tx, replace_tx or forfeit_tx */
 	uint32_t ua, other; /* the card named in the path; the new card (replace) */
+	uint32_t show;      /* the card the answer describes */
 	int64_t sub;
 	unsigned queued;    /* EMMs queued */
 	int authorised;     /* assign: export authorised; forfeit: a card was authorised */
 	uint32_t auth_ua;
+	struct kh__sms_idem im;
 	struct kh__sms_why why;
 };
 
@@ -165,8 +175,6 @@ static kh_err assign_tx(struct kh_store *s, void *arg)
 	int64_t closed = 0;
 	kh_err r;
 
-	a->queued = 0;
-	a->why = (struct kh__sms_why){0};
 	if ((r = get_card(s, a, a->ua, &card)) != KH_OK)
 		return r;
 	if (card.state != KH_CARD_ISSUED)
@@ -238,8 +246,6 @@ static kh_err replace_tx(struct kh_store *s, void *arg)
 	struct kh_store_card old, nw;
 	kh_err r;
 
-	a->queued = 0;
-	a->why = (struct kh__sms_why){0};
 	if ((r = get_card(s, a, a->ua, &old)) != KH_OK)
 		return r;
 	if (old.state != KH_CARD_ACTIVE)
@@ -279,9 +285,6 @@ static kh_err forfeit_tx(struct kh_store *s, void *arg)
 	struct kh_wr w;
 	kh_err r;
 
-	a->queued = 0;
-	a->authorised = 0;
-	a->why = (struct kh__sms_why){0};
 	if ((r = get_card(s, a, a->ua, &old)) != KH_OK)
 		return r;
 	if (old.state != KH_CARD_REPLACED)
@@ -311,37 +314,47 @@ static kh_err forfeit_tx(struct kh_store *s, void *arg)
 	return KH_OK;
 }
 
-static kh_err run_card_tx(struct kh_http_resp *resp, struct card_tx *a, kh_store_tx_fn fn, uint32_t show)
+/*
+ * One action's transaction: a replayed answer ends it; else the action, then the card the answer
+ * describes read back in the same transaction, with what was queued, as the answer (stored with
+ * the key).
+ */
+static kh_err card_action_tx(struct kh_store *s, void *arg)
 {
+	struct card_tx *a = arg;
 	struct kh_store_card card;
-	struct kh_store *s;
+	char ua[9];
 	json_t *o;
+	int done;
 	kh_err r;
 
-	if ((r = kh__sms_write(a->c, fn, a)) != KH_OK) {
-		if (a->why.code || a->why.msg)
-			return kh__sms_fail(resp, r, &a->why);
+	a->queued = 0;
+	a->authorised = 0;
+	if ((r = kh__sms_idem_begin(s, &a->im, &a->why, &done)) != KH_OK || done)
 		return r;
-	}
-	kh__sms_count_emms(a->c, a->queued);
-	/* read back on this thread's connection: committed, so visible to it */
-	if ((r = kh__sms_db(a->c, &s)) != KH_OK || (r = kh_store_card_get(s, show, &card)) != KH_OK)
+	if ((r = a->fn(s, a)) != KH_OK || (r = kh_store_card_get(s, a->show, &card)) != KH_OK)
 		return r;
 	if ((o = kh__sms_card_json(&card)) == NULL)
 		return KH_ERR_NOMEM;
-	if (json_object_set_new(o, "emms_queued", json_integer(a->queued)) != 0) {
-		json_decref(o);
-		return KH_ERR_NOMEM;
-	}
-	if (fn == forfeit_tx && a->authorised) {
-		char ua[9];
+	if (json_object_set_new(o, "emms_queued", json_integer(a->queued)) != 0)
+		goto nomem;
+	if (a->fn == forfeit_tx && a->authorised) {
 		kh__sms_ua_hex(a->auth_ua, ua);
-		if (json_object_set_new(o, "export_authorised_card", json_string(ua)) != 0) {
-			json_decref(o);
-			return KH_ERR_NOMEM;
-		}
+		if (json_object_set_new(o, "export_authorised_card", json_string(ua)) != 0)
+			goto nomem;
 	}
-	return kh_http_reply(resp, 200, o);
+	return kh__sms_idem_answer(s, a->c, &a->im, 200, o);
+nomem:
+	json_decref(o);
+	return KH_ERR_NOMEM;
+}
+
+static kh_err run_card_tx(struct kh_http_req *req, struct kh_http_resp *resp, struct card_tx *a, kh_store_tx_fn fn,
+			  uint32_t show)
+{
+	a->fn = fn;
+	a->show = show;
+	return kh__sms_idem_run(req, resp, a->c, card_action_tx, a, &a->im, &a->why, &a->queued);
 }
 
 static kh_err path_ua(struct kh_http_req *req, struct kh_http_resp *resp, uint32_t *ua, int *answered)
@@ -365,7 +378,7 @@ kh_err kh__sms_card_assign(struct kh_http_req *req, struct kh_http_resp *resp, v
 		return r;
 	if (kh__sms_json_int(kh_http_body(req), "subscriber_id", 1, INT64_MAX, 1, &a.sub) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "subscriber_id: a positive integer");
-	return run_card_tx(resp, &a, assign_tx, a.ua);
+	return run_card_tx(req, resp, &a, assign_tx, a.ua);
 }
 
 /* ---- POST /v1/cards/{ua}/replace {new_ua} ---- */
@@ -381,7 +394,7 @@ kh_err kh__sms_card_replace(struct kh_http_req *req, struct kh_http_resp *resp, 
 		return r;
 	if (!json_is_string(j) || kh__sms_parse_ua(json_string_value(j), &a.other) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "new_ua: the new card's UA, 8 hexadecimal digits");
-	return run_card_tx(resp, &a, replace_tx, a.other);
+	return run_card_tx(req, resp, &a, replace_tx, a.other);
 }
 
 /* ---- POST /v1/cards/{ua}/forfeit ---- */
@@ -394,7 +407,7 @@ kh_err kh__sms_card_forfeit(struct kh_http_req *req, struct kh_http_resp *resp, 
 
 	if ((r = path_ua(req, resp, &a.ua, &answered)) != KH_OK || answered)
 		return r;
-	return run_card_tx(resp, &a, forfeit_tx, a.ua);
+	return run_card_tx(req, resp, &a, forfeit_tx, a.ua);
 }
 
 /* ---- POST /v1/cards/{ua}/reload (Idempotency-Key) ---- */
@@ -416,16 +429,11 @@ static kh_err reload_tx(struct kh_store *s, void *arg)
 	uint8_t cmd[16];
 	struct kh_wr w;
 	char ua[9];
+	int done;
 	kh_err r;
 
 	a->queued = 0;
-	a->why = (struct kh__sms_why){0};
-	r = kh__sms_idem_replay(s, &a->im);
-	if (r == KH_OK)
-		return KH_OK;
-	if (r == KH_ERR_IDEM_MISMATCH)
-		return kh__sms_why(&a->why, r, NULL, "this Idempotency-Key was used for another request");
-	if (r != KH_ERR_NOTFOUND)
+	if ((r = kh__sms_idem_begin(s, &a->im, &a->why, &done)) != KH_OK || done)
 		return r;
 	if ((r = kh_store_card_get(s, a->ua, &card)) != KH_OK)
 		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "card not registered") : r;
@@ -446,7 +454,7 @@ static kh_err reload_tx(struct kh_store *s, void *arg)
 	a->queued = e.queued;
 	kh__sms_ua_hex(a->ua, ua);
 	/* In the transaction that queued the reload: the reload and its answer commit together. */
-	return kh__sms_idem_answer(s, a->c, &a->im,
+	return kh__sms_idem_answer(s, a->c, &a->im, 200,
 				   json_pack("{s:s,s:I,s:I,s:i}", "ua", ua, "amount", (json_int_t)amount, "reload_id",
 					     (json_int_t)reload_id, "emms_queued", (int)e.queued));
 }
@@ -472,12 +480,8 @@ kh_err kh__sms_card_reload(struct kh_http_req *req, struct kh_http_resp *resp, v
 					   "a reload needs an Idempotency-Key header");
 	if (r != KH_OK)
 		return r;
-	if ((r = kh__sms_write(a.c, reload_tx, &a)) != KH_OK) {
-		free(a.im.answer);
-		if (a.why.code || a.why.msg)
-			return kh__sms_fail(resp, r, &a.why);
-		return r;
-	}
+	if ((r = kh__sms_write(a.c, reload_tx, &a)) != KH_OK)
+		return kh__sms_idem_fail(resp, &a.im, r, &a.why);
 	kh__sms_count_emms(a.c, a.queued);
-	return kh__sms_idem_reply(resp, &a.im, 200);
+	return kh__sms_idem_reply(resp, &a.im);
 }

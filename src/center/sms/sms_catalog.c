@@ -4,8 +4,9 @@
  * events with their prices (the ECM's access criterion by event). Their ids travel in ECMs and
  * EMMs, so the operator may choose them ("id" in the body); without one the next free id is used.
  * Nothing here queues an EMM: a card learns of a product through ENTITLE, of an event's price
- * through the ECM. The lists are in sms_list.c, renames and deletions in sms_edit.c; each row's
- * JSON is built here, once.
+ * through the ECM. Each addition keeps its Idempotency-Key (kh__sms_idem_*): a retry gets the
+ * first answer and adds nothing more. The lists are in sms_list.c, renames and deletions in
+ * sms_edit.c; each row's JSON is built here, once.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -29,35 +30,54 @@ static kh_err opt_id(const json_t *b, uint32_t *id)
 
 enum list_kind { PRODUCTS, CHANNELS, EVENTS };
 
-/* A catalogue row added through the center's writer (kh__sms_write), like every write. */
+/*
+ * A catalogue row added through the center's writer (kh__sms_write), like every write, its
+ * answer (the row with the id used) stored under the request's Idempotency-Key in the same
+ * transaction.
+ */
 struct add_tx {
+	struct kh_sms *c;
 	enum list_kind k;
-	const void *row; /* struct kh_store_product / _channel / _event */
-	uint32_t *id;
+	const void *row;     /* struct kh_store_product / _channel / _event, as asked */
+	const char *missing; /* what a 404 names: the product (channel) or channel (event) */
+	struct kh__sms_idem im;
+	struct kh__sms_why why;
 };
 
 static kh_err add_tx(struct kh_store *s, void *arg)
 {
-	const struct add_tx *t = arg;
-	*t->id = 0; /* the store picks the next id when none is given; a retry starts again */
-	return t->k == PRODUCTS ? kh_store_product_add(s, t->row, t->id)
-	       : t->k == CHANNELS ? kh_store_channel_add(s, t->row, t->id)
-				  : kh_store_event_add(s, t->row, t->id);
-}
+	struct add_tx *t = arg;
+	uint32_t id = 0; /* the store picks the next id when none is given */
+	json_t *o = NULL;
+	int done;
+	kh_err r;
 
-/* The answer to an add: the row's JSON with the id used, or the refusal. */
-static kh_err add_reply(struct kh_http_resp *resp, kh_err r, const char *what_missing, json_t *o)
-{
-	if (r != KH_OK) {
-		if (r == KH_ERR_EXISTS)
-			return kh_http_reply_error(resp, r, "id already in use");
-		if (r == KH_ERR_NOTFOUND)
-			return kh_http_reply_error(resp, r, what_missing);
+	if ((r = kh__sms_idem_begin(s, &t->im, &t->why, &done)) != KH_OK || done)
 		return r;
+	/* the row as asked stays as it is: a busy retry of the transaction starts again */
+	if (t->k == PRODUCTS) {
+		struct kh_store_product p = *(const struct kh_store_product *)t->row;
+		r = kh_store_product_add(s, &p, &id);
+		p.id = id;
+		o = r == KH_OK ? kh__sms_product_json(&p) : NULL;
+	} else if (t->k == CHANNELS) {
+		struct kh_store_channel ch = *(const struct kh_store_channel *)t->row;
+		r = kh_store_channel_add(s, &ch, &id);
+		ch.id = id;
+		o = r == KH_OK ? kh__sms_channel_json(&ch) : NULL;
+	} else {
+		struct kh_store_event e = *(const struct kh_store_event *)t->row;
+		r = kh_store_event_add(s, &e, &id);
+		e.id = id;
+		o = r == KH_OK ? kh__sms_event_json(&e) : NULL;
 	}
-	if (o == NULL)
-		return KH_ERR_NOMEM;
-	return kh_http_reply(resp, 201, o);
+	if (r == KH_ERR_EXISTS)
+		return kh__sms_why(&t->why, r, NULL, "id already in use");
+	if (r == KH_ERR_NOTFOUND)
+		return kh__sms_why(&t->why, r, NULL, t->missing);
+	if (r != KH_OK)
+		return r;
+	return kh__sms_idem_answer(s, t->c, &t->im, 201, o);
 }
 
 /* ---- products ---- */
@@ -66,17 +86,11 @@ kh_err kh__sms_product_create(struct kh_http_req *req, struct kh_http_resp *resp
 {
 	json_t *b = kh_http_body(req);
 	struct kh_store_product p;
-	uint32_t id = 0;
-	kh_err r;
+	struct add_tx t = {.c = arg, .k = PRODUCTS, .row = &p};
 
 	if (kh__sms_json_name(b, "name", &p.name) != KH_OK || opt_id(b, &p.id) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "name (1 to 200 bytes) is required; id, if given, 1 to 4294967295");
-	{
-		struct add_tx t = {PRODUCTS, &p, &id};
-		r = kh__sms_write(arg, add_tx, &t);
-	}
-	p.id = id;
-	return add_reply(resp, r, NULL, r == KH_OK ? kh__sms_product_json(&p) : NULL);
+	return kh__sms_idem_run(req, resp, t.c, add_tx, &t, &t.im, &t.why, NULL);
 }
 
 json_t *kh__sms_product_json(const struct kh_store_product *p)
@@ -103,21 +117,15 @@ kh_err kh__sms_channel_create(struct kh_http_req *req, struct kh_http_resp *resp
 {
 	json_t *b = kh_http_body(req);
 	struct kh_store_channel c;
+	struct add_tx t = {.c = arg, .k = CHANNELS, .row = &c, .missing = "product not found"};
 	int64_t product;
-	uint32_t id = 0;
-	kh_err r;
 
 	if (kh__sms_json_name(b, "name", &c.name) != KH_OK || opt_id(b, &c.id) != KH_OK ||
 	    kh__sms_json_int(b, "product_id", 0, UINT32_MAX, 1, &product) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL,
 					   "name (1 to 200 bytes) and product_id are required; id, if given, 1 to 4294967295");
 	c.product_id = (uint32_t)product;
-	{
-		struct add_tx t = {CHANNELS, &c, &id};
-		r = kh__sms_write(arg, add_tx, &t);
-	}
-	c.id = id;
-	return add_reply(resp, r, "product not found", r == KH_OK ? kh__sms_channel_json(&c) : NULL);
+	return kh__sms_idem_run(req, resp, t.c, add_tx, &t, &t.im, &t.why, NULL);
 }
 
 /* ---- pay-per-view events ---- */
@@ -126,9 +134,8 @@ kh_err kh__sms_event_create(struct kh_http_req *req, struct kh_http_resp *resp, 
 {
 	json_t *b = kh_http_body(req);
 	struct kh_store_event e;
+	struct add_tx t = {.c = arg, .k = EVENTS, .row = &e, .missing = "channel not found"};
 	int64_t price, channel;
-	uint32_t id = 0;
-	kh_err r;
 
 	if (kh__sms_json_name(b, "name", &e.name) != KH_OK || opt_id(b, &e.id) != KH_OK ||
 	    kh__sms_json_int(b, "price", 0, UINT32_MAX, 1, &price) != KH_OK ||
@@ -140,10 +147,5 @@ kh_err kh__sms_event_create(struct kh_http_req *req, struct kh_http_resp *resp, 
 					   "are required");
 	e.price = (uint32_t)price;
 	e.channel_id = (uint32_t)channel;
-	{
-		struct add_tx t = {EVENTS, &e, &id};
-		r = kh__sms_write(arg, add_tx, &t);
-	}
-	e.id = id;
-	return add_reply(resp, r, "channel not found", r == KH_OK ? kh__sms_event_json(&e) : NULL);
+	return kh__sms_idem_run(req, resp, t.c, add_tx, &t, &t.im, &t.why, NULL);
 }

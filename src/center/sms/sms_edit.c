@@ -4,8 +4,8 @@
  * pay-per-view events. Each is one transaction through the center's writer: the rule's checks
  * and the write commit together, so a refusal (409 conflict, saying why) changes nothing, and
  * nothing is half-done. An Idempotency-Key, when the request carries one, is bound in the same
- * transaction as the reload binds its own (kh__sms_idem_*): a retry gets the first answer and
- * changes nothing more.
+ * transaction as every operator write binds its own (kh__sms_idem_*): a retry gets the first
+ * answer and changes nothing more.
  *
  * The rules keep what an invoice or a card still needs:
  *   - a subscriber is never deleted, only closed (closed_at), since invoices name it; it is
@@ -45,30 +45,10 @@ static kh_err not_found(struct edit *e, kh_err r, const char *msg)
 	return r == KH_ERR_NOTFOUND ? kh__sms_why(&e->why, r, NULL, msg) : r;
 }
 
-/*
- * The start of every edit's transaction: a replayed answer ends it (*done), a key used for
- * another request is refused, a new request goes on.
- */
-static kh_err begin(struct kh_store *s, struct edit *e, int *done)
-{
-	kh_err r;
-
-	e->why = (struct kh__sms_why){0};
-	*done = 0;
-	r = kh__sms_idem_replay(s, &e->im);
-	if (r == KH_OK)
-		*done = 1;
-	if (r == KH_OK || r == KH_ERR_NOTFOUND)
-		return KH_OK;
-	if (r == KH_ERR_IDEM_MISMATCH)
-		return kh__sms_why(&e->why, r, NULL, "this Idempotency-Key was used for another request");
-	return r;
-}
-
 /* {"deleted": true}, stored with the key when there is one. */
 static kh_err deleted(struct kh_store *s, struct edit *e)
 {
-	return kh__sms_idem_answer(s, e->c, &e->im, json_pack("{s:b}", "deleted", 1));
+	return kh__sms_idem_answer(s, e->c, &e->im, 200, json_pack("{s:b}", "deleted", 1));
 }
 
 /* The row's JSON, read back in the transaction, as the answer (stored with the key). */
@@ -80,25 +60,25 @@ struct answer {
 static kh_err subscriber_answer(void *arg, const struct kh_store_subscriber *u)
 {
 	struct answer *a = arg;
-	return kh__sms_idem_answer(a->s, a->e->c, &a->e->im, kh__sms_subscriber_json(u));
+	return kh__sms_idem_answer(a->s, a->e->c, &a->e->im, 200, kh__sms_subscriber_json(u));
 }
 
 static kh_err product_answer(void *arg, const struct kh_store_product *x)
 {
 	struct answer *a = arg;
-	return kh__sms_idem_answer(a->s, a->e->c, &a->e->im, kh__sms_product_json(x));
+	return kh__sms_idem_answer(a->s, a->e->c, &a->e->im, 200, kh__sms_product_json(x));
 }
 
 static kh_err channel_answer(void *arg, const struct kh_store_channel *x)
 {
 	struct answer *a = arg;
-	return kh__sms_idem_answer(a->s, a->e->c, &a->e->im, kh__sms_channel_json(x));
+	return kh__sms_idem_answer(a->s, a->e->c, &a->e->im, 200, kh__sms_channel_json(x));
 }
 
 static kh_err event_answer(void *arg, const struct kh_store_event *x)
 {
 	struct answer *a = arg;
-	return kh__sms_idem_answer(a->s, a->e->c, &a->e->im, kh__sms_event_json(x));
+	return kh__sms_idem_answer(a->s, a->e->c, &a->e->im, 200, kh__sms_event_json(x));
 }
 
 /* ---- subscribers ---- */
@@ -110,7 +90,7 @@ static kh_err subscriber_patch_tx(struct kh_store *s, void *arg)
 	int done;
 	kh_err r;
 
-	if ((r = begin(s, e, &done)) != KH_OK || done)
+	if ((r = kh__sms_idem_begin(s, &e->im, &e->why, &done)) != KH_OK || done)
 		return r;
 	if ((r = kh_store_rename(s, KH_STORE_SUBSCRIBER, e->id, e->name)) != KH_OK)
 		return not_found(e, r, "subscriber not found");
@@ -125,7 +105,7 @@ static kh_err subscriber_close_tx(struct kh_store *s, void *arg)
 	int done, yes = 0;
 	kh_err r;
 
-	if ((r = begin(s, e, &done)) != KH_OK || done)
+	if ((r = kh__sms_idem_begin(s, &e->im, &e->why, &done)) != KH_OK || done)
 		return r;
 	if ((r = kh_store_subscriber_closed(s, e->id, &closed)) != KH_OK)
 		return not_found(e, r, "subscriber not found");
@@ -155,7 +135,7 @@ static kh_err card_delete_tx(struct kh_store *s, void *arg)
 	int done, yes = 0;
 	kh_err r;
 
-	if ((r = begin(s, e, &done)) != KH_OK || done)
+	if ((r = kh__sms_idem_begin(s, &e->im, &e->why, &done)) != KH_OK || done)
 		return r;
 	if ((r = kh_store_card_get(s, (uint32_t)e->id, &card)) != KH_OK)
 		return not_found(e, r, "card not registered");
@@ -180,7 +160,7 @@ static kh_err product_patch_tx(struct kh_store *s, void *arg)
 	int done;
 	kh_err r;
 
-	if ((r = begin(s, e, &done)) != KH_OK || done)
+	if ((r = kh__sms_idem_begin(s, &e->im, &e->why, &done)) != KH_OK || done)
 		return r;
 	if ((r = kh_store_rename(s, KH_STORE_PRODUCT, e->id, e->name)) != KH_OK)
 		return not_found(e, r, "product not found");
@@ -194,7 +174,7 @@ static kh_err channel_patch_tx(struct kh_store *s, void *arg)
 	int done;
 	kh_err r;
 
-	if ((r = begin(s, e, &done)) != KH_OK || done)
+	if ((r = kh__sms_idem_begin(s, &e->im, &e->why, &done)) != KH_OK || done)
 		return r;
 	if ((r = kh_store_rename(s, KH_STORE_CHANNEL, e->id, e->name)) != KH_OK)
 		return not_found(e, r, "channel not found");
@@ -220,7 +200,7 @@ static kh_err event_patch_tx(struct kh_store *s, void *arg)
 	int done, yes = 0;
 	kh_err r;
 
-	if ((r = begin(s, e, &done)) != KH_OK || done)
+	if ((r = kh__sms_idem_begin(s, &e->im, &e->why, &done)) != KH_OK || done)
 		return r;
 	if ((r = kh_store_event_read(s, (uint32_t)e->id, event_now, &cur)) != KH_OK)
 		return not_found(e, r, "event not found");
@@ -256,7 +236,7 @@ static kh_err delete_row(struct kh_store *s, struct edit *e, enum kh_store_row w
 	int done, yes = 0;
 	kh_err r;
 
-	if ((r = begin(s, e, &done)) != KH_OK || done)
+	if ((r = kh__sms_idem_begin(s, &e->im, &e->why, &done)) != KH_OK || done)
 		return r;
 	for (size_t i = 0; i < n; i++) {
 		if ((r = kh_store_refers(s, holds[i].ref, e->id, 0, &yes)) != KH_OK)
@@ -302,15 +282,12 @@ static kh_err run(struct kh_http_resp *resp, struct edit *e, kh_store_tx_fn fn)
 {
 	kh_err r = kh__sms_write(e->c, fn, e);
 
-	if (r != KH_OK) {
-		free(e->im.answer);
-		e->im.answer = NULL;
-		return e->why.msg ? kh__sms_fail(resp, r, &e->why) : r;
-	}
+	if (r != KH_OK)
+		return kh__sms_idem_fail(resp, &e->im, r, &e->why);
 	/* committed: an upload never checks a block against a deleted card's certificate again */
 	if (e->forget)
 		kh__sms_card_forget(e->c, (uint32_t)e->id);
-	return kh__sms_idem_reply(resp, &e->im, 200);
+	return kh__sms_idem_reply(resp, &e->im);
 }
 
 enum id_kind { SUBSCRIBER_ID, CATALOGUE_ID, CARD_UA };

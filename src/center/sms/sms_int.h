@@ -224,10 +224,15 @@ KH_WARN_UNUSED kh_err kh__sms_idem_put(struct kh_store *s, struct kh_sms *c, con
 				       const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], const char *text, size_t len);
 
 /*
- * An optional Idempotency-Key on a write (the renames, closings and deletions), bound inside the
- * write's own transaction as the reload binds its key: kh__sms_idem_replay first (a stored answer
- * is the answer, and nothing else runs), kh__sms_idem_answer last (the answer, stored under the
- * key in the same commit). Without a key the same calls simply build the answer.
+ * An Idempotency-Key on an operator write, bound inside the write's own transaction:
+ * kh__sms_idem_begin first (a stored answer is the answer, and nothing else runs),
+ * kh__sms_idem_answer last (the answer and its status, stored under the key in the same commit).
+ * Without a key the same calls simply build the answer. Every operator write of the center keeps
+ * its key this way (docs/internals/sms.md "Idempotency"), except the bulk subscription, whose
+ * key also names its job's progress row (sms_bulk.c), and the decoders' uploads (sms_upload.c).
+ *
+ * A record is the answer's status as three digits and a newline, then its JSON text. A record
+ * without the status line (written before statuses were kept, by a reload or an edit) is a 200.
  */
 struct kh__sms_idem {
 	int on;                                /* the request carries a key */
@@ -235,23 +240,47 @@ struct kh__sms_idem {
 	uint8_t hash[KH_STORE_IDEM_HASH_LEN];  /* of what the request asks */
 	char *answer;                          /* the JSON text to send (malloc'd) */
 	size_t len;
+	int status;                            /* the answer's HTTP status */
 	int replayed;
 };
 /*
  * From req: its key scoped for caller, and the hash of fp when given, else of the method, the
- * path and the body (compact, keys sorted: one request however its JSON is spaced). The key's
- * length was checked by the HTTP layer (KH_HTTP_IDEM_KEY_MAX); the store keeps the scoped form.
+ * path and the body (compact, keys sorted: one request however its JSON is spaced; no body and
+ * an empty object are the same). The key's length was checked by the HTTP layer
+ * (KH_HTTP_IDEM_KEY_MAX); the store keeps the scoped form.
  */
 KH_WARN_UNUSED kh_err kh__sms_idem_init(struct kh_http_req *req, const char *caller, const char *fp,
 					struct kh__sms_idem *im);
 /* In the transaction, first: KH_OK with im->replayed when the key has an answer (now in
- * im->answer); KH_ERR_NOTFOUND for a new request (or none without a key); KH_ERR_IDEM_MISMATCH. */
+ * im->answer, with its status); KH_ERR_NOTFOUND for a new request (or none without a key);
+ * KH_ERR_IDEM_MISMATCH. */
 KH_WARN_UNUSED kh_err kh__sms_idem_replay(struct kh_store *s, struct kh__sms_idem *im);
-/* In the transaction, last: o (stolen; NULL is out of memory) becomes im->answer, stored under
- * the key when there is one. */
-KH_WARN_UNUSED kh_err kh__sms_idem_answer(struct kh_store *s, struct kh_sms *c, struct kh__sms_idem *im, json_t *o);
-/* Send im->answer (taken over) with status, marked Idempotent-Replayed when it was replayed. */
-KH_WARN_UNUSED kh_err kh__sms_idem_reply(struct kh_http_resp *resp, struct kh__sms_idem *im, int status);
+/*
+ * kh__sms_idem_replay as a write's transaction begins, why cleared first: KH_OK with *done when
+ * the key has an answer (the transaction ends there), KH_OK for a new request, the refusal (422,
+ * set in why) for a key used for another request, or the store's error.
+ */
+KH_WARN_UNUSED kh_err kh__sms_idem_begin(struct kh_store *s, struct kh__sms_idem *im, struct kh__sms_why *why,
+					 int *done);
+/* In the transaction, last: o (stolen; NULL is out of memory) becomes im->answer with status,
+ * stored under the key when there is one. */
+KH_WARN_UNUSED kh_err kh__sms_idem_answer(struct kh_store *s, struct kh_sms *c, struct kh__sms_idem *im, int status,
+					  json_t *o);
+/* Send im->answer (taken over) with its status, marked Idempotent-Replayed when it was replayed. */
+KH_WARN_UNUSED kh_err kh__sms_idem_reply(struct kh_http_resp *resp, struct kh__sms_idem *im);
+/* The write failed with r (kh__sms_write): im->answer dropped, and the refusal in why answered
+ * (kh__sms_fail) when there is one, else r returned. */
+KH_WARN_UNUSED kh_err kh__sms_idem_fail(struct kh_http_resp *resp, struct kh__sms_idem *im, kh_err r,
+					const struct kh__sms_why *why);
+/*
+ * An operator write, whole: im from req (kh__sms_idem_init, no fp), fn run through the writer
+ * with arg (fn begins with kh__sms_idem_begin and ends with kh__sms_idem_answer on im, and sets
+ * why for a refusal), then the answer sent, or the refusal (kh__sms_idem_fail). queued, when not
+ * NULL, is what fn says it queued (0 on a replay), counted once committed.
+ */
+KH_WARN_UNUSED kh_err kh__sms_idem_run(struct kh_http_req *req, struct kh_http_resp *resp, struct kh_sms *c,
+				       kh_store_tx_fn fn, void *arg, struct kh__sms_idem *im,
+				       const struct kh__sms_why *why, const unsigned *queued);
 
 /* ---- parsing ---- */
 

@@ -16,31 +16,39 @@
 /* ---- PUT / GET /v1/credit-policy ---- */
 
 struct policy_tx {
+	struct kh_sms *c;
 	uint32_t initial, reload;
+	struct kh__sms_idem im;
+	struct kh__sms_why why;
 };
 
 static kh_err policy_tx(struct kh_store *s, void *arg)
 {
-	const struct policy_tx *t = arg;
-	return kh_store_credit_policy_set(s, t->initial, t->reload);
+	struct policy_tx *t = arg;
+	int done;
+	kh_err r;
+
+	if ((r = kh__sms_idem_begin(s, &t->im, &t->why, &done)) != KH_OK || done)
+		return r;
+	if ((r = kh_store_credit_policy_set(s, t->initial, t->reload)) != KH_OK)
+		return r;
+	return kh__sms_idem_answer(s, t->c, &t->im, 200,
+				   json_pack("{s:I,s:I}", "initial_credit", (json_int_t)t->initial, "reload_amount",
+					     (json_int_t)t->reload));
 }
 
 kh_err kh__sms_policy_put(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
+	struct policy_tx t = {.c = arg};
 	json_t *b = kh_http_body(req);
 	int64_t initial, reload;
-	kh_err r;
 
 	if (kh__sms_json_int(b, "initial_credit", 0, UINT32_MAX, 1, &initial) != KH_OK ||
 	    kh__sms_json_int(b, "reload_amount", 0, UINT32_MAX, 1, &reload) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "initial_credit and reload_amount: integers, 0 to 4294967295");
-	{
-		struct policy_tx t = {(uint32_t)initial, (uint32_t)reload};
-		if ((r = kh__sms_write(arg, policy_tx, &t)) != KH_OK)
-			return r;
-	}
-	return kh_http_reply(resp, 200, json_pack("{s:I,s:I}", "initial_credit", (json_int_t)initial, "reload_amount",
-						  (json_int_t)reload));
+	t.initial = (uint32_t)initial;
+	t.reload = (uint32_t)reload;
+	return kh__sms_idem_run(req, resp, t.c, policy_tx, &t, &t.im, &t.why, NULL);
 }
 
 kh_err kh__sms_policy_get(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
@@ -65,6 +73,11 @@ kh_err kh__sms_policy_get(struct kh_http_req *req, struct kh_http_resp *resp, vo
  * that stops half-way (a crash, a failed chunk) is finished by asking to rotate the same id
  * again: the newest version's unfinished job resumes after its last card, and no new version is
  * made. A card assigned meanwhile already gets the new version with its start-up EMMs.
+ *
+ * The request's Idempotency-Key is looked up in the first transaction (a stored answer is the
+ * answer: no new version) and the answer stored in the transaction of the last chunk, so that a
+ * retry after a lost answer never makes another version: it gets the first answer, or, when the
+ * rotation stopped half-way, resumes it.
  */
 
 struct rotate_tx {
@@ -75,6 +88,7 @@ struct rotate_tx {
 	unsigned queued; /* this chunk's EMMs */
 	struct kh_store_rotation job;
 	uint32_t *ua; /* c->lim.bulk_chunk UAs */
+	struct kh__sms_idem im;
 	struct kh__sms_why why;
 };
 
@@ -100,10 +114,12 @@ static kh_err rotate_start_tx(struct kh_store *s, void *arg)
 	struct rotate_tx *a = arg;
 	uint8_t key[32];
 	uint32_t v = 0;
+	int done;
 	kh_err r;
 
-	a->why = (struct kh__sms_why){0};
 	a->resumed = 0;
+	if ((r = kh__sms_idem_begin(s, &a->im, &a->why, &done)) != KH_OK || done)
+		return r;
 	r = kh_store_service_key_latest(s, a->key_id, &v);
 	if (r == KH_ERR_NOTFOUND) {
 		/*
@@ -137,6 +153,21 @@ static kh_err rotate_start_tx(struct kh_store *s, void *arg)
 	return r;
 }
 
+/* The rotation is done: its answer (201 for a new version, 200 resumed), stored with the key. */
+static kh_err rotate_answer(struct kh_store *s, struct rotate_tx *a)
+{
+	int done;
+	kh_err r;
+
+	/* another request with the key may have finished the job and stored its answer */
+	if ((r = kh__sms_idem_begin(s, &a->im, &a->why, &done)) != KH_OK || done)
+		return r;
+	return kh__sms_idem_answer(s, a->c, &a->im, a->resumed ? 200 : 201,
+				   json_pack("{s:i,s:I,s:I,s:b}", "key_id", (int)a->key_id, "version",
+					     (json_int_t)a->version, "emms_queued", (json_int_t)a->job.emms, "resumed",
+					     a->resumed));
+}
+
 /* One chunk: SET KEY to the next active cards after the job's last, and the job moved on. */
 static kh_err rotate_chunk_tx(struct kh_store *s, void *arg)
 {
@@ -147,8 +178,10 @@ static kh_err rotate_chunk_tx(struct kh_store *s, void *arg)
 	kh_err r;
 
 	a->queued = 0;
-	if ((r = kh_store_rotation_get(s, a->key_id, a->version, &a->job)) != KH_OK || a->job.done)
-		return r; /* another request for the same id finished it meanwhile */
+	if ((r = kh_store_rotation_get(s, a->key_id, a->version, &a->job)) != KH_OK)
+		return r;
+	if (a->job.done) /* another request for the same id finished it meanwhile */
+		return rotate_answer(s, a);
 	if ((r = kh_store_active_cards_after(s, a->job.last_ua, a->c->lim.bulk_chunk, a->ua, &n)) != KH_OK ||
 	    (r = kh_store_service_key_get(s, a->key_id, a->version, key)) != KH_OK)
 		goto out;
@@ -171,7 +204,8 @@ static kh_err rotate_chunk_tx(struct kh_store *s, void *arg)
 		a->job.last_ua = a->ua[n - 1];
 	a->job.emms += a->queued;
 	a->job.done = n < a->c->lim.bulk_chunk;
-	r = kh_store_rotation_put(s, &a->job);
+	if ((r = kh_store_rotation_put(s, &a->job)) == KH_OK && a->job.done)
+		r = rotate_answer(s, a); /* in the last chunk's transaction */
 out:
 	kh_wipe(key, sizeof key);
 	kh_wipe(cmd, sizeof cmd);
@@ -188,27 +222,29 @@ kh_err kh__sms_keys_rotate(struct kh_http_req *req, struct kh_http_resp *resp, v
 	if (kh__sms_json_int(kh_http_body(req), "key_id", 0, 255, 1, &id) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "key_id: an integer from 0 to 255");
 	a.key_id = (uint8_t)id;
+	if ((r = kh__sms_idem_init(req, KH__SMS_CALLER_OPERATOR, NULL, &a.im)) != KH_OK)
+		return r;
 	if ((a.ua = calloc(a.c->lim.bulk_chunk, sizeof *a.ua)) == NULL)
 		return KH_ERR_NOMEM;
-	if ((r = kh__sms_write(a.c, rotate_start_tx, &a)) != KH_OK) {
-		free(a.ua);
-		return a.why.msg ? kh__sms_fail(resp, r, &a.why) : r;
-	}
+	if ((r = kh__sms_write(a.c, rotate_start_tx, &a)) != KH_OK)
+		goto fail;
 	/* Each chunk commits on its own: what committed stays, and a retry resumes after it. */
-	do {
-		if ((r = kh__sms_write(a.c, rotate_chunk_tx, &a)) != KH_OK) {
-			free(a.ua);
-			return r;
-		}
+	while (!a.im.replayed) {
+		if ((r = kh__sms_write(a.c, rotate_chunk_tx, &a)) != KH_OK)
+			goto fail;
 		kh__sms_count_emms(a.c, a.queued);
 		chunks++;
-	} while (!a.job.done);
+		if (a.job.done)
+			break;
+	}
 	free(a.ua);
-	kh_log_info("sms.service_key", "key_id=%u version=%u emms=%u chunks=%u resumed=%d", (unsigned)a.key_id,
-		    (unsigned)a.version, a.job.emms, chunks, a.resumed);
-	return kh_http_reply(resp, a.resumed ? 200 : 201,
-			     json_pack("{s:i,s:I,s:I,s:b}", "key_id", (int)a.key_id, "version", (json_int_t)a.version,
-				       "emms_queued", (json_int_t)a.job.emms, "resumed", a.resumed));
+	if (!a.im.replayed)
+		kh_log_info("sms.service_key", "key_id=%u version=%u emms=%u chunks=%u resumed=%d", (unsigned)a.key_id,
+			    (unsigned)a.version, a.job.emms, chunks, a.resumed);
+	return kh__sms_idem_reply(resp, &a.im);
+fail:
+	free(a.ua);
+	return kh__sms_idem_fail(resp, &a.im, r, &a.why);
 }
 
 /* ---- GET /v1/service-keys: ids and versions, never a key ---- */

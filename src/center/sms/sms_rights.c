@@ -231,19 +231,58 @@ out:
 	return r;
 }
 
-/* POST /v1/rights/renew */
+/*
+ * POST /v1/rights/renew, with an optional Idempotency-Key: a key that has its answer gets it
+ * again and sweeps nothing. The sweep is many transactions (a product's chunks) and idempotent by
+ * itself (a window swept already queues nothing), so the answer is stored in a transaction of
+ * its own once the sweep is done, before it is sent: an answer never sent may be lost with a
+ * crash, and the retry then sweeps again (finding nothing left to do) and answers that.
+ */
+struct renew_answer {
+	struct kh_sms *c;
+	const struct kh_sms_renewal *n;
+	struct kh__sms_idem im;
+	struct kh__sms_why why;
+};
+
+static kh_err renew_answer_tx(struct kh_store *s, void *arg)
+{
+	struct renew_answer *a = arg;
+	const struct kh_sms_renewal *n = a->n;
+	int done;
+	kh_err r;
+
+	if ((r = kh__sms_idem_begin(s, &a->im, &a->why, &done)) != KH_OK || done)
+		return r;
+	return kh__sms_idem_answer(s, a->c, &a->im, 200,
+				   json_pack("{s:I,s:I,s:i,s:i,s:i,s:i}", "window_start", (json_int_t)n->window_start,
+					     "rights_end", (json_int_t)n->rights_end, "products", (int)n->products,
+					     "cards", (int)n->cards, "emms_queued", (int)n->emms_queued, "chunks",
+					     (int)n->chunks));
+}
+
 kh_err kh__sms_rights_renew(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
 	struct kh_sms_renewal n;
+	struct renew_answer a = {.c = arg, .n = &n};
+	struct kh_store *s;
+	int done;
 	kh_err r;
 
-	(void)req;
-	if ((r = kh_sms_rights_renew(arg, &n)) != KH_OK)
+	if ((r = kh__sms_idem_init(req, KH__SMS_CALLER_OPERATOR, NULL, &a.im)) != KH_OK)
 		return r;
-	return kh_http_reply(resp, 200,
-			     json_pack("{s:I,s:I,s:i,s:i,s:i,s:i}", "window_start", (json_int_t)n.window_start,
-				       "rights_end", (json_int_t)n.rights_end, "products", (int)n.products, "cards",
-				       (int)n.cards, "emms_queued", (int)n.emms_queued, "chunks", (int)n.chunks));
+	/* a read on this thread's connection: the sweep's own transactions come after */
+	if (a.im.on) {
+		if ((r = kh__sms_db(a.c, &s)) != KH_OK)
+			return r;
+		if ((r = kh__sms_idem_begin(s, &a.im, &a.why, &done)) != KH_OK)
+			return kh__sms_idem_fail(resp, &a.im, r, &a.why);
+		if (done)
+			return kh__sms_idem_reply(resp, &a.im);
+	}
+	if ((r = kh_sms_rights_renew(a.c, &n)) != KH_OK)
+		return r;
+	return kh__sms_idem_run(req, resp, a.c, renew_answer_tx, &a, &a.im, &a.why, NULL);
 }
 
 /* ---- the periodic sweep ---- */

@@ -2,7 +2,9 @@
  * Subscribers at the management center: creating one, reading one with its cards,
  * subscriptions and invoices, and subscribing to or unsubscribing from a product, which sends
  * ENTITLE or REVOKE to the subscriber's active card in the same transaction. A closed subscriber
- * (sms_edit.c) takes no new subscription. The lists are in sms_list.c.
+ * (sms_edit.c) takes no new subscription. Each write keeps its Idempotency-Key in its own
+ * transaction (kh__sms_idem_*): a retry gets the first answer and creates nothing more. The lists
+ * are in sms_list.c.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,26 +24,33 @@ static kh_err path_id(struct kh_http_req *req, struct kh_http_resp *resp, int64_
 /* ---- POST /v1/subscribers {name} ---- */
 
 struct subscriber_tx {
+	struct kh_sms *c;
 	const char *name;
-	int64_t id;
+	struct kh__sms_idem im;
+	struct kh__sms_why why;
 };
 
 static kh_err subscriber_tx(struct kh_store *s, void *arg)
 {
 	struct subscriber_tx *t = arg;
-	return kh_store_subscriber_add(s, t->name, &t->id);
+	int64_t id;
+	int done;
+	kh_err r;
+
+	if ((r = kh__sms_idem_begin(s, &t->im, &t->why, &done)) != KH_OK || done)
+		return r;
+	if ((r = kh_store_subscriber_add(s, t->name, &id)) != KH_OK)
+		return r;
+	return kh__sms_idem_answer(s, t->c, &t->im, 201, json_pack("{s:I,s:s}", "id", (json_int_t)id, "name", t->name));
 }
 
 kh_err kh__sms_subscriber_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
 {
-	struct subscriber_tx t = {0};
-	kh_err r;
+	struct subscriber_tx t = {.c = arg};
 
 	if (kh__sms_json_name(kh_http_body(req), "name", &t.name) != KH_OK)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "name: a string of 1 to 200 bytes");
-	if ((r = kh__sms_write(arg, subscriber_tx, &t)) != KH_OK)
-		return r;
-	return kh_http_reply(resp, 201, json_pack("{s:I,s:s}", "id", (json_int_t)t.id, "name", t.name));
+	return kh__sms_idem_run(req, resp, t.c, subscriber_tx, &t, &t.im, &t.why, NULL);
 }
 
 /* ---- GET /v1/subscribers/{id} ---- */
@@ -175,6 +184,7 @@ struct subs_tx {
 	struct kh_store_subscription u;
 	int del;
 	unsigned queued;
+	struct kh__sms_idem im;
 	struct kh__sms_why why;
 };
 
@@ -218,10 +228,12 @@ static kh_err subs_tx_fn(struct kh_store *s, void *arg)
 	uint8_t cmd[32];
 	struct kh_wr w;
 	int64_t closed = 0;
+	int done;
 	kh_err r;
 
 	a->queued = 0;
-	a->why = (struct kh__sms_why){0};
+	if ((r = kh__sms_idem_begin(s, &a->im, &a->why, &done)) != KH_OK || done)
+		return r;
 	if ((r = kh_store_subscriber_closed(s, a->u.subscriber_id, &closed)) != KH_OK)
 		return r == KH_ERR_NOTFOUND ? kh__sms_why(&a->why, r, NULL, "subscriber not found") : r;
 	if (a->del) {
@@ -245,34 +257,26 @@ static kh_err subs_tx_fn(struct kh_store *s, void *arg)
 	}
 	if ((r = kh_store_cards_of(s, a->u.subscriber_id, find_active, &act)) != KH_OK)
 		return r;
-	if (!act.found)
-		return KH_OK; /* the card gets its rights when it is assigned */
-	kh__sms_emm_init(&e, a->c, act.ua);
-	kh_wr_init(&w, cmd, sizeof cmd);
-	r = a->del ? kh_emm_put_revoke(&w, a->u.product_id)
-		   : kh_emm_put_entitle(&w, a->u.product_id, (uint64_t)a->u.start,
-					(uint64_t)kh__sms_rights_end(a->c, kh__sms_now(a->c), a->u.start, a->u.end));
-	if (r != KH_OK || (r = kh__sms_emm_cmd(s, &e, cmd, w.len)) != KH_OK || (r = kh__sms_emm_flush(s, &e)) != KH_OK)
-		return r;
-	a->queued = e.queued;
-	return KH_OK;
-}
-
-static kh_err run_subs(struct kh_http_resp *resp, struct subs_tx *a, int status)
-{
-	kh_err r;
-
-	if ((r = kh__sms_write(a->c, subs_tx_fn, a)) != KH_OK)
-		return a->why.msg ? kh__sms_fail(resp, r, &a->why) : r;
-	kh__sms_count_emms(a->c, a->queued);
+	/* no active card: it gets its rights when it is assigned */
+	if (act.found) {
+		kh__sms_emm_init(&e, a->c, act.ua);
+		kh_wr_init(&w, cmd, sizeof cmd);
+		r = a->del ? kh_emm_put_revoke(&w, a->u.product_id)
+			   : kh_emm_put_entitle(&w, a->u.product_id, (uint64_t)a->u.start,
+						(uint64_t)kh__sms_rights_end(a->c, kh__sms_now(a->c), a->u.start, a->u.end));
+		if (r != KH_OK || (r = kh__sms_emm_cmd(s, &e, cmd, w.len)) != KH_OK ||
+		    (r = kh__sms_emm_flush(s, &e)) != KH_OK)
+			return r;
+		a->queued = e.queued;
+	}
 	if (a->del)
-		return kh_http_reply(resp, status,
-				     json_pack("{s:I,s:I,s:i}", "subscriber_id", (json_int_t)a->u.subscriber_id,
-					       "product_id", (json_int_t)a->u.product_id, "emms_queued", (int)a->queued));
-	return kh_http_reply(resp, status,
-			     json_pack("{s:I,s:I,s:I,s:I,s:i}", "subscriber_id", (json_int_t)a->u.subscriber_id,
-				       "product_id", (json_int_t)a->u.product_id, "start", (json_int_t)a->u.start, "end",
-				       (json_int_t)a->u.end, "emms_queued", (int)a->queued));
+		return kh__sms_idem_answer(s, a->c, &a->im, 200,
+					   json_pack("{s:I,s:I,s:i}", "subscriber_id", (json_int_t)a->u.subscriber_id,
+						     "product_id", (json_int_t)a->u.product_id, "emms_queued", (int)a->queued));
+	return kh__sms_idem_answer(s, a->c, &a->im, 201,
+				   json_pack("{s:I,s:I,s:I,s:I,s:i}", "subscriber_id", (json_int_t)a->u.subscriber_id,
+					     "product_id", (json_int_t)a->u.product_id, "start", (json_int_t)a->u.start,
+					     "end", (json_int_t)a->u.end, "emms_queued", (int)a->queued));
 }
 
 /* POST /v1/subscribers/{id}/subscriptions {product_id, start, end} */
@@ -292,7 +296,7 @@ kh_err kh__sms_subscribe(struct kh_http_req *req, struct kh_http_resp *resp, voi
 		return kh_http_reply_error(resp, KH_ERR_INVAL,
 					   "product_id (u32), start and end (Unix seconds, start < end) are required");
 	a.u.product_id = (uint32_t)product;
-	return run_subs(resp, &a, 201);
+	return kh__sms_idem_run(req, resp, a.c, subs_tx_fn, &a, &a.im, &a.why, &a.queued);
 }
 
 /* DELETE /v1/subscribers/{id}/subscriptions/{product_id} */
@@ -310,5 +314,5 @@ kh_err kh__sms_unsubscribe(struct kh_http_req *req, struct kh_http_resp *resp, v
 	if (p == NULL || *p < '0' || *p > '9' || (v = strtoull(p, &end, 10), *end) || v > UINT32_MAX)
 		return kh_http_reply_error(resp, KH_ERR_INVAL, "a product id is an integer from 0 to 4294967295");
 	a.u.product_id = (uint32_t)v;
-	return run_subs(resp, &a, 200);
+	return kh__sms_idem_run(req, resp, a.c, subs_tx_fn, &a, &a.im, &a.why, &a.queued);
 }

@@ -1,7 +1,8 @@
 /*
  * The small pieces every management-center endpoint uses: reading ids and UAs from paths and
  * fields from JSON bodies, strictly (an operator's typo is a 400, never a guess), and answering
- * a refusal with a code and message that say exactly what was wrong.
+ * a refusal with a code and message that say exactly what was wrong; and the Idempotency-Key every
+ * operator write keeps, bound in the write's own transaction (kh__sms_idem_*).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -62,7 +63,8 @@ kh_err kh__sms_idem_init(struct kh_http_req *req, const char *caller, const char
 		return r;
 	im->on = 1;
 	if (fp == NULL) {
-		if (body && (canon = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
+		/* {} and no body ask the same: a client may send either for a write without fields */
+		if (json_object_size(body) > 0 && (canon = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
 			return KH_ERR_NOMEM;
 		if (asprintf(&text, "%s\n%s\n%s", kh_http_method(req), kh_http_path(req), canon ? canon : "") < 0)
 			text = NULL;
@@ -76,10 +78,13 @@ kh_err kh__sms_idem_init(struct kh_http_req *req, const char *caller, const char
 	return r;
 }
 
+/* A record's status line: three digits and a newline. */
+#define STATUS_LEN 4
+
 kh_err kh__sms_idem_replay(struct kh_store *s, struct kh__sms_idem *im)
 {
 	uint8_t *stored = NULL;
-	size_t n = 0;
+	size_t n = 0, off = 0;
 	kh_err r;
 
 	free(im->answer); /* a busy retry starts again */
@@ -90,21 +95,44 @@ kh_err kh__sms_idem_replay(struct kh_store *s, struct kh__sms_idem *im)
 		return KH_ERR_NOTFOUND;
 	if ((r = kh_store_idem_get(s, im->key, im->hash, &stored, &n)) != KH_OK)
 		return r;
+	im->status = 200; /* a record from before statuses were kept: a reload's or an edit's */
+	if (n >= STATUS_LEN && stored[0] >= '1' && stored[0] <= '5' && stored[1] >= '0' && stored[1] <= '9' &&
+	    stored[2] >= '0' && stored[2] <= '9' && stored[3] == '\n') {
+		im->status = (stored[0] - '0') * 100 + (stored[1] - '0') * 10 + (stored[2] - '0');
+		off = STATUS_LEN;
+	}
 	/* a text: NUL-terminated for the reply */
-	if ((im->answer = malloc(n + 1)) == NULL) {
+	if ((im->answer = malloc(n - off + 1)) == NULL) {
 		free(stored);
 		return KH_ERR_NOMEM;
 	}
-	memcpy(im->answer, stored, n);
-	im->answer[n] = 0;
-	im->len = n;
+	memcpy(im->answer, stored + off, n - off);
+	im->answer[n - off] = 0;
+	im->len = n - off;
 	im->replayed = 1;
 	free(stored);
 	return KH_OK;
 }
 
-kh_err kh__sms_idem_answer(struct kh_store *s, struct kh_sms *c, struct kh__sms_idem *im, json_t *o)
+kh_err kh__sms_idem_begin(struct kh_store *s, struct kh__sms_idem *im, struct kh__sms_why *why, int *done)
 {
+	kh_err r;
+
+	*why = (struct kh__sms_why){0};
+	r = kh__sms_idem_replay(s, im);
+	*done = r == KH_OK;
+	if (r == KH_OK || r == KH_ERR_NOTFOUND)
+		return KH_OK;
+	if (r == KH_ERR_IDEM_MISMATCH)
+		return kh__sms_why(why, r, NULL, "this Idempotency-Key was used for another request");
+	return r;
+}
+
+kh_err kh__sms_idem_answer(struct kh_store *s, struct kh_sms *c, struct kh__sms_idem *im, int status, json_t *o)
+{
+	char *rec;
+	kh_err r;
+
 	if (o == NULL)
 		return KH_ERR_NOMEM;
 	free(im->answer);
@@ -112,13 +140,23 @@ kh_err kh__sms_idem_answer(struct kh_store *s, struct kh_sms *c, struct kh__sms_
 	json_decref(o);
 	if (im->answer == NULL)
 		return KH_ERR_NOMEM;
+	if (status < 100 || status > 599)
+		return KH_ERR_INTERNAL;
 	im->len = strlen(im->answer);
+	im->status = status;
+	im->replayed = 0;
 	if (!im->on)
 		return KH_OK;
-	return kh__sms_idem_put(s, c, im->key, im->hash, im->answer, im->len);
+	if ((rec = malloc(STATUS_LEN + im->len + 1)) == NULL)
+		return KH_ERR_NOMEM;
+	snprintf(rec, STATUS_LEN + 1, "%03d\n", status);
+	memcpy(rec + STATUS_LEN, im->answer, im->len);
+	r = kh__sms_idem_put(s, c, im->key, im->hash, rec, STATUS_LEN + im->len);
+	free(rec);
+	return r;
 }
 
-kh_err kh__sms_idem_reply(struct kh_http_resp *resp, struct kh__sms_idem *im, int status)
+kh_err kh__sms_idem_reply(struct kh_http_resp *resp, struct kh__sms_idem *im)
 {
 	char *text = im->answer;
 	kh_err r;
@@ -130,7 +168,28 @@ kh_err kh__sms_idem_reply(struct kh_http_resp *resp, struct kh__sms_idem *im, in
 		free(text);
 		return r;
 	}
-	return kh_http_reply_text(resp, status, text, im->len);
+	return kh_http_reply_text(resp, im->status, text, im->len);
+}
+
+kh_err kh__sms_idem_fail(struct kh_http_resp *resp, struct kh__sms_idem *im, kh_err r, const struct kh__sms_why *why)
+{
+	free(im->answer);
+	im->answer = NULL;
+	return why->code || why->msg ? kh__sms_fail(resp, r, why) : r;
+}
+
+kh_err kh__sms_idem_run(struct kh_http_req *req, struct kh_http_resp *resp, struct kh_sms *c, kh_store_tx_fn fn,
+			void *arg, struct kh__sms_idem *im, const struct kh__sms_why *why, const unsigned *queued)
+{
+	kh_err r;
+
+	if ((r = kh__sms_idem_init(req, KH__SMS_CALLER_OPERATOR, NULL, im)) != KH_OK)
+		return r;
+	if ((r = kh__sms_write(c, fn, arg)) != KH_OK)
+		return kh__sms_idem_fail(resp, im, r, why);
+	if (queued)
+		kh__sms_count_emms(c, *queued);
+	return kh__sms_idem_reply(resp, im);
 }
 
 kh_err kh__sms_why(struct kh__sms_why *w, kh_err e, const char *code, const char *msg)
