@@ -66,8 +66,6 @@ size_t kh__center_opt_index(int val);
 #define L_EMPTY 8u     /* a write with an empty JSON object as body */
 #define L_SUBSCRIBE 16u
 #define L_HEALTH 32u
-#define L_REPEAT 64u   /* a write whose repeat is harmless: the center keeps its key, or it means
-			* the same twice (KH_CLI_CALL_REPEAT); PATCH, PUT and DELETE always are */
 
 struct center_use {
 	int opt;
@@ -142,12 +140,11 @@ void kh_cli_answer_free(struct kh_cli_answer *a);
 
 #define KH_CLI_CALL_OPEN 1u       /* an open endpoint: the token is not sent */
 #define KH_CLI_CALL_ANY_STATUS 2u /* any JSON answer is KH_EXIT_OK, whatever its status */
-#define KH_CLI_CALL_REPEAT 4u     /* a write whose repeat is harmless (see kh_cli_center_call) */
 /*
  * One request: method to target (a path and query under the base URL), body JSON or NULL. A
  * write (any method but GET) carries c->idem as Idempotency-Key and, when no answer came, is sent
- * once more with the same key if it never went out, or, with KH_CLI_CALL_REPEAT, whenever (the
- * center keeps the key, or the request means the same twice). KH_EXIT_OK with a 2xx JSON answer in *a (the caller frees it);
+ * once more with the same key: the center keeps every write's key, so a write it did already
+ * answers its first answer and is not done twice. KH_EXIT_OK with a 2xx JSON answer in *a (the caller frees it);
  * KH_EXIT_FAIL after one line on stderr: "keyhole center: STATUS CODE: MESSAGE" from the API's
  * error envelope, or the transport failure. The token never appears in any line.
  */

@@ -34,8 +34,8 @@ const struct center_opt kh__center_opts[] = {
 	 "with every item)"},
 	{{"idempotency-key", required_argument, NULL, O_IDEM}, "K", K_IDEM,
 	 "the write's Idempotency-Key, 1 to 128 visible characters (default: 16\n"
-	 "random bytes in hex); a reload, a bulk job, a rename, close or delete\n"
-	 "is done once per key"},
+	 "random bytes in hex); the center does a write once per key, and the\n"
+	 "same write again with it gets the first answer"},
 	{{"name", required_argument, NULL, 'n'}, "NAME", K_TEXT, "the name"},
 	{{"name-prefix", required_argument, NULL, O_NAME_PREFIX}, "P", K_TEXT, "only the subscribers whose name starts with P"},
 	{{"subscriber", required_argument, NULL, O_SUBSCRIBER}, "ID", K_ID, "the subscriber"},
@@ -149,7 +149,7 @@ static const struct center_leaf leaves[] = {
 	 "Give up the usage data of the replaced card UA: it is closed, and the subscriber's active\n"
 	 "card may export once no other replaced card awaits recovery.",
 	 {{0}}},
-	{"card", "reload", "POST", "/v1/cards/{pos}/reload", NULL, "UA", K_UA, L_REPEAT, NULL, NULL,
+	{"card", "reload", "POST", "/v1/cards/{pos}/reload", NULL, "UA", K_UA, 0, NULL, NULL,
 	 "add the credit policy's reload amount to a card",
 	 "Queue the credit policy's reload amount for the active card UA. Once per Idempotency-Key:\n"
 	 "the same key again answers the first answer and queues nothing.",
@@ -210,7 +210,7 @@ static const struct center_leaf leaves[] = {
 	 "rotation is resumed). Scramble with it only once the cards have it.",
 	 {{O_KEY_ID, 'b', "key_id", 1, NULL}}},
 
-	{"rights", "renew", "POST", "/v1/rights/renew", NULL, NULL, K_FLAG, L_EMPTY | L_REPEAT, NULL, NULL,
+	{"rights", "renew", "POST", "/v1/rights/renew", NULL, NULL, K_FLAG, L_EMPTY, NULL, NULL,
 	 "send the rights of the current window",
 	 "Send every subscription the right for the current rights window (the center does it at\n"
 	 "start and hourly; a window done already queues nothing).",

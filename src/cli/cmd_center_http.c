@@ -3,7 +3,7 @@
  * layer's client (kh_http_client, src/net/http_client.c, which holds the transport rules: TLS
  * verified against --cacert or the system's store, no redirects, bounded times), the bearer
  * token in its header and nowhere else, the Idempotency-Key of a write and its one retry after
- * a connection failure, the API's error envelope turned into the command's one error line, and
+ * a lost answer, the API's error envelope turned into the command's one error line, and
  * the pages of a list followed to the end. See keyhole-center(1).
  */
 #include <stdio.h>
@@ -128,17 +128,17 @@ int kh_cli_center_call(struct kh_cli_center *c, const char *method, const char *
 	}
 	hdrs[n] = NULL;
 	/*
-	 * A write that got no answer is sent once more with the same key: when it never went out
-	 * (the connection failed), or when a repeat is harmless (the center keeps the key and answers
-	 * the first answer again, or the request means the same twice). A write the center may have
-	 * done and would do again (a creation) is not repeated; a read is simply reported.
+	 * A write that got no answer is sent once more with the same key, whether or not it went
+	 * out: the center keeps the Idempotency-Key of every write (creations, card actions,
+	 * subscriptions, reloads, bulk jobs, the credit policy, key rotations, the rights renewal,
+	 * renames, closings and deletions) in the transaction that does it, so a write it did already
+	 * answers its first answer again and is not done twice. A read is simply reported.
 	 */
 	for (int attempt = 0; attempt < 2; attempt++) {
 		kh_cli_answer_free(a);
 		r = kh_http_client_send(c->client, method, url, hdrs, text, &a->status, &a->json, &a->text, &a->len,
 					err, sizeof err);
-		if (r != KH_ERR_TRANSPORT || !is_write ||
-		    (kh_http_client_sent(c->client) && !(flags & KH_CLI_CALL_REPEAT)))
+		if (r != KH_ERR_TRANSPORT || !is_write)
 			break;
 	}
 	if (r == KH_ERR_TRANSPORT) {

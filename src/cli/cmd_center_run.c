@@ -465,17 +465,6 @@ static int health(struct kh_cli_center *c, int json)
 	return rc;
 }
 
-/*
- * Whether a write may be sent again after a lost answer, though the center may have done it:
- * PATCH, PUT and DELETE (the center keeps their key; a PUT means the same twice), and the POSTs
- * marked so (a reload and a bulk job are keyed; a subscription renewed or the rights renewed
- * again are the same). A creation is not: a second subscriber, a second key version.
- */
-static int repeat(const struct center_leaf *l)
-{
-	return strcmp(l->method, "POST") != 0 || (l->flags & (L_REPEAT | L_SUBSCRIBE));
-}
-
 /* The request (every page of a list with --all) and its answer printed. */
 static int ask(const struct run *R, struct kh_cli_center *c)
 {
@@ -493,7 +482,7 @@ static int ask(const struct run *R, struct kh_cli_center *c)
 	if (R->list && (R->l->flags & L_LIST))
 		rc = kh_cli_center_list(c, target, R->l->items, RAW(R, O_CURSOR), FLAG(R, 'A'), &a);
 	else
-		rc = kh_cli_center_call(c, R->l->method, target, body, repeat(R->l) ? KH_CLI_CALL_REPEAT : 0, &a);
+		rc = kh_cli_center_call(c, R->l->method, target, body, 0, &a);
 	if (rc == KH_EXIT_OK && R->list && !json_is_array(json_object_get(a.json, R->l->items))) {
 		fprintf(stderr, "keyhole center: %ld: the center's answer is not a list of %s\n", a.status,
 			R->l->items);

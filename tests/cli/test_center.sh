@@ -9,12 +9,14 @@
 #   with the same id; a card registered from the PEM certificate `card issue` wrote (and another
 #   from DER) is shown with its UA; a refused write exits 1 with the API's status and code on one
 #   line, and changes nothing; a write repeated with the same --idempotency-key is done once
-#   (the reload, the bulk subscription: the writes today's center keeps keys for);
+#   and answered the same (the reload, the bulk subscription, a subscriber's creation: the same
+#   id twice), and the key with another subscriber's name is refused (422);
 # - the catalogue, credit policy, subscriptions (one, several, all), reload, service keys,
 #   rights renewal, replace and forfeit, invoices, unsubscribe, each checked by what the center
 #   says afterwards;
-# - a write whose answer was lost is sent once more with the same (random) key and done once; a
-#   creation (done, perhaps, and done again if repeated) and a read are not sent again;
+# - a write whose answer was lost is sent once more with the same (random) key and done once:
+#   a reload, a creation (one subscriber more, the answer naming it), a key rotation (one
+#   version more); a read is not sent again;
 # - https with --cacert (and KEYHOLE_CACERT), and its refusal without; no answer at all is one
 #   error line, exit 1.
 #
@@ -287,15 +289,32 @@ kh_out_has "^reload_id: $((R0 + 1))$"
 kh_center_ok card reload "$UA2"
 kh_out_has "^reload_id: $((R0 + 2))$"
 kill "$RPID"
-# a creation is not sent twice: the center may have done it, and would do it again
+# a creation too: the center keeps its key, so the second sending answers the subscriber the
+# first one created, and no other is made
 N=$(sqlite3 center.db 'SELECT count(*) FROM subscribers')
 relay_start
-kh_center_fail subscriber add --name Eve --center "http://127.0.0.1:$RPORT"
-kh_err_has "^keyhole center: http://127\\.0\\.0\\.1:$RPORT: no answer"
-[ "$(wc -l <relay.log)" -eq 1 ] || kh_fail "a creation whose answer was lost was sent $(wc -l <relay.log) times"
+kh_center_ok subscriber add --name Eve --center "http://127.0.0.1:$RPORT" --json
+cp "$KH_OUT" eve.json
+[ "$(wc -l <relay.log)" -eq 2 ] || kh_fail "a creation whose answer was lost was sent $(wc -l <relay.log) time(s), expected 2"
+[ "$(sort -u relay.log | wc -l)" -eq 1 ] || kh_fail "the creation's retry did not carry its key: $(cat relay.log)"
 [ "$(sqlite3 center.db 'SELECT count(*) FROM subscribers')" -eq $((N + 1)) ] ||
 	kh_fail "a creation whose answer was lost: not exactly one subscriber more"
+EVE=$(sqlite3 center.db "SELECT id FROM subscribers WHERE name = 'Eve'")
+[ "$(kh_json eve.json 'd.id + ":" + d.name')" = "$EVE:Eve" ] || kh_fail "the retried creation's answer: $(cat eve.json), expected id $EVE"
 kill "$RPID"
+# the same key given twice: one subscriber, the same answer
+kh_center_ok subscriber add --name Fay --idempotency-key fay-1 --json
+cp "$KH_OUT" fay1.json
+kh_center_ok subscriber add --name Fay --idempotency-key fay-1 --json
+cmp -s fay1.json "$KH_OUT" || kh_fail "subscriber add with one key twice: $(cat fay1.json) then $(cat "$KH_OUT")"
+[ "$(sqlite3 center.db "SELECT count(*) FROM subscribers WHERE name = 'Fay'")" = 1 ] ||
+	kh_fail "subscriber add with one key twice made more than one subscriber"
+[ "$(kh_json fay1.json 'd.id')" = "$(sqlite3 center.db "SELECT id FROM subscribers WHERE name = 'Fay'")" ] ||
+	kh_fail "subscriber add: the answer's id is not the subscriber made: $(cat fay1.json)"
+kh_center_fail subscriber add --name Gus --idempotency-key fay-1
+kh_err_has '^keyhole center: 422 idempotency_mismatch: '
+[ "$(sqlite3 center.db "SELECT count(*) FROM subscribers WHERE name = 'Gus'")" = 0 ] ||
+	kh_fail "a key used for another subscriber created one"
 # a read is not sent twice: its lost answer is one error line
 relay_start
 kh_center_fail card show "$UA2" --center "http://127.0.0.1:$RPORT"
@@ -314,6 +333,14 @@ cp "$KH_OUT" keys.json
 [ "$(kh_json keys.json 'd.service_keys.map(k => k.key_id + "." + k.version).join(",")')" = "1.1,1.2" ] ||
 	kh_fail "service-keys list --json: $(cat keys.json)"
 ! grep -q '"key"' keys.json || kh_fail "service-keys list shows a key"
+# a rotation whose answer was lost is sent again with its key: one new version, not two
+relay_start
+kh_center_ok service-keys rotate --key-id 1 --center "http://127.0.0.1:$RPORT"
+kh_out_has '^version: 3$'
+[ "$(wc -l <relay.log)" -eq 2 ] || kh_fail "a rotation whose answer was lost was sent $(wc -l <relay.log) time(s), expected 2"
+[ "$(sqlite3 center.db 'SELECT max(version) FROM service_keys WHERE key_id = 1')" = 3 ] ||
+	kh_fail "a rotation sent twice with one key made more than one version"
+kill "$RPID"
 kh_center_ok rights renew
 kh_out_has '^window_start: [0-9]+$'
 kh_center_ok invoices --subscriber 1
