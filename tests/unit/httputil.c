@@ -41,12 +41,15 @@ int center_service_key(const char *db, struct center_skey *sk)
 #ifndef KH_HTTPUTIL_NO_CMOCKA
 #include <time.h>
 
+#include "keyhole/authority.h"
 #include "keyhole/cas.h"
+#include "keyhole/cert.h"
 #include "keyhole/host.h"
 #include "keyhole/http.h"
 #include "keyhole/scramble.h"
 #include "keyhole/sms.h"
 #include "testutil.h"
+#include "world.h"
 #endif
 
 static size_t on_data(char *p, size_t sz, size_t n, void *u)
@@ -190,6 +193,44 @@ int64_t http_metric(const struct http_conn *hc, const char *name)
 	assert_int_equal(sscanf(p + strlen(name), " %lld", &v), 1);
 	reply_free(&r);
 	return v;
+}
+
+void center_rig_up(struct center_rig *r)
+{
+	memset(r, 0, sizeof *r);
+	world_setup((void **)&r->w);
+	r->db = path_in(r->w->dir, "center.db");
+	center_start(r->db, r->w->auth_dir, NULL, &r->sms, &r->h, &r->hc.port);
+	r->hc.curl = curl_easy_init();
+	assert_non_null(r->hc.curl);
+}
+
+void center_rig_down(struct center_rig *r)
+{
+	void *w = r->w;
+
+	curl_easy_cleanup(r->hc.curl);
+	center_stop(r->sms, r->h);
+	free(r->db);
+	world_teardown(&w);
+	memset(r, 0, sizeof *r);
+}
+
+uint32_t center_card_body(struct kh_authority *auth, char *body, size_t cap)
+{
+	uint8_t sk[KH_ED25519_SK_LEN], pk[KH_ED25519_PK_LEN], der[KH_CERT_MAX];
+	char b64[KH_CERT_MAX * 4 / 3 + 4];
+	size_t len = 0;
+	uint32_t ua = 0;
+
+	assert_int_equal(kh_ed25519_keygen(sk, pk), KH_OK);
+	kh_wipe(sk, sizeof sk);
+	assert_int_equal(kh_authority_next_ua(auth, &ua), KH_OK);
+	assert_int_equal(kh_authority_issue(auth, KH_ROLE_CARD, ua, KH_CERT_KEY_ED25519, pk, "sign", der, sizeof der, &len),
+			 KH_OK);
+	assert_int_equal(kh_b64url_encode(der, len, b64, sizeof b64), KH_OK);
+	assert_true((size_t)snprintf(body, cap, "{\"certificate\":\"%s\"}", b64) < cap);
+	return ua;
 }
 
 void center_start(const char *db, const char *authdir, const char *token, struct kh_sms **sms,

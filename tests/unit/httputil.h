@@ -80,6 +80,26 @@ struct kh_sms;
 struct kh_http;
 void center_start(const char *db, const char *authdir, const char *token, struct kh_sms **sms,
 		  struct kh_http **h, uint16_t *port);
+/*
+ * What a test of the center's API stands on: a world (world.h: a temporary directory with an
+ * authority and modules), a center on the store file DIR/center.db served on 127.0.0.1 without
+ * an operator token, and a curl handle to reach it. center_rig_up fills r (assertions fail the
+ * test); center_rig_down stops and frees all of it.
+ */
+struct world;
+struct center_rig {
+	struct world *w;
+	char *db;
+	struct kh_sms *sms;
+	struct kh_http *h;
+	struct http_conn hc;
+};
+void center_rig_up(struct center_rig *r);
+void center_rig_down(struct center_rig *r);
+/* The body of POST /v1/cards, {"certificate": ...}, for a card signing certificate auth issues
+ * for a fresh key and the next UA (into body, cap bytes: KH_CERT_MAX * 2 is enough): the UA. */
+struct kh_authority;
+uint32_t center_card_body(struct kh_authority *auth, char *body, size_t cap);
 /* Stop the server, then free the center. */
 void center_stop(struct kh_sms *sms, struct kh_http *h);
 /*

@@ -58,11 +58,7 @@ struct row {
 };
 
 struct iw {
-	struct world *w;
-	char *db;
-	struct kh_sms *sms;
-	struct kh_http *h;
-	struct http_conn hc;
+	struct center_rig r;   /* the center, its store file, curl (httputil.h) */
 	sqlite3 *ro;           /* the store file, read while the center runs */
 	const struct row *row; /* the row run (NULL: another test) */
 };
@@ -72,13 +68,9 @@ static int setup(void **state)
 	struct iw *t = calloc(1, sizeof *t);
 
 	assert_non_null(t);
+	center_rig_up(&t->r);
 	t->row = *state;
-	world_setup((void **)&t->w);
-	t->db = path_in(t->w->dir, "center.db");
-	center_start(t->db, t->w->auth_dir, NULL, &t->sms, &t->h, &t->hc.port);
-	t->hc.curl = curl_easy_init();
-	assert_non_null(t->hc.curl);
-	assert_int_equal(sqlite3_open_v2(t->db, &t->ro, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_open_v2(t->r.db, &t->ro, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_busy_timeout(t->ro, 5000), SQLITE_OK);
 	*state = t;
 	return 0;
@@ -87,13 +79,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct iw *t = *state;
-	void *w = t->w;
 
 	sqlite3_close(t->ro);
-	curl_easy_cleanup(t->hc.curl);
-	center_stop(t->sms, t->h);
-	free(t->db);
-	world_teardown(&w);
+	center_rig_down(&t->r);
 	free(t);
 	return 0;
 }
@@ -123,36 +111,17 @@ static int64_t call(struct iw *t, const char *method, const char *path, const ch
 	struct reply r;
 	int64_t v;
 
-	http_expect(&t->hc, method, path, body, NULL, status, &r);
+	http_expect(&t->r.hc, method, path, body, NULL, status, &r);
 	v = k ? jint(r.json, k) : 0;
 	reply_free(&r);
 	return v;
-}
-
-/* {"certificate": ...} of a card signing certificate the operator issued for a fresh key. */
-static uint32_t card_body(struct iw *t, char body[static KH_CERT_MAX * 2])
-{
-	uint8_t sk[KH_ED25519_SK_LEN], pk[KH_ED25519_PK_LEN], der[KH_CERT_MAX];
-	char b64[KH_CERT_MAX * 4 / 3 + 4];
-	size_t len = 0;
-	uint32_t ua = 0;
-
-	assert_int_equal(kh_ed25519_keygen(sk, pk), KH_OK);
-	kh_wipe(sk, sizeof sk);
-	assert_int_equal(kh_authority_next_ua(t->w->auth, &ua), KH_OK);
-	assert_int_equal(kh_authority_issue(t->w->auth, KH_ROLE_CARD, ua, KH_CERT_KEY_ED25519, pk, "sign", der,
-					    sizeof der, &len),
-			 KH_OK);
-	assert_int_equal(kh_b64url_encode(der, len, b64, sizeof b64), KH_OK);
-	snprintf(body, KH_CERT_MAX * 2, "{\"certificate\":\"%s\"}", b64);
-	return ua;
 }
 
 /* A card registered, and assigned to sub when sub is not 0. */
 static uint32_t card(struct iw *t, int64_t sub)
 {
 	char body[KH_CERT_MAX * 2], path[64];
-	uint32_t ua = card_body(t, body);
+	uint32_t ua = center_card_body(t->r.w->auth, body, sizeof body);
 
 	call(t, "POST", "/v1/cards", body, 201, NULL);
 	if (sub) {
@@ -190,7 +159,7 @@ static void w_card(struct iw *t, struct write *x)
 	*x = (struct write){"POST", {"/v1/cards", "/v1/cards", "/v1/cards"}, {""}, "SELECT count(*) FROM cards", 201, 1,
 			    201, 1, "ua"};
 	for (int i = 0; i < 3; i++)
-		card_body(t, x->body[i]);
+		center_card_body(t->r.w->auth, x->body[i], sizeof x->body[i]);
 }
 
 static void w_product(struct iw *t, struct write *x)
@@ -339,13 +308,13 @@ static void test_keyed_write(void **state)
 	/* the request twice with one key: done once, answered the same */
 	n0 = sql_int(t, x.count);
 	dv = sql_int(t, "PRAGMA data_version");
-	http_expect(&t->hc, x.method, x.path[0], body_of(&x, 0), "key-1", x.status, &a);
+	http_expect(&t->r.hc, x.method, x.path[0], body_of(&x, 0), "key-1", x.status, &a);
 	assert_false(a.replayed);
 	assert_int_not_equal(sql_int(t, "PRAGMA data_version"), dv); /* it sees the center's commits */
 	n1 = sql_int(t, x.count);
 	assert_int_equal(n1 - n0, x.makes);
 	emms = sql_int(t, EMMS);
-	http_expect(&t->hc, x.method, x.path[0], body_of(&x, 0), "key-1", x.status, &b);
+	http_expect(&t->r.hc, x.method, x.path[0], body_of(&x, 0), "key-1", x.status, &b);
 	assert_true(b.replayed);
 	assert_string_equal(a.body, b.body);
 	if (x.id)
@@ -356,14 +325,14 @@ static void test_keyed_write(void **state)
 	/* the key with another request: refused, nothing committed */
 	if (x.path[1][0]) {
 		dv = sql_int(t, "PRAGMA data_version");
-		http_expect_error(&t->hc, x.method, x.path[1], body_of(&x, 1), "key-1", 422, "idempotency_mismatch");
+		http_expect_error(&t->r.hc, x.method, x.path[1], body_of(&x, 1), "key-1", 422, "idempotency_mismatch");
 		assert_int_equal(sql_int(t, "PRAGMA data_version"), dv);
 		assert_int_equal(sql_int(t, x.count), n1);
 	}
 
 	/* a second key: a new request */
 	i = x.path[2][0] ? 2 : 0;
-	http_req(&t->hc, x.method, x.path[i], body_of(&x, i), "key-2", &c);
+	http_req(&t->r.hc, x.method, x.path[i], body_of(&x, i), "key-2", &c);
 	if (c.status != x.again)
 		fprintf(stderr, "%s %s -> %ld %s\n", x.method, x.path[i], c.status, c.body ? c.body : "");
 	assert_int_equal(c.status, x.again);
@@ -406,18 +375,18 @@ static void test_record_without_status(void **state)
 		 "INSERT INTO idempotency (key, request_hash, response, created_at) VALUES ('%s', x'%s', CAST('%s' AS "
 		 "BLOB), %lld)",
 		 scoped, hex, answer, (long long)time(NULL));
-	assert_int_equal(sqlite3_open(t->db, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_open(t->r.db, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_busy_timeout(db, 5000), SQLITE_OK);
 	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
 		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
 	sqlite3_close(db);
 
-	http_expect(&t->hc, "PATCH", "/v1/products/7", body, key, 200, &r);
+	http_expect(&t->r.hc, "PATCH", "/v1/products/7", body, key, 200, &r);
 	assert_true(r.replayed);
 	assert_string_equal(r.body, answer);
 	reply_free(&r);
 	/* the replay changed nothing: the product keeps its name */
-	http_expect(&t->hc, "GET", "/v1/products/7", NULL, NULL, 200, &r);
+	http_expect(&t->r.hc, "GET", "/v1/products/7", NULL, NULL, 200, &r);
 	assert_string_equal(jstr(r.json, "name"), "P7");
 	reply_free(&r);
 }

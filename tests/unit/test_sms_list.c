@@ -38,57 +38,39 @@
 #define N 250
 #define LIMIT 100
 
-struct lw {
-	struct world *w;
-	char *db;
-	struct kh_sms *sms;
-	struct kh_http *h;
-	struct http_conn hc;
-};
-
 static int setup(void **state)
 {
-	struct lw *t = calloc(1, sizeof *t);
+	struct center_rig *t = calloc(1, sizeof *t);
 
 	assert_non_null(t);
-	world_setup((void **)&t->w);
-	t->db = path_in(t->w->dir, "center.db");
-	center_start(t->db, t->w->auth_dir, NULL, &t->sms, &t->h, &t->hc.port);
-	t->hc.curl = curl_easy_init();
-	assert_non_null(t->hc.curl);
+	center_rig_up(t);
 	*state = t;
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	struct lw *t = *state;
-	void *w = t->w;
-
-	curl_easy_cleanup(t->hc.curl);
-	center_stop(t->sms, t->h);
-	free(t->db);
-	world_teardown(&w);
-	free(t);
+	center_rig_down(*state);
+	free(*state);
 	return 0;
 }
 
 /* ---- helpers ---- */
 
-static json_t *expect(struct lw *t, const char *method, const char *path, const char *body, const char *idem,
+static json_t *expect(struct center_rig *t, const char *method, const char *path, const char *body, const char *idem,
 		      long status, struct reply *r)
 {
 	return http_expect(&t->hc, method, path, body, idem, status, r);
 }
 
-static void expect_error(struct lw *t, const char *method, const char *path, const char *body, const char *idem,
+static void expect_error(struct center_rig *t, const char *method, const char *path, const char *body, const char *idem,
 			 long status, const char *code)
 {
 	http_expect_error(&t->hc, method, path, body, idem, status, code);
 }
 
 /* A request that must answer status; its reply is dropped. */
-static void call(struct lw *t, const char *method, const char *path, const char *body, long status)
+static void call(struct center_rig *t, const char *method, const char *path, const char *body, long status)
 {
 	struct reply r;
 
@@ -96,7 +78,7 @@ static void call(struct lw *t, const char *method, const char *path, const char 
 	reply_free(&r);
 }
 
-static void store_exec(struct lw *t, const char *sql)
+static void store_exec(struct center_rig *t, const char *sql)
 {
 	sqlite3 *db = NULL;
 	char *err = NULL;
@@ -110,7 +92,7 @@ static void store_exec(struct lw *t, const char *sql)
 }
 
 /* Every table of the store, every row, as one text: what "nothing changed" is compared on. */
-static char *store_dump(struct lw *t)
+static char *store_dump(struct center_rig *t)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *tables = NULL, *rows = NULL;
@@ -144,7 +126,7 @@ static char *store_dump(struct lw *t)
 }
 
 /* A refusal: 409 with code, and the store as it was. */
-static void refused_idem(struct lw *t, const char *method, const char *path, const char *body, const char *idem,
+static void refused_idem(struct center_rig *t, const char *method, const char *path, const char *body, const char *idem,
 			 const char *code)
 {
 	char *before = store_dump(t), *after;
@@ -156,32 +138,22 @@ static void refused_idem(struct lw *t, const char *method, const char *path, con
 	free(after);
 }
 
-static void refused(struct lw *t, const char *method, const char *path, const char *body, const char *code)
+static void refused(struct center_rig *t, const char *method, const char *path, const char *body, const char *code)
 {
 	refused_idem(t, method, path, body, NULL, code);
 }
 
 /* A card's signing certificate issued by the operator for a fresh key and UA, registered: its UA. */
-static uint32_t new_card(struct lw *t)
+static uint32_t new_card(struct center_rig *t)
 {
-	uint8_t sk[KH_ED25519_SK_LEN], pk[KH_ED25519_PK_LEN], der[KH_CERT_MAX];
-	char b64[KH_CERT_MAX * 2], body[KH_CERT_MAX * 2 + 32];
-	size_t len = 0;
-	uint32_t ua = 0;
+	char body[KH_CERT_MAX * 2];
+	uint32_t ua = center_card_body(t->w->auth, body, sizeof body);
 
-	assert_int_equal(kh_ed25519_keygen(sk, pk), KH_OK);
-	kh_wipe(sk, sizeof sk);
-	assert_int_equal(kh_authority_next_ua(t->w->auth, &ua), KH_OK);
-	assert_int_equal(kh_authority_issue(t->w->auth, KH_ROLE_CARD, ua, KH_CERT_KEY_ED25519, pk, "sign", der,
-					    sizeof der, &len),
-			 KH_OK);
-	assert_int_equal(kh_b64url_encode(der, len, b64, sizeof b64), KH_OK);
-	snprintf(body, sizeof body, "{\"certificate\":\"%s\"}", b64);
 	call(t, "POST", "/v1/cards", body, 201);
 	return ua;
 }
 
-static int64_t new_subscriber(struct lw *t, const char *name)
+static int64_t new_subscriber(struct center_rig *t, const char *name)
 {
 	char body[300];
 	struct reply r;
@@ -193,7 +165,7 @@ static int64_t new_subscriber(struct lw *t, const char *name)
 	return id;
 }
 
-static void new_product(struct lw *t, int64_t id)
+static void new_product(struct center_rig *t, int64_t id)
 {
 	char body[100];
 
@@ -201,7 +173,7 @@ static void new_product(struct lw *t, int64_t id)
 	call(t, "POST", "/v1/products", body, 201);
 }
 
-static void new_channel(struct lw *t, int64_t id, int64_t product)
+static void new_channel(struct center_rig *t, int64_t id, int64_t product)
 {
 	char body[120];
 
@@ -210,7 +182,7 @@ static void new_channel(struct lw *t, int64_t id, int64_t product)
 	call(t, "POST", "/v1/channels", body, 201);
 }
 
-static void new_event(struct lw *t, int64_t id, int64_t channel, int64_t start)
+static void new_event(struct center_rig *t, int64_t id, int64_t channel, int64_t start)
 {
 	char body[200];
 
@@ -220,7 +192,7 @@ static void new_event(struct lw *t, int64_t id, int64_t channel, int64_t start)
 	call(t, "POST", "/v1/events", body, 201);
 }
 
-static void subscribe(struct lw *t, int64_t sub, int64_t product, int64_t end)
+static void subscribe(struct center_rig *t, int64_t sub, int64_t product, int64_t end)
 {
 	char path[80], body[120];
 
@@ -230,7 +202,7 @@ static void subscribe(struct lw *t, int64_t sub, int64_t product, int64_t end)
 	call(t, "POST", path, body, 201);
 }
 
-static void assign(struct lw *t, uint32_t ua, int64_t sub)
+static void assign(struct center_rig *t, uint32_t ua, int64_t sub)
 {
 	char path[60], body[60];
 
@@ -240,7 +212,7 @@ static void assign(struct lw *t, uint32_t ua, int64_t sub)
 }
 
 /* Invoice id at time t for subscriber sub (0: nobody), written as an upload writes it. */
-static void raw_invoice(struct lw *t, int64_t id, int64_t sub, int64_t time)
+static void raw_invoice(struct center_rig *t, int64_t id, int64_t sub, int64_t time)
 {
 	char sql[300], who[24];
 
@@ -257,7 +229,7 @@ static void raw_invoice(struct lw *t, int64_t id, int64_t sub, int64_t time)
 /* The key a list is ordered by, of one item. */
 typedef int64_t (*key_fn)(const json_t *item);
 /* Called after the first page, with its next_cursor: rows may be added there. */
-typedef void (*between_fn)(struct lw *t, void *ctx);
+typedef void (*between_fn)(struct center_rig *t, void *ctx);
 
 static int64_t key_id(const json_t *o)
 {
@@ -285,8 +257,8 @@ static int64_t key_invoice(const json_t *o)
  * last says next_cursor null, keys rise strictly across pages (so no row twice, in order).
  * The keys into out (cap); returns how many; *pages the pages.
  */
-static size_t walk(struct lw *t, const char *path, const char *items, unsigned limit, key_fn key, between_fn between,
-		   void *ctx, int64_t *out, size_t cap, unsigned *pages)
+static size_t walk(struct center_rig *t, const char *path, const char *items, unsigned limit, key_fn key,
+		   between_fn between, void *ctx, int64_t *out, size_t cap, unsigned *pages)
 {
 	char url[400], cursor[200] = "";
 	size_t n = 0;
@@ -355,8 +327,8 @@ struct grow {
 };
 
 /* Walk path at limit, adding rows after the first page (more), in pages pages: exactly g->want. */
-static void check_walk(struct lw *t, const char *path, const char *items, unsigned limit, key_fn key, between_fn more,
-		       struct grow *g, unsigned pages)
+static void check_walk(struct center_rig *t, const char *path, const char *items, unsigned limit, key_fn key,
+		       between_fn more, struct grow *g, unsigned pages)
 {
 	int64_t got[N + 10];
 	unsigned walked = 0;
@@ -366,7 +338,7 @@ static void check_walk(struct lw *t, const char *path, const char *items, unsign
 	same_set(got, n, g->want, g->nwant);
 }
 
-static void more_subscribers(struct lw *t, void *ctx)
+static void more_subscribers(struct center_rig *t, void *ctx)
 {
 	struct grow *g = ctx;
 	g->want[g->nwant++] = new_subscriber(t, "late");
@@ -374,7 +346,7 @@ static void more_subscribers(struct lw *t, void *ctx)
 
 static void test_pages_subscribers(void **state)
 {
-	struct lw *t = *state;
+	struct center_rig *t = *state;
 	int64_t want[N + 1];
 	struct grow g = {want, 0, 0, 0};
 
@@ -391,7 +363,7 @@ static void test_pages_subscribers(void **state)
 	}
 }
 
-static void more_cards(struct lw *t, void *ctx)
+static void more_cards(struct center_rig *t, void *ctx)
 {
 	struct grow *g = ctx;
 	g->want[g->nwant++] = new_card(t); /* UAs only grow: after the cursor */
@@ -399,7 +371,7 @@ static void more_cards(struct lw *t, void *ctx)
 
 static void test_pages_cards(void **state)
 {
-	struct lw *t = *state;
+	struct center_rig *t = *state;
 	int64_t want[N + 1];
 	struct grow g = {want, 0, 0, 0};
 
@@ -409,7 +381,7 @@ static void test_pages_cards(void **state)
 }
 
 /* A catalogue row below the cursor (never shown) and one above it (shown once). */
-static void more_products(struct lw *t, void *ctx)
+static void more_products(struct center_rig *t, void *ctx)
 {
 	struct grow *g = ctx;
 	new_product(t, g->low);
@@ -417,7 +389,7 @@ static void more_products(struct lw *t, void *ctx)
 	g->want[g->nwant++] = g->high;
 }
 
-static void more_channels(struct lw *t, void *ctx)
+static void more_channels(struct center_rig *t, void *ctx)
 {
 	struct grow *g = ctx;
 	new_channel(t, g->low, 1);
@@ -425,7 +397,7 @@ static void more_channels(struct lw *t, void *ctx)
 	g->want[g->nwant++] = g->high;
 }
 
-static void more_events(struct lw *t, void *ctx)
+static void more_events(struct center_rig *t, void *ctx)
 {
 	struct grow *g = ctx;
 	new_event(t, g->low, 1, 5000);
@@ -435,7 +407,7 @@ static void more_events(struct lw *t, void *ctx)
 
 static void test_pages_catalogue(void **state)
 {
-	struct lw *t = *state;
+	struct center_rig *t = *state;
 	int64_t want[N + 2];
 
 	/* ids 2, 4, ..., 2N: odd ids below the first page's end are free to add there */
@@ -468,7 +440,7 @@ static void test_pages_catalogue(void **state)
 }
 
 /* Invoices: three at each time, so pages end inside a time; added before and after the cursor. */
-static void more_invoices(struct lw *t, void *ctx)
+static void more_invoices(struct center_rig *t, void *ctx)
 {
 	struct grow *g = ctx;
 	raw_invoice(t, 900001, 1, 0);   /* the earliest time: before the cursor */
@@ -478,7 +450,7 @@ static void more_invoices(struct lw *t, void *ctx)
 
 static void test_pages_invoices(void **state)
 {
-	struct lw *t = *state;
+	struct center_rig *t = *state;
 	int64_t want[N + 2];
 	struct grow g = {want, 0, 0, 0};
 
@@ -499,7 +471,7 @@ static void test_pages_invoices(void **state)
 	check_walk(t, "/v1/subscribers/1/invoices", "invoices", LIMIT, key_invoice, NULL, &g, 3);
 }
 
-static void more_sessions(struct lw *t, void *ctx)
+static void more_sessions(struct center_rig *t, void *ctx)
 {
 	struct grow *g = ctx;
 	store_exec(t, "INSERT INTO upload_sessions (id, ua, nonce, created_at, closed_at)\n"
@@ -509,7 +481,7 @@ static void more_sessions(struct lw *t, void *ctx)
 
 static void test_pages_sessions_jobs(void **state)
 {
-	struct lw *t = *state;
+	struct center_rig *t = *state;
 	int64_t want[N + 2];
 	struct grow g = {want, 0, 0, 0};
 	unsigned pages;
@@ -583,7 +555,7 @@ static void test_pages_sessions_jobs(void **state)
 	}
 }
 
-static void more_subscriptions(struct lw *t, void *ctx)
+static void more_subscriptions(struct center_rig *t, void *ctx)
 {
 	struct grow *g = ctx;
 	new_product(t, 1); /* below the cursor */
@@ -599,7 +571,7 @@ struct reloads {
 	int n;
 };
 
-static void reload(struct lw *t, struct reloads *rl)
+static void reload(struct center_rig *t, struct reloads *rl)
 {
 	char path[60], idem[20];
 	struct reply r;
@@ -610,14 +582,14 @@ static void reload(struct lw *t, struct reloads *rl)
 	reply_free(&r);
 }
 
-static void more_emms(struct lw *t, void *ctx)
+static void more_emms(struct center_rig *t, void *ctx)
 {
 	reload(t, ctx);
 }
 
 static void test_pages_subscriptions_emms(void **state)
 {
-	struct lw *t = *state;
+	struct center_rig *t = *state;
 	int64_t want[40], got[60];
 	struct grow g = {want, 0, 0, 0};
 	unsigned pages;
@@ -668,7 +640,7 @@ static void test_limits(void **state)
 		"/v1/subscribers", "/v1/cards", "/v1/products", "/v1/channels", "/v1/events", "/v1/invoices",
 		"/v1/subscribers/1/invoices", "/v1/subscribers/1/subscriptions", "/v1/upload/sessions", "/v1/jobs",
 	};
-	struct lw *t = *state;
+	struct center_rig *t = *state;
 	char path[200], cursor[64];
 	struct reply r;
 
@@ -709,13 +681,13 @@ static void test_limits(void **state)
 /* ---- 3. each filter gives exactly its rows ---- */
 
 /* The ids (key) of one page of path: all of them (limit 1000). */
-static size_t ids_of(struct lw *t, const char *path, const char *items, key_fn key, int64_t *out, size_t cap)
+static size_t ids_of(struct center_rig *t, const char *path, const char *items, key_fn key, int64_t *out, size_t cap)
 {
 	return walk(t, path, items, 1000, key, NULL, NULL, out, cap, NULL);
 }
 
 /* path lists exactly the n keys want (any order). */
-static void only(struct lw *t, const char *path, const char *items, key_fn key, const int64_t *want, size_t n)
+static void only(struct center_rig *t, const char *path, const char *items, key_fn key, const int64_t *want, size_t n)
 {
 	int64_t got[64], copy[64];
 	size_t m = ids_of(t, path, items, key, got, 64);
@@ -728,7 +700,7 @@ static void only(struct lw *t, const char *path, const char *items, key_fn key, 
 
 static void test_filters(void **state)
 {
-	struct lw *t = *state;
+	struct center_rig *t = *state;
 	uint32_t ua[6];
 	char path[120];
 
@@ -838,7 +810,7 @@ static void test_filters(void **state)
 
 static void test_refusals(void **state)
 {
-	struct lw *t = *state;
+	struct center_rig *t = *state;
 	uint32_t active, issued, used;
 	char path[80], sql[400];
 
@@ -937,7 +909,7 @@ static void test_refusals(void **state)
 
 static void test_allowed(void **state)
 {
-	struct lw *t = *state;
+	struct center_rig *t = *state;
 	uint32_t ua, kept;
 	int64_t got[16];
 	struct reply r;
@@ -1029,7 +1001,7 @@ static void test_allowed(void **state)
 
 static void test_idempotent_retry(void **state)
 {
-	struct lw *t = *state;
+	struct center_rig *t = *state;
 	struct reply a, b;
 	char *before, *after;
 
@@ -1094,7 +1066,7 @@ static void test_idempotent_retry(void **state)
 
 /* ---- 7. health ---- */
 
-static void readyz(struct lw *t, long status, const char *reason_has)
+static void readyz(struct center_rig *t, long status, const char *reason_has)
 {
 	struct reply r;
 	json_t *j = expect(t, "GET", "/readyz", NULL, NULL, status, &r);
@@ -1110,7 +1082,7 @@ static void readyz(struct lw *t, long status, const char *reason_has)
 	reply_free(&r);
 }
 
-static void healthz(struct lw *t)
+static void healthz(struct center_rig *t)
 {
 	struct reply r;
 	json_t *j = expect(t, "GET", "/healthz", NULL, NULL, 200, &r);
@@ -1122,7 +1094,7 @@ static void healthz(struct lw *t)
 
 static void test_health(void **state)
 {
-	struct lw *t = *state;
+	struct center_rig *t = *state;
 	sqlite3 *db = NULL;
 	char *before, *after;
 
@@ -1155,14 +1127,14 @@ static void test_health(void **state)
 /* Open to all when the operator API wants a token, and outside the open endpoints' budget. */
 static void test_health_open(void **state)
 {
-	struct lw *t = *state;
+	struct center_rig *t = *state;
 	struct kh_sms_config cfg = {0};
 	struct kh_http_config hc = {.open_rate = 1, .open_burst = 1};
 	static const char token[] = "0123456789abcdef0123456789abcdef";
 	struct kh_sms *sms = NULL;
 	struct kh_http *h = NULL;
 	char *db = path_in(t->w->dir, "guarded.db");
-	struct lw g = *t;
+	struct center_rig g = *t;
 
 	cfg.db = db;
 	cfg.authority_dir = t->w->auth_dir;
