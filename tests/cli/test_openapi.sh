@@ -7,7 +7,8 @@
 #   operator's, the open ones and the health ones; and /metrics, which src/net/http_server.c
 #   answers itself) is in the spec, method and path, and every operation of the spec is a route;
 #   the operator's routes want the bearer token (operatorToken, and a 401 answer), the open and
-#   health routes say `security: []`.
+#   health routes say `security: []`; every operator write (POST, PUT, PATCH, DELETE) has an
+#   Idempotency-Key header parameter, since the center keeps every write's key.
 #
 # Run by CTest as `sh test_openapi.sh` with KEYHOLE and KH_SOURCE_DIR set.
 
@@ -74,18 +75,21 @@ echo "GET /metrics open" >>"$KH_META/routes"
 sort -u "$KH_META/routes" -o "$KH_META/routes"
 
 # the spec: the same, from paths (two-space keys), methods (four-space keys) and each
-# operation's own `security: []`; an operator operation must also answer 401
+# operation's own `security: []`; an operator operation must also answer 401, and an operator
+# write document its Idempotency-Key (a header parameter of the path or of the operation)
 awk '
 	function done() {
-		if (m != "") print toupper(m), p, (open ? "open" : "operator"), (has401 ? "401" : "-")
+		if (m != "")
+			print toupper(m), p, (open ? "open" : "operator"), (has401 ? "401" : "-"), (idem || pidem ? "idem" : "-")
 		m = ""
 	}
 	/^paths:/ { inp = 1; next }
 	inp && /^[^ ]/ { done(); inp = 0 }
 	!inp { next }
-	/^  \/[^ ]*:$/ { done(); p = $1; sub(/:$/, "", p); gsub(/\{[^}]*\}/, "{}", p); next }
-	/^    (get|post|put|delete|patch|head|options):$/ { done(); m = $1; sub(/:$/, "", m); open = 0; has401 = 0; next }
+	/^  \/[^ ]*:$/ { done(); p = $1; sub(/:$/, "", p); gsub(/\{[^}]*\}/, "{}", p); pidem = 0; next }
+	/^    (get|post|put|delete|patch|head|options):$/ { done(); m = $1; sub(/:$/, "", m); open = 0; has401 = 0; idem = 0; next }
 	/^    [a-z]/ { done(); next }
+	/name: Idempotency-Key$|#\/components\/parameters\/IdempotencyKey/ { if (m != "") idem = 1; else pidem = 1 }
 	m != "" && /^      security: \[\]$/ { open = 1 }
 	m != "" && /^        .401.:/ { has401 = 1 }
 	END { done() }
@@ -99,6 +103,10 @@ if ! cmp -s "$KH_META/routes" "$KH_META/spec"; then
 fi
 awk '$3 == "operator" && $4 != "401" { print "  " $1 " " $2 }' "$KH_META/spec.full" >"$KH_META/no401"
 [ ! -s "$KH_META/no401" ] || kh_fail "operator operations without a 401 answer: $(cat "$KH_META/no401")"
+# every operator write keeps its key (src/center/sms/sms_util.c): the spec says so on each
+awk '$3 == "operator" && $1 != "GET" && $5 != "idem" { print "  " $1 " " $2 }' "$KH_META/spec.full" >"$KH_META/noidem"
+[ ! -s "$KH_META/noidem" ] || kh_fail "operator writes without an Idempotency-Key parameter: $(cat "$KH_META/noidem")"
+grep -q ' idem$' "$KH_META/spec.full" || kh_fail "read no Idempotency-Key parameter from docs/api/openapi.yaml"
 grep -q '^    operatorToken:$' "$SPEC" && grep -q '^      scheme: bearer$' "$SPEC" ||
 	kh_fail "docs/api/openapi.yaml has no bearer scheme operatorToken"
 

@@ -41,7 +41,8 @@ static kh_err subscriber_tx(struct kh_store *s, void *arg)
 		return r;
 	if ((r = kh_store_subscriber_add(s, t->name, &id)) != KH_OK)
 		return r;
-	return kh__sms_idem_answer(s, t->c, &t->im, 201, json_pack("{s:I,s:s}", "id", (json_int_t)id, "name", t->name));
+	return kh__sms_idem_answer(s, t->c, &t->im, 201,
+				   json_pack("{s:I,s:s}", "id", (json_int_t)id, "name", t->name));
 }
 
 kh_err kh__sms_subscriber_create(struct kh_http_req *req, struct kh_http_resp *resp, void *arg)
