@@ -16,7 +16,6 @@
 
 #include "cli/cli.h"
 #include "cli/headend.h"
-#include "cli/headend.h"
 #include "keyhole/crypto.h"
 #include "keyhole/file.h"
 #include "keyhole/authority.h"
@@ -471,377 +470,506 @@ static int read_emms(const char *const *paths, size_t npaths, uint8_t **emm, siz
 	return KH_EXIT_OK;
 }
 
-int kh__cli_headend_scramble(int argc, char **argv)
-{
-	enum {
-		O_ALG = 256, O_PRODUCT, O_EVENT, O_PRICE, O_KEYID, O_KEYVER, O_PERIOD, O_LEAD,
-		O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_TIME, O_REDUCE, O_LADDER, O_CWLOG, O_CENTER,
-		O_CACERT, O_INSECURE, O_SINCE, O_POLL
-	};
-	static const struct option opts[] = {
-		{"keys", required_argument, NULL, 'k'},         {"in", required_argument, NULL, 'i'},
-		{"out", required_argument, NULL, 'o'},          {"alg", required_argument, NULL, O_ALG},
-		{"product", required_argument, NULL, O_PRODUCT}, {"event", required_argument, NULL, O_EVENT},
-		{"price", required_argument, NULL, O_PRICE},    {"service", required_argument, NULL, 's'},
-		{"key-id", required_argument, NULL, O_KEYID},   {"key-version", required_argument, NULL, O_KEYVER},
-		{"period", required_argument, NULL, O_PERIOD},  {"lead", required_argument, NULL, O_LEAD},
-		{"ecm-interval", required_argument, NULL, O_ECMIV}, {"emm", required_argument, NULL, O_EMM},
-		{"emm-interval", required_argument, NULL, O_EMMIV}, {"ecm-pid", required_argument, NULL, O_ECMPID},
-		{"emm-pid", required_argument, NULL, O_EMMPID}, {"ca-system-id", required_argument, NULL, 'C'},
-		{"time", required_argument, NULL, O_TIME},      {"csa-reduce", no_argument, NULL, O_REDUCE},
-		{"ladder-only", no_argument, NULL, O_LADDER},
-		{"cw-log", required_argument, NULL, O_CWLOG},   {"center", required_argument, NULL, O_CENTER},
-		{"cacert", required_argument, NULL, O_CACERT},  {"insecure-http", no_argument, NULL, O_INSECURE},
-		{"center-since", required_argument, NULL, O_SINCE}, {"verbose", no_argument, NULL, 'v'},
-		{"emm-poll", required_argument, NULL, O_POLL},  {"token-file", required_argument, NULL, 'T'},
-		{"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0}};
-	static const char *const P = "headend scramble";
-#define USAGE(...)                                                                                         \
-	do {                                                                                               \
-		rc = kh_cli_usage(P, __VA_ARGS__);                                                         \
-		goto out;                                                                                  \
-	} while (0)
-	struct kh_headend_feed_cfg fcfg = {0};
-	uint8_t *cemm = NULL;
-	size_t cemm_len = 0, cemm_n = 0;
-	int64_t last_id = 0;
-	int verbose = 0, have_poll = 0, stopped = 0;
-	unsigned poll_s = 30;
-	struct poll_ctx pc = {0};
-	char fwhy[256];
-	const char *keys = NULL, *inpath = "-", *outpath = NULL, *cwlog = NULL, *what = NULL, *tokfile = NULL;
-	const char **emmpaths = NULL, *inname;
-	size_t nemm = 0;
-	unsigned char seen[512] = {0};
-	struct kh_headend_cfg cfg = {0};
-	struct kh_headend_keys *k = NULL;
-	struct kh_headend *h = NULL;
-	struct kh_headend_census *census = NULL;
-	struct prescan ps = {0};
-	struct reader *rd = NULL;
-	struct sink sk = {.fd = -1};
-	struct sigaction sa;
-	FILE *cwf = NULL;
-	uint8_t *emm = NULL;
-	size_t emm_len = 0, line = 0;
-	char *tok = NULL;
-	struct kh_cli_out outf = {.fd = -1};
-	int have_product = 0, have_event = 0, have_price = 0, have_ecm_pid = 0, have_emm_pid = 0, c,
-	    rc = KH_EXIT_FAIL;
-	uint32_t price_given = 0;
-	uint64_t x;
-	kh_err r;
+/* ---- the command: options, preparation, the run, the report ---- */
 
-	cfg.key_id = 1;
-	cfg.period_s = 10;
-	cfg.lead_ms = 1000;
-	cfg.ecm_interval_ms = 100;
-	cfg.emm_interval_ms = 100;
-	cfg.ecm_pid = 0x0FF0;
-	cfg.emm_pid = 0x0FF1;
-	cfg.ca_system_id = KH_HEADEND_DEFAULT_CA_SYSTEM_ID;
-	cfg.time = (uint64_t)time(NULL);
-	if (!(emmpaths = calloc((size_t)argc + 1, sizeof *emmpaths)))
+static const char P[] = "headend scramble";
+
+enum {
+	O_ALG = 256, O_PRODUCT, O_EVENT, O_PRICE, O_KEYID, O_KEYVER, O_PERIOD, O_LEAD,
+	O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_TIME, O_REDUCE, O_LADDER, O_CWLOG, O_CENTER,
+	O_CACERT, O_INSECURE, O_SINCE, O_POLL
+};
+static const struct option scramble_opts[] = {
+	{"keys", required_argument, NULL, 'k'},         {"in", required_argument, NULL, 'i'},
+	{"out", required_argument, NULL, 'o'},          {"alg", required_argument, NULL, O_ALG},
+	{"product", required_argument, NULL, O_PRODUCT}, {"event", required_argument, NULL, O_EVENT},
+	{"price", required_argument, NULL, O_PRICE},    {"service", required_argument, NULL, 's'},
+	{"key-id", required_argument, NULL, O_KEYID},   {"key-version", required_argument, NULL, O_KEYVER},
+	{"period", required_argument, NULL, O_PERIOD},  {"lead", required_argument, NULL, O_LEAD},
+	{"ecm-interval", required_argument, NULL, O_ECMIV}, {"emm", required_argument, NULL, O_EMM},
+	{"emm-interval", required_argument, NULL, O_EMMIV}, {"ecm-pid", required_argument, NULL, O_ECMPID},
+	{"emm-pid", required_argument, NULL, O_EMMPID}, {"ca-system-id", required_argument, NULL, 'C'},
+	{"time", required_argument, NULL, O_TIME},      {"csa-reduce", no_argument, NULL, O_REDUCE},
+	{"ladder-only", no_argument, NULL, O_LADDER},
+	{"cw-log", required_argument, NULL, O_CWLOG},   {"center", required_argument, NULL, O_CENTER},
+	{"cacert", required_argument, NULL, O_CACERT},  {"insecure-http", no_argument, NULL, O_INSECURE},
+	{"center-since", required_argument, NULL, O_SINCE}, {"verbose", no_argument, NULL, 'v'},
+	{"emm-poll", required_argument, NULL, O_POLL},  {"token-file", required_argument, NULL, 'T'},
+	{"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0}};
+
+/* The options of one run, parsed and checked. */
+struct scr_opts {
+	struct kh_headend_cfg cfg;       /* the engine's settings; the key file's keys once read */
+	struct kh_headend_feed_cfg fcfg; /* the center (center NULL: none) */
+	const char *keys, *inpath, *outpath, *cwlog, *tokfile;
+	const char *inname;    /* the input as messages name it */
+	const char **emmpaths; /* the --emm files in the order given, nemm of them */
+	size_t nemm;
+	unsigned poll_s;
+	uint32_t price_given;
+	int verbose, have_poll, have_product, have_event, have_price, have_ecm_pid, have_emm_pid;
+};
+
+/* What a run holds; run_close releases it on every path. */
+struct scr_run {
+	char *tok;        /* the operator's bearer token (--token-file) */
+	uint8_t *emm;     /* the EMMs to cycle: the files', then the center's */
+	size_t emm_len;
+	uint8_t *cemm;    /* the center's, as fetched */
+	int64_t last_id;  /* the highest queue id the start fetched */
+	struct reader *rd;
+	struct kh_headend_census *census;
+	struct prescan ps;
+	struct kh_headend *h;
+	FILE *cwf;        /* --cw-log */
+	struct sink sk;
+	struct kh_cli_out outf;
+	struct poll_ctx pc;
+};
+
+/* One option of the center, the files and the talk into o: KH_EXIT_OK, KH_EXIT_USAGE (told), or
+ * -1 for an option it does not know. */
+static int take_feed(struct scr_opts *o, int c, const char *arg)
+{
+	uint64_t x;
+
+	switch (c) {
+	case 'k': o->keys = arg; break;
+	case 'i': o->inpath = arg; break;
+	case 'o': o->outpath = arg; break;
+	case 'v': o->verbose = 1; break;
+	case O_EMM: o->emmpaths[o->nemm++] = arg; break;
+	case O_CWLOG: o->cwlog = arg; break;
+	case O_CENTER: o->fcfg.center = arg; break;
+	case O_CACERT: o->fcfg.cacert = arg; break;
+	case O_INSECURE: o->fcfg.insecure_http = 1; break;
+	case 'T': o->tokfile = arg; break;
+	case O_SINCE:
+		if (kh_cli_parse_num(arg, INT64_MAX, &x) != 0)
+			return kh_cli_usage(P, "--center-since takes a queue id (0 or more)");
+		o->fcfg.since = (int64_t)x;
+		break;
+	case O_POLL:
+		if (kh_cli_parse_num(arg, 86400, &x) != 0)
+			return kh_cli_usage(P, "--emm-poll takes seconds, 0 to 86400");
+		o->poll_s = (unsigned)x;
+		o->have_poll = 1;
+		break;
+	default: return -1;
+	}
+	return KH_EXIT_OK;
+}
+
+/* What the ECMs say: algorithm, access, service key. As take_feed. */
+static int take_access(struct scr_opts *o, int c, const char *arg)
+{
+	struct kh_headend_cfg *cfg = &o->cfg;
+	uint64_t x;
+
+	switch (c) {
+	case O_ALG:
+		if (strcmp(arg, "csa2") == 0)
+			cfg->alg = KH_SCR_CSA2;
+		else if (strcmp(arg, "cissa") == 0)
+			cfg->alg = KH_SCR_CISSA;
+		else if (strcmp(arg, "idsa") == 0)
+			cfg->alg = KH_SCR_IDSA;
+		else
+			return kh_cli_usage(P, "--alg must be csa2, cissa or idsa");
+		break;
+	case O_PRODUCT:
+	case O_EVENT:
+		if (kh__cli_u32(arg, c == O_PRODUCT ? &cfg->product : &cfg->event) != 0)
+			return kh_cli_usage(P, "%s takes a number", c == O_PRODUCT ? "--product" : "--event");
+		*(c == O_PRODUCT ? &o->have_product : &o->have_event) = 1;
+		break;
+	case O_PRICE:
+		if (kh__cli_u32(arg, &o->price_given) != 0)
+			return kh_cli_usage(P, "--price takes a number");
+		o->have_price = 1;
+		break;
+	case O_KEYID:
+		if (kh_cli_parse_num(arg, 255, &x) != 0)
+			return kh_cli_usage(P, "--key-id takes a number from 0 to 255");
+		cfg->key_id = (uint8_t)x;
+		break;
+	case O_KEYVER:
+		if (kh__cli_u32(arg, &cfg->key_version) != 0 || cfg->key_version == 0)
+			return kh_cli_usage(P, "--key-version takes a number from 1");
+		break;
+	case O_REDUCE: cfg->csa_reduce = 1; break;
+	case O_LADDER: cfg->ecm_flags |= KH_ECM_F_LADDER; break;
+	default: return take_feed(o, c, arg);
+	}
+	return KH_EXIT_OK;
+}
+
+/* The stream's shape: programme, timing, PIDs, CA system. As take_feed. */
+static int take_stream(struct scr_opts *o, int c, const char *arg)
+{
+	struct kh_headend_cfg *cfg = &o->cfg;
+	uint64_t x;
+
+	switch (c) {
+	case 's':
+		if (kh_cli_parse_num(arg, 0xFFFF, &x) != 0 || x == 0)
+			return kh_cli_usage(P, "--service takes a program number from 1 to 65535");
+		cfg->program = (uint16_t)x;
+		break;
+	case O_PERIOD:
+		if (parse_ms(arg, KH_HEADEND_PERIOD_MIN, KH_HEADEND_PERIOD_MAX, &cfg->period_s) != 0)
+			return kh_cli_usage(P, "--period takes 5 to 30 seconds");
+		break;
+	case O_LEAD:
+		if (parse_ms(arg, 0, 29999, &cfg->lead_ms) != 0)
+			return kh_cli_usage(P, "--lead takes milliseconds, less than the period");
+		break;
+	case O_ECMIV:
+	case O_EMMIV:
+		if (parse_ms(arg, 10, 60000, c == O_ECMIV ? &cfg->ecm_interval_ms : &cfg->emm_interval_ms) != 0)
+			return kh_cli_usage(P, "%s takes 10 to 60000 ms", c == O_ECMIV ? "--ecm-interval" : "--emm-interval");
+		break;
+	case O_ECMPID:
+	case O_EMMPID:
+		if (kh_cli_parse_num(arg, 0x1FFE, &x) != 0 || x < 0x10)
+			return kh_cli_usage(P, "%s takes a PID from 0x0010 to 0x1FFE", c == O_ECMPID ? "--ecm-pid" : "--emm-pid");
+		*(c == O_ECMPID ? &cfg->ecm_pid : &cfg->emm_pid) = (uint16_t)x;
+		*(c == O_ECMPID ? &o->have_ecm_pid : &o->have_emm_pid) = 1;
+		break;
+	case 'C':
+		if (kh_cli_parse_num(arg, 0xFFFF, &x) != 0)
+			return kh_cli_usage(P, "--ca-system-id takes a 16-bit number");
+		cfg->ca_system_id = (uint16_t)x;
+		break;
+	case O_TIME:
+		if (kh_cli_parse_time(arg, &cfg->time) != 0)
+			return kh_cli_usage(P, "--time takes Unix seconds (or now, now+N, now-N)");
+		break;
+	default: return take_access(o, c, arg);
+	}
+	return KH_EXIT_OK;
+}
+
+/* The rules between options, once all are read: KH_EXIT_OK or KH_EXIT_USAGE (told). */
+static int check(const struct scr_opts *o)
+{
+	const struct kh_headend_cfg *cfg = &o->cfg;
+	const struct kh_headend_feed_cfg *f = &o->fcfg;
+
+	if (!o->keys || !cfg->alg)
+		return kh_cli_usage(P, "--keys and --alg are required");
+	if (o->have_product == o->have_event || (o->have_product && o->have_price) ||
+	    (o->have_event && !o->have_price && !f->center))
+		return kh_cli_usage(P, "give either --product or --event with --price (with --center, the price may "
+				       "come from the center's catalogue)");
+	if (cfg->csa_reduce && cfg->alg != KH_SCR_CSA2)
+		return kh_cli_usage(P, "--csa-reduce is for --alg csa2 only");
+	if (cfg->lead_ms >= cfg->period_s * 1000u)
+		return kh_cli_usage(P, "--lead must be shorter than the period");
+	if (o->have_ecm_pid && o->have_emm_pid && cfg->ecm_pid == cfg->emm_pid)
+		return kh_cli_usage(P, "--ecm-pid and --emm-pid must differ");
+	if (!f->center && (f->cacert || f->insecure_http || f->since || o->have_poll || o->tokfile))
+		return kh_cli_usage(P, "--cacert, --insecure-http, --center-since, --emm-poll and --token-file go "
+				       "with --center");
+	if (f->center && kh_headend_feed_url_check(f->center, f->insecure_http) != KH_OK)
+		return kh_cli_usage(P, "--center takes a base URL https://HOST[:PORT] (http:// only to 127.0.0.1, "
+				       "localhost or [::1] unless --insecure-http)");
+	return kh_cli_refuse_tty_out(P, o->outpath);
+}
+
+/*
+ * The command line into o (o's defaults first): KH_EXIT_OK, KH_EXIT_USAGE or KH_EXIT_FAIL (told
+ * in one line), or -1 after printing the help. run_close is safe after any of them.
+ */
+static int parse(int argc, char **argv, struct scr_opts *o)
+{
+	unsigned char seen[512] = {0};
+	int c, rc;
+
+	memset(o, 0, sizeof *o);
+	o->inpath = "-";
+	o->poll_s = 30;
+	o->cfg.key_id = 1;
+	o->cfg.period_s = 10;
+	o->cfg.lead_ms = 1000;
+	o->cfg.ecm_interval_ms = 100;
+	o->cfg.emm_interval_ms = 100;
+	o->cfg.ecm_pid = 0x0FF0;
+	o->cfg.emm_pid = 0x0FF1;
+	o->cfg.ca_system_id = KH_HEADEND_DEFAULT_CA_SYSTEM_ID;
+	o->cfg.time = (uint64_t)time(NULL);
+	if (!(o->emmpaths = calloc((size_t)argc + 1, sizeof *o->emmpaths)))
 		return kh_cli_fail(P, KH_ERR_NOMEM);
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+k:i:o:s:C:T:vh", opts, NULL)) != -1) {
-		const char *dup = c == O_EMM ? NULL : kh_cli_twice(opts, c, seen);
-		if (dup) USAGE("--%s is given twice (it takes one value)", dup);
-		switch (c) {
-		case 'k': keys = optarg; break;
-		case 'v': verbose = 1; break;
-		case O_CENTER: fcfg.center = optarg; break;
-		case O_CACERT: fcfg.cacert = optarg; break;
-		case O_INSECURE: fcfg.insecure_http = 1; break;
-		case 'T': tokfile = optarg; break;
-		case O_SINCE:
-			if (kh_cli_parse_num(optarg, INT64_MAX, &x) != 0) USAGE("--center-since takes a queue id (0 or more)");
-			fcfg.since = (int64_t)x;
-			break;
-		case O_POLL:
-			if (kh_cli_parse_num(optarg, 86400, &x) != 0) USAGE("--emm-poll takes seconds, 0 to 86400");
-			poll_s = (unsigned)x;
-			have_poll = 1;
-			break;
-		case 'i': inpath = optarg; break;
-		case 'o': outpath = optarg; break;
-		case O_ALG:
-			if (strcmp(optarg, "csa2") == 0)
-				cfg.alg = KH_SCR_CSA2;
-			else if (strcmp(optarg, "cissa") == 0)
-				cfg.alg = KH_SCR_CISSA;
-			else if (strcmp(optarg, "idsa") == 0)
-				cfg.alg = KH_SCR_IDSA;
-			else USAGE("--alg must be csa2, cissa or idsa");
-			break;
-		case O_PRODUCT:
-			if (kh__cli_u32(optarg, &cfg.product) != 0) USAGE("--product takes a number");
-			have_product = 1;
-			break;
-		case O_EVENT:
-			if (kh__cli_u32(optarg, &cfg.event) != 0) USAGE("--event takes a number");
-			have_event = 1;
-			break;
-		case O_PRICE:
-			if (kh__cli_u32(optarg, &price_given) != 0) USAGE("--price takes a number");
-			have_price = 1;
-			break;
-		case 's':
-			if (kh_cli_parse_num(optarg, 0xFFFF, &x) != 0 || x == 0) USAGE("--service takes a program number from 1 to 65535");
-			cfg.program = (uint16_t)x;
-			break;
-		case O_KEYID:
-			if (kh_cli_parse_num(optarg, 255, &x) != 0) USAGE("--key-id takes a number from 0 to 255");
-			cfg.key_id = (uint8_t)x;
-			break;
-		case O_KEYVER:
-			if (kh__cli_u32(optarg, &cfg.key_version) != 0 || cfg.key_version == 0) USAGE("--key-version takes a number from 1");
-			break;
-		case O_PERIOD:
-			if (parse_ms(optarg, KH_HEADEND_PERIOD_MIN, KH_HEADEND_PERIOD_MAX, &cfg.period_s) != 0) USAGE("--period takes 5 to 30 seconds");
-			break;
-		case O_LEAD:
-			if (parse_ms(optarg, 0, 29999, &cfg.lead_ms) != 0) USAGE("--lead takes milliseconds, less than the period");
-			break;
-		case O_ECMIV:
-			if (parse_ms(optarg, 10, 60000, &cfg.ecm_interval_ms) != 0) USAGE("--ecm-interval takes 10 to 60000 ms");
-			break;
-		case O_EMMIV:
-			if (parse_ms(optarg, 10, 60000, &cfg.emm_interval_ms) != 0) USAGE("--emm-interval takes 10 to 60000 ms");
-			break;
-		case O_EMM: emmpaths[nemm++] = optarg; break;
-		case O_ECMPID:
-		case O_EMMPID:
-			if (kh_cli_parse_num(optarg, 0x1FFE, &x) != 0 || x < 0x10) USAGE("%s takes a PID from 0x0010 to 0x1FFE",
-						  c == O_ECMPID ? "--ecm-pid" : "--emm-pid");
-			*(c == O_ECMPID ? &cfg.ecm_pid : &cfg.emm_pid) = (uint16_t)x;
-			*(c == O_ECMPID ? &have_ecm_pid : &have_emm_pid) = 1;
-			break;
-		case 'C':
-			if (kh_cli_parse_num(optarg, 0xFFFF, &x) != 0) USAGE("--ca-system-id takes a 16-bit number");
-			cfg.ca_system_id = (uint16_t)x;
-			break;
-		case O_TIME:
-			if (kh_cli_parse_time(optarg, &cfg.time) != 0) USAGE("--time takes Unix seconds (or now, now+N, now-N)");
-			break;
-		case O_REDUCE: cfg.csa_reduce = 1; break;
-		case O_LADDER: cfg.ecm_flags |= KH_ECM_F_LADDER; break;
-		case O_CWLOG: cwlog = optarg; break;
-		case 'h':
+	while ((c = getopt_long(argc, argv, "+k:i:o:s:C:T:vh", scramble_opts, NULL)) != -1) {
+		const char *dup = c == O_EMM ? NULL : kh_cli_twice(scramble_opts, c, seen);
+		if (dup)
+			return kh_cli_usage(P, "--%s is given twice (it takes one value)", dup);
+		if (c == 'h') {
 			fputs(scramble_help, stdout);
-			rc = KH_EXIT_OK;
-			goto out;
-		default: USAGE("unknown or incomplete option '%s'", argv[optind - 1]);
+			return -1;
 		}
+		if ((rc = take_stream(o, c, optarg)) < 0)
+			return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);
+		if (rc != KH_EXIT_OK)
+			return rc;
 	}
 	if (optind != argc)
-		USAGE("unexpected argument '%s'", argv[optind]);
-	if (!keys || !cfg.alg)
-		USAGE("--keys and --alg are required");
-	if (have_product == have_event || (have_product && have_price) || (have_event && !have_price && !fcfg.center))
-		USAGE("give either --product or --event with --price (with --center, the price may come from the "
-		      "center's catalogue)");
-	if (cfg.csa_reduce && cfg.alg != KH_SCR_CSA2)
-		USAGE("--csa-reduce is for --alg csa2 only");
-	if (cfg.lead_ms >= cfg.period_s * 1000u)
-		USAGE("--lead must be shorter than the period");
-	if (have_ecm_pid && have_emm_pid && cfg.ecm_pid == cfg.emm_pid)
-		USAGE("--ecm-pid and --emm-pid must differ");
-	if (!fcfg.center && (fcfg.cacert || fcfg.insecure_http || fcfg.since || have_poll || tokfile))
-		USAGE("--cacert, --insecure-http, --center-since, --emm-poll and --token-file go with --center");
-	if (fcfg.center && kh_headend_feed_url_check(fcfg.center, fcfg.insecure_http) != KH_OK)
-		USAGE("--center takes a base URL https://HOST[:PORT] (http:// only to 127.0.0.1, localhost or [::1] "
-		      "unless --insecure-http)");
-	if ((rc = kh_cli_refuse_tty_out(P, outpath)) != 0)
-		goto out;
-	rc = KH_EXIT_FAIL;
-	if (!outpath)
-		outpath = "-";
-	cfg.access = have_product ? KH_ECM_PRODUCT : KH_ECM_EVENT;
-	cfg.price = price_given;
-	inname = strcmp(inpath, "-") == 0 ? "standard input" : inpath;
+		return kh_cli_usage(P, "unexpected argument '%s'", argv[optind]);
+	if ((rc = check(o)) != 0)
+		return rc;
+	if (!o->outpath)
+		o->outpath = "-";
+	o->cfg.access = o->have_product ? KH_ECM_PRODUCT : KH_ECM_EVENT;
+	o->cfg.price = o->price_given;
+	o->inname = strcmp(o->inpath, "-") == 0 ? "standard input" : o->inpath;
+	return KH_EXIT_OK;
+}
 
-	if (tokfile && kh_cli_read_token(tokfile, &tok) != KH_EXIT_OK)
-		goto out;
-	if ((r = kh_headend_keys_load(keys, &k, &line)) != KH_OK) {
-		rc = kh__cli_keys_fail(keys, line, r);
-		goto out;
-	}
-	r = kh_headend_keys_get(k, cfg.key_id, cfg.key_version, cfg.service_key, &cfg.key_version);
+/* The key file's service key (into o->cfg), ECM signer and revoked version. KH_EXIT_OK or
+ * KH_EXIT_FAIL (told). */
+static int open_keys(struct scr_opts *o)
+{
+	struct kh_headend_cfg *cfg = &o->cfg;
+	struct kh_headend_keys *k = NULL;
+	size_t line = 0;
+	kh_err r;
+
+	if ((r = kh_headend_keys_load(o->keys, &k, &line)) != KH_OK)
+		return kh__cli_keys_fail(o->keys, line, r);
+	r = kh_headend_keys_get(k, cfg->key_id, cfg->key_version, cfg->service_key, &cfg->key_version);
 	if (r != KH_OK) {
-		fprintf(stderr, "keyhole: %s: no service key %u%s\n", keys, cfg.key_id,
-			cfg.key_version ? " of that version" : "");
-		goto out;
+		kh_headend_keys_free(k);
+		fprintf(stderr, "keyhole: %s: no service key %u%s\n", o->keys, cfg->key_id,
+			cfg->key_version ? " of that version" : "");
+		return KH_EXIT_FAIL;
 	}
-	r = kh_headend_keys_signer(k, KH_ROLE_ECM_SIGNER, &cfg.ecm_signer, NULL, NULL);
-	cfg.revoked_version = kh_headend_keys_revoked(k);
+	r = kh_headend_keys_signer(k, KH_ROLE_ECM_SIGNER, &cfg->ecm_signer, NULL, NULL);
+	cfg->revoked_version = kh_headend_keys_revoked(k);
 	kh_headend_keys_free(k);
-	k = NULL;
 	if (r != KH_OK) {
-		fprintf(stderr, "keyhole: %s: no ECM signer (keyhole headend keys init copies the authority's)\n", keys);
-		goto out;
+		fprintf(stderr, "keyhole: %s: no ECM signer (keyhole headend keys init copies the authority's)\n",
+			o->keys);
+		return KH_EXIT_FAIL;
 	}
-	if (read_emms(emmpaths, nemm, &emm, &emm_len) != KH_EXIT_OK)
-		goto out;
-	if (fcfg.center && have_event) {
-		/* the catalogue's price, the one the center invoices: a purchase must cost that */
-		uint32_t price = 0;
-		if ((r = kh_headend_event_price(&fcfg, tok, cfg.event, &price, fwhy, sizeof fwhy)) != KH_OK) {
-			fprintf(stderr, "keyhole: %s: %s\n", fcfg.center, fwhy[0] ? fwhy : kh_strerror(r));
-			goto out;
-		}
-		if (have_price && price != price_given) {
-			fprintf(stderr,
-				"keyhole: %s: --price %lu differs from the catalogue's price of event %lu (%lu); "
-				"leave --price out to take the catalogue's\n",
-				fcfg.center, (unsigned long)price_given, (unsigned long)cfg.event, (unsigned long)price);
-			goto out;
-		}
-		cfg.price = price;
-		if (verbose)
-			fprintf(stderr, "keyhole headend scramble: event %lu costs %lu in the center's catalogue\n",
-				(unsigned long)cfg.event, (unsigned long)price);
-	}
-	if (fcfg.center) {
-		if ((r = kh_headend_feed_fetch(&fcfg, &cemm, &cemm_len, &cemm_n, &last_id, fwhy, sizeof fwhy)) != KH_OK) {
-			fprintf(stderr, "keyhole: %s: %s\n", fcfg.center, fwhy[0] ? fwhy : kh_strerror(r));
-			goto out;
-		}
-		if (verbose)
-			fprintf(stderr, "keyhole headend scramble: %zu EMM(s) from the center, last id %lld\n", cemm_n,
-				(long long)last_id);
-		if (cemm_len) { /* the files' EMMs first, then the center's */
-			uint8_t *all = realloc(emm, emm_len + cemm_len);
-			if (!all) {
-				rc = kh_cli_fail(P, KH_ERR_NOMEM);
-				goto out;
-			}
-			memcpy(all + emm_len, cemm, cemm_len);
-			emm = all;
-			emm_len += cemm_len;
-		}
-	}
+	return KH_EXIT_OK;
+}
 
-	/* the input: its first packets tell which PIDs it uses */
-	if (!(rd = calloc(1, sizeof *rd)) || (r = kh_headend_census_new(&census)) != KH_OK) {
-		rc = kh_cli_fail(P, KH_ERR_NOMEM);
-		goto out;
+/* With --center and --event: the catalogue's price, the one the center invoices (a purchase must
+ * cost that), into o->cfg. As open_keys. */
+static int catalogue_price(struct scr_opts *o, const char *tok)
+{
+	uint32_t price = 0;
+	char why[256];
+	kh_err r;
+
+	if ((r = kh_headend_event_price(&o->fcfg, tok, o->cfg.event, &price, why, sizeof why)) != KH_OK) {
+		fprintf(stderr, "keyhole: %s: %s\n", o->fcfg.center, why[0] ? why : kh_strerror(r));
+		return KH_EXIT_FAIL;
 	}
-	rd->fd = -1;
-	if (strcmp(inpath, "-") == 0) {
-		rd->fd = 0;
-	} else if ((rd->fd = open(inpath, O_RDONLY | O_CLOEXEC)) < 0) {
-		rc = kh_cli_fail(inpath, errno == ENOENT ? KH_ERR_NOTFOUND : KH_ERR_IO);
-		goto out;
+	if (o->have_price && price != o->price_given) {
+		fprintf(stderr,
+			"keyhole: %s: --price %lu differs from the catalogue's price of event %lu (%lu); leave "
+			"--price out to take the catalogue's\n",
+			o->fcfg.center, (unsigned long)o->price_given, (unsigned long)o->cfg.event, (unsigned long)price);
+		return KH_EXIT_FAIL;
 	}
+	o->cfg.price = price;
+	if (o->verbose)
+		fprintf(stderr, "keyhole headend scramble: event %lu costs %lu in the center's catalogue\n",
+			(unsigned long)o->cfg.event, (unsigned long)price);
+	return KH_EXIT_OK;
+}
+
+/* With --center: its broadcast EMM queue, after the files' EMMs in s->emm. As open_keys. */
+static int fetch_center(const struct scr_opts *o, struct scr_run *s)
+{
+	size_t cemm_len = 0, cemm_n = 0;
+	uint8_t *all;
+	char why[256];
+	kh_err r;
+
+	if ((r = kh_headend_feed_fetch(&o->fcfg, &s->cemm, &cemm_len, &cemm_n, &s->last_id, why, sizeof why)) != KH_OK) {
+		fprintf(stderr, "keyhole: %s: %s\n", o->fcfg.center, why[0] ? why : kh_strerror(r));
+		return KH_EXIT_FAIL;
+	}
+	if (o->verbose)
+		fprintf(stderr, "keyhole headend scramble: %zu EMM(s) from the center, last id %lld\n", cemm_n,
+			(long long)s->last_id);
+	if (!cemm_len)
+		return KH_EXIT_OK;
+	if (!(all = realloc(s->emm, s->emm_len + cemm_len)))
+		return kh_cli_fail(P, KH_ERR_NOMEM);
+	memcpy(all + s->emm_len, s->cemm, cemm_len);
+	s->emm = all;
+	s->emm_len += cemm_len;
+	return KH_EXIT_OK;
+}
+
+/* The input opened and its first packets read, the ECM and EMM PIDs chosen from what they use.
+ * As open_keys. */
+static int open_input(struct scr_opts *o, struct scr_run *s)
+{
+	struct sigaction sa;
+	int stopped = 0;
+	kh_err r;
+
+	if (!(s->rd = calloc(1, sizeof *s->rd)) || kh_headend_census_new(&s->census) != KH_OK)
+		return kh_cli_fail(P, KH_ERR_NOMEM);
+	s->rd->fd = -1;
+	if (strcmp(o->inpath, "-") == 0)
+		s->rd->fd = 0;
+	else if ((s->rd->fd = open(o->inpath, O_RDONLY | O_CLOEXEC)) < 0)
+		return kh_cli_fail(o->inpath, errno == ENOENT ? KH_ERR_NOTFOUND : KH_ERR_IO);
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_signal;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	if ((r = prescan(rd, census, &ps, &stopped)) != KH_OK) {
-		if (stopped)
-			fprintf(stderr, "keyhole: %s: interrupted\n", P);
-		else
-			rc = kh_cli_fail(inname, r);
-		goto out;
+	if ((r = prescan(s->rd, s->census, &s->ps, &stopped)) != KH_OK) {
+		if (!stopped)
+			return kh_cli_fail(o->inname, r);
+		fprintf(stderr, "keyhole: %s: interrupted\n", P);
+		return KH_EXIT_FAIL;
 	}
-	if (ps.n == 0) {
-		fprintf(stderr, "keyhole: %s: not a transport stream (no 188-byte packets found)\n", inname);
-		goto out;
+	if (s->ps.n == 0) {
+		fprintf(stderr, "keyhole: %s: not a transport stream (no 188-byte packets found)\n", o->inname);
+		return KH_EXIT_FAIL;
 	}
-	if (choose_pids(census, inname, &cfg, have_ecm_pid, have_emm_pid, verbose) != KH_EXIT_OK)
-		goto out;
+	return choose_pids(s->census, o->inname, &o->cfg, o->have_ecm_pid, o->have_emm_pid, o->verbose);
+}
 
-	cfg.emm = emm;
-	cfg.emm_len = emm_len;
-	if ((r = kh_headend_new(&cfg, write_all, &sk, &h)) != KH_OK) {
-		rc = kh_cli_fail(P, r);
-		goto out;
-	}
-	if (cwlog) {
-		int fd = open(cwlog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		if (fd < 0 || !(cwf = fdopen(fd, "w"))) {
+/* The engine, the control-word log, the output and the poller of the center's queue. As
+ * open_keys. */
+static int open_output(struct scr_opts *o, struct scr_run *s)
+{
+	kh_err r;
+
+	o->cfg.emm = s->emm;
+	o->cfg.emm_len = s->emm_len;
+	if ((r = kh_headend_new(&o->cfg, write_all, &s->sk, &s->h)) != KH_OK)
+		return kh_cli_fail(P, r);
+	if (o->cwlog) {
+		int fd = open(o->cwlog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0 || !(s->cwf = fdopen(fd, "w"))) {
 			if (fd >= 0)
 				close(fd);
-			rc = kh_cli_fail(cwlog, KH_ERR_IO);
-			goto out;
+			return kh_cli_fail(o->cwlog, KH_ERR_IO);
 		}
-		kh_headend_set_cw_fn(h, log_cw, cwf);
+		kh_headend_set_cw_fn(s->h, log_cw, s->cwf);
 	}
-	if (kh_cli_out_open(&outf, outpath) != KH_EXIT_OK)
-		goto out;
-	sk.fd = outf.fd;
+	if (kh_cli_out_open(&s->outf, o->outpath) != KH_EXIT_OK)
+		return KH_EXIT_FAIL;
+	s->sk.fd = s->outf.fd;
+	if (o->fcfg.center && o->poll_s) {
+		struct kh_headend_feed_cfg pf = o->fcfg;
+		pf.since = s->last_id; /* from the highest id the start fetched */
+		if ((r = kh_headend_poller_start(&pf, o->poll_s, &s->pc.p)) != KH_OK)
+			return kh_cli_fail(P, r);
+		s->pc.center = o->fcfg.center;
+		s->pc.verbose = o->verbose;
+	}
+	return KH_EXIT_OK;
+}
 
-	if (fcfg.center && poll_s) {
-		struct kh_headend_feed_cfg pf = fcfg;
-		pf.since = last_id; /* from the highest id the start fetched */
-		if ((r = kh_headend_poller_start(&pf, poll_s, &pc.p)) != KH_OK) {
-			rc = kh_cli_fail(P, r);
-			goto out;
-		}
-		pc.center = fcfg.center;
-		pc.verbose = verbose;
+/* Everything the run needs, in the order a failure is told: token, keys, EMMs, input, output. */
+static int prepare(struct scr_opts *o, struct scr_run *s)
+{
+	if (o->tokfile && kh_cli_read_token(o->tokfile, &s->tok) != KH_EXIT_OK)
+		return KH_EXIT_FAIL;
+	if (open_keys(o) != KH_EXIT_OK || read_emms(o->emmpaths, o->nemm, &s->emm, &s->emm_len) != KH_EXIT_OK)
+		return KH_EXIT_FAIL;
+	if (o->fcfg.center && o->have_event && catalogue_price(o, s->tok) != KH_EXIT_OK)
+		return KH_EXIT_FAIL;
+	if (o->fcfg.center && fetch_center(o, s) != KH_EXIT_OK)
+		return KH_EXIT_FAIL;
+	if (open_input(o, s) != KH_EXIT_OK)
+		return KH_EXIT_FAIL;
+	return open_output(o, s);
+}
+
+/* The stream through the engine. KH_EXIT_OK, or KH_EXIT_FAIL with the culprit named. */
+static int run(const struct scr_opts *o, struct scr_run *s)
+{
+	const char *what = NULL, *why;
+	kh_err r = pump(s->h, s->rd, &s->ps, &what, o->inname, o->outpath, &s->pc);
+
+	prescan_free(&s->ps);
+	if (r == KH_OK)
+		return KH_EXIT_OK;
+	why = kh_headend_why(s->h);
+	if (strcmp(what, P) == 0)
+		fprintf(stderr, "keyhole: %s: interrupted\n", P);
+	else if (*why && r != KH_ERR_IO)
+		fprintf(stderr, "keyhole: %s: %s\n", what, why);
+	else if (r == KH_ERR_IO && what == o->outpath && s->sk.err)
+		fprintf(stderr, "keyhole: %s: %s\n", strcmp(what, "-") == 0 ? "standard output" : what,
+			s->sk.err == EPIPE ? "the reader closed the pipe; stopped" : strerror(s->sk.err));
+	else
+		kh_cli_fail(strcmp(what, "-") == 0 ? "standard output" : what, r);
+	return KH_EXIT_FAIL;
+}
+
+/* A run that went through: the control-word log closed, the output in place, the damage told. */
+static int report(const struct scr_opts *o, struct scr_run *s)
+{
+	struct kh_headend_stats st;
+
+	if (s->cwf) {
+		int bad = fflush(s->cwf) != 0 || ferror(s->cwf);
+		bad |= fclose(s->cwf) != 0;
+		s->cwf = NULL;
+		if (bad)
+			return kh_cli_fail(o->cwlog, KH_ERR_IO);
 	}
-	r = pump(h, rd, &ps, &what, inname, outpath, &pc);
-	prescan_free(&ps);
-	if (r != KH_OK) {
-		const char *why = kh_headend_why(h);
-		if (strcmp(what, P) == 0)
-			fprintf(stderr, "keyhole: %s: interrupted\n", P);
-		else if (*why && r != KH_ERR_IO)
-			fprintf(stderr, "keyhole: %s: %s\n", what, why);
-		else if (r == KH_ERR_IO && what == outpath && sk.err)
-			fprintf(stderr, "keyhole: %s: %s\n", strcmp(what, "-") == 0 ? "standard output" : what,
-				sk.err == EPIPE ? "the reader closed the pipe; stopped" : strerror(sk.err));
-		else
-			kh_cli_fail(strcmp(what, "-") == 0 ? "standard output" : what, r);
-		goto out;
+	s->sk.fd = -1;
+	if (kh_cli_out_commit(&s->outf, o->outpath) != KH_EXIT_OK)
+		return KH_EXIT_FAIL;
+	kh_headend_stats(s->h, &st);
+	warn_damage(o->inname, &s->rd->sync, &st);
+	return KH_EXIT_OK;
+}
+
+/* Every path out: a failed run leaves neither output nor control-word log; keys and clear
+ * programme wiped. */
+static void run_close(struct scr_opts *o, struct scr_run *s)
+{
+	if (s->cwf) {
+		fclose(s->cwf);
+		unlink(o->cwlog);
 	}
-	if (cwf) {
-		int bad = fflush(cwf) != 0 || ferror(cwf);
-		bad |= fclose(cwf) != 0;
-		cwf = NULL;
-		if (bad) {
-			rc = kh_cli_fail(cwlog, KH_ERR_IO);
-			goto out;
-		}
+	kh_cli_out_close(&s->outf);
+	kh_headend_poller_stop(s->pc.p);
+	if (s->rd) {
+		if (s->rd->fd > 0)
+			close(s->rd->fd);
+		kh_wipe(s->rd->buf, sizeof s->rd->buf);
+		free(s->rd);
 	}
-	sk.fd = -1;
-	if (kh_cli_out_commit(&outf, outpath) != KH_EXIT_OK)
-		goto out;
-	{
-		struct kh_headend_stats st;
-		kh_headend_stats(h, &st);
-		warn_damage(inname, &rd->sync, &st);
+	prescan_free(&s->ps);
+	kh_headend_census_free(s->census);
+	kh_headend_free(s->h);
+	kh_wipe(&o->cfg, sizeof o->cfg);
+	if (s->emm) {
+		kh_wipe(s->emm, s->emm_len);
+		free(s->emm);
 	}
-	rc = KH_EXIT_OK;
-out:
-	if (cwf) { /* a failed run leaves no control-word log either */
-		fclose(cwf);
-		unlink(cwlog);
-	}
-	kh_cli_out_close(&outf); /* a run that failed leaves no half-written output */
-	kh_headend_poller_stop(pc.p);
-	if (rd) {
-		if (rd->fd > 0)
-			close(rd->fd);
-		kh_wipe(rd->buf, sizeof rd->buf);
-		free(rd);
-	}
-	prescan_free(&ps);
-	kh_headend_census_free(census);
-	kh_headend_free(h);
-	kh_headend_keys_free(k);
-	kh_wipe(&cfg, sizeof cfg);
-	if (emm) {
-		kh_wipe(emm, emm_len);
-		free(emm);
-	}
-	free(cemm);
-	free(emmpaths);
-	kh_cli_free_token(tok);
+	free(s->cemm);
+	free(o->emmpaths);
+	kh_cli_free_token(s->tok);
+}
+
+int kh__cli_headend_scramble(int argc, char **argv)
+{
+	struct scr_opts o;
+	struct scr_run s = {.sk = {.fd = -1}, .outf = {.fd = -1}};
+	int rc = parse(argc, argv, &o);
+
+	if (rc < 0)
+		rc = KH_EXIT_OK; /* --help */
+	else if (rc == KH_EXIT_OK)
+		rc = prepare(&o, &s) == KH_EXIT_OK && run(&o, &s) == KH_EXIT_OK ? report(&o, &s) : KH_EXIT_FAIL;
+	run_close(&o, &s);
 	return rc;
-#undef USAGE
 }
