@@ -1,7 +1,9 @@
 /*
  * keyhole headend scramble: the streaming scrambler on the command line: options, the input's
  * census and PIDs, the output file, the center's EMM queue polled in a thread, progress and the
- * damage warning. The engine is src/center/headend/scramble.c.
+ * damage warning. The engine is src/center/headend/scramble.c. The command is cut by job, at the
+ * end of the file: parse (struct scr_opts), prepare (struct scr_run: token, keys, EMMs, input,
+ * output), run, report, and run_close, the one cleanup of every path.
  */
 #include <errno.h>
 #include <fcntl.h>
