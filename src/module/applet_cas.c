@@ -853,7 +853,9 @@ static kh_err cas_field(const struct kh_tlv *t, struct kh_cas_state *c, struct k
 	case S_BLOCK_SEQ: return kh_tlv_u32(t, &c->block_seq);
 	case S_CLOCK: return kh_tlv_u64(t, &u->clock);
 	case S_REVOKED:
-		if (t->len < 4 || (t->len - 4) % 4 || (t->len - 4) / 4 > KH_CAS_REVOKED || c->revoked_version)
+		/* version 0 is no list an EMM gives (and cas_save would drop it): refused, as a repeat */
+		if (t->len < 4 || (t->len - 4) % 4 || (t->len - 4) / 4 > KH_CAS_REVOKED || c->revoked_version ||
+		    kh_get_be32(v) == 0)
 			return KH_ERR_FORMAT;
 		c->revoked_version = kh_get_be32(v);
 		c->nrevoked = (uint8_t)((t->len - 4) / 4);

@@ -518,6 +518,16 @@ static void test_sections(void **state)
 	assert_int_equal(open_card(f), KH_ERR_FORMAT);
 	write_variant(f, cur, none, 0, loose_credit, sizeof loose_credit, 2);
 	assert_int_equal(open_card(f), KH_ERR_TLV_TAG);
+	/* a revoked list of version 0: no EMM gives one, and a store would drop it (the card would
+	 * take back the CAMs it refuses): refused */
+	{
+		size_t rev = off + 6;
+		while (rev < cur->n && cur->b[rev] != 0x4E)
+			rev += 3 + ((size_t)cur->b[rev + 1] << 8 | cur->b[rev + 2]);
+		assert_true(rev < cur->n && kh_get_be32(cur->b + rev + 3) == 3);
+		write_variant(f, cur, rev + 6, 0, NULL, 0, 2);
+		assert_int_equal(open_card(f), KH_ERR_FORMAT);
+	}
 	/* sections under a version-1 header: the flat format has none */
 	write_variant(f, cur, none, 0, NULL, 0, 1);
 	assert_int_equal(open_card(f), KH_ERR_TLV_TAG);
