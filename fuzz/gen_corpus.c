@@ -40,6 +40,7 @@
 #include "keyhole/cas.h"
 #include "keyhole/cert.h"
 #include "keyhole/crypto.h"
+#include "keyhole/file.h"
 #include "keyhole/hpke.h"
 #include "keyhole/module.h"
 #include "keyhole/pair.h"
@@ -347,9 +348,17 @@ static _Alignas(16) uint8_t mod_mem[1 << 17];
 static uint8_t rsp[KH_APDU_MAX_RESP];
 static size_t rsp_len;
 
+/* The last sealed state a module stored (fuzz_state's seeds are their plaintexts). */
+static uint8_t last_blob[KH_MODULE_BLOB_MAX];
+static size_t last_blob_len;
+
 static kh_err store_ok(void *ctx, const uint8_t *blob, size_t len, uint64_t counter)
 {
-	(void)ctx, (void)blob, (void)len, (void)counter;
+	(void)ctx, (void)counter;
+	if (len > sizeof last_blob)
+		return KH_ERR_TOO_LARGE;
+	memcpy(last_blob, blob, len);
+	last_blob_len = len;
 	return KH_OK;
 }
 
@@ -1936,6 +1945,276 @@ static void gen_decoder(void)
 	put("fuzz_decoder", "raw-commands", s.b, s.n);
 }
 
+/*
+ * ---- fuzz_state: sealed-state plaintexts, after a byte that picks the blob version ----
+ *
+ * Real states: what this build stores for a personalised card, CAM and decoder module (under this
+ * run's throwaway authority), and the three modules of tests/data/modules-v1/ (blob version 1,
+ * opened with their own root keys), the card also as this build stores it again. Then states
+ * made by hand from those parts: a card whose pay-TV section is full to every capacity, and
+ * the loader's refusals (sections unknown, optional, newer, repeated, cut; a lifecycle past
+ * PERSONALISED; each blob version given the other's list).
+ */
+#define STATE_HDR_LEN (4 + 1 + 8 + KH_NONCE_LEN) /* "KHMS" | version | counter | nonce */
+#define STATE_V1 0x01 /* the selector byte: bit 0 set, blob version 1; clear, version 2 */
+#define STATE_V2 0x00
+#define STATE_SECTION 0x80 /* module.c's T_SECTION */
+#define STATE_CARD_UA 0x00007001u
+#define STATE_CAM_UA 0x00007002u
+#define STATE_DEC_UA 0x00007003u
+/* applet_cas.c's section tags (section 1, version 1) */
+enum {
+	CS_CREDIT = 0x40, CS_RELOAD, CS_SEQ, CS_GROUP, CS_ALL_KEY, CS_FLAGS, CS_KEY, CS_RIGHT, CS_EVENT, CS_LOG,
+	CS_USAGE, CS_BLOCK_SEQ, CS_SIGNER, CS_CLOCK, CS_REVOKED
+};
+
+/* The plaintext of a blob sealed under root, with the state key as the module derives it. */
+static size_t state_open(const uint8_t root[static 32], const uint8_t *blob, size_t len, uint8_t *pt)
+{
+	static const char label[] = "keyhole module state v1";
+	uint8_t key[32];
+	kh_err r;
+
+	if (len < STATE_HDR_LEN + KH_TAG_LEN)
+		die("state blob", KH_ERR_TRUNCATED);
+	check("state key", kh_hkdf(root, 32, NULL, 0, (const uint8_t *)label, sizeof label - 1, key, sizeof key));
+	r = kh_aead_open(key, blob + 13, blob, STATE_HDR_LEN, blob + STATE_HDR_LEN, len - STATE_HDR_LEN, pt);
+	kh_wipe(key, sizeof key);
+	check("state open", r);
+	return len - STATE_HDR_LEN - KH_TAG_LEN;
+}
+
+/* A seed: the selector byte, then the plaintext (up to three parts, each may be empty). */
+static void put_state(const char *name, uint8_t sel, const uint8_t *a, size_t na, const uint8_t *b, size_t nb,
+		      const uint8_t *c, size_t nc)
+{
+	static uint8_t buf[1 + 3 * KH_MODULE_BLOB_MAX];
+
+	buf[0] = sel;
+	if (na)
+		memcpy(buf + 1, a, na);
+	if (nb)
+		memcpy(buf + 1 + na, b, nb);
+	if (nc)
+		memcpy(buf + 1 + na + nb, c, nc);
+	put("fuzz_state", name, buf, 1 + na + nb + nc);
+}
+
+/* Where a version-2 plaintext's first section starts (the runtime's TLVs come before it). */
+static size_t state_split(const uint8_t *pt, size_t n)
+{
+	struct kh_rd rd;
+	struct kh_tlv t;
+	size_t at = 0;
+
+	kh_rd_init(&rd, pt, n);
+	while (kh_tlv_next(&rd, &t) == 1) {
+		if (t.tag == STATE_SECTION)
+			return at;
+		at = n - rd.n;
+	}
+	return n;
+}
+
+/* A section: T_SECTION | id | version | flags | body. */
+static size_t state_section(uint8_t *out, size_t cap, uint8_t id, uint8_t version, uint8_t flags,
+			    const uint8_t *body, size_t n)
+{
+	uint8_t v[KH_MODULE_BLOB_MAX];
+	struct kh_wr w;
+
+	if (n + 3 > sizeof v)
+		die("state section", KH_ERR_BUF);
+	v[0] = id;
+	v[1] = version;
+	v[2] = flags;
+	memcpy(v + 3, body, n);
+	kh_wr_init(&w, out, cap);
+	check("state section", kh_tlv_put(&w, STATE_SECTION, v, n + 3));
+	return w.len;
+}
+
+/* The pay-TV section's body with every list at its capacity (module_int.h's KH_CAS_*). */
+static size_t cas_full_body(uint8_t *out, size_t cap)
+{
+	uint8_t v[4 + 4 * 32];
+	struct kh_wr w;
+	size_t i;
+
+	kh_wr_init(&w, out, cap);
+	kh_tlv_put_u32(&w, CS_CREDIT, 123456);
+	kh_tlv_put_u32(&w, CS_RELOAD, 77);
+	for (i = 0; i < 3; i++)
+		kh_put_be32(v + 4 * i, (uint32_t)(10 + i));
+	kh_tlv_put(&w, CS_SEQ, v, 12);
+	kh_put_be32(v, 0x77);
+	memset(v + 4, 0x47, 32);
+	kh_tlv_put(&w, CS_GROUP, v, 36);
+	memset(v, 0x41, 32);
+	kh_tlv_put(&w, CS_ALL_KEY, v, 32);
+	v[0] = 1;
+	v[1] = 1;
+	kh_tlv_put(&w, CS_FLAGS, v, 2);
+	for (i = 0; i < 8; i++) { /* KH_CAS_KEYS */
+		v[0] = (uint8_t)(1 + i / 2);
+		kh_put_be32(v + 1, (uint32_t)(1 + i % 2));
+		memset(v + 5, (int)(0x50 + i), 32);
+		kh_tlv_put(&w, CS_KEY, v, 37);
+	}
+	for (i = 0; i < 32; i++) { /* KH_CAS_RIGHTS */
+		kh_put_be32(v, (uint32_t)(100 + i));
+		kh_put_be64(v + 4, FZ_MODULE_NOW - 1000 * i);
+		kh_put_be64(v + 12, FZ_MODULE_NOW + 1000 * i);
+		kh_tlv_put(&w, CS_RIGHT, v, 20);
+	}
+	for (i = 0; i < 64; i++) /* KH_CAS_EVENTS */
+		kh_tlv_put_u32(&w, CS_EVENT, (uint32_t)(500 + i));
+	for (i = 0; i < 64; i++) { /* KH_CAS_LOG: the old 16-byte entries, then the 20-byte ones */
+		kh_put_be32(v, (uint32_t)(500 + i));
+		kh_put_be32(v + 4, (uint32_t)i);
+		kh_put_be64(v + 8, FZ_MODULE_NOW - i);
+		kh_put_be32(v + 16, (uint32_t)(i / 8));
+		kh_tlv_put(&w, CS_LOG, v, i < 32 ? 16 : 20);
+	}
+	kh_put_be32(v, 1000);
+	kh_put_be32(v + 4, 900);
+	kh_put_be32(v + 8, 100);
+	kh_put_be32(v + 12, 40);
+	kh_tlv_put(&w, CS_USAGE, v, 16);
+	kh_tlv_put_u32(&w, CS_BLOCK_SEQ, 8);
+	for (i = 0; i < 4; i++) { /* KH_CAS_SIGNERS */
+		v[0] = i < 2 ? KH_ROLE_ECM_SIGNER : KH_ROLE_EMM_SIGNER;
+		kh_put_be32(v + 1, (uint32_t)(0xFF000001u + i));
+		memset(v + 5, (int)(0x60 + i), 32);
+		kh_put_be64(v + 37, FZ_MODULE_NOW + 86400);
+		kh_tlv_put(&w, CS_SIGNER, v, 45);
+	}
+	kh_tlv_put_u64(&w, CS_CLOCK, FZ_MODULE_NOW - 60);
+	kh_put_be32(v, 9);
+	for (i = 0; i < 32; i++) /* KH_CAS_REVOKED */
+		kh_put_be32(v + 4 + 4 * i, (uint32_t)(0x8000 + i));
+	check("cas full", kh_tlv_put(&w, CS_REVOKED, v, sizeof v));
+	return w.len;
+}
+
+/* A module of this build personalised in role at ua: its state's plaintext. */
+static size_t state_of_role(struct kh_authority *a, enum kh_role role, uint32_t ua, uint8_t *pt)
+{
+	struct seq s;
+
+	mod_start(&s);
+	mod_personalise(&s, a, role, ua);
+	kh_module_wipe(mod);
+	return state_open(fz_module_root, last_blob, last_blob_len, pt);
+}
+
+/*
+ * A module file of tests/data/modules-v1/ (NAME.card, its root key in NAME.key): its plaintext
+ * (version 1); with again, that of the state this build stores after EXPORT (a card only).
+ */
+static size_t state_fixture(const char *name, int again, uint8_t *pt)
+{
+	static const struct kh_module_env env = {store_ok, fixed_now, NULL};
+	static const uint8_t export[] = {0x80, KH_INS_EXPORT, 0x00, 0x00};
+	char path[256];
+	uint8_t root[32], blob[KH_MODULE_BLOB_MAX], *p;
+	size_t n, len;
+
+	snprintf(path, sizeof path, "tests/data/modules-v1/%s.key", name);
+	p = slurp(path, &n);
+	check("fixture key", kh_hex_decode((const char *)p, n, root, sizeof root));
+	snprintf(path, sizeof path, "tests/data/modules-v1/%s.card", name);
+	p = slurp(path, &len);
+	if (len > sizeof blob)
+		die("fixture", KH_ERR_TOO_LARGE);
+	memcpy(blob, p, len);
+	if (again) {
+		check("fixture init", kh_module_init(mod_mem, sizeof mod_mem, root, &env, &mod));
+		check("fixture load", kh_module_load(mod, blob, len, 0));
+		last_blob_len = 0;
+		use_fz();
+		rsp_len = kh_module_process(mod, export, sizeof export, rsp, sizeof rsp);
+		use_gen();
+		if (rsp_len < 2 || rsp[rsp_len - 2] != 0x90 || last_blob_len == 0)
+			die("fixture export", KH_ERR_INTERNAL);
+		kh_module_wipe(mod);
+		memcpy(blob, last_blob, last_blob_len);
+		len = last_blob_len;
+	}
+	n = state_open(root, blob, len, pt);
+	kh_wipe(root, sizeof root);
+	return n;
+}
+
+static void gen_state(struct kh_authority *a)
+{
+	static uint8_t card[KH_MODULE_BLOB_MAX], cam[KH_MODULE_BLOB_MAX], dec[KH_MODULE_BLOB_MAX];
+	static uint8_t v1[KH_MODULE_BLOB_MAX], body[KH_MODULE_BLOB_MAX], sec[KH_MODULE_BLOB_MAX];
+	static const uint8_t opt_body[] = {0x01, 0x00, 0x01, 0x2a};
+	size_t ncard, ncam, ndec, nv1, rt, nb, ns;
+	uint8_t hdr[6];
+
+	/* This build's states, and the lifecycle of the card's set back. */
+	ncard = state_of_role(a, KH_ROLE_CARD, STATE_CARD_UA, card);
+	put_state("card", STATE_V2, card, ncard, NULL, 0, NULL, 0);
+	ncam = state_of_role(a, KH_ROLE_CAM, STATE_CAM_UA, cam);
+	put_state("cam", STATE_V2, cam, ncam, NULL, 0, NULL, 0);
+	ndec = state_of_role(a, KH_ROLE_DECODER, STATE_DEC_UA, dec);
+	put_state("decoder", STATE_V2, dec, ndec, NULL, 0, NULL, 0);
+	if (card[0] != 1 || card[2] != 1) /* the lifecycle TLV comes first */
+		die("card state", KH_ERR_FORMAT);
+	card[3] = 1;
+	put_state("card-keyed", STATE_V2, card, ncard, NULL, 0, NULL, 0);
+	card[3] = 3;
+	put_state("lifecycle-past-personalised", STATE_V2, card, ncard, NULL, 0, NULL, 0);
+	card[3] = 2;
+	put_state("empty", STATE_V2, NULL, 0, NULL, 0, NULL, 0);
+
+	/* The version-1 files, and the card as this build stores it again. */
+	nv1 = state_fixture("card", 0, v1);
+	put_state("v1-card", STATE_V1, v1, nv1, NULL, 0, NULL, 0);
+	put_state("v1-card-as-v2", STATE_V2, v1, nv1, NULL, 0, NULL, 0);
+	nb = state_fixture("cam", 0, body);
+	put_state("v1-cam", STATE_V1, body, nb, NULL, 0, NULL, 0);
+	nb = state_fixture("dec", 0, body);
+	put_state("v1-dec", STATE_V1, body, nb, NULL, 0, NULL, 0);
+	nb = state_fixture("card", 1, body);
+	put_state("v1-card-stored-again", STATE_V2, body, nb, NULL, 0, NULL, 0);
+	put_state("v2-card-as-v1", STATE_V1, body, nb, NULL, 0, NULL, 0);
+
+	/* By hand: the card's runtime fields with sections made here. */
+	rt = state_split(card, ncard);
+	nb = cas_full_body(body, sizeof body);
+	ns = state_section(sec, sizeof sec, 1, 1, 0x02, body, nb);
+	put_state("card-full", STATE_V2, card, rt, sec, ns, NULL, 0);
+	put_state("card-full-v1", STATE_V1, card, rt, body, nb, NULL, 0);
+	put_state("card-full-twice", STATE_V2, card, rt, sec, ns, sec, ns);
+	put_state("cam-with-card-section", STATE_V2, cam, state_split(cam, ncam), sec, ns, NULL, 0);
+	put_state("sections-before-runtime", STATE_V2, sec, ns, card, rt, NULL, 0);
+	ns = state_section(sec, sizeof sec, 1, 2, 0x02, body, nb);
+	put_state("card-section-newer", STATE_V2, card, rt, sec, ns, NULL, 0);
+	ns = state_section(sec, sizeof sec, 1, 0, 0x02, body, nb);
+	put_state("card-section-version-0", STATE_V2, card, rt, sec, ns, NULL, 0);
+	ns = state_section(sec, sizeof sec, 1, 1, 0x02, body, nb - 1);
+	put_state("card-section-cut", STATE_V2, card, rt, sec, ns, NULL, 0);
+	ns = state_section(sec, sizeof sec, 9, 1, 0x01, opt_body, sizeof opt_body);
+	put_state("section-unknown-optional", STATE_V2, card, ncard, sec, ns, NULL, 0);
+	ns = state_section(sec, sizeof sec, 9, 1, 0x00, opt_body, sizeof opt_body);
+	put_state("section-unknown-mandatory", STATE_V2, card, ncard, sec, ns, NULL, 0);
+	hdr[0] = STATE_SECTION;
+	hdr[1] = 0;
+	hdr[2] = 2;
+	hdr[3] = 1;
+	hdr[4] = 1;
+	put_state("section-short", STATE_V2, card, rt, hdr, 5, NULL, 0);
+	kh_wipe(card, sizeof card);
+	kh_wipe(cam, sizeof cam);
+	kh_wipe(dec, sizeof dec);
+	kh_wipe(v1, sizeof v1);
+	kh_wipe(body, sizeof body);
+	kh_wipe(sec, sizeof sec);
+}
+
 int main(int argc, char **argv)
 {
 	char tmpl[] = "/tmp/kh-gen-corpus-XXXXXX";
@@ -1979,6 +2258,7 @@ int main(int argc, char **argv)
 	gen_decoder();
 	kh_rng_det_init(&rng_gen, (const uint8_t *)"keyhole gen corpus usage", 24);
 	gen_usage();
+	gen_state(a); /* last: its modules issue certificates with the generator's stream */
 
 	printf("ROOT_PK for fuzz/fuzz_cert.c:\n");
 	for (i = 0; i < 32; i++)
