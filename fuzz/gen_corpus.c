@@ -40,6 +40,8 @@
 #include "keyhole/cas.h"
 #include "keyhole/cert.h"
 #include "keyhole/crypto.h"
+#include "keyhole/dist.h"
+#include "keyhole/distsrv.h"
 #include "keyhole/file.h"
 #include "keyhole/hpke.h"
 #include "keyhole/module.h"
@@ -2215,6 +2217,61 @@ static void gen_state(struct kh_authority *a)
 	kh_wipe(sec, sizeof sec);
 }
 
+/* fuzz_dist: a selector byte, then a package header with its file size, a manifest, a hello and
+ * an answer in their TLV shapes, a chunk with its place (fixed bytes: no randomness used). */
+static kh_err put_pkg(void *ctx, const uint8_t *b, size_t n)
+{
+	struct kh_wr *w = ctx;
+	return kh_wr_bytes(w, b, n);
+}
+
+static void gen_dist(void)
+{
+	static const char elf[] = "name: hello\nversion: 3\nkind: elf\nrequires: libc.so.6\n",
+			  sh[] = "kind: script\ninterpreter: /bin/sh\nname: s\nversion: 1\nentry: run-s\n";
+	static uint8_t pkg[3 * KH_DIST_CHUNK_CT_MAX + KH_DIST_PKG_HDR_MAX], pt[2 * KH_DIST_CHUNK_MAX + 100], b[4096];
+	struct kh_dist_prog prog = {.program = 5, .version = 6};
+	uint8_t kx[32], v[64];
+	struct kh_dist_pkg hdr;
+	struct kh_wr w;
+
+	memset(kx, 0x77, sizeof kx);
+	memset(pt, 0x2A, sizeof pt);
+	kh_wr_init(&w, pkg, sizeof pkg);
+	check("dist package", kh_dist_srv_package(kx, &prog, (const uint8_t *)elf, strlen(elf), pt, sizeof pt, put_pkg, &w));
+	check("dist parse", kh_dist_pkg_parse(pkg, w.len, w.len, &hdr));
+	b[0] = 0;
+	kh_put_be32(b + 1, 0);
+	kh_put_be32(b + 5, (uint32_t)w.len);
+	memcpy(b + 9, pkg, hdr.hdr_len);
+	put("fuzz_dist", "package-header", b, 9 + hdr.hdr_len);
+	kh_put_be32(b + 5, (uint32_t)w.len + 1);
+	put("fuzz_dist", "package-appended", b, 9 + hdr.hdr_len);
+	b[0] = 1;
+	memcpy(b + 1, elf, strlen(elf));
+	put("fuzz_dist", "manifest-elf", b, 1 + strlen(elf));
+	memcpy(b + 1, sh, strlen(sh));
+	put("fuzz_dist", "manifest-script", b, 1 + strlen(sh));
+	/* a hello and an answer: the shapes, with certificate-like bytes */
+	memset(v, 0x11, sizeof v);
+	b[0] = 2;
+	kh_wr_init(&w, b + 1, sizeof b - 1);
+	kh_tlv_put(&w, KH_DIST_T_RC, v, 32);
+	kh_tlv_put(&w, KH_DIST_T_CERT_SIGN, pkg, 300);
+	kh_tlv_put(&w, KH_DIST_T_CERT_PAIR, pkg, 300);
+	put("fuzz_dist", "hello", b, 1 + w.len);
+	b[0] = 3;
+	kh_wr_init(&w, b + 1, sizeof b - 1);
+	kh_tlv_put(&w, KH_DIST_T_RESP_SIG, v, 64);
+	put("fuzz_dist", "resp", b, 1 + w.len);
+	/* the last chunk of the package, at its place */
+	b[0] = 4;
+	kh_put_be32(b + 1, prog.chunks);
+	kh_put_be32(b + 5, prog.chunks - 1);
+	memcpy(b + 9, pkg + kh_dist_pkg_chunk_off(&hdr, prog.chunks - 1), kh_dist_pkg_chunk_len(&hdr, prog.chunks - 1));
+	put("fuzz_dist", "chunk-last", b, 9 + kh_dist_pkg_chunk_len(&hdr, prog.chunks - 1));
+}
+
 int main(int argc, char **argv)
 {
 	char tmpl[] = "/tmp/kh-gen-corpus-XXXXXX";
@@ -2258,6 +2315,7 @@ int main(int argc, char **argv)
 	gen_decoder();
 	kh_rng_det_init(&rng_gen, (const uint8_t *)"keyhole gen corpus usage", 24);
 	gen_usage();
+	gen_dist();
 	gen_state(a); /* last: its modules issue certificates with the generator's stream */
 
 	printf("ROOT_PK for fuzz/fuzz_cert.c:\n");
