@@ -65,6 +65,12 @@ kh_err kh_tlv_put_u64(struct kh_wr *w, uint8_t tag, uint64_t v);
  * error (KH_ERR_TRUNCATED when a header or value overruns the input).
  */
 KH_WARN_UNUSED int kh_tlv_next(struct kh_rd *r, struct kh_tlv *t);
+/*
+ * A whole TLV list whose tags are 1..max (max < 32), each at most once: t[tag] (t has max + 1
+ * entries, zeroed by the caller) gets each one found. KH_ERR_TLV_TAG for a tag outside 1..max,
+ * KH_ERR_FORMAT for one given twice or for a tag of `need` (a bit per tag) that is missing.
+ */
+KH_WARN_UNUSED kh_err kh_tlv_take(const uint8_t *d, size_t n, struct kh_tlv *t, unsigned max, uint32_t need);
 /* Value of an integer TLV: its length must be exactly the integer's size (KH_ERR_FORMAT otherwise). */
 KH_WARN_UNUSED kh_err kh_tlv_u8(const struct kh_tlv *t, uint8_t *v);
 KH_WARN_UNUSED kh_err kh_tlv_u32(const struct kh_tlv *t, uint32_t *v);

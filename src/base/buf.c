@@ -210,3 +210,26 @@ kh_err kh_tlv_u64(const struct kh_tlv *t, uint64_t *v)
 	*v = kh_get_be64(t->v);
 	return KH_OK;
 }
+
+kh_err kh_tlv_take(const uint8_t *d, size_t n, struct kh_tlv *t, unsigned max, uint32_t need)
+{
+	struct kh_rd rd;
+	struct kh_tlv x;
+	uint32_t seen = 0;
+	int k;
+
+	if (max == 0 || max >= 32)
+		return KH_ERR_INVAL;
+	kh_rd_init(&rd, d, n);
+	while ((k = kh_tlv_next(&rd, &x)) == 1) {
+		if (x.tag == 0 || x.tag > max)
+			return KH_ERR_TLV_TAG;
+		if (seen & (1u << x.tag))
+			return KH_ERR_FORMAT;
+		seen |= 1u << x.tag;
+		t[x.tag] = x;
+	}
+	if (k < 0)
+		return k;
+	return (seen & need) == need ? KH_OK : KH_ERR_FORMAT;
+}

@@ -72,31 +72,6 @@ static kh_err need_processor(const struct kh_module *m, const struct kh_apdu *a)
 	return KH_OK;
 }
 
-/*
- * Read a TLV list whose tags are 1..max, each at most once: t[tag] gets each one found. Every
- * tag in `need` (a bit per tag) must be there; an unknown tag is refused.
- */
-static kh_err take(const uint8_t *d, size_t n, struct kh_tlv *t, unsigned max, unsigned need)
-{
-	struct kh_rd rd;
-	struct kh_tlv x;
-	unsigned seen = 0;
-	int k;
-
-	kh_rd_init(&rd, d, n);
-	while ((k = kh_tlv_next(&rd, &x)) == 1) {
-		if (x.tag == 0 || x.tag > max)
-			return KH_ERR_TLV_TAG;
-		if (seen & (1u << x.tag))
-			return KH_ERR_FORMAT;
-		seen |= 1u << x.tag;
-		t[x.tag] = x;
-	}
-	if (k < 0)
-		return k;
-	return (seen & need) == need ? KH_OK : KH_ERR_FORMAT;
-}
-
 #define BIT(tag) (1u << (tag))
 
 static void session_end(struct kh_module *m)
@@ -187,7 +162,7 @@ static kh_err licence_read(const uint8_t *b, size_t n, struct licence *l)
 	kh_err r;
 
 	memset(t, 0, sizeof t);
-	if ((r = take(b, n, t, LIC_T_MAX, need)) != KH_OK || (r = kh_tlv_u8(&t[LIC_T_STATE], &l->state)) != KH_OK ||
+	if ((r = kh_tlv_take(b, n, t, LIC_T_MAX, need)) != KH_OK || (r = kh_tlv_u8(&t[LIC_T_STATE], &l->state)) != KH_OK ||
 	    (r = kh_tlv_u32(&t[LIC_T_PROGRAM], &l->prog.program)) != KH_OK ||
 	    (r = kh_tlv_u32(&t[LIC_T_VERSION], &l->prog.version)) != KH_OK ||
 	    (r = kh_tlv_fixed(&t[LIC_T_MANIFEST_HASH], l->prog.manifest_hash, KH_SHA256_LEN)) != KH_OK ||
@@ -291,7 +266,7 @@ static kh_err h_auth(struct kh_module *m, const struct kh_apdu *a, struct kh_wr 
 		return KH_ERR_DIST_SESSION;
 	memset(t, 0, sizeof t);
 	/* any refusal ends the session: the next try starts from a new Rc */
-	if ((r = take(a->data, a->lc, t, KH_DIST_T_AUTH_SIG,
+	if ((r = kh_tlv_take(a->data, a->lc, t, KH_DIST_T_AUTH_SIG,
 		      BIT(KH_DIST_T_RS) | BIT(KH_DIST_T_CERT_S) | BIT(KH_DIST_T_AUTH_SIG))) != KH_OK ||
 	    (r = check_server(m, t, &ci, sh)) != KH_OK) {
 		session_end(m);
@@ -353,7 +328,7 @@ static kh_err h_key(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *
 	memset(t, 0, sizeof t);
 	memset(&l, 0, sizeof l);
 	/* one key per session, refused or not: a second delivery starts from a new hello */
-	if ((r = take(a->data, a->lc, t, KH_DIST_T_KEY_SIG,
+	if ((r = kh_tlv_take(a->data, a->lc, t, KH_DIST_T_KEY_SIG,
 		      BIT(KH_DIST_T_PROGRAM) | BIT(KH_DIST_T_VERSION) | BIT(KH_DIST_T_MANIFEST_HASH) |
 			      BIT(KH_DIST_T_CHUNKS) | BIT(KH_DIST_T_HE) | BIT(KH_DIST_T_WRAPPED) |
 			      BIT(KH_DIST_T_KEY_SIG))) == KH_OK &&
@@ -375,7 +350,7 @@ static kh_err h_activate(struct kh_module *m, const struct kh_apdu *a, struct kh
 	if ((r = need_processor(m, a)) != KH_OK)
 		return r;
 	memset(t, 0, sizeof t);
-	if ((r = take(a->data, a->lc, t, KH_DIST_T_RECEIPT,
+	if ((r = kh_tlv_take(a->data, a->lc, t, KH_DIST_T_RECEIPT,
 		      BIT(KH_DIST_T_TOKEN) | BIT(KH_DIST_T_PROGRAM_SIG) | BIT(KH_DIST_T_RECEIPT))) != KH_OK)
 		return r;
 	if (t[KH_DIST_T_PROGRAM_SIG].len != KH_ED25519_SIG_LEN || t[KH_DIST_T_RECEIPT].len != KH_DIST_RECEIPT_LEN)
@@ -413,7 +388,7 @@ static kh_err h_run_open(struct kh_module *m, const struct kh_apdu *a, struct kh
 		return r;
 	run_end(m);
 	memset(t, 0, sizeof t);
-	if ((r = take(a->data, a->lc, t, KH_DIST_T_MANIFEST, BIT(KH_DIST_T_RUN_TOKEN) | BIT(KH_DIST_T_MANIFEST))) !=
+	if ((r = kh_tlv_take(a->data, a->lc, t, KH_DIST_T_MANIFEST, BIT(KH_DIST_T_RUN_TOKEN) | BIT(KH_DIST_T_MANIFEST))) !=
 	    KH_OK)
 		return r;
 	if (!t[KH_DIST_T_MANIFEST].len || t[KH_DIST_T_MANIFEST].len > MANIFEST_MAX)

@@ -33,27 +33,8 @@ kh_err kh_dist_server_init(struct kh_dist_server *s, const uint8_t sk[static KH_
 	return kh_dist_cert_hash(cert, cert_len, s->cert_hash);
 }
 
-/* Read a TLV list of tags 1..max, each at most once, every one of them present. */
-static kh_err take_all(const uint8_t *d, size_t n, struct kh_tlv *t, unsigned max)
-{
-	struct kh_rd rd;
-	struct kh_tlv x;
-	unsigned seen = 0;
-	int k;
-
-	kh_rd_init(&rd, d, n);
-	while ((k = kh_tlv_next(&rd, &x)) == 1) {
-		if (x.tag == 0 || x.tag > max)
-			return KH_ERR_TLV_TAG;
-		if (seen & (1u << x.tag))
-			return KH_ERR_FORMAT;
-		seen |= 1u << x.tag;
-		t[x.tag] = x;
-	}
-	if (k < 0)
-		return k;
-	return seen == ((1u << (max + 1)) - 2u) ? KH_OK : KH_ERR_FORMAT;
-}
+/* Every tag of 1..max, once. */
+#define ALL(max) ((1u << ((max) + 1)) - 2u)
 
 kh_err kh_dist_srv_hello(const struct kh_dist_server *s, const uint8_t *msg, size_t n, uint64_t now,
 			 struct kh_dist_peer *p)
@@ -64,7 +45,7 @@ kh_err kh_dist_srv_hello(const struct kh_dist_server *s, const uint8_t *msg, siz
 
 	memset(p, 0, sizeof *p);
 	memset(t, 0, sizeof t);
-	if ((r = take_all(msg, n, t, KH_DIST_T_CERT_PAIR)) != KH_OK)
+	if ((r = kh_tlv_take(msg, n, t, KH_DIST_T_CERT_PAIR, ALL(KH_DIST_T_CERT_PAIR))) != KH_OK)
 		return r;
 	if (t[KH_DIST_T_RC].len != KH_DIST_NONCE_LEN || t[KH_DIST_T_CERT_SIGN].len > KH_CERT_MAX ||
 	    t[KH_DIST_T_CERT_PAIR].len > KH_CERT_MAX)
@@ -111,7 +92,7 @@ kh_err kh_dist_srv_resp(const struct kh_dist_server *s, const struct kh_dist_pee
 	kh_err r;
 
 	memset(t, 0, sizeof t);
-	if ((r = take_all(msg, n, t, KH_DIST_T_RESP_SIG)) != KH_OK)
+	if ((r = kh_tlv_take(msg, n, t, KH_DIST_T_RESP_SIG, ALL(KH_DIST_T_RESP_SIG))) != KH_OK)
 		return r;
 	if (t[KH_DIST_T_RESP_SIG].len != KH_ED25519_SIG_LEN)
 		return KH_ERR_FORMAT;
