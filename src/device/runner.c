@@ -171,8 +171,8 @@ static kh_err decrypt(struct run *R, const uint8_t *token, size_t toklen)
 	}
 	return KH_OK;
 out:
-	if (call(R, KH_INS_RUN_CLOSE, NULL, 0, &n) != KH_OK)
-		(void)0; /* the module forgets the key on its own at the next RUN OPEN */
+	/* best effort: the module also forgets the key on its own at the next RUN OPEN */
+	(void)call(R, KH_INS_RUN_CLOSE, NULL, 0, &n);
 	return say(R, r, "processor");
 }
 
@@ -385,9 +385,10 @@ kh_err kh_run_package(struct kh_transport *proc, int pkg_fd, const uint8_t *toke
 	r = execute(R, o, status);
 out:
 	if (R->mem_fd >= 0) {
-		/* emptied first when it was never sealed: its pages go back now, not at the last close */
-		if (ftruncate(R->mem_fd, 0) != 0)
-			(void)0; /* sealed: the program ran, and nothing of it was refused */
+		/* emptied first, so its pages go back now, not at the last close; a sealed one (the
+		 * program ran) refuses with EPERM, which is fine */
+		int e = ftruncate(R->mem_fd, 0);
+		(void)e;
 		close(R->mem_fd);
 	}
 	kh_wipe(R, sizeof *R);

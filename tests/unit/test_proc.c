@@ -583,6 +583,17 @@ static uint8_t *slurp(const char *path, size_t *len)
 	return b;
 }
 
+/* A directory the program may write to: made, and the program's when the runner runs it as nobody
+ * (under root; the test directory then lets nobody through). */
+static void program_dir(struct pw *x, const char *path)
+{
+	assert_int_equal(mkdir(path, 0700), 0);
+	if (geteuid() == 0) {
+		assert_int_equal(chmod(x->w->dir, 0711), 0);
+		assert_int_equal(chown(path, KH_RUN_NOBODY, KH_RUN_NOBODY), 0);
+	}
+}
+
 /* Run the package at pkg under act on p1; its standard output into *out (NUL-terminated). */
 static kh_err run_pkg(struct pw *x, const char *pkg, const uint8_t *act, size_t actlen, const char *workdir,
 		      char *const *args, int *status, char **out)
@@ -627,13 +638,8 @@ static void test_run(void **state)
 	assert_non_null(probe);
 	/* work and other: both the program's user's to write, as far as file modes go; only the
 	 * confinement keeps it out of other */
-	assert_int_equal(mkdir(work, 0700), 0);
-	assert_int_equal(mkdir(other, 0700), 0);
-	if (geteuid() == 0) { /* the runner runs the program as nobody then */
-		assert_int_equal(chmod(x->w->dir, 0711), 0);
-		assert_int_equal(chown(work, KH_RUN_NOBODY, KH_RUN_NOBODY), 0);
-		assert_int_equal(chown(other, KH_RUN_NOBODY, KH_RUN_NOBODY), 0);
-	}
+	program_dir(x, work);
+	program_dir(x, other);
 	elf = slurp(probe, &elflen);
 	package_file(elf, elflen, manifest, x->kx, &prog, pkg);
 
@@ -828,11 +834,7 @@ static void test_server_engine(void **state)
 	}
 	{
 		char *work = path_in(x->w->dir, "w2");
-		assert_int_equal(mkdir(work, 0700), 0);
-		if (geteuid() == 0) {
-			assert_int_equal(chmod(x->w->dir, 0711), 0);
-			assert_int_equal(chown(work, KH_RUN_NOBODY, KH_RUN_NOBODY), 0);
-		}
+		program_dir(x, work);
 		assert_int_equal(run_pkg(x, pkg, act, actlen, work, NULL, &status, &out), KH_OK);
 		assert_int_equal(status, 0);
 		assert_string_equal(out, "engine ran\n");
@@ -930,11 +932,7 @@ static void test_daemon(void **state)
 	int status = -1, fd;
 
 	assert_non_null(probe);
-	assert_int_equal(mkdir(work, 0700), 0);
-	if (geteuid() == 0) {
-		assert_int_equal(chmod(x->w->dir, 0711), 0);
-		assert_int_equal(chown(work, KH_RUN_NOBODY, KH_RUN_NOBODY), 0);
-	}
+	program_dir(x, work);
 	elf = slurp(probe, &elflen);
 	package_file(elf, elflen, manifest, x->kx, &prog, pkg);
 	assert_int_equal(pthread_create(&th, NULL, serve_thread, &sv), 0);
