@@ -161,6 +161,36 @@ static void prefix_end(const char *prefix, size_t n, char *out)
 		out[n - 1] = (char)((unsigned char)out[n - 1] + 1);
 }
 
+/*
+ * Whether p (n bytes) is well-formed UTF-8: no overlong form, no surrogate, nothing above
+ * U+10FFFF. Names are UTF-8 (they come from JSON), so a prefix that is not cannot start one;
+ * and PostgreSQL refuses such text outright (22021) where SQLite compares its bytes.
+ */
+static int utf8_ok(const unsigned char *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned c = p[i], len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+							  : (c & 0xF8) == 0xF0 ? 4 : 0;
+		uint32_t v;
+
+		if (len == 0 || len > n - i)
+			return 0;
+		v = len == 1 ? c : c & (0x7Fu >> len);
+		for (unsigned k = 1; k < len; k++) {
+			if ((p[i + k] & 0xC0) != 0x80)
+				return 0;
+			v = v << 6 | (p[i + k] & 0x3Fu);
+		}
+		if ((len == 2 && v < 0x80) || (len == 3 && v < 0x800) || (len == 4 && v < 0x10000) || v > 0x10FFFF ||
+		    (v >= 0xD800 && v <= 0xDFFF))
+			return 0;
+		i += len;
+	}
+	return 1;
+}
+
 kh_err kh_store_subscribers_page(struct kh_store *s, const char *name_prefix, const struct kh_store_page *page,
 				 kh_store_subscriber_fn fn, void *arg, int *more)
 {
@@ -180,6 +210,10 @@ kh_err kh_store_subscribers_page(struct kh_store *s, const char *name_prefix, co
 		return KH_ERR_INVAL;
 	if (name_prefix && (n = strnlen(name_prefix, KH_STORE_NAME_MAX + 1)) > KH_STORE_NAME_MAX)
 		return KH_ERR_INVAL;
+	if (n > 0 && !utf8_ok((const unsigned char *)name_prefix, n)) {
+		*more = 0; /* no name starts so: an empty page, on every backend */
+		return KH_OK;
+	}
 	if (n > 0 && (end = malloc(n + 1)) == NULL)
 		return KH_ERR_NOMEM;
 	if ((r = kh__stmt(s, n > 0 ? prefixed : all, &st)) != KH_OK)
@@ -230,11 +264,13 @@ kh_err kh_store_subscriber_closed(struct kh_store *s, int64_t id, int64_t *close
 
 /* ---------------------------------------------------------------- cards */
 
-/* The columns kh__card_row reads (ops_cards.c). */
+/* The columns kh__card_row reads (ops_cards.c). Each parameter is compared with its column
+ * before it is tested for NULL: PostgreSQL types a parameter where it first meets it, and a bare
+ * `?3 IS NULL` first would make it text, then refuse it beside a BIGINT (42P08). */
 #define CARDS_PAGE(lead)                                                                          \
 	"SELECT " KH__CARD_COLS " FROM cards WHERE " lead " AND ua > ?1\n"                        \
-	"  AND (?3 IS NULL OR subscriber_id = ?3) AND (?4 IS NULL OR state = ?4)\n"               \
-	"  AND (?5 IS NULL OR role = ?5) ORDER BY ua LIMIT ?2"
+	"  AND (subscriber_id = ?3 OR ?3 IS NULL) AND (state = ?4 OR ?4 IS NULL)\n"               \
+	"  AND (role = ?5 OR ?5 IS NULL) ORDER BY ua LIMIT ?2"
 
 static kh_err card_row(struct kh__stmt *st, const struct walk *w)
 {
@@ -250,7 +286,7 @@ kh_err kh_store_cards_page(struct kh_store *s, const struct kh_store_card_filter
 	static const char by_subscriber[] = CARDS_PAGE("subscriber_id = ?3");
 	static const char by_state[] = CARDS_PAGE("state = ?4");
 	static const char by_role[] = CARDS_PAGE("role = ?5");
-	static const char any[] = CARDS_PAGE("1");
+	static const char any[] = CARDS_PAGE("1 = 1"); /* a boolean: PostgreSQL takes no integer here */
 	struct walk w = {card_row, {.card = fn}, arg};
 	struct kh__stmt *st = NULL;
 	const char *sql;

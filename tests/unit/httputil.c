@@ -199,7 +199,7 @@ void center_rig_up(struct center_rig *r)
 {
 	memset(r, 0, sizeof *r);
 	world_setup((void **)&r->w);
-	r->db = path_in(r->w->dir, "center.db");
+	r->db = kh_test_db(r->w->dir, "center.db");
 	center_start(r->db, r->w->auth_dir, NULL, &r->sms, &r->h, &r->hc.port);
 	r->hc.curl = curl_easy_init();
 	assert_non_null(r->hc.curl);
@@ -211,7 +211,7 @@ void center_rig_down(struct center_rig *r)
 
 	curl_easy_cleanup(r->hc.curl);
 	center_stop(r->sms, r->h);
-	free(r->db);
+	kh_test_db_drop(r->db);
 	world_teardown(&w);
 	memset(r, 0, sizeof *r);
 }

@@ -15,7 +15,6 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
-#include <sqlite3.h>
 
 #include "httputil.h"
 #include "testutil.h"
@@ -368,18 +367,7 @@ static void test_all(void **state)
 
 static void store_exec(struct bw *b, const char *sql)
 {
-	sqlite3 *db = NULL;
-	char *err = NULL;
-
-	if (kh_test_pg()) {
-		kh_test_pg_exec(b->db, sql);
-		return;
-	}
-	assert_int_equal(sqlite3_open(b->db, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_busy_timeout(db, 5000), SQLITE_OK);
-	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
-		fail_msg("%s: %s", sql, err ? err : "?");
-	sqlite3_close(db);
+	kh_test_sql_exec(b->db, sql);
 }
 
 /* Make every INSERT into table whose new row meets when fail (a trigger of the backend's

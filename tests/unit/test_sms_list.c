@@ -1,7 +1,7 @@
 /*
  * The operator's lists, reads, renames, closings and deletions, and the health endpoints
  * (src/center/sms/sms_list.c, sms_edit.c, sms_health.c; src/store/ops_list.c, ops_edit.c): a
- * real center on an ephemeral port with a temporary authority and SQLite store, driven with
+ * real center on an ephemeral port with a temporary authority and store, driven with
  * libcurl.
  *
  * The judges: pages walked cursor to cursor give every row exactly once and in order, also when
@@ -12,8 +12,9 @@
  * says 503 once the database is locked or gone, and the health endpoints are never rate limited.
  *
  * Rows the API has no cheap way to make (invoices, which come from cards' usage uploads; stored
- * upload sessions; a purchase; an unfinished bulk job) are written into the store file with
- * SQLite, as the center's upload path writes them: the center reads them as its own.
+ * upload sessions; a purchase; an unfinished bulk job) are written into the store directly, as
+ * the center's upload path writes them: the center reads them as its own. The test runs on SQLite
+ * and again on PostgreSQL (unit/test_sms_list_pg).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,51 +79,20 @@ static void call(struct center_rig *t, const char *method, const char *path, con
 	reply_free(&r);
 }
 
+/* Rows written behind the center's back, as its upload path writes them. Rows given explicit
+ * ids leave PostgreSQL's identity sequence behind them: it is moved past them. */
 static void store_exec(struct center_rig *t, const char *sql)
 {
-	sqlite3 *db = NULL;
-	char *err = NULL;
+	char table[40];
 
-	assert_int_equal(sqlite3_open(t->db, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_busy_timeout(db, 5000), SQLITE_OK);
-	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
-		fail_msg("%s: %s", sql, err ? err : "?");
-	sqlite3_free(err);
-	sqlite3_close(db);
+	kh_test_sql_exec(t->db, sql);
+	if (sscanf(sql, "INSERT INTO %39s (id,", table) == 1 && strstr(sql, " (id,") != NULL)
+		kh_test_sql_ids_taken(t->db, table);
 }
 
-/* Every table of the store, every row, as one text: what "nothing changed" is compared on. */
 static char *store_dump(struct center_rig *t)
 {
-	sqlite3 *db = NULL;
-	sqlite3_stmt *tables = NULL, *rows = NULL;
-	char *out = NULL, sql[200];
-	size_t len = 0;
-	FILE *f = open_memstream(&out, &len);
-
-	assert_non_null(f);
-	assert_int_equal(sqlite3_open_v2(t->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name", -1,
-					    &tables, NULL),
-			 SQLITE_OK);
-	while (sqlite3_step(tables) == SQLITE_ROW) {
-		const char *name = (const char *)sqlite3_column_text(tables, 0);
-		snprintf(sql, sizeof sql, "SELECT * FROM \"%s\" ORDER BY 1, 2", name);
-		fprintf(f, "[%s]\n", name);
-		assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &rows, NULL), SQLITE_OK);
-		while (sqlite3_step(rows) == SQLITE_ROW) {
-			for (int i = 0; i < sqlite3_column_count(rows); i++) {
-				const unsigned char *v = sqlite3_column_text(rows, i);
-				fprintf(f, "%s|", v ? (const char *)v : "NULL");
-			}
-			fputc('\n', f);
-		}
-		sqlite3_finalize(rows);
-	}
-	sqlite3_finalize(tables);
-	sqlite3_close(db);
-	fclose(f);
-	return out;
+	return kh_test_sql_dump(t->db);
 }
 
 /* A refusal: 409 with code, and the store as it was. */
@@ -1095,8 +1065,8 @@ static void healthz(struct center_rig *t)
 static void test_health(void **state)
 {
 	struct center_rig *t = *state;
-	sqlite3 *db = NULL;
 	char *before, *after;
+	void *held;
 
 	healthz(t);
 	readyz(t, 200, NULL);
@@ -1109,12 +1079,23 @@ static void test_health(void **state)
 	free(after);
 
 	/* another writer holds the lock: not ready, and ready again once it lets go */
-	assert_int_equal(sqlite3_open(t->db, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
-	readyz(t, 503, "locked");
-	healthz(t);
-	assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_close(db);
+	if (kh_test_pg()) {
+		held = kh_test_pg_hold(t->db, "LOCK TABLE credit_policy IN EXCLUSIVE MODE");
+		readyz(t, 503, "locked");
+		healthz(t);
+		kh_test_pg_release(held);
+		readyz(t, 200, NULL);
+		return; /* a database is not a file: it cannot be deleted under the center */
+	}
+	{
+		sqlite3 *db = NULL;
+		assert_int_equal(sqlite3_open(t->db, &db), SQLITE_OK);
+		assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+		readyz(t, 503, "locked");
+		healthz(t);
+		assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+		sqlite3_close(db);
+	}
 	readyz(t, 200, NULL);
 
 	/* the database deleted while the center serves */
@@ -1133,7 +1114,7 @@ static void test_health_open(void **state)
 	static const char token[] = "0123456789abcdef0123456789abcdef";
 	struct kh_sms *sms = NULL;
 	struct kh_http *h = NULL;
-	char *db = path_in(t->w->dir, "guarded.db");
+	char *db = kh_test_db(t->w->dir, "guarded.db");
 	struct center_rig g = *t;
 
 	cfg.db = db;
@@ -1159,7 +1140,7 @@ static void test_health_open(void **state)
 	readyz(&g, 200, NULL);
 	kh_http_free(h);
 	kh_sms_free(sms);
-	free(db);
+	kh_test_db_drop(db);
 }
 
 int main(void)

@@ -36,7 +36,6 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
-#include <sqlite3.h>
 
 #include "httputil.h"
 #include "testutil.h"
@@ -162,34 +161,7 @@ static int teardown(void **state)
 /* Every row of sql, fields joined by '|', rows by '\n' (malloc'd): for counts and snapshots. */
 static char *db_rows(struct uw *u, const char *sql)
 {
-	sqlite3 *db = NULL;
-	sqlite3_stmt *st = NULL;
-	char *out = calloc(1, 1);
-	size_t len = 0;
-	int rc;
-
-	assert_non_null(out);
-	if (kh_test_pg()) {
-		free(out);
-		return kh_test_pg_rows(u->db, sql);
-	}
-	assert_int_equal(sqlite3_open_v2(u->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		for (int i = 0; i < sqlite3_column_count(st); i++) {
-			const char *v = (const char *)sqlite3_column_text(st, i);
-			size_t n = strlen(v ? v : "NULL") + 2;
-			assert_non_null(out = realloc(out, len + n + 1));
-			len += (size_t)snprintf(out + len, n + 1, "%s%c", v ? v : "NULL",
-						i + 1 < sqlite3_column_count(st) ? '|' : '\n');
-		}
-	}
-	assert_int_equal(rc, SQLITE_DONE);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return out;
+	return kh_test_sql_rows(u->db, sql);
 }
 
 static long db_int(struct uw *u, const char *sql)

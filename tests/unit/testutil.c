@@ -4,8 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sqlite3.h>
 #ifdef KH_HAVE_PG
 #include <libpq-fe.h>
+#include <pthread.h>
 #endif
 
 #include "testutil.h"
@@ -129,19 +132,61 @@ static void quiet(void *arg, const char *msg)
 	(void)msg;
 }
 
+/* One connection kept open for the last URL used (a new connection costs a server process:
+ * dumping every table through a connection each made the PostgreSQL runs several times slower).
+ * Tests call these helpers from one thread; the mutex is for the odd one that does not. */
+static struct {
+	pthread_mutex_t mu;
+	char *url;
+	PGconn *c;
+} kept = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL};
+
+static void kept_close(void)
+{
+	PQfinish(kept.c);
+	free(kept.url);
+	kept.c = NULL;
+	kept.url = NULL;
+}
+
 static PGresult *pg_run(const char *url, const char *sql)
 {
-	PGconn *c = PQconnectdb(url);
 	PGresult *res;
 
-	if (PQstatus(c) != CONNECTION_OK)
-		fail_msg("test database %s: %s", url, PQerrorMessage(c));
-	PQsetNoticeProcessor(c, quiet, NULL);
-	res = PQexec(c, sql);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-		fail_msg("%s: %s", sql, PQerrorMessage(c));
-	PQfinish(c);
+	char why[300];
+
+	pthread_mutex_lock(&kept.mu);
+	if (kept.c && (strcmp(kept.url, url) != 0 || PQstatus(kept.c) != CONNECTION_OK))
+		kept_close();
+	if (kept.c == NULL) {
+		kept.c = PQconnectdb(url);
+		kept.url = strdup(url);
+		if (kept.url == NULL || PQstatus(kept.c) != CONNECTION_OK) {
+			snprintf(why, sizeof why, "%s", PQerrorMessage(kept.c));
+			kept_close();
+			pthread_mutex_unlock(&kept.mu); /* fail_msg jumps out: nothing may stay locked */
+			fail_msg("test database %s: %s", url, why);
+		}
+		PQsetNoticeProcessor(kept.c, quiet, NULL);
+	}
+	res = PQexec(kept.c, sql);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+		snprintf(why, sizeof why, "%s", PQerrorMessage(kept.c));
+		PQclear(res);
+		kept_close(); /* it may be inside an aborted transaction */
+		pthread_mutex_unlock(&kept.mu);
+		fail_msg("%s: %s", sql, why);
+	}
+	pthread_mutex_unlock(&kept.mu);
 	return res;
+}
+
+/* Forget the kept connection (before its database is dropped). */
+static void pg_forget(void)
+{
+	pthread_mutex_lock(&kept.mu);
+	kept_close();
+	pthread_mutex_unlock(&kept.mu);
 }
 
 int64_t kh_test_pg_int(const char *url, const char *sql)
@@ -179,7 +224,46 @@ char *kh_test_pg_rows(const char *url, const char *sql)
 	PQclear(res);
 	return out;
 }
+void *kh_test_pg_hold(const char *url, const char *sql)
+{
+	PGconn *c = PQconnectdb(url);
+	PGresult *res;
+
+	if (PQstatus(c) != CONNECTION_OK)
+		fail_msg("test database %s: %s", url, PQerrorMessage(c));
+	PQsetNoticeProcessor(c, quiet, NULL);
+	res = PQexec(c, "BEGIN");
+	if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+		PQclear(res);
+		res = PQexec(c, sql);
+	}
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+		fail_msg("%s: %s", sql, PQerrorMessage(c));
+	PQclear(res);
+	return c;
+}
+
+void kh_test_pg_release(void *held)
+{
+	PQclear(PQexec(held, "ROLLBACK"));
+	PQfinish(held);
+}
 #else
+static void pg_forget(void)
+{
+}
+
+void *kh_test_pg_hold(const char *url, const char *sql)
+{
+	fail_msg("PostgreSQL is not built in (%s, %s)", url, sql);
+	return NULL;
+}
+
+void kh_test_pg_release(void *held)
+{
+	(void)held;
+}
+
 int64_t kh_test_pg_int(const char *url, const char *sql)
 {
 	fail_msg("PostgreSQL is not built in (%s, %s)", url, sql);
@@ -218,9 +302,159 @@ void kh_test_db_drop(char *url)
 	char db[64], sql[128];
 
 	if (url != NULL && strncmp(url, "postgres", 8) == 0) {
+		pg_forget();
 		db_of(url, db, sizeof db);
 		snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", db);
 		kh_test_pg_exec(getenv("KH_TEST_PG_URL"), sql);
 	}
 	free(url);
+}
+
+static int is_pg(const char *url)
+{
+	return strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0;
+}
+
+static sqlite3 *lite_open(const char *path)
+{
+	sqlite3 *db = NULL;
+
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
+		fail_msg("test database %s: %s", path, db ? sqlite3_errmsg(db) : "cannot open");
+	assert_int_equal(sqlite3_busy_timeout(db, 5000), SQLITE_OK);
+	return db;
+}
+
+/* sql with each `from` replaced by `to`, malloc'd. */
+static char *replace_all(const char *sql, const char *from, const char *to)
+{
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	assert_non_null(f = open_memstream(&out, &len));
+	for (const char *p; (p = strstr(sql, from)) != NULL; sql = p + strlen(from))
+		fprintf(f, "%.*s%s", (int)(p - sql), sql, to);
+	fputs(sql, f);
+	assert_int_equal(fclose(f), 0);
+	return out;
+}
+
+void kh_test_sql_exec(const char *url, const char *sql)
+{
+	sqlite3 *db;
+	char *err = NULL;
+
+	if (is_pg(url)) {
+		char *a = replace_all(sql, "randomblob(16)", "decode(md5(random()::text), 'hex')");
+		char *b = replace_all(a, "zeroblob(32)", "decode(repeat('00', 32), 'hex')");
+		kh_test_pg_exec(url, b);
+		free(a);
+		free(b);
+		return;
+	}
+	db = lite_open(url);
+	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+		fail_msg("%s: %s", sql, err ? err : "?");
+	sqlite3_free(err);
+	sqlite3_close(db);
+}
+
+char *kh_test_sql_rows(const char *url, const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st = NULL;
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f;
+	int rc;
+
+	if (is_pg(url))
+		return kh_test_pg_rows(url, sql);
+	assert_non_null(f = open_memstream(&out, &len));
+	db = lite_open(url);
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		for (int i = 0; i < sqlite3_column_count(st); i++) {
+			if (sqlite3_column_type(st, i) == SQLITE_BLOB) { /* as PostgreSQL shows a bytea */
+				const uint8_t *b = sqlite3_column_blob(st, i);
+				fputs("\\x", f);
+				for (int k = 0; k < sqlite3_column_bytes(st, i); k++)
+					fprintf(f, "%02x", b[k]);
+			} else {
+				const char *v = (const char *)sqlite3_column_text(st, i);
+				fputs(v ? v : "NULL", f);
+			}
+			fputc(i + 1 < sqlite3_column_count(st) ? '|' : '\n', f);
+		}
+	if (rc != SQLITE_DONE)
+		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	assert_int_equal(fclose(f), 0);
+	return out;
+}
+
+int64_t kh_test_sql_int(const char *url, const char *sql)
+{
+	char *rows, *end;
+	int64_t v;
+
+	if (is_pg(url))
+		return kh_test_pg_int(url, sql);
+	rows = kh_test_sql_rows(url, sql);
+	v = strtoll(rows, &end, 10);
+	if (end == rows)
+		v = -1; /* no row, or NULL */
+	free(rows);
+	return v;
+}
+
+static int cmp_line(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+char *kh_test_sql_dump(const char *url)
+{
+	const char *list = is_pg(url) ? "SELECT table_name FROM information_schema.tables "
+					"WHERE table_schema = current_schema() ORDER BY 1"
+				      : "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1";
+	char *tables = kh_test_sql_rows(url, list), *out = NULL, *save = NULL, sql[200];
+	size_t len = 0;
+	FILE *f;
+
+	assert_non_null(f = open_memstream(&out, &len));
+	for (char *t = strtok_r(tables, "\n", &save); t; t = strtok_r(NULL, "\n", &save)) {
+		char *rows, **line = NULL, *lsave = NULL;
+		size_t n = 0;
+
+		snprintf(sql, sizeof sql, "SELECT * FROM \"%s\"", t);
+		rows = kh_test_sql_rows(url, sql);
+		for (char *l = strtok_r(rows, "\n", &lsave); l; l = strtok_r(NULL, "\n", &lsave)) {
+			assert_non_null(line = realloc(line, (n + 1) * sizeof *line));
+			line[n++] = l;
+		}
+		qsort(line, n, sizeof line[0], cmp_line); /* rows in an order of their own, not the scan's */
+		fprintf(f, "[%s]\n", t);
+		for (size_t i = 0; i < n; i++)
+			fprintf(f, "%s\n", line[i]);
+		free(line);
+		free(rows);
+	}
+	free(tables);
+	assert_int_equal(fclose(f), 0);
+	return out;
+}
+
+void kh_test_sql_ids_taken(const char *url, const char *table)
+{
+	char sql[300];
+
+	if (!is_pg(url))
+		return;
+	snprintf(sql, sizeof sql, "SELECT setval(pg_get_serial_sequence('%s', 'id'), (SELECT max(id) FROM %s))", table,
+		 table);
+	kh_test_pg_exec(url, sql);
 }

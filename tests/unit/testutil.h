@@ -35,5 +35,26 @@ int64_t kh_test_pg_int(const char *url, const char *sql);
 void kh_test_pg_exec(const char *url, const char *sql);
 /* Every row of sql, fields joined by '|', rows ended by '\n', NULL as "NULL" (malloc'd). */
 char *kh_test_pg_rows(const char *url, const char *sql);
+/* A PostgreSQL connection that ran BEGIN then sql and stays in that transaction (holding what
+ * sql locked) until kh_test_pg_release rolls it back and closes it. */
+void *kh_test_pg_hold(const char *url, const char *sql);
+void kh_test_pg_release(void *held);
+
+/*
+ * The same on a test's store whichever backend it is (a postgres:// URL or an SQLite file, as
+ * kh_test_db made it), behind the store's back: SQL run on a connection of its own, which waits
+ * up to 5 s for the center's write lock on SQLite. kh_test_sql_exec takes SQLite's randomblob(16)
+ * and zeroblob(32) on PostgreSQL too.
+ */
+void kh_test_sql_exec(const char *url, const char *sql);
+char *kh_test_sql_rows(const char *url, const char *sql);
+/* The first column of the first row as an integer; -1 when there is no row or it is NULL. */
+int64_t kh_test_sql_int(const char *url, const char *sql);
+/* Every table of the store, every row ("[table]" then its rows ordered by the first two
+ * columns), as one text: what "nothing changed" is compared on. malloc'd. */
+char *kh_test_sql_dump(const char *url);
+/* After rows were inserted with explicit ids into table's identity column: on PostgreSQL the
+ * sequence is moved past them (SQLite's AUTOINCREMENT follows by itself). */
+void kh_test_sql_ids_taken(const char *url, const char *table);
 
 #endif
