@@ -60,6 +60,12 @@ struct kh_store_opts {
  * *out is written only on success; close it with kh_store_close.
  */
 KH_WARN_UNUSED kh_err kh_store_open(const char *url, struct kh_store **out);
+/*
+ * url as a message may show it, into out (cap bytes, always terminated, cut if it must be): a
+ * postgres:// URL's password (user:PASSWORD@ and any password= parameter) is replaced by "***";
+ * anything else is copied as it is.
+ */
+void kh_store_url_safe(const char *url, char *out, size_t cap);
 /* The same with options (opts NULL: the defaults). */
 KH_WARN_UNUSED kh_err kh_store_open_opts(const char *url, const struct kh_store_opts *opts, struct kh_store **out);
 /* Close; a transaction still open is rolled back. NULL does nothing. */

@@ -20,6 +20,7 @@
 #include "keyhole/file.h"
 #include "keyhole/host.h"
 #include "keyhole/softmodule.h"
+#include "keyhole/store.h"
 
 void kh_cli_list(FILE *f, const char *prog, const struct kh_cli_cmd *tab, size_t n)
 {
@@ -48,7 +49,11 @@ int kh_cli_usage(const char *prog, const char *fmt, ...)
 
 int kh_cli_fail(const char *what, kh_err e)
 {
-	fprintf(stderr, "keyhole: %s: %s\n", what, kh_strerror(e));
+	char safe[1024];
+
+	/* what may be a database URL: never its password */
+	kh_store_url_safe(what, safe, sizeof safe);
+	fprintf(stderr, "keyhole: %s: %s\n", safe, kh_strerror(e));
 	return KH_EXIT_FAIL;
 }
 

@@ -29,7 +29,8 @@ int kh_cli_dispatch(const char *prog, const struct kh_cli_cmd *tab, size_t n, in
 void kh_cli_list(FILE *f, const char *prog, const struct kh_cli_cmd *tab, size_t n);
 /* "keyhole <prog>: <message>" plus "try 'keyhole <prog> --help'"; returns KH_EXIT_USAGE. */
 int kh_cli_usage(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* "keyhole: <what>: <error message>"; returns KH_EXIT_FAIL. */
+/* "keyhole: <what>: <error message>" (a database URL in what shown without its password,
+ * kh_store_url_safe); returns KH_EXIT_FAIL. */
 int kh_cli_fail(const char *what, kh_err e);
 /*
  * A transport stream is binary: when no output was named (out NULL) and standard output is a

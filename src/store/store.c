@@ -57,6 +57,52 @@ kh_err kh_store_open_opts(const char *url, const struct kh_store_opts *opts, str
 	return be->open(url, opts, out);
 }
 
+/* Append len bytes of src to out (cap bytes, *n used), cut to fit; out stays terminated. */
+static void put(char *out, size_t cap, size_t *n, const char *src, size_t len)
+{
+	if (len > cap - 1 - *n)
+		len = cap - 1 - *n;
+	memcpy(out + *n, src, len);
+	*n += len;
+	out[*n] = '\0';
+}
+
+void kh_store_url_safe(const char *url, char *out, size_t cap)
+{
+	const char *rest, *auth_end, *at, *colon, *p, *k;
+	size_t n = 0;
+
+	if (cap == 0)
+		return;
+	out[0] = '\0';
+	if (url == NULL)
+		return;
+	if (strncmp(url, "postgres://", 11) != 0 && strncmp(url, "postgresql://", 13) != 0) {
+		put(out, cap, &n, url, strlen(url));
+		return;
+	}
+	rest = strstr(url, "://") + 3;
+	auth_end = rest + strcspn(rest, "/?");
+	at = memrchr(rest, '@', (size_t)(auth_end - rest)); /* the last: a password may hold one */
+	colon = at ? memchr(rest, ':', (size_t)(at - rest)) : NULL;
+	p = url;
+	if (colon) { /* user:PASSWORD@ */
+		put(out, cap, &n, p, (size_t)(colon + 1 - p));
+		put(out, cap, &n, "***", 3);
+		p = at;
+	}
+	/* each password= parameter of the query (k: at the '?' or '&' before a parameter) */
+	for (k = strchr(p, '?'); k != NULL; k = strchr(k + 1, '&')) {
+		if (strncmp(k + 1, "password=", 9) != 0)
+			continue;
+		put(out, cap, &n, p, (size_t)(k + 10 - p));
+		put(out, cap, &n, "***", 3);
+		p = k + 10 + strcspn(k + 10, "&");
+		k = p - 1; /* the search goes on at the next '&' */
+	}
+	put(out, cap, &n, p, strlen(p));
+}
+
 kh_err kh_store_open(const char *url, struct kh_store **out)
 {
 	return kh_store_open_opts(url, NULL, out);

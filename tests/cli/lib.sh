@@ -51,6 +51,7 @@ kh_cleanup()
 		fi
 	done
 	KH_PIDS=
+	kh_db_drop
 	if [ -n "$KH_TMP" ]; then
 		chmod -R u+rwX "$KH_TMP" 2>/dev/null
 		rm -rf "$KH_TMP"
@@ -328,14 +329,61 @@ kh_expect_api()
 	fi
 }
 
-# kh_start_serve PIDVAR [OPTIONS]: `keyhole serve --db center.db --authority auth` on a free
-# loopback port, with OPTIONS; sets PORT once the server printed its 'listening=' line.
+# ---- the center's database: SQLite, or PostgreSQL when CTest's pg fixture runs the test ----
+#   kh_db_init        sets KH_DB: center.db (in $KH_WORK), or with KH_TEST_PG_URL set (the test
+#                     cluster's admin URL) a fresh database made for this test, dropped at exit
+#   kh_sql SQL        SQL on $KH_DB by sqlite3 or psql: rows one per line, fields joined by '|'
+#   kh_db_is_pg       true when $KH_DB is PostgreSQL (for the few checks that are about a file)
+KH_DB=
+KH_PG_DB=
+kh_db_init()
+{
+	if [ -z "${KH_TEST_PG_URL:-}" ]; then
+		KH_DB=center.db
+		return 0
+	fi
+	kh_need psql
+	KH_PG_DB=kh_cli_$(echo "$KH_TEST" | tr -c 'a-z0-9\n' '_')_$$
+	psql -X -q -v ON_ERROR_STOP=1 "$KH_TEST_PG_URL" -c "CREATE DATABASE $KH_PG_DB" >/dev/null 2>"$KH_META/psql.err" ||
+		kh_fail "could not create the test database: $(cat "$KH_META/psql.err")"
+	KH_DB=$(printf '%s' "$KH_TEST_PG_URL" | sed "s|^\(postgres[a-z]*://[^/?]*\)/[^?]*|\1/$KH_PG_DB|")
+}
+
+kh_db_is_pg()
+{
+	[ -n "$KH_PG_DB" ]
+}
+
+kh_sql()
+{
+	if kh_db_is_pg; then
+		psql -X -q -A -t -v ON_ERROR_STOP=1 "$KH_DB" -c "$1" 2>"$KH_META/sql.err" ||
+			kh_fail "psql: $1: $(cat "$KH_META/sql.err")"
+	else
+		sqlite3 -batch -bail "$KH_WORK/$KH_DB" "$1" 2>"$KH_META/sql.err" ||
+			kh_fail "sqlite3: $1: $(cat "$KH_META/sql.err")"
+	fi
+}
+
+# The test's database goes (kh_cleanup): after its processes stopped, so nothing holds it.
+kh_db_drop()
+{
+	if [ -n "$KH_PG_DB" ]; then
+		psql -X -q "$KH_TEST_PG_URL" -c "DROP DATABASE IF EXISTS $KH_PG_DB WITH (FORCE)" >/dev/null 2>&1 ||
+			echo "$KH_TEST: could not drop the test database $KH_PG_DB" >&2
+	fi
+	KH_PG_DB=
+}
+
+# kh_start_serve PIDVAR [OPTIONS]: `keyhole serve --db $KH_DB --authority auth` (kh_db_init;
+# center.db when it was not called) on a free loopback port, with OPTIONS; sets PORT once the
+# server printed its 'listening=' line.
 kh_start_serve()
 {
 	kh_sv=$1
 	shift
 	: >"$KH_META/daemon.out"
-	kh_start_daemon "$kh_sv" serve --db center.db --authority auth --listen 127.0.0.1:0 "$@"
+	kh_start_daemon "$kh_sv" serve --db "${KH_DB:-center.db}" --authority auth --listen 127.0.0.1:0 "$@"
 	eval "kh_pid=\$$kh_sv"
 	kh_wait_listening "$kh_pid"
 }

@@ -20,11 +20,13 @@
 # - https with --cacert (and KEYHOLE_CACERT), and its refusal without; no answer at all is one
 #   error line, exit 1.
 #
-# Run by CTest as `sh test_center.sh` with KEYHOLE and KH_SOURCE_DIR set.
+# Run by CTest as `sh test_center.sh` with KEYHOLE and KH_SOURCE_DIR set; again with
+# KH_TEST_PG_URL set (cli/test_center_pg), on a PostgreSQL database of its own.
 
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
 kh_init test_center
 kh_need curl openssl node sqlite3
+kh_db_init
 cd "$KH_WORK" || kh_fail "cd $KH_WORK"
 unset KEYHOLE_CENTER KEYHOLE_CACERT KEYHOLE_TOKEN_FILE
 
@@ -55,7 +57,7 @@ kh_err_has 'op\.token'
 chmod 600 op.token
 kh_api GET /v1/subscribers/1
 [ "$ST" = 401 ] || kh_fail "curl without a token: $ST"
-N=$(sqlite3 center.db 'SELECT count(*) FROM subscribers')
+N=$(kh_sql 'SELECT count(*) FROM subscribers')
 [ "$N" = 0 ] || kh_fail "refused requests created $N subscriber(s)"
 
 # ---- subscribers --------------------------------------------------------------------------------
@@ -291,15 +293,15 @@ kh_out_has "^reload_id: $((R0 + 2))$"
 kill "$RPID"
 # a creation too: the center keeps its key, so the second sending answers the subscriber the
 # first one created, and no other is made
-N=$(sqlite3 center.db 'SELECT count(*) FROM subscribers')
+N=$(kh_sql 'SELECT count(*) FROM subscribers')
 relay_start
 kh_center_ok subscriber add --name Eve --center "http://127.0.0.1:$RPORT" --json
 cp "$KH_OUT" eve.json
 [ "$(wc -l <relay.log)" -eq 2 ] || kh_fail "a creation whose answer was lost was sent $(wc -l <relay.log) time(s), expected 2"
 [ "$(sort -u relay.log | wc -l)" -eq 1 ] || kh_fail "the creation's retry did not carry its key: $(cat relay.log)"
-[ "$(sqlite3 center.db 'SELECT count(*) FROM subscribers')" -eq $((N + 1)) ] ||
+[ "$(kh_sql 'SELECT count(*) FROM subscribers')" -eq $((N + 1)) ] ||
 	kh_fail "a creation whose answer was lost: not exactly one subscriber more"
-EVE=$(sqlite3 center.db "SELECT id FROM subscribers WHERE name = 'Eve'")
+EVE=$(kh_sql "SELECT id FROM subscribers WHERE name = 'Eve'")
 [ "$(kh_json eve.json 'd.id + ":" + d.name')" = "$EVE:Eve" ] || kh_fail "the retried creation's answer: $(cat eve.json), expected id $EVE"
 kill "$RPID"
 # the same key given twice: one subscriber, the same answer
@@ -307,13 +309,13 @@ kh_center_ok subscriber add --name Fay --idempotency-key fay-1 --json
 cp "$KH_OUT" fay1.json
 kh_center_ok subscriber add --name Fay --idempotency-key fay-1 --json
 cmp -s fay1.json "$KH_OUT" || kh_fail "subscriber add with one key twice: $(cat fay1.json) then $(cat "$KH_OUT")"
-[ "$(sqlite3 center.db "SELECT count(*) FROM subscribers WHERE name = 'Fay'")" = 1 ] ||
+[ "$(kh_sql "SELECT count(*) FROM subscribers WHERE name = 'Fay'")" = 1 ] ||
 	kh_fail "subscriber add with one key twice made more than one subscriber"
-[ "$(kh_json fay1.json 'd.id')" = "$(sqlite3 center.db "SELECT id FROM subscribers WHERE name = 'Fay'")" ] ||
+[ "$(kh_json fay1.json 'd.id')" = "$(kh_sql "SELECT id FROM subscribers WHERE name = 'Fay'")" ] ||
 	kh_fail "subscriber add: the answer's id is not the subscriber made: $(cat fay1.json)"
 kh_center_fail subscriber add --name Gus --idempotency-key fay-1
 kh_err_has '^keyhole center: 422 idempotency_mismatch: '
-[ "$(sqlite3 center.db "SELECT count(*) FROM subscribers WHERE name = 'Gus'")" = 0 ] ||
+[ "$(kh_sql "SELECT count(*) FROM subscribers WHERE name = 'Gus'")" = 0 ] ||
 	kh_fail "a key used for another subscriber created one"
 # a read is not sent twice: its lost answer is one error line
 relay_start
@@ -338,7 +340,7 @@ relay_start
 kh_center_ok service-keys rotate --key-id 1 --center "http://127.0.0.1:$RPORT"
 kh_out_has '^version: 3$'
 [ "$(wc -l <relay.log)" -eq 2 ] || kh_fail "a rotation whose answer was lost was sent $(wc -l <relay.log) time(s), expected 2"
-[ "$(sqlite3 center.db 'SELECT max(version) FROM service_keys WHERE key_id = 1')" = 3 ] ||
+[ "$(kh_sql 'SELECT max(version) FROM service_keys WHERE key_id = 1')" = 3 ] ||
 	kh_fail "a rotation sent twice with one key made more than one version"
 kill "$RPID"
 kh_center_ok rights renew

@@ -14,12 +14,14 @@
 #   subscriptions, invoices, bulk jobs and upload sessions lists answer what was done (an upload
 #   session shows no nonce).
 #
-# Run by CTest as `sh test_center_lists.sh` with KEYHOLE and KH_SOURCE_DIR set.
+# Run by CTest as `sh test_center_lists.sh` with KEYHOLE and KH_SOURCE_DIR set; again with
+# KH_TEST_PG_URL set (cli/test_center_lists_pg), on a PostgreSQL database of its own.
 
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
 kh_init test_center_lists
 kh_need curl node
 cd "$KH_WORK" || kh_fail "cd $KH_WORK"
+kh_db_init
 unset KEYHOLE_CENTER KEYHOLE_CACERT KEYHOLE_TOKEN_FILE
 
 kh_expect_ok authority init auth
@@ -260,7 +262,14 @@ kh_center_ok uploads --ua "$UA2"
 kh_out_has '^no sessions$'
 
 # ---- readyz: the database gone ------------------------------------------------------------------
-mv center.db moved.db
+# (on PostgreSQL: it takes no connection any more, and the center's are cut)
+if kh_db_is_pg; then
+	psql -X -q -v ON_ERROR_STOP=1 "$KH_TEST_PG_URL" -c "ALTER DATABASE $KH_PG_DB ALLOW_CONNECTIONS false" \
+		-c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$KH_PG_DB'" >/dev/null ||
+		kh_fail "could not close the test database"
+else
+	mv center.db moved.db
+fi
 kh_center_fail health
 kh_out_has '^healthz: 200 ok$'
 kh_out_has '^readyz: 503 not_ready$'

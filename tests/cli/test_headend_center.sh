@@ -10,7 +10,8 @@
 # an event the catalogue does not list are refused); and the refusals (plain http to a remote
 # host, an unreachable center, options without --center).
 #
-# Run by CTest as `sh test_headend_center.sh` with KEYHOLE and KH_SOURCE_DIR set.
+# Run by CTest as `sh test_headend_center.sh` with KEYHOLE and KH_SOURCE_DIR set; again with
+# KH_TEST_PG_URL set (cli/test_headend_center_pg), on a PostgreSQL database of its own.
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
 kh_init headend_center
 if ! command -v ffmpeg >/dev/null 2>&1; then
@@ -19,6 +20,7 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
 fi
 kh_need curl openssl basenc cmp
 cd "$KH_WORK" || kh_fail "cd $KH_WORK"
+kh_db_init
 
 status_of()
 {
@@ -57,7 +59,7 @@ kh_expect_api POST /v1/subscribers/1/subscriptions "{\"product_id\":7,\"start\":
 
 # ---- the headend: the center's service keys, its EMM queue carried in the stream ----
 kh_expect_ok headend keys init --authority auth --out headend.keys
-kh_expect_ok headend keys import --keys headend.keys --db center.db
+kh_expect_ok headend keys import --keys headend.keys --db "$KH_DB"
 kh_out_has 'service key'
 kh_expect_ok headend scramble --keys headend.keys --alg cissa --product 7 --period 5 --time "$T" \
 	--center "$C" -v --in clip.ts --out s.ts

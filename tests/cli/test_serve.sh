@@ -6,12 +6,15 @@
 # SIGTERM and SIGINT stop it with status 0; usage errors exit 2; an unusable --db or --authority exits 1 with one line;
 # the operator token behind "Bearer" in any case, blanks around the token tolerated.
 #
-# Run by CTest as `sh test_serve.sh` with KEYHOLE and KH_SOURCE_DIR set.
+# Run by CTest as `sh test_serve.sh` with KEYHOLE and KH_SOURCE_DIR set; again with KH_TEST_PG_URL
+# set (cli/test_serve_pg), the center on a PostgreSQL database of its own: what is about a file
+# (its mode) is then checked on SQLite only, and a database that cannot be reached is checked.
 
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
 kh_init test_serve
 kh_need curl openssl basenc sqlite3
 cd "$KH_WORK" || kh_fail "cd $KH_WORK"
+kh_db_init
 
 kh_expect_ok authority init auth
 kh_expect_ok card issue --authority auth --role card --out c1.card
@@ -25,7 +28,7 @@ B64=$(openssl x509 -in "$CERT" -outform DER | basenc --base64url | tr -d '=\n')
 kh_start_serve PID
 grep -Eq 'event=serve\.start listen=127\.0\.0\.1:[0-9]+ ' "$KH_META/daemon.err" ||
 	kh_fail "no serve.start log line naming the bound address"
-kh_expect_mode center.db 600
+kh_db_is_pg || kh_expect_mode center.db 600
 
 kh_expect_api POST /v1/subscribers '{"name":"Alice"}' 201 '^\{"id":1,'
 kh_expect_api POST /v1/cards "{\"certificate\":\"$B64\"}" 201 "\"ua\":\"$UA\""
@@ -72,7 +75,7 @@ done
 [ "$limited" -gt 3 ] || kh_fail "--open-burst 3: refused at opening $limited"
 grep -qi '^Retry-After: [1-9]' "$KH_META/headers" || kh_fail "a 429 without Retry-After"
 grep -q '"code":"rate_limited"' "$KH_META/body" || kh_fail "a 429 without the code rate_limited"
-N=$(sqlite3 center.db "SELECT (SELECT count(*) FROM upload_sessions) + (SELECT count(*) FROM idempotency)")
+N=$(kh_sql "SELECT (SELECT count(*) FROM upload_sessions) + (SELECT count(*) FROM idempotency)")
 [ "$N" = 0 ] || kh_fail "openings of upload sessions stored $N rows"
 # --rights-ttl 7: the windows are 3.5 days, a right reaches 7 days past its window's start; the
 # server swept at start, and asked again it has nothing more to queue
@@ -174,9 +177,17 @@ kh_expect_fail serve --db "$KH_WORK/no/such/dir/center.db" --authority auth --li
 kh_err_has 'no/such/dir/center.db'
 kh_expect_fail serve --db other.db --authority no-such-authority --listen 127.0.0.1:0
 [ ! -e other.db ] || kh_fail "a center that could not start created its database"
-chmod 644 center.db
-kh_expect_fail serve --db center.db --authority auth --listen 127.0.0.1:0
-kh_err_has '^keyhole: center\.db: database file is not private'
-chmod 600 center.db
+if kh_db_is_pg; then
+	# a database that is not there, named with a password: one line, and never the password
+	NOPE=$(printf '%s' "$KH_DB" | sed 's|^\(postgres[a-z]*://\)[^/?]*/[^?]*|\1postgres:s3cret-pw@/kh_no_such_db|')
+	kh_expect_fail serve --db "$NOPE" --authority auth --listen 127.0.0.1:0
+	kh_err_has 'kh_no_such_db'
+	! grep -q 's3cret-pw' "$KH_ERR" "$KH_META/daemon.err" || kh_fail "serve printed the database password"
+else
+	chmod 644 center.db
+	kh_expect_fail serve --db center.db --authority auth --listen 127.0.0.1:0
+	kh_err_has '^keyhole: center\.db: database file is not private'
+	chmod 600 center.db
+fi
 
 kh_note "ok"

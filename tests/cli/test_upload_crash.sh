@@ -9,15 +9,17 @@
 # upload sessions through the real decoder client, and journals on the client side each upload
 # request before it is sent and each 200 answer (the acknowledgement) when it comes. The center
 # is killed once enough answers came, whatever is in flight then. The database is read with the
-# sqlite3 shell beside the running center (WAL).
+# sqlite3 shell beside the running center (WAL), or psql.
 #
-# Run by CTest as `sh test_upload_crash.sh` with KEYHOLE, KH_SOURCE_DIR and KH_UPLOAD_LOAD set.
+# Run by CTest as `sh test_upload_crash.sh` with KEYHOLE, KH_SOURCE_DIR and KH_UPLOAD_LOAD set;
+# again with KH_TEST_PG_URL set (cli/test_upload_crash_pg), on a PostgreSQL database of its own.
 
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
 kh_init test_upload_crash
 kh_need curl openssl basenc sqlite3 awk
 [ -x "$KH_UPLOAD_LOAD" ] || kh_fail "KH_UPLOAD_LOAD (the kh_upload_load helper) is not set or not executable"
 cd "$KH_WORK" || kh_fail "cd $KH_WORK"
+kh_db_init
 
 NCARDS=8
 EVENTS=3
@@ -33,7 +35,7 @@ start()
 # sql QUERY: run it on the center's database (the rows on stdout)
 sql()
 {
-	sqlite3 -batch -bail center.db "$1" 2>"$KH_META/sql.err" || kh_fail "sqlite3: $(cat "$KH_META/sql.err")"
+	kh_sql "$1"
 }
 
 # an awk function: the value of 8 hex digits (awk itself reads no hexadecimal)
@@ -47,28 +49,32 @@ check_stored()
 	bad=$(awk '$1 == "ACK" && $5 != "ok"' journal.txt)
 	[ -z "$bad" ] || kh_fail "$1: a fresh block was acknowledged with another verdict than ok: $bad"
 	{
-		echo "CREATE TEMP TABLE acked (ua INTEGER, seq INTEGER);"
-		echo "CREATE TEMP TABLE bought (ua INTEGER, ev INTEGER, price INTEGER);"
+		echo "CREATE TEMP TABLE acked (ua BIGINT, seq BIGINT);"
+		echo "CREATE TEMP TABLE bought (ua BIGINT, ev BIGINT, price BIGINT);"
 		awk "$HEX"'$1 == "ACK" { printf "INSERT INTO acked VALUES (%d, %d);\n", hex($3), $4 }' journal.txt
 		awk "$HEX"'$1 == "BUY" { printf "INSERT INTO bought VALUES (%d, %d, %d);\n", hex($2), $3, $4 }' \
 			bought.txt
-		echo "SELECT 'lost', printf('%08X', a.ua), a.seq FROM acked a WHERE (SELECT count(*) FROM usage_blocks b"
+		echo "SELECT 'lost', a.ua, a.seq FROM acked a WHERE (SELECT count(*) FROM usage_blocks b"
 		echo "  WHERE b.ua = a.ua AND b.block_seq = a.seq AND b.verdict = 'ok') != 1;"
-		echo "SELECT 'not-invoiced-once', printf('%08X', ua), ev FROM bought WHERE ua IN (SELECT ua FROM acked)"
+		echo "SELECT 'not-invoiced-once', ua, ev FROM bought WHERE ua IN (SELECT ua FROM acked)"
 		echo "  AND (SELECT count(*) FROM invoices i WHERE i.ua = bought.ua AND i.event_id = bought.ev"
 		echo "  AND i.price = bought.price) != 1;"
-		echo "SELECT 'purchase-not-once', printf('%08X', ua), ev FROM bought WHERE ua IN (SELECT ua FROM acked)"
+		echo "SELECT 'purchase-not-once', ua, ev FROM bought WHERE ua IN (SELECT ua FROM acked)"
 		echo "  AND (SELECT count(*) FROM purchases p JOIN usage_blocks b ON b.ua = p.block_ua"
 		echo "  AND b.block_seq = p.block_seq AND b.verdict = 'ok' WHERE p.ua = bought.ua"
 		echo "  AND p.event_id = bought.ev) != 1;"
-		echo "SELECT 'never-bought', printf('%08X', ua), event_id FROM invoices i WHERE NOT EXISTS"
+		echo "SELECT 'never-bought', ua, event_id FROM invoices i WHERE NOT EXISTS"
 		echo "  (SELECT 1 FROM bought b WHERE b.ua = i.ua AND b.ev = i.event_id);"
-		echo "SELECT 'twice', printf('%08X', ua), event_id FROM invoices GROUP BY ua, event_id"
+		echo "SELECT 'twice', ua, event_id FROM invoices GROUP BY ua, event_id"
 		echo "  HAVING count(*) > 1;"
-		echo "SELECT 'wrong-subscriber', printf('%08X', i.ua) FROM invoices i JOIN cards c ON c.ua = i.ua"
-		echo "  WHERE i.subscriber_id IS NOT c.subscriber_id;"
+		echo "SELECT 'wrong-subscriber', i.ua FROM invoices i JOIN cards c ON c.ua = i.ua"
+		echo "  WHERE i.subscriber_id IS DISTINCT FROM c.subscriber_id;"
 	} >"$KH_META/check.sql"
-	out=$(sqlite3 -batch -bail center.db <"$KH_META/check.sql" 2>&1) || kh_fail "$1: sqlite3: $out"
+	if kh_db_is_pg; then
+		out=$(psql -X -q -A -t -v ON_ERROR_STOP=1 "$KH_DB" -f "$KH_META/check.sql" 2>&1) || kh_fail "$1: psql: $out"
+	else
+		out=$(sqlite3 -batch -bail center.db <"$KH_META/check.sql" 2>&1) || kh_fail "$1: sqlite3: $out"
+	fi
 	if [ -n "$out" ]; then
 		kh_fail "$1: $(echo "$out" | head -n 20)"
 	fi
@@ -110,7 +116,7 @@ for c in $CARDS; do
 	i=$((i + 1))
 done
 # shellcheck disable=SC2086 # the card list is split on purpose
-"$LOAD" prepare --center "$URL" --db center.db --authority auth --decoder dec.card --cam cam.card --events "$EVENTS" $CARDS \
+"$LOAD" prepare --center "$URL" --db "$KH_DB" --authority auth --decoder dec.card --cam cam.card --events "$EVENTS" $CARDS \
 	>bought.txt 2>"$KH_META/load.err" || kh_fail "prepare: $(cat "$KH_META/load.err")"
 [ "$(grep -c '^BUY ' bought.txt)" -eq $((NCARDS * EVENTS)) ] || kh_fail "prepare: not every purchase was made"
 [ "$(sql 'SELECT count(*) FROM invoices')" -eq 0 ] || kh_fail "invoices before any upload"

@@ -1402,9 +1402,40 @@ static void test_pg_migrate_race(void **state)
 	assert_int_equal(raw_int(c, "SELECT count(*) FROM credit_policy"), 1);
 }
 
+/* What a message may show of a database URL: never its password, whichever way it is given. */
+static void test_url_safe(void **state)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+		{"postgresql://kh:s3cret@db.example:5432/center", "postgresql://kh:***@db.example:5432/center"},
+		{"postgres://kh:s3cret@/center?host=/run/pg", "postgres://kh:***@/center?host=/run/pg"},
+		{"postgresql:///center?user=kh&password=s3cret&host=/run/pg",
+		 "postgresql:///center?user=kh&password=***&host=/run/pg"},
+		{"postgresql://kh:a@b@h/db?password=x&password=y", "postgresql://kh:***@h/db?password=***&password=***"},
+		{"postgresql://kh@h/db?sslmode=require", "postgresql://kh@h/db?sslmode=require"},
+		{"postgresql://h/db?passwordless=1", "postgresql://h/db?passwordless=1"},
+		{"center.db", "center.db"},
+		{"sqlite:a:b@c.db", "sqlite:a:b@c.db"},
+	};
+	char out[128];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		kh_store_url_safe(cases[i].in, out, sizeof out);
+		assert_string_equal(out, cases[i].out);
+		assert_null(strstr(out, "s3cret"));
+	}
+	kh_store_url_safe("postgresql://kh:s3cret@h/db", out, 12); /* cut, still terminated */
+	assert_string_equal(out, "postgresql:");
+	kh_store_url_safe(NULL, out, sizeof out);
+	assert_string_equal(out, "");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_url_safe),
 		cmocka_unit_test_setup_teardown(test_urls, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_option, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrations_once, setup, teardown),
