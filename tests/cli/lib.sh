@@ -334,19 +334,31 @@ kh_expect_api()
 #                     cluster's admin URL) a fresh database made for this test, dropped at exit
 #   kh_sql SQL        SQL on $KH_DB by sqlite3 or psql: rows one per line, fields joined by '|'
 #   kh_db_is_pg       true when $KH_DB is PostgreSQL (for the few checks that are about a file)
+#   kh_pg_new         another fresh database on the test cluster: KH_PG_NAME, KH_PG_URL
 KH_DB=
 KH_PG_DB=
+KH_PG_DBS=
 kh_db_init()
 {
 	if [ -z "${KH_TEST_PG_URL:-}" ]; then
 		KH_DB=center.db
 		return 0
 	fi
+	kh_pg_new
+	KH_DB=$KH_PG_URL
+	KH_PG_DB=$KH_PG_NAME
+}
+
+# kh_pg_new: one more fresh database on the test cluster, dropped at exit; sets KH_PG_NAME and
+# KH_PG_URL (KH_TEST_PG_URL with that database).
+kh_pg_new()
+{
 	kh_need psql
-	KH_PG_DB=kh_cli_$(echo "$KH_TEST" | tr -c 'a-z0-9\n' '_')_$$
-	psql -X -q -v ON_ERROR_STOP=1 "$KH_TEST_PG_URL" -c "CREATE DATABASE $KH_PG_DB" >/dev/null 2>"$KH_META/psql.err" ||
+	KH_PG_NAME=kh_cli_$(echo "$KH_TEST" | tr -c 'a-z0-9\n' '_')_$$_$(echo "$KH_PG_DBS" | wc -w)
+	psql -X -q -v ON_ERROR_STOP=1 "$KH_TEST_PG_URL" -c "CREATE DATABASE $KH_PG_NAME" >/dev/null 2>"$KH_META/psql.err" ||
 		kh_fail "could not create the test database: $(cat "$KH_META/psql.err")"
-	KH_DB=$(printf '%s' "$KH_TEST_PG_URL" | sed "s|^\(postgres[a-z]*://[^/?]*\)/[^?]*|\1/$KH_PG_DB|")
+	KH_PG_DBS="$KH_PG_DBS $KH_PG_NAME"
+	KH_PG_URL=$(printf '%s' "$KH_TEST_PG_URL" | sed "s|^\(postgres[a-z]*://[^/?]*\)/[^?]*|\1/$KH_PG_NAME|")
 }
 
 kh_db_is_pg()
@@ -368,10 +380,11 @@ kh_sql()
 # The test's database goes (kh_cleanup): after its processes stopped, so nothing holds it.
 kh_db_drop()
 {
-	if [ -n "$KH_PG_DB" ]; then
-		psql -X -q "$KH_TEST_PG_URL" -c "DROP DATABASE IF EXISTS $KH_PG_DB WITH (FORCE)" >/dev/null 2>&1 ||
-			echo "$KH_TEST: could not drop the test database $KH_PG_DB" >&2
-	fi
+	for kh_d in $KH_PG_DBS; do
+		psql -X -q "$KH_TEST_PG_URL" -c "DROP DATABASE IF EXISTS $kh_d WITH (FORCE)" >/dev/null 2>&1 ||
+			echo "$KH_TEST: could not drop the test database $kh_d" >&2
+	done
+	KH_PG_DBS=
 	KH_PG_DB=
 }
 

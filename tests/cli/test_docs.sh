@@ -11,6 +11,8 @@
 #    document in one shell (dash, `set -e`) in a fresh empty directory, with `keyhole` on the
 #    PATH resolving to $KEYHOLE. What the test changes and adds, and only that:
 #    - Every 127.0.0.1:PORT the blocks name gets a free loopback port instead.
+#    - With KH_TEST_PG_URL set (cli/test_docs_pg), `--db center.db` names a fresh PostgreSQL
+#      database instead, one per document: the center the docs drive then runs on PostgreSQL.
 #    - After a line that starts `keyhole serve ... &` or `keyhole card serve ... &`, the script
 #      waits until that daemon answers (it fails if the daemon exits); what is still running
 #      at the end is stopped by its pid.
@@ -204,6 +206,12 @@ doc_script()
 		echo "$dp $np" >>"$KH_META/ports"
 		printf 's/127\\.0\\.0\\.1:%s\\b/127.0.0.1:%s/g\n' "$dp" "$np" >>"$KH_META/sed"
 	done
+	# On PostgreSQL (cli/test_docs_pg): the doc's center.db is a database of its own.
+	if [ -n "${KH_TEST_PG_URL:-}" ]; then
+		kh_pg_new
+		printf 's|--db center\\.db\\b|--db "%s"|g\n' "$(printf '%s' "$KH_PG_URL" | sed 's/[&|\\]/\\&/g')" \
+			>>"$KH_META/sed"
+	fi
 	: >"$KH_META/structure"
 	sed -f "$KH_META/sed" "$KH_META/raw" | awk -v errs="$KH_META/structure" '
 		# a logical command (continuation lines joined) is complete: what is it?
@@ -350,6 +358,12 @@ grep -q '"event_id":55,"price":30,' "$KH_META/api" ||
 	kh_fail "README.md: the center did not invoice event 55 at 30: $(cat "$KH_META/api")"
 [ "$(grep -o '"event_id"' "$KH_META/api" | wc -l)" -eq 1 ] ||
 	kh_fail "README.md: not exactly one invoice: $(cat "$KH_META/api")"
+# on PostgreSQL, that center's rows are in the database made for it, not in a file
+if [ -n "${KH_TEST_PG_URL:-}" ]; then
+	[ ! -e "$KH_WORK/readme/center.db" ] || kh_fail "README.md: --db center.db was not moved to PostgreSQL"
+	n=$(psql -X -A -t "$KH_PG_URL" -c 'SELECT count(*) FROM invoices' 2>&1)
+	[ "$n" = 1 ] || kh_fail "README.md on PostgreSQL: $n invoice row(s) in its database, expected 1"
+fi
 stop_doc_daemons
 
 # docs/operator-guide.md, from an empty directory
