@@ -384,6 +384,10 @@ grep -q '"state":"active"' "$KH_META/api" && grep -q '"export_authorised":true' 
 api -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$GP/v1/subscribers/1/invoices"
 [ "$(grep -o '"event_id":55,"price":30,' "$KH_META/api" | wc -l)" -eq 1 ] ||
 	kh_fail "operator guide section 10: event 55 not invoiced exactly once at 30: $(cat "$KH_META/api")"
+# section 15: the creation sent to two centers with one key made one subscriber
+api -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$GP/v1/subscribers?name_prefix=Ann"
+[ "$(grep -o '"name":"Ann"' "$KH_META/api" | wc -l)" -eq 1 ] ||
+	kh_fail "operator guide section 15: not exactly one subscriber Ann: $(cat "$KH_META/api")"
 stop_doc_daemons
 
 kh_note "ok"
