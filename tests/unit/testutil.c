@@ -436,7 +436,8 @@ char *kh_test_sql_dump(const char *url)
 			assert_non_null(line = realloc(line, (n + 1) * sizeof *line));
 			line[n++] = l;
 		}
-		qsort(line, n, sizeof line[0], cmp_line); /* rows in an order of their own, not the scan's */
+		if (n > 0) /* rows in an order of their own, not the scan's */
+			qsort(line, n, sizeof line[0], cmp_line);
 		fprintf(f, "[%s]\n", t);
 		for (size_t i = 0; i < n; i++)
 			fprintf(f, "%s\n", line[i]);
