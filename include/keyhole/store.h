@@ -168,6 +168,14 @@ void kh_store_group_free(struct kh_store_group *g);
 KH_WARN_UNUSED kh_err kh_store_group_run(struct kh_store_group *g, kh_store_tx_fn fn, void *arg);
 /* Counters since creation: committed batches, jobs run, and jobs waiting right now. */
 void kh_store_group_stats(struct kh_store_group *g, uint64_t *batches, uint64_t *jobs, unsigned *waiting);
+/*
+ * 1 when the group batches its jobs in one transaction (SQLite: one writer, one fsync per
+ * commit); 0 when each job is a transaction of its own on the group's ONE connection
+ * (PostgreSQL, whose server commits many connections' transactions at once). A caller with a
+ * connection of its own per thread should then run kh_store_run_tx on it rather than queue
+ * every writer behind the group's connection. NULL: 0.
+ */
+int kh_store_group_batches(const struct kh_store_group *g);
 
 /* ---- EMM sequence numbers and queue (the protocol design "Pay-TV: ECM and EMM") ---- */
 

@@ -869,6 +869,23 @@ static void test_group_busy(void **state)
 	kh_store_close(a);
 }
 
+/*
+ * Whether the group batches is what the center decides its write path by: SQLite's group
+ * batches (one writer, one fsync per commit), PostgreSQL's does not (each job would be one
+ * transaction on the group's ONE connection, so a center runs its writes on each thread's own
+ * connection instead). A mutant answering 1 on PostgreSQL, or 0 on SQLite, fails here.
+ */
+static void test_group_batches(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store_group *g = NULL;
+
+	assert_int_equal(kh_store_group_batches(NULL), 0);
+	assert_int_equal(kh_store_group_new(c->url, NULL, 0, &g), KH_OK);
+	assert_int_equal(kh_store_group_batches(g), c->pg ? 0 : 1);
+	kh_store_group_free(g);
+}
+
 /* The path's -wal or -shm ("-wal" / "-shm" appended to the database path) into buf. */
 static const char *side(const struct ctx *c, const char *sfx, char *buf, size_t cap)
 {
@@ -1449,6 +1466,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_busy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_batches, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_file_deleted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_file_replaced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sidecars, setup, teardown),

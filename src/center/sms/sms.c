@@ -180,7 +180,16 @@ void kh_sms_free(struct kh_sms *c)
 
 kh_err kh__sms_write(struct kh_sms *c, kh_store_tx_fn fn, void *arg)
 {
-	return kh_store_group_run(c->writer, fn, arg);
+	struct kh_store *s;
+	kh_err r;
+
+	if (kh_store_group_batches(c->writer))
+		return kh_store_group_run(c->writer, fn, arg);
+	/* A server that commits many connections at once (PostgreSQL): the thread's own pooled
+	 * connection, so writers of this process (and of every other center) run side by side. */
+	if ((r = kh__sms_db(c, &s)) != KH_OK)
+		return r;
+	return kh_store_run_tx(s, fn, arg);
 }
 
 void kh_sms_writer_stats(struct kh_sms *c, uint64_t *batches, uint64_t *jobs)

@@ -130,10 +130,12 @@ struct kh_sms {
 };
 
 /*
- * Run a write transaction through the center's writer (group commit): fn runs on the writer's
- * connection, with whatever other writes are waiting, and this returns once it is durable. The
- * center's writes all go this way, so they never contend for SQLite's write lock (whose busy
- * handler sleeps in steps of milliseconds) but share commits instead.
+ * Run a write transaction and return once it is durable. On SQLite through the center's writer
+ * (group commit): fn runs on the writer's connection, with whatever other writes are waiting, so
+ * the center's writes never contend for SQLite's write lock (whose busy handler sleeps in steps
+ * of milliseconds) but share commits instead. On a backend whose group does not batch
+ * (PostgreSQL) with kh_store_run_tx on the calling thread's own pooled connection: the server
+ * commits many connections at once, and one connection would serialise every writer.
  */
 KH_WARN_UNUSED kh_err kh__sms_write(struct kh_sms *c, kh_store_tx_fn fn, void *arg);
 

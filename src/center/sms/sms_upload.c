@@ -932,8 +932,9 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 	}
 	if (a.replayed)
 		goto answer;
-	/* Committed with whatever other uploads are waiting, in one transaction and one fsync. */
-	r = kh_store_group_run(a.c->writer, upload_tx, &a);
+	/* Committed with whatever other uploads are waiting, in one transaction and one fsync
+	 * (SQLite), or on this thread's own connection (PostgreSQL): kh__sms_write. */
+	r = kh__sms_write(a.c, upload_tx, &a);
 	if (r == KH_ERR_EXISTS && a.replayed)
 		goto answer; /* answered meanwhile under the same key: that answer, this one undone */
 	if (r != KH_OK) {
