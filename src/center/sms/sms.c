@@ -209,6 +209,25 @@ void kh__sms_count_blocks(struct kh_sms *c, unsigned n)
 		kh_metric_add(c->n.blocks_ingested, n);
 }
 
+/* The store's process-wide transaction counters, read when /metrics is rendered. */
+static int64_t tx_retries(void *arg)
+{
+	struct kh_store_tx_stats st;
+
+	(void)arg;
+	kh_store_tx_stats(&st);
+	return (int64_t)st.retries;
+}
+
+static int64_t tx_gave_up(void *arg)
+{
+	struct kh_store_tx_stats st;
+
+	(void)arg;
+	kh_store_tx_stats(&st);
+	return (int64_t)st.gave_up;
+}
+
 /*
  * The operator's endpoints want the operator's token when one is configured. The comparison is
  * of SHA-256 digests in constant time, so neither the token's bytes nor its length show in the
@@ -336,6 +355,15 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 				    &c->n.unknown_events)) != KH_OK ||
 	    (r = kh_metrics_counter(kh_http_metrics(h), "keyhole_clone_alarms_total",
 				    "blocks showing a card rolled back or cloned (verdict clone)", &c->n.clone_alarms)) != KH_OK)
+		return r;
+	if ((r = kh_metrics_counter_fn(kh_http_metrics(h), "keyhole_store_tx_retries_total",
+				       "store transactions run again after a busy database, a serialization "
+				       "failure or a deadlock (this process)",
+				       tx_retries, NULL)) != KH_OK ||
+	    (r = kh_metrics_counter_fn(kh_http_metrics(h), "keyhole_store_tx_gave_up_total",
+				       "store transactions that still met one at their last attempt and "
+				       "answered 503 database_busy (this process)",
+				       tx_gave_up, NULL)) != KH_OK)
 		return r;
 	if ((r = kh_http_add_routes(h, routes, n)) != KH_OK ||
 	    (r = kh_http_add_routes(h, health_routes, sizeof health_routes / sizeof health_routes[0])) != KH_OK)
