@@ -96,8 +96,9 @@ struct kh__sms_counters {
 };
 
 /*
- * Cards' checked signing keys (sms_upload.c): a registered certificate never changes, so it is
- * checked against the root once and its key kept until its expiry. Direct-mapped by UA.
+ * Cards' checked signing keys (sms_upload.c): a certificate is checked against the root once and
+ * its key kept until its expiry, under the UA and the certificate's hash (another center on the
+ * database may register the UA again with another certificate). Direct-mapped by UA.
  */
 struct kh__sms_keycache {
 	pthread_mutex_t mu;
@@ -105,6 +106,7 @@ struct kh__sms_keycache {
 	struct kh__sms_cardkey {
 		uint32_t ua;
 		uint8_t used;
+		uint8_t cert_hash[32]; /* SHA-256 of the certificate the key came from */
 		uint8_t pub[32];
 		uint8_t ku[32]; /* secret: the card's uplink key, derived from the master (wiped by kh_sms_free) */
 		uint64_t not_after;
