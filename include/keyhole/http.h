@@ -80,6 +80,14 @@ KH_WARN_UNUSED kh_err kh_metrics_counter(struct kh_metrics *m, const char *name,
 					 struct kh_metric **out);
 KH_WARN_UNUSED kh_err kh_metrics_gauge(struct kh_metrics *m, const char *name, const char *help,
 				       struct kh_metric **out);
+/*
+ * A counter whose value is not pushed but read when /metrics is rendered: read(arg), called
+ * under the registry's lock (it must not call into the registry, and must be safe from any
+ * thread), for a count its owner keeps anyway (the store's transaction retries). The name is
+ * registered as kh_metrics_counter's; asked again, the reader is replaced. arg must outlive m.
+ */
+KH_WARN_UNUSED kh_err kh_metrics_counter_fn(struct kh_metrics *m, const char *name, const char *help,
+					    int64_t (*read)(void *arg), void *arg);
 void kh_metric_add(struct kh_metric *c, int64_t n); /* counters: n >= 0; gauges: any sign */
 void kh_metric_set(struct kh_metric *g, int64_t v); /* gauges */
 int64_t kh_metric_value(const struct kh_metric *c);

@@ -168,6 +168,14 @@ void kh_store_group_free(struct kh_store_group *g);
 KH_WARN_UNUSED kh_err kh_store_group_run(struct kh_store_group *g, kh_store_tx_fn fn, void *arg);
 /* Counters since creation: committed batches, jobs run, and jobs waiting right now. */
 void kh_store_group_stats(struct kh_store_group *g, uint64_t *batches, uint64_t *jobs, unsigned *waiting);
+/*
+ * 1 when the group batches its jobs in one transaction (SQLite: one writer, one fsync per
+ * commit); 0 when each job is a transaction of its own on the group's ONE connection
+ * (PostgreSQL, whose server commits many connections' transactions at once). A caller with a
+ * connection of its own per thread should then run kh_store_run_tx on it rather than queue
+ * every writer behind the group's connection. NULL: 0.
+ */
+int kh_store_group_batches(const struct kh_store_group *g);
 
 /* ---- EMM sequence numbers and queue (the protocol design "Pay-TV: ECM and EMM") ---- */
 
@@ -193,20 +201,27 @@ KH_WARN_UNUSED kh_err kh_store_emm_enqueue(struct kh_store *s, uint8_t addr_type
 					   kh_store_emm_build_fn build, void *arg, uint32_t *seq, int64_t *id);
 
 struct kh_store_emm {
-	int64_t id; /* queue order: ids only grow, and are never reused */
+	int64_t id; /* the row's id: never reused; one address's EMMs commit in id order */
 	uint8_t addr_type;
 	uint32_t addr;
 	uint32_t seq;
 	const uint8_t *section; /* valid during the callback only */
 	size_t len;
 	int64_t created_at; /* Unix seconds */
+	/* The queue position (kh_store_emm_fetch only, else 0): positions are handed out in commit
+	 * order, so a cursor on them never passes an EMM that commits later, with any number of
+	 * writers. On SQLite it equals id. */
+	int64_t pos;
 };
 /* Return KH_OK to go on; any other code stops the fetch, which returns it. */
 typedef kh_err (*kh_store_emm_fn)(void *arg, const struct kh_store_emm *e);
 /*
- * Call fn for each queued EMM with id > since_id, in id order, at most limit (0: no limit),
- * from one consistent snapshot. *last_id (may be NULL) gets the id of the last one passed to
- * fn, since_id when none. fn must not call into s.
+ * Call fn for each queued EMM with position > since (the queue's cursor), in position order, at
+ * most limit (0: no limit), from one consistent snapshot. *last_id (may be NULL) gets the
+ * position of the last one passed to fn, since when none: the next call's since. On a backend
+ * with concurrent writers (PostgreSQL) it first gives the committed EMMs that have no position
+ * yet the next ones, in a short write transaction of its own (it joins the caller's when one is
+ * open). fn must not call into s.
  */
 KH_WARN_UNUSED kh_err kh_store_emm_fetch(struct kh_store *s, int64_t since_id, unsigned limit,
 					 kh_store_emm_fn fn, void *arg, int64_t *last_id);

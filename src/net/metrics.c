@@ -18,6 +18,10 @@ struct kh_metric {
 	struct kh_metric *next;
 	char *labels; /* NULL or k="v",... */
 	_Atomic int64_t value;
+	/* Set (under the registry's lock) by kh_metrics_counter_fn: the value is read from its
+	 * owner when asked, not pushed. */
+	int64_t (*read)(void *arg);
+	void *read_arg;
 };
 
 struct family {
@@ -183,6 +187,23 @@ kh_err kh_metrics_gauge(struct kh_metrics *m, const char *name, const char *help
 	return kh_metrics_get(m, KH_METRIC_GAUGE, name, help, NULL, out);
 }
 
+kh_err kh_metrics_counter_fn(struct kh_metrics *m, const char *name, const char *help, int64_t (*read)(void *arg),
+			     void *arg)
+{
+	struct kh_metric *s = NULL;
+	kh_err r;
+
+	if (!read)
+		return KH_ERR_INVAL;
+	if ((r = kh_metrics_get(m, KH_METRIC_COUNTER, name, help, NULL, &s)) != KH_OK)
+		return r;
+	pthread_mutex_lock(&m->lock);
+	s->read = read;
+	s->read_arg = arg;
+	pthread_mutex_unlock(&m->lock);
+	return KH_OK;
+}
+
 void kh_metric_add(struct kh_metric *c, int64_t n)
 {
 	if (c)
@@ -263,7 +284,7 @@ kh_err kh_metrics_render(struct kh_metrics *m, char **out, size_t *len)
 		fprintf(f, "# TYPE %s %s\n", fa->name,
 			fa->type == KH_METRIC_COUNTER ? "counter" : "gauge");
 		for (const struct kh_metric *s = fa->samples; s; s = s->next) {
-			int64_t v = kh_metric_value(s);
+			int64_t v = s->read ? s->read(s->read_arg) : kh_metric_value(s);
 			if (s->labels)
 				fprintf(f, "%s{%s} %" PRId64 "\n", fa->name, s->labels, v);
 			else

@@ -198,3 +198,8 @@ void kh_store_group_stats(struct kh_store_group *g, uint64_t *batches, uint64_t 
 		*waiting = g->waiting;
 	pthread_mutex_unlock(&g->mu);
 }
+
+int kh_store_group_batches(const struct kh_store_group *g)
+{
+	return g != NULL && g->s->be->group_batch;
+}

@@ -279,6 +279,26 @@ static const char migration_6[] =
 	"CREATE INDEX IF NOT EXISTS invoices_time ON invoices(time);\n"
 	"CREATE INDEX IF NOT EXISTS purchases_event ON purchases(event_id);\n";
 
+/*
+ * 7 (several centers on one database; docs/internals/store.md "The EMM queue's cursor"): the
+ * queue's position, the global cursor of GET /v1/emm, handed out in commit order.
+ *   - emm_queue.pos: the EMM's place in the queue as readers page it (NULL: not numbered yet);
+ *     every row queued so far keeps its id as its position;
+ *   - emm_order: one row, the last position handed out. A backend with one writer at a time
+ *     (SQLite) numbers each EMM as it queues it; on one with concurrent writers (PostgreSQL) the
+ *     reader numbers, in a short transaction of its own, the committed EMMs not numbered yet.
+ */
+static const char migration_7[] =
+	"CREATE TABLE emm_order (\n"
+	"  id INTEGER PRIMARY KEY CHECK (id = 1),\n"
+	"  last_pos INTEGER NOT NULL CHECK (last_pos >= 0)\n"
+	") STRICT;\n"
+	"INSERT INTO emm_order (id, last_pos) SELECT 1, COALESCE(max(id), 0) FROM emm_queue;\n"
+	"ALTER TABLE emm_queue ADD COLUMN pos INTEGER CHECK (pos IS NULL OR pos >= 1);\n"
+	"UPDATE emm_queue SET pos = id;\n"
+	"CREATE UNIQUE INDEX emm_queue_pos ON emm_queue(pos);\n"
+	"CREATE INDEX emm_queue_unnumbered ON emm_queue(id) WHERE pos IS NULL;\n";
+
 const struct kh__migration kh__migrations[] = {
 	{1, migration_1},
 	{2, migration_2},
@@ -286,6 +306,7 @@ const struct kh__migration kh__migrations[] = {
 	{4, migration_4},
 	{5, migration_5},
 	{6, migration_6},
+	{7, migration_7},
 };
 const size_t kh__migrations_count = sizeof kh__migrations / sizeof kh__migrations[0];
 

@@ -180,7 +180,16 @@ void kh_sms_free(struct kh_sms *c)
 
 kh_err kh__sms_write(struct kh_sms *c, kh_store_tx_fn fn, void *arg)
 {
-	return kh_store_group_run(c->writer, fn, arg);
+	struct kh_store *s;
+	kh_err r;
+
+	if (kh_store_group_batches(c->writer))
+		return kh_store_group_run(c->writer, fn, arg);
+	/* A server that commits many connections at once (PostgreSQL): the thread's own pooled
+	 * connection, so writers of this process (and of every other center) run side by side. */
+	if ((r = kh__sms_db(c, &s)) != KH_OK)
+		return r;
+	return kh_store_run_tx(s, fn, arg);
 }
 
 void kh_sms_writer_stats(struct kh_sms *c, uint64_t *batches, uint64_t *jobs)
@@ -198,6 +207,25 @@ void kh__sms_count_blocks(struct kh_sms *c, unsigned n)
 {
 	if (c->n.blocks_ingested && n)
 		kh_metric_add(c->n.blocks_ingested, n);
+}
+
+/* The store's process-wide transaction counters, read when /metrics is rendered. */
+static int64_t tx_retries(void *arg)
+{
+	struct kh_store_tx_stats st;
+
+	(void)arg;
+	kh_store_tx_stats(&st);
+	return (int64_t)st.retries;
+}
+
+static int64_t tx_gave_up(void *arg)
+{
+	struct kh_store_tx_stats st;
+
+	(void)arg;
+	kh_store_tx_stats(&st);
+	return (int64_t)st.gave_up;
 }
 
 /*
@@ -327,6 +355,15 @@ kh_err kh_sms_add_routes(struct kh_sms *c, struct kh_http *h)
 				    &c->n.unknown_events)) != KH_OK ||
 	    (r = kh_metrics_counter(kh_http_metrics(h), "keyhole_clone_alarms_total",
 				    "blocks showing a card rolled back or cloned (verdict clone)", &c->n.clone_alarms)) != KH_OK)
+		return r;
+	if ((r = kh_metrics_counter_fn(kh_http_metrics(h), "keyhole_store_tx_retries_total",
+				       "store transactions run again after a busy database, a serialization "
+				       "failure or a deadlock (this process)",
+				       tx_retries, NULL)) != KH_OK ||
+	    (r = kh_metrics_counter_fn(kh_http_metrics(h), "keyhole_store_tx_gave_up_total",
+				       "store transactions that still met one at their last attempt and "
+				       "answered 503 database_busy (this process)",
+				       tx_gave_up, NULL)) != KH_OK)
 		return r;
 	if ((r = kh_http_add_routes(h, routes, n)) != KH_OK ||
 	    (r = kh_http_add_routes(h, health_routes, sizeof health_routes / sizeof health_routes[0])) != KH_OK)

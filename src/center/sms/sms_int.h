@@ -96,8 +96,9 @@ struct kh__sms_counters {
 };
 
 /*
- * Cards' checked signing keys (sms_upload.c): a registered certificate never changes, so it is
- * checked against the root once and its key kept until its expiry. Direct-mapped by UA.
+ * Cards' checked signing keys (sms_upload.c): a certificate is checked against the root once and
+ * its key kept until its expiry, under the UA and the certificate's hash (another center on the
+ * database may register the UA again with another certificate). Direct-mapped by UA.
  */
 struct kh__sms_keycache {
 	pthread_mutex_t mu;
@@ -105,6 +106,7 @@ struct kh__sms_keycache {
 	struct kh__sms_cardkey {
 		uint32_t ua;
 		uint8_t used;
+		uint8_t cert_hash[32]; /* SHA-256 of the certificate the key came from */
 		uint8_t pub[32];
 		uint8_t ku[32]; /* secret: the card's uplink key, derived from the master (wiped by kh_sms_free) */
 		uint64_t not_after;
@@ -130,10 +132,12 @@ struct kh_sms {
 };
 
 /*
- * Run a write transaction through the center's writer (group commit): fn runs on the writer's
- * connection, with whatever other writes are waiting, and this returns once it is durable. The
- * center's writes all go this way, so they never contend for SQLite's write lock (whose busy
- * handler sleeps in steps of milliseconds) but share commits instead.
+ * Run a write transaction and return once it is durable. On SQLite through the center's writer
+ * (group commit): fn runs on the writer's connection, with whatever other writes are waiting, so
+ * the center's writes never contend for SQLite's write lock (whose busy handler sleeps in steps
+ * of milliseconds) but share commits instead. On a backend whose group does not batch
+ * (PostgreSQL) with kh_store_run_tx on the calling thread's own pooled connection: the server
+ * commits many connections at once, and one connection would serialise every writer.
  */
 KH_WARN_UNUSED kh_err kh__sms_write(struct kh_sms *c, kh_store_tx_fn fn, void *arg);
 

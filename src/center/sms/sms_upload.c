@@ -235,26 +235,30 @@ static kh_err note(struct upload_tx *a, const struct note *n)
 
 /*
  * A card's certified signing key, checked against the operator root, and (ku not NULL) its uplink
- * key Ku. A registered certificate never changes while the card is registered (deleting it
- * forgets them: kh__sms_card_forget), so both are kept once checked (until the
- * certificate's expiry): an upload's checks then cost the signatures they must, not a certificate
- * check and an HKDF more. Ku is a secret derived from the master the center holds anyway; the
- * table is wiped with the master.
+ * key Ku. Both are kept once checked (until the certificate's expiry), keyed by the UA AND the
+ * SHA-256 of the certificate the store holds now: an upload's checks then cost one indexed read
+ * and a hash, not a certificate check and an HKDF more. The certificate is read every time
+ * because another center on the same database may have deleted the card and registered the UA
+ * again with another certificate; a cache keyed on the UA alone would go on trusting the old key
+ * (kh__sms_card_forget only reaches this process). Ku is a secret derived from the master the
+ * center holds anyway; the table is wiped with the master.
  */
 static kh_err card_key(struct kh_store *s, struct kh_sms *c, uint32_t ua, uint8_t pk[static 32], uint8_t *ku)
 {
 	struct kh__sms_cardkey *slot = &c->cards.slot[ua % (sizeof c->cards.slot / sizeof c->cards.slot[0])];
 	uint64_t now = (uint64_t)time(NULL);
-	uint8_t der[KH_CERT_MAX], k[32];
+	uint8_t der[KH_CERT_MAX], k[32], h[32];
 	struct kh_cert_info ci;
 	uint64_t gen;
 	size_t n;
 	int hit;
 	kh_err r;
 
+	if ((r = kh_store_card_cert(s, ua, der, sizeof der, &n)) != KH_OK || (r = kh_sha256(der, n, h)) != KH_OK)
+		return r;
 	pthread_mutex_lock(&c->cards.mu);
 	gen = c->cards.gen;
-	hit = slot->used && slot->ua == ua && now < slot->not_after;
+	hit = slot->used && slot->ua == ua && now < slot->not_after && memcmp(slot->cert_hash, h, 32) == 0;
 	if (hit) {
 		memcpy(pk, slot->pub, 32);
 		if (ku)
@@ -263,8 +267,6 @@ static kh_err card_key(struct kh_store *s, struct kh_sms *c, uint32_t ua, uint8_
 	pthread_mutex_unlock(&c->cards.mu);
 	if (hit)
 		return KH_OK;
-	if ((r = kh_store_card_cert(s, ua, der, sizeof der, &n)) != KH_OK)
-		return r;
 	if ((r = kh_cert_check(der, n, c->k.root_pk, KH_ROLE_CARD, KH_CERT_KEY_ED25519, now, &ci)) != KH_OK)
 		return r;
 	if (ci.ua != ua)
@@ -281,6 +283,7 @@ static kh_err card_key(struct kh_store *s, struct kh_sms *c, uint32_t ua, uint8_
 	if (c->cards.gen == gen) {
 		slot->ua = ua;
 		slot->used = 1;
+		memcpy(slot->cert_hash, h, 32);
 		memcpy(slot->pub, ci.pub, 32);
 		memcpy(slot->ku, k, 32);
 		slot->not_after = ci.not_after;
@@ -932,8 +935,9 @@ kh_err kh__sms_upload(struct kh_http_req *req, struct kh_http_resp *resp, void *
 	}
 	if (a.replayed)
 		goto answer;
-	/* Committed with whatever other uploads are waiting, in one transaction and one fsync. */
-	r = kh_store_group_run(a.c->writer, upload_tx, &a);
+	/* Committed with whatever other uploads are waiting, in one transaction and one fsync
+	 * (SQLite), or on this thread's own connection (PostgreSQL): kh__sms_write. */
+	r = kh__sms_write(a.c, upload_tx, &a);
 	if (r == KH_ERR_EXISTS && a.replayed)
 		goto answer; /* answered meanwhile under the same key: that answer, this one undone */
 	if (r != KH_OK) {
