@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -387,6 +388,36 @@ static const struct row rows[] = {
 
 #define WRITE(i, name) {name, test_keyed_write, setup, teardown, (void *)&rows[i]}
 
+/*
+ * Records past the horizon go: on SQLite with the next keyed write, in its transaction; on
+ * PostgreSQL not there (that DELETE made every two concurrent writes conflict) but in the
+ * renewal thread's round, outside any request.
+ */
+static void test_expiry(void **state)
+{
+	struct iw *t = *state;
+	struct reply r;
+	const char *old = "INSERT INTO idempotency (key, request_hash, response, created_at) VALUES "
+			  "('op:old', zeroblob(32), randomblob(16), 1)";
+	int64_t left;
+
+	kh_test_sql_exec(t->r.db, old);
+	http_expect(&t->r.hc, "POST", "/v1/subscribers", "{\"name\":\"New\"}", "new-1", 201, &r);
+	reply_free(&r);
+	left = sql_int(t, "SELECT count(*) FROM idempotency WHERE key = 'op:old'");
+	assert_int_equal(left, kh_test_pg() ? 1 : 0);
+	assert_int_equal(sql_int(t, "SELECT count(*) FROM idempotency WHERE key <> 'op:old'"), 1);
+	if (!kh_test_pg())
+		return;
+	assert_int_equal(kh_sms_renew_start(t->r.sms, 3600), KH_OK); /* its first round runs at once */
+	for (int i = 0; i < 100 && left != 0; i++) {
+		usleep(50000);
+		left = sql_int(t, "SELECT count(*) FROM idempotency WHERE key = 'op:old'");
+	}
+	assert_int_equal(left, 0);
+	assert_int_equal(sql_int(t, "SELECT count(*) FROM idempotency"), 1); /* the new one stays */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -404,6 +435,7 @@ int main(void)
 		WRITE(11, "POST /v1/rights/renew"),
 		WRITE(12, "PUT /v1/credit-policy"),
 		cmocka_unit_test_setup_teardown(test_record_without_status, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
 	};
 	int rc;
 

@@ -220,12 +220,21 @@ KH_WARN_UNUSED kh_err kh__sms_idem_key(const struct kh_http_req *req, const char
 /* Purged per record written, at most: the table cannot outgrow what came within the horizon. */
 #define KH__SMS_IDEM_PURGE 8
 /*
- * kh_store_idem_put in the caller's transaction, after deleting up to KH__SMS_IDEM_PURGE records
- * older than the center's idempotency horizon (c->idem_ttl), with the finished bulk jobs of that
- * age.
+ * kh_store_idem_put in the caller's transaction. On SQLite (one writer) it first deletes up to
+ * KH__SMS_IDEM_PURGE records older than the center's idempotency horizon (c->idem_ttl), with the
+ * finished bulk jobs of that age. On PostgreSQL it does not: that DELETE reads the oldest records
+ * in every write's SERIALIZABLE transaction, so any two concurrent writes conflicted over it
+ * (measured: 1.8 runs per upload, 0.7 % answered 503); kh__sms_idem_sweep does it instead.
  */
 KH_WARN_UNUSED kh_err kh__sms_idem_put(struct kh_store *s, struct kh_sms *c, const char *key,
 				       const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], const char *text, size_t len);
+/*
+ * The expiry on its own, outside any request (the renewal thread, each of its rounds; PostgreSQL
+ * only, SQLite's writes do it): deletes what passed the horizon, KH__SMS_IDEM_SWEEP records per
+ * statement until none is left; *n how many in all.
+ */
+#define KH__SMS_IDEM_SWEEP 1000
+KH_WARN_UNUSED kh_err kh__sms_idem_sweep(struct kh_sms *c, unsigned *n);
 
 /*
  * An Idempotency-Key on an operator write, bound inside the write's own transaction:

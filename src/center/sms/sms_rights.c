@@ -298,6 +298,9 @@ static void *renew_main(void *arg)
 		pthread_mutex_unlock(&c->renew.mu);
 		if ((r = kh_sms_rights_renew(c, NULL)) != KH_OK)
 			kh_log_warn("sms.rights_renew_failed", "error=%s", kh_err_name(r));
+		/* On PostgreSQL the writes leave expired idempotency records to this round. */
+		if (!kh_store_group_batches(c->writer) && (r = kh__sms_idem_sweep(c, NULL)) != KH_OK)
+			kh_log_warn("sms.idem_sweep_failed", "error=%s", kh_err_name(r));
 		pthread_mutex_lock(&c->renew.mu);
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_sec += c->renew.every;

@@ -42,11 +42,32 @@ kh_err kh__sms_idem_key(const struct kh_http_req *req, const char *caller, char 
 kh_err kh__sms_idem_put(struct kh_store *s, struct kh_sms *c, const char *key,
 			const uint8_t hash[static KH_STORE_IDEM_HASH_LEN], const char *text, size_t len)
 {
-	kh_err r = kh_store_idem_expire(s, kh__sms_now(c) - (int64_t)c->lim.idem_ttl, KH__SMS_IDEM_PURGE, NULL);
+	kh_err r;
 
-	if (r != KH_OK)
+	if (kh_store_group_batches(c->writer) &&
+	    (r = kh_store_idem_expire(s, kh__sms_now(c) - (int64_t)c->lim.idem_ttl, KH__SMS_IDEM_PURGE, NULL)) != KH_OK)
 		return r;
 	return kh_store_idem_put(s, key, hash, (const uint8_t *)text, len);
+}
+
+kh_err kh__sms_idem_sweep(struct kh_sms *c, unsigned *n)
+{
+	struct kh_store *s;
+	unsigned got = 0, total = 0;
+	kh_err r;
+
+	if ((r = kh__sms_db(c, &s)) != KH_OK)
+		return r;
+	/* Each DELETE a statement of its own, outside any transaction: it conflicts with no request. */
+	do {
+		if ((r = kh_store_idem_expire(s, kh__sms_now(c) - (int64_t)c->lim.idem_ttl, KH__SMS_IDEM_SWEEP, &got)) !=
+		    KH_OK)
+			return r;
+		total += got;
+	} while (got == KH__SMS_IDEM_SWEEP);
+	if (n)
+		*n = total;
+	return KH_OK;
 }
 
 kh_err kh__sms_idem_init(struct kh_http_req *req, const char *caller, const char *fp, struct kh__sms_idem *im)
