@@ -17,7 +17,6 @@
  *   cannot hold as it is (text with a NUL byte) fails the verification and nothing is
  *   committed (an SQLite target file the copy created is removed).
  */
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,35 +85,14 @@ static char *dialect(const char *url, const char *sql)
 static void raw(const char *url, const char *sql)
 {
 	char *text = dialect(url, sql);
-	sqlite3 *db = NULL;
-	char *err = NULL;
 
-	if (is_pg(url)) {
-		kh_test_pg_exec(url, text);
-	} else {
-		assert_int_equal(sqlite3_open_v2(path_of(url), &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-		if (sqlite3_exec(db, text, NULL, NULL, &err) != SQLITE_OK)
-			fail_msg("%s: %s", text, err);
-		sqlite3_close(db);
-	}
+	kh_test_sql_exec(path_of(url), text);
 	free(text);
 }
 
 static int64_t raw_int(const char *url, const char *sql)
 {
-	sqlite3 *db = NULL;
-	sqlite3_stmt *st = NULL;
-	int64_t v = -1;
-
-	if (is_pg(url))
-		return kh_test_pg_int(url, sql);
-	assert_int_equal(sqlite3_open_v2(path_of(url), &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return v;
+	return kh_test_sql_int(path_of(url), sql);
 }
 
 /* Consistent rows in every table, as the center would leave them. */
@@ -358,32 +336,20 @@ static void test_tables_match_schema(void **state)
 	assert_null(kh_store_table_name(kh_store_tables_count(), NULL));
 	want = sorted_line(items, n);
 	n = 0;
-	if (is_pg(url)) {
-		rows = kh_test_pg_rows(url, "SELECT table_name || '.' || column_name FROM information_schema.columns\n"
-					    "WHERE table_schema = current_schema()\n"
-					    "AND table_name NOT IN ('schema_migrations', 'application_id')");
-		for (char *p = rows, *e; *p; p = e + 1) {
-			e = strchr(p, '\n');
-			assert_true(n < 512);
-			assert_non_null(items[n++] = strndup(p, (size_t)(e - p)));
-		}
-		free(rows);
-	} else {
-		sqlite3 *db = NULL;
-		sqlite3_stmt *st = NULL;
-		assert_int_equal(sqlite3_open_v2(path_of(url), &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-		assert_int_equal(sqlite3_prepare_v2(db,
-						    "SELECT m.name || '.' || p.name FROM sqlite_master m, pragma_table_info(m.name) p\n"
-						    "WHERE m.type = 'table' AND m.name NOT IN ('schema_migrations', 'sqlite_sequence')",
-						    -1, &st, NULL),
-				 SQLITE_OK);
-		while (sqlite3_step(st) == SQLITE_ROW) {
-			assert_true(n < 512);
-			assert_non_null(items[n++] = strdup((const char *)sqlite3_column_text(st, 0)));
-		}
-		sqlite3_finalize(st);
-		sqlite3_close(db);
+	rows = kh_test_sql_rows(path_of(url),
+				is_pg(url) ? "SELECT table_name || '.' || column_name FROM information_schema.columns\n"
+					     "WHERE table_schema = current_schema()\n"
+					     "AND table_name NOT IN ('schema_migrations', 'application_id')"
+					   : "SELECT m.name || '.' || p.name FROM sqlite_master m, pragma_table_info(m.name) p\n"
+					     "WHERE m.type = 'table' AND m.name NOT IN ('schema_migrations', 'sqlite_sequence')");
+	for (char *p = rows, *e; *p; p = e + 1) {
+		e = strchr(p, '\n');
+		assert_non_null(e);
+		assert_true(n < 512);
+		assert_non_null(items[n++] = strndup(p, (size_t)(e - p)));
 	}
+	assert_true(n > 50);
+	free(rows);
 	got = sorted_line(items, n);
 	assert_string_equal(got, want);
 	free(want);
