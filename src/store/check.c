@@ -57,6 +57,11 @@ static const struct inv invs[] = {
 	 "LEFT JOIN emm_seq s ON s.address_type = q.address_type AND s.address = q.address\n"
 	 "GROUP BY q.address_type, q.address HAVING max(q.seq) > coalesce(max(s.last_seq), 0) ORDER BY 1, 2",
 	 "address_type address", "ii"},
+	{"emm_pos_behind", "emm_order",
+	 "the queue's last handed-out position is below an EMM's (a reader's cursor would skip or repeat)", NULL,
+	 "SELECT q.id FROM emm_queue q WHERE q.pos > (SELECT coalesce(max(last_pos), 0) FROM emm_order)\n"
+	 "ORDER BY 1",
+	 "id", "i"},
 
 	/* ---- uploads: a session and a block processed once ---- */
 	{"session_nonce_once", "upload_sessions", "two upload sessions share one nonce", NULL,
