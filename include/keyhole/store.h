@@ -771,4 +771,67 @@ KH_WARN_UNUSED kh_err kh_store_refers(struct kh_store *s, enum kh_store_ref what
  */
 KH_WARN_UNUSED kh_err kh_store_probe(struct kh_store *s, unsigned wait_ms);
 
+/* ---- the store tools: copying and checking a store (keyhole store; src/store/copy.c, check.c) ---- */
+
+/*
+ * Open url as it is, for the tools: an SQLite file that does not exist is KH_ERR_NOTFOUND (never
+ * created) and no schema is migrated (kh_store_schema_version says which it is; a newer one is
+ * still KH_ERR_VERSION, another application's KH_ERR_DB_FOREIGN). Otherwise as kh_store_open.
+ */
+KH_WARN_UNUSED kh_err kh_store_open_as_is(const char *url, struct kh_store **out);
+
+/* The tables a copy carries, in the order it carries them (every table before those that refer
+ * to it), and their columns: i < kh_store_tables_count(); NULL beyond. cols is "a, b, c", the
+ * primary key's columns first. For the test that compares them with the live schema. */
+size_t kh_store_tables_count(void);
+const char *kh_store_table_name(size_t i, const char **cols);
+
+/* One table of a copy: rows and checksum read back from each side (SHA256 of the table's
+ * canonical encoding, docs/internals/store.md "Copying and checking a store"). */
+struct kh_store_copy_table {
+	const char *table;
+	int64_t rows_from, rows_to;
+	uint8_t sum_from[32], sum_to[32];
+	int same; /* rows and checksums equal */
+};
+/* Called once per table, in copy order, after the verification; return KH_OK to go on. */
+typedef kh_err (*kh_store_copy_fn)(void *arg, const struct kh_store_copy_table *t);
+/*
+ * Copy every row of the store at from into the store at to, offline (nothing else may write to
+ * either meanwhile), and verify it. from is opened as it is: its schema must be this code's
+ * latest (KH_ERR_VERSION: open it with this version first); it is only read, in one read
+ * transaction. to must be an empty store: a database without tables (PostgreSQL), or a file that
+ * does not exist (SQLite; created 0600), are migrated first; a store at this code's version must
+ * hold no row in any table but the migration's own credit policy (else KH_ERR_EXISTS), an older
+ * one is refused (KH_ERR_VERSION). The same database twice is KH_ERR_INVAL. Every table is copied
+ * in one transaction on to, PostgreSQL's identity sequences moved past the copied ids (and past
+ * ids from's generators had handed out), then each table is read back from both sides and its
+ * rows and checksum compared before the commit: a difference is KH_ERR_DB and nothing is
+ * committed. fn (may be NULL) gets each table's figures. On failure why (cap bytes) holds one
+ * line saying what (never a value, never a password), and a file this call created is removed.
+ */
+KH_WARN_UNUSED kh_err kh_store_copy(const char *from, const char *to, kh_store_copy_fn fn, void *arg, char *why,
+				    size_t cap);
+/* The checksum of every table of s, as kh_store_copy computes it, in one read transaction. */
+KH_WARN_UNUSED kh_err kh_store_sums(struct kh_store *s, kh_store_copy_fn fn, void *arg);
+
+/* One invariant a store check found broken. Strings are valid during the call only. */
+struct kh_store_finding {
+	const char *name;     /* short, stable: "emm_seq_unique", "sqlite_integrity", ... */
+	const char *table;    /* the table at fault */
+	const char *what;     /* one line: the rule that does not hold */
+	int64_t rows;         /* how many rows (or keys) break it */
+	const char *examples; /* up to three keys, "ua=12 block_seq=3; ..." (never a secret column) */
+};
+typedef kh_err (*kh_store_finding_fn)(void *arg, const struct kh_store_finding *f);
+/*
+ * Check s's integrity and the center's invariants (docs/internals/store.md, "Copying and checking
+ * a store"), reading only, in one read transaction: fn (may be NULL) gets each broken one.
+ * *checked counts the invariants looked at, *broken those found broken (either may be NULL). A
+ * schema older than this code's is one broken invariant and nothing else is checked. KH_OK
+ * whether or not some are broken; another code when the store could not be read.
+ */
+KH_WARN_UNUSED kh_err kh_store_invariants(struct kh_store *s, kh_store_finding_fn fn, void *arg, unsigned *checked,
+					  unsigned *broken);
+
 #endif

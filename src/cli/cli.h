@@ -142,5 +142,6 @@ int kh_cmd_headend(int argc, char **argv);
 int kh_cmd_decoder(int argc, char **argv);
 int kh_cmd_serve(int argc, char **argv);
 int kh_cmd_center(int argc, char **argv);
+int kh_cmd_store(int argc, char **argv);
 
 #endif

@@ -15,6 +15,7 @@ static const struct kh_cli_cmd commands[] = {
 	{"decoder", kh_cmd_decoder, "watch a scrambled transport stream through a CAM and a card; buy; status"},
 	{"serve", kh_cmd_serve, "serve the management center's operator API over HTTP (/v1, /metrics)"},
 	{"center", kh_cmd_center, "the operator's client of the management center's API (keyhole serve)"},
+	{"store", kh_cmd_store, "check a center's database, and copy it between SQLite and PostgreSQL"},
 	{"processor", kh_cmd_processor, "the buyer's tamper-resistant processor: its module and runner as a daemon"},
 	{"demo", kh_cmd_demo, "tell the pairing and pay-TV story end to end in a temporary directory"},
 };

@@ -671,7 +671,7 @@ static kh_err pg_exec_script(struct kh_store *s, const char *sql)
 
 /* ---- opening ---- */
 
-static kh_err pg_open(const char *url, const struct kh_store_opts *o, struct kh_store **out)
+static kh_err pg_open(const char *url, const struct kh_store_opts *o, unsigned flags, struct kh_store **out)
 {
 	struct pg *p = calloc(1, sizeof *p);
 	PQconninfoOption *opts = NULL;
@@ -712,7 +712,8 @@ static kh_err pg_open(const char *url, const struct kh_store_opts *o, struct kh_
 		goto out;
 	if (p->sync_off)
 		kh_log_warn("store.sync", "db=%s synchronous_commit=off commits are not durable", p->h.name);
-	if ((r = check_identity(p)) != KH_OK || (r = kh__migrate(&p->h)) != KH_OK)
+	/* as it is: the identity check refused a newer schema, and nothing is migrated */
+	if ((r = check_identity(p)) != KH_OK || (!(flags & KH__OPEN_AS_IS) && (r = kh__migrate(&p->h)) != KH_OK))
 		goto out;
 	*out = &p->h;
 	p = NULL;
@@ -760,6 +761,71 @@ static kh_err pg_probe(struct kh_store *s, unsigned wait_ms)
 	return kh__probe_write(s, "SELECT set_config('lock_timeout', ?1, true)", wait_ms);
 }
 
+/* ---- the store tools ---- */
+
+/* The schema the connection's tables live in, into out. */
+static kh_err schema_of(struct kh_store *s, char *out, size_t cap)
+{
+	struct kh__stmt *st = NULL;
+	int row = 0;
+	kh_err r;
+
+	out[0] = '\0';
+	if ((r = kh__stmt(s, "SELECT current_schema()", &st)) == KH_OK && (r = kh__step(st, &row)) == KH_OK && row)
+		kh__col_text(st, 0, out, cap);
+	kh__stmt_done(st);
+	return r;
+}
+
+/* One database: the same host, port and database (the name without its user) and schema. */
+static int pg_same_db(struct kh_store *a, struct kh_store *b)
+{
+	const char *na = strchr(a->name, '@'), *nb = strchr(b->name, '@');
+	char sa[128], sb[128];
+
+	na = na ? na + 1 : a->name + strlen("postgresql://");
+	nb = nb ? nb + 1 : b->name + strlen("postgresql://");
+	if (strcmp(na, nb) != 0)
+		return 0;
+	/* a schema that cannot be read: taken for the same, so that nothing is written */
+	if (schema_of(a, sa, sizeof sa) != KH_OK || schema_of(b, sb, sizeof sb) != KH_OK)
+		return 1;
+	return strcmp(sa, sb) == 0;
+}
+
+/* Every INTEGER PRIMARY KEY is an identity column here (migrations.c): its sequence's last value. */
+static kh_err pg_seq_get(struct kh_store *s, const char *table, const char *col, int64_t *v)
+{
+	static const char sql[] =
+		"SELECT coalesce(pg_sequence_last_value(CAST(pg_get_serial_sequence(?1, ?2) AS regclass)), 0)";
+	struct kh__stmt *st = NULL;
+	int row = 0;
+	kh_err r;
+
+	*v = 0;
+	if ((r = kh__stmt(s, sql, &st)) == KH_OK && (r = kh__bind_text(st, 1, table)) == KH_OK &&
+	    (r = kh__bind_text(st, 2, col)) == KH_OK && (r = kh__step(st, &row)) == KH_OK && row)
+		*v = kh__col_i64(st, 0);
+	kh__stmt_done(st);
+	return r;
+}
+
+/* setval: the next id is v + 1 (1 when v < 1). Not transactional: a rollback leaves it moved. */
+static kh_err pg_seq_set(struct kh_store *s, const char *table, const char *col, int autoinc, int64_t v)
+{
+	static const char sql[] = "SELECT setval(pg_get_serial_sequence(?1, ?2), GREATEST(CAST(?3 AS BIGINT), 1),\n"
+				  "  CAST(?3 AS BIGINT) >= 1)";
+	struct kh__stmt *st = NULL;
+	kh_err r;
+
+	(void)autoinc; /* every identity column has its sequence */
+	if ((r = kh__stmt(s, sql, &st)) == KH_OK && (r = kh__bind_text(st, 1, table)) == KH_OK &&
+	    (r = kh__bind_text(st, 2, col)) == KH_OK && (r = kh__bind_i64(st, 3, v)) == KH_OK)
+		r = kh__exec(st);
+	kh__stmt_done(st);
+	return r;
+}
+
 const struct kh__backend kh__pg_backend = {
 	.name = "postgresql",
 	.tx_attempts = TX_ATTEMPTS,
@@ -788,4 +854,8 @@ const struct kh__backend kh__pg_backend = {
 	.rollback = pg_rollback,
 	.migrate_begin = pg_migrate_begin,
 	.exec_script = pg_exec_script,
+	.q_begin_read = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+	.same_db = pg_same_db,
+	.seq_get = pg_seq_get,
+	.seq_set = pg_seq_set,
 };

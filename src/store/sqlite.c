@@ -572,7 +572,7 @@ static kh_err fail_why(struct sq *s, kh_err r, const char *why)
  * umask; it then makes its -wal and -shm with the mode of the database), else checked to be
  * private and writable. *st gets its status, *created whether this call made it.
  */
-static kh_err first_file(struct sq *s, struct stat *st, int *created, char *why, size_t cap)
+static kh_err first_file(struct sq *s, struct stat *st, int *created, unsigned flags, char *why, size_t cap)
 {
 	kh_err r;
 	int fd;
@@ -581,6 +581,8 @@ static kh_err first_file(struct sq *s, struct stat *st, int *created, char *why,
 	if (stat(s->path, st) != 0) {
 		if (errno != ENOENT)
 			return refuse_errno(why, cap, errno, s->path, "cannot check the database file", 0);
+		if (flags & KH__OPEN_AS_IS)
+			return refuse(why, cap, KH_ERR_NOTFOUND, s->path, "the database file does not exist");
 		if ((r = check_dir(s->path, why, cap)) != KH_OK || (r = check_sidecars(s->path, 1, why, cap)) != KH_OK)
 			return r;
 		fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -710,7 +712,8 @@ static kh_err configure(struct sq *s, const struct kh_store_opts *o)
  * checks it and migrates it; a later one joins the file e records. *created: this call made
  * the file.
  */
-static kh_err open_file(struct sq *s, const struct open_db *e, const struct kh_store_opts *opts, int *created)
+static kh_err open_file(struct sq *s, const struct open_db *e, const struct kh_store_opts *opts, unsigned flags,
+			int *created)
 {
 	char why[PATH_MAX + 200];
 	struct stat st, now;
@@ -718,7 +721,7 @@ static kh_err open_file(struct sq *s, const struct open_db *e, const struct kh_s
 	kh_err r;
 
 	*created = 0;
-	r = e ? join_file(s, e, &st, why, sizeof why) : first_file(s, &st, created, why, sizeof why);
+	r = e ? join_file(s, e, &st, why, sizeof why) : first_file(s, &st, created, flags, why, sizeof why);
 	if (r == KH_OK) {
 		s->dev = st.st_dev;
 		s->ino = st.st_ino;
@@ -748,7 +751,8 @@ static kh_err open_file(struct sq *s, const struct open_db *e, const struct kh_s
 	if ((r = configure(s, opts)) != KH_OK)
 		return r;
 	if (e == NULL) {
-		if ((r = kh__migrate(&s->h)) != KH_OK)
+		/* as it is: configure's identity check already refused a newer schema */
+		if (!(flags & KH__OPEN_AS_IS) && (r = kh__migrate(&s->h)) != KH_OK)
 			return r;
 	} else {
 		if ((r = kh__read_version(&s->h, &v)) != KH_OK)
@@ -839,7 +843,7 @@ static void sq_close(struct kh_store *hs)
 	free(s);
 }
 
-static kh_err sq_open(const char *url, const struct kh_store_opts *opts, struct kh_store **out)
+static kh_err sq_open(const char *url, const struct kh_store_opts *opts, unsigned flags, struct kh_store **out)
 {
 	struct sq *s = NULL;
 	struct open_db *e = NULL, *fresh = NULL;
@@ -866,7 +870,7 @@ static kh_err sq_open(const char *url, const struct kh_store_opts *opts, struct 
 		r = KH_ERR_NOMEM;
 		goto out;
 	}
-	if ((r = open_file(s, e, opts, &created)) != KH_OK)
+	if ((r = open_file(s, e, opts, flags, &created)) != KH_OK)
 		goto out;
 	if (e == NULL) {
 		e = fresh;
@@ -939,6 +943,53 @@ static kh_err sq_probe(struct kh_store *hs, unsigned wait_ms)
 	return r;
 }
 
+/* ---- the store tools ---- */
+
+static int sq_same_db(struct kh_store *a, struct kh_store *b)
+{
+	return sq_of(a)->dev == sq_of(b)->dev && sq_of(a)->ino == sq_of(b)->ino;
+}
+
+/* AUTOINCREMENT tables keep the highest id handed out in sqlite_sequence (so a deleted id is
+ * never given again); a plain INTEGER PRIMARY KEY has no generator of its own (max + 1). */
+static kh_err sq_seq_get(struct kh_store *s, const char *table, const char *col, int64_t *v)
+{
+	static const char sql[] = "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = ?1";
+	struct kh__stmt *st = NULL;
+	int row = 0;
+	kh_err r;
+
+	(void)col;
+	*v = 0;
+	if ((r = kh__stmt(s, sql, &st)) == KH_OK && (r = kh__bind_text(st, 1, table)) == KH_OK &&
+	    (r = kh__step(st, &row)) == KH_OK && row)
+		*v = kh__col_i64(st, 0);
+	kh__stmt_done(st);
+	return r;
+}
+
+static kh_err sq_seq_set(struct kh_store *s, const char *table, const char *col, int autoinc, int64_t v)
+{
+	static const char upd[] = "UPDATE sqlite_sequence SET seq = max(seq, ?2) WHERE name = ?1";
+	static const char ins[] = "INSERT INTO sqlite_sequence (name, seq) SELECT ?1, ?2\n"
+				  "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?1)";
+	const char *const q[2] = {upd, ins};
+	struct kh__stmt *st = NULL;
+	kh_err r = KH_OK;
+
+	(void)col;
+	if (!autoinc) /* the next rowid is max + 1: nothing to move */
+		return KH_OK;
+	for (size_t i = 0; i < 2 && r == KH_OK; i++) {
+		if ((r = kh__stmt(s, q[i], &st)) == KH_OK && (r = kh__bind_text(st, 1, table)) == KH_OK &&
+		    (r = kh__bind_i64(st, 2, v)) == KH_OK)
+			r = kh__exec(st);
+		kh__stmt_done(st);
+		st = NULL;
+	}
+	return r;
+}
+
 const struct kh__backend kh__sqlite_backend = {
 	.name = "sqlite",
 	.tx_attempts = TX_ATTEMPTS,
@@ -967,4 +1018,8 @@ const struct kh__backend kh__sqlite_backend = {
 	.rollback = sq_rollback,
 	.migrate_begin = sq_migrate_begin,
 	.exec_script = sq_exec_script,
+	.q_begin_read = "BEGIN DEFERRED",
+	.same_db = sq_same_db,
+	.seq_get = sq_seq_get,
+	.seq_set = sq_seq_set,
 };

@@ -45,7 +45,7 @@ static const struct kh__backend *backend_of(const char *url, kh_err *r)
 	return &kh__sqlite_backend;
 }
 
-kh_err kh_store_open_opts(const char *url, const struct kh_store_opts *opts, struct kh_store **out)
+static kh_err open_flags(const char *url, const struct kh_store_opts *opts, unsigned flags, struct kh_store **out)
 {
 	const struct kh__backend *be;
 	kh_err r;
@@ -54,7 +54,17 @@ kh_err kh_store_open_opts(const char *url, const struct kh_store_opts *opts, str
 		return KH_ERR_INVAL;
 	if ((be = backend_of(url, &r)) == NULL)
 		return r;
-	return be->open(url, opts, out);
+	return be->open(url, opts, flags, out);
+}
+
+kh_err kh_store_open_opts(const char *url, const struct kh_store_opts *opts, struct kh_store **out)
+{
+	return open_flags(url, opts, 0, out);
+}
+
+kh_err kh_store_open_as_is(const char *url, struct kh_store **out)
+{
+	return open_flags(url, NULL, KH__OPEN_AS_IS, out);
 }
 
 /* Append len bytes of src to out (cap bytes, *n used), cut to fit; out stays terminated. */

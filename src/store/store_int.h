@@ -54,7 +54,8 @@ struct kh__backend {
 	/* A SELECT of one integer: 1 when schema_migrations exists (store.c, migrations). */
 	const char *q_has_migrations;
 
-	kh_err (*open)(const char *url, const struct kh_store_opts *o, struct kh_store **out);
+	/* flags: KH__OPEN_AS_IS, or 0 */
+	kh_err (*open)(const char *url, const struct kh_store_opts *o, unsigned flags, struct kh_store **out);
 	/* Free s and what it holds; its statements are finalised and any transaction rolled back. */
 	void (*close)(struct kh_store *s);
 	kh_err (*check)(const char *url, int *exists, char *why, size_t cap);
@@ -87,7 +88,26 @@ struct kh__backend {
 	 * dialect: the backend translates it). */
 	kh_err (*migrate_begin)(struct kh_store *s);
 	kh_err (*exec_script)(struct kh_store *s, const char *sql);
+
+	/* ---- the store tools (copy.c, check.c) ---- */
+	/* Open a read-only transaction: one snapshot for every statement until the rollback. */
+	const char *q_begin_read;
+	/* 1 when a and b (both of this backend) are one database: the same file, or the same
+	 * server database and schema. */
+	int (*same_db)(struct kh_store *a, struct kh_store *b);
+	/* The highest id the id generator of table.col handed out (*v 0: none, or a table whose ids
+	 * are not generated), and moving it so that the next id given is above v. autoinc: the
+	 * schema says AUTOINCREMENT (SQLite keeps a generator only for those; a plain INTEGER
+	 * PRIMARY KEY gives max + 1). PostgreSQL's setval is not undone by a rollback. */
+	kh_err (*seq_get)(struct kh_store *s, const char *table, const char *col, int64_t *v);
+	kh_err (*seq_set)(struct kh_store *s, const char *table, const char *col, int autoinc, int64_t v);
 };
+
+/* Open the database as it is: never create a file, never migrate (the version is only checked
+ * not to be newer); a file that does not exist is KH_ERR_NOTFOUND. */
+#define KH__OPEN_AS_IS 1u
+/* Open the backend's read-only transaction on s (kh_store_rollback ends it): copy.c, check.c. */
+KH_WARN_UNUSED kh_err kh__begin_read(struct kh_store *s);
 
 extern const struct kh__backend kh__sqlite_backend;
 #ifdef KH_HAVE_PG

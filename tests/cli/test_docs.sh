@@ -11,7 +11,7 @@
 #    document in one shell (dash, `set -e`) in a fresh empty directory, with `keyhole` on the
 #    PATH resolving to $KEYHOLE. What the test changes and adds, and only that:
 #    - Every 127.0.0.1:PORT the blocks name gets a free loopback port instead.
-#    - With KH_TEST_PG_URL set (cli/test_docs_pg), `--db center.db` names a fresh PostgreSQL
+#    - With KH_TEST_PG_URL set (cli/test_docs_pg), `--db center.db` (and `--from center.db`) names a fresh PostgreSQL
 #      database instead, one per document: the center the docs drive then runs on PostgreSQL.
 #    - After a line that starts `keyhole serve ... &` or `keyhole card serve ... &`, the script
 #      waits until that daemon answers (it fails if the daemon exits); what is still running
@@ -209,7 +209,7 @@ doc_script()
 	# On PostgreSQL (cli/test_docs_pg): the doc's center.db is a database of its own.
 	if [ -n "${KH_TEST_PG_URL:-}" ]; then
 		kh_pg_new
-		printf 's|--db center\\.db\\b|--db "%s"|g\n' "$(printf '%s' "$KH_PG_URL" | sed 's/[&|\\]/\\&/g')" \
+		printf 's#--\\(db\\|from\\) center\\.db\\b#--\\1 "%s"#g\n' "$(printf '%s' "$KH_PG_URL" | sed 's/[&#\\]/\\&/g')" \
 			>>"$KH_META/sed"
 	fi
 	: >"$KH_META/structure"
@@ -384,10 +384,10 @@ grep -q '"state":"active"' "$KH_META/api" && grep -q '"export_authorised":true' 
 api -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$GP/v1/subscribers/1/invoices"
 [ "$(grep -o '"event_id":55,"price":30,' "$KH_META/api" | wc -l)" -eq 1 ] ||
 	kh_fail "operator guide section 10: event 55 not invoiced exactly once at 30: $(cat "$KH_META/api")"
-# section 15: the creation sent to two centers with one key made one subscriber
+# section 16: the creation sent to two centers with one key made one subscriber
 api -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$GP/v1/subscribers?name_prefix=Ann"
 [ "$(grep -o '"name":"Ann"' "$KH_META/api" | wc -l)" -eq 1 ] ||
-	kh_fail "operator guide section 15: not exactly one subscriber Ann: $(cat "$KH_META/api")"
+	kh_fail "operator guide section 16: not exactly one subscriber Ann: $(cat "$KH_META/api")"
 stop_doc_daemons
 
 kh_note "ok"

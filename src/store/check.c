@@ -1,0 +1,234 @@
+/*
+ * keyhole store check (docs/internals/store.md, "Copying and checking a store"): the database's
+ * own integrity and the center's invariants, read in one read transaction (one snapshot), so a
+ * center may go on serving while it runs. Each invariant is one SELECT of the keys that break
+ * it, in a stable order: none means it holds. The queries name key columns only, never a secret
+ * one (a service key, a nonce, a hash of a request), so a finding can be printed as it is.
+ *
+ * The SQL is common to both backends, except the integrity checks each database offers (SQLite's
+ * PRAGMAs; on PostgreSQL, that the foreign keys exist, are validated and enforced), which are
+ * marked with their backend's name in the table below: the one place this file speaks a dialect.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "store_int.h"
+
+#define EXAMPLES 3
+
+struct inv {
+	const char *name, *table, *what;
+	const char *backend; /* NULL: every backend; else the one whose name it is */
+	const char *sql;     /* the keys that break it, one row each */
+	const char *keys;    /* their names, one word each */
+	const char *types;   /* i integer, t text: one per key */
+};
+
+static const struct inv invs[] = {
+	/* ---- the database's own integrity ---- */
+	{"sqlite_integrity", "(database)", "PRAGMA integrity_check reports a problem", "sqlite",
+	 "SELECT integrity_check FROM pragma_integrity_check WHERE integrity_check <> 'ok'", "problem", "t"},
+	{"sqlite_foreign_keys", "(database)", "a row refers to a row that does not exist (PRAGMA foreign_key_check)",
+	 "sqlite", "SELECT \"table\", rowid, parent FROM pragma_foreign_key_check", "table rowid parent", "tit"},
+	{"pg_foreign_keys", "(database)", "a foreign key of the schema is missing, not validated or not enforced",
+	 "postgresql",
+	 "SELECT e.t, e.p FROM (VALUES ('cards', 'subscribers'), ('cards', 'cards'), ('channels', 'products'),\n"
+	 "  ('events', 'channels'), ('subscriptions', 'subscribers'), ('subscriptions', 'products'),\n"
+	 "  ('usage_blocks', 'upload_sessions'), ('purchases', 'cards'), ('purchases', 'usage_blocks'),\n"
+	 "  ('invoices', 'subscribers'), ('bulk_jobs', 'products'), ('rotation_jobs', 'service_keys'),\n"
+	 "  ('credit_reloads', 'cards'), ('usage_clones', 'upload_sessions'), ('usage_clones', 'usage_blocks'))\n"
+	 "  AS e(t, p)\n"
+	 "WHERE NOT EXISTS (SELECT 1 FROM pg_constraint c\n"
+	 "  WHERE c.contype = 'f' AND c.convalidated\n"
+	 "  AND c.conrelid = to_regclass(quote_ident(current_schema()) || '.' || e.t)\n"
+	 "  AND c.confrelid = to_regclass(quote_ident(current_schema()) || '.' || e.p)\n"
+	 "  AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgconstraint = c.oid AND g.tgenabled = 'D'))\n"
+	 "ORDER BY 1, 2",
+	 "table references", "tt"},
+
+	/* ---- EMM sequence numbers: none handed out twice ---- */
+	{"emm_seq_unique", "emm_queue", "an address has two queued EMMs with one sequence number", NULL,
+	 "SELECT address_type, address, seq FROM emm_queue GROUP BY address_type, address, seq\n"
+	 "HAVING count(*) > 1 ORDER BY 1, 2, 3",
+	 "address_type address seq", "iii"},
+	{"emm_seq_behind", "emm_seq",
+	 "an address's last recorded sequence number is below one it has queued (it would be handed out again)", NULL,
+	 "SELECT q.address_type, q.address FROM emm_queue q\n"
+	 "LEFT JOIN emm_seq s ON s.address_type = q.address_type AND s.address = q.address\n"
+	 "GROUP BY q.address_type, q.address HAVING max(q.seq) > coalesce(max(s.last_seq), 0) ORDER BY 1, 2",
+	 "address_type address", "ii"},
+	{"emm_pos_behind", "emm_order",
+	 "the queue's last handed-out position is below an EMM's (a reader's cursor would skip or repeat)", NULL,
+	 "SELECT q.id FROM emm_queue q WHERE q.pos > (SELECT coalesce(max(last_pos), 0) FROM emm_order)\n"
+	 "ORDER BY 1",
+	 "id", "i"},
+
+	/* ---- uploads: a session and a block processed once ---- */
+	{"session_nonce_once", "upload_sessions", "two upload sessions share one nonce", NULL,
+	 "SELECT min(id) FROM upload_sessions GROUP BY nonce HAVING count(*) > 1 ORDER BY 1", "id", "i"},
+	{"block_once", "usage_blocks", "a usage block (ua, block_seq) is recorded twice", NULL,
+	 "SELECT ua, block_seq FROM usage_blocks GROUP BY ua, block_seq HAVING count(*) > 1 ORDER BY 1, 2",
+	 "ua block_seq", "ii"},
+	{"purchase_block", "purchases", "a purchase does not belong to one accepted usage block", NULL,
+	 "SELECT p.id FROM purchases p WHERE NOT EXISTS (SELECT 1 FROM usage_blocks b\n"
+	 "  WHERE b.ua = p.block_ua AND b.block_seq = p.block_seq AND b.verdict = 'ok') ORDER BY 1",
+	 "id", "i"},
+	{"purchase_once", "purchases", "a purchase (ua, event, time) is recorded twice", NULL,
+	 "SELECT ua, event_id, time FROM purchases GROUP BY ua, event_id, time HAVING count(*) > 1 ORDER BY 1, 2, 3",
+	 "ua event_id time", "iii"},
+
+	/* ---- invoices: never twice, never for nothing ---- */
+	{"invoice_once", "invoices", "a purchase (ua, event, time) is invoiced twice", NULL,
+	 "SELECT ua, event_id, time FROM invoices GROUP BY ua, event_id, time HAVING count(*) > 1 ORDER BY 1, 2, 3",
+	 "ua event_id time", "iii"},
+	{"invoice_purchase", "invoices", "an invoice names no recorded purchase", NULL,
+	 "SELECT i.id FROM invoices i WHERE NOT EXISTS (SELECT 1 FROM purchases p\n"
+	 "  WHERE p.ua = i.ua AND p.event_id = i.event_id AND p.time = i.time) ORDER BY 1",
+	 "id", "i"},
+
+	/* ---- credit: every reload id issued once, by the card's counter ---- */
+	{"reload_once", "credit_reloads", "a card's reload id is recorded twice", NULL,
+	 "SELECT ua, reload_id FROM credit_reloads GROUP BY ua, reload_id HAVING count(*) > 1 ORDER BY 1, 2",
+	 "ua reload_id", "ii"},
+	{"reload_issued", "credit_reloads",
+	 "a reload id is above its card's reload counter (cards.last_reload_id: it would be issued again)", NULL,
+	 "SELECT r.ua, r.reload_id FROM credit_reloads r LEFT JOIN cards c ON c.ua = r.ua\n"
+	 "WHERE c.ua IS NULL OR r.reload_id > c.last_reload_id ORDER BY 1, 2",
+	 "ua reload_id", "ii"},
+	{"reload_reported", "usage_blocks", "an accepted block reports a reload id its card was never issued", NULL,
+	 "SELECT b.ua, b.block_seq FROM usage_blocks b JOIN cards c ON c.ua = b.ua\n"
+	 "WHERE b.verdict = 'ok' AND b.last_reload > c.last_reload_id ORDER BY 1, 2",
+	 "ua block_seq", "ii"},
+
+	/* ---- idempotency records ---- */
+	{"idem_once", "idempotency", "an Idempotency-Key has two records", NULL,
+	 "SELECT key FROM idempotency GROUP BY key HAVING count(*) > 1 ORDER BY 1", "key", "t"},
+
+	/* ---- bulk subscriptions and key rotations ---- */
+	{"bulk_bounds", "bulk_jobs", "a bulk job's progress is past its bound (last_subscriber_id > max_subscriber_id)",
+	 NULL, "SELECT key FROM bulk_jobs WHERE last_subscriber_id > max_subscriber_id OR chunks < 1 ORDER BY 1", "key",
+	 "t"},
+	{"bulk_done", "bulk_jobs", "a finished bulk job has subscribers pending (last_subscriber_id < max_subscriber_id)",
+	 NULL, "SELECT key FROM bulk_jobs WHERE done = 1 AND last_subscriber_id <> max_subscriber_id ORDER BY 1", "key",
+	 "t"},
+	{"rotation_pending", "rotation_jobs",
+	 "an unfinished rotation is of a key version that is not its id's newest (it is never resumed)", NULL,
+	 "SELECT j.key_id, j.version FROM rotation_jobs j WHERE j.done = 0\n"
+	 "AND j.version < (SELECT max(k.version) FROM service_keys k WHERE k.key_id = j.key_id) ORDER BY 1, 2",
+	 "key_id version", "ii"},
+	{"rotation_bounds", "rotation_jobs", "a rotation's progress names a card that does not exist (last_ua)", NULL,
+	 "SELECT j.key_id, j.version FROM rotation_jobs j\n"
+	 "WHERE j.last_ua <> 0 AND NOT EXISTS (SELECT 1 FROM cards c WHERE c.ua = j.last_ua) ORDER BY 1, 2",
+	 "key_id version", "ii"},
+};
+
+/* "name=value" for each key of the row st is on, after what out holds (cap bytes). */
+static void example(const struct inv *v, struct kh__stmt *st, char *out, size_t cap)
+{
+	const char *k = v->keys;
+	size_t n = strlen(out);
+
+	if (n > 0 && n + 2 < cap) {
+		memcpy(out + n, "; ", 3);
+		n += 2;
+	}
+	for (int j = 0; v->types[j] && n + 1 < cap; j++) {
+		size_t kl = strcspn(k, " ");
+		char val[64];
+
+		if (v->types[j] == 'i') {
+			snprintf(val, sizeof val, "%lld", (long long)kh__col_i64(st, j));
+		} else {
+			kh__col_text(st, j, val, sizeof val);
+			for (char *c = val; *c; c++) /* one line, printable */
+				if ((unsigned char)*c < 0x20 || (unsigned char)*c == 0x7f)
+					*c = '?';
+		}
+		n += (size_t)snprintf(out + n, cap - n, "%s%.*s=%s", j ? " " : "", (int)kl, k, val);
+		if (n >= cap)
+			n = cap - 1;
+		k += kl + (k[kl] == ' ');
+	}
+}
+
+static kh_err run_one(struct kh_store *s, const struct inv *v, kh_store_finding_fn fn, void *arg, int *broken)
+{
+	struct kh__stmt *st = NULL;
+	char ex[512] = "";
+	int64_t rows = 0;
+	int row = 0;
+	kh_err r;
+
+	*broken = 0;
+	if ((r = kh__stmt(s, v->sql, &st)) != KH_OK)
+		return r;
+	while ((r = kh__step(st, &row)) == KH_OK && row)
+		if (rows++ < EXAMPLES)
+			example(v, st, ex, sizeof ex);
+	kh__stmt_done(st);
+	/* SQLite's own checks fail outright on a schema they cannot read ("foreign key mismatch": a
+	 * parent key no longer unique): a finding too, SQLite's message its example. A failed
+	 * statement would abort PostgreSQL's transaction: there any failure is the check's. */
+	if (r == KH_ERR_DB && v->backend != NULL && strcmp(v->backend, "sqlite") == 0) {
+		snprintf(ex, sizeof ex, "%s", kh_store_last_error(s));
+		rows = 1;
+		r = KH_OK;
+	}
+	if (r != KH_OK || rows == 0)
+		return r;
+	*broken = 1;
+	if (fn) {
+		struct kh_store_finding f = {v->name, v->table, v->what, rows, ex};
+		r = fn(arg, &f);
+	}
+	return r;
+}
+
+static kh_err check_all(struct kh_store *s, kh_store_finding_fn fn, void *arg, unsigned *checked, unsigned *broken)
+{
+	char what[128], ex[64];
+	int v = 0, bad = 0;
+	kh_err r;
+
+	/* The schema first: an older one may lack the columns the rest reads. */
+	(*checked)++;
+	if ((r = kh__read_version(s, &v)) != KH_OK)
+		return r;
+	if (v != kh_store_schema_latest()) {
+		struct kh_store_finding f = {"schema_version", "schema_migrations", what, 1, ex};
+		snprintf(what, sizeof what, "the schema is version %d, this program's %d (open it once with this version)", v,
+			 kh_store_schema_latest());
+		snprintf(ex, sizeof ex, "version=%d", v);
+		(*broken)++;
+		return fn ? fn(arg, &f) : KH_OK;
+	}
+	for (size_t i = 0; i < sizeof invs / sizeof invs[0]; i++) {
+		if (invs[i].backend != NULL && strcmp(invs[i].backend, s->be->name) != 0)
+			continue;
+		(*checked)++;
+		if ((r = run_one(s, &invs[i], fn, arg, &bad)) != KH_OK)
+			return r;
+		*broken += (unsigned)bad;
+	}
+	return KH_OK;
+}
+
+kh_err kh_store_invariants(struct kh_store *s, kh_store_finding_fn fn, void *arg, unsigned *checked, unsigned *broken)
+{
+	unsigned c = 0, b = 0;
+	kh_err r;
+
+	if (s == NULL)
+		return KH_ERR_INVAL;
+	if ((r = kh__begin_read(s)) != KH_OK)
+		return r;
+	r = check_all(s, fn, arg, &c, &b);
+	kh_store_rollback(s);
+	if (r != KH_OK)
+		return r;
+	if (checked)
+		*checked = c;
+	if (broken)
+		*broken = b;
+	return KH_OK;
+}
