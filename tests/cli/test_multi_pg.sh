@@ -294,6 +294,9 @@ HEX='function hex(s,  i, n) { n = 0; for (i = 1; i <= length(s); i++) n = n * 16
 } >check.sql
 out=$(psql "$DB" -XAtq -v ON_ERROR_STOP=1 -f check.sql 2>&1) || kh_fail "check: $out"
 [ -z "$out" ] || kh_fail "invariants broken: $(echo "$out" | head -n 20)"
+# and as an operator checks them: keyhole store check, every rule of the center
+kh_expect_ok store check --db "$DB"
+kh_out_has '^ok: '
 [ "$(sql 'SELECT count(*) FROM idempotency')" -gt 0 ] || kh_fail "no idempotency record"
 
 # The queue by its cursor, through B: every EMM exactly once.
@@ -388,6 +391,8 @@ psql "$ODB" -XAtq -c "SELECT substr(name, 2) FROM subscribers WHERE name LIKE 'w
 lost=$(comm -23 acked-w.txt stored-w.txt)
 [ -z "$lost" ] || kh_fail "acknowledged (201) but not stored: $(echo "$lost" | tr '\n' ' ')"
 [ "$(sort -u stored-w.txt | wc -l)" -eq "$(wc -l <stored-w.txt)" ] || kh_fail "a write stored twice"
+kh_expect_ok store check --db "$ODB"
+kh_out_has '^ok: '
 kh_stop "$PC" TERM
 [ "$KH_RC" -eq 0 ] || kh_fail "the serve of the outage on SIGTERM: exit status $KH_RC"
 kh_note "outage: $(grep -c ' 503 ' outage.txt) requests refused with 503, $(wc -l <acked-w.txt) acknowledged and stored; the same process served again"
