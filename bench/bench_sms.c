@@ -40,6 +40,27 @@
  *    committed in chunks of KH_SMS_BULK_CHUNK (emm_subscribe_all, EMMs/s). Reference: sealing one
  *    SET KEY EMM raw, kh_cas_card_kp (HKDF) + kh_emm_seal (emm_seal_raw).
  *
+ * 3. On PostgreSQL (-P: a throwaway cluster this run starts with tests/tools/pgtmp.sh and
+ *    restarts once with pg_stat_statements loaded and shared_buffers at PostgreSQL's default;
+ *    -D URL: an existing server, a role that may CREATE DATABASE; its databases are dropped at
+ *    the end). Parts 1 and 2 then run on `keyhole serve` processes (the binary beside this one,
+ *    or -K), for both backends alike: an SQLite center (one process), and a PostgreSQL database
+ *    served by two processes on two ports with the same authority. Upload ingestion, two-block
+ *    sessions from K clients, timed three ways per round: SQLite (upload_b2_kK_sqlite),
+ *    PostgreSQL with every upload sent to the first process (_pg1), and spread over both (_pg2,
+ *    upload i to process i % 2, its session opened there); raw Ed25519 verify on one thread.
+ *    One untimed round first makes the connections (clients', and each center thread's store
+ *    connection: on PostgreSQL a server process), which are kept alive between timed runs. EMMs:
+ *    an SQLite and a PostgreSQL center with the same C cards, a rotation, a bulk subscription and
+ *    S single subscriptions each per round; raw sealing. For each timed run: the CPU seconds
+ *    of the serve processes, of the PostgreSQL server's processes (its postmaster and children,
+ *    from /proc) and of this process (the clients); on PostgreSQL, from pg_stat_statements when
+ *    loaded, statements, COMMITs, rows written and WAL bytes per request, and from pg_stat_wal
+ *    the WAL flushes (fdatasync) per request and per second. The server reports pg_stat_wal only
+ *    10 s after a backend goes idle: each timed run is followed by a wait of -W S seconds
+ *    (10.5; 0 skips the flush counts). A 503 database_busy (the store's retries of a
+ *    serialization failure ran out) is counted and left out of the accepted blocks, not a failure.
+ *
  * Rounds of all benchmarks are interleaved (round 1 of each, then round 2, ...), R rounds (-r);
  * every figure is the median over rounds, a ratio the median of the per-round ratios. Options:
  *   -r R  rounds (default 5)        -t S  seconds per reference loop (default 0.3)
@@ -50,6 +71,9 @@
  *   -A DIR   where the EMM part's authority directory goes (default /dev/shm when writable): each
  *            kh_authority_issue writes and fsyncs one certificate file (~3.5 ms on this disk, so
  *            100 000 would take ~6 minutes); the center only reads root.crt and master.key there
+ *   -P / -D URL  the PostgreSQL comparison (3.) instead of 1. and 2. in process
+ *   -K KEYHOLE   the keyhole binary it runs (default: beside this one)
+ *   -W S         seconds to wait for PostgreSQL's WAL counts after each timed run (10.5; 0: none)
  * -n, -p, -e E and -m M (bench_pair's and bench_cas's, passed on by bench/run.sh) are ignored.
  * Output: `bench=` / `ratio=` lines (docs/performance.md), then '#' summary lines. The exit
  * status is non-zero only when a request or an operation fails.
