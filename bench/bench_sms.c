@@ -1620,6 +1620,8 @@ static int pg_run(const struct opts *o, int part1, int part2)
 		printf("# warm-up upload_b2_k%d_%s (new connections): %.0f blocks/s\n", o->k, uname[c],
 		       2.0 * (double)(o->n - (size_t)atomic_load(&u->pool.busy)) / t);
 	}
+	for (int c = 0; part2 && c < 2; c++) /* the single subscriptions' client connections, likewise */
+		(void)subscribe_k(&em[c], o->k);
 #ifdef KH_HAVE_PG
 	/* the statement counts of the timed rounds only (a server of its own: nobody else's counts) */
 	if (g.pss && o->pg_start)
