@@ -1526,11 +1526,13 @@ static void copy_round(double dst[NF][BENCH_MAX_ROUNDS], const double *f, int r)
 		dst[i][r] = f[i];
 }
 
-/* The ratio a[r] / b[r] of two per-round figures, into out[r]. */
-static void ratio_of(const double *a, const double *b, int rounds, double *out)
+/* The ratio line of two per-round figures, a[r] / b[r] in each round. */
+static void print_ratio_of(const char *name, const double *a, const double *b, int rounds, const char *note)
 {
+	double v[BENCH_MAX_ROUNDS];
 	for (int r = 0; r < rounds; r++)
-		out[r] = a[r] / b[r];
+		v[r] = a[r] / b[r];
+	bench_print_ratio(name, v, rounds, note);
 }
 
 /*
@@ -1545,8 +1547,7 @@ static int pg_run(const struct opts *o, int part1, int part2)
 	enum { U_LITE, U_PG1, U_PG2, NU };
 	static const char *uname[NU] = {"sqlite", "pg1", "pg2"}, *ename[2] = {"sqlite", "pg"};
 	static double fu[NU][NF][BENCH_MAX_ROUNDS], frot[2][NF][BENCH_MAX_ROUNDS], fall[2][NF][BENCH_MAX_ROUNDS],
-		fsub[2][NF][BENCH_MAX_ROUNDS], verify[BENCH_MAX_ROUNDS], seal[BENCH_MAX_ROUNDS], rt[BENCH_MAX_ROUNDS],
-		busy[NU][BENCH_MAX_ROUNDS];
+		fsub[2][NF][BENCH_MAX_ROUNDS], verify[BENCH_MAX_ROUNDS], seal[BENCH_MAX_ROUNDS], busy[NU][BENCH_MAX_ROUNDS];
 	static struct up up[2];
 	static struct em em[2];
 	struct pgctx px[2] = {{0}}, pe[2] = {{0}}; /* the upload centers', the EMM centers' */
@@ -1688,32 +1689,32 @@ static int pg_run(const struct opts *o, int part1, int part2)
 		bench_print("emm_ref_seal_raw", "ops/s", 0, seal, o->rounds);
 	}
 	if (part1) {
-		snprintf(nm, sizeof nm, "upload_b2_k%d_pg1_vs_ed25519_verify_raw", o->k);
-		ratio_of(fu[U_PG1][F_RATE], verify, o->rounds, rt);
-		bench_print_ratio(nm, rt, o->rounds,
-				  "blocks/s accepted (durable), two-block sessions, one serve on PostgreSQL / raw Ed25519 "
-				  "verifies/s on one thread; aim >= 0.7");
-		snprintf(nm, sizeof nm, "upload_b2_k%d_pg2_vs_pg1", o->k);
-		ratio_of(fu[U_PG2][F_RATE], fu[U_PG1][F_RATE], o->rounds, rt);
-		bench_print_ratio(nm, rt, o->rounds, "two serve processes on one database / one; aim >= 1.6 (not on 2 CPUs)");
-		snprintf(nm, sizeof nm, "upload_b2_k%d_pg2_vs_ed25519_verify_raw", o->k);
-		ratio_of(fu[U_PG2][F_RATE], verify, o->rounds, rt);
-		bench_print_ratio(nm, rt, o->rounds, "the same, two serve processes");
-		snprintf(nm, sizeof nm, "upload_b2_k%d_pg1_vs_sqlite", o->k);
-		ratio_of(fu[U_PG1][F_RATE], fu[U_LITE][F_RATE], o->rounds, rt);
-		bench_print_ratio(nm, rt, o->rounds, "one serve: PostgreSQL / SQLite (group commit)");
-		snprintf(nm, sizeof nm, "upload_b2_k%d_sqlite_vs_ed25519_verify_raw", o->k);
-		ratio_of(fu[U_LITE][F_RATE], verify, o->rounds, rt);
-		bench_print_ratio(nm, rt, o->rounds, "the SQLite center as a serve process");
+		const struct {
+			const char *name;
+			const double *a, *b;
+			const char *note;
+		} ur[] = {
+			{"pg1_vs_ed25519_verify_raw", fu[U_PG1][F_RATE], verify,
+			 "blocks/s accepted (durable), two-block sessions, one serve on PostgreSQL / raw Ed25519 verifies/s "
+			 "on one thread; aim >= 0.7"},
+			{"pg2_vs_pg1", fu[U_PG2][F_RATE], fu[U_PG1][F_RATE],
+			 "two serve processes on one database / one; aim >= 1.6 (not on 2 CPUs)"},
+			{"pg2_vs_ed25519_verify_raw", fu[U_PG2][F_RATE], verify, "the same, two serve processes"},
+			{"pg1_vs_sqlite", fu[U_PG1][F_RATE], fu[U_LITE][F_RATE], "one serve: PostgreSQL / SQLite (group commit)"},
+			{"sqlite_vs_ed25519_verify_raw", fu[U_LITE][F_RATE], verify, "the SQLite center as a serve process"},
+		};
+		for (size_t i = 0; i < sizeof ur / sizeof ur[0]; i++) {
+			snprintf(nm, sizeof nm, "upload_b2_k%d_%s", o->k, ur[i].name);
+			print_ratio_of(nm, ur[i].a, ur[i].b, o->rounds, ur[i].note);
+		}
 	}
 	if (part2) {
-		ratio_of(frot[1][F_RATE], frot[0][F_RATE], o->rounds, rt);
-		bench_print_ratio("emm_rotate_pg_vs_sqlite", rt, o->rounds, "EMMs/s of one rotation, PostgreSQL / SQLite");
-		ratio_of(fall[1][F_RATE], fall[0][F_RATE], o->rounds, rt);
-		bench_print_ratio("emm_subscribe_all_pg_vs_sqlite", rt, o->rounds,
-				  "EMMs/s of one bulk subscription, PostgreSQL / SQLite");
-		ratio_of(frot[1][F_RATE], seal, o->rounds, rt);
-		bench_print_ratio("emm_rotate_pg_vs_seal_raw", rt, o->rounds, "EMMs/s of one rotation on PostgreSQL / raw sealing");
+		print_ratio_of("emm_rotate_pg_vs_sqlite", frot[1][F_RATE], frot[0][F_RATE], o->rounds,
+			       "EMMs/s of one rotation, PostgreSQL / SQLite");
+		print_ratio_of("emm_subscribe_all_pg_vs_sqlite", fall[1][F_RATE], fall[0][F_RATE], o->rounds,
+			       "EMMs/s of one bulk subscription, PostgreSQL / SQLite");
+		print_ratio_of("emm_rotate_pg_vs_seal_raw", frot[1][F_RATE], seal, o->rounds,
+			       "EMMs/s of one rotation on PostgreSQL / raw sealing");
 	}
 	if (part1) {
 		printf("# one raw Ed25519 verify: %.0f us\n", 1e6 / bench_stats_of(verify, o->rounds).med);
