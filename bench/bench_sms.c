@@ -1520,6 +1520,18 @@ static void print_cost(const char *name, const char *unit, const char *req, doub
 	       med_s(f[F_WALB], rounds, 0, x[8], 64), med_s(f[F_SYNC_S], rounds, 0, x[9], 64));
 }
 
+/* How many of the requests of the timed runs answered 503 database_busy, if any. */
+static void print_busy(const char *name, const double *busy, int rounds, size_t per_round, const char *what)
+{
+	double all = 0;
+	for (int r = 0; r < rounds; r++)
+		all += busy[r];
+	if (all > 0)
+		printf("# %s: %.0f of %zu %s answered 503 database_busy (the store's retries of a serialization failure "
+		       "ran out); not counted as done\n",
+		       name, all, per_round * (size_t)rounds, what);
+}
+
 static void copy_round(double dst[NF][BENCH_MAX_ROUNDS], const double *f, int r)
 {
 	for (int i = 0; i < NF; i++)
@@ -1547,7 +1559,8 @@ static int pg_run(const struct opts *o, int part1, int part2)
 	enum { U_LITE, U_PG1, U_PG2, NU };
 	static const char *uname[NU] = {"sqlite", "pg1", "pg2"}, *ename[2] = {"sqlite", "pg"};
 	static double fu[NU][NF][BENCH_MAX_ROUNDS], frot[2][NF][BENCH_MAX_ROUNDS], fall[2][NF][BENCH_MAX_ROUNDS],
-		fsub[2][NF][BENCH_MAX_ROUNDS], verify[BENCH_MAX_ROUNDS], seal[BENCH_MAX_ROUNDS], busy[NU][BENCH_MAX_ROUNDS];
+		fsub[2][NF][BENCH_MAX_ROUNDS], verify[BENCH_MAX_ROUNDS], seal[BENCH_MAX_ROUNDS], busy[NU][BENCH_MAX_ROUNDS],
+		sbusy[2][BENCH_MAX_ROUNDS];
 	static struct up up[2];
 	static struct em em[2];
 	struct pgctx px[2] = {{0}}, pe[2] = {{0}}; /* the upload centers', the EMM centers' */
@@ -1622,7 +1635,10 @@ static int pg_run(const struct opts *o, int part1, int part2)
 		       2.0 * (double)(o->n - (size_t)atomic_load(&u->pool.busy)) / t);
 	}
 	for (int c = 0; part2 && c < 2; c++) /* the single subscriptions' client connections, likewise */
+	{
+		em[c].pool.busy_ok = 1;
 		(void)subscribe_k(&em[c], o->k);
+	}
 #ifdef KH_HAVE_PG
 	/* the statement counts of the timed rounds only (a server of its own: nobody else's counts) */
 	if (g.pss && o->pg_start)
@@ -1662,7 +1678,8 @@ static int pg_run(const struct opts *o, int part1, int part2)
 				copy_round(fall[c], f, r);
 				probe_begin(&e->ce, &pe[c], &b);
 				(void)subscribe_k(e, o->k);
-				probe_end(&e->ce, &pe[c], &b, (double)e->s, (double)e->s, f);
+				sbusy[c][r] = atomic_load(&e->pool.busy);
+				probe_end(&e->ce, &pe[c], &b, (double)e->s - sbusy[c][r], (double)e->s, f);
 				copy_round(fsub[c], f, r);
 			}
 			seal[r] = seal_rate(&em[0], o->t);
@@ -1719,15 +1736,9 @@ static int pg_run(const struct opts *o, int part1, int part2)
 	if (part1) {
 		printf("# one raw Ed25519 verify: %.0f us\n", 1e6 / bench_stats_of(verify, o->rounds).med);
 		for (int c = 0; c < NU; c++) {
-			double all = 0;
 			snprintf(nm, sizeof nm, "upload_b2_k%d_%s", o->k, uname[c]);
 			print_cost(nm, "block", "upload (2 blocks)", fu[c], o->rounds);
-			for (int r = 0; r < o->rounds; r++)
-				all += busy[c][r];
-			if (all > 0)
-				printf("# %s: %.0f of %zu uploads answered 503 database_busy (the store's retries of a "
-				       "serialization failure ran out); not counted as accepted\n",
-				       nm, all, o->n * (size_t)o->rounds);
+			print_busy(nm, busy[c], o->rounds, o->n, "uploads");
 		}
 #ifdef KH_HAVE_PG
 		if (g.pss && o->pg_start)
@@ -1742,6 +1753,7 @@ static int pg_run(const struct opts *o, int part1, int part2)
 			print_cost(nm, "EMM", "bulk request", fall[c], o->rounds);
 			snprintf(nm, sizeof nm, "emm_subscribe_k%d_%s", o->k, ename[c]);
 			print_cost(nm, "EMM", "request", fsub[c], o->rounds);
+			print_busy(nm, sbusy[c], o->rounds, o->s, "subscriptions");
 		}
 #ifdef KH_HAVE_PG
 		if (g.pss && o->pg_start)
