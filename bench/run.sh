@@ -4,7 +4,10 @@
 #   sh bench/run.sh BUILD_DIR [bench_pair options, e.g. -r 9 -t 0.5]
 # bench_pair runs first, then bench_cas with the same options (it understands -r -n -p -b and
 # ignores -t: its rounds are counted in ECMs and EMMs), then bench_sms (-r -t -b; it ignores -n
-# -p -e -m).
+# -p -e -m), then, when a PostgreSQL server is installed, bench_sms -P: the center as `keyhole
+# serve` processes on SQLite and on a throwaway PostgreSQL cluster it starts (one and two
+# instances on one database), with the same options. KH_BENCH_PG_URL=URL runs that part on an
+# existing server instead (a role that may CREATE DATABASE); KH_BENCH_PG=0 skips it.
 # `make bench` runs `sh bench/run.sh build`. See docs/performance.md.
 set -eu
 
@@ -53,6 +56,21 @@ if [ -x "$sms" ]; then
 else
 	echo "bench/run.sh: $sms not found or not executable; build it with --target bench_sms" >&2
 	status=1
+fi
+# The management center on PostgreSQL (docs/performance.md "Management center on PostgreSQL").
+if [ -x "$sms" ] && [ "${KH_BENCH_PG:-1}" != 0 ]; then
+	if [ -n "${KH_BENCH_PG_URL:-}" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+		if [ -r /proc/loadavg ]; then
+			echo "# loadavg before bench_sms on PostgreSQL: $(cut -d' ' -f1-3 /proc/loadavg)"
+		fi
+		if [ -n "${KH_BENCH_PG_URL:-}" ]; then
+			"$sms" -D "$KH_BENCH_PG_URL" "$@" || status=$?
+		else
+			"$sms" -P "$@" || status=$?
+		fi
+	else
+		echo "# bench_sms on PostgreSQL skipped: no server in /usr/lib/postgresql/*/bin (scripts/install-deps)"
+	fi
 fi
 if [ -r /proc/loadavg ]; then
 	echo "# loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)"

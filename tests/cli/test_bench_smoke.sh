@@ -4,7 +4,10 @@
 # day someone measures. Nothing is timed or compared: figures belong in docs/performance.md,
 # measured by `make bench`.
 #
-# Run by CTest as `sh test_bench_smoke.sh` with KEYHOLE and KH_SOURCE_DIR set.
+# Run by CTest as `sh test_bench_smoke.sh` with KEYHOLE and KH_SOURCE_DIR set. With
+# KH_TEST_PG_URL set too (cli/test_bench_smoke_pg, on the pg fixture's cluster) it runs only
+# bench_sms's PostgreSQL comparison (-D URL): `keyhole serve` on SQLite and on PostgreSQL, one and
+# two instances on one database, each of its figures printed.
 
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
 kh_init test_bench_smoke
@@ -26,6 +29,21 @@ smoke()
 	grep -q '^bench=' "$KH_META/$name.out" || kh_fail "$name $* printed no figures"
 	ran=$((ran + 1))
 }
+if [ -n "${KH_TEST_PG_URL:-}" ]; then
+	smoke bench_sms -D "$KH_TEST_PG_URL" -W 0 -r 1 -t 0.02 -u 8 -M 4 -k 2 -T 4 -c 40 -s 8 -d "$KH_WORK" -A "$KH_WORK"
+	for b in upload_b2_k2_sqlite upload_b2_k2_pg1 upload_b2_k2_pg2 emm_rotate_sqlite emm_rotate_pg \
+		emm_subscribe_all_sqlite emm_subscribe_all_pg; do
+		grep -q "^bench=$b " "$KH_META/bench_sms.out" || kh_fail "bench_sms -D printed no $b"
+	done
+	grep -q '^# cost upload_b2_k2_pg2: ' "$KH_META/bench_sms.out" || kh_fail "bench_sms -D said nothing of the costs"
+	# it made its databases on the server and dropped them
+	psql=$(ls /usr/lib/postgresql/*/bin/psql | tail -n 1)
+	left=$("$psql" "$KH_TEST_PG_URL" -Atc "SELECT count(*) FROM pg_database WHERE datname LIKE 'khbench_%'" 2>&1) ||
+		kh_fail "psql: $left"
+	[ "$left" = 0 ] || kh_fail "bench_sms -D left $left databases on the server"
+	kh_note "ok"
+	exit 0
+fi
 smoke bench_pair -r 1 -t 0.02
 grep -q '^bench=cmd_unix ' "$KH_META/bench_pair.out" || kh_fail "bench_pair ran no socket benchmark"
 smoke bench_cas -r 1 -e 20 -m 5 -d 1 -s 210
