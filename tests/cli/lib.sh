@@ -329,6 +329,22 @@ kh_expect_api()
 	fi
 }
 
+# kh_card_set N: an authority `auth`, a CAM (cam.card), a decoder's module (dec.card) and N cards
+# c1.card .. cN.card; CARDS lists the cards' files (for kh_upload_load).
+kh_card_set()
+{
+	kh_expect_ok authority init auth
+	kh_expect_ok card issue --authority auth --role cam --out cam.card
+	kh_expect_ok card issue --authority auth --role decoder --out dec.card
+	CARDS=
+	kh_i=1
+	while [ "$kh_i" -le "$1" ]; do
+		kh_expect_ok card issue --authority auth --role card --out "c$kh_i.card"
+		CARDS="$CARDS c$kh_i.card"
+		kh_i=$((kh_i + 1))
+	done
+}
+
 # ---- the center's database: SQLite, or PostgreSQL when CTest's pg fixture runs the test ----
 #   kh_db_init        sets KH_DB: center.db (in $KH_WORK), or with KH_TEST_PG_URL set (the test
 #                     cluster's admin URL) a fresh database made for this test, dropped at exit

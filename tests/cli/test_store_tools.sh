@@ -47,16 +47,7 @@ fi
 
 # ---- a center used for real, on SQLite ---------------------------------------------------------
 NCARDS=3
-kh_expect_ok authority init auth
-kh_expect_ok card issue --authority auth --role cam --out cam.card
-kh_expect_ok card issue --authority auth --role decoder --out dec.card
-CARDS=
-i=1
-while [ "$i" -le "$NCARDS" ]; do
-	kh_expect_ok card issue --authority auth --role card --out "c$i.card"
-	CARDS="$CARDS c$i.card"
-	i=$((i + 1))
-done
+kh_card_set "$NCARDS"
 kh_start_serve PID
 URL=http://127.0.0.1:$PORT
 export KEYHOLE_CENTER=$URL

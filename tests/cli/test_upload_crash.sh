@@ -82,16 +82,7 @@ check_stored()
 
 # ---- the operator, the cards, their purchases ----
 
-kh_expect_ok authority init auth
-kh_expect_ok card issue --authority auth --role cam --out cam.card
-kh_expect_ok card issue --authority auth --role decoder --out dec.card
-CARDS=
-i=1
-while [ "$i" -le "$NCARDS" ]; do
-	kh_expect_ok card issue --authority auth --role card --out "c$i.card"
-	CARDS="$CARDS c$i.card"
-	i=$((i + 1))
-done
+kh_card_set "$NCARDS"
 
 start PID
 kh_expect_api PUT /v1/credit-policy '{"initial_credit":100,"reload_amount":0}' 200
