@@ -140,6 +140,8 @@ typedef int kh_err;
 	   "chunk", 0x6F55)                                                                      \
 	XX(DB_UNAVAILABLE, "database unavailable (cannot connect, or the connection was lost): "  \
 	   "try again", 503, "database_unavailable", 0x6F46)                                     \
+	XX(FUNDS, "the account's balance does not cover the price", 402, "insufficient_funds",   \
+	   0x6F56)                                                                               \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

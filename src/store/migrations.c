@@ -299,6 +299,78 @@ static const char migration_7[] =
 	"CREATE UNIQUE INDEX emm_queue_pos ON emm_queue(pos);\n"
 	"CREATE INDEX emm_queue_unnumbered ON emm_queue(id) WHERE pos IS NULL;\n";
 
+/*
+ * 8 (the distribution server, `keyhole dist serve`; docs/protocols/distribution.md):
+ *   - dist_accounts: the buyers, with their password's scrypt hash and salt, and their balance,
+ *     which never goes below zero;
+ *   - dist_sessions: a login's token, kept as its SHA-256 (a stolen database logs nobody in);
+ *   - dist_programs: the catalogue, one row per program and version, with the manifest and the
+ *     program itself (the vendor's own server holds it in clear: it makes each delivery's
+ *     package from it);
+ *   - dist_deliveries: one run of the second path, moving forward only (hello, proven, keyed,
+ *     charged), with the server's half of the session (nothing secret) and the delivery's
+ *     one-time key Kx sealed at rest; refetch: the receipt a delivery was started on (free);
+ *   - dist_receipts: what a charge bought, once per delivery (the unique delivery_id is what
+ *     makes a repeated charge answer the same receipt), its 16-byte id the processor sees;
+ *   - dist_ledger: every movement of money, deposits (+) and charges (-, with their receipt):
+ *     an account's balance is the sum of its entries.
+ */
+static const char migration_8[] =
+	"CREATE TABLE dist_accounts (\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),\n"
+	"  pw_salt BLOB NOT NULL CHECK (length(pw_salt) = 16),\n"
+	"  pw_hash BLOB NOT NULL CHECK (length(pw_hash) = 32),\n"
+	"  balance INTEGER NOT NULL DEFAULT 0 CHECK (balance >= 0),\n"
+	"  created_at INTEGER NOT NULL\n"
+	") STRICT;\n"
+	"CREATE TABLE dist_sessions (\n"
+	"  token_hash BLOB PRIMARY KEY CHECK (length(token_hash) = 32),\n"
+	"  account_id INTEGER NOT NULL REFERENCES dist_accounts(id),\n"
+	"  expires_at INTEGER NOT NULL\n"
+	") STRICT, WITHOUT ROWID;\n"
+	"CREATE INDEX dist_sessions_account ON dist_sessions(account_id);\n"
+	"CREATE TABLE dist_programs (\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 64),\n"
+	"  version INTEGER NOT NULL CHECK (version BETWEEN 1 AND 4294967295),\n"
+	"  price INTEGER NOT NULL " U32("price") ",\n"
+	"  manifest BLOB NOT NULL,\n"
+	"  program BLOB NOT NULL,\n"
+	"  created_at INTEGER NOT NULL,\n"
+	"  UNIQUE (name, version)\n"
+	") STRICT;\n"
+	"CREATE TABLE dist_deliveries (\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  account_id INTEGER NOT NULL REFERENCES dist_accounts(id),\n"
+	"  program_id INTEGER NOT NULL REFERENCES dist_programs(id),\n"
+	"  state TEXT NOT NULL CHECK (state IN ('hello', 'proven', 'keyed', 'charged')),\n"
+	"  fp BLOB NOT NULL CHECK (length(fp) = 32),\n"
+	"  peer BLOB NOT NULL,\n"
+	"  kx_sealed BLOB,\n"
+	"  refetch BLOB CHECK (refetch IS NULL OR length(refetch) = 16),\n"
+	"  created_at INTEGER NOT NULL,\n"
+	"  updated_at INTEGER NOT NULL\n"
+	") STRICT;\n"
+	"CREATE INDEX dist_deliveries_account ON dist_deliveries(account_id);\n"
+	"CREATE TABLE dist_receipts (\n"
+	"  id BLOB PRIMARY KEY CHECK (length(id) = 16),\n"
+	"  delivery_id INTEGER NOT NULL UNIQUE REFERENCES dist_deliveries(id),\n"
+	"  account_id INTEGER NOT NULL REFERENCES dist_accounts(id),\n"
+	"  program_id INTEGER NOT NULL REFERENCES dist_programs(id),\n"
+	"  fp BLOB NOT NULL CHECK (length(fp) = 32),\n"
+	"  price INTEGER NOT NULL " U32("price") ",\n"
+	"  time INTEGER NOT NULL\n"
+	") STRICT, WITHOUT ROWID;\n"
+	"CREATE TABLE dist_ledger (\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  account_id INTEGER NOT NULL REFERENCES dist_accounts(id),\n"
+	"  amount INTEGER NOT NULL CHECK (amount <> 0),\n"
+	"  receipt_id BLOB UNIQUE REFERENCES dist_receipts(id),\n"
+	"  created_at INTEGER NOT NULL\n"
+	") STRICT;\n"
+	"CREATE INDEX dist_ledger_account ON dist_ledger(account_id);\n";
+
 const struct kh__migration kh__migrations[] = {
 	{1, migration_1},
 	{2, migration_2},
@@ -307,6 +379,7 @@ const struct kh__migration kh__migrations[] = {
 	{5, migration_5},
 	{6, migration_6},
 	{7, migration_7},
+	{8, migration_8},
 };
 const size_t kh__migrations_count = sizeof kh__migrations / sizeof kh__migrations[0];
 
