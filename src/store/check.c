@@ -120,6 +120,19 @@ static const struct inv invs[] = {
 	 "SELECT j.key_id, j.version FROM rotation_jobs j\n"
 	 "WHERE j.last_ua <> 0 AND NOT EXISTS (SELECT 1 FROM cards c WHERE c.ua = j.last_ua) ORDER BY 1, 2",
 	 "key_id version", "ii"},
+
+	/* ---- the distribution server: money conserved ---- */
+	{"dist_ledger_balance", "dist_accounts",
+	 "an account's balance is not the sum of its ledger entries (money made or lost outside a movement)", NULL,
+	 "SELECT a.id FROM dist_accounts a\n"
+	 "WHERE a.balance <> (SELECT coalesce(sum(l.amount), 0) FROM dist_ledger l WHERE l.account_id = a.id) ORDER BY 1",
+	 "id", "i"},
+	{"dist_receipt_charged", "dist_receipts",
+	 "a receipt whose delivery is not charged, or a paid receipt without its ledger entry", NULL,
+	 "SELECT r.delivery_id FROM dist_receipts r JOIN dist_deliveries d ON d.id = r.delivery_id\n"
+	 "WHERE d.state <> 'charged' OR (r.price > 0 AND NOT EXISTS (SELECT 1 FROM dist_ledger l\n"
+	 "  WHERE l.receipt_id = r.id AND l.amount = -r.price)) ORDER BY 1",
+	 "delivery_id", "i"},
 };
 
 /* "name=value" for each key of the row st is on, after what out holds (cap bytes). */

@@ -35,6 +35,7 @@
 #define P7 P6 ", ?7"
 #define P8 P7 ", ?8"
 #define P9 P8 ", ?9"
+#define P10 P9 ", ?10"
 #define P12 P9 ", ?10, ?11, ?12"
 #define P15 P12 ", ?13, ?14, ?15"
 #define P2 "?1, ?2"
@@ -123,6 +124,20 @@ static const struct table tables[] = {
 	   "key, request_hash, product_id, start_time, end_time, all_subscribers, max_subscriber_id, "
 	   "last_subscriber_id, subscribers, emms_queued, skipped, chunks, done, created_at, updated_at",
 	   "tbiiiiiiiiiiiii", 1, "key", AFTER1("key"), P15)},
+	/* the distribution server's (migration 8) */
+	{T("dist_accounts", "id, name, pw_salt, pw_hash, balance, created_at", "itbbii", 1, "id", AFTER1("id"), P6),
+	 .gen = GEN_AUTO},
+	{T("dist_programs", "id, name, version, price, manifest, program, created_at", "itiibbi", 1, "id", AFTER1("id"),
+	   P7),
+	 .gen = GEN_AUTO},
+	{T("dist_sessions", "token_hash, account_id, expires_at", "bii", 1, "token_hash", AFTER1("token_hash"), P3)},
+	{T("dist_deliveries", "id, account_id, program_id, state, fp, peer, kx_sealed, refetch, created_at, updated_at",
+	   "iiitbbbbii", 1, "id", AFTER1("id"), P10),
+	 .gen = GEN_AUTO},
+	{T("dist_receipts", "id, delivery_id, account_id, program_id, fp, price, time", "biiibii", 1, "id", AFTER1("id"),
+	   P7)},
+	{T("dist_ledger", "id, account_id, amount, receipt_id, created_at", "iiibi", 1, "id", AFTER1("id"), P5),
+	 .gen = GEN_AUTO},
 };
 #define NTABLES (sizeof tables / sizeof tables[0])
 

@@ -138,7 +138,18 @@ static const char seed_sql[] =
 	"INSERT INTO bulk_jobs (key, request_hash, product_id, start_time, end_time, all_subscribers,\n"
 	"  max_subscriber_id, last_subscriber_id, subscribers, emms_queued, skipped, chunks, done, created_at,\n"
 	"  updated_at) VALUES ('bulk-1', X'5555555555555555555555555555555555555555555555555555555555555555', 7, 0,\n"
-	"  100, 1, 2, 2, 2, 2, 0, 1, 1, 1000, 1000);\n";
+	"  100, 1, 2, 2, 2, 2, 0, 1, 1, 1000, 1000);\n"
+	"INSERT INTO dist_accounts (id, name, pw_salt, pw_hash, balance, created_at) VALUES\n"
+	"  (1, 'alice', X'11111111111111111111111111111111', X'2222222222222222222222222222222222222222222222222222222222222222', 60, 1000);\n"
+	"INSERT INTO dist_programs (id, name, version, price, manifest, program, created_at) VALUES\n"
+	"  (1, 'editor', 1, 40, X'AA', X'BB', 1000);\n"
+	"INSERT INTO dist_sessions (token_hash, account_id, expires_at) VALUES (X'7777777777777777777777777777777777777777777777777777777777777777', 1, 2000);\n"
+	"INSERT INTO dist_deliveries (id, account_id, program_id, state, fp, peer, kx_sealed, refetch, created_at,\n"
+	"  updated_at) VALUES (1, 1, 1, 'charged', X'7777777777777777777777777777777777777777777777777777777777777777', X'CC', X'DD', NULL, 1000, 1001);\n"
+	"INSERT INTO dist_receipts (id, delivery_id, account_id, program_id, fp, price, time) VALUES\n"
+	"  (X'66666666666666666666666666666666', 1, 1, 1, X'7777777777777777777777777777777777777777777777777777777777777777', 40, 1001);\n"
+	"INSERT INTO dist_ledger (id, account_id, amount, receipt_id, created_at) VALUES\n"
+	"  (1, 1, 100, NULL, 1000), (2, 1, -40, X'66666666666666666666666666666666', 1001);\n";
 
 /* A new store (migrated by the store itself), seeded: its URL (kh_test_db_drop it). */
 static char *seeded(struct ctx *c, const char *name)
@@ -243,6 +254,8 @@ static const struct breakage breaks[] = {
 	 BOTH("INSERT INTO rotation_jobs (key_id, version, last_ua, emms, done, created_at) VALUES (1, 1, 12, 1, 0, 999)"),
 	 1, "key_id=1 version=1"},
 	{"rotation_bounds", BOTH("UPDATE rotation_jobs SET last_ua = 99"), 1, "key_id=1 version=2"},
+	{"dist_ledger_balance", BOTH("UPDATE dist_accounts SET balance = 61"), 1, "id=1"},
+	{"dist_receipt_charged", BOTH("UPDATE dist_deliveries SET state = 'keyed'"), 1, "delivery_id=1"},
 	/* the latest migration's row gone: the store reads as one version older */
 	{"schema_version", BOTH("DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)"),
 	 1, "version="},
