@@ -1371,13 +1371,25 @@ static void test_idempotency_horizon(void **state)
 	assert_int_equal(jint(again.json, "reload_id"), first);
 	reply_free(&again);
 
-	/* past it: the next record written takes the old one away. (Records are stamped with the
-	 * real clock, and the test's may have been read some seconds before: an hour past the
-	 * horizon is past it for any record this test wrote.) */
+	/* past it: on SQLite the next record written takes the old one away; on PostgreSQL the
+	 * renewal thread's round does (a write's own transaction does not: that made concurrent
+	 * writes conflict). (Records are stamped with the real clock, and the test's may have been
+	 * read some seconds before: an hour past the horizon is past it for any record this test
+	 * wrote.) */
 	u->now += KH_SMS_IDEM_TTL + 3600;
 	expect(u, "POST", path, NULL, "reload-2", 200, &r);
 	reply_free(&r);
-	assert_int_equal(db_int(u, "SELECT count(*) FROM idempotency"), 1);
+	if (kh_test_pg()) {
+		/* The round runs after reload-2's record was stamped with the real clock, which is
+		 * behind this test's by the horizon: both records are past it then. */
+		assert_int_equal(db_int(u, "SELECT count(*) FROM idempotency"), 2);
+		assert_int_equal(kh_sms_renew_start(u->sms, 3600), KH_OK); /* its first round runs at once */
+		for (int i = 0; i < 100 && db_int(u, "SELECT count(*) FROM idempotency") != 0; i++)
+			usleep(50000);
+		assert_int_equal(db_int(u, "SELECT count(*) FROM idempotency"), 0);
+	} else {
+		assert_int_equal(db_int(u, "SELECT count(*) FROM idempotency"), 1);
+	}
 	/* and the old key is a new request */
 	req(u, "POST", path, NULL, "reload-1", &again);
 	assert_int_equal(again.status, 200);
