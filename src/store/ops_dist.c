@@ -45,6 +45,23 @@ static kh_err col_fixed(struct kh__stmt *st, int col, uint8_t *out, size_t n)
 	return KH_OK;
 }
 
+/*
+ * Run a statement that RETURNs one integer (an id, a balance) when it changed a row: *v, and the
+ * statement run to its end; `none` when it returned no row.
+ */
+static kh_err returned(struct kh__stmt *st, kh_err none, int64_t *v)
+{
+	int row = 0;
+	kh_err r = kh__step(st, &row);
+
+	if (r != KH_OK)
+		return r;
+	if (!row)
+		return none;
+	*v = kh__col_i64(st, 0);
+	return kh__exec(st);
+}
+
 /* ---------------------------------------------------------------- accounts */
 
 struct account_add {
@@ -59,20 +76,13 @@ static kh_err account_add_tx(struct kh_store *s, void *arg)
 				  "VALUES (?1, ?2, ?3, 0, ?4) ON CONFLICT (name) DO NOTHING RETURNING id";
 	struct account_add *a = arg;
 	struct kh__stmt *st = NULL;
-	int row = 0;
 	kh_err r;
 
 	if ((r = kh__stmt(s, sql, &st)) == KH_OK && (r = kh__bind_text(st, 1, a->name)) == KH_OK &&
 	    (r = kh__bind_blob(st, 2, a->salt, KH_STORE_DIST_SALT_LEN)) == KH_OK &&
 	    (r = kh__bind_blob(st, 3, a->hash, KH_STORE_DIST_HASH_LEN)) == KH_OK &&
-	    (r = kh__bind_i64(st, 4, a->now)) == KH_OK && (r = kh__step(st, &row)) == KH_OK) {
-		if (!row)
-			r = KH_ERR_EXISTS;
-		else {
-			a->id = kh__col_i64(st, 0);
-			r = kh__exec(st);
-		}
-	}
+	    (r = kh__bind_i64(st, 4, a->now)) == KH_OK)
+		r = returned(st, KH_ERR_EXISTS, &a->id);
 	kh__stmt_done(st);
 	return r;
 }
@@ -145,18 +155,11 @@ static kh_err deposit_tx(struct kh_store *s, void *arg)
 	static const char sql[] = "UPDATE dist_accounts SET balance = balance + ?2 WHERE id = ?1 RETURNING balance";
 	struct deposit *d = arg;
 	struct kh__stmt *st = NULL;
-	int row = 0;
 	kh_err r;
 
 	if ((r = kh__stmt(s, sql, &st)) == KH_OK && (r = kh__bind_i64(st, 1, d->account)) == KH_OK &&
-	    (r = kh__bind_i64(st, 2, d->amount)) == KH_OK && (r = kh__step(st, &row)) == KH_OK) {
-		if (!row)
-			r = KH_ERR_NOTFOUND;
-		else {
-			d->balance = kh__col_i64(st, 0);
-			r = kh__exec(st);
-		}
-	}
+	    (r = kh__bind_i64(st, 2, d->amount)) == KH_OK)
+		r = returned(st, KH_ERR_NOTFOUND, &d->balance);
 	kh__stmt_done(st);
 	return r == KH_OK ? ledger(s, d->account, d->amount, NULL, d->now) : r;
 }
@@ -261,21 +264,14 @@ static kh_err program_add_tx(struct kh_store *s, void *arg)
 		"VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name, version) DO NOTHING RETURNING id";
 	struct program_add *a = arg;
 	struct kh__stmt *st = NULL;
-	int row = 0;
 	kh_err r;
 
 	if ((r = kh__stmt(s, sql, &st)) == KH_OK && (r = kh__bind_text(st, 1, a->p->name)) == KH_OK &&
 	    (r = kh__bind_i64(st, 2, a->p->version)) == KH_OK && (r = kh__bind_i64(st, 3, a->p->price)) == KH_OK &&
 	    (r = kh__bind_blob(st, 4, a->p->manifest, a->p->manifest_len)) == KH_OK &&
 	    (r = kh__bind_blob(st, 5, a->p->program, a->p->program_len)) == KH_OK &&
-	    (r = kh__bind_i64(st, 6, a->now)) == KH_OK && (r = kh__step(st, &row)) == KH_OK) {
-		if (!row)
-			r = KH_ERR_EXISTS;
-		else {
-			a->id = kh__col_i64(st, 0);
-			r = kh__exec(st);
-		}
-	}
+	    (r = kh__bind_i64(st, 6, a->now)) == KH_OK)
+		r = returned(st, KH_ERR_EXISTS, &a->id);
 	kh__stmt_done(st);
 	return r;
 }
@@ -378,7 +374,6 @@ static kh_err delivery_add_tx(struct kh_store *s, void *arg)
 	struct delivery_add *a = arg;
 	const struct kh_store_dist_delivery *d = a->d;
 	struct kh__stmt *st = NULL;
-	int row = 0;
 	kh_err r;
 
 	if ((r = kh__stmt(s, sql, &st)) == KH_OK && (r = kh__bind_i64(st, 1, d->account_id)) == KH_OK &&
@@ -386,14 +381,8 @@ static kh_err delivery_add_tx(struct kh_store *s, void *arg)
 	    (r = kh__bind_blob(st, 4, d->peer, d->peer_len)) == KH_OK &&
 	    (r = d->refetch_set ? kh__bind_blob(st, 5, d->refetch, KH_STORE_DIST_RECEIPT_LEN) : kh__bind_null(st, 5)) ==
 		    KH_OK &&
-	    (r = kh__bind_i64(st, 6, a->now)) == KH_OK && (r = kh__step(st, &row)) == KH_OK) {
-		if (!row)
-			r = KH_ERR_DB;
-		else {
-			a->id = kh__col_i64(st, 0);
-			r = kh__exec(st);
-		}
-	}
+	    (r = kh__bind_i64(st, 6, a->now)) == KH_OK)
+		r = returned(st, KH_ERR_DB, &a->id);
 	kh__stmt_done(st);
 	return r;
 }
