@@ -1,5 +1,6 @@
 /*
- * The distribution server's rows in the center's store (src/store/ops_dist.c; migration 8;
+ * The distribution server's rows in the center's store (src/store/ops_dist.c, the catalogue's
+ * reads in ops_list.c beside the other lists; migration 8;
  * docs/protocols/distribution.md, docs/internals/store.md "Distribution"): buyers' accounts and
  * their money, login sessions, the catalogue of programs, deliveries and their receipts.
  *

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keyhole/store_dist.h"
 #include "store_int.h"
 
 /* One row of a statement handed to the caller's callback (which one: the union). */
@@ -28,6 +29,7 @@ struct walk {
 		kh_store_subscription_fn subscription;
 		kh_store_upload_session_fn session;
 		kh_store_bulk_job_fn job;
+		kh_store_dist_program_fn program;
 	} fn;
 	void *arg;
 };
@@ -601,4 +603,63 @@ kh_err kh_store_bulk_job_read(struct kh_store *s, const char *key, kh_store_bulk
 		return r;
 	}
 	return one_row(st, &w);
+}
+
+/* ---------------------------------------------------------------- the distribution catalogue */
+
+/* Columns 0..5 of a dist_programs row to w, and column 6: the code itself (code) or its length. */
+static kh_err dist_program(struct kh__stmt *st, const struct walk *w, int code)
+{
+	struct kh_store_dist_program p = {0};
+	char *name = kh__col_str(st, 1);
+	kh_err r;
+
+	if (name == NULL)
+		return KH_ERR_NOMEM;
+	p.id = kh__col_i64(st, 0);
+	p.name = name;
+	p.version = kh__col_u32(st, 2);
+	p.price = kh__col_u32(st, 3);
+	p.manifest = kh__col_blob(st, 4, &p.manifest_len);
+	p.created_at = kh__col_i64(st, 5);
+	if (code)
+		p.program = kh__col_blob(st, 6, &p.program_len);
+	else
+		p.program_len = (size_t)kh__col_i64(st, 6);
+	r = w->fn.program(w->arg, &p);
+	free(name);
+	return r;
+}
+
+static kh_err dist_program_listed(struct kh__stmt *st, const struct walk *w)
+{
+	return dist_program(st, w, 0);
+}
+
+static kh_err dist_program_whole(struct kh__stmt *st, const struct walk *w)
+{
+	return dist_program(st, w, 1);
+}
+
+kh_err kh_store_dist_programs_page(struct kh_store *s, const struct kh_store_page *page, kh_store_dist_program_fn fn,
+				   void *arg, int *more)
+{
+	static const char sql[] = "SELECT id, name, version, price, manifest, created_at, length(program)\n"
+				  "FROM dist_programs WHERE id > ?1 ORDER BY id LIMIT ?2";
+	struct walk w = {dist_program_listed, {.program = fn}, arg};
+
+	if (s == NULL || fn == NULL || more == NULL || !page_ok(page))
+		return KH_ERR_INVAL;
+	return page_of(s, sql, page, NULL, 0, &w, more);
+}
+
+kh_err kh_store_dist_program_read(struct kh_store *s, int64_t id, kh_store_dist_program_fn fn, void *arg)
+{
+	static const char sql[] = "SELECT id, name, version, price, manifest, created_at, program\n"
+				  "FROM dist_programs WHERE id = ?1";
+	struct walk w = {dist_program_whole, {.program = fn}, arg};
+
+	if (s == NULL || fn == NULL)
+		return KH_ERR_INVAL;
+	return read_one(s, sql, id, &w);
 }
