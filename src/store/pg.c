@@ -643,11 +643,19 @@ static kh_err pg_migrate_begin(struct kh_store *s)
 	struct pg *p = pg_of(s);
 	kh_err r;
 
-	r = exec_sql(p, "migrate",
-		     "CREATE TABLE IF NOT EXISTS schema_migrations (\n"
-		     "  version BIGINT PRIMARY KEY,\n"
-		     "  applied_at BIGINT NOT NULL\n"
-		     ")");
+	/* Two processes creating it at once: IF NOT EXISTS does not cover the race, and the loser
+	 * fails on the catalogue (23505, 42P07, 42710) while the winner commits. The statement runs
+	 * outside a transaction, so it is run again: then it finds the table. */
+	for (int n = 0; n < 3; n++) {
+		r = exec_sql(p, "migrate",
+			     "CREATE TABLE IF NOT EXISTS schema_migrations (\n"
+			     "  version BIGINT PRIMARY KEY,\n"
+			     "  applied_at BIGINT NOT NULL\n"
+			     ")");
+		if (r == KH_OK || r == KH_ERR_EXISTS || r == KH_ERR_DB_UNAVAILABLE)
+			break;
+		kh__backoff(n + 1);
+	}
 	if (r != KH_OK && r != KH_ERR_EXISTS)
 		return r;
 	if ((r = pg_begin(s)) != KH_OK)
