@@ -145,6 +145,38 @@ KH_WARN_UNUSED kh_err kh_dist_pkg_parse(const uint8_t *b, size_t len, uint64_t f
 uint64_t kh_dist_pkg_chunk_off(const struct kh_dist_pkg *p, uint32_t i);
 size_t kh_dist_pkg_chunk_len(const struct kh_dist_pkg *p, uint32_t i);
 
+/* ---- the receipt: what the server signs when it charges (or releases) a delivery ----
+ *
+ *   "KHRC" | u8 1 | receipt id (16) | u64 account | u32 program | u32 version | fp(P) (32) |
+ *   u32 price | u64 time | u32 server serial | Sig_S("keyhole dist v1 receipt" | every byte before)
+ *
+ * Fixed length. The server keeps every receipt it signed; a receipt presented again is checked
+ * against its own signature and against its record (kh_store_dist_receipt_read). */
+
+#define KH_DIST_RECEIPT_VERSION 1
+#define KH_DIST_RECEIPT_BODY_LEN (4 + 1 + KH_DIST_RECEIPT_LEN + 8 + 4 + 4 + KH_SHA256_LEN + 4 + 8 + 4)
+#define KH_DIST_RECEIPT_BYTES (KH_DIST_RECEIPT_BODY_LEN + KH_ED25519_SIG_LEN)
+
+struct kh_dist_receipt {
+	uint8_t id[KH_DIST_RECEIPT_LEN];
+	uint64_t account;
+	uint32_t program, version;
+	uint8_t fp[KH_SHA256_LEN];
+	uint32_t price;
+	uint64_t time;
+	uint32_t server; /* the signing server's certificate serial */
+};
+
+/* The signed receipt into out (KH_DIST_RECEIPT_BYTES), signed with the server's key sk. */
+KH_WARN_UNUSED kh_err kh_dist_receipt_sign(const struct kh_dist_receipt *r, const uint8_t sk[static KH_ED25519_SK_LEN],
+					   uint8_t out[static KH_DIST_RECEIPT_BYTES]);
+/*
+ * Read a receipt of n bytes into *r: KH_ERR_FORMAT for a wrong length or magic, KH_ERR_VERSION
+ * for another version. With pk (not NULL) the signature is checked too: KH_ERR_DIST_SIGNATURE
+ * when it does not verify. *r is written only on success.
+ */
+KH_WARN_UNUSED kh_err kh_dist_receipt_parse(const uint8_t *b, size_t n, const uint8_t *pk, struct kh_dist_receipt *r);
+
 /* ---- the manifest: the package's clear description, "key: value" lines ----
  *
  *   name: hello            1 to 64 of [A-Za-z0-9._+-]

@@ -142,6 +142,8 @@ typedef int kh_err;
 	   "try again", 503, "database_unavailable", 0x6F46)                                     \
 	XX(FUNDS, "the account's balance does not cover the price", 402, "insufficient_funds",   \
 	   0x6F56)                                                                               \
+	XX(RECEIPT, "receipt refused: not signed by this server, not on its record, or another "  \
+	   "user's, processor's or program's", 403, "receipt", 0x6F57)                            \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

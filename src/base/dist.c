@@ -186,3 +186,72 @@ kh_err kh_dist_chunk_open(const uint8_t kx[static KH_KEY_LEN], const struct kh_d
 		return r;
 	return kh_aead_open(kx, nonce, aad, sizeof aad, ct, ctlen, pt);
 }
+
+/* ---- receipts ---- */
+
+static const char label_receipt[] = "keyhole dist v1 receipt";
+static const uint8_t receipt_magic[4] = {'K', 'H', 'R', 'C'};
+
+/* What the server signs: the label, then the receipt's body. */
+static kh_err receipt_msg(const uint8_t body[static KH_DIST_RECEIPT_BODY_LEN],
+			  uint8_t msg[static sizeof label_receipt - 1 + KH_DIST_RECEIPT_BODY_LEN])
+{
+	memcpy(msg, label_receipt, sizeof label_receipt - 1);
+	memcpy(msg + sizeof label_receipt - 1, body, KH_DIST_RECEIPT_BODY_LEN);
+	return KH_OK;
+}
+
+kh_err kh_dist_receipt_sign(const struct kh_dist_receipt *r, const uint8_t sk[static KH_ED25519_SK_LEN],
+			    uint8_t out[static KH_DIST_RECEIPT_BYTES])
+{
+	uint8_t msg[sizeof label_receipt - 1 + KH_DIST_RECEIPT_BODY_LEN];
+	struct kh_wr w;
+	kh_err e;
+
+	kh_wr_init(&w, out, KH_DIST_RECEIPT_BODY_LEN);
+	kh_wr_bytes(&w, receipt_magic, sizeof receipt_magic);
+	kh_wr_u8(&w, KH_DIST_RECEIPT_VERSION);
+	kh_wr_bytes(&w, r->id, sizeof r->id);
+	kh_wr_u64(&w, r->account);
+	kh_wr_u32(&w, r->program);
+	kh_wr_u32(&w, r->version);
+	kh_wr_bytes(&w, r->fp, sizeof r->fp);
+	kh_wr_u32(&w, r->price);
+	kh_wr_u64(&w, r->time);
+	kh_wr_u32(&w, r->server);
+	if (w.err != KH_OK || w.len != KH_DIST_RECEIPT_BODY_LEN)
+		return KH_ERR_INTERNAL;
+	if ((e = receipt_msg(out, msg)) != KH_OK)
+		return e;
+	return kh_ed25519_sign(sk, msg, sizeof msg, out + KH_DIST_RECEIPT_BODY_LEN);
+}
+
+kh_err kh_dist_receipt_parse(const uint8_t *b, size_t n, const uint8_t *pk, struct kh_dist_receipt *r)
+{
+	uint8_t msg[sizeof label_receipt - 1 + KH_DIST_RECEIPT_BODY_LEN];
+	struct kh_dist_receipt t;
+	struct kh_rd rd;
+	uint8_t version;
+	kh_err e;
+
+	if (!b || n != KH_DIST_RECEIPT_BYTES || memcmp(b, receipt_magic, sizeof receipt_magic) != 0)
+		return KH_ERR_FORMAT;
+	kh_rd_init(&rd, b + sizeof receipt_magic, KH_DIST_RECEIPT_BODY_LEN - sizeof receipt_magic);
+	if ((e = kh_rd_u8(&rd, &version)) != KH_OK)
+		return KH_ERR_FORMAT;
+	if (version != KH_DIST_RECEIPT_VERSION)
+		return KH_ERR_VERSION;
+	if (kh_rd_copy(&rd, t.id, sizeof t.id) != KH_OK || kh_rd_u64(&rd, &t.account) != KH_OK ||
+	    kh_rd_u32(&rd, &t.program) != KH_OK || kh_rd_u32(&rd, &t.version) != KH_OK ||
+	    kh_rd_copy(&rd, t.fp, sizeof t.fp) != KH_OK || kh_rd_u32(&rd, &t.price) != KH_OK ||
+	    kh_rd_u64(&rd, &t.time) != KH_OK || kh_rd_u32(&rd, &t.server) != KH_OK || kh_rd_end(&rd) != KH_OK)
+		return KH_ERR_FORMAT;
+	if (pk) {
+		if ((e = receipt_msg(b, msg)) != KH_OK)
+			return e;
+		if (kh_ed25519_verify(pk, msg, sizeof msg, b + KH_DIST_RECEIPT_BODY_LEN) != KH_OK)
+			return KH_ERR_DIST_SIGNATURE;
+	}
+	*r = t;
+	return KH_OK;
+}

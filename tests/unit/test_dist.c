@@ -123,6 +123,48 @@ static kh_err manifest(const char *s, struct kh_dist_manifest *m, size_t *line)
 	return kh_dist_manifest_parse((const uint8_t *)s, strlen(s), m, line);
 }
 
+/* A receipt reads back as signed; every flipped byte, a wrong length or another server's key is refused. */
+static void test_receipt(void **state)
+{
+	uint8_t sk[64], pk[32], sk2[64], pk2[32], b[KH_DIST_RECEIPT_BYTES], c[KH_DIST_RECEIPT_BYTES + 1];
+	struct kh_dist_receipt r, got;
+
+	(void)state;
+	memset(&r, 0, sizeof r);
+	memset(r.id, 0xA5, sizeof r.id);
+	r.account = 0x0102030405060708ull;
+	r.program = 7;
+	r.version = 3;
+	memset(r.fp, 0x3C, sizeof r.fp);
+	r.price = 1250;
+	r.time = 1800000000;
+	r.server = 0xFE000001u;
+	assert_int_equal(kh_ed25519_keygen(sk, pk), KH_OK);
+	assert_int_equal(kh_ed25519_keygen(sk2, pk2), KH_OK);
+	assert_int_equal(kh_dist_receipt_sign(&r, sk, b), KH_OK);
+	assert_int_equal(kh_dist_receipt_parse(b, sizeof b, pk, &got), KH_OK);
+	assert_memory_equal(got.id, r.id, sizeof r.id);
+	assert_memory_equal(got.fp, r.fp, sizeof r.fp);
+	assert_true(got.account == r.account && got.program == r.program && got.version == r.version &&
+		    got.price == r.price && got.time == r.time && got.server == r.server);
+	assert_int_equal(kh_dist_receipt_parse(b, sizeof b, NULL, &got), KH_OK);
+	assert_int_equal(kh_dist_receipt_parse(b, sizeof b, pk2, &got), KH_ERR_DIST_SIGNATURE);
+	assert_int_equal(kh_dist_receipt_parse(b, sizeof b - 1, pk, &got), KH_ERR_FORMAT);
+	memcpy(c, b, sizeof b);
+	c[sizeof b] = 0;
+	assert_int_equal(kh_dist_receipt_parse(c, sizeof c, pk, &got), KH_ERR_FORMAT);
+	for (size_t i = 0; i < sizeof b; i++) {
+		memcpy(c, b, sizeof b);
+		c[i] ^= 0x01;
+		assert_int_not_equal(kh_dist_receipt_parse(c, sizeof b, pk, &got), KH_OK);
+	}
+	memcpy(c, b, sizeof b);
+	c[4] = 2;
+	assert_int_equal(kh_dist_receipt_parse(c, sizeof b, NULL, &got), KH_ERR_VERSION);
+	kh_wipe(sk, sizeof sk);
+	kh_wipe(sk2, sizeof sk2);
+}
+
 static void test_manifest(void **state)
 {
 	static const char *const bad[] = {
@@ -184,6 +226,7 @@ int main(void)
 		cmocka_unit_test(test_chunks),
 		cmocka_unit_test(test_package),
 		cmocka_unit_test(test_manifest),
+		cmocka_unit_test(test_receipt),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
