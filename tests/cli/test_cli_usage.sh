@@ -323,7 +323,8 @@ for pair in "keyhole.1:" "keyhole-authority.1:authority init" "keyhole-authority
 	"keyhole-center.1:center service-keys rotate" "keyhole-center.1:center rights renew" "keyhole-center.1:center subscribe" \
 	"keyhole-center.1:center unsubscribe" "keyhole-center.1:center invoices" "keyhole-center.1:center uploads" \
 	"keyhole-center.1:center jobs" "keyhole-center.1:center health" \
-	"keyhole-store.1:store check" "keyhole-store.1:store copy"; do
+	"keyhole-store.1:store check" "keyhole-store.1:store copy" \
+	"keyhole-dist.1:dist buy" "keyhole-dist.1:dist get" "keyhole-dist.1:dist run" "keyhole-dist.1:dist list"; do
 	page=$MAN/${pair%%:*}
 	cmd=${pair#*:}
 	[ -s "$page" ] || kh_fail "missing manual page $page"
