@@ -214,26 +214,19 @@ static int parse(const char *P, const char *help, unsigned what, int argc, char 
 static int read_password(const char *P, const char *path, char **pw)
 {
 	uint8_t *b = NULL;
-	size_t n = 0;
+	size_t len = 0, n;
 	kh_err r;
 
-	if ((r = kh_keyfile_read(path, PASSWORD_MAX, &b, &n)) != KH_OK)
+	if ((r = kh_keyfile_read(path, PASSWORD_MAX, &b, &len)) != KH_OK)
 		return kh_cli_fail(path, r);
-	if (n > 0 && b[n - 1] == '\n')
-		n--;
-	if (n == 0 || memchr(b, 0, n) || memchr(b, '\n', n)) {
-		kh_file_free(b, n);
+	n = len > 0 && b[len - 1] == '\n' ? len - 1 : len;
+	*pw = NULL;
+	if (n == 0 || memchr(b, 0, n) || memchr(b, '\n', n))
 		fprintf(stderr, "keyhole: %s: %s: a password file holds one line, not empty\n", P, path);
-		return KH_EXIT_FAIL;
-	}
-	if (!(*pw = malloc(n + 1))) {
-		kh_file_free(b, n);
-		return kh_cli_fail(P, KH_ERR_NOMEM);
-	}
-	memcpy(*pw, b, n);
-	(*pw)[n] = 0;
-	kh_file_free(b, n);
-	return KH_EXIT_OK;
+	else if (!(*pw = strndup((const char *)b, n)))
+		kh_cli_fail(P, KH_ERR_NOMEM);
+	kh_file_free(b, len);
+	return *pw ? KH_EXIT_OK : KH_EXIT_FAIL;
 }
 
 static void free_password(char *pw)

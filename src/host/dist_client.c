@@ -473,21 +473,34 @@ static kh_err to_processor(struct kh_dist_client *c, struct kh_transport *proc, 
 	return r;
 }
 
-/* The licence token a processor answered ({1: token}) into tok. */
-static kh_err token_of(struct kh_dist_client *c, const uint8_t *resp, size_t n, uint8_t *tok, size_t *toklen)
+/*
+ * A command whose answer is a licence token ({1: token}: DIST KEY answers the pending one, DIST
+ * ACTIVATE the active one), the token into tok.
+ */
+static kh_err token_cmd(struct kh_dist_client *c, struct kh_transport *proc, uint8_t ins, const char *name,
+			const uint8_t *d, size_t n, uint8_t *tok, size_t *toklen)
 {
+	uint8_t resp[KH_APDU_MAX_RESP];
 	struct kh_rd rd;
 	struct kh_tlv t;
+	size_t rn = 0;
+	kh_err r;
 
-	kh_rd_init(&rd, resp, n);
+	if ((r = to_processor(c, proc, ins, name, d, n, resp, &rn)) != KH_OK)
+		return r;
+	r = KH_ERR_FORMAT;
+	kh_rd_init(&rd, resp, rn);
 	while (kh_tlv_next(&rd, &t) == 1)
 		if (t.tag == KH_DIST_T_TOKEN && t.len > 0 && t.len <= KH_DIST_TOKEN_MAX) {
 			memcpy(tok, t.v, t.len);
 			*toklen = t.len;
-			return KH_OK;
+			r = KH_OK;
+			break;
 		}
-	say(c, "the processor's answer carries no licence token");
-	return KH_ERR_FORMAT;
+	if (r != KH_OK)
+		say(c, "the processor's answer to %s carries no licence token", name);
+	kh_wipe(resp, sizeof resp);
+	return r;
 }
 
 /* A JSON body of one base64url field (and, with num_key, one integer before it). */
@@ -566,9 +579,7 @@ static kh_err start(struct kh_dist_client *c, struct kh_transport *proc, uint32_
 		say(c, "delivery: the server's answer is not the API's");
 		goto out;
 	}
-	if ((r = to_processor(c, proc, KH_INS_DIST_KEY, "the program key (DIST KEY)", msg, mlen, resp, &n)) != KH_OK)
-		goto out;
-	r = token_of(c, resp, n, d->token, &d->token_len);
+	r = token_cmd(c, proc, KH_INS_DIST_KEY, "the program key (DIST KEY)", msg, mlen, d->token, &d->token_len);
 out:
 	json_decref(ans);
 	kh_wipe(resp, sizeof resp);
@@ -629,9 +640,8 @@ static void pause_ms(unsigned ms)
 /* The charge (retried: it is idempotent per delivery), then activation of the pending token. */
 static kh_err charge(struct kh_dist_client *c, struct kh_transport *proc, struct delivery *d, struct kh_dist_result *res)
 {
-	uint8_t sig[KH_ED25519_SIG_LEN], cmd[KH_APDU_MAX_DATA], resp[KH_APDU_MAX_RESP];
+	uint8_t sig[KH_ED25519_SIG_LEN], cmd[KH_APDU_MAX_DATA];
 	struct kh_dist_receipt rc;
-	unsigned backoff = KH_DIST_CHARGE_BACKOFF_MS;
 	char target[64];
 	json_t *ans = NULL, *ch;
 	size_t n;
@@ -639,26 +649,22 @@ static kh_err charge(struct kh_dist_client *c, struct kh_transport *proc, struct
 	kh_err r = KH_ERR_TRANSPORT;
 
 	snprintf(target, sizeof target, "/v1/deliveries/%" PRIu64 "/charge", d->id);
-	for (unsigned i = 0; i < KH_DIST_CHARGE_ATTEMPTS; i++) {
+	/* asked again after a lost answer or a server error: the same receipt, never a second debit */
+	for (unsigned i = 1;; i++) {
 		json_t *a = NULL;
 		long status = 0;
 
-		if (i > 0) {
-			pause_ms(backoff);
-			backoff *= 2;
-		}
-		if ((r = call(c, "charge", "POST", target, "{}", &status, &a, NULL, NULL)) == KH_ERR_TRANSPORT)
-			continue;
-		if (r != KH_OK)
-			return r;
-		if (status == 200 && json_is_object(a)) {
+		r = call(c, "charge", "POST", target, "{}", &status, &a, NULL, NULL);
+		if (r == KH_OK && status == 200 && json_is_object(a)) {
 			ans = a;
 			break;
 		}
-		r = status == 200 ? KH_ERR_FORMAT : refused(c, "charge", status, a);
+		if (r == KH_OK)
+			r = status == 200 ? KH_ERR_FORMAT : refused(c, "charge", status, a);
 		json_decref(a);
-		if (status < 500)
+		if ((r != KH_ERR_TRANSPORT && status < 500) || i == KH_DIST_CHARGE_ATTEMPTS)
 			return r;
+		pause_ms(KH_DIST_CHARGE_BACKOFF_MS << (i - 1));
 	}
 	if (!ans)
 		return r;
@@ -686,13 +692,9 @@ static kh_err charge(struct kh_dist_client *c, struct kh_transport *proc, struct
 	kh_tlv_put(&w, KH_DIST_T_PROGRAM_SIG, sig, sizeof sig);
 	if ((r = kh_tlv_put(&w, KH_DIST_T_RECEIPT, rc.id, sizeof rc.id)) != KH_OK)
 		goto out;
-	if ((r = to_processor(c, proc, KH_INS_DIST_ACTIVATE, "activation (DIST ACTIVATE)", cmd, w.len, resp, &n)) !=
-	    KH_OK)
-		goto out;
-	r = token_of(c, resp, n, d->token, &d->token_len);
+	r = token_cmd(c, proc, KH_INS_DIST_ACTIVATE, "activation (DIST ACTIVATE)", cmd, w.len, d->token, &d->token_len);
 out:
 	json_decref(ans);
-	kh_wipe(resp, sizeof resp);
 	return r;
 }
 
