@@ -164,8 +164,12 @@ static int parse(const char *P, const char *help, unsigned what, int argc, char 
 		const char *dup = kh_cli_twice(all_opts, c, seen);
 		if (dup)
 			return kh_cli_usage(P, "--%s is given twice (it takes one value)", dup);
-		if (!(takes(c) & what))
+		if (!(takes(c) & what)) {
+			for (const struct option *o = all_opts; o->name; o++)
+				if (o->val == c && c != 'h')
+					return kh_cli_usage(P, "--%s is not an option of this command", o->name);
 			return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
 		switch (c) {
 		case O_SERVER: a->server = optarg; break;
 		case O_USER: a->user = optarg; break;

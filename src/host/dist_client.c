@@ -587,11 +587,12 @@ out:
 }
 
 /*
- * The delivery's package, checked (its size, header, program and version, and when hash is given,
- * its SHA-256), written durably to path.
+ * The delivery's package, checked (its size, header, program and version, and with check_hash its
+ * SHA-256 against d->pkg_hash), written durably to path; d->pkg_hash is then the package's.
  */
-static kh_err get_package(struct kh_dist_client *c, struct delivery *d, const uint8_t *hash, const char *path)
+static kh_err get_package(struct kh_dist_client *c, struct delivery *d, int check_hash, const char *path)
 {
+	uint8_t got[KH_SHA256_LEN];
 	char target[64], *text = NULL;
 	size_t len = 0;
 	json_t *resp = NULL;
@@ -613,13 +614,14 @@ static kh_err get_package(struct kh_dist_client *c, struct delivery *d, const ui
 		say(c, "package: the server sent a package that is not one (or not of the size it announced)");
 		goto out;
 	}
-	if ((r = kh_sha256((const uint8_t *)text, len, d->pkg_hash)) != KH_OK)
+	if ((r = kh_sha256((const uint8_t *)text, len, got)) != KH_OK)
 		goto out;
-	if (hash && !kh_ct_eq(hash, d->pkg_hash, KH_SHA256_LEN)) {
+	if (check_hash && !kh_ct_eq(got, d->pkg_hash, KH_SHA256_LEN)) {
 		r = KH_ERR_FORMAT;
 		say(c, "package: the server sent other bytes than those of the purchase under way");
 		goto out;
 	}
+	memcpy(d->pkg_hash, got, sizeof got);
 	d->program = pkg.program;
 	d->version = pkg.version;
 	if ((r = kh_file_write_atomic(path, (const uint8_t *)text, len, 0644)) != KH_OK)
@@ -801,12 +803,12 @@ kh_err kh_dist_fetch(struct kh_dist_client *c, struct kh_transport *proc, uint32
 		/* the charge may have happened: from here on, BASE.part is what stays */
 		*charge_maybe = 1;
 		wrote_pkg = 1; /* a package a crash left is rewritten from the server's, checked */
-		if ((r = get_package(c, &d, d.pkg_hash, f.pkg)) != KH_OK)
+		if ((r = get_package(c, &d, 1, f.pkg)) != KH_OK)
 			goto out;
 	} else {
 		if ((r = start(c, proc, program, receipt, &d)) != KH_OK)
 			goto out;
-		if ((r = get_package(c, &d, NULL, f.pkg)) != KH_OK)
+		if ((r = get_package(c, &d, 0, f.pkg)) != KH_OK)
 			goto out;
 		wrote_pkg = 1;
 		if ((receipt && (d.program != given.program || d.version != given.version)) ||
@@ -821,6 +823,11 @@ kh_err kh_dist_fetch(struct kh_dist_client *c, struct kh_transport *proc, uint32
 	}
 	if ((r = charge(c, proc, &d, &out)) != KH_OK)
 		goto out;
+	if (receipt && !resume && memcmp(out.receipt, receipt, sizeof out.receipt) != 0) {
+		r = KH_ERR_FORMAT;
+		say(c, "charge: the server answered another receipt than the one presented");
+		goto out;
+	}
 	/* a receipt already there must be this one: another is never replaced */
 	if ((r = read_small(f.rcpt, KH_DIST_RECEIPT_BYTES + 1, &old, &oldn)) == KH_OK) {
 		int same = oldn == sizeof out.receipt && memcmp(old, out.receipt, oldn) == 0;
