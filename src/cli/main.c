@@ -17,6 +17,7 @@ static const struct kh_cli_cmd commands[] = {
 	{"center", kh_cmd_center, "the operator's client of the management center's API (keyhole serve)"},
 	{"store", kh_cmd_store, "check a center's database, and copy it between SQLite and PostgreSQL"},
 	{"processor", kh_cmd_processor, "the buyer's tamper-resistant processor: its module and runner as a daemon"},
+	{"dist", kh_cmd_dist, "program distribution: its server, and the buyer's client"},
 	{"demo", kh_cmd_demo, "tell the pairing and pay-TV story end to end in a temporary directory"},
 };
 
