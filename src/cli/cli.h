@@ -103,6 +103,17 @@ int kh_cli_loopback_host(const char *host);
  */
 int kh_cli_check_tls(const char *cert, const char *key);
 /*
+ * Block SIGINT and SIGTERM (before any thread starts, so that every thread inherits the mask and
+ * only sigwait receives them) into set, and ignore SIGPIPE.
+ */
+void kh_cli_block_stop_signals(sigset_t *set);
+/*
+ * A server that started: print 'listening=HOST:PORT' (the port bound), wait for SIGINT or
+ * SIGTERM in set, log PREFIX.stop and stop h gracefully.
+ */
+struct kh_http;
+void kh_cli_serve_until_signal(const char *prefix, const char *host, struct kh_http *h, sigset_t *set);
+/*
  * A stream's output (headend scramble, decoder play): standard output for NULL or "-"; a
  * device, FIFO or socket written in place (kh_cli_open_special); any other path a temporary
  * file beside it (mode 0666 less the umask), renamed over the path only by kh_cli_out_commit, so

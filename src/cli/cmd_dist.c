@@ -4,7 +4,6 @@
  * `account` (the operator's work on the store) — and the dispatch of every `dist` command.
  */
 #include <getopt.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -391,7 +390,7 @@ static int cmd_serve(int argc, char **argv)
 	char host[64], why[4400] = "";
 	uint16_t port = 0;
 	unsigned threads = KH_HTTP_THREADS, open_rate = DIST_OPEN_RATE, open_burst = DIST_OPEN_BURST;
-	int c, sig = 0, rc, db_existed = 1;
+	int c, rc, db_existed = 1;
 	sigset_t set;
 	kh_err r;
 
@@ -449,11 +448,7 @@ static int cmd_serve(int argc, char **argv)
 	if (!kh_cli_loopback_host(host) && !cert)
 		return kh_cli_usage(P, "--listen %s is not loopback: serve it over TLS (--cert and --key)", host);
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	kh_cli_block_stop_signals(&set);
 	if (getenv("KEYHOLE_LOG") == NULL)
 		kh_log_set_level((enum kh_log_level)(KH_LOG_ERROR + 1));
 	if (cert && kh_cli_check_tls(cert, key) != KH_EXIT_OK)
@@ -492,13 +487,7 @@ static int cmd_serve(int argc, char **argv)
 	port = kh_http_port(h);
 	kh_log_info("dist.start", "listen=%s%s%s:%u tls=%d threads=%u", strchr(host, ':') ? "[" : "", host,
 		    strchr(host, ':') ? "]" : "", (unsigned)port, cert != NULL, threads);
-	printf("listening=%s%s%s:%u\n", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
-	       (unsigned)port);
-	fflush(stdout);
-	while (sigwait(&set, &sig) != 0)
-		;
-	kh_log_info("dist.stop", "signal=%s", sig == SIGINT ? "INT" : "TERM");
-	kh_http_stop(h);
+	kh_cli_serve_until_signal("dist", host, h, &set);
 	rc = KH_EXIT_OK;
 out:
 	kh_http_free(h);

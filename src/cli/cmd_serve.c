@@ -5,7 +5,6 @@
  * is options, signals and the ready line; see keyhole-serve(1).
  */
 #include <getopt.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,7 +111,7 @@ int kh_cmd_serve(int argc, char **argv)
 	unsigned open_rate = SERVE_OPEN_RATE;
 	int sessions_per_card = 0;
 	sigset_t set;
-	int c, sig = 0, rc;
+	int c, rc;
 	kh_err r;
 
 	optind = 0;
@@ -217,11 +216,7 @@ int kh_cmd_serve(int argc, char **argv)
 	 * The signals that stop the server are blocked before any thread starts, so every thread
 	 * inherits the mask and only sigwait below receives them.
 	 */
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	kh_cli_block_stop_signals(&set);
 
 	/*
 	 * A start that fails says so in one line (keyhole: WHAT: error), so the store's own error
@@ -299,14 +294,7 @@ int kh_cmd_serve(int argc, char **argv)
 	if (!tokenfile)
 		kh_log_warn("serve.operator_api_open",
 			    "msg=\"no --token-file: anyone who reaches this port can run the operator API\"");
-	printf("listening=%s%s%s:%u\n", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
-	       (unsigned)port);
-	fflush(stdout);
-
-	while (sigwait(&set, &sig) != 0)
-		;
-	kh_log_info("serve.stop", "signal=%s", sig == SIGINT ? "INT" : "TERM");
-	kh_http_stop(h);
+	kh_cli_serve_until_signal("serve", host, h, &set);
 	rc = KH_EXIT_OK;
 out:
 	kh_http_free(h);

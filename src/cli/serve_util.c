@@ -8,6 +8,8 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,7 @@
 #include "cli/cli.h"
 #include "keyhole/file.h"
 #include "keyhole/http.h"
+#include "keyhole/log.h"
 
 /* Largest PEM file read for --cert and --key (the HTTP server reads them with the same bound). */
 #define PEM_MAX (1024 * 1024)
@@ -136,4 +139,28 @@ out:
 	kh_file_free(cd, cn);
 	kh_file_free(kd, kn);
 	return rc;
+}
+
+void kh_cli_block_stop_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+void kh_cli_serve_until_signal(const char *prefix, const char *host, struct kh_http *h, sigset_t *set)
+{
+	const char *l = strchr(host, ':') ? "[" : "", *r = strchr(host, ':') ? "]" : "";
+	char ev[64];
+	int sig = 0;
+
+	printf("listening=%s%s%s:%u\n", l, host, r, (unsigned)kh_http_port(h));
+	fflush(stdout);
+	while (sigwait(set, &sig) != 0)
+		;
+	snprintf(ev, sizeof ev, "%s.stop", prefix);
+	kh_log_info(ev, "signal=%s", sig == SIGINT ? "INT" : "TERM");
+	kh_http_stop(h);
 }
