@@ -88,7 +88,7 @@ typedef int kh_err;
 	XX(CW_PLAIN, "control words travel only inside the decoder's sealed channel", 403,       \
 	   "cw_plain", 0x6F29)                                                                   \
 	XX(CARD_FULL, "card storage full", 507, "card_full", 0x6F2A)                             \
-	XX(UNAUTHORISED, "missing or wrong operator credentials", 401, "unauthorised", 0x6F2C)     \
+	XX(UNAUTHORISED, "missing or wrong credentials", 401, "unauthorised", 0x6F2C)              \
 	XX(EXPORT_DENIED, "usage data export to the decoder not authorised for this card", 403,  \
 	   "export_denied", 0x6F2B)                                                              \
 	XX(DB, "database error", 500, "database", 0x6F30)                                        \

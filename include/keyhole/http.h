@@ -235,6 +235,13 @@ KH_WARN_UNUSED kh_err kh_http_reply_text(struct kh_http_resp *resp, int status, 
  * TLS and the kernel copy on the way out is theirs.
  */
 KH_WARN_UNUSED kh_err kh_http_reply_secret(struct kh_http_resp *resp, int status, char *text, size_t len);
+/*
+ * Answer with bytes that are not JSON (a file a client downloads): buf is malloc'd, len bytes,
+ * taken over (freed on every path); ctype a string that outlives the answer, such as
+ * "application/octet-stream".
+ */
+KH_WARN_UNUSED kh_err kh_http_reply_bytes(struct kh_http_resp *resp, int status, const char *ctype, uint8_t *buf,
+					  size_t len);
 /* Add a response header (copied), e.g. Location or Retry-After. KH_ERR_NOMEM, KH_ERR_INVAL. */
 KH_WARN_UNUSED kh_err kh_http_resp_header(struct kh_http_resp *resp, const char *name,
 					  const char *value);

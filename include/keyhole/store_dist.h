@@ -42,6 +42,9 @@ KH_WARN_UNUSED kh_err kh_store_dist_account_add(struct kh_store *s, const char *
 /* The account of that name to fn; KH_ERR_NOTFOUND. */
 KH_WARN_UNUSED kh_err kh_store_dist_account_find(struct kh_store *s, const char *name, kh_store_dist_account_fn fn,
 						 void *arg);
+/* The account with that id to fn (its name, balance, password hash); KH_ERR_NOTFOUND. */
+KH_WARN_UNUSED kh_err kh_store_dist_account_get(struct kh_store *s, int64_t id, kh_store_dist_account_fn fn,
+						void *arg);
 /* Credit amount (1 to UINT32_MAX) to the account, with its ledger entry; *balance after it. */
 KH_WARN_UNUSED kh_err kh_store_dist_deposit(struct kh_store *s, int64_t account_id, int64_t amount, int64_t now,
 					    int64_t *balance);
@@ -76,6 +79,9 @@ KH_WARN_UNUSED kh_err kh_store_dist_program_add(struct kh_store *s, const struct
 /* Programs by id, a page at a time (page->after: the last id seen), without their code. */
 KH_WARN_UNUSED kh_err kh_store_dist_programs_page(struct kh_store *s, const struct kh_store_page *page,
 						  kh_store_dist_program_fn fn, void *arg, int *more);
+/* One program without its code (program NULL, program_len its length); KH_ERR_NOTFOUND. */
+KH_WARN_UNUSED kh_err kh_store_dist_program_meta(struct kh_store *s, int64_t id, kh_store_dist_program_fn fn,
+						 void *arg);
 /* One program with its code; KH_ERR_NOTFOUND. */
 KH_WARN_UNUSED kh_err kh_store_dist_program_read(struct kh_store *s, int64_t id, kh_store_dist_program_fn fn,
 						 void *arg);

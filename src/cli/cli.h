@@ -90,6 +90,29 @@ int kh_cli_wants_help(int argc, char **argv);
  * and rename it), -2 when it could not be opened (errno says why).
  */
 int kh_cli_open_special(const char *path);
+/* "HOST:PORT" or "[V6]:PORT" into host (cap bytes) and port: 0, or -1 when it is not that. */
+int kh_cli_parse_listen(const char *s, char *host, size_t cap, uint16_t *port);
+/* 1 for a numeric IPv4 or IPv6 address, else 0. */
+int kh_cli_numeric_host(const char *host);
+/* 1 for a loopback address: 127.0.0.0/8, ::1, or 127.0.0.0/8 mapped into IPv6. */
+int kh_cli_loopback_host(const char *host);
+/*
+ * --cert and --key before a server starts: the chain's first certificate parses, the key file is
+ * private and parses, and is the certificate's. Prints the one-line error naming the file;
+ * returns KH_EXIT_OK or KH_EXIT_FAIL.
+ */
+int kh_cli_check_tls(const char *cert, const char *key);
+/*
+ * Block SIGINT and SIGTERM (before any thread starts, so that every thread inherits the mask and
+ * only sigwait receives them) into set, and ignore SIGPIPE.
+ */
+void kh_cli_block_stop_signals(sigset_t *set);
+/*
+ * A server that started: print 'listening=HOST:PORT' (the port bound), wait for SIGINT or
+ * SIGTERM in set, log PREFIX.stop and stop h gracefully.
+ */
+struct kh_http;
+void kh_cli_serve_until_signal(const char *prefix, const char *host, struct kh_http *h, sigset_t *set);
 /*
  * A stream's output (headend scramble, decoder play): standard output for NULL or "-"; a
  * device, FIFO or socket written in place (kh_cli_open_special); any other path a temporary
@@ -136,6 +159,7 @@ volatile sig_atomic_t *kh_cli_stop_signals(void);
 
 int kh_cmd_card(int argc, char **argv);
 int kh_cmd_processor(int argc, char **argv);
+int kh_cmd_dist(int argc, char **argv);
 int kh_cmd_pair(int argc, char **argv);
 int kh_cmd_demo(int argc, char **argv);
 int kh_cmd_headend(int argc, char **argv);

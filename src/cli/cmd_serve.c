@@ -4,14 +4,7 @@
  * until SIGTERM or SIGINT, and then stops gracefully: requests in flight are answered. This file
  * is options, signals and the ready line; see keyhole-serve(1).
  */
-#include <arpa/inet.h>
-#include <errno.h>
 #include <getopt.h>
-#include <openssl/bio.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,9 +16,6 @@
 #include "keyhole/log.h"
 #include "keyhole/sms.h"
 #include "keyhole/store.h"
-
-/* Largest PEM file read for --cert and --key (the HTTP server reads them with the same bound). */
-#define PEM_MAX (1024 * 1024)
 
 /* The open endpoints' budget per client address unless --open-rate / --open-burst say. */
 #define SERVE_OPEN_RATE 50u
@@ -85,125 +75,6 @@ static const char serve_help[] =
 	"                         (and POST /v1/rights/renew): a card cut off from its EMMs loses its\n"
 	"                         rights at most DAYS after the last renewal it received\n";
 
-/* "HOST:PORT" or "[V6]:PORT" into host (cap bytes) and port. */
-static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
-{
-	const char *colon, *h = s;
-	size_t hn;
-	char *end;
-	unsigned long p;
-
-	if (s[0] == '[') {
-		const char *close = strchr(s, ']');
-		if (close == NULL || close[1] != ':')
-			return -1;
-		h = s + 1;
-		hn = (size_t)(close - h);
-		colon = close + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (colon == NULL)
-			return -1;
-		hn = (size_t)(colon - s);
-	}
-	if (hn == 0 || hn >= cap || colon[1] < '0' || colon[1] > '9')
-		return -1;
-	errno = 0;
-	p = strtoul(colon + 1, &end, 10);
-	if (*end || errno || p > 65535)
-		return -1;
-	memcpy(host, h, hn);
-	host[hn] = 0;
-	*port = (uint16_t)p;
-	return 0;
-}
-
-/* A numeric address (IPv4 or IPv6): 1, else 0. */
-static int numeric_host(const char *host)
-{
-	unsigned char a[16];
-
-	return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
-}
-
-/* A loopback address: 127.0.0.0/8, ::1, or 127.0.0.0/8 mapped into IPv6. */
-static int loopback_host(const char *host)
-{
-	unsigned char a[16];
-	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-
-	if (inet_pton(AF_INET, host, a) == 1)
-		return a[0] == 127;
-	if (inet_pton(AF_INET6, host, a) != 1)
-		return 0;
-	if (memcmp(a, mapped, sizeof mapped) == 0)
-		return a[12] == 127;
-	for (int i = 0; i < 15; i++)
-		if (a[i] != 0)
-			return 0;
-	return a[15] == 1;
-}
-
-/* An encrypted key is refused, never prompted for: a server starts unattended. */
-static int no_passphrase(char *buf, int size, int rwflag, void *u)
-{
-	(void)buf;
-	(void)size;
-	(void)rwflag;
-	(void)u;
-	return -1;
-}
-
-/*
- * --cert and --key before anything is created: the chain's first certificate parses, the key
- * file is private and parses, and the key is the certificate's (else every handshake fails).
- * Prints the one-line error naming the file; returns KH_EXIT_OK or KH_EXIT_FAIL.
- */
-static int check_tls(const char *cert, const char *key)
-{
-	uint8_t *cd = NULL, *kd = NULL;
-	size_t cn = 0, kn = 0;
-	BIO *b = NULL;
-	X509 *x = NULL;
-	EVP_PKEY *pk = NULL;
-	int rc = KH_EXIT_FAIL;
-	kh_err r;
-
-	if (!kh_http_tls_supported()) {
-		fprintf(stderr, "keyhole: %s: this program's HTTP server was built without TLS\n", cert);
-		return KH_EXIT_FAIL;
-	}
-	if ((r = kh_file_read(cert, PEM_MAX, &cd, &cn)) != KH_OK)
-		return kh_cli_fail(cert, r);
-	if ((r = kh_keyfile_read(key, PEM_MAX, &kd, &kn)) != KH_OK) {
-		kh_file_free(cd, cn);
-		return kh_cli_fail(key, r);
-	}
-	if (cn > INT32_MAX || kn > INT32_MAX || (b = BIO_new_mem_buf(cd, (int)cn)) == NULL ||
-	    (x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)) == NULL) {
-		fprintf(stderr, "keyhole: %s: not a PEM certificate\n", cert);
-		goto out;
-	}
-	BIO_free(b);
-	if ((b = BIO_new_mem_buf(kd, (int)kn)) == NULL ||
-	    (pk = PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL)) == NULL) {
-		fprintf(stderr, "keyhole: %s: not a PEM private key (or one under a passphrase)\n", key);
-		goto out;
-	}
-	if (X509_check_private_key(x, pk) != 1) {
-		fprintf(stderr, "keyhole: %s: this private key is not the key of the certificate %s\n", key, cert);
-		goto out;
-	}
-	rc = KH_EXIT_OK;
-out:
-	EVP_PKEY_free(pk);
-	X509_free(x);
-	BIO_free(b);
-	kh_file_free(cd, cn);
-	kh_file_free(kd, kn);
-	return rc;
-}
-
 int kh_cmd_serve(int argc, char **argv)
 {
 	static const struct option opts[] = {{"db", required_argument, NULL, 'D'},
@@ -240,7 +111,7 @@ int kh_cmd_serve(int argc, char **argv)
 	unsigned open_rate = SERVE_OPEN_RATE;
 	int sessions_per_card = 0;
 	sigset_t set;
-	int c, sig = 0, rc;
+	int c, rc;
 	kh_err r;
 
 	optind = 0;
@@ -316,18 +187,18 @@ int kh_cmd_serve(int argc, char **argv)
 		return kh_cli_usage("serve", "unexpected argument '%s'", argv[optind]);
 	if (!db || !authdir)
 		return kh_cli_usage("serve", "--db and --authority are required");
-	if (parse_listen(listen, host, sizeof host, &port) != 0)
+	if (kh_cli_parse_listen(listen, host, sizeof host, &port) != 0)
 		return kh_cli_usage("serve", "--listen takes HOST:PORT (numeric), e.g. 127.0.0.1:8480");
 	if (strcmp(host, "localhost") == 0)
 		strcpy(host, "127.0.0.1");
-	if (!numeric_host(host))
+	if (!kh_cli_numeric_host(host))
 		return kh_cli_usage("serve", "--listen: '%s' is not a numeric address (say 127.0.0.1, [::1] or 0.0.0.0)",
 				    host);
 	if ((cert == NULL) != (key == NULL))
 		return kh_cli_usage("serve", "--cert and --key go together");
 	if (tokenfile && no_auth)
 		return kh_cli_usage("serve", "--token-file and --no-operator-auth exclude each other");
-	if (!loopback_host(host)) {
+	if (!kh_cli_loopback_host(host)) {
 		/*
 		 * Beyond loopback the operator API moves money and rights and hands out the service
 		 * keys: always over TLS, and behind the token unless the operator says it is guarded
@@ -345,11 +216,7 @@ int kh_cmd_serve(int argc, char **argv)
 	 * The signals that stop the server are blocked before any thread starts, so every thread
 	 * inherits the mask and only sigwait below receives them.
 	 */
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	kh_cli_block_stop_signals(&set);
 
 	/*
 	 * A start that fails says so in one line (keyhole: WHAT: error), so the store's own error
@@ -360,7 +227,7 @@ int kh_cmd_serve(int argc, char **argv)
 	scfg.db = db;
 	scfg.authority_dir = authdir;
 	/* Every input is checked before anything is created: a start that fails leaves no file. */
-	if (cert && check_tls(cert, key) != KH_EXIT_OK)
+	if (cert && kh_cli_check_tls(cert, key) != KH_EXIT_OK)
 		return KH_EXIT_FAIL;
 	if (kh_store_check(db, &db_existed, why, sizeof why) != KH_OK) {
 		fprintf(stderr, "keyhole: %s\n", why);
@@ -427,14 +294,7 @@ int kh_cmd_serve(int argc, char **argv)
 	if (!tokenfile)
 		kh_log_warn("serve.operator_api_open",
 			    "msg=\"no --token-file: anyone who reaches this port can run the operator API\"");
-	printf("listening=%s%s%s:%u\n", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
-	       (unsigned)port);
-	fflush(stdout);
-
-	while (sigwait(&set, &sig) != 0)
-		;
-	kh_log_info("serve.stop", "signal=%s", sig == SIGINT ? "INT" : "TERM");
-	kh_http_stop(h);
+	kh_cli_serve_until_signal("serve", host, h, &set);
 	rc = KH_EXIT_OK;
 out:
 	kh_http_free(h);

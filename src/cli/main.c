@@ -6,20 +6,6 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "cli/dist.h"
-
-/* TEMPORARY (dist-client): the lead's src/cli/cmd_dist.c holds the real `dist` table. */
-static const struct kh_cli_cmd dist_tmp[] = {
-	{"buy", kh_cmd_dist_buy, "buy a program for a processor"},
-	{"get", kh_cmd_dist_get, "fetch a program again on its receipt"},
-	{"run", kh_cmd_dist_run, "run a package under its licence through the processor"},
-	{"list", kh_cmd_dist_list, "the distribution server's catalogue"},
-};
-
-static int dist_tmp_cmd(int argc, char **argv)
-{
-	return kh_cli_dispatch("dist", dist_tmp, sizeof dist_tmp / sizeof dist_tmp[0], argc, argv);
-}
 
 static const struct kh_cli_cmd commands[] = {
 	{"authority", kh_cmd_authority, "create and inspect the operator authority"},
@@ -31,7 +17,7 @@ static const struct kh_cli_cmd commands[] = {
 	{"center", kh_cmd_center, "the operator's client of the management center's API (keyhole serve)"},
 	{"store", kh_cmd_store, "check a center's database, and copy it between SQLite and PostgreSQL"},
 	{"processor", kh_cmd_processor, "the buyer's tamper-resistant processor: its module and runner as a daemon"},
-	{"dist", dist_tmp_cmd, "program distribution: buy, fetch again, run and list programs"},
+	{"dist", kh_cmd_dist, "program distribution: its server, and the buyer's client"},
 	{"demo", kh_cmd_demo, "tell the pairing and pay-TV story end to end in a temporary directory"},
 };
 

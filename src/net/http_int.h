@@ -41,6 +41,7 @@ struct kh_http_resp {
 	char *text; /* or the body as JSON text already (kh_http_reply_text); owned */
 	size_t text_len;
 	int secret; /* text carries a secret: wiped when freed (kh_http_reply_secret) */
+	const char *ctype; /* text's content type when it is not JSON (kh_http_reply_bytes) */
 	size_t nhdr;
 	char *hdr[KH__HTTP_MAX_HEADERS][2];
 };

@@ -48,6 +48,19 @@ kh_err kh_http_reply_secret(struct kh_http_resp *resp, int status, char *text, s
 	return r;
 }
 
+kh_err kh_http_reply_bytes(struct kh_http_resp *resp, int status, const char *ctype, uint8_t *buf, size_t len)
+{
+	kh_err r;
+
+	if (!ctype || !*ctype) {
+		free(buf);
+		return KH_ERR_INVAL;
+	}
+	if ((r = kh_http_reply_text(resp, status, (char *)buf, len)) == KH_OK)
+		resp->ctype = ctype;
+	return r;
+}
+
 kh_err kh_http_reply_error(struct kh_http_resp *resp, kh_err e, const char *msg)
 {
 	json_t *b;

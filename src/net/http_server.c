@@ -415,6 +415,7 @@ static enum MHD_Result on_complete(struct kh_http_req *r)
 		json_decref(r->resp.body);
 		free(r->resp.text);
 		r->resp.text = NULL;
+		r->resp.ctype = NULL;
 		r->resp.body = kh_json_error(e, NULL);
 		r->resp.status = kh_err_http(e);
 		r->resp.set = 1;
@@ -436,7 +437,8 @@ static enum MHD_Result on_complete(struct kh_http_req *r)
 		kh__http_note_errcode(r, r->resp.body ? r->resp.body : j);
 		json_decref(j);
 	}
-	ret = kh__http_send_text(r, r->resp.status, text, len, r->resp.body || len ? "application/json" : NULL,
+	ret = kh__http_send_text(r, r->resp.status, text, len,
+				 r->resp.ctype ? r->resp.ctype : r->resp.body || len ? "application/json" : NULL,
 			&r->resp, NULL, 0);
 	return ret;
 }

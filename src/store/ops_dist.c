@@ -100,31 +100,55 @@ kh_err kh_store_dist_account_add(struct kh_store *s, const char *name, const uin
 	return r;
 }
 
-kh_err kh_store_dist_account_find(struct kh_store *s, const char *name, kh_store_dist_account_fn fn, void *arg)
+/* The account row st selects (id, name, salt, hash, balance) to fn; KH_ERR_NOTFOUND when none. */
+static kh_err account_row(struct kh__stmt *st, kh_store_dist_account_fn fn, void *arg)
 {
-	static const char sql[] = "SELECT id, name, pw_salt, pw_hash, balance FROM dist_accounts WHERE name = ?1";
 	struct kh_store_dist_account a;
-	struct kh__stmt *st = NULL;
+	char *name = NULL;
 	size_t sn, hn;
 	int row = 0;
 	kh_err r;
 
-	if (s == NULL || !name_ok(name) || fn == NULL)
-		return KH_ERR_INVAL;
-	if ((r = kh__stmt(s, sql, &st)) != KH_OK || (r = kh__bind_text(st, 1, name)) != KH_OK ||
-	    (r = kh__step(st, &row)) != KH_OK)
-		goto out;
-	if (!row) {
-		r = KH_ERR_NOTFOUND;
-		goto out;
-	}
+	if ((r = kh__step(st, &row)) != KH_OK)
+		return r;
+	if (!row)
+		return KH_ERR_NOTFOUND;
+	if ((name = kh__col_str(st, 1)) == NULL)
+		return KH_ERR_NOMEM;
 	a.id = kh__col_i64(st, 0);
 	a.name = name;
 	a.salt = kh__col_blob(st, 2, &sn);
 	a.hash = kh__col_blob(st, 3, &hn);
 	a.balance = kh__col_i64(st, 4);
 	r = sn == KH_STORE_DIST_SALT_LEN && hn == KH_STORE_DIST_HASH_LEN ? fn(arg, &a) : KH_ERR_DB;
-out:
+	free(name);
+	return r;
+}
+
+kh_err kh_store_dist_account_find(struct kh_store *s, const char *name, kh_store_dist_account_fn fn, void *arg)
+{
+	static const char sql[] = "SELECT id, name, pw_salt, pw_hash, balance FROM dist_accounts WHERE name = ?1";
+	struct kh__stmt *st = NULL;
+	kh_err r;
+
+	if (s == NULL || !name_ok(name) || fn == NULL)
+		return KH_ERR_INVAL;
+	if ((r = kh__stmt(s, sql, &st)) == KH_OK && (r = kh__bind_text(st, 1, name)) == KH_OK)
+		r = account_row(st, fn, arg);
+	kh__stmt_done(st);
+	return r;
+}
+
+kh_err kh_store_dist_account_get(struct kh_store *s, int64_t id, kh_store_dist_account_fn fn, void *arg)
+{
+	static const char sql[] = "SELECT id, name, pw_salt, pw_hash, balance FROM dist_accounts WHERE id = ?1";
+	struct kh__stmt *st = NULL;
+	kh_err r;
+
+	if (s == NULL || fn == NULL)
+		return KH_ERR_INVAL;
+	if ((r = kh__stmt(s, sql, &st)) == KH_OK && (r = kh__bind_i64(st, 1, id)) == KH_OK)
+		r = account_row(st, fn, arg);
 	kh__stmt_done(st);
 	return r;
 }

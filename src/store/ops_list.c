@@ -663,3 +663,14 @@ kh_err kh_store_dist_program_read(struct kh_store *s, int64_t id, kh_store_dist_
 		return KH_ERR_INVAL;
 	return read_one(s, sql, id, &w);
 }
+
+kh_err kh_store_dist_program_meta(struct kh_store *s, int64_t id, kh_store_dist_program_fn fn, void *arg)
+{
+	static const char sql[] = "SELECT id, name, version, price, manifest, created_at, length(program)\n"
+				  "FROM dist_programs WHERE id = ?1";
+	struct walk w = {dist_program_listed, {.program = fn}, arg};
+
+	if (s == NULL || fn == NULL)
+		return KH_ERR_INVAL;
+	return read_one(s, sql, id, &w);
+}

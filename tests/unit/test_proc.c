@@ -565,24 +565,6 @@ static void package_file(const uint8_t *pt, size_t len, const char *manifest, co
 	memcpy(prog->he, h, 32);
 }
 
-static uint8_t *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *b;
-	long n;
-	assert_non_null(f);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	n = ftell(f);
-	assert_true(n >= 0);
-	rewind(f);
-	assert_non_null(b = malloc((size_t)n + 1));
-	assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-	b[n] = 0;
-	fclose(f);
-	*len = (size_t)n;
-	return b;
-}
-
 /* A directory the program may write to: made, and the program's when the runner runs it as nobody
  * (under root; the test directory then lets nobody through). */
 static void program_dir(struct pw *x, const char *path)
@@ -613,7 +595,7 @@ static kh_err run_pkg(struct pw *x, const char *pkg, const uint8_t *act, size_t 
 	close(o.workdir_fd);
 	close(fd);
 	close(o.fd_out);
-	*out = (char *)slurp(outp, &n);
+	*out = (char *)kh_test_slurp(outp, &n);
 	if (r != KH_OK)
 		assert_true(why[0] != 0);
 	free(outp);
@@ -640,7 +622,7 @@ static void test_run(void **state)
 	 * confinement keeps it out of other */
 	program_dir(x, work);
 	program_dir(x, other);
-	elf = slurp(probe, &elflen);
+	elf = kh_test_slurp(probe, &elflen);
 	package_file(elf, elflen, manifest, x->kx, &prog, pkg);
 
 	/* pending: the runner gets nothing to run, and nothing runs */
@@ -933,7 +915,7 @@ static void test_daemon(void **state)
 
 	assert_non_null(probe);
 	program_dir(x, work);
-	elf = slurp(probe, &elflen);
+	elf = kh_test_slurp(probe, &elflen);
 	package_file(elf, elflen, manifest, x->kx, &prog, pkg);
 	assert_int_equal(pthread_create(&th, NULL, serve_thread, &sv), 0);
 	for (int i = 0; i < 200 && kh_transport_unix(&t, sock) != KH_OK; i++)
@@ -955,7 +937,7 @@ static void test_daemon(void **state)
 	assert_int_equal(kh_processor_run(&t, fd, act, actlen, &o, &status, why, sizeof why), KH_OK);
 	assert_int_equal(status, 3);
 	close(o.fd_out);
-	out = (char *)slurp(outp, &n);
+	out = (char *)kh_test_slurp(outp, &n);
 	assert_non_null(strstr(out, "probe ran: probe\n"));
 	assert_non_null(strstr(out, "inside=ok\n"));
 	free(out);

@@ -19,6 +19,8 @@ long kh_test_unhex(const char *hex, uint8_t *out, size_t cap);
 char *kh_test_tmpdir(void);
 /* rm -rf of a directory made by kh_test_tmpdir, and free(path). */
 void kh_test_rmdir(char *path);
+/* A whole file, NUL-terminated (malloc'd); *len its size. Asserts it can be read. */
+uint8_t *kh_test_slurp(const char *path, size_t *len);
 
 /*
  * The store a test uses. Without KH_TEST_PG_URL: the SQLite file DIR/NAME. With it (CTest's pg

@@ -2,7 +2,7 @@
  * The management center's life and its route table: opening the store and the authority's
  * keys, the operator gate, the /v1 routes, and /healthz and /readyz. The endpoints are in
  * sms_<resource>.c; what each queues is in docs/internals/sms.md. The store connections, one
- * per HTTP thread, are sms_pool.c's.
+ * per HTTP thread, are ../pool.c's.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +18,7 @@
 
 kh_err kh__sms_db(struct kh_sms *c, struct kh_store **s)
 {
-	return kh__sms_pool_get(&c->pool, s);
+	return kh__pool_get(&c->pool, s);
 }
 
 /* Service key 1 version 1 on a store that has no service key at all. */
@@ -79,7 +79,7 @@ kh_err kh_sms_new(const struct kh_sms_config *cfg, struct kh_sms **out, const ch
 		return KH_ERR_NOMEM;
 	}
 	c->cards.mu_ok = 1;
-	if ((r = kh__sms_pool_init(&c->pool, cfg->db, cfg->store_sync_normal)) != KH_OK)
+	if ((r = kh__pool_init(&c->pool, cfg->db, cfg->store_sync_normal)) != KH_OK)
 		goto out;
 	c->lim.bulk_chunk = cfg->bulk_chunk ? cfg->bulk_chunk : KH_SMS_BULK_CHUNK;
 	if (c->lim.bulk_chunk > KH_SMS_BULK_CHUNK_MAX) {
@@ -168,7 +168,7 @@ void kh_sms_free(struct kh_sms *c)
 		pthread_mutex_destroy(&c->renew.mu);
 	}
 	kh_store_group_free(c->writer);
-	kh__sms_pool_free(&c->pool);
+	kh__pool_free(&c->pool);
 	if (c->cards.mu_ok)
 		pthread_mutex_destroy(&c->cards.mu);
 	kh_wipe(c->k.master, sizeof c->k.master);

@@ -17,33 +17,7 @@
 #include "keyhole/http.h"
 #include "keyhole/sms.h"
 #include "keyhole/store.h"
-
-/*
- * The store connections: one per HTTP thread (a kh_store is one SQLite connection and not
- * thread-safe), taken from the pool on a thread's first request and given back, still open,
- * when the thread ends (sms_pool.c).
- */
-struct kh__sms_pool {
-	char *db;
-	int sync_normal;
-	pthread_key_t tls;
-	int tls_ok;
-	pthread_mutex_t mu; /* guards conns and their in_use */
-	int mu_ok;
-	struct kh__sms_conn {
-		struct kh__sms_pool *pool;
-		struct kh_store *st;
-		int in_use; /* held by a live thread (its thread-specific slot) */
-	} **conns;
-	size_t nconns, cap;
-};
-
-/* Open the pool of connections to db; nothing is opened until the first kh__sms_pool_get. */
-KH_WARN_UNUSED kh_err kh__sms_pool_init(struct kh__sms_pool *p, const char *db, int sync_normal);
-/* This thread's store connection (opened on first use). */
-KH_WARN_UNUSED kh_err kh__sms_pool_get(struct kh__sms_pool *p, struct kh_store **s);
-/* Close every connection; only once the threads that used them are gone. */
-void kh__sms_pool_free(struct kh__sms_pool *p);
+#include "center/pool.h"
 
 /* The center's key material (from the authority; the secret ones wiped by kh_sms_free). */
 struct kh__sms_keys {
@@ -117,7 +91,7 @@ struct kh__sms_keycache {
 
 /* The management center: its parts, each with one job. */
 struct kh_sms {
-	struct kh__sms_pool pool;
+	struct kh__pool pool;
 	/*
 	 * The writer (group commit, include/keyhole/store.h): every write of the center, from every
 	 * HTTP thread, shares its transactions and their fsync.
@@ -141,10 +115,7 @@ struct kh_sms {
  */
 KH_WARN_UNUSED kh_err kh__sms_write(struct kh_sms *c, kh_store_tx_fn fn, void *arg);
 
-/* Idle store connections the pool keeps open for the next threads (sms_pool.c). */
-#define KH__SMS_POOL_IDLE 16
-
-/* This thread's store connection (opened on first use): kh__sms_pool_get of the center's pool. */
+/* This thread's store connection (opened on first use): kh__pool_get of the center's pool. */
 KH_WARN_UNUSED kh_err kh__sms_db(struct kh_sms *c, struct kh_store **s);
 
 /* ---- EMMs for one card: commands gathered, sealed and queued in the caller's transaction ---- */

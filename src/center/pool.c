@@ -1,21 +1,21 @@
 /*
- * The center's store connections. libmicrohttpd runs each connection on a thread of its own,
+ * A center service's store connections. libmicrohttpd runs each connection on a thread of its own,
  * and a kh_store is one SQLite connection that is not thread-safe. A thread takes a store
  * connection from this pool on its first request and keeps it in a thread-specific slot until
  * it ends, when the connection goes back to the pool, still open; SQLite (WAL) lets readers run
- * beside the one writer. kh__sms_pool_free closes them once the server's threads are gone.
+ * beside the one writer. kh__pool_free closes them once the server's threads are gone.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "sms_int.h"
+#include "center/pool.h"
 
 /* A thread ends (libmicrohttpd ends a connection's thread with the connection): its store
  * connection goes back to the pool for the next thread, open and ready. */
 static void conn_release(void *v)
 {
-	struct kh__sms_conn *k = v;
-	struct kh__sms_pool *p = k->pool;
+	struct kh__pool_conn *k = v;
+	struct kh__pool *p = k->pool;
 	size_t idle = 0, at = 0;
 
 	pthread_mutex_lock(&p->mu);
@@ -27,7 +27,7 @@ static void conn_release(void *v)
 	}
 	/* A burst of connections leaves many threads' worth of open databases: keep a few for the
 	 * next ones, close the rest (each holds file descriptors, a statement cache, a page cache). */
-	if (idle > KH__SMS_POOL_IDLE) {
+	if (idle > KH__POOL_IDLE) {
 		p->conns[at] = p->conns[--p->nconns];
 		pthread_mutex_unlock(&p->mu);
 		kh_store_close(k->st);
@@ -37,9 +37,9 @@ static void conn_release(void *v)
 	pthread_mutex_unlock(&p->mu);
 }
 
-kh_err kh__sms_pool_get(struct kh__sms_pool *p, struct kh_store **s)
+kh_err kh__pool_get(struct kh__pool *p, struct kh_store **s)
 {
-	struct kh__sms_conn *k = pthread_getspecific(p->tls), **grown;
+	struct kh__pool_conn *k = pthread_getspecific(p->tls), **grown;
 	struct kh_store_opts opts = {0};
 	kh_err r = KH_OK;
 
@@ -89,7 +89,7 @@ out:
 	return KH_OK;
 }
 
-kh_err kh__sms_pool_init(struct kh__sms_pool *p, const char *db, int sync_normal)
+kh_err kh__pool_init(struct kh__pool *p, const char *db, int sync_normal)
 {
 	memset(p, 0, sizeof *p);
 	if (pthread_mutex_init(&p->mu, NULL) != 0)
@@ -104,7 +104,7 @@ kh_err kh__sms_pool_init(struct kh__sms_pool *p, const char *db, int sync_normal
 	return KH_OK;
 }
 
-void kh__sms_pool_free(struct kh__sms_pool *p)
+void kh__pool_free(struct kh__pool *p)
 {
 	/* the key first: no thread's destructor may touch a connection freed below */
 	if (p->tls_ok)

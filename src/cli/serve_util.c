@@ -1,0 +1,166 @@
+/*
+ * What every HTTP service command (`keyhole serve`, `keyhole dist serve`) checks before it starts:
+ * the --listen address, whether it is loopback, and the --cert/--key pair (src/cli/cli.h).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "keyhole/file.h"
+#include "keyhole/http.h"
+#include "keyhole/log.h"
+
+/* Largest PEM file read for --cert and --key (the HTTP server reads them with the same bound). */
+#define PEM_MAX (1024 * 1024)
+
+/* "HOST:PORT" or "[V6]:PORT" into host (cap bytes) and port. */
+int kh_cli_parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
+{
+	const char *colon, *h = s;
+	size_t hn;
+	char *end;
+	unsigned long p;
+
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (close == NULL || close[1] != ':')
+			return -1;
+		h = s + 1;
+		hn = (size_t)(close - h);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL)
+			return -1;
+		hn = (size_t)(colon - s);
+	}
+	if (hn == 0 || hn >= cap || colon[1] < '0' || colon[1] > '9')
+		return -1;
+	errno = 0;
+	p = strtoul(colon + 1, &end, 10);
+	if (*end || errno || p > 65535)
+		return -1;
+	memcpy(host, h, hn);
+	host[hn] = 0;
+	*port = (uint16_t)p;
+	return 0;
+}
+
+/* A numeric address (IPv4 or IPv6): 1, else 0. */
+int kh_cli_numeric_host(const char *host)
+{
+	unsigned char a[16];
+
+	return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
+}
+
+/* A loopback address: 127.0.0.0/8, ::1, or 127.0.0.0/8 mapped into IPv6. */
+int kh_cli_loopback_host(const char *host)
+{
+	unsigned char a[16];
+	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	if (inet_pton(AF_INET, host, a) == 1)
+		return a[0] == 127;
+	if (inet_pton(AF_INET6, host, a) != 1)
+		return 0;
+	if (memcmp(a, mapped, sizeof mapped) == 0)
+		return a[12] == 127;
+	for (int i = 0; i < 15; i++)
+		if (a[i] != 0)
+			return 0;
+	return a[15] == 1;
+}
+
+/* An encrypted key is refused, never prompted for: a server starts unattended. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return -1;
+}
+
+/*
+ * --cert and --key before anything is created: the chain's first certificate parses, the key
+ * file is private and parses, and the key is the certificate's (else every handshake fails).
+ * Prints the one-line error naming the file; returns KH_EXIT_OK or KH_EXIT_FAIL.
+ */
+int kh_cli_check_tls(const char *cert, const char *key)
+{
+	uint8_t *cd = NULL, *kd = NULL;
+	size_t cn = 0, kn = 0;
+	BIO *b = NULL;
+	X509 *x = NULL;
+	EVP_PKEY *pk = NULL;
+	int rc = KH_EXIT_FAIL;
+	kh_err r;
+
+	if (!kh_http_tls_supported()) {
+		fprintf(stderr, "keyhole: %s: this program's HTTP server was built without TLS\n", cert);
+		return KH_EXIT_FAIL;
+	}
+	if ((r = kh_file_read(cert, PEM_MAX, &cd, &cn)) != KH_OK)
+		return kh_cli_fail(cert, r);
+	if ((r = kh_keyfile_read(key, PEM_MAX, &kd, &kn)) != KH_OK) {
+		kh_file_free(cd, cn);
+		return kh_cli_fail(key, r);
+	}
+	if (cn > INT32_MAX || kn > INT32_MAX || (b = BIO_new_mem_buf(cd, (int)cn)) == NULL ||
+	    (x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)) == NULL) {
+		fprintf(stderr, "keyhole: %s: not a PEM certificate\n", cert);
+		goto out;
+	}
+	BIO_free(b);
+	if ((b = BIO_new_mem_buf(kd, (int)kn)) == NULL ||
+	    (pk = PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL)) == NULL) {
+		fprintf(stderr, "keyhole: %s: not a PEM private key (or one under a passphrase)\n", key);
+		goto out;
+	}
+	if (X509_check_private_key(x, pk) != 1) {
+		fprintf(stderr, "keyhole: %s: this private key is not the key of the certificate %s\n", key, cert);
+		goto out;
+	}
+	rc = KH_EXIT_OK;
+out:
+	EVP_PKEY_free(pk);
+	X509_free(x);
+	BIO_free(b);
+	kh_file_free(cd, cn);
+	kh_file_free(kd, kn);
+	return rc;
+}
+
+void kh_cli_block_stop_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+void kh_cli_serve_until_signal(const char *prefix, const char *host, struct kh_http *h, sigset_t *set)
+{
+	const char *l = strchr(host, ':') ? "[" : "", *r = strchr(host, ':') ? "]" : "";
+	char ev[64];
+	int sig = 0;
+
+	printf("listening=%s%s%s:%u\n", l, host, r, (unsigned)kh_http_port(h));
+	fflush(stdout);
+	while (sigwait(set, &sig) != 0)
+		;
+	snprintf(ev, sizeof ev, "%s.stop", prefix);
+	kh_log_info(ev, "signal=%s", sig == SIGINT ? "INT" : "TERM");
+	kh_http_stop(h);
+}
