@@ -72,6 +72,18 @@ if [ -x "$sms" ] && [ "${KH_BENCH_PG:-1}" != 0 ]; then
 		echo "# bench_sms on PostgreSQL skipped: no server in /usr/lib/postgresql/*/bin (scripts/install-deps)"
 	fi
 fi
+# The distribution server: whole deliveries per second from 32 clients (docs/performance.md
+# "Distribution server"). It takes -r and -t.
+ds=$build/bench_distsrv
+if [ -x "$ds" ]; then
+	if [ -r /proc/loadavg ]; then
+		echo "# loadavg before bench_distsrv: $(cut -d' ' -f1-3 /proc/loadavg)"
+	fi
+	"$ds" -r 5 -t 3 || status=$?
+else
+	echo "bench/run.sh: $ds not found or not executable; build it with --target bench_distsrv" >&2
+	status=1
+fi
 if [ -r /proc/loadavg ]; then
 	echo "# loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
