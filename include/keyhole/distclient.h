@@ -99,9 +99,11 @@ struct kh_dist_result {
  * Refused before anything is sent: KH_ERR_EXISTS when BASE.receipt holds another receipt (a
  * purchase would replace it), KH_ERR_FORMAT for a receipt or a BASE.part that is not one,
  * KH_ERR_INVAL for a BASE.part of another server. Then any refusal of the server or the
- * processor as its code. On failure before the charge was asked, nothing is left of BASE.*; from
- * the charge on, BASE.part stays (and only it), and *charge_maybe is set to 1: running the same
- * fetch again finishes the purchase. *res is written only on success.
+ * processor as its code. On failure before the charge was asked, or when the server refused the
+ * charge in a way that proves nothing was charged (KH_ERR_FUNDS; KH_ERR_DIST_SESSION, a delivery
+ * never keyed), nothing is left of BASE.*; otherwise, from the charge on, BASE.part stays (and
+ * only it), and *charge_maybe is set to 1: running the same fetch again finishes the purchase.
+ * *res is written only on success.
  */
 KH_WARN_UNUSED kh_err kh_dist_fetch(struct kh_dist_client *c, struct kh_transport *proc, uint32_t program,
 				    const uint8_t *receipt, const char *base, struct kh_dist_result *res, int *charge_maybe);

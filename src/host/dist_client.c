@@ -639,8 +639,13 @@ static void pause_ms(unsigned ms)
 		;
 }
 
-/* The charge (retried: it is idempotent per delivery), then activation of the pending token. */
-static kh_err charge(struct kh_dist_client *c, struct kh_transport *proc, struct delivery *d, struct kh_dist_result *res)
+/*
+ * The charge (retried: it is idempotent per delivery), then activation of the pending token.
+ * *uncharged is set when the server refused the charge in a way that proves this delivery was
+ * never charged: funds short, or a delivery not yet keyed (a charged one answers its receipt).
+ */
+static kh_err charge(struct kh_dist_client *c, struct kh_transport *proc, struct delivery *d, struct kh_dist_result *res,
+		     int *uncharged)
 {
 	uint8_t sig[KH_ED25519_SIG_LEN], cmd[KH_APDU_MAX_DATA];
 	struct kh_dist_receipt rc;
@@ -664,6 +669,8 @@ static kh_err charge(struct kh_dist_client *c, struct kh_transport *proc, struct
 		if (r == KH_OK)
 			r = status == 200 ? KH_ERR_FORMAT : refused(c, "charge", status, a);
 		json_decref(a);
+		if ((status == 402 && r == KH_ERR_FUNDS) || (status == 409 && r == KH_ERR_DIST_SESSION))
+			*uncharged = 1;
 		if ((r != KH_ERR_TRANSPORT && status < 500) || i == KH_DIST_CHARGE_ATTEMPTS)
 			return r;
 		pause_ms(KH_DIST_CHARGE_BACKOFF_MS << (i - 1));
@@ -779,7 +786,7 @@ kh_err kh_dist_fetch(struct kh_dist_client *c, struct kh_transport *proc, uint32
 	struct kh_dist_receipt given;
 	struct delivery d;
 	struct paths f;
-	int resume = 0, wrote_pkg = 0, wrote_lic = 0;
+	int resume = 0, wrote_pkg = 0, wrote_lic = 0, uncharged = 0;
 	uint8_t *old = NULL;
 	size_t oldn = 0;
 	kh_err r;
@@ -821,8 +828,12 @@ kh_err kh_dist_fetch(struct kh_dist_client *c, struct kh_transport *proc, uint32
 			goto out;
 		*charge_maybe = 1;
 	}
-	if ((r = charge(c, proc, &d, &out)) != KH_OK)
+	if ((r = charge(c, proc, &d, &out, &uncharged)) != KH_OK) {
+		/* refused before any debit: the state file has nothing to finish */
+		if (uncharged && remove_durably(f.part, f.dir) == KH_OK)
+			*charge_maybe = 0;
 		goto out;
+	}
 	if (receipt && !resume && memcmp(out.receipt, receipt, sizeof out.receipt) != 0) {
 		r = KH_ERR_FORMAT;
 		say(c, "charge: the server answered another receipt than the one presented");

@@ -26,6 +26,10 @@ MARK=KEYHOLE-PROGRAM-PLAINTEXT-MARKER-5d1c9e
 SRV=$T/server # the vendor's side: the program in clear lives only here
 C=$T/client   # the buyer's files
 mkdir "$SRV" "$C" "$C/w1" "$C/w2" || kh_fail "mkdir"
+# A daemon that runs as root runs programs as nobody: their working directories must be theirs.
+if [ "$(id -u)" -eq 0 ]; then
+	chown 65534:65534 "$C/w1" "$C/w2" || kh_fail "chown the working directories to nobody"
+fi
 
 # only_files DIR NAME...: DIR holds exactly these names.
 only_files()
@@ -89,7 +93,7 @@ echo "hello \$1"
 case \$1 in
 seven) exit 7 ;;
 touch) echo ran >ran.txt ;;
-wait) while [ ! -e "\$2" ]; do sleep 0.05; done; echo "done" ;;
+wait) read -r go; echo "done \$go" ;;
 esac
 exit 0
 EOF
@@ -236,8 +240,12 @@ kh_check_one_line
 [ "$(balance ann)" = 40 ] || kh_fail "a purchase refused up front moved money"
 
 # --- the plaintext is never in the client's memory, nor on its disk -------------------------------
+# The program waits for a line on its standard input, a FIFO the test holds open (fd 3): were the
+# test to end early, the FIFO's end of file ends the program too.
+mkfifo "$KH_META/go" || kh_fail "mkfifo"
+exec 3<>"$KH_META/go"
 "$KEYHOLE" dist run --processor "unix:$T/p1.sock" --package "$C/a/again.khpk" --licence "$C/a/again.lic" \
-	-- wait "$C/go" >"$KH_META/run.out" 2>"$KH_META/run.err" </dev/null &
+	-- wait >"$KH_META/run.out" 2>"$KH_META/run.err" <"$KH_META/go" &
 R=$!
 KH_PIDS="$KH_PIDS $R"
 i=0
@@ -280,11 +288,12 @@ if grep -aqF "$MARK" "$DUMP"; then
 	kh_fail "the program's plaintext is in the client's memory"
 fi
 rm -f "$DUMP"
-: >"$C/go"
+echo go >&3
+exec 3>&-
 wait "$R"
 rc=$?
 [ "$rc" -eq 0 ] || kh_fail "the waiting run exited $rc: $(cat "$KH_META/run.err")"
-grep -q '^done$' "$KH_META/run.out" || kh_fail "the waiting program did not finish"
+grep -q '^done go$' "$KH_META/run.out" || kh_fail "the waiting program did not finish"
 # nothing the client wrote holds the plaintext
 if grep -rlaF "$MARK" "$C"; then
 	kh_fail "the program's plaintext reached the client's disk"
