@@ -3,11 +3,12 @@
 # few lines about the machine (as '#' comments, so the output stays machine-readable).
 #   sh bench/run.sh BUILD_DIR [bench_pair options, e.g. -r 9 -t 0.5]
 # bench_pair runs first, then bench_cas with the same options (it understands -r -n -p -b and
-# ignores -t: its rounds are counted in ECMs and EMMs), then bench_sms (-r -t -b; it ignores -n
-# -p -e -m), then, when a PostgreSQL server is installed, bench_sms -P: the center as `keyhole
-# serve` processes on SQLite and on a throwaway PostgreSQL cluster it starts (one and two
-# instances on one database), with the same options. KH_BENCH_PG_URL=URL runs that part on an
-# existing server instead (a role that may CREATE DATABASE); KH_BENCH_PG=0 skips it.
+# ignores -t: its rounds are counted in ECMs and EMMs), then bench_dist (-r -t -p; it ignores -n
+# -b), then bench_sms (-r -t -b; it ignores -n -p -e -m), then, when a PostgreSQL server is
+# installed, bench_sms -P: the center as `keyhole serve` processes on SQLite and on a throwaway
+# PostgreSQL cluster it starts (one and two instances on one database), with the same options.
+# KH_BENCH_PG_URL=URL runs that part on an existing server instead (a role that may CREATE
+# DATABASE); KH_BENCH_PG=0 skips it.
 # `make bench` runs `sh bench/run.sh build`. See docs/performance.md.
 set -eu
 
@@ -43,6 +44,18 @@ if [ -x "$cas" ]; then
 	"$cas" "$@" || status=$?
 else
 	echo "bench/run.sh: $cas not found or not executable; build it with --target bench_cas" >&2
+	status=1
+fi
+# Program distribution: a 10 MiB delivery against raw AES-256-GCM on the same chunks, and the
+# handshake against the primitives it is made of; it ignores -n and -b.
+dist=$build/bench_dist
+if [ -x "$dist" ]; then
+	if [ -r /proc/loadavg ]; then
+		echo "# loadavg before bench_dist: $(cut -d' ' -f1-3 /proc/loadavg)"
+	fi
+	"$dist" "$@" || status=$?
+else
+	echo "bench/run.sh: $dist not found or not executable; build it with --target bench_dist" >&2
 	status=1
 fi
 # The management center: upload ingestion and EMM generation (docs/performance.md "Management
