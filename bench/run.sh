@@ -33,43 +33,32 @@ if [ -r /proc/loadavg ]; then
 	echo "# loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
 status=0
+# Run one benchmark of the build with the options given, or say how to build it.
+run_bench() {
+	one=$build/$1
+	shift
+	if [ -x "$one" ]; then
+		if [ -r /proc/loadavg ]; then
+			echo "# loadavg before $(basename "$one"): $(cut -d' ' -f1-3 /proc/loadavg)"
+		fi
+		"$one" "$@" || status=$?
+	else
+		echo "bench/run.sh: $one not found or not executable; build it with --target $(basename "$one")" >&2
+		status=1
+	fi
+}
+
 "$bin" "$@" || status=$?
 
 # ECM to control word, and EMMs (docs/performance.md "ECM to control word").
-cas=$build/bench_cas
-if [ -x "$cas" ]; then
-	if [ -r /proc/loadavg ]; then
-		echo "# loadavg before bench_cas: $(cut -d' ' -f1-3 /proc/loadavg)"
-	fi
-	"$cas" "$@" || status=$?
-else
-	echo "bench/run.sh: $cas not found or not executable; build it with --target bench_cas" >&2
-	status=1
-fi
+run_bench bench_cas "$@"
 # Program distribution: a 10 MiB delivery against raw AES-256-GCM on the same chunks, and the
 # handshake against the primitives it is made of; it ignores -n and -b.
-dist=$build/bench_dist
-if [ -x "$dist" ]; then
-	if [ -r /proc/loadavg ]; then
-		echo "# loadavg before bench_dist: $(cut -d' ' -f1-3 /proc/loadavg)"
-	fi
-	"$dist" "$@" || status=$?
-else
-	echo "bench/run.sh: $dist not found or not executable; build it with --target bench_dist" >&2
-	status=1
-fi
+run_bench bench_dist "$@"
 # The management center: upload ingestion and EMM generation (docs/performance.md "Management
 # center"). Its set-up issues 100 000 card certificates (~2 minutes); pass -c C for fewer.
 sms=$build/bench_sms
-if [ -x "$sms" ]; then
-	if [ -r /proc/loadavg ]; then
-		echo "# loadavg before bench_sms: $(cut -d' ' -f1-3 /proc/loadavg)"
-	fi
-	"$sms" "$@" || status=$?
-else
-	echo "bench/run.sh: $sms not found or not executable; build it with --target bench_sms" >&2
-	status=1
-fi
+run_bench bench_sms "$@"
 # The management center on PostgreSQL (docs/performance.md "Management center on PostgreSQL").
 if [ -x "$sms" ] && [ "${KH_BENCH_PG:-1}" != 0 ]; then
 	if [ -n "${KH_BENCH_PG_URL:-}" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
