@@ -450,7 +450,7 @@ static kh_err setup_data(void)
 	struct kh_dist_peer p;
 	struct kh_tlv t[KH_DIST_T_CERT_PAIR + 1];
 	struct kh_wr w;
-	double dummy[2] = {0, 0};
+	double untimed[2] = {0, 0};
 	size_t n;
 	kh_err r;
 
@@ -465,7 +465,7 @@ static kh_err setup_data(void)
 		return r;
 	W.prog.program = PROGRAM;
 	W.prog.version = VERSION;
-	if ((r = op_delivery(dummy)) != KH_OK)
+	if ((r = op_delivery(untimed)) != KH_OK)
 		return r;
 	/* the plaintext came back as it went in */
 	{
@@ -493,6 +493,7 @@ static kh_err setup_data(void)
 	memcpy(W.aad + 8, W.prog.he, KH_SHA256_LEN);
 	kh_wr_init(&w, W.msg, sizeof W.msg);
 	{
+		/* the hello's Rc stands in for Rs too: only the message's length matters here */
 		uint8_t wrapped[KH_DIST_WRAP_LEN] = {0};
 		if ((r = kh_dist_key_msg(p.rc, p.rc, p.fp, &W.prog, wrapped, &w)) != KH_OK)
 			return r;
@@ -505,7 +506,7 @@ static kh_err setup_data(void)
 	    !(W.dec = EVP_CIPHER_CTX_new()) || EVP_EncryptInit_ex2(W.enc, W.gcm, W.raw_key, NULL, NULL) != 1 ||
 	    EVP_DecryptInit_ex2(W.dec, W.gcm, W.raw_key, NULL, NULL) != 1)
 		return KH_ERR_CRYPTO;
-	if (op_raw(dummy) != KH_OK || memcmp(W.raw_pt, W.pt, W.len) != 0)
+	if (op_raw(untimed) != KH_OK || memcmp(W.raw_pt, W.pt, W.len) != 0)
 		return KH_ERR_CRYPTO;
 	return KH_OK;
 }
