@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "cli/dist.h"
 #include "keyhole/authority.h"
 #include "keyhole/distsrv.h"
 #include "keyhole/distsvc.h"
@@ -504,6 +505,10 @@ static const struct kh_cli_cmd sub[] = {
 	{"serve", cmd_serve, "serve the distribution server's API over HTTP"},
 	{"publish", cmd_publish, "put a program into the catalogue"},
 	{"account", cmd_account, "open buyers' accounts and credit them"},
+	{"list", kh_cmd_dist_list, "the server's catalogue, one program a line"},
+	{"buy", kh_cmd_dist_buy, "buy a program for a processor: its package, licence and receipt"},
+	{"get", kh_cmd_dist_get, "fetch a program bought before again, on its receipt"},
+	{"run", kh_cmd_dist_run, "run a package under its licence through the processor daemon"},
 };
 
 int kh_cmd_dist(int argc, char **argv)
