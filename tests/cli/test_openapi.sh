@@ -112,13 +112,6 @@ no401()
 	[ ! -s "$KH_META/no401" ]
 }
 
-# bearer FILE NAME: spec FILE defines the security scheme NAME as an HTTP bearer token
-bearer()
-{
-	sed -n "/^    $2:\$/,/^    [^ ]/p" "$1" | grep -q '^      scheme: bearer$' ||
-		kh_fail "$(basename "$1") has no bearer scheme $2"
-}
-
 # ------------------------------------------------------------------ the validator
 
 valid openapi.yaml
@@ -136,59 +129,58 @@ cmp -s "$SPEC" "$KH_WORK/nosec.yaml" && kh_fail "could not drop the global secur
 lint "$KH_WORK/nosec.yaml" && kh_fail "the validator accepted operations without security"
 grep -q 'security-defined' "$KH_META/lint" || kh_fail "the validator did not say security-defined: $(cat "$KH_META/lint")"
 
-# ------------------------------------------------------------------ routes and spec agree: the center
+# ------------------------------------------------------------------ routes and spec agree
 
-route_table src/center/sms/sms.c kh_sms_add_routes >"$KH_META/routes"
-sort -u "$KH_META/routes" -o "$KH_META/routes"
-grep -q ' operator$' "$KH_META/routes" && grep -q ' open$' "$KH_META/routes" ||
-	kh_fail "read no operator and open routes from kh_sms_add_routes: $(cat "$KH_META/routes")"
-spec_ops "$SPEC" operator >"$KH_META/spec.full"
-[ -s "$KH_META/spec.full" ] || kh_fail "read no operation from docs/api/openapi.yaml"
-if ! agree "$KH_META/routes" "$KH_META/spec.full"; then
-	echo "  < the server's route table   > docs/api/openapi.yaml" >&2
-	cat "$KH_META/diff" >&2
-	kh_fail "the route table and the spec differ (method, path, operator or open)"
-fi
-no401 "$KH_META/spec.full" operator || kh_fail "operator operations without a 401 answer: $(cat "$KH_META/no401")"
+# holds NAME SOURCE FUNCTION LABEL SCHEME: docs/api/NAME and the route table FUNCTION of SOURCE
+# name the same routes (LABEL those behind the token), every LABEL operation answers 401, and
+# SCHEME, the spec's bearer scheme, is what every operation wants unless it says otherwise. The
+# route table in $KH_META/NAME.routes, the spec's operations (of spec_ops) in $KH_META/NAME.ops.
+holds()
+{
+	route_table "$2" "$3" >"$KH_META/$1.routes"
+	sort -u "$KH_META/$1.routes" -o "$KH_META/$1.routes"
+	grep -q " $4\$" "$KH_META/$1.routes" && grep -v '^GET /metrics ' "$KH_META/$1.routes" | grep -q ' open$' ||
+		kh_fail "read no $4 and open routes from $3: $(cat "$KH_META/$1.routes")"
+	spec_ops "$S/docs/api/$1" "$4" >"$KH_META/$1.ops"
+	[ -s "$KH_META/$1.ops" ] || kh_fail "read no operation from docs/api/$1"
+	if ! agree "$KH_META/$1.routes" "$KH_META/$1.ops"; then
+		echo "  < the server's route table   > docs/api/$1" >&2
+		cat "$KH_META/diff" >&2
+		kh_fail "the route table of $3 and docs/api/$1 differ (method, path, $4 or open)"
+	fi
+	no401 "$KH_META/$1.ops" "$4" || kh_fail "$4 operations of docs/api/$1 without a 401 answer: $(cat "$KH_META/no401")"
+	sed -n '/^security:$/,/^paths:$/p' "$S/docs/api/$1" | grep -q "^  - $5: \[\]\$" ||
+		kh_fail "docs/api/$1 does not want $5 by default"
+	sed -n "/^    $5:\$/,/^    [^ ]/p" "$S/docs/api/$1" | grep -q '^      scheme: bearer$' ||
+		kh_fail "docs/api/$1 has no bearer scheme $5"
+}
+
+# the management center: the operator's token
+holds openapi.yaml src/center/sms/sms.c kh_sms_add_routes operator operatorToken
 # every operator write keeps its key (src/center/sms/sms_util.c): the spec says so on each
-awk '$3 == "operator" && $1 != "GET" && $5 != "idem" { print "  " $1 " " $2 }' "$KH_META/spec.full" >"$KH_META/noidem"
+awk '$3 == "operator" && $1 != "GET" && $5 != "idem" { print "  " $1 " " $2 }' "$KH_META/openapi.yaml.ops" >"$KH_META/noidem"
 [ ! -s "$KH_META/noidem" ] || kh_fail "operator writes without an Idempotency-Key parameter: $(cat "$KH_META/noidem")"
-grep -q ' idem$' "$KH_META/spec.full" || kh_fail "read no Idempotency-Key parameter from docs/api/openapi.yaml"
-bearer "$SPEC" operatorToken
+grep -q ' idem$' "$KH_META/openapi.yaml.ops" || kh_fail "read no Idempotency-Key parameter from docs/api/openapi.yaml"
 
-# ------------------------------------------------------------------ routes and spec agree: distribution
-
+# the distribution server: the buyer's session; the charge is idempotent by its delivery, so no
+# operation takes a key the server would not keep
 DSPEC=$S/docs/api/distribution.yaml
-route_table src/center/distrib/service.c kh_dist_service_add_routes >"$KH_META/droutes"
-sort -u "$KH_META/droutes" -o "$KH_META/droutes"
-grep -q ' session$' "$KH_META/droutes" && grep -q '^POST /v1/sessions open$' "$KH_META/droutes" ||
-	kh_fail "read no session and open routes from kh_dist_service_add_routes: $(cat "$KH_META/droutes")"
-spec_ops "$DSPEC" session >"$KH_META/dspec.full"
-[ -s "$KH_META/dspec.full" ] || kh_fail "read no operation from docs/api/distribution.yaml"
-if ! agree "$KH_META/droutes" "$KH_META/dspec.full"; then
-	echo "  < the server's route table   > docs/api/distribution.yaml" >&2
-	cat "$KH_META/diff" >&2
-	kh_fail "the distribution server's route table and its spec differ (method, path, session or open)"
-fi
-no401 "$KH_META/dspec.full" session || kh_fail "session operations without a 401 answer: $(cat "$KH_META/no401")"
-# the charge is idempotent by its delivery: no operation takes a key the server would not keep
-grep -q ' idem$' "$KH_META/dspec.full" &&
-	kh_fail "docs/api/distribution.yaml gives an Idempotency-Key the server ignores: $(grep ' idem$' "$KH_META/dspec.full")"
-grep -q '^  - sessionToken: \[\]$' "$DSPEC" || kh_fail "docs/api/distribution.yaml does not want sessionToken by default"
-bearer "$DSPEC" sessionToken
+holds distribution.yaml src/center/distrib/service.c kh_dist_service_add_routes session sessionToken
+grep -q ' idem$' "$KH_META/distribution.yaml.ops" &&
+	kh_fail "docs/api/distribution.yaml gives an Idempotency-Key the server ignores: $(grep ' idem$' "$KH_META/distribution.yaml.ops")"
 
 # the comparison bites: a route dropped from a copy of the spec ...
 sed '/^  \/v1\/deliveries\/{id}\/package:$/,/^  \/v1\/deliveries\/{id}\/charge:$/{/charge:$/!d}' "$DSPEC" >"$KH_WORK/dropped.yaml"
 cmp -s "$DSPEC" "$KH_WORK/dropped.yaml" && kh_fail "could not drop a route from a copy of docs/api/distribution.yaml"
 spec_ops "$KH_WORK/dropped.yaml" session >"$KH_META/bite"
-agree "$KH_META/droutes" "$KH_META/bite" && kh_fail "a spec without GET /v1/deliveries/{id}/package passed as the route table"
+agree "$KH_META/distribution.yaml.routes" "$KH_META/bite" && kh_fail "a spec without GET /v1/deliveries/{id}/package passed as the route table"
 grep -q '< GET /v1/deliveries/{}/package session$' "$KH_META/diff" ||
 	kh_fail "the comparison did not name the dropped route: $(cat "$KH_META/diff")"
 # ... an open route that wants the session ...
 sed '/^  \/v1\/programs:$/,/^  \/v1\/account:$/{/^      security: \[\]$/d}' "$DSPEC" >"$KH_WORK/closed.yaml"
 cmp -s "$DSPEC" "$KH_WORK/closed.yaml" && kh_fail "could not drop the security of GET /v1/programs in a copy"
 spec_ops "$KH_WORK/closed.yaml" session >"$KH_META/bite"
-agree "$KH_META/droutes" "$KH_META/bite" && kh_fail "a spec wanting a session for the catalogue passed as the route table"
+agree "$KH_META/distribution.yaml.routes" "$KH_META/bite" && kh_fail "a spec wanting a session for the catalogue passed as the route table"
 grep -q '> GET /v1/programs session$' "$KH_META/diff" ||
 	kh_fail "the comparison did not name the catalogue: $(cat "$KH_META/diff")"
 # ... and a session operation without its 401
@@ -198,4 +190,4 @@ spec_ops "$KH_WORK/no401.yaml" session >"$KH_META/bite"
 no401 "$KH_META/bite" session && kh_fail "a session operation without a 401 answer passed"
 grep -qx '  GET /v1/account' "$KH_META/no401" || kh_fail "the 401 check did not name GET /v1/account: $(cat "$KH_META/no401")"
 
-kh_note "ok: $(wc -l <"$KH_META/routes") routes of the center, $(wc -l <"$KH_META/droutes") of the distribution server, specs valid"
+kh_note "ok: $(wc -l <"$KH_META/openapi.yaml.routes") routes of the center, $(wc -l <"$KH_META/distribution.yaml.routes") of the distribution server, specs valid"
