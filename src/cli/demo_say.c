@@ -27,17 +27,14 @@ void kh__demo_say(const char *fmt, ...)
 	fflush(stdout);
 }
 
-int kh__demo_run(const char *logdir, const char *name, int (*fn)(int, char **), ...)
+static int runv(const char *logdir, const char *name, int (*fn)(int, char **), va_list ap, int quiet)
 {
 	char *argv[40], out[4200], err[4200];
 	int argc = 0, fo, fe, so, se, rc;
-	va_list ap;
 
-	va_start(ap, fn);
 	argv[argc++] = (char *)name;
 	while (argc < 39 && (argv[argc] = va_arg(ap, char *)) != NULL)
 		argc++;
-	va_end(ap);
 	argv[argc] = NULL;
 	snprintf(out, sizeof out, "%s/%s.out", logdir, name);
 	snprintf(err, sizeof err, "%s/%s.err", logdir, name);
@@ -67,7 +64,7 @@ out:
 		close(so);
 	if (se >= 0)
 		close(se);
-	if (rc != KH_EXIT_OK) {
+	if (rc != KH_EXIT_OK && !quiet) {
 		uint8_t *e = NULL;
 		size_t n = 0;
 		if (kh_file_read(err, 65536, &e, &n) == KH_OK && n)
@@ -76,6 +73,30 @@ out:
 		kh_file_free(e, n);
 	}
 	return rc;
+}
+
+int kh__demo_run(const char *logdir, const char *name, int (*fn)(int, char **), ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fn);
+	rc = runv(logdir, name, fn, ap, 0);
+	va_end(ap);
+	return rc;
+}
+
+int kh__demo_refused(const char *logdir, const char *name, int (*fn)(int, char **), ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fn);
+	rc = runv(logdir, name, fn, ap, 1);
+	va_end(ap);
+	if (rc != KH_EXIT_FAIL)
+		fprintf(stderr, "keyhole: demo: step '%s' was to be refused, and exited %d\n", name, rc);
+	return rc == KH_EXIT_FAIL;
 }
 
 /* The value after "key " on a line of DIR/log/NAME.out (what status, m1 and connect print). */
