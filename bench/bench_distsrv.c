@@ -233,6 +233,12 @@ static void *raw_main(void *arg)
 	return NULL;
 }
 
+static int fail(int line)
+{
+	fprintf(stderr, "bench_distsrv: set-up failed (line %d)\n", line);
+	return 1;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: bench_distsrv [-r ROUNDS] [-t SECONDS] [-c CLIENTS] [-s PROGRAM_BYTES]\n");
@@ -286,16 +292,16 @@ int main(int argc, char **argv)
 	CHECK(kh_dist_identity_new(a, sdir, &serial));
 	CHECK(kh_dist_identity_load(sdir, &srv));
 	if (!(program = malloc(psize)))
-		return 1;
+		return fail(289);
 	CHECK(kh_random(program, psize));
 	CHECK(kh_store_open(db, &st));
 	CHECK(kh_dist_publish(st, (const uint8_t *)manifest, sizeof manifest - 1, program, psize, 1, 0, &prog_id, NULL));
 	if (!(cl = calloc((size_t)clients, sizeof *cl)))
-		return 1;
+		return fail(294);
 	for (int i = 0; i < clients; i++) {
 		struct kh_issued *iss = calloc(1, sizeof *iss);
 		if (!iss)
-			return 1;
+			return fail(298);
 		snprintf(cl[i].name, sizeof cl[i].name, "buyer%d", i);
 		CHECK(kh_dist_account_new(st, cl[i].name, "bench-password", 14, 0, &acct));
 		CHECK(kh_store_dist_deposit(st, acct, UINT32_MAX, 0, &bal));
@@ -311,7 +317,8 @@ int main(int argc, char **argv)
 	cfg.db = db;
 	cfg.dir = sdir;
 	CHECK(kh_dist_service_new(&cfg, &svc, NULL));
-	hcfg.threads = (unsigned)clients + 8;
+	/* every client keeps its connection: from one address, a server takes a quarter of its threads */
+	hcfg.threads = 4 * (unsigned)clients + 8;
 	CHECK(kh_http_new(&hcfg, &h));
 	CHECK(kh_dist_service_add_routes(svc, h));
 	CHECK(kh_http_start(h));
@@ -320,8 +327,11 @@ int main(int argc, char **argv)
 		json_t *j = NULL;
 		cl[i].port = kh_http_port(h);
 		snprintf(body, sizeof body, "{\"name\":\"%s\",\"password\":\"bench-password\"}", cl[i].name);
-		if (req(cl[i].hc, cl[i].port, "POST", "/v1/sessions", NULL, body, &j, NULL) != 201)
+		long code = req(cl[i].hc, cl[i].port, "POST", "/v1/sessions", NULL, body, &j, NULL);
+		if (code != 201) {
+			fprintf(stderr, "bench_distsrv: log-in %d answered %ld\n", i, code);
 			return 1;
+		}
 		snprintf(cl[i].auth, sizeof cl[i].auth, "Authorization: Bearer %s",
 			 json_string_value(json_object_get(j, "token")));
 		json_decref(j);
@@ -343,7 +353,7 @@ int main(int argc, char **argv)
 		rounds_stop_ns = INT64_MAX;
 		for (int i = 0; i < clients; i++)
 			if (pthread_create(&cl[i].th, NULL, client_main, &cl[i]) != 0)
-				return 1;
+				return fail(346);
 		t0 = bench_now_s();
 		rounds_stop_ns = now_ns() + (int64_t)(secs * 1e9);
 		atomic_store(&go, 1);
@@ -351,7 +361,7 @@ int main(int argc, char **argv)
 			pthread_join(cl[i].th, NULL);
 			if (cl[i].failed) {
 				fprintf(stderr, "bench_distsrv: a delivery failed\n");
-				return 1;
+				return fail(354);
 			}
 			total += cl[i].done;
 		}
@@ -369,7 +379,7 @@ int main(int argc, char **argv)
 			rw[k].plen = psize;
 			rw[k].stop = now_ns() + (int64_t)(secs * 1e9);
 			if (pthread_create(&rw[k].th, NULL, raw_main, &rw[k]) != 0)
-				return 1;
+				return fail(372);
 		}
 		for (long k = 0; k < nraw; k++) {
 			pthread_join(rw[k].th, NULL);

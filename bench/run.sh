@@ -3,11 +3,12 @@
 # few lines about the machine (as '#' comments, so the output stays machine-readable).
 #   sh bench/run.sh BUILD_DIR [bench_pair options, e.g. -r 9 -t 0.5]
 # bench_pair runs first, then bench_cas with the same options (it understands -r -n -p -b and
-# ignores -t: its rounds are counted in ECMs and EMMs), then bench_sms (-r -t -b; it ignores -n
-# -p -e -m), then, when a PostgreSQL server is installed, bench_sms -P: the center as `keyhole
-# serve` processes on SQLite and on a throwaway PostgreSQL cluster it starts (one and two
-# instances on one database), with the same options. KH_BENCH_PG_URL=URL runs that part on an
-# existing server instead (a role that may CREATE DATABASE); KH_BENCH_PG=0 skips it.
+# ignores -t: its rounds are counted in ECMs and EMMs), then bench_dist (-r -t -p; it ignores -n
+# -b), then bench_sms (-r -t -b; it ignores -n -p -e -m), then, when a PostgreSQL server is
+# installed, bench_sms -P: the center as `keyhole serve` processes on SQLite and on a throwaway
+# PostgreSQL cluster it starts (one and two instances on one database), with the same options.
+# KH_BENCH_PG_URL=URL runs that part on an existing server instead (a role that may CREATE
+# DATABASE); KH_BENCH_PG=0 skips it.
 # `make bench` runs `sh bench/run.sh build`. See docs/performance.md.
 set -eu
 
@@ -32,31 +33,32 @@ if [ -r /proc/loadavg ]; then
 	echo "# loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
 status=0
+# Run one benchmark of the build with the options given, or say how to build it.
+run_bench() {
+	one=$build/$1
+	shift
+	if [ -x "$one" ]; then
+		if [ -r /proc/loadavg ]; then
+			echo "# loadavg before $(basename "$one"): $(cut -d' ' -f1-3 /proc/loadavg)"
+		fi
+		"$one" "$@" || status=$?
+	else
+		echo "bench/run.sh: $one not found or not executable; build it with --target $(basename "$one")" >&2
+		status=1
+	fi
+}
+
 "$bin" "$@" || status=$?
 
 # ECM to control word, and EMMs (docs/performance.md "ECM to control word").
-cas=$build/bench_cas
-if [ -x "$cas" ]; then
-	if [ -r /proc/loadavg ]; then
-		echo "# loadavg before bench_cas: $(cut -d' ' -f1-3 /proc/loadavg)"
-	fi
-	"$cas" "$@" || status=$?
-else
-	echo "bench/run.sh: $cas not found or not executable; build it with --target bench_cas" >&2
-	status=1
-fi
+run_bench bench_cas "$@"
+# Program distribution: a 10 MiB delivery against raw AES-256-GCM on the same chunks, and the
+# handshake against the primitives it is made of; it ignores -n and -b.
+run_bench bench_dist "$@"
 # The management center: upload ingestion and EMM generation (docs/performance.md "Management
 # center"). Its set-up issues 100 000 card certificates (~2 minutes); pass -c C for fewer.
 sms=$build/bench_sms
-if [ -x "$sms" ]; then
-	if [ -r /proc/loadavg ]; then
-		echo "# loadavg before bench_sms: $(cut -d' ' -f1-3 /proc/loadavg)"
-	fi
-	"$sms" "$@" || status=$?
-else
-	echo "bench/run.sh: $sms not found or not executable; build it with --target bench_sms" >&2
-	status=1
-fi
+run_bench bench_sms "$@"
 # The management center on PostgreSQL (docs/performance.md "Management center on PostgreSQL").
 if [ -x "$sms" ] && [ "${KH_BENCH_PG:-1}" != 0 ]; then
 	if [ -n "${KH_BENCH_PG_URL:-}" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
@@ -74,16 +76,7 @@ if [ -x "$sms" ] && [ "${KH_BENCH_PG:-1}" != 0 ]; then
 fi
 # The distribution server: whole deliveries per second from 32 clients (docs/performance.md
 # "Distribution server"). It takes -r and -t.
-ds=$build/bench_distsrv
-if [ -x "$ds" ]; then
-	if [ -r /proc/loadavg ]; then
-		echo "# loadavg before bench_distsrv: $(cut -d' ' -f1-3 /proc/loadavg)"
-	fi
-	"$ds" -r 5 -t 3 || status=$?
-else
-	echo "bench/run.sh: $ds not found or not executable; build it with --target bench_distsrv" >&2
-	status=1
-fi
+run_bench bench_distsrv -r 5 -t 3
 if [ -r /proc/loadavg ]; then
 	echo "# loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi

@@ -8,8 +8,18 @@
  *      again; on failure the struct is left blank and the line named is within the input;
  *   2  a processor's hello, as the server reads it (certificates against a fixed root);
  *   3  a processor's answer to AUTH, against a fixed session;
- *   4  a chunk under a fixed key, at the place the next 4 bytes name.
+ *   4  a chunk under a fixed key, at the place the next 4 bytes name;
+ *   5  a receipt (kh_dist_receipt_parse), after one byte `flip`: without a key it parses exactly
+ *      when it is KH_DIST_RECEIPT_BYTES long with the magic "KHRC" and version 1 (FORMAT,
+ *      VERSION otherwise, the struct untouched), and its fields, written out again by an
+ *      encoder of this harness's own, give its body byte for byte. With the fixed server key it
+ *      parses exactly when it does without one and its last 64 bytes are the signature this
+ *      harness works out over "keyhole dist v1 receipt" and the body (DIST_SIGNATURE
+ *      otherwise). With that signature put in, it verifies, kh_dist_receipt_sign of its fields
+ *      writes the same bytes, another key refuses it, and so does bit flip % 8 of byte
+ *      flip % KH_DIST_RECEIPT_BYTES flipped, with the error that byte calls for.
  * The processor's own readers (the module's DIST and RUN commands) are fuzz_module's.
+ * The fixed server key (32 bytes of 0x5A) is shared with fuzz/gen_corpus.c (keep equal).
  */
 #include <string.h>
 
@@ -17,6 +27,9 @@
 #include "keyhole/distsrv.h"
 
 #include "fuzz_common.h"
+
+/* The distribution server's signing key of selectors 3 and 5 (shared with fuzz/gen_corpus.c). */
+#define FZ_DIST_SK_BYTE 0x5A
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -95,7 +108,7 @@ static void server_side(uint8_t which, const uint8_t *d, size_t n)
 	static int ready;
 
 	if (!ready) {
-		memset(s.sk, 0x5A, sizeof s.sk);
+		memset(s.sk, FZ_DIST_SK_BYTE, sizeof s.sk);
 		CHECK(kh_ed25519_public(s.sk, s.pk) == KH_OK);
 		memset(s.root_pk, 0x33, sizeof s.root_pk);
 		memset(s.cert_hash, 0x44, sizeof s.cert_hash);
@@ -131,16 +144,128 @@ static void chunk(const uint8_t *d, size_t n)
 		CHECK(n - 8 > KH_TAG_LEN);
 }
 
+/* The receipt's body as the format lays it out, written here without the library's writer. */
+static void receipt_body(const struct kh_dist_receipt *r, uint8_t out[static KH_DIST_RECEIPT_BODY_LEN])
+{
+	uint8_t *p = out;
+
+	memcpy(p, "KHRC", 4);
+	p[4] = 1;
+	p += 5;
+	memcpy(p, r->id, sizeof r->id);
+	p += sizeof r->id;
+	kh_put_be64(p, r->account);
+	kh_put_be32(p + 8, r->program);
+	kh_put_be32(p + 12, r->version);
+	p += 16;
+	memcpy(p, r->fp, sizeof r->fp);
+	p += sizeof r->fp;
+	kh_put_be32(p, r->price);
+	kh_put_be64(p + 4, r->time);
+	kh_put_be32(p + 12, r->server);
+	CHECK(p + 16 == out + KH_DIST_RECEIPT_BODY_LEN);
+}
+
+/* Our signature over a receipt's body: Ed25519 of the label and the body. */
+static void receipt_sig(const uint8_t sk[static KH_ED25519_SK_LEN], const uint8_t *body, uint8_t sig[static 64])
+{
+	static const char label[] = "keyhole dist v1 receipt";
+	uint8_t msg[sizeof label - 1 + KH_DIST_RECEIPT_BODY_LEN];
+
+	memcpy(msg, label, sizeof label - 1);
+	memcpy(msg + sizeof label - 1, body, KH_DIST_RECEIPT_BODY_LEN);
+	CHECK(kh_ed25519_sign(sk, msg, sizeof msg, sig) == KH_OK);
+}
+
+/* Two receipts with the same fields (compared as written out: the struct has padding). */
+static int same_receipt(const struct kh_dist_receipt *a, const struct kh_dist_receipt *b)
+{
+	uint8_t x[KH_DIST_RECEIPT_BODY_LEN], y[KH_DIST_RECEIPT_BODY_LEN];
+
+	receipt_body(a, x);
+	receipt_body(b, y);
+	return memcmp(x, y, sizeof x) == 0;
+}
+
+static void receipt(const uint8_t *d, size_t n)
+{
+	static uint8_t sk[KH_ED25519_SK_LEN], pk[KH_ED25519_PK_LEN], other_pk[KH_ED25519_PK_LEN];
+	static int ready;
+	struct kh_dist_receipt r, rk, pat;
+	uint8_t body[KH_DIST_RECEIPT_BODY_LEN], sig[KH_ED25519_SIG_LEN], good[KH_DIST_RECEIPT_BYTES],
+		again[KH_DIST_RECEIPT_BYTES];
+	const uint8_t *b;
+	size_t pos;
+	uint8_t flip;
+	kh_err want, e;
+
+	if (!ready) {
+		uint8_t other[KH_ED25519_SK_LEN];
+		memset(sk, FZ_DIST_SK_BYTE, sizeof sk);
+		memset(other, FZ_DIST_SK_BYTE + 1, sizeof other);
+		CHECK(kh_ed25519_public(sk, pk) == KH_OK && kh_ed25519_public(other, other_pk) == KH_OK);
+		ready = 1;
+	}
+	if (n < 1)
+		return;
+	flip = d[0];
+	b = d + 1;
+	n--;
+	/* the framing: length, magic, version, and nothing else */
+	want = n != KH_DIST_RECEIPT_BYTES || memcmp(b, "KHRC", 4) != 0 ? KH_ERR_FORMAT
+	       : b[4] != 1					     ? KH_ERR_VERSION
+								     : KH_OK;
+	memset(&pat, 0xC5, sizeof pat);
+	memcpy(&r, &pat, sizeof pat);
+	e = kh_dist_receipt_parse(b, n, NULL, &r);
+	CHECK(e == want);
+	memcpy(&rk, &pat, sizeof pat);
+	if (e != KH_OK) {
+		CHECK(memcmp(&r, &pat, sizeof r) == 0);
+		CHECK(kh_dist_receipt_parse(b, n, pk, &rk) == want);
+		CHECK(memcmp(&rk, &pat, sizeof rk) == 0);
+		return;
+	}
+	/* read without a key: the fields are the body's bytes */
+	receipt_body(&r, body);
+	CHECK(memcmp(body, b, sizeof body) == 0);
+	/* with the key: only our own signature over exactly this body */
+	receipt_sig(sk, b, sig);
+	e = kh_dist_receipt_parse(b, n, pk, &rk);
+	if (memcmp(sig, b + KH_DIST_RECEIPT_BODY_LEN, sizeof sig) == 0) {
+		CHECK(e == KH_OK && same_receipt(&rk, &r));
+	} else {
+		CHECK(e == KH_ERR_DIST_SIGNATURE);
+		CHECK(memcmp(&rk, &pat, sizeof rk) == 0);
+	}
+	/* our signature put in: it verifies, and the signer writes these very bytes */
+	memcpy(good, b, KH_DIST_RECEIPT_BODY_LEN);
+	memcpy(good + KH_DIST_RECEIPT_BODY_LEN, sig, sizeof sig);
+	memcpy(&rk, &pat, sizeof pat);
+	CHECK(kh_dist_receipt_parse(good, sizeof good, pk, &rk) == KH_OK && same_receipt(&rk, &r));
+	CHECK(kh_dist_receipt_sign(&r, sk, again) == KH_OK && memcmp(again, good, sizeof good) == 0);
+	memcpy(&rk, &pat, sizeof pat);
+	CHECK(kh_dist_receipt_parse(good, sizeof good, other_pk, &rk) == KH_ERR_DIST_SIGNATURE);
+	CHECK(memcmp(&rk, &pat, sizeof rk) == 0);
+	/* one bit flipped: refused, with the error its place calls for */
+	pos = flip % KH_DIST_RECEIPT_BYTES;
+	good[pos] ^= (uint8_t)(1u << (flip % 8));
+	want = pos < 4 ? KH_ERR_FORMAT : pos == 4 ? KH_ERR_VERSION : KH_ERR_DIST_SIGNATURE;
+	CHECK(kh_dist_receipt_parse(good, sizeof good, pk, &rk) == want);
+	CHECK(memcmp(&rk, &pat, sizeof rk) == 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
 		return 0;
-	switch (data[0] % 5) {
+	switch (data[0] % 6) {
 	case 0: package(data + 1, size - 1); break;
 	case 1: manifest(data + 1, size - 1); break;
 	case 2:
-	case 3: server_side((uint8_t)(data[0] % 5), data + 1, size - 1); break;
-	default: chunk(data + 1, size - 1); break;
+	case 3: server_side((uint8_t)(data[0] % 6), data + 1, size - 1); break;
+	case 4: chunk(data + 1, size - 1); break;
+	default: receipt(data + 1, size - 1); break;
 	}
 	return 0;
 }

@@ -2218,11 +2218,55 @@ static void gen_state(struct kh_authority *a)
 }
 
 /* fuzz_dist: a selector byte, then a package header with its file size, a manifest, a hello and
- * an answer in their TLV shapes, a chunk with its place (fixed bytes: no randomness used). */
+ * an answer in their TLV shapes, a chunk with its place, receipts (fixed bytes and deterministic
+ * signatures: no randomness used). */
 static kh_err put_pkg(void *ctx, const uint8_t *b, size_t n)
 {
 	struct kh_wr *w = ctx;
 	return kh_wr_bytes(w, b, n);
+}
+
+/* fuzz_dist's receipts (selector 5, then the byte naming the bit the harness flips in a receipt
+ * that parses): signed by the harness's server key, by another, with every field at 0 and at its
+ * maximum; cut, one byte long, a flipped signature, version 2, another magic. */
+#define FZ_DIST_SK_BYTE 0x5A /* shared with fuzz/fuzz_dist.c */
+static void gen_dist_receipts(uint8_t *b)
+{
+	struct kh_dist_receipt r = {.account = 42, .program = 5, .version = 6, .price = 1500, .time = 1800000000u,
+				    .server = KH_DIST_SERIAL_BASE + 1};
+	uint8_t sk[32], other[32], *rc = b + 2;
+
+	memset(sk, FZ_DIST_SK_BYTE, sizeof sk);
+	memset(other, FZ_DIST_SK_BYTE + 1, sizeof other);
+	memcpy(r.id, "receipt-0000001", 16);
+	memset(r.fp, 0xF9, sizeof r.fp);
+	b[0] = 5;
+	b[1] = 100; /* flips a bit of the signature */
+	check("dist receipt", kh_dist_receipt_sign(&r, sk, rc));
+	put("fuzz_dist", "receipt", b, 2 + KH_DIST_RECEIPT_BYTES);
+	put("fuzz_dist", "receipt-short", b, 1 + KH_DIST_RECEIPT_BYTES);
+	b[2 + KH_DIST_RECEIPT_BYTES] = 0;
+	put("fuzz_dist", "receipt-long", b, 3 + KH_DIST_RECEIPT_BYTES);
+	rc[KH_DIST_RECEIPT_BYTES - 1] ^= 0x01;
+	put("fuzz_dist", "receipt-sig-flipped", b, 2 + KH_DIST_RECEIPT_BYTES);
+	rc[4] = 2;
+	put("fuzz_dist", "receipt-version-2", b, 2 + KH_DIST_RECEIPT_BYTES);
+	rc[4] = 1;
+	rc[3] = 'D';
+	put("fuzz_dist", "receipt-magic", b, 2 + KH_DIST_RECEIPT_BYTES);
+	b[1] = 2; /* flips a bit of the magic */
+	check("dist receipt", kh_dist_receipt_sign(&r, other, rc));
+	put("fuzz_dist", "receipt-other-key", b, 2 + KH_DIST_RECEIPT_BYTES);
+	b[1] = 4; /* flips a bit of the version */
+	memset(&r, 0, sizeof r);
+	check("dist receipt", kh_dist_receipt_sign(&r, sk, rc));
+	put("fuzz_dist", "receipt-zero", b, 2 + KH_DIST_RECEIPT_BYTES);
+	b[1] = 50; /* flips a bit of fp(P) */
+	memset(&r, 0xFF, sizeof r);
+	check("dist receipt", kh_dist_receipt_sign(&r, sk, rc));
+	put("fuzz_dist", "receipt-max", b, 2 + KH_DIST_RECEIPT_BYTES);
+	kh_wipe(sk, sizeof sk);
+	kh_wipe(other, sizeof other);
 }
 
 static void gen_dist(void)
@@ -2270,6 +2314,7 @@ static void gen_dist(void)
 	kh_put_be32(b + 5, prog.chunks - 1);
 	memcpy(b + 9, pkg + kh_dist_pkg_chunk_off(&hdr, prog.chunks - 1), kh_dist_pkg_chunk_len(&hdr, prog.chunks - 1));
 	put("fuzz_dist", "chunk-last", b, 9 + kh_dist_pkg_chunk_len(&hdr, prog.chunks - 1));
+	gen_dist_receipts(b);
 }
 
 int main(int argc, char **argv)

@@ -144,6 +144,7 @@ typedef int kh_err;
 	   0x6F56)                                                                               \
 	XX(RECEIPT, "receipt refused: not signed by this server, not on its record, or another "  \
 	   "user's, processor's or program's", 403, "receipt", 0x6F57)                            \
+	XX(LIMIT, "too many under way at once: finish them or wait", 429, "limit", 0x6F58)        \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

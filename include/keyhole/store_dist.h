@@ -49,7 +49,10 @@ KH_WARN_UNUSED kh_err kh_store_dist_account_get(struct kh_store *s, int64_t id, 
 KH_WARN_UNUSED kh_err kh_store_dist_deposit(struct kh_store *s, int64_t account_id, int64_t amount, int64_t now,
 					    int64_t *balance);
 
-/* A login: the token's SHA-256, its account, when it ends. */
+/* Sessions an account keeps: a log-in beyond them ends its oldest. */
+#define KH_STORE_DIST_SESSIONS_MAX 16
+/* A login: the token's SHA-256, its account, when it ends (and the account's sessions beyond
+ * KH_STORE_DIST_SESSIONS_MAX, the oldest, removed in the same transaction). */
 KH_WARN_UNUSED kh_err kh_store_dist_session_add(struct kh_store *s, const uint8_t token_hash[static 32],
 						int64_t account_id, int64_t expires_at);
 /* The account of a session that has not ended at now; KH_ERR_NOTFOUND otherwise. */
@@ -115,7 +118,15 @@ struct kh_store_dist_receipt {
 	int64_t time;
 };
 
-/* A delivery in state HELLO (d's account, program, fp, peer, refetch; *id given back). */
+/* Deliveries not yet charged that one account may start within KH_STORE_DIST_WINDOW seconds. */
+#define KH_STORE_DIST_UNDER_WAY_MAX 64
+#define KH_STORE_DIST_WINDOW 3600
+/*
+ * A delivery in state HELLO (d's account, program, fp, peer, refetch; *id given back). In the
+ * same transaction the account's deliveries left at HELLO for longer than KH_STORE_DIST_WINDOW
+ * are removed; KH_ERR_LIMIT when it started KH_STORE_DIST_UNDER_WAY_MAX or more within that
+ * window that are not charged (nothing changes then).
+ */
 KH_WARN_UNUSED kh_err kh_store_dist_delivery_add(struct kh_store *s, const struct kh_store_dist_delivery *d,
 						 int64_t now, int64_t *id);
 /* Delivery id of account_id into *d; KH_ERR_NOTFOUND also when it is another account's. */

@@ -34,7 +34,9 @@ static const char demo_help[] =
 	"management center on 127.0.0.1, a subscriber and card 1 assigned, a headend scrambling an\n"
 	"ffmpeg clip with the center's EMMs, the decoder watching it bit-exact with the key ladder,\n"
 	"a pay-per-view purchase, card 1 replaced by card 2 and its purchase recovered through\n"
-	"'decoder connect' (the media steps are skipped when ffmpeg is missing).\n"
+	"'decoder connect' (the media steps are skipped when ffmpeg is missing). Then program\n"
+	"distribution: a distribution server, a program bought for one processor, run, lost and\n"
+	"fetched again on its receipt for nothing, and a copy refused by another processor.\n"
 	"\n"
 	"      --keep DIR   work in DIR (created; must not exist) and keep it afterwards\n";
 
@@ -269,8 +271,11 @@ int kh_cmd_demo(int argc, char **argv)
 					   .ua_dec = ua_dec};
 		if (kh__demo_paytv(&p) != KH_EXIT_OK)
 			goto out;
+		if (kh__demo_dist(&p) != KH_EXIT_OK)
+			goto out;
 	}
-	say("done: the whole pay-TV path ran on Keyhole's own modules, center, headend and decoder");
+	say("done: the pay-TV path and program distribution ran on Keyhole's own modules, centers, headend, "
+	    "decoder and processors");
 	rc = KH_EXIT_OK;
 out:
 	if (link) {

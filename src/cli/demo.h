@@ -5,10 +5,21 @@
 #ifndef KH_CLI_DEMO_H
 #define KH_CLI_DEMO_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* One numbered step of the story on stdout. */
 void kh__demo_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * Run a subcommand in-process (fn with argv NAME, then the NULL-terminated arguments), its
+ * standard output and error in LOGDIR/NAME.out and .err; on a failure its error output is shown
+ * with a line naming the step. Returns its exit status.
+ */
+int kh__demo_run(const char *logdir, const char *name, int (*fn)(int, char **), ...);
+/* The same for a step that must be refused: 1 when it exited 1 (its reason in LOGDIR/NAME.err). */
+int kh__demo_refused(const char *logdir, const char *name, int (*fn)(int, char **), ...);
+/* The value after "key " on a line of LOGDIR/NAME.out into val (cap bytes): 1 when found. */
+int kh__demo_value(const char *logdir, const char *name, const char *key, char *val, size_t cap);
 
 struct kh__demo_paths {
 	const char *dir;       /* the demo's directory */
@@ -25,5 +36,11 @@ struct kh__demo_paths {
  * KH_EXIT_OK or KH_EXIT_FAIL (one line on stderr said why).
  */
 int kh__demo_paytv(const struct kh__demo_paths *p);
+/*
+ * The program-distribution story on the same authority: a distribution server, a program
+ * published and bought for one processor, run, lost and fetched again on the receipt for
+ * nothing, and a copy refused on another processor. KH_EXIT_OK or KH_EXIT_FAIL.
+ */
+int kh__demo_dist(const struct kh__demo_paths *p);
 
 #endif

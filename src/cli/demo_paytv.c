@@ -151,7 +151,6 @@ out:
 
 /* ---- the attacker of the protocol review ---- */
 
-static int run(struct demo *d, const char *name, int (*fn)(int, char **), ...);
 
 /*
  * Before signed broadcast EMMs, the broadcast key, which every card holds, was enough to give
@@ -189,10 +188,10 @@ static int forged_broadcast(struct demo *d, const char *tnow)
 	if (w.err != KH_OK || kh_emm_seal_signed(all, &fake, &h, cmds, w.len, emm, sizeof emm, &n) != KH_OK ||
 	    kh_file_write_atomic(epath, emm, n, 0600) != KH_OK)
 		goto out;
-	if (run(d, "forged-scramble", kh_cmd_headend, "scramble", "--keys", d->path[P_KEYS], "--alg", "cissa", "--product",
+	if (kh__demo_run(d->path[P_LOG], "forged-scramble", kh_cmd_headend, "scramble", "--keys", d->path[P_KEYS], "--alg", "cissa", "--product",
 		"7", "--period", "5", "--time", tnow, "--emm", epath, "--in", d->path[P_CLIP], "--out", out,
 		(char *)NULL) == 0)
-		rc = run(d, "forged-play", kh_cmd_decoder, "play", "--decoder", p->dec, "--cam", p->cam, "--card",
+		rc = kh__demo_run(d->path[P_LOG], "forged-play", kh_cmd_decoder, "play", "--decoder", p->dec, "--cam", p->cam, "--card",
 			 p->card1, "--in", out, "--out", d->path[P_TMP], (char *)NULL);
 out:
 	kh_wipe(master, sizeof master);
@@ -202,85 +201,11 @@ out:
 	return rc;
 }
 
-/* ---- the subcommands, in-process, output in DIR/log/NAME.out and .err ---- */
-
-static int run(struct demo *d, const char *name, int (*fn)(int, char **), ...)
-{
-	char *argv[40], out[4200], err[4200];
-	int argc = 0, fo, fe, so, se, rc;
-	va_list ap;
-
-	va_start(ap, fn);
-	argv[argc++] = (char *)name;
-	while (argc < 39 && (argv[argc] = va_arg(ap, char *)) != NULL)
-		argc++;
-	va_end(ap);
-	argv[argc] = NULL;
-	snprintf(out, sizeof out, "%s/%s.out", d->path[P_LOG], name);
-	snprintf(err, sizeof err, "%s/%s.err", d->path[P_LOG], name);
-	fflush(stdout);
-	fflush(stderr);
-	fo = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	fe = open(err, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	so = dup(1);
-	se = dup(2);
-	if (fo < 0 || fe < 0 || so < 0 || se < 0) {
-		rc = KH_EXIT_FAIL;
-		goto out;
-	}
-	dup2(fo, 1);
-	dup2(fe, 2);
-	rc = fn(argc, argv);
-	fflush(stdout);
-	fflush(stderr);
-	dup2(so, 1);
-	dup2(se, 2);
-out:
-	if (fo >= 0)
-		close(fo);
-	if (fe >= 0)
-		close(fe);
-	if (so >= 0)
-		close(so);
-	if (se >= 0)
-		close(se);
-	if (rc != KH_EXIT_OK) {
-		uint8_t *e = NULL;
-		size_t n = 0;
-		if (kh_file_read(err, 65536, &e, &n) == KH_OK && n)
-			fprintf(stderr, "%.*s", (int)n, (const char *)e);
-		fprintf(stderr, "keyhole: demo: step '%s' failed (exit %d)\n", name, rc);
-		kh_file_free(e, n);
-	}
-	return rc;
-}
-
-/* The value after "key " on a line of DIR/log/NAME.out (what status, m1 and connect print). */
-static int value_of(struct demo *d, const char *name, const char *key, char *val, size_t cap)
-{
-	char path[4200], line[512];
-	size_t kl = strlen(key);
-	FILE *f;
-	int found = 0;
-
-	snprintf(path, sizeof path, "%s/%s.out", d->path[P_LOG], name);
-	if (!(f = fopen(path, "r")))
-		return 0;
-	while (!found && fgets(line, sizeof line, f))
-		if (strncmp(line, key, kl) == 0 && line[kl] == ' ') {
-			snprintf(val, cap, "%s", line + kl + 1);
-			val[strcspn(val, "\n")] = 0;
-			found = 1;
-		}
-	fclose(f);
-	return found;
-}
-
 static long credit_of(struct demo *d, const char *card)
 {
 	char v[64];
-	if (run(d, "status", kh_cmd_decoder, "status", "--card", card, (char *)NULL) != KH_EXIT_OK ||
-	    !value_of(d, "status", "credit", v, sizeof v))
+	if (kh__demo_run(d->path[P_LOG], "status", kh_cmd_decoder, "status", "--card", card, (char *)NULL) != KH_EXIT_OK ||
+	    !kh__demo_value(d->path[P_LOG], "status", "credit", v, sizeof v))
 		return -1;
 	return strtol(v, NULL, 10);
 }
@@ -403,18 +328,18 @@ static int story(struct demo *d)
 		 d->path[P_CLIP]);
 	CHECK(system(scr) == 0, "ffmpeg could not make the clip");
 	CHECK((nf = frames(d->path[P_CLIP], d->path[P_CLEAR])) > 0, "ffmpeg decoded no frame of the clip");
-	if (run(d, "keys-init", kh_cmd_headend, "keys", "init", "--authority", p->authority, "--out", d->path[P_KEYS],
+	if (kh__demo_run(d->path[P_LOG], "keys-init", kh_cmd_headend, "keys", "init", "--authority", p->authority, "--out", d->path[P_KEYS],
 		(char *)NULL) ||
-	    run(d, "keys-import", kh_cmd_headend, "keys", "import", "--keys", d->path[P_KEYS], "--db", d->path[P_DB],
+	    kh__demo_run(d->path[P_LOG], "keys-import", kh_cmd_headend, "keys", "import", "--keys", d->path[P_KEYS], "--db", d->path[P_DB],
 		(char *)NULL))
 		goto out;
 	snprintf(scr, sizeof scr, "%s/channel1.ts", p->dir);
-	if (run(d, "scramble", kh_cmd_headend, "scramble", "--keys", d->path[P_KEYS], "--alg", "cissa", "--product", "7",
+	if (kh__demo_run(d->path[P_LOG], "scramble", kh_cmd_headend, "scramble", "--keys", d->path[P_KEYS], "--alg", "cissa", "--product", "7",
 		"--period", "5", "--time", tnow, "--center", d->base, "-v", "--in", d->path[P_CLIP], "--out", scr,
 		(char *)NULL))
 		goto out;
 	snprintf(ppv, sizeof ppv, "%s/ppv.ts", p->dir);
-	if (run(d, "scramble-ppv", kh_cmd_headend, "scramble", "--keys", d->path[P_KEYS], "--alg", "cissa", "--event",
+	if (kh__demo_run(d->path[P_LOG], "scramble-ppv", kh_cmd_headend, "scramble", "--keys", d->path[P_KEYS], "--alg", "cissa", "--event",
 		"55", "--price", "30", "--period", "5", "--time", tnow, "--center", d->base, "--in", d->path[P_CLIP],
 		"--out", ppv, (char *)NULL))
 		goto out;
@@ -424,7 +349,7 @@ static int story(struct demo *d)
 
 	/* the subscriber watches, with the key ladder: the control words go sealed to the decoder
 	 * module, which descrambles */
-	if (run(d, "play", kh_cmd_decoder, "play", "--decoder", p->dec, "--cam", p->cam, "--card", p->card1, "--ladder",
+	if (kh__demo_run(d->path[P_LOG], "play", kh_cmd_decoder, "play", "--decoder", p->dec, "--cam", p->cam, "--card", p->card1, "--ladder",
 		"--m1", d->path[P_M1], "--in", scr, "--out", d->path[P_TMP], (char *)NULL))
 		goto out;
 	CHECK((nf = bit_exact(d, d->path[P_TMP])) > 0, "card 1's picture is not the clip's");
@@ -436,16 +361,16 @@ static int story(struct demo *d)
 		     ua1, CHANNEL, nf, c0, p->ua_dec);
 
 	/* pay-per-view, bought once */
-	if (run(d, "buy", kh_cmd_decoder, "buy", "--decoder", p->dec, "--cam", p->cam, "--card", p->card1, "--m1",
+	if (kh__demo_run(d->path[P_LOG], "buy", kh_cmd_decoder, "buy", "--decoder", p->dec, "--cam", p->cam, "--card", p->card1, "--m1",
 		d->path[P_M1], "--in", ppv, (char *)NULL) ||
 	    (c1 = credit_of(d, p->card1)) != c0 - PRICE)
 		CHECK(0, "the purchase did not take %d from the credit", PRICE);
-	if (run(d, "buy-again", kh_cmd_decoder, "buy", "--decoder", p->dec, "--cam", p->cam, "--card", p->card1,
+	if (kh__demo_run(d->path[P_LOG], "buy-again", kh_cmd_decoder, "buy", "--decoder", p->dec, "--cam", p->cam, "--card", p->card1,
 		"--m1", d->path[P_M1], "--in", ppv, (char *)NULL))
 		goto out;
 	CHECK(credit_of(d, p->card1) == c1, "buying event %d again charged again", EVENT);
-	CHECK(run(d, "m1", kh_cmd_decoder, "m1", "--m1", d->path[P_M1], (char *)NULL) == 0 &&
-		      value_of(d, "m1", "card", v, sizeof v) && strcmp(v, ua1) == 0,
+	CHECK(kh__demo_run(d->path[P_LOG], "m1", kh_cmd_decoder, "m1", "--m1", d->path[P_M1], (char *)NULL) == 0 &&
+		      kh__demo_value(d->path[P_LOG], "m1", "card", v, sizeof v) && strcmp(v, ua1) == 0,
 	      "M1 does not hold card 1's block");
 	kh__demo_say("pay-per-view: card %s bought event %d offline for %d (credit %ld -> %ld), buying it again "
 		     "charged nothing; the decoder's M1 keeps the card's signed usage block",
@@ -456,7 +381,7 @@ static int story(struct demo *d)
 		goto out;
 	CHECK(bit_exact(d, d->path[P_TMP]) == nf, "card 1 stopped watching channel %d after the forged EMM", CHANNEL);
 	CHECK(credit_of(d, p->card1) == c1, "the forged broadcast EMM changed card 1's credit");
-	CHECK(value_of(d, "status", "emm", v, sizeof v) && strstr(v, "all 0") != NULL,
+	CHECK(kh__demo_value(d->path[P_LOG], "status", "emm", v, sizeof v) && strstr(v, "all 0") != NULL,
 	      "the forged broadcast EMM was applied (card 1's broadcast sequence moved)");
 	kh__demo_say("attack: a broadcast EMM made with the broadcast key read out of card %s (product 999 for "
 		     "everyone, product %d revoked for everyone), signed with a key of its own under the operator's "
@@ -482,26 +407,26 @@ static int story(struct demo *d)
 		     ua1, ua2, queued, ua1);
 
 	snprintf(since, sizeof since, "%lld", last);
-	if (run(d, "scramble-2", kh_cmd_headend, "scramble", "--keys", d->path[P_KEYS], "--alg", "cissa", "--product",
+	if (kh__demo_run(d->path[P_LOG], "scramble-2", kh_cmd_headend, "scramble", "--keys", d->path[P_KEYS], "--alg", "cissa", "--product",
 		"7", "--period", "5", "--time", tnow, "--center", d->base, "--center-since", since, "--in",
 		d->path[P_CLIP], "--out", scr, (char *)NULL) ||
-	    run(d, "play-2", kh_cmd_decoder, "play", "--decoder", p->dec, "--cam", p->cam, "--card", p->card2, "--m1",
+	    kh__demo_run(d->path[P_LOG], "play-2", kh_cmd_decoder, "play", "--decoder", p->dec, "--cam", p->cam, "--card", p->card2, "--m1",
 		d->path[P_M1], "--in", scr, "--out", d->path[P_TMP], (char *)NULL))
 		goto out;
 	CHECK((nf = bit_exact(d, d->path[P_TMP])) > 0, "card 2's picture is not the clip's");
-	CHECK(run(d, "m1", kh_cmd_decoder, "m1", "--m1", d->path[P_M1], (char *)NULL) == 0 &&
-		      value_of(d, "m1", "card", v, sizeof v) && strcmp(v, ua1) == 0,
+	CHECK(kh__demo_run(d->path[P_LOG], "m1", kh_cmd_decoder, "m1", "--m1", d->path[P_M1], (char *)NULL) == 0 &&
+		      kh__demo_value(d->path[P_LOG], "m1", "card", v, sizeof v) && strcmp(v, ua1) == 0,
 	      "M1 no longer holds card 1's block");
 	kh__demo_say("headend and decoder: the next broadcast carries card %s's EMMs (--center-since %lld); it watches "
 		     "channel %d, %ld frames bit-exact; M1 still holds card %s's block",
 		     ua2, last, CHANNEL, nf, ua1);
 
 	/* the decoder connects: recovery */
-	if (run(d, "connect", kh_cmd_decoder, "connect", "--center", d->base, "--card", p->card2, "--m1",
+	if (kh__demo_run(d->path[P_LOG], "connect", kh_cmd_decoder, "connect", "--center", d->base, "--card", p->card2, "--m1",
 		d->path[P_M1], (char *)NULL))
 		goto out;
 	snprintf(path, sizeof path, "block %s", ua1);
-	CHECK(value_of(d, "connect", path, v, sizeof v) && strstr(v, "recovered"), "card 1's block was not recovered");
+	CHECK(kh__demo_value(d->path[P_LOG], "connect", path, v, sizeof v) && strstr(v, "recovered"), "card 1's block was not recovered");
 	snprintf(path, sizeof path, "/v1/cards/%s", ua1);
 	if (api(d, "GET", path, NULL, NULL, 200, &j))
 		goto out;
@@ -517,9 +442,9 @@ static int story(struct demo *d)
 	      "the center did not invoice the one purchase");
 	json_decref(j);
 	j = NULL;
-	CHECK(value_of(d, "connect", "m1", v, sizeof v) && strncmp(v, "updated", 7) == 0, "M1 was not updated");
-	CHECK(run(d, "status-2", kh_cmd_decoder, "status", "--card", p->card2, (char *)NULL) == 0 &&
-		      value_of(d, "status-2", "export", v, sizeof v) && strcmp(v, "authorised") == 0,
+	CHECK(kh__demo_value(d->path[P_LOG], "connect", "m1", v, sizeof v) && strncmp(v, "updated", 7) == 0, "M1 was not updated");
+	CHECK(kh__demo_run(d->path[P_LOG], "status-2", kh_cmd_decoder, "status", "--card", p->card2, (char *)NULL) == 0 &&
+		      kh__demo_value(d->path[P_LOG], "status-2", "export", v, sizeof v) && strcmp(v, "authorised") == 0,
 	      "card 2 is not authorised to export");
 	c1 = credit_of(d, p->card2);
 	/* Card 2 spent nothing and holds the policy's ceiling (its initial credit): no reload. */

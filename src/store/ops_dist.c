@@ -212,6 +212,10 @@ static kh_err session_add_tx(struct kh_store *s, void *arg)
 	static const char sql[] =
 		"INSERT INTO dist_sessions (token_hash, account_id, expires_at) VALUES (?1, ?2, ?3)\n"
 		"ON CONFLICT (token_hash) DO NOTHING RETURNING 1";
+	static const char trim[] =
+		"DELETE FROM dist_sessions WHERE account_id = ?1 AND token_hash NOT IN\n"
+		"  (SELECT token_hash FROM dist_sessions WHERE account_id = ?1\n"
+		"   ORDER BY expires_at DESC, token_hash LIMIT ?2)";
 	struct session_add *a = arg;
 	struct kh__stmt *st = NULL;
 	int row = 0;
@@ -221,6 +225,12 @@ static kh_err session_add_tx(struct kh_store *s, void *arg)
 	    (r = kh__bind_i64(st, 2, a->account)) == KH_OK && (r = kh__bind_i64(st, 3, a->expires)) == KH_OK &&
 	    (r = kh__step(st, &row)) == KH_OK)
 		r = row ? kh__exec(st) : KH_ERR_EXISTS;
+	kh__stmt_done(st);
+	st = NULL;
+	/* An account logs in as often as it likes; it keeps its newest sessions only. */
+	if (r == KH_OK && (r = kh__stmt(s, trim, &st)) == KH_OK && (r = kh__bind_i64(st, 1, a->account)) == KH_OK &&
+	    (r = kh__bind_i64(st, 2, KH_STORE_DIST_SESSIONS_MAX)) == KH_OK)
+		r = kh__exec(st);
 	kh__stmt_done(st);
 	return r;
 }
@@ -325,11 +335,31 @@ static kh_err delivery_add_tx(struct kh_store *s, void *arg)
 	static const char sql[] =
 		"INSERT INTO dist_deliveries (account_id, program_id, state, fp, peer, kx_sealed, refetch, created_at,\n"
 		"  updated_at) VALUES (?1, ?2, 'hello', ?3, ?4, NULL, ?5, ?6, ?6) RETURNING id";
+	static const char stale[] = "DELETE FROM dist_deliveries WHERE account_id = ?1 AND state = 'hello' AND created_at < ?2";
+	static const char under_way[] =
+		"SELECT count(*) FROM dist_deliveries WHERE account_id = ?1 AND state <> 'charged' AND created_at >= ?2";
 	struct delivery_add *a = arg;
 	const struct kh_store_dist_delivery *d = a->d;
 	struct kh__stmt *st = NULL;
+	int row = 0;
 	kh_err r;
 
+	/* A delivery still at hello after the window holds nothing anyone can finish: it goes. Those
+	 * keyed may yet be charged, and stay; the window bounds how many one account starts. */
+	if ((r = kh__stmt(s, stale, &st)) == KH_OK && (r = kh__bind_i64(st, 1, d->account_id)) == KH_OK &&
+	    (r = kh__bind_i64(st, 2, a->now - KH_STORE_DIST_WINDOW)) == KH_OK)
+		r = kh__exec(st);
+	kh__stmt_done(st);
+	st = NULL;
+	if (r == KH_OK && (r = kh__stmt(s, under_way, &st)) == KH_OK &&
+	    (r = kh__bind_i64(st, 1, d->account_id)) == KH_OK &&
+	    (r = kh__bind_i64(st, 2, a->now - KH_STORE_DIST_WINDOW)) == KH_OK && (r = kh__step(st, &row)) == KH_OK &&
+	    row && kh__col_i64(st, 0) >= KH_STORE_DIST_UNDER_WAY_MAX)
+		r = KH_ERR_LIMIT;
+	kh__stmt_done(st);
+	st = NULL;
+	if (r != KH_OK)
+		return r;
 	if ((r = kh__stmt(s, sql, &st)) == KH_OK && (r = kh__bind_i64(st, 1, d->account_id)) == KH_OK &&
 	    (r = kh__bind_i64(st, 2, d->program_id)) == KH_OK && (r = kh__bind_blob(st, 3, d->fp, 32)) == KH_OK &&
 	    (r = kh__bind_blob(st, 4, d->peer, d->peer_len)) == KH_OK &&

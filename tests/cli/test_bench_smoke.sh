@@ -51,6 +51,9 @@ grep -q '^bench=ecm_cw_unix ' "$KH_META/bench_cas.out" || kh_fail "bench_cas ran
 smoke bench_sms -r 1 -t 0.02 -u 8 -M 4 -k 2 -T 4 -c 40 -s 8 -d "$KH_WORK" -A "$KH_WORK"
 smoke bench_scramble -n 2000 -r 1 -t 0.02
 smoke bench_distsrv -r 1 -t 0.2 -c 2 -s 4096
+smoke bench_dist -r 1 -t 0.02 -s 100000
+grep -q '^ratio=delivery_vs_raw_aes_gcm ' "$KH_META/bench_dist.out" || kh_fail "bench_dist printed no delivery ratio"
+grep -q '^ratio=handshake_vs_primitives ' "$KH_META/bench_dist.out" || kh_fail "bench_dist printed no handshake ratio"
 # every benchmark source has its smoke run here
 n=$(ls "$KH_SOURCE_DIR"/bench/bench_*.c | wc -l)
 [ "$ran" -eq "$n" ] || kh_fail "$n benchmarks in bench/, $ran smoke runs: add the new one"

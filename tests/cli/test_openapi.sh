@@ -1,14 +1,20 @@
-# docs/api/openapi.yaml is a valid OpenAPI 3 description of what the management center serves:
-# - Redocly's CLI (installed by scripts/install-deps into tools/node_modules) lints it with its
+# docs/api/openapi.yaml (the management center, `keyhole serve`) and docs/api/distribution.yaml
+# (the distribution server, `keyhole dist serve`) are valid OpenAPI 3 descriptions of what each
+# server serves:
+# - Redocly's CLI (installed by scripts/install-deps into tools/node_modules) lints both with its
 #   recommended rules, every one an error (tests/cli/redocly.yaml): the structure of every object
 #   (a stray key is refused), references, path parameters, security defined for every operation;
-#   and it refuses two broken copies, so the check is known to bite.
-# - Every route of the server's route table (kh_sms_add_routes in src/center/sms/sms.c: the
-#   operator's, the open ones and the health ones; and /metrics, which src/net/http_server.c
-#   answers itself) is in the spec, method and path, and every operation of the spec is a route;
-#   the operator's routes want the bearer token (operatorToken, and a 401 answer), the open and
-#   health routes say `security: []`; every operator write (POST, PUT, PATCH, DELETE) has an
-#   Idempotency-Key header parameter, since the center keeps every write's key.
+#   and it refuses two broken copies of openapi.yaml, so the check is known to bite.
+# - Every route of each server's route table (kh_sms_add_routes in src/center/sms/sms.c: the
+#   operator's, the open ones and the health ones; kh_dist_service_add_routes in
+#   src/center/distrib/service.c: the open ones flagged KH_HTTP_ROUTE_OPEN, the others behind the
+#   session; and /metrics, which src/net/http_server.c answers itself) is in its spec, method and
+#   path, and every operation of the spec is a route; the routes behind a token want it (the
+#   bearer scheme operatorToken or sessionToken, and a 401 answer), the open ones say
+#   `security: []`. Every operator write (POST, PUT, PATCH, DELETE) of the center has an
+#   Idempotency-Key header parameter, since the center keeps every write's key; the distribution
+#   server takes none. Copies of distribution.yaml with a route dropped, an open route's
+#   `security: []` dropped and a 401 answer dropped are refused, so the comparison bites.
 #
 # Run by CTest as `sh test_openapi.sh` with KEYHOLE and KH_SOURCE_DIR set.
 
@@ -31,13 +37,85 @@ lint()
 	"$REDOCLY" lint --config "$S/tests/cli/redocly.yaml" --format=stylish "$1" >"$KH_META/lint" 2>&1
 }
 
+# valid FILE: the validator accepts a copy of docs/api/FILE, or the test fails with its report
+valid()
+{
+	cp "$S/docs/api/$1" "$KH_WORK/$1" || kh_fail "copy docs/api/$1"
+	if ! lint "$KH_WORK/$1"; then
+		grep -vE '║|╔|╚' "$KH_META/lint" | sed 's/^/  /' >&2
+		kh_fail "docs/api/$1 does not validate"
+	fi
+}
+
+# route_table FILE FUNCTION: the routes FUNCTION of FILE adds, one "METHOD /path SECURITY" a line
+# (path parameters as {}), and GET /metrics, which src/net/http_server.c answers itself.
+# SECURITY is open for a route flagged KH_HTTP_ROUTE_OPEN or in a table of open or health routes,
+# operator in the table of operator routes, session in a table named plainly `routes`.
+route_table()
+{
+	sed -n "/^kh_err $2(/,/^}/p" "$S/$1" >"$KH_META/fn"
+	[ -s "$KH_META/fn" ] || kh_fail "$2 not found in $1"
+	awk '
+		/operator_routes\[\] = \{/ { sec = "operator" }
+		/(open|health)_routes\[\] = \{/ { sec = "open" }
+		/[^_]routes\[\] = \{/ { sec = "session" }
+		/^\t\};/ { sec = "" }
+		sec != "" && match($0, /\{"[A-Z]+", *"\/[^"]*"/) {
+			r = substr($0, RSTART + 2, RLENGTH - 3); m = r; sub(/".*/, "", m); p = r; sub(/^[^\/]*/, "", p)
+			gsub(/\{[^}]*\}/, "{}", p); print m, p, (/KH_HTTP_ROUTE_OPEN/ ? "open" : sec)
+		}
+	' "$KH_META/fn"
+	grep -q 'strcmp(r->path, "/metrics")' "$S/src/net/http_server.c" ||
+		kh_fail "src/net/http_server.c no longer answers /metrics itself: update this test"
+	echo "GET /metrics open"
+}
+
+# spec_ops FILE LABEL: the operations of spec FILE, one "METHOD /path SECURITY 401 IDEM" a line:
+# from paths (two-space keys), methods (four-space keys) and each operation's own
+# `security: []` (SECURITY open, else LABEL, the spec's global scheme); 401 when the operation
+# answers 401 (else -); idem when it has an Idempotency-Key header parameter, its own or its
+# path's (else -)
+spec_ops()
+{
+	awk -v label="$2" '
+		function done() {
+			if (m != "")
+				print toupper(m), p, (open ? "open" : label), (has401 ? "401" : "-"), (idem || pidem ? "idem" : "-")
+			m = ""
+		}
+		/^paths:/ { inp = 1; next }
+		inp && /^[^ ]/ { done(); inp = 0 }
+		!inp { next }
+		/^  \/[^ ]*:$/ { done(); p = $1; sub(/:$/, "", p); gsub(/\{[^}]*\}/, "{}", p); pidem = 0; next }
+		/^    (get|post|put|delete|patch|head|options):$/ { done(); m = $1; sub(/:$/, "", m); open = 0; has401 = 0; idem = 0; next }
+		/^    [a-z]/ { done(); next }
+		/name: Idempotency-Key$|#\/components\/parameters\/IdempotencyKey/ { if (m != "") idem = 1; else pidem = 1 }
+		m != "" && /^      security: \[\]$/ { open = 1 }
+		m != "" && /^        .401.:/ { has401 = 1 }
+		END { done() }
+	' "$1"
+}
+
+# agree ROUTES OPS: status 0 when the sorted route table ROUTES and the operations OPS (of
+# spec_ops) name the same "METHOD /path SECURITY"; their differences in $KH_META/diff
+agree()
+{
+	cut -d' ' -f1-3 "$2" | sort -u | diff "$1" - | grep '^[<>]' | sed 's/^/  /' >"$KH_META/diff"
+	[ ! -s "$KH_META/diff" ]
+}
+
+# no401 OPS LABEL: status 0 when every LABEL operation of OPS answers 401; those that do not in
+# $KH_META/no401
+no401()
+{
+	awk -v label="$2" '$3 == label && $4 != "401" { print "  " $1 " " $2 }' "$1" >"$KH_META/no401"
+	[ ! -s "$KH_META/no401" ]
+}
+
 # ------------------------------------------------------------------ the validator
 
-cp "$SPEC" "$KH_WORK/openapi.yaml" || kh_fail "copy $SPEC"
-if ! lint "$KH_WORK/openapi.yaml"; then
-	grep -vE '║|╔|╚' "$KH_META/lint" | sed 's/^/  /' >&2
-	kh_fail "docs/api/openapi.yaml does not validate"
-fi
+valid openapi.yaml
+valid distribution.yaml
 
 # the validator bites: a comma in an unquoted flow-mapping description makes a stray key ...
 sed 's/^\(        name: {\$ref: .#\/components\/schemas\/Name.}\)$/\1\n        note: {type: string, description: a name, or a nickname}/' \
@@ -53,61 +131,63 @@ grep -q 'security-defined' "$KH_META/lint" || kh_fail "the validator did not say
 
 # ------------------------------------------------------------------ routes and spec agree
 
-# the route table: "METHOD /path SECURITY" (path parameters as {}; SECURITY operator or open)
-ROUTES=$S/src/center/sms/sms.c
-sed -n '/^kh_err kh_sms_add_routes(/,/^}/p' "$ROUTES" >"$KH_META/fn"
-[ -s "$KH_META/fn" ] || kh_fail "kh_sms_add_routes not found in src/center/sms/sms.c"
-awk '
-	/operator_routes\[\] = \{/ { sec = "operator" }
-	/open_routes\[\] = \{/ { sec = "open" }
-	/health_routes\[\] = \{/ { sec = "open" }
-	/^\t\};/ { sec = "" }
-	sec != "" && match($0, /\{"[A-Z]+", *"\/[^"]*"/) {
-		r = substr($0, RSTART + 2, RLENGTH - 3); m = r; sub(/".*/, "", m); p = r; sub(/^[^\/]*/, "", p)
-		gsub(/\{[^}]*\}/, "{}", p); print m, p, sec
-	}
-' "$KH_META/fn" >"$KH_META/routes"
-grep -q ' operator$' "$KH_META/routes" && grep -q ' open$' "$KH_META/routes" ||
-	kh_fail "read no operator and open routes from kh_sms_add_routes: $(cat "$KH_META/routes")"
-grep -q 'strcmp(r->path, "/metrics")' "$S/src/net/http_server.c" ||
-	kh_fail "src/net/http_server.c no longer answers /metrics itself: update this test"
-echo "GET /metrics open" >>"$KH_META/routes"
-sort -u "$KH_META/routes" -o "$KH_META/routes"
+# holds NAME SOURCE FUNCTION LABEL SCHEME: docs/api/NAME and the route table FUNCTION of SOURCE
+# name the same routes (LABEL those behind the token), every LABEL operation answers 401, and
+# SCHEME, the spec's bearer scheme, is what every operation wants unless it says otherwise. The
+# route table in $KH_META/NAME.routes, the spec's operations (of spec_ops) in $KH_META/NAME.ops.
+holds()
+{
+	route_table "$2" "$3" >"$KH_META/$1.routes"
+	sort -u "$KH_META/$1.routes" -o "$KH_META/$1.routes"
+	grep -q " $4\$" "$KH_META/$1.routes" && grep -v '^GET /metrics ' "$KH_META/$1.routes" | grep -q ' open$' ||
+		kh_fail "read no $4 and open routes from $3: $(cat "$KH_META/$1.routes")"
+	spec_ops "$S/docs/api/$1" "$4" >"$KH_META/$1.ops"
+	[ -s "$KH_META/$1.ops" ] || kh_fail "read no operation from docs/api/$1"
+	if ! agree "$KH_META/$1.routes" "$KH_META/$1.ops"; then
+		echo "  < the server's route table   > docs/api/$1" >&2
+		cat "$KH_META/diff" >&2
+		kh_fail "the route table of $3 and docs/api/$1 differ (method, path, $4 or open)"
+	fi
+	no401 "$KH_META/$1.ops" "$4" || kh_fail "$4 operations of docs/api/$1 without a 401 answer: $(cat "$KH_META/no401")"
+	sed -n '/^security:$/,/^paths:$/p' "$S/docs/api/$1" | grep -q "^  - $5: \[\]\$" ||
+		kh_fail "docs/api/$1 does not want $5 by default"
+	sed -n "/^    $5:\$/,/^    [^ ]/p" "$S/docs/api/$1" | grep -q '^      scheme: bearer$' ||
+		kh_fail "docs/api/$1 has no bearer scheme $5"
+}
 
-# the spec: the same, from paths (two-space keys), methods (four-space keys) and each
-# operation's own `security: []`; an operator operation must also answer 401, and an operator
-# write document its Idempotency-Key (a header parameter of the path or of the operation)
-awk '
-	function done() {
-		if (m != "")
-			print toupper(m), p, (open ? "open" : "operator"), (has401 ? "401" : "-"), (idem || pidem ? "idem" : "-")
-		m = ""
-	}
-	/^paths:/ { inp = 1; next }
-	inp && /^[^ ]/ { done(); inp = 0 }
-	!inp { next }
-	/^  \/[^ ]*:$/ { done(); p = $1; sub(/:$/, "", p); gsub(/\{[^}]*\}/, "{}", p); pidem = 0; next }
-	/^    (get|post|put|delete|patch|head|options):$/ { done(); m = $1; sub(/:$/, "", m); open = 0; has401 = 0; idem = 0; next }
-	/^    [a-z]/ { done(); next }
-	/name: Idempotency-Key$|#\/components\/parameters\/IdempotencyKey/ { if (m != "") idem = 1; else pidem = 1 }
-	m != "" && /^      security: \[\]$/ { open = 1 }
-	m != "" && /^        .401.:/ { has401 = 1 }
-	END { done() }
-' "$SPEC" >"$KH_META/spec.full"
-[ -s "$KH_META/spec.full" ] || kh_fail "read no operation from docs/api/openapi.yaml"
-cut -d' ' -f1-3 "$KH_META/spec.full" | sort -u >"$KH_META/spec"
-if ! cmp -s "$KH_META/routes" "$KH_META/spec"; then
-	echo "  < the server's route table   > docs/api/openapi.yaml" >&2
-	diff "$KH_META/routes" "$KH_META/spec" | grep '^[<>]' | sed 's/^/  /' >&2
-	kh_fail "the route table and the spec differ (method, path, operator or open)"
-fi
-awk '$3 == "operator" && $4 != "401" { print "  " $1 " " $2 }' "$KH_META/spec.full" >"$KH_META/no401"
-[ ! -s "$KH_META/no401" ] || kh_fail "operator operations without a 401 answer: $(cat "$KH_META/no401")"
+# the management center: the operator's token
+holds openapi.yaml src/center/sms/sms.c kh_sms_add_routes operator operatorToken
 # every operator write keeps its key (src/center/sms/sms_util.c): the spec says so on each
-awk '$3 == "operator" && $1 != "GET" && $5 != "idem" { print "  " $1 " " $2 }' "$KH_META/spec.full" >"$KH_META/noidem"
+awk '$3 == "operator" && $1 != "GET" && $5 != "idem" { print "  " $1 " " $2 }' "$KH_META/openapi.yaml.ops" >"$KH_META/noidem"
 [ ! -s "$KH_META/noidem" ] || kh_fail "operator writes without an Idempotency-Key parameter: $(cat "$KH_META/noidem")"
-grep -q ' idem$' "$KH_META/spec.full" || kh_fail "read no Idempotency-Key parameter from docs/api/openapi.yaml"
-grep -q '^    operatorToken:$' "$SPEC" && grep -q '^      scheme: bearer$' "$SPEC" ||
-	kh_fail "docs/api/openapi.yaml has no bearer scheme operatorToken"
+grep -q ' idem$' "$KH_META/openapi.yaml.ops" || kh_fail "read no Idempotency-Key parameter from docs/api/openapi.yaml"
 
-kh_note "ok: $(wc -l <"$KH_META/routes") routes, spec valid"
+# the distribution server: the buyer's session; the charge is idempotent by its delivery, so no
+# operation takes a key the server would not keep
+DSPEC=$S/docs/api/distribution.yaml
+holds distribution.yaml src/center/distrib/service.c kh_dist_service_add_routes session sessionToken
+grep -q ' idem$' "$KH_META/distribution.yaml.ops" &&
+	kh_fail "docs/api/distribution.yaml gives an Idempotency-Key the server ignores: $(grep ' idem$' "$KH_META/distribution.yaml.ops")"
+
+# the comparison bites: a route dropped from a copy of the spec ...
+sed '/^  \/v1\/deliveries\/{id}\/package:$/,/^  \/v1\/deliveries\/{id}\/charge:$/{/charge:$/!d}' "$DSPEC" >"$KH_WORK/dropped.yaml"
+cmp -s "$DSPEC" "$KH_WORK/dropped.yaml" && kh_fail "could not drop a route from a copy of docs/api/distribution.yaml"
+spec_ops "$KH_WORK/dropped.yaml" session >"$KH_META/bite"
+agree "$KH_META/distribution.yaml.routes" "$KH_META/bite" && kh_fail "a spec without GET /v1/deliveries/{id}/package passed as the route table"
+grep -q '< GET /v1/deliveries/{}/package session$' "$KH_META/diff" ||
+	kh_fail "the comparison did not name the dropped route: $(cat "$KH_META/diff")"
+# ... an open route that wants the session ...
+sed '/^  \/v1\/programs:$/,/^  \/v1\/account:$/{/^      security: \[\]$/d}' "$DSPEC" >"$KH_WORK/closed.yaml"
+cmp -s "$DSPEC" "$KH_WORK/closed.yaml" && kh_fail "could not drop the security of GET /v1/programs in a copy"
+spec_ops "$KH_WORK/closed.yaml" session >"$KH_META/bite"
+agree "$KH_META/distribution.yaml.routes" "$KH_META/bite" && kh_fail "a spec wanting a session for the catalogue passed as the route table"
+grep -q '> GET /v1/programs session$' "$KH_META/diff" ||
+	kh_fail "the comparison did not name the catalogue: $(cat "$KH_META/diff")"
+# ... and a session operation without its 401
+sed '/^  \/v1\/account:$/,/^  \/v1\/deliveries:$/{/^        .401.:/d}' "$DSPEC" >"$KH_WORK/no401.yaml"
+cmp -s "$DSPEC" "$KH_WORK/no401.yaml" && kh_fail "could not drop the 401 of GET /v1/account in a copy"
+spec_ops "$KH_WORK/no401.yaml" session >"$KH_META/bite"
+no401 "$KH_META/bite" session && kh_fail "a session operation without a 401 answer passed"
+grep -qx '  GET /v1/account' "$KH_META/no401" || kh_fail "the 401 check did not name GET /v1/account: $(cat "$KH_META/no401")"
+
+kh_note "ok: $(wc -l <"$KH_META/openapi.yaml.routes") routes of the center, $(wc -l <"$KH_META/distribution.yaml.routes") of the distribution server, specs valid"

@@ -575,6 +575,39 @@ static void test_money_and_sessions(void **state)
 	atomic_fetch_sub(&clock_now, (int64_t)KH_DIST_SESSION_TTL + 1);
 }
 
+/* One account cannot fill the disk with deliveries it never finishes: at most
+ * KH_STORE_DIST_UNDER_WAY_MAX started within the window; those left at hello go after it. */
+static void test_limits(void **state)
+{
+	struct dx *x = *state;
+	char what[64], *resp64 = NULL;
+	struct buy b;
+	int64_t bob = kh_test_sql_int(x->db, "SELECT id FROM dist_accounts WHERE name = 'bob'");
+	char sql[128];
+
+	snprintf(what, sizeof what, "\"program\":%lld", (long long)x->v1);
+	for (int i = 0; i < KH_STORE_DIST_UNDER_WAY_MAX; i++) {
+		memset(&b, 0, sizeof b);
+		assert_int_equal(start(x, x->bob, &x->p1, what, &b, &resp64), 201);
+		free(resp64);
+		resp64 = NULL;
+	}
+	memset(&b, 0, sizeof b);
+	assert_int_equal(start(x, x->bob, &x->p1, what, &b, &resp64), 429);
+	/* another account is not held up by it */
+	assert_int_equal(start(x, x->alice, &x->p1, what, &b, &resp64), 201);
+	free(resp64);
+	resp64 = NULL;
+	/* after the window, the abandoned ones are gone and bob may start again */
+	atomic_fetch_add(&clock_now, (int64_t)KH_STORE_DIST_WINDOW + 1);
+	login(x, "bob", "pw-bob", x->bob, sizeof x->bob); /* the session ended too */
+	assert_int_equal(start(x, x->bob, &x->p1, what, &b, &resp64), 201);
+	free(resp64);
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM dist_deliveries WHERE account_id = %lld", (long long)bob);
+	assert_int_equal(kh_test_sql_int(x->db, sql), 1);
+	atomic_fetch_sub(&clock_now, (int64_t)KH_STORE_DIST_WINDOW + 1);
+}
+
 /* The catalogue: every program, a page at a time, open to anyone. */
 static void test_catalogue(void **state)
 {
@@ -607,6 +640,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_second_path_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_money_and_sessions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_catalogue, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -143,6 +143,18 @@ static void test_accounts(void **state)
 	assert_int_equal(n, 0);
 	assert_int_equal(kh_store_dist_session_purge(c->s, 501, 10, &n), KH_OK);
 	assert_int_equal(n, 1);
+
+	/* an account keeps its newest sessions only: one more log-in ends the oldest */
+	for (unsigned i = 0; i <= KH_STORE_DIST_SESSIONS_MAX; i++) {
+		uint8_t t[32];
+		memset(t, 0x40 + (int)i, sizeof t);
+		assert_int_equal(kh_store_dist_session_add(c->s, t, c->alice, 1000 + i), KH_OK);
+	}
+	memset(other, 0x40, 32);
+	assert_int_equal(kh_store_dist_session_find(c->s, other, 1, &id), KH_ERR_NOTFOUND);
+	memset(other, 0x41, 32);
+	assert_int_equal(kh_store_dist_session_find(c->s, other, 1, &id), KH_OK);
+	assert_int_equal(kh_test_sql_int(c->db, "SELECT count(*) FROM dist_sessions"), KH_STORE_DIST_SESSIONS_MAX);
 }
 
 static kh_err count_program(void *arg, const struct kh_store_dist_program *p)
