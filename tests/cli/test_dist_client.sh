@@ -1,5 +1,6 @@
 # The buyer's side of program distribution (keyhole dist list | buy | get | run), against the real
-# distribution server (keyhole dist serve) and two real processor daemons (keyhole processor serve):
+# distribution server over HTTPS (keyhole dist serve --cert --key) and two real processor daemons
+# (keyhole processor serve):
 #   - the catalogue lists the program published; a purchase writes the package, the licence and a
 #     149-byte receipt, charges the price once and leaves no state file; the package runs, with
 #     its arguments, its exit status, and its working directory;
@@ -18,7 +19,7 @@
 
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
 kh_init test_dist_client
-kh_need curl node od sha256sum python3
+kh_need curl node od sha256sum python3 openssl
 
 T=$KH_WORK
 cd "$T" || kh_fail "cd $T"
@@ -108,19 +109,29 @@ kh_expect_ok dist account add --db "$SRV/dist.db" --name bob --password-file "$C
 kh_expect_ok dist account deposit --db "$SRV/dist.db" --name ann --amount 100
 kh_expect_ok dist account deposit --db "$SRV/dist.db" --name bob --amount 10
 
+# The server speaks HTTPS (TLS 1.3), with a certificate the client trusts through --cacert.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$SRV/tls.key" \
+	-out "$SRV/tls.crt" -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -days 1 2>/dev/null ||
+	kh_fail "openssl could not make a TLS certificate"
+chmod 600 "$SRV/tls.key"
+cp "$SRV/tls.crt" "$T/ca.crt" || kh_fail "copy the CA certificate"
 : >"$KH_META/daemon.out"
-kh_start_daemon S dist serve --db "$SRV/dist.db" --dir "$SRV/id" --listen 127.0.0.1:0
+kh_start_daemon S dist serve --db "$SRV/dist.db" --dir "$SRV/id" --listen 127.0.0.1:0 \
+	--cert "$SRV/tls.crt" --key "$SRV/tls.key"
 kh_wait_listening "$S"
-URL=http://127.0.0.1:$PORT
+URL=https://127.0.0.1:$PORT
+CA=$T/ca.crt
+# without --cacert the client cannot verify the server, and refuses it
+kh_expect_fail dist list --server "$URL"
 
 # balance NAME: the account's balance as the server reads it (GET /v1/account).
 balance()
 {
-	st=$(curl -s --noproxy '*' -o "$KH_META/login" -w '%{http_code}' -H 'Content-Type: application/json' \
+	st=$(curl -s --noproxy '*' --cacert "$CA" -o "$KH_META/login" -w '%{http_code}' -H 'Content-Type: application/json' \
 		--data "{\"name\":\"$1\",\"password\":\"$1 secret\"}" "$URL/v1/sessions")
 	[ "$st" = 201 ] || kh_fail "log in as $1: status $st"
 	tok=$(kh_json "$KH_META/login" d.token)
-	st=$(curl -s --noproxy '*' -o "$KH_META/account" -w '%{http_code}' -H "Authorization: Bearer $tok" \
+	st=$(curl -s --noproxy '*' --cacert "$CA" -o "$KH_META/account" -w '%{http_code}' -H "Authorization: Bearer $tok" \
 		"$URL/v1/account")
 	[ "$st" = 200 ] || kh_fail "GET /v1/account as $1: status $st"
 	kh_json "$KH_META/account" d.balance
@@ -128,12 +139,12 @@ balance()
 
 buy() # USER PROCESSOR BASE
 {
-	kh_run dist buy --server "$URL" --user "$1" --password-file "$C/$1.pw" --processor "unix:$T/$2.sock" \
+	kh_run dist buy --server "$URL" --cacert "$CA" --user "$1" --password-file "$C/$1.pw" --processor "unix:$T/$2.sock" \
 		--program "$ID" --out "$3"
 }
 get() # USER PROCESSOR RECEIPT BASE
 {
-	kh_run dist get --server "$URL" --user "$1" --password-file "$C/$1.pw" --processor "unix:$T/$2.sock" \
+	kh_run dist get --server "$URL" --cacert "$CA" --user "$1" --password-file "$C/$1.pw" --processor "unix:$T/$2.sock" \
 		--receipt "$3" --out "$4"
 }
 run() # PROCESSOR BASE [--workdir DIR] -- ARGS
@@ -145,7 +156,7 @@ run() # PROCESSOR BASE [--workdir DIR] -- ARGS
 }
 
 # --- the catalogue --------------------------------------------------------------------------------
-kh_expect_ok dist list --server "$URL"
+kh_expect_ok dist list --server "$URL" --cacert "$CA"
 kh_out_has "^$ID hello 1 30$"
 [ "$(wc -l <"$KH_OUT")" -eq 1 ] || kh_fail "dist list printed more than the one program"
 
