@@ -188,7 +188,7 @@ struct raw {
 	const uint8_t *manifest, *program;
 	size_t mlen, plen;
 	int64_t stop;
-	unsigned done;
+	unsigned done, refused;
 };
 
 static kh_err count_put(void *ctx, const uint8_t *b, size_t n)
@@ -217,8 +217,7 @@ static void *raw_main(void *arg)
 		CHECK(kh_dist_srv_auth(r->srv, &p, &w));
 		/* the processor's answer, checked: one Ed25519 verification (of a signature that fails
 		 * here, which costs the same) */
-		if (kh_ed25519_verify(p.sign_pk, out, 64, out + 64) == KH_OK)
-			r->done += 0;
+		r->refused += kh_ed25519_verify(p.sign_pk, out, 64, out + 64) != KH_OK;
 		CHECK(kh_random(kx, sizeof kx));
 		for (int k = 0; k < 2; k++) {
 			len = 0;

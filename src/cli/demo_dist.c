@@ -45,17 +45,9 @@ struct act {
 
 static int put(const char *path, const char *text, mode_t mode)
 {
-	FILE *f;
-	int ok;
+	kh_err r = kh_file_write_new(path, (const uint8_t *)text, strlen(text), mode);
 
-	umask(077);
-	if (!(f = fopen(path, "w")))
-		return kh_cli_fail(path, KH_ERR_IO);
-	ok = fputs(text, f) >= 0;
-	ok = fclose(f) == 0 && ok;
-	if (!ok || chmod(path, mode) != 0)
-		return kh_cli_fail(path, KH_ERR_IO);
-	return KH_EXIT_OK;
+	return r == KH_OK ? KH_EXIT_OK : kh_cli_fail(path, r);
 }
 
 /* `keyhole processor serve` for module on sock, as a child process of this one. */
