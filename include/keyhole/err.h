@@ -145,6 +145,18 @@ typedef int kh_err;
 	XX(RECEIPT, "receipt refused: not signed by this server, not on its record, or another "  \
 	   "user's, processor's or program's", 403, "receipt", 0x6F57)                            \
 	XX(LIMIT, "too many under way at once: finish them or wait", 429, "limit", 0x6F58)        \
+	XX(BLIND_RANGE, "blinded value outside [2, n-2] for the listing's key", 400,             \
+	   "blinded_range", 0x6F47)                                                              \
+	XX(PURCHASE_STATE, "the purchase is not in a state that allows this (already settled, "  \
+	   "or settled the other way)", 409, "purchase_state", 0x6F48)                           \
+	XX(UNBLIND, "the escrow's answer does not open to the seller's key", 403, "unblind",     \
+	   0x6F49)                                                                               \
+	XX(SECMOD, "the escrow's signing process is unavailable", 503, "signing_unavailable",    \
+	   0x6F4A)                                                                               \
+	XX(LEDGER, "the ledger does not balance", 500, "ledger", 0x6F4B)                         \
+	XX(PURCHASES_FULL, "the device has too many purchases under way: finish or cancel one",  \
+	   409, "purchases_full", 0x6F4C)                                                        \
+	XX(SHARES, "not enough valid key shares to recover the key", 409, "shares", 0x6F4D)      \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

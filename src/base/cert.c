@@ -31,6 +31,7 @@ static const char *const role_names[] = {
 	[KH_ROLE_KEYCARD] = "keycard",
 	[KH_ROLE_ECM_SIGNER] = "ecm-signer",
 	[KH_ROLE_EMM_SIGNER] = "emm-signer",
+	[KH_ROLE_ESCROW] = "escrow",
 };
 #define NROLES (sizeof role_names / sizeof role_names[0])
 
