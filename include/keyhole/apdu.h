@@ -51,6 +51,15 @@ enum kh_ins {
 	KH_INS_RUN_OPEN = 0x78,      /* processor, runner only: an active licence and its manifest */
 	KH_INS_RUN_CHUNK = 0x7A,     /* processor, runner only: a package chunk in, its plaintext out */
 	KH_INS_RUN_CLOSE = 0x7C,     /* processor, runner only: forget the program key */
+	/* A buyer's device and an escrow (seed 003, docs/protocols/escrow.md). */
+	KH_INS_BUY_START = 0x30,     /* buyer: a listing, c and the content's header hash in, a signed request out */
+	KH_INS_BUY_FINISH = 0x32,    /* buyer: the escrow's answer in, the signed notice (and licence) out */
+	KH_INS_BUY_NOTICE = 0x34,    /* buyer: a settled purchase's notice (and licence) again */
+	KH_INS_BUY_CANCEL = 0x36,    /* buyer: give up a purchase under way: a `failed` notice */
+	KH_INS_BUY_LIST = 0x38,      /* buyer: the purchases it holds and their state (public) */
+	KH_INS_CONTENT_OPEN = 0x3A,  /* buyer: a licence and the content's header */
+	KH_INS_CONTENT_CHUNK = 0x3C, /* buyer: a content chunk in, its plaintext out */
+	KH_INS_CONTENT_CLOSE = 0x3E, /* buyer: forget the content key */
 };
 
 /*

@@ -106,4 +106,38 @@ KH_WARN_UNUSED kh_err kh_ed25519_sign(const uint8_t sk[static KH_ED25519_SK_LEN]
 KH_WARN_UNUSED kh_err kh_ed25519_verify(const uint8_t pk[static KH_ED25519_PK_LEN], const uint8_t *msg, size_t n,
 					const uint8_t sig[static KH_ED25519_SIG_LEN]);
 
+/* ---- RSA for the escrow (seed 003; src/base/crypto_rsa.c) ---- */
+/*
+ * Moduli are big-endian, nlen bytes, 2048 to 4096 bits in whole bytes, odd, top bit set; the
+ * public exponent is always 65537. The device's blinding factor r is expanded from a 32-byte seed
+ * (HKDF-SHA256, "keyhole escrow r v1", nlen + 32 bytes, reduced mod n).
+ */
+#define KH_RSA_E 65537u
+#define KH_RSA_MIN_LEN 256u  /* 2048 bits */
+#define KH_RSA_MAX_LEN 512u  /* 4096 bits */
+#define KH_RSA_SEED_LEN 32u
+#define KH_RSA_SPKI_MAX 600u /* a 4096-bit key's DER SubjectPublicKeyInfo is 550 bytes */
+/* c' = c * r^e mod n (nlen bytes). KH_ERR_INVAL for a bad modulus or c >= n. */
+KH_WARN_UNUSED kh_err kh_rsa_blind(const uint8_t *n, size_t nlen, const uint8_t *c,
+				   const uint8_t seed[static KH_RSA_SEED_LEN], uint8_t *cprime);
+/*
+ * m = z * r^-1 mod n, checked: m^e mod n must equal c, else KH_ERR_UNBLIND (also for z >= n).
+ * m (nlen bytes) is secret: the caller wipes it.
+ */
+KH_WARN_UNUSED kh_err kh_rsa_unblind(const uint8_t *n, size_t nlen, const uint8_t *c,
+				     const uint8_t seed[static KH_RSA_SEED_LEN], const uint8_t *z, uint8_t *m);
+/* OAEP (SHA-256, MGF1-SHA-256) decoding of an nlen-byte block; KH_ERR_UNBLIND when it does not decode
+ * or holds more than cap bytes. */
+KH_WARN_UNUSED kh_err kh_rsa_oaep_decode(const uint8_t *em, size_t nlen, const uint8_t *label, size_t labellen,
+					 uint8_t *out, size_t cap, size_t *outlen);
+/* OAEP (SHA-256) encryption to an RSA key given as DER SubjectPublicKeyInfo; c gets nlen bytes. */
+KH_WARN_UNUSED kh_err kh_rsa_oaep_encrypt(const uint8_t *spki, size_t spkilen, const uint8_t *label,
+					  size_t labellen, const uint8_t *in, size_t inlen,
+					  uint8_t c[static KH_RSA_MAX_LEN], size_t *clen);
+/* The modulus of such a key; KH_ERR_FORMAT for anything but RSA, e = 65537, 2048-4096 bits. */
+KH_WARN_UNUSED kh_err kh_rsa_spki_modulus(const uint8_t *spki, size_t len, uint8_t n[static KH_RSA_MAX_LEN],
+					  size_t *nlen);
+/* KH_OK when x (xlen bytes) is an nlen-byte value in [2, n - 2], KH_ERR_BLIND_RANGE otherwise. */
+KH_WARN_UNUSED kh_err kh_rsa_blinded_in_range(const uint8_t *n, size_t nlen, const uint8_t *x, size_t xlen);
+
 #endif

@@ -15,6 +15,7 @@
 #include "keyhole/cert.h"
 #include "keyhole/crypto.h"
 #include "keyhole/dist.h"
+#include "keyhole/escrow.h"
 #include "keyhole/module.h"
 #include "keyhole/pair.h"
 
@@ -104,8 +105,28 @@ struct kh_cas_usage {
  * time. These slots are under the command transaction: a command that fails leaves them as they
  * were. An applet with state adds its slot here and its section to the registry.
  */
+/* applet_buy.c: a buyer device's purchases (seed 003). A slot is pending from BUY START until its
+ * answer is unblinded or it is cancelled; a settled slot is kept (to answer its notice again) until a
+ * new purchase needs the room. */
+#define KH_BUY_SLOTS 16
+struct kh_buy_slot {
+	uint8_t state;  /* enum in applet_buy.c: empty, pending, delivered, failed */
+	uint8_t reason; /* enum kh_escrow_reason, when failed */
+	uint8_t purchase[KH_ESCROW_ID_LEN];
+	uint8_t listing[KH_ESCROW_ID_LEN];
+	uint32_t escrow;
+	uint8_t binding[32]; /* SHA-256 of what BUY START was given: listing, c, header hash */
+	uint8_t secret[32];  /* pending: the seed of r; delivered: K; failed: zeroes */
+	uint64_t seq;        /* when it started: the oldest settled slot is reused first */
+};
+struct kh_buy_state {
+	uint64_t seq;
+	struct kh_buy_slot slot[KH_BUY_SLOTS];
+};
+
 struct kh_applet_slots {
 	struct kh_cas_state cas; /* applet_cas.c (applet_usage.c works on it too) */
+	struct kh_buy_state buy; /* applet_buy.c */
 };
 
 /* The same for what the applets seal but keep outside the transaction: a refused command still
@@ -171,7 +192,15 @@ struct kh_proc_vol {
 	uint8_t kx[32];    /* the program key, unwrapped at RUN OPEN */
 };
 
+/* applet_buy.c: the content being decrypted for the host. */
+struct kh_buy_vol {
+	uint8_t open;
+	uint8_t ck[32]; /* the chunk key of K */
+	struct kh_escrow_header h;
+};
+
 struct kh_applet_vol {
+	struct kh_buy_vol buy;
 	struct kh_pair_vol pair;
 	struct kh_cam_vol cam;
 	struct kh_dec_vol dec;
@@ -281,7 +310,7 @@ struct kh_applet {
 #define KH_APPLET_INS(table) (table), (sizeof(table) / sizeof((table)[0]))
 
 extern const struct kh_applet kh__applet_id, kh__applet_pair, kh__applet_cam, kh__applet_dec, kh__applet_cas,
-	kh__applet_usage, kh__applet_proc;
+	kh__applet_usage, kh__applet_proc, kh__applet_buy;
 /* Every applet, in the order dispatch searches them. */
 extern const struct kh_applet *const kh__applets[];
 extern const size_t kh__napplets;
@@ -311,6 +340,10 @@ kh_err kh__cas_need_card(const struct kh_module *m, const struct kh_apdu *a, uin
 	(2 * (3 + 4) + (3 + 12) + (3 + 36) + (3 + 32) + (3 + 2) + KH_CAS_KEYS * (3 + 37) +                   \
 	 KH_CAS_RIGHTS * (3 + 20) + KH_CAS_EVENTS * (3 + 4) + KH_CAS_LOG * (3 + 20) + (3 + 4) +              \
 	 KH_CAS_SIGNERS * (3 + 45) + (3 + 16) + (3 + 8) + (3 + 4 + 4 * KH_CAS_REVOKED))
+
+/* The most bytes of the buyer applet's section body: its counter, then one TLV per slot. */
+#define KH_BUY_SLOT_LEN (2 + 2 * KH_ESCROW_ID_LEN + 4 + 32 + 32 + 8)
+#define KH_BUY_SECTION_MAX ((3 + 8) + KH_BUY_SLOTS * (3 + KH_BUY_SLOT_LEN))
 
 /* Run one parsed command through the registry (used again for commands inside the channel). */
 size_t kh__module_exec(struct kh_module *m, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap);

@@ -1002,7 +1002,9 @@ static void test_registry(void **state)
 		KH_INS_CARD_SEND,  KH_INS_LADDER_LOAD, KH_INS_DESCRAMBLE, KH_INS_ECM,       KH_INS_PURCHASE,
 		KH_INS_EMM,        KH_INS_CAS_STATUS, KH_INS_CAS_FLUSH,   KH_INS_EXPORT,    KH_INS_HELLO,
 		KH_INS_DIST_HELLO, KH_INS_DIST_AUTH,  KH_INS_DIST_KEY,    KH_INS_DIST_ACTIVATE,
-		KH_INS_RUN_OPEN,   KH_INS_RUN_CHUNK,  KH_INS_RUN_CLOSE,
+		KH_INS_RUN_OPEN,   KH_INS_RUN_CHUNK,  KH_INS_RUN_CLOSE,  KH_INS_BUY_START, KH_INS_BUY_FINISH,
+		KH_INS_BUY_NOTICE, KH_INS_BUY_CANCEL, KH_INS_BUY_LIST,   KH_INS_CONTENT_OPEN, KH_INS_CONTENT_CHUNK,
+		KH_INS_CONTENT_CLOSE,
 	};
 	unsigned owners[256] = {0}, ids[256] = {0}, v1 = 0, total = 0;
 	size_t runtime_max = KH_RUNTIME_STATE_MAX;
@@ -1076,6 +1078,7 @@ static void test_volatile_dropped(void **state)
 	assert_memory_equal(&a.m->vol.cam, &zero->cam, sizeof zero->cam);
 	assert_memory_equal(&a.m->vol.dec, &zero->dec, sizeof zero->dec);
 	assert_memory_equal(&a.m->vol.proc, &zero->proc, sizeof zero->proc);
+	assert_memory_equal(&a.m->vol.buy, &zero->buy, sizeof zero->buy);
 	/* and the applets agree: nothing to descramble with, no channel to send on */
 	{
 		uint8_t pk[188] = {0x47}, resp[256];
@@ -1106,6 +1109,8 @@ static void test_roles_refused(void **state)
 		{KH_INS_CAM_AUTH, 1u << KH_ROLE_CARD | 1u << KH_ROLE_CAM},
 		{KH_INS_CARD_START, 1u << KH_ROLE_CAM | 1u << KH_ROLE_DECODER},
 		{KH_INS_LADDER_LOAD, 1u << KH_ROLE_DECODER},
+		{KH_INS_BUY_START, 1u << KH_ROLE_BUYER},
+		{KH_INS_CONTENT_CHUNK, 1u << KH_ROLE_BUYER},
 		{KH_INS_GET_INFO, 0},
 	};
 	struct mod *mods[] = {&w->c1, &w->cam, &w->dec};
