@@ -14,6 +14,7 @@
 #include "keyhole/buf.h"
 #include "keyhole/cert.h"
 #include "keyhole/dist.h"
+#include "keyhole/identity.h"
 
 /* The server's identity: its Ed25519 key, certified by the root with role `distributor`. */
 struct kh_dist_server {
@@ -77,7 +78,7 @@ KH_WARN_UNUSED kh_err kh_dist_srv_package(const uint8_t kx[static KH_KEY_LEN], s
  * KH_DIST_SERIAL_BASE (dir is created, mode 0700, if missing; KH_ERR_EXISTS when it holds a key
  * already). _load reads them back and checks they belong together (kh_dist_server_init).
  */
-#define KH_DIST_SERIAL_BASE 0xFE000000u
+#define KH_DIST_SERIAL_BASE KH_CENTER_SERIAL_BASE
 struct kh_authority;
 KH_WARN_UNUSED kh_err kh_dist_identity_new(struct kh_authority *a, const char *dir, uint32_t *serial);
 KH_WARN_UNUSED kh_err kh_dist_identity_load(const char *dir, struct kh_dist_server *s);

@@ -170,3 +170,21 @@ kh_err kh_dist_srv_package(const uint8_t kx[static KH_KEY_LEN], struct kh_dist_p
 	memcpy(prog->he, h, sizeof h);
 	return KH_OK;
 }
+
+/* ---- the server's identity: a center identity with role distributor (keyhole/identity.h) ---- */
+
+kh_err kh_dist_identity_new(struct kh_authority *a, const char *dir, uint32_t *serial)
+{
+	return kh_identity_new(a, dir, KH_ROLE_DISTRIBUTOR, serial);
+}
+
+kh_err kh_dist_identity_load(const char *dir, struct kh_dist_server *s)
+{
+	struct kh_identity id;
+	kh_err r = kh_identity_load(dir, KH_ROLE_DISTRIBUTOR, &id);
+
+	if (r == KH_OK)
+		r = kh_dist_server_init(s, id.sk, id.cert, id.cert_len, id.root_pk);
+	kh_wipe(&id, sizeof id);
+	return r;
+}
