@@ -157,6 +157,8 @@ typedef int kh_err;
 	XX(PURCHASES_FULL, "the device has too many purchases under way: finish or cancel one",  \
 	   409, "purchases_full", 0x6F4C)                                                        \
 	XX(SHARES, "not enough valid key shares to recover the key", 409, "shares", 0x6F4D)      \
+	XX(IDEM_REQUIRED, "this request moves money or makes a key: it needs an Idempotency-Key " \
+	   "header", 400, "idempotency_key_required", 0x6F4E)                                      \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

@@ -168,4 +168,20 @@ int kh_cmd_serve(int argc, char **argv);
 int kh_cmd_center(int argc, char **argv);
 int kh_cmd_store(int argc, char **argv);
 
+/* The options of a subcommand whose options each take one value, stored by index. */
+struct kh_cli_optv {
+	const char *name;
+	const char **val;
+	int required;
+	char letter; /* its short option, or 0 */
+};
+/* getopt over ov (values only, plus --help): KH_EXIT_OK to go on, -1 after --help, else the exit
+ * status (a one-line usage error printed). */
+int kh_cli_optv_parse(const char *prog, const char *help, struct kh_cli_optv *ov, size_t n, int argc, char **argv);
+struct kh_store;
+/* Open the store db, made if missing (*made then 1, so that a failure can remove it). */
+int kh_cli_db_open(const char *db, struct kh_store **st, int *made);
+/* Close it; when rc is a failure and the command made the database, remove it. */
+void kh_cli_db_close(const char *db, struct kh_store *st, int made, int rc);
+
 #endif

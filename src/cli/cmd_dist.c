@@ -25,86 +25,6 @@
 #define DIST_OPEN_RATE 20u
 #define DIST_OPEN_BURST 100u
 
-/* Parse the options of one subcommand: each a long option with a value, stored by index. */
-struct optv {
-	const char *name;
-	const char **val;
-	int required;
-	char letter; /* its short option, or 0 */
-};
-
-/* getopt over opts (values only, plus --help); KH_EXIT_OK to go on, -1 after --help, else exit status. */
-static int parse(const char *prog, const char *help, struct optv *ov, size_t n, int argc, char **argv)
-{
-	struct option opts[16];
-	unsigned char seen[512] = {0};
-	char shorts[40] = "+h";
-	size_t k = 2;
-	int c;
-
-	if (n + 2 > sizeof opts / sizeof opts[0])
-		return KH_EXIT_FAIL;
-	for (size_t i = 0; i < n; i++) {
-		opts[i] = (struct option){ov[i].name, required_argument, NULL, ov[i].letter ? ov[i].letter : 256 + (int)i};
-		if (ov[i].letter) {
-			shorts[k++] = ov[i].letter;
-			shorts[k++] = ':';
-			shorts[k] = 0;
-		}
-	}
-	opts[n] = (struct option){"help", no_argument, NULL, 'h'};
-	opts[n + 1] = (struct option){NULL, 0, NULL, 0};
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
-		const char *dup = kh_cli_twice(opts, c, seen);
-		size_t i;
-
-		if (dup)
-			return kh_cli_usage(prog, "--%s is given twice (it takes one value)", dup);
-		if (c == 'h') {
-			fputs(help, stdout);
-			return -1;
-		}
-		for (i = 0; i < n && opts[i].val != c; i++)
-			;
-		if (i == n)
-			return kh_cli_usage(prog, "unknown or incomplete option '%s'", argv[optind - 1]);
-		*ov[i].val = optarg;
-	}
-	if (optind != argc)
-		return kh_cli_usage(prog, "unexpected argument '%s'", argv[optind]);
-	for (size_t i = 0; i < n; i++)
-		if (ov[i].required && !*ov[i].val)
-			return kh_cli_usage(prog, "--%s is required", ov[i].name);
-	return KH_EXIT_OK;
-}
-
-/* The store db names, made if missing (*made then 1, so that a failure can remove it). */
-static int open_db(const char *db, struct kh_store **st, int *made)
-{
-	char why[4400] = "";
-	int exists = 1;
-	kh_err r;
-
-	*made = 0;
-	if (kh_store_check(db, &exists, why, sizeof why) != KH_OK) {
-		fprintf(stderr, "keyhole: %s\n", why[0] ? why : db);
-		return KH_EXIT_FAIL;
-	}
-	if ((r = kh_store_open(db, st)) != KH_OK)
-		return kh_cli_fail(db, r);
-	*made = !exists;
-	return KH_EXIT_OK;
-}
-
-static void close_db(const char *db, struct kh_store *st, int made, int rc)
-{
-	kh_store_close(st);
-	if (rc != KH_EXIT_OK && made && kh_store_remove(db) != KH_OK)
-		fprintf(stderr, "keyhole: %s: could not remove the database this failed command created\n", db);
-}
-
 /* ---------------------------------------------------------------- init */
 
 static const char init_help[] =
@@ -121,13 +41,13 @@ static const char init_help[] =
 static int cmd_init(int argc, char **argv)
 {
 	const char *auth = NULL, *dir = NULL;
-	struct optv ov[] = {{"authority", &auth, 1, 'a'}, {"dir", &dir, 1, 0}};
+	struct kh_cli_optv ov[] = {{"authority", &auth, 1, 'a'}, {"dir", &dir, 1, 0}};
 	struct kh_authority *a = NULL;
 	uint32_t serial = 0;
 	int rc;
 	kh_err r;
 
-	if ((rc = parse("dist init", init_help, ov, 2, argc, argv)) != KH_EXIT_OK)
+	if ((rc = kh_cli_optv_parse("dist init", init_help, ov, 2, argc, argv)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
 	if ((r = kh_authority_open(auth, &a)) != KH_OK)
 		return kh_cli_fail(auth, r);
@@ -195,7 +115,7 @@ static int read_password(const char *path, char **pw, size_t *len)
 static int cmd_account_add(int argc, char **argv)
 {
 	const char *db = NULL, *name = NULL, *pwfile = NULL;
-	struct optv ov[] = {{"db", &db, 1, 0}, {"name", &name, 1, 'n'}, {"password-file", &pwfile, 1, 0}};
+	struct kh_cli_optv ov[] = {{"db", &db, 1, 0}, {"name", &name, 1, 'n'}, {"password-file", &pwfile, 1, 0}};
 	struct kh_store *st = NULL;
 	char *pw = NULL;
 	size_t pwlen = 0;
@@ -203,13 +123,13 @@ static int cmd_account_add(int argc, char **argv)
 	int rc, made = 0;
 	kh_err r;
 
-	if ((rc = parse("dist account add", account_add_help, ov, 3, argc, argv)) != KH_EXIT_OK)
+	if ((rc = kh_cli_optv_parse("dist account add", account_add_help, ov, 3, argc, argv)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
 	if (!*name || strlen(name) > KH_STORE_DIST_NAME_MAX)
 		return kh_cli_usage("dist account add", "--name takes 1 to %d characters", KH_STORE_DIST_NAME_MAX);
 	if ((rc = read_password(pwfile, &pw, &pwlen)) != KH_EXIT_OK)
 		return rc;
-	if ((rc = open_db(db, &st, &made)) != KH_EXIT_OK)
+	if ((rc = kh_cli_db_open(db, &st, &made)) != KH_EXIT_OK)
 		goto out;
 	if ((r = kh_dist_account_new(st, name, pw, pwlen, (int64_t)time(NULL), &id)) != KH_OK) {
 		if (r == KH_ERR_EXISTS)
@@ -220,7 +140,7 @@ static int cmd_account_add(int argc, char **argv)
 	} else {
 		printf("account %lld %s\n", (long long)id, name);
 	}
-	close_db(db, st, made, rc);
+	kh_cli_db_close(db, st, made, rc);
 out:
 	if (pw) {
 		kh_wipe(pw, pwlen);
@@ -242,7 +162,7 @@ static kh_err account_id(void *arg, const struct kh_store_dist_account *a)
 static int cmd_account_deposit(int argc, char **argv)
 {
 	const char *db = NULL, *name = NULL, *amount = NULL;
-	struct optv ov[] = {{"db", &db, 1, 0}, {"name", &name, 1, 'n'}, {"amount", &amount, 1, 0}};
+	struct kh_cli_optv ov[] = {{"db", &db, 1, 0}, {"name", &name, 1, 'n'}, {"amount", &amount, 1, 0}};
 	struct kh_store *st = NULL;
 	struct found f = {0};
 	uint64_t v = 0;
@@ -250,11 +170,11 @@ static int cmd_account_deposit(int argc, char **argv)
 	int rc, made = 0;
 	kh_err r;
 
-	if ((rc = parse("dist account deposit", deposit_help, ov, 3, argc, argv)) != KH_EXIT_OK)
+	if ((rc = kh_cli_optv_parse("dist account deposit", deposit_help, ov, 3, argc, argv)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
 	if (kh_cli_parse_num(amount, UINT32_MAX, &v) != 0 || v < 1)
 		return kh_cli_usage("dist account deposit", "--amount takes a number from 1 to 4294967295");
-	if ((rc = open_db(db, &st, &made)) != KH_EXIT_OK)
+	if ((rc = kh_cli_db_open(db, &st, &made)) != KH_EXIT_OK)
 		return rc;
 	if ((r = kh_store_dist_account_find(st, name, account_id, &f)) != KH_OK ||
 	    (r = kh_store_dist_deposit(st, f.id, (int64_t)v, (int64_t)time(NULL), &balance)) != KH_OK) {
@@ -266,7 +186,7 @@ static int cmd_account_deposit(int argc, char **argv)
 	} else {
 		printf("balance %s %lld\n", name, (long long)balance);
 	}
-	close_db(db, st, made, rc);
+	kh_cli_db_close(db, st, made, rc);
 	return rc;
 }
 
@@ -299,7 +219,7 @@ static const char publish_help[] =
 static int cmd_publish(int argc, char **argv)
 {
 	const char *db = NULL, *mfile = NULL, *pfile = NULL, *price = NULL;
-	struct optv ov[] = {{"db", &db, 1, 0}, {"manifest", &mfile, 1, 0}, {"program", &pfile, 1, 0}, {"price", &price, 1, 0}};
+	struct kh_cli_optv ov[] = {{"db", &db, 1, 0}, {"manifest", &mfile, 1, 0}, {"program", &pfile, 1, 0}, {"price", &price, 1, 0}};
 	struct kh_dist_manifest m;
 	struct kh_store *st = NULL;
 	uint8_t *man = NULL, *code = NULL;
@@ -309,7 +229,7 @@ static int cmd_publish(int argc, char **argv)
 	int rc, made = 0;
 	kh_err r;
 
-	if ((rc = parse("dist publish", publish_help, ov, 4, argc, argv)) != KH_EXIT_OK)
+	if ((rc = kh_cli_optv_parse("dist publish", publish_help, ov, 4, argc, argv)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
 	if (kh_cli_parse_num(price, UINT32_MAX, &v) != 0)
 		return kh_cli_usage("dist publish", "--price takes a number from 0 to 4294967295");
@@ -324,7 +244,7 @@ static int cmd_publish(int argc, char **argv)
 		rc = kh_cli_fail(pfile, r != KH_OK ? r : KH_ERR_TRUNCATED);
 		goto out;
 	}
-	if ((rc = open_db(db, &st, &made)) != KH_EXIT_OK)
+	if ((rc = kh_cli_db_open(db, &st, &made)) != KH_EXIT_OK)
 		goto out;
 	r = kh_dist_publish(st, man, mlen, code, clen, (uint32_t)v, (int64_t)time(NULL), &id, &line);
 	if (r == KH_ERR_FORMAT)
@@ -336,7 +256,7 @@ static int cmd_publish(int argc, char **argv)
 	else
 		printf("published program %lld %s %s\n", (long long)id, m.name, m.version);
 	rc = r == KH_OK ? KH_EXIT_OK : KH_EXIT_FAIL;
-	close_db(db, st, made, rc);
+	kh_cli_db_close(db, st, made, rc);
 out:
 	kh_file_free(man, mlen);
 	kh_file_free(code, clen);
