@@ -184,4 +184,23 @@ int kh_cli_db_open(const char *db, struct kh_store **st, int *made);
 /* Close it; when rc is a failure and the command made the database, remove it. */
 void kh_cli_db_close(const char *db, struct kh_store *st, int made, int rc);
 
+/*
+ * Run a center service's `serve` once its options are parsed: check the address (numeric; beyond
+ * loopback only with TLS) and the database, make the service, serve its routes until SIGTERM or
+ * SIGINT, free it. A database the failed start itself created is removed. Returns the exit status.
+ */
+struct kh_cli_serve {
+	const char *prog;           /* "dist serve", for usage errors */
+	const char *name;           /* log events' prefix ("dist") */
+	const char *what;           /* the service named in errors ("distribution server") */
+	const char *db, *dir, *listen, *listen_default, *cert, *key;
+	unsigned threads, open_rate, open_burst;
+	kh_err (*make)(void *ctx, void **svc, const char **what); /* what: "database" or a path */
+	kh_err (*routes)(void *svc, struct kh_http *h);
+	kh_err (*started)(void *svc); /* after the server listens (NULL: nothing) */
+	void (*free)(void *svc);
+	void *ctx;
+};
+int kh_cli_serve_run(const struct kh_cli_serve *c);
+
 #endif

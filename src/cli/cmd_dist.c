@@ -288,6 +288,22 @@ static const char serve_help[] =
 	"      --open-burst N      how many of them one address may make at once, 1 to 100000\n"
 	"                          (default 100)\n";
 
+/* The service for kh_cli_serve_run: ctx is its config, *svc the service once made. */
+static kh_err dist_make(void *ctx, void **svc, const char **what)
+{
+	return kh_dist_service_new(ctx, (struct kh_dist_service **)svc, what);
+}
+
+static kh_err dist_routes(void *svc, struct kh_http *h)
+{
+	return kh_dist_service_add_routes(svc, h);
+}
+
+static void dist_free(void *svc)
+{
+	kh_dist_service_free(svc);
+}
+
 static int cmd_serve(int argc, char **argv)
 {
 	static const struct option opts[] = {{"db", required_argument, NULL, 'D'},
@@ -302,18 +318,11 @@ static int cmd_serve(int argc, char **argv)
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	static const char *const P = "dist serve";
-	const char *db = NULL, *dir = NULL, *listen = DIST_LISTEN, *cert = NULL, *key = NULL, *what = NULL;
+	const char *db = NULL, *dir = NULL, *listen = DIST_LISTEN, *cert = NULL, *key = NULL;
 	struct kh_dist_service_config scfg = {0};
-	struct kh_http_config hcfg = {0};
-	struct kh_dist_service *svc = NULL;
-	struct kh_http *h = NULL;
 	unsigned char seen[512] = {0};
-	char host[64], why[4400] = "";
-	uint16_t port = 0;
 	unsigned threads = KH_HTTP_THREADS, open_rate = DIST_OPEN_RATE, open_burst = DIST_OPEN_BURST;
-	int c, rc, db_existed = 1;
-	sigset_t set;
-	kh_err r;
+	int c;
 
 	optind = 0;
 	opterr = 0;
@@ -357,65 +366,24 @@ static int cmd_serve(int argc, char **argv)
 		return kh_cli_usage(P, "unexpected argument '%s'", argv[optind]);
 	if (!db || !dir)
 		return kh_cli_usage(P, "--db and --dir are required");
-	if (kh_cli_parse_listen(listen, host, sizeof host, &port) != 0)
-		return kh_cli_usage(P, "--listen takes HOST:PORT (numeric), e.g. %s", DIST_LISTEN);
-	if (strcmp(host, "localhost") == 0)
-		strcpy(host, "127.0.0.1");
-	if (!kh_cli_numeric_host(host))
-		return kh_cli_usage(P, "--listen: '%s' is not a numeric address (say 127.0.0.1, [::1] or 0.0.0.0)", host);
-	if ((cert == NULL) != (key == NULL))
-		return kh_cli_usage(P, "--cert and --key go together");
-	/* Passwords and session tokens never cross a network in clear. */
-	if (!kh_cli_loopback_host(host) && !cert)
-		return kh_cli_usage(P, "--listen %s is not loopback: serve it over TLS (--cert and --key)", host);
-
-	kh_cli_block_stop_signals(&set);
-	if (getenv("KEYHOLE_LOG") == NULL)
-		kh_log_set_level((enum kh_log_level)(KH_LOG_ERROR + 1));
-	if (cert && kh_cli_check_tls(cert, key) != KH_EXIT_OK)
-		return KH_EXIT_FAIL;
-	if (kh_store_check(db, &db_existed, why, sizeof why) != KH_OK) {
-		fprintf(stderr, "keyhole: %s\n", why[0] ? why : db);
-		return KH_EXIT_FAIL;
-	}
 	scfg.db = db;
 	scfg.dir = dir;
-	if ((r = kh_dist_service_new(&scfg, &svc, &what)) != KH_OK) {
-		rc = kh_cli_fail(what ? (what == dir ? dir : db) : "distribution server", r);
-		goto out;
-	}
-	hcfg.host = host;
-	hcfg.port = port;
-	hcfg.cert_file = cert;
-	hcfg.key_file = key;
-	hcfg.threads = threads;
-	hcfg.open_rate = open_rate;
-	hcfg.open_burst = open_burst;
-	if ((r = kh_http_new(&hcfg, &h)) != KH_OK) {
-		rc = kh_cli_fail("http server", r);
-		goto out;
-	}
-	if ((r = kh_dist_service_add_routes(svc, h)) != KH_OK) {
-		rc = kh_cli_fail("routes", r);
-		goto out;
-	}
-	if ((r = kh_http_start(h)) != KH_OK) {
-		rc = kh_cli_fail(listen, r);
-		goto out;
-	}
-	if (getenv("KEYHOLE_LOG") == NULL)
-		kh_log_set_level(KH_LOG_INFO);
-	port = kh_http_port(h);
-	kh_log_info("dist.start", "listen=%s%s%s:%u tls=%d threads=%u", strchr(host, ':') ? "[" : "", host,
-		    strchr(host, ':') ? "]" : "", (unsigned)port, cert != NULL, threads);
-	kh_cli_serve_until_signal("dist", host, h, &set);
-	rc = KH_EXIT_OK;
-out:
-	kh_http_free(h);
-	kh_dist_service_free(svc);
-	if (rc != KH_EXIT_OK && !db_existed && kh_store_remove(db) != KH_OK)
-		fprintf(stderr, "keyhole: %s: could not remove the database this failed start created\n", db);
-	return rc;
+	return kh_cli_serve_run(&(struct kh_cli_serve){.prog = P,
+						       .name = "dist",
+						       .what = "distribution server",
+						       .db = db,
+						       .dir = dir,
+						       .listen = listen,
+						       .listen_default = DIST_LISTEN,
+						       .cert = cert,
+						       .key = key,
+						       .threads = threads,
+						       .open_rate = open_rate,
+						       .open_burst = open_burst,
+						       .make = dist_make,
+						       .routes = dist_routes,
+						       .free = dist_free,
+						       .ctx = &scfg});
 }
 
 /* ---------------------------------------------------------------- dispatch */

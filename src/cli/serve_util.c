@@ -18,6 +18,7 @@
 #include "keyhole/file.h"
 #include "keyhole/http.h"
 #include "keyhole/log.h"
+#include "keyhole/store.h"
 
 /* Largest PEM file read for --cert and --key (the HTTP server reads them with the same bound). */
 #define PEM_MAX (1024 * 1024)
@@ -163,4 +164,86 @@ void kh_cli_serve_until_signal(const char *prefix, const char *host, struct kh_h
 	snprintf(ev, sizeof ev, "%s.stop", prefix);
 	kh_log_info(ev, "signal=%s", sig == SIGINT ? "INT" : "TERM");
 	kh_http_stop(h);
+}
+
+int kh_cli_serve_run(const struct kh_cli_serve *c)
+{
+	const char *P = c->prog, *what = NULL;
+	struct kh_http_config hcfg = {0};
+	struct kh_http *h = NULL;
+	void *svc = NULL;
+	char host[64], why[4400] = "";
+	uint16_t port = 0;
+	int rc, db_existed = 1;
+	sigset_t set;
+	kh_err r;
+
+	if (!c->db || !c->dir)
+		return kh_cli_usage(P, "--db and --dir are required");
+	if (kh_cli_parse_listen(c->listen, host, sizeof host, &port) != 0)
+		return kh_cli_usage(P, "--listen takes HOST:PORT (numeric), e.g. %s", c->listen_default);
+	if (strcmp(host, "localhost") == 0)
+		strcpy(host, "127.0.0.1");
+	if (!kh_cli_numeric_host(host))
+		return kh_cli_usage(P, "--listen: '%s' is not a numeric address (say 127.0.0.1, [::1] or 0.0.0.0)", host);
+	if ((c->cert == NULL) != (c->key == NULL))
+		return kh_cli_usage(P, "--cert and --key go together");
+	/* Credentials and tokens never cross a network in clear. */
+	if (!kh_cli_loopback_host(host) && !c->cert)
+		return kh_cli_usage(P, "--listen %s is not loopback: serve it over TLS (--cert and --key)", host);
+
+	kh_cli_block_stop_signals(&set);
+	if (getenv("KEYHOLE_LOG") == NULL)
+		kh_log_set_level((enum kh_log_level)(KH_LOG_ERROR + 1));
+	if (c->cert && kh_cli_check_tls(c->cert, c->key) != KH_EXIT_OK)
+		return KH_EXIT_FAIL;
+	if (kh_store_check(c->db, &db_existed, why, sizeof why) != KH_OK) {
+		fprintf(stderr, "keyhole: %s\n", why[0] ? why : c->db);
+		return KH_EXIT_FAIL;
+	}
+	if ((r = c->make(c->ctx, &svc, &what)) != KH_OK) {
+		rc = kh_cli_fail(what ? (strcmp(what, "database") == 0 ? c->db : what) : c->what, r);
+		goto out;
+	}
+	hcfg.host = host;
+	hcfg.port = port;
+	hcfg.cert_file = c->cert;
+	hcfg.key_file = c->key;
+	hcfg.threads = c->threads;
+	hcfg.open_rate = c->open_rate;
+	hcfg.open_burst = c->open_burst;
+	if ((r = kh_http_new(&hcfg, &h)) != KH_OK) {
+		rc = kh_cli_fail("http server", r);
+		goto out;
+	}
+	if ((r = c->routes(svc, h)) != KH_OK) {
+		rc = kh_cli_fail("routes", r);
+		goto out;
+	}
+	if ((r = kh_http_start(h)) != KH_OK) {
+		rc = kh_cli_fail(c->listen, r);
+		goto out;
+	}
+	if (c->started && (r = c->started(svc)) != KH_OK) {
+		rc = kh_cli_fail(c->what, r);
+		goto out;
+	}
+	if (getenv("KEYHOLE_LOG") == NULL)
+		kh_log_set_level(KH_LOG_INFO);
+	port = kh_http_port(h);
+	{
+		char ev[32];
+		snprintf(ev, sizeof ev, "%s.start", c->name);
+		kh_log_info(ev, "listen=%s%s%s:%u tls=%d threads=%u", strchr(host, ':') ? "[" : "", host,
+			    strchr(host, ':') ? "]" : "", (unsigned)port, c->cert != NULL, c->threads);
+	}
+	kh_cli_serve_until_signal(c->name, host, h, &set);
+	rc = KH_EXIT_OK;
+out:
+	kh_http_free(h);
+	if (svc)
+		c->free(svc);
+	if (rc != KH_EXIT_OK && !db_existed && kh_store_remove(c->db) != KH_OK)
+		fprintf(stderr, "keyhole: %s: could not remove the database this failed start created\n", c->db);
+	return rc;
 }
