@@ -27,14 +27,12 @@
 #include "keyhole/file.h"
 #include "keyhole/host.h"
 #include "keyhole/http.h"
+#include "host/api_int.h"
 
 #define LIST_PAGE 100
 
 struct kh_dist_client {
-	struct kh_http_client *http;
-	char *base; /* the server URL, trailing slashes dropped */
-	char *auth; /* "Authorization: Bearer TOKEN" once logged in (wiped) */
-	char msg[KH_DIST_CLIENT_MSG_MAX];
+	struct kh__api api; /* the server: its URL, the session token once logged in, the last words */
 };
 
 /* ---- the first path ---- */
@@ -42,22 +40,13 @@ struct kh_dist_client {
 kh_err kh_dist_client_new(const char *url, const char *cacert, struct kh_dist_client **out)
 {
 	struct kh_dist_client *c;
-	size_t n;
 	kh_err r;
 
-	if (!url || !out || kh_http_url_check(url, 0) != KH_OK || strlen(url) > KH_DIST_URL_MAX)
+	if (!url || !out || strlen(url) > KH_DIST_URL_MAX)
 		return KH_ERR_INVAL;
 	if (!(c = calloc(1, sizeof *c)))
 		return KH_ERR_NOMEM;
-	n = strlen(url);
-	while (n > 0 && url[n - 1] == '/')
-		n--;
-	if (!(c->base = strndup(url, n))) {
-		free(c);
-		return KH_ERR_NOMEM;
-	}
-	if ((r = kh_http_client_new(cacert, "keyhole/" KH_VERSION, KH_DIST_CLIENT_PKG_MAX, &c->http)) != KH_OK) {
-		free(c->base);
+	if ((r = kh__api_init(&c->api, url, cacert, KH_DIST_CLIENT_PKG_MAX)) != KH_OK) {
 		free(c);
 		return r;
 	}
@@ -65,144 +54,17 @@ kh_err kh_dist_client_new(const char *url, const char *cacert, struct kh_dist_cl
 	return KH_OK;
 }
 
-static void free_secret(char *s)
-{
-	if (s) {
-		kh_wipe(s, strlen(s));
-		free(s);
-	}
-}
-
 void kh_dist_client_free(struct kh_dist_client *c)
 {
 	if (!c)
 		return;
-	kh_http_client_free(c->http);
-	free_secret(c->auth);
-	free(c->base);
+	kh__api_free(&c->api);
 	free(c);
 }
 
 const char *kh_dist_client_error(const struct kh_dist_client *c)
 {
-	return c ? c->msg : "";
-}
-
-/* c->msg from a format, printable ASCII only: the server's words reach a terminal. */
-__attribute__((format(printf, 2, 3))) static void say(struct kh_dist_client *c, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(c->msg, sizeof c->msg, fmt, ap);
-	va_end(ap);
-	for (char *p = c->msg; *p; p++)
-		if (*p < 0x20 || *p > 0x7E)
-			*p = '?';
-}
-
-/* The code whose JSON name the server answered; KH_ERR_PEER_ERROR for a name this build lacks. */
-static kh_err code_named(const char *json)
-{
-	for (int i = 0; json && i < KH__ERR_COUNT; i++)
-		if (strcmp(kh_err_json(-(i + 1)), json) == 0)
-			return -(i + 1);
-	return KH_ERR_PEER_ERROR;
-}
-
-/* A refusal: its code from the error body, its words in c->msg. */
-static kh_err refused(struct kh_dist_client *c, const char *what, long status, const json_t *resp)
-{
-	const json_t *e = json_object_get(resp, "error");
-	const char *code = json_string_value(json_object_get(e, "code"));
-	const char *m = json_string_value(json_object_get(e, "message"));
-
-	say(c, "%s: the server answered HTTP %ld %s: %s", what, status, code ? code : "(no error code)",
-	    m ? m : "(no message)");
-	return code ? code_named(code) : KH_ERR_PEER_ERROR;
-}
-
-/*
- * One request: method to base + target with the JSON text body (NULL: none), the session token
- * when logged in. KH_OK with the status and the answer (JSON, or its bytes when text is wanted).
- */
-static kh_err call(struct kh_dist_client *c, const char *what, const char *method, const char *target,
-		   const char *body, long *status, json_t **resp, char **text, size_t *textlen)
-{
-	const char *hdrs[4];
-	char *url = NULL, err[256] = "";
-	size_t n = 0;
-	kh_err r;
-
-	if (asprintf(&url, "%s%s", c->base, target) < 0)
-		return KH_ERR_NOMEM;
-	hdrs[n++] = text ? "Accept: application/octet-stream" : "Accept: application/json";
-	if (body)
-		hdrs[n++] = "Content-Type: application/json";
-	if (c->auth)
-		hdrs[n++] = c->auth;
-	hdrs[n] = NULL;
-	/* JSON answers may carry the session token: the client's copy of them is wiped */
-	kh_http_client_set_secret(c->http, text == NULL);
-	r = kh_http_client_send(c->http, method, url, hdrs, body, status, resp, text, textlen, err, sizeof err);
-	if (r == KH_ERR_TRANSPORT)
-		say(c, "%s: no answer from %s: %s", what, c->base, err);
-	free(url);
-	return r;
-}
-
-/* A JSON request whose answer must be `want` with a JSON object. */
-static kh_err call_json(struct kh_dist_client *c, const char *what, const char *method, const char *target,
-			const char *body, long want, json_t **out)
-{
-	json_t *resp = NULL;
-	long status = 0;
-	kh_err r;
-
-	if ((r = call(c, what, method, target, body, &status, &resp, NULL, NULL)) != KH_OK)
-		return r;
-	if (status != want) {
-		r = refused(c, what, status, resp);
-		json_decref(resp);
-		return r;
-	}
-	if (!json_is_object(resp)) {
-		json_decref(resp);
-		say(c, "%s: the server's answer is not the API's JSON", what);
-		return KH_ERR_FORMAT;
-	}
-	*out = resp;
-	return KH_OK;
-}
-
-/* A JSON string of s into w: quotes, backslashes and control characters escaped. */
-static void put_json_string(struct kh_wr *w, const char *s)
-{
-	static const char hex[] = "0123456789abcdef";
-
-	kh_wr_u8(w, '"');
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\') {
-			kh_wr_u8(w, '\\');
-			kh_wr_u8(w, *p);
-		} else if (*p < 0x20 || *p == 0x7F) {
-			uint8_t e[6] = {'\\', 'u', '0', '0', (uint8_t)hex[*p >> 4], (uint8_t)hex[*p & 15]};
-			kh_wr_bytes(w, e, sizeof e);
-		} else {
-			kh_wr_u8(w, *p);
-		}
-	}
-	kh_wr_u8(w, '"');
-}
-
-/* Wipe a string held by a JSON value (jansson frees without wiping), then drop the value. */
-static void drop_secret_json(json_t *v, const char *key)
-{
-	json_t *s = json_object_get(v, key);
-
-	if (json_is_string(s))
-		kh_wipe((char *)json_string_value(s), json_string_length(s));
-	json_decref(v);
+	return c ? c->api.msg : "";
 }
 
 kh_err kh_dist_login(struct kh_dist_client *c, const char *name, const char *password)
@@ -214,38 +76,38 @@ kh_err kh_dist_login(struct kh_dist_client *c, const char *name, const char *pas
 	const char *t;
 	kh_err r;
 
-	c->msg[0] = 0;
+	c->api.msg[0] = 0;
 	if (!name || !password)
 		return KH_ERR_INVAL;
 	/* the body is written here, not by jansson: its copies of the password would not be wiped */
 	kh_wr_init(&w, (uint8_t *)body, sizeof body - 1);
 	kh_wr_bytes(&w, (const uint8_t *)"{\"name\":", 8);
-	put_json_string(&w, name);
+	kh__api_put_json_string(&w, name);
 	kh_wr_bytes(&w, (const uint8_t *)",\"password\":", 12);
-	put_json_string(&w, password);
+	kh__api_put_json_string(&w, password);
 	kh_wr_u8(&w, '}');
 	if (w.err != KH_OK) {
 		kh_wipe(body, sizeof body);
-		say(c, "%s: the name or the password is too long", P);
+		kh__api_say(&c->api, "%s: the name or the password is too long", P);
 		return KH_ERR_TOO_LARGE;
 	}
 	body[w.len] = 0;
-	r = call_json(c, P, "POST", "/v1/sessions", body, 201, &resp);
+	r = kh__api_call_json(&c->api, P, "POST", "/v1/sessions", body, 201, &resp);
 	kh_wipe(body, sizeof body);
 	if (r != KH_OK)
 		return r;
 	tok = json_object_get(resp, "token");
 	t = json_string_value(tok);
 	if (!t || !*t || strspn(t, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=") != strlen(t)) {
-		drop_secret_json(resp, "token");
-		say(c, "%s: the server's answer carries no session token", P);
+		kh__api_drop_secret_json(resp, "token");
+		kh__api_say(&c->api, "%s: the server's answer carries no session token", P);
 		return KH_ERR_FORMAT;
 	}
-	free_secret(c->auth);
-	if (asprintf(&c->auth, "Authorization: Bearer %s", t) < 0)
-		c->auth = NULL;
-	drop_secret_json(resp, "token");
-	return c->auth ? KH_OK : KH_ERR_NOMEM;
+	kh__api_free_secret(c->api.auth);
+	if (asprintf(&c->api.auth, "Authorization: Bearer %s", t) < 0)
+		c->api.auth = NULL;
+	kh__api_drop_secret_json(resp, "token");
+	return c->api.auth ? KH_OK : KH_ERR_NOMEM;
 }
 
 /* A JSON integer field in [lo, hi]. */
@@ -273,7 +135,7 @@ kh_err kh_dist_list(struct kh_dist_client *c, kh_err (*fn)(void *arg, const stru
 	char target[64];
 	kh_err r;
 
-	c->msg[0] = 0;
+	c->api.msg[0] = 0;
 	for (;;) {
 		json_t *resp = NULL, *list, *e;
 		size_t i;
@@ -282,7 +144,7 @@ kh_err kh_dist_list(struct kh_dist_client *c, kh_err (*fn)(void *arg, const stru
 			snprintf(target, sizeof target, "/v1/programs?after=%" PRId64 "&limit=%d", after, LIST_PAGE);
 		else
 			snprintf(target, sizeof target, "/v1/programs?limit=%d", LIST_PAGE);
-		if ((r = call_json(c, P, "GET", target, NULL, 200, &resp)) != KH_OK)
+		if ((r = kh__api_call_json(&c->api, P, "GET", target, NULL, 200, &resp)) != KH_OK)
 			return r;
 		list = json_object_get(resp, "programs");
 		r = json_is_array(list) ? KH_OK : KH_ERR_FORMAT;
@@ -310,8 +172,8 @@ kh_err kh_dist_list(struct kh_dist_client *c, kh_err (*fn)(void *arg, const stru
 		    (get_int(resp, "next", 1, INT64_MAX, &next) != 0 || next <= after))
 			r = KH_ERR_FORMAT;
 		json_decref(resp);
-		if (r == KH_ERR_FORMAT && !c->msg[0])
-			say(c, "%s: the server's answer is not the API's", P);
+		if (r == KH_ERR_FORMAT && !c->api.msg[0])
+			kh__api_say(&c->api, "%s: the server's answer is not the API's", P);
 		if (r != KH_OK || !next)
 			return r;
 		after = next;
@@ -469,7 +331,7 @@ static kh_err to_processor(struct kh_dist_client *c, struct kh_transport *proc, 
 	kh_err r;
 
 	if ((r = kh_host_apdu(proc, ins, 0, d, n, resp, KH_APDU_MAX_RESP, dlen, &sw)) != KH_OK)
-		say(c, "the processor refused %s: %s", name, kh_strerror(r));
+		kh__api_say(&c->api, "the processor refused %s: %s", name, kh_strerror(r));
 	return r;
 }
 
@@ -498,7 +360,7 @@ static kh_err token_cmd(struct kh_dist_client *c, struct kh_transport *proc, uin
 			break;
 		}
 	if (r != KH_OK)
-		say(c, "the processor's answer to %s carries no licence token", name);
+		kh__api_say(&c->api, "the processor's answer to %s carries no licence token", name);
 	kh_wipe(resp, sizeof resp);
 	return r;
 }
@@ -549,14 +411,14 @@ static kh_err start(struct kh_dist_client *c, struct kh_transport *proc, uint32_
 	}
 	if (!body)
 		return KH_ERR_NOMEM;
-	r = call_json(c, "delivery", "POST", "/v1/deliveries", body, 201, &ans);
+	r = kh__api_call_json(&c->api, "delivery", "POST", "/v1/deliveries", body, 201, &ans);
 	free(body);
 	if (r != KH_OK)
 		return r;
 	r = KH_ERR_FORMAT;
 	if (get_int(ans, "id", 1, INT64_MAX, &v) != 0 ||
 	    kh_json_get_b64(ans, "auth", msg, sizeof msg, &mlen, 0) != KH_OK) {
-		say(c, "delivery: the server's answer is not the API's");
+		kh__api_say(&c->api, "delivery: the server's answer is not the API's");
 		goto out;
 	}
 	d->id = (uint64_t)v;
@@ -569,14 +431,14 @@ static kh_err start(struct kh_dist_client *c, struct kh_transport *proc, uint32_
 	if (!(body = b64_body(NULL, 0, "resp", resp, n)))
 		goto out;
 	snprintf(target, sizeof target, "/v1/deliveries/%" PRIu64 "/resp", d->id);
-	r = call_json(c, "delivery", "POST", target, body, 200, &ans);
+	r = kh__api_call_json(&c->api, "delivery", "POST", target, body, 200, &ans);
 	free(body);
 	if (r != KH_OK)
 		goto out;
 	r = KH_ERR_FORMAT;
 	if (get_int(ans, "package_size", 1, KH_DIST_CLIENT_PKG_MAX, &d->package_size) != 0 ||
 	    kh_json_get_b64(ans, "key", msg, sizeof msg, &mlen, 0) != KH_OK) {
-		say(c, "delivery: the server's answer is not the API's");
+		kh__api_say(&c->api, "delivery: the server's answer is not the API's");
 		goto out;
 	}
 	r = token_cmd(c, proc, KH_INS_DIST_KEY, "the program key (DIST KEY)", msg, mlen, d->token, &d->token_len);
@@ -601,31 +463,31 @@ static kh_err get_package(struct kh_dist_client *c, struct delivery *d, int chec
 	kh_err r;
 
 	snprintf(target, sizeof target, "/v1/deliveries/%" PRIu64 "/package", d->id);
-	if ((r = call(c, "package", "GET", target, NULL, &status, &resp, &text, &len)) != KH_OK)
+	if ((r = kh__api_call(&c->api, "package", "GET", target, NULL, &status, &resp, &text, &len)) != KH_OK)
 		return r;
 	if (status != 200) {
-		r = refused(c, "package", status, resp);
+		r = kh__api_refused(&c->api, "package", status, resp);
 		goto out;
 	}
 	r = KH_ERR_FORMAT;
 	if (!text || (d->package_size && (uint64_t)d->package_size != len) ||
 	    kh_dist_pkg_parse((const uint8_t *)text, len < KH_DIST_PKG_HDR_MAX ? len : KH_DIST_PKG_HDR_MAX, len,
 			      &pkg) != KH_OK) {
-		say(c, "package: the server sent a package that is not one (or not of the size it announced)");
+		kh__api_say(&c->api, "package: the server sent a package that is not one (or not of the size it announced)");
 		goto out;
 	}
 	if ((r = kh_sha256((const uint8_t *)text, len, got)) != KH_OK)
 		goto out;
 	if (check_hash && !kh_ct_eq(got, d->pkg_hash, KH_SHA256_LEN)) {
 		r = KH_ERR_FORMAT;
-		say(c, "package: the server sent other bytes than those of the purchase under way");
+		kh__api_say(&c->api, "package: the server sent other bytes than those of the purchase under way");
 		goto out;
 	}
 	memcpy(d->pkg_hash, got, sizeof got);
 	d->program = pkg.program;
 	d->version = pkg.version;
 	if ((r = kh_file_write_atomic(path, (const uint8_t *)text, len, 0644)) != KH_OK)
-		say(c, "%s: %s", path, kh_strerror(r));
+		kh__api_say(&c->api, "%s: %s", path, kh_strerror(r));
 out:
 	json_decref(resp);
 	free(text);
@@ -661,13 +523,13 @@ static kh_err charge(struct kh_dist_client *c, struct kh_transport *proc, struct
 		json_t *a = NULL;
 		long status = 0;
 
-		r = call(c, "charge", "POST", target, "{}", &status, &a, NULL, NULL);
+		r = kh__api_call(&c->api, "charge", "POST", target, "{}", &status, &a, NULL, NULL);
 		if (r == KH_OK && status == 200 && json_is_object(a)) {
 			ans = a;
 			break;
 		}
 		if (r == KH_OK)
-			r = status == 200 ? KH_ERR_FORMAT : refused(c, "charge", status, a);
+			r = status == 200 ? KH_ERR_FORMAT : kh__api_refused(&c->api, "charge", status, a);
 		json_decref(a);
 		if ((status == 402 && r == KH_ERR_FUNDS) || (status == 409 && r == KH_ERR_DIST_SESSION))
 			*uncharged = 1;
@@ -683,11 +545,11 @@ static kh_err charge(struct kh_dist_client *c, struct kh_transport *proc, struct
 	    kh_json_get_b64(ans, "program_sig", sig, sizeof sig, &n, 1) != KH_OK || !json_is_boolean(ch) ||
 	    get_int(ans, "balance", INT64_MIN, INT64_MAX, &res->balance) != 0 ||
 	    kh_dist_receipt_parse(res->receipt, sizeof res->receipt, NULL, &rc) != KH_OK) {
-		say(c, "charge: the server's answer is not the API's");
+		kh__api_say(&c->api, "charge: the server's answer is not the API's");
 		goto out;
 	}
 	if (rc.program != d->program || rc.version != d->version) {
-		say(c, "charge: the receipt is for another program than the package");
+		kh__api_say(&c->api, "charge: the receipt is for another program than the package");
 		goto out;
 	}
 	res->charged = json_is_true(ch);
@@ -716,14 +578,14 @@ static kh_err write_part(struct kh_dist_client *c, const struct delivery *d, con
 	kh_err r;
 
 	memset(&p, 0, sizeof p);
-	memcpy(p.url, c->base, strlen(c->base));
+	memcpy(p.url, c->api.base, strlen(c->api.base));
 	p.delivery = d->id;
 	memcpy(p.package_hash, d->pkg_hash, sizeof p.package_hash);
 	memcpy(p.token, d->token, d->token_len);
 	p.token_len = d->token_len;
 	if ((r = kh_dist_part_format(&p, text, sizeof text, &n)) == KH_OK &&
 	    (r = kh_file_write_atomic(path, (const uint8_t *)text, n, 0600)) != KH_OK)
-		say(c, "%s: %s", path, kh_strerror(r));
+		kh__api_say(&c->api, "%s: %s", path, kh_strerror(r));
 	kh_wipe(&p, sizeof p);
 	kh_wipe(text, sizeof text);
 	return r;
@@ -744,11 +606,11 @@ static kh_err look(struct kh_dist_client *c, const struct paths *f, const uint8_
 		r = kh_dist_part_parse(b, n, &p);
 		kh_file_free(b, n);
 		if (r != KH_OK) {
-			say(c, "%s is not a purchase's state file", f->part);
+			kh__api_say(&c->api, "%s is not a purchase's state file", f->part);
 			return r;
 		}
-		if (strcmp(p.url, c->base) != 0) {
-			say(c, "%s is a purchase from %s: finish it there", f->part, p.url);
+		if (strcmp(p.url, c->api.base) != 0) {
+			kh__api_say(&c->api, "%s is a purchase from %s: finish it there", f->part, p.url);
 			kh_wipe(&p, sizeof p);
 			return KH_ERR_INVAL;
 		}
@@ -761,7 +623,7 @@ static kh_err look(struct kh_dist_client *c, const struct paths *f, const uint8_
 		return KH_OK;
 	}
 	if (r != KH_ERR_NOTFOUND) {
-		say(c, "%s: %s", f->part, kh_strerror(r));
+		kh__api_say(&c->api, "%s: %s", f->part, kh_strerror(r));
 		return r;
 	}
 	r = read_small(f->rcpt, KH_DIST_RECEIPT_BYTES + 1, &b, &n);
@@ -772,10 +634,10 @@ static kh_err look(struct kh_dist_client *c, const struct paths *f, const uint8_
 		kh_file_free(b, n);
 		if (same)
 			return KH_OK;
-		say(c, "%s holds another receipt: it would be replaced; choose another --out", f->rcpt);
+		kh__api_say(&c->api, "%s holds another receipt: it would be replaced; choose another --out", f->rcpt);
 		return KH_ERR_EXISTS;
 	}
-	say(c, "%s: %s", f->rcpt, kh_strerror(r));
+	kh__api_say(&c->api, "%s: %s", f->rcpt, kh_strerror(r));
 	return r;
 }
 
@@ -794,11 +656,11 @@ kh_err kh_dist_fetch(struct kh_dist_client *c, struct kh_transport *proc, uint32
 	if (!c || !proc || !base || !*base || !res || !charge_maybe)
 		return KH_ERR_INVAL;
 	*charge_maybe = 0;
-	c->msg[0] = 0;
+	c->api.msg[0] = 0;
 	memset(&out, 0, sizeof out);
 	memset(&d, 0, sizeof d);
 	if (receipt && (r = kh_dist_receipt_parse(receipt, KH_DIST_RECEIPT_BYTES, NULL, &given)) != KH_OK) {
-		say(c, "the receipt is not one: %s", kh_strerror(r));
+		kh__api_say(&c->api, "the receipt is not one: %s", kh_strerror(r));
 		return KH_ERR_FORMAT;
 	}
 	if ((r = paths_make(base, &f)) != KH_OK)
@@ -821,7 +683,7 @@ kh_err kh_dist_fetch(struct kh_dist_client *c, struct kh_transport *proc, uint32
 		if ((receipt && (d.program != given.program || d.version != given.version)) ||
 		    (!receipt && d.program != program)) {
 			r = KH_ERR_FORMAT;
-			say(c, "package: the server sent another program than the one asked for");
+			kh__api_say(&c->api, "package: the server sent another program than the one asked for");
 			goto out;
 		}
 		if ((r = write_part(c, &d, f.part)) != KH_OK)
@@ -836,7 +698,7 @@ kh_err kh_dist_fetch(struct kh_dist_client *c, struct kh_transport *proc, uint32
 	}
 	if (receipt && !resume && memcmp(out.receipt, receipt, sizeof out.receipt) != 0) {
 		r = KH_ERR_FORMAT;
-		say(c, "charge: the server answered another receipt than the one presented");
+		kh__api_say(&c->api, "charge: the server answered another receipt than the one presented");
 		goto out;
 	}
 	/* a receipt already there must be this one: another is never replaced */
@@ -845,24 +707,24 @@ kh_err kh_dist_fetch(struct kh_dist_client *c, struct kh_transport *proc, uint32
 		kh_file_free(old, oldn);
 		if (!same) {
 			r = KH_ERR_EXISTS;
-			say(c, "%s holds another receipt: it would be replaced; move it away", f.rcpt);
+			kh__api_say(&c->api, "%s holds another receipt: it would be replaced; move it away", f.rcpt);
 			goto out;
 		}
 	} else if (r != KH_ERR_NOTFOUND) {
 		goto out;
 	}
 	if ((r = kh_file_write_atomic(f.lic, d.token, d.token_len, 0600)) != KH_OK) {
-		say(c, "%s: %s", f.lic, kh_strerror(r));
+		kh__api_say(&c->api, "%s: %s", f.lic, kh_strerror(r));
 		goto out;
 	}
 	wrote_lic = 1;
 	if ((r = kh_file_write_atomic(f.rcpt, out.receipt, sizeof out.receipt, 0644)) != KH_OK) {
-		say(c, "%s: %s", f.rcpt, kh_strerror(r));
+		kh__api_say(&c->api, "%s: %s", f.rcpt, kh_strerror(r));
 		goto out;
 	}
 	/* everything the purchase gives is durable: the state file may go */
 	if ((r = remove_durably(f.part, f.dir)) != KH_OK) {
-		say(c, "%s: %s", f.part, kh_strerror(r));
+		kh__api_say(&c->api, "%s: %s", f.part, kh_strerror(r));
 		goto out;
 	}
 	*charge_maybe = 0;
@@ -875,8 +737,8 @@ out:
 			(void)unlink(f.lic);
 		if (wrote_pkg)
 			(void)unlink(f.pkg);
-		if (!c->msg[0])
-			say(c, "%s", kh_strerror(r));
+		if (!c->api.msg[0])
+			kh__api_say(&c->api, "%s", kh_strerror(r));
 	}
 	kh_wipe(&d, sizeof d);
 	kh_wipe(&out, sizeof out);
