@@ -20,12 +20,14 @@ const char *kh_store_escrow_state_name(enum kh_store_escrow_state st)
 	return st >= KH_STORE_ESCROW_HELD && st <= KH_STORE_ESCROW_SWEPT ? state_names[st] : NULL;
 }
 
-static enum kh_store_escrow_state state_of(const uint8_t *p, size_t n)
+/* A purchase's state as its number (0: none our CHECK allows), read by the SQL itself. */
+#define STATE_NUM "CASE state WHEN 'held' THEN 1 WHEN 'delivered' THEN 2 WHEN 'failed' THEN 3 WHEN 'swept' THEN 4 ELSE 0 END"
+
+static enum kh_store_escrow_state state_col(struct kh__stmt *st, int col)
 {
-	for (int i = KH_STORE_ESCROW_HELD; i <= KH_STORE_ESCROW_SWEPT; i++)
-		if (strlen(state_names[i]) == n && memcmp(state_names[i], p, n) == 0)
-			return (enum kh_store_escrow_state)i;
-	return 0;
+	int64_t v = kh__col_i64(st, col);
+
+	return v >= KH_STORE_ESCROW_HELD && v <= KH_STORE_ESCROW_SWEPT ? (enum kh_store_escrow_state)v : 0;
 }
 
 static int text_ok(const char *t, size_t max)
@@ -529,14 +531,11 @@ kh_err kh_store_escrow_listings_page(struct kh_store *s, int64_t seller, const u
 /* ---------------------------------------------------------------- purchases */
 
 #define PURCHASE_COLS                                                                                           \
-	"id, listing_id, buyer_id, seller_id, price, device_ua, request_hash, request, idem_key, state, deadline,\n" \
-	"  answer, notice, created_at, coalesce(settled_at, 0)"
+	"id, listing_id, buyer_id, seller_id, price, device_ua, request_hash, request, idem_key, " STATE_NUM ",\n" \
+	"  deadline, answer, notice, created_at, coalesce(settled_at, 0)"
 
 static kh_err purchase_row(struct kh__stmt *st, struct kh_store_escrow_purchase *p)
 {
-	const uint8_t *state;
-	size_t n;
-
 	memset(p, 0, sizeof *p);
 	if (col_bytes(st, 0, p->id, sizeof p->id, NULL, 0) != KH_OK ||
 	    col_bytes(st, 1, p->listing, sizeof p->listing, NULL, 0) != KH_OK ||
@@ -546,8 +545,7 @@ static kh_err purchase_row(struct kh__stmt *st, struct kh_store_escrow_purchase 
 	    col_bytes(st, 11, p->answer, sizeof p->answer, &p->answer_len, 1) != KH_OK ||
 	    col_bytes(st, 12, p->notice, sizeof p->notice, &p->notice_len, 1) != KH_OK)
 		return KH_ERR_DB;
-	state = kh__col_blob(st, 9, &n);
-	if ((p->state = state_of(state, n)) == 0)
+	if ((p->state = state_col(st, 9)) == 0)
 		return KH_ERR_DB;
 	p->buyer = kh__col_i64(st, 2);
 	p->seller = kh__col_i64(st, 3);
@@ -810,19 +808,16 @@ struct settle {
 
 static kh_err settle_tx(struct kh_store *s, void *arg)
 {
-	static const char sql[] = "SELECT state FROM escrow_purchases WHERE id = ?1";
+	static const char sql[] = "SELECT " STATE_NUM " FROM escrow_purchases WHERE id = ?1";
 	struct settle *c = arg;
 	struct kh__stmt *st = NULL;
 	enum kh_store_escrow_state now_state = 0;
-	const uint8_t *p;
-	size_t n;
 	kh_err r;
 
 	c->repeat = 0;
 	if ((r = kh__stmt(s, sql, &st)) == KH_OK && (r = kh__bind_blob(st, 1, c->id, KH_STORE_ESCROW_ID_LEN)) == KH_OK &&
 	    (r = step_one(st, KH_ERR_NOTFOUND)) == KH_OK) {
-		p = kh__col_blob(st, 0, &n);
-		if ((now_state = state_of(p, n)) == 0)
+		if ((now_state = state_col(st, 0)) == 0)
 			r = KH_ERR_DB;
 	}
 	kh__stmt_done(st);

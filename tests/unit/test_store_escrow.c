@@ -108,6 +108,33 @@ static int64_t sql_int(struct ctx *c, const char *sql)
 	return kh_test_sql_int(c->db, sql);
 }
 
+/* The device's notice on purchase id: outcome, and whether it was a repeat. */
+static kh_err settle(struct ctx *c, const uint8_t *id, enum kh_store_escrow_state outcome, int64_t now, int *repeat)
+{
+	enum kh_store_escrow_state st = 0;
+	kh_err r = kh_store_escrow_purchase_settle(c->s, id, outcome, (const uint8_t *)"signed notice", 13, now, &st,
+						   repeat);
+
+	if (r == KH_OK)
+		assert_int_equal(st, outcome);
+	return r;
+}
+
+/* Every row of the store, to compare: a refusal must leave them all as they were. */
+static char *rows(struct ctx *c)
+{
+	return kh_test_sql_dump(c->db);
+}
+
+static void unchanged(struct ctx *c, char *before)
+{
+	char *after = kh_test_sql_dump(c->db);
+
+	assert_string_equal(before, after);
+	free(before);
+	free(after);
+}
+
 static void test_accounts(void **state)
 {
 	struct ctx *c = *state;
@@ -137,7 +164,7 @@ static void test_deposit_withdraw(void **state)
 	struct ctx *c = *state;
 	uint8_t k1[16], k2[16];
 	int64_t av = 0;
-	char *before, *after;
+	char *before;
 
 	memset(k1, 1, sizeof k1);
 	memset(k2, 2, sizeof k2);
@@ -163,17 +190,14 @@ static void test_deposit_withdraw(void **state)
 	assert_int_equal(acct(c, c->alice).deposited, 750);
 
 	/* above available: refused, not a row changed */
-	before = kh_test_sql_dump(c->db);
+	before = rows(c);
 	assert_int_equal(kh_store_escrow_withdraw(c->s, c->alice, 451, NULL, 115, &av), KH_ERR_FUNDS);
 	assert_int_equal(kh_store_escrow_withdraw(c->s, c->bob, 1, NULL, 115, &av), KH_ERR_FUNDS);
 	assert_int_equal(kh_store_escrow_deposit(c->s, c->alice, 0, NULL, 115, &av), KH_ERR_INVAL);
 	assert_int_equal(kh_store_escrow_deposit(c->s, c->alice, KH_STORE_ESCROW_AMOUNT_MAX + 1, NULL, 115, &av),
 			 KH_ERR_INVAL);
 	assert_int_equal(kh_store_escrow_deposit(c->s, 999, 5, NULL, 115, &av), KH_ERR_NOTFOUND);
-	after = kh_test_sql_dump(c->db);
-	assert_string_equal(before, after);
-	free(before);
-	free(after);
+	unchanged(c, before);
 	assert_int_equal(kh_store_escrow_withdraw(c->s, c->alice, 450, NULL, 116, &av), KH_OK);
 	assert_int_equal(av, 0);
 	audit_ok(c->s, "EUR", 750, 750, 0);
@@ -236,18 +260,15 @@ static void test_hold(void **state)
 	struct kh_store_escrow_purchase p, q;
 	int64_t av = 0;
 	int repeat = -1;
-	char *before, *after;
+	char *before;
 
 	listing(c, 0xA1, c->bob, 40, "EUR");
 	listing(c, 0xA2, c->carol, 40, "USD");
 	assert_int_equal(kh_store_escrow_deposit(c->s, c->alice, 30, NULL, 110, &av), KH_OK);
 	/* 30 < 40: refused, nothing changed */
-	before = kh_test_sql_dump(c->db);
+	before = rows(c);
 	assert_int_equal(kh_store_escrow_purchase_hold(c->s, &h, 200, &p, &repeat), KH_ERR_FUNDS);
-	after = kh_test_sql_dump(c->db);
-	assert_string_equal(before, after);
-	free(before);
-	free(after);
+	unchanged(c, before);
 	assert_int_equal(kh_store_escrow_deposit(c->s, c->alice, 50, NULL, 201, &av), KH_OK);
 	assert_int_equal(kh_store_escrow_purchase_hold(c->s, &h, 202, &p, &repeat), KH_OK);
 	assert_int_equal(repeat, 0);
@@ -265,7 +286,7 @@ static void test_hold(void **state)
 	assert_int_equal(acct(c, c->alice).held, 40);
 	assert_int_equal(sql_int(c, "SELECT count(*) FROM escrow_movements WHERE kind = 'hold'"), 1);
 	/* the same id with another request, or the same idempotency key on another purchase */
-	before = kh_test_sql_dump(c->db);
+	before = rows(c);
 	other = h;
 	other.request_hash[0] ^= 1;
 	assert_int_equal(kh_store_escrow_purchase_hold(c->s, &other, 204, &q, &repeat), KH_ERR_EXISTS);
@@ -280,10 +301,7 @@ static void test_hold(void **state)
 	/* the seller cannot withdraw what is held for its listing; the buyer cannot either */
 	assert_int_equal(kh_store_escrow_withdraw(c->s, c->bob, 40, NULL, 205, &av), KH_ERR_FUNDS);
 	assert_int_equal(kh_store_escrow_withdraw(c->s, c->alice, 41, NULL, 205, &av), KH_ERR_FUNDS);
-	after = kh_test_sql_dump(c->db);
-	assert_string_equal(before, after);
-	free(before);
-	free(after);
+	unchanged(c, before);
 }
 
 static void test_answer(void **state)
@@ -316,10 +334,9 @@ static void test_settle(void **state)
 	struct kh_store_escrow_hold h1 = req(0x01, 0xA1, c->alice, 1000), h2 = req(0x02, 0xA1, c->alice, 1000),
 				    h3 = req(0x03, 0xA1, c->alice, 300);
 	struct kh_store_escrow_purchase p;
-	enum kh_store_escrow_state st = 0;
 	int64_t av = 0;
 	int repeat = -1;
-	char *before, *after;
+	char *before;
 
 	listing(c, 0xA1, c->bob, 40, "EUR");
 	assert_int_equal(kh_store_escrow_deposit(c->s, c->alice, 200, NULL, 110, &av), KH_OK);
@@ -329,41 +346,25 @@ static void test_settle(void **state)
 	audit_ok(c->s, "EUR", 200, 0, 120);
 
 	/* delivered posts once: seller +40, buyer held -40 */
-	assert_int_equal(kh_store_escrow_purchase_settle(c->s, h1.id, KH_STORE_ESCROW_DELIVERED, (const uint8_t *)"ok", 2,
-							 210, &st, &repeat),
-			 KH_OK);
-	assert_int_equal(st, KH_STORE_ESCROW_DELIVERED);
+	assert_int_equal(settle(c, h1.id, KH_STORE_ESCROW_DELIVERED, 210, &repeat), KH_OK);
 	assert_int_equal(repeat, 0);
 	assert_int_equal(acct(c, c->bob).available, 40);
 	assert_int_equal(acct(c, c->alice).held, 80);
 	assert_int_equal(acct(c, c->alice).available, 80);
 	audit_ok(c->s, "EUR", 200, 0, 80);
 	/* again: nothing moves; failed after delivered: refused, nothing changes */
-	before = kh_test_sql_dump(c->db);
-	assert_int_equal(kh_store_escrow_purchase_settle(c->s, h1.id, KH_STORE_ESCROW_DELIVERED, (const uint8_t *)"ok", 2,
-							 211, &st, &repeat),
-			 KH_OK);
+	before = rows(c);
+	assert_int_equal(settle(c, h1.id, KH_STORE_ESCROW_DELIVERED, 211, &repeat), KH_OK);
 	assert_int_equal(repeat, 1);
-	assert_int_equal(kh_store_escrow_purchase_settle(c->s, h1.id, KH_STORE_ESCROW_FAILED, (const uint8_t *)"no", 2,
-							 212, &st, &repeat),
-			 KH_ERR_PURCHASE_STATE);
-	assert_int_equal(kh_store_escrow_purchase_settle(c->s, h1.id, KH_STORE_ESCROW_SWEPT, NULL, 0, 212, &st, &repeat),
-			 KH_ERR_INVAL);
-	after = kh_test_sql_dump(c->db);
-	assert_string_equal(before, after);
-	free(before);
-	free(after);
+	assert_int_equal(settle(c, h1.id, KH_STORE_ESCROW_FAILED, 212, &repeat), KH_ERR_PURCHASE_STATE);
+	assert_int_equal(settle(c, h1.id, KH_STORE_ESCROW_SWEPT, 212, &repeat), KH_ERR_INVAL);
+	unchanged(c, before);
 	/* failed voids: the buyer's money back; delivered after it refused */
-	assert_int_equal(kh_store_escrow_purchase_settle(c->s, h2.id, KH_STORE_ESCROW_FAILED, (const uint8_t *)"bad key",
-							 7, 220, &st, &repeat),
-			 KH_OK);
-	assert_int_equal(st, KH_STORE_ESCROW_FAILED);
+	assert_int_equal(settle(c, h2.id, KH_STORE_ESCROW_FAILED, 220, &repeat), KH_OK);
 	assert_int_equal(acct(c, c->alice).available, 120);
 	assert_int_equal(acct(c, c->alice).held, 40);
 	assert_int_equal(acct(c, c->bob).available, 40);
-	assert_int_equal(kh_store_escrow_purchase_settle(c->s, h2.id, KH_STORE_ESCROW_DELIVERED, NULL, 0, 221, &st,
-							 &repeat),
-			 KH_ERR_PURCHASE_STATE);
+	assert_int_equal(settle(c, h2.id, KH_STORE_ESCROW_DELIVERED, 221, &repeat), KH_ERR_PURCHASE_STATE);
 	audit_ok(c->s, "EUR", 200, 0, 40);
 	/* swept at its deadline: a late notice either way is refused, no refund */
 	{
@@ -371,21 +372,13 @@ static void test_settle(void **state)
 		assert_int_equal(kh_store_escrow_sweep(c->s, 300, 10, &n), KH_OK);
 		assert_int_equal(n, 1);
 	}
-	before = kh_test_sql_dump(c->db);
-	assert_int_equal(kh_store_escrow_purchase_settle(c->s, h3.id, KH_STORE_ESCROW_FAILED, NULL, 0, 301, &st, &repeat),
-			 KH_ERR_PURCHASE_STATE);
-	assert_int_equal(kh_store_escrow_purchase_settle(c->s, h3.id, KH_STORE_ESCROW_DELIVERED, NULL, 0, 301, &st,
-							 &repeat),
-			 KH_ERR_PURCHASE_STATE);
-	after = kh_test_sql_dump(c->db);
-	assert_string_equal(before, after);
-	free(before);
-	free(after);
+	before = rows(c);
+	assert_int_equal(settle(c, h3.id, KH_STORE_ESCROW_FAILED, 301, &repeat), KH_ERR_PURCHASE_STATE);
+	assert_int_equal(settle(c, h3.id, KH_STORE_ESCROW_DELIVERED, 301, &repeat), KH_ERR_PURCHASE_STATE);
+	unchanged(c, before);
 	assert_int_equal(acct(c, c->bob).available, 80);
 	assert_int_equal(acct(c, c->alice).held, 0);
-	assert_int_equal(kh_store_escrow_purchase_settle(c->s, h3.listing, KH_STORE_ESCROW_FAILED, NULL, 0, 301, &st,
-							 &repeat),
-			 KH_ERR_NOTFOUND);
+	assert_int_equal(settle(c, h3.listing, KH_STORE_ESCROW_FAILED, 301, &repeat), KH_ERR_NOTFOUND);
 	audit_ok(c->s, "EUR", 200, 0, 0);
 	/* the seller withdraws what was posted to it, no more */
 	assert_int_equal(kh_store_escrow_withdraw(c->s, c->bob, 81, NULL, 310, &av), KH_ERR_FUNDS);
