@@ -138,6 +138,23 @@ static const struct table tables[] = {
 	   P7)},
 	{T("dist_ledger", "id, account_id, amount, receipt_id, created_at", "iiibi", 1, "id", AFTER1("id"), P5),
 	 .gen = GEN_AUTO},
+	/* the escrow's (migration 9) */
+	{T("escrow_accounts", "id, name, kind, currency, created_at", "ittti", 1, "id", AFTER1("id"), P5),
+	 .gen = GEN_AUTO},
+	{T("escrow_balances", "account_id, bucket, balance", "iti", 2, "account_id, bucket",
+	   AFTER2("account_id", "bucket"), P3)},
+	{T("escrow_listings",
+	   "id, seller_id, content_id, price, currency, deadline_secs, key_id, public_key, signed, created_at",
+	   "bititibbbi", 1, "id", AFTER1("id"), P10)},
+	{T("escrow_purchases",
+	   "id, listing_id, buyer_id, seller_id, price, device_ua, request_hash, request, idem_key, state, deadline, "
+	   "answer, notice, created_at, settled_at",
+	   "bbiiiibbbtibbii", 1, "id", AFTER1("id"), P15)},
+	{T("escrow_movements", "id, kind, account_id, purchase_id, amount, idem_key, available_after, created_at",
+	   "itibibii", 1, "id", AFTER1("id"), P8),
+	 .gen = GEN_AUTO},
+	{T("escrow_entries", "id, movement_id, account_id, bucket, amount", "iiiti", 1, "id", AFTER1("id"), P5),
+	 .gen = GEN_AUTO},
 };
 #define NTABLES (sizeof tables / sizeof tables[0])
 

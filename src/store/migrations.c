@@ -371,6 +371,95 @@ static const char migration_8[] =
 	") STRICT;\n"
 	"CREATE INDEX dist_ledger_account ON dist_ledger(account_id);\n";
 
+/*
+ * The escrow (include/keyhole/store_escrow.h, docs/internals/ledger.md): accounts in one
+ * currency each (a user's, or the currency's one `outside` account, whose name is NULL), the
+ * cached balance of each bucket, the sellers' listings, the buyers' purchases, and the double-entry
+ * ledger: one movement per transaction, its entries summing to zero. Amounts are 1..2^53; no
+ * user bucket below zero, the outside bucket never above.
+ */
+#define ESCROW_AMOUNT(col) "CHECK (" col " BETWEEN 1 AND 9007199254740992)"
+#define ESCROW_CURRENCY(col)                                                                            \
+	"CHECK (length(" col ") = 3 AND substr(" col ", 1, 1) BETWEEN 'A' AND 'Z' AND substr(" col           \
+	", 2, 1) BETWEEN 'A' AND 'Z' AND substr(" col ", 3, 1) BETWEEN 'A' AND 'Z')"
+#define ESCROW_ID(col) "CHECK (length(" col ") = 16)"
+
+static const char migration_9[] =
+	"CREATE TABLE escrow_accounts (\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  name TEXT UNIQUE CHECK (length(name) BETWEEN 1 AND 64),\n"
+	"  kind TEXT NOT NULL CHECK (kind IN ('user', 'outside')),\n"
+	"  currency TEXT NOT NULL " ESCROW_CURRENCY("currency") ",\n"
+	"  created_at INTEGER NOT NULL,\n"
+	"  CHECK ((kind = 'user') = (name IS NOT NULL))\n"
+	") STRICT;\n"
+	"CREATE UNIQUE INDEX escrow_accounts_outside ON escrow_accounts(currency) WHERE kind = 'outside';\n"
+	"CREATE TABLE escrow_balances (\n"
+	"  account_id INTEGER NOT NULL REFERENCES escrow_accounts(id),\n"
+	"  bucket TEXT NOT NULL CHECK (bucket IN ('available', 'held', 'outside')),\n"
+	"  balance INTEGER NOT NULL CHECK (balance BETWEEN -4611686018427387904 AND 4611686018427387904),\n"
+	"  CHECK (bucket = 'outside' OR balance >= 0),\n"
+	"  CHECK (bucket <> 'outside' OR balance <= 0),\n"
+	"  PRIMARY KEY (account_id, bucket)\n"
+	") STRICT, WITHOUT ROWID;\n"
+	"CREATE TABLE escrow_listings (\n"
+	"  id BLOB PRIMARY KEY " ESCROW_ID("id") ",\n"
+	"  seller_id INTEGER NOT NULL REFERENCES escrow_accounts(id),\n"
+	"  content_id TEXT NOT NULL CHECK (length(content_id) BETWEEN 1 AND 64),\n"
+	"  price INTEGER NOT NULL " ESCROW_AMOUNT("price") ",\n"
+	"  currency TEXT NOT NULL " ESCROW_CURRENCY("currency") ",\n"
+	"  deadline_secs INTEGER NOT NULL CHECK (deadline_secs > 0),\n"
+	"  key_id BLOB NOT NULL " ESCROW_ID("key_id") ",\n"
+	"  public_key BLOB NOT NULL CHECK (length(public_key) BETWEEN 1 AND 1024),\n"
+	"  signed BLOB NOT NULL CHECK (length(signed) BETWEEN 1 AND 2048),\n"
+	"  created_at INTEGER NOT NULL\n"
+	") STRICT, WITHOUT ROWID;\n"
+	"CREATE INDEX escrow_listings_seller ON escrow_listings(seller_id, id);\n"
+	"CREATE TABLE escrow_purchases (\n"
+	"  id BLOB PRIMARY KEY " ESCROW_ID("id") ",\n"
+	"  listing_id BLOB NOT NULL REFERENCES escrow_listings(id),\n"
+	"  buyer_id INTEGER NOT NULL REFERENCES escrow_accounts(id),\n"
+	"  seller_id INTEGER NOT NULL REFERENCES escrow_accounts(id),\n"
+	"  price INTEGER NOT NULL " ESCROW_AMOUNT("price") ",\n"
+	"  device_ua INTEGER NOT NULL " U32("device_ua") ",\n"
+	"  request_hash BLOB NOT NULL CHECK (length(request_hash) = 32),\n"
+	"  request BLOB NOT NULL CHECK (length(request) BETWEEN 1 AND 1200),\n"
+	"  idem_key BLOB NOT NULL UNIQUE " ESCROW_ID("idem_key") ",\n"
+	"  state TEXT NOT NULL CHECK (state IN ('held', 'delivered', 'failed', 'swept')),\n"
+	"  deadline INTEGER NOT NULL,\n"
+	"  answer BLOB CHECK (answer IS NULL OR length(answer) BETWEEN 1 AND 1200),\n"
+	"  notice BLOB CHECK (notice IS NULL OR length(notice) BETWEEN 1 AND 512),\n"
+	"  created_at INTEGER NOT NULL,\n"
+	"  settled_at INTEGER,\n"
+	"  CHECK ((state = 'held') = (settled_at IS NULL))\n"
+	") STRICT, WITHOUT ROWID;\n"
+	"CREATE INDEX escrow_purchases_due ON escrow_purchases(state, deadline);\n"
+	"CREATE INDEX escrow_purchases_buyer ON escrow_purchases(buyer_id, id);\n"
+	"CREATE INDEX escrow_purchases_seller ON escrow_purchases(seller_id, id);\n"
+	"CREATE TABLE escrow_movements (\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  kind TEXT NOT NULL CHECK (kind IN ('deposit', 'withdraw', 'hold', 'post', 'void')),\n"
+	"  account_id INTEGER NOT NULL REFERENCES escrow_accounts(id),\n"
+	"  purchase_id BLOB REFERENCES escrow_purchases(id),\n"
+	"  amount INTEGER NOT NULL " ESCROW_AMOUNT("amount") ",\n"
+	"  idem_key BLOB UNIQUE CHECK (idem_key IS NULL OR length(idem_key) = 16),\n"
+	"  available_after INTEGER,\n"
+	"  created_at INTEGER NOT NULL,\n"
+	"  CHECK ((kind IN ('deposit', 'withdraw')) = (purchase_id IS NULL)),\n"
+	"  UNIQUE (purchase_id, kind)\n"
+	") STRICT;\n"
+	"CREATE INDEX escrow_movements_account ON escrow_movements(account_id, kind);\n"
+	"CREATE TABLE escrow_entries (\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  movement_id INTEGER NOT NULL REFERENCES escrow_movements(id),\n"
+	"  account_id INTEGER NOT NULL,\n"
+	"  bucket TEXT NOT NULL CHECK (bucket IN ('available', 'held', 'outside')),\n"
+	"  amount INTEGER NOT NULL CHECK (amount <> 0 AND amount BETWEEN -9007199254740992 AND 9007199254740992),\n"
+	"  FOREIGN KEY (account_id, bucket) REFERENCES escrow_balances(account_id, bucket)\n"
+	") STRICT;\n"
+	"CREATE INDEX escrow_entries_movement ON escrow_entries(movement_id);\n"
+	"CREATE INDEX escrow_entries_bucket ON escrow_entries(account_id, bucket);\n";
+
 const struct kh__migration kh__migrations[] = {
 	{1, migration_1},
 	{2, migration_2},
@@ -380,6 +469,7 @@ const struct kh__migration kh__migrations[] = {
 	{6, migration_6},
 	{7, migration_7},
 	{8, migration_8},
+	{9, migration_9},
 };
 const size_t kh__migrations_count = sizeof kh__migrations / sizeof kh__migrations[0];
 

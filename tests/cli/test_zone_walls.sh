@@ -36,7 +36,7 @@ zone_of_header()
 	keyhole/module.h) echo module ;;
 	keyhole/device.h | keyhole/runner.h | keyhole/softmodule.h) echo device ;;
 	keyhole/ts.h) echo ts ;;
-	keyhole/store.h | keyhole/store_dist.h) echo store ;;
+	keyhole/store.h | keyhole/store_dist.h | keyhole/store_escrow.h) echo store ;;
 	keyhole/http.h) echo net ;;
 	keyhole/host.h | keyhole/decoder.h | keyhole/distclient.h | keyhole/m1.h | keyhole/upload.h) echo host ;;
 	keyhole/authority.h | keyhole/identity.h | keyhole/distsrv.h | keyhole/distsvc.h | keyhole/headend.h | keyhole/sms.h) echo center ;;
