@@ -75,6 +75,15 @@ KH_WARN_UNUSED kh_err kh_store_escrow_deposit(struct kh_store *s, int64_t accoun
 KH_WARN_UNUSED kh_err kh_store_escrow_withdraw(struct kh_store *s, int64_t account, int64_t amount,
 					       const uint8_t *idem, int64_t now, int64_t *available);
 
+/* ---- API tokens: one per user account, kept as its SHA-256 (src/store/ops_escrow_token.c) ---- */
+
+/* The account's token is now the one of this hash (the old one stops working); KH_ERR_NOTFOUND
+ * for no such user account. */
+KH_WARN_UNUSED kh_err kh_store_escrow_token_set(struct kh_store *s, int64_t account, const uint8_t hash[static 32],
+						int64_t now);
+/* The account whose token has this hash; KH_ERR_NOTFOUND. */
+KH_WARN_UNUSED kh_err kh_store_escrow_token_find(struct kh_store *s, const uint8_t hash[static 32], int64_t *account);
+
 /* ---- listings ---- */
 
 struct kh_store_escrow_listing {

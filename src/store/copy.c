@@ -155,6 +155,7 @@ static const struct table tables[] = {
 	 .gen = GEN_AUTO},
 	{T("escrow_entries", "id, movement_id, account_id, bucket, amount", "iiiti", 1, "id", AFTER1("id"), P5),
 	 .gen = GEN_AUTO},
+	{T("escrow_tokens", "account_id, token_hash, created_at", "ibi", 1, "account_id", AFTER1("account_id"), P3)},
 };
 #define NTABLES (sizeof tables / sizeof tables[0])
 

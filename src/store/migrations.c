@@ -458,7 +458,12 @@ static const char migration_9[] =
 	"  FOREIGN KEY (account_id, bucket) REFERENCES escrow_balances(account_id, bucket)\n"
 	") STRICT;\n"
 	"CREATE INDEX escrow_entries_movement ON escrow_entries(movement_id);\n"
-	"CREATE INDEX escrow_entries_bucket ON escrow_entries(account_id, bucket);\n";
+	"CREATE INDEX escrow_entries_bucket ON escrow_entries(account_id, bucket);\n"
+	"CREATE TABLE escrow_tokens (\n"
+	"  account_id INTEGER PRIMARY KEY REFERENCES escrow_accounts(id),\n"
+	"  token_hash BLOB NOT NULL UNIQUE CHECK (length(token_hash) = 32),\n"
+	"  created_at INTEGER NOT NULL\n"
+	") STRICT;\n";
 
 const struct kh__migration kh__migrations[] = {
 	{1, migration_1},

@@ -378,13 +378,16 @@ static void test_tables_match_schema(void **state)
 /* Per table rows and checksums of a store. */
 struct sums {
 	size_t n;
-	char line[32][128];
+	char line[48][128];
 };
 
 static kh_err on_sum(void *arg, const struct kh_store_copy_table *t)
 {
 	struct sums *x = arg;
-	int k = snprintf(x->line[x->n], sizeof x->line[0], "%s %lld ", t->table, (long long)t->rows_from);
+	int k;
+
+	assert_true(x->n < sizeof x->line / sizeof x->line[0]);
+	k = snprintf(x->line[x->n], sizeof x->line[0], "%s %lld ", t->table, (long long)t->rows_from);
 
 	assert_true(t->same);
 	for (int i = 0; i < 32; i++)
