@@ -160,6 +160,7 @@ volatile sig_atomic_t *kh_cli_stop_signals(void);
 int kh_cmd_card(int argc, char **argv);
 int kh_cmd_processor(int argc, char **argv);
 int kh_cmd_dist(int argc, char **argv);
+int kh_cmd_escrow(int argc, char **argv);
 int kh_cmd_pair(int argc, char **argv);
 int kh_cmd_demo(int argc, char **argv);
 int kh_cmd_headend(int argc, char **argv);

@@ -39,7 +39,8 @@ zone_of_header()
 	keyhole/store.h | keyhole/store_dist.h) echo store ;;
 	keyhole/http.h) echo net ;;
 	keyhole/host.h | keyhole/decoder.h | keyhole/distclient.h | keyhole/m1.h | keyhole/upload.h) echo host ;;
-	keyhole/authority.h | keyhole/distsrv.h | keyhole/distsvc.h | keyhole/headend.h | keyhole/sms.h) echo center ;;
+	keyhole/authority.h | keyhole/distsrv.h | keyhole/distsvc.h | keyhole/headend.h | keyhole/secmod.h | \
+		keyhole/sms.h) echo center ;;
 	keyhole/*) echo unknown ;;
 	*/*) echo "${1%%/*}" ;;
 	*) echo unknown ;;
