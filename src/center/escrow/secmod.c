@@ -606,6 +606,7 @@ struct server {
 	pthread_mutex_t mu;
 	pthread_cond_t cv; /* signalled when a connection ends */
 	unsigned active;
+	unsigned want; /* slots a waiting client needs: that many idle connections close */
 };
 
 struct conn {
@@ -697,7 +698,21 @@ static void *serve_conn(void *arg)
 	for (;;) {
 		size_t len, rn;
 		uint64_t deadline;
-		if (wait_fd(c->fd, POLLIN, 0, srv->stop) != 1)
+		int k = wait_fd(c->fd, POLLIN, now_ms() + POLL_MS, srv->stop);
+		if (k == 0 && !*srv->stop) {
+			/* idle: give the slot up when a new client waits for one (the client's pool
+			 * notices the closed connection and dials again) */
+			int yield = 0;
+			pthread_mutex_lock(&srv->mu);
+			if (srv->want) {
+				srv->want--;
+				yield = 1;
+			}
+			pthread_mutex_unlock(&srv->mu);
+			if (!yield)
+				continue;
+		}
+		if (k != 1)
 			break;
 		deadline = now_ms() + FRAME_TIMEOUT_MS;
 		if (!read_full(c->fd, req, KH_SECMOD_HDR_LEN, deadline, srv->stop))
@@ -827,8 +842,14 @@ kh_err kh_secmod_serve(struct kh_secmod *s, const char *path, unsigned threads, 
 		int c;
 		pthread_mutex_lock(&srv.mu);
 		if (srv.active >= threads) {
-			/* every slot busy: the next client waits in the backlog until one ends */
+			/*
+			 * Every slot busy: a client waiting in the backlog gets the slot of an idle
+			 * connection, so that pooled connections left open never lock others out.
+			 */
+			struct pollfd p = {.fd = fd, .events = POLLIN};
 			struct timespec ts;
+			if (!srv.want && poll(&p, 1, 0) == 1)
+				srv.want = 1;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_nsec += POLL_MS * 1000000L;
 			if (ts.tv_nsec >= 1000000000L) {
@@ -839,6 +860,7 @@ kh_err kh_secmod_serve(struct kh_secmod *s, const char *path, unsigned threads, 
 			pthread_mutex_unlock(&srv.mu);
 			continue;
 		}
+		srv.want = 0;
 		pthread_mutex_unlock(&srv.mu);
 		if (wait_fd(fd, POLLIN, 0, stop) != 1)
 			continue;
