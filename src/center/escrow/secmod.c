@@ -446,7 +446,6 @@ kh_err kh_secmod_open(const char *keydir, struct kh_secmod **out, char *bad, siz
 			goto out;
 	}
 	set_bad(bad, badcap, keydir);
-	kh_log_info("secmod.open", "dir=%s keys=%zu", keydir, s->n);
 	*out = s;
 	s = NULL;
 	r = KH_OK;
