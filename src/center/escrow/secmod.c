@@ -52,24 +52,31 @@ static int clen_ok(size_t n)
 	return n == 256 || n == 384 || n == 512;
 }
 
+/* Both frames' bytes 2-3 give the body's length: it is bounded and fills the n bytes exactly. */
+static kh_err frame_len(const uint8_t *frame, size_t n, size_t *len)
+{
+	*len = (size_t)frame[2] << 8 | frame[3];
+	if (*len > KH_SECMOD_BODY_MAX)
+		return KH_ERR_TOO_LARGE;
+	if (n < KH_SECMOD_HDR_LEN + *len)
+		return KH_ERR_TRUNCATED;
+	return n > KH_SECMOD_HDR_LEN + *len ? KH_ERR_TRAILING : KH_OK;
+}
+
 kh_err kh_secmod_req_parse(const uint8_t *frame, size_t n, struct kh_secmod_req *req)
 {
 	struct kh_secmod_req q = {0};
 	size_t len;
+	kh_err r;
 
 	if (!frame || !req)
 		return KH_ERR_INVAL;
 	if (n < KH_SECMOD_HDR_LEN)
 		return KH_ERR_TRUNCATED;
-	len = (size_t)frame[2] << 8 | frame[3];
 	if (frame[1] != KH_SECMOD_VERSION)
 		return KH_ERR_VERSION;
-	if (len > KH_SECMOD_BODY_MAX)
-		return KH_ERR_TOO_LARGE;
-	if (n < KH_SECMOD_HDR_LEN + len)
-		return KH_ERR_TRUNCATED;
-	if (n > KH_SECMOD_HDR_LEN + len)
-		return KH_ERR_TRAILING;
+	if ((r = frame_len(frame, n, &len)) != KH_OK)
+		return r;
 	q.op = frame[0];
 	frame += KH_SECMOD_HDR_LEN;
 	switch (q.op) {
@@ -145,19 +152,15 @@ kh_err kh_secmod_resp_parse(const uint8_t *frame, size_t n, const uint8_t **body
 {
 	unsigned sw;
 	size_t len;
+	kh_err r;
 
 	if (!frame || !body || !blen)
 		return KH_ERR_INVAL;
 	if (n < KH_SECMOD_HDR_LEN)
 		return KH_ERR_TRUNCATED;
 	sw = (unsigned)frame[0] << 8 | frame[1];
-	len = (size_t)frame[2] << 8 | frame[3];
-	if (len > KH_SECMOD_BODY_MAX)
-		return KH_ERR_TOO_LARGE;
-	if (n < KH_SECMOD_HDR_LEN + len)
-		return KH_ERR_TRUNCATED;
-	if (n > KH_SECMOD_HDR_LEN + len)
-		return KH_ERR_TRAILING;
+	if ((r = frame_len(frame, n, &len)) != KH_OK)
+		return r;
 	if (sw != KH_SW_OK) {
 		kh_err e = kh_err_from_sw((uint16_t)sw);
 		/* a refusal carries nothing; KH_OK may never come from another word */

@@ -135,24 +135,11 @@ static void give(struct kh_secmod_client *c, int fd, int ok)
 	pthread_mutex_unlock(&c->mu);
 }
 
-static int send_all(int fd, const uint8_t *p, size_t n)
+/* All n bytes sent (out) or received: 1, or 0 when the connection broke or timed out. */
+static int xfer_all(int fd, int out, uint8_t *p, size_t n)
 {
 	while (n) {
-		ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return 0;
-		p += k;
-		n -= (size_t)k;
-	}
-	return 1;
-}
-
-static int recv_all(int fd, uint8_t *p, size_t n)
-{
-	while (n) {
-		ssize_t k = recv(fd, p, n, 0);
+		ssize_t k = out ? send(fd, p, n, MSG_NOSIGNAL) : recv(fd, p, n, 0);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k <= 0)
@@ -164,14 +151,14 @@ static int recv_all(int fd, uint8_t *p, size_t n)
 }
 
 /* Send a frame, read its answer (*rn bytes): 1, or 0 when the connection broke. */
-static int exchange(int fd, const uint8_t *req, size_t n, uint8_t *resp, size_t *rn)
+static int exchange(int fd, uint8_t *req, size_t n, uint8_t *resp, size_t *rn)
 {
 	size_t len;
 
-	if (!send_all(fd, req, n) || !recv_all(fd, resp, KH_SECMOD_HDR_LEN))
+	if (!xfer_all(fd, 1, req, n) || !xfer_all(fd, 0, resp, KH_SECMOD_HDR_LEN))
 		return 0;
 	len = (size_t)resp[2] << 8 | resp[3];
-	if (len > KH_SECMOD_BODY_MAX || !recv_all(fd, resp + KH_SECMOD_HDR_LEN, len))
+	if (len > KH_SECMOD_BODY_MAX || !xfer_all(fd, 0, resp + KH_SECMOD_HDR_LEN, len))
 		return 0;
 	*rn = KH_SECMOD_HDR_LEN + len;
 	return 1;
