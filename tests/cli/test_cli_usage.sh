@@ -326,7 +326,8 @@ for pair in "keyhole.1:" "keyhole-authority.1:authority init" "keyhole-authority
 	"keyhole-store.1:store check" "keyhole-store.1:store copy" "keyhole-processor.1:processor serve" \
 	"keyhole-dist.1:dist init" "keyhole-dist.1:dist serve" "keyhole-dist.1:dist publish" \
 	"keyhole-dist.1:dist account add" "keyhole-dist.1:dist account deposit" \
-	"keyhole-dist.1:dist buy" "keyhole-dist.1:dist get" "keyhole-dist.1:dist run" "keyhole-dist.1:dist list"; do
+	"keyhole-dist.1:dist buy" "keyhole-dist.1:dist get" "keyhole-dist.1:dist run" "keyhole-dist.1:dist list" \
+	"keyhole-escrow.1:escrow secmod"; do
 	page=$MAN/${pair%%:*}
 	cmd=${pair#*:}
 	[ -s "$page" ] || kh_fail "missing manual page $page"

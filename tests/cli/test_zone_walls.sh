@@ -38,8 +38,10 @@ zone_of_header()
 	keyhole/ts.h) echo ts ;;
 	keyhole/store.h | keyhole/store_dist.h | keyhole/store_escrow.h) echo store ;;
 	keyhole/http.h) echo net ;;
-	keyhole/host.h | keyhole/decoder.h | keyhole/distclient.h | keyhole/m1.h | keyhole/upload.h) echo host ;;
-	keyhole/authority.h | keyhole/identity.h | keyhole/distsrv.h | keyhole/distsvc.h | keyhole/headend.h | keyhole/sms.h) echo center ;;
+	keyhole/host.h | keyhole/decoder.h | keyhole/distclient.h | keyhole/escrowclient.h | keyhole/m1.h | \
+		keyhole/upload.h) echo host ;;
+	keyhole/authority.h | keyhole/identity.h | keyhole/distsrv.h | keyhole/distsvc.h | keyhole/escrowsvc.h | \
+		keyhole/headend.h | keyhole/secmod.h | keyhole/sms.h) echo center ;;
 	keyhole/*) echo unknown ;;
 	*/*) echo "${1%%/*}" ;;
 	*) echo unknown ;;
