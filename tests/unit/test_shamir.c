@@ -149,28 +149,16 @@ static void round_trip(unsigned t, unsigned n)
 	}
 }
 
-static void test_round_trip_2_2(void **state)
-{
-	(void)state;
-	round_trip(2, 2);
-}
+/* T of N, given as the test's state. */
+struct tn {
+	unsigned t, n;
+};
+static const struct tn TN_2_2 = {2, 2}, TN_2_3 = {2, 3}, TN_3_5 = {3, 5}, TN_16_16 = {16, 16};
 
-static void test_round_trip_2_3(void **state)
+static void test_round_trip(void **state)
 {
-	(void)state;
-	round_trip(2, 3);
-}
-
-static void test_round_trip_3_5(void **state)
-{
-	(void)state;
-	round_trip(3, 5);
-}
-
-static void test_round_trip_16_16(void **state)
-{
-	(void)state;
-	round_trip(16, 16);
+	const struct tn *c = *state;
+	round_trip(c->t, c->n);
 }
 
 /* ---- refusals ---- */
@@ -607,10 +595,10 @@ static void test_device_and_escrow(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_round_trip_2_2),
-	    cmocka_unit_test(test_round_trip_2_3),
-	    cmocka_unit_test(test_round_trip_3_5),
-	    cmocka_unit_test(test_round_trip_16_16),
+	    cmocka_unit_test_prestate(test_round_trip, (void *)&TN_2_2),
+	    cmocka_unit_test_prestate(test_round_trip, (void *)&TN_2_3),
+	    cmocka_unit_test_prestate(test_round_trip, (void *)&TN_3_5),
+	    cmocka_unit_test_prestate(test_round_trip, (void *)&TN_16_16),
 	    cmocka_unit_test(test_combine_refuses),
 	    cmocka_unit_test(test_split_refuses),
 	    cmocka_unit_test(test_fixed_vector),
