@@ -8,11 +8,12 @@
  * input's exact bytes; a refused one leaves the output untouched.
  *
  * Pass 2 cuts the input into records of KH_SHAMIR_REC_LEN bytes (at most 17) and combines the
- * shares of those that parse with the first one's T. A refusal is SHARES (or INVAL for a T the
- * parser would never give), leaves the output untouched and has a cause: fewer than T or more
- * than 16 shares, a repeated x, or shares past the T-th that the first T alone do not refuse.
- * A success is below P; the first T shares alone and in reverse order give the same; and a
- * split of it (deterministic source, reseeded per input) combines back to it.
+ * shares of those that parse with the first one's T (always 2..16). A refusal is SHARES,
+ * leaves the output untouched and has a cause: fewer than T or more than 16 shares, a repeated
+ * x, or shares past the T-th that the first T alone do not refuse.
+ * A success is below P; the first T shares alone and in reverse order give the same, and so
+ * does each share past the T-th put in place of the T-th; and a split of it (deterministic
+ * source, reseeded per input) combines back to it.
  */
 #include <string.h>
 
@@ -119,6 +120,11 @@ static void combine(const uint8_t *data, size_t size)
 	for (unsigned i = 0; i < t; i++)
 		rev[i] = sh[t - 1 - i];
 	CHECK(kh_shamir_combine(rev, t, t, other) == KH_OK && memcmp(other, secret, L) == 0);
+	/* each share past the t-th is on the same polynomial: in place of the t-th, the same secret */
+	for (size_t j = t; j < k; j++) {
+		rev[0] = sh[j];
+		CHECK(kh_shamir_combine(rev, t, t, other) == KH_OK && memcmp(other, secret, L) == 0);
+	}
 	/* the secret split again (t of t) and recombined */
 	CHECK(kh_shamir_split(secret, t, t, again) == KH_OK);
 	CHECK(kh_shamir_combine(again, t, t, other) == KH_OK && memcmp(other, secret, L) == 0);
