@@ -212,7 +212,7 @@ int kh_cmd_escrow_serve(int argc, char **argv)
 /* ---------------------------------------------------------------- account */
 
 static const char account_add_help[] =
-	"usage: keyhole escrow account add --db DB --name NAME --currency CUR --token-file FILE\n"
+	"usage: keyhole escrow account add --db DB --name NAME --currency CUR --token-out FILE\n"
 	"\n"
 	"Open an account (a seller's or a buyer's: the same kind) with empty balances in currency\n"
 	"CUR, in the escrow's database (made if missing), and write its API token to FILE (created,\n"
@@ -222,17 +222,17 @@ static const char account_add_help[] =
 	"      --db DB          the database (as keyhole escrow serve --db)\n"
 	"  -n, --name NAME      1 to 64 characters\n"
 	"      --currency CUR   three upper-case letters, e.g. EUR\n"
-	"      --token-file FILE  where the account's token goes\n";
+	"      --token-out FILE  where the account's token goes\n";
 
 static const char token_help[] =
-	"usage: keyhole escrow account token --db DB --name NAME --token-file FILE\n"
+	"usage: keyhole escrow account token --db DB --name NAME --token-out FILE\n"
 	"\n"
 	"Give the account a new API token, written to FILE (created, mode 0600; refused if it exists).\n"
 	"Its old token stops working at once. Prints 'token NAME'.\n"
 	"\n"
 	"      --db DB          the database (as keyhole escrow serve --db)\n"
 	"  -n, --name NAME      the account\n"
-	"      --token-file FILE  where the new token goes\n";
+	"      --token-out FILE  where the new token goes\n";
 
 static const char deposit_help[] =
 	"usage: keyhole escrow account deposit --db DB --name NAME --amount N [--idempotency-key KEY]\n"
@@ -261,7 +261,7 @@ static int cmd_account_add(int argc, char **argv)
 {
 	const char *db = NULL, *name = NULL, *cur = NULL, *tfile = NULL;
 	struct kh_cli_optv ov[] = {{"db", &db, 1, 0}, {"name", &name, 1, 'n'}, {"currency", &cur, 1, 0},
-				   {"token-file", &tfile, 1, 0}};
+				   {"token-out", &tfile, 1, 0}};
 	struct kh_store *st = NULL;
 	char tok[KH_ESCROW_TOKEN_B64];
 	int64_t id = 0;
@@ -308,7 +308,7 @@ static int find_account(struct kh_store *st, const char *name, struct kh_store_e
 static int cmd_account_token(int argc, char **argv)
 {
 	const char *db = NULL, *name = NULL, *tfile = NULL;
-	struct kh_cli_optv ov[] = {{"db", &db, 1, 0}, {"name", &name, 1, 'n'}, {"token-file", &tfile, 1, 0}};
+	struct kh_cli_optv ov[] = {{"db", &db, 1, 0}, {"name", &name, 1, 'n'}, {"token-out", &tfile, 1, 0}};
 	struct kh_store_escrow_account a;
 	struct kh_store *st = NULL;
 	char tok[KH_ESCROW_TOKEN_B64];

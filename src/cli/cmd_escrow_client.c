@@ -77,7 +77,7 @@ static const char list_help[] =
 	"same listing. The signed listing goes to FILE (new). Prints 'listing ID'.\n"
 	"\n"
 	"      --escrow URL      the escrow (keyhole escrow serve)\n"
-	"      --token-file FILE the seller account's API token (private to its owner)\n"
+	"  -T, --token-file FILE the seller account's API token (private to its owner)\n"
 	"      --content ID      1 to 64 printable characters, no space\n"
 	"      --price N         1 to 9007199254740992\n"
 	"  -o, --out FILE       where the listing goes\n"
@@ -90,7 +90,7 @@ static int cmd_list(int argc, char **argv)
 	static const char *const P = "seller list";
 	const char *url = NULL, *tfile = NULL, *content = NULL, *price = NULL, *out = NULL, *deadline = NULL,
 		   *cacert = NULL;
-	struct kh_cli_optv ov[] = {{"escrow", &url, 1, 0},	{"token-file", &tfile, 1, 0}, {"content", &content, 1, 0},
+	struct kh_cli_optv ov[] = {{"escrow", &url, 1, 0},	{"token-file", &tfile, 1, 'T'}, {"content", &content, 1, 0},
 				   {"price", &price, 1, 0},	{"out", &out, 1, 'o'},	      {"deadline", &deadline, 0, 0},
 				   {"cacert", &cacert, 0, 0}};
 	struct kh_escrow_client *c = NULL;
@@ -182,7 +182,7 @@ static const char account_help[] =
 	"pays nothing more. Prints 'account NAME available=N held=N deposited=N withdrawn=N CUR'.\n"
 	"\n"
 	"      --escrow URL      the escrow\n"
-	"      --token-file FILE the account's API token\n"
+	"  -T, --token-file FILE the account's API token\n"
 	"      --withdraw N      what to pay out, 1 to 9007199254740992\n"
 	"      --idempotency-key KEY  1 to 128 visible characters\n"
 	"      --cacert FILE     PEM CA certificates to check the escrow's HTTPS certificate with\n";
@@ -191,7 +191,7 @@ static int cmd_account(int argc, char **argv)
 {
 	static const char *const P = "seller account";
 	const char *url = NULL, *tfile = NULL, *amount = NULL, *key = NULL, *cacert = NULL;
-	struct kh_cli_optv ov[] = {{"escrow", &url, 1, 0},	{"token-file", &tfile, 1, 0}, {"withdraw", &amount, 0, 0},
+	struct kh_cli_optv ov[] = {{"escrow", &url, 1, 0},	{"token-file", &tfile, 1, 'T'}, {"withdraw", &amount, 0, 0},
 				   {"idempotency-key", &key, 0, 0}, {"cacert", &cacert, 0, 0}};
 	struct kh_escrow_account_info a;
 	struct kh_escrow_client *c = NULL;
@@ -244,8 +244,8 @@ static const char buy_help[] =
 	"'failed PURCHASE REASON', then the escrow's state of it. Exits 1 when the purchase failed.\n"
 	"\n"
 	"      --escrow URL      the escrow\n"
-	"      --token-file FILE the buyer account's API token\n"
-	"  -d, --device SPEC     the buyer's device: a module file (run in-process) or unix:PATH for a\n"
+	"  -T, --token-file FILE the buyer account's API token\n"
+	"      --device SPEC     the buyer's device: a module file (run in-process) or unix:PATH for a\n"
 	"                        daemon (keyhole card serve)\n"
 	"      --offer FILE      the seller's offer (keyhole seller encrypt)\n"
 	"      --content FILE    the encrypted content\n"
@@ -258,7 +258,7 @@ static int cmd_buy(int argc, char **argv)
 {
 	static const char *const P = "buyer buy";
 	const char *url = NULL, *tfile = NULL, *dev = NULL, *offer = NULL, *content = NULL, *base = NULL, *cacert = NULL;
-	struct kh_cli_optv ov[] = {{"escrow", &url, 1, 0},	    {"token-file", &tfile, 1, 0}, {"device", &dev, 1, 'd'},
+	struct kh_cli_optv ov[] = {{"escrow", &url, 1, 0},	    {"token-file", &tfile, 1, 'T'}, {"device", &dev, 1, 0},
 				   {"offer", &offer, 1, 0},	    {"content", &content, 1, 0},  {"out", &base, 1, 'o'},
 				   {"cacert", &cacert, 0, 0}};
 	struct kh_escrow_client *c = NULL;
@@ -302,7 +302,7 @@ static const char open_help[] =
 	"all; a FIFO, a device or - (standard output) is written as it comes. A chunk that does not\n"
 	"verify stops it (exit 1), and nothing is left at a regular FILE.\n"
 	"\n"
-	"  -d, --device SPEC   the buyer's device (module file, or unix:PATH)\n"
+	"      --device SPEC   the buyer's device (module file, or unix:PATH)\n"
 	"      --licence FILE  BASE.lic from keyhole buyer buy\n"
 	"      --content FILE  the encrypted content\n"
 	"  -o, --out FILE      where the plaintext goes\n";
@@ -311,7 +311,7 @@ static int cmd_open(int argc, char **argv)
 {
 	static const char *const P = "buyer open";
 	const char *dev = NULL, *lic = NULL, *content = NULL, *out = NULL;
-	struct kh_cli_optv ov[] = {{"device", &dev, 1, 'd'}, {"licence", &lic, 1, 0}, {"content", &content, 1, 0},
+	struct kh_cli_optv ov[] = {{"device", &dev, 1, 0}, {"licence", &lic, 1, 0}, {"content", &content, 1, 0},
 				   {"out", &out, 1, 'o'}};
 	struct kh_softmod *sm = NULL;
 	struct kh_transport t;
@@ -342,9 +342,9 @@ static const char status_help[] =
 	"state of each (held, delivered, failed, swept; unknown for one it refused) and the account's\n"
 	"money last.\n"
 	"\n"
-	"  -d, --device SPEC     the buyer's device (module file, or unix:PATH)\n"
+	"      --device SPEC     the buyer's device (module file, or unix:PATH)\n"
 	"      --escrow URL      the escrow\n"
-	"      --token-file FILE the buyer account's API token\n"
+	"  -T, --token-file FILE the buyer account's API token\n"
 	"      --cacert FILE     PEM CA certificates to check the escrow's HTTPS certificate with\n";
 
 static kh_err print_status(void *arg, const struct kh_escrow_status *s)
@@ -369,7 +369,7 @@ static int cmd_status(int argc, char **argv)
 {
 	static const char *const P = "buyer status";
 	const char *dev = NULL, *url = NULL, *tfile = NULL, *cacert = NULL;
-	struct kh_cli_optv ov[] = {{"device", &dev, 1, 'd'}, {"escrow", &url, 0, 0}, {"token-file", &tfile, 0, 0},
+	struct kh_cli_optv ov[] = {{"device", &dev, 1, 0}, {"escrow", &url, 0, 0}, {"token-file", &tfile, 0, 'T'},
 				   {"cacert", &cacert, 0, 0}};
 	struct kh_escrow_client *c = NULL;
 	struct kh_escrow_account_info a;

@@ -327,7 +327,11 @@ for pair in "keyhole.1:" "keyhole-authority.1:authority init" "keyhole-authority
 	"keyhole-dist.1:dist init" "keyhole-dist.1:dist serve" "keyhole-dist.1:dist publish" \
 	"keyhole-dist.1:dist account add" "keyhole-dist.1:dist account deposit" \
 	"keyhole-dist.1:dist buy" "keyhole-dist.1:dist get" "keyhole-dist.1:dist run" "keyhole-dist.1:dist list" \
-	"keyhole-escrow.1:escrow secmod"; do
+	"keyhole-escrow.1:escrow secmod" "keyhole-escrow.1:escrow init" "keyhole-escrow.1:escrow serve" \
+	"keyhole-escrow.1:escrow account add" "keyhole-escrow.1:escrow account deposit" \
+	"keyhole-escrow.1:escrow account token" "keyhole-escrow.1:escrow audit" "keyhole-escrow.1:escrow sweep" \
+	"keyhole-seller.1:seller list" "keyhole-seller.1:seller encrypt" "keyhole-seller.1:seller account" \
+	"keyhole-buyer.1:buyer buy" "keyhole-buyer.1:buyer open" "keyhole-buyer.1:buyer status"; do
 	page=$MAN/${pair%%:*}
 	cmd=${pair#*:}
 	[ -s "$page" ] || kh_fail "missing manual page $page"
