@@ -205,5 +205,11 @@ struct kh_cli_serve {
 	void *ctx;
 };
 int kh_cli_serve_run(const struct kh_cli_serve *c);
+/*
+ * The options every service's serve takes, as getopt_long answers them: 'D' --db, 'd' --dir,
+ * 'l' --listen, 'C' --cert, 'K' --key, 't' --threads, 'O' --open-rate, 'U' --open-burst, into c.
+ * KH_EXIT_OK when taken, -1 for another option, else the usage error's status (one line printed).
+ */
+int kh_cli_serve_option(struct kh_cli_serve *c, int opt, const char *arg);
 
 #endif

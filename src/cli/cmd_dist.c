@@ -318,10 +318,19 @@ static int cmd_serve(int argc, char **argv)
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	static const char *const P = "dist serve";
-	const char *db = NULL, *dir = NULL, *listen = DIST_LISTEN, *cert = NULL, *key = NULL;
 	struct kh_dist_service_config scfg = {0};
 	unsigned char seen[512] = {0};
-	unsigned threads = KH_HTTP_THREADS, open_rate = DIST_OPEN_RATE, open_burst = DIST_OPEN_BURST;
+	struct kh_cli_serve sv = {.prog = P,
+				  .name = "dist",
+				  .what = "distribution server",
+				  .listen = DIST_LISTEN,
+				  .listen_default = DIST_LISTEN,
+				  .threads = KH_HTTP_THREADS,
+				  .open_rate = DIST_OPEN_RATE,
+				  .open_burst = DIST_OPEN_BURST,
+				  .make = dist_make,
+				  .routes = dist_routes,
+				  .free = dist_free};
 	int c;
 
 	optind = 0;
@@ -329,34 +338,20 @@ static int cmd_serve(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "+l:t:h", opts, NULL)) != -1) {
 		const char *dup = kh_cli_twice(opts, c, seen);
 		uint64_t v;
+		int rc;
 
 		if (dup)
 			return kh_cli_usage(P, "--%s is given twice (it takes one value)", dup);
+		if ((rc = kh_cli_serve_option(&sv, c, optarg)) >= 0) {
+			if (rc != KH_EXIT_OK)
+				return rc;
+			continue;
+		}
 		switch (c) {
-		case 'D': db = optarg; break;
-		case 'd': dir = optarg; break;
-		case 'l': listen = optarg; break;
-		case 'C': cert = optarg; break;
-		case 'K': key = optarg; break;
-		case 't':
-			if (kh_cli_parse_num(optarg, 1024, &v) != 0 || v < 1)
-				return kh_cli_usage(P, "--threads takes a number from 1 to 1024");
-			threads = (unsigned)v;
-			break;
 		case 'S':
 			if (kh_cli_parse_num(optarg, 86400, &v) != 0 || v < 60)
 				return kh_cli_usage(P, "--session-ttl takes a number from 60 to 86400");
 			scfg.session_ttl = (unsigned)v;
-			break;
-		case 'O':
-		case 'U':
-			if (kh_cli_parse_num(optarg, 100000, &v) != 0 || (c == 'U' && v < 1))
-				return kh_cli_usage(P, "%s takes a number from %d to 100000",
-						    c == 'O' ? "--open-rate" : "--open-burst", c == 'O' ? 0 : 1);
-			if (c == 'O')
-				open_rate = (unsigned)v;
-			else
-				open_burst = (unsigned)v;
 			break;
 		case 'h': fputs(serve_help, stdout); return KH_EXIT_OK;
 		default: return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -364,26 +359,10 @@ static int cmd_serve(int argc, char **argv)
 	}
 	if (optind != argc)
 		return kh_cli_usage(P, "unexpected argument '%s'", argv[optind]);
-	if (!db || !dir)
-		return kh_cli_usage(P, "--db and --dir are required");
-	scfg.db = db;
-	scfg.dir = dir;
-	return kh_cli_serve_run(&(struct kh_cli_serve){.prog = P,
-						       .name = "dist",
-						       .what = "distribution server",
-						       .db = db,
-						       .dir = dir,
-						       .listen = listen,
-						       .listen_default = DIST_LISTEN,
-						       .cert = cert,
-						       .key = key,
-						       .threads = threads,
-						       .open_rate = open_rate,
-						       .open_burst = open_burst,
-						       .make = dist_make,
-						       .routes = dist_routes,
-						       .free = dist_free,
-						       .ctx = &scfg});
+	scfg.db = sv.db;
+	scfg.dir = sv.dir;
+	sv.ctx = &scfg;
+	return kh_cli_serve_run(&sv);
 }
 
 /* ---------------------------------------------------------------- dispatch */

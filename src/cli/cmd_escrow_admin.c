@@ -128,10 +128,20 @@ int kh_cmd_escrow_serve(int argc, char **argv)
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	static const char *const P = "escrow serve";
-	const char *db = NULL, *dir = NULL, *listen = ESCROW_LISTEN, *cert = NULL, *key = NULL;
 	struct kh_escrow_service_config scfg = {0};
 	unsigned char seen[512] = {0};
-	unsigned threads = KH_HTTP_THREADS, open_rate = ESCROW_OPEN_RATE, open_burst = ESCROW_OPEN_BURST;
+	struct kh_cli_serve sv = {.prog = P,
+				  .name = "escrow",
+				  .what = "escrow",
+				  .listen = ESCROW_LISTEN,
+				  .listen_default = ESCROW_LISTEN,
+				  .threads = KH_HTTP_THREADS,
+				  .open_rate = ESCROW_OPEN_RATE,
+				  .open_burst = ESCROW_OPEN_BURST,
+				  .make = escrow_make,
+				  .routes = escrow_routes,
+				  .started = escrow_started,
+				  .free = escrow_free};
 	int c;
 
 	optind = 0;
@@ -139,21 +149,17 @@ int kh_cmd_escrow_serve(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "+l:t:h", opts, NULL)) != -1) {
 		const char *dup = kh_cli_twice(opts, c, seen);
 		uint64_t v;
+		int rc;
 
 		if (dup)
 			return kh_cli_usage(P, "--%s is given twice (it takes one value)", dup);
+		if ((rc = kh_cli_serve_option(&sv, c, optarg)) >= 0) {
+			if (rc != KH_EXIT_OK)
+				return rc;
+			continue;
+		}
 		switch (c) {
-		case 'D': db = optarg; break;
-		case 'd': dir = optarg; break;
 		case 'M': scfg.secmod = optarg; break;
-		case 'l': listen = optarg; break;
-		case 'C': cert = optarg; break;
-		case 'K': key = optarg; break;
-		case 't':
-			if (kh_cli_parse_num(optarg, 1024, &v) != 0 || v < 1)
-				return kh_cli_usage(P, "--threads takes a number from 1 to 1024");
-			threads = (unsigned)v;
-			break;
 		case 'B':
 			if (kh_cli_parse_num(optarg, 4096, &v) != 0 || !kh_secmod_bits_ok((unsigned)v))
 				return kh_cli_usage(P, "--key-bits takes 2048, 3072 or 4096");
@@ -170,16 +176,6 @@ int kh_cmd_escrow_serve(int argc, char **argv)
 				return kh_cli_usage(P, "--sweep-every takes a number of seconds from 1 to 86400");
 			scfg.sweep_every = (unsigned)v;
 			break;
-		case 'O':
-		case 'U':
-			if (kh_cli_parse_num(optarg, 100000, &v) != 0 || (c == 'U' && v < 1))
-				return kh_cli_usage(P, "%s takes a number from %d to 100000",
-						    c == 'O' ? "--open-rate" : "--open-burst", c == 'O' ? 0 : 1);
-			if (c == 'O')
-				open_rate = (unsigned)v;
-			else
-				open_burst = (unsigned)v;
-			break;
 		case 'h': fputs(serve_help, stdout); return KH_EXIT_OK;
 		default: return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);
 		}
@@ -188,25 +184,10 @@ int kh_cmd_escrow_serve(int argc, char **argv)
 		return kh_cli_usage(P, "unexpected argument '%s'", argv[optind]);
 	if (!scfg.secmod)
 		return kh_cli_usage(P, "--secmod is required");
-	scfg.db = db;
-	scfg.dir = dir;
-	return kh_cli_serve_run(&(struct kh_cli_serve){.prog = P,
-						       .name = "escrow",
-						       .what = "escrow",
-						       .db = db,
-						       .dir = dir,
-						       .listen = listen,
-						       .listen_default = ESCROW_LISTEN,
-						       .cert = cert,
-						       .key = key,
-						       .threads = threads,
-						       .open_rate = open_rate,
-						       .open_burst = open_burst,
-						       .make = escrow_make,
-						       .routes = escrow_routes,
-						       .started = escrow_started,
-						       .free = escrow_free,
-						       .ctx = &scfg});
+	scfg.db = sv.db;
+	scfg.dir = sv.dir;
+	sv.ctx = &scfg;
+	return kh_cli_serve_run(&sv);
 }
 
 /* ---------------------------------------------------------------- account */

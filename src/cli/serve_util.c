@@ -247,3 +247,32 @@ out:
 		fprintf(stderr, "keyhole: %s: could not remove the database this failed start created\n", c->db);
 	return rc;
 }
+
+int kh_cli_serve_option(struct kh_cli_serve *c, int opt, const char *arg)
+{
+	uint64_t v;
+
+	switch (opt) {
+	case 'D': c->db = arg; return KH_EXIT_OK;
+	case 'd': c->dir = arg; return KH_EXIT_OK;
+	case 'l': c->listen = arg; return KH_EXIT_OK;
+	case 'C': c->cert = arg; return KH_EXIT_OK;
+	case 'K': c->key = arg; return KH_EXIT_OK;
+	case 't':
+		if (kh_cli_parse_num(arg, 1024, &v) != 0 || v < 1)
+			return kh_cli_usage(c->prog, "--threads takes a number from 1 to 1024");
+		c->threads = (unsigned)v;
+		return KH_EXIT_OK;
+	case 'O':
+	case 'U':
+		if (kh_cli_parse_num(arg, 100000, &v) != 0 || (opt == 'U' && v < 1))
+			return kh_cli_usage(c->prog, "%s takes a number from %d to 100000",
+					    opt == 'O' ? "--open-rate" : "--open-burst", opt == 'O' ? 0 : 1);
+		if (opt == 'O')
+			c->open_rate = (unsigned)v;
+		else
+			c->open_burst = (unsigned)v;
+		return KH_EXIT_OK;
+	default: return -1;
+	}
+}
