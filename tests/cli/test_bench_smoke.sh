@@ -55,6 +55,7 @@ smoke bench_dist -r 1 -t 0.02 -s 100000
 grep -q '^ratio=delivery_vs_raw_aes_gcm ' "$KH_META/bench_dist.out" || kh_fail "bench_dist printed no delivery ratio"
 grep -q '^ratio=handshake_vs_primitives ' "$KH_META/bench_dist.out" || kh_fail "bench_dist printed no handshake ratio"
 smoke bench_secmod -r 1 -t 0.02 -c 4
+smoke bench_escrow -r 1 -t 0.05 -c 2
 grep -q '^ratio=secmod_4_vs_raw ' "$KH_META/bench_secmod.out" || kh_fail "bench_secmod printed no concurrent ratio"
 # every benchmark source has its smoke run here
 n=$(ls "$KH_SOURCE_DIR"/bench/bench_*.c | wc -l)
