@@ -77,6 +77,9 @@ fi
 # The distribution server: whole deliveries per second from 32 clients (docs/performance.md
 # "Distribution server"). It takes -r and -t.
 run_bench bench_distsrv -r 5 -t 3
+# The escrow: whole purchases per second from 32 devices and hosts, against raw RSA; the device's
+# blinding against BIGNUM (docs/performance.md "Escrow").
+run_bench bench_escrow -r 5 -t 1 -c 32
 if [ -r /proc/loadavg ]; then
 	echo "# loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
