@@ -38,6 +38,8 @@ struct kh_escrow_service_config {
 #define KH_ESCROW_DEADLINE (7u * 86400u)
 #define KH_ESCROW_DEADLINE_MAX (366u * 86400u)
 #define KH_ESCROW_SWEEP_EVERY 60u
+/* Listings one seller account may have: each is an RSA key on the signing process's disk. */
+#define KH_ESCROW_LISTINGS_MAX 1000
 /* An account's API token: 32 random bytes, base64url (43 characters); kept as its SHA-256. */
 #define KH_ESCROW_TOKEN_LEN 32
 #define KH_ESCROW_TOKEN_B64 44

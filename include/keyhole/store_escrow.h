@@ -106,6 +106,8 @@ typedef kh_err (*kh_store_escrow_listing_fn)(void *arg, const struct kh_store_es
  * the seller's; KH_ERR_NOTFOUND for no such seller; KH_ERR_EXISTS for an id taken. */
 KH_WARN_UNUSED kh_err kh_store_escrow_listing_add(struct kh_store *s, const struct kh_store_escrow_listing *l,
 						  int64_t now);
+/* How many listings the seller has. */
+KH_WARN_UNUSED kh_err kh_store_escrow_listing_count(struct kh_store *s, int64_t seller, int64_t *n);
 /* The listing with that id to fn; KH_ERR_NOTFOUND. */
 KH_WARN_UNUSED kh_err kh_store_escrow_listing_get(struct kh_store *s, const uint8_t id[static KH_STORE_ESCROW_ID_LEN],
 						  kh_store_escrow_listing_fn fn, void *arg);

@@ -1,6 +1,7 @@
 /*
  * The escrow accounts' API tokens (include/keyhole/store_escrow.h, migration 9's escrow_tokens):
- * one per user account, kept as its SHA-256 only, so a copy of the database logs nobody in.
+ * one per user account, kept as its SHA-256 only, so a copy of the database logs nobody in; and
+ * the count of a seller's listings, which the service bounds.
  */
 #include "keyhole/store_escrow.h"
 #include "store_int.h"
@@ -42,6 +43,22 @@ kh_err kh_store_escrow_token_find(struct kh_store *s, const uint8_t hash[static 
 		else
 			r = KH_ERR_NOTFOUND;
 	}
+	kh__stmt_done(st);
+	return r;
+}
+
+kh_err kh_store_escrow_listing_count(struct kh_store *s, int64_t seller, int64_t *n)
+{
+	static const char sql[] = "SELECT count(*) FROM escrow_listings WHERE seller_id = ?1";
+	struct kh__stmt *st = NULL;
+	int row = 0;
+	kh_err r;
+
+	if (s == NULL || n == NULL)
+		return KH_ERR_INVAL;
+	if ((r = kh__stmt(s, sql, &st)) == KH_OK && (r = kh__bind_i64(st, 1, seller)) == KH_OK &&
+	    (r = kh__step(st, &row)) == KH_OK)
+		*n = row ? kh__col_i64(st, 0) : 0;
 	kh__stmt_done(st);
 	return r;
 }

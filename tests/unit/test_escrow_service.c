@@ -587,6 +587,59 @@ static void test_deadline(void **state)
 	kh_escrow_client_free(s);
 }
 
+/* A seller cannot fill the signing process's disk with keys: 1,000 listings an account. */
+struct fill {
+	int64_t seller;
+	int n;
+};
+
+static kh_err fill_tx(struct kh_store *st, void *arg)
+{
+	struct fill *f = arg;
+	uint8_t junk[64];
+	kh_err r = KH_OK;
+
+	memset(junk, 0x30, sizeof junk);
+	for (int i = 0; i < f->n && r == KH_OK; i++) {
+		struct kh_store_escrow_listing l;
+		memset(&l, 0, sizeof l);
+		if ((r = kh_random(l.id, sizeof l.id)) != KH_OK)
+			break;
+		l.seller = f->seller;
+		l.content = "filler";
+		l.price = 1;
+		memcpy(l.currency, "EUR", 4);
+		l.deadline_secs = 60;
+		memcpy(l.key_id, l.id, sizeof l.key_id);
+		l.pubkey = junk;
+		l.pubkey_len = sizeof junk;
+		l.signed_bytes = junk;
+		l.signed_len = sizeof junk;
+		r = kh_store_escrow_listing_add(st, &l, 0);
+	}
+	return r;
+}
+
+static void test_listing_limit(void **state)
+{
+	struct ex *x = *state;
+	struct kh_escrow_client *s = client(x, x->tok_seller);
+	struct fill f = {x->seller, KH_ESCROW_LISTINGS_MAX - 2};
+	uint8_t buf[KH_ESCROW_LISTING_MAX];
+	struct kh_store *st;
+	size_t n = 0;
+
+	/* the setup's listing, and all but one more */
+	assert_int_equal(kh_store_open(x->db, &st), KH_OK);
+	assert_int_equal(kh_store_run_tx(st, fill_tx, &f), KH_OK);
+	kh_store_close(st);
+	assert_int_equal(kh_escrow_list(s, "last", 5, 0, "list-last", buf, &n), KH_OK);
+	assert_int_equal(kh_escrow_list(s, "one-more", 5, 0, "list-more", buf, &n), KH_ERR_LIMIT);
+	/* the listing made already is still answered to its key */
+	assert_int_equal(kh_escrow_list(s, "last", 5, 0, "list-last", buf, &n), KH_OK);
+	kh_escrow_client_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -595,6 +648,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_requests_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tampered_answer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_listing_limit, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -268,6 +268,16 @@ static kh_err h_listing_new(struct kh_http_req *req, struct kh_http_resp *resp, 
 	}
 	if (r != KH_ERR_NOTFOUND)
 		goto out;
+	/* each listing is a key made and kept on disk: one account cannot fill the disk with them */
+	{
+		int64_t have = 0;
+		if ((r = kh_store_escrow_listing_count(st, account, &have)) != KH_OK)
+			goto out;
+		if (have >= KH_ESCROW_LISTINGS_MAX) {
+			r = KH_ERR_LIMIT;
+			goto out;
+		}
+	}
 
 	memset(&l, 0, sizeof l);
 	memcpy(l.id, h, sizeof l.id);
