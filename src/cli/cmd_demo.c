@@ -36,7 +36,10 @@ static const char demo_help[] =
 	"a pay-per-view purchase, card 1 replaced by card 2 and its purchase recovered through\n"
 	"'decoder connect' (the media steps are skipped when ffmpeg is missing). Then program\n"
 	"distribution: a distribution server, a program bought for one processor, run, lost and\n"
-	"fetched again on its receipt for nothing, and a copy refused by another processor.\n"
+	"fetched again on its receipt for nothing, and a copy refused by another processor. Then\n"
+	"escrowed licence keys: an escrow and its signing process, a seller's song listed and\n"
+	"encrypted, bought for a buyer's device (the escrow never sees its key), opened, its licence\n"
+	"refused on another device, and the ledger audited.\n"
 	"\n"
 	"      --keep DIR   work in DIR (created; must not exist) and keep it afterwards\n";
 
@@ -273,9 +276,11 @@ int kh_cmd_demo(int argc, char **argv)
 			goto out;
 		if (kh__demo_dist(&p) != KH_EXIT_OK)
 			goto out;
+		if (kh__demo_escrow(&p) != KH_EXIT_OK)
+			goto out;
 	}
-	say("done: the pay-TV path and program distribution ran on Keyhole's own modules, centers, headend, "
-	    "decoder and processors");
+	say("done: the pay-TV path, program distribution and escrowed licence keys ran on Keyhole's own modules, "
+	    "centers, headend, decoder, processors and buyer devices");
 	rc = KH_EXIT_OK;
 out:
 	if (link) {

@@ -42,5 +42,11 @@ int kh__demo_paytv(const struct kh__demo_paths *p);
  * nothing, and a copy refused on another processor. KH_EXIT_OK or KH_EXIT_FAIL.
  */
 int kh__demo_dist(const struct kh__demo_paths *p);
+/*
+ * The escrow story on the same authority: an escrow with its signing process, a seller's listing
+ * and encrypted content, a buyer's device that buys it (the escrow never sees the key), opens it,
+ * and whose licence opens on no other device; the ledger audited. KH_EXIT_OK or KH_EXIT_FAIL.
+ */
+int kh__demo_escrow(const struct kh__demo_paths *p);
 
 #endif

@@ -325,6 +325,11 @@ kh_out_has 'decoder module [0-9A-F]{8} paired with CAM [0-9A-F]{8} and proved it
 if command -v ffmpeg >/dev/null 2>&1; then
 	kh_out_has 'key ladder: card [0-9A-F]{8} .* bit-exact'
 fi
+# the escrow act: bought once, opened, refused elsewhere, the ledger audited
+kh_out_has 'buyer buy: .* said delivered: shop is paid 1250$'
+kh_out_has 'the licence opens on no other device; escrow audit: '
+cmp -s "$T/demo/bea/song.txt" "$T/demo/shop/song.txt" || kh_fail "the demo's buyer did not open the seller's song"
+[ ! -e "$T/demo/secmod.sock" ] || kh_fail "the demo left the signing process's socket (the process still running?)"
 kh_snapshot "$T/demo" >"$KH_META/demo.snap"
 kh_expect_fail demo --keep "$T/demo"
 kh_same_snapshot "$KH_META/demo.snap" "$T/demo" "demo --keep on an existing directory changed it"
