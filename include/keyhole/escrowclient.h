@@ -85,6 +85,25 @@ KH_WARN_UNUSED kh_err kh_escrow_buy(struct kh_escrow_client *c, struct kh_transp
 KH_WARN_UNUSED kh_err kh_escrow_open(struct kh_transport *dev, const char *licence, const char *content,
 				     const char *out, char *msg, size_t msgcap);
 
+/*
+ * What BASE.purchase keeps while a purchase is under way: the device's request (before it is
+ * sent) and the escrow's answer (once it came; anslen 0 before). The file is
+ * "KHPS" | u8 1 | u16 n | request | u16 n | answer, both records checked when read back.
+ */
+struct kh_escrow_pending {
+	uint8_t req[KH_ESCROW_REQUEST_MAX];
+	size_t reqlen;
+	uint8_t ans[KH_ESCROW_ANSWER_MAX];
+	size_t anslen;
+};
+#define KH_ESCROW_PENDING_MAX (4 + 1 + 2 + KH_ESCROW_REQUEST_MAX + 2 + KH_ESCROW_ANSWER_MAX)
+/* Read the file's bytes: KH_ERR_FORMAT (or the records' own codes) for anything else; *p is
+ * written only on success. */
+KH_WARN_UNUSED kh_err kh_escrow_pending_parse(const uint8_t *b, size_t n, struct kh_escrow_pending *p);
+/* Write them (out: KH_ESCROW_PENDING_MAX bytes), *n; what the parser would refuse is KH_ERR_INVAL. */
+KH_WARN_UNUSED kh_err kh_escrow_pending_format(const struct kh_escrow_pending *p, uint8_t *out, size_t cap,
+					       size_t *n);
+
 /* One purchase the device holds, with the escrow's word on it. */
 struct kh_escrow_status {
 	uint8_t purchase[KH_ESCROW_ID_LEN];

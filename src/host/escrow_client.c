@@ -206,58 +206,92 @@ static char *base_file(const char *base, const char *ext)
 	return asprintf(&p, "%s.%s", base, ext) < 0 ? NULL : p;
 }
 
-/* What BASE.purchase keeps: "KHPS" | u8 1 | u16 n | request | u16 n | answer (0: none yet). */
 static const uint8_t state_magic[4] = {'K', 'H', 'P', 'S'};
-#define STATE_MAX (4 + 1 + 2 + KH_ESCROW_REQUEST_MAX + 2 + KH_ESCROW_ANSWER_MAX)
 
-struct pstate {
-	uint8_t req[KH_ESCROW_REQUEST_MAX];
-	size_t reqlen;
-	uint8_t ans[KH_ESCROW_ANSWER_MAX];
-	size_t anslen;
-};
-
-static kh_err state_write(const char *path, const struct pstate *p)
+/* The records a state may hold: a request, and an answer to that request's purchase. */
+static kh_err pending_check(const struct kh_escrow_pending *p)
 {
-	uint8_t b[STATE_MAX];
+	struct kh_escrow_request q;
+	struct kh_escrow_answer a;
+	kh_err r;
+
+	if (!p->reqlen || p->reqlen > sizeof p->req || p->anslen > sizeof p->ans)
+		return KH_ERR_FORMAT;
+	if ((r = kh_escrow_request_parse(p->req, p->reqlen, NULL, &q)) != KH_OK)
+		return r;
+	if (!p->anslen)
+		return KH_OK;
+	if ((r = kh_escrow_answer_parse(p->ans, p->anslen, NULL, &a)) != KH_OK)
+		return r;
+	return kh_ct_eq(a.purchase, q.purchase, sizeof q.purchase) && a.nlen == q.nlen ? KH_OK : KH_ERR_FORMAT;
+}
+
+kh_err kh_escrow_pending_format(const struct kh_escrow_pending *p, uint8_t *out, size_t cap, size_t *n)
+{
 	struct kh_wr w;
 
-	kh_wr_init(&w, b, sizeof b);
+	if (pending_check(p) != KH_OK)
+		return KH_ERR_INVAL;
+	kh_wr_init(&w, out, cap);
 	kh_wr_bytes(&w, state_magic, sizeof state_magic);
 	kh_wr_u8(&w, 1);
 	kh_wr_u16(&w, (uint16_t)p->reqlen);
 	kh_wr_bytes(&w, p->req, p->reqlen);
 	kh_wr_u16(&w, (uint16_t)p->anslen);
 	kh_wr_bytes(&w, p->ans, p->anslen);
-	return w.err != KH_OK ? w.err : kh_file_write_atomic(path, b, w.len, 0600);
+	if (w.err != KH_OK)
+		return w.err;
+	*n = w.len;
+	return KH_OK;
+}
+
+kh_err kh_escrow_pending_parse(const uint8_t *b, size_t n, struct kh_escrow_pending *out)
+{
+	struct kh_escrow_pending *p = calloc(1, sizeof *p);
+	uint8_t m[4], v;
+	uint16_t k;
+	struct kh_rd rd;
+	kh_err r = KH_ERR_FORMAT;
+
+	if (!p)
+		return KH_ERR_NOMEM;
+	kh_rd_init(&rd, b, n);
+	if (kh_rd_copy(&rd, m, 4) != KH_OK || memcmp(m, state_magic, 4) != 0 || kh_rd_u8(&rd, &v) != KH_OK || v != 1 ||
+	    kh_rd_u16(&rd, &k) != KH_OK || k > sizeof p->req || kh_rd_copy(&rd, p->req, k) != KH_OK)
+		goto out;
+	p->reqlen = k;
+	if (kh_rd_u16(&rd, &k) != KH_OK || k > sizeof p->ans || kh_rd_copy(&rd, p->ans, k) != KH_OK ||
+	    kh_rd_end(&rd) != KH_OK)
+		goto out;
+	p->anslen = k;
+	if ((r = pending_check(p)) == KH_OK)
+		memcpy(out, p, sizeof *p);
+out:
+	free(p);
+	return r;
+}
+
+static kh_err state_write(const char *path, const struct kh_escrow_pending *p)
+{
+	uint8_t b[KH_ESCROW_PENDING_MAX];
+	size_t n = 0;
+	kh_err r = kh_escrow_pending_format(p, b, sizeof b, &n);
+
+	return r != KH_OK ? r : kh_file_write_atomic(path, b, n, 0600);
 }
 
 /* KH_ERR_NOTFOUND when there is no purchase under way. */
-static kh_err state_read(const char *path, struct pstate *p)
+static kh_err state_read(const char *path, struct kh_escrow_pending *p)
 {
-	uint8_t *b = NULL, m[4], v;
-	uint16_t n;
+	uint8_t *b = NULL;
 	size_t len = 0;
-	struct kh_rd rd;
 	kh_err r;
 
-	memset(p, 0, sizeof *p);
 	if (access(path, F_OK) != 0)
 		return errno == ENOENT ? KH_ERR_NOTFOUND : KH_ERR_IO;
-	if ((r = kh_file_read(path, STATE_MAX, &b, &len)) != KH_OK)
+	if ((r = kh_file_read(path, KH_ESCROW_PENDING_MAX, &b, &len)) != KH_OK)
 		return r;
-	kh_rd_init(&rd, b, len);
-	r = KH_ERR_FORMAT;
-	if (kh_rd_copy(&rd, m, 4) != KH_OK || memcmp(m, state_magic, 4) != 0 || kh_rd_u8(&rd, &v) != KH_OK || v != 1 ||
-	    kh_rd_u16(&rd, &n) != KH_OK || n > sizeof p->req || kh_rd_copy(&rd, p->req, n) != KH_OK)
-		goto out;
-	p->reqlen = n;
-	if (kh_rd_u16(&rd, &n) != KH_OK || n > sizeof p->ans || kh_rd_copy(&rd, p->ans, n) != KH_OK ||
-	    kh_rd_end(&rd) != KH_OK)
-		goto out;
-	p->anslen = n;
-	r = KH_OK;
-out:
+	r = kh_escrow_pending_parse(b, len, p);
 	kh_file_free(b, len);
 	return r;
 }
@@ -390,7 +424,7 @@ out:
 }
 
 /* Ask the escrow for the answer to the request in p (its purchase id as the Idempotency-Key). */
-static kh_err ask_escrow(struct kh_escrow_client *c, struct pstate *p, const uint8_t *cert, size_t certlen,
+static kh_err ask_escrow(struct kh_escrow_client *c, struct kh_escrow_pending *p, const uint8_t *cert, size_t certlen,
 			 int *refused)
 {
 	struct kh_escrow_request q;
@@ -433,7 +467,7 @@ kh_err kh_escrow_buy(struct kh_escrow_client *c, struct kh_transport *dev, const
 	uint8_t *d = NULL, *resp = NULL, cert[KH_CERT_MAX + 2];
 	struct kh_tlv t[KH_ESCROW_T_MAX + 1];
 	struct offer *o = NULL;
-	struct pstate *p = NULL;
+	struct kh_escrow_pending *p = NULL;
 	char *spath = base_file(base, "purchase");
 	size_t n = 0, certlen = 0;
 	int refused = 0;
