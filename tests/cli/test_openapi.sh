@@ -1,20 +1,25 @@
-# docs/api/openapi.yaml (the management center, `keyhole serve`) and docs/api/distribution.yaml
-# (the distribution server, `keyhole dist serve`) are valid OpenAPI 3 descriptions of what each
-# server serves:
-# - Redocly's CLI (installed by scripts/install-deps into tools/node_modules) lints both with its
-#   recommended rules, every one an error (tests/cli/redocly.yaml): the structure of every object
-#   (a stray key is refused), references, path parameters, security defined for every operation;
-#   and it refuses two broken copies of openapi.yaml, so the check is known to bite.
+# docs/api/openapi.yaml (the management center, `keyhole serve`), docs/api/distribution.yaml
+# (the distribution server, `keyhole dist serve`) and docs/api/escrow.yaml (the escrow,
+# `keyhole escrow serve`) are valid OpenAPI 3 descriptions of what each server serves:
+# - Redocly's CLI (installed by scripts/install-deps into tools/node_modules) lints the three with
+#   its recommended rules, every one an error (tests/cli/redocly.yaml): the structure of every
+#   object (a stray key is refused), references, path parameters, security defined for every
+#   operation, examples valid against their schemas; and it refuses two broken copies of
+#   openapi.yaml, so the check is known to bite.
 # - Every route of each server's route table (kh_sms_add_routes in src/center/sms/sms.c: the
 #   operator's, the open ones and the health ones; kh_dist_service_add_routes in
-#   src/center/distrib/service.c: the open ones flagged KH_HTTP_ROUTE_OPEN, the others behind the
-#   session; and /metrics, which src/net/http_server.c answers itself) is in its spec, method and
+#   src/center/distrib/service.c and kh_escrow_service_add_routes in src/center/escrow/service.c:
+#   the open ones flagged KH_HTTP_ROUTE_OPEN, the others behind the session or the account's
+#   token; and /metrics, which src/net/http_server.c answers itself) is in its spec, method and
 #   path, and every operation of the spec is a route; the routes behind a token want it (the
-#   bearer scheme operatorToken or sessionToken, and a 401 answer), the open ones say
-#   `security: []`. Every operator write (POST, PUT, PATCH, DELETE) of the center has an
+#   bearer scheme operatorToken, sessionToken or accountToken, and a 401 answer), the open ones
+#   say `security: []`. Every operator write (POST, PUT, PATCH, DELETE) of the center has an
 #   Idempotency-Key header parameter, since the center keeps every write's key; the distribution
-#   server takes none. Copies of distribution.yaml with a route dropped, an open route's
-#   `security: []` dropped and a 401 answer dropped are refused, so the comparison bites.
+#   server takes none; every POST of the escrow behind the token has one (the escrow requires it
+#   to make a key or move money) but the notice, which takes none. Copies of distribution.yaml
+#   with a route dropped, an open route's `security: []` dropped and a 401 answer dropped, and
+#   copies of escrow.yaml with a route dropped and a withdrawal's Idempotency-Key dropped, are
+#   refused, so the comparison bites.
 #
 # Run by CTest as `sh test_openapi.sh` with KEYHOLE and KH_SOURCE_DIR set.
 
@@ -47,18 +52,19 @@ valid()
 	fi
 }
 
-# route_table FILE FUNCTION: the routes FUNCTION of FILE adds, one "METHOD /path SECURITY" a line
-# (path parameters as {}), and GET /metrics, which src/net/http_server.c answers itself.
+# route_table FILE FUNCTION LABEL: the routes FUNCTION of FILE adds, one "METHOD /path SECURITY"
+# a line (path parameters as {}), and GET /metrics, which src/net/http_server.c answers itself.
 # SECURITY is open for a route flagged KH_HTTP_ROUTE_OPEN or in a table of open or health routes,
-# operator in the table of operator routes, session in a table named plainly `routes`.
+# operator in the table of operator routes, LABEL in a table named plainly `routes` (the
+# distribution server's session, the escrow's account).
 route_table()
 {
 	sed -n "/^kh_err $2(/,/^}/p" "$S/$1" >"$KH_META/fn"
 	[ -s "$KH_META/fn" ] || kh_fail "$2 not found in $1"
-	awk '
+	awk -v label="$3" '
 		/operator_routes\[\] = \{/ { sec = "operator" }
 		/(open|health)_routes\[\] = \{/ { sec = "open" }
-		/[^_]routes\[\] = \{/ { sec = "session" }
+		/[^_]routes\[\] = \{/ { sec = label }
 		/^\t\};/ { sec = "" }
 		sec != "" && match($0, /\{"[A-Z]+", *"\/[^"]*"/) {
 			r = substr($0, RSTART + 2, RLENGTH - 3); m = r; sub(/".*/, "", m); p = r; sub(/^[^\/]*/, "", p)
@@ -116,6 +122,7 @@ no401()
 
 valid openapi.yaml
 valid distribution.yaml
+valid escrow.yaml
 
 # the validator bites: a comma in an unquoted flow-mapping description makes a stray key ...
 sed 's/^\(        name: {\$ref: .#\/components\/schemas\/Name.}\)$/\1\n        note: {type: string, description: a name, or a nickname}/' \
@@ -137,7 +144,7 @@ grep -q 'security-defined' "$KH_META/lint" || kh_fail "the validator did not say
 # route table in $KH_META/NAME.routes, the spec's operations (of spec_ops) in $KH_META/NAME.ops.
 holds()
 {
-	route_table "$2" "$3" >"$KH_META/$1.routes"
+	route_table "$2" "$3" "$4" >"$KH_META/$1.routes"
 	sort -u "$KH_META/$1.routes" -o "$KH_META/$1.routes"
 	grep -q " $4\$" "$KH_META/$1.routes" && grep -v '^GET /metrics ' "$KH_META/$1.routes" | grep -q ' open$' ||
 		kh_fail "read no $4 and open routes from $3: $(cat "$KH_META/$1.routes")"
@@ -190,4 +197,37 @@ spec_ops "$KH_WORK/no401.yaml" session >"$KH_META/bite"
 no401 "$KH_META/bite" session && kh_fail "a session operation without a 401 answer passed"
 grep -qx '  GET /v1/account' "$KH_META/no401" || kh_fail "the 401 check did not name GET /v1/account: $(cat "$KH_META/no401")"
 
-kh_note "ok: $(wc -l <"$KH_META/openapi.yaml.routes") routes of the center, $(wc -l <"$KH_META/distribution.yaml.routes") of the distribution server, specs valid"
+# the escrow: the account's token
+ESPEC=$S/docs/api/escrow.yaml
+holds escrow.yaml src/center/escrow/service.c kh_escrow_service_add_routes account accountToken
+
+# escrow_idem OPS: status 0 when every account POST of OPS (of spec_ops) but the notice has an
+# Idempotency-Key parameter (the escrow refuses to make a key or move money without one) and the
+# notice has none (it would be ignored); those that do not in $KH_META/idem
+escrow_idem()
+{
+	awk '$1 == "POST" && $3 == "account" {
+		notice = ($2 ~ /\/notice$/)
+		if (notice && $5 == "idem") print "  " $1 " " $2 " (an Idempotency-Key the escrow ignores)"
+		if (!notice && $5 != "idem") print "  " $1 " " $2 " (without its Idempotency-Key)"
+	}' "$1" >"$KH_META/idem"
+	[ ! -s "$KH_META/idem" ]
+}
+escrow_idem "$KH_META/escrow.yaml.ops" || kh_fail "docs/api/escrow.yaml and the escrow's Idempotency-Key differ: $(cat "$KH_META/idem")"
+
+# the comparison bites for the escrow too: a route dropped from a copy of its spec ...
+sed '/^  \/v1\/purchases\/{id}\/notice:$/,/^  \/metrics:$/{/metrics:$/!d}' "$ESPEC" >"$KH_WORK/edropped.yaml"
+cmp -s "$ESPEC" "$KH_WORK/edropped.yaml" && kh_fail "could not drop a route from a copy of docs/api/escrow.yaml"
+spec_ops "$KH_WORK/edropped.yaml" account >"$KH_META/bite"
+agree "$KH_META/escrow.yaml.routes" "$KH_META/bite" && kh_fail "an escrow spec without POST /v1/purchases/{id}/notice passed as the route table"
+grep -q '< POST /v1/purchases/{}/notice account$' "$KH_META/diff" ||
+	kh_fail "the comparison did not name the dropped notice: $(cat "$KH_META/diff")"
+# ... and a withdrawal without its Idempotency-Key
+sed '/^  \/v1\/withdrawals:$/,/^  \/v1\/listings:$/{/IdempotencyKey/d}' "$ESPEC" >"$KH_WORK/nokey.yaml"
+cmp -s "$ESPEC" "$KH_WORK/nokey.yaml" && kh_fail "could not drop the Idempotency-Key of POST /v1/withdrawals in a copy"
+spec_ops "$KH_WORK/nokey.yaml" account >"$KH_META/bite"
+escrow_idem "$KH_META/bite" && kh_fail "a withdrawal without its Idempotency-Key passed"
+grep -qx '  POST /v1/withdrawals (without its Idempotency-Key)' "$KH_META/idem" ||
+	kh_fail "the Idempotency-Key check did not name POST /v1/withdrawals: $(cat "$KH_META/idem")"
+
+kh_note "ok: $(wc -l <"$KH_META/openapi.yaml.routes") routes of the center, $(wc -l <"$KH_META/distribution.yaml.routes") of the distribution server, $(wc -l <"$KH_META/escrow.yaml.routes") of the escrow, specs valid"
