@@ -364,10 +364,13 @@ static kh_err dev_cmd(struct kh_transport *dev, uint8_t ins, const uint8_t *d, s
 }
 
 /* The device's signing certificate (GET CERT, P1 = 1). */
-static kh_err dev_cert(struct kh_transport *dev, uint8_t *der, size_t *n)
+static kh_err dev_cert(struct kh_transport *dev, uint8_t *der, size_t cap, size_t *n)
 {
 	uint16_t sw = 0;
-	return kh_host_apdu(dev, KH_INS_GET_CERT, 1, NULL, 0, der, KH_APDU_MAX_RESP, n, &sw);
+	kh_err r = kh_host_apdu(dev, KH_INS_GET_CERT, 1, NULL, 0, der, cap, n, &sw);
+
+	/* the answer holds the certificate and its status word within cap: no certificate is longer */
+	return r == KH_OK && (*n < 1 || *n > KH_CERT_MAX) ? KH_ERR_FORMAT : r;
 }
 
 /* ---------------------------------------------------------------- the buyer: buy */
@@ -482,7 +485,7 @@ kh_err kh_escrow_buy(struct kh_escrow_client *c, struct kh_transport *dev, const
 	}
 	if ((r = offer_load(c, offer, content, o)) != KH_OK)
 		goto out;
-	if ((r = dev_cert(dev, cert, &certlen)) != KH_OK) {
+	if ((r = dev_cert(dev, cert, sizeof cert, &certlen)) != KH_OK) {
 		kh__api_say(&c->api, "the device gives no certificate: %s", kh_strerror(r));
 		goto out;
 	}
