@@ -640,6 +640,40 @@ static void test_listing_limit(void **state)
 	kh_escrow_client_free(s);
 }
 
+/* A device that answers GET CERT with more than any certificate: refused, nothing written past
+ * the host's buffer (ASan would see it), nothing started. */
+static kh_err long_cert_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap, size_t *rlen)
+{
+	(void)ctx;
+	if (len >= 2 && cmd[1] == KH_INS_GET_CERT) {
+		if (cap < 2002)
+			return KH_ERR_TRANSPORT; /* as a real transport does with an answer longer than cap */
+		memset(resp, 0x30, 2000);
+		resp[2000] = 0x90;
+		resp[2001] = 0x00;
+		*rlen = 2002;
+		return KH_OK;
+	}
+	return KH_ERR_TRANSPORT;
+}
+
+static void test_hostile_device(void **state)
+{
+	struct ex *x = *state;
+	struct kh_escrow_client *c = client(x, x->tok_alice);
+	struct kh_transport t = {long_cert_xfer, NULL, NULL};
+	char *base = in_dir(x, "hostile"), *spath = NULL;
+	struct kh_escrow_bought b;
+
+	assert_int_not_equal(kh_escrow_buy(c, &t, x->offer, x->khe, base, &b), KH_OK);
+	assert_true(asprintf(&spath, "%s.purchase", base) > 0);
+	assert_int_not_equal(access(spath, F_OK), 0);
+	assert_int_equal(balance_of(x, x->alice).held, 0);
+	free(spath);
+	free(base);
+	kh_escrow_client_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -649,6 +683,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tampered_answer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listing_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hostile_device, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
