@@ -27,6 +27,7 @@
 #include "keyhole/escrowsvc.h"
 #include "keyhole/file.h"
 #include "keyhole/http.h"
+#include "keyhole/host.h"
 #include "keyhole/identity.h"
 #include "keyhole/secmod.h"
 #include "keyhole/store_escrow.h"
@@ -243,6 +244,45 @@ static void test_sequence(void **state)
 	assert_int_equal(ai.withdrawn, PRICE);
 	assert_int_equal(kh_escrow_account_info(c, &ai), KH_OK);
 	assert_int_equal(ai.available, 9 * PRICE);
+	/* `delivered` sent again: answered as a repeat, nothing moves */
+	{
+		char *np = NULL, hex[33], url[160], auth[128], *body;
+		uint8_t *nb = NULL, cert[KH_CERT_MAX + 2];
+		size_t nl = 0, cl = 0;
+		uint16_t sw = 0;
+		struct kh_escrow_notice t;
+		struct reply rp;
+		json_t *o = json_object();
+		CURL *cu = curl_easy_init();
+
+		assert_true(asprintf(&np, "%s.notice", x->base) > 0);
+		assert_int_equal(kh_file_read(np, 512, &nb, &nl), KH_OK);
+		assert_int_equal(kh_escrow_notice_parse(nb, nl, NULL, &t), KH_OK);
+		assert_int_equal(kh_host_apdu(&x->b1.t, KH_INS_GET_CERT, 1, NULL, 0, cert, sizeof cert, &cl, &sw), KH_OK);
+		assert_int_equal(kh_json_set_b64(o, "notice", nb, nl), KH_OK);
+		assert_int_equal(kh_json_set_b64(o, "certificate", cert, cl), KH_OK);
+		body = json_dumps(o, JSON_COMPACT);
+		kh_hex_encode(t.purchase, sizeof t.purchase, hex);
+		snprintf(url, sizeof url, "%s/v1/purchases/%s/notice", x->url, hex);
+		snprintf(auth, sizeof auth, "Authorization: Bearer %s", x->tok_alice);
+		assert_int_equal(http_perform(cu, url, "POST", body, NULL, auth, 30, &rp), CURLE_OK);
+		assert_int_equal(rp.status, 200);
+		assert_string_equal(jstr(rp.json, "state"), "delivered");
+		assert_true(json_is_true(json_object_get(rp.json, "repeat")));
+		reply_free(&rp);
+		/* the seller's reading it may not settle it */
+		snprintf(auth, sizeof auth, "Authorization: Bearer %s", x->tok_seller);
+		assert_int_equal(http_perform(cu, url, "POST", body, NULL, auth, 30, &rp), CURLE_OK);
+		assert_int_equal(rp.status, 404);
+		reply_free(&rp);
+		assert_int_equal(balance_of(x, x->seller).available, 0);
+		assert_int_equal(balance_of(x, x->alice).available, 9 * PRICE);
+		free(body);
+		json_decref(o);
+		curl_easy_cleanup(cu);
+		kh_file_free(nb, nl);
+		free(np);
+	}
 	audit_ok(x);
 	free(lic);
 	free(out);
