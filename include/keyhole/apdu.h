@@ -60,6 +60,7 @@ enum kh_ins {
 	KH_INS_CONTENT_OPEN = 0x3A,  /* buyer: a licence and the content's header */
 	KH_INS_CONTENT_CHUNK = 0x3C, /* buyer: a content chunk in, its plaintext out */
 	KH_INS_CONTENT_CLOSE = 0x3E, /* buyer: forget the content key */
+	KH_INS_BUY_COMBINE = 0x2E,   /* buyer: escrows' key shares and its own into K: notices (and licence) out */
 };
 
 /*

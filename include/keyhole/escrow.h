@@ -59,6 +59,13 @@
  *   BUY LIST                                         -> one slot TLV per purchase held
  *   CONTENT OPEN  licence, header                    -> u64 length | u64 chunks
  *   CONTENT CHUNK u32 i | chunk i (not TLV)          -> its plaintext
+ *   BUY COMBINE   header, grant, purchases            -> one notice per purchase (+ licence when
+ *                                                        delivered)
+ * In the split-key variant c opens to a share record (include/keyhole/shamir.h) instead of K:
+ * BUY FINISH then keeps the share in the purchase's slot and answers the slot (state share), no
+ * notice; BUY COMBINE opens the device's own share (the grant: sealed to the device's pairing
+ * key, HPKE info = the content header's hash), adds the shares the named purchases hold, and
+ * settles them all at once: delivered when the key recovered opens the header's commitment.
  */
 enum {
 	KH_ESCROW_T_LISTING = 1,
@@ -71,10 +78,12 @@ enum {
 	KH_ESCROW_T_NOTICE = 8,
 	KH_ESCROW_T_LICENCE = 9,
 	KH_ESCROW_T_SLOT = 10, /* u8 state | u8 reason | purchase | listing | u32 escrow */
-	KH_ESCROW_T_MAX = KH_ESCROW_T_SLOT
+	KH_ESCROW_T_GRANT = 11,     /* the device's share, sealed to it (KH_SHAMIR_SEALED_LEN) */
+	KH_ESCROW_T_PURCHASES = 12, /* purchase ids, one after the other */
+	KH_ESCROW_T_MAX = KH_ESCROW_T_PURCHASES
 };
 /* BUY LIST's slot states. */
-enum { KH_ESCROW_SLOT_PENDING = 1, KH_ESCROW_SLOT_DELIVERED = 2, KH_ESCROW_SLOT_FAILED = 3 };
+enum { KH_ESCROW_SLOT_PENDING = 1, KH_ESCROW_SLOT_DELIVERED = 2, KH_ESCROW_SLOT_FAILED = 3, KH_ESCROW_SLOT_SHARE = 4 };
 #define KH_ESCROW_SLOT_LEN (2 + 2 * KH_ESCROW_ID_LEN + 4)
 /* The licence: "KHBT" | nonce | AES-256-GCM(device key, purchase | listing | K) | tag. It opens any
  * content whose header commits to its K. */
@@ -120,7 +129,8 @@ enum kh_escrow_reason {
 	KH_ESCROW_R_UNBLIND = 1,   /* the answer does not unblind to the seller's c (m^e != c) */
 	KH_ESCROW_R_KEY = 2,       /* what it unblinds to is no OAEP-encoded key for this listing */
 	KH_ESCROW_R_COMMIT = 3,    /* the key does not match the content's commitment */
-	KH_ESCROW_R_CANCELLED = 4, /* the buyer gave up before an answer was unblinded */
+	KH_ESCROW_R_CANCELLED = 4, /* the buyer gave up before an answer was unblinded (or combined) */
+	KH_ESCROW_R_SHARES = 5,    /* the key shares do not fit together (split key) */
 };
 
 struct kh_escrow_notice {
@@ -141,6 +151,10 @@ struct kh_escrow_header {
 	uint8_t hash[KH_SHA256_LEN]; /* derived: SHA-256 of the header's bytes */
 	size_t len;      /* derived: the header's length in bytes */
 };
+
+/* The id in the record of a device's own share of a split key: "KHDV" | 8 zero bytes | u32 the
+ * device's certificate serial. */
+void kh_escrow_device_share_id(uint32_t device, uint8_t id[static KH_ESCROW_ID_LEN]);
 
 /* "XYZ": three upper-case ASCII letters. */
 int kh_escrow_currency_ok(const char *cur);

@@ -24,6 +24,13 @@ static const char label_notice[] = "keyhole escrow v1 notice";
 static const char label_commit[] = "keyhole escrow v1 commit";
 static const char label_chunks[] = "keyhole escrow v1 chunks";
 
+void kh_escrow_device_share_id(uint32_t device, uint8_t id[static KH_ESCROW_ID_LEN])
+{
+	memset(id, 0, KH_ESCROW_ID_LEN);
+	memcpy(id, "KHDV", 4);
+	kh_put_be32(id + KH_ESCROW_ID_LEN - 4, device);
+}
+
 int kh_escrow_currency_ok(const char *cur)
 {
 	for (size_t i = 0; i < KH_ESCROW_CUR_LEN; i++)

@@ -13,6 +13,10 @@
  *               licence (K sealed under a key only we hold), or `failed` with the reason
  *   BUY NOTICE  the same notice (and licence) again, for a host that lost the answer
  *   BUY CANCEL  a purchase under way given up: `failed`, r forgotten, so no later answer opens
+ *   BUY COMBINE the split-key variant: c opened to one share of K, not K, and BUY FINISH kept the
+ *               share in its slot without a notice; our own share (sealed to our pairing key by
+ *               the seller) and enough escrows' shares give K, which must open the content
+ *               header's commitment; every purchase named is settled at once, the same way
  *   CONTENT OPEN / CHUNK / CLOSE   the licence's K decrypts the content for the host, chunk by
  *               chunk; K itself never leaves. The plaintext is what the buyer paid for, so it goes
  *               to the host (unlike a processor's program, which only its runner sees).
@@ -27,13 +31,14 @@
 #include <string.h>
 
 #include "keyhole/escrow.h"
+#include "keyhole/shamir.h"
 #include "module/module_int.h"
 
 enum { SLOT_EMPTY = 0, SLOT_PENDING = KH_ESCROW_SLOT_PENDING, SLOT_DELIVERED = KH_ESCROW_SLOT_DELIVERED,
-       SLOT_FAILED = KH_ESCROW_SLOT_FAILED };
+       SLOT_FAILED = KH_ESCROW_SLOT_FAILED, SLOT_SHARE = KH_ESCROW_SLOT_SHARE };
 
 #define BUY_SECTION_ID 2
-#define BUY_SECTION_VERSION 1
+#define BUY_SECTION_VERSION 2 /* 1: slots without the share fields */
 enum { S_SEQ = 1, S_SLOT = 2 };
 
 static const char label_binding[] = "keyhole escrow v1 binding";
@@ -67,7 +72,8 @@ static struct kh_buy_slot *slot_find(struct kh_module *m, const uint8_t purchase
 	return NULL;
 }
 
-/* An empty slot, else the settled one started first; NULL when every slot is under way. */
+/* An empty slot, else the settled one started first; NULL when every slot is under way (pending,
+ * or holding a share). */
 static struct kh_buy_slot *slot_free(struct kh_module *m)
 {
 	struct kh_buy_slot *best = NULL;
@@ -76,7 +82,7 @@ static struct kh_buy_slot *slot_free(struct kh_module *m)
 		struct kh_buy_slot *s = &m->p.app.buy.slot[i];
 		if (s->state == SLOT_EMPTY)
 			return s;
-		if (s->state != SLOT_PENDING && (!best || s->seq < best->seq))
+		if ((s->state == SLOT_DELIVERED || s->state == SLOT_FAILED) && (!best || s->seq < best->seq))
 			best = s;
 	}
 	return best;
@@ -252,35 +258,64 @@ out:
 
 /* ---- BUY FINISH ---- */
 
-/* K out of z, or the reason it could not be had. */
-static uint8_t recover_key(struct kh_module *m, const struct kh_buy_slot *s, const uint8_t n[static KH_RSA_MAX_LEN],
-			   size_t nlen, const uint8_t *c, const uint8_t *z, const struct kh_escrow_header *h,
-			   const uint8_t *hb, uint8_t k[static KH_ESCROW_KEY_LEN], kh_err *err)
+/*
+ * What z opens to, or the reason it opens to nothing: m = z * r^-1 must satisfy m^e = c, then its
+ * OAEP decoding (label: the listing id) is K (KH_ESCROW_KEY_LEN bytes) or, in the split-key
+ * variant, a share record (KH_SHAMIR_REC_LEN bytes) into out, *outlen its length.
+ */
+static uint8_t recover(struct kh_module *m, const struct kh_buy_slot *s, const uint8_t n[static KH_RSA_MAX_LEN],
+		       size_t nlen, const uint8_t *c, const uint8_t *z, uint8_t out[static KH_SHAMIR_REC_LEN],
+		       size_t *outlen, kh_err *err)
 {
 	uint8_t *em = m->inner_resp;
-	size_t klen = 0;
 	uint8_t reason = KH_ESCROW_R_NONE;
 	kh_err r;
 
 	*err = KH_OK;
+	*outlen = 0;
 	if ((r = kh_rsa_unblind(n, nlen, c, s->secret, z, em)) != KH_OK) {
 		if (r == KH_ERR_UNBLIND)
 			reason = KH_ESCROW_R_UNBLIND;
 		else
 			*err = r;
-	} else if (kh_rsa_oaep_decode(em, nlen, s->listing, KH_ESCROW_ID_LEN, k, KH_ESCROW_KEY_LEN, &klen) != KH_OK ||
-		   klen != KH_ESCROW_KEY_LEN) {
+	} else if (kh_rsa_oaep_decode(em, nlen, s->listing, KH_ESCROW_ID_LEN, out, KH_SHAMIR_REC_LEN, outlen) != KH_OK ||
+		   (*outlen != KH_ESCROW_KEY_LEN && *outlen != KH_SHAMIR_REC_LEN)) {
 		reason = KH_ESCROW_R_KEY;
-	} else if ((r = kh_escrow_header_check(h, hb, k)) != KH_OK) {
-		if (r == KH_ERR_AUTH)
-			reason = KH_ESCROW_R_COMMIT;
-		else
-			*err = r;
 	}
 	kh_wipe(em, KH_RSA_MAX_LEN);
-	if (reason != KH_ESCROW_R_NONE || *err != KH_OK)
-		kh_wipe(k, KH_ESCROW_KEY_LEN);
+	if (reason != KH_ESCROW_R_NONE || *err != KH_OK) {
+		kh_wipe(out, KH_SHAMIR_REC_LEN);
+		*outlen = 0;
+	}
 	return reason;
+}
+
+/* The slot, as BUY LIST and a share's BUY FINISH show it (public: no secret in it). */
+static kh_err put_slot(const struct kh_buy_slot *s, struct kh_wr *resp)
+{
+	uint8_t v[KH_ESCROW_SLOT_LEN];
+
+	v[0] = s->state;
+	v[1] = s->reason;
+	memcpy(v + 2, s->purchase, KH_ESCROW_ID_LEN);
+	memcpy(v + 2 + KH_ESCROW_ID_LEN, s->listing, KH_ESCROW_ID_LEN);
+	kh_put_be32(v + 2 + 2 * KH_ESCROW_ID_LEN, s->escrow);
+	return kh_tlv_put(resp, KH_ESCROW_T_SLOT, v, sizeof v);
+}
+
+/* Settle a slot: r (or its share) forgotten; delivered with K, or failed for reason. */
+static void settle_slot(struct kh_buy_slot *s, uint8_t reason, const uint8_t k[static KH_ESCROW_KEY_LEN])
+{
+	kh_wipe(s->secret, sizeof s->secret);
+	kh_wipe(s->x, sizeof s->x);
+	s->t = s->n = s->index = 0;
+	if (reason == KH_ESCROW_R_NONE) {
+		s->state = SLOT_DELIVERED;
+		memcpy(s->secret, k, KH_ESCROW_KEY_LEN);
+	} else {
+		s->state = SLOT_FAILED;
+		s->reason = reason;
+	}
 }
 
 static kh_err h_buy_finish(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
@@ -289,9 +324,10 @@ static kh_err h_buy_finish(struct kh_module *m, const struct kh_apdu *a, struct 
 	struct kh_escrow_listing l;
 	struct kh_escrow_answer an;
 	struct kh_escrow_header h;
+	struct kh_shamir_rec rec;
 	struct kh_buy_slot *s;
-	uint8_t n[KH_RSA_MAX_LEN], bind[KH_SHA256_LEN], k[KH_ESCROW_KEY_LEN], reason;
-	size_t nlen = 0;
+	uint8_t n[KH_RSA_MAX_LEN], bind[KH_SHA256_LEN], out[KH_SHAMIR_REC_LEN], reason;
+	size_t nlen = 0, outlen = 0;
 	kh_err r;
 
 	if ((r = need_buyer(m, a)) != KH_OK)
@@ -317,21 +353,143 @@ static kh_err h_buy_finish(struct kh_module *m, const struct kh_apdu *a, struct 
 	if (!kh_ct_eq(bind, s->binding, sizeof bind) || !kh_ct_eq(an.listing, s->listing, KH_ESCROW_ID_LEN))
 		return KH_ERR_AUTH;
 
-	reason = recover_key(m, s, n, nlen, t[KH_ESCROW_T_C].v, an.z, &h, t[KH_ESCROW_T_HEADER].v, k, &r);
+	memset(&rec, 0, sizeof rec);
+	reason = recover(m, s, n, nlen, t[KH_ESCROW_T_C].v, an.z, out, &outlen, &r);
 	if (r != KH_OK)
 		return r;
-	/* settled either way, and r forgotten: no later answer opens this purchase */
-	kh_wipe(s->secret, sizeof s->secret);
-	if (reason == KH_ESCROW_R_NONE) {
-		s->state = SLOT_DELIVERED;
-		memcpy(s->secret, k, sizeof k);
-	} else {
-		s->state = SLOT_FAILED;
-		s->reason = reason;
+	if (reason == KH_ESCROW_R_NONE && outlen == KH_ESCROW_KEY_LEN) {
+		if ((r = kh_escrow_header_check(&h, t[KH_ESCROW_T_HEADER].v, out)) == KH_ERR_AUTH)
+			reason = KH_ESCROW_R_COMMIT;
+		else if (r != KH_OK)
+			goto out;
+	} else if (reason == KH_ESCROW_R_NONE) {
+		/* one share of a split key: for this listing, kept until BUY COMBINE */
+		if (kh_shamir_rec_parse(out, outlen, &rec) != KH_OK || !kh_ct_eq(rec.id, s->listing, KH_ESCROW_ID_LEN)) {
+			reason = KH_ESCROW_R_KEY;
+		} else {
+			kh_wipe(s->secret, sizeof s->secret);
+			s->state = SLOT_SHARE;
+			memcpy(s->binding, h.hash, sizeof s->binding);
+			memcpy(s->secret, rec.s.y, sizeof s->secret);
+			memcpy(s->x, rec.s.x, sizeof s->x);
+			s->t = rec.t;
+			s->n = rec.n;
+			s->index = rec.index;
+			m->dirty = 1;
+			r = put_slot(s, resp);
+			goto out;
+		}
 	}
-	kh_wipe(k, sizeof k);
+	/* settled either way, and r forgotten: no later answer opens this purchase */
+	settle_slot(s, reason, out);
 	m->dirty = 1;
-	return put_settled(m, s, resp);
+	r = put_settled(m, s, resp);
+out:
+	kh_wipe(out, sizeof out);
+	kh_wipe(&rec, sizeof rec);
+	return r;
+}
+
+/* ---- BUY COMBINE ---- */
+
+/* The purchases a BUY COMBINE names: each holds a share of this content's key, none twice. */
+static kh_err combine_slots(struct kh_module *m, const struct kh_tlv *pt, const uint8_t hh[static KH_SHA256_LEN],
+			    struct kh_buy_slot **sl, size_t *np)
+{
+	if (!pt->len || pt->len % KH_ESCROW_ID_LEN || pt->len / KH_ESCROW_ID_LEN > KH_SHAMIR_MAX_N - 1)
+		return KH_ERR_FORMAT;
+	*np = pt->len / KH_ESCROW_ID_LEN;
+	for (size_t i = 0; i < *np; i++) {
+		if (!(sl[i] = slot_find(m, pt->v + i * KH_ESCROW_ID_LEN)))
+			return KH_ERR_NOTFOUND;
+		if (sl[i]->state != SLOT_SHARE)
+			return KH_ERR_PURCHASE_STATE;
+		if (!kh_ct_eq(sl[i]->binding, hh, KH_SHA256_LEN))
+			return KH_ERR_AUTH; /* a share of other content */
+		for (size_t j = 0; j < i; j++)
+			if (sl[j] == sl[i])
+				return KH_ERR_FORMAT;
+	}
+	return KH_OK;
+}
+
+/*
+ * header, grant, purchases: our share opened, the purchases' shares added, K recovered and checked
+ * against the header's commitment; then every purchase named settled the same way and its notice
+ * answered, in the order named (and the licence once, when delivered). Too few shares, or a grant
+ * that does not open (another device's, another content's), settle nothing: the buyer may still
+ * buy from another escrow, or ask the seller again. Shares that do not fit together, or a key
+ * that does not open the commitment, are the seller's fault: every purchase named fails (the
+ * buyer is refunded), and no byte of the content was shown.
+ */
+static kh_err h_buy_combine(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
+{
+	struct kh_tlv t[KH_ESCROW_T_MAX + 1];
+	struct kh_escrow_header h;
+	struct kh_shamir_rec dev;
+	struct kh_shamir_share sh[KH_SHAMIR_MAX_N];
+	struct kh_buy_slot *sl[KH_SHAMIR_MAX_N - 1];
+	uint8_t id[KH_ESCROW_ID_LEN], k[KH_ESCROW_KEY_LEN], reason = KH_ESCROW_R_NONE;
+	size_t np = 0;
+	kh_err r;
+
+	if ((r = need_buyer(m, a)) != KH_OK)
+		return r;
+	memset(t, 0, sizeof t);
+	if ((r = kh_tlv_take(a->data, a->lc, t, KH_ESCROW_T_MAX,
+			     BIT(KH_ESCROW_T_HEADER) | BIT(KH_ESCROW_T_GRANT) | BIT(KH_ESCROW_T_PURCHASES))) != KH_OK)
+		return r;
+	if ((r = kh_escrow_header_parse(t[KH_ESCROW_T_HEADER].v, t[KH_ESCROW_T_HEADER].len, &h)) != KH_OK)
+		return r;
+	if (h.len != t[KH_ESCROW_T_HEADER].len)
+		return KH_ERR_FORMAT;
+	if ((r = combine_slots(m, &t[KH_ESCROW_T_PURCHASES], h.hash, sl, &np)) != KH_OK)
+		return r;
+	memset(&dev, 0, sizeof dev);
+	memset(sh, 0, sizeof sh);
+	memset(k, 0, sizeof k);
+	kh_escrow_device_share_id(m->p.ua, id);
+	if ((r = kh_shamir_share_open(m->p.pair_sk, m->p.pair_pk, h.hash, sizeof h.hash, t[KH_ESCROW_T_GRANT].v,
+				      t[KH_ESCROW_T_GRANT].len, &dev)) != KH_OK)
+		goto out;
+	if (!kh_ct_eq(dev.id, id, sizeof id)) {
+		r = KH_ERR_AUTH; /* sealed to us, but made for another device */
+		goto out;
+	}
+	if (np + 1 < dev.t) {
+		r = KH_ERR_SHARES; /* too few yet: nothing settles */
+		goto out;
+	}
+	sh[0] = dev.s;
+	for (size_t i = 0; i < np; i++) {
+		if (sl[i]->t != dev.t || sl[i]->n != dev.n)
+			reason = KH_ESCROW_R_SHARES; /* shares of two different splits */
+		memcpy(sh[i + 1].x, sl[i]->x, KH_SHAMIR_LEN);
+		memcpy(sh[i + 1].y, sl[i]->secret, KH_SHAMIR_LEN);
+	}
+	if (reason == KH_ESCROW_R_NONE) {
+		if ((r = kh_shamir_combine(sh, np + 1, dev.t, k)) == KH_ERR_SHARES)
+			reason = KH_ESCROW_R_SHARES;
+		else if (r != KH_OK)
+			goto out;
+		else if ((r = kh_escrow_header_check(&h, t[KH_ESCROW_T_HEADER].v, k)) == KH_ERR_AUTH)
+			reason = KH_ESCROW_R_COMMIT;
+		else if (r != KH_OK)
+			goto out;
+	}
+	for (size_t i = 0; i < np; i++)
+		settle_slot(sl[i], reason, k);
+	m->dirty = 1;
+	r = KH_OK;
+	for (size_t i = 0; i < np && r == KH_OK; i++)
+		r = put_notice(m, sl[i], resp);
+	if (r == KH_OK && reason == KH_ESCROW_R_NONE)
+		r = put_licence(m, sl[0], resp);
+out:
+	kh_wipe(&dev, sizeof dev);
+	kh_wipe(sh, sizeof sh);
+	kh_wipe(k, sizeof k);
+	return r;
 }
 
 /* ---- BUY NOTICE, BUY CANCEL, BUY LIST ---- */
@@ -344,7 +502,7 @@ static kh_err h_buy_notice(struct kh_module *m, const struct kh_apdu *a, struct 
 
 	if ((r = need_buyer(m, a)) != KH_OK || (r = slot_named(m, a, &s)) != KH_OK)
 		return r;
-	return s->state == SLOT_PENDING ? KH_ERR_PURCHASE_STATE : put_settled(m, s, resp);
+	return s->state == SLOT_PENDING || s->state == SLOT_SHARE ? KH_ERR_PURCHASE_STATE : put_settled(m, s, resp);
 }
 
 static kh_err h_buy_cancel(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
@@ -356,10 +514,9 @@ static kh_err h_buy_cancel(struct kh_module *m, const struct kh_apdu *a, struct 
 		return r;
 	if (s->state == SLOT_DELIVERED)
 		return KH_ERR_PURCHASE_STATE;
-	if (s->state == SLOT_PENDING) {
-		kh_wipe(s->secret, sizeof s->secret);
-		s->state = SLOT_FAILED;
-		s->reason = KH_ESCROW_R_CANCELLED;
+	if (s->state == SLOT_PENDING || s->state == SLOT_SHARE) {
+		/* a share alone shows nothing of the content: it may be given up too */
+		settle_slot(s, KH_ESCROW_R_CANCELLED, s->secret);
 		m->dirty = 1;
 	}
 	return put_notice(m, s, resp);
@@ -367,7 +524,6 @@ static kh_err h_buy_cancel(struct kh_module *m, const struct kh_apdu *a, struct 
 
 static kh_err h_buy_list(struct kh_module *m, const struct kh_apdu *a, struct kh_wr *resp)
 {
-	uint8_t v[KH_ESCROW_SLOT_LEN];
 	kh_err r;
 
 	if ((r = need_buyer(m, a)) != KH_OK)
@@ -376,14 +532,7 @@ static kh_err h_buy_list(struct kh_module *m, const struct kh_apdu *a, struct kh
 		return KH_ERR_APDU_LEN;
 	for (size_t i = 0; i < KH_BUY_SLOTS; i++) {
 		const struct kh_buy_slot *s = &m->p.app.buy.slot[i];
-		if (s->state == SLOT_EMPTY)
-			continue;
-		v[0] = s->state;
-		v[1] = s->reason;
-		memcpy(v + 2, s->purchase, KH_ESCROW_ID_LEN);
-		memcpy(v + 2 + KH_ESCROW_ID_LEN, s->listing, KH_ESCROW_ID_LEN);
-		kh_put_be32(v + 2 + 2 * KH_ESCROW_ID_LEN, s->escrow);
-		if ((r = kh_tlv_put(resp, KH_ESCROW_T_SLOT, v, sizeof v)) != KH_OK)
+		if (s->state != SLOT_EMPTY && (r = put_slot(s, resp)) != KH_OK)
 			return r;
 	}
 	return KH_OK;
@@ -505,6 +654,12 @@ static kh_err buy_save(const struct kh_persist *p, const struct kh_applet_live *
 		memcpy(q, s->secret, 32);
 		q += 32;
 		kh_put_be64(q, s->seq);
+		q += 8;
+		memcpy(q, s->x, 32);
+		q += 32;
+		*q++ = s->t;
+		*q++ = s->n;
+		*q = s->index;
 		kh_tlv_put(w, S_SLOT, v, sizeof v);
 	}
 	r = w->err;
@@ -512,7 +667,8 @@ static kh_err buy_save(const struct kh_persist *p, const struct kh_applet_live *
 	return r;
 }
 
-static kh_err buy_slot_load(struct kh_buy_state *b, const struct kh_tlv *t)
+/* A slot of a version 1 section has no share fields, and no slot holds a share. */
+static kh_err buy_slot_load(struct kh_buy_state *b, uint8_t version, const struct kh_tlv *t)
 {
 	const uint8_t *q = t->v;
 	struct kh_buy_slot *s;
@@ -520,7 +676,8 @@ static kh_err buy_slot_load(struct kh_buy_state *b, const struct kh_tlv *t)
 
 	for (i = 0; i < KH_BUY_SLOTS && b->slot[i].state != SLOT_EMPTY; i++)
 		;
-	if (t->len != KH_BUY_SLOT_LEN || i == KH_BUY_SLOTS || q[0] < SLOT_PENDING || q[0] > SLOT_FAILED)
+	if (t->len != (version == 1 ? KH_BUY_SLOT_LEN_V1 : KH_BUY_SLOT_LEN) || i == KH_BUY_SLOTS ||
+	    q[0] < SLOT_PENDING || q[0] > (version == 1 ? SLOT_FAILED : SLOT_SHARE))
 		return KH_ERR_FORMAT;
 	s = &b->slot[i];
 	s->state = *q++;
@@ -536,6 +693,14 @@ static kh_err buy_slot_load(struct kh_buy_state *b, const struct kh_tlv *t)
 	memcpy(s->secret, q, 32);
 	q += 32;
 	s->seq = kh_get_be64(q);
+	if (version == 1)
+		return KH_OK;
+	q += 8;
+	memcpy(s->x, q, 32);
+	q += 32;
+	s->t = *q++;
+	s->n = *q++;
+	s->index = *q;
 	return KH_OK;
 }
 
@@ -546,13 +711,12 @@ static kh_err buy_load(struct kh_persist *p, struct kh_applet_live *l, uint8_t v
 	int k;
 	kh_err r = KH_OK;
 
-	(void)l;
-	(void)version; /* 1, the only one so far */
+	(void)l; /* version: 1 or 2, as the registry checked */
 	while (r == KH_OK && (k = kh_tlv_next(rd, &t)) == 1) {
 		if (t.tag == S_SEQ)
 			r = kh_tlv_u64(&t, &b->seq);
 		else if (t.tag == S_SLOT)
-			r = buy_slot_load(b, &t);
+			r = buy_slot_load(b, version, &t);
 		else
 			r = KH_ERR_TLV_TAG;
 	}
@@ -573,6 +737,7 @@ static const struct kh_applet_ins buy_ins[] = {
 	{KH_INS_BUY_NOTICE, KH_INSF_PLAIN | KH_INSF_NOTX, BUYER, h_buy_notice},
 	{KH_INS_BUY_CANCEL, KH_INSF_PLAIN, BUYER, h_buy_cancel},
 	{KH_INS_BUY_LIST, KH_INSF_PLAIN | KH_INSF_NOTX, BUYER, h_buy_list},
+	{KH_INS_BUY_COMBINE, KH_INSF_PLAIN, BUYER, h_buy_combine},
 	{KH_INS_CONTENT_OPEN, KH_INSF_PLAIN | KH_INSF_NOTX, BUYER, h_content_open},
 	{KH_INS_CONTENT_CHUNK, KH_INSF_PLAIN | KH_INSF_NOTX, BUYER, h_content_chunk},
 	{KH_INS_CONTENT_CLOSE, KH_INSF_PLAIN | KH_INSF_NOTX, BUYER, h_content_close},

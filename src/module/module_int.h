@@ -106,18 +106,22 @@ struct kh_cas_usage {
  * were. An applet with state adds its slot here and its section to the registry.
  */
 /* applet_buy.c: a buyer device's purchases (seed 003). A slot is pending from BUY START until its
- * answer is unblinded or it is cancelled; a settled slot is kept (to answer its notice again) until a
- * new purchase needs the room. */
+ * answer is unblinded or it is cancelled; a purchase of one share of a split key then holds that
+ * share until BUY COMBINE (or a cancel) settles it; a settled slot is kept (to answer its notice
+ * again) until a new purchase needs the room. */
 #define KH_BUY_SLOTS 16
 struct kh_buy_slot {
-	uint8_t state;  /* enum in applet_buy.c: empty, pending, delivered, failed */
+	uint8_t state;  /* enum in applet_buy.c: empty, pending, share, delivered, failed */
 	uint8_t reason; /* enum kh_escrow_reason, when failed */
 	uint8_t purchase[KH_ESCROW_ID_LEN];
 	uint8_t listing[KH_ESCROW_ID_LEN];
 	uint32_t escrow;
-	uint8_t binding[32]; /* SHA-256 of what BUY START was given: listing, c, header hash */
-	uint8_t secret[32];  /* pending: the seed of r; delivered: K; failed: zeroes */
+	uint8_t binding[32]; /* SHA-256 of what BUY START was given: listing, c, header hash;
+			      * share: the content header's hash */
+	uint8_t secret[32];  /* pending: the seed of r; share: its y; delivered: K; failed: zeroes */
 	uint64_t seq;        /* when it started: the oldest settled slot is reused first */
+	uint8_t x[32];       /* share: its x (public) */
+	uint8_t t, n, index; /* share: the split's threshold and size, and which share it is */
 };
 struct kh_buy_state {
 	uint64_t seq;
@@ -342,7 +346,8 @@ kh_err kh__cas_need_card(const struct kh_module *m, const struct kh_apdu *a, uin
 	 KH_CAS_SIGNERS * (3 + 45) + (3 + 16) + (3 + 8) + (3 + 4 + 4 * KH_CAS_REVOKED))
 
 /* The most bytes of the buyer applet's section body: its counter, then one TLV per slot. */
-#define KH_BUY_SLOT_LEN (2 + 2 * KH_ESCROW_ID_LEN + 4 + 32 + 32 + 8)
+#define KH_BUY_SLOT_LEN_V1 (2 + 2 * KH_ESCROW_ID_LEN + 4 + 32 + 32 + 8)
+#define KH_BUY_SLOT_LEN (KH_BUY_SLOT_LEN_V1 + 32 + 3)
 #define KH_BUY_SECTION_MAX ((3 + 8) + KH_BUY_SLOTS * (3 + KH_BUY_SLOT_LEN))
 
 /* Run one parsed command through the registry (used again for commands inside the channel). */

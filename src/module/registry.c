@@ -16,13 +16,15 @@ const struct kh_applet *const kh__applets[] = {
 	&kh__applet_cas,   /* ECM, PURCHASE, EMM, CAS STATUS, CAS FLUSH; section 1 */
 	&kh__applet_usage, /* EXPORT, HELLO */
 	&kh__applet_proc,  /* DIST HELLO, AUTH, KEY, ACTIVATE; RUN OPEN, CHUNK, CLOSE */
-	&kh__applet_buy,   /* BUY START, FINISH, NOTICE, CANCEL, LIST; CONTENT OPEN, CHUNK, CLOSE; section 2 */
+	&kh__applet_buy,   /* BUY START, FINISH, NOTICE, CANCEL, LIST, COMBINE; CONTENT OPEN, CHUNK, CLOSE; section 2 */
 };
 const size_t kh__napplets = sizeof kh__applets / sizeof kh__applets[0];
 _Static_assert(sizeof kh__applets / sizeof kh__applets[0] <= 64, "module.c keeps a 64-bit set of applets");
 
-/* Every section at its largest, with the runtime's own fields, fits one sealed blob: a store never
- * fails for want of room, whatever the applets hold. */
-_Static_assert(KH_RUNTIME_STATE_MAX + (KH_SECTION_HDR_LEN + KH_CAS_SECTION_MAX) +
-		       (KH_SECTION_HDR_LEN + KH_BUY_SECTION_MAX) <= KH_STATE_PLAIN_MAX,
-	       "the applets' sections do not fit a sealed state blob");
+/* Every section of a role at its largest, with the runtime's own fields, fits one sealed blob: a
+ * store never fails for want of room, whatever the applets hold. A module stores the sections of
+ * its own role only (module.c), and no role has both the card's section and the buyer's. */
+_Static_assert(KH_RUNTIME_STATE_MAX + (KH_SECTION_HDR_LEN + KH_CAS_SECTION_MAX) <= KH_STATE_PLAIN_MAX,
+	       "the card's section does not fit a sealed state blob");
+_Static_assert(KH_RUNTIME_STATE_MAX + (KH_SECTION_HDR_LEN + KH_BUY_SECTION_MAX) <= KH_STATE_PLAIN_MAX,
+	       "the buyer's section does not fit a sealed state blob");

@@ -1004,10 +1004,13 @@ static void test_registry(void **state)
 		KH_INS_DIST_HELLO, KH_INS_DIST_AUTH,  KH_INS_DIST_KEY,    KH_INS_DIST_ACTIVATE,
 		KH_INS_RUN_OPEN,   KH_INS_RUN_CHUNK,  KH_INS_RUN_CLOSE,  KH_INS_BUY_START, KH_INS_BUY_FINISH,
 		KH_INS_BUY_NOTICE, KH_INS_BUY_CANCEL, KH_INS_BUY_LIST,   KH_INS_CONTENT_OPEN, KH_INS_CONTENT_CHUNK,
-		KH_INS_CONTENT_CLOSE,
+		KH_INS_CONTENT_CLOSE, KH_INS_BUY_COMBINE,
 	};
 	unsigned owners[256] = {0}, ids[256] = {0}, v1 = 0, total = 0;
-	size_t runtime_max = KH_RUNTIME_STATE_MAX;
+	size_t role_max[32];
+
+	for (unsigned r = 0; r < 32; r++)
+		role_max[r] = KH_RUNTIME_STATE_MAX;
 
 	(void)state;
 	assert_true(kh__napplets > 0 && kh__napplets <= 64);
@@ -1031,7 +1034,9 @@ static void test_registry(void **state)
 		assert_true(st->max_len + 3 <= 0xFFFF);
 		assert_int_equal(st->flags & ~(KH_SECTION_OPTIONAL | KH_SECTION_V1), 0);
 		v1 += (st->flags & KH_SECTION_V1) != 0;
-		runtime_max += KH_SECTION_HDR_LEN + st->max_len;
+		for (unsigned r = 0; r < 32; r++)
+			if (st->roles & (1u << r))
+				role_max[r] += KH_SECTION_HDR_LEN + st->max_len;
 	}
 	/* one applet per instruction, and none of the instruction set lost */
 	for (size_t i = 0; i < 256; i++)
@@ -1039,9 +1044,11 @@ static void test_registry(void **state)
 	for (size_t i = 0; i < sizeof every_ins; i++)
 		assert_int_equal(owners[every_ins[i]], 1);
 	assert_int_equal(total, sizeof every_ins);
-	/* the flat format's tail belongs to one applet; every section at its largest fits a blob */
+	/* the flat format's tail belongs to one applet; every section of a role (a module stores its
+	 * own role's only) at its largest fits a blob */
 	assert_int_equal(v1, 1);
-	assert_true(runtime_max <= KH_STATE_PLAIN_MAX);
+	for (unsigned r = 0; r < 32; r++)
+		assert_true(role_max[r] <= KH_STATE_PLAIN_MAX);
 }
 
 /*
