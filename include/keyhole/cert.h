@@ -83,5 +83,9 @@ KH_WARN_UNUSED kh_err kh_cert_root_pk(const uint8_t *der, size_t len, uint8_t ro
 
 /* PEM <-> DER for one CERTIFICATE block. */
 KH_WARN_UNUSED kh_err kh_cert_pem_to_der(const char *pem, size_t pemlen, uint8_t *der, size_t cap, size_t *len);
+/* PEM of one certificate (len <= KH_CERT_MAX) into pem, NUL-terminated, *pemlen without the NUL;
+ * KH_ERR_BUF when cap is short (KH_CERT_PEM_MAX always does). */
+#define KH_CERT_PEM_MAX (28 + (KH_CERT_MAX + 47) / 48 * 65 + 27)
+KH_WARN_UNUSED kh_err kh_cert_der_to_pem(const uint8_t *der, size_t len, char *pem, size_t cap, size_t *pemlen);
 
 #endif

@@ -58,6 +58,33 @@ KH_WARN_UNUSED kh_err kh_escrow_list(struct kh_escrow_client *c, const char *con
 KH_WARN_UNUSED kh_err kh_escrow_seal_content(const uint8_t *listing, size_t llen, const char *in, uint32_t chunk,
 					     const char *content_out, const char *offer_out);
 
+/*
+ * The split-key variant: encrypt the file in under a fresh K (below the sharing field's prime)
+ * and share K among the buyer's device and the escrows of the nl listings (one listing per
+ * escrow, all for the same content): the device's share and any `need` of the escrows' recover
+ * K (threshold need + 1 of nl + 1 shares), fewer escrows learn nothing of it. The content goes
+ * to content_out, offer i (listing i, c_i = RSA-OAEP(listing key i, share record i)) to
+ * offer_outs[i], the device's share (the seller's to grant to each buyer's device, never to hand
+ * out as it is) to share_out, mode 0600. All new files, and none left when one fails.
+ * KH_ERR_INVAL unless 1 <= need <= nl <= 15, for listings of different content, or two listings
+ * at one escrow (it would hold two shares).
+ */
+KH_WARN_UNUSED kh_err kh_escrow_seal_split(const uint8_t *const *listings, const size_t *llens, size_t nl, unsigned need,
+					   const char *in, uint32_t chunk, const char *content_out,
+					   const char *const *offer_outs, const char *share_out);
+/*
+ * Grant the device's share in share_file (private to its owner) to the buyer device whose
+ * pairing certificate is cert (DER; checked: from the authority whose root key is root_pk,
+ * role buyer, an X25519 key, valid now): the share, naming the device, sealed to that key for
+ * the content's header, to out (a new file). *device: the device's serial.
+ */
+KH_WARN_UNUSED kh_err kh_escrow_grant(const char *share_file, const char *content, const uint8_t *cert, size_t certlen,
+				      const uint8_t root_pk[static 32], const char *out, uint32_t *device);
+/* The header of the escrowed content file content: KH_ERR_IO when it cannot be read, else the
+ * header parser's codes; hb keeps its bytes. */
+KH_WARN_UNUSED kh_err kh_escrow_header_read(const char *content, uint8_t hb[static KH_ESCROW_HEADER_MAX],
+					    struct kh_escrow_header *h);
+
 /* ---- the buyer ---- */
 
 struct kh_escrow_bought {
@@ -66,6 +93,8 @@ struct kh_escrow_bought {
 	uint8_t reason;  /* enum kh_escrow_reason */
 	char state[16];  /* the escrow's state of the purchase after the notice */
 	int resumed;     /* 1: a purchase left under way (BASE.purchase) was finished */
+	int share;       /* 1: the purchase bought one share of a split key, which the device keeps
+			  * (no notice yet, outcome 0): BASE.purchase stays until kh_escrow_combine */
 };
 
 /*
@@ -77,6 +106,29 @@ struct kh_escrow_bought {
  */
 KH_WARN_UNUSED kh_err kh_escrow_buy(struct kh_escrow_client *c, struct kh_transport *dev, const char *offer,
 				    const char *content, const char *base, struct kh_escrow_bought *out);
+/*
+ * The split-key variant: combine the shares the device holds for the purchases of parts (n BASE
+ * names of kh_escrow_buy, each a share held; clients[i] the escrow of parts[i], with the
+ * buyer's token there) with the device's own share, grant (kh_escrow_grant), for content. The device settles
+ * them all at once: the licence to base.lic when delivered; then each part's notice to
+ * PART.notice and to its escrow, and PART.purchase removed. Run again after any failure, it tells
+ * the escrows not yet told. An escrow that cannot be told does not stop the others (its error is
+ * returned once they were). Messages go to clients[0], or the part's own client.
+ */
+struct kh_escrow_combined {
+	uint8_t outcome; /* enum kh_escrow_outcome */
+	uint8_t reason;  /* enum kh_escrow_reason */
+	size_t told;     /* escrows told */
+	int resumed;     /* 1: the device had combined them before */
+};
+KH_WARN_UNUSED kh_err kh_escrow_combine(struct kh_escrow_client *const *clients, const char *const *parts, size_t n,
+					struct kh_transport *dev, const char *grant, const char *content,
+					const char *base, struct kh_escrow_combined *out);
+/* The device's pairing certificate (pairing 1: its X25519 key, what a seller grants a share to)
+ * or its signing certificate (0), DER, into der (KH_CERT_MAX bytes do). */
+KH_WARN_UNUSED kh_err kh_escrow_device_cert(struct kh_transport *dev, int pairing, uint8_t *der, size_t cap,
+					    size_t *n);
+
 /*
  * Decrypt content with the licence through the device dev into out: a new regular file (made
  * beside it and renamed into place once whole) or, when out is a FIFO, a device or "-" (standard

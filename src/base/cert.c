@@ -369,3 +369,24 @@ out:
 	ERR_pop_to_mark();
 	return r;
 }
+
+kh_err kh_cert_der_to_pem(const uint8_t *der, size_t len, char *pem, size_t cap, size_t *pemlen)
+{
+	static const char head[] = "-----BEGIN CERTIFICATE-----\n", tail[] = "-----END CERTIFICATE-----\n";
+	size_t at = sizeof head - 1;
+
+	if (!der || !len || len > KH_CERT_MAX || !pem || !pemlen)
+		return KH_ERR_INVAL;
+	/* 48 bytes make one 64-character line */
+	if (cap < sizeof head - 1 + (len + 47) / 48 * 65 + sizeof tail)
+		return KH_ERR_BUF;
+	memcpy(pem, head, at);
+	for (size_t off = 0; off < len; off += 48) {
+		size_t n = len - off < 48 ? len - off : 48;
+		at += (size_t)EVP_EncodeBlock((unsigned char *)pem + at, der + off, (int)n);
+		pem[at++] = '\n';
+	}
+	memcpy(pem + at, tail, sizeof tail);
+	*pemlen = at + sizeof tail - 1;
+	return KH_OK;
+}

@@ -9,13 +9,14 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/escrow.h"
 #include "keyhole/device.h"
 #include "keyhole/escrowclient.h"
 #include "keyhole/file.h"
 #include "keyhole/softmodule.h"
 
 /* --escrow, --token-file, --cacert: a client of the escrow, with the account's token. */
-static int client_open(const char *P, const char *url, const char *tfile, const char *cacert,
+int kh_cli_escrow_client(const char *P, const char *url, const char *tfile, const char *cacert,
 		       struct kh_escrow_client **c)
 {
 	char *tok = NULL;
@@ -32,7 +33,7 @@ static int client_open(const char *P, const char *url, const char *tfile, const 
 }
 
 /* A failure of the client: its own words when it has them. */
-static int client_fail(struct kh_escrow_client *c, const char *what, kh_err r)
+int kh_cli_escrow_fail(struct kh_escrow_client *c, const char *what, kh_err r)
 {
 	const char *m = kh_escrow_client_error(c);
 
@@ -44,7 +45,7 @@ static int client_fail(struct kh_escrow_client *c, const char *what, kh_err r)
 }
 
 /* --device SPEC: a module file run in-process, or unix:PATH for a daemon. */
-static int device_open(const char *spec, struct kh_softmod **sm, struct kh_transport *t)
+int kh_cli_escrow_device(const char *spec, struct kh_softmod **sm, struct kh_transport *t)
 {
 	char what[4400] = "";
 	kh_err r = kh_cli_open_module(spec, NULL, sm, t, what, sizeof what);
@@ -52,7 +53,7 @@ static int device_open(const char *spec, struct kh_softmod **sm, struct kh_trans
 	return r == KH_OK ? KH_EXIT_OK : kh_cli_fail(what[0] ? what : spec, r);
 }
 
-static void device_close(struct kh_softmod *sm, struct kh_transport *t)
+void kh_cli_escrow_device_close(struct kh_softmod *sm, struct kh_transport *t)
 {
 	kh_transport_close(t);
 	kh_softmod_free(sm);
@@ -110,11 +111,11 @@ static int cmd_list(int argc, char **argv)
 		return kh_cli_usage(P, "--price takes a number from 1 to 9007199254740992");
 	if (deadline && (kh_cli_parse_num(deadline, 31622400, &dl) != 0 || dl < 1))
 		return kh_cli_usage(P, "--deadline takes a number of seconds from 1 to 31622400");
-	if ((rc = client_open(P, url, tfile, cacert, &c)) != KH_EXIT_OK)
+	if ((rc = kh_cli_escrow_client(P, url, tfile, cacert, &c)) != KH_EXIT_OK)
 		return rc;
 	snprintf(idem, sizeof idem, "list:%s:%llu:%llu", content, (unsigned long long)p, (unsigned long long)dl);
 	if ((r = kh_escrow_list(c, content, p, (uint32_t)dl, idem, buf, &n)) != KH_OK) {
-		rc = client_fail(c, "list", r);
+		rc = kh_cli_escrow_fail(c, "list", r);
 	} else if ((r = kh_file_write_new(out, buf, n, 0644)) != KH_OK) {
 		rc = kh_cli_fail(out, r);
 	} else if ((r = kh_escrow_listing_parse(buf, n, NULL, &l)) != KH_OK) {
@@ -205,13 +206,13 @@ static int cmd_account(int argc, char **argv)
 		return kh_cli_usage(P, "--withdraw and --idempotency-key go together");
 	if (amount && (kh_cli_parse_num(amount, KH_ESCROW_PRICE_MAX, &v) != 0 || v < 1))
 		return kh_cli_usage(P, "--withdraw takes a number from 1 to 9007199254740992");
-	if ((rc = client_open(P, url, tfile, cacert, &c)) != KH_EXIT_OK)
+	if ((rc = kh_cli_escrow_client(P, url, tfile, cacert, &c)) != KH_EXIT_OK)
 		return rc;
 	r = amount ? kh_escrow_withdraw(c, (int64_t)v, key, &a) : kh_escrow_account_info(c, &a);
 	if (r == KH_ERR_INVAL)
 		rc = kh_cli_usage(P, "--idempotency-key takes 1 to 128 visible characters");
 	else if (r != KH_OK)
-		rc = client_fail(c, "account", r);
+		rc = kh_cli_escrow_fail(c, "account", r);
 	else
 		print_account(&a);
 	kh_escrow_client_free(c);
@@ -221,6 +222,8 @@ static int cmd_account(int argc, char **argv)
 static const struct kh_cli_cmd seller_sub[] = {
 	{"list", cmd_list, "ask the escrow for a listing: a key of its own for one content at one price"},
 	{"encrypt", cmd_encrypt, "encrypt content for a listing: the content file and the buyer's offer"},
+	{"split", kh_cmd_seller_split, "encrypt content with its key split among several escrows and the device"},
+	{"grant", kh_cmd_seller_grant, "grant a split key's device share to one buyer's device"},
 	{"account", cmd_account, "the seller's money at the escrow; withdraw what was paid"},
 };
 
@@ -242,17 +245,20 @@ static const char buy_help[] =
 	"BASE.notice keeps the notice. While a purchase is under way BASE.purchase keeps it: the same\n"
 	"command finishes it after any failure, never paying twice. Prints 'delivered PURCHASE' or\n"
 	"'failed PURCHASE REASON', then the escrow's state of it. Exits 1 when the purchase failed.\n"
+	"An offer of one share of a split key (keyhole seller split) leaves the share on the device,\n"
+	"unsettled, and BASE.purchase in place: prints 'share PURCHASE held on the device'; keyhole\n"
+	"buyer combine settles it once enough escrows have answered.\n"
 	"\n"
 	"      --escrow URL      the escrow\n"
 	"  -T, --token-file FILE the buyer account's API token\n"
 	"      --device SPEC     the buyer's device: a module file (run in-process) or unix:PATH for a\n"
 	"                        daemon (keyhole card serve)\n"
-	"      --offer FILE      the seller's offer (keyhole seller encrypt)\n"
+	"      --offer FILE      the seller's offer (keyhole seller encrypt or split)\n"
 	"      --content FILE    the encrypted content\n"
 	"  -o, --out BASE        BASE.lic, BASE.notice (and BASE.purchase while under way)\n"
 	"      --cacert FILE     PEM CA certificates to check the escrow's HTTPS certificate with\n";
 
-static const char *const reasons[] = {"none", "unblind", "key", "commit", "cancelled"};
+const char *const kh_cli_escrow_reasons[6] = {"none", "unblind", "key", "commit", "cancelled", "shares"};
 
 static int cmd_buy(int argc, char **argv)
 {
@@ -271,24 +277,27 @@ static int cmd_buy(int argc, char **argv)
 
 	if ((rc = kh_cli_optv_parse(P, buy_help, ov, 7, argc, argv)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
-	if ((rc = client_open(P, url, tfile, cacert, &c)) != KH_EXIT_OK)
+	if ((rc = kh_cli_escrow_client(P, url, tfile, cacert, &c)) != KH_EXIT_OK)
 		return rc;
-	if ((rc = device_open(dev, &sm, &t)) != KH_EXIT_OK) {
+	if ((rc = kh_cli_escrow_device(dev, &sm, &t)) != KH_EXIT_OK) {
 		kh_escrow_client_free(c);
 		return rc;
 	}
 	if ((r = kh_escrow_buy(c, &t, offer, content, base, &b)) != KH_OK) {
-		rc = client_fail(c, "buy", r);
+		rc = kh_cli_escrow_fail(c, "buy", r);
 	} else {
 		kh_hex_encode(b.purchase, sizeof b.purchase, hex);
-		if (b.outcome == KH_ESCROW_DELIVERED)
+		if (b.share)
+			printf("share %s held on the device (keyhole buyer combine settles it)%s\n", hex,
+			       b.resumed ? " (resumed)" : "");
+		else if (b.outcome == KH_ESCROW_DELIVERED)
 			printf("delivered %s escrow=%s%s\n", hex, b.state, b.resumed ? " (resumed)" : "");
 		else
-			printf("failed %s %s escrow=%s%s\n", hex, b.reason < 5 ? reasons[b.reason] : "?", b.state,
+			printf("failed %s %s escrow=%s%s\n", hex, b.reason < 6 ? kh_cli_escrow_reasons[b.reason] : "?", b.state,
 			       b.resumed ? " (resumed)" : "");
-		rc = b.outcome == KH_ESCROW_DELIVERED ? KH_EXIT_OK : KH_EXIT_FAIL;
+		rc = b.share || b.outcome == KH_ESCROW_DELIVERED ? KH_EXIT_OK : KH_EXIT_FAIL;
 	}
-	device_close(sm, &t);
+	kh_cli_escrow_device_close(sm, &t);
 	kh_escrow_client_free(c);
 	return rc;
 }
@@ -321,7 +330,7 @@ static int cmd_open(int argc, char **argv)
 
 	if ((rc = kh_cli_optv_parse(P, open_help, ov, 4, argc, argv)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
-	if ((rc = device_open(dev, &sm, &t)) != KH_EXIT_OK)
+	if ((rc = kh_cli_escrow_device(dev, &sm, &t)) != KH_EXIT_OK)
 		return rc;
 	if ((r = kh_escrow_open(&t, lic, content, out, msg, sizeof msg)) != KH_OK) {
 		if (msg[0])
@@ -330,7 +339,7 @@ static int cmd_open(int argc, char **argv)
 			kh_cli_fail(content, r);
 		rc = KH_EXIT_FAIL;
 	}
-	device_close(sm, &t);
+	kh_cli_escrow_device_close(sm, &t);
 	return rc;
 }
 
@@ -349,15 +358,15 @@ static const char status_help[] =
 
 static kh_err print_status(void *arg, const struct kh_escrow_status *s)
 {
-	static const char *const states[] = {"?", "pending", "delivered", "failed"};
+	static const char *const states[] = {"?", "pending", "delivered", "failed", "share"};
 	char p[33], l[33];
 
 	(void)arg;
 	kh_hex_encode(s->purchase, sizeof s->purchase, p);
 	kh_hex_encode(s->listing, sizeof s->listing, l);
-	printf("%s %s %s", p, l, s->device_state <= 3 ? states[s->device_state] : "?");
+	printf("%s %s %s", p, l, s->device_state <= 4 ? states[s->device_state] : "?");
 	if (s->device_state == KH_ESCROW_SLOT_FAILED)
-		printf(" %s", s->reason < 5 ? reasons[s->reason] : "?");
+		printf(" %s", s->reason < 6 ? kh_cli_escrow_reasons[s->reason] : "?");
 	if (s->escrow_state[0])
 		printf(" escrow=%s price=%lld deadline=%lld", s->escrow_state, (long long)s->price,
 		       (long long)s->deadline);
@@ -382,16 +391,16 @@ static int cmd_status(int argc, char **argv)
 		return rc < 0 ? KH_EXIT_OK : rc;
 	if ((url == NULL) != (tfile == NULL))
 		return kh_cli_usage(P, "--escrow and --token-file go together");
-	if (url && (rc = client_open(P, url, tfile, cacert, &c)) != KH_EXIT_OK)
+	if (url && (rc = kh_cli_escrow_client(P, url, tfile, cacert, &c)) != KH_EXIT_OK)
 		return rc;
-	if ((rc = device_open(dev, &sm, &t)) == KH_EXIT_OK) {
+	if ((rc = kh_cli_escrow_device(dev, &sm, &t)) == KH_EXIT_OK) {
 		if ((r = kh_escrow_status(c, &t, print_status, NULL)) != KH_OK)
-			rc = c ? client_fail(c, "status", r) : kh_cli_fail(dev, r);
+			rc = c ? kh_cli_escrow_fail(c, "status", r) : kh_cli_fail(dev, r);
 		else if (c && (r = kh_escrow_account_info(c, &a)) != KH_OK)
-			rc = client_fail(c, "account", r);
+			rc = kh_cli_escrow_fail(c, "account", r);
 		else if (c)
 			print_account(&a);
-		device_close(sm, &t);
+		kh_cli_escrow_device_close(sm, &t);
 	}
 	kh_escrow_client_free(c);
 	return rc;
@@ -401,6 +410,8 @@ static const struct kh_cli_cmd buyer_sub[] = {
 	{"buy", cmd_buy, "buy an offer for the buyer's device through the escrow"},
 	{"open", cmd_open, "decrypt bought content through the buyer's device"},
 	{"status", cmd_status, "the purchases the device holds, and the escrow's word on each"},
+	{"cert", kh_cmd_buyer_cert, "the device's pairing certificate, for a seller's grant"},
+	{"combine", kh_cmd_buyer_combine, "recover a split key from escrows' shares and the device's"},
 };
 
 int kh_cmd_buyer(int argc, char **argv)

@@ -19,6 +19,7 @@
 #include "host/api_int.h"
 #include "keyhole/apdu.h"
 #include "keyhole/escrowclient.h"
+#include "keyhole/shamir.h"
 #include "keyhole/file.h"
 #include "keyhole/host.h"
 
@@ -310,7 +311,6 @@ static kh_err offer_load(struct kh_escrow_client *c, const char *offer, const ch
 {
 	uint8_t *b = NULL;
 	size_t n = 0;
-	FILE *f;
 	kh_err r;
 
 	if ((r = kh_file_read(offer, KH_ESCROW_OFFER_MAX, &b, &n)) != KH_OK) {
@@ -324,17 +324,10 @@ static kh_err offer_load(struct kh_escrow_client *c, const char *offer, const ch
 		kh__api_say(&c->api, "%s: not an escrow offer", offer);
 		return r;
 	}
-	if (!(f = fopen(content, "rb"))) {
-		kh__api_say(&c->api, "%s: cannot open the content", content);
-		return KH_ERR_IO;
-	}
-	n = fread(o->hb, 1, sizeof o->hb, f);
-	fclose(f);
-	if ((r = kh_escrow_header_parse(o->hb, n, &o->h)) != KH_OK) {
-		kh__api_say(&c->api, "%s: not escrowed content (its header does not read)", content);
-		return r;
-	}
-	return KH_OK;
+	if ((r = kh_escrow_header_read(content, o->hb, &o->h)) != KH_OK)
+		kh__api_say(&c->api, r == KH_ERR_IO ? "%s: cannot open the content" : "%s: not escrowed content (its header does not read)",
+			    content);
+	return r;
 }
 
 /* ---------------------------------------------------------------- the buyer: the device */
@@ -363,11 +356,10 @@ static kh_err dev_cmd(struct kh_transport *dev, uint8_t ins, const uint8_t *d, s
 	return kh_tlv_take(resp, dl, t, KH_ESCROW_T_MAX, need);
 }
 
-/* The device's signing certificate (GET CERT, P1 = 1). */
-static kh_err dev_cert(struct kh_transport *dev, uint8_t *der, size_t cap, size_t *n)
+kh_err kh_escrow_device_cert(struct kh_transport *dev, int pairing, uint8_t *der, size_t cap, size_t *n)
 {
 	uint16_t sw = 0;
-	kh_err r = kh_host_apdu(dev, KH_INS_GET_CERT, 1, NULL, 0, der, cap, n, &sw);
+	kh_err r = kh_host_apdu(dev, KH_INS_GET_CERT, pairing ? 0 : 1, NULL, 0, der, cap, n, &sw);
 
 	/* the answer holds the certificate and its status word within cap: no certificate is longer */
 	return r == KH_OK && (*n < 1 || *n > KH_CERT_MAX) ? KH_ERR_FORMAT : r;
@@ -485,7 +477,7 @@ kh_err kh_escrow_buy(struct kh_escrow_client *c, struct kh_transport *dev, const
 	}
 	if ((r = offer_load(c, offer, content, o)) != KH_OK)
 		goto out;
-	if ((r = dev_cert(dev, cert, sizeof cert, &certlen)) != KH_OK) {
+	if ((r = kh_escrow_device_cert(dev, 0, cert, sizeof cert, &certlen)) != KH_OK) {
 		kh__api_say(&c->api, "the device gives no certificate: %s", kh_strerror(r));
 		goto out;
 	}
@@ -540,13 +532,31 @@ kh_err kh_escrow_buy(struct kh_escrow_client *c, struct kh_transport *dev, const
 	n = tlv_put(d, KH_APDU_MAX_DATA, n, KH_ESCROW_T_C, o->c, o->clen);
 	n = tlv_put(d, KH_APDU_MAX_DATA, n, KH_ESCROW_T_HEADER, o->hb, o->h.len);
 	n = tlv_put(d, KH_APDU_MAX_DATA, n, KH_ESCROW_T_ANSWER, p->ans, p->anslen);
-	r = dev_cmd(dev, KH_INS_BUY_FINISH, d, n, resp, t, 1u << KH_ESCROW_T_NOTICE);
+	r = dev_cmd(dev, KH_INS_BUY_FINISH, d, n, resp, t, 0);
+	if (r == KH_OK && !t[KH_ESCROW_T_NOTICE].v) {
+		/* a share of a split key: the device keeps it until kh_escrow_combine, and so do we */
+		const struct kh_tlv *st = &t[KH_ESCROW_T_SLOT];
+		if (!st->v || st->len != KH_ESCROW_SLOT_LEN || st->v[0] != KH_ESCROW_SLOT_SHARE) {
+			r = KH_ERR_FORMAT;
+		} else {
+			out->share = 1;
+			memcpy(out->purchase, st->v + 2, sizeof out->purchase);
+			goto out;
+		}
+	}
 	if (r == KH_ERR_PURCHASE_STATE) {
 		struct kh_escrow_request q;
 		if ((r = kh_escrow_request_parse(p->req, p->reqlen, NULL, &q)) != KH_OK)
 			goto out;
 		n = tlv_put(d, KH_APDU_MAX_DATA, 0, KH_ESCROW_T_PURCHASE, q.purchase, sizeof q.purchase);
 		r = dev_cmd(dev, KH_INS_BUY_NOTICE, d, n, resp, t, 1u << KH_ESCROW_T_NOTICE);
+		if (r == KH_ERR_PURCHASE_STATE) {
+			/* unblinded before, not settled: the share it holds waits to be combined */
+			out->share = 1;
+			memcpy(out->purchase, q.purchase, sizeof out->purchase);
+			r = KH_OK;
+			goto out;
+		}
 	}
 	if (r != KH_OK) {
 		kh__api_say(&c->api, "the device refused the escrow's answer: %s", kh_strerror(r));
@@ -565,6 +575,129 @@ out:
 	free(o);
 	free(p);
 	free(spath);
+	return r;
+}
+
+/* ---------------------------------------------------------------- the buyer: combine */
+
+/* The purchase id BASE.purchase of part keeps. */
+static kh_err part_purchase(struct kh_escrow_client *c, const char *part, struct kh_escrow_pending *p,
+			    uint8_t id[static KH_ESCROW_ID_LEN])
+{
+	struct kh_escrow_request q;
+	char *spath = base_file(part, "purchase");
+	kh_err r;
+
+	if (!spath)
+		return KH_ERR_NOMEM;
+	if ((r = state_read(spath, p)) == KH_OK && (r = kh_escrow_request_parse(p->req, p->reqlen, NULL, &q)) == KH_OK)
+		memcpy(id, q.purchase, KH_ESCROW_ID_LEN);
+	else
+		kh__api_say(&c->api, "%s: no purchase under way there", spath);
+	free(spath);
+	return r;
+}
+
+kh_err kh_escrow_combine(struct kh_escrow_client *const *clients, const char *const *parts, size_t n,
+			 struct kh_transport *dev, const char *grant, const char *content, const char *base,
+			 struct kh_escrow_combined *out)
+{
+	struct kh_escrow_client *c0 = clients[0];
+	uint8_t *d = NULL, *resp = NULL, *g = NULL, cert[KH_CERT_MAX + 2], hb[KH_ESCROW_HEADER_MAX];
+	uint8_t ids[(KH_SHAMIR_MAX_N - 1) * KH_ESCROW_ID_LEN];
+	struct kh_tlv t[KH_ESCROW_T_MAX + 1];
+	struct kh_escrow_pending *p = NULL;
+	struct kh_escrow_header h;
+	char *lic = base_file(base, "lic");
+	size_t gl = 0, certlen = 0, k;
+	int have_lic = 0;
+	kh_err r, first = KH_OK;
+
+	memset(out, 0, sizeof *out);
+	for (size_t i = 0; i < n; i++)
+		clients[i]->api.msg[0] = 0;
+	if (n < 1 || n > KH_SHAMIR_MAX_N - 1) {
+		free(lic);
+		return KH_ERR_INVAL;
+	}
+	if (!lic || !(p = calloc(1, sizeof *p)) || !(d = malloc(KH_APDU_MAX_DATA)) || !(resp = malloc(KH_APDU_MAX_RESP))) {
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = kh_escrow_header_read(content, hb, &h)) != KH_OK) {
+		kh__api_say(&c0->api, "%s: not escrowed content", content);
+		goto out;
+	}
+	if ((r = kh_file_read(grant, KH_SHAMIR_SEALED_LEN + 1, &g, &gl)) != KH_OK) {
+		kh__api_say(&c0->api, "%s: cannot read the grant", grant);
+		goto out;
+	}
+	if ((r = kh_escrow_device_cert(dev, 0, cert, sizeof cert, &certlen)) != KH_OK) {
+		kh__api_say(&c0->api, "the device gives no certificate: %s", kh_strerror(r));
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		if ((r = part_purchase(c0, parts[i], p, ids + i * KH_ESCROW_ID_LEN)) != KH_OK)
+			goto out;
+	/* 1. the device recovers K from its share and the parts', and settles them all */
+	k = tlv_put(d, KH_APDU_MAX_DATA, 0, KH_ESCROW_T_HEADER, hb, h.len);
+	k = tlv_put(d, KH_APDU_MAX_DATA, k, KH_ESCROW_T_GRANT, g, gl);
+	k = tlv_put(d, KH_APDU_MAX_DATA, k, KH_ESCROW_T_PURCHASES, ids, n * KH_ESCROW_ID_LEN);
+	{
+		/* its answer (a notice per part, the licence) comes again from each part's BUY NOTICE */
+		size_t dl = 0;
+		uint16_t sw = 0;
+		r = kh_host_apdu(dev, KH_INS_BUY_COMBINE, 0, d, k, resp, KH_APDU_MAX_RESP, &dl, &sw);
+	}
+	if (r == KH_ERR_PURCHASE_STATE) {
+		out->resumed = 1; /* combined before (or not a share): each part's notice says */
+	} else if (r != KH_OK) {
+		kh__api_say(&c0->api, "the device cannot combine the shares: %s",
+			    r == KH_ERR_SHARES ? "too few escrows' shares yet (buy from another escrow)"
+			    : r == KH_ERR_AUTH ? "the grant is for another device or other content"
+					       : kh_strerror(r));
+		goto out;
+	}
+	/* 2. each part: its notice from the device, the licence kept first, then its escrow told */
+	for (size_t i = 0; i < n; i++) {
+		struct kh_escrow_bought b;
+		char *spath;
+		k = tlv_put(d, KH_APDU_MAX_DATA, 0, KH_ESCROW_T_PURCHASE, ids + i * KH_ESCROW_ID_LEN, KH_ESCROW_ID_LEN);
+		if ((r = dev_cmd(dev, KH_INS_BUY_NOTICE, d, k, resp, t, 1u << KH_ESCROW_T_NOTICE)) != KH_OK) {
+			kh__api_say(&c0->api, "%s: the device has no notice for it: %s", parts[i], kh_strerror(r));
+			goto out;
+		}
+		if (!have_lic && t[KH_ESCROW_T_LICENCE].v) {
+			if ((r = kh_file_write_atomic(lic, t[KH_ESCROW_T_LICENCE].v, t[KH_ESCROW_T_LICENCE].len, 0600)) !=
+			    KH_OK) {
+				kh__api_say(&c0->api, "%s: cannot write the licence", lic);
+				goto out;
+			}
+			have_lic = 1;
+		}
+		memset(&b, 0, sizeof b);
+		if ((r = settle(clients[i], parts[i], &t[KH_ESCROW_T_NOTICE], NULL, cert, certlen, &b)) != KH_OK) {
+			if (first == KH_OK)
+				first = r; /* the others are told all the same; a rerun tells this one */
+			continue;
+		}
+		out->outcome = b.outcome;
+		out->reason = b.reason;
+		out->told++;
+		if ((spath = base_file(parts[i], "purchase")) != NULL)
+			(void)unlink(spath);
+		free(spath);
+	}
+	r = first;
+out:
+	if (resp)
+		kh_wipe(resp, KH_APDU_MAX_RESP);
+	free(resp);
+	free(d);
+	free(p);
+	free(lic);
+	if (g)
+		kh_file_free(g, gl);
 	return r;
 }
 
