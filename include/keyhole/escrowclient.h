@@ -107,6 +107,16 @@ struct kh_escrow_bought {
 KH_WARN_UNUSED kh_err kh_escrow_buy(struct kh_escrow_client *c, struct kh_transport *dev, const char *offer,
 				    const char *content, const char *base, struct kh_escrow_bought *out);
 /*
+ * Give up the purchase under way in BASE.purchase (pending, or a share held): the escrow's answer
+ * is asked first when it never came (a refusal: nothing was held, and the device's purchase is
+ * cancelled), then the device cancels it and signs `failed`, reason cancelled, which goes to
+ * BASE.notice and to the escrow (it refunds the buyer), and BASE.purchase is removed. A purchase
+ * the device delivered cannot be cancelled (KH_ERR_PURCHASE_STATE).
+ */
+KH_WARN_UNUSED kh_err kh_escrow_cancel(struct kh_escrow_client *c, struct kh_transport *dev, const char *base,
+				       struct kh_escrow_bought *out);
+
+/*
  * The split-key variant: combine the shares the device holds for the purchases of parts (n BASE
  * names of kh_escrow_buy, each a share held; clients[i] the escrow of parts[i], with the
  * buyer's token there) with the device's own share, grant (kh_escrow_grant), for content. The device settles

@@ -302,6 +302,56 @@ static int cmd_buy(int argc, char **argv)
 	return rc;
 }
 
+static const char cancel_help[] =
+	"usage: keyhole buyer cancel --escrow URL --token-file FILE --device SPEC --out BASE\n"
+	"           [--cacert FILE]\n"
+	"\n"
+	"Give up the purchase under way in BASE.purchase (its answer not yet unblinded, or a share of a\n"
+	"split key held on the device): the escrow is asked for its answer first if it never came (a\n"
+	"refusal means nothing was held), then the device cancels the purchase and signs a failed\n"
+	"notice, kept in BASE.notice and sent to the escrow, which refunds the buyer; BASE.purchase is\n"
+	"removed. A purchase the device delivered cannot be given up. Prints 'cancelled PURCHASE\n"
+	"escrow=STATE'.\n"
+	"\n"
+	"      --escrow URL      the purchase's escrow\n"
+	"  -T, --token-file FILE the buyer account's API token\n"
+	"      --device SPEC     the buyer's device (module file, or unix:PATH)\n"
+	"  -o, --out BASE        the purchase's BASE, as keyhole buyer buy was given it\n"
+	"      --cacert FILE     PEM CA certificates to check the escrow's HTTPS certificate with\n";
+
+static int cmd_cancel(int argc, char **argv)
+{
+	static const char *const P = "buyer cancel";
+	const char *url = NULL, *tfile = NULL, *dev = NULL, *base = NULL, *cacert = NULL;
+	struct kh_cli_optv ov[] = {{"escrow", &url, 1, 0},	{"token-file", &tfile, 1, 'T'}, {"device", &dev, 1, 0},
+				   {"out", &base, 1, 'o'}, {"cacert", &cacert, 0, 0}};
+	struct kh_escrow_client *c = NULL;
+	struct kh_escrow_bought b;
+	struct kh_softmod *sm = NULL;
+	struct kh_transport t;
+	char hex[33];
+	int rc;
+	kh_err r;
+
+	if ((rc = kh_cli_optv_parse(P, cancel_help, ov, 5, argc, argv)) != KH_EXIT_OK)
+		return rc < 0 ? KH_EXIT_OK : rc;
+	if ((rc = kh_cli_escrow_client(P, url, tfile, cacert, &c)) != KH_EXIT_OK)
+		return rc;
+	if ((rc = kh_cli_escrow_device(dev, &sm, &t)) != KH_EXIT_OK) {
+		kh_escrow_client_free(c);
+		return rc;
+	}
+	if ((r = kh_escrow_cancel(c, &t, base, &b)) != KH_OK) {
+		rc = kh_cli_escrow_fail(c, "cancel", r);
+	} else {
+		kh_hex_encode(b.purchase, sizeof b.purchase, hex);
+		printf("cancelled %s escrow=%s\n", hex, b.state);
+	}
+	kh_cli_escrow_device_close(sm, &t);
+	kh_escrow_client_free(c);
+	return rc;
+}
+
 static const char open_help[] =
 	"usage: keyhole buyer open --device SPEC --licence FILE --content FILE --out FILE\n"
 	"\n"
@@ -410,6 +460,7 @@ static const struct kh_cli_cmd buyer_sub[] = {
 	{"buy", cmd_buy, "buy an offer for the buyer's device through the escrow"},
 	{"open", cmd_open, "decrypt bought content through the buyer's device"},
 	{"status", cmd_status, "the purchases the device holds, and the escrow's word on each"},
+	{"cancel", cmd_cancel, "give up a purchase under way (or a share held): the escrow refunds it"},
 	{"cert", kh_cmd_buyer_cert, "the device's pairing certificate, for a seller's grant"},
 	{"combine", kh_cmd_buyer_combine, "recover a split key from escrows' shares and the device's"},
 };

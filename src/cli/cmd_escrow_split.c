@@ -116,7 +116,7 @@ out:
 /* ---------------------------------------------------------------- seller grant */
 
 static const char grant_help[] =
-	"usage: keyhole seller grant --share FILE --content FILE --cert FILE --root FILE --out FILE\n"
+	"usage: keyhole seller grant --share FILE --content FILE --cert FILE --authority PATH --out FILE\n"
 	"\n"
 	"Grant the device's share of a split key to one buyer's device: the share, naming the device,\n"
 	"sealed (HPKE) to the X25519 key of the device's pairing certificate (keyhole buyer cert), for\n"
@@ -126,7 +126,7 @@ static const char grant_help[] =
 	"      --share FILE    BASE.share from keyhole seller split (private to its owner)\n"
 	"      --content FILE  BASE.khe from keyhole seller split\n"
 	"      --cert FILE     the buyer device's pairing certificate (PEM)\n"
-	"      --root FILE     the authority's root certificate (root.crt), or the authority's directory\n"
+	"  -a, --authority PATH  the authority's directory, or its root certificate (root.crt)\n"
 	"  -o, --out FILE      where the grant goes (a new file)\n";
 
 int kh_cmd_seller_grant(int argc, char **argv)
@@ -134,7 +134,7 @@ int kh_cmd_seller_grant(int argc, char **argv)
 	static const char *const P = "seller grant";
 	const char *share = NULL, *content = NULL, *cert = NULL, *root = NULL, *out = NULL;
 	struct kh_cli_optv ov[] = {{"share", &share, 1, 0}, {"content", &content, 1, 0}, {"cert", &cert, 1, 0},
-				   {"root", &root, 1, 0},   {"out", &out, 1, 'o'}};
+				   {"authority", &root, 1, 'a'}, {"out", &out, 1, 'o'}};
 	uint8_t root_pk[32], der[KH_CERT_MAX], *pem = NULL;
 	size_t pemlen = 0, derlen = 0;
 	uint32_t device = 0;

@@ -456,6 +456,36 @@ out:
 	return r;
 }
 
+/* The escrow's answer to the request in p, kept in spath once it came (p->anslen set). A refusal
+ * by the escrow (*refused: it held nothing) cancels the device's purchase and removes spath. */
+static kh_err answer_of(struct kh_escrow_client *c, struct kh_transport *dev, struct kh_escrow_pending *p,
+			const char *spath, const uint8_t *cert, size_t certlen, int *refused)
+{
+	struct kh_escrow_request q;
+	uint8_t d[3 + KH_ESCROW_ID_LEN], *resp;
+	struct kh_tlv t[KH_ESCROW_T_MAX + 1];
+	size_t n;
+	kh_err r;
+
+	*refused = 0;
+	if (p->anslen)
+		return KH_OK;
+	if ((r = ask_escrow(c, p, cert, certlen, refused)) != KH_OK) {
+		/* nothing held: the device forgets r, and the purchase is over */
+		if (*refused && kh_escrow_request_parse(p->req, p->reqlen, NULL, &q) == KH_OK &&
+		    (resp = malloc(KH_APDU_MAX_RESP)) != NULL) {
+			n = tlv_put(d, sizeof d, 0, KH_ESCROW_T_PURCHASE, q.purchase, sizeof q.purchase);
+			if (dev_cmd(dev, KH_INS_BUY_CANCEL, d, n, resp, t, 1u << KH_ESCROW_T_NOTICE) == KH_OK)
+				(void)unlink(spath);
+			free(resp);
+		}
+		return r;
+	}
+	if ((r = state_write(spath, p)) != KH_OK)
+		kh__api_say(&c->api, "%s: cannot keep the escrow's answer", spath);
+	return r;
+}
+
 kh_err kh_escrow_buy(struct kh_escrow_client *c, struct kh_transport *dev, const char *offer, const char *content,
 		     const char *base, struct kh_escrow_bought *out)
 {
@@ -508,25 +538,8 @@ kh_err kh_escrow_buy(struct kh_escrow_client *c, struct kh_transport *dev, const
 		goto out;
 	}
 	/* 2. the escrow's answer, kept once it came */
-	if (!p->anslen) {
-		if ((r = ask_escrow(c, p, cert, certlen, &refused)) != KH_OK) {
-			if (refused) {
-				/* nothing held: the device forgets r, and the purchase is over */
-				struct kh_escrow_request q;
-				if (kh_escrow_request_parse(p->req, p->reqlen, NULL, &q) == KH_OK) {
-					n = tlv_put(d, KH_APDU_MAX_DATA, 0, KH_ESCROW_T_PURCHASE, q.purchase,
-						    sizeof q.purchase);
-					if (dev_cmd(dev, KH_INS_BUY_CANCEL, d, n, resp, t, 1u << KH_ESCROW_T_NOTICE) == KH_OK)
-						(void)unlink(spath);
-				}
-			}
-			goto out;
-		}
-		if ((r = state_write(spath, p)) != KH_OK) {
-			kh__api_say(&c->api, "%s: cannot keep the escrow's answer", spath);
-			goto out;
-		}
-	}
+	if ((r = answer_of(c, dev, p, spath, cert, certlen, &refused)) != KH_OK)
+		goto out;
 	/* 3. the device unblinds; a purchase it settled before answers its notice again */
 	n = tlv_put(d, KH_APDU_MAX_DATA, 0, KH_ESCROW_T_LISTING, o->listing, o->llen);
 	n = tlv_put(d, KH_APDU_MAX_DATA, n, KH_ESCROW_T_C, o->c, o->clen);
@@ -573,6 +586,63 @@ out:
 	free(resp);
 	free(d);
 	free(o);
+	free(p);
+	free(spath);
+	return r;
+}
+
+/* ---------------------------------------------------------------- the buyer: cancel */
+
+kh_err kh_escrow_cancel(struct kh_escrow_client *c, struct kh_transport *dev, const char *base,
+			struct kh_escrow_bought *out)
+{
+	uint8_t *resp = NULL, d[3 + KH_ESCROW_ID_LEN], cert[KH_CERT_MAX + 2];
+	struct kh_tlv t[KH_ESCROW_T_MAX + 1];
+	struct kh_escrow_pending *p = NULL;
+	struct kh_escrow_request q;
+	char *spath = base_file(base, "purchase");
+	size_t n, certlen = 0;
+	int refused = 0;
+	kh_err r;
+
+	c->api.msg[0] = 0;
+	memset(out, 0, sizeof *out);
+	if (!spath || !(p = calloc(1, sizeof *p)) || !(resp = malloc(KH_APDU_MAX_RESP))) {
+		r = KH_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = state_read(spath, p)) != KH_OK || (r = kh_escrow_request_parse(p->req, p->reqlen, NULL, &q)) != KH_OK) {
+		kh__api_say(&c->api, "%s: no purchase under way there", spath);
+		goto out;
+	}
+	memcpy(out->purchase, q.purchase, sizeof out->purchase);
+	if ((r = kh_escrow_device_cert(dev, 0, cert, sizeof cert, &certlen)) != KH_OK) {
+		kh__api_say(&c->api, "the device gives no certificate: %s", kh_strerror(r));
+		goto out;
+	}
+	/* the escrow's word first: a request it may hold money for is settled, not forgotten */
+	if ((r = answer_of(c, dev, p, spath, cert, certlen, &refused)) != KH_OK) {
+		if (refused) {
+			/* it held nothing, and the device's purchase is cancelled */
+			out->outcome = KH_ESCROW_FAILED;
+			out->reason = KH_ESCROW_R_CANCELLED;
+			snprintf(out->state, sizeof out->state, "refused");
+			r = KH_OK;
+		}
+		goto out;
+	}
+	n = tlv_put(d, sizeof d, 0, KH_ESCROW_T_PURCHASE, q.purchase, sizeof q.purchase);
+	if ((r = dev_cmd(dev, KH_INS_BUY_CANCEL, d, n, resp, t, 1u << KH_ESCROW_T_NOTICE)) != KH_OK) {
+		kh__api_say(&c->api, "%s", r == KH_ERR_PURCHASE_STATE ? "the device delivered this purchase: nothing to cancel"
+								       : "the device refused to cancel it");
+		goto out;
+	}
+	if ((r = settle(c, base, &t[KH_ESCROW_T_NOTICE], NULL, cert, certlen, out)) == KH_OK)
+		(void)unlink(spath);
+out:
+	if (resp)
+		kh_wipe(resp, KH_APDU_MAX_RESP);
+	free(resp);
 	free(p);
 	free(spath);
 	return r;

@@ -13,7 +13,8 @@
 #     escrows pays the seller once and charges the buyer once, the escrow that was down holds
 #     nothing; the content opens through the device to the seller's bytes;
 #   - another device of the same authority, with the first device's grant, recovers nothing and
-#     settles nothing; a combine run again is a repeat that moves no money;
+#     settles nothing; a combine run again is a repeat that moves no money; a share given up
+#     (`buyer cancel`) is refunded; a purchase whose escrow is down stays under way;
 #   - `escrow audit` balances on every escrow; usage errors exit 2.
 #
 # Run by CTest as `sh test_escrow_split.sh` with KEYHOLE and KH_SOURCE_DIR set.
@@ -30,7 +31,7 @@ S=$T/seller
 B=$T/buyer
 mkdir "$S" "$B" || kh_fail "mkdir"
 
-for cmd in "seller split" "seller grant" "buyer cert" "buyer combine"; do
+for cmd in "seller split" "seller grant" "buyer cert" "buyer combine" "buyer cancel"; do
 	# shellcheck disable=SC2086
 	kh_expect_help $cmd --help
 done
@@ -112,10 +113,10 @@ openssl verify -CAfile "$T/auth/root.crt" "$B/d1.pem" >/dev/null 2>&1 ||
 	kh_fail "openssl does not verify the device's pairing certificate"
 kh_expect_ok buyer cert --device "$B/alien.card" --out "$B/alien.pem"
 kh_expect_fail seller grant --share "$S/film.share" --content "$S/film.khe" --cert "$B/alien.pem" \
-	--root "$T/auth" --out "$B/alien.grant"
+	--authority "$T/auth" --out "$B/alien.grant"
 [ ! -e "$B/alien.grant" ] || kh_fail "a refused grant was written"
 kh_expect_ok seller grant --share "$S/film.share" --content "$S/film.khe" --cert "$B/d1.pem" \
-	--root "$T/auth/root.crt" --out "$B/d1.grant"
+	--authority "$T/auth/root.crt" --out "$B/d1.grant"
 kh_out_has "^grant $B/d1.grant device [0-9]+$"
 cp "$S/film.khe" "$S/film.1.offer" "$S/film.2.offer" "$S/film.3.offer" "$B/" || kh_fail "hand the files over"
 
@@ -175,6 +176,16 @@ done
 # d2's two purchases are still held (its parts never combined) at escrows 1 and 3
 kh_expect_ok seller account --escrow "$URL1" -T "$B/alice1"
 kh_out_has "^account alice available=200 held=$PRICE deposited=1000 withdrawn=0 EUR$"
+# d2 gives its share up: the escrow refunds it, the device no longer holds it
+kh_expect_ok buyer cancel --escrow "$URL1" -T "$B/alice1" --device "unix:$B/d2.sock" --out "$B/q1"
+kh_out_has '^cancelled [0-9a-f]{32} escrow=failed$'
+[ ! -e "$B/q1.purchase" ] && [ -s "$B/q1.notice" ] || kh_fail "a cancelled purchase left its state or no notice"
+kh_expect_ok seller account --escrow "$URL1" -T "$B/alice1"
+kh_out_has "^account alice available=600 held=0 deposited=1000 withdrawn=0 EUR$"
+kh_expect_fail buyer cancel --escrow "$URL1" -T "$B/alice1" --device "unix:$B/d2.sock" --out "$B/q1"
+# a purchase whose escrow is down cannot be given up yet: it stays under way
+kh_expect_fail buyer cancel --escrow "$URL2" -T "$B/alice2" --device "unix:$B/d1.sock" --out "$B/p2"
+[ -s "$B/p2.purchase" ] || kh_fail "a cancel with its escrow down dropped the purchase under way"
 for e in 1 2 3; do
 	kh_expect_ok escrow audit --db "$T/escrow$e/escrow.db"
 	kh_out_has '^ledger balances'
