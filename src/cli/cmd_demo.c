@@ -39,7 +39,8 @@ static const char demo_help[] =
 	"fetched again on its receipt for nothing, and a copy refused by another processor. Then\n"
 	"escrowed licence keys: an escrow and its signing process, a seller's song listed and\n"
 	"encrypted, bought for a buyer's device (the escrow never sees its key), opened, its licence\n"
-	"refused on another device, and the ledger audited.\n"
+	"refused on another device, and the ledger audited; then a film's key split among three\n"
+	"escrows and the device, one escrow down, the other two and the device enough.\n"
 	"\n"
 	"      --keep DIR   work in DIR (created; must not exist) and keep it afterwards\n";
 
