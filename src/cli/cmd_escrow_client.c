@@ -59,6 +59,19 @@ void kh_cli_escrow_device_close(struct kh_softmod *sm, struct kh_transport *t)
 	kh_softmod_free(sm);
 }
 
+/* The escrow's client and the buyer's device, both or neither. An exit status. */
+static int open_both(const char *P, const char *url, const char *tfile, const char *cacert, const char *dev,
+		     struct kh_escrow_client **c, struct kh_softmod **sm, struct kh_transport *t)
+{
+	int rc = kh_cli_escrow_client(P, url, tfile, cacert, c);
+
+	if (rc == KH_EXIT_OK && (rc = kh_cli_escrow_device(dev, sm, t)) != KH_EXIT_OK) {
+		kh_escrow_client_free(*c);
+		*c = NULL;
+	}
+	return rc;
+}
+
 static void print_account(const struct kh_escrow_account_info *a)
 {
 	printf("account %s available=%lld held=%lld deposited=%lld withdrawn=%lld %s\n", a->name,
@@ -277,12 +290,8 @@ static int cmd_buy(int argc, char **argv)
 
 	if ((rc = kh_cli_optv_parse(P, buy_help, ov, 7, argc, argv)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
-	if ((rc = kh_cli_escrow_client(P, url, tfile, cacert, &c)) != KH_EXIT_OK)
+	if ((rc = open_both(P, url, tfile, cacert, dev, &c, &sm, &t)) != KH_EXIT_OK)
 		return rc;
-	if ((rc = kh_cli_escrow_device(dev, &sm, &t)) != KH_EXIT_OK) {
-		kh_escrow_client_free(c);
-		return rc;
-	}
 	if ((r = kh_escrow_buy(c, &t, offer, content, base, &b)) != KH_OK) {
 		rc = kh_cli_escrow_fail(c, "buy", r);
 	} else {
@@ -335,12 +344,8 @@ static int cmd_cancel(int argc, char **argv)
 
 	if ((rc = kh_cli_optv_parse(P, cancel_help, ov, 5, argc, argv)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
-	if ((rc = kh_cli_escrow_client(P, url, tfile, cacert, &c)) != KH_EXIT_OK)
+	if ((rc = open_both(P, url, tfile, cacert, dev, &c, &sm, &t)) != KH_EXIT_OK)
 		return rc;
-	if ((rc = kh_cli_escrow_device(dev, &sm, &t)) != KH_EXIT_OK) {
-		kh_escrow_client_free(c);
-		return rc;
-	}
 	if ((r = kh_escrow_cancel(c, &t, base, &b)) != KH_OK) {
 		rc = kh_cli_escrow_fail(c, "cancel", r);
 	} else {
