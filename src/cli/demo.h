@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
 
 /* One numbered step of the story on stdout. */
 void kh__demo_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -18,6 +20,20 @@ void kh__demo_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int kh__demo_run(const char *logdir, const char *name, int (*fn)(int, char **), ...);
 /* The same for a step that must be refused: 1 when it exited 1 (its reason in LOGDIR/NAME.err). */
 int kh__demo_refused(const char *logdir, const char *name, int (*fn)(int, char **), ...);
+/* An act's step that must hold, else the act stops: one line on stderr, KH_EXIT_FAIL. */
+#define KH_DEMO_STEP(cond, ...)                                                                    \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "keyhole: demo: " __VA_ARGS__);                            \
+			fputc('\n', stderr);                                                       \
+			return KH_EXIT_FAIL;                                                       \
+		}                                                                                  \
+	} while (0)
+/* This very binary started as a child process with argv (argv[0] "keyhole", NULL-terminated): 0
+ * with *pid, else a line on stderr and -1 (*pid 0). */
+int kh__demo_spawn(char *const argv[], pid_t *pid);
+/* A child of kh__demo_spawn stopped with SIGTERM and waited for; *pid 0 after (0: nothing). */
+void kh__demo_reap(pid_t *pid);
 /* The value after "key " on a line of LOGDIR/NAME.out into val (cap bytes): 1 when found. */
 int kh__demo_value(const char *logdir, const char *name, const char *key, char *val, size_t cap);
 

@@ -7,13 +7,10 @@
  * The buyer's files live in DIR/buyer: the test of "no plaintext on the buyer's disk" is a scan
  * of that directory for the program's text.
  */
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,8 +24,6 @@
 #include "keyhole/store_dist.h"
 #include "keyhole/device.h"
 #include "keyhole/transport.h"
-
-extern char **environ;
 
 #define PRICE "250"
 #define DEPOSIT "1000"
@@ -53,18 +48,11 @@ static int put(const char *path, const char *text, mode_t mode)
 /* `keyhole processor serve` for module on sock, as a child process of this one. */
 static int start_processor(struct act *a, int k, const char *module, const char *sock)
 {
-	char self[4200];
 	char *argv[] = {"keyhole", "processor", "serve", "--module", (char *)module, "--socket", (char *)sock, NULL};
-	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
 	struct kh_transport t;
 
-	if (n <= 0)
-		return kh_cli_fail("/proc/self/exe", KH_ERR_IO);
-	self[n] = 0;
-	if (posix_spawn(&a->daemon[k], self, NULL, NULL, argv, environ) != 0) {
-		a->daemon[k] = 0;
-		return kh_cli_fail("processor serve", KH_ERR_IO);
-	}
+	if (kh__demo_spawn(argv, &a->daemon[k]) != 0)
+		return KH_EXIT_FAIL;
 	for (int i = 0; i < 100; i++) {
 		if (kh_transport_unix(&t, sock) == KH_OK) {
 			kh_transport_close(&t);
@@ -79,11 +67,7 @@ static int start_processor(struct act *a, int k, const char *module, const char 
 static void stop_processors(struct act *a)
 {
 	for (int k = 0; k < 2; k++)
-		if (a->daemon[k] > 0) {
-			kill(a->daemon[k], SIGTERM);
-			waitpid(a->daemon[k], NULL, 0);
-			a->daemon[k] = 0;
-		}
+		kh__demo_reap(&a->daemon[k]);
 }
 
 struct bal {
@@ -118,14 +102,7 @@ static int on_disk(const char *dir, const char *text)
 	return system(cmd) == 0;
 }
 
-#define STEP(cond, ...)                                                                            \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "keyhole: demo: " __VA_ARGS__);                            \
-			fputc('\n', stderr);                                                       \
-			return KH_EXIT_FAIL;                                                       \
-		}                                                                                  \
-	} while (0)
+#define STEP KH_DEMO_STEP
 
 static int story(struct act *a)
 {

@@ -8,13 +8,10 @@
  * split key: two more escrows (identities, signing processes and databases of their own), the
  * key shared among the three and the device, one escrow down, the other two enough.
  */
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -25,8 +22,6 @@
 #include "keyhole/http.h"
 #include "keyhole/store.h"
 #include "keyhole/store_escrow.h"
-
-extern char **environ;
 
 #define SONG "a song only bea's device can open, sold through an escrow that never learns its key"
 #define FILM "a film no escrow alone can open: its key is shared among three escrows and bea's device"
@@ -49,30 +44,16 @@ struct act {
 	struct esc e[3];
 };
 
-#define STEP(cond, ...)                                                                            \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "keyhole: demo: " __VA_ARGS__);                            \
-			fputc('\n', stderr);                                                       \
-			return KH_EXIT_FAIL;                                                       \
-		}                                                                                  \
-	} while (0)
+#define STEP KH_DEMO_STEP
 
 /* `keyhole escrow secmod` as a child process of this one, waited for until its socket is there. */
 static int start_secmod(struct esc *e)
 {
-	char self[4200];
 	char *argv[] = {"keyhole", "escrow", "secmod", "--keys", e->keys, "--socket", e->sock, NULL};
-	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
 	struct stat st;
 
-	if (n <= 0)
-		return kh_cli_fail("/proc/self/exe", KH_ERR_IO);
-	self[n] = 0;
-	if (posix_spawn(&e->secmod, self, NULL, NULL, argv, environ) != 0) {
-		e->secmod = 0;
-		return kh_cli_fail("escrow secmod", KH_ERR_IO);
-	}
+	if (kh__demo_spawn(argv, &e->secmod) != 0)
+		return KH_EXIT_FAIL;
 	for (int i = 0; i < 200; i++) {
 		if (stat(e->sock, &st) == 0 && S_ISSOCK(st.st_mode))
 			return KH_EXIT_OK;
@@ -207,11 +188,7 @@ static void escrow_stop(struct esc *e)
 	e->h = NULL;
 	kh_escrow_service_free(e->svc);
 	e->svc = NULL;
-	if (e->secmod > 0) {
-		kill(e->secmod, SIGTERM);
-		waitpid(e->secmod, NULL, 0);
-		e->secmod = 0;
-	}
+	kh__demo_reap(&e->secmod);
 }
 
 /* DIR/NAME into a buffer of the act's size. */

@@ -5,14 +5,19 @@
  * into another: cmd_demo.c -> demo_*.c -> demo_say.c, one way.
  */
 #include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/demo.h"
 #include "keyhole/file.h"
+
+extern char **environ;
 
 static int step;
 
@@ -118,4 +123,32 @@ int kh__demo_value(const char *logdir, const char *name, const char *key, char *
 		}
 	fclose(f);
 	return found;
+}
+
+int kh__demo_spawn(char *const argv[], pid_t *pid)
+{
+	char self[4200];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+
+	*pid = 0;
+	if (n <= 0) {
+		fprintf(stderr, "keyhole: demo: /proc/self/exe: cannot find this program\n");
+		return -1;
+	}
+	self[n] = 0;
+	if (posix_spawn(pid, self, NULL, NULL, argv, environ) != 0) {
+		*pid = 0;
+		fprintf(stderr, "keyhole: demo: %s %s: cannot start it\n", argv[1], argv[2] ? argv[2] : "");
+		return -1;
+	}
+	return 0;
+}
+
+void kh__demo_reap(pid_t *pid)
+{
+	if (*pid > 0) {
+		kill(*pid, SIGTERM);
+		waitpid(*pid, NULL, 0);
+	}
+	*pid = 0;
 }

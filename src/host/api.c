@@ -177,3 +177,13 @@ void kh__api_drop_secret_json(json_t *v, const char *key)
 		kh_wipe((char *)json_string_value(s), json_string_length(s));
 	json_decref(v);
 }
+
+int kh__api_get_int(const json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *v)
+{
+	const json_t *x = json_object_get(o, key);
+
+	if (!json_is_integer(x) || json_integer_value(x) < lo || json_integer_value(x) > hi)
+		return -1;
+	*v = json_integer_value(x);
+	return 0;
+}

@@ -47,6 +47,8 @@ kh_err kh__api_call_json(struct kh__api *a, const char *what, const char *method
 			 const char *body, long want, json_t **out);
 kh_err kh__api_call_json_h(struct kh__api *a, const char *what, const char *method, const char *target,
 			   const char *body, const char *extra, long want, json_t **out);
+/* The JSON integer field key of o into *v when it lies in [lo, hi]: 0, else -1 (*v untouched). */
+int kh__api_get_int(const json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *v);
 /* A JSON string of s into w: quotes, backslashes and control characters escaped. */
 void kh__api_put_json_string(struct kh_wr *w, const char *s);
 /* Wipe a string held by a JSON value (jansson frees without wiping), then drop the value. */

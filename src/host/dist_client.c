@@ -110,17 +110,6 @@ kh_err kh_dist_login(struct kh_dist_client *c, const char *name, const char *pas
 	return c->api.auth ? KH_OK : KH_ERR_NOMEM;
 }
 
-/* A JSON integer field in [lo, hi]. */
-static int get_int(const json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *v)
-{
-	const json_t *x = json_object_get(o, key);
-
-	if (!json_is_integer(x) || json_integer_value(x) < lo || json_integer_value(x) > hi)
-		return -1;
-	*v = json_integer_value(x);
-	return 0;
-}
-
 static int good_name(const char *s)
 {
 	size_t n = s ? strlen(s) : 0;
@@ -156,8 +145,8 @@ kh_err kh_dist_list(struct kh_dist_client *c, kh_err (*fn)(void *arg, const stru
 
 			if (r != KH_OK)
 				break;
-			if (get_int(e, "id", 1, UINT32_MAX, &id) != 0 || get_int(e, "version", 0, UINT32_MAX, &ver) != 0 ||
-			    get_int(e, "price", 0, INT64_MAX, &price) != 0 || !good_name(name)) {
+			if (kh__api_get_int(e, "id", 1, UINT32_MAX, &id) != 0 || kh__api_get_int(e, "version", 0, UINT32_MAX, &ver) != 0 ||
+			    kh__api_get_int(e, "price", 0, INT64_MAX, &price) != 0 || !good_name(name)) {
 				r = KH_ERR_FORMAT;
 				break;
 			}
@@ -169,7 +158,7 @@ kh_err kh_dist_list(struct kh_dist_client *c, kh_err (*fn)(void *arg, const stru
 		}
 		next = 0;
 		if (r == KH_OK && json_object_get(resp, "next") &&
-		    (get_int(resp, "next", 1, INT64_MAX, &next) != 0 || next <= after))
+		    (kh__api_get_int(resp, "next", 1, INT64_MAX, &next) != 0 || next <= after))
 			r = KH_ERR_FORMAT;
 		json_decref(resp);
 		if (r == KH_ERR_FORMAT && !c->api.msg[0])
@@ -416,7 +405,7 @@ static kh_err start(struct kh_dist_client *c, struct kh_transport *proc, uint32_
 	if (r != KH_OK)
 		return r;
 	r = KH_ERR_FORMAT;
-	if (get_int(ans, "id", 1, INT64_MAX, &v) != 0 ||
+	if (kh__api_get_int(ans, "id", 1, INT64_MAX, &v) != 0 ||
 	    kh_json_get_b64(ans, "auth", msg, sizeof msg, &mlen, 0) != KH_OK) {
 		kh__api_say(&c->api, "delivery: the server's answer is not the API's");
 		goto out;
@@ -436,7 +425,7 @@ static kh_err start(struct kh_dist_client *c, struct kh_transport *proc, uint32_
 	if (r != KH_OK)
 		goto out;
 	r = KH_ERR_FORMAT;
-	if (get_int(ans, "package_size", 1, KH_DIST_CLIENT_PKG_MAX, &d->package_size) != 0 ||
+	if (kh__api_get_int(ans, "package_size", 1, KH_DIST_CLIENT_PKG_MAX, &d->package_size) != 0 ||
 	    kh_json_get_b64(ans, "key", msg, sizeof msg, &mlen, 0) != KH_OK) {
 		kh__api_say(&c->api, "delivery: the server's answer is not the API's");
 		goto out;
@@ -543,7 +532,7 @@ static kh_err charge(struct kh_dist_client *c, struct kh_transport *proc, struct
 	ch = json_object_get(ans, "charged");
 	if (kh_json_get_b64(ans, "receipt", res->receipt, sizeof res->receipt, &n, 1) != KH_OK ||
 	    kh_json_get_b64(ans, "program_sig", sig, sizeof sig, &n, 1) != KH_OK || !json_is_boolean(ch) ||
-	    get_int(ans, "balance", INT64_MIN, INT64_MAX, &res->balance) != 0 ||
+	    kh__api_get_int(ans, "balance", INT64_MIN, INT64_MAX, &res->balance) != 0 ||
 	    kh_dist_receipt_parse(res->receipt, sizeof res->receipt, NULL, &rc) != KH_OK) {
 		kh__api_say(&c->api, "charge: the server's answer is not the API's");
 		goto out;

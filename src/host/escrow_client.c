@@ -62,17 +62,6 @@ const char *kh_escrow_client_error(const struct kh_escrow_client *c)
 	return c ? c->api.msg : "";
 }
 
-/* A JSON integer field in [lo, hi]. */
-static int get_int(const json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *v)
-{
-	const json_t *x = json_object_get(o, key);
-
-	if (!json_is_integer(x) || json_integer_value(x) < lo || json_integer_value(x) > hi)
-		return -1;
-	*v = json_integer_value(x);
-	return 0;
-}
-
 /* A base64url field of the escrow's answer into out (cap bytes). */
 static kh_err get_b64(struct kh_escrow_client *c, const char *what, const json_t *o, const char *key, uint8_t *out,
 		      size_t cap, size_t *n)
@@ -92,8 +81,8 @@ static kh_err account_read(struct kh_escrow_client *c, const char *what, const j
 
 	memset(a, 0, sizeof *a);
 	if (!name || strlen(name) >= sizeof a->name || !cur || !kh_escrow_currency_ok(cur) ||
-	    get_int(o, "available", 0, INT64_MAX, &a->available) || get_int(o, "held", 0, INT64_MAX, &a->held) ||
-	    get_int(o, "deposited", 0, INT64_MAX, &a->deposited) || get_int(o, "withdrawn", 0, INT64_MAX, &a->withdrawn)) {
+	    kh__api_get_int(o, "available", 0, INT64_MAX, &a->available) || kh__api_get_int(o, "held", 0, INT64_MAX, &a->held) ||
+	    kh__api_get_int(o, "deposited", 0, INT64_MAX, &a->deposited) || kh__api_get_int(o, "withdrawn", 0, INT64_MAX, &a->withdrawn)) {
 		kh__api_say(&c->api, "%s: the escrow's answer is not an account", what);
 		return KH_ERR_FORMAT;
 	}
@@ -813,8 +802,8 @@ kh_err kh_escrow_status(struct kh_escrow_client *c, struct kh_transport *dev,
 			if (status == 200) {
 				const char *st = json_string_value(json_object_get(o, "state"));
 				snprintf(s.escrow_state, sizeof s.escrow_state, "%s", st ? st : "?");
-				(void)get_int(o, "price", 0, INT64_MAX, &s.price);
-				(void)get_int(o, "deadline", 0, INT64_MAX, &s.deadline);
+				(void)kh__api_get_int(o, "price", 0, INT64_MAX, &s.price);
+				(void)kh__api_get_int(o, "deadline", 0, INT64_MAX, &s.deadline);
 			} else if (status == 404) {
 				snprintf(s.escrow_state, sizeof s.escrow_state, "unknown");
 			} else {
