@@ -417,7 +417,7 @@ static kh_err combine_slots(struct kh_module *m, const struct kh_tlv *pt, const 
  * header, grant, purchases: our share opened, the purchases' shares added, K recovered and checked
  * against the header's commitment; then every purchase named settled the same way and its notice
  * answered, in the order named (and the licence once, when delivered). Too few shares, or a grant
- * that does not open (another device's, another content's), settle nothing: the buyer may still
+ * we cannot unseal, being another device's or another content's, settle nothing: the buyer may still
  * buy from another escrow, or ask the seller again. Shares that do not fit together, or a key
  * that does not open the commitment, are the seller's fault: every purchase named fails (the
  * buyer is refunded), and no byte of the content was shown.
