@@ -52,4 +52,22 @@ KH_WARN_UNUSED kh_err kh__escrow_move_balances(struct kh_store *s, struct kh__es
 /* The movement's row and its two entries (summing to zero), after kh__escrow_move_balances. */
 KH_WARN_UNUSED kh_err kh__escrow_record(struct kh_store *s, const struct kh__escrow_move *m);
 
+/* ---- the ledger's checks (ops_escrow_audit.c; docs/internals/ledger.md) ---- */
+
+/*
+ * One check: a SELECT of the rows that break it, in key order, none when it holds. Every row has
+ * one shape, read by kh__escrow_row. kh_store_escrow_audit stops at the first row of the first
+ * check broken; kh_store_invariants (check.c) reports every check broken, with its rows.
+ */
+struct kh__escrow_check {
+	const char *name;  /* the audit's name of it: "balance_cache", ... */
+	const char *table; /* the table at fault */
+	const char *what;  /* one line: the rule that does not hold */
+	const char *sql;   /* a literal (the statement cache's key) */
+};
+extern const struct kh__escrow_check kh__escrow_checks[];
+extern const size_t kh__escrow_checks_count;
+/* The row of a check that st is on into out->first (all but its check name). */
+void kh__escrow_row(struct kh__stmt *st, struct kh_store_escrow_audit *out);
+
 #endif
