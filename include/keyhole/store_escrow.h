@@ -1,7 +1,7 @@
 /*
- * The escrow's rows in the center's store (src/store/ops_escrow.c: accounts, listings,
- * purchases; src/store/ops_escrow_audit.c: the audit; migration 9; docs/internals/ledger.md,
- * docs/internals/store.md "Escrow"): accounts that hold money, a double-entry ledger of every
+ * The escrow's rows in the center's store (src/store/ops_escrow.c: accounts, listings;
+ * ops_escrow_purchase.c: purchases; ops_escrow_audit.c: the audit; migration 9;
+ * docs/internals/ledger.md, docs/internals/store.md "Escrow"): accounts that hold money, a double-entry ledger of every
  * movement, the sellers' listings and the buyers' purchases, whose payment is held, then posted
  * to the seller or given back.
  *

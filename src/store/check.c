@@ -8,10 +8,16 @@
  * The SQL is common to both backends, except the integrity checks each database offers (SQLite's
  * PRAGMAs; on PostgreSQL, that the foreign keys exist, are validated and enforced), which are
  * marked with their backend's name in the table below: the one place this file speaks a dialect.
+ *
+ * The escrow's ledger is checked by the escrow audit's own queries (kh__escrow_checks,
+ * ops_escrow_audit.c; docs/internals/ledger.md), each an invariant here named escrow_<check>:
+ * where the audit stops at the first discrepancy, this reports every check broken, with its rows.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "escrow_int.h"
 #include "store_int.h"
 
 #define EXAMPLES 3
@@ -135,17 +141,54 @@ static const struct inv invs[] = {
 	 "delivery_id", "i"},
 };
 
-/* "name=value" for each key of the row st is on, after what out holds (cap bytes). */
-static void example(const struct inv *v, struct kh__stmt *st, char *out, size_t cap)
+/* A row's examples are written after what out (cap bytes) holds: "; " after another row's. */
+typedef void (*example_fn)(const struct inv *v, struct kh__stmt *st, char *out, size_t cap);
+
+/* One line, printable: a value read from the database as it is. */
+static void printable(char *t)
 {
-	const char *k = v->keys;
+	for (; *t; t++)
+		if ((unsigned char)*t < 0x20 || (unsigned char)*t == 0x7f)
+			*t = '?';
+}
+
+/* Append one "key=value" to out (cap bytes, *n used), a space before it unless it is the row's
+ * first (*n == start); cut at cap. */
+__attribute__((format(printf, 5, 6))) static void add(char *out, size_t cap, size_t *n, size_t start,
+						       const char *fmt, ...)
+{
+	va_list ap;
+	int w;
+
+	if (*n + 1 >= cap)
+		return;
+	if (*n > start)
+		out[(*n)++] = ' ';
+	va_start(ap, fmt);
+	w = vsnprintf(out + *n, cap - *n, fmt, ap);
+	va_end(ap);
+	*n = w < 0 ? strlen(out) : *n + (size_t)w >= cap ? cap - 1 : *n + (size_t)w;
+}
+
+/* Where the row's examples start in out: after "; " when another row's are there. */
+static size_t row_start(char *out, size_t cap)
+{
 	size_t n = strlen(out);
 
 	if (n > 0 && n + 2 < cap) {
 		memcpy(out + n, "; ", 3);
 		n += 2;
 	}
-	for (int j = 0; v->types[j] && n + 1 < cap; j++) {
+	return n;
+}
+
+/* "name=value" for each key of the row st is on. */
+static void example(const struct inv *v, struct kh__stmt *st, char *out, size_t cap)
+{
+	const char *k = v->keys;
+	size_t start = row_start(out, cap), n = start;
+
+	for (int j = 0; v->types[j]; j++) {
 		size_t kl = strcspn(k, " ");
 		char val[64];
 
@@ -153,18 +196,46 @@ static void example(const struct inv *v, struct kh__stmt *st, char *out, size_t 
 			snprintf(val, sizeof val, "%lld", (long long)kh__col_i64(st, j));
 		} else {
 			kh__col_text(st, j, val, sizeof val);
-			for (char *c = val; *c; c++) /* one line, printable */
-				if ((unsigned char)*c < 0x20 || (unsigned char)*c == 0x7f)
-					*c = '?';
+			printable(val);
 		}
-		n += (size_t)snprintf(out + n, cap - n, "%s%.*s=%s", j ? " " : "", (int)kl, k, val);
-		if (n >= cap)
-			n = cap - 1;
+		add(out, cap, &n, start, "%.*s=%s", (int)kl, k, val);
 		k += kl + (k[kl] == ' ');
 	}
 }
 
-static kh_err run_one(struct kh_store *s, const struct inv *v, kh_store_finding_fn fn, void *arg, int *broken)
+/* An escrow check's row (one shape for all, kh__escrow_row): the fields it sets. */
+static void escrow_example(const struct inv *v, struct kh__stmt *st, char *out, size_t cap)
+{
+	struct kh_store_escrow_audit a;
+	char id[2 * KH_STORE_ESCROW_ID_LEN + 1];
+	size_t start = row_start(out, cap), n = start;
+
+	(void)v;
+	memset(&a.first, 0, sizeof a.first);
+	kh__escrow_row(st, &a);
+	printable(a.first.bucket);
+	printable(a.first.currency);
+	if (a.first.account != 0)
+		add(out, cap, &n, start, "account=%lld", (long long)a.first.account);
+	if (a.first.bucket[0])
+		add(out, cap, &n, start, "bucket=%s", a.first.bucket);
+	if (a.first.currency[0])
+		add(out, cap, &n, start, "currency=%s", a.first.currency);
+	if (a.first.cached != a.first.recomputed)
+		add(out, cap, &n, start, "cached=%lld recomputed=%lld", (long long)a.first.cached,
+		    (long long)a.first.recomputed);
+	if (a.first.movement != 0)
+		add(out, cap, &n, start, "movement=%lld", (long long)a.first.movement);
+	if (a.first.purchase_set) {
+		for (size_t i = 0; i < KH_STORE_ESCROW_ID_LEN; i++)
+			snprintf(id + 2 * i, 3, "%02x", a.first.purchase[i]);
+		add(out, cap, &n, start, "purchase=%s", id);
+	}
+}
+
+/* Run one invariant, counted in *checked, and in *broken with a finding to fn when rows break it. */
+static kh_err run_one(struct kh_store *s, const struct inv *v, example_fn ex_fn, kh_store_finding_fn fn, void *arg,
+		      unsigned *checked, unsigned *broken)
 {
 	struct kh__stmt *st = NULL;
 	char ex[512] = "";
@@ -172,12 +243,12 @@ static kh_err run_one(struct kh_store *s, const struct inv *v, kh_store_finding_
 	int row = 0;
 	kh_err r;
 
-	*broken = 0;
+	(*checked)++;
 	if ((r = kh__stmt(s, v->sql, &st)) != KH_OK)
 		return r;
 	while ((r = kh__step(st, &row)) == KH_OK && row)
 		if (rows++ < EXAMPLES)
-			example(v, st, ex, sizeof ex);
+			ex_fn(v, st, ex, sizeof ex);
 	kh__stmt_done(st);
 	/* SQLite's own checks fail outright on a schema they cannot read ("foreign key mismatch": a
 	 * parent key no longer unique): a finding too, SQLite's message its example. A failed
@@ -189,7 +260,7 @@ static kh_err run_one(struct kh_store *s, const struct inv *v, kh_store_finding_
 	}
 	if (r != KH_OK || rows == 0)
 		return r;
-	*broken = 1;
+	(*broken)++;
 	if (fn) {
 		struct kh_store_finding f = {v->name, v->table, v->what, rows, ex};
 		r = fn(arg, &f);
@@ -200,7 +271,7 @@ static kh_err run_one(struct kh_store *s, const struct inv *v, kh_store_finding_
 static kh_err check_all(struct kh_store *s, kh_store_finding_fn fn, void *arg, unsigned *checked, unsigned *broken)
 {
 	char what[128], ex[64];
-	int v = 0, bad = 0;
+	int v = 0;
 	kh_err r;
 
 	/* The schema first: an older one may lack the columns the rest reads. */
@@ -218,10 +289,18 @@ static kh_err check_all(struct kh_store *s, kh_store_finding_fn fn, void *arg, u
 	for (size_t i = 0; i < sizeof invs / sizeof invs[0]; i++) {
 		if (invs[i].backend != NULL && strcmp(invs[i].backend, s->be->name) != 0)
 			continue;
-		(*checked)++;
-		if ((r = run_one(s, &invs[i], fn, arg, &bad)) != KH_OK)
+		if ((r = run_one(s, &invs[i], example, fn, arg, checked, broken)) != KH_OK)
 			return r;
-		*broken += (unsigned)bad;
+	}
+	/* The escrow's ledger, by the audit's own queries: none of its rows, none broken. */
+	for (size_t i = 0; i < kh__escrow_checks_count; i++) {
+		const struct kh__escrow_check *e = &kh__escrow_checks[i];
+		char name[48];
+		struct inv ev = {name, e->table, e->what, NULL, e->sql, NULL, NULL};
+
+		snprintf(name, sizeof name, "escrow_%s", e->name);
+		if ((r = run_one(s, &ev, escrow_example, fn, arg, checked, broken)) != KH_OK)
+			return r;
 	}
 	return KH_OK;
 }

@@ -10,6 +10,10 @@
 #   the next id;
 # - an invariant broken behind the store's back (an invoice twice, an EMM sequence number behind)
 #   is named by `store check`, exit 1, on both backends;
+# - the escrow's ledger in the same store (accounts and deposits made by `keyhole escrow account`)
+#   is checked too: sound, `store check` passes; a cached balance changed behind the escrow's back
+#   is named (escrow_balance_cache, with the account, the kept and the recomputed balance), exit
+#   1, on both backends;
 # - refusals leave the target unchanged: a target with rows, the same URL twice (usage, 2), the
 #   same database named otherwise (1), a server that cannot be reached, a database that is not a
 #   Keyhole store (its one table untouched, no table added), an SQLite source never created.
@@ -95,6 +99,14 @@ lists "$PORT" lists.sqlite
 [ -s "lists.sqlite/_v1_cards_${UA1}_emm-queue" ] || kh_fail "no EMM queue listed"
 kh_stop "$PID" TERM
 
+# ---- the escrow's ledger in the same store ------------------------------------------------------
+kh_expect_ok escrow account add --db center.db --name alice --currency EUR --token-out alice.token
+kh_expect_ok escrow account add --db center.db --name bob --currency USD --token-out bob.token
+kh_expect_ok escrow account deposit --db center.db --name alice --amount 1250
+kh_expect_ok escrow account deposit --db center.db --name bob --amount 70
+ALICE=$(sqlite3 -batch center.db "SELECT id FROM escrow_accounts WHERE name = 'alice'") || kh_fail "sqlite3"
+[ -n "$ALICE" ] || kh_fail "no account alice"
+
 # ---- check: a healthy store --------------------------------------------------------------------
 kh_expect_ok store check --db center.db
 kh_out_has '^ok: [0-9]+ checks hold \(schema version [0-9]+\)$'
@@ -124,6 +136,18 @@ sqlite3 -batch broken.db "UPDATE emm_seq SET last_seq = 1 WHERE address_type = 0
 kh_expect_fail store check --db broken.db
 kh_out_has "^broken: emm_seq_behind: table emm_seq: 1 row\(s\): .*address_type=0 address=$((0x$UA1))"
 kh_err_has '1 of [0-9]+ checks broken'
+
+# ---- the escrow's ledger tampered with, SQLite: a cached balance raised by 5 -------------------
+cp center.db ledger.db && chmod 600 ledger.db || kh_fail "cp"
+sqlite3 -batch ledger.db "UPDATE escrow_balances SET balance = balance + 5 WHERE account_id = $ALICE AND bucket = 'available'" ||
+	kh_fail "sqlite3 (break)"
+kh_expect_fail store check --db ledger.db
+kh_out_has "^broken: escrow_balance_cache: table escrow_balances: 1 row\(s\): .*; e\.g\. account=$ALICE bucket=available currency=EUR cached=1255 recomputed=1250$"
+[ "$(grep -c '^broken: ' "$KH_OUT")" -eq 1 ] || kh_fail "store check: more than the one finding: $(cat "$KH_OUT")"
+kh_err_has '1 of [0-9]+ checks broken'
+kh_expect_fail store check --db ledger.db --json
+grep -q '^{"ok":false,.*"broken":1,"findings":\[{"invariant":"escrow_balance_cache","table":"escrow_balances",' "$KH_OUT" ||
+	kh_fail "store check --json: $(cat "$KH_OUT")"
 
 if [ -z "${KH_TEST_PG_URL:-}" ]; then
 	kh_note "KH_TEST_PG_URL unset: the PostgreSQL half is not run"
@@ -196,4 +220,11 @@ psql -q "$PGA" -c "ALTER TABLE invoices DROP CONSTRAINT invoices_ua_event_id_tim
 	kh_fail "psql (break)"
 kh_expect_fail store check --db "$PGA"
 kh_out_has '^broken: invoice_once: table invoices: 1 row\(s\): '
+# and the escrow's ledger: a cached balance lowered by 5
+psql -q "$PGA" -c "UPDATE escrow_balances SET balance = balance - 5 WHERE account_id = $ALICE AND bucket = 'available'" ||
+	kh_fail "psql (break the ledger)"
+kh_expect_fail store check --db "$PGA"
+kh_out_has '^broken: invoice_once: table invoices: 1 row\(s\): '
+kh_out_has "^broken: escrow_balance_cache: table escrow_balances: 1 row\(s\): .*; e\.g\. account=$ALICE bucket=available currency=EUR cached=1245 recomputed=1250$"
+kh_err_has '2 of [0-9]+ checks broken'
 kh_note "ok: copied SQLite -> PostgreSQL -> SQLite with the same checksums; checks, lists and refusals as expected"

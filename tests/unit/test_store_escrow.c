@@ -1,11 +1,13 @@
 /*
- * The escrow's ledger (src/store/ops_escrow.c, ops_escrow_audit.c), on SQLite and again on
- * PostgreSQL (unit/test_store_escrow_pg). The judges: every movement moves exactly its amount and
- * the audit balances after it; a refusal (funds short, a state that does not allow it) changes
- * not a row; a retry or a repeated notice moves nothing; two connections spending the same money
- * at once cannot both succeed, and two sweepers post each expired purchase once; the audit names
- * the account of a tampered balance or entry; after 8 threads of random movements every total
- * matches the threads' own tally.
+ * The escrow's ledger (src/store/ops_escrow.c, ops_escrow_purchase.c, ops_escrow_audit.c, and its
+ * checks in check.c), on SQLite and again on PostgreSQL (unit/test_store_escrow_pg). The judges:
+ * every movement moves exactly its amount and the audit balances after it; a refusal (funds
+ * short, a state that does not allow it) changes not a row; a retry or a repeated notice moves
+ * nothing; two connections spending the same money at once cannot both succeed, and two sweepers
+ * post each expired purchase once; the audit names the account of a tampered balance or entry,
+ * and `keyhole store check` (kh_store_invariants) passes a sound ledger and names every check of
+ * the ledger such a change breaks; after 8 threads of random movements every total matches the
+ * threads' own tally.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -601,6 +603,142 @@ static void test_audit_purchase(void **state)
 	assert_memory_equal(au.first.purchase, h.id, 16);
 }
 
+/* ---- keyhole store check runs the ledger's checks ---- */
+
+#define FOUND_MAX 16
+
+struct findings {
+	unsigned n;
+	struct {
+		char name[48], table[32], examples[512];
+		int64_t rows;
+	} f[FOUND_MAX];
+};
+
+static kh_err on_finding(void *arg, const struct kh_store_finding *f)
+{
+	struct findings *x = arg;
+
+	assert_true(x->n < FOUND_MAX);
+	assert_non_null(f->what);
+	snprintf(x->f[x->n].name, sizeof x->f[x->n].name, "%s", f->name);
+	snprintf(x->f[x->n].table, sizeof x->f[x->n].table, "%s", f->table);
+	snprintf(x->f[x->n].examples, sizeof x->f[x->n].examples, "%s", f->examples);
+	x->f[x->n].rows = f->rows;
+	x->n++;
+	return KH_OK;
+}
+
+/* kh_store_invariants on s: how many invariants it found broken (each one into *x). */
+static unsigned invariants(struct kh_store *s, struct findings *x)
+{
+	unsigned checked = 0, broken = 0;
+
+	memset(x, 0, sizeof *x);
+	assert_int_equal(kh_store_invariants(s, on_finding, x, &checked, &broken), KH_OK);
+	assert_int_equal(broken, x->n);
+	assert_true(checked > broken);
+	return broken;
+}
+
+/* The finding named name, with its table and rows, whose examples hold example. */
+static void finding_is(const struct findings *x, const char *name, const char *table, int64_t rows,
+		       const char *example)
+{
+	for (unsigned i = 0; i < x->n; i++) {
+		if (strcmp(x->f[i].name, name) != 0)
+			continue;
+		assert_string_equal(x->f[i].table, table);
+		assert_int_equal(x->f[i].rows, rows);
+		if (strstr(x->f[i].examples, example) == NULL)
+			fail_msg("%s: examples \"%s\" lack \"%s\"", name, x->f[i].examples, example);
+		return;
+	}
+	fail_msg("%s not found (%u others)", name, x->n);
+}
+
+/*
+ * A ledger made by real movements (deposits, a withdrawal, purchases held, delivered, failed,
+ * swept and still held) passes the store's check; a cached balance changed behind the store's
+ * back, then one entry of a movement's pair deleted, are each found by name, with the account,
+ * movement and purchase at fault, and counted as broken; put back, the check passes again.
+ */
+static void test_store_check(void **state)
+{
+	struct ctx *c = *state;
+	struct kh_store_escrow_hold h;
+	struct kh_store_escrow_purchase p;
+	struct kh_store_escrow_audit au;
+	struct findings x;
+	struct kh_store *empty = NULL;
+	char *url = kh_test_db(c->dir, "empty.db"), sql[200], want[160], hex[33];
+	int64_t av = 0, bob_av, hold4;
+	unsigned n = 0;
+	uint8_t dep[16];
+
+	/* a store that never saw the escrow */
+	assert_int_equal(kh_store_open(url, &empty), KH_OK);
+	assert_int_equal(invariants(empty, &x), 0);
+	kh_store_close(empty);
+	kh_test_db_drop(url);
+	/* accounts, no movement yet */
+	assert_int_equal(invariants(c->s, &x), 0);
+
+	memset(dep, 0xD1, sizeof dep);
+	listing(c, 0xA1, c->bob, 300, "EUR");
+	assert_int_equal(kh_store_escrow_deposit(c->s, c->alice, 1000, dep, 110, &av), KH_OK);
+	assert_int_equal(kh_store_escrow_deposit(c->s, c->alice, 1000, dep, 111, &av), KH_OK); /* its repeat */
+	assert_int_equal(kh_store_escrow_deposit(c->s, c->alice, 500, NULL, 112, &av), KH_OK);
+	assert_int_equal(kh_store_escrow_deposit(c->s, c->carol, 50, NULL, 112, &av), KH_OK);
+	for (uint8_t tag = 1; tag <= 4; tag++) {
+		h = req(tag, 0xA1, c->alice, tag == 3 ? 1000 : 5000);
+		assert_int_equal(kh_store_escrow_purchase_hold(c->s, &h, 200, &p, NULL), KH_OK);
+	}
+	memset(h.id, 1, sizeof h.id);
+	assert_int_equal(settle(c, h.id, KH_STORE_ESCROW_DELIVERED, 300, NULL), KH_OK);
+	memset(h.id, 2, sizeof h.id);
+	assert_int_equal(settle(c, h.id, KH_STORE_ESCROW_FAILED, 300, NULL), KH_OK);
+	assert_int_equal(kh_store_escrow_sweep(c->s, 2000, 10, &n), KH_OK);
+	assert_int_equal(n, 1); /* purchase 3; purchase 4 still held */
+	assert_int_equal(kh_store_escrow_withdraw(c->s, c->bob, 100, NULL, 2100, &bob_av), KH_OK);
+	assert_int_equal(bob_av, 500);
+	audit_ok(c->s, "EUR", 1500, 100, 300);
+	assert_int_equal(invariants(c->s, &x), 0);
+
+	/* a cached balance raised by 5: one invariant broken, bob's available named */
+	snprintf(sql, sizeof sql,
+		 "UPDATE escrow_balances SET balance = balance + 5 WHERE account_id = %lld AND bucket = 'available'",
+		 (long long)c->bob);
+	kh_test_sql_exec(c->db, sql);
+	assert_int_equal(invariants(c->s, &x), 1);
+	snprintf(want, sizeof want, "account=%lld bucket=available currency=EUR cached=505 recomputed=500",
+		 (long long)c->bob);
+	finding_is(&x, "escrow_balance_cache", "escrow_balances", 1, want);
+	/* the audit, by the same query, says the same */
+	assert_int_equal(kh_store_escrow_audit(c->s, &au), KH_ERR_LEDGER);
+	assert_string_equal(au.first.check, "balance_cache");
+	assert_int_equal(au.first.account, c->bob);
+	snprintf(sql, sizeof sql,
+		 "UPDATE escrow_balances SET balance = balance - 5 WHERE account_id = %lld AND bucket = 'available'",
+		 (long long)c->bob);
+	kh_test_sql_exec(c->db, sql);
+	assert_int_equal(invariants(c->s, &x), 0);
+
+	/* one entry of a pair deleted: purchase 4's hold credited nothing to alice's held bucket */
+	hold4 = sql_int(c, "SELECT max(id) FROM escrow_movements WHERE kind = 'hold'");
+	snprintf(sql, sizeof sql, "DELETE FROM escrow_entries WHERE movement_id = %lld AND amount > 0", (long long)hold4);
+	kh_test_sql_exec(c->db, sql);
+	assert_int_equal(invariants(c->s, &x), 3);
+	snprintf(want, sizeof want, "account=%lld bucket=held currency=EUR cached=300 recomputed=0", (long long)c->alice);
+	finding_is(&x, "escrow_balance_cache", "escrow_balances", 1, want);
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", 4);
+	snprintf(want, sizeof want, "account=%lld cached=300 recomputed=0 movement=%lld purchase=%s", (long long)c->alice,
+		 (long long)hold4, hex);
+	finding_is(&x, "escrow_movement_entries", "escrow_entries", 1, want);
+	finding_is(&x, "escrow_currency_sum", "escrow_entries", 1, "currency=EUR cached=0 recomputed=-300");
+}
+
 /* ---- 8 threads of random movements ---- */
 
 #define THREADS 8
@@ -801,6 +939,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sweep_race, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_audit_tamper, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_audit_purchase, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stress, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
