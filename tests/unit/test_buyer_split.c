@@ -34,23 +34,23 @@ struct sx {
 	uint8_t esk[32], epk[32];
 	struct listing_key key[NKEYS];
 	uint8_t pt[PT_LEN];
-	struct mod b2;         /* another buyer device */
-	uint8_t b2_pair[32];   /* its pairing key */
+	struct mod b2;       /* another buyer device */
+	uint8_t b2_pair[32]; /* its pairing key */
 	/* per test: the device under test, fresh */
 	struct mod b;
 	uint8_t sign_pk[32], pair_pk[32];
-	uint8_t ans[KH_ESCROW_ANSWER_MAX]; /* the last escrow answer buy_share() gave */
+	uint8_t ans[KH_ESCROW_ANSWER_MAX]; /* the last escrow answer buy_answered() made */
 	size_t anslen;
 };
 
 /* A split of K among the device (share 1) and n - 1 escrows (share i + 2 for escrow i). */
 struct split {
 	unsigned t, n;
-	uint8_t k[KH_SHAMIR_LEN];                 /* the key shared */
-	struct offer o[NKEYS];                    /* escrow i's offer: its listing, c_i, the content */
-	struct kh_shamir_rec rec[NKEYS];          /* escrow i's share record */
-	struct kh_shamir_rec dev;                 /* the device's, naming it */
-	uint8_t grant[KH_SHAMIR_SEALED_LEN];      /* dev sealed to the device for the content */
+	uint8_t k[KH_SHAMIR_LEN];            /* the content's key */
+	struct offer o[NKEYS];               /* escrow i's offer: its listing, c_i, the content */
+	struct kh_shamir_rec rec[NKEYS];     /* escrow i's share record */
+	struct kh_shamir_rec dev;            /* the device's, naming it */
+	uint8_t grant[KH_SHAMIR_SEALED_LEN]; /* dev sealed to the device for the content */
 };
 
 /* A purchase the device holds, and the offer it was bought on. */
@@ -74,7 +74,7 @@ struct list {
 
 /* ---- the seller ---- */
 
-/* The device's share record in s->dev sealed to pk for the header with hash hh, into out. */
+/* A device share record sealed to pk for the header whose hash is hh, into out: a grant. */
 static void seal_dev(const struct kh_shamir_rec *rec, const uint8_t pk[static 32], const uint8_t hh[static 32],
 		     uint8_t out[static KH_SHAMIR_SEALED_LEN])
 {
@@ -247,6 +247,21 @@ static void expect_settled(struct sx *x, size_t dl, const struct bought *const *
 		assert_int_equal(slot_state(&x->b.t, p[i]->pid, &r), state);
 		assert_int_equal(r, reason);
 	}
+}
+
+/* A command's answer in rbuf (dl bytes) that is pid's notice: failed with reason, no licence, and
+ * BUY LIST says the same. */
+static void expect_failed(struct sx *x, size_t dl, const uint8_t *pid, uint8_t reason, struct settled *st)
+{
+	uint8_t r = 0xFF;
+
+	read_settled(x->sign_pk, dl, st);
+	assert_memory_equal(st->notice.purchase, pid, KH_ESCROW_ID_LEN);
+	assert_int_equal(st->notice.outcome, KH_ESCROW_FAILED);
+	assert_int_equal(st->notice.reason, reason);
+	assert_false(st->has_licence);
+	assert_int_equal(slot_state(&x->b.t, pid, &r), KH_ESCROW_SLOT_FAILED);
+	assert_int_equal(r, reason);
 }
 
 /* Combine p with s's grant and expect every purchase settled with reason. */
@@ -447,67 +462,48 @@ static void test_refusals(void **state)
 	free(other);
 }
 
-/* Shares of two splits of the same K (T or N differ): they do not fit, every purchase fails
- * (reason shares), no licence. */
-static void test_two_splits(void **state)
+/* Escrow i's share of a and escrow j's of b bought, combined with g's grant: both purchases
+ * settled with reason. */
+static void two_settle(struct sx *x, const struct split *g, const struct split *a, unsigned i, const struct split *b,
+		       unsigned j, uint8_t reason)
 {
-	struct sx *x = *state;
-	struct split *s = make_split(x, 3, 4, NULL, NULL);
-	struct split *more = make_split(x, 3, 5, s->k, NULL);  /* N differs */
-	struct split *lower = make_split(x, 2, 4, s->k, NULL); /* T differs */
-	struct bought a0, m1, l1, a2;
+	struct bought p0, p1;
+	const struct bought *p[] = {&p0, &p1};
 	struct combined cb;
 
-	/* device and escrow 0 of the 3-of-4 split, escrow 1 of the 3-of-5 one */
-	buy_share(x, s, 0, &a0);
-	buy_share(x, more, 1, &m1);
-	{
-		const struct bought *p[] = {&a0, &m1};
-		combine_settles(x, s, p, 2, KH_ESCROW_R_SHARES, &cb);
-	}
-	/* the 2-of-4 split's grant and escrow 1 would be enough; a share of the 3-of-4 split with them
-	 * fails both */
-	buy_share(x, lower, 1, &l1);
-	buy_share(x, s, 2, &a2);
-	{
-		const struct bought *p[] = {&l1, &a2};
-		combine_settles(x, lower, p, 2, KH_ESCROW_R_SHARES, &cb);
-	}
-	free(s);
-	free(more);
-	free(lower);
+	buy_share(x, a, i, &p0);
+	buy_share(x, b, j, &p1);
+	combine_settles(x, g, p, 2, reason, &cb);
 }
 
-/* Shares that combine to a key the content does not commit to: every purchase fails (commit). */
-static void test_wrong_key(void **state)
+/*
+ * Shares the device cannot make the content's key of: every purchase named fails, no licence.
+ * Shares of two splits of the same K whose T or N differ do not fit (reason shares); shares of a
+ * split of another key, or of two splits of one shape (exactly T shares cannot tell), give a key
+ * the content does not commit to (reason commit).
+ */
+static void test_failed_combine(void **state)
 {
 	struct sx *x = *state;
 	uint8_t k2[KH_SHAMIR_LEN];
-	struct split *s, *same, *again;
-	struct bought a0, a1, b0, c1;
-	struct combined cb;
+	struct split *sp[5];
 
-	/* the seller split another content's key */
 	assert_int_equal(kh_shamir_random_secret(k2), KH_OK);
-	s = make_split(x, 3, 4, NULL, k2);
-	buy_share(x, s, 0, &a0);
-	buy_share(x, s, 1, &a1);
-	{
-		const struct bought *p[] = {&a0, &a1};
-		combine_settles(x, s, p, 2, KH_ESCROW_R_COMMIT, &cb);
-	}
-	/* two splits of the right K, of the same shape: exactly T shares cannot tell, the key can */
-	same = make_split(x, 3, 4, NULL, NULL);
-	again = make_split(x, 3, 4, same->k, NULL);
-	buy_share(x, same, 0, &b0);
-	buy_share(x, again, 1, &c1);
-	{
-		const struct bought *p[] = {&b0, &c1};
-		combine_settles(x, same, p, 2, KH_ESCROW_R_COMMIT, &cb);
-	}
-	free(s);
-	free(same);
-	free(again);
+	sp[0] = make_split(x, 3, 4, NULL, NULL);
+	sp[1] = make_split(x, 3, 5, sp[0]->k, NULL); /* N differs */
+	sp[2] = make_split(x, 2, 4, sp[0]->k, NULL); /* T differs */
+	sp[3] = make_split(x, 3, 4, sp[0]->k, NULL); /* the same shape, another polynomial */
+	sp[4] = make_split(x, 3, 4, NULL, k2);       /* the seller split another content's key */
+
+	/* device and escrow 0 of the 3-of-4 split, escrow 1 of the 3-of-5 one */
+	two_settle(x, sp[0], sp[0], 0, sp[1], 1, KH_ESCROW_R_SHARES);
+	/* the 2-of-4 split's grant and escrow 1 would be enough; a share of the 3-of-4 split with them
+	 * fails both */
+	two_settle(x, sp[2], sp[2], 1, sp[0], 2, KH_ESCROW_R_SHARES);
+	two_settle(x, sp[0], sp[0], 0, sp[3], 1, KH_ESCROW_R_COMMIT);
+	two_settle(x, sp[4], sp[4], 0, sp[4], 1, KH_ESCROW_R_COMMIT);
+	for (size_t i = 0; i < 5; i++)
+		free(sp[i]);
 }
 
 /* BUY FINISH of an 88-byte plaintext that is not a share of this listing: failed, reason key. */
@@ -521,7 +517,6 @@ static void test_share_of_another_listing(void **state)
 	struct settled st;
 	struct bought p;
 	size_t dl = 0;
-	uint8_t r = 0xFF;
 
 	assert_non_null(o);
 	/* escrow 0's share, but naming escrow 1's listing */
@@ -530,13 +525,7 @@ static void test_share_of_another_listing(void **state)
 	assert_int_equal(kh_shamir_rec_encode(&rec, m), KH_OK);
 	offer_c(o, &x->key[0], m, sizeof m);
 	assert_int_equal(buy_answered(x, o, &x->key[0], &p, &dl), 0x9000);
-	read_settled(x->sign_pk, dl, &st);
-	assert_memory_equal(st.notice.purchase, p.pid, KH_ESCROW_ID_LEN);
-	assert_int_equal(st.notice.outcome, KH_ESCROW_FAILED);
-	assert_int_equal(st.notice.reason, KH_ESCROW_R_KEY);
-	assert_false(st.has_licence);
-	assert_int_equal(slot_state(&x->b.t, p.pid, &r), KH_ESCROW_SLOT_FAILED);
-	assert_int_equal(r, KH_ESCROW_R_KEY);
+	expect_failed(x, dl, p.pid, KH_ESCROW_R_KEY, &st);
 
 	/* 88 bytes that are no share record at all */
 	*o = s->o[0];
@@ -544,10 +533,7 @@ static void test_share_of_another_listing(void **state)
 	m[0] ^= 0x01;
 	offer_c(o, &x->key[0], m, sizeof m);
 	assert_int_equal(buy_answered(x, o, &x->key[0], &p, &dl), 0x9000);
-	read_settled(x->sign_pk, dl, &st);
-	assert_int_equal(st.notice.outcome, KH_ESCROW_FAILED);
-	assert_int_equal(st.notice.reason, KH_ESCROW_R_KEY);
-	assert_int_equal(slot_state(&x->b.t, p.pid, &r), KH_ESCROW_SLOT_FAILED);
+	expect_failed(x, dl, p.pid, KH_ESCROW_R_KEY, &st);
 	free(o);
 	free(s);
 }
@@ -568,13 +554,7 @@ static void test_cancel_share(void **state)
 	buy_share(x, s, 0, &a0);
 	buy_share(x, s, 1, &a1);
 	assert_int_equal(by_purchase(&x->b.t, KH_INS_BUY_CANCEL, a0.pid, &dl), 0x9000);
-	read_settled(x->sign_pk, dl, &st);
-	assert_memory_equal(st.notice.purchase, a0.pid, KH_ESCROW_ID_LEN);
-	assert_int_equal(st.notice.outcome, KH_ESCROW_FAILED);
-	assert_int_equal(st.notice.reason, KH_ESCROW_R_CANCELLED);
-	assert_false(st.has_licence);
-	assert_int_equal(slot_state(&x->b.t, a0.pid, &r), KH_ESCROW_SLOT_FAILED);
-	assert_int_equal(r, KH_ESCROW_R_CANCELLED);
+	expect_failed(x, dl, a0.pid, KH_ESCROW_R_CANCELLED, &st);
 	/* cancelled again: the same notice */
 	assert_int_equal(by_purchase(&x->b.t, KH_INS_BUY_CANCEL, a0.pid, &dl), 0x9000);
 	read_settled(x->sign_pk, dl, &again);
@@ -901,10 +881,9 @@ int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, dev_setup, dev_teardown)
 	const struct CMUnitTest tests[] = {
-		T(test_combine),         T(test_refusals),      T(test_two_splits),
-		T(test_wrong_key),       T(test_share_of_another_listing),
-		T(test_cancel_share),    T(test_power_cycle),   T(test_full_of_shares),
-		T(test_more_than_t),     T(test_v1_section),
+		T(test_combine),       T(test_refusals),     T(test_failed_combine), T(test_share_of_another_listing),
+		T(test_cancel_share),  T(test_power_cycle),  T(test_full_of_shares), T(test_more_than_t),
+		T(test_v1_section),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
