@@ -390,6 +390,7 @@ static void test_refusals(void **state)
 	struct list before, after;
 	struct combined cb;
 	size_t reqlen = 0, dl = 0;
+	uint64_t stored;
 
 	buy_share(x, s, 0, &a0);
 	buy_share(x, s, 1, &a1);
@@ -429,6 +430,7 @@ static void test_refusals(void **state)
 
 	list_of(&x->b.t, &before);
 	assert_int_equal(before.n, 4 * (3 + KH_ESCROW_SLOT_LEN));
+	stored = kh_module_counter(kh_softmod_module(x->b.sm));
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		const struct refusal *r = &cases[i];
 		print_message("refusal: %s\n", r->what);
@@ -437,6 +439,8 @@ static void test_refusals(void **state)
 		list_of(&x->b.t, &after);
 		assert_int_equal(after.n, before.n);
 		assert_memory_equal(after.b, before.b, before.n);
+		/* and nothing was stored */
+		assert_int_equal(kh_module_counter(kh_softmod_module(x->b.sm)), stored);
 	}
 	/* purchases that are not whole ids */
 	{
