@@ -120,7 +120,7 @@ static void notice(const uint8_t *d, size_t size)
 	}
 	CHECK(size == KH_ESCROW_NOTICE_LEN);
 	CHECK((t.outcome == KH_ESCROW_DELIVERED && t.reason == KH_ESCROW_R_NONE) ||
-	      (t.outcome == KH_ESCROW_FAILED && t.reason >= KH_ESCROW_R_UNBLIND && t.reason <= KH_ESCROW_R_CANCELLED));
+	      (t.outcome == KH_ESCROW_FAILED && t.reason >= KH_ESCROW_R_UNBLIND && t.reason <= KH_ESCROW_R_SHARES));
 	CHECK(kh_escrow_notice_parse(d, size, pk, &t2) == KH_ERR_AUTH);
 	kh_wr_init(&w, out, sizeof out);
 	CHECK(kh_escrow_notice_sign(&t, sk, &w) == KH_OK);

@@ -31,6 +31,7 @@
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -42,11 +43,13 @@
 #include "keyhole/crypto.h"
 #include "keyhole/dist.h"
 #include "keyhole/distsrv.h"
+#include "keyhole/escrow.h"
 #include "keyhole/file.h"
 #include "keyhole/hpke.h"
 #include "keyhole/module.h"
 #include "keyhole/pair.h"
 #include "keyhole/scramble.h"
+#include "keyhole/shamir.h"
 #include "keyhole/usage.h"
 
 #include "fuzz_common.h"
@@ -68,6 +71,8 @@ static const char card_ikm[] = "keyhole fuzz card ikm v1, public test key"; /* t
 #define PEER_CARD_UA 0x00009abcu
 #define DEC_UA 0x00009abdu
 #define DEC_CAM_UA 0x00005679u /* the CAM the decoder module's seed pairs with */
+#define BUYER_UA 0x0000b001u
+#define ESCROW_UA 0xfe000020u
 
 static const char *outdir;
 
@@ -593,6 +598,242 @@ static void gen_module(struct kh_authority *a, const uint8_t root[static 32])
 	kh_module_wipe(mod);
 	kh_wipe(card_sk, sizeof card_sk);
 	kh_chan_wipe(&card_ch);
+}
+
+/*
+ * A buyer device (fuzz_module) in the split-key escrow (docs/protocols/escrow.md): the generator
+ * plays the seller, who splits K (T = 3) among the device (its share granted: sealed to the
+ * device's pairing key for the content's header) and two escrows (c_i = RSA-OAEP(listing key i,
+ * share record i)), and the escrows, whose private operation on the blinded c_i it does with
+ * OpenSSL. The device buys both shares (BUY START, BUY FINISH: each a slot holding a share); BUY
+ * COMBINE is refused with too few shares and with a flipped grant, then delivers; the licence
+ * opens the content. The second seed combines a share of another split of K (more escrows):
+ * every purchase fails (shares). The listing keys are fresh each run; the module's own draws
+ * come from the harness's stream, so the escrows' answers open in the harness too.
+ */
+struct buyer_split {
+	EVP_PKEY *key[3];
+	uint8_t esk[32];
+	uint8_t k[KH_SHAMIR_LEN];
+	uint8_t header[KH_ESCROW_HEADER_MAX];
+	size_t hlen;
+	struct kh_escrow_header h;
+	uint8_t listing[3][KH_ESCROW_LISTING_MAX];
+	size_t llen[3];
+	uint8_t c[3][KH_RSA_MAX_LEN];
+	size_t clen[3];
+	uint8_t grant[KH_SHAMIR_SEALED_LEN];
+};
+
+/* The DER SubjectPublicKeyInfo of an RSA key into out (KH_RSA_SPKI_MAX bytes): its length. */
+static size_t rsa_spki(EVP_PKEY *k, uint8_t *out)
+{
+	unsigned char *p = out;
+	int len = i2d_PUBKEY(k, NULL);
+
+	if (len <= 0 || (size_t)len > KH_RSA_SPKI_MAX || i2d_PUBKEY(k, &p) != len)
+		die("rsa spki", KH_ERR_CRYPTO);
+	return (size_t)len;
+}
+
+/* Split b->k (T = t of n) into the device's share, sealed to pair_pk, and n - 1 listings' shares
+ * at escrows ESCROW_UA + i, on keys b->key[i]. */
+static void buyer_split_make(struct buyer_split *b, unsigned t, unsigned n, const uint8_t pair_pk[static 32])
+{
+	struct kh_shamir_share sh[KH_SHAMIR_MAX_N];
+	struct kh_shamir_rec rec;
+	struct kh_escrow_listing l;
+	uint8_t spki[KH_RSA_SPKI_MAX], m[KH_SHAMIR_REC_LEN];
+	struct kh_wr w;
+
+	check("split", kh_shamir_split(b->k, t, n, sh));
+	for (unsigned i = 0; i + 1 < n; i++) {
+		memset(&l, 0, sizeof l);
+		check("listing id", kh_random(l.id, sizeof l.id));
+		l.escrow = ESCROW_UA + i;
+		l.seller = 7;
+		l.price = 250;
+		memcpy(l.currency, "EUR", 4);
+		l.deadline = 3600;
+		l.created = FZ_MODULE_NOW;
+		strcpy(l.content, "fuzz-song");
+		l.key = spki;
+		l.keylen = rsa_spki(b->key[i], spki);
+		kh_wr_init(&w, b->listing[i], sizeof b->listing[i]);
+		check("listing", kh_escrow_listing_sign(&l, b->esk, &w));
+		b->llen[i] = w.len;
+		memset(&rec, 0, sizeof rec);
+		rec.t = (uint8_t)t;
+		rec.n = (uint8_t)n;
+		rec.index = (uint8_t)(i + 2);
+		rec.s = sh[i + 1];
+		memcpy(rec.id, l.id, sizeof rec.id);
+		check("share record", kh_shamir_rec_encode(&rec, m));
+		check("c", kh_rsa_oaep_encrypt(spki, l.keylen, l.id, sizeof l.id, m, sizeof m, b->c[i], &b->clen[i]));
+	}
+	memset(&rec, 0, sizeof rec);
+	rec.t = (uint8_t)t;
+	rec.n = (uint8_t)n;
+	rec.index = 1;
+	rec.s = sh[0];
+	kh_escrow_device_share_id(BUYER_UA, rec.id);
+	check("grant", kh_shamir_share_seal(pair_pk, b->h.hash, sizeof b->h.hash, &rec, b->grant));
+	kh_wipe(sh, sizeof sh);
+	kh_wipe(&rec, sizeof rec);
+	kh_wipe(m, sizeof m);
+}
+
+/* BUY START and BUY FINISH of b's share i, the escrow's z = c'^d made here: the purchase id. */
+static void buyer_buy_share(struct seq *s, const struct buyer_split *b, size_t i, uint8_t pid[static KH_ESCROW_ID_LEN])
+{
+	uint8_t buf[KH_APDU_MAX_DATA], req[KH_ESCROW_REQUEST_MAX], z[KH_RSA_MAX_LEN], ans[KH_ESCROW_ANSWER_MAX];
+	struct kh_escrow_request q;
+	struct kh_escrow_answer an;
+	struct kh_tlv t[KH_ESCROW_T_MAX + 1];
+	EVP_PKEY_CTX *c;
+	size_t zlen, reqlen;
+	struct kh_wr w;
+
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put(&w, KH_ESCROW_T_LISTING, b->listing[i], b->llen[i]);
+	kh_tlv_put(&w, KH_ESCROW_T_C, b->c[i], b->clen[i]);
+	check("start tlv", kh_tlv_put(&w, KH_ESCROW_T_HEADER_HASH, b->h.hash, sizeof b->h.hash));
+	mod_apdu(s, KH_INS_BUY_START, 0, buf, w.len, 0, KH_SW_OK);
+	memset(t, 0, sizeof t);
+	check("request tlv", kh_tlv_take(rsp, rsp_len, t, KH_ESCROW_T_MAX, 1u << KH_ESCROW_T_REQUEST));
+	reqlen = t[KH_ESCROW_T_REQUEST].len;
+	memcpy(req, t[KH_ESCROW_T_REQUEST].v, reqlen);
+	check("request", kh_escrow_request_parse(req, reqlen, NULL, &q));
+	memcpy(pid, q.purchase, KH_ESCROW_ID_LEN);
+	zlen = q.nlen;
+	if ((c = EVP_PKEY_CTX_new(b->key[i], NULL)) == NULL || EVP_PKEY_decrypt_init(c) <= 0 ||
+	    EVP_PKEY_CTX_set_rsa_padding(c, RSA_NO_PADDING) <= 0 || EVP_PKEY_decrypt(c, z, &zlen, q.cprime, q.nlen) <= 0 ||
+	    zlen != q.nlen)
+		die("escrow z", KH_ERR_CRYPTO);
+	EVP_PKEY_CTX_free(c);
+	memset(&an, 0, sizeof an);
+	memcpy(an.purchase, q.purchase, sizeof an.purchase);
+	memcpy(an.listing, q.listing, sizeof an.listing);
+	an.escrow = q.escrow;
+	check("request hash", kh_sha256(req, reqlen, an.request_hash));
+	an.deadline = FZ_MODULE_NOW + 3600;
+	an.z = z;
+	an.nlen = zlen;
+	kh_wr_init(&w, ans, sizeof ans);
+	check("answer", kh_escrow_answer_sign(&an, b->esk, &w));
+	zlen = w.len;
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put(&w, KH_ESCROW_T_LISTING, b->listing[i], b->llen[i]);
+	kh_tlv_put(&w, KH_ESCROW_T_C, b->c[i], b->clen[i]);
+	kh_tlv_put(&w, KH_ESCROW_T_HEADER, b->header, b->hlen);
+	check("finish tlv", kh_tlv_put(&w, KH_ESCROW_T_ANSWER, ans, zlen));
+	mod_apdu(s, KH_INS_BUY_FINISH, 0, buf, w.len, 0, KH_SW_OK);
+	if (rsp_len != 3 + KH_ESCROW_SLOT_LEN || rsp[0] != KH_ESCROW_T_SLOT || rsp[3] != KH_ESCROW_SLOT_SHARE)
+		die("share slot", KH_ERR_INTERNAL);
+}
+
+/* BUY COMBINE: header, grant (glen bytes), the n purchases in pids. */
+static void buyer_combine(struct seq *s, const struct buyer_split *b, const uint8_t *grant, size_t glen,
+			  const uint8_t *pids, size_t n, uint16_t want_sw)
+{
+	uint8_t buf[KH_APDU_MAX_DATA];
+	struct kh_wr w;
+
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put(&w, KH_ESCROW_T_HEADER, b->header, b->hlen);
+	kh_tlv_put(&w, KH_ESCROW_T_GRANT, grant, glen);
+	check("combine tlv", kh_tlv_put(&w, KH_ESCROW_T_PURCHASES, pids, n * KH_ESCROW_ID_LEN));
+	mod_apdu(s, KH_INS_BUY_COMBINE, 0, buf, w.len, 0, want_sw);
+}
+
+static void gen_module_buyer(struct kh_authority *a, const uint8_t root[static 32])
+{
+	static const uint8_t plain[100] = "keyhole fuzz buyer content: two chunks of plaintext under the split key";
+	uint8_t pair_pk[32], epk[32], ck[KH_KEY_LEN], buf[KH_APDU_MAX_DATA], pids[3 * KH_ESCROW_ID_LEN];
+	uint8_t chunk[2][64 + KH_TAG_LEN], licence[KH_ESCROW_LICENCE_LEN], flipped[KH_SHAMIR_SEALED_LEN];
+	struct buyer_split *b = calloc(1, sizeof *b), *wide = calloc(1, sizeof *wide);
+	struct kh_cert_info ci;
+	struct kh_rd rd;
+	struct kh_tlv t;
+	struct kh_wr w;
+	struct seq s;
+	size_t i, n = 0;
+
+	if (!b || !wide)
+		die("buyer", KH_ERR_NOMEM);
+	check("escrow key", kh_ed25519_keygen(b->esk, epk));
+	for (i = 0; i < 3; i++)
+		if ((b->key[i] = EVP_RSA_gen(2048)) == NULL)
+			die("listing key", KH_ERR_CRYPTO);
+	check("K", kh_shamir_random_secret(b->k));
+	kh_wr_init(&w, b->header, sizeof b->header);
+	check("header", kh_escrow_header_make("fuzz-song", 64, sizeof plain, b->k, &w));
+	b->hlen = w.len;
+	check("header parse", kh_escrow_header_parse(b->header, b->hlen, &b->h));
+	check("chunk key", kh_escrow_chunk_key(b->k, ck));
+	for (i = 0; i < 2; i++)
+		check("chunk", kh_escrow_chunk_seal(ck, &b->h, i, plain + 64 * i, kh_escrow_chunk_len(&b->h, i), chunk[i]));
+	kh_wipe(ck, sizeof ck);
+
+	mod_start(&s);
+	mod_personalise(&s, a, KH_ROLE_BUYER, BUYER_UA);
+	mod_apdu(&s, KH_INS_GET_CERT, 0, NULL, 0, 256, KH_SW_OK);
+	check("buyer cert", kh_cert_check(rsp, rsp_len, root, KH_ROLE_BUYER, KH_CERT_KEY_X25519, FZ_MODULE_NOW, &ci));
+	memcpy(pair_pk, ci.pub, sizeof pair_pk);
+	*wide = *b;
+	buyer_split_make(b, 3, 3, pair_pk);
+	buyer_buy_share(&s, b, 0, pids);
+	buyer_buy_share(&s, b, 1, pids + KH_ESCROW_ID_LEN);
+	mod_apdu(&s, KH_INS_BUY_LIST, 0, NULL, 0, 0, KH_SW_OK);
+	buyer_combine(&s, b, b->grant, sizeof b->grant, pids, 1, kh_err_to_sw(KH_ERR_SHARES));
+	memcpy(flipped, b->grant, sizeof flipped);
+	flipped[40] ^= 0x01;
+	buyer_combine(&s, b, flipped, sizeof flipped, pids, 2, kh_err_to_sw(KH_ERR_AUTH));
+	buyer_combine(&s, b, b->grant, sizeof b->grant, pids, 2, KH_SW_OK);
+	kh_rd_init(&rd, rsp, rsp_len);
+	while (kh_tlv_next(&rd, &t) == 1)
+		if (t.tag == KH_ESCROW_T_LICENCE && t.len == sizeof licence) {
+			memcpy(licence, t.v, sizeof licence);
+			n++;
+		}
+	if (n != 1)
+		die("licence", KH_ERR_INTERNAL);
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put(&w, KH_ESCROW_T_LICENCE, licence, sizeof licence);
+	check("open tlv", kh_tlv_put(&w, KH_ESCROW_T_HEADER, b->header, b->hlen));
+	mod_apdu(&s, KH_INS_CONTENT_OPEN, 0, buf, w.len, 0, KH_SW_OK);
+	for (i = 0; i < 2; i++) {
+		size_t cl = kh_escrow_chunk_len(&b->h, i);
+		kh_put_be32(buf, (uint32_t)i);
+		memcpy(buf + 4, chunk[i], cl + KH_TAG_LEN);
+		mod_apdu(&s, KH_INS_CONTENT_CHUNK, 0, buf, 4 + cl + KH_TAG_LEN, 0, KH_SW_OK);
+		if (rsp_len != cl || memcmp(rsp, plain + 64 * i, cl) != 0)
+			die("content", KH_ERR_INTERNAL);
+	}
+	mod_apdu(&s, KH_INS_CONTENT_CLOSE, 0, NULL, 0, 0, KH_SW_OK);
+	kh_wr_init(&w, buf, sizeof buf);
+	check("notice tlv", kh_tlv_put(&w, KH_ESCROW_T_PURCHASE, pids, KH_ESCROW_ID_LEN));
+	mod_apdu(&s, KH_INS_BUY_NOTICE, 0, buf, w.len, 0, KH_SW_OK);
+	put("fuzz_module", "buyer-split-combine", s.b, s.n);
+
+	/* Another split of the same K, 3 of 4: its share and the first split's do not fit. */
+	buyer_split_make(wide, 3, 4, pair_pk);
+	buyer_buy_share(&s, b, 0, pids);
+	buyer_buy_share(&s, wide, 2, pids + KH_ESCROW_ID_LEN);
+	buyer_combine(&s, b, b->grant, sizeof b->grant, pids, 2, KH_SW_OK);
+	/* the first of them, failed already: cancelled, its notice again */
+	kh_wr_init(&w, buf, sizeof buf);
+	check("cancel tlv", kh_tlv_put(&w, KH_ESCROW_T_PURCHASE, pids, KH_ESCROW_ID_LEN));
+	mod_apdu(&s, KH_INS_BUY_CANCEL, 0, buf, w.len, 0, KH_SW_OK);
+	put("fuzz_module", "buyer-split-mismatch", s.b, s.n);
+
+	kh_module_wipe(mod);
+	for (i = 0; i < 3; i++)
+		EVP_PKEY_free(b->key[i]);
+	kh_wipe(b, sizeof *b);
+	kh_wipe(wide, sizeof *wide);
+	free(b);
+	free(wide);
 }
 
 /* 188-byte TS packets i..i+k-1 of a made-up PID: payload only, adaptation field and payload,
@@ -2361,7 +2602,10 @@ int main(int argc, char **argv)
 	kh_rng_det_init(&rng_gen, (const uint8_t *)"keyhole gen corpus usage", 24);
 	gen_usage();
 	gen_dist();
-	gen_state(a); /* last: its modules issue certificates with the generator's stream */
+	gen_state(a); /* its modules issue certificates with the generator's stream */
+	/* after every other seed, on a stream of its own: adding it moved no other seed */
+	kh_rng_det_init(&rng_gen, (const uint8_t *)"keyhole gen corpus buyer", 24);
+	gen_module_buyer(a, root);
 
 	printf("ROOT_PK for fuzz/fuzz_cert.c:\n");
 	for (i = 0; i < 32; i++)

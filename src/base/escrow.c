@@ -325,7 +325,7 @@ static int notice_ok(const struct kh_escrow_notice *t)
 {
 	if (t->outcome == KH_ESCROW_DELIVERED)
 		return t->reason == KH_ESCROW_R_NONE;
-	return t->outcome == KH_ESCROW_FAILED && t->reason >= KH_ESCROW_R_UNBLIND && t->reason <= KH_ESCROW_R_CANCELLED;
+	return t->outcome == KH_ESCROW_FAILED && t->reason >= KH_ESCROW_R_UNBLIND && t->reason <= KH_ESCROW_R_SHARES;
 }
 
 kh_err kh_escrow_notice_sign(const struct kh_escrow_notice *t, const uint8_t sk[static 32], struct kh_wr *w)
