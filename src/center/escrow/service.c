@@ -417,8 +417,8 @@ static kh_err buy_tx(struct kh_store *st, void *arg)
 }
 
 /* The modulus of the listing's key (n, *nlen), parsed once per key. */
-static kh_err listing_modulus(struct kh_escrow_service *s, const struct listing_copy *c, uint8_t n[static KH_RSA_MAX_LEN],
-			      size_t *nlen)
+static kh_err listing_modulus(struct kh_escrow_service *s, const struct listing_copy *c,
+			      uint8_t n[static KH_RSA_MAX_LEN], size_t *nlen)
 {
 	uint8_t h[KH_SHA256_LEN];
 	kh_err r;
