@@ -715,6 +715,19 @@ static void test_hostile_device(void **state)
 	kh_escrow_client_free(c);
 }
 
+/* POST the request with h's certificate: the status expected, and the error's code when one. */
+static void purchase_answered(struct ex *x, const uint8_t *req, size_t reqlen, const struct hand *h, const char *idem,
+			      long status, const char *code)
+{
+	struct reply r;
+
+	post_purchase(x, req, reqlen, h->cert, h->certlen, idem, &r);
+	assert_int_equal(r.status, status);
+	if (code)
+		assert_string_equal(err_code(&r), code);
+	reply_free(&r);
+}
+
 /*
  * The certificates the service keeps once checked: a certificate of another authority for the same
  * device is refused after ours passed, and ours too once the clock leaves its validity (before
@@ -729,8 +742,7 @@ static void test_cert_cache(void **state)
 	uint8_t n[KH_RSA_MAX_LEN], v[KH_RSA_MAX_LEN], req[KH_ESCROW_REQUEST_MAX];
 	int64_t now = atomic_load(&clock_now);
 	size_t nlen = 0, rl;
-	struct reply r;
-	char *before;
+	char *before, *after;
 
 	assert_int_equal(kh_escrow_listing_parse(x->listing, x->llen, NULL, &l), KH_OK);
 	assert_int_equal(kh_rsa_spki_modulus(l.key, l.keylen, n, &nlen), KH_OK);
@@ -742,43 +754,26 @@ static void test_cert_cache(void **state)
 			 KH_OK);
 	/* ours passes (and is kept) */
 	rl = hand_request(x, &ours, v, nlen, PRICE, req);
-	post_purchase(x, req, rl, ours.cert, ours.certlen, "c1", &r);
-	assert_int_equal(r.status, 200);
-	reply_free(&r);
+	purchase_answered(x, req, rl, &ours, "c1", 200, NULL);
 	before = kh_test_sql_dump(x->db);
 	/* theirs, for the same device, signed with their key: still not from our authority */
 	rl = hand_request(x, &theirs, v, nlen, PRICE, req);
-	post_purchase(x, req, rl, theirs.cert, theirs.certlen, "c2", &r);
-	assert_int_equal(r.status, 403);
-	assert_string_equal(err_code(&r), "certificate");
-	reply_free(&r);
-	/* ours with a request their key signed: the cached certificate's key is ours */
-	post_purchase(x, req, rl, ours.cert, ours.certlen, "c3", &r);
-	assert_int_equal(r.status, 403);
-	reply_free(&r);
+	purchase_answered(x, req, rl, &theirs, "c2", 403, "certificate");
+	/* ours with a request their key signed: the kept certificate's key is ours */
+	purchase_answered(x, req, rl, &ours, "c3", 403, "auth");
 	/* ours past its notAfter, and before the check that passed (before its notBefore) */
 	rl = hand_request(x, &ours, v, nlen, PRICE, req);
 	atomic_store(&clock_now, (int64_t)ci.not_after + 1);
-	post_purchase(x, req, rl, ours.cert, ours.certlen, "c4", &r);
-	assert_int_equal(r.status, 403);
-	assert_string_equal(err_code(&r), "certificate_expired");
-	reply_free(&r);
+	purchase_answered(x, req, rl, &ours, "c4", 403, "certificate_expired");
 	atomic_store(&clock_now, 1000);
-	post_purchase(x, req, rl, ours.cert, ours.certlen, "c5", &r);
-	assert_int_equal(r.status, 403);
-	assert_string_equal(err_code(&r), "certificate_expired");
-	reply_free(&r);
-	{
-		char *after = kh_test_sql_dump(x->db);
-		assert_string_equal(before, after);
-		free(after);
-	}
+	purchase_answered(x, req, rl, &ours, "c5", 403, "certificate_expired");
+	after = kh_test_sql_dump(x->db);
+	assert_string_equal(before, after);
+	free(after);
 	free(before);
 	/* the clock back: ours passes again */
 	atomic_store(&clock_now, now);
-	post_purchase(x, req, rl, ours.cert, ours.certlen, "c6", &r);
-	assert_int_equal(r.status, 200);
-	reply_free(&r);
+	purchase_answered(x, req, rl, &ours, "c6", 200, NULL);
 	audit_ok(x);
 }
 
