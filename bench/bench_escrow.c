@@ -18,6 +18,12 @@
  *              modulus's size): what deriving r from its seed, checking gcd(r, n) = 1 and the
  *              constant-time paths cost.
  *
+ * With the purchases, what they cost: the CPU time of the whole process (escrow, signing process,
+ * buyers and their devices) per purchase, and how busy the machine's cores were meanwhile (below
+ * 100 %: the purchases wait on something other than CPU: the store's commits). The buyers' threads
+ * are named "buyer", the signing process's "secmod" (`perf report --sort comm` tells them apart
+ * from the HTTP server's).
+ *
  * Ratios within each round: purchases_vs_raw_rsa, blind_vs_raw, unblind_vs_raw. Output:
  * bench=<name> unit=ops/s median= min= max= rounds=, ratio=<name> value= ... note=. Nothing
  * asserts on time; the exit status is non-zero only when something fails.
@@ -31,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -88,6 +95,7 @@ static void *client_loop(void *arg)
 	struct kh_escrow_bought b;
 	kh_err r;
 
+	pthread_setname_np(pthread_self(), "buyer");
 	while (!atomic_load(c->go))
 		sched_yield();
 	while (bench_now_s() < stop_at || !c->done) {
@@ -100,6 +108,16 @@ static void *client_loop(void *arg)
 		c->done++;
 	}
 	return NULL;
+}
+
+/* CPU seconds of this process so far, every thread (user and system). */
+static double cpu_s(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return 0;
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 /* ---- the raw references ---- */
@@ -196,6 +214,7 @@ static char sm_sock[400];
 static void *secmod_thread(void *arg)
 {
 	(void)arg;
+	pthread_setname_np(pthread_self(), "secmod"); /* its connections' threads inherit it */
 	if (kh_secmod_serve(sm, sm_sock, CLIENTS_MAX + 8, &sm_stop, &sm_ready) != KH_OK)
 		sm_ready = -1;
 	return NULL;
@@ -221,7 +240,7 @@ int main(int argc, char **argv)
 	struct client *cl;
 	pthread_t smt;
 	_Atomic int go = 0;
-	double fig[6][BENCH_MAX_ROUNDS], ratio[3][BENCH_MAX_ROUNDS];
+	double fig[8][BENCH_MAX_ROUNDS], ratio[3][BENCH_MAX_ROUNDS], cores = (double)sysconf(_SC_NPROCESSORS_ONLN);
 	uint8_t listing[KH_ESCROW_LISTING_MAX], n[KH_RSA_MAX_LEN], c[KH_RSA_MAX_LEN], seed[32], cp[KH_RSA_MAX_LEN],
 		z[KH_RSA_MAX_LEN], content[4096];
 	size_t llen = 0, nlen = 0;
@@ -347,7 +366,7 @@ int main(int argc, char **argv)
 	       strcmp(hostdir, dir) ? "tmpfs" : "disk", secs);
 	for (int r = 0; r < rounds; r++) {
 		unsigned before = 0, after = 0;
-		double t0, t1;
+		double t0, t1, c0, c1;
 
 		fig[1][r] = raw_rsa(pk, c, nlen, secs / 4);
 		fig[2][r] = keyhole_blind(n, nlen, c, seed, secs / 8);
@@ -362,6 +381,7 @@ int main(int argc, char **argv)
 			cl[i].done = 0;
 		}
 		(void)before;
+		c0 = cpu_s();
 		t0 = bench_now_s();
 		stop_at = t0 + secs;
 		for (int i = 0; i < clients; i++)
@@ -377,6 +397,9 @@ int main(int argc, char **argv)
 			after += cl[i].done;
 		}
 		t1 = bench_now_s();
+		c1 = cpu_s();
+		fig[6][r] = after ? 1e3 * (c1 - c0) / after : 0;
+		fig[7][r] = 100 * (c1 - c0) / (cores * (t1 - t0));
 		fig[0][r] = after / (t1 - t0);
 		ratio[0][r] = fig[0][r] / fig[1][r];
 		ratio[1][r] = fig[2][r] / fig[3][r];
@@ -384,6 +407,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench_escrow: round %d of %d done\n", r + 1, rounds);
 	}
 	bench_print("escrow_purchases", "ops/s", 1, fig[0], rounds);
+	bench_print("escrow_cpu_per_purchase", "ms", 2, fig[6], rounds);
+	bench_print("escrow_cores_busy", "%", 0, fig[7], rounds);
 	bench_print("escrow_raw_rsa", "ops/s", 1, fig[1], rounds);
 	bench_print("escrow_blind", "ops/s", 0, fig[2], rounds);
 	bench_print("escrow_raw_blind", "ops/s", 0, fig[3], rounds);

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "center/escrow/vcache.h"
 #include "httputil.h"
 #include "keyhole/apdu.h"
 #include "keyhole/authority.h"
@@ -714,6 +715,113 @@ static void test_hostile_device(void **state)
 	kh_escrow_client_free(c);
 }
 
+/* POST the request with h's certificate: the status expected, and the error's code when one. */
+static void purchase_answered(struct ex *x, const uint8_t *req, size_t reqlen, const struct hand *h, const char *idem,
+			      long status, const char *code)
+{
+	struct reply r;
+
+	post_purchase(x, req, reqlen, h->cert, h->certlen, idem, &r);
+	assert_int_equal(r.status, status);
+	if (code)
+		assert_string_equal(err_code(&r), code);
+	reply_free(&r);
+}
+
+/*
+ * The certificates the service keeps once checked: a certificate of another authority for the same
+ * device is refused after ours passed, and ours too once the clock leaves its validity (before
+ * the check that passed, or after its notAfter); ours again when the clock is back. Nothing moved.
+ */
+static void test_cert_cache(void **state)
+{
+	struct ex *x = *state;
+	struct kh_escrow_listing l;
+	struct kh_cert_info ci;
+	struct hand ours, theirs;
+	uint8_t n[KH_RSA_MAX_LEN], v[KH_RSA_MAX_LEN], req[KH_ESCROW_REQUEST_MAX];
+	int64_t now = atomic_load(&clock_now);
+	size_t nlen = 0, rl;
+	char *before, *after;
+
+	assert_int_equal(kh_escrow_listing_parse(x->listing, x->llen, NULL, &l), KH_OK);
+	assert_int_equal(kh_rsa_spki_modulus(l.key, l.keylen, n, &nlen), KH_OK);
+	memset(v, 0x11, nlen);
+	hand_device(x->w->auth, 0x00C0FFEEu, &ours);
+	hand_device(x->w->foreign, 0x00C0FFEEu, &theirs);
+	assert_int_equal(kh_cert_check(ours.cert, ours.certlen, x->w->root_pk, KH_ROLE_BUYER, KH_CERT_KEY_ED25519,
+				       0, &ci),
+			 KH_OK);
+	/* ours passes (and is kept) */
+	rl = hand_request(x, &ours, v, nlen, PRICE, req);
+	purchase_answered(x, req, rl, &ours, "c1", 200, NULL);
+	before = kh_test_sql_dump(x->db);
+	/* theirs, for the same device, signed with their key: still not from our authority */
+	rl = hand_request(x, &theirs, v, nlen, PRICE, req);
+	purchase_answered(x, req, rl, &theirs, "c2", 403, "certificate");
+	/* ours with a request their key signed: the kept certificate's key is ours */
+	purchase_answered(x, req, rl, &ours, "c3", 403, "auth");
+	/* ours past its notAfter, and before the check that passed (before its notBefore) */
+	rl = hand_request(x, &ours, v, nlen, PRICE, req);
+	atomic_store(&clock_now, (int64_t)ci.not_after + 1);
+	purchase_answered(x, req, rl, &ours, "c4", 403, "certificate_expired");
+	atomic_store(&clock_now, 1000);
+	purchase_answered(x, req, rl, &ours, "c5", 403, "certificate_expired");
+	after = kh_test_sql_dump(x->db);
+	assert_string_equal(before, after);
+	free(after);
+	free(before);
+	/* the clock back: ours passes again */
+	atomic_store(&clock_now, now);
+	purchase_answered(x, req, rl, &ours, "c6", 200, NULL);
+	audit_ok(x);
+}
+
+/* The cache's table: never more entries than its slots, however many keys; the newest kept, the
+ * least recently used one replaced; a value larger than its room not kept. */
+static void test_vcache_bound(void **state)
+{
+	struct kh__vcache *c = NULL;
+	uint8_t key[KH_SHA256_LEN], first[KH_SHA256_LEN], val[16], got[16];
+	size_t len = 0;
+	unsigned slots;
+
+	(void)state;
+	assert_int_equal(kh__vcache_new(0, sizeof val, &c), KH_OK);
+	slots = kh__vcache_slots(c);
+	assert_int_equal(slots, 4);
+	kh__vcache_free(c);
+	assert_int_equal(kh__vcache_new(64, sizeof val, &c), KH_OK);
+	slots = kh__vcache_slots(c);
+	assert_int_equal(slots, 64);
+	assert_int_equal(kh__vcache_new(65537, sizeof val, &(struct kh__vcache *){NULL}), KH_ERR_INVAL);
+	for (unsigned i = 0; i < 50 * slots; i++) {
+		assert_int_equal(kh_sha256((const uint8_t *)&i, sizeof i, key), KH_OK);
+		if (i == 0)
+			memcpy(first, key, sizeof key);
+		memset(val, (int)(i & 0xFF), sizeof val);
+		kh__vcache_put(c, key, val, sizeof val);
+		assert_true(kh__vcache_count(c) <= slots);
+		/* the one just kept is there, with its value */
+		assert_int_equal(kh__vcache_get(c, key, got, sizeof got, &len), 1);
+		assert_int_equal(len, sizeof val);
+		assert_memory_equal(got, val, sizeof val);
+	}
+	assert_int_equal(kh__vcache_count(c), slots);
+	/* the first one, never used since, was replaced long ago */
+	assert_int_equal(kh__vcache_get(c, first, got, sizeof got, &len), 0);
+	/* too large a value: not kept; too small a buffer: no hit */
+	{
+		uint8_t big[17] = {0};
+		assert_int_equal(kh_sha256(big, sizeof big, key), KH_OK);
+		kh__vcache_put(c, key, big, sizeof big);
+		assert_int_equal(kh__vcache_get(c, key, got, sizeof got, &len), 0);
+		kh__vcache_put(c, key, val, sizeof val);
+		assert_int_equal(kh__vcache_get(c, key, got, sizeof got - 1, &len), 0);
+	}
+	kh__vcache_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -724,6 +832,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listing_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_device, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cert_cache, setup, teardown),
+		cmocka_unit_test(test_vcache_bound),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

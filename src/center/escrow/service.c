@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "center/escrow/vcache.h"
 #include "center/pool.h"
 #include "keyhole/cert.h"
 #include "keyhole/escrow.h"
@@ -33,11 +34,18 @@
 #include "keyhole/secmod.h"
 #include "keyhole/store_escrow.h"
 
+/* The device certificates the authority's check passed, and the moduli of listings' keys, kept by
+ * the SHA-256 of their bytes (vcache.h): a buyer's device is checked in full once, not at every
+ * request and notice. A miss, or a hit the clock does not allow, is the full check. */
+#define CERTS_CACHED 4096
+#define MODULI_CACHED 1024
+
 struct kh_escrow_service {
 	struct kh_identity id;
 	struct kh_secmod_client *secmod;
 	struct kh__pool pool;
 	struct kh_store_group *writer;
+	struct kh__vcache *certs, *moduli;
 	unsigned key_bits, deadline, sweep_every;
 	int64_t (*clock)(void *ctx);
 	void *clock_ctx;
@@ -408,19 +416,56 @@ static kh_err buy_tx(struct kh_store *st, void *arg)
 	return KH_OK;
 }
 
-/* The device's certificate: our authority's, role buyer, valid now, for the device the record
- * names; its key into pk. */
-static kh_err device_cert(struct kh_escrow_service *s, struct kh_http_req *req, uint32_t device, uint8_t pk[static 32])
+/* The modulus of the listing's key (n, *nlen), parsed once per key. */
+static kh_err listing_modulus(struct kh_escrow_service *s, const struct listing_copy *c,
+			      uint8_t n[static KH_RSA_MAX_LEN], size_t *nlen)
 {
-	uint8_t der[KH_CERT_MAX];
-	struct kh_cert_info ci;
-	size_t n = 0;
+	uint8_t h[KH_SHA256_LEN];
 	kh_err r;
 
-	if ((r = body_b64(req, "certificate", der, sizeof der, &n)) != KH_OK ||
-	    (r = kh_cert_check(der, n, s->id.root_pk, KH_ROLE_BUYER, KH_CERT_KEY_ED25519, (uint64_t)now_of(s), &ci)) !=
-		    KH_OK)
+	if ((r = kh_sha256(c->pub, c->publen, h)) != KH_OK)
 		return r;
+	if (kh__vcache_get(s->moduli, h, n, KH_RSA_MAX_LEN, nlen))
+		return KH_OK;
+	if ((r = kh_rsa_spki_modulus(c->pub, c->publen, n, nlen)) == KH_OK)
+		kh__vcache_put(s->moduli, h, n, *nlen);
+	return r;
+}
+
+/* A certificate the check passed, and when: the same answer holds from then until notAfter. */
+struct cert_ok {
+	struct kh_cert_info ci;
+	int64_t checked;
+};
+
+/*
+ * The device's certificate: our authority's, role buyer, valid now, for the device the record
+ * names; its key into pk. Checked in full unless these very bytes passed the check before and now
+ * is between that check and the certificate's notAfter (so it is valid now as it was then).
+ */
+static kh_err device_cert(struct kh_escrow_service *s, struct kh_http_req *req, uint32_t device, uint8_t pk[static 32])
+{
+	uint8_t der[KH_CERT_MAX], h[KH_SHA256_LEN];
+	struct cert_ok ok;
+	struct kh_cert_info ci;
+	int64_t now = now_of(s);
+	size_t n = 0, okn = 0;
+	kh_err r;
+
+	if ((r = body_b64(req, "certificate", der, sizeof der, &n)) != KH_OK || (r = kh_sha256(der, n, h)) != KH_OK)
+		return r;
+	if (kh__vcache_get(s->certs, h, &ok, sizeof ok, &okn) && okn == sizeof ok && now >= ok.checked &&
+	    (uint64_t)now <= ok.ci.not_after) {
+		ci = ok.ci;
+	} else {
+		if ((r = kh_cert_check(der, n, s->id.root_pk, KH_ROLE_BUYER, KH_CERT_KEY_ED25519, (uint64_t)now, &ci)) !=
+		    KH_OK)
+			return r;
+		memset(&ok, 0, sizeof ok);
+		ok.ci = ci;
+		ok.checked = now;
+		kh__vcache_put(s->certs, h, &ok, sizeof ok);
+	}
 	if (ci.ua != device)
 		return KH_ERR_CERT;
 	memcpy(pk, ci.pub, 32);
@@ -481,7 +526,7 @@ static kh_err h_purchase(struct kh_http_req *req, struct kh_http_resp *resp, voi
 		r = KH_ERR_FORMAT; /* the device signed another price than the listing's */
 		goto out;
 	}
-	if ((r = kh_rsa_spki_modulus(c->pub, c->publen, n, &nlen)) != KH_OK)
+	if ((r = listing_modulus(s, c, n, &nlen)) != KH_OK)
 		goto out;
 	if (q.nlen != nlen) {
 		r = KH_ERR_BLIND_RANGE;
@@ -778,6 +823,9 @@ kh_err kh_escrow_service_new(const struct kh_escrow_service_config *cfg, struct 
 		return KH_ERR_NOMEM;
 	}
 	s->sweeper.sync_ok = 1;
+	if ((r = kh__vcache_new(CERTS_CACHED, sizeof(struct cert_ok), &s->certs)) != KH_OK ||
+	    (r = kh__vcache_new(MODULI_CACHED, KH_RSA_MAX_LEN, &s->moduli)) != KH_OK)
+		goto fail;
 	if ((r = kh_identity_load(cfg->dir, KH_ROLE_ESCROW, &s->id)) != KH_OK) {
 		if (what)
 			*what = cfg->dir;
@@ -844,6 +892,8 @@ void kh_escrow_service_free(struct kh_escrow_service *s)
 	kh_store_group_free(s->writer);
 	kh__pool_free(&s->pool);
 	kh_secmod_client_close(s->secmod);
+	kh__vcache_free(s->certs);
+	kh__vcache_free(s->moduli);
 	kh_wipe(s, sizeof *s);
 	free(s);
 }
