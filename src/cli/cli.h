@@ -6,6 +6,7 @@
 #ifndef KH_CLI_H
 #define KH_CLI_H
 
+#include <getopt.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -211,5 +212,13 @@ int kh_cli_serve_run(const struct kh_cli_serve *c);
  * KH_EXIT_OK when taken, -1 for another option, else the usage error's status (one line printed).
  */
 int kh_cli_serve_option(struct kh_cli_serve *c, int opt, const char *arg);
+/*
+ * A serve command's whole command line: getopt_long over opts (short options "l:t:h"), each
+ * option at most once, the shared ones into c, the others to own(ctx, opt, arg) (KH_EXIT_OK when
+ * taken, -1 for an option it does not know, else the usage error's status), --help printing help.
+ * KH_EXIT_OK to serve, -1 after --help, else the exit status.
+ */
+int kh_cli_serve_parse(struct kh_cli_serve *c, const struct option *opts, const char *help, int argc, char **argv,
+		       int (*own)(void *ctx, int opt, const char *arg), void *ctx);
 
 #endif

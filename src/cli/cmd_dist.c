@@ -304,6 +304,20 @@ static void dist_free(void *svc)
 	kh_dist_service_free(svc);
 }
 
+/* dist serve's own option into the service's configuration. */
+static int dist_option(void *ctx, int opt, const char *arg)
+{
+	struct kh_dist_service_config *scfg = ctx;
+	uint64_t v;
+
+	if (opt != 'S')
+		return -1;
+	if (kh_cli_parse_num(arg, 86400, &v) != 0 || v < 60)
+		return kh_cli_usage("dist serve", "--session-ttl takes a number from 60 to 86400");
+	scfg->session_ttl = (unsigned)v;
+	return KH_EXIT_OK;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
 	static const struct option opts[] = {{"db", required_argument, NULL, 'D'},
@@ -319,7 +333,6 @@ static int cmd_serve(int argc, char **argv)
 					     {NULL, 0, NULL, 0}};
 	static const char *const P = "dist serve";
 	struct kh_dist_service_config scfg = {0};
-	unsigned char seen[512] = {0};
 	struct kh_cli_serve sv = {.prog = P,
 				  .name = "dist",
 				  .what = "distribution server",
@@ -331,34 +344,10 @@ static int cmd_serve(int argc, char **argv)
 				  .make = dist_make,
 				  .routes = dist_routes,
 				  .free = dist_free};
-	int c;
+	int rc;
 
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+l:t:h", opts, NULL)) != -1) {
-		const char *dup = kh_cli_twice(opts, c, seen);
-		uint64_t v;
-		int rc;
-
-		if (dup)
-			return kh_cli_usage(P, "--%s is given twice (it takes one value)", dup);
-		if ((rc = kh_cli_serve_option(&sv, c, optarg)) >= 0) {
-			if (rc != KH_EXIT_OK)
-				return rc;
-			continue;
-		}
-		switch (c) {
-		case 'S':
-			if (kh_cli_parse_num(optarg, 86400, &v) != 0 || v < 60)
-				return kh_cli_usage(P, "--session-ttl takes a number from 60 to 86400");
-			scfg.session_ttl = (unsigned)v;
-			break;
-		case 'h': fputs(serve_help, stdout); return KH_EXIT_OK;
-		default: return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);
-		}
-	}
-	if (optind != argc)
-		return kh_cli_usage(P, "unexpected argument '%s'", argv[optind]);
+	if ((rc = kh_cli_serve_parse(&sv, opts, serve_help, argc, argv, dist_option, &scfg)) != KH_EXIT_OK)
+		return rc < 0 ? KH_EXIT_OK : rc;
 	scfg.db = sv.db;
 	scfg.dir = sv.dir;
 	sv.ctx = &scfg;

@@ -111,6 +111,34 @@ static void escrow_free(void *svc)
 	kh_escrow_service_free(svc);
 }
 
+/* escrow serve's own options into the service's configuration. */
+static int escrow_option(void *ctx, int opt, const char *arg)
+{
+	static const char *const P = "escrow serve";
+	struct kh_escrow_service_config *scfg = ctx;
+	uint64_t v;
+
+	switch (opt) {
+	case 'M': scfg->secmod = arg; return KH_EXIT_OK;
+	case 'B':
+		if (kh_cli_parse_num(arg, 4096, &v) != 0 || !kh_secmod_bits_ok((unsigned)v))
+			return kh_cli_usage(P, "--key-bits takes 2048, 3072 or 4096");
+		scfg->key_bits = (unsigned)v;
+		return KH_EXIT_OK;
+	case 'L':
+		if (kh_cli_parse_num(arg, KH_ESCROW_DEADLINE_MAX, &v) != 0 || v < 1)
+			return kh_cli_usage(P, "--deadline takes a number of seconds from 1 to %u", KH_ESCROW_DEADLINE_MAX);
+		scfg->deadline = (unsigned)v;
+		return KH_EXIT_OK;
+	case 'W':
+		if (kh_cli_parse_num(arg, 86400, &v) != 0 || v < 1)
+			return kh_cli_usage(P, "--sweep-every takes a number of seconds from 1 to 86400");
+		scfg->sweep_every = (unsigned)v;
+		return KH_EXIT_OK;
+	default: return -1;
+	}
+}
+
 int kh_cmd_escrow_serve(int argc, char **argv)
 {
 	static const struct option opts[] = {{"db", required_argument, NULL, 'D'},
@@ -129,7 +157,6 @@ int kh_cmd_escrow_serve(int argc, char **argv)
 					     {NULL, 0, NULL, 0}};
 	static const char *const P = "escrow serve";
 	struct kh_escrow_service_config scfg = {0};
-	unsigned char seen[512] = {0};
 	struct kh_cli_serve sv = {.prog = P,
 				  .name = "escrow",
 				  .what = "escrow",
@@ -142,46 +169,10 @@ int kh_cmd_escrow_serve(int argc, char **argv)
 				  .routes = escrow_routes,
 				  .started = escrow_started,
 				  .free = escrow_free};
-	int c;
+	int rc;
 
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+l:t:h", opts, NULL)) != -1) {
-		const char *dup = kh_cli_twice(opts, c, seen);
-		uint64_t v;
-		int rc;
-
-		if (dup)
-			return kh_cli_usage(P, "--%s is given twice (it takes one value)", dup);
-		if ((rc = kh_cli_serve_option(&sv, c, optarg)) >= 0) {
-			if (rc != KH_EXIT_OK)
-				return rc;
-			continue;
-		}
-		switch (c) {
-		case 'M': scfg.secmod = optarg; break;
-		case 'B':
-			if (kh_cli_parse_num(optarg, 4096, &v) != 0 || !kh_secmod_bits_ok((unsigned)v))
-				return kh_cli_usage(P, "--key-bits takes 2048, 3072 or 4096");
-			scfg.key_bits = (unsigned)v;
-			break;
-		case 'L':
-			if (kh_cli_parse_num(optarg, KH_ESCROW_DEADLINE_MAX, &v) != 0 || v < 1)
-				return kh_cli_usage(P, "--deadline takes a number of seconds from 1 to %u",
-						    KH_ESCROW_DEADLINE_MAX);
-			scfg.deadline = (unsigned)v;
-			break;
-		case 'W':
-			if (kh_cli_parse_num(optarg, 86400, &v) != 0 || v < 1)
-				return kh_cli_usage(P, "--sweep-every takes a number of seconds from 1 to 86400");
-			scfg.sweep_every = (unsigned)v;
-			break;
-		case 'h': fputs(serve_help, stdout); return KH_EXIT_OK;
-		default: return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);
-		}
-	}
-	if (optind != argc)
-		return kh_cli_usage(P, "unexpected argument '%s'", argv[optind]);
+	if ((rc = kh_cli_serve_parse(&sv, opts, serve_help, argc, argv, escrow_option, &scfg)) != KH_EXIT_OK)
+		return rc < 0 ? KH_EXIT_OK : rc;
 	if (!scfg.secmod)
 		return kh_cli_usage(P, "--secmod is required");
 	scfg.db = sv.db;

@@ -4,6 +4,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <getopt.h>
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -275,4 +276,32 @@ int kh_cli_serve_option(struct kh_cli_serve *c, int opt, const char *arg)
 		return KH_EXIT_OK;
 	default: return -1;
 	}
+}
+
+int kh_cli_serve_parse(struct kh_cli_serve *c, const struct option *opts, const char *help, int argc, char **argv,
+		       int (*own)(void *ctx, int opt, const char *arg), void *ctx)
+{
+	unsigned char seen[512] = {0};
+	int opt;
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "+l:t:h", opts, NULL)) != -1) {
+		const char *dup = kh_cli_twice(opts, opt, seen);
+		int rc;
+
+		if (dup)
+			return kh_cli_usage(c->prog, "--%s is given twice (it takes one value)", dup);
+		if (opt == 'h') {
+			fputs(help, stdout);
+			return -1;
+		}
+		if ((rc = kh_cli_serve_option(c, opt, optarg)) < 0 && (opt == '?' || (rc = own(ctx, opt, optarg)) < 0))
+			return kh_cli_usage(c->prog, "unknown or incomplete option '%s'", argv[optind - 1]);
+		if (rc != KH_EXIT_OK)
+			return rc;
+	}
+	if (optind != argc)
+		return kh_cli_usage(c->prog, "unexpected argument '%s'", argv[optind]);
+	return KH_EXIT_OK;
 }
