@@ -159,6 +159,10 @@ typedef int kh_err;
 	XX(SHARES, "not enough valid key shares to recover the key", 409, "shares", 0x6F4D)      \
 	XX(IDEM_REQUIRED, "this request moves money or makes a key: it needs an Idempotency-Key " \
 	   "header", 400, "idempotency_key_required", 0x6F4E)                                      \
+	XX(KEY_BEHIND, "that key is behind the chain's position: it is forgotten (a replay?)", 409, \
+	   "key_behind", 0x6F4F)                                                                 \
+	XX(KEY_AHEAD, "that key is beyond the window ahead of the chain's position", 409,        \
+	   "key_ahead", 0x6F59)                                                                  \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

@@ -31,7 +31,7 @@ zone_of_header()
 {
 	case $1 in
 	keyhole/apdu.h | keyhole/buf.h | keyhole/cas.h | keyhole/cert.h | keyhole/crypto.h | keyhole/dist.h | keyhole/escrow.h | \
-		keyhole/err.h | keyhole/file.h | keyhole/hpke.h | keyhole/log.h | keyhole/pair.h | \
+		keyhole/err.h | keyhole/file.h | keyhole/hpke.h | keyhole/keyseq.h | keyhole/log.h | keyhole/pair.h | \
 		keyhole/scramble.h | keyhole/shamir.h | keyhole/usage.h | keyhole/transport.h) echo base ;;
 	keyhole/module.h) echo module ;;
 	keyhole/device.h | keyhole/runner.h | keyhole/softmodule.h) echo device ;;
