@@ -69,8 +69,8 @@ KH_WARN_UNUSED kh_err kh_escrow_seal_content(const uint8_t *listing, size_t llen
  * KH_ERR_INVAL unless 1 <= need <= nl <= 15, for listings of different content, or two listings
  * at one escrow (it would hold two shares).
  */
-KH_WARN_UNUSED kh_err kh_escrow_seal_split(const uint8_t *const *listings, const size_t *llens, size_t nl, unsigned need,
-					   const char *in, uint32_t chunk, const char *content_out,
+KH_WARN_UNUSED kh_err kh_escrow_seal_split(const uint8_t *const *listings, const size_t *llens, size_t nl,
+					   unsigned need, const char *in, uint32_t chunk, const char *content_out,
 					   const char *const *offer_outs, const char *share_out);
 /*
  * Grant the device's share in share_file (private to its owner) to the buyer device whose

@@ -112,7 +112,8 @@ static int story(struct act *a)
 				  a->f[F_BEA_TOK], "--device", a->f[F_DEV], "--offer", a->f[F_OFFER], "--content",
 				  a->f[F_KHE], "--out", a->f[F_BOUGHT], (char *)NULL) == 0,
 	     "the purchase failed");
-	STEP(available(a->e[0].db, "bea") == 5000 - 1250 && available(a->e[0].db, "shop") == 1250, "the money did not move once");
+	STEP(available(a->e[0].db, "bea") == 5000 - 1250 && available(a->e[0].db, "shop") == 1250,
+	     "the money did not move once");
 	kh__demo_say("buyer buy: bea's device blinded K's cipher with r only it knows; the escrow held 1250, answered "
 		     "on the blinded value; the device unblinded, checked m^e = c and the content's commitment, and "
 		     "said delivered: shop is paid 1250");

@@ -19,9 +19,9 @@
 #include "host/api_int.h"
 #include "keyhole/apdu.h"
 #include "keyhole/escrowclient.h"
-#include "keyhole/shamir.h"
 #include "keyhole/file.h"
 #include "keyhole/host.h"
+#include "keyhole/shamir.h"
 
 /* What the escrow answers: a listing or a purchase record is far below this. */
 #define ANSWER_MAX (64u * 1024u)
@@ -81,8 +81,10 @@ static kh_err account_read(struct kh_escrow_client *c, const char *what, const j
 
 	memset(a, 0, sizeof *a);
 	if (!name || strlen(name) >= sizeof a->name || !cur || !kh_escrow_currency_ok(cur) ||
-	    kh__api_get_int(o, "available", 0, INT64_MAX, &a->available) || kh__api_get_int(o, "held", 0, INT64_MAX, &a->held) ||
-	    kh__api_get_int(o, "deposited", 0, INT64_MAX, &a->deposited) || kh__api_get_int(o, "withdrawn", 0, INT64_MAX, &a->withdrawn)) {
+	    kh__api_get_int(o, "available", 0, INT64_MAX, &a->available) ||
+	    kh__api_get_int(o, "held", 0, INT64_MAX, &a->held) ||
+	    kh__api_get_int(o, "deposited", 0, INT64_MAX, &a->deposited) ||
+	    kh__api_get_int(o, "withdrawn", 0, INT64_MAX, &a->withdrawn)) {
 		kh__api_say(&c->api, "%s: the escrow's answer is not an account", what);
 		return KH_ERR_FORMAT;
 	}
@@ -314,7 +316,9 @@ static kh_err offer_load(struct kh_escrow_client *c, const char *offer, const ch
 		return r;
 	}
 	if ((r = kh_escrow_header_read(content, o->hb, &o->h)) != KH_OK)
-		kh__api_say(&c->api, r == KH_ERR_IO ? "%s: cannot open the content" : "%s: not escrowed content (its header does not read)",
+		kh__api_say(&c->api,
+			    r == KH_ERR_IO ? "%s: cannot open the content"
+					   : "%s: not escrowed content (its header does not read)",
 			    content);
 	return r;
 }

@@ -25,8 +25,8 @@
 #define SEAL_MAX (1024u * 1024u * 1024u)
 
 /* The container of the file in for content id under K: header and chunks, in *out (malloc'd). */
-static kh_err seal_container(const char *content, const char *in, uint32_t chunk, const uint8_t k[static KH_ESCROW_KEY_LEN],
-			     uint8_t **out, size_t *outlen)
+static kh_err seal_container(const char *content, const char *in, uint32_t chunk,
+			     const uint8_t k[static KH_ESCROW_KEY_LEN], uint8_t **out, size_t *outlen)
 {
 	struct kh_escrow_header h;
 	uint8_t ck[KH_KEY_LEN], *pt = NULL, *o = NULL;
