@@ -61,6 +61,13 @@ enum kh_ins {
 	KH_INS_CONTENT_CHUNK = 0x3C, /* buyer: a content chunk in, its plaintext out */
 	KH_INS_CONTENT_CLOSE = 0x3E, /* buyer: forget the content key */
 	KH_INS_BUY_COMBINE = 0x2E,   /* buyer: escrows' key shares and its own into K: notices (and licence) out */
+	/* Key card (seed 004, docs/protocols/keycenter.md). */
+	KH_INS_KC_ENROL = 0x90,  /* keycard: the center's certificate and key in, the seed sealed to it out (once) */
+	KH_INS_KC_SEND = 0x92,   /* keycard: the next key of the send chain out, the chain moved past it */
+	KH_INS_KC_ACK = 0x94,    /* keycard: the center's signed ack of a post in */
+	KH_INS_KC_OPEN = 0x96,   /* keycard: a delivery's header and chunk 0 in; checked, its key out */
+	KH_INS_KC_HELLO = 0x98,  /* keycard: sign a center's session nonce */
+	KH_INS_KC_STATUS = 0x9A, /* keycard: serial, center, chain positions (public) */
 };
 
 /*

@@ -29,6 +29,7 @@ enum kh_role {
 	KH_ROLE_ECM_SIGNER = 8, /* the headend's key that signs every ECM's access criteria */
 	KH_ROLE_EMM_SIGNER = 9, /* the operator's key that signs group and broadcast EMMs */
 	KH_ROLE_ESCROW = 10,    /* an escrow's key that signs listings and answers */
+	KH_ROLE_KEYCENTER = 11, /* a key center's key that signs acks and its enrolment key */
 };
 
 enum kh_cert_key {

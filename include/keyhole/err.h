@@ -163,6 +163,14 @@ typedef int kh_err;
 	   "key_behind", 0x6F4F)                                                                 \
 	XX(KEY_AHEAD, "that key is beyond the window ahead of the chain's position", 409,        \
 	   "key_ahead", 0x6F59)                                                                  \
+	XX(REPLAY, "that message was relayed already (a replay)", 409, "replay", 0x6F5A)        \
+	XX(NOT_ACTIVE, "the key card is not activated", 403, "not_activated", 0x6F5B)            \
+	XX(BLOCKED, "the key card is blocked", 403, "card_blocked", 0x6F5C)                      \
+	XX(RECIPIENT, "no active key card has that address", 404, "unknown_recipient", 0x6F5D)  \
+	XX(ACCESS_CODE, "wrong access code", 403, "access_code", 0x6F5E)                         \
+	XX(ENROLLED, "the key card is enrolled already", 409, "enrolled", 0x6F5F)                \
+	XX(NOT_ENROLLED, "the key card is not enrolled with a key center", 409, "not_enrolled",  \
+	   0x6F60)                                                                               \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

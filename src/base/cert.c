@@ -32,6 +32,7 @@ static const char *const role_names[] = {
 	[KH_ROLE_ECM_SIGNER] = "ecm-signer",
 	[KH_ROLE_EMM_SIGNER] = "emm-signer",
 	[KH_ROLE_ESCROW] = "escrow",
+	[KH_ROLE_KEYCENTER] = "keycenter",
 };
 #define NROLES (sizeof role_names / sizeof role_names[0])
 
