@@ -124,6 +124,11 @@ struct kh_http_route {
  * open_burst in struct kh_http_config): beyond it the answer is 429 with Retry-After.
  */
 #define KH_HTTP_ROUTE_OPEN 1u
+/*
+ * A raw route: its body is application/octet-stream, handed over as bytes (kh_http_raw_body), not
+ * parsed, up to raw_body_limit (struct kh_http_config) rather than body_limit.
+ */
+#define KH_HTTP_ROUTE_RAW 2u
 
 /*
  * An Idempotency-Key header is 1 to KH_HTTP_IDEM_KEY_MAX visible ASCII characters; anything else
@@ -165,6 +170,7 @@ struct kh_http_config {
 	unsigned open_rate;
 	unsigned open_burst;
 	unsigned head_timeout_s; /* receive deadline of a request head, seconds; 0 = KH_HTTP_HEAD_S */
+	size_t raw_body_limit;   /* largest body of a raw route (KH_HTTP_ROUTE_RAW); 0 = body_limit */
 };
 
 #define KH_HTTP_BODY_LIMIT (1024u * 1024u)
@@ -216,6 +222,8 @@ const char *kh_http_query(const struct kh_http_req *r, const char *name);
 const char *kh_http_header(const struct kh_http_req *r, const char *name);
 /* The parsed JSON body (always an object), NULL when the request had no body. Borrowed. */
 json_t *kh_http_body(const struct kh_http_req *r);
+/* A raw route's body (KH_HTTP_ROUTE_RAW): *len bytes, NULL and 0 when none. Borrowed. */
+const uint8_t *kh_http_raw_body(const struct kh_http_req *r, size_t *len);
 /* The Idempotency-Key header, NULL when absent. */
 const char *kh_http_idempotency_key(const struct kh_http_req *r);
 

@@ -167,6 +167,12 @@ json_t *kh_http_body(const struct kh_http_req *r)
 	return r ? r->json : NULL;
 }
 
+const uint8_t *kh_http_raw_body(const struct kh_http_req *r, size_t *len)
+{
+	*len = r && r->route && (r->route->flags & KH_HTTP_ROUTE_RAW) ? r->len : 0;
+	return *len ? (const uint8_t *)r->body : NULL;
+}
+
 const char *kh_http_idempotency_key(const struct kh_http_req *r)
 {
 	return r ? r->idem_key : NULL;

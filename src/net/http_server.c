@@ -65,7 +65,7 @@ kh_err kh_http_add_routes(struct kh_http *h, const struct kh_http_route *routes,
 		rt->fn = routes[i].fn;
 		rt->arg = routes[i].arg;
 		rt->flags = routes[i].flags;
-		if (!kh__http_valid_method(rt->method) || !rt->fn || (rt->flags & ~KH_HTTP_ROUTE_OPEN)) {
+		if (!kh__http_valid_method(rt->method) || !rt->fn || (rt->flags & ~(KH_HTTP_ROUTE_OPEN | KH_HTTP_ROUTE_RAW))) {
 			r = KH_ERR_INVAL;
 			goto bad;
 		}
@@ -163,15 +163,26 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	pthread_mutex_unlock(&h->lock);
 }
 
-static int is_json_type(const char *ct)
+/* A raw route's body (KH_HTTP_ROUTE_RAW) is bytes, not JSON, and has a limit of its own. */
+static int is_raw(const struct kh_http_req *r)
 {
-	size_t n = strlen("application/json");
+	return r->route && (r->route->flags & KH_HTTP_ROUTE_RAW);
+}
+
+static size_t body_limit_of(const struct kh_http_req *r)
+{
+	return is_raw(r) && r->h->cfg.raw_body_limit ? r->h->cfg.raw_body_limit : r->h->cfg.body_limit;
+}
+
+static int is_type(const char *ct, const char *want)
+{
+	size_t n = strlen(want);
 
 	if (!ct)
 		return 0;
 	while (*ct == ' ' || *ct == '\t')
 		ct++;
-	if (strncasecmp(ct, "application/json", n) != 0)
+	if (strncasecmp(ct, want, n) != 0)
 		return 0;
 	ct += n;
 	while (*ct == ' ' || *ct == '\t')
@@ -320,7 +331,7 @@ static enum MHD_Result on_headers(struct kh_http_req *r, const char *version)
 		v = strtoull(cl, &end, 10);
 		if (errno || end == cl || *end)
 			return kh__http_send_error(r, KH_ERR_INVAL, "bad Content-Length", NULL);
-		if (v > h->cfg.body_limit)
+		if (v > body_limit_of(r))
 			return kh__http_send_error(r, KH_ERR_TOO_LARGE, "request body too large", NULL);
 		has_body = v > 0;
 		declared = (long long)v;
@@ -329,9 +340,10 @@ static enum MHD_Result on_headers(struct kh_http_req *r, const char *version)
 		declared = -1;
 	}
 	ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-	if (has_body && !is_json_type(ct)) {
-		json_t *b = json_pack("{s:{s:s,s:s}}", "error", "code", "unsupported_media_type",
-				      "message", "request body must be application/json");
+	if (has_body && !is_type(ct, is_raw(r) ? "application/octet-stream" : "application/json")) {
+		json_t *b = json_pack("{s:{s:s,s:s}}", "error", "code", "unsupported_media_type", "message",
+				      is_raw(r) ? "request body must be application/octet-stream" :
+						  "request body must be application/json");
 		enum MHD_Result ret;
 		if (!b)
 			return MHD_NO;
@@ -350,7 +362,7 @@ static enum MHD_Result on_headers(struct kh_http_req *r, const char *version)
 
 static enum MHD_Result on_body(struct kh_http_req *r, const char *data, size_t n)
 {
-	size_t limit = r->h->cfg.body_limit;
+	size_t limit = body_limit_of(r);
 
 	if (r->too_large || n > limit - r->len) {
 		if (!r->too_large) {
@@ -404,7 +416,7 @@ static enum MHD_Result on_complete(struct kh_http_req *r)
 		return kh__http_send_error(r, KH_ERR_TOO_LARGE, "request body too large", NULL);
 	if (!r->route)
 		return send_metrics(r);
-	if (r->len) {
+	if (r->len && !is_raw(r)) {
 		json_error_t jerr;
 		r->json = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &jerr);
 		if (!r->json || !json_is_object(r->json))

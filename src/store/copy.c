@@ -38,6 +38,7 @@
 #define P10 P9 ", ?10"
 #define P12 P9 ", ?10, ?11, ?12"
 #define P15 P12 ", ?13, ?14, ?15"
+#define P16 P15 ", ?16"
 #define P2 "?1, ?2"
 
 /* The key after which a page starts: the primary key's columns as a row value. */
@@ -156,6 +157,16 @@ static const struct table tables[] = {
 	{T("escrow_entries", "id, movement_id, account_id, bucket, amount", "iiiti", 1, "id", AFTER1("id"), P5),
 	 .gen = GEN_AUTO},
 	{T("escrow_tokens", "account_id, token_hash, created_at", "ibi", 1, "account_id", AFTER1("account_id"), P3)},
+	/* the key center's (migration 10) */
+	{T("kc_cards",
+	   "serial, address, state, sign_cert, code_mac, code_fails, code_window_start, send_pos, send_state, "
+	   "recv_pos, recv_state, last_post_hash, hello_time, replaced_by, created, activated",
+	   "ittbbiiibibbiiii", 1, "serial", AFTER1("serial"), P16)},
+	{T("kc_mailbox", "recipient, idx, sender, sender_address, msg, key_sealed, size, created", "iiitbbii", 2,
+	   "recipient, idx", AFTER2("recipient", "idx"), P8)},
+	{T("kc_relays", "id, sender, send_idx, recipient, recv_idx, size, time", "iiiiiii", 1, "id", AFTER1("id"), P7),
+	 .gen = GEN_AUTO},
+	{T("kc_sessions", "token_hash, serial, expires", "bii", 1, "token_hash", AFTER1("token_hash"), P3)},
 };
 #define NTABLES (sizeof tables / sizeof tables[0])
 

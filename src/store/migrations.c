@@ -465,6 +465,60 @@ static const char migration_9[] =
 	"  created_at INTEGER NOT NULL\n"
 	") STRICT;\n";
 
+/*
+ * The key center's (migration 10; include/keyhole/store_keycenter.h): the key cards it enrolled,
+ * their chains' states sealed at rest beside their public positions, the deliveries waiting,
+ * the relay log (no key, no content) and the mailbox sessions' token hashes.
+ */
+#define KC_SEALED(col) "CHECK (length(" col ") = 60)"
+
+static const char migration_10[] =
+	"CREATE TABLE kc_cards (\n"
+	"  serial INTEGER NOT NULL PRIMARY KEY CHECK (serial >= 1),\n"
+	"  address TEXT UNIQUE CHECK (address IS NULL OR length(address) BETWEEN 1 AND 64),\n"
+	"  state TEXT NOT NULL CHECK (state IN ('enrolled', 'active', 'blocked')),\n"
+	"  sign_cert BLOB NOT NULL CHECK (length(sign_cert) BETWEEN 1 AND 1024),\n"
+	"  code_mac BLOB NOT NULL CHECK (length(code_mac) = 32),\n"
+	"  code_fails INTEGER NOT NULL CHECK (code_fails >= 0),\n"
+	"  code_window_start INTEGER NOT NULL,\n"
+	"  send_pos INTEGER NOT NULL CHECK (send_pos >= 1),\n"
+	"  send_state BLOB NOT NULL " KC_SEALED("send_state") ",\n"
+	"  recv_pos INTEGER NOT NULL CHECK (recv_pos >= 1),\n"
+	"  recv_state BLOB NOT NULL " KC_SEALED("recv_state") ",\n"
+	"  last_post_hash BLOB CHECK (last_post_hash IS NULL OR length(last_post_hash) = 32),\n"
+	"  hello_time INTEGER NOT NULL,\n"
+	"  replaced_by INTEGER,\n"
+	"  created INTEGER NOT NULL,\n"
+	"  activated INTEGER\n"
+	") STRICT;\n"
+	"CREATE TABLE kc_mailbox (\n"
+	"  recipient INTEGER NOT NULL REFERENCES kc_cards(serial),\n"
+	"  idx INTEGER NOT NULL CHECK (idx >= 1),\n"
+	"  sender INTEGER NOT NULL,\n"
+	"  sender_address TEXT NOT NULL CHECK (length(sender_address) BETWEEN 1 AND 64),\n"
+	"  msg BLOB NOT NULL,\n"
+	"  key_sealed BLOB CHECK (key_sealed IS NULL OR length(key_sealed) = 60),\n"
+	"  size INTEGER NOT NULL CHECK (size >= 0),\n"
+	"  created INTEGER NOT NULL,\n"
+	"  PRIMARY KEY (recipient, idx)\n"
+	") STRICT;\n"
+	"CREATE TABLE kc_relays (\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  sender INTEGER NOT NULL,\n"
+	"  send_idx INTEGER NOT NULL CHECK (send_idx >= 1),\n"
+	"  recipient INTEGER,\n"
+	"  recv_idx INTEGER,\n"
+	"  size INTEGER NOT NULL CHECK (size >= 0),\n"
+	"  time INTEGER NOT NULL,\n"
+	"  CHECK ((recipient IS NULL) = (recv_idx IS NULL))\n"
+	") STRICT;\n"
+	"CREATE TABLE kc_sessions (\n"
+	"  token_hash BLOB PRIMARY KEY CHECK (length(token_hash) = 32),\n"
+	"  serial INTEGER NOT NULL REFERENCES kc_cards(serial),\n"
+	"  expires INTEGER NOT NULL\n"
+	") STRICT;\n"
+	"CREATE INDEX kc_sessions_serial ON kc_sessions(serial, expires);\n";
+
 const struct kh__migration kh__migrations[] = {
 	{1, migration_1},
 	{2, migration_2},
@@ -475,6 +529,7 @@ const struct kh__migration kh__migrations[] = {
 	{7, migration_7},
 	{8, migration_8},
 	{9, migration_9},
+	{10, migration_10},
 };
 const size_t kh__migrations_count = sizeof kh__migrations / sizeof kh__migrations[0];
 
