@@ -119,6 +119,9 @@ struct kh_store_kc_relay {
 typedef kh_err (*kh_store_kc_relay_fn)(void *arg, const struct kh_store_kc_relay *r);
 
 KH_WARN_UNUSED kh_err kh_store_kc_relay_add(struct kh_store *s, const struct kh_store_kc_relay *r);
+/* The relay of post send_idx of sender; KH_ERR_NOTFOUND. */
+KH_WARN_UNUSED kh_err kh_store_kc_relay_find(struct kh_store *s, uint64_t sender, uint64_t send_idx,
+					     struct kh_store_kc_relay *r);
 /* In id order. */
 KH_WARN_UNUSED kh_err kh_store_kc_relays_list(struct kh_store *s, kh_store_kc_relay_fn fn, void *arg);
 

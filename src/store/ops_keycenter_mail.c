@@ -189,10 +189,43 @@ kh_err kh_store_kc_relay_add(struct kh_store *s, const struct kh_store_kc_relay 
 	return r;
 }
 
+static void relay_row(struct kh__stmt *st, struct kh_store_kc_relay *x)
+{
+	x->id = kh__col_i64(st, 0);
+	x->sender = (uint64_t)kh__col_i64(st, 1);
+	x->send_idx = (uint64_t)kh__col_i64(st, 2);
+	x->recipient = (uint64_t)kh__col_i64(st, 3);
+	x->recv_idx = (uint64_t)kh__col_i64(st, 4);
+	x->size = kh__col_i64(st, 5);
+	x->time = kh__col_i64(st, 6);
+}
+
+#define RELAY_COLS "id, sender, send_idx, coalesce(recipient, 0), coalesce(recv_idx, 0), size, time"
+
+kh_err kh_store_kc_relay_find(struct kh_store *s, uint64_t sender, uint64_t send_idx, struct kh_store_kc_relay *x)
+{
+	static const char sql[] = "SELECT " RELAY_COLS " FROM kc_relays WHERE sender = ?1 AND send_idx = ?2\n"
+				  "ORDER BY id DESC LIMIT 1";
+	struct kh__stmt *st = NULL;
+	int row = 0;
+	kh_err r;
+
+	if (s == NULL || x == NULL)
+		return KH_ERR_INVAL;
+	if ((r = kh__stmt(s, sql, &st)) == KH_OK && (r = kh__bind_i64(st, 1, (int64_t)sender)) == KH_OK &&
+	    (r = kh__bind_i64(st, 2, (int64_t)send_idx)) == KH_OK && (r = kh__step(st, &row)) == KH_OK) {
+		if (row)
+			relay_row(st, x);
+		else
+			r = KH_ERR_NOTFOUND;
+	}
+	kh__stmt_done(st);
+	return r;
+}
+
 kh_err kh_store_kc_relays_list(struct kh_store *s, kh_store_kc_relay_fn fn, void *arg)
 {
-	static const char sql[] = "SELECT id, sender, send_idx, coalesce(recipient, 0), coalesce(recv_idx, 0), size,\n"
-				  "  time FROM kc_relays ORDER BY id";
+	static const char sql[] = "SELECT " RELAY_COLS " FROM kc_relays ORDER BY id";
 	struct kh_store_kc_relay x;
 	struct kh__stmt *st = NULL;
 	int row = 1;
@@ -202,13 +235,7 @@ kh_err kh_store_kc_relays_list(struct kh_store *s, kh_store_kc_relay_fn fn, void
 		return KH_ERR_INVAL;
 	r = kh__stmt(s, sql, &st);
 	while (r == KH_OK && (r = kh__step(st, &row)) == KH_OK && row) {
-		x.id = kh__col_i64(st, 0);
-		x.sender = (uint64_t)kh__col_i64(st, 1);
-		x.send_idx = (uint64_t)kh__col_i64(st, 2);
-		x.recipient = (uint64_t)kh__col_i64(st, 3);
-		x.recv_idx = (uint64_t)kh__col_i64(st, 4);
-		x.size = kh__col_i64(st, 5);
-		x.time = kh__col_i64(st, 6);
+		relay_row(st, &x);
 		r = fn(arg, &x);
 	}
 	kh__stmt_done(st);
