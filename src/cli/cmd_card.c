@@ -19,8 +19,8 @@
 enum { O_KEY = 256, O_SOCKET };
 
 static const char issue_help[] =
-	"usage: keyhole card issue --authority DIR --role ROLE --out FILE\n"
-	"                          [--ua UA] [--key KEYFILE]\n"
+	"usage: keyhole card issue --authority DIR --role card|cam|decoder|processor|buyer|keycard\n"
+	"                          --out FILE [--ua UA] [--key KEYFILE]\n"
 	"\n"
 	"Personalise a new module: a blank software module generates its own signing (Ed25519) and\n"
 	"pairing (X25519) keys, the authority certifies them, and the module stores its state sealed\n"
