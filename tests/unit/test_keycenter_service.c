@@ -27,10 +27,13 @@
 #include "keyhole/hpke.h"
 #include "keyhole/http.h"
 #include "keyhole/identity.h"
+#include "keyhole/host.h"
 #include "keyhole/keycard.h"
+#include "keyhole/keycardhost.h"
 #include "keyhole/keycentersvc.h"
 #include "keyhole/store_keycenter.h"
 #include "testutil.h"
+#include "world.h"
 
 #define DOC_LEN 1000
 #define THREADS 32
@@ -883,6 +886,169 @@ static void test_replacement(void **state)
 	assert_int_equal(enrol(x, &b, old.serial), KH_ERR_EXISTS);
 }
 
+/* ---------------------------------------------------------------- real key cards */
+
+/* The enrolment station with a card module: its certificate, KC ENROL, the center's side. */
+static kh_err enrol_module(struct kx *x, struct mod *m, const char *addr, uint64_t replaces, uint64_t *serial,
+			   char code[static KH_KEYCENTER_CODE_SHOWN + 1])
+{
+	uint8_t der[KH_CERT_MAX], rec[KH_KC_ENROLKEY_LEN], sealed[KH_KC_SEALED_SEED_LEN];
+	const uint8_t *cert;
+	size_t n = 0, certlen = 0;
+	uint64_t card = 0;
+	uint16_t sw = 0;
+	struct kh_store *st;
+	kh_err r;
+
+	assert_int_equal(kh_host_apdu(&m->t, KH_INS_GET_CERT, 1, NULL, 0, der, sizeof der, &n, &sw), KH_OK);
+	assert_int_equal(kh_keycenter_card_cert(x->kc, der, n, atomic_load(&clock_now), serial), KH_OK);
+	assert_int_equal(*serial, m->ua);
+	assert_int_equal(kh_keycenter_enrolkey(x->kc, rec), KH_OK);
+	cert = kh_keycenter_cert(x->kc, &certlen);
+	if ((r = kh_keycard_enrol(&m->t, cert, certlen, rec, &card, sealed)) != KH_OK)
+		return r;
+	assert_int_equal(card, *serial);
+	{
+		struct kh_keycenter_enrolment e = {card, sealed, der, n, addr, replaces};
+		assert_int_equal(kh_store_open(x->db, &st), KH_OK);
+		r = kh_keycenter_enrol(x->kc, st, &e, atomic_load(&clock_now), code);
+		kh_store_close(st);
+	}
+	return r;
+}
+
+/* KC SEND, the post sealed by the host, the ack given back to the card. */
+static void module_post(struct kx *x, struct mod *m, const char *to, const uint8_t *doc, size_t len, long want)
+{
+	struct kh_kc_header h = {KH_KC_POST, 0, 0};
+	uint8_t key[32], ack[KH_KC_ACK_LEN], *msg;
+	size_t cap = (size_t)kh_kc_msg_size(strlen(to), len), n = 0, an = 0;
+	json_t *j = NULL;
+
+	assert_int_equal(kh_keycard_send(&m->t, &h.serial, &h.index, key), KH_OK);
+	assert_non_null(msg = malloc(cap));
+	assert_int_equal(kh_kc_msg_seal(key, &h, to, doc, len, msg, cap, &n), KH_OK);
+	kh_wipe(key, sizeof key);
+	assert_int_equal(post(x, msg, n, &j), want);
+	assert_int_equal(kh_json_get_b64(j, "ack", ack, sizeof ack, &an, 1), KH_OK);
+	assert_int_equal(kh_keycard_ack(&m->t, ack, an), KH_OK);
+	json_decref(j);
+	free(msg);
+}
+
+/* KC HELLO over the center's nonce: a session token into tok. */
+static long module_session(struct kx *x, struct mod *m, uint64_t serial, char tok[static 64])
+{
+	char body[512], nb64[64], sb64[128];
+	uint8_t nonce[KH_KC_NONCE_LEN], sig[64];
+	uint64_t who = 0;
+	json_t *j = NULL;
+	size_t n = 0;
+	long st;
+
+	snprintf(body, sizeof body, "{\"serial\": %llu}", (unsigned long long)serial);
+	assert_int_equal(req_json(x, "POST", "/v1/sessions/challenge", body, NULL, &j), 200);
+	assert_int_equal(kh_json_get_b64(j, "nonce", nonce, sizeof nonce, &n, 1), KH_OK);
+	json_decref(j);
+	assert_int_equal(kh_keycard_hello(&m->t, nonce, &who, sig), KH_OK);
+	assert_int_equal(who, serial);
+	assert_int_equal(kh_b64url_encode(nonce, sizeof nonce, nb64, sizeof nb64), KH_OK);
+	assert_int_equal(kh_b64url_encode(sig, sizeof sig, sb64, sizeof sb64), KH_OK);
+	snprintf(body, sizeof body, "{\"serial\": %llu, \"nonce\": \"%s\", \"signature\": \"%s\"}",
+		 (unsigned long long)serial, nb64, sb64);
+	st = req_json(x, "POST", "/v1/sessions", body, NULL, &j);
+	if (st == 200)
+		snprintf(tok, 64, "%s", json_string_value(json_object_get(j, "token")));
+	/* the same nonce and signature again: used */
+	json_decref(j);
+	if (st == 200) {
+		assert_int_equal(req_json(x, "POST", "/v1/sessions", body, NULL, &j), 409);
+		expect_error(j, "replay");
+		json_decref(j);
+	}
+	return st;
+}
+
+/* A delivery fetched, KC OPEN given its header and chunk 0, the rest opened under the key it gives. */
+static void module_open(struct kx *x, struct mod *m, const char *tok, uint64_t j, const uint8_t *doc, size_t len,
+			const char *from)
+{
+	struct card c; /* only the token is used */
+	struct kh_kc_header h;
+	struct kh_kc_envelope e;
+	uint8_t key[32], *got;
+	size_t ctlen = 0, glen = 0;
+	uint64_t idx = 0;
+	int last = 0;
+	struct buf d;
+
+	memset(&c, 0, sizeof c);
+	snprintf(c.token, sizeof c.token, "%s", tok);
+	d = fetch(x, &c, j);
+	assert_int_equal(kh_kc_chunk_frame(d.p + KH_KC_HEADER_LEN, d.n - KH_KC_HEADER_LEN, &ctlen, &last), KH_OK);
+	assert_int_equal(kh_keycard_open(&m->t, d.p, d.p + KH_KC_HEADER_LEN, KH_KC_CHUNK_HDR_LEN + ctlen, &idx, key),
+			 KH_OK);
+	assert_int_equal(idx, j);
+	assert_non_null(got = malloc(len + 1));
+	assert_int_equal(kh_kc_msg_open(key, d.p, d.n, &h, &e, got, len + 1, &glen), KH_OK);
+	kh_wipe(key, sizeof key);
+	assert_int_equal(glen, len);
+	assert_memory_equal(got, doc, len);
+	assert_string_equal(e.addr, from);
+	free(got);
+	free(d.p);
+}
+
+/* Two key card modules: enrolled at the station, activated, A posts to B, B opens with its card. */
+static void test_real_cards(void **state)
+{
+	struct kx *x = *state;
+	struct mod a, b, c;
+	uint64_t sa = 0, sb = 0, sc = 0;
+	char code_a[KH_KEYCENTER_CODE_SHOWN + 1], code_b[KH_KEYCENTER_CODE_SHOWN + 1], tok[64];
+	uint8_t doc[5000];
+	json_t *j = NULL;
+
+	make_mod(x->auth, KH_ROLE_KEYCARD, &a);
+	make_mod(x->auth, KH_ROLE_KEYCARD, &b);
+	make_mod(x->auth, KH_ROLE_KEYCARD, &c);
+	assert_int_equal(enrol_module(x, &a, "ann@x", 0, &sa, code_a), KH_OK);
+	assert_int_equal(enrol_module(x, &b, "ben@x", 0, &sb, code_b), KH_OK);
+	/* a card enrolled already: the center refuses to register it twice */
+	assert_int_equal(enrol_module(x, &a, "ann2@x", 0, &sa, code_a), KH_ERR_EXISTS);
+	/* an address in use: refused before the card is touched by the CLI; here the center refuses */
+	assert_int_equal(enrol_module(x, &c, "ben@x", 0, &sc, code_b), KH_ERR_EXISTS);
+	assert_int_equal(activate(x, sa, code_a, &j), 200);
+	json_decref(j);
+	assert_int_equal(activate(x, sb, code_b, &j), 200);
+	json_decref(j);
+	assert_int_equal(kh_random(doc, sizeof doc), KH_OK);
+	module_post(x, &a, "ben@x", doc, sizeof doc, 200);
+	module_post(x, &a, "ben@x", doc, 100, 200);
+	module_post(x, &a, "nobody@x", doc, 100, 404);
+	module_post(x, &a, "ben@x", doc, 7, 200);
+	assert_int_equal(card_row(x, sa).send_pos, 5);
+	assert_int_equal(module_session(x, &b, sb, tok), 200);
+	module_open(x, &b, tok, 1, doc, sizeof doc, "ann@x");
+	module_open(x, &b, tok, 2, doc, 100, "ann@x");
+	module_open(x, &b, tok, 3, doc, 7, "ann@x");
+	/* B replies; A opens */
+	module_post(x, &b, "ann@x", doc, 1, 200);
+	assert_int_equal(module_session(x, &a, sa, tok), 200);
+	module_open(x, &a, tok, 1, doc, 1, "ben@x");
+	/* a card not activated gets no session */
+	assert_int_equal(enrol_module(x, &c, "cy@x", 0, &sc, code_b), KH_OK);
+	{
+		char body[64];
+		snprintf(body, sizeof body, "{\"serial\": %llu}", (unsigned long long)sc);
+		assert_int_equal(req_json(x, "POST", "/v1/sessions/challenge", body, NULL, &j), 200);
+		json_decref(j);
+	}
+	kh_softmod_free(a.sm);
+	kh_softmod_free(b.sm);
+	kh_softmod_free(c.sm);
+}
+
 /* ---------------------------------------------------------------- 32 senders at once */
 
 struct sender {
@@ -996,6 +1162,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sender_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stolen_database, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replacement, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_real_cards, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 	};
 	curl_global_init(CURL_GLOBAL_DEFAULT);
