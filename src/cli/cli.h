@@ -162,6 +162,7 @@ int kh_cmd_card(int argc, char **argv);
 int kh_cmd_processor(int argc, char **argv);
 int kh_cmd_dist(int argc, char **argv);
 int kh_cmd_escrow(int argc, char **argv);
+int kh_cmd_keycenter(int argc, char **argv);
 int kh_cmd_seller(int argc, char **argv);
 int kh_cmd_buyer(int argc, char **argv);
 int kh_cmd_pair(int argc, char **argv);
@@ -199,6 +200,7 @@ struct kh_cli_serve {
 	const char *what;           /* the service named in errors ("distribution server") */
 	const char *db, *dir, *listen, *listen_default, *cert, *key;
 	unsigned threads, open_rate, open_burst;
+	size_t raw_body_limit;      /* the largest body of a raw route (0: none larger than JSON's) */
 	kh_err (*make)(void *ctx, void **svc, const char **what); /* what: "database" or a path */
 	kh_err (*routes)(void *svc, struct kh_http *h);
 	kh_err (*started)(void *svc); /* after the server listens (NULL: nothing) */

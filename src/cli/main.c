@@ -19,6 +19,7 @@ static const struct kh_cli_cmd commands[] = {
 	{"processor", kh_cmd_processor, "the buyer's tamper-resistant processor: its module and runner as a daemon"},
 	{"dist", kh_cmd_dist, "program distribution: its server, and the buyer's client"},
 	{"escrow", kh_cmd_escrow, "the escrow of blinded licence keys: its service, signing process and ledger"},
+	{"keycenter", kh_cmd_keycenter, "the key center relay: enrol key cards, serve their posts and mailboxes"},
 	{"seller", kh_cmd_seller, "list content at an escrow and encrypt it for the listing"},
 	{"buyer", kh_cmd_buyer, "buy escrowed content for a buyer's device, open it, follow purchases"},
 	{"demo", kh_cmd_demo, "tell the pairing and pay-TV story end to end in a temporary directory"},

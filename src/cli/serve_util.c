@@ -213,6 +213,7 @@ int kh_cli_serve_run(const struct kh_cli_serve *c)
 	hcfg.threads = c->threads;
 	hcfg.open_rate = c->open_rate;
 	hcfg.open_burst = c->open_burst;
+	hcfg.raw_body_limit = c->raw_body_limit;
 	if ((r = kh_http_new(&hcfg, &h)) != KH_OK) {
 		rc = kh_cli_fail("http server", r);
 		goto out;
