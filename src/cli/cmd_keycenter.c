@@ -118,7 +118,8 @@ static int enrol_card(const struct enrol_args *a, const struct kh_keycenter *kc,
 	cert = kh_keycenter_cert(kc, &certlen);
 	if ((r = card_cert(&t, der, &n)) != KH_OK ||
 	    (r = kh_keycenter_card_cert(kc, der, n, (int64_t)time(NULL), &serial)) != KH_OK ||
-	    (r = kh_keycenter_enrolkey(kc, rec)) != KH_OK || (r = kh_keycard_enrol(&t, cert, certlen, rec, &card, sealed)) != KH_OK)
+	    (r = kh_keycenter_enrolkey(kc, rec)) != KH_OK ||
+	    (r = kh_keycard_enrol(&t, cert, certlen, rec, &card, sealed)) != KH_OK)
 		goto out;
 	if (card != serial) {
 		r = KH_ERR_CERT; /* the card answers for another serial than its certificate's */

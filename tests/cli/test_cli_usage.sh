@@ -330,6 +330,8 @@ for pair in "keyhole.1:" "keyhole-authority.1:authority init" "keyhole-authority
 	"keyhole-escrow.1:escrow secmod" "keyhole-escrow.1:escrow init" "keyhole-escrow.1:escrow serve" \
 	"keyhole-escrow.1:escrow account add" "keyhole-escrow.1:escrow account deposit" \
 	"keyhole-escrow.1:escrow account token" "keyhole-escrow.1:escrow audit" "keyhole-escrow.1:escrow sweep" \
+	"keyhole-keycenter.1:keycenter init" "keyhole-keycenter.1:keycenter enrol" "keyhole-keycenter.1:keycenter block" \
+	"keyhole-keycenter.1:keycenter list" "keyhole-keycenter.1:keycenter log" "keyhole-keycenter.1:keycenter serve" \
 	"keyhole-seller.1:seller list" "keyhole-seller.1:seller encrypt" "keyhole-seller.1:seller account" \
 	"keyhole-buyer.1:buyer buy" "keyhole-buyer.1:buyer open" "keyhole-buyer.1:buyer status"; do
 	page=$MAN/${pair%%:*}

@@ -1,6 +1,7 @@
 # docs/api/openapi.yaml (the management center, `keyhole serve`), docs/api/distribution.yaml
-# (the distribution server, `keyhole dist serve`) and docs/api/escrow.yaml (the escrow,
-# `keyhole escrow serve`) are valid OpenAPI 3 descriptions of what each server serves:
+# (the distribution server, `keyhole dist serve`), docs/api/escrow.yaml (the escrow,
+# `keyhole escrow serve`) and docs/api/keycenter.yaml (the key center, `keyhole keycenter serve`)
+# are valid OpenAPI 3 descriptions of what each server serves:
 # - Redocly's CLI (installed by scripts/install-deps into tools/node_modules) lints the three with
 #   its recommended rules, every one an error (tests/cli/redocly.yaml): the structure of every
 #   object (a stray key is refused), references, path parameters, security defined for every
@@ -123,6 +124,7 @@ no401()
 valid openapi.yaml
 valid distribution.yaml
 valid escrow.yaml
+valid keycenter.yaml
 
 # the validator bites: a comma in an unquoted flow-mapping description makes a stray key ...
 sed 's/^\(        name: {\$ref: .#\/components\/schemas\/Name.}\)$/\1\n        note: {type: string, description: a name, or a nickname}/' \
@@ -230,4 +232,7 @@ escrow_idem "$KH_META/bite" && kh_fail "a withdrawal without its Idempotency-Key
 grep -qx '  POST /v1/withdrawals (without its Idempotency-Key)' "$KH_META/idem" ||
 	kh_fail "the Idempotency-Key check did not name POST /v1/withdrawals: $(cat "$KH_META/idem")"
 
-kh_note "ok: $(wc -l <"$KH_META/openapi.yaml.routes") routes of the center, $(wc -l <"$KH_META/distribution.yaml.routes") of the distribution server, $(wc -l <"$KH_META/escrow.yaml.routes") of the escrow, specs valid"
+# the key center: the mailbox session's token; posts, activation, acks and sessions are open
+holds keycenter.yaml src/center/keycenter/service.c kh_keycenter_service_add_routes session sessionToken
+
+kh_note "ok: $(wc -l <"$KH_META/openapi.yaml.routes") routes of the center, $(wc -l <"$KH_META/distribution.yaml.routes") of the distribution server, $(wc -l <"$KH_META/escrow.yaml.routes") of the escrow, $(wc -l <"$KH_META/keycenter.yaml.routes") of the key center, specs valid"

@@ -211,7 +211,8 @@ static kh_err relay_tx(struct kh_store *st, void *arg)
 	t->o->serial = t->h.serial;
 	t->o->index = t->h.index;
 	memset(&send, 0, sizeof send);
-	if ((r = kh_store_kc_card_lock(st, t->h.serial)) != KH_OK || (r = kh_store_kc_card_get(st, t->h.serial, t->snd)) != KH_OK)
+	if ((r = kh_store_kc_card_lock(st, t->h.serial)) != KH_OK ||
+	    (r = kh_store_kc_card_get(st, t->h.serial, t->snd)) != KH_OK)
 		return r;
 	if (t->snd->state != KH_STORE_KC_ACTIVE)
 		return t->snd->state == KH_STORE_KC_BLOCKED ? KH_ERR_BLOCKED : KH_ERR_NOT_ACTIVE;

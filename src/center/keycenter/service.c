@@ -114,7 +114,8 @@ static kh_err activate_tx(struct kh_store *st, void *arg)
 	if ((c->code_fails || c->code_window_start != start) &&
 	    (r = kh_store_kc_code_fails(st, t->serial, 0, start)) != KH_OK)
 		return r;
-	if (c->state == KH_STORE_KC_ENROLLED && (r = kh_store_kc_card_state(st, t->serial, KH_STORE_KC_ACTIVE, t->now)) != KH_OK)
+	if (c->state == KH_STORE_KC_ENROLLED &&
+	    (r = kh_store_kc_card_state(st, t->serial, KH_STORE_KC_ACTIVE, t->now)) != KH_OK)
 		return r;
 	snprintf(t->address, sizeof t->address, "%s", c->address);
 	t->outcome = KH_OK;
