@@ -886,6 +886,89 @@ static void test_replacement(void **state)
 	assert_int_equal(enrol(x, &b, old.serial), KH_ERR_EXISTS);
 }
 
+/* A full mailbox refuses a post before anything changes; sessions are bounded, nonces expire. */
+static void test_limits(void **state)
+{
+	struct kx *x = *state;
+	struct card a, b;
+	uint8_t doc[10] = "hi", msg[16], *m;
+	struct kh_store_kc_mail ml;
+	struct kh_store *st;
+	size_t n;
+	json_t *j = NULL;
+
+	enrol_active(x, &a, "a7@x");
+	enrol_active(x, &b, "b7@x");
+	/* B's mailbox filled behind the service's back, at indexes it will not reach */
+	memset(&ml, 0, sizeof ml);
+	memset(msg, 'x', sizeof msg);
+	ml.recipient = b.serial;
+	ml.sender = a.serial;
+	ml.sender_address = "a7@x";
+	ml.msg = msg;
+	ml.msg_len = sizeof msg;
+	ml.size = sizeof msg;
+	assert_int_equal(kh_store_open(x->db, &st), KH_OK);
+	assert_int_equal(kh_store_begin(st), KH_OK);
+	for (uint64_t i = 0; i < KH_KEYCENTER_MAILBOX_MAX; i++) {
+		ml.idx = 1000000 + i;
+		assert_int_equal(kh_store_kc_mail_add(st, &ml), KH_OK);
+	}
+	assert_int_equal(kh_store_commit(st), KH_OK);
+	n = post_make(&a, 0, "b7@x", doc, sizeof doc, &m);
+	assert_int_equal(post(x, m, n, &j), 429);
+	expect_error(j, "limit");
+	json_decref(j);
+	assert_int_equal(card_row(x, a.serial).send_pos, 1);
+	assert_int_equal(card_row(x, b.serial).recv_pos, 1);
+	/* one fetched and deleted: the same post goes through */
+	assert_int_equal(kh_store_kc_mail_delete(st, b.serial, 1000000), KH_OK);
+	kh_store_close(st);
+	assert_int_equal(post(x, m, n, &j), 200);
+	json_decref(j);
+	free(m);
+	assert_int_equal(waiting(x, b.serial), KH_KEYCENTER_MAILBOX_MAX);
+	/* at most 8 live sessions per card; one each second (a nonce's time must be later) */
+	for (int i = 0; i < KH_KEYCENTER_SESSIONS_MAX; i++) {
+		atomic_fetch_add(&clock_now, 1);
+		assert_int_equal(session(x, &a), 200);
+	}
+	atomic_fetch_add(&clock_now, 1);
+	assert_int_equal(session(x, &a), 429);
+	/* once they expire, there is room again */
+	atomic_fetch_add(&clock_now, KH_KEYCENTER_SESSION_S);
+	assert_int_equal(session(x, &a), 200);
+	/* a challenge older than two minutes opens nothing */
+	{
+		char body[512], nb64[64], sb64[128];
+		uint8_t nonce[KH_KC_NONCE_LEN], hm[KH_KC_HELLO_MSG_LEN], sig[64];
+		snprintf(body, sizeof body, "{\"serial\": %llu}", (unsigned long long)a.serial);
+		atomic_fetch_add(&clock_now, 1);
+		assert_int_equal(req_json(x, "POST", "/v1/sessions/challenge", body, NULL, &j), 200);
+		assert_int_equal(kh_json_get_b64(j, "nonce", nonce, sizeof nonce, &n, 1), KH_OK);
+		json_decref(j);
+		kh_kc_hello_msg(x->center, a.serial, nonce, hm);
+		assert_int_equal(kh_ed25519_sign(a.sk, hm, sizeof hm, sig), KH_OK);
+		assert_int_equal(kh_b64url_encode(nonce, sizeof nonce, nb64, sizeof nb64), KH_OK);
+		assert_int_equal(kh_b64url_encode(sig, sizeof sig, sb64, sizeof sb64), KH_OK);
+		snprintf(body, sizeof body, "{\"serial\": %llu, \"nonce\": \"%s\", \"signature\": \"%s\"}",
+			 (unsigned long long)a.serial, nb64, sb64);
+		atomic_fetch_add(&clock_now, KH_KEYCENTER_NONCE_AGE + 1);
+		assert_int_equal(req_json(x, "POST", "/v1/sessions", body, NULL, &j), 403);
+		expect_error(j, "auth");
+		json_decref(j);
+		/* B's signature over A's nonce, in time: refused */
+		atomic_fetch_add(&clock_now, -(int64_t)KH_KEYCENTER_NONCE_AGE);
+		assert_int_equal(kh_ed25519_sign(b.sk, hm, sizeof hm, sig), KH_OK);
+		assert_int_equal(kh_b64url_encode(sig, sizeof sig, sb64, sizeof sb64), KH_OK);
+		snprintf(body, sizeof body, "{\"serial\": %llu, \"nonce\": \"%s\", \"signature\": \"%s\"}",
+			 (unsigned long long)a.serial, nb64, sb64);
+		assert_int_equal(req_json(x, "POST", "/v1/sessions", body, NULL, &j), 403);
+		expect_error(j, "auth");
+		json_decref(j);
+	}
+}
+
 /* ---------------------------------------------------------------- real key cards */
 
 /* The enrolment station with a card module: its certificate, KC ENROL, the center's side. */
@@ -1162,6 +1245,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sender_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stolen_database, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replacement, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_real_cards, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 	};
