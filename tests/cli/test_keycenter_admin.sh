@@ -1,8 +1,9 @@
 # The key center's operator commands (keyhole keycenter, seed 004) across real processes:
 #   - usage errors exit 2, print one line and create nothing;
 #   - init makes the identity once; enrol registers key cards (files made by card issue --role
-#     keycard) and shows each access code once; an address in use, a card enrolled already and a
-#     module that is not a key card are refused and change neither the database nor the card file;
+#     keycard) and shows each access code once; an address in use, a card enrolled already (here or
+#     with another key center) and a module that is not a key card are refused and change neither
+#     the database nor the card file;
 #   - list shows the cards and their chain positions (plain and --json), log the relays;
 #   - serve activates a card with its code (POST /v1/activate) and refuses a wrong one; block stops
 #     a card, whose right code is then answered card_blocked; a replacement card takes the blocked
@@ -43,7 +44,7 @@ kh_expect_usage keycenter serve --db "$K/kc.db" --dir "$K/id" --max-document 0
 
 # --- the parties -----------------------------------------------------------------------------------
 kh_expect_ok authority init "$T/auth"
-for c in c1 c2 c3 c4; do
+for c in c1 c2 c3 c4 c5; do
 	kh_expect_ok card issue --authority "$T/auth" --role keycard --out "$T/$c.card"
 done
 kh_expect_ok card issue --authority "$T/auth" --role buyer --out "$T/buyer.card"
@@ -81,6 +82,11 @@ kh_expect_fail keycenter enrol --dir "$K/id" --db "$K/kc.db" --card "$T/buyer.ca
 kh_expect_fail keycenter enrol --dir "$K/id" --db "$K/kc.db" --card "$T/c3.card" --address carol@example.org \
 	--replaces 0x7FFFFFF
 kh_err_has 'no such keycard to replace'
+# a card enrolled with another key center answers `enrolled`: nothing is written here
+kh_expect_ok keycenter init --authority "$T/auth" --dir "$K/id2"
+kh_expect_ok keycenter enrol --dir "$K/id2" --db "$K/kc2.db" --card "$T/c5.card" --address eve@example.org
+kh_expect_fail keycenter enrol --dir "$K/id" --db "$K/kc.db" --card "$T/c5.card" --address eve@example.org
+kh_err_has 'enrolled already'
 kh_expect_ok keycenter list --db "$K/kc.db"
 cmp -s "$KH_OUT" "$T/list.before" || kh_fail "a refused enrolment changed the list"
 
