@@ -216,20 +216,65 @@ static void test_mail_and_sessions(void **state)
 }
 
 /* store copy carries the rows; store check finds them sound. */
+struct copied {
+	int kc_tables, kc_rows, all_same;
+};
+
+static kh_err on_table(void *arg, const struct kh_store_copy_table *t)
+{
+	struct copied *c = arg;
+
+	if (!t->same)
+		c->all_same = 0;
+	if (strncmp(t->table, "kc_", 3) == 0) {
+		c->kc_tables++;
+		c->kc_rows += (int)t->rows_to;
+		assert_int_equal(t->rows_from, t->rows_to);
+		assert_memory_equal(t->sum_from, t->sum_to, 32);
+	}
+	return KH_OK;
+}
+
 static void test_copy_and_check(void **state)
 {
 	struct ctx *c = *state;
 	struct kh_store_kc_card k;
-	int found = 0;
+	struct kh_store_kc_mail m;
+	struct kh_store_kc_relay x;
+	struct copied cp = {0, 0, 1};
+	struct kh_store *t;
+	uint8_t msg[30] = {1}, h[32] = {7};
+	unsigned checked = 0, broken = 9;
+	char why[256], *to = kh_test_db(c->dir, "copy.db");
 
 	card_init(&k, 7, "a@x");
 	assert_int_equal(kh_store_kc_card_add(c->s, &k, 100), KH_OK);
-	for (size_t i = 0; i < kh_store_tables_count(); i++) {
-		const char *name = kh_store_table_name(i, NULL);
-		found += strcmp(name, "kc_cards") == 0 || strcmp(name, "kc_mailbox") == 0 ||
-			 strcmp(name, "kc_relays") == 0 || strcmp(name, "kc_sessions") == 0;
-	}
-	assert_int_equal(found, 4);
+	card_init(&k, 8, "b@x");
+	assert_int_equal(kh_store_kc_card_add(c->s, &k, 100), KH_OK);
+	assert_int_equal(kh_store_kc_card_replaced(c->s, 8, 7), KH_OK);
+	memset(&m, 0, sizeof m);
+	m = (struct kh_store_kc_mail){.recipient = 7, .idx = 1, .sender = 8, .sender_address = "b@x", .msg = msg,
+				      .msg_len = sizeof msg, .size = sizeof msg, .has_key = 1, .created = 5};
+	assert_int_equal(kh_store_kc_mail_add(c->s, &m), KH_OK);
+	x = (struct kh_store_kc_relay){.sender = 8, .send_idx = 1, .recipient = 7, .recv_idx = 1, .size = 30, .time = 5};
+	assert_int_equal(kh_store_kc_relay_add(c->s, &x), KH_OK);
+	x = (struct kh_store_kc_relay){.sender = 8, .send_idx = 2, .size = 30, .time = 6};
+	assert_int_equal(kh_store_kc_relay_add(c->s, &x), KH_OK);
+	assert_int_equal(kh_store_kc_session_add(c->s, h, 7, 1000, 100, 8), KH_OK);
+	assert_int_equal(kh_store_copy(c->db, to, on_table, &cp, why, sizeof why), KH_OK);
+	assert_int_equal(cp.kc_tables, 4);
+	assert_int_equal(cp.kc_rows, 2 + 1 + 2 + 1);
+	assert_true(cp.all_same);
+	assert_int_equal(kh_store_open(to, &t), KH_OK);
+	assert_int_equal(kh_store_kc_card_get(t, 8, &k), KH_OK);
+	assert_true(k.replaced_by == 7 && k.address[0] == '\0' && k.state == KH_STORE_KC_BLOCKED);
+	assert_int_equal(kh_store_invariants(t, NULL, NULL, &checked, &broken), KH_OK);
+	assert_int_equal(broken, 0);
+	assert_true(checked > 0);
+	kh_store_close(t);
+	assert_int_equal(kh_store_invariants(c->s, NULL, NULL, &checked, &broken), KH_OK);
+	assert_int_equal(broken, 0);
+	kh_test_db_drop(to);
 }
 
 int main(void)
