@@ -813,17 +813,19 @@ static void test_stolen_database(void **state)
 		json_decref(j);
 		free(m);
 	}
-	/* B's receive state moved into A's row: it opens as neither */
+	/* A's receive state moved into B's row: B's chains no longer open */
 	{
 		char sql[256];
+		assert_int_equal(kh_store_open(x->db, &st), KH_OK);
+		assert_int_equal(kh_keycenter_chains(x->kc, st, b.serial, &s1, &r1), KH_OK);
+		kh_store_close(st);
 		snprintf(sql, sizeof sql,
 			 "UPDATE kc_cards SET recv_state = (SELECT recv_state FROM kc_cards WHERE serial = %llu) "
 			 "WHERE serial = %llu",
-			 (unsigned long long)b.serial, (unsigned long long)a.serial);
+			 (unsigned long long)a.serial, (unsigned long long)b.serial);
 		kh_test_sql_exec(x->db, sql);
 		assert_int_equal(kh_store_open(x->db, &st), KH_OK);
-		assert_int_equal(kh_keycenter_chains(x->kc, st, b.serial, &s1, &r1), KH_OK);
-		assert_int_equal(kh_keycenter_chains(x->kc, st, a.serial, &s1, &r1), KH_ERR_AUTH);
+		assert_int_equal(kh_keycenter_chains(x->kc, st, b.serial, &s1, &r1), KH_ERR_AUTH);
 		kh_store_close(st);
 	}
 	if (!kh_test_pg())
