@@ -246,7 +246,7 @@ static int cmd_block(int argc, char **argv)
 	struct kh_keycenter *kc = NULL;
 	struct kh_store *st = NULL;
 	uint32_t ua = 0;
-	int c;
+	int c, rc, made = 0;
 	kh_err r;
 
 	optind = 0;
@@ -272,18 +272,18 @@ static int cmd_block(int argc, char **argv)
 	if ((r = kh_keycenter_open(dir, &kc)) != KH_OK)
 		return kh_cli_fail(dir, r);
 	kh_keycenter_close(kc);
-	if ((r = kh_store_open(db, &st)) != KH_OK)
-		return kh_cli_fail(db, r);
-	r = kh_keycenter_block(st, ua);
-	kh_store_close(st);
-	if (r == KH_ERR_NOTFOUND) {
+	if ((rc = kh_cli_db_open(db, &st, &made)) != KH_EXIT_OK)
+		return rc;
+	if ((r = kh_keycenter_block(st, ua)) == KH_ERR_NOTFOUND) {
 		fprintf(stderr, "keyhole: %08X: no such keycard\n", (unsigned)ua);
-		return KH_EXIT_FAIL;
+		rc = KH_EXIT_FAIL;
+	} else if (r != KH_OK) {
+		rc = kh_cli_fail(db, r);
+	} else {
+		printf("blocked keycard %08X\n", (unsigned)ua);
 	}
-	if (r != KH_OK)
-		return kh_cli_fail(db, r);
-	printf("blocked keycard %08X\n", (unsigned)ua);
-	return KH_EXIT_OK;
+	kh_cli_db_close(db, st, made, rc);
+	return rc;
 }
 
 /* ---------------------------------------------------------------- list and log */

@@ -123,6 +123,8 @@ kh_expect_ok keycenter block --dir "$K/id" --db "$K/kc.db" "$U2"
 kh_out_has "^blocked keycard $U2\$"
 kh_expect_fail keycenter block --dir "$K/id" --db "$K/kc.db" 0x7FFFFFF
 kh_err_has 'no such keycard'
+kh_expect_fail keycenter block --dir "$K/id" --db "$K/none.db" "$U2"
+[ ! -e "$K/none.db" ] || kh_fail "a refused block left a database behind"
 kh_expect_api POST /v1/activate "{\"serial\": $((0x$U2)), \"code\": \"$CODE2\"}" 403 '"card_blocked"'
 kh_expect_ok keycenter enrol --dir "$K/id" --db "$K/kc.db" --card "$T/c4.card" --address bob@example.org \
 	--replaces "$U2"
