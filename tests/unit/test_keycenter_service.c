@@ -1134,6 +1134,42 @@ static void test_real_cards(void **state)
 	module_post(x, &b, "ann@x", doc, 1, 200);
 	assert_int_equal(module_session(x, &a, sa, tok), 200);
 	module_open(x, &a, tok, 1, doc, 1, "ben@x");
+	/* B is replaced by D while posts wait for it: D opens them with its card, B cannot */
+	module_post(x, &a, "ben@x", doc, 50, 200);
+	module_post(x, &a, "ben@x", doc, 60, 200);
+	{
+		struct mod d;
+		uint64_t sd = 0;
+		char code_d[KH_KEYCENTER_CODE_SHOWN + 1], tok_d[64];
+		struct card t;
+		struct buf dl;
+		uint8_t key[32];
+		uint64_t idx = 0;
+		size_t ctlen = 0;
+		int last = 0;
+
+		make_mod(x->auth, KH_ROLE_KEYCARD, &d);
+		assert_int_equal(enrol_module(x, &d, "ben@x", sb, &sd, code_d), KH_OK);
+		assert_int_equal(activate(x, sd, code_d, &j), 200);
+		json_decref(j);
+		assert_int_equal(module_session(x, &d, sd, tok_d), 200);
+		memset(&t, 0, sizeof t);
+		snprintf(t.token, sizeof t.token, "%s", tok_d);
+		dl = fetch(x, &t, 1);
+		assert_int_equal(kh_kc_chunk_frame(dl.p + KH_KC_HEADER_LEN, dl.n - KH_KC_HEADER_LEN, &ctlen, &last), KH_OK);
+		assert_int_not_equal(
+			kh_keycard_open(&b.t, dl.p, dl.p + KH_KC_HEADER_LEN, KH_KC_CHUNK_HDR_LEN + ctlen, &idx, key), KH_OK);
+		free(dl.p);
+		/* B fetched its first three without removing them: all five moved, in their order */
+		module_open(x, &d, tok_d, 1, doc, sizeof doc, "ann@x");
+		module_open(x, &d, tok_d, 2, doc, 100, "ann@x");
+		module_open(x, &d, tok_d, 3, doc, 7, "ann@x");
+		module_open(x, &d, tok_d, 4, doc, 50, "ann@x");
+		module_open(x, &d, tok_d, 5, doc, 60, "ann@x");
+		/* B's hello no longer opens a session */
+		assert_int_equal(module_session(x, &b, sb, tok), 403);
+		kh_softmod_free(d.sm);
+	}
 	/* a card not activated gets no session */
 	assert_int_equal(enrol_module(x, &c, "cy@x", 0, &sc, code_b), KH_OK);
 	{
