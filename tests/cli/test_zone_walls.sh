@@ -39,6 +39,7 @@ zone_of_header()
 	keyhole/store.h | keyhole/store_dist.h | keyhole/store_escrow.h) echo store ;;
 	keyhole/http.h) echo net ;;
 	keyhole/host.h | keyhole/decoder.h | keyhole/distclient.h | keyhole/escrowclient.h | keyhole/m1.h | \
+		keyhole/keycardclient.h | \
 		keyhole/upload.h) echo host ;;
 	keyhole/authority.h | keyhole/identity.h | keyhole/distsrv.h | keyhole/distsvc.h | keyhole/escrowsvc.h | \
 		keyhole/headend.h | keyhole/secmod.h | keyhole/sms.h) echo center ;;
