@@ -17,12 +17,12 @@
 
 #include "keyhole/buf.h"
 #include "keyhole/crypto.h"
+#include "host/keycard_int.h"
 #include "keyhole/keycardclient.h"
 
 #define SEALED_MAX (KH_KC_CHUNK_HDR_LEN + KH_KC_CHUNK + KH_TAG_LEN)
 
-/* n bytes at offset off of fd, fewer only at its end (*got); KH_ERR_IO when it cannot be read. */
-static kh_err read_at(int fd, uint64_t off, uint8_t *buf, size_t n, size_t *got)
+kh_err kh__kc_read_at(int fd, uint64_t off, uint8_t *buf, size_t n, size_t *got)
 {
 	size_t at = 0;
 
@@ -40,7 +40,7 @@ static kh_err read_at(int fd, uint64_t off, uint8_t *buf, size_t n, size_t *got)
 	return KH_OK;
 }
 
-static kh_err write_all(int fd, const uint8_t *p, size_t n)
+kh_err kh__kc_write_all(int fd, const uint8_t *p, size_t n)
 {
 	while (n > 0) {
 		ssize_t k = write(fd, p, n);
@@ -129,7 +129,7 @@ static kh_err seal_next(struct kh_kc_sealer *s)
 		len = s->envlen;
 	} else {
 		len = kh_kc_chunk_len(s->length, s->next);
-		if ((r = read_at(s->fd, s->off, s->pt, len, &got)) != KH_OK)
+		if ((r = kh__kc_read_at(s->fd, s->off, s->pt, len, &got)) != KH_OK)
 			return r;
 		if (got != len)
 			return KH_ERR_IO; /* shorter than announced: it changed while it was sent */
@@ -178,7 +178,7 @@ kh_err kh_kc_seal_fd(const uint8_t key[static 32], const struct kh_kc_header *h,
 		return r;
 	do {
 		if ((r = kh_kc_sealer_read(s, buf, sizeof buf, &n)) == KH_OK)
-			r = write_all(outfd, buf, n);
+			r = kh__kc_write_all(outfd, buf, n);
 	} while (r == KH_OK && n > 0);
 	kh_kc_sealer_free(s);
 	return r;
@@ -194,18 +194,18 @@ kh_err kh_kc_read_head(int fd, uint8_t hdr[static KH_KC_HEADER_LEN], struct kh_k
 	int last;
 	kh_err r;
 
-	if ((r = read_at(fd, 0, hdr, KH_KC_HEADER_LEN, &got)) != KH_OK)
+	if ((r = kh__kc_read_at(fd, 0, hdr, KH_KC_HEADER_LEN, &got)) != KH_OK)
 		return r;
 	if ((r = kh_kc_header_parse(hdr, got, h)) != KH_OK)
 		return r;
-	if ((r = read_at(fd, KH_KC_HEADER_LEN, chunk0, KH_KC_CHUNK_HDR_LEN, &got)) != KH_OK)
+	if ((r = kh__kc_read_at(fd, KH_KC_HEADER_LEN, chunk0, KH_KC_CHUNK_HDR_LEN, &got)) != KH_OK)
 		return r;
 	if (got < KH_KC_CHUNK_HDR_LEN)
 		return KH_ERR_TRUNCATED;
 	len = kh_get_be32(chunk0 + 1);
 	if (len < KH_TAG_LEN || len > KH_KC_ENVELOPE_MAX + KH_TAG_LEN)
 		return KH_ERR_FORMAT;
-	if ((r = read_at(fd, KH_KC_HEADER_LEN + KH_KC_CHUNK_HDR_LEN, chunk0 + KH_KC_CHUNK_HDR_LEN, len, &got)) !=
+	if ((r = kh__kc_read_at(fd, KH_KC_HEADER_LEN + KH_KC_CHUNK_HDR_LEN, chunk0 + KH_KC_CHUNK_HDR_LEN, len, &got)) !=
 	    KH_OK)
 		return r;
 	if ((r = kh_kc_chunk_frame(chunk0, KH_KC_CHUNK_HDR_LEN + got, &ctlen, &last)) != KH_OK)
@@ -228,14 +228,14 @@ static kh_err open_chunk(const uint8_t key[static 32], const uint8_t hdr[static 
 	int last;
 	kh_err r;
 
-	if ((r = read_at(fd, *at, o->ct, KH_KC_CHUNK_HDR_LEN, &got)) != KH_OK)
+	if ((r = kh__kc_read_at(fd, *at, o->ct, KH_KC_CHUNK_HDR_LEN, &got)) != KH_OK)
 		return r;
 	if (got < KH_KC_CHUNK_HDR_LEN)
 		return KH_ERR_TRUNCATED;
 	ctlen = kh_get_be32(o->ct + 1);
 	if (ctlen < KH_TAG_LEN || ctlen > KH_KC_CHUNK + KH_TAG_LEN)
 		return KH_ERR_FORMAT;
-	if ((r = read_at(fd, *at + KH_KC_CHUNK_HDR_LEN, o->ct + KH_KC_CHUNK_HDR_LEN, ctlen, &got)) != KH_OK)
+	if ((r = kh__kc_read_at(fd, *at + KH_KC_CHUNK_HDR_LEN, o->ct + KH_KC_CHUNK_HDR_LEN, ctlen, &got)) != KH_OK)
 		return r;
 	if ((r = kh_kc_chunk_frame(o->ct, KH_KC_CHUNK_HDR_LEN + got, &ctlen, &last)) != KH_OK)
 		return r;
@@ -243,7 +243,7 @@ static kh_err open_chunk(const uint8_t key[static 32], const uint8_t hdr[static 
 		return KH_ERR_FORMAT;
 	if ((r = kh_kc_chunk_open(key, hdr, k, o->ct, KH_KC_CHUNK_HDR_LEN + ctlen, o->pt, &ptlen)) != KH_OK)
 		return r;
-	r = write_all(outfd, o->pt, ptlen);
+	r = kh__kc_write_all(outfd, o->pt, ptlen);
 	kh_wipe(o->pt, ptlen);
 	*at += KH_KC_CHUNK_HDR_LEN + ctlen;
 	return r;
@@ -293,7 +293,7 @@ kh_err kh_kc_open_fd(const uint8_t key[static 32], int infd, int outfd, struct k
 	}
 	kh_wipe(o, sizeof *o);
 	free(o);
-	if (r == KH_OK && (r = read_at(infd, at, &extra, 1, &got)) == KH_OK && got != 0)
+	if (r == KH_OK && (r = kh__kc_read_at(infd, at, &extra, 1, &got)) == KH_OK && got != 0)
 		r = KH_ERR_TRAILING;
 	if (r != KH_OK)
 		return r;
@@ -327,7 +327,7 @@ static int open_in_place(const char *path)
 	return fd;
 }
 
-static kh_err fsync_dir_of(const char *path)
+kh_err kh__kc_fsync_dir_of(const char *path)
 {
 	char *copy = strdup(path);
 	kh_err r = KH_ERR_IO;
@@ -344,8 +344,7 @@ static kh_err fsync_dir_of(const char *path)
 	return r;
 }
 
-/* A new temporary file beside path (mode 0600): its descriptor, its name in *tmp (freed by the caller). */
-static int temp_beside(const char *path, char **tmp)
+int kh__kc_temp_beside(const char *path, char **tmp)
 {
 	char *copy = strdup(path), *base;
 	int fd = -1;
@@ -393,7 +392,7 @@ kh_err kh_kc_open_to(const uint8_t key[static 32], int infd, const char *out, st
 				 kh_strerror(r));
 		return r;
 	}
-	if ((fd = temp_beside(out, &tmp)) < 0) {
+	if ((fd = kh__kc_temp_beside(out, &tmp)) < 0) {
 		snprintf(msg, msgcap, "%s: no temporary file beside it: %s", out, strerror(errno));
 		return KH_ERR_IO;
 	}
@@ -410,7 +409,7 @@ kh_err kh_kc_open_to(const uint8_t key[static 32], int infd, const char *out, st
 		if (!*msg)
 			snprintf(msg, msgcap, "%s: %s", out, strerror(errno));
 		unlink(tmp);
-	} else if ((r = fsync_dir_of(out)) != KH_OK) {
+	} else if ((r = kh__kc_fsync_dir_of(out)) != KH_OK) {
 		snprintf(msg, msgcap, "%s: its directory could not be synced", out);
 	}
 	free(tmp);
