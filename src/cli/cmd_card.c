@@ -19,8 +19,8 @@
 enum { O_KEY = 256, O_SOCKET };
 
 static const char issue_help[] =
-	"usage: keyhole card issue --authority DIR --role card|cam|decoder|processor|buyer --out FILE\n"
-	"                          [--ua UA] [--key KEYFILE]\n"
+	"usage: keyhole card issue --authority DIR --role card|cam|decoder|processor|buyer|keycard\n"
+	"                          --out FILE [--ua UA] [--key KEYFILE]\n"
 	"\n"
 	"Personalise a new module: a blank software module generates its own signing (Ed25519) and\n"
 	"pairing (X25519) keys, the authority certifies them, and the module stores its state sealed\n"
@@ -30,8 +30,9 @@ static const char issue_help[] =
 	"\n"
 	"  -a, --authority DIR  the operator authority\n"
 	"  -r, --role ROLE      card, cam, decoder (a decoder module, for decoder play), processor\n"
-	"                       (a buyer's processor, for keyhole processor serve) or buyer (a\n"
-	"                       buyer's device, for keyhole buyer)\n"
+	"                       (a buyer's processor, for keyhole processor serve), buyer (a\n"
+	"                       buyer's device, for keyhole buyer) or keycard (a user's key card,\n"
+	"                       for keyhole keycard)\n"
 	"  -o, --out FILE       card file to create (conventionally NAME.card)\n"
 	"  -u, --ua UA          unique address to assign (default: the authority's next): 8\n"
 	"                       hexadecimal digits as 'card info' prints it (0000000C), or 0x and\n"
@@ -93,8 +94,8 @@ static int cmd_issue(int argc, char **argv)
 		return kh_cli_usage("card issue", "--authority, --role and --out are required");
 	if (kh_role_parse(role_s, &role) != KH_OK ||
 	    (role != KH_ROLE_CARD && role != KH_ROLE_CAM && role != KH_ROLE_DECODER && role != KH_ROLE_PROCESSOR &&
-	     role != KH_ROLE_BUYER))
-		return kh_cli_usage("card issue", "--role must be card, cam, decoder, processor or buyer");
+	     role != KH_ROLE_BUYER && role != KH_ROLE_KEYCARD))
+		return kh_cli_usage("card issue", "--role must be card, cam, decoder, processor, buyer or keycard");
 
 	if ((r = kh_cli_issue(dir, role, ua, out, key, &ua, &what)) != KH_OK)
 		return kh_cli_fail(what, r);

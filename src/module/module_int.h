@@ -16,6 +16,8 @@
 #include "keyhole/crypto.h"
 #include "keyhole/dist.h"
 #include "keyhole/escrow.h"
+#include "keyhole/keycard.h"
+#include "keyhole/keyseq.h"
 #include "keyhole/module.h"
 #include "keyhole/pair.h"
 
@@ -128,9 +130,24 @@ struct kh_buy_state {
 	struct kh_buy_slot slot[KH_BUY_SLOTS];
 };
 
+/* applet_kc.c: a key card's chains (seed 004). */
+struct kh_kc_state {
+	uint8_t enrolled;
+	uint32_t center;       /* the key center's serial */
+	uint8_t center_pk[32]; /* its signing key (acks) */
+	uint8_t sealed[KH_KC_SEALED_SEED_LEN]; /* the seed as sealed to the center (the seed itself is gone) */
+	struct kh_keyseq send, recv;
+	uint64_t acked;        /* the highest post the center acknowledged */
+	uint8_t has_last;      /* the last delivery opened, for a host that asks again */
+	uint64_t last_j;
+	uint8_t last_key[32];
+	uint8_t last_hash[32]; /* SHA-256 of its header and chunk 0 */
+};
+
 struct kh_applet_slots {
 	struct kh_cas_state cas; /* applet_cas.c (applet_usage.c works on it too) */
 	struct kh_buy_state buy; /* applet_buy.c */
+	struct kh_kc_state kc;   /* applet_kc.c */
 };
 
 /* The same for what the applets seal but keep outside the transaction: a refused command still
@@ -314,7 +331,7 @@ struct kh_applet {
 #define KH_APPLET_INS(table) (table), (sizeof(table) / sizeof((table)[0]))
 
 extern const struct kh_applet kh__applet_id, kh__applet_pair, kh__applet_cam, kh__applet_dec, kh__applet_cas,
-	kh__applet_usage, kh__applet_proc, kh__applet_buy;
+	kh__applet_usage, kh__applet_proc, kh__applet_buy, kh__applet_kc;
 /* Every applet, in the order dispatch searches them. */
 extern const struct kh_applet *const kh__applets[];
 extern const size_t kh__napplets;
@@ -349,6 +366,10 @@ kh_err kh__cas_need_card(const struct kh_module *m, const struct kh_apdu *a, uin
 #define KH_BUY_SLOT_LEN_V1 (2 + 2 * KH_ESCROW_ID_LEN + 4 + 32 + 32 + 8)
 #define KH_BUY_SLOT_LEN (KH_BUY_SLOT_LEN_V1 + 32 + 3)
 #define KH_BUY_SECTION_MAX ((3 + 8) + KH_BUY_SLOTS * (3 + KH_BUY_SLOT_LEN))
+
+/* The most bytes of the key card's section body. */
+#define KH_KC_SECTION_MAX                                                                                    \
+	((3 + 4) + (3 + 32) + (3 + KH_KC_SEALED_SEED_LEN) + 2 * (3 + 8 + KH_KEYSEQ_LEN) + (3 + 8) + (3 + 72))
 
 /* Run one parsed command through the registry (used again for commands inside the channel). */
 size_t kh__module_exec(struct kh_module *m, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap);

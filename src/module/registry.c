@@ -17,6 +17,7 @@ const struct kh_applet *const kh__applets[] = {
 	&kh__applet_usage, /* EXPORT, HELLO */
 	&kh__applet_proc,  /* DIST HELLO, AUTH, KEY, ACTIVATE; RUN OPEN, CHUNK, CLOSE */
 	&kh__applet_buy,   /* BUY START, FINISH, NOTICE, CANCEL, LIST, COMBINE; CONTENT OPEN, CHUNK, CLOSE; section 2 */
+	&kh__applet_kc,    /* KC ENROL, SEND, ACK, OPEN, HELLO, STATUS; section 3 */
 };
 const size_t kh__napplets = sizeof kh__applets / sizeof kh__applets[0];
 _Static_assert(sizeof kh__applets / sizeof kh__applets[0] <= 64, "module.c keeps a 64-bit set of applets");
@@ -28,3 +29,5 @@ _Static_assert(KH_RUNTIME_STATE_MAX + (KH_SECTION_HDR_LEN + KH_CAS_SECTION_MAX) 
 	       "the card's section does not fit a sealed state blob");
 _Static_assert(KH_RUNTIME_STATE_MAX + (KH_SECTION_HDR_LEN + KH_BUY_SECTION_MAX) <= KH_STATE_PLAIN_MAX,
 	       "the buyer's section does not fit a sealed state blob");
+_Static_assert(KH_RUNTIME_STATE_MAX + (KH_SECTION_HDR_LEN + KH_KC_SECTION_MAX) <= KH_STATE_PLAIN_MAX,
+	       "the key card's section does not fit a sealed state blob");

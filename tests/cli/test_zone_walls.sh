@@ -31,16 +31,15 @@ zone_of_header()
 {
 	case $1 in
 	keyhole/apdu.h | keyhole/buf.h | keyhole/cas.h | keyhole/cert.h | keyhole/crypto.h | keyhole/dist.h | keyhole/escrow.h | \
-		keyhole/err.h | keyhole/file.h | keyhole/hpke.h | keyhole/keyseq.h | keyhole/log.h | keyhole/pair.h | \
-		keyhole/scramble.h | keyhole/shamir.h | keyhole/usage.h | keyhole/transport.h) echo base ;;
+		keyhole/err.h | keyhole/file.h | keyhole/hpke.h | keyhole/keycard.h | keyhole/keyseq.h | keyhole/log.h | \
+		keyhole/pair.h | keyhole/scramble.h | keyhole/shamir.h | keyhole/usage.h | keyhole/transport.h) echo base ;;
 	keyhole/module.h) echo module ;;
 	keyhole/device.h | keyhole/runner.h | keyhole/softmodule.h) echo device ;;
 	keyhole/ts.h) echo ts ;;
 	keyhole/store.h | keyhole/store_dist.h | keyhole/store_escrow.h) echo store ;;
 	keyhole/http.h) echo net ;;
-	keyhole/host.h | keyhole/decoder.h | keyhole/distclient.h | keyhole/escrowclient.h | keyhole/m1.h | \
-		keyhole/keycardclient.h | \
-		keyhole/upload.h) echo host ;;
+	keyhole/host.h | keyhole/decoder.h | keyhole/distclient.h | keyhole/escrowclient.h | keyhole/keycardhost.h | \
+		keyhole/keycardclient.h | keyhole/m1.h | keyhole/upload.h) echo host ;;
 	keyhole/authority.h | keyhole/identity.h | keyhole/distsrv.h | keyhole/distsvc.h | keyhole/escrowsvc.h | \
 		keyhole/headend.h | keyhole/secmod.h | keyhole/sms.h) echo center ;;
 	keyhole/*) echo unknown ;;
