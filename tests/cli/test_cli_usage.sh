@@ -331,7 +331,9 @@ for pair in "keyhole.1:" "keyhole-authority.1:authority init" "keyhole-authority
 	"keyhole-escrow.1:escrow account add" "keyhole-escrow.1:escrow account deposit" \
 	"keyhole-escrow.1:escrow account token" "keyhole-escrow.1:escrow audit" "keyhole-escrow.1:escrow sweep" \
 	"keyhole-seller.1:seller list" "keyhole-seller.1:seller encrypt" "keyhole-seller.1:seller account" \
-	"keyhole-buyer.1:buyer buy" "keyhole-buyer.1:buyer open" "keyhole-buyer.1:buyer status"; do
+	"keyhole-buyer.1:buyer buy" "keyhole-buyer.1:buyer open" "keyhole-buyer.1:buyer status" \
+	"keyhole-keycard.1:keycard status" "keyhole-keycard.1:keycard activate" "keyhole-keycard.1:keycard send" \
+	"keyhole-keycard.1:keycard fetch" "keyhole-keycard.1:keycard open"; do
 	page=$MAN/${pair%%:*}
 	cmd=${pair#*:}
 	[ -s "$page" ] || kh_fail "missing manual page $page"
