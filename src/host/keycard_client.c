@@ -434,6 +434,13 @@ static kh_err session(struct kh_keycard_client *c, struct kh_transport *card, ui
 	return r;
 }
 
+static int by_index(const void *a, const void *b)
+{
+	uint64_t x = ((const struct kh_keycard_mail *)a)->index, y = ((const struct kh_keycard_mail *)b)->index;
+
+	return (x > y) - (x < y);
+}
+
 /* The mailbox's list into *m (malloc'd, *n entries). */
 static kh_err list_mail(struct kh_keycard_client *c, uint64_t serial, struct kh_keycard_mail **m, size_t *n)
 {
@@ -474,6 +481,9 @@ static kh_err list_mail(struct kh_keycard_client *c, uint64_t serial, struct kh_
 		(*n)++;
 	}
 	json_decref(ans);
+	/* in index order: opening one skips the unopened ones behind it for good */
+	if (r == KH_OK && *n > 1)
+		qsort(*m, *n, sizeof **m, by_index);
 	if (r != KH_OK) {
 		free(*m);
 		*m = NULL;
