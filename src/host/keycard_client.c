@@ -397,6 +397,10 @@ static kh_err session(struct kh_keycard_client *c, struct kh_transport *card, ui
 	if ((r = kh_keycard_status(card, &st)) != KH_OK)
 		return card_refused(c, "its status (KC STATUS)", r);
 	*serial = st.serial;
+	if (st.center == 0) {
+		kh__api_say(&c->api, "the key card is not enrolled with a key center");
+		return KH_ERR_NOT_ENROLLED;
+	}
 	if (!(body = serial_body(st.serial, NULL, NULL, 0, NULL, NULL, 0)))
 		return KH_ERR_NOMEM;
 	r = kh__api_call_json(&c->api, "session", "POST", "/v1/sessions/challenge", body, 200, &ans);

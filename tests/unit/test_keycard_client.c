@@ -295,9 +295,9 @@ static enum MHD_Result mailbox(struct fc *x, struct MHD_Connection *conn)
 		return reply_err(conn, KH_ERR_UNAUTHORISED);
 	list = json_array();
 	for (size_t i = c->nmail; i-- > 0;) /* newest first: the client puts them in order */
-		json_array_append_new(list, json_pack("{s:I,s:s,s:I,s:I}", "index", (json_int_t)c->mail[i].index, "from",
-						      c->mail[i].from, "size", (json_int_t)c->mail[i].len, "received",
-						      (json_int_t)1800000000));
+		json_array_append_new(list, json_pack("{s:I,s:s,s:I,s:I}", "index", (json_int_t)c->mail[i].index,
+						      "from", c->mail[i].from, "size", (json_int_t)c->mail[i].len,
+						      "received", (json_int_t)1800000000));
 	return reply_json(conn, 200, json_pack("{s:I,s:o}", "serial", (json_int_t)c->serial, "messages", list));
 }
 
