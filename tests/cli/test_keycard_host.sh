@@ -24,6 +24,7 @@ kh_out_has '^acked: [0-9]+$'
 kh_out_has '^recv: [0-9]+$'
 
 # the same card through a module daemon
+pid=
 kh_start_daemon pid card serve --socket "$KH_TMP/a.sock" --card a.card
 kh_wait_socket "$KH_TMP/a.sock" "$pid"
 kh_expect_ok keycard status --card "unix:$KH_TMP/a.sock"
@@ -77,6 +78,7 @@ kh_err_has 'not a key center message'
 kh_same_snapshot "$KH_META/before" . "a refused keycard command changed a file"
 
 # a delivery's header and a chunk 0 (not a sealed one: the card is not reached for it)
+# shellcheck disable=SC2059 # the format is the octal escape on purpose
 byte() { printf "\\$(printf '%03o' "$1")"; }
 head22() # DIR SERIAL: the 22-byte header, index 1 (a serial below 256)
 {
