@@ -125,7 +125,7 @@ struct kh_keycard_mail {
 	uint64_t index;
 	char from[KH_KC_ADDR_MAX + 1];
 	uint64_t size;    /* of the delivery, bytes */
-	int64_t received; /* Unix seconds */
+	int64_t received; /* Unix seconds (0 when the center gives another form) */
 	int resumed;      /* 1: it was in the directory already, identical (a run before stopped) */
 };
 /*

@@ -470,16 +470,17 @@ static kh_err list_mail(struct kh_keycard_client *c, uint64_t serial, struct kh_
 	{
 		struct kh_keycard_mail *x = &(*m)[i];
 		const char *from = json_string_value(json_object_get(e, "from"));
-		int64_t idx, size, rec;
+		int64_t idx, size, rec = 0;
 		if (kh__api_get_int(e, "index", 1, INT64_MAX, &idx) != 0 ||
-		    kh__api_get_int(e, "size", 1, INT64_MAX, &size) != 0 ||
-		    kh__api_get_int(e, "received", INT64_MIN, INT64_MAX, &rec) != 0 || !from ||
+		    kh__api_get_int(e, "size", 1, INT64_MAX, &size) != 0 || !from ||
 		    kh_kc_addr_check(from, strlen(from)) != KH_OK) {
 			r = not_the_api(c, "mailbox");
 			break;
 		}
 		x->index = (uint64_t)idx;
 		x->size = (uint64_t)size;
+		/* only shown: Unix seconds when the center gives them so, else 0 */
+		(void)kh__api_get_int(e, "received", INT64_MIN, INT64_MAX, &rec);
 		x->received = rec;
 		snprintf(x->from, sizeof x->from, "%s", from);
 		(*n)++;
