@@ -63,9 +63,10 @@ static int client_fail(struct kh_keycard_client *c, const char *what, kh_err r)
 static const char status_help[] =
 	"usage: keyhole keycard status --card SPEC [--key KEYFILE]\n"
 	"\n"
-	"Ask a key card for its public state (KC STATUS): its serial, the key center it is enrolled\n"
-	"with (0: none), the next index its send chain gives, the last post the center acknowledged\n"
-	"and the lowest index its receive chain still opens.\n"
+	"Ask a key card for its public state (KC STATUS): its serial (its unique address) and the\n"
+	"key center it is enrolled with (00000000: none), both in hexadecimal; the index its send\n"
+	"chain gives next, the last post the center acknowledged and the lowest index its receive\n"
+	"chain still opens.\n"
 	"\n" CARD_OPTS;
 
 static int cmd_status(int argc, char **argv)
@@ -87,22 +88,23 @@ static int cmd_status(int argc, char **argv)
 	close_card(sm, &t);
 	if (r != KH_OK)
 		return kh_cli_fail(card, r);
-	printf("serial: %" PRIu64 "\ncenter: %" PRIu32 "\nsend: %" PRIu64 "\nacked: %" PRIu64 "\nrecv: %" PRIu64 "\n",
-	       st.serial, st.center, st.send, st.acked, st.recv);
+	printf("serial: %08" PRIX64 "\ncenter: %08" PRIX32 "\n", st.serial, st.center);
+	printf("send: %" PRIu64 "\nacked: %" PRIu64 "\nrecv: %" PRIu64 "\n", st.send, st.acked, st.recv);
 	return KH_EXIT_OK;
 }
 
 /* ---------------------------------------------------------------- activate */
 
 static const char activate_help[] =
-	"usage: keyhole keycard activate --center URL (--serial N | --card SPEC [--key KEYFILE])\n"
+	"usage: keyhole keycard activate --center URL (--serial SERIAL | --card SPEC [--key KEYFILE])\n"
 	"           --code CODE [--cacert FILE]\n"
 	"\n"
 	"Activate a key card at its key center with the access code given with it. Until then the\n"
 	"card can neither send nor receive. Five wrong codes lock activation for a while. Prints\n"
 	"'activated SERIAL as ADDRESS'.\n"
 	"\n" CENTER_OPTS
-	"      --serial N       the card's serial (as 'keycard status' prints it)\n" CARD_OPTS
+	"      --serial SERIAL  the card's serial: 8 hexadecimal digits as 'keycard status' and\n"
+	"                       'keycenter enrol' print it, or 0x and 1 to 8\n" CARD_OPTS
 	"      --code CODE      the access code (XXXX-XXXX-XXXX-XXXX)\n";
 
 /* The serial of --serial, or of the card --card names; an exit status. */
@@ -114,9 +116,13 @@ static int serial_of(const char *P, const char *num, const char *card, const cha
 	kh_err r;
 	int rc;
 
+	uint32_t ua = 0;
+
 	if (num) {
-		if (kh_cli_parse_num(num, INT64_MAX, serial) != 0 || *serial == 0)
-			return kh_cli_usage(P, "--serial takes a number from 1 to 9223372036854775807");
+		/* a card's serial is its unique address, written as every UA is */
+		if (kh_cli_parse_ua(num, &ua) != 0)
+			return kh_cli_usage(P, "--serial takes a card's serial: %s", KH_CLI_UA_FORMS);
+		*serial = ua;
 		return KH_EXIT_OK;
 	}
 	if ((rc = open_card(card, key, &sm, &t)) != KH_EXIT_OK)
@@ -154,7 +160,7 @@ static int cmd_activate(int argc, char **argv)
 			rc = r == KH_ERR_INVAL ? kh_cli_usage(P, "--code takes the access code (XXXX-XXXX-XXXX-XXXX)")
 					       : client_fail(c, "activate", r);
 		else
-			printf("activated %" PRIu64 " as %s\n", a.serial, a.address);
+			printf("activated %08" PRIX64 " as %s\n", a.serial, a.address);
 	}
 	kh_keycard_client_free(c);
 	return rc;

@@ -170,7 +170,7 @@ static kh_err pass_ack(struct kh_keycard_client *c, struct kh_transport *card, u
 	if ((r = get_ack(c, serial, ack, &has)) != KH_OK)
 		return r;
 	if (!has) {
-		kh__api_say(&c->api, "the key center has no ack for card %" PRIu64 " to give it", serial);
+		kh__api_say(&c->api, "the key center has no ack for card %08" PRIX64 " to give it", serial);
 		return KH_ERR_NOTFOUND;
 	}
 	if ((r = kh_keycard_ack(card, ack, sizeof ack)) != KH_OK)
@@ -411,8 +411,8 @@ static kh_err session(struct kh_keycard_client *c, struct kh_transport *card, ui
 	    kh_json_get_b64(ans, "nonce", nonce, sizeof nonce, &n, 1) != KH_OK)
 		r = not_the_api(c, "session");
 	else if ((uint32_t)center != st.center) {
-		kh__api_say(&c->api, "the key card is enrolled with key center %" PRIu32 ", this is %" PRId64,
-			    st.center, center);
+		kh__api_say(&c->api, "the key card is enrolled with key center %08" PRIX32 ", this is %08" PRIX32,
+			    st.center, (uint32_t)center);
 		r = KH_ERR_NOT_ENROLLED;
 	}
 	json_decref(ans);
@@ -684,7 +684,7 @@ kh_err kh_keycard_open_file(struct kh_transport *card, const char *in, const cha
 	} else if ((r = kh_keycard_status(card, &st)) != KH_OK) {
 		snprintf(msg, msgcap, "the key card refused its status (KC STATUS): %s", kh_strerror(r));
 	} else if (st.serial != h.serial) {
-		snprintf(msg, msgcap, "%s is for key card %" PRIu64 ", not this one (%" PRIu64 ")", in, h.serial,
+		snprintf(msg, msgcap, "%s is for key card %08" PRIX64 ", not this one (%08" PRIX64 ")", in, h.serial,
 			 st.serial);
 		r = KH_ERR_INVAL;
 	} else if ((r = kh_keycard_open(card, hdr, c0, c0len, &idx, key)) != KH_OK) {

@@ -17,8 +17,8 @@ CODE=ABCD-EFGH-JKMN-PQRS
 kh_expect_ok authority init auth
 kh_expect_ok card issue --authority auth --role keycard --out a.card
 kh_expect_ok keycard status --card a.card
-kh_out_has '^serial: 1$'
-kh_out_has '^center: 0$'
+kh_out_has '^serial: 00000001$'
+kh_out_has '^center: 00000000$'
 kh_out_has '^send: [0-9]+$'
 kh_out_has '^acked: [0-9]+$'
 kh_out_has '^recv: [0-9]+$'
@@ -28,7 +28,7 @@ pid=
 kh_start_daemon pid card serve --socket "$KH_TMP/a.sock" --card a.card
 kh_wait_socket "$KH_TMP/a.sock" "$pid"
 kh_expect_ok keycard status --card "unix:$KH_TMP/a.sock"
-kh_out_has '^center: 0$'
+kh_out_has '^center: 00000000$'
 kh_stop "$pid" TERM
 [ "$KH_RC" -eq 0 ] || kh_fail "card serve exited $KH_RC on SIGTERM"
 
@@ -47,12 +47,14 @@ kh_expect_usage keycard send --center "$C" --card a.card --to bob@kc --to eve@kc
 kh_expect_usage keycard send --center ftp://kc --card a.card --to bob@kc --in doc
 kh_expect_usage keycard send --center http://kc.example --card a.card --to bob@kc --in doc
 kh_expect_usage keycard activate --center "$C" --code "$CODE"
-kh_expect_usage keycard activate --center "$C" --serial 1 --card a.card --code "$CODE"
-kh_expect_usage keycard activate --center "$C" --serial 1 --key a.key --code "$CODE"
-kh_expect_usage keycard activate --center "$C" --serial 0 --code "$CODE"
+kh_expect_usage keycard activate --center "$C" --serial 00000001 --card a.card --code "$CODE"
+kh_expect_usage keycard activate --center "$C" --serial 00000001 --key a.key --code "$CODE"
+kh_expect_usage keycard activate --center "$C" --serial 00000000 --code "$CODE"
 kh_expect_usage keycard activate --center "$C" --serial -1 --code "$CODE"
-kh_expect_usage keycard activate --center "$C" --serial 1 --code 'ABCD EFGH'
-kh_expect_usage keycard activate --center "$C" --serial 1
+kh_expect_usage keycard activate --center "$C" --serial 12 --code "$CODE"
+kh_expect_usage keycard activate --center "$C" --serial 0x100000000 --code "$CODE"
+kh_expect_usage keycard activate --center "$C" --serial 00000001 --code 'ABCD EFGH'
+kh_expect_usage keycard activate --center "$C" --serial 00000001
 kh_expect_usage keycard fetch --center "$C" --card a.card
 kh_expect_usage keycard open --card a.card --in doc
 kh_expect_usage keycard open --card a.card --out x
@@ -68,8 +70,10 @@ kh_expect_fail keycard fetch --center "$C" --card a.card --out-dir nodir
 kh_err_has 'nodir: not a directory'
 kh_expect_fail keycard fetch --center "$C" --card a.card --out-dir .
 kh_err_has 'not enrolled'
-kh_expect_fail keycard activate --center "$C" --serial 1 --code "$CODE"
+kh_expect_fail keycard activate --center "$C" --serial 00000001 --code "$CODE"
 kh_err_has 'no answer from http://127.0.0.1:1'
+kh_expect_fail keycard activate --center "$C" --serial 0x1 --code "$CODE"
+kh_err_has 'no answer'
 kh_expect_fail keycard activate --center "$C" --card a.card --code "$CODE"
 kh_err_has 'no answer'
 kh_expect_fail keycard status --card b.card
@@ -91,7 +95,7 @@ chunk0() { printf '\001\000\000\000\040'; printf '%032d' 0 | tr 0 '\000'; }
 { head22 2 1 && chunk0; } >mine.khm
 kh_snapshot . >"$KH_META/before"
 kh_expect_fail keycard open --card a.card --in other.khm --out out
-kh_err_has 'for key card 9, not this one \(1\)'
+kh_err_has 'for key card 00000009, not this one \(00000001\)'
 kh_expect_fail keycard open --card a.card --in post.khm --out out
 kh_err_has 'a card.s post to the center, not a delivery'
 kh_expect_fail keycard open --card a.card --in mine.khm --out out
