@@ -20,6 +20,8 @@
 /* Sends of one message after a transport failure or a 5xx answer: the same bytes each time. */
 #define KH_KC_SEND_RETRIES 3u
 #define KH_KC_SEND_BACKOFF_MS 200u
+/* A session refused as a replay (one hello a second) is asked again once, this much later. */
+#define KH_KC_SESSION_AGAIN_MS 1100u
 /* The largest JSON answer of the center taken (bytes). */
 #define KH_KC_ANSWER_MAX (1024u * 1024u)
 

@@ -381,49 +381,50 @@ static char *serial_body(uint64_t serial, const char *k1, const uint8_t *v1, siz
 /* What a session token may hold: it becomes a header line. */
 #define TOKEN_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~+/="
 
-/* challenge, KC HELLO, session: the token kept in c. */
-static kh_err session(struct kh_keycard_client *c, struct kh_transport *card, uint64_t *serial)
+/* The center's challenge for the card st describes. */
+static kh_err challenge(struct kh_keycard_client *c, const struct kh_keycard_status *st,
+			uint8_t nonce[static KH_KC_NONCE_LEN])
 {
-	uint8_t nonce[KH_KC_NONCE_LEN], sig[KH_ED25519_SIG_LEN];
-	struct kh_keycard_status st;
 	json_t *ans = NULL;
-	const char *tok;
-	uint64_t s2 = 0;
 	int64_t center;
 	size_t n = 0;
 	char *body;
 	kh_err r;
 
-	if ((r = kh_keycard_status(card, &st)) != KH_OK)
-		return card_refused(c, "its status (KC STATUS)", r);
-	*serial = st.serial;
-	if (st.center == 0) {
-		kh__api_say(&c->api, "the key card is not enrolled with a key center");
-		return KH_ERR_NOT_ENROLLED;
-	}
-	if (!(body = serial_body(st.serial, NULL, NULL, 0, NULL, NULL, 0)))
+	if (!(body = serial_body(st->serial, NULL, NULL, 0, NULL, NULL, 0)))
 		return KH_ERR_NOMEM;
 	r = kh__api_call_json(&c->api, "session", "POST", "/v1/sessions/challenge", body, 200, &ans);
 	free(body);
 	if (r != KH_OK)
 		return r;
 	if (kh__api_get_int(ans, "center", 1, UINT32_MAX, &center) != 0 ||
-	    kh_json_get_b64(ans, "nonce", nonce, sizeof nonce, &n, 1) != KH_OK)
+	    kh_json_get_b64(ans, "nonce", nonce, KH_KC_NONCE_LEN, &n, 1) != KH_OK) {
 		r = not_the_api(c, "session");
-	else if ((uint32_t)center != st.center) {
+	} else if ((uint32_t)center != st->center) {
 		kh__api_say(&c->api, "the key card is enrolled with key center %08" PRIX32 ", this is %08" PRIX32,
-			    st.center, (uint32_t)center);
+			    st->center, (uint32_t)center);
 		r = KH_ERR_NOT_ENROLLED;
 	}
 	json_decref(ans);
-	ans = NULL;
-	if (r != KH_OK)
-		return r;
+	return r;
+}
+
+/* The card's hello over nonce for a session: its token kept in c. */
+static kh_err hello(struct kh_keycard_client *c, struct kh_transport *card, const struct kh_keycard_status *st,
+		    const uint8_t nonce[static KH_KC_NONCE_LEN])
+{
+	uint8_t sig[KH_ED25519_SIG_LEN];
+	json_t *ans = NULL;
+	const char *tok;
+	uint64_t s2 = 0;
+	char *body;
+	kh_err r;
+
 	if ((r = kh_keycard_hello(card, nonce, &s2, sig)) != KH_OK)
 		return card_refused(c, "to sign the center's challenge (KC HELLO)", r);
-	if (s2 != st.serial)
+	if (s2 != st->serial)
 		return not_the_api(c, "the key card's hello");
-	if (!(body = serial_body(st.serial, "nonce", nonce, sizeof nonce, "signature", sig, sizeof sig)))
+	if (!(body = serial_body(st->serial, "nonce", nonce, KH_KC_NONCE_LEN, "signature", sig, sizeof sig)))
 		return KH_ERR_NOMEM;
 	r = kh__api_call_json(&c->api, "session", "POST", "/v1/sessions", body, 200, &ans);
 	free(body);
@@ -436,6 +437,33 @@ static kh_err session(struct kh_keycard_client *c, struct kh_transport *card, ui
 		r = kh__api_set_token(&c->api, tok);
 	kh__api_drop_secret_json(ans, "token");
 	return r;
+}
+
+/*
+ * Challenge, KC HELLO, session. A center whose challenges are stamped to the second takes one
+ * hello per card and second: a session opened just before (a fetch run again at once) makes
+ * this one a replay, so it is asked once more a second later.
+ */
+static kh_err session(struct kh_keycard_client *c, struct kh_transport *card, uint64_t *serial)
+{
+	uint8_t nonce[KH_KC_NONCE_LEN];
+	struct kh_keycard_status st;
+	kh_err r;
+
+	if ((r = kh_keycard_status(card, &st)) != KH_OK)
+		return card_refused(c, "its status (KC STATUS)", r);
+	*serial = st.serial;
+	if (st.center == 0) {
+		kh__api_say(&c->api, "the key card is not enrolled with a key center");
+		return KH_ERR_NOT_ENROLLED;
+	}
+	for (int i = 0;; i++) {
+		if ((r = challenge(c, &st, nonce)) != KH_OK)
+			return r;
+		if ((r = hello(c, card, &st, nonce)) != KH_ERR_REPLAY || i == 1)
+			return r;
+		pause_ms(KH_KC_SESSION_AGAIN_MS);
+	}
 }
 
 static int by_index(const void *a, const void *b)

@@ -72,9 +72,9 @@ struct fc {
 	char url[64];
 	pthread_mutex_t mu;
 	/* faults, each spent as it happens */
-	unsigned drop_before, drop_after, fail500, fail_delete;
+	unsigned drop_before, drop_after, fail500, fail_delete, replay_hello;
 	/* what the center saw */
-	unsigned posts, relayed;
+	unsigned posts, relayed, challenges;
 	uint8_t post_hash[16][32];
 };
 
@@ -264,6 +264,7 @@ static enum MHD_Result challenge(struct fc *x, struct MHD_Connection *conn, json
 
 	if (!c)
 		return reply_err(conn, KH_ERR_NOTFOUND);
+	x->challenges++;
 	assert_int_equal(kh_random(c->nonce, sizeof c->nonce), KH_OK);
 	return reply_json(conn, 200, json_pack("{s:I,s:o}", "center", (json_int_t)x->center.serial, "nonce",
 					       b64(c->nonce, sizeof c->nonce)));
@@ -281,6 +282,8 @@ static enum MHD_Result session(struct fc *x, struct MHD_Connection *conn, json_t
 	kh_kc_hello_msg(x->center.serial, c->serial, nonce, m);
 	if (kh_ed25519_verify(c->pk, m, sizeof m, sig) != KH_OK)
 		return reply_err(conn, KH_ERR_UNAUTHORISED);
+	if (x->replay_hello && x->replay_hello--)
+		return reply_err(conn, KH_ERR_REPLAY); /* a center taking one hello a second */
 	assert_int_equal(kh_random(t, sizeof t), KH_OK);
 	kh_hex_encode(t, sizeof t, c->token);
 	return reply_json(conn, 200, json_pack("{s:s,s:I}", "token", c->token, "expires", (json_int_t)4102444800));
@@ -737,7 +740,11 @@ static void test_fetch_resume(void **state)
 	assert_int_equal(nb, 5);
 	free(b);
 	unlink(f2);
+	/* the center refuses the first hello as a replay: a second session is asked */
+	x->replay_hello = 1;
+	x->challenges = 0;
 	assert_int_equal(fetch(x, &x->card[1], dir, &k), KH_OK);
+	assert_int_equal(x->challenges, 2);
 	assert_int_equal(k, 1);
 	assert_int_equal(x->card[1].nmail, 0);
 	/* nothing but the two messages in the directory: no temporary file left */
