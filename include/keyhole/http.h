@@ -310,6 +310,27 @@ KH_WARN_UNUSED kh_err kh_http_client_send(struct kh_http_client *c, const char *
 					  const char *const *headers, const char *body, long *status, json_t **resp,
 					  char **text, size_t *textlen, char *err, size_t errcap);
 /*
+ * A request with a streamed body or answer (a key card's messages, of any size): the body, when
+ * read is not NULL, is exactly length bytes taken from read (KH_OK with *n 0 only at its end;
+ * rewind, when not NULL, starts it again for libcurl to resend, else a resend fails), sent with
+ * Content-Length; a 2xx answer goes to write (NULL: kept like any other), any other answer is
+ * kept and parsed as JSON into *resp (answer_max applies to it, not to write's). No limit on
+ * the whole request's time: it fails when under 1 byte a second moves for 30 s. A callback's
+ * failure ends the request with its code (*err "the stream failed"); KH_ERR_TRANSPORT as for
+ * kh_http_client_send.
+ */
+struct kh_http_stream {
+	kh_err (*read)(void *ctx, uint8_t *buf, size_t cap, size_t *n);
+	void (*rewind)(void *ctx);
+	void *read_ctx;
+	uint64_t length;
+	kh_err (*write)(void *ctx, const uint8_t *buf, size_t n);
+	void *write_ctx;
+};
+KH_WARN_UNUSED kh_err kh_http_client_stream(struct kh_http_client *c, const char *method, const char *url,
+					    const char *const *headers, const struct kh_http_stream *s, long *status,
+					    json_t **resp, char *err, size_t errcap);
+/*
  * Whether the last request went out, at least in part (1), or failed before a byte of it was
  * sent (0: the connection was refused or could not be set up, so the center cannot have seen it).
  */

@@ -167,6 +167,7 @@ int kh_cmd_seller(int argc, char **argv);
 int kh_cmd_buyer(int argc, char **argv);
 int kh_cmd_pair(int argc, char **argv);
 int kh_cmd_demo(int argc, char **argv);
+int kh_cmd_keycard(int argc, char **argv);
 int kh_cmd_headend(int argc, char **argv);
 int kh_cmd_decoder(int argc, char **argv);
 int kh_cmd_serve(int argc, char **argv);

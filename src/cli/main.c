@@ -22,6 +22,7 @@ static const struct kh_cli_cmd commands[] = {
 	{"keycenter", kh_cmd_keycenter, "the key center relay: enrol key cards, serve their posts and mailboxes"},
 	{"seller", kh_cmd_seller, "list content at an escrow and encrypt it for the listing"},
 	{"buyer", kh_cmd_buyer, "buy escrowed content for a buyer's device, open it, follow purchases"},
+	{"keycard", kh_cmd_keycard, "a key card's host: activate it, send, fetch and open messages (key center)"},
 	{"demo", kh_cmd_demo, "tell the pairing and pay-TV story end to end in a temporary directory"},
 };
 

@@ -160,6 +160,31 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
 	return n;
 }
 
+/* What every request of the client obeys (docs/internals/http.md "Client"), on a handle just reset. */
+static void transport_rules(struct kh_http_client *c, const char *url, struct curl_slist *hdr, char *cerr)
+{
+	curl_easy_reset(c->h);
+	curl_easy_setopt(c->h, CURLOPT_URL, url);
+	curl_easy_setopt(c->h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c->h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(c->h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+	if (c->cacert)
+		curl_easy_setopt(c->h, CURLOPT_CAINFO, c->cacert);
+	if (hdr)
+		curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, hdr);
+	curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, cerr);
+	curl_easy_setopt(c->h, CURLOPT_USERAGENT, c->user_agent);
+	if (c->abort_fn) {
+		curl_easy_setopt(c->h, CURLOPT_XFERINFOFUNCTION, on_progress);
+		curl_easy_setopt(c->h, CURLOPT_XFERINFODATA, c);
+		curl_easy_setopt(c->h, CURLOPT_NOPROGRESS, 0L);
+	}
+}
+
 kh_err kh_http_client_request(struct kh_http_client *c, const char *url, const char *const *headers,
 			      const char *body, long *status, json_t **resp, char *err, size_t errcap)
 {
@@ -192,20 +217,8 @@ kh_err kh_http_client_send(struct kh_http_client *c, const char *method, const c
 			goto out;
 		hdr = t;
 	}
-	curl_easy_reset(c->h);
-	curl_easy_setopt(c->h, CURLOPT_URL, url);
-	curl_easy_setopt(c->h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c->h, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	transport_rules(c, url, hdr, cerr);
 	curl_easy_setopt(c->h, CURLOPT_TIMEOUT_MS, 30000L);
-	curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(c->h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-	if (c->cacert)
-		curl_easy_setopt(c->h, CURLOPT_CAINFO, c->cacert);
-	if (hdr)
-		curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, hdr);
 	if (body) {
 		curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, body);
 		curl_easy_setopt(c->h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
@@ -214,13 +227,6 @@ kh_err kh_http_client_send(struct kh_http_client *c, const char *method, const c
 		curl_easy_setopt(c->h, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(c->h, CURLOPT_WRITEDATA, &s);
-	curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, cerr);
-	curl_easy_setopt(c->h, CURLOPT_USERAGENT, c->user_agent);
-	if (c->abort_fn) {
-		curl_easy_setopt(c->h, CURLOPT_XFERINFOFUNCTION, on_progress);
-		curl_easy_setopt(c->h, CURLOPT_XFERINFODATA, c);
-		curl_easy_setopt(c->h, CURLOPT_NOPROGRESS, 0L);
-	}
 	cr = curl_easy_perform(c->h);
 	/* bytes of the request written: 0 when the connection (or TLS) failed before it went out */
 	c->sent = curl_easy_getinfo(c->h, CURLINFO_REQUEST_SIZE, &reqsize) != CURLE_OK || reqsize > 0;
@@ -253,5 +259,119 @@ out:
 	if (s.p && s.secret)
 		kh_wipe(s.p, s.len + 1);
 	free(s.p);
+	return r;
+}
+
+/* ---- streamed requests ---- */
+
+struct stream_io {
+	const struct kh_http_stream *s;
+	struct kh_http_client *c;
+	struct sink answer; /* an answer not streamed (an error's JSON) */
+	int to_write;       /* -1 not yet known, 1 the answer goes to write, 0 to answer */
+	kh_err failed;      /* a callback's failure */
+};
+
+static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
+{
+	struct stream_io *io = ud;
+	size_t n = 0;
+
+	if ((io->failed = io->s->read(io->s->read_ctx, (uint8_t *)buf, size * nitems, &n)) != KH_OK)
+		return CURL_READFUNC_ABORT;
+	return n;
+}
+
+static int on_seek(void *ud, curl_off_t off, int origin)
+{
+	struct stream_io *io = ud;
+
+	if (off != 0 || origin != SEEK_SET || !io->s->rewind)
+		return CURL_SEEKFUNC_CANTSEEK;
+	io->s->rewind(io->s->read_ctx);
+	return CURL_SEEKFUNC_OK;
+}
+
+static size_t on_stream_data(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+	struct stream_io *io = ud;
+	long code = 0;
+
+	if (io->to_write < 0) {
+		curl_easy_getinfo(io->c->h, CURLINFO_RESPONSE_CODE, &code);
+		io->to_write = io->s->write && code >= 200 && code < 300;
+	}
+	if (!io->to_write)
+		return on_data(ptr, size, nmemb, &io->answer);
+	if ((io->failed = io->s->write(io->s->write_ctx, (const uint8_t *)ptr, size * nmemb)) != KH_OK)
+		return 0;
+	return size * nmemb;
+}
+
+kh_err kh_http_client_stream(struct kh_http_client *c, const char *method, const char *url,
+			     const char *const *headers, const struct kh_http_stream *s, long *status, json_t **resp,
+			     char *err, size_t errcap)
+{
+	struct stream_io io = {s, c, {NULL, 0, 0, 0, 0}, -1, KH_OK};
+	struct curl_slist *hdr = NULL, *t;
+	char cerr[CURL_ERROR_SIZE] = "";
+	long code = 0, reqsize = 0;
+	CURLcode cr;
+	kh_err r = KH_ERR_NOMEM;
+
+	if (!c || !method || !url || !s || !status || !resp)
+		return KH_ERR_INVAL;
+	*resp = NULL;
+	io.answer.max = c->answer_max;
+	io.answer.secret = c->secret;
+	for (size_t i = 0; headers && headers[i]; i++) {
+		if (!(t = curl_slist_append(hdr, headers[i])))
+			goto out;
+		hdr = t;
+	}
+	transport_rules(c, url, hdr, cerr);
+	/* a stream of any size: no limit on the whole, only on a stall */
+	curl_easy_setopt(c->h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c->h, CURLOPT_LOW_SPEED_TIME, 30L);
+	if (s->read) {
+		curl_easy_setopt(c->h, CURLOPT_POST, 1L);
+		curl_easy_setopt(c->h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->length);
+		curl_easy_setopt(c->h, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(c->h, CURLOPT_READDATA, &io);
+		curl_easy_setopt(c->h, CURLOPT_SEEKFUNCTION, on_seek);
+		curl_easy_setopt(c->h, CURLOPT_SEEKDATA, &io);
+	}
+	if (strcmp(method, s->read ? "POST" : "GET") != 0)
+		curl_easy_setopt(c->h, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, on_stream_data);
+	curl_easy_setopt(c->h, CURLOPT_WRITEDATA, &io);
+	cr = curl_easy_perform(c->h);
+	c->sent = curl_easy_getinfo(c->h, CURLINFO_REQUEST_SIZE, &reqsize) != CURLE_OK || reqsize > 0;
+	if (cr != CURLE_OK) {
+		r = io.failed != KH_OK ? io.failed : KH_ERR_TRANSPORT;
+		if (err && errcap)
+			snprintf(err, errcap, "%s",
+				 io.failed != KH_OK		  ? "the stream failed"
+				 : cr == CURLE_ABORTED_BY_CALLBACK ? "aborted"
+				 : cerr[0]			  ? cerr
+				 : io.answer.over		  ? "answer too large"
+								  : curl_easy_strerror(cr));
+		goto out;
+	}
+	curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &code);
+	*status = code;
+	if (io.answer.len)
+		*resp = json_loadb(io.answer.p, io.answer.len, JSON_REJECT_DUPLICATES, NULL);
+	r = KH_OK;
+out:
+	curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, NULL);
+	curl_easy_setopt(c->h, CURLOPT_WRITEDATA, NULL);
+	curl_easy_setopt(c->h, CURLOPT_READDATA, NULL);
+	curl_easy_setopt(c->h, CURLOPT_SEEKDATA, NULL);
+	curl_slist_free_all(hdr);
+	if (io.answer.p && io.answer.secret)
+		kh_wipe(io.answer.p, io.answer.len + 1);
+	free(io.answer.p);
 	return r;
 }

@@ -333,7 +333,9 @@ for pair in "keyhole.1:" "keyhole-authority.1:authority init" "keyhole-authority
 	"keyhole-keycenter.1:keycenter init" "keyhole-keycenter.1:keycenter enrol" "keyhole-keycenter.1:keycenter block" \
 	"keyhole-keycenter.1:keycenter list" "keyhole-keycenter.1:keycenter log" "keyhole-keycenter.1:keycenter serve" \
 	"keyhole-seller.1:seller list" "keyhole-seller.1:seller encrypt" "keyhole-seller.1:seller account" \
-	"keyhole-buyer.1:buyer buy" "keyhole-buyer.1:buyer open" "keyhole-buyer.1:buyer status"; do
+	"keyhole-buyer.1:buyer buy" "keyhole-buyer.1:buyer open" "keyhole-buyer.1:buyer status" \
+	"keyhole-keycard.1:keycard status" "keyhole-keycard.1:keycard activate" "keyhole-keycard.1:keycard send" \
+	"keyhole-keycard.1:keycard fetch" "keyhole-keycard.1:keycard open"; do
 	page=$MAN/${pair%%:*}
 	cmd=${pair#*:}
 	[ -s "$page" ] || kh_fail "missing manual page $page"

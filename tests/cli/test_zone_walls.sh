@@ -39,7 +39,7 @@ zone_of_header()
 	keyhole/store.h | keyhole/store_dist.h | keyhole/store_escrow.h | keyhole/store_keycenter.h) echo store ;;
 	keyhole/http.h) echo net ;;
 	keyhole/host.h | keyhole/decoder.h | keyhole/distclient.h | keyhole/escrowclient.h | keyhole/keycardhost.h | \
-		keyhole/m1.h | keyhole/upload.h) echo host ;;
+		keyhole/keycardclient.h | keyhole/m1.h | keyhole/upload.h) echo host ;;
 	keyhole/authority.h | keyhole/identity.h | keyhole/distsrv.h | keyhole/distsvc.h | keyhole/escrowsvc.h | \
 		keyhole/headend.h | keyhole/keycentersvc.h | keyhole/secmod.h | keyhole/sms.h) echo center ;;
 	keyhole/*) echo unknown ;;
