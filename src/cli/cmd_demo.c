@@ -279,9 +279,11 @@ int kh_cmd_demo(int argc, char **argv)
 			goto out;
 		if (kh__demo_escrow(&p) != KH_EXIT_OK)
 			goto out;
+		if (kh__demo_keycenter(&p) != KH_EXIT_OK)
+			goto out;
 	}
-	say("done: the pay-TV path, program distribution and escrowed licence keys ran on Keyhole's own modules, "
-	    "centers, headend, decoder, processors and buyer devices");
+	say("done: the pay-TV path, program distribution, escrowed licence keys and the key center relay ran on "
+	    "Keyhole's own modules, centers, headend, decoder, processors, buyer devices and key cards");
 	rc = KH_EXIT_OK;
 out:
 	if (link) {

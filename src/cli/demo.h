@@ -64,5 +64,11 @@ int kh__demo_dist(const struct kh__demo_paths *p);
  * and whose licence opens on no other device; the ledger audited. KH_EXIT_OK or KH_EXIT_FAIL.
  */
 int kh__demo_escrow(const struct kh__demo_paths *p);
+/*
+ * The key center story on the same authority: a key center, two users' key cards enrolled and
+ * activated, a letter relayed from one to the other, a replay refused, and the two keys shown to
+ * differ. KH_EXIT_OK or KH_EXIT_FAIL.
+ */
+int kh__demo_keycenter(const struct kh__demo_paths *p);
 
 #endif

@@ -330,6 +330,13 @@ kh_out_has 'buyer buy: .* said delivered: shop is paid 1250$'
 kh_out_has 'the licence opens on no other device; escrow audit: '
 cmp -s "$T/demo/bea/song.txt" "$T/demo/shop/song.txt" || kh_fail "the demo's buyer did not open the seller's song"
 [ ! -e "$T/demo/secmod.sock" ] || kh_fail "the demo left the signing process's socket (the process still running?)"
+# the key center act: ana's letter relayed to ben and opened by his card, a replay refused, two keys
+kh_out_has 'replay: .* the center refuses it \(replay\)'
+kh_out_has "two keys: ana's card sealed the postscript under [0-9a-f]{16}\\.\\.\\., ben's card opened it under [0-9a-f]{16}"
+cmp -s "$T/demo/ana/letter.txt" "$T/demo/ben/letter.txt" || kh_fail "the demo's letter did not reach ben intact"
+if grep -rqF "only his key card can open it" "$T/demo/keycenter.db"* "$T/demo/ben/inbox"; then
+	kh_fail "the demo's letter is in clear in the key center's database or ben's inbox"
+fi
 kh_snapshot "$T/demo" >"$KH_META/demo.snap"
 kh_expect_fail demo --keep "$T/demo"
 kh_same_snapshot "$KH_META/demo.snap" "$T/demo" "demo --keep on an existing directory changed it"
