@@ -40,7 +40,10 @@ static const char demo_help[] =
 	"escrowed licence keys: an escrow and its signing process, a seller's song listed and\n"
 	"encrypted, bought for a buyer's device (the escrow never sees its key), opened, its licence\n"
 	"refused on another device, and the ledger audited; then a film's key split among three\n"
-	"escrows and the device, one escrow down, the other two and the device enough.\n"
+	"escrows and the device, one escrow down, the other two and the device enough. Last, the\n"
+	"key center: two users' key cards enrolled and activated, a letter relayed from one to the\n"
+	"other, a retried post relayed once, an old one refused as a replay, and the two keys shown\n"
+	"to be different keys.\n"
 	"\n"
 	"      --keep DIR   work in DIR (created; must not exist) and keep it afterwards\n";
 
