@@ -9,11 +9,12 @@
  *              next key of its chain to one of 4 recipients (every client writes to all four).
  *              The real key center service in this process (kh_keycenter_service_new, kh_http on
  *              127.0.0.1) on an SQLite file on disk, durable: each relay is committed (fsync)
- *              before its answer. Only 200 answers count; any other ends the run (exit 1). The
- *              recipients' mailboxes are emptied between rounds, outside the timing (a mailbox
- *              holds KH_KEYCENTER_MAILBOX_MAX deliveries). With the relay: the CPU time of the
- *              whole process per relayed message (the service and the clients' sealing) and how
- *              busy the machine's cores were.
+ *              before its answer. Only 200 answers count; any other ends the run (exit 1), and
+ *              the mailboxes must hold exactly as many deliveries. A mailbox holds
+ *              KH_KEYCENTER_MAILBOX_MAX: one past half full is emptied during the round (a thread
+ *              named "mailman", one transaction each time), all of them after it. With the relay:
+ *              the CPU time of the whole process per relayed message (the service and the
+ *              clients' sealing) and how busy the machine's cores were.
  *   raw_relay  what a relay cannot avoid, on one thread: two HKDF derivations (key_i of the
  *              sender's chain, key_j of the recipient's), one AES-256-GCM open of the 1 KB post
  *              and one seal of the 1 KB delivery, through EVP directly.
@@ -352,40 +353,70 @@ static kh_err mail_seen(void *arg, const struct kh_store_kc_mail *m)
 struct drain {
 	struct relay *x;
 	struct mail_list *l;
+	int64_t above; /* only the mailboxes holding at least this many; 0: every one */
 	int64_t removed;
 };
 
 static kh_err drain_tx(struct kh_store *st, void *arg)
 {
 	struct drain *d = arg;
+	int64_t waiting = 0;
 	kh_err r;
 
 	d->removed = 0;
 	for (int i = 0; i < RECIPIENTS; i++) {
+		uint64_t serial = d->x->rcp[i].serial;
+		if (d->above && ((r = kh_store_kc_mail_count(st, serial, &waiting)) != KH_OK || waiting < d->above)) {
+			if (r != KH_OK)
+				return r;
+			continue;
+		}
 		d->l->n = 0;
-		if ((r = kh_store_kc_mail_list(st, d->x->rcp[i].serial, mail_seen, d->l)) != KH_OK)
+		if ((r = kh_store_kc_mail_list(st, serial, mail_seen, d->l)) != KH_OK)
 			return r;
 		for (size_t k = 0; k < d->l->n; k++)
-			if ((r = kh_store_kc_mail_delete(st, d->x->rcp[i].serial, d->l->idx[k])) != KH_OK)
+			if ((r = kh_store_kc_mail_delete(st, serial, d->l->idx[k])) != KH_OK)
 				return r;
 		d->removed += (int64_t)d->l->n;
 	}
 	return KH_OK;
 }
 
-/* Empty the recipients' mailboxes (one transaction), so that the next round is not refused a full one. */
-static int64_t relay_drain(struct relay *x)
+/* Empty the recipients' mailboxes holding at least above deliveries (0: all), in one transaction. */
+static int64_t relay_drain(struct relay *x, struct kh_store *st, int64_t above)
 {
-	struct drain d = {x, calloc(1, sizeof *d.l), 0};
-	struct kh_store *st;
+	struct drain d = {x, calloc(1, sizeof *d.l), above, 0};
 
 	if (!d.l)
 		FAIL("out of memory\n");
-	CHECK(kh_store_open(x->db, &st));
 	CHECK(kh_store_run_tx(st, drain_tx, &d));
-	kh_store_close(st);
 	free(d.l);
 	return d.removed;
+}
+
+/*
+ * While the posts run: a mailbox past half full is emptied, as its recipient's host would, so that
+ * a fast round is never refused a full one (KH_ERR_LIMIT). At the durable rate it rarely has work;
+ * each emptying is one transaction among hundreds of relays.
+ */
+struct mailman {
+	struct relay *x;
+	struct kh_store *st;
+	_Atomic int stop;
+	int64_t removed;
+};
+
+static void *mailman_loop(void *arg)
+{
+	struct mailman *mm = arg;
+	struct timespec nap = {0, 20 * 1000 * 1000};
+
+	pthread_setname_np(pthread_self(), "mailman");
+	while (!atomic_load(&mm->stop)) {
+		nanosleep(&nap, NULL);
+		mm->removed += relay_drain(mm->x, mm->st, KH_KEYCENTER_MAILBOX_MAX / 2);
+	}
+	return NULL;
 }
 
 /* CPU seconds of this process so far, every thread (user and system). */
@@ -402,6 +433,7 @@ static double cpu_s(void)
 struct relay_fig {
 	double rate, cpu_ms, busy;
 	unsigned msgs;
+	int64_t delivered; /* the deliveries the mailboxes held, emptied during and after the round */
 };
 
 /* One round of posts from every client for secs; every answer must be 200. */
@@ -409,12 +441,17 @@ static struct relay_fig relay_round(struct relay *x, double secs)
 {
 	_Atomic int go = 0;
 	struct relay_fig f = {0};
+	struct mailman mm = {x, NULL, 0, 0};
+	pthread_t mt;
 	double t0, t1, c0, c1, cores = (double)sysconf(_SC_NPROCESSORS_ONLN);
 
 	for (int i = 0; i < x->clients; i++) {
 		x->cl[i].done = 0;
 		x->cl[i].go = &go;
 	}
+	CHECK(kh_store_open(x->db, &mm.st));
+	if (pthread_create(&mt, NULL, mailman_loop, &mm) != 0)
+		FAIL("pthread_create failed\n");
 	c0 = cpu_s();
 	t0 = bench_now_s();
 	stop_at = t0 + secs;
@@ -430,6 +467,10 @@ static struct relay_fig relay_round(struct relay *x, double secs)
 	}
 	t1 = bench_now_s();
 	c1 = cpu_s();
+	atomic_store(&mm.stop, 1);
+	pthread_join(mt, NULL);
+	f.delivered = mm.removed + relay_drain(x, mm.st, 0);
+	kh_store_close(mm.st);
 	f.rate = f.msgs / (t1 - t0);
 	f.cpu_ms = 1e3 * (c1 - c0) / f.msgs;
 	f.busy = 100 * (c1 - c0) / (cores * (t1 - t0));
@@ -855,8 +896,9 @@ int main(int argc, char **argv)
 		ratio[1][r] = fig[F_SEND][r] / fig[F_HKDF2][r];
 		ratio[2][r] = fig[F_OPEN][r] / fig[F_RAWOPEN][r];
 		ratio[3][r] = 1e3 / fig[F_RAW][r] / fig[F_CPU][r];
-		if (relay_drain(x) != f.msgs)
-			FAIL("round %d: %u posts answered 200, but the mailboxes did not hold as many\n", r + 1, f.msgs);
+		if (f.delivered != (int64_t)f.msgs)
+			FAIL("round %d: %u posts answered 200, but the mailboxes held %lld\n", r + 1, f.msgs,
+			     (long long)f.delivered);
 		fprintf(stderr, "bench_keycard: round %d of %d done\n", r + 1, rounds);
 	}
 	print_all(fig, ratio, rounds, nosync);
