@@ -27,6 +27,8 @@
  *   card_open  KC OPEN (kh_keycard_open) of deliveries sealed for consecutive j (sealed in batches
  *              outside the timing): key_j derived, chunk 0 opened in the card, the chain moved on.
  *              Against raw_open: two HKDF and one GCM open of a chunk 0.
+ *   ack_sign   the center's signed ack (kh_kc_ack_sign, Ed25519) that each 200 answer carries,
+ *              alone on one thread: a part of the relay's time that raw_relay leaves out.
  *
  * Ratios within each round: relay_vs_raw, relay_cpu_vs_raw (the raw relay's time per the process's
  * CPU time a relayed post), card_send_vs_raw_hkdf, card_open_vs_raw. -S runs the
@@ -632,6 +634,20 @@ static double raw_open(struct raw *w, double secs)
 	return n / (t - t0);
 }
 
+/* ack_sign: the center's signed ack that every 200 answer to a post carries (kh_kc_ack_sign), alone. */
+static double ack_sign(const uint8_t sk[32], uint32_t center, double secs)
+{
+	uint8_t ack[KH_KC_ACK_LEN];
+	unsigned n = 0;
+	double t0 = bench_now_s(), t;
+
+	do {
+		CHECK(kh_kc_ack_sign(sk, center, 1001, n + 1, ack));
+		n++;
+	} while ((t = bench_now_s()) - t0 < secs);
+	return n / (t - t0);
+}
+
 /* ---------------------------------------------------------------- the real key card */
 
 /* The card's own memory: its sealed state kept here, as a card keeps it in its EEPROM. */
@@ -800,7 +816,7 @@ static const char usage[] =
 	"  -p          pin this process to one CPU\n"
 	"  -S          the store with synchronous=NORMAL: NOT durable (to show the fsync's share)\n";
 
-enum { F_RELAY, F_CPU, F_BUSY, F_RAW, F_SEND, F_HKDF2, F_OPEN, F_RAWOPEN, F_N };
+enum { F_RELAY, F_CPU, F_BUSY, F_RAW, F_SEND, F_HKDF2, F_OPEN, F_RAWOPEN, F_ACK, F_N };
 
 static void print_all(double fig[F_N][BENCH_MAX_ROUNDS], double ratio[4][BENCH_MAX_ROUNDS], int rounds, int nosync)
 {
@@ -815,6 +831,7 @@ static void print_all(double fig[F_N][BENCH_MAX_ROUNDS], double ratio[4][BENCH_M
 	snprintf(name, sizeof name, "kc_relay_cores_busy%s", sfx);
 	bench_print(name, "%", 0, fig[F_BUSY], rounds);
 	bench_print("kc_raw_relay", "msgs/s", 0, fig[F_RAW], rounds);
+	bench_print("kc_ack_sign", "ops/s", 0, fig[F_ACK], rounds);
 	bench_print("kc_card_send", "ops/s", 0, fig[F_SEND], rounds);
 	bench_print("kc_raw_hkdf2", "ops/s", 0, fig[F_HKDF2], rounds);
 	bench_print("kc_card_open", "ops/s", 0, fig[F_OPEN], rounds);
@@ -892,6 +909,7 @@ int main(int argc, char **argv)
 		fig[F_SEND][r] = card_send(k, secs / 8);
 		fig[F_RAWOPEN][r] = raw_open(w, secs / 8);
 		fig[F_OPEN][r] = card_open(k, w->doc, secs / 8);
+		fig[F_ACK][r] = ack_sign(k->center_sk, k->center, secs / 8);
 		ratio[0][r] = fig[F_RELAY][r] / fig[F_RAW][r];
 		ratio[1][r] = fig[F_SEND][r] / fig[F_HKDF2][r];
 		ratio[2][r] = fig[F_OPEN][r] / fig[F_RAWOPEN][r];
