@@ -232,8 +232,8 @@ static void sim_card_new(struct relay *x, struct sim_card *c, const char *addr)
 	CHECK(kh_authority_next_ua(x->auth, &ua));
 	c->serial = ua;
 	CHECK(kh_ed25519_keygen(c->sk, c->pk));
-	CHECK(kh_authority_issue(x->auth, KH_ROLE_KEYCARD, ua, KH_CERT_KEY_ED25519, c->pk, "sign", c->cert, sizeof c->cert,
-				 &c->certlen));
+	CHECK(kh_authority_issue(x->auth, KH_ROLE_KEYCARD, ua, KH_CERT_KEY_ED25519, c->pk, "sign", c->cert,
+				 sizeof c->cert, &c->certlen));
 	CHECK(kh_random(c->seed, sizeof c->seed));
 	CHECK(kh_keyseq_init(c->seed, c->serial, KH_KEYSEQ_SEND, &c->send));
 	snprintf(c->addr, sizeof c->addr, "%s", addr);
