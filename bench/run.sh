@@ -80,6 +80,10 @@ run_bench bench_distsrv -r 5 -t 3
 # The escrow: whole purchases per second from 32 devices and hosts, against raw RSA; the device's
 # blinding against BIGNUM (docs/performance.md "Escrow").
 run_bench bench_escrow -r 5 -t 1 -c 32
+# The key center relay: 1 KB posts relayed per second from 32 cards' hosts over HTTP, durable, against
+# the raw work of a relay (two HKDF, a GCM open and a seal); the key card's KC SEND and KC OPEN
+# against their derivations (docs/performance.md "Key center relay").
+run_bench bench_keycard -r 5 -t 1 -c 32
 if [ -r /proc/loadavg ]; then
 	echo "# loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi

@@ -56,6 +56,9 @@ grep -q '^ratio=delivery_vs_raw_aes_gcm ' "$KH_META/bench_dist.out" || kh_fail "
 grep -q '^ratio=handshake_vs_primitives ' "$KH_META/bench_dist.out" || kh_fail "bench_dist printed no handshake ratio"
 smoke bench_secmod -r 1 -t 0.02 -c 4
 smoke bench_escrow -r 1 -t 0.05 -c 2
+smoke bench_keycard -r 1 -t 0.05 -c 2
+grep -q '^ratio=relay_vs_raw ' "$KH_META/bench_keycard.out" || kh_fail "bench_keycard printed no relay ratio"
+grep -q '^ratio=card_open_vs_raw ' "$KH_META/bench_keycard.out" || kh_fail "bench_keycard printed no KC OPEN ratio"
 grep -q '^ratio=secmod_4_vs_raw ' "$KH_META/bench_secmod.out" || kh_fail "bench_secmod printed no concurrent ratio"
 # every benchmark source has its smoke run here
 n=$(ls "$KH_SOURCE_DIR"/bench/bench_*.c | wc -l)
