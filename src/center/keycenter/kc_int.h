@@ -25,6 +25,7 @@ struct kh_keycenter {
 struct kh_keycenter_service {
 	struct kh_keycenter *kc;
 	struct kh__pool pool;
+	struct kh_store_group *writer; /* SQLite: concurrent writes share one commit (one fsync) */
 	unsigned window;
 	uint64_t max_document;
 	int64_t (*clock)(void *ctx);
@@ -44,7 +45,10 @@ struct kh__kc_relayed {
 KH_WARN_UNUSED kh_err kh__kc_relay(struct kh_keycenter_service *s, const uint8_t *msg, size_t n,
 				   struct kh__kc_relayed *out);
 int64_t kh__kc_now(const struct kh_keycenter_service *s);
-/* Run fn in one write transaction on this thread's connection, again while the store is busy. */
+/* Run fn in one write transaction, again while the store is busy: on SQLite through the group
+ * committer (inside a savepoint of a transaction many writers share, committed once for all), on
+ * PostgreSQL on this thread's connection. Either way fn's changes are durable when KH_OK returns,
+ * and undone when fn fails. */
 KH_WARN_UNUSED kh_err kh__kc_write(struct kh_keycenter_service *s, kh_store_tx_fn fn, void *arg);
 
 /* A chain state sealed at rest: AES-256-GCM(state key, random nonce, "KHCS" | serial | dir | pos). */

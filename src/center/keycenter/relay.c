@@ -38,6 +38,8 @@ kh_err kh__kc_write(struct kh_keycenter_service *s, kh_store_tx_fn fn, void *arg
 	struct kh_store *st;
 	kh_err r;
 
+	if (kh_store_group_batches(s->writer))
+		return kh_store_group_run(s->writer, fn, arg);
 	if ((r = kh__pool_get(&s->pool, &st)) != KH_OK)
 		return r;
 	for (int i = 0; i < WRITE_ROUNDS; i++)

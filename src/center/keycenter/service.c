@@ -505,6 +505,14 @@ kh_err kh_keycenter_service_new(const struct kh_keycenter_service_config *cfg, s
 			*what = dbw;
 		goto fail;
 	}
+	{
+		struct kh_store_opts opts = {.sync_normal = cfg->store_sync_normal};
+		if ((r = kh_store_group_new(cfg->db, &opts, 0, &s->writer)) != KH_OK) {
+			if (what)
+				*what = dbw;
+			goto fail;
+		}
+	}
 	*out = s;
 	return KH_OK;
 fail:
@@ -534,6 +542,7 @@ void kh_keycenter_service_free(struct kh_keycenter_service *s)
 {
 	if (!s)
 		return;
+	kh_store_group_free(s->writer);
 	kh__pool_free(&s->pool);
 	kh_keycenter_close(s->kc);
 	kh_wipe(s, sizeof *s);
