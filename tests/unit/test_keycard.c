@@ -173,6 +173,50 @@ static void test_message_roundtrip(void **state)
 	free(out);
 }
 
+/* A refused header or message gives none of its outputs; what a refused message opened is wiped. */
+static void test_refused_untouched(void **state)
+{
+	struct kh_kc_header h = {KH_KC_DELIVERY, 42, 0}, g, hpat;
+	struct kh_kc_envelope e, epat;
+	uint8_t key[32], hdr[KH_KC_HEADER_LEN], msg[256], out[64], opat[64];
+	size_t n = 0, dl = 77;
+	(void)state;
+
+	memset(&hpat, 0xA5, sizeof hpat);
+	memset(&epat, 0xA5, sizeof epat);
+	memset(opat, 0xA5, sizeof opat);
+	/* index 0 */
+	kh_kc_header_write(&h, hdr);
+	memcpy(&g, &hpat, sizeof g);
+	assert_int_equal(kh_kc_header_parse(hdr, sizeof hdr, &g), KH_ERR_FORMAT);
+	assert_memory_equal(&g, &hpat, sizeof g);
+	/* a message whose header and envelope read well, and whose document chunk does not open */
+	h.index = 7;
+	assert_int_equal(kh_random(key, sizeof key), KH_OK);
+	assert_int_equal(kh_kc_msg_seal(key, &h, "bob@center", (const uint8_t *)"doc", 3, msg, sizeof msg, &n), KH_OK);
+	msg[n - 1] ^= 1;
+	memcpy(&g, &hpat, sizeof g);
+	memcpy(&e, &epat, sizeof e);
+	memcpy(out, opat, sizeof out);
+	assert_int_equal(kh_kc_msg_open(key, msg, n, &g, &e, out, sizeof out, &dl), KH_ERR_AUTH);
+	assert_memory_equal(&g, &hpat, sizeof g);
+	assert_memory_equal(&e, &epat, sizeof e);
+	assert_int_equal(dl, 77);
+	assert_true(out[0] == 0 && out[1] == 0 && out[2] == 0);
+	assert_memory_equal(out + 3, opat + 3, sizeof out - 3);
+	/* a trailing byte: the same */
+	msg[n - 1] ^= 1;
+	msg[n] = 0;
+	assert_int_equal(kh_kc_msg_open(key, msg, n + 1, &g, &e, out, sizeof out, &dl), KH_ERR_TRAILING);
+	assert_memory_equal(&g, &hpat, sizeof g);
+	assert_memory_equal(&e, &epat, sizeof e);
+	assert_int_equal(dl, 77);
+	/* whole: all given */
+	assert_int_equal(kh_kc_msg_open(key, msg, n, &g, &e, out, sizeof out, &dl), KH_OK);
+	assert_true(g.index == 7 && g.serial == 42 && dl == 3 && memcmp(out, "doc", 3) == 0);
+	assert_string_equal(e.addr, "bob@center");
+}
+
 static void test_addresses(void **state)
 {
 	static const char *const good[] = {"a@b", "alice@center", "x.y+z_1-2@kc.example"};
@@ -398,6 +442,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_message_roundtrip),
+		cmocka_unit_test(test_refused_untouched),
 		cmocka_unit_test(test_addresses),
 		cmocka_unit_test_setup_teardown(test_signed_records, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_enrol, setup, teardown),
