@@ -188,7 +188,8 @@ static void chunk(const uint8_t *d, size_t n)
 	if (ro != KH_OK) {
 		/* what was decrypted is never left behind, nor any length given */
 		untouched(&ptlen, sizeof ptlen);
-		CHECK(all_are(pt, ctlen - KH_TAG_LEN, 0) && all_are(pt + ctlen - KH_TAG_LEN, sizeof pt - (ctlen - KH_TAG_LEN), 0xA5));
+		ptlen2 = ctlen - KH_TAG_LEN;
+		CHECK(all_are(pt, ptlen2, 0) && all_are(pt + ptlen2, sizeof pt - ptlen2, 0xA5));
 		return;
 	}
 	CHECK(ptlen == ctlen - KH_TAG_LEN);

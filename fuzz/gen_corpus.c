@@ -17,8 +17,9 @@
  *
  * A fresh throwaway authority (random Ed25519 root, in a temporary directory removed at the end)
  * signs the certificates, so every run prints a new root key: paste it into ROOT_PK of
- * fuzz/fuzz_cert.c. The seeds of fuzz_apdu, fuzz_pair_open, fuzz_pair_answer and fuzz_sealed do
- * not depend on it and come out identical each run. The shared constants come from fuzz_common.h.
+ * fuzz/fuzz_cert.c. The seeds of fuzz_apdu, fuzz_pair_open, fuzz_pair_answer, fuzz_sealed and
+ * fuzz_keycard do not depend on it and come out identical each run. The shared constants come from
+ * fuzz_common.h.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -2760,8 +2761,8 @@ static void kc_enrol(struct seq *s, struct kh_authority *a, uint8_t sealed[stati
 	size_t derlen;
 
 	check("center pk", kh_ed25519_public(fz_kc_center_sk, pk));
-	check("center cert", kh_authority_issue(a, KH_ROLE_KEYCENTER, FZ_KC_CENTER, KH_CERT_KEY_ED25519, pk, "sign", der,
-						sizeof der, &derlen));
+	check("center cert", kh_authority_issue(a, KH_ROLE_KEYCENTER, FZ_KC_CENTER, KH_CERT_KEY_ED25519, pk, "sign",
+						der, sizeof der, &derlen));
 	check("enrol keypair", kh_kc_enrol_keypair(fz_kc_center_sk, xsk, xpk));
 	check("enrolkey", kh_kc_enrolkey_sign(fz_kc_center_sk, FZ_KC_CENTER, xpk, ek));
 	kh_wipe(xsk, sizeof xsk);
@@ -2791,7 +2792,8 @@ static void kc_enrol(struct seq *s, struct kh_authority *a, uint8_t sealed[stati
 }
 
 /* The center's chains of the card, from its sealed seed. */
-static void kc_chains(const uint8_t sealed[static KH_KC_SEALED_SEED_LEN], struct kh_keyseq *send, struct kh_keyseq *recv)
+static void kc_chains(const uint8_t sealed[static KH_KC_SEALED_SEED_LEN], struct kh_keyseq *send,
+		      struct kh_keyseq *recv)
 {
 	uint8_t xsk[32], xpk[32], info[KH_KC_ENROL_INFO_LEN], seed[KH_KEYSEQ_LEN];
 
