@@ -202,4 +202,17 @@ static const uint8_t fz_ladder_key[32] __attribute__((unused)) = "keyhole fuzz l
  */
 static const uint8_t fz_usage_sign_sk[32] __attribute__((unused)) = "keyhole fuzz card sign key v1..";
 
+/*
+ * fuzz_keycard (the key center relay's records): the key its messages are sealed under, the
+ * header its chunk reader opens chunks under (a delivery to card FZ_KC_SERIAL, index
+ * FZ_KC_INDEX), and the key center's Ed25519 signing seed that signs its acks and enrolment keys,
+ * with another center's that signs nothing the harness accepts (public test values).
+ */
+#define FZ_KC_SERIAL 0x0000c0deu
+#define FZ_KC_INDEX 5u
+#define FZ_KC_CENTER 0xfe000040u
+static const uint8_t fz_kc_key[32] __attribute__((unused)) = "keyhole fuzz keycard key v1....";
+static const uint8_t fz_kc_center_sk[32] __attribute__((unused)) = "keyhole fuzz key center v1.....";
+static const uint8_t fz_kc_other_sk[32] __attribute__((unused)) = "keyhole fuzz other center v1...";
+
 #endif

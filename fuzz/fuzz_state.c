@@ -184,7 +184,8 @@ static void settle(struct kh_persist *p)
 }
 
 /* The persistent state two modules hold, as far as a store keeps it: the runtime's fields, and
- * the applets' slots when the role writes their section (applet_cas.c's, the only one so far). */
+ * the applets' slots when the role writes their section (applet_cas.c's: the whole slot area;
+ * applet_kc.c's: the key card's slot). */
 static void same_state(const struct kh_module *a, const struct kh_module *b)
 {
 	static struct kh_persist pa, pb;
@@ -198,6 +199,8 @@ static void same_state(const struct kh_module *a, const struct kh_module *b)
 		CHECK(memcmp(&pa.app, &pb.app, sizeof pa.app) == 0);
 		CHECK(memcmp(&a->live, &b->live, sizeof a->live) == 0);
 	}
+	if (kh__applet_kc.state->roles & KH_ROLE_BIT(pa.role))
+		CHECK(memcmp(&pa.app.kc, &pb.app.kc, sizeof pa.app.kc) == 0);
 	kh_wipe(&pa, sizeof pa);
 	kh_wipe(&pb, sizeof pb);
 }

@@ -17,8 +17,9 @@
  *
  * A fresh throwaway authority (random Ed25519 root, in a temporary directory removed at the end)
  * signs the certificates, so every run prints a new root key: paste it into ROOT_PK of
- * fuzz/fuzz_cert.c. The seeds of fuzz_apdu, fuzz_pair_open, fuzz_pair_answer and fuzz_sealed do
- * not depend on it and come out identical each run. The shared constants come from fuzz_common.h.
+ * fuzz/fuzz_cert.c. The seeds of fuzz_apdu, fuzz_pair_open, fuzz_pair_answer, fuzz_sealed and
+ * fuzz_keycard do not depend on it and come out identical each run. The shared constants come from
+ * fuzz_common.h.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -46,6 +47,8 @@
 #include "keyhole/escrow.h"
 #include "keyhole/file.h"
 #include "keyhole/hpke.h"
+#include "keyhole/keycard.h"
+#include "keyhole/keyseq.h"
 #include "keyhole/module.h"
 #include "keyhole/pair.h"
 #include "keyhole/scramble.h"
@@ -2558,6 +2561,380 @@ static void gen_dist(void)
 	gen_dist_receipts(b);
 }
 
+/* ---- fuzz_keycard: the relay's records under the keys of fuzz_common.h (no randomness) ---- */
+
+enum { KC_HEADER, KC_ENVELOPE, KC_CHUNK, KC_MSG, KC_ACK, KC_ENROLKEY }; /* fuzz_keycard's selectors */
+#define KC_DOC_BIG 70000u                                           /* a document of two chunks */
+#define KC_DOC_CAP (3u * KH_KC_CHUNK) /* fuzz_keycard's bound on a document (its DOC_CAP) */
+
+static uint8_t kc_buf[2 + KH_KC_HEADER_LEN + KH_KC_CHUNK0_MAX + 2 * (KH_KC_CHUNK_HDR_LEN + KH_KC_CHUNK + KH_TAG_LEN)];
+
+/*
+ * A fuzz_keycard seed: the selector, then n bytes of p, with the byte at flip (when >= 0) XORed
+ * with 0x01 and one extra byte (when extra >= 0) after them.
+ */
+static void kc_put(const char *name, uint8_t sel, const uint8_t *p, size_t n, long flip, int extra)
+{
+	if (n + 2 > sizeof kc_buf || (flip >= 0 && (size_t)flip >= n))
+		die("kc_put", KH_ERR_INVAL);
+	kc_buf[0] = sel;
+	memmove(kc_buf + 1, p, n);
+	if (flip >= 0)
+		kc_buf[1 + flip] ^= 0x01;
+	if (extra >= 0)
+		kc_buf[1 + n++] = (uint8_t)extra;
+	put("fuzz_keycard", name, kc_buf, 1 + n);
+}
+
+/* A message to or from addr under fz_kc_key: len bytes of letters (never 0x00 nor 0xA5). */
+static size_t kc_msg(const struct kh_kc_header *h, const char *addr, size_t len, uint8_t *out, size_t cap)
+{
+	static uint8_t doc[KC_DOC_BIG];
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++)
+		doc[i] = (uint8_t)('a' + i % 26);
+	check("kc msg", kh_kc_msg_seal(fz_kc_key, h, addr, doc, len, out, cap, &n));
+	return n;
+}
+
+/* The framed length of the chunk at p (n bytes from there). */
+static size_t kc_framed(const uint8_t *p, size_t n)
+{
+	size_t ctlen;
+	int last;
+
+	check("kc frame", kh_kc_chunk_frame(p, n, &ctlen, &last));
+	return KH_KC_CHUNK_HDR_LEN + ctlen;
+}
+
+/* A chunk seed: the chunk number k, then the chunk (n bytes at p), flipped at flip (>= 0). */
+static void kc_put_chunk(const char *name, uint8_t k, const uint8_t *p, size_t n, long flip)
+{
+	static uint8_t b[1 + KH_KC_CHUNK_HDR_LEN + KH_KC_CHUNK + KH_TAG_LEN];
+
+	if (n + 1 > sizeof b)
+		die("kc chunk", KH_ERR_INVAL);
+	b[0] = k;
+	memcpy(b + 1, p, n);
+	kc_put(name, KC_CHUNK, b, n + 1, flip < 0 ? -1 : flip + 1, -1);
+}
+
+/* Chunk 0 alone after h, its envelope for addr claiming length bytes, flagged last or not. */
+static size_t kc_chunk0_only(const struct kh_kc_header *h, const char *addr, uint64_t length, int last, uint8_t *out)
+{
+	uint8_t env[KH_KC_ENVELOPE_MAX];
+	size_t envlen;
+
+	kh_kc_header_write(h, out);
+	check("kc env", kh_kc_envelope_write(addr, length, env, &envlen));
+	check("kc chunk0", kh_kc_chunk_seal(fz_kc_key, out, 0, last, env, envlen, out + KH_KC_HEADER_LEN));
+	return KH_KC_HEADER_LEN + KH_KC_CHUNK_HDR_LEN + envlen + KH_TAG_LEN;
+}
+
+static void gen_keycard_records(void)
+{
+	static const struct kh_kc_header del = {KH_KC_DELIVERY, FZ_KC_SERIAL, FZ_KC_INDEX};
+	static const struct kh_kc_header post = {KH_KC_POST, FZ_KC_SERIAL, 1};
+	static const struct kh_kc_header zero = {KH_KC_DELIVERY, FZ_KC_SERIAL, 0};
+	uint8_t b[KH_KC_HEADER_LEN], env[KH_KC_ENVELOPE_MAX], a[KH_KC_ACK_LEN], e[KH_KC_ENROLKEY_LEN], xsk[32], xpk[32];
+	char longest[KH_KC_ADDR_MAX + 1];
+	size_t n;
+
+	kh_kc_header_write(&post, b);
+	kc_put("header-post", KC_HEADER, b, sizeof b, -1, -1);
+	kh_kc_header_write(&del, b);
+	kc_put("header-delivery", KC_HEADER, b, sizeof b, -1, -1);
+	kc_put("header-cut", KC_HEADER, b, sizeof b - 1, -1, -1);
+	b[5] = 3;
+	kc_put("header-bad-dir", KC_HEADER, b, sizeof b, -1, -1);
+	kh_kc_header_write(&del, b);
+	b[4] = 2;
+	kc_put("header-version-2", KC_HEADER, b, sizeof b, -1, -1);
+	kh_kc_header_write(&zero, b);
+	kc_put("header-index-0", KC_HEADER, b, sizeof b, -1, -1);
+
+	check("env", kh_kc_envelope_write("alice@center", KC_DOC_BIG, env, &n));
+	kc_put("envelope", KC_ENVELOPE, env, n, -1, -1);
+	kc_put("envelope-cut", KC_ENVELOPE, env, n - 1, -1, -1);
+	kc_put("envelope-trailing", KC_ENVELOPE, env, n, -1, 0);
+	kc_put("envelope-version-2", KC_ENVELOPE, env, n, 0, -1); /* 1 ^ 1 = 0: another version */
+	kc_put("envelope-capital", KC_ENVELOPE, env, n, 2, -1);   /* 'a' ^ 1 = '`': not an address character */
+	memset(longest, 'x', KH_KC_ADDR_MAX);
+	longest[KH_KC_ADDR_MAX / 2] = '@';
+	longest[KH_KC_ADDR_MAX] = '\0';
+	check("env longest", kh_kc_envelope_write(longest, UINT64_MAX, env, &n));
+	kc_put("envelope-longest", KC_ENVELOPE, env, n, -1, -1);
+
+	check("ack", kh_kc_ack_sign(fz_kc_center_sk, FZ_KC_CENTER, FZ_KC_SERIAL, 3, a));
+	kc_put("ack", KC_ACK, a, sizeof a, -1, -1);
+	kc_put("ack-flipped", KC_ACK, a, sizeof a, 24, -1); /* the index */
+	kc_put("ack-cut", KC_ACK, a, sizeof a - 1, -1, -1);
+	kc_put("ack-trailing", KC_ACK, a, sizeof a, -1, 0);
+	kc_put("ack-version-0", KC_ACK, a, sizeof a, 4, -1);
+	check("ack other", kh_kc_ack_sign(fz_kc_other_sk, FZ_KC_CENTER, FZ_KC_SERIAL, 3, a));
+	kc_put("ack-other-center", KC_ACK, a, sizeof a, -1, -1);
+	check("ack max", kh_kc_ack_sign(fz_kc_center_sk, UINT32_MAX, 0, UINT64_MAX, a));
+	kc_put("ack-max", KC_ACK, a, sizeof a, -1, -1);
+
+	check("enrol keypair", kh_kc_enrol_keypair(fz_kc_center_sk, xsk, xpk));
+	check("enrolkey", kh_kc_enrolkey_sign(fz_kc_center_sk, FZ_KC_CENTER, xpk, e));
+	kc_put("enrolkey", KC_ENROLKEY, e, sizeof e, -1, -1);
+	kc_put("enrolkey-flipped", KC_ENROLKEY, e, sizeof e, 12, -1); /* the key */
+	kc_put("enrolkey-cut", KC_ENROLKEY, e, sizeof e - 1, -1, -1);
+	kc_put("enrolkey-trailing", KC_ENROLKEY, e, sizeof e, -1, 0);
+	check("enrolkey other", kh_kc_enrolkey_sign(fz_kc_other_sk, FZ_KC_CENTER, xpk, e));
+	kc_put("enrolkey-other-center", KC_ENROLKEY, e, sizeof e, -1, -1);
+	kh_wipe(xsk, sizeof xsk);
+}
+
+static void gen_keycard(void)
+{
+	static const struct kh_kc_header del = {KH_KC_DELIVERY, FZ_KC_SERIAL, FZ_KC_INDEX};
+	static const struct kh_kc_header post = {KH_KC_POST, FZ_KC_SERIAL, 1};
+	static uint8_t m[sizeof kc_buf];
+	size_t n, c0;
+
+	gen_keycard_records();
+	/* messages of 0 and 1 document bytes: whole, cut, flipped, with a trailing byte */
+	n = kc_msg(&del, "alice@center", 0, m, sizeof m);
+	kc_put("msg-0", KC_MSG, m, n, -1, -1);
+	kc_put("msg-0-cut", KC_MSG, m, n - 1, -1, -1);
+	kc_put("msg-0-flipped", KC_MSG, m, n, KH_KC_HEADER_LEN + KH_KC_CHUNK_HDR_LEN + 2, -1);
+	kc_put("msg-0-trailing", KC_MSG, m, n, -1, 0);
+	c0 = kc_framed(m + KH_KC_HEADER_LEN, n - KH_KC_HEADER_LEN);
+	kc_put_chunk("chunk0-last", 0, m + KH_KC_HEADER_LEN, c0, -1);
+	n = kc_msg(&del, "alice@center", 1, m, sizeof m);
+	kc_put("msg-1", KC_MSG, m, n, -1, -1);
+	kc_put("msg-1-cut", KC_MSG, m, n - 1, -1, -1);
+	kc_put("msg-1-flipped", KC_MSG, m, n, (long)n - 1, -1); /* the last chunk's tag */
+	kc_put("msg-1-trailing", KC_MSG, m, n, -1, 0);
+	kc_put("msg-1-header-flipped", KC_MSG, m, n, 10, -1); /* the serial: every chunk's AAD */
+	c0 = kc_framed(m + KH_KC_HEADER_LEN, n - KH_KC_HEADER_LEN);
+	kc_put_chunk("chunk0", 0, m + KH_KC_HEADER_LEN, c0, -1);
+	kc_put_chunk("chunk1", 1, m + KH_KC_HEADER_LEN + c0, n - KH_KC_HEADER_LEN - c0, -1);
+	kc_put_chunk("chunk1-as-2", 2, m + KH_KC_HEADER_LEN + c0, n - KH_KC_HEADER_LEN - c0, -1);
+	kc_put_chunk("chunk1-flag-2", 1, m + KH_KC_HEADER_LEN + c0, n - KH_KC_HEADER_LEN - c0, 0);
+	m[KH_KC_HEADER_LEN + c0 + 4] = KH_TAG_LEN - 1;
+	kc_put_chunk("chunk1-len-15", 1, m + KH_KC_HEADER_LEN + c0, n - KH_KC_HEADER_LEN - c0, -1);
+	/* two chunks of document: whole, and its last chunk flipped (opened chunk 1 then wiped) */
+	n = kc_msg(&del, "alice@center", KC_DOC_BIG, m, sizeof m);
+	kc_put("msg-70000", KC_MSG, m, n, -1, -1);
+	kc_put("msg-70000-flipped", KC_MSG, m, n, (long)n - 20, -1);
+	c0 = kc_framed(m + KH_KC_HEADER_LEN, n - KH_KC_HEADER_LEN);
+	c0 += kc_framed(m + KH_KC_HEADER_LEN + c0, n - KH_KC_HEADER_LEN - c0);
+	kc_put_chunk("chunk2", 2, m + KH_KC_HEADER_LEN + c0, n - KH_KC_HEADER_LEN - c0, -1);
+	/* a post; envelopes at odds with their chunks or past the reader's bound */
+	n = kc_msg(&post, "bob.smith+kc@center.example", 100, m, sizeof m);
+	kc_put("msg-post-100", KC_MSG, m, n, -1, -1);
+	n = kc_chunk0_only(&del, "alice@center", 0, 0, m);
+	kc_put("msg-0-not-last", KC_MSG, m, n, -1, -1);
+	n = kc_chunk0_only(&del, "alice@center", 1, 1, m);
+	kc_put("msg-1-last-early", KC_MSG, m, n, -1, -1);
+	n = kc_chunk0_only(&del, "alice@center", KC_DOC_CAP + 1, 0, m);
+	kc_put("msg-past-cap", KC_MSG, m, n, -1, -1);
+}
+
+/*
+ * A key card (fuzz_module) with its key center, which the generator plays with fz_kc_center_sk
+ * (certified by the authority as a key center): blank, it refuses to send; KC ENROL with the
+ * center's certificate and enrolment key (the generator opens the sealed seed with the center's
+ * enrolment key and builds both chains), again (the same answer), KC SEND three times (each key
+ * the center's), KC ACK of post 3, KC OPEN of delivery 1 (sealed under the receive chain's key),
+ * again (the same key), a delivery 2 with chunk 0 flipped (refused), KC HELLO, KC STATUS. The
+ * enrolled card's sealed states, before and after the open, are fuzz_state's seeds.
+ */
+#define KC_CARD_UA 0x0000c001u
+
+/* The card's answer as a TLV list holding (at least) the tags of need. */
+static void kc_answer(struct kh_tlv t[KH_KC_T_MAX + 1], uint32_t need)
+{
+	memset(t, 0, (KH_KC_T_MAX + 1) * sizeof t[0]);
+	check("kc answer", kh_tlv_take(rsp, rsp_len, t, KH_KC_T_MAX, need));
+}
+
+static void kc_enrol(struct seq *s, struct kh_authority *a, uint8_t sealed[static KH_KC_SEALED_SEED_LEN])
+{
+	uint8_t pk[32], xsk[32], xpk[32], ek[KH_KC_ENROLKEY_LEN], der[KH_CERT_MAX], buf[KH_APDU_MAX_DATA];
+	struct kh_tlv t[KH_KC_T_MAX + 1];
+	struct kh_wr w;
+	size_t derlen;
+
+	check("center pk", kh_ed25519_public(fz_kc_center_sk, pk));
+	check("center cert", kh_authority_issue(a, KH_ROLE_KEYCENTER, FZ_KC_CENTER, KH_CERT_KEY_ED25519, pk, "sign",
+						der, sizeof der, &derlen));
+	check("enrol keypair", kh_kc_enrol_keypair(fz_kc_center_sk, xsk, xpk));
+	check("enrolkey", kh_kc_enrolkey_sign(fz_kc_center_sk, FZ_KC_CENTER, xpk, ek));
+	kh_wipe(xsk, sizeof xsk);
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put(&w, KH_KC_T_CERT, der, derlen);
+	check("enrol tlv", kh_tlv_put(&w, KH_KC_T_ENROLKEY, ek, sizeof ek));
+	/* the card's own certificate is no key center's */
+	mod_apdu(s, KH_INS_GET_CERT, 1, NULL, 0, 256, KH_SW_OK);
+	{
+		uint8_t bad[KH_APDU_MAX_DATA];
+		struct kh_wr wb;
+		kh_wr_init(&wb, bad, sizeof bad);
+		kh_tlv_put(&wb, KH_KC_T_CERT, rsp, rsp_len);
+		check("bad enrol tlv", kh_tlv_put(&wb, KH_KC_T_ENROLKEY, ek, sizeof ek));
+		mod_apdu(s, KH_INS_KC_ENROL, 0, bad, wb.len, 0, kh_err_to_sw(KH_ERR_CERT_ROLE));
+	}
+	mod_apdu(s, KH_INS_KC_ENROL, 0, buf, w.len, 0, KH_SW_OK);
+	kc_answer(t, 1u << KH_KC_T_SERIAL | 1u << KH_KC_T_SEALED);
+	if (t[KH_KC_T_SEALED].len != KH_KC_SEALED_SEED_LEN)
+		die("sealed seed", KH_ERR_FORMAT);
+	memcpy(sealed, t[KH_KC_T_SEALED].v, KH_KC_SEALED_SEED_LEN);
+	/* asked again by the same center: the same sealed seed */
+	mod_apdu(s, KH_INS_KC_ENROL, 0, buf, w.len, 0, KH_SW_OK);
+	kc_answer(t, 1u << KH_KC_T_SERIAL | 1u << KH_KC_T_SEALED);
+	if (memcmp(sealed, t[KH_KC_T_SEALED].v, KH_KC_SEALED_SEED_LEN) != 0)
+		die("sealed seed again", KH_ERR_INTERNAL);
+}
+
+/* The center's chains of the card, from its sealed seed. */
+static void kc_chains(const uint8_t sealed[static KH_KC_SEALED_SEED_LEN], struct kh_keyseq *send,
+		      struct kh_keyseq *recv)
+{
+	uint8_t xsk[32], xpk[32], info[KH_KC_ENROL_INFO_LEN], seed[KH_KEYSEQ_LEN];
+
+	check("enrol keypair", kh_kc_enrol_keypair(fz_kc_center_sk, xsk, xpk));
+	kh_kc_enrol_info(FZ_KC_CENTER, KC_CARD_UA, info);
+	check("seed open", kh_hpke_open_base(xsk, sealed, info, sizeof info, NULL, 0, sealed + KH_HPKE_ENC_LEN,
+					     KH_KEYSEQ_LEN + KH_TAG_LEN, seed));
+	check("send chain", kh_keyseq_init(seed, KC_CARD_UA, KH_KEYSEQ_SEND, send));
+	check("recv chain", kh_keyseq_init(seed, KC_CARD_UA, KH_KEYSEQ_RECV, recv));
+	kh_wipe(seed, sizeof seed);
+	kh_wipe(xsk, sizeof xsk);
+}
+
+/* KC OPEN of delivery j (its chunk 0 flipped when flip): the key the card gives is the center's. */
+static void kc_open(struct seq *s, const struct kh_keyseq *recv, uint64_t j, int flip, uint16_t want_sw)
+{
+	static const uint8_t text[] = "a delivery to the key card";
+	const struct kh_kc_header h = {KH_KC_DELIVERY, KC_CARD_UA, j};
+	uint8_t key[32], msg[512], buf[KH_APDU_MAX_DATA];
+	struct kh_tlv t[KH_KC_T_MAX + 1];
+	struct kh_wr w;
+	size_t n, c0;
+
+	check("recv key", kh_keyseq_key(recv, j, KH_KEYSEQ_WINDOW, key));
+	check("delivery", kh_kc_msg_seal(key, &h, "alice@center", text, sizeof text, msg, sizeof msg, &n));
+	c0 = kc_framed(msg + KH_KC_HEADER_LEN, n - KH_KC_HEADER_LEN);
+	if (flip)
+		msg[KH_KC_HEADER_LEN + KH_KC_CHUNK_HDR_LEN + 3] ^= 0x01;
+	kh_wr_init(&w, buf, sizeof buf);
+	kh_tlv_put(&w, KH_KC_T_HEADER, msg, KH_KC_HEADER_LEN);
+	check("open tlv", kh_tlv_put(&w, KH_KC_T_CHUNK, msg + KH_KC_HEADER_LEN, c0));
+	mod_apdu(s, KH_INS_KC_OPEN, 0, buf, w.len, 0, want_sw);
+	if (want_sw == KH_SW_OK) {
+		kc_answer(t, 1u << KH_KC_T_INDEX | 1u << KH_KC_T_KEY);
+		if (t[KH_KC_T_KEY].len != 32 || memcmp(t[KH_KC_T_KEY].v, key, 32) != 0)
+			die("delivery key", KH_ERR_INTERNAL);
+	}
+	kh_wipe(key, sizeof key);
+}
+
+/* The key card's section 3 in a state's plaintext (pt, n bytes): where its TLV starts and ends,
+ * and where its body (after id, version and flags) starts. */
+struct kc_sec {
+	size_t start, body, end;
+};
+
+static struct kc_sec kc_section(const uint8_t *pt, size_t n)
+{
+	struct kc_sec r;
+	struct kh_rd rd;
+	struct kh_tlv t;
+
+	kh_rd_init(&rd, pt, n);
+	for (r.start = 0; kh_tlv_next(&rd, &t) == 1; r.start = n - rd.n)
+		if (t.tag == STATE_SECTION && t.len >= 3 && t.v[0] == 3) {
+			r.body = (size_t)(t.v + 3 - pt);
+			r.end = n - rd.n;
+			return r;
+		}
+	die("keycard section", KH_ERR_FORMAT);
+	return r;
+}
+
+/* fuzz_state's seeds of the enrolled key card: as stored, and section 3 broken by hand. */
+static void kc_states(const uint8_t *before, size_t nb, const uint8_t *after, size_t na)
+{
+	static uint8_t pt[KH_MODULE_BLOB_MAX];
+	struct kc_sec sec = kc_section(after, na);
+	struct kh_rd rd;
+	struct kh_tlv t;
+
+	put_state("keycard-enrolled", STATE_V2, before, nb, NULL, 0, NULL, 0);
+	put_state("keycard-opened", STATE_V2, after, na, NULL, 0, NULL, 0);
+	/* the send chain at position 0, which no chain ever is */
+	memcpy(pt, after, na);
+	kh_rd_init(&rd, pt + sec.body, sec.end - sec.body);
+	while (kh_tlv_next(&rd, &t) == 1)
+		if (t.tag == 3 && t.len == 8 + KH_KEYSEQ_LEN)
+			memset(pt + (t.v - pt), 0, 8);
+	put_state("keycard-send-pos-0", STATE_V2, pt, na, NULL, 0, NULL, 0);
+	/* the section without its last byte, and the section twice */
+	put_state("keycard-section-cut", STATE_V2, after, sec.end - 1, NULL, 0, NULL, 0);
+	put_state("keycard-section-twice", STATE_V2, after, na, after + sec.start, sec.end - sec.start, NULL, 0);
+	/* the section without the runtime's fields before it: read before the card's serial */
+	put_state("keycard-section-first", STATE_V2, after + sec.start, sec.end - sec.start, after, sec.start,
+		  after + sec.end, na - sec.end);
+}
+
+static void gen_module_keycard(struct kh_authority *a)
+{
+	static uint8_t before[KH_MODULE_BLOB_MAX], after[KH_MODULE_BLOB_MAX];
+	uint8_t sealed[KH_KC_SEALED_SEED_LEN], key[32], ackr[KH_KC_ACK_LEN], buf[KH_APDU_MAX_DATA];
+	struct kh_tlv t[KH_KC_T_MAX + 1];
+	struct kh_keyseq send, recv;
+	struct kh_wr w;
+	struct seq s;
+	size_t nb, na;
+
+	mod_start(&s);
+	mod_personalise(&s, a, KH_ROLE_KEYCARD, KC_CARD_UA);
+	mod_apdu(&s, KH_INS_KC_STATUS, 0, NULL, 0, 0, KH_SW_OK);
+	mod_apdu(&s, KH_INS_KC_SEND, 0, NULL, 0, 0, kh_err_to_sw(KH_ERR_NOT_ENROLLED));
+	kc_enrol(&s, a, sealed);
+	kc_chains(sealed, &send, &recv);
+	for (uint64_t i = 1; i <= 3; i++) {
+		mod_apdu(&s, KH_INS_KC_SEND, 0, NULL, 0, 0, KH_SW_OK);
+		kc_answer(t, 1u << KH_KC_T_INDEX | 1u << KH_KC_T_KEY);
+		check("send key", kh_keyseq_key(&send, i, KH_KEYSEQ_WINDOW, key));
+		if (t[KH_KC_T_INDEX].len != 8 || kh_get_be64(t[KH_KC_T_INDEX].v) != i || t[KH_KC_T_KEY].len != 32 ||
+		    memcmp(t[KH_KC_T_KEY].v, key, 32) != 0)
+			die("send key", KH_ERR_INTERNAL);
+	}
+	/* an ack of a post never keyed, then the center's ack of post 3 */
+	check("ack", kh_kc_ack_sign(fz_kc_center_sk, FZ_KC_CENTER, KC_CARD_UA, 4, ackr));
+	kh_wr_init(&w, buf, sizeof buf);
+	check("ack tlv", kh_tlv_put(&w, KH_KC_T_ACK, ackr, sizeof ackr));
+	mod_apdu(&s, KH_INS_KC_ACK, 0, buf, w.len, 0, kh_err_to_sw(KH_ERR_KEY_AHEAD));
+	check("ack", kh_kc_ack_sign(fz_kc_center_sk, FZ_KC_CENTER, KC_CARD_UA, 3, ackr));
+	kh_wr_init(&w, buf, sizeof buf);
+	check("ack tlv", kh_tlv_put(&w, KH_KC_T_ACK, ackr, sizeof ackr));
+	mod_apdu(&s, KH_INS_KC_ACK, 0, buf, w.len, 0, KH_SW_OK);
+	nb = state_open(fz_module_root, last_blob, last_blob_len, before);
+	kc_open(&s, &recv, 1, 0, KH_SW_OK);
+	na = state_open(fz_module_root, last_blob, last_blob_len, after);
+	kc_open(&s, &recv, 1, 0, KH_SW_OK);
+	kc_open(&s, &recv, 2, 1, kh_err_to_sw(KH_ERR_AUTH));
+	memset(buf, 0x4e, KH_KC_NONCE_LEN);
+	kh_wr_init(&w, buf + KH_KC_NONCE_LEN, sizeof buf - KH_KC_NONCE_LEN);
+	check("hello tlv", kh_tlv_put(&w, KH_KC_T_NONCE, buf, KH_KC_NONCE_LEN));
+	mod_apdu(&s, KH_INS_KC_HELLO, 0, buf + KH_KC_NONCE_LEN, w.len, 0, KH_SW_OK);
+	mod_apdu(&s, KH_INS_KC_STATUS, 0, NULL, 0, 0, KH_SW_OK);
+	put("fuzz_module", "keycard-enrolled", s.b, s.n);
+	kh_module_wipe(mod);
+	kc_states(before, nb, after, na);
+	kh_wipe(before, sizeof before);
+	kh_wipe(after, sizeof after);
+	kh_wipe(&send, sizeof send);
+	kh_wipe(&recv, sizeof recv);
+	kh_wipe(key, sizeof key);
+}
+
 int main(int argc, char **argv)
 {
 	char tmpl[] = "/tmp/kh-gen-corpus-XXXXXX";
@@ -2606,6 +2983,10 @@ int main(int argc, char **argv)
 	/* after every other seed, on a stream of its own: adding it moved no other seed */
 	kh_rng_det_init(&rng_gen, (const uint8_t *)"keyhole gen corpus buyer", 24);
 	gen_module_buyer(a, root);
+	/* the key center relay: fuzz_keycard's seeds use no randomness; the key card's, a stream of its own */
+	gen_keycard();
+	kh_rng_det_init(&rng_gen, (const uint8_t *)"keyhole gen corpus keycard", 26);
+	gen_module_keycard(a);
 
 	printf("ROOT_PK for fuzz/fuzz_cert.c:\n");
 	for (i = 0; i < 32; i++)

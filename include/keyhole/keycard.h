@@ -64,7 +64,8 @@ struct kh_kc_envelope {
 
 /* 22 bytes of header. */
 void kh_kc_header_write(const struct kh_kc_header *h, uint8_t out[static KH_KC_HEADER_LEN]);
-/* KH_ERR_TRUNCATED, KH_ERR_FORMAT (magic, dir), KH_ERR_VERSION. Index 0 is refused (FORMAT). */
+/* KH_ERR_TRUNCATED, KH_ERR_FORMAT (magic, dir), KH_ERR_VERSION. Index 0 is refused (FORMAT). h is
+ * written only on success. */
 KH_WARN_UNUSED kh_err kh_kc_header_parse(const uint8_t *in, size_t n, struct kh_kc_header *h);
 
 /* KH_OK when addr (len bytes) is a valid address, KH_ERR_FORMAT otherwise. */
@@ -97,7 +98,8 @@ KH_WARN_UNUSED kh_err kh_kc_chunk_open(const uint8_t key[static 32], const uint8
 /*
  * A whole message held in memory (the center; tests): open it under key, checking every chunk, the
  * order, the last flag, the envelope's length and no trailing byte. doc receives the document
- * (cap bytes; KH_ERR_TOO_LARGE when it does not fit). On any error doc is wiped.
+ * (cap bytes; KH_ERR_TOO_LARGE when it does not fit). h, e and doclen are written only on success;
+ * on any error doc is wiped.
  */
 KH_WARN_UNUSED kh_err kh_kc_msg_open(const uint8_t key[static 32], const uint8_t *msg, size_t n,
 				     struct kh_kc_header *h, struct kh_kc_envelope *e, uint8_t *doc, size_t cap,

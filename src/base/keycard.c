@@ -44,10 +44,12 @@ kh_err kh_kc_header_parse(const uint8_t *in, size_t n, struct kh_kc_header *h)
 		return KH_ERR_VERSION;
 	if (in[5] != KH_KC_POST && in[5] != KH_KC_DELIVERY)
 		return KH_ERR_FORMAT;
+	if (kh_get_be64(in + 14) == 0)
+		return KH_ERR_FORMAT; /* before h is written: a refused header leaves it as it was */
 	h->dir = in[5];
 	h->serial = kh_get_be64(in + 6);
 	h->index = kh_get_be64(in + 14);
-	return h->index == 0 ? KH_ERR_FORMAT : KH_OK;
+	return KH_OK;
 }
 
 kh_err kh_kc_addr_check(const char *addr, size_t len)
@@ -211,9 +213,12 @@ kh_err kh_kc_msg_seal(const uint8_t key[static 32], const struct kh_kc_header *h
 	return KH_OK;
 }
 
-kh_err kh_kc_msg_open(const uint8_t key[static 32], const uint8_t *msg, size_t n, struct kh_kc_header *h,
-		      struct kh_kc_envelope *e, uint8_t *doc, size_t cap, size_t *doclen)
+kh_err kh_kc_msg_open(const uint8_t key[static 32], const uint8_t *msg, size_t n, struct kh_kc_header *hout,
+		      struct kh_kc_envelope *eout, uint8_t *doc, size_t cap, size_t *doclen)
 {
+	/* read here, given out only with the document: a refused message names no sender */
+	struct kh_kc_header hh, *h = &hh;
+	struct kh_kc_envelope ee, *e = &ee;
 	uint8_t env[KH_KC_ENVELOPE_MAX];
 	size_t at, ctlen, ptlen, off = 0;
 	uint64_t chunks;
@@ -256,6 +261,8 @@ kh_err kh_kc_msg_open(const uint8_t key[static 32], const uint8_t *msg, size_t n
 		goto fail;
 	}
 	*doclen = off;
+	*hout = hh;
+	*eout = ee;
 	return KH_OK;
 fail:
 	kh_wipe(doc, off);

@@ -43,6 +43,14 @@ static uint64_t serial_of(const struct kh_module *m)
 	return m->p.ua;
 }
 
+/* A chain of this card, about to make a key: its serial is the card's, set here and not when the
+ * section is read, since a state may hold its sections before the runtime's field that gives it. */
+static struct kh_keyseq *chain(const struct kh_module *m, struct kh_keyseq *c)
+{
+	c->serial = serial_of(m);
+	return c;
+}
+
 static kh_err need_keycard(const struct kh_module *m, const struct kh_apdu *a)
 {
 	if (a->p1 || a->p2)
@@ -124,7 +132,7 @@ static kh_err h_send(struct kh_module *m, const struct kh_apdu *a, struct kh_wr 
 	/* the center takes i only within W of its last: with acked <= its last, this key is one it takes */
 	if (i - k->acked > W)
 		return KH_ERR_KEY_AHEAD;
-	if ((r = kh_keyseq_key(&k->send, i, 1, key)) != KH_OK)
+	if ((r = kh_keyseq_key(chain(m, &k->send), i, 1, key)) != KH_OK)
 		return r;
 	if ((r = kh_keyseq_advance(&k->send, i + 1, 1)) == KH_OK) {
 		m->dirty = 1; /* moved past i and stored before key_i goes out: each key is given once */
@@ -206,7 +214,7 @@ static kh_err h_open(struct kh_module *m, const struct kh_apdu *a, struct kh_wr 
 		memcpy(key, k->last_key, sizeof key);
 		goto answer;
 	}
-	if ((r = kh_keyseq_key(&k->recv, h.index, W, key)) != KH_OK)
+	if ((r = kh_keyseq_key(chain(m, &k->recv), h.index, W, key)) != KH_OK)
 		return r;
 	r = kh_kc_chunk_open(key, t[KH_KC_T_HEADER].v, 0, t[KH_KC_T_CHUNK].v, t[KH_KC_T_CHUNK].len, env, &envlen);
 	if (r == KH_OK)
@@ -310,11 +318,11 @@ static kh_err kc_save(const struct kh_persist *p, const struct kh_applet_live *l
 	return w->err;
 }
 
-static kh_err get_chain(const struct kh_tlv *t, uint64_t serial, uint8_t dir, struct kh_keyseq *c)
+static kh_err get_chain(const struct kh_tlv *t, uint8_t dir, struct kh_keyseq *c)
 {
 	if (t->len != 8 + KH_KEYSEQ_LEN)
 		return KH_ERR_FORMAT;
-	c->serial = serial;
+	c->serial = 0; /* chain() gives it the card's at each use */
 	c->dir = dir;
 	c->pos = kh_get_be64(t->v);
 	memcpy(c->s, t->v + 8, KH_KEYSEQ_LEN);
@@ -345,8 +353,8 @@ static kh_err kc_load(struct kh_persist *p, struct kh_applet_live *l, uint8_t ve
 				return KH_ERR_FORMAT;
 			memcpy(t.tag == S_SEALED ? k->sealed : k->center_pk, t.v, t.len);
 			break;
-		case S_SEND: r = get_chain(&t, p->ua, KH_KEYSEQ_SEND, &k->send); break;
-		case S_RECV: r = get_chain(&t, p->ua, KH_KEYSEQ_RECV, &k->recv); break;
+		case S_SEND: r = get_chain(&t, KH_KEYSEQ_SEND, &k->send); break;
+		case S_RECV: r = get_chain(&t, KH_KEYSEQ_RECV, &k->recv); break;
 		case S_ACKED: r = kh_tlv_u64(&t, &k->acked); break;
 		case S_LAST:
 			if (t.len != 8 + 32 + 32)
