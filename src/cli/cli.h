@@ -216,6 +216,12 @@ int kh_cli_serve_run(const struct kh_cli_serve *c);
  */
 int kh_cli_serve_option(struct kh_cli_serve *c, int opt, const char *arg);
 /*
+ * A center service's `init`: --authority DIR and --dir DIR parsed (help on --help), the service's
+ * identity made in DIR with the authority's certificate for role, and 'NAME SERIAL' printed (NAME
+ * the role's name). The command's exit status.
+ */
+int kh_cli_identity_init(const char *prog, const char *help, int role, int argc, char **argv);
+/*
  * A serve command's whole command line: getopt_long over opts (short options "l:t:h"), each
  * option at most once, the shared ones into c, the others to own(ctx, opt, arg) (KH_EXIT_OK when
  * taken, -1 for an option it does not know, else the usage error's status), --help printing help.

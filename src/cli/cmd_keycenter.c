@@ -46,23 +46,7 @@ static const char init_help[] =
 
 static int cmd_init(int argc, char **argv)
 {
-	const char *auth = NULL, *dir = NULL;
-	struct kh_cli_optv ov[] = {{"authority", &auth, 1, 'a'}, {"dir", &dir, 1, 0}};
-	struct kh_authority *a = NULL;
-	uint32_t serial = 0;
-	int rc;
-	kh_err r;
-
-	if ((rc = kh_cli_optv_parse("keycenter init", init_help, ov, 2, argc, argv)) != KH_EXIT_OK)
-		return rc < 0 ? KH_EXIT_OK : rc;
-	if ((r = kh_authority_open(auth, &a)) != KH_OK)
-		return kh_cli_fail(auth, r);
-	r = kh_identity_new(a, dir, KH_ROLE_KEYCENTER, &serial);
-	kh_authority_free(a);
-	if (r != KH_OK)
-		return kh_cli_fail(dir, r);
-	printf("keycenter %08X\n", (unsigned)serial);
-	return KH_EXIT_OK;
+	return kh_cli_identity_init("keycenter init", init_help, KH_ROLE_KEYCENTER, argc, argv);
 }
 
 /* ---------------------------------------------------------------- enrol */

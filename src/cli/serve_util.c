@@ -16,8 +16,11 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "keyhole/authority.h"
+#include "keyhole/cert.h"
 #include "keyhole/file.h"
 #include "keyhole/http.h"
+#include "keyhole/identity.h"
 #include "keyhole/log.h"
 #include "keyhole/store.h"
 
@@ -304,5 +307,26 @@ int kh_cli_serve_parse(struct kh_cli_serve *c, const struct option *opts, const 
 	}
 	if (optind != argc)
 		return kh_cli_usage(c->prog, "unexpected argument '%s'", argv[optind]);
+	return KH_EXIT_OK;
+}
+
+int kh_cli_identity_init(const char *prog, const char *help, int role, int argc, char **argv)
+{
+	const char *auth = NULL, *dir = NULL;
+	struct kh_cli_optv ov[] = {{"authority", &auth, 1, 'a'}, {"dir", &dir, 1, 0}};
+	struct kh_authority *a = NULL;
+	uint32_t serial = 0;
+	int rc;
+	kh_err r;
+
+	if ((rc = kh_cli_optv_parse(prog, help, ov, 2, argc, argv)) != KH_EXIT_OK)
+		return rc < 0 ? KH_EXIT_OK : rc;
+	if ((r = kh_authority_open(auth, &a)) != KH_OK)
+		return kh_cli_fail(auth, r);
+	r = kh_identity_new(a, dir, (enum kh_role)role, &serial);
+	kh_authority_free(a);
+	if (r != KH_OK)
+		return kh_cli_fail(dir, r);
+	printf("%s %08X\n", kh_role_name((enum kh_role)role), (unsigned)serial);
 	return KH_EXIT_OK;
 }
