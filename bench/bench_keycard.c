@@ -120,6 +120,7 @@ struct client {
 	size_t cap;
 	_Atomic int *go;
 	unsigned done;
+	uint64_t limit; /* the most posts this round (relay_round) */
 	int failed;
 	char why[ANSWER_KEEP + 128];
 };
@@ -194,7 +195,7 @@ static void *client_loop(void *arg)
 	pthread_setname_np(pthread_self(), "poster");
 	while (!atomic_load(cl->go))
 		sched_yield();
-	while (bench_now_s() < stop_at || !cl->done) {
+	while ((bench_now_s() < stop_at || !cl->done) && cl->done < cl->limit) {
 		const char *to = cl->to[(cl->c.serial + k++) % RECIPIENTS];
 		size_t n = post_make(cl, to);
 		long st = http_post(cl, post_url, "application/octet-stream", cl->msg, n);
@@ -448,8 +449,12 @@ static struct relay_fig relay_round(struct relay *x, double secs)
 	pthread_t mt;
 	double t0, t1, c0, c1, cores = (double)sysconf(_SC_NPROCESSORS_ONLN);
 
+	/* A round ends early rather than fill a mailbox (KH_ERR_LIMIT): each client posts at most its
+	 * share of 7/8 of the four mailboxes' room (the emptying thread may not get the write lock
+	 * between the group committer's batches in time). */
 	for (int i = 0; i < x->clients; i++) {
 		x->cl[i].done = 0;
+		x->cl[i].limit = (uint64_t)(KH_KEYCENTER_MAILBOX_MAX * 7 / 8) * RECIPIENTS / (uint64_t)x->clients;
 		x->cl[i].go = &go;
 	}
 	CHECK(kh_store_open(x->db, &mm.st));
@@ -635,15 +640,16 @@ static double raw_open(struct raw *w, double secs)
 	return n / (t - t0);
 }
 
-/* ack_sign: the center's signed ack that every 200 answer to a post carries (kh_kc_ack_sign), alone. */
-static double ack_sign(const uint8_t sk[32], uint32_t center, double secs)
+/* ack_sign: the center's signed ack that every 200 answer to a post carries, alone, as the center
+ * makes it (kh_kc_ack_sign_kp: its public key given, not derived again). */
+static double ack_sign(const uint8_t sk[32], const uint8_t pk[32], uint32_t center, double secs)
 {
 	uint8_t ack[KH_KC_ACK_LEN];
 	unsigned n = 0;
 	double t0 = bench_now_s(), t;
 
 	do {
-		CHECK(kh_kc_ack_sign(sk, center, 1001, n + 1, ack));
+		CHECK(kh_kc_ack_sign_kp(sk, pk, center, 1001, n + 1, ack));
 		n++;
 	} while ((t = bench_now_s()) - t0 < secs);
 	return n / (t - t0);
@@ -664,7 +670,7 @@ struct card {
 	struct kh_transport t;
 	struct card_mem nv;
 	uint64_t serial;
-	uint8_t center_sk[32];
+	uint8_t center_sk[32], center_pk[32];
 	uint32_t center;
 	struct kh_keyseq recv; /* the center's copy of the card's receive chain, to seal deliveries */
 	uint64_t next_j;       /* the next delivery to seal */
@@ -721,6 +727,7 @@ static void card_setup(struct card *k, struct kh_authority *a, const char *kcdir
 	kh_wipe(seed, sizeof seed);
 	kh_wipe(xsk, sizeof xsk);
 	memcpy(k->center_sk, id.sk, sizeof k->center_sk);
+	memcpy(k->center_pk, id.pk, sizeof k->center_pk);
 	k->center = id.serial;
 	kh_wipe(&id, sizeof id);
 	k->next_j = k->recv.pos;
@@ -913,7 +920,7 @@ int main(int argc, char **argv)
 		fig[F_SEND][r] = card_send(k, secs / 8);
 		fig[F_RAWOPEN][r] = raw_open(w, secs / 8);
 		fig[F_OPEN][r] = card_open(k, w->doc, secs / 8);
-		fig[F_ACK][r] = ack_sign(k->center_sk, k->center, secs / 8);
+		fig[F_ACK][r] = ack_sign(k->center_sk, k->center_pk, k->center, secs / 8);
 		ratio[0][r] = fig[F_RELAY][r] / fig[F_RAW][r];
 		ratio[1][r] = fig[F_SEND][r] / fig[F_HKDF2][r];
 		ratio[2][r] = fig[F_OPEN][r] / fig[F_RAWOPEN][r];

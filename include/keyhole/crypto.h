@@ -102,6 +102,14 @@ KH_WARN_UNUSED kh_err kh_ed25519_keygen(uint8_t sk[static KH_ED25519_SK_LEN], ui
 KH_WARN_UNUSED kh_err kh_ed25519_public(const uint8_t sk[static KH_ED25519_SK_LEN], uint8_t pk[static KH_ED25519_PK_LEN]);
 KH_WARN_UNUSED kh_err kh_ed25519_sign(const uint8_t sk[static KH_ED25519_SK_LEN], const uint8_t *msg, size_t n,
 				      uint8_t sig[static KH_ED25519_SIG_LEN]);
+/*
+ * The same when the caller already holds the public key pk of sk: OpenSSL 3.0 otherwise derives it
+ * again on import, which costs about as much as the signature. pk must be sk's (a wrong one makes a
+ * signature that does not verify).
+ */
+KH_WARN_UNUSED kh_err kh_ed25519_sign_kp(const uint8_t sk[static KH_ED25519_SK_LEN],
+					 const uint8_t pk[static KH_ED25519_PK_LEN], const uint8_t *msg, size_t n,
+					 uint8_t sig[static KH_ED25519_SIG_LEN]);
 /* KH_OK or KH_ERR_AUTH. */
 KH_WARN_UNUSED kh_err kh_ed25519_verify(const uint8_t pk[static KH_ED25519_PK_LEN], const uint8_t *msg, size_t n,
 					const uint8_t sig[static KH_ED25519_SIG_LEN]);

@@ -399,10 +399,9 @@ kh_err kh_ed25519_public(const uint8_t sk[static KH_ED25519_SK_LEN], uint8_t pk[
 	return raw_public(EVP_PKEY_ED25519, sk, pk);
 }
 
-kh_err kh_ed25519_sign(const uint8_t sk[static KH_ED25519_SK_LEN], const uint8_t *msg, size_t n,
-		       uint8_t sig[static KH_ED25519_SIG_LEN])
+/* Sign with the key object k (NULL: the import failed). */
+static kh_err sign_with(EVP_PKEY *k, const uint8_t *msg, size_t n, uint8_t sig[static KH_ED25519_SIG_LEN])
 {
-	EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, sk, 32);
 	EVP_MD_CTX *m = EVP_MD_CTX_new();
 	size_t len = KH_ED25519_SIG_LEN;
 	kh_err r = KH_ERR_CRYPTO;
@@ -411,7 +410,34 @@ kh_err kh_ed25519_sign(const uint8_t sk[static KH_ED25519_SK_LEN], const uint8_t
 	    EVP_DigestSign(m, sig, &len, msg, n) == 1 && len == KH_ED25519_SIG_LEN)
 		r = KH_OK;
 	EVP_MD_CTX_free(m);
+	return r;
+}
+
+kh_err kh_ed25519_sign(const uint8_t sk[static KH_ED25519_SK_LEN], const uint8_t *msg, size_t n,
+		       uint8_t sig[static KH_ED25519_SIG_LEN])
+{
+	EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, sk, 32);
+	kh_err r = sign_with(k, msg, n, sig);
+
 	EVP_PKEY_free(k);
+	return r;
+}
+
+kh_err kh_ed25519_sign_kp(const uint8_t sk[static KH_ED25519_SK_LEN], const uint8_t pk[static KH_ED25519_PK_LEN],
+			  const uint8_t *msg, size_t n, uint8_t sig[static KH_ED25519_SIG_LEN])
+{
+	EVP_PKEY_CTX *fc = EVP_PKEY_CTX_new_from_name(NULL, "ED25519", NULL);
+	EVP_PKEY *k = NULL;
+	OSSL_PARAM pp[3];
+	kh_err r = KH_ERR_CRYPTO;
+
+	pp[0] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PRIV_KEY, (void *)sk, 32);
+	pp[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)pk, 32);
+	pp[2] = OSSL_PARAM_construct_end();
+	if (fc && EVP_PKEY_fromdata_init(fc) == 1 && EVP_PKEY_fromdata(fc, &k, EVP_PKEY_KEYPAIR, pp) == 1)
+		r = sign_with(k, msg, n, sig);
+	EVP_PKEY_free(k);
+	EVP_PKEY_CTX_free(fc);
 	return r;
 }
 

@@ -271,14 +271,15 @@ fail:
 
 /* ---- signed records ---- */
 
-static kh_err sign_labelled(const uint8_t sk[static 32], const char *label, size_t llen, const uint8_t *body,
-			    size_t blen, uint8_t sig[static KH_ED25519_SIG_LEN])
+/* Sign label | body; pk, when not NULL, is sk's public key (kh_ed25519_sign_kp). */
+static kh_err sign_labelled(const uint8_t sk[static 32], const uint8_t *pk, const char *label, size_t llen,
+			    const uint8_t *body, size_t blen, uint8_t sig[static KH_ED25519_SIG_LEN])
 {
 	uint8_t m[64 + KH_KC_ACK_LEN + KH_KC_ENROLKEY_LEN];
 
 	memcpy(m, label, llen);
 	memcpy(m + llen, body, blen);
-	return kh_ed25519_sign(sk, m, llen + blen, sig);
+	return pk ? kh_ed25519_sign_kp(sk, pk, m, llen + blen, sig) : kh_ed25519_sign(sk, m, llen + blen, sig);
 }
 
 static kh_err verify_labelled(const uint8_t pk[static 32], const char *label, size_t llen, const uint8_t *body,
@@ -304,8 +305,8 @@ static kh_err record_shape(const uint8_t *in, size_t n, const uint8_t magic[stat
 	return n > len ? KH_ERR_TRAILING : KH_OK;
 }
 
-kh_err kh_kc_ack_sign(const uint8_t sk[static 32], uint32_t center, uint64_t serial, uint64_t index,
-		      uint8_t out[static KH_KC_ACK_LEN])
+static kh_err ack_sign(const uint8_t sk[static 32], const uint8_t *pk, uint32_t center, uint64_t serial,
+		       uint64_t index, uint8_t out[static KH_KC_ACK_LEN])
 {
 	const size_t body = KH_KC_ACK_LEN - KH_ED25519_SIG_LEN;
 
@@ -314,7 +315,19 @@ kh_err kh_kc_ack_sign(const uint8_t sk[static 32], uint32_t center, uint64_t ser
 	kh_put_be32(out + 5, center);
 	kh_put_be64(out + 9, serial);
 	kh_put_be64(out + 17, index);
-	return sign_labelled(sk, label_ack, sizeof label_ack - 1, out, body, out + body);
+	return sign_labelled(sk, pk, label_ack, sizeof label_ack - 1, out, body, out + body);
+}
+
+kh_err kh_kc_ack_sign(const uint8_t sk[static 32], uint32_t center, uint64_t serial, uint64_t index,
+		      uint8_t out[static KH_KC_ACK_LEN])
+{
+	return ack_sign(sk, NULL, center, serial, index, out);
+}
+
+kh_err kh_kc_ack_sign_kp(const uint8_t sk[static 32], const uint8_t pk[static 32], uint32_t center, uint64_t serial,
+			 uint64_t index, uint8_t out[static KH_KC_ACK_LEN])
+{
+	return ack_sign(sk, pk, center, serial, index, out);
 }
 
 kh_err kh_kc_ack_verify(const uint8_t pk[static 32], const uint8_t *in, size_t n, uint32_t *center,
@@ -354,7 +367,7 @@ kh_err kh_kc_enrolkey_sign(const uint8_t sk[static 32], uint32_t center, const u
 	out[4] = VERSION;
 	kh_put_be32(out + 5, center);
 	memcpy(out + 9, xpk, 32);
-	return sign_labelled(sk, label_enrolkey, sizeof label_enrolkey - 1, out, body, out + body);
+	return sign_labelled(sk, NULL, label_enrolkey, sizeof label_enrolkey - 1, out, body, out + body);
 }
 
 kh_err kh_kc_enrolkey_verify(const uint8_t pk[static 32], const uint8_t *in, size_t n, uint32_t *center,

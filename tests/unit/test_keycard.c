@@ -251,6 +251,17 @@ static void test_signed_records(void **state)
 
 	assert_int_equal(kh_kc_ack_sign(x->center.sk, x->center.serial, 9, 3, ack), KH_OK);
 	assert_int_equal(kh_kc_ack_verify(x->center.pk, ack, KH_KC_ACK_LEN, &center, &serial, &index), KH_OK);
+	/* with the public key given (what the center does): the very same bytes (Ed25519 is deterministic) */
+	{
+		uint8_t ack2[KH_KC_ACK_LEN], wrong[32];
+		assert_int_equal(kh_kc_ack_sign_kp(x->center.sk, x->center.pk, x->center.serial, 9, 3, ack2), KH_OK);
+		assert_memory_equal(ack, ack2, KH_KC_ACK_LEN);
+		/* a public key that is not sk's makes a signature that does not verify */
+		memcpy(wrong, x->other.pk, 32);
+		assert_int_equal(kh_kc_ack_sign_kp(x->center.sk, wrong, x->center.serial, 9, 3, ack2), KH_OK);
+		assert_int_equal(kh_kc_ack_verify(x->center.pk, ack2, KH_KC_ACK_LEN, &center, &serial, &index),
+				 KH_ERR_SIGNATURE);
+	}
 	assert_true(center == x->center.serial && serial == 9 && index == 3);
 	assert_int_equal(kh_kc_ack_verify(x->other.pk, ack, KH_KC_ACK_LEN, &center, &serial, &index), KH_ERR_SIGNATURE);
 	assert_int_equal(kh_kc_ack_verify(x->center.pk, ack, KH_KC_ACK_LEN - 1, &center, &serial, &index),

@@ -172,7 +172,7 @@ static kh_err ack_json(struct kh_keycenter_service *s, uint64_t serial, uint64_t
 		return KH_ERR_NOMEM;
 	if (index == 0)
 		r = json_object_set_new(o, "ack", json_null()) == 0 ? KH_OK : KH_ERR_NOMEM;
-	else if ((r = kh_kc_ack_sign(s->kc->id.sk, s->kc->id.serial, serial, index, ack)) == KH_OK)
+	else if ((r = kh_kc_ack_sign_kp(s->kc->id.sk, s->kc->id.pk, s->kc->id.serial, serial, index, ack)) == KH_OK)
 		r = set_b64(o, "ack", ack, sizeof ack);
 	if (r != KH_OK) {
 		json_decref(o);
