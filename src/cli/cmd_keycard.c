@@ -97,7 +97,7 @@ static int cmd_status(int argc, char **argv)
 
 static const char activate_help[] =
 	"usage: keyhole keycard activate --center URL (--serial SERIAL | --card SPEC [--key KEYFILE])\n"
-	"           --code CODE [--cacert FILE]\n"
+	"           (--code CODE | --code-file FILE) [--cacert FILE]\n"
 	"\n"
 	"Activate a key card at its key center with the access code given with it. Until then the\n"
 	"card can neither send nor receive. Five wrong codes lock activation for a while. Prints\n"
@@ -105,7 +105,9 @@ static const char activate_help[] =
 	"\n" CENTER_OPTS
 	"      --serial SERIAL  the card's serial: 8 hexadecimal digits as 'keycard status' and\n"
 	"                       'keycenter enrol' print it, or 0x and 1 to 8\n" CARD_OPTS
-	"      --code CODE      the access code (XXXX-XXXX-XXXX-XXXX)\n";
+	"      --code CODE      the access code (XXXX-XXXX-XXXX-XXXX)\n"
+	"      --code-file FILE the same, read from a file only its owner may read (kept out of\n"
+	"                       the process list and the shell's history)\n";
 
 /* The serial of --serial, or of the card --card names; an exit status. */
 static int serial_of(const char *P, const char *num, const char *card, const char *key, uint64_t *serial)
@@ -138,23 +140,35 @@ static int serial_of(const char *P, const char *num, const char *card, const cha
 static int cmd_activate(int argc, char **argv)
 {
 	static const char *const P = "keycard activate";
-	const char *url = NULL, *cacert = NULL, *num = NULL, *card = NULL, *key = NULL, *code = NULL;
-	struct kh_cli_optv ov[] = {{"center", &url, 1, 0},  {"cacert", &cacert, 0, 0}, {"serial", &num, 0, 0},
-				   {"card", &card, 0, 'c'}, {"key", &key, 0, 0},	{"code", &code, 1, 0}};
+	const char *url = NULL, *cacert = NULL, *num = NULL, *card = NULL, *key = NULL, *code = NULL,
+		   *code_file = NULL;
+	struct kh_cli_optv ov[] = {{"center", &url, 1, 0},	   {"cacert", &cacert, 0, 0}, {"serial", &num, 0, 0},
+				   {"card", &card, 0, 'c'},	   {"key", &key, 0, 0},	      {"code", &code, 0, 0},
+				   {"code-file", &code_file, 0, 0}};
+	char *filed = NULL;
 	struct kh_keycard_activated a;
 	struct kh_keycard_client *c = NULL;
 	uint64_t serial = 0;
 	int rc;
 	kh_err r;
 
-	if ((rc = kh_cli_optv_parse(P, activate_help, ov, 6, argc, argv)) != KH_EXIT_OK)
+	if ((rc = kh_cli_optv_parse(P, activate_help, ov, 7, argc, argv)) != KH_EXIT_OK)
 		return rc < 0 ? KH_EXIT_OK : rc;
 	if (!num == !card)
 		return kh_cli_usage(P, "give either --serial or --card");
 	if (key && !card)
 		return kh_cli_usage(P, "--key goes with --card");
-	if ((rc = open_center(P, url, cacert, &c)) != KH_EXIT_OK)
+	if (!code == !code_file)
+		return kh_cli_usage(P, "give either --code or --code-file");
+	if (code_file) {
+		if ((rc = kh_cli_read_token(code_file, &filed)) != KH_EXIT_OK)
+			return rc;
+		code = filed;
+	}
+	if ((rc = open_center(P, url, cacert, &c)) != KH_EXIT_OK) {
+		kh_cli_free_token(filed);
 		return rc;
+	}
 	if ((rc = serial_of(P, num, card, key, &serial)) == KH_EXIT_OK) {
 		if ((r = kh_keycard_activate(c, serial, code, &a)) != KH_OK)
 			rc = r == KH_ERR_INVAL ? kh_cli_usage(P, "--code takes the access code (XXXX-XXXX-XXXX-XXXX)")
@@ -163,6 +177,7 @@ static int cmd_activate(int argc, char **argv)
 			printf("activated %08" PRIX64 " as %s\n", a.serial, a.address);
 	}
 	kh_keycard_client_free(c);
+	kh_cli_free_token(filed);
 	return rc;
 }
 

@@ -89,7 +89,14 @@ kh_expect_fail keycard activate --center "$URL" --cacert "$CA" --card "$CA_" --c
 kh_err_has 'wrong access code'
 kh_expect_ok keycard activate --center "$URL" --cacert "$CA" --card "$CA_" --code "$CODE_A"
 kh_out_has "^activated $UA_A as alice@kc.test$"
-kh_expect_ok keycard activate --center "$URL" --cacert "$CA" --card "$CB_" --code "$CODE_B"
+# bob's code from a file only he may read (out of the process list): a file others may read is refused
+(umask 077 && echo "$CODE_B" >"$B/code")
+cp "$B/code" "$B/code-open"
+chmod 644 "$B/code-open"
+kh_expect_usage keycard activate --center "$URL" --cacert "$CA" --card "$CB_" --code "$CODE_B" --code-file "$B/code"
+kh_expect_fail keycard activate --center "$URL" --cacert "$CA" --card "$CB_" --code-file "$B/code-open"
+kh_expect_ok keycard activate --center "$URL" --cacert "$CA" --card "$CB_" --code-file "$B/code"
+kh_out_has "^activated $UA_B as bob@kc.test$"
 # carol's code guessed five times wrong: the sixth attempt is refused even with the right code
 n=0
 while [ "$n" -lt 5 ]; do
