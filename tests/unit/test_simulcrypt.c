@@ -328,6 +328,15 @@ static void test_refusals(void **state)
 	memcpy(m + 17, v_channel_setup + 11, 8);
 	m[4] = 0x14;
 	expect_refused(KH_SIM_ECMG, m, 25, KH_SIM_INVALID_MESSAGE, 0x0001);
+	assert_int_equal(kh_sim_parse(KH_SIM_ECMG, m, 25, &msg, &culprit), KH_SIM_INVALID_MESSAGE);
+	assert_int_equal(culprit, KH_SIM_P_ECM_CHANNEL_ID);
+	/* the culprit of a wrong length is that parameter; a good message has none */
+	memcpy(m, v_channel_setup, sizeof v_channel_setup);
+	m[4] = 0x0C, m[14] = 0x02;
+	assert_int_equal(kh_sim_parse(KH_SIM_ECMG, m, 17, &msg, &culprit), KH_SIM_BAD_LENGTH);
+	assert_int_equal(culprit, KH_SIM_P_SUPER_CAS_ID);
+	assert_int_equal(kh_sim_parse(KH_SIM_ECMG, v_channel_setup, sizeof v_channel_setup, &msg, &culprit), KH_SIM_OK);
+	assert_int_equal(culprit, 0);
 }
 
 static void test_too_many_params(void **state)
