@@ -14,11 +14,13 @@
 _Static_assert(KH_SIM_ECMG_CHANNEL_SETUP == ECMG_TYPE_CHANNEL_SETUP && KH_SIM_ECMG_ECM_RESPONSE == ECMG_TYPE_ECM &&
 		       KH_SIM_ECMG_CW_PROVISION == ECMG_TYPE_CW && KH_SIM_ECMG_STREAM_ERROR == ECMG_TYPE_STREAM_ERROR,
 	       "ECMG message types");
-_Static_assert(KH_SIM_EMMG_CHANNEL_SETUP == EMMG_TYPE_CHANNEL_SETUP && KH_SIM_EMMG_DATA_PROVISION == EMMG_TYPE_DATA_PROVISION &&
+_Static_assert(KH_SIM_EMMG_CHANNEL_SETUP == EMMG_TYPE_CHANNEL_SETUP &&
+		       KH_SIM_EMMG_DATA_PROVISION == EMMG_TYPE_DATA_PROVISION &&
 		       KH_SIM_EMMG_STREAM_BW_ALLOCATION == EMMG_TYPE_BW_ALLOC,
 	       "EMMG message types");
 _Static_assert(KH_SIM_P_ECM_ID == ECMG_PARAM_ECMID && KH_SIM_P_CP_CW_COMBINATION == ECMG_PARAM_CPCWCOMB &&
-		       KH_SIM_P_AC_TRANSFER_MODE == ECMG_PARAM_ACCESSCRITMODE && KH_SIM_P_ERROR_STATUS == ECMG_PARAM_ERRORSTATUS &&
+		       KH_SIM_P_AC_TRANSFER_MODE == ECMG_PARAM_ACCESSCRITMODE &&
+		       KH_SIM_P_ERROR_STATUS == ECMG_PARAM_ERRORSTATUS &&
 		       KH_SIM_P_ERROR_INFORMATION == ECMG_PARAM_ERRORINFO,
 	       "ECMG parameter types");
 _Static_assert(KH_SIM_P_CLIENT_ID == EMMG_PARAM_CLIENTID && KH_SIM_P_DATA_ID == EMMG_PARAM_DATAID &&
@@ -163,7 +165,8 @@ static const struct rules emmg_rules[] = {
 static const struct rules *rules_of(enum kh_sim_iface iface, uint16_t type)
 {
 	const struct rules *r = iface == KH_SIM_ECMG ? ecmg_rules : emmg_rules;
-	size_t n = iface == KH_SIM_ECMG ? sizeof ecmg_rules / sizeof ecmg_rules[0] : sizeof emmg_rules / sizeof emmg_rules[0];
+	size_t n = iface == KH_SIM_ECMG ? sizeof ecmg_rules / sizeof ecmg_rules[0]
+					: sizeof emmg_rules / sizeof emmg_rules[0];
 
 	if (iface != KH_SIM_ECMG && iface != KH_SIM_EMMG)
 		return NULL;

@@ -118,7 +118,8 @@ int main(int argc, char **argv)
 	unsigned idx = 0;
 	long port;
 
-	if (argc < 3 || argc > 4 || (argc == 4 && strcmp(argv[3], "bad") != 0) || (port = strtol(argv[2], NULL, 10)) <= 0 || port > 65535) {
+	port = argc >= 3 ? strtol(argv[2], NULL, 10) : 0;
+	if (argc < 3 || argc > 4 || (argc == 4 && strcmp(argv[3], "bad") != 0) || port <= 0 || port > 65535) {
 		fprintf(stderr, "usage: kh_sim_pcap FILE PORT [bad]\n");
 		return 2;
 	}

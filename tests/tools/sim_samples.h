@@ -63,7 +63,8 @@ static inline size_t sim_sample_value(enum kh_sim_iface iface, uint16_t type, ui
 {
 	static const uint8_t cw[10] = {0x00, 0x05, 0x11, 0x22, 0x33, 0x66, 0x44, 0x55, 0x66, 0xFF};
 	static const uint8_t sec[8] = {0x80, 0x70, 0x05, 0x00, 0x01, 0x02, 0x03, 0x04};
-	static const uint8_t ecmg_len[0x1A] = {0, 4, 1, 2, 2, 2, 2, 2, 2, 2, 1, 1, 2, 3, 2, 2, 2, 1, 2, 2, 0, 0, 2, 2, 0, 2};
+	static const uint8_t ecmg_len[0x1A] = {0, 4, 1, 2, 2, 2, 2, 2, 2, 2, 1, 1, 2,
+					       3, 2, 2, 2, 1, 2, 2, 0, 0, 2, 2, 0, 2};
 	static const uint8_t emmg_len[9] = {0, 4, 1, 2, 2, 0, 2, 1, 2};
 	size_t n;
 

@@ -220,10 +220,12 @@ static void test_every_type(void **state)
 				size_t n = 0;
 
 				kh_sim_start(&b, sim_samples[i].iface, version, sim_samples[i].type, buf, sizeof buf);
-				for (size_t j = 0; j < 12 && sim_samples[i].params[j] != 0; j++)
-					if (sim_samples[i].params[j] != t)
-						kh_sim_add(&b, sim_samples[i].params[j], v,
-							   sim_sample_value(sim_samples[i].iface, sim_samples[i].params[j], v));
+				for (size_t j = 0; j < 12 && sim_samples[i].params[j] != 0; j++) {
+					uint16_t pj = sim_samples[i].params[j];
+
+					if (pj != t)
+						kh_sim_add(&b, pj, v, sim_sample_value(sim_samples[i].iface, pj, v));
+				}
 				if (kh_sim_finish(&b, &n, &why) == KH_OK)
 					continue; /* t was optional */
 				assert_int_equal(why, KH_SIM_MISSING_PARAM);
@@ -361,6 +363,27 @@ static void test_too_many_params(void **state)
 	assert_int_equal(kh_sim_parse(KH_SIM_ECMG, buf, b.len, &msg, NULL), KH_SIM_TOO_LONG);
 }
 
+static void test_cw_lengths(void **state)
+{
+	uint8_t buf[128], comb[2 + 16] = {0x00, 0x07};
+	struct kh_sim_builder b;
+	enum kh_sim_status why;
+	size_t len;
+
+	(void)state;
+	/* CP_CW_combination is CP_number and a control word of the scrambler's size: 8 (CSA) or 16
+	 * (AES) bytes both taken, CP_number alone refused as a wrong length */
+	for (size_t cw = 0; cw <= 16; cw += 8) {
+		kh_sim_start(&b, KH_SIM_ECMG, 2, KH_SIM_ECMG_CW_PROVISION, buf, sizeof buf);
+		kh_sim_add_u16(&b, KH_SIM_P_ECM_CHANNEL_ID, 1);
+		kh_sim_add_u16(&b, KH_SIM_P_ECM_STREAM_ID, 1);
+		kh_sim_add_u16(&b, KH_SIM_P_CP_NUMBER, 7);
+		kh_sim_add(&b, KH_SIM_P_CP_CW_COMBINATION, comb, 2 + cw);
+		assert_int_equal(kh_sim_finish(&b, &len, &why), cw == 0 ? KH_ERR_INVAL : KH_OK);
+		assert_int_equal(why, cw == 0 ? KH_SIM_BAD_LENGTH : KH_SIM_OK);
+	}
+}
+
 static void test_builder_refuses(void **state)
 {
 	uint8_t buf[64];
@@ -449,7 +472,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vectors_ecmg),	cmocka_unit_test(test_vector_emmg),
 		cmocka_unit_test(test_every_type),	cmocka_unit_test(test_refusals),
-		cmocka_unit_test(test_too_many_params), cmocka_unit_test(test_builder_refuses),
+		cmocka_unit_test(test_too_many_params), cmocka_unit_test(test_cw_lengths),
+		cmocka_unit_test(test_builder_refuses),
 		cmocka_unit_test(test_splitter),	cmocka_unit_test(test_status_table),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
