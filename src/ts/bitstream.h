@@ -13,8 +13,10 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wunused-const-variable"
 #pragma GCC diagnostic ignored "-Wunused-variable"
+#pragma GCC diagnostic ignored "-Wsign-compare"
 #include <bitstream/mpeg/ts.h>
 #include <bitstream/mpeg/psi/psi.h>
+#include <bitstream/dvb/sim.h>
 #pragma GCC diagnostic pop
 
 #endif

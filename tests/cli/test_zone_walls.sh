@@ -35,7 +35,7 @@ zone_of_header()
 		keyhole/pair.h | keyhole/scramble.h | keyhole/shamir.h | keyhole/usage.h | keyhole/transport.h) echo base ;;
 	keyhole/module.h) echo module ;;
 	keyhole/device.h | keyhole/runner.h | keyhole/softmodule.h) echo device ;;
-	keyhole/ts.h) echo ts ;;
+	keyhole/ts.h | keyhole/simulcrypt.h) echo ts ;;
 	keyhole/store.h | keyhole/store_dist.h | keyhole/store_escrow.h | keyhole/store_keycenter.h) echo store ;;
 	keyhole/http.h) echo net ;;
 	keyhole/host.h | keyhole/decoder.h | keyhole/distclient.h | keyhole/escrowclient.h | keyhole/keycardhost.h | \
