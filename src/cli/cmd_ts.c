@@ -84,11 +84,11 @@ static void text_pids(const struct kh_tsi *t)
 		if (ps->pkts == 0)
 			continue;
 		printf("pid 0x%04X %s: %llu packets %.2f %%, %.0f bit/s, %s (clear %llu even %llu odd %llu reserved "
-		       "%llu), %llu continuity errors\n",
+		       "%llu, no payload %llu), %llu continuity errors\n",
 		       pid, kh_tsi_role_name(t, (uint16_t)pid), (unsigned long long)ps->pkts, share(t, ps->pkts),
 		       kh_tsi_pid_rate(t, (uint16_t)pid), kh_tsi_scrambling_state(ps), (unsigned long long)ps->sc[0],
 		       (unsigned long long)ps->sc[2], (unsigned long long)ps->sc[3], (unsigned long long)ps->sc[1],
-		       (unsigned long long)ps->cc_errors);
+		       (unsigned long long)ps->af_only, (unsigned long long)ps->cc_errors);
 		if (ps->invalid || ps->psi_errors)
 			printf("  %llu invalid packets, %llu bad sections\n", (unsigned long long)ps->invalid,
 			       (unsigned long long)ps->psi_errors);
