@@ -252,6 +252,14 @@ static void take_ca_loop(struct kh_tsi *t, const uint8_t *loop, size_t len, uint
 	}
 }
 
+static const struct kh_tsi_prog *prog_find(const struct kh_tsi *t, uint16_t number)
+{
+	for (size_t i = 0; i < t->nprogs; i++)
+		if (t->progs[i].number == number)
+			return &t->progs[i];
+	return NULL;
+}
+
 static struct kh_tsi_prog *prog_of(struct kh_tsi *t, uint16_t number, int make)
 {
 	for (size_t i = 0; i < t->nprogs; i++)
@@ -620,7 +628,7 @@ double kh_tsi_pid_rate(const struct kh_tsi *t, uint16_t pid)
 
 	if (t->npkts == 0)
 		return 0;
-	if ((ps->role & KH_TSI_R_ES) && (p = prog_of((struct kh_tsi *)t, ps->prog, 0)) != NULL && p->have_pmt &&
+	if ((ps->role & KH_TSI_R_ES) && (p = prog_find(t, ps->prog)) != NULL && p->have_pmt &&
 	    p->pcr_pid != KH_TS_PID_NULL)
 		rate = pcr_rate(&t->pids[p->pcr_pid]);
 	if (rate == 0)
