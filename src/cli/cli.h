@@ -170,6 +170,7 @@ int kh_cmd_demo(int argc, char **argv);
 int kh_cmd_keycard(int argc, char **argv);
 int kh_cmd_headend(int argc, char **argv);
 int kh_cmd_decoder(int argc, char **argv);
+int kh_cmd_ts(int argc, char **argv);
 int kh_cmd_serve(int argc, char **argv);
 int kh_cmd_center(int argc, char **argv);
 int kh_cmd_store(int argc, char **argv);

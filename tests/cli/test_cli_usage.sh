@@ -26,7 +26,7 @@ for cmd in "" "authority" "authority init" "authority show" "card" "card issue" 
 	"headend keys show" "headend emm" "headend scramble" "decoder" "decoder play" "decoder buy" \
 	"decoder status" "decoder init" "decoder m1" "decoder connect" "demo" "center" "center subscriber" \
 	"center card" "center product" "center channel" "center event" "center credit-policy" \
-	"center service-keys" "center rights"; do
+	"center service-keys" "center rights" "ts" "ts inspect"; do
 	# shellcheck disable=SC2086 # word splitting of $cmd is the point
 	kh_expect_help $cmd --help
 	# shellcheck disable=SC2086
@@ -335,7 +335,7 @@ for pair in "keyhole.1:" "keyhole-authority.1:authority init" "keyhole-authority
 	"keyhole-seller.1:seller list" "keyhole-seller.1:seller encrypt" "keyhole-seller.1:seller account" \
 	"keyhole-buyer.1:buyer buy" "keyhole-buyer.1:buyer open" "keyhole-buyer.1:buyer status" \
 	"keyhole-keycard.1:keycard status" "keyhole-keycard.1:keycard activate" "keyhole-keycard.1:keycard send" \
-	"keyhole-keycard.1:keycard fetch" "keyhole-keycard.1:keycard open"; do
+	"keyhole-keycard.1:keycard fetch" "keyhole-keycard.1:keycard open" "keyhole-ts.1:ts inspect"; do
 	page=$MAN/${pair%%:*}
 	cmd=${pair#*:}
 	[ -s "$page" ] || kh_fail "missing manual page $page"
