@@ -479,7 +479,7 @@ static const char P[] = "headend scramble";
 enum {
 	O_ALG = 256, O_PRODUCT, O_EVENT, O_PRICE, O_KEYID, O_KEYVER, O_PERIOD, O_LEAD,
 	O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_TIME, O_REDUCE, O_LADDER, O_CWLOG, O_CENTER,
-	O_CACERT, O_INSECURE, O_SINCE, O_POLL
+	O_CACERT, O_INSECURE, O_SINCE, O_POLL, O_GROW
 };
 static const struct option scramble_opts[] = {
 	{"keys", required_argument, NULL, 'k'},         {"in", required_argument, NULL, 'i'},
@@ -492,7 +492,7 @@ static const struct option scramble_opts[] = {
 	{"emm-interval", required_argument, NULL, O_EMMIV}, {"ecm-pid", required_argument, NULL, O_ECMPID},
 	{"emm-pid", required_argument, NULL, O_EMMPID}, {"ca-system-id", required_argument, NULL, 'C'},
 	{"time", required_argument, NULL, O_TIME},      {"csa-reduce", no_argument, NULL, O_REDUCE},
-	{"ladder-only", no_argument, NULL, O_LADDER},
+	{"ladder-only", no_argument, NULL, O_LADDER},   {"grow", no_argument, NULL, O_GROW},
 	{"cw-log", required_argument, NULL, O_CWLOG},   {"center", required_argument, NULL, O_CENTER},
 	{"cacert", required_argument, NULL, O_CACERT},  {"insecure-http", no_argument, NULL, O_INSECURE},
 	{"center-since", required_argument, NULL, O_SINCE}, {"verbose", no_argument, NULL, 'v'},
@@ -601,6 +601,7 @@ static int take_access(struct scr_opts *o, int c, const char *arg)
 		break;
 	case O_REDUCE: cfg->csa_reduce = 1; break;
 	case O_LADDER: cfg->ecm_flags |= KH_ECM_F_LADDER; break;
+	case O_GROW: cfg->nulls = KH_HEADEND_NULL_GROW; break;
 	default: return take_feed(o, c, arg);
 	}
 	return KH_EXIT_OK;
@@ -809,6 +810,30 @@ static int fetch_center(const struct scr_opts *o, struct scr_run *s)
 	return KH_EXIT_OK;
 }
 
+/*
+ * Where the CA packets go: --grow as asked; else in place of null packets when the first packets
+ * of the input have any (a constant-bitrate multiplex), else inserted as a variable-bitrate
+ * stream takes them.
+ */
+static void choose_nulls(const struct prescan *ps, struct scr_opts *o)
+{
+	size_t nulls = 0;
+
+	for (size_t i = 0; i < ps->n; i++) {
+		const uint8_t *p = ps->pkts + i * KH_TS_PACKET_LEN;
+		if (((p[1] & 0x1F) << 8 | p[2]) == KH_TS_PID_NULL)
+			nulls++;
+	}
+	if (o->cfg.nulls != KH_HEADEND_NULL_GROW)
+		o->cfg.nulls = nulls ? KH_HEADEND_NULL_REPLACE : KH_HEADEND_NULL_INSERT;
+	if (o->verbose)
+		fprintf(stderr, "keyhole headend scramble: %zu null packet(s) in the first %zu: ECM/EMM packets %s\n",
+			nulls, ps->n,
+			o->cfg.nulls == KH_HEADEND_NULL_GROW ? "replace null packets, else are inserted (PCRs restamped)"
+			: nulls ? "replace null packets (size and PCRs kept)"
+				: "are inserted (a variable-bitrate stream)");
+}
+
 /* The input opened and its first packets read, the ECM and EMM PIDs chosen from what they use.
  * As open_keys. */
 static int open_input(struct scr_opts *o, struct scr_run *s)
@@ -839,6 +864,7 @@ static int open_input(struct scr_opts *o, struct scr_run *s)
 		fprintf(stderr, "keyhole: %s: not a transport stream (no 188-byte packets found)\n", o->inname);
 		return KH_EXIT_FAIL;
 	}
+	choose_nulls(&s->ps, o);
 	return choose_pids(s->census, o->inname, &o->cfg, o->have_ecm_pid, o->have_emm_pid, o->verbose);
 }
 
