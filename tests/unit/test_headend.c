@@ -336,6 +336,10 @@ static void on_cw(void *ctx, uint32_t cp, const uint8_t *cw, size_t len)
 	l->len = len;
 }
 
+/* program_info of make_input's PMT (none unless a test sets it) */
+static const uint8_t *input_pmt_desc;
+static size_t input_pmt_desc_len;
+
 /* Input: PAT and PMT every 100 ms, per tick one video packet with PCR and one audio packet. */
 static uint8_t *make_input(size_t *npk)
 {
@@ -355,6 +359,8 @@ static uint8_t *make_input(size_t *npk)
 	pmt.version = 4;
 	pmt.current = 1;
 	pmt.pcr_pid = VID;
+	pmt.desc = input_pmt_desc;
+	pmt.desc_len = input_pmt_desc_len;
 	pmt.n = 2;
 	pmt.es[0].stream_type = 0x02;
 	pmt.es[0].pid = VID;
@@ -1174,12 +1180,18 @@ static void test_damaged_packets(void **state)
  * padding), and first a CAT naming another CA system's EMM PID. */
 static uint8_t *make_padded(size_t *npk)
 {
+	/* another CA system's ECM PID in the PMT too */
+	static const uint8_t foreign_ecm[] = {KH_TS_DESC_CA, 4, 0x0B, 0x00, 0xE5, 0x01};
 	uint8_t *in, *out, desc[16], sec[256], pk[2 * KH_TS_PACKET_LEN], cc = 0;
 	struct kh_ts_cat cat = {0};
 	struct kh_wr w;
 	size_t nin, n = 0, slen, plen;
 
+	input_pmt_desc = foreign_ecm;
+	input_pmt_desc_len = sizeof foreign_ecm;
 	in = make_input(&nin);
+	input_pmt_desc = NULL;
+	input_pmt_desc_len = 0;
 	out = malloc((2 * nin + 1) * KH_TS_PACKET_LEN);
 	assert_non_null(out);
 	kh_wr_init(&w, desc, sizeof desc);
@@ -1237,6 +1249,27 @@ static void check_cat(const struct outbuf *o)
 	assert_int_equal(ours, 1);
 }
 
+/* The last PMT of an output holds the foreign CA descriptor and ours. */
+static void check_pmt(const struct outbuf *o)
+{
+	const uint8_t *sec = NULL;
+	struct kh_ts_pmt pmt;
+	struct kh_ts_ca_desc ca;
+	int foreign = 0, ours = 0;
+
+	for (size_t i = 0; i < o->n; i++) {
+		struct kh_ts_pkt p;
+		assert_int_equal(kh_ts_parse(o->p + i * KH_TS_PACKET_LEN, KH_TS_PACKET_LEN, &p), KH_OK);
+		if (p.pid == PMT_PID && p.pusi)
+			sec = p.payload + 1 + p.payload[0];
+	}
+	assert_non_null(sec);
+	assert_int_equal(kh_ts_pmt_parse(sec, 3 + ((size_t)(sec[1] & 0x0F) << 8 | sec[2]), &pmt), KH_OK);
+	foreign = kh_ts_ca_desc_find(pmt.desc, pmt.desc_len, 0x0B00, &ca) == KH_OK && ca.ca_pid == 0x0501;
+	ours = kh_ts_ca_desc_find(pmt.desc, pmt.desc_len, 0x4B48, &ca) == KH_OK && ca.ca_pid == ECM_PID;
+	assert_true(foreign && ours);
+}
+
 /* PCR packets of a stream: index and value, at most cap. */
 static size_t pcr_list(const uint8_t *pkts, size_t n, size_t *idx, uint64_t *val, size_t cap)
 {
@@ -1287,6 +1320,7 @@ static void test_null_replace(void **state)
 		assert_int_equal(va[i], vb[i]);
 	}
 	check_cat(&o);
+	check_pmt(&o);
 	free(o.p);
 	free(in);
 }
