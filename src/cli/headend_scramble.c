@@ -963,6 +963,12 @@ static int report(const struct scr_opts *o, struct scr_run *s)
 		return KH_EXIT_FAIL;
 	kh_headend_stats(s->h, &st);
 	warn_damage(o->inname, &s->rd->sync, &st);
+	if (o->verbose && o->cfg.nulls != KH_HEADEND_NULL_INSERT)
+		fprintf(stderr,
+			"keyhole headend scramble: %llu packet(s) in place of null or dropped packets, %llu inserted, "
+			"%llu PCR(s) restamped, %llu component packet(s) in clear before ECM 0\n",
+			(unsigned long long)st.replaced, (unsigned long long)st.inserted,
+			(unsigned long long)st.restamped, (unsigned long long)st.clear_start);
 	return KH_EXIT_OK;
 }
 
