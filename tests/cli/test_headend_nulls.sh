@@ -5,7 +5,8 @@
 # play`. A mux with too little null bandwidth is refused with the bandwidth needed and available
 # and leaves no output file; with --grow it is scrambled, grows, and its PCRs are restamped: each
 # PCR is the first plus (packets since) times one constant rate, within +-500 ns, and it still
-# plays frame-exact. A foreign CA system's EMM descriptor in the input's CAT stays beside ours.
+# plays frame-exact. A foreign CA system's EMM descriptor in the input's CAT (a section made by
+# hand) stays beside ours, the CAT's version moved on.
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
 kh_init headend_nulls
 if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
@@ -85,6 +86,33 @@ kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card.card --i
 kh_frames c-cbr.ts >c-cbr.md5
 cmp -s clear.md5 c-cbr.md5 || kh_fail "10 Mbit/s: decoded frames differ from the clear clip's"
 kh_note "10 Mbit/s: size and $(wc -l <in.pcr) PCRs kept, $(wc -l <clear.md5) frames bit-exact"
+
+# ---- another CA system's EMM PID in the input's CAT: kept beside ours ----
+
+# A CAT section (version 3) with one CA_descriptor, CA system 0x0B00, EMM PID 0x0500, and its
+# CRC, made by hand, in a packet on PID 1 that takes the place of the 40th null packet.
+printf '\107\100\001\020\000\001\260\017\377\377\307\000\000\011\004\013\000\345\000\013\055\047\262' >cat.pkt
+dd if=/dev/zero bs=165 count=1 2>/dev/null | tr '\000' '\377' >>cat.pkt
+[ "$(wc -c <cat.pkt)" -eq 188 ] || kh_fail "the CAT packet has $(wc -c <cat.pkt) bytes"
+at=$(od -An -v -tu1 -w188 cbr.ts | awk '($2 % 32) * 256 + $3 == 8191 && ++n == 40 { print NR - 1; exit }')
+{
+	head -c $((at * 188)) cbr.ts
+	cat cat.pkt
+	tail -c +$(((at + 1) * 188 + 1)) cbr.ts
+} >cat-in.ts
+[ "$(wc -c <cat-in.ts)" -eq "$(wc -c <cbr.ts)" ] || kh_fail "splicing the CAT in changed the size"
+kh_expect_ok headend scramble --keys headend.keys --in cat-in.ts --out s-cat.ts --alg cissa --product 7 \
+	--period 5 --time "$T" --emm sub.emm
+[ "$(wc -c <s-cat.ts)" -eq "$(wc -c <cbr.ts)" ] || kh_fail "the mux with a CAT changed size"
+od -An -v -tx1 -w188 s-cat.ts | awk '$2 == "40" && $3 == "01" { last = $0 } END { print last }' >cat.hex
+grep -q "09 04 0b 00 e5 00" cat.hex || kh_fail "the other CA system's EMM descriptor left the CAT: $(cut -c1-80 cat.hex)"
+grep -q "09 04 4b 48 ef f1" cat.hex || kh_fail "our EMM descriptor is not in the CAT: $(cut -c1-80 cat.hex)"
+grep -q "^ 47 40 01 1[0-9a-f] 00 01 b0 15 ff ff c9 " cat.hex ||
+	kh_fail "the CAT is not version 4 with both descriptors: $(cut -c1-60 cat.hex)"
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card.card --in s-cat.ts --out c-cat.ts
+kh_frames c-cat.ts >c-cat.md5
+cmp -s clear.md5 c-cat.md5 || kh_fail "with a foreign CAT: decoded frames differ from the clear clip's"
+kh_note "a foreign CA system's EMM descriptor stays in the CAT beside ours (version 3 -> 4)"
 
 # ---- a mux with almost no null packets: refused, or grown with --grow ----
 
