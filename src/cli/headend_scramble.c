@@ -824,6 +824,7 @@ static int fetch_center(const struct scr_opts *o, struct scr_run *s)
  */
 static void choose_nulls(const struct prescan *ps, struct scr_opts *o)
 {
+	const char *how;
 	size_t nulls = 0;
 
 	for (size_t i = 0; i < ps->n; i++) {
@@ -833,12 +834,16 @@ static void choose_nulls(const struct prescan *ps, struct scr_opts *o)
 	}
 	if (o->cfg.nulls != KH_HEADEND_NULL_GROW)
 		o->cfg.nulls = nulls ? KH_HEADEND_NULL_REPLACE : KH_HEADEND_NULL_INSERT;
-	if (o->verbose)
-		fprintf(stderr, "keyhole headend scramble: %zu null packet(s) in the first %zu: ECM/EMM packets %s\n",
-			nulls, ps->n,
-			o->cfg.nulls == KH_HEADEND_NULL_GROW ? "replace null packets, else are inserted (PCRs restamped)"
-			: nulls ? "replace null packets (size and PCRs kept)"
-				: "are inserted (a variable-bitrate stream)");
+	if (!o->verbose)
+		return;
+	if (o->cfg.nulls == KH_HEADEND_NULL_GROW)
+		how = "replace null packets, else are inserted (PCRs restamped)";
+	else if (nulls)
+		how = "replace null packets (size and PCRs kept)";
+	else
+		how = "are inserted (a variable-bitrate stream)";
+	fprintf(stderr, "keyhole headend scramble: %zu null packet(s) in the first %zu: ECM/EMM packets %s\n", nulls,
+		ps->n, how);
 }
 
 /* The input opened and its first packets read, the ECM and EMM PIDs chosen from what they use.

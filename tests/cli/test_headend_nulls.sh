@@ -105,7 +105,8 @@ kh_expect_ok headend scramble --keys headend.keys --in cat-in.ts --out s-cat.ts 
 	--period 5 --time "$T" --emm sub.emm
 [ "$(wc -c <s-cat.ts)" -eq "$(wc -c <cbr.ts)" ] || kh_fail "the mux with a CAT changed size"
 od -An -v -tx1 -w188 s-cat.ts | awk '$2 == "40" && $3 == "01" { last = $0 } END { print last }' >cat.hex
-grep -q "09 04 0b 00 e5 00" cat.hex || kh_fail "the other CA system's EMM descriptor left the CAT: $(cut -c1-80 cat.hex)"
+grep -q "09 04 0b 00 e5 00" cat.hex ||
+	kh_fail "the other CA system's EMM descriptor left the CAT: $(cut -c1-80 cat.hex)"
 grep -q "09 04 4b 48 ef f1" cat.hex || kh_fail "our EMM descriptor is not in the CAT: $(cut -c1-80 cat.hex)"
 grep -q "^ 47 40 01 1[0-9a-f] 00 01 b0 15 ff ff c9 " cat.hex ||
 	kh_fail "the CAT is not version 4 with both descriptors: $(cut -c1-60 cat.hex)"
