@@ -416,7 +416,8 @@ struct kh_headend_stats {
 	uint64_t nulls_in;      /* null packets in the input */
 	uint64_t replaced;      /* packets of ours that took the place of a null or dropped packet */
 	uint64_t inserted;      /* packets of ours added to the stream in REPLACE/GROW (GROW only) */
-	uint64_t clear_start;   /* REPLACE: component packets passed in clear before ECM 0 was out */
+	uint64_t before_ecm;    /* REPLACE: component packets scrambled before ECM 0 was out (a receiver
+				 * starts at ECM 0, as one tuning in would) */
 	uint64_t restamped;     /* GROW: PCRs rewritten */
 	uint32_t period;        /* crypto period of the last packet */
 	uint64_t stream_ms;     /* stream time since the first PCR */

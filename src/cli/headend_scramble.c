@@ -971,9 +971,9 @@ static int report(const struct scr_opts *o, struct scr_run *s)
 	if (o->verbose && o->cfg.nulls != KH_HEADEND_NULL_INSERT)
 		fprintf(stderr,
 			"keyhole headend scramble: %llu packet(s) in place of null or dropped packets, %llu inserted, "
-			"%llu PCR(s) restamped, %llu component packet(s) in clear before ECM 0\n",
+			"%llu PCR(s) restamped, %llu component packet(s) scrambled before ECM 0 was out\n",
 			(unsigned long long)st.replaced, (unsigned long long)st.inserted,
-			(unsigned long long)st.restamped, (unsigned long long)st.clear_start);
+			(unsigned long long)st.restamped, (unsigned long long)st.before_ecm);
 	return KH_EXIT_OK;
 }
 

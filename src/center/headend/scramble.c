@@ -763,24 +763,21 @@ static kh_err drop(struct kh_headend *h, const uint8_t *pkt)
 }
 
 /*
- * REPLACE and GROW: may a component packet of crypto period k be scrambled now? Its ECM must be
- * out. GROW inserts it if it is not; REPLACE lets the programme's first packets (period 0, ECM 0
- * still waiting for a null packet) pass in clear, and stops on a later period's.
- * Returns 1: scramble, 0: pass in clear, < 0: an error.
+ * REPLACE and GROW: a component packet of crypto period k is about to be scrambled; its ECM should
+ * be out. GROW inserts it if it is not; REPLACE scrambles the programme's first packets (period
+ * 0, ECM 0 still waiting for a null packet) all the same: a receiver starts with ECM 0, as one
+ * tuning in mid-stream would, and no packet of the programme ever goes out in clear. A later
+ * period's packet before its ECM stops the run. KH_OK, or an error.
  */
-static int ecm_out(struct kh_headend *h, unsigned k)
+static kh_err ecm_out(struct kh_headend *h, unsigned k)
 {
-	kh_err r;
-
 	if (h->cfg.nulls == KH_HEADEND_NULL_INSERT || h->q_out >= h->ecm_mark[k & 1u])
-		return 1;
+		return KH_OK;
 	if (h->cfg.nulls == KH_HEADEND_NULL_REPLACE && k == 0) {
-		h->st.clear_start++;
-		return 0;
+		h->st.before_ecm++;
+		return KH_OK;
 	}
-	if ((r = late(h, ": a crypto period began before its ECM was out")) != KH_OK)
-		return r;
-	return 1;
+	return late(h, ": a crypto period began before its ECM was out");
 }
 
 static kh_err pass(struct kh_headend *h, const uint8_t *pkt, int is_pcr)
@@ -794,7 +791,7 @@ static kh_err one(struct kh_headend *h, const uint8_t *pkt)
 {
 	struct kh_ts_pkt p;
 	unsigned k;
-	int is_pcr, go;
+	int is_pcr;
 	kh_err r;
 
 	h->st.in++;
@@ -852,10 +849,8 @@ static kh_err one(struct kh_headend *h, const uint8_t *pkt)
 	h->scrambled_run = 0;
 	k = (unsigned)(h->clock / h->period);
 	h->st.period = k;
-	if ((go = ecm_out(h, k)) < 0)
-		return go;
-	if (!go)
-		return pass(h, pkt, is_pcr);
+	if ((r = ecm_out(h, k)) != KH_OK)
+		return r;
 	h->st.scrambled++;
 	if (is_pcr && h->cfg.nulls == KH_HEADEND_NULL_GROW)
 		pkt = restamp(h, pkt);
