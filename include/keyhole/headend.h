@@ -315,6 +315,20 @@ KH_WARN_UNUSED kh_err kh_headend_census_pick(const struct kh_headend_census *c, 
 #define KH_HEADEND_PERIOD_MIN 5  /* seconds */
 #define KH_HEADEND_PERIOD_MAX 30
 
+/*
+ * Where the packets the headend adds (ECMs, EMMs, the CAT, a PMT grown past the input's) go.
+ * INSERT: between the input's packets, when they are due (a variable-bitrate input: the stream
+ * grows, its PCRs keep their values). REPLACE: in place of the input's null packets (and of the
+ * input packets the headend drops), so a constant-bitrate multiplex keeps its size and every PCR
+ * its packet index and value; a packet that finds no null packet within one ECM interval of
+ * stream time (or a period whose ECM is not out when its first packet must be scrambled) stops
+ * the run with KH_ERR_TOO_LARGE and a message saying the null bandwidth needed and available; the
+ * components pass in clear until ECM 0 is out (the first packets after the PMT). GROW: as
+ * REPLACE, but a packet that finds no null packet in time is inserted, and every PCR from the
+ * second on is restamped from its output packet index at the rate measured between the first two.
+ */
+enum kh_headend_nulls { KH_HEADEND_NULL_INSERT = 0, KH_HEADEND_NULL_REPLACE, KH_HEADEND_NULL_GROW };
+
 struct kh_headend_cfg {
 	enum kh_scr_alg alg;
 	int csa_reduce;            /* CSA2: reduce CWs to 48 bits (kh_scr_cw_reduce) */
@@ -337,6 +351,7 @@ struct kh_headend_cfg {
 	uint64_t time;             /* broadcast time of period 0, Unix seconds */
 	const uint8_t *emm;        /* concatenated EMM sections (copied), may be NULL */
 	size_t emm_len;
+	enum kh_headend_nulls nulls; /* where the CA packets go (below) */
 };
 
 /* Where output packets go: n whole packets (n * 188 bytes). A non-KH_OK return stops the engine
@@ -398,6 +413,12 @@ struct kh_headend_stats {
 	uint64_t scrambled_in;  /* component packets that arrived scrambled (dropped) */
 	uint64_t foreign;       /* input packets on the ECM or EMM PID (dropped: the PID is ours) */
 	uint64_t ecm, emm, psi; /* sections inserted */
+	uint64_t nulls_in;      /* null packets in the input */
+	uint64_t replaced;      /* packets of ours that took the place of a null or dropped packet */
+	uint64_t inserted;      /* packets of ours added to the stream in REPLACE/GROW (GROW only) */
+	uint64_t before_ecm;    /* REPLACE: component packets scrambled before ECM 0 was out (a receiver
+				 * starts at ECM 0, as one tuning in would) */
+	uint64_t restamped;     /* GROW: PCRs rewritten */
 	uint32_t period;        /* crypto period of the last packet */
 	uint64_t stream_ms;     /* stream time since the first PCR */
 };

@@ -30,15 +30,20 @@ static const char scramble_help[] =
 	"           (--product P | --event E [--price N]) [--service PROGRAM] [--key-id N]\n"
 	"           [--key-version V] [--period SECONDS] [--lead MS] [--ecm-interval MS] [--emm FILE]...\n"
 	"           [--emm-interval MS] [--ecm-pid PID] [--emm-pid PID] [--ca-system-id ID]\n"
-	"           [--time UNIX] [--csa-reduce] [--ladder-only] [--cw-log FILE] [--center URL [--cacert FILE]\n"
-	"           [--insecure-http] [--token-file FILE] [--center-since ID] [--emm-poll SECONDS]] [-v]\n"
+	"           [--time UNIX] [--csa-reduce] [--ladder-only] [--grow] [--cw-log FILE]\n"
+	"           [--center URL [--cacert FILE] [--insecure-http] [--token-file FILE]\n"
+	"           [--center-since ID] [--emm-poll SECONDS]] [-v]\n"
 	"\n"
 	"Scramble one programme of an MPEG transport stream: its components are scrambled with a\n"
 	"fresh control word per crypto period (on the stream's PCR time), ECMs go out on the ECM PID,\n"
-	"the EMMs of --emm are cycled on the EMM PID, the PMT gains a CA descriptor and a CAT is\n"
-	"inserted. Output to a file appears only when complete. With --center, the center's broadcast\n"
-	"EMM queue is fetched at start and carried like --emm's (both: the files' EMMs first), then\n"
-	"polled again every --emm-poll seconds: new EMMs go out next, then join the cycle.\n"
+	"the EMMs of --emm are cycled on the EMM PID, the PMT gains a CA descriptor and the CAT\n"
+	"names the EMM PID (an input CAT's descriptors are kept). On a constant-bitrate input (null\n"
+	"packets among the first) the added packets replace null packets: size and PCRs are kept,\n"
+	"and a run short of null packets fails saying the bandwidth needed (or, with --grow, inserts\n"
+	"them and restamps the PCRs). Output to a file appears only when complete. With --center,\n"
+	"the center's broadcast EMM queue is fetched at start and carried like --emm's (both: the\n"
+	"files' EMMs first), then polled again every --emm-poll seconds: new EMMs go out next, then\n"
+	"join the cycle.\n"
 	"\n"
 	"Damaged input costs what it damaged, not the run: packets are found again after garbage or a\n"
 	"lost byte (three sync bytes 188 bytes apart), a final packet cut short, a packet that is not\n"
@@ -74,6 +79,8 @@ static const char scramble_help[] =
 	"      --ladder-only       the ECMs say (signed) that the control words go only to a\n"
 	"                          decoder module under the key ladder (decoder play --ladder);\n"
 	"                          the CAM refuses other decoders with 'ladder required'\n"
+	"      --grow              constant bitrate short of null packets: insert the packets\n"
+	"                          and restamp every later PCR instead of failing\n"
 	"      --cw-log FILE       TEST AID: write every control word to FILE, in clear\n"
 	"      --center URL        the management center: GET URL/v1/emm?since=ID, every page\n"
 	"                          (https://HOST[:PORT]; http:// only to 127.0.0.1, localhost,\n"
@@ -479,7 +486,7 @@ static const char P[] = "headend scramble";
 enum {
 	O_ALG = 256, O_PRODUCT, O_EVENT, O_PRICE, O_KEYID, O_KEYVER, O_PERIOD, O_LEAD,
 	O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_TIME, O_REDUCE, O_LADDER, O_CWLOG, O_CENTER,
-	O_CACERT, O_INSECURE, O_SINCE, O_POLL
+	O_CACERT, O_INSECURE, O_SINCE, O_POLL, O_GROW
 };
 static const struct option scramble_opts[] = {
 	{"keys", required_argument, NULL, 'k'},         {"in", required_argument, NULL, 'i'},
@@ -492,7 +499,7 @@ static const struct option scramble_opts[] = {
 	{"emm-interval", required_argument, NULL, O_EMMIV}, {"ecm-pid", required_argument, NULL, O_ECMPID},
 	{"emm-pid", required_argument, NULL, O_EMMPID}, {"ca-system-id", required_argument, NULL, 'C'},
 	{"time", required_argument, NULL, O_TIME},      {"csa-reduce", no_argument, NULL, O_REDUCE},
-	{"ladder-only", no_argument, NULL, O_LADDER},
+	{"ladder-only", no_argument, NULL, O_LADDER},   {"grow", no_argument, NULL, O_GROW},
 	{"cw-log", required_argument, NULL, O_CWLOG},   {"center", required_argument, NULL, O_CENTER},
 	{"cacert", required_argument, NULL, O_CACERT},  {"insecure-http", no_argument, NULL, O_INSECURE},
 	{"center-since", required_argument, NULL, O_SINCE}, {"verbose", no_argument, NULL, 'v'},
@@ -601,6 +608,7 @@ static int take_access(struct scr_opts *o, int c, const char *arg)
 		break;
 	case O_REDUCE: cfg->csa_reduce = 1; break;
 	case O_LADDER: cfg->ecm_flags |= KH_ECM_F_LADDER; break;
+	case O_GROW: cfg->nulls = KH_HEADEND_NULL_GROW; break;
 	default: return take_feed(o, c, arg);
 	}
 	return KH_EXIT_OK;
@@ -809,6 +817,35 @@ static int fetch_center(const struct scr_opts *o, struct scr_run *s)
 	return KH_EXIT_OK;
 }
 
+/*
+ * Where the CA packets go: --grow as asked; else in place of null packets when the first packets
+ * of the input have any (a constant-bitrate multiplex), else inserted as a variable-bitrate
+ * stream takes them.
+ */
+static void choose_nulls(const struct prescan *ps, struct scr_opts *o)
+{
+	const char *how;
+	size_t nulls = 0;
+
+	for (size_t i = 0; i < ps->n; i++) {
+		const uint8_t *p = ps->pkts + i * KH_TS_PACKET_LEN;
+		if (((p[1] & 0x1F) << 8 | p[2]) == KH_TS_PID_NULL)
+			nulls++;
+	}
+	if (o->cfg.nulls != KH_HEADEND_NULL_GROW)
+		o->cfg.nulls = nulls ? KH_HEADEND_NULL_REPLACE : KH_HEADEND_NULL_INSERT;
+	if (!o->verbose)
+		return;
+	if (o->cfg.nulls == KH_HEADEND_NULL_GROW)
+		how = "replace null packets, else are inserted (PCRs restamped)";
+	else if (nulls)
+		how = "replace null packets (size and PCRs kept)";
+	else
+		how = "are inserted (a variable-bitrate stream)";
+	fprintf(stderr, "keyhole headend scramble: %zu null packet(s) in the first %zu: ECM/EMM packets %s\n", nulls,
+		ps->n, how);
+}
+
 /* The input opened and its first packets read, the ECM and EMM PIDs chosen from what they use.
  * As open_keys. */
 static int open_input(struct scr_opts *o, struct scr_run *s)
@@ -839,6 +876,7 @@ static int open_input(struct scr_opts *o, struct scr_run *s)
 		fprintf(stderr, "keyhole: %s: not a transport stream (no 188-byte packets found)\n", o->inname);
 		return KH_EXIT_FAIL;
 	}
+	choose_nulls(&s->ps, o);
 	return choose_pids(s->census, o->inname, &o->cfg, o->have_ecm_pid, o->have_emm_pid, o->verbose);
 }
 
@@ -930,6 +968,12 @@ static int report(const struct scr_opts *o, struct scr_run *s)
 		return KH_EXIT_FAIL;
 	kh_headend_stats(s->h, &st);
 	warn_damage(o->inname, &s->rd->sync, &st);
+	if (o->verbose && o->cfg.nulls != KH_HEADEND_NULL_INSERT)
+		fprintf(stderr,
+			"keyhole headend scramble: %llu packet(s) in place of null or dropped packets, %llu inserted, "
+			"%llu PCR(s) restamped, %llu component packet(s) scrambled before ECM 0 was out\n",
+			(unsigned long long)st.replaced, (unsigned long long)st.inserted,
+			(unsigned long long)st.restamped, (unsigned long long)st.before_ecm);
 	return KH_EXIT_OK;
 }
 

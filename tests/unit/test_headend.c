@@ -336,6 +336,10 @@ static void on_cw(void *ctx, uint32_t cp, const uint8_t *cw, size_t len)
 	l->len = len;
 }
 
+/* program_info of make_input's PMT (none unless a test sets it) */
+static const uint8_t *input_pmt_desc;
+static size_t input_pmt_desc_len;
+
 /* Input: PAT and PMT every 100 ms, per tick one video packet with PCR and one audio packet. */
 static uint8_t *make_input(size_t *npk)
 {
@@ -355,6 +359,8 @@ static uint8_t *make_input(size_t *npk)
 	pmt.version = 4;
 	pmt.current = 1;
 	pmt.pcr_pid = VID;
+	pmt.desc = input_pmt_desc;
+	pmt.desc_len = input_pmt_desc_len;
 	pmt.n = 2;
 	pmt.es[0].stream_type = 0x02;
 	pmt.es[0].pid = VID;
@@ -1168,6 +1174,207 @@ static void test_damaged_packets(void **state)
 	free(in);
 }
 
+/* ---- constant bitrate: null packets replaced; the input's CAT kept ---- */
+
+/* The input with a null packet after each of its packets (a constant-bitrate multiplex's
+ * padding), and first a CAT naming another CA system's EMM PID. */
+static uint8_t *make_padded(size_t *npk)
+{
+	/* another CA system's ECM PID in the PMT too */
+	static const uint8_t foreign_ecm[] = {KH_TS_DESC_CA, 4, 0x0B, 0x00, 0xE5, 0x01};
+	uint8_t *in, *out, desc[16], sec[256], pk[2 * KH_TS_PACKET_LEN], cc = 0;
+	struct kh_ts_cat cat = {0};
+	struct kh_wr w;
+	size_t nin, n = 0, slen, plen;
+
+	input_pmt_desc = foreign_ecm;
+	input_pmt_desc_len = sizeof foreign_ecm;
+	in = make_input(&nin);
+	input_pmt_desc = NULL;
+	input_pmt_desc_len = 0;
+	out = malloc((2 * nin + 1) * KH_TS_PACKET_LEN);
+	assert_non_null(out);
+	kh_wr_init(&w, desc, sizeof desc);
+	assert_int_equal(kh_ts_ca_desc_put(&w, 0x0B00, 0x0500, NULL, 0), KH_OK);
+	cat.version = 3;
+	cat.current = 1;
+	cat.desc = desc;
+	cat.desc_len = w.len;
+	assert_int_equal(kh_ts_cat_build(&cat, sec, sizeof sec, &slen), KH_OK);
+	assert_int_equal(kh_ts_packetise(KH_TS_PID_CAT, &cc, sec, slen, pk, sizeof pk, &plen), KH_OK);
+	assert_int_equal(plen, KH_TS_PACKET_LEN);
+	memcpy(out + n++ * KH_TS_PACKET_LEN, pk, KH_TS_PACKET_LEN);
+	for (size_t i = 0; i < nin; i++) {
+		uint8_t *q = out + (n + 1) * KH_TS_PACKET_LEN;
+		memcpy(out + n * KH_TS_PACKET_LEN, in + i * KH_TS_PACKET_LEN, KH_TS_PACKET_LEN);
+		memset(q, 0xFF, KH_TS_PACKET_LEN);
+		q[0] = 0x47;
+		q[1] = 0x1F;
+		q[3] = 0x10;
+		n += 2;
+	}
+	free(in);
+	*npk = n;
+	return out;
+}
+
+/* The last CAT of an output holds the foreign CA descriptor and ours, version 4. */
+static void check_cat(const struct outbuf *o)
+{
+	const uint8_t *sec = NULL;
+	struct kh_ts_cat cat;
+	struct kh_ts_desc_it it;
+	const uint8_t *body;
+	uint8_t tag, len;
+	int foreign = 0, ours = 0;
+
+	for (size_t i = 0; i < o->n; i++) {
+		struct kh_ts_pkt p;
+		assert_int_equal(kh_ts_parse(o->p + i * KH_TS_PACKET_LEN, KH_TS_PACKET_LEN, &p), KH_OK);
+		if (p.pid == KH_TS_PID_CAT && p.pusi)
+			sec = p.payload + 1 + p.payload[0];
+	}
+	assert_non_null(sec);
+	assert_int_equal(kh_ts_cat_parse(sec, 3 + ((size_t)(sec[1] & 0x0F) << 8 | sec[2]), &cat), KH_OK);
+	assert_int_equal(cat.version, 4);
+	kh_ts_desc_it_init(&it, cat.desc, cat.desc_len);
+	while (kh_ts_desc_next(&it, &tag, &body, &len) == 1) {
+		struct kh_ts_ca_desc ca;
+		assert_int_equal(tag, KH_TS_DESC_CA);
+		assert_int_equal(kh_ts_ca_desc_parse(body, len, &ca), KH_OK);
+		foreign += ca.ca_system_id == 0x0B00 && ca.ca_pid == 0x0500;
+		ours += ca.ca_system_id == 0x4B48 && ca.ca_pid == EMM_PID;
+	}
+	assert_int_equal(foreign, 1);
+	assert_int_equal(ours, 1);
+}
+
+/* The last PMT of an output holds the foreign CA descriptor and ours. */
+static void check_pmt(const struct outbuf *o)
+{
+	const uint8_t *sec = NULL;
+	struct kh_ts_pmt pmt;
+	struct kh_ts_ca_desc ca;
+	int foreign = 0, ours = 0;
+
+	for (size_t i = 0; i < o->n; i++) {
+		struct kh_ts_pkt p;
+		assert_int_equal(kh_ts_parse(o->p + i * KH_TS_PACKET_LEN, KH_TS_PACKET_LEN, &p), KH_OK);
+		if (p.pid == PMT_PID && p.pusi)
+			sec = p.payload + 1 + p.payload[0];
+	}
+	assert_non_null(sec);
+	assert_int_equal(kh_ts_pmt_parse(sec, 3 + ((size_t)(sec[1] & 0x0F) << 8 | sec[2]), &pmt), KH_OK);
+	foreign = kh_ts_ca_desc_find(pmt.desc, pmt.desc_len, 0x0B00, &ca) == KH_OK && ca.ca_pid == 0x0501;
+	ours = kh_ts_ca_desc_find(pmt.desc, pmt.desc_len, 0x4B48, &ca) == KH_OK && ca.ca_pid == ECM_PID;
+	assert_true(foreign && ours);
+}
+
+/* PCR packets of a stream: index and value, at most cap. */
+static size_t pcr_list(const uint8_t *pkts, size_t n, size_t *idx, uint64_t *val, size_t cap)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n && k < cap; i++) {
+		struct kh_ts_pkt p;
+		if (kh_ts_parse(pkts + i * KH_TS_PACKET_LEN, KH_TS_PACKET_LEN, &p) != KH_OK || p.pid != VID ||
+		    p.af_len < 7 || !(p.af[0] & 0x10))
+			continue;
+		idx[k] = i;
+		val[k++] = pkt_pcr(&p);
+	}
+	return k;
+}
+
+static void test_null_replace(void **state)
+{
+	static size_t ia[TICKS], ib[TICKS];
+	static uint64_t va[TICKS], vb[TICKS];
+	struct kh_headend_cfg cfg;
+	struct kh_headend_stats st;
+	struct kh_headend *h;
+	struct outbuf o = {0};
+	uint8_t *in;
+	size_t nin, na, nb;
+
+	(void)state;
+	in = make_padded(&nin);
+	damaged_cfg(&cfg);
+	cfg.ca_system_id = 0x4B48;
+	cfg.nulls = KH_HEADEND_NULL_REPLACE;
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
+	assert_int_equal(kh_headend_feed(h, in, nin), KH_OK);
+	assert_int_equal(kh_headend_finish(h), KH_OK);
+	kh_headend_stats(h, &st);
+	kh_headend_free(h);
+	assert_int_equal(o.n, nin); /* not one packet more */
+	assert_true(st.replaced > 100);
+	assert_int_equal(st.inserted, 0);
+	assert_true(st.ecm > 100);
+	na = pcr_list(in, nin, ia, va, TICKS);
+	nb = pcr_list(o.p, o.n, ib, vb, TICKS);
+	assert_int_equal(na, TICKS);
+	assert_int_equal(nb, na);
+	for (size_t i = 0; i < na; i++) {
+		assert_int_equal(ia[i], ib[i]);
+		assert_int_equal(va[i], vb[i]);
+	}
+	check_cat(&o);
+	check_pmt(&o);
+	free(o.p);
+	free(in);
+}
+
+/* No null packets: REPLACE refuses with the bandwidth; GROW inserts and restamps the PCRs. */
+static void test_null_short(void **state)
+{
+	static size_t idx[TICKS];
+	static uint64_t val[TICKS];
+	struct kh_headend_cfg cfg;
+	struct kh_headend_stats st;
+	struct kh_headend *h;
+	struct outbuf o = {0};
+	uint8_t *in;
+	size_t nin, n;
+	uint64_t num, den;
+
+	(void)state;
+	in = make_input(&nin);
+	damaged_cfg(&cfg);
+	cfg.nulls = KH_HEADEND_NULL_REPLACE;
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
+	assert_int_equal(kh_headend_feed(h, in, nin), KH_ERR_TOO_LARGE);
+	assert_non_null(strstr(kh_headend_why(h), "not enough null packets"));
+	assert_non_null(strstr(kh_headend_why(h), "kbit/s"));
+	kh_headend_free(h);
+	free(o.p);
+
+	memset(&o, 0, sizeof o);
+	cfg.nulls = KH_HEADEND_NULL_GROW;
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
+	assert_int_equal(kh_headend_feed(h, in, nin), KH_OK);
+	assert_int_equal(kh_headend_finish(h), KH_OK);
+	kh_headend_stats(h, &st);
+	kh_headend_free(h);
+	assert_true(o.n > nin);
+	assert_int_equal(o.n, nin + st.inserted);
+	assert_int_equal(st.restamped, TICKS - 1);
+	/* every PCR on the line through the first two, by output index (the 2^33 wrap included) */
+	n = pcr_list(o.p, o.n, idx, val, TICKS);
+	assert_int_equal(n, TICKS);
+	num = (val[1] + PCR_MOD - val[0]) % PCR_MOD;
+	den = idx[1] - idx[0];
+	for (size_t i = 2; i < n; i++) {
+		uint64_t want = (val[0] + (uint64_t)((double)(idx[i] - idx[0]) * (double)num / (double)den)) % PCR_MOD;
+		uint64_t d = (val[i] + PCR_MOD - want) % PCR_MOD;
+		assert_true(d <= 1 || d >= PCR_MOD - 1);
+	}
+	/* and they moved: the input's are 10 ms apart per tick, the grown stream's are not */
+	assert_true(val[n - 1] != (PCR0 + (uint64_t)(TICKS - 1) * TICK_MS * 27000) % PCR_MOD);
+	free(o.p);
+	free(in);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1182,6 +1389,8 @@ int main(void)
 		cmocka_unit_test(test_sync),
 		cmocka_unit_test(test_census),
 		cmocka_unit_test(test_damaged_packets),
+		cmocka_unit_test(test_null_replace),
+		cmocka_unit_test(test_null_short),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,6 +30,7 @@
 /* A PCR step larger than this (or backwards, or flagged as a discontinuity) does not advance
  * stream time: it is a splice or a loop of the source, not a minute of programme. */
 #define PCR_JUMP_MAX (60 * PCR_HZ)
+#define QCAP 512 /* REPLACE/GROW: packets of ours waiting for a null packet to replace */
 
 struct kh_headend {
 	struct kh_headend_cfg cfg; /* cfg.emm points at our own copy */
@@ -42,7 +43,7 @@ struct kh_headend {
 	void *cw_ctx;
 	struct kh_scr *scr;
 	kh_err err;
-	char why[200];
+	char why[400];
 	int started;
 
 	/* PSI */
@@ -65,6 +66,19 @@ struct kh_headend {
 	size_t ecm_len;
 	uint8_t ecm[KH_ECM_MAX];
 
+	/* REPLACE and GROW: our packets wait here, in order, for a null (or dropped) input packet */
+	size_t q_head, q_n;
+	uint64_t q_in, q_out;  /* packets queued and taken, ever */
+	uint64_t ecm_mark[2];  /* by parity: q_in once the newest announced ECM of it was queued */
+	uint64_t q_t[QCAP];    /* stream time each waiting packet was queued */
+	uint8_t q[QCAP * KH_TS_PACKET_LEN];
+	uint64_t holes;        /* null and dropped input packets: the bandwidth we may take */
+
+	/* GROW: PCRs restamped on the rate measured between the first two */
+	int pcr_seen;
+	uint64_t pcr0, pcr0_in, pcr0_out, tick_num, tick_den;
+	uint8_t stamped[KH_TS_PACKET_LEN];
+
 	/* output staging: packets in order; those to scramble are listed by index */
 	size_t nout, nscr;
 	int scr_parity;
@@ -74,7 +88,7 @@ struct kh_headend {
 
 	struct kh_headend_stats st;
 	unsigned scrambled_run; /* component packets in a row that arrived scrambled */
-	struct kh_ts_asm pat_asm, pmt_asm;
+	struct kh_ts_asm pat_asm, pmt_asm, cat_asm;
 	struct kh_ts_pat pat;
 	struct kh_ts_pmt pmt;
 	uint8_t sec[KH_TS_PRIVATE_MAX];
@@ -145,7 +159,9 @@ kh_err kh_headend_new(const struct kh_headend_cfg *cfg, kh_headend_sink sink, vo
 	    cfg->period_s < KH_HEADEND_PERIOD_MIN || cfg->period_s > KH_HEADEND_PERIOD_MAX ||
 	    cfg->lead_ms >= cfg->period_s * 1000u || cfg->ecm_interval_ms < 10 || cfg->emm_interval_ms < 10 ||
 	    cfg->ecm_interval_ms > 60000 || cfg->emm_interval_ms > 60000 || !pid_ok(cfg->ecm_pid) ||
-	    !pid_ok(cfg->emm_pid) || cfg->ecm_pid == cfg->emm_pid || (cfg->emm_len && !cfg->emm))
+	    !pid_ok(cfg->emm_pid) || cfg->ecm_pid == cfg->emm_pid || (cfg->emm_len && !cfg->emm) ||
+	    (cfg->nulls != KH_HEADEND_NULL_INSERT && cfg->nulls != KH_HEADEND_NULL_REPLACE &&
+	     cfg->nulls != KH_HEADEND_NULL_GROW))
 		return KH_ERR_INVAL;
 	/* the EMM file: whole sections, each one an EMM */
 	while ((more = kh_headend_emm_next(cfg->emm, cfg->emm_len, &off, &sec, &n)) == 1)
@@ -177,7 +193,7 @@ kh_err kh_headend_new(const struct kh_headend_cfg *cfg, kh_headend_sink sink, vo
 	h->lead = (uint64_t)cfg->lead_ms * (PCR_HZ / 1000);
 	h->ecm_iv = (uint64_t)cfg->ecm_interval_ms * (PCR_HZ / 1000);
 	h->emm_iv = (uint64_t)cfg->emm_interval_ms * (PCR_HZ / 1000);
-	/* the CAT never changes: build it once */
+	/* our CAT, until the input brings one to merge ours into */
 	kh_wr_init(&w, desc, sizeof desc);
 	if ((r = kh_ts_ca_desc_put(&w, cfg->ca_system_id, cfg->emm_pid, NULL, 0)) != KH_OK)
 		goto out;
@@ -186,7 +202,8 @@ kh_err kh_headend_new(const struct kh_headend_cfg *cfg, kh_headend_sink sink, vo
 	cat.desc_len = w.len;
 	if ((r = kh_ts_cat_build(&cat, h->cat, sizeof h->cat, &h->cat_len)) != KH_OK)
 		goto out;
-	if ((r = kh_ts_asm_init(&h->pat_asm, KH_TS_PID_PAT, KH_TS_PSI_MAX)) != KH_OK)
+	if ((r = kh_ts_asm_init(&h->pat_asm, KH_TS_PID_PAT, KH_TS_PSI_MAX)) != KH_OK ||
+	    (r = kh_ts_asm_init(&h->cat_asm, KH_TS_PID_CAT, KH_TS_PSI_MAX)) != KH_OK)
 		goto out;
 	*out = h;
 	h = NULL;
@@ -274,6 +291,95 @@ static kh_err put_pkt(struct kh_headend *h, const uint8_t *pkt, int parity)
 	return KH_OK;
 }
 
+/* ---- REPLACE and GROW: our packets take the place of null packets ---- */
+
+static const uint8_t *q_at(const struct kh_headend *h, size_t i)
+{
+	return h->q + ((h->q_head + i) % QCAP) * KH_TS_PACKET_LEN;
+}
+
+/* Null bandwidth over the stream so far, bit/s, from a packet count (0 before time moved). */
+static unsigned long long rate_of(const struct kh_headend *h, uint64_t pkts)
+{
+	if (!h->clock)
+		return 0;
+	return (unsigned long long)((double)pkts * KH_TS_PACKET_LEN * 8 * (double)PCR_HZ / (double)h->clock);
+}
+
+/*
+ * A packet of ours found no null packet in time. REPLACE stops, saying what was needed; GROW
+ * inserts every waiting packet here (the PCRs after it are restamped).
+ */
+static kh_err late(struct kh_headend *h, const char *what)
+{
+	kh_err r;
+
+	if (h->cfg.nulls != KH_HEADEND_NULL_GROW)
+		return fail(h, KH_ERR_TOO_LARGE,
+			    "not enough null packets (at %llu ms of stream time%s): the ECM, EMM and PSI "
+			    "packets need about %llu kbit/s, the input's null and dropped packets give %llu "
+			    "kbit/s; --grow inserts them and restamps the PCRs",
+			    (unsigned long long)(h->clock / (PCR_HZ / 1000)), what, rate_of(h, h->q_in) / 1000,
+			    rate_of(h, h->holes) / 1000);
+	while (h->q_n) {
+		if ((r = put_pkt(h, q_at(h, 0), -1)) != KH_OK)
+			return r;
+		h->q_head = (h->q_head + 1) % QCAP;
+		h->q_n--;
+		h->q_out++;
+		h->st.inserted++;
+	}
+	return KH_OK;
+}
+
+/* The oldest waiting packet has waited longer than one ECM repetition interval. */
+static kh_err check_late(struct kh_headend *h)
+{
+	if (h->q_n && h->clock - h->q_t[h->q_head] > h->ecm_iv)
+		return late(h, ": a packet waited longer than the ECM interval");
+	return KH_OK;
+}
+
+static kh_err enqueue(struct kh_headend *h, const uint8_t *pkt)
+{
+	size_t at;
+	kh_err r;
+
+	if (h->q_n == QCAP && (r = late(h, ": too many packets waiting")) != KH_OK)
+		return r;
+	at = (h->q_head + h->q_n) % QCAP;
+	memcpy(h->q + at * KH_TS_PACKET_LEN, pkt, KH_TS_PACKET_LEN);
+	h->q_t[at] = h->clock;
+	h->q_n++;
+	h->q_in++;
+	return KH_OK;
+}
+
+/* An input packet that does not go out (a null packet, or one dropped): a waiting packet of ours
+ * takes its place, else a null packet, so the count of packets stays. */
+static kh_err hole(struct kh_headend *h, const uint8_t *pkt, int is_null)
+{
+	uint8_t null_pkt[KH_TS_PACKET_LEN];
+	kh_err r;
+
+	h->holes++;
+	if (h->q_n) {
+		r = put_pkt(h, q_at(h, 0), -1);
+		h->q_head = (h->q_head + 1) % QCAP;
+		h->q_n--;
+		h->q_out++;
+		h->st.replaced++;
+		return r;
+	}
+	if (is_null)
+		return put_pkt(h, pkt, -1);
+	memset(null_pkt, 0xFF, sizeof null_pkt);
+	null_pkt[0] = 0x47;
+	null_pkt[1] = 0x1F;
+	null_pkt[3] = 0x10;
+	return put_pkt(h, null_pkt, -1);
+}
+
 static kh_err put_section(struct kh_headend *h, uint16_t pid, uint8_t *cc, const uint8_t *sec, size_t n)
 {
 	uint8_t pk[(KH_TS_PRIVATE_MAX / 183 + 2) * KH_TS_PACKET_LEN];
@@ -282,9 +388,14 @@ static kh_err put_section(struct kh_headend *h, uint16_t pid, uint8_t *cc, const
 
 	if ((r = kh_ts_packetise(pid, cc, sec, n, pk, sizeof pk, &len)) != KH_OK)
 		return fail(h, r, "packetising a section on PID 0x%04X failed", pid);
-	for (size_t i = 0; i < len; i += KH_TS_PACKET_LEN)
-		if ((r = put_pkt(h, pk + i, -1)) != KH_OK)
+	for (size_t i = 0; i < len; i += KH_TS_PACKET_LEN) {
+		if (h->cfg.nulls == KH_HEADEND_NULL_INSERT)
+			r = put_pkt(h, pk + i, -1);
+		else
+			r = enqueue(h, pk + i);
+		if (r != KH_OK)
 			return r;
+	}
 	return KH_OK;
 }
 
@@ -369,7 +480,10 @@ static kh_err announce(struct kh_headend *h, uint32_t k)
 		return fail(h, r, "sealing the ECM of crypto period %lu failed", (unsigned long)k);
 	h->announced = k;
 	h->next_ecm = h->clock + h->ecm_iv;
-	return emit_ecm(h);
+	if ((r = emit_ecm(h)) != KH_OK)
+		return r;
+	h->ecm_mark[p] = h->q_in;
+	return KH_OK;
 }
 
 /* The start of the service, right after the first PMT: every EMM once, then ECM 0, before any
@@ -421,6 +535,7 @@ static kh_err on_pcr(struct kh_headend *h, const struct kh_ts_pkt *p)
 {
 	const uint8_t *a = p->af;
 	uint64_t base, pcr, diff;
+	kh_err r;
 
 	base = (uint64_t)a[1] << 25 | (uint64_t)a[2] << 17 | (uint64_t)a[3] << 9 | (uint64_t)a[4] << 1 | a[5] >> 7;
 	pcr = base * 300 + (((uint64_t)a[5] & 1) << 8 | a[6]);
@@ -434,10 +549,90 @@ static kh_err on_pcr(struct kh_headend *h, const struct kh_ts_pkt *p)
 	if ((a[0] & 0x80) || diff > PCR_JUMP_MAX)
 		return KH_OK;
 	h->clock += diff;
-	return timers(h);
+	if ((r = timers(h)) != KH_OK)
+		return r;
+	return check_late(h);
+}
+
+/*
+ * GROW: the PCR packet about to be staged, its PCR made that of its output index at the rate the
+ * input had between its first two PCRs (ticks per packet as a fraction, tick_num / tick_den), so
+ * the packets inserted do not make the PCR-implied timing run slow. The first PCR is the anchor.
+ */
+static const uint8_t *restamp(struct kh_headend *h, const uint8_t *pkt)
+{
+	uint64_t in = h->st.in - 1, out = h->st.out + h->nout, d, q, rem, v, base, ext;
+	uint8_t *a;
+
+	if (!h->pcr_seen || (h->pcr_seen == 1 && (in == h->pcr0_in || h->last_pcr == h->pcr0))) {
+		h->pcr_seen = 1;
+		h->pcr0 = h->last_pcr;
+		h->pcr0_in = in;
+		h->pcr0_out = out;
+		return pkt;
+	}
+	if (h->pcr_seen == 1) {
+		h->pcr_seen = 2;
+		h->tick_num = (h->last_pcr + PCR_MOD - h->pcr0) % PCR_MOD;
+		h->tick_den = in - h->pcr0_in;
+	}
+	d = out - h->pcr0_out;
+	q = h->tick_num / h->tick_den;
+	rem = h->tick_num % h->tick_den;
+	v = (h->pcr0 + d * q + (d / h->tick_den) * rem + (d % h->tick_den) * rem / h->tick_den) % PCR_MOD;
+	base = v / 300;
+	ext = v % 300;
+	memcpy(h->stamped, pkt, KH_TS_PACKET_LEN);
+	a = h->stamped + 5; /* the adaptation field's flags, then the PCR */
+	a[1] = (uint8_t)(base >> 25);
+	a[2] = (uint8_t)(base >> 17);
+	a[3] = (uint8_t)(base >> 9);
+	a[4] = (uint8_t)(base >> 1);
+	a[5] = (uint8_t)((base & 1) << 7 | 0x7E | ext >> 8);
+	a[6] = (uint8_t)ext;
+	h->st.restamped++;
+	return h->stamped;
 }
 
 /* ---- PSI ---- */
+
+/*
+ * The input's CAT: its descriptors stay (another CA system's EMM PID), but a CA descriptor of our
+ * CA system, and ours is added; the version moves on from the input's so a receiver reads it anew.
+ */
+static kh_err on_cat(struct kh_headend *h, const uint8_t *sec, size_t n)
+{
+	struct kh_ts_cat cat;
+	uint8_t loop[KH_TS_PSI_MAX];
+	struct kh_ts_desc_it it;
+	const uint8_t *body;
+	uint8_t tag, len;
+	struct kh_wr w;
+	kh_err r;
+
+	if (kh_ts_cat_parse(sec, n, &cat) != KH_OK || cat.section_number != 0 || cat.last_section_number != 0)
+		return KH_OK; /* damaged, or a CAT of several sections: ours alone */
+	kh_wr_init(&w, loop, sizeof loop);
+	kh_ts_desc_it_init(&it, cat.desc, cat.desc_len);
+	while (kh_ts_desc_next(&it, &tag, &body, &len) == 1) {
+		struct kh_ts_ca_desc ca;
+		if (tag == KH_TS_DESC_CA && kh_ts_ca_desc_parse(body, len, &ca) == KH_OK &&
+		    ca.ca_system_id == h->cfg.ca_system_id)
+			continue;
+		kh_wr_u8(&w, tag);
+		kh_wr_u8(&w, len);
+		kh_wr_bytes(&w, body, len);
+	}
+	r = kh_ts_ca_desc_put(&w, h->cfg.ca_system_id, h->cfg.emm_pid, NULL, 0);
+	if (r != KH_OK || w.err != KH_OK)
+		return fail(h, KH_ERR_TOO_LARGE, "the CAT has no room for our CA descriptor");
+	cat.desc = loop;
+	cat.desc_len = w.len;
+	cat.version = (uint8_t)((cat.version + 1) & 31);
+	if ((r = kh_ts_cat_build(&cat, h->cat, sizeof h->cat, &h->cat_len)) != KH_OK)
+		return fail(h, r, "the CAT with our CA descriptor does not fit a section");
+	return KH_OK;
+}
 
 static int collides(const struct kh_headend *h, uint16_t pid)
 {
@@ -560,16 +755,54 @@ static kh_err assemble(struct kh_headend *h, struct kh_ts_asm *a, const uint8_t 
 
 /* ---- packets ---- */
 
+/* A packet of the input that does not go out as it is: INSERT drops it, REPLACE and GROW put one
+ * of ours or a null packet in its place. */
+static kh_err drop(struct kh_headend *h, const uint8_t *pkt)
+{
+	return h->cfg.nulls == KH_HEADEND_NULL_INSERT ? KH_OK : hole(h, pkt, 0);
+}
+
+/*
+ * REPLACE and GROW: a component packet of crypto period k is about to be scrambled; its ECM should
+ * be out. GROW inserts it if it is not; REPLACE scrambles the programme's first packets (period
+ * 0, ECM 0 still waiting for a null packet) all the same: a receiver starts with ECM 0, as one
+ * tuning in mid-stream would, and no packet of the programme ever goes out in clear. A later
+ * period's packet before its ECM stops the run. KH_OK, or an error.
+ */
+static kh_err ecm_out(struct kh_headend *h, unsigned k)
+{
+	if (h->cfg.nulls == KH_HEADEND_NULL_INSERT || h->q_out >= h->ecm_mark[k & 1u])
+		return KH_OK;
+	if (h->cfg.nulls == KH_HEADEND_NULL_REPLACE && k == 0) {
+		h->st.before_ecm++;
+		return KH_OK;
+	}
+	return late(h, ": a crypto period began before its ECM was out");
+}
+
+static kh_err pass(struct kh_headend *h, const uint8_t *pkt, int is_pcr)
+{
+	if (is_pcr && h->cfg.nulls == KH_HEADEND_NULL_GROW)
+		pkt = restamp(h, pkt);
+	return put_pkt(h, pkt, -1);
+}
+
 static kh_err one(struct kh_headend *h, const uint8_t *pkt)
 {
 	struct kh_ts_pkt p;
 	unsigned k;
+	int is_pcr;
 	kh_err r;
 
 	h->st.in++;
 	if (kh_ts_parse(pkt, KH_TS_PACKET_LEN, &p) != KH_OK) {
 		h->st.damaged++; /* a reserved adaptation_field_control, an impossible length: dropped */
-		return KH_OK;
+		return drop(h, pkt);
+	}
+	if (p.pid == KH_TS_PID_NULL) {
+		h->st.nulls_in++;
+		if (h->cfg.nulls != KH_HEADEND_NULL_INSERT)
+			return hole(h, pkt, 1);
 	}
 	if (p.pid == KH_TS_PID_PAT) {
 		if ((r = assemble(h, &h->pat_asm, pkt, on_pat)) != KH_OK)
@@ -577,26 +810,30 @@ static kh_err one(struct kh_headend *h, const uint8_t *pkt)
 		return put_pkt(h, pkt, -1);
 	}
 	if (p.pid == KH_TS_PID_CAT) {
-		h->st.dropped++; /* ours now */
-		return KH_OK;
+		h->st.dropped++; /* merged into ours, which goes out with every PMT */
+		if ((r = assemble(h, &h->cat_asm, pkt, on_cat)) != KH_OK)
+			return r;
+		return drop(h, pkt);
 	}
 	if (collides(h, p.pid)) {
 		h->st.foreign++; /* a PID no table named: ours in the output */
-		return KH_OK;
+		return drop(h, pkt);
 	}
 	if (h->have_pat && p.pid == h->pmt_pid) {
 		h->st.dropped++; /* replaced by the rewritten PMT */
-		return assemble(h, &h->pmt_asm, pkt, on_pmt);
+		if ((r = assemble(h, &h->pmt_asm, pkt, on_pmt)) != KH_OK)
+			return r;
+		return drop(h, pkt);
 	}
 	if (!h->have_pmt) {
 		h->st.dropped++; /* which PIDs to scramble is not known yet */
-		return KH_OK;
+		return drop(h, pkt);
 	}
-	if (p.pid == h->pcr_pid && p.af_len >= 7 && (p.af[0] & 0x10))
-		if ((r = on_pcr(h, &p)) != KH_OK)
-			return r;
+	is_pcr = p.pid == h->pcr_pid && p.af_len >= 7 && (p.af[0] & 0x10);
+	if (is_pcr && (r = on_pcr(h, &p)) != KH_OK)
+		return r;
 	if (!(h->comp[p.pid >> 3] & (1u << (p.pid & 7))) || !p.payload_len)
-		return put_pkt(h, pkt, -1);
+		return pass(h, pkt, is_pcr);
 	if (p.scrambling != KH_TS_SC_CLEAR) {
 		/* One such packet is damage (a flipped bit): it cannot be scrambled again, and passed on
 		 * as it is a decoder would descramble it with our key into garbage, so it is dropped.
@@ -612,7 +849,11 @@ static kh_err one(struct kh_headend *h, const uint8_t *pkt)
 	h->scrambled_run = 0;
 	k = (unsigned)(h->clock / h->period);
 	h->st.period = k;
+	if ((r = ecm_out(h, k)) != KH_OK)
+		return r;
 	h->st.scrambled++;
+	if (is_pcr && h->cfg.nulls == KH_HEADEND_NULL_GROW)
+		pkt = restamp(h, pkt);
 	return put_pkt(h, pkt, (int)(k & 1u));
 }
 
@@ -636,5 +877,7 @@ kh_err kh_headend_finish(struct kh_headend *h)
 		return fail(h, KH_ERR_NOTFOUND, h->have_pat ? "no PMT of program %u in the input"
 							    : "no PAT in the input (program %u)",
 			    h->have_pat ? h->program : h->cfg.program);
+	/* REPLACE and GROW: packets of ours still waiting when the stream ends are left out, as a
+	 * multiplex cut there would: nothing after them needs them */
 	return flush(h);
 }
