@@ -41,8 +41,8 @@ struct kh_ecmg_cfg {
 	uint32_t product, event, price;
 	uint32_t revoked_version;
 	uint8_t ecm_flags;
-	uint64_t time;             /* broadcast time of crypto period 0, Unix seconds */
-	unsigned period_s;         /* nominal crypto period, seconds (for the ECM's time) */
+	uint64_t time;             /* the ECMs' broadcast time, Unix seconds: the caller's clock, set
+				    * before each message (an SCS gives no wall clock) */
 	uint8_t ts_packets;        /* section_TSpkt_flag announced: 0 sections, 1 TS packets */
 	/* announced in channel_status */
 	int16_t delay_start, delay_stop, transition_start, transition_stop;

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -236,6 +238,7 @@ static int drain(const struct kh_ecmg_cfg *cfg, struct conn *c)
 		if (olen && send_all(c->fd, out, olen) != 0)
 			return -1;
 		memmove(c->in, c->in + need, c->have - need);
+		kh_wipe(c->in + c->have - need, need); /* the clear control words go */
 		c->have -= need;
 		if (bye)
 			return -1;
@@ -253,10 +256,12 @@ static void drop(struct conn **cs, size_t i)
 static void accept_one(int lfd, struct conn **cs, size_t max)
 {
 	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	struct timeval tv = {.tv_sec = 2}; /* an SCS that reads nothing stalls the others this long at most */
 	size_t i;
 
 	if (fd < 0)
 		return;
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	for (i = 0; i < max && cs[i]; i++)
 		;
 	if (i == max || !(cs[i] = calloc(1, sizeof *cs[i]))) {
@@ -267,7 +272,7 @@ static void accept_one(int lfd, struct conn **cs, size_t max)
 	kh_ecmg_conn_init(&cs[i]->st);
 }
 
-static void read_one(const struct kh_ecmg_cfg *cfg, struct conn **cs, size_t i)
+static void read_one(struct kh_ecmg_cfg *cfg, struct conn **cs, size_t i)
 {
 	struct conn *c = cs[i];
 	ssize_t n = recv(c->fd, c->in + c->have, sizeof c->in - c->have, 0);
@@ -279,11 +284,12 @@ static void read_one(const struct kh_ecmg_cfg *cfg, struct conn **cs, size_t i)
 		return;
 	}
 	c->have += (size_t)n;
+	cfg->time = (uint64_t)time(NULL); /* the ECMs' broadcast time */
 	if (drain(cfg, c) != 0)
 		drop(cs, i);
 }
 
-static int loop(const struct kh_ecmg_cfg *cfg, int lfd, size_t max)
+static int loop(struct kh_ecmg_cfg *cfg, int lfd, size_t max)
 {
 	volatile sig_atomic_t *stop = kh_cli_stop_signals();
 	struct conn **cs = calloc(max, sizeof *cs);

@@ -259,11 +259,12 @@ static void test_session(void **state)
 	assert_int_equal(ru16(KH_SIM_P_ECM_ID), 0x0105);
 
 	for (uint16_t cp = 0; cp < 100; cp++) {
+		cfg.time = 1700000000u + cp; /* the clock moves on */
 		cw_provision(&conn_a, 3, 1, 5, cp, NULL, 0);
 		expect_ecm(3, 1, 5, cp, &e);
 		assert_int_equal(e.access, KH_ECM_PRODUCT);
 		assert_int_equal(e.product, 42);
-		assert_int_equal(e.time, 1700000000u + (uint64_t)cp * 10);
+		assert_int_equal(e.time, 1700000000u + cp);
 		kh_wipe(&e, sizeof e);
 	}
 

@@ -27,7 +27,6 @@ void kh_ecmg_cfg_defaults(struct kh_ecmg_cfg *cfg)
 	cfg->alg = KH_SCR_CSA2;
 	cfg->key_id = 1;
 	cfg->access = KH_ECM_PRODUCT;
-	cfg->period_s = 10;
 	cfg->delay_start = -200;
 	cfg->delay_stop = 0;
 	cfg->ecm_rep_period = 100;
@@ -312,7 +311,7 @@ static kh_err seal(const struct kh_ecmg_cfg *cfg, struct kh_ecm *e, uint16_t cp,
 	e->h.key_version = cfg->key_version;
 	e->h.cp = cp;
 	e->alg = cfg->alg;
-	e->time = cfg->time + (uint64_t)cp * cfg->period_s;
+	e->time = cfg->time;
 	e->revoked_version = cfg->revoked_version;
 	e->flags = cfg->ecm_flags;
 	return kh_ecm_seal(cfg->service_key, &cfg->signer, e, ecm, KH_ECM_MAX, n);
