@@ -76,23 +76,44 @@ static int num_opt(const char *name, const char *s, uint64_t max, uint64_t *v)
 	return KH_EXIT_OK;
 }
 
-static int take(struct serve_opts *o, int c, const char *arg)
+/* A number option into *dst (and *flag set); KH_EXIT_OK or KH_EXIT_USAGE. */
+static int num_u32(const char *name, const char *s, uint32_t *dst, int *flag)
 {
 	uint64_t v = 0;
-	int rc = KH_EXIT_OK;
+	int rc = num_opt(name, s, UINT32_MAX, &v);
+
+	*dst = (uint32_t)v;
+	*flag = 1;
+	return rc;
+}
+
+static int take(struct serve_opts *o, int c, const char *arg)
+{
+	int ignored = 0;
 
 	switch (c) {
-	case 'k': o->keys = arg; break;
-	case 'l': o->listen = arg; break;
-	case O_SCID: rc = num_opt("super-cas-id", arg, UINT32_MAX, &v); o->cfg.super_cas_id = (uint32_t)v; break;
-	case O_PRODUCT: rc = num_opt("product", arg, UINT32_MAX, &v); o->cfg.product = (uint32_t)v; o->have_product = 1; break;
-	case O_EVENT: rc = num_opt("event", arg, UINT32_MAX, &v); o->cfg.event = (uint32_t)v; o->have_event = 1; break;
-	case O_PRICE: rc = num_opt("price", arg, UINT32_MAX, &v); o->cfg.price = (uint32_t)v; o->have_price = 1; break;
-	case O_TSPKT: o->cfg.ts_packets = 1; break;
-	case O_MAXCONN: rc = num_opt("max-connections", arg, MAX_CONN_LIMIT, &o->max_conn); break;
-	default: return -1;
+	case 'k':
+		o->keys = arg;
+		return KH_EXIT_OK;
+	case 'l':
+		o->listen = arg;
+		return KH_EXIT_OK;
+	case O_SCID:
+		return num_u32("super-cas-id", arg, &o->cfg.super_cas_id, &ignored);
+	case O_PRODUCT:
+		return num_u32("product", arg, &o->cfg.product, &o->have_product);
+	case O_EVENT:
+		return num_u32("event", arg, &o->cfg.event, &o->have_event);
+	case O_PRICE:
+		return num_u32("price", arg, &o->cfg.price, &o->have_price);
+	case O_TSPKT:
+		o->cfg.ts_packets = 1;
+		return KH_EXIT_OK;
+	case O_MAXCONN:
+		return num_opt("max-connections", arg, MAX_CONN_LIMIT, &o->max_conn);
+	default:
+		return -1;
 	}
-	return rc;
 }
 
 static int check(const struct serve_opts *o)
