@@ -374,6 +374,7 @@ static void test_state_errors(void **state)
 	struct kh_sim_builder b;
 	uint8_t comb[10] = {0};
 	struct kh_ecm e;
+	size_t n = 0;
 
 	(void)state;
 	channel_only(&conn_a, 3, KH_SIM_ECMG_CHANNEL_TEST, 1);
@@ -418,6 +419,27 @@ static void test_state_errors(void **state)
 	kh_sim_add_u16(&b, KH_SIM_P_CP_NUMBER, 8);
 	comb[1] = 8;
 	kh_sim_add(&b, KH_SIM_P_CP_CW_COMBINATION, comb, 6);
+	send_built(&conn_a, &b);
+	expect_stream_error(KH_SIM_ECMG_ERR_INVALID_VALUE);
+	/* a CP_CW_combination too short to hold even its CP_number */
+	kh_sim_start(&b, KH_SIM_ECMG, 3, KH_SIM_ECMG_CW_PROVISION, req, sizeof req);
+	kh_sim_add_u16(&b, KH_SIM_P_ECM_CHANNEL_ID, 1);
+	kh_sim_add_u16(&b, KH_SIM_P_ECM_STREAM_ID, 1);
+	kh_sim_add_u16(&b, KH_SIM_P_CP_NUMBER, 8);
+	kh_sim_add(&b, KH_SIM_P_CP_CW_COMBINATION, comb, 1);
+	if (kh_sim_finish(&b, &n, NULL) == KH_OK) { /* the codec may already refuse it */
+		send_raw(&conn_a, req, n);
+		assert_true(reply_len > 0);
+		assert_true(rmsg.type == KH_SIM_ECMG_STREAM_ERROR || rmsg.type == KH_SIM_ECMG_CHANNEL_ERROR);
+	}
+	/* two CWs of one parity */
+	kh_sim_start(&b, KH_SIM_ECMG, 3, KH_SIM_ECMG_CW_PROVISION, req, sizeof req);
+	kh_sim_add_u16(&b, KH_SIM_P_ECM_CHANNEL_ID, 1);
+	kh_sim_add_u16(&b, KH_SIM_P_ECM_STREAM_ID, 1);
+	kh_sim_add_u16(&b, KH_SIM_P_CP_NUMBER, 8);
+	kh_sim_add(&b, KH_SIM_P_CP_CW_COMBINATION, comb, sizeof comb);
+	comb[1] = 10;
+	kh_sim_add(&b, KH_SIM_P_CP_CW_COMBINATION, comb, sizeof comb);
 	send_built(&conn_a, &b);
 	expect_stream_error(KH_SIM_ECMG_ERR_INVALID_VALUE);
 	/* a CW_provision for another channel id */

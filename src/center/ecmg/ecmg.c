@@ -244,10 +244,14 @@ static uint16_t control_words(const struct kh_ecmg_cfg *cfg, const struct kh_sim
 
 	e->cw_len = (uint8_t)cw_len;
 	for (size_t i = 0; kh_sim_bytes(m, KH_SIM_P_CP_CW_COMBINATION, i, &v, &n) == KH_OK; i++) {
-		uint16_t k = (uint16_t)(v[0] << 8 | v[1]);
-		unsigned p = k & 1u;
+		uint16_t k;
+		unsigned p;
 
-		if (n != 2 + cw_len || (seen & (1u << p)))
+		if (n != 2 + cw_len) /* before reading CP: a short one has none */
+			return KH_SIM_ECMG_ERR_INVALID_VALUE;
+		k = (uint16_t)(v[0] << 8 | v[1]);
+		p = k & 1u;
+		if (seen & (1u << p))
 			return KH_SIM_ECMG_ERR_INVALID_VALUE;
 		seen |= 1u << p;
 		own |= k == cp;
