@@ -34,8 +34,9 @@
 
 static const char play_help[] =
 	"usage: keyhole decoder play --decoder SPEC --cam SPEC --card SPEC [--ladder]\n"
-	"                            [--in FILE|-] [--out FILE|-] [--service PROGRAM] [--buy]\n"
-	"                            [--ca-system-id ID] [--m1 DIR [--export-every SECONDS]] [-v]\n"
+	"                            [--in FILE|-|udp://...] [--out FILE|-] [--service PROGRAM] [--buy]\n"
+	"                            [--ca-system-id ID] [--m1 DIR [--export-every SECONDS]]\n"
+	"                            [--idle-timeout SECONDS] [-v]\n"
 	"\n"
 	"Pair the decoder module with the CAM (it proves its certificate there) and the CAM with the\n"
 	"card, then read a scrambled MPEG-TS,\n"
