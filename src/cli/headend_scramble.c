@@ -199,6 +199,7 @@ struct reader {
 	uint8_t buf[CHUNK];
 	size_t pos, have; /* the bytes not consumed yet: buf[pos .. pos + have) */
 	int eof;
+	int net; /* udp:// input: a stop signal is its end, as a file's end */
 	uint64_t bytes;
 	struct kh_headend_sync sync;
 };
@@ -231,14 +232,15 @@ static int next_run(struct reader *rd, const uint8_t **pkts, size_t *n)
 		memmove(rd->buf, rd->buf + rd->pos, rd->have);
 		rd->pos = 0;
 		got = read(rd->fd, rd->buf + rd->have, CHUNK - rd->have);
-		if (interrupted)
+		if (interrupted && !rd->net)
 			return -2;
 		if (got < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
+			if (errno != EINTR)
+				return -1;
+			rd->eof = interrupted; /* (net only) */
+			continue;
 		}
-		if (got == 0)
+		if (got == 0 || interrupted)
 			rd->eof = 1;
 		rd->have += (size_t)got;
 		rd->bytes += (uint64_t)got;
@@ -890,6 +892,7 @@ static int open_input(struct scr_opts *o, struct scr_run *s)
 		int rc = kh__cli_udp_in(P, o->inpath, o->idle_s * 1000u, &s->rd->fd, &s->uin);
 		if (rc != KH_EXIT_OK)
 			return rc;
+		s->rd->net = 1;
 	} else if ((s->rd->fd = open(o->inpath, O_RDONLY | O_CLOEXEC)) < 0)
 		return kh_cli_fail(o->inpath, errno == ENOENT ? KH_ERR_NOTFOUND : KH_ERR_IO);
 	memset(&sa, 0, sizeof sa);

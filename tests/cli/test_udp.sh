@@ -4,6 +4,7 @@
 # its PCR rate; the reader ends by its --idle-timeout after the last datagram, and every frame it
 # decoded is bit-exact to the clear clip's (it may miss the very first ones, as one tuning in).
 # Plain UDP, then RTP (rtp=1 on the sender; the reader finds RTP by version 2 and payload type 33).
+# `headend scramble --in udp://` ends cleanly (exit 0, output kept) on SIGTERM.
 # Refusals: a malformed URL and unknown query keys (usage), --regulate and --idle-timeout without
 # a network end. Multicast: tried on 239.255.x.x when the sandbox routes it, else skipped (said).
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
@@ -97,6 +98,27 @@ live()
 live udp 127.0.0.1 ""
 live rtp 127.0.0.1 "?rtp=1&pkts=7"
 live rtp4 127.0.0.1 "?rtp=1&pkts=4"
+
+# ---- the headend reading the network: SIGTERM ends its input as a file's end would ----
+P=$(free_port)
+"$KEYHOLE" headend scramble --keys headend.keys --in "udp://127.0.0.1:$P" --out s-net.ts --alg csa2 --product 7 \
+	>"$KH_META/reader.out" 2>"$KH_META/reader.err" </dev/null &
+rp=$!
+KH_PIDS="$KH_PIDS $rp"
+wait_bound "$rp" "$P"
+python3 - "$P" <<'PY' || kh_fail "could not send the clip"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+d = open("clip.ts", "rb").read()
+for i in range(0, len(d) - len(d) % 1316, 1316):
+    s.sendto(d[i:i + 1316], ("127.0.0.1", int(sys.argv[1])))
+PY
+sleep 1 # time to take in what the kernel holds (how much arrived is not asserted)
+kill -TERM "$rp"
+wait "$rp"
+rc=$?
+[ "$rc" -eq 0 ] || { cat "$KH_META/reader.err" >&2; kh_fail "headend --in udp:// stopped by SIGTERM exited with $rc"; }
+[ -s s-net.ts ] || kh_fail "headend --in udp://: no output after SIGTERM"
 
 # ---- multicast, when this sandbox has a route for it ----
 if ip route get 239.255.42.42 >/dev/null 2>&1 && python3 -c '
