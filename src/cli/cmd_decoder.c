@@ -20,20 +20,23 @@
 
 #include "cli/cli.h"
 #include "cli/decoder.h"
+#include "cli/udp_pipe.h"
 #include "keyhole/cas.h"
 #include "keyhole/decoder.h"
 #include "keyhole/host.h"
 #include "keyhole/log.h"
 #include "keyhole/softmodule.h"
 #include "keyhole/ts.h"
+#include "keyhole/tsip.h"
 #include "keyhole/upload.h"
 
 #define READ_PACKETS 512 /* packets read per fread */
 
 static const char play_help[] =
 	"usage: keyhole decoder play --decoder SPEC --cam SPEC --card SPEC [--ladder]\n"
-	"                            [--in FILE|-] [--out FILE|-] [--service PROGRAM] [--buy]\n"
-	"                            [--ca-system-id ID] [--m1 DIR [--export-every SECONDS]] [-v]\n"
+	"                            [--in FILE|-|udp://...] [--out FILE|-] [--service PROGRAM] [--buy]\n"
+	"                            [--ca-system-id ID] [--m1 DIR [--export-every SECONDS]]\n"
+	"                            [--idle-timeout SECONDS] [-v]\n"
 	"\n"
 	"Pair the decoder module with the CAM (it proves its certificate there) and the CAM with the\n"
 	"card, then read a scrambled MPEG-TS,\n"
@@ -53,7 +56,11 @@ static const char play_help[] =
 	"  -L, --ladder             key ladder: the CAM seals the control words for the decoder\n"
 	"                           module, which descrambles; this process never holds one\n"
 	"                           (default: the decoder module hands them over, we descramble)\n"
-	"  -i, --in FILE            scrambled TS to read (default -, standard input)\n"
+	"  -i, --in FILE            scrambled TS to read (default -, standard input), or\n"
+	"                           udp://[SRC@]HOST:PORT[?local=ADDR&rtp=1] to receive it (UDP or\n"
+	"                           RTP, multicast joined); a stop signal or --idle-timeout ends it\n"
+	"      --idle-timeout S     with --in udp://: the input ends S seconds after the last\n"
+	"                           datagram (the first is waited for)\n"
 	"  -o, --out FILE           clear TS to write (default -, standard output; refused when\n"
 	"                           that is a terminal, unless --out - is given); a file is\n"
 	"                           written under a temporary name and renamed when complete\n"
@@ -90,7 +97,7 @@ static const char buy_help[] =
 
 struct opts {
 	const char *dec, *cam, *card, *in, *out, *m1;
-	long service, casid, export_every;
+	long service, casid, export_every, idle;
 	int buy, verbose, ladder;
 };
 
@@ -114,6 +121,7 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 		{"ca-system-id", required_argument, NULL, 'C'}, {"buy", no_argument, NULL, 'b'},
 		{"verbose", no_argument, NULL, 'v'},    {"m1", required_argument, NULL, 'M'},
 		{"export-every", required_argument, NULL, 'E'}, {"help", no_argument, NULL, 'h'},
+		{"idle-timeout", required_argument, NULL, 0x100},
 		{NULL, 0, NULL, 0}};
 	int c, play = strcmp(cmd, "decoder play") == 0;
 
@@ -155,6 +163,14 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 			if (o->export_every == 0)
 				return kh_cli_usage(cmd, "--export-every takes seconds, 1 to 86400");
 			break;
+		case 0x100:
+			if (!play)
+				return kh_cli_usage(cmd, "--idle-timeout is an option of decoder play");
+			if (num(cmd, "--idle-timeout", optarg, 86400, &o->idle) != KH_EXIT_OK)
+				return KH_EXIT_USAGE;
+			if (o->idle == 0)
+				return kh_cli_usage(cmd, "--idle-timeout takes seconds, 1 to 86400");
+			break;
 		case 'b':
 		case 'v':
 		case 'L':
@@ -174,6 +190,10 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 		return kh_cli_usage(cmd, "--in is required");
 	if (o->export_every && !o->m1)
 		return kh_cli_usage(cmd, "--export-every goes with --m1");
+	if (o->idle && !kh_tsip_is_url(o->in))
+		return kh_cli_usage(cmd, "--idle-timeout goes with --in udp://...");
+	if (!play && kh_tsip_is_url(o->in))
+		return kh_cli_usage(cmd, "decoder buy reads a file (or -), not the network");
 	return KH_EXIT_OK;
 }
 
@@ -369,6 +389,7 @@ static int play(int argc, char **argv)
 	const char *out_name;
 	struct kh_cli_out out = {.fd = -1};
 	int rc, in = -1, rerr = 0, connected = 0, handlers = 0;
+	struct kh__cli_udp *uin = NULL;
 	kh_err r;
 
 	memset(&m1, 0, sizeof m1);
@@ -386,7 +407,11 @@ static int play(int argc, char **argv)
 	}
 	if (open_modules(&o, m) != KH_EXIT_OK || kh__cli_m1_open(&m1, o.m1) != KH_EXIT_OK)
 		goto out;
-	if ((in = open_in(o.in)) < 0) {
+	if (kh_tsip_is_url(o.in)) {
+		if ((rc = kh__cli_udp_in("decoder play", o.in, (unsigned)o.idle * 1000u, &in, &uin)) != KH_EXIT_OK)
+			goto out;
+		rc = KH_EXIT_FAIL;
+	} else if ((in = open_in(o.in)) < 0) {
 		fprintf(stderr, "keyhole: %s: %s\n", o.in, strerror(errno));
 		goto out;
 	}
@@ -475,6 +500,8 @@ static int play(int argc, char **argv)
 	}
 	if (kh_cli_out_commit(&out, o.out) != KH_EXIT_OK)
 		goto out;
+	if (uin && kh__cli_udp_finish(uin) != KH_EXIT_OK)
+		goto out;
 	if (s.emm_pending)
 		fprintf(stderr, "keyhole: %u EMM(s) for this card wait for an earlier one the stream did not "
 				"carry: 'keyhole decoder connect' fetches it from the center\n",
@@ -486,6 +513,7 @@ out:
 	kh_cli_out_close(&out); /* a run that failed leaves no half-written output */
 	if (in > STDERR_FILENO)
 		close(in);
+	kh__cli_udp_free(uin); /* after its pipe's reading end is closed */
 	if (handlers) {
 		sigaction(SIGINT, &old_int, NULL);
 		sigaction(SIGTERM, &old_term, NULL);

@@ -18,12 +18,14 @@
 
 #include "cli/cli.h"
 #include "cli/headend.h"
+#include "cli/udp_pipe.h"
 #include "keyhole/crypto.h"
 #include "keyhole/file.h"
 #include "keyhole/authority.h"
 #include "keyhole/headend.h"
 #include "keyhole/store.h"
 #include "keyhole/ts.h"
+#include "keyhole/tsip.h"
 
 static const char scramble_help[] =
 	"usage: keyhole headend scramble --keys FILE [--in FILE|-] [--out FILE|-] --alg csa2|cissa|idsa\n"
@@ -32,7 +34,8 @@ static const char scramble_help[] =
 	"           [--emm-interval MS] [--ecm-pid PID] [--emm-pid PID] [--ca-system-id ID]\n"
 	"           [--time UNIX] [--csa-reduce] [--ladder-only] [--grow] [--cw-log FILE]\n"
 	"           [--center URL [--cacert FILE] [--insecure-http] [--token-file FILE]\n"
-	"           [--center-since ID] [--emm-poll SECONDS]] [-v]\n"
+	"           [--center-since ID] [--emm-poll SECONDS]]\n"
+	"           [--regulate] [--idle-timeout SECONDS] [-v]\n"
 	"\n"
 	"Scramble one programme of an MPEG transport stream: its components are scrambled with a\n"
 	"fresh control word per crypto period (on the stream's PCR time), ECMs go out on the ECM PID,\n"
@@ -55,6 +58,10 @@ static const char scramble_help[] =
 	"  -i, --in FILE           input transport stream (default -, standard input)\n"
 	"  -o, --out FILE          output transport stream (default -, standard output; refused when\n"
 	"                          that is a terminal, unless --out - is given)\n"
+	"                          --in and --out also take udp://[SRC@]HOST:PORT[?ttl=N&pkts=N&\n"
+	"                          local=ADDR&rtp=1]: a TS over UDP (RTP with rtp=1), multicast too\n"
+	"      --regulate          with --out udp://: send at the stream's PCR rate\n"
+	"      --idle-timeout S    with --in udp://: end the input S seconds after the last datagram\n"
 	"      --alg ALG           csa2, cissa or idsa\n"
 	"      --product P         subscription product the programme belongs to\n"
 	"      --event E           pay-per-view event ...\n"
@@ -192,6 +199,7 @@ struct reader {
 	uint8_t buf[CHUNK];
 	size_t pos, have; /* the bytes not consumed yet: buf[pos .. pos + have) */
 	int eof;
+	int net; /* udp:// input: a stop signal is its end, as a file's end */
 	uint64_t bytes;
 	struct kh_headend_sync sync;
 };
@@ -224,14 +232,15 @@ static int next_run(struct reader *rd, const uint8_t **pkts, size_t *n)
 		memmove(rd->buf, rd->buf + rd->pos, rd->have);
 		rd->pos = 0;
 		got = read(rd->fd, rd->buf + rd->have, CHUNK - rd->have);
-		if (interrupted)
+		if (interrupted && !rd->net)
 			return -2;
 		if (got < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
+			if (errno != EINTR)
+				return -1;
+			rd->eof = interrupted; /* (net only) */
+			continue;
 		}
-		if (got == 0)
+		if (got == 0 || interrupted)
 			rd->eof = 1;
 		rd->have += (size_t)got;
 		rd->bytes += (uint64_t)got;
@@ -486,7 +495,7 @@ static const char P[] = "headend scramble";
 enum {
 	O_ALG = 256, O_PRODUCT, O_EVENT, O_PRICE, O_KEYID, O_KEYVER, O_PERIOD, O_LEAD,
 	O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_TIME, O_REDUCE, O_LADDER, O_CWLOG, O_CENTER,
-	O_CACERT, O_INSECURE, O_SINCE, O_POLL, O_GROW
+	O_CACERT, O_INSECURE, O_SINCE, O_POLL, O_GROW, O_REGULATE, O_IDLE
 };
 static const struct option scramble_opts[] = {
 	{"keys", required_argument, NULL, 'k'},         {"in", required_argument, NULL, 'i'},
@@ -504,6 +513,7 @@ static const struct option scramble_opts[] = {
 	{"cacert", required_argument, NULL, O_CACERT},  {"insecure-http", no_argument, NULL, O_INSECURE},
 	{"center-since", required_argument, NULL, O_SINCE}, {"verbose", no_argument, NULL, 'v'},
 	{"emm-poll", required_argument, NULL, O_POLL},  {"token-file", required_argument, NULL, 'T'},
+	{"regulate", no_argument, NULL, O_REGULATE}, {"idle-timeout", required_argument, NULL, O_IDLE},
 	{"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0}};
 
 /* The options of one run, parsed and checked. */
@@ -514,7 +524,8 @@ struct scr_opts {
 	const char *inname;    /* the input as messages name it */
 	const char **emmpaths; /* the --emm files in the order given, nemm of them */
 	size_t nemm;
-	unsigned poll_s;
+	unsigned poll_s, idle_s; /* --emm-poll, --idle-timeout */
+	int regulate;
 	uint32_t price_given;
 	int verbose, have_poll, have_product, have_event, have_price, have_ecm_pid, have_emm_pid;
 };
@@ -534,6 +545,7 @@ struct scr_run {
 	struct sink sk;
 	struct kh_cli_out outf;
 	struct poll_ctx pc;
+	struct kh__cli_udp *uin, *uout; /* udp:// input and output */
 };
 
 /* One option of the center, the files and the talk into o: KH_EXIT_OK, KH_EXIT_USAGE (told), or
@@ -557,6 +569,12 @@ static int take_feed(struct scr_opts *o, int c, const char *arg)
 		if (kh_cli_parse_num(arg, INT64_MAX, &x) != 0)
 			return kh_cli_usage(P, "--center-since takes a queue id (0 or more)");
 		o->fcfg.since = (int64_t)x;
+		break;
+	case O_REGULATE: o->regulate = 1; break;
+	case O_IDLE:
+		if (kh_cli_parse_num(arg, 86400, &x) != 0 || x == 0)
+			return kh_cli_usage(P, "--idle-timeout takes seconds, 1 to 86400");
+		o->idle_s = (unsigned)x;
 		break;
 	case O_POLL:
 		if (kh_cli_parse_num(arg, 86400, &x) != 0)
@@ -684,6 +702,17 @@ static int check(const struct scr_opts *o)
 	if (f->center && kh_headend_feed_url_check(f->center, f->insecure_http) != KH_OK)
 		return kh_cli_usage(P, "--center takes a base URL https://HOST[:PORT] (http:// only to 127.0.0.1, "
 				       "localhost or [::1] unless --insecure-http)");
+	struct kh_tsip_url u;
+	for (int i = 0; i < 2; i++) {
+		const char *p = i ? o->outpath : o->inpath;
+		if (kh_tsip_is_url(p) && kh_tsip_url_parse(p, &u) != KH_OK)
+			return kh_cli_usage(P, "%s: a network address is udp://[SRC@]HOST:PORT[?ttl=N&pkts=N&local=ADDR&"
+					       "rtp=1]", p);
+	}
+	if (o->idle_s && !kh_tsip_is_url(o->inpath ? o->inpath : "-"))
+		return kh_cli_usage(P, "--idle-timeout goes with --in udp://...");
+	if (o->regulate && (!o->outpath || !kh_tsip_is_url(o->outpath)))
+		return kh_cli_usage(P, "--regulate goes with --out udp://...");
 	return kh_cli_refuse_tty_out(P, o->outpath);
 }
 
@@ -857,9 +886,14 @@ static int open_input(struct scr_opts *o, struct scr_run *s)
 	if (!(s->rd = calloc(1, sizeof *s->rd)) || kh_headend_census_new(&s->census) != KH_OK)
 		return kh_cli_fail(P, KH_ERR_NOMEM);
 	s->rd->fd = -1;
-	if (strcmp(o->inpath, "-") == 0)
+	if (strcmp(o->inpath, "-") == 0) {
 		s->rd->fd = 0;
-	else if ((s->rd->fd = open(o->inpath, O_RDONLY | O_CLOEXEC)) < 0)
+	} else if (kh_tsip_is_url(o->inpath)) {
+		int rc = kh__cli_udp_in(P, o->inpath, o->idle_s * 1000u, &s->rd->fd, &s->uin);
+		if (rc != KH_EXIT_OK)
+			return rc;
+		s->rd->net = 1;
+	} else if ((s->rd->fd = open(o->inpath, O_RDONLY | O_CLOEXEC)) < 0)
 		return kh_cli_fail(o->inpath, errno == ENOENT ? KH_ERR_NOTFOUND : KH_ERR_IO);
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_signal;
@@ -899,9 +933,15 @@ static int open_output(struct scr_opts *o, struct scr_run *s)
 		}
 		kh_headend_set_cw_fn(s->h, log_cw, s->cwf);
 	}
-	if (kh_cli_out_open(&s->outf, o->outpath) != KH_EXIT_OK)
+	if (kh_tsip_is_url(o->outpath)) { /* a socket: nothing to rename */
+		int rc = kh__cli_udp_out(P, o->outpath, o->regulate, &s->sk.fd, &s->uout);
+		if (rc != KH_EXIT_OK)
+			return rc;
+	} else if (kh_cli_out_open(&s->outf, o->outpath) != KH_EXIT_OK) {
 		return KH_EXIT_FAIL;
-	s->sk.fd = s->outf.fd;
+	} else {
+		s->sk.fd = s->outf.fd;
+	}
 	if (o->fcfg.center && o->poll_s) {
 		struct kh_headend_feed_cfg pf = o->fcfg;
 		pf.since = s->last_id; /* from the highest id the start fetched */
@@ -963,8 +1003,16 @@ static int report(const struct scr_opts *o, struct scr_run *s)
 		if (bad)
 			return kh_cli_fail(o->cwlog, KH_ERR_IO);
 	}
+	if (s->uout) {
+		close(s->sk.fd); /* the sender's end of input: it sends what is left and stops */
+		s->sk.fd = -1;
+		if (kh__cli_udp_finish(s->uout) != KH_EXIT_OK)
+			return KH_EXIT_FAIL;
+	}
 	s->sk.fd = -1;
-	if (kh_cli_out_commit(&s->outf, o->outpath) != KH_EXIT_OK)
+	if (!s->uout && kh_cli_out_commit(&s->outf, o->outpath) != KH_EXIT_OK)
+		return KH_EXIT_FAIL;
+	if (s->uin && kh__cli_udp_finish(s->uin) != KH_EXIT_OK)
 		return KH_EXIT_FAIL;
 	kh_headend_stats(s->h, &st);
 	warn_damage(o->inname, &s->rd->sync, &st);
@@ -993,6 +1041,10 @@ static void run_close(struct scr_opts *o, struct scr_run *s)
 		kh_wipe(s->rd->buf, sizeof s->rd->buf);
 		free(s->rd);
 	}
+	if (s->uout && s->sk.fd >= 0)
+		close(s->sk.fd); /* first: the sender waits for its end of input */
+	kh__cli_udp_free(s->uout);
+	kh__cli_udp_free(s->uin);
 	prescan_free(&s->ps);
 	kh_headend_census_free(s->census);
 	kh_headend_free(s->h);

@@ -37,7 +37,7 @@ zone_of_header()
 	keyhole/device.h | keyhole/runner.h | keyhole/softmodule.h) echo device ;;
 	keyhole/ts.h | keyhole/simulcrypt.h) echo ts ;;
 	keyhole/store.h | keyhole/store_dist.h | keyhole/store_escrow.h | keyhole/store_keycenter.h) echo store ;;
-	keyhole/http.h) echo net ;;
+	keyhole/http.h | keyhole/tsip.h) echo net ;;
 	keyhole/host.h | keyhole/decoder.h | keyhole/distclient.h | keyhole/escrowclient.h | keyhole/keycardhost.h | \
 		keyhole/keycardclient.h | keyhole/m1.h | keyhole/upload.h) echo host ;;
 	keyhole/authority.h | keyhole/ecmg.h | keyhole/identity.h | keyhole/distsrv.h | keyhole/distsvc.h | keyhole/escrowsvc.h | \
