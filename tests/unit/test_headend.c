@@ -327,9 +327,10 @@ struct cwlog {
 	size_t len;
 };
 
-static void on_cw(void *ctx, uint32_t cp, const uint8_t *cw, size_t len)
+static void on_cw(void *ctx, unsigned svc, uint32_t cp, const uint8_t *cw, size_t len)
 {
 	struct cwlog *l = ctx;
+	assert_int_equal(svc, 0);
 	assert_int_equal(cp, l->n);
 	assert_true(l->n < 16);
 	memcpy(l->cw[l->n++], cw, len);
@@ -433,7 +434,7 @@ static void make_emms(uint8_t *file, size_t cap, size_t *len)
 
 static void run_alg(enum kh_scr_alg alg)
 {
-	struct kh_headend_cfg cfg = {0};
+	struct kh_headend_cfg cfg = {.nsvc = 1};
 	struct kh_headend *h;
 	struct outbuf o = {0};
 	struct cwlog log = {0};
@@ -452,17 +453,17 @@ static void run_alg(enum kh_scr_alg alg)
 	make_emms(emmf, sizeof emmf, &emm_len);
 	for (size_t i = 0; i < sizeof skey; i++)
 		skey[i] = (uint8_t)(0xA0 + i);
-	cfg.alg = alg;
-	cfg.access = KH_ECM_PRODUCT;
-	cfg.product = 42;
-	cfg.key_id = 1;
-	cfg.key_version = 7;
-	memcpy(cfg.service_key, skey, 32);
+	cfg.svc[0].alg = alg;
+	cfg.svc[0].access = KH_ECM_PRODUCT;
+	cfg.svc[0].product = 42;
+	cfg.svc[0].key_id = 1;
+	cfg.svc[0].key_version = 7;
+	memcpy(cfg.svc[0].service_key, skey, 32);
 	cfg.period_s = PERIOD;
 	cfg.lead_ms = LEAD_MS;
 	cfg.ecm_interval_ms = ECM_MS;
 	cfg.emm_interval_ms = 100;
-	cfg.ecm_pid = ECM_PID;
+	cfg.svc[0].ecm_pid = ECM_PID;
 	cfg.emm_pid = EMM_PID;
 	cfg.ca_system_id = 0x4B48;
 	cfg.time = BTIME;
@@ -676,7 +677,7 @@ static void test_scramble_idsa(void **state)
 
 static void test_collision_and_config(void **state)
 {
-	struct kh_headend_cfg cfg = {0};
+	struct kh_headend_cfg cfg = {.nsvc = 1};
 	struct kh_headend *h;
 	struct outbuf o = {0};
 	uint8_t *in, bad[3] = {0x82, 0x70, 0x05};
@@ -684,31 +685,31 @@ static void test_collision_and_config(void **state)
 
 	(void)state;
 	in = make_input(&nin);
-	cfg.alg = KH_SCR_CSA2;
-	cfg.access = KH_ECM_PRODUCT;
+	cfg.svc[0].alg = KH_SCR_CSA2;
+	cfg.svc[0].access = KH_ECM_PRODUCT;
 	cfg.period_s = 10;
 	cfg.lead_ms = 1000;
 	cfg.ecm_interval_ms = 100;
 	cfg.emm_interval_ms = 100;
-	cfg.ecm_pid = AUD; /* a component */
+	cfg.svc[0].ecm_pid = AUD; /* a component */
 	cfg.emm_pid = EMM_PID;
 	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
 	assert_int_equal(kh_headend_feed(h, in, 50), KH_ERR_EXISTS);
 	assert_non_null(strstr(kh_headend_why(h), "0x0102"));
 	assert_int_equal(kh_headend_feed(h, in, 1), KH_ERR_EXISTS); /* sticky */
 	kh_headend_free(h);
-	cfg.ecm_pid = PMT_PID; /* in the PAT */
+	cfg.svc[0].ecm_pid = PMT_PID; /* in the PAT */
 	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
 	assert_int_equal(kh_headend_feed(h, in, 50), KH_ERR_EXISTS);
 	kh_headend_free(h);
 	/* the wrong program */
-	cfg.ecm_pid = ECM_PID;
-	cfg.program = 9;
+	cfg.svc[0].ecm_pid = ECM_PID;
+	cfg.svc[0].program = 9;
 	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
 	assert_int_equal(kh_headend_feed(h, in, 50), KH_ERR_NOTFOUND);
 	kh_headend_free(h);
 	/* no PMT at all */
-	cfg.program = 0;
+	cfg.svc[0].program = 0;
 	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
 	assert_int_equal(kh_headend_finish(h), KH_ERR_NOTFOUND);
 	kh_headend_free(h);
@@ -762,7 +763,7 @@ static size_t emm_addrs(const struct outbuf *o, size_t from, size_t to, uint32_t
  */
 static void test_emm_add(void **state)
 {
-	struct kh_headend_cfg cfg = {0};
+	struct kh_headend_cfg cfg = {.nsvc = 1};
 	struct kh_headend *h;
 	struct outbuf o = {0};
 	uint8_t *in, emmf[2048], bad[3] = {0x82, 0x70, 0x05};
@@ -779,13 +780,13 @@ static void test_emm_add(void **state)
 		assert_int_equal(kh_headend_emm_next(emmf, emm_len, &off, &sec, &sn), 1);
 		len1 = off; /* cards 1 and 2 */
 	}
-	cfg.alg = KH_SCR_CSA2;
-	cfg.access = KH_ECM_PRODUCT;
+	cfg.svc[0].alg = KH_SCR_CSA2;
+	cfg.svc[0].access = KH_ECM_PRODUCT;
 	cfg.period_s = 10;
 	cfg.lead_ms = 1000;
 	cfg.ecm_interval_ms = 100;
 	cfg.emm_interval_ms = 100;
-	cfg.ecm_pid = ECM_PID;
+	cfg.svc[0].ecm_pid = ECM_PID;
 	cfg.emm_pid = EMM_PID;
 	cfg.emm = emmf; /* cards 1 and 2 */
 	cfg.emm_len = len1;
@@ -1073,13 +1074,14 @@ static void test_census(void **state)
 static void damaged_cfg(struct kh_headend_cfg *cfg)
 {
 	memset(cfg, 0, sizeof *cfg);
-	cfg->alg = KH_SCR_CSA2;
-	cfg->access = KH_ECM_PRODUCT;
+	cfg->nsvc = 1;
+	cfg->svc[0].alg = KH_SCR_CSA2;
+	cfg->svc[0].access = KH_ECM_PRODUCT;
 	cfg->period_s = 10;
 	cfg->lead_ms = 1000;
 	cfg->ecm_interval_ms = 100;
 	cfg->emm_interval_ms = 100;
-	cfg->ecm_pid = ECM_PID;
+	cfg->svc[0].ecm_pid = ECM_PID;
 	cfg->emm_pid = EMM_PID;
 }
 
