@@ -30,6 +30,7 @@
 /* A PCR step larger than this (or backwards, or flagged as a discontinuity) does not advance
  * stream time: it is a splice or a loop of the source, not a minute of programme. */
 #define PCR_JUMP_MAX (60 * PCR_HZ)
+#define PCR_GAP_MAX (PCR_HZ / 10) /* ISO/IEC 13818-1: PCRs at most 100 ms apart */
 #define QCAP 512    /* REPLACE/GROW: packets of ours waiting for a null packet to replace */
 #define PCR_PIDS 32 /* GROW: PIDs whose PCRs are restamped */
 #define NO_SVC 0xFF
@@ -786,14 +787,16 @@ static void on_pcr(struct kh_headend *h, const struct kh_ts_pkt *p)
 }
 
 /* The stream time of the packet at index in: the last PCR's, plus the packets since at the rate
- * of the last span, at most one span on; never backwards. */
+ * of the last span between two PCRs, at most PCR_GAP_MAX (or one span) on, as PCRs are never
+ * further apart than that; never backwards. */
 static void tick(struct kh_headend *h)
 {
 	uint64_t in = h->st.in - 1, t = h->pcr_clock;
 
 	if (h->span && h->span_pkts) {
-		uint64_t n = in - h->pcr_in;
-		t += n >= h->span_pkts ? h->span : h->span * n / h->span_pkts;
+		uint64_t n = in - h->pcr_in, cap = h->span > PCR_GAP_MAX ? h->span : PCR_GAP_MAX;
+		uint64_t d = n > cap ? cap : h->span * n / h->span_pkts; /* (n > cap: the product could overflow) */
+		t += d > cap ? cap : d;
 	}
 	if (t > h->clock)
 		h->clock = t;
