@@ -71,6 +71,36 @@ print(len(times), "%.1f" % statistics.median(iv), sum(1 for i in ecm if i + 1 in
 PY
 }
 
+# ecm_lead TS ECM_PID COMPONENT_PID PCR_PID: for each new crypto period, the time from the first
+# ECM section of the new table_id to the first component packet of the new parity, in ms.
+ecm_lead()
+{
+	python3 - "$@" <<'PY'
+import sys
+f, epid, cpid, ppid = sys.argv[1], int(sys.argv[2], 0), int(sys.argv[3], 0), int(sys.argv[4], 0)
+d = open(f, 'rb').read()
+pcr, ecm, comp = [], [], []
+for i in range(len(d) // 188):
+    p = d[i * 188:i * 188 + 188]
+    pid = (p[1] & 31) << 8 | p[2]
+    if pid == ppid and (p[3] >> 4) & 2 and p[4] >= 7 and p[5] & 0x10:
+        b = p[6] << 25 | p[7] << 17 | p[8] << 9 | p[9] << 1 | p[10] >> 7
+        pcr.append((i, b * 300 + ((p[10] & 1) << 8) + p[11]))
+    if pid == epid and p[1] & 0x40:
+        ecm.append((i, p[5]))
+    if pid == cpid and p[3] >> 6 >= 2 and (p[3] >> 4) & 1:
+        comp.append((i, p[3] >> 6))
+def t(i):
+    for k in range(1, len(pcr)):
+        if pcr[k][0] >= i:
+            (a, pa), (b, pb) = pcr[k - 1], pcr[k]
+            return (pa + (pb - pa) * (i - a) / (b - a)) / 27000.0
+ch = [ecm[k][0] for k in range(1, len(ecm)) if ecm[k][1] != ecm[k - 1][1]]
+pc = [comp[k][0] for k in range(1, len(comp)) if comp[k][1] != comp[k - 1][1]]
+print(" ".join("%.1f" % (t(c) - t(e)) for e, c in zip(ch, pc)))
+PY
+}
+
 kh_expect_ok authority init auth
 kh_expect_ok card issue --authority auth --role cam --out cam.card
 kh_expect_ok card issue --authority auth --role card --ua 0x65 --out card.card
@@ -124,6 +154,18 @@ for e in "0x0FF0 0x0100" "0x0FF2 0x0102" "0x0FF3 0x0104"; do
 	awk -v m="$2" 'BEGIN { exit !(m >= 97 && m <= 103) }' || kh_fail "ECM PID ${e% *}: median repetition $2 ms"
 	[ "$3" -le $(($1 / 10)) ] || kh_fail "ECM PID ${e% *}: $3 of $1 ECMs sit right before a PCR packet"
 	kh_note "ECM PID ${e% *}: $1 sections, median repetition $2 ms, $3 right before a PCR packet"
+done
+
+# the lead asked (1000 ms, the default): never more than that, less only by the wait for a null
+# packet
+for e in "0x0FF0 0x0100" "0x0FF2 0x0102" "0x0FF3 0x0104"; do
+	# shellcheck disable=SC2086
+	leads=$(ecm_lead s3.ts ${e% *} ${e#* } ${e#* })
+	[ -n "$leads" ] || kh_fail "ECM PID ${e% *}: no crypto period change to measure the lead on"
+	for l in $leads; do
+		awk -v l="$l" 'BEGIN { exit !(l >= 990 && l <= 1000.2) }' || kh_fail "ECM PID ${e% *}: lead $l ms, 1000 asked"
+	done
+	kh_note "ECM PID ${e% *}: lead $leads ms (1000 asked)"
 done
 
 # ---- components chosen: video only, audio in clear ----
