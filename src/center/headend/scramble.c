@@ -31,6 +31,7 @@
  * stream time: it is a splice or a loop of the source, not a minute of programme. */
 #define PCR_JUMP_MAX (60 * PCR_HZ)
 #define PCR_GAP_MAX (PCR_HZ / 10) /* ISO/IEC 13818-1: PCRs at most 100 ms apart */
+#define LA_MAX 8192 /* packets waiting for the next PCR: 100 ms of a 120 Mbit/s mux */
 #define QCAP 512    /* REPLACE/GROW: packets of ours waiting for a null packet to replace */
 #define PCR_PIDS 32 /* GROW: PIDs whose PCRs are restamped */
 #define NO_SVC 0xFF
@@ -110,11 +111,15 @@ struct kh_headend {
 	size_t cat_len;
 	uint8_t cat[KH_TS_PSI_MAX];
 
-	/* stream time, 27 MHz ticks since the first PCR of the first service, each packet's
-	 * interpolated from the rate between the last two PCRs (never past the next one's span) */
+	/* stream time, 27 MHz ticks since the first PCR of the first service. Packets wait in la
+	 * for the PCR that ends their span, so each one's time is interpolated between the PCRs
+	 * around it (la full, or the end: extrapolated at the last span's rate) */
 	int have_t0;
-	uint64_t last_pcr, pcr_clock, pcr_in, span, span_pkts;
+	uint64_t last_pcr, pcr_clock, span, span_pkts;
 	uint64_t clock;
+	uint8_t *la;      /* LA_MAX packets */
+	size_t la_n;      /* waiting in la */
+	uint64_t la_done; /* packets of the current span handled already (la was full) */
 	uint64_t period, lead, ecm_iv, emm_iv;
 	uint64_t next_emm;
 
@@ -205,6 +210,10 @@ void kh_headend_free(struct kh_headend *h)
 		kh_wipe(h->emm, h->emm_len);
 		free(h->emm);
 	}
+	if (h->la) {
+		kh_wipe(h->la, LA_MAX * KH_TS_PACKET_LEN); /* the clear programme */
+		free(h->la);
+	}
 	kh_wipe(h, sizeof *h); /* the clear packets staged */
 	free(h);
 }
@@ -287,7 +296,7 @@ kh_err kh_headend_new(const struct kh_headend_cfg *cfg, kh_headend_sink sink, vo
 	h->sink_ctx = sink_ctx;
 	memset(h->pid_svc, NO_SVC, sizeof h->pid_svc);
 	h->nsvc = cfg->nsvc;
-	if (!(h->svc = calloc(cfg->nsvc, sizeof *h->svc))) {
+	if (!(h->svc = calloc(cfg->nsvc, sizeof *h->svc)) || !(h->la = malloc(LA_MAX * KH_TS_PACKET_LEN))) {
 		r = KH_ERR_NOMEM;
 		goto out;
 	}
@@ -761,47 +770,6 @@ static uint64_t pcr_of(const uint8_t *a)
 	return base * 300 + (((uint64_t)a[5] & 1) << 8 | a[6]);
 }
 
-/* A PCR of the clock's PID (packet index in: h->st.in - 1): the PCR time, and the rate since the
- * last one for the packets until the next. */
-static void on_pcr(struct kh_headend *h, const struct kh_ts_pkt *p)
-{
-	uint64_t pcr = pcr_of(p->af), in = h->st.in - 1, diff;
-
-	if (!h->have_t0) {
-		h->have_t0 = 1;
-		h->last_pcr = pcr;
-		h->pcr_in = in;
-		return;
-	}
-	diff = (pcr + PCR_MOD - h->last_pcr) % PCR_MOD;
-	h->last_pcr = pcr;
-	if ((p->af[0] & 0x80) || diff > PCR_JUMP_MAX) {
-		h->span = 0; /* a splice: time stands until the next PCR */
-		h->pcr_in = in;
-		return;
-	}
-	h->pcr_clock += diff;
-	h->span = diff;
-	h->span_pkts = in - h->pcr_in;
-	h->pcr_in = in;
-}
-
-/* The stream time of the packet at index in: the last PCR's, plus the packets since at the rate
- * of the last span between two PCRs, at most PCR_GAP_MAX (or one span) on, as PCRs are never
- * further apart than that; never backwards. */
-static void tick(struct kh_headend *h)
-{
-	uint64_t in = h->st.in - 1, t = h->pcr_clock;
-
-	if (h->span && h->span_pkts) {
-		uint64_t n = in - h->pcr_in, cap = h->span > PCR_GAP_MAX ? h->span : PCR_GAP_MAX;
-		uint64_t d = n > cap ? cap : h->span * n / h->span_pkts; /* (n > cap: the product could overflow) */
-		t += d > cap ? cap : d;
-	}
-	if (t > h->clock)
-		h->clock = t;
-}
-
 /*
  * GROW: a packet carrying a PCR about to be staged, its PCR made that of its output index at the
  * rate its PID had between its first two PCRs (ticks per packet as a fraction, tick_num /
@@ -1178,7 +1146,8 @@ static int pmt_pid(struct kh_headend *h, uint16_t pid, const uint8_t *pkt, kh_er
 	return hit;
 }
 
-static kh_err one(struct kh_headend *h, const uint8_t *pkt)
+/* One packet at stream time t (never backwards). */
+static kh_err one(struct kh_headend *h, const uint8_t *pkt, uint64_t t)
 {
 	struct kh_ts_pkt p;
 	uint8_t si;
@@ -1186,18 +1155,15 @@ static kh_err one(struct kh_headend *h, const uint8_t *pkt)
 	kh_err r;
 
 	h->st.in++;
+	if (t > h->clock)
+		h->clock = t;
+	if (h->have_t0 && (r = timers(h)) != KH_OK)
+		return r;
 	if (kh_ts_parse(pkt, KH_TS_PACKET_LEN, &p) != KH_OK) {
 		h->st.damaged++; /* a reserved adaptation_field_control, an impossible length: dropped */
 		return drop(h, pkt);
 	}
 	has_pcr = p.af_len >= 7 && (p.af[0] & 0x10);
-	if (has_pcr && h->svc[0].have_pmt && p.pid == h->svc[0].pcr_pid)
-		on_pcr(h, &p);
-	if (h->have_t0) {
-		tick(h);
-		if ((r = timers(h)) != KH_OK)
-			return r;
-	}
 	if (p.pid == KH_TS_PID_NULL) {
 		h->st.nulls_in++;
 		if (h->cfg.nulls != KH_HEADEND_NULL_INSERT)
@@ -1234,22 +1200,89 @@ static kh_err one(struct kh_headend *h, const uint8_t *pkt)
 	return component(h, &h->svc[si], pkt, &p, has_pcr);
 }
 
+/*
+ * The packets waiting in la, each at its time: the j-th packet of a span of n that advances stream
+ * time by diff (the span ends with la's last packet, a PCR) at pcr_clock + diff * j / n; without
+ * an end (end 0: la is full, or the input ended) at the last span's rate, at most PCR_GAP_MAX (or
+ * one span) on, since PCRs are never further apart than that.
+ */
+static kh_err la_run(struct kh_headend *h, int end, uint64_t diff)
+{
+	uint64_t n = h->la_done + h->la_n, cap = h->span > PCR_GAP_MAX ? h->span : PCR_GAP_MAX;
+	kh_err r = KH_OK;
+
+	for (size_t i = 0; i < h->la_n && r == KH_OK; i++) {
+		uint64_t j = h->la_done + i + 1, t = h->pcr_clock;
+		if (end)
+			t += diff * j / n;
+		else if (h->span && h->span_pkts) {
+			uint64_t jj = j > h->span_pkts * 64 ? h->span_pkts * 64 : j, d = h->span * jj / h->span_pkts;
+			t += d < cap ? d : cap;
+		}
+		r = one(h, h->la + i * KH_TS_PACKET_LEN, t);
+	}
+	h->la_done = end ? 0 : n;
+	h->la_n = 0;
+	return r;
+}
+
+/* la ends with a PCR packet of the clock's PID: its span is known. */
+static kh_err la_pcr(struct kh_headend *h, const struct kh_ts_pkt *p)
+{
+	uint64_t pcr = pcr_of(p->af), diff;
+	uint64_t n = h->la_done + h->la_n;
+	kh_err r;
+
+	if (!h->have_t0) { /* the first PCR: time 0, and what came before it */
+		h->have_t0 = 1;
+		h->last_pcr = pcr;
+		return la_run(h, 1, 0);
+	}
+	diff = (pcr + PCR_MOD - h->last_pcr) % PCR_MOD;
+	h->last_pcr = pcr;
+	if ((p->af[0] & 0x80) || diff > PCR_JUMP_MAX) {
+		h->span = 0; /* a splice or a loop of the source: time stands */
+		return la_run(h, 1, 0);
+	}
+	r = la_run(h, 1, diff);
+	h->pcr_clock += diff;
+	h->span = diff;
+	h->span_pkts = n;
+	return r;
+}
+
 kh_err kh_headend_feed(struct kh_headend *h, const uint8_t *pkts, size_t n)
+{
+	kh_err r = KH_OK;
+
+	if (h->err != KH_OK)
+		return h->err;
+	for (size_t i = 0; i < n && r == KH_OK; i++) {
+		const uint8_t *pkt = pkts + i * KH_TS_PACKET_LEN;
+		struct kh_ts_pkt p;
+
+		if (!h->svc[0].have_pmt) { /* no clock yet */
+			r = one(h, pkt, h->clock);
+			continue;
+		}
+		memcpy(h->la + h->la_n++ * KH_TS_PACKET_LEN, pkt, KH_TS_PACKET_LEN);
+		if (kh_ts_parse(pkt, KH_TS_PACKET_LEN, &p) == KH_OK && p.pid == h->svc[0].pcr_pid && p.af_len >= 7 &&
+		    (p.af[0] & 0x10))
+			r = la_pcr(h, &p);
+		else if (h->la_n == LA_MAX)
+			r = la_run(h, 0, 0);
+	}
+	return r == KH_OK ? KH_OK : fail(h, r, "processing failed");
+}
+
+kh_err kh_headend_finish(struct kh_headend *h)
 {
 	kh_err r;
 
 	if (h->err != KH_OK)
 		return h->err;
-	for (size_t i = 0; i < n; i++)
-		if ((r = one(h, pkts + i * KH_TS_PACKET_LEN)) != KH_OK)
-			return fail(h, r, "processing failed");
-	return KH_OK;
-}
-
-kh_err kh_headend_finish(struct kh_headend *h)
-{
-	if (h->err != KH_OK)
-		return h->err;
+	if ((r = la_run(h, 0, 0)) != KH_OK)
+		return fail(h, r, "processing failed");
 	for (unsigned i = 0; i < h->nsvc; i++) {
 		const struct svc *s = &h->svc[i];
 		if (!s->have_pmt)
