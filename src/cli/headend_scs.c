@@ -257,10 +257,8 @@ static kh_err ensure(struct kh_scs_client *c, int timeout_ms)
 {
 	if (c->fd >= 0)
 		return KH_OK;
-	if (now_s() < c->retry_at) {
-		snprintf(c->why, sizeof c->why, "no connection to the ECMG (next try shortly)");
-		return KH_ERR_TRANSPORT;
-	}
+	if (now_s() < c->retry_at)
+		return KH_ERR_TRANSPORT; /* c->why still says why the last connection failed */
 	return kh_scs_client_open(c, timeout_ms);
 }
 
