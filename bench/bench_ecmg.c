@@ -422,7 +422,8 @@ static void setup_dir(const char *keyhole, const char *dir, char *keys, size_t c
 	snprintf(keys, cap, "%s/h.keys", dir);
 	run_keyhole(keyhole, log, (char *const[]){(char *)keyhole, "authority", "init", auth, NULL});
 	run_keyhole(keyhole, log,
-		    (char *const[]){(char *)keyhole, "headend", "keys", "init", "--authority", auth, "--out", keys, NULL});
+		    (char *const[]){(char *)keyhole, "headend", "keys", "init", "--authority", auth, "--out", keys,
+				    NULL});
 }
 
 static void report(int rounds)

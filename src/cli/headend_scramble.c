@@ -367,7 +367,8 @@ static void watch_ecmg(const struct kh_headend *h, struct ecmg_watch *w)
 		if (kh_headend_svc_stats(h, i, &st) != KH_OK || st.degraded == w->degraded[i])
 			continue;
 		w->degraded[i] = st.degraded;
-		fprintf(stderr, "keyhole headend scramble: ECMG late: kept the control word of period %lu (program %u)%s%s\n",
+		fprintf(stderr,
+			"keyhole headend scramble: ECMG late: kept the control word of period %lu (program %u)%s%s\n",
 			(unsigned long)st.period, (unsigned)st.program, w->c->why[0] ? ": " : "", w->c->why);
 	}
 }
@@ -1337,7 +1338,8 @@ static int report(const struct scr_opts *o, struct scr_run *s)
 	if (s->scs) {
 		kh_scs_client_close(s->scs);
 		if (st.ecm_late)
-			fprintf(stderr, "keyhole headend scramble: ECMG late: %llu ECM request(s) not answered, %llu period "
+			fprintf(stderr,
+				"keyhole headend scramble: ECMG late: %llu ECM request(s) not answered, %llu period "
 				"start(s) with the control word kept\n", (unsigned long long)st.ecm_late,
 				(unsigned long long)st.degraded);
 	}

@@ -84,7 +84,8 @@ static int dial(struct kh_scs_client *c, int timeout_ms)
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
 		if (errno != EINPROGRESS) {
-			snprintf(c->why, sizeof c->why, "cannot connect to %s:%u: %s", c->host, c->port, strerror(errno));
+			snprintf(c->why, sizeof c->why, "cannot connect to %s:%u: %s", c->host, c->port,
+				 strerror(errno));
 			close(fd);
 			fd = -1;
 		} else if (connect_wait(c, fd, timeout_ms) != 0) {

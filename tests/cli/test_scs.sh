@@ -6,7 +6,8 @@
 # Wireshark's simulcrypt dissector decodes every message both ways, none malformed. Then the
 # relay kills the ECMG mid-run (right after the second ECM it passed on): the scrambler says it
 # kept the control word of the periods it could not renew, exits 0, and its output still plays,
-# frame-exact. Refusals: --ecmg without --super-cas-id and the
+# frame-exact; likewise when the relay stops passing the ECMG's answers on (the SCS waits
+# max_comp_time + 200 ms, then goes on degraded). Refusals: --ecmg without --super-cas-id and the
 # reverse (usage), an ECMG nobody serves at the start (failure), a Super_CAS_id the ECMG refuses.
 #
 # Run by CTest as `sh test_scs.sh` with KEYHOLE and KH_SOURCE_DIR set. Skipped without ffmpeg.
@@ -46,11 +47,14 @@ kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --product
 # passes both directions through, then writes the session as a pcap (SCS 10.0.0.1:40000, ECMG
 # 10.0.0.2:5000) for tshark. With a third and fourth argument N PID, it kills the ECMG (PID)
 # with SIGKILL right after relaying the Nth ECM_response, and stops: the ECMG dies mid-run at a
-# point of the stream the test knows, whatever the machine's speed.
+# point of the stream the test knows, whatever the machine's speed. With N 0, it passes nothing
+# more from the ECMG after the Nth ECM_response (an ECMG that stopped answering) until the SCS
+# hangs up.
 cat >relay.py <<'PYEOF'
 import os, select, signal, socket, struct, sys
 ecmg_port, pcap = int(sys.argv[1]), sys.argv[2]
 kill_after, ecmg_pid = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else (0, 0)
+stall = ecmg_pid == 0 and kill_after > 0  # PID 0: the ECMG is not killed, its answers stop coming
 ls = socket.socket()
 ls.bind(("127.0.0.1", 0))
 ls.listen(1)
@@ -69,6 +73,8 @@ while open_:
         if not d:
             open_ = False
             break
+        if s is b and stall and ecms >= kill_after:
+            continue  # swallowed: the SCS waits in vain
         log.append((s is a, d))
         peer[s].sendall(d)
         if s is b:
@@ -77,7 +83,7 @@ while open_:
                 n = 5 + struct.unpack(">H", back[3:5])[0]
                 ecms += struct.unpack(">H", back[1:3])[0] == 0x0202
                 back = back[n:]
-            if kill_after and ecms >= kill_after:
+            if kill_after and ecms >= kill_after and not stall:
                 os.kill(ecmg_pid, signal.SIGKILL)
                 a.close()
                 sys.exit(0)
@@ -139,7 +145,8 @@ if command -v tshark >/dev/null 2>&1; then
 		-T fields -E separator=";" -e simulcrypt.message.type -e _ws.malformed \
 		2>"$KH_META/tshark.err" | grep -v '^;' | tr ',' '\n' | grep . >"$KH_META/tshark.out" ||
 		kh_fail "tshark: $(cat "$KH_META/tshark.err")"
-	! grep -qi malformed "$KH_META/tshark.out" || kh_fail "tshark finds a malformed message: $(grep -i malformed "$KH_META/tshark.out" | head -n 3)"
+	! grep -qi malformed "$KH_META/tshark.out" ||
+		kh_fail "tshark finds a malformed message: $(grep -i malformed "$KH_META/tshark.out" | head -n 3)"
 	for t in 0x0001 0x0003 0x0101 0x0103 0x0201 0x0202 0x0004; do
 		grep -q "^$t" "$KH_META/tshark.out" || kh_fail "tshark finds no message of type $t in the session"
 	done
@@ -181,6 +188,23 @@ grep -q "ECMG late: [0-9]* ECM request(s) not answered, [1-9][0-9]* period start
 late=$(grep -c 'ECMG late: kept' "$KH_ERR")
 played s-kill.ts
 kh_note "ECMG killed after the second ECM: $late degraded line(s), the output still plays"
+
+# ---- an ECMG that stops answering (after the second ECM): the SCS gives up waiting ----
+: >"$KH_META/daemon.out"
+kh_start_daemon ECMG ecmg serve --keys h.keys --listen 127.0.0.1:0 --product 7
+kh_wait_listening "$ECMG"
+relay "$PORT" stall.pcap 2 0
+kh_run headend scramble --keys h.keys --in clip.ts --out s-stall.ts --alg csa2 --product 7 --period 5 \
+	--time "$T" --emm sub.emm --ecmg "127.0.0.1:$RPORT" --super-cas-id "$CAS"
+[ "$KH_RC" = 0 ] || kh_fail "the scrambler exited $KH_RC when the ECMG stopped answering: $(cat "$KH_ERR")"
+wait "$RELAY" || kh_fail "the relay failed: $(cat relay.err)"
+# the relay ended: the SCS hung up the stalled connection (it did not wait for ever); the line
+# names the last failure: the wait, or (on a slow machine, a second later) the new connection
+late='ECMG late: kept the control word of period 2 \(program [0-9]+\)'
+grep -E -q "$late: (no answer from the ECMG in time|cannot connect)" "$KH_ERR" ||
+	kh_fail "the scrambler did not say the ECMG was late: $(cat "$KH_ERR")"
+played s-stall.ts
+kh_stop "$ECMG" TERM
 
 # ---- nobody at the ECMG's address at the start ----
 kh_expect_fail headend scramble --keys h.keys --in clip.ts --out s-none.ts --alg csa2 --product 7 \

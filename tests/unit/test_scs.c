@@ -206,8 +206,10 @@ static void test_scs_refusals(void **state)
 	assert_int_equal(kh_scs_stream_setup(&scs, 1, 2, 0x11, 0, msg, sizeof msg, &msg_len), KH_ERR_INVAL);
 	assert_int_equal(kh_scs_stream_setup(&scs, KH_SCS_STREAMS_MAX, 2, 0x11, 100, msg, sizeof msg, &msg_len),
 			 KH_ERR_INVAL);
-	assert_int_equal(kh_scs_cw_provision(&scs, 0, 1, cw, NULL, 12, NULL, 0, msg, sizeof msg, &msg_len), KH_ERR_INVAL);
-	assert_int_equal(kh_scs_cw_provision(&scs, 1, 1, cw, NULL, 8, NULL, 0, msg, sizeof msg, &msg_len), KH_ERR_INVAL);
+	assert_int_equal(kh_scs_cw_provision(&scs, 0, 1, cw, NULL, 12, NULL, 0, msg, sizeof msg, &msg_len),
+			 KH_ERR_INVAL); /* neither CSA2's nor AES's length */
+	assert_int_equal(kh_scs_cw_provision(&scs, 1, 1, cw, NULL, 8, NULL, 0, msg, sizeof msg, &msg_len),
+			 KH_ERR_INVAL); /* no such stream */
 
 	/* an ECM_response nobody waits for (the stream has no CW_provision out) */
 	assert_int_equal(kh_scs_cw_provision(&scs, 0, 5, cw, cw + 8, 8, NULL, 0, msg, sizeof msg, &msg_len), KH_OK);
