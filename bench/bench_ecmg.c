@@ -5,7 +5,7 @@
  * Set-up: a throwaway directory with an authority and a headend key file (the `keyhole` binary
  * beside this one, or -K PATH), then a real `keyhole ecmg serve` process on loopback TCP. C (-c,
  * default 7) SCS connections, each a channel with S (-s, default 15, at most 16) streams: 105
- * streams, the issue's "100 streams". Every CW_provision carries two CWs (lead_CW 1).
+ * streams, a hundred services' worth. Every CW_provision carries two CWs (lead_CW 1).
  *   ecm_rtt_lone_p50 / _p99      CW_provision -> ECM_response, one request outstanding at a time,
  *                                round robin over every stream of every connection (the load of
  *                                a headend, whose streams change period seconds apart)
