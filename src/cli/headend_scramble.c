@@ -26,6 +26,7 @@
 #include "keyhole/store.h"
 #include "keyhole/ts.h"
 #include "keyhole/tsip.h"
+#include "cli/headend_scs.h"
 
 static const char scramble_help[] =
 	"usage: keyhole headend scramble --keys FILE [--in FILE|-] [--out FILE|-] --alg csa2|cissa|idsa\n"
@@ -36,7 +37,7 @@ static const char scramble_help[] =
 	"           [--time UNIX] [--csa-reduce] [--ladder-only] [--grow] [--cw-log FILE]\n"
 	"           [--center URL [--cacert FILE] [--insecure-http] [--token-file FILE]\n"
 	"           [--center-since ID] [--emm-poll SECONDS]]\n"
-	"           [--regulate] [--idle-timeout SECONDS] [-v]\n"
+	"           [--regulate] [--idle-timeout SECONDS] [--ecmg HOST:PORT --super-cas-id ID] [-v]\n"
 	"\n"
 	"Scramble one programme of an MPEG transport stream (or several: --service given several\n"
 	"times): its components are scrambled with a\n"
@@ -111,6 +112,13 @@ static const char scramble_help[] =
 	"      --center-since ID   only the EMMs with a queue id above ID (default 0: all)\n"
 	"      --emm-poll SECONDS  poll the queue again every SECONDS of wall time, in a thread\n"
 	"                          (default 30; 0: only at start); a failed poll is a warning\n"
+	"      --ecmg HOST:PORT    take every ECM from this SimulCrypt ECMG (ETSI TS 103 197), as its\n"
+	"                          SCS: a stream per service, CW_provision each crypto period at its\n"
+	"                          start plus the ECMG's delay_start; ECMs repeated every\n"
+	"                          ECM_rep_period unless --ecm-interval; --lead unused. An ECM late\n"
+	"                          (max_comp_time + 200 ms) or an ECMG gone: the control word is\n"
+	"                          kept, said on stderr, the ECMG tried again (docs/internals/scs.md)\n"
+	"      --super-cas-id ID   with --ecmg: the Super_CAS_id to ask the ECMG for\n"
 	"  -v, --verbose           say on stderr the ECM and EMM PIDs, the catalogue's price, how\n"
 	"                          many EMMs came from the center and the last id (at start and\n"
 	"                          after each poll that brought some)\n";
@@ -339,6 +347,32 @@ static void pid_use(const struct kh_headend_census *c, uint16_t pid, char *out, 
 		snprintf(out, cap, "%s", kh_headend_pid_use_name(u));
 }
 
+/*
+ * The ECMG's side of the packet path (--ecmg): a line for each time a service had to keep its
+ * control word at a period start (the engine's counters), with the client's last failure.
+ */
+struct ecmg_watch {
+	struct kh_scs_client *c; /* NULL: no ECMG */
+	unsigned nsvc;
+	uint64_t degraded[KH_HEADEND_SERVICES_MAX];
+};
+
+static void watch_ecmg(const struct kh_headend *h, struct ecmg_watch *w)
+{
+	struct kh_headend_svc_stats st;
+
+	if (!w->c)
+		return;
+	for (unsigned i = 0; i < w->nsvc; i++) {
+		if (kh_headend_svc_stats(h, i, &st) != KH_OK || st.degraded == w->degraded[i])
+			continue;
+		w->degraded[i] = st.degraded;
+		fprintf(stderr,
+			"keyhole headend scramble: ECMG late: kept the control word of period %lu (program %u)%s%s\n",
+			(unsigned long)st.period, (unsigned)st.program, w->c->why[0] ? ": " : "", w->c->why);
+	}
+}
+
 /* Feed n packets to the engine. On error *what names the culprit. */
 static kh_err feed(struct kh_headend *h, const uint8_t *p, size_t n, const char **what, const char *inname,
 		   const char *outname)
@@ -352,7 +386,7 @@ static kh_err feed(struct kh_headend *h, const uint8_t *p, size_t n, const char 
 /* Streams the input through the engine: the packets of the prescan first. On error *what names
  * the culprit. */
 static kh_err pump(struct kh_headend *h, struct reader *rd, const struct prescan *ps, const char **what,
-		   const char *inname, const char *outname, const struct poll_ctx *pc)
+		   const char *inname, const char *outname, const struct poll_ctx *pc, struct ecmg_watch *ew)
 {
 	int tty = isatty(2), shown = 0, got;
 	double t0 = now_s(), last = t0;
@@ -373,6 +407,7 @@ static kh_err pump(struct kh_headend *h, struct reader *rd, const struct prescan
 		if ((r = feed(h, p, n, what, inname, outname)) != KH_OK)
 			goto out;
 		take_polled(h, pc);
+		watch_ecmg(h, ew);
 		if (tty) {
 			double t = now_s();
 			if (t - last >= 0.5) {
@@ -388,6 +423,7 @@ static kh_err pump(struct kh_headend *h, struct reader *rd, const struct prescan
 	}
 	if ((r = kh_headend_finish(h)) != KH_OK)
 		*what = r == KH_ERR_IO ? outname : inname;
+	watch_ecmg(h, ew);
 out:
 	if (shown)
 		fputc('\n', stderr);
@@ -470,7 +506,8 @@ static const char P[] = "headend scramble";
 enum {
 	O_ALG = 256, O_PRODUCT, O_EVENT, O_PRICE, O_KEYID, O_KEYVER, O_PERIOD, O_LEAD,
 	O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_TIME, O_REDUCE, O_LADDER, O_CWLOG, O_CENTER,
-	O_CACERT, O_INSECURE, O_SINCE, O_POLL, O_GROW, O_REGULATE, O_IDLE, O_NOVIDEO, O_NOAUDIO, O_NOSUBS, O_DATA
+	O_CACERT, O_INSECURE, O_SINCE, O_POLL, O_GROW, O_REGULATE, O_IDLE, O_NOVIDEO, O_NOAUDIO, O_NOSUBS, O_DATA,
+	O_ECMG, O_SCID
 };
 static const struct option scramble_opts[] = {
 	{"keys", required_argument, NULL, 'k'},         {"in", required_argument, NULL, 'i'},
@@ -491,6 +528,7 @@ static const struct option scramble_opts[] = {
 	{"regulate", no_argument, NULL, O_REGULATE}, {"idle-timeout", required_argument, NULL, O_IDLE},
 	{"no-video", no_argument, NULL, O_NOVIDEO},     {"no-audio", no_argument, NULL, O_NOAUDIO},
 	{"no-subtitles", no_argument, NULL, O_NOSUBS},  {"data", no_argument, NULL, O_DATA},
+	{"ecmg", required_argument, NULL, O_ECMG},      {"super-cas-id", required_argument, NULL, O_SCID},
 	{"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0}};
 
 /* What one service's options say, and which were given (a --service spec over the defaults). */
@@ -514,6 +552,9 @@ struct scr_opts {
 	const char **emmpaths; /* the --emm files in the order given, nemm of them */
 	size_t nemm;
 	unsigned poll_s, idle_s; /* --emm-poll, --idle-timeout */
+	const char *ecmg;        /* --ecmg HOST:PORT */
+	uint32_t super_cas_id;
+	int have_scid, have_ecmiv;
 	int regulate;
 	int verbose, have_poll, have_emm_pid;
 };
@@ -547,6 +588,8 @@ struct scr_run {
 	struct kh_cli_out outf;
 	struct poll_ctx pc;
 	struct kh__cli_udp *uin, *uout; /* udp:// input and output */
+	struct kh_scs_client *scs;       /* --ecmg */
+	struct ecmg_watch ew;
 };
 
 /* One option of the center, the files and the talk into o: KH_EXIT_OK, KH_EXIT_USAGE (told), or
@@ -572,6 +615,12 @@ static int take_feed(struct scr_opts *o, int c, const char *arg)
 		o->fcfg.since = (int64_t)x;
 		break;
 	case O_REGULATE: o->regulate = 1; break;
+	case O_ECMG: o->ecmg = arg; break;
+	case O_SCID:
+		if (kh__cli_u32(arg, &o->super_cas_id) != 0)
+			return kh_cli_usage(P, "--super-cas-id takes a 32-bit number (CA_system_id << 16 | subsystem)");
+		o->have_scid = 1;
+		break;
 	case O_IDLE:
 		if (kh_cli_parse_num(arg, 86400, &x) != 0 || x == 0)
 			return kh_cli_usage(P, "--idle-timeout takes seconds, 1 to 86400");
@@ -708,6 +757,7 @@ static int take_stream(struct scr_opts *o, int c, const char *arg)
 	case O_EMMIV:
 		if (parse_ms(arg, 10, 60000, c == O_ECMIV ? &cfg->ecm_interval_ms : &cfg->emm_interval_ms) != 0)
 			return kh_cli_usage(P, "%s takes 10 to 60000 ms", c == O_ECMIV ? "--ecm-interval" : "--emm-interval");
+		o->have_ecmiv |= c == O_ECMIV;
 		break;
 	case O_ECMPID:
 	case O_EMMPID:
@@ -784,6 +834,12 @@ static int check(const struct scr_opts *o)
 		return kh_cli_usage(P, "--idle-timeout goes with --in udp://...");
 	if (o->regulate && (!o->outpath || !kh_tsip_is_url(o->outpath)))
 		return kh_cli_usage(P, "--regulate goes with --out udp://...");
+	if (!o->ecmg != !o->have_scid)
+		return kh_cli_usage(P, "--ecmg and --super-cas-id go together");
+	char host[256];
+	uint16_t port;
+	if (o->ecmg && (kh_cli_parse_listen(o->ecmg, host, sizeof host, &port) != 0 || port == 0))
+		return kh_cli_usage(P, "--ecmg: '%s' is not HOST:PORT", o->ecmg);
 	return kh_cli_refuse_tty_out(P, o->outpath);
 }
 
@@ -1164,7 +1220,57 @@ static int open_output(struct scr_opts *o, struct scr_run *s)
 	return KH_EXIT_OK;
 }
 
-/* Everything the run needs, in the order a failure is told: token, keys, EMMs, input, output. */
+/*
+ * --ecmg: connected, the channel and a stream per service set up (ECM_id its ECM PID, the crypto
+ * period, its access criteria); the ECM repetition the ECMG's unless --ecm-interval. As open_keys.
+ */
+static int open_ecmg(struct scr_opts *o, struct scr_run *s)
+{
+	struct kh_scs_client *c;
+	kh_err r;
+
+	if (!o->ecmg)
+		return KH_EXIT_OK;
+	if (!(c = s->scs = calloc(1, sizeof *c)))
+		return kh_cli_fail(P, KH_ERR_NOMEM);
+	c->fd = -1;
+	(void)kh_cli_parse_listen(o->ecmg, c->host, sizeof c->host, &c->port); /* checked by check() */
+	c->super_cas_id = o->super_cas_id;
+	c->n_svc = o->cfg.nsvc;
+	for (unsigned i = 0; i < o->cfg.nsvc; i++) {
+		const struct kh_headend_service *v = &o->cfg.svc[i];
+		c->svc[i].ecm_id = v->ecm_pid;
+		c->svc[i].nominal_cp = (uint16_t)(o->cfg.period_s * 10u);
+		c->svc[i].ac_len = kh_scs_access_criteria(v->access, v->product, v->event, v->price, c->svc[i].ac);
+	}
+	if ((r = kh_scs_client_open(c, 5000)) != KH_OK) {
+		fprintf(stderr, "keyhole: %s: ECMG %s: %s\n", P, o->ecmg, c->why);
+		return KH_EXIT_FAIL;
+	}
+	if (!o->have_ecmiv && c->ch.ecm_rep_period)
+		o->cfg.ecm_interval_ms = c->ch.ecm_rep_period < 10 ? 10u : c->ch.ecm_rep_period;
+	s->ew.c = c;
+	s->ew.nsvc = o->cfg.nsvc;
+	return KH_EXIT_OK;
+}
+
+/* The engine takes its ECMs from the ECMG, delay_start after each period's start. As open_keys. */
+static int use_ecmg(const struct scr_opts *o, struct scr_run *s)
+{
+	kh_err r;
+
+	if (!s->scs)
+		return KH_EXIT_OK;
+	if ((r = kh_headend_set_ecm_fn(s->h, kh_scs_client_ecm, s->scs, s->scs->ch.delay_start)) != KH_OK) {
+		fprintf(stderr, "keyhole: %s: ECMG %s: delay_start %d ms is out of range\n", P, o->ecmg,
+			s->scs->ch.delay_start);
+		return KH_EXIT_FAIL;
+	}
+	return KH_EXIT_OK;
+}
+
+/* Everything the run needs, in the order a failure is told: token, keys, EMMs, input, ECMG,
+ * output. */
 static int prepare(struct scr_opts *o, struct scr_run *s)
 {
 	if (o->tokfile && kh_cli_read_token(o->tokfile, &s->tok) != KH_EXIT_OK)
@@ -1175,16 +1281,18 @@ static int prepare(struct scr_opts *o, struct scr_run *s)
 		return KH_EXIT_FAIL;
 	if (o->fcfg.center && fetch_center(o, s) != KH_EXIT_OK)
 		return KH_EXIT_FAIL;
-	if (open_input(o, s) != KH_EXIT_OK)
+	if (open_input(o, s) != KH_EXIT_OK || open_ecmg(o, s) != KH_EXIT_OK)
 		return KH_EXIT_FAIL;
-	return open_output(o, s);
+	if (open_output(o, s) != KH_EXIT_OK)
+		return KH_EXIT_FAIL;
+	return use_ecmg(o, s);
 }
 
 /* The stream through the engine. KH_EXIT_OK, or KH_EXIT_FAIL with the culprit named. */
 static int run(const struct scr_opts *o, struct scr_run *s)
 {
 	const char *what = NULL, *why;
-	kh_err r = pump(s->h, s->rd, &s->ps, &what, o->inname, o->outpath, &s->pc);
+	kh_err r = pump(s->h, s->rd, &s->ps, &what, o->inname, o->outpath, &s->pc, &s->ew);
 
 	prescan_free(&s->ps);
 	if (r == KH_OK)
@@ -1227,6 +1335,14 @@ static int report(const struct scr_opts *o, struct scr_run *s)
 		return KH_EXIT_FAIL;
 	kh_headend_stats(s->h, &st);
 	warn_damage(o->inname, &s->rd->sync, &st);
+	if (s->scs) {
+		kh_scs_client_close(s->scs);
+		if (st.ecm_late)
+			fprintf(stderr,
+				"keyhole headend scramble: ECMG late: %llu ECM request(s) not answered, %llu period "
+				"start(s) with the control word kept\n", (unsigned long long)st.ecm_late,
+				(unsigned long long)st.degraded);
+	}
 	if (o->verbose && o->cfg.nulls != KH_HEADEND_NULL_INSERT)
 		fprintf(stderr,
 			"keyhole headend scramble: %llu packet(s) in place of null or dropped packets, %llu inserted, "
@@ -1259,6 +1375,11 @@ static void run_close(struct scr_opts *o, struct scr_run *s)
 	prescan_free(&s->ps);
 	kh_headend_census_free(s->census);
 	kh_headend_free(s->h);
+	if (s->scs) {
+		kh_scs_client_close(s->scs);
+		kh_wipe(s->scs, sizeof *s->scs);
+		free(s->scs);
+	}
 	kh_wipe(&o->cfg, sizeof o->cfg);
 	if (s->emm) {
 		kh_wipe(s->emm, s->emm_len);
