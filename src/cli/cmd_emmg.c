@@ -81,6 +81,7 @@ struct carousel {
 struct session {
 	int fd;
 	size_t have;
+	char why[160]; /* why the session failed, for the log (or the one error line of --once) */
 	struct kh_emmg e;
 	uint8_t in[KH_SIM_MAX_MSG];
 };
@@ -231,15 +232,18 @@ static int send_all(int fd, const uint8_t *p, size_t n)
 	return 0;
 }
 
-/* Log why the session failed: the mux's error_status, or a message out of turn. */
-static void log_failure(const struct kh_emmg *e)
+/* Why the session failed: the mux's error_status, or a message out of turn. */
+static void failure(struct session *s)
 {
+	const struct kh_emmg *e = &s->e;
+
 	if (e->error_type == KH_SIM_EMMG_CHANNEL_ERROR || e->error_type == KH_SIM_EMMG_STREAM_ERROR)
-		kh_log_warn("emmg.mux_error", "message=%s error_status=0x%04X",
-			    e->error_type == KH_SIM_EMMG_CHANNEL_ERROR ? "channel_error" : "stream_error",
-			    (unsigned)e->error);
+		snprintf(s->why, sizeof s->why, "the mux sent %s with error_status 0x%04X",
+			 e->error_type == KH_SIM_EMMG_CHANNEL_ERROR ? "channel_error" : "stream_error",
+			 (unsigned)e->error);
 	else
-		kh_log_warn("emmg.protocol", "unexpected_message_type=0x%04X", (unsigned)e->error_type);
+		snprintf(s->why, sizeof s->why, "the mux sent message_type 0x%04X out of turn, or garbage",
+			 (unsigned)e->error_type);
 }
 
 /* New EMMs at the end of the cycle, and to go out before it resumes. 0, or -1 out of memory. */
@@ -303,7 +307,7 @@ static int provide(struct session *s, struct carousel *c, int once, uint64_t *wa
 	if (*at >= end)
 		return 0;
 	if ((r = kh_emmg_provision(&s->e, c->buf, end, at, now, msg, sizeof msg, &len)) != KH_OK) {
-		kh_log_error("emmg.provision", "error=%s", kh_err_json(r));
+		snprintf(s->why, sizeof s->why, "an EMM section cannot be provisioned (%s)", kh_err_json(r));
 		return -1;
 	}
 	if (len) {
@@ -329,7 +333,7 @@ static int drain(struct session *s)
 
 	for (;;) {
 		if (kh_sim_frame(s->in, s->have, &need) != KH_SIM_OK) {
-			kh_log_warn("emmg.protocol", "reason=\"the mux sent a message too long to frame\"");
+			snprintf(s->why, sizeof s->why, "the mux sent a message too long to frame");
 			return -1;
 		}
 		if (s->have < need)
@@ -337,7 +341,7 @@ static int drain(struct session *s)
 		if (kh_emmg_handle(&s->e, s->in, need, now_ms(), out, sizeof out, &olen) != KH_OK)
 			return -1;
 		if (s->e.state == KH_EMMG_FAILED) {
-			log_failure(&s->e);
+			failure(s);
 			return -1;
 		}
 		if (olen && send_all(s->fd, out, olen) != 0)
@@ -354,7 +358,8 @@ static int read_mux(struct session *s)
 	if (n < 0 && errno == EINTR)
 		return 0;
 	if (n <= 0) {
-		kh_log_warn("emmg.disconnected", "state=\"%s\"", kh_emmg_state_name(s->e.state));
+		snprintf(s->why, sizeof s->why, "the mux closed the connection (state %s)",
+			 kh_emmg_state_name(s->e.state));
 		return -1;
 	}
 	s->have += (size_t)n;
@@ -399,8 +404,9 @@ static int session(const struct emmg_opts *o, struct session *s, struct carousel
 	const char *why = "";
 
 	s->have = 0;
+	snprintf(s->why, sizeof s->why, "the connection failed");
 	if ((s->fd = dial(o->mux, &why)) < 0) {
-		kh_log_warn("emmg.connect", "mux=%s reason=\"%s\"", o->mux, why);
+		snprintf(s->why, sizeof s->why, "cannot connect: %s", why);
 		return 1;
 	}
 	kh_emmg_init(&s->e, &o->cfg);
@@ -466,6 +472,7 @@ static int run(struct emmg_opts *o, struct carousel *c)
 	struct kh_headend_poller *p = NULL;
 	struct session *s = calloc(1, sizeof *s);
 	unsigned attempt = 0;
+	uint64_t wait;
 	int rc = KH_EXIT_OK;
 
 	if (!s)
@@ -481,12 +488,15 @@ static int run(struct emmg_opts *o, struct carousel *c)
 		if (done)
 			break;
 		if (o->once) {
-			fprintf(stderr, "keyhole: %s: the session with the mux %s failed (see the log)\n", P, o->mux);
+			fprintf(stderr, "keyhole: %s: mux %s: %s\n", P, o->mux, s->why);
 			rc = KH_EXIT_FAIL;
 			break;
 		}
-		attempt = ready ? 0 : attempt + 1;
-		back_off(kh_emmg_backoff_ms(attempt ? attempt - 1 : 0));
+		attempt = ready ? 0 : attempt + 1; /* a session that got going starts the back-off again */
+		wait = kh_emmg_backoff_ms(attempt ? attempt - 1 : 0);
+		kh_log_warn("emmg.session_failed", "mux=%s reason=\"%s\" retry_ms=%llu", o->mux, s->why,
+			    (unsigned long long)wait);
+		back_off(wait);
 	}
 	kh_headend_poller_stop(p);
 	free(s);
