@@ -431,18 +431,19 @@ static int service(struct mux *m, int ms, int want_in)
 
 /* ---- the transport stream ---- */
 
-/* Our CAT (its packets) to go out at the next null packets; the current one is m->cat. */
+/* Our CAT (its packets) to go out at the next null packets; the current one is m->cat. Their
+ * continuity counters are set as they go (fill): one that replaces another not yet out leaves no
+ * gap in the counters. */
 static void queue_cat(struct mux *m)
 {
+	uint8_t cc = 0;
 	size_t len = 0;
 
-	if (kh_ts_packetise(KH_TS_PID_CAT, &m->cat_cc, m->cat, m->cat_len, m->cat_pk, sizeof m->cat_pk, &len) !=
-	    KH_OK)
+	if (kh_ts_packetise(KH_TS_PID_CAT, &cc, m->cat, m->cat_len, m->cat_pk, sizeof m->cat_pk, &len) != KH_OK)
 		return;
 	m->cat_pk_n = len / PKT;
 	m->cat_pk_at = 0;
 	m->since_cat = 0;
-	m->n.cat++;
 }
 
 /* A CAT section of the input: ours becomes its merge with our descriptor. */
@@ -473,8 +474,12 @@ static const uint8_t *fill(struct mux *m)
 {
 	const uint8_t *p;
 
-	if (m->cat_pk_at < m->cat_pk_n)
-		return m->cat_pk + PKT * m->cat_pk_at++;
+	if (m->cat_pk_at < m->cat_pk_n) {
+		uint8_t *c = m->cat_pk + PKT * m->cat_pk_at++;
+		c[3] = (uint8_t)((c[3] & 0xF0u) | (m->cat_cc++ & 0x0Fu));
+		m->n.cat += m->cat_pk_at == 1; /* a CAT goes out */
+		return c;
+	}
 	if (m->count == 0)
 		return NULL;
 	p = m->ring + m->head * PKT;

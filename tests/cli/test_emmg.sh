@@ -166,10 +166,14 @@ cmp -s in.pcr out.pcr || kh_fail "a PCR moved or changed: $(diff in.pcr out.pcr 
 python3 - out.ts center.emm <<'PYEOF' || kh_fail "the EMM PID or the CAT is wrong"
 import sys
 ts, want = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
-secs, cur, cc, cat = [], None, None, None
+secs, cur, cc, cat, catcc = [], None, None, None, None
 for i in range(0, len(ts), 188):
     p = ts[i:i + 188]
     pid = (p[1] & 0x1F) << 8 | p[2]
+    if pid == 1:
+        if catcc is not None and (p[3] & 0x0F) != ((catcc + 1) & 0x0F):
+            sys.exit("the CAT's continuity counter jumps at packet %d" % (i // 188))
+        catcc = p[3] & 0x0F
     if pid == 1 and p[1] & 0x40:
         cat = p[5:5 + 3 + ((p[6] & 0x0F) << 8 | p[7])]
     if pid != 0x123:
@@ -218,5 +222,49 @@ if command -v tshark >/dev/null 2>&1; then
 else
 	kh_note "tshark not installed: the session's decode is skipped"
 fi
+# ---- the daemon: started before its mux, it connects again after a back-off and cycles ----
+MPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+: >"$KH_META/daemon.err"
+kh_start_daemon EPID emmg --center "$C" --mux "127.0.0.1:$MPORT" --bandwidth 300 --poll 1 --protocol-version 3
+i=0
+until grep -q 'event=emmg.session_failed .*cannot connect' "$KH_META/daemon.err"; do
+	[ "$i" -lt 100 ] || kh_fail "emmg did not report the refused connection: $(cat "$KH_META/daemon.err")"
+	sleep 0.1
+	i=$((i + 1))
+done
+: >"$KH_META/daemon.out"
+kh_start_daemon MPID headend mux --in clip.ts --out cyc.ts --emmg-listen "127.0.0.1:$MPORT" --emm-pid 0x0124 \
+	--max-bandwidth 100 --regulate --wait-emmg 30
+i=0
+while kill -0 "$MPID" 2>/dev/null; do
+	[ "$i" -lt 400 ] || kh_fail "headend mux did not end with its input (with the daemon)"
+	sleep 0.1
+	i=$((i + 1))
+done
+wait "$MPID" || kh_fail "headend mux exited $?: $(cat "$KH_META/daemon.err")"
+kill -0 "$EPID" 2>/dev/null || kh_fail "emmg ended when its mux went away: $(cat "$KH_META/daemon.err")"
+kh_stop "$EPID" TERM
+[ "$KH_RC" = 0 ] || kh_fail "emmg exited $KH_RC on SIGTERM"
+[ "$(kh_size cyc.ts)" = "$(kh_size clip.ts)" ] || kh_fail "the cycled output's size differs from the input's"
+# the carousel: every section one of the center's, each of them there, the first ones again
+python3 - cyc.ts queue.json <<'PYEOF' || kh_fail "the carousel on the EMM PID is wrong"
+import base64, json, sys
+ts = open(sys.argv[1], "rb").read()
+q = [base64.urlsafe_b64decode(e["section"] + "=" * (-len(e["section"]) % 4)) for e in json.load(open(sys.argv[2]))["emms"]]
+secs, cur = [], None
+for i in range(0, len(ts), 188):
+    p = ts[i:i + 188]
+    if (p[1] & 0x1F) << 8 | p[2] != 0x124:
+        continue
+    cur = bytearray(p[5:]) if p[1] & 0x40 else cur + p[4:]
+    n = 3 + ((cur[1] & 0x0F) << 8 | cur[2])
+    if len(cur) >= n:
+        secs.append(bytes(cur[:n]))
+for s in secs:
+    assert s in q, "a section that is not the center's"
+assert secs[:len(q)] == q, "the first cycle is not the queue in order"
+assert len(secs) > len(q), "the queue was not cycled (%d sections)" % len(secs)
+PYEOF
+
 kh_stop "$SPID" TERM
 exit 0
