@@ -44,7 +44,8 @@ kh_expect_api POST /v1/subscribers '{"name":"Alice"}' 201
 kh_expect_api POST /v1/cards "{\"certificate\":\"$(kh_cert_b64 "$UA1")\"}" 201
 kh_expect_api POST /v1/products '{"id":7,"name":"Sports"}' 201
 kh_expect_api POST "/v1/cards/$UA1/assign" '{"subscriber_id":1}' 200
-kh_expect_api POST /v1/subscribers/1/subscriptions "{\"product_id\":7,\"start\":$((T - 100)),\"end\":$((T + 86400))}" 201
+SUB="{\"product_id\":7,\"start\":$((T - 100)),\"end\":$((T + 86400))}"
+kh_expect_api POST /v1/subscribers/1/subscriptions "$SUB" 201
 
 # the queue's sections, in order, as the EMMG will fetch them
 curl -s --noproxy '*' "$C/v1/emm?since=0&limit=1000" >queue.json || kh_fail "GET /v1/emm failed"
@@ -52,7 +53,8 @@ python3 - queue.json center.emm <<'PYEOF' || kh_fail "the center's queue: $(cat 
 import base64, json, sys
 d = json.load(open(sys.argv[1]))
 assert d["emms"], "empty queue"
-open(sys.argv[2], "wb").write(b"".join(base64.urlsafe_b64decode(e["section"] + "=" * (-len(e["section"]) % 4)) for e in d["emms"]))
+unb64 = lambda t: base64.urlsafe_b64decode(t + "=" * (-len(t) % 4))
+open(sys.argv[2], "wb").write(b"".join(unb64(e["section"]) for e in d["emms"]))
 print(len(d["emms"]))
 PYEOF
 NEMM=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["emms"]))' queue.json)
@@ -215,9 +217,11 @@ if command -v tshark >/dev/null 2>&1; then
 		-T fields -E separator=";" -e simulcrypt.message.type -e _ws.malformed \
 		2>"$KH_META/tshark.err" | grep -v '^;*$' >"$KH_META/tshark.out" ||
 		kh_fail "tshark: $(cat "$KH_META/tshark.err")"
-	grep -q malformed "$KH_META/tshark.out" && kh_fail "tshark finds a malformed message: $(cat "$KH_META/tshark.out")"
+	grep -q malformed "$KH_META/tshark.out" &&
+		kh_fail "tshark finds a malformed message: $(cat "$KH_META/tshark.out")"
 	for t in 0x0011 0x0013 0x0111 0x0113 0x0117 0x0118 0x0211 0x0014; do
-		grep -q "$t" "$KH_META/tshark.out" || kh_fail "tshark does not see message $t: $(cat "$KH_META/tshark.out")"
+		grep -q "$t" "$KH_META/tshark.out" ||
+			kh_fail "tshark does not see message $t: $(cat "$KH_META/tshark.out")"
 	done
 else
 	kh_note "tshark not installed: the session's decode is skipped"
@@ -250,7 +254,8 @@ kh_stop "$EPID" TERM
 python3 - cyc.ts queue.json <<'PYEOF' || kh_fail "the carousel on the EMM PID is wrong"
 import base64, json, sys
 ts = open(sys.argv[1], "rb").read()
-q = [base64.urlsafe_b64decode(e["section"] + "=" * (-len(e["section"]) % 4)) for e in json.load(open(sys.argv[2]))["emms"]]
+unb64 = lambda t: base64.urlsafe_b64decode(t + "=" * (-len(t) % 4))
+q = [unb64(e["section"]) for e in json.load(open(sys.argv[2]))["emms"]]
 secs, cur = [], None
 for i in range(0, len(ts), 188):
     p = ts[i:i + 188]
