@@ -477,4 +477,19 @@ struct kh_headend_svc_stats {
 /* KH_ERR_INVAL when i is not a service. */
 KH_WARN_UNUSED kh_err kh_headend_svc_stats(const struct kh_headend *h, unsigned i, struct kh_headend_svc_stats *st);
 
+/* ---------------------------------------------------------------------------------------- */
+/* The CAT naming our EMM PID (src/center/headend/cat.c)                                      */
+
+/*
+ * The CAT to send when the input's is sec[0..n) (NULL or n 0: the input has none): the input's
+ * descriptors kept, in order, except a CA descriptor of ca_system_id, which is replaced by ours
+ * (ca_system_id, emm_pid), and the version one more (modulo 32); without an input CAT, a CAT of
+ * version 0 with our descriptor alone. The whole section with its CRC into out (*len bytes).
+ * KH_ERR_FORMAT for an input CAT that does not parse or has several sections (the caller keeps
+ * the one it had), KH_ERR_INVAL for an EMM PID below 0x0010 or the null PID, KH_ERR_TOO_LARGE
+ * when our descriptor does not fit, KH_ERR_BUF when cap is short.
+ */
+KH_WARN_UNUSED kh_err kh_headend_cat_merge(const uint8_t *sec, size_t n, uint16_t ca_system_id, uint16_t emm_pid,
+					   uint8_t *out, size_t cap, size_t *len);
+
 #endif

@@ -170,6 +170,7 @@ int kh_cmd_demo(int argc, char **argv);
 int kh_cmd_keycard(int argc, char **argv);
 int kh_cmd_headend(int argc, char **argv);
 int kh_cmd_ecmg(int argc, char **argv);
+int kh_cmd_emmg(int argc, char **argv);
 int kh_cmd_decoder(int argc, char **argv);
 int kh_cmd_ts(int argc, char **argv);
 int kh_cmd_serve(int argc, char **argv);

@@ -460,6 +460,7 @@ static const struct kh_cli_cmd sub[] = {
 	{"keys", cmd_keys, "create, rotate, import and list the headend's keys"},
 	{"emm", kh__cli_headend_emm, "make one EMM for a card, a group or all cards"},
 	{"scramble", kh__cli_headend_scramble, "scramble a transport stream with ECMs, EMMs, PMT and CAT"},
+	{"mux", kh__cli_headend_mux, "insert an EMMG's EMMs (SimulCrypt EMMG<->MUX) in place of null packets"},
 };
 
 int kh_cmd_headend(int argc, char **argv)

@@ -19,5 +19,6 @@ int kh__cli_keys_fail(const char *path, size_t line, kh_err r);
 
 int kh__cli_headend_emm(int argc, char **argv);
 int kh__cli_headend_scramble(int argc, char **argv);
+int kh__cli_headend_mux(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@ static const struct kh_cli_cmd commands[] = {
 	{"pair", kh_cmd_pair, "pair a CAM with a card (seed 000) and exchange sealed commands"},
 	{"headend", kh_cmd_headend, "pay-TV headend: keys, EMMs, and scrambling a transport stream"},
 	{"ecmg", kh_cmd_ecmg, "SimulCrypt ECMG: ECMs for a scrambler's SCS over TCP"},
+	{"emmg", kh_cmd_emmg, "SimulCrypt EMMG: the center's EMMs to a multiplexer over TCP"},
 	{"ts", kh_cmd_ts, "look inside a transport stream: programmes, PIDs, bitrates, scrambling, ECMs, EMMs"},
 	{"decoder", kh_cmd_decoder, "watch a scrambled transport stream through a CAM and a card; buy; status"},
 	{"serve", kh_cmd_serve, "serve the management center's operator API over HTTP (/v1, /metrics)"},

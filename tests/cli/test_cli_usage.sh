@@ -335,7 +335,8 @@ for pair in "keyhole.1:" "keyhole-authority.1:authority init" "keyhole-authority
 	"keyhole-seller.1:seller list" "keyhole-seller.1:seller encrypt" "keyhole-seller.1:seller account" \
 	"keyhole-buyer.1:buyer buy" "keyhole-buyer.1:buyer open" "keyhole-buyer.1:buyer status" \
 	"keyhole-keycard.1:keycard status" "keyhole-keycard.1:keycard activate" "keyhole-keycard.1:keycard send" \
-	"keyhole-keycard.1:keycard fetch" "keyhole-keycard.1:keycard open" "keyhole-ts.1:ts inspect" "keyhole-ecmg.1:ecmg serve"; do
+	"keyhole-keycard.1:keycard fetch" "keyhole-keycard.1:keycard open" "keyhole-ts.1:ts inspect" "keyhole-ecmg.1:ecmg serve" \
+	"keyhole-emmg.1:emmg" "keyhole-headend.1:headend mux"; do
 	page=$MAN/${pair%%:*}
 	cmd=${pair#*:}
 	[ -s "$page" ] || kh_fail "missing manual page $page"

@@ -40,8 +40,9 @@ zone_of_header()
 	keyhole/http.h | keyhole/tsip.h) echo net ;;
 	keyhole/host.h | keyhole/decoder.h | keyhole/distclient.h | keyhole/escrowclient.h | keyhole/keycardhost.h | \
 		keyhole/keycardclient.h | keyhole/m1.h | keyhole/upload.h) echo host ;;
-	keyhole/authority.h | keyhole/ecmg.h | keyhole/identity.h | keyhole/distsrv.h | keyhole/distsvc.h | keyhole/escrowsvc.h | \
-		keyhole/headend.h | keyhole/keycentersvc.h | keyhole/scs.h | keyhole/secmod.h | keyhole/sms.h) echo center ;;
+	keyhole/authority.h | keyhole/ecmg.h | keyhole/emmg.h | keyhole/identity.h | keyhole/distsrv.h | keyhole/distsvc.h | \
+		keyhole/escrowsvc.h | keyhole/headend.h | keyhole/keycentersvc.h | keyhole/scs.h | keyhole/secmod.h | \
+		keyhole/sms.h) echo center ;;
 	keyhole/*) echo unknown ;;
 	*/*) echo "${1%%/*}" ;;
 	*) echo unknown ;;
