@@ -272,9 +272,6 @@ kh_err kh_headend_new(const struct kh_headend_cfg *cfg, kh_headend_sink sink, vo
 		      struct kh_headend **out)
 {
 	struct kh_headend *h = NULL;
-	uint8_t desc[16];
-	struct kh_wr w;
-	struct kh_ts_cat cat = {0};
 	size_t off = 0, n;
 	const uint8_t *sec;
 	int more;
@@ -320,13 +317,8 @@ kh_err kh_headend_new(const struct kh_headend_cfg *cfg, kh_headend_sink sink, vo
 	h->ecm_iv = (uint64_t)cfg->ecm_interval_ms * (PCR_HZ / 1000);
 	h->emm_iv = (uint64_t)cfg->emm_interval_ms * (PCR_HZ / 1000);
 	/* our CAT, until the input brings one to merge ours into */
-	kh_wr_init(&w, desc, sizeof desc);
-	if ((r = kh_ts_ca_desc_put(&w, cfg->ca_system_id, cfg->emm_pid, NULL, 0)) != KH_OK)
-		goto out;
-	cat.current = 1;
-	cat.desc = desc;
-	cat.desc_len = w.len;
-	if ((r = kh_ts_cat_build(&cat, h->cat, sizeof h->cat, &h->cat_len)) != KH_OK)
+	if ((r = kh_headend_cat_merge(NULL, 0, cfg->ca_system_id, cfg->emm_pid, h->cat, sizeof h->cat, &h->cat_len)) !=
+	    KH_OK)
 		goto out;
 	if ((r = kh_ts_asm_init(&h->pat_asm, KH_TS_PID_PAT, KH_TS_PSI_MAX)) != KH_OK ||
 	    (r = kh_ts_asm_init(&h->cat_asm, KH_TS_PID_CAT, KH_TS_PSI_MAX)) != KH_OK)
@@ -829,35 +821,12 @@ static const uint8_t *restamp(struct kh_headend *h, const uint8_t *pkt, const st
  */
 static kh_err on_cat(struct kh_headend *h, const uint8_t *sec, size_t n)
 {
-	struct kh_ts_cat cat;
-	uint8_t loop[KH_TS_PSI_MAX];
-	struct kh_ts_desc_it it;
-	const uint8_t *body;
-	uint8_t tag, len;
-	struct kh_wr w;
-	kh_err r;
+	kh_err r = kh_headend_cat_merge(sec, n, h->cfg.ca_system_id, h->cfg.emm_pid, h->cat, sizeof h->cat, &h->cat_len);
 
-	if (kh_ts_cat_parse(sec, n, &cat) != KH_OK || cat.section_number != 0 || cat.last_section_number != 0)
-		return KH_OK; /* damaged, or a CAT of several sections: ours alone */
-	kh_wr_init(&w, loop, sizeof loop);
-	kh_ts_desc_it_init(&it, cat.desc, cat.desc_len);
-	while (kh_ts_desc_next(&it, &tag, &body, &len) == 1) {
-		struct kh_ts_ca_desc ca;
-		if (tag == KH_TS_DESC_CA && kh_ts_ca_desc_parse(body, len, &ca) == KH_OK &&
-		    ca.ca_system_id == h->cfg.ca_system_id)
-			continue;
-		kh_wr_u8(&w, tag);
-		kh_wr_u8(&w, len);
-		kh_wr_bytes(&w, body, len);
-	}
-	r = kh_ts_ca_desc_put(&w, h->cfg.ca_system_id, h->cfg.emm_pid, NULL, 0);
-	if (r != KH_OK || w.err != KH_OK)
-		return fail(h, KH_ERR_TOO_LARGE, "the CAT has no room for our CA descriptor");
-	cat.desc = loop;
-	cat.desc_len = w.len;
-	cat.version = (uint8_t)((cat.version + 1) & 31);
-	if ((r = kh_ts_cat_build(&cat, h->cat, sizeof h->cat, &h->cat_len)) != KH_OK)
-		return fail(h, r, "the CAT with our CA descriptor does not fit a section");
+	if (r == KH_ERR_FORMAT)
+		return KH_OK; /* damaged, or a CAT of several sections: ours stays */
+	if (r != KH_OK)
+		return fail(h, r, "the CAT has no room for our CA descriptor");
 	return KH_OK;
 }
 
