@@ -77,6 +77,10 @@ fi
 # The distribution server: whole deliveries per second from 32 clients (docs/performance.md
 # "Distribution server"). It takes -r and -t.
 run_bench bench_distsrv -r 5 -t 3
+# The headend's scrambler: services scrambled per core in real time on a 40 Mbit/s multiplex, per
+# algorithm, against kh_scr_scramble on the same packets (docs/performance.md "Headend: a 40 Mbit/s
+# multiplex"). It takes -r and -s (stream seconds).
+run_bench bench_headend -r 7 -s 10
 # The escrow: whole purchases per second from 32 devices and hosts, against raw RSA; the device's
 # blinding against BIGNUM (docs/performance.md "Escrow").
 run_bench bench_escrow -r 5 -t 1 -c 32

@@ -50,6 +50,12 @@ smoke bench_cas -r 1 -e 20 -m 5 -d 1 -s 210
 grep -q '^bench=ecm_cw_unix ' "$KH_META/bench_cas.out" || kh_fail "bench_cas ran no socket benchmark"
 smoke bench_sms -r 1 -t 0.02 -u 8 -M 4 -k 2 -T 4 -c 40 -s 8 -d "$KH_WORK" -A "$KH_WORK"
 smoke bench_scramble -n 2000 -r 1 -t 0.02
+smoke bench_headend -s 0.5 -r 1
+for a in csa2 cissa idsa; do
+	grep -q "^bench=headend_${a}_services_per_core " "$KH_META/bench_headend.out" ||
+		kh_fail "bench_headend printed no services per core for $a"
+	grep -q "^ratio=headend_${a}_vs_raw " "$KH_META/bench_headend.out" || kh_fail "bench_headend printed no $a ratio"
+done
 smoke bench_distsrv -r 1 -t 0.2 -c 2 -s 4096
 smoke bench_dist -r 1 -t 0.02 -s 100000
 grep -q '^ratio=delivery_vs_raw_aes_gcm ' "$KH_META/bench_dist.out" || kh_fail "bench_dist printed no delivery ratio"
