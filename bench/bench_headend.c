@@ -34,7 +34,7 @@
  * nothing inserted; a run that is not so ends the bench with exit status 1.
  *
  * R rounds (-r, default 7), the three algorithms interleaved within each round; medians over
- * rounds. -p pins the process to one CPU. Output: bench= and ratio= lines (bench/util.h), '#'
+ * rounds. -a ALG runs one algorithm only (for perf record). -p pins the process to one CPU. Output: bench= and ratio= lines (bench/util.h), '#'
  * lines are comments. Set-up (making the multiplex, gathering the raw batches, copying the
  * clear packets back before each raw pass) is not timed; the engine's kh_headend_new is.
  */
@@ -543,7 +543,7 @@ static void print_header(size_t nulls, int rounds, int cpu)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: bench_headend [-s stream-seconds] [-r rounds] [-p]\n");
+	fprintf(stderr, "usage: bench_headend [-s stream-seconds] [-r rounds] [-a csa2|cissa|idsa] [-p]\n");
 	return 2;
 }
 
@@ -553,11 +553,17 @@ int main(int argc, char **argv)
 	struct kh_cas_signer sg = {.serial = 4242};
 	uint8_t pk[KH_ED25519_PK_LEN];
 	double secs = 10;
-	int rounds = 7, pin = 0, cpu = -1, o;
+	int rounds = 7, pin = 0, cpu = -1, only = -1, o;
 	size_t nulls;
 
-	while ((o = getopt(argc, argv, "s:r:p")) != -1) {
-		if (o == 's')
+	while ((o = getopt(argc, argv, "s:r:a:p")) != -1) {
+		if (o == 'a') {
+			for (int a = 0; a < NALG; a++)
+				if (!strcmp(optarg, alg_tag[a]))
+					only = a;
+			if (only < 0)
+				return usage();
+		} else if (o == 's')
 			secs = atof(optarg);
 		else if (o == 'r')
 			rounds = atoi(optarg);
@@ -577,14 +583,16 @@ int main(int argc, char **argv)
 	print_header(nulls, rounds, cpu);
 	for (int r = 0; r < rounds; r++)
 		for (int a = 0; a < NALG; a++)
-			round_alg(a, scr[a], &sg, r);
+			if (only < 0 || a == only)
+				round_alg(a, scr[a], &sg, r);
 	printf("# last engine run: %llu ECM and %llu PSI sections, %llu packets of ours in place of the %llu nulls "
 	       "in, %llu component packets scrambled before ECM 0 was out; stream time %llu ms\n",
 	       (unsigned long long)last_st.ecm, (unsigned long long)last_st.psi, (unsigned long long)last_st.replaced,
 	       (unsigned long long)last_st.nulls_in,
 	       (unsigned long long)last_st.before_ecm, (unsigned long long)last_st.stream_ms);
 	for (int a = 0; a < NALG; a++)
-		print_alg(a, rounds);
+		if (only < 0 || a == only)
+			print_alg(a, rounds);
 
 	for (int a = 0; a < NALG; a++)
 		for (unsigned p = 0; p < NPROG; p++)
