@@ -28,15 +28,18 @@
  * ratio=headend_<alg>_vs_raw is raw time / engine time within each round: the share of the
  * engine's time that is the cipher (1 would be a free engine); what is left is parsing, PSI,
  * ECMs, null replacement and the copies. ratio=raw_<alg>_vs_big says what the engine's batch
- * size costs the primitive itself. The _cpu ratios are the same over the thread's CPU time (steadier
- * when other work shares the machine). Every engine run is checked: as many packets out as in, every
- * component packet scrambled (as many as raw_<alg> scrambles), ECMs out for every service,
- * nothing inserted; a run that is not so ends the bench with exit status 1.
+ * size costs the primitive itself. The _cpu ratios are the same over the thread's CPU time
+ * (steadier when other work shares the machine). Every engine run is checked: as many packets
+ * out as in, every component packet scrambled (as many as raw_<alg> scrambles), ECMs out for
+ * every service, nothing inserted, the engine's stream time that of the multiplex; a run that is
+ * not so ends the bench with exit status 1.
  *
  * R rounds (-r, default 7), the three algorithms interleaved within each round; medians over
- * rounds. -a ALG runs one algorithm only (for perf record). -p pins the process to one CPU. Output: bench= and ratio= lines (bench/util.h), '#'
- * lines are comments. Set-up (making the multiplex, gathering the raw batches, copying the
- * clear packets back before each raw pass) is not timed; the engine's kh_headend_new is.
+ * rounds. -a ALG runs one algorithm only (for perf record). -p pins the process to one CPU.
+ * Output: bench= and ratio= lines (bench/util.h), '#' lines are comments. Set-up (making the
+ * multiplex, gathering the raw batches, copying the clear packets back before each raw pass) is
+ * not timed; the engine's kh_headend_new is. docs/performance.md "Headend: a 40 Mbit/s
+ * multiplex" has the figures.
  */
 #include <getopt.h>
 #include <stdint.h>
