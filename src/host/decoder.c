@@ -47,6 +47,7 @@
 #define PCR_MOD (((uint64_t)1 << 33) * 300)
 #define PCR_JUMP_MAX (60 * PCR_HZ) /* a larger step does not advance stream time (as the headend) */
 #define EMM_RING 8 /* EMM seqs remembered per address type, so a carousel is passed once */
+#define EMM_PIDS 4 /* EMM PIDs of the CAT followed */
 #define PKT KH_TS_PACKET_LEN
 #define SYNC 0x47u
 #define INBUF (64 * PKT) /* kh_decoder_write's window */
@@ -57,12 +58,15 @@
  * periods last seconds (docs/internals/decoder.md, "Crypto periods").
  */
 #define GLITCH 8
+#define LEFT_CHOSEN 1
+#define LEFT_RIGHTS 2
 #define GLITCH_SPAN 64
 
 /* One programme played (or waiting for its first ECM answer to know whether it may be). */
 struct prog {
-	int used, left; /* left: left out for lack of rights (auto mode), stays out */
+	int used, left; /* left: LEFT_CHOSEN (not chosen) or LEFT_RIGHTS (no rights, until an EMM) */
 	int named;      /* chosen by the caller: never left out */
+	int in;         /* known to be played: named, alone, clear, or an ECM of it answered (in the PAT) */
 	uint16_t number, pmt_pid, ecm_pid, pcr_pid;
 	uint8_t comp[NPIDS / 8]; /* its component PIDs (and PCR PID) */
 	uint8_t pmt_cc;          /* continuity counter of the rewritten PMT */
@@ -123,10 +127,12 @@ struct kh_decoder {
 	/* the programmes, and which one owns a PID (1 + index, 0: none) and its slot there (1 + index) */
 	struct prog prog[KH_DECODER_PROGRAMS];
 	uint8_t owner[NPIDS], slot_of[NPIDS], role[NPIDS];
-	uint16_t emm_pid;
+	uint16_t emm_pid[EMM_PIDS]; /* the CAT's, nemm of them */
+	unsigned nemm;
 
 	/* the PAT written: the input's programmes that are played, its own version and counter */
 	int have_pat, pat_done; /* pat_done: the packet being handled completed a PAT */
+	int pat_own;            /* the PAT written is ours (from then on, always: one continuity counter) */
 	uint8_t pat_gen, pat_cc;
 	struct kh_ts_pat pat, pat_out;
 
@@ -177,7 +183,7 @@ struct kh_decoder {
 	uint8_t brow[KH_DECODER_BATCH], bprog[KH_DECODER_BATCH];
 	uint8_t gather[KH_DECODER_BATCH * PKT]; /* one programme's scrambled packets, when several */
 
-	struct kh_ts_asm pat_asm, cat_asm, emm_asm;
+	struct kh_ts_asm pat_asm, cat_asm, emm_asm[EMM_PIDS];
 	uint8_t sec[KH_TS_PRIVATE_MAX];
 	/* rewriting a PMT or the PAT */
 	struct kh_ts_pmt pmt, pmt_out;
@@ -212,6 +218,8 @@ static void tell(struct kh_decoder *d, const struct prog *g, kh_err reason, cons
 
 static void pending_reset(struct kh_decoder *d);
 static void forget_refused(struct prog *g);
+static kh_err write_pat(struct kh_decoder *d);
+static kh_err decide_in(struct kh_decoder *d, struct prog *g, const char *why);
 
 /* ---- per-PID counts ---- */
 
@@ -693,12 +701,14 @@ static kh_err leave_out(struct kh_decoder *d, struct prog *g, kh_err why)
 {
 	kh_err r = flush(d);
 
-	g->left = 1;
+	g->left = LEFT_RIGHTS;
 	d->pat_gen++;
 	d->st.left_out++;
 	kh_log_info("decoder.left_out", "program=%u err=%s", g->number, kh_err_name(why));
 	clock_follow(d);
 	tell(d, g, why, "left out of the output: the card refused its ECM (%s)", kh_strerror(why));
+	if (r == KH_OK && d->have_pat)
+		r = write_pat(d);
 	return r;
 }
 
@@ -722,6 +732,8 @@ static kh_err ecm_answered(struct kh_decoder *d, struct prog *g, const uint8_t *
 		return KH_OK;
 	}
 	g->answered = 1;
+	if ((e = decide_in(d, g, "ecm_answered")) != KH_OK)
+		return e;
 	g->have_last = 1;
 	g->last_tid = h->table_id;
 	g->last_cp = h->cp;
@@ -855,6 +867,25 @@ static kh_err on_ecm(struct kh_decoder *d, struct prog *g, const uint8_t *sec, s
 	return pass_ecm(d, g, sec, n, &h);
 }
 
+/*
+ * The card took an EMM: the programmes left out for lack of rights are played again (in the next
+ * PAT written), and their next ECM decides anew.
+ */
+static void take_back(struct kh_decoder *d)
+{
+	for (unsigned j = 0; j < KH_DECODER_PROGRAMS; j++) {
+		struct prog *g = &d->prog[j];
+		if (!g->used || g->left != LEFT_RIGHTS)
+			continue;
+		g->left = 0;
+		g->have_notice = 0;
+		d->pat_gen++;
+		d->st.left_out--;
+		kh_log_info("decoder.taken_back", "program=%u", g->number);
+	}
+	clock_follow(d);
+}
+
 /* ---- EMMs ---- */
 
 static int emm_seen(const struct kh_decoder *d, unsigned type, uint32_t seq)
@@ -944,6 +975,7 @@ static void emm_taken(struct kh_decoder *d, unsigned type, uint32_t addr, uint32
 	if (d->cfg.changed)
 		d->cfg.changed(d->cfg.ctx, KH_DECODER_CHANGED_EMM);
 	forget_refused_all(d); /* rights may have arrived: show the card the ECMs it refused again */
+	take_back(d);
 }
 
 /*
@@ -1116,16 +1148,28 @@ static struct prog *find_prog(struct kh_decoder *d, uint16_t number)
 	return NULL;
 }
 
+/* Listed in the PAT written: chosen, not left out, and known to be played. */
 static int played(const struct prog *g)
 {
-	return g->used && !g->left;
+	return g->used && !g->left && g->in;
 }
 
-/* The first programme played (stream time, the stats, the latest ECM), or NULL. */
+/* g is known to be played now: listed in the PAT from here on (a PAT is written at once). */
+static kh_err decide_in(struct kh_decoder *d, struct prog *g, const char *why)
+{
+	if (g->in || g->left)
+		return KH_OK;
+	g->in = 1;
+	d->pat_gen++;
+	kh_log_info("decoder.program_in", "program=%u why=%s", g->number, why);
+	return d->have_pat ? write_pat(d) : KH_OK;
+}
+
+/* The first programme chosen and not left out (stream time, the stats, the latest ECM), or NULL. */
 static const struct prog *first(const struct kh_decoder *d)
 {
 	for (unsigned j = 0; j < KH_DECODER_PROGRAMS; j++)
-		if (played(&d->prog[j]))
+		if (d->prog[j].used && !d->prog[j].left)
 			return &d->prog[j];
 	return NULL;
 }
@@ -1167,8 +1211,9 @@ static void start(struct kh_decoder *d, uint16_t number, uint16_t pmt_pid, int c
 			continue;
 		memset(g, 0, sizeof *g);
 		g->used = 1;
-		g->left = !chosen;
+		g->left = chosen ? 0 : LEFT_CHOSEN;
 		g->named = !auto_mode(d) && chosen;
+		g->in = chosen && (g->named || !d->multi);
 		g->number = number;
 		g->pmt_pid = g->ecm_pid = g->pcr_pid = PID_NONE;
 		set_pid(&g->pmt_asm, &g->pmt_pid, pmt_pid, KH_TS_PSI_MAX);
@@ -1213,18 +1258,21 @@ static kh_err on_pat(struct kh_decoder *d, struct prog *unused, const uint8_t *s
 		if (d->prog[j].used && !in_pat(&d->pat, d->prog[j].number, d->prog[j].pmt_pid) &&
 		    (r = retire(d, &d->prog[j])) != KH_OK)
 			return r;
+	for (size_t i = 0; i < d->pat.n; i++)
+		if (d->pat.prog[i].program_number != 0)
+			nplay += (unsigned)chosen(d, d->pat.prog[i].program_number, nth++);
+	if (nplay > 1)
+		d->multi = 1;
+	nth = 0;
 	for (size_t i = 0; i < d->pat.n; i++) {
 		uint16_t number = d->pat.prog[i].program_number;
 		int c;
 		if (number == 0)
 			continue;
 		c = chosen(d, number, nth++);
-		nplay += (unsigned)c;
 		if (!find_prog(d, number))
 			start(d, number, d->pat.prog[i].pid, c);
 	}
-	if (nplay > 1)
-		d->multi = 1;
 	if (nplay == 0)
 		kh_log_debug("decoder.no_program", "program=%u", d->cfg.program);
 	d->have_pat = 1;
@@ -1242,7 +1290,7 @@ static int pat_whole(const struct kh_decoder *d)
 		for (unsigned j = 0; j < KH_DECODER_PROGRAMS && !g; j++)
 			if (d->prog[j].used && d->prog[j].number == pp->program_number)
 				g = &d->prog[j];
-		if (pp->program_number != 0 && (!g || g->left))
+		if (pp->program_number != 0 && (!g || !played(g)))
 			return 0;
 	}
 	return 1;
@@ -1255,6 +1303,7 @@ static kh_err write_pat(struct kh_decoder *d)
 	size_t len, plen;
 	kh_err r;
 
+	d->pat_own = 1;
 	*o = d->pat;
 	o->n = 0;
 	o->version = (uint8_t)((d->pat.version + 1u + d->pat_gen) & 31u);
@@ -1274,25 +1323,57 @@ static kh_err write_pat(struct kh_decoder *d)
 	return KH_OK;
 }
 
+/* The EMM PIDs of the CAT's CA_descriptors for our CA system, in order, distinct: how many. */
+static unsigned cat_emm_pids(const struct kh_decoder *d, const struct kh_ts_cat *cat, uint16_t *pids)
+{
+	struct kh_ts_desc_it it;
+	struct kh_ts_ca_desc ca;
+	const uint8_t *body;
+	uint8_t tag, blen;
+	unsigned n = 0, k;
+
+	kh_ts_desc_it_init(&it, cat->desc, cat->desc_len);
+	while (n < EMM_PIDS && kh_ts_desc_next(&it, &tag, &body, &blen) == 1) {
+		if (tag != KH_TS_DESC_CA || kh_ts_ca_desc_parse(body, blen, &ca) != KH_OK ||
+		    ca.ca_system_id != d->cfg.ca_system_id || ca.ca_pid == KH_TS_PID_PAT || ca.ca_pid == KH_TS_PID_CAT ||
+		    ca.ca_pid == KH_TS_PID_NULL)
+			continue;
+		for (k = 0; k < n && pids[k] != ca.ca_pid; k++)
+			;
+		if (k == n)
+			pids[n++] = ca.ca_pid;
+	}
+	return n;
+}
+
+/*
+ * The CAT: the EMM PIDs to follow. Usually one; a multiplex put together from several
+ * scramblers may name several (one per programme's headend): EMMs are taken from each, and the
+ * card still sees each EMM once (the same seq on two PIDs is one EMM).
+ */
 static kh_err on_cat(struct kh_decoder *d, struct prog *unused, const uint8_t *sec, size_t n)
 {
 	struct kh_ts_cat cat;
-	struct kh_ts_ca_desc ca;
+	uint16_t pids[EMM_PIDS];
+	unsigned k;
 
 	(void)unused;
 	if (kh_ts_cat_parse(sec, n, &cat) != KH_OK || !cat.current)
 		return KH_OK;
-	if (kh_ts_ca_desc_find(cat.desc, cat.desc_len, d->cfg.ca_system_id, &ca) != KH_OK)
+	if ((k = cat_emm_pids(d, &cat, pids)) == 0)
 		return KH_OK;
-	if (ca.ca_pid == KH_TS_PID_PAT || ca.ca_pid == KH_TS_PID_CAT || ca.ca_pid == KH_TS_PID_NULL)
-		return KH_OK;
-	if (ca.ca_pid != d->emm_pid) {
-		kh_log_info("decoder.emm_pid", "pid=%u", ca.ca_pid);
+	if (k != d->nemm || memcmp(pids, d->emm_pid, k * sizeof pids[0]) != 0) {
+		kh_log_info("decoder.emm_pid", "pid=%u pids=%u", pids[0], k);
 		memset(d->emm_n, 0, sizeof d->emm_n);
 	}
-	set_pid(&d->emm_asm, &d->emm_pid, ca.ca_pid, KH_TS_PRIVATE_MAX);
-	if (d->emm_pid != PID_NONE)
-		d->role[d->emm_pid] = KH_DECODER_ROLE_EMM;
+	for (unsigned i = 0; i < k; i++) {
+		set_pid(&d->emm_asm[i], &d->emm_pid[i], pids[i], KH_TS_PRIVATE_MAX);
+		if (d->emm_pid[i] != PID_NONE)
+			d->role[d->emm_pid[i]] = KH_DECODER_ROLE_EMM;
+	}
+	for (unsigned i = k; i < EMM_PIDS; i++)
+		d->emm_pid[i] = PID_NONE;
+	d->nemm = k;
 	return KH_OK;
 }
 
@@ -1379,6 +1460,7 @@ static kh_err on_pmt(struct kh_decoder *d, struct prog *g, const uint8_t *sec, s
 	struct kh_ts_pmt *in = &d->pmt;
 	struct kh_ts_ca_desc ca;
 	uint16_t ecm_pid = PID_NONE;
+	kh_err r;
 
 	if (kh_ts_pmt_parse(sec, n, in) != KH_OK || !in->current || in->program_number != g->number)
 		return KH_OK;
@@ -1400,7 +1482,9 @@ static kh_err on_pmt(struct kh_decoder *d, struct prog *g, const uint8_t *sec, s
 	if (g->ecm_pid != PID_NONE)
 		d->role[g->ecm_pid] = KH_DECODER_ROLE_ECM;
 	clock_follow(d);
-	return g->left ? KH_OK : write_pmt(d, g);
+	if (g->ecm_pid == PID_NONE && (r = decide_in(d, g, "clear")) != KH_OK)
+		return r;
+	return played(g) ? write_pmt(d, g) : KH_OK;
 }
 
 /* ---- stream time ---- */
@@ -1459,7 +1543,7 @@ static kh_err on_pat_pkt(struct kh_decoder *d, const uint8_t *p)
 	d->pat_done = 0;
 	if ((r = sections(d, NULL, &d->pat_asm, p, on_pat)) != KH_OK)
 		return r;
-	if (!d->have_pat || pat_whole(d))
+	if (!d->have_pat || (!d->pat_own && pat_whole(d)))
 		return pass(d, p, KH_TS_PID_PAT, NULL); /* as it came (no PAT understood yet: as today) */
 	d->st.dropped_ca++;
 	return d->pat_done ? write_pat(d) : KH_OK;
@@ -1487,10 +1571,11 @@ static kh_err route(struct kh_decoder *d, const uint8_t *p, const struct kh_ts_p
 			return prog_psi(d, g, p, pid);
 		}
 	}
-	if (pid == d->emm_pid) {
-		d->st.dropped_ca++;
-		return sections(d, NULL, &d->emm_asm, p, on_emm);
-	}
+	for (unsigned i = 0; i < d->nemm; i++)
+		if (pid == d->emm_pid[i]) {
+			d->st.dropped_ca++;
+			return sections(d, NULL, &d->emm_asm[i], p, on_emm);
+		}
 	if ((g = owner(d, pid)) != NULL) {
 		*number = g->number;
 		if (g->left) {
@@ -1668,7 +1753,9 @@ kh_err kh_decoder_new(const struct kh_decoder_config *cfg, struct kh_decoder **o
 	d->cfg = *cfg;
 	if (!d->cfg.ca_system_id)
 		d->cfg.ca_system_id = KH_DECODER_CA_SYSTEM_ID;
-	d->emm_pid = d->clock_pid = PID_NONE;
+	d->clock_pid = PID_NONE;
+	for (unsigned i = 0; i < EMM_PIDS; i++)
+		d->emm_pid[i] = PID_NONE;
 	d->multi = cfg->nprograms > 1;
 	d->role[KH_TS_PID_PAT] = d->role[KH_TS_PID_CAT] = KH_DECODER_ROLE_PSI;
 	if (!(cfg->flags & KH_DECODER_F_PASSIVE))
@@ -1706,7 +1793,7 @@ void kh_decoder_get_stats(const struct kh_decoder *d, struct kh_decoder_stats *s
 	st->program = g ? g->number : PID_NONE;
 	st->pmt_pid = g ? g->pmt_pid : PID_NONE;
 	st->ecm_pid = g ? g->ecm_pid : PID_NONE;
-	st->emm_pid = d->emm_pid;
+	st->emm_pid = d->emm_pid[0];
 	st->stream_ms = d->clock / (PCR_HZ / 1000);
 }
 
