@@ -34,18 +34,23 @@
 
 static const char play_help[] =
 	"usage: keyhole decoder play --decoder SPEC --cam SPEC --card SPEC [--ladder]\n"
-	"                            [--in FILE|-|udp://...] [--out FILE|-] [--service PROGRAM] [--buy]\n"
+	"                            [--in FILE|-|udp://...] [--out FILE|-] [--service PROGRAM]... [--buy]\n"
 	"                            [--ca-system-id ID] [--m1 DIR [--export-every SECONDS]]\n"
 	"                            [--idle-timeout SECONDS] [-v]\n"
 	"\n"
 	"Pair the decoder module with the CAM (it proves its certificate there) and the CAM with the\n"
 	"card, then read a scrambled MPEG-TS,\n"
-	"pass its ECMs and EMMs to the card and write the service in clear: ECM, EMM and CAT\n"
-	"packets dropped, the PMT without CA and scrambling descriptors, packets the card gave no\n"
-	"key for dropped. An ECM the card refuses changes nothing; a key serves only its own crypto\n"
-	"period. Bytes outside the 188-byte packet cadence are skipped and counted. Messages for\n"
-	"the viewer go to stderr, one line each. Exit status 1, with the reason on the last line,\n"
-	"when not one scrambled packet of the service could be descrambled, when the input is not\n"
+	"pass its ECMs and EMMs to the card and write the programmes in clear: ECM, EMM and CAT\n"
+	"packets dropped, the PAT listing only the programmes played, each PMT without CA and\n"
+	"scrambling descriptors, packets the card gave no key for dropped. Without --service, every\n"
+	"programme the card has rights for and the clear ones are played: a programme whose ECM the\n"
+	"card refuses for want of rights before answering any is left out, with one line. At the\n"
+	"end, one line per PID on stderr: programme, role, packets in, out, descrambled, dropped.\n"
+	"An ECM the card refuses changes nothing; a key serves only its own crypto period. Bytes\n"
+	"outside the 188-byte packet cadence are skipped and counted. Messages for the viewer go to\n"
+	"stderr, one line each. Exit status 1, with the reason on the last line, when no\n"
+	"programme is one the card has rights for, when not one scrambled packet of the programmes\n"
+	"could be descrambled, when the input is not\n"
 	"a transport stream, on SIGINT or SIGTERM, when the reader of the output goes away or the\n"
 	"output cannot be written; a --out FILE is then not written. The card stores its\n"
 	"counters however play ends.\n"
@@ -64,7 +69,9 @@ static const char play_help[] =
 	"  -o, --out FILE           clear TS to write (default -, standard output; refused when\n"
 	"                           that is a terminal, unless --out - is given); a file is\n"
 	"                           written under a temporary name and renamed when complete\n"
-	"  -s, --service PROGRAM    program_number to play (default: the first in the PAT)\n"
+	"  -s, --service PROGRAM    program_number to play; may be repeated, up to 16 (default:\n"
+	"                           every programme the card has rights for; with --ladder, one:\n"
+	"                           the first in the PAT)\n"
 	"  -C, --ca-system-id ID    CA_system_id to follow (default 0x4B48)\n"
 	"  -b, --buy                buy a pay-per-view event the card has not bought, once\n"
 	"  -M, --m1 DIR             keep the decoder's memory M1 in DIR: after the card accepts an\n"
@@ -565,8 +572,12 @@ static int play(int argc, char **argv)
 		goto out;
 	}
 	if (s.descrambled == 0 && s.dropped_nokey > 0) {
-		fprintf(stderr, "keyhole: program %u: not one packet could be descrambled: %s\n", s.program,
-			pc.why[0] ? pc.why : why_nothing(&s));
+		if (s.programs > 1)
+			fprintf(stderr, "keyhole: not one packet of the %u programmes could be descrambled: %s\n",
+				s.programs, pc.why[0] ? pc.why : why_nothing(&s));
+		else
+			fprintf(stderr, "keyhole: program %u: not one packet could be descrambled: %s\n", s.program,
+				pc.why[0] ? pc.why : why_nothing(&s));
 		goto out;
 	}
 	if (kh_cli_out_commit(&out, o.out) != KH_EXIT_OK)
