@@ -15,7 +15,7 @@
  * 188-byte packet cadence and finds it again after damage) or aligned packets in
  * (kh_decoder_feed), packets out through a callback, viewer messages through another; the card
  * is reached only through the session the caller set up. Memory is fixed at kh_decoder_new
- * (about 280 KB): section assemblers, one batch of KH_DECODER_BATCH packets, the input window
+ * (about 440 KB): section assemblers, one batch of KH_DECODER_BATCH packets, the input window
  * of kh_decoder_write, the state of up to KH_DECODER_PROGRAMS programmes (the ECMs the card
  * refused, the crypto period of each component), the per-PID counts.
  *
@@ -138,7 +138,8 @@ struct kh_decoder_stats {
 				  * ECM and component PIDs */
 	uint64_t pkts_uncounted; /* packets of PIDs beyond the KH_DECODER_PIDS counted one by one */
 	uint32_t programs;       /* programmes in the output now (listed in the PAT written) */
-	uint32_t left_out;       /* programmes left out for lack of rights */
+	uint32_t left_out;       /* programmes left out for lack of rights now (an EMM the card
+				  * accepts takes them back) */
 	uint64_t stream_ms;      /* stream time since the first PCR of the first programme played */
 	/* the first programme played (0xFFFF while unknown) */
 	uint16_t program, pmt_pid, ecm_pid, emm_pid;

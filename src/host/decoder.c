@@ -692,8 +692,8 @@ static void keyless(struct kh_decoder *d, struct prog *g)
 
 /*
  * An automatically chosen programme the card has no rights for, and never answered an ECM of:
- * out of the output from here on (its PMT, ECM and component packets dropped, the next PAT
- * written without it, under a new version). It stays out for the rest of the stream.
+ * out of the output from here on (its PMT, ECM and component packets dropped, a PAT written at
+ * once without it, under a new version), until the card accepts an EMM (take_back).
  */
 static void clock_follow(struct kh_decoder *d);
 
