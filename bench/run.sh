@@ -84,6 +84,9 @@ run_bench bench_escrow -r 5 -t 1 -c 32
 # the raw work of a relay (two HKDF, a GCM open and a seal); the key card's KC SEND and KC OPEN
 # against their derivations (docs/performance.md "Key center relay").
 run_bench bench_keycard -r 5 -t 1 -c 32
+# The SimulCrypt ECMG: CW_provision -> ECM_response over loopback TCP to `keyhole ecmg serve`, 7
+# SCS connections x 15 streams, against raw ECM sealing (docs/performance.md "SimulCrypt ECMG").
+run_bench bench_ecmg -r 7 -t 1
 if [ -r /proc/loadavg ]; then
 	echo "# loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi

@@ -329,16 +329,35 @@ KH_WARN_UNUSED kh_err kh_headend_census_pick(const struct kh_headend_census *c, 
  */
 enum kh_headend_nulls { KH_HEADEND_NULL_INSERT = 0, KH_HEADEND_NULL_REPLACE, KH_HEADEND_NULL_GROW };
 
-struct kh_headend_cfg {
+/* Components of a programme the scrambler scrambles (TSDuck's choice: video, audio and
+ * subtitles by default; data and other private streams only when asked). */
+#define KH_HEADEND_C_VIDEO 0x01u
+#define KH_HEADEND_C_AUDIO 0x02u
+#define KH_HEADEND_C_SUBTITLES 0x04u
+#define KH_HEADEND_C_DATA 0x08u /* every other elementary stream */
+#define KH_HEADEND_C_DEFAULT (KH_HEADEND_C_VIDEO | KH_HEADEND_C_AUDIO | KH_HEADEND_C_SUBTITLES)
+#define KH_HEADEND_C_ALL 0x0Fu
+
+#define KH_HEADEND_SERVICES_MAX 16 /* services scrambled in one run */
+
+/* One service (programme) of the multiplex to scramble, with its own keys and ECMs. */
+struct kh_headend_service {
+	uint16_t program;          /* program_number; 0 (first service only): the first non-zero one in the PAT */
 	enum kh_scr_alg alg;
 	int csa_reduce;            /* CSA2: reduce CWs to 48 bits (kh_scr_cw_reduce) */
 	uint8_t access;            /* KH_ECM_PRODUCT or KH_ECM_EVENT */
 	uint32_t product;
 	uint32_t event, price;
-	uint16_t program;          /* program_number; 0: the first non-zero one in the PAT */
+	uint16_t ecm_pid;          /* 0x0010..0x1FFE, distinct from every other service's and the EMM PID */
+	unsigned components;       /* KH_HEADEND_C_*: which components to scramble (0: the default) */
 	uint8_t key_id;            /* service key sealing the ECMs */
 	uint32_t key_version;
 	uint8_t service_key[KH_CAS_KEY_LEN];
+};
+
+struct kh_headend_cfg {
+	struct kh_headend_service svc[KH_HEADEND_SERVICES_MAX];
+	unsigned nsvc;             /* services in svc (1..KH_HEADEND_SERVICES_MAX) */
 	struct kh_cas_signer ecm_signer; /* signs every ECM (the key file's `signer ecm`) */
 	uint32_t revoked_version;        /* the revoked list every card must hold (0: none) */
 	uint8_t ecm_flags;               /* KH_ECM_F_*: the operator's policy, signed in every ECM */
@@ -346,7 +365,7 @@ struct kh_headend_cfg {
 	unsigned lead_ms;          /* ECM k goes out this long before period k (below period) */
 	unsigned ecm_interval_ms;  /* ECM repetition, stream time (>= 10) */
 	unsigned emm_interval_ms;  /* EMM cycle, stream time (>= 10) */
-	uint16_t ecm_pid, emm_pid; /* 0x0010..0x1FFE, distinct */
+	uint16_t emm_pid;          /* 0x0010..0x1FFE */
 	uint16_t ca_system_id;
 	uint64_t time;             /* broadcast time of period 0, Unix seconds */
 	const uint8_t *emm;        /* concatenated EMM sections (copied), may be NULL */
@@ -357,9 +376,24 @@ struct kh_headend_cfg {
 /* Where output packets go: n whole packets (n * 188 bytes). A non-KH_OK return stops the engine
  * (it becomes its sticky error). */
 typedef kh_err (*kh_headend_sink)(void *ctx, const uint8_t *pkts, size_t n);
-/* The control word of crypto period cp, called once per period in period order before it is
- * used (a test aid: `--cw-log`). cw is wiped after the call. */
-typedef void (*kh_headend_cw_fn)(void *ctx, uint32_t cp, const uint8_t *cw, size_t len);
+/* The control word of crypto period cp of service svc (an index into cfg.svc), called once per
+ * period in period order before it is used (a test aid: `--cw-log`). cw is wiped after the call. */
+typedef void (*kh_headend_cw_fn)(void *ctx, unsigned svc, uint32_t cp, const uint8_t *cw, size_t len);
+
+/*
+ * An outside ECM generator (a DVB SimulCrypt ECMG, reached by the caller as the SCS: the
+ * scrambler's `--ecmg`). With one set, the engine makes no ECM itself: for crypto period cp of
+ * service svc (an index into cfg.svc) it draws CW_cp and CW_{cp+1} and asks for the ECM that
+ * carries them (CW_per_msg 2, lead_CW 1: TS 103 197's CW_provision of CP cp), at stream time
+ * start(cp) + delay_ms (the ECMG's delay_start; cp 0 at the start, before any packet is
+ * scrambled). fn writes the ECM as one whole section into ecm (cap bytes, KH_TS_PRIVATE_MAX)
+ * and returns KH_OK, or any error: the ECM is late, and the engine goes on in degraded mode
+ * (the current control word and the ECM on air stay; the next period keeps CW_cp and its parity
+ * until an ECM carrying CW_{cp+1} is out), asking again every ECM interval; stats count it. The
+ * call is synchronous: fn waits for the ECMG (at most its max_comp_time, the caller's choice).
+ */
+typedef kh_err (*kh_headend_ecm_fn)(void *ctx, unsigned svc, uint32_t cp, const uint8_t *cw, const uint8_t *next,
+				    size_t cw_len, uint8_t *ecm, size_t cap, size_t *len);
 
 struct kh_headend;
 
@@ -381,6 +415,9 @@ KH_WARN_UNUSED kh_err kh_headend_new(const struct kh_headend_cfg *cfg, kh_headen
 KH_WARN_UNUSED kh_err kh_headend_emm_add(struct kh_headend *h, const uint8_t *emm, size_t len);
 /* Optional: the control-word callback (set before the first feed). */
 void kh_headend_set_cw_fn(struct kh_headend *h, kh_headend_cw_fn fn, void *ctx);
+/* Optional: take every ECM from fn (above), delay_ms the ECMG's delay_start (-30000..30000 ms,
+ * KH_ERR_INVAL otherwise). Set before the first feed. */
+KH_WARN_UNUSED kh_err kh_headend_set_ecm_fn(struct kh_headend *h, kh_headend_ecm_fn fn, void *ctx, int delay_ms);
 /* Wipe (keys, CWs) and free. NULL does nothing. */
 void kh_headend_free(struct kh_headend *h);
 
@@ -419,9 +456,25 @@ struct kh_headend_stats {
 	uint64_t before_ecm;    /* REPLACE: component packets scrambled before ECM 0 was out (a receiver
 				 * starts at ECM 0, as one tuning in would) */
 	uint64_t restamped;     /* GROW: PCRs rewritten */
-	uint32_t period;        /* crypto period of the last packet */
+	uint64_t ecm_late;      /* outside ECMs (kh_headend_set_ecm_fn) asked for and not had */
+	uint64_t degraded;      /* period starts where a service kept its control word (no ECM out with
+				 * the next one) */
+	uint32_t period;        /* crypto period of the last packet (of the first service) */
 	uint64_t stream_ms;     /* stream time since the first PCR */
 };
 void kh_headend_stats(const struct kh_headend *h, struct kh_headend_stats *st);
+
+/* One service's share. */
+struct kh_headend_svc_stats {
+	uint16_t program;       /* its program_number (0 until the PAT named it) */
+	uint16_t ecm_pid;
+	unsigned components;    /* component PIDs scrambled */
+	uint64_t scrambled;     /* component packets scrambled */
+	uint64_t ecm;           /* ECM sections out */
+	uint64_t degraded;      /* period starts where it kept its control word */
+	uint32_t period;        /* crypto period in use (outside ECMs: the CP number) */
+};
+/* KH_ERR_INVAL when i is not a service. */
+KH_WARN_UNUSED kh_err kh_headend_svc_stats(const struct kh_headend *h, unsigned i, struct kh_headend_svc_stats *st);
 
 #endif

@@ -232,6 +232,11 @@ KH_WARN_UNUSED kh_err kh_ts_scrambling_desc_put(struct kh_wr *w, uint8_t mode);
  * empty, or the loop's error. */
 KH_WARN_UNUSED kh_err kh_ts_scrambling_desc_find(const uint8_t *loop, size_t len, uint8_t *mode);
 
+/* What an elementary stream of a PMT carries, from its stream_type and, for PES private data
+ * (0x06), its descriptors (AC-3, E-AC-3, DTS, AAC: audio; DVB subtitling, teletext: subtitles). */
+enum kh_ts_es_kind { KH_TS_ES_VIDEO = 1, KH_TS_ES_AUDIO, KH_TS_ES_SUBTITLES, KH_TS_ES_DATA };
+enum kh_ts_es_kind kh_ts_es_kind(uint8_t stream_type, const uint8_t *desc, size_t desc_len);
+
 /* ---------------------------------------------------------------------------------------- */
 /* Tables. One section each (section_number / last_section_number are kept for PAT and CAT;  */
 /* a PMT has exactly one section). Reserved bits are ignored when parsing, set when building. */

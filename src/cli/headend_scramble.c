@@ -26,18 +26,21 @@
 #include "keyhole/store.h"
 #include "keyhole/ts.h"
 #include "keyhole/tsip.h"
+#include "cli/headend_scs.h"
 
 static const char scramble_help[] =
 	"usage: keyhole headend scramble --keys FILE [--in FILE|-] [--out FILE|-] --alg csa2|cissa|idsa\n"
-	"           (--product P | --event E [--price N]) [--service PROGRAM] [--key-id N]\n"
+	"           (--product P | --event E [--price N]) [--service PROGRAM[:SETTINGS]]... [--key-id N]\n"
+	"           [--no-video] [--no-audio] [--no-subtitles] [--data]\n"
 	"           [--key-version V] [--period SECONDS] [--lead MS] [--ecm-interval MS] [--emm FILE]...\n"
 	"           [--emm-interval MS] [--ecm-pid PID] [--emm-pid PID] [--ca-system-id ID]\n"
 	"           [--time UNIX] [--csa-reduce] [--ladder-only] [--grow] [--cw-log FILE]\n"
 	"           [--center URL [--cacert FILE] [--insecure-http] [--token-file FILE]\n"
 	"           [--center-since ID] [--emm-poll SECONDS]]\n"
-	"           [--regulate] [--idle-timeout SECONDS] [-v]\n"
+	"           [--regulate] [--idle-timeout SECONDS] [--ecmg HOST:PORT --super-cas-id ID] [-v]\n"
 	"\n"
-	"Scramble one programme of an MPEG transport stream: its components are scrambled with a\n"
+	"Scramble one programme of an MPEG transport stream (or several: --service given several\n"
+	"times): its components are scrambled with a\n"
 	"fresh control word per crypto period (on the stream's PCR time), ECMs go out on the ECM PID,\n"
 	"the EMMs of --emm are cycled on the EMM PID, the PMT gains a CA descriptor and the CAT\n"
 	"names the EMM PID (an input CAT's descriptors are kept). On a constant-bitrate input (null\n"
@@ -68,7 +71,16 @@ static const char scramble_help[] =
 	"      --price N           ... and its price; with --center the price is the catalogue's\n"
 	"                          (GET URL/v1/events/E): --price may be left out, and one that\n"
 	"                          differs is refused, as is an event the catalogue does not list\n"
-	"  -s, --service PROGRAM   program_number to scramble (default: the first in the PAT)\n"
+	"  -s, --service PROGRAM[:SETTINGS]\n"
+	"                          program_number to scramble (default: the first in the PAT); may be\n"
+	"                          repeated, each programme with its own control words and ECM PID;\n"
+	"                          SETTINGS (KEY=VALUE,...) override the options below for it: alg=,\n"
+	"                          product=, event=, price=, key-id=, ecm-pid=, components=\n"
+	"                          (video+audio+subtitles+data)\n"
+	"      --no-video          leave video components in clear (scrambled by default)\n"
+	"      --no-audio          leave audio components in clear (scrambled by default)\n"
+	"      --no-subtitles      leave subtitles in clear (scrambled by default)\n"
+	"      --data              scramble the other components too (clear by default)\n"
 	"      --key-id N          service key sealing the ECMs (default 1)\n"
 	"      --key-version V     its version (default: the highest in the key file)\n"
 	"      --period SECONDS    crypto period, 5 to 30 (default 10)\n"
@@ -100,6 +112,13 @@ static const char scramble_help[] =
 	"      --center-since ID   only the EMMs with a queue id above ID (default 0: all)\n"
 	"      --emm-poll SECONDS  poll the queue again every SECONDS of wall time, in a thread\n"
 	"                          (default 30; 0: only at start); a failed poll is a warning\n"
+	"      --ecmg HOST:PORT    take every ECM from this SimulCrypt ECMG (ETSI TS 103 197), as its\n"
+	"                          SCS: a stream per service, CW_provision each crypto period at its\n"
+	"                          start plus the ECMG's delay_start; ECMs repeated every\n"
+	"                          ECM_rep_period unless --ecm-interval; --lead unused. An ECM late\n"
+	"                          (max_comp_time + 200 ms) or an ECMG gone: the control word is\n"
+	"                          kept, said on stderr, the ECMG tried again (docs/internals/scs.md)\n"
+	"      --super-cas-id ID   with --ecmg: the Super_CAS_id to ask the ECMG for\n"
 	"  -v, --verbose           say on stderr the ECM and EMM PIDs, the catalogue's price, how\n"
 	"                          many EMMs came from the center and the last id (at start and\n"
 	"                          after each poll that brought some)\n";
@@ -137,12 +156,22 @@ static kh_err write_all(void *ctx, const uint8_t *p, size_t n)
 	return KH_OK;
 }
 
-static void log_cw(void *ctx, uint32_t cp, const uint8_t *cw, size_t len)
+/* --cw-log: one line per control word, "HEX" (one service) or "PROGRAM HEX" (several). */
+struct cwlog {
+	FILE *f;
+	const struct kh_headend_cfg *cfg;
+};
+
+static void log_cw(void *ctx, unsigned svc, uint32_t cp, const uint8_t *cw, size_t len)
 {
+	const struct cwlog *l = ctx;
 	char hex[2 * KH_CAS_CW_MAX + 1];
 	(void)cp;
 	kh_hex_encode(cw, len, hex);
-	fprintf((FILE *)ctx, "%s\n", hex);
+	if (l->cfg->nsvc > 1)
+		fprintf(l->f, "%u %s\n", l->cfg->svc[svc].program, hex);
+	else
+		fprintf(l->f, "%s\n", hex);
 	kh_wipe(hex, sizeof hex);
 }
 
@@ -319,49 +348,29 @@ static void pid_use(const struct kh_headend_census *c, uint16_t pid, char *out, 
 }
 
 /*
- * The ECM and EMM PIDs: one given (explicit) must be free in the input, else the run is refused;
- * one not given is 0x0FF0 / 0x0FF1 when free, else the next free PID above. With verbose, says
- * which on stderr. Returns KH_EXIT_OK or KH_EXIT_FAIL (the message printed).
+ * The ECMG's side of the packet path (--ecmg): a line for each time a service had to keep its
+ * control word at a period start (the engine's counters), with the client's last failure.
  */
-static int choose_pids(const struct kh_headend_census *c, const char *inname, struct kh_headend_cfg *cfg,
-		       int ecm_given, int emm_given, int verbose)
-{
-	static const uint16_t want[2] = {0x0FF0, 0x0FF1};
-	static const char *const opt[2] = {"--ecm-pid", "--emm-pid"};
-	uint16_t *pid[2] = {&cfg->ecm_pid, &cfg->emm_pid};
-	int given[2] = {ecm_given, emm_given};
-	char note[2][160] = {"", ""}, use[100];
+struct ecmg_watch {
+	struct kh_scs_client *c; /* NULL: no ECMG */
+	unsigned nsvc;
+	uint64_t degraded[KH_HEADEND_SERVICES_MAX];
+};
 
-	for (int i = 0; i < 2; i++)
-		if (given[i] && kh_headend_census_use(c, *pid[i], NULL) != KH_HEADEND_PID_FREE) {
-			pid_use(c, *pid[i], use, sizeof use);
-			fprintf(stderr,
-				"keyhole: %s: %s 0x%04X is in use in the input: %s; leave it out to have a free "
-				"PID chosen\n",
-				inname, opt[i], *pid[i], use);
-			return KH_EXIT_FAIL;
-		}
-	for (int i = 0; i < 2; i++) {
-		/* the ECMs step aside from the EMMs' PID (given, or the default when it is free), the
-		 * EMMs from the ECMs' chosen one */
-		uint16_t other = given[1 - i] || i == 1 ? *pid[1 - i] : 0;
-		if (i == 0 && !given[1] && kh_headend_census_use(c, want[1], NULL) == KH_HEADEND_PID_FREE)
-			other = want[1];
-		if (given[i])
+static void watch_ecmg(const struct kh_headend *h, struct ecmg_watch *w)
+{
+	struct kh_headend_svc_stats st;
+
+	if (!w->c)
+		return;
+	for (unsigned i = 0; i < w->nsvc; i++) {
+		if (kh_headend_svc_stats(h, i, &st) != KH_OK || st.degraded == w->degraded[i])
 			continue;
-		if (kh_headend_census_pick(c, want[i], other, pid[i]) != KH_OK) {
-			fprintf(stderr, "keyhole: %s: no free PID left for the %s\n", inname, i ? "EMMs" : "ECMs");
-			return KH_EXIT_FAIL;
-		}
-		if (*pid[i] != want[i] && kh_headend_census_use(c, want[i], NULL) != KH_HEADEND_PID_FREE) {
-			pid_use(c, want[i], use, sizeof use);
-			snprintf(note[i], sizeof note[i], " (0x%04X is in use in the input: %s)", want[i], use);
-		}
+		w->degraded[i] = st.degraded;
+		fprintf(stderr,
+			"keyhole headend scramble: ECMG late: kept the control word of period %lu (program %u)%s%s\n",
+			(unsigned long)st.period, (unsigned)st.program, w->c->why[0] ? ": " : "", w->c->why);
 	}
-	if (verbose)
-		fprintf(stderr, "keyhole headend scramble: ECM PID 0x%04X%s, EMM PID 0x%04X%s\n", cfg->ecm_pid, note[0],
-			cfg->emm_pid, note[1]);
-	return KH_EXIT_OK;
 }
 
 /* Feed n packets to the engine. On error *what names the culprit. */
@@ -377,7 +386,7 @@ static kh_err feed(struct kh_headend *h, const uint8_t *p, size_t n, const char 
 /* Streams the input through the engine: the packets of the prescan first. On error *what names
  * the culprit. */
 static kh_err pump(struct kh_headend *h, struct reader *rd, const struct prescan *ps, const char **what,
-		   const char *inname, const char *outname, const struct poll_ctx *pc)
+		   const char *inname, const char *outname, const struct poll_ctx *pc, struct ecmg_watch *ew)
 {
 	int tty = isatty(2), shown = 0, got;
 	double t0 = now_s(), last = t0;
@@ -398,6 +407,7 @@ static kh_err pump(struct kh_headend *h, struct reader *rd, const struct prescan
 		if ((r = feed(h, p, n, what, inname, outname)) != KH_OK)
 			goto out;
 		take_polled(h, pc);
+		watch_ecmg(h, ew);
 		if (tty) {
 			double t = now_s();
 			if (t - last >= 0.5) {
@@ -413,6 +423,7 @@ static kh_err pump(struct kh_headend *h, struct reader *rd, const struct prescan
 	}
 	if ((r = kh_headend_finish(h)) != KH_OK)
 		*what = r == KH_ERR_IO ? outname : inname;
+	watch_ecmg(h, ew);
 out:
 	if (shown)
 		fputc('\n', stderr);
@@ -495,7 +506,8 @@ static const char P[] = "headend scramble";
 enum {
 	O_ALG = 256, O_PRODUCT, O_EVENT, O_PRICE, O_KEYID, O_KEYVER, O_PERIOD, O_LEAD,
 	O_ECMIV, O_EMM, O_EMMIV, O_ECMPID, O_EMMPID, O_TIME, O_REDUCE, O_LADDER, O_CWLOG, O_CENTER,
-	O_CACERT, O_INSECURE, O_SINCE, O_POLL, O_GROW, O_REGULATE, O_IDLE
+	O_CACERT, O_INSECURE, O_SINCE, O_POLL, O_GROW, O_REGULATE, O_IDLE, O_NOVIDEO, O_NOAUDIO, O_NOSUBS, O_DATA,
+	O_ECMG, O_SCID
 };
 static const struct option scramble_opts[] = {
 	{"keys", required_argument, NULL, 'k'},         {"in", required_argument, NULL, 'i'},
@@ -514,21 +526,50 @@ static const struct option scramble_opts[] = {
 	{"center-since", required_argument, NULL, O_SINCE}, {"verbose", no_argument, NULL, 'v'},
 	{"emm-poll", required_argument, NULL, O_POLL},  {"token-file", required_argument, NULL, 'T'},
 	{"regulate", no_argument, NULL, O_REGULATE}, {"idle-timeout", required_argument, NULL, O_IDLE},
+	{"no-video", no_argument, NULL, O_NOVIDEO},     {"no-audio", no_argument, NULL, O_NOAUDIO},
+	{"no-subtitles", no_argument, NULL, O_NOSUBS},  {"data", no_argument, NULL, O_DATA},
+	{"ecmg", required_argument, NULL, O_ECMG},      {"super-cas-id", required_argument, NULL, O_SCID},
 	{"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0}};
+
+/* What one service's options say, and which were given (a --service spec over the defaults). */
+struct svc_opt {
+	struct kh_headend_service v;
+	uint32_t price_given;
+	int have_product, have_event, have_price, have_ecm_pid, have_alg;
+};
 
 /* The options of one run, parsed and checked. */
 struct scr_opts {
 	struct kh_headend_cfg cfg;       /* the engine's settings; the key file's keys once read */
+	struct svc_opt dflt;             /* --alg, --product, ...: every service's unless its spec says */
+	struct svc_opt svc[KH_HEADEND_SERVICES_MAX]; /* as built: cfg.svc's, with what was given */
+	const char **specs;              /* the --service values, nspec of them */
+	size_t nspec;
+	unsigned comp_off, comp_on;      /* --no-video/--no-audio/--no-subtitles, --data */
 	struct kh_headend_feed_cfg fcfg; /* the center (center NULL: none) */
 	const char *keys, *inpath, *outpath, *cwlog, *tokfile;
 	const char *inname;    /* the input as messages name it */
 	const char **emmpaths; /* the --emm files in the order given, nemm of them */
 	size_t nemm;
 	unsigned poll_s, idle_s; /* --emm-poll, --idle-timeout */
+	const char *ecmg;        /* --ecmg HOST:PORT */
+	uint32_t super_cas_id;
+	int have_scid, have_ecmiv;
 	int regulate;
-	uint32_t price_given;
-	int verbose, have_poll, have_product, have_event, have_price, have_ecm_pid, have_emm_pid;
+	int verbose, have_poll, have_emm_pid;
 };
+
+/* Whether pid is taken by us already: the EMM PID (emm: chosen already) or the ECM PID of a
+ * service (the first n services', chosen already, and any given). */
+static int ours(const struct scr_opts *o, uint16_t pid, unsigned n, int emm)
+{
+	if (emm && pid == o->cfg.emm_pid)
+		return 1;
+	for (unsigned i = 0; i < o->cfg.nsvc; i++)
+		if ((i < n || o->svc[i].have_ecm_pid) && pid == o->cfg.svc[i].ecm_pid)
+			return 1;
+	return 0;
+}
 
 /* What a run holds; run_close releases it on every path. */
 struct scr_run {
@@ -542,10 +583,13 @@ struct scr_run {
 	struct prescan ps;
 	struct kh_headend *h;
 	FILE *cwf;        /* --cw-log */
+	struct cwlog cwl;
 	struct sink sk;
 	struct kh_cli_out outf;
 	struct poll_ctx pc;
 	struct kh__cli_udp *uin, *uout; /* udp:// input and output */
+	struct kh_scs_client *scs;       /* --ecmg */
+	struct ecmg_watch ew;
 };
 
 /* One option of the center, the files and the talk into o: KH_EXIT_OK, KH_EXIT_USAGE (told), or
@@ -571,6 +615,12 @@ static int take_feed(struct scr_opts *o, int c, const char *arg)
 		o->fcfg.since = (int64_t)x;
 		break;
 	case O_REGULATE: o->regulate = 1; break;
+	case O_ECMG: o->ecmg = arg; break;
+	case O_SCID:
+		if (kh__cli_u32(arg, &o->super_cas_id) != 0)
+			return kh_cli_usage(P, "--super-cas-id takes a 32-bit number (CA_system_id << 16 | subsystem)");
+		o->have_scid = 1;
+		break;
 	case O_IDLE:
 		if (kh_cli_parse_num(arg, 86400, &x) != 0 || x == 0)
 			return kh_cli_usage(P, "--idle-timeout takes seconds, 1 to 86400");
@@ -587,44 +637,95 @@ static int take_feed(struct scr_opts *o, int c, const char *arg)
 	return KH_EXIT_OK;
 }
 
+/* One value of what a service's ECMs say into v: "alg", "product", "event", "price", "key-id",
+ * "ecm-pid", "components". 0, or -1 with why (a usage message) filled. */
+static int svc_value(struct svc_opt *v, const char *key, size_t klen, const char *arg, char *why, size_t cap)
+{
+#define KEY(k) (klen == sizeof k - 1 && strncmp(key, k, klen) == 0)
+	uint64_t x;
+
+	if (KEY("alg")) {
+		if (strcmp(arg, "csa2") == 0)
+			v->v.alg = KH_SCR_CSA2;
+		else if (strcmp(arg, "cissa") == 0)
+			v->v.alg = KH_SCR_CISSA;
+		else if (strcmp(arg, "idsa") == 0)
+			v->v.alg = KH_SCR_IDSA;
+		else
+			return snprintf(why, cap, "alg must be csa2, cissa or idsa"), -1;
+		v->have_alg = 1;
+	} else if (KEY("product") || KEY("event")) {
+		int prod = KEY("product");
+		if (kh__cli_u32(arg, prod ? &v->v.product : &v->v.event) != 0)
+			return snprintf(why, cap, "%s takes a number", prod ? "product" : "event"), -1;
+		*(prod ? &v->have_product : &v->have_event) = 1;
+	} else if (KEY("price")) {
+		if (kh__cli_u32(arg, &v->price_given) != 0)
+			return snprintf(why, cap, "price takes a number"), -1;
+		v->have_price = 1;
+	} else if (KEY("key-id")) {
+		if (kh_cli_parse_num(arg, 255, &x) != 0)
+			return snprintf(why, cap, "key-id takes a number from 0 to 255"), -1;
+		v->v.key_id = (uint8_t)x;
+	} else if (KEY("ecm-pid")) {
+		if (kh_cli_parse_num(arg, 0x1FFE, &x) != 0 || x < 0x10)
+			return snprintf(why, cap, "ecm-pid takes a PID from 0x0010 to 0x1FFE"), -1;
+		v->v.ecm_pid = (uint16_t)x;
+		v->have_ecm_pid = 1;
+	} else if (KEY("components")) {
+		unsigned c = 0;
+		for (const char *p = arg; *p;) {
+			size_t n = strcspn(p, "+");
+			if (n == 5 && strncmp(p, "video", 5) == 0)
+				c |= KH_HEADEND_C_VIDEO;
+			else if (n == 5 && strncmp(p, "audio", 5) == 0)
+				c |= KH_HEADEND_C_AUDIO;
+			else if (n == 9 && strncmp(p, "subtitles", 9) == 0)
+				c |= KH_HEADEND_C_SUBTITLES;
+			else if (n == 4 && strncmp(p, "data", 4) == 0)
+				c |= KH_HEADEND_C_DATA;
+			else
+				return snprintf(why, cap, "components takes video, audio, subtitles, data joined by +"), -1;
+			p += n + (p[n] == '+');
+		}
+		if (!c)
+			return snprintf(why, cap, "components takes video, audio, subtitles, data joined by +"), -1;
+		v->v.components = c;
+	} else {
+		return snprintf(why, cap, "unknown setting '%.*s' (alg, product, event, price, key-id, ecm-pid, "
+					  "components)", (int)klen, key), -1;
+	}
+	return 0;
+#undef KEY
+}
+
 /* What the ECMs say: algorithm, access, service key. As take_feed. */
 static int take_access(struct scr_opts *o, int c, const char *arg)
 {
+	static const char *const key[] = {[O_ALG - 256] = "alg", [O_PRODUCT - 256] = "product",
+					  [O_EVENT - 256] = "event", [O_PRICE - 256] = "price",
+					  [O_KEYID - 256] = "key-id"};
 	struct kh_headend_cfg *cfg = &o->cfg;
-	uint64_t x;
+	char why[120];
 
 	switch (c) {
 	case O_ALG:
-		if (strcmp(arg, "csa2") == 0)
-			cfg->alg = KH_SCR_CSA2;
-		else if (strcmp(arg, "cissa") == 0)
-			cfg->alg = KH_SCR_CISSA;
-		else if (strcmp(arg, "idsa") == 0)
-			cfg->alg = KH_SCR_IDSA;
-		else
-			return kh_cli_usage(P, "--alg must be csa2, cissa or idsa");
-		break;
 	case O_PRODUCT:
 	case O_EVENT:
-		if (kh__cli_u32(arg, c == O_PRODUCT ? &cfg->product : &cfg->event) != 0)
-			return kh_cli_usage(P, "%s takes a number", c == O_PRODUCT ? "--product" : "--event");
-		*(c == O_PRODUCT ? &o->have_product : &o->have_event) = 1;
-		break;
 	case O_PRICE:
-		if (kh__cli_u32(arg, &o->price_given) != 0)
-			return kh_cli_usage(P, "--price takes a number");
-		o->have_price = 1;
-		break;
 	case O_KEYID:
-		if (kh_cli_parse_num(arg, 255, &x) != 0)
-			return kh_cli_usage(P, "--key-id takes a number from 0 to 255");
-		cfg->key_id = (uint8_t)x;
+		if (svc_value(&o->dflt, key[c - 256], strlen(key[c - 256]), arg, why, sizeof why) != 0)
+			return kh_cli_usage(P, "--%s", why);
 		break;
 	case O_KEYVER:
-		if (kh__cli_u32(arg, &cfg->key_version) != 0 || cfg->key_version == 0)
+		if (kh__cli_u32(arg, &o->dflt.v.key_version) != 0 || o->dflt.v.key_version == 0)
 			return kh_cli_usage(P, "--key-version takes a number from 1");
 		break;
-	case O_REDUCE: cfg->csa_reduce = 1; break;
+	case O_REDUCE: o->dflt.v.csa_reduce = 1; break;
+	case O_NOVIDEO: o->comp_off |= KH_HEADEND_C_VIDEO; break;
+	case O_NOAUDIO: o->comp_off |= KH_HEADEND_C_AUDIO; break;
+	case O_NOSUBS: o->comp_off |= KH_HEADEND_C_SUBTITLES; break;
+	case O_DATA: o->comp_on |= KH_HEADEND_C_DATA; break;
 	case O_LADDER: cfg->ecm_flags |= KH_ECM_F_LADDER; break;
 	case O_GROW: cfg->nulls = KH_HEADEND_NULL_GROW; break;
 	default: return take_feed(o, c, arg);
@@ -640,9 +741,9 @@ static int take_stream(struct scr_opts *o, int c, const char *arg)
 
 	switch (c) {
 	case 's':
-		if (kh_cli_parse_num(arg, 0xFFFF, &x) != 0 || x == 0)
-			return kh_cli_usage(P, "--service takes a program number from 1 to 65535");
-		cfg->program = (uint16_t)x;
+		if (o->nspec == KH_HEADEND_SERVICES_MAX)
+			return kh_cli_usage(P, "at most %d --service", KH_HEADEND_SERVICES_MAX);
+		o->specs[o->nspec++] = arg;
 		break;
 	case O_PERIOD:
 		if (parse_ms(arg, KH_HEADEND_PERIOD_MIN, KH_HEADEND_PERIOD_MAX, &cfg->period_s) != 0)
@@ -656,13 +757,19 @@ static int take_stream(struct scr_opts *o, int c, const char *arg)
 	case O_EMMIV:
 		if (parse_ms(arg, 10, 60000, c == O_ECMIV ? &cfg->ecm_interval_ms : &cfg->emm_interval_ms) != 0)
 			return kh_cli_usage(P, "%s takes 10 to 60000 ms", c == O_ECMIV ? "--ecm-interval" : "--emm-interval");
+		o->have_ecmiv |= c == O_ECMIV;
 		break;
 	case O_ECMPID:
 	case O_EMMPID:
 		if (kh_cli_parse_num(arg, 0x1FFE, &x) != 0 || x < 0x10)
 			return kh_cli_usage(P, "%s takes a PID from 0x0010 to 0x1FFE", c == O_ECMPID ? "--ecm-pid" : "--emm-pid");
-		*(c == O_ECMPID ? &cfg->ecm_pid : &cfg->emm_pid) = (uint16_t)x;
-		*(c == O_ECMPID ? &o->have_ecm_pid : &o->have_emm_pid) = 1;
+		if (c == O_ECMPID) {
+			o->dflt.v.ecm_pid = (uint16_t)x;
+			o->dflt.have_ecm_pid = 1;
+		} else {
+			cfg->emm_pid = (uint16_t)x;
+			o->have_emm_pid = 1;
+		}
 		break;
 	case 'C':
 		if (kh_cli_parse_num(arg, 0xFFFF, &x) != 0)
@@ -684,18 +791,32 @@ static int check(const struct scr_opts *o)
 	const struct kh_headend_cfg *cfg = &o->cfg;
 	const struct kh_headend_feed_cfg *f = &o->fcfg;
 
-	if (!o->keys || !cfg->alg)
+	if (!o->keys)
 		return kh_cli_usage(P, "--keys and --alg are required");
-	if (o->have_product == o->have_event || (o->have_product && o->have_price) ||
-	    (o->have_event && !o->have_price && !f->center))
-		return kh_cli_usage(P, "give either --product or --event with --price (with --center, the price may "
-				       "come from the center's catalogue)");
-	if (cfg->csa_reduce && cfg->alg != KH_SCR_CSA2)
-		return kh_cli_usage(P, "--csa-reduce is for --alg csa2 only");
+	for (unsigned i = 0; i < cfg->nsvc; i++) {
+		const struct svc_opt *v = &o->svc[i];
+		if (!v->have_alg)
+			return kh_cli_usage(P, o->nspec > 1 ? "--service %u: give alg= or --alg" : "--keys and --alg are required",
+					    cfg->svc[i].program);
+		if (v->have_product == v->have_event || (v->have_product && v->have_price) ||
+		    (v->have_event && !v->have_price && !f->center))
+			return kh_cli_usage(P, "give either --product or --event with --price (with --center, the price "
+					       "may come from the center's catalogue)%s", o->nspec > 1 ? ", for each --service" : "");
+		if (cfg->svc[i].csa_reduce && cfg->svc[i].alg != KH_SCR_CSA2)
+			return kh_cli_usage(P, "--csa-reduce is for --alg csa2 only");
+		if (!cfg->svc[i].components)
+			return kh_cli_usage(P, "--no-video, --no-audio and --no-subtitles leave nothing to scramble");
+		for (unsigned j = 0; j < i; j++) {
+			if (cfg->svc[j].program == cfg->svc[i].program)
+				return kh_cli_usage(P, "--service is given twice for program %u", cfg->svc[i].program);
+			if (v->have_ecm_pid && o->svc[j].have_ecm_pid && cfg->svc[j].ecm_pid == cfg->svc[i].ecm_pid)
+				return kh_cli_usage(P, "ECM PID 0x%04X is given to two services", cfg->svc[i].ecm_pid);
+		}
+		if (v->have_ecm_pid && o->have_emm_pid && cfg->svc[i].ecm_pid == cfg->emm_pid)
+			return kh_cli_usage(P, "--ecm-pid and --emm-pid must differ");
+	}
 	if (cfg->lead_ms >= cfg->period_s * 1000u)
 		return kh_cli_usage(P, "--lead must be shorter than the period");
-	if (o->have_ecm_pid && o->have_emm_pid && cfg->ecm_pid == cfg->emm_pid)
-		return kh_cli_usage(P, "--ecm-pid and --emm-pid must differ");
 	if (!f->center && (f->cacert || f->insecure_http || f->since || o->have_poll || o->tokfile))
 		return kh_cli_usage(P, "--cacert, --insecure-http, --center-since, --emm-poll and --token-file go "
 				       "with --center");
@@ -713,7 +834,71 @@ static int check(const struct scr_opts *o)
 		return kh_cli_usage(P, "--idle-timeout goes with --in udp://...");
 	if (o->regulate && (!o->outpath || !kh_tsip_is_url(o->outpath)))
 		return kh_cli_usage(P, "--regulate goes with --out udp://...");
+	if (!o->ecmg != !o->have_scid)
+		return kh_cli_usage(P, "--ecmg and --super-cas-id go together");
+	char host[256];
+	uint16_t port;
+	if (o->ecmg && (kh_cli_parse_listen(o->ecmg, host, sizeof host, &port) != 0 || port == 0))
+		return kh_cli_usage(P, "--ecmg: '%s' is not HOST:PORT", o->ecmg);
 	return kh_cli_refuse_tty_out(P, o->outpath);
+}
+
+/*
+ * The services, into o->svc and o->cfg.svc: each --service PROGRAM[:KEY=VALUE,...] over the
+ * defaults (--alg, --product, ...; --ecm-pid is the first service's), or one service (the first
+ * program of the PAT) when none is given. KH_EXIT_OK or KH_EXIT_USAGE (told).
+ */
+static int build_services(struct scr_opts *o)
+{
+	unsigned comp = (KH_HEADEND_C_DEFAULT | o->comp_on) & ~o->comp_off;
+	char why[160];
+	uint64_t x;
+
+	o->cfg.nsvc = o->nspec ? (unsigned)o->nspec : 1;
+	for (unsigned i = 0; i < o->cfg.nsvc; i++) {
+		struct svc_opt *v = &o->svc[i];
+		const char *spec = o->nspec ? o->specs[i] : NULL, *p;
+		char num[8];
+		size_t n;
+
+		*v = o->dflt;
+		v->v.components = comp;
+		if (i > 0)
+			v->have_ecm_pid = 0; /* --ecm-pid is the first service's */
+		if (spec) {
+			n = strcspn(spec, ":");
+			if (n == 0 || n >= sizeof num)
+				return kh_cli_usage(P, "--service takes PROGRAM[:alg=...,product=...,...]");
+			memcpy(num, spec, n);
+			num[n] = 0;
+			if (kh_cli_parse_num(num, 0xFFFF, &x) != 0 || x == 0)
+				return kh_cli_usage(P, "--service takes a program number from 1 to 65535");
+			v->v.program = (uint16_t)x;
+			for (p = spec[n] ? spec + n + 1 : spec + n; *p;) {
+				size_t len = strcspn(p, ","), klen = strcspn(p, "=");
+				char val[64];
+				if (klen >= len || len - klen - 1 >= sizeof val)
+					return kh_cli_usage(P, "--service %s: settings are KEY=VALUE, comma-separated", spec);
+				memcpy(val, p + klen + 1, len - klen - 1);
+				val[len - klen - 1] = 0;
+				if (strncmp(p, "event", klen) == 0 && klen == 5)
+					v->have_product = 0; /* the spec's access replaces the default's */
+				if (strncmp(p, "product", klen) == 0 && klen == 7)
+					v->have_event = v->have_price = 0;
+				if (svc_value(v, p, klen, val, why, sizeof why) != 0)
+					return kh_cli_usage(P, "--service %s: %s", spec, why);
+				p += len + (p[len] == ',');
+			}
+		}
+		v->v.access = v->have_product ? KH_ECM_PRODUCT : KH_ECM_EVENT;
+		v->v.price = v->price_given;
+		if (!v->have_product)
+			v->v.product = 0;
+		if (!v->have_event)
+			v->v.event = v->v.price = 0;
+		o->cfg.svc[i] = v->v;
+	}
+	return KH_EXIT_OK;
 }
 
 /*
@@ -728,21 +913,22 @@ static int parse(int argc, char **argv, struct scr_opts *o)
 	memset(o, 0, sizeof *o);
 	o->inpath = "-";
 	o->poll_s = 30;
-	o->cfg.key_id = 1;
+	o->dflt.v.key_id = 1;
+	o->dflt.v.ecm_pid = 0x0FF0;
 	o->cfg.period_s = 10;
 	o->cfg.lead_ms = 1000;
 	o->cfg.ecm_interval_ms = 100;
 	o->cfg.emm_interval_ms = 100;
-	o->cfg.ecm_pid = 0x0FF0;
 	o->cfg.emm_pid = 0x0FF1;
 	o->cfg.ca_system_id = KH_HEADEND_DEFAULT_CA_SYSTEM_ID;
 	o->cfg.time = (uint64_t)time(NULL);
-	if (!(o->emmpaths = calloc((size_t)argc + 1, sizeof *o->emmpaths)))
+	if (!(o->emmpaths = calloc((size_t)argc + 1, sizeof *o->emmpaths)) ||
+	    !(o->specs = calloc((size_t)argc + 1, sizeof *o->specs)))
 		return kh_cli_fail(P, KH_ERR_NOMEM);
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+k:i:o:s:C:T:vh", scramble_opts, NULL)) != -1) {
-		const char *dup = c == O_EMM ? NULL : kh_cli_twice(scramble_opts, c, seen);
+		const char *dup = c == O_EMM || c == 's' ? NULL : kh_cli_twice(scramble_opts, c, seen);
 		if (dup)
 			return kh_cli_usage(P, "--%s is given twice (it takes one value)", dup);
 		if (c == 'h') {
@@ -756,12 +942,10 @@ static int parse(int argc, char **argv, struct scr_opts *o)
 	}
 	if (optind != argc)
 		return kh_cli_usage(P, "unexpected argument '%s'", argv[optind]);
-	if ((rc = check(o)) != 0)
+	if ((rc = build_services(o)) != KH_EXIT_OK || (rc = check(o)) != 0)
 		return rc;
 	if (!o->outpath)
 		o->outpath = "-";
-	o->cfg.access = o->have_product ? KH_ECM_PRODUCT : KH_ECM_EVENT;
-	o->cfg.price = o->price_given;
 	o->inname = strcmp(o->inpath, "-") == 0 ? "standard input" : o->inpath;
 	return KH_EXIT_OK;
 }
@@ -777,12 +961,15 @@ static int open_keys(struct scr_opts *o)
 
 	if ((r = kh_headend_keys_load(o->keys, &k, &line)) != KH_OK)
 		return kh__cli_keys_fail(o->keys, line, r);
-	r = kh_headend_keys_get(k, cfg->key_id, cfg->key_version, cfg->service_key, &cfg->key_version);
-	if (r != KH_OK) {
-		kh_headend_keys_free(k);
-		fprintf(stderr, "keyhole: %s: no service key %u%s\n", o->keys, cfg->key_id,
-			cfg->key_version ? " of that version" : "");
-		return KH_EXIT_FAIL;
+	for (unsigned i = 0; i < cfg->nsvc; i++) {
+		struct kh_headend_service *v = &cfg->svc[i];
+		r = kh_headend_keys_get(k, v->key_id, v->key_version, v->service_key, &v->key_version);
+		if (r != KH_OK) {
+			kh_headend_keys_free(k);
+			fprintf(stderr, "keyhole: %s: no service key %u%s\n", o->keys, v->key_id,
+				v->key_version ? " of that version" : "");
+			return KH_EXIT_FAIL;
+		}
 	}
 	r = kh_headend_keys_signer(k, KH_ROLE_ECM_SIGNER, &cfg->ecm_signer, NULL, NULL);
 	cfg->revoked_version = kh_headend_keys_revoked(k);
@@ -796,28 +983,34 @@ static int open_keys(struct scr_opts *o)
 }
 
 /* With --center and --event: the catalogue's price, the one the center invoices (a purchase must
- * cost that), into o->cfg. As open_keys. */
+ * cost that), into each event service of o->cfg. As open_keys. */
 static int catalogue_price(struct scr_opts *o, const char *tok)
 {
-	uint32_t price = 0;
-	char why[256];
-	kh_err r;
+	for (unsigned i = 0; i < o->cfg.nsvc; i++) {
+		struct kh_headend_service *v = &o->cfg.svc[i];
+		uint32_t price = 0;
+		char why[256];
+		kh_err r;
 
-	if ((r = kh_headend_event_price(&o->fcfg, tok, o->cfg.event, &price, why, sizeof why)) != KH_OK) {
-		fprintf(stderr, "keyhole: %s: %s\n", o->fcfg.center, why[0] ? why : kh_strerror(r));
-		return KH_EXIT_FAIL;
+		if (v->access != KH_ECM_EVENT)
+			continue;
+		if ((r = kh_headend_event_price(&o->fcfg, tok, v->event, &price, why, sizeof why)) != KH_OK) {
+			fprintf(stderr, "keyhole: %s: %s\n", o->fcfg.center, why[0] ? why : kh_strerror(r));
+			return KH_EXIT_FAIL;
+		}
+		if (o->svc[i].have_price && price != o->svc[i].price_given) {
+			fprintf(stderr,
+				"keyhole: %s: --price %lu differs from the catalogue's price of event %lu (%lu); leave "
+				"--price out to take the catalogue's\n",
+				o->fcfg.center, (unsigned long)o->svc[i].price_given, (unsigned long)v->event,
+				(unsigned long)price);
+			return KH_EXIT_FAIL;
+		}
+		v->price = price;
+		if (o->verbose)
+			fprintf(stderr, "keyhole headend scramble: event %lu costs %lu in the center's catalogue\n",
+				(unsigned long)v->event, (unsigned long)price);
 	}
-	if (o->have_price && price != o->price_given) {
-		fprintf(stderr,
-			"keyhole: %s: --price %lu differs from the catalogue's price of event %lu (%lu); leave "
-			"--price out to take the catalogue's\n",
-			o->fcfg.center, (unsigned long)o->price_given, (unsigned long)o->cfg.event, (unsigned long)price);
-		return KH_EXIT_FAIL;
-	}
-	o->cfg.price = price;
-	if (o->verbose)
-		fprintf(stderr, "keyhole headend scramble: event %lu costs %lu in the center's catalogue\n",
-			(unsigned long)o->cfg.event, (unsigned long)price);
 	return KH_EXIT_OK;
 }
 
@@ -844,6 +1037,78 @@ static int fetch_center(const struct scr_opts *o, struct scr_run *s)
 	s->emm = all;
 	s->emm_len += cemm_len;
 	return KH_EXIT_OK;
+}
+
+/* A PID given must be free in the input. KH_EXIT_OK or KH_EXIT_FAIL (told). */
+static int pid_free(const struct kh_headend_census *c, const char *inname, const char *opt, uint16_t pid)
+{
+	char use[100];
+
+	if (kh_headend_census_use(c, pid, NULL) == KH_HEADEND_PID_FREE)
+		return KH_EXIT_OK;
+	pid_use(c, pid, use, sizeof use);
+	fprintf(stderr, "keyhole: %s: %s 0x%04X is in use in the input: %s; leave it out to have a free PID chosen\n",
+		inname, opt, pid, use);
+	return KH_EXIT_FAIL;
+}
+
+/*
+ * The ECM and EMM PIDs: one given (explicit) must be free in the input, else the run is refused;
+ * one not given is the first PID from 0x0FF1 (EMMs) / 0x0FF0 (ECMs of the first service, then
+ * upwards) that neither the input nor another of ours uses. With verbose, says which on stderr.
+ * Returns KH_EXIT_OK or KH_EXIT_FAIL (the message printed).
+ */
+static int choose_pids(const struct kh_headend_census *c, const char *inname, struct scr_opts *o)
+{
+	struct kh_headend_cfg *cfg = &o->cfg;
+	uint16_t pid;
+
+	if (o->have_emm_pid && pid_free(c, inname, "--emm-pid", cfg->emm_pid) != KH_EXIT_OK)
+		return KH_EXIT_FAIL;
+	for (unsigned i = 0; i < cfg->nsvc; i++)
+		if (o->svc[i].have_ecm_pid &&
+		    pid_free(c, inname, o->nspec > 1 ? "ecm-pid=" : "--ecm-pid", cfg->svc[i].ecm_pid) != KH_EXIT_OK)
+			return KH_EXIT_FAIL;
+	if (!o->have_emm_pid) {
+		for (pid = 0x0FF1; ours(o, pid, 0, 0) || kh_headend_census_use(c, pid, NULL) != KH_HEADEND_PID_FREE;)
+			if (kh_headend_census_pick(c, pid == 0x1FFE ? 0x0020 : (uint16_t)(pid + 1), 0, &pid) != KH_OK)
+				goto full;
+		cfg->emm_pid = pid;
+	}
+	for (unsigned i = 0; i < cfg->nsvc; i++) {
+		if (o->svc[i].have_ecm_pid)
+			continue;
+		for (pid = 0x0FF0; ours(o, pid, i, 1) || kh_headend_census_use(c, pid, NULL) != KH_HEADEND_PID_FREE;)
+			if (kh_headend_census_pick(c, pid == 0x1FFE ? 0x0020 : (uint16_t)(pid + 1), 0, &pid) != KH_OK)
+				goto full;
+		cfg->svc[i].ecm_pid = pid;
+	}
+	if (o->verbose) {
+		char use[100];
+		fprintf(stderr, "keyhole headend scramble: ");
+		for (unsigned i = 0; i < cfg->nsvc; i++) {
+			fprintf(stderr, "ECM PID 0x%04X", cfg->svc[i].ecm_pid);
+			if (cfg->nsvc > 1)
+				fprintf(stderr, " (program %u)", cfg->svc[i].program);
+			if (i == 0 && cfg->svc[0].ecm_pid != 0x0FF0 && !o->svc[0].have_ecm_pid &&
+			    kh_headend_census_use(c, 0x0FF0, NULL) != KH_HEADEND_PID_FREE) {
+				pid_use(c, 0x0FF0, use, sizeof use);
+				fprintf(stderr, " (0x0FF0 is in use in the input: %s)", use);
+			}
+			fprintf(stderr, ", ");
+		}
+		fprintf(stderr, "EMM PID 0x%04X", cfg->emm_pid);
+		if (cfg->emm_pid != 0x0FF1 && !o->have_emm_pid &&
+		    kh_headend_census_use(c, 0x0FF1, NULL) != KH_HEADEND_PID_FREE) {
+			pid_use(c, 0x0FF1, use, sizeof use);
+			fprintf(stderr, " (0x0FF1 is in use in the input: %s)", use);
+		}
+		fputc('\n', stderr);
+	}
+	return KH_EXIT_OK;
+full:
+	fprintf(stderr, "keyhole: %s: no free PID left for the ECMs and EMMs\n", inname);
+	return KH_EXIT_FAIL;
 }
 
 /*
@@ -911,7 +1176,7 @@ static int open_input(struct scr_opts *o, struct scr_run *s)
 		return KH_EXIT_FAIL;
 	}
 	choose_nulls(&s->ps, o);
-	return choose_pids(s->census, o->inname, &o->cfg, o->have_ecm_pid, o->have_emm_pid, o->verbose);
+	return choose_pids(s->census, o->inname, o);
 }
 
 /* The engine, the control-word log, the output and the poller of the center's queue. As
@@ -931,7 +1196,9 @@ static int open_output(struct scr_opts *o, struct scr_run *s)
 				close(fd);
 			return kh_cli_fail(o->cwlog, KH_ERR_IO);
 		}
-		kh_headend_set_cw_fn(s->h, log_cw, s->cwf);
+		s->cwl.f = s->cwf;
+		s->cwl.cfg = &o->cfg;
+		kh_headend_set_cw_fn(s->h, log_cw, &s->cwl);
 	}
 	if (kh_tsip_is_url(o->outpath)) { /* a socket: nothing to rename */
 		int rc = kh__cli_udp_out(P, o->outpath, o->regulate, &s->sk.fd, &s->uout);
@@ -953,27 +1220,79 @@ static int open_output(struct scr_opts *o, struct scr_run *s)
 	return KH_EXIT_OK;
 }
 
-/* Everything the run needs, in the order a failure is told: token, keys, EMMs, input, output. */
+/*
+ * --ecmg: connected, the channel and a stream per service set up (ECM_id its ECM PID, the crypto
+ * period, its access criteria); the ECM repetition the ECMG's unless --ecm-interval. As open_keys.
+ */
+static int open_ecmg(struct scr_opts *o, struct scr_run *s)
+{
+	struct kh_scs_client *c;
+	kh_err r;
+
+	if (!o->ecmg)
+		return KH_EXIT_OK;
+	if (!(c = s->scs = calloc(1, sizeof *c)))
+		return kh_cli_fail(P, KH_ERR_NOMEM);
+	c->fd = -1;
+	(void)kh_cli_parse_listen(o->ecmg, c->host, sizeof c->host, &c->port); /* checked by check() */
+	c->super_cas_id = o->super_cas_id;
+	c->n_svc = o->cfg.nsvc;
+	for (unsigned i = 0; i < o->cfg.nsvc; i++) {
+		const struct kh_headend_service *v = &o->cfg.svc[i];
+		c->svc[i].ecm_id = v->ecm_pid;
+		c->svc[i].nominal_cp = (uint16_t)(o->cfg.period_s * 10u);
+		c->svc[i].ac_len = kh_scs_access_criteria(v->access, v->product, v->event, v->price, c->svc[i].ac);
+	}
+	if ((r = kh_scs_client_open(c, 5000)) != KH_OK) {
+		fprintf(stderr, "keyhole: %s: ECMG %s: %s\n", P, o->ecmg, c->why);
+		return KH_EXIT_FAIL;
+	}
+	if (!o->have_ecmiv && c->ch.ecm_rep_period)
+		o->cfg.ecm_interval_ms = c->ch.ecm_rep_period < 10 ? 10u : c->ch.ecm_rep_period;
+	s->ew.c = c;
+	s->ew.nsvc = o->cfg.nsvc;
+	return KH_EXIT_OK;
+}
+
+/* The engine takes its ECMs from the ECMG, delay_start after each period's start. As open_keys. */
+static int use_ecmg(const struct scr_opts *o, struct scr_run *s)
+{
+	kh_err r;
+
+	if (!s->scs)
+		return KH_EXIT_OK;
+	if ((r = kh_headend_set_ecm_fn(s->h, kh_scs_client_ecm, s->scs, s->scs->ch.delay_start)) != KH_OK) {
+		fprintf(stderr, "keyhole: %s: ECMG %s: delay_start %d ms is out of range\n", P, o->ecmg,
+			s->scs->ch.delay_start);
+		return KH_EXIT_FAIL;
+	}
+	return KH_EXIT_OK;
+}
+
+/* Everything the run needs, in the order a failure is told: token, keys, EMMs, input, ECMG,
+ * output. */
 static int prepare(struct scr_opts *o, struct scr_run *s)
 {
 	if (o->tokfile && kh_cli_read_token(o->tokfile, &s->tok) != KH_EXIT_OK)
 		return KH_EXIT_FAIL;
 	if (open_keys(o) != KH_EXIT_OK || read_emms(o->emmpaths, o->nemm, &s->emm, &s->emm_len) != KH_EXIT_OK)
 		return KH_EXIT_FAIL;
-	if (o->fcfg.center && o->have_event && catalogue_price(o, s->tok) != KH_EXIT_OK)
+	if (o->fcfg.center && catalogue_price(o, s->tok) != KH_EXIT_OK)
 		return KH_EXIT_FAIL;
 	if (o->fcfg.center && fetch_center(o, s) != KH_EXIT_OK)
 		return KH_EXIT_FAIL;
-	if (open_input(o, s) != KH_EXIT_OK)
+	if (open_input(o, s) != KH_EXIT_OK || open_ecmg(o, s) != KH_EXIT_OK)
 		return KH_EXIT_FAIL;
-	return open_output(o, s);
+	if (open_output(o, s) != KH_EXIT_OK)
+		return KH_EXIT_FAIL;
+	return use_ecmg(o, s);
 }
 
 /* The stream through the engine. KH_EXIT_OK, or KH_EXIT_FAIL with the culprit named. */
 static int run(const struct scr_opts *o, struct scr_run *s)
 {
 	const char *what = NULL, *why;
-	kh_err r = pump(s->h, s->rd, &s->ps, &what, o->inname, o->outpath, &s->pc);
+	kh_err r = pump(s->h, s->rd, &s->ps, &what, o->inname, o->outpath, &s->pc, &s->ew);
 
 	prescan_free(&s->ps);
 	if (r == KH_OK)
@@ -1016,6 +1335,14 @@ static int report(const struct scr_opts *o, struct scr_run *s)
 		return KH_EXIT_FAIL;
 	kh_headend_stats(s->h, &st);
 	warn_damage(o->inname, &s->rd->sync, &st);
+	if (s->scs) {
+		kh_scs_client_close(s->scs);
+		if (st.ecm_late)
+			fprintf(stderr,
+				"keyhole headend scramble: ECMG late: %llu ECM request(s) not answered, %llu period "
+				"start(s) with the control word kept\n", (unsigned long long)st.ecm_late,
+				(unsigned long long)st.degraded);
+	}
 	if (o->verbose && o->cfg.nulls != KH_HEADEND_NULL_INSERT)
 		fprintf(stderr,
 			"keyhole headend scramble: %llu packet(s) in place of null or dropped packets, %llu inserted, "
@@ -1048,6 +1375,11 @@ static void run_close(struct scr_opts *o, struct scr_run *s)
 	prescan_free(&s->ps);
 	kh_headend_census_free(s->census);
 	kh_headend_free(s->h);
+	if (s->scs) {
+		kh_scs_client_close(s->scs);
+		kh_wipe(s->scs, sizeof *s->scs);
+		free(s->scs);
+	}
 	kh_wipe(&o->cfg, sizeof o->cfg);
 	if (s->emm) {
 		kh_wipe(s->emm, s->emm_len);
@@ -1055,6 +1387,7 @@ static void run_close(struct scr_opts *o, struct scr_run *s)
 	}
 	free(s->cemm);
 	free(o->emmpaths);
+	free(o->specs);
 	kh_cli_free_token(s->tok);
 }
 

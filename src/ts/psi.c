@@ -398,6 +398,45 @@ kh_err kh_ts_scrambling_desc_find(const uint8_t *loop, size_t len, uint8_t *mode
 	return k == 0 ? KH_ERR_NOTFOUND : k;
 }
 
+static enum kh_ts_es_kind private_pes_kind(const uint8_t *desc, size_t desc_len)
+{
+	struct kh_ts_desc_it it;
+	const uint8_t *b;
+	uint8_t t, l;
+
+	kh_ts_desc_it_init(&it, desc, desc_len);
+	while (kh_ts_desc_next(&it, &t, &b, &l) == 1) {
+		switch (t) {
+		case 0x6A: /* AC-3 */
+		case 0x7A: /* enhanced AC-3 */
+		case 0x7B: /* DTS */
+		case 0x7C: /* AAC */
+			return KH_TS_ES_AUDIO;
+		case 0x56: /* teletext */
+		case 0x59: /* DVB subtitling */
+			return KH_TS_ES_SUBTITLES;
+		default:
+			break;
+		}
+	}
+	return KH_TS_ES_DATA;
+}
+
+enum kh_ts_es_kind kh_ts_es_kind(uint8_t stream_type, const uint8_t *desc, size_t desc_len)
+{
+	switch (stream_type) {
+	case 0x01: case 0x02: case 0x10: case 0x1B: case 0x1F: case 0x20: case 0x24: case 0x33: case 0x42:
+	case 0xD1: case 0xEA:
+		return KH_TS_ES_VIDEO;
+	case 0x03: case 0x04: case 0x0F: case 0x11: case 0x1C: case 0x81: case 0x87:
+		return KH_TS_ES_AUDIO;
+	case 0x06:
+		return private_pes_kind(desc, desc_len);
+	default:
+		return KH_TS_ES_DATA;
+	}
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Tables                                                                                    */
 

@@ -57,6 +57,9 @@ grep -q '^ratio=handshake_vs_primitives ' "$KH_META/bench_dist.out" || kh_fail "
 smoke bench_secmod -r 1 -t 0.02 -c 4
 smoke bench_escrow -r 1 -t 0.05 -c 2
 smoke bench_keycard -r 1 -t 0.05 -c 2
+smoke bench_ecmg -r 1 -t 0.02 -c 2 -s 2
+grep -q '^ratio=ecm_busy_vs_raw ' "$KH_META/bench_ecmg.out" || kh_fail "bench_ecmg printed no ratio"
+grep -q '^bench=ecm_rtt_lone_p99 ' "$KH_META/bench_ecmg.out" || kh_fail "bench_ecmg printed no latency"
 grep -q '^ratio=relay_vs_raw ' "$KH_META/bench_keycard.out" || kh_fail "bench_keycard printed no relay ratio"
 grep -q '^ratio=card_open_vs_raw ' "$KH_META/bench_keycard.out" || kh_fail "bench_keycard printed no KC OPEN ratio"
 grep -q '^ratio=secmod_4_vs_raw ' "$KH_META/bench_secmod.out" || kh_fail "bench_secmod printed no concurrent ratio"

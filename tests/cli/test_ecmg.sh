@@ -2,9 +2,9 @@
 # keyhole ecmg serve over TCP, spoken to by an SCS in python3: usage errors exit 2 and a missing
 # key file 1; then a daemon on a free port answers channel_setup with channel_status (in the
 # version asked), stream_setup with stream_status, 5 CW_provisions with ECM_responses (sections,
-# the right CP, table_id toggling), a garbage message with channel_error invalid_message and the
-# next good message still answered, a wrong Super_CAS_id on a second connection with
-# unknown_super_CAS_id while the first goes on; --ts-packets gives datagrams of whole TS packets;
+# the right CP, table_id toggling by the label CP + 1), a garbage message with channel_error
+# invalid_message and the next good message still answered, a wrong Super_CAS_id on a second
+# connection with unknown_super_CAS_id while the first goes on; --ts-packets gives datagrams of whole TS packets;
 # SIGTERM stops it with status 0. With tshark, the session (written as a pcap by the SCS) is
 # decoded by Wireshark's simulcrypt dissector: every message, and only the garbage malformed.
 # The ECM's content (keys, CWs, signature) is checked by tests/unit/test_ecmg.c.
@@ -108,10 +108,11 @@ for cp in range(5):
     ps = expect(a, 3, 0x0202)
     assert ps[0x0012][0] == u16(cp), ps
     d = ps[0x0015][0]
+    # the ECM is labelled cp + 1 (it carries CW_cp and CW_cp+1): table_id by that parity
     if ts:
-        assert len(d) % 188 == 0 and d[0] == 0x47 and d[5] == 0x80 + (cp & 1), d[:8]
+        assert len(d) % 188 == 0 and d[0] == 0x47 and d[5] == 0x80 + ((cp + 1) & 1), d[:8]
     else:
-        assert d[0] == 0x80 + (cp & 1) and len(d) == 3 + ((d[1] & 0x0F) << 8 | d[2]), d[:8]
+        assert d[0] == 0x80 + ((cp + 1) & 1) and len(d) == 3 + ((d[1] & 0x0F) << 8 | d[2]), d[:8]
 # garbage (a parameter running past the end), then a good message
 a.sendall(struct.pack(">BHH", 3, 0x0002, 4) + b"\x00\x0e\x00\x09")
 ps = expect(a, 3, 0x0005)

@@ -210,7 +210,8 @@ kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg cis
 kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 --ecm-pid 0x100 --emm-pid 0x100
 kh_expect_usage headend scramble --keys h.keys --in clip.ts --out x.ts --alg csa2 --product 7 extra
 # an option that takes one value, given twice, is refused (it used to keep the last one), in
-# every headend command; --emm, --entitle, --revoke and --credit accumulate
+# every headend command; --emm, --entitle, --revoke and --credit accumulate, and --service names
+# several programmes, each once
 for o in "--keys h.keys" "--in clip.ts" "--out x.ts" "--alg csa2" "--product 7" "--service 1" "--key-id 1" \
 	"--key-version 1" "--period 5" "--lead 100" "--ecm-interval 100" "--emm-interval 100" "--ecm-pid 0x200" \
 	"--emm-pid 0x201" "--ca-system-id 1" "--time now" "--cw-log x.cw" "--center http://127.0.0.1:1" \

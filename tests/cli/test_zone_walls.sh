@@ -41,7 +41,7 @@ zone_of_header()
 	keyhole/host.h | keyhole/decoder.h | keyhole/distclient.h | keyhole/escrowclient.h | keyhole/keycardhost.h | \
 		keyhole/keycardclient.h | keyhole/m1.h | keyhole/upload.h) echo host ;;
 	keyhole/authority.h | keyhole/ecmg.h | keyhole/identity.h | keyhole/distsrv.h | keyhole/distsvc.h | keyhole/escrowsvc.h | \
-		keyhole/headend.h | keyhole/keycentersvc.h | keyhole/secmod.h | keyhole/sms.h) echo center ;;
+		keyhole/headend.h | keyhole/keycentersvc.h | keyhole/scs.h | keyhole/secmod.h | keyhole/sms.h) echo center ;;
 	keyhole/*) echo unknown ;;
 	*/*) echo "${1%%/*}" ;;
 	*) echo unknown ;;

@@ -181,7 +181,11 @@ static size_t reply_ecm(uint8_t *sec, size_t cap)
 	return 3 + (((size_t)sec[1] & 0x0F) << 8 | sec[2]); /* section_length: the stuffing goes */
 }
 
-/* The reply is the ECM_response of (ch, st, cp): it opens to exactly the CWs provisioned. */
+/*
+ * The reply is the ECM_response of (ch, st, cp): it opens to exactly the CWs provisioned, and
+ * its header says cp + 1 (the highest CP of the two combinations): a Keyhole decoder reads an
+ * ECM of cp n as CW_n in slot n & 1 and CW_{n-1} in the other.
+ */
 static void expect_ecm(uint8_t v, uint16_t ch, uint16_t st, uint16_t cp, struct kh_ecm *e)
 {
 	uint8_t sec[4 * 188], want[8];
@@ -196,8 +200,8 @@ static void expect_ecm(uint8_t v, uint16_t ch, uint16_t st, uint16_t cp, struct 
 	n = reply_ecm(sec, sizeof sec);
 	assert_int_equal(kh_ecm_verify(signer_pk, sec, n), KH_OK);
 	assert_int_equal(kh_ecm_open(cfg.service_key, sec, n, e), KH_OK);
-	assert_int_equal(e->h.cp, cp);
-	assert_int_equal(e->h.table_id, (cp & 1) ? KH_ECM_TID_ODD : KH_ECM_TID_EVEN);
+	assert_int_equal(e->h.cp, (uint32_t)cp + 1u);
+	assert_int_equal(e->h.table_id, (cp & 1) ? KH_ECM_TID_EVEN : KH_ECM_TID_ODD);
 	assert_int_equal(e->h.key_id, 3);
 	assert_int_equal(e->h.key_version, 7);
 	assert_int_equal(e->h.signer, 9001);
@@ -243,7 +247,7 @@ static void test_session(void **state)
 	assert_int_equal(kh_sim_u8(&rmsg, KH_SIM_P_CW_PER_MSG, 0, &u8), KH_OK);
 	assert_int_equal(u8, 2);
 	assert_int_equal(kh_sim_s16(&rmsg, KH_SIM_P_DELAY_START, 0, &s16), KH_OK);
-	assert_int_equal(s16, -200);
+	assert_int_equal(s16, 200);
 	assert_int_equal(ru16(KH_SIM_P_MAX_STREAMS), KH_ECMG_MAX_STREAMS);
 	assert_int_equal(kh_sim_count(&rmsg, KH_SIM_P_TRANSITION_DELAY_START), 1);
 	assert_int_equal(kh_sim_count(&rmsg, KH_SIM_P_ECM_REP_PERIOD), 1);
@@ -306,6 +310,39 @@ static void test_v2_access_criteria(void **state)
 	expect_stream_error(KH_SIM_ECMG_ERR_INVALID_VALUE);
 	assert_int_equal(rmsg.version, 2);
 	kh_wipe(&e, sizeof e);
+}
+
+/* One CW only (CW_per_msg 1): the ECM is labelled with CP_number itself, its CW in its own slot. */
+static void test_one_cw(void **state)
+{
+	struct kh_sim_builder b;
+	uint8_t comb[10], sec[4 * 188], want[8];
+	struct kh_ecm e;
+	size_t n;
+
+	(void)state;
+	open_channel(&conn_a, 3, 1);
+	open_stream(&conn_a, 3, 1, 2, 0x20);
+	for (uint16_t cp = 6; cp < 8; cp++) {
+		kh_sim_start(&b, KH_SIM_ECMG, 3, KH_SIM_ECMG_CW_PROVISION, req, sizeof req);
+		kh_sim_add_u16(&b, KH_SIM_P_ECM_CHANNEL_ID, 1);
+		kh_sim_add_u16(&b, KH_SIM_P_ECM_STREAM_ID, 2);
+		kh_sim_add_u16(&b, KH_SIM_P_CP_NUMBER, cp);
+		comb[0] = 0;
+		comb[1] = (uint8_t)cp;
+		cw_of(2, cp, comb + 2);
+		kh_sim_add(&b, KH_SIM_P_CP_CW_COMBINATION, comb, sizeof comb);
+		send_built(&conn_a, &b);
+		assert_int_equal(rmsg.type, KH_SIM_ECMG_ECM_RESPONSE);
+		assert_int_equal(ru16(KH_SIM_P_CP_NUMBER), cp);
+		n = reply_ecm(sec, sizeof sec);
+		assert_int_equal(kh_ecm_open(cfg.service_key, sec, n, &e), KH_OK);
+		assert_int_equal(e.h.cp, cp);
+		assert_int_equal(e.h.table_id, (cp & 1) ? KH_ECM_TID_ODD : KH_ECM_TID_EVEN);
+		cw_of(2, cp, want);
+		assert_memory_equal((cp & 1) ? e.cw_odd : e.cw_even, want, 8);
+		kh_wipe(&e, sizeof e);
+	}
 }
 
 /* Each refusal of the codec: a channel_error with its status; the next good message answered. */
@@ -491,6 +528,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_v2_access_criteria, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_one_cw, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_parse_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_channels, setup, teardown),

@@ -327,9 +327,10 @@ struct cwlog {
 	size_t len;
 };
 
-static void on_cw(void *ctx, uint32_t cp, const uint8_t *cw, size_t len)
+static void on_cw(void *ctx, unsigned svc, uint32_t cp, const uint8_t *cw, size_t len)
 {
 	struct cwlog *l = ctx;
+	assert_int_equal(svc, 0);
 	assert_int_equal(cp, l->n);
 	assert_true(l->n < 16);
 	memcpy(l->cw[l->n++], cw, len);
@@ -433,7 +434,7 @@ static void make_emms(uint8_t *file, size_t cap, size_t *len)
 
 static void run_alg(enum kh_scr_alg alg)
 {
-	struct kh_headend_cfg cfg = {0};
+	struct kh_headend_cfg cfg = {.nsvc = 1};
 	struct kh_headend *h;
 	struct outbuf o = {0};
 	struct cwlog log = {0};
@@ -452,17 +453,17 @@ static void run_alg(enum kh_scr_alg alg)
 	make_emms(emmf, sizeof emmf, &emm_len);
 	for (size_t i = 0; i < sizeof skey; i++)
 		skey[i] = (uint8_t)(0xA0 + i);
-	cfg.alg = alg;
-	cfg.access = KH_ECM_PRODUCT;
-	cfg.product = 42;
-	cfg.key_id = 1;
-	cfg.key_version = 7;
-	memcpy(cfg.service_key, skey, 32);
+	cfg.svc[0].alg = alg;
+	cfg.svc[0].access = KH_ECM_PRODUCT;
+	cfg.svc[0].product = 42;
+	cfg.svc[0].key_id = 1;
+	cfg.svc[0].key_version = 7;
+	memcpy(cfg.svc[0].service_key, skey, 32);
 	cfg.period_s = PERIOD;
 	cfg.lead_ms = LEAD_MS;
 	cfg.ecm_interval_ms = ECM_MS;
 	cfg.emm_interval_ms = 100;
-	cfg.ecm_pid = ECM_PID;
+	cfg.svc[0].ecm_pid = ECM_PID;
 	cfg.emm_pid = EMM_PID;
 	cfg.ca_system_id = 0x4B48;
 	cfg.time = BTIME;
@@ -676,7 +677,7 @@ static void test_scramble_idsa(void **state)
 
 static void test_collision_and_config(void **state)
 {
-	struct kh_headend_cfg cfg = {0};
+	struct kh_headend_cfg cfg = {.nsvc = 1};
 	struct kh_headend *h;
 	struct outbuf o = {0};
 	uint8_t *in, bad[3] = {0x82, 0x70, 0x05};
@@ -684,31 +685,31 @@ static void test_collision_and_config(void **state)
 
 	(void)state;
 	in = make_input(&nin);
-	cfg.alg = KH_SCR_CSA2;
-	cfg.access = KH_ECM_PRODUCT;
+	cfg.svc[0].alg = KH_SCR_CSA2;
+	cfg.svc[0].access = KH_ECM_PRODUCT;
 	cfg.period_s = 10;
 	cfg.lead_ms = 1000;
 	cfg.ecm_interval_ms = 100;
 	cfg.emm_interval_ms = 100;
-	cfg.ecm_pid = AUD; /* a component */
+	cfg.svc[0].ecm_pid = AUD; /* a component */
 	cfg.emm_pid = EMM_PID;
 	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
 	assert_int_equal(kh_headend_feed(h, in, 50), KH_ERR_EXISTS);
 	assert_non_null(strstr(kh_headend_why(h), "0x0102"));
 	assert_int_equal(kh_headend_feed(h, in, 1), KH_ERR_EXISTS); /* sticky */
 	kh_headend_free(h);
-	cfg.ecm_pid = PMT_PID; /* in the PAT */
+	cfg.svc[0].ecm_pid = PMT_PID; /* in the PAT */
 	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
 	assert_int_equal(kh_headend_feed(h, in, 50), KH_ERR_EXISTS);
 	kh_headend_free(h);
 	/* the wrong program */
-	cfg.ecm_pid = ECM_PID;
-	cfg.program = 9;
+	cfg.svc[0].ecm_pid = ECM_PID;
+	cfg.svc[0].program = 9;
 	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
 	assert_int_equal(kh_headend_feed(h, in, 50), KH_ERR_NOTFOUND);
 	kh_headend_free(h);
 	/* no PMT at all */
-	cfg.program = 0;
+	cfg.svc[0].program = 0;
 	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
 	assert_int_equal(kh_headend_finish(h), KH_ERR_NOTFOUND);
 	kh_headend_free(h);
@@ -762,7 +763,7 @@ static size_t emm_addrs(const struct outbuf *o, size_t from, size_t to, uint32_t
  */
 static void test_emm_add(void **state)
 {
-	struct kh_headend_cfg cfg = {0};
+	struct kh_headend_cfg cfg = {.nsvc = 1};
 	struct kh_headend *h;
 	struct outbuf o = {0};
 	uint8_t *in, emmf[2048], bad[3] = {0x82, 0x70, 0x05};
@@ -779,13 +780,13 @@ static void test_emm_add(void **state)
 		assert_int_equal(kh_headend_emm_next(emmf, emm_len, &off, &sec, &sn), 1);
 		len1 = off; /* cards 1 and 2 */
 	}
-	cfg.alg = KH_SCR_CSA2;
-	cfg.access = KH_ECM_PRODUCT;
+	cfg.svc[0].alg = KH_SCR_CSA2;
+	cfg.svc[0].access = KH_ECM_PRODUCT;
 	cfg.period_s = 10;
 	cfg.lead_ms = 1000;
 	cfg.ecm_interval_ms = 100;
 	cfg.emm_interval_ms = 100;
-	cfg.ecm_pid = ECM_PID;
+	cfg.svc[0].ecm_pid = ECM_PID;
 	cfg.emm_pid = EMM_PID;
 	cfg.emm = emmf; /* cards 1 and 2 */
 	cfg.emm_len = len1;
@@ -1073,13 +1074,14 @@ static void test_census(void **state)
 static void damaged_cfg(struct kh_headend_cfg *cfg)
 {
 	memset(cfg, 0, sizeof *cfg);
-	cfg->alg = KH_SCR_CSA2;
-	cfg->access = KH_ECM_PRODUCT;
+	cfg->nsvc = 1;
+	cfg->svc[0].alg = KH_SCR_CSA2;
+	cfg->svc[0].access = KH_ECM_PRODUCT;
 	cfg->period_s = 10;
 	cfg->lead_ms = 1000;
 	cfg->ecm_interval_ms = 100;
 	cfg->emm_interval_ms = 100;
-	cfg->ecm_pid = ECM_PID;
+	cfg->svc[0].ecm_pid = ECM_PID;
 	cfg->emm_pid = EMM_PID;
 }
 
@@ -1375,6 +1377,156 @@ static void test_null_short(void **state)
 	free(in);
 }
 
+/* ---- ECMs from outside (the SCS side): the hook, and degraded mode ---- */
+
+struct outside {
+	uint32_t calls, fails, fail_cp, fail_n;
+	uint32_t last_ok;                /* the CP of the last ECM had, + 1 (0: none) */
+	uint8_t cw[8][KH_CAS_CW_MAX];    /* CW_c by c, as the asks gave them */
+	size_t cw_len;
+	uint8_t skey[32];
+	size_t nsec;
+	uint8_t sec[8][KH_ECM_MAX];      /* the ECMs handed out, in order */
+	size_t sec_len[8];
+};
+
+/* An ECMG in miniature: ECM(c) with CW_c and CW_{c+1}, labelled c + 1, sealed as Keyhole's ECMG
+ * does; it fails fail_n times for CP fail_cp. */
+static kh_err outside_ecm(void *ctx, unsigned svc, uint32_t cp, const uint8_t *cw, const uint8_t *next,
+			  size_t cw_len, uint8_t *ecm, size_t cap, size_t *len)
+{
+	struct outside *o = ctx;
+	struct kh_cas_signer sg = {0};
+	struct kh_ecm e = {0};
+
+	assert_int_equal(svc, 0);
+	assert_true(cp < 7);
+	assert_true(cap >= KH_ECM_MAX);
+	o->calls++;
+	/* asked in order: again for the same CP after a failure, else the next one */
+	assert_int_equal(cp, o->last_ok);
+	if (cp > 0) /* the chain: CW_cp is what the ask for cp - 1 gave as the next one */
+		assert_memory_equal(cw, o->cw[cp], cw_len);
+	memcpy(o->cw[cp], cw, cw_len);
+	memcpy(o->cw[cp + 1], next, cw_len);
+	o->cw_len = cw_len;
+	if (cp == o->fail_cp && o->fails < o->fail_n) {
+		o->fails++;
+		return KH_ERR_TRANSPORT;
+	}
+	e.h.table_id = ((cp + 1) & 1u) ? KH_ECM_TID_ODD : KH_ECM_TID_EVEN;
+	e.h.key_id = 1;
+	e.h.key_version = 1;
+	e.h.cp = cp + 1;
+	e.alg = KH_SCR_CSA2;
+	e.cw_len = (uint8_t)cw_len;
+	memcpy((cp & 1u) ? e.cw_odd : e.cw_even, cw, cw_len);
+	memcpy((cp & 1u) ? e.cw_even : e.cw_odd, next, cw_len);
+	e.access = KH_ECM_PRODUCT;
+	e.product = 42;
+	e.time = BTIME;
+	assert_int_equal(kh_ecm_seal(o->skey, &sg, &e, ecm, cap, len), KH_OK);
+	assert_true(o->nsec < 8);
+	memcpy(o->sec[o->nsec], ecm, *len);
+	o->sec_len[o->nsec++] = *len;
+	o->last_ok = cp + 1;
+	return KH_OK;
+}
+
+static void test_outside_ecm(void **state)
+{
+	struct kh_headend_cfg cfg = {.nsvc = 1};
+	struct kh_headend *h;
+	struct kh_headend_stats st;
+	struct kh_headend_svc_stats ss;
+	struct outbuf o = {0};
+	struct outside x = {.fail_cp = 1, .fail_n = 60};
+	struct kh_ts_asm ecm_asm;
+	uint8_t *in, sec[KH_TS_PRIVATE_MAX];
+	size_t nin, n, ii = 0, got_ecm = 0;
+	uint32_t cur = 0;
+	int last_par = 0, got;
+	struct kh_scr *d;
+	(void)state;
+
+	in = make_input(&nin);
+	cfg.svc[0].alg = KH_SCR_CSA2;
+	cfg.svc[0].access = KH_ECM_PRODUCT;
+	cfg.svc[0].product = 42;
+	cfg.svc[0].ecm_pid = ECM_PID;
+	cfg.period_s = PERIOD;
+	cfg.lead_ms = LEAD_MS;
+	cfg.ecm_interval_ms = ECM_MS;
+	cfg.emm_interval_ms = 100;
+	cfg.emm_pid = EMM_PID;
+	cfg.ca_system_id = 0x4B48;
+	assert_int_equal(kh_headend_new(&cfg, sink, &o, &h), KH_OK);
+	assert_int_equal(kh_headend_set_ecm_fn(h, outside_ecm, &x, 40000), KH_ERR_INVAL);
+	assert_int_equal(kh_headend_set_ecm_fn(h, outside_ecm, &x, 0), KH_OK);
+	assert_int_equal(kh_headend_feed(h, in, nin), KH_OK);
+	assert_int_equal(kh_headend_finish(h), KH_OK);
+	kh_headend_stats(h, &st);
+	assert_int_equal(kh_headend_svc_stats(h, 0, &ss), KH_OK);
+	assert_int_equal(kh_headend_svc_stats(h, 1, &ss), KH_ERR_INVAL);
+	kh_headend_free(h);
+	/* ECM(1), due at 5 s, is late for 6 s: the period starting at 10 s keeps CW_1 (degraded), the
+	 * one at 15 s takes CW_2; ECM(0), ECM(1), ECM(2) were had */
+	assert_int_equal(x.fails, 60);
+	assert_int_equal(st.ecm_late, 60);
+	assert_int_equal(st.degraded, 1);
+	assert_int_equal(x.nsec, 3);
+	assert_int_equal(x.last_ok, 3);
+
+	/* the ECMs on the ECM PID are those handed out, in order; each component packet opens with
+	 * the CW of the CP its parity changes count to (degraded: no change at 10 s) */
+	assert_int_equal(kh_ts_asm_init(&ecm_asm, ECM_PID, KH_TS_PRIVATE_MAX), KH_OK);
+	assert_int_equal(kh_scr_new(KH_SCR_CSA2, 0, &d), KH_OK);
+	for (size_t i = 0; i < o.n; i++) {
+		uint8_t *p = o.p + i * KH_TS_PACKET_LEN;
+		struct kh_ts_pkt op, ip;
+		assert_int_equal(kh_ts_parse(p, KH_TS_PACKET_LEN, &op), KH_OK);
+		if (op.pid == ECM_PID) {
+			assert_int_equal(kh_ts_asm_push(&ecm_asm, p, KH_TS_PACKET_LEN), KH_OK);
+			while ((got = kh_ts_asm_pop(&ecm_asm, sec, sizeof sec, &n)) == 1) {
+				/* a repetition of the newest, or the next one */
+				if (!(got_ecm && n == x.sec_len[got_ecm - 1] && memcmp(sec, x.sec[got_ecm - 1], n) == 0)) {
+					assert_true(got_ecm < x.nsec);
+					assert_int_equal(n, x.sec_len[got_ecm]);
+					assert_memory_equal(sec, x.sec[got_ecm], n);
+					got_ecm++;
+				}
+			}
+			continue;
+		}
+		if ((op.pid != VID && op.pid != AUD) || !op.payload_len)
+			continue;
+		/* the next component packet of the input */
+		for (;; ii++) {
+			assert_true(ii < nin);
+			assert_int_equal(kh_ts_parse(in + ii * KH_TS_PACKET_LEN, KH_TS_PACKET_LEN, &ip), KH_OK);
+			if ((ip.pid == VID || ip.pid == AUD) && ip.payload_len)
+				break;
+		}
+		assert_int_not_equal(op.scrambling, KH_TS_SC_CLEAR);
+		if ((op.scrambling == KH_TS_SC_ODD) != last_par) {
+			last_par = op.scrambling == KH_TS_SC_ODD;
+			cur++;
+		}
+		assert_int_equal(last_par, (int)(cur & 1u));
+		assert_int_equal(kh_scr_set_key(d, (enum kh_scr_parity)(cur & 1u), x.cw[cur], x.cw_len), KH_OK);
+		assert_int_equal(kh_scr_descramble(d, p, 1, NULL), KH_OK);
+		assert_memory_equal(p, in + ii * KH_TS_PACKET_LEN, KH_TS_PACKET_LEN);
+		ii++;
+	}
+	assert_int_equal(got_ecm, 3);
+	assert_int_equal(cur, 2); /* CPs 0, 1 (ten seconds: degraded once), 2 */
+	assert_int_equal(ss.period, 2);
+	assert_int_equal(ss.degraded, 1);
+	kh_scr_free(d);
+	free(o.p);
+	free(in);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1391,6 +1543,7 @@ int main(void)
 		cmocka_unit_test(test_damaged_packets),
 		cmocka_unit_test(test_null_replace),
 		cmocka_unit_test(test_null_short),
+		cmocka_unit_test(test_outside_ecm),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

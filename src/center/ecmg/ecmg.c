@@ -27,7 +27,7 @@ void kh_ecmg_cfg_defaults(struct kh_ecmg_cfg *cfg)
 	cfg->alg = KH_SCR_CSA2;
 	cfg->key_id = 1;
 	cfg->access = KH_ECM_PRODUCT;
-	cfg->delay_start = -200;
+	cfg->delay_start = 200; /* >= 0: the ECM of CP k overwrites CW_{k-1} (docs/internals/ecmg.md) */
 	cfg->delay_stop = 0;
 	cfg->ecm_rep_period = 100;
 	cfg->min_cp_duration = 10; /* 1 s, in units of 100 ms */
@@ -231,14 +231,17 @@ static int access_criteria(const struct kh_ecmg_cfg *cfg, const struct kh_sim_ms
 /*
  * The control words: each CP_CW_combination goes to the slot of its CP's parity. The CW of
  * CP_number itself must be there (not_enough_CW), two of one parity or a wrong length is an
- * invalid value. Returns 0 or the error_status.
+ * invalid value. *label gets the ECM's header cp (docs/internals/ecmg.md "Crypto period label"):
+ * CP_number + 1 when the next period's CW is there (lead_CW 1), else CP_number, so that a
+ * Keyhole decoder, which reads an ECM of cp n as CW_n in slot n & 1 and CW_{n-1} in the other,
+ * finds each CW under its own period. Returns 0 or the error_status.
  */
 static uint16_t control_words(const struct kh_ecmg_cfg *cfg, const struct kh_sim_msg *m, uint16_t cp,
-			      struct kh_ecm *e)
+			      struct kh_ecm *e, uint32_t *label)
 {
 	size_t cw_len = cfg->alg == KH_SCR_CSA2 ? 8u : 16u;
 	unsigned seen = 0;
-	int own = 0;
+	int own = 0, next = 0;
 	const uint8_t *v;
 	size_t n;
 
@@ -255,8 +258,10 @@ static uint16_t control_words(const struct kh_ecmg_cfg *cfg, const struct kh_sim
 			return KH_SIM_ECMG_ERR_INVALID_VALUE;
 		seen |= 1u << p;
 		own |= k == cp;
+		next |= k == (uint16_t)(cp + 1u);
 		memcpy(p ? e->cw_odd : e->cw_even, v + 2, cw_len);
 	}
+	*label = next ? (uint32_t)cp + 1u : cp;
 	return own ? 0 : KH_SIM_ECMG_ERR_NOT_ENOUGH_CW;
 }
 
@@ -307,8 +312,8 @@ static kh_err ecm_response(const struct kh_ecmg_cfg *cfg, const struct kh_ecmg_c
 	return finish(&b, len);
 }
 
-/* Seal crypto period cp's ECM as the headend's scrambler does (scramble.c, announce). */
-static kh_err seal(const struct kh_ecmg_cfg *cfg, struct kh_ecm *e, uint16_t cp, uint8_t *ecm, size_t *n)
+/* Seal the ECM labelled cp as the headend's scrambler does (scramble.c, announce). */
+static kh_err seal(const struct kh_ecmg_cfg *cfg, struct kh_ecm *e, uint32_t cp, uint8_t *ecm, size_t *n)
 {
 	e->h.table_id = (cp & 1u) ? KH_ECM_TID_ODD : KH_ECM_TID_EVEN;
 	e->h.key_id = cfg->key_id;
@@ -328,19 +333,20 @@ static kh_err on_cw_provision(const struct kh_ecmg_cfg *cfg, struct kh_ecmg_conn
 	uint8_t ecm[KH_ECM_MAX];
 	struct kh_ecm e;
 	uint16_t cp = 0, status;
+	uint32_t label = 0;
 	size_t n = 0;
 	kh_err r;
 
 	memset(&e, 0, sizeof e);
 	(void)kh_sim_u16(m, KH_SIM_P_CP_NUMBER, 0, &cp);
-	status = control_words(cfg, m, cp, &e);
+	status = control_words(cfg, m, cp, &e, &label);
 	if (!status && access_criteria(cfg, m, &e) != 0)
 		status = KH_SIM_ECMG_ERR_INVALID_VALUE;
 	if (status) {
 		kh_wipe(&e, sizeof e);
 		return stream_error(m->version, ch, s->stream_id, status, out, cap, len);
 	}
-	r = seal(cfg, &e, cp, ecm, &n);
+	r = seal(cfg, &e, label, ecm, &n);
 	kh_wipe(&e, sizeof e);
 	if (r != KH_OK)
 		return r;
