@@ -3,17 +3,21 @@
  * takes a scrambled MPEG-TS, follows PAT -> PMT -> ECM PID and CAT -> EMM PID, hands ECMs and
  * EMMs to the card through a kh_host_cas session (decoder -> CAM -> card, seed 000), sets the
  * control words the card answers into a descrambler, and writes a clear TS of the chosen
- * service: ECM and EMM packets and the CAT dropped, the PMT rewritten without CA_descriptors
- * and scrambling_descriptors, every component packet descrambled with the keys valid at its
- * position in the stream, or dropped when its crypto period has no key. A packet is never
- * written still scrambled, nor descrambled with the key of another crypto period.
+ * services (one or several programmes of a multiplex, each with its own ECM PID, algorithm and
+ * keys): ECM and EMM packets and the CAT dropped, the PAT rewritten to list only the programmes
+ * played, each PMT rewritten without CA_descriptors and scrambling_descriptors, every component
+ * packet descrambled with its own programme's keys valid at its position in the stream, or
+ * dropped when its crypto period has no key. A packet is never written still scrambled, nor
+ * descrambled with the key of another crypto period or another programme. EMMs (one EMM PID,
+ * named by the CAT) reach the card once, whatever the number of programmes.
  *
  * The engine does no file or network I/O of its own: bytes in (kh_decoder_write, which finds the
  * 188-byte packet cadence and finds it again after damage) or aligned packets in
  * (kh_decoder_feed), packets out through a callback, viewer messages through another; the card
  * is reached only through the session the caller set up. Memory is fixed at kh_decoder_new
- * (about 125 KB): section assemblers, one batch of KH_DECODER_BATCH packets, the input window
- * of kh_decoder_write, one PMT, the ECMs the card refused, the crypto period of each component.
+ * (about 440 KB): section assemblers, one batch of KH_DECODER_BATCH packets, the input window
+ * of kh_decoder_write, the state of up to KH_DECODER_PROGRAMS programmes (the ECMs the card
+ * refused, the crypto period of each component), the per-PID counts.
  *
  * Not thread-safe; one engine per stream.
  */
@@ -39,6 +43,11 @@
  * passed again (forgotten when the card accepts an EMM, pairs anew or the programme changes).
  */
 #define KH_DECODER_REFUSED 8
+
+/* Programmes played at once (the rest of a larger multiplex is left out, and said so). */
+#define KH_DECODER_PROGRAMS 16
+/* PIDs counted one by one (kh_decoder_pid_stats); PIDs beyond are counted in pids_uncounted only. */
+#define KH_DECODER_PIDS 64
 
 /* kh_decoder_config.flags */
 /* On NOT_PURCHASED, buy the event the ECM names (once per event) and pass the ECM again. */
@@ -76,7 +85,19 @@ typedef kh_err (*kh_decoder_out_fn)(void *ctx, const uint8_t *pkts, size_t n);
 
 struct kh_decoder_config {
 	struct kh_host_cas *cas;   /* initialised (kh_host_cas_init), connected or not; not owned */
-	uint16_t program;          /* program_number to play; 0 = the first one in the PAT */
+	/*
+	 * The programmes to play: programs[0..nprograms-1] (program_numbers, played whatever the
+	 * card says), or, when nprograms is 0, program alone when it is not 0. With neither: every
+	 * programme of the PAT (up to KH_DECODER_PROGRAMS, in PAT order) except those whose ECMs the
+	 * card refuses for lack of rights before it answered any of them (the programme is then left
+	 * out of the output and the viewer told once; docs/internals/decoder.md, "Several
+	 * programmes"). With KH_DECODER_F_PASSIVE or a ladder session (KH_HOST_CAS_LADDER: the decoder
+	 * module holds one key pair) and neither: the first programme of the PAT only; a ladder
+	 * session with nprograms > 1 is KH_ERR_INVAL.
+	 */
+	uint16_t program;
+	uint16_t programs[KH_DECODER_PROGRAMS];
+	unsigned nprograms;
 	uint16_t ca_system_id;     /* 0 = KH_DECODER_CA_SYSTEM_ID */
 	unsigned flags;            /* KH_DECODER_F_* */
 	kh_decoder_notify_fn notify; /* NULL: messages are only logged */
@@ -113,8 +134,39 @@ struct kh_decoder_stats {
 	uint32_t reconnects;     /* kh_host_cas_connect attempts after a channel failure */
 	uint32_t purchases;      /* automatic purchases made (KH_DECODER_F_BUY) */
 	uint32_t periods;        /* changed(KH_DECODER_CHANGED_PERIOD) calls (export_every_ms) */
-	uint64_t stream_ms;      /* stream time since the first PCR of the service */
-	uint16_t program, pmt_pid, ecm_pid, emm_pid; /* 0x1FFF-plus (0xFFFF) while unknown */
+	uint64_t dropped_left;   /* packets of programmes left out (no rights) or not chosen: their PMT,
+				  * ECM and component PIDs */
+	uint64_t pkts_uncounted; /* packets of PIDs beyond the KH_DECODER_PIDS counted one by one */
+	uint32_t programs;       /* programmes in the output now (listed in the PAT written) */
+	uint32_t left_out;       /* programmes left out for lack of rights now (an EMM the card
+				  * accepts takes them back) */
+	uint64_t stream_ms;      /* stream time since the first PCR of the first programme played */
+	/* the first programme played (0xFFFF while unknown) */
+	uint16_t program, pmt_pid, ecm_pid, emm_pid;
+};
+
+/* kh_decoder_pid_stat.role */
+enum kh_decoder_role {
+	KH_DECODER_ROLE_OTHER = 0, /* in no programme played (SI, another programme's clear PID) */
+	KH_DECODER_ROLE_PSI,       /* PAT, CAT, a PMT */
+	KH_DECODER_ROLE_ECM,
+	KH_DECODER_ROLE_EMM,
+	KH_DECODER_ROLE_VIDEO,
+	KH_DECODER_ROLE_AUDIO,
+	KH_DECODER_ROLE_DATA, /* a component of another stream_type (subtitles, private data) */
+	KH_DECODER_ROLE_PCR,  /* the PCR PID when it carries no component */
+};
+
+/* What happened to the packets of one PID. */
+struct kh_decoder_pid_stat {
+	uint16_t pid;
+	uint16_t program; /* the programme it belongs to (its latest role), 0: none */
+	uint8_t role;     /* enum kh_decoder_role */
+	uint64_t in;      /* packets in */
+	uint64_t out;     /* packets written (rewritten tables included) */
+	uint64_t descrambled; /* scrambled packets written clear */
+	uint64_t dropped; /* packets in not written as they came (ECM/EMM/CAT, a PMT replaced by its
+			   * rewrite, no key, damaged, a programme left out) */
 };
 
 /*
@@ -155,7 +207,15 @@ KH_WARN_UNUSED kh_err kh_decoder_finish(struct kh_decoder *d);
 void kh_decoder_get_stats(const struct kh_decoder *d, struct kh_decoder_stats *st);
 
 /*
- * The latest ECM section seen for the service (whole section, at most 256 bytes): returns 1 and
+ * The counted PIDs in order of their first packet: copies up to cap of them to out and returns
+ * how many there are (at most KH_DECODER_PIDS).
+ */
+size_t kh_decoder_pid_stats(const struct kh_decoder *d, struct kh_decoder_pid_stat *out, size_t cap);
+/* "video", "audio", "ECM", ... */
+const char *kh_decoder_role_name(unsigned role);
+
+/*
+ * The latest ECM section seen for the (first) service (whole section, at most 256 bytes): returns 1 and
  * copies it to buf (*len bytes), 0 when none was seen yet or cap is short.
  */
 int kh_decoder_last_ecm(const struct kh_decoder *d, uint8_t *buf, size_t cap, size_t *len);

@@ -34,18 +34,23 @@
 
 static const char play_help[] =
 	"usage: keyhole decoder play --decoder SPEC --cam SPEC --card SPEC [--ladder]\n"
-	"                            [--in FILE|-|udp://...] [--out FILE|-] [--service PROGRAM] [--buy]\n"
+	"                            [--in FILE|-|udp://...] [--out FILE|-] [--service PROGRAM]... [--buy]\n"
 	"                            [--ca-system-id ID] [--m1 DIR [--export-every SECONDS]]\n"
 	"                            [--idle-timeout SECONDS] [-v]\n"
 	"\n"
 	"Pair the decoder module with the CAM (it proves its certificate there) and the CAM with the\n"
 	"card, then read a scrambled MPEG-TS,\n"
-	"pass its ECMs and EMMs to the card and write the service in clear: ECM, EMM and CAT\n"
-	"packets dropped, the PMT without CA and scrambling descriptors, packets the card gave no\n"
-	"key for dropped. An ECM the card refuses changes nothing; a key serves only its own crypto\n"
-	"period. Bytes outside the 188-byte packet cadence are skipped and counted. Messages for\n"
-	"the viewer go to stderr, one line each. Exit status 1, with the reason on the last line,\n"
-	"when not one scrambled packet of the service could be descrambled, when the input is not\n"
+	"pass its ECMs and EMMs to the card and write the programmes in clear: ECM, EMM and CAT\n"
+	"packets dropped, the PAT listing only the programmes played, each PMT without CA and\n"
+	"scrambling descriptors, packets the card gave no key for dropped. Without --service, every\n"
+	"programme the card has rights for and the clear ones are played: a programme whose ECM the\n"
+	"card refuses for want of rights before answering any is left out, with one line. At the\n"
+	"end, one line per PID on stderr: programme, role, packets in, out, descrambled, dropped.\n"
+	"An ECM the card refuses changes nothing; a key serves only its own crypto period. Bytes\n"
+	"outside the 188-byte packet cadence are skipped and counted. Messages for the viewer go to\n"
+	"stderr, one line each. Exit status 1, with the reason on the last line, when no\n"
+	"programme is one the card has rights for, when not one scrambled packet of the programmes\n"
+	"could be descrambled, when the input is not\n"
 	"a transport stream, on SIGINT or SIGTERM, when the reader of the output goes away or the\n"
 	"output cannot be written; a --out FILE is then not written. The card stores its\n"
 	"counters however play ends.\n"
@@ -64,7 +69,9 @@ static const char play_help[] =
 	"  -o, --out FILE           clear TS to write (default -, standard output; refused when\n"
 	"                           that is a terminal, unless --out - is given); a file is\n"
 	"                           written under a temporary name and renamed when complete\n"
-	"  -s, --service PROGRAM    program_number to play (default: the first in the PAT)\n"
+	"  -s, --service PROGRAM    program_number to play; may be repeated, up to 16 (default:\n"
+	"                           every programme the card has rights for; with --ladder, one:\n"
+	"                           the first in the PAT)\n"
 	"  -C, --ca-system-id ID    CA_system_id to follow (default 0x4B48)\n"
 	"  -b, --buy                buy a pay-per-view event the card has not bought, once\n"
 	"  -M, --m1 DIR             keep the decoder's memory M1 in DIR: after the card accepts an\n"
@@ -98,6 +105,8 @@ static const char buy_help[] =
 struct opts {
 	const char *dec, *cam, *card, *in, *out, *m1;
 	long service, casid, export_every, idle;
+	uint16_t services[KH_DECODER_PROGRAMS]; /* play: every --service (service: the first) */
+	unsigned nservices;
 	int buy, verbose, ladder;
 };
 
@@ -107,6 +116,31 @@ static int num(const char *cmd, const char *opt, const char *s, long max, long *
 	if (kh_cli_parse_num(s, (uint64_t)max, &x) != 0)
 		return kh_cli_usage(cmd, "%s takes a number from 0 to %ld", opt, max);
 	*v = (long)x;
+	return KH_EXIT_OK;
+}
+
+/*
+ * One --service: play takes several (up to KH_DECODER_PROGRAMS, each once, 0 only alone: the
+ * default), buy one.
+ */
+static int add_service(const char *cmd, int play, const char *arg, struct opts *o)
+{
+	long v = 0;
+
+	if (num(cmd, "--service", arg, 0xFFFF, &v) != KH_EXIT_OK)
+		return KH_EXIT_USAGE;
+	if (o->nservices && !play)
+		return kh_cli_usage(cmd, "--service is given once");
+	if (o->nservices == KH_DECODER_PROGRAMS)
+		return kh_cli_usage(cmd, "--service is given at most %u times", KH_DECODER_PROGRAMS);
+	if (o->nservices && (v == 0 || o->service == 0))
+		return kh_cli_usage(cmd, "--service 0 (the default) goes alone");
+	for (unsigned i = 0; i < o->nservices; i++)
+		if (o->services[i] == v)
+			return kh_cli_usage(cmd, "--service %ld is given twice", v);
+	if (o->nservices == 0)
+		o->service = v;
+	o->services[o->nservices++] = (uint16_t)v;
 	return KH_EXIT_OK;
 }
 
@@ -146,7 +180,7 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 			o->out = optarg;
 			break;
 		case 's':
-			if (num(cmd, "--service", optarg, 0xFFFF, &o->service) != KH_EXIT_OK)
+			if (add_service(cmd, play, optarg, o) != KH_EXIT_OK)
 				return KH_EXIT_USAGE;
 			break;
 		case 'C':
@@ -190,6 +224,8 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, struc
 		return kh_cli_usage(cmd, "--in is required");
 	if (o->export_every && !o->m1)
 		return kh_cli_usage(cmd, "--export-every goes with --m1");
+	if (o->ladder && o->nservices > 1)
+		return kh_cli_usage(cmd, "--ladder plays one programme: give --service once");
 	if (o->idle && !kh_tsip_is_url(o->in))
 		return kh_cli_usage(cmd, "--idle-timeout goes with --in udp://...");
 	if (!play && kh_tsip_is_url(o->in))
@@ -355,6 +391,38 @@ static void summary(const struct kh_decoder *d, const struct kh__cli_m1 *m1)
 			m1->stored, m1->kept, s.periods, (unsigned long long)s.stream_ms);
 }
 
+static int by_pid(const void *a, const void *b)
+{
+	const struct kh_decoder_pid_stat *x = a, *y = b;
+
+	return (int)x->pid - (int)y->pid;
+}
+
+/* One line per PID, in PID order: what came in, went out, was descrambled, dropped. */
+static void pid_report(const struct kh_decoder *d)
+{
+	struct kh_decoder_pid_stat rows[KH_DECODER_PIDS];
+	struct kh_decoder_stats s;
+	size_t n = kh_decoder_pid_stats(d, rows, KH_DECODER_PIDS);
+	char prog[16];
+
+	qsort(rows, n, sizeof rows[0], by_pid);
+	for (size_t i = 0; i < n; i++) {
+		if (rows[i].program)
+			snprintf(prog, sizeof prog, "%u", rows[i].program);
+		else
+			snprintf(prog, sizeof prog, "-");
+		fprintf(stderr, "keyhole: pid %u program %s %s: in %llu out %llu descrambled %llu dropped %llu\n",
+			rows[i].pid, prog, kh_decoder_role_name(rows[i].role), (unsigned long long)rows[i].in,
+			(unsigned long long)rows[i].out, (unsigned long long)rows[i].descrambled,
+			(unsigned long long)rows[i].dropped);
+	}
+	kh_decoder_get_stats(d, &s);
+	if (s.pkts_uncounted)
+		fprintf(stderr, "keyhole: %llu packet(s) of PIDs beyond the first %u not counted by PID\n",
+			(unsigned long long)s.pkts_uncounted, KH_DECODER_PIDS);
+}
+
 /* The stream is over: the card may now store its usage counters at leisure, and M1 take its
  * latest block (the counters moved, if nothing else). */
 static void card_end(struct modules *m, struct kh__cli_m1 *m1)
@@ -442,6 +510,10 @@ static int play(int argc, char **argv)
 	memset(&cfg, 0, sizeof cfg);
 	cfg.cas = &m->cas;
 	cfg.program = (uint16_t)o.service;
+	if (o.nservices > 1) {
+		memcpy(cfg.programs, o.services, o.nservices * sizeof o.services[0]);
+		cfg.nprograms = o.nservices;
+	}
 	cfg.ca_system_id = (uint16_t)o.casid;
 	cfg.flags = o.buy ? KH_DECODER_F_BUY : 0;
 	cfg.notify = notify_viewer;
@@ -482,7 +554,8 @@ static int play(int argc, char **argv)
 		goto out;
 	}
 	kh_decoder_get_stats(d, &s);
-	if (o.verbose) /* before a failure's line: the last line says why */
+	pid_report(d); /* before a failure's line: the last line says why */
+	if (o.verbose)
 		summary(d, &m1);
 	if (s.pkts_in == 0) {
 		fprintf(stderr, "keyhole: %s: not a transport stream (no 188-byte packets)\n", in_name(o.in));
@@ -493,9 +566,18 @@ static int play(int argc, char **argv)
 			"keyhole: warning: %s: %llu byte(s) outside the 188-byte packet cadence skipped (cadence "
 			"lost %u time(s))\n",
 			in_name(o.in), (unsigned long long)s.skipped_bytes, s.sync_lost);
+	if (s.programs == 0 && s.left_out > 0) {
+		fprintf(stderr, "keyhole: not one programme of the stream is one the card has rights for (%u left out)\n",
+			s.left_out);
+		goto out;
+	}
 	if (s.descrambled == 0 && s.dropped_nokey > 0) {
-		fprintf(stderr, "keyhole: program %u: not one packet could be descrambled: %s\n", s.program,
-			pc.why[0] ? pc.why : why_nothing(&s));
+		if (s.programs > 1)
+			fprintf(stderr, "keyhole: not one packet of the %u programmes could be descrambled: %s\n",
+				s.programs, pc.why[0] ? pc.why : why_nothing(&s));
+		else
+			fprintf(stderr, "keyhole: program %u: not one packet could be descrambled: %s\n", s.program,
+				pc.why[0] ? pc.why : why_nothing(&s));
 		goto out;
 	}
 	if (kh_cli_out_commit(&out, o.out) != KH_EXIT_OK)

@@ -8,18 +8,26 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/ts_inspect.h"
+#include "cli/udp_pipe.h"
+#include "keyhole/tsip.h"
 #include "keyhole/cas.h"
 #include "keyhole/headend.h"
 
 static const char inspect_help[] =
 	"usage: keyhole ts inspect FILE [--json] [--ca-system-id ID]\n"
+	"       keyhole ts inspect udp://[SRC@]HOST:PORT[?local=ADDR&rtp=1] (--duration SECONDS |\n"
+	"                          --packets N) [--json] [--ca-system-id ID]\n"
 	"\n"
 	"Read a transport stream file (188-byte packets; - for standard input) in one pass and print\n"
 	"what it carries: the programmes of the PAT and their PMTs (PCR PID, components and their\n"
@@ -31,9 +39,13 @@ static const char inspect_help[] =
 	"id and version, crypto period, parity and signer; EMM address type, address and sequence.\n"
 	"Nothing secret is printed. Packets are found again after garbage (the bytes skipped are\n"
 	"counted); a file with no packet, or more garbage than packets, is refused. A last packet cut\n"
-	"short is a warning. Only files for now: udp:// is refused.\n"
+	"short is a warning. From udp:// (UDP or RTP, multicast joined) the packets received during\n"
+	"--duration seconds from the start, or the first --packets, whichever comes first, are\n"
+	"inspected; losses the receiver saw are a warning.\n"
 	"\n"
 	"      --json             print the report as one JSON document (keyhole-ts(1))\n"
+	"      --duration SECONDS with udp://: listen this long, 1 to 86400\n"
+	"      --packets N        with udp://: stop after N packets, 1 to 1000000000\n"
 	"  -C, --ca-system-id ID  the CA system whose ECMs and EMMs are decoded (default 0x4B48)\n";
 
 /* ---- text ---- */
@@ -336,6 +348,27 @@ static void warn_damage(const char *file, const struct kh_tsi *t)
 			(unsigned long long)t->truncated);
 }
 
+/* The report of what was read (rc: the reading's outcome); t is freed. */
+static int finish_report(const char *file, struct kh_tsi *t, int rc, int json)
+{
+	if (rc == KH_EXIT_OK && (t->npkts == 0 || t->skipped > t->npkts * KH_TS_PACKET_LEN)) {
+		fprintf(stderr, "keyhole: %s: not a transport stream (%llu packets of 188 bytes in %llu bytes)\n", file,
+			(unsigned long long)t->npkts, (unsigned long long)t->bytes);
+		rc = KH_EXIT_FAIL;
+	}
+	if (rc == KH_EXIT_OK) {
+		rc = json ? json_report(file, t) : (text_report(file, t), KH_EXIT_OK);
+		if (rc == KH_EXIT_OK && fflush(stdout) != 0) {
+			fprintf(stderr, "keyhole: standard output: %s\n", strerror(errno));
+			rc = KH_EXIT_FAIL;
+		}
+	}
+	if (rc == KH_EXIT_OK)
+		warn_damage(file, t);
+	kh_tsi_free(t);
+	return rc;
+}
+
 static int inspect_file(const char *file, uint16_t casid, int json)
 {
 	struct kh_tsi t;
@@ -350,33 +383,101 @@ static int inspect_file(const char *file, uint16_t casid, int json)
 	rc = read_all(fd, file, &t);
 	if (fd != STDIN_FILENO)
 		close(fd);
-	if (rc == KH_EXIT_OK && (t.npkts == 0 || t.skipped > t.npkts * KH_TS_PACKET_LEN)) {
-		fprintf(stderr, "keyhole: %s: not a transport stream (%llu packets of 188 bytes in %llu bytes)\n", file,
-			(unsigned long long)t.npkts, (unsigned long long)t.bytes);
-		rc = KH_EXIT_FAIL;
-	}
-	if (rc == KH_EXIT_OK) {
-		rc = json ? json_report(file, &t) : (text_report(file, &t), KH_EXIT_OK);
-		if (rc == KH_EXIT_OK && fflush(stdout) != 0) {
-			fprintf(stderr, "keyhole: standard output: %s\n", strerror(errno));
-			rc = KH_EXIT_FAIL;
+	return finish_report(file, &t, rc, json);
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/*
+ * Read the packets the udp:// thread puts in the pipe fd into t until ms have gone by (0: no
+ * limit) or pkts packets were read (0: no limit), or the thread ends (a receive error).
+ */
+static int read_net(int fd, const char *url, uint64_t ms, uint64_t pkts, struct kh_tsi *t)
+{
+	static uint8_t buf[65536];
+	uint64_t end = ms ? mono_ms() + ms : 0, left = pkts ? pkts * KH_TS_PACKET_LEN : UINT64_MAX, now;
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	ssize_t n;
+	int k;
+
+	while (left > 0) {
+		if (end && (now = mono_ms()) >= end)
+			break;
+		if ((k = poll(&p, 1, end ? (int)(end - now) : -1)) < 0 && errno != EINTR) {
+			fprintf(stderr, "keyhole: %s: %s\n", url, strerror(errno));
+			return KH_EXIT_FAIL;
 		}
+		if (k <= 0)
+			continue;
+		if ((n = read(fd, buf, left < sizeof buf ? (size_t)left : sizeof buf)) < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fprintf(stderr, "keyhole: %s: %s\n", url, strerror(errno));
+			return KH_EXIT_FAIL;
+		}
+		if (n == 0)
+			break;
+		if (kh_tsi_feed(t, buf, (size_t)n) != KH_OK)
+			return kh_cli_fail(url, KH_ERR_NOMEM);
+		left -= (uint64_t)n;
 	}
-	if (rc == KH_EXIT_OK)
-		warn_damage(file, &t);
-	kh_tsi_free(&t);
-	return rc;
+	kh_tsi_finish(t);
+	return KH_EXIT_OK;
+}
+
+/* ts inspect udp://...: listen for ms or until pkts packets, then report as for a file. */
+static int inspect_net(const char *url, uint16_t casid, int json, uint64_t ms, uint64_t pkts)
+{
+	struct sigaction ign, old_pipe;
+	struct kh__cli_udp *u = NULL;
+	struct kh_tsi t;
+	int fd = -1, rc, frc;
+
+	if (kh_tsi_init(&t, casid) != KH_OK)
+		return kh_cli_fail(url, KH_ERR_NOMEM);
+	if ((rc = kh__cli_udp_in("ts inspect", url, 0, &fd, &u)) != KH_EXIT_OK) {
+		kh__cli_udp_free(u);
+		kh_tsi_free(&t);
+		return rc;
+	}
+	/* Our end of the pipe is closed before the thread stops: its last write is EPIPE, not a
+	 * signal, and it cannot block on a full pipe nobody reads. */
+	memset(&ign, 0, sizeof ign);
+	sigemptyset(&ign.sa_mask);
+	ign.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &ign, &old_pipe);
+	rc = read_net(fd, url, ms, pkts, &t);
+	close(fd);
+	frc = kh__cli_udp_finish(u);
+	kh__cli_udp_free(u);
+	sigaction(SIGPIPE, &old_pipe, NULL);
+	if (rc == KH_EXIT_OK && frc != KH_EXIT_OK)
+		rc = frc;
+	if (rc == KH_EXIT_OK && t.npkts == 0) {
+		fprintf(stderr, "keyhole: %s: no packet received\n", url);
+		kh_tsi_free(&t);
+		return KH_EXIT_FAIL;
+	}
+	return finish_report(url, &t, rc, json);
 }
 
 static int cmd_inspect(int argc, char **argv)
 {
 	static const struct option opts[] = {{"json", no_argument, NULL, 'J'},
 					     {"ca-system-id", required_argument, NULL, 'C'},
+					     {"duration", required_argument, NULL, 'D'},
+					     {"packets", required_argument, NULL, 'P'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	unsigned char seen[512] = {0};
 	const char *twice, *file;
-	uint64_t casid = KH_HEADEND_DEFAULT_CA_SYSTEM_ID;
+	uint64_t casid = KH_HEADEND_DEFAULT_CA_SYSTEM_ID, secs = 0, pkts = 0;
 	int c, json = 0;
 
 	optind = 0;
@@ -392,6 +493,14 @@ static int cmd_inspect(int argc, char **argv)
 			if (kh_cli_parse_num(optarg, 0xFFFF, &casid) != 0)
 				return kh_cli_usage("ts inspect", "--ca-system-id takes a number up to 0xFFFF");
 			break;
+		case 'D':
+			if (kh_cli_parse_num(optarg, 86400, &secs) != 0 || secs == 0)
+				return kh_cli_usage("ts inspect", "--duration takes seconds, 1 to 86400");
+			break;
+		case 'P':
+			if (kh_cli_parse_num(optarg, 1000000000, &pkts) != 0 || pkts == 0)
+				return kh_cli_usage("ts inspect", "--packets takes a number from 1 to 1000000000");
+			break;
 		case 'h':
 			fputs(inspect_help, stdout);
 			return KH_EXIT_OK;
@@ -404,8 +513,15 @@ static int cmd_inspect(int argc, char **argv)
 	file = argv[optind++];
 	if (optind < argc)
 		return kh_cli_usage("ts inspect", "unexpected argument '%s'", argv[optind]);
+	if (kh_tsip_is_url(file)) {
+		if (!secs && !pkts)
+			return kh_cli_usage("ts inspect", "%s: give --duration or --packets", file);
+		return inspect_net(file, (uint16_t)casid, json, secs * 1000u, pkts);
+	}
 	if (strstr(file, "://") != NULL)
-		return kh_cli_usage("ts inspect", "%s: only files for now", file);
+		return kh_cli_usage("ts inspect", "%s: only files and udp://", file);
+	if (secs || pkts)
+		return kh_cli_usage("ts inspect", "--%s goes with udp://", secs ? "duration" : "packets");
 	return inspect_file(file, (uint16_t)casid, json);
 }
 

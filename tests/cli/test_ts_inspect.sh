@@ -185,7 +185,7 @@ grep -q "^file -: [0-9]* bytes, $pk packets" stdin.txt || kh_fail "inspect - rea
 
 # --- usage -------------------------------------------------------------------------------------
 kh_expect_usage ts inspect udp://127.0.0.1:5000
-kh_err_has 'only files for now'
+kh_err_has 'give --duration or --packets'
 kh_expect_usage ts inspect
 kh_expect_usage ts inspect clip.ts other.ts
 kh_expect_usage ts inspect clip.ts -C 1 -C 2
