@@ -21,8 +21,9 @@
  *                       of wall time (the figure for a core of its own, when other work
  *                       shares this machine's).
  *   raw_<alg>           kh_scr_scramble alone over exactly the component packets the engine
- *                       scrambles, batched as the engine batches them: per 512 packets of the
- *                       stream (the engine's output chunk) one call per programme. Same unit.
+ *                       scrambles, batched as the engine batches them: one call per programme
+ *                       each time 2048 packets of the stream are staged or one programme has 256
+ *                       to scramble (the engine's flush). Same unit.
  *   raw_<alg>_big       the same packets in calls of up to 1024 packets of one programme: what
  *                       the primitive does when batches are as large as it likes.
  * ratio=headend_<alg>_vs_raw is raw time / engine time within each round: the share of the
@@ -73,7 +74,8 @@
 #define AUD_PID(p) (PMT_PID(p) + 2u)
 #define ECM_PID(p) (0x0F00u + (unsigned)(p))
 #define EMM_PID 0x0FF0u
-#define CHUNK 512   /* the engine's output chunk (OUT_CAP in src/center/headend/scramble.c) */
+#define CHUNK 2048  /* the engine's output chunk (OUT_CAP in src/center/headend/scramble.c) ... */
+#define SCR_BATCH 256 /* ... cut short once a programme has this many to scramble (SCR_BATCH there) */
 #define BIG 1024    /* raw_<alg>_big: packets per call */
 #define DGRAM 7     /* packets per feed call, as in a UDP datagram */
 #define NALG 3
@@ -312,8 +314,9 @@ static int has_payload(const uint8_t *pkt)
 
 /*
  * Gather the component packets with a payload, programme after programme (clear), and the two
- * batch lists over them: per CHUNK slots of the stream one batch per programme (a programme's
- * packets of one chunk are contiguous in its run), and runs of up to BIG packets per programme.
+ * batch lists over them: the engine's (a batch per programme at each flush: CHUNK slots staged, or
+ * SCR_BATCH packets of one programme; a programme's packets of one flush are contiguous in its
+ * run), and runs of up to BIG packets per programme.
  */
 static void make_batches(void)
 {
@@ -332,21 +335,27 @@ static void make_batches(void)
 	}
 	clear = must_alloc(n_comp * PL);
 	work = must_alloc(n_comp * PL);
-	eb = must_alloc(n_chunks * NPROG * sizeof *eb);
+	eb = must_alloc((n_comp / SCR_BATCH + n_chunks + 1) * NPROG * sizeof *eb);
 	bb = must_alloc((n_comp / BIG + NPROG) * sizeof *bb);
 	n_eb = n_bb = 0;
-	for (size_t c = 0; c < n_chunks; c++) {
-		size_t before[NPROG];
+	{
+		size_t before[NPROG], staged = 0;
 		memcpy(before, fill, sizeof before);
-		for (size_t i = c * CHUNK; i < n_pkts && i < (c + 1) * CHUNK; i++) {
+		for (size_t i = 0; i < n_pkts; i++) {
 			const uint8_t *pk = mux + i * PL;
-			int p = prog_of((uint16_t)((pk[1] & 0x1F) << 8 | pk[2]));
-			if (p >= 0 && has_payload(pk))
+			int p = prog_of((uint16_t)((pk[1] & 0x1F) << 8 | pk[2])), full = 0;
+			if (p >= 0 && has_payload(pk)) {
 				memcpy(clear + fill[p]++ * PL, pk, PL);
+				full = fill[p] - before[p] == SCR_BATCH;
+			}
+			if (++staged < CHUNK && !full && i + 1 < n_pkts)
+				continue;
+			for (unsigned q = 0; q < NPROG; q++)
+				if (fill[q] > before[q])
+					eb[n_eb++] = (struct batch){before[q], fill[q] - before[q], q};
+			memcpy(before, fill, sizeof before);
+			staged = 0;
 		}
-		for (unsigned p = 0; p < NPROG; p++)
-			if (fill[p] > before[p])
-				eb[n_eb++] = (struct batch){before[p], fill[p] - before[p], p};
 	}
 	for (unsigned p = 0; p < NPROG; p++)
 		for (size_t o = start[p]; o < start[p] + count[p]; o += BIG)
@@ -510,7 +519,8 @@ static void print_alg(int a, int rounds)
 	snprintf(note, sizeof note, "raw time / engine time: the cipher's share of the engine's time");
 	bench_print_ratio(name, ratio_raw[a], rounds, note);
 	snprintf(name, sizeof name, "raw_%s_vs_big", alg_tag[a]);
-	snprintf(note, sizeof note, "big-batch time / engine-batch time: what batches of %d slots cost", CHUNK);
+	snprintf(note, sizeof note, "big-batch time / engine-batch time: what the engine's flushes (%d slots, %d of a "
+				    "programme) cost", CHUNK, SCR_BATCH);
 	bench_print_ratio(name, ratio_big[a], rounds, note);
 	snprintf(name, sizeof name, "headend_%s_vs_raw_cpu", alg_tag[a]);
 	bench_print_ratio(name, ratio_raw_cpu[a], rounds, "the same over CPU time");

@@ -24,7 +24,8 @@
 #include "keyhole/headend.h"
 #include "keyhole/ts.h"
 
-#define OUT_CAP 512 /* packets staged before the scrambler runs and the sink is called */
+#define OUT_CAP 2048 /* packets staged before the scrambler runs and the sink is called ... */
+#define SCR_BATCH 256 /* ... or once a service has this many to scramble: CSA2's bitslice batches fill */
 #define PCR_HZ 27000000ull
 #define PCR_MOD (((uint64_t)1 << 33) * 300)
 /* A PCR step larger than this (or backwards, or flagged as a discontinuity) does not advance
@@ -47,8 +48,9 @@ struct svc {
 	uint16_t program, pmt_pid, pcr_pid;
 	uint8_t cc_pmt, cc_ecm;
 	unsigned ncomp;
-	size_t pmt_len;
+	size_t pmt_len, in_len;
 	uint8_t pmt_out[KH_TS_PSI_MAX];
+	uint8_t in_pmt[KH_TS_PSI_MAX]; /* the input's section pmt_out was made from */
 	struct kh_ts_asm pmt_asm;
 
 	/* ECMs made here: ECM k = CW_k and CW_{k-1}, out lead before period k */
@@ -122,6 +124,7 @@ struct kh_headend {
 	uint64_t la_done; /* packets of the current span handled already (la was full) */
 	uint64_t period, lead, ecm_iv, emm_iv;
 	uint64_t next_emm;
+	uint64_t k_now, k_lead; /* clock / period, (clock + lead) / period: kept without dividing */
 
 	/* REPLACE and GROW: our packets wait here, in order, for a null (or dropped) input packet */
 	size_t q_head, q_n;
@@ -400,7 +403,7 @@ static kh_err put_pkt(struct kh_headend *h, const uint8_t *pkt, struct svc *s, i
 {
 	kh_err r;
 
-	if (h->nout == OUT_CAP || (s && s->nscr && parity != s->parity))
+	if (h->nout == OUT_CAP || (s && s->nscr && (parity != s->parity || s->nscr == SCR_BATCH)))
 		if ((r = flush(h)) != KH_OK)
 			return r;
 	memcpy(h->out + h->nout * KH_TS_PACKET_LEN, pkt, KH_TS_PACKET_LEN);
@@ -664,7 +667,7 @@ static kh_err ext_start(struct kh_headend *h, struct svc *s)
  */
 static kh_err ext_timers(struct kh_headend *h, struct svc *s)
 {
-	uint64_t pidx = h->clock / h->period, due;
+	uint64_t pidx = h->k_now, due;
 	kh_err r;
 
 	while (s->pidx < pidx) {
@@ -724,6 +727,10 @@ static kh_err timers(struct kh_headend *h)
 {
 	kh_err r;
 
+	while (h->clock >= (h->k_now + 1) * h->period)
+		h->k_now++;
+	while (h->clock + h->lead >= (h->k_lead + 1) * h->period)
+		h->k_lead++;
 	for (unsigned i = 0; i < h->nsvc; i++) {
 		struct svc *s = &h->svc[i];
 		if (!s->started)
@@ -732,7 +739,7 @@ static kh_err timers(struct kh_headend *h)
 			if ((r = ext_timers(h, s)) != KH_OK)
 				return r;
 		} else {
-			uint64_t due = (h->clock + h->lead) / h->period;
+			uint64_t due = h->k_lead;
 			while (s->announced < due)
 				if ((r = announce(h, s, s->announced + 1)) != KH_OK)
 					return r;
@@ -928,6 +935,8 @@ static kh_err claim(struct kh_headend *h, struct svc *s, const struct kh_ts_pmt 
 	return KH_OK;
 }
 
+static kh_err send_pmt(struct kh_headend *h, struct svc *s);
+
 static kh_err on_pmt(struct kh_headend *h, struct svc *s, const uint8_t *sec, size_t n)
 {
 	struct kh_ts_pmt *m = &h->pmt;
@@ -938,6 +947,8 @@ static kh_err on_pmt(struct kh_headend *h, struct svc *s, const uint8_t *sec, si
 	struct kh_wr w;
 	kh_err r;
 
+	if (s->have_pmt && n == s->in_len && memcmp(sec, s->in_pmt, n) == 0)
+		return send_pmt(h, s); /* a repetition: as rewritten last time */
 	if (kh_ts_pmt_parse(sec, n, m) != KH_OK || m->program_number != s->program)
 		return KH_OK; /* damaged, or another program's PMT sharing the PID */
 	if (collides(h, m->pcr_pid) && m->pcr_pid != KH_TS_PID_NULL)
@@ -981,6 +992,17 @@ static kh_err on_pmt(struct kh_headend *h, struct svc *s, const uint8_t *sec, si
 		s->have_pmt = 1;
 		h->pmts++;
 	}
+	memcpy(s->in_pmt, sec, n);
+	s->in_len = n;
+	return send_pmt(h, s);
+}
+
+/* The service's PMT as rewritten, after the CAT (first service), and the start of the output and
+ * of the service with their first one. */
+static kh_err send_pmt(struct kh_headend *h, struct svc *s)
+{
+	kh_err r;
+
 	/* the CAT goes out with every PMT of the first service, so a decoder tuning in finds both
 	 * together */
 	if (s == h->svc) {
@@ -1087,7 +1109,7 @@ static kh_err component(struct kh_headend *h, struct svc *s, const uint8_t *pkt,
 		return KH_OK;
 	}
 	s->scrambled_run = 0;
-	cp = h->ecm_fn ? s->cur : (uint32_t)(h->clock / h->period);
+	cp = h->ecm_fn ? s->cur : (uint32_t)h->k_now;
 	par = cp & 1u;
 	s->st.period = cp;
 	if ((r = ecm_out(h, s, cp == 0, par)) != KH_OK)
@@ -1196,9 +1218,9 @@ static kh_err la_run(struct kh_headend *h, int end, uint64_t diff)
 }
 
 /* la ends with a PCR packet of the clock's PID: its span is known. */
-static kh_err la_pcr(struct kh_headend *h, const struct kh_ts_pkt *p)
+static kh_err la_pcr(struct kh_headend *h, const uint8_t *af)
 {
-	uint64_t pcr = pcr_of(p->af), diff;
+	uint64_t pcr = pcr_of(af), diff;
 	uint64_t n = h->la_done + h->la_n;
 	kh_err r;
 
@@ -1209,7 +1231,7 @@ static kh_err la_pcr(struct kh_headend *h, const struct kh_ts_pkt *p)
 	}
 	diff = (pcr + PCR_MOD - h->last_pcr) % PCR_MOD;
 	h->last_pcr = pcr;
-	if ((p->af[0] & 0x80) || diff > PCR_JUMP_MAX) {
+	if ((af[0] & 0x80) || diff > PCR_JUMP_MAX) {
 		h->span = 0; /* a splice or a loop of the source: time stands */
 		return la_run(h, 1, 0);
 	}
@@ -1228,16 +1250,17 @@ kh_err kh_headend_feed(struct kh_headend *h, const uint8_t *pkts, size_t n)
 		return h->err;
 	for (size_t i = 0; i < n && r == KH_OK; i++) {
 		const uint8_t *pkt = pkts + i * KH_TS_PACKET_LEN;
-		struct kh_ts_pkt p;
 
 		if (!h->svc[0].have_pmt) { /* no clock yet */
 			r = one(h, pkt, h->clock);
 			continue;
 		}
 		memcpy(h->la + h->la_n++ * KH_TS_PACKET_LEN, pkt, KH_TS_PACKET_LEN);
-		if (kh_ts_parse(pkt, KH_TS_PACKET_LEN, &p) == KH_OK && p.pid == h->svc[0].pcr_pid && p.af_len >= 7 &&
-		    (p.af[0] & 0x10))
-			r = la_pcr(h, &p);
+		/* a PCR of the clock's PID: sync byte, PID, an adaptation field of 7 bytes or more with
+		 * PCR_flag (one() checks the rest of the packet) */
+		if (pkt[0] == 0x47 && ((pkt[1] & 0x1F) << 8 | pkt[2]) == h->svc[0].pcr_pid && (pkt[3] & 0x20) &&
+		    pkt[4] >= 7 && pkt[4] <= 183 && (pkt[5] & 0x10))
+			r = la_pcr(h, pkt + 5);
 		else if (h->la_n == LA_MAX)
 			r = la_run(h, 0, 0);
 	}
