@@ -14,7 +14,7 @@
 #    - With KH_TEST_PG_URL set (cli/test_docs_pg), `--db center.db` (and `--from center.db`) names a fresh PostgreSQL
 #      database instead, one per document: the center the docs drive then runs on PostgreSQL.
 #    - After a line that starts `keyhole serve ... &` (or `card serve`, `dist serve`, `processor serve`,
-#      `escrow serve`, `escrow secmod`, `keycenter serve`), the script
+#      `escrow serve`, `escrow secmod`, `keycenter serve`, `ecmg serve`), the script
 #      waits until that daemon answers (it fails if the daemon exits); what is still running
 #      at the end is stopped by its pid.
 #    - `curl` fails on an HTTP error (--fail-with-body), unless the line right after the
@@ -218,7 +218,7 @@ doc_script()
 		# a logical command (continuation lines joined) is complete: what is it?
 		function analyse() {
 			daemon = 0
-			if (logical ~ /(^|[;&|({][ \t]*)keyhole (((card|dist|processor|escrow|keycenter) )?serve|escrow secmod) / &&
+			if (logical ~ /(^|[;&|({][ \t]*)keyhole (((card|dist|processor|escrow|keycenter|ecmg) )?serve|escrow secmod) / &&
 			    logical ~ /[^&]&[ \t]*($|#|[A-Za-z_][A-Za-z_0-9]*=\$!)/) {
 				daemon = 1
 				if (logical ~ /keyhole serve / && logical !~ /--listen[ =]127\.0\.0\.1:[1-9]/)
