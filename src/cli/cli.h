@@ -95,6 +95,12 @@ int kh_cli_open_special(const char *path);
 int kh_cli_parse_listen(const char *s, char *host, size_t cap, uint16_t *port);
 /* 1 for a numeric IPv4 or IPv6 address, else 0. */
 int kh_cli_numeric_host(const char *host);
+/*
+ * A TCP socket listening on spec ("HOST:PORT", option opt of command prog; port 0: any free one),
+ * and "listening=HOST:PORT" on standard output once it is (the port the system gave). Returns the
+ * descriptor, -2 after a usage line (spec is not HOST:PORT), -1 after a failure line.
+ */
+int kh_cli_tcp_listen(const char *prog, const char *opt, const char *spec, int backlog);
 /* 1 for a loopback address: 127.0.0.0/8, ::1, or 127.0.0.0/8 mapped into IPv6. */
 int kh_cli_loopback_host(const char *host);
 /*

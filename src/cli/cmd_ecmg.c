@@ -184,45 +184,6 @@ static int open_keys(struct serve_opts *o)
 	return KH_EXIT_OK;
 }
 
-/* The listening socket on o->listen; prints listening=HOST:PORT. -1 after one line. */
-static int listen_on(const char *spec)
-{
-	char host[256], port_s[8];
-	struct addrinfo hints, *ai = NULL;
-	struct sockaddr_storage sa;
-	socklen_t slen = sizeof sa;
-	uint16_t port = 0;
-	int fd = -1, one = 1;
-
-	if (kh_cli_parse_listen(spec, host, sizeof host, &port) != 0) {
-		kh_cli_usage(P, "--listen: '%s' is not HOST:PORT", spec);
-		return -2;
-	}
-	snprintf(port_s, sizeof port_s, "%u", (unsigned)port);
-	memset(&hints, 0, sizeof hints);
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE;
-	if (getaddrinfo(host, port_s, &hints, &ai) != 0 || !ai) {
-		fprintf(stderr, "keyhole: %s: cannot resolve %s\n", P, host);
-		return -1;
-	}
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 16) != 0 ||
-	    getsockname(fd, (struct sockaddr *)&sa, &slen) != 0) {
-		fprintf(stderr, "keyhole: %s: cannot listen on %s: %s\n", P, spec, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		freeaddrinfo(ai);
-		return -1;
-	}
-	freeaddrinfo(ai);
-	port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
-					      : ((struct sockaddr_in *)&sa)->sin_port);
-	printf("listening=%s:%u\n", host, (unsigned)port);
-	fflush(stdout);
-	return fd;
-}
 
 static int send_all(int fd, const uint8_t *p, size_t n)
 {
@@ -357,7 +318,7 @@ static int cmd_serve(int argc, char **argv)
 		kh_wipe(&o, sizeof o);
 		return rc;
 	}
-	if ((lfd = listen_on(o.listen)) < 0) {
+	if ((lfd = kh_cli_tcp_listen(P, "--listen", o.listen, 16)) < 0) {
 		kh_wipe(&o, sizeof o);
 		return lfd == -2 ? KH_EXIT_USAGE : KH_EXIT_FAIL;
 	}

@@ -221,45 +221,6 @@ static int parse(int argc, char **argv, struct mux_opts *o)
 
 /* ---- the EMMG side ---- */
 
-/* The listening socket; prints listening=HOST:PORT. -2 after a usage line, -1 after a failure. */
-static int listen_on(const char *spec)
-{
-	char host[256], port_s[8];
-	struct addrinfo hints, *ai = NULL;
-	struct sockaddr_storage sa;
-	socklen_t slen = sizeof sa;
-	uint16_t port = 0;
-	int fd = -1, one = 1;
-
-	if (kh_cli_parse_listen(spec, host, sizeof host, &port) != 0) {
-		kh_cli_usage(P, "--emmg-listen: '%s' is not HOST:PORT", spec);
-		return -2;
-	}
-	snprintf(port_s, sizeof port_s, "%u", (unsigned)port);
-	memset(&hints, 0, sizeof hints);
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE;
-	if (getaddrinfo(host, port_s, &hints, &ai) != 0 || !ai) {
-		fprintf(stderr, "keyhole: %s: cannot resolve %s\n", P, host);
-		return -1;
-	}
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 4) != 0 ||
-	    getsockname(fd, (struct sockaddr *)&sa, &slen) != 0) {
-		fprintf(stderr, "keyhole: %s: cannot listen on %s: %s\n", P, spec, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		freeaddrinfo(ai);
-		return -1;
-	}
-	freeaddrinfo(ai);
-	port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
-					      : ((struct sockaddr_in *)&sa)->sin_port);
-	printf("listening=%s:%u\n", host, (unsigned)port);
-	fflush(stdout);
-	return fd;
-}
 
 /* Packets of ours on the EMM PID into the ring; 0, or -1 when there is no room (nothing added). */
 static int ring_put(struct mux *m, const uint8_t *pk, size_t npk)
@@ -689,7 +650,7 @@ static int setup(struct mux *m)
 	signal(SIGPIPE, SIG_IGN);
 	if ((rc = open_ends(m)) != KH_EXIT_OK)
 		return rc;
-	if ((m->lfd = listen_on(m->o->listen)) < 0)
+	if ((m->lfd = kh_cli_tcp_listen(P, "--emmg-listen", m->o->listen, 4)) < 0)
 		return m->lfd == -2 ? KH_EXIT_USAGE : KH_EXIT_FAIL;
 	return KH_EXIT_OK;
 }

@@ -4,6 +4,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <getopt.h>
 #include <openssl/bio.h>
 #include <openssl/evp.h>
@@ -14,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "keyhole/authority.h"
@@ -329,4 +332,43 @@ int kh_cli_identity_init(const char *prog, const char *help, int role, int argc,
 		return kh_cli_fail(dir, r);
 	printf("%s %08X\n", kh_role_name((enum kh_role)role), (unsigned)serial);
 	return KH_EXIT_OK;
+}
+
+int kh_cli_tcp_listen(const char *prog, const char *opt, const char *spec, int backlog)
+{
+	char host[256], port_s[8];
+	struct addrinfo hints, *ai = NULL;
+	struct sockaddr_storage sa;
+	socklen_t slen = sizeof sa;
+	uint16_t port = 0;
+	int fd = -1, one = 1;
+
+	if (kh_cli_parse_listen(spec, host, sizeof host, &port) != 0) {
+		kh_cli_usage(prog, "%s: '%s' is not HOST:PORT", opt, spec);
+		return -2;
+	}
+	snprintf(port_s, sizeof port_s, "%u", (unsigned)port);
+	memset(&hints, 0, sizeof hints);
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	if (getaddrinfo(host, port_s, &hints, &ai) != 0 || !ai) {
+		fprintf(stderr, "keyhole: %s: cannot resolve %s\n", prog, host);
+		return -1;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, backlog) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &slen) != 0) {
+		fprintf(stderr, "keyhole: %s: cannot listen on %s: %s\n", prog, spec, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(ai);
+		return -1;
+	}
+	freeaddrinfo(ai);
+	port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+					      : ((struct sockaddr_in *)&sa)->sin_port);
+	printf("listening=%s:%u\n", host, (unsigned)port);
+	fflush(stdout);
+	return fd;
 }
