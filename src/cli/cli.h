@@ -101,6 +101,15 @@ int kh_cli_numeric_host(const char *host);
  * descriptor, -2 after a usage line (spec is not HOST:PORT), -1 after a failure line.
  */
 int kh_cli_tcp_listen(const char *prog, const char *opt, const char *spec, int backlog);
+/*
+ * The getopt_long loop of a command that takes options only: an option given twice is a usage
+ * error (every option takes one value), -h/--help prints help and returns -1, every other option
+ * goes to take(ctx, c, optarg), which returns KH_EXIT_OK, a told KH_EXIT_USAGE/KH_EXIT_FAIL, or
+ * -1 for an option it does not know; an argument left over is a usage error. Returns KH_EXIT_OK,
+ * KH_EXIT_USAGE or KH_EXIT_FAIL (told), or -1 after the help.
+ */
+int kh_cli_options(const char *prog, int argc, char **argv, const char *shortopts, const struct option *opts,
+		   const char *help, int (*take)(void *ctx, int c, const char *arg), void *ctx);
 /* 1 for a loopback address: 127.0.0.0/8, ::1, or 127.0.0.0/8 mapped into IPv6. */
 int kh_cli_loopback_host(const char *host);
 /*

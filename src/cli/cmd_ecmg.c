@@ -87,8 +87,9 @@ static int num_u32(const char *name, const char *s, uint32_t *dst, int *flag)
 	return rc;
 }
 
-static int take(struct serve_opts *o, int c, const char *arg)
+static int take(void *ctx, int c, const char *arg)
 {
+	struct serve_opts *o = ctx;
 	int ignored = 0;
 
 	switch (c) {
@@ -134,29 +135,13 @@ static int check(const struct serve_opts *o)
 /* KH_EXIT_OK, KH_EXIT_USAGE, or -1 after the help. */
 static int parse(int argc, char **argv, struct serve_opts *o)
 {
-	unsigned char seen[512] = {0};
-	int c, rc;
+	int rc;
 
 	memset(o, 0, sizeof *o);
 	kh_ecmg_cfg_defaults(&o->cfg);
 	o->max_conn = 16;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+k:l:h", serve_opts, NULL)) != -1) {
-		const char *dup = kh_cli_twice(serve_opts, c, seen);
-		if (dup)
-			return kh_cli_usage(P, "--%s is given twice (it takes one value)", dup);
-		if (c == 'h') {
-			fputs(serve_help, stdout);
-			return -1;
-		}
-		if ((rc = take(o, c, optarg)) < 0)
-			return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);
-		if (rc != KH_EXIT_OK)
-			return rc;
-	}
-	if (optind != argc)
-		return kh_cli_usage(P, "unexpected argument '%s'", argv[optind]);
+	if ((rc = kh_cli_options(P, argc, argv, "+k:l:h", serve_opts, serve_help, take, o)) != KH_EXIT_OK)
+		return rc;
 	if ((rc = check(o)) != KH_EXIT_OK)
 		return rc;
 	o->cfg.access = o->have_product ? KH_ECM_PRODUCT : KH_ECM_EVENT;

@@ -93,8 +93,9 @@ static int num(const char *name, const char *s, uint64_t max, uint64_t *v)
 	return KH_EXIT_OK;
 }
 
-static int take(struct emmg_opts *o, int c, const char *arg)
+static int take(void *ctx, int c, const char *arg)
 {
+	struct emmg_opts *o = ctx;
 	uint64_t v = 0;
 	int rc = KH_EXIT_OK;
 
@@ -148,30 +149,14 @@ static int take(struct emmg_opts *o, int c, const char *arg)
 /* KH_EXIT_OK, KH_EXIT_USAGE, or -1 after the help. */
 static int parse(int argc, char **argv, struct emmg_opts *o)
 {
-	unsigned char seen[512] = {0};
-	int c, rc;
+	int rc;
 
 	memset(o, 0, sizeof *o);
 	o->cfg = (struct kh_emmg_cfg){.client_id = (uint32_t)KH_HEADEND_DEFAULT_CA_SYSTEM_ID << 16,
 				      .channel_id = 1, .stream_id = 1, .data_id = 1, .bandwidth = 64, .version = 2};
 	o->poll_s = 10;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-		const char *dup = kh_cli_twice(opts, c, seen);
-		if (dup)
-			return kh_cli_usage(P, "--%s is given twice (it takes one value)", dup);
-		if (c == 'h') {
-			fputs(help, stdout);
-			return -1;
-		}
-		if ((rc = take(o, c, optarg)) < 0)
-			return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);
-		if (rc != KH_EXIT_OK)
-			return rc;
-	}
-	if (optind != argc)
-		return kh_cli_usage(P, "unexpected argument '%s'", argv[optind]);
+	if ((rc = kh_cli_options(P, argc, argv, "+h", opts, help, take, o)) != KH_EXIT_OK)
+		return rc;
 	if (!o->feed.center)
 		return kh_cli_usage(P, "--center is required");
 	if (!o->mux)

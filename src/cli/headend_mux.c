@@ -139,8 +139,9 @@ static int num(const char *name, const char *s, uint64_t max, uint64_t *v)
 	return KH_EXIT_OK;
 }
 
-static int take(struct mux_opts *o, int c, const char *arg)
+static int take(void *ctx, int c, const char *arg)
 {
+	struct mux_opts *o = ctx;
 	uint64_t v = 0;
 	int rc = KH_EXIT_OK;
 
@@ -193,29 +194,13 @@ static int check(struct mux_opts *o)
 /* KH_EXIT_OK, KH_EXIT_USAGE, or -1 after the help. */
 static int parse(int argc, char **argv, struct mux_opts *o)
 {
-	unsigned char seen[512] = {0};
-	int c, rc;
+	int rc;
 
 	memset(o, 0, sizeof *o);
 	kh_emmmux_cfg_defaults(&o->cfg);
 	o->ca_system_id = KH_HEADEND_DEFAULT_CA_SYSTEM_ID;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+i:o:C:h", mux_opts, NULL)) != -1) {
-		const char *dup = kh_cli_twice(mux_opts, c, seen);
-		if (dup)
-			return kh_cli_usage(P, "--%s is given twice (it takes one value)", dup);
-		if (c == 'h') {
-			fputs(mux_help, stdout);
-			return -1;
-		}
-		if ((rc = take(o, c, optarg)) < 0)
-			return kh_cli_usage(P, "unknown or incomplete option '%s'", argv[optind - 1]);
-		if (rc != KH_EXIT_OK)
-			return rc;
-	}
-	if (optind != argc)
-		return kh_cli_usage(P, "unexpected argument '%s'", argv[optind]);
+	if ((rc = kh_cli_options(P, argc, argv, "+i:o:C:h", mux_opts, mux_help, take, o)) != KH_EXIT_OK)
+		return rc;
 	return check(o);
 }
 

@@ -372,3 +372,29 @@ int kh_cli_tcp_listen(const char *prog, const char *opt, const char *spec, int b
 	fflush(stdout);
 	return fd;
 }
+
+int kh_cli_options(const char *prog, int argc, char **argv, const char *shortopts, const struct option *opts,
+		   const char *help, int (*take)(void *ctx, int c, const char *arg), void *ctx)
+{
+	unsigned char seen[512] = {0};
+	int c, rc;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, shortopts, opts, NULL)) != -1) {
+		const char *dup = kh_cli_twice(opts, c, seen);
+		if (dup)
+			return kh_cli_usage(prog, "--%s is given twice (it takes one value)", dup);
+		if (c == 'h') {
+			fputs(help, stdout);
+			return -1;
+		}
+		if ((rc = take(ctx, c, optarg)) < 0)
+			return kh_cli_usage(prog, "unknown or incomplete option '%s'", argv[optind - 1]);
+		if (rc != KH_EXIT_OK)
+			return rc;
+	}
+	if (optind != argc)
+		return kh_cli_usage(prog, "unexpected argument '%s'", argv[optind]);
+	return KH_EXIT_OK;
+}
