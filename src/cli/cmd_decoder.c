@@ -398,6 +398,33 @@ static int by_pid(const void *a, const void *b)
 	return (int)x->pid - (int)y->pid;
 }
 
+/*
+ * The --service programmes no packet of the stream belonged to (no PAT listed them): a warning
+ * line each. Returns 1 when every one named is absent (nothing of what was asked played).
+ */
+static int absent_services(const struct kh_decoder *d, const struct opts *o)
+{
+	struct kh_decoder_pid_stat rows[KH_DECODER_PIDS];
+	size_t n = kh_decoder_pid_stats(d, rows, KH_DECODER_PIDS);
+	struct kh_decoder_stats s;
+	unsigned absent = 0;
+
+	kh_decoder_get_stats(d, &s);
+	if (s.pkts_uncounted || o->nservices == 0 || o->services[0] == 0)
+		return 0; /* PIDs not counted one by one, or no programme named */
+	for (unsigned i = 0; i < o->nservices; i++) {
+		size_t j = 0;
+		while (j < n && rows[j].program != o->services[i])
+			j++;
+		if (j < n)
+			continue;
+		fprintf(stderr, "keyhole: %sprogram %u is not in the stream (no PAT lists it)\n",
+			o->nservices > 1 ? "warning: " : "", o->services[i]);
+		absent++;
+	}
+	return absent == o->nservices;
+}
+
 /* One line per PID, in PID order: what came in, went out, was descrambled, dropped. */
 static void pid_report(const struct kh_decoder *d)
 {
@@ -566,6 +593,8 @@ static int play(int argc, char **argv)
 			"keyhole: warning: %s: %llu byte(s) outside the 188-byte packet cadence skipped (cadence "
 			"lost %u time(s))\n",
 			in_name(o.in), (unsigned long long)s.skipped_bytes, s.sync_lost);
+	if (absent_services(d, &o))
+		goto out;
 	if (s.programs == 0 && s.left_out > 0) {
 		fprintf(stderr, "keyhole: not one programme of the stream is one the card has rights for (%u left out)\n",
 			s.left_out);

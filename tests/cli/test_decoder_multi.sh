@@ -190,6 +190,17 @@ set -- $(pid_line $V3)
 set -- $(pid_line $V1)
 [ "$6" -eq 0 ] || kh_fail "--service 1 --service 3: $6 packets of programme 1's video dropped"
 
+# a programme the stream does not have: said; alone, play fails and writes nothing
+kh_expect_ok decoder play --decoder dec.card --cam cam.card --card card.card --in mux-s.ts --out two9.ts \
+	--service 2 --service 9
+kh_err_has '^keyhole: warning: program 9 is not in the stream \(no PAT lists it\)$'
+[ "$(programmes two9.ts | tr '\n' ' ')" = "2 " ] || kh_fail "--service 2 --service 9: not programme 2 alone"
+kh_run decoder play --decoder dec.card --cam cam.card --card card.card --in mux-s.ts --out nine.ts --service 9
+[ "$KH_RC" -eq 1 ] || kh_fail "--service 9 alone: play exited $KH_RC, want 1"
+[ "$(tail -n 1 "$KH_ERR")" = "keyhole: program 9 is not in the stream (no PAT lists it)" ] ||
+	kh_fail "--service 9 alone: last line '$(tail -n 1 "$KH_ERR")'"
+[ ! -e nine.ts ] || kh_fail "--service 9 alone: an output was written"
+
 # a card with no product: every programme left out, and play fails saying so
 kh_run decoder play --decoder dec.card --cam cam.card --card none.card --in mux-s.ts --out none.ts
 [ "$KH_RC" -eq 1 ] || kh_fail "a card with no rights: play exited $KH_RC, want 1"
