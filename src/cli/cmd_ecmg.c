@@ -26,12 +26,13 @@
 
 static const char serve_help[] =
 	"usage: keyhole ecmg serve --keys FILE --listen HOST:PORT [--super-cas-id ID]\n"
-	"           [--product P | --event E --price N] [--ts-packets] [--max-connections N]\n"
+	"           [--product P | --event E --price N] [--alg csa2|cissa|idsa] [--key-id N]\n"
+	"           [--ts-packets] [--max-connections N]\n"
 	"\n"
 	"Serve the DVB SimulCrypt ECMG<->SCS interface (ETSI TS 103 197, protocol versions 2 and 3)\n"
 	"over TCP: each connection is one SCS channel; CW_provision is answered by an ECM_response\n"
 	"carrying a Keyhole ECM for that crypto period, sealed under the key file's newest service\n"
-	"key 1 and signed by its ECM signer, as `headend scramble` makes it (CSA2 control words).\n"
+	"key --key-id and signed by its ECM signer, as `headend scramble` makes it.\n"
 	"The ECM's access criteria are --product or --event, unless the SCS sends its own\n"
 	"(docs/internals/ecmg.md). Prints listening=HOST:PORT once ready; SIGINT or SIGTERM stop it.\n"
 	"\n"
@@ -41,17 +42,21 @@ static const char serve_help[] =
 	"      --product P         subscription product the ECMs ask for\n"
 	"      --event E           pay-per-view event the ECMs ask for\n"
 	"      --price N           the event's price\n"
+	"      --alg ALG           the scrambling algorithm the ECMs name, which sets the control\n"
+	"                          words' length: csa2 (8 bytes, the default), cissa or idsa (16)\n"
+	"      --key-id N          the service key sealing the ECMs, its newest version (default 1)\n"
 	"      --ts-packets        ECMs as TS packets (section_TSpkt_flag 1), not sections\n"
 	"      --max-connections N at most N SCS connections at once (default 16)\n"
 	"  -h, --help              this help\n";
 
-enum { O_SCID = 256, O_PRODUCT, O_EVENT, O_PRICE, O_TSPKT, O_MAXCONN };
+enum { O_SCID = 256, O_PRODUCT, O_EVENT, O_PRICE, O_TSPKT, O_MAXCONN, O_ALG, O_KEYID };
 
 static const struct option serve_opts[] = {
 	{"keys", required_argument, NULL, 'k'},	       {"listen", required_argument, NULL, 'l'},
 	{"super-cas-id", required_argument, NULL, O_SCID}, {"product", required_argument, NULL, O_PRODUCT},
 	{"event", required_argument, NULL, O_EVENT},	       {"price", required_argument, NULL, O_PRICE},
 	{"ts-packets", no_argument, NULL, O_TSPKT},	       {"max-connections", required_argument, NULL, O_MAXCONN},
+	{"alg", required_argument, NULL, O_ALG},	       {"key-id", required_argument, NULL, O_KEYID},
 	{"help", no_argument, NULL, 'h'},		       {NULL, 0, NULL, 0}};
 
 struct serve_opts {
@@ -112,6 +117,22 @@ static int take(void *ctx, int c, const char *arg)
 		return KH_EXIT_OK;
 	case O_MAXCONN:
 		return num_opt("max-connections", arg, MAX_CONN_LIMIT, &o->max_conn);
+	case O_ALG:
+		if (strcmp(arg, "csa2") == 0)
+			o->cfg.alg = KH_SCR_CSA2;
+		else if (strcmp(arg, "cissa") == 0)
+			o->cfg.alg = KH_SCR_CISSA;
+		else if (strcmp(arg, "idsa") == 0)
+			o->cfg.alg = KH_SCR_IDSA;
+		else
+			return kh_cli_usage(P, "--alg must be csa2, cissa or idsa");
+		return KH_EXIT_OK;
+	case O_KEYID: {
+		uint64_t v = 0;
+		int rc = num_opt("key-id", arg, 255, &v);
+		o->cfg.key_id = (uint8_t)v;
+		return rc;
+	}
 	default:
 		return -1;
 	}
@@ -163,7 +184,7 @@ static int open_keys(struct serve_opts *o)
 	o->cfg.revoked_version = kh_headend_keys_revoked(k);
 	kh_headend_keys_free(k);
 	if (r != KH_OK) {
-		fprintf(stderr, "keyhole: %s: no service key 1 or no ECM signer\n", o->keys);
+		fprintf(stderr, "keyhole: %s: no service key %u or no ECM signer\n", o->keys, o->cfg.key_id);
 		return KH_EXIT_FAIL;
 	}
 	return KH_EXIT_OK;

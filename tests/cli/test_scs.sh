@@ -159,6 +159,15 @@ else
 fi
 kh_stop "$ECMG" TERM
 
+# ---- 16-byte control words: an ECMG for IDSA ----
+: >"$KH_META/daemon.out"
+kh_start_daemon ECMG ecmg serve --keys h.keys --listen 127.0.0.1:0 --product 7 --alg idsa
+kh_wait_listening "$ECMG"
+kh_expect_ok headend scramble --keys h.keys --in clip.ts --out s-idsa.ts --alg idsa --product 7 --period 5 \
+	--time "$T" --emm sub.emm --ecmg "127.0.0.1:$PORT" --super-cas-id "$CAS"
+played s-idsa.ts
+kh_stop "$ECMG" TERM
+
 # ---- TS packets ----
 : >"$KH_META/daemon.out"
 kh_start_daemon ECMG ecmg serve --keys h.keys --listen 127.0.0.1:0 --product 7 --ts-packets
