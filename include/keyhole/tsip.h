@@ -4,7 +4,10 @@
  * MTU), unicast or multicast, optionally behind an RTP header (RFC 3550, payload type 33 for
  * MP2T per RFC 2250). The reader strips RTP when the URL says rtp=1 or the datagram carries
  * version 2 and payload type 33, drops (and counts) a datagram that is not whole packets, counts
- * lost datagrams by RTP sequence and lost packets by TS continuity: never fatal. IPv4 only.
+ * lost datagrams by RTP sequence and lost packets by TS continuity: never fatal. HOST, SRC and
+ * local= are IPv4 addresses or names, or IPv6 addresses in brackets ([::1], [ff3e::1]); an IPv6
+ * group is joined on the interface local= names (an interface name such as lo, or one of its
+ * addresses; the system's choice when none), which also scopes a link-local address.
  * The framing (kh_tsip_frame, kh_tsip_deframe) does no I/O; the sockets are kh_tsip_out/in.
  * Net zone.
  */
@@ -23,9 +26,10 @@
 #define KH_TSIP_DGRAM_MAX (KH_TSIP_RTP_HDR + KH_TSIP_PKTS_MAX * KH_TSIP_PKT)
 
 struct kh_tsip_url {
-	char host[64];  /* dotted IPv4 address (or a name resolved to one) */
+	char host[64];  /* IPv4 address, a name, or an IPv6 address (given in brackets, kept without) */
 	char src[64];   /* SRC@ (source-specific multicast): "" when none */
-	char local[64]; /* local=: the interface's address for multicast; "" when none */
+	char local[64]; /* local=: the interface for multicast (IPv4: its address; IPv6: its name or
+			 * an address of it); "" when none */
 	uint16_t port;
 	unsigned ttl;   /* ttl= (1..255, default 1) */
 	unsigned pkts;  /* pkts= (1..7, default 7) */

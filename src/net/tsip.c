@@ -4,6 +4,8 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -44,17 +46,36 @@ static int num(const char *s, size_t len, unsigned long lo, unsigned long hi, un
 }
 
 /* Copy s[0..len) into a host field: letters, digits, '.', '-' only, not empty. */
+/* A host: a name or dotted IPv4 address, or an IPv6 address in brackets (kept without them). */
 static int host_field(char *dst, size_t cap, const char *s, size_t len)
 {
+	int v6 = len >= 2 && s[0] == '[' && s[len - 1] == ']';
+
+	if (v6) {
+		s++;
+		len -= 2;
+	}
 	if (!len || len >= cap)
 		return -1;
 	for (size_t i = 0; i < len; i++)
 		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
-		      s[i] == '.' || s[i] == '-'))
+		      s[i] == '.' || (!v6 && s[i] == '-') || (v6 && s[i] == ':')))
 			return -1;
 	memcpy(dst, s, len);
 	dst[len] = 0;
 	return 0;
+}
+
+/* The end of a host at a (before ":PORT"): past "]" for a bracketed one. NULL when none. */
+static const char *host_end(const char *a, size_t len)
+{
+	const char *close;
+
+	if (len && a[0] == '[') {
+		close = memchr(a, ']', len);
+		return close && close + 1 < a + len && close[1] == ':' ? close + 1 : NULL;
+	}
+	return memchr(a, ':', len);
 }
 
 /* One key=value of the query; seen marks the keys given (each once). */
@@ -130,7 +151,7 @@ kh_err kh_tsip_url_parse(const char *url, struct kh_tsip_url *u)
 			return KH_ERR_INVAL;
 		a = at + 1;
 	}
-	colon = memchr(a, ':', q ? (size_t)(q - a) : strlen(a));
+	colon = host_end(a, q ? (size_t)(q - a) : strlen(a));
 	if (!colon || host_field(u->host, sizeof u->host, a, (size_t)(colon - a)) != 0)
 		return KH_ERR_INVAL;
 	if (num(colon + 1, q ? (size_t)(q - colon - 1) : strlen(colon + 1), 1, 65535, &port) != 0)
@@ -269,7 +290,8 @@ int kh_tsip_deframe(struct kh_tsip_rx *r, const uint8_t *d, size_t len, size_t *
 
 struct kh_tsip_out {
 	int fd;
-	struct sockaddr_in dst;
+	struct sockaddr_storage dst;
+	socklen_t dst_len;
 	unsigned pkts;
 	struct kh_tsip_tx tx;
 	uint32_t last_ts;
@@ -285,6 +307,64 @@ struct kh_tsip_in {
 	struct kh_tsip_rx rx;
 	uint8_t dg[65536];
 };
+
+/* host (IPv4 or IPv6) and port into sa: 0, or -1 when it does not resolve. */
+static int resolve_any(const char *host, uint16_t port, struct sockaddr_storage *sa, socklen_t *len)
+{
+	struct addrinfo hints, *res = NULL;
+
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_DGRAM;
+	if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res || res->ai_addrlen > sizeof *sa)
+		goto fail;
+	memset(sa, 0, sizeof *sa);
+	memcpy(sa, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	freeaddrinfo(res);
+	if (sa->ss_family == AF_INET)
+		((struct sockaddr_in *)(void *)sa)->sin_port = htons(port);
+	else if (sa->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)(void *)sa)->sin6_port = htons(port);
+	else
+		return -1;
+	return 0;
+fail:
+	if (res)
+		freeaddrinfo(res);
+	return -1;
+}
+
+static int is_mcast(const struct sockaddr_storage *sa)
+{
+	if (sa->ss_family == AF_INET6)
+		return IN6_IS_ADDR_MULTICAST(&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr);
+	return IN_MULTICAST(ntohl(((const struct sockaddr_in *)(const void *)sa)->sin_addr.s_addr));
+}
+
+/* IPv6 multicast: the interface local= names (an interface name, or one of its addresses); 0 for
+ * the system's choice. -1 when there is no such interface. */
+static int if_index6(const char *local)
+{
+	struct ifaddrs *ifs = NULL;
+	struct in6_addr a;
+	int idx = -1;
+
+	if (!local[0])
+		return 0;
+	if (inet_pton(AF_INET6, local, &a) != 1) {
+		unsigned i = if_nametoindex(local);
+		return i ? (int)i : -1;
+	}
+	if (getifaddrs(&ifs) != 0)
+		return -1;
+	for (struct ifaddrs *f = ifs; f && idx < 0; f = f->ifa_next)
+		if (f->ifa_addr && f->ifa_addr->sa_family == AF_INET6 &&
+		    memcmp(&((struct sockaddr_in6 *)(void *)f->ifa_addr)->sin6_addr, &a, sizeof a) == 0)
+			idx = (int)if_nametoindex(f->ifa_name);
+	freeifaddrs(ifs);
+	return idx > 0 ? idx : -1;
+}
 
 static int resolve(const char *host, struct in_addr *a)
 {
@@ -324,6 +404,20 @@ static kh_err out_mcast(int fd, const struct kh_tsip_url *u)
 	return setsockopt(fd, IPPROTO_IP, IP_MULTICAST_IF, &ifa, sizeof ifa) == 0 ? KH_OK : KH_ERR_IO;
 }
 
+/* IPv6 multicast out: hop limit ttl=, interface local=. */
+static kh_err out_mcast6(int fd, const struct kh_tsip_url *u)
+{
+	int hops = (int)u->ttl, idx = if_index6(u->local);
+
+	if (idx < 0)
+		return KH_ERR_INVAL;
+	if (setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &hops, sizeof hops) != 0)
+		return KH_ERR_IO;
+	if (idx && setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_IF, &idx, sizeof idx) != 0)
+		return KH_ERR_IO;
+	return KH_OK;
+}
+
 kh_err kh_tsip_out_open(const struct kh_tsip_url *u, struct kh_tsip_out **out)
 {
 	struct kh_tsip_out *o;
@@ -333,21 +427,28 @@ kh_err kh_tsip_out_open(const struct kh_tsip_url *u, struct kh_tsip_out **out)
 	*out = NULL;
 	if (!(o = calloc(1, sizeof *o)))
 		return KH_ERR_NOMEM;
-	o->dst.sin_family = AF_INET;
-	o->dst.sin_port = htons(u->port);
 	o->pkts = u->pkts ? u->pkts : KH_TSIP_PKTS_MAX;
 	o->tx.rtp = u->rtp;
-	if ((e = kh_random(r, sizeof r)) != KH_OK || (e = resolve(u->host, &o->dst.sin_addr) ? KH_ERR_INVAL : KH_OK)) {
+	if ((e = kh_random(r, sizeof r)) != KH_OK ||
+	    (e = resolve_any(u->host, u->port, &o->dst, &o->dst_len) ? KH_ERR_INVAL : KH_OK)) {
 		free(o);
 		return e;
 	}
 	o->tx.ssrc = (uint32_t)r[0] << 24 | (uint32_t)r[1] << 16 | (uint32_t)r[2] << 8 | r[3];
 	o->tx.seq = (uint16_t)(r[0] << 8 | r[2]);
-	if ((o->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0) {
+	if ((o->fd = socket(o->dst.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0) {
 		free(o);
 		return KH_ERR_IO;
 	}
-	if (IN_MULTICAST(ntohl(o->dst.sin_addr.s_addr)) && (e = out_mcast(o->fd, u)) != KH_OK) {
+	if (o->dst.ss_family == AF_INET6 && u->local[0]) { /* a link-local address needs its interface */
+		struct sockaddr_in6 *d6 = (struct sockaddr_in6 *)(void *)&o->dst;
+		int idx = if_index6(u->local);
+		if (idx > 0 && (IN6_IS_ADDR_LINKLOCAL(&d6->sin6_addr) || IN6_IS_ADDR_MC_LINKLOCAL(&d6->sin6_addr) ||
+				IN6_IS_ADDR_MC_NODELOCAL(&d6->sin6_addr)))
+			d6->sin6_scope_id = (uint32_t)idx;
+	}
+	if (is_mcast(&o->dst) &&
+	    (e = o->dst.ss_family == AF_INET6 ? out_mcast6(o->fd, u) : out_mcast(o->fd, u)) != KH_OK) {
 		kh_tsip_out_close(o);
 		return e;
 	}
@@ -381,7 +482,7 @@ kh_err kh_tsip_out_flush(struct kh_tsip_out *o)
 	len = kh_tsip_frame(&o->tx, o->q, o->n, o->tx.rtp ? stamp(o) : 0, o->dg);
 	o->n = 0;
 	for (;;) {
-		ssize_t s = sendto(o->fd, o->dg, len, 0, (const struct sockaddr *)&o->dst, sizeof o->dst);
+		ssize_t s = sendto(o->fd, o->dg, len, 0, (const struct sockaddr *)&o->dst, o->dst_len);
 		if (s == (ssize_t)len || (s < 0 && errno == ECONNREFUSED))
 			return KH_OK; /* no reader (yet): a datagram lost, as on a network */
 		if (s < 0 && errno == EINTR)
@@ -432,30 +533,73 @@ static kh_err join(int fd, const struct kh_tsip_url *u, struct in_addr grp)
 	return setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &m, sizeof m) == 0 ? KH_OK : KH_ERR_IO;
 }
 
+/* Join the IPv6 group grp of u on fd (from u->src only when given), on the interface local=. */
+static kh_err join6(int fd, const struct kh_tsip_url *u, const struct sockaddr_storage *grp, socklen_t len)
+{
+	int idx = if_index6(u->local);
+
+	if (idx < 0)
+		return KH_ERR_INVAL;
+	if (u->src[0]) {
+		struct group_source_req g;
+		socklen_t sl;
+		memset(&g, 0, sizeof g);
+		g.gsr_interface = (uint32_t)idx;
+		memcpy(&g.gsr_group, grp, len);
+		if (resolve_any(u->src, 0, &g.gsr_source, &sl) != 0 || g.gsr_source.ss_family != AF_INET6)
+			return KH_ERR_INVAL;
+		return setsockopt(fd, IPPROTO_IPV6, MCAST_JOIN_SOURCE_GROUP, &g, sizeof g) == 0 ? KH_OK : KH_ERR_IO;
+	}
+	struct group_req g;
+	memset(&g, 0, sizeof g);
+	g.gr_interface = (uint32_t)idx;
+	memcpy(&g.gr_group, grp, len);
+	return setsockopt(fd, IPPROTO_IPV6, MCAST_JOIN_GROUP, &g, sizeof g) == 0 ? KH_OK : KH_ERR_IO;
+}
+
 kh_err kh_tsip_in_open(const struct kh_tsip_url *u, struct kh_tsip_in **in)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(u->port)};
+	struct sockaddr_storage sa;
+	socklen_t sa_len = 0;
 	struct kh_tsip_in *r;
 	int one = 1, mc, rcvbuf = 4 << 20;
 	kh_err e = KH_OK;
 
 	*in = NULL;
-	if (resolve(u->host, &sa.sin_addr) != 0)
+	if (resolve_any(u->host, u->port, &sa, &sa_len) != 0)
 		return KH_ERR_INVAL;
 	if (!(r = calloc(1, sizeof *r)))
 		return KH_ERR_NOMEM;
 	kh_tsip_rx_init(&r->rx, u->rtp);
-	if ((r->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0) {
+	if ((r->fd = socket(sa.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0) {
 		free(r);
 		return KH_ERR_IO;
 	}
-	mc = IN_MULTICAST(ntohl(sa.sin_addr.s_addr));
+	mc = is_mcast(&sa);
 	setsockopt(r->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 	setsockopt(r->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf); /* a hint: the kernel may cap it */
-	if (bind(r->fd, (const struct sockaddr *)&sa, sizeof sa) != 0)
+	if (mc && sa.ss_family == AF_INET6) {
+		/* an IPv6 group is joined on an interface; the socket takes the port on any address (a
+		 * link-local group could not be bound without a scope) */
+		struct sockaddr_in6 any = {.sin6_family = AF_INET6, .sin6_port = htons(u->port)};
+		struct sockaddr_storage grp = sa;
+		if (bind(r->fd, (const struct sockaddr *)&any, sizeof any) != 0)
+			e = KH_ERR_IO;
+		else
+			e = join6(r->fd, u, &grp, sa_len);
+		if (e != KH_OK) {
+			kh_tsip_in_close(r);
+			return e;
+		}
+		*in = r;
+		return KH_OK;
+	}
+	if (bind(r->fd, (const struct sockaddr *)&sa, sa_len) != 0)
 		e = KH_ERR_IO;
+	else if (mc && sa.ss_family == AF_INET6)
+		e = join6(r->fd, u, &sa, sa_len);
 	else if (mc)
-		e = join(r->fd, u, sa.sin_addr);
+		e = join(r->fd, u, ((struct sockaddr_in *)(void *)&sa)->sin_addr);
 	if (e != KH_OK) {
 		kh_tsip_in_close(r);
 		return e;

@@ -6,7 +6,8 @@
 # Plain UDP, then RTP (rtp=1 on the sender; the reader finds RTP by version 2 and payload type 33).
 # `headend scramble --in udp://` ends cleanly (exit 0, output kept) on SIGTERM.
 # Refusals: a malformed URL and unknown query keys (usage), --regulate and --idle-timeout without
-# a network end. Multicast: tried on 239.255.x.x when the sandbox routes it, else skipped (said).
+# a network end. IPv6 unicast on [::1]. Multicast: tried on 239.255.x.x and on ff02::4b48 when the
+# sandbox routes it, else skipped (said).
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
 kh_init udp
 if ! command -v ffmpeg >/dev/null 2>&1; then
@@ -98,6 +99,24 @@ live()
 live udp 127.0.0.1 ""
 live rtp 127.0.0.1 "?rtp=1&pkts=7"
 live rtp4 127.0.0.1 "?rtp=1&pkts=4"
+live udp6 "[::1]" "?rtp=1"
+# IPv6 multicast: a link-local group on the loopback interface, when this machine carries it
+if python3 -c '
+import socket, struct
+idx = socket.if_nametoindex("lo")
+r = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+r.bind(("::", 0))
+r.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, socket.inet_pton(socket.AF_INET6, "ff02::4b48") + struct.pack("@I", idx))
+r.settimeout(1)
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+s.sendto(b"x", ("ff02::4b48", r.getsockname()[1], 0, idx))
+r.recv(1)
+' 2>/dev/null; then
+	live mcast6 "[ff02::4b48]" "?local=lo" "?local=lo"
+else
+	kh_note "IPv6 multicast skipped: this machine does not deliver ff02::4b48 on loopback"
+fi
 
 # ---- the headend reading the network: SIGTERM ends its input as a file's end would ----
 P=$(free_port)

@@ -31,7 +31,9 @@ static void test_url(void **state)
 				    "udp://1.2.3.4:5?ttl=0", "udp://1.2.3.4:5?ttl=256", "udp://1.2.3.4:5?pkts=8",
 				    "udp://1.2.3.4:5?pkts=0", "udp://1.2.3.4:5?rtp=2", "udp://1.2.3.4:5?foo=1",
 				    "udp://1.2.3.4:5?ttl=2&ttl=3", "udp://1.2.3.4:5?", "udp://1.2.3.4:5?ttl",
-				    "udp://a b:5", "udp://@1.2.3.4:5", "udp://1.2.3.4:5?local=", "udp://1.2.3.4:+5"};
+				    "udp://a b:5", "udp://@1.2.3.4:5", "udp://1.2.3.4:5?local=", "udp://1.2.3.4:+5",
+				    "udp://[::1:5000", "udp://::1:5000", "udp://[::1]5000", "udp://[::1]:", "udp://[]:5000",
+				    "udp://[::1-2]:5000", "udp://[1.2.3.4:5"};
 	(void)state;
 
 	assert_int_equal(kh_tsip_url_parse("udp://127.0.0.1:5000", &u), KH_OK);
@@ -50,6 +52,17 @@ static void test_url(void **state)
 	assert_int_equal(u.ttl, 16);
 	assert_int_equal(u.pkts, 4);
 	assert_int_equal(u.rtp, 1);
+	/* IPv6: addresses in brackets, kept without them */
+	assert_int_equal(kh_tsip_url_parse("udp://[::1]:5000", &u), KH_OK);
+	assert_string_equal(u.host, "::1");
+	assert_int_equal(u.port, 5000);
+	assert_int_equal(kh_tsip_url_parse("udp://[2001:db8::9]@[ff3e::4242]:1234?local=lo&rtp=1", &u), KH_OK);
+	assert_string_equal(u.src, "2001:db8::9");
+	assert_string_equal(u.host, "ff3e::4242");
+	assert_string_equal(u.local, "lo");
+	assert_int_equal(u.port, 1234);
+	assert_int_equal(kh_tsip_url_parse("udp://[ff02::1]:7?local=[fe80::1]", &u), KH_OK);
+	assert_string_equal(u.local, "fe80::1");
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		if (kh_tsip_url_parse(bad[i], &u) != KH_ERR_INVAL)
 			fail_msg("accepted: %s", bad[i]);
