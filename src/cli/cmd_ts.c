@@ -369,9 +369,15 @@ static int finish_report(const char *file, struct kh_tsi *t, int rc, int json)
 	return rc;
 }
 
+/*
+ * A regular file is read twice: the first pass learns which PIDs carry our ECMs and EMMs, so the
+ * second decodes them from the first packet, before the PMT or CAT that names them. Standard
+ * input (a pipe) is read once.
+ */
 static int inspect_file(const char *file, uint16_t casid, int json)
 {
-	struct kh_tsi t;
+	struct kh_tsi t, first;
+	struct stat st;
 	int fd, rc;
 
 	if (kh_tsi_init(&t, casid) != KH_OK)
@@ -379,6 +385,22 @@ static int inspect_file(const char *file, uint16_t casid, int json)
 	if ((fd = open_in(file)) < 0) {
 		kh_tsi_free(&t);
 		return KH_EXIT_FAIL;
+	}
+	if (fd != STDIN_FILENO && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		if (kh_tsi_init(&first, casid) != KH_OK) {
+			close(fd);
+			kh_tsi_free(&t);
+			return kh_cli_fail(file, KH_ERR_NOMEM);
+		}
+		rc = read_all(fd, file, &first);
+		if (rc == KH_EXIT_OK)
+			kh_tsi_prime(&t, &first);
+		kh_tsi_free(&first);
+		if (rc != KH_EXIT_OK || lseek(fd, 0, SEEK_SET) != 0) {
+			close(fd);
+			kh_tsi_free(&t);
+			return rc != KH_EXIT_OK ? rc : kh_cli_fail(file, KH_ERR_IO);
+		}
 	}
 	rc = read_all(fd, file, &t);
 	if (fd != STDIN_FILENO)

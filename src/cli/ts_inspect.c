@@ -227,6 +227,16 @@ static void ca_pid_named(struct kh_tsi *t, uint16_t sysid, uint16_t capid, unsig
 		want_sections(t, capid);
 }
 
+void kh_tsi_prime(struct kh_tsi *t, const struct kh_tsi *from)
+{
+	for (size_t i = 0; i < from->ncapids; i++) {
+		uint16_t pid = from->capids[i]->pid;
+		t->pids[pid].role |= from->pids[pid].role & (KH_TSI_R_ECM | KH_TSI_R_EMM);
+		if (capid_of(t, pid, 1) != NULL)
+			want_sections(t, pid);
+	}
+}
+
 /* Every CA descriptor of a loop into list (at most KH_TSI_MAX_CA), each PID named. */
 static void take_ca_loop(struct kh_tsi *t, const uint8_t *loop, size_t len, uint16_t es_pid, int es_level,
 			 struct kh_tsi_ca *list, size_t *n, unsigned role)

@@ -129,6 +129,9 @@ void kh_tsi_free(struct kh_tsi *t);
 kh_err kh_tsi_feed(struct kh_tsi *t, const uint8_t *p, size_t n);
 /* The stream ended: what is left is a packet cut short (counted in truncated) or garbage. */
 void kh_tsi_finish(struct kh_tsi *t);
+/* Before t's first feed: decode from the start the CA PIDs of our system that from (a finished
+ * pass over the same stream) found, so an ECM or EMM before the table naming its PID counts. */
+void kh_tsi_prime(struct kh_tsi *t, const struct kh_tsi *from);
 
 /* Results, once finished. */
 /* The mux bitrate (bit/s) from the first PCR PID's PCRs; 0 when there is none (or one PCR). */

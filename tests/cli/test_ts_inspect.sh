@@ -121,6 +121,13 @@ necm=$(sed -n 's/^ca pid 0x0FF0: [0-9]* sections, \([0-9]*\) ECMs.*/\1/p' s.txt)
 # the ECM packets counted by the byte scan agree with the ECM count (one packet each)
 secm=$(od -An -tu1 -w188 -v s.ts | awk '($2 % 32) * 256 + $3 == 4080' | wc -l)
 [ "$secm" -eq "$necm" ] || kh_fail "$secm ECM packets on 0x0FF0, inspect counted $necm ECMs"
+# the stream cut just after its first PMT: the ECMs before the next PMT (which names their PID)
+# are counted all the same, a file being read twice
+cut=$(od -An -tu1 -w188 -v s.ts | awk '($2 % 32) * 256 + $3 == 4096 { print NR; exit }')
+tail -c +$((cut * 188 + 1)) s.ts >cut.ts
+kh_expect_ok ts inspect cut.ts
+cecm=$(od -An -tu1 -w188 -v cut.ts | awk '($2 % 32) * 256 + $3 == 4080' | wc -l)
+kh_out_has "^ca pid 0x0FF0: [0-9]+ sections, $cecm ECMs"
 kh_out_has '^ca pid 0x0FF1: [0-9]+ sections, 0 ECMs, [0-9]+ EMMs \(unique [1-9][0-9]* group [1-9][0-9]* all [1-9][0-9]*\), 0 malformed'
 kh_out_has '^  first unique EMM: address 0000000A seq 1$'
 kh_out_has '^  last unique EMM: address 0000000A seq 3$'
