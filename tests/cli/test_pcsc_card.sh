@@ -19,6 +19,7 @@ VPCD_LIB=/usr/lib/pcsc/drivers/serial/libifdvpcd.so
 
 if [ -z "$KH_PCSC_PRIVATE" ] && command -v unshare >/dev/null 2>&1 &&
 	unshare -m sh -c 'mount -t tmpfs tmpfs /run' 2>/dev/null; then
+	# shellcheck disable=SC2016 # $0 is for the inner sh
 	KH_PCSC_PRIVATE=1 exec unshare -m sh -c 'mount -t tmpfs -o mode=0755 tmpfs /run && exec sh "$0"' "$0"
 fi
 
@@ -32,7 +33,7 @@ skip()
 
 command -v pcscd >/dev/null 2>&1 || skip "no pcscd (run scripts/install-deps)"
 [ -e "$VPCD_LIB" ] || skip "no vsmartcard-vpcd driver at $VPCD_LIB (run scripts/install-deps)"
-kh_need pcsc_scan scriptor od awk
+kh_need pcsc_scan scriptor od awk timeout
 if [ -z "$KH_PCSC_PRIVATE" ]; then
 	[ -e /run/pcscd/pcscd.comm ] && skip "no private mount namespace, and a pcscd already owns /run/pcscd"
 	kh_note "no private mount namespace: using /run/pcscd (no other pcscd there)"
