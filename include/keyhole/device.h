@@ -75,4 +75,12 @@ KH_WARN_UNUSED kh_err kh_serve_unix(const char *path, struct kh_module *m, volat
 KH_WARN_UNUSED kh_err kh_serve_unix_opts(const char *path, struct kh_module *m, volatile sig_atomic_t *stop,
 					 const struct kh_serve_opts *opts);
 
+/*
+ * Answer one command APDU from outside as a daemon's module does (kh_serve_unix, the vpcd card
+ * side): a daemon request is an unknown class, the runner's instructions are refused, the rest
+ * goes to kh_module_process (which seals and stores every state change before it answers).
+ * The answer's length; resp needs KH_APDU_MAX_RESP bytes.
+ */
+size_t kh_serve_apdu(struct kh_module *m, const uint8_t *cmd, size_t n, uint8_t *resp, size_t cap);
+
 #endif

@@ -10,13 +10,14 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "device/vpcd.h"
 #include "keyhole/authority.h"
 #include "keyhole/device.h"
 #include "keyhole/host.h"
 #include "keyhole/softmodule.h"
 
 /* Options with no short form (a letter means one thing in every command: docs/cli-options.md). */
-enum { O_KEY = 256, O_SOCKET };
+enum { O_KEY = 256, O_SOCKET, O_VPCD };
 
 static const char issue_help[] =
 	"usage: keyhole card issue --authority DIR --role card|cam|decoder|processor|buyer|keycard\n"
@@ -50,12 +51,18 @@ static const char info_help[] =
 
 static const char serve_help[] =
 	"usage: keyhole card serve --socket PATH --card FILE [--key KEYFILE]\n"
+	"       keyhole card serve --vpcd [HOST:]PORT --card FILE [--key KEYFILE]\n"
 	"\n"
 	"Run the module in FILE as a daemon answering command APDUs on a UNIX socket (mode 0600),\n"
-	"framed as a 4-byte big-endian length and the APDU bytes. Every state change is sealed and\n"
-	"written to FILE before its answer is sent. Stops on SIGINT or SIGTERM.\n"
+	"framed as a 4-byte big-endian length and the APDU bytes, or as the card in pcscd's\n"
+	"vsmartcard-vpcd reader (the card side connects to the driver, and connects again whenever\n"
+	"the driver or pcscd goes away). Every state change is sealed and written to FILE before its\n"
+	"answer is sent. Stops on SIGINT or SIGTERM. With --vpcd, SIGUSR1 takes the card out of the\n"
+	"reader and SIGUSR2 puts it back.\n"
 	"\n"
 	"      --socket PATH    the UNIX socket to create (clients name it unix:PATH)\n"
+	"      --vpcd [HOST:]PORT  the vpcd reader driver to plug into (HOST default 127.0.0.1;\n"
+	"                       the driver's default port is 35963)\n"
 	"  -c, --card FILE      the module file (held locked while served)\n"
 	"      --key KEYFILE    its root key (default: FILE with .card replaced by .key)\n";
 
@@ -150,18 +157,80 @@ static int cmd_info(int argc, char **argv)
 	return KH_EXIT_OK;
 }
 
+static volatile sig_atomic_t ejected;
+
+static void on_eject(int sig)
+{
+	ejected = sig == SIGUSR1;
+}
+
+/* SIGUSR1 ejects the card, SIGUSR2 inserts it again. */
+static void eject_signals(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_eject;
+	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
+}
+
+/* [HOST:]PORT, PORT 1 to 65535; host points into spec (or NULL), hostbuf holds it. */
+static int parse_vpcd(const char *spec, char *hostbuf, size_t cap, const char **host, uint16_t *port)
+{
+	const char *colon = strrchr(spec, ':'), *p = colon ? colon + 1 : spec;
+	char *end;
+	unsigned long v;
+
+	*host = NULL;
+	if (colon) {
+		size_t n = (size_t)(colon - spec);
+		if (n == 0 || n >= cap)
+			return -1;
+		memcpy(hostbuf, spec, n);
+		hostbuf[n] = '\0';
+		*host = hostbuf;
+	}
+	if (*p < '0' || *p > '9')
+		return -1;
+	v = strtoul(p, &end, 10);
+	if (*end || v == 0 || v > 65535)
+		return -1;
+	*port = (uint16_t)v;
+	return 0;
+}
+
+/* Serve the module in sm as the card in a vpcd reader. */
+static int serve_vpcd(struct kh_softmod *sm, struct kh_transport *t, const char *host, uint16_t port)
+{
+	struct kh_module_info info;
+	struct kh_vpcd_opts o = {.host = host, .port = port, .ejected = &ejected};
+	kh_err r;
+
+	if ((r = kh_host_info(t, &info)) != KH_OK)
+		return kh_cli_fail("card serve: GET INFO", r);
+	o.role = info.role;
+	o.stop = kh_cli_stop_signals();
+	eject_signals();
+	if ((r = kh_serve_vpcd(kh_softmod_module(sm), &o)) != KH_OK)
+		return kh_cli_fail(host ? host : "vpcd", r);
+	return KH_EXIT_OK;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
 	static const struct option opts[] = {{"socket", required_argument, NULL, O_SOCKET},
+					     {"vpcd", required_argument, NULL, O_VPCD},
 					     {"card", required_argument, NULL, 'c'},
 					     {"key", required_argument, NULL, O_KEY},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
-	const char *sock = NULL, *card = NULL, *key = NULL;
+	const char *sock = NULL, *vpcd = NULL, *card = NULL, *key = NULL, *host = NULL;
 	struct kh_softmod *sm = NULL;
 	struct kh_transport t = {0};
-	char what[4200];
-	int c;
+	char what[4200], hostbuf[256];
+	uint16_t port = 0;
+	int c, rc;
 	kh_err r;
 
 	optind = 0;
@@ -169,6 +238,7 @@ static int cmd_serve(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
 		switch (c) {
 		case O_SOCKET: sock = optarg; break;
+		case O_VPCD: vpcd = optarg; break;
 		case 'c': card = optarg; break;
 		case O_KEY: key = optarg; break;
 		case 'h': fputs(serve_help, stdout); return KH_EXIT_OK;
@@ -177,13 +247,20 @@ static int cmd_serve(int argc, char **argv)
 	}
 	if (optind != argc)
 		return kh_cli_usage("card serve", "unexpected argument '%s'", argv[optind]);
-	if (!sock || !card)
-		return kh_cli_usage("card serve", "--socket and --card are required");
+	if (!!sock == !!vpcd || !card)
+		return kh_cli_usage("card serve", "--card and one of --socket or --vpcd are required");
+	if (vpcd && parse_vpcd(vpcd, hostbuf, sizeof hostbuf, &host, &port) != 0)
+		return kh_cli_usage("card serve", "--vpcd takes [HOST:]PORT with PORT 1 to 65535: '%s'", vpcd);
 	if ((r = kh_cli_open_module(card, key, &sm, &t, what, sizeof what)) != KH_OK)
 		return kh_cli_fail(what, r);
 	if (!sm) {
 		kh_transport_close(&t);
 		return kh_cli_usage("card serve", "--card takes a card file, not a socket");
+	}
+	if (vpcd) {
+		rc = serve_vpcd(sm, &t, host, port);
+		kh_softmod_free(sm);
+		return rc;
 	}
 	r = kh_serve_unix(sock, kh_softmod_module(sm), kh_cli_stop_signals());
 	kh_softmod_free(sm);
@@ -195,7 +272,7 @@ static int cmd_serve(int argc, char **argv)
 static const struct kh_cli_cmd sub[] = {
 	{"issue", cmd_issue, "personalise a new card or CAM from the authority"},
 	{"info", cmd_info, "show a module's role, unique address and lifecycle"},
-	{"serve", cmd_serve, "serve a module on a UNIX socket (module daemon)"},
+	{"serve", cmd_serve, "serve a module on a UNIX socket or in a vpcd PC/SC reader"},
 };
 
 int kh_cmd_card(int argc, char **argv)

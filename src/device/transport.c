@@ -376,6 +376,13 @@ static size_t answer(const struct kh_serve_opts *o, struct kh_module *m, const u
 		size_t rn = o->request ? o->request(o->ctx, cmd, n, fds, nfds, resp, cap) : 0;
 		return rn >= 2 && rn <= cap ? rn : sw_only(resp, o->request ? KH_ERR_INTERNAL : KH_ERR_APDU_CLA);
 	}
+	return kh_serve_apdu(m, cmd, n, resp, cap);
+}
+
+size_t kh_serve_apdu(struct kh_module *m, const uint8_t *cmd, size_t n, uint8_t *resp, size_t cap)
+{
+	if (n >= 1 && cmd[0] == KH_CLA_DAEMON)
+		return sw_only(resp, KH_ERR_APDU_CLA);
 	if (n >= 2 && cmd[0] == KH_CLA &&
 	    (cmd[1] == KH_INS_RUN_OPEN || cmd[1] == KH_INS_RUN_CHUNK || cmd[1] == KH_INS_RUN_CLOSE))
 		return sw_only(resp, KH_ERR_APDU_INS); /* the runner's, never a socket's */
