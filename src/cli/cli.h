@@ -101,6 +101,10 @@ int kh_cli_numeric_host(const char *host);
  * descriptor, -2 after a usage line (spec is not HOST:PORT), -1 after a failure line.
  */
 int kh_cli_tcp_listen(const char *prog, const char *opt, const char *spec, int backlog);
+/* All of p on a socket (MSG_NOSIGNAL, EINTR retried): 0, or -1 when the peer is gone. */
+int kh_cli_send_all(int fd, const uint8_t *p, size_t n);
+/* The number option --name of command prog, at most max: KH_EXIT_OK, or KH_EXIT_USAGE (told). */
+int kh_cli_num_opt(const char *prog, const char *name, const char *s, uint64_t max, uint64_t *v);
 /*
  * The getopt_long loop of a command that takes options only: an option given twice is a usage
  * error (every option takes one value), -h/--help prints help and returns -1, every other option

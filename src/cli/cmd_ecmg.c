@@ -74,18 +74,11 @@ struct conn {
 	struct kh_ecmg_conn st;
 };
 
-static int num_opt(const char *name, const char *s, uint64_t max, uint64_t *v)
-{
-	if (kh_cli_parse_num(s, max, v) != 0)
-		return kh_cli_usage(P, "--%s: '%s' is not a number up to %llu", name, s, (unsigned long long)max);
-	return KH_EXIT_OK;
-}
-
 /* A number option into *dst (and *flag set); KH_EXIT_OK or KH_EXIT_USAGE. */
 static int num_u32(const char *name, const char *s, uint32_t *dst, int *flag)
 {
 	uint64_t v = 0;
-	int rc = num_opt(name, s, UINT32_MAX, &v);
+	int rc = kh_cli_num_opt(P, name, s, UINT32_MAX, &v);
 
 	*dst = (uint32_t)v;
 	*flag = 1;
@@ -116,7 +109,7 @@ static int take(void *ctx, int c, const char *arg)
 		o->cfg.ts_packets = 1;
 		return KH_EXIT_OK;
 	case O_MAXCONN:
-		return num_opt("max-connections", arg, MAX_CONN_LIMIT, &o->max_conn);
+		return kh_cli_num_opt(P, "max-connections", arg, MAX_CONN_LIMIT, &o->max_conn);
 	case O_ALG:
 		if (strcmp(arg, "csa2") == 0)
 			o->cfg.alg = KH_SCR_CSA2;
@@ -129,7 +122,7 @@ static int take(void *ctx, int c, const char *arg)
 		return KH_EXIT_OK;
 	case O_KEYID: {
 		uint64_t v = 0;
-		int rc = num_opt("key-id", arg, 255, &v);
+		int rc = kh_cli_num_opt(P, "key-id", arg, 255, &v);
 		o->cfg.key_id = (uint8_t)v;
 		return rc;
 	}
@@ -191,20 +184,6 @@ static int open_keys(struct serve_opts *o)
 }
 
 
-static int send_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Every whole message in c->in handled. 0 to keep the connection, -1 to close it. */
 static int drain(const struct kh_ecmg_cfg *cfg, struct conn *c)
 {
@@ -216,14 +195,14 @@ static int drain(const struct kh_ecmg_cfg *cfg, struct conn *c)
 		enum kh_sim_status st = kh_sim_frame(c->in, c->have, &need);
 		if (st != KH_SIM_OK) {
 			if (kh_ecmg_frame_error(&c->st, st, out, sizeof out, &olen) == KH_OK)
-				(void)send_all(c->fd, out, olen);
+				(void)kh_cli_send_all(c->fd, out, olen);
 			return -1;
 		}
 		if (c->have < need)
 			return 0;
 		if (kh_ecmg_handle(cfg, &c->st, c->in, need, out, sizeof out, &olen, &bye) != KH_OK)
 			return -1;
-		if (olen && send_all(c->fd, out, olen) != 0)
+		if (olen && kh_cli_send_all(c->fd, out, olen) != 0)
 			return -1;
 		memmove(c->in, c->in + need, c->have - need);
 		kh_wipe(c->in + c->have - need, need); /* the clear control words go */

@@ -86,13 +86,6 @@ struct session {
 	uint8_t in[KH_SIM_MAX_MSG];
 };
 
-static int num(const char *name, const char *s, uint64_t max, uint64_t *v)
-{
-	if (kh_cli_parse_num(s, max, v) != 0)
-		return kh_cli_usage(P, "--%s: '%s' is not a number up to %llu", name, s, (unsigned long long)max);
-	return KH_EXIT_OK;
-}
-
 static int take(void *ctx, int c, const char *arg)
 {
 	struct emmg_opts *o = ctx;
@@ -119,24 +112,24 @@ static int take(void *ctx, int c, const char *arg)
 		o->once = 1;
 		break;
 	case O_CLIENT:
-		rc = num("client-id", arg, UINT32_MAX, &v);
+		rc = kh_cli_num_opt(P, "client-id", arg, UINT32_MAX, &v);
 		o->cfg.client_id = (uint32_t)v;
 		break;
 	case O_DATA:
-		rc = num("data-id", arg, UINT16_MAX, &v);
+		rc = kh_cli_num_opt(P, "data-id", arg, UINT16_MAX, &v);
 		o->cfg.data_id = (uint16_t)v;
 		break;
 	case O_BW:
-		if ((rc = num("bandwidth", arg, UINT16_MAX, &v)) == KH_EXIT_OK && v == 0)
+		if ((rc = kh_cli_num_opt(P, "bandwidth", arg, UINT16_MAX, &v)) == KH_EXIT_OK && v == 0)
 			rc = kh_cli_usage(P, "--bandwidth must be at least 1 kbit/s");
 		o->cfg.bandwidth = (uint16_t)v;
 		break;
 	case O_POLL:
-		if ((rc = num("poll", arg, 86400, &o->poll_s)) == KH_EXIT_OK && o->poll_s == 0)
+		if ((rc = kh_cli_num_opt(P, "poll", arg, 86400, &o->poll_s)) == KH_EXIT_OK && o->poll_s == 0)
 			rc = kh_cli_usage(P, "--poll must be at least 1 second");
 		break;
 	case O_VERSION:
-		if ((rc = num("protocol-version", arg, 3, &v)) == KH_EXIT_OK && v < 2)
+		if ((rc = kh_cli_num_opt(P, "protocol-version", arg, 3, &v)) == KH_EXIT_OK && v < 2)
 			rc = kh_cli_usage(P, "--protocol-version is 2 or 3");
 		o->cfg.version = (uint8_t)v;
 		break;
@@ -201,20 +194,6 @@ static int dial(const char *spec, const char **why)
 	*why = fd < 0 ? strerror(errno) : "";
 	freeaddrinfo(ai);
 	return fd;
-}
-
-static int send_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
 }
 
 /* Why the session failed: the mux's error_status, or a message out of turn. */
@@ -296,7 +275,7 @@ static int provide(struct session *s, struct carousel *c, int once, uint64_t *wa
 		return -1;
 	}
 	if (len) {
-		if (send_all(s->fd, msg, len) != 0)
+		if (kh_cli_send_all(s->fd, msg, len) != 0)
 			return -1;
 		c->sections_sent += count_sections(c, before, *at);
 		c->bytes_sent += *at - before;
@@ -329,7 +308,7 @@ static int drain(struct session *s)
 			failure(s);
 			return -1;
 		}
-		if (olen && send_all(s->fd, out, olen) != 0)
+		if (olen && kh_cli_send_all(s->fd, out, olen) != 0)
 			return -1;
 		memmove(s->in, s->in + need, s->have - need);
 		s->have -= need;
@@ -358,7 +337,7 @@ static void close_channel(struct session *s)
 	size_t len = 0;
 	struct pollfd pf = {.fd = s->fd, .events = POLLIN};
 
-	if (kh_emmg_close(&s->e, out, sizeof out, &len) == KH_OK && send_all(s->fd, out, len) == 0) {
+	if (kh_emmg_close(&s->e, out, sizeof out, &len) == KH_OK && kh_cli_send_all(s->fd, out, len) == 0) {
 		(void)shutdown(s->fd, SHUT_WR);
 		for (int i = 0; i < 20 && poll(&pf, 1, 100) >= 0; i++)
 			if ((pf.revents & (POLLIN | POLLHUP)) && recv(s->fd, sink, sizeof sink, 0) <= 0)
@@ -395,7 +374,7 @@ static int session(const struct emmg_opts *o, struct session *s, struct carousel
 		return 1;
 	}
 	kh_emmg_init(&s->e, &o->cfg);
-	if (kh_emmg_start(&s->e, out, sizeof out, &len) != KH_OK || send_all(s->fd, out, len) != 0)
+	if (kh_emmg_start(&s->e, out, sizeof out, &len) != KH_OK || kh_cli_send_all(s->fd, out, len) != 0)
 		return 1;
 	while (!*stop) {
 		uint64_t wait = 500;

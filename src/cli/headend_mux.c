@@ -132,13 +132,6 @@ static uint64_t now_ms(void)
 
 /* ---- options ---- */
 
-static int num(const char *name, const char *s, uint64_t max, uint64_t *v)
-{
-	if (kh_cli_parse_num(s, max, v) != 0)
-		return kh_cli_usage(P, "--%s: '%s' is not a number up to %llu", name, s, (unsigned long long)max);
-	return KH_EXIT_OK;
-}
-
 static int take(void *ctx, int c, const char *arg)
 {
 	struct mux_opts *o = ctx;
@@ -151,26 +144,26 @@ static int take(void *ctx, int c, const char *arg)
 	case O_LISTEN: o->listen = arg; break;
 	case O_REGULATE: o->regulate = 1; break;
 	case O_EMMPID:
-		if ((rc = num("emm-pid", arg, 0x1FFE, &v)) == KH_EXIT_OK && v < 0x0010)
+		if ((rc = kh_cli_num_opt(P, "emm-pid", arg, 0x1FFE, &v)) == KH_EXIT_OK && v < 0x0010)
 			rc = kh_cli_usage(P, "--emm-pid: 0x%04llX is a reserved PID", (unsigned long long)v);
 		o->emm_pid = (uint16_t)v;
 		o->have_pid = 1;
 		break;
 	case 'C':
-		rc = num("ca-system-id", arg, UINT16_MAX, &v);
+		rc = kh_cli_num_opt(P, "ca-system-id", arg, UINT16_MAX, &v);
 		o->ca_system_id = (uint16_t)v;
 		break;
 	case O_CLIENT:
-		rc = num("client-id", arg, UINT32_MAX, &v);
+		rc = kh_cli_num_opt(P, "client-id", arg, UINT32_MAX, &v);
 		o->cfg.client_id = (uint32_t)v;
 		o->have_client = 1;
 		break;
 	case O_MAXBW:
-		if ((rc = num("max-bandwidth", arg, UINT16_MAX, &v)) == KH_EXIT_OK && v == 0)
+		if ((rc = kh_cli_num_opt(P, "max-bandwidth", arg, UINT16_MAX, &v)) == KH_EXIT_OK && v == 0)
 			rc = kh_cli_usage(P, "--max-bandwidth must be at least 1 kbit/s");
 		o->cfg.max_bandwidth = (uint16_t)v;
 		break;
-	case O_WAIT: rc = num("wait-emmg", arg, 3600, &o->wait_s); break;
+	case O_WAIT: rc = kh_cli_num_opt(P, "wait-emmg", arg, 3600, &o->wait_s); break;
 	default: return -1;
 	}
 	return rc;
@@ -267,20 +260,6 @@ static int client_busy(void *ctx, uint32_t client)
 	return 0;
 }
 
-static int send_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 static void drop_conn(struct mux *m, size_t i)
 {
 	close(m->c[i]->fd);
@@ -299,7 +278,7 @@ static int drain(struct mux *m, struct conn *c)
 		enum kh_sim_status st = kh_sim_frame(c->in, c->have, &need);
 		if (st != KH_SIM_OK) {
 			if (kh_emmmux_frame_error(&c->st, st, out, sizeof out, &olen) == KH_OK)
-				(void)send_all(c->fd, out, olen);
+				(void)kh_cli_send_all(c->fd, out, olen);
 			return -1;
 		}
 		if (c->have < need)
@@ -312,7 +291,7 @@ static int drain(struct mux *m, struct conn *c)
 			if (kh_sim_parse(KH_SIM_EMMG, out, olen, &em, NULL) == KH_SIM_OK &&
 			    kh_sim_u16(&em, KH_SIM_P_ERROR_STATUS, 0, &status) == KH_OK)
 				kh_log_warn("headend.mux_refused", "error_status=0x%04X", (unsigned)status);
-			if (send_all(c->fd, out, olen) != 0)
+			if (kh_cli_send_all(c->fd, out, olen) != 0)
 				return -1;
 		}
 		memmove(c->in, c->in + need, c->have - need);

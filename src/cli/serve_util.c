@@ -398,3 +398,24 @@ int kh_cli_options(const char *prog, int argc, char **argv, const char *shortopt
 		return kh_cli_usage(prog, "unexpected argument '%s'", argv[optind]);
 	return KH_EXIT_OK;
 }
+
+int kh_cli_send_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int kh_cli_num_opt(const char *prog, const char *name, const char *s, uint64_t max, uint64_t *v)
+{
+	if (kh_cli_parse_num(s, max, v) != 0)
+		return kh_cli_usage(prog, "--%s: '%s' is not a number up to %llu", name, s, (unsigned long long)max);
+	return KH_EXIT_OK;
+}
