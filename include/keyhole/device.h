@@ -28,6 +28,31 @@ void kh_transport_inproc(struct kh_transport *t, struct kh_module *m);
 /* Connect to a module daemon's socket. */
 KH_WARN_UNUSED kh_err kh_transport_unix(struct kh_transport *t, const char *path);
 
+/*
+ * The card in a PC/SC reader, through pcsc-lite: reader is the reader's name, or the start of
+ * the only name that begins so, or "" for the first reader that has a card. The card is held
+ * exclusively (T=1). Errors: KH_ERR_PCSC_SERVICE (no pcscd), KH_ERR_READER (no such reader, or
+ * the name is ambiguous), KH_ERR_NO_CARD, KH_ERR_MODULE_BUSY (another program holds the card).
+ * Unlike a socket, a failed transfer is not final: it returns KH_ERR_TRANSPORT and the next one
+ * connects again to the card then in the same reader.
+ */
+KH_WARN_UNUSED kh_err kh_transport_pcsc(struct kh_transport *t, const char *reader);
+/* 1 when t is a PC/SC transport. */
+int kh_transport_is_pcsc(const struct kh_transport *t);
+/* The name of the reader a PC/SC transport holds (NULL for another transport). */
+const char *kh_transport_pcsc_reader(const struct kh_transport *t);
+
+/* What the reader of a PC/SC transport says now (kh_transport_pcsc_poll). */
+enum kh_pcsc_event {
+	KH_PCSC_SAME,    /* the card connected to is still there (any other transport says this) */
+	KH_PCSC_CHANGED, /* a card went out or in since the last look, or pcscd came back: the card
+			  * there now is not known to be the one before; the next transfer connects to it */
+	KH_PCSC_NO_CARD, /* no card in the reader (reported CHANGED once before) */
+	KH_PCSC_GONE,    /* pcscd or the reader is gone */
+};
+/* Look at the reader without waiting (one request to pcscd). */
+enum kh_pcsc_event kh_transport_pcsc_poll(struct kh_transport *t);
+
 /* Default time a daemon's client has to send one command frame, or take one response. */
 #define KH_SERVE_TIMEOUT_MS 5000
 

@@ -171,6 +171,11 @@ typedef int kh_err;
 	XX(ENROLLED, "the key card is enrolled already", 409, "enrolled", 0x6F5F)                \
 	XX(NOT_ENROLLED, "the key card is not enrolled with a key center", 409, "not_enrolled",  \
 	   0x6F60)                                                                               \
+	XX(PCSC_SERVICE, "the PC/SC service (pcscd) is not running or cannot be reached", 503,  \
+	   "pcsc_service", 0x6F61)                                                               \
+	XX(READER, "no such smart-card reader (or more than one has that name)", 404, "reader", \
+	   0x6F62)                                                                               \
+	XX(NO_CARD, "no card in the reader", 409, "no_card", 0x6F63)                             \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

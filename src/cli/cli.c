@@ -251,6 +251,13 @@ kh_err kh_cli_open_module(const char *spec, const char *key, struct kh_softmod *
 	snprintf(what, whatlen, "%s", spec);
 	if (strncmp(spec, "unix:", 5) == 0)
 		return kh_transport_unix(t, spec + 5);
+	if (strncmp(spec, "pcsc:", 5) == 0) {
+		if (spec[5])
+			snprintf(what, whatlen, "reader '%s'", spec + 5);
+		else
+			snprintf(what, whatlen, "PC/SC (the first reader with a card)");
+		return kh_transport_pcsc(t, spec + 5);
+	}
 	if ((r = kh_softmod_open(spec, key, sm, &which)) != KH_OK) {
 		if (which == KH_SOFTMOD_KEY) {
 			defkey = key ? NULL : kh_softmod_key_path(spec);

@@ -8,106 +8,25 @@
 # - a second card served in the same reader answers with its own unique address (a swap);
 # - pcscd stopped and started again: the card side reconnects by itself;
 # - bad --vpcd values are usage errors.
-# pcscd 1.9.9 always makes its socket in /run/pcscd (only clients read PCSCLITE_CSOCK_NAME), so
-# the test runs itself again in a private mount namespace with a tmpfs on /run: its pcscd never
-# meets the machine's. Without a namespace it uses /run/pcscd only when no pcscd is there.
+# The private pcscd and its namespaces: tests/cli/pcsc_lib.sh.
 # Skipped (with a note) only where pcscd or the vpcd driver cannot run at all.
 
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
-
-VPCD_LIB=/usr/lib/pcsc/drivers/serial/libifdvpcd.so
-
-if [ -z "$KH_PCSC_PRIVATE" ] && command -v unshare >/dev/null 2>&1 &&
-	unshare -m sh -c 'mount -t tmpfs tmpfs /run' 2>/dev/null; then
-	# shellcheck disable=SC2016 # $0 is for the inner sh
-	KH_PCSC_PRIVATE=1 exec unshare -m sh -c 'mount -t tmpfs -o mode=0755 tmpfs /run && exec sh "$0"' "$0"
-fi
+. "$KH_SOURCE_DIR/tests/cli/pcsc_lib.sh"
+kh_pcsc_private "$0"
 
 kh_init pcsc_card
-
-skip()
-{
-	kh_note "SKIPPED: $*"
-	exit 0
-}
-
-command -v pcscd >/dev/null 2>&1 || skip "no pcscd (run scripts/install-deps)"
-[ -e "$VPCD_LIB" ] || skip "no vsmartcard-vpcd driver at $VPCD_LIB (run scripts/install-deps)"
-kh_need pcsc_scan scriptor od awk timeout
-if [ -z "$KH_PCSC_PRIVATE" ]; then
-	[ -e /run/pcscd/pcscd.comm ] && skip "no private mount namespace, and a pcscd already owns /run/pcscd"
-	kh_note "no private mount namespace: using /run/pcscd (no other pcscd there)"
-fi
-mkdir -p /run/pcscd 2>/dev/null || skip "cannot create /run/pcscd for pcscd's socket"
-
-# free_port: a loopback TCP port, with the next one (the driver's second slot), that nothing uses.
-free_port()
-{
-	while :; do
-		fp=$(($(od -An -tu2 -N2 /dev/urandom | tr -d ' \n') % 12000 + 20000))
-		fh=$(printf '%04X|%04X' "$fp" $((fp + 1)))
-		cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
-			awk -v h="$fh" '$2 ~ (":(" h ")$") { f = 1 } END { exit !f }' || break
-	done
-	echo "$fp"
-}
-
+kh_pcsc_init
+kh_need scriptor
 cd "$KH_WORK" || kh_fail "cd $KH_WORK"
-# pcsc_scan keeps its ATR list under $HOME; -n below keeps it from fetching one.
-HOME=$KH_WORK
-export HOME
-PORT=$(free_port)
-mkdir conf
-printf 'FRIENDLYNAME "Keyhole test"\nDEVICENAME /dev/null:0x%X\nLIBPATH %s\nCHANNELID 0x%X\n' \
-	"$PORT" "$VPCD_LIB" "$PORT" >conf/vpcd
-READER="Keyhole test 00 00"
-
-# start_pcscd: a pcscd in the foreground on conf/, its pid in PCSCD; waits until it lists our reader.
+READER=$READER0
 start_pcscd()
 {
-	pcscd -f -c "$KH_WORK/conf" >>"$KH_META/pcscd.log" 2>&1 </dev/null &
-	PCSCD=$!
-	KH_PIDS="$KH_PIDS $PCSCD"
-	i=0
-	until timeout 5 pcsc_scan -r 2>/dev/null | grep -q "$READER"; do
-		if ! kill -0 "$PCSCD" 2>/dev/null; then
-			wait "$PCSCD"
-			sed 's/^/  pcscd| /' "$KH_META/pcscd.log" >&2
-			skip "pcscd cannot run here (exit $?)"
-		fi
-		[ "$i" -lt 50 ] || kh_fail "pcscd did not list '$READER' within 5 s"
-		sleep 0.1
-		i=$((i + 1))
-	done
+	kh_pcsc_start
 }
-
-# scan: one pass of pcsc_scan over the readers, into $KH_META/scan.
-scan()
-{
-	timeout 10 pcsc_scan -n -t 1 >"$KH_META/scan" 2>&1 </dev/null
-	# the reader's block: from its line to the next reader's
-	awk -v r="$READER" 'index($0, "Reader ") && index($0, r) { on = 1; next }
-		/ Reader [0-9]+:/ { on = 0 } on' "$KH_META/scan" >"$KH_META/slot"
-}
-
-# wait_card STATE ATR: until pcsc_scan shows the reader with the card inserted (with ATR) or removed.
 wait_card()
 {
-	i=0
-	while :; do
-		scan
-		if [ "$1" = inserted ]; then
-			grep -q 'Card inserted' "$KH_META/slot" && grep -q "ATR: $2" "$KH_META/slot" && return 0
-		else
-			grep -q 'Card removed' "$KH_META/slot" && ! grep -q 'ATR:' "$KH_META/slot" && return 0
-		fi
-		if [ "$i" -ge 20 ]; then
-			sed 's/^/  pcsc_scan| /' "$KH_META/scan" >&2
-			kh_fail "pcsc_scan: no card $1 in '$READER'"
-		fi
-		sleep 0.2
-		i=$((i + 1))
-	done
+	kh_pcsc_wait_card "$READER" "$@"
 }
 
 # get_info: GET INFO through scriptor; the response bytes (upper-case hex, one space apart) on stdout.
