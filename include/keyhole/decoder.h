@@ -204,6 +204,15 @@ KH_WARN_UNUSED kh_err kh_decoder_write(struct kh_decoder *d, const uint8_t *buf,
  */
 KH_WARN_UNUSED kh_err kh_decoder_finish(struct kh_decoder *d);
 
+/*
+ * The card (or CAM) in a reader was pulled, swapped or lost with its reader: every packet held
+ * is written out under the keys it came with, then every programme's keys and the channel are
+ * dropped, so no control word of the old channel serves a packet fed after this call. The next
+ * ECM (a repetition of the one answered last included) pairs again with whatever card is there.
+ * Errors as kh_decoder_feed.
+ */
+KH_WARN_UNUSED kh_err kh_decoder_drop_channel(struct kh_decoder *d);
+
 void kh_decoder_get_stats(const struct kh_decoder *d, struct kh_decoder_stats *st);
 
 /*

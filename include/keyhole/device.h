@@ -52,6 +52,8 @@ enum kh_pcsc_event {
 };
 /* Look at the reader without waiting (one request to pcscd). */
 enum kh_pcsc_event kh_transport_pcsc_poll(struct kh_transport *t);
+/* 1 when the last look (kh_transport_pcsc_poll, or the connection) found a card in the reader. */
+int kh_transport_pcsc_present(const struct kh_transport *t);
 
 /* Default time a daemon's client has to send one command frame, or take one response. */
 #define KH_SERVE_TIMEOUT_MS 5000

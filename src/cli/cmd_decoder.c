@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include "cli/udp_pipe.h"
 #include "keyhole/cas.h"
 #include "keyhole/decoder.h"
+#include "keyhole/device.h"
 #include "keyhole/host.h"
 #include "keyhole/log.h"
 #include "keyhole/softmodule.h"
@@ -317,21 +319,131 @@ static void card_changed(void *ctx, unsigned what)
 						      : "emm");
 }
 
+/* How often the readers are looked at while the input is idle, and while a reader is gone. */
+#define WATCH_MS 200
+
+static void nap_ms(unsigned ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * The readers of the modules named pcsc:READER, watched as a set-top box watches its card slot
+ * (docs/internals/pcsc.md). A card pulled or put in, or a reader lost and found again, drops the
+ * channel before the next bytes are fed: no control word of the old channel serves a packet
+ * that comes after, and the next ECM pairs with whatever card is there. While a reader is gone
+ * nothing is read: the stream waits for it.
+ */
+struct watch {
+	struct kh_transport *t[3];
+	const char *role[3];
+	int any;
+};
+
+static void watch_init(struct watch *w, struct modules *m)
+{
+	memset(w, 0, sizeof *w);
+	if (!m)
+		return;
+	w->t[0] = &m->dec;
+	w->t[1] = &m->cam;
+	w->t[2] = &m->card;
+	w->role[0] = "decoder module";
+	w->role[1] = "CAM";
+	w->role[2] = "card";
+	for (unsigned i = 0; i < 3; i++)
+		w->any |= kh_transport_is_pcsc(w->t[i]);
+}
+
+/* Look at every reader once; those gone are waited for (nothing is read meanwhile). */
+static kh_err watch_readers(struct watch *w, struct kh_decoder *d)
+{
+	enum kh_pcsc_event ev[3];
+	unsigned gone = 0, back = 0, drop = 0;
+	kh_err r;
+
+	if (!w->any)
+		return KH_OK;
+	for (unsigned i = 0; i < 3; i++) {
+		ev[i] = kh_transport_pcsc_poll(w->t[i]);
+		if (ev[i] == KH_PCSC_GONE) {
+			fprintf(stderr, "keyhole: the %s's reader '%s' is gone (pcscd stopped, or the reader "
+					"unplugged); waiting for it\n",
+				w->role[i], kh_transport_pcsc_reader(w->t[i]));
+			gone |= 1u << i;
+		}
+	}
+	if (gone && (r = kh_decoder_drop_channel(d)) != KH_OK)
+		return r;
+	while (gone && !play_stop) {
+		nap_ms(WATCH_MS);
+		for (unsigned i = 0; i < 3; i++) {
+			if (!(gone & (1u << i)) || (ev[i] = kh_transport_pcsc_poll(w->t[i])) == KH_PCSC_GONE)
+				continue;
+			gone &= ~(1u << i);
+			back |= 1u << i;
+			fprintf(stderr, "keyhole: the %s's reader '%s' is back%s\n", w->role[i],
+				kh_transport_pcsc_reader(w->t[i]),
+				kh_transport_pcsc_present(w->t[i]) ? "" : ", with no card in it");
+		}
+	}
+	for (unsigned i = 0; i < 3; i++) {
+		if (ev[i] != KH_PCSC_CHANGED)
+			continue;
+		drop = 1;
+		if (kh_transport_pcsc_present(w->t[i]))
+			fprintf(stderr, "keyhole: a %s is in reader '%s': pairing with it at the next ECM\n",
+				w->role[i], kh_transport_pcsc_reader(w->t[i]));
+		else if (!(back & (1u << i)))
+			fprintf(stderr, "keyhole: the %s was taken out of reader '%s'\n", w->role[i],
+				kh_transport_pcsc_reader(w->t[i]));
+	}
+	return drop ? kh_decoder_drop_channel(d) : KH_OK;
+}
+
+/*
+ * Wait until fd has bytes, looking at the readers every WATCH_MS meanwhile and once more when
+ * the bytes are there, so that a swap made while the input was idle is seen before they are fed.
+ */
+static kh_err wait_input(int fd, struct watch *w, struct kh_decoder *d)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	int ready;
+	kh_err r;
+
+	if (!w->any)
+		return KH_OK;
+	do {
+		ready = poll(&p, 1, WATCH_MS) != 0; /* an error (EINTR) is read's to report */
+		if ((r = watch_readers(w, d)) != KH_OK)
+			return r;
+	} while (!ready && !play_stop);
+	return KH_OK;
+}
+
 /*
  * Read fd into the engine (which finds the packets in the bytes) until the end of the input, a
  * stop signal, or, with stop_at_ecm, until the engine has seen an ECM of the service. *rerr: the
- * errno of a failed read (KH_ERR_IO then).
+ * errno of a failed read (KH_ERR_IO then). With modules in PC/SC readers, the readers are
+ * watched (struct watch) before each read and while the input is idle.
  */
-static kh_err pump(int fd, struct kh_decoder *d, int stop_at_ecm, int *rerr)
+static kh_err pump(int fd, struct kh_decoder *d, struct modules *m, int stop_at_ecm, int *rerr)
 {
 	static uint8_t buf[READ_PACKETS * KH_TS_PACKET_LEN];
 	uint8_t one[KH_ECM_MAX];
+	struct watch w;
 	size_t len;
 	ssize_t got;
 	kh_err r;
 
 	*rerr = 0;
+	watch_init(&w, m);
 	while (!play_stop) {
+		if ((r = wait_input(fd, &w, d)) != KH_OK)
+			return r;
+		if (play_stop)
+			break;
 		if ((got = read(fd, buf, sizeof buf)) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -554,7 +666,7 @@ static int play(int argc, char **argv)
 		kh_cli_fail("decoder", r);
 		goto out;
 	}
-	r = pump(in, d, 0, &rerr);
+	r = pump(in, d, m, 0, &rerr);
 	if (r == KH_OK && !play_stop)
 		r = kh_decoder_finish(d);
 	/* However the stream ended (interrupted, the reader gone, the disk full included) */
@@ -682,7 +794,7 @@ static int buy(int argc, char **argv)
 		kh_cli_fail("decoder", r);
 		goto out;
 	}
-	if ((r = pump(in, d, 1, &rerr)) != KH_OK) {
+	if ((r = pump(in, d, m, 1, &rerr)) != KH_OK) {
 		if (rerr)
 			fprintf(stderr, "keyhole: %s: %s\n", in_name(o.in), strerror(rerr));
 		else

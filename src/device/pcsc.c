@@ -239,6 +239,11 @@ const char *kh_transport_pcsc_reader(const struct kh_transport *t)
 	return kh_transport_is_pcsc(t) ? ((const struct pcsc *)t->ctx)->reader : NULL;
 }
 
+int kh_transport_pcsc_present(const struct kh_transport *t)
+{
+	return kh_transport_is_pcsc(t) && ((const struct pcsc *)t->ctx)->present;
+}
+
 enum kh_pcsc_event kh_transport_pcsc_poll(struct kh_transport *t)
 {
 	struct pcsc *p;
