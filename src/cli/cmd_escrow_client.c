@@ -44,7 +44,7 @@ int kh_cli_escrow_fail(struct kh_escrow_client *c, const char *what, kh_err r)
 	return kh_cli_fail(what, r);
 }
 
-/* --device SPEC: a module file run in-process, or unix:PATH for a daemon. */
+/* --device SPEC: a module file run in-process, unix:PATH for a daemon, or pcsc:READER. */
 int kh_cli_escrow_device(const char *spec, struct kh_softmod **sm, struct kh_transport *t)
 {
 	char what[4400] = "";
@@ -264,8 +264,8 @@ static const char buy_help[] =
 	"\n"
 	"      --escrow URL      the escrow\n"
 	"  -T, --token-file FILE the buyer account's API token\n"
-	"      --device SPEC     the buyer's device: a module file (run in-process) or unix:PATH for a\n"
-	"                        daemon (keyhole card serve)\n"
+	"      --device SPEC     the buyer's device: a module file (run in-process), unix:PATH for a\n"
+	"                        daemon (keyhole card serve), or pcsc:READER in a smart-card reader\n"
 	"      --offer FILE      the seller's offer (keyhole seller encrypt or split)\n"
 	"      --content FILE    the encrypted content\n"
 	"  -o, --out BASE        BASE.lic, BASE.notice (and BASE.purchase while under way)\n"
@@ -324,7 +324,7 @@ static const char cancel_help[] =
 	"\n"
 	"      --escrow URL      the purchase's escrow\n"
 	"  -T, --token-file FILE the buyer account's API token\n"
-	"      --device SPEC     the buyer's device (module file, or unix:PATH)\n"
+	"      --device SPEC     the buyer's device (module file, unix:PATH, or pcsc:READER)\n"
 	"  -o, --out BASE        the purchase's BASE, as keyhole buyer buy was given it\n"
 	"      --cacert FILE     PEM CA certificates to check the escrow's HTTPS certificate with\n";
 
@@ -366,7 +366,7 @@ static const char open_help[] =
 	"all; a FIFO, a device or - (standard output) is written as it comes. A chunk that does not\n"
 	"verify stops it (exit 1), and nothing is left at a regular FILE.\n"
 	"\n"
-	"      --device SPEC   the buyer's device (module file, or unix:PATH)\n"
+	"      --device SPEC   the buyer's device (module file, unix:PATH, or pcsc:READER)\n"
 	"      --licence FILE  BASE.lic from keyhole buyer buy\n"
 	"      --content FILE  the encrypted content\n"
 	"  -o, --out FILE      where the plaintext goes\n";
@@ -406,7 +406,7 @@ static const char status_help[] =
 	"state of each (held, delivered, failed, swept; unknown for one it refused) and the account's\n"
 	"money last.\n"
 	"\n"
-	"      --device SPEC     the buyer's device (module file, or unix:PATH)\n"
+	"      --device SPEC     the buyer's device (module file, unix:PATH, or pcsc:READER)\n"
 	"      --escrow URL      the escrow\n"
 	"  -T, --token-file FILE the buyer account's API token\n"
 	"      --cacert FILE     PEM CA certificates to check the escrow's HTTPS certificate with\n";

@@ -168,7 +168,7 @@ static const char cert_help[] =
 	"Write the buyer device's pairing certificate (PEM, its X25519 key; public): what a seller\n"
 	"seals a split key's device share to (keyhole seller grant). Prints 'device SERIAL'.\n"
 	"\n"
-	"      --device SPEC   the buyer's device (module file, or unix:PATH)\n"
+	"      --device SPEC   the buyer's device (module file, unix:PATH, or pcsc:READER)\n"
 	"  -o, --out FILE      where the certificate goes (a new file)\n";
 
 int kh_cmd_buyer_cert(int argc, char **argv)
@@ -216,7 +216,7 @@ static const char combine_help[] =
 	"buy from another escrow first. Run again after a failure, it tells the escrows not yet told.\n"
 	"Prints 'delivered BASE.lic escrows=N' or 'failed REASON escrows=N'; exits 1 when failed.\n"
 	"\n"
-	"      --device SPEC   the buyer's device (module file, or unix:PATH)\n"
+	"      --device SPEC   the buyer's device (module file, unix:PATH, or pcsc:READER)\n"
 	"      --grant FILE    the device's share, from the seller (keyhole seller grant)\n"
 	"      --content FILE  the encrypted content\n"
 	"      --parts BASES   the --out BASE of each share's keyhole buyer buy, comma-separated\n"

@@ -15,7 +15,8 @@
 #include "keyhole/softmodule.h"
 
 #define CARD_OPTS                                                                                          \
-	"  -c, --card SPEC      the key card: a module file, run in-process, or unix:PATH for a daemon\n" \
+	"  -c, --card SPEC      the key card: a module file, run in-process, unix:PATH for a daemon,\n" \
+	"                       or pcsc:READER for a card in a smart-card reader\n" \
 	"      --key KEYFILE    the card file's root key (default: FILE with .card replaced by .key)\n"
 #define CENTER_OPTS                                                               \
 	"      --center URL     the key center (keyhole keycenter serve)\n"         \

@@ -66,7 +66,7 @@ static const char enrol_help[] =
 	"\n"
 	"      --dir DIR          the key center's identity (keyhole keycenter init)\n"
 	"      --db DB            the database: an SQLite file (made if missing) or a postgresql:// URL\n"
-	"  -c, --card SPEC        the key card: a module file or unix:PATH\n"
+	"  -c, --card SPEC        the key card: a module file, unix:PATH or pcsc:READER\n"
 	"      --key FILE         the card file's root key (default: beside it)\n"
 	"      --address ADDR     the card's address: 1 to 64 of a-z 0-9 . _ + - and one @\n"
 	"      --replaces SERIAL  the card this one replaces: blocked, its address and the messages\n"

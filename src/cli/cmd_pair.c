@@ -24,8 +24,8 @@ static const char pair_help[] =
 	"and check each answer. With --decoder, the decoder module first pairs with the CAM the same\n"
 	"way and proves its certificate there, and the CAM pairs with the card inside that channel.\n"
 	"Every certificate is checked by a module, against the root personalised into it; this\n"
-	"program only carries bytes. SPEC is a module file, run in-process, or unix:PATH for a\n"
-	"module daemon.\n"
+	"program only carries bytes. SPEC is a module file, run in-process, unix:PATH for a\n"
+	"module daemon, or pcsc:READER for a module in a smart-card reader.\n"
 	"\n"
 	"  -m, --cam SPEC        the CAM\n"
 	"  -c, --card SPEC       the smart card\n"
@@ -74,7 +74,7 @@ int kh_cmd_pair(int argc, char **argv)
 		case 'd':
 			/* before, --decoder took no value: "--decoder --count 3" must not read "--count" as a file */
 			if (optarg[0] == '-' || !optarg[0])
-				return kh_cli_usage("pair", "--decoder takes the decoder module (a module file or unix:PATH)");
+				return kh_cli_usage("pair", "--decoder takes the decoder module (a module file, unix:PATH or pcsc:READER)");
 			dec_s = optarg;
 			break;
 		case O_COUNT:

@@ -27,7 +27,7 @@ static const char connect_help[] =
 	"\n"
 	"      --center URL         the center's base URL: https://HOST[:PORT]; http:// only to\n"
 	"                           127.0.0.1, localhost or [::1] unless --insecure-http\n"
-	"  -c, --card SPEC          the smart card (card file, or unix:PATH)\n"
+	"  -c, --card SPEC          the smart card (card file, unix:PATH, or pcsc:READER)\n"
 	"  -M, --m1 DIR             the decoder's memory M1 (DIR and its key are made if absent)\n"
 	"      --cacert FILE        PEM file of the CA certificates to trust for the center\n"
 	"                           (default: the system's); peer and host name are always checked\n"

@@ -17,7 +17,7 @@ static const char status_help[] =
 	"Print the card's public conditional-access facts: credit, rights with their dates,\n"
 	"purchases, service key ids and versions (never the keys), EMM sequence counters.\n"
 	"\n"
-	"  -c, --card SPEC          the smart card (card file, or unix:PATH)\n";
+	"  -c, --card SPEC          the smart card (card file, unix:PATH, or pcsc:READER)\n";
 
 /* ---- status ---- */
 
