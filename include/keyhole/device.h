@@ -32,7 +32,7 @@ KH_WARN_UNUSED kh_err kh_transport_unix(struct kh_transport *t, const char *path
  * The card in a PC/SC reader, through pcsc-lite: reader is the reader's name, or the start of
  * the only name that begins so, or "" for the first reader that has a card. The card is held
  * exclusively (T=1). Errors: KH_ERR_PCSC_SERVICE (no pcscd), KH_ERR_READER (no such reader, or
- * the name is ambiguous), KH_ERR_NO_CARD, KH_ERR_MODULE_BUSY (another program holds the card).
+ * the name is ambiguous), KH_ERR_NO_CARD, KH_ERR_CARD_BUSY (another program holds the card).
  * Unlike a socket, a failed transfer is not final: it returns KH_ERR_TRANSPORT and the next one
  * connects again to the card then in the same reader.
  */

@@ -176,6 +176,7 @@ typedef int kh_err;
 	XX(READER, "no such smart-card reader (or more than one has that name)", 404, "reader", \
 	   0x6F62)                                                                               \
 	XX(NO_CARD, "no card in the reader", 409, "no_card", 0x6F63)                             \
+	XX(CARD_BUSY, "another program holds the card in that reader", 409, "card_busy", 0x6F64) \
 
 enum kh__err_index {
 #define KH__XX_INDEX(name, msg, http, json, sw) KH__ERRI_##name,

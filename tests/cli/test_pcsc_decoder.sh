@@ -11,7 +11,8 @@
 #   packets from the change to the first ECM after it (after C: all of them): no packet is
 #   descrambled under a channel that ended, none is written scrambled, and card B's and the
 #   restarted readers' packets are there;
-# - an unknown reader, and a reader with no card, fail with one line each.
+# - an unknown reader, a reader with no card, and a card another program holds fail with one
+#   line each.
 
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
 . "$KH_SOURCE_DIR/tests/cli/pcsc_lib.sh"
@@ -137,6 +138,9 @@ part()
 }
 
 part 0 "$K1"
+# the decoder holds its card: another program is refused, and the decoder is not disturbed
+kh_expect_fail card info --card "pcsc:$CARDR" 3>&-
+kh_err_has "reader '$CARDR': another program holds the card in that reader"
 # card A out, card B in the same reader
 kill -USR1 "$SA"
 said "the card was taken out of reader '$CARDR'" 1
