@@ -10,9 +10,9 @@
 # pcsc-lite 1.9.9's pcscd always makes its socket at /run/pcscd/pcscd.comm (only the client
 # library reads PCSCLITE_CSOCK_NAME), so a test runs itself again under unshare with a private
 # mount namespace and a tmpfs on /run: its pcscd never meets the machine's. It also gets its own
-# PID namespace, whose first process dies with unshare (--kill-child): if the harness kills the
-# test from outside, every pcscd and card it started dies with it. Without namespaces the test
-# uses /run/pcscd only when no pcscd is there.
+# PID namespace (with its own /proc, which LeakSanitizer reads), whose first process dies with
+# unshare (--kill-child): if the harness kills the test from outside, every pcscd and card it
+# started dies with it. Without namespaces the test uses /run/pcscd only when no pcscd is there.
 
 KH_VPCD_LIB=/usr/lib/pcsc/drivers/serial/libifdvpcd.so
 
@@ -22,9 +22,9 @@ kh_pcsc_private()
 {
 	[ -z "$KH_PCSC_PRIVATE" ] || return 0
 	command -v unshare >/dev/null 2>&1 || return 0
-	unshare -m -p -f --kill-child sh -c 'mount -t tmpfs tmpfs /run' 2>/dev/null || return 0
+	unshare -m -p -f --kill-child --mount-proc sh -c 'mount -t tmpfs tmpfs /run' 2>/dev/null || return 0
 	# shellcheck disable=SC2016 # $0 is for the inner sh
-	KH_PCSC_PRIVATE=1 exec unshare -m -p -f --kill-child sh -c \
+	KH_PCSC_PRIVATE=1 exec unshare -m -p -f --kill-child --mount-proc sh -c \
 		'mount -t tmpfs -o mode=0755 tmpfs /run && exec sh "$0"' "$1"
 }
 
