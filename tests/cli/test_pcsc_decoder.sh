@@ -1,6 +1,7 @@
 #!/bin/sh
 # The decoder with its CAM and card in PC/SC readers (docs/internals/pcsc.md), through a private
 # pcscd and the vpcd driver (tests/cli/pcsc_lib.sh):
+# - `pair` through the readers;
 # - the broadcast round trip: `decoder play --cam pcsc:... --card pcsc:...` gives byte for byte
 #   the stream the same modules give as files (and the same frames as ffmpeg decodes them);
 # - one stream played through a FIFO in four parts, the card changed between them:
@@ -30,6 +31,7 @@ kh_expect_ok authority init auth
 for m in a:card b:card c:card cam:cam dec:decoder; do
 	kh_expect_ok card issue --authority auth --role "${m#*:}" --out "${m%%:*}.card"
 done
+UA_A=$(kh_ua a.card)
 UA_B=$(kh_ua b.card)
 UA_C=$(kh_ua c.card)
 kh_expect_ok headend keys init --authority auth --out h.keys
@@ -59,6 +61,8 @@ kh_start_daemon SA card serve --vpcd "$PORT" --card a.card
 kh_start_daemon SCAM card serve --vpcd $((PORT + 1)) --card cam.card
 kh_pcsc_wait_card "$CARDR" inserted
 kh_pcsc_wait_card "$CAMR" inserted
+kh_expect_ok pair --cam "pcsc:$CAMR" --card "pcsc:$CARDR" --decoder dec.card --count 2
+kh_out_has "CAM paired with card $UA_A"
 kh_expect_ok decoder play -v --decoder dec.card --cam "pcsc:$CAMR" --card "pcsc:$CARDR" --in s.ts --out rt.ts
 grep -q "EMMs passed [1-9][0-9]*, accepted [1-9]" "$KH_ERR" || kh_fail "card A took no EMM through its reader"
 cmp -s ref.ts rt.ts || kh_fail "through PC/SC readers the clear stream differs from the one the files give"
