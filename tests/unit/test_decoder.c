@@ -373,9 +373,13 @@ static const char *note_of(const struct sink *k, kh_err reason)
 	return "";
 }
 
+/* Set by a test: at the swap, the host saw the reader change and dropped the channel. */
+static int drop_at_swap;
+
 /*
  * Run the decoder over s in uneven chunks; when swap_at is non-zero, the session's card becomes
- * `swap` from that stream packet on (the card was pulled and another inserted).
+ * `swap` from that stream packet on (the card was pulled and another inserted), and with
+ * drop_at_swap the channel is dropped there (kh_decoder_drop_channel, as a reader watch does).
  */
 static void run(struct world *w, struct kh_host_cas *cas, const struct stream *s, unsigned flags,
 		size_t swap_at, struct kh_transport *swap, struct sink *k, struct kh_decoder_stats *st)
@@ -398,8 +402,11 @@ static void run(struct world *w, struct kh_host_cas *cas, const struct stream *s
 			n = s->n - i;
 		if (swap_at && i < swap_at && i + n > swap_at)
 			n = swap_at - i;
-		if (swap_at && i == swap_at)
+		if (swap_at && i == swap_at) {
 			cas->card = swap;
+			if (drop_at_swap)
+				assert_int_equal(kh_decoder_drop_channel(d), KH_OK);
+		}
 		assert_int_equal(kh_decoder_feed(d, s->ts + i * PKT, n), KH_OK);
 		i += n;
 		chunk = chunk * 7 % 400 + 1; /* 1, 8, 57, ...: chunks across batch boundaries */
@@ -597,6 +604,95 @@ static void test_card_swap(void **state)
 	/* then c2 paired, and it has no service key (its EMM is not in this stream) */
 	assert_true(notes_with(&k, KH_ERR_NO_KEY) == 1 || notes_with(&k, KH_ERR_NO_RIGHT) == 1);
 	assert_non_null(strstr(note_of(&k, KH_OK), "paired with card"));
+	kh_host_cas_wipe(&cas);
+	free(k.out);
+	free_stream(s);
+}
+
+/* Component packets among the first n stream packets. */
+static size_t comps_before(const struct stream *s, size_t n)
+{
+	struct kh_ts_pkt p;
+	size_t c = 0;
+
+	for (size_t j = 0; j < n; j++)
+		if (kh_ts_parse(s->ts + j * PKT, PKT, &p) == KH_OK && (p.pid == VID_PID || p.pid == AUD_PID))
+			c++;
+	return c;
+}
+
+/* The stream packet after the one that completes the first ECM section starting at or after n. */
+static size_t after_next_ecm(const struct stream *s, size_t n)
+{
+	struct kh_ts_pkt p;
+	size_t j = n;
+
+	while (j < s->n && !(kh_ts_parse(s->ts + j * PKT, PKT, &p) == KH_OK && p.pid == ECM_PID && p.pusi))
+		j++;
+	assert_true(j < s->n);
+	for (j++; j < s->n; j++) /* the section's other packets follow it */
+		if (kh_ts_parse(s->ts + j * PKT, PKT, &p) != KH_OK || p.pid != ECM_PID || p.pusi)
+			break;
+	return j;
+}
+
+/*
+ * As test_card_swap, but the host saw the reader change (decoder play's reader watch): the
+ * channel is dropped at the swap itself, so the output stops exactly there, not at the next new
+ * ECM: no packet after the swap meets c1's control words.
+ */
+static void test_card_swap_seen(void **state)
+{
+	struct world *w = *state;
+	struct scenario sc = {.alg = KH_SCR_CSA2, .access = KH_ECM_PRODUCT, .set_key = 1, .entitle = 1, .credit = 0, .ua = w->c1.ua, .other_ua = 0};
+	struct stream *s = make_stream(w, &sc, (uint64_t)time(NULL));
+	struct kh_host_cas cas;
+	struct sink k = {0};
+	struct kh_decoder_stats st;
+	size_t swap_at = s->ecm_pos[2] + 10;
+
+	connect_card(w, &cas, &w->c1);
+	drop_at_swap = 1;
+	run(w, &cas, s, 0, swap_at, &w->c2.t, &k, &st);
+	drop_at_swap = 0;
+	assert_true(comps_before(s, swap_at) < s->clear_at[3]);
+	check_output(s, &k, comps_before(s, swap_at));
+	assert_int_equal(st.descrambled + st.dropped_nokey, s->nclear);
+	assert_int_equal(cas.card_ua, w->c2.ua);
+	assert_true(notes_with(&k, KH_ERR_NO_KEY) == 1 || notes_with(&k, KH_ERR_NO_RIGHT) == 1);
+	kh_host_cas_wipe(&cas);
+	free(k.out);
+	free_stream(s);
+}
+
+/*
+ * The same card comes back (its reader lost and found again): the channel is dropped at that
+ * point and the next ECM, a repetition of the one answered last, pairs again. The output lacks
+ * exactly the component packets between the two, and every packet after is descrambled again.
+ */
+static void test_reader_back(void **state)
+{
+	struct world *w = *state;
+	struct scenario sc = {.alg = KH_SCR_CISSA, .access = KH_ECM_PRODUCT, .set_key = 1, .entitle = 1, .credit = 0, .ua = w->c1.ua, .other_ua = 0};
+	struct stream *s = make_stream(w, &sc, (uint64_t)time(NULL));
+	struct kh_host_cas cas;
+	struct sink k = {0};
+	struct kh_decoder_stats st;
+	size_t swap_at = s->ecm_pos[2] + 10, a, b;
+
+	connect_card(w, &cas, &w->c1);
+	a = comps_before(s, swap_at);
+	b = comps_before(s, after_next_ecm(s, swap_at));
+	assert_true(a < b);                 /* the gap is not empty ... */
+	assert_true(after_next_ecm(s, swap_at) < s->ecm_pos[3]); /* ... and ends at a repetition */
+	drop_at_swap = 1;
+	run(w, &cas, s, 0, swap_at, &w->c1.t, &k, &st);
+	drop_at_swap = 0;
+	check_output_gap(s, &k, a, b);
+	assert_int_equal(st.dropped_nokey, b - a);
+	assert_int_equal(st.reconnects, 1);
+	assert_int_equal(cas.card_ua, w->c1.ua);
+	assert_non_null(strstr(note_of(&k, KH_OK), "again"));
 	kh_host_cas_wipe(&cas);
 	free(k.out);
 	free_stream(s);
@@ -1434,6 +1530,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_play_idsa, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_no_right, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_card_swap, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_card_swap_seen, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_reader_back, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_ppv, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_ppv_credit_low, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_passive, world_setup, world_teardown),
