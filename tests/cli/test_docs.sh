@@ -21,12 +21,17 @@
 #      command shows the error the doc expects, as `# {"error":{"code":"CODE"...`: then it must
 #      fail with that code. A curl that fails inside a pipe or a $(...) is caught too.
 #    A block preceded by the line `<!-- not run: REASON -->` is skipped (make demo, make check,
-#    a build). Then the state the docs promise is checked against the centers they left
+#    a build). A block preceded by `<!-- needs pcscd -->` runs with a pcscd the test starts in
+#    its own namespaces (tests/cli/pcsc_lib.sh), whose vpcd readers are named as Debian's
+#    ("Virtual PCD 00 00" and "00 01") on a free pair of ports that `--vpcd 35963` and
+#    `--vpcd 35964` are rewritten to; where no pcscd can run, such a block is skipped with a note. Then the state the docs promise is checked against the centers they left
 #    running: the invoices, the replaced card recovered, the new card authorised.
 #
 # Run by CTest as `sh test_docs.sh` with KEYHOLE and KH_SOURCE_DIR set.
 
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
+. "$KH_SOURCE_DIR/tests/cli/pcsc_lib.sh"
+kh_pcsc_private "$0"
 kh_init test_docs
 # stop_doc_daemons: stop what the docs left running: the daemons whose pids were noted when they
 # started, and any other process still working inside this test's directory (only processes
@@ -157,15 +162,52 @@ NO_PROXY='*'
 no_proxy='*'
 export NO_PROXY no_proxy
 
+# pcsc_for_docs: a pcscd for the blocks marked <!-- needs pcscd --> (PCSC=1 and VP, the first
+# reader's port), started outside the docs' directories so that nothing stops it but the end.
+PCSC=0
+VP=
+pcsc_for_docs()
+{
+	if ! command -v pcscd >/dev/null 2>&1 || [ ! -e "$KH_VPCD_LIB" ] || ! command -v pcsc_scan >/dev/null 2>&1 ||
+		! command -v scriptor >/dev/null 2>&1; then
+		kh_note "no pcscd with the vpcd driver: the blocks that need pcscd are skipped"
+		return 0
+	fi
+	if [ -z "$KH_PCSC_PRIVATE" ]; then
+		kh_note "no private namespace for a pcscd: the blocks that need pcscd are skipped"
+		return 0
+	fi
+	mkdir -p /run/pcscd "$KH_META/pcsc" || return 0
+	VP=$(kh_pcsc_free_port)
+	echo "$VP" >>"$KH_META/used.ports"
+	echo $((VP + 1)) >>"$KH_META/used.ports"
+	printf 'FRIENDLYNAME "Virtual PCD"\nDEVICENAME /dev/null:0x%X\nLIBPATH %s\nCHANNELID 0x%X\n' \
+		"$VP" "$KH_VPCD_LIB" "$VP" >"$KH_META/pcsc/vpcd"
+	(cd / && exec pcscd -f -c "$KH_META/pcsc") >"$KH_META/pcscd.log" 2>&1 </dev/null &
+	KH_PIDS="$KH_PIDS $!"
+	pi=0
+	until timeout 5 pcsc_scan -r 2>/dev/null | grep -q "Virtual PCD 00 00"; do
+		if [ "$pi" -ge 50 ]; then
+			kh_note "pcscd did not start: the blocks that need pcscd are skipped"
+			sed 's/^/  pcscd| /' "$KH_META/pcscd.log"
+			return 0
+		fi
+		sleep 0.1
+		pi=$((pi + 1))
+	done
+	PCSC=1
+}
+
 # doc_blocks FILE: the shell blocks of FILE that run, each after a line '#@block FILE:LINE'.
 doc_blocks()
 {
-	awk -v name="${1#"$S"/}" '
+	awk -v name="${1#"$S"/}" -v pcsc="$PCSC" '
 		/^```/ && !inblock {
 			lang = substr($0, 4); sub(/[ \t].*/, "", lang)
 			inblock = 1; start = NR
 			run = (lang == "sh" || lang == "bash" || lang == "shell")
 			if (run && prev ~ /^<!-- not run: [^ ].*-->[ \t]*$/) run = 0
+			if (run && prev ~ /^<!-- needs pcscd -->[ \t]*$/ && !pcsc) { print "#@skipped " name ":" NR; run = 0 }
 			if (run && prev ~ /^<!-- not run/) { print "#@bad " name ":" NR ": malformed marker: " prev; run = 0 }
 			if (run) print "#@block " name ":" NR
 			next
@@ -200,6 +242,8 @@ doc_script()
 		kh_fail "a not-run marker must read '<!-- not run: REASON -->'"
 	fi
 	grep -q '^#@block ' "$KH_META/raw" || kh_fail "${1#"$S"/}: no shell block to run"
+	sed -n 's/^#@skipped /skipped, no pcscd: the block at /p' "$KH_META/raw" | while read -r l; do kh_note "$l"; done
+	sed -i '/^#@skipped /d' "$KH_META/raw"
 	: >"$KH_META/sed"
 	: >"$KH_META/ports"
 	for dp in $(grep -oE '127\.0\.0\.1:[1-9][0-9]*' "$KH_META/raw" | sed 's/.*://' | sort -u); do
@@ -207,6 +251,10 @@ doc_script()
 		echo "$dp $np" >>"$KH_META/ports"
 		printf 's/127\\.0\\.0\\.1:%s\\b/127.0.0.1:%s/g\n' "$dp" "$np" >>"$KH_META/sed"
 	done
+	# The vpcd readers of the test's pcscd.
+	if [ "$PCSC" = 1 ]; then
+		printf 's/--vpcd 35963\\b/--vpcd %s/g\ns/--vpcd 35964\\b/--vpcd %s/g\n' "$VP" $((VP + 1)) >>"$KH_META/sed"
+	fi
 	# On PostgreSQL (cli/test_docs_pg): the doc's center.db is a database of its own.
 	if [ -n "${KH_TEST_PG_URL:-}" ]; then
 		kh_pg_new
@@ -368,6 +416,7 @@ fi
 stop_doc_daemons
 
 # docs/operator-guide.md, from an empty directory
+pcsc_for_docs
 run_doc "$G" "$KH_WORK/guide"
 kh_note "docs/operator-guide.md: every block ran"
 # the HTTPS center of section 12 still runs on the same database
