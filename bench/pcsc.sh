@@ -9,9 +9,10 @@
 # pcsc-lite 1.9.9's pcscd always makes its socket at /run/pcscd/pcscd.comm, so, as
 # tests/cli/pcsc_lib.sh does for the tests, this script runs itself again under unshare with a
 # private mount namespace (a tmpfs on /run: this pcscd never meets the machine's, and its
-# reader.conf and log vanish with it) and a private PID namespace whose first process dies with
-# unshare (--kill-child): when PROGRAM ends, or this script is killed, pcscd and every card side
-# die with the namespace. Nothing is left running.
+# reader.conf and log vanish with it) and a private PID namespace, with its own /proc (which
+# LeakSanitizer reads), whose first process dies with unshare (--kill-child): when PROGRAM ends,
+# or this script is killed, pcscd and every card side die with the namespace. Nothing is left
+# running.
 #
 # Where that cannot be (no pcscd, no driver, no namespaces, a pcscd that exits at once) it prints
 # one line "# ecm_cw_pcsc skipped by bench/pcsc.sh: WHY" and runs PROGRAM ARGS as they are. Its
@@ -37,7 +38,7 @@ if [ -z "${KH_BENCH_PCSC_NS:-}" ]; then
 	elif [ ! -e "$vpcd_lib" ]; then
 		why="no vsmartcard-vpcd reader driver at $vpcd_lib (scripts/install-deps installs it)"
 	elif ! command -v unshare >/dev/null 2>&1 ||
-		! unshare -m -p -f --kill-child sh -c 'mount -t tmpfs tmpfs /run' 2>/dev/null; then
+		! unshare -m -p -f --kill-child --mount-proc sh -c 'mount -t tmpfs tmpfs /run' 2>/dev/null; then
 		why="no private mount and PID namespace here (unshare -m -p -f: needs root or user namespaces)"
 	fi
 	if [ -n "$why" ]; then
@@ -45,7 +46,7 @@ if [ -z "${KH_BENCH_PCSC_NS:-}" ]; then
 		exec "$@"
 	fi
 	# shellcheck disable=SC2016 # $0 and $@ are for the inner sh
-	KH_BENCH_PCSC_NS=1 exec unshare -m -p -f --kill-child sh -c \
+	KH_BENCH_PCSC_NS=1 exec unshare -m -p -f --kill-child --mount-proc sh -c \
 		'mount -t tmpfs -o mode=0755 tmpfs /run && exec sh "$0" "$@"' "$0" "$@"
 fi
 
