@@ -12,10 +12,18 @@
  *                       module's ladder key) then kh_host_cas_load (LADDER LOAD: the decoder
  *                       module opens them into its descrambler)
  *   ecm_cw_inproc_file  the same through modules opened from their files (kh_softmod_open): the
- *                       card stores its sealed state every KH_CAS_USAGE_FLUSH (16) ECMs, and each
+ *                       card stores its sealed state every KH_CAS_USAGE_FLUSH (256) ECMs, and each
  *                       store writes the card file and the counter file with fsync
  *   ecm_cw_unix         the same through one kh_serve_unix daemon per module (forked, each opens
  *                       its own module from its files, as bench_pair does)
+ *   ecm_cw_pcsc         the same through PC/SC: the CAM and the card each served by a forked
+ *                       child on the card side of the vsmartcard-vpcd reader driver
+ *                       (kh_serve_vpcd; each opens its own module from its files), the host
+ *                       reaching them with kh_transport_pcsc through pcscd on the driver's two
+ *                       readers, "NAME 00 00" (the CAM, port PORT) and "NAME 00 01" (the card,
+ *                       PORT+1). Only with -V PORT: a pcscd with the driver must be running
+ *                       (bench/pcsc.sh starts one of its own); without it one '#' line says it
+ *                       was skipped
  *   aead_ref            the reference: raw EVP AES-256-GCM, contexts keyed once, on buffers of
  *                       the sizes the path uses: the ECM open with the service key and the raw
  *                       EVP Ed25519 verify of the ECM's signature (the card's check), then seal +
@@ -102,6 +110,7 @@ enum {
 	B_ECM_LADDER,
 	B_ECM_FILE,
 	B_ECM_UNIX,
+	B_ECM_PCSC,
 	B_AEAD_REF,
 	B_AEAD_PATH,
 	B_AEAD_LADDER,
@@ -119,6 +128,8 @@ enum {
 
 /* What a benchmark's operations are: EMMs, ECMs, or descrambling passes over the stream. */
 enum { K_EMM, K_ECM, K_DESC };
+/* What a benchmark's modules need besides this process: nothing, socket daemons, pcscd. */
+enum { V_PROC, V_UNIX, V_PCSC };
 /* The two algorithms descrambled: DVB-CSA2 and DVB-CISSA (AES). */
 enum { D_CSA, D_CISSA, ND };
 
@@ -126,7 +137,7 @@ struct world;
 struct bench {
 	const char *name;
 	const char *what;
-	int kind, is_unix;
+	int kind, via;
 	struct world *wd;
 	double p50[BENCH_MAX_ROUNDS], p99[BENCH_MAX_ROUNDS], max[BENCH_MAX_ROUNDS], mean[BENCH_MAX_ROUNDS];
 	double rate[BENCH_MAX_ROUNDS]; /* operations/s; Mbit/s of TS for K_DESC */
@@ -163,8 +174,12 @@ static struct {
 	uint8_t (*emm)[KH_EMM_MAX];
 	size_t *emm_len;
 	double *lat;
-	struct world mem, file, unx, lad;
-	int have_unix;
+	struct world mem, file, unx, lad, pcs;
+	int have_unix, have_pcsc;
+	/* PC/SC: the vpcd driver's port (0: not given) and the readers' FRIENDLYNAME */
+	unsigned vpcd_port;
+	const char *vpcd_name;
+	char reader[2][128];
 	/* the sizes of the sealed bodies on the path, from one recorded ECM */
 	size_t nxfer, cmd_body[MAX_XFER], resp_body[MAX_XFER];
 	size_t ecm_ct; /* ciphertext bytes of an ECM (the TLV) */
@@ -201,19 +216,22 @@ static struct {
 	.file = {.label = "files", .cam_pid = -1, .card_pid = -1},
 	.unx = {.label = "unix", .cam_pid = -1, .card_pid = -1},
 	.lad = {.label = "ladder", .cam_pid = -1, .card_pid = -1},
+	.pcs = {.label = "pcsc", .cam_pid = -1, .card_pid = -1},
+	.vpcd_name = "Virtual PCD",
 };
 
 static struct bench B[NB] = {
 	[B_ECM_IN] = {"ecm_cw_inproc", "ECM -> CW decoder->CAM->card, in-process, modules in memory", 1, 0, &W.mem, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
 	[B_ECM_LADDER] = {"ecm_cw_ladder_inproc", "the same in ladder mode: sealed CWs, then LADDER LOAD into the decoder module", 1, 0, &W.lad, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
-	[B_ECM_FILE] = {"ecm_cw_inproc_file", "the same, modules opened from files (a durable store every 16 ECMs)", 1, 0, &W.file, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
-	[B_ECM_UNIX] = {"ecm_cw_unix", "the same through two socket daemons (files, durable)", 1, 1, &W.unx, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
+	[B_ECM_FILE] = {"ecm_cw_inproc_file", "the same, modules opened from files (a durable store every 256 ECMs)", 1, 0, &W.file, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
+	[B_ECM_UNIX] = {"ecm_cw_unix", "the same through two socket daemons (files, durable)", 1, V_UNIX, &W.unx, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
+	[B_ECM_PCSC] = {"ecm_cw_pcsc", "the same through pcscd and two vpcd readers (files, durable)", 1, V_PCSC, &W.pcs, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
 	[B_AEAD_REF] = {"aead_ref", "raw: ECM open + Ed25519 verify + AES-256-GCM 4 calls per hop x 2 hops", 1, 0, NULL, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
 	[B_AEAD_PATH] = {"aead_path", "raw: ECM open + Ed25519 verify + 4 GCM calls per sealed round trip", 1, 0, NULL, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
 	[B_AEAD_LADDER] = {"aead_path_ladder", "raw: aead_path on the ladder path's sizes + ladder seal + open", 1, 0, NULL, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
 	[B_EMM_IN] = {"emm_inproc", "EMM host->card, in-memory card (store = memcpy)", 0, 0, &W.mem, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
 	[B_EMM_FILE] = {"emm_inproc_file", "EMM host->card, card from files (durable store, fsync)", 0, 0, &W.file, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
-	[B_EMM_UNIX] = {"emm_unix", "EMM host->card daemon (durable store, fsync)", 0, 1, &W.unx, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
+	[B_EMM_UNIX] = {"emm_unix", "EMM host->card daemon (durable store, fsync)", 0, V_UNIX, &W.unx, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
 	[B_DESC_CSA_LADDER] = {"desc_csa2_ladder", "CSA2: DESCRAMBLE commands (21 packets) to the decoder module", 2, 0, &W.lad, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
 	[B_DESC_CSA_HOST] = {"desc_csa2_host", "CSA2: kh_scr_descramble in the host (open mode)", 2, 0, NULL, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
 	[B_DESC_CSA_RAW] = {"desc_csa2_raw_bs", "CSA2: raw dvbcsa_bs_decrypt, full batches", 2, 0, NULL, {0}, {0}, {0}, {0}, {0}, NULL, 0, 0},
@@ -702,7 +720,44 @@ static kh_err world_connect(struct world *wd, struct kh_authority *a, unsigned f
 	return kh_host_cas_connect(&wd->cas);
 }
 
-static kh_err setup(int want_unix)
+/*
+ * The PC/SC world: the CAM and the card from files of their own, each plugged by a forked child
+ * into one slot of the vpcd driver (the CAM on PORT, reader "NAME 00 00"; the card on PORT+1,
+ * "NAME 00 01"), the host holding each reader through pcscd.
+ */
+static kh_err setup_pcsc(struct kh_authority *a)
+{
+	char cam[160], card[160];
+	uint32_t ua;
+	kh_err r;
+
+	snprintf(cam, sizeof cam, "%s/cam_p.card", W.dir);
+	snprintf(card, sizeof card, "%s/card_p.card", W.dir);
+	snprintf(W.reader[0], sizeof W.reader[0], "%s 00 00", W.vpcd_name);
+	snprintf(W.reader[1], sizeof W.reader[1], "%s 00 01", W.vpcd_name);
+	if ((r = issue(a, KH_ROLE_CAM, cam, NULL, &ua)) != KH_OK ||
+	    (r = issue(a, KH_ROLE_CARD, card, NULL, &W.pcs.card_ua)) != KH_OK)
+		return r;
+	if ((W.pcs.cam_pid = bench_spawn_vpcd("bench_cas", cam, (uint16_t)W.vpcd_port, KH_ROLE_CAM)) < 0 ||
+	    (W.pcs.card_pid = bench_spawn_vpcd("bench_cas", card, (uint16_t)(W.vpcd_port + 1), KH_ROLE_CARD)) < 0)
+		return KH_ERR_IO;
+	for (int i = 0; i < 2; i++) {
+		if ((r = bench_pcsc_connect_retry(i ? &W.pcs.card : &W.pcs.cam, W.reader[i])) != KH_OK) {
+			fprintf(stderr, "bench_cas: PC/SC reader \"%s\" (vpcd port %u): %s\n", W.reader[i],
+				W.vpcd_port + (unsigned)i, kh_strerror(r));
+			if (i)
+				kh_transport_close(&W.pcs.cam);
+			return r;
+		}
+	}
+	W.pcs.have_t = 2;
+	if ((r = world_connect(&W.pcs, a, 0)) != KH_OK)
+		return r;
+	W.have_pcsc = 1;
+	return KH_OK;
+}
+
+static kh_err setup(int want_unix, int want_pcsc)
 {
 	struct kh_authority *a = NULL;
 	char p[4][160];
@@ -801,6 +856,8 @@ static kh_err setup(int want_unix)
 			goto out;
 		W.have_unix = 1;
 	}
+	if (want_pcsc && (r = setup_pcsc(a)) != KH_OK)
+		goto out;
 
 	/* the sizes of the sealed frames, from one ECM on the in-memory path */
 	{
@@ -914,6 +971,7 @@ static void teardown(void)
 	world_free(&W.file);
 	world_free(&W.unx);
 	world_free(&W.lad);
+	world_free(&W.pcs);
 	for (int k = 0; k < ND; k++) {
 		kh_scr_free(W.d[k].host);
 		free(W.d[k].scr);
@@ -948,7 +1006,8 @@ static void teardown(void)
 
 static int selected(int b)
 {
-	return name_matches(b) && (!B[b].is_unix || W.have_unix);
+	return name_matches(b) && (B[b].via == V_PROC || (B[b].via == V_UNIX && W.have_unix) ||
+				   (B[b].via == V_PCSC && W.have_pcsc));
 }
 
 static int nops(const struct bench *bb)
@@ -1032,6 +1091,9 @@ static const struct ratio R[] = {
 	 "CAM<->card once)", 0},
 	{"ecm_cw_inproc_file_vs_inproc", B_ECM_FILE, B_ECM_IN, "p50, modules from files / in memory", 0},
 	{"ecm_cw_unix_vs_inproc", B_ECM_UNIX, B_ECM_IN, "p50, two socket daemons (3 socket round trips per ECM) / in-process (memory)", 0},
+	{"ecm_cw_pcsc_vs_unix", B_ECM_PCSC, B_ECM_UNIX,
+	 "p50, pcscd + two vpcd readers (3 SCardTransmit per ECM) / two socket daemons, both from files", 0},
+	{"ecm_cw_pcsc_vs_inproc", B_ECM_PCSC, B_ECM_IN, "p50, pcscd + two vpcd readers / in-process (memory)", 0},
 	{"emm_inproc_file_vs_inproc", B_EMM_FILE, B_EMM_IN, "p50, durable store / store in memory", 0},
 	{"emm_unix_vs_inproc_file", B_EMM_UNIX, B_EMM_FILE, "p50, daemon / in-process, both durable", 0},
 	{"ecm_cw_ladder_inproc_vs_aead_path_ladder", B_ECM_LADDER, B_AEAD_LADDER,
@@ -1108,12 +1170,16 @@ static void print_summary(int rounds)
 		if (B[B_ECM_UNIX].ran)
 			printf(", ecm_cw_unix p99 %.1f us (%s)", med(B[B_ECM_UNIX].p99, rounds),
 			       med(B[B_ECM_UNIX].p99, rounds) <= 1000 ? "met" : "NOT met");
+		if (B[B_ECM_PCSC].ran)
+			printf(", ecm_cw_pcsc p99 %.1f us (%s)", med(B[B_ECM_PCSC].p99, rounds),
+			       med(B[B_ECM_PCSC].p99, rounds) <= 1000 ? "met" : "NOT met");
 		printf("; a real smart card answers in 100,000-250,000 us\n");
 	}
 }
 
 static const char usage[] =
 	"usage: bench_cas [-r ROUNDS] [-e ECMS] [-m EMMS] [-d PASSES] [-s PACKETS] [-n] [-p] [-b NAME] [-t S]\n"
+	"                 [-V PORT [-N NAME]]\n"
 	"  -r ROUNDS  rounds per benchmark, 1..99 (default 7); figures are medians over rounds\n"
 	"  -e ECMS    ECMs per round of each ECM benchmark (default 2000)\n"
 	"  -m EMMS    EMMs per round of each EMM benchmark (default 200)\n"
@@ -1123,12 +1189,17 @@ static const char usage[] =
 	"  -n         skip the UNIX socket benchmarks\n"
 	"  -p         pin this process and the module daemons to one CPU\n"
 	"  -b NAME    run only the benchmarks whose name contains NAME\n"
+	"  -V PORT    run ecm_cw_pcsc: a pcscd runs the vsmartcard-vpcd reader driver with its first\n"
+	"             slot on 127.0.0.1:PORT and its second on PORT+1 (bench/pcsc.sh starts one)\n"
+	"  -N NAME    the driver's FRIENDLYNAME in reader.conf (default \"Virtual PCD\"): the readers\n"
+	"             are \"NAME 00 00\" (the CAM) and \"NAME 00 01\" (the card)\n"
 	"  -t S       accepted and ignored (bench/run.sh passes bench_pair's options on; rounds here are\n"
 	"             counted in operations, not seconds)\n";
 
 int main(int argc, char **argv)
 {
-	int rounds = 7, no_unix = 0, pin = -1, c, rc = 1, any_unix = 0;
+	int rounds = 7, no_unix = 0, pin = -1, c, rc = 1, any_unix = 0, want_pcsc;
+	char *end;
 	kh_err e;
 	struct statfs sf;
 
@@ -1136,7 +1207,7 @@ int main(int argc, char **argv)
 	W.emms = 200;
 	W.dpasses = 10;
 	W.npkts = 4200;
-	while ((c = getopt(argc, argv, "r:e:m:d:s:npb:t:h")) != -1) {
+	while ((c = getopt(argc, argv, "r:e:m:d:s:npb:t:V:N:h")) != -1) {
 		switch (c) {
 		case 'r': rounds = atoi(optarg); break;
 		case 'e': W.ecms = atoi(optarg); break;
@@ -1147,6 +1218,14 @@ int main(int argc, char **argv)
 		case 'p': pin = 0; break;
 		case 'b': only = optarg; break;
 		case 't': break;
+		case 'V':
+			W.vpcd_port = (unsigned)strtoul(optarg, &end, 10);
+			if (*end || !W.vpcd_port || W.vpcd_port > 65534) {
+				fputs(usage, stderr);
+				return 2;
+			}
+			break;
+		case 'N': W.vpcd_name = optarg; break;
 		case 'h': fputs(usage, stdout); return 0;
 		default: fputs(usage, stderr); return 2;
 		}
@@ -1162,8 +1241,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	for (int b = 0; b < NB; b++)
-		any_unix |= B[b].is_unix && name_matches(b);
+		any_unix |= B[b].via == V_UNIX && name_matches(b);
 	no_unix |= !any_unix;
+	want_pcsc = name_matches(B_ECM_PCSC) && W.vpcd_port;
 
 	W.ecm = calloc((size_t)W.ecms, sizeof *W.ecm);
 	W.ecm_len = calloc((size_t)W.ecms, sizeof *W.ecm_len);
@@ -1176,7 +1256,7 @@ int main(int argc, char **argv)
 	if (!W.ecm || !W.ecm_len || !W.emm || !W.emm_len || !W.lat)
 		goto out;
 
-	if ((e = setup(!no_unix)) != KH_OK) {
+	if ((e = setup(!no_unix, want_pcsc)) != KH_OK) {
 		fprintf(stderr, "bench_cas: setup: %s\n", kh_strerror(e));
 		goto out;
 	}
@@ -1191,6 +1271,12 @@ int main(int argc, char **argv)
 	printf("# ladder path: decoder->CAM CARD SEND %zu / answer %zu, CAM->card ECM %zu / answer %zu, decoder->CAM "
 	       "CARD RESP %zu / answer (sealed control words) %zu; then LADDER LOAD (plain)\n",
 	       W.lcmd_body[0], W.lresp_body[0], W.lcmd_body[1], W.lresp_body[1], W.lcmd_body[2], W.lresp_body[2]);
+	if (W.have_pcsc)
+		printf("# PC/SC: the CAM in \"%s\" (vpcd 127.0.0.1:%u), the card in \"%s\" (:%u), through pcscd\n",
+		       W.reader[0], W.vpcd_port, W.reader[1], W.vpcd_port + 1);
+	else if (name_matches(B_ECM_PCSC))
+		printf("# ecm_cw_pcsc skipped: no -V PORT (it needs a pcscd running the vsmartcard-vpcd reader driver; "
+		       "bench/pcsc.sh runs bench_cas with one of its own)\n");
 	printf("# card files in %s (%s); a store of the card's state = 2 atomic file replacements, each with "
 	       "fsync of the file and of the directory; ECM path stores every %d ECMs\n",
 	       W.dir,
@@ -1198,7 +1284,7 @@ int main(int argc, char **argv)
 	       sf.f_type == 0x01021994 ? "tmpfs: fsync reaches no disk" :
 	       sf.f_type == 0xEF53     ? "ext2/3/4" :
 					 "not tmpfs",
-	       16);
+	       256); /* KH_CAS_USAGE_FLUSH, src/module/module_int.h */
 	fflush(stdout);
 
 	for (int r = 0; r < rounds; r++)

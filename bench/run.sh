@@ -3,7 +3,8 @@
 # few lines about the machine (as '#' comments, so the output stays machine-readable).
 #   sh bench/run.sh BUILD_DIR [bench_pair options, e.g. -r 9 -t 0.5]
 # bench_pair runs first, then bench_cas with the same options (it understands -r -n -p -b and
-# ignores -t: its rounds are counted in ECMs and EMMs), then bench_dist (-r -t -p; it ignores -n
+# ignores -t: its rounds are counted in ECMs and EMMs; through bench/pcsc.sh, which gives it a
+# private pcscd for its PC/SC benchmark where one can run), then bench_dist (-r -t -p; it ignores -n
 # -b), then bench_sms (-r -t -b; it ignores -n -p -e -m), then, when a PostgreSQL server is
 # installed, bench_sms -P: the center as `keyhole serve` processes on SQLite and on a throwaway
 # PostgreSQL cluster it starts (one and two instances on one database), with the same options.
@@ -50,8 +51,18 @@ run_bench() {
 
 "$bin" "$@" || status=$?
 
-# ECM to control word, and EMMs (docs/performance.md "ECM to control word").
-run_bench bench_cas "$@"
+# ECM to control word, and EMMs (docs/performance.md "ECM to control word"), with ecm_cw_pcsc
+# in the same run: bench/pcsc.sh runs bench_cas with a pcscd of its own (vpcd reader driver) in a
+# private mount and PID namespace, so that nothing it starts outlives it. Where pcscd, the driver
+# or unshare -m -p -f is missing it prints one '#' line saying so and runs bench_cas without it.
+if [ -x "$build/bench_cas" ]; then
+	if [ -r /proc/loadavg ]; then
+		echo "# loadavg before bench_cas: $(cut -d' ' -f1-3 /proc/loadavg)"
+	fi
+	sh "$(dirname "$0")/pcsc.sh" "$build/bench_cas" "$@" || status=$?
+else
+	run_bench bench_cas "$@"
+fi
 # Program distribution: a 10 MiB delivery against raw AES-256-GCM on the same chunks, and the
 # handshake against the primitives it is made of; it ignores -n and -b.
 run_bench bench_dist "$@"

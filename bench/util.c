@@ -1,7 +1,8 @@
 /*
  * bench/util.c: the pieces the benchmarks of bench/ share (see util.h): the clock, the median,
  * min and max over rounds and the `bench=`/`ratio=` lines that print them, pinning to one CPU,
- * and the module daemons that the UNIX socket benchmarks fork, connect to and stop. Keeping them
+ * and the module daemons (and vpcd card sides) that the UNIX socket (and PC/SC) benchmarks fork,
+ * connect to and stop. Keeping them
  * in one place keeps the output format of every benchmark the same (docs/performance.md).
  */
 #include <ftw.h>
@@ -15,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "device/vpcd.h"
 #include "keyhole/device.h"
 #include "keyhole/softmodule.h"
 #include "keyhole/transport.h"
@@ -88,12 +90,16 @@ static void on_term(int sig)
 	g_stop = 1;
 }
 
-pid_t bench_spawn_daemon(const char *prog, const char *module_path, const char *sock, const int *close_fds,
-			 int close_n)
+/*
+ * Fork a module's server. In this process: the child's pid (-1 when fork fails). In the child:
+ * 0 with *sm opened from module_path, after closing close_fds, catching SIGTERM and asking to be
+ * sent it when this process dies; the child exits by itself when it cannot.
+ */
+static pid_t fork_module(const char *prog, const char *module_path, const int *close_fds, int close_n,
+			 struct kh_softmod **sm)
 {
 	pid_t parent = getpid(), pid;
 	struct sigaction sa;
-	struct kh_softmod *sm = NULL;
 	kh_err e;
 
 	fflush(stdout);
@@ -110,13 +116,42 @@ pid_t bench_spawn_daemon(const char *prog, const char *module_path, const char *
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != parent)
 		_exit(1);
-	if ((e = kh_softmod_open(module_path, NULL, &sm, NULL)) != KH_OK) {
+	if ((e = kh_softmod_open(module_path, NULL, sm, NULL)) != KH_OK) {
 		fprintf(stderr, "%s: daemon %s: %s\n", prog, module_path, kh_strerror(e));
 		_exit(2);
 	}
+	return 0;
+}
+
+pid_t bench_spawn_daemon(const char *prog, const char *module_path, const char *sock, const int *close_fds,
+			 int close_n)
+{
+	struct kh_softmod *sm = NULL;
+	pid_t pid = fork_module(prog, module_path, close_fds, close_n, &sm);
+	kh_err e;
+
+	if (pid != 0)
+		return pid;
 	e = kh_serve_unix(sock, kh_softmod_module(sm), &g_stop);
 	if (e != KH_OK)
 		fprintf(stderr, "%s: daemon %s: %s\n", prog, sock, kh_strerror(e));
+	kh_softmod_free(sm);
+	_exit(e == KH_OK ? 0 : 3);
+}
+
+pid_t bench_spawn_vpcd(const char *prog, const char *module_path, uint16_t port, uint8_t role)
+{
+	static volatile sig_atomic_t never; /* the card stays in the reader */
+	struct kh_softmod *sm = NULL;
+	struct kh_vpcd_opts o = {.host = "127.0.0.1", .port = port, .role = role, .stop = &g_stop, .ejected = &never};
+	pid_t pid = fork_module(prog, module_path, NULL, 0, &sm);
+	kh_err e;
+
+	if (pid != 0)
+		return pid;
+	e = kh_serve_vpcd(kh_softmod_module(sm), &o);
+	if (e != KH_OK)
+		fprintf(stderr, "%s: vpcd card 127.0.0.1:%u: %s\n", prog, (unsigned)port, kh_strerror(e));
 	kh_softmod_free(sm);
 	_exit(e == KH_OK ? 0 : 3);
 }
@@ -128,6 +163,17 @@ kh_err bench_connect_retry(struct kh_transport *t, const char *sock)
 	for (int i = 0; i < 500 && e == KH_ERR_NOTFOUND; i++) {
 		if ((e = kh_transport_unix(t, sock)) == KH_ERR_NOTFOUND)
 			nanosleep(&ms10, NULL);
+	}
+	return e;
+}
+
+kh_err bench_pcsc_connect_retry(struct kh_transport *t, const char *reader)
+{
+	struct timespec ms50 = {0, 50 * 1000 * 1000};
+	kh_err e = KH_ERR_NO_CARD;
+	for (int i = 0; i < 200 && (e == KH_ERR_NO_CARD || e == KH_ERR_READER); i++) {
+		if ((e = kh_transport_pcsc(t, reader)) == KH_ERR_NO_CARD || e == KH_ERR_READER)
+			nanosleep(&ms50, NULL);
 	}
 	return e;
 }

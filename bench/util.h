@@ -2,8 +2,8 @@
  * bench/util.h: what the benchmarks of bench/ share, so that they measure, summarise and print
  * alike: the clock, the statistics over rounds (median, min, max), the `bench=` and `ratio=`
  * output lines (docs/performance.md), CPU pinning, and the module daemons forked for the UNIX
- * socket benchmarks with the helpers to connect to and stop them, the synthetic stream's packet
- * headers. Not a library of its own:
+ * socket and PC/SC benchmarks with the helpers to connect to and stop them, the synthetic
+ * stream's packet headers. Not a library of its own:
  * CMakeLists.txt compiles bench/util.c into every bench/bench_*.c executable.
  */
 #ifndef KH_BENCH_UTIL_H
@@ -67,8 +67,22 @@ void bench_print_pin(int cpu);
 pid_t bench_spawn_daemon(const char *prog, const char *module_path, const char *sock, const int *close_fds,
 			 int close_n);
 
+/*
+ * Fork a card side of the vsmartcard-vpcd reader driver: a child that opens its own software
+ * module from module_path and plugs it into the driver listening on 127.0.0.1:port
+ * (kh_serve_vpcd, the ATR naming role), until SIGTERM or until this process dies; the card is
+ * in the reader while the child runs. As bench_spawn_daemon otherwise.
+ */
+pid_t bench_spawn_vpcd(const char *prog, const char *module_path, uint16_t port, uint8_t role);
+
 /* kh_transport_unix to sock, retried for up to ~5 s while the daemon has not bound it yet. */
 KH_WARN_UNUSED kh_err bench_connect_retry(struct kh_transport *t, const char *sock);
+
+/*
+ * kh_transport_pcsc to reader, retried for up to ~10 s while pcscd does not list the reader or
+ * has not seen the card in it yet (it looks every 400 ms). KH_ERR_PCSC_SERVICE at once: no pcscd.
+ */
+KH_WARN_UNUSED kh_err bench_pcsc_connect_retry(struct kh_transport *t, const char *reader);
 
 /* SIGTERM the child *pid and wait for it, then set *pid to -1; does nothing when *pid <= 0. */
 void bench_reap(pid_t *pid);

@@ -48,6 +48,21 @@ smoke bench_pair -r 1 -t 0.02
 grep -q '^bench=cmd_unix ' "$KH_META/bench_pair.out" || kh_fail "bench_pair ran no socket benchmark"
 smoke bench_cas -r 1 -e 20 -m 5 -d 1 -s 210
 grep -q '^bench=ecm_cw_unix ' "$KH_META/bench_cas.out" || kh_fail "bench_cas ran no socket benchmark"
+grep -q '^# ecm_cw_pcsc skipped: no -V PORT' "$KH_META/bench_cas.out" || kh_fail "bench_cas did not say why no PC/SC"
+# ECM -> CW through PC/SC once, the ECM benchmarks only, with the private pcscd of bench/pcsc.sh
+# (not a smoke run of its own: it is bench_cas again); skipped where that pcscd cannot be
+rc=0
+(cd "$KH_WORK" && TMPDIR=$KH_WORK sh "$KH_SOURCE_DIR/bench/pcsc.sh" "$build/bench_cas" -r 1 -e 20 -m 1 -d 1 -s 21 \
+	-b ecm_cw >"$KH_META/pcsc.out" 2>"$KH_META/pcsc.err") || rc=$?
+[ "$rc" -eq 0 ] || kh_fail "bench/pcsc.sh bench_cas exited $rc: $(head -n 3 "$KH_META/pcsc.err" | tr '\n' ' ')"
+[ ! -s "$KH_META/pcsc.err" ] || kh_fail "bench/pcsc.sh bench_cas wrote on stderr: $(head -n 3 "$KH_META/pcsc.err" | tr '\n' ' ')"
+if grep -q '^# ecm_cw_pcsc skipped by bench/pcsc.sh: ' "$KH_META/pcsc.out"; then
+	kh_note "SKIPPED ecm_cw_pcsc: $(sed -n 's/^# ecm_cw_pcsc skipped by bench\/pcsc.sh: //p' "$KH_META/pcsc.out")"
+else
+	for l in 'bench=ecm_cw_pcsc unit=us p50=' 'ratio=ecm_cw_pcsc_vs_unix ' 'ratio=ecm_cw_pcsc_vs_inproc '; do
+		grep -q "^$l" "$KH_META/pcsc.out" || kh_fail "bench/pcsc.sh bench_cas printed no $l"
+	done
+fi
 smoke bench_sms -r 1 -t 0.02 -u 8 -M 4 -k 2 -T 4 -c 40 -s 8 -d "$KH_WORK" -A "$KH_WORK"
 smoke bench_scramble -n 2000 -r 1 -t 0.02
 smoke bench_headend -s 0.5 -r 1
