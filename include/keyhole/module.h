@@ -60,6 +60,13 @@ KH_WARN_UNUSED kh_err kh_module_load(struct kh_module *m, const uint8_t *blob, s
  * response length: always 2 or more when cap >= 2. Never fails otherwise: errors are status words.
  */
 size_t kh_module_process(struct kh_module *m, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap);
+/*
+ * Seal the state the module holds now and hand it to the store, as after a command that changed
+ * it. A new module stores nothing until a command changes it; this gives a blank one its first
+ * sealed state, so that it can exist as a file before it is personalised. KH_ERR_STORE (or
+ * KH_ERR_MODULE_CHANGED, the store's own word) when the store refused it.
+ */
+KH_WARN_UNUSED kh_err kh_module_seal(struct kh_module *m);
 /* Counter of the state the module holds (0 for a blank module never stored). */
 uint64_t kh_module_counter(const struct kh_module *m);
 /* Erase every key and all state. */

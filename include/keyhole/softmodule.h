@@ -50,7 +50,7 @@ KH_WARN_UNUSED kh_err kh_softmod_open(const char *card_path, const char *key_pat
 				      enum kh_softmod_file *which);
 /*
  * A blank module with a fresh root key, held in memory until kh_softmod_save() writes the card
- * file, the key file and the counter file (used by `keyhole card issue`).
+ * file, the key file and the counter file (used by `keyhole card issue` and `card blank`).
  */
 KH_WARN_UNUSED kh_err kh_softmod_new_blank(struct kh_softmod **out);
 /*
@@ -58,7 +58,12 @@ KH_WARN_UNUSED kh_err kh_softmod_new_blank(struct kh_softmod **out);
  * key and counter files does (KH_ERR_EXISTS / KH_ERR_NOTFOUND otherwise).
  */
 KH_WARN_UNUSED kh_err kh_softmod_check_free(const char *card_path, const char *key_path);
-/* Write a memory-held module to card_path (and its key file, 0600); refuses existing files. */
+/*
+ * Write a memory-held module to card_path (and its key file, 0600); refuses existing files. A
+ * blank module (kh_softmod_new_blank, nothing done to it yet) is written as it is: the module
+ * `keyhole card blank` makes, which kh_softmod_open reads back and a personalisation station
+ * then personalises in place.
+ */
 KH_WARN_UNUSED kh_err kh_softmod_save(struct kh_softmod *s, const char *card_path, const char *key_path);
 struct kh_module *kh_softmod_module(struct kh_softmod *s);
 /* Fix the module's clock for tests (0: the system clock). */

@@ -22,12 +22,19 @@ enum { O_KEY = 256, O_SOCKET, O_VPCD };
 static const char issue_help[] =
 	"usage: keyhole card issue --authority DIR --role card|cam|decoder|processor|buyer|keycard\n"
 	"                          --out FILE [--ua UA] [--key KEYFILE]\n"
+	"       keyhole card issue --authority DIR --role ROLE --card SPEC [--ua UA] [--key KEYFILE]\n"
 	"\n"
-	"Personalise a new module: a blank software module generates its own signing (Ed25519) and\n"
-	"pairing (X25519) keys, the authority certifies them, and the module stores its state sealed\n"
-	"under a fresh root key. Writes FILE (sealed state), KEYFILE (root key, mode 0600; default FILE\n"
-	"with .card replaced by .key) and FILE.ctr (state counter); the certificates go to\n"
-	"DIR/issued/. Existing files are never overwritten.\n"
+	"Personalise a module: a blank module generates its own signing (Ed25519) and pairing (X25519)\n"
+	"keys, the authority certifies them, and the module stores its state sealed under its root key.\n"
+	"The certificates go to DIR/issued/.\n"
+	"\n"
+	"With --out, the module is a new software module: writes FILE (sealed state), KEYFILE (root\n"
+	"key, mode 0600; default FILE with .card replaced by .key) and FILE.ctr (state counter).\n"
+	"Existing files are never overwritten.\n"
+	"\n"
+	"With --card, the module is a blank one that exists already (keyhole card blank), personalised\n"
+	"where it is: in a PC/SC reader, behind a module daemon, or in its file. A module that is not\n"
+	"blank is refused before the authority takes a unique address or writes a certificate.\n"
 	"\n"
 	"  -a, --authority DIR  the operator authority\n"
 	"  -r, --role ROLE      card, cam, decoder (a decoder module, for decoder play), processor\n"
@@ -35,9 +42,26 @@ static const char issue_help[] =
 	"                       buyer's device, for keyhole buyer) or keycard (a user's key card,\n"
 	"                       for keyhole keycard)\n"
 	"  -o, --out FILE       card file to create (conventionally NAME.card)\n"
+	"  -c, --card SPEC      the blank module to personalise: pcsc:READER for the card in a PC/SC\n"
+	"                       reader (exact name or unique prefix; pcsc: the first reader with a\n"
+	"                       card), unix:PATH for a module daemon, or a module file, run\n"
+	"                       in-process\n"
 	"  -u, --ua UA          unique address to assign (default: the authority's next): 8\n"
 	"                       hexadecimal digits as 'card info' prints it (0000000C), or 0x and\n"
 	"                       1 to 8 digits (0xC)\n"
+	"      --key KEYFILE    the module's root key: where to write it (--out), or the module\n"
+	"                       file's (--card FILE; default FILE with .card replaced by .key)\n";
+
+static const char blank_help[] =
+	"usage: keyhole card blank --out FILE [--key KEYFILE]\n"
+	"\n"
+	"Make a blank software module, as it leaves the factory: a fresh root key and no role, unique\n"
+	"address, keys or certificates. Writes FILE (sealed state), KEYFILE (root key, mode 0600;\n"
+	"default FILE with .card replaced by .key) and FILE.ctr (state counter); existing files are\n"
+	"never overwritten. Personalise it with keyhole card issue --card, in its file or served in a\n"
+	"reader (keyhole card serve --vpcd).\n"
+	"\n"
+	"  -o, --out FILE       card file to create (conventionally NAME.card)\n"
 	"      --key KEYFILE    where to write the module's root key\n";
 
 static const char info_help[] =
@@ -46,7 +70,9 @@ static const char info_help[] =
 	"Ask a module for its public facts (role, unique address, lifecycle, state counter) with a\n"
 	"GET INFO command.\n"
 	"\n"
-	"  -c, --card SPEC      the module: a module file, run in-process, or unix:PATH for a daemon\n"
+	"  -c, --card SPEC      the module: a module file, run in-process, unix:PATH for a daemon,\n"
+	"                       or pcsc:READER for the card in a PC/SC reader (exact name or\n"
+	"                       unique prefix; pcsc: the first reader with a card)\n"
 	"      --key KEYFILE    the module file's root key (default: FILE with .card replaced by .key)\n";
 
 static const char serve_help[] =
@@ -66,14 +92,53 @@ static const char serve_help[] =
 	"  -c, --card FILE      the module file (held locked while served)\n"
 	"      --key KEYFILE    its root key (default: FILE with .card replaced by .key)\n";
 
+/*
+ * Personalise the blank module spec names where it is (a reader, a daemon, its file). On error
+ * what (whatlen bytes) names what failed: the module, the authority, or the personalisation.
+ */
+static kh_err personalise(const char *authdir, enum kh_role role, uint32_t ua, const char *spec, const char *key,
+			  uint32_t *issued_ua, char *what, size_t whatlen)
+{
+	struct kh_authority *a = NULL;
+	struct kh_softmod *sm = NULL;
+	struct kh_transport t = {0};
+	struct kh_issued *iss = calloc(1, sizeof *iss);
+	char mod[4200];
+	kh_err r;
+
+	if (!iss)
+		return KH_ERR_NOMEM;
+	snprintf(what, whatlen, "%s", authdir);
+	if ((r = kh_authority_open(authdir, &a)) != KH_OK)
+		goto out;
+	if ((r = kh_cli_open_module(spec, key, &sm, &t, mod, sizeof mod)) != KH_OK) {
+		snprintf(what, whatlen, "%s", mod);
+		goto out;
+	}
+	/* kh_authority_personalise refuses a module that is not blank before it spends anything. */
+	snprintf(what, whatlen, "personalisation of %s", mod);
+	if ((r = kh_authority_personalise(a, &t, role, ua, iss)) != KH_OK)
+		goto out;
+	*issued_ua = iss->ua;
+out:
+	kh_transport_close(&t);
+	kh_softmod_free(sm);
+	kh_authority_free(a);
+	free(iss);
+	return r;
+}
+
 static int cmd_issue(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"authority", required_argument, NULL, 'a'}, {"role", required_argument, NULL, 'r'},
-		{"out", required_argument, NULL, 'o'},       {"ua", required_argument, NULL, 'u'},
-		{"key", required_argument, NULL, O_KEY},       {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0}};
-	const char *dir = NULL, *out = NULL, *key = NULL, *role_s = NULL, *what = NULL;
+		{"out", required_argument, NULL, 'o'},       {"card", required_argument, NULL, 'c'},
+		{"ua", required_argument, NULL, 'u'},        {"key", required_argument, NULL, O_KEY},
+		{"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
+	const char *dir = NULL, *out = NULL, *card = NULL, *key = NULL, *role_s = NULL, *what = NULL;
+	unsigned char seen[512] = {0};
+	char whatbuf[8400];
+	const char *twice;
 	enum kh_role role;
 	uint32_t ua = 0;
 	int c;
@@ -81,11 +146,14 @@ static int cmd_issue(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+a:r:o:u:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+a:r:o:c:u:h", opts, NULL)) != -1) {
+		if ((twice = kh_cli_twice(opts, c, seen)) != NULL)
+			return kh_cli_usage("card issue", "--%s is given twice (it takes one value)", twice);
 		switch (c) {
 		case 'a': dir = optarg; break;
 		case 'r': role_s = optarg; break;
 		case 'o': out = optarg; break;
+		case 'c': card = optarg; break;
 		case O_KEY: key = optarg; break;
 		case 'u':
 			if (kh_cli_parse_ua(optarg, &ua) != 0)
@@ -97,17 +165,64 @@ static int cmd_issue(int argc, char **argv)
 	}
 	if (optind != argc)
 		return kh_cli_usage("card issue", "unexpected argument '%s'", argv[optind]);
-	if (!dir || !out || !role_s)
-		return kh_cli_usage("card issue", "--authority, --role and --out are required");
+	if (!dir || !role_s)
+		return kh_cli_usage("card issue", "--authority, --role and one of --out or --card are required");
+	if (!!out == !!card)
+		return kh_cli_usage("card issue", "one of --out (a new module file) or --card (a blank module) is "
+						  "required, not both");
 	if (kh_role_parse(role_s, &role) != KH_OK ||
 	    (role != KH_ROLE_CARD && role != KH_ROLE_CAM && role != KH_ROLE_DECODER && role != KH_ROLE_PROCESSOR &&
 	     role != KH_ROLE_BUYER && role != KH_ROLE_KEYCARD))
 		return kh_cli_usage("card issue", "--role must be card, cam, decoder, processor, buyer or keycard");
 
-	if ((r = kh_cli_issue(dir, role, ua, out, key, &ua, &what)) != KH_OK)
+	if (card) {
+		if ((r = personalise(dir, role, ua, card, key, &ua, whatbuf, sizeof whatbuf)) != KH_OK)
+			return kh_cli_fail(whatbuf, r);
+		out = card;
+	} else if ((r = kh_cli_issue(dir, role, ua, out, key, &ua, &what)) != KH_OK) {
 		return kh_cli_fail(what, r);
+	}
 	printf("issued %s %08X: %s (certificates %s/issued/%s-%08X-{sign,pair}.crt)\n", kh_role_name(role), ua,
 	       out, dir, kh_role_name(role), ua);
+	return KH_EXIT_OK;
+}
+
+static int cmd_blank(int argc, char **argv)
+{
+	static const struct option opts[] = {{"out", required_argument, NULL, 'o'},
+					     {"key", required_argument, NULL, O_KEY},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
+	const char *out = NULL, *key = NULL;
+	unsigned char seen[512] = {0};
+	struct kh_softmod *sm = NULL;
+	const char *twice;
+	int c;
+	kh_err r;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+o:h", opts, NULL)) != -1) {
+		if ((twice = kh_cli_twice(opts, c, seen)) != NULL)
+			return kh_cli_usage("card blank", "--%s is given twice (it takes one value)", twice);
+		switch (c) {
+		case 'o': out = optarg; break;
+		case O_KEY: key = optarg; break;
+		case 'h': fputs(blank_help, stdout); return KH_EXIT_OK;
+		default: return kh_cli_usage("card blank", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return kh_cli_usage("card blank", "unexpected argument '%s'", argv[optind]);
+	if (!out)
+		return kh_cli_usage("card blank", "--out is required");
+	/* kh_softmod_save checks too; asking first spares making a module for nothing. */
+	if ((r = kh_softmod_check_free(out, key)) == KH_OK && (r = kh_softmod_new_blank(&sm)) == KH_OK)
+		r = kh_softmod_save(sm, out, key);
+	kh_softmod_free(sm);
+	if (r != KH_OK)
+		return kh_cli_fail(out, r);
+	printf("blank module: %s\n", out);
 	return KH_EXIT_OK;
 }
 
@@ -270,7 +385,8 @@ static int cmd_serve(int argc, char **argv)
 }
 
 static const struct kh_cli_cmd sub[] = {
-	{"issue", cmd_issue, "personalise a new card or CAM from the authority"},
+	{"blank", cmd_blank, "make a blank module file, to be personalised with issue --card"},
+	{"issue", cmd_issue, "personalise a new card or CAM, or a blank one, from the authority"},
 	{"info", cmd_info, "show a module's role, unique address and lifecycle"},
 	{"serve", cmd_serve, "serve a module on a UNIX socket or in a vpcd PC/SC reader"},
 };

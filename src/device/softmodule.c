@@ -259,7 +259,7 @@ kh_err kh_softmod_save(struct kh_softmod *s, const char *card_path, const char *
 	int made_key = 0, made_card = 0, n;
 	kh_err r;
 
-	if (!s->bloblen || s->card_path)
+	if (s->card_path)
 		return KH_ERR_INVAL;
 	if (!key_path && !(key_path = kp = kh_softmod_key_path(card_path)))
 		return KH_ERR_NOMEM;
@@ -270,6 +270,9 @@ kh_err kh_softmod_save(struct kh_softmod *s, const char *card_path, const char *
 	}
 	/* A clear refusal up front; the create-only writes below are what makes it hold. */
 	if ((r = kh_softmod_check_free(card_path, key_path)) != KH_OK)
+		goto out;
+	/* A blank module has stored nothing yet: its first sealed state is the one written. */
+	if (!s->bloblen && (r = kh_module_seal(s->m)) != KH_OK)
 		goto out;
 	kh_hex_encode(s->root_key, sizeof s->root_key, hex);
 	strcat(hex, "\n");

@@ -305,6 +305,13 @@ out:
 	return r;
 }
 
+kh_err kh_module_seal(struct kh_module *m)
+{
+	if (!m || m->magic != KH_MODULE_MAGIC)
+		return KH_ERR_INVAL;
+	return persist(m);
+}
+
 kh_err kh_module_load(struct kh_module *m, const uint8_t *blob, size_t len, uint64_t min_counter)
 {
 	struct kh_applet_live live;

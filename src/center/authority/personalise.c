@@ -33,6 +33,36 @@ static kh_err apdu(struct kh_transport *t, uint8_t ins, const uint8_t *data, siz
 	return sw == KH_SW_OK ? KH_OK : kh_err_from_sw(sw);
 }
 
+/*
+ * The module must be blank before the authority spends anything on it: a UA taken, diversified
+ * keys sent, certificates written. KH_ERR_PERSONALISED when it says it is past blank (keys made
+ * or personalised); KH_ERR_FORMAT when its answer names no lifecycle.
+ */
+static kh_err check_blank(struct kh_transport *t)
+{
+	uint8_t resp[KH_APDU_MAX_RESP];
+	struct kh_rd rd;
+	struct kh_tlv tv;
+	const uint8_t *d;
+	size_t dlen;
+	uint8_t lc = 0;
+	int k, seen = 0;
+	kh_err r;
+
+	if ((r = apdu(t, KH_INS_GET_INFO, NULL, 0, resp, sizeof resp, &d, &dlen)) != KH_OK)
+		return r;
+	kh_rd_init(&rd, d, dlen);
+	while ((k = kh_tlv_next(&rd, &tv)) == 1)
+		if (tv.tag == KH_INFO_T_LIFECYCLE) {
+			if (kh_tlv_u8(&tv, &lc) != KH_OK)
+				return KH_ERR_FORMAT;
+			seen = 1;
+		}
+	if (k < 0 || !seen)
+		return KH_ERR_FORMAT;
+	return lc == 0 ? KH_OK : KH_ERR_PERSONALISED;
+}
+
 kh_err kh_authority_personalise(struct kh_authority *a, struct kh_transport *t, enum kh_role role, uint32_t ua,
 				struct kh_issued *out)
 {
@@ -50,6 +80,9 @@ kh_err kh_authority_personalise(struct kh_authority *a, struct kh_transport *t, 
 	memset(out, 0, sizeof *out);
 	if (!kh_role_name(role))
 		return KH_ERR_INVAL;
+	/* A refusal here leaves the authority exactly as it was. */
+	if ((r = check_blank(t)) != KH_OK)
+		return r;
 	if (ua) {
 		if ((r = kh_authority_ua_free(a, ua)) != KH_OK)
 			return r;
