@@ -119,10 +119,18 @@ const char *kh_authority_dir(const struct kh_authority *a);
 struct kh_transport;
 
 /*
- * Personalise a blank module through a transport, in APDUs only: PERSO INIT with its role, UA
- * (0: the next free one), the operator root key and its diversified keys; certify the two public
- * keys it answers with (its private keys never leave it); PERSO CERTS. The module stores its
- * sealed state itself. Errors: the module's refusal, or a key it answers with that is malformed.
+ * Personalise a blank module through a transport, in APDUs only: GET INFO, PERSO INIT with its
+ * role, UA (0: the next free one), the operator root key and its diversified keys; certify the
+ * two public keys it answers with (its private keys never leave it); PERSO CERTS. The module
+ * stores its sealed state itself. Errors: the module's refusal, or a key it answers with that is
+ * malformed.
+ *
+ * A module that GET INFO shows past blank (keys made, or personalised) is refused with
+ * KH_ERR_PERSONALISED, and a transport that fails there with its error, before the authority
+ * takes a UA or writes anything: such a refusal leaves the authority as it was. Once PERSO INIT
+ * has gone out the module may hold the UA's diversified keys, so nothing after is undone: the
+ * next UA stays moved on and a certificate written stays in issued/ (no other module may be
+ * given those keys).
  */
 KH_WARN_UNUSED kh_err kh_authority_personalise(struct kh_authority *a, struct kh_transport *t, enum kh_role role,
 					       uint32_t ua, struct kh_issued *out);

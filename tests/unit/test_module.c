@@ -237,6 +237,145 @@ static void assert_keyed(struct kh_transport *t, uint32_t ua)
 	assert_int_equal(i.counter, 1);
 }
 
+/* ---- the personalisation station's refusals leave the authority as it was ---- */
+
+/* What a refused run must not change: next-ua and the names in issued/, as one string. */
+static char *authority_state(const char *dir)
+{
+	char cmd[4200], *out = NULL;
+	size_t cap = 0, n = 0;
+	FILE *f;
+	int c;
+
+	snprintf(cmd, sizeof cmd, "cd '%s' && cat next-ua && ls issued", dir);
+	f = popen(cmd, "r");
+	assert_non_null(f);
+	while ((c = fgetc(f)) != EOF) {
+		if (n + 2 > cap) {
+			cap = cap ? cap * 2 : 256;
+			out = realloc(out, cap);
+			assert_non_null(out);
+		}
+		out[n++] = (char)c;
+	}
+	assert_int_equal(pclose(f), 0);
+	assert_non_null(out);
+	out[n] = '\0';
+	return out;
+}
+
+static void assert_authority_state(const char *dir, const char *want)
+{
+	char *now = authority_state(dir);
+	assert_string_equal(now, want);
+	free(now);
+}
+
+static kh_err broken_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap, size_t *rlen)
+{
+	(void)ctx, (void)cmd, (void)len, (void)resp, (void)cap, (void)rlen;
+	return KH_ERR_TRANSPORT;
+}
+
+/* A module that answers everything with 9000 and no data: a GET INFO that names no lifecycle. */
+static kh_err mute_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap, size_t *rlen)
+{
+	(void)ctx, (void)cmd, (void)len;
+	assert_true(cap >= 2);
+	resp[0] = 0x90;
+	resp[1] = 0x00;
+	*rlen = 2;
+	return KH_OK;
+}
+
+static void test_perso_refused_unchanged(void **state)
+{
+	struct world *w = *state;
+	struct kh_issued *iss = calloc(1, sizeof *iss);
+	struct kh_transport broken = {.xfer = broken_xfer}, mute = {.xfer = mute_xfer};
+	struct mod keyed = {0};
+	uint8_t sign_pk[32], pair_pk[32];
+	uint32_t ua;
+	char *before;
+	assert_non_null(iss);
+
+	/* a module left with keys made (PERSO INIT done, no certificates) */
+	make_mod(NULL, KH_ROLE_NONE, &keyed);
+	assert_int_equal(kh_authority_next_ua(w->auth, &ua), KH_OK);
+	perso_init(w, &keyed.t, KH_ROLE_CARD, ua, sign_pk, pair_pk);
+	assert_keyed(&keyed.t, ua);
+
+	before = authority_state(w->auth_dir);
+	/* personalised: refused, with the next UA or one asked for */
+	assert_int_equal(kh_authority_personalise(w->auth, &w->c1.t, KH_ROLE_CARD, 0, iss), KH_ERR_PERSONALISED);
+	assert_authority_state(w->auth_dir, before);
+	assert_int_equal(kh_authority_personalise(w->auth, &w->c1.t, KH_ROLE_CAM, 0x5000, iss), KH_ERR_PERSONALISED);
+	assert_authority_state(w->auth_dir, before);
+	/* keys made: refused too, and it stays as it was */
+	assert_int_equal(kh_authority_personalise(w->auth, &keyed.t, KH_ROLE_CARD, 0, iss), KH_ERR_PERSONALISED);
+	assert_authority_state(w->auth_dir, before);
+	assert_keyed(&keyed.t, ua);
+	/* no module at the end of the transport; one whose GET INFO says nothing */
+	assert_int_equal(kh_authority_personalise(w->auth, &broken, KH_ROLE_CARD, 0, iss), KH_ERR_TRANSPORT);
+	assert_int_equal(kh_authority_personalise(w->auth, &mute, KH_ROLE_CARD, 0, iss), KH_ERR_FORMAT);
+	assert_authority_state(w->auth_dir, before);
+	/* and a blank one still takes the next UA */
+	assert_int_equal(kh_authority_personalise(w->auth, &w->blank.t, KH_ROLE_CARD, 0, iss), KH_OK);
+	assert_int_equal(iss->ua, ua + 1);
+	assert_int_equal(info_of(&w->blank.t).lifecycle, 2);
+	free(before);
+	free(iss);
+	kh_softmod_free(keyed.sm);
+}
+
+/* A blank module written as a file (card blank), opened again, personalised in place. */
+static void test_blank_file(void **state)
+{
+	struct world *w = *state;
+	struct kh_issued *iss = calloc(1, sizeof *iss);
+	struct kh_softmod *sm = NULL;
+	struct kh_transport t;
+	struct kh_module_info i;
+	char *card = path_in(w->dir, "plastic.card"), *key = path_in(w->dir, "plastic.key");
+	uint8_t *d = NULL;
+	size_t n = 0;
+	assert_non_null(iss);
+
+	assert_int_equal(kh_module_seal(NULL), KH_ERR_INVAL);
+	assert_int_equal(kh_softmod_new_blank(&sm), KH_OK);
+	assert_int_equal(kh_softmod_save(sm, card, NULL), KH_OK);
+	/* saved once only */
+	assert_int_equal(kh_softmod_save(sm, card, NULL), KH_ERR_INVAL);
+	kh_softmod_free(sm);
+	sm = NULL;
+	assert_int_equal(kh_file_read(key, 256, &d, &n), KH_OK);
+	kh_file_free(d, n);
+
+	assert_int_equal(kh_softmod_open(card, NULL, &sm, NULL), KH_OK);
+	kh_transport_inproc(&t, kh_softmod_module(sm));
+	i = info_of(&t);
+	assert_int_equal(i.lifecycle, 0);
+	assert_int_equal(i.role, 0);
+	assert_int_equal(i.ua, 0);
+	assert_int_equal(i.counter, 1);
+	assert_int_equal(kh_authority_personalise(w->auth, &t, KH_ROLE_CAM, 0, iss), KH_OK);
+	kh_softmod_free(sm);
+	sm = NULL;
+
+	/* the file holds the personalisation */
+	assert_int_equal(kh_softmod_open(card, NULL, &sm, NULL), KH_OK);
+	kh_transport_inproc(&t, kh_softmod_module(sm));
+	i = info_of(&t);
+	assert_int_equal(i.lifecycle, 2);
+	assert_int_equal(i.role, KH_ROLE_CAM);
+	assert_int_equal(i.ua, iss->ua);
+	assert_int_equal(i.counter, 3);
+	kh_softmod_free(sm);
+	free(card);
+	free(key);
+	free(iss);
+}
+
 static void test_perso_cert_key(void **state)
 {
 	struct world *w = *state;
@@ -516,7 +655,7 @@ static void test_state_files(void **state)
 	/* issue: blank, personalise, save */
 	assert_int_equal(kh_softmod_new_blank(&s), KH_OK);
 	kh_transport_inproc(&t, kh_softmod_module(s));
-	assert_int_equal(kh_softmod_save(s, card, NULL), KH_ERR_INVAL); /* nothing stored yet */
+	/* (saved blank, it would be the module `card blank` writes: test_blank_file) */
 	assert_int_equal(kh_authority_personalise(w->auth, &t, KH_ROLE_CARD, 0, iss), KH_OK);
 	assert_int_equal(kh_softmod_save(s, card, NULL), KH_OK);
 	kh_softmod_free(s);
@@ -1155,6 +1294,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_perso, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_perso_cert_key, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_perso_refused_unchanged, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_blank_file, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_dispatch, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_state_files, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_module_lock, world_setup, world_teardown),
