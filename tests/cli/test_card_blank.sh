@@ -9,7 +9,7 @@
 # - served with `card serve --socket`, a blank module is personalised through unix:PATH;
 # - a module past blank (issued with --out, or personalised before) is refused with one line and
 #   exit 1, and the authority is left exactly as it was (next-ua, issued/); so are a missing
-#   file and a UA that is taken;
+#   file, a UA that is taken and a module file another process holds;
 # - usage: --out and --card together, neither, an option twice, card blank without --out.
 
 . "$KH_SOURCE_DIR/tests/cli/lib.sh"
@@ -108,6 +108,11 @@ kh_out_has '^lifecycle: blank$'
 # ---- a blank module behind a module daemon
 kh_start_daemon SRV card serve --socket "$KH_WORK/c.sock" --card c.card
 kh_wait_socket "$KH_WORK/c.sock" "$SRV"
+# the file itself is held by the daemon: refused, nothing spent
+kh_snapshot auth >"$KH_META/auth.snap"
+kh_expect_fail card issue --authority auth --role card --card c.card
+kh_err_has "held by process $SRV"
+kh_same_snapshot "$KH_META/auth.snap" auth "card issue --card on a module in use changed the authority"
 kh_expect_ok card issue --authority auth --role decoder --card "unix:$KH_WORK/c.sock"
 UA_C=$(issued_ua)
 kh_expect_ok card info --card "unix:$KH_WORK/c.sock"
