@@ -738,8 +738,8 @@ static kh_err setup_pcsc(struct kh_authority *a)
 	if ((r = issue(a, KH_ROLE_CAM, cam, NULL, &ua)) != KH_OK ||
 	    (r = issue(a, KH_ROLE_CARD, card, NULL, &W.pcs.card_ua)) != KH_OK)
 		return r;
-	if ((W.pcs.cam_pid = bench_spawn_vpcd("bench_cas", cam, (uint16_t)W.vpcd_port, KH_ROLE_CAM)) < 0 ||
-	    (W.pcs.card_pid = bench_spawn_vpcd("bench_cas", card, (uint16_t)(W.vpcd_port + 1), KH_ROLE_CARD)) < 0)
+	if ((W.pcs.cam_pid = bench_spawn_vpcd("bench_cas", cam, (uint16_t)W.vpcd_port)) < 0 ||
+	    (W.pcs.card_pid = bench_spawn_vpcd("bench_cas", card, (uint16_t)(W.vpcd_port + 1))) < 0)
 		return KH_ERR_IO;
 	for (int i = 0; i < 2; i++) {
 		if ((r = bench_pcsc_connect_retry(i ? &W.pcs.card : &W.pcs.cam, W.reader[i])) != KH_OK) {

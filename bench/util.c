@@ -139,11 +139,11 @@ pid_t bench_spawn_daemon(const char *prog, const char *module_path, const char *
 	_exit(e == KH_OK ? 0 : 3);
 }
 
-pid_t bench_spawn_vpcd(const char *prog, const char *module_path, uint16_t port, uint8_t role)
+pid_t bench_spawn_vpcd(const char *prog, const char *module_path, uint16_t port)
 {
 	static volatile sig_atomic_t never; /* the card stays in the reader */
 	struct kh_softmod *sm = NULL;
-	struct kh_vpcd_opts o = {.host = "127.0.0.1", .port = port, .role = role, .stop = &g_stop, .ejected = &never};
+	struct kh_vpcd_opts o = {.host = "127.0.0.1", .port = port, .stop = &g_stop, .ejected = &never};
 	pid_t pid = fork_module(prog, module_path, NULL, 0, &sm);
 	kh_err e;
 

@@ -70,10 +70,10 @@ pid_t bench_spawn_daemon(const char *prog, const char *module_path, const char *
 /*
  * Fork a card side of the vsmartcard-vpcd reader driver: a child that opens its own software
  * module from module_path and plugs it into the driver listening on 127.0.0.1:port
- * (kh_serve_vpcd, the ATR naming role), until SIGTERM or until this process dies; the card is
+ * (kh_serve_vpcd; the ATR names the module's role), until SIGTERM or until this process dies; the card is
  * in the reader while the child runs. As bench_spawn_daemon otherwise.
  */
-pid_t bench_spawn_vpcd(const char *prog, const char *module_path, uint16_t port, uint8_t role);
+pid_t bench_spawn_vpcd(const char *prog, const char *module_path, uint16_t port);
 
 /* kh_transport_unix to sock, retried for up to ~5 s while the daemon has not bound it yet. */
 KH_WARN_UNUSED kh_err bench_connect_retry(struct kh_transport *t, const char *sock);

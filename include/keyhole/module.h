@@ -67,6 +67,8 @@ size_t kh_module_process(struct kh_module *m, const uint8_t *cmd, size_t len, ui
  * KH_ERR_MODULE_CHANGED, the store's own word) when the store refused it.
  */
 KH_WARN_UNUSED kh_err kh_module_seal(struct kh_module *m);
+/* The module's role (enum kh_role; 0 while blank). */
+uint8_t kh_module_role(const struct kh_module *m);
 /* Counter of the state the module holds (0 for a blank module never stored). */
 uint64_t kh_module_counter(const struct kh_module *m);
 /* Erase every key and all state. */

@@ -316,15 +316,11 @@ static int parse_vpcd(const char *spec, char *hostbuf, size_t cap, const char **
 }
 
 /* Serve the module in sm as the card in a vpcd reader. */
-static int serve_vpcd(struct kh_softmod *sm, struct kh_transport *t, const char *host, uint16_t port)
+static int serve_vpcd(struct kh_softmod *sm, const char *host, uint16_t port)
 {
-	struct kh_module_info info;
 	struct kh_vpcd_opts o = {.host = host, .port = port, .ejected = &ejected};
 	kh_err r;
 
-	if ((r = kh_host_info(t, &info)) != KH_OK)
-		return kh_cli_fail("card serve: GET INFO", r);
-	o.role = info.role;
 	o.stop = kh_cli_stop_signals();
 	eject_signals();
 	if ((r = kh_serve_vpcd(kh_softmod_module(sm), &o)) != KH_OK)
@@ -370,10 +366,10 @@ static int cmd_serve(int argc, char **argv)
 		return kh_cli_fail(what, r);
 	if (!sm) {
 		kh_transport_close(&t);
-		return kh_cli_usage("card serve", "--card takes a card file, not a socket");
+		return kh_cli_usage("card serve", "--card takes a card file, not a socket or a reader");
 	}
 	if (vpcd) {
-		rc = serve_vpcd(sm, &t, host, port);
+		rc = serve_vpcd(sm, host, port);
 		kh_softmod_free(sm);
 		return rc;
 	}

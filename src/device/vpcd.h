@@ -55,7 +55,6 @@ int kh_vpcd_atr_tck_ok(const uint8_t *atr, size_t len);
 struct kh_vpcd_opts {
 	const char *host; /* the reader driver's host (default 127.0.0.1) */
 	uint16_t port;    /* its port (default KH_VPCD_PORT) */
-	uint8_t role;     /* the module's role, named in the ATR */
 	/* Non-zero: stop serving. Non-zero: the card is out of the reader (disconnected) until it drops to zero. */
 	volatile sig_atomic_t *stop, *ejected;
 };

@@ -18,6 +18,7 @@
 #include "keyhole/crypto.h"
 #include "keyhole/device.h"
 #include "keyhole/log.h"
+#include "keyhole/module.h"
 
 /* How long to wait between tries to reach the driver, and how long one poll may sleep. */
 #define RETRY_MS 200
@@ -68,7 +69,7 @@ static int send_msg(struct conn *c, const uint8_t *payload, size_t len)
 }
 
 /* Answer one message: the ATR for get-ATR, nothing for power and reset, the module for an APDU. */
-static int handle(struct conn *c, struct kh_module *m, const struct kh_vpcd_opts *o, const struct kh_vpcd_msg *msg)
+static int handle(struct conn *c, struct kh_module *m, const struct kh_vpcd_msg *msg)
 {
 	uint8_t atr[KH_VPCD_ATR_LEN];
 	size_t rn;
@@ -77,7 +78,7 @@ static int handle(struct conn *c, struct kh_module *m, const struct kh_vpcd_opts
 	if (msg->is_ctrl) {
 		if (msg->ctrl != KH_VPCD_ATR)
 			return 0; /* power off/on and reset change nothing in the module: see pcsc.md */
-		kh_vpcd_atr(o->role, atr);
+		kh_vpcd_atr(kh_module_role(m), atr); /* the role now: a blank card personalised in the reader */
 		return send_msg(c, atr, sizeof atr);
 	}
 	rn = kh_serve_apdu(m, msg->apdu, msg->apdu_len, c->resp, sizeof c->resp);
@@ -88,7 +89,7 @@ static int handle(struct conn *c, struct kh_module *m, const struct kh_vpcd_opts
 }
 
 /* Read what has arrived and answer every whole message; -1 when the connection must end. */
-static int pump(struct conn *c, struct kh_module *m, const struct kh_vpcd_opts *o)
+static int pump(struct conn *c, struct kh_module *m)
 {
 	struct kh_vpcd_msg msg;
 	size_t used;
@@ -104,7 +105,7 @@ static int pump(struct conn *c, struct kh_module *m, const struct kh_vpcd_opts *
 		return -1;
 	c->have += (size_t)k;
 	while ((r = kh_vpcd_take(c->in, c->have, KH_APDU_MAX_CMD, &msg, &used)) == KH_OK) {
-		int e = handle(c, m, o, &msg);
+		int e = handle(c, m, &msg);
 		memmove(c->in, c->in + used, c->have - used);
 		c->have -= used;
 		if (e != 0)
@@ -127,7 +128,7 @@ static void serve_conn(struct conn *c, struct kh_module *m, const struct kh_vpcd
 		int k = poll(&p, 1, POLL_MS);
 		if (k < 0 && errno != EINTR)
 			break;
-		if (k > 0 && pump(c, m, o) != 0)
+		if (k > 0 && pump(c, m) != 0)
 			break;
 	}
 	kh_wipe(c->in, sizeof c->in);

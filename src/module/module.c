@@ -73,6 +73,11 @@ void kh_module_wipe(struct kh_module *m)
 		kh_wipe(m, sizeof *m);
 }
 
+uint8_t kh_module_role(const struct kh_module *m)
+{
+	return m->p.role;
+}
+
 uint64_t kh_module_counter(const struct kh_module *m)
 {
 	return m->counter;

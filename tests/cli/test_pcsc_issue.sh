@@ -57,6 +57,12 @@ for use in sign pair; do
 		kh_fail "openssl verify -CAfile root.crt $crt: $(cat "$KH_META/verify.out")"
 done
 
+# the ATR names the role from the next power-up on: out of the reader and in again
+kill -USR1 "$SRV"
+kh_pcsc_wait_card "$READER0" removed
+kill -USR2 "$SRV"
+kh_pcsc_wait_card "$READER0" inserted "3B 8C 01 80 57 4B 65 79 68 6F 6C 65 62 01 01 61"
+
 # ---- a second issue to the same card: refused, the authority as it was
 kh_snapshot auth >"$KH_META/auth.snap"
 kh_expect_fail card issue --authority auth --role card --card "pcsc:$READER0"
