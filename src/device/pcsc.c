@@ -113,7 +113,8 @@ static kh_err pick(struct pcsc *p)
 
 	if ((rv = SCardListReaders(p->ctx, NULL, NULL, &len)) != SCARD_S_SUCCESS)
 		return rv == SCARD_E_NO_READERS_AVAILABLE ? KH_ERR_READER : map(rv);
-	if (!(all = calloc(1, (size_t)len + 1)))
+	/* two zero bytes past what pcscd fills: the list ends even if its own ending is missing */
+	if (!(all = calloc(1, (size_t)len + 2)))
 		return KH_ERR_NOMEM;
 	if ((rv = SCardListReaders(p->ctx, NULL, all, &len)) != SCARD_S_SUCCESS) {
 		r = rv == SCARD_E_NO_READERS_AVAILABLE ? KH_ERR_READER : map(rv);
