@@ -9,7 +9,8 @@
  *   next-ua      next unique address to hand out (decimal), replaced atomically
  *   validity-days  optional: days a certificate issued is valid (default five years)
  *   ecm-signer.key, emm-signer.key  the operator's signers (signers.c), mode 0600
- *   issued/      every certificate issued, <role>-<UA>-<sign|pair>.crt, PEM
+ *   issued/      every certificate issued, <role>-<UA>-<sign|pair>.crt, PEM, and ua-<UA>.spent
+ *                for every UA whose keys went to a module (personalise.c)
  *
  * Key files are written under umask 077 and refused (KH_ERR_KEYFILE_PERM) when group or others
  * can read them.
@@ -58,8 +59,15 @@ void kh_authority_root_pk(const struct kh_authority *a, uint8_t pk[static 32]);
 void kh_authority_root_der(const struct kh_authority *a, const uint8_t **der, size_t *len);
 const char *kh_authority_name(const struct kh_authority *a);
 
-/* KH_ERR_EXISTS when a certificate was issued for ua, whatever the role. */
+/* KH_ERR_EXISTS when a certificate was issued for ua, whatever the role, or ua was spent. */
 KH_WARN_UNUSED kh_err kh_authority_ua_free(const struct kh_authority *a, uint32_t ua);
+/*
+ * Mark ua spent (issued/ua-XXXXXXXX.spent, created durably, never replaced) before its keys go
+ * to a module: a personalisation that fails afterwards leaves the UA out of use for good, as the
+ * module may hold its diversified keys. KH_ERR_EXISTS when it was spent already (another process
+ * took it at the same time).
+ */
+KH_WARN_UNUSED kh_err kh_authority_ua_spend(struct kh_authority *a, uint32_t ua, enum kh_role role);
 /* Take the next unique address; the counter is durable before it returns (never reused). */
 KH_WARN_UNUSED kh_err kh_authority_next_ua(struct kh_authority *a, uint32_t *ua);
 

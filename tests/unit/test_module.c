@@ -328,6 +328,43 @@ static void test_perso_refused_unchanged(void **state)
 	kh_softmod_free(keyed.sm);
 }
 
+/* Forwards to a module, but the answer to PERSO INIT is lost: the module took the keys. */
+static kh_err lossy_xfer(void *ctx, const uint8_t *cmd, size_t len, uint8_t *resp, size_t cap, size_t *rlen)
+{
+	kh_err r = kh_transport_xfer(ctx, cmd, len, resp, cap, rlen);
+	return r == KH_OK && len > 1 && cmd[1] == KH_INS_PERSO_INIT ? KH_ERR_TRANSPORT : r;
+}
+
+/*
+ * A personalisation that fails once PERSO INIT has gone out spends its UA for good: the module
+ * may hold that UA's keys, so neither --ua nor the next UA hands it out again.
+ */
+static void test_perso_failed_ua_spent(void **state)
+{
+	struct world *w = *state;
+	struct kh_issued *iss = calloc(1, sizeof *iss);
+	struct mod fresh = {0};
+	struct kh_transport lossy = {.xfer = lossy_xfer};
+	uint32_t n;
+	assert_non_null(iss);
+
+	make_mod(NULL, KH_ROLE_NONE, &fresh);
+	lossy.ctx = &fresh.t;
+	assert_int_equal(kh_authority_personalise(w->auth, &lossy, KH_ROLE_CARD, 0x6000, iss), KH_ERR_TRANSPORT);
+	assert_keyed(&fresh.t, 0x6000);
+	assert_int_equal(kh_authority_ua_free(w->auth, 0x6000), KH_ERR_EXISTS);
+	assert_int_equal(kh_authority_personalise(w->auth, &w->blank.t, KH_ROLE_CAM, 0x6000, iss), KH_ERR_EXISTS);
+	assert_int_equal(info_of(&w->blank.t).lifecycle, 0);
+	/* the next UA passes over one spent by hand meanwhile */
+	assert_int_equal(kh_authority_next_ua(w->auth, &n), KH_OK);
+	assert_int_equal(kh_authority_ua_spend(w->auth, n + 1, KH_ROLE_CARD), KH_OK);
+	assert_int_equal(kh_authority_ua_spend(w->auth, n + 1, KH_ROLE_CARD), KH_ERR_EXISTS);
+	assert_int_equal(kh_authority_personalise(w->auth, &w->blank.t, KH_ROLE_CARD, 0, iss), KH_OK);
+	assert_int_equal(iss->ua, n + 2);
+	free(iss);
+	kh_softmod_free(fresh.sm);
+}
+
 /* A blank module written as a file (card blank), opened again, personalised in place. */
 static void test_blank_file(void **state)
 {
@@ -1295,6 +1332,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_perso, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_perso_cert_key, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_perso_refused_unchanged, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_perso_failed_ua_spent, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_blank_file, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_dispatch, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_state_files, world_setup, world_teardown),

@@ -656,11 +656,35 @@ const char *kh_authority_dir(const struct kh_authority *a)
 	return a->dir;
 }
 
+/* The mark of a UA whose keys were sent to a module: issued/ua-XXXXXXXX.spent. */
+static void spent_name(char *fname, size_t cap, uint32_t ua)
+{
+	snprintf(fname, cap, ISSUED "/ua-%08X.spent", (unsigned)ua);
+}
+
+kh_err kh_authority_ua_spend(struct kh_authority *a, uint32_t ua, enum kh_role role)
+{
+	char fname[64], line[64];
+	int n;
+
+	if (a == NULL || !kh_role_name(role))
+		return KH_ERR_INVAL;
+	spent_name(fname, sizeof fname, ua);
+	n = snprintf(line, sizeof line, "%s %08X\n", kh_role_name(role), (unsigned)ua);
+	if (n <= 0 || (size_t)n >= sizeof line)
+		return KH_ERR_INTERNAL;
+	return create_in(a->dir, fname, line, (size_t)n, 0644);
+}
+
 kh_err kh_authority_ua_free(const struct kh_authority *a, uint32_t ua)
 {
 	static const char *const uses[] = {"sign", "pair"};
 	char fname[64];
 	kh_err r;
+
+	spent_name(fname, sizeof fname, ua);
+	if ((r = absent(a->dir, fname)) != KH_OK)
+		return r;
 	for (int i = 1; kh_role_name((enum kh_role)i); i++)
 		for (size_t u = 0; u < 2; u++) {
 			snprintf(fname, sizeof fname, ISSUED "/%s-%08X-%s.crt", kh_role_name((enum kh_role)i),

@@ -83,14 +83,17 @@ kh_err kh_authority_personalise(struct kh_authority *a, struct kh_transport *t, 
 	/* A refusal here leaves the authority exactly as it was. */
 	if ((r = check_blank(t)) != KH_OK)
 		return r;
+	/* The UA is marked spent before its keys leave: never handed out twice, even after a failure. */
 	if (ua) {
-		if ((r = kh_authority_ua_free(a, ua)) != KH_OK)
+		if ((r = kh_authority_ua_free(a, ua)) != KH_OK || (r = kh_authority_ua_spend(a, ua, role)) != KH_OK)
 			return r;
 	} else {
 		do {
 			if ((r = kh_authority_next_ua(a, &ua)) != KH_OK)
 				return r;
-		} while ((r = kh_authority_ua_free(a, ua)) == KH_ERR_EXISTS);
+			if ((r = kh_authority_ua_free(a, ua)) == KH_OK)
+				r = kh_authority_ua_spend(a, ua, role);
+		} while (r == KH_ERR_EXISTS);
 		if (r != KH_OK)
 			return r;
 	}
