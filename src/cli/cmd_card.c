@@ -50,7 +50,8 @@ static const char issue_help[] =
 	"                       hexadecimal digits as 'card info' prints it (0000000C), or 0x and\n"
 	"                       1 to 8 digits (0xC)\n"
 	"      --key KEYFILE    the module's root key: where to write it (--out), or the module\n"
-	"                       file's (--card FILE; default FILE with .card replaced by .key)\n";
+	"                       file's (--card FILE; default FILE with .card replaced by .key;\n"
+	"                       refused with --card pcsc: or unix:)\n";
 
 static const char blank_help[] =
 	"usage: keyhole card blank --out FILE [--key KEYFILE]\n"
@@ -170,6 +171,8 @@ static int cmd_issue(int argc, char **argv)
 	if (!!out == !!card)
 		return kh_cli_usage("card issue", "one of --out (a new module file) or --card (a blank module) is "
 						  "required, not both");
+	if (card && key && (strncmp(card, "pcsc:", 5) == 0 || strncmp(card, "unix:", 5) == 0))
+		return kh_cli_usage("card issue", "--key goes with a module file, not with %.5s", card);
 	if (kh_role_parse(role_s, &role) != KH_OK ||
 	    (role != KH_ROLE_CARD && role != KH_ROLE_CAM && role != KH_ROLE_DECODER && role != KH_ROLE_PROCESSOR &&
 	     role != KH_ROLE_BUYER && role != KH_ROLE_KEYCARD))

@@ -155,11 +155,16 @@ static kh_err connect_card(struct pcsc *p)
 	if ((r = need_ctx(p)) != KH_OK)
 		return r;
 	drop_card(p);
-	if (!p->reader[0] && (r = pick(p)) != KH_OK)
+	if (!p->reader[0] && (r = pick(p)) != KH_OK) {
+		if (r == KH_ERR_PCSC_SERVICE)
+			drop_all(p); /* a context of a pcscd gone still looks valid: make a new one next time */
 		return r;
+	}
 	rv = SCardConnect(p->ctx, p->reader, SCARD_SHARE_EXCLUSIVE, SCARD_PROTOCOL_T1, &p->card, &proto);
 	if (rv != SCARD_S_SUCCESS) {
 		kh_log_info("pcsc.connect", "reader=\"%s\" status=0x%08lX", p->reader, (unsigned long)rv);
+		if (map(rv) == KH_ERR_PCSC_SERVICE)
+			drop_all(p);
 		return map(rv) == KH_ERR_TRANSPORT ? KH_ERR_NO_CARD : map(rv);
 	}
 	p->have_card = 1;

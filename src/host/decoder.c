@@ -845,27 +845,6 @@ static int reconnect(struct kh_decoder *d, struct prog *g, const struct kh_ecm_h
 	return 1;
 }
 
-kh_err kh_decoder_drop_channel(struct kh_decoder *d)
-{
-	kh_err r = KH_OK, e;
-
-	if (!d)
-		return KH_ERR_INVAL;
-	if (d->err)
-		return d->err;
-	for (unsigned j = 0; j < KH_DECODER_PROGRAMS; j++) {
-		if ((e = clear_keys(d, &d->prog[j])) != KH_OK && r == KH_OK)
-			r = e;
-		d->prog[j].have_last = 0;
-	}
-	kh_host_cas_wipe(d->cfg.cas);
-	d->tried = 0; /* the next ECM, a repetition included, pairs with the card there now */
-	kh_log_info("decoder.channel_dropped", "reconnects=%u", d->st.reconnects);
-	if (r != KH_OK)
-		d->err = r;
-	return r;
-}
-
 static kh_err on_ecm(struct kh_decoder *d, struct prog *g, const uint8_t *sec, size_t n)
 {
 	struct kh_ecm_hdr h;
@@ -905,6 +884,31 @@ static void take_back(struct kh_decoder *d)
 		kh_log_info("decoder.taken_back", "program=%u", g->number);
 	}
 	clock_follow(d);
+}
+
+kh_err kh_decoder_drop_channel(struct kh_decoder *d)
+{
+	kh_err r = KH_OK, e;
+
+	if (!d)
+		return KH_ERR_INVAL;
+	if (d->err)
+		return d->err;
+	for (unsigned j = 0; j < KH_DECODER_PROGRAMS; j++) {
+		if ((e = clear_keys(d, &d->prog[j])) != KH_OK && r == KH_OK)
+			r = e;
+		d->prog[j].have_last = 0;
+	}
+	kh_host_cas_wipe(d->cfg.cas);
+	d->tried = 0; /* the next ECM, a repetition included, pairs with the card there now */
+	/* what the old card refused, the new one may answer: its refusals and the programmes left
+	 * out for want of rights are forgotten (take_back also rewrites the PAT) */
+	forget_refused_all(d);
+	take_back(d);
+	kh_log_info("decoder.channel_dropped", "reconnects=%u", d->st.reconnects);
+	if (r != KH_OK)
+		d->err = r;
+	return r;
 }
 
 /* ---- EMMs ---- */

@@ -102,7 +102,7 @@ kh_pcsc_scan()
 }
 
 # kh_pcsc_wait_card READER inserted|removed [ATR]: until pcsc_scan shows READER with a card (with
-# ATR, when given) or without one; fails after about 10 s.
+# ATR, when given) or without one; fails after 40 looks (each a pcsc_scan of about a second).
 kh_pcsc_wait_card()
 {
 	kh_i=0

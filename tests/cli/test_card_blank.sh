@@ -68,6 +68,8 @@ kh_expect_usage card issue --authority auth --role card --out x.card --card a.ca
 kh_expect_usage card issue --authority auth --role card --card a.card --card b.card
 kh_expect_usage card issue --authority auth --card a.card
 kh_expect_usage card issue --role card --card a.card
+kh_expect_usage card issue --authority auth --role card --card pcsc:reader --key a.key
+kh_expect_usage card issue --authority auth --role card --card unix:sock --key a.key
 [ ! -e x.card ] || kh_fail "a usage error wrote x.card"
 kh_expect_help card blank --help
 kh_expect_help card issue --help

@@ -88,11 +88,21 @@ def first_table(p):
     pl = p[4 + (1 + p[4] if afc & 2 else 0):] if afc & 1 else b""
     return pl[1 + pl[0]] if (p[1] & 0x40) and len(pl) > 1 + pl[0] else None
 ecm = [i for i, p in enumerate(pk) if first_table(p) in (0x80, 0x81)]
+# the first packet of each new ECM (table_id and the section's bytes): the card is asked only then
+seen, new = set(), []
+for i in ecm:
+    key = pk[i][4:]
+    if key not in seen:
+        seen.add(key)
+        new.append(i)
+# a split halfway between two ECM packets, near f of the stream, with no new ECM in the 700
+# packets before it: the decoder's last read before a change asks the card nothing, so the
+# change never meets an APDU in flight
+mids = [(a + z) // 2 for a, z in zip(ecm, ecm[1:])]
 for f in (0.3, 0.5, 0.7):
-    k = int(len(pk) * f)
-    a = max(e for e in ecm if e <= k)
-    z = min(e for e in ecm if e > k)
-    print((a + z) // 2)
+    t = int(len(pk) * f)
+    ok = [m for m in mids if not any(m - 700 <= n < m for n in new)]
+    print(min(ok, key=lambda m: abs(m - t)))
 EOF
 )
 [ $# -eq 3 ] || kh_fail "could not find the split points in s.ts"
@@ -104,8 +114,9 @@ mkfifo in.fifo
 	--in in.fifo --out - >live.ts 2>"$KH_META/live.err" </dev/null &
 PLAY=$!
 KH_PIDS="$KH_PIDS $PLAY"
-# (every process started from here on gets 3>&-: a writer left open would keep the FIFO from ending)
-exec 3>in.fifo
+# (every process started from here on gets 3>&-: a writer left open would keep the FIFO from ending;
+# opened read-write so that it cannot block on a decoder that died before opening its input)
+exec 3<>in.fifo
 
 # drained: until the decoder has read everything written to the FIFO (FIONREAD 0)
 drained()
@@ -122,11 +133,18 @@ sys.exit(1)
 EOF
 }
 
-# said TEXT COUNT: until the decoder has said TEXT on COUNT lines of its stderr
+# mark: from now on, said looks only at what the decoder says after this point
+MARK=0
+mark()
+{
+	MARK=$(wc -l <"$KH_META/live.err")
+}
+
+# said TEXT COUNT: until the decoder has said TEXT on COUNT lines of its stderr since the mark
 said()
 {
 	i=0
-	until [ "$(grep -c -F "$1" "$KH_META/live.err")" -ge "$2" ]; do
+	until [ "$(tail -n +$((MARK + 1)) "$KH_META/live.err" | grep -c -F "$1")" -ge "$2" ]; do
 		kill -0 "$PLAY" 2>/dev/null || { sed 's/^/  play| /' "$KH_META/live.err" >&2; kh_fail "decoder play ended"; }
 		[ "$i" -lt 100 ] || { sed 's/^/  play| /' "$KH_META/live.err" >&2; kh_fail "the decoder never said '$1'"; }
 		sleep 0.1
@@ -137,7 +155,9 @@ said()
 # part PKT_FROM PKT_TO: that part of the stream into the FIFO, then until the decoder read it all
 part()
 {
-	dd if=s.ts bs=188 skip="$1" count=$(($2 - $1)) status=none >&3 || kh_fail "writing the FIFO"
+	kill -0 "$PLAY" 2>/dev/null || { sed 's/^/  play| /' "$KH_META/live.err" >&2; kh_fail "decoder play ended"; }
+	timeout 60 dd if=s.ts bs=188 skip="$1" count=$(($2 - $1)) status=none >&3 ||
+		kh_fail "writing the FIFO (the decoder no longer reads it?)"
 	drained
 }
 
@@ -146,28 +166,39 @@ part 0 "$K1"
 kh_expect_fail card info --card "pcsc:$CARDR" 3>&-
 kh_err_has "reader '$CARDR': another program holds the card in that reader"
 # card A out, card B in the same reader
+mark
 kill -USR1 "$SA"
 said "the card was taken out of reader '$CARDR'" 1
 kh_stop "$SA" TERM
+mark
 kh_start_daemon SB card serve --vpcd "$PORT" --card b.card 3>&-
 said "a card is in reader '$CARDR'" 1
 part "$K1" "$K2"
 # pcscd killed: both readers go; the decoder waits for them and pairs again when they are back
-kill -KILL "$PCSCD"
+# (SIGKILL in our own namespace; where the machine's /run/pcscd is used, SIGTERM, so that pcscd
+# removes its own socket)
+mark
+if [ -n "$KH_PCSC_PRIVATE" ]; then
+	kill -KILL "$PCSCD"
+else
+	kill -TERM "$PCSCD"
+fi
 said "reader '$CARDR' is gone" 1
 said "reader '$CAMR' is gone" 1
 wait "$PCSCD" 2>/dev/null
-rm -f /run/pcscd/pcscd.comm /run/pcscd/pcscd.pid
+[ -z "$KH_PCSC_PRIVATE" ] || rm -f /run/pcscd/pcscd.comm /run/pcscd/pcscd.pid # our /run, a tmpfs
 kh_pcsc_start 3>&-
-said "a card is in reader '$CARDR'" 2
+said "a card is in reader '$CARDR'" 1
 said "a CAM is in reader '$CAMR'" 1
 part "$K2" "$K3"
 # card B out, card C (no right to product 7) in
+mark
 kill -USR1 "$SB"
-said "the card was taken out of reader '$CARDR'" 2
+said "the card was taken out of reader '$CARDR'" 1
 kh_stop "$SB" TERM
+mark
 kh_start_daemon SC card serve --vpcd "$PORT" --card c.card 3>&-
-said "a card is in reader '$CARDR'" 3
+said "a card is in reader '$CARDR'" 1
 part "$K3" "$NPKT"
 exec 3>&-
 i=0

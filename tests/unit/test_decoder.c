@@ -666,6 +666,41 @@ static void test_card_swap_seen(void **state)
 }
 
 /*
+ * From a card without the right to one with it (c2 refused the ECMs, then c1 is put in): the
+ * refusals were c2's, so the very next repetition of the ECM pairs with c1 and keys the stream;
+ * nothing waits for the next new ECM.
+ */
+static void test_swap_to_entitled(void **state)
+{
+	struct world *w = *state;
+	struct scenario sc = {.alg = KH_SCR_CSA2, .access = KH_ECM_PRODUCT, .set_key = 1, .entitle = 1, .credit = 0, .ua = w->c1.ua, .other_ua = 0};
+	struct stream *s = make_stream(w, &sc, (uint64_t)time(NULL));
+	struct kh_host_cas cas;
+	struct sink k = {0}, k1 = {0};
+	struct kh_decoder_stats st;
+	size_t swap_at = s->ecm_pos[2] + 10, b;
+
+	/* c1 takes its key and right from the stream first */
+	connect_card(w, &cas, &w->c1);
+	run(w, &cas, s, 0, 0, NULL, &k1, &st);
+	check_output(s, &k1, s->nclear);
+	kh_host_cas_wipe(&cas);
+	/* then the stream plays with c2 in the slot, and c1 goes in at swap_at */
+	b = comps_before(s, after_next_ecm(s, swap_at));
+	assert_true(after_next_ecm(s, swap_at) < s->ecm_pos[3]);
+	connect_card(w, &cas, &w->c2);
+	drop_at_swap = 1;
+	run(w, &cas, s, 0, swap_at, &w->c1.t, &k, &st);
+	drop_at_swap = 0;
+	check_output_gap(s, &k, 0, b);
+	assert_int_equal(cas.card_ua, w->c1.ua);
+	kh_host_cas_wipe(&cas);
+	free(k.out);
+	free(k1.out);
+	free_stream(s);
+}
+
+/*
  * The same card comes back (its reader lost and found again): the channel is dropped at that
  * point and the next ECM, a repetition of the one answered last, pairs again. The output lacks
  * exactly the component packets between the two, and every packet after is descrambled again.
@@ -1532,6 +1567,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_card_swap, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_card_swap_seen, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_reader_back, world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_swap_to_entitled, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_ppv, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_ppv_credit_low, world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_passive, world_setup, world_teardown),
