@@ -23,7 +23,9 @@ if [ $# -lt 1 ]; then
 	echo "usage: sh bench/pcsc.sh PROGRAM [ARGS...]" >&2
 	exit 2
 fi
-vpcd_lib=/usr/lib/pcsc/drivers/serial/libifdvpcd.so
+# the driver's path and kh_pcsc_free_port, shared with the tests
+. "$(dirname "$0")/../tests/cli/pcsc_lib.sh"
+vpcd_lib=$KH_VPCD_LIB
 name="Keyhole bench"
 
 skip_line()
@@ -54,18 +56,7 @@ fi
 dir=/run/kh-bench-pcsc
 mkdir -p /run/pcscd "$dir/conf"
 
-# A loopback TCP port, with the next one (the driver's second slot), that nothing uses.
-free_port()
-{
-	while :; do
-		p=$(($(od -An -tu2 -N2 /dev/urandom | tr -d ' \n') % 12000 + 20000))
-		h=$(printf '%04X|%04X' "$p" $((p + 1)))
-		cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
-			awk -v h="$h" '$2 ~ (":(" h ")$") { f = 1 } END { exit !f }' || break
-	done
-	echo "$p"
-}
-port=$(free_port)
+port=$(kh_pcsc_free_port) # the port and the next one (the driver's second slot) free
 printf 'FRIENDLYNAME "%s"\nDEVICENAME /dev/null:0x%X\nLIBPATH %s\nCHANNELID 0x%X\n' \
 	"$name" "$port" "$vpcd_lib" "$port" >"$dir/conf/vpcd"
 
